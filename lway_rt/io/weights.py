@@ -1,0 +1,101 @@
+"""Load and save SR weights: ``.pth`` (Real-ESRGAN/BasicSR checkpoints) and ``.safetensors``.
+
+Saving is atomic (temporary file, then rename) and refuses NaN/inf tensors, so a crash or a
+diverged run can never leave a broken file where a good one was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from lway_rt.errors import ModelError, OutputError
+
+__all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256"]
+
+
+def atomic_path(dest: Path):
+    """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def _cm():
+        dest_p = Path(dest)
+        try:
+            dest_p.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest_p.name}.", suffix=".tmp", dir=dest_p.parent)
+            os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
+        try:
+            yield Path(tmp)
+            os.replace(tmp, dest_p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    return _cm()
+
+
+def atomic_write_bytes(dest: Path, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """A content hash of a state dict, independent of file format and key order."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"refusing to save weights with NaN/inf values ({bad[0]} and {len(bad) - 1} more)")
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    with atomic_path(dest) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Return (tensors, metadata) from a ``.safetensors`` or ``.pth``/``.pt``/``.ckpt`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file {path} is empty (0 bytes): re-download or re-export it")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise ModelError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from exc
+        return tensors, meta
+    if suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
+        from lway_rt.archs.registry import unwrap_state_dict
+
+        return unwrap_state_dict(obj), {}
+    raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors")
