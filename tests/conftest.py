@@ -1,0 +1,51 @@
+"""Shared fixtures. Every test session gets its own model store (never the user's cache)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_store(tmp_path_factory):
+    """A private LWAYRT_HOME for the whole session; pretrained models are imported into it on demand."""
+    home = tmp_path_factory.mktemp("lwayrt_home")
+    old = os.environ.get("LWAYRT_HOME")
+    os.environ["LWAYRT_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("LWAYRT_HOME", None)
+    else:
+        os.environ["LWAYRT_HOME"] = old
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """scikit-image's bundled astronaut photo, HxWx3 uint8."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture(scope="session")
+def hr_crop(astronaut) -> np.ndarray:
+    """A 256x256 textured crop (face, hair, suit) of the astronaut photo."""
+    return np.ascontiguousarray(astronaut[100:356, 150:406])
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = torch.cuda.is_available()
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        if "trt" in item.keywords and not (has_cuda and has_trt):
+            item.add_marker(pytest.mark.skip(reason="needs TensorRT and a CUDA GPU"))
