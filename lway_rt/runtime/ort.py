@@ -1,0 +1,141 @@
+"""ONNX Runtime sessions that fail loudly instead of silently running on the CPU.
+
+``onnxruntime-gpu`` lists the CUDA and TensorRT providers even on a machine without a usable GPU,
+and a session asked for them quietly falls back to ``CPUExecutionProvider``: a benchmark then
+measures the wrong thing and nobody notices. ``create_session`` compares what was asked for with
+``session.get_providers()`` and raises unless the caller allowed the fallback.
+
+``onnxruntime`` is imported inside the functions, so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lway_rt.errors import InputError, LwayError, MissingDependencyError
+
+__all__ = ["create_session", "run_session", "available_providers", "ProviderFallbackError", "OPT_LEVELS"]
+
+#: ``opt_level`` names -> onnxruntime.GraphOptimizationLevel attribute names.
+OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+# Short aliases users type on the command line.
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+class ProviderFallbackError(LwayError):
+    """A requested execution provider was not used by the session (ONNX Runtime fell back)."""
+
+
+def _ort(feature: str = "running ONNX models"):
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "onnx", feature, "use the torch backend") from exc
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    """Execution providers this onnxruntime build offers (not a promise that they work)."""
+    return list(_ort().get_available_providers())
+
+
+def _provider_name(p: str | tuple[str, dict[str, Any]]) -> str:
+    name = p[0] if isinstance(p, tuple) else p
+    return _PROVIDER_ALIASES.get(name.lower(), name)
+
+
+def create_session(
+    onnx_path: str | Path,
+    *,
+    providers: Sequence[str | tuple[str, dict[str, Any]]] = ("CPUExecutionProvider",),
+    allow_fallback: bool = False,
+    threads: int | None = None,
+    opt_level: str = "all",
+):
+    """Open ``onnx_path`` in an ``onnxruntime.InferenceSession`` and check it runs where asked.
+
+    ``providers``: names (or ``(name, options)`` pairs, or aliases ``cpu``/``cuda``/``tensorrt``) in
+    priority order. Raises ``ProviderFallbackError`` when a requested non-CPU provider is not
+    among ``session.get_providers()`` and ``allow_fallback`` is false. ``threads`` sets the intra-op
+    thread count (None: ONNX Runtime's default). ``opt_level``: disable, basic, extended or all.
+    """
+    ort = _ort()
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} does not exist: export one first with 'lwayrt export'")
+    if opt_level not in OPT_LEVELS:
+        raise InputError(f"unknown ONNX Runtime optimisation level {opt_level!r}; use one of {', '.join(OPT_LEVELS)}")
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    if not providers:
+        raise InputError("no execution provider given; use e.g. CPUExecutionProvider")
+
+    resolved: list[str | tuple[str, dict[str, Any]]] = []
+    for p in providers:
+        name = _provider_name(p)
+        resolved.append((name, dict(p[1])) if isinstance(p, tuple) else name)
+    wanted = [_provider_name(p) for p in resolved]
+
+    offered = set(ort.get_available_providers())
+    missing = [w for w in wanted if w not in offered]
+    if missing and not allow_fallback:
+        raise ProviderFallbackError(
+            f"ONNX Runtime {ort.__version__} has no {', '.join(missing)} (it offers {', '.join(sorted(offered))}): "
+            "install onnxruntime-gpu (the 'gpu' extra) in place of onnxruntime, or run on the CPU provider"
+        )
+    if missing:
+        resolved = [p for p in resolved if _provider_name(p) in offered] or ["CPUExecutionProvider"]
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
+    if threads is not None:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    # ORT logs warnings (e.g. unused initializers) at level 2; keep the console for errors.
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=so, providers=resolved)
+    except Exception as exc:  # onnxruntime raises its own exception classes (Fail, InvalidGraph, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"ONNX Runtime cannot load {path}: {first}; re-export it with 'lwayrt export'") from exc
+
+    used = session.get_providers()
+    dropped = [w for w in wanted if w != "CPUExecutionProvider" and w not in used]
+    if dropped and not allow_fallback:
+        raise ProviderFallbackError(
+            f"ONNX Runtime silently fell back from {', '.join(dropped)} to {', '.join(used)} for {path.name} "
+            "(no usable GPU, or the CUDA/cuDNN/TensorRT libraries are missing): fix the GPU set-up, "
+            "or ask for the CPU provider explicitly"
+        )
+    return session
+
+
+def run_session(session, x: np.ndarray) -> np.ndarray:
+    """Run a single-input, single-output image model: NCHW float32 in, first output (float32) out."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise InputError(f"expected an NCHW batch (4 dimensions), got shape {x.shape}")
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise InputError(f"run_session handles single-input models; this one has {len(inputs)} inputs")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    (out, *_) = session.run(None, {inputs[0].name: x})
+    return np.asarray(out, dtype=np.float32)
