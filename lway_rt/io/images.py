@@ -1,0 +1,404 @@
+"""Read and write the images users hand to ``lwayrt``, without losing what they care about.
+
+Every image becomes a :class:`LoadedImage`: float32 RGB in [0, 1] for the network, plus what is
+needed to write the result back the way it came in (grey stays grey, 16-bit stays 16-bit in
+PNG/TIFF, an alpha channel comes back as RGBA). EXIF orientation is applied on reading, so the
+network sees the picture upright, as viewers show it.
+
+Pillow decodes everything except one case it truncates: 16-bit *colour* PNG/TIFF (it keeps only
+the high byte). For those the file is decoded twice by Pillow's own decoder, once keeping the
+high and once the low byte of each sample, and the halves are joined. 16-bit colour files are
+written by small encoders here (PNG: zlib + Sub filter; TIFF: uncompressed baseline).
+
+Writes are atomic (temporary file beside the target, then rename) via
+:func:`lway_rt.io.weights.atomic_path`.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lway_rt.errors import InputError, OutputError
+
+__all__ = [
+    "IMAGE_SUFFIXES", "LoadedImage", "read_image", "write_image", "to_tensor", "to_numpy",
+    "to_uint8", "resize_bicubic",
+]
+
+#: file endings ``lwayrt`` reads when it walks a folder
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+_FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
+                     ".tiff": "TIFF", ".bmp": "BMP"}
+_SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image as the network needs it, plus how to write it back.
+
+    ``rgb``: HxWx3 float32 in [0, 1] (grey images are replicated to three channels).
+    ``alpha``: HxW float32 in [0, 1], or None. ``bit_depth``: 8 or 16 bits per sample.
+    ``grey``: the file had no colour. ``mode``: Pillow's mode of the file (``P``, ``LA``, ``I;16`` …).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None = None
+    bit_depth: int = 8
+    grey: bool = False
+    mode: str = "RGB"
+    format: str | None = None
+    icc_profile: bytes | None = None
+
+    def __post_init__(self):
+        if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
+            raise ValueError(f"rgb must be HxWx3, got {self.rgb.shape}")
+        if self.alpha is not None and self.alpha.shape != self.rgb.shape[:2]:
+            raise ValueError(f"alpha must be HxW = {self.rgb.shape[:2]}, got {self.alpha.shape}")
+        if self.bit_depth not in (8, 16):
+            raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _open(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes): re-copy or re-export the image")
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError:
+        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, TIFF, BMP)") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be opened ({exc}): the file is corrupt") from None
+
+
+def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
+    """Full 16-bit samples of a 16-bit RGB/RGBA/LA file that Pillow would truncate to 8 bits."""
+    from PIL import Image
+
+    def rawmode(tile):
+        return tile.args if isinstance(tile.args, str) else tile.args[0]
+
+    modes = {rawmode(t) for t in im.tile}
+    if len(modes) != 1:
+        return None
+    raw = modes.pop()
+    base, _, kind = raw.partition(";")
+    if kind not in ("16B", "16L", "16N") or base not in ("RGB", "RGBA", "LA"):
+        return None
+    if kind == "16N":  # libtiff hands over samples in the machine's byte order
+        kind = "16L" if sys.byteorder == "little" else "16B"
+    swapped = f"{base};{'16L' if kind == '16B' else '16B'}"
+
+    def decode(rm: str, as_mode: str | None = None) -> np.ndarray:
+        with Image.open(path) as again:
+            tiles = []
+            for t in again.tile:
+                args = rm if isinstance(t.args, str) else (rm, *t.args[1:])
+                tiles.append(t._replace(args=args))
+            again.tile = tiles
+            if as_mode:
+                again._mode = as_mode
+            again.load()
+            return np.asarray(again).astype(np.uint16)
+
+    if raw == "LA;16B":
+        # Same 4 bytes per pixel as 8-bit RGBA: read the bytes as they are and pair them up.
+        b = decode("RGBA", "RGBA")
+        return np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=2)
+    try:
+        # The unpacker keeps the sample's most significant byte; with the byte order declared
+        # the other way round it keeps the least significant one.
+        high = decode(raw)
+        low = decode(swapped)
+    except ValueError:  # a layout Pillow has no unpacker for: fall back to its 8-bit reading
+        return None
+    return (high << 8) | low
+
+
+def read_image(path: str | Path) -> LoadedImage:
+    """Read PNG, JPEG, WebP, TIFF or BMP (8/16-bit, grey, RGB, RGBA, LA, palette), upright."""
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    im = _open(path)
+    try:
+        with im:
+            fmt = im.format
+            icc = im.info.get("icc_profile")
+            orig_mode = im.mode
+            try:
+                full = _sixteen_bit_colour(path, im) if fmt in _SIXTEEN_BIT_FORMATS else None
+                if full is None:
+                    im.load()
+            except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
+                raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+            orientation = im.getexif().get(0x0112, 1)
+            if full is not None:
+                arr = full.astype(np.float32) / 65535.0
+                arr = _exif_orient(arr, orientation)
+                if orig_mode == "LA" or arr.shape[2] == 2:
+                    return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
+                alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
+                return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
+            im = ImageOps.exif_transpose(im)
+            return _from_pil(im, orig_mode, fmt, icc)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
+        raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+
+
+def _exif_orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The eight EXIF orientations, for arrays Pillow cannot hold (same result as exif_transpose)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedImage:
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(im).astype(np.float32)
+        depth = 16
+        grey = np.clip(grey / 65535.0, 0.0, 1.0)
+        return LoadedImage(np.repeat(grey[..., None], 3, axis=2), None, depth, True, orig_mode, fmt, icc)
+    if mode == "F":
+        grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        return LoadedImage(np.repeat(grey[..., None], 3, axis=2), None, 16, True, orig_mode, fmt, icc)
+    if mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        mode = im.mode
+    elif mode == "PA":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    elif mode == "La":
+        im = im.convert("LA")
+        mode = "LA"
+    elif mode == "1":
+        im = im.convert("L")
+        mode = "L"
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+        im = im.convert("RGB")
+        mode = "RGB"
+    arr = np.asarray(im).astype(np.float32) / 255.0
+    if mode == "L":
+        return LoadedImage(np.repeat(arr[..., None], 3, axis=2), None, 8, True, orig_mode, fmt, icc)
+    if mode == "LA":
+        return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 8, True, orig_mode, fmt, icc)
+    if mode == "RGBA":
+        return LoadedImage(np.ascontiguousarray(arr[..., :3]), arr[..., 3].copy(), 8, False, orig_mode, fmt, icc)
+    if mode == "RGB":
+        return LoadedImage(np.ascontiguousarray(arr), None, 8, False, orig_mode, fmt, icc)
+    raise InputError(f"image mode {orig_mode} is not supported; convert the image to RGB or greyscale first")
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    # BT.601 weights: a grey input stays grey on output even if the network tinted it slightly.
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _quantise(x: np.ndarray, depth: int) -> np.ndarray:
+    top = 65535.0 if depth == 16 else 255.0
+    return np.round(np.clip(x, 0.0, 1.0) * top).astype(np.uint16 if depth == 16 else np.uint8)
+
+
+def _png16(arr: np.ndarray) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row."""
+    h, w = arr.shape[:2]
+    ch = 1 if arr.ndim == 2 else arr.shape[2]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
+    rows = arr.astype(">u2").reshape(h, w * ch).view(np.uint8).reshape(h, w * ch * 2)
+    bpp = 2 * ch
+    filtered = rows.copy()
+    filtered[:, bpp:] = rows[:, bpp:] - rows[:, :-bpp]  # uint8 arithmetic wraps mod 256, as PNG wants
+    body = np.concatenate([np.ones((h, 1), np.uint8), filtered], axis=1).tobytes()
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
+
+
+def _tiff16(arr: np.ndarray) -> bytes:
+    """An uncompressed little-endian baseline TIFF with 16-bit samples (one strip)."""
+    h, w = arr.shape[:2]
+    ch = 1 if arr.ndim == 2 else arr.shape[2]
+    data = arr.astype("<u2").tobytes()
+    entries = []  # (tag, type, count, value-or-offset payload)
+    extra = b""
+    header = 8
+    n_entries = 10 + (1 if ch in (2, 4) else 0)
+    ifd_size = 2 + 12 * n_entries + 4
+    extra_off = header + ifd_size
+    bits_payload = struct.pack("<" + "H" * ch, *([16] * ch))
+    if ch > 2:
+        bits_ref = extra_off + len(extra)
+        extra += bits_payload
+    data_off = extra_off + len(extra)
+    SHORT, LONG = 3, 4
+    entries.append((256, LONG, 1, w))
+    entries.append((257, LONG, 1, h))
+    entries.append((258, SHORT, ch, bits_ref if ch > 2 else (16 | (16 << 16) if ch == 2 else 16)))
+    entries.append((259, SHORT, 1, 1))  # no compression
+    entries.append((262, SHORT, 1, 2 if ch >= 3 else 1))  # RGB or BlackIsZero
+    entries.append((273, LONG, 1, data_off))
+    entries.append((277, SHORT, 1, ch))
+    entries.append((278, LONG, 1, h))
+    entries.append((279, LONG, 1, len(data)))
+    entries.append((284, SHORT, 1, 1))  # chunky
+    if ch in (2, 4):
+        entries.append((338, SHORT, 1, 2))  # unassociated alpha
+    entries.sort()
+    ifd = struct.pack("<H", len(entries))
+    for tag, typ, count, value in entries:
+        if typ == SHORT and count == 1:
+            ifd += struct.pack("<HHIHH", tag, typ, count, value, 0)
+        else:
+            ifd += struct.pack("<HHII", tag, typ, count, value)
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", header) + ifd + extra + data
+
+
+def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
+                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95) -> Path:
+    """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
+
+    16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped only for
+    JPEG, which cannot hold it. Returns the path written.
+    """
+    from PIL import Image
+
+    from lway_rt.io.weights import atomic_path
+
+    path = Path(path)
+    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .tif or .bmp")
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb must be HxWx3, got {rgb.shape}")
+    if not np.isfinite(rgb).all():
+        raise OutputError(f"refusing to write {path}: the image has NaN/inf pixels (the model's output is broken)")
+    if fmt == "JPEG":
+        alpha = None
+    depth = bit_depth if fmt in _SIXTEEN_BIT_FORMATS else 8
+    planes = [_luminance(rgb)[..., None]] if grey else [rgb]
+    if alpha is not None:
+        planes.append(np.asarray(alpha, dtype=np.float32)[..., None])
+    arr = _quantise(np.concatenate(planes, axis=2), depth)
+    if arr.shape[2] == 1:
+        arr = arr[..., 0]
+    elif arr.shape[2] == 2 and fmt in ("TIFF", "BMP"):
+        arr = arr[..., [0, 0, 0, 1]]  # grey+alpha is not portable in these formats: write RGBA
+
+    try:
+        with atomic_path(path) as tmp:
+            if depth == 16 and (arr.ndim == 3):
+                tmp.write_bytes(_png16(arr) if fmt == "PNG" else _tiff16(arr))
+            else:
+                if arr.ndim == 2:
+                    im = Image.fromarray(arr)  # L or I;16
+                else:
+                    im = Image.fromarray(arr, {2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]])
+                opts: dict = {}
+                if icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+                    opts["icc_profile"] = icc_profile
+                if fmt == "JPEG":
+                    opts.update(quality=quality, subsampling=0)
+                elif fmt == "WEBP":
+                    opts.update(quality=quality)
+                im.save(tmp, format=fmt, **opts)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another output folder") from None
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# arrays <-> tensors
+
+
+def to_tensor(img: np.ndarray, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """HxWxC (or HxW) array -> 1xCxHxW tensor; uint8/uint16 are scaled to [0, 1]."""
+    arr = np.asarray(img)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 65535.0
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0)
+    return t.to(device=device, dtype=dtype)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """1xCxHxW (or CxHxW) tensor -> HxWxC float32 array (no clamping)."""
+    if t.ndim == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected a batch of one image, got {t.shape[0]}")
+        t = t[0]
+    return t.detach().to("cpu", torch.float32).permute(1, 2, 0).contiguous().numpy()
+
+
+def to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8, rounded (as SR papers save their outputs)."""
+    return _quantise(np.asarray(arr, dtype=np.float32), 8)
+
+
+def resize_bicubic(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of an HxWxC / HxW float image to ``size`` = (width, height), with Pillow's
+    antialiasing when shrinking (close to MATLAB ``imresize``, the SR literature's degradation).
+
+    uint8 in -> uint8 out (Pillow's 8-bit path, as SR datasets are made); float in -> float32 out.
+    """
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if arr.dtype == np.uint8:
+        return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BICUBIC))
+    arr = arr.astype(np.float32)
+    planes = arr[..., None] if arr.ndim == 2 else arr
+    out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]), "F").resize(size, Image.Resampling.BICUBIC))
+                    for c in range(planes.shape[2])], axis=2)
+    return out[..., 0] if arr.ndim == 2 else out
