@@ -1,0 +1,72 @@
+"""The inputs of an adaptation run: named images read with ``lway_rt.io.images``.
+
+A grey input is replicated to three channels for the networks and written back grey; an RGBA
+input adapts on its colour and gets its alpha upsampled bicubically beside the SR output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lway_rt.errors import InputError
+from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image
+
+__all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
+
+
+@dataclass(frozen=True)
+class InputImage:
+    name: str  # unique within a run; names the SR output file
+    image: LoadedImage
+    path: Path | None = None
+
+    @property
+    def rgb(self) -> np.ndarray:
+        return self.image.rgb
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.height, self.image.width
+
+
+def from_array(name: str, rgb: np.ndarray) -> InputImage:
+    """An in-memory HxWx3 (uint8 or float [0, 1]) image, for library callers and benchmarks."""
+    arr = np.asarray(rgb)
+    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    return InputImage(name, LoadedImage(np.ascontiguousarray(arr)))
+
+
+def list_images(inputs) -> list[Path]:
+    """Expand files and folders (non-recursive, sorted) into image paths."""
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise InputError(f"input {p} does not exist")
+    if not paths:
+        raise InputError("no input images given")
+    return paths
+
+
+def read_inputs(inputs) -> list[InputImage]:
+    """Read every input; names are file stems, made unique with a numeric suffix when two clash."""
+    out: list[InputImage] = []
+    seen: set[str] = set()
+    for p in list_images(inputs):
+        name, k = p.stem, 1
+        while name in seen:
+            k += 1
+            name = f"{p.stem}_{k}"
+        seen.add(name)
+        out.append(InputImage(name, read_image(p), p))
+    return out

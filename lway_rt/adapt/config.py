@@ -1,0 +1,148 @@
+"""``AdaptConfig``: every knob of a stage-2 run, frozen and validated on construction.
+
+Defaults follow DESIGN.md §2.4 (Adam, lr 5e-5, 200 iterations, SR-size target, all parameters).
+A TOML file may supply defaults (``[adapt]`` table or top level); flags override it; the resolved
+configuration is written next to every output as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lway_rt.errors import InputError
+
+__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "TRAINABLE_PRESETS", "load_toml_defaults"]
+
+LOSSES = ("lway", "naive", "identity")
+TARGETS = ("sr", "lr")
+MODES = ("folder", "per-image")
+TRAINABLE_PRESETS = ("all", "body")
+ENCODER_BACKENDS = ("torch",)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """One adaptation recipe.
+
+    loss: ``lway`` (x̂ = R(S(x), e) against the LR), ``naive`` (bicubic-downsampled S(x) against
+      the LR, no reconstructor) or ``identity`` (the control of DESIGN §2.5: R replaced by the
+      identity, S(x) against the bicubic-upsampled LR).
+    target: ``sr`` compares at SR size with the bicubic-upsampled LR; ``lr`` downsamples the
+      prediction by the scale and compares with the LR itself (``naive`` always works at LR size,
+      ``identity`` always at SR size).
+    trainable: ``all``, ``body`` (everything but the first and the last/upsampling layers) or a
+      tuple of parameter-name prefixes.
+    anchor_weight: weight of an L1 penalty tying S's output to the unadapted model's output on the
+      same patch (drift guard; 0 turns it off and saves a forward pass).
+    guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
+      of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
+    """
+
+    iterations: int = 200
+    lr: float = 5e-5
+    patch_size: int = 32  # LR pixels
+    batch_size: int = 4
+    trainable: str | tuple[str, ...] = "all"
+    mode: str = "folder"
+    target: str = "sr"
+    loss: str = "lway"
+    hf_weight: bool = True
+    hf_mode: str = "luma"
+    anchor_weight: float = 0.0
+    guard_factor: float = 2.0
+    guard_every: int = 10
+    max_bad_steps: int = 5
+    eval_every: int = 20
+    patience: int = 3
+    snapshot_every: int = 20
+    snapshot_crop: int = 48  # LR pixels, one fixed crop per image (up to 6 images)
+    checkpoint_every: int = 20
+    seed: int = 0
+    device: str = "cpu"
+    encoder_backend: str = "torch"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        def bad(msg: str):
+            raise InputError(f"adapt config: {msg}")
+
+        if isinstance(self.trainable, list):
+            object.__setattr__(self, "trainable", tuple(self.trainable))
+        if isinstance(self.adam_betas, list):
+            object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        for name in ("iterations", "patch_size", "batch_size", "guard_every", "max_bad_steps", "eval_every",
+                     "patience", "snapshot_every", "snapshot_crop", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(f"{name} must be a positive integer, got {v!r}")
+        if not (0.0 < self.lr < 1.0):
+            bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default, 2e-6 suits large models")
+        if self.patch_size < 4:
+            bad(f"patch_size {self.patch_size} is too small: use 16 or more LR pixels")
+        if self.loss not in LOSSES:
+            bad(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        if self.target not in TARGETS:
+            bad(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        if self.mode not in MODES:
+            bad(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.hf_mode not in ("luma", "channel"):
+            bad(f"unknown hf_mode {self.hf_mode!r}; use luma or channel")
+        if self.encoder_backend not in ENCODER_BACKENDS:
+            bad(f"encoder backend {self.encoder_backend!r} is not available; use {', '.join(ENCODER_BACKENDS)}")
+        if isinstance(self.trainable, str):
+            if self.trainable not in TRAINABLE_PRESETS:
+                bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
+        elif not self.trainable or not all(isinstance(p, str) and p for p in self.trainable):
+            bad("trainable prefixes must be non-empty strings")
+        if self.anchor_weight < 0 or self.guard_factor < 0:
+            bad("anchor_weight and guard_factor must be >= 0")
+        if self.guard_factor and self.guard_factor <= 1.0:
+            bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["trainable"] = self.trainable if isinstance(self.trainable, str) else list(self.trainable)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    def recipe_json(self) -> str:
+        """Compact JSON of what shapes the weights (for checkpoint metadata)."""
+        d = self.to_dict()
+        for k in ("device", "notes", "eval_every", "snapshot_every", "snapshot_crop", "checkpoint_every"):
+            d.pop(k, None)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdaptConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(f"adapt config: unknown keys {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def replace(self, **changes) -> AdaptConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def load_toml_defaults(path: str | Path) -> dict[str, Any]:
+    """Read adapt defaults from a TOML file (``[adapt]`` table if present, else the top level)."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
+    table = data.get("adapt", data)
+    if not isinstance(table, dict):
+        raise InputError(f"config file {p}: [adapt] must be a table")
+    return {k.replace("-", "_"): v for k, v in table.items()}

@@ -1,0 +1,593 @@
+"""The stage-2 driver: adapt a pretrained SR network S to a set of LR images (LWay).
+
+Order of work for one run (one model for a folder, or one per image):
+1. read the inputs, upsample each LR bicubically once, embed each with E once and prepare R's
+   per-image constants once (``embed.prepare_stage1``);
+2. loop ``adapt_step`` over random patch batches; every ``guard_every`` steps measure the loss on a
+   fixed patch set and roll back to the last good weights (halving the learning rate) when it jumps
+   (drift guard, DESIGN §2.5); a non-finite step is skipped and lowers the learning rate, and if that
+   persists the run stops with the last good weights;
+3. with ground truth, evaluate Y-PSNR/SSIM every ``eval_every`` steps, keep the best weights and stop
+   after ``patience`` evaluations without gain; without it, run the fixed number of steps and keep
+   snapshots of fixed crops for the contact sheet;
+4. write the adapted weights (same architecture and parameter names as S), the SR image of every
+   input, ``report.json``, ``curves.png``, ``contact_sheet.png`` and ``config.json``.
+
+Checkpoints are written atomically every ``checkpoint_every`` steps; ``resume=True`` continues a
+killed run from the last one (same settings required) and reproduces the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lway_rt.adapt._imageio import InputImage, read_inputs
+from lway_rt.adapt.config import AdaptConfig
+from lway_rt.adapt.embed import prepare_stage1
+from lway_rt.adapt.losses import adaptation_loss
+from lway_rt.adapt.patches import AdaptImage, Batch, bicubic_up, check_patch_fits, fixed_patches, sample_batch
+from lway_rt.adapt.step import adapt_step
+from lway_rt.errors import InputError, ModelError, TrainingError
+
+__all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "RunResult", "CHECKPOINT", "WEIGHTS"]
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "adapted.safetensors"
+SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
+SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out_dir: Path
+    weights: Path
+    report: dict
+    sr_paths: tuple[Path, ...]
+
+
+# ------------------------------------------------------------------------------------------
+# model helpers
+
+
+def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]) -> list[str]:
+    """Set ``requires_grad`` per the recipe; returns the names of the trainable parameters.
+
+    ``body`` keeps the first layer and the last (upsampling/output) layers frozen: RRDBNet trains
+    ``body.*`` and ``conv_body``; SRVGGNetCompact trains the middle ``body`` convs and activations.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if trainable == "all":
+        chosen = names
+    elif trainable == "body":
+        if arch == "RRDBNet":
+            chosen = [n for n in names if n.startswith(("body.", "conv_body."))]
+        elif arch == "SRVGGNetCompact":
+            idx = sorted({int(n.split(".")[1]) for n in names if n.startswith("body.")})
+            first, last = idx[0], idx[-1]
+            chosen = [n for n in names if n.startswith("body.") and first + 1 < int(n.split(".")[1]) < last]
+        else:
+            raise InputError(f"'body' is not defined for {arch}; name parameter prefixes with --trainable instead")
+    else:
+        prefixes = tuple(trainable)
+        chosen = [n for n in names if n.startswith(prefixes)]
+    if not chosen:
+        sample = ", ".join(names[:4])
+        raise InputError(f"--trainable {trainable!r} matches no parameter of this {arch}; names look like {sample}, …")
+    keep = set(chosen)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in keep)
+    return chosen
+
+
+def super_resolve(model: nn.Module, lr: torch.Tensor, multiple: int = 1, tile: int = 256, overlap: int = 16) -> torch.Tensor:
+    """S on a whole image (1, 3, h, w) -> (1, 3, h*s, w*s) in [0, 1], tiled for large images.
+
+    Tiles overlap by ``overlap`` LR pixels and only their inner parts are kept, so seams see the
+    same context as the untiled network up to that margin.
+    """
+    h, w = lr.shape[-2:]
+    with torch.no_grad():
+        if h <= tile and w <= tile:
+            return _run_padded(model, lr, multiple).clamp_(0, 1)
+        out = None
+        step = tile - 2 * overlap
+        for top in range(0, h, step):
+            for left in range(0, w, step):
+                t0, l0 = max(0, top - overlap), max(0, left - overlap)
+                t1, l1 = min(h, top + step + overlap), min(w, left + step + overlap)
+                y = _run_padded(model, lr[..., t0:t1, l0:l1], multiple)
+                s = y.shape[-1] // (l1 - l0)
+                if out is None:
+                    out = lr.new_zeros(1, y.shape[1], h * s, w * s)
+                bt, bl = min(top + step, h), min(left + step, w)
+                out[..., top * s:bt * s, left * s:bl * s] = y[..., (top - t0) * s:(bt - t0) * s, (left - l0) * s:(bl - l0) * s]
+        return out.clamp_(0, 1)
+
+
+def _run_padded(model: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    y = model(x)
+    s = y.shape[-1] // x.shape[-1]
+    return y[..., : h * s, : w * s]
+
+
+def _tensor(img: InputImage, device: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return (t[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+
+def _clone_state(module_or_opt) -> dict:
+    return copy.deepcopy(module_or_opt.state_dict())
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+# ------------------------------------------------------------------------------------------
+# ground truth
+
+
+def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str, np.ndarray]:
+    from lway_rt.io.images import IMAGE_SUFFIXES, read_image
+
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise InputError(f"--gt {gt_dir} is not a folder")
+    by_stem = {p.stem: p for p in sorted(gt_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    out, missing = {}, []
+    for img in images:
+        stem = img.path.stem if img.path is not None else img.name
+        p = by_stem.get(stem) or by_stem.get(img.name)
+        if p is None:
+            missing.append(stem)
+            continue
+        gt = read_image(p).rgb
+        h, w = img.size
+        if not (h * scale <= gt.shape[0] < (h + 1) * scale and w * scale <= gt.shape[1] < (w + 1) * scale):
+            raise InputError(f"ground truth {p.name} is {gt.shape[1]}x{gt.shape[0]} px but input {stem} x{scale} is "
+                             f"{w * scale}x{h * scale}: pass HR images that match the LR inputs")
+        out[img.name] = gt[: h * scale, : w * scale]
+    if missing:
+        raise InputError(f"no ground truth in {gt_dir} for {', '.join(missing[:3])}"
+                         f"{' …' if len(missing) > 3 else ''}: name HR files like their LR inputs")
+    return out
+
+
+def _evaluate(model, tensors, gt, scale, multiple) -> tuple[float, float, dict[str, dict[str, float]]]:
+    from lway_rt.metrics import psnr_y, ssim_y
+
+    per = {}
+    for name, lr in tensors.items():
+        sr = super_resolve(model, lr, multiple)[0].permute(1, 2, 0).cpu().numpy()
+        per[name] = {"psnr": psnr_y(sr, gt[name], scale), "ssim": ssim_y(sr, gt[name], scale)}
+    return (float(np.mean([v["psnr"] for v in per.values()])), float(np.mean([v["ssim"] for v in per.values()])), per)
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage]) -> str:
+    h = hashlib.sha256()
+    h.update(config.recipe_json().encode())
+    h.update(base_sha.encode())
+    h.update(str(stage1_sha).encode())
+    for img in images:
+        h.update(img.name.encode())
+        h.update(np.ascontiguousarray(img.rgb).tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    from lway_rt.io.weights import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file: say so rather than crash deep inside torch
+        raise InputError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it and run without --resume") from exc
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+
+
+def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, *, stage1=None,
+                 gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
+                 write_outputs: bool = True) -> RunResult:
+    """Adapt one model to ``images`` (already read) and write its outputs into ``out_dir``.
+
+    ``desc`` is the base model's ``ModelDescriptor`` (left untouched); ``stage1`` a frozen
+    ``lway_rt.degae.Stage1`` (needed for ``loss='lway'`` only); ``gt`` maps image names to HR arrays.
+    """
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    log = log or (lambda msg: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
+                         "or choose another --out folder")
+    t_start = time.perf_counter()
+    device = config.device
+    scale, multiple = desc.scale, desc.size_multiple
+    if config.patch_size % multiple:
+        raise InputError(f"{desc.arch} x{scale} needs inputs in multiples of {multiple} px: use a --patch-size that is")
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    base_state = desc.model.state_dict()
+    base_sha = state_dict_sha256(base_state)
+    model = copy.deepcopy(desc.model).to(device).eval()
+    trainable = select_trainable(model, desc.arch, config.trainable)
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
+    anchor_model = None
+    if config.anchor_weight > 0:
+        anchor_model = copy.deepcopy(desc.model).to(device).eval()
+        for p in anchor_model.parameters():
+            p.requires_grad_(False)
+
+    # --- data: LR, bicubic upsampling, embeddings, R's constants (each once per image)
+    tensors = {img.name: _tensor(img, device) for img in images}
+    data = [AdaptImage.from_lr(img.name, tensors[img.name], scale) for img in images]
+    check_patch_fits(data, config.patch_size)
+    recon, stage1_info, embed_s = None, None, 0.0
+    if config.loss == "lway":
+        if stage1 is None:
+            raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
+        t0 = time.perf_counter()
+        stage1.encoder.to(device)
+        stage1.reconstructor.to(device)
+        recon, emb = prepare_stage1(stage1, [d.up for d in data], backend=config.encoder_backend)
+        embed_s = time.perf_counter() - t0
+        stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
+                       **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
+                          if k in stage1.meta}}
+        log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s")
+    fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images)
+
+    fixed = fixed_patches(data, config.patch_size, scale)
+    if anchor_model is not None:
+        with torch.no_grad():
+            fixed.anchor = anchor_model(fixed.lr)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, config)
+        return float(loss)
+
+    # fixed crops for the contact sheet (LR centre crops)
+    snap_in = []
+    for d in data[:SNAPSHOT_LIMIT]:
+        h, w = d.size
+        c = min(config.snapshot_crop, h, w)
+        c -= c % multiple
+        t, l = (h - c) // 2, (w - c) // 2
+        snap_in.append(d.lr[..., t:t + c, l:l + c])
+
+    def snapshot() -> list[torch.Tensor]:
+        return [torch.from_numpy(_to_uint8(super_resolve(model, x, multiple))) for x in snap_in]
+
+    gt_metrics_before = None
+    if gt is not None:
+        gt = {k: v for k, v in gt.items() if k in tensors}
+
+    # --- state that a checkpoint carries
+    st = {
+        "it": 0, "lr": config.lr, "history": [], "val": [], "evals": [], "events": [],
+        "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
+        "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {}, "train_s": 0.0,
+        "stopped": None, "resumed_from": [],
+    }
+    if resume and ckpt_path.exists():
+        ck = _load_checkpoint(ckpt_path)
+        if ck.get("fingerprint") != fingerprint:
+            raise InputError(f"the checkpoint in {out_dir} was made with other inputs, model or settings: rerun with the "
+                             "same ones, or drop --resume and choose another --out folder")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"])
+        st.update(ck["st"])
+        st["snapshots"] = {int(k): v for k, v in st["snapshots"].items()}
+        st["resumed_from"] = list(st["resumed_from"]) + [st["it"]]
+        _set_lr(opt, st["lr"])
+        log(f"resumed from iteration {st['it']}")
+    elif resume:
+        log("no checkpoint to resume from: starting from the beginning")
+
+    if gt is not None:
+        base_copy = copy.deepcopy(desc.model).to(device).eval()
+        _, _, gt_metrics_before = _evaluate(base_copy, tensors, gt, scale, multiple)
+        del base_copy
+
+    def guard_check() -> None:
+        val = fixed_loss()
+        st["val"].append({"it": st["it"], "loss": val})
+        best = st["best_val"]
+        jumped = config.guard_factor > 0 and best is not None and val > config.guard_factor * best
+        if not math.isfinite(val) or jumped:
+            if st["good_model"] is None:
+                raise TrainingError("the loss on the fixed patches is not finite for the unadapted model: "
+                                    "check the inputs and the stage-1 checkpoint")
+            model.load_state_dict(st["good_model"])
+            opt.load_state_dict(st["good_opt"])
+            st["lr"] *= 0.5
+            _set_lr(opt, st["lr"])
+            st["rollbacks"] += 1
+            msg = (f"iteration {st['it']}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
+                   f"{best:.4g}; rolled back to iteration {st['good_it']}, lr now {st['lr']:.3g}")
+            st["events"].append(msg)
+            log(msg)
+            if st["rollbacks"] > config.max_bad_steps:
+                st["stopped"] = f"rolled back {st['rollbacks']} times; stopped with the weights of iteration {st['good_it']}"
+            return
+        st["best_val"] = val if best is None else min(best, val)
+        st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), st["it"]
+
+    def gt_check() -> None:
+        psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple)
+        st["evals"].append({"it": st["it"], "psnr": psnr, "ssim": ssim})
+        if st["best_psnr"] is None or psnr > st["best_psnr"]:
+            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, _clone_state(model), st["it"], 0
+        else:
+            st["no_improve"] += 1
+            if st["no_improve"] >= config.patience:
+                st["stopped"] = (f"early stop at iteration {st['it']}: no Y-PSNR gain for {config.patience} evaluations; "
+                                 f"kept iteration {st['best_it']} ({st['best_psnr']:.3f} dB)")
+
+    if st["it"] == 0:
+        guard_check()
+        if gt is not None:
+            gt_check()
+        st["snapshots"][0] = snapshot()
+
+    log(f"adapting {desc.arch} x{scale} on {len(data)} image(s): {len(trainable)} trainable tensors, "
+        f"loss {config.loss}, target {config.target}, {config.iterations} iterations")
+    t_loop = time.perf_counter()
+    train_s0 = st["train_s"]
+    while st["it"] < config.iterations and st["stopped"] is None:
+        batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen)
+        if anchor_model is not None:
+            with torch.no_grad():
+                batch.anchor = anchor_model(batch.lr)
+        m = adapt_step(model, opt, batch, recon, config)
+        st["it"] += 1
+        rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": st["lr"]}
+        if "anchor" in m:
+            rec["anchor"] = m["anchor"]
+        st["history"].append(rec)
+        if m["skipped"]:
+            st["bad_streak"] += 1
+            st["lr"] *= 0.5
+            _set_lr(opt, st["lr"])
+            msg = f"iteration {st['it']}: {m['reason']}, step skipped; lr now {st['lr']:.3g}"
+            st["events"].append(msg)
+            log(msg)
+            if st["bad_streak"] >= config.max_bad_steps:
+                st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row; stopped with the last good "
+                                 f"weights (iteration {st['it'] - st['bad_streak']})")
+                log(st["stopped"])
+                break
+            continue
+        st["bad_streak"] = 0
+        done = st["it"] == config.iterations
+        if st["it"] % config.guard_every == 0 or done:
+            guard_check()
+        if gt is not None and (st["it"] % config.eval_every == 0 or done):
+            gt_check()
+        if st["it"] % config.snapshot_every == 0 or done:
+            st["snapshots"][st["it"]] = snapshot()
+        if st["it"] % 10 == 0:
+            log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}")
+        st["train_s"] = train_s0 + time.perf_counter() - t_loop
+        if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
+            _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
+                                         "gen": gen.get_state(), "st": st})
+    st["train_s"] = train_s0 + time.perf_counter() - t_loop
+    if st["stopped"]:
+        log(st["stopped"])
+
+    # --- final weights: best by ground truth, else the last good ones
+    if gt is not None and st["best_model"] is not None:
+        model.load_state_dict(st["best_model"])
+        final_it = st["best_it"]
+    elif st["stopped"] and st["good_model"] is not None and "rolled back" in st["stopped"]:
+        model.load_state_dict(st["good_model"])
+        final_it = st["good_it"]
+    else:
+        final_it = st["it"] - st["bad_streak"]
+    final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if set(final_state) != set(base_state):  # same architecture, same names: a loader relies on it
+        raise TrainingError("internal error: the adapted state dict's names differ from the base model's")
+    bad = [k for k, v in final_state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise TrainingError(f"adapted weights are not finite ({bad[0]}); nothing was written")
+
+    report = {
+        "format": "lway_rt.adapt-report/1",
+        "model": {"name": desc.name, "source": desc.source, "arch": desc.arch, "scale": scale,
+                  "hparams": desc.spec.hparams, "base_sha256": base_sha},
+        "stage1": stage1_info,
+        "config": config.to_dict(),
+        "trainable_tensors": len(trainable),
+        "trainable_params": int(sum(p.numel() for p in params)),
+        "images": [{"name": d.name, "size": list(d.size)} for d in data],
+        "iterations_run": st["it"],
+        "final_iteration": final_it,
+        "stopped": st["stopped"] or "completed",
+        "events": st["events"],
+        "rollbacks": st["rollbacks"],
+        "history": st["history"],
+        "fixed_patch_loss": st["val"],
+        "evals": st["evals"],
+        "resumed_from": st["resumed_from"],
+        "timings": {"embed_s": round(embed_s, 4), "train_s": round(st["train_s"], 3),
+                    "ms_per_iteration": round(1000 * st["train_s"] / max(1, st["it"]), 2),
+                    "total_s_this_process": None},
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "device": device},
+    }
+    if gt is not None:
+        _, _, after = _evaluate(model, tensors, gt, scale, multiple)
+        for entry in report["images"]:
+            entry["before"] = gt_metrics_before[entry["name"]]
+            entry["after"] = after[entry["name"]]
+        report["mean"] = {
+            "psnr_before": float(np.mean([v["psnr"] for v in gt_metrics_before.values()])),
+            "psnr_after": float(np.mean([v["psnr"] for v in after.values()])),
+            "ssim_before": float(np.mean([v["ssim"] for v in gt_metrics_before.values()])),
+            "ssim_after": float(np.mean([v["ssim"] for v in after.values()])),
+        }
+    if not write_outputs:
+        report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
+        return RunResult(out_dir, out_dir / WEIGHTS, report, ())
+
+    # --- outputs
+    adapted_sha = state_dict_sha256(final_state)
+    meta = {
+        "format": "lway_rt.sr/1",
+        "name": f"{desc.name or desc.arch}-lway",
+        "arch": desc.arch,
+        "scale": str(scale),
+        "hparams": json.dumps(desc.spec.hparams),
+        "base_model": str(desc.name or desc.source),
+        "base_sha256": base_sha,
+        "adapted_sha256": adapted_sha,
+        "recipe": config.recipe_json(),
+        "stage1_sha256": (stage1_info or {}).get("sha256", ""),
+        "inputs": json.dumps([d.name for d in data]),
+        "iterations": str(final_it),
+        "description": f"{desc.name or desc.arch} adapted with LWay stage 2 ({config.loss} loss) to {len(data)} image(s)",
+    }
+    weights_path = out_dir / WEIGHTS
+    save_safetensors(weights_path, final_state, meta)
+    report["model"]["adapted_sha256"] = adapted_sha
+    report["weights"] = WEIGHTS
+
+    from lway_rt.io.images import resize_bicubic, write_image
+
+    sr_dir = out_dir / "sr"
+    sr_paths = []
+    for img in images:
+        sr = super_resolve(model, tensors[img.name], multiple)[0].permute(1, 2, 0).cpu().numpy()
+        alpha = None
+        if img.image.alpha is not None:
+            alpha = np.clip(resize_bicubic(img.image.alpha, (sr.shape[1], sr.shape[0])), 0, 1)
+        depth = img.image.bit_depth
+        sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey))
+    for entry, p in zip(report["images"], sr_paths):
+        entry["sr"] = str(p.relative_to(out_dir))
+
+    # contact sheet: bicubic | unadapted | snapshots ... | final
+    its = sorted(st["snapshots"])
+    if len(its) > SHEET_COLUMNS:
+        keep = sorted({its[round(i * (len(its) - 1) / (SHEET_COLUMNS - 1))] for i in range(SHEET_COLUMNS)})
+        its = keep
+    final_snap = snapshot()
+    rows = []
+    for k, x in enumerate(snap_in):
+        row = [_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
+        rows.append(row)
+    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [f"final (it {final_it})"]
+    from lway_rt.adapt.visual import can_plot, save_contact_sheet, save_curves
+
+    save_contact_sheet(out_dir / "contact_sheet.png", rows, labels, [d.name[:12] for d in data[:SNAPSHOT_LIMIT]])
+    report["contact_sheet"] = "contact_sheet.png"
+    if can_plot():
+        save_curves(out_dir / "curves.png", st["history"], st["val"], st["evals"],
+                    title=f"{desc.name or desc.arch}: {config.loss} loss, {len(data)} image(s)")
+        report["curves"] = "curves.png"
+    else:
+        report["curves"] = None
+        report["events"].append("curves.png not drawn: install the 'plot' extra (matplotlib)")
+
+    _write_json(out_dir / "config.json", config.to_dict())
+    report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
+    _write_json(out_dir / "report.json", report)
+    ckpt_path.unlink(missing_ok=True)
+    log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
+    return RunResult(out_dir, weights_path, report, tuple(sr_paths))
+
+
+def _write_json(path: Path, obj) -> None:
+    from lway_rt.io.weights import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = None, *, stage1=None,
+          gt_dir: str | Path | None = None, resume: bool = False, log: Log | None = None) -> list[RunResult]:
+    """The library entry point behind ``lwayrt adapt``.
+
+    ``inputs``: image files/folders (or ``InputImage`` objects); ``model``: store name or weights
+    path; ``stage1``: a ``Stage1``, a checkpoint path, or None for the shipped one (loaded only for
+    the lway loss). In ``per-image`` mode each image gets its own run in ``out_dir/<name>/``.
+    """
+    from lway_rt.io.store import load_model
+
+    config = config or AdaptConfig()
+    log = log or (lambda msg: None)
+    images = list(inputs) if inputs and all(isinstance(i, InputImage) for i in inputs) else read_inputs(inputs)
+    desc = load_model(model, device=config.device)
+    if config.loss == "lway" and (stage1 is None or isinstance(stage1, (str, Path))):
+        from lway_rt.degae import load_stage1
+
+        stage1 = load_stage1(stage1, device=config.device)
+    gt = _load_gt(Path(gt_dir), images, desc.scale) if gt_dir is not None else None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(out_dir / "config.json", config.to_dict())
+    if config.mode == "folder":
+        return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log)]
+    results = []
+    for img in images:
+        sub = out_dir / img.name
+        if resume and (sub / "report.json").exists() and not (sub / CHECKPOINT).exists():
+            log(f"{img.name}: already adapted, skipped")
+            report = json.loads((sub / "report.json").read_text())
+            results.append(RunResult(sub, sub / WEIGHTS, report, (sub / "sr" / f"{img.name}.png",)))
+            continue
+        log(f"{img.name}: adapting its own model")
+        results.append(adapt_images([img], desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log))
+    summary = {"format": "lway_rt.adapt-summary/1", "mode": "per-image",
+               "runs": [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
+                         "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]}
+    _write_json(out_dir / "report.json", summary)
+    return results

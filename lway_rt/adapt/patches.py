@@ -1,0 +1,101 @@
+"""Training data of stage 2: each LR image, its bicubic upsampling, and random patch pairs.
+
+E and R see the LR bicubic-upsampled to SR size (DESIGN §2.4), so every image is upsampled once
+here and patches are cut at the same positions from the LR and from its upsampling (LR position
+times the scale). A batch may mix images: each patch carries the index of its image, so the loss
+can pick that image's reconstructor constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from lway_rt.errors import InputError
+
+__all__ = ["AdaptImage", "Batch", "bicubic_up", "bicubic_down", "sample_batch", "fixed_patches"]
+
+
+def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic upsampling by an integer scale, clamped to [0, 1]."""
+    return F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+
+
+def bicubic_down(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Anti-aliased bicubic downsampling by an integer scale (the PIL / MATLAB ``imresize`` kind)."""
+    h, w = x.shape[-2:]
+    return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
+
+
+@dataclass
+class AdaptImage:
+    """One LR input prepared for adaptation (tensors on the run's device, batch dim 1)."""
+
+    name: str
+    lr: torch.Tensor  # (1, 3, h, w) in [0, 1]
+    up: torch.Tensor  # (1, 3, h*s, w*s) bicubic upsampling of lr
+
+    @classmethod
+    def from_lr(cls, name: str, lr: torch.Tensor, scale: int) -> AdaptImage:
+        if lr.dim() == 3:
+            lr = lr.unsqueeze(0)
+        return cls(name, lr, bicubic_up(lr, scale))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.lr.shape[-2]), int(self.lr.shape[-1])
+
+
+@dataclass
+class Batch:
+    """Patch pairs for one step. ``index[i]`` is the image that patch ``i`` was cut from."""
+
+    lr: torch.Tensor  # (B, 3, p, p)
+    up: torch.Tensor  # (B, 3, p*s, p*s)
+    index: torch.Tensor  # (B,) long
+    anchor: torch.Tensor | None = None  # the unadapted model's output on ``lr`` (drift guard)
+
+
+def check_patch_fits(images: list[AdaptImage], patch: int) -> None:
+    """Images smaller than the patch are refused with the largest patch size that would work."""
+    small = [(im.name, im.size) for im in images if min(im.size) < patch]
+    if small:
+        name, (h, w) = small[0]
+        smallest = min(min(im.size) for im in images)
+        more = f" (and {len(small) - 1} more)" if len(small) > 1 else ""
+        raise InputError(f"image {name} is {w}x{h} px{more}, smaller than the {patch}-px patch: "
+                         f"use --patch-size {smallest} or less, or leave that image out")
+
+
+def _cut(images: list[AdaptImage], idx: list[int], tops: list[int], lefts: list[int], patch: int, scale: int) -> Batch:
+    lr = torch.cat([images[i].lr[..., t:t + patch, l:l + patch] for i, t, l in zip(idx, tops, lefts)])
+    sp = patch * scale
+    up = torch.cat([images[i].up[..., t * scale:t * scale + sp, l * scale:l * scale + sp]
+                    for i, t, l in zip(idx, tops, lefts)])
+    return Batch(lr=lr, up=up, index=torch.tensor(idx, dtype=torch.long, device=lr.device))
+
+
+def sample_batch(images: list[AdaptImage], batch_size: int, patch: int, scale: int, gen: torch.Generator,
+                 only: int | None = None) -> Batch:
+    """``batch_size`` random patches; each from a random image (or from image ``only``)."""
+    n = len(images)
+    if only is None:
+        idx = torch.randint(n, (batch_size,), generator=gen).tolist()
+    else:
+        idx = [only] * batch_size
+    tops, lefts = [], []
+    for i in idx:
+        h, w = images[i].size
+        tops.append(int(torch.randint(h - patch + 1, (1,), generator=gen)))
+        lefts.append(int(torch.randint(w - patch + 1, (1,), generator=gen)))
+    return _cut(images, idx, tops, lefts, patch, scale)
+
+
+def fixed_patches(images: list[AdaptImage], patch: int, scale: int, limit: int = 8) -> Batch:
+    """One centred patch from each of the first ``limit`` images: a fixed set to watch the loss on."""
+    chosen = list(range(min(limit, len(images))))
+    tops = [(images[i].size[0] - patch) // 2 for i in chosen]
+    lefts = [(images[i].size[1] - patch) // 2 for i in chosen]
+    return _cut(images, chosen, tops, lefts, patch, scale)

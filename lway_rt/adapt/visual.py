@@ -1,0 +1,102 @@
+"""Pictures a person uses to judge an adaptation without ground truth.
+
+``contact_sheet``: fixed crops (rows) over iterations (columns: bicubic, the unadapted model, the
+snapshots, the final model), drawn with Pillow. ``save_curves``: training loss, the loss on a fixed
+patch set and, with ground truth, Y-PSNR over iterations (matplotlib, imported only here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["contact_sheet", "save_contact_sheet", "save_curves", "can_plot"]
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], row_labels: Sequence[str] = (),
+                  gap: int = 4) -> np.ndarray:
+    """Grid of uint8 HxWx3 tiles with a caption strip on top of each column; returns HxWx3 uint8."""
+    from PIL import Image, ImageDraw
+
+    if not rows or not rows[0]:
+        raise ValueError("contact sheet needs at least one row and one column")
+    ncol = len(rows[0])
+    col_w = [max(r[c].shape[1] for r in rows) for c in range(ncol)]
+    row_h = [max(t.shape[0] for t in r) for r in rows]
+    cap = 14
+    left = 0
+    if row_labels:
+        left = 8 * max(len(s) for s in row_labels) + gap
+    width = left + sum(col_w) + gap * (ncol + 1)
+    height = cap + sum(row_h) + gap * (len(rows) + 1)
+    sheet = Image.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    x = left + gap
+    for c, text in enumerate(labels):
+        draw.text((x, 1), str(text), fill=(230, 230, 230))
+        x += col_w[c] + gap
+    y = cap + gap
+    for r, tiles in enumerate(rows):
+        if row_labels:
+            draw.text((2, y + row_h[r] // 2 - 5), str(row_labels[r]), fill=(230, 230, 230))
+        x = left + gap
+        for c, tile in enumerate(tiles):
+            sheet.paste(Image.fromarray(np.ascontiguousarray(tile)), (x, y))
+            x += col_w[c] + gap
+        y += row_h[r] + gap
+    return np.asarray(sheet)
+
+
+def save_contact_sheet(path: Path, rows, labels, row_labels=()) -> Path:
+    from lway_rt.io.images import write_image
+
+    arr = contact_sheet(rows, labels, row_labels)
+    return write_image(path, arr.astype(np.float32) / 255.0)
+
+
+def can_plot() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals: Sequence[dict], title: str = "") -> Path:
+    """Loss (per step, smoothed), fixed-patch loss and (if any) Y-PSNR against iterations, as PNG."""
+    from lway_rt.errors import require
+    from lway_rt.io.weights import atomic_path
+
+    matplotlib = require("matplotlib", "plot", "the loss/PSNR curve picture")
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    ncols = 2 if evals else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.8), squeeze=False)
+    ax = axes[0][0]
+    its = [h["it"] for h in history if not h.get("skipped")]
+    losses = [h["loss"] for h in history if not h.get("skipped")]
+    if losses:
+        ax.plot(its, losses, lw=0.6, alpha=0.4, label="step loss")
+        k = max(1, len(losses) // 20)
+        if k > 1:
+            smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+            ax.plot(its[k - 1:], smooth, lw=1.4, label=f"step loss, mean of {k}")
+    if val:
+        ax.plot([v["it"] for v in val], [v["loss"] for v in val], "o-", ms=3, label="fixed-patch loss")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if evals:
+        ax2 = axes[0][1]
+        ax2.plot([e["it"] for e in evals], [e["psnr"] for e in evals], "o-", ms=3, color="tab:green")
+        ax2.set_xlabel("iteration")
+        ax2.set_ylabel("mean Y-PSNR (dB) vs ground truth")
+        ax2.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)

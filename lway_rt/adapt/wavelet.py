@@ -1,0 +1,87 @@
+"""Haar wavelet transform in torch, and the high-frequency weight map of LWay's loss.
+
+LWay (Chen et al., CVPR 2024) weights its reconstruction loss by the high-frequency energy of the
+reconstructed image: the L2 norm of the three detail bands of ``pywt.dwt2(img, 'haar')``,
+normalised to [0, 1]. ``pywt`` stays the reference; this module reproduces it in torch (tested to
+1e-6) so the map is computed on the same device as the loss, batched, without a numpy round trip.
+
+Conventions matched to PyWavelets 1.x, ``mode='symmetric'`` (its default):
+- for a 2x2 block [[a, b], [c, d]]: cA = (a+b+c+d)/2, cH = (a+b-c-d)/2, cV = (a-b+c-d)/2,
+  cD = (a-b-c+d)/2;
+- an odd side is extended by repeating its last row/column (half-sample symmetric extension, which
+  for a length-2 filter is exactly one repeated sample), so the output has ``ceil(n/2)`` samples.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "HF_MODES"]
+
+HF_MODES = ("luma", "channel")
+
+# BT.601 luma weights; only the relative weights matter after min-max normalisation.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def haar_dwt2(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Single-level 2-D Haar DWT of the last two dims: returns (cA, cH, cV, cD) like ``pywt.dwt2``."""
+    if x.dim() < 2:
+        raise ValueError(f"haar_dwt2 needs at least 2 dims, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, 1, h, w)
+        flat = F.pad(flat, (0, w % 2, 0, h % 2), mode="replicate")
+        x = flat.reshape(*lead, h + h % 2, w + w % 2)
+    a = x[..., 0::2, 0::2]
+    b = x[..., 0::2, 1::2]
+    c = x[..., 1::2, 0::2]
+    d = x[..., 1::2, 1::2]
+    ca = (a + b + c + d) * 0.5
+    ch = (a + b - c - d) * 0.5
+    cv = (a - b + c - d) * 0.5
+    cd = (a - b - c + d) * 0.5
+    return ca, ch, cv, cd
+
+
+def hf_energy(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(cH^2 + cV^2 + cD^2) at half resolution (same leading dims as ``x``)."""
+    _, ch, cv, cd = haar_dwt2(x)
+    return torch.sqrt(ch * ch + cv * cv + cd * cd)
+
+
+def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12) -> torch.Tensor:
+    """High-frequency weight map of a batch ``(B, C, H, W)``, detached, in [0, 1], full size.
+
+    ``mode='luma'`` (default) takes the map of the BT.601 luminance and shares it across channels:
+    edges and texture are where the eye and the Y-PSNR look, and one map keeps a colour fringe in
+    one channel from steering the weight. ``mode='channel'`` takes one map per channel.
+    Each image's map (each channel's, in channel mode) is min-max normalised on its own; a flat
+    image (max == min) gets an all-zero map. The half-size map is brought back to full size by
+    nearest x2 and cropped to ``H x W`` for odd sizes.
+    """
+    if mode not in HF_MODES:
+        raise ValueError(f"unknown HF weight mode {mode!r}; use one of {', '.join(HF_MODES)}")
+    if img.dim() != 4:
+        raise ValueError(f"hf_weight expects (B, C, H, W), got shape {tuple(img.shape)}")
+    with torch.no_grad():
+        x = img.detach().float()
+        b, c, h, w = x.shape
+        if mode == "luma" and c == 3:
+            lw = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            x = (x * lw).sum(dim=1, keepdim=True)
+        elif mode == "luma":
+            x = x.mean(dim=1, keepdim=True)
+        e = hf_energy(x)  # (B, C', ceil(H/2), ceil(W/2))
+        flat = e.flatten(2)
+        lo = flat.min(dim=2, keepdim=True).values
+        hi = flat.max(dim=2, keepdim=True).values
+        span = hi - lo
+        norm = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
+        e = norm.view_as(e)
+        full = e.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., :h, :w]
+        if full.shape[1] == 1 and c != 1:
+            full = full.expand(b, c, h, w)
+        return full.to(img.dtype)
