@@ -47,7 +47,8 @@ class Stage1:
         return self.encoder.embed_dim
 
     @classmethod
-    def fresh(cls, embed_dim: int = 512, width: int = 64, blocks: int = 4, *, trunk: TrunkSpec = DEFAULT_TRUNK,
+    def fresh(cls, embed_dim: int = 512, width: int = 64, blocks: int = 4, *, skip: bool = False,
+              trunk: TrunkSpec = DEFAULT_TRUNK,
               head_widths: Sequence[int] = (128, 256, 512), seed: int | None = 0, device: str = "cpu") -> "Stage1":
         """Freshly initialised E (on the real pretrained trunk) and R, in training mode, trainable."""
         if embed_dim < 1 or width < 1 or blocks < 1:
@@ -56,9 +57,9 @@ class Stage1:
         if seed is not None:
             torch.manual_seed(seed)
         enc = DegradationEncoder(trunk_net, channels, embed_dim, head_widths).to(device)
-        rec = Reconstructor(embed_dim, width, blocks).to(device)
+        rec = Reconstructor(embed_dim, width, blocks, skip).to(device)
         meta = {
-            "format": FORMAT, "embed_dim": embed_dim, "width": width, "blocks": blocks,
+            "format": FORMAT, "embed_dim": embed_dim, "width": width, "blocks": blocks, "skip": skip,
             "head_widths": list(head_widths), "trunk_model": trunk.model, "trunk_layers": trunk.layers,
             "trunk_sha256": digest, "trunk_channels": channels,
         }
@@ -133,7 +134,7 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
                          f"or --embed-dim {ed}")
     trunk_net, channels, _ = build_trunk(trunk, expect_sha256=meta.get("trunk_sha256"), device=device)
     enc = DegradationEncoder(trunk_net, channels, ed, head_widths)
-    rec = Reconstructor(ed, width, blocks)
+    rec = Reconstructor(ed, width, blocks, bool(meta.get("skip", False)))
     enc_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
     rec_state = {k[len("reconstructor."):]: v for k, v in state.items() if k.startswith("reconstructor.")}
     enc_state.update({f"trunk.{k}": v for k, v in trunk_net.state_dict().items()})

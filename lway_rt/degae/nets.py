@@ -102,15 +102,22 @@ class Reconstructor(nn.Module):
     factors) once; ``apply(clean, prepare(e))`` then runs only static convolutions.
     """
 
-    def __init__(self, embed_dim: int = 512, width: int = 64, blocks: int = 4):
+    def __init__(self, embed_dim: int = 512, width: int = 64, blocks: int = 4, skip: bool = False):
         super().__init__()
         self.embed_dim = embed_dim
         self.width = width
+        # skip=True adds the clean input to the output (R predicts the degradation as a residual).
+        # DegAE has no such skip; it is an option because it shortens training a lot on a CPU.
+        self.skip = skip
         self.conv_first = nn.Conv2d(3, width, 3, 1, 1)
         self.blocks = nn.ModuleList(_ModBlock(width, embed_dim) for _ in range(blocks))
         self.conv_hr = nn.Conv2d(width, width, 3, 1, 1)
         self.conv_last = nn.Conv2d(width, 3, 3, 1, 1)
         self.act = nn.LeakyReLU(0.1)
+        if skip:  # start close to the identity, so the residual is learnt from a sensible point
+            with torch.no_grad():
+                self.conv_last.weight.mul_(0.1)
+                self.conv_last.bias.zero_()
 
     def prepare(self, e: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         if e.dim() != 2 or e.shape[1] != self.embed_dim:
@@ -123,7 +130,8 @@ class Reconstructor(nn.Module):
         x = self.act(self.conv_first(clean))
         for block, factors in zip(self.blocks, prepared):
             x = block(x, factors)
-        return self.conv_last(self.act(self.conv_hr(x)))
+        out = self.conv_last(self.act(self.conv_hr(x)))
+        return out + clean if self.skip else out
 
     def forward(self, clean: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return self.apply(clean, self.prepare(e))

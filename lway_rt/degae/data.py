@@ -1,0 +1,100 @@
+"""Clean training images for stage 1: a user's folder, or the photos bundled with scikit-image.
+
+Bundled photos are split once into training and held-out sets (the held-out ones are what
+``eval-degae`` measures on). Crops are drawn with random flips and 90-degree rotations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lway_rt.errors import InputError
+
+__all__ = ["BUNDLED_TRAIN", "BUNDLED_HELDOUT", "load_bundled", "load_folder", "load_images", "random_crops", "IMAGE_SUFFIXES"]
+
+# scikit-image photos that ship inside the package (no download); the held-out ones never train.
+BUNDLED_TRAIN = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "motorcycle_right")
+BUNDLED_HELDOUT = ("chelsea", "coffee")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _to_tensor(arr: np.ndarray) -> torch.Tensor:
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr * (255 if arr.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255
+
+
+def load_bundled(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Bundled scikit-image photos as (3, H, W) float tensors, by name."""
+    try:
+        from skimage import data
+    except ImportError as exc:
+        from lway_rt.errors import MissingDependencyError
+
+        raise MissingDependencyError("scikit-image", "samples", "training on the bundled photos",
+                                     "pass a folder of your own clean photos with --data") from exc
+    out = {}
+    for name in names:
+        if name.startswith("motorcycle_"):
+            left, right, _ = data.stereo_motorcycle()
+            out[name] = _to_tensor(left if name.endswith("left") else right)
+        else:
+            out[name] = _to_tensor(getattr(data, name)())
+    return out
+
+
+def load_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """All readable images directly inside ``folder`` (RGB, alpha dropped, grey replicated)."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"training data folder {folder} does not exist; pass a folder of clean photos with --data")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise InputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put clean photos there or omit --data "
+                         "to use the bundled ones")
+    out = {}
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                out[p.name] = _to_tensor(np.asarray(im.convert("RGB")))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"cannot read image {p} ({exc.__class__.__name__}); remove or re-save it") from exc
+    return out
+
+
+def load_images(data: str | Path | None, crop: int) -> dict[str, torch.Tensor]:
+    """Training images (folder, or bundled training photos when ``data`` is None), checked against ``crop``."""
+    images = load_bundled(BUNDLED_TRAIN) if data is None else load_folder(Path(data))
+    small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in images.items() if min(t.shape[1:]) < crop]
+    if small:
+        raise InputError(f"{len(small)} image(s) are smaller than the {crop}-px crop: {', '.join(small[:3])}; "
+                         f"use a smaller --crop or larger photos")
+    return images
+
+
+def random_crops(rng: np.random.Generator, images: list[torch.Tensor], n: int, crop: int,
+                 avoid: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """``n`` random crops (flip / rot90 augmented); the i-th avoids image ``avoid[i]`` when possible."""
+    out, picks = [], []
+    for i in range(n):
+        k = int(rng.integers(len(images)))
+        if avoid is not None and len(images) > 1 and k == avoid[i]:
+            k = (k + 1 + int(rng.integers(len(images) - 1))) % len(images)
+        img = images[k]
+        h, w = img.shape[1:]
+        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        c = img[:, y:y + crop, x:x + crop]
+        if rng.random() < 0.5:
+            c = c.flip(-1)
+        c = torch.rot90(c, int(rng.integers(4)), dims=(1, 2))
+        out.append(c.contiguous())
+        picks.append(k)
+    return torch.stack(out), picks

@@ -1,0 +1,184 @@
+"""Honest evaluation of a stage-1 checkpoint on photos and degradation draws it never saw.
+
+Reported per geometry (same size, and the x4 round trip stage 2 relies on):
+- reconstruction PSNR of R(clean, E(degraded)) against the degraded image, beside the identity
+  baseline PSNR(clean, degraded); draws without any degradation are reported apart (the identity
+  PSNR is infinite there);
+- the embedding ablation (DESIGN.md section 2.5): the same reconstruction with the embedding of
+  another draw on the same image ("shuffled"), a zero embedding, and the same draw read from
+  another image ("cross_image"); own minus shuffled is the gap that shows E carries information;
+- separation ratio: mean distance between embeddings of one draw on different images over mean
+  distance between different draws on one image (lower is better);
+- the same reconstruction numbers per degradation type and on the named evaluation presets, whose
+  operations the training sampler never draws.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from lway_rt.degae import Stage1
+from lway_rt.degae.data import BUNDLED_HELDOUT, load_bundled, load_folder
+from lway_rt.degae.degrade import EVAL_PRESETS, SynthConfig, apply_degradation, eval_preset, kinds_of, sample_degradation
+
+__all__ = ["EvalConfig", "evaluate_stage1", "psnr"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: str | None = None  # folder of held-out clean photos; None = bundled held-out photos
+    crop: int = 96
+    crops_per_image: int = 4
+    draws: int = 24
+    seed: int = 20240302  # independent of any training seed
+    geometries: tuple[int, ...] = (1, 4)
+    batch: int = 16
+
+    def __post_init__(self):
+        if self.crop < 24 or any(self.crop % g for g in self.geometries):
+            raise ValueError(f"crop must be >= 24 and divisible by every round-trip scale {self.geometries}")
+        if self.draws < 2 or self.crops_per_image < 1:
+            raise ValueError("need at least 2 draws and 1 crop per image")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image RGB PSNR (dB) of (N, 3, H, W) tensors in [0, 1]; inf where identical."""
+    mse = (a.clamp(0, 1) - b.clamp(0, 1)).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> torch.Tensor:
+    out = []
+    for img in images.values():
+        h, w = img.shape[1:]
+        if min(h, w) < crop:
+            continue
+        side = math.ceil(math.sqrt(per_image))
+        ys = np.linspace(0, h - crop, side).astype(int)
+        xs = np.linspace(0, w - crop, side).astype(int)
+        grid = [(y, x) for y in ys for x in xs][:per_image]
+        out += [img[:, y:y + crop, x:x + crop] for y, x in grid]
+    if not out:
+        from lway_rt.errors import InputError
+
+        raise InputError(f"no evaluation image is at least {crop} px on each side; use a smaller crop or larger photos")
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def _batched(fn, *tensors, batch: int) -> torch.Tensor:
+    n = tensors[0].shape[0]
+    return torch.cat([fn(*(t[i:i + batch] for t in tensors)) for i in range(0, n, batch)])
+
+
+def _mean(x) -> float:
+    x = [float(v) for v in x if math.isfinite(float(v))]
+    return round(sum(x) / len(x), 3) if x else float("nan")
+
+
+def _recon_block(s1: Stage1, clean: torch.Tensor, deg: torch.Tensor, emb: torch.Tensor, shuffled: torch.Tensor,
+                 cross: torch.Tensor | None, batch: int) -> dict[str, torch.Tensor]:
+    rec = s1.reconstructor
+    res = {
+        "recon": psnr(_batched(rec, clean, emb, batch=batch), deg),
+        "identity": psnr(clean, deg),
+        "shuffled": psnr(_batched(rec, clean, shuffled, batch=batch), deg),
+        "zero": psnr(_batched(rec, clean, torch.zeros_like(emb), batch=batch), deg),
+    }
+    if cross is not None:
+        res["cross_image"] = psnr(_batched(rec, clean, cross, batch=batch), deg)
+    return res
+
+
+def _summary(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:
+    out = {"n": int(mask.sum())}
+    for k, v in rows.items():
+        out[k] = _mean(v[mask])
+    if "identity" in out:
+        out["gain_db"] = round(out["recon"] - out["identity"], 3)
+    out["ablation_gap_db"] = round(out["recon"] - out["shuffled"], 3)
+    return out
+
+
+@torch.no_grad()
+def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None) -> dict:
+    """Run the whole evaluation; returns the JSON-ready report."""
+    log = log or (lambda s: None)
+    dev = next(s1.reconstructor.parameters()).device
+    images = load_bundled(BUNDLED_HELDOUT) if cfg.data is None else load_folder(cfg.data)
+    clean = _crops(images, cfg.crop, cfg.crops_per_image).to(dev)
+    n_img = clean.shape[0]
+    enc = s1.encoder
+    report: dict = {"settings": {**asdict(cfg), "images": list(images), "n_crops": n_img}, "geometries": {}, "presets": {}}
+    for g in cfg.geometries:
+        rng = np.random.default_rng(cfg.seed + g)
+        draws = [sample_degradation(rng, SynthConfig()).with_roundtrip(g) for _ in range(cfg.draws)]
+        # deg[j, i]: draw j on crop i, noise realisation per (j, i)
+        deg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), d.with_seed(d.seed + 7919 * i))
+                                        for i in range(n_img)]) for d in draws]).to(dev)
+        nd = len(draws)
+        emb = _batched(enc, deg.flatten(0, 1), batch=cfg.batch).view(nd, n_img, -1)
+        shift_d = torch.roll(torch.arange(nd), 1)  # another draw, same crop
+        shift_i = torch.roll(torch.arange(n_img), 1)  # same draw, another crop
+        rows = _recon_block(s1, clean.repeat(nd, 1, 1, 1), deg.flatten(0, 1), emb.flatten(0, 1),
+                            emb[shift_d].flatten(0, 1), emb[:, shift_i].flatten(0, 1), cfg.batch)
+        rows = {k: v.view(nd, n_img).cpu() for k, v in rows.items()}
+        identity_draw = torch.tensor([d.is_identity for d in draws])[:, None].expand(nd, n_img)
+        geo = {"draws": [d.describe() for d in draws]}
+        geo.update(_summary(rows, ~identity_draw))
+        geo["no_degradation_draws"] = _summary({k: v for k, v in rows.items() if k != "identity"}, identity_draw) \
+            if identity_draw.any() else {"n": 0}
+        per_kind = defaultdict(list)
+        for j, d in enumerate(draws):
+            per_kind[kinds_of(d)].append(j)
+        geo["per_kind"] = {}
+        for kind, js in sorted(per_kind.items()):
+            m = torch.zeros(nd, n_img, dtype=torch.bool)
+            m[js] = True
+            # same-size clean draws: identity is exact (infinite PSNR), so it is left out
+            sub = {k: v for k, v in rows.items() if not (k == "identity" and kind == "clean" and g == 1)}
+            geo["per_kind"][kind] = _summary(sub, m)
+        # separation over draws that actually degrade (distinct clean draws are one degradation)
+        real = [j for j, d in enumerate(draws) if d.ops]
+        e = emb[real].cpu()
+        within = torch.cdist(e, e)  # (draws, crops, crops): one draw, different crops
+        w_mask = ~torch.eye(n_img, dtype=torch.bool)
+        within_mean = within[:, w_mask].mean()
+        et = e.transpose(0, 1)  # (crops, draws, D)
+        between = torch.cdist(et, et)
+        b_mask = ~torch.eye(len(real), dtype=torch.bool)
+        between_mean = between[:, b_mask].mean()
+        geo["separation_ratio"] = round(float(within_mean / between_mean), 4)
+        geo["embedding_within_draw"] = round(float(within_mean), 4)
+        geo["embedding_between_draws"] = round(float(between_mean), 4)
+        name = "same_size" if g == 1 else f"roundtrip_x{g}"
+        report["geometries"][name] = geo
+        log(f"{name}: recon {geo['recon']:.2f} dB vs identity {geo['identity']:.2f} dB (gain {geo['gain_db']:+.2f}); "
+            f"shuffled {geo['shuffled']:.2f}, zero {geo['zero']:.2f}, cross-image {geo['cross_image']:.2f}; "
+            f"separation {geo['separation_ratio']:.3f}")
+        # presets the sampler never draws
+        names = list(EVAL_PRESETS)
+        pdeg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), eval_preset(p, seed=101 + i, roundtrip=g))
+                                         for i in range(n_img)]) for p in names]).to(dev)
+        pemb = _batched(enc, pdeg.flatten(0, 1), batch=cfg.batch).view(len(names), n_img, -1)
+        prow = _recon_block(s1, clean.repeat(len(names), 1, 1, 1), pdeg.flatten(0, 1), pemb.flatten(0, 1),
+                            torch.roll(pemb, 1, 0).flatten(0, 1), None, cfg.batch)
+        prow = {k: v.view(len(names), n_img).cpu() for k, v in prow.items()}
+        report["presets"][name] = {}
+        for pi, p in enumerate(names):
+            m = torch.zeros(len(names), n_img, dtype=torch.bool)
+            m[pi] = True
+            report["presets"][name][p] = _summary(prow, m)
+    main = report["geometries"]["same_size" if 1 in cfg.geometries else next(iter(report["geometries"]))]
+    report.update({
+        "geometry": "same_size" if 1 in cfg.geometries else next(iter(report["geometries"])),
+        "recon_psnr": main["recon"], "identity_psnr": main["identity"], "gain_db": main["gain_db"],
+        "separation_ratio": main["separation_ratio"],
+        "ablation": {k: main[k] for k in ("recon", "shuffled", "zero", "cross_image")} | {"gap_db": main["ablation_gap_db"]},
+    })
+    return report

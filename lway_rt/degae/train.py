@@ -1,0 +1,291 @@
+"""Stage-1 training: E's head and R on synthetic degradations of clean photos.
+
+Design origin: DegAE's cross-image pre-training (``lyh-18/DegAE_DegradationAutoencoder``): R rebuilds
+image A's degraded version from clean A and the embedding of *another* image B degraded with the
+same draw, while a consistency term pulls the embeddings of A and B together. LWay (CVPR 2024)
+draws the same-image variant; it is kept as ``pairing="same"``. Written anew.
+
+Loss = L1(R(clean_A, E(deg_B)), deg_A) + w_p * perceptual + w_c * consistency.
+- perceptual: LPIPS needs AlexNet/VGG weights that cannot be fetched offline; the substitute that
+  runs here is an L1 between the frozen trunk's features of output and target ("trunk-l1").
+- consistency: ``"normalised"`` (default) is ||e_A - e_B||^2 over the batch's embedding variance,
+  so it cannot be lowered by shrinking every embedding towards one point (the collapse DESIGN.md
+  section 2.5 warns about); ``"mse"`` is DegAE's plain MSE.
+
+``train_step`` is a pure step: (networks, optimiser, batch, config) -> metrics. ``train`` loops,
+writes atomic checkpoints (weights as safetensors with the full recipe, optimiser and RNG state in
+a ``.resume.pt`` beside them) and resumes from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lway_rt.degae import FORMAT, Stage1, load_stage1, save_stage1
+from lway_rt.degae.data import load_images, random_crops
+from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
+from lway_rt.degae.trunk import TrunkSpec
+from lway_rt.errors import InputError, ModelError, OutputError, TrainingError
+
+__all__ = ["TrainConfig", "Batch", "make_batch", "train_step", "train", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str = "stage1.safetensors"
+    data: str | None = None  # folder of clean photos; None = bundled training photos
+    crop: int = 64
+    batch: int = 8
+    iters: int = 2000
+    lr: float = 2e-4
+    lr_min_ratio: float = 0.1  # cosine decay to lr * this
+    seed: int = 0
+    device: str = "cpu"
+    embed_dim: int = 512
+    width: int = 64
+    blocks: int = 4
+    skip: bool = False
+    head_widths: tuple[int, ...] = (128, 256, 512)
+    trunk_model: str = "realesr-animevideov3"
+    trunk_layers: int = 2
+    pairing: str = "cross"  # "cross" (DegAE) or "same" (the LWay figure)
+    consistency: str = "normalised"  # "normalised", "mse" or "none"
+    w_consistency: float = 0.1
+    perceptual: str = "trunk-l1"  # "trunk-l1" or "none"
+    w_perceptual: float = 0.1
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    ckpt_every: int = 100
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.pairing not in ("cross", "same"):
+            raise InputError(f"pairing must be 'cross' or 'same', got {self.pairing!r}")
+        if self.consistency not in ("normalised", "mse", "none"):
+            raise InputError(f"consistency must be normalised, mse or none, got {self.consistency!r}")
+        if self.perceptual not in ("trunk-l1", "none"):
+            raise InputError(f"perceptual must be 'trunk-l1' or 'none', got {self.perceptual!r} (LPIPS weights cannot be "
+                             "fetched offline)")
+        if self.crop < 24:
+            raise InputError(f"--crop must be at least 24 px (the encoder needs 22), got {self.crop}")
+        if self.synth.p_roundtrip > 0 and self.crop % self.synth.roundtrip_scale:
+            raise InputError(f"--crop must be a multiple of the round-trip scale {self.synth.roundtrip_scale}, got {self.crop}")
+        if self.batch < 2 and self.consistency == "normalised":
+            raise InputError("--batch must be at least 2 (the normalised consistency term compares images in a batch)")
+        for name in ("batch", "iters", "embed_dim", "width", "blocks", "ckpt_every", "trunk_layers"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"--lr must be a positive number, got {self.lr}")
+
+    # fields that fix the architecture: a resumed run must agree on them
+    ARCH_FIELDS = ("embed_dim", "width", "blocks", "skip", "head_widths", "trunk_model", "trunk_layers")
+
+    def recipe(self) -> dict:
+        d = asdict(self)
+        d["head_widths"] = list(self.head_widths)
+        return d
+
+
+@dataclass
+class Batch:
+    clean_a: torch.Tensor  # R's input
+    deg_a: torch.Tensor  # R's target
+    deg_b: torch.Tensor  # what E reads (another image, same draw, in cross pairing)
+
+
+def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainConfig) -> Batch:
+    """One training batch; each pair shares a degradation draw (noise realisations differ)."""
+    clean_a, picks = random_crops(rng, images, cfg.batch, cfg.crop)
+    draws = [sample_degradation(rng, cfg.synth) for _ in range(cfg.batch)]
+    deg_a = torch.stack([apply_degradation(c, d) for c, d in zip(clean_a, draws)])
+    if cfg.pairing == "same":
+        return Batch(clean_a, deg_a, deg_a)
+    clean_b, _ = random_crops(rng, images, cfg.batch, cfg.crop, avoid=picks)
+    deg_b = torch.stack([apply_degradation(c, d.with_seed(d.seed + 1)) for c, d in zip(clean_b, draws)])
+    return Batch(clean_a, deg_a, deg_b)
+
+
+def _consistency(e_a: torch.Tensor, e_b: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "mse":
+        return F.mse_loss(e_a, e_b)
+    both = torch.cat([e_a, e_b])
+    spread = (both - both.mean(0, keepdim=True)).pow(2).sum(1).mean()
+    return (e_a - e_b).pow(2).sum(1).mean() / (2 * spread + 1e-6)
+
+
+def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig) -> dict[str, float]:
+    """One optimisation step; returns the loss terms (floats). Raises TrainingError on a non-finite loss."""
+    dev = cfg.device
+    clean_a, deg_a, deg_b = (t.to(dev) for t in (batch.clean_a, batch.deg_a, batch.deg_b))
+    e_b = s1.encoder(deg_b)
+    out = s1.reconstructor(clean_a, e_b)
+    l1 = F.l1_loss(out, deg_a)
+    loss = l1
+    terms = {"l1": l1}
+    if cfg.perceptual == "trunk-l1" and cfg.w_perceptual > 0:
+        with torch.no_grad():
+            f_t = s1.encoder.features(deg_a)
+        perc = F.l1_loss(s1.encoder.features(out), f_t)
+        loss = loss + cfg.w_perceptual * perc
+        terms["perc"] = perc
+    if cfg.pairing == "cross" and cfg.consistency != "none" and cfg.w_consistency > 0:
+        e_a = s1.encoder(deg_a)
+        cons = _consistency(e_a, e_b, cfg.consistency)
+        loss = loss + cfg.w_consistency * cons
+        terms["cons"] = cons
+    if not torch.isfinite(loss):
+        raise TrainingError("non-finite loss")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    iterations: int
+    seconds: float
+    last: dict[str, float]
+    resumed_from: int
+
+
+def _resume_path(out: Path) -> Path:
+    return out.with_name(out.name + ".resume.pt")
+
+
+def _lr_at(cfg: TrainConfig, it: int) -> float:
+    t = min(1.0, it / max(1, cfg.iters))
+    return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.Generator, elapsed: float,
+          last: dict[str, float]) -> None:
+    from lway_rt.io.weights import atomic_path
+
+    meta = {
+        "recipe": cfg.recipe(), "iterations": it, "train_seconds": round(elapsed, 1),
+        "perceptual_ran": "trunk features L1 (offline LPIPS substitute)" if cfg.perceptual == "trunk-l1" else "none",
+        "data": cfg.data or "bundled scikit-image photos: " + ",".join(__import__("lway_rt.degae.data", fromlist=["x"]).BUNDLED_TRAIN),
+        "machine": f"{platform.machine()} {platform.processor() or platform.system()}, torch threads {torch.get_num_threads()}",
+        "torch": torch.__version__, "last_losses": last,
+    }
+    try:
+        # the resume state first: weights on disk are never newer than their optimiser state
+        with atomic_path(_resume_path(out)) as tmp:
+            torch.save({"iteration": it, "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+                        "elapsed": elapsed, "recipe": json.dumps(cfg.recipe())}, tmp)
+        save_stage1(out, s1, meta)
+    except OSError as exc:
+        raise OutputError(f"cannot write checkpoint {out}: {exc.strerror or exc}; free disk space or choose another --out") from exc
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix.lower() != ".safetensors":
+        raise OutputError(f"--out must end in .safetensors, got {out}")
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; name a .safetensors file")
+    parent = out.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {parent}: {exc.strerror}; choose another --out") from exc
+    import os
+
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable; choose another --out")
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] | None = None,
+          progress: bool = False, stop_after: int | None = None) -> TrainResult:
+    """Run (or resume) training to ``cfg.iters``; checkpoints every ``cfg.ckpt_every`` iterations.
+
+    ``stop_after`` ends the call after that many iterations of this call (tests, time slicing);
+    the run can be continued with ``resume=True``.
+    """
+    log = log or (lambda s: None)
+    out = Path(cfg.out)
+    _check_out(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    images = list(load_images(cfg.data, cfg.crop).values())
+    rng = np.random.default_rng(cfg.seed)
+    start, elapsed0 = 0, 0.0
+    if resume and out.exists():
+        if not _resume_path(out).exists():
+            raise TrainingError(f"{out} has no resume state ({_resume_path(out).name}); it is a finished or foreign "
+                                "checkpoint: start a new run with another --out")
+        s1 = load_stage1(out, cfg.device, trainable=True)
+        prev = s1.meta.get("recipe", {})
+        for k in TrainConfig.ARCH_FIELDS:
+            mine = list(getattr(cfg, k)) if k == "head_widths" else getattr(cfg, k)
+            if prev.get(k) != mine:
+                raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "
+                                 "use the same options or a new --out")
+        state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
+        start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
+        rng.bit_generator.state = state["rng"]
+    else:
+        if out.exists() and not resume:
+            log(f"overwriting {out}")
+        s1 = Stage1.fresh(cfg.embed_dim, cfg.width, cfg.blocks, skip=cfg.skip, trunk=TrunkSpec(cfg.trunk_model, cfg.trunk_layers),
+                          head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
+        state = None
+    s1.encoder.train()
+    s1.reconstructor.train()
+    params = [p for m in (s1.encoder, s1.reconstructor) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        log(f"resumed {out} at iteration {start}")
+    log(f"stage-1 training: {cfg.iters} iterations, batch {cfg.batch}, crop {cfg.crop}, pairing {cfg.pairing}, "
+        f"perceptual {cfg.perceptual}, trunk {cfg.trunk_model}[:{cfg.trunk_layers}], {len(images)} images")
+    t0 = time.time()
+    it = start
+    last: dict[str, float] = {}
+    last_saved = start
+    end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("stage 1"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                       TimeRemainingColumn())
+        bar.start()
+        task = bar.add_task("train", total=cfg.iters, completed=start, info="")
+    ema = None
+    try:
+        while it < end:
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(cfg, it)
+            batch = make_batch(rng, images, cfg)
+            try:
+                last = train_step(s1, opt, batch, cfg)
+            except TrainingError:
+                raise TrainingError(f"loss became NaN/inf at iteration {it + 1}; the last good checkpoint "
+                                    f"(iteration {last_saved}) is kept at {out}; lower --lr and resume with --resume") from None
+            it += 1
+            ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
+            rate = (it - start) / max(1e-9, time.time() - t0)
+            if bar is not None:
+                bar.update(task, completed=it, info=f"loss {ema:.4f}  {rate:.2f} it/s")
+            if it % 25 == 0 or it == end:
+                log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
+            if it % cfg.ckpt_every == 0 or it == end:
+                _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last)
+                last_saved = it
+    finally:
+        if bar is not None:
+            bar.stop()
+    return TrainResult(out, it, elapsed0 + time.time() - t0, last, start)
