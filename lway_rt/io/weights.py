@@ -20,6 +20,12 @@ from lway_rt.errors import ModelError, OutputError
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_path(dest: Path):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success."""
     import contextlib
@@ -35,6 +41,8 @@ def atomic_path(dest: Path):
             raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
         try:
             yield Path(tmp)
+            # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, dest_p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

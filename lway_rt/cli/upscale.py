@@ -1,0 +1,59 @@
+"""``lwayrt upscale``: super-resolve images and folders (the work is in :mod:`lway_rt.upscale`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("upscale")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder (created if missing). Inputs are never overwritten.")
+@click.option("-m", "--model", default="realesr-animevideov3", show_default=True,
+              help="Store name (see 'lwayrt models list') or path to a .pth/.safetensors file.")
+@click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
+              help="Tile side in input pixels; 0 runs each image in one pass.")
+@click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
+              help="Overlap between neighbouring tiles, input pixels.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
+@click.option("--fp16", is_flag=True, help="Half precision (CUDA only, models marked fp16-safe).")
+@click.option("--suffix", default=None, help="Added to output file names [default: _x<scale>].")
+@click.option("--format", "fmt", type=click.Choice(["png", "same"]), default="png", show_default=True,
+              help="png, or keep each input's format.")
+@click.option("--alpha", type=click.Choice(["model", "bicubic"]), default="model", show_default=True,
+              help="How an alpha channel is upscaled.")
+@click.option("-r", "--recursive", is_flag=True, help="Also take images from sub-folders (layout kept).")
+@click.option("--scale", type=int, default=None, help="Fail unless the model has this scale.")
+def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale):
+    """Upscale INPUT images and folders into OUTPUT with an SR model.
+
+    Folders contribute their PNG/JPEG/WebP/TIFF/BMP files (sub-folders with --recursive).
+    Outputs are PNG named <stem><suffix>.png unless --format same; grey, 16-bit and alpha are
+    kept. A failing image does not stop the others; the command then exits with status 1 and
+    lists the failures.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lway_rt.upscale import UpscaleConfig, upscale_files
+
+    config = UpscaleConfig(model=model, tile=tile, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
+                           format=fmt, alpha=alpha, recursive=recursive, scale=scale)
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("upscaling", total=None)
+        report = upscale_files(
+            inputs, out_dir, config,
+            on_start=lambda n: bar.update(task, total=n),
+            progress=lambda p: bar.update(task, advance=1, description=p.name),
+        )
+    click.echo(f"{len(report.written)} image(s) written to {out_dir}")
+    if report.failures:
+        click.secho(f"{len(report.failures)} image(s) failed:", fg="red", err=True)
+        for f in report.failures:
+            click.echo(f"  {f.message}", err=True)
+        raise click.exceptions.Exit(1)
+

@@ -1,0 +1,265 @@
+"""Upscale images and folders with an SR model: the library behind ``lwayrt upscale``.
+
+Three layers, each usable alone:
+
+* :func:`upscale_rgb` — one HxWx3 float array through a model descriptor (tiled, padded).
+* :func:`upscale_image` — a :class:`~lway_rt.io.images.LoadedImage`, alpha and grey included.
+* :func:`upscale_files` — files and folders to an output folder, batch-safe: a bad image is
+  recorded as a failure and the others are still processed; an input is never overwritten.
+
+Alpha is upscaled separately from the colour, by default with the SR model itself on the alpha
+replicated to three channels (sharp mask edges, as Real-ESRGAN does), or bicubic on request; a
+fully opaque alpha is just enlarged without running anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lway_rt.archs.descriptor import ModelDescriptor
+from lway_rt.errors import InputError, LwayError, OutputError
+from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image, to_numpy, to_tensor, write_image
+from lway_rt.runtime.tiling import TileConfig, upscale_tensor
+
+__all__ = ["UpscaleConfig", "Failure", "UpscaleReport", "prepare_model", "upscale_rgb", "upscale_image",
+           "collect_inputs", "plan_outputs", "upscale_files"]
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """Everything ``lwayrt upscale`` decides besides the inputs (validated on construction)."""
+
+    model: str = "realesr-animevideov3"
+    tile: int = 512
+    tile_overlap: int = 32
+    blend: str = "linear"
+    device: str = "cpu"
+    fp16: bool = False
+    suffix: str | None = None  # None: "_x{scale}"
+    format: str = "png"  # "png" or "same"
+    alpha: str = "model"  # "model" or "bicubic"
+    recursive: bool = False
+    scale: int | None = None  # if given, the model must have this scale
+
+    def __post_init__(self):
+        if self.tile < 0 or self.tile_overlap < 0:
+            raise InputError("--tile and --tile-overlap must be >= 0")
+        if self.tile and self.tile <= 2 * self.tile_overlap:
+            raise InputError(f"--tile {self.tile} must be more than twice --tile-overlap {self.tile_overlap}: "
+                             "use a larger tile or a smaller overlap")
+        if self.format not in ("png", "same"):
+            raise InputError(f"--format must be 'png' or 'same', not {self.format!r}")
+        if self.alpha not in ("model", "bicubic"):
+            raise InputError(f"--alpha must be 'model' or 'bicubic', not {self.alpha!r}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
+        if self.fp16 and self.device == "cpu":
+            raise InputError("--fp16 runs on a CUDA GPU only: add --device cuda, or drop --fp16 on the CPU")
+        if self.suffix is not None and ("/" in self.suffix or "\\" in self.suffix):
+            raise InputError(f"--suffix must not contain a path separator: {self.suffix!r}")
+
+    @property
+    def tiles(self) -> TileConfig:
+        return TileConfig(self.tile, self.tile_overlap, self.blend)
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: Path
+    message: str
+
+
+@dataclass
+class UpscaleReport:
+    written: list[Path] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# --------------------------------------------------------------------------------------------
+# the model
+
+
+def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
+    """Load the model named in ``config`` and put it on its device and precision (or raise)."""
+    from lway_rt.io.store import load_model
+
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")
+    desc = load_model(config.model, device=config.device)
+    label = desc.name or desc.source or desc.arch
+    if config.scale is not None and config.scale != desc.scale:
+        raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop --scale")
+    if desc.in_channels not in (1, 3):
+        raise InputError(f"model {label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale images")
+    if config.fp16:
+        if not desc.fp16_safe:
+            raise InputError(f"model {label} is not safe in fp16 (its activations overflow): drop --fp16")
+        desc.model.half()
+    return desc
+
+
+def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:
+    param = next(desc.model.parameters())
+    dtype, device = param.dtype, param.device
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return desc.model(x.to(device, dtype))
+
+    return run
+
+
+def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = TileConfig()) -> np.ndarray:
+    """HxWx3 float in [0, 1] -> (H*s)x(W*s)x3 float32 in [0, 1]."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < desc.min_size:
+        raise InputError(f"image is {w}x{h}, smaller than the model's minimum side of {desc.min_size} px")
+    param = next(desc.model.parameters())
+    x = to_tensor(rgb, device=param.device)
+    grey_model = desc.in_channels == 1
+    if grey_model:
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    if not tiles.tile and param.device.type != "cpu":
+        out_device = param.device
+    else:
+        out_device = "cpu"
+    try:
+        y = upscale_tensor(_model_fn(desc), x, desc.scale, tiles, multiple=desc.size_multiple, out_device=out_device)
+    except torch.OutOfMemoryError:
+        raise InputError(f"out of memory on {param.device} for a {w}x{h} image: use a smaller --tile") from None
+    except RuntimeError as exc:  # the CPU allocator reports exhaustion as a plain RuntimeError
+        if "allocate" not in str(exc):
+            raise
+        raise InputError(f"out of memory for a {w}x{h} image: use a smaller --tile") from None
+    if grey_model:
+        y = y.expand(-1, 3, -1, -1)
+    out = to_numpy(y.clamp_(0.0, 1.0))
+    if not np.isfinite(out).all():
+        raise InputError("the model produced NaN/inf pixels (with --fp16 the activations may overflow: try without it)")
+    return out
+
+
+def _upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, mode: str) -> np.ndarray:
+    s = desc.scale
+    h, w = alpha.shape
+    if float(alpha.min()) == 1.0:
+        return np.ones((h * s, w * s), np.float32)
+    if mode == "model":
+        return upscale_rgb(desc, np.repeat(alpha[..., None], 3, axis=2), tiles).mean(axis=2)
+    t = torch.nn.functional.interpolate(to_tensor(alpha), scale_factor=s, mode="bicubic", align_corners=False)
+    return to_numpy(t.clamp_(0.0, 1.0))[..., 0]
+
+
+def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig = UpscaleConfig()) -> LoadedImage:
+    """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC for writing back."""
+    rgb = upscale_rgb(desc, img.rgb, config.tiles)
+    alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
+    return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile)
+
+
+# --------------------------------------------------------------------------------------------
+# files and folders
+
+
+def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """(file, path relative to the output folder's root) for every input image.
+
+    A file is taken as given (even with an unusual ending: reading it decides); a folder
+    contributes its image files (by ending), recursively with ``recursive``, keeping the
+    sub-folder layout. Hidden files are skipped.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not files:
+                hint = "" if recursive else " (add --recursive to look in sub-folders)"
+                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
+            found += [(f, f.relative_to(p)) for f in files]
+        elif p.exists():
+            found.append((p, Path(p.name)))
+        else:
+            raise InputError(f"input {p} does not exist")
+    if not found:
+        raise InputError("no input images given")
+    return found
+
+
+def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
+    """(input, output or None, reason) per image: refuses to overwrite an input or another output."""
+    items = list(items)
+    inputs = {p.resolve() for p, _ in items}
+    taken: dict[Path, Path] = {}
+    plan = []
+    for src, rel in items:
+        ext = ".png" if fmt == "png" else src.suffix.lower()
+        if ext not in IMAGE_SUFFIXES:
+            ext = ".png"
+        dest = out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
+        key = dest.resolve()
+        if key in inputs:
+            plan.append((src, None, f"output {dest} would overwrite an input: choose another -o folder or --suffix"))
+        elif key in taken:
+            plan.append((src, None, f"output {dest} is also the output of {taken[key]}: rename one of them or use --format same"))
+        else:
+            taken[key] = src
+            plan.append((src, dest, None))
+    return plan
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    import os
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror}; choose another -o folder") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {out_dir} is not writable: choose another -o folder")
+
+
+def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: UpscaleConfig, *,
+                  desc: ModelDescriptor | None = None, progress: Callable[[Path], None] | None = None,
+                  on_start: Callable[[int], None] | None = None) -> UpscaleReport:
+    """Upscale every input image into ``out_dir``; errors on one image do not stop the others.
+
+    Raises only for problems that concern the whole batch (no inputs, unusable output folder,
+    model that cannot load); per-image problems land in the report's ``failures``.
+    """
+    out_dir = Path(out_dir).expanduser()
+    items = collect_inputs(inputs, config.recursive)
+    _check_out_dir(out_dir)
+    desc = desc or prepare_model(config)
+    suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
+    plan = plan_outputs(items, out_dir, suffix, config.format)
+    report = UpscaleReport()
+    if on_start:
+        on_start(len(plan))
+    for src, dest, reason in plan:
+        try:
+            if dest is None:
+                raise InputError(reason)
+            img = read_image(src)
+            up = upscale_image(desc, img, config)
+            write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile)
+            report.written.append(dest)
+        except LwayError as exc:
+            msg = str(exc)
+            if str(src) not in msg:
+                msg = f"{src}: {msg}"
+            report.failures.append(Failure(src, msg))
+        finally:
+            if progress:
+                progress(src)
+    return report
