@@ -1,0 +1,172 @@
+"""The demo behind ``lwayrt demo``: real pretrained SR models on bundled photos, measured.
+
+Takes crops of scikit-image's bundled photos as ground truth (HR), makes x4 low-resolution inputs
+by bicubic downscaling (the classic SR benchmark degradation), upscales them with pretrained
+models imported from the packaged ncnn weights, and scores each result against bicubic
+upscaling with Y-channel PSNR/SSIM (border of ``scale`` pixels cropped, as the SR literature
+does). Writes every image and a side-by-side comparison per photo, plus ``results.json``.
+
+Later stages (adaptation, export, benchmarks) extend this module with further steps; each step
+is a function taking the previous one's results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lway_rt.errors import InputError
+
+__all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "run_upscale_demo"]
+
+#: bundled photos the demo knows, with the top-left corner of an interesting crop (row, col)
+PHOTOS: dict[str, tuple[int, int]] = {
+    "astronaut": (100, 150),  # face, hair, suit fabric
+    "chelsea": (20, 110),  # cat fur and whiskers
+    "coffee": (80, 170),  # cup rim, saucer, wood grain
+    "rocket": (60, 200),  # gantry lattice, trees
+}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    out_dir: Path = Path("demo_out")
+    photos: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")
+    models: tuple[str, ...] = ("realsr-df2k-x4", "realesr-animevideov3")
+    crop: int = 256
+    scale: int = 4
+
+    def __post_init__(self):
+        unknown = [p for p in self.photos if p not in PHOTOS]
+        if unknown:
+            raise InputError(f"unknown demo photo(s) {', '.join(unknown)}: choose from {', '.join(PHOTOS)}")
+        if not self.photos or not self.models:
+            raise InputError("the demo needs at least one photo and one model")
+        if self.crop % self.scale or self.crop < 16 * self.scale:
+            raise InputError(f"--crop must be a multiple of {self.scale} and at least {16 * self.scale}")
+
+
+@dataclass
+class PhotoResult:
+    photo: str
+    psnr: dict[str, float] = field(default_factory=dict)  # method -> Y-PSNR (dB)
+    ssim: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    config: DemoConfig
+    photos: list[PhotoResult]
+    methods: list[str]
+
+    def mean(self, metric: str, method: str) -> float:
+        return float(np.mean([getattr(r, metric)[method] for r in self.photos]))
+
+
+def sample_photo(name: str, crop: int) -> np.ndarray:
+    """An HxWx3 uint8 crop of one of scikit-image's bundled photos."""
+    from lway_rt.errors import require
+
+    skimage_data = require("skimage.data", "samples", "the demo's bundled photos")
+    img = getattr(skimage_data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = img[..., :3]
+    r, c = PHOTOS[name]
+    r, c = min(r, img.shape[0] - crop), min(c, img.shape[1] - crop)
+    if r < 0 or c < 0:
+        raise InputError(f"photo {name} ({img.shape[1]}x{img.shape[0]}) is smaller than the {crop}px crop")
+    return np.ascontiguousarray(img[r:r + crop, c:c + crop])
+
+
+def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    """x``scale`` bicubic downscaling in 8 bits, the degradation of the classic SR benchmarks."""
+    from lway_rt.io.images import resize_bicubic
+
+    h, w = hr.shape[:2]
+    return resize_bicubic(hr, (w // scale, h // scale))
+
+
+def _labelled_strip(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """Side-by-side images of equal size with a caption band above each."""
+    from PIL import Image, ImageDraw
+
+    h, w = images[0].shape[:2]
+    band, gap = 22, 4
+    canvas = Image.new("RGB", (len(images) * w + (len(images) - 1) * gap, h + band), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        x = i * (w + gap)
+        canvas.paste(Image.fromarray(img), (x, band))
+        draw.text((x + 4, 4), label, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def run_upscale_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
+    """Upscale LR crops of bundled photos with each model; score against bicubic; write images."""
+    import torch
+
+    from lway_rt.io.images import resize_bicubic, to_uint8, write_image
+    from lway_rt.io.store import load_model, store_path
+    from lway_rt.io.weights import atomic_write_bytes
+    from lway_rt.metrics import psnr_y, ssim_y
+    from lway_rt.runtime.tiling import TileConfig
+    from lway_rt.upscale import upscale_rgb
+
+    out = Path(config.out_dir)
+    descs = {}
+    for name in config.models:
+        if not Path(name).exists() and not store_path(name).exists():
+            log(f"importing {name} into the model store ({store_path(name).parent}) ...")
+        desc = load_model(name)
+        if desc.scale != config.scale:
+            raise InputError(f"model {name} is x{desc.scale}; the demo compares x{config.scale} models")
+        descs[name] = desc
+    s = config.scale
+    results = []
+    for photo in config.photos:
+        hr = sample_photo(photo, config.crop)
+        lr = make_lr(hr, s)
+        res = PhotoResult(photo)
+        t0 = time.perf_counter()
+        outputs = {"bicubic": resize_bicubic(lr, (hr.shape[1], hr.shape[0]))}
+        res.seconds["bicubic"] = time.perf_counter() - t0
+        for name, desc in descs.items():
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                outputs[name] = to_uint8(upscale_rgb(desc, lr.astype(np.float32) / 255.0, TileConfig(0)))
+            res.seconds[name] = time.perf_counter() - t0
+        for method, img in outputs.items():
+            res.psnr[method] = psnr_y(img, hr, crop_border=s)
+            res.ssim[method] = ssim_y(img, hr, crop_border=s)
+        files = {"hr": hr, "lr": lr, **outputs}
+        for key, img in files.items():
+            path = out / f"{photo}_{key}.png"
+            write_image(path, img.astype(np.float32) / 255.0)
+            res.files[key] = str(path)
+        lr_big = np.repeat(np.repeat(lr, s, axis=0), s, axis=1)  # nearest: show the input's real pixels
+        labels = [f"LR x{s} (nearest)"] + [f"{m} {res.psnr[m]:.2f} dB" for m in outputs] + ["HR (ground truth)"]
+        strip = _labelled_strip([lr_big, *outputs.values(), hr], labels)
+        path = out / f"{photo}_compare.png"
+        write_image(path, strip.astype(np.float32) / 255.0)
+        res.files["compare"] = str(path)
+        results.append(res)
+        log(f"{photo}: " + ", ".join(f"{m} {res.psnr[m]:.2f} dB" for m in outputs))
+    result = DemoResult(config, results, ["bicubic", *descs])
+    summary = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "metric": f"Y-PSNR (dB) / SSIM, BT.601 luminance, {s}-pixel border cropped; LR = x{s} bicubic (Pillow)",
+        "models": {n: {"source": d.source, "arch": d.arch, **{k: d.metadata[k] for k in ("source_package", "source_version")
+                                                               if k in d.metadata}} for n, d in descs.items()},
+        "photos": [asdict(r) for r in results],
+        "mean": {m: {"psnr": result.mean("psnr", m), "ssim": result.mean("ssim", m)} for m in result.methods},
+    }
+    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=2).encode())
+    return result
