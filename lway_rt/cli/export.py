@@ -1,0 +1,88 @@
+"""``lwayrt export``: ONNX (fp32/fp16) and TensorRT engines with parity gates, a cache and refit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _log(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.command("export")
+@click.option("--model", "model_spec", metavar="M",
+              help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
+              show_default=True, help="Folder for the ONNX files, engines and manifests.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Overrides the profile (fp16: fp32 I/O).")
+@click.option("--engine", type=click.Choice(["none", "tensorrt"]), help="Also build a TensorRT engine (overrides the profile).")
+@click.option("--what", type=click.Choice(["sr", "encoder", "both"]), default="sr", show_default=True,
+              help="The SR network, the stage-1 degradation encoder, or both.")
+@click.option("--profile", "profile_name", metavar="NAME|PATH",
+              help="Target profile: a name from the export/ folder (cpu, desktop-fp16, jetson-orin-trt10) or a .toml path.")
+@click.option("--static", "static_tiles", multiple=True, metavar="HxW",
+              help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
+@click.option("--opset", type=int, help="ONNX opset (overrides the profile).")
+@click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="PATTERN",
+              help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last (repeatable).")
+@click.option("--refittable", is_flag=True, help="Build the TensorRT engine with the REFIT flag.")
+@click.option("--stage1", "stage1_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Stage-1 checkpoint for --what encoder/both (default: the shipped one).")
+@click.option("--refit", "refit_engine_path", type=click.Path(dir_okay=False, path_type=Path), metavar="ENGINE",
+              help="Swap --model's weights into this refittable engine instead of building a new one.")
+@click.option("--force", is_flag=True, help="Rebuild even when a ready artifact with the same cache key exists.")
+def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
+            stage1_path, refit_engine_path, force):
+    """Export a model to ONNX (and optionally TensorRT); every artifact must pass the parity gate.
+
+    \b
+    Examples:
+      lwayrt export --model realesr-animevideov3
+      lwayrt export --model realsr-df2k-x4 --precision fp16
+      lwayrt export --model adapted/ --profile desktop-fp16
+      lwayrt export --what encoder --stage1 stage1.safetensors
+      lwayrt export --refit engines/x.engine --model adapted/
+    """
+    from lway_rt.errors import InputError
+    from lway_rt.export.pipeline import encoder_exportable, export_artifacts, refit_engine, sr_exportable
+    from lway_rt.export.profile import load_profile, parse_tile
+    from lway_rt.io.store import load_model
+
+    def load_sr():
+        if not model_spec:
+            raise InputError("--model is required: a store name, a .pth/.safetensors file or an adapt output folder")
+        desc = load_model(model_spec)
+        label = Path(model_spec).name if Path(model_spec).is_dir() else None
+        return sr_exportable(desc, label=label, model_spec=model_spec)
+
+    if refit_engine_path is not None:
+        new_engine = refit_engine(refit_engine_path, load_sr(), out_dir=None, log=_log)
+        click.echo(f"refitted: {new_engine}")
+        return
+
+    profile = load_profile(profile_name)
+    tiles = tuple(parse_tile(t) for t in static_tiles) or None
+    flags = tuple(dict.fromkeys((*profile.tensorrt.flags, "refit"))) if refittable else None
+    profile = profile.replace(precision=precision, engine=engine, opset=opset,
+                              mode="static" if tiles else None, tiles=tiles, flags=flags,
+                              keep_fp32_nodes=tuple(keep_fp32) or None)
+
+    exportables = []
+    if what in ("sr", "both"):
+        exportables.append(load_sr())
+    if what in ("encoder", "both"):
+        from lway_rt.degae import load_stage1
+
+        s1 = load_stage1(stage1_path)
+        label = stage1_path.stem if stage1_path else "stage1-default"
+        exportables.append(encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None))
+
+    for ex in exportables:
+        for res in export_artifacts(ex, profile, out_dir=out_dir, force=force, log=_log):
+            status = "cache hit" if res.cache_hit else "exported"
+            click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}")
+            if res.engine_path is not None:
+                click.echo(f"{ex.what} {res.precision}: {'engine cache hit' if res.engine_cache_hit else 'engine built'} "
+                           f"{res.engine_path}")

@@ -1,0 +1,256 @@
+"""torch -> ONNX as small, lazily evaluated stages (the Polygraphy loader pattern).
+
+Each stage is a callable object that does nothing until called, and takes the previous stage (or
+a ready value) as its input, so steps compose and can be tested one at a time::
+
+    model = OnnxFromTorch(desc.model, dynamic=True, size_multiple=desc.size_multiple)
+    SaveOnnx(Fp16FromOnnx(model), "engines/x.fp16.onnx")()
+
+``OnnxFromTorch`` uses the dynamo exporter (``torch.export`` + onnxscript) with
+``torch.export.Dim(...) * k`` for "H and W a multiple of k", the onnxscript optimiser (constant
+folding, dead-code removal) and ``onnx.checker``. Graph input ``input`` and output ``output`` are
+NCHW float32 RGB in [0, 1].
+
+``export_onnx`` is the one-call version for other parts of the project (benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lway_rt.errors import InputError, ModelError, MissingDependencyError, ParityError
+
+__all__ = [
+    "OnnxFromTorch", "Fp16FromOnnx", "SaveOnnx", "LoadOnnx", "export_onnx", "onnx_initializers",
+    "INPUT_NAME", "OUTPUT_NAME", "MAX_SIDE",
+]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+MAX_SIDE = 16384  # upper bound of the symbolic H/W (TensorRT profiles narrow it further)
+MAX_BATCH = 256
+
+
+def _onnx(feature: str = "ONNX export"):
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError as exc:
+        raise MissingDependencyError("onnx", "onnx", feature, "keep using the torch backend") from exc
+    return onnx
+
+
+def _resolve(value_or_loader):
+    """Polygraphy's ``invoke_if_callable``: stages accept a value or a stage that makes it."""
+    return value_or_loader() if callable(value_or_loader) else value_or_loader
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter prints progress and warns about torchvision ops we never use: keep the console clean."""
+    names = ["torch.onnx._internal.exporter._registration", "torch.onnx", "torch.export", "torch._dynamo"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+class OnnxFromTorch:
+    """Export an image->tensor ``nn.Module`` to an fp32 ``onnx.ModelProto``.
+
+    ``dynamic``: symbolic batch and H/W (H, W multiples of ``size_multiple``, at least
+    ``min_size``); otherwise fixed at ``static_shape`` = (batch, H, W).
+    """
+
+    def __init__(self, module: nn.Module, *, in_channels: int = 3, dynamic: bool = True,
+                 static_shape: tuple[int, int, int] | None = None, size_multiple: int = 1, min_size: int = 1,
+                 opset: int = 18, dynamic_batch: bool = True):
+        if not dynamic and static_shape is None:
+            raise InputError("a static export needs a shape (batch, height, width)")
+        if size_multiple < 1 or min_size < 1:
+            raise InputError("size_multiple and min_size must be >= 1")
+        self.module = module
+        self.in_channels = in_channels
+        self.dynamic = dynamic
+        self.static_shape = static_shape
+        self.size_multiple = size_multiple
+        self.min_size = min_size
+        self.opset = opset
+        self.dynamic_batch = dynamic_batch
+
+    def example_shape(self) -> tuple[int, int, int, int]:
+        if not self.dynamic:
+            b, h, w = self.static_shape  # type: ignore[misc]
+            return (b, self.in_channels, h, w)
+        k = self.size_multiple
+        # Distinct, non-trivial sizes so nothing gets specialised to 1 or to H == W.
+        h = k * max(math.ceil(max(self.min_size, 24) / k), 2)
+        w = h + k * max(1, math.ceil(8 / k))
+        return (2 if self.dynamic_batch else 1, self.in_channels, h, w)
+
+    def _dynamic_shapes(self) -> dict[str, Any]:
+        from torch.export import Dim
+
+        k = self.size_multiple
+        lo = max(1, math.ceil(self.min_size / k))
+        hi = MAX_SIDE // k
+        if k == 1:
+            h, w = Dim("height", min=lo, max=hi), Dim("width", min=lo, max=hi)
+        else:
+            h, w = Dim("height_blocks", min=lo, max=hi) * k, Dim("width_blocks", min=lo, max=hi) * k
+        spec: dict[int, Any] = {2: h, 3: w}
+        if self.dynamic_batch:
+            spec[0] = Dim("batch", min=1, max=MAX_BATCH)
+        return spec
+
+    def __call__(self):
+        onnx = _onnx()
+        module = self.module.eval().float().cpu()
+        x = torch.rand(self.example_shape())
+        arg_name = next(iter(_forward_params(module)), "x")
+        kwargs: dict[str, Any] = dict(
+            dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=self.opset,
+            optimize=True, verify=False, external_data=False, verbose=False,
+        )
+        if self.dynamic:
+            kwargs["dynamic_shapes"] = {arg_name: self._dynamic_shapes()}
+        try:
+            with torch.no_grad(), _quiet_exporter():
+                program = torch.onnx.export(module, (x,), None, **kwargs)
+        except Exception as exc:  # torch.export raises many unrelated types for untraceable code
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"torch could not export {type(module).__name__} to ONNX: {msg}") from exc
+        model = program.model_proto
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+
+def _forward_params(module: nn.Module) -> list[str]:
+    import inspect
+
+    params = list(inspect.signature(module.forward).parameters)
+    return params
+
+
+class Fp16FromOnnx:
+    """fp32 ModelProto (or a stage making one) -> fp16 ModelProto with fp32 I/O (see ``fp16.py``)."""
+
+    def __init__(self, model, *, keep_fp32_ops: Iterable[str] | None = None, keep_fp32_nodes: Iterable[str] = ()):
+        from lway_rt.export.fp16 import DEFAULT_KEEP_FP32_OPS
+
+        self.model = model
+        self.keep_fp32_ops = tuple(DEFAULT_KEEP_FP32_OPS if keep_fp32_ops is None else keep_fp32_ops)
+        self.keep_fp32_nodes = tuple(keep_fp32_nodes)
+
+    def __call__(self):
+        from lway_rt.export.fp16 import convert_to_fp16
+
+        _onnx()
+        return convert_to_fp16(_resolve(self.model), keep_fp32_ops=self.keep_fp32_ops, keep_fp32_nodes=self.keep_fp32_nodes)
+
+
+class LoadOnnx:
+    """Read an ONNX file (checked) into a ModelProto."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __call__(self):
+        onnx = _onnx()
+        if not self.path.is_file():
+            raise InputError(f"ONNX file {self.path} does not exist")
+        try:
+            model = onnx.load(str(self.path))
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise InputError(f"{self.path} is not a valid ONNX model ({exc}); export it again") from exc
+        return model
+
+
+class SaveOnnx:
+    """Write a ModelProto atomically (temporary name, then rename); returns the path."""
+
+    def __init__(self, model, path: str | Path):
+        self.model = model
+        self.path = Path(path)
+
+    def __call__(self) -> Path:
+        from lway_rt.io.weights import atomic_write_bytes
+
+        onnx = _onnx()
+        model = _resolve(self.model)
+        onnx.checker.check_model(model)
+        atomic_write_bytes(self.path, model.SerializeToString())
+        return self.path
+
+
+def onnx_initializers(model_or_path) -> dict[str, dict[str, Any]]:
+    """``{name: {"shape": [...], "dtype": "float16"}}`` for every initializer (refit matches on these)."""
+    from onnx import helper
+
+    model = LoadOnnx(model_or_path)() if isinstance(model_or_path, (str, Path)) else model_or_path
+    return {
+        i.name: {"shape": [int(d) for d in i.dims], "dtype": helper.tensor_dtype_to_np_dtype(i.data_type).name}
+        for i in model.graph.initializer
+    }
+
+
+def export_onnx(desc_or_module, out_path: str | Path, *, precision: str = "fp32", dynamic: bool = True,
+                static_shape: tuple[int, int, int] | None = None, opset: int = 18,
+                keep_fp32_ops: Sequence[str] | None = None, keep_fp32_nodes: Sequence[str] = (),
+                size_multiple: int | None = None, min_size: int | None = None, in_channels: int | None = None,
+                check: bool = True) -> Path:
+    """Export an SR ``ModelDescriptor`` (or any image ``nn.Module``) to ONNX at ``out_path``.
+
+    ``precision`` ``fp32`` or ``fp16`` (fp16 compute, fp32 I/O). ``dynamic``: symbolic batch and
+    H/W; else fixed at ``static_shape`` (batch, H, W). Size rules come from the descriptor unless
+    given. With ``check`` (default) ONNX Runtime must reproduce torch on a random input within the
+    parity gate (fp32: max abs diff <= 1e-4; fp16: PSNR >= 45 dB), else ``ParityError`` and nothing
+    is written. Returns ``out_path``.
+    """
+    from lway_rt.archs.descriptor import ModelDescriptor
+
+    if precision not in ("fp32", "fp16"):
+        raise InputError(f"precision must be fp32 or fp16, got {precision!r}")
+    if isinstance(desc_or_module, ModelDescriptor):
+        module = desc_or_module.model
+        size_multiple = size_multiple or desc_or_module.size_multiple
+        min_size = min_size or desc_or_module.min_size
+        in_channels = in_channels or desc_or_module.in_channels
+    else:
+        module = desc_or_module
+    stage: Callable[[], Any] = OnnxFromTorch(
+        module, in_channels=in_channels or 3, dynamic=dynamic, static_shape=static_shape,
+        size_multiple=size_multiple or 1, min_size=min_size or 1, opset=opset,
+    )
+    if precision == "fp16":
+        stage = Fp16FromOnnx(stage, keep_fp32_ops=keep_fp32_ops, keep_fp32_nodes=keep_fp32_nodes)
+    model = stage()
+    out_path = Path(out_path)
+    if check:
+        from lway_rt.export.parity import check_onnx_against_torch, random_input
+
+        shape = static_shape or None
+        x = random_input(in_channels or 3, size_multiple or 1, min_size or 1, shape=shape, seed=0)
+        report = check_onnx_against_torch(model, module, [("random", x)], precision=precision)
+        if not report.passed:
+            raise ParityError(f"ONNX export of {type(module).__name__} failed the parity gate: {report.summary()}")
+    return SaveOnnx(model, out_path)()

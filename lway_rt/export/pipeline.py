@@ -1,0 +1,360 @@
+"""The export pipeline behind ``lwayrt export``: cache lookup -> ONNX -> parity gate -> [engine] -> manifest.
+
+For every artifact (SR network or encoder; one per static tile, or one dynamic):
+
+1. compute the cache key (``cache.py``); a ready manifest with that key and an intact file is a
+   **cache hit** and nothing is rebuilt;
+2. run the stages of ``onnx_export.py`` (torch -> fp32 ONNX -> fp16 ONNX when asked) into a
+   temporary file;
+3. run the parity gate (``parity.py``) with ONNX Runtime against torch on a photo and on noise;
+4. on a pass, rename the file to its final name and write the manifest with ``ready: true``; on a
+   failure, delete the file, write the manifest with ``ready: false`` and the numbers, and raise
+   ``ParityError`` (the CLI exits non-zero);
+5. with ``engine = "tensorrt"``: the same for the engine (key per DESIGN.md section 5), parity
+   measured on the engine's output.
+
+``refit_engine`` swaps an adapted model's weights into an existing REFIT engine after checking
+the names and shapes against the engine's manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lway_rt.errors import InputError, ModelError, ParityError
+from lway_rt.export.cache import (
+    artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
+)
+from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
+from lway_rt.export.parity import ParityGate, ParityReport, check_against_torch, check_onnx_against_torch, standard_inputs
+from lway_rt.export.profile import ExportProfile
+
+__all__ = ["Exportable", "ExportResult", "sr_exportable", "encoder_exportable", "export_artifacts", "refit_engine",
+           "DEFAULT_OUT_DIR"]
+
+DEFAULT_OUT_DIR = Path("engines")
+Log = Callable[[str], None]
+
+
+def _nolog(_msg: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Exportable:
+    """A network plus the facts the exporter needs about it (built by ``sr_exportable``/``encoder_exportable``)."""
+
+    module: nn.Module
+    what: str  # "sr" or "encoder"
+    kind: str  # parity rule: "image" or "embedding"
+    label: str  # file-name label, e.g. the store name
+    arch: str
+    hparams: dict[str, Any]
+    weights_sha256: str
+    in_channels: int = 3
+    size_multiple: int = 1
+    min_size: int = 1
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def sr_exportable(desc, *, label: str | None = None, model_spec: str | None = None) -> Exportable:
+    """From a ``ModelDescriptor`` (``lway_rt.io.store.load_model``)."""
+    from lway_rt.io.weights import state_dict_sha256
+
+    label = label or desc.name or (Path(desc.source).stem if desc.source else desc.arch)
+    digest = state_dict_sha256(desc.model.state_dict())
+    meta = {k: v for k, v in desc.metadata.items() if k in ("name", "source_package", "source_version", "source_sha256",
+                                                              "description", "adapted_from", "format")}
+    source = {"model": model_spec or desc.name or desc.source, "path": desc.source, "weights_sha256": digest,
+              "arch": desc.arch, "hparams": dict(desc.spec.hparams), "scale": desc.scale, "metadata": meta}
+    return Exportable(desc.model, "sr", "image", label, desc.arch, dict(desc.spec.hparams), digest,
+                      desc.in_channels, desc.size_multiple, desc.min_size, source)
+
+
+def encoder_exportable(stage1, *, label: str, path: str | None = None) -> Exportable:
+    """From a ``lway_rt.degae.Stage1``: the degradation encoder E, image -> (B, D) embedding."""
+    from lway_rt.degae import MIN_ENCODER_SIDE
+    from lway_rt.io.weights import state_dict_sha256
+
+    enc = stage1.encoder.eval()
+    digest = state_dict_sha256(enc.state_dict())
+    hp = {k: stage1.meta.get(k) for k in ("embed_dim", "head_widths", "trunk_model", "trunk_layers", "trunk_sha256")}
+    source = {"stage1": path, "weights_sha256": digest, "arch": "DegradationEncoder", "hparams": hp}
+    return Exportable(enc, "encoder", "embedding", label, "DegradationEncoder", hp, digest, 3, 1, MIN_ENCODER_SIDE, source)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    what: str
+    precision: str
+    onnx_path: Path
+    cache_key: str
+    cache_hit: bool
+    parity: dict[str, Any] | None
+    tile: tuple[int, int] | None = None
+    engine_path: Path | None = None
+    engine_cache_hit: bool | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return manifest_path(self.onnx_path)
+
+
+def _io_shape(value_info) -> list[int | str]:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_param if d.dim_param else int(d.dim_value) for d in dims]
+
+
+def _targets(ex: Exportable, profile: ExportProfile) -> list[tuple[int, int] | None]:
+    profile.shapes.check_model(ex.size_multiple, ex.min_size)
+    return list(profile.shapes.tiles) if profile.shapes.mode == "static" else [None]
+
+
+def export_artifacts(ex: Exportable, profile: ExportProfile, *, out_dir: str | Path = DEFAULT_OUT_DIR,
+                     gate: ParityGate = ParityGate(), force: bool = False, log: Log = _nolog) -> list[ExportResult]:
+    """Export ``ex`` as ``profile`` says; returns one result per artifact (cache hits included)."""
+    out_dir = Path(out_dir)
+    if profile.engine == "tensorrt":  # fail before a long ONNX export if engines cannot be built here
+        from lway_rt.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    results = []
+    for tile in _targets(ex, profile):
+        res = _export_onnx_artifact(ex, profile, tile, out_dir=out_dir, gate=gate, force=force, log=log)
+        if profile.engine == "tensorrt":
+            engine_path, hit = build_engine_cached(ex, res, profile, out_dir=out_dir, gate=gate, force=force, log=log)
+            res = dataclasses.replace(res, engine_path=engine_path, engine_cache_hit=hit)
+        results.append(res)
+    return results
+
+
+def _static_shape(profile: ExportProfile, tile: tuple[int, int] | None) -> tuple[int, int, int] | None:
+    return (profile.shapes.opt[0], *tile) if tile else None
+
+
+def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, *, out_dir: Path, gate: ParityGate,
+                          force: bool, log: Log) -> ExportResult:
+    from lway_rt.export.fp16 import fp16_summary
+    from lway_rt.export.onnx_export import Fp16FromOnnx, OnnxFromTorch, SaveOnnx, onnx_initializers
+
+    static_shape = _static_shape(profile, tile)
+    fields = onnx_key_fields(
+        what=ex.what, arch=ex.arch, hparams=ex.hparams, weights_sha256=ex.weights_sha256, precision=profile.precision,
+        opset=profile.opset, shape_mode=profile.shapes.mode, tile=tile, keep_fp32_ops=profile.keep_fp32_ops,
+        keep_fp32_nodes=profile.keep_fp32_nodes, batch=static_shape[0] if static_shape else None,
+    )
+    key = make_key(fields)
+    final = out_dir / f"{artifact_stem(ex.label, ex.what, profile.precision, key, tile)}.onnx"
+    if not force:
+        hit = ready_artifact(final, key)
+        if hit is not None:
+            log(f"cache hit: {final} (key {key[:12]}, parity passed when it was made)")
+            return ExportResult(ex.what, profile.precision, final, key, True, hit.get("parity"), tile)
+
+    where = f"{tile[0]}x{tile[1]} static" if tile else "dynamic H/W"
+    log(f"exporting {ex.label} {ex.what} to ONNX ({profile.precision}, opset {profile.opset}, {where})")
+    stage: Callable[[], Any] = OnnxFromTorch(
+        ex.module, in_channels=ex.in_channels, dynamic=tile is None, static_shape=static_shape,
+        size_multiple=ex.size_multiple, min_size=ex.min_size, opset=profile.opset,
+    )
+    if profile.precision == "fp16":
+        stage = Fp16FromOnnx(stage, keep_fp32_ops=profile.keep_fp32_ops, keep_fp32_nodes=profile.keep_fp32_nodes)
+    model = stage()
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".onnx.tmp", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        SaveOnnx(model, tmp)()
+        inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=static_shape)
+        log("parity gate: ONNX Runtime vs torch on " + " and ".join(name for name, _ in inputs))
+        report = check_onnx_against_torch(tmp, ex.module, inputs, precision=profile.precision, kind=ex.kind, gate=gate)
+        manifest = {
+            "ready": report.passed,
+            "what": ex.what,
+            "label": ex.label,
+            "cache_key": key,
+            "cache_key_fields": fields,
+            "artifact": {"type": "onnx", "file": final.name, "sha256": file_sha256(tmp), "bytes": tmp.stat().st_size},
+            "source": ex.source,
+            "onnx": {
+                "opset": profile.opset, "precision": profile.precision, "io_dtype": "float32",
+                "dynamic": tile is None, "tile": list(tile) if tile else None,
+                "size_multiple": ex.size_multiple, "min_size": ex.min_size,
+                "input": {"name": model.graph.input[0].name, "shape": _io_shape(model.graph.input[0])},
+                "output": {"name": model.graph.output[0].name, "shape": _io_shape(model.graph.output[0])},
+                "fp16": fp16_summary(model) if profile.precision == "fp16" else None,
+                "keep_fp32_ops": list(profile.keep_fp32_ops) if profile.precision == "fp16" else [],
+                "keep_fp32_nodes": list(profile.keep_fp32_nodes) if profile.precision == "fp16" else [],
+                "initializers": onnx_initializers(model),
+            },
+            "shapes": profile.shapes.as_dict(),
+            "profile": profile.as_dict(),
+            "parity": report.as_dict(),
+            "parity_gate": gate.__dict__,
+            "versions": package_versions(),
+        }
+        if not report.passed:
+            write_manifest(manifest_path(final), manifest)
+            final.unlink(missing_ok=True)  # a stale file of the same name must not look ready either
+            raise ParityError(f"{report.summary()}; nothing was marked ready (details in {manifest_path(final)})")
+        os.replace(tmp, final)
+        write_manifest(manifest_path(final), manifest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log(f"wrote {final} ({report.summary()})")
+    return ExportResult(ex.what, profile.precision, final, key, False, report.as_dict(), tile)
+
+
+def _trt_profiles(ex: Exportable, profile: ExportProfile, tile, input_name: str):
+    c = ex.in_channels
+    if tile:
+        shape = (profile.shapes.opt[0], c, *tile)
+        return [{input_name: (shape, shape, shape)}], {"static": [shape[0], c, *tile]}
+    s = profile.shapes
+    lo, opt, hi = ((b, c, h, w) for b, h, w in (s.min, s.opt, s.max))
+    return [{input_name: (lo, opt, hi)}], {"min": list(lo), "opt": list(opt), "max": list(hi)}
+
+
+def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfile, *, out_dir: Path,
+                        gate: ParityGate, force: bool, log: Log) -> tuple[Path, bool]:
+    """TensorRT engine for an exported ONNX, reused from the cache when the key matches and it still loads."""
+    from lway_rt.export.tensorrt import EngineFromNetwork, NetworkFromOnnxPath, device_info, load_engine, timing_cache_path
+
+    info = device_info()
+    onnx_manifest = read_manifest(manifest_path(res.onnx_path))
+    input_name = onnx_manifest["onnx"]["input"]["name"]
+    trt_profiles, shapes = _trt_profiles(ex, profile, res.tile, input_name)
+    t = profile.tensorrt
+    fields = engine_key_fields(
+        onnx_sha256=onnx_manifest["artifact"]["sha256"], shapes=shapes, precision=profile.precision,
+        workspace_mib=t.workspace_mib, optimization_level=t.optimization_level, flags=t.flags,
+        trt_version=info.trt_version, gpu_name=info.gpu_name, compute_capability=info.compute_capability,
+    )
+    key = make_key(fields)
+    final = res.onnx_path.with_name(f"{res.onnx_path.stem}.{key[:12]}.engine")
+    if not force and ready_artifact(final, key) is not None:
+        if load_engine(final.read_bytes()) is not None:
+            log(f"engine cache hit: {final}")
+            return final, True
+        log(f"cached engine {final.name} no longer loads (TensorRT or driver changed): rebuilding")
+
+    log(f"building TensorRT {info.trt_version} engine on {info.gpu_name} (sm {info.compute_capability}); "
+        f"timing cache {timing_cache_path(out_dir, info).name}")
+    plan = EngineFromNetwork(
+        NetworkFromOnnxPath(res.onnx_path), profiles=trt_profiles, workspace_mib=t.workspace_mib,
+        optimization_level=t.optimization_level, flags=t.flags, fp32=profile.precision == "fp32",
+        timing_cache=timing_cache_path(out_dir, info) if t.timing_cache else None, log=log,
+    )()
+    return _gate_and_save_engine(ex, plan, final, key, fields, onnx_manifest, profile, res.tile, gate, log,
+                                 extra={"onnx": res.onnx_path.name}), False
+
+
+def _gate_and_save_engine(ex: Exportable, plan: bytes, final: Path, key: str, fields: dict, onnx_manifest: dict,
+                          profile: ExportProfile, tile, gate: ParityGate, log: Log, extra: dict) -> Path:
+    from lway_rt.export.tensorrt import SaveEngine, TrtRunner, load_engine
+
+    handle = load_engine(plan)
+    if handle is None:
+        raise ModelError("TensorRT built an engine it cannot load again; rebuild with a lower optimization_level")
+    inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=_static_shape(profile, tile))
+    report = check_against_torch(TrtRunner(handle), ex.module, inputs, precision=profile.precision, kind=ex.kind,
+                                 backend="tensorrt", gate=gate)
+    manifest = {
+        "ready": report.passed, "what": ex.what, "label": ex.label, "cache_key": key, "cache_key_fields": fields,
+        "artifact": {"type": "tensorrt-engine", "file": final.name, "sha256": None, "bytes": len(plan)},
+        "source": ex.source, **extra,
+        "onnx_initializers": onnx_manifest["onnx"]["initializers"],
+        "onnx_settings": {k: onnx_manifest["onnx"][k] for k in ("opset", "precision", "dynamic", "tile",
+                                                              "keep_fp32_ops", "keep_fp32_nodes")},
+        "tensorrt": {**profile.as_dict()["tensorrt"], "version": fields["tensorrt"], "gpu": fields["gpu"],
+                     "compute_capability": fields["compute_capability"], "shapes": fields["shapes"]},
+        "profile": profile.as_dict(), "parity": report.as_dict(), "parity_gate": gate.__dict__,
+        "versions": package_versions(("tensorrt",)),
+    }
+    if not report.passed:
+        final.unlink(missing_ok=True)
+        write_manifest(manifest_path(final), manifest)
+        raise ParityError(f"{report.summary()}; the engine was not marked ready (details in {manifest_path(final)})")
+    SaveEngine(plan, final)()
+    manifest["artifact"]["sha256"] = file_sha256(final)
+    write_manifest(manifest_path(final), manifest)
+    log(f"wrote {final} ({report.summary()})")
+    return final
+
+
+def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path | None = None,
+                 gate: ParityGate = ParityGate(), log: Log = _nolog) -> Path:
+    """Swap ``ex``'s weights into the REFIT engine at ``engine_path``; returns the new engine's path.
+
+    Order: read the engine's manifest, export ``ex`` exactly as the engine's ONNX was exported,
+    check weight names/shapes/dtypes against the manifest (no TensorRT needed, so a mismatch is
+    reported anywhere), then refit with ``OnnxParserRefitter.refit_from_file`` and run the parity
+    gate on the refitted engine. The original engine is left untouched.
+    """
+    from lway_rt.export.onnx_export import Fp16FromOnnx, OnnxFromTorch, SaveOnnx, onnx_initializers
+    from lway_rt.export.profile import profile_from_dict
+    from lway_rt.export.refit import match_refit_weights
+
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise InputError(f"engine {engine_path} does not exist; build one with 'lwayrt export --engine tensorrt' "
+                         "and tensorrt.flags = [\"refit\"]")
+    manifest = read_manifest(manifest_path(engine_path))
+    if manifest.get("artifact", {}).get("type") != "tensorrt-engine":
+        raise InputError(f"{engine_path}: its manifest does not describe a TensorRT engine")
+    if "refit" not in manifest.get("tensorrt", {}).get("flags", []):
+        raise InputError(f"{engine_path} was built without the refit flag; rebuild it with tensorrt.flags = [\"refit\"] "
+                         "(e.g. --profile jetson-orin-trt10) before refitting")
+    if manifest.get("what") != ex.what:
+        raise InputError(f"{engine_path} holds the {manifest.get('what')} network, not the {ex.what} network")
+    settings = manifest["onnx_settings"]
+    prof_dict = {k: v for k, v in manifest["profile"].items() if k != "source"}
+    prof_dict["fp16"] = {"keep_fp32_ops": prof_dict.pop("keep_fp32_ops"), "keep_fp32_nodes": prof_dict.pop("keep_fp32_nodes")}
+    profile = profile_from_dict(prof_dict)
+    tile = tuple(settings["tile"]) if settings.get("tile") else None
+    static_shape = _static_shape(profile, tile)
+
+    log(f"exporting {ex.label} as {engine_path.name}'s ONNX was exported ({settings['precision']}, opset {settings['opset']})")
+    stage: Callable[[], Any] = OnnxFromTorch(ex.module, in_channels=ex.in_channels, dynamic=tile is None,
+                                             static_shape=static_shape, size_multiple=ex.size_multiple,
+                                             min_size=ex.min_size, opset=settings["opset"])
+    if settings["precision"] == "fp16":
+        stage = Fp16FromOnnx(stage, keep_fp32_ops=settings["keep_fp32_ops"], keep_fp32_nodes=settings["keep_fp32_nodes"])
+    model = stage()
+    match = match_refit_weights(manifest["onnx_initializers"], onnx_initializers(model))
+    if not match.ok:
+        raise ModelError(f"{ex.label} cannot be refitted into {engine_path.name}: {match.describe()}; "
+                         "export it with a full build instead")
+    log(f"weights match the engine: {match.describe()}")
+
+    from lway_rt.export.tensorrt import device_info, load_engine, refit_engine_bytes, refittable_weight_names
+
+    info = device_info()
+    out_dir = Path(out_dir) if out_dir else engine_path.parent
+    with tempfile.TemporaryDirectory(prefix="lwayrt-refit-") as tmp:
+        onnx_file = SaveOnnx(model, Path(tmp) / "refit.onnx")()
+        original = load_engine(engine_path.read_bytes())
+        if original is None:
+            raise ModelError(f"{engine_path} does not load with TensorRT {info.trt_version} on this GPU: rebuild it")
+        refittable = refittable_weight_names(original)
+        match = match_refit_weights(manifest["onnx_initializers"], onnx_initializers(model), refittable=refittable)
+        if not match.ok:
+            raise ModelError(f"{ex.label} cannot be refitted into {engine_path.name}: {match.describe()}")
+        _, plan = refit_engine_bytes(engine_path.read_bytes(), onnx_file)
+        onnx_sha = file_sha256(onnx_file)
+    fields = {**manifest["cache_key_fields"], "onnx_sha256": onnx_sha, "refitted_from": manifest["cache_key"]}
+    key = make_key(fields)
+    final = out_dir / f"{artifact_stem(ex.label, ex.what, settings['precision'], key, tile)}.refit.engine"
+    onnx_manifest = {"onnx": {"initializers": manifest["onnx_initializers"], **settings}}
+    return _gate_and_save_engine(ex, plan, final, key, fields, onnx_manifest, profile, tile, gate, log,
+                                 extra={"refitted_from": engine_path.name})

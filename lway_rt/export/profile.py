@@ -1,0 +1,246 @@
+"""Export profiles: one small TOML per deployment target, parsed into frozen dataclasses.
+
+A profile names what a target needs from an export: ONNX opset, precision, the shapes the
+deployed model will see (a dynamic min/opt/max range, or a list of static tiles), and the
+TensorRT build settings (workspace, optimisation level, builder flags). Profiles live in the
+repository's ``export/`` folder (``cpu``, ``desktop-fp16``, ``jetson-orin-trt10``); a path to
+any TOML file works too. Command-line flags override fields with ``ExportProfile.replace``.
+
+Shapes are given for the model *input* (the low-resolution image) as ``[batch, height, width]``;
+the channel count comes from the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lway_rt.errors import InputError
+
+__all__ = [
+    "ShapeProfile", "TensorRTSettings", "ExportProfile", "PRECISIONS", "ENGINES", "BUILDER_FLAGS",
+    "profiles_dir", "list_profiles", "load_profile", "parse_tile",
+]
+
+PRECISIONS = ("fp32", "fp16")
+ENGINES = ("none", "tensorrt")
+#: Builder flags a profile may set (names of ``tensorrt.BuilderFlag`` members, lower case).
+#: No ``fp16``: TensorRT 11 dropped it, precision lives in the ONNX graph (strongly typed networks).
+BUILDER_FLAGS = ("refit", "sparse_weights", "strip_plan", "direct_io", "version_compatible", "exclude_lean_runtime")
+DEFAULT_KEEP_FP32_OPS = ("Resize", "Upsample", "GridSample", "AffineGrid", "RoiAlign")
+
+
+def parse_tile(text: str) -> tuple[int, int]:
+    """``"256x384"`` -> ``(256, 384)`` (height x width)."""
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"tile size {text!r} is not HxW (e.g. 256x256)") from None
+    if h < 1 or w < 1:
+        raise InputError(f"tile size {text!r} must be positive")
+    return h, w
+
+
+def _triple(name: str, value: Any) -> tuple[int, int, int]:
+    if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise InputError(f"shapes.{name} must be three integers [batch, height, width], got {value!r}")
+    if min(value) < 1:
+        raise InputError(f"shapes.{name} must be positive, got {list(value)}")
+    return tuple(value)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """Input shapes the exported model must serve.
+
+    ``dynamic``: one ONNX with symbolic batch/H/W; ``min``/``opt``/``max`` (batch, H, W) become the
+    TensorRT optimisation profile. ``static``: ``tiles`` (H, W) each exported at a fixed size,
+    batch ``opt[0]``.
+    """
+
+    mode: str = "dynamic"
+    min: tuple[int, int, int] = (1, 16, 16)
+    opt: tuple[int, int, int] = (1, 256, 256)
+    max: tuple[int, int, int] = (1, 1024, 1024)
+    tiles: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self):
+        if self.mode not in ("dynamic", "static"):
+            raise InputError(f"shapes.mode must be 'dynamic' or 'static', got {self.mode!r}")
+        for name in ("min", "opt", "max"):
+            object.__setattr__(self, name, _triple(name, getattr(self, name)))
+        if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
+            raise InputError(f"shapes must satisfy min <= opt <= max in every dimension, got min={list(self.min)} "
+                             f"opt={list(self.opt)} max={list(self.max)}")
+        tiles = tuple(parse_tile(t) if isinstance(t, str) else tuple(t) for t in self.tiles)
+        for t in tiles:
+            if len(t) != 2 or min(t) < 1:
+                raise InputError(f"static tile {t!r} must be (height, width), positive")
+        object.__setattr__(self, "tiles", tiles)
+        if self.mode == "static" and not tiles:
+            raise InputError("shapes.mode = 'static' needs at least one tile (e.g. tiles = [\"256x256\"])")
+
+    def check_model(self, size_multiple: int, min_size: int) -> None:
+        """Refuse shapes the model cannot take (not a multiple of its size step, or too small)."""
+        sizes = [("min", self.min[1:]), ("opt", self.opt[1:]), ("max", self.max[1:])] if self.mode == "dynamic" \
+            else [(f"tile {h}x{w}", (h, w)) for h, w in self.tiles]
+        for label, (h, w) in sizes:
+            if h % size_multiple or w % size_multiple:
+                raise InputError(f"{label} size {h}x{w} is not a multiple of {size_multiple}, which this model needs; "
+                                 f"round it to a multiple of {size_multiple}")
+            if min(h, w) < min_size:
+                raise InputError(f"{label} size {h}x{w} is below this model's minimum side of {min_size} px")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "min": list(self.min), "opt": list(self.opt), "max": list(self.max),
+                "tiles": [f"{h}x{w}" for h, w in self.tiles]}
+
+
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """TensorRT builder settings (used only with ``engine = "tensorrt"``)."""
+
+    workspace_mib: int = 4096
+    optimization_level: int = 3
+    flags: tuple[str, ...] = ()
+    timing_cache: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.workspace_mib, int) or self.workspace_mib < 16:
+            raise InputError(f"tensorrt.workspace_mib must be an integer >= 16, got {self.workspace_mib!r}")
+        if not isinstance(self.optimization_level, int) or not 0 <= self.optimization_level <= 5:
+            raise InputError(f"tensorrt.optimization_level must be 0..5, got {self.optimization_level!r}")
+        flags = tuple(str(f).lower() for f in self.flags)
+        if "fp16" in flags or "bf16" in flags:
+            raise InputError("tensorrt.flags: 'fp16' is not a builder flag here: TensorRT 11 removed it and networks "
+                             "are strongly typed; set precision = \"fp16\" instead (the ONNX itself is converted)")
+        bad = [f for f in flags if f not in BUILDER_FLAGS]
+        if bad:
+            raise InputError(f"unknown tensorrt.flags {bad}; allowed: {', '.join(BUILDER_FLAGS)}")
+        object.__setattr__(self, "flags", tuple(dict.fromkeys(flags)))
+
+
+@dataclass(frozen=True)
+class ExportProfile:
+    """Everything that decides what an export produces (and so enters its cache key)."""
+
+    name: str = "cpu"
+    description: str = ""
+    opset: int = 18
+    precision: str = "fp32"
+    engine: str = "none"
+    shapes: ShapeProfile = field(default_factory=ShapeProfile)
+    tensorrt: TensorRTSettings = field(default_factory=TensorRTSettings)
+    keep_fp32_ops: tuple[str, ...] = DEFAULT_KEEP_FP32_OPS
+    keep_fp32_nodes: tuple[str, ...] = ()
+    source: str | None = None  # file the profile came from
+
+    def __post_init__(self):
+        if not isinstance(self.opset, int) or not 17 <= self.opset <= 23:
+            raise InputError(f"opset must be an integer from 17 to 23 (the dynamo exporter's range), got {self.opset!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.engine not in ENGINES:
+            raise InputError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        object.__setattr__(self, "keep_fp32_ops", tuple(str(o) for o in self.keep_fp32_ops))
+        object.__setattr__(self, "keep_fp32_nodes", tuple(str(o) for o in self.keep_fp32_nodes))
+
+    def replace(self, **changes: Any) -> ExportProfile:
+        """A copy with command-line overrides applied (``None`` values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        shape_changes = {k: changes.pop(k) for k in ("mode", "min", "opt", "max", "tiles") if k in changes}
+        trt_changes = {k: changes.pop(k) for k in ("workspace_mib", "optimization_level", "flags") if k in changes}
+        if shape_changes:
+            changes["shapes"] = dataclasses.replace(self.shapes, **shape_changes)
+        if trt_changes:
+            changes["tensorrt"] = dataclasses.replace(self.tensorrt, **trt_changes)
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "opset": self.opset, "precision": self.precision,
+            "engine": self.engine, "shapes": self.shapes.as_dict(),
+            "tensorrt": {"workspace_mib": self.tensorrt.workspace_mib, "optimization_level": self.tensorrt.optimization_level,
+                         "flags": list(self.tensorrt.flags), "timing_cache": self.tensorrt.timing_cache},
+            "keep_fp32_ops": list(self.keep_fp32_ops), "keep_fp32_nodes": list(self.keep_fp32_nodes),
+            "source": self.source,
+        }
+
+
+_TOP_KEYS = {"name", "description", "opset", "precision", "engine", "shapes", "tensorrt", "fp16"}
+_SHAPE_KEYS = {"mode", "min", "opt", "max", "tiles"}
+_TRT_KEYS = {"workspace_mib", "optimization_level", "flags", "timing_cache"}
+_FP16_KEYS = {"keep_fp32_ops", "keep_fp32_nodes"}
+
+
+def profiles_dir() -> Path:
+    """The profiles folder: ``$LWAYRT_PROFILES`` if set, else the repository's ``export/``."""
+    env = os.environ.get("LWAYRT_PROFILES")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "export"
+
+
+def list_profiles() -> list[str]:
+    folder = profiles_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def _check_keys(section: str, table: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        where = f"[{section}]" if section else "the top level"
+        raise InputError(f"unknown key(s) {', '.join(unknown)} in {where} of the profile; allowed: {', '.join(sorted(allowed))}")
+
+
+def profile_from_dict(data: dict[str, Any], *, source: str | None = None) -> ExportProfile:
+    """Validate a parsed TOML table into an ``ExportProfile`` (unknown keys are errors, not ignored)."""
+    _check_keys("", data, _TOP_KEYS)
+    shapes = data.get("shapes", {})
+    trt = data.get("tensorrt", {})
+    fp16 = data.get("fp16", {})
+    for section, table, allowed in (("shapes", shapes, _SHAPE_KEYS), ("tensorrt", trt, _TRT_KEYS), ("fp16", fp16, _FP16_KEYS)):
+        if not isinstance(table, dict):
+            raise InputError(f"[{section}] must be a table in the profile")
+        _check_keys(section, table, allowed)
+    kwargs: dict[str, Any] = {k: data[k] for k in ("name", "description", "opset", "precision", "engine") if k in data}
+    try:
+        kwargs["shapes"] = ShapeProfile(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in shapes.items()})
+        kwargs["tensorrt"] = TensorRTSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in trt.items()})
+    except TypeError as exc:
+        raise InputError(f"bad profile value: {exc}") from exc
+    if "keep_fp32_ops" in fp16:
+        kwargs["keep_fp32_ops"] = tuple(fp16["keep_fp32_ops"])
+    if "keep_fp32_nodes" in fp16:
+        kwargs["keep_fp32_nodes"] = tuple(fp16["keep_fp32_nodes"])
+    return ExportProfile(source=source, **kwargs)
+
+
+def load_profile(name_or_path: str | Path | None) -> ExportProfile:
+    """A profile by name (``cpu`` -> ``export/cpu.toml``) or by path; ``None`` gives the built-in defaults."""
+    if name_or_path is None:
+        return ExportProfile()
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if not (path.suffix == ".toml" or path.exists()):
+        path = profiles_dir() / f"{text}.toml"
+        if not path.is_file():
+            known = ", ".join(list_profiles()) or "none found"
+            raise InputError(f"unknown export profile '{text}' (profiles in {profiles_dir()}: {known}); "
+                             "give a name from that list or a path to a .toml file")
+    if not path.is_file():
+        raise InputError(f"export profile {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"export profile {path} is not valid TOML: {exc}") from exc
+    data.setdefault("name", path.stem)
+    try:
+        return profile_from_dict(data, source=str(path))
+    except InputError as exc:
+        raise InputError(f"export profile {path}: {exc}") from exc
