@@ -1,0 +1,164 @@
+"""Every registered architecture, tested the same way (timm style): small random instances,
+forward shapes over a size sweep, backward, state-dict round trips, exact hyper-parameter
+detection, and clear errors for state dicts that match nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lway_rt.archs.registry import ARCHS, detect, from_state_dict
+from lway_rt.errors import ModelError
+from lway_rt.io.store import load_model
+from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+# Small hyper-parameter sets per registered architecture (the full dict detection must recover).
+SMALL: dict[str, list[dict]] = {
+    "RRDBNet": [
+        dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=1, num_grow_ch=4),
+        dict(num_in_ch=3, num_out_ch=3, scale=2, num_feat=8, num_block=2, num_grow_ch=4),
+        dict(num_in_ch=3, num_out_ch=3, scale=1, num_feat=12, num_block=1, num_grow_ch=6),
+    ],
+    "SRVGGNetCompact": [
+        dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4, act_type="prelu"),
+        dict(num_in_ch=3, num_out_ch=3, num_feat=6, num_conv=3, upscale=2, act_type="lrelu"),
+        dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=4, upscale=3, act_type="prelu"),
+    ],
+}
+CASES = [(e.name, i) for e in ARCHS for i in range(len(SMALL.get(e.name, [])))]
+IDS = [f"{name}-{i}" for name, i in CASES]
+
+
+def _entry(name):
+    return next(e for e in ARCHS if e.name == name)
+
+
+def _make(name: str, i: int, seed: int = 0) -> tuple[nn.Module, dict]:
+    torch.manual_seed(seed)
+    hp = SMALL[name][i]
+    model = _entry(name).build(**hp).eval()
+    # PReLU slopes start all equal: perturb them so a mis-mapped slope would show.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return model, hp
+
+
+def test_every_registered_arch_has_test_configs():
+    assert {e.name for e in ARCHS} <= set(SMALL), "add small configs for every new architecture"
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=IDS)
+def test_detection_recovers_exact_hyperparameters(name, i):
+    model, hp = _make(name, i)
+    spec = detect(model.state_dict())
+    assert spec.arch == name
+    assert spec.hparams == hp
+    assert spec.scale == hp.get("scale", hp.get("upscale"))
+    assert spec.in_channels == spec.out_channels == 3
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=IDS)
+def test_forward_shape_over_size_sweep(name, i):
+    model, _ = _make(name, i)
+    spec = detect(model.state_dict())
+    m = spec.size_multiple
+    sizes = {(max(spec.min_size, m), max(spec.min_size, m)), (m * 3, m * 5), (m * 7, m * 2), (m * 11, m * 9)}
+    with torch.no_grad():
+        for h, w in sorted(sizes):
+            assert h % m == 0 and w % m == 0 and min(h, w) >= spec.min_size
+            y = model(torch.rand(2, 3, h, w))
+            assert y.shape == (2, 3, h * spec.scale, w * spec.scale)
+            assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=IDS)
+def test_backward_gives_finite_grads_everywhere(name, i):
+    model, _ = _make(name, i)
+    model.train()
+    spec = detect(model.state_dict())
+    m = spec.size_multiple
+    x = torch.rand(1, 3, 4 * m, 4 * m)
+    loss = (model(x) - torch.rand(1, 3, 4 * m * spec.scale, 4 * m * spec.scale)).abs().mean()
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("wrapper", ["safetensors", "plain", "params_ema", "params", "module-prefixed"])
+@pytest.mark.parametrize("name,i", CASES, ids=IDS)
+def test_state_dict_round_trip(tmp_path, name, i, wrapper):
+    model, hp = _make(name, i)
+    state = model.state_dict()
+    if wrapper == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_safetensors(path, state, {"arch": name})
+    else:
+        path = tmp_path / "w.pth"
+        obj = {
+            "plain": state,
+            "params_ema": {"params_ema": state, "params": {k: torch.zeros_like(v) for k, v in state.items()}},
+            "params": {"params": state, "iter": 5},
+            "module-prefixed": {f"module.{k}": v for k, v in state.items()},
+        }[wrapper]
+        torch.save(obj, path)
+    desc = load_model(str(path))
+    assert desc.spec.hparams == hp
+    assert state_dict_sha256(desc.model.state_dict()) == state_dict_sha256(state)
+    m = desc.size_multiple
+    x = torch.rand(1, 3, 3 * m, 5 * m)
+    with torch.no_grad():
+        assert torch.equal(desc.model(x), model(x))
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=IDS)
+def test_nan_weights_are_refused(name, i):
+    model, _ = _make(name, i)
+    state = model.state_dict()
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("nan")
+    with pytest.raises(ModelError, match="NaN"):
+        from_state_dict(state)
+    with pytest.raises(ModelError, match="NaN"):
+        save_safetensors("/nonexistent-never-written.safetensors", state)
+
+
+@pytest.mark.parametrize("name,i", CASES, ids=IDS)
+def test_partial_state_dict_names_what_was_recognised(name, i):
+    model, _ = _make(name, i)
+    state = model.state_dict()
+    dropped = _entry(name).required_keys[-1]
+    del state[dropped]
+    with pytest.raises(ModelError) as err:
+        from_state_dict(state)
+    msg = str(err.value)
+    assert name in msg and dropped in msg and "\n" not in msg
+
+
+def test_unrelated_state_dict_is_unsupported():
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 3, 3))
+    with pytest.raises(ModelError, match="unsupported architecture.*RRDBNet.*SRVGGNetCompact"):
+        from_state_dict(other.state_dict())
+
+
+def test_rrdbnet_with_impossible_channel_ratio_is_rejected():
+    model, _ = _make("RRDBNet", 0)
+    state = model.state_dict()
+    state["conv_first.weight"] = torch.zeros(8, 5, 3, 3)
+    with pytest.raises(ModelError, match="no known scale"):
+        detect(state)
+
+
+def test_empty_checkpoint_is_rejected(tmp_path):
+    path = tmp_path / "empty.pth"
+    torch.save({"params_ema": {}, "iter": 3}, path)
+    with pytest.raises(ModelError, match="no tensors"):
+        load_model(str(path))
+    zero = tmp_path / "zero.safetensors"
+    zero.write_bytes(b"")
+    with pytest.raises(ModelError, match="empty"):
+        load_model(str(zero))
