@@ -1,0 +1,140 @@
+"""What machine a benchmark ran on, with which packages, and how much memory it used.
+
+Recorded with every report because absolute times only mean something on the machine that
+produced them (and, on a shared machine, at the load it had then).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+__all__ = ["machine_info", "package_versions", "load_average", "rss_mb", "reset_peak_rss", "peak_rss_mb", "PACKAGES"]
+
+PACKAGES = ("lway_rt", "torch", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt",
+            "polygraphy", "safetensors", "click", "rich", "matplotlib")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> list[str]:
+    """The SIMD extensions that decide which kernels run (AVX2, AVX-512, AMX, NEON ...)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve")
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpus() -> list[dict]:
+    if not torch.cuda.is_available():
+        return []
+    driver = None
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.split()
+            driver = out[0] if out else None
+        except (OSError, subprocess.SubprocessError):
+            driver = None
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        gpus.append({"name": p.name, "compute_capability": f"{p.major}.{p.minor}",
+                     "memory_mb": int(p.total_memory // 2**20), "driver": driver, "cuda_runtime": torch.version.cuda})
+    return gpus
+
+
+def machine_info() -> dict:
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "hostname": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "memory_gb": _memory_gb(),
+        "gpus": _gpus(),
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float | None:
+    kb = _status_kb("VmRSS")
+    return None if kb is None else kb / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0, writing 5 to clear_refs). False if unsupported,
+    in which case ``peak_rss_mb`` is the peak of the whole process so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:  # no /proc: getrusage's maximum (kilobytes on Linux, bytes on macOS)
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if platform.system() == "Darwin":
+            kb //= 1024
+    return kb / 1024

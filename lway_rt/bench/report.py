@@ -1,0 +1,140 @@
+"""Present a serve-bench report: a terminal table, the JSON file and an optional PNG chart.
+
+The JSON is the record (machine, versions, command, every number; schema in
+``lway_rt/bench/schema.json``); the table and chart are views of it. matplotlib is imported only
+when a chart is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lway_rt.errors import MissingDependencyError, OutputError
+from lway_rt.io.weights import atomic_path
+
+__all__ = ["render_table", "write_json", "write_chart", "config_name"]
+
+_STATUS_STYLE = {"ok": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
+
+
+def config_name(row: dict[str, Any]) -> str:
+    """``256x256 b1``, ``540x960 b1 tile128``: the shape part of a configuration."""
+    if row["input"] is None:
+        return "-"
+    inp = row["input"]
+    text = f"{inp['width']}x{inp['height']} b{inp['batch']}"
+    return text + (f" tile{row['tile']}" if row["tile"] else "")
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_table(report: dict[str, Any]):
+    """A ``rich.table.Table`` with one row per measured configuration; skipped backends in the caption."""
+    from rich.table import Table
+
+    m = report["machine"]
+    gpu = ", ".join(g["name"] for g in m["gpus"]) or "no GPU"
+    load = lambda key: m[key][0] if m[key] else "?"  # noqa: E731
+    title = (f"serve-bench {report['model']['spec']} (x{report['model']['scale']}) on {m['cpu_model']}, "
+             f"{report['settings']['threads']} threads, {gpu}; load avg {load('load_average_start')}->{load('load_average_end')}")
+    rows = [r for r in report["results"] if r["input"] is not None]
+    has_gpu_time = any(r["compute_ms"] for r in rows)
+    table = Table(title=title, title_justify="left")
+    columns = ["backend", "input", "workers", "verified", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s"]
+    columns += ["GPU ms"] if has_gpu_time else []
+    columns += ["GFLOP/s", "% peak", "load s", "peak RSS MB"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("backend", "input", "verified") else "right")
+    for row in rows:
+        status = row["status"]
+        style = _STATUS_STYLE[status]
+        v = row["verification"]
+        if status == "ok":
+            verified = f"[{style}]yes {v['psnr_db']:.0f} dB[/]"
+        else:
+            verified = f"[{style}]{status.upper()}: {row['reason']}[/]"
+        lat = row["latency_ms"] or {}
+        mem = row["memory"] or {}
+        name = row["backend"] + (" [yellow](fallback)[/]" if row["fell_back"] else "")
+        load_s = "-" if row["load_s"] is None else (
+            f"{row['load_s']:.2f}" if row["export_s"] is None else f"{row['load_s']:.2f}+{row['export_s']:.1f}")
+        cells = [name, config_name(row), str(row["concurrency"]), verified,
+                 _fmt(lat.get("p50")), _fmt(lat.get("p90")), _fmt(lat.get("p99")),
+                 _fmt(row["images_per_s"], 2), _fmt(row["output_mp_per_s"], 2)]
+        if has_gpu_time:
+            cells.append(_fmt((row["compute_ms"] or {}).get("p50"), 2))
+        cells += [_fmt(row["achieved_gflops"], 0),
+                  _fmt(None if row["peak_fraction"] is None else 100 * row["peak_fraction"], 0),
+                  load_s, _fmt(mem.get("rss_peak_mb"), 0)]
+        table.add_row(*cells)
+    peaks = ", ".join(f"{key} {value['best']:.0f}" for key, value in report["peak_gflops"].items()) or "not measured"
+    notes = ["verified = PSNR vs torch fp32 on photo crops; load s = build (+ONNX export); "
+             f"% peak = share of the measured dense-kernel peak (GFLOP/s: {peaks})"]
+    for row in report["results"]:
+        if row["input"] is None:
+            notes.append(f"{row['status']}: {row['backend']}: {row['reason']}")
+    unsteady = sum(1 for r in rows if r["note"] and r["note"].startswith("unsteady"))
+    if unsteady:
+        notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15): the machine was busy")
+    table.caption = "\n".join(notes)
+    table.caption_justify = "left"
+    return table
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    """Validate against the schema, then write atomically (indent 1, sorted as built)."""
+    from lway_rt.bench.schema import validate_report
+
+    validate_report(report)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def write_chart(report: dict[str, Any], path: str | Path) -> Path:
+    """Two bar charts per verified configuration: latency (bar p50, whisker to p99) and images/s."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "plot", "the serve-bench chart", "leave out --chart") from exc
+
+    rows = [r for r in report["results"] if r["status"] == "ok"]
+    if not rows:
+        raise OutputError("no configuration passed verification and timing: nothing to chart")
+    labels = [f"{r['backend']}\n{config_name(r)}" + (f" x{r['concurrency']}" if r["concurrency"] > 1 else "") for r in rows]
+    p50 = [r["latency_ms"]["p50"] for r in rows]
+    p99 = [r["latency_ms"]["p99"] for r in rows]
+    ips = [r["images_per_s"] for r in rows]
+    kinds = sorted({r["backend"] for r in rows})
+    colours = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(kinds)}
+    colour = [colours[r["backend"]] for r in rows]
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.0), sharey=True)
+    y = range(len(rows))
+    ax1.barh(y, p50, color=colour, xerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=3)
+    ax1.set_xlabel("latency per request, ms (bar p50, whisker to p99)")
+    ax1.set_yticks(list(y), labels, fontsize=8)
+    ax1.invert_yaxis()
+    ax2.barh(y, ips, color=colour)
+    ax2.set_xlabel("images / s")
+    for i, r in enumerate(rows):
+        if r["peak_fraction"] is not None:
+            ax2.text(ips[i], i, f" {100 * r['peak_fraction']:.0f}% peak", va="center", fontsize=7)
+    m = report["machine"]
+    fig.suptitle(f"{report['model']['spec']} x{report['model']['scale']} on {m['cpu_model']} "
+                 f"({report['settings']['threads']} threads{', ' + m['gpus'][0]['name'] if m['gpus'] else ''}), "
+                 f"load avg {m['load_average_start'][0] if m['load_average_start'] else '?'}", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

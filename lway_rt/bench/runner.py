@@ -1,0 +1,410 @@
+"""Run a serve-bench: verify, then time, every configuration of the matrix.
+
+The matrix is backends x input sizes x batch sizes x (whole image | tiles) x concurrency. For each
+backend that can run here the order is fixed by what makes a number trustworthy:
+
+1. build it (the load or engine-build time is recorded);
+2. **verify** its output on real photo crops against the torch fp32 reference (PSNR on [0, 1]
+   RGB; tiled runs are compared with the *whole-image* reference, so seams count against them). A
+   backend that fails is reported as failed and not timed;
+3. warm up by time and iterations, then time a closed loop of 1..N workers;
+4. record latency percentiles, throughput, memory, the model's FLOPs and the fraction of the
+   machine's measured matmul peak they reach.
+
+Backends stay loaded side by side and are timed interleaved per shape, so slow drift of a shared
+machine's load affects all of them alike. A backend that cannot run here (package or device
+missing) is listed as skipped with the reason; one that fails to build or run is listed as an
+error with the message. Neither stops the others.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
+from lway_rt.errors import InputError
+
+__all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
+
+SCHEMA_VERSION = "1.0"
+
+#: Verification thresholds (dB, RGB in [0, 1]) by precision; tiled runs also accept seams down to TILED_MIN_PSNR.
+DEFAULT_MIN_PSNR = {"fp32": 50.0, "fp16": 35.0, "bf16": 30.0}
+TILED_MIN_PSNR = 40.0
+#: PSNR reported for bit-identical outputs (JSON has no infinity).
+PSNR_CAP = 200.0
+
+_NAMED_SIZES = {"360p": (360, 640), "480p": (480, 854), "540p": (540, 960), "720p": (720, 1280), "1080p": (1080, 1920)}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``128`` -> (128, 128); ``320x180`` (width x height) -> (180, 320); ``540p`` -> (540, 960)."""
+    t = text.strip().lower()
+    if t in _NAMED_SIZES:
+        return _NAMED_SIZES[t]
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", t)
+    if not m:
+        raise InputError(f"bad size {text!r}: use N (square), WxH (e.g. 320x180) or one of {', '.join(_NAMED_SIZES)}")
+    w = int(m.group(1))
+    h = int(m.group(2)) if m.group(2) else w
+    if w < 1 or h < 1:
+        raise InputError(f"size {text!r} must be positive")
+    return (h, w)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure. Sizes are (height, width) of the low-resolution input."""
+
+    model: str
+    backends: tuple[str, ...] = ("torch", "ort-cpu")
+    sizes: tuple[tuple[int, int], ...] = ((128, 128), (256, 256))
+    batches: tuple[int, ...] = (1,)
+    tiles: tuple[int, ...] = (0,)
+    tile_overlap: int = 16
+    concurrency: tuple[int, ...] = (1,)
+    device: str = "cpu"
+    threads: int | None = None
+    timing: TimingPolicy = field(default_factory=TimingPolicy)
+    min_psnr: float | None = None  # None: DEFAULT_MIN_PSNR by precision
+    seed: int = 0
+    measure_peak: bool = True
+
+    def __post_init__(self):
+        for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
+            if not getattr(self, name):
+                raise InputError(f"serve-bench needs at least one value for {name}")
+        if any(b < 1 for b in self.batches):
+            raise InputError(f"batch sizes must be >= 1, got {self.batches}")
+        if any(c < 1 for c in self.concurrency):
+            raise InputError(f"concurrency must be >= 1 worker, got {self.concurrency}")
+        if any(t < 0 for t in self.tiles):
+            raise InputError(f"tile sizes must be 0 (whole image) or positive, got {self.tiles}")
+        if self.tile_overlap < 0:
+            raise InputError("tile overlap must be >= 0")
+        if any(t and t <= 2 * self.tile_overlap for t in self.tiles):
+            raise InputError(f"every tile must be larger than twice the overlap ({2 * self.tile_overlap}); got {self.tiles}")
+        if self.device not in ("cpu", "cuda"):
+            raise InputError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sizes"] = [list(s) for s in self.sizes]
+        for k in ("backends", "batches", "tiles", "concurrency"):
+            d[k] = list(d[k])
+        return d
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _psnr01(a: np.ndarray, b: np.ndarray) -> float:
+    from lway_rt.metrics import psnr
+
+    value = psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), data_range=1.0)
+    return min(value, PSNR_CAP)
+
+
+def _reference(model: torch.nn.Module, x: np.ndarray, device: str) -> np.ndarray:
+    """Torch fp32 output (TF32 off on CUDA, so 'fp32' means fp32)."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = model.to(device)
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@dataclass(frozen=True)
+class _Case:
+    height: int
+    width: int
+    batch: int
+    tile: int  # 0: whole image
+
+    @property
+    def call_shape(self) -> tuple[int, int, int, int]:
+        if self.tile:
+            return (1, 3, min(self.tile, self.height), min(self.tile, self.width))
+        return (self.batch, 3, self.height, self.width)
+
+
+def _cases(config: BenchConfig, size_multiple: int, min_size: int) -> list[_Case]:
+    cases = []
+    for h, w in config.sizes:
+        if h % size_multiple or w % size_multiple or min(h, w) < min_size:
+            raise InputError(f"size {w}x{h} does not suit this model: sides must be multiples of {size_multiple} "
+                             f"and at least {min_size}")
+        for b in config.batches:
+            for t in config.tiles:
+                if t and t >= h and t >= w:
+                    continue  # one window covers the image: the same as the whole-image case
+                if t and t % size_multiple:
+                    raise InputError(f"tile {t} must be a multiple of {size_multiple} for this model")
+                cases.append(_Case(h, w, b, t))
+    if not cases:
+        raise InputError("every tile size covers every image size: nothing tiled to measure; use smaller tiles")
+    return cases
+
+
+def _measure_peaks(specs, threads: int) -> dict[str, dict[str, float]]:
+    """Dense-kernel peaks for every (device, precision) the backends use."""
+    from lway_rt.bench.flops import measure_peak
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    keys = {_peak_key(s) for s in specs} | {"cpu_fp32"}
+    peaks = {}
+    for key in sorted(keys):
+        device, precision = key.split("_")
+        if device == "cuda" and not torch.cuda.is_available():
+            continue
+        peaks[key] = measure_peak(device=device, dtype=dtypes[precision], threads=threads if device == "cpu" else None)
+    return peaks
+
+
+def _peak_key(spec) -> str:
+    # Torch autocast computes convolutions in the autocast type; fp16 ONNX graphs compute in fp16.
+    return f"{spec.device}_{spec.precision}"
+
+
+def _row_base(spec, case: _Case | None, scale: int, overlap: int) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "backend": spec.label, "kind": spec.kind, "device": spec.device, "precision": spec.precision,
+        "options": spec.options(), "status": "ok", "reason": None, "note": None, "verified": False, "verification": None,
+        "input": None, "output": None, "tile": None, "tile_overlap": None, "concurrency": None,
+        "load_s": None, "export_s": None, "providers": None, "fell_back": False,
+        "warmup": None, "latency_ms": None, "compute_ms": None, "images_per_s": None, "output_mp_per_s": None,
+        "flops_per_image": None, "achieved_gflops": None, "peak_fraction": None, "memory": None,
+    }
+    if case is not None:
+        row.update(input={"batch": case.batch, "height": case.height, "width": case.width},
+                   output={"height": case.height * scale, "width": case.width * scale},
+                   tile=case.tile, tile_overlap=overlap if case.tile else 0)
+    return row
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | None = None, command: str | None = None,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the matrix of ``config``; returns the report (a JSON-ready dict, see ``lway_rt.bench.schema``).
+
+    ``model``: a ``ModelDescriptor`` to deploy (default: ``load_model(config.model)``).
+    ``reference``: the network whose fp32 output is the truth (default: ``model.model``); passing
+    a different one checks a deployed network against the one it should reproduce.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from lway_rt.bench import machine
+    from lway_rt.bench.flops import count_macs
+    from lway_rt.bench.workload import sample_batch, tiled_run
+    from lway_rt.io.store import load_model
+    from lway_rt.runtime.backends import (
+        ShapeProfile, export_onnx_for, load_backend, parse_backend, skip_reason, with_threads,
+    )
+
+    say = progress or (lambda msg: None)
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    load_start = machine.load_average()
+    desc = model if model is not None else load_model(config.model, device="cpu")
+    ref_model = reference if reference is not None else desc.model
+    scale = desc.scale
+    threads = config.threads or _usable_cores()
+    specs = []
+    for text in config.backends:
+        spec = parse_backend(text, device=config.device)
+        if spec.label not in {s.label for s in specs}:
+            specs.append(spec)
+    cases = _cases(config, desc.size_multiple, desc.min_size)
+    profile = ShapeProfile.covering([c.call_shape for c in cases])
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows: list[dict[str, Any]] = []
+    backends: dict[str, Any] = {}
+    load_info: dict[str, dict[str, Any]] = {}
+    workdir = Path(tempfile.mkdtemp(prefix="lwayrt-bench-"))
+    onnx_cache: dict[str, tuple[Path, float]] = {}
+
+    def onnx_for(precision: str) -> Path:
+        import time
+
+        if precision not in onnx_cache:
+            say(f"exporting ONNX ({precision})")
+            t0 = time.perf_counter()
+            path = export_onnx_for(desc.model, workdir / f"model_{precision}.onnx", example_shape=profile.opt,
+                                   precision=precision)
+            onnx_cache[precision] = (path, time.perf_counter() - t0)
+        return onnx_cache[precision][0]
+
+    try:
+        peaks_start = _measure_peaks(specs, threads) if config.measure_peak else {}
+        # Build every backend that can run here.
+        for spec in specs:
+            reason = skip_reason(spec, fp16_safe=desc.fp16_safe)
+            if reason:
+                row = _row_base(spec, None, scale, config.tile_overlap)
+                row.update(status="skipped", reason=reason)
+                rows.append(row)
+                say(f"{spec.label}: skipped ({reason})")
+                continue
+            say(f"{spec.label}: building")
+            rss_before = machine.rss_mb()
+            try:
+                backend = load_backend(with_threads(spec, threads), desc.model, profile, onnx=onnx_for)
+            except Exception as exc:  # noqa: BLE001 - one backend's failure is reported, the others still run
+                row = _row_base(spec, None, scale, config.tile_overlap)
+                row.update(status="error", reason=_error_text(exc))
+                rows.append(row)
+                say(f"{spec.label}: error ({row['reason']})")
+                continue
+            backends[spec.label] = backend
+            rss_after = machine.rss_mb()
+            load_info[spec.label] = {
+                "load_s": backend.load_s,
+                "export_s": onnx_cache[spec.precision][1] if spec.kind != "torch" else None,
+                "providers": backend.details.get("providers"),
+                "fell_back": bool(backend.details.get("fell_back", False)),
+                "load_rss_delta_mb": None if rss_before is None or rss_after is None else rss_after - rss_before,
+            }
+
+        flops_cache: dict[tuple[int, int], int] = {}
+        input_source = "none"
+        for case in cases:
+            x, input_source = sample_batch(case.batch, case.height, case.width, seed=config.seed)
+            say(f"reference {case.batch}x3x{case.height}x{case.width}")
+            ref = _reference(ref_model, x, config.device)
+            if (case.height, case.width) not in flops_cache:
+                flops_cache[(case.height, case.width)] = 2 * count_macs(ref_model, (1, 3, case.height, case.width))["total"]
+            flops = flops_cache[(case.height, case.width)]
+            for spec in specs:
+                if spec.label not in backends:
+                    continue
+                backend = backends[spec.label]
+                run = backend.run if not case.tile else \
+                    (lambda xb, b=backend, t=case.tile: tiled_run(b.run, xb, tile=t, overlap=config.tile_overlap, scale=scale))
+                rows.extend(_measure_case(spec, backend, run, case, x, ref, flops, config, scale, load_info[spec.label],
+                                          say))
+        peaks_end = _measure_peaks(specs, threads) if config.measure_peak else {}
+    finally:
+        for backend in backends.values():
+            backend.close()
+        torch.set_num_threads(old_threads)
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    peaks = {k: {"start": peaks_start[k], "end": peaks_end.get(k),
+                 "best": max(peaks_start[k]["best"], peaks_end.get(k, {}).get("best", 0.0))} for k in peaks_start}
+    spec_by_label = {s.label: s for s in specs}
+    for row in rows:
+        row["options"] = with_threads(spec_by_label[row["backend"]], threads).options()  # the threads it ran with
+        if row["achieved_gflops"] is not None and peaks:
+            spec = spec_by_label[row["backend"]]
+            key = f"cpu_{spec.precision}" if row["fell_back"] else _peak_key(spec)
+            if key in peaks:
+                row["peak_fraction"] = row["achieved_gflops"] / peaks[key]["best"]
+
+    n_params = sum(p.numel() for p in desc.model.parameters())
+    summary = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped", "error")}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "lwayrt serve-bench",
+        "created_utc": created,
+        "command": command,
+        "machine": {**machine.machine_info(), "load_average_start": load_start, "load_average_end": machine.load_average()},
+        "packages": machine.package_versions(),
+        "model": {"spec": config.model, "name": desc.name, "arch": desc.arch, "scale": scale, "params": n_params,
+                  "hparams": dict(desc.spec.hparams), "source": desc.source,
+                  "source_sha256": desc.metadata.get("source_sha256")},
+        "settings": {**config.as_dict(), "threads": threads, "input_source": input_source,
+                     "min_psnr_db": config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR,
+                     "tiled_min_psnr_db": TILED_MIN_PSNR, "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},
+        "peak_gflops": {k: {**v, "threads": threads if k.startswith("cpu") else None} for k, v in peaks.items()},
+        "results": rows,
+        "summary": summary,
+    }
+
+
+def _measure_case(spec, backend, run, case: _Case, x: np.ndarray, ref: np.ndarray, flops: int, config: BenchConfig,
+                  scale: int, load: dict[str, Any], say) -> list[dict[str, Any]]:
+    """Verify one backend on one shape, then time it at every concurrency level."""
+    from lway_rt.bench import machine
+
+    base = _row_base(spec, case, scale, config.tile_overlap)
+    base.update(load_s=load["load_s"], export_s=load["export_s"], providers=load["providers"], fell_back=load["fell_back"])
+    if load["fell_back"]:
+        base["note"] = f"ONNX Runtime fell back to {', '.join(load['providers'] or [])} (allowed by +fallback)"
+    threshold = config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR[spec.precision]
+    if case.tile:
+        threshold = min(threshold, TILED_MIN_PSNR)
+    tag = f"{spec.label} {case.batch}x{case.height}x{case.width}" + (f" tile {case.tile}" if case.tile else "")
+    try:
+        out = run(x)
+    except Exception as exc:  # noqa: BLE001 - reported in the row
+        return [{**base, "concurrency": c, "status": "error", "reason": _error_text(exc)} for c in config.concurrency]
+    if out.shape != ref.shape:
+        reason = f"output shape {tuple(out.shape)} differs from the reference {tuple(ref.shape)}"
+        return [{**base, "concurrency": c, "status": "failed", "reason": reason} for c in config.concurrency]
+    finite = bool(np.isfinite(out).all())
+    psnr = _psnr01(out, ref) if finite else float("nan")
+    max_err = float(np.max(np.abs(out - ref))) if finite else None
+    verified = finite and psnr >= threshold
+    base.update(verified=verified, verification={"psnr_db": psnr if finite else None, "max_abs_err": max_err,
+                                                 "min_psnr_db": threshold, "finite": finite})
+    if not verified:
+        reason = "output has NaN/inf" if not finite else f"PSNR {psnr:.1f} dB vs torch fp32 is below {threshold:.0f} dB"
+        say(f"{tag}: FAILED verification ({reason})")
+        return [{**base, "concurrency": c, "status": "failed", "reason": reason} for c in config.concurrency]
+
+    rows = []
+    on_cuda = spec.device == "cuda" and torch.cuda.is_available()  # not so for an ORT GPU provider that fell back
+    out_mp = case.batch * case.height * scale * case.width * scale / 1e6
+    for workers in config.concurrency:
+        say(f"{tag} x{workers} workers: timing")
+        reset_ok = machine.reset_peak_rss()
+        if on_cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        warm_n, warm_s = warm_up(lambda: run(x), config.timing)
+        inputs = [x.copy() for _ in range(workers)]
+        latencies, wall = time_closed_loop(lambda i: (lambda: run(inputs[i])), config.timing, workers)
+        stats = summarise(latencies, wall)
+        compute = None
+        if backend.compute_method is not None and not case.tile:
+            n = min(stats.count, 50)
+            samples = [backend.compute_ms(x) for _ in range(n)]
+            compute = {**summarise(samples, sum(samples) / 1e3).as_dict(), "method": backend.compute_method}
+        memory = {"rss_mb": machine.rss_mb(), "rss_peak_mb": machine.peak_rss_mb(),
+                  "rss_peak_scope": "configuration" if reset_ok else "process",
+                  "load_rss_delta_mb": load["load_rss_delta_mb"], "cuda_peak_allocated_mb": None, "cuda_used_mb": None}
+        if on_cuda:
+            free, total = torch.cuda.mem_get_info()
+            memory.update(cuda_peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
+                          cuda_used_mb=(total - free) / 2**20)
+        images_per_s = stats.requests_per_s * case.batch
+        rows.append({**base, "concurrency": workers, "warmup": {"iterations": warm_n, "seconds": warm_s},
+                     "latency_ms": stats.as_dict(), "compute_ms": compute, "images_per_s": images_per_s,
+                     "output_mp_per_s": stats.requests_per_s * out_mp, "flops_per_image": flops,
+                     "achieved_gflops": flops * images_per_s / 1e9, "memory": memory})
+        if not math.isfinite(stats.cv) or stats.cv > 0.15:
+            rows[-1]["note"] = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
+    return rows

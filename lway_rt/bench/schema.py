@@ -1,0 +1,177 @@
+"""The serve-bench report schema (JSON Schema vocabulary) and a small checker for it.
+
+``SCHEMA`` is a JSON Schema (draft 2020-12 subset) kept in Python so it ships with the package;
+``lwayrt serve-bench --schema`` prints it as JSON for other tools. ``validate_report`` checks a
+report with the keywords the schema uses (type, properties, required, additionalProperties,
+items, enum, const, minimum, $ref), so no jsonschema dependency is needed; where jsonschema is
+installed the tests also check the schema with it. Fields are documented in
+``docs/serve-bench-schema.md``. Bump ``SCHEMA_VERSION`` (in ``runner``) when a field changes
+meaning or disappears; adding an optional field is a minor bump.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lway_rt.bench.runner import SCHEMA_VERSION
+from lway_rt.errors import OutputError
+
+__all__ = ["SCHEMA", "validate", "validate_report", "SchemaError"]
+
+_NUM = {"type": "number"}
+_NNUM = {"type": ["number", "null"]}
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool = False, nullable: bool = False):
+    return {"type": ["object", "null"] if nullable else "object", "properties": props,
+            "required": list(props) if required is None else required, "additionalProperties": extra}
+
+
+_STATS = _obj({k: _NUM for k in ("mean", "std", "min", "p50", "p90", "p99", "max", "wall_s", "requests_per_s", "cv")}
+              | {"count": {"type": "integer", "minimum": 1}})
+
+_PEAK = {"type": "object", "required": ["best"], "properties": {"best": _NUM},
+         "additionalProperties": {"type": ["number", "null"]}}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://lway-rt.invalid/schemas/serve-bench.json",
+    "title": "lwayrt serve-bench report",
+    "$defs": {"stats": _STATS},
+    **_obj({
+        "schema_version": {"const": SCHEMA_VERSION},
+        "tool": {"const": "lwayrt serve-bench"},
+        "created_utc": _STR,
+        "command": _NSTR,
+        "machine": _obj({
+            "hostname": _STR, "os": _STR, "python": _STR, "cpu_model": _STR,
+            "cpu_flags": {"type": "array", "items": _STR},
+            "logical_cores": {"type": ["integer", "null"]}, "usable_cores": {"type": ["integer", "null"]},
+            "memory_gb": _NNUM,
+            "gpus": {"type": "array", "items": _obj({"name": _STR, "compute_capability": _STR, "memory_mb": _INT,
+                                                     "driver": _NSTR, "cuda_runtime": _NSTR})},
+            "load_average_start": {"type": "array", "items": _NUM},
+            "load_average_end": {"type": "array", "items": _NUM},
+        }),
+        "packages": {"type": "object", "additionalProperties": _NSTR, "required": ["lway_rt", "torch"]},
+        "model": _obj({"spec": _STR, "name": _NSTR, "arch": _STR, "scale": _INT, "params": _INT,
+                       "hparams": {"type": "object"}, "source": _NSTR, "source_sha256": _NSTR}),
+        "settings": {"type": "object", "additionalProperties": True,
+                     "required": ["backends", "sizes", "batches", "tiles", "tile_overlap", "concurrency", "device",
+                                  "threads", "timing", "min_psnr_db", "input_source"],
+                     "properties": {"threads": {"type": "integer", "minimum": 1},
+                                    "backends": {"type": "array", "items": _STR},
+                                    "timing": {"type": "object"}}},
+        "peak_gflops": {"type": "object", "additionalProperties": _obj(
+            {"start": _PEAK, "end": {"anyOf": [_PEAK, {"type": "null"}]}, "best": _NUM, "threads": {"type": ["integer", "null"]}})},
+        "results": {"type": "array", "items": _obj({
+            "backend": _STR,
+            "kind": {"enum": ["torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]},
+            "device": {"enum": ["cpu", "cuda"]},
+            "precision": {"enum": ["fp32", "fp16", "bf16"]},
+            "options": {"type": "object"},
+            "status": {"enum": ["ok", "failed", "skipped", "error"]},
+            "reason": _NSTR,
+            "note": _NSTR,
+            "verified": {"type": "boolean"},
+            "verification": _obj({"psnr_db": _NNUM, "max_abs_err": _NNUM, "min_psnr_db": _NUM, "finite": {"type": "boolean"}},
+                                 nullable=True),
+            "input": _obj({"batch": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
+                           "width": {"type": "integer", "minimum": 1}}, nullable=True),
+            "output": _obj({"height": _INT, "width": _INT}, nullable=True),
+            "tile": {"type": ["integer", "null"], "minimum": 0},
+            "tile_overlap": {"type": ["integer", "null"], "minimum": 0},
+            "concurrency": {"type": ["integer", "null"], "minimum": 1},
+            "load_s": _NNUM, "export_s": _NNUM,
+            "providers": {"type": ["array", "null"], "items": _STR},
+            "fell_back": {"type": "boolean"},
+            "warmup": _obj({"iterations": _INT, "seconds": _NUM}, nullable=True),
+            "latency_ms": {"anyOf": [{"$ref": "#/$defs/stats"}, {"type": "null"}]},
+            "compute_ms": {"anyOf": [{"type": "null"}, {
+                "type": "object", "required": ["p50", "method"], "additionalProperties": True,
+                "properties": {"p50": _NUM, "method": {"enum": ["cuda_events", "iobinding_wall"]}}}]},
+            "images_per_s": _NNUM, "output_mp_per_s": _NNUM,
+            "flops_per_image": {"type": ["integer", "null"], "minimum": 0},
+            "achieved_gflops": _NNUM, "peak_fraction": _NNUM,
+            "memory": _obj({"rss_mb": _NNUM, "rss_peak_mb": _NNUM, "rss_peak_scope": {"enum": ["configuration", "process"]},
+                            "load_rss_delta_mb": _NNUM, "cuda_peak_allocated_mb": _NNUM, "cuda_used_mb": _NNUM},
+                           nullable=True),
+        })},
+        "summary": _obj({k: {"type": "integer", "minimum": 0} for k in ("ok", "failed", "skipped", "error")}),
+    }),
+}
+
+
+class SchemaError(OutputError):
+    """A report does not match the schema (a bug in the producer, or a hand-edited file)."""
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if name == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, _TYPES[name])
+
+
+def _errors(value: Any, schema: dict[str, Any], path: str, root: dict[str, Any]) -> list[str]:
+    if "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/$defs/"):
+            raise ValueError(f"unsupported $ref {ref}")
+        return _errors(value, root["$defs"][ref.removeprefix("#/$defs/")], path, root)
+    if "anyOf" in schema:
+        branches = [_errors(value, s, path, root) for s in schema["anyOf"]]
+        if all(branches):
+            return [f"{path}: matches none of the allowed forms ({'; '.join(b[0] for b in branches)})"]
+        return []
+    if "const" in schema and value != schema["const"]:
+        return [f"{path}: must be {schema['const']!r}, got {value!r}"]
+    if "enum" in schema and value not in schema["enum"]:
+        return [f"{path}: {value!r} is not one of {schema['enum']}"]
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        if not any(_is_type(value, t) for t in types):
+            return [f"{path}: expected {' or '.join(types)}, got {type(value).__name__}"]
+    errs: list[str] = []
+    if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
+        errs.append(f"{path}: {value} is below the minimum {schema['minimum']}")
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        for key in schema.get("required", []):
+            if key not in value:
+                errs.append(f"{path}: missing required field '{key}'")
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            sub = f"{path}.{key}"
+            if key in props:
+                errs += _errors(item, props[key], sub, root)
+            elif extra is False:
+                errs.append(f"{path}: unexpected field '{key}'")
+            elif isinstance(extra, dict):
+                errs += _errors(item, extra, sub, root)
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errs += _errors(item, schema["items"], f"{path}[{i}]", root)
+    return errs
+
+
+def validate(instance: Any, schema: dict[str, Any] | None = None) -> list[str]:
+    """All schema violations of ``instance`` as readable strings (empty: valid)."""
+    schema = SCHEMA if schema is None else schema
+    return _errors(instance, schema, "$", schema)
+
+
+def validate_report(report: dict[str, Any]) -> None:
+    """Raise ``SchemaError`` listing the first violations, if ``report`` does not match ``SCHEMA``."""
+    errs = validate(report)
+    if errs:
+        more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
+        raise SchemaError(f"serve-bench report does not match schema {SCHEMA_VERSION}: {'; '.join(errs[:5])}{more}")

@@ -1,0 +1,111 @@
+"""What the benchmark feeds the backends: real photo crops, and tiled inference.
+
+Inputs are crops of the photos bundled with scikit-image (the ``samples`` extra), area-downscaled
+by 2 so they look like low-resolution footage rather than camera-sharp pixels; without
+scikit-image a deterministic synthetic texture is used and the report says so. Real images matter
+for the verification step: fp16 overflow or a wrong colour order shows on photos, not on noise.
+
+Tiling follows Real-ESRGAN's tile mode with one change: every window has the *same* size (the
+last window of a row or column is moved back to end at the image border), so an engine needs one
+static tile shape. Each window carries ``overlap`` pixels of context on its inner sides, which are
+cut from its output before it is pasted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from lway_rt.errors import InputError
+
+__all__ = ["sample_batch", "tile_starts", "tiled_run", "tile_input_shape"]
+
+_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def _photos() -> tuple[list[np.ndarray], str]:
+    import importlib.util
+
+    if importlib.util.find_spec("skimage") is None:
+        return [], "synthetic"
+    from skimage import data
+
+    return [getattr(data, name)() for name in _PHOTOS], "skimage:" + ",".join(_PHOTOS)
+
+
+def _synthetic(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth gradients plus edges and fine stripes: structure at every scale, deterministic."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    f = rng.uniform(0.05, 0.4, size=3)
+    img = np.stack([0.5 + 0.5 * np.sin(xx * f[c] + yy * f[(c + 1) % 3]) for c in range(3)], -1)
+    img[(xx // 16 + yy // 16) % 2 == 0] *= 0.6
+    return (img * 255).astype(np.uint8)
+
+
+def sample_batch(batch: int, height: int, width: int, *, seed: int = 0) -> tuple[np.ndarray, str]:
+    """``batch`` different HxW RGB crops as NCHW float32 in [0, 1], and where they came from."""
+    from PIL import Image
+
+    photos, source = _photos()
+    out = np.empty((batch, 3, height, width), np.float32)
+    rng = np.random.default_rng(seed)
+    for i in range(batch):
+        if photos:
+            photo = photos[i % len(photos)]
+            if photo.ndim == 2:
+                photo = np.repeat(photo[..., None], 3, -1)
+            img = Image.fromarray(photo[..., :3])
+            # Downscale by 2 (area), or less if the crop would not fit, then crop at a random place.
+            # (factor < 1: the photo is smaller than the crop and is upscaled to cover it).
+            factor = min(2.0, img.width / width, img.height / height)
+            size = (max(width, round(img.width / factor)), max(height, round(img.height / factor)))
+            img = np.asarray(img.resize(size, Image.Resampling.BOX if factor >= 1 else Image.Resampling.BICUBIC))
+            top = int(rng.integers(0, img.shape[0] - height + 1))
+            left = int(rng.integers(0, img.shape[1] - width + 1))
+            crop = img[top:top + height, left:left + width]
+        else:
+            crop = _synthetic(height, width, seed + i)
+        out[i] = crop.transpose(2, 0, 1).astype(np.float32) / 255.0
+    return out, source
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of same-size windows covering ``length`` with ``overlap`` context between them."""
+    if tile >= length:
+        return [0]
+    step = tile - 2 * overlap
+    if step < 1:
+        raise InputError(f"tile {tile} is too small for an overlap of {overlap}: use a tile larger than {2 * overlap}")
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def tile_input_shape(batch_shape: tuple[int, int, int, int], tile: int) -> tuple[int, int, int, int]:
+    """The shape each tiled call sees: one window (batch 1) of at most ``tile`` x ``tile``."""
+    _, c, h, w = batch_shape
+    return (1, c, min(tile, h), min(tile, w))
+
+
+def tiled_run(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, tile: int, overlap: int, scale: int) -> np.ndarray:
+    """Upscale NCHW ``x`` window by window with ``run`` (one window per call) and stitch the result."""
+    n, c, h, w = x.shape
+    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    th, tw = min(tile, h), min(tile, w)
+    out = None
+    for b in range(n):
+        for i, top in enumerate(rows):
+            for j, left in enumerate(cols):
+                y = run(np.ascontiguousarray(x[b:b + 1, :, top:top + th, left:left + tw]))
+                if out is None:
+                    out = np.empty((n, y.shape[1], h * scale, w * scale), np.float32)
+                # Keep the window's centre; at the image border keep everything up to the edge.
+                y0 = 0 if i == 0 else overlap
+                x0 = 0 if j == 0 else overlap
+                y1 = th if i == len(rows) - 1 else th - overlap
+                x1 = tw if j == len(cols) - 1 else tw - overlap
+                out[b, :, (top + y0) * scale:(top + y1) * scale, (left + x0) * scale:(left + x1) * scale] = \
+                    y[0, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale]
+    return out

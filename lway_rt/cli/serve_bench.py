@@ -1,0 +1,98 @@
+"""``lwayrt serve-bench``: verified latency and throughput of each deployment backend."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import click
+
+from lway_rt.errors import LwayError
+
+_BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
+                 "cuda, cl (channels-last), compile, fp16, bf16, threads=N, opt=disable|basic|extended|all, noarena, "
+                 "parallel, fallback, ws=MB. 'all' = every kind with its fast variants (unavailable ones are listed as skipped).")
+
+_ALL = ("torch", "torch+cl", "torch+bf16", "torch+compile", "ort-cpu", "ort-cuda", "ort-cuda+fp16", "ort-trt",
+        "ort-trt+fp16", "tensorrt", "tensorrt+fp16")
+_ALL_CUDA = ("torch+cuda", "torch+cuda+cl", "torch+cuda+fp16", "torch+cuda+compile")
+
+
+class BenchFailed(LwayError):
+    """Some configuration failed verification or could not run."""
+
+
+@click.command("serve-bench")
+@click.option("--model", "-m", required=True, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
+@click.option("--backend", "-b", "backends", multiple=True, help=_BACKEND_HELP)
+@click.option("--size", "-s", "sizes", multiple=True,
+              help="LR input size (repeatable): N, WxH or 360p/480p/540p/720p/1080p. Default: 128 and 256.")
+@click.option("--batch", "batches", multiple=True, type=int, help="Batch size (repeatable). Default 1.")
+@click.option("--tile", "tiles", multiple=True, type=int,
+              help="0 = whole image, N = NxN windows, one per call (repeatable). Default 0.")
+@click.option("--tile-overlap", default=16, show_default=True, help="Context pixels between windows.")
+@click.option("--concurrency", "-c", "concurrency", multiple=True, type=int,
+              help="Closed-loop worker threads (repeatable). Default 1.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Device of the torch backends and the reference.")
+@click.option("--threads", type=int, default=None, help="CPU threads per backend (default: all usable cores).")
+@click.option("--warmup-s", default=1.0, show_default=True, help="Minimum warm-up time per configuration.")
+@click.option("--warmup-iters", default=3, show_default=True, help="Minimum warm-up iterations.")
+@click.option("--min-iters", default=20, show_default=True, help="Minimum timed requests.")
+@click.option("--min-time-s", default=3.0, show_default=True, help="Minimum timing duration.")
+@click.option("--max-time-s", default=60.0, show_default=True, help="Stop timing a configuration after this long.")
+@click.option("--min-psnr", type=float, default=None,
+              help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")
+@click.option("--no-peak", is_flag=True, help="Skip measuring the machine's matmul/conv peak.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG chart here.")
+@click.option("--schema", "print_schema", is_flag=True, help="Print the report's JSON Schema and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
+def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, device, threads, warmup_s, warmup_iters,
+            min_iters, min_time_s, max_time_s, min_psnr, no_peak, json_path, chart_path, print_schema, quiet):
+    """Verify each backend against torch fp32, then time it: percentiles, throughput, memory, FLOP efficiency."""
+    if print_schema:
+        from lway_rt.bench.schema import SCHEMA
+
+        click.echo(json.dumps(SCHEMA, indent=1))
+        return
+    import torch
+    from rich.console import Console
+
+    from lway_rt.bench.report import render_table, write_chart, write_json
+    from lway_rt.bench.runner import BenchConfig, parse_size, run_bench
+    from lway_rt.bench.timing import TimingPolicy
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not backends:
+        backends = ("torch", "ort-cpu") if device == "cpu" else ("torch+cuda", "ort-cuda", "tensorrt")
+    expanded: list[str] = []
+    for b in backends:
+        expanded += (list(_ALL) + (list(_ALL_CUDA) if device == "cuda" else [])) if b == "all" else [b]
+    config = BenchConfig(
+        model=model, backends=tuple(expanded), sizes=tuple(parse_size(s) for s in (sizes or ("128", "256"))),
+        batches=tuple(batches or (1,)), tiles=tuple(tiles or (0,)), tile_overlap=tile_overlap,
+        concurrency=tuple(concurrency or (1,)), device=device, threads=threads, min_psnr=min_psnr,
+        timing=TimingPolicy(warmup_s=warmup_s, warmup_iters=warmup_iters, min_iters=min_iters, min_time_s=min_time_s,
+                            max_time_s=max_time_s),
+        measure_peak=not no_peak,
+    )
+    console = Console(stderr=True)
+    progress = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    report = run_bench(config, command=shlex.join(["lwayrt", *sys.argv[1:]]), progress=progress)
+    out = Console()
+    if not out.is_terminal:  # logs and files: wide enough that no column is cut
+        out = Console(width=200)
+    out.print(render_table(report))
+    if json_path:
+        click.echo(f"report: {write_json(report, json_path)}")
+    if chart_path and report["summary"]["ok"]:
+        click.echo(f"chart: {write_chart(report, chart_path)}")
+    elif chart_path:
+        click.echo("chart: not written (no configuration passed verification)")
+    bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
+    if bad:
+        raise BenchFailed(f"{len(bad)} configuration(s) failed verification or could not run "
+                          f"({', '.join(sorted({r['backend'] for r in bad}))}): see the table")
