@@ -27,7 +27,7 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     arr = arr[..., :3]
     if arr.dtype != np.uint8:
         arr = np.clip(arr * (255 if arr.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float() / 255
 
 
 def load_bundled(names: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -273,14 +273,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
             try:
                 last = train_step(s1, opt, batch, cfg)
             except TrainingError:
-                raise TrainingError(f"loss became NaN/inf at iteration {it + 1}; the last good checkpoint "
-                                    f"(iteration {last_saved}) is kept at {out}; lower --lr and resume with --resume") from None
+                kept = (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue "
+                        "with --resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
+                raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept}") from None
             it += 1
             ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
             rate = (it - start) / max(1e-9, time.time() - t0)
             if bar is not None:
                 bar.update(task, completed=it, info=f"loss {ema:.4f}  {rate:.2f} it/s")
-            if it % 25 == 0 or it == end:
+            if it % min(25, cfg.ckpt_every) == 0 or it == end:
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
                 _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last)

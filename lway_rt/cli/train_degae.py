@@ -1,0 +1,64 @@
+"""``lwayrt train-degae``: train the stage-1 degradation encoder and reconstructor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("train-degae")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Folder of clean photos (default: the bundled scikit-image training photos).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("stage1.safetensors"), show_default=True,
+              help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
+@click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--iters", type=int, default=2000, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate (cosine decay to 10%).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (512 or 2048).")
+@click.option("--width", type=int, default=64, show_default=True, help="Reconstructor width (DegAE: 64).")
+@click.option("--blocks", type=int, default=4, show_default=True, help="Modulated blocks in the reconstructor.")
+@click.option("--skip/--no-skip", default=False, show_default=True,
+              help="Add the clean input to R's output (faster to train; DegAE has no skip).")
+@click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True,
+              help="Store model whose first layers form the frozen encoder trunk.")
+@click.option("--trunk-layers", type=int, default=2, show_default=True)
+@click.option("--pairing", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
+              help="cross: E reads another image with the same degradation (DegAE); same: E reads the target itself.")
+@click.option("--roundtrip", "p_roundtrip", type=float, default=0.5, show_default=True,
+              help="Fraction of draws degraded through a x4 scale round trip (what stage 2 shows E and R).")
+@click.option("--perceptual", type=click.Choice(["trunk-l1", "none"]), default="trunk-l1", show_default=True,
+              help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute).")
+@click.option("--ckpt-every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
+def command(data, out, crop, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
+            pairing, p_roundtrip, perceptual, ckpt_every, threads, resume, log_path) -> None:
+    """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
+    from lway_rt.degae.degrade import SynthConfig
+    from lway_rt.degae.train import TrainConfig, train
+    from lway_rt.errors import InputError
+
+    try:
+        synth = SynthConfig(p_roundtrip=p_roundtrip)
+    except ValueError as exc:
+        raise InputError(f"--roundtrip: {exc}") from exc
+    cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, batch=batch, iters=iters, lr=lr,
+                      seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
+                      trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual,
+                      synth=synth, ckpt_every=ckpt_every, threads=threads)
+
+    def log(msg: str) -> None:
+        if log_path:
+            with open(log_path, "a") as f:
+                f.write(msg + "\n")
+        else:
+            click.echo(msg, err=True)
+
+    result = train(cfg, resume=resume, log=log, progress=True)
+    click.echo(f"wrote {result.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min, "
+               f"last loss {result.last.get('loss', float('nan')):.4f})")

@@ -1,0 +1,99 @@
+"""Degradation synthesis: reproducible draws, the DegAE mix, geometry, unseen presets."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from lway_rt.degae.degrade import (EVAL_PRESETS, TRAIN_OPS, Degradation, Op, SynthConfig, apply_degradation,
+                                   eval_preset, kinds_of, sample_degradation)
+
+
+@pytest.fixture(scope="module")
+def img(hr_crop):
+    return torch.from_numpy(hr_crop[:64, :64].copy()).permute(2, 0, 1).float() / 255
+
+
+def _psnr(a, b):
+    return float(10 * torch.log10(1 / (a - b).pow(2).mean()))
+
+
+def test_draws_are_reproducible_and_reapplicable(img):
+    a = [sample_degradation(np.random.default_rng(5)) for _ in range(1)][0]
+    b = sample_degradation(np.random.default_rng(5))
+    assert a == b
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        d = sample_degradation(rng)
+        y = apply_degradation(img, d)
+        assert y.shape == img.shape and y.dtype == torch.float32
+        assert torch.equal(y, apply_degradation(img, d))  # same draw, same result
+        assert torch.equal(y, (y * 255).round() / 255)  # 8-bit levels
+        assert 0 <= float(y.min()) and float(y.max()) <= 1
+        # another image under the same draw is degraded too (the cross-image pairs)
+        other = apply_degradation(img.flip(-1), d)
+        assert other.shape == img.shape
+
+
+def test_mix_follows_the_degae_probabilities():
+    rng = np.random.default_rng(1)
+    draws = [sample_degradation(rng) for _ in range(3000)]
+    n = len(draws)
+    clean = sum(not d.ops for d in draws) / n
+    # p_clean 0.3, plus draws where every optional stage declined (0.7 * 0.3*0.5*0.8*0.8*0.5 ~ 0.02)
+    assert 0.28 < clean < 0.36
+    names = Counter(op.name for d in draws for op in d.ops)
+    assert set(names) == set(TRAIN_OPS)
+    assert 0.70 * 0.7 * 0.85 < (names["blur_aniso"] + names["blur_iso"]) / n < 0.70 * 0.7 * 1.15
+    assert 0.70 * 0.5 * 0.85 < names["jpeg"] / n < 0.70 * 0.5 * 1.15
+    assert 0.70 * 0.2 * 0.8 < names["noise_poisson"] / n < 0.70 * 0.2 * 1.2
+    # un-shuffled draws keep JPEG last; about half the multi-op draws are shuffled
+    multi = [d for d in draws if len(d.ops) >= 2 and any(o.name == "jpeg" for o in d.ops)]
+    not_last = sum(d.ops[-1].name != "jpeg" for d in multi) / len(multi)
+    assert 0.1 < not_last < 0.5
+
+
+def test_blur_and_noise_do_what_they_say(img):
+    blur = apply_degradation(img, Degradation((Op("blur_iso", {"sigma": 2.0}),)))
+    hf = lambda t: (t[:, :, 1:] - t[:, :, :-1]).abs().mean()  # noqa: E731
+    assert hf(blur) < 0.6 * hf(img)
+    noisy = apply_degradation(img, Degradation((Op("noise_gauss", {"sigma": 20.0, "mode": "colour"}),), seed=3))
+    resid = (noisy - img)[:, 8:-8, 8:-8]
+    assert 15 / 255 < float(resid.std()) < 25 / 255
+    grey = apply_degradation(img * 0 + 0.5, Degradation((Op("noise_gauss", {"sigma": 20.0, "mode": "grey"}),), seed=3))
+    assert torch.allclose(grey[0], grey[1]) and torch.allclose(grey[1], grey[2])
+    other_seed = apply_degradation(img, Degradation((Op("noise_gauss", {"sigma": 20.0, "mode": "colour"}),), seed=4))
+    assert not torch.equal(noisy, other_seed)
+    jpeg = apply_degradation(img, Degradation((Op("jpeg", {"quality": 30}),)))
+    assert 25 < _psnr(jpeg, img) < 40
+
+
+def test_roundtrip_geometry(img):
+    d = Degradation((), 0, roundtrip=4)
+    assert not d.is_identity
+    y = apply_degradation(img, d)
+    assert y.shape == img.shape and 18 < _psnr(y, img) < 32  # a x4 bicubic round trip is a strong blur
+    assert apply_degradation(img, Degradation()).equal((img * 255).round() / 255)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        apply_degradation(img[:, :62, :62], d)
+
+
+def test_eval_presets_are_never_drawn_in_training(img):
+    rng = np.random.default_rng(2)
+    trained = {op.name for _ in range(2000) for op in sample_degradation(rng).ops}
+    for name in EVAL_PRESETS:
+        d = eval_preset(name, seed=1)
+        assert any(op.name not in trained for op in d.ops), name
+        y = apply_degradation(img, d)
+        assert 15 < _psnr(y, img) < 40, name
+        assert kinds_of(d) != "clean"
+    with pytest.raises(KeyError, match="unknown preset"):
+        eval_preset("nope")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="probability"):
+        SynthConfig(p_blur=1.5)

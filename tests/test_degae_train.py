@@ -1,0 +1,149 @@
+"""train-degae: a killed run resumes exactly, NaN keeps the last good checkpoint, bad input is refused."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from lway_rt.cli import main
+from lway_rt.degae import load_stage1
+from lway_rt.degae.train import TrainConfig, train
+from lway_rt.errors import InputError, ModelError, OutputError, TrainingError
+
+TINY = dict(crop=32, batch=2, embed_dim=16, width=8, blocks=2, head_widths=(16, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory, astronaut):
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(astronaut[:128, :128]).save(d / "a.png")
+    Image.fromarray(astronaut[300:420, 250:400]).save(d / "b.jpg", quality=95)
+    return d
+
+
+def _cli_args(photo_dir, out, iters, extra=()):
+    return [sys.executable, "-c", "from lway_rt.cli import main; main()", "train-degae", "--data", str(photo_dir), "--out", str(out),
+            "--iters", str(iters), "--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks", "2",
+            "--ckpt-every", "4", "--threads", "1", "--lr", "1e-3", *extra]
+
+
+def test_killed_run_resumes_to_the_same_weights(photo_dir, tmp_path):
+    env = dict(os.environ)
+    iters = 24
+    # reference: one uninterrupted run
+    ref = tmp_path / "ref.safetensors"
+    subprocess.run(_cli_args(photo_dir, ref, iters, ["--log", str(tmp_path / "ref.log")]), env=env, check=True,
+                   capture_output=True)
+    # interrupted run: SIGKILL once a few checkpoints exist, then --resume
+    out = tmp_path / "run.safetensors"
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(_cli_args(photo_dir, out, iters, ["--log", str(log)]), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [int(m) for m in re.findall(r"^it (\d+)", log.read_text(), re.M)] if log.exists() else []
+        if done and max(done) >= 8:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    logged = max(int(m) for m in re.findall(r"^it (\d+)", log.read_text(), re.M))
+    kept = int(load_stage1(out).meta["iterations"])
+    assert logged < iters, "the run finished before it was killed; make it longer"
+    assert kept % 4 == 0 and kept >= logged - 4  # at most one checkpoint interval lost
+    res = subprocess.run(_cli_args(photo_dir, out, iters, ["--resume", "--log", str(log)]), env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"resumed {out} at iteration {kept}" in log.read_text()
+    a, b = load_stage1(out), load_stage1(ref)
+    assert a.meta["iterations"] == b.meta["iterations"] == iters
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=10, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    good = load_stage1(out).state_dict()
+    with pytest.raises(TrainingError, match=r"NaN/inf.*last good checkpoint \(iteration 2\)"):
+        train(TrainConfig(**{**cfg.__dict__, "lr": 1e30}), resume=True)
+    kept = load_stage1(out)
+    assert kept.meta["iterations"] == 2
+    for k, v in kept.state_dict().items():
+        assert torch.equal(v, good[k])
+
+
+def test_bad_data_is_refused(tmp_path, photo_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(empty), **TINY))
+    with pytest.raises(InputError, match="does not exist"):
+        train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(tmp_path / "missing"), **TINY))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="cannot read image"):
+        train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(broken), **TINY))
+    with pytest.raises(InputError, match="smaller than the 200-px crop"):
+        train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(photo_dir), **{**TINY, "crop": 200}))
+    with pytest.raises(InputError, match="multiple of the round-trip"):
+        TrainConfig(crop=30, synth=__import__("lway_rt.degae.degrade", fromlist=["x"]).SynthConfig(p_roundtrip=0.5))
+
+
+def test_bad_output_is_refused(tmp_path, photo_dir):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot create output folder"):
+        train(TrainConfig(out=str(blocker / "sub" / "o.safetensors"), data=str(photo_dir), **TINY))
+    with pytest.raises(OutputError, match=r"\.safetensors"):
+        train(TrainConfig(out=str(tmp_path / "o.pth"), data=str(photo_dir), **TINY))
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, photo_dir, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=6, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    before = out.read_bytes()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OutputError, match="No space left"):
+        train(cfg, resume=True)
+    assert out.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_with_another_architecture_is_refused(tmp_path, photo_dir):
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    with pytest.raises(ModelError, match="width=8"):
+        train(TrainConfig(**{**cfg.__dict__, "width": 12}), resume=True)
+
+
+def test_cli_reports_errors_in_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(empty), "--out", str(tmp_path / "o.safetensors")])
+    assert res.exit_code == 1
+    assert res.output.startswith("error: ") and "holds no images" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["train-degae", "--roundtrip", "2", "--out", str(tmp_path / "o.safetensors")])
+    assert res.exit_code == 1 and "--roundtrip" in res.output
