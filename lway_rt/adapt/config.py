@@ -36,6 +36,8 @@ class AdaptConfig:
       ``identity`` always at SR size).
     trainable: ``all``, ``body`` (everything but the first and the last/upsampling layers) or a
       tuple of parameter-name prefixes.
+    hf_source: ``pred`` takes the wavelet weight of the prediction (x̂, as LWay's figure draws it;
+      the weight then moves as S learns), ``target`` of the LR-derived target (a fixed objective).
     anchor_weight: weight of an L1 penalty tying S's output to the unadapted model's output on the
       same patch (drift guard; 0 turns it off and saves a forward pass).
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
@@ -52,6 +54,7 @@ class AdaptConfig:
     loss: str = "lway"
     hf_weight: bool = True
     hf_mode: str = "luma"
+    hf_source: str = "pred"
     anchor_weight: float = 0.0
     guard_factor: float = 2.0
     guard_every: int = 10
@@ -64,6 +67,7 @@ class AdaptConfig:
     seed: int = 0
     device: str = "cpu"
     encoder_backend: str = "torch"
+    tile: int | None = None  # full-image inference: None = auto, 0 = one pass, N = N-px tiles
     adam_betas: tuple[float, float] = (0.9, 0.999)
     notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -92,6 +96,8 @@ class AdaptConfig:
             bad(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if self.hf_mode not in ("luma", "channel"):
             bad(f"unknown hf_mode {self.hf_mode!r}; use luma or channel")
+        if self.hf_source not in ("pred", "target"):
+            bad(f"unknown hf_source {self.hf_source!r}; use pred (the map of x̂, as LWay) or target")
         if self.encoder_backend not in ENCODER_BACKENDS:
             bad(f"encoder backend {self.encoder_backend!r} is not available; use {', '.join(ENCODER_BACKENDS)}")
         if isinstance(self.trainable, str):
@@ -99,6 +105,8 @@ class AdaptConfig:
                 bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
         elif not self.trainable or not all(isinstance(p, str) and p for p in self.trainable):
             bad("trainable prefixes must be non-empty strings")
+        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 0):
+            bad(f"tile must be 0 (one pass), a positive tile size or unset (auto), got {self.tile!r}")
         if self.anchor_weight < 0 or self.guard_factor < 0:
             bad("anchor_weight and guard_factor must be >= 0")
         if self.guard_factor and self.guard_factor <= 1.0:
@@ -115,7 +123,7 @@ class AdaptConfig:
     def recipe_json(self) -> str:
         """Compact JSON of what shapes the weights (for checkpoint metadata)."""
         d = self.to_dict()
-        for k in ("device", "notes", "eval_every", "snapshot_every", "snapshot_crop", "checkpoint_every"):
+        for k in ("device", "notes", "eval_every", "snapshot_every", "snapshot_crop", "checkpoint_every", "tile"):
             d.pop(k, None)
         return json.dumps(d, sort_keys=True)
 

@@ -48,6 +48,7 @@ CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "adapted.safetensors"
 SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
+AUTO_TILE_ABOVE = 512  # LR px a side above which full-image inference is tiled
 
 Log = Callable[[str], None]
 
@@ -94,39 +95,18 @@ def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]
     return chosen
 
 
-def super_resolve(model: nn.Module, lr: torch.Tensor, multiple: int = 1, tile: int = 256, overlap: int = 16) -> torch.Tensor:
-    """S on a whole image (1, 3, h, w) -> (1, 3, h*s, w*s) in [0, 1], tiled for large images.
+def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int, multiple: int = 1, tile: int | None = None) -> torch.Tensor:
+    """S on a whole image (1, 3, h, w) -> (1, 3, h*s, w*s) clamped to [0, 1].
 
-    Tiles overlap by ``overlap`` LR pixels and only their inner parts are kept, so seams see the
-    same context as the untiled network up to that margin.
+    ``tile=0`` runs the image in one pass; a positive ``tile`` cuts it into seam-blended tiles with
+    ``lway_rt.runtime.tiling`` (the same code ``lwayrt upscale`` uses); ``None`` picks one pass up to
+    ``AUTO_TILE_ABOVE`` px a side and 256-px tiles beyond.
     """
-    h, w = lr.shape[-2:]
-    with torch.no_grad():
-        if h <= tile and w <= tile:
-            return _run_padded(model, lr, multiple).clamp_(0, 1)
-        out = None
-        step = tile - 2 * overlap
-        for top in range(0, h, step):
-            for left in range(0, w, step):
-                t0, l0 = max(0, top - overlap), max(0, left - overlap)
-                t1, l1 = min(h, top + step + overlap), min(w, left + step + overlap)
-                y = _run_padded(model, lr[..., t0:t1, l0:l1], multiple)
-                s = y.shape[-1] // (l1 - l0)
-                if out is None:
-                    out = lr.new_zeros(1, y.shape[1], h * s, w * s)
-                bt, bl = min(top + step, h), min(left + step, w)
-                out[..., top * s:bt * s, left * s:bl * s] = y[..., (top - t0) * s:(bt - t0) * s, (left - l0) * s:(bl - l0) * s]
-        return out.clamp_(0, 1)
+    from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 
-
-def _run_padded(model: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    y = model(x)
-    s = y.shape[-1] // x.shape[-1]
-    return y[..., : h * s, : w * s]
+    if tile is None:
+        tile = 0 if max(lr.shape[-2:]) <= AUTO_TILE_ABOVE else 256
+    return upscale_tensor(model, lr, scale, TileConfig(tile=tile), multiple=multiple).clamp_(0, 1)
 
 
 def _tensor(img: InputImage, device: str) -> torch.Tensor:
@@ -176,12 +156,12 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
     return out
 
 
-def _evaluate(model, tensors, gt, scale, multiple) -> tuple[float, float, dict[str, dict[str, float]]]:
+def _evaluate(model, tensors, gt, scale, multiple, tile=None) -> tuple[float, float, dict[str, dict[str, float]]]:
     from lway_rt.metrics import psnr_y, ssim_y
 
     per = {}
     for name, lr in tensors.items():
-        sr = super_resolve(model, lr, multiple)[0].permute(1, 2, 0).cpu().numpy()
+        sr = super_resolve(model, lr, scale, multiple, tile)[0].permute(1, 2, 0).cpu().numpy()
         per[name] = {"psnr": psnr_y(sr, gt[name], scale), "ssim": ssim_y(sr, gt[name], scale)}
     return (float(np.mean([v["psnr"] for v in per.values()])), float(np.mean([v["ssim"] for v in per.values()])), per)
 
@@ -295,7 +275,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         snap_in.append(d.lr[..., t:t + c, l:l + c])
 
     def snapshot() -> list[torch.Tensor]:
-        return [torch.from_numpy(_to_uint8(super_resolve(model, x, multiple))) for x in snap_in]
+        return [torch.from_numpy(_to_uint8(super_resolve(model, x, scale, multiple, 0))) for x in snap_in]
 
     gt_metrics_before = None
     if gt is not None:
@@ -326,7 +306,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
 
     if gt is not None:
         base_copy = copy.deepcopy(desc.model).to(device).eval()
-        _, _, gt_metrics_before = _evaluate(base_copy, tensors, gt, scale, multiple)
+        _, _, gt_metrics_before = _evaluate(base_copy, tensors, gt, scale, multiple, config.tile)
         del base_copy
 
     def guard_check() -> None:
@@ -354,7 +334,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), st["it"]
 
     def gt_check() -> None:
-        psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple)
+        psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple, config.tile)
         st["evals"].append({"it": st["it"], "psnr": psnr, "ssim": ssim})
         if st["best_psnr"] is None or psnr > st["best_psnr"]:
             st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, _clone_state(model), st["it"], 0
@@ -406,12 +386,12 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             gt_check()
         if st["it"] % config.snapshot_every == 0 or done:
             st["snapshots"][st["it"]] = snapshot()
-        if st["it"] % 10 == 0:
-            log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}")
         st["train_s"] = train_s0 + time.perf_counter() - t_loop
         if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
             _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
                                          "gen": gen.get_state(), "st": st})
+        if st["it"] % 10 == 0:
+            log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}")
     st["train_s"] = train_s0 + time.perf_counter() - t_loop
     if st["stopped"]:
         log(st["stopped"])
@@ -457,7 +437,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                     "threads": torch.get_num_threads(), "device": device},
     }
     if gt is not None:
-        _, _, after = _evaluate(model, tensors, gt, scale, multiple)
+        _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
         for entry in report["images"]:
             entry["before"] = gt_metrics_before[entry["name"]]
             entry["after"] = after[entry["name"]]
@@ -498,7 +478,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     sr_dir = out_dir / "sr"
     sr_paths = []
     for img in images:
-        sr = super_resolve(model, tensors[img.name], multiple)[0].permute(1, 2, 0).cpu().numpy()
+        sr = super_resolve(model, tensors[img.name], scale, multiple, config.tile)[0].permute(1, 2, 0).cpu().numpy()
         alpha = None
         if img.image.alpha is not None:
             alpha = np.clip(resize_bicubic(img.image.alpha, (sr.shape[1], sr.shape[0])), 0, 1)

@@ -2,7 +2,7 @@
 
 All three are an L1 between a prediction made from S's output and something computed from the LR
 alone, optionally weighted by the Haar high-frequency map of the prediction (``wavelet.hf_weight``,
-detached, as LWay weights x̂):
+detached, as LWay weights x̂; or of the target, ``hf_source='target'``):
 
 - ``lway``: x̂ = R(S(x), e). Target ``sr``: x̂ against the bicubic-upsampled LR. Target ``lr``:
   bicubic-downsampled x̂ against the LR.
@@ -47,7 +47,9 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None,
         pred, target = sr, batch.up
     else:  # AdaptConfig validates this; kept for direct callers
         raise ValueError(f"unknown loss {config.loss!r}")
-    weight = hf_weight(pred, config.hf_mode) if config.hf_weight else None
+    weight = None
+    if config.hf_weight:
+        weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode)
     main = weighted_l1(pred, target, weight)
     parts = {"l1": float(main.detach())}
     loss = main

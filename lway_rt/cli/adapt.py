@@ -1,0 +1,76 @@
+"""``lwayrt adapt``: fine-tune a pretrained SR model on your own LR images (LWay stage 2)."""
+
+from __future__ import annotations
+
+import click
+
+# flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
+_FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
+           "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every", "device", "seed",
+           "encoder_backend", "tile")
+
+
+@click.command("adapt")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("-m", "--model", required=True, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--stage1", type=click.Path(dir_okay=False), default=None,
+              help="Stage-1 checkpoint (default: the shipped one). Not needed for --loss naive/identity.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file with defaults ([adapt] table); flags override it.")
+@click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
+@click.option("--lr", type=float, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
+@click.option("--patch-size", type=int, default=None, help="LR patch side in pixels [32].")
+@click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
+@click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
+@click.option("--mode", type=click.Choice(["folder", "per-image"]), default=None,
+              help="One model for all inputs, or one per image [folder].")
+@click.option("--target", type=click.Choice(["sr", "lr"]), default=None,
+              help="Compare at SR size with the upsampled LR, or at LR size [sr].")
+@click.option("--loss", type=click.Choice(["lway", "naive", "identity"]), default=None,
+              help="lway; naive = downsampled SR vs LR; identity = the R-replaced-by-identity control [lway].")
+@click.option("--hf-mode", type=click.Choice(["luma", "channel"]), default=None, help="Wavelet weight map [luma].")
+@click.option("--hf-source", type=click.Choice(["pred", "target"]), default=None,
+              help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
+@click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
+@click.option("--anchor-weight", type=float, default=None, help="Penalty tying S to its starting output [0: off].")
+@click.option("--guard-factor", type=float, default=None,
+              help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
+@click.option("--gt", "gt_dir", type=click.Path(file_okay=False), default=None,
+              help="HR ground truth named like the inputs: evaluate, keep the best, stop on patience.")
+@click.option("--eval-every", type=int, default=None, help="Steps between ground-truth evaluations [20].")
+@click.option("--patience", type=int, default=None, help="Evaluations without gain before stopping [3].")
+@click.option("--snapshot-every", type=int, default=None, help="Steps between contact-sheet snapshots [20].")
+@click.option("--checkpoint-every", type=int, default=None, help="Steps between resumable checkpoints [20].")
+@click.option("--device", default=None, help="torch device, e.g. cpu or cuda [cpu].")
+@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option("--encoder-backend", type=click.Choice(["torch"]), default=None, help="Backend computing E's embeddings [torch].")
+@click.option("--tile", type=int, default=None, help="Tile size for writing SR images (0: one pass) [auto].")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
+def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, gt_dir, resume, quiet, **flags):
+    """Adapt MODEL to the low-resolution images INPUT... (files or folders) without ground truth.
+
+    Writes adapted weights (same architecture as MODEL), the SR image of every input, report.json,
+    curves.png, contact_sheet.png and config.json into --out.
+    """
+    from lway_rt.adapt.config import AdaptConfig, load_toml_defaults
+    from lway_rt.adapt.loop import adapt
+
+    values = load_toml_defaults(config_file) if config_file else {}
+    values.update({k: v for k, v in flags.items() if k in _FIELDS and v is not None})
+    if trainable is not None:
+        parts = [p.strip() for p in trainable.split(",") if p.strip()]
+        values["trainable"] = parts[0] if len(parts) == 1 and parts[0] in ("all", "body") else tuple(parts)
+    if no_hf_weight:
+        values["hf_weight"] = False
+    config = AdaptConfig.from_dict(values)
+    log = (lambda msg: None) if quiet else click.echo
+    results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log)
+    for r in results:
+        rep = r.report
+        line = f"{r.weights}: {rep['iterations_run']} iterations, {rep['stopped']}"
+        if rep.get("mean"):
+            m = rep["mean"]
+            line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
+        click.echo(line)

@@ -1,0 +1,169 @@
+"""The adaptation driver: NaN recovery, drift guard, ground-truth stopping, resume reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lway_rt.adapt._imageio import from_array
+from lway_rt.adapt.config import AdaptConfig
+from lway_rt.adapt.loop import CHECKPOINT, adapt_images
+from lway_rt.archs.registry import detect
+from lway_rt.archs.descriptor import ModelDescriptor
+from lway_rt.archs.srvgg import SRVGGNetCompact
+from lway_rt.errors import InputError
+from lway_rt.io.images import resize_bicubic
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run many tiny steps: one thread avoids oversubscribing a shared CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+
+class FaultySRVGG(SRVGGNetCompact):
+    """A real SRVGGNetCompact whose training forwards return NaN on chosen calls (fault injection)."""
+
+    def __init__(self, bad_calls, **kw):
+        super().__init__(**kw)
+        self.bad_calls = set(bad_calls)
+        self.calls = 0
+
+    def forward(self, x):
+        y = super().forward(x)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls in self.bad_calls or (-1 in self.bad_calls and self.calls >= min(self.bad_calls - {-1})):
+                return y * float("nan")
+        return y
+
+
+def _desc(model):
+    spec = detect(model.state_dict())
+    return ModelDescriptor(model=model.eval(), spec=spec, name="tiny")
+
+
+def _tiny(seed=0, cls=SRVGGNetCompact, **kw):
+    torch.manual_seed(seed)
+    return cls(num_feat=8, num_conv=2, upscale=4, **kw)
+
+
+@pytest.fixture(scope="module")
+def stage1():
+    from lway_rt.degae import Stage1
+
+    return Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=2).freeze()
+
+
+@pytest.fixture()
+def inputs(hr_crop):
+    return [from_array("face", hr_crop[:160:4, :160:4]), from_array("suit", hr_crop[96::4, 64::4])]
+
+
+def _weights(result_model_state):
+    return {k: v.clone() for k, v in result_model_state.items()}
+
+
+def test_transient_nan_is_skipped_and_lowers_lr(tmp_path, inputs, stage1):
+    desc = _desc(_tiny(cls=FaultySRVGG, bad_calls={3, 4}))
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, guard_every=4)
+    res = adapt_images(inputs, desc, cfg, tmp_path / "out", stage1=stage1)
+    rep = res.report
+    assert rep["stopped"] == "completed" and rep["iterations_run"] == 12
+    skipped = [h["it"] for h in rep["history"] if h["skipped"]]
+    assert skipped == [3, 4]
+    assert rep["history"][-1]["lr"] == pytest.approx(1e-3 / 4)
+    assert any("non-finite loss" in e for e in rep["events"])
+    from lway_rt.io.weights import load_state_file
+
+    state, meta = load_state_file(res.weights)
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert meta["base_sha256"] == rep["model"]["base_sha256"]
+
+
+def test_persistent_nan_stops_with_last_good_weights(tmp_path, inputs, stage1):
+    cfg = AdaptConfig(iterations=30, patch_size=16, batch_size=2, lr=1e-3, max_bad_steps=3, guard_factor=0)
+    faulty = adapt_images(inputs, _desc(_tiny(cls=FaultySRVGG, bad_calls={6, -1})), cfg, tmp_path / "a", stage1=stage1)
+    rep = faulty.report
+    assert rep["iterations_run"] == 8 and "non-finite loss for 3 steps" in rep["stopped"]
+    assert rep["final_iteration"] == 5
+    # the weights written are exactly those after 5 good steps of the same run
+    clean = adapt_images(inputs, _desc(_tiny()), cfg.replace(iterations=5), tmp_path / "b", stage1=stage1)
+    from lway_rt.io.weights import load_state_file
+
+    a, _ = load_state_file(faulty.weights)
+    b, _ = load_state_file(clean.weights)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_drift_guard_rolls_back_a_diverging_run(tmp_path, inputs, stage1):
+    cfg = AdaptConfig(iterations=40, patch_size=16, batch_size=2, lr=0.2, guard_every=5, max_bad_steps=20,
+                      hf_source="target")
+    guarded = adapt_images(inputs, _desc(_tiny(1)), cfg, tmp_path / "g", stage1=stage1, write_outputs=False).report
+    free = adapt_images(inputs, _desc(_tiny(1)), cfg.replace(guard_factor=0), tmp_path / "f", stage1=stage1,
+                        write_outputs=False).report
+    assert guarded["rollbacks"] > 0
+    assert any("rolled back" in e for e in guarded["events"])
+    best = min(v["loss"] for v in guarded["fixed_patch_loss"])
+    g_last = guarded["fixed_patch_loss"][-1]["loss"]
+    f_last = free["fixed_patch_loss"][-1]["loss"]
+    assert f_last > 2 * best  # without the guard the run drifted away...
+    assert guarded["history"][-1]["lr"] < cfg.lr  # ...with it, the lr was lowered after each rollback
+    assert g_last < f_last
+
+
+def test_ground_truth_keeps_the_best_and_stops_on_patience(tmp_path, hr_crop, stage1):
+    hr = hr_crop[:128, :128]
+    lr = resize_bicubic(hr, (32, 32))
+    img = from_array("crop", lr)
+    cfg = AdaptConfig(iterations=200, patch_size=16, batch_size=2, lr=0.05, eval_every=5, patience=2, guard_factor=0)
+    res = adapt_images([img], _desc(_tiny(2)), cfg, tmp_path / "gt", stage1=stage1,
+                       gt={"crop": hr.astype("float32") / 255.0})
+    rep = res.report
+    evals = rep["evals"]
+    assert rep["iterations_run"] < 200 and rep["stopped"].startswith("early stop")
+    best = max(evals, key=lambda e: e["psnr"])
+    assert rep["final_iteration"] == best["it"]
+    assert rep["mean"]["psnr_after"] == pytest.approx(best["psnr"], abs=1e-9)
+    assert rep["mean"]["psnr_before"] == pytest.approx(evals[0]["psnr"], abs=1e-9)
+    assert rep["images"][0]["after"]["psnr"] >= rep["images"][0]["before"]["psnr"]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
+    cfg = AdaptConfig(iterations=16, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, guard_every=4,
+                      snapshot_every=4)
+    full = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "full", stage1=stage1)
+    # an interrupted run: Ctrl-C (KeyboardInterrupt) right after iteration 10's checkpoint
+    part_dir = tmp_path / "part"
+
+    def interrupt(msg):
+        if msg.startswith("iteration 10/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, log=interrupt)
+    assert (part_dir / CHECKPOINT).exists() and not (part_dir / "adapted.safetensors").exists()
+    with pytest.raises(InputError, match="--resume"):
+        adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1)
+    with pytest.raises(InputError, match="other inputs, model or settings"):
+        adapt_images(inputs, _desc(_tiny(3)), cfg.replace(lr=2e-3), part_dir, stage1=stage1, resume=True)
+    resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
+    assert resumed.report["resumed_from"] == [10]
+    assert not (part_dir / CHECKPOINT).exists()
+    from lway_rt.io.weights import load_state_file
+
+    a, _ = load_state_file(full.weights)
+    b, _ = load_state_file(resumed.weights)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["loss"] for h in full.report["history"]] == [h["loss"] for h in resumed.report["history"]]
+
+
+def test_images_smaller_than_the_patch_are_refused(tmp_path, hr_crop, stage1):
+    imgs = [from_array("big", hr_crop[:64, :64]), from_array("tiny", hr_crop[:12, :20])]
+    with pytest.raises(InputError, match=r"tiny is 20x12 px, smaller than the 16-px patch: use --patch-size 12"):
+        adapt_images(imgs, _desc(_tiny()), AdaptConfig(patch_size=16), tmp_path / "o", stage1=stage1)

@@ -1,0 +1,159 @@
+"""The pure adaptation step: it learns, it touches only S, and it never lets NaN into the weights."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lway_rt.adapt.config import AdaptConfig
+from lway_rt.adapt.embed import compute_embeddings, prepare_stage1
+from lway_rt.adapt.loop import select_trainable
+from lway_rt.adapt.patches import AdaptImage, bicubic_down, fixed_patches, sample_batch
+from lway_rt.adapt.step import adapt_step
+from lway_rt.archs.srvgg import SRVGGNetCompact
+from lway_rt.errors import InputError
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run many tiny steps: one thread avoids oversubscribing a shared CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+
+@pytest.fixture(scope="module")
+def stage1():
+    from lway_rt.degae import Stage1
+
+    return Stage1.fresh(embed_dim=16, width=8, blocks=2, head_widths=(16, 16, 16), seed=1).freeze()
+
+
+@pytest.fixture()
+def images(hr_crop):
+    lr1 = torch.from_numpy(hr_crop[::4, ::4].copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)  # 64x64
+    lr2 = torch.from_numpy(hr_crop[100:180:2, 40:200:4].copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)  # 40x40
+    return [AdaptImage.from_lr("a", lr1, 4), AdaptImage.from_lr("b", lr2, 4)]
+
+
+def _tiny_s(seed=0):
+    torch.manual_seed(seed)
+    return SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).eval()
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_lway_step_learns_and_only_touches_s(stage1, images):
+    s = _tiny_s()
+    recon, emb = prepare_stage1(stage1, [im.up for im in images])
+    assert emb.shape == (2, 16)
+    e_before, r_before = _snapshot(stage1.encoder), _snapshot(stage1.reconstructor)
+    s_before = _snapshot(s)
+    # a fixed objective (weight map of the target) must go down on a fixed batch
+    cfg = AdaptConfig(lr=1e-2, patch_size=16, batch_size=4, hf_source="target")
+    opt = torch.optim.Adam(s.parameters(), lr=cfg.lr)
+    batch = sample_batch(images, 4, 16, 4, torch.Generator().manual_seed(0))
+    assert set(batch.index.tolist()) <= {0, 1}
+    losses = [adapt_step(s, opt, batch, recon, cfg)["loss"] for _ in range(10)]
+    assert losses[-1] < 0.9 * losses[0], losses
+    # S changed, E and R are bit-identical (and got no gradients)
+    assert any(not torch.equal(v, s.state_dict()[k]) for k, v in s_before.items())
+    for before, module in ((e_before, stage1.encoder), (r_before, stage1.reconstructor)):
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, before[k]), k
+        assert all(p.grad is None for p in module.parameters())
+
+
+def test_embeddings_are_computed_once_per_image_and_match_the_encoder(stage1, images):
+    emb = compute_embeddings([im.up for im in images], stage1)
+    with torch.no_grad():
+        direct = stage1.encoder(images[1].up)
+    torch.testing.assert_close(emb[1:2], direct)
+
+
+@pytest.mark.parametrize("loss,target", [("naive", "sr"), ("identity", "sr"), ("lway", "lr")])
+def test_other_losses_and_targets_learn(stage1, images, loss, target):
+    s = _tiny_s(1)
+    recon = prepare_stage1(stage1, [im.up for im in images])[0] if loss == "lway" else None
+    cfg = AdaptConfig(lr=1e-2, patch_size=16, batch_size=2, loss=loss, target=target, hf_source="target")
+    opt = torch.optim.Adam(s.parameters(), lr=cfg.lr)
+    batch = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(3))
+    losses = [adapt_step(s, opt, batch, recon, cfg)["loss"] for _ in range(8)]
+    assert losses[-1] < losses[0]
+
+
+def test_naive_loss_is_downsampled_sr_against_lr(images):
+    s = _tiny_s(2)
+    batch = fixed_patches(images, 16, 4)
+    cfg = AdaptConfig(loss="naive", hf_weight=False)
+    from lway_rt.adapt.losses import adaptation_loss
+
+    with torch.no_grad():
+        sr = s(batch.lr)
+        loss, _ = adaptation_loss(sr, batch, None, cfg)
+        expected = (bicubic_down(sr, 4) - batch.lr).abs().mean()
+    torch.testing.assert_close(loss, expected)
+
+
+def test_trainable_subset_freezes_the_rest(stage1, images):
+    s = _tiny_s(3)
+    chosen = select_trainable(s, "SRVGGNetCompact", "body")
+    assert chosen and all(not n.startswith(("body.0.", "body.1.", "body.6.")) for n in chosen)
+    before = _snapshot(s)
+    recon, _ = prepare_stage1(stage1, [im.up for im in images])
+    cfg = AdaptConfig(lr=1e-2, patch_size=16, batch_size=2, trainable="body")
+    opt = torch.optim.Adam([p for p in s.parameters() if p.requires_grad], lr=cfg.lr)
+    adapt_step(s, opt, sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(0)), recon, cfg)
+    after = s.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]) == (k not in chosen), k
+    with pytest.raises(InputError, match="matches no parameter"):
+        select_trainable(_tiny_s(), "SRVGGNetCompact", ("nonexistent.",))
+
+
+def test_nan_loss_or_gradient_never_reaches_the_weights(stage1, images):
+    s = _tiny_s(4)
+    recon, _ = prepare_stage1(stage1, [im.up for im in images])
+    cfg = AdaptConfig(lr=1e-2, patch_size=16, batch_size=2)
+    opt = torch.optim.Adam(s.parameters(), lr=cfg.lr)
+    good = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(0))
+    adapt_step(s, opt, good, recon, cfg)  # Adam state exists, as mid-run
+    before, opt_before = _snapshot(s), copy.deepcopy(opt.state_dict())
+    bad = copy.copy(good)
+    bad.lr = good.lr.clone()
+    bad.lr[0, 1, 3, 5] = float("nan")
+    m = adapt_step(s, opt, bad, recon, cfg)
+    assert m["skipped"] and m["reason"] == "non-finite loss"
+    for k, v in s.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert opt.state_dict()["state"][0]["step"] == opt_before["state"][0]["step"]
+    # a finite loss with a non-finite gradient (injected by a hook on one weight) is skipped as well
+    handle = s.body[0].weight.register_hook(lambda g: g * float("inf"))
+    m = adapt_step(s, opt, good, recon, cfg)
+    handle.remove()
+    assert m["skipped"] and m["reason"] == "non-finite gradient" and m["loss"] == m["loss"]
+    for k, v in s.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert all(p.grad is None for p in s.parameters())
+
+
+def test_config_validates_on_construction():
+    with pytest.raises(InputError, match="unknown loss"):
+        AdaptConfig(loss="perceptual")
+    with pytest.raises(InputError, match="lr must be"):
+        AdaptConfig(lr=0)
+    with pytest.raises(InputError, match="iterations"):
+        AdaptConfig(iterations=0)
+    with pytest.raises(InputError, match="unknown keys"):
+        AdaptConfig.from_dict({"iters": 3})
+    with pytest.raises(InputError, match="guard_factor"):
+        AdaptConfig(guard_factor=1.0)
+    cfg = AdaptConfig.from_dict({"trainable": ["body.2", "body.3"], "iterations": 5})
+    assert cfg.trainable == ("body.2", "body.3") and cfg.to_dict()["trainable"] == ["body.2", "body.3"]
+    with pytest.raises(Exception):
+        cfg.lr = 1.0  # frozen

@@ -1,0 +1,82 @@
+"""The torch Haar transform and HF weight against PyWavelets, the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pywt
+import torch
+
+from lway_rt.adapt.wavelet import haar_dwt2, hf_energy, hf_weight
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (7, 9), (1, 3, 16, 10), (2, 3, 15, 17), (1, 1, 1, 2)])
+def test_haar_dwt2_matches_pywt(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape)
+    ca, (ch, cv, cd) = pywt.dwt2(x, "haar")  # symmetric mode, over the last two axes
+    got = haar_dwt2(torch.from_numpy(x))
+    for ref, g in zip((ca, ch, cv, cd), got):
+        assert g.shape == ref.shape
+        np.testing.assert_allclose(g.numpy(), ref, atol=1e-6, rtol=0)
+
+
+def test_haar_dwt2_float32_photo(hr_crop):
+    x = hr_crop[:63, :65].astype(np.float32).transpose(2, 0, 1) / 255.0
+    ref = pywt.dwt2(x.astype(np.float64), "haar")
+    got = haar_dwt2(torch.from_numpy(x))
+    np.testing.assert_allclose(got[0].numpy(), ref[0], atol=1e-6)
+    for g, r in zip(got[1:], ref[1]):
+        np.testing.assert_allclose(g.numpy(), r, atol=1e-6)
+
+
+def _reference_map(img: np.ndarray) -> np.ndarray:
+    """HF map the way LWay's README describes it, with pywt: norm of the details, min-max, nearest x2."""
+    _, (ch, cv, cd) = pywt.dwt2(img, "haar")
+    e = np.sqrt(ch**2 + cv**2 + cd**2)
+    e = (e - e.min()) / (e.max() - e.min())
+    return np.repeat(np.repeat(e, 2, axis=0), 2, axis=1)[: img.shape[0], : img.shape[1]]
+
+
+def test_hf_weight_luma_matches_pywt_reference(hr_crop):
+    rgb = hr_crop[:45, :50].astype(np.float64) / 255.0
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    ref = _reference_map(luma)
+    x = torch.from_numpy(rgb.transpose(2, 0, 1)).unsqueeze(0)
+    w = hf_weight(x, "luma")
+    assert w.shape == x.shape
+    for c in range(3):  # one map shared by the channels
+        np.testing.assert_allclose(w[0, c].numpy(), ref, atol=1e-6)
+
+
+def test_hf_weight_channel_mode_is_per_channel(hr_crop):
+    rgb = hr_crop[:32, :32].astype(np.float64) / 255.0
+    x = torch.from_numpy(rgb.transpose(2, 0, 1)).unsqueeze(0).repeat(2, 1, 1, 1)
+    x[1] = x[1].flip(-1)
+    w = hf_weight(x, "channel")
+    for b, img in enumerate((rgb, rgb[:, ::-1])):
+        for c in range(3):
+            np.testing.assert_allclose(w[b, c].numpy(), _reference_map(np.ascontiguousarray(img[..., c])), atol=1e-6)
+
+
+def test_hf_weight_is_detached_normalised_and_safe_on_flat_images():
+    x = torch.rand(3, 3, 20, 22, requires_grad=True)
+    w = hf_weight(x * 2)
+    assert not w.requires_grad
+    assert float(w.min()) == 0.0 and float(w.max()) == pytest.approx(1.0)
+    for b in range(3):  # per-image normalisation: each image reaches 0 and 1
+        assert float(w[b].min()) == 0.0 and float(w[b].max()) == pytest.approx(1.0)
+    flat = hf_weight(torch.full((1, 3, 8, 8), 0.5))
+    assert torch.equal(flat, torch.zeros_like(flat))
+
+
+def test_hf_energy_sees_edges_not_flat_regions():
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., :, 9:] = 1.0  # a vertical edge between columns 8 and 9 (inside a 2x2 block)
+    e = hf_energy(x)
+    assert float(e[..., :, 4].min()) > 0 and float(e[..., :, :4].abs().max()) == 0
+
+
+def test_hf_weight_rejects_bad_mode():
+    with pytest.raises(ValueError, match="luma"):
+        hf_weight(torch.rand(1, 3, 8, 8), "ycbcr")
