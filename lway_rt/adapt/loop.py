@@ -4,7 +4,8 @@ Order of work for one run (one model for a folder, or one per image):
 1. read the inputs, upsample each LR bicubically once, embed each with E once and prepare R's
    per-image constants once (``embed.prepare_stage1``);
 2. loop ``adapt_step`` over random patch batches; every ``guard_every`` steps measure the loss on a
-   fixed patch set and roll back to the last good weights (halving the learning rate) when it jumps
+   fixed patch set (wavelet weight of the target: a fixed yardstick) and roll back to the last good
+   weights (halving the learning rate) when it jumps
    (drift guard, DESIGN §2.5); a non-finite step is skipped and lowers the learning rate, and if that
    persists the run stops with the last good weights;
 3. with ground truth, evaluate Y-PSNR/SSIM every ``eval_every`` steps, keep the best weights and stop
@@ -260,9 +261,13 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         with torch.no_grad():
             fixed.anchor = anchor_model(fixed.lr)
 
+    # The guard's yardstick: the training loss on fixed patches, but with the wavelet weight taken of
+    # the (fixed) target, so a rise means a worse fit, not a moved weight map.
+    yardstick = config.replace(hf_source="target")
+
     def fixed_loss() -> float:
         with torch.no_grad():
-            loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, config)
+            loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, yardstick)
         return float(loss)
 
     # fixed crops for the contact sheet (LR centre crops)

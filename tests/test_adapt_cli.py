@@ -1,0 +1,155 @@
+"""``lwayrt adapt`` end to end at tiny size: outputs, reloadable weights, bad input, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from lway_rt.adapt.loop import CHECKPOINT, super_resolve
+from lway_rt.archs.srvgg import SRVGGNetCompact
+from lway_rt.cli import main
+from lway_rt.io.images import read_image, to_tensor
+from lway_rt.io.store import load_model
+from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, hr_crop):
+    """A tiny random SRVGGNetCompact, a tiny stage-1 checkpoint and a folder of mixed LR inputs."""
+    from lway_rt.degae import Stage1, save_stage1
+
+    root = tmp_path_factory.mktemp("adapt_cli")
+    torch.manual_seed(0)
+    s = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
+    save_safetensors(root / "tiny.safetensors", s.state_dict(), {"name": "tiny"})
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=3).freeze()
+    save_stage1(root / "stage1.safetensors", s1)
+    lr = root / "lr"
+    lr.mkdir()
+    Image.fromarray(hr_crop[:160:4, :192:4]).save(lr / "rgb.png")  # 40x48
+    Image.fromarray(hr_crop[64:208:4, 64:208:4]).convert("L").save(lr / "grey.png")  # 36x36
+    rgba = np.dstack([hr_crop[100:228:4, 0:176:4], np.full((32, 44), 200, np.uint8)])
+    rgba[:8, :8, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(lr / "alpha.png")  # 44x32
+    return root
+
+
+def _run(args):
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+def test_adapt_end_to_end_and_reload(files, tmp_path):
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "6", "--patch-size", "16",
+                       "--batch-size", "2", "--snapshot-every", "3", "--lr", "1e-3"])
+    assert code == 0, text
+    assert "6 iterations, completed" in text
+    for name in ("adapted.safetensors", "report.json", "config.json", "curves.png", "contact_sheet.png"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["iterations_run"] == 6 and report["stage1"]["embed_dim"] == 16
+    assert [im["name"] for im in report["images"]] == ["alpha", "grey", "rgb"]
+    assert json.loads((out / "config.json").read_text())["iterations"] == 6
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    assert sheet.shape[0] > 3 * 64  # three rows of 4x crops
+    # grey stays grey, alpha stays, every output is x4
+    modes = {p.stem: Image.open(p) for p in (out / "sr").iterdir()}
+    assert modes["grey"].mode == "L" and modes["alpha"].mode == "RGBA" and modes["rgb"].mode == "RGB"
+    assert modes["rgb"].size == (192, 160) and modes["alpha"].size == (176, 128)
+    assert np.asarray(modes["alpha"])[:16, :16, 3].max() < 60  # the transparent corner stays transparent
+    # the weights reload through the model store with the base model's architecture and names...
+    desc = load_model(str(out / "adapted.safetensors"))
+    base = load_model(str(files / "tiny.safetensors"))
+    assert desc.arch == base.arch and desc.spec.hparams == base.spec.hparams
+    assert list(desc.model.state_dict()) == list(base.model.state_dict())
+    assert desc.metadata["base_sha256"] == state_dict_sha256(base.model.state_dict())
+    assert state_dict_sha256(desc.model.state_dict()) != desc.metadata["base_sha256"]
+    assert json.loads(desc.metadata["recipe"])["loss"] == "lway"
+    # ...and reproduce the image adapt wrote
+    x = to_tensor(read_image(files / "lr" / "rgb.png").rgb)
+    again = super_resolve(desc.model, x, 4)[0].permute(1, 2, 0).numpy()
+    written = np.asarray(Image.open(out / "sr" / "rgb.png"))
+    assert np.array_equal((again * 255 + 0.5).astype(np.uint8), written)
+    # lwayrt upscale with the adapted weights gives the same image
+    code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(out / "adapted.safetensors"),
+                       "-o", str(tmp_path / "up"), "--tile", "0"])
+    assert code == 0, text
+    (up,) = (tmp_path / "up").iterdir()
+    assert np.abs(np.asarray(Image.open(up)).astype(int) - written.astype(int)).max() <= 1
+
+
+def test_naive_per_image_needs_no_stage1(files, tmp_path):
+    out = tmp_path / "naive"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "-m",
+                       str(files / "tiny.safetensors"), "-o", str(out), "--loss", "naive", "--mode", "per-image",
+                       "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "--trainable", "body.2,body.3", "-q"])
+    assert code == 0, text
+    summary = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in summary["runs"]] == ["rgb", "grey"]
+    for name in ("rgb", "grey"):
+        rep = json.loads((out / name / "report.json").read_text())
+        assert rep["stage1"] is None and rep["config"]["trainable"] == ["body.2", "body.3"]
+        assert (out / name / "sr" / f"{name}.png").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--patch-size", "40"], "smaller than the 40-px patch: use --patch-size 32 or less"),
+    (["--trainable", "head."], "matches no parameter"),
+    (["--lr", "0"], "lr must be in (0, 1)"),
+    (["--stage1", "missing.safetensors"], "does not exist"),
+])
+def test_bad_input_is_one_line_error(files, tmp_path, args, message):
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "o"), "--stage1", str(files / "stage1.safetensors"), *args])
+    assert res.exit_code == 1
+    assert res.output.startswith("error: ") and message in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_kill_and_resume(files, tmp_path):
+    out = tmp_path / "killed"
+    args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+            "--stage1", str(files / "stage1.safetensors"), "--iterations", "400", "--patch-size", "16",
+            "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / CHECKPOINT).exists():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert not (out / "adapted.safetensors").exists(), "the run finished before it could be killed"
+    code, text = _run(args)
+    assert code == 1 and "--resume" in text
+    code, text = _run([*args, "--resume"])
+    assert code == 0, text
+    report = json.loads((out / "report.json").read_text())
+    assert report["iterations_run"] == 400 and len(report["resumed_from"]) == 1, report["stopped"]
+    assert 0 < report["resumed_from"][0] < 400 and report["resumed_from"][0] % 5 == 0
+    assert len(report["history"]) == 400
+    assert not (out / CHECKPOINT).exists()
