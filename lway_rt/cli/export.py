@@ -16,7 +16,8 @@ def _log(msg: str) -> None:
               help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, engines and manifests.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="Overrides the profile (fp16: fp32 I/O).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]),
+              help="Overrides the profile (fp16 keeps fp32 I/O; both shares one torch export).")
 @click.option("--engine", type=click.Choice(["none", "tensorrt"]), help="Also build a TensorRT engine (overrides the profile).")
 @click.option("--what", type=click.Choice(["sr", "encoder", "both"]), default="sr", show_default=True,
               help="The SR network, the stage-1 degradation encoder, or both.")
@@ -65,7 +66,8 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     profile = load_profile(profile_name)
     tiles = tuple(parse_tile(t) for t in static_tiles) or None
     flags = tuple(dict.fromkeys((*profile.tensorrt.flags, "refit"))) if refittable else None
-    profile = profile.replace(precision=precision, engine=engine, opset=opset,
+    precisions = ("fp32", "fp16") if precision == "both" else None
+    profile = profile.replace(precision=None if precision == "both" else precision, engine=engine, opset=opset,
                               mode="static" if tiles else None, tiles=tiles, flags=flags,
                               keep_fp32_nodes=tuple(keep_fp32) or None)
 
@@ -80,7 +82,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         exportables.append(encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None))
 
     for ex in exportables:
-        for res in export_artifacts(ex, profile, out_dir=out_dir, force=force, log=_log):
+        for res in export_artifacts(ex, profile, precisions=precisions, out_dir=out_dir, force=force, log=_log):
             status = "cache hit" if res.cache_hit else "exported"
             click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}")
             if res.engine_path is not None:

@@ -67,7 +67,7 @@ def make_encoder_fn(stage1, backend: str = "torch", *, cache_dir: str | Path | N
     if backend == "tensorrt":  # fail fast, before exporting anything
         from lway_rt.export.tensorrt import require_tensorrt
 
-        require_tensorrt("the tensorrt encoder backend")
+        require_tensorrt("the tensorrt encoder backend", "use the onnxruntime or torch encoder backend")
     # The exporter and the parity reference run on the CPU; keep the caller's module where it is.
     device = next(encoder.parameters()).device
     cpu_stage1 = stage1 if device.type == "cpu" else _cpu_copy(stage1)

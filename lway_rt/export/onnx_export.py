@@ -31,7 +31,7 @@ from torch import nn
 from lway_rt.errors import InputError, ModelError, MissingDependencyError, ParityError
 
 __all__ = [
-    "OnnxFromTorch", "Fp16FromOnnx", "SaveOnnx", "LoadOnnx", "export_onnx", "onnx_initializers",
+    "OnnxFromTorch", "Memo", "Fp16FromOnnx", "SaveOnnx", "LoadOnnx", "export_onnx", "onnx_initializers",
     "INPUT_NAME", "OUTPUT_NAME", "MAX_SIDE",
 ]
 
@@ -148,6 +148,21 @@ def _forward_params(module: nn.Module) -> list[str]:
 
     params = list(inspect.signature(module.forward).parameters)
     return params
+
+
+class Memo:
+    """Run a stage once and hand out the same result afterwards (one torch export for fp32 and fp16)."""
+
+    def __init__(self, stage):
+        self.stage = stage
+        self._done = False
+        self._value = None
+
+    def __call__(self):
+        if not self._done:
+            self._value = _resolve(self.stage)
+            self._done = True
+        return self._value
 
 
 class Fp16FromOnnx:

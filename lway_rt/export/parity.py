@@ -170,14 +170,22 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray, *, precision: str, kind
 
 def check_against_torch(run: Callable[[np.ndarray], np.ndarray], module: nn.Module,
                         inputs: Sequence[tuple[str, np.ndarray]], *, precision: str, kind: str = "image",
-                        backend: str = "onnxruntime", gate: ParityGate = ParityGate()) -> ParityReport:
-    """Run every input through ``run`` and through ``module`` (fp32, CPU) and compare."""
+                        backend: str = "onnxruntime", gate: ParityGate = ParityGate(),
+                        refs: dict[str, np.ndarray] | None = None) -> ParityReport:
+    """Run every input through ``run`` and through ``module`` (fp32) and compare.
+
+    ``refs``: a dict to reuse torch outputs across calls (keyed by input name; filled as computed).
+    """
     module = module.eval()
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    refs = {} if refs is None else refs
     cases = []
     for name, x in inputs:
-        with torch.no_grad():
-            ref = module(torch.from_numpy(np.ascontiguousarray(x)).to(device).float()).float().cpu().numpy()
+        ref = refs.get(name)
+        if ref is None or ref.shape[0] != x.shape[0]:
+            with torch.no_grad():
+                ref = module(torch.from_numpy(np.ascontiguousarray(x)).to(device).float()).float().cpu().numpy()
+            refs[name] = ref
         out = run(x)
         cases.append(compare(name, ref, out, precision=precision, kind=kind, gate=gate))
     return ParityReport(backend=backend, precision=precision, kind=kind, cases=tuple(cases))
@@ -185,7 +193,7 @@ def check_against_torch(run: Callable[[np.ndarray], np.ndarray], module: nn.Modu
 
 def check_onnx_against_torch(model_or_path, module: nn.Module, inputs: Sequence[tuple[str, np.ndarray]], *,
                              precision: str, kind: str = "image", gate: ParityGate = ParityGate(),
-                             threads: int | None = None) -> ParityReport:
+                             threads: int | None = None, refs: dict[str, np.ndarray] | None = None) -> ParityReport:
     """ONNX Runtime (CPU provider) on an ONNX file or ModelProto vs the torch module."""
     from lway_rt.runtime.ort import create_session, run_session
 
@@ -197,4 +205,4 @@ def check_onnx_against_torch(model_or_path, module: nn.Module, inputs: Sequence[
             path.write_bytes(model_or_path.SerializeToString())
         session = create_session(path, threads=threads)
         return check_against_torch(lambda x: run_session(session, x), module, inputs, precision=precision,
-                                   kind=kind, backend="onnxruntime", gate=gate)
+                                   kind=kind, backend="onnxruntime", gate=gate, refs=refs)

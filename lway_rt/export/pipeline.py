@@ -113,26 +113,48 @@ def _io_shape(value_info) -> list[int | str]:
     return [d.dim_param if d.dim_param else int(d.dim_value) for d in dims]
 
 
-def _targets(ex: Exportable, profile: ExportProfile) -> list[tuple[int, int] | None]:
-    profile.shapes.check_model(ex.size_multiple, ex.min_size)
+def _fit(ex: Exportable, profile: ExportProfile) -> ExportProfile:
+    """The profile with its shapes fitted to and checked against the network's size rules."""
+    shapes = profile.shapes.fit_model(ex.size_multiple, ex.min_size)
+    shapes.check_model(ex.size_multiple, ex.min_size)
+    return dataclasses.replace(profile, shapes=shapes)
+
+
+def _targets(profile: ExportProfile) -> list[tuple[int, int] | None]:
     return list(profile.shapes.tiles) if profile.shapes.mode == "static" else [None]
 
 
-def export_artifacts(ex: Exportable, profile: ExportProfile, *, out_dir: str | Path = DEFAULT_OUT_DIR,
-                     gate: ParityGate = ParityGate(), force: bool = False, log: Log = _nolog) -> list[ExportResult]:
-    """Export ``ex`` as ``profile`` says; returns one result per artifact (cache hits included)."""
+def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tuple[str, ...] | None = None,
+                     out_dir: str | Path = DEFAULT_OUT_DIR, gate: ParityGate = ParityGate(), force: bool = False,
+                     log: Log = _nolog) -> list[ExportResult]:
+    """Export ``ex`` as ``profile`` says; returns one result per artifact (cache hits included).
+
+    ``precisions`` (default: the profile's) may name both ``fp32`` and ``fp16``: the torch export
+    and the torch reference outputs are then computed once and shared.
+    """
+    from lway_rt.export.onnx_export import Memo, OnnxFromTorch
+
     out_dir = Path(out_dir)
     if profile.engine == "tensorrt":  # fail before a long ONNX export if engines cannot be built here
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
+    profile = _fit(ex, profile)
     results = []
-    for tile in _targets(ex, profile):
-        res = _export_onnx_artifact(ex, profile, tile, out_dir=out_dir, gate=gate, force=force, log=log)
-        if profile.engine == "tensorrt":
-            engine_path, hit = build_engine_cached(ex, res, profile, out_dir=out_dir, gate=gate, force=force, log=log)
-            res = dataclasses.replace(res, engine_path=engine_path, engine_cache_hit=hit)
-        results.append(res)
+    for tile in _targets(profile):
+        static_shape = _static_shape(profile, tile)
+        fp32_stage = Memo(OnnxFromTorch(
+            ex.module, in_channels=ex.in_channels, dynamic=tile is None, static_shape=static_shape,
+            size_multiple=ex.size_multiple, min_size=ex.min_size, opset=profile.opset,
+        ))
+        refs: dict = {}
+        for precision in precisions or (profile.precision,):
+            prof = profile.replace(precision=precision)
+            res = _export_onnx_artifact(ex, prof, tile, fp32_stage, refs, out_dir=out_dir, gate=gate, force=force, log=log)
+            if prof.engine == "tensorrt":
+                engine_path, hit = build_engine_cached(ex, res, prof, out_dir=out_dir, gate=gate, force=force, log=log)
+                res = dataclasses.replace(res, engine_path=engine_path, engine_cache_hit=hit)
+            results.append(res)
     return results
 
 
@@ -140,10 +162,10 @@ def _static_shape(profile: ExportProfile, tile: tuple[int, int] | None) -> tuple
     return (profile.shapes.opt[0], *tile) if tile else None
 
 
-def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, *, out_dir: Path, gate: ParityGate,
-                          force: bool, log: Log) -> ExportResult:
+def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_stage, refs: dict, *, out_dir: Path,
+                          gate: ParityGate, force: bool, log: Log) -> ExportResult:
     from lway_rt.export.fp16 import fp16_summary
-    from lway_rt.export.onnx_export import Fp16FromOnnx, OnnxFromTorch, SaveOnnx, onnx_initializers
+    from lway_rt.export.onnx_export import Fp16FromOnnx, SaveOnnx, onnx_initializers
 
     static_shape = _static_shape(profile, tile)
     fields = onnx_key_fields(
@@ -161,10 +183,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, *, out_d
 
     where = f"{tile[0]}x{tile[1]} static" if tile else "dynamic H/W"
     log(f"exporting {ex.label} {ex.what} to ONNX ({profile.precision}, opset {profile.opset}, {where})")
-    stage: Callable[[], Any] = OnnxFromTorch(
-        ex.module, in_channels=ex.in_channels, dynamic=tile is None, static_shape=static_shape,
-        size_multiple=ex.size_multiple, min_size=ex.min_size, opset=profile.opset,
-    )
+    stage: Callable[[], Any] = fp32_stage
     if profile.precision == "fp16":
         stage = Fp16FromOnnx(stage, keep_fp32_ops=profile.keep_fp32_ops, keep_fp32_nodes=profile.keep_fp32_nodes)
     model = stage()
@@ -177,7 +196,8 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, *, out_d
         SaveOnnx(model, tmp)()
         inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=static_shape)
         log("parity gate: ONNX Runtime vs torch on " + " and ".join(name for name, _ in inputs))
-        report = check_onnx_against_torch(tmp, ex.module, inputs, precision=profile.precision, kind=ex.kind, gate=gate)
+        report = check_onnx_against_torch(tmp, ex.module, inputs, precision=profile.precision, kind=ex.kind, gate=gate,
+                                          refs=refs)
         manifest = {
             "ready": report.passed,
             "what": ex.what,

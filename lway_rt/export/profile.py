@@ -13,6 +13,7 @@ the channel count comes from the model.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -84,6 +85,21 @@ class ShapeProfile:
         object.__setattr__(self, "tiles", tiles)
         if self.mode == "static" and not tiles:
             raise InputError("shapes.mode = 'static' needs at least one tile (e.g. tiles = [\"256x256\"])")
+
+    def fit_model(self, size_multiple: int, min_size: int) -> ShapeProfile:
+        """Dynamic shapes with min/opt/max raised to the model's minimum side where below it.
+
+        (A profile serves several networks: the encoder needs >= 22 px where the SR network
+        takes 16 px.) Static tiles are never changed: ``check_model`` refuses unsuitable ones.
+        """
+        if self.mode != "dynamic":
+            return self
+        lo = size_multiple * math.ceil(min_size / size_multiple)
+
+        def lift(t: tuple[int, int, int]) -> tuple[int, int, int]:
+            return (t[0], max(t[1], lo), max(t[2], lo))
+
+        return dataclasses.replace(self, min=lift(self.min), opt=lift(self.opt), max=lift(self.max))
 
     def check_model(self, size_multiple: int, min_size: int) -> None:
         """Refuse shapes the model cannot take (not a multiple of its size step, or too small)."""

@@ -45,17 +45,17 @@ def _nolog(_msg: str) -> None:
     pass
 
 
-def require_tensorrt(feature: str = "building TensorRT engines"):
+def require_tensorrt(feature: str = "building TensorRT engines", alternative: str = ENGINE_ALTERNATIVE):
     """Import tensorrt and check for a CUDA GPU, or raise a one-line error naming the fix."""
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise MissingDependencyError("tensorrt", "trt", feature, ENGINE_ALTERNATIVE) from exc
+        raise MissingDependencyError("tensorrt", "trt", feature, alternative) from exc
     import torch
 
     if not torch.cuda.is_available():
         raise LwayError(f"{feature} needs an NVIDIA GPU with CUDA, and none is visible (torch.cuda.is_available() is "
-                        f"False): run on a GPU machine with a CUDA build of torch, or {ENGINE_ALTERNATIVE}")
+                        f"False): run on a GPU machine with a CUDA build of torch, or {alternative}")
     return trt
 
 
