@@ -183,7 +183,7 @@ def _exif_orient(arr: np.ndarray, orientation: int) -> np.ndarray:
         4: lambda a: a[::-1],
         5: lambda a: np.swapaxes(a, 0, 1),
         6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 1)[::-1, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
         8: lambda a: np.rot90(a, 1),
     }
     op = ops.get(orientation)
@@ -303,8 +303,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                 grey: bool = False, icc_profile: bytes | None = None, quality: int = 95) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
-    16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped only for
-    JPEG, which cannot hold it. Returns the path written.
+    16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped for JPEG
+    and BMP, which cannot (portably) hold it. Returns the path written.
     """
     from PIL import Image
 
@@ -319,8 +319,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
         raise ValueError(f"rgb must be HxWx3, got {rgb.shape}")
     if not np.isfinite(rgb).all():
         raise OutputError(f"refusing to write {path}: the image has NaN/inf pixels (the model's output is broken)")
-    if fmt == "JPEG":
-        alpha = None
+    if fmt in ("JPEG", "BMP"):
+        alpha = None  # JPEG has no alpha; BMP's 32-bit alpha is ignored by most readers, Pillow included
     depth = bit_depth if fmt in _SIXTEEN_BIT_FORMATS else 8
     planes = [_luminance(rgb)[..., None]] if grey else [rgb]
     if alpha is not None:
@@ -328,7 +328,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     arr = _quantise(np.concatenate(planes, axis=2), depth)
     if arr.shape[2] == 1:
         arr = arr[..., 0]
-    elif arr.shape[2] == 2 and fmt in ("TIFF", "BMP"):
+    elif arr.shape[2] == 2 and fmt == "TIFF":
         arr = arr[..., [0, 0, 0, 1]]  # grey+alpha is not portable in these formats: write RGBA
 
     try:

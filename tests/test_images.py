@@ -1,0 +1,253 @@
+"""Image reading/writing: formats, bit depths, modes, EXIF orientation, bad files, atomic writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image, ImageOps
+
+from lway_rt.errors import InputError, OutputError
+from lway_rt.io.images import (
+    _exif_orient, read_image, resize_bicubic, to_numpy, to_tensor, to_uint8, write_image,
+)
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut) -> np.ndarray:
+    return np.ascontiguousarray(astronaut[100:148:2, 150:214:2])  # 24x32, textured
+
+
+def _planes(img):
+    """The file's samples back as the reader sees them: grey or RGB, plus alpha."""
+    base = img.rgb[..., :1] if img.grey else img.rgb
+    return np.concatenate([base] + ([img.alpha[..., None]] if img.alpha is not None else []), axis=2)
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+@pytest.mark.parametrize("suffix,mode", [(s, m) for s in (".png", ".webp", ".tif", ".bmp") for m in ("RGB", "RGBA", "L", "LA")
+                                         if not (s == ".bmp" and "A" in m)])  # BMP: no (readable) alpha
+def test_lossless_8bit_formats_read_exactly(tmp_path, photo, suffix, mode):
+    rng = np.random.default_rng(1)
+    alpha = rng.integers(0, 256, photo.shape[:2], dtype=np.uint8)
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    arr = {"RGB": photo, "RGBA": np.dstack([photo, alpha]), "L": grey, "LA": np.dstack([grey, alpha])}[mode]
+    path = tmp_path / f"x{suffix}"
+    opts = {"lossless": True, "exact": True} if suffix == ".webp" else {}
+    Image.fromarray(arr, mode).save(path, **opts)
+    img = read_image(path)
+    assert img.bit_depth == 8 and img.rgb.dtype == np.float32 and img.rgb.shape == (24, 32, 3)
+    assert img.grey == (mode in ("L", "LA") and suffix != ".webp")  # WebP stores grey as colour
+    assert (img.alpha is not None) == ("A" in mode)
+    got = np.round(_planes(img) * 255).astype(np.uint8)
+    want = arr if arr.ndim == 3 else arr[..., None]
+    if img.grey or mode not in ("L", "LA"):
+        np.testing.assert_array_equal(got, want)
+    else:  # grey decoded as RGB: every channel equals the grey value
+        np.testing.assert_array_equal(got[..., 0], want[..., 0])
+
+
+def test_jpeg_reads_close_to_source(tmp_path, photo):
+    path = tmp_path / "x.jpg"
+    Image.fromarray(photo).save(path, quality=98, subsampling=0)
+    img = read_image(path)
+    assert img.format == "JPEG" and not img.grey and img.alpha is None
+    assert np.abs(img.rgb * 255 - photo).mean() < 2.0
+
+
+@pytest.mark.parametrize("transparency", [False, True])
+def test_palette_images(tmp_path, photo, transparency):
+    pal = Image.fromarray(photo).quantize(16)
+    if transparency:
+        pal.info["transparency"] = 3
+    path = tmp_path / "p.png"
+    pal.save(path, **({"transparency": 3} if transparency else {}))
+    img = read_image(path)
+    assert img.mode == "P"
+    expected = np.asarray(pal.convert("RGB"))
+    np.testing.assert_array_equal(np.round(img.rgb * 255).astype(np.uint8), expected)
+    if transparency:
+        idx = np.asarray(pal)
+        np.testing.assert_array_equal(img.alpha == 0, idx == 3)
+        assert img.alpha[idx != 3].min() == 1.0
+    else:
+        assert img.alpha is None
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_grey_keeps_all_bits(tmp_path, suffix):
+    g = np.random.default_rng(2).integers(0, 65536, (20, 30), dtype=np.uint16)
+    Image.fromarray(g).save(tmp_path / f"g{suffix}")
+    img = read_image(tmp_path / f"g{suffix}")
+    assert img.bit_depth == 16 and img.grey
+    np.testing.assert_array_equal(np.round(img.rgb[..., 0] * 65535).astype(np.uint16), g)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_16bit_colour_tiff_from_tifffile_keeps_all_bits(tmp_path, channels, compression):
+    """Pillow alone would truncate these to 8 bits; the reader must not."""
+    a = np.random.default_rng(3).integers(0, 65536, (18, 25, channels), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", a, photometric="rgb", compression=compression,
+                     extrasamples=[2] if channels == 4 else None)
+    img = read_image(tmp_path / "c.tif")
+    assert img.bit_depth == 16 and not img.grey
+    np.testing.assert_array_equal(np.round(_planes(img) * 65535).astype(np.uint16), a)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16bit_round_trip(tmp_path, suffix, channels):
+    rng = np.random.default_rng(channels)
+    a = rng.integers(0, 65536, (17, 23, channels), dtype=np.uint16)
+    grey = channels in (1, 2)
+    rgb = np.repeat(a[..., :1], 3, axis=2) if grey else a[..., :3]
+    alpha = a[..., -1] if channels in (2, 4) else None
+    path = write_image(tmp_path / f"o{suffix}", rgb / 65535.0, None if alpha is None else alpha / 65535.0,
+                       bit_depth=16, grey=grey)
+    img = read_image(path)
+    assert img.bit_depth == 16
+    assert img.grey == (grey and not (suffix == ".tif" and channels == 2))  # TIFF grey+alpha is written as RGBA
+    np.testing.assert_array_equal(np.round(img.rgb * 65535).astype(np.uint16), rgb)
+    if alpha is None:
+        assert img.alpha is None
+    else:
+        np.testing.assert_array_equal(np.round(img.alpha * 65535).astype(np.uint16), alpha)
+    # Pillow's own reading (exact for grey, the high byte for colour) sees the same file
+    with Image.open(path) as im:
+        plain = np.asarray(im)
+    if plain.dtype == np.uint16:
+        np.testing.assert_array_equal(plain, rgb[..., 0])
+    else:
+        np.testing.assert_array_equal(plain[..., :3].astype(np.uint16), rgb >> 8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(tmp_path, photo, orientation):
+    im = Image.fromarray(photo)
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    im.save(path, exif=exif)
+    img = read_image(path)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    assert img.rgb.shape[:2] == expected.shape[:2]
+    assert img.rgb.shape[:2] == (photo.shape[:2] if orientation < 5 else photo.shape[1::-1])
+    np.testing.assert_array_equal(np.round(img.rgb * 255).astype(np.uint8), expected)
+    # the numpy path used for 16-bit colour agrees with Pillow's for every orientation
+    np.testing.assert_array_equal(_exif_orient(photo, orientation), expected)
+
+
+# ---------------------------------------------------------------------------------------- bad files
+
+
+def test_missing_empty_folder_and_non_image(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_image(tmp_path / "nope.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty \(0 bytes\)"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(InputError, match="is a folder"):
+        read_image(tmp_path)
+    (tmp_path / "text.png").write_text("this is not a picture\n")
+    with pytest.raises(InputError, match="not a readable image"):
+        read_image(tmp_path / "text.png")
+
+
+@pytest.mark.parametrize("suffix,keep", [(".png", 0.5), (".jpg", 0.5), (".webp", 0.5), (".tif", 0.5), (".png", 0.02)])
+def test_truncated_files_give_one_line_errors(tmp_path, photo, suffix, keep):
+    big = np.ascontiguousarray(np.tile(photo, (4, 4, 1)))
+    path = tmp_path / f"t{suffix}"
+    Image.fromarray(big).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: max(16, int(len(data) * keep))])
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    msg = str(err.value)
+    assert str(path) in msg and "\n" not in msg
+
+
+def test_corrupt_png_payload(tmp_path, photo):
+    path = tmp_path / "c.png"
+    Image.fromarray(photo).save(path)
+    data = bytearray(path.read_bytes())
+    idat = data.index(b"IDAT")
+    for i in range(idat + 8, idat + 40):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="corrupt"):
+        read_image(path)
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".bmp"])
+def test_write_formats_and_modes(tmp_path, photo, suffix):
+    rgb = photo.astype(np.float32) / 255
+    alpha = np.linspace(0, 1, photo.shape[1], dtype=np.float32)[None].repeat(photo.shape[0], 0)
+    for grey in (False, True):
+        for a in (None, alpha):
+            path = write_image(tmp_path / f"o{int(grey)}{a is None}{suffix}", rgb, a, grey=grey)
+            back = read_image(path)
+            assert back.rgb.shape == rgb.shape
+            has_alpha = a is not None and suffix not in (".jpg", ".bmp")
+            assert (back.alpha is not None) == has_alpha
+            if suffix in (".png", ".bmp") or (suffix == ".tif" and a is None):
+                assert back.grey == grey
+            if grey:
+                ref = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+                assert np.abs(back.rgb[..., 0] - ref).mean() < (0.03 if suffix in (".jpg", ".webp") else 1 / 255)
+            elif suffix not in (".jpg", ".webp"):
+                np.testing.assert_array_equal(np.round(back.rgb * 255).astype(np.uint8), photo)
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files were left behind"
+
+
+def test_write_refuses_nan_and_bad_targets(tmp_path, photo):
+    rgb = photo.astype(np.float32) / 255
+    bad = rgb.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(OutputError, match="NaN"):
+        write_image(tmp_path / "nan.png", bad)
+    assert not (tmp_path / "nan.png").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        write_image(blocker / "sub" / "o.png", rgb)
+    with pytest.raises(OutputError, match="unknown image format"):
+        write_image(tmp_path / "o.gif", rgb)
+
+
+def test_write_replaces_atomically_and_keeps_old_file_on_failure(tmp_path, photo):
+    path = tmp_path / "o.png"
+    write_image(path, photo.astype(np.float32) / 255)
+    before = path.read_bytes()
+    with pytest.raises(OutputError):
+        write_image(path, np.full(photo.shape, np.nan, np.float32))
+    assert path.read_bytes() == before
+    write_image(path, 1 - photo.astype(np.float32) / 255)
+    assert path.read_bytes() != before and not list(tmp_path.glob(".*.tmp"))
+    assert (path.stat().st_mode & 0o777) != 0o600  # not the temp file's private mode
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def test_tensor_round_trip(photo):
+    t = to_tensor(photo)
+    assert t.shape == (1, 3, 24, 32) and t.dtype == torch.float32 and float(t.max()) <= 1.0
+    np.testing.assert_array_equal(to_uint8(to_numpy(t)), photo)
+    g = to_tensor(np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000)
+    assert g.shape == (1, 1, 3, 4) and float(g.max()) == pytest.approx(55000 / 65535)
+    with pytest.raises(ValueError, match="batch of one"):
+        to_numpy(torch.zeros(2, 3, 4, 4))
+
+
+def test_resize_bicubic_float_and_uint8_agree(photo):
+    small8 = resize_bicubic(photo, (16, 12))
+    smallf = resize_bicubic(photo.astype(np.float32) / 255, (16, 12))
+    assert small8.dtype == np.uint8 and small8.shape == (12, 16, 3) and smallf.shape == (12, 16, 3)
+    assert np.abs(smallf * 255 - small8).max() <= 1.0 + 1e-3
