@@ -60,6 +60,7 @@ class RunResult:
     weights: Path
     report: dict
     sr_paths: tuple[Path, ...]
+    model: nn.Module | None = None  # the adapted S in memory (None for a run skipped on --resume)
 
 
 # ------------------------------------------------------------------------------------------
@@ -454,7 +455,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         }
     if not write_outputs:
         report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
-        return RunResult(out_dir, out_dir / WEIGHTS, report, ())
+        ckpt_path.unlink(missing_ok=True)
+        return RunResult(out_dir, out_dir / WEIGHTS, report, (), model)
 
     # --- outputs
     adapted_sha = state_dict_sha256(final_state)
@@ -520,7 +522,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     _write_json(out_dir / "report.json", report)
     ckpt_path.unlink(missing_ok=True)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
-    return RunResult(out_dir, weights_path, report, tuple(sr_paths))
+    return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)
 
 
 def _write_json(path: Path, obj) -> None:

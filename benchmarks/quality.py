@@ -1,0 +1,236 @@
+"""Quality benchmark of stage 2: does LWay adaptation improve a real pretrained SR network?
+
+Protocol (DESIGN §6), fixed before any number was seen:
+- HR: random crops (``--crop`` px, positions drawn from the seed) of scikit-image's bundled photos.
+- LR: x4 bicubic downscaling (Pillow, antialiased), then one of stage 1's *evaluation presets*
+  (``lway_rt.degae.degrade.EVAL_PRESETS``: degradations its training sampler never draws) applied at
+  LR size with the seed's noise.
+- For every (preset, seed): one model adapted on the folder of that preset's LR crops, with a fixed
+  number of iterations and NO ground-truth stopping, for each of the ``naive`` baseline
+  (bicubic-downsampled SR vs LR), the ``identity`` control (R replaced by the identity) and ``lway``.
+- Y-PSNR / SSIM (BT.601 Y, border of 4 px cropped) of bicubic, the unadapted backbone, naive,
+  identity and LWay, per image and on average; the JSON records machine, versions and command.
+
+Done-when of the stage-2 issue: mean LWay gain over the unadapted backbone >= +0.3 dB, LWay beats
+naive, and no image loses more than 0.1 dB. The script reports those checks; it does not tune
+anything towards them.
+
+    .venv/bin/python benchmarks/quality.py                      # defaults, ~20 min on 1 CPU thread
+    .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "immunohistochemistry", "grass", "brick")
+METHODS = ("bicubic", "unadapted", "naive", "identity", "lway")
+
+
+def load_photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def make_pairs(photos, preset: str, seed: int, crop: int, scale: int):
+    """(name, HR uint8, LR float32 HxWx3) for each photo: a seeded random crop, x4 down, preset."""
+    from lway_rt.degae.degrade import apply_degradation, eval_preset
+    from lway_rt.io.images import resize_bicubic
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, name in enumerate(photos):
+        img = load_photo(name)
+        top = int(rng.integers(0, img.shape[0] - crop + 1))
+        left = int(rng.integers(0, img.shape[1] - crop + 1))
+        hr = np.ascontiguousarray(img[top:top + crop, left:left + crop])
+        lr8 = resize_bicubic(hr, (crop // scale, crop // scale))
+        x = torch.from_numpy(lr8).permute(2, 0, 1).float() / 255.0
+        y = apply_degradation(x, eval_preset(preset, seed=1000 * seed + k))
+        out.append((f"{name}@{top},{left}", hr, y.permute(1, 2, 0).numpy().astype(np.float32)))
+    return out
+
+
+def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
+    from lway_rt.metrics import psnr_y, ssim_y
+
+    return {"psnr": round(psnr_y(sr, hr, scale), 4), "ssim": round(ssim_y(sr, hr, scale), 5)}
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    vers = {}
+    for dist in ("torch", "numpy", "PyWavelets", "scikit-image", "lway_rt"):
+        try:
+            vers[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            vers[dist] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), "versions": vers}
+
+
+def main(argv=None) -> int:
+    from lway_rt.degae.degrade import EVAL_PRESETS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="realesr-animevideov3")
+    ap.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one)")
+    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--photos", type=int, default=6, help=f"how many of {', '.join(PHOTOS)}")
+    ap.add_argument("--crop", type=int, default=192, help="HR crop side (LR = crop / 4)")
+    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--patch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--target", default="sr", choices=["sr", "lr"])
+    ap.add_argument("--trainable", default="all")
+    ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
+    ap.add_argument("--anchor-weight", type=float, default=0.0)
+    ap.add_argument("--methods", nargs="+", default=["naive", "identity", "lway"], choices=["naive", "identity", "lway"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from lway_rt.adapt._imageio import from_array
+    from lway_rt.adapt.config import AdaptConfig
+    from lway_rt.adapt.loop import adapt_images, super_resolve
+    from lway_rt.adapt.patches import bicubic_up
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
+
+    desc = load_model(args.model)
+    scale = desc.scale
+    stage1, stage1_info = None, None
+    if "lway" in args.methods:
+        from lway_rt.degae import default_checkpoint_path, load_stage1
+
+        stage1 = load_stage1(args.stage1)
+        path = Path(args.stage1) if args.stage1 else default_checkpoint_path()
+        stage1_info = {"path": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                       "sha256": state_dict_sha256(stage1.state_dict()),
+                       "meta": {k: v for k, v in stage1.meta.items() if isinstance(v, (str, int, float, list))}}
+    trainable = args.trainable if args.trainable in ("all", "body") else tuple(args.trainable.split(","))
+    base_cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, patch_size=args.patch_size, batch_size=args.batch_size,
+                           target=args.target, trainable=trainable, hf_source=args.hf_source,
+                           anchor_weight=args.anchor_weight, checkpoint_every=10**9, snapshot_every=10**9,
+                           eval_every=10**9)
+    photos = PHOTOS[: args.photos]
+    rows, runs = [], []
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets:
+            for seed in args.seeds:
+                pairs = make_pairs(photos, preset, seed, args.crop, scale)
+                images = [from_array(name, lr) for name, _, lr in pairs]
+                per = {name: {"preset": preset, "seed": seed, "image": name} for name, _, _ in pairs}
+                for name, hr, lr in pairs:
+                    x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
+                    per[name]["bicubic"] = score(bicubic_up(x, scale)[0].permute(1, 2, 0).numpy(), hr, scale)
+                    per[name]["unadapted"] = score(super_resolve(desc.model, x, scale, desc.size_multiple, 0)[0]
+                                                   .permute(1, 2, 0).numpy(), hr, scale)
+                for method in args.methods:
+                    cfg = base_cfg.replace(loss=method, seed=seed)
+                    t0 = time.perf_counter()
+                    res = adapt_images(images, desc, cfg, Path(tmp) / f"{preset}-{seed}-{method}",
+                                       stage1=stage1 if method == "lway" else None, write_outputs=False)
+                    dt = time.perf_counter() - t0
+                    for name, hr, lr in pairs:
+                        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
+                        sr = super_resolve(res.model, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
+                        per[name][method] = score(sr, hr, scale)
+                    runs.append({"preset": preset, "seed": seed, "method": method, "seconds": round(dt, 2),
+                                 "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
+                                 "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
+                                 "iterations_run": res.report["iterations_run"]})
+                    mean_gain = np.mean([per[n][method]["psnr"] - per[n]["unadapted"]["psnr"] for n in per])
+                    print(f"{preset:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
+                          flush=True)
+                rows.extend(per.values())
+
+    methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
+    mean = {m: {"psnr": round(float(np.mean([r[m]["psnr"] for r in rows])), 4),
+                "ssim": round(float(np.mean([r[m]["ssim"] for r in rows])), 5)} for m in methods}
+    by_preset = {}
+    for preset in args.presets:
+        sel = [r for r in rows if r["preset"] == preset]
+        by_preset[preset] = {m: round(float(np.mean([r[m]["psnr"] for r in sel])), 4) for m in methods}
+    gains = {}
+    for m in args.methods:
+        d = np.array([r[m]["psnr"] - r["unadapted"]["psnr"] for r in rows])
+        gains[m] = {"mean_db": round(float(d.mean()), 4), "min_db": round(float(d.min()), 4),
+                    "max_db": round(float(d.max()), 4), "improved": int((d > 0).sum()), "of": len(d)}
+    done = None
+    if "lway" in args.methods:
+        done = {
+            "mean_gain_ge_0.3dB": gains["lway"]["mean_db"] >= 0.3,
+            "beats_naive": ("naive" in args.methods and mean["lway"]["psnr"] > mean["naive"]["psnr"]),
+            "no_image_loses_more_than_0.1dB": gains["lway"]["min_db"] >= -0.1,
+        }
+        if "identity" in args.methods:
+            done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
+    unadapted_beats_bicubic = sum(r["unadapted"]["psnr"] > r["bicubic"]["psnr"] for r in rows)
+    result = {
+        "benchmark": "lway_rt stage-2 quality (benchmarks/quality.py)",
+        "command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], "benchmarks/quality.py",
+                                                      *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(),
+        "model": {"name": args.model, "arch": desc.arch, "scale": scale,
+                  "sha256": state_dict_sha256(desc.model.state_dict())},
+        "stage1": stage1_info,
+        "protocol": {"photos": list(photos), "crop": args.crop, "presets": args.presets, "seeds": args.seeds,
+                     "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
+                     "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
+                     "mode": "one model per (preset, seed) folder"},
+        "adapt_config": base_cfg.to_dict(),
+        "n_crops": len(rows),
+        "unadapted_beats_bicubic_on": f"{unadapted_beats_bicubic}/{len(rows)} crops",
+        "mean": mean,
+        "mean_psnr_by_preset": by_preset,
+        "gain_over_unadapted": gains,
+        "done_when": done,
+        "runs": runs,
+        "per_image": rows,
+        "total_seconds": round(time.perf_counter() - t_all, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\n{len(rows)} crops, {result['total_seconds']} s; mean Y-PSNR / SSIM:")
+    for m in methods:
+        g = f"  ({gains[m]['mean_db']:+.3f} dB vs unadapted, worst {gains[m]['min_db']:+.3f}, " \
+            f"{gains[m]['improved']}/{gains[m]['of']} improved)" if m in gains else ""
+        print(f"  {m:10s} {mean[m]['psnr']:.3f} dB  {mean[m]['ssim']:.4f}{g}")
+    if done:
+        print("done-when:", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in done.items()))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
