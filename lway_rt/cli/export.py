@@ -34,8 +34,12 @@ def _log(msg: str) -> None:
 @click.option("--refit", "refit_engine_path", type=click.Path(dir_okay=False, path_type=Path), metavar="ENGINE",
               help="Swap --model's weights into this refittable engine instead of building a new one.")
 @click.option("--force", is_flag=True, help="Rebuild even when a ready artifact with the same cache key exists.")
+@click.option("--max-abs-diff", type=float, default=1e-4, show_default=True,
+              help="Parity gate for fp32: largest allowed |exported - torch|.")
+@click.option("--min-psnr", type=float, default=45.0, show_default=True,
+              help="Parity gate for fp16: lowest allowed PSNR (dB) against the fp32 torch output.")
 def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
-            stage1_path, refit_engine_path, force):
+            stage1_path, refit_engine_path, force, max_abs_diff, min_psnr):
     """Export a model to ONNX (and optionally TensorRT); every artifact must pass the parity gate.
 
     \b
@@ -47,6 +51,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
       lwayrt export --refit engines/x.engine --model adapted/
     """
     from lway_rt.errors import InputError
+    from lway_rt.export.parity import ParityGate
     from lway_rt.export.pipeline import encoder_exportable, export_artifacts, refit_engine, sr_exportable
     from lway_rt.export.profile import load_profile, parse_tile
     from lway_rt.io.store import load_model
@@ -58,8 +63,9 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         label = Path(model_spec).name if Path(model_spec).is_dir() else None
         return sr_exportable(desc, label=label, model_spec=model_spec)
 
+    gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
     if refit_engine_path is not None:
-        new_engine = refit_engine(refit_engine_path, load_sr(), out_dir=None, log=_log)
+        new_engine = refit_engine(refit_engine_path, load_sr(), gate=gate, log=_log)
         click.echo(f"refitted: {new_engine}")
         return
 
@@ -82,7 +88,8 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         exportables.append(encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None))
 
     for ex in exportables:
-        for res in export_artifacts(ex, profile, precisions=precisions, out_dir=out_dir, force=force, log=_log):
+        for res in export_artifacts(ex, profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
+                                    log=_log):
             status = "cache hit" if res.cache_hit else "exported"
             click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}")
             if res.engine_path is not None:

@@ -1,0 +1,335 @@
+"""Export stages one at a time, with real ONNX files and real ONNX Runtime sessions.
+
+Small random instances of every registered architecture keep this file fast; the real pretrained
+models are exercised end to end in ``test_export_cli.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from lway_rt.archs.registry import ARCHS, from_state_dict
+from lway_rt.errors import InputError
+
+
+# Small hyper-parameters per registered architecture. A newly registered architecture fails
+# test_every_architecture_has_small_variants until it is listed here (and so gets parity tests).
+SMALL = {
+    "RRDBNet": [dict(num_feat=8, num_block=1, num_grow_ch=4, scale=s) for s in (4, 2, 1)],
+    "SRVGGNetCompact": [dict(num_feat=8, num_conv=2, upscale=4, act_type="prelu"),
+                        dict(num_feat=8, num_conv=2, upscale=2, act_type="lrelu")],
+}
+_BY_NAME = {e.name: e for e in ARCHS}
+VARIANTS = [(name, hp) for name, hps in SMALL.items() for hp in hps]
+
+
+def _small(name: str, hp: dict, seed: int = 0):
+    torch.manual_seed(seed)
+    net = _BY_NAME[name].build(**hp)
+    # Round-trip through the registry so size rules come from detection, as for user weights.
+    return from_state_dict(net.state_dict(), source=f"small-{name}")
+
+
+def test_every_architecture_has_small_variants():
+    assert set(SMALL) == {e.name for e in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    from lway_rt.export.onnx_export import export_onnx
+
+    desc = _small("SRVGGNetCompact", SMALL["SRVGGNetCompact"][0])
+    path = export_onnx(desc, tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+    return desc, path
+
+
+# ---------------------------------------------------------------- runtime/ort.py
+
+def test_create_session_runs_on_cpu_and_checks_providers(tiny_onnx):
+    from lway_rt.runtime.ort import ProviderFallbackError, create_session, run_session
+
+    desc, path = tiny_onnx
+    session = create_session(path, threads=1, opt_level="basic")
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    x = np.random.default_rng(0).random((1, 3, 12, 20), dtype=np.float32)
+    out = run_session(session, x)
+    with torch.no_grad():
+        ref = desc.model(torch.from_numpy(x)).numpy()
+    assert out.shape == (1, 3, 48, 80) and out.dtype == np.float32
+    assert np.abs(out - ref).max() < 1e-4
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ProviderFallbackError, match="CUDAExecutionProvider"):
+            create_session(path, providers=["cuda"])
+        # Asked-for fallback is allowed and really runs on the CPU.
+        s = create_session(path, providers=["cuda", "cpu"], allow_fallback=True)
+        assert s.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_create_session_errors_are_one_line(tmp_path, tiny_onnx):
+    from lway_rt.runtime.ort import create_session, run_session
+
+    with pytest.raises(InputError, match="does not exist"):
+        create_session(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(InputError, match="cannot load"):
+        create_session(bad)
+    with pytest.raises(InputError, match="optimisation level"):
+        create_session(tiny_onnx[1], opt_level="max")
+    s = create_session(tiny_onnx[1])
+    with pytest.raises(InputError, match="NCHW"):
+        run_session(s, np.zeros((3, 8, 8), np.float32))
+
+
+# ---------------------------------------------------------------- profiles
+
+def test_shipped_profiles_parse():
+    from lway_rt.export.profile import list_profiles, load_profile
+
+    assert {"cpu", "desktop-fp16", "jetson-orin-trt10"} <= set(list_profiles())
+    cpu = load_profile("cpu")
+    assert (cpu.precision, cpu.engine, cpu.shapes.mode) == ("fp32", "none", "dynamic")
+    desk = load_profile("desktop-fp16")
+    assert desk.precision == "fp16" and desk.engine == "tensorrt" and desk.tensorrt.workspace_mib == 8192
+    jet = load_profile("jetson-orin-trt10")
+    assert jet.shapes.mode == "static" and jet.shapes.tiles == ((256, 256),) and "refit" in jet.tensorrt.flags
+    with pytest.raises(Exception):
+        jet.opset = 11  # frozen
+
+
+def test_profile_overrides_and_paths(tmp_path):
+    from lway_rt.export.profile import load_profile
+
+    p = load_profile("cpu").replace(precision="fp16", mode="static", tiles=((64, 96),), workspace_mib=512,
+                                    flags=("refit",), opset=None)
+    assert p.precision == "fp16" and p.shapes.tiles == ((64, 96),) and p.tensorrt.workspace_mib == 512
+    assert p.opset == 18 and p.tensorrt.flags == ("refit",)
+    f = tmp_path / "mine.toml"
+    f.write_text('precision = "fp16"\n[shapes]\nmin = [1, 8, 8]\nopt = [1, 64, 64]\nmax = [2, 128, 128]\n')
+    mine = load_profile(str(f))
+    assert mine.name == "mine" and mine.shapes.max == (2, 128, 128) and mine.source == str(f)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('precision = "int8"', "precision must be one of"),
+    ('opset = 9', "opset must be"),
+    ('engine = "openvino"', "engine must be one of"),
+    ('colour = "blue"', "unknown key"),
+    ('[shapes]\nmin = [1, 64, 64]\nopt = [1, 32, 32]', "min <= opt <= max"),
+    ('[shapes]\nmin = [1, 64]', "three integers"),
+    ('[shapes]\nmode = "static"', "at least one tile"),
+    ('[shapes]\nmode = "static"\ntiles = ["256by256"]', "not HxW"),
+    ('[tensorrt]\nflags = ["fp16"]', "TensorRT 11 removed it"),
+    ('[tensorrt]\nflags = ["turbo"]', "unknown tensorrt.flags"),
+    ('[tensorrt]\noptimization_level = 9', "optimization_level"),
+    ('[tensorrt]\nworkspace = 10', "unknown key"),
+    ('precision = ', "not valid TOML"),
+])
+def test_profile_validation_errors(tmp_path, text, match):
+    from lway_rt.export.profile import load_profile
+
+    f = tmp_path / "bad.toml"
+    f.write_text(text + "\n")
+    with pytest.raises(InputError, match=match):
+        load_profile(f)
+
+
+def test_unknown_profile_name_lists_known_ones():
+    from lway_rt.export.profile import load_profile
+
+    with pytest.raises(InputError, match="cpu"):
+        load_profile("no-such-target")
+
+
+def test_profile_shapes_checked_against_model():
+    from lway_rt.export.profile import ShapeProfile
+
+    s = ShapeProfile(min=(1, 16, 16), opt=(1, 64, 64), max=(1, 256, 256))
+    s.check_model(4, 4)
+    with pytest.raises(InputError, match="multiple of 4"):
+        ShapeProfile(min=(1, 18, 18), opt=(1, 64, 64), max=(1, 256, 256)).check_model(4, 4)
+    fitted = s.fit_model(1, 22)  # the encoder's minimum side
+    assert fitted.min == (1, 22, 22) and fitted.opt == (1, 64, 64)
+    with pytest.raises(InputError, match="minimum side"):
+        ShapeProfile(mode="static", tiles=("16x16",)).fit_model(1, 22).check_model(1, 22)
+
+
+# ---------------------------------------------------------------- ONNX export + fp16 + parity, every architecture
+
+@pytest.mark.parametrize("name, hp", VARIANTS, ids=[f"{n}-{i}" for n, hps in SMALL.items() for i in range(len(hps))])
+def test_parity_every_architecture(name, hp):
+    """fp32 and fp16 ONNX of each architecture pass the gate; H/W (and batch) are really dynamic."""
+    from lway_rt.export.onnx_export import Fp16FromOnnx, Memo, OnnxFromTorch
+    from lway_rt.export.parity import check_onnx_against_torch, random_input, standard_inputs
+
+    desc = _small(name, hp)
+    k = desc.size_multiple
+    fp32 = Memo(OnnxFromTorch(desc.model, size_multiple=k, min_size=desc.min_size))
+    inputs = standard_inputs(3, k, desc.min_size, photo_side=32, random_side=20)
+    # A third size and a batch of 2 through the same file: nothing was fixed at export time.
+    inputs.append(("batch2", random_input(3, k, desc.min_size, shape=(2, 12 * k, 7 * k), seed=3)))
+    refs: dict = {}
+    r32 = check_onnx_against_torch(fp32(), desc.model, inputs, precision="fp32", refs=refs)
+    assert r32.passed, r32.summary()
+    assert len({c.shape for c in r32.cases}) == 3
+    r16 = check_onnx_against_torch(Fp16FromOnnx(fp32)(), desc.model, inputs, precision="fp16", refs=refs)
+    assert r16.passed, r16.summary()
+    dims = fp32().graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param != "" for d in dims] == [True, False, True, True]
+
+
+def test_fp16_graph_structure():
+    """fp32 I/O, fp16 weights, Resize kept in fp32, named layers kept in fp32 on request."""
+    from lway_rt.export.fp16 import convert_to_fp16
+    from lway_rt.export.onnx_export import OnnxFromTorch
+
+    desc = _small("SRVGGNetCompact", SMALL["SRVGGNetCompact"][0])
+    fp32 = OnnxFromTorch(desc.model)()
+    last = f"body.{len(desc.model.body) - 1}"
+    fp16 = convert_to_fp16(fp32, keep_fp32_nodes=(last,))
+    F, H = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    g = fp16.graph
+    assert g.input[0].type.tensor_type.elem_type == F and g.output[0].type.tensor_type.elem_type == F
+    types = {i.name: i.data_type for i in g.initializer}
+    assert types[f"{last}.weight"] == F and types[f"{last}.bias"] == F
+    assert types["body.0.weight"] == H and types["body.2.weight"] == H
+    inferred = {v.name: v.type.tensor_type.elem_type for v in g.value_info}
+    resize = [n for n in g.node if n.op_type == "Resize"]
+    assert resize and all(inferred.get(n.output[0]) == F or n.output[0] in {o.name for o in g.output} for n in resize)
+    conv_first = next(n for n in g.node if n.op_type == "Conv")
+    assert inferred[conv_first.output[0]] == H
+    # The original fp32 model is untouched.
+    assert all(i.data_type == F for i in fp32.graph.initializer)
+
+
+def test_fp16_clamps_out_of_range_weights():
+    from lway_rt.export.fp16 import convert_to_fp16
+    from lway_rt.export.onnx_export import OnnxFromTorch
+    from onnx import numpy_helper
+
+    desc = _small("SRVGGNetCompact", SMALL["SRVGGNetCompact"][0])
+    with torch.no_grad():
+        desc.model.body[0].bias[0] = 1e6  # beyond fp16's 65504
+    fp16 = convert_to_fp16(OnnxFromTorch(desc.model)())
+    bias = next(numpy_helper.to_array(i) for i in fp16.graph.initializer if i.name == "body.0.bias")
+    assert bias.dtype == np.float16 and np.isfinite(bias).all() and bias[0] == np.float16(65504)
+
+
+def test_parity_gate_catches_a_tampered_weight(tmp_path, tiny_onnx):
+    from onnx import numpy_helper
+
+    from lway_rt.export.parity import check_onnx_against_torch, standard_inputs
+
+    desc, path = tiny_onnx
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.name == "body.2.weight")
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] += 0.05
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    inputs = standard_inputs(3, 1, 1, photo_side=24, random_side=16)
+    report = check_onnx_against_torch(tampered, desc.model, inputs, precision="fp32")
+    assert not report.passed
+    assert "FAILED" in report.summary() and "> 0.0001" in report.summary()
+    assert check_onnx_against_torch(path, desc.model, inputs, precision="fp32").passed
+
+
+def test_export_onnx_public_function(tmp_path):
+    from lway_rt.export import export_onnx
+    from lway_rt.runtime.ort import create_session, run_session
+
+    desc = _small("RRDBNet", SMALL["RRDBNet"][1])  # x2: H, W multiples of 2
+    out = export_onnx(desc, tmp_path / "x2.fp16.onnx", precision="fp16")
+    s = create_session(out)
+    y = run_session(s, np.random.default_rng(0).random((1, 3, 10, 14), dtype=np.float32))
+    assert y.shape == (1, 3, 20, 28)
+    static = export_onnx(desc, tmp_path / "x2.static.onnx", dynamic=False, static_shape=(1, 16, 24))
+    dims = [d.dim_value for d in onnx.load(str(static)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 16, 24]
+    with pytest.raises(InputError, match="precision"):
+        export_onnx(desc, tmp_path / "x.onnx", precision="int8")
+
+
+# ---------------------------------------------------------------- cache keys, manifests, refit matching
+
+def test_cache_keys_change_with_every_field():
+    from lway_rt.export.cache import engine_key_fields, make_key, onnx_key_fields
+
+    base = dict(what="sr", arch="SRVGGNetCompact", hparams={"num_feat": 64}, weights_sha256="a" * 64, precision="fp32",
+                opset=18, shape_mode="dynamic", tile=None, keep_fp32_ops=("Resize",), keep_fp32_nodes=())
+    k0 = make_key(onnx_key_fields(**base))
+    assert k0 == make_key(onnx_key_fields(**dict(base)))  # deterministic
+    for change in (dict(weights_sha256="b" * 64), dict(precision="fp16"), dict(opset=17), dict(what="encoder"),
+                   dict(shape_mode="static", tile=(64, 64)), dict(hparams={"num_feat": 32})):
+        assert make_key(onnx_key_fields(**{**base, **change})) != k0, change
+    eng = dict(onnx_sha256="c" * 64, shapes={"min": [1, 3, 16, 16]}, precision="fp16", workspace_mib=1024,
+               optimization_level=3, flags=(), trt_version="10.3.0", gpu_name="Orin", compute_capability="8.7")
+    e0 = make_key(engine_key_fields(**eng))
+    for change in (dict(trt_version="11.0.0"), dict(gpu_name="H100"), dict(compute_capability="9.0"),
+                   dict(workspace_mib=2048), dict(optimization_level=5), dict(flags=("refit",)),
+                   dict(shapes={"min": [1, 3, 32, 32]}), dict(onnx_sha256="d" * 64)):
+        assert make_key(engine_key_fields(**{**eng, **change})) != e0, change
+
+
+def test_ready_artifact_rejects_anything_off(tmp_path):
+    from lway_rt.export.cache import file_sha256
+    from lway_rt.export.manifest import ready_artifact, write_manifest
+
+    art = tmp_path / "m.onnx"
+    art.write_bytes(b"payload")
+    write_manifest(tmp_path / "m.json", {"ready": True, "cache_key": "k1", "artifact": {"sha256": file_sha256(art)}})
+    assert ready_artifact(art, "k1") is not None
+    assert ready_artifact(art, "k2") is None  # other inputs
+    art.write_bytes(b"payload, edited")
+    assert ready_artifact(art, "k1") is None  # file changed after the gate
+    (tmp_path / "m.json").write_text("{broken")
+    assert ready_artifact(art, "k1") is None  # unreadable manifest: a miss, not a crash
+
+
+def test_refit_weight_matching_on_real_exports(tmp_path):
+    from lway_rt.export.onnx_export import Fp16FromOnnx, OnnxFromTorch, onnx_initializers
+    from lway_rt.export.refit import match_refit_weights
+
+    hp = SMALL["SRVGGNetCompact"][0]
+    base = _small("SRVGGNetCompact", hp, seed=0)
+    engine_weights = onnx_initializers(OnnxFromTorch(base.model)())
+    adapted = _small("SRVGGNetCompact", hp, seed=1)  # same architecture, other weights
+    ok = match_refit_weights(engine_weights, onnx_initializers(OnnxFromTorch(adapted.model)()))
+    assert ok.ok and ok.matched == len(engine_weights) and "match" in ok.describe()
+
+    wider = _small("SRVGGNetCompact", {**hp, "num_feat": 12})
+    bad = match_refit_weights(engine_weights, onnx_initializers(OnnxFromTorch(wider.model)()))
+    assert not bad.ok and any(n == "body.0.weight" for n, _, _ in bad.changed)
+    assert "[8, 3, 3, 3]" in bad.describe() and "[12, 3, 3, 3]" in bad.describe()
+
+    deeper = _small("SRVGGNetCompact", {**hp, "num_conv": 3})
+    bad = match_refit_weights(engine_weights, onnx_initializers(OnnxFromTorch(deeper.model)()))
+    assert bad.unexpected and "the engine does not have" in bad.describe()
+
+    fp16 = onnx_initializers(Fp16FromOnnx(OnnxFromTorch(adapted.model))())
+    bad = match_refit_weights(engine_weights, fp16)
+    assert not bad.ok and "float16" in bad.describe()
+
+    missing = match_refit_weights(engine_weights, onnx_initializers(OnnxFromTorch(adapted.model)()),
+                                  refittable=set(engine_weights) | {"not_in_onnx"})
+    assert missing.missing == ("not_in_onnx",)
+
+
+def test_importing_export_code_loads_no_heavy_packages():
+    code = (
+        "import sys, lway_rt, lway_rt.export, lway_rt.export.pipeline, lway_rt.export.profile, "
+        "lway_rt.export.tensorrt, lway_rt.export.encoder_backend, lway_rt.runtime.ort, lway_rt.cli.export\n"
+        "heavy = [m for m in ('onnx', 'onnxruntime', 'onnxscript', 'tensorrt') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
