@@ -1,0 +1,318 @@
+"""``lwayrt export`` end to end: real pretrained models, real ONNX files, ONNX Runtime and Polygraphy.
+
+The Done-when of the export work: ``realesr-animevideov3``, ``realsr-df2k-x4`` and an adapted
+model export to fp32 and fp16 ONNX that pass the parity gate with dynamic H/W; Polygraphy's
+ONNX Runtime runner accepts the files; a second export is a cache hit and a changed weight a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lway_rt.cli import main
+
+POLYGRAPHY = Path(sys.executable).with_name("polygraphy")
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, ["export", *args], catch_exceptions=False)
+
+
+def _exported(out: str, what: str = "sr") -> dict[str, Path]:
+    """precision -> ONNX path, from the command's stdout lines '<what> <precision>: <status> <path>'."""
+    found = {}
+    for line in out.splitlines():
+        if line.startswith(f"{what} ") and (": exported " in line or ": cache hit " in line):
+            head, path = line.rsplit(" ", 1)
+            found[head.split()[1].rstrip(":")] = Path(path)
+    return found
+
+
+def _manifest(onnx_path: Path) -> dict:
+    return json.loads(onnx_path.with_suffix(".json").read_text())
+
+
+def _check_dynamic(path: Path, scale: int):
+    """Two different, non-square sizes through the same file: the H/W really are symbolic."""
+    from lway_rt.runtime.ort import create_session, run_session
+
+    s = create_session(path, threads=1)
+    for h, w in ((12, 20), (28, 16)):
+        y = run_session(s, np.random.default_rng(h).random((1, 3, h, w), dtype=np.float32))
+        assert y.shape == (1, 3, h * scale, w * scale)
+        assert np.isfinite(y).all()
+
+
+def _polygraphy_accepts(path: Path):
+    res = subprocess.run([str(POLYGRAPHY), "run", "--onnxrt", str(path), "--input-shapes", "input:[1,3,16,24]"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "PASSED" in res.stdout + res.stderr, res.stdout[-2000:] + res.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def compact_export(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines")
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "both")
+    assert res.exit_code == 0, res.output
+    return out, _exported(res.stdout)
+
+
+def test_compact_model_exports_fp32_and_fp16(compact_export):
+    out, files = compact_export
+    assert set(files) == {"fp32", "fp16"}
+    for precision, path in files.items():
+        assert path.is_file() and path.parent == out
+        m = _manifest(path)
+        assert m["ready"] is True and m["parity"]["passed"] is True
+        assert m["onnx"]["precision"] == precision and m["onnx"]["dynamic"] is True and m["onnx"]["io_dtype"] == "float32"
+        assert m["source"]["model"] == "realesr-animevideov3" and len(m["source"]["weights_sha256"]) == 64
+        assert m["versions"]["torch"] and m["versions"]["onnxruntime"]
+        assert m["onnx"]["opset"] == 18
+        cases = {c["name"].split()[0]: c for c in m["parity"]["cases"]}
+        assert set(cases) == {"astronaut", "random"}  # a real photo and noise
+        if precision == "fp32":
+            assert all(c["value"] <= 1e-4 for c in cases.values())
+        else:
+            assert all(c["value"] >= 45.0 for c in cases.values())
+        assert m["onnx"]["input"]["shape"][1] == 3 and isinstance(m["onnx"]["input"]["shape"][2], str)
+        _check_dynamic(path, 4)
+    assert not list(out.glob(".*.tmp"))  # no temporary leftovers
+
+
+def test_polygraphy_accepts_the_exports(compact_export):
+    for path in compact_export[1].values():
+        _polygraphy_accepts(path)
+
+
+def test_second_export_is_a_cache_hit(compact_export):
+    out, files = compact_export
+    before = {p: p.stat().st_mtime_ns for p in files.values()}
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "both")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("cache hit") == 2 and "exported" not in res.stdout
+    assert _exported(res.stdout) == files
+    assert {p: p.stat().st_mtime_ns for p in files.values()} == before
+
+
+@pytest.fixture(scope="module")
+def adapted_dir(tmp_path_factory):
+    """What ``lwayrt adapt`` writes: the base model's weights, changed, in a folder with one .safetensors."""
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    desc = load_model("realesr-animevideov3")
+    torch.manual_seed(0)
+    state = {k: v + 1e-3 * torch.randn_like(v) if k.startswith("body.") and v.dim() == 4 else v.clone()
+             for k, v in desc.model.state_dict().items()}
+    folder = tmp_path_factory.mktemp("adapt_out") / "astronaut-run"
+    folder.mkdir()
+    meta = {"format": "lway_rt.sr/1", "name": "realesr-animevideov3-lway", "arch": desc.arch, "scale": "4",
+            "hparams": json.dumps(desc.spec.hparams), "base_model": "realesr-animevideov3",
+            "adapted_sha256": state_dict_sha256(state)}
+    save_safetensors(folder / "adapted.safetensors", state, meta)
+    return folder
+
+
+def test_changed_weights_are_a_cache_miss_and_adapt_output_exports(compact_export, adapted_dir):
+    out, files = compact_export
+    res = _run("--model", str(adapted_dir), "--out", str(out), "--precision", "both")
+    assert res.exit_code == 0, res.output
+    assert "cache hit" not in res.stdout
+    new = _exported(res.stdout)
+    assert set(new) == {"fp32", "fp16"}
+    for precision, path in new.items():
+        assert path != files[precision] and path.name.startswith("astronaut-run.sr.")
+        m = _manifest(path)
+        assert m["ready"] and m["parity"]["passed"]
+        assert m["source"]["weights_sha256"] != _manifest(files[precision])["source"]["weights_sha256"]
+        _check_dynamic(path, 4)
+    # Same folder again: hits.
+    again = _run("--model", str(adapted_dir), "--out", str(out), "--precision", "both")
+    assert again.stdout.count("cache hit") == 2
+
+
+def test_failed_gate_exits_nonzero_and_leaves_nothing_ready(tmp_path):
+    out = tmp_path / "engines"
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(out),
+                                    "--max-abs-diff", "1e-12"])
+    assert res.exit_code == 1
+    assert "parity FAILED" in res.output and "> 1e-12" in res.output and "nothing was marked ready" in res.output
+    assert not list(out.glob("*.onnx")) and not list(out.glob(".*tmp"))
+    (manifest,) = out.glob("*.json")
+    m = json.loads(manifest.read_text())
+    assert m["ready"] is False and m["parity"]["passed"] is False
+    assert all(c["value"] > 1e-12 for c in m["parity"]["cases"])  # says by how much
+    # A later export with the normal gate is not fooled by the failed manifest.
+    ok = _run("--model", "realesr-animevideov3", "--out", str(out))
+    assert ok.exit_code == 0 and "exported" in ok.stdout and "cache hit" not in ok.stdout
+
+
+def test_engine_without_tensorrt_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(tmp_path),
+                                    "--engine", "tensorrt"])
+    assert res.exit_code == 1
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "'trt' extra" in line and "--engine none" in line and "ONNX Runtime" in line
+    assert not list(tmp_path.iterdir())  # failed before exporting anything
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(tmp_path),
+                                    "--profile", "desktop-fp16"])
+    assert res.exit_code == 1 and "'trt' extra" in res.output
+
+
+def test_bad_cli_input_gives_one_line_errors(tmp_path):
+    for args, match in (
+        (["--model", "no-such-model"], "unknown model"),
+        (["--model", "realesr-animevideov3", "--profile", "no-such-profile"], "unknown export profile"),
+        (["--model", "realesr-animevideov3", "--static", "64by64"], "not HxW"),
+        (["--precision", "fp32"], "--model is required"),
+        (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist"),
+    ):
+        res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), *args])
+        assert res.exit_code == 1, (args, res.output)
+        assert res.output.startswith("error: ") and match in res.output, (args, res.output)
+        assert "Traceback" not in res.output
+
+
+def test_static_tiles(tmp_path):
+    res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--static", "24x32", "--static", "16x16")
+    assert res.exit_code == 0, res.output
+    paths = sorted(tmp_path.glob("*.onnx"))
+    assert len(paths) == 2 and {p.name.split(".")[3] for p in paths} == {"24x32", "16x16"}
+    import onnx
+
+    for p in paths:
+        dims = [d.dim_value for d in onnx.load(str(p)).graph.input[0].type.tensor_type.shape.dim]
+        assert dims[2:] == [int(v) for v in p.name.split(".")[3].split("x")]
+
+
+def _fake_built_engine(onnx_path: Path, engine_path: Path, *, refit: bool = True):
+    """The files a refittable TensorRT build leaves (the manifest as ``pipeline`` writes it), built elsewhere.
+
+    The plan bytes are never read before the weight check, which is what these tests exercise.
+    """
+    from lway_rt.export.manifest import write_manifest
+    from lway_rt.export.profile import ExportProfile
+
+    m = _manifest(onnx_path)
+    profile = ExportProfile(precision=m["onnx"]["precision"], engine="tensorrt").replace(flags=("refit",) if refit else ())
+    engine_path.write_bytes(b"serialized plan from another machine")
+    write_manifest(engine_path.with_suffix(".json"), {
+        "ready": True, "what": "sr", "label": m["label"], "cache_key": "0" * 64, "cache_key_fields": {},
+        "artifact": {"type": "tensorrt-engine", "file": engine_path.name, "sha256": None},
+        "onnx_initializers": m["onnx"]["initializers"],
+        "onnx_settings": {k: m["onnx"][k] for k in ("opset", "precision", "dynamic", "tile", "keep_fp32_ops",
+                                                    "keep_fp32_nodes")},
+        "tensorrt": profile.as_dict()["tensorrt"], "profile": profile.as_dict(),
+    })
+
+
+def test_refit_checks_weight_names_before_needing_tensorrt(compact_export, adapted_dir, tmp_path, monkeypatch):
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    engine = tmp_path / "compact.engine"
+    _fake_built_engine(compact_export[1]["fp16"], engine)
+
+    # Same architecture, adapted weights: names and shapes match, then TensorRT is needed.
+    res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(adapted_dir)])
+    assert res.exit_code == 1 and "weights match the engine" in res.output and "'trt' extra" in res.output
+
+    # Another width: refused with the offending weights named, before any TensorRT call.
+    torch.manual_seed(0)
+    other = tmp_path / "narrow" / "adapted.safetensors"
+    save_safetensors(other, SRVGGNetCompact(num_feat=32, num_conv=16).state_dict(), {})
+    res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(other)])
+    assert res.exit_code == 1 and "cannot be refitted" in res.output and "body.0.weight" in res.output
+    assert "[64, 3, 3, 3]" in res.output and "[32, 3, 3, 3]" in res.output
+
+    # An engine built without the refit flag is refused up front.
+    plain = tmp_path / "plain.engine"
+    _fake_built_engine(compact_export[1]["fp16"], plain, refit=False)
+    res = CliRunner().invoke(main, ["export", "--refit", str(plain), "--model", str(adapted_dir)])
+    assert res.exit_code == 1 and "without the refit flag" in res.output
+
+
+# ---------------------------------------------------------------- the stage-1 encoder
+
+@pytest.fixture(scope="module")
+def stage1_file(tmp_path_factory):
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = Stage1.fresh(embed_dim=64, width=16, blocks=2, head_widths=(32, 48, 64)).freeze()
+    path = tmp_path_factory.mktemp("stage1") / "stage1-small.safetensors"
+    save_stage1(path, s1)
+    return path
+
+
+def test_encoder_export_matches_torch_embeddings(stage1_file, tmp_path):
+    from lway_rt.degae import load_stage1
+    from lway_rt.runtime.ort import create_session, run_session
+
+    res = _run("--what", "encoder", "--stage1", str(stage1_file), "--out", str(tmp_path), "--precision", "both")
+    assert res.exit_code == 0, res.output
+    files = _exported(res.stdout, "encoder")
+    assert set(files) == {"fp32", "fp16"}
+    s1 = load_stage1(stage1_file)
+    x = np.random.default_rng(0).random((2, 3, 40, 56), dtype=np.float32)
+    with torch.no_grad():
+        ref = s1.encoder(torch.from_numpy(x)).numpy()
+    for precision, path in files.items():
+        m = _manifest(path)
+        assert m["ready"] and m["what"] == "encoder" and m["parity"]["kind"] == "embedding"
+        out = run_session(create_session(path, threads=1), x)
+        rel = np.abs(out - ref).max() / np.abs(ref).max()
+        assert out.shape == (2, 64) and rel <= (1e-4 if precision == "fp32" else 1e-2), (precision, rel)
+    again = _run("--what", "encoder", "--stage1", str(stage1_file), "--out", str(tmp_path), "--precision", "both")
+    assert again.stdout.count("cache hit") == 2
+
+
+def test_encoder_backends_agree(stage1_file, tmp_path, monkeypatch):
+    from lway_rt.degae import load_stage1
+    from lway_rt.errors import MissingDependencyError
+    from lway_rt.export.encoder_backend import make_encoder_fn
+
+    s1 = load_stage1(stage1_file)
+    ref_fn = make_encoder_fn(s1, "torch")
+    ort_fn = make_encoder_fn(s1, "onnxruntime", cache_dir=tmp_path, threads=1)
+    for shape in ((1, 3, 22, 22), (3, 3, 64, 48)):  # the minimum side, and a batch of another size
+        x = torch.rand(shape)
+        ref, out = ref_fn(x), ort_fn(x)
+        assert isinstance(out, torch.Tensor) and out.shape == ref.shape
+        assert ((out - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+    assert isinstance(ort_fn(x.numpy()), np.ndarray)
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    make_encoder_fn(s1, "onnxruntime", cache_dir=tmp_path)  # reuses the cached export
+    assert len(list(tmp_path.glob("*.onnx"))) == 1
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(MissingDependencyError, match="onnxruntime or torch encoder backend"):
+        make_encoder_fn(s1, "tensorrt", cache_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- the big one, once
+
+@pytest.mark.slow
+def test_realsr_df2k_exports_fp32_and_fp16(tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines_realsr")
+    res = _run("--model", "realsr-df2k-x4", "--out", str(out), "--precision", "both")
+    assert res.exit_code == 0, res.output
+    files = _exported(res.stdout)
+    assert set(files) == {"fp32", "fp16"}
+    for precision, path in files.items():
+        m = _manifest(path)
+        assert m["ready"] and m["parity"]["passed"] and m["source"]["arch"] == "RRDBNet"
+        _check_dynamic(path, 4)
+        _polygraphy_accepts(path)
+    fp16 = _manifest(files["fp16"])["onnx"]["fp16"]
+    assert fp16["fp32_initializers"] <= 2 and fp16["fp16_initializers"] > 300
+    shutil.rmtree(out, ignore_errors=True)
