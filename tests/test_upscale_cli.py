@@ -1,0 +1,214 @@
+"""``lwayrt upscale`` end to end with the real realesr-animevideov3 model, and every bad input
+a user can hit: each must give a one-line ``error:`` (or a listed failure) and a non-zero exit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from lway_rt.archs.rrdbnet import RRDBNet
+from lway_rt.archs.srvgg import SRVGGNetCompact
+from lway_rt.cli import main
+from lway_rt.io.images import read_image
+from lway_rt.io.weights import save_safetensors
+
+MODEL = "realesr-animevideov3"
+
+
+@pytest.fixture(scope="module")
+def small(astronaut) -> np.ndarray:
+    return np.ascontiguousarray(astronaut[100:356:8, 150:406:8])  # 32x32 photo
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def error_line(result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.fixture
+def inputs(tmp_path, small):
+    """A folder with one image of each kind users have."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "photo.png")
+    Image.fromarray(small).save(d / "photo2.jpg", quality=95)
+    alpha = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))
+    Image.fromarray(np.dstack([small, alpha]), "RGBA").save(d / "cutout.png")
+    Image.fromarray((small[..., 1].astype(np.uint16) * 257)).save(d / "grey16.png")
+    Image.fromarray(small).quantize(32).save(d / "palette.png")
+    Image.fromarray(small[:24]).save(d / "wide.webp", lossless=True)
+    return d
+
+
+def test_upscale_folder_end_to_end(tmp_path, inputs):
+    out = tmp_path / "out"
+    result = run("upscale", inputs, "-o", out, "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    assert "6 image(s) written" in result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["cutout_x4.png", "grey16_x4.png", "palette_x4.png", "photo2_x4.png", "photo_x4.png", "wide_x4.png"]
+    photo = read_image(out / "photo_x4.png")
+    assert photo.rgb.shape == (128, 128, 3) and not photo.grey and photo.alpha is None
+    cut = read_image(out / "cutout_x4.png")
+    assert cut.alpha is not None and cut.alpha.shape == (128, 128)
+    assert cut.alpha[:, :16].mean() < 0.15 and cut.alpha[:, -16:].mean() > 0.85
+    grey = read_image(out / "grey16_x4.png")
+    assert grey.grey and grey.bit_depth == 16 and grey.rgb.shape == (128, 128, 3)
+    assert read_image(out / "wide_x4.png").rgb.shape == (96, 128, 3)
+    # the model really ran: the result is close to, but not, a plain resize of the input
+    src = read_image(inputs / "photo.png").rgb
+    near = np.repeat(np.repeat(src, 4, 0), 4, 1)
+    assert 0.005 < np.abs(photo.rgb - near).mean() < 0.08
+    # inputs untouched, nothing temporary left behind
+    assert sorted(p.name for p in inputs.iterdir()) == ["cutout.png", "grey16.png", "palette.png", "photo.png",
+                                                         "photo2.jpg", "wide.webp"]
+    assert not list(out.glob(".*"))
+
+
+def test_format_same_suffix_and_recursive_layout(tmp_path, inputs, small):
+    sub = inputs / "nested" / "deeper"
+    sub.mkdir(parents=True)
+    Image.fromarray(small).save(sub / "inner.tif")
+    out = tmp_path / "out"
+    result = run("upscale", inputs, "-o", out, "--model", MODEL, "--format", "same", "--suffix", "_big", "-r")
+    assert result.exit_code == 0, result.output
+    assert (out / "photo2_big.jpg").is_file() and (out / "wide_big.webp").is_file()
+    inner = out / "nested" / "deeper" / "inner_big.tif"
+    assert inner.is_file() and read_image(inner).rgb.shape == (128, 128, 3)
+    # without -r the sub-folder is not entered
+    out2 = tmp_path / "out2"
+    assert run("upscale", inputs, "-o", out2, "--model", MODEL).exit_code == 0
+    assert not (out2 / "nested").exists()
+
+
+def test_tiled_and_whole_outputs_agree(tmp_path, astronaut):
+    src = tmp_path / "a.png"
+    Image.fromarray(np.ascontiguousarray(astronaut[::5, ::5])).save(src)  # 103x103
+    run("upscale", src, "-o", tmp_path / "whole", "--model", MODEL, "--tile", 0)
+    run("upscale", src, "-o", tmp_path / "tiled", "--model", MODEL, "--tile", 48, "--tile-overlap", 16)
+    a = np.asarray(Image.open(tmp_path / "whole" / "a_x4.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "tiled" / "a_x4.png")).astype(int)
+    assert a.shape == b.shape == (412, 412, 3)
+    assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.1
+
+
+def test_batch_keeps_going_and_lists_failures(tmp_path, small):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "good.png")
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.jpg").write_text("not an image")
+    Image.fromarray(np.tile(small, (3, 3, 1))).save(d / "cut.png")
+    (d / "cut.png").write_bytes((d / "cut.png").read_bytes()[:500])
+    out = tmp_path / "out"
+    result = run("upscale", d, "-o", out, "--model", MODEL)
+    assert result.exit_code == 1
+    assert "1 image(s) written" in result.output and "3 image(s) failed" in result.output
+    assert "empty.png is empty (0 bytes)" in result.output
+    assert "notes.jpg is not a readable image" in result.output
+    assert "cut.png is truncated or corrupt" in result.output
+    assert [p.name for p in out.iterdir()] == ["good_x4.png"]
+
+
+def test_never_overwrites_an_input(tmp_path, small):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    before = (d / "a.png").read_bytes()
+    result = run("upscale", d / "a.png", "-o", d, "--model", MODEL, "--suffix", "")
+    assert result.exit_code == 1 and "would overwrite an input" in result.output
+    assert (d / "a.png").read_bytes() == before
+
+
+def test_two_inputs_with_one_output_name(tmp_path, small):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    Image.fromarray(small).save(d / "a.jpg")
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and "is also the output of" in result.output
+    assert "1 image(s) written" in result.output
+    assert run("upscale", d, "-o", tmp_path / "out2", "--model", MODEL, "--format", "same").exit_code == 0
+
+
+def test_image_smaller_than_model_minimum(tmp_path):
+    torch.manual_seed(0)
+    model = tmp_path / "x1.safetensors"
+    save_safetensors(model, RRDBNet(scale=1, num_feat=8, num_block=1, num_grow_ch=4).state_dict())
+    Image.fromarray(np.zeros((3, 9, 3), np.uint8)).save(tmp_path / "tiny.png")
+    result = run("upscale", tmp_path / "tiny.png", "-o", tmp_path / "out", "--model", model)
+    assert result.exit_code == 1 and "smaller than the model's minimum side of 4 px" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "no-such-model"], "error: unknown model 'no-such-model'"),
+    (["--model", "{tmp}/missing.pth"], "does not exist"),
+    (["--model", "{tmp}/other.pth"], "error: unsupported architecture"),
+    (["--model", "{tmp}/nan.pth"], "NaN"),
+    (["--model", "{tmp}/garbage.pth"], "is not a readable PyTorch checkpoint"),
+    (["--model", "{tmp}/garbage.safetensors"], "is not a readable safetensors file"),
+    (["--tile", "20", "--tile-overlap", "16"], "must be more than twice --tile-overlap"),
+    (["--fp16"], "--fp16 runs on a CUDA GPU only"),
+    (["--device", "tpu"], "--device must be 'cpu' or 'cuda"),
+    (["--scale", "2"], "upscales x4, not x2"),
+    (["--suffix", "a/b"], "path separator"),
+])
+def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, message):
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 3)).state_dict(), tmp_path / "other.pth")
+    state = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
+    state["body.2.weight"][0, 0, 0, 0] = float("nan")
+    torch.save({"params_ema": state}, tmp_path / "nan.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"\x80\x02garbage" * 10)
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out",
+                 *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.exit_code == 1
+    assert message in error_line(result)
+
+
+def test_cuda_requested_without_gpu(tmp_path, small, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--device", "cuda", "--model", MODEL)
+    assert result.exit_code == 1 and "sees no CUDA GPU" in error_line(result)
+
+
+def test_unwritable_output_folder(tmp_path, small):
+    Image.fromarray(small).save(tmp_path / "a.png")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    result = run("upscale", tmp_path / "a.png", "-o", blocker / "out", "--model", MODEL)
+    assert result.exit_code == 1 and "cannot create output folder" in error_line(result)
+
+
+def test_missing_inputs_and_empty_folder(tmp_path):
+    result = run("upscale", tmp_path / "nope.png", "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "does not exist" in error_line(result)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    result = run("upscale", tmp_path / "empty", "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "holds no images" in error_line(result)
+    result = run("upscale", "-o", tmp_path / "out")
+    assert result.exit_code == 2  # click usage error: INPUT is required
+
+
+@pytest.mark.gpu
+def test_fp16_on_cuda_matches_fp32(tmp_path, small):
+    Image.fromarray(small).save(tmp_path / "a.png")
+    assert run("upscale", tmp_path / "a.png", "-o", tmp_path / "f32", "--device", "cuda", "--model", MODEL).exit_code == 0
+    assert run("upscale", tmp_path / "a.png", "-o", tmp_path / "f16", "--device", "cuda", "--fp16", "--model", MODEL).exit_code == 0
+    a = np.asarray(Image.open(tmp_path / "f32" / "a_x4.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "f16" / "a_x4.png")).astype(int)
+    assert np.abs(a - b).max() <= 6 and np.abs(a - b).mean() < 0.5
