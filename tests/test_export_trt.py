@@ -1,0 +1,89 @@
+"""TensorRT engines: build, cache, stale-engine rebuild and refit (runs only where TensorRT and a GPU exist)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.trt
+
+
+@pytest.fixture(scope="module")
+def compact():
+    from lway_rt.export.pipeline import sr_exportable
+    from lway_rt.io.store import load_model
+
+    return sr_exportable(load_model("realesr-animevideov3"))
+
+
+def _profile(**changes):
+    from lway_rt.export.profile import ExportProfile
+
+    base = ExportProfile(engine="tensorrt").replace(min=(1, 16, 16), opt=(1, 64, 64), max=(2, 128, 128),
+                                                   workspace_mib=1024, optimization_level=2)
+    return base.replace(**changes)
+
+
+def _run_engine(path, x):
+    from lway_rt.export.tensorrt import TrtRunner, load_engine
+
+    handle = load_engine(path.read_bytes())
+    assert handle is not None
+    return TrtRunner(handle)(x)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_build_cache_and_stale_rebuild(compact, tmp_path, precision):
+    from lway_rt.export.cache import file_sha256
+    from lway_rt.export.pipeline import export_artifacts
+
+    (res,) = export_artifacts(compact, _profile(precision=precision), out_dir=tmp_path)
+    assert res.engine_path.is_file() and res.engine_cache_hit is False
+    m = json.loads(res.engine_path.with_suffix(".json").read_text())
+    assert m["ready"] and m["parity"]["backend"] == "tensorrt" and m["parity"]["passed"]
+    assert list((tmp_path / "timing").glob("*.cache"))  # timing cache per GPU + TensorRT version
+
+    x = np.random.default_rng(0).random((2, 3, 40, 72), dtype=np.float32)  # inside min..max, not opt
+    with torch.no_grad():
+        ref = compact.module(torch.from_numpy(x)).numpy()
+    out = _run_engine(res.engine_path, x)
+    if precision == "fp32":
+        assert np.abs(out - ref).max() <= 1e-4
+    else:
+        mse = np.mean((np.clip(out, 0, 1) - np.clip(ref, 0, 1)) ** 2)
+        assert 10 * np.log10(1 / mse) >= 45
+
+    (again,) = export_artifacts(compact, _profile(precision=precision), out_dir=tmp_path)
+    assert again.cache_hit and again.engine_cache_hit and again.engine_path == res.engine_path
+
+    (other,) = export_artifacts(compact, _profile(precision=precision, workspace_mib=2048), out_dir=tmp_path)
+    assert other.cache_hit and other.engine_cache_hit is False and other.engine_path != res.engine_path
+
+    # A stale engine (unloadable, but its manifest still matches) is rebuilt, not fatal.
+    res.engine_path.write_bytes(b"engine from an older TensorRT")
+    m["artifact"]["sha256"] = file_sha256(res.engine_path)
+    res.engine_path.with_suffix(".json").write_text(json.dumps(m))
+    (rebuilt,) = export_artifacts(compact, _profile(precision=precision), out_dir=tmp_path)
+    assert rebuilt.engine_cache_hit is False and _run_engine(rebuilt.engine_path, x).shape == ref.shape
+
+
+def test_refit_swaps_adapted_weights(compact, tmp_path):
+    from lway_rt.archs.registry import from_state_dict
+    from lway_rt.export.pipeline import export_artifacts, refit_engine, sr_exportable
+
+    (res,) = export_artifacts(compact, _profile(precision="fp16", flags=("refit",)), out_dir=tmp_path)
+    torch.manual_seed(0)
+    state = {k: v + 2e-3 * torch.randn_like(v) if v.dim() == 4 else v for k, v in compact.module.state_dict().items()}
+    adapted = sr_exportable(from_state_dict(state, name="adapted"))
+    new_engine = refit_engine(res.engine_path, adapted)
+    m = json.loads(new_engine.with_suffix(".json").read_text())
+    assert m["ready"] and m["parity"]["passed"] and m["refitted_from"] == res.engine_path.name
+
+    x = np.random.default_rng(1).random((1, 3, 32, 48), dtype=np.float32)
+    with torch.no_grad():
+        ref_new = adapted.module(torch.from_numpy(x)).numpy()
+    old_out, new_out = _run_engine(res.engine_path, x), _run_engine(new_engine, x)
+    assert np.abs(new_out - ref_new).max() < np.abs(old_out - ref_new).max()
