@@ -1,0 +1,57 @@
+"""``lwayrt models``: import, list, path, and the errors a user can hit."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from lway_rt.cli import main
+from lway_rt.io import store
+
+
+def run(*args):
+    result = CliRunner().invoke(main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def test_path_follows_lwayrt_home(model_store):
+    result = run("models", "path")
+    assert result.exit_code == 0
+    assert result.output.strip() == str(model_store / "models")
+
+
+def test_import_then_list(model_store):
+    result = run("models", "import", "realesr-animevideov3")
+    assert result.exit_code == 0, result.output
+    dest = model_store / "models" / "realesr-animevideov3.safetensors"
+    assert str(dest) in result.output and dest.is_file()
+    mtime = dest.stat().st_mtime_ns
+    assert run("models", "import", "realesr-animevideov3").exit_code == 0
+    assert dest.stat().st_mtime_ns == mtime  # already there: not converted again
+    assert run("models", "import", "--force", "realesr-animevideov3").exit_code == 0
+    assert dest.stat().st_mtime_ns != mtime
+
+    listing = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["models", "list"]).output
+    rows = {ln.split("│")[1].strip(): ln for ln in listing.splitlines() if ln.count("│") >= 5}
+    assert set(store.SOURCES) <= set(rows)
+    assert "imported" in rows["realesr-animevideov3"] and "SRVGGNetCompact" in rows["realesr-animevideov3"]
+
+
+def test_user_weights_in_the_store_are_listed(model_store):
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    save_safetensors(model_store / "models" / "my-finetune.safetensors",
+                     SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), {"arch": "SRVGGNetCompact", "scale": "4"})
+    listing = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["models", "list"]).output
+    assert "my-finetune" in listing
+    # and it is usable by name wherever a model is asked for
+    assert store.load_model("my-finetune").arch == "SRVGGNetCompact"
+
+
+def test_import_unknown_name_is_a_one_line_error():
+    result = run("models", "import", "no-such-model")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: unknown model 'no-such-model'")
+    assert result.output.count("\n") == 1
