@@ -33,13 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.losses import adaptation_loss
-from lway_rt.adapt.patches import AdaptImage, Batch, bicubic_up, check_patch_fits, fixed_patches, sample_batch
+from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.step import adapt_step
 from lway_rt.errors import InputError, ModelError, TrainingError
 
