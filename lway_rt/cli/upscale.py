@@ -8,7 +8,7 @@ import click
 
 
 @click.command("upscale")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
 @click.option("-m", "--model", default="realesr-animevideov3", show_default=True,
@@ -27,7 +27,7 @@ import click
 @click.option("-r", "--recursive", is_flag=True, help="Also take images from sub-folders (layout kept).")
 @click.option("--scale", type=int, default=None, help="Fail unless the model has this scale.")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale):
-    """Upscale INPUT images and folders into OUTPUT with an SR model.
+    """Upscale INPUT images and folders into the -o folder with an SR model.
 
     Folders contribute their PNG/JPEG/WebP/TIFF/BMP files (sub-folders with --recursive).
     Outputs are PNG named <stem><suffix>.png unless --format same; grey, 16-bit and alpha are
