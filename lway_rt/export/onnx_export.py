@@ -58,7 +58,8 @@ def _resolve(value_or_loader):
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter prints progress and warns about torchvision ops we never use: keep the console clean."""
-    names = ["torch.onnx._internal.exporter._registration", "torch.onnx", "torch.export", "torch._dynamo"]
+    names = ["torch.onnx._internal.exporter._registration", "torch.onnx", "torch.export", "torch._dynamo",
+             "onnxscript.version_converter"]
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
