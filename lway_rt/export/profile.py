@@ -195,11 +195,15 @@ _FP16_KEYS = {"keep_fp32_ops", "keep_fp32_nodes"}
 
 
 def profiles_dir() -> Path:
-    """The profiles folder: ``$LWAYRT_PROFILES`` if set, else the repository's ``export/``."""
+    """The profiles folder: ``$LWAYRT_PROFILES`` if set, else the repository's ``export/``, else
+    ``lway_rt/profiles`` (where a wheel would carry them as package data)."""
     env = os.environ.get("LWAYRT_PROFILES")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "export"
+    repo = Path(__file__).resolve().parents[2] / "export"
+    if repo.is_dir() and any(repo.glob("*.toml")):
+        return repo
+    return Path(__file__).resolve().parents[1] / "profiles"
 
 
 def list_profiles() -> list[str]:
