@@ -112,6 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
     ap.add_argument("--anchor-weight", type=float, default=0.0)
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "lway"], choices=["naive", "identity", "lway"])
+    ap.add_argument("--folder", default="preset", choices=["preset", "all"],
+                    help="one adapted model per (preset, seed) folder, or per seed over all presets' crops")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
@@ -144,34 +146,39 @@ def main(argv=None) -> int:
     rows, runs = [], []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets:
-            for seed in args.seeds:
-                pairs = make_pairs(photos, preset, seed, args.crop, scale)
-                images = [from_array(name, lr) for name, _, lr in pairs]
-                per = {name: {"preset": preset, "seed": seed, "image": name} for name, _, _ in pairs}
-                for name, hr, lr in pairs:
+        # a "folder" is what one adapted model serves: one preset's crops (default), or every
+        # preset's crops of a seed (a mixed folder, as footage from several sources would be)
+        folders = ([(seed, [p]) for p in args.presets for seed in args.seeds] if args.folder == "preset"
+                   else [(seed, list(args.presets)) for seed in args.seeds])
+        for seed, presets in folders:
+            pairs = [(preset, *pair) for preset in presets for pair in make_pairs(photos, preset, seed, args.crop, scale)]
+            keys = [f"{preset}/{name}" for preset, name, _, _ in pairs]
+            images = [from_array(key.replace("/", "_"), lr) for key, (_, _, _, lr) in zip(keys, pairs)]
+            per = {key: {"preset": preset, "seed": seed, "image": name} for key, (preset, name, _, _) in zip(keys, pairs)}
+            for key, (_, _, hr, lr) in zip(keys, pairs):
+                x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
+                per[key]["bicubic"] = score(bicubic_up(x, scale)[0].permute(1, 2, 0).numpy(), hr, scale)
+                per[key]["unadapted"] = score(super_resolve(desc.model, x, scale, desc.size_multiple, 0)[0]
+                                              .permute(1, 2, 0).numpy(), hr, scale)
+            label = presets[0] if len(presets) == 1 else "all-presets"
+            for method in args.methods:
+                cfg = base_cfg.replace(loss=method, seed=seed)
+                t0 = time.perf_counter()
+                res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
+                                   stage1=stage1 if method == "lway" else None, write_outputs=False)
+                dt = time.perf_counter() - t0
+                for key, (_, _, hr, lr) in zip(keys, pairs):
                     x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
-                    per[name]["bicubic"] = score(bicubic_up(x, scale)[0].permute(1, 2, 0).numpy(), hr, scale)
-                    per[name]["unadapted"] = score(super_resolve(desc.model, x, scale, desc.size_multiple, 0)[0]
-                                                   .permute(1, 2, 0).numpy(), hr, scale)
-                for method in args.methods:
-                    cfg = base_cfg.replace(loss=method, seed=seed)
-                    t0 = time.perf_counter()
-                    res = adapt_images(images, desc, cfg, Path(tmp) / f"{preset}-{seed}-{method}",
-                                       stage1=stage1 if method == "lway" else None, write_outputs=False)
-                    dt = time.perf_counter() - t0
-                    for name, hr, lr in pairs:
-                        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
-                        sr = super_resolve(res.model, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
-                        per[name][method] = score(sr, hr, scale)
-                    runs.append({"preset": preset, "seed": seed, "method": method, "seconds": round(dt, 2),
-                                 "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
-                                 "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
-                                 "iterations_run": res.report["iterations_run"]})
-                    mean_gain = np.mean([per[n][method]["psnr"] - per[n]["unadapted"]["psnr"] for n in per])
-                    print(f"{preset:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
-                          flush=True)
-                rows.extend(per.values())
+                    sr = super_resolve(res.model, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
+                    per[key][method] = score(sr, hr, scale)
+                runs.append({"folder": label, "seed": seed, "method": method, "images": len(images),
+                             "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
+                             "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
+                             "iterations_run": res.report["iterations_run"]})
+                mean_gain = np.mean([per[k][method]["psnr"] - per[k]["unadapted"]["psnr"] for k in per])
+                print(f"{label:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
+                      flush=True)
+            rows.extend(per.values())
 
     methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
     mean = {m: {"psnr": round(float(np.mean([r[m]["psnr"] for r in rows])), 4),
@@ -213,7 +220,8 @@ def main(argv=None) -> int:
         "protocol": {"photos": list(photos), "crop": args.crop, "presets": args.presets, "seeds": args.seeds,
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
-                     "mode": "one model per (preset, seed) folder"},
+                     "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
+                              else "one model per seed over all presets' crops")},
         "adapt_config": base_cfg.to_dict(),
         "n_crops": len(rows),
         "unadapted_beats_bicubic_on": f"{unadapted_beats_bicubic}/{len(rows)} crops",
