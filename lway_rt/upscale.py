@@ -169,14 +169,16 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
 # files and folders
 
 
-def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> list[tuple[Path, Path]]:
-    """(file, path relative to the output folder's root) for every input image.
+def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+    """(file, path relative to the output folder's root) for every input image, plus the inputs
+    that gave nothing (missing path, folder without images) as failures.
 
     A file is taken as given (even with an unusual ending: reading it decides); a folder
     contributes its image files (by ending), recursively with ``recursive``, keeping the
-    sub-folder layout. Hidden files are skipped.
+    sub-folder layout. Hidden files are skipped. Raises if nothing at all is usable.
     """
     found: list[tuple[Path, Path]] = []
+    problems: list[Failure] = []
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
@@ -185,15 +187,15 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> lis
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not files:
                 hint = "" if recursive else " (add --recursive to look in sub-folders)"
-                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}")
+                problems.append(Failure(p, f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"))
             found += [(f, f.relative_to(p)) for f in files]
         elif p.exists():
             found.append((p, Path(p.name)))
         else:
-            raise InputError(f"input {p} does not exist")
+            problems.append(Failure(p, f"input {p} does not exist"))
     if not found:
-        raise InputError("no input images given")
-    return found
+        raise InputError("; ".join(f.message for f in problems) if problems else "no input images given")
+    return found, problems
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
@@ -238,12 +240,12 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     model that cannot load); per-image problems land in the report's ``failures``.
     """
     out_dir = Path(out_dir).expanduser()
-    items = collect_inputs(inputs, config.recursive)
+    items, problems = collect_inputs(inputs, config.recursive)
     _check_out_dir(out_dir)
     desc = desc or prepare_model(config)
     suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
     plan = plan_outputs(items, out_dir, suffix, config.format)
-    report = UpscaleReport()
+    report = UpscaleReport(failures=list(problems))
     if on_start:
         on_start(len(plan))
     for src, dest, reason in plan:

@@ -204,6 +204,17 @@ def test_missing_inputs_and_empty_folder(tmp_path):
     assert result.exit_code == 2  # click usage error: INPUT is required
 
 
+def test_missing_input_among_good_ones_is_a_listed_failure(tmp_path, small):
+    Image.fromarray(small).save(tmp_path / "a.png")
+    (tmp_path / "empty").mkdir()
+    result = run("upscale", tmp_path / "a.png", tmp_path / "typo.png", tmp_path / "empty", "-o", tmp_path / "out",
+                 "--model", MODEL)
+    assert result.exit_code == 1
+    assert "1 image(s) written" in result.output and "2 image(s) failed" in result.output
+    assert "typo.png does not exist" in result.output and "holds no images" in result.output
+    assert (tmp_path / "out" / "a_x4.png").is_file()
+
+
 @pytest.mark.gpu
 def test_fp16_on_cuda_matches_fp32(tmp_path, small):
     Image.fromarray(small).save(tmp_path / "a.png")
