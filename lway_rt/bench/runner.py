@@ -250,8 +250,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         if precision not in onnx_cache:
             say(f"exporting ONNX ({precision})")
             t0 = time.perf_counter()
-            path = export_onnx_for(desc.model, workdir / f"model_{precision}.onnx", example_shape=profile.opt,
-                                   precision=precision)
+            path = export_onnx_for(desc, workdir / f"model_{precision}.onnx", precision=precision)
             onnx_cache[precision] = (path, time.perf_counter() - t0)
         return onnx_cache[precision][0]
 
@@ -269,7 +268,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             say(f"{spec.label}: building")
             rss_before = machine.rss_mb()
             try:
-                backend = load_backend(with_threads(spec, threads), desc.model, profile, onnx=onnx_for)
+                backend = load_backend(with_threads(spec, threads), desc, profile, onnx=onnx_for)
             except Exception as exc:  # noqa: BLE001 - one backend's failure is reported, the others still run
                 row = _row_base(spec, None, scale, config.tile_overlap)
                 row.update(status="error", reason=_error_text(exc))

@@ -88,8 +88,10 @@ class BackendSpec:
             raise InputError(f"'cl' and 'compile' are torch options; {self.kind} does not take them")
         if self.kind != "torch" and self.precision == "bf16":
             raise InputError(f"{self.kind} supports fp32 and fp16 (a converted fp16 ONNX); bf16 is a torch autocast option")
-        if self.kind == "torch" and self.device == "cpu" and self.precision == "fp16":
-            raise InputError("fp16 autocast on the CPU is emulated and slow: use torch+bf16 on the CPU, fp16 on CUDA")
+        if self.device == "cpu" and self.precision == "fp16":
+            # Emulated fp16 kernels on CPUs run many times slower than fp32; not a deployment option.
+            raise InputError(f"fp16 on the CPU is emulated and slow: use fp32 (or torch+bf16) on the CPU, "
+                             f"fp16 with {'torch+cuda' if self.kind == 'torch' else 'ort-cuda, ort-trt or tensorrt'}")
         if self.ort_opt_level not in _ORT_OPT:
             raise InputError(f"unknown ONNX Runtime optimisation level {self.ort_opt_level!r}; use one of {', '.join(_ORT_OPT)}")
         if self.ort_mode not in _ORT_MODES:
@@ -263,8 +265,6 @@ def skip_reason(spec: BackendSpec, *, fp16_safe: bool = True) -> str | None:
         return None
     if not _has("onnx") or not _has("onnxscript"):
         return "ONNX export needs onnx and onnxscript: install the 'onnx' extra"
-    if spec.precision == "fp16" and not _fp16_export_available():
-        return "an fp16 ONNX needs lway_rt.export (export_onnx with precision='fp16'), which is not available"
     if spec.is_ort:
         if not _has("onnxruntime"):
             return "onnxruntime is not installed: install the 'onnx' extra (or 'gpu' for CUDA/TensorRT providers)"
@@ -280,51 +280,14 @@ def skip_reason(spec: BackendSpec, *, fp16_safe: bool = True) -> str | None:
     return None
 
 
-def _fp16_export_available() -> bool:
-    return _has("lway_rt.export") and _export_api() is not None
+def export_onnx_for(model, out_path: Path, *, precision: str = "fp32", dynamic: bool = True) -> Path:
+    """Export a ``ModelDescriptor`` (or image module) with the project's exporter (``lway_rt.export``).
 
-
-def _export_api():
-    """The project's exporter ``lway_rt.export.export_onnx`` when it exists, else None."""
-    import importlib
-
-    module = importlib.import_module("lway_rt.export")
-    return getattr(module, "export_onnx", None)
-
-
-# --------------------------------------------------------------------------------------------
-# ONNX export (shared by every ONNX-based backend)
-# --------------------------------------------------------------------------------------------
-
-
-def export_onnx_for(model: torch.nn.Module, out_path: Path, *, example_shape: Sequence[int], precision: str = "fp32",
-                    dynamic: bool = True) -> Path:
-    """Export ``model`` to ONNX at ``out_path`` (NCHW input named ``input``, dynamic N/H/W by default).
-
-    Uses the project's ``lway_rt.export.export_onnx`` when it provides one (fp16 needs it);
-    otherwise PyTorch's dynamo exporter directly, fp32 only.
+    Its own parity check is skipped: serve-bench verifies every backend on photo crops anyway.
     """
-    out_path = Path(out_path)
-    exporter = _export_api() if _has("lway_rt.export") else None
-    if exporter is not None:
-        return Path(exporter(model, out_path, precision=precision, dynamic=dynamic))
-    if precision != "fp32":
-        raise ModelError("an fp16 ONNX needs lway_rt.export.export_onnx, which is not available in this install")
-    import warnings
+    from lway_rt.export import export_onnx
 
-    n, c, h, w = (int(d) for d in example_shape)
-    x = torch.rand(n, c, h, w)
-    shapes = None
-    if dynamic:
-        dim = torch.export.Dim
-        shapes = ({0: dim("batch", min=1, max=256), 2: dim("height", min=2, max=8192), 3: dim("width", min=2, max=8192)},)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.eval(), (x,), dynamo=True, dynamic_shapes=shapes,
-                                    input_names=["input"], output_names=["output"], verbose=False)
-    program.save(str(out_path))
-    return out_path
+    return Path(export_onnx(model, Path(out_path), precision=precision, dynamic=dynamic, check=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -460,13 +423,15 @@ class OrtBackend(Backend):
         so.log_severity_level = 3
         providers: list[Any] = list(self._PROVIDERS[spec.kind])
         if spec.kind == "ort-trt":
-            fmt = lambda s: "x".join(str(d) for d in s)  # noqa: E731
+            from lway_rt.export.onnx_export import INPUT_NAME
+
+            fmt = lambda s: f"{INPUT_NAME}:" + "x".join(str(d) for d in s)  # noqa: E731
+            # The graph already carries its precision (fp16 ONNX or not); TensorRT's own fp16 flag stays off.
             providers[0] = ("TensorrtExecutionProvider", {
-                "trt_fp16_enable": spec.precision == "fp16",
                 "trt_max_workspace_size": spec.workspace_mb << 20,
-                "trt_profile_min_shapes": f"input:{fmt(profile.min)}",
-                "trt_profile_opt_shapes": f"input:{fmt(profile.opt)}",
-                "trt_profile_max_shapes": f"input:{fmt(profile.max)}",
+                "trt_profile_min_shapes": fmt(profile.min),
+                "trt_profile_opt_shapes": fmt(profile.opt),
+                "trt_profile_max_shapes": fmt(profile.max),
             })
         offered = set(ort.get_available_providers())
         asked = [p[0] if isinstance(p, tuple) else p for p in providers]
@@ -535,41 +500,36 @@ class OrtBackend(Backend):
 class TensorRTBackend(Backend):
     """A native TensorRT engine with one optimisation profile, built from the ONNX export.
 
-    Strongly typed network (required for fp16 on TensorRT 11, harmless on 10.x): precision comes
-    from the ONNX graph. Device buffers are torch CUDA tensors; I/O stays fp32.
+    The build uses the project's export stages (``NetworkFromOnnxPath`` -> ``EngineFromNetwork``,
+    strongly typed: precision comes from the ONNX graph, TF32 off for fp32). Execution is here so
+    the benchmark can time device compute with CUDA events and check shapes against the profile
+    before TensorRT sees them. Device buffers are torch CUDA tensors; I/O stays fp32.
     """
 
-    def __init__(self, spec: BackendSpec, onnx_path: Path, profile: ShapeProfile):
+    def __init__(self, spec: BackendSpec, onnx_path: Path, profile: ShapeProfile, *, optimization_level: int = 3):
         super().__init__(spec)
         import tensorrt as trt
 
+        from lway_rt.export.onnx_export import INPUT_NAME
+        from lway_rt.export.tensorrt import EngineFromNetwork, NetworkFromOnnxPath, load_engine
+
         self.profile = profile
         start = time.perf_counter()
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        flags = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise ModelError(f"TensorRT cannot parse {Path(onnx_path).name}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace_mb << 20)
-        opt_profile = builder.create_optimization_profile()
-        self.input_name = network.get_input(0).name
-        opt_profile.set_shape(self.input_name, profile.min, profile.opt, profile.max)
-        config.add_optimization_profile(opt_profile)
-        blob = builder.build_serialized_network(network, config)
-        if blob is None:
-            raise ModelError("TensorRT failed to build the engine (see its log above); try a larger workspace (+ws=MB)")
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+        plan = EngineFromNetwork(NetworkFromOnnxPath(onnx_path), profiles=[{INPUT_NAME: (profile.min, profile.opt, profile.max)}],
+                                 workspace_mib=spec.workspace_mb, optimization_level=optimization_level,
+                                 fp32=spec.precision == "fp32")()
+        handle = load_engine(plan)
+        if handle is None:
+            raise ModelError("TensorRT could not deserialize the engine it just built; check the TensorRT install")
+        self._handle = handle
+        self.engine = handle.engine
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self.stream = torch.cuda.Stream()
-        self.details.update(tensorrt=trt.__version__, engine_bytes=int(blob.nbytes), profile=self.profile.text())
+        self.details.update(tensorrt=trt.__version__, engine_bytes=len(plan), profile=profile.text(),
+                            optimization_level=optimization_level)
         self.load_s = time.perf_counter() - start
         self.compute_method = "cuda_events"
 
@@ -606,22 +566,22 @@ class TensorRTBackend(Backend):
     def close(self) -> None:
         self.context = None
         self.engine = None
+        self._handle = None
         torch.cuda.empty_cache()
 
 
-def load_backend(spec: BackendSpec, model: torch.nn.Module, profile: ShapeProfile, *,
-                 onnx: Callable[[str], Path] | None = None) -> Backend:
-    """Build ``spec`` for ``model`` and the shapes in ``profile``; ``load_s`` holds the time it took.
+def load_backend(spec: BackendSpec, model, profile: ShapeProfile, *, onnx: Callable[[str], Path] | None = None) -> Backend:
+    """Build ``spec`` for ``model`` (a ``ModelDescriptor`` or image module) and the shapes in ``profile``.
 
-    ``onnx(precision)`` returns an exported ONNX file for the ONNX-based kinds (callers cache one
-    export across backends); by default a private temporary export is made.
+    ``load_s`` of the result holds the build time. ``onnx(precision)`` returns an exported ONNX file
+    for the ONNX-based kinds (callers cache one export across backends); by default a temporary
+    export is made.
     """
     if spec.kind == "torch":
-        return TorchBackend(spec, model, profile)
+        return TorchBackend(spec, getattr(model, "model", model), profile)
     if onnx is None:
         workdir = Path(tempfile.mkdtemp(prefix="lwayrt-backend-"))
-        onnx = lambda precision: export_onnx_for(model, workdir / f"model_{precision}.onnx",  # noqa: E731
-                                                 example_shape=profile.opt, precision=precision)
+        onnx = lambda precision: export_onnx_for(model, workdir / f"model_{precision}.onnx", precision=precision)  # noqa: E731
     path = onnx(spec.precision)
     if spec.is_ort:
         return OrtBackend(spec, path, profile)
