@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread by default: on small CI machines two threads contend badly with the
+# test runner itself. LWAYRT_TEST_THREADS overrides it.
+torch.set_num_threads(int(os.environ.get("LWAYRT_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session", autouse=True)
