@@ -277,7 +277,11 @@ def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfil
     )
     key = make_key(fields)
     final = res.onnx_path.with_name(f"{res.onnx_path.stem}.{key[:12]}.engine")
-    if not force and ready_artifact(final, key) is not None:
+    cached = None if force else ready_artifact(final, key)
+    if cached is not None and not _recorded_parity_passes(cached.get("parity"), gate, profile.precision, ex.kind):
+        log(f"{final.name} was accepted under a looser parity gate than this one: rebuilding")
+        cached = None
+    if cached is not None:
         if load_engine(final.read_bytes()) is not None:
             log(f"engine cache hit: {final}")
             return final, True
