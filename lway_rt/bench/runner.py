@@ -255,7 +255,10 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         return onnx_cache[precision][0]
 
     try:
+        # Peak probes at the start, before each shape and at the end: on a shared machine the load
+        # moves, and the best probe is the closest to what the hardware can do.
         peaks_start = _measure_peaks(specs, threads) if config.measure_peak else {}
+        peak_samples = [peaks_start]
         # Build every backend that can run here.
         for spec in specs:
             reason = skip_reason(spec, fp16_safe=desc.fp16_safe)
@@ -287,7 +290,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
 
         flops_cache: dict[tuple[int, int], int] = {}
         input_source = "none"
-        for case in cases:
+        for n_case, case in enumerate(cases):
+            if config.measure_peak and n_case:
+                peak_samples.append(_measure_peaks(specs, threads))
             x, input_source = sample_batch(case.batch, case.height, case.width, seed=config.seed)
             say(f"reference {case.batch}x3x{case.height}x{case.width}")
             ref = _reference(ref_model, x, config.device)
@@ -303,6 +308,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                 rows.extend(_measure_case(spec, backend, run, case, x, ref, flops, config, scale, load_info[spec.label],
                                           say))
         peaks_end = _measure_peaks(specs, threads) if config.measure_peak else {}
+        peak_samples.append(peaks_end)
     finally:
         for backend in backends.values():
             backend.close()
@@ -311,8 +317,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
 
         shutil.rmtree(workdir, ignore_errors=True)
 
-    peaks = {k: {"start": peaks_start[k], "end": peaks_end.get(k),
-                 "best": max(peaks_start[k]["best"], peaks_end.get(k, {}).get("best", 0.0))} for k in peaks_start}
+    peaks = {k: {"start": peaks_start[k], "end": peaks_end.get(k), "samples": len(peak_samples),
+                 "best": max(sample[k]["best"] for sample in peak_samples if k in sample)} for k in peaks_start}
     spec_by_label = {s.label: s for s in specs}
     for row in rows:
         row["options"] = with_threads(spec_by_label[row["backend"]], threads).options()  # the threads it ran with

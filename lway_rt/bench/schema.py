@@ -66,7 +66,8 @@ SCHEMA: dict[str, Any] = {
                                     "backends": {"type": "array", "items": _STR},
                                     "timing": {"type": "object"}}},
         "peak_gflops": {"type": "object", "additionalProperties": _obj(
-            {"start": _PEAK, "end": {"anyOf": [_PEAK, {"type": "null"}]}, "best": _NUM, "threads": {"type": ["integer", "null"]}})},
+            {"start": _PEAK, "end": {"anyOf": [_PEAK, {"type": "null"}]}, "best": _NUM, "samples": {"type": "integer", "minimum": 1},
+             "threads": {"type": ["integer", "null"]}})},
         "results": {"type": "array", "items": _obj({
             "backend": _STR,
             "kind": {"enum": ["torch", "ort-cpu", "ort-cuda", "ort-trt", "tensorrt"]},

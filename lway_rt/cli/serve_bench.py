@@ -24,7 +24,7 @@ class BenchFailed(LwayError):
 
 
 @click.command("serve-bench")
-@click.option("--model", "-m", required=True, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
+@click.option("--model", "-m", default=None, help="[required] Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
 @click.option("--backend", "-b", "backends", multiple=True, help=_BACKEND_HELP)
 @click.option("--size", "-s", "sizes", multiple=True,
               help="LR input size (repeatable): N, WxH or 360p/480p/540p/720p/1080p. Default: 128 and 256.")
@@ -57,6 +57,8 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
 
         click.echo(json.dumps(SCHEMA, indent=1))
         return
+    if not model:
+        raise click.UsageError("Missing option '--model' / '-m' (a store name or a weights file).")
     import torch
     from rich.console import Console
 

@@ -126,6 +126,8 @@ class BackendSpec:
                 parts.append("noarena")
             if self.ort_mode != "sequential":
                 parts.append(self.ort_mode)
+        if self.kind in ("tensorrt", "ort-trt") and self.workspace_mb != 2048:
+            parts.append(f"ws={self.workspace_mb}")
         if self.allow_fallback:
             parts.append("fallback")
         return "+".join(parts)

@@ -1,0 +1,160 @@
+"""Backends behind one interface: parsing, parity with torch fp32, shape profiles, honest skips and fallbacks."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from lway_rt.errors import InputError
+from lway_rt.runtime.backends import (
+    BackendSpec, ShapeProfile, check_shape, load_backend, parse_backend, skip_reason,
+)
+
+
+@pytest.fixture(scope="module")
+def anime():
+    from lway_rt.io.store import load_model
+
+    return load_model("realesr-animevideov3")
+
+
+@pytest.fixture(scope="module")
+def dynamic_onnx(anime, tmp_path_factory):
+    """One dynamic-shape fp32 export shared by the ONNX Runtime tests (exporting is the slow part)."""
+    from lway_rt.export import export_onnx
+
+    return export_onnx(anime, tmp_path_factory.mktemp("onnx") / "anime.onnx", check=False)
+
+
+@pytest.fixture(scope="module")
+def photo_batch(hr_crop):
+    x = hr_crop[40:64, 60:92].astype(np.float32).transpose(2, 0, 1)[None] / 255.0  # 1x3x24x32 real photo crop
+    return np.ascontiguousarray(x)
+
+
+@pytest.fixture(scope="module")
+def reference(anime, photo_batch):
+    with torch.inference_mode():
+        return anime.model(torch.from_numpy(photo_batch)).numpy()
+
+
+@pytest.mark.parametrize("text", ["torch", "torch+cl", "torch+bf16", "torch+compile", "torch+cuda+fp16", "ort-cpu",
+                                  "ort-cpu+threads=1+opt=basic+noarena+parallel", "ort-cuda+fp16+fallback",
+                                  "ort-trt+ws=512", "tensorrt+fp16"])
+def test_labels_parse_back_to_the_same_spec(text):
+    spec = parse_backend(text)
+    assert parse_backend(spec.label, device=spec.device) == spec
+
+
+@pytest.mark.parametrize("text, message", [
+    ("onnx", "unknown backend"),
+    ("torch+fast", "unknown backend option"),
+    ("ort-cpu+cl", "torch options"),
+    ("torch+fp16", "fp16 on the CPU"),
+    ("ort-cpu+fp16", "fp16 on the CPU"),
+    ("ort-cpu+threads=two", "needs an integer"),
+    ("ort-cpu+opt=max", "optimisation level"),
+    ("tensorrt+bf16", "bf16"),
+])
+def test_bad_backend_strings_say_what_to_use(text, message):
+    with pytest.raises(InputError, match=message):
+        parse_backend(text)
+
+
+def test_shape_profile_covers_shapes_and_rejects_outside():
+    prof = ShapeProfile.covering([(1, 3, 32, 48), (4, 3, 16, 16), (1, 3, 64, 8)])
+    assert prof.min == (1, 3, 16, 8) and prof.max == (4, 3, 64, 48) and prof.opt == (1, 3, 32, 48)
+    check_shape((2, 3, 20, 20), prof.min, prof.max, what="p", fix="f")
+    with pytest.raises(InputError, match=r"W=49 not in 8\.\.48.*rebuild"):
+        check_shape((1, 3, 20, 49), prof.min, prof.max, what="the profile", fix="rebuild")
+    with pytest.raises(InputError, match="min <= opt <= max"):
+        ShapeProfile((1, 3, 8, 8), (1, 3, 4, 4), (1, 3, 16, 16))
+
+
+@pytest.mark.parametrize("text", ["torch", "torch+cl", "ort-cpu", "ort-cpu+opt=disable+noarena"])
+def test_cpu_backends_reproduce_torch_fp32(text, anime, photo_batch, reference, dynamic_onnx):
+    spec = parse_backend(text, threads=1)
+    assert skip_reason(spec) is None
+    backend = load_backend(spec, anime, ShapeProfile.covering([photo_batch.shape]), onnx=lambda precision: dynamic_onnx)
+    try:
+        out = backend.run(photo_batch)
+        assert out.shape == (1, 3, 96, 128) and out.dtype == np.float32
+        assert np.abs(out - reference).max() < 1e-4
+        assert backend.load_s > 0 and backend.compute_ms(photo_batch) is None  # no device timing on the CPU
+        assert backend.describe()["label"] == spec.label
+        if spec.is_ort:
+            assert backend.details["providers"] == ["CPUExecutionProvider"] and not backend.details["fell_back"]
+    finally:
+        backend.close()
+
+
+def test_torch_bf16_autocast_is_close_but_not_exact(anime, photo_batch, reference):
+    from lway_rt.metrics import psnr
+
+    backend = load_backend(parse_backend("torch+bf16", threads=1), anime, ShapeProfile.covering([photo_batch.shape]))
+    out = backend.run(photo_batch)
+    value = psnr(np.clip(out, 0, 1), np.clip(reference, 0, 1), data_range=1.0)
+    assert 30 < value < 150  # bf16 keeps 8 mantissa bits: visibly not bit-exact, still a faithful image
+
+
+def test_static_onnx_refuses_another_shape_clearly(anime, photo_batch, tmp_path):
+    from lway_rt.export import export_onnx
+    from lway_rt.runtime.backends import OrtBackend
+
+    path = export_onnx(anime, tmp_path / "static.onnx", dynamic=False, static_shape=(1, 24, 32), check=False)
+    backend = OrtBackend(parse_backend("ort-cpu", threads=1), path, ShapeProfile.covering([photo_batch.shape]))
+    assert backend.run(photo_batch).shape == (1, 3, 96, 128)
+    with pytest.raises(InputError, match=r"outside the ONNX graph's static input shape: H=28 not in 24; export with dynamic"):
+        backend.run(np.zeros((1, 3, 28, 32), np.float32))
+
+
+def test_ort_gpu_provider_fallback_is_an_error_unless_allowed(photo_batch, reference, dynamic_onnx):
+    import onnxruntime as ort
+
+    from lway_rt.runtime.backends import OrtBackend
+    from lway_rt.runtime.ort import ProviderFallbackError
+
+    path = dynamic_onnx
+    profile = ShapeProfile.covering([photo_batch.shape])
+    strict, lenient = parse_backend("ort-cuda"), parse_backend("ort-cuda+fallback")
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        backend = OrtBackend(strict, path, profile)  # a working GPU build: it must really run on CUDA
+        assert backend.details["providers"][0] == "CUDAExecutionProvider" and not backend.details["fell_back"]
+        return
+    assert "onnxruntime-gpu" in skip_reason(strict) and skip_reason(lenient) is None
+    with pytest.raises(ProviderFallbackError, match="fell back from CUDAExecutionProvider.*'\\+fallback'"):
+        OrtBackend(strict, path, profile)
+    backend = OrtBackend(lenient, path, profile)
+    assert backend.details["fell_back"] and backend.details["providers"] == ["CPUExecutionProvider"]
+    assert np.abs(backend.run(photo_batch) - reference).max() < 1e-4
+
+
+def test_missing_packages_and_devices_are_skip_reasons():
+    trt = skip_reason(parse_backend("tensorrt"))
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in trt and "no CUDA GPU" in skip_reason(parse_backend("torch+cuda"))
+    elif importlib.util.find_spec("tensorrt") is None:
+        assert "'trt' extra" in trt
+    else:
+        assert trt is None
+    assert "not fp16-safe" in skip_reason(BackendSpec("tensorrt", device="cuda", precision="fp16"), fp16_safe=False)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_matches_reference_and_times_device(anime, photo_batch, reference):
+    backend = load_backend(parse_backend("torch+cuda"), anime, ShapeProfile.covering([photo_batch.shape]))
+    torch.backends.cudnn.allow_tf32 = False
+    assert np.abs(backend.run(photo_batch) - reference).max() < 1e-3
+    assert backend.compute_method == "cuda_events" and backend.compute_ms(photo_batch) > 0
+
+
+@pytest.mark.trt
+def test_tensorrt_engine_rejects_a_shape_outside_its_profile(anime, photo_batch, reference):
+    backend = load_backend(parse_backend("tensorrt"), anime, ShapeProfile.covering([photo_batch.shape]))
+    assert np.abs(backend.run(photo_batch) - reference).max() < 1e-3
+    assert backend.compute_ms(photo_batch) > 0
+    with pytest.raises(InputError, match="outside the engine's profile"):
+        backend.run(np.zeros((1, 3, 48, 48), np.float32))

@@ -1,0 +1,56 @@
+"""The ``lwayrt serve-bench`` command: a real tiny run, clean errors, lazy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from lway_rt.bench.schema import validate
+from lway_rt.cli import main
+
+TINY = ["--threads", "1", "--min-iters", "3", "--min-time-s", "0", "--warmup-s", "0", "--warmup-iters", "1", "-q"]
+
+
+def test_cli_writes_a_valid_report_and_chart(tmp_path):
+    out, chart = tmp_path / "r.json", tmp_path / "r.png"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "-b", "ort-cpu",
+                                    "-b", "tensorrt", "--no-peak", "--json", str(out), "--chart", str(chart), *TINY])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert validate(report) == [] and report["summary"]["ok"] == 2 and report["peak_gflops"] == {}
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+    assert "ort-cpu" in res.output and "yes" in res.output and "report:" in res.output
+
+
+def test_cli_user_mistakes_are_one_line_errors():
+    runner = CliRunner()
+    for args, needle in (
+        (["-b", "onnx"], "unknown backend 'onnx'"),
+        (["-s", "0"], "must be positive"),
+        (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap"),
+        (["-b", "torch+fp16"], "fp16 on the CPU"),
+        (["--concurrency", "0"], "concurrency"),
+    ):
+        res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--device", "cpu", *args, *TINY])
+        assert res.exit_code == 1, (args, res.output)
+        assert res.output.startswith("error: ") and needle in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["serve-bench", "-m", "no-such-model", *TINY])
+    assert res.exit_code == 1 and "unknown model 'no-such-model'" in res.output
+
+
+def test_cli_prints_schema_and_help():
+    res = CliRunner().invoke(main, ["serve-bench", "--schema"])
+    assert res.exit_code == 0 and json.loads(res.output)["properties"]["schema_version"] == {"const": "1.0"}
+    res = CliRunner().invoke(main, ["serve-bench", "--help"])
+    assert res.exit_code == 0 and "--concurrency" in res.output
+
+
+def test_bench_modules_do_not_import_heavy_optional_packages():
+    code = ("import sys, lway_rt.bench.runner, lway_rt.bench.report, lway_rt.bench.schema, lway_rt.bench.workload, "
+            "lway_rt.runtime.backends, lway_rt.cli.serve_bench; "
+            "print([m for m in ('onnx', 'onnxruntime', 'tensorrt', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

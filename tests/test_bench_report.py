@@ -1,0 +1,146 @@
+"""An end-to-end serve-bench on the real compact model: verification, timing fields, schema, views."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lway_rt.bench.runner import BenchConfig, parse_size, run_bench
+from lway_rt.bench.schema import SCHEMA, SchemaError, validate, validate_report
+from lway_rt.bench.timing import TimingPolicy
+from lway_rt.errors import InputError
+
+FAST = TimingPolicy(warmup_s=0.0, warmup_iters=1, min_iters=4, min_time_s=0.0, max_time_s=10)
+PER_PIXEL_MACS = 3 * 64 * 9 + 16 * 64 * 64 * 9 + 64 * 48 * 9  # realesr-animevideov3
+
+
+@pytest.fixture(scope="module")
+def anime():
+    from lway_rt.io.store import load_model
+
+    return load_model("realesr-animevideov3")
+
+
+@pytest.fixture(scope="module")
+def report(anime):
+    config = BenchConfig(model="realesr-animevideov3", backends=("torch", "ort-cpu", "tensorrt", "ort-cuda"),
+                         sizes=((24, 32),), tiles=(0, 20), tile_overlap=4, concurrency=(1, 2), threads=1, timing=FAST)
+    return run_bench(config, model=anime, command="pytest")
+
+
+def test_report_validates_and_counts(report):
+    validate_report(report)
+    json.dumps(report, allow_nan=False)  # strict JSON: no NaN or infinity anywhere
+    s = report["summary"]
+    assert s["ok"] == 2 * 2 * 2 and s["failed"] == s["error"] == 0  # torch, ort-cpu x whole/tiled x 1/2 workers
+    assert s["skipped"] == sum(r["status"] == "skipped" for r in report["results"])
+    assert report["machine"]["cpu_model"] and report["packages"]["torch"] == torch.__version__
+    assert report["command"] == "pytest" and report["settings"]["threads"] == 1
+
+
+def test_every_timed_row_was_verified_first_and_is_consistent(report):
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    for r in ok:
+        v, lat = r["verification"], r["latency_ms"]
+        assert r["verified"] and v["finite"] and v["psnr_db"] >= v["min_psnr_db"]
+        assert v["min_psnr_db"] == (40.0 if r["tile"] else 50.0)
+        assert lat["count"] >= FAST.min_iters and lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert r["images_per_s"] == pytest.approx(lat["requests_per_s"] * r["input"]["batch"])
+        assert r["output_mp_per_s"] == pytest.approx(r["images_per_s"] * 96 * 128 / 1e6)
+        assert r["flops_per_image"] == 2 * 24 * 32 * PER_PIXEL_MACS
+        assert r["achieved_gflops"] == pytest.approx(r["flops_per_image"] * r["images_per_s"] / 1e9)
+        assert 0 < r["peak_fraction"] < 3 and r["memory"]["rss_peak_mb"] >= r["memory"]["rss_mb"] * 0.5
+        assert r["warmup"]["iterations"] >= 1 and r["load_s"] > 0 and r["compute_ms"] is None
+    whole = {r["backend"]: r for r in ok if r["tile"] == 0 and r["concurrency"] == 1}
+    assert whole["torch"]["verification"]["psnr_db"] == 200.0  # eager torch is the reference itself
+    assert whole["ort-cpu"]["verification"]["psnr_db"] > 80 and whole["ort-cpu"]["export_s"] > 0
+    peaks = report["peak_gflops"]["cpu_fp32"]
+    assert peaks["best"] >= max(peaks["start"]["best"], peaks["end"]["best"]) > 0
+
+
+def test_unavailable_backends_are_skipped_with_a_reason(report):
+    skipped = {r["backend"]: r["reason"] for r in report["results"] if r["status"] == "skipped"}
+    if not torch.cuda.is_available():
+        assert "tensorrt" in skipped and "CUDA" in skipped["tensorrt"]
+    for reason in skipped.values():
+        assert len(reason) > 20 and "\n" not in reason
+
+
+def test_a_backend_that_does_not_reproduce_the_reference_is_failed_not_timed(anime):
+    broken = copy.deepcopy(anime)
+    with torch.no_grad():
+        broken.model.body[4].weight.mul_(1.5)  # e.g. an engine built from stale weights
+    config = BenchConfig(model="realesr-animevideov3", backends=("torch",), sizes=((24, 24),), threads=1,
+                         timing=FAST, measure_peak=False)
+    rep = run_bench(config, model=broken, reference=anime.model)
+    validate_report(rep)
+    (row,) = rep["results"]
+    assert row["status"] == "failed" and not row["verified"] and row["latency_ms"] is None
+    assert row["verification"]["psnr_db"] < 50 and "below 50 dB" in row["reason"]
+    assert rep["summary"] == {"ok": 0, "failed": 1, "skipped": 0, "error": 0}
+
+
+def test_schema_checker_catches_broken_reports(report):
+    bad = copy.deepcopy(report)
+    del bad["machine"]["cpu_model"]
+    bad["results"][0]["status"] = "great"
+    bad["results"][-1]["latency_ms"] = {"p50": "fast"}
+    bad["results"][0]["surprise"] = 1
+    bad["schema_version"] = "0.1"
+    errors = validate(bad)
+    joined = "\n".join(errors)
+    for needle in ("missing required field 'cpu_model'", "'great' is not one of", "unexpected field 'surprise'",
+                   "must be '1.0'", "$.results["):
+        assert needle in joined
+    with pytest.raises(SchemaError, match="does not match schema"):
+        validate_report(bad)
+    if importlib.util.find_spec("jsonschema") is not None:  # the schema is standard JSON Schema too
+        import jsonschema
+
+        jsonschema.validate(report, SCHEMA)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, SCHEMA)
+
+
+def test_json_chart_and_table(report, tmp_path):
+    from rich.console import Console
+
+    from lway_rt.bench.report import render_table, write_chart, write_json
+
+    path = write_json(report, tmp_path / "out" / "r.json")
+    assert validate(json.loads(path.read_text())) == []
+    png = write_chart(report, tmp_path / "r.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    console = Console(record=True, width=220)
+    console.print(render_table(report))
+    text = console.export_text()
+    assert "ort-cpu" in text and "32x24 b1 tile20" in text and "yes 200 dB" in text and "skipped: tensorrt" in text
+    bad = copy.deepcopy(report)
+    bad["results"][0]["status"] = "unknown"
+    with pytest.raises(SchemaError):
+        write_json(bad, tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_schema_is_documented():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serve-bench-schema.md").read_text()
+    row_fields = SCHEMA["properties"]["results"]["items"]["properties"]
+    for name in list(SCHEMA["properties"]) + list(row_fields):
+        assert f"`{name}`" in doc, f"field {name} is not documented"
+
+
+def test_config_and_sizes_are_validated(anime):
+    assert parse_size("540p") == (540, 960) and parse_size("320x180") == (180, 320) and parse_size("64") == (64, 64)
+    with pytest.raises(InputError, match="bad size"):
+        parse_size("big")
+    with pytest.raises(InputError, match="larger than twice the overlap"):
+        BenchConfig(model="m", tiles=(16,), tile_overlap=8)
+    with pytest.raises(InputError, match="concurrency"):
+        BenchConfig(model="m", concurrency=(0,))
+    with pytest.raises(InputError, match="nothing tiled"):
+        run_bench(BenchConfig(model="m", sizes=((24, 24),), tiles=(32,), tile_overlap=4, timing=FAST), model=anime)

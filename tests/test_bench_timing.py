@@ -1,0 +1,119 @@
+"""Timing loops, statistics, FLOP counting and tiling of serve-bench."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lway_rt.bench.flops import count_macs, measure_conv_gflops, measure_matmul_gflops
+from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
+from lway_rt.bench.workload import sample_batch, tile_starts, tiled_run
+from lway_rt.errors import InputError
+
+
+def test_summary_matches_numpy_percentiles():
+    lat = [5.0, 1.0, 3.0, 2.0, 4.0, 100.0, 2.5, 3.5, 1.5, 2.2]
+    s = summarise(lat, wall_s=2.0)
+    assert (s.p50, s.p90, s.p99) == tuple(np.percentile(lat, [50, 90, 99]))
+    assert s.std == pytest.approx(np.std(lat, ddof=1)) and s.min == 1.0 and s.max == 100.0
+    assert s.requests_per_s == 5.0 and s.count == 10 and s.cv == pytest.approx(s.std / s.mean)
+
+
+def test_warm_up_needs_both_iterations_and_time():
+    calls = []
+    n, secs = warm_up(lambda: calls.append(1), TimingPolicy(warmup_s=0.05, warmup_iters=3))
+    assert n == len(calls) and n > 3 and secs >= 0.05  # a no-op reaches 3 calls long before 50 ms
+    n, _ = warm_up(lambda: time.sleep(0.03), TimingPolicy(warmup_s=0.0, warmup_iters=2))
+    assert n == 2
+
+
+def test_closed_loop_throughput_scales_with_workers_that_release_the_gil():
+    policy = TimingPolicy(min_iters=12, min_time_s=0.15, max_time_s=5)
+    one, wall1 = time_closed_loop(lambda i: (lambda: time.sleep(0.01)), policy, workers=1)
+    four, wall4 = time_closed_loop(lambda i: (lambda: time.sleep(0.01)), policy, workers=4)
+    t1, t4 = summarise(one, wall1).requests_per_s, summarise(four, wall4).requests_per_s
+    assert len(one) >= 12 and wall1 >= 0.15 and min(one) >= 10.0
+    assert t4 > 2.5 * t1  # four sleeping clients overlap; a serialising loop would give ~1x
+
+
+def test_closed_loop_stops_at_max_iters_and_surfaces_worker_errors():
+    lat, _ = time_closed_loop(lambda i: (lambda: None), TimingPolicy(min_iters=1, min_time_s=10, max_iters=50), 2)
+    assert 50 <= len(lat) <= 51  # the other worker's request in flight still completes
+
+    def boom():
+        raise RuntimeError("backend crashed")
+
+    with pytest.raises(RuntimeError, match="backend crashed"):
+        time_closed_loop(lambda i: boom, TimingPolicy(), workers=2)
+
+
+def test_timing_policy_validates():
+    with pytest.raises(InputError, match="min_iters"):
+        TimingPolicy(min_iters=0)
+
+
+def test_conv_macs_of_the_real_compact_model_match_the_formula():
+    from lway_rt.io.store import load_model
+
+    desc = load_model("realesr-animevideov3")
+    per_pixel = 3 * 64 * 9 + 16 * 64 * 64 * 9 + 64 * 48 * 9
+    counts = count_macs(desc.model, (2, 3, 12, 20))
+    assert counts["Conv2d"] == counts["total"] == 2 * 12 * 20 * per_pixel
+
+
+def test_macs_of_grouped_transposed_and_linear_layers():
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2), nn.ConvTranspose2d(8, 6, 2, stride=2),
+                        nn.Flatten(), nn.Linear(6 * 10 * 12, 5))
+    c = count_macs(net, (1, 4, 5, 6))
+    assert c["Conv2d"] == 8 * 5 * 6 * (4 // 2) * 9
+    assert c["ConvTranspose2d"] == 8 * 5 * 6 * 6 * 4
+    assert c["Linear"] == 5 * 720 and c["total"] == c["Conv2d"] + c["ConvTranspose2d"] + c["Linear"]
+
+
+def test_peak_probes_measure_something_plausible():
+    mm = measure_matmul_gflops(n=256, threads=1, repeats=2)
+    conv = measure_conv_gflops(channels=16, size=32, threads=1, repeats=2)
+    assert 0.05 < mm < 1e5 and 0.05 < conv < 1e5
+    assert torch.get_num_threads() >= 1
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(100, 40, 6), (40, 40, 6), (41, 40, 6), (30, 64, 4), (97, 16, 3)])
+def test_tile_windows_cover_the_image_with_same_size_windows(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    size = min(tile, length)
+    assert starts[0] == 0 and starts[-1] + size == length and starts == sorted(set(starts))
+    assert all(b - a <= size - 2 * overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_tiled_run_equals_whole_image_when_overlap_covers_the_receptive_field():
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).eval()  # 4 convs 3x3: receptive radius 4
+    x, _ = sample_batch(2, 30, 44)
+
+    def run(a):
+        with torch.inference_mode():
+            return net(torch.from_numpy(a)).numpy()
+
+    whole = run(x)
+    tiled = tiled_run(run, x, tile=16, overlap=4, scale=2)
+    assert tiled.shape == whole.shape == (2, 3, 60, 88)
+    assert np.abs(tiled - whole).max() < 1e-5
+    seams = tiled_run(run, x, tile=16, overlap=1, scale=2)  # too little context: seams must show
+    assert np.abs(seams - whole).max() > 1e-3
+    with pytest.raises(InputError, match="too small for an overlap"):
+        tiled_run(run, x, tile=8, overlap=4, scale=2)
+
+
+def test_sample_batch_gives_distinct_real_crops():
+    x, source = sample_batch(3, 40, 56, seed=1)
+    assert x.shape == (3, 3, 40, 56) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert source.startswith("skimage:")
+    assert np.abs(x[0] - x[1]).mean() > 0.01 and x.std() > 0.05
+    big, _ = sample_batch(1, 600, 900)  # larger than the photos: upscaled to cover, still real content
+    assert big.shape == (1, 3, 600, 900) and big.std() > 0.05
