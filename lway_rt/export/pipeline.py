@@ -34,7 +34,7 @@ from lway_rt.export.cache import (
     artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
 )
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
-from lway_rt.export.parity import ParityGate, ParityReport, check_against_torch, check_onnx_against_torch, standard_inputs
+from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
 from lway_rt.export.profile import ExportProfile
 
 __all__ = ["Exportable", "ExportResult", "sr_exportable", "encoder_exportable", "export_artifacts", "refit_engine",
