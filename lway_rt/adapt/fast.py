@@ -1,0 +1,229 @@
+"""A faster stage-2 step: per-image constants folded into weights, channels-last, one sync per step.
+
+Same arithmetic as ``step.adapt_step`` with ``embed.PreparedReconstructor`` (tested against them),
+arranged to waste less:
+
+- **Per-image constants folded once.** DegAE's modulated conv scales the input channels by the
+  image's style and the output channels by its demodulation factor. Both depend only on the
+  embedding, which is fixed per image (LWay computes E once per image), so when a batch comes from
+  one image the two scalings are folded into that image's 3x3 kernel once
+  (``W * style[i] * demod[o]``, StyleGAN2's fused form computed ahead of time): the step then runs
+  only plain convolutions, with no element-wise passes over 64-channel HR feature maps. Batches
+  that mix images keep the non-fused form (per-patch factors, still computed once per image).
+- **Channels-last** (NHWC) weights and activations for S and R: oneDNN runs NHWC convolutions
+  without reordering every tensor to its blocked layout and back.
+- **One host-device sync per step** instead of one per logged number: the loss, its parts and the
+  gradient norm are fetched together, once, to decide whether the update is finite.
+- **Autocast** (bf16/fp16) and ``torch.compile`` are options, off by default; measure them with
+  ``benchmarks/adapt_speed.py`` on the target machine (on most CPUs neither pays).
+
+R's forward is written here functionally over R's own weights (an equivalence test guards it
+against changes to ``lway_rt.degae.nets.Reconstructor``). R's module is never modified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lway_rt.adapt.config import AdaptConfig
+from lway_rt.adapt.losses import weighted_l1
+from lway_rt.adapt.patches import Batch, bicubic_down
+from lway_rt.adapt.step import trainable_params
+from lway_rt.adapt.wavelet import hf_weight
+from lway_rt.errors import InputError
+
+__all__ = ["SpeedOptions", "FastReconstructor", "prepare_backbone", "make_optimizer", "fast_adaptation_loss",
+           "fast_adapt_step", "AUTOCAST"]
+
+AUTOCAST = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How the fast step runs. Defaults are what measured fastest on CPUs at fp32 (see benchmarks/README.md).
+
+    channels_last: NHWC weights and activations for S and R.
+    fold_constants: fold each image's modulation and demodulation into its R kernels (single-image batches).
+    autocast: ``off``, ``bf16`` or ``fp16`` for the forward passes of S and R (loss and weight map stay fp32).
+    compile: wrap S in ``torch.compile`` (the first steps then pay the compilation).
+    fused_adam: Adam's fused kernel where the device supports it (one kernel for all parameters).
+    """
+
+    channels_last: bool = True
+    fold_constants: bool = True
+    autocast: str = "off"
+    compile: bool = False
+    fused_adam: bool = True
+
+    def __post_init__(self):
+        if self.autocast not in AUTOCAST:
+            raise InputError(f"autocast {self.autocast!r} is not known; use one of {', '.join(AUTOCAST)}")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def _autocast(device: torch.device, mode: str):
+    dtype = AUTOCAST[mode]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class FastReconstructor:
+    """The frozen R with each image's constants precomputed, callable as ``recon(clean, index)``.
+
+    A drop-in for ``embed.PreparedReconstructor``: same inputs, same output (to float rounding).
+    ``folded`` holds, per modulated block, the (N, C, C, 3, 3) kernels with image n's style and
+    demodulation folded in; they are used when every patch of a batch comes from one image (always
+    the case with one image per run, LWay's per-image mode). ``index`` is then not read, so a
+    CUDA step needs no sync to pick the path.
+    """
+
+    def __init__(self, reconstructor: nn.Module, embeddings: torch.Tensor, options: SpeedOptions = SpeedOptions()):
+        mf = options.memory_format
+        r = reconstructor
+        self.skip = bool(getattr(r, "skip", False))
+        self.count = int(embeddings.shape[0])
+
+        def w(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
+            weight = conv.weight.detach().contiguous(memory_format=mf)
+            return weight, None if conv.bias is None else conv.bias.detach()
+
+        with torch.no_grad():
+            self.first = w(r.conv_first)
+            self.hr = w(r.conv_hr)
+            self.last = w(r.conv_last)
+            self.blocks = []
+            for block in r.blocks:
+                mod = block.mod
+                style, demod = mod.factors(embeddings)  # (N, C_in), (N, C_out): once per image
+                kernel = (mod.weight * mod.scale).detach()
+                folded = None
+                if options.fold_constants:
+                    folded = kernel.unsqueeze(0) * style[:, None, :, None, None] * demod[:, :, None, None, None]
+                    folded = [f.contiguous(memory_format=mf) for f in folded]
+                self.blocks.append({
+                    "conv1": w(block.res.conv1), "conv2": w(block.res.conv2), "tail": w(mod.conv_last),
+                    "kernel": kernel.contiguous(memory_format=mf), "style": style, "demod": demod, "folded": folded,
+                    "pad": mod.kernel_size // 2,
+                })
+        self.memory_format = mf
+
+    def _single_image(self) -> int | None:
+        return 0 if self.count == 1 else None
+
+    def __call__(self, clean: torch.Tensor, index: torch.Tensor, image: int | None = None) -> torch.Tensor:
+        """R(clean) with the constants of each patch's image. ``image`` says all patches are from that image."""
+        if image is None:
+            image = self._single_image()
+        x = clean.contiguous(memory_format=self.memory_format)
+        h = F.leaky_relu(F.conv2d(x, *self.first, padding=1), 0.1, inplace=True)
+        for b in self.blocks:
+            r = F.conv2d(F.relu(F.conv2d(h, *b["conv1"], padding=1), inplace=True), *b["conv2"], padding=1)
+            h = r.add_(h)
+            if b["folded"] is not None and image is not None:
+                y = F.conv2d(h, b["folded"][image], padding=b["pad"])
+            else:
+                style = b["style"].index_select(0, index)[:, :, None, None]
+                demod = b["demod"].index_select(0, index)[:, :, None, None]
+                y = F.conv2d(h * style, b["kernel"], padding=b["pad"]).mul_(demod)
+            h = F.leaky_relu(F.conv2d(y, *b["tail"], padding=1), 0.1, inplace=True)
+        out = F.conv2d(F.leaky_relu(F.conv2d(h, *self.hr, padding=1), 0.1, inplace=True), *self.last, padding=1)
+        return out + clean if self.skip else out
+
+
+def prepare_backbone(model: nn.Module, options: SpeedOptions = SpeedOptions()) -> nn.Module:
+    """S laid out for speed, in place (channels-last weights); returns the module to call (compiled if asked).
+
+    Parameters stay the same objects, so an optimizer built on ``model.parameters()`` before or after
+    this call updates them; state dicts keep their names (``save_safetensors`` writes contiguous copies).
+    """
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if options.compile:
+        return torch.compile(model)
+    return model
+
+
+def make_optimizer(params, config: AdaptConfig, options: SpeedOptions = SpeedOptions()) -> torch.optim.Adam:
+    """Adam as the loop builds it (lr, betas from ``config``), fused where the device supports it."""
+    params = list(params)
+    fused = options.fused_adam and bool(params) and params[0].device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas, fused=fused or None)
+
+
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """Autocast outputs (fp16/bf16) back to fp32 for the loss; fp32 and fp64 pass unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptConfig,
+                         image: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``losses.adaptation_loss`` with the parts left as detached tensors (no sync); same value."""
+    scale = sr.shape[-1] // batch.lr.shape[-1]
+    sr = _upcast(sr)
+    if config.loss == "lway":
+        if recon is None:
+            raise ValueError("the lway loss needs the prepared stage-1 reconstructor")
+        x_hat = recon(sr, batch.index, image) if isinstance(recon, FastReconstructor) else recon(sr, batch.index)
+        x_hat = _upcast(x_hat)
+        pred, target = (x_hat, batch.up) if config.target == "sr" else (bicubic_down(x_hat, scale), batch.lr)
+    elif config.loss == "naive":
+        pred, target = bicubic_down(sr, scale), batch.lr
+    elif config.loss == "identity":
+        pred, target = sr, batch.up
+    else:
+        raise ValueError(f"unknown loss {config.loss!r}")
+    weight = None
+    if config.hf_weight:
+        weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode)
+    main = weighted_l1(pred, target, weight)
+    parts = {"l1": main.detach()}
+    loss = main
+    if config.anchor_weight > 0 and batch.anchor is not None:
+        anchor = (sr - batch.anchor).abs().mean()
+        parts["anchor"] = anchor.detach()
+        loss = loss + config.anchor_weight * anchor
+    return loss, parts
+
+
+def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, recon, config: AdaptConfig,
+                    options: SpeedOptions = SpeedOptions(), image: int | None = None) -> dict[str, float | bool | str]:
+    """``step.adapt_step`` (same contract and returned keys), with the speed options applied.
+
+    ``model`` should have gone through ``prepare_backbone``; ``recon`` is a ``FastReconstructor``
+    (or any callable ``recon(clean, index)``); ``image`` says all patches come from that image.
+    Nothing non-finite reaches the weights: the loss and the gradient norm are checked, in one
+    host-device sync, before the optimizer steps.
+    """
+    params = trainable_params(optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    lr = batch.lr.contiguous(memory_format=options.memory_format)
+    with torch.enable_grad():
+        with _autocast(lr.device, options.autocast):
+            sr = model(lr)
+            loss, parts = fast_adaptation_loss(sr, batch, recon, config, image)
+        loss.backward()
+    grads = [p.grad for p in params if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=loss.device)
+    names = list(parts)
+    values = torch.stack([loss.detach().float(), grad_norm.float(), *(parts[n].float() for n in names)]).tolist()
+    value, gnorm = values[0], values[1]
+    out = {"loss": value, **dict(zip(names, values[2:]))}
+    if not math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        return {**out, "skipped": True, "reason": "non-finite loss"}
+    if not math.isfinite(gnorm):
+        optimizer.zero_grad(set_to_none=True)
+        return {**out, "skipped": True, "reason": "non-finite gradient", "grad_norm": gnorm}
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {**out, "skipped": False, "grad_norm": gnorm}
