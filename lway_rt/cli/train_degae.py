@@ -13,15 +13,17 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), default=Path("stage1.safetensors"), show_default=True,
               help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
 @click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")
+@click.option("--crop-tries", type=int, default=2, show_default=True,
+              help="Keep the most textured of this many random crop positions.")
 @click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--iters", type=int, default=2000, show_default=True)
-@click.option("--lr", type=float, default=5e-4, show_default=True, help="Adam learning rate (cosine decay to 10%).")
+@click.option("--iters", type=int, default=2500, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (512 or 2048).")
-@click.option("--width", type=int, default=64, show_default=True, help="Reconstructor width (DegAE: 64).")
+@click.option("--width", type=int, default=32, show_default=True, help="Reconstructor width (DegAE: 64; 32 is 4x cheaper in stage 2).")
 @click.option("--blocks", type=int, default=4, show_default=True, help="Modulated blocks in the reconstructor.")
-@click.option("--skip/--no-skip", default=False, show_default=True,
+@click.option("--skip/--no-skip", default=True, show_default=True,
               help="Add the clean input to R's output (faster to train; DegAE has no skip).")
 @click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True,
               help="Store model whose first layers form the frozen encoder trunk.")
@@ -32,12 +34,15 @@ import click
               help="Fraction of draws degraded through a x4 scale round trip (what stage 2 shows E and R).")
 @click.option("--perceptual", type=click.Choice(["trunk-l1", "none"]), default="trunk-l1", show_default=True,
               help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute).")
+@click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
+              help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
+@click.option("--w-perceptual", type=float, default=0.02, show_default=True)
 @click.option("--ckpt-every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
-def command(data, out, crop, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
-            pairing, p_roundtrip, perceptual, ckpt_every, threads, resume, log_path) -> None:
+def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
+            pairing, p_roundtrip, perceptual, pixel_loss, w_perceptual, ckpt_every, threads, resume, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
     from lway_rt.degae.degrade import SynthConfig
     from lway_rt.degae.train import TrainConfig, train
@@ -47,9 +52,9 @@ def command(data, out, crop, batch, iters, lr, seed, device, embed_dim, width, b
         synth = SynthConfig(p_roundtrip=p_roundtrip)
     except ValueError as exc:
         raise InputError(f"--roundtrip: {exc}") from exc
-    cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, batch=batch, iters=iters, lr=lr,
+    cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, crop_tries=crop_tries, batch=batch, iters=iters, lr=lr,
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
-                      trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual,
+                      trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual, pixel_loss=pixel_loss, w_perceptual=w_perceptual,
                       synth=synth, ckpt_every=ckpt_every, threads=threads)
 
     def log(msg: str) -> None:

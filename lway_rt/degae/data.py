@@ -80,9 +80,18 @@ def load_images(data: str | Path | None, crop: int) -> dict[str, torch.Tensor]:
     return images
 
 
+def _texture(c: torch.Tensor) -> float:
+    g = c.mean(0)
+    return float((g[1:] - g[:-1]).abs().mean() + (g[:, 1:] - g[:, :-1]).abs().mean())
+
+
 def random_crops(rng: np.random.Generator, images: list[torch.Tensor], n: int, crop: int,
-                 avoid: list[int] | None = None) -> tuple[torch.Tensor, list[int]]:
-    """``n`` random crops (flip / rot90 augmented); the i-th avoids image ``avoid[i]`` when possible."""
+                 avoid: list[int] | None = None, tries: int = 1) -> tuple[torch.Tensor, list[int]]:
+    """``n`` random crops (flip / rot90 augmented); the i-th avoids image ``avoid[i]`` when possible.
+
+    ``tries > 1`` keeps the most textured of that many candidate positions: flat sky and walls look
+    the same under most degradations and teach E and R little.
+    """
     out, picks = [], []
     for i in range(n):
         k = int(rng.integers(len(images)))
@@ -90,8 +99,14 @@ def random_crops(rng: np.random.Generator, images: list[torch.Tensor], n: int, c
             k = (k + 1 + int(rng.integers(len(images) - 1))) % len(images)
         img = images[k]
         h, w = img.shape[1:]
-        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-        c = img[:, y:y + crop, x:x + crop]
+        best, best_t = None, -1.0
+        for _ in range(max(1, tries)):
+            y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+            c = img[:, y:y + crop, x:x + crop]
+            t = _texture(c) if tries > 1 else 0.0
+            if t > best_t:
+                best, best_t = c, t
+        c = best
         if rng.random() < 0.5:
             c = c.flip(-1)
         c = torch.rot90(c, int(rng.integers(4)), dims=(1, 2))

@@ -5,12 +5,17 @@ image A's degraded version from clean A and the embedding of *another* image B d
 same draw, while a consistency term pulls the embeddings of A and B together. LWay (CVPR 2024)
 draws the same-image variant; it is kept as ``pairing="same"``. Written anew.
 
-Loss = L1(R(clean_A, E(deg_B)), deg_A) + w_p * perceptual + w_c * consistency.
+Loss = pixel(R(clean_A, E(deg_B)), deg_A) + w_p * perceptual + w_c * consistency + w_a * (RMS(e) - 1)^2.
+- pixel: the paper's L1, or (default) Charbonnier with eps 0.01 (quadratic below 2.5 grey levels,
+  L1 above). Measured on a fixed batch with a skip-connected R: under plain L1 the residual shrank
+  to zero and stayed there (the gradient is a +-1 sign per pixel, dominated by noise and 8-bit
+  quantisation), under Charbonnier it grew and the loss fell.
 - perceptual: LPIPS needs AlexNet/VGG weights that cannot be fetched offline; the substitute that
   runs here is an L1 between the frozen trunk's features of output and target ("trunk-l1").
 - consistency: ``"normalised"`` (default) is ||e_A - e_B||^2 over the batch's embedding variance,
   so it cannot be lowered by shrinking every embedding towards one point (the collapse DESIGN.md
-  section 2.5 warns about); ``"mse"`` is DegAE's plain MSE.
+  section 2.5 warns about); ``"mse"`` is DegAE's plain MSE. The RMS anchor pins the embedding's
+  scale, which the scale-invariant ratio leaves free to grow.
 
 ``train_step`` is a pure step: (networks, optimiser, batch, config) -> metrics. ``train`` loops,
 writes atomic checkpoints (weights as safetensors with the full recipe, optimiser and RNG state in
@@ -45,25 +50,29 @@ class TrainConfig:
     out: str = "stage1.safetensors"
     data: str | None = None  # folder of clean photos; None = bundled training photos
     crop: int = 64
+    crop_tries: int = 2  # keep the most textured of this many random crop positions
     batch: int = 8
-    iters: int = 2000
-    lr: float = 2e-4
+    iters: int = 2500
+    lr: float = 1e-3
     lr_min_ratio: float = 0.1  # cosine decay to lr * this
     seed: int = 0
     device: str = "cpu"
     embed_dim: int = 512
-    width: int = 64
+    width: int = 32
     blocks: int = 4
-    skip: bool = False
+    skip: bool = True
     head_widths: tuple[int, ...] = (128, 256, 512)
     trunk_model: str = "realesr-animevideov3"
     trunk_layers: int = 2
     pairing: str = "cross"  # "cross" (DegAE) or "same" (the LWay figure)
     consistency: str = "normalised"  # "normalised", "mse" or "none"
     w_consistency: float = 0.1
+    w_anchor: float = 0.1  # keeps the embedding's RMS near 1
+    pixel_loss: str = "charbonnier"  # "l1" (the paper), "charbonnier" or "mse"
+    charbonnier_eps: float = 0.01
     perceptual: str = "trunk-l1"  # "trunk-l1" or "none"
-    w_perceptual: float = 0.1
-    synth: SynthConfig = field(default_factory=SynthConfig)
+    w_perceptual: float = 0.02
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(p_roundtrip=0.5))
     ckpt_every: int = 100
     threads: int | None = None
 
@@ -72,6 +81,8 @@ class TrainConfig:
             raise InputError(f"pairing must be 'cross' or 'same', got {self.pairing!r}")
         if self.consistency not in ("normalised", "mse", "none"):
             raise InputError(f"consistency must be normalised, mse or none, got {self.consistency!r}")
+        if self.pixel_loss not in ("l1", "charbonnier", "mse"):
+            raise InputError(f"pixel loss must be l1, charbonnier or mse, got {self.pixel_loss!r}")
         if self.perceptual not in ("trunk-l1", "none"):
             raise InputError(f"perceptual must be 'trunk-l1' or 'none', got {self.perceptual!r} (LPIPS weights cannot be "
                              "fetched offline)")
@@ -81,7 +92,7 @@ class TrainConfig:
             raise InputError(f"--crop must be a multiple of the round-trip scale {self.synth.roundtrip_scale}, got {self.crop}")
         if self.batch < 2 and self.consistency == "normalised":
             raise InputError("--batch must be at least 2 (the normalised consistency term compares images in a batch)")
-        for name in ("batch", "iters", "embed_dim", "width", "blocks", "ckpt_every", "trunk_layers"):
+        for name in ("batch", "crop_tries", "iters", "embed_dim", "width", "blocks", "ckpt_every", "trunk_layers"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -105,12 +116,12 @@ class Batch:
 
 def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainConfig) -> Batch:
     """One training batch; each pair shares a degradation draw (noise realisations differ)."""
-    clean_a, picks = random_crops(rng, images, cfg.batch, cfg.crop)
+    clean_a, picks = random_crops(rng, images, cfg.batch, cfg.crop, tries=cfg.crop_tries)
     draws = [sample_degradation(rng, cfg.synth) for _ in range(cfg.batch)]
     deg_a = torch.stack([apply_degradation(c, d) for c, d in zip(clean_a, draws)])
     if cfg.pairing == "same":
         return Batch(clean_a, deg_a, deg_a)
-    clean_b, _ = random_crops(rng, images, cfg.batch, cfg.crop, avoid=picks)
+    clean_b, _ = random_crops(rng, images, cfg.batch, cfg.crop, avoid=picks, tries=cfg.crop_tries)
     deg_b = torch.stack([apply_degradation(c, d.with_seed(d.seed + 1)) for c, d in zip(clean_b, draws)])
     return Batch(clean_a, deg_a, deg_b)
 
@@ -123,26 +134,44 @@ def _consistency(e_a: torch.Tensor, e_b: torch.Tensor, kind: str) -> torch.Tenso
     return (e_a - e_b).pow(2).sum(1).mean() / (2 * spread + 1e-6)
 
 
+def _rms_anchor(e: torch.Tensor) -> torch.Tensor:
+    """(RMS(e) - 1)^2. The normalised consistency is scale-invariant, so its gradient is orthogonal
+    to e and the embedding norm grows without bound under Adam (seen: norms ~3e4 after 200 steps,
+    after which the reconstructor ignored e). This term pins the scale."""
+    return (e.pow(2).mean().sqrt() - 1.0).pow(2)
+
+
 def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig) -> dict[str, float]:
     """One optimisation step; returns the loss terms (floats). Raises TrainingError on a non-finite loss."""
     dev = cfg.device
     clean_a, deg_a, deg_b = (t.to(dev) for t in (batch.clean_a, batch.deg_a, batch.deg_b))
     e_b = s1.encoder(deg_b)
     out = s1.reconstructor(clean_a, e_b)
-    l1 = F.l1_loss(out, deg_a)
-    loss = l1
-    terms = {"l1": l1}
+    if cfg.pixel_loss == "l1":
+        pix = F.l1_loss(out, deg_a)
+    elif cfg.pixel_loss == "mse":
+        pix = F.mse_loss(out, deg_a)
+    else:  # Charbonnier: quadratic below eps, L1 above; the gradient scales with small errors
+        pix = torch.sqrt((out - deg_a).pow(2) + cfg.charbonnier_eps**2).mean() - cfg.charbonnier_eps
+    loss = pix
+    terms = {"pix": pix}
     if cfg.perceptual == "trunk-l1" and cfg.w_perceptual > 0:
         with torch.no_grad():
             f_t = s1.encoder.features(deg_a)
         perc = F.l1_loss(s1.encoder.features(out), f_t)
         loss = loss + cfg.w_perceptual * perc
         terms["perc"] = perc
+    e_all = e_b
     if cfg.pairing == "cross" and cfg.consistency != "none" and cfg.w_consistency > 0:
         e_a = s1.encoder(deg_a)
         cons = _consistency(e_a, e_b, cfg.consistency)
         loss = loss + cfg.w_consistency * cons
         terms["cons"] = cons
+        e_all = torch.cat([e_a, e_b])
+    if cfg.w_anchor > 0:
+        anchor = _rms_anchor(e_all)
+        loss = loss + cfg.w_anchor * anchor
+        terms["anchor"] = anchor
     if not torch.isfinite(loss):
         raise TrainingError("non-finite loss")
     opt.zero_grad(set_to_none=True)
