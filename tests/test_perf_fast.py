@@ -169,3 +169,21 @@ def srvgg_tiny():
 
     model = copy.deepcopy(load_model("realesr-animevideov3").model).eval()
     return model.requires_grad_(True)
+
+
+def test_fp16_loss_scaling_gives_unscaled_gradients(recon_net, images, srvgg_tiny):
+    """fp16 autocast: the gradients after the step's unscaling match fp32 ones (CPU fp16 kernels are
+    slow but exist; only the arithmetic is checked here)."""
+    config = AdaptConfig(patch_size=16, batch_size=2, lr=1e-3)
+    batch = sample_batch(images[:1], 2, 16, 4, torch.Generator().manual_seed(7))
+    e = torch.randn(1, 24)
+    norms = {}
+    for mode in ("off", "fp16"):
+        options = SpeedOptions(autocast=mode)
+        model = copy.deepcopy(srvgg_tiny)
+        opt = make_optimizer(model.parameters(), config, options)
+        m = fast_adapt_step(prepare_backbone(model, options), opt, batch, FastReconstructor(recon_net, e, options),
+                            config, options)
+        assert not m["skipped"]
+        norms[mode] = m["grad_norm"]
+    assert norms["fp16"] == pytest.approx(norms["off"], rel=0.05)
