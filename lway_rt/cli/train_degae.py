@@ -32,8 +32,10 @@ import click
               help="cross: E reads another image with the same degradation (DegAE); same: E reads the target itself.")
 @click.option("--roundtrip", "p_roundtrip", type=float, default=0.5, show_default=True,
               help="Fraction of draws degraded through a x4 scale round trip (what stage 2 shows E and R).")
-@click.option("--perceptual", type=click.Choice(["trunk-l1", "none"]), default="trunk-l1", show_default=True,
-              help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute).")
+@click.option("--perceptual", type=click.Choice(["trunk-l1", "lpips", "none"]), default="trunk-l1", show_default=True,
+              help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute), or LPIPS.")
+@click.option("--lpips-weights", type=click.Path(path_type=Path), multiple=True,
+              help="LPIPS-AlexNet weights (.pth/.safetensors; backbone and linear layers, one or two files).")
 @click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
 @click.option("--w-perceptual", type=float, default=0.02, show_default=True)
@@ -42,7 +44,7 @@ import click
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
-            pairing, p_roundtrip, perceptual, pixel_loss, w_perceptual, ckpt_every, threads, resume, log_path) -> None:
+            pairing, p_roundtrip, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, resume, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
     from lway_rt.degae.degrade import SynthConfig
     from lway_rt.degae.train import TrainConfig, train
@@ -54,7 +56,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         raise InputError(f"--roundtrip: {exc}") from exc
     cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, crop_tries=crop_tries, batch=batch, iters=iters, lr=lr,
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
-                      trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual, pixel_loss=pixel_loss, w_perceptual=w_perceptual,
+                      trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual,
+                      lpips_weights=tuple(str(p) for p in lpips_weights), pixel_loss=pixel_loss, w_perceptual=w_perceptual,
                       synth=synth, ckpt_every=ckpt_every, threads=threads)
 
     def log(msg: str) -> None:

@@ -70,7 +70,8 @@ class TrainConfig:
     w_anchor: float = 0.1  # keeps the embedding's RMS near 1
     pixel_loss: str = "charbonnier"  # "l1" (the paper), "charbonnier" or "mse"
     charbonnier_eps: float = 0.01
-    perceptual: str = "trunk-l1"  # "trunk-l1" or "none"
+    perceptual: str = "trunk-l1"  # "trunk-l1", "lpips" (needs lpips_weights) or "none"
+    lpips_weights: tuple[str, ...] = ()
     w_perceptual: float = 0.02
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(p_roundtrip=0.5))
     ckpt_every: int = 100
@@ -83,9 +84,11 @@ class TrainConfig:
             raise InputError(f"consistency must be normalised, mse or none, got {self.consistency!r}")
         if self.pixel_loss not in ("l1", "charbonnier", "mse"):
             raise InputError(f"pixel loss must be l1, charbonnier or mse, got {self.pixel_loss!r}")
-        if self.perceptual not in ("trunk-l1", "none"):
-            raise InputError(f"perceptual must be 'trunk-l1' or 'none', got {self.perceptual!r} (LPIPS weights cannot be "
-                             "fetched offline)")
+        if self.perceptual not in ("trunk-l1", "lpips", "none"):
+            raise InputError(f"perceptual must be 'trunk-l1', 'lpips' or 'none', got {self.perceptual!r}")
+        if self.perceptual == "lpips" and not self.lpips_weights:
+            raise InputError("--perceptual lpips needs --lpips-weights (they cannot be fetched offline); "
+                             "or use --perceptual trunk-l1")
         if self.crop < 24:
             raise InputError(f"--crop must be at least 24 px (the encoder needs 22), got {self.crop}")
         if self.synth.p_roundtrip > 0 and self.crop % self.synth.roundtrip_scale:
@@ -104,6 +107,7 @@ class TrainConfig:
     def recipe(self) -> dict:
         d = asdict(self)
         d["head_widths"] = list(self.head_widths)
+        d["lpips_weights"] = [Path(p).name for p in self.lpips_weights]
         return d
 
 
@@ -141,8 +145,11 @@ def _rms_anchor(e: torch.Tensor) -> torch.Tensor:
     return (e.pow(2).mean().sqrt() - 1.0).pow(2)
 
 
-def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig) -> dict[str, float]:
-    """One optimisation step; returns the loss terms (floats). Raises TrainingError on a non-finite loss."""
+def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig,
+               lpips: torch.nn.Module | None = None) -> dict[str, float]:
+    """One optimisation step; returns the loss terms (floats). Raises TrainingError on a non-finite loss.
+
+    ``lpips`` is the frozen LPIPS network when ``cfg.perceptual == "lpips"``."""
     dev = cfg.device
     clean_a, deg_a, deg_b = (t.to(dev) for t in (batch.clean_a, batch.deg_a, batch.deg_b))
     e_b = s1.encoder(deg_b)
@@ -159,6 +166,12 @@ def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainC
         with torch.no_grad():
             f_t = s1.encoder.features(deg_a)
         perc = F.l1_loss(s1.encoder.features(out), f_t)
+        loss = loss + cfg.w_perceptual * perc
+        terms["perc"] = perc
+    elif cfg.perceptual == "lpips" and cfg.w_perceptual > 0:
+        if lpips is None:
+            raise ValueError("perceptual='lpips' needs the lpips network")
+        perc = lpips(out, deg_a).mean()
         loss = loss + cfg.w_perceptual * perc
         terms["perc"] = perc
     e_all = e_b
@@ -200,12 +213,12 @@ def _lr_at(cfg: TrainConfig, it: int) -> float:
 
 
 def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.Generator, elapsed: float,
-          last: dict[str, float]) -> None:
+          last: dict[str, float], perceptual_ran: str) -> None:
     from lway_rt.io.weights import atomic_path
 
     meta = {
         "recipe": cfg.recipe(), "iterations": it, "train_seconds": round(elapsed, 1),
-        "perceptual_ran": "trunk features L1 (offline LPIPS substitute)" if cfg.perceptual == "trunk-l1" else "none",
+        "perceptual_ran": perceptual_ran,
         "data": cfg.data or "bundled scikit-image photos: " + ",".join(__import__("lway_rt.degae.data", fromlist=["x"]).BUNDLED_TRAIN),
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}, torch threads {torch.get_num_threads()}",
         "torch": torch.__version__, "last_losses": last,
@@ -271,6 +284,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
         s1 = Stage1.fresh(cfg.embed_dim, cfg.width, cfg.blocks, skip=cfg.skip, trunk=TrunkSpec(cfg.trunk_model, cfg.trunk_layers),
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
+    lpips = None
+    if cfg.perceptual == "lpips":
+        from lway_rt.degae.lpips import load_lpips
+
+        lpips, lp_hash = load_lpips(cfg.lpips_weights, cfg.device)
+        perceptual_ran = f"LPIPS-AlexNet (user weights, sha256 {lp_hash[:16]})"
+    elif cfg.perceptual == "trunk-l1":
+        perceptual_ran = "L1 on the frozen trunk's features (offline LPIPS substitute)"
+    else:
+        perceptual_ran = "none"
+    log(f"perceptual term: {perceptual_ran}")
     s1.encoder.train()
     s1.reconstructor.train()
     params = [p for m in (s1.encoder, s1.reconstructor) for p in m.parameters() if p.requires_grad]
@@ -300,7 +324,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                 g["lr"] = _lr_at(cfg, it)
             batch = make_batch(rng, images, cfg)
             try:
-                last = train_step(s1, opt, batch, cfg)
+                last = train_step(s1, opt, batch, cfg, lpips)
             except TrainingError:
                 kept = (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue "
                         "with --resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
@@ -313,7 +337,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
             if it % min(25, cfg.ckpt_every) == 0 or it == end:
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
-                _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last)
+                _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last, perceptual_ran)
                 last_saved = it
     finally:
         if bar is not None:
