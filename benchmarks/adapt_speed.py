@@ -60,8 +60,9 @@ LOSS_RTOL = 1e-5
 # inputs
 
 
-def lr_photo(name: str, side: int, scale: int) -> np.ndarray:
-    """An LR test image: a centred (side*scale)^2 crop of a bundled photo, bicubic-downscaled x scale."""
+def lr_photo(name: str, side: int, scale: int, with_hr: bool = False):
+    """An LR test image: a centred (side*scale)^2 crop of a bundled photo, bicubic-downscaled x scale
+    (and the crop itself, the ground truth, with ``with_hr``)."""
     from skimage import data
 
     from lway_rt.io.images import resize_bicubic
@@ -74,7 +75,9 @@ def lr_photo(name: str, side: int, scale: int) -> np.ndarray:
     if min(h, w) < hr_side:
         raise SystemExit(f"error: photo {name} ({w}x{h}) is smaller than {hr_side} px; use a smaller --lr-size")
     t, l = (h - hr_side) // 2, (w - hr_side) // 2
-    return resize_bicubic(np.ascontiguousarray(img[t:t + hr_side, l:l + hr_side, :3]), (side, side))
+    hr = np.ascontiguousarray(img[t:t + hr_side, l:l + hr_side, :3])
+    lr = resize_bicubic(hr, (side, side))
+    return (lr, hr) if with_hr else lr
 
 
 def load_stage1_for_bench(path: str | None, device: str, seed: int):
@@ -215,6 +218,11 @@ def first_losses(names, base, stage1, image, config, batch, dtype) -> dict[str, 
     return {v: Variant(v, base, s1, img, emb, config).first_loss(b) for v in names}
 
 
+def _db(value: float) -> float | str:
+    """PSNR for JSON: identical images give "identical" rather than an infinite number."""
+    return round(value, 2) if np.isfinite(value) else "identical"
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -287,10 +295,12 @@ def estimate_step_memory(variant: Variant, batch) -> dict:
     largest = max(saved.values(), default=0)
     batch_bytes = sum(t.numel() * t.element_size() for t in (batch.lr, batch.up))
     total = 2 * p_bytes + opt_bytes + act + 2 * largest + batch_bytes
+    # the loop also keeps the last good weights and optimizer state for its drift guard
+    loop_total = total + p_bytes + opt_bytes
     mb = lambda n: round(n / 2**20, 1)  # noqa: E731
     return {"params_mb": mb(p_bytes), "grads_mb": mb(p_bytes), "adam_state_mb": mb(opt_bytes),
             "saved_activations_mb": mb(act), "largest_saved_mb": mb(largest), "batch_mb": mb(batch_bytes),
-            "estimated_peak_mb": mb(total)}
+            "estimated_step_peak_mb": mb(total), "estimated_loop_peak_mb": mb(loop_total)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -344,7 +354,7 @@ def main(argv=None) -> int:
     desc = load_model(args.model, device=args.device)
     stage1, stage1_source = load_stage1_for_bench(args.stage1, args.device, args.seed)
     config = AdaptConfig(device=args.device, seed=args.seed)
-    lr = lr_photo(args.photo, args.lr_size, desc.scale)
+    lr, hr = lr_photo(args.photo, args.lr_size, desc.scale, with_hr=True)
     x = torch.from_numpy(lr.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).to(args.device)
     image = AdaptImage.from_lr(args.photo, x, desc.scale)
     emb = compute_embeddings([image.up], stage1)
@@ -371,11 +381,23 @@ def main(argv=None) -> int:
     print("first-step loss, as timed: " + ", ".join(f"{v} {first[v]:.7g} (rel {rel[v]:.1e})" for v in variants),
           flush=True)
 
-    # 2. warm-up, then interleaved timing
+    # 2. warm-up (the first warm-up step is counted for FLOPs: what the step computes, forward and
+    #    backward), the machine's dense-kernel ceiling now, then interleaved timing
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lway_rt.bench.flops import measure_peak
+
+    flops = {}
     for v in variants:
-        for b in batches[: args.warmup]:
-            built[v].step(b)
+        for k, b in enumerate(batches[: args.warmup]):
+            if k == 0 and v != "ours-compile":
+                with FlopCounterMode(display=False) as counter:
+                    built[v].step(b)
+                flops[v] = counter.get_total_flops()
+            else:
+                built[v].step(b)
     _sync(args.device)
+    peak_before = measure_peak(device=args.device.split(":")[0], threads=args.threads)
     times: dict[str, list[list[float]]] = {v: [] for v in variants}
     cuda_peak = {}
     for r in range(args.rounds):
@@ -396,6 +418,24 @@ def main(argv=None) -> int:
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{v} {1000 * statistics.median(times[v][-1]):.1f} ms" for v in variants), flush=True)
 
+    peak_after = measure_peak(device=args.device.split(":")[0], threads=args.threads)
+
+    # 3. where the timed steps took each variant: all saw the same patches from the same start, so the
+    #    adapted models should agree; Y-PSNR against the ground-truth crop, and against the reference's
+    #    adapted output (how closely a variant follows the reference's trajectory).
+    from lway_rt.metrics import psnr_y
+
+    outputs = {}
+    with torch.no_grad():
+        for v in variants:
+            sr = built[v].model(x).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
+            outputs[v] = np.round(sr * 255.0).astype(np.uint8)
+    after = {v: {"steps": args.warmup + per_round * args.rounds,
+                 "psnr_y_vs_ground_truth": round(psnr_y(outputs[v], hr, desc.scale), 3),
+                 "psnr_y_vs_reference_output": (None if v == "reference" else
+                                                _db(psnr_y(outputs[v], outputs["reference"], desc.scale)))}
+             for v in variants}
+    peak = (peak_before["best"] + peak_after["best"]) / 2
     results = {}
     for v in variants:
         flat = [t for rnd in times[v] for t in rnd]
@@ -407,6 +447,12 @@ def main(argv=None) -> int:
                       "speedup_vs_reference": round(statistics.median(ratios), 3),
                       "first_step_loss": first[v], "first_step_loss_rel_diff": rel[v],
                       "first_step_loss_fp64": first64.get(v), "first_step_loss_fp64_rel_diff": rel64.get(v)}
+        results[v]["after_timed_steps"] = after[v]
+        if v in flops:
+            gflops = flops[v] / statistics.median(flat) / 1e9
+            results[v]["gflop_per_iteration"] = round(flops[v] / 1e9, 2)
+            results[v]["achieved_gflops"] = round(gflops, 1)
+            results[v]["fraction_of_measured_peak"] = round(gflops / peak, 3)
         if v in cuda_peak:
             results[v]["cuda_allocator_peak_mb_all_variants_resident"] = round(cuda_peak[v], 1)
     if args.estimate_cuda:
@@ -424,12 +470,16 @@ def main(argv=None) -> int:
                    "target": config.target, "hf_mode": config.hf_mode, "hf_source": config.hf_source, "lr": config.lr},
         "timing": {"rounds": args.rounds, "iterations_per_round": per_round, "warmup": args.warmup,
                    "interleaved": True, "loss_rtol": LOSS_RTOL},
+        "measured_peak_gflops": {"before": peak_before, "after": peak_after,
+                                 "note": "best of a large matmul and a 64-channel 3x3 convolution, same threads"},
         "variants": results,
         "peak_rss_mb_this_process": round(peak_rss_mb(), 1),
     }
     if args.memory:
         report["loop_memory"] = measure_loop_memory(args)
-    print(json.dumps({v: {k: r[k] for k in ("ms_per_iteration_median", "speedup_vs_reference")}
+    print(json.dumps({v: {k: r.get(k) for k in ("ms_per_iteration_median", "speedup_vs_reference",
+                                                  "gflop_per_iteration", "fraction_of_measured_peak",
+                                                  "after_timed_steps")}
                       for v, r in results.items()}, indent=1))
     if "loop_memory" in report:
         print("loop memory:", json.dumps({k: v for k, v in report["loop_memory"].items() if k != "config"}))
