@@ -24,7 +24,7 @@ if [[ $what == all || $what == tuning ]]; then
   # ONNX Runtime session options (threads, graph optimisation, memory arena, execution mode) at 256x256,
   # beside torch eager and its CPU options (channels-last, bf16 autocast).
   "$LWAYRT" serve-bench --model "$MODEL" --size 256 --min-iters 15 --min-time-s 5 \
-    --backend torch --backend torch+cl --backend torch+bf16 \
+    --backend torch --backend torch+threads=1 --backend torch+cl --backend torch+bf16 \
     --backend ort-cpu --backend ort-cpu+threads=1 --backend ort-cpu+opt=basic --backend ort-cpu+opt=disable \
     --backend ort-cpu+noarena --backend ort-cpu+parallel \
     --json "$OUT/serve_bench_cpu_ort_tuning.json" --chart "$OUT/serve_bench_cpu_ort_tuning.png"

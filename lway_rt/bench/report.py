@@ -32,6 +32,13 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _rss(mem: dict[str, Any]) -> str:
+    if mem.get("rss_peak_mb") is None:
+        return "-"
+    extra = mem.get("rss_peak_above_start_mb")
+    return f"{mem['rss_peak_mb']:.0f}" + ("" if extra is None else f" (+{extra:.0f})")
+
+
 def render_table(report: dict[str, Any]):
     """A ``rich.table.Table`` with one row per measured configuration; skipped backends in the caption."""
     from rich.table import Table
@@ -46,7 +53,7 @@ def render_table(report: dict[str, Any]):
     table = Table(title=title, title_justify="left")
     columns = ["backend", "input", "workers", "verified", "p50 ms", "p90 ms", "p99 ms", "img/s", "out MP/s"]
     columns += ["GPU ms"] if has_gpu_time else []
-    columns += ["GFLOP/s", "% peak", "load s", "peak RSS MB"]
+    columns += ["GFLOP/s", "% peak", "load s", "RSS MB (+run)"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("backend", "input", "verified") else "right")
     for row in rows:
@@ -69,10 +76,11 @@ def render_table(report: dict[str, Any]):
             cells.append(_fmt((row["compute_ms"] or {}).get("p50"), 2))
         cells += [_fmt(row["achieved_gflops"], 0),
                   _fmt(None if row["peak_fraction"] is None else 100 * row["peak_fraction"], 0),
-                  load_s, _fmt(mem.get("rss_peak_mb"), 0)]
+                  load_s, _rss(mem)]
         table.add_row(*cells)
     peaks = ", ".join(f"{key} {value['best']:.0f}" for key, value in report["peak_gflops"].items()) or "not measured"
-    notes = ["verified = PSNR vs torch fp32 on photo crops; load s = build (+ONNX export); "
+    notes = ["verified = PSNR vs torch fp32 on photo crops; load s = build (+ONNX export); RSS = process peak "
+             "(+ what this configuration added above its start); "
              f"% peak = share of the measured dense-kernel peak (GFLOP/s: {peaks})"]
     for row in report["results"]:
         if row["input"] is None:

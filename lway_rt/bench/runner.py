@@ -11,8 +11,8 @@ backend that can run here the order is fixed by what makes a number trustworthy:
 4. record latency percentiles, throughput, memory, the model's FLOPs and the fraction of the
    machine's measured matmul peak they reach.
 
-Backends stay loaded side by side and are timed interleaved per shape, so slow drift of a shared
-machine's load affects all of them alike. A backend that cannot run here (package or device
+Backends stay loaded side by side; on each shape they are timed in interleaved rounds (the
+``rounds`` timing setting), so the changing load of a shared machine falls on all of them alike. A backend that cannot run here (package or device
 missing) is listed as skipped with the reason; one that fails to build or run is listed as an
 error with the message. Neither stops the others.
 """
@@ -299,14 +299,21 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             if (case.height, case.width) not in flops_cache:
                 flops_cache[(case.height, case.width)] = 2 * count_macs(ref_model, (1, 3, case.height, case.width))["total"]
             flops = flops_cache[(case.height, case.width)]
+            ready = []
             for spec in specs:
                 if spec.label not in backends:
                     continue
                 backend = backends[spec.label]
                 run = backend.run if not case.tile else \
                     (lambda xb, b=backend, t=case.tile: tiled_run(b.run, xb, tile=t, overlap=config.tile_overlap, scale=scale))
-                rows.extend(_measure_case(spec, backend, run, case, x, ref, flops, config, scale, load_info[spec.label],
-                                          say))
+                load = load_info[spec.label]
+                verdict = _verify(spec, run, case, x, ref, config, scale, load, say)
+                if isinstance(verdict, list):
+                    rows.extend(verdict)  # failed or error: reported, never timed
+                else:
+                    base, verify_rss_above = verdict
+                    ready.append(_Timed(spec, backend, run, base, load["load_rss_delta_mb"], verify_rss_above))
+            rows.extend(_time_interleaved(ready, case, x, flops, config, scale, say))
         peaks_end = _measure_peaks(specs, threads) if config.measure_peak else {}
         peak_samples.append(peaks_end)
     finally:
@@ -349,9 +356,30 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     }
 
 
-def _measure_case(spec, backend, run, case: _Case, x: np.ndarray, ref: np.ndarray, flops: int, config: BenchConfig,
-                  scale: int, load: dict[str, Any], say) -> list[dict[str, Any]]:
-    """Verify one backend on one shape, then time it at every concurrency level."""
+@dataclass
+class _Timed:
+    """A verified backend on one case, and what its timing rounds have gathered."""
+
+    spec: Any
+    backend: Any
+    run: Callable[[np.ndarray], np.ndarray]
+    base: dict[str, Any]
+    load_rss_delta: float | None
+    verify_rss_above: float | None
+    latencies: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    warmup: tuple[int, float] = (0, 0.0)
+    rss_above: float | None = None
+    rss_peak: float = 0.0
+    rss_scope: str = "configuration"
+
+
+def _verify(spec, run, case: _Case, x: np.ndarray, ref: np.ndarray, config: BenchConfig, scale: int,
+            load: dict[str, Any], say) -> tuple[dict[str, Any], float | None] | list[dict[str, Any]]:
+    """Check one backend's output on one case.
+
+    Returns (row base, RSS peak above start during the check) if verified, else its failed/error rows.
+    """
     from lway_rt.bench import machine
 
     base = _row_base(spec, case, scale, config.tile_overlap)
@@ -361,11 +389,16 @@ def _measure_case(spec, backend, run, case: _Case, x: np.ndarray, ref: np.ndarra
     threshold = config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR[spec.precision]
     if case.tile:
         threshold = min(threshold, TILED_MIN_PSNR)
-    tag = f"{spec.label} {case.batch}x{case.height}x{case.width}" + (f" tile {case.tile}" if case.tile else "")
+    # Backends stay loaded side by side, so the process's RSS holds all of them: what belongs to one
+    # configuration is its peak above the RSS it started from. First-call allocations (ONNX
+    # Runtime's arena, workspaces) happen here, so they are counted from here.
+    rss_start = machine.rss_mb()
+    reset_ok = machine.reset_peak_rss()
     try:
         out = run(x)
     except Exception as exc:  # noqa: BLE001 - reported in the row
         return [{**base, "concurrency": c, "status": "error", "reason": _error_text(exc)} for c in config.concurrency]
+    rss_above = machine.peak_rss_mb() - rss_start if reset_ok and rss_start is not None else None
     if out.shape != ref.shape:
         reason = f"output shape {tuple(out.shape)} differs from the reference {tuple(ref.shape)}"
         return [{**base, "concurrency": c, "status": "failed", "reason": reason} for c in config.concurrency]
@@ -377,39 +410,82 @@ def _measure_case(spec, backend, run, case: _Case, x: np.ndarray, ref: np.ndarra
                                                  "min_psnr_db": threshold, "finite": finite})
     if not verified:
         reason = "output has NaN/inf" if not finite else f"PSNR {psnr:.1f} dB vs torch fp32 is below {threshold:.0f} dB"
-        say(f"{tag}: FAILED verification ({reason})")
+        say(f"{spec.label} {case.batch}x{case.height}x{case.width}: FAILED verification ({reason})")
         return [{**base, "concurrency": c, "status": "failed", "reason": reason} for c in config.concurrency]
+    return base, rss_above
 
-    rows = []
-    on_cuda = spec.device == "cuda" and torch.cuda.is_available()  # not so for an ORT GPU provider that fell back
+
+def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: int, config: BenchConfig, scale: int,
+                      say) -> list[dict[str, Any]]:
+    """Time every verified backend on one case, at every concurrency level, in interleaved rounds.
+
+    With ``rounds`` > 1 each backend's iterations are split into rounds and the backends take turns
+    (the starting backend rotates), so a shared machine's changing load falls on all of them alike
+    instead of on whichever ran during a busy minute. The warm-up runs once, before a backend's
+    first round.
+    """
+    from lway_rt.bench import machine
+
+    rows: list[dict[str, Any]] = []
+    policy = config.timing
+    rounds = policy.rounds
+    round_iters = max(1, math.ceil(policy.min_iters / rounds))
+    per_round = TimingPolicy(warmup_s=0, warmup_iters=0, min_iters=round_iters, min_time_s=policy.min_time_s / rounds,
+                             max_iters=max(round_iters, policy.max_iters // rounds), max_time_s=policy.max_time_s / rounds)
     out_mp = case.batch * case.height * scale * case.width * scale / 1e6
+    tag = f"{case.batch}x{case.height}x{case.width}" + (f" tile {case.tile}" if case.tile else "")
     for workers in config.concurrency:
-        say(f"{tag} x{workers} workers: timing")
-        reset_ok = machine.reset_peak_rss()
-        if on_cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        warm_n, warm_s = warm_up(lambda: run(x), config.timing)
+        for item in ready:
+            item.latencies, item.wall_s, item.rss_peak, item.rss_scope = [], 0.0, 0.0, "configuration"
+            item.rss_above = item.verify_rss_above if workers == config.concurrency[0] else None
         inputs = [x.copy() for _ in range(workers)]
-        latencies, wall = time_closed_loop(lambda i: (lambda: run(inputs[i])), config.timing, workers)
-        stats = summarise(latencies, wall)
-        compute = None
-        if backend.compute_method is not None and not case.tile:
-            n = min(stats.count, 50)
-            samples = [backend.compute_ms(x) for _ in range(n)]
-            compute = {**summarise(samples, sum(samples) / 1e3).as_dict(), "method": backend.compute_method}
-        memory = {"rss_mb": machine.rss_mb(), "rss_peak_mb": machine.peak_rss_mb(),
-                  "rss_peak_scope": "configuration" if reset_ok else "process",
-                  "load_rss_delta_mb": load["load_rss_delta_mb"], "cuda_peak_allocated_mb": None, "cuda_used_mb": None}
-        if on_cuda:
-            free, total = torch.cuda.mem_get_info()
-            memory.update(cuda_peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
-                          cuda_used_mb=(total - free) / 2**20)
-        images_per_s = stats.requests_per_s * case.batch
-        rows.append({**base, "concurrency": workers, "warmup": {"iterations": warm_n, "seconds": warm_s},
-                     "latency_ms": stats.as_dict(), "compute_ms": compute, "images_per_s": images_per_s,
-                     "output_mp_per_s": stats.requests_per_s * out_mp, "flops_per_image": flops,
-                     "achieved_gflops": flops * images_per_s / 1e9, "memory": memory})
-        if not math.isfinite(stats.cv) or stats.cv > 0.15:
-            rows[-1]["note"] = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
+        for r in range(rounds):
+            say(f"{tag} x{workers} workers: round {r + 1}/{rounds}")
+            shift = r % max(1, len(ready))
+            for item in ready[shift:] + ready[:shift]:
+                if r == 0:
+                    item.warmup = warm_up(lambda: item.run(x), policy)
+                on_cuda = item.spec.device == "cuda" and torch.cuda.is_available()  # not so after an ORT fallback
+                if on_cuda:
+                    torch.cuda.synchronize()
+                    if r == 0:
+                        torch.cuda.reset_peak_memory_stats()
+                rss_start = machine.rss_mb()
+                reset_ok = machine.reset_peak_rss()
+                lat, wall = time_closed_loop(lambda i, run=item.run: (lambda: run(inputs[i])), per_round, workers)
+                item.latencies += lat
+                item.wall_s += wall
+                peak = machine.peak_rss_mb()
+                item.rss_peak = max(item.rss_peak, peak)
+                if reset_ok and rss_start is not None:
+                    item.rss_above = max(item.rss_above or 0.0, peak - rss_start)
+                else:
+                    item.rss_scope = "process"
+        for item in ready:
+            rows.append(_timed_row(item, case, x, flops, workers, out_mp))
     return rows
+
+
+def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: int, out_mp: float) -> dict[str, Any]:
+    from lway_rt.bench import machine
+
+    stats = summarise(item.latencies, item.wall_s)
+    compute = None
+    if item.backend.compute_method is not None and not case.tile:
+        samples = [item.backend.compute_ms(x) for _ in range(min(stats.count, 50))]
+        compute = {**summarise(samples, sum(samples) / 1e3).as_dict(), "method": item.backend.compute_method}
+    memory = {"rss_mb": machine.rss_mb(), "rss_peak_mb": item.rss_peak,
+              "rss_peak_above_start_mb": item.rss_above if item.rss_scope == "configuration" else None,
+              "rss_peak_scope": item.rss_scope, "load_rss_delta_mb": item.load_rss_delta,
+              "cuda_peak_allocated_mb": None, "cuda_used_mb": None}
+    if item.spec.device == "cuda" and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        memory.update(cuda_peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20, cuda_used_mb=(total - free) / 2**20)
+    images_per_s = stats.requests_per_s * case.batch
+    row = {**item.base, "concurrency": workers, "warmup": {"iterations": item.warmup[0], "seconds": item.warmup[1]},
+           "latency_ms": stats.as_dict(), "compute_ms": compute, "images_per_s": images_per_s,
+           "output_mp_per_s": stats.requests_per_s * out_mp, "flops_per_image": flops,
+           "achieved_gflops": flops * images_per_s / 1e9, "memory": memory}
+    if not math.isfinite(stats.cv) or stats.cv > 0.15:
+        row["note"] = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
+    return row

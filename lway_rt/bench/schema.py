@@ -97,7 +97,7 @@ SCHEMA: dict[str, Any] = {
             "images_per_s": _NNUM, "output_mp_per_s": _NNUM,
             "flops_per_image": {"type": ["integer", "null"], "minimum": 0},
             "achieved_gflops": _NNUM, "peak_fraction": _NNUM,
-            "memory": _obj({"rss_mb": _NNUM, "rss_peak_mb": _NNUM, "rss_peak_scope": {"enum": ["configuration", "process"]},
+            "memory": _obj({"rss_mb": _NNUM, "rss_peak_mb": _NNUM, "rss_peak_above_start_mb": _NNUM, "rss_peak_scope": {"enum": ["configuration", "process"]},
                             "load_rss_delta_mb": _NNUM, "cuda_peak_allocated_mb": _NNUM, "cuda_used_mb": _NNUM},
                            nullable=True),
         })},

@@ -31,12 +31,15 @@ class TimingPolicy:
     min_time_s: float = 3.0
     max_iters: int = 10_000
     max_time_s: float = 60.0
+    rounds: int = 1  # split the timed iterations into this many rounds, interleaved across backends
 
     def __post_init__(self):
         from lway_rt.errors import InputError
 
         if self.warmup_s < 0 or self.min_time_s < 0 or self.max_time_s <= 0:
             raise InputError("warm-up and timing durations must be >= 0 (max time > 0)")
+        if self.rounds < 1:
+            raise InputError(f"rounds must be >= 1, got {self.rounds}")
         if self.warmup_iters < 0 or self.min_iters < 1 or self.max_iters < self.min_iters:
             raise InputError(f"need warmup_iters >= 0 and 1 <= min_iters <= max_iters, got "
                              f"{self.warmup_iters}, {self.min_iters}, {self.max_iters}")
