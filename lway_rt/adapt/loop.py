@@ -3,7 +3,8 @@
 Order of work for one run (one model for a folder, or one per image):
 1. read the inputs, upsample each LR bicubically once, embed each with E once and prepare R's
    per-image constants once (``embed.prepare_stage1``);
-2. loop ``adapt_step`` over random patch batches; every ``guard_every`` steps measure the loss on a
+2. loop the step (``fast.fast_adapt_step``: ``step.adapt_step``'s arithmetic, arranged for speed) over
+   random patch batches; every ``guard_every`` steps measure the loss on a
    fixed patch set (wavelet weight of the target: a fixed yardstick) and roll back to the last good
    weights (halving the learning rate) when it jumps
    (drift guard, DESIGN §2.5); a non-finite step is skipped and lowers the learning rate, and if that
@@ -37,9 +38,9 @@ from torch import nn
 from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import prepare_stage1
+from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import adaptation_loss
 from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
-from lway_rt.adapt.step import adapt_step
 from lway_rt.errors import InputError, ModelError, TrainingError
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "RunResult", "CHECKPOINT", "WEIGHTS"]
@@ -230,7 +231,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     model = copy.deepcopy(desc.model).to(device).eval()
     trainable = select_trainable(model, desc.arch, config.trainable)
     params = [p for n, p in model.named_parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas)
+    # fp32 speed options (R channels-last with folded per-image constants, fused Adam, one sync per
+    # step): step.adapt_step's arithmetic, measured by benchmarks/adapt_speed.py. S's weights keep
+    # their layout, so full-image inference matches the unadapted model's bit for bit at iteration 0.
+    speed = SpeedOptions()
+    opt = make_optimizer(params, config, speed)
     anchor_model = None
     if config.anchor_weight > 0:
         anchor_model = copy.deepcopy(desc.model).to(device).eval()
@@ -248,7 +253,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         t0 = time.perf_counter()
         stage1.encoder.to(device)
         stage1.reconstructor.to(device)
-        recon, emb = prepare_stage1(stage1, [d.up for d in data], backend=config.encoder_backend)
+        _, emb = prepare_stage1(stage1, [d.up for d in data], backend=config.encoder_backend)
+        recon = FastReconstructor(stage1.reconstructor, emb, speed)
         embed_s = time.perf_counter() - t0
         stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
                        **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
@@ -364,7 +370,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         if anchor_model is not None:
             with torch.no_grad():
                 batch.anchor = anchor_model(batch.lr)
-        m = adapt_step(model, opt, batch, recon, config)
+        m = fast_adapt_step(model, opt, batch, recon, config, speed)
         st["it"] += 1
         rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": st["lr"]}
         if "anchor" in m:
