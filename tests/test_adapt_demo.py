@@ -33,7 +33,8 @@ def test_adapt_demo_scores_after_adapting(tmp_path):
     res = run_adapt_demo(cfg, log=logs.append)
     out = tmp_path / "demo"
     summary = json.loads((out / "results.json").read_text())
-    assert set(summary["mean_psnr"]) == {"bicubic", "unadapted", "adapted"}
+    assert list(summary["mean_psnr"]) == ["bicubic", "unadapted", "identity control", "adapted"]
+    assert (out / "identity_control" / "adapted.safetensors").is_file()
     assert (out / "run" / "contact_sheet.png").is_file() and (out / "chelsea_compare.png").is_file()
     # the numbers are the images' real scores
     hr = np.asarray(Image.open(out / "hr" / "chelsea.png"))

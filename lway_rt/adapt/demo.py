@@ -2,9 +2,12 @@
 
 Ground-truth crops of scikit-image's bundled photos are downscaled x4 (bicubic) and degraded with
 one of stage 1's evaluation presets; the LR crops are written as files and adapted with exactly
-what ``lwayrt adapt`` runs (fixed iterations, no ground truth during adaptation). Only afterwards
-are the unadapted and adapted outputs scored against the ground truth, and a comparison strip
-(LR | bicubic | unadapted | adapted | HR) is written per photo beside the run's contact sheet.
+what ``lwayrt adapt`` runs (fixed iterations, no ground truth during adaptation). The identity-R
+control (``--loss identity``: the same loop with R replaced by the identity, which pulls S towards
+bicubic) runs beside it, so a gain that is only a pull towards bicubic shows as such. Only
+afterwards are the outputs scored against the ground truth, and a comparison strip
+(LR | bicubic | unadapted | identity control | LWay | HR) is written per photo beside the run's
+contact sheet.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class AdaptDemoConfig:
     iterations: int = 100
     stage1: str | None = None  # None: the shipped checkpoint
     seed: int = 0
+    control: bool = True  # also adapt with R replaced by the identity (DESIGN §2.5), for comparison
 
     def __post_init__(self):
         from lway_rt.degae.degrade import EVAL_PRESETS
@@ -63,6 +67,10 @@ class AdaptDemoResult:
     files: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     report: dict = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(next(iter(self.psnr.values()))) if self.psnr else []
 
     def mean(self, method: str, metric: str = "psnr") -> float:
         table = self.psnr if metric == "psnr" else self.ssim
@@ -109,6 +117,10 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
     cfg = AdaptConfig(iterations=config.iterations, seed=config.seed, snapshot_every=max(1, config.iterations // 5))
     (run,) = adapt([lr_dir], config.model, run_dir, cfg, stage1=config.stage1,
                    log=lambda m: log("  " + m) if m.startswith(("iteration", "embedded", "rolled", "non-finite")) else None)
+    control_dir = out / "identity_control"
+    if config.control:
+        log(f"adapting the identity-R control for {config.iterations} iterations ...")
+        adapt([lr_dir], config.model, control_dir, cfg.replace(loss="identity"), log=lambda m: None)
     base = load_model(config.model)
     result = AdaptDemoResult(config, report=run.report)
     for name, hr in hrs.items():
@@ -117,8 +129,10 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
         outs = {
             "bicubic": bicubic_up(x, 4)[0].permute(1, 2, 0).numpy(),
             "unadapted": super_resolve(base.model, x, 4, base.size_multiple, 0)[0].permute(1, 2, 0).numpy(),
-            "adapted": read_image(run_dir / "sr" / f"{name}.png").rgb,
         }
+        if config.control:
+            outs["identity control"] = read_image(control_dir / "sr" / f"{name}.png").rgb
+        outs["adapted"] = read_image(run_dir / "sr" / f"{name}.png").rgb
         result.psnr[name] = {m: psnr_y(v, hr, 4) for m, v in outs.items()}
         result.ssim[name] = {m: ssim_y(v, hr, 4) for m, v in outs.items()}
         from lway_rt.adapt.visual import save_contact_sheet
@@ -136,7 +150,7 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "metric": "Y-PSNR (dB) / SSIM, BT.601, 4-px border; ground truth used only for scoring, after adaptation",
         "psnr": result.psnr, "ssim": result.ssim,
-        "mean_psnr": {m: result.mean(m) for m in ("bicubic", "unadapted", "adapted")},
+        "mean_psnr": {m: result.mean(m) for m in result.methods},
         "files": result.files, "seconds": round(result.seconds, 1), "stopped": run.report["stopped"],
     }
     atomic_write_bytes(out / "results.json", (json.dumps(summary, indent=2) + "\n").encode())
