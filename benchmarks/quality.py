@@ -17,6 +17,7 @@ anything towards them.
 
     .venv/bin/python benchmarks/quality.py                      # defaults, ~20 min on 1 CPU thread
     .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
+    .venv/bin/python benchmarks/quality.py --markdown benchmarks/results/quality.json   # README table
 """
 
 from __future__ import annotations
@@ -93,9 +94,37 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform(), "versions": vers}
 
 
+def markdown(result: dict) -> str:
+    """The README table of a results file: mean Y-PSNR per preset and overall, SSIM, gains."""
+    methods = list(result["mean"])
+    lines = ["| preset | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for preset, row in result["mean_psnr_by_preset"].items():
+        lines.append(f"| {preset} | " + " | ".join(f"{row[m]:.2f}" for m in methods) + " |")
+    lines.append("| **mean Y-PSNR (dB)** | " + " | ".join(f"**{result['mean'][m]['psnr']:.2f}**" for m in methods) + " |")
+    lines.append("| mean SSIM | " + " | ".join(f"{result['mean'][m]['ssim']:.4f}" for m in methods) + " |")
+    gains = result["gain_over_unadapted"]
+    lines.append("| gain vs unadapted: mean / worst (dB), improved | | | " + " | ".join(
+        f"{gains[m]['mean_db']:+.2f} / {gains[m]['min_db']:+.2f}, {gains[m]['improved']}/{gains[m]['of']}"
+        for m in methods[2:]) + " |")
+    strong = result.get("gain_over_unadapted_where_it_beats_bicubic") or {}
+    if strong and all(strong.get(m) for m in methods[2:]):
+        lines.append(f"| same, on the {strong[methods[2]]['of']} crops where unadapted beats bicubic | | | " + " | ".join(
+            f"{strong[m]['mean_db']:+.2f} / {strong[m]['min_db']:+.2f}, {strong[m]['improved']}/{strong[m]['of']}"
+            for m in methods[2:]) + " |")
+    mach = result["machine"]
+    lines.append("")
+    lines.append(f"{result['n_crops']} crops, {result['model']['name']}, {result['protocol']['mode']}; "
+                 f"{mach['cpu']}, {mach['cores']} cores, torch {mach['versions']['torch']} ({mach['torch_threads']} thread); "
+                 f"`{result['command']}`, {result['total_seconds'] / 60:.0f} min.")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from lway_rt.degae.degrade import EVAL_PRESETS
 
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--markdown":
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one)")
