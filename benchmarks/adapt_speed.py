@@ -13,11 +13,12 @@ The **reference** is LWay's step written the obvious way, here in this file:
   factors once per image) -- what ``lwayrt adapt`` runs;
 - ``ours-fold``: ``adapt.fast.fast_adapt_step`` with the per-image constants folded into R's kernels
   and one host-device sync per step, NCHW;
-- ``ours-fast``: the same plus channels-last (``SpeedOptions()`` defaults);
-- ``ours-bf16`` / ``ours-fp16``: ``ours-fast`` under autocast; ``ours-compile``: with ``torch.compile``.
+- ``ours-fast``: the same plus channels-last R and patches (``SpeedOptions()`` defaults: what the loop runs);
+- ``ours-fast-snhwc``: ``ours-fast`` with S's weights channels-last too;
+- ``ours-bf16`` / ``ours-fp16``: ``ours-fast`` under autocast; ``ours-compile``: S under ``torch.compile``.
 
 All variants start from the same backbone weights and consume the same patch sequence (one seed).
-Before timing, the first-step losses of the reference, ours-plain, ours-fold and ours-fast, computed in
+Before timing, the first-step losses of the reference and the fp32 variants (compile aside), computed in
 float64 from the same weights and patches, must agree to 1e-5 (relative): they do the same arithmetic. The fp32
 losses as timed are recorded too (they differ by the rounding of ~25 convolution layers, about 1e-5);
 autocast variants report their difference. Timing interleaves the variants in rounds (order rotated
@@ -51,8 +52,9 @@ import torch
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-FP64_CHECKED = ("reference", "ours-plain", "ours-fold", "ours-fast")
-ALL_VARIANTS = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-bf16", "ours-fp16", "ours-compile")
+FP64_CHECKED = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc")
+ALL_VARIANTS = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc", "ours-bf16", "ours-fp16",
+                "ours-compile")
 LOSS_RTOL = 1e-5
 
 
@@ -185,6 +187,7 @@ class Variant:
             opts = {
                 "ours-fold": fast.SpeedOptions(channels_last=False),
                 "ours-fast": fast.SpeedOptions(),
+                "ours-fast-snhwc": fast.SpeedOptions(backbone_channels_last=True),
                 "ours-bf16": fast.SpeedOptions(autocast="bf16"),
                 "ours-fp16": fast.SpeedOptions(autocast="fp16"),
                 "ours-compile": fast.SpeedOptions(compile=True),
@@ -315,10 +318,10 @@ def parse_args(argv=None):
     p.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one, else a fresh pair)")
     p.add_argument("--photo", default="astronaut", help="bundled scikit-image photo the LR image is cut from")
     p.add_argument("--lr-size", type=int, default=128, help="LR image side (E then sees 512 px at x4)")
-    p.add_argument("--variants", default="reference,ours-plain,ours-fold,ours-fast,ours-bf16",
+    p.add_argument("--variants", default="reference,ours-plain,ours-fold,ours-fast,ours-fast-snhwc,ours-bf16",
                    help=f"comma-separated, from {','.join(ALL_VARIANTS)} ('reference' is always run)")
-    p.add_argument("--iterations", type=int, default=12, help="timed iterations per variant (spread over the rounds)")
-    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds")
+    p.add_argument("--iterations", type=int, default=16, help="timed iterations per variant (spread over the rounds)")
+    p.add_argument("--rounds", type=int, default=16, help="interleaved rounds (one iteration each by default: the finest interleaving)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory", action="store_true", help="also measure the real loop's peak memory (child process)")

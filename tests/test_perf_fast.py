@@ -107,18 +107,21 @@ def test_loss_matches_adaptation_loss(kw, recon_net, images):
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in parts.values())
 
 
-@pytest.mark.parametrize("options", [SpeedOptions(), SpeedOptions(channels_last=False, fused_adam=False)],
-                         ids=["fast", "nchw-foreach"])
+@pytest.mark.parametrize("options", [SpeedOptions(), SpeedOptions(backbone_channels_last=True),
+                                     SpeedOptions(channels_last=False, fused_adam=False)],
+                         ids=["fast", "fast-s-nhwc", "nchw-foreach"])
 def test_step_moves_weights_like_adapt_step(options, recon_net, images, srvgg_tiny):
     config = AdaptConfig(patch_size=16, batch_size=2, lr=1e-3)
     e = torch.randn(1, 24)
     data = images[:1]
     batch = sample_batch(data, 2, 16, 4, torch.Generator().manual_seed(5))
+    # SGD: the update is lr x gradient, so equal weights mean equal gradients (Adam's first step,
+    # lr x sign(g) for tiny g, would turn rounding differences into +-lr jumps)
     plain = copy.deepcopy(srvgg_tiny)
-    opt_plain = torch.optim.Adam(plain.parameters(), lr=config.lr, betas=config.adam_betas)
+    opt_plain = torch.optim.SGD(plain.parameters(), lr=config.lr)
     m_plain = adapt_step(plain, opt_plain, batch, PreparedReconstructor(recon_net, e), config)
     quick = copy.deepcopy(srvgg_tiny)
-    opt = make_optimizer(quick.parameters(), config, options)
+    opt = torch.optim.SGD(quick.parameters(), lr=config.lr)
     call = prepare_backbone(quick, options)
     m = fast_adapt_step(call, opt, batch, FastReconstructor(recon_net, e, options), config, options)
     assert not m["skipped"] and not m_plain["skipped"]
@@ -131,6 +134,15 @@ def test_step_moves_weights_like_adapt_step(options, recon_net, images, srvgg_ti
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4), name
         moved += int(not torch.equal(a, before[name]))
     assert moved > 0  # the step did update S
+
+
+def test_optimizer_is_the_loops_adam(srvgg_tiny):
+    config = AdaptConfig(lr=3e-5, adam_betas=(0.8, 0.99))
+    opt = make_optimizer(srvgg_tiny.parameters(), config)
+    group = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.Adam) and group["fused"]
+    assert group["lr"] == 3e-5 and group["betas"] == (0.8, 0.99)
+    assert not make_optimizer(srvgg_tiny.parameters(), config, SpeedOptions(fused_adam=False)).param_groups[0]["fused"]
 
 
 def test_non_finite_loss_never_reaches_the_weights(recon_net, images, srvgg_tiny):
@@ -150,7 +162,7 @@ def test_non_finite_loss_never_reaches_the_weights(recon_net, images, srvgg_tiny
 def test_channels_last_weights_save_and_reload(srvgg_tiny, tmp_path):
     from lway_rt.io.weights import load_state_file, save_safetensors
 
-    model = prepare_backbone(copy.deepcopy(srvgg_tiny))
+    model = prepare_backbone(copy.deepcopy(srvgg_tiny), SpeedOptions(backbone_channels_last=True))
     assert any(p.dim() == 4 and not p.is_contiguous() for p in model.parameters())
     save_safetensors(tmp_path / "w.safetensors", model.state_dict(), {})
     state, _ = load_state_file(tmp_path / "w.safetensors")

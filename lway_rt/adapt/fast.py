@@ -48,7 +48,10 @@ AUTOCAST = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class SpeedOptions:
     """How the fast step runs. Defaults are what measured fastest on CPUs at fp32 (see benchmarks/README.md).
 
-    channels_last: NHWC weights and activations for S and R.
+    channels_last: NHWC weights and activations for R, and NHWC patches into S.
+    backbone_channels_last: also convert S's weights to NHWC in ``prepare_backbone`` (off by default:
+      S is a small share of the step, and its full-image outputs then round differently from the
+      unadapted model's).
     fold_constants: fold each image's modulation and demodulation into its R kernels (single-image batches).
     autocast: ``off``, ``bf16`` or ``fp16`` for the forward passes of S and R (loss and weight map stay fp32).
     compile: wrap S in ``torch.compile`` (the first steps then pay the compilation).
@@ -60,6 +63,7 @@ class SpeedOptions:
     """
 
     channels_last: bool = True
+    backbone_channels_last: bool = False
     fold_constants: bool = True
     autocast: str = "off"
     compile: bool = False
@@ -148,12 +152,12 @@ class FastReconstructor:
 
 
 def prepare_backbone(model: nn.Module, options: SpeedOptions = SpeedOptions()) -> nn.Module:
-    """S laid out for speed, in place (channels-last weights); returns the module to call (compiled if asked).
+    """S laid out for speed, in place (channels-last weights if asked); returns the module to call (compiled if asked).
 
     Parameters stay the same objects, so an optimizer built on ``model.parameters()`` before or after
     this call updates them; state dicts keep their names (``save_safetensors`` writes contiguous copies).
     """
-    if options.channels_last:
+    if options.backbone_channels_last:
         model.to(memory_format=torch.channels_last)
     if options.compile:
         return torch.compile(model)

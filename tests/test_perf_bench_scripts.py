@@ -1,0 +1,98 @@
+"""The performance scripts' own pieces: the plain reference in ``benchmarks/adapt_speed.py`` computes
+LWay's loss (so the speed ratio compares like with like), the memory estimate adds up, and
+``benchmarks/gpu_check.sh`` parses and explains itself. Small R; the real 0.6 M-parameter backbone."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lway_rt.adapt.config import AdaptConfig
+from lway_rt.adapt.embed import compute_embeddings
+from lway_rt.adapt.patches import AdaptImage, sample_batch
+from lway_rt.adapt.wavelet import hf_weight
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("adapt_speed", ROOT / "benchmarks" / "adapt_speed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def setup(hr_crop):
+    from lway_rt.degae import Stage1
+    from lway_rt.io.store import load_model
+
+    desc = load_model("realesr-animevideov3")
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=2, head_widths=(16, 16, 16), seed=2, skip=True).freeze()
+    lr = torch.from_numpy(hr_crop[::4, ::4].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255  # 64x64 LR
+    image = AdaptImage.from_lr("crop", lr, 4)
+    emb = compute_embeddings([image.up], s1)
+    batch = sample_batch([image], 2, 16, 4, torch.Generator().manual_seed(0))
+    return desc, s1, image, emb, batch
+
+
+def test_pywt_weight_equals_the_torch_weight(bench):
+    x = torch.rand(3, 3, 34, 40, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(bench.pywt_hf_weight(x), hf_weight(x, "luma"), atol=1e-6)
+
+
+def test_reference_reconstructor_is_r(bench, setup):
+    _, s1, _, emb, batch = setup
+    clean = torch.rand(2, 3, 24, 24)
+    e = emb.expand(2, -1)
+    want = s1.reconstructor(clean, e)
+    assert torch.allclose(bench.reference_reconstruct(s1.reconstructor, clean, e), want, atol=1e-5)
+
+
+def test_every_fp32_variant_computes_the_reference_loss(bench, setup):
+    desc, s1, image, emb, batch = setup
+    config = AdaptConfig(patch_size=16, batch_size=2)
+    names = list(bench.FP64_CHECKED)
+    first = bench.first_losses(names, desc.model, s1, image, config, batch, torch.float64)
+    ref = first["reference"]
+    assert ref > 0
+    for v in names:
+        assert abs(first[v] - ref) <= bench.LOSS_RTOL * ref, v
+    # and the check can fail: a different weight map is a different loss
+    variant = bench.Variant("ours-fast", desc.model, s1, image, emb, config.replace(hf_mode="channel"))
+    assert abs(variant.first_loss(batch) - bench.Variant("reference", desc.model, s1, image, emb, config)
+               .first_loss(batch)) > 1e-4 * ref
+
+
+def test_each_variant_steps_and_memory_estimate_adds_up(bench, setup):
+    desc, s1, image, emb, batch = setup
+    config = AdaptConfig(patch_size=16, batch_size=2)
+    for name in ("reference", "ours-plain", "ours-fast", "ours-bf16"):
+        v = bench.Variant(name, desc.model, s1, image, emb, config)
+        before = copy.deepcopy(v.model.state_dict())
+        loss = v.step(batch)
+        assert np.isfinite(loss)
+        assert any(not torch.equal(a, before[k]) for k, a in v.model.state_dict().items()), name
+    est = bench.estimate_step_memory(bench.Variant("ours-fast", desc.model, s1, image, emb, config), batch)
+    n_params = sum(p.numel() for p in desc.model.parameters())
+    assert est["params_mb"] == pytest.approx(n_params * 4 / 2**20, abs=0.1)
+    assert est["adam_state_mb"] == pytest.approx(2 * est["params_mb"], abs=0.2)
+    assert est["saved_activations_mb"] > est["largest_saved_mb"] > 0
+    assert est["estimated_loop_peak_mb"] > est["estimated_step_peak_mb"] > est["saved_activations_mb"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_check_script_parses_and_explains_itself(tmp_path):
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert out.returncode == 2 and "OUTDIR" in out.stdout and "--cpu-smoke" in out.stdout
+    assert not any(tmp_path.iterdir())
