@@ -66,6 +66,7 @@ def test_killed_run_resumes_to_the_same_weights(photo_dir, tmp_path):
     assert f"resumed {out} at iteration {kept}" in log.read_text()
     a, b = load_stage1(out), load_stage1(ref)
     assert a.meta["iterations"] == b.meta["iterations"] == iters
+    assert [(g["from"], g["to"]) for g in a.meta["segments"]] == [(0, kept), (kept, iters)]
     sa, sb = a.state_dict(), b.state_dict()
     for k in sa:
         torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4, msg=k)

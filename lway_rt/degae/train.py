@@ -213,7 +213,7 @@ def _lr_at(cfg: TrainConfig, it: int) -> float:
 
 
 def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.Generator, elapsed: float,
-          last: dict[str, float], perceptual_ran: str) -> None:
+          last: dict[str, float], perceptual_ran: str, segments: list[dict]) -> None:
     from lway_rt.io.weights import atomic_path
 
     meta = {
@@ -222,12 +222,14 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.
         "data": cfg.data or "bundled scikit-image photos: " + ",".join(__import__("lway_rt.degae.data", fromlist=["x"]).BUNDLED_TRAIN),
         "machine": f"{platform.machine()} {platform.processor() or platform.system()}, torch threads {torch.get_num_threads()}",
         "torch": torch.__version__, "last_losses": last,
+        # one entry per (resumed) run: a resume with another --iters restarts the cosine schedule
+        "segments": segments,
     }
     try:
         # the resume state first: weights on disk are never newer than their optimiser state
         with atomic_path(_resume_path(out)) as tmp:
             torch.save({"iteration": it, "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
-                        "elapsed": elapsed, "recipe": json.dumps(cfg.recipe())}, tmp)
+                        "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments}, tmp)
         save_stage1(out, s1, meta)
     except OSError as exc:
         raise OutputError(f"cannot write checkpoint {out}: {exc.strerror or exc}; free disk space or choose another --out") from exc
@@ -277,6 +279,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                                  "use the same options or a new --out")
         state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
         start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
+        segments = list(state.get("segments") or [{"from": 0, "to": start, "iters": prev.get("iters"), "lr": prev.get("lr")}])
         rng.bit_generator.state = state["rng"]
     else:
         if out.exists() and not resume:
@@ -284,6 +287,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
         s1 = Stage1.fresh(cfg.embed_dim, cfg.width, cfg.blocks, skip=cfg.skip, trunk=TrunkSpec(cfg.trunk_model, cfg.trunk_layers),
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
+        segments = []
     lpips = None
     if cfg.perceptual == "lpips":
         from lway_rt.degae.lpips import load_lpips
@@ -337,7 +341,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
             if it % min(25, cfg.ckpt_every) == 0 or it == end:
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
-                _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last, perceptual_ran)
+                seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr}
+                _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
                 last_saved = it
     finally:
         if bar is not None:
