@@ -82,22 +82,25 @@ def lr_photo(name: str, side: int, scale: int, with_hr: bool = False):
     return (lr, hr) if with_hr else lr
 
 
-def load_stage1_for_bench(path: str | None, device: str, seed: int):
-    """``path``, else the shipped stage-1 checkpoint, else a freshly initialised default-width pair.
+def load_stage1_for_bench(which: str, device: str, seed: int):
+    """The stage-1 pair to time with: ``fresh`` (default), ``shipped`` or a checkpoint path.
 
-    Speed does not depend on R's weight values. A fresh R is built with its input skip (R starts near
-    the identity), because a fresh R without it outputs almost zero everywhere, and the min-max
+    ``fresh`` is R at its default width (64 channels, 4 blocks, 512-d embedding; DESIGN §2.2), freshly
+    initialised: speed does not depend on R's weight values. It is built with its input skip (R starts
+    near the identity), because a fresh R without it outputs almost zero everywhere, and the min-max
     normalised wavelet map of a near-flat image is rounding noise: the autocast variants' loss
     differences would then say nothing about a trained R. The skip costs one addition.
+    ``shipped`` is the checkpoint that ``lwayrt adapt`` uses by default (its width is what it was
+    trained at).
     """
     from lway_rt.degae import Stage1, default_checkpoint_path, load_stage1
 
-    if path:
-        return load_stage1(path, device=device), str(path)
-    if default_checkpoint_path().is_file():
+    if which == "fresh":
+        return (Stage1.fresh(seed=seed, skip=True, device=device).freeze(),
+                "freshly initialised at the default width, skip=True")
+    if which == "shipped":
         return load_stage1(device=device), f"shipped checkpoint {default_checkpoint_path().name}"
-    return (Stage1.fresh(seed=seed, skip=True, device=device).freeze(),
-            "freshly initialised, skip=True (no shipped checkpoint)")
+    return load_stage1(which, device=device), str(which)
 
 
 # ------------------------------------------------------------------------------------------
@@ -267,8 +270,7 @@ def measure_loop_memory(args) -> dict:
     cmd = [sys.executable, __file__, "--memory-child", "--model", args.model, "--device", args.device,
            "--threads", str(args.threads), "--lr-size", str(args.lr_size), "--photo", args.photo,
            "--seed", str(args.seed), "--memory-iterations", str(args.memory_iterations)]
-    if args.stage1:
-        cmd += ["--stage1", str(args.stage1)]
+    cmd += ["--stage1", str(args.stage1)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"error: the memory run failed:\n{proc.stderr[-2000:]}")
@@ -315,7 +317,8 @@ def parse_args(argv=None):
     p.add_argument("--model", default="realesr-animevideov3", help="backbone S (store name or weights file)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
-    p.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one, else a fresh pair)")
+    p.add_argument("--stage1", default="fresh",
+                   help="fresh (R at its default width, untrained; the default), shipped, or a checkpoint path")
     p.add_argument("--photo", default="astronaut", help="bundled scikit-image photo the LR image is cut from")
     p.add_argument("--lr-size", type=int, default=128, help="LR image side (E then sees 512 px at x4)")
     p.add_argument("--variants", default="reference,ours-plain,ours-fold,ours-fast,ours-fast-snhwc,ours-bf16",
@@ -466,7 +469,7 @@ def main(argv=None) -> int:
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(), "load_average_before": load_before, "load_average_after": load_average(),
         "versions": package_versions(), "threads": torch.get_num_threads(), "device": args.device,
-        "model": args.model, "stage1": {"source": stage1_source, "width": stage1.reconstructor.width,
+        "model": args.model, "stage1": {"source": stage1_source, "width": stage1.reconstructor.width, "skip": stage1.reconstructor.skip,
                                         "blocks": len(stage1.reconstructor.blocks), "embed_dim": stage1.embed_dim},
         "image": {"photo": args.photo, "lr_size": list(lr.shape[:2]), "scale": desc.scale},
         "config": {"patch_size": config.patch_size, "batch_size": config.batch_size, "loss": config.loss,
