@@ -6,8 +6,10 @@ models imported from the packaged ncnn weights, and scores each result against b
 upscaling with Y-channel PSNR/SSIM (border of ``scale`` pixels cropped, as the SR literature
 does). Writes every image and a side-by-side comparison per photo, plus ``results.json``.
 
-Later stages (adaptation, export, benchmarks) extend this module with further steps; each step
-is a function taking the previous one's results.
+``run_demo`` tells the whole story: this comparison, then LWay adaptation of a real pretrained
+model on the same bundled photos degraded with a preset stage 1 never trained on, scored against
+the ground truth only afterwards, beside the identity-R control (``lway_rt.adapt.demo``). Later
+stages (export, benchmarks) join as further steps; each step is a function of its config.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from lway_rt.errors import InputError
 
-__all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "run_upscale_demo"]
+__all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "run_upscale_demo", "run_demo"]
 
 #: bundled photos the demo knows, with the top-left corner of an interesting crop (row, col)
 PHOTOS: dict[str, tuple[int, int]] = {
@@ -170,3 +172,25 @@ def run_upscale_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], Non
     }
     atomic_write_bytes(out / "results.json", json.dumps(summary, indent=2).encode())
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# the whole story
+
+
+def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable[[str], None] = print):
+    """Upscale comparison, then (unless ``adapt_config`` is None) the adaptation step.
+
+    ``adapt_config`` is a ``lway_rt.adapt.demo.AdaptDemoConfig``; returns (DemoResult,
+    AdaptDemoResult or None).
+    """
+    upscaled = run_upscale_demo(config, log=log)
+    adapted = None
+    if adapt_config is not None:
+        from lway_rt.adapt.demo import run_adapt_demo
+
+        log("")
+        log(f"adaptation: {adapt_config.model} on {len(adapt_config.photos)} crops degraded with "
+            f"'{adapt_config.preset}' (a degradation stage 1 never trained on)")
+        adapted = run_adapt_demo(adapt_config, log=log)
+    return upscaled, adapted

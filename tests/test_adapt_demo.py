@@ -50,3 +50,24 @@ def test_adapt_demo_config_refuses_unknown_preset(tmp_path):
 
     with pytest.raises(InputError, match="motion-blur"):
         AdaptDemoConfig(out_dir=tmp_path, preset="fog")
+
+
+def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=5).freeze()
+    save_stage1(tmp_path / "s1.safetensors", s1)
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "coffee", "--model", "realesr-animevideov3",
+                                    "--crop", "96", "--iterations", "2", "--adapt-crop", "128", "--preset",
+                                    "box-downscale", "--stage1", str(tmp_path / "s1.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert "adaptation of realesr-animevideov3 to 'box-downscale'" in res.output
+    assert "identity control" in res.output
+    assert (out / "results.json").is_file() and (out / "adapt" / "results.json").is_file()
+    summary = json.loads((out / "adapt" / "results.json").read_text())
+    assert summary["config"]["iterations"] == 2 and list(summary["psnr"]) == ["coffee"]
+    assert (out / "adapt" / "coffee_compare.png").is_file() and (out / "adapt" / "run" / "contact_sheet.png").is_file()

@@ -37,7 +37,7 @@ DEMO_CROPS: dict[str, tuple[int, int]] = {
 class AdaptDemoConfig:
     out_dir: Path = Path("demo_out") / "adapt"
     photos: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")
-    preset: str = "sharpen-jpeg420"
+    preset: str = "motion-blur"
     model: str = "realesr-animevideov3"
     crop: int = 192  # HR side; LR = crop / 4
     iterations: int = 100
