@@ -504,6 +504,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     if len(its) > SHEET_COLUMNS:
         keep = sorted({its[round(i * (len(its) - 1) / (SHEET_COLUMNS - 1))] for i in range(SHEET_COLUMNS)})
         its = keep
+    if its and its[-1] == final_it == st["it"]:
+        its = its[:-1]  # the final column shows that snapshot already
     final_snap = snapshot()
     rows = []
     for k, x in enumerate(snap_in):
