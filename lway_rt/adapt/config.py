@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lway_rt.errors import InputError
+from lway_rt.export.encoder_backend import BACKENDS as ENCODER_BACKENDS  # torch, onnxruntime, tensorrt
 
 __all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "TRAINABLE_PRESETS", "load_toml_defaults"]
 
@@ -21,7 +22,6 @@ LOSSES = ("lway", "naive", "identity")
 TARGETS = ("sr", "lr")
 MODES = ("folder", "per-image")
 TRAINABLE_PRESETS = ("all", "body")
-ENCODER_BACKENDS = ("torch",)
 
 
 @dataclass(frozen=True)

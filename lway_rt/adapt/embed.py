@@ -11,10 +11,9 @@ from collections.abc import Sequence
 import torch
 
 from lway_rt.errors import InputError
+from lway_rt.export.encoder_backend import BACKENDS, make_encoder_fn
 
 __all__ = ["compute_embeddings", "prepare_stage1", "PreparedReconstructor", "select_prepared", "EMBED_MAX_SIDE", "BACKENDS"]
-
-BACKENDS = ("torch",)
 
 # E pools globally, so the degradation of a large image is read from a centred crop of this many
 # SR-size pixels a side; it bounds the cost of one encoder pass on big photos.
@@ -32,6 +31,8 @@ def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "t
     """Embeddings ``(N, D)`` of N bicubic-upsampled LR images, each ``(3, H, W)`` or ``(1, 3, H, W)``.
 
     Images may differ in size (each runs alone). ``stage1`` is a ``lway_rt.degae.Stage1``.
+    ``backend`` "onnxruntime" or "tensorrt" exports E once (parity-gated, cached beside the model
+    store) and runs the exported graph instead of eager PyTorch.
     """
     from lway_rt.degae import MIN_ENCODER_SIDE
 
@@ -40,6 +41,7 @@ def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "t
     enc = stage1.encoder
     was_training = enc.training
     enc.eval()
+    run = make_encoder_fn(stage1, backend)
     out = []
     try:
         with torch.no_grad():
@@ -48,7 +50,7 @@ def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "t
                 if min(x.shape[-2:]) < MIN_ENCODER_SIDE:
                     raise InputError(f"an upsampled input of {x.shape[-1]}x{x.shape[-2]} px is below the encoder's "
                                      f"minimum of {MIN_ENCODER_SIDE} px a side: use larger images")
-                out.append(enc(_centre_crop(x, max_side)))
+                out.append(run(_centre_crop(x, max_side)))
     finally:
         enc.train(was_training)
     return torch.cat(out)

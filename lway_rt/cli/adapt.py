@@ -44,7 +44,8 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between resumable checkpoints [20].")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda [cpu].")
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
-@click.option("--encoder-backend", type=click.Choice(["torch"]), default=None, help="Backend computing E's embeddings [torch].")
+@click.option("--encoder-backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
+              help="Backend computing E's embeddings: eager torch, or E exported to ONNX Runtime / TensorRT [torch].")
 @click.option("--tile", type=int, default=None, help="Tile size for writing SR images (0: one pass) [auto].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
