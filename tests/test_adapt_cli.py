@@ -23,14 +23,6 @@ from lway_rt.io.store import load_model
 from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, hr_crop):
     """A tiny random SRVGGNetCompact, a tiny stage-1 checkpoint and a folder of mixed LR inputs."""

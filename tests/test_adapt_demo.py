@@ -6,18 +6,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from lway_rt.errors import InputError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_adapt_demo_scores_after_adapting(tmp_path):

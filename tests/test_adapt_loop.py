@@ -14,16 +14,6 @@ from lway_rt.archs.srvgg import SRVGGNetCompact
 from lway_rt.errors import InputError
 from lway_rt.io.images import resize_bicubic
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny steps: one thread avoids oversubscribing a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-
 class FaultySRVGG(SRVGGNetCompact):
     """A real SRVGGNetCompact whose training forwards return NaN on chosen calls (fault injection)."""
 

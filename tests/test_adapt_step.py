@@ -15,16 +15,6 @@ from lway_rt.adapt.step import adapt_step
 from lway_rt.archs.srvgg import SRVGGNetCompact
 from lway_rt.errors import InputError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny steps: one thread avoids oversubscribing a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-
 @pytest.fixture(scope="module")
 def stage1():
     from lway_rt.degae import Stage1
