@@ -52,12 +52,12 @@ def make_encoder_fn(stage1, backend: str = "torch", *, cache_dir: str | Path | N
     encoder = stage1.encoder.eval()
     if backend == "torch":
         def torch_fn(x):
-            if isinstance(x, torch.Tensor):
-                with torch.no_grad():
-                    return encoder(x.float())
-            device = next(encoder.parameters()).device
+            # Run in the encoder's own dtype and device (an fp64 copy stays fp64, as a reference must).
+            param = next(encoder.parameters())
             with torch.no_grad():
-                return encoder(torch.from_numpy(np.asarray(x, np.float32)).to(device)).cpu().numpy()
+                if isinstance(x, torch.Tensor):
+                    return encoder(x.to(param.dtype))
+                return encoder(torch.from_numpy(np.asarray(x, np.float32)).to(param.device, param.dtype)).cpu().numpy()
 
         return torch_fn
 
