@@ -23,9 +23,7 @@ anything towards them.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import os
 import platform
 import shlex
 import sys
@@ -76,22 +74,12 @@ def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    vers = {}
-    for dist in ("torch", "numpy", "PyWavelets", "scikit-image", "lway_rt"):
-        try:
-            vers[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            vers[dist] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform(), "versions": vers}
+    from lway_rt.bench.machine import machine_info, package_versions
+
+    info = machine_info()
+    return {"cpu": info["cpu_model"], "cores": info["logical_cores"], "torch_threads": torch.get_num_threads(),
+            "python": info["python"], "platform": platform.platform(), "details": info,
+            "versions": package_versions(("torch", "numpy", "PyWavelets", "scikit-image", "lway_rt"))}
 
 
 def markdown(result: dict) -> str:

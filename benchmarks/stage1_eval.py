@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
+
+from lway_rt.bench.machine import machine_info
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     report = evaluate_stage1(s1, EvalConfig(), log=print)
     report["checkpoint"] = args.checkpoint or "shipped default (lway_rt/degae/checkpoints/stage1_default.safetensors)"
     report["checkpoint_meta"] = s1.meta
-    report["run"] = {"seconds": round(time.time() - t0, 1), "machine": f"{platform.machine()} {platform.processor()}",
+    report["run"] = {"seconds": round(time.time() - t0, 1), "machine": machine_info(),
                      "torch": torch.__version__, "threads": args.threads,
                      "command": "python benchmarks/stage1_eval.py" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")}
     Path(args.out).write_text(json.dumps(report, indent=1))

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+
+from lway_rt.bench.machine import machine_info
 
 
 def _time(fn, reps: int) -> list[float]:
@@ -66,7 +67,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     Path(args.out).write_text(json.dumps({
-        "rows": rows, "machine": f"{platform.machine()} {platform.processor()}", "threads": args.threads,
+        "rows": rows, "machine": machine_info(), "threads": args.threads,
         "torch": torch.__version__, "note": "median ms over reps, forward only, eval mode; shared CPU",
         "command": f"python benchmarks/stage1_modconv_speed.py --threads {args.threads} --reps {args.reps}"}, indent=1))
 

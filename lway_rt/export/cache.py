@@ -20,12 +20,13 @@ and ``....<engine-key12>.engine``, each with a ``.json`` manifest beside it.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from lway_rt.bench.machine import package_versions as installed_versions
 
 __all__ = [
     "KEY_VERSION", "make_key", "file_sha256", "package_versions", "onnx_key_fields", "engine_key_fields",
@@ -49,19 +50,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
     """Versions that matter for an export (read with importlib.metadata, not ``__version__``)."""
     import platform
 
-    dists = ("lway_rt", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "numpy", *extra)
-    out = {d: _version(d) for d in dists}
+    out = installed_versions(("lway_rt", "torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "numpy", *extra))
     out["python"] = platform.python_version()
     return {k: v for k, v in out.items() if v is not None}
 
@@ -73,7 +66,7 @@ def onnx_key_fields(*, what: str, arch: str, hparams: Mapping[str, Any], weights
         "artifact": "onnx", "what": what, "arch": arch, "hparams": dict(hparams), "weights_sha256": weights_sha256,
         "precision": precision, "io_dtype": "float32", "opset": opset, "shape_mode": shape_mode,
         "tile": list(tile) if tile else None, "batch": batch,
-        "versions": {d: _version(d) for d in ("torch", "onnx", "onnxscript")},
+        "versions": installed_versions(("torch", "onnx", "onnxscript")),
     }
     if precision == "fp16":
         fields["keep_fp32_ops"] = sorted(keep_fp32_ops)
