@@ -409,20 +409,10 @@ class OrtBackend(Backend):
 
     def __init__(self, spec: BackendSpec, onnx_path: Path, profile: ShapeProfile):
         super().__init__(spec)
-        import onnxruntime as ort
-
-        from lway_rt.runtime.ort import OPT_LEVELS, ProviderFallbackError
+        from lway_rt.runtime.ort import ProviderFallbackError, create_session
 
         self.profile = profile
         start = time.perf_counter()
-        so = ort.SessionOptions()
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[spec.ort_opt_level])
-        so.enable_cpu_mem_arena = spec.ort_arena
-        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if spec.ort_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
-        if spec.threads is not None:
-            so.intra_op_num_threads = spec.threads
-            so.inter_op_num_threads = spec.threads if spec.ort_mode == "parallel" else 1
-        so.log_severity_level = 3
         providers: list[Any] = list(self._PROVIDERS[spec.kind])
         if spec.kind == "ort-trt":
             from lway_rt.export.onnx_export import INPUT_NAME
@@ -435,14 +425,12 @@ class OrtBackend(Backend):
                 "trt_profile_opt_shapes": fmt(profile.opt),
                 "trt_profile_max_shapes": fmt(profile.max),
             })
-        offered = set(ort.get_available_providers())
         asked = [p[0] if isinstance(p, tuple) else p for p in providers]
-        usable = [p for p in providers if (p[0] if isinstance(p, tuple) else p) in offered]
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=so, providers=usable)
-        except Exception as exc:  # onnxruntime raises its own exception classes
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelError(f"ONNX Runtime cannot load {Path(onnx_path).name}: {first}") from exc
+        # The session drops providers it cannot use; the check below decides whether that is allowed
+        # and says so in serve-bench's terms.
+        self.session = create_session(onnx_path, providers=providers, allow_fallback=True, threads=spec.threads,
+                                      opt_level=spec.ort_opt_level, mem_arena=spec.ort_arena,
+                                      execution_mode=spec.ort_mode)
         used = self.session.get_providers()
         dropped = [p for p in asked if p != "CPUExecutionProvider" and p not in used]
         if dropped and not spec.allow_fallback:

@@ -69,6 +69,8 @@ def create_session(
     allow_fallback: bool = False,
     threads: int | None = None,
     opt_level: str = "all",
+    mem_arena: bool = True,
+    execution_mode: str = "sequential",
 ):
     """Open ``onnx_path`` in an ``onnxruntime.InferenceSession`` and check it runs where asked.
 
@@ -76,6 +78,8 @@ def create_session(
     priority order. Raises ``ProviderFallbackError`` when a requested non-CPU provider is not
     among ``session.get_providers()`` and ``allow_fallback`` is false. ``threads`` sets the intra-op
     thread count (None: ONNX Runtime's default). ``opt_level``: disable, basic, extended or all.
+    ``mem_arena``: ONNX Runtime's CPU memory arena. ``execution_mode``: sequential or parallel
+    (parallel also uses ``threads`` inter-op threads).
     """
     ort = _ort()
     path = Path(onnx_path)
@@ -83,6 +87,8 @@ def create_session(
         raise InputError(f"ONNX file {path} does not exist: export one first with 'lwayrt export'")
     if opt_level not in OPT_LEVELS:
         raise InputError(f"unknown ONNX Runtime optimisation level {opt_level!r}; use one of {', '.join(OPT_LEVELS)}")
+    if execution_mode not in ("sequential", "parallel"):
+        raise InputError(f"unknown ONNX Runtime execution mode {execution_mode!r}; use sequential or parallel")
     if threads is not None and threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
     if not providers:
@@ -106,9 +112,12 @@ def create_session(
 
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
+    so.enable_cpu_mem_arena = mem_arena
+    parallel = execution_mode == "parallel"
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
         so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
+        so.inter_op_num_threads = int(threads) if parallel else 1
     # ORT logs warnings (e.g. unused initializers) at level 2; keep the console for errors.
     so.log_severity_level = 3
     try:
