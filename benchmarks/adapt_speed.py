@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -49,7 +48,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 FP64_CHECKED = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc")
@@ -65,13 +63,9 @@ LOSS_RTOL = 1e-5
 def lr_photo(name: str, side: int, scale: int, with_hr: bool = False):
     """An LR test image: a centred (side*scale)^2 crop of a bundled photo, bicubic-downscaled x scale
     (and the crop itself, the ground truth, with ``with_hr``)."""
-    from skimage import data
+    from lway_rt.io.images import bundled_photo, resize_bicubic
 
-    from lway_rt.io.images import resize_bicubic
-
-    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
+    img = bundled_photo(name)
     hr_side = side * scale
     h, w = img.shape[:2]
     if min(h, w) < hr_side:

@@ -40,12 +40,9 @@ METHODS = ("bicubic", "unadapted", "naive", "identity", "lway")
 
 
 def load_photo(name: str) -> np.ndarray:
-    from skimage import data
+    from lway_rt.io.images import bundled_photo
 
-    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
+    return bundled_photo(name)
 
 
 def make_pairs(photos, preset: str, seed: int, crop: int, scale: int):

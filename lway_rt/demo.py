@@ -74,13 +74,9 @@ class DemoResult:
 
 def sample_photo(name: str, crop: int) -> np.ndarray:
     """An HxWx3 uint8 crop of one of scikit-image's bundled photos."""
-    from lway_rt.errors import require
+    from lway_rt.io.images import bundled_photo
 
-    skimage_data = require("skimage.data", "samples", "the demo's bundled photos")
-    img = getattr(skimage_data, name)()
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    img = img[..., :3]
+    img = bundled_photo(name, feature="the demo's bundled photos")
     r, c = PHOTOS[name]
     r, c = min(r, img.shape[0] - crop), min(c, img.shape[1] - crop)
     if r < 0 or c < 0:

@@ -251,3 +251,17 @@ def test_resize_bicubic_float_and_uint8_agree(photo):
     smallf = resize_bicubic(photo.astype(np.float32) / 255, (16, 12))
     assert small8.dtype == np.uint8 and small8.shape == (12, 16, 3) and smallf.shape == (12, 16, 3)
     assert np.abs(smallf * 255 - small8).max() <= 1.0 + 1e-3
+
+
+def test_bundled_photo_is_rgb_uint8_for_colour_grey_and_stereo():
+    from lway_rt.io.images import bundled_photo
+
+    astro = bundled_photo("astronaut")
+    grey = bundled_photo("camera")
+    left, right = bundled_photo("motorcycle"), bundled_photo("motorcycle_right")
+    for img in (astro, grey, left, right):
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert np.array_equal(grey[..., 0], grey[..., 2])
+    assert left.shape == right.shape and not np.array_equal(left, right)
+    with pytest.raises(InputError, match="no photo named"):
+        bundled_photo("not_a_photo")

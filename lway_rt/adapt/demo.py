@@ -78,11 +78,9 @@ class AdaptDemoResult:
 
 
 def _crop(name: str, side: int) -> np.ndarray:
-    from lway_rt.errors import require
+    from lway_rt.io.images import bundled_photo
 
-    data = require("skimage.data", "samples", "the demo's bundled photos")
-    img = getattr(data, name)()
-    img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+    img = bundled_photo(name, feature="the demo's bundled photos")
     r, c = DEMO_CROPS[name]
     r, c = max(0, min(r, img.shape[0] - side)), max(0, min(c, img.shape[1] - side))
     return np.ascontiguousarray(img[r:r + side, c:c + side])

@@ -32,21 +32,11 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
 
 def load_bundled(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Bundled scikit-image photos as (3, H, W) float tensors, by name."""
-    try:
-        from skimage import data
-    except ImportError as exc:
-        from lway_rt.errors import MissingDependencyError
+    from lway_rt.io.images import bundled_photo
 
-        raise MissingDependencyError("scikit-image", "samples", "training on the bundled photos",
-                                     "pass a folder of your own clean photos with --data") from exc
-    out = {}
-    for name in names:
-        if name.startswith("motorcycle_"):
-            left, right, _ = data.stereo_motorcycle()
-            out[name] = _to_tensor(left if name.endswith("left") else right)
-        else:
-            out[name] = _to_tensor(getattr(data, name)())
-    return out
+    return {name: _to_tensor(bundled_photo(name, feature="training on the bundled photos",
+                                           alternative="pass a folder of your own clean photos with --data"))
+            for name in names}
 
 
 def load_folder(folder: Path) -> dict[str, torch.Tensor]:

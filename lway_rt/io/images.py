@@ -28,6 +28,7 @@ import torch
 from lway_rt.errors import InputError, OutputError
 
 __all__ = [
+    "bundled_photo",
     "IMAGE_SUFFIXES", "LoadedImage", "read_image", "write_image", "to_tensor", "to_numpy",
     "to_uint8", "resize_bicubic",
 ]
@@ -402,3 +403,25 @@ def resize_bicubic(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     out = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c]), "F").resize(size, Image.Resampling.BICUBIC))
                     for c in range(planes.shape[2])], axis=2)
     return out[..., 0] if arr.ndim == 2 else out
+
+
+def bundled_photo(name: str, *, feature: str = "the bundled sample photos", alternative: str | None = None) -> np.ndarray:
+    """One of scikit-image's bundled photos as HxWx3 uint8 RGB (grey replicated, alpha dropped).
+
+    ``motorcycle`` (or ``motorcycle_left``) and ``motorcycle_right`` are the two views of the stereo
+    pair. Needs the ``samples`` extra; ``feature``/``alternative`` go into the error if it is missing.
+    """
+    from lway_rt.errors import require
+
+    data = require("skimage.data", "samples", feature, alternative)
+    if name.startswith("motorcycle"):
+        left, right, _ = data.stereo_motorcycle()
+        img = right if name.endswith("right") else left
+    else:
+        loader = getattr(data, name, None)
+        if loader is None or not callable(loader):
+            raise InputError(f"scikit-image bundles no photo named {name!r}")
+        img = loader()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
