@@ -12,28 +12,22 @@ import numpy as np
 import torch
 
 from lway_rt.errors import InputError
+from lway_rt.io.images import IMAGE_SUFFIXES, bundled_photo, to_tensor
 
 __all__ = ["BUNDLED_TRAIN", "BUNDLED_HELDOUT", "load_bundled", "load_folder", "load_images", "random_crops", "IMAGE_SUFFIXES"]
 
 # scikit-image photos that ship inside the package (no download); the held-out ones never train.
 BUNDLED_TRAIN = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "motorcycle_right")
 BUNDLED_HELDOUT = ("chelsea", "coffee")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    arr = arr[..., :3]
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * (255 if arr.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
-    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).float() / 255
+    """HxWx3 uint8 RGB -> (3, H, W) float in [0, 1]."""
+    return to_tensor(arr)[0]
 
 
 def load_bundled(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Bundled scikit-image photos as (3, H, W) float tensors, by name."""
-    from lway_rt.io.images import bundled_photo
-
     return {name: _to_tensor(bundled_photo(name, feature="training on the bundled photos",
                                            alternative="pass a folder of your own clean photos with --data"))
             for name in names}
