@@ -25,7 +25,6 @@ import copy
 import hashlib
 import json
 import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import adaptation_loss
 from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
+from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "RunResult", "CHECKPOINT", "WEIGHTS"]
@@ -444,7 +444,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "timings": {"embed_s": round(embed_s, 4), "train_s": round(st["train_s"], 3),
                     "ms_per_iteration": round(1000 * st["train_s"] / max(1, st["it"]), 2),
                     "total_s_this_process": None},
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_model(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "device": device},
     }
     if gt is not None:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["machine_info", "package_versions", "load_average", "rss_mb", "reset_peak_rss", "peak_rss_mb", "PACKAGES"]
+__all__ = ["cpu_model", "machine_info", "package_versions", "load_average", "rss_mb", "reset_peak_rss", "peak_rss_mb", "PACKAGES"]
 
 PACKAGES = ("lway_rt", "torch", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt",
             "polygraphy", "safetensors", "click", "rich", "matplotlib")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -87,7 +88,7 @@ def machine_info() -> dict:
         "hostname": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_flags": _cpu_flags(),
         "logical_cores": os.cpu_count(),
         "usable_cores": affinity,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,8 +35,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lway_rt.degae import FORMAT, Stage1, load_stage1, save_stage1
-from lway_rt.degae.data import load_images, random_crops
+from lway_rt.degae import Stage1, load_stage1, save_stage1
+from lway_rt.bench.machine import cpu_model
+from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.errors import InputError, ModelError, OutputError, TrainingError
@@ -219,8 +219,8 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.
     meta = {
         "recipe": cfg.recipe(), "iterations": it, "train_seconds": round(elapsed, 1),
         "perceptual_ran": perceptual_ran,
-        "data": cfg.data or "bundled scikit-image photos: " + ",".join(__import__("lway_rt.degae.data", fromlist=["x"]).BUNDLED_TRAIN),
-        "machine": f"{platform.machine()} {platform.processor() or platform.system()}, torch threads {torch.get_num_threads()}",
+        "data": cfg.data or "bundled scikit-image photos: " + ",".join(BUNDLED_TRAIN),
+        "machine": f"{cpu_model()}, torch threads {torch.get_num_threads()}",
         "torch": torch.__version__, "last_losses": last,
         # one entry per (resumed) run: a resume with another --iters restarts the cosine schedule
         "segments": segments,
