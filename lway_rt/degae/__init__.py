@@ -71,6 +71,14 @@ class Stage1:
         state.update({f"reconstructor.{k}": v for k, v in self.reconstructor.state_dict().items()})
         return state
 
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load what ``state_dict`` returned (trainable tensors); the frozen trunk stays as it is."""
+        enc = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+        enc.update({k: v for k, v in self.encoder.state_dict().items() if k.startswith("trunk.")})
+        self.encoder.load_state_dict(enc, strict=True)
+        self.reconstructor.load_state_dict(
+            {k[len("reconstructor."):]: v for k, v in state.items() if k.startswith("reconstructor.")}, strict=True)
+
     def freeze(self) -> "Stage1":
         for m in (self.encoder, self.reconstructor):
             m.eval()

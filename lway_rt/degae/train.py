@@ -226,9 +226,11 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.
         "segments": segments,
     }
     try:
-        # the resume state first: weights on disk are never newer than their optimiser state
+        # The resume state first, and complete (it carries the weights too): a kill between the two
+        # writes leaves a resume point whose weights, optimiser and RNG agree, while the
+        # safetensors beside it is at most one interval older.
         with atomic_path(_resume_path(out)) as tmp:
-            torch.save({"iteration": it, "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+            torch.save({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
                         "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments}, tmp)
         save_stage1(out, s1, meta)
     except OSError as exc:
@@ -278,6 +280,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                 raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "
                                  "use the same options or a new --out")
         state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
+        s1.load_state_dict(state["weights"])
         start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
         segments = list(state.get("segments") or [{"from": 0, "to": start, "iters": prev.get("iters"), "lr": prev.get("lr")}])
         rng.bit_generator.state = state["rng"]
