@@ -171,3 +171,36 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     assert res.output.startswith("error: ") and "holds no images" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["train-degae", "--roundtrip", "2", "--out", str(tmp_path / "o.safetensors")])
     assert res.exit_code == 1 and "--roundtrip" in res.output
+
+
+def test_worker_processes_give_the_same_run(photo_dir, tmp_path):
+    """--workers only moves batch synthesis into other processes: the batches, so the weights, are the same."""
+    kw = dict(data=str(photo_dir), iters=6, ckpt_every=3, lr=1e-3, threads=1, **TINY)
+    a, b = tmp_path / "inproc.safetensors", tmp_path / "workers.safetensors"
+    train(TrainConfig(out=str(a), **kw))
+    train(TrainConfig(out=str(b), workers=2, **kw))
+    sa, sb = load_stage1(a).state_dict(), load_stage1(b).state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    assert "workers" not in load_stage1(b).meta["recipe"]  # speed settings are not part of the recipe
+
+
+def test_time_limit_fixes_the_iteration_count_and_records_it(photo_dir, tmp_path):
+    out = tmp_path / "timed.safetensors"
+    logs = []
+    t0 = time.time()
+    res = train(TrainConfig(out=str(out), data=str(photo_dir), iters=100_000, ckpt_every=50, threads=1, time_limit_s=4.0, **TINY),
+                log=logs.append)
+    took = time.time() - t0
+    assert 40 <= res.iterations < 100_000
+    assert took < 4.0 + 6.0  # set-up and the final checkpoint on top of the limit
+    assert any("--time-limit" in m and f"{res.iterations} iterations" in m for m in logs)
+    meta = load_stage1(out).meta
+    assert meta["iterations"] == res.iterations and meta["recipe"]["iters"] == res.iterations
+
+
+def test_bad_worker_count_and_time_limit_are_refused():
+    with pytest.raises(InputError, match="--workers"):
+        TrainConfig(workers=-1)
+    with pytest.raises(InputError, match="--time-limit"):
+        TrainConfig(time_limit_s=0)

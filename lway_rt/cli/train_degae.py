@@ -41,10 +41,15 @@ import click
 @click.option("--w-perceptual", type=float, default=0.02, show_default=True)
 @click.option("--ckpt-every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Processes that synthesise batches ahead of the step (worth it on a GPU; batches are the same).")
+@click.option("--time-limit", "time_limit_s", type=float, default=None,
+              help="Seconds: fix --iters from the rate of the first iterations so the run ends in about this time "
+                   "(the count used is logged and recorded).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
-            pairing, p_roundtrip, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, resume, log_path) -> None:
+            pairing, p_roundtrip, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
     from lway_rt.degae.degrade import SynthConfig
     from lway_rt.degae.train import TrainConfig, train
@@ -58,7 +63,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
                       trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual,
                       lpips_weights=tuple(str(p) for p in lpips_weights), pixel_loss=pixel_loss, w_perceptual=w_perceptual,
-                      synth=synth, ckpt_every=ckpt_every, threads=threads)
+                      synth=synth, ckpt_every=ckpt_every, threads=threads,
+                      workers=workers, time_limit_s=time_limit_s)
 
     def log(msg: str) -> None:
         if log_path:

@@ -28,7 +28,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degrada
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.errors import InputError, ModelError, OutputError, TrainingError
 
-__all__ = ["TrainConfig", "Batch", "make_batch", "train_step", "train", "TrainResult"]
+__all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class TrainConfig:
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(p_roundtrip=0.5))
     ckpt_every: int = 100
     threads: int | None = None
+    workers: int = 0  # processes that synthesise batches ahead of the optimiser (0: in this process)
+    time_limit_s: float | None = None  # fix the iteration count from the measured rate to end in about this time
 
     def __post_init__(self):
         if self.pairing not in ("cross", "same"):
@@ -95,6 +97,10 @@ class TrainConfig:
             raise InputError(f"--crop must be a multiple of the round-trip scale {self.synth.roundtrip_scale}, got {self.crop}")
         if self.batch < 2 and self.consistency == "normalised":
             raise InputError("--batch must be at least 2 (the normalised consistency term compares images in a batch)")
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 or more, got {self.workers}")
+        if self.time_limit_s is not None and not (self.time_limit_s > 0 and math.isfinite(self.time_limit_s)):
+            raise InputError(f"--time-limit must be a positive number of seconds, got {self.time_limit_s}")
         for name in ("batch", "crop_tries", "iters", "embed_dim", "width", "blocks", "ckpt_every", "trunk_layers"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -104,8 +110,13 @@ class TrainConfig:
     # fields that fix the architecture: a resumed run must agree on them
     ARCH_FIELDS = ("embed_dim", "width", "blocks", "skip", "head_widths", "trunk_model", "trunk_layers")
 
+    # fields that change how fast a run goes, not what it computes: left out of the recipe
+    RUN_FIELDS = ("workers", "time_limit_s", "threads")
+
     def recipe(self) -> dict:
         d = asdict(self)
+        for k in self.RUN_FIELDS:
+            d.pop(k)
         d["head_widths"] = list(self.head_widths)
         d["lpips_weights"] = [Path(p).name for p in self.lpips_weights]
         return d
@@ -118,6 +129,12 @@ class Batch:
     deg_b: torch.Tensor  # what E reads (another image, same draw, in cross pairing)
 
 
+def batch_rng(seed: int, iteration: int) -> np.random.Generator:
+    """The generator of iteration ``iteration``'s batch: a function of (seed, iteration) alone, so a
+    resumed run, and a run whose batches come from worker processes, draw exactly the same batches."""
+    return np.random.default_rng([seed, iteration])
+
+
 def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainConfig) -> Batch:
     """One training batch; each pair shares a degradation draw (noise realisations differ)."""
     clean_a, picks = random_crops(rng, images, cfg.batch, cfg.crop, tries=cfg.crop_tries)
@@ -128,6 +145,60 @@ def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainC
     clean_b, _ = random_crops(rng, images, cfg.batch, cfg.crop, avoid=picks, tries=cfg.crop_tries)
     deg_b = torch.stack([apply_degradation(c, d.with_seed(d.seed + 1)) for c, d in zip(clean_b, draws)])
     return Batch(clean_a, deg_a, deg_b)
+
+
+_WORKER_STATE: dict = {}
+
+
+def _worker_init(images: list[np.ndarray], cfg: TrainConfig) -> None:
+    torch.set_num_threads(1)
+    _WORKER_STATE["images"] = [torch.from_numpy(a) for a in images]
+    _WORKER_STATE["cfg"] = cfg
+
+
+def _worker_batch(iteration: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    b = make_batch(batch_rng(_WORKER_STATE["cfg"].seed, iteration), _WORKER_STATE["images"], _WORKER_STATE["cfg"])
+    # numpy, not tensors: torch would pass tensors through shared-memory file descriptors
+    return b.clean_a.numpy(), b.deg_a.numpy(), b.deg_b.numpy()
+
+
+class BatchSource:
+    """Batches for iterations ``start, start+1, ...``: made here (``workers=0``) or by a pool of
+    processes that keep up to ``2 * workers`` batches ready, so synthesis (CPU) overlaps the step
+    (on a GPU the step is faster than one core's synthesis). Same batches either way."""
+
+    def __init__(self, images: list[torch.Tensor], cfg: TrainConfig, start: int, end: int):
+        self.images, self.cfg, self.next_it, self.end = images, cfg, start, end
+        self.pool = None
+        self.pending: list = []
+        if cfg.workers > 0:
+            import multiprocessing as mp
+
+            # spawn: a forked child of a process that has started CUDA or OpenMP threads can hang
+            self.pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_worker_init,
+                                                      initargs=([t.numpy() for t in images], cfg))
+            self.queued = start
+            self._fill()
+
+    def _fill(self) -> None:
+        while len(self.pending) < 2 * self.cfg.workers and self.queued < self.end:
+            self.pending.append(self.pool.apply_async(_worker_batch, (self.queued,)))
+            self.queued += 1
+
+    def next(self) -> Batch:
+        it = self.next_it
+        self.next_it += 1
+        if self.pool is None:
+            return make_batch(batch_rng(self.cfg.seed, it), self.images, self.cfg)
+        arrays = self.pending.pop(0).get()
+        self._fill()
+        return Batch(*(torch.from_numpy(a) for a in arrays))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
 
 
 def _consistency(e_a: torch.Tensor, e_b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -212,7 +283,7 @@ def _lr_at(cfg: TrainConfig, it: int) -> float:
     return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.Generator, elapsed: float,
+def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
           last: dict[str, float], perceptual_ran: str, segments: list[dict]) -> None:
     from lway_rt.io.weights import atomic_path
 
@@ -230,7 +301,7 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, rng: np.random.
         # writes leaves a resume point whose weights, optimiser and RNG agree, while the
         # safetensors beside it is at most one interval older.
         with atomic_path(_resume_path(out)) as tmp:
-            torch.save({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+            torch.save({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(),
                         "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments}, tmp)
         save_stage1(out, s1, meta)
     except OSError as exc:
@@ -266,7 +337,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     images = list(load_images(cfg.data, cfg.crop).values())
-    rng = np.random.default_rng(cfg.seed)
     start, elapsed0 = 0, 0.0
     if resume and out.exists():
         if not _resume_path(out).exists():
@@ -283,7 +353,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
         s1.load_state_dict(state["weights"])
         start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
         segments = list(state.get("segments") or [{"from": 0, "to": start, "iters": prev.get("iters"), "lr": prev.get("lr")}])
-        rng.bit_generator.state = state["rng"]
     else:
         if out.exists() and not resume:
             log(f"overwriting {out}")
@@ -316,6 +385,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
     last: dict[str, float] = {}
     last_saved = start
     end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
+    # --time-limit: after PROBE iterations the rate of iterations PROBE/4..PROBE (warm-up excluded)
+    # fixes the iteration count; the count, not the clock, then drives the schedule, so the recipe
+    # recorded in the checkpoint reproduces the run (the first PROBE learning rates used the old
+    # count: cos(pi * PROBE / iters) differs from 1 by < 1e-3 for iters >= 2000)
+    PROBE = 40
+    t_probe = None
     bar = None
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -325,11 +400,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
         bar.start()
         task = bar.add_task("train", total=cfg.iters, completed=start, info="")
     ema = None
+    source = BatchSource(images, cfg, start, end)
     try:
         while it < end:
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, it)
-            batch = make_batch(rng, images, cfg)
+            batch = source.next()
             try:
                 last = train_step(s1, opt, batch, cfg, lpips)
             except TrainingError:
@@ -337,6 +413,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                         "with --resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
                 raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept}") from None
             it += 1
+            if cfg.time_limit_s is not None and it - start == PROBE // 4:
+                t_probe = time.time()
+            if cfg.time_limit_s is not None and it - start == PROBE and stop_after is None:
+                rate = (PROBE - PROBE // 4) / max(1e-9, time.time() - t_probe)
+                left = cfg.time_limit_s - (time.time() - t0)
+                planned = min(cfg.iters, it + max(0, int(rate * left * 0.97)))  # 3%: checkpoints, drift
+                planned = max(planned, it)
+                if planned != cfg.iters:
+                    log(f"--time-limit {cfg.time_limit_s:.0f}s at {rate:.2f} it/s: {planned} iterations instead of {cfg.iters}")
+                    cfg = replace(cfg, iters=planned)
+                    end = planned
+                    source.end = planned
+                    if bar is not None:
+                        bar.update(task, total=planned)
             ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
             rate = (it - start) / max(1e-9, time.time() - t0)
             if bar is not None:
@@ -345,9 +435,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
                 seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr}
-                _save(out, s1, opt, cfg, it, rng, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
+                _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
                 last_saved = it
     finally:
+        source.close()
         if bar is not None:
             bar.stop()
     return TrainResult(out, it, elapsed0 + time.time() - t0, last, start)
