@@ -8,6 +8,9 @@ Protocol (DESIGN §6), fixed before any number was seen:
 - For every (preset, seed): one model adapted on the folder of that preset's LR crops, with a fixed
   number of iterations and NO ground-truth stopping, for each of the ``naive`` baseline
   (bicubic-downsampled SR vs LR), the ``identity`` control (R replaced by the identity) and ``lway``.
+- Optional (``--sup-weight W``, default off): every method also keeps LWay's supervised term, an L1
+  on synthetic (LR, HR) pairs made each step from clean photos (``--sup-photos``, scikit-image
+  photos outside the evaluation set, so no ground truth leaks into it).
 - Y-PSNR / SSIM (BT.601 Y, border of 4 px cropped) of bicubic, the unadapted backbone, naive,
   identity and LWay, per image and on average; the JSON records machine, versions and command.
 
@@ -17,6 +20,7 @@ anything towards them.
 
     .venv/bin/python benchmarks/quality.py                      # defaults, ~20 min on 1 CPU thread
     .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
+    .venv/bin/python benchmarks/quality.py --sup-weight 1 --out benchmarks/results/quality_sup.json
     .venv/bin/python benchmarks/quality.py --markdown benchmarks/results/quality.json   # README table
 """
 
@@ -37,6 +41,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "immunohistochemistry", "grass", "brick")
 METHODS = ("bicubic", "unadapted", "naive", "identity", "lway")
+# clean photos for the optional supervised term: none of them is among PHOTOS[:6] (the default evaluation set)
+SUP_PHOTOS = ("hubble_deep_field", "retina", "camera", "coins", "gravel", "grass", "brick")
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -62,6 +68,30 @@ def make_pairs(photos, preset: str, seed: int, crop: int, scale: int):
         y = apply_degradation(x, eval_preset(preset, seed=1000 * seed + k))
         out.append((f"{name}@{top},{left}", hr, y.permute(1, 2, 0).numpy().astype(np.float32)))
     return out
+
+
+def _same_photo(name: str) -> str:
+    return "motorcycle" if name.startswith("motorcycle") else name  # motorcycle = motorcycle_left
+
+
+def write_sup_photos(names, evaluated, folder: Path) -> Path:
+    """The supervised term's clean photos as PNGs in ``folder``; refuses unknown or evaluated photos."""
+    from PIL import Image
+
+    from lway_rt.errors import LwayError
+
+    leaks = sorted({_same_photo(n) for n in names} & {_same_photo(n) for n in evaluated})
+    if leaks:
+        raise SystemExit(f"--sup-photos: {', '.join(leaks)} {'is' if len(leaks) == 1 else 'are'} also evaluated "
+                         "(--photos): the supervised term would see that ground truth; leave it out of --sup-photos")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        try:
+            img = load_photo(name)
+        except LwayError as exc:
+            raise SystemExit(f"--sup-photos: cannot load {name!r} ({exc}); name scikit-image bundled photos") from None
+        Image.fromarray(img).save(folder / f"{name}.png")
+    return folder
 
 
 def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
@@ -97,8 +127,10 @@ def markdown(result: dict) -> str:
             f"{strong[m]['mean_db']:+.2f} / {strong[m]['min_db']:+.2f}, {strong[m]['improved']}/{strong[m]['of']}"
             for m in methods[2:]) + " |")
     mach = result["machine"]
+    sup = result["adapt_config"].get("sup_weight", 0.0)
+    sup_note = (f", supervised term x{sup:g} on {', '.join(result['protocol']['sup_photos'])}" if sup else "")
     lines.append("")
-    lines.append(f"{result['n_crops']} crops, {result['model']['name']}, {result['protocol']['mode']}; "
+    lines.append(f"{result['n_crops']} crops, {result['model']['name']}, {result['protocol']['mode']}{sup_note}; "
                  f"{mach['cpu']}, {mach['cores']} cores, torch {mach['versions']['torch']} ({mach['torch_threads']} thread); "
                  f"`{result['command']}`, {result['total_seconds'] / 60:.0f} min.")
     return "\n".join(lines)
@@ -125,6 +157,12 @@ def main(argv=None) -> int:
     ap.add_argument("--trainable", default="all")
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
     ap.add_argument("--anchor-weight", type=float, default=0.0)
+    ap.add_argument("--sup-weight", type=float, default=0.0,
+                    help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) "
+                         "[0: off]")
+    ap.add_argument("--sup-photos", default=",".join(SUP_PHOTOS),
+                    help="comma list of scikit-image photos for those pairs; none may be an evaluated photo (with --photos 7 "
+                         "or 8, leave grass/brick out)")
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "lway"], choices=["naive", "identity", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all"],
                     help="one adapted model per (preset, seed) folder, or per seed over all presets' crops")
@@ -132,6 +170,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    sup_photos = [n.strip() for n in args.sup_photos.split(",") if n.strip()]
+    if args.sup_weight > 0 and not sup_photos:
+        ap.error("--sup-photos names no photo")
 
     from lway_rt.adapt._imageio import from_array
     from lway_rt.adapt.config import AdaptConfig
@@ -154,12 +195,15 @@ def main(argv=None) -> int:
     trainable = args.trainable if args.trainable in ("all", "body") else tuple(args.trainable.split(","))
     base_cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, patch_size=args.patch_size, batch_size=args.batch_size,
                            target=args.target, trainable=trainable, hf_source=args.hf_source,
-                           anchor_weight=args.anchor_weight, checkpoint_every=10**9, snapshot_every=10**9,
-                           eval_every=10**9)
+                           anchor_weight=args.anchor_weight, sup_weight=args.sup_weight, checkpoint_every=10**9,
+                           snapshot_every=10**9, eval_every=10**9)
     photos = PHOTOS[: args.photos]
     rows, runs = [], []
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
+        sup_data = None
+        if args.sup_weight > 0:
+            sup_data = str(write_sup_photos(sup_photos, photos, Path(tmp) / "sup_photos"))
         # a "folder" is what one adapted model serves: one preset's crops (default), or every
         # preset's crops of a seed (a mixed folder, as footage from several sources would be)
         folders = ([(seed, [p]) for p in args.presets for seed in args.seeds] if args.folder == "preset"
@@ -176,7 +220,7 @@ def main(argv=None) -> int:
                                               .permute(1, 2, 0).numpy(), hr, scale)
             label = presets[0] if len(presets) == 1 else "all-presets"
             for method in args.methods:
-                cfg = base_cfg.replace(loss=method, seed=seed)
+                cfg = base_cfg.replace(loss=method, seed=seed, sup_data=sup_data)
                 t0 = time.perf_counter()
                 res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
                                    stage1=stage1 if method == "lway" else None, write_outputs=False)
@@ -235,8 +279,11 @@ def main(argv=None) -> int:
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
-                              else "one model per seed over all presets' crops")},
-        "adapt_config": base_cfg.to_dict(),
+                              else "one model per seed over all presets' crops"),
+                     "sup_weight": args.sup_weight,
+                     "sup_photos": sup_photos if args.sup_weight > 0 else []},
+        "adapt_config": {**base_cfg.to_dict(),
+                         **({"sup_data": "temporary folder of protocol.sup_photos (PNG)"} if args.sup_weight > 0 else {})},
         "n_crops": len(rows),
         "unadapted_beats_bicubic_on": f"{unadapted_beats_bicubic}/{len(rows)} crops",
         "mean": mean,

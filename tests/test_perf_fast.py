@@ -20,11 +20,21 @@ from lway_rt.adapt.fast import (FastReconstructor, SpeedOptions, fast_adapt_step
 from lway_rt.adapt.losses import adaptation_loss
 from lway_rt.adapt.patches import AdaptImage, sample_batch
 from lway_rt.adapt.step import adapt_step
+from lway_rt.adapt.synthetic import synthetic_pairs
 from lway_rt.degae.nets import Reconstructor
 from lway_rt.errors import InputError
 
 OPTIONS = [SpeedOptions(), SpeedOptions(channels_last=False), SpeedOptions(fold_constants=False),
            SpeedOptions(channels_last=False, fold_constants=False)]
+
+
+def _add_synthetic(batch, hr_crop, n: int = 2, seed: int = 0):
+    """Give ``batch`` synthetic supervised pairs (as the loop does when sup_weight > 0)."""
+    import numpy as np
+
+    photo = torch.from_numpy(hr_crop.copy()).permute(2, 0, 1).float() / 255
+    batch.sup_lr, batch.sup_hr = synthetic_pairs(np.random.default_rng(seed), [photo], n, batch.lr.shape[-1], 4)
+    return batch
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
@@ -91,8 +101,8 @@ def test_single_image_run_uses_folded_kernels_without_reading_index(recon_net):
 
 @pytest.mark.parametrize("kw", [dict(), dict(target="lr"), dict(hf_weight=False), dict(hf_source="target"),
                                 dict(hf_mode="channel"), dict(loss="naive"), dict(loss="identity"),
-                                dict(anchor_weight=0.5)], ids=str)
-def test_loss_matches_adaptation_loss(kw, recon_net, images):
+                                dict(anchor_weight=0.5), dict(sup_weight=0.5)], ids=str)
+def test_loss_matches_adaptation_loss(kw, recon_net, images, hr_crop):
     config = AdaptConfig(patch_size=16, batch_size=3, **kw)
     e = torch.randn(2, 24)
     gen = torch.Generator().manual_seed(3)
@@ -100,21 +110,28 @@ def test_loss_matches_adaptation_loss(kw, recon_net, images):
     sr = torch.rand(3, 3, 64, 64)
     if config.anchor_weight:
         batch.anchor = torch.rand(3, 3, 64, 64)
-    want, want_parts = adaptation_loss(sr, batch, PreparedReconstructor(recon_net, e), config)
-    got, parts = fast_adaptation_loss(sr, batch, FastReconstructor(recon_net, e), config)
+    sup_sr = None
+    if config.sup_weight:
+        _add_synthetic(batch, hr_crop)
+        sup_sr = torch.rand(2, 3, 64, 64)
+    want, want_parts = adaptation_loss(sr, batch, PreparedReconstructor(recon_net, e), config, sup_sr)
+    got, parts = fast_adaptation_loss(sr, batch, FastReconstructor(recon_net, e), config, None, sup_sr)
     assert abs(float(got) - float(want)) <= 1e-5 * abs(float(want))
     assert set(parts) == set(want_parts)
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in parts.values())
 
 
-@pytest.mark.parametrize("options", [SpeedOptions(), SpeedOptions(backbone_channels_last=True),
-                                     SpeedOptions(channels_last=False, fused_adam=False)],
-                         ids=["fast", "fast-s-nhwc", "nchw-foreach"])
-def test_step_moves_weights_like_adapt_step(options, recon_net, images, srvgg_tiny):
-    config = AdaptConfig(patch_size=16, batch_size=2, lr=1e-3)
+@pytest.mark.parametrize("options,sup_weight", [(SpeedOptions(), 0.0), (SpeedOptions(backbone_channels_last=True), 0.0),
+                                                (SpeedOptions(channels_last=False, fused_adam=False), 0.0),
+                                                (SpeedOptions(), 0.5), (SpeedOptions(channels_last=False), 0.5)],
+                         ids=["fast", "fast-s-nhwc", "nchw-foreach", "fast-sup", "nchw-sup"])
+def test_step_moves_weights_like_adapt_step(options, sup_weight, recon_net, images, srvgg_tiny, hr_crop):
+    config = AdaptConfig(patch_size=16, batch_size=2, lr=1e-3, sup_weight=sup_weight)
     e = torch.randn(1, 24)
     data = images[:1]
     batch = sample_batch(data, 2, 16, 4, torch.Generator().manual_seed(5))
+    if sup_weight:  # the fast step runs S once on test and synthetic patches together; the plain one twice
+        _add_synthetic(batch, hr_crop, n=3)
     # SGD: the update is lr x gradient, so equal weights mean equal gradients (Adam's first step,
     # lr x sign(g) for tiny g, would turn rounding differences into +-lr jumps)
     plain = copy.deepcopy(srvgg_tiny)
@@ -126,6 +143,7 @@ def test_step_moves_weights_like_adapt_step(options, recon_net, images, srvgg_ti
     m = fast_adapt_step(call, opt, batch, FastReconstructor(recon_net, e, options), config, options)
     assert not m["skipped"] and not m_plain["skipped"]
     assert set(m) == set(m_plain)
+    assert ("sup" in m) == bool(sup_weight)
     assert m["loss"] == pytest.approx(m_plain["loss"], rel=1e-5)
     assert m["grad_norm"] == pytest.approx(m_plain["grad_norm"], rel=1e-4)
     before = srvgg_tiny.state_dict()

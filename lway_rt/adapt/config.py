@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,13 @@ class AdaptConfig:
       the weight then moves as S learns), ``target`` of the LR-derived target (a fixed objective).
     anchor_weight: weight of an L1 penalty tying S's output to the unadapted model's output on the
       same patch (drift guard; 0 turns it off and saves a forward pass).
+    sup_weight: weight of a supervised L1 between S(LR) and HR on synthetic pairs made from clean
+      photos each step (``synthetic.py``; LWay's supervised pre-training kept alongside the
+      self-supervised term, so S stays a restorer instead of learning to copy the input's noise).
+      0 turns it off and saves a forward pass.
+    sup_data: folder of clean photos for those pairs; None uses the photos stage 1 trains on
+      (``lway_rt.degae.data.BUNDLED_TRAIN``).
+    sup_batch: synthetic pairs per step; None uses ``batch_size``.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -56,6 +64,9 @@ class AdaptConfig:
     hf_mode: str = "luma"
     hf_source: str = "pred"
     anchor_weight: float = 0.0
+    sup_weight: float = 0.0
+    sup_data: str | None = None
+    sup_batch: int | None = None  # None = batch_size
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -109,10 +120,25 @@ class AdaptConfig:
             bad(f"tile must be 0 (one pass), a positive tile size or unset (auto), got {self.tile!r}")
         if self.anchor_weight < 0 or self.guard_factor < 0:
             bad("anchor_weight and guard_factor must be >= 0")
+        if isinstance(self.sup_weight, bool) or not isinstance(self.sup_weight, (int, float)) \
+                or not math.isfinite(self.sup_weight) or self.sup_weight < 0:
+            bad(f"sup_weight must be a finite number >= 0 (0: off), got {self.sup_weight!r}")
+        if isinstance(self.sup_data, Path):
+            object.__setattr__(self, "sup_data", str(self.sup_data))
+        if self.sup_data is not None and (not isinstance(self.sup_data, str) or not self.sup_data):
+            bad(f"sup_data must be a folder of clean photos or unset (the bundled ones), got {self.sup_data!r}")
+        if self.sup_batch is not None and (not isinstance(self.sup_batch, int) or isinstance(self.sup_batch, bool)
+                                           or self.sup_batch < 1):
+            bad(f"sup_batch must be a positive integer or unset (= batch_size), got {self.sup_batch!r}")
         if self.guard_factor and self.guard_factor <= 1.0:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+
+    @property
+    def sup_batch_size(self) -> int:
+        """Synthetic pairs per step (``sup_batch``, or ``batch_size`` when unset)."""
+        return self.batch_size if self.sup_batch is None else self.sup_batch
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.losses import weighted_l1
+from lway_rt.adapt.losses import supervised_l1, wants_supervised, weighted_l1
 from lway_rt.adapt.patches import Batch, bicubic_down
 from lway_rt.adapt.step import trainable_params
 from lway_rt.adapt.wavelet import hf_weight
@@ -189,8 +189,8 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptConfig,
-                         image: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptConfig, image: int | None = None,
+                         sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``losses.adaptation_loss`` with the parts left as detached tensors (no sync); same value."""
     scale = sr.shape[-1] // batch.lr.shape[-1]
     sr = _upcast(sr)
@@ -216,6 +216,10 @@ def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptCon
         anchor = (sr - batch.anchor).abs().mean()
         parts["anchor"] = anchor.detach()
         loss = loss + config.anchor_weight * anchor
+    if sup_sr is not None and wants_supervised(config, batch):
+        sup = supervised_l1(_upcast(sup_sr), batch)
+        parts["sup"] = sup.detach()
+        loss = loss + config.sup_weight * sup
     return loss, parts
 
 
@@ -225,16 +229,27 @@ def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
 
     ``model`` should have gone through ``prepare_backbone``; ``recon`` is a ``FastReconstructor``
     (or any callable ``recon(clean, index)``); ``image`` says all patches come from that image.
+    The synthetic supervised patches (``sup_weight > 0``) go through S in the same forward pass as
+    the test patches when their sizes match (one batch, one launch per layer).
     Nothing non-finite reaches the weights: the loss and the gradient norm are checked, in one
     host-device sync, before the optimizer steps.
     """
     params = trainable_params(optimizer)
     optimizer.zero_grad(set_to_none=True)
-    lr = batch.lr.contiguous(memory_format=options.memory_format)
+    mf = options.memory_format
+    lr = batch.lr.contiguous(memory_format=mf)
+    supervised = wants_supervised(config, batch)
     with torch.enable_grad():
         with _autocast(lr.device, options.autocast):
-            sr = model(lr)
-            loss, parts = fast_adaptation_loss(sr, batch, recon, config, image)
+            sup_sr = None
+            if supervised and batch.sup_lr.shape[1:] == lr.shape[1:]:
+                out = model(torch.cat([lr, batch.sup_lr]).contiguous(memory_format=mf))
+                sr, sup_sr = out[:lr.shape[0]], out[lr.shape[0]:]
+            else:
+                sr = model(lr)
+                if supervised:
+                    sup_sr = model(batch.sup_lr.contiguous(memory_format=mf))
+            loss, parts = fast_adaptation_loss(sr, batch, recon, config, image, sup_sr)
         scale = options.fp16_loss_scale if options.autocast == "fp16" else 1.0
         (loss * scale if scale != 1.0 else loss).backward()
     grads = [p.grad for p in params if p.grad is not None]

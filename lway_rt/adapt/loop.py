@@ -8,7 +8,8 @@ Order of work for one run (one model for a folder, or one per image):
    fixed patch set (wavelet weight of the target: a fixed yardstick) and roll back to the last good
    weights (halving the learning rate) when it jumps
    (drift guard, DESIGN §2.5); a non-finite step is skipped and lowers the learning rate, and if that
-   persists the run stops with the last good weights;
+   persists the run stops with the last good weights; with ``sup_weight > 0`` each step also gets
+   synthetic (LR, HR) pairs from clean photos, a function of (seed, iteration) (``synthetic.py``);
 3. with ground truth, evaluate Y-PSNR/SSIM every ``eval_every`` steps, keep the best weights and stop
    after ``patience`` evaluations without gain; without it, run the fixed number of steps and keep
    snapshots of fixed crops for the contact sheet;
@@ -40,6 +41,7 @@ from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import adaptation_loss
 from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
+from lway_rt.adapt.synthetic import SyntheticPairs
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
 
@@ -246,6 +248,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     tensors = {img.name: _tensor(img, device) for img in images}
     data = [AdaptImage.from_lr(img.name, tensors[img.name], scale) for img in images]
     check_patch_fits(data, config.patch_size)
+    # supervised pairs (LWay's supervised half): clean photos loaded once, pairs drawn per iteration
+    # from (seed, iteration), so they leave the patch sampler's generator alone and survive a resume
+    sup_pairs = SyntheticPairs.from_config(config, scale) if config.sup_weight > 0 else None
     recon, stage1_info, embed_s = None, None, 0.0
     if config.loss == "lway":
         if stage1 is None:
@@ -362,7 +367,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         st["snapshots"][0] = snapshot()
 
     log(f"adapting {desc.arch} x{scale} on {len(data)} image(s): {len(trainable)} trainable tensors, "
-        f"loss {config.loss}, target {config.target}, {config.iterations} iterations")
+        f"loss {config.loss}, target {config.target}, {config.iterations} iterations"
+        + (f", supervised term x{config.sup_weight:g} on {sup_pairs.n} synthetic pair(s) a step from "
+           f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else ""))
     t_loop = time.perf_counter()
     train_s0 = st["train_s"]
     while st["it"] < config.iterations and st["stopped"] is None:
@@ -370,11 +377,14 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         if anchor_model is not None:
             with torch.no_grad():
                 batch.anchor = anchor_model(batch.lr)
+        if sup_pairs is not None:
+            batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
         m = fast_adapt_step(model, opt, batch, recon, config, speed)
         st["it"] += 1
         rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": st["lr"]}
-        if "anchor" in m:
-            rec["anchor"] = m["anchor"]
+        for part in ("anchor", "sup"):
+            if part in m:
+                rec[part] = m[part]
         st["history"].append(rec)
         if m["skipped"]:
             st["bad_streak"] += 1
@@ -431,6 +441,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "config": config.to_dict(),
         "trainable_tensors": len(trainable),
         "trainable_params": int(sum(p.numel() for p in params)),
+        "supervised": None if sup_pairs is None else {
+            "weight": config.sup_weight, "pairs_per_step": sup_pairs.n, "photos": len(sup_pairs.photos),
+            "data": config.sup_data or "bundled stage-1 training photos"},
         "images": [{"name": d.name, "size": list(d.size)} for d in data],
         "iterations_run": st["it"],
         "final_iteration": final_it,

@@ -9,7 +9,9 @@ detached, as LWay weights x̂; or of the target, ``hf_source='target'``):
 - ``naive``: bicubic-downsampled S(x) against the LR (no reconstructor).
 - ``identity``: S(x) against the bicubic-upsampled LR (R replaced by the identity; DESIGN §2.5).
 
-An optional anchor term ties S(x) to the unadapted model's output on the same patch.
+An optional anchor term ties S(x) to the unadapted model's output on the same patch, and an
+optional supervised term (LWay's supervised half, ``synthetic.py``) is the L1 between S's output on
+the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.patches import Batch, bicubic_down
 from lway_rt.adapt.wavelet import hf_weight
 
-__all__ = ["weighted_l1", "adaptation_loss"]
+__all__ = ["weighted_l1", "adaptation_loss", "supervised_l1", "wants_supervised"]
 
 Reconstruct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -32,9 +34,23 @@ def weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
     return (diff * weight).mean() if weight is not None else diff.mean()
 
 
-def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None,
-                    config: AdaptConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of S's output ``sr`` for ``batch``; returns (loss tensor, its parts as floats)."""
+def wants_supervised(config: AdaptConfig, batch: Batch) -> bool:
+    """Whether a step adds the supervised term: a positive weight and synthetic pairs in the batch."""
+    return config.sup_weight > 0 and batch.sup_lr is not None and batch.sup_hr is not None
+
+
+def supervised_l1(sup_sr: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Plain L1 between S's output on the synthetic LR patches and their clean HR."""
+    return (sup_sr - batch.sup_hr).abs().mean()
+
+
+def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, config: AdaptConfig,
+                    sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of S's output ``sr`` for ``batch``; returns (loss tensor, its parts as floats).
+
+    ``sup_sr`` is S's output on ``batch.sup_lr``: with ``sup_weight > 0`` it adds
+    ``sup_weight * supervised_l1`` (part ``sup``).
+    """
     scale = sr.shape[-1] // batch.lr.shape[-1]
     if config.loss == "lway":
         if recon is None:
@@ -57,4 +73,8 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None,
         anchor = (sr - batch.anchor).abs().mean()
         parts["anchor"] = float(anchor.detach())
         loss = loss + config.anchor_weight * anchor
+    if sup_sr is not None and wants_supervised(config, batch):
+        sup = supervised_l1(sup_sr, batch)
+        parts["sup"] = float(sup.detach())
+        loss = loss + config.sup_weight * sup
     return loss, parts

@@ -50,12 +50,18 @@ class AdaptImage:
 
 @dataclass
 class Batch:
-    """Patch pairs for one step. ``index[i]`` is the image that patch ``i`` was cut from."""
+    """Patch pairs for one step. ``index[i]`` is the image that patch ``i`` was cut from.
+
+    ``sup_lr``/``sup_hr`` are the step's synthetic supervised pairs (``synthetic.py``), set by the
+    driver when ``sup_weight > 0``; they are not cut from the test images.
+    """
 
     lr: torch.Tensor  # (B, 3, p, p)
     up: torch.Tensor  # (B, 3, p*s, p*s)
     index: torch.Tensor  # (B,) long
     anchor: torch.Tensor | None = None  # the unadapted model's output on ``lr`` (drift guard)
+    sup_lr: torch.Tensor | None = None  # (B', 3, p, p) degraded synthetic LR
+    sup_hr: torch.Tensor | None = None  # (B', 3, p*s, p*s) its clean HR
 
 
 def check_patch_fits(images: list[AdaptImage], patch: int) -> None:

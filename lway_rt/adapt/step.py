@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.losses import Reconstruct, adaptation_loss
+from lway_rt.adapt.losses import Reconstruct, adaptation_loss, wants_supervised
 from lway_rt.adapt.patches import Batch
 
 __all__ = ["adapt_step", "trainable_params"]
@@ -27,13 +27,16 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     """Forward S on the batch, compute the configured loss, and update S's trainable parameters.
 
     Returns ``loss`` (float), ``skipped`` (bool), ``grad_norm`` and the loss parts; a skipped step
-    says why in ``reason``. Only the parameters the optimizer holds can change.
+    says why in ``reason``. Only the parameters the optimizer holds can change. With
+    ``config.sup_weight > 0`` and synthetic pairs in the batch (``batch.sup_lr``/``sup_hr``, drawn
+    by the driver), S also runs on the synthetic LR and the supervised L1 joins the loss.
     """
     params = trainable_params(optimizer)
     optimizer.zero_grad(set_to_none=True)
     with torch.enable_grad():
         sr = model(batch.lr)
-        loss, parts = adaptation_loss(sr, batch, stage1_prepared, config)
+        sup_sr = model(batch.sup_lr) if wants_supervised(config, batch) else None
+        loss, parts = adaptation_loss(sr, batch, stage1_prepared, config, sup_sr)
         value = float(loss.detach())
         if not math.isfinite(value):
             return {"loss": value, "skipped": True, "reason": "non-finite loss", **parts}

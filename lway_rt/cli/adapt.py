@@ -6,8 +6,8 @@ import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
-           "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every", "device", "seed",
-           "encoder_backend", "tile")
+           "sup_weight", "sup_data", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "device", "seed", "encoder_backend", "tile")
 
 
 @click.command("adapt")
@@ -34,6 +34,10 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
 @click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
 @click.option("--anchor-weight", type=float, default=None, help="Penalty tying S to its starting output [0: off].")
+@click.option("--sup-weight", type=float, default=None,
+              help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [0: off]")
+@click.option("--sup-data", type=click.Path(), default=None,
+              help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
 @click.option("--guard-factor", type=float, default=None,
               help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
 @click.option("--gt", "gt_dir", type=click.Path(file_okay=False), default=None,

@@ -1,0 +1,88 @@
+"""Synthetic (LR, HR) pairs for the optional supervised term of stage 2.
+
+Idea credit: LWay (Chen et al., "Low-Res Leads the Way: Improving Generalization for
+Super-Resolution by Self-Supervised Learning", CVPR 2024) describes its framework as merging
+supervised pre-training with self-supervised learning: while the self-supervised loss adapts the SR
+network to the test images, a supervised loss on synthetic pairs keeps it a restorer, so it does
+not drift towards reproducing the input's noise and compression artefacts. This module is written
+anew for this project and builds the pairs with stage 1's own degradation sampler.
+
+One pair: a random crop of side ``patch * scale`` from a clean photo (random flip / rotation,
+``lway_rt.degae.data.random_crops``) is the HR; its antialiased bicubic downscale by ``scale``,
+degraded at LR size by a random draw of stage 1's sampler (blur, noise, JPEG or clean; no scale
+round trip) and quantised to 8 bits, is the LR. A step's pairs are a pure function of
+(photos, seed, iteration), so a resumed run draws the same ones as an uninterrupted run, and the
+self-supervised patch sampling is untouched by them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lway_rt.adapt.patches import bicubic_down
+from lway_rt.errors import InputError
+
+__all__ = ["SyntheticPairs", "load_clean_photos", "synthetic_pairs", "SUP_STREAM"]
+
+SUP_STREAM = 7919  # a constant in the seed sequence: this stream never collides with other seeded draws
+
+
+def load_clean_photos(folder: str | Path | None, min_side: int) -> list[torch.Tensor]:
+    """Clean photos as (3, H, W) float tensors: every image in ``folder``, or stage 1's bundled training photos."""
+    from lway_rt.degae.data import BUNDLED_TRAIN, IMAGE_SUFFIXES, load_bundled, load_folder
+
+    if folder is None:
+        photos = load_bundled(BUNDLED_TRAIN)
+    else:
+        p = Path(folder)
+        if not p.is_dir():
+            raise InputError(f"--sup-data {p} is not a folder: pass a folder of clean photos, or leave it out to use "
+                             "the bundled ones")
+        if not any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in p.iterdir()):
+            raise InputError(f"--sup-data {p} holds no images ({', '.join(IMAGE_SUFFIXES)}): put clean photos there")
+        photos = load_folder(p)
+    small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in photos.items() if min(t.shape[1:]) < min_side]
+    if small:
+        raise InputError(f"{len(small)} clean photo(s) for the supervised term are smaller than the {min_side}-px HR crop "
+                         f"(patch size x scale): {', '.join(small[:3])}; use larger photos or a smaller --patch-size")
+    return list(photos.values())
+
+
+def synthetic_pairs(rng: np.random.Generator, photos: list[torch.Tensor], n: int, patch: int,
+                    scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs: LR (n, 3, patch, patch) and HR (n, 3, patch*scale, patch*scale), both in [0, 1]."""
+    from lway_rt.degae.data import random_crops
+    from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
+
+    hr, _ = random_crops(rng, photos, n, patch * scale)
+    clean = bicubic_down(hr, scale).clamp_(0.0, 1.0)
+    synth = SynthConfig(p_roundtrip=0.0)  # degrade at LR size, as the test images were
+    lr = torch.stack([apply_degradation(x, sample_degradation(rng, synth)) for x in clean])  # clamped, 8-bit
+    return lr, hr
+
+
+@dataclass
+class SyntheticPairs:
+    """The driver's source of supervised pairs: clean photos loaded once, a batch per (seed, iteration)."""
+
+    photos: list[torch.Tensor]
+    n: int
+    patch: int
+    scale: int
+    seed: int
+    device: str | torch.device = "cpu"
+
+    @classmethod
+    def from_config(cls, config, scale: int) -> SyntheticPairs:
+        photos = load_clean_photos(config.sup_data, config.patch_size * scale)
+        return cls(photos, config.sup_batch_size, config.patch_size, scale, config.seed, config.device)
+
+    def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pairs of step ``iteration``: the same for the same (seed, iteration), different across iterations."""
+        rng = np.random.default_rng([int(self.seed) % 2**64, SUP_STREAM, int(iteration)])
+        lr, hr = synthetic_pairs(rng, self.photos, self.n, self.patch, self.scale)
+        return lr.to(self.device), hr.to(self.device)
