@@ -283,6 +283,13 @@ def _lr_at(cfg: TrainConfig, it: int) -> float:
     return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def _machine(device: str) -> str:
+    text = f"{cpu_model()}, torch threads {torch.get_num_threads()}"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
 def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
           last: dict[str, float], perceptual_ran: str, segments: list[dict]) -> None:
     from lway_rt.io.weights import atomic_path
@@ -291,7 +298,7 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
         "recipe": cfg.recipe(), "iterations": it, "train_seconds": round(elapsed, 1),
         "perceptual_ran": perceptual_ran,
         "data": cfg.data or "bundled scikit-image photos: " + ",".join(BUNDLED_TRAIN),
-        "machine": f"{cpu_model()}, torch threads {torch.get_num_threads()}",
+        "machine": _machine(cfg.device),
         "torch": torch.__version__, "last_losses": last,
         # one entry per (resumed) run: a resume with another --iters restarts the cosine schedule
         "segments": segments,
