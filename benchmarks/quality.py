@@ -40,7 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "immunohistochemistry", "grass", "brick")
-METHODS = ("bicubic", "unadapted", "naive", "identity", "lway")
+METHODS = ("bicubic", "unadapted", "naive", "identity", "supervised", "lway")
 # clean photos for the optional supervised term: none of them is among PHOTOS[:6] (the default evaluation set)
 SUP_PHOTOS = ("hubble_deep_field", "retina", "camera", "coins", "gravel", "grass", "brick")
 
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sup-photos", default=",".join(SUP_PHOTOS),
                     help="comma list of scikit-image photos for those pairs; none may be an evaluated photo (with --photos 7 "
                          "or 8, leave grass/brick out)")
-    ap.add_argument("--methods", nargs="+", default=["naive", "identity", "lway"], choices=["naive", "identity", "lway"])
+    ap.add_argument("--methods", nargs="+", default=["naive", "identity", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all"],
                     help="one adapted model per (preset, seed) folder, or per seed over all presets' crops")
     ap.add_argument("--threads", type=int, default=1)
@@ -264,6 +264,8 @@ def main(argv=None) -> int:
             "beats_naive": ("naive" in args.methods and mean["lway"]["psnr"] > mean["naive"]["psnr"]),
             "no_image_loses_more_than_0.1dB": gains["lway"]["min_db"] >= -0.1,
         }
+        if "supervised" in args.methods:
+            done["beats_supervised_only_control"] = mean["lway"]["psnr"] > mean["supervised"]["psnr"]
         if "identity" in args.methods:
             done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
     unadapted_beats_bicubic = len(strong)

@@ -136,6 +136,26 @@ def test_supervised_term_is_skipped_without_pairs_or_weight(images, photos):
     assert "sup" not in adapt_step(s, opt, batch, None, cfg.replace(sup_weight=0.0))
 
 
+def test_supervised_only_control_trains_s_on_the_pairs_alone(images, photos):
+    """loss='supervised' (the control for the supervised term): no self-supervised part, the same
+    total in both step paths, and S moves; it is refused without a positive sup_weight."""
+    with pytest.raises(InputError, match="sup_weight"):
+        AdaptConfig(loss="supervised")
+    batch = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(2))
+    batch.sup_lr, batch.sup_hr = SyntheticPairs(photos, n=2, patch=16, scale=4, seed=0).batch(3)
+    cfg = AdaptConfig(lr=1e-3, patch_size=16, batch_size=2, loss="supervised", sup_weight=0.5)
+    out = {}
+    for name, step in (("plain", adapt_step), ("fast", fast_adapt_step)):
+        s = _tiny_s(2)
+        start = _snapshot(s)
+        m = step(s, torch.optim.SGD(s.parameters(), lr=cfg.lr), batch, None, cfg)
+        assert m["l1"] == 0.0 and m["sup"] > 0
+        assert m["loss"] == pytest.approx(0.5 * m["sup"], rel=1e-6)
+        assert any(not torch.equal(v, start[k]) for k, v in _snapshot(s).items())
+        out[name] = m
+    assert out["fast"]["loss"] == pytest.approx(out["plain"]["loss"], rel=1e-5)
+
+
 @pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), True, "1"])
 def test_config_rejects_bad_sup_weight(value):
     with pytest.raises(InputError, match="sup_weight"):

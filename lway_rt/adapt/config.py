@@ -19,7 +19,7 @@ from lway_rt.export.encoder_backend import BACKENDS as ENCODER_BACKENDS  # torch
 
 __all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "TRAINABLE_PRESETS", "load_toml_defaults"]
 
-LOSSES = ("lway", "naive", "identity")
+LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr")
 MODES = ("folder", "per-image")
 TRAINABLE_PRESETS = ("all", "body")
@@ -101,6 +101,8 @@ class AdaptConfig:
             bad(f"patch_size {self.patch_size} is too small: use 16 or more LR pixels")
         if self.loss not in LOSSES:
             bad(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        if self.loss == "supervised" and not self.sup_weight > 0:
+            bad("the supervised loss (no self-supervised term: the control for LWay's supervised half) needs sup_weight > 0")
         if self.target not in TARGETS:
             bad(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
         if self.mode not in MODES:

@@ -61,12 +61,17 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, c
         pred, target = bicubic_down(sr, scale), batch.lr
     elif config.loss == "identity":
         pred, target = sr, batch.up
+    elif config.loss == "supervised":  # control: the synthetic-pair term alone, no self-supervised term
+        pred = target = None
     else:  # AdaptConfig validates this; kept for direct callers
         raise ValueError(f"unknown loss {config.loss!r}")
     weight = None
-    if config.hf_weight:
-        weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode)
-    main = weighted_l1(pred, target, weight)
+    if pred is None:
+        main = sr.sum() * 0.0  # keeps the graph (and the dtype) of S's output
+    else:
+        if config.hf_weight:
+            weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode)
+        main = weighted_l1(pred, target, weight)
     parts = {"l1": float(main.detach())}
     loss = main
     if config.anchor_weight > 0 and batch.anchor is not None:

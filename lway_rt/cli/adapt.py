@@ -27,8 +27,8 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="One model for all inputs, or one per image [folder].")
 @click.option("--target", type=click.Choice(["sr", "lr"]), default=None,
               help="Compare at SR size with the upsampled LR, or at LR size [sr].")
-@click.option("--loss", type=click.Choice(["lway", "naive", "identity"]), default=None,
-              help="lway; naive = downsampled SR vs LR; identity = the R-replaced-by-identity control [lway].")
+@click.option("--loss", type=click.Choice(["lway", "naive", "identity", "supervised"]), default=None,
+              help="lway; naive = downsampled SR vs LR; identity = the R-replaced-by-identity control; supervised = only the --sup-weight term (the control for it) [lway].")
 @click.option("--hf-mode", type=click.Choice(["luma", "channel"]), default=None, help="Wavelet weight map [luma].")
 @click.option("--hf-source", type=click.Choice(["pred", "target"]), default=None,
               help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
