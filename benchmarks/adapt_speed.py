@@ -15,6 +15,8 @@ The **reference** is LWay's step written the obvious way, here in this file:
   and one host-device sync per step, NCHW;
 - ``ours-fast``: the same plus channels-last R and patches (``SpeedOptions()`` defaults: what the loop runs);
 - ``ours-fast-snhwc``: ``ours-fast`` with S's weights channels-last too;
+- ``ours-fast-whole``: ``ours-fast`` as it was before R ran one patch at a time and S's PReLU got its
+  vectorised backward (``SpeedOptions(recon_chunk=0, fast_prelu=False)``), to measure that change;
 - ``ours-bf16`` / ``ours-fp16``: ``ours-fast`` under autocast; ``ours-compile``: S under ``torch.compile``.
 
 All variants start from the same backbone weights and consume the same patch sequence (one seed).
@@ -50,9 +52,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-FP64_CHECKED = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc")
-ALL_VARIANTS = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc", "ours-bf16", "ours-fp16",
-                "ours-compile")
+FP64_CHECKED = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc", "ours-fast-whole")
+ALL_VARIANTS = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc", "ours-fast-whole", "ours-bf16",
+                "ours-fp16", "ours-compile")
 LOSS_RTOL = 1e-5
 
 
@@ -185,6 +187,7 @@ class Variant:
                 "ours-fold": fast.SpeedOptions(channels_last=False),
                 "ours-fast": fast.SpeedOptions(),
                 "ours-fast-snhwc": fast.SpeedOptions(backbone_channels_last=True),
+                "ours-fast-whole": fast.SpeedOptions(recon_chunk=0, fast_prelu=False),
                 "ours-bf16": fast.SpeedOptions(autocast="bf16"),
                 "ours-fp16": fast.SpeedOptions(autocast="fp16"),
                 "ours-compile": fast.SpeedOptions(compile=True),
