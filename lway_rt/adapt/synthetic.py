@@ -36,7 +36,8 @@ def load_clean_photos(folder: str | Path | None, min_side: int) -> list[torch.Te
     from lway_rt.degae.data import BUNDLED_TRAIN, IMAGE_SUFFIXES, load_bundled, load_folder
 
     if folder is None:
-        photos = load_bundled(BUNDLED_TRAIN)
+        photos = load_bundled(BUNDLED_TRAIN, feature="the supervised term's default clean photos",
+                              alternative="pass a folder of clean photos with --sup-data, or turn the term off with --sup-weight 0")
     else:
         p = Path(folder)
         if not p.is_dir():

@@ -26,11 +26,11 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return to_tensor(arr)[0]
 
 
-def load_bundled(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Bundled scikit-image photos as (3, H, W) float tensors, by name."""
-    return {name: _to_tensor(bundled_photo(name, feature="training on the bundled photos",
-                                           alternative="pass a folder of your own clean photos with --data"))
-            for name in names}
+def load_bundled(names: tuple[str, ...], feature: str = "training on the bundled photos",
+                 alternative: str = "pass a folder of your own clean photos with --data") -> dict[str, torch.Tensor]:
+    """Bundled scikit-image photos as (3, H, W) float tensors, by name (``feature``/``alternative``
+    word the error when scikit-image is missing)."""
+    return {name: _to_tensor(bundled_photo(name, feature=feature, alternative=alternative)) for name in names}
 
 
 def load_folder(folder: Path) -> dict[str, torch.Tensor]:
