@@ -8,9 +8,11 @@ Protocol (DESIGN §6), fixed before any number was seen:
 - For every (preset, seed): one model adapted on the folder of that preset's LR crops, with a fixed
   number of iterations and NO ground-truth stopping, for each of the ``naive`` baseline
   (bicubic-downsampled SR vs LR), the ``identity`` control (R replaced by the identity) and ``lway``.
-- Optional (``--sup-weight W``, default off): every method also keeps LWay's supervised term, an L1
-  on synthetic (LR, HR) pairs made each step from clean photos (``--sup-photos``, scikit-image
-  photos outside the evaluation set, so no ground truth leaks into it).
+- ``--sup-weight W`` (default: the adapt default, 1): every method also keeps LWay's supervised
+  term, an L1 on synthetic (LR, HR) pairs made each step from clean photos (``--sup-photos``,
+  scikit-image photos outside the evaluation set, so no ground truth leaks into it); the
+  ``supervised`` control runs that term alone, so LWay's self-supervised part is measured against it.
+  ``--sup-weight 0`` is LWay's self-supervised loss alone.
 - Y-PSNR / SSIM (BT.601 Y, border of 4 px cropped) of bicubic, the unadapted backbone, naive,
   identity and LWay, per image and on average; the JSON records machine, versions and command.
 
@@ -20,7 +22,7 @@ anything towards them.
 
     .venv/bin/python benchmarks/quality.py                      # defaults, ~20 min on 1 CPU thread
     .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
-    .venv/bin/python benchmarks/quality.py --sup-weight 1 --out benchmarks/results/quality_sup.json
+    .venv/bin/python benchmarks/quality.py --sup-weight 0 --methods naive identity lway --out benchmarks/results/quality_nosup.json
     .venv/bin/python benchmarks/quality.py --markdown benchmarks/results/quality.json   # README table
 """
 
@@ -157,25 +159,30 @@ def main(argv=None) -> int:
     ap.add_argument("--trainable", default="all")
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
     ap.add_argument("--anchor-weight", type=float, default=0.0)
-    ap.add_argument("--sup-weight", type=float, default=0.0,
+    ap.add_argument("--sup-weight", type=float, default=None,
                     help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) "
-                         "[0: off]")
+                         "[the adapt default; 0: off]")
     ap.add_argument("--sup-photos", default=",".join(SUP_PHOTOS),
                     help="comma list of scikit-image photos for those pairs; none may be an evaluated photo (with --photos 7 "
                          "or 8, leave grass/brick out)")
-    ap.add_argument("--methods", nargs="+", default=["naive", "identity", "lway"], choices=["naive", "identity", "supervised", "lway"])
+    ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all"],
                     help="one adapted model per (preset, seed) folder, or per seed over all presets' crops")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from lway_rt.adapt.config import AdaptConfig
+
+    if args.sup_weight is None:
+        args.sup_weight = AdaptConfig.sup_weight
+    if args.sup_weight == 0 and "supervised" in args.methods:
+        args.methods = [m for m in args.methods if m != "supervised"]  # its term is off: nothing to control
     sup_photos = [n.strip() for n in args.sup_photos.split(",") if n.strip()]
     if args.sup_weight > 0 and not sup_photos:
         ap.error("--sup-photos names no photo")
 
     from lway_rt.adapt._imageio import from_array
-    from lway_rt.adapt.config import AdaptConfig
     from lway_rt.adapt.loop import adapt_images, super_resolve
     from lway_rt.adapt.patches import bicubic_up
     from lway_rt.io.store import load_model

@@ -140,7 +140,7 @@ def test_supervised_only_control_trains_s_on_the_pairs_alone(images, photos):
     """loss='supervised' (the control for the supervised term): no self-supervised part, the same
     total in both step paths, and S moves; it is refused without a positive sup_weight."""
     with pytest.raises(InputError, match="sup_weight"):
-        AdaptConfig(loss="supervised")
+        AdaptConfig(loss="supervised", sup_weight=0.0)
     batch = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(2))
     batch.sup_lr, batch.sup_hr = SyntheticPairs(photos, n=2, patch=16, scale=4, seed=0).batch(3)
     cfg = AdaptConfig(lr=1e-3, patch_size=16, batch_size=2, loss="supervised", sup_weight=0.5)

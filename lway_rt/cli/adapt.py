@@ -35,7 +35,7 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
 @click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
 @click.option("--anchor-weight", type=float, default=None, help="Penalty tying S to its starting output [0: off].")
 @click.option("--sup-weight", type=float, default=None,
-              help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [0: off]")
+              help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [1; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
 @click.option("--guard-factor", type=float, default=None,
