@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -118,7 +119,7 @@ def test_bad_data_is_refused(tmp_path, photo_dir):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "x.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match="cannot read image"):
+    with pytest.raises(InputError, match="x.png is not a readable image"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(broken), **TINY))
     with pytest.raises(InputError, match="smaller than the 200-px crop"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(photo_dir), **{**TINY, "crop": 200}))
@@ -204,3 +205,24 @@ def test_bad_worker_count_and_time_limit_are_refused():
         TrainConfig(workers=-1)
     with pytest.raises(InputError, match="--time-limit"):
         TrainConfig(time_limit_s=0)
+
+
+def test_training_photos_are_read_upright_and_at_full_depth(tmp_path, astronaut):
+    """Stage-1 data goes through the project's image reader: EXIF orientation is applied and 16-bit
+    photos keep their precision (8-bit ones give exactly x / 255)."""
+    from lway_rt.degae.data import load_folder
+
+    crop = astronaut[:64, :96]
+    im = Image.fromarray(crop)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    im.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    im.save(tmp_path / "plain.png")
+    grey16 = (np.linspace(0, 65535, 64 * 96).reshape(64, 96)).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    photos = load_folder(tmp_path)
+    assert photos["rotated.jpg"].shape == (3, 96, 64)  # upright: the EXIF turn applied
+    assert torch.equal(photos["plain.png"], torch.from_numpy(crop).permute(2, 0, 1).float() / 255)
+    g = photos["grey16.png"]
+    assert g.shape == (3, 64, 96) and torch.equal(g[0], g[2])
+    assert len(torch.unique(g[0])) > 256  # more levels than 8 bits could hold

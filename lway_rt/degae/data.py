@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lway_rt.errors import InputError
-from lway_rt.io.images import IMAGE_SUFFIXES, bundled_photo, to_tensor
+from lway_rt.io.images import IMAGE_SUFFIXES, bundled_photo, read_image, to_tensor
 
 __all__ = ["BUNDLED_TRAIN", "BUNDLED_HELDOUT", "load_bundled", "load_folder", "load_images", "random_crops", "IMAGE_SUFFIXES"]
 
@@ -34,8 +34,7 @@ def load_bundled(names: tuple[str, ...], feature: str = "training on the bundled
 
 
 def load_folder(folder: Path) -> dict[str, torch.Tensor]:
-    """All readable images directly inside ``folder`` (RGB, alpha dropped, grey replicated)."""
-    from PIL import Image, UnidentifiedImageError
+    """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright)."""
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -44,14 +43,9 @@ def load_folder(folder: Path) -> dict[str, torch.Tensor]:
     if not files:
         raise InputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put clean photos there or omit --data "
                          "to use the bundled ones")
-    out = {}
-    for p in files:
-        try:
-            with Image.open(p) as im:
-                out[p.name] = _to_tensor(np.asarray(im.convert("RGB")))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"cannot read image {p} ({exc.__class__.__name__}); remove or re-save it") from exc
-    return out
+    # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,
+    # alpha dropped; unreadable files raise its one-line InputError naming the file
+    return {p.name: to_tensor(read_image(p).rgb)[0] for p in files}
 
 
 def load_images(data: str | Path | None, crop: int) -> dict[str, torch.Tensor]:
