@@ -162,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sup-weight", type=float, default=None,
                     help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) "
                          "[the adapt default; 0: off]")
+    ap.add_argument("--sup-degradation", default=None, choices=["lr", "classic"],
+                    help="how the supervised pairs' LR is made [the adapt default]")
     ap.add_argument("--sup-photos", default=",".join(SUP_PHOTOS),
                     help="comma list of scikit-image photos for those pairs; none may be an evaluated photo (with --photos 7 "
                          "or 8, leave grass/brick out)")
@@ -203,6 +205,7 @@ def main(argv=None) -> int:
     base_cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, patch_size=args.patch_size, batch_size=args.batch_size,
                            target=args.target, trainable=trainable, hf_source=args.hf_source,
                            anchor_weight=args.anchor_weight, sup_weight=args.sup_weight, checkpoint_every=10**9,
+                           **({"sup_degradation": args.sup_degradation} if args.sup_degradation else {}),
                            snapshot_every=10**9, eval_every=10**9)
     photos = PHOTOS[: args.photos]
     rows, runs = [], []

@@ -71,6 +71,31 @@ def test_synthetic_pairs_are_a_function_of_seed_and_iteration(photos):
     assert float((bicubic_down(hr, 4) - lr).abs().mean()) < 0.25
 
 
+def test_classic_order_blurs_at_hr_then_degrades_at_lr(photos):
+    """sup_degradation='classic': the same HR crops and draws as 'lr', but the blur acts on the HR
+    crop before the downscale, so LR differs and is usually sharper than blurring at LR size."""
+    from lway_rt.degae.degrade import Degradation, Op, apply_degradation
+    from lway_rt.adapt.patches import bicubic_down
+    from lway_rt.adapt.synthetic import synthetic_pairs
+
+    a = synthetic_pairs(np.random.default_rng(3), photos, 6, 16, 4, "lr")
+    b = synthetic_pairs(np.random.default_rng(3), photos, 6, 16, 4, "classic")
+    assert torch.equal(a[1], b[1])  # same HR crops
+    assert b[0].shape == (6, 3, 16, 16) and torch.equal(b[0], (b[0] * 255).round() / 255)
+    assert not torch.equal(a[0], b[0])
+    again = synthetic_pairs(np.random.default_rng(3), photos, 6, 16, 4, "classic")
+    assert torch.equal(again[0], b[0])
+    # the blur of one draw: at HR (classic) it leaves the LR closer to the clean downscale than at LR
+    blur = Degradation((Op("blur_iso", {"sigma": 2.0}),), 0)
+    hr = photos[0][:, :64, :64]
+    clean = bicubic_down(hr[None], 4)[0]
+    at_lr = apply_degradation(clean, blur)
+    at_hr = bicubic_down(apply_degradation(hr, blur)[None], 4)[0]
+    assert (at_hr - clean).abs().mean() < (at_lr - clean).abs().mean()
+    with pytest.raises(InputError, match="sup_degradation"):
+        AdaptConfig(sup_degradation="hr")
+
+
 def test_clean_photos_from_folder_and_errors(tmp_path, hr_crop):
     (tmp_path / "p").mkdir()
     Image.fromarray(hr_crop).save(tmp_path / "p" / "a.png")

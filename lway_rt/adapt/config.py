@@ -22,6 +22,7 @@ __all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "TRAINABLE_PRESETS", "lo
 LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr")
 MODES = ("folder", "per-image")
+SUP_DEGRADATIONS = ("lr", "classic")
 TRAINABLE_PRESETS = ("all", "body")
 
 
@@ -50,6 +51,11 @@ class AdaptConfig:
     sup_data: folder of clean photos for those pairs; None uses the photos stage 1 trains on
       (``lway_rt.degae.data.BUNDLED_TRAIN``).
     sup_batch: synthetic pairs per step; None uses ``batch_size``.
+    sup_degradation: how a pair's LR is made from its HR crop: ``lr`` = x4 bicubic down, then one
+      draw of stage 1's sampler (blur, noise, JPEG, any order) at LR size; ``classic`` = the
+      draw's blur at HR size, x4 bicubic down, then its noise and JPEG at LR size (the usual SR
+      degradation model, JPEG((x * k) down + n); blur kernels then act at the scale SR networks are
+      trained on).
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -69,6 +75,7 @@ class AdaptConfig:
     sup_weight: float = 1.0
     sup_data: str | None = None
     sup_batch: int | None = None  # None = batch_size
+    sup_degradation: str = "lr"
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -131,6 +138,8 @@ class AdaptConfig:
             object.__setattr__(self, "sup_data", str(self.sup_data))
         if self.sup_data is not None and (not isinstance(self.sup_data, str) or not self.sup_data):
             bad(f"sup_data must be a folder of clean photos or unset (the bundled ones), got {self.sup_data!r}")
+        if self.sup_degradation not in SUP_DEGRADATIONS:
+            bad(f"sup_degradation must be one of {', '.join(SUP_DEGRADATIONS)}, got {self.sup_degradation!r}")
         if self.sup_batch is not None and (not isinstance(self.sup_batch, int) or isinstance(self.sup_batch, bool)
                                            or self.sup_batch < 1):
             bad(f"sup_batch must be a positive integer or unset (= batch_size), got {self.sup_batch!r}")

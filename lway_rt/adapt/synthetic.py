@@ -54,15 +54,29 @@ def load_clean_photos(folder: str | Path | None, min_side: int) -> list[torch.Te
 
 
 def synthetic_pairs(rng: np.random.Generator, photos: list[torch.Tensor], n: int, patch: int,
-                    scale: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` pairs: LR (n, 3, patch, patch) and HR (n, 3, patch*scale, patch*scale), both in [0, 1]."""
+                    scale: int, order: str = "lr") -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs: LR (n, 3, patch, patch) and HR (n, 3, patch*scale, patch*scale), both in [0, 1].
+
+    ``order="lr"``: the whole draw at LR size after the downscale; ``"classic"``: the draw's blur
+    on the HR crop before the downscale, its noise and JPEG after it (``AdaptConfig.sup_degradation``).
+    """
     from lway_rt.degae.data import random_crops
-    from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
+    from lway_rt.degae.degrade import Degradation, SynthConfig, apply_degradation, sample_degradation
 
     hr, _ = random_crops(rng, photos, n, patch * scale)
-    clean = bicubic_down(hr, scale).clamp_(0.0, 1.0)
-    synth = SynthConfig(p_roundtrip=0.0)  # degrade at LR size, as the test images were
-    lr = torch.stack([apply_degradation(x, sample_degradation(rng, synth)) for x in clean])  # clamped, 8-bit
+    synth = SynthConfig(p_roundtrip=0.0)
+    draws = [sample_degradation(rng, synth) for _ in range(n)]
+    if order == "classic":
+        pre = [Degradation(tuple(o for o in d.ops if o.name.startswith("blur")), d.seed) for d in draws]
+        post = [Degradation(tuple(o for o in d.ops if not o.name.startswith("blur")), d.seed + 1) for d in draws]
+        blurred = torch.stack([apply_degradation(x, d) if d.ops else x for x, d in zip(hr, pre)])
+        clean = bicubic_down(blurred, scale).clamp_(0.0, 1.0)
+        lr = torch.stack([apply_degradation(x, d) for x, d in zip(clean, post)])
+    elif order == "lr":
+        clean = bicubic_down(hr, scale).clamp_(0.0, 1.0)
+        lr = torch.stack([apply_degradation(x, d) for x, d in zip(clean, draws)])  # clamped, 8-bit
+    else:
+        raise ValueError(f"unknown order {order!r}")
     return lr, hr
 
 
@@ -76,14 +90,16 @@ class SyntheticPairs:
     scale: int
     seed: int
     device: str | torch.device = "cpu"
+    order: str = "lr"
 
     @classmethod
     def from_config(cls, config, scale: int) -> SyntheticPairs:
         photos = load_clean_photos(config.sup_data, config.patch_size * scale)
-        return cls(photos, config.sup_batch_size, config.patch_size, scale, config.seed, config.device)
+        return cls(photos, config.sup_batch_size, config.patch_size, scale, config.seed, config.device,
+                   config.sup_degradation)
 
     def batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The pairs of step ``iteration``: the same for the same (seed, iteration), different across iterations."""
         rng = np.random.default_rng([int(self.seed) % 2**64, SUP_STREAM, int(iteration)])
-        lr, hr = synthetic_pairs(rng, self.photos, self.n, self.patch, self.scale)
+        lr, hr = synthetic_pairs(rng, self.photos, self.n, self.patch, self.scale, self.order)
         return lr.to(self.device), hr.to(self.device)
