@@ -12,6 +12,9 @@
 # held-out photos (same protocol as benchmarks/results/stage1_eval.json).
 #
 # OUTDIR receives: stage1_{w32,w64,w32same}.safetensors, train_*.log, eval_*.json/.log.
+# Budget: SECONDS + ~15 s start-up, then the evaluations, which are CPU-bound (degradation
+# synthesis): one takes ~60 s on a CPU core; three side by side on the H200 machine had not
+# finished after 90 s. Take the checkpoints out before the evaluations if time is short.
 # Needs a Python whose torch has CUDA (PYTHON=...), this package importable, and
 # realesr-animevideov3 in the model store ($LWAYRT_HOME) or its package installed.
 set -uo pipefail
@@ -19,7 +22,7 @@ set -uo pipefail
 mode=gpu
 if [[ ${1:-} == --cpu-smoke ]]; then mode=cpu; shift; fi
 if [[ $# -lt 1 || $# -gt 2 || ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 OUT=$1
