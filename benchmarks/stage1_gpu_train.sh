@@ -22,7 +22,7 @@ set -uo pipefail
 mode=gpu
 if [[ ${1:-} == --cpu-smoke ]]; then mode=cpu; shift; fi
 if [[ $# -lt 1 || $# -gt 2 || ${1:-} == -h || ${1:-} == --help ]]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 OUT=$1
