@@ -42,10 +42,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.losses import supervised_l1, wants_supervised, weighted_l1
-from lway_rt.adapt.patches import Batch, bicubic_down
+from lway_rt.adapt.losses import loss_terms, wants_supervised
+from lway_rt.adapt.patches import Batch
 from lway_rt.adapt.step import trainable_params
-from lway_rt.adapt.wavelet import hf_weight
 from lway_rt.errors import InputError
 
 __all__ = ["SpeedOptions", "FastReconstructor", "prepare_backbone", "make_optimizer", "fast_adaptation_loss",
@@ -266,48 +265,19 @@ def make_optimizer(params, config: AdaptConfig, options: SpeedOptions = SpeedOpt
     return torch.optim.Adam(params, lr=config.lr, betas=config.adam_betas, fused=fused or None)
 
 
-def _upcast(t: torch.Tensor) -> torch.Tensor:
-    """Autocast outputs (fp16/bf16) back to fp32 for the loss; fp32 and fp64 pass unchanged."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptConfig, image: int | None = None,
                          sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``losses.adaptation_loss`` with the parts left as detached tensors (no sync); same value."""
-    scale = sr.shape[-1] // batch.lr.shape[-1]
-    sr = _upcast(sr)
-    if config.loss == "lway":
-        if recon is None:
-            raise ValueError("the lway loss needs the prepared stage-1 reconstructor")
-        x_hat = recon(sr, batch.index, image) if isinstance(recon, FastReconstructor) else recon(sr, batch.index)
-        x_hat = _upcast(x_hat)
-        pred, target = (x_hat, batch.up) if config.target == "sr" else (bicubic_down(x_hat, scale), batch.lr)
-    elif config.loss == "naive":
-        pred, target = bicubic_down(sr, scale), batch.lr
-    elif config.loss == "identity":
-        pred, target = sr, batch.up
-    elif config.loss == "supervised":  # control: the synthetic-pair term alone, no self-supervised term
-        pred = target = None
+    """``losses.adaptation_loss`` with the parts left as detached tensors (no sync); same value.
+
+    ``recon`` is a ``FastReconstructor`` (``image``: all patches come from that image) or any
+    callable ``recon(clean, index)``."""
+    if recon is None:
+        reconstruct = None
+    elif isinstance(recon, FastReconstructor):
+        reconstruct = lambda x: recon(x, batch.index, image)  # noqa: E731
     else:
-        raise ValueError(f"unknown loss {config.loss!r}")
-    weight = None
-    if pred is None:
-        main = sr.sum() * 0.0  # keeps the graph (and the dtype) of S's output
-    else:
-        if config.hf_weight:
-            weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode)
-        main = weighted_l1(pred, target, weight)
-    parts = {"l1": main.detach()}
-    loss = main
-    if config.anchor_weight > 0 and batch.anchor is not None:
-        anchor = (sr - batch.anchor).abs().mean()
-        parts["anchor"] = anchor.detach()
-        loss = loss + config.anchor_weight * anchor
-    if sup_sr is not None and wants_supervised(config, batch):
-        sup = supervised_l1(_upcast(sup_sr), batch)
-        parts["sup"] = sup.detach()
-        loss = loss + config.sup_weight * sup
-    return loss, parts
+        reconstruct = lambda x: recon(x, batch.index)  # noqa: E731
+    return loss_terms(sr, batch, reconstruct, config, sup_sr)
 
 
 def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, recon, config: AdaptConfig,

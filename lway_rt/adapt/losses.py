@@ -24,7 +24,7 @@ from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.patches import Batch, bicubic_down
 from lway_rt.adapt.wavelet import hf_weight
 
-__all__ = ["weighted_l1", "adaptation_loss", "supervised_l1", "wants_supervised"]
+__all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast"]
 
 Reconstruct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -44,18 +44,26 @@ def supervised_l1(sup_sr: torch.Tensor, batch: Batch) -> torch.Tensor:
     return (sup_sr - batch.sup_hr).abs().mean()
 
 
-def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, config: AdaptConfig,
-                    sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of S's output ``sr`` for ``batch``; returns (loss tensor, its parts as floats).
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """Autocast outputs (fp16/bf16) back to fp32 for the loss; fp32 and fp64 pass unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
-    ``sup_sr`` is S's output on ``batch.sup_lr``: with ``sup_weight > 0`` it adds
-    ``sup_weight * supervised_l1`` (part ``sup``).
+
+def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tensor], torch.Tensor] | None,
+               config: AdaptConfig, sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of S's output ``sr`` for ``batch`` and its parts as detached tensors (no host sync).
+
+    ``reconstruct(sr)`` is R applied to the batch's patches with their images' embeddings (needed
+    by ``lway`` only). ``sup_sr`` is S's output on ``batch.sup_lr``: with ``sup_weight > 0`` it
+    adds ``sup_weight * supervised_l1`` (part ``sup``). Autocast outputs are upcast to fp32 first.
+    Both step paths (``adaptation_loss``, ``fast.fast_adaptation_loss``) compute through here.
     """
     scale = sr.shape[-1] // batch.lr.shape[-1]
+    sr = upcast(sr)
     if config.loss == "lway":
-        if recon is None:
+        if reconstruct is None:
             raise ValueError("the lway loss needs the prepared stage-1 reconstructor")
-        x_hat = recon(sr, batch.index)
+        x_hat = upcast(reconstruct(sr))
         pred, target = (x_hat, batch.up) if config.target == "sr" else (bicubic_down(x_hat, scale), batch.lr)
     elif config.loss == "naive":
         pred, target = bicubic_down(sr, scale), batch.lr
@@ -65,21 +73,30 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, c
         pred = target = None
     else:  # AdaptConfig validates this; kept for direct callers
         raise ValueError(f"unknown loss {config.loss!r}")
-    weight = None
     if pred is None:
         main = sr.sum() * 0.0  # keeps the graph (and the dtype) of S's output
     else:
-        if config.hf_weight:
-            weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode)
+        weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode) if config.hf_weight else None
         main = weighted_l1(pred, target, weight)
-    parts = {"l1": float(main.detach())}
+    parts = {"l1": main.detach()}
     loss = main
     if config.anchor_weight > 0 and batch.anchor is not None:
         anchor = (sr - batch.anchor).abs().mean()
-        parts["anchor"] = float(anchor.detach())
+        parts["anchor"] = anchor.detach()
         loss = loss + config.anchor_weight * anchor
     if sup_sr is not None and wants_supervised(config, batch):
-        sup = supervised_l1(sup_sr, batch)
-        parts["sup"] = float(sup.detach())
+        sup = supervised_l1(upcast(sup_sr), batch)
+        parts["sup"] = sup.detach()
         loss = loss + config.sup_weight * sup
     return loss, parts
+
+
+def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, config: AdaptConfig,
+                    sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of S's output ``sr`` for ``batch``; returns (loss tensor, its parts as floats).
+
+    ``recon(sr, batch.index)`` is the prepared reconstructor; see ``loss_terms``.
+    """
+    reconstruct = None if recon is None else (lambda x: recon(x, batch.index))
+    loss, parts = loss_terms(sr, batch, reconstruct, config, sup_sr)
+    return loss, {k: float(v) for k, v in parts.items()}
