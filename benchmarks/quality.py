@@ -96,6 +96,17 @@ def write_sup_photos(names, evaluated, folder: Path) -> Path:
     return folder
 
 
+def blended(base: torch.nn.Module, adapted: torch.nn.Module, a: float) -> torch.nn.Module:
+    """A copy of ``adapted`` at strength ``a``: what ``lwayrt adapt --strength a`` writes."""
+    import copy
+
+    from lway_rt.adapt.loop import interpolate_weights
+
+    net = copy.deepcopy(adapted)
+    interpolate_weights(net, base.state_dict(), a)
+    return net.eval()
+
+
 def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
     from lway_rt.metrics import psnr_y, ssim_y
 
@@ -155,7 +166,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--patch-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--target", default="sr", choices=["sr", "lr"])
+    ap.add_argument("--target", default="sr", choices=["sr", "lr", "lr-recon"])
     ap.add_argument("--trainable", default="all")
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
     ap.add_argument("--anchor-weight", type=float, default=0.0)
@@ -170,6 +181,9 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all"],
                     help="one adapted model per (preset, seed) folder, or per seed over all presets' crops")
+    ap.add_argument("--blend", nargs="+", type=float, default=[],
+                    help="also score each adapted model with its weights interpolated towards the unadapted ones: "
+                         "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
@@ -235,10 +249,12 @@ def main(argv=None) -> int:
                 res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
                                    stage1=stage1 if method == "lway" else None, write_outputs=False)
                 dt = time.perf_counter() - t0
-                for key, (_, _, hr, lr) in zip(keys, pairs):
-                    x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
-                    sr = super_resolve(res.model, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
-                    per[key][method] = score(sr, hr, scale)
+                for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
+                                                         for a in args.blend)]:
+                    for key, (_, _, hr, lr) in zip(keys, pairs):
+                        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
+                        sr = super_resolve(net, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
+                        per[key][name] = score(sr, hr, scale)
                 runs.append({"folder": label, "seed": seed, "method": method, "images": len(images),
                              "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
                              "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
@@ -249,6 +265,7 @@ def main(argv=None) -> int:
             rows.extend(per.values())
 
     methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
+    methods += [f"{m}@{a:g}" for m in methods[2:] for a in args.blend]
     mean = {m: {"psnr": round(float(np.mean([r[m]["psnr"] for r in rows])), 4),
                 "ssim": round(float(np.mean([r[m]["ssim"] for r in rows])), 5)} for m in methods}
     by_preset = {}
@@ -265,8 +282,8 @@ def main(argv=None) -> int:
     # DESIGN §2.5: a gain only where the backbone is worse than bicubic may be a pull towards
     # bicubic; the subset where the unadapted backbone already beats bicubic is reported apart.
     strong = [r for r in rows if r["unadapted"]["psnr"] > r["bicubic"]["psnr"]]
-    gains = {m: gain_stats(rows, m) for m in args.methods}
-    gains_where_backbone_beats_bicubic = {m: gain_stats(strong, m) for m in args.methods}
+    gains = {m: gain_stats(rows, m) for m in methods[2:]}
+    gains_where_backbone_beats_bicubic = {m: gain_stats(strong, m) for m in methods[2:]}
     done = None
     if "lway" in args.methods:
         done = {

@@ -157,3 +157,41 @@ def test_images_smaller_than_the_patch_are_refused(tmp_path, hr_crop, stage1):
     imgs = [from_array("big", hr_crop[:64, :64]), from_array("tiny", hr_crop[:12, :20])]
     with pytest.raises(InputError, match=r"tiny is 20x12 px, smaller than the 16-px patch: use --patch-size 12"):
         adapt_images(imgs, _desc(_tiny()), AdaptConfig(patch_size=16), tmp_path / "o", stage1=stage1)
+
+
+def test_lr_recon_target_embeds_the_lr_itself(tmp_path, inputs, stage1):
+    """With target lr-recon, E reads each LR at its own size (R degrades at that scale), once per image."""
+    shapes = []
+    hook = stage1.encoder.register_forward_pre_hook(lambda mod, args: shapes.append(tuple(args[0].shape[-2:])))
+    try:
+        cfg = AdaptConfig(iterations=4, patch_size=16, batch_size=2, lr=1e-3, target="lr-recon")
+        res = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "out", stage1=stage1, write_outputs=False)
+    finally:
+        hook.remove()
+    assert shapes == [im.size for im in inputs]
+    assert res.report["iterations_run"] == 4 and res.report["stopped"] == "completed"
+
+
+def test_strength_writes_the_interpolated_weights(tmp_path, inputs, stage1):
+    """strength s writes base + s (adapted - base) of the same run, and its SR images come from those weights."""
+    from lway_rt.io.weights import load_state_file
+
+    base = _tiny(5)
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    cfg = AdaptConfig(iterations=6, patch_size=16, batch_size=2, lr=1e-2, snapshot_every=3)
+    full = adapt_images(inputs, _desc(_tiny(5)), cfg, tmp_path / "full", stage1=stage1)
+    half = adapt_images(inputs, _desc(_tiny(5)), cfg.replace(strength=0.25), tmp_path / "half", stage1=stage1)
+    w_full, _ = load_state_file(full.weights)
+    w_half, meta = load_state_file(half.weights)
+    moved = 0
+    for k, v in w_half.items():
+        torch.testing.assert_close(v, base_state[k] + 0.25 * (w_full[k] - base_state[k]), rtol=0, atol=1e-6)
+        moved += not torch.equal(v, base_state[k])
+    assert moved and '"strength": 0.25' in meta["recipe"]
+    assert half.report["config"]["strength"] == 0.25
+    # the model that wrote the SR images is the blended one
+    assert all(torch.equal(v.cpu(), w_half[k]) for k, v in half.model.state_dict().items())
+    with pytest.raises(InputError, match="strength must be in"):
+        AdaptConfig(strength=0.0)
+    with pytest.raises(InputError, match="strength must be in"):
+        AdaptConfig(strength=1.5)

@@ -66,10 +66,11 @@ def test_embeddings_are_computed_once_per_image_and_match_the_encoder(stage1, im
     torch.testing.assert_close(emb[1:2], direct)
 
 
-@pytest.mark.parametrize("loss,target", [("naive", "sr"), ("identity", "sr"), ("lway", "lr")])
+@pytest.mark.parametrize("loss,target", [("naive", "sr"), ("identity", "sr"), ("lway", "lr"), ("lway", "lr-recon")])
 def test_other_losses_and_targets_learn(stage1, images, loss, target):
     s = _tiny_s(1)
-    recon = prepare_stage1(stage1, [im.up for im in images])[0] if loss == "lway" else None
+    embed_in = [im.lr if target == "lr-recon" else im.up for im in images]
+    recon = prepare_stage1(stage1, embed_in)[0] if loss == "lway" else None
     cfg = AdaptConfig(lr=1e-2, patch_size=16, batch_size=2, loss=loss, target=target, hf_source="target")
     opt = torch.optim.Adam(s.parameters(), lr=cfg.lr)
     batch = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(3))
@@ -88,6 +89,29 @@ def test_naive_loss_is_downsampled_sr_against_lr(images):
         loss, _ = adaptation_loss(sr, batch, None, cfg)
         expected = (bicubic_down(sr, 4) - batch.lr).abs().mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_lr_recon_degrades_the_downsampled_output_at_lr_size(stage1, images):
+    """target lr-recon: x̂ = R(down(S(x)), e) at LR size against the LR; with R = identity it is naive."""
+    from lway_rt.adapt.losses import adaptation_loss
+
+    s = _tiny_s(2)
+    batch = fixed_patches(images, 16, 4)
+    seen = []
+
+    def recon(clean, index):
+        seen.append(tuple(clean.shape))
+        return clean * 0.5
+
+    cfg = AdaptConfig(loss="lway", target="lr-recon", hf_weight=False)
+    with torch.no_grad():
+        sr = s(batch.lr)
+        loss, _ = adaptation_loss(sr, batch, recon, cfg)
+        naive, _ = adaptation_loss(sr, batch, lambda c, i: c, cfg)
+        naive_ref, _ = adaptation_loss(sr, batch, None, cfg.replace(loss="naive"))
+    assert seen == [tuple(batch.lr.shape)]  # R ran on LR-size patches
+    torch.testing.assert_close(loss, (bicubic_down(sr, 4) * 0.5 - batch.lr).abs().mean())
+    torch.testing.assert_close(naive, naive_ref)
 
 
 def test_trainable_subset_freezes_the_rest(stage1, images):

@@ -20,7 +20,7 @@ from lway_rt.export.encoder_backend import BACKENDS as ENCODER_BACKENDS  # torch
 __all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "TRAINABLE_PRESETS", "load_toml_defaults"]
 
 LOSSES = ("lway", "naive", "identity", "supervised")
-TARGETS = ("sr", "lr")
+TARGETS = ("sr", "lr", "lr-recon")
 MODES = ("folder", "per-image")
 SUP_DEGRADATIONS = ("lr", "classic")
 TRAINABLE_PRESETS = ("all", "body")
@@ -35,7 +35,12 @@ class AdaptConfig:
       identity, S(x) against the bicubic-upsampled LR).
     target: ``sr`` compares at SR size with the bicubic-upsampled LR; ``lr`` downsamples the
       prediction by the scale and compares with the LR itself (``naive`` always works at LR size,
-      ``identity`` always at SR size).
+      ``identity`` always at SR size). ``lr-recon`` degrades at the LR's own scale: S's output is
+      bicubic-downsampled to LR size, R degrades it with E's embedding of the LR itself (not of its
+      upsampling), and x̂ is compared with the LR: the capture-scale model JPEG(down(x)) + n, with
+      stage 1's degradations acting at the scale they were trained at (same-size pairs); ``naive``
+      is this target with R replaced by the identity. R then runs on LR-size patches (16x fewer
+      pixels at x4).
     trainable: ``all``, ``body`` (everything but the first and the last/upsampling layers) or a
       tuple of parameter-name prefixes.
     hf_source: ``pred`` takes the wavelet weight of the prediction (x̂, as LWay's figure draws it;
@@ -57,6 +62,10 @@ class AdaptConfig:
       degradation model, JPEG((x * k) down + n); blur kernels then act at the scale SR networks are
       trained on). Default ``classic``: on the quality benchmark it lifted the supervised term alone
       from +0.37 to +0.72 dB and LWay from +0.35 to +0.42 dB.
+    strength: how far the written model moves from the base one: the final weights are
+      base + strength * (adapted - base) (network interpolation, as ESRGAN's PSNR/GAN blend and
+      Real-ESRGAN's denoise strength do it). 1 keeps the adapted weights; smaller values trade part
+      of the gain for a smaller worst case (measured in ``benchmarks/quality.py --blend``).
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -77,6 +86,7 @@ class AdaptConfig:
     sup_data: str | None = None
     sup_batch: int | None = None  # None = batch_size
     sup_degradation: str = "classic"
+    strength: float = 1.0
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -144,6 +154,9 @@ class AdaptConfig:
         if self.sup_batch is not None and (not isinstance(self.sup_batch, int) or isinstance(self.sup_batch, bool)
                                            or self.sup_batch < 1):
             bad(f"sup_batch must be a positive integer or unset (= batch_size), got {self.sup_batch!r}")
+        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
+                or not 0.0 < self.strength <= 1.0:
+            bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
         if self.guard_factor and self.guard_factor <= 1.0:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):

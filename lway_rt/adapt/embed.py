@@ -28,7 +28,8 @@ def _centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
 
 def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "torch",
                        max_side: int = EMBED_MAX_SIDE) -> torch.Tensor:
-    """Embeddings ``(N, D)`` of N bicubic-upsampled LR images, each ``(3, H, W)`` or ``(1, 3, H, W)``.
+    """Embeddings ``(N, D)`` of N images (the bicubic-upsampled LRs, or the LRs themselves for the
+    ``lr-recon`` target), each ``(3, H, W)`` or ``(1, 3, H, W)``.
 
     Images may differ in size (each runs alone). ``stage1`` is a ``lway_rt.degae.Stage1``.
     ``backend`` "onnxruntime" or "tensorrt" exports E once (parity-gated, cached beside the model
@@ -48,7 +49,7 @@ def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "t
             for x in images:
                 x = x.unsqueeze(0) if x.dim() == 3 else x
                 if min(x.shape[-2:]) < MIN_ENCODER_SIDE:
-                    raise InputError(f"an upsampled input of {x.shape[-1]}x{x.shape[-2]} px is below the encoder's "
+                    raise InputError(f"an encoder input of {x.shape[-1]}x{x.shape[-2]} px is below the encoder's "
                                      f"minimum of {MIN_ENCODER_SIDE} px a side: use larger images")
                 out.append(run(_centre_crop(x, max_side)))
     finally:

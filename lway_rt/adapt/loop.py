@@ -45,7 +45,8 @@ from lway_rt.adapt.synthetic import SyntheticPairs
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
 
-__all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "RunResult", "CHECKPOINT", "WEIGHTS"]
+__all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
+           "WEIGHTS"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "adapted.safetensors"
@@ -258,7 +259,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         t0 = time.perf_counter()
         stage1.encoder.to(device)
         stage1.reconstructor.to(device)
-        _, emb = prepare_stage1(stage1, [d.up for d in data], backend=config.encoder_backend)
+        # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
+        embed_in = [d.lr if config.target == "lr-recon" else d.up for d in data]
+        _, emb = prepare_stage1(stage1, embed_in, backend=config.encoder_backend)
         recon = FastReconstructor(stage1.reconstructor, emb, speed)
         embed_s = time.perf_counter() - t0
         stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
@@ -426,6 +429,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         final_it = st["good_it"]
     else:
         final_it = st["it"] - st["bad_streak"]
+    if config.strength != 1.0:
+        interpolate_weights(model, base_state, config.strength)
+        log(f"blended the adapted weights with the base ones at strength {config.strength:g}")
     final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if set(final_state) != set(base_state):  # same architecture, same names: a loader relies on it
         raise TrainingError("internal error: the adapted state dict's names differ from the base model's")
@@ -517,14 +523,15 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     if len(its) > SHEET_COLUMNS:
         keep = sorted({its[round(i * (len(its) - 1) / (SHEET_COLUMNS - 1))] for i in range(SHEET_COLUMNS)})
         its = keep
-    if its and its[-1] == final_it == st["it"]:
+    if its and its[-1] == final_it == st["it"] and config.strength == 1.0:
         its = its[:-1]  # the final column shows that snapshot already
     final_snap = snapshot()
     rows = []
     for k, x in enumerate(snap_in):
         row = [_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
         rows.append(row)
-    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [f"final (it {final_it})"]
+    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [f"final (it {final_it})" if config.strength == 1.0
+                                                                        else f"final (it {final_it}, x{config.strength:g})"]
     from lway_rt.adapt.visual import can_plot, save_contact_sheet, save_curves
 
     save_contact_sheet(out_dir / "contact_sheet.png", rows, labels, [d.name[:12] for d in data[:SNAPSHOT_LIMIT]])
@@ -543,6 +550,20 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     ckpt_path.unlink(missing_ok=True)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
     return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)
+
+
+def interpolate_weights(model: nn.Module, base_state: dict[str, torch.Tensor], strength: float) -> None:
+    """Move ``model``'s floating-point weights to ``base + strength * (current - base)``, in place.
+
+    Network interpolation between a model and the one it was fine-tuned from (the idea of ESRGAN's
+    PSNR-to-GAN blend and Real-ESRGAN's denoise strength): 1 leaves the model as it is, 0 gives
+    the base model back.
+    """
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                base = base_state[name].to(device=t.device, dtype=t.dtype)
+                t.copy_(base + strength * (t - base))
 
 
 def _write_json(path: Path, obj) -> None:

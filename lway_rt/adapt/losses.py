@@ -63,8 +63,11 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
     if config.loss == "lway":
         if reconstruct is None:
             raise ValueError("the lway loss needs the prepared stage-1 reconstructor")
-        x_hat = upcast(reconstruct(sr))
-        pred, target = (x_hat, batch.up) if config.target == "sr" else (bicubic_down(x_hat, scale), batch.lr)
+        if config.target == "lr-recon":  # R degrades the downsampled output at the LR's own scale
+            pred, target = upcast(reconstruct(bicubic_down(sr, scale))), batch.lr
+        else:
+            x_hat = upcast(reconstruct(sr))
+            pred, target = (x_hat, batch.up) if config.target == "sr" else (bicubic_down(x_hat, scale), batch.lr)
     elif config.loss == "naive":
         pred, target = bicubic_down(sr, scale), batch.lr
     elif config.loss == "identity":

@@ -6,7 +6,7 @@ import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
-           "sup_weight", "sup_data", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "strength", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -25,8 +25,9 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
 @click.option("--mode", type=click.Choice(["folder", "per-image"]), default=None,
               help="One model for all inputs, or one per image [folder].")
-@click.option("--target", type=click.Choice(["sr", "lr"]), default=None,
-              help="Compare at SR size with the upsampled LR, or at LR size [sr].")
+@click.option("--target", type=click.Choice(["sr", "lr", "lr-recon"]), default=None,
+              help="sr: R at SR size, compared with the upsampled LR; lr: the same, downsampled and compared with the LR; "
+                   "lr-recon: S's output downsampled, then E and R at the LR's own scale, compared with the LR [sr].")
 @click.option("--loss", type=click.Choice(["lway", "naive", "identity", "supervised"]), default=None,
               help="lway; naive = downsampled SR vs LR; identity = the R-replaced-by-identity control; supervised = only the --sup-weight term (the control for it) [lway].")
 @click.option("--hf-mode", type=click.Choice(["luma", "channel"]), default=None, help="Wavelet weight map [luma].")
@@ -38,6 +39,8 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [1; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
+@click.option("--strength", type=float, default=None,
+              help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
 @click.option("--guard-factor", type=float, default=None,
               help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
 @click.option("--gt", "gt_dir", type=click.Path(file_okay=False), default=None,
