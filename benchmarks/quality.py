@@ -169,7 +169,8 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="sr", choices=["sr", "lr", "lr-recon"])
     ap.add_argument("--trainable", default="all")
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
-    ap.add_argument("--anchor-weight", type=float, default=0.0)
+    ap.add_argument("--anchor-weight", type=float, default=None,
+                    help="L1 tying S's output to the unadapted model's on the same patch [the adapt default]")
     ap.add_argument("--sup-weight", type=float, default=None,
                     help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) "
                          "[the adapt default; 0: off]")
@@ -192,6 +193,8 @@ def main(argv=None) -> int:
 
     if args.sup_weight is None:
         args.sup_weight = AdaptConfig.sup_weight
+    if args.anchor_weight is None:
+        args.anchor_weight = AdaptConfig.anchor_weight
     if args.sup_weight == 0 and "supervised" in args.methods:
         args.methods = [m for m in args.methods if m != "supervised"]  # its term is off: nothing to control
     sup_photos = [n.strip() for n in args.sup_photos.split(",") if n.strip()]

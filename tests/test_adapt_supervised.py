@@ -274,3 +274,20 @@ def test_loop_with_supervised_term_resumes_to_the_uninterrupted_run(cli_files, t
     assert "sup" not in off.report["history"][0] and off.report["supervised"] is None
     # same patches (the pairs draw from their own stream), so the self-supervised loss starts equal
     assert full.report["history"][0]["loss"] > off.report["history"][0]["loss"]
+
+
+def test_supervised_control_with_an_anchor_runs_to_the_end(cli_files, tmp_path, hr_crop):
+    """The drift guard's yardstick leaves the anchor out: for the supervised control it is 0 at the
+    start, and an anchor-including yardstick called every later check a jump and stopped the run."""
+    from lway_rt.adapt._imageio import from_array
+    from lway_rt.adapt.loop import adapt_images
+    from lway_rt.io.store import load_model
+
+    desc = load_model(str(cli_files / "tiny.safetensors"))
+    inputs = [from_array("a", hr_crop[::4, ::4].astype(np.float32) / 255)]
+    cfg = AdaptConfig(iterations=30, patch_size=16, batch_size=2, lr=1e-3, loss="supervised", guard_every=5,
+                      sup_weight=1.0, anchor_weight=0.2, sup_data=str(cli_files / "clean"))
+    res = adapt_images(inputs, desc, cfg, tmp_path / "o", write_outputs=False)
+    assert res.report["stopped"] == "completed" and res.report["rollbacks"] == 0
+    assert all("anchor" in h and "sup" in h for h in res.report["history"])
+    assert any(not torch.equal(v, desc.model.state_dict()[k]) for k, v in res.model.state_dict().items())

@@ -276,8 +276,10 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             fixed.anchor = anchor_model(fixed.lr)
 
     # The guard's yardstick: the training loss on fixed patches, but with the wavelet weight taken of
-    # the (fixed) target, so a rise means a worse fit, not a moved weight map.
-    yardstick = config.replace(hf_source="target")
+    # the (fixed) target, so a rise means a worse fit, not a moved weight map; without the anchor
+    # term, which is 0 at the start (a yardstick of 0 would call any step a jump: the supervised
+    # control with an anchor was rolled back until it stopped).
+    yardstick = config.replace(hf_source="target", anchor_weight=0.0)
 
     def fixed_loss() -> float:
         with torch.no_grad():
