@@ -34,9 +34,9 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
 @click.option("--hf-source", type=click.Choice(["pred", "target"]), default=None,
               help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
 @click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
-@click.option("--anchor-weight", type=float, default=None, help="Penalty tying S to its starting output [0: off].")
+@click.option("--anchor-weight", type=float, default=None, help="L1 tying S's output to the unadapted model's (drift guard) [0.2; 0: off].")
 @click.option("--sup-weight", type=float, default=None,
-              help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [1; 0: off]")
+              help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
 @click.option("--strength", type=float, default=None,
