@@ -66,7 +66,7 @@ class AdaptConfig:
       draw's blur at HR size, x4 bicubic down, then its noise and JPEG at LR size (the usual SR
       degradation model, JPEG((x * k) down + n); blur kernels then act at the scale SR networks are
       trained on). Default ``classic``: on the quality benchmark it lifted the supervised term alone
-      from +0.37 to +0.72 dB and LWay from +0.35 to +0.42 dB.
+      from +0.37 to +0.72 dB and LWay from +0.35 to +0.42 dB (supervised x1, no anchor).
     strength: how far the written model moves from the base one: the final weights are
       base + strength * (adapted - base) (network interpolation, as ESRGAN's PSNR/GAN blend and
       Real-ESRGAN's denoise strength do it). 1 keeps the adapted weights; smaller values trade part
