@@ -1,0 +1,58 @@
+"""The stage-2 quality scripts: ``benchmarks/quality.py`` end to end at tiny size (real backbone,
+shipped stage 1, real degradations) and ``benchmarks/quality_sweep.py``'s selection rule."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quality_script_scores_every_method_and_strength(tmp_path):
+    import torch
+
+    quality = _load("quality")
+    out = tmp_path / "q.json"
+    threads = ["--threads", str(torch.get_num_threads())]  # the script sets torch's thread count
+    quality.main([*threads, "--photos", "2", "--crop", "96", "--patch-size", "16", "--iterations", "3", "--presets", "box-downscale",
+                  "--seeds", "1", "--methods", "naive", "lway", "--blend", "0.5", "--folder", "all",
+                  "--sup-photos", "camera,coins", "--out", str(out)])
+    res = json.loads(out.read_text())
+    methods = ["bicubic", "unadapted", "naive", "lway", "naive@0.5", "lway@0.5"]
+    assert list(res["mean"]) == methods and res["n_crops"] == 2
+    assert res["adapt_config"]["sup_weight"] == 3.0 and res["adapt_config"]["anchor_weight"] == 0.2
+    for row in res["per_image"]:
+        assert set(methods) <= set(row)
+        # half strength is a different model from both ends (3 steps at lr 5e-5 move S a little)
+        assert row["lway@0.5"]["psnr"] != row["lway"]["psnr"] or row["lway"]["psnr"] == row["unadapted"]["psnr"]
+    gains = res["gain_over_unadapted"]
+    assert set(gains) == set(methods[2:]) and all(g["of"] == 2 for g in gains.values())
+    assert set(res["done_when"]) >= {"mean_gain_ge_0.3dB", "beats_naive", "no_image_loses_more_than_0.1dB"}
+    # the supervised photos may not be evaluated photos
+    with pytest.raises(SystemExit, match="also evaluated"):
+        quality.main([*threads, "--photos", "1", "--crop", "96", "--patch-size", "16", "--iterations", "1", "--presets",
+                      "box-downscale", "--seeds", "1", "--methods", "naive", "--sup-photos", "astronaut",
+                      "--out", str(tmp_path / "x.json")])
+
+
+def test_sweep_rule_takes_the_best_mean_among_safe_variants_else_the_best_worst():
+    sweep = _load("quality_sweep")
+    rows = {"a": {"mean_gain_db": 0.62, "worst_db": -0.6}, "b": {"mean_gain_db": 0.55, "worst_db": -0.03},
+            "c": {"mean_gain_db": 0.45, "worst_db": -0.04}, "d": {"mean_gain_db": 0.25, "worst_db": 0.0}}
+    assert sweep.choose(rows) == "b"
+    rows["b"]["worst_db"] = -0.2
+    assert sweep.choose(rows) == "c"
+    del rows["c"]
+    assert sweep.choose(rows) == "d"  # nothing qualifies: the best worst crop
+    assert set(sweep.VARIANTS) >= {"sup1", "anchor0.2-sup3"}
