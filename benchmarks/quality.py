@@ -23,6 +23,8 @@ anything towards them.
     .venv/bin/python benchmarks/quality.py                      # defaults, ~20 min on 1 CPU thread
     .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
     .venv/bin/python benchmarks/quality.py --sup-weight 0 --methods naive identity lway --out benchmarks/results/quality_nosup.json
+    .venv/bin/python benchmarks/quality.py --folder image --seeds 1 --out a.json   # one model per crop
+    .venv/bin/python benchmarks/quality.py --merge both.json a.json b.json          # runs split by seed
     .venv/bin/python benchmarks/quality.py --markdown benchmarks/results/quality.json   # README table
 """
 
@@ -107,6 +109,43 @@ def blended(base: torch.nn.Module, adapted: torch.nn.Module, a: float) -> torch.
     return net.eval()
 
 
+def summarize(rows: list[dict], methods: list[str], presets: list[str]) -> dict:
+    """Means, per-preset means, gains over the unadapted backbone and the done-when checks of ``rows``."""
+    mean = {m: {"psnr": round(float(np.mean([r[m]["psnr"] for r in rows])), 4),
+                "ssim": round(float(np.mean([r[m]["ssim"] for r in rows])), 5)} for m in methods}
+    by_preset = {}
+    for preset in presets:
+        sel = [r for r in rows if r["preset"] == preset]
+        by_preset[preset] = {m: round(float(np.mean([r[m]["psnr"] for r in sel])), 4) for m in methods}
+
+    def gain_stats(sel, m):
+        d = np.array([r[m]["psnr"] - r["unadapted"]["psnr"] for r in sel])
+        if not len(d):
+            return None
+        return {"mean_db": round(float(d.mean()), 4), "min_db": round(float(d.min()), 4),
+                "max_db": round(float(d.max()), 4), "improved": int((d > 0).sum()), "of": len(d)}
+
+    # DESIGN §2.5: a gain only where the backbone is worse than bicubic may be a pull towards
+    # bicubic; the subset where the unadapted backbone already beats bicubic is reported apart.
+    strong = [r for r in rows if r["unadapted"]["psnr"] > r["bicubic"]["psnr"]]
+    gains = {m: gain_stats(rows, m) for m in methods[2:]}
+    done = None
+    if "lway" in methods:
+        done = {
+            "mean_gain_ge_0.3dB": gains["lway"]["mean_db"] >= 0.3,
+            "beats_naive": ("naive" in methods and mean["lway"]["psnr"] > mean["naive"]["psnr"]),
+            "no_image_loses_more_than_0.1dB": gains["lway"]["min_db"] >= -0.1,
+        }
+        if "supervised" in methods:
+            done["beats_supervised_only_control"] = mean["lway"]["psnr"] > mean["supervised"]["psnr"]
+        if "identity" in methods:
+            done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
+    return {"n_crops": len(rows), "unadapted_beats_bicubic_on": f"{len(strong)}/{len(rows)} crops",
+            "mean": mean, "mean_psnr_by_preset": by_preset, "gain_over_unadapted": gains,
+            "gain_over_unadapted_where_it_beats_bicubic": {m: gain_stats(strong, m) for m in methods[2:]},
+            "done_when": done}
+
+
 def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
     from lway_rt.metrics import psnr_y, ssim_y
 
@@ -155,6 +194,8 @@ def main(argv=None) -> int:
     if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--markdown":
         print(markdown(json.loads(Path(sys.argv[2]).read_text())))
         return 0
+    if argv is None and len(sys.argv) >= 5 and sys.argv[1] == "--merge":
+        return merge(sys.argv[2], sys.argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one)")
@@ -180,8 +221,8 @@ def main(argv=None) -> int:
                     help="comma list of scikit-image photos for those pairs; none may be an evaluated photo (with --photos 7 "
                          "or 8, leave grass/brick out)")
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
-    ap.add_argument("--folder", default="preset", choices=["preset", "all"],
-                    help="one adapted model per (preset, seed) folder, or per seed over all presets' crops")
+    ap.add_argument("--folder", default="preset", choices=["preset", "all", "image"],
+                    help="one adapted model per (preset, seed) folder, per seed over all presets' crops, or per crop")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
@@ -233,10 +274,14 @@ def main(argv=None) -> int:
             sup_data = str(write_sup_photos(sup_photos, photos, Path(tmp) / "sup_photos"))
         # a "folder" is what one adapted model serves: one preset's crops (default), or every
         # preset's crops of a seed (a mixed folder, as footage from several sources would be)
-        folders = ([(seed, [p]) for p in args.presets for seed in args.seeds] if args.folder == "preset"
-                   else [(seed, list(args.presets)) for seed in args.seeds])
-        for seed, presets in folders:
+        # ``image``: one model per crop (adapt --mode per-image)
+        folders = ([(seed, [p], None) for p in args.presets for seed in args.seeds] if args.folder == "preset"
+                   else [(seed, [p], k) for p in args.presets for seed in args.seeds for k in range(len(photos))]
+                   if args.folder == "image" else [(seed, list(args.presets), None) for seed in args.seeds])
+        for seed, presets, only in folders:
             pairs = [(preset, *pair) for preset in presets for pair in make_pairs(photos, preset, seed, args.crop, scale)]
+            if only is not None:
+                pairs = pairs[only:only + 1]
             keys = [f"{preset}/{name}" for preset, name, _, _ in pairs]
             images = [from_array(key.replace("/", "_"), lr) for key, (_, _, _, lr) in zip(keys, pairs)]
             per = {key: {"preset": preset, "seed": seed, "image": name} for key, (preset, name, _, _) in zip(keys, pairs)}
@@ -245,7 +290,8 @@ def main(argv=None) -> int:
                 per[key]["bicubic"] = score(bicubic_up(x, scale)[0].permute(1, 2, 0).numpy(), hr, scale)
                 per[key]["unadapted"] = score(super_resolve(desc.model, x, scale, desc.size_multiple, 0)[0]
                                               .permute(1, 2, 0).numpy(), hr, scale)
-            label = presets[0] if len(presets) == 1 else "all-presets"
+            label = (f"{presets[0]}:{pairs[0][1]}" if only is not None else presets[0]) if len(presets) == 1 \
+                else "all-presets"
             for method in args.methods:
                 cfg = base_cfg.replace(loss=method, seed=seed, sup_data=sup_data)
                 t0 = time.perf_counter()
@@ -269,36 +315,7 @@ def main(argv=None) -> int:
 
     methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
     methods += [f"{m}@{a:g}" for m in methods[2:] for a in args.blend]
-    mean = {m: {"psnr": round(float(np.mean([r[m]["psnr"] for r in rows])), 4),
-                "ssim": round(float(np.mean([r[m]["ssim"] for r in rows])), 5)} for m in methods}
-    by_preset = {}
-    for preset in args.presets:
-        sel = [r for r in rows if r["preset"] == preset]
-        by_preset[preset] = {m: round(float(np.mean([r[m]["psnr"] for r in sel])), 4) for m in methods}
-    def gain_stats(sel, m):
-        d = np.array([r[m]["psnr"] - r["unadapted"]["psnr"] for r in sel])
-        if not len(d):
-            return None
-        return {"mean_db": round(float(d.mean()), 4), "min_db": round(float(d.min()), 4),
-                "max_db": round(float(d.max()), 4), "improved": int((d > 0).sum()), "of": len(d)}
-
-    # DESIGN §2.5: a gain only where the backbone is worse than bicubic may be a pull towards
-    # bicubic; the subset where the unadapted backbone already beats bicubic is reported apart.
-    strong = [r for r in rows if r["unadapted"]["psnr"] > r["bicubic"]["psnr"]]
-    gains = {m: gain_stats(rows, m) for m in methods[2:]}
-    gains_where_backbone_beats_bicubic = {m: gain_stats(strong, m) for m in methods[2:]}
-    done = None
-    if "lway" in args.methods:
-        done = {
-            "mean_gain_ge_0.3dB": gains["lway"]["mean_db"] >= 0.3,
-            "beats_naive": ("naive" in args.methods and mean["lway"]["psnr"] > mean["naive"]["psnr"]),
-            "no_image_loses_more_than_0.1dB": gains["lway"]["min_db"] >= -0.1,
-        }
-        if "supervised" in args.methods:
-            done["beats_supervised_only_control"] = mean["lway"]["psnr"] > mean["supervised"]["psnr"]
-        if "identity" in args.methods:
-            done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
-    unadapted_beats_bicubic = len(strong)
+    summary = summarize(rows, methods, args.presets)
     result = {
         "benchmark": "lway_rt stage-2 quality (benchmarks/quality.py)",
         "command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], "benchmarks/quality.py",
@@ -311,18 +328,13 @@ def main(argv=None) -> int:
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
+                              else "one model per crop" if args.folder == "image"
                               else "one model per seed over all presets' crops"),
                      "sup_weight": args.sup_weight,
                      "sup_photos": sup_photos if args.sup_weight > 0 else []},
         "adapt_config": {**base_cfg.to_dict(),
                          **({"sup_data": "temporary folder of protocol.sup_photos (PNG)"} if args.sup_weight > 0 else {})},
-        "n_crops": len(rows),
-        "unadapted_beats_bicubic_on": f"{unadapted_beats_bicubic}/{len(rows)} crops",
-        "mean": mean,
-        "mean_psnr_by_preset": by_preset,
-        "gain_over_unadapted": gains,
-        "gain_over_unadapted_where_it_beats_bicubic": gains_where_backbone_beats_bicubic,
-        "done_when": done,
+        **summary,
         "runs": runs,
         "per_image": rows,
         "total_seconds": round(time.perf_counter() - t_all, 1),
@@ -331,6 +343,15 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{len(rows)} crops, {result['total_seconds']} s; mean Y-PSNR / SSIM:")
+    print_summary(result)
+    print(f"wrote {out}")
+    return 0
+
+
+def print_summary(result: dict) -> None:
+    mean, gains = result["mean"], result["gain_over_unadapted"]
+    methods, done = list(mean), result["done_when"]
+    gains_where_backbone_beats_bicubic = result["gain_over_unadapted_where_it_beats_bicubic"]
     for m in methods:
         g = f"  ({gains[m]['mean_db']:+.3f} dB vs unadapted, worst {gains[m]['min_db']:+.3f}, " \
             f"{gains[m]['improved']}/{gains[m]['of']} improved)" if m in gains else ""
@@ -341,6 +362,29 @@ def main(argv=None) -> int:
                   f"worst {g['min_db']:+.3f}, {g['improved']}/{g['of']} improved")
     if done:
         print("done-when:", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in done.items()))
+
+
+def merge(out: str, parts: list[str]) -> int:
+    """One results file from runs split by seed (same protocol and recipe): rows joined, summary recomputed."""
+    results = [json.loads(Path(p).read_text()) for p in parts]
+    first = results[0]
+    for r in results[1:]:
+        for key in ("model", "stage1", "adapt_config"):
+            if {k: v for k, v in (r[key] or {}).items() if k != "seed"} != \
+                    {k: v for k, v in (first[key] or {}).items() if k != "seed"}:
+                raise SystemExit(f"--merge: {key} differs between {parts[0]} and the other files")
+        if {k: v for k, v in r["protocol"].items() if k != "seeds"} != {k: v for k, v in first["protocol"].items() if k != "seeds"}:
+            raise SystemExit(f"--merge: the protocols differ (other than the seeds)")
+    rows = [row for r in results for row in r["per_image"]]
+    merged = {**first, "command": f"python benchmarks/quality.py --merge {out} " + " ".join(parts),
+              "merged_from": [{"file": p, "command": r["command"]} for p, r in zip(parts, results)],
+              "protocol": {**first["protocol"], "seeds": [s for r in results for s in r["protocol"]["seeds"]]},
+              **summarize(rows, list(first["mean"]), first["protocol"]["presets"]),
+              "runs": [run for r in results for run in r["runs"]], "per_image": rows,
+              "total_seconds": round(sum(r["total_seconds"] for r in results), 1)}
+    Path(out).write_text(json.dumps(merged, indent=1) + "\n")
+    print(f"{len(rows)} crops from {len(parts)} files; mean Y-PSNR / SSIM:")
+    print_summary(merged)
     print(f"wrote {out}")
     return 0
 

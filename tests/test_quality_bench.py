@@ -56,3 +56,24 @@ def test_sweep_rule_takes_the_best_mean_among_safe_variants_else_the_best_worst(
     del rows["c"]
     assert sweep.choose(rows) == "d"  # nothing qualifies: the best worst crop
     assert set(sweep.VARIANTS) >= {"sup1", "anchor0.2-sup3"}
+
+
+def test_runs_split_by_seed_merge_into_the_joint_run(tmp_path):
+    import torch
+
+    quality = _load("quality")
+    common = ["--threads", str(torch.get_num_threads()), "--photos", "1", "--crop", "96", "--patch-size", "16",
+              "--iterations", "2", "--presets", "box-downscale", "--methods", "naive", "lway", "--folder", "image",
+              "--sup-photos", "camera"]
+    for seeds, name in ((["1"], "a"), (["2"], "b"), (["1", "2"], "ab")):
+        quality.main([*common, "--seeds", *seeds, "--out", str(tmp_path / f"{name}.json")])
+    quality.merge(str(tmp_path / "m.json"), [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    merged, joint = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "ab.json"))
+    for key in ("n_crops", "mean", "mean_psnr_by_preset", "gain_over_unadapted", "done_when", "per_image"):
+        assert merged[key] == joint[key], key
+    assert merged["protocol"]["seeds"] == [1, 2] and joint["protocol"]["mode"] == "one model per crop"
+    other = json.loads((tmp_path / "a.json").read_text())
+    other["adapt_config"]["lr"] = 1e-4
+    (tmp_path / "c.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="adapt_config differs"):
+        quality.merge(str(tmp_path / "x.json"), [str(tmp_path / "b.json"), str(tmp_path / "c.json")])
