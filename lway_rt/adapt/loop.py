@@ -532,8 +532,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     for k, x in enumerate(snap_in):
         row = [_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
         rows.append(row)
-    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [f"final (it {final_it})" if config.strength == 1.0
-                                                                        else f"final (it {final_it}, x{config.strength:g})"]
+    final_label = f"final (it {final_it})" if config.strength == 1.0 else f"final (it {final_it}, x{config.strength:g})"
+    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [final_label]
     from lway_rt.adapt.visual import can_plot, save_contact_sheet, save_curves
 
     save_contact_sheet(out_dir / "contact_sheet.png", rows, labels, [d.name[:12] for d in data[:SNAPSHOT_LIMIT]])
