@@ -33,19 +33,13 @@ SUP_STREAM = 7919  # a constant in the seed sequence: this stream never collides
 
 def load_clean_photos(folder: str | Path | None, min_side: int) -> list[torch.Tensor]:
     """Clean photos as (3, H, W) float tensors: every image in ``folder``, or stage 1's bundled training photos."""
-    from lway_rt.degae.data import BUNDLED_TRAIN, IMAGE_SUFFIXES, load_bundled, load_folder
+    from lway_rt.degae.data import BUNDLED_TRAIN, load_bundled, load_folder
 
     if folder is None:
         photos = load_bundled(BUNDLED_TRAIN, feature="the supervised term's default clean photos",
                               alternative="pass a folder of clean photos with --sup-data, or turn the term off with --sup-weight 0")
     else:
-        p = Path(folder)
-        if not p.is_dir():
-            raise InputError(f"--sup-data {p} is not a folder: pass a folder of clean photos, or leave it out to use "
-                             "the bundled ones")
-        if not any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in p.iterdir()):
-            raise InputError(f"--sup-data {p} holds no images ({', '.join(IMAGE_SUFFIXES)}): put clean photos there")
-        photos = load_folder(p)
+        photos = load_folder(Path(folder), option="--sup-data")
     small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in photos.items() if min(t.shape[1:]) < min_side]
     if small:
         raise InputError(f"{len(small)} clean photo(s) for the supervised term are smaller than the {min_side}-px HR crop "

@@ -33,16 +33,20 @@ def load_bundled(names: tuple[str, ...], feature: str = "training on the bundled
     return {name: _to_tensor(bundled_photo(name, feature=feature, alternative=alternative)) for name in names}
 
 
-def load_folder(folder: Path) -> dict[str, torch.Tensor]:
-    """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright)."""
+def load_folder(folder: Path, option: str = "--data") -> dict[str, torch.Tensor]:
+    """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright).
 
+    ``option`` is the command-line option that named the folder, for the error messages.
+    """
     folder = Path(folder)
     if not folder.is_dir():
-        raise InputError(f"training data folder {folder} does not exist; pass a folder of clean photos with --data")
+        why = "" if folder.exists() else " (it does not exist)"
+        raise InputError(f"{option} {folder} is not a folder{why}: pass a folder of clean photos, or leave {option} out "
+                         "to use the bundled ones")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise InputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); put clean photos there or omit --data "
-                         "to use the bundled ones")
+        raise InputError(f"{option} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): put clean photos there, or "
+                         f"leave {option} out to use the bundled ones")
     # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,
     # alpha dropped; unreadable files raise its one-line InputError naming the file
     return {p.name: to_tensor(read_image(p).rgb)[0] for p in files}
