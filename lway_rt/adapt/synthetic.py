@@ -8,9 +8,10 @@ not drift towards reproducing the input's noise and compression artefacts. This 
 anew for this project and builds the pairs with stage 1's own degradation sampler.
 
 One pair: a random crop of side ``patch * scale`` from a clean photo (random flip / rotation,
-``lway_rt.degae.data.random_crops``) is the HR; its antialiased bicubic downscale by ``scale``,
-degraded at LR size by a random draw of stage 1's sampler (blur, noise, JPEG or clean; no scale
-round trip) and quantised to 8 bits, is the LR. A step's pairs are a pure function of
+``lway_rt.degae.data.random_crops``) is the HR; the LR comes from one random draw of stage 1's
+sampler (blur, noise, JPEG or clean; no scale round trip), quantised to 8 bits: with the default
+``classic`` order the draw's blur acts on the HR crop, then the antialiased bicubic downscale by
+``scale``, then its noise and JPEG; with ``lr`` the whole draw acts after the downscale. A step's pairs are a pure function of
 (photos, seed, iteration), so a resumed run draws the same ones as an uninterrupted run, and the
 self-supervised patch sampling is untouched by them.
 """
