@@ -13,8 +13,18 @@ Each variant is one ``quality.py --folder all --methods lway`` run (two run side
 thread each); the summary, the rule and the choice go to one JSON. Then run ``quality.py`` once
 with the chosen recipe on seeds 1 and 2 (its defaults) for the reported numbers.
 
+``--both`` is the second round (``quality_dev_sweep_both.json``): that choice met the bar with one
+model for a mixed folder but not with one model per degradation folder (``--folder preset``), so
+each ``BOTH_VARIANTS`` recipe runs in both settings, with the naive baseline under the same recipe
+(its anchor and supervised terms) beside it, and ``RULE_BOTH``, fixed before the round ran, picks:
+
+    a variant qualifies when, in both settings, its mean gain is >= +0.3 dB, no crop loses more
+    than 0.1 dB and its mean Y-PSNR is above the naive baseline's; among those, the highest of the
+    smaller of its two mean gains; if none qualifies, the default stays as it is.
+
     .venv/bin/python benchmarks/quality_sweep.py                # ~15 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --jobs 1 --only default anchor0.2-sup3
+    .venv/bin/python benchmarks/quality_sweep.py --both         # ~50 min on 2 cores
 """
 
 from __future__ import annotations
@@ -47,6 +57,18 @@ VARIANTS = {
     "anchor1-sup1": ["--sup-weight", "1", "--anchor-weight", "1"],
 }
 
+RULE_BOTH = ("a variant qualifies when, in both settings (one model per mixed folder, one per degradation folder), "
+             "its mean gain is >= +0.3 dB, its worst crop >= -0.1 dB and its mean Y-PSNR above the naive baseline's "
+             "under the same recipe; among those, the highest of the smaller of its two mean gains; if none qualifies, "
+             "the default stays")
+SETTINGS = ("all", "preset")
+BOTH_VARIANTS = {
+    "anchor0.2": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1"],  # the default before round 2
+    "anchor0.1": ["--sup-weight", "3", "--anchor-weight", "0.1", "--anchor-pool", "1"],
+    "anchor0.2-pool8": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "8"],
+    "anchor0.2-pool16": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "16"],
+}
+
 
 def run_variant(name: str, flags: list[str], folder: Path) -> dict:
     out = folder / f"{name}.json"
@@ -75,12 +97,76 @@ def choose(rows: dict[str, dict]) -> str:
     return max(rows, key=lambda k: rows[k]["worst_db"])
 
 
+def run_setting(name: str, flags: list[str], setting: str, folder: Path) -> dict:
+    """One recipe in one setting: LWay and the naive baseline (same flags), dev seeds, one thread."""
+    out = folder / f"{name}-{setting}.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--folder", setting, "--methods", "naive", "lway",
+           "--seeds", *DEV_SEEDS, "--threads", "1", *flags, "--out", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"variant {name} ({setting}) failed:\n{proc.stderr[-2000:]}")
+    res = json.loads(out.read_text())
+    g, mean = res["gain_over_unadapted"], res["mean"]
+    row = {"mean_gain_db": g["lway"]["mean_db"], "worst_db": g["lway"]["min_db"],
+           "improved": f"{g['lway']['improved']}/{g['lway']['of']}",
+           "naive_mean_gain_db": g["naive"]["mean_db"], "naive_worst_db": g["naive"]["min_db"],
+           "beats_naive": mean["lway"]["psnr"] > mean["naive"]["psnr"],
+           "by_preset_db": {p: {m: round(v[m] - v["unadapted"], 4) for m in ("naive", "lway")}
+                            for p, v in res["mean_psnr_by_preset"].items()}}
+    print(f"{name:18s} {setting:6s} {time.perf_counter() - t0:6.0f}s  lway {row['mean_gain_db']:+.3f} dB, worst "
+          f"{row['worst_db']:+.3f}; naive {row['naive_mean_gain_db']:+.3f}", flush=True)
+    return {"row": row, "machine": res["machine"], "stage1": res["stage1"]["sha256"]}
+
+
+def choose_both(rows: dict[str, dict[str, dict]], default: str) -> tuple[str, dict[str, bool]]:
+    """``RULE_BOTH`` over ``rows[variant][setting]``; returns the choice and which variants qualified."""
+    def ok(r):
+        return r["mean_gain_db"] >= 0.3 and r["worst_db"] >= -0.1 and r["beats_naive"]
+
+    qualified = {k: all(ok(v[s]) for s in SETTINGS) for k, v in rows.items()}
+    good = [k for k, q in qualified.items() if q]
+    if not good:
+        return default, qualified
+    return max(good, key=lambda k: min(rows[k][s]["mean_gain_db"] for s in SETTINGS)), qualified
+
+
+def main_both(args, argv) -> int:
+    names = args.only_both or list(BOTH_VARIANTS)
+    jobs = [(n, s) for s in ("preset", "all") for n in names]  # the long per-folder runs first
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        done = dict(zip(jobs, pool.map(lambda j: run_setting(j[0], BOTH_VARIANTS[j[0]], j[1], Path(tmp)), jobs)))
+    rows = {n: {s: done[(n, s)]["row"] for s in SETTINGS} for n in names}
+    chosen, qualified = choose_both(rows, "anchor0.2")
+    first = next(iter(done.values()))
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_both.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "lway_rt stage-2 recipe selection on the development split, both settings (benchmarks/quality_sweep.py --both)",
+        "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
+        "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
+                  "per_variant": "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS"},
+        "rule": RULE_BOTH, "chosen": chosen, "qualified": qualified,
+        "variants": {n: {"flags": BOTH_VARIANTS[n], **rows[n]} for n in names},
+        "machine": first["machine"], "stage1_sha256": first["stage1"],
+        "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    print(f"chosen by the rule: {chosen}  (qualified: {', '.join(k for k, q in qualified.items() if q) or 'none'})")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="variants run side by side (one thread each)")
     ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="run these variants only")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality_dev_sweep.json"))
+    ap.add_argument("--both", action="store_true", help="round 2: BOTH_VARIANTS in both settings, with naive, by RULE_BOTH")
+    ap.add_argument("--only-both", nargs="+", choices=sorted(BOTH_VARIANTS), help="with --both: these variants only")
+    ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, or _both.json with --both]")
     args = ap.parse_args(argv)
+    if args.both:
+        return main_both(args, argv)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / "quality_dev_sweep.json")
     names = args.only or list(VARIANTS)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:

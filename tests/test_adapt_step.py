@@ -114,6 +114,25 @@ def test_lr_recon_degrades_the_downsampled_output_at_lr_size(stage1, images):
     torch.testing.assert_close(naive, naive_ref)
 
 
+def test_anchor_pool_ties_only_the_coarse_picture(images):
+    """anchor_pool k: the anchor compares k x k block means, so a change with zero mean in every
+    block costs nothing there, while the pixel-wise anchor (k = 1) charges it."""
+    from lway_rt.adapt.losses import adaptation_loss
+
+    batch = fixed_patches(images, 16, 4)
+    ref = torch.rand(batch.lr.shape[0], 3, 64, 64)
+    batch.anchor = ref
+    checker = (torch.arange(64)[:, None] + torch.arange(64)[None, :]) % 2 * 0.2 - 0.1  # zero mean per 2x2 block
+    cfg = AdaptConfig(loss="naive", hf_weight=False, anchor_weight=1.0)
+    parts = {k: adaptation_loss(ref + checker, batch, None, cfg.replace(anchor_pool=k))[1]["anchor"] for k in (1, 2, 4)}
+    assert parts[1] == pytest.approx(0.1, abs=1e-6)
+    assert parts[2] < 1e-6 and parts[4] < 1e-6
+    shifted = adaptation_loss(ref + 0.05, batch, None, cfg.replace(anchor_pool=4))[1]["anchor"]
+    assert shifted == pytest.approx(0.05, abs=1e-6)  # a change of tone is still charged in full
+    with pytest.raises(InputError, match="anchor_pool"):
+        AdaptConfig(anchor_pool=0)
+
+
 def test_trainable_subset_freezes_the_rest(stage1, images):
     s = _tiny_s(3)
     chosen = select_trainable(s, "SRVGGNetCompact", "body")

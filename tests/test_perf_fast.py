@@ -101,7 +101,8 @@ def test_single_image_run_uses_folded_kernels_without_reading_index(recon_net):
 
 @pytest.mark.parametrize("kw", [dict(), dict(target="lr"), dict(target="lr-recon"), dict(hf_weight=False), dict(hf_source="target"),
                                 dict(hf_mode="channel"), dict(loss="naive"), dict(loss="identity"),
-                                dict(anchor_weight=0.5), dict(sup_weight=0.5)], ids=str)
+                                dict(anchor_weight=0.5), dict(anchor_weight=0.5, anchor_pool=4),
+                                dict(sup_weight=0.5)], ids=str)
 def test_loss_matches_adaptation_loss(kw, recon_net, images, hr_crop):
     config = AdaptConfig(patch_size=16, batch_size=3, **kw)
     e = torch.randn(2, 24)

@@ -77,3 +77,22 @@ def test_runs_split_by_seed_merge_into_the_joint_run(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="adapt_config differs"):
         quality.merge(str(tmp_path / "x.json"), [str(tmp_path / "b.json"), str(tmp_path / "c.json")])
+
+
+def test_both_settings_rule_needs_every_check_in_both_and_keeps_the_default_otherwise():
+    sweep = _load("quality_sweep")
+
+    def r(mean, worst, beats=True):
+        return {"mean_gain_db": mean, "worst_db": worst, "beats_naive": beats}
+
+    rows = {"base": {"all": r(0.50, -0.04), "preset": r(0.29, -0.15)},
+            "x": {"all": r(0.45, -0.05), "preset": r(0.35, -0.08)},
+            "y": {"all": r(0.60, -0.02), "preset": r(0.32, -0.09)},
+            "z": {"all": r(0.70, -0.01), "preset": r(0.50, -0.02, beats=False)}}
+    chosen, qualified = sweep.choose_both(rows, "base")
+    assert chosen == "x"  # x's smaller mean (0.35) beats y's (0.32); z does not beat naive
+    assert qualified == {"base": False, "x": True, "y": True, "z": False}
+    rows["x"]["all"]["worst_db"] = -0.11
+    rows["y"]["preset"]["mean_gain_db"] = 0.29
+    assert sweep.choose_both(rows, "base") == ("base", {"base": False, "x": False, "y": False, "z": False})
+    assert "anchor0.2" in sweep.BOTH_VARIANTS and set(sweep.SETTINGS) == {"all", "preset"}

@@ -58,6 +58,10 @@ class AdaptConfig:
       the anchor gave +0.49 / -0.77, sup 3 +0.62 / -0.63, anchor 0.1 +0.59 / -0.31, anchor 0.4
       +0.45 / -0.04. Without the supervised term LWay lost 2.35 dB on the benchmark (S learnt the
       LR's noise and JPEG blocks).
+    anchor_pool: the anchor compares the two outputs after a ``k x k`` average pool (HR pixels): 1
+      (default) ties every pixel; larger values tie only the coarse picture (colour, tone, layout)
+      and leave detail finer than ``k`` pixels free, so S can remove artefacts the backbone adds
+      (halos, blocks) while the anchor still stops drift.
     sup_data: folder of clean photos for those pairs; None uses the photos stage 1 trains on
       (``lway_rt.degae.data.BUNDLED_TRAIN``).
     sup_batch: synthetic pairs per step; None uses ``batch_size``.
@@ -87,6 +91,7 @@ class AdaptConfig:
     hf_mode: str = "luma"
     hf_source: str = "pred"
     anchor_weight: float = 0.2
+    anchor_pool: int = 1  # HR pixels; 1 = pixel-wise
     sup_weight: float = 3.0
     sup_data: str | None = None
     sup_batch: int | None = None  # None = batch_size
@@ -115,7 +120,7 @@ class AdaptConfig:
             object.__setattr__(self, "trainable", tuple(self.trainable))
         if isinstance(self.adam_betas, list):
             object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
-        for name in ("iterations", "patch_size", "batch_size", "guard_every", "max_bad_steps", "eval_every",
+        for name in ("iterations", "anchor_pool", "patch_size", "batch_size", "guard_every", "max_bad_steps", "eval_every",
                      "patience", "snapshot_every", "snapshot_crop", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

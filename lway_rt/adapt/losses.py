@@ -9,7 +9,8 @@ detached, as LWay weights x̂; or of the target, ``hf_source='target'``):
 - ``naive``: bicubic-downsampled S(x) against the LR (no reconstructor).
 - ``identity``: S(x) against the bicubic-upsampled LR (R replaced by the identity; DESIGN §2.5).
 
-An optional anchor term ties S(x) to the unadapted model's output on the same patch, and an
+An optional anchor term ties S(x) to the unadapted model's output on the same patch (pixel-wise, or
+after a ``k x k`` average pool with ``anchor_pool = k``: the coarse picture only), and an
 optional supervised term (LWay's supervised half, ``synthetic.py``) is the L1 between S's output on
 the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.patches import Batch, bicubic_down
@@ -84,7 +86,10 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
     parts = {"l1": main.detach()}
     loss = main
     if config.anchor_weight > 0 and batch.anchor is not None:
-        anchor = (sr - batch.anchor).abs().mean()
+        out, ref = sr, upcast(batch.anchor)
+        if config.anchor_pool > 1:  # tie the coarse picture only: detail finer than k pixels is left free
+            out, ref = F.avg_pool2d(out, config.anchor_pool), F.avg_pool2d(ref, config.anchor_pool)
+        anchor = (out - ref).abs().mean()
         parts["anchor"] = anchor.detach()
         loss = loss + config.anchor_weight * anchor
     if sup_sr is not None and wants_supervised(config, batch):

@@ -6,7 +6,7 @@ import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
-           "sup_weight", "sup_data", "strength", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "anchor_pool", "sup_weight", "sup_data", "strength", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -35,6 +35,8 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
 @click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
 @click.option("--anchor-weight", type=float, default=None, help="L1 tying S's output to the unadapted model's (drift guard) [0.2; 0: off].")
+@click.option("--anchor-pool", type=int, default=None,
+              help="Anchor only the coarse picture: compare after a KxK average pool (HR pixels) [1: every pixel].")
 @click.option("--sup-weight", type=float, default=None,
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
