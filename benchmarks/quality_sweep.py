@@ -25,6 +25,10 @@ each ``BOTH_VARIANTS`` recipe runs in both settings, with the naive baseline und
     .venv/bin/python benchmarks/quality_sweep.py                # ~15 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --jobs 1 --only default anchor0.2-sup3
     .venv/bin/python benchmarks/quality_sweep.py --both         # ~50 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --both --reuse benchmarks/results/quality_dev_sweep_both.json
+
+The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
+rows); the rule did not change.
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ BOTH_VARIANTS = {
     "anchor0.1": ["--sup-weight", "3", "--anchor-weight", "0.1", "--anchor-pool", "1"],
     "anchor0.2-pool8": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "8"],
     "anchor0.2-pool16": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "16"],
+    # added after the first four ran (none but the default passed one model per degradation folder):
+    # the anchor loosened per image where stage 1 judges the backbone's output worse than bicubic
+    "anchor0.2-trust1": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1", "--anchor-trust", "1"],
+    "anchor0.2-trust2": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1", "--anchor-trust", "2"],
 }
 
 
@@ -133,10 +141,25 @@ def choose_both(rows: dict[str, dict[str, dict]], default: str) -> tuple[str, di
 
 def main_both(args, argv) -> int:
     names = args.only_both or list(BOTH_VARIANTS)
-    jobs = [(n, s) for s in ("preset", "all") for n in names]  # the long per-folder runs first
+    reused = {}
+    if args.reuse:  # rows of an earlier run of this round, kept when the flags still match
+        old = json.loads(Path(args.reuse).read_text())
+        for n, v in old["variants"].items():
+            if n in BOTH_VARIANTS and v["flags"] == BOTH_VARIANTS[n]:
+                reused[n] = v
+                names = names if n in names else [*names, n]
+        reused_machine, reused_stage1 = old["machine"], old["stage1_sha256"]
+    jobs = [(n, s) for s in ("preset", "all") for n in names if n not in reused]  # the long per-folder runs first
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         done = dict(zip(jobs, pool.map(lambda j: run_setting(j[0], BOTH_VARIANTS[j[0]], j[1], Path(tmp)), jobs)))
+    if reused:
+        first = next(iter(done.values()), None)
+        if first is not None and first["stage1"] != reused_stage1:
+            raise SystemExit(f"{args.reuse} was made with another stage-1 checkpoint: run every variant again")
+        for n, v in reused.items():
+            for s in SETTINGS:
+                done[(n, s)] = {"row": v[s], "machine": reused_machine, "stage1": reused_stage1}
     rows = {n: {s: done[(n, s)]["row"] for s in SETTINGS} for n in names}
     chosen, qualified = choose_both(rows, "anchor0.2")
     first = next(iter(done.values()))
@@ -148,7 +171,8 @@ def main_both(args, argv) -> int:
         "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
                   "per_variant": "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS"},
         "rule": RULE_BOTH, "chosen": chosen, "qualified": qualified,
-        "variants": {n: {"flags": BOTH_VARIANTS[n], **rows[n]} for n in names},
+        "variants": {n: {"flags": BOTH_VARIANTS[n], **rows[n], **({"reused_from": args.reuse} if n in reused else {})}
+                     for n in names},
         "machine": first["machine"], "stage1_sha256": first["stage1"],
         "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
     print(f"chosen by the rule: {chosen}  (qualified: {', '.join(k for k, q in qualified.items() if q) or 'none'})")
@@ -162,6 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="run these variants only")
     ap.add_argument("--both", action="store_true", help="round 2: BOTH_VARIANTS in both settings, with naive, by RULE_BOTH")
     ap.add_argument("--only-both", nargs="+", choices=sorted(BOTH_VARIANTS), help="with --both: these variants only")
+    ap.add_argument("--reuse", default=None, help="with --both: keep the rows of this earlier --both JSON whose flags match")
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, or _both.json with --both]")
     args = ap.parse_args(argv)
     if args.both:

@@ -195,3 +195,16 @@ def test_strength_writes_the_interpolated_weights(tmp_path, inputs, stage1):
         AdaptConfig(strength=0.0)
     with pytest.raises(InputError, match="strength must be in"):
         AdaptConfig(strength=1.5)
+
+
+def test_anchor_trust_is_measured_once_and_reported_per_image(tmp_path, inputs, stage1):
+    cfg = AdaptConfig(iterations=3, patch_size=16, batch_size=2, lr=1e-3, anchor_trust=2.0)
+    res = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "out", stage1=stage1, write_outputs=False)
+    trust = [im["trust"] for im in res.report["images"]]
+    assert len(trust) == len(inputs)
+    for t in trust:
+        assert 0 < t["anchor_factor"] <= 1
+        assert t["anchor_factor"] == pytest.approx(min(1.0, t["loss_bicubic"] / t["loss_unadapted"]) ** 2, rel=1e-3)
+    # the naive loss has no reconstructor to judge with: the plain anchor, nothing reported
+    res = adapt_images(inputs, _desc(_tiny()), cfg.replace(loss="naive"), tmp_path / "naive", write_outputs=False)
+    assert all("trust" not in im for im in res.report["images"])

@@ -190,3 +190,56 @@ def test_config_validates_on_construction():
     assert cfg.trainable == ("body.2", "body.3") and cfg.to_dict()["trainable"] == ["body.2", "body.3"]
     with pytest.raises(Exception):
         cfg.lr = 1.0  # frozen
+
+
+class _Bicubic(torch.nn.Module):
+    """A 'backbone' that is bicubic upsampling itself."""
+
+    def forward(self, x):
+        from lway_rt.adapt.patches import bicubic_up
+
+        return bicubic_up(x, 4)
+
+
+def test_backbone_trust_is_the_loss_ratio_to_bicubic_capped_at_one(stage1, images):
+    """anchor_trust: factor = min(1, L(bicubic) / L(S0)) ** T with L the run's own loss on a centre
+    crop; a backbone that is bicubic gets exactly 1, a worse one less, and T = 2 squares it."""
+    from lway_rt.adapt.losses import backbone_trust, loss_terms
+    from lway_rt.adapt.patches import Batch
+
+    recon, _ = prepare_stage1(stage1, [im.up for im in images])
+    cfg = AdaptConfig(anchor_trust=1.0)
+    same, _ = backbone_trust(images, _Bicubic(), recon, cfg, 4, max_side=32)
+    assert same.tolist() == [1.0, 1.0]
+
+    class Noisy(_Bicubic):
+        def forward(self, x):
+            return super().forward(x) + 0.3 * torch.sin(torch.arange(x.shape[-1] * 4, dtype=x.dtype) * 2.1)
+
+    f1, info = backbone_trust(images, Noisy(), recon, cfg, 4, max_side=32)
+    f2, _ = backbone_trust(images, Noisy(), recon, cfg.replace(anchor_trust=2.0), 4, max_side=32)
+    assert all(0 < f < 1 for f in f1.tolist())
+    torch.testing.assert_close(f2, f1 ** 2)
+    # the first image by hand: its 32-px centre crop (64x64 LR)
+    im = images[0]
+    lr, up = im.lr[..., 16:48, 16:48], im.up[..., 64:192, 64:192]
+    b = Batch(lr=lr, up=up, index=torch.zeros(1, dtype=torch.long))
+    plain = cfg.replace(anchor_weight=0.0, sup_weight=0.0)
+    with torch.no_grad():
+        l_s0 = float(loss_terms(Noisy()(lr), b, lambda x: recon(x, b.index), plain)[0])
+        l_bic = float(loss_terms(_Bicubic()(lr), b, lambda x: recon(x, b.index), plain)[0])
+    assert info[0]["anchor_factor"] == pytest.approx(l_bic / l_s0, rel=1e-3)
+
+
+def test_anchor_scale_weights_each_patch_of_the_anchor(images):
+    from lway_rt.adapt.losses import adaptation_loss
+
+    batch = fixed_patches(images, 16, 4)  # two patches
+    sr = torch.rand(2, 3, 64, 64)
+    batch.anchor = sr + torch.tensor([0.1, 0.3]).view(2, 1, 1, 1)
+    cfg = AdaptConfig(loss="naive", hf_weight=False, anchor_weight=1.0)
+    assert adaptation_loss(sr, batch, None, cfg)[1]["anchor"] == pytest.approx(0.2, abs=1e-6)
+    batch.anchor_scale = torch.tensor([1.0, 0.5])
+    assert adaptation_loss(sr, batch, None, cfg)[1]["anchor"] == pytest.approx((0.1 + 0.15) / 2, abs=1e-6)
+    with pytest.raises(InputError, match="anchor_trust"):
+        AdaptConfig(anchor_trust=-1)

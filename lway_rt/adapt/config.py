@@ -62,6 +62,14 @@ class AdaptConfig:
       (default) ties every pixel; larger values tie only the coarse picture (colour, tone, layout)
       and leave detail finer than ``k`` pixels free, so S can remove artefacts the backbone adds
       (halos, blocks) while the anchor still stops drift.
+    anchor_trust: how much the anchor trusts the backbone on each image, judged by stage 1 (``lway``
+      loss only; 0 = off, every image anchored alike). Before adapting, the run's own
+      self-supervised loss is measured on a centre crop of each image twice: for the unadapted
+      output S0(x) and for plain bicubic upsampling. Where R(S0(x)) explains the LR worse than
+      R(bicubic(x)) does, the backbone is adding something the degradation model cannot account
+      for (sharpened JPEG blocks, halos), and that image's anchor is scaled by
+      ``min(1, L_bicubic / L_S0) ** anchor_trust``; elsewhere it keeps its full weight. The other
+      losses have no reconstructor to judge with and keep the plain anchor.
     sup_data: folder of clean photos for those pairs; None uses the photos stage 1 trains on
       (``lway_rt.degae.data.BUNDLED_TRAIN``).
     sup_batch: synthetic pairs per step; None uses ``batch_size``.
@@ -92,6 +100,7 @@ class AdaptConfig:
     hf_source: str = "pred"
     anchor_weight: float = 0.2
     anchor_pool: int = 1  # HR pixels; 1 = pixel-wise
+    anchor_trust: float = 0.0
     sup_weight: float = 3.0
     sup_data: str | None = None
     sup_batch: int | None = None  # None = batch_size
@@ -150,6 +159,9 @@ class AdaptConfig:
             bad("trainable prefixes must be non-empty strings")
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 0):
             bad(f"tile must be 0 (one pass), a positive tile size or unset (auto), got {self.tile!r}")
+        if isinstance(self.anchor_trust, bool) or not isinstance(self.anchor_trust, (int, float)) \
+                or not math.isfinite(self.anchor_trust) or self.anchor_trust < 0:
+            bad(f"anchor_trust must be a finite number >= 0 (0: off), got {self.anchor_trust!r}")
         if self.anchor_weight < 0 or self.guard_factor < 0:
             bad("anchor_weight and guard_factor must be >= 0")
         if isinstance(self.sup_weight, bool) or not isinstance(self.sup_weight, (int, float)) \

@@ -39,7 +39,7 @@ from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
-from lway_rt.adapt.losses import adaptation_loss
+from lway_rt.adapt.losses import adaptation_loss, backbone_trust
 from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.synthetic import SyntheticPairs
 from lway_rt.bench.machine import cpu_model
@@ -270,6 +270,14 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s")
     fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images)
 
+    trust, trust_info = None, None
+    if anchor_model is not None and config.anchor_trust > 0 and recon is not None:
+        trust, trust_info = backbone_trust(data, anchor_model, recon, config, scale, multiple)
+        trust = trust.to(device)
+        log("anchor per image (backbone trust): " + ", ".join(f"{d.name} {t['anchor_factor']:.2f}"
+                                                             for d, t in zip(data[:8], trust_info))
+            + (f" (and {len(data) - 8} more)" if len(data) > 8 else ""))
+
     fixed = fixed_patches(data, config.patch_size, scale)
     if anchor_model is not None:
         with torch.no_grad():
@@ -382,6 +390,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         if anchor_model is not None:
             with torch.no_grad():
                 batch.anchor = anchor_model(batch.lr)
+            if trust is not None:
+                batch.anchor_scale = trust[batch.index]
         if sup_pairs is not None:
             batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
         m = fast_adapt_step(model, opt, batch, recon, config, speed)
@@ -452,7 +462,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "supervised": None if sup_pairs is None else {
             "weight": config.sup_weight, "pairs_per_step": sup_pairs.n, "photos": len(sup_pairs.photos),
             "data": config.sup_data or "bundled stage-1 training photos"},
-        "images": [{"name": d.name, "size": list(d.size)} for d in data],
+        "images": [{"name": d.name, "size": list(d.size), **({"trust": trust_info[k]} if trust_info else {})}
+                   for k, d in enumerate(data)],
         "iterations_run": st["it"],
         "final_iteration": final_it,
         "stopped": st["stopped"] or "completed",

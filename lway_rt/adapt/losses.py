@@ -10,7 +10,8 @@ detached, as LWay weights x̂; or of the target, ``hf_source='target'``):
 - ``identity``: S(x) against the bicubic-upsampled LR (R replaced by the identity; DESIGN §2.5).
 
 An optional anchor term ties S(x) to the unadapted model's output on the same patch (pixel-wise, or
-after a ``k x k`` average pool with ``anchor_pool = k``: the coarse picture only), and an
+after a ``k x k`` average pool with ``anchor_pool = k``: the coarse picture only; scaled per image
+by ``backbone_trust`` with ``anchor_trust > 0``), and an
 optional supervised term (LWay's supervised half, ``synthetic.py``) is the L1 between S's output on
 the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``.
 """
@@ -23,10 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.patches import Batch, bicubic_down
+from lway_rt.adapt.patches import Batch, bicubic_down, bicubic_up
 from lway_rt.adapt.wavelet import hf_weight
 
-__all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast"]
+__all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast", "backbone_trust",
+           "TRUST_MAX_SIDE"]
+
+# backbone_trust measures each image on a centre crop of at most this many LR pixels a side (the
+# encoder reads 512 SR-size pixels, the same area at x4)
+TRUST_MAX_SIDE = 128
 
 Reconstruct = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -89,7 +95,8 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
         out, ref = sr, upcast(batch.anchor)
         if config.anchor_pool > 1:  # tie the coarse picture only: detail finer than k pixels is left free
             out, ref = F.avg_pool2d(out, config.anchor_pool), F.avg_pool2d(ref, config.anchor_pool)
-        anchor = (out - ref).abs().mean()
+        diff = (out - ref).abs()
+        anchor = diff.mean() if batch.anchor_scale is None else (diff.mean(dim=(1, 2, 3)) * batch.anchor_scale).mean()
         parts["anchor"] = anchor.detach()
         loss = loss + config.anchor_weight * anchor
     if sup_sr is not None and wants_supervised(config, batch):
@@ -108,3 +115,33 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, c
     reconstruct = None if recon is None else (lambda x: recon(x, batch.index))
     loss, parts = loss_terms(sr, batch, reconstruct, config, sup_sr)
     return loss, {k: float(v) for k, v in parts.items()}
+
+
+def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, multiple: int = 1,
+                   max_side: int = TRUST_MAX_SIDE) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Per-image anchor factors ``min(1, L_bicubic / L_S0) ** config.anchor_trust`` (see AdaptConfig).
+
+    ``images`` are ``patches.AdaptImage``; ``backbone`` the unadapted S; ``recon(clean, index)`` the
+    prepared R. L is the run's self-supervised loss (no anchor, no supervised term) on a centre crop
+    of each image, for S0's output and for the bicubic upsampling. Returns the factors ``(N,)`` and,
+    per image, both losses and the factor (for the report).
+    """
+    plain = config.replace(anchor_weight=0.0, sup_weight=0.0)
+    factors, info = [], []
+    with torch.no_grad():
+        for i, im in enumerate(images):
+            h, w = im.size
+            side = min(max_side, h, w)
+            side -= side % multiple
+            t, l = (h - side) // 2, (w - side) // 2
+            lr = im.lr[..., t:t + side, l:l + side]
+            up = im.up[..., t * scale:(t + side) * scale, l * scale:(l + side) * scale]
+            batch = Batch(lr=lr, up=up, index=torch.full((1,), i, dtype=torch.long, device=lr.device))
+            reconstruct = (lambda x, b=batch: recon(x, b.index))
+            l_s0 = float(loss_terms(backbone(lr), batch, reconstruct, plain)[0])
+            # bicubic of the crop itself, so both predictions see the same borders
+            l_bic = float(loss_terms(bicubic_up(lr, scale), batch, reconstruct, plain)[0])
+            ratio = min(1.0, l_bic / l_s0) if l_s0 > 0 else 1.0
+            factors.append(ratio ** config.anchor_trust)
+            info.append({"loss_unadapted": round(l_s0, 6), "loss_bicubic": round(l_bic, 6), "anchor_factor": round(factors[-1], 4)})
+    return torch.tensor(factors, dtype=torch.float32), info

@@ -60,6 +60,7 @@ class Batch:
     up: torch.Tensor  # (B, 3, p*s, p*s)
     index: torch.Tensor  # (B,) long
     anchor: torch.Tensor | None = None  # the unadapted model's output on ``lr`` (drift guard)
+    anchor_scale: torch.Tensor | None = None  # (B,) per-patch factor on the anchor term (anchor_trust)
     sup_lr: torch.Tensor | None = None  # (B', 3, p, p) degraded synthetic LR
     sup_hr: torch.Tensor | None = None  # (B', 3, p*s, p*s) its clean HR
 
