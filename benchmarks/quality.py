@@ -216,6 +216,8 @@ def main(argv=None) -> int:
                     help="compare S's output with the unadapted one after a KxK average pool [the adapt default]")
     ap.add_argument("--anchor-trust", type=float, default=None,
                     help="scale each image's anchor by min(1, L_bicubic/L_unadapted)^T (lway only) [the adapt default]")
+    ap.add_argument("--anchor-trust-scope", default=None, choices=["image", "run"],
+                    help="one trust factor per image, or pooled over the adapted folder [the adapt default]")
     ap.add_argument("--sup-weight", type=float, default=None,
                     help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) "
                          "[the adapt default; 0: off]")
@@ -270,6 +272,7 @@ def main(argv=None) -> int:
                            **({"sup_degradation": args.sup_degradation} if args.sup_degradation else {}),
                            **({"anchor_pool": args.anchor_pool} if args.anchor_pool else {}),
                            **({"anchor_trust": args.anchor_trust} if args.anchor_trust is not None else {}),
+                           **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9)
     photos = PHOTOS[: args.photos]
     rows, runs = [], []

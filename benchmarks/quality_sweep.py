@@ -28,7 +28,8 @@ each ``BOTH_VARIANTS`` recipe runs in both settings, with the naive baseline und
     .venv/bin/python benchmarks/quality_sweep.py --both --reuse benchmarks/results/quality_dev_sweep_both.json
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
-rows); the rule did not change.
+rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not
+change.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ BOTH_VARIANTS = {
     # the anchor loosened per image where stage 1 judges the backbone's output worse than bicubic
     "anchor0.2-trust1": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1", "--anchor-trust", "1"],
     "anchor0.2-trust2": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1", "--anchor-trust", "2"],
+    # added after the trust variants lost crops on the per-folder setting (a single image's ratio is
+    # noisy): one factor pooled over the run's images
+    "anchor0.2-runtrust2": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1", "--anchor-trust", "2",
+                            "--anchor-trust-scope", "run"],
+    "anchor0.2-runtrust4": ["--sup-weight", "3", "--anchor-weight", "0.2", "--anchor-pool", "1", "--anchor-trust", "4",
+                            "--anchor-trust-scope", "run"],
 }
 
 
@@ -120,6 +127,9 @@ def run_setting(name: str, flags: list[str], setting: str, folder: Path) -> dict
            "improved": f"{g['lway']['improved']}/{g['lway']['of']}",
            "naive_mean_gain_db": g["naive"]["mean_db"], "naive_worst_db": g["naive"]["min_db"],
            "beats_naive": mean["lway"]["psnr"] > mean["naive"]["psnr"],
+           "worst_crop": min(({"preset": r["preset"], "seed": r["seed"], "image": r["image"],
+                               "gain_db": round(r["lway"]["psnr"] - r["unadapted"]["psnr"], 4)} for r in res["per_image"]),
+                             key=lambda c: c["gain_db"]),
            "by_preset_db": {p: {m: round(v[m] - v["unadapted"], 4) for m in ("naive", "lway")}
                             for p, v in res["mean_psnr_by_preset"].items()}}
     print(f"{name:18s} {setting:6s} {time.perf_counter() - t0:6.0f}s  lway {row['mean_gain_db']:+.3f} dB, worst "

@@ -243,3 +243,19 @@ def test_anchor_scale_weights_each_patch_of_the_anchor(images):
     assert adaptation_loss(sr, batch, None, cfg)[1]["anchor"] == pytest.approx((0.1 + 0.15) / 2, abs=1e-6)
     with pytest.raises(InputError, match="anchor_trust"):
         AdaptConfig(anchor_trust=-1)
+
+
+def test_run_scope_pools_the_trust_into_one_factor(stage1, images):
+    from lway_rt.adapt.losses import backbone_trust
+
+    class Noisy(_Bicubic):
+        def forward(self, x):
+            return super().forward(x) + 0.3 * torch.sin(torch.arange(x.shape[-1] * 4, dtype=x.dtype) * 2.1)
+
+    recon, _ = prepare_stage1(stage1, [im.up for im in images])
+    cfg = AdaptConfig(anchor_trust=2.0, anchor_trust_scope="run")
+    f, info = backbone_trust(images, Noisy(), recon, cfg, 4, max_side=32)
+    want = (sum(d["loss_bicubic"] for d in info) / sum(d["loss_unadapted"] for d in info)) ** 2
+    assert f.tolist() == pytest.approx([want, want], rel=1e-3)
+    with pytest.raises(InputError, match="anchor_trust_scope"):
+        AdaptConfig(anchor_trust_scope="folder")

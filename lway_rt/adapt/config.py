@@ -70,6 +70,9 @@ class AdaptConfig:
       for (sharpened JPEG blocks, halos), and that image's anchor is scaled by
       ``min(1, L_bicubic / L_S0) ** anchor_trust``; elsewhere it keeps its full weight. The other
       losses have no reconstructor to judge with and keep the plain anchor.
+    anchor_trust_scope: ``image`` judges each image alone; ``run`` pools the losses of all the
+      run's images (sum of L_bicubic over sum of L_S0) into one factor for every image, the
+      footage-from-one-source reading (a single image's ratio is noisy).
     sup_data: folder of clean photos for those pairs; None uses the photos stage 1 trains on
       (``lway_rt.degae.data.BUNDLED_TRAIN``).
     sup_batch: synthetic pairs per step; None uses ``batch_size``.
@@ -101,6 +104,7 @@ class AdaptConfig:
     anchor_weight: float = 0.2
     anchor_pool: int = 1  # HR pixels; 1 = pixel-wise
     anchor_trust: float = 0.0
+    anchor_trust_scope: str = "image"
     sup_weight: float = 3.0
     sup_data: str | None = None
     sup_batch: int | None = None  # None = batch_size
@@ -162,6 +166,8 @@ class AdaptConfig:
         if isinstance(self.anchor_trust, bool) or not isinstance(self.anchor_trust, (int, float)) \
                 or not math.isfinite(self.anchor_trust) or self.anchor_trust < 0:
             bad(f"anchor_trust must be a finite number >= 0 (0: off), got {self.anchor_trust!r}")
+        if self.anchor_trust_scope not in ("image", "run"):
+            bad(f"anchor_trust_scope must be image or run, got {self.anchor_trust_scope!r}")
         if self.anchor_weight < 0 or self.guard_factor < 0:
             bad("anchor_weight and guard_factor must be >= 0")
         if isinstance(self.sup_weight, bool) or not isinstance(self.sup_weight, (int, float)) \

@@ -119,7 +119,8 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, c
 
 def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, multiple: int = 1,
                    max_side: int = TRUST_MAX_SIDE) -> tuple[torch.Tensor, list[dict[str, float]]]:
-    """Per-image anchor factors ``min(1, L_bicubic / L_S0) ** config.anchor_trust`` (see AdaptConfig).
+    """Per-image anchor factors ``min(1, L_bicubic / L_S0) ** config.anchor_trust`` (see AdaptConfig;
+    with ``anchor_trust_scope='run'`` the losses are summed over the images first, one factor for all).
 
     ``images`` are ``patches.AdaptImage``; ``backbone`` the unadapted S; ``recon(clean, index)`` the
     prepared R. L is the run's self-supervised loss (no anchor, no supervised term) on a centre crop
@@ -141,7 +142,11 @@ def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, mul
             l_s0 = float(loss_terms(backbone(lr), batch, reconstruct, plain)[0])
             # bicubic of the crop itself, so both predictions see the same borders
             l_bic = float(loss_terms(bicubic_up(lr, scale), batch, reconstruct, plain)[0])
-            ratio = min(1.0, l_bic / l_s0) if l_s0 > 0 else 1.0
-            factors.append(ratio ** config.anchor_trust)
-            info.append({"loss_unadapted": round(l_s0, 6), "loss_bicubic": round(l_bic, 6), "anchor_factor": round(factors[-1], 4)})
+            info.append({"loss_unadapted": l_s0, "loss_bicubic": l_bic})
+    pairs = ([(sum(d["loss_bicubic"] for d in info), sum(d["loss_unadapted"] for d in info))] * len(info)
+             if config.anchor_trust_scope == "run" else [(d["loss_bicubic"], d["loss_unadapted"]) for d in info])
+    for d, (l_bic, l_s0) in zip(info, pairs):
+        factors.append((min(1.0, l_bic / l_s0) if l_s0 > 0 else 1.0) ** config.anchor_trust)
+        d.update(loss_unadapted=round(d["loss_unadapted"], 6), loss_bicubic=round(d["loss_bicubic"], 6),
+                 anchor_factor=round(factors[-1], 4))
     return torch.tensor(factors, dtype=torch.float32), info

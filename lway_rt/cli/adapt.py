@@ -6,7 +6,8 @@ import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
-           "anchor_pool", "anchor_trust", "sup_weight", "sup_data", "strength", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "anchor_pool", "anchor_trust", "anchor_trust_scope",
+           "sup_weight", "sup_data", "strength", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -40,6 +41,8 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
 @click.option("--anchor-trust", type=float, default=None,
               help="Loosen the anchor on images whose unadapted output stage 1 judges worse than bicubic: "
                    "factor min(1, L_bicubic/L_unadapted)^T [0: off].")
+@click.option("--anchor-trust-scope", type=click.Choice(["image", "run"]), default=None,
+              help="Judge each image alone, or pool all inputs into one factor [image].")
 @click.option("--sup-weight", type=float, default=None,
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
