@@ -198,13 +198,20 @@ def test_strength_writes_the_interpolated_weights(tmp_path, inputs, stage1):
 
 
 def test_anchor_trust_is_measured_once_and_reported_per_image(tmp_path, inputs, stage1):
-    cfg = AdaptConfig(iterations=3, patch_size=16, batch_size=2, lr=1e-3, anchor_trust=2.0)
+    cfg = AdaptConfig(iterations=3, patch_size=16, batch_size=2, lr=1e-3, anchor_trust=2.0, anchor_trust_scope="image")
     res = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "out", stage1=stage1, write_outputs=False)
     trust = [im["trust"] for im in res.report["images"]]
     assert len(trust) == len(inputs)
     for t in trust:
         assert 0 < t["anchor_factor"] <= 1
         assert t["anchor_factor"] == pytest.approx(min(1.0, t["loss_bicubic"] / t["loss_unadapted"]) ** 2, rel=1e-3)
+    # the default pools the judgement over the run: one factor from the summed losses
+    assert AdaptConfig().anchor_trust == 2.0 and AdaptConfig().anchor_trust_scope == "run"
+    res = adapt_images(inputs, _desc(_tiny()), cfg.replace(anchor_trust_scope="run"), tmp_path / "run", stage1=stage1,
+                       write_outputs=False)
+    pooled = [im["trust"] for im in res.report["images"]]
+    want = min(1.0, sum(t["loss_bicubic"] for t in pooled) / sum(t["loss_unadapted"] for t in pooled)) ** 2
+    assert all(t["anchor_factor"] == pytest.approx(want, rel=1e-3) for t in pooled)
     # the naive loss has no reconstructor to judge with: the plain anchor, nothing reported
     res = adapt_images(inputs, _desc(_tiny()), cfg.replace(loss="naive"), tmp_path / "naive", write_outputs=False)
     assert all("trust" not in im for im in res.report["images"])

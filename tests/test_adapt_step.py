@@ -208,7 +208,7 @@ def test_backbone_trust_is_the_loss_ratio_to_bicubic_capped_at_one(stage1, image
     from lway_rt.adapt.patches import Batch
 
     recon, _ = prepare_stage1(stage1, [im.up for im in images])
-    cfg = AdaptConfig(anchor_trust=1.0)
+    cfg = AdaptConfig(anchor_trust=1.0, anchor_trust_scope="image")
     same, _ = backbone_trust(images, _Bicubic(), recon, cfg, 4, max_side=32)
     assert same.tolist() == [1.0, 1.0]
 

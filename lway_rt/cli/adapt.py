@@ -40,9 +40,9 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="Anchor only the coarse picture: compare after a KxK average pool (HR pixels) [1: every pixel].")
 @click.option("--anchor-trust", type=float, default=None,
               help="Loosen the anchor on images whose unadapted output stage 1 judges worse than bicubic: "
-                   "factor min(1, L_bicubic/L_unadapted)^T [0: off].")
+                   "factor min(1, L_bicubic/L_unadapted)^T [2; 0: off].")
 @click.option("--anchor-trust-scope", type=click.Choice(["image", "run"]), default=None,
-              help="Judge each image alone, or pool all inputs into one factor [image].")
+              help="Judge each image alone, or pool all inputs into one factor [run].")
 @click.option("--sup-weight", type=float, default=None,
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
