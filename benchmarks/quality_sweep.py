@@ -85,15 +85,19 @@ BOTH_VARIANTS = {
 }
 
 
-def run_variant(name: str, flags: list[str], folder: Path) -> dict:
-    out = folder / f"{name}.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--folder", "all", "--methods", "lway",
-           "--seeds", *DEV_SEEDS, "--threads", "1", *flags, "--out", str(out)]
-    t0 = time.perf_counter()
+def run_quality(label: str, out: Path, quality_flags: list[str]) -> dict:
+    """``quality.py`` on the development seeds, one thread, in a child process; its result JSON."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *quality_flags, "--seeds", *DEV_SEEDS,
+           "--threads", "1", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
-        raise SystemExit(f"variant {name} failed:\n{proc.stderr[-2000:]}")
-    res = json.loads(out.read_text())
+        raise SystemExit(f"variant {label} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(out.read_text())
+
+
+def run_variant(name: str, flags: list[str], folder: Path) -> dict:
+    t0 = time.perf_counter()
+    res = run_quality(name, folder / f"{name}.json", ["--folder", "all", "--methods", "lway", *flags])
     rows = {}
     for method, g in res["gain_over_unadapted"].items():
         label = name if method == "lway" else f"{name}@{method.split('@')[1]}"
@@ -114,14 +118,9 @@ def choose(rows: dict[str, dict]) -> str:
 
 def run_setting(name: str, flags: list[str], setting: str, folder: Path) -> dict:
     """One recipe in one setting: LWay and the naive baseline (same flags), dev seeds, one thread."""
-    out = folder / f"{name}-{setting}.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--folder", setting, "--methods", "naive", "lway",
-           "--seeds", *DEV_SEEDS, "--threads", "1", *flags, "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"variant {name} ({setting}) failed:\n{proc.stderr[-2000:]}")
-    res = json.loads(out.read_text())
+    res = run_quality(f"{name} ({setting})", folder / f"{name}-{setting}.json",
+                      ["--folder", setting, "--methods", "naive", "lway", *flags])
     g, mean = res["gain_over_unadapted"], res["mean"]
     row = {"mean_gain_db": g["lway"]["mean_db"], "worst_db": g["lway"]["min_db"],
            "improved": f"{g['lway']['improved']}/{g['lway']['of']}",
@@ -149,6 +148,20 @@ def choose_both(rows: dict[str, dict[str, dict]], default: str) -> tuple[str, di
     return max(good, key=lambda k: min(rows[k][s]["mean_gain_db"] for s in SETTINGS)), qualified
 
 
+def write_result(out: Path, benchmark: str, argv, per_variant: str, first: dict, t0: float, **fields) -> None:
+    """The sweep's JSON: what ran, on which split and machine, the rule, the rows and the choice."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": benchmark,
+        "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
+        "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
+                  "per_variant": per_variant},
+        **fields,
+        "machine": first["machine"], "stage1_sha256": first["stage1"],
+        "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
 def main_both(args, argv) -> int:
     names = args.only_both or list(BOTH_VARIANTS)
     reused = {}
@@ -173,20 +186,13 @@ def main_both(args, argv) -> int:
     rows = {n: {s: done[(n, s)]["row"] for s in SETTINGS} for n in names}
     chosen, qualified = choose_both(rows, "anchor0.2")
     first = next(iter(done.values()))
-    out = Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_both.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "lway_rt stage-2 recipe selection on the development split, both settings (benchmarks/quality_sweep.py --both)",
-        "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
-        "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
-                  "per_variant": "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS"},
-        "rule": RULE_BOTH, "chosen": chosen, "qualified": qualified,
-        "variants": {n: {"flags": BOTH_VARIANTS[n], **rows[n], **({"reused_from": args.reuse} if n in reused else {})}
-                     for n in names},
-        "machine": first["machine"], "stage1_sha256": first["stage1"],
-        "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    write_result(Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_both.json"),
+                 "lway_rt stage-2 recipe selection on the development split, both settings (benchmarks/quality_sweep.py --both)",
+                 argv, "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS", first, t0,
+                 rule=RULE_BOTH, chosen=chosen, qualified=qualified,
+                 variants={n: {"flags": BOTH_VARIANTS[n], **rows[n], **({"reused_from": args.reuse} if n in reused else {})}
+                           for n in names})
     print(f"chosen by the rule: {chosen}  (qualified: {', '.join(k for k, q in qualified.items() if q) or 'none'})")
-    print(f"wrote {out}")
     return 0
 
 
@@ -209,18 +215,10 @@ def main(argv=None) -> int:
     rows = {k: v for r in results.values() for k, v in r["rows"].items()}
     chosen = choose(rows)
     first = next(iter(results.values()))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "lway_rt stage-2 recipe selection on the development split (benchmarks/quality_sweep.py)",
-        "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
-        "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
-                  "per_variant": "quality.py --folder all --methods lway --seeds 3 4 --threads 1 FLAGS"},
-        "rule": RULE, "chosen": chosen, "variants": rows,
-        "machine": first["machine"], "stage1_sha256": first["stage1"],
-        "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    write_result(Path(args.out), "lway_rt stage-2 recipe selection on the development split (benchmarks/quality_sweep.py)",
+                 argv, "quality.py --folder all --methods lway --seeds 3 4 --threads 1 FLAGS", first, t0,
+                 rule=RULE, chosen=chosen, variants=rows)
     print(f"chosen by the rule: {chosen}  ({rows[chosen]['mean_gain_db']:+.3f} dB, worst {rows[chosen]['worst_db']:+.3f})")
-    print(f"wrote {out}")
     return 0
 
 
