@@ -274,9 +274,12 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     if anchor_model is not None and config.anchor_trust > 0 and recon is not None:
         trust, trust_info = backbone_trust(data, anchor_model, recon, config, scale, multiple)
         trust = trust.to(device)
-        log("anchor per image (backbone trust): " + ", ".join(f"{d.name} {t['anchor_factor']:.2f}"
-                                                             for d, t in zip(data[:8], trust_info))
-            + (f" (and {len(data) - 8} more)" if len(data) > 8 else ""))
+        if config.anchor_trust_scope == "run":
+            log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over {len(data)} image(s))")
+        else:
+            log("anchor per image (backbone trust): " + ", ".join(f"{d.name} {t['anchor_factor']:.2f}"
+                                                                 for d, t in zip(data[:8], trust_info))
+                + (f" (and {len(data) - 8} more)" if len(data) > 8 else ""))
 
     fixed = fixed_patches(data, config.patch_size, scale)
     if anchor_model is not None:
