@@ -201,6 +201,13 @@ class _Bicubic(torch.nn.Module):
         return bicubic_up(x, 4)
 
 
+class _Noisy(_Bicubic):
+    """Bicubic plus a fixed ripple: a backbone whose output explains the LR worse than bicubic."""
+
+    def forward(self, x):
+        return super().forward(x) + 0.3 * torch.sin(torch.arange(x.shape[-1] * 4, dtype=x.dtype) * 2.1)
+
+
 def test_backbone_trust_is_the_loss_ratio_to_bicubic_capped_at_one(stage1, images):
     """anchor_trust: factor = min(1, L(bicubic) / L(S0)) ** T with L the run's own loss on a centre
     crop; a backbone that is bicubic gets exactly 1, a worse one less, and T = 2 squares it."""
@@ -212,12 +219,8 @@ def test_backbone_trust_is_the_loss_ratio_to_bicubic_capped_at_one(stage1, image
     same, _ = backbone_trust(images, _Bicubic(), recon, cfg, 4, max_side=32)
     assert same.tolist() == [1.0, 1.0]
 
-    class Noisy(_Bicubic):
-        def forward(self, x):
-            return super().forward(x) + 0.3 * torch.sin(torch.arange(x.shape[-1] * 4, dtype=x.dtype) * 2.1)
-
-    f1, info = backbone_trust(images, Noisy(), recon, cfg, 4, max_side=32)
-    f2, _ = backbone_trust(images, Noisy(), recon, cfg.replace(anchor_trust=2.0), 4, max_side=32)
+    f1, info = backbone_trust(images, _Noisy(), recon, cfg, 4, max_side=32)
+    f2, _ = backbone_trust(images, _Noisy(), recon, cfg.replace(anchor_trust=2.0), 4, max_side=32)
     assert all(0 < f < 1 for f in f1.tolist())
     torch.testing.assert_close(f2, f1 ** 2)
     # the first image by hand: its 32-px centre crop (64x64 LR)
@@ -226,7 +229,7 @@ def test_backbone_trust_is_the_loss_ratio_to_bicubic_capped_at_one(stage1, image
     b = Batch(lr=lr, up=up, index=torch.zeros(1, dtype=torch.long))
     plain = cfg.replace(anchor_weight=0.0, sup_weight=0.0)
     with torch.no_grad():
-        l_s0 = float(loss_terms(Noisy()(lr), b, lambda x: recon(x, b.index), plain)[0])
+        l_s0 = float(loss_terms(_Noisy()(lr), b, lambda x: recon(x, b.index), plain)[0])
         l_bic = float(loss_terms(_Bicubic()(lr), b, lambda x: recon(x, b.index), plain)[0])
     assert info[0]["anchor_factor"] == pytest.approx(l_bic / l_s0, rel=1e-3)
 
@@ -248,13 +251,9 @@ def test_anchor_scale_weights_each_patch_of_the_anchor(images):
 def test_run_scope_pools_the_trust_into_one_factor(stage1, images):
     from lway_rt.adapt.losses import backbone_trust
 
-    class Noisy(_Bicubic):
-        def forward(self, x):
-            return super().forward(x) + 0.3 * torch.sin(torch.arange(x.shape[-1] * 4, dtype=x.dtype) * 2.1)
-
     recon, _ = prepare_stage1(stage1, [im.up for im in images])
     cfg = AdaptConfig(anchor_trust=2.0, anchor_trust_scope="run")
-    f, info = backbone_trust(images, Noisy(), recon, cfg, 4, max_side=32)
+    f, info = backbone_trust(images, _Noisy(), recon, cfg, 4, max_side=32)
     want = (sum(d["loss_bicubic"] for d in info) / sum(d["loss_unadapted"] for d in info)) ** 2
     assert f.tolist() == pytest.approx([want, want], rel=1e-3)
     with pytest.raises(InputError, match="anchor_trust_scope"):
