@@ -233,6 +233,8 @@ def main(argv=None) -> int:
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu",
+                    help="where the adaptation runs (cpu, cuda); every score is computed on the CPU either way")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -273,7 +275,7 @@ def main(argv=None) -> int:
                            **({"anchor_pool": args.anchor_pool} if args.anchor_pool else {}),
                            **({"anchor_trust": args.anchor_trust} if args.anchor_trust is not None else {}),
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
-                           snapshot_every=10**9, eval_every=10**9)
+                           snapshot_every=10**9, eval_every=10**9, device=args.device)
     photos = PHOTOS[: args.photos]
     rows, runs = [], []
     t_all = time.perf_counter()
@@ -307,6 +309,7 @@ def main(argv=None) -> int:
                 res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
                                    stage1=stage1 if method == "lway" else None, write_outputs=False)
                 dt = time.perf_counter() - t0
+                res.model.cpu()  # scored on the CPU, as the unadapted backbone is
                 for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
                                                          for a in args.blend)]:
                     for key, (_, _, hr, lr) in zip(keys, pairs):
@@ -336,6 +339,7 @@ def main(argv=None) -> int:
         "protocol": {"photos": list(photos), "crop": args.crop, "presets": args.presets, "seeds": args.seeds,
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
+                     "adapt_device": args.device,
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
                               else "one model per crop" if args.folder == "image"
                               else "one model per seed over all presets' crops"),

@@ -84,11 +84,27 @@ BOTH_VARIANTS = {
                             "--anchor-trust-scope", "run"],
 }
 
+# Round 3 (run on a GPU by gpu_round3.sh): the two levers the first rounds could not try on the CPU,
+# against the current default measured on the same machine. More iterations per folder; and stage-1
+# variants trained there side by side for the same time: the shipped recipe (the control, since it
+# trains for less time than the shipped checkpoint), R without its input skip (DegAE's R), R at
+# DegAE's width 64. Same rule as round 2; the default stays unless another row qualifies and is higher.
+_DEFAULT = BOTH_VARIANTS["anchor0.2-runtrust2"]
+ROUND3_VARIANTS = {
+    "default": _DEFAULT,
+    "it400": [*_DEFAULT, "--iterations", "400"],
+    "s1-w32": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_w32.safetensors"],
+    "s1-noskip": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_noskip.safetensors"],
+    "s1-w64": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_w64.safetensors"],
+}
+
+EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
+
 
 def run_quality(label: str, out: Path, quality_flags: list[str]) -> dict:
     """``quality.py`` on the development seeds, one thread, in a child process; its result JSON."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *quality_flags, "--seeds", *DEV_SEEDS,
-           "--threads", "1", "--out", str(out)]
+           "--threads", "1", *EXTRA_QUALITY_ARGS, "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"variant {label} failed:\n{proc.stderr[-2000:]}")
@@ -133,7 +149,8 @@ def run_setting(name: str, flags: list[str], setting: str, folder: Path) -> dict
                             for p, v in res["mean_psnr_by_preset"].items()}}
     print(f"{name:18s} {setting:6s} {time.perf_counter() - t0:6.0f}s  lway {row['mean_gain_db']:+.3f} dB, worst "
           f"{row['worst_db']:+.3f}; naive {row['naive_mean_gain_db']:+.3f}", flush=True)
-    return {"row": row, "machine": res["machine"], "stage1": res["stage1"]["sha256"]}
+    return {"row": row, "machine": res["machine"], "stage1": res["stage1"]["sha256"],
+            "stage1_meta": res["stage1"]["meta"], "seconds": res["total_seconds"]}
 
 
 def choose_both(rows: dict[str, dict[str, dict]], default: str) -> tuple[str, dict[str, bool]]:
@@ -196,16 +213,95 @@ def main_both(args, argv) -> int:
     return 0
 
 
+def main_round3(args, argv) -> int:
+    """Round 3: ``ROUND3_VARIANTS`` by ``RULE_BOTH``; rows are written as each setting finishes."""
+    import threading
+    from concurrent.futures import as_completed
+
+    out = Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_round3.json")
+    rows: dict[str, dict] = {}
+    machine: dict = {}
+    for path in args.reuse or []:  # rows of earlier (partial) runs of this round, kept where the flags match
+        old = json.loads(Path(path).read_text())
+        for n, v in old["variants"].items():
+            if n in ROUND3_VARIANTS and v["flags"] == ROUND3_VARIANTS[n]:
+                rows[n] = {**v, "reused_from": Path(path).name}
+                if old.get("machine"):
+                    machine.setdefault("m", old["machine"])
+    names = [] if args.join else [n for n in (args.only_round3 or list(ROUND3_VARIANTS)) if n not in rows]
+
+    def flags(n):
+        return [f.format(stage1_dir=args.stage1_dir) for f in ROUND3_VARIANTS[n]]
+
+    missing = [f for n in names for f in flags(n) if f.endswith(".safetensors") and not Path(f).is_file()]
+    if missing:
+        raise SystemExit(f"stage-1 checkpoint(s) not found: {', '.join(missing)} (--stage1-dir)")
+    lock, t0 = threading.Lock(), time.perf_counter()
+
+    def save():
+        complete = {n: v for n, v in rows.items() if all(s in v for s in SETTINGS)}
+        chosen, qualified = choose_both(complete, "default") if complete else ("default", {})
+        if "default" not in complete:
+            chosen = "default"  # without the reference row nothing is chosen
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "benchmark": "lway_rt stage-2 recipe selection, round 3 (benchmarks/quality_sweep.py --round3)",
+            "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
+            "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
+                      "per_variant": "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS "
+                                     + " ".join(EXTRA_QUALITY_ARGS)},
+            "rule": RULE_BOTH, "complete": sorted(complete) == sorted(set(names) | set(rows)) and not pending,
+            "chosen": chosen, "qualified": qualified, "variants": rows, "machine": machine.get("m"),
+            "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+
+    jobs = [(n, s) for n in names for s in ("preset", "all")]
+    pending = set(jobs)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(run_setting, n, flags(n), s, Path(tmp)): (n, s) for n, s in jobs}
+        for fut in as_completed(futures):
+            n, s = futures[fut]
+            try:
+                res = fut.result()
+            except SystemExit as exc:  # one failed run does not lose the others
+                print(exc, file=sys.stderr, flush=True)
+                res = None
+            with lock:
+                pending.discard((n, s))
+                if res is not None:
+                    v = rows.setdefault(n, {"flags": ROUND3_VARIANTS[n]})
+                    v[s] = {**res["row"], "seconds": res["seconds"]}
+                    v["stage1_sha256"], v["stage1_meta"] = res["stage1"], res["stage1_meta"]
+                    machine.setdefault("m", res["machine"])
+                save()
+    save()
+    complete = json.loads(out.read_text())
+    print(f"wrote {out}; chosen by the rule: {complete['chosen']}  (qualified: "
+          f"{', '.join(k for k, q in complete['qualified'].items() if q) or 'none'})")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=2, help="variants run side by side (one thread each)")
     ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="run these variants only")
     ap.add_argument("--both", action="store_true", help="round 2: BOTH_VARIANTS in both settings, with naive, by RULE_BOTH")
     ap.add_argument("--only-both", nargs="+", choices=sorted(BOTH_VARIANTS), help="with --both: these variants only")
-    ap.add_argument("--reuse", default=None, help="with --both: keep the rows of this earlier --both JSON whose flags match")
-    ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, or _both.json with --both]")
+    ap.add_argument("--reuse", nargs="+", default=None,
+                    help="with --both (one file) or --round3: keep the rows of earlier runs whose flags match")
+    ap.add_argument("--round3", action="store_true", help="round 3: ROUND3_VARIANTS in both settings, by RULE_BOTH")
+    ap.add_argument("--only-round3", nargs="+", choices=sorted(ROUND3_VARIANTS), help="with --round3: these variants only")
+    ap.add_argument("--join", action="store_true", help="with --round3 --reuse: run nothing, join the rows, apply the rule")
+    ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
+    ap.add_argument("--device", default="cpu", help="where quality.py adapts (cpu, cuda)")
+    ap.add_argument("--quality-args", default="", help="more quality.py arguments for every run (a script's smoke test)")
+    ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json]")
     args = ap.parse_args(argv)
+    EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
+    if args.round3:
+        return main_round3(args, argv)
     if args.both:
+        if args.reuse:
+            args.reuse = args.reuse[0]
         return main_both(args, argv)
     args.out = args.out or str(ROOT / "benchmarks" / "results" / "quality_dev_sweep.json")
     names = args.only or list(VARIANTS)
