@@ -13,6 +13,9 @@
 # Each sweep writes its rows as each setting finishes, and everything stops at DEADLINE_S (default
 # 530 s after the start), so what finished comes back. OUTDIR receives quality_dev_sweep_round3.json,
 # the stage-1 candidates (split in parts under 15 MB where larger) and logs.tgz.
+# Env: TRAIN_S, DEADLINE_S, S1_NAMES (candidates to train, default "w32 noskip w64"), RECIPES (phase 1's
+# variants, default "default it400"; empty for none), WORKERS (per training run, default 3), REUSE
+# (earlier round-3 JSON files to join in step 4).
 # Assumes this package importable (PYTHONPATH), the model store in $LWAYRT_HOME with
 # realesr-animevideov3, and a Python whose torch has CUDA (PYTHON=..., default python3).
 set -uo pipefail
@@ -33,7 +36,7 @@ W=$(mktemp -d)
 if [[ $mode == gpu ]]; then
   "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "error: $PY sees no CUDA GPU; use --cpu-smoke to check the script on a CPU" >&2; exit 2; }
-  dev=cuda; TRAIN=${TRAIN_S:-150}; jobs_a=4; jobs_b=6; qargs=""; targs=(--batch 32 --workers 3)
+  dev=cuda; TRAIN=${TRAIN_S:-150}; jobs_a=4; jobs_b=6; qargs=""; targs=(--batch 32 --workers "${WORKERS:-3}")
 else
   dev=cpu; TRAIN=${TRAIN_S:-6}; jobs_a=2; jobs_b=2
   qargs="--iterations 2 --photos 1 --crop 128 --presets sharpen-jpeg420"
@@ -43,15 +46,21 @@ fi
 echo "gpu_round3: $mode, training ${TRAIN}s, deadline ${DEADLINE}s, $(nproc) CPUs, work in $W" >&2
 SWEEP=("$PY" benchmarks/quality_sweep.py --round3 --device "$dev" --quality-args "$qargs")
 
-# 1. the recipe rows on the shipped stage 1, in the background
-timeout --kill-after=5 "$(left)" "${SWEEP[@]}" --only-round3 default it400 --jobs "$jobs_a" \
-  --out "$W/round3_recipes.json" >"$W/recipes.log" 2>&1 &
-pid_a=$!
+# 1. the recipe rows on the shipped stage 1, in the background (RECIPES= for none)
+read -r -a RECIPE_NAMES <<<"${RECIPES-default it400}"
+pid_a=
+if (( ${#RECIPE_NAMES[@]} )); then
+  timeout --kill-after=5 "$(left)" "${SWEEP[@]}" --only-round3 "${RECIPE_NAMES[@]}" --jobs "$jobs_a" \
+    --out "$W/round3_recipes.json" >"$W/recipes.log" 2>&1 &
+  pid_a=$!
+fi
 
 # 2. the stage-1 candidates, side by side on the GPU, for the same time each
-declare -A S1=([w32]="--width 32" [noskip]="--width 32 --no-skip" [w64]="--width 64")
+declare -A S1=([w32]="--width 32" [noskip]="--width 32 --no-skip" [w64]="--width 64"
+              [noskip-t200]="--width 32 --no-skip" [degae-t200]="--width 64 --no-skip")
+read -r -a NAMES <<<"${S1_NAMES:-w32 noskip w64}"
 pids=()
-for n in w32 noskip w64; do
+for n in "${NAMES[@]}"; do
   # shellcheck disable=SC2086
   timeout --kill-after=5 $(( TRAIN + 75 )) "${LW[@]}" train-degae --out "$W/stage1_$n.safetensors" --log "$W/train_$n.log" \
     --device "$dev" ${S1[$n]} --iters 1000000 --time-limit "$TRAIN" --ckpt-every 250 "${targs[@]}" \
@@ -60,19 +69,19 @@ for n in w32 noskip w64; do
 done
 for p in "${pids[@]}"; do wait "$p"; done
 echo "training done at $(( $(date +%s) - T0 ))s: $(ls "$W"/stage1_*.safetensors 2>/dev/null | wc -l) checkpoint(s)" >&2
-for n in w32 noskip w64; do tail -n 1 "$W/train_$n.out" >&2; done
+for n in "${NAMES[@]}"; do tail -n 1 "$W/train_$n.out" >&2; done
 
 # 3. the candidates through the dev round
-have=(); for n in w32 noskip w64; do [[ -f $W/stage1_$n.safetensors ]] && have+=("s1-$n"); done
+have=(); for n in "${NAMES[@]}"; do [[ -f $W/stage1_$n.safetensors ]] && have+=("s1-$n"); done
 if (( ${#have[@]} )); then
   timeout --kill-after=5 "$(left)" "${SWEEP[@]}" --only-round3 "${have[@]}" --stage1-dir "$W" --jobs "$jobs_b" \
     --out "$W/round3_stage1.json" >"$W/stage1.log" 2>&1
 fi
-wait "$pid_a"
+[[ -n $pid_a ]] && wait "$pid_a"
 echo "sweeps done at $(( $(date +%s) - T0 ))s" >&2
 
 # 4. one file, the rule over every row that finished
-reuse=(); for f in "$W/round3_recipes.json" "$W/round3_stage1.json"; do [[ -f $f ]] && reuse+=("$f"); done
+reuse=(); for f in ${REUSE:-} "$W/round3_recipes.json" "$W/round3_stage1.json"; do [[ -f $f ]] && reuse+=("$f"); done
 if (( ${#reuse[@]} )); then
   "${SWEEP[@]}" --reuse "${reuse[@]}" --join --out "$OUT/quality_dev_sweep_round3.json" \
     2>&1 | tail -n 1 >&2

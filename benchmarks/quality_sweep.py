@@ -96,6 +96,11 @@ ROUND3_VARIANTS = {
     "s1-w32": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_w32.safetensors"],
     "s1-noskip": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_noskip.safetensors"],
     "s1-w64": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_w64.safetensors"],
+    # added after those five ran (the default stayed; both R changes lost fewer dB on the worst crop
+    # than their control): R without the skip trained longer (200 s, two runs sharing the GPU), and
+    # DegAE's R exactly (width 64, no skip)
+    "s1-noskip-t200": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_noskip-t200.safetensors"],
+    "s1-degae-t200": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_degae-t200.safetensors"],
 }
 
 EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
