@@ -56,7 +56,7 @@ if (( ${#RECIPE_NAMES[@]} )); then
 fi
 
 # 2. the stage-1 candidates, side by side on the GPU, for the same time each
-declare -A S1=([w32]="--width 32" [noskip]="--width 32 --no-skip" [w64]="--width 64"
+declare -A S1=([w32]="--width 32 --skip" [noskip]="--width 32 --no-skip" [w64]="--width 64 --skip"
               [noskip-t200]="--width 32 --no-skip" [degae-t200]="--width 64 --no-skip")
 read -r -a NAMES <<<"${S1_NAMES:-w32 noskip w64}"
 pids=()

@@ -22,10 +22,17 @@ each ``BOTH_VARIANTS`` recipe runs in both settings, with the naive baseline und
     than 0.1 dB and its mean Y-PSNR is above the naive baseline's; among those, the highest of the
     smaller of its two mean gains; if none qualifies, the default stays as it is.
 
+``--round3`` (``quality_dev_sweep_round3.json``) runs ``ROUND3_VARIANTS`` by the same rule on a GPU
+(``gpu_round3.sh``, whose two calls on an H200 took 5 minutes each): more iterations, and stage-1
+candidates trained there. The rule picked ``s1-degae-t200`` (R at width 64, no skip); the shipped
+checkpoint stays at width 32 for the stage-2 CPU cost (2.85x per step at width 64), so the one
+shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
+
     .venv/bin/python benchmarks/quality_sweep.py                # ~15 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --jobs 1 --only default anchor0.2-sup3
     .venv/bin/python benchmarks/quality_sweep.py --both         # ~50 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --both --reuse benchmarks/results/quality_dev_sweep_both.json
+    bash benchmarks/gpu_round3.sh OUT                           # --round3, on one GPU (see the script)
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
 rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not

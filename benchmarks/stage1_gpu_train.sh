@@ -4,7 +4,7 @@
 #   bash benchmarks/stage1_gpu_train.sh OUTDIR [SECONDS]        # default 240 s of training per run
 #   bash benchmarks/stage1_gpu_train.sh --cpu-smoke OUTDIR      # the same steps, tiny, on the CPU
 #
-# Three runs of `lwayrt train-degae` share the GPU: the shipped recipe (R width 32, cross-image
+# Three runs of `lwayrt train-degae` share the GPU: the then shipped recipe (R width 32 with input skip, cross-image
 # pairing), DegAE's width 64, and width 32 with same-image pairing (LWay's figure, and what stage 2
 # does: E reads the very image R must rebuild); all at batch 32 with batch synthesis in worker
 # processes (a GPU step is faster than one core's synthesis); `--time-limit` fixes each run's iteration count from its measured rate, and the
@@ -43,7 +43,7 @@ fi
 nproc_=$(nproc 2>/dev/null || echo 2)
 echo "stage1_gpu_train: $mode, ${secs}s per run, batch $batch, $workers workers each, $nproc_ CPUs" >&2
 
-declare -A RUNS=([w32]="--width 32" [w64]="--width 64" [w32same]="--width 32 --pairing same")
+declare -A RUNS=([w32]="--width 32 --skip" [w64]="--width 64 --skip" [w32same]="--width 32 --pairing same --skip")
 NAMES=(w32 w64 w32same)
 pids=()
 for n in "${NAMES[@]}"; do

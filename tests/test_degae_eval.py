@@ -28,8 +28,10 @@ EVAL = EvalConfig(crop=48, crops_per_image=3, draws=10)
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1") / "tiny.safetensors"
+    # R with its input skip: 150 CPU iterations learn enough with it (the shipped no-skip recipe
+    # needs the thousands of a GPU run)
     cfg = TrainConfig(out=str(out), crop=48, batch=4, iters=150, embed_dim=32, width=16, blocks=2,
-                      head_widths=(32, 64, 64), lr=2e-3, ckpt_every=150, seed=0)
+                      head_widths=(32, 64, 64), lr=2e-3, ckpt_every=150, seed=0, skip=True)
     train(cfg)
     return out
 
@@ -90,7 +92,8 @@ def test_shipped_checkpoint_meets_the_stage1_targets():
     """The shipped checkpoint on the evaluation command's own protocol (held-out photos and draws):
     at least 3 dB over the identity baseline and a separation ratio below 0.5 (same-size geometry,
     the one `eval-degae` headlines), and its own embedding beats a shuffled one in both geometries.
-    Measured: +3.53 dB, separation 0.113, ablation gaps +3.2 / +3.0 dB (benchmarks/results/stage1_eval.json)."""
+    Measured: +3.01 dB, separation 0.125, ablation gaps +2.6 / +2.0 dB (benchmarks/results/stage1_eval.json;
+    the earlier skip checkpoint: +3.53 dB, stage1_eval_skip8801.json)."""
     report = evaluate_stage1(load_stage1(), EvalConfig())
     same = report["geometries"]["same_size"]
     assert report["recon_psnr"] - report["identity_psnr"] >= 3.0, same

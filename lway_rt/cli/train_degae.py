@@ -23,8 +23,8 @@ import click
 @click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (512 or 2048).")
 @click.option("--width", type=int, default=32, show_default=True, help="Reconstructor width (DegAE: 64; 32 is 4x cheaper in stage 2).")
 @click.option("--blocks", type=int, default=4, show_default=True, help="Modulated blocks in the reconstructor.")
-@click.option("--skip/--no-skip", default=True, show_default=True,
-              help="Add the clean input to R's output (faster to train; DegAE has no skip).")
+@click.option("--skip/--no-skip", default=False, show_default=True,
+              help="Add the clean input to R's output: trains faster; the shipped checkpoint and DegAE have no skip.")
 @click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True,
               help="Store model whose first layers form the frozen encoder trunk.")
 @click.option("--trunk-layers", type=int, default=2, show_default=True)

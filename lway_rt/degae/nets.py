@@ -107,7 +107,7 @@ class Reconstructor(nn.Module):
         self.embed_dim = embed_dim
         self.width = width
         # skip=True adds the clean input to the output (R predicts the degradation as a residual).
-        # DegAE has no such skip; it is an option because it shortens training a lot on a CPU.
+        # DegAE has no such skip, nor has the shipped checkpoint; it shortens training a lot on a CPU.
         self.skip = skip
         self.conv_first = nn.Conv2d(3, width, 3, 1, 1)
         self.blocks = nn.ModuleList(_ModBlock(width, embed_dim) for _ in range(blocks))

@@ -60,7 +60,9 @@ class TrainConfig:
     embed_dim: int = 512
     width: int = 32
     blocks: int = 4
-    skip: bool = True
+    # no input skip in R, as in DegAE: stage 2 gained as much with it and lost less on its worst crop
+    # (benchmarks/results/quality_dev_sweep_round3.json); skip=True trains faster
+    skip: bool = False
     head_widths: tuple[int, ...] = (128, 256, 512)
     trunk_model: str = "realesr-animevideov3"
     trunk_layers: int = 2
