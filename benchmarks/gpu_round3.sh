@@ -7,7 +7,7 @@
 # 1. At once, on the shipped stage 1: the default recipe and 400 iterations, each in both settings
 #    (one model per mixed folder, one per degradation folder), dev seeds 3-4, with the naive baseline.
 # 2. Beside them, three stage-1 candidates train on the GPU for the same time (TRAIN_S, default 150 s):
-#    the shipped recipe (w32, the control), R without its input skip (noskip), R at width 64 (w64).
+#    the skip recipe shipped until then (w32, the control), R without the skip (noskip), width 64 (w64).
 # 3. Then the three candidates go through the same dev round as stage 1 of stage 2.
 # 4. quality_sweep.py --round3 --reuse joins the rows and applies RULE_BOTH.
 # Each sweep writes its rows as each setting finishes, and everything stops at DEADLINE_S (default

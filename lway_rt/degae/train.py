@@ -60,8 +60,8 @@ class TrainConfig:
     embed_dim: int = 512
     width: int = 32
     blocks: int = 4
-    # no input skip in R, as in DegAE: stage 2 gained as much with it and lost less on its worst crop
-    # (benchmarks/results/quality_dev_sweep_round3.json); skip=True trains faster
+    # R without an input skip, as in DegAE: the stage 2 it drives gained as much as with the skip
+    # checkpoint (benchmarks/results/quality_dev_sweep_round3.json); skip=True trains faster on a CPU
     skip: bool = False
     head_widths: tuple[int, ...] = (128, 256, 512)
     trunk_model: str = "realesr-animevideov3"
