@@ -93,8 +93,8 @@ BOTH_VARIANTS = {
 
 # Round 3 (run on a GPU by gpu_round3.sh): the two levers the first rounds could not try on the CPU,
 # against the current default measured on the same machine. More iterations per folder; and stage-1
-# variants trained there side by side for the same time: the shipped recipe (the control, since it
-# trains for less time than the shipped checkpoint), R without its input skip (DegAE's R), R at
+# variants trained there side by side for the same time: the skip recipe shipped then (the control,
+# since it trains for less time than that checkpoint), R without its input skip (DegAE's R), R at
 # DegAE's width 64. Same rule as round 2; the default stays unless another row qualifies and is higher.
 _DEFAULT = BOTH_VARIANTS["anchor0.2-runtrust2"]
 ROUND3_VARIANTS = {

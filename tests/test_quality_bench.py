@@ -96,3 +96,34 @@ def test_both_settings_rule_needs_every_check_in_both_and_keeps_the_default_othe
     rows["y"]["preset"]["mean_gain_db"] = 0.29
     assert sweep.choose_both(rows, "base") == ("base", {"base": False, "x": False, "y": False, "z": False})
     assert "anchor0.2" in sweep.BOTH_VARIANTS and set(sweep.SETTINGS) == {"all", "preset"}
+
+
+def test_round3_join_applies_the_rule_to_complete_rows_only(tmp_path):
+    """``--round3 --reuse A B --join``: rows of partial runs are joined, the rule sees only variants
+    with both settings, rows whose flags changed are dropped, and nothing is run."""
+    sweep = _load("quality_sweep")
+
+    def row(mean, worst):
+        return {"mean_gain_db": mean, "worst_db": worst, "beats_naive": True}
+
+    v = sweep.ROUND3_VARIANTS
+    a = {"variants": {"default": {"flags": v["default"], "all": row(0.55, -0.06), "preset": row(0.37, -0.04)},
+                      "it400": {"flags": v["it400"], "all": row(0.60, -0.01)}},  # one setting only: killed
+         "machine": {"cpu": "A"}}
+    b = {"variants": {"s1-noskip": {"flags": v["s1-noskip"], "all": row(0.58, -0.05), "preset": row(0.40, -0.09)},
+                      "s1-w64": {"flags": ["--changed"], "all": row(0.9, 0.0), "preset": row(0.9, 0.0)}},
+         "machine": {"cpu": "B"}}
+    for name, data in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps(data))
+    out = tmp_path / "joined.json"
+    sweep.main(["--round3", "--reuse", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--join", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert set(res["variants"]) == {"default", "it400", "s1-noskip"}  # s1-w64's flags no longer match
+    assert res["qualified"] == {"default": True, "s1-noskip": True} and res["chosen"] == "s1-noskip"
+    assert res["complete"] is False and res["machine"] == {"cpu": "A"}
+    assert res["variants"]["s1-noskip"]["reused_from"] == "b.json"
+    # without the reference row nothing is chosen
+    del a["variants"]["default"]
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    sweep.main(["--round3", "--reuse", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--join", "--out", str(out)])
+    assert json.loads(out.read_text())["chosen"] == "default"
