@@ -174,6 +174,18 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     assert res.exit_code == 1 and "--roundtrip" in res.output
 
 
+def test_cli_suggests_skip_on_a_cpu_only_when_the_default_is_left(photo_dir, tmp_path):
+    base = ["train-degae", "--data", str(photo_dir), "--iters", "1", "--crop", "32", "--batch", "2", "--embed-dim", "16",
+            "--width", "8", "--blocks", "2", "--threads", "1"]
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert "--skip trains far faster" in res.output and not load_stage1(tmp_path / "a.safetensors").meta["skip"]
+    for flag in ("--skip", "--no-skip"):  # an explicit choice gets no advice
+        res = CliRunner().invoke(main, [*base, flag, "--out", str(tmp_path / f"b{flag}.safetensors")])
+        assert res.exit_code == 0 and "far faster" not in res.output, res.output
+    assert load_stage1(tmp_path / "b--skip.safetensors").meta["skip"] is True
+
+
 def test_worker_processes_give_the_same_run(photo_dir, tmp_path):
     """--workers only moves batch synthesis into other processes: the batches, so the weights, are the same."""
     kw = dict(data=str(photo_dir), iters=6, ckpt_every=3, lr=1e-3, threads=1, **TINY)

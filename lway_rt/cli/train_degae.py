@@ -66,7 +66,14 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
                       synth=synth, ckpt_every=ckpt_every, threads=threads,
                       workers=workers, time_limit_s=time_limit_s)
 
+    # R without the skip (the default) learns slowly on a CPU: say so once training has started
+    note = ["note: R without an input skip (the shipped recipe) learns slowly on a CPU; --skip trains far faster there"] \
+        if (not skip and not resume and str(device).startswith("cpu")
+            and click.get_current_context().get_parameter_source("skip") == click.core.ParameterSource.DEFAULT) else []
+
     def log(msg: str) -> None:
+        while note:
+            click.echo(note.pop(), err=True)
         if log_path:
             with open(log_path, "a") as f:
                 f.write(msg + "\n")
