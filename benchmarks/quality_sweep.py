@@ -186,7 +186,7 @@ def write_result(out: Path, benchmark: str, argv, per_variant: str, first: dict,
         "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
                   "per_variant": per_variant},
         **fields,
-        "machine": first["machine"], "stage1_sha256": first["stage1"],
+        "machine": first["machine"], **({"stage1_sha256": first["stage1"]} if "stage1" in first else {}),
         "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
     print(f"wrote {out}")
 
@@ -227,19 +227,17 @@ def main_both(args, argv) -> int:
 
 def main_round3(args, argv) -> int:
     """Round 3: ``ROUND3_VARIANTS`` by ``RULE_BOTH``; rows are written as each setting finishes."""
-    import threading
     from concurrent.futures import as_completed
 
     out = Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_round3.json")
-    rows: dict[str, dict] = {}
-    machine: dict = {}
+    rows: dict[str, dict] = {}  # filled on this thread only, as the runs finish
+    machine = None
     for path in args.reuse or []:  # rows of earlier (partial) runs of this round, kept where the flags match
         old = json.loads(Path(path).read_text())
         for n, v in old["variants"].items():
             if n in ROUND3_VARIANTS and v["flags"] == ROUND3_VARIANTS[n]:
                 rows[n] = {**v, "reused_from": Path(path).name}
-                if old.get("machine"):
-                    machine.setdefault("m", old["machine"])
+                machine = machine or old.get("machine")
     names = [] if args.join else [n for n in (args.only_round3 or list(ROUND3_VARIANTS)) if n not in rows]
 
     def flags(n):
@@ -248,26 +246,21 @@ def main_round3(args, argv) -> int:
     missing = [f for n in names for f in flags(n) if f.endswith(".safetensors") and not Path(f).is_file()]
     if missing:
         raise SystemExit(f"stage-1 checkpoint(s) not found: {', '.join(missing)} (--stage1-dir)")
-    lock, t0 = threading.Lock(), time.perf_counter()
+    t0 = time.perf_counter()
 
-    def save():
+    def save() -> str:
         complete = {n: v for n, v in rows.items() if all(s in v for s in SETTINGS)}
         chosen, qualified = choose_both(complete, "default") if complete else ("default", {})
         if "default" not in complete:
             chosen = "default"  # without the reference row nothing is chosen
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "benchmark": "lway_rt stage-2 recipe selection, round 3 (benchmarks/quality_sweep.py --round3)",
-            "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
-            "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
-                      "per_variant": "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS "
-                                     + " ".join(EXTRA_QUALITY_ARGS)},
-            "rule": RULE_BOTH, "complete": sorted(complete) == sorted(set(names) | set(rows)) and not pending,
-            "chosen": chosen, "qualified": qualified, "variants": rows, "machine": machine.get("m"),
-            "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+        write_result(out, "lway_rt stage-2 recipe selection, round 3 (benchmarks/quality_sweep.py --round3)", argv,
+                     "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS "
+                     + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
+                     rule=RULE_BOTH, complete=len(complete) == len(set(names) | set(rows)),
+                     chosen=chosen, qualified=qualified, variants=rows)
+        return f"chosen by the rule: {chosen}  (qualified: {', '.join(k for k, q in qualified.items() if q) or 'none'})"
 
     jobs = [(n, s) for n in names for s in ("preset", "all")]
-    pending = set(jobs)
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_setting, n, flags(n), s, Path(tmp)): (n, s) for n, s in jobs}
         for fut in as_completed(futures):
@@ -276,19 +269,13 @@ def main_round3(args, argv) -> int:
                 res = fut.result()
             except SystemExit as exc:  # one failed run does not lose the others
                 print(exc, file=sys.stderr, flush=True)
-                res = None
-            with lock:
-                pending.discard((n, s))
-                if res is not None:
-                    v = rows.setdefault(n, {"flags": ROUND3_VARIANTS[n]})
-                    v[s] = {**res["row"], "seconds": res["seconds"]}
-                    v["stage1_sha256"], v["stage1_meta"] = res["stage1"], res["stage1_meta"]
-                    machine.setdefault("m", res["machine"])
-                save()
-    save()
-    complete = json.loads(out.read_text())
-    print(f"wrote {out}; chosen by the rule: {complete['chosen']}  (qualified: "
-          f"{', '.join(k for k, q in complete['qualified'].items() if q) or 'none'})")
+                continue
+            v = rows.setdefault(n, {"flags": ROUND3_VARIANTS[n]})
+            v[s] = {**res["row"], "seconds": res["seconds"]}
+            v["stage1_sha256"], v["stage1_meta"] = res["stage1"], res["stage1_meta"]
+            machine = machine or res["machine"]
+            save()
+    print(save())
     return 0
 
 

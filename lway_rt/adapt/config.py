@@ -134,6 +134,9 @@ class AdaptConfig:
         def bad(msg: str):
             raise InputError(f"adapt config: {msg}")
 
+        def weight_ok(v) -> bool:  # a finite number >= 0 (a bool is not one)
+            return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+
         if isinstance(self.trainable, list):
             object.__setattr__(self, "trainable", tuple(self.trainable))
         if isinstance(self.adam_betas, list):
@@ -168,15 +171,13 @@ class AdaptConfig:
             bad("trainable prefixes must be non-empty strings")
         if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 0):
             bad(f"tile must be 0 (one pass), a positive tile size or unset (auto), got {self.tile!r}")
-        if isinstance(self.anchor_trust, bool) or not isinstance(self.anchor_trust, (int, float)) \
-                or not math.isfinite(self.anchor_trust) or self.anchor_trust < 0:
+        if not weight_ok(self.anchor_trust):
             bad(f"anchor_trust must be a finite number >= 0 (0: off), got {self.anchor_trust!r}")
         if self.anchor_trust_scope not in ("image", "run"):
             bad(f"anchor_trust_scope must be image or run, got {self.anchor_trust_scope!r}")
         if self.anchor_weight < 0 or self.guard_factor < 0:
             bad("anchor_weight and guard_factor must be >= 0")
-        if isinstance(self.sup_weight, bool) or not isinstance(self.sup_weight, (int, float)) \
-                or not math.isfinite(self.sup_weight) or self.sup_weight < 0:
+        if not weight_ok(self.sup_weight):
             bad(f"sup_weight must be a finite number >= 0 (0: off), got {self.sup_weight!r}")
         if isinstance(self.sup_data, Path):
             object.__setattr__(self, "sup_data", str(self.sup_data))
