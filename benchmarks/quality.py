@@ -229,6 +229,11 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all", "image"],
                     help="one adapted model per (preset, seed) folder, per seed over all presets' crops, or per crop")
+    ap.add_argument("--adapt-seed-offset", type=int, default=0,
+                    help="adapt with seed (data seed + 100 x this): same crops and degradations, other patch and pair "
+                         "draws (how much of a result is the adaptation's own randomness)")
+    ap.add_argument("--sup-batch", type=int, default=None, help="synthetic pairs a step (default: --batch-size)")
+    ap.add_argument("--ema", type=float, default=0.0, help="adapt --ema: write the weights' moving average (0: off)")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
@@ -275,7 +280,8 @@ def main(argv=None) -> int:
                            **({"anchor_pool": args.anchor_pool} if args.anchor_pool else {}),
                            **({"anchor_trust": args.anchor_trust} if args.anchor_trust is not None else {}),
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
-                           snapshot_every=10**9, eval_every=10**9, device=args.device)
+                           snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
+                           sup_batch=args.sup_batch)
     photos = PHOTOS[: args.photos]
     rows, runs = [], []
     t_all = time.perf_counter()
@@ -304,7 +310,7 @@ def main(argv=None) -> int:
             label = (f"{presets[0]}:{pairs[0][1]}" if only is not None else presets[0]) if len(presets) == 1 \
                 else "all-presets"
             for method in args.methods:
-                cfg = base_cfg.replace(loss=method, seed=seed, sup_data=sup_data)
+                cfg = base_cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data)
                 t0 = time.perf_counter()
                 res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
                                    stage1=stage1 if method == "lway" else None, write_outputs=False)
@@ -339,7 +345,7 @@ def main(argv=None) -> int:
         "protocol": {"photos": list(photos), "crop": args.crop, "presets": args.presets, "seeds": args.seeds,
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
-                     "adapt_device": args.device,
+                     "adapt_device": args.device, "adapt_seed": f"data seed + {100 * args.adapt_seed_offset}",
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
                               else "one model per crop" if args.folder == "image"
                               else "one model per seed over all presets' crops"),

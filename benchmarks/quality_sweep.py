@@ -33,6 +33,13 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --both         # ~50 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --both --reuse benchmarks/results/quality_dev_sweep_both.json
     bash benchmarks/gpu_round3.sh OUT                           # --round3, on one GPU (see the script)
+    .venv/bin/python benchmarks/quality_sweep.py --round4       # ~40 min on 2 cores
+
+``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
+larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
+missed the bar per folder only on its worst crop, so a qualifier must raise the worst crop over both
+settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
+round 3's (same checkpoint, run on the H200).
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
 rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not
@@ -110,6 +117,26 @@ ROUND3_VARIANTS = {
     "s1-degae-t200": [*_DEFAULT, "--stage1", "{stage1_dir}/stage1_degae-t200.safetensors"],
 }
 
+# Round 4 (CPU, ``--round4``, quality_dev_sweep_round4.json): the benchmark missed the bar per
+# degradation folder only on its worst crop (-0.25 dB), and in rounds 2 and 3 the test's worst crop
+# per folder came out 0.16-0.21 dB below the development split's for the chosen recipe, while the
+# mean had margin (+0.39 against +0.3). So this round's variants are ways to make S's 200 noisy
+# steps land more steadily, and its rule, fixed before it ran, ranks qualifiers by the worst crop:
+#   RULE_4: a variant qualifies as in RULE_BOTH; the default (round 3's row for the shipped stage 1,
+#   ``s1-noskip-t200``, run on the H200) is the reference; a qualifying variant replaces it only if
+#   its worst crop over both settings is >= 0.02 dB above the reference's and its smaller mean gain
+#   at most 0.05 dB below; among several such, the highest worst crop.
+RULE_4 = ("a variant qualifies as in RULE_BOTH; it replaces the default (round 3's row of the shipped stage 1) only if "
+          "its worst crop over both settings is >= 0.02 dB above the default's and its smaller mean gain is at most "
+          "0.05 dB below; among several such, the highest worst crop; otherwise the default stays")
+ROUND4_REFERENCE = ("quality_dev_sweep_round3.json", "s1-noskip-t200")
+ROUND4_VARIANTS = {
+    "default": _DEFAULT,
+    "it100": [*_DEFAULT, "--iterations", "100"],  # fewer steps: S moves less
+    "batch8": [*_DEFAULT, "--batch-size", "8"],  # twice the patches (and synthetic pairs) a step: less gradient noise
+    "ema0.98": [*_DEFAULT, "--ema", "0.98"],  # write the running average of S's weights (half-life ~34 steps)
+}
+
 EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
 
 
@@ -177,6 +204,21 @@ def choose_both(rows: dict[str, dict[str, dict]], default: str) -> tuple[str, di
     return max(good, key=lambda k: min(rows[k][s]["mean_gain_db"] for s in SETTINGS)), qualified
 
 
+def choose_round4(rows: dict[str, dict[str, dict]], default: str = "default") -> tuple[str, dict[str, bool]]:
+    """``RULE_4`` over ``rows[variant][setting]`` (``default`` must be among them)."""
+    _, qualified = choose_both(rows, default)
+
+    def worst(k):
+        return min(rows[k][s]["worst_db"] for s in SETTINGS)
+
+    def small_mean(k):
+        return min(rows[k][s]["mean_gain_db"] for s in SETTINGS)
+
+    better = [k for k, q in qualified.items() if q and k != default
+              and worst(k) >= worst(default) + 0.02 and small_mean(k) >= small_mean(default) - 0.05]
+    return (max(better, key=worst) if better else default), qualified
+
+
 def write_result(out: Path, benchmark: str, argv, per_variant: str, first: dict, t0: float, **fields) -> None:
     """The sweep's JSON: what ran, on which split and machine, the rule, the rows and the choice."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -225,23 +267,32 @@ def main_both(args, argv) -> int:
     return 0
 
 
-def main_round3(args, argv) -> int:
-    """Round 3: ``ROUND3_VARIANTS`` by ``RULE_BOTH``; rows are written as each setting finishes."""
+def main_round3(args, argv, round4: bool = False) -> int:
+    """Round 3 (``ROUND3_VARIANTS`` by ``RULE_BOTH``) or 4 (``ROUND4_VARIANTS`` by ``RULE_4``, the default's
+    row taken from round 3); rows are written as each setting finishes."""
     from concurrent.futures import as_completed
 
-    out = Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_round3.json")
+    variants, rule, chooser = (ROUND4_VARIANTS, RULE_4, choose_round4) if round4 else (ROUND3_VARIANTS, RULE_BOTH, choose_both)
+    tag = "round4" if round4 else "round3"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_{tag}.json")
     rows: dict[str, dict] = {}  # filled on this thread only, as the runs finish
     machine = None
+    if round4:  # the reference: round 3's row of the shipped stage 1
+        ref_file, ref_name = ROUND4_REFERENCE
+        ref = json.loads((ROOT / "benchmarks" / "results" / ref_file).read_text())["variants"][ref_name]
+        rows["default"] = {**{k: ref[k] for k in ("all", "preset", "stage1_sha256", "stage1_meta")},
+                           "flags": ROUND4_VARIANTS["default"], "reused_from": f"{ref_file} ({ref_name}, on an H200)"}
     for path in args.reuse or []:  # rows of earlier (partial) runs of this round, kept where the flags match
         old = json.loads(Path(path).read_text())
         for n, v in old["variants"].items():
-            if n in ROUND3_VARIANTS and v["flags"] == ROUND3_VARIANTS[n]:
-                rows[n] = {**v, "reused_from": Path(path).name}
+            if n in variants and v["flags"] == variants[n]:
+                rows[n] = {**v, "reused_from": v.get("reused_from", Path(path).name)}
                 machine = machine or old.get("machine")
-    names = [] if args.join else [n for n in (args.only_round3 or list(ROUND3_VARIANTS)) if n not in rows]
+    only = args.only_round4 if round4 else args.only_round3
+    names = [] if args.join else [n for n in (only or list(variants)) if n not in rows]
 
     def flags(n):
-        return [f.format(stage1_dir=args.stage1_dir) for f in ROUND3_VARIANTS[n]]
+        return [f.format(stage1_dir=args.stage1_dir) for f in variants[n]]
 
     missing = [f for n in names for f in flags(n) if f.endswith(".safetensors") and not Path(f).is_file()]
     if missing:
@@ -250,13 +301,17 @@ def main_round3(args, argv) -> int:
 
     def save() -> str:
         complete = {n: v for n, v in rows.items() if all(s in v for s in SETTINGS)}
-        chosen, qualified = choose_both(complete, "default") if complete else ("default", {})
-        if "default" not in complete:
-            chosen = "default"  # without the reference row nothing is chosen
-        write_result(out, "lway_rt stage-2 recipe selection, round 3 (benchmarks/quality_sweep.py --round3)", argv,
+        if "default" in complete:
+            chosen, qualified = chooser(complete, "default")
+        else:  # without the reference row nothing is chosen
+            chosen, qualified = "default", {}
+        sha = {v["stage1_sha256"] for v in rows.values() if "stage1_sha256" in v and "--stage1" not in v["flags"]}
+        if round4 and len(sha) > 1:
+            raise SystemExit("round 4's rows were made with different shipped stage-1 checkpoints: rerun them all")
+        write_result(out, f"lway_rt stage-2 recipe selection, round {tag[-1]} (benchmarks/quality_sweep.py --{tag})", argv,
                      "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS "
                      + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
-                     rule=RULE_BOTH, complete=len(complete) == len(set(names) | set(rows)),
+                     rule=rule, complete=len(complete) == len(set(names) | set(rows)),
                      chosen=chosen, qualified=qualified, variants=rows)
         return f"chosen by the rule: {chosen}  (qualified: {', '.join(k for k, q in qualified.items() if q) or 'none'})"
 
@@ -270,7 +325,7 @@ def main_round3(args, argv) -> int:
             except SystemExit as exc:  # one failed run does not lose the others
                 print(exc, file=sys.stderr, flush=True)
                 continue
-            v = rows.setdefault(n, {"flags": ROUND3_VARIANTS[n]})
+            v = rows.setdefault(n, {"flags": variants[n]})
             v[s] = {**res["row"], "seconds": res["seconds"]}
             v["stage1_sha256"], v["stage1_meta"] = res["stage1"], res["stage1_meta"]
             machine = machine or res["machine"]
@@ -289,6 +344,8 @@ def main(argv=None) -> int:
                     help="with --both (one file) or --round3: keep the rows of earlier runs whose flags match")
     ap.add_argument("--round3", action="store_true", help="round 3: ROUND3_VARIANTS in both settings, by RULE_BOTH")
     ap.add_argument("--only-round3", nargs="+", choices=sorted(ROUND3_VARIANTS), help="with --round3: these variants only")
+    ap.add_argument("--round4", action="store_true", help="round 4: ROUND4_VARIANTS in both settings, by RULE_4")
+    ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
     ap.add_argument("--device", default="cpu", help="where quality.py adapts (cpu, cuda)")
@@ -296,8 +353,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    if args.round3:
-        return main_round3(args, argv)
+    if args.round3 or args.round4:
+        return main_round3(args, argv, round4=args.round4)
     if args.both:
         if args.reuse:
             args.reuse = args.reuse[0]

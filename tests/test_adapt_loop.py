@@ -215,3 +215,49 @@ def test_anchor_trust_is_measured_once_and_reported_per_image(tmp_path, inputs, 
     # the naive loss has no reconstructor to judge with: the plain anchor, nothing reported
     res = adapt_images(inputs, _desc(_tiny()), cfg.replace(loss="naive"), tmp_path / "naive", write_outputs=False)
     assert all("trust" not in im for im in res.report["images"])
+
+
+def test_ema_writes_the_moving_average_of_the_trajectory(tmp_path, inputs, stage1):
+    """--ema d writes avg_k = d avg_(k-1) + (1 - d) theta_k from avg_0 = the base weights, where theta_k are the
+    weights the same run without averaging reaches after k steps; training itself is unchanged."""
+    base_state = {k: v.clone() for k, v in _tiny(6).state_dict().items()}
+    cfg = AdaptConfig(iterations=4, patch_size=16, batch_size=2, lr=1e-2, snapshot_every=2, guard_factor=0)
+    plain = [adapt_images(inputs, _desc(_tiny(6)), cfg.replace(iterations=k), tmp_path / f"k{k}", stage1=stage1,
+                          write_outputs=False) for k in range(1, 5)]
+    avg = {k: v.clone() for k, v in base_state.items()}
+    for run in plain:
+        for k, v in run.model.state_dict().items():
+            avg[k] = 0.5 * avg[k] + 0.5 * v
+    ema = adapt_images(inputs, _desc(_tiny(6)), cfg.replace(ema=0.5), tmp_path / "ema", stage1=stage1)
+    assert [h["loss"] for h in ema.report["history"]] == [h["loss"] for h in plain[-1].report["history"]]
+    from lway_rt.io.weights import load_state_file
+
+    written, meta = load_state_file(ema.weights)
+    for k, v in written.items():
+        torch.testing.assert_close(v, avg[k], rtol=0, atol=1e-6)
+    assert not torch.equal(written["body.0.weight"], plain[-1].model.state_dict()["body.0.weight"])
+    assert '"ema": 0.5' in meta["recipe"]
+    assert all(torch.equal(v.cpu(), written[k]) for k, v in ema.model.state_dict().items())  # it wrote sr/ too
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(InputError, match="ema must be in"):
+            AdaptConfig(ema=bad)
+
+
+def test_resume_with_ema_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, ema=0.9)
+    full = adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "full", stage1=stage1)
+
+    def interrupt(msg):
+        if msg.startswith("iteration 10/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "part", stage1=stage1, log=interrupt)
+    resumed = adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "part", stage1=stage1, resume=True)
+    assert resumed.report["resumed_from"] == [10]
+    from lway_rt.io.weights import load_state_file
+
+    a, _ = load_state_file(full.weights)
+    b, _ = load_state_file(resumed.weights)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -127,3 +127,57 @@ def test_round3_join_applies_the_rule_to_complete_rows_only(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(a))
     sweep.main(["--round3", "--reuse", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--join", "--out", str(out)])
     assert json.loads(out.read_text())["chosen"] == "default"
+
+
+def test_round4_rule_needs_a_better_worst_crop_and_keeps_the_mean_near_the_default(tmp_path):
+    """RULE_4: a qualifier replaces the default only with a worst crop >= 0.02 dB higher (over both settings)
+    and a smaller mean at most 0.05 dB lower; the default's row comes from round 3's shipped stage 1."""
+    sweep = _load("quality_sweep")
+
+    def r(mean, worst):
+        return {"mean_gain_db": mean, "worst_db": worst, "beats_naive": True}
+
+    rows = {"default": {"all": r(0.55, -0.03), "preset": r(0.38, -0.05)},
+            "a": {"all": r(0.50, -0.02), "preset": r(0.34, -0.04)},  # worst only 0.01 higher
+            "b": {"all": r(0.60, -0.02), "preset": r(0.32, -0.02)},  # smaller mean 0.06 lower
+            "c": {"all": r(0.52, -0.01), "preset": r(0.34, -0.03)},
+            "d": {"all": r(0.52, 0.00), "preset": r(0.29, 0.00)}}  # does not qualify
+    chosen, qualified = sweep.choose_round4(rows)
+    assert chosen == "c" and qualified == {"default": True, "a": True, "b": True, "c": True, "d": False}
+    rows["c"]["preset"]["worst_db"] = -0.04
+    assert sweep.choose_round4(rows)[0] == "default"
+    # the join: the reference row is round 3's, and rows made with another shipped stage 1 are refused
+    ref = json.loads((ROOT / "benchmarks" / "results" / sweep.ROUND4_REFERENCE[0]).read_text())
+    ref_row = ref["variants"][sweep.ROUND4_REFERENCE[1]]
+    mine = {"variants": {"it100": {"flags": sweep.ROUND4_VARIANTS["it100"], "stage1_sha256": ref_row["stage1_sha256"],
+                                   "all": r(0.50, -0.01), "preset": r(0.33, -0.02)}}, "machine": {"cpu": "A"}}
+    (tmp_path / "a.json").write_text(json.dumps(mine))
+    out = tmp_path / "r4.json"
+    sweep.main(["--round4", "--reuse", str(tmp_path / "a.json"), "--join", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["variants"]["default"]["preset"] == ref_row["preset"] and "round3" in res["variants"]["default"]["reused_from"]
+    small_ref = min(ref_row[s]["mean_gain_db"] for s in sweep.SETTINGS)
+    worst_ref = min(ref_row[s]["worst_db"] for s in sweep.SETTINGS)
+    assert res["chosen"] == ("it100" if 0.33 >= small_ref - 0.05 and -0.02 >= worst_ref + 0.02 else "default")
+    mine["variants"]["it100"]["stage1_sha256"] = "0" * 64
+    (tmp_path / "a.json").write_text(json.dumps(mine))
+    with pytest.raises(SystemExit, match="different shipped stage-1"):
+        sweep.main(["--round4", "--reuse", str(tmp_path / "a.json"), "--join", "--out", str(out)])
+
+
+def test_adapt_variance_rule_and_split():
+    """adapt_variance.py: the pick is the highest mean worst crop among variants keeping 80 % of the default's
+    mean gain, the default when none beats it; the test split's seeds are refused."""
+    av = _load("adapt_variance")
+    runs = lambda *pairs: [{"mean_gain_db": m, "worst_db": w, "crops_db": [w, m]} for m, w in pairs]  # noqa: E731
+    s = {k: av.summarise(v) for k, v in {"default": runs((1.0, -0.5), (1.2, 0.1)),  # mean worst -0.2
+                                         "a": runs((0.7, 0.2), (0.8, 0.3)),  # mean 0.75 < 0.8 x 1.1
+                                         "b": runs((0.9, -0.1), (1.0, 0.0)),  # mean worst -0.05
+                                         "c": runs((1.1, -0.6), (1.3, -0.4))}.items()}
+    assert s["default"]["mean_worst_db"] == -0.2 and s["default"]["crops_below_-0.1dB"] == 1
+    assert s["default"]["sd_folder_gain_db"] == pytest.approx(0.1414, abs=1e-4)
+    assert av.choose(s) == "b"
+    s["b"]["mean_worst_db"] = -0.3
+    assert av.choose(s) == "default"
+    with pytest.raises(SystemExit):
+        av.main(["--seeds", "1", "2"])

@@ -91,6 +91,11 @@ class AdaptConfig:
       base + strength * (adapted - base) (network interpolation, as ESRGAN's PSNR/GAN blend and
       Real-ESRGAN's denoise strength do it). 1 keeps the adapted weights; smaller values trade part
       of the gain for a smaller worst case (measured in ``benchmarks/quality.py --blend``).
+    ema: 0 (default) writes S's weights as the last step left them; a decay in (0, 1) writes their
+      exponential moving average instead, ``avg <- ema * avg + (1 - ema) * weights`` after every
+      step, started from the base weights (Polyak averaging: the written model is the centre of the
+      last ~1 / (1 - ema) steps rather than wherever the last noisy step stopped). Snapshots, the
+      ground-truth evaluations and the written weights all use the average; training does not.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -115,6 +120,7 @@ class AdaptConfig:
     sup_batch: int | None = None  # None = batch_size
     sup_degradation: str = "classic"
     strength: float = 1.0
+    ema: float = 0.0  # 0 = off; else the decay of the weights' moving average
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -191,6 +197,8 @@ class AdaptConfig:
         if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
                 or not 0.0 < self.strength <= 1.0:
             bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
+        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0.0 <= self.ema < 1.0:
+            bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
         if self.guard_factor and self.guard_factor <= 1.0:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):

@@ -22,6 +22,7 @@ killed run from the last one (same settings required) and reproduces the uninter
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -307,7 +308,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         snap_in.append(d.lr[..., t:t + c, l:l + c])
 
     def snapshot() -> list[torch.Tensor]:
-        return [torch.from_numpy(_to_uint8(super_resolve(model, x, scale, multiple, 0))) for x in snap_in]
+        with averaged():
+            return [torch.from_numpy(_to_uint8(super_resolve(model, x, scale, multiple, 0))) for x in snap_in]
 
     gt_metrics_before = None
     if gt is not None:
@@ -319,7 +321,24 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
         "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {}, "train_s": 0.0,
         "stopped": None, "resumed_from": [],
+        # --ema: the moving average of the trainable weights, from the base ones (and its copy at the last good check)
+        "ema": [p.detach().clone() for p in params] if config.ema > 0 else None, "good_ema": None,
     }
+
+    @contextlib.contextmanager
+    def averaged():
+        """S with the moving average of its weights in place (--ema), its own weights back afterwards."""
+        if st["ema"] is None:
+            yield
+            return
+        own = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, st["ema"])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, own)
     if resume and ckpt_path.exists():
         ck = _load_checkpoint(ckpt_path)
         if ck.get("fingerprint") != fingerprint:
@@ -330,6 +349,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         gen.set_state(ck["gen"])
         st.update(ck["st"])
         st["snapshots"] = {int(k): v for k, v in st["snapshots"].items()}
+        for key in ("ema", "good_ema"):  # the checkpoint is read onto the CPU
+            if st[key] is not None:
+                st[key] = [t.to(device) for t in st[key]]
         st["resumed_from"] = list(st["resumed_from"]) + [st["it"]]
         _set_lr(opt, st["lr"])
         log(f"resumed from iteration {st['it']}")
@@ -352,6 +374,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                                     "check the inputs and the stage-1 checkpoint")
             model.load_state_dict(st["good_model"])
             opt.load_state_dict(st["good_opt"])
+            if st["ema"] is not None:
+                st["ema"] = [t.clone() for t in st["good_ema"]]
             st["lr"] *= 0.5
             _set_lr(opt, st["lr"])
             st["rollbacks"] += 1
@@ -364,12 +388,16 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             return
         st["best_val"] = val if best is None else min(best, val)
         st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), st["it"]
+        if st["ema"] is not None:
+            st["good_ema"] = [t.clone() for t in st["ema"]]
 
     def gt_check() -> None:
-        psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple, config.tile)
+        with averaged():
+            psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple, config.tile)
+            evaluated = _clone_state(model) if st["best_psnr"] is None or psnr > st["best_psnr"] else None
         st["evals"].append({"it": st["it"], "psnr": psnr, "ssim": ssim})
-        if st["best_psnr"] is None or psnr > st["best_psnr"]:
-            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, _clone_state(model), st["it"], 0
+        if evaluated is not None:
+            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, evaluated, st["it"], 0
         else:
             st["no_improve"] += 1
             if st["no_improve"] >= config.patience:
@@ -418,6 +446,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                 break
             continue
         st["bad_streak"] = 0
+        if st["ema"] is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(st["ema"], [p.detach() for p in params], 1.0 - config.ema)
         done = st["it"] == config.iterations
         if st["it"] % config.guard_every == 0 or done:
             guard_check()
@@ -444,6 +475,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         final_it = st["good_it"]
     else:
         final_it = st["it"] - st["bad_streak"]
+    if st["ema"] is not None and not (gt is not None and st["best_model"] is not None):
+        with torch.no_grad():  # the average (after a rollback: the one kept with the good weights)
+            torch._foreach_copy_(params, st["ema"])
+        log(f"wrote the moving average of the weights (decay {config.ema:g})")
+    st["ema"] = None  # the final weights are in S now: the final snapshot shows them as they are
     if config.strength != 1.0:
         interpolate_weights(model, base_state, config.strength)
         log(f"blended the adapted weights with the base ones at strength {config.strength:g}")

@@ -7,7 +7,7 @@ import click
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
-           "sup_weight", "sup_data", "strength", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "sup_batch", "strength", "ema", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -47,8 +47,12 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
 @click.option("--sup-data", type=click.Path(), default=None,
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
+@click.option("--sup-batch", type=int, default=None,
+              help="Synthetic pairs a step for the --sup-weight term [--batch-size].")
 @click.option("--strength", type=float, default=None,
               help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
+@click.option("--ema", type=float, default=None,
+              help="Write the moving average of the weights over the steps, with this decay (e.g. 0.98) [0: off].")
 @click.option("--guard-factor", type=float, default=None,
               help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
 @click.option("--gt", "gt_dir", type=click.Path(file_okay=False), default=None,
