@@ -39,7 +39,9 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
 missed the bar per folder only on its worst crop, so a qualifier must raise the worst crop over both
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
-round 3's (same checkpoint, run on the H200).
+round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
+pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
+``RULE_5``.
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
 rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not
@@ -136,6 +138,29 @@ ROUND4_VARIANTS = {
     "batch8": [*_DEFAULT, "--batch-size", "8"],  # twice the patches (and synthetic pairs) a step: less gradient noise
     "ema0.98": [*_DEFAULT, "--ema", "0.98"],  # write the running average of S's weights (half-life ~34 steps)
 }
+
+# Round 5 (CPU, ``--round5``, quality_dev_sweep_round5.json): round 4 showed the per-folder worst crop
+# moving by 0.7 dB with the adaptation seed alone (quality_dev_preset_adaptseed*.json), so single rows
+# cannot rank recipes on it. ``adapt_variance.py`` ranks them over several seeds on the development
+# split's sharpen+JPEG folders, where the spread is; its pick then runs here in both settings, and
+#   RULE_5: the pick replaces the default when its row qualifies as in RULE_BOTH (both settings: mean
+#   >= +0.3 dB, worst crop >= -0.1 dB, above naive); otherwise the default stays.
+RULE_5 = ("adapt_variance.py's pick (spread over adaptation seeds) replaces the default when its row here qualifies as "
+          "in RULE_BOTH (both settings: mean >= +0.3 dB, worst crop >= -0.1 dB, above naive); otherwise the default stays")
+VARIANCE_RESULT = ROOT / "benchmarks" / "results" / "adapt_variance.json"
+
+
+def round5_variants() -> dict[str, list[str]]:
+    """The default and adapt_variance.py's pick, with its flags as that run recorded them."""
+    res = json.loads(VARIANCE_RESULT.read_text())
+    return {"default": _DEFAULT, res["chosen"]: res["variants"][res["chosen"]]["flags"]}
+
+
+def choose_round5(rows: dict[str, dict[str, dict]], default: str = "default") -> tuple[str, dict[str, bool]]:
+    _, qualified = choose_both(rows, default)
+    picks = [k for k in rows if k != default]
+    return (picks[0] if picks and qualified[picks[0]] else default), qualified
+
 
 EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
 
@@ -267,28 +292,33 @@ def main_both(args, argv) -> int:
     return 0
 
 
-def main_round3(args, argv, round4: bool = False) -> int:
-    """Round 3 (``ROUND3_VARIANTS`` by ``RULE_BOTH``) or 4 (``ROUND4_VARIANTS`` by ``RULE_4``, the default's
-    row taken from round 3); rows are written as each setting finishes."""
+def main_round3(args, argv, round_no: int = 3) -> int:
+    """Round 3 (``ROUND3_VARIANTS`` by ``RULE_BOTH``), 4 (``ROUND4_VARIANTS`` by ``RULE_4``) or 5 (the spread
+    round's pick by ``RULE_5``), the default's row in rounds 4 and 5 taken from round 3; rows are written as each
+    setting finishes."""
     from concurrent.futures import as_completed
 
-    variants, rule, chooser = (ROUND4_VARIANTS, RULE_4, choose_round4) if round4 else (ROUND3_VARIANTS, RULE_BOTH, choose_both)
-    tag = "round4" if round4 else "round3"
+    variants, rule, chooser = {3: (ROUND3_VARIANTS, RULE_BOTH, choose_both), 4: (ROUND4_VARIANTS, RULE_4, choose_round4),
+                               5: (None, RULE_5, choose_round5)}[round_no]
+    if round_no == 5:
+        variants = round5_variants()
+    tag = f"round{round_no}"
+    ref_from_round3 = round_no >= 4  # the default's row comes from round 3
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_{tag}.json")
     rows: dict[str, dict] = {}  # filled on this thread only, as the runs finish
     machine = None
-    if round4:  # the reference: round 3's row of the shipped stage 1
+    if ref_from_round3:  # the reference: round 3's row of the shipped stage 1
         ref_file, ref_name = ROUND4_REFERENCE
         ref = json.loads((ROOT / "benchmarks" / "results" / ref_file).read_text())["variants"][ref_name]
         rows["default"] = {**{k: ref[k] for k in ("all", "preset", "stage1_sha256", "stage1_meta")},
-                           "flags": ROUND4_VARIANTS["default"], "reused_from": f"{ref_file} ({ref_name}, on an H200)"}
+                           "flags": _DEFAULT, "reused_from": f"{ref_file} ({ref_name}, on an H200)"}
     for path in args.reuse or []:  # rows of earlier (partial) runs of this round, kept where the flags match
         old = json.loads(Path(path).read_text())
         for n, v in old["variants"].items():
             if n in variants and v["flags"] == variants[n]:
                 rows[n] = {**v, "reused_from": v.get("reused_from", Path(path).name)}
                 machine = machine or old.get("machine")
-    only = args.only_round4 if round4 else args.only_round3
+    only = {3: args.only_round3, 4: args.only_round4, 5: None}[round_no]
     names = [] if args.join else [n for n in (only or list(variants)) if n not in rows]
 
     def flags(n):
@@ -306,8 +336,8 @@ def main_round3(args, argv, round4: bool = False) -> int:
         else:  # without the reference row nothing is chosen
             chosen, qualified = "default", {}
         sha = {v["stage1_sha256"] for v in rows.values() if "stage1_sha256" in v and "--stage1" not in v["flags"]}
-        if round4 and len(sha) > 1:
-            raise SystemExit("round 4's rows were made with different shipped stage-1 checkpoints: rerun them all")
+        if ref_from_round3 and len(sha) > 1:
+            raise SystemExit(f"round {round_no}'s rows were made with different shipped stage-1 checkpoints: rerun them all")
         write_result(out, f"lway_rt stage-2 recipe selection, round {tag[-1]} (benchmarks/quality_sweep.py --{tag})", argv,
                      "quality.py --folder {all,preset} --methods naive lway --seeds 3 4 --threads 1 FLAGS "
                      + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
@@ -345,6 +375,7 @@ def main(argv=None) -> int:
     ap.add_argument("--round3", action="store_true", help="round 3: ROUND3_VARIANTS in both settings, by RULE_BOTH")
     ap.add_argument("--only-round3", nargs="+", choices=sorted(ROUND3_VARIANTS), help="with --round3: these variants only")
     ap.add_argument("--round4", action="store_true", help="round 4: ROUND4_VARIANTS in both settings, by RULE_4")
+    ap.add_argument("--round5", action="store_true", help="round 5: adapt_variance.py's pick in both settings, by RULE_5")
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
@@ -353,8 +384,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    if args.round3 or args.round4:
-        return main_round3(args, argv, round4=args.round4)
+    if args.round3 or args.round4 or args.round5:
+        return main_round3(args, argv, round_no=3 if args.round3 else 4 if args.round4 else 5)
     if args.both:
         if args.reuse:
             args.reuse = args.reuse[0]

@@ -181,3 +181,19 @@ def test_adapt_variance_rule_and_split():
     assert av.choose(s) == "default"
     with pytest.raises(SystemExit):
         av.main(["--seeds", "1", "2"])
+
+
+def test_round5_takes_the_spread_rounds_pick_only_when_it_qualifies_in_both_settings():
+    sweep = _load("quality_sweep")
+
+    def r(mean, worst, beats=True):
+        return {"mean_gain_db": mean, "worst_db": worst, "beats_naive": beats}
+
+    rows = {"default": {"all": r(0.55, -0.03), "preset": r(0.38, -0.05)},
+            "pick": {"all": r(0.45, -0.09), "preset": r(0.31, -0.02)}}
+    assert sweep.choose_round5(rows) == ("pick", {"default": True, "pick": True})  # a lower mean is no bar
+    rows["pick"]["preset"] = r(0.31, -0.02, beats=False)
+    assert sweep.choose_round5(rows)[0] == "default"
+    rows["pick"]["preset"] = r(0.29, -0.02)
+    assert sweep.choose_round5(rows)[0] == "default"
+    assert sweep.choose_round5({"default": rows["default"]}) == ("default", {"default": True})
