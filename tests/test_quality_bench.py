@@ -197,3 +197,27 @@ def test_round5_takes_the_spread_rounds_pick_only_when_it_qualifies_in_both_sett
     rows["pick"]["preset"] = r(0.29, -0.02)
     assert sweep.choose_round5(rows)[0] == "default"
     assert sweep.choose_round5({"default": rows["default"]}) == ("default", {"default": True})
+
+
+def test_adapt_trajectory_scores_the_unadapted_model_first_and_every_step(tmp_path):
+    """adapt_trajectory.py at 2 steps: step 0's Y-PSNR is the unadapted backbone's mean over the folder's crops,
+    scored independently here; one score per step after it; the loss parts are recorded."""
+    import numpy as np
+    import torch
+
+    traj = _load("adapt_trajectory")
+    q = _load("quality")
+    out = tmp_path / "t.json"
+    traj.main(["--preset", "box-downscale", "--seed", "3", "--iterations", "2", "--every", "1", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert [e["it"] for e in res["psnr_by_step"]] == [0, 1, 2] and res["adapt_seed"] == 3
+    from lway_rt.adapt.loop import super_resolve
+    from lway_rt.io.store import load_model
+
+    desc = load_model("realesr-animevideov3")
+    pairs = q.make_pairs(q.PHOTOS[:6], "box-downscale", 3, 192, 4)
+    unadapted = np.mean([q.score(super_resolve(desc.model, torch.from_numpy(lr).permute(2, 0, 1)[None], 4, 1, 0)[0]
+                                 .permute(1, 2, 0).numpy(), hr, 4)["psnr"] for _, hr, lr in pairs])
+    assert res["psnr_by_step"][0]["psnr"] == pytest.approx(unadapted, abs=2e-3)
+    assert res["psnr_by_step"][1]["psnr"] != res["psnr_by_step"][0]["psnr"]
+    assert {"loss", "sup", "anchor"} <= set(res["loss_by_step"][-1]) and res["fixed_patch_loss"][0]["it"] == 0

@@ -96,6 +96,8 @@ class AdaptConfig:
       step, started from the base weights (Polyak averaging: the written model is the centre of the
       last ~1 / (1 - ema) steps rather than wherever the last noisy step stopped). Snapshots, the
       ground-truth evaluations and the written weights all use the average; training does not.
+      Off by default: 0.98 lost more on the worst crop than the last step's weights on the
+      development split (``quality_dev_sweep_round4.json``, ``adapt_variance.json``).
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
