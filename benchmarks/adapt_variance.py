@@ -9,7 +9,7 @@ folder mean gain and worst crop, their spread, and the rule's pick (fixed before
     the variant with the highest mean (over the runs) of the run's worst-crop gain, among those
     whose mean folder gain is at least 80 % of the default's; the default if none beats it.
 
-    .venv/bin/python benchmarks/adapt_variance.py --presets sharpen-jpeg420 --offsets 0 1 2   # ~30 min, 2 cores
+    .venv/bin/python benchmarks/adapt_variance.py --presets sharpen-jpeg420 --offsets 0 1 2   # ~22 min, 2 cores
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ VARIANTS = {
     "sup16": [*_DEFAULT, "--sup-batch", "16"],  # 4x the synthetic pairs a step: a less noisy supervised gradient
     "lr2e-5": [*_DEFAULT, "--lr", "2e-5"],  # smaller Adam steps: a smaller random walk
     "ema0.98": [*_DEFAULT, "--ema", "0.98"],  # the weights' moving average
+    # added after those four ran (adapt_variance.json), run beside the default (adapt_variance_soup.json):
+    # the mean weights of three whole adaptations with other seeds (3x the time; a quality.py experiment)
+    "soup3": [*_DEFAULT, "--soup", "3"],
 }
 
 

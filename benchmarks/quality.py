@@ -233,6 +233,8 @@ def main(argv=None) -> int:
                     help="adapt with seed (data seed + 100 x this): same crops and degradations, other patch and pair "
                          "draws (how much of a result is the adaptation's own randomness)")
     ap.add_argument("--sup-batch", type=int, default=None, help="synthetic pairs a step (default: --batch-size)")
+    ap.add_argument("--soup", type=int, default=1,
+                    help="experiment: score the mean weights of K adaptations with other seeds (K x the time)")
     ap.add_argument("--ema", type=float, default=0.0, help="adapt --ema: write the weights' moving average (0: off)")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
@@ -314,8 +316,17 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
                                    stage1=stage1 if method == "lway" else None, write_outputs=False)
-                dt = time.perf_counter() - t0
                 res.model.cpu()  # scored on the CPU, as the unadapted backbone is
+                if args.soup > 1:  # experiment: the mean of K adaptations' weights (other seeds), same inputs
+                    members = [res.model.state_dict()]
+                    for k in range(1, args.soup):
+                        other = adapt_images(images, desc, cfg.replace(seed=cfg.seed + 1000 * k),
+                                             Path(tmp) / f"{label}-{seed}-{method}-{k}",
+                                             stage1=stage1 if method == "lway" else None, write_outputs=False)
+                        members.append(other.model.cpu().state_dict())
+                    res.model.load_state_dict({n: torch.stack([m[n].float() for m in members]).mean(0).to(t.dtype)
+                                               if t.is_floating_point() else t for n, t in members[0].items()})
+                dt = time.perf_counter() - t0
                 for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
                                                          for a in args.blend)]:
                     for key, (_, _, hr, lr) in zip(keys, pairs):
@@ -346,6 +357,7 @@ def main(argv=None) -> int:
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
                      "adapt_device": args.device, "adapt_seed": f"data seed + {100 * args.adapt_seed_offset}",
+                     **({"soup": f"mean weights of {args.soup} adaptations, seeds + 0, 1000, ..."} if args.soup > 1 else {}),
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
                               else "one model per crop" if args.folder == "image"
                               else "one model per seed over all presets' crops"),

@@ -339,6 +339,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         finally:
             with torch.no_grad():
                 torch._foreach_copy_(params, own)
+
     if resume and ckpt_path.exists():
         ck = _load_checkpoint(ckpt_path)
         if ck.get("fingerprint") != fingerprint:
