@@ -152,6 +152,13 @@ def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
     return {"psnr": round(psnr_y(sr, hr, scale), 4), "ssim": round(ssim_y(sr, hr, scale), 5)}
 
 
+def mean_weights(states: list[dict]) -> dict:
+    """The element-wise mean of state dicts of one architecture (a "model soup" of fine-tunes from one base);
+    non-floating-point entries are taken from the first."""
+    return {n: torch.stack([m[n].float() for m in states]).mean(0).to(t.dtype) if t.is_floating_point() else t
+            for n, t in states[0].items()}
+
+
 def machine() -> dict:
     from lway_rt.bench.machine import machine_info, package_versions
 
@@ -324,8 +331,7 @@ def main(argv=None) -> int:
                                              Path(tmp) / f"{label}-{seed}-{method}-{k}",
                                              stage1=stage1 if method == "lway" else None, write_outputs=False)
                         members.append(other.model.cpu().state_dict())
-                    res.model.load_state_dict({n: torch.stack([m[n].float() for m in members]).mean(0).to(t.dtype)
-                                               if t.is_floating_point() else t for n, t in members[0].items()})
+                    res.model.load_state_dict(mean_weights(members))
                 dt = time.perf_counter() - t0
                 for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
                                                          for a in args.blend)]:

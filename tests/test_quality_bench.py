@@ -221,3 +221,15 @@ def test_adapt_trajectory_scores_the_unadapted_model_first_and_every_step(tmp_pa
     assert res["psnr_by_step"][0]["psnr"] == pytest.approx(unadapted, abs=2e-3)
     assert res["psnr_by_step"][1]["psnr"] != res["psnr_by_step"][0]["psnr"]
     assert {"loss", "sup", "anchor"} <= set(res["loss_by_step"][-1]) and res["fixed_patch_loss"][0]["it"] == 0
+
+
+def test_soup_is_the_elementwise_mean_of_the_members():
+    import torch
+
+    q = _load("quality")
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([3])}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([5])}
+    c = {"w": torch.tensor([2.0, 1.0]), "n": torch.tensor([7])}
+    m = q.mean_weights([a, b, c])
+    assert torch.equal(m["w"], torch.tensor([2.0, 3.0])) and torch.equal(m["n"], torch.tensor([3]))
+    assert m["w"].dtype == torch.float32
