@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from quality_sweep import _DEFAULT  # noqa: E402  the shipped recipe's explicit flags
+from quality_sweep import _DEFAULT, run_quality  # noqa: E402  the shipped recipe's explicit flags; one quality.py run
 
 RULE = ("the variant with the highest mean over runs of the run's worst-crop gain, among those whose mean folder gain "
         "is >= 80% of the default's; the default if none beats it")
@@ -42,15 +41,10 @@ VARIANTS = {
 
 
 def run_one(name: str, offset: int, presets: list[str], seeds: list[str], folder: Path, extra: list[str]) -> dict:
-    out = folder / f"{name}-{offset}.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--folder", "preset", "--methods", "lway",
-           "--presets", *presets, "--seeds", *seeds, "--threads", "1", "--adapt-seed-offset", str(offset),
-           *VARIANTS[name], *extra, "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"{name} offset {offset} failed:\n{proc.stderr[-2000:]}")
-    res = json.loads(out.read_text())
+    res = run_quality(f"{name} offset {offset}", folder / f"{name}-{offset}.json",
+                      ["--folder", "preset", "--methods", "lway", "--presets", *presets,
+                       "--adapt-seed-offset", str(offset), *VARIANTS[name], *extra], seeds=seeds)
     runs = []
     for r in res["runs"]:
         crops = [c for c in res["per_image"] if c["preset"] == r["folder"] and c["seed"] == r["seed"]]

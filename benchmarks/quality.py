@@ -321,17 +321,16 @@ def main(argv=None) -> int:
             for method in args.methods:
                 cfg = base_cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data)
                 t0 = time.perf_counter()
-                res = adapt_images(images, desc, cfg, Path(tmp) / f"{label}-{seed}-{method}",
-                                   stage1=stage1 if method == "lway" else None, write_outputs=False)
-                res.model.cpu()  # scored on the CPU, as the unadapted backbone is
-                if args.soup > 1:  # experiment: the mean of K adaptations' weights (other seeds), same inputs
-                    members = [res.model.state_dict()]
-                    for k in range(1, args.soup):
-                        other = adapt_images(images, desc, cfg.replace(seed=cfg.seed + 1000 * k),
-                                             Path(tmp) / f"{label}-{seed}-{method}-{k}",
-                                             stage1=stage1 if method == "lway" else None, write_outputs=False)
-                        members.append(other.model.cpu().state_dict())
-                    res.model.load_state_dict(mean_weights(members))
+                # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
+                members = [adapt_images(images, desc, cfg.replace(seed=cfg.seed + 1000 * k),
+                                        Path(tmp) / f"{label}-{seed}-{method}-{k}",
+                                        stage1=stage1 if method == "lway" else None, write_outputs=False)
+                           for k in range(args.soup)]
+                res = members[0]
+                for m in members:
+                    m.model.cpu()  # scored on the CPU, as the unadapted backbone is
+                if len(members) > 1:
+                    res.model.load_state_dict(mean_weights([m.model.state_dict() for m in members]))
                 dt = time.perf_counter() - t0
                 for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
                                                          for a in args.blend)]:

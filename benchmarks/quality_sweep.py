@@ -165,9 +165,9 @@ def choose_round5(rows: dict[str, dict[str, dict]], default: str = "default") ->
 EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
 
 
-def run_quality(label: str, out: Path, quality_flags: list[str]) -> dict:
-    """``quality.py`` on the development seeds, one thread, in a child process; its result JSON."""
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *quality_flags, "--seeds", *DEV_SEEDS,
+def run_quality(label: str, out: Path, quality_flags: list[str], seeds=DEV_SEEDS) -> dict:
+    """``quality.py`` on the development seeds (or ``seeds``), one thread, in a child process; its result JSON."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *quality_flags, "--seeds", *seeds,
            "--threads", "1", *EXTRA_QUALITY_ARGS, "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
@@ -226,7 +226,12 @@ def choose_both(rows: dict[str, dict[str, dict]], default: str) -> tuple[str, di
     good = [k for k, q in qualified.items() if q]
     if not good:
         return default, qualified
-    return max(good, key=lambda k: min(rows[k][s]["mean_gain_db"] for s in SETTINGS)), qualified
+    return max(good, key=lambda k: smaller_mean(rows[k])), qualified
+
+
+def smaller_mean(row: dict[str, dict]) -> float:
+    """The smaller of a variant's mean gains over the two settings."""
+    return min(row[s]["mean_gain_db"] for s in SETTINGS)
 
 
 def choose_round4(rows: dict[str, dict[str, dict]], default: str = "default") -> tuple[str, dict[str, bool]]:
@@ -236,11 +241,8 @@ def choose_round4(rows: dict[str, dict[str, dict]], default: str = "default") ->
     def worst(k):
         return min(rows[k][s]["worst_db"] for s in SETTINGS)
 
-    def small_mean(k):
-        return min(rows[k][s]["mean_gain_db"] for s in SETTINGS)
-
-    better = [k for k, q in qualified.items() if q and k != default
-              and worst(k) >= worst(default) + 0.02 and small_mean(k) >= small_mean(default) - 0.05]
+    better = [k for k, q in qualified.items() if q and k != default and worst(k) >= worst(default) + 0.02
+              and smaller_mean(rows[k]) >= smaller_mean(rows[default]) - 0.05]
     return (max(better, key=worst) if better else default), qualified
 
 
@@ -298,10 +300,8 @@ def main_round3(args, argv, round_no: int = 3) -> int:
     setting finishes."""
     from concurrent.futures import as_completed
 
-    variants, rule, chooser = {3: (ROUND3_VARIANTS, RULE_BOTH, choose_both), 4: (ROUND4_VARIANTS, RULE_4, choose_round4),
-                               5: (None, RULE_5, choose_round5)}[round_no]
-    if round_no == 5:
-        variants = round5_variants()
+    rule, chooser = {3: (RULE_BOTH, choose_both), 4: (RULE_4, choose_round4), 5: (RULE_5, choose_round5)}[round_no]
+    variants = round5_variants() if round_no == 5 else ROUND4_VARIANTS if round_no == 4 else ROUND3_VARIANTS
     tag = f"round{round_no}"
     ref_from_round3 = round_no >= 4  # the default's row comes from round 3
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_{tag}.json")
@@ -371,17 +371,17 @@ def main(argv=None) -> int:
     ap.add_argument("--both", action="store_true", help="round 2: BOTH_VARIANTS in both settings, with naive, by RULE_BOTH")
     ap.add_argument("--only-both", nargs="+", choices=sorted(BOTH_VARIANTS), help="with --both: these variants only")
     ap.add_argument("--reuse", nargs="+", default=None,
-                    help="with --both (one file) or --round3: keep the rows of earlier runs whose flags match")
+                    help="with --both (one file) or --round3/4/5: keep the rows of earlier runs whose flags match")
     ap.add_argument("--round3", action="store_true", help="round 3: ROUND3_VARIANTS in both settings, by RULE_BOTH")
     ap.add_argument("--only-round3", nargs="+", choices=sorted(ROUND3_VARIANTS), help="with --round3: these variants only")
     ap.add_argument("--round4", action="store_true", help="round 4: ROUND4_VARIANTS in both settings, by RULE_4")
     ap.add_argument("--round5", action="store_true", help="round 5: adapt_variance.py's pick in both settings, by RULE_5")
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
-    ap.add_argument("--join", action="store_true", help="with --round3 --reuse: run nothing, join the rows, apply the rule")
+    ap.add_argument("--join", action="store_true", help="with --round3/4/5 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
     ap.add_argument("--device", default="cpu", help="where quality.py adapts (cpu, cuda)")
     ap.add_argument("--quality-args", default="", help="more quality.py arguments for every run (a script's smoke test)")
-    ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json]")
+    ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
     if args.round3 or args.round4 or args.round5:

@@ -142,8 +142,11 @@ class AdaptConfig:
         def bad(msg: str):
             raise InputError(f"adapt config: {msg}")
 
-        def weight_ok(v) -> bool:  # a finite number >= 0 (a bool is not one)
-            return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+        def is_number(v) -> bool:  # an int or a float (a bool is not one)
+            return not isinstance(v, bool) and isinstance(v, (int, float))
+
+        def weight_ok(v) -> bool:  # a finite number >= 0
+            return is_number(v) and math.isfinite(v) and v >= 0
 
         if isinstance(self.trainable, list):
             object.__setattr__(self, "trainable", tuple(self.trainable))
@@ -196,10 +199,9 @@ class AdaptConfig:
         if self.sup_batch is not None and (not isinstance(self.sup_batch, int) or isinstance(self.sup_batch, bool)
                                            or self.sup_batch < 1):
             bad(f"sup_batch must be a positive integer or unset (= batch_size), got {self.sup_batch!r}")
-        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) \
-                or not 0.0 < self.strength <= 1.0:
+        if not is_number(self.strength) or not 0.0 < self.strength <= 1.0:
             bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
-        if isinstance(self.ema, bool) or not isinstance(self.ema, (int, float)) or not 0.0 <= self.ema < 1.0:
+        if not is_number(self.ema) or not 0.0 <= self.ema < 1.0:
             bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
         if self.guard_factor and self.guard_factor <= 1.0:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")

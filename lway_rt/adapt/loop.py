@@ -449,7 +449,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         st["bad_streak"] = 0
         if st["ema"] is not None:
             with torch.no_grad():
-                torch._foreach_lerp_(st["ema"], [p.detach() for p in params], 1.0 - config.ema)
+                torch._foreach_lerp_(st["ema"], params, 1.0 - config.ema)
         done = st["it"] == config.iterations
         if st["it"] % config.guard_every == 0 or done:
             guard_check()
