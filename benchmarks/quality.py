@@ -243,6 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--soup", type=int, default=1,
                     help="experiment: score the mean weights of K adaptations with other seeds (K x the time)")
     ap.add_argument("--ema", type=float, default=0.0, help="adapt --ema: write the weights' moving average (0: off)")
+    ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="adapt --lr-schedule")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
                            **({"anchor_trust": args.anchor_trust} if args.anchor_trust is not None else {}),
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
-                           sup_batch=args.sup_batch)
+                           sup_batch=args.sup_batch, lr_schedule=args.lr_schedule)
     photos = PHOTOS[: args.photos]
     rows, runs = [], []
     t_all = time.perf_counter()

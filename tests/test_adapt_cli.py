@@ -94,13 +94,14 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     out = tmp_path / "naive"
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "-m",
                        str(files / "tiny.safetensors"), "-o", str(out), "--loss", "naive", "--mode", "per-image",
-                       "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "--trainable", "body.2,body.3", "-q"])
+                       "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "--trainable", "body.2,body.3", "--lr-schedule", "cosine", "-q"])
     assert code == 0, text
     summary = json.loads((out / "report.json").read_text())
     assert [r["name"] for r in summary["runs"]] == ["rgb", "grey"]
     for name in ("rgb", "grey"):
         rep = json.loads((out / name / "report.json").read_text())
         assert rep["stage1"] is None and rep["config"]["trainable"] == ["body.2", "body.3"]
+        assert rep["config"]["lr_schedule"] == "cosine" and rep["history"][-1]["lr"] < rep["history"][0]["lr"]
         assert (out / name / "sr" / f"{name}.png").is_file()
 
 

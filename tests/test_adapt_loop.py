@@ -261,3 +261,38 @@ def test_resume_with_ema_reproduces_the_uninterrupted_run(tmp_path, inputs, stag
     b, _ = load_state_file(resumed.weights)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_cosine_lr_schedule_scales_each_step_and_resumes_exactly(tmp_path, inputs, stage1):
+    """--lr-schedule cosine takes step i (0-based) with lr (1 + cos(pi i / N)) / 2; constant keeps lr; a resumed
+    cosine run continues the schedule where it stopped and writes the uninterrupted run's weights."""
+    import math
+
+    from lway_rt.io.weights import load_state_file
+
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, guard_factor=0)
+    const = adapt_images(inputs, _desc(_tiny(8)), cfg, tmp_path / "const", stage1=stage1, write_outputs=False)
+    assert [h["lr"] for h in const.report["history"]] == [1e-3] * 12
+    cos_cfg = cfg.replace(lr_schedule="cosine")
+    full = adapt_images(inputs, _desc(_tiny(8)), cos_cfg, tmp_path / "full", stage1=stage1)
+    lrs = [h["lr"] for h in full.report["history"]]
+    assert lrs == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * i / 12)) for i in range(12)], rel=1e-12)
+    assert lrs[0] == 1e-3 and lrs[-1] < 0.02 * 1e-3
+    # same first step (same lr), then the runs part
+    assert full.report["history"][0]["loss"] == const.report["history"][0]["loss"]
+    assert any(not torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), const.model.state_dict().values()))
+
+    def interrupt(msg):
+        if msg.startswith("iteration 10/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt_images(inputs, _desc(_tiny(8)), cos_cfg, tmp_path / "part", stage1=stage1, log=interrupt)
+    resumed = adapt_images(inputs, _desc(_tiny(8)), cos_cfg, tmp_path / "part", stage1=stage1, resume=True)
+    assert resumed.report["resumed_from"] == [10]
+    assert [h["lr"] for h in resumed.report["history"]] == lrs
+    a, meta = load_state_file(full.weights)
+    b, _ = load_state_file(resumed.weights)
+    assert all(torch.equal(a[k], b[k]) for k in a) and '"lr_schedule": "cosine"' in meta["recipe"]
+    with pytest.raises(InputError, match="unknown lr_schedule"):
+        AdaptConfig(lr_schedule="linear")

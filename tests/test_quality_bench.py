@@ -233,3 +233,25 @@ def test_soup_is_the_elementwise_mean_of_the_members():
     m = q.mean_weights([a, b, c])
     assert torch.equal(m["w"], torch.tensor([2.0, 3.0])) and torch.equal(m["n"], torch.tensor([3]))
     assert m["w"].dtype == torch.float32
+
+
+def test_round6_counts_passing_runs_over_seeds_and_keeps_the_default_on_a_tie():
+    """RULE_6: the candidate needs more of its six runs (3 seeds x 2 settings) passing mean >= 0.3 and worst >= -0.1
+    than the default, with its mean over the runs at most 0.05 dB below the default's."""
+    sweep = _load("quality_sweep")
+
+    def runs(*pairs):
+        keys = [f"{s}@{o}" for o in sweep.ROUND6_OFFSETS for s in sweep.SETTINGS]
+        return {k: {"mean_gain_db": m, "worst_db": w} for k, (m, w) in zip(keys, pairs)}
+
+    default = runs((0.55, -0.03), (0.38, -0.05), (0.50, -0.05), (0.40, -0.07), (0.45, -0.2), (0.20, -0.77))  # 4 pass
+    cand = runs((0.50, -0.02), (0.35, -0.04), (0.48, -0.01), (0.31, -0.09), (0.40, -0.08), (0.29, -0.05))  # 5 pass
+    chosen, summary = sweep.choose_round6({"default": default, "cosine": cand})
+    assert summary["default"]["passed"] == 4 and summary["cosine"]["passed"] == 5 and chosen == "cosine"
+    assert summary["default"]["mean_gain_db"] == pytest.approx(0.4133, abs=1e-4) and summary["default"]["min_worst_db"] == -0.77
+    cand["preset@2"]["mean_gain_db"] = 0.31  # 6 pass, still chosen
+    assert sweep.choose_round6({"default": default, "cosine": cand})[0] == "cosine"
+    for k in cand:  # the mean falls more than 0.05 dB below the default's: no
+        cand[k]["mean_gain_db"] = 0.305
+    assert sweep.choose_round6({"default": default, "cosine": cand})[0] == "default"
+    assert sweep.choose_round6({"default": default, "cosine": default})[0] == "default"  # a tie keeps the default

@@ -17,12 +17,13 @@ from typing import Any
 from lway_rt.errors import InputError
 from lway_rt.export.encoder_backend import BACKENDS as ENCODER_BACKENDS  # torch, onnxruntime, tensorrt
 
-__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "TRAINABLE_PRESETS", "load_toml_defaults"]
+__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "TRAINABLE_PRESETS", "load_toml_defaults"]
 
 LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr", "lr-recon")
 MODES = ("folder", "per-image")
 SUP_DEGRADATIONS = ("lr", "classic")
+LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE_PRESETS = ("all", "body")
 
 
@@ -98,12 +99,18 @@ class AdaptConfig:
       ground-truth evaluations and the written weights all use the average; training does not.
       Off by default: 0.98 lost more on the worst crop than the last step's weights on the
       development split (``quality_dev_sweep_round4.json``, ``adapt_variance.json``).
+    lr_schedule: ``constant`` (default) keeps Adam's learning rate at ``lr`` for every step; ``cosine``
+      scales the step taken after ``i`` steps by ``(1 + cos(pi i / iterations)) / 2`` (SGDR's cosine
+      annealing without restarts): full steps at first, ever smaller ones towards the end, so the
+      written weights are not wherever the last full-size noisy step left them. The drift guard's
+      and the NaN handling's halvings multiply it.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
 
     iterations: int = 200
     lr: float = 5e-5
+    lr_schedule: str = "constant"
     patch_size: int = 32  # LR pixels
     batch_size: int = 4
     trainable: str | tuple[str, ...] = "all"
@@ -159,6 +166,8 @@ class AdaptConfig:
                 bad(f"{name} must be a positive integer, got {v!r}")
         if not (0.0 < self.lr < 1.0):
             bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default, 2e-6 suits large models")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.patch_size < 4:
             bad(f"patch_size {self.patch_size} is too small: use 16 or more LR pixels")
         if self.loss not in LOSSES:
@@ -212,6 +221,12 @@ class AdaptConfig:
     def sup_batch_size(self) -> int:
         """Synthetic pairs per step (``sup_batch``, or ``batch_size`` when unset)."""
         return self.batch_size if self.sup_batch is None else self.sup_batch
+
+    def lr_factor(self, step: int) -> float:
+        """The schedule's factor on ``lr`` for the step taken after ``step`` steps (0-based)."""
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * step / self.iterations))
+        return 1.0
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

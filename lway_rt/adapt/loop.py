@@ -426,9 +426,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                 batch.anchor_scale = trust[batch.index]
         if sup_pairs is not None:
             batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
+        step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
+        _set_lr(opt, step_lr)
         m = fast_adapt_step(model, opt, batch, recon, config, speed)
         st["it"] += 1
-        rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": st["lr"]}
+        rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
         for part in ("anchor", "sup"):
             if part in m:
                 rec[part] = m[part]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
-_FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
+_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
            "sup_weight", "sup_data", "sup_batch", "strength", "ema", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
@@ -21,6 +21,8 @@ _FIELDS = ("iterations", "lr", "patch_size", "batch_size", "mode", "target", "lo
               help="TOML file with defaults ([adapt] table); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+              help="constant, or cosine annealing from --lr towards 0 over the iterations [constant].")
 @click.option("--patch-size", type=int, default=None, help="LR patch side in pixels [32].")
 @click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
