@@ -175,8 +175,17 @@ RULE_6 = ("over adaptation seed offsets 0, 1, 2 in both settings (six runs, LWay
           ">= +0.3 dB and its worst crop >= -0.1 dB; the candidate replaces the default when it passes in more runs than "
           "the default and its mean gain averaged over the six runs is at most 0.05 dB below the default's; otherwise the "
           "default stays")
+RULE_7 = RULE_6 + "; among several candidates that beat it, the most passing runs, then the higher mean"
 ROUND6_OFFSETS = (0, 1, 2)
 ROUND6_VARIANTS = {"default": _DEFAULT, "cosine": [*_DEFAULT, "--lr-schedule", "cosine"]}
+# Round 7 (CPU, ``--round7 --reuse quality_dev_sweep_round6.json``: the default's six runs come from round 6, same
+# machine and code): which of S's parameters train, the one lever of the issue's list not yet measured. Both
+# candidates keep realesr-animevideov3's output layers fixed: ``body`` trains every conv but the first and the last
+# (``--trainable body``), ``input-half`` only the input side, the first 9 convs and their activations (body.0-17,
+# 298k of the 621k weights), where features of the degraded input are formed. Same rule (RULE_6; among several
+# candidates that beat the default, the most passing runs, then the higher mean).
+ROUND7_VARIANTS = {"default": _DEFAULT, "body": [*_DEFAULT, "--trainable", "body"],
+                   "input-half": [*_DEFAULT, "--trainable", ",".join(f"body.{i}." for i in range(18))]}
 
 
 def round6_summary(runs: dict[str, dict]) -> dict:
@@ -213,21 +222,23 @@ def run_seed_setting(name: str, flags: list[str], setting: str, offset: int, fol
     return {"row": row, "machine": res["machine"], "stage1": res["stage1"]["sha256"]}
 
 
-def main_round6(args, argv) -> int:
+def main_round6(args, argv, round_no: int = 6) -> int:
+    """Rounds 6 and 7: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6``."""
     from concurrent.futures import as_completed
 
-    out = Path(args.out or ROOT / "benchmarks" / "results" / "quality_dev_sweep_round6.json")
+    variants = ROUND7_VARIANTS if round_no == 7 else ROUND6_VARIANTS
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_round{round_no}.json")
     keys = [f"{s}@{o}" for o in ROUND6_OFFSETS for s in SETTINGS]
-    rows: dict[str, dict] = {n: {} for n in ROUND6_VARIANTS}
+    rows: dict[str, dict] = {n: {} for n in variants}
     machine, sha = None, set()
     for path in args.reuse or []:  # runs of earlier (partial) runs of this round, kept where the flags match
         old = json.loads(Path(path).read_text())
         for n, v in old["variants"].items():
-            if n in ROUND6_VARIANTS and v["flags"] == ROUND6_VARIANTS[n]:
+            if n in variants and v["flags"] == variants[n]:
                 rows[n].update({k: {**r, "reused_from": r.get("reused_from", Path(path).name)} for k, r in v["runs"].items()})
                 machine = machine or old.get("machine")
                 sha.add(old["stage1_sha256"])
-    jobs = [] if args.join else [(n, k) for k in keys for n in ROUND6_VARIANTS if k not in rows[n]]
+    jobs = [] if args.join else [(n, k) for k in keys for n in variants if k not in rows[n]]
     jobs.sort(key=lambda j: not j[1].startswith("preset"))  # the long per-folder runs first
     t0 = time.perf_counter()
 
@@ -235,16 +246,16 @@ def main_round6(args, argv) -> int:
         complete = all(set(v) == set(keys) for v in rows.values())
         chosen, summary = choose_round6(rows) if complete else ("default", {})
         if len(sha) > 1:
-            raise SystemExit("round 6's runs were made with different stage-1 checkpoints: rerun them all")
-        write_result(out, "lway_rt stage-2 recipe selection, round 6 (benchmarks/quality_sweep.py --round6)", argv,
+            raise SystemExit(f"round {round_no}'s runs were made with different stage-1 checkpoints: rerun them all")
+        write_result(out, f"lway_rt stage-2 recipe selection, round {round_no} (benchmarks/quality_sweep.py --round{round_no})", argv,
                      "quality.py --folder {all,preset} --methods lway --seeds 3 4 --threads 1 --adapt-seed-offset "
                      "{0,1,2} FLAGS " + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
-                     rule=RULE_6, complete=complete, chosen=chosen, summary=summary, stage1_sha256=next(iter(sha), None),
-                     variants={n: {"flags": ROUND6_VARIANTS[n], "runs": dict(sorted(v.items()))} for n, v in rows.items()})
+                     rule=RULE_7 if round_no == 7 else RULE_6, complete=complete, chosen=chosen, summary=summary, stage1_sha256=next(iter(sha), None),
+                     variants={n: {"flags": variants[n], "runs": dict(sorted(v.items()))} for n, v in rows.items()})
         return f"chosen by the rule: {chosen}" + ("" if complete else " (incomplete: the default stays)")
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_seed_setting, n, ROUND6_VARIANTS[n], k.split("@")[0], int(k.split("@")[1]),
+        futures = {pool.submit(run_seed_setting, n, variants[n], k.split("@")[0], int(k.split("@")[1]),
                                Path(tmp)): (n, k) for n, k in jobs}
         for fut in as_completed(futures):
             n, k = futures[fut]
@@ -480,6 +491,8 @@ def main(argv=None) -> int:
     ap.add_argument("--round5", action="store_true", help="round 5: adapt_variance.py's pick in both settings, by RULE_5")
     ap.add_argument("--round6", action="store_true",
                     help="round 6: ROUND6_VARIANTS over adaptation seed offsets 0-2 in both settings, by RULE_6")
+    ap.add_argument("--round7", action="store_true",
+                    help="round 7: ROUND7_VARIANTS (trainable subsets) like round 6; --reuse round 6's JSON for the default")
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3/4/5/6 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
@@ -488,8 +501,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    if args.round6:
-        return main_round6(args, argv)
+    if args.round6 or args.round7:
+        return main_round6(args, argv, round_no=7 if args.round7 else 6)
     if args.round3 or args.round4 or args.round5:
         return main_round3(args, argv, round_no=3 if args.round3 else 4 if args.round4 else 5)
     if args.both:
