@@ -103,7 +103,10 @@ class AdaptConfig:
       scales the step taken after ``i`` steps by ``(1 + cos(pi i / iterations)) / 2`` (SGDR's cosine
       annealing without restarts): full steps at first, ever smaller ones towards the end, so the
       written weights are not wherever the last full-size noisy step left them. The drift guard's
-      and the NaN handling's halvings multiply it.
+      and the NaN handling's halvings multiply it. Off by default: over three adaptation seeds in
+      both settings on the development split it passed the quality bar in 0 of 6 runs against the
+      default's 3 (``quality_dev_sweep_round6.json``); it steadies a folder's gain across seeds but
+      one sharpen+JPEG crop then loses 0.33-0.48 dB in every run.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
