@@ -34,6 +34,8 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --both --reuse benchmarks/results/quality_dev_sweep_both.json
     bash benchmarks/gpu_round3.sh OUT                           # --round3, on one GPU (see the script)
     .venv/bin/python benchmarks/quality_sweep.py --round4       # ~40 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --round6       # ~43 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --round7 --reuse benchmarks/results/quality_dev_sweep_round6.json
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -41,7 +43,8 @@ missed the bar per folder only on its worst crop, so a qualifier must raise the 
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
 round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
 pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
-``RULE_5``.
+``RULE_5``. ``--round6`` and ``--round7`` (``quality_dev_sweep_round{6,7}.json``) run each recipe over three
+adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``).
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
 rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not
