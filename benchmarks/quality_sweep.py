@@ -225,10 +225,25 @@ def run_seed_setting(name: str, flags: list[str], setting: str, offset: int, fol
     return {"row": row, "machine": res["machine"], "stage1": res["stage1"]["sha256"]}
 
 
-def main_round6(args, argv, round_no: int = 6) -> int:
-    """Rounds 6 and 7: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6``."""
+def finished(calls: dict, jobs: int):
+    """Run each ``key: (function, *args)`` of ``calls`` on ``jobs`` threads; yield ``(key, result)`` as each run
+    finishes. A run that fails (``SystemExit`` from ``run_quality``) is reported on stderr and skipped, so one failed
+    run does not lose the others."""
     from concurrent.futures import as_completed
 
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(fn, *fargs): key for key, (fn, *fargs) in calls.items()}
+        for fut in as_completed(futures):
+            try:
+                res = fut.result()
+            except SystemExit as exc:
+                print(exc, file=sys.stderr, flush=True)
+                continue
+            yield futures[fut], res
+
+
+def main_round6(args, argv, round_no: int = 6) -> int:
+    """Rounds 6 and 7: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6``."""
     variants = ROUND7_VARIANTS if round_no == 7 else ROUND6_VARIANTS
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_round{round_no}.json")
     keys = [f"{s}@{o}" for o in ROUND6_OFFSETS for s in SETTINGS]
@@ -245,7 +260,7 @@ def main_round6(args, argv, round_no: int = 6) -> int:
     jobs.sort(key=lambda j: not j[1].startswith("preset"))  # the long per-folder runs first
     t0 = time.perf_counter()
 
-    def save() -> str:
+    def save() -> tuple[str, dict]:
         complete = all(set(v) == set(keys) for v in rows.values())
         chosen, summary = choose_round6(rows) if complete else ("default", {})
         if len(sha) > 1:
@@ -255,24 +270,19 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                      "{0,1,2} FLAGS " + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
                      rule=RULE_7 if round_no == 7 else RULE_6, complete=complete, chosen=chosen, summary=summary, stage1_sha256=next(iter(sha), None),
                      variants={n: {"flags": variants[n], "runs": dict(sorted(v.items()))} for n, v in rows.items()})
-        return f"chosen by the rule: {chosen}" + ("" if complete else " (incomplete: the default stays)")
+        return f"chosen by the rule: {chosen}" + ("" if complete else " (incomplete: the default stays)"), summary
 
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_seed_setting, n, variants[n], k.split("@")[0], int(k.split("@")[1]),
-                               Path(tmp)): (n, k) for n, k in jobs}
-        for fut in as_completed(futures):
-            n, k = futures[fut]
-            try:
-                res = fut.result()
-            except SystemExit as exc:  # one failed run does not lose the others
-                print(exc, file=sys.stderr, flush=True)
-                continue
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = {(n, k): (run_seed_setting, n, variants[n], k.split("@")[0], int(k.split("@")[1]), Path(tmp))
+                 for n, k in jobs}
+        for (n, k), res in finished(calls, args.jobs):
             rows[n][k] = res["row"]
             machine = machine or res["machine"]
             sha.add(res["stage1"])
             save()
-    print(save())
-    for n, v in choose_round6(rows)[1].items() if all(set(v) == set(keys) for v in rows.values()) else ():
+    message, summary = save()
+    print(message)
+    for n, v in summary.items():
         print(f"{n:8s} passed {v['passed']}/{v['runs']}, mean {v['mean_gain_db']:+.3f} dB, worst crop: mean "
               f"{v['mean_worst_db']:+.3f}, min {v['min_worst_db']:+.3f}")
     return 0
@@ -414,8 +424,6 @@ def main_round3(args, argv, round_no: int = 3) -> int:
     """Round 3 (``ROUND3_VARIANTS`` by ``RULE_BOTH``), 4 (``ROUND4_VARIANTS`` by ``RULE_4``) or 5 (the spread
     round's pick by ``RULE_5``), the default's row in rounds 4 and 5 taken from round 3; rows are written as each
     setting finishes."""
-    from concurrent.futures import as_completed
-
     rule, chooser = {3: (RULE_BOTH, choose_both), 4: (RULE_4, choose_round4), 5: (RULE_5, choose_round5)}[round_no]
     variants = round5_variants() if round_no == 5 else ROUND4_VARIANTS if round_no == 4 else ROUND3_VARIANTS
     tag = f"round{round_no}"
@@ -461,16 +469,9 @@ def main_round3(args, argv, round_no: int = 3) -> int:
                      chosen=chosen, qualified=qualified, variants=rows)
         return f"chosen by the rule: {chosen}  (qualified: {', '.join(k for k, q in qualified.items() if q) or 'none'})"
 
-    jobs = [(n, s) for n in names for s in ("preset", "all")]
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_setting, n, flags(n), s, Path(tmp)): (n, s) for n, s in jobs}
-        for fut in as_completed(futures):
-            n, s = futures[fut]
-            try:
-                res = fut.result()
-            except SystemExit as exc:  # one failed run does not lose the others
-                print(exc, file=sys.stderr, flush=True)
-                continue
+    with tempfile.TemporaryDirectory() as tmp:
+        calls = {(n, s): (run_setting, n, flags(n), s, Path(tmp)) for n in names for s in ("preset", "all")}
+        for (n, s), res in finished(calls, args.jobs):
             v = rows.setdefault(n, {"flags": variants[n]})
             v[s] = {**res["row"], "seconds": res["seconds"]}
             v["stage1_sha256"], v["stage1_meta"] = res["stage1"], res["stage1_meta"]

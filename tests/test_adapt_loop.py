@@ -13,6 +13,7 @@ from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.archs.srvgg import SRVGGNetCompact
 from lway_rt.errors import InputError
 from lway_rt.io.images import resize_bicubic
+from lway_rt.io.weights import load_state_file
 
 class FaultySRVGG(SRVGGNetCompact):
     """A real SRVGGNetCompact whose training forwards return NaN on chosen calls (fault injection)."""
@@ -57,6 +58,26 @@ def _weights(result_model_state):
     return {k: v.clone() for k, v in result_model_state.items()}
 
 
+
+def _interrupt_at(it, inputs, model_seed, cfg, out, stage1):
+    """Run ``adapt_images`` into ``out`` and stop it with Ctrl-C (KeyboardInterrupt) at iteration ``it``'s log line."""
+    def interrupt(msg):
+        if msg.startswith(f"iteration {it}/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt_images(inputs, _desc(_tiny(model_seed)), cfg, out, stage1=stage1, log=interrupt)
+
+
+def _assert_same_weights(a_path, b_path) -> dict:
+    """The two written weight files hold bit-identical tensors; returns the first's metadata."""
+    a, meta = load_state_file(a_path)
+    b, _ = load_state_file(b_path)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    return meta
+
+
 def test_transient_nan_is_skipped_and_lowers_lr(tmp_path, inputs, stage1):
     desc = _desc(_tiny(cls=FaultySRVGG, bad_calls={3, 4}))
     cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, guard_every=4)
@@ -67,8 +88,6 @@ def test_transient_nan_is_skipped_and_lowers_lr(tmp_path, inputs, stage1):
     assert skipped == [3, 4]
     assert rep["history"][-1]["lr"] == pytest.approx(1e-3 / 4)
     assert any("non-finite loss" in e for e in rep["events"])
-    from lway_rt.io.weights import load_state_file
-
     state, meta = load_state_file(res.weights)
     assert all(torch.isfinite(v).all() for v in state.values())
     assert meta["base_sha256"] == rep["model"]["base_sha256"]
@@ -82,12 +101,7 @@ def test_persistent_nan_stops_with_last_good_weights(tmp_path, inputs, stage1):
     assert rep["final_iteration"] == 5
     # the weights written are exactly those after 5 good steps of the same run
     clean = adapt_images(inputs, _desc(_tiny()), cfg.replace(iterations=5), tmp_path / "b", stage1=stage1)
-    from lway_rt.io.weights import load_state_file
-
-    a, _ = load_state_file(faulty.weights)
-    b, _ = load_state_file(clean.weights)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _assert_same_weights(faulty.weights, clean.weights)
 
 
 def test_drift_guard_rolls_back_a_diverging_run(tmp_path, inputs, stage1):
@@ -129,13 +143,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     full = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "full", stage1=stage1)
     # an interrupted run: Ctrl-C (KeyboardInterrupt) right after iteration 10's checkpoint
     part_dir = tmp_path / "part"
-
-    def interrupt(msg):
-        if msg.startswith("iteration 10/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, log=interrupt)
+    _interrupt_at(10, inputs, 3, cfg, part_dir, stage1)
     assert (part_dir / CHECKPOINT).exists() and not (part_dir / "adapted.safetensors").exists()
     with pytest.raises(InputError, match="--resume"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1)
@@ -144,12 +152,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
     assert not (part_dir / CHECKPOINT).exists()
-    from lway_rt.io.weights import load_state_file
-
-    a, _ = load_state_file(full.weights)
-    b, _ = load_state_file(resumed.weights)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _assert_same_weights(full.weights, resumed.weights)
     assert [h["loss"] for h in full.report["history"]] == [h["loss"] for h in resumed.report["history"]]
 
 
@@ -174,8 +177,6 @@ def test_lr_recon_target_embeds_the_lr_itself(tmp_path, inputs, stage1):
 
 def test_strength_writes_the_interpolated_weights(tmp_path, inputs, stage1):
     """strength s writes base + s (adapted - base) of the same run, and its SR images come from those weights."""
-    from lway_rt.io.weights import load_state_file
-
     base = _tiny(5)
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     cfg = AdaptConfig(iterations=6, patch_size=16, batch_size=2, lr=1e-2, snapshot_every=3)
@@ -230,8 +231,6 @@ def test_ema_writes_the_moving_average_of_the_trajectory(tmp_path, inputs, stage
             avg[k] = 0.5 * avg[k] + 0.5 * v
     ema = adapt_images(inputs, _desc(_tiny(6)), cfg.replace(ema=0.5), tmp_path / "ema", stage1=stage1)
     assert [h["loss"] for h in ema.report["history"]] == [h["loss"] for h in plain[-1].report["history"]]
-    from lway_rt.io.weights import load_state_file
-
     written, meta = load_state_file(ema.weights)
     for k, v in written.items():
         torch.testing.assert_close(v, avg[k], rtol=0, atol=1e-6)
@@ -246,29 +245,16 @@ def test_ema_writes_the_moving_average_of_the_trajectory(tmp_path, inputs, stage
 def test_resume_with_ema_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, ema=0.9)
     full = adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "full", stage1=stage1)
-
-    def interrupt(msg):
-        if msg.startswith("iteration 10/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "part", stage1=stage1, log=interrupt)
+    _interrupt_at(10, inputs, 7, cfg, tmp_path / "part", stage1)
     resumed = adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "part", stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
-    from lway_rt.io.weights import load_state_file
-
-    a, _ = load_state_file(full.weights)
-    b, _ = load_state_file(resumed.weights)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _assert_same_weights(full.weights, resumed.weights)
 
 
 def test_cosine_lr_schedule_scales_each_step_and_resumes_exactly(tmp_path, inputs, stage1):
     """--lr-schedule cosine takes step i (0-based) with lr (1 + cos(pi i / N)) / 2; constant keeps lr; a resumed
     cosine run continues the schedule where it stopped and writes the uninterrupted run's weights."""
     import math
-
-    from lway_rt.io.weights import load_state_file
 
     cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, guard_factor=0)
     const = adapt_images(inputs, _desc(_tiny(8)), cfg, tmp_path / "const", stage1=stage1, write_outputs=False)
@@ -282,17 +268,11 @@ def test_cosine_lr_schedule_scales_each_step_and_resumes_exactly(tmp_path, input
     assert full.report["history"][0]["loss"] == const.report["history"][0]["loss"]
     assert any(not torch.equal(a, b) for a, b in zip(full.model.state_dict().values(), const.model.state_dict().values()))
 
-    def interrupt(msg):
-        if msg.startswith("iteration 10/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        adapt_images(inputs, _desc(_tiny(8)), cos_cfg, tmp_path / "part", stage1=stage1, log=interrupt)
+    _interrupt_at(10, inputs, 8, cos_cfg, tmp_path / "part", stage1)
     resumed = adapt_images(inputs, _desc(_tiny(8)), cos_cfg, tmp_path / "part", stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
     assert [h["lr"] for h in resumed.report["history"]] == lrs
-    a, meta = load_state_file(full.weights)
-    b, _ = load_state_file(resumed.weights)
-    assert all(torch.equal(a[k], b[k]) for k in a) and '"lr_schedule": "cosine"' in meta["recipe"]
+    meta = _assert_same_weights(full.weights, resumed.weights)
+    assert '"lr_schedule": "cosine"' in meta["recipe"]
     with pytest.raises(InputError, match="unknown lr_schedule"):
         AdaptConfig(lr_schedule="linear")
