@@ -249,10 +249,15 @@ def main(argv=None) -> int:
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu",
-                    help="where the adaptation runs (cpu, cuda); every score is computed on the CPU either way")
+                    help="where the adaptation runs (cpu, cuda); every score is computed on --score-device")
+    ap.add_argument("--score-device", default="cpu",
+                    help="where every model (unadapted too) makes the images that are scored; on cuda, in full fp32 "
+                         "(TF32 off, adaptation included), for large backbones a CPU core scores slowly")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.score_device != "cpu":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     from lway_rt.adapt.config import AdaptConfig
 
     if args.sup_weight is None:
@@ -292,6 +297,12 @@ def main(argv=None) -> int:
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
                            sup_batch=args.sup_batch, lr_schedule=args.lr_schedule)
+    def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
+        """``net``'s x4 image of one LR crop (HxWx3 float), made on --score-device, as HxWx3 float on the CPU."""
+        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).to(args.score_device)
+        with torch.no_grad():
+            return super_resolve(net.to(args.score_device), x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).cpu().numpy()
+
     photos = PHOTOS[: args.photos]
     rows, runs = [], []
     t_all = time.perf_counter()
@@ -315,8 +326,7 @@ def main(argv=None) -> int:
             for key, (_, _, hr, lr) in zip(keys, pairs):
                 x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
                 per[key]["bicubic"] = score(bicubic_up(x, scale)[0].permute(1, 2, 0).numpy(), hr, scale)
-                per[key]["unadapted"] = score(super_resolve(desc.model, x, scale, desc.size_multiple, 0)[0]
-                                              .permute(1, 2, 0).numpy(), hr, scale)
+                per[key]["unadapted"] = score(upscaled(desc.model, lr), hr, scale)
             label = (f"{presets[0]}:{pairs[0][1]}" if only is not None else presets[0]) if len(presets) == 1 \
                 else "all-presets"
             for method in args.methods:
@@ -329,16 +339,14 @@ def main(argv=None) -> int:
                            for k in range(args.soup)]
                 res = members[0]
                 for m in members:
-                    m.model.cpu()  # scored on the CPU, as the unadapted backbone is
+                    m.model.to(args.score_device)  # scored where the unadapted backbone is
                 if len(members) > 1:
                     res.model.load_state_dict(mean_weights([m.model.state_dict() for m in members]))
                 dt = time.perf_counter() - t0
                 for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
                                                          for a in args.blend)]:
                     for key, (_, _, hr, lr) in zip(keys, pairs):
-                        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
-                        sr = super_resolve(net, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
-                        per[key][name] = score(sr, hr, scale)
+                        per[key][name] = score(upscaled(net, lr), hr, scale)
                 runs.append({"folder": label, "seed": seed, "method": method, "images": len(images),
                              "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
                              "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
@@ -362,7 +370,9 @@ def main(argv=None) -> int:
         "protocol": {"photos": list(photos), "crop": args.crop, "presets": args.presets, "seeds": args.seeds,
                      "lr_generation": "Pillow bicubic x1/4 (uint8), then the preset at LR size",
                      "metric": "Y (BT.601) PSNR/SSIM, 4-px border cropped", "stopping": "fixed iterations, no ground truth",
-                     "adapt_device": args.device, "adapt_seed": f"data seed + {100 * args.adapt_seed_offset}",
+                     "adapt_device": args.device,
+                     **({"score_device": f"{args.score_device} (fp32, TF32 off)"} if args.score_device != "cpu" else {}),
+                     "adapt_seed": f"data seed + {100 * args.adapt_seed_offset}",
                      **({"soup": f"mean weights of {args.soup} adaptations, seeds + 0, 1000, ..."} if args.soup > 1 else {}),
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
                               else "one model per crop" if args.folder == "image"
@@ -402,21 +412,37 @@ def print_summary(result: dict) -> None:
 
 
 def merge(out: str, parts: list[str]) -> int:
-    """One results file from runs split by seed (same protocol and recipe): rows joined, summary recomputed."""
+    """One results file from runs split by seed (same protocol and recipe): rows joined, summary recomputed.
+
+    Runs with one model per (preset, seed) folder or per crop may also be split by preset, since their
+    folders never mix presets; a (preset, seed) present in two files is refused."""
     results = [json.loads(Path(p).read_text()) for p in parts]
     first = results[0]
+    by_preset = not first["protocol"]["mode"].startswith("one model per seed")  # folders hold one preset
+    free = ("seeds", "presets") if by_preset else ("seeds",)
     for r in results[1:]:
         for key in ("model", "stage1", "adapt_config"):
             if {k: v for k, v in (r[key] or {}).items() if k != "seed"} != \
                     {k: v for k, v in (first[key] or {}).items() if k != "seed"}:
                 raise SystemExit(f"--merge: {key} differs between {parts[0]} and the other files")
-        if {k: v for k, v in r["protocol"].items() if k != "seeds"} != {k: v for k, v in first["protocol"].items() if k != "seeds"}:
-            raise SystemExit(f"--merge: the protocols differ (other than the seeds)")
+        if {k: v for k, v in r["protocol"].items() if k not in free} != \
+                {k: v for k, v in first["protocol"].items() if k not in free}:
+            raise SystemExit(f"--merge: the protocols differ (other than the {' and '.join(free)})")
+        if list(r["mean"]) != list(first["mean"]):
+            raise SystemExit(f"--merge: the methods differ between {parts[0]} and the other files")
+    seen = set()
+    for p, r in zip(parts, results):
+        for pair in {(row["preset"], row["seed"]) for row in r["per_image"]}:
+            if pair in seen:
+                raise SystemExit(f"--merge: preset {pair[0]}, seed {pair[1]} is in {p} and an earlier file")
+            seen.add(pair)
     rows = [row for r in results for row in r["per_image"]]
+    presets = list(dict.fromkeys(pr for r in results for pr in r["protocol"]["presets"]))
+    seeds = list(dict.fromkeys(s for r in results for s in r["protocol"]["seeds"]))
     merged = {**first, "command": f"python benchmarks/quality.py --merge {out} " + " ".join(parts),
               "merged_from": [{"file": p, "command": r["command"]} for p, r in zip(parts, results)],
-              "protocol": {**first["protocol"], "seeds": [s for r in results for s in r["protocol"]["seeds"]]},
-              **summarize(rows, list(first["mean"]), first["protocol"]["presets"]),
+              "protocol": {**first["protocol"], "seeds": seeds, "presets": presets},
+              **summarize(rows, list(first["mean"]), presets),
               "runs": [run for r in results for run in r["runs"]], "per_image": rows,
               "total_seconds": round(sum(r["total_seconds"] for r in results), 1)}
     Path(out).write_text(json.dumps(merged, indent=1) + "\n")

@@ -79,6 +79,30 @@ def test_runs_split_by_seed_merge_into_the_joint_run(tmp_path):
         quality.merge(str(tmp_path / "x.json"), [str(tmp_path / "b.json"), str(tmp_path / "c.json")])
 
 
+def test_per_folder_runs_split_by_preset_merge_into_the_joint_run(tmp_path):
+    import torch
+
+    quality = _load("quality")
+    common = ["--threads", str(torch.get_num_threads()), "--photos", "1", "--crop", "96", "--patch-size", "16",
+              "--iterations", "2", "--seeds", "1", "--methods", "naive", "lway", "--folder", "preset",
+              "--sup-photos", "camera"]
+    for presets, name in ((["box-downscale"], "a"), (["motion-blur"], "b"), (["box-downscale", "motion-blur"], "ab")):
+        quality.main([*common, "--presets", *presets, "--out", str(tmp_path / f"{name}.json")])
+    quality.merge(str(tmp_path / "m.json"), [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    merged, joint = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "ab.json"))
+    for key in ("n_crops", "mean", "mean_psnr_by_preset", "gain_over_unadapted", "done_when", "per_image"):
+        assert merged[key] == joint[key], key
+    assert merged["protocol"]["presets"] == ["box-downscale", "motion-blur"] and merged["protocol"]["seeds"] == [1]
+    with pytest.raises(SystemExit, match="box-downscale, seed 1 is in"):
+        quality.merge(str(tmp_path / "x.json"), [str(tmp_path / "a.json"), str(tmp_path / "ab.json")])
+    # a mixed folder's model saw every preset: such runs are split by seed only
+    for r in ("a", "b"):
+        quality.main([*common[:-4], "--folder", "all", "--sup-photos", "camera",
+                      "--presets", "box-downscale" if r == "a" else "motion-blur", "--out", str(tmp_path / f"all_{r}.json")])
+    with pytest.raises(SystemExit, match="other than the seeds"):
+        quality.merge(str(tmp_path / "y.json"), [str(tmp_path / "all_a.json"), str(tmp_path / "all_b.json")])
+
+
 def test_both_settings_rule_needs_every_check_in_both_and_keeps_the_default_otherwise():
     sweep = _load("quality_sweep")
 
