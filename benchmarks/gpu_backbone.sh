@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quality benchmark on a second, larger backbone, on one NVIDIA GPU in one call of under 10 minutes.
+# The quality benchmark on a second, larger backbone, on one NVIDIA GPU, in calls of under 10 minutes.
 #
 #   bash benchmarks/gpu_backbone.sh OUTDIR              # on the GPU machine
 #   bash benchmarks/gpu_backbone.sh --cpu-smoke OUTDIR  # the same steps, tiny and on the CPU: checks the script
@@ -10,9 +10,14 @@
 # (one model per mixed folder; one per degradation folder) and over adaptation seed offsets 0, 1, 2.
 # Nothing is chosen from these numbers: they report how the recipe fixed on the compact backbone carries.
 # Each run is split into units (one quality.py process per seed, and per preset in the per-folder
-# setting), JOBS (default 8) at a time, in the order offset 0, 1, 2; everything stops at DEADLINE_S
-# (default 470 s after the start). Scoring runs on the GPU in full fp32 (--score-device cuda; a CPU
-# core would take ~3 s per crop with this backbone); if a first tiny unit fails on it, the CPU scores.
+# setting), JOBS (default 2) at a time, in the order offset 0, 1, 2, mixed folders first; everything
+# stops at DEADLINE_S (default 470 s after the start). SETTINGS (default "all preset") and OFFSETS
+# (default "0 1 2") pick the runs. Measured on an H200 (fp32): the GPU is the bottleneck, ~7 adaptation
+# steps a second in all whether 2 processes share it (0.30 s a step each) or 10 (1.4 s), so one run
+# takes ~2.2 min in the mixed setting (2 seeds x 2 methods x 200 steps) and ~8 min per folder (8
+# folders x 2 x 200): the whole grid is ~30 min, several calls. Scoring runs on the GPU in full fp32
+# (--score-device cuda; a CPU core would take ~3 s per crop with this backbone); if a first tiny unit
+# fails on it, the CPU scores.
 # Then each (setting, offset) whose units all finished is merged (quality.py --merge) into
 # quality_<MODEL>_<all|preset>_adaptseed<offset>.json. OUTDIR receives results.tgz (units, merged
 # files, logs, nvidia-smi) and summary.txt.
@@ -21,7 +26,7 @@
 set -uo pipefail
 mode=gpu
 if [[ ${1:-} == --cpu-smoke ]]; then mode=cpu; shift; fi
-if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
+if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 OUT=$1
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
@@ -36,7 +41,7 @@ W=$(mktemp -d); mkdir -p "$W/units" "$W/logs" "$W/merged"
 if [[ $mode == gpu ]]; then
   "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
     || { echo "error: $PY sees no CUDA GPU; use --cpu-smoke to check the script on a CPU" >&2; exit 2; }
-  dev=(--device cuda --score-device cuda); JOBS=${JOBS:-8}; qargs=()
+  dev=(--device cuda --score-device cuda); JOBS=${JOBS:-2}; qargs=()
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$W/logs/nvidia_smi.log" 2>&1
 else
   dev=(--device cpu); JOBS=${JOBS:-2}
@@ -45,6 +50,7 @@ fi
 PRESETS=(motion-blur box-downscale sharpen-jpeg420 resize-sensor-noise)
 SEEDS=(1 2)
 OFFSETS=(${OFFSETS:-0 1 2})
+SETTINGS=" ${SETTINGS:-all preset} "
 echo "gpu_backbone: $mode, $MODEL, $JOBS jobs, deadline ${DEADLINE}s, $(nproc) CPUs, work in $W" >&2
 
 unit() {  # NAME ARGS...: one quality.py process, stopped at the deadline
@@ -68,10 +74,12 @@ rm -f "$W/units/preflight.json"
 # 1. every unit, JOBS at a time, offset 0 first
 for o in "${OFFSETS[@]}"; do
   for s in "${SEEDS[@]}"; do
+    [[ $SETTINGS == *" all "* ]] || break
     while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
     unit "all_o${o}_s${s}" --folder all --seeds "$s" --adapt-seed-offset "$o" &
   done
   for p in "${PRESETS[@]}"; do
+    [[ $SETTINGS == *" preset "* ]] || break
     for s in "${SEEDS[@]}"; do
       while (( $(jobs -rp | wc -l) >= JOBS )); do wait -n; done
       unit "preset_o${o}_${p}_s${s}" --folder preset --presets "$p" --seeds "$s" --adapt-seed-offset "$o" &
@@ -83,7 +91,7 @@ echo "units done at $(( $(date +%s) - T0 ))s" >&2
 
 # 2. one file per (setting, offset) whose units all finished
 for o in "${OFFSETS[@]}"; do
-  for setting in all preset; do
+  for setting in $SETTINGS; do
     parts=()
     if [[ $setting == all ]]; then for s in "${SEEDS[@]}"; do parts+=("$W/units/all_o${o}_s${s}.json"); done
     else for p in "${PRESETS[@]}"; do for s in "${SEEDS[@]}"; do parts+=("$W/units/preset_o${o}_${p}_s${s}.json"); done; done; fi
