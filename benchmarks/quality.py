@@ -228,7 +228,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sup-weight", type=float, default=None,
                     help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) "
                          "[the adapt default; 0: off]")
-    ap.add_argument("--sup-degradation", default=None, choices=["lr", "classic"],
+    ap.add_argument("--sup-degradation", default=None, choices=["lr", "classic", "stage1"],
                     help="how the supervised pairs' LR is made [the adapt default]")
     ap.add_argument("--sup-photos", default=",".join(SUP_PHOTOS),
                     help="comma list of scikit-image photos for those pairs; none may be an evaluated photo (with --photos 7 "
@@ -330,7 +330,9 @@ def main(argv=None) -> int:
             label = (f"{presets[0]}:{pairs[0][1]}" if only is not None else presets[0]) if len(presets) == 1 \
                 else "all-presets"
             for method in args.methods:
-                cfg = base_cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data)
+                # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
+                no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
+                cfg = base_cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
                 t0 = time.perf_counter()
                 # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
                 members = [adapt_images(images, desc, cfg.replace(seed=cfg.seed + 1000 * k),

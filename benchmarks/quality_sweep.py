@@ -36,6 +36,7 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --round4       # ~40 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --round6       # ~43 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --round7 --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round8 --reuse benchmarks/results/quality_dev_sweep_round6.json
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -43,8 +44,8 @@ missed the bar per folder only on its worst crop, so a qualifier must raise the 
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
 round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
 pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
-``RULE_5``. ``--round6`` and ``--round7`` (``quality_dev_sweep_round{6,7}.json``) run each recipe over three
-adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``).
+``RULE_5``. ``--round6``, ``--round7`` and ``--round8`` (``quality_dev_sweep_round{6,7,8}.json``) run each recipe
+over three adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``).
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
 rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not
@@ -189,6 +190,13 @@ ROUND6_VARIANTS = {"default": _DEFAULT, "cosine": [*_DEFAULT, "--lr-schedule", "
 # candidates that beat the default, the most passing runs, then the higher mean).
 ROUND7_VARIANTS = {"default": _DEFAULT, "body": [*_DEFAULT, "--trainable", "body"],
                    "input-half": [*_DEFAULT, "--trainable", ",".join(f"body.{i}." for i in range(18))]}
+# Round 8 (CPU, ``--round8 --reuse quality_dev_sweep_round6.json``, the default's runs from round 6): the supervised
+# term's pairs degraded by stage 1 itself (``--sup-degradation stage1``: R with the embedding of one of the run's
+# images applied to the clean HR crop, then x4 down) instead of the generic classic pipeline. In every run of
+# rounds 6-7 the worst crop lost where the supervised term's classic degradations and the LWay term pull S apart
+# (README, Quality); with pairs made by the same R, both terms describe one degradation. Rule: RULE_6.
+ROUND8_VARIANTS = {"default": _DEFAULT, "sup-stage1": [*_DEFAULT, "--sup-degradation", "stage1"]}
+ROUNDS_6_TO_8 = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6)}
 
 
 def round6_summary(runs: dict[str, dict]) -> dict:
@@ -243,8 +251,8 @@ def finished(calls: dict, jobs: int):
 
 
 def main_round6(args, argv, round_no: int = 6) -> int:
-    """Rounds 6 and 7: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6``."""
-    variants = ROUND7_VARIANTS if round_no == 7 else ROUND6_VARIANTS
+    """Rounds 6 to 8: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6`` (7: ``RULE_7``)."""
+    variants, rule = ROUNDS_6_TO_8[round_no]
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_round{round_no}.json")
     keys = [f"{s}@{o}" for o in ROUND6_OFFSETS for s in SETTINGS]
     rows: dict[str, dict] = {n: {} for n in variants}
@@ -268,7 +276,7 @@ def main_round6(args, argv, round_no: int = 6) -> int:
         write_result(out, f"lway_rt stage-2 recipe selection, round {round_no} (benchmarks/quality_sweep.py --round{round_no})", argv,
                      "quality.py --folder {all,preset} --methods lway --seeds 3 4 --threads 1 --adapt-seed-offset "
                      "{0,1,2} FLAGS " + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
-                     rule=RULE_7 if round_no == 7 else RULE_6, complete=complete, chosen=chosen, summary=summary, stage1_sha256=next(iter(sha), None),
+                     rule=rule, complete=complete, chosen=chosen, summary=summary, stage1_sha256=next(iter(sha), None),
                      variants={n: {"flags": variants[n], "runs": dict(sorted(v.items()))} for n, v in rows.items()})
         return f"chosen by the rule: {chosen}" + ("" if complete else " (incomplete: the default stays)"), summary
 
@@ -497,6 +505,8 @@ def main(argv=None) -> int:
                     help="round 6: ROUND6_VARIANTS over adaptation seed offsets 0-2 in both settings, by RULE_6")
     ap.add_argument("--round7", action="store_true",
                     help="round 7: ROUND7_VARIANTS (trainable subsets) like round 6; --reuse round 6's JSON for the default")
+    ap.add_argument("--round8", action="store_true",
+                    help="round 8: ROUND8_VARIANTS (stage-1-degraded supervised pairs) like round 6; --reuse round 6's JSON")
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3/4/5/6 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
@@ -505,8 +515,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    if args.round6 or args.round7:
-        return main_round6(args, argv, round_no=7 if args.round7 else 6)
+    if args.round6 or args.round7 or args.round8:
+        return main_round6(args, argv, round_no=8 if args.round8 else 7 if args.round7 else 6)
     if args.round3 or args.round4 or args.round5:
         return main_round3(args, argv, round_no=3 if args.round3 else 4 if args.round4 else 5)
     if args.both:

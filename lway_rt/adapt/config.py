@@ -22,7 +22,7 @@ __all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "TRAINAB
 LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr", "lr-recon")
 MODES = ("folder", "per-image")
-SUP_DEGRADATIONS = ("lr", "classic")
+SUP_DEGRADATIONS = ("lr", "classic", "stage1")
 LR_SCHEDULES = ("constant", "cosine")
 TRAINABLE_PRESETS = ("all", "body")
 
@@ -88,6 +88,11 @@ class AdaptConfig:
       degradation model, JPEG((x * k) down + n); blur kernels then act at the scale SR networks are
       trained on). Default ``classic``: on the quality benchmark it lifted the supervised term alone
       from +0.37 to +0.72 dB and LWay from +0.35 to +0.42 dB (supervised x1, no anchor).
+      ``stage1`` (lway loss only) = stage 1's own model of the inputs' degradation: R applied to the
+      clean HR crop with the embedding of one of the run's images (drawn per pair), then x4 bicubic
+      down and 8-bit rounding (with target ``lr-recon``, R on the downscaled crop, as that target's
+      loss runs it), so the supervised term teaches S to undo the degradation the LWay term measures
+      instead of a generic one.
     strength: how far the written model moves from the base one: the final weights are
       base + strength * (adapted - base) (network interpolation, as ESRGAN's PSNR/GAN blend and
       Real-ESRGAN's denoise strength do it). 1 keeps the adapted weights; smaller values trade part
@@ -179,6 +184,9 @@ class AdaptConfig:
             bad("the supervised loss (no self-supervised term: the control for LWay's supervised half) needs sup_weight > 0")
         if self.target not in TARGETS:
             bad(f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        if self.sup_degradation == "stage1" and self.loss != "lway" and self.sup_weight > 0:
+            bad(f"sup_degradation 'stage1' degrades the synthetic pairs with stage 1's R, which the {self.loss} loss "
+                "does not load: use the lway loss, or sup_degradation 'classic'")
         if self.mode not in MODES:
             bad(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if self.hf_mode not in ("luma", "channel"):

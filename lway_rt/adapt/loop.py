@@ -42,7 +42,7 @@ from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import adaptation_loss, backbone_trust
 from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
-from lway_rt.adapt.synthetic import SyntheticPairs
+from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
 
@@ -426,6 +426,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                 batch.anchor_scale = trust[batch.index]
         if sup_pairs is not None:
             batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
+            if config.sup_degradation == "stage1":  # R and the run's embeddings degrade the clean crops
+                batch.sup_lr = stage1_degraded(recon, batch.sup_hr, sup_pairs.images(st["it"] + 1, len(data)),
+                                               scale, config.target)
         step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
         _set_lr(opt, step_lr)
         m = fast_adapt_step(model, opt, batch, recon, config, speed)

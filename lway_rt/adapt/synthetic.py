@@ -11,7 +11,9 @@ One pair: a random crop of side ``patch * scale`` from a clean photo (random fli
 ``lway_rt.degae.data.random_crops``) is the HR; the LR comes from one random draw of stage 1's
 sampler (blur, noise, JPEG or clean; no scale round trip), quantised to 8 bits: with the default
 ``classic`` order the draw's blur acts on the HR crop, then the antialiased bicubic downscale by
-``scale``, then its noise and JPEG; with ``lr`` the whole draw acts after the downscale. A step's pairs are a pure function of
+``scale``, then its noise and JPEG; with ``lr`` the whole draw acts after the downscale. With
+``stage1`` the driver makes the LR with stage 1's R and the embedding of one of the run's images
+(``stage1_degraded``; the image of each pair from ``SyntheticPairs.images``). A step's pairs are a pure function of
 (photos, seed, iteration), so a resumed run draws the same ones as an uninterrupted run, and the
 self-supervised patch sampling is untouched by them.
 """
@@ -27,9 +29,10 @@ import torch
 from lway_rt.adapt.patches import bicubic_down
 from lway_rt.errors import InputError
 
-__all__ = ["SyntheticPairs", "load_clean_photos", "synthetic_pairs", "SUP_STREAM"]
+__all__ = ["SyntheticPairs", "load_clean_photos", "synthetic_pairs", "stage1_degraded", "SUP_STREAM", "SUP_IMAGE_STREAM"]
 
 SUP_STREAM = 7919  # a constant in the seed sequence: this stream never collides with other seeded draws
+SUP_IMAGE_STREAM = 7927  # the stream of which run image's embedding degrades each pair (sup_degradation stage1)
 
 
 def load_clean_photos(folder: str | Path | None, min_side: int) -> list[torch.Tensor]:
@@ -70,9 +73,25 @@ def synthetic_pairs(rng: np.random.Generator, photos: list[torch.Tensor], n: int
     elif order == "lr":
         clean = bicubic_down(hr, scale).clamp_(0.0, 1.0)
         lr = torch.stack([apply_degradation(x, d) for x, d in zip(clean, draws)])  # clamped, 8-bit
+    elif order == "stage1":  # the clean HR only: the driver degrades it with R (stage1_degraded)
+        lr = _quantise(bicubic_down(hr, scale))
     else:
         raise ValueError(f"unknown order {order!r}")
     return lr, hr
+
+
+def _quantise(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0.0, 1.0).mul(255.0).round_().div_(255.0)
+
+
+def stage1_degraded(recon, hr: torch.Tensor, index: torch.Tensor, scale: int, target: str = "sr") -> torch.Tensor:
+    """The LR of ``sup_degradation='stage1'`` pairs: stage 1's R with image ``index[i]``'s embedding applied to
+    clean HR crop ``i``, x``scale`` bicubic down, 8-bit. ``recon(clean, index)`` is the run's prepared R; with
+    ``target='lr-recon'`` R acts on the downscaled crop, at the scale it was embedded for."""
+    with torch.no_grad():
+        if target == "lr-recon":
+            return _quantise(recon(bicubic_down(hr, scale).clamp_(0.0, 1.0), index))
+        return _quantise(bicubic_down(recon(hr, index), scale))
 
 
 @dataclass
@@ -98,3 +117,9 @@ class SyntheticPairs:
         rng = np.random.default_rng([int(self.seed) % 2**64, SUP_STREAM, int(iteration)])
         lr, hr = synthetic_pairs(rng, self.photos, self.n, self.patch, self.scale, self.order)
         return lr.to(self.device), hr.to(self.device)
+
+    def images(self, iteration: int, count: int) -> torch.Tensor:
+        """Which of the run's ``count`` images degrades each pair of step ``iteration`` (``sup_degradation='stage1'``):
+        a pure function of (seed, iteration), drawn apart from the pairs themselves."""
+        rng = np.random.default_rng([int(self.seed) % 2**64, SUP_IMAGE_STREAM, int(iteration)])
+        return torch.from_numpy(rng.integers(0, count, size=self.n)).to(self.device)
