@@ -111,6 +111,7 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--lr", "0"], "lr must be in (0, 1)"),
     (["--strength", "1.5"], "strength must be in (0, 1]"),
     (["--ema", "1"], "ema must be in [0, 1)"),
+    (["--loss", "naive", "--sup-degradation", "stage1"], "sup_degradation 'stage1' degrades the synthetic pairs"),
     (["--stage1", "missing.safetensors"], "does not exist"),
 ])
 def test_bad_input_is_one_line_error(files, tmp_path, args, message):

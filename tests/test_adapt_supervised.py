@@ -96,6 +96,68 @@ def test_classic_order_blurs_at_hr_then_degrades_at_lr(photos):
         AdaptConfig(sup_degradation="hr")
 
 
+def test_stage1_pairs_are_r_with_a_drawn_images_embedding(stage1, photos, hr_crop):
+    """sup_degradation='stage1': each pair's LR is R(HR crop) with the embedding of the run image drawn for it,
+    then x4 bicubic down and 8-bit; the images drawn are a function of (seed, iteration) alone."""
+    from lway_rt.adapt.patches import bicubic_down
+    from lway_rt.adapt.synthetic import stage1_degraded
+
+    lr = torch.from_numpy(hr_crop[::4, ::4].copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    ims = [AdaptImage.from_lr("a", lr, 4), AdaptImage.from_lr("b", lr.flip(-1).mul(0.6), 4)]
+    recon, emb = prepare_stage1(stage1, [im.up for im in ims])
+    assert not torch.equal(emb[0], emb[1])
+    pairs = SyntheticPairs(photos, n=6, patch=16, scale=4, seed=5, order="stage1")
+    clean_lr, hr = pairs.batch(3)
+    assert torch.allclose(clean_lr, bicubic_down(hr, 4).clamp(0, 1), atol=0.5 / 255)  # no classic degradation
+    idx = pairs.images(3, len(ims))
+    assert idx.shape == (6,) and idx.dtype == torch.long and set(idx.tolist()) <= {0, 1}
+    assert torch.equal(SyntheticPairs(photos, n=6, patch=16, scale=4, seed=5, order="stage1").images(3, 2), idx)
+    assert any(not torch.equal(pairs.images(it, 2), idx) for it in range(4, 9))
+    for target in ("sr", "lr-recon"):
+        out = stage1_degraded(FastReconstructor(stage1.reconstructor, emb), hr, idx, 4, target)
+        assert out.shape == (6, 3, 16, 16) and torch.equal(out, (out * 255).round() / 255)
+        for i in range(6):  # pair by pair through the reference R, with that pair's image alone
+            one = torch.tensor([int(idx[i])])
+            with torch.no_grad():
+                ref = (recon(bicubic_down(hr[i:i + 1], 4).clamp(0, 1), one) if target == "lr-recon"
+                       else bicubic_down(recon(hr[i:i + 1], one), 4))
+            assert (out[i] - ref[0].clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-4
+        # the other image's embedding gives other pairs: the draw matters
+        assert not torch.equal(out, stage1_degraded(FastReconstructor(stage1.reconstructor, emb), hr, 1 - idx, 4, target))
+    # only the lway loss loads R
+    with pytest.raises(InputError, match="stage1"):
+        AdaptConfig(loss="naive", sup_weight=1.0, sup_degradation="stage1")
+    AdaptConfig(loss="naive", sup_weight=0.0, sup_degradation="stage1")  # no pairs: nothing to degrade
+
+
+def test_loop_with_stage1_pairs_trains_and_resumes_to_the_uninterrupted_run(stage1, cli_files, tmp_path, hr_crop):
+    from lway_rt.adapt._imageio import from_array
+    from lway_rt.adapt.loop import adapt_images
+    from lway_rt.io.store import load_model
+
+    desc = load_model(str(cli_files / "tiny.safetensors"))
+    inputs = [from_array("a", hr_crop[::4, ::4].astype(np.float32) / 255),
+              from_array("b", hr_crop[1::4, 2::4].astype(np.float32)[:, ::-1] / 255 * 0.7)]
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, snapshot_every=100,
+                      sup_weight=0.5, sup_data=str(cli_files / "clean"), sup_degradation="stage1", anchor_weight=0.0)
+    full = adapt_images(inputs, desc, cfg, tmp_path / "full", stage1=stage1, write_outputs=False)
+    hist = full.report["history"]
+    assert len(hist) == 12 and all(math.isfinite(h["sup"]) and h["sup"] > 0 for h in hist)
+    classic = adapt_images(inputs, desc, cfg.replace(sup_degradation="classic"), tmp_path / "classic", stage1=stage1,
+                           write_outputs=False)
+    assert [h["sup"] for h in classic.report["history"]] != [h["sup"] for h in hist]
+
+    def interrupt(msg):
+        if msg.startswith("iteration 10/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt_images(inputs, desc, cfg, tmp_path / "part", stage1=stage1, log=interrupt, write_outputs=False)
+    resumed = adapt_images(inputs, desc, cfg, tmp_path / "part", stage1=stage1, resume=True, write_outputs=False)
+    assert resumed.report["resumed_from"] == [10]
+    assert [(h["loss"], h["sup"]) for h in resumed.report["history"]] == [(h["loss"], h["sup"]) for h in hist]
+
+
 def test_clean_photos_from_folder_and_errors(tmp_path, hr_crop):
     (tmp_path / "p").mkdir()
     Image.fromarray(hr_crop).save(tmp_path / "p" / "a.png")

@@ -7,7 +7,7 @@ import click
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
-           "sup_weight", "sup_data", "sup_batch", "strength", "ema", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "ema", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -51,6 +51,9 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "batch_size", "mode"
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
 @click.option("--sup-batch", type=int, default=None,
               help="Synthetic pairs a step for the --sup-weight term [--batch-size].")
+@click.option("--sup-degradation", type=click.Choice(["classic", "lr", "stage1"]), default=None,
+              help="How the --sup-weight pairs' LR is made: classic = blur, x4 down, noise, JPEG; lr = all at LR size; "
+                   "stage1 = stage 1's R with your images' embeddings (lway loss only) [classic].")
 @click.option("--strength", type=float, default=None,
               help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
 @click.option("--ema", type=float, default=None,
