@@ -45,6 +45,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "immunohistochemistry", "grass", "brick")
 METHODS = ("bicubic", "unadapted", "naive", "identity", "supervised", "lway")
+# ablations of an evaluation preset (``--presets``; never part of the default set): the preset with one of its
+# operations left out, same crops, same parameters, to tell which operation a result comes from
+ABLATION_PRESETS = {"jpeg420-only": ("sharpen-jpeg420", "sharpen"), "sharpen-only": ("sharpen-jpeg420", "jpeg_subsampled")}
 # clean photos for the optional supervised term: none of them is among PHOTOS[:6] (the default evaluation set)
 SUP_PHOTOS = ("hubble_deep_field", "retina", "camera", "coins", "gravel", "grass", "brick")
 
@@ -57,7 +60,7 @@ def load_photo(name: str) -> np.ndarray:
 
 def make_pairs(photos, preset: str, seed: int, crop: int, scale: int):
     """(name, HR uint8, LR float32 HxWx3) for each photo: a seeded random crop, x4 down, preset."""
-    from lway_rt.degae.degrade import apply_degradation, eval_preset
+    from lway_rt.degae.degrade import Degradation, apply_degradation, eval_preset
     from lway_rt.io.images import resize_bicubic
 
     rng = np.random.default_rng(seed)
@@ -69,7 +72,13 @@ def make_pairs(photos, preset: str, seed: int, crop: int, scale: int):
         hr = np.ascontiguousarray(img[top:top + crop, left:left + crop])
         lr8 = resize_bicubic(hr, (crop // scale, crop // scale))
         x = torch.from_numpy(np.array(lr8)).permute(2, 0, 1).float() / 255.0
-        y = apply_degradation(x, eval_preset(preset, seed=1000 * seed + k))
+        if preset in ABLATION_PRESETS:
+            base, left_out = ABLATION_PRESETS[preset]
+            full = eval_preset(base, seed=1000 * seed + k)
+            deg = Degradation(tuple(op for op in full.ops if op.name != left_out), full.seed, full.roundtrip)
+        else:
+            deg = eval_preset(preset, seed=1000 * seed + k)
+        y = apply_degradation(x, deg)
         out.append((f"{name}@{top},{left}", hr, y.permute(1, 2, 0).numpy().astype(np.float32)))
     return out
 
@@ -140,16 +149,36 @@ def summarize(rows: list[dict], methods: list[str], presets: list[str]) -> dict:
             done["beats_supervised_only_control"] = mean["lway"]["psnr"] > mean["supervised"]["psnr"]
         if "identity" in methods:
             done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
+    hf = {}
+    if all("hf_ratio" in r[m] for r in rows for m in methods):  # files written before the ratio have none
+        hf = {p: {m: round(float(np.mean([r[m]["hf_ratio"] for r in rows if r["preset"] == p])), 4) for m in methods}
+              for p in presets}
     return {"n_crops": len(rows), "unadapted_beats_bicubic_on": f"{len(strong)}/{len(rows)} crops",
-            "mean": mean, "mean_psnr_by_preset": by_preset, "gain_over_unadapted": gains,
+            "mean": mean, "mean_psnr_by_preset": by_preset, **({"mean_hf_ratio_by_preset": hf} if hf else {}), "gain_over_unadapted": gains,
             "gain_over_unadapted_where_it_beats_bicubic": {m: gain_stats(strong, m) for m in methods[2:]},
             "done_when": done}
+
+
+def hf_ratio(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
+    """Fine detail of ``sr`` relative to the truth: the energy of the one-level Haar detail bands (LH, HL, HH)
+    of its Y channel over the same of ``hr`` (``border`` px cropped). Above 1: more fine detail, halo or
+    ringing than the HR has; below 1: softer."""
+    from lway_rt.metrics import to_y
+
+    def energy(img):
+        y = to_y(img)[border:-border or None, border:-border or None]
+        y = y[: y.shape[0] // 2 * 2, : y.shape[1] // 2 * 2]
+        a, b, c, d = y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2]
+        return float(((a + b - c - d) ** 2 + (a - b + c - d) ** 2 + (a - b - c + d) ** 2).sum())
+
+    return energy(sr) / max(energy(hr), 1e-12)
 
 
 def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
     from lway_rt.metrics import psnr_y, ssim_y
 
-    return {"psnr": round(psnr_y(sr, hr, scale), 4), "ssim": round(ssim_y(sr, hr, scale), 5)}
+    return {"psnr": round(psnr_y(sr, hr, scale), 4), "ssim": round(ssim_y(sr, hr, scale), 5),
+            "hf_ratio": round(hf_ratio(sr, hr, scale), 4)}
 
 
 def mean_weights(states: list[dict]) -> dict:

@@ -46,6 +46,28 @@ def test_quality_script_scores_every_method_and_strength(tmp_path):
                       "--out", str(tmp_path / "x.json")])
 
 
+def test_ablation_presets_leave_one_operation_out_of_the_same_crops():
+    import numpy as np
+
+    quality = _load("quality")
+    full, no_sharpen, no_jpeg = (quality.make_pairs(["astronaut"], p, 3, 96, 4)
+                                 for p in ("sharpen-jpeg420", "jpeg420-only", "sharpen-only"))
+    assert full[0][0] == no_sharpen[0][0] == no_jpeg[0][0]  # the same crop
+    assert np.array_equal(full[0][1], no_sharpen[0][1])
+    lrs = [p[0][2] for p in (full, no_sharpen, no_jpeg)]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(lrs) for b in lrs[i + 1:])
+    # sharpening adds fine detail: the sharpened LR has more high-frequency energy than the unsharpened one
+    hf = [float(np.abs(np.diff(lr, axis=0)).mean()) for lr in lrs]
+    assert hf[0] > hf[1] and hf[2] > hf[1]
+    # the detail ratio: a bicubic upscale is softer than the truth, the truth itself is 1
+    from lway_rt.adapt.patches import bicubic_up
+    import torch
+
+    hr = full[0][1]
+    up = bicubic_up(torch.from_numpy(lrs[1]).permute(2, 0, 1)[None], 4)[0].permute(1, 2, 0).numpy()
+    assert quality.hf_ratio(up, hr, 4) < 0.8 and quality.hf_ratio(hr.astype(np.float64) / 255, hr, 4) == 1.0
+
+
 def test_sweep_rule_takes_the_best_mean_among_safe_variants_else_the_best_worst():
     sweep = _load("quality_sweep")
     rows = {"a": {"mean_gain_db": 0.62, "worst_db": -0.6}, "b": {"mean_gain_db": 0.55, "worst_db": -0.03},
