@@ -80,19 +80,28 @@ def test_sweep_rule_takes_the_best_mean_among_safe_variants_else_the_best_worst(
     assert set(sweep.VARIANTS) >= {"sup1", "anchor0.2-sup3"}
 
 
-def test_runs_split_by_seed_merge_into_the_joint_run(tmp_path):
+def _tiny_quality_args(*more: str) -> list[str]:
     import torch
 
-    quality = _load("quality")
-    common = ["--threads", str(torch.get_num_threads()), "--photos", "1", "--crop", "96", "--patch-size", "16",
-              "--iterations", "2", "--presets", "box-downscale", "--methods", "naive", "lway", "--folder", "image",
-              "--sup-photos", "camera"]
-    for seeds, name in ((["1"], "a"), (["2"], "b"), (["1", "2"], "ab")):
-        quality.main([*common, "--seeds", *seeds, "--out", str(tmp_path / f"{name}.json")])
+    return ["--threads", str(torch.get_num_threads()), "--photos", "1", "--crop", "96", "--patch-size", "16",
+            "--iterations", "2", "--methods", "naive", "lway", "--sup-photos", "camera", *more]
+
+
+def _split_merged_and_joint(quality, tmp_path, common: list[str], flag: str, a: list[str], b: list[str]):
+    """quality.py run on ``flag a``, on ``flag b`` and on ``flag a b``: (the first two merged, the joint run)."""
+    for values, name in ((a, "a"), (b, "b"), (a + b, "ab")):
+        quality.main([*common, flag, *values, "--out", str(tmp_path / f"{name}.json")])
     quality.merge(str(tmp_path / "m.json"), [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     merged, joint = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "ab.json"))
     for key in ("n_crops", "mean", "mean_psnr_by_preset", "gain_over_unadapted", "done_when", "per_image"):
         assert merged[key] == joint[key], key
+    return merged, joint
+
+
+def test_runs_split_by_seed_merge_into_the_joint_run(tmp_path):
+    quality = _load("quality")
+    common = _tiny_quality_args("--presets", "box-downscale", "--folder", "image")
+    merged, joint = _split_merged_and_joint(quality, tmp_path, common, "--seeds", ["1"], ["2"])
     assert merged["protocol"]["seeds"] == [1, 2] and joint["protocol"]["mode"] == "one model per crop"
     other = json.loads((tmp_path / "a.json").read_text())
     other["adapt_config"]["lr"] = 1e-4
@@ -102,25 +111,16 @@ def test_runs_split_by_seed_merge_into_the_joint_run(tmp_path):
 
 
 def test_per_folder_runs_split_by_preset_merge_into_the_joint_run(tmp_path):
-    import torch
-
     quality = _load("quality")
-    common = ["--threads", str(torch.get_num_threads()), "--photos", "1", "--crop", "96", "--patch-size", "16",
-              "--iterations", "2", "--seeds", "1", "--methods", "naive", "lway", "--folder", "preset",
-              "--sup-photos", "camera"]
-    for presets, name in ((["box-downscale"], "a"), (["motion-blur"], "b"), (["box-downscale", "motion-blur"], "ab")):
-        quality.main([*common, "--presets", *presets, "--out", str(tmp_path / f"{name}.json")])
-    quality.merge(str(tmp_path / "m.json"), [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
-    merged, joint = (json.loads((tmp_path / f).read_text()) for f in ("m.json", "ab.json"))
-    for key in ("n_crops", "mean", "mean_psnr_by_preset", "gain_over_unadapted", "done_when", "per_image"):
-        assert merged[key] == joint[key], key
+    common = _tiny_quality_args("--seeds", "1", "--folder", "preset")
+    merged, _ = _split_merged_and_joint(quality, tmp_path, common, "--presets", ["box-downscale"], ["motion-blur"])
     assert merged["protocol"]["presets"] == ["box-downscale", "motion-blur"] and merged["protocol"]["seeds"] == [1]
     with pytest.raises(SystemExit, match="box-downscale, seed 1 is in"):
         quality.merge(str(tmp_path / "x.json"), [str(tmp_path / "a.json"), str(tmp_path / "ab.json")])
     # a mixed folder's model saw every preset: such runs are split by seed only
-    for r in ("a", "b"):
-        quality.main([*common[:-4], "--folder", "all", "--sup-photos", "camera",
-                      "--presets", "box-downscale" if r == "a" else "motion-blur", "--out", str(tmp_path / f"all_{r}.json")])
+    for r, preset in (("a", "box-downscale"), ("b", "motion-blur")):
+        quality.main(_tiny_quality_args("--seeds", "1", "--folder", "all", "--presets", preset,
+                                        "--out", str(tmp_path / f"all_{r}.json")))
     with pytest.raises(SystemExit, match="other than the seeds"):
         quality.merge(str(tmp_path / "y.json"), [str(tmp_path / "all_a.json"), str(tmp_path / "all_b.json")])
 
