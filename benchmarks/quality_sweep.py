@@ -38,6 +38,7 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --round7 --reuse benchmarks/results/quality_dev_sweep_round6.json
     .venv/bin/python benchmarks/quality_sweep.py --round8 --reuse benchmarks/results/quality_dev_sweep_round6.json
     .venv/bin/python benchmarks/quality_sweep.py --round9 --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round10 --reuse benchmarks/results/quality_dev_sweep_round6.json
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -45,7 +46,7 @@ missed the bar per folder only on its worst crop, so a qualifier must raise the 
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
 round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
 pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
-``RULE_5``. ``--round6`` to ``--round9`` (``quality_dev_sweep_round{6,7,8,9}.json``) run each recipe
+``RULE_5``. ``--round6`` to ``--round10`` (``quality_dev_sweep_round{6,...,10}.json``) run each recipe
 over three adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``).
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
@@ -203,8 +204,13 @@ ROUND8_VARIANTS = {"default": _DEFAULT, "sup-stage1": [*_DEFAULT, "--sup-degrada
 # detail (Haar detail energy 0.55 -> 0.68-0.81 of the truth's) while its PSNR falls. The wavelet weight is what makes
 # the LR's high frequencies count most in the loss; without it, errors count the same everywhere. Rule: RULE_6.
 ROUND9_VARIANTS = {"default": _DEFAULT, "plain-l1": [*_DEFAULT, "--no-hf-weight"]}
-ROUNDS_6_TO_9 = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
-                 9: (ROUND9_VARIANTS, RULE_6)}
+# Round 10 (CPU, ``--round10 --reuse quality_dev_sweep_round6.json``): the wavelet weight taken from the target (the
+# upsampled LR, fixed for the run) instead of from x̂ (LWay's choice, the default). Round 9 found the weight decides
+# the worst crops (without it they fall to -1.1...-1.4 dB); from x̂, the weight follows what S adds, from the target
+# it stays where the input's own detail is. Rule: RULE_6.
+ROUND10_VARIANTS = {"default": _DEFAULT, "hf-target": [*_DEFAULT, "--hf-source", "target"]}
+ROUNDS_6_TO_10 = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
+                  9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6)}
 
 
 def round6_summary(runs: dict[str, dict]) -> dict:
@@ -259,8 +265,8 @@ def finished(calls: dict, jobs: int):
 
 
 def main_round6(args, argv, round_no: int = 6) -> int:
-    """Rounds 6 to 9: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6`` (7: ``RULE_7``)."""
-    variants, rule = ROUNDS_6_TO_9[round_no]
+    """Rounds 6 to 10: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6`` (7: ``RULE_7``)."""
+    variants, rule = ROUNDS_6_TO_10[round_no]
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_round{round_no}.json")
     keys = [f"{s}@{o}" for o in ROUND6_OFFSETS for s in SETTINGS]
     rows: dict[str, dict] = {n: {} for n in variants}
@@ -517,6 +523,8 @@ def main(argv=None) -> int:
                     help="round 8: ROUND8_VARIANTS (stage-1-degraded supervised pairs) like round 6; --reuse round 6's JSON")
     ap.add_argument("--round9", action="store_true",
                     help="round 9: ROUND9_VARIANTS (LWay's L1 without the wavelet weight) like round 6; --reuse round 6's JSON")
+    ap.add_argument("--round10", action="store_true",
+                    help="round 10: ROUND10_VARIANTS (the wavelet weight from the target) like round 6; --reuse round 6's JSON")
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3/4/5/6 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
@@ -525,8 +533,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    if args.round6 or args.round7 or args.round8 or args.round9:
-        return main_round6(args, argv, round_no=9 if args.round9 else 8 if args.round8 else 7 if args.round7 else 6)
+    later = [n for n in (6, 7, 8, 9, 10) if getattr(args, f"round{n}")]
+    if later:
+        return main_round6(args, argv, round_no=later[-1])
     if args.round3 or args.round4 or args.round5:
         return main_round3(args, argv, round_no=3 if args.round3 else 4 if args.round4 else 5)
     if args.both:
