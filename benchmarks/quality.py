@@ -24,7 +24,9 @@ anything towards them.
     .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
     .venv/bin/python benchmarks/quality.py --sup-weight 0 --methods naive identity lway --out benchmarks/results/quality_nosup.json
     .venv/bin/python benchmarks/quality.py --folder image --seeds 1 --out a.json   # one model per crop
-    .venv/bin/python benchmarks/quality.py --merge both.json a.json b.json          # runs split by seed
+    .venv/bin/python benchmarks/quality.py --merge both.json a.json b.json          # runs split by seed (per folder: or preset)
+    .venv/bin/python benchmarks/quality.py --presets sharpen-jpeg420 jpeg420-only sharpen-only --seeds 3 4   # ablation
+    python benchmarks/quality.py --model realesrgan-x4plus --device cuda --score-device cuda   # on a GPU (gpu_backbone.sh)
     .venv/bin/python benchmarks/quality.py --markdown benchmarks/results/quality.json   # README table
 """
 
