@@ -165,13 +165,13 @@ def hf_ratio(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     """Fine detail of ``sr`` relative to the truth: the energy of the one-level Haar detail bands (LH, HL, HH)
     of its Y channel over the same of ``hr`` (``border`` px cropped). Above 1: more fine detail, halo or
     ringing than the HR has; below 1: softer."""
+    from lway_rt.adapt.wavelet import haar_dwt2
     from lway_rt.metrics import to_y
 
     def energy(img):
         y = to_y(img)[border:-border or None, border:-border or None]
-        y = y[: y.shape[0] // 2 * 2, : y.shape[1] // 2 * 2]
-        a, b, c, d = y[0::2, 0::2], y[0::2, 1::2], y[1::2, 0::2], y[1::2, 1::2]
-        return float(((a + b - c - d) ** 2 + (a - b + c - d) ** 2 + (a - b - c + d) ** 2).sum())
+        _, ch, cv, cd = haar_dwt2(torch.from_numpy(y[: y.shape[0] // 2 * 2, : y.shape[1] // 2 * 2]))
+        return float((ch * ch + cv * cv + cd * cd).sum())
 
     return energy(sr) / max(energy(hr), 1e-12)
 

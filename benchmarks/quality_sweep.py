@@ -533,7 +533,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    later = [n for n in (6, 7, 8, 9, 10) if getattr(args, f"round{n}")]
+    later = [n for n in ROUNDS_6_TO_10 if getattr(args, f"round{n}")]
     if later:
         return main_round6(args, argv, round_no=later[-1])
     if args.round3 or args.round4 or args.round5:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from lway_rt.adapt.patches import bicubic_down
+from lway_rt.degae.degrade import quantise
 from lway_rt.errors import InputError
 
 __all__ = ["SyntheticPairs", "load_clean_photos", "synthetic_pairs", "stage1_degraded", "SUP_STREAM", "SUP_IMAGE_STREAM"]
@@ -74,14 +75,10 @@ def synthetic_pairs(rng: np.random.Generator, photos: list[torch.Tensor], n: int
         clean = bicubic_down(hr, scale).clamp_(0.0, 1.0)
         lr = torch.stack([apply_degradation(x, d) for x, d in zip(clean, draws)])  # clamped, 8-bit
     elif order == "stage1":  # the clean HR only: the driver degrades it with R (stage1_degraded)
-        lr = _quantise(bicubic_down(hr, scale))
+        lr = quantise(bicubic_down(hr, scale))
     else:
         raise ValueError(f"unknown order {order!r}")
     return lr, hr
-
-
-def _quantise(x: torch.Tensor) -> torch.Tensor:
-    return x.clamp(0.0, 1.0).mul(255.0).round_().div_(255.0)
 
 
 def stage1_degraded(recon, hr: torch.Tensor, index: torch.Tensor, scale: int, target: str = "sr") -> torch.Tensor:
@@ -90,8 +87,8 @@ def stage1_degraded(recon, hr: torch.Tensor, index: torch.Tensor, scale: int, ta
     ``target='lr-recon'`` R acts on the downscaled crop, at the scale it was embedded for."""
     with torch.no_grad():
         if target == "lr-recon":
-            return _quantise(recon(bicubic_down(hr, scale).clamp_(0.0, 1.0), index))
-        return _quantise(bicubic_down(recon(hr, index), scale))
+            return quantise(recon(bicubic_down(hr, scale).clamp_(0.0, 1.0), index))
+        return quantise(bicubic_down(recon(hr, index), scale))
 
 
 @dataclass

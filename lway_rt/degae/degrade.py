@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["Op", "Degradation", "SynthConfig", "sample_degradation", "apply_degradation", "apply_batch",
+__all__ = ["Op", "Degradation", "SynthConfig", "sample_degradation", "apply_degradation", "apply_batch", "quantise",
            "EVAL_PRESETS", "eval_preset", "TRAIN_OPS", "kinds_of"]
 
 TRAIN_OPS = ("blur_aniso", "blur_iso", "noise_gauss", "noise_poisson", "noise_speckle", "jpeg")
@@ -243,7 +243,8 @@ def _apply_op(img: torch.Tensor, op: Op, gen: torch.Generator) -> torch.Tensor:
     raise ValueError(f"unknown degradation op {n!r}")
 
 
-def _quantise(x: torch.Tensor) -> torch.Tensor:
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] and round to 8-bit levels (what saving as an 8-bit image does)."""
     return (x.clamp(0, 1) * 255).round() / 255
 
 
@@ -258,12 +259,12 @@ def apply_degradation(img: torch.Tensor, d: Degradation) -> torch.Tensor:
     if s > 1:
         if h % s or w % s:
             raise ValueError(f"round-trip degradation by x{s} needs image sides divisible by {s}, got {h}x{w}")
-        x = _quantise(F.interpolate(x[None], size=(h // s, w // s), mode="bicubic", antialias=True, align_corners=False)[0])
+        x = quantise(F.interpolate(x[None], size=(h // s, w // s), mode="bicubic", antialias=True, align_corners=False)[0])
     for op in d.ops:
         x = _apply_op(x, op, gen).clamp(0, 1)
-    x = _quantise(x)
+    x = quantise(x)
     if s > 1:
-        x = _quantise(F.interpolate(x[None], size=(h, w), mode="bicubic", align_corners=False)[0])
+        x = quantise(F.interpolate(x[None], size=(h, w), mode="bicubic", align_corners=False)[0])
     return x
 
 
