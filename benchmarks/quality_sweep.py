@@ -39,6 +39,7 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --round8 --reuse benchmarks/results/quality_dev_sweep_round6.json
     .venv/bin/python benchmarks/quality_sweep.py --round9 --reuse benchmarks/results/quality_dev_sweep_round6.json
     .venv/bin/python benchmarks/quality_sweep.py --round10 --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round11 --reuse benchmarks/results/quality_dev_sweep_round6.json
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -46,7 +47,7 @@ missed the bar per folder only on its worst crop, so a qualifier must raise the 
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
 round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
 pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
-``RULE_5``. ``--round6`` to ``--round10`` (``quality_dev_sweep_round{6,...,10}.json``) run each recipe
+``RULE_5``. ``--round6`` to ``--round11`` (``quality_dev_sweep_round{6,...,11}.json``) run each recipe
 over three adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``).
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
@@ -209,8 +210,14 @@ ROUND9_VARIANTS = {"default": _DEFAULT, "plain-l1": [*_DEFAULT, "--no-hf-weight"
 # the worst crops (without it they fall to -1.1...-1.4 dB); from x̂, the weight follows what S adds, from the target
 # it stays where the input's own detail is. Rule: RULE_6.
 ROUND10_VARIANTS = {"default": _DEFAULT, "hf-target": [*_DEFAULT, "--hf-source", "target"]}
-ROUNDS_6_TO_10 = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
-                  9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6)}
+# Round 11 (CPU, ``--round11 --reuse quality_dev_sweep_round6.json``): the patch size, the one option of the issue's
+# list not yet measured. The benchmark's LR crops are 48 px a side; the default 32-px patch covers 44 % of one, so
+# S and R see zero padding inside the picture on every patch and the patch positions are one more random draw that
+# moves the end point. ``--patch-size 48`` makes each LWay patch a whole crop (only which image is drawn), and the
+# supervised pairs 48 px (192-px HR crops) too. Each step costs about 2.25x the default's. Rule: RULE_6.
+ROUND11_VARIANTS = {"default": _DEFAULT, "patch48": [*_DEFAULT, "--patch-size", "48"]}
+LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
+                9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6)}
 
 
 def round6_summary(runs: dict[str, dict]) -> dict:
@@ -265,8 +272,8 @@ def finished(calls: dict, jobs: int):
 
 
 def main_round6(args, argv, round_no: int = 6) -> int:
-    """Rounds 6 to 10: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6`` (7: ``RULE_7``)."""
-    variants, rule = ROUNDS_6_TO_10[round_no]
+    """Rounds 6 to 11: each recipe over adaptation seed offsets 0-2 in both settings, by ``RULE_6`` (7: ``RULE_7``)."""
+    variants, rule = LATER_ROUNDS[round_no]
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"quality_dev_sweep_round{round_no}.json")
     keys = [f"{s}@{o}" for o in ROUND6_OFFSETS for s in SETTINGS]
     rows: dict[str, dict] = {n: {} for n in variants}
@@ -525,6 +532,8 @@ def main(argv=None) -> int:
                     help="round 9: ROUND9_VARIANTS (LWay's L1 without the wavelet weight) like round 6; --reuse round 6's JSON")
     ap.add_argument("--round10", action="store_true",
                     help="round 10: ROUND10_VARIANTS (the wavelet weight from the target) like round 6; --reuse round 6's JSON")
+    ap.add_argument("--round11", action="store_true",
+                    help="round 11: ROUND11_VARIANTS (48-px patches) like round 6; --reuse round 6's JSON")
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3/4/5/6 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
@@ -533,7 +542,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
-    later = [n for n in ROUNDS_6_TO_10 if getattr(args, f"round{n}")]
+    later = [n for n in LATER_ROUNDS if getattr(args, f"round{n}")]
     if later:
         return main_round6(args, argv, round_no=later[-1])
     if args.round3 or args.round4 or args.round5:
