@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--patch-size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--augment", default="none", choices=["none", "dihedral"], help="adapt --augment")
     ap.add_argument("--target", default="sr", choices=["sr", "lr", "lr-recon"])
     ap.add_argument("--trainable", default="all")
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
@@ -328,7 +329,8 @@ def main(argv=None) -> int:
                            **({"anchor_trust": args.anchor_trust} if args.anchor_trust is not None else {}),
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
-                           sup_batch=args.sup_batch, lr_schedule=args.lr_schedule)
+                           sup_batch=args.sup_batch, lr_schedule=args.lr_schedule,
+                           augment=args.augment)
     def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
         """``net``'s x4 image of one LR crop (HxWx3 float), made on --score-device, as HxWx3 float on the CPU."""
         x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).to(args.score_device)

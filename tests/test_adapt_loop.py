@@ -93,6 +93,17 @@ def test_transient_nan_is_skipped_and_lowers_lr(tmp_path, inputs, stage1):
     assert meta["base_sha256"] == rep["model"]["base_sha256"]
 
 
+def test_skip_message_gives_the_rate_the_next_step_uses_under_cosine(tmp_path, inputs, stage1):
+    desc = _desc(_tiny(cls=FaultySRVGG, bad_calls={3}))
+    cfg = AdaptConfig(iterations=8, patch_size=16, batch_size=2, lr=1e-3, guard_every=4, lr_schedule="cosine")
+    rep = adapt_images(inputs, desc, cfg, tmp_path / "out", stage1=stage1, write_outputs=False).report
+    msg = next(e for e in rep["events"] if "non-finite loss" in e)
+    said = float(msg.split("lr now ")[1].split()[0])
+    assert said == pytest.approx(rep["history"][3]["lr"], rel=1e-2)  # step 4, the one after the skip
+    assert rep["history"][3]["lr"] < 1e-3 / 2  # halved, and the schedule's factor below 1 on top
+    assert "cosine" in msg
+
+
 def test_persistent_nan_stops_with_last_good_weights(tmp_path, inputs, stage1):
     cfg = AdaptConfig(iterations=30, patch_size=16, batch_size=2, lr=1e-3, max_bad_steps=3, guard_factor=0)
     faulty = adapt_images(inputs, _desc(_tiny(cls=FaultySRVGG, bad_calls={6, -1})), cfg, tmp_path / "a", stage1=stage1)
@@ -249,6 +260,19 @@ def test_resume_with_ema_reproduces_the_uninterrupted_run(tmp_path, inputs, stag
     resumed = adapt_images(inputs, _desc(_tiny(7)), cfg, tmp_path / "part", stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
     _assert_same_weights(full.weights, resumed.weights)
+
+
+def test_dihedral_augment_changes_the_run_and_resumes_exactly(tmp_path, inputs, stage1):
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, augment="dihedral")
+    full = adapt_images(inputs, _desc(_tiny(9)), cfg, tmp_path / "full", stage1=stage1)
+    plain = adapt_images(inputs, _desc(_tiny(9)), cfg.replace(augment="none"), tmp_path / "plain", stage1=stage1,
+                         write_outputs=False)
+    assert full.report["history"][0]["loss"] != plain.report["history"][0]["loss"]  # S saw turned patches
+    assert full.report["config"]["augment"] == "dihedral"
+    _interrupt_at(10, inputs, 9, cfg, tmp_path / "part", stage1)
+    resumed = adapt_images(inputs, _desc(_tiny(9)), cfg, tmp_path / "part", stage1=stage1, resume=True)
+    assert resumed.report["resumed_from"] == [10]
+    _assert_same_weights(full.weights, resumed.weights)  # the turns come from the checkpointed generator
 
 
 def test_cosine_lr_schedule_scales_each_step_and_resumes_exactly(tmp_path, inputs, stage1):

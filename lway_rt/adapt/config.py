@@ -17,13 +17,14 @@ from typing import Any
 from lway_rt.errors import InputError
 from lway_rt.export.encoder_backend import BACKENDS as ENCODER_BACKENDS  # torch, onnxruntime, tensorrt
 
-__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "TRAINABLE_PRESETS", "load_toml_defaults"]
+__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "AUGMENTS", "TRAINABLE_PRESETS", "load_toml_defaults"]
 
 LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr", "lr-recon")
 MODES = ("folder", "per-image")
 SUP_DEGRADATIONS = ("lr", "classic", "stage1")
 LR_SCHEDULES = ("constant", "cosine")
+AUGMENTS = ("none", "dihedral")
 TRAINABLE_PRESETS = ("all", "body")
 
 
@@ -113,6 +114,13 @@ class AdaptConfig:
       both settings on the development split it passed the quality bar in 0 of 6 runs against the
       default's 3 (``quality_dev_sweep_round6.json``); it steadies a folder's gain across seeds but
       one sharpen+JPEG crop then loses 0.33-0.48 dB in every run.
+    augment: ``none`` (default) feeds each test patch to S as cut; ``dihedral`` feeds it flipped and/or
+      rotated by a multiple of 90 degrees (one of the 8, drawn per patch from the run's generator) and
+      turns S's output back before R, the loss and the anchor see it, so every term still compares
+      the picture in its own orientation (R's degradation, a motion blur's direction, is not turned).
+      S then has to explain each patch in all orientations rather than fit the few patch positions
+      a small image has (data augmentation, as SR training does it, kept consistent with the
+      self-supervised loss). The synthetic pairs are flipped and rotated either way.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -121,6 +129,7 @@ class AdaptConfig:
     lr: float = 5e-5
     lr_schedule: str = "constant"
     patch_size: int = 32  # LR pixels
+    augment: str = "none"
     batch_size: int = 4
     trainable: str | tuple[str, ...] = "all"
     mode: str = "folder"
@@ -177,6 +186,8 @@ class AdaptConfig:
             bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default, 2e-6 suits large models")
         if self.lr_schedule not in LR_SCHEDULES:
             bad(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+        if self.augment not in AUGMENTS:
+            bad(f"unknown augment {self.augment!r}; use one of {', '.join(AUGMENTS)}")
         if self.patch_size < 4:
             bad(f"patch_size {self.patch_size} is too small: use 16 or more LR pixels")
         if self.loss not in LOSSES:

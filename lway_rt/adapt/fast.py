@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.losses import loss_terms, wants_supervised
-from lway_rt.adapt.patches import Batch
+from lway_rt.adapt.patches import Batch, dihedral, undo_dihedral
 from lway_rt.adapt.step import trainable_params
 from lway_rt.errors import InputError
 
@@ -294,7 +294,7 @@ def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
     params = trainable_params(optimizer)
     optimizer.zero_grad(set_to_none=True)
     mf = options.memory_format
-    lr = batch.lr.contiguous(memory_format=mf)
+    lr = dihedral(batch.lr, batch.turn).contiguous(memory_format=mf)  # S sees the patch turned (augment)
     supervised = wants_supervised(config, batch)
     with torch.enable_grad():
         with _autocast(lr.device, options.autocast):
@@ -307,6 +307,7 @@ def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
                     sr = model(lr)
                     if supervised:
                         sup_sr = model(batch.sup_lr.contiguous(memory_format=mf))
+            sr = undo_dihedral(sr, batch.turn)  # and R, the loss and the anchor see it turned back
             loss, parts = fast_adaptation_loss(sr, batch, recon, config, image, sup_sr)
         scale = options.fp16_loss_scale if options.autocast == "fp16" else 1.0
         (loss * scale if scale != 1.0 else loss).backward()

@@ -41,7 +41,7 @@ from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import adaptation_loss, backbone_trust
-from lway_rt.adapt.patches import AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
+from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
@@ -364,6 +364,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         _, _, gt_metrics_before = _evaluate(base_copy, tensors, gt, scale, multiple, config.tile)
         del base_copy
 
+    def lr_now() -> str:
+        """The learning rate after a halving, as the next step will use it (the schedule's factor included)."""
+        nxt = st["lr"] * config.lr_factor(min(st["it"], config.iterations - 1))
+        return f"lr now {nxt:.3g}" + (f" (base {st['lr']:.3g} x the cosine schedule)" if config.lr_schedule != "constant" else "")
+
     def guard_check() -> None:
         val = fixed_loss()
         st["val"].append({"it": st["it"], "loss": val})
@@ -381,7 +386,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             _set_lr(opt, st["lr"])
             st["rollbacks"] += 1
             msg = (f"iteration {st['it']}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
-                   f"{best:.4g}; rolled back to iteration {st['good_it']}, lr now {st['lr']:.3g}")
+                   f"{best:.4g}; rolled back to iteration {st['good_it']}, {lr_now()}")
             st["events"].append(msg)
             log(msg)
             if st["rollbacks"] > config.max_bad_steps:
@@ -419,6 +424,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     train_s0 = st["train_s"]
     while st["it"] < config.iterations and st["stopped"] is None:
         batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen)
+        if config.augment == "dihedral":  # drawn after the positions, so runs without it keep their draws
+            batch.turn = torch.randint(DIHEDRAL, (config.batch_size,), generator=gen)
         if anchor_model is not None:
             with torch.no_grad():
                 batch.anchor = anchor_model(batch.lr)
@@ -442,7 +449,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             st["bad_streak"] += 1
             st["lr"] *= 0.5
             _set_lr(opt, st["lr"])
-            msg = f"iteration {st['it']}: {m['reason']}, step skipped; lr now {st['lr']:.3g}"
+            msg = f"iteration {st['it']}: {m['reason']}, step skipped; {lr_now()}"
             st["events"].append(msg)
             log(msg)
             if st["bad_streak"] >= config.max_bad_steps:

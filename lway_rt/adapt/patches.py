@@ -15,7 +15,10 @@ from torch.nn import functional as F
 
 from lway_rt.errors import InputError
 
-__all__ = ["AdaptImage", "Batch", "bicubic_up", "bicubic_down", "sample_batch", "fixed_patches"]
+__all__ = ["AdaptImage", "Batch", "bicubic_up", "bicubic_down", "sample_batch", "fixed_patches", "dihedral",
+           "undo_dihedral", "DIHEDRAL"]
+
+DIHEDRAL = 8  # the symmetries of a square: 4 rotations, each with and without a left-right flip
 
 
 def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -27,6 +30,31 @@ def bicubic_down(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Anti-aliased bicubic downsampling by an integer scale (the PIL / MATLAB ``imresize`` kind)."""
     h, w = x.shape[-2:]
     return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True)
+
+
+def _turn(x: torch.Tensor, code: int) -> torch.Tensor:
+    x = x.flip(-1) if code >= 4 else x
+    return torch.rot90(x, code % 4, dims=(-2, -1))
+
+
+def _unturn(x: torch.Tensor, code: int) -> torch.Tensor:
+    x = torch.rot90(x, -(code % 4), dims=(-2, -1))
+    return x.flip(-1) if code >= 4 else x
+
+
+def dihedral(x: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
+    """Patch ``i`` of ``x`` (N, C, p, p) flipped left-right when ``codes[i] >= 4``, then turned by
+    ``codes[i] % 4`` quarter turns (``AdaptConfig.augment``); ``codes`` None returns ``x`` itself."""
+    if codes is None:
+        return x
+    return torch.stack([_turn(x[i], int(c)) for i, c in enumerate(codes.tolist())])
+
+
+def undo_dihedral(x: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
+    """The inverse of ``dihedral`` with the same codes (any patch size: S's output is ``scale`` x larger)."""
+    if codes is None:
+        return x
+    return torch.stack([_unturn(x[i], int(c)) for i, c in enumerate(codes.tolist())])
 
 
 @dataclass
@@ -63,6 +91,7 @@ class Batch:
     anchor_scale: torch.Tensor | None = None  # (B,) per-patch factor on the anchor term (anchor_trust)
     sup_lr: torch.Tensor | None = None  # (B', 3, p, p) degraded synthetic LR
     sup_hr: torch.Tensor | None = None  # (B', 3, p*s, p*s) its clean HR
+    turn: torch.Tensor | None = None  # (B,) dihedral codes: S sees dihedral(lr, turn) (AdaptConfig.augment)
 
 
 def check_patch_fits(images: list[AdaptImage], patch: int) -> None:

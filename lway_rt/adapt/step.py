@@ -13,7 +13,7 @@ from torch import nn
 
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.losses import Reconstruct, adaptation_loss, wants_supervised
-from lway_rt.adapt.patches import Batch
+from lway_rt.adapt.patches import Batch, dihedral, undo_dihedral
 
 __all__ = ["adapt_step", "trainable_params"]
 
@@ -29,12 +29,13 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     Returns ``loss`` (float), ``skipped`` (bool), ``grad_norm`` and the loss parts; a skipped step
     says why in ``reason``. Only the parameters the optimizer holds can change. With
     ``config.sup_weight > 0`` and synthetic pairs in the batch (``batch.sup_lr``/``sup_hr``, drawn
-    by the driver), S also runs on the synthetic LR and the supervised L1 joins the loss.
+    by the driver), S also runs on the synthetic LR and the supervised L1 joins the loss. With
+    ``batch.turn`` set (``augment='dihedral'``) S sees each patch turned and its output is turned back.
     """
     params = trainable_params(optimizer)
     optimizer.zero_grad(set_to_none=True)
     with torch.enable_grad():
-        sr = model(batch.lr)
+        sr = undo_dihedral(model(dihedral(batch.lr, batch.turn)), batch.turn)
         sup_sr = model(batch.sup_lr) if wants_supervised(config, batch) else None
         loss, parts = adaptation_loss(sr, batch, stage1_prepared, config, sup_sr)
         value = float(loss.detach())

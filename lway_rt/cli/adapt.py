@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
-_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
+_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
            "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "ema", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
@@ -24,6 +24,9 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "batch_size", "mode"
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
               help="constant, or cosine annealing from --lr towards 0 over the iterations [constant].")
 @click.option("--patch-size", type=int, default=None, help="LR patch side in pixels [32].")
+@click.option("--augment", type=click.Choice(["none", "dihedral"]), default=None,
+              help="dihedral: S sees each patch flipped/turned (one of 8, drawn per patch) and its output turned back "
+                   "before the loss [none].")
 @click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
 @click.option("--mode", type=click.Choice(["folder", "per-image"]), default=None,
