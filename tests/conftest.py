@@ -43,6 +43,15 @@ def hr_crop(astronaut) -> np.ndarray:
     return np.ascontiguousarray(astronaut[100:356, 150:406])
 
 
+@pytest.fixture(scope="session")
+def recon_net():
+    """A small random stage-1 reconstructor (embedding 24, width 16, 2 blocks), frozen: the adaptation step tests' R."""
+    from lway_rt.degae.nets import Reconstructor
+
+    torch.manual_seed(0)
+    return Reconstructor(embed_dim=24, width=16, blocks=2).eval().requires_grad_(False)
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None

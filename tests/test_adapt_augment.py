@@ -19,14 +19,7 @@ from lway_rt.adapt.losses import adaptation_loss
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, dihedral, sample_batch, undo_dihedral
 from lway_rt.adapt.step import adapt_step
 from lway_rt.archs.srvgg import SRVGGNetCompact
-from lway_rt.degae.nets import Reconstructor
 from lway_rt.errors import InputError
-
-
-@pytest.fixture(scope="module")
-def recon_net():
-    torch.manual_seed(0)
-    return Reconstructor(embed_dim=24, width=16, blocks=2).eval().requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

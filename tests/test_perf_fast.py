@@ -42,12 +42,6 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
 
 
 @pytest.fixture(scope="module")
-def recon_net():
-    torch.manual_seed(0)
-    return Reconstructor(embed_dim=24, width=16, blocks=2).eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
 def images(hr_crop):
     lr = torch.from_numpy(hr_crop[::4, ::4].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255  # 64x64
     lr2 = torch.from_numpy(hr_crop[1::4, 2::4].copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
