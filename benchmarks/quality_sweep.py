@@ -224,6 +224,10 @@ ROUND11_VARIANTS = {"default": _DEFAULT, "patch48": [*_DEFAULT, "--patch-size", 
 # on the random draws: with 48-px inputs and 32-px patches S can fit the few patch positions there are; in eight
 # orientations it has to explain each patch in ways that hold for all of them. Rule: RULE_6.
 ROUND12_VARIANTS = {"default": _DEFAULT, "dihedral": [*_DEFAULT, "--augment", "dihedral"]}
+# Declared while round 11's per-folder runs were partly in (two of its six runs) and before round 12 started: if the
+# candidates of both rounds beat the default by RULE_6, the one with more passing runs replaces it, then the higher
+# mean (RULE_7's order); the winner becomes the default whatever its cost per step (48-px patches cost ~2.6x a step on
+# this CPU), and the benchmark (seeds 1-2) then runs once with it in both settings. The two are not combined unmeasured.
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6)}
