@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=192, help="HR crop side (LR = crop / 4)")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--patch-size", type=int, default=32)
+    ap.add_argument("--patch-size", type=int, default=None, help="adapt --patch-size [the adapt default, 48]")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--augment", default="none", choices=["none", "dihedral"], help="adapt --augment")
     ap.add_argument("--target", default="sr", choices=["sr", "lr", "lr-recon"])
@@ -321,11 +321,12 @@ def main(argv=None) -> int:
                        "sha256": state_dict_sha256(stage1.state_dict()),
                        "meta": {k: v for k, v in stage1.meta.items() if isinstance(v, (str, int, float, list))}}
     trainable = args.trainable if args.trainable in ("all", "body") else tuple(args.trainable.split(","))
-    base_cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, patch_size=args.patch_size, batch_size=args.batch_size,
+    base_cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
                            target=args.target, trainable=trainable, hf_source=args.hf_source, hf_weight=not args.no_hf_weight,
                            anchor_weight=args.anchor_weight, sup_weight=args.sup_weight, checkpoint_every=10**9,
                            **({"sup_degradation": args.sup_degradation} if args.sup_degradation else {}),
                            **({"anchor_pool": args.anchor_pool} if args.anchor_pool else {}),
+                           **({"patch_size": args.patch_size} if args.patch_size else {}),
                            **({"anchor_trust": args.anchor_trust} if args.anchor_trust is not None else {}),
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,

@@ -301,3 +301,21 @@ def test_round6_counts_passing_runs_over_seeds_and_keeps_the_default_on_a_tie():
         cand[k]["mean_gain_db"] = 0.305
     assert sweep.choose_round6({"default": default, "cosine": cand})[0] == "default"
     assert sweep.choose_round6({"default": default, "cosine": default})[0] == "default"  # a tie keeps the default
+
+
+def test_sweep_runs_keep_the_patch_size_of_their_rounds_and_quality_follows_adapt(tmp_path):
+    """Rounds 1-12 ran at 32-px patches (the default then): the sweep's runs still do unless a variant names its own
+    size; quality.py alone follows ``lwayrt adapt``'s default."""
+    import torch
+
+    from lway_rt.adapt.config import AdaptConfig
+
+    sweep = _load("quality_sweep")
+    tiny = ["--photos", "1", "--crop", "192", "--iterations", "1", "--presets", "box-downscale", "--methods", "naive",
+            "--folder", "all", "--sup-photos", "camera"]
+    then = sweep.run_quality("then", tmp_path / "a.json", tiny, seeds=["1"])
+    own = sweep.run_quality("own", tmp_path / "b.json", [*tiny, "--patch-size", "40"], seeds=["1"])
+    assert then["adapt_config"]["patch_size"] == 32 and own["adapt_config"]["patch_size"] == 40
+    _load("quality").main([*tiny, "--seeds", "1", "--threads", str(torch.get_num_threads()), "--out", str(tmp_path / "c.json")])
+    now = json.loads((tmp_path / "c.json").read_text())
+    assert now["adapt_config"]["patch_size"] == AdaptConfig().patch_size == 48

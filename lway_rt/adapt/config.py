@@ -114,6 +114,14 @@ class AdaptConfig:
       both settings on the development split it passed the quality bar in 0 of 6 runs against the
       default's 3 (``quality_dev_sweep_round6.json``); it steadies a folder's gain across seeds but
       one sharpen+JPEG crop then loses 0.33-0.48 dB in every run.
+    patch_size: the side of the LR patches S adapts on (and of the synthetic pairs' LR). Default 48,
+      chosen by ``benchmarks/quality_sweep.py --round11`` on the development split (rule fixed before
+      it ran, ``RULE_6``): over three adaptation seeds in both settings it passed the quality bar in
+      5 of 6 runs against 3 of 6 for 32 px (the default until then), mean gain +0.408 dB against
+      +0.418, worst crop -0.123 dB on average against -0.222. On the benchmark's 48-px crops a patch
+      is a whole crop, so S and R never see a patch border inside the picture; on larger images it is
+      a larger share of context. A step costs ~2.6x a 32-px one on a CPU; images smaller than the
+      patch are refused with the largest size that fits (``--patch-size``).
     augment: ``none`` (default) feeds each test patch to S as cut; ``dihedral`` feeds it flipped and/or
       rotated by a multiple of 90 degrees (one of the 8, drawn per patch from the run's generator) and
       turns S's output back before R, the loss and the anchor see it, so every term still compares
@@ -128,7 +136,7 @@ class AdaptConfig:
     iterations: int = 200
     lr: float = 5e-5
     lr_schedule: str = "constant"
-    patch_size: int = 32  # LR pixels
+    patch_size: int = 48  # LR pixels; see the docstring
     augment: str = "none"
     batch_size: int = 4
     trainable: str | tuple[str, ...] = "all"

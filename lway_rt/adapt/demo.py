@@ -112,7 +112,8 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
         hrs[name] = hr
     log(f"{len(hrs)} LR crops ({config.crop // 4} px, x4 bicubic + unseen preset '{config.preset}') in {lr_dir}")
     log(f"adapting {config.model} for {config.iterations} iterations (LWay loss, no ground truth) ...")
-    cfg = AdaptConfig(iterations=config.iterations, seed=config.seed, snapshot_every=max(1, config.iterations // 5))
+    cfg = AdaptConfig(iterations=config.iterations, seed=config.seed, snapshot_every=max(1, config.iterations // 5),
+                      patch_size=min(AdaptConfig.patch_size, config.crop // 4))  # --crop 128: 32-px LR crops
     (run,) = adapt([lr_dir], config.model, run_dir, cfg, stage1=config.stage1,
                    log=lambda m: log("  " + m) if m.startswith(("iteration", "embedded", "rolled", "non-finite")) else None)
     control_dir = out / "identity_control"

@@ -23,7 +23,7 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
 @click.option("--lr", type=float, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
               help="constant, or cosine annealing from --lr towards 0 over the iterations [constant].")
-@click.option("--patch-size", type=int, default=None, help="LR patch side in pixels [32].")
+@click.option("--patch-size", type=int, default=None, help="LR patch side in pixels; every input must be at least this large [48].")
 @click.option("--augment", type=click.Choice(["none", "dihedral"]), default=None,
               help="dihedral: S sees each patch flipped/turned (one of 8, drawn per patch) and its output turned back "
                    "before the loss [none].")
