@@ -218,7 +218,8 @@ ROUND10_VARIANTS = {"default": _DEFAULT, "hf-target": [*_DEFAULT, "--hf-source",
 # supervised pairs 48 px (192-px HR crops) too. Each step costs about 2.25x the default's. Rule: RULE_6.
 ROUND11_VARIANTS = {"default": _DEFAULT, "patch48": [*_DEFAULT, "--patch-size", "48"]}
 # Result (quality_dev_sweep_round11.json): patch48 passes 5 of 6 runs (default 3), mean +0.408 dB (default +0.418),
-# worst crop -0.123 on average (-0.222), -0.491 lowest (-0.774); chosen, and 48 px is the adapt default since.
+# worst crop -0.123 on average (-0.222), -0.491 lowest (-0.774); chosen, and 48 px is the adapt default since. A run
+# took ~2.6x the default's (per folder 1650 s against 644 s), more than the 2.25x expected above.
 # Round 12 (CPU, ``--round12 --reuse quality_dev_sweep_round6.json``), declared while round 11 ran, before its result:
 # S sees each test patch flipped / turned (one of the 8 symmetries of a square, drawn per patch) and its output is
 # turned back before R, the loss and the anchor (``--augment dihedral``). The worst crops lose where LWay adds fine
@@ -235,6 +236,9 @@ ROUND12_VARIANTS = {"default": _DEFAULT, "dihedral": [*_DEFAULT, "--augment", "d
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6)}
+LATER_ROUND_TOPICS = {7: "trainable subsets", 8: "stage-1-degraded supervised pairs", 9: "LWay's L1 without the wavelet weight",
+                      10: "the wavelet weight from the target", 11: "48-px patches",
+                      12: "patches turned for S, --augment dihedral"}  # --help of --round7 ... --round12
 
 
 def round6_summary(runs: dict[str, dict]) -> dict:
@@ -547,18 +551,9 @@ def main(argv=None) -> int:
     ap.add_argument("--round5", action="store_true", help="round 5: adapt_variance.py's pick in both settings, by RULE_5")
     ap.add_argument("--round6", action="store_true",
                     help="round 6: ROUND6_VARIANTS over adaptation seed offsets 0-2 in both settings, by RULE_6")
-    ap.add_argument("--round7", action="store_true",
-                    help="round 7: ROUND7_VARIANTS (trainable subsets) like round 6; --reuse round 6's JSON for the default")
-    ap.add_argument("--round8", action="store_true",
-                    help="round 8: ROUND8_VARIANTS (stage-1-degraded supervised pairs) like round 6; --reuse round 6's JSON")
-    ap.add_argument("--round9", action="store_true",
-                    help="round 9: ROUND9_VARIANTS (LWay's L1 without the wavelet weight) like round 6; --reuse round 6's JSON")
-    ap.add_argument("--round10", action="store_true",
-                    help="round 10: ROUND10_VARIANTS (the wavelet weight from the target) like round 6; --reuse round 6's JSON")
-    ap.add_argument("--round11", action="store_true",
-                    help="round 11: ROUND11_VARIANTS (48-px patches) like round 6; --reuse round 6's JSON")
-    ap.add_argument("--round12", action="store_true",
-                    help="round 12: ROUND12_VARIANTS (patches turned for S, --augment dihedral) like round 6; --reuse round 6's JSON")
+    for n, topic in LATER_ROUND_TOPICS.items():
+        ap.add_argument(f"--round{n}", action="store_true",
+                        help=f"round {n}: ROUND{n}_VARIANTS ({topic}) like round 6; --reuse round 6's JSON" + (" for the default" if n == 7 else ""))
     ap.add_argument("--only-round4", nargs="+", choices=sorted(ROUND4_VARIANTS), help="with --round4: these variants only")
     ap.add_argument("--join", action="store_true", help="with --round3/4/5/6 --reuse: run nothing, join the rows, apply the rule")
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
