@@ -277,6 +277,9 @@ def main(argv=None) -> int:
                     help="experiment: score the mean weights of K adaptations with other seeds (K x the time)")
     ap.add_argument("--ema", type=float, default=0.0, help="adapt --ema: write the weights' moving average (0: off)")
     ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="adapt --lr-schedule")
+    ap.add_argument("--perceptual", default="none", choices=["none", "trunk-l1"],
+                    help="adapt --perceptual, for the lway method (the baselines keep none)")
+    ap.add_argument("--perceptual-weight", type=float, default=None, help="adapt --perceptual-weight [the adapt default]")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
@@ -331,7 +334,7 @@ def main(argv=None) -> int:
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
                            sup_batch=args.sup_batch, lr_schedule=args.lr_schedule,
-                           augment=args.augment)
+                           augment=args.augment, perceptual=args.perceptual, perceptual_weight=args.perceptual_weight)
     def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
         """``net``'s x4 image of one LR crop (HxWx3 float), made on --score-device, as HxWx3 float on the CPU."""
         x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).to(args.score_device)
@@ -367,6 +370,8 @@ def main(argv=None) -> int:
             for method in args.methods:
                 # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
                 no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
+                if method != "lway":  # nor the lway run's perceptual term (the supervised control has nothing to compare)
+                    no_r["perceptual"] = "none"
                 cfg = base_cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
                 t0 = time.perf_counter()
                 # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights

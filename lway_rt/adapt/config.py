@@ -17,7 +17,8 @@ from typing import Any
 from lway_rt.errors import InputError
 from lway_rt.export.encoder_backend import BACKENDS as ENCODER_BACKENDS  # torch, onnxruntime, tensorrt
 
-__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "AUGMENTS", "TRAINABLE_PRESETS", "load_toml_defaults"]
+__all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "AUGMENTS", "PERCEPTUALS", "TRAINABLE_PRESETS",
+           "load_toml_defaults"]
 
 LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr", "lr-recon")
@@ -25,6 +26,11 @@ MODES = ("folder", "per-image")
 SUP_DEGRADATIONS = ("lr", "classic", "stage1")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("none", "dihedral")
+PERCEPTUALS = ("none", "trunk-l1", "lpips")  # lway_rt.adapt.perceptual
+# perceptual_weight when unset. trunk-l1: 1/14.6, so that on the unadapted backbone's output it equals LWay's
+# wavelet-weighted L1 (the trunk-feature L1 was 14.6x the pixel L1 on the development split's 48 crops,
+# realesr-animevideov3, shipped stage 1, 48-px patches). lpips: 1, the usual L1 + LPIPS weighting.
+PERCEPTUAL_WEIGHTS = {"none": 0.0, "trunk-l1": 0.07, "lpips": 1.0}
 TRAINABLE_PRESETS = ("all", "body")
 
 
@@ -132,6 +138,12 @@ class AdaptConfig:
       the development split it passed the quality bar in 1 of 6 runs against 3 for the same 32-px
       recipe without it (README, round 12; the highest mean gain, +0.467 dB, but one crop lost up to
       0.31 dB under box downscaling in five runs).
+    perceptual: the weighted perceptual term beside the L1 (DESIGN §2.4, ``perceptual.py``): ``none``
+      (default), ``trunk-l1`` (an L1 between the features of the frozen pretrained trunk stage 1's
+      encoder reads, available offline) or ``lpips`` (LPIPS-AlexNet from ``lpips_weights``, files the
+      user supplies). It compares the same prediction and target as the L1, weighted by the same
+      wavelet map, and joins the loss times ``perceptual_weight`` (unset: 0.07 for ``trunk-l1``, which
+      makes it equal to the L1 on the unadapted output on the development split; 1 for ``lpips``).
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -159,6 +171,9 @@ class AdaptConfig:
     sup_degradation: str = "classic"
     strength: float = 1.0
     ema: float = 0.0  # 0 = off; else the decay of the weights' moving average
+    perceptual: str = "none"
+    perceptual_weight: float | None = None  # None: the kind's default (PERCEPTUAL_WEIGHTS)
+    lpips_weights: tuple[str, ...] = ()
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -188,6 +203,9 @@ class AdaptConfig:
             object.__setattr__(self, "trainable", tuple(self.trainable))
         if isinstance(self.adam_betas, list):
             object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
+        if isinstance(self.lpips_weights, (list, str, Path)):
+            paths = [self.lpips_weights] if isinstance(self.lpips_weights, (str, Path)) else self.lpips_weights
+            object.__setattr__(self, "lpips_weights", tuple(str(p) for p in paths))
         for name in ("iterations", "anchor_pool", "patch_size", "batch_size", "guard_every", "max_bad_steps", "eval_every",
                      "patience", "snapshot_every", "snapshot_crop", "checkpoint_every"):
             v = getattr(self, name)
@@ -246,10 +264,25 @@ class AdaptConfig:
             bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
         if not is_number(self.ema) or not 0.0 <= self.ema < 1.0:
             bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
+        if self.perceptual not in PERCEPTUALS:
+            bad(f"unknown perceptual term {self.perceptual!r}; use one of {', '.join(PERCEPTUALS)}")
+        if self.perceptual_weight is not None and not weight_ok(self.perceptual_weight):
+            bad(f"perceptual_weight must be a finite number >= 0, got {self.perceptual_weight!r}")
+        if self.perceptual != "none" and self.loss == "supervised":
+            bad("the supervised loss has no self-supervised prediction for a perceptual term to compare: "
+                "use perceptual none, or the lway loss")
+        if self.perceptual == "lpips" and not self.lpips_weights:
+            bad("the lpips perceptual term needs its weights (they cannot be fetched offline): pass --lpips-weights "
+                "FILE (AlexNet backbone and LPIPS linear layers), or use --perceptual trunk-l1")
         if self.guard_factor and self.guard_factor <= 1.0:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+
+    @property
+    def perceptual_scale(self) -> float:
+        """The perceptual term's weight: ``perceptual_weight``, or the kind's default when it is unset."""
+        return PERCEPTUAL_WEIGHTS[self.perceptual] if self.perceptual_weight is None else float(self.perceptual_weight)
 
     @property
     def sup_batch_size(self) -> int:
@@ -266,6 +299,7 @@ class AdaptConfig:
         d = dataclasses.asdict(self)
         d["trainable"] = self.trainable if isinstance(self.trainable, str) else list(self.trainable)
         d["adam_betas"] = list(self.adam_betas)
+        d["lpips_weights"] = list(self.lpips_weights)
         return d
 
     def recipe_json(self) -> str:

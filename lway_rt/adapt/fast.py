@@ -44,6 +44,7 @@ from torch.nn import functional as F
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.losses import loss_terms, wants_supervised
 from lway_rt.adapt.patches import Batch, dihedral, undo_dihedral
+from lway_rt.adapt.perceptual import Perceptual
 from lway_rt.adapt.step import trainable_params
 from lway_rt.errors import InputError
 
@@ -266,7 +267,8 @@ def make_optimizer(params, config: AdaptConfig, options: SpeedOptions = SpeedOpt
 
 
 def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptConfig, image: int | None = None,
-                         sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                         sup_sr: torch.Tensor | None = None,
+                         perceptual: Perceptual | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``losses.adaptation_loss`` with the parts left as detached tensors (no sync); same value.
 
     ``recon`` is a ``FastReconstructor`` (``image``: all patches come from that image) or any
@@ -277,11 +279,12 @@ def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptCon
         reconstruct = lambda x: recon(x, batch.index, image)  # noqa: E731
     else:
         reconstruct = lambda x: recon(x, batch.index)  # noqa: E731
-    return loss_terms(sr, batch, reconstruct, config, sup_sr)
+    return loss_terms(sr, batch, reconstruct, config, sup_sr, perceptual)
 
 
 def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, recon, config: AdaptConfig,
-                    options: SpeedOptions = SpeedOptions(), image: int | None = None) -> dict[str, float | bool | str]:
+                    options: SpeedOptions = SpeedOptions(), image: int | None = None,
+                    perceptual: Perceptual | None = None) -> dict[str, float | bool | str]:
     """``step.adapt_step`` (same contract and returned keys), with the speed options applied.
 
     ``model`` should have gone through ``prepare_backbone``; ``recon`` is a ``FastReconstructor``
@@ -308,7 +311,7 @@ def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
                     if supervised:
                         sup_sr = model(batch.sup_lr.contiguous(memory_format=mf))
             sr = undo_dihedral(sr, batch.turn)  # and R, the loss and the anchor see it turned back
-            loss, parts = fast_adaptation_loss(sr, batch, recon, config, image, sup_sr)
+            loss, parts = fast_adaptation_loss(sr, batch, recon, config, image, sup_sr, perceptual)
         scale = options.fp16_loss_scale if options.autocast == "fp16" else 1.0
         (loss * scale if scale != 1.0 else loss).backward()
     grads = [p.grad for p in params if p.grad is not None]

@@ -42,6 +42,7 @@ from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import adaptation_loss, backbone_trust
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
+from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
@@ -253,6 +254,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     # supervised pairs (LWay's supervised half): clean photos loaded once, pairs drawn per iteration
     # from (seed, iteration), so they leave the patch sampler's generator alone and survive a resume
     sup_pairs = SyntheticPairs.from_config(config, scale) if config.sup_weight > 0 else None
+    # the perceptual term's network (read before any work, so bad LPIPS files fail first)
+    perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
+                                  lpips_weights=config.lpips_weights, device=device)
+    if perceptual is not None:
+        log(f"perceptual term: {perceptual.kind} x{config.perceptual_scale:g} (weights {perceptual.digest[:12]})")
     recon, stage1_info, embed_s = None, None, 0.0
     if config.loss == "lway":
         if stage1 is None:
@@ -295,7 +301,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
 
     def fixed_loss() -> float:
         with torch.no_grad():
-            loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, yardstick)
+            loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, yardstick, perceptual=perceptual)
         return float(loss)
 
     # fixed crops for the contact sheet (LR centre crops)
@@ -438,10 +444,10 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                                                scale, config.target)
         step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
         _set_lr(opt, step_lr)
-        m = fast_adapt_step(model, opt, batch, recon, config, speed)
+        m = fast_adapt_step(model, opt, batch, recon, config, speed, perceptual=perceptual)
         st["it"] += 1
         rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
-        for part in ("anchor", "sup"):
+        for part in ("anchor", "sup", "perc"):
             if part in m:
                 rec[part] = m[part]
         st["history"].append(rec)
@@ -508,6 +514,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "model": {"name": desc.name, "source": desc.source, "arch": desc.arch, "scale": scale,
                   "hparams": desc.spec.hparams, "base_sha256": base_sha},
         "stage1": stage1_info,
+        "perceptual": None if perceptual is None else {"kind": perceptual.kind, "weight": config.perceptual_scale,
+                                                       "sha256": perceptual.digest},
         "config": config.to_dict(),
         "trainable_tensors": len(trainable),
         "trainable_params": int(sum(p.numel() for p in params)),

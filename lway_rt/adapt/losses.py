@@ -13,7 +13,8 @@ An optional anchor term ties S(x) to the unadapted model's output on the same pa
 after a ``k x k`` average pool with ``anchor_pool = k``: the coarse picture only; scaled per image
 by ``backbone_trust`` with ``anchor_trust > 0``), and an
 optional supervised term (LWay's supervised half, ``synthetic.py``) is the L1 between S's output on
-the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``.
+the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``; and an optional
+perceptual term (``perceptual.py``) between the same prediction and target as the L1, with its weight map.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.patches import Batch, bicubic_down, bicubic_up
+from lway_rt.adapt.perceptual import Perceptual
 from lway_rt.adapt.wavelet import hf_weight
 
 __all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast", "backbone_trust",
@@ -58,13 +60,17 @@ def upcast(t: torch.Tensor) -> torch.Tensor:
 
 
 def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tensor], torch.Tensor] | None,
-               config: AdaptConfig, sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               config: AdaptConfig, sup_sr: torch.Tensor | None = None,
+               perceptual: Perceptual | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of S's output ``sr`` for ``batch`` and its parts as detached tensors (no host sync).
 
     ``reconstruct(sr)`` is R applied to the batch's patches with their images' embeddings (needed
     by ``lway`` only). ``sup_sr`` is S's output on ``batch.sup_lr``: with ``sup_weight > 0`` it
-    adds ``sup_weight * supervised_l1`` (part ``sup``). Autocast outputs are upcast to fp32 first.
-    Both step paths (``adaptation_loss``, ``fast.fast_adaptation_loss``) compute through here.
+    adds ``sup_weight * supervised_l1`` (part ``sup``). ``perceptual`` is the run's perceptual term
+    (needed when ``config.perceptual`` is not ``none``): it compares the L1's prediction and target,
+    with the L1's weight map, and adds ``perceptual_weight`` times it (part ``perc``). Autocast
+    outputs are upcast to fp32 first. Both step paths (``adaptation_loss``,
+    ``fast.fast_adaptation_loss``) compute through here.
     """
     scale = sr.shape[-1] // batch.lr.shape[-1]
     sr = upcast(sr)
@@ -91,6 +97,12 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
         main = weighted_l1(pred, target, weight)
     parts = {"l1": main.detach()}
     loss = main
+    if config.perceptual != "none" and pred is not None:
+        if perceptual is None:
+            raise ValueError(f"the {config.perceptual} perceptual term needs its network (perceptual.build_perceptual)")
+        perc = perceptual(pred, target, weight)
+        parts["perc"] = perc.detach()
+        loss = loss + config.perceptual_scale * perc
     if config.anchor_weight > 0 and batch.anchor is not None:
         out, ref = sr, upcast(batch.anchor)
         if config.anchor_pool > 1:  # tie the coarse picture only: detail finer than k pixels is left free
@@ -107,13 +119,14 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
 
 
 def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, config: AdaptConfig,
-                    sup_sr: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    sup_sr: torch.Tensor | None = None,
+                    perceptual: Perceptual | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of S's output ``sr`` for ``batch``; returns (loss tensor, its parts as floats).
 
     ``recon(sr, batch.index)`` is the prepared reconstructor; see ``loss_terms``.
     """
     reconstruct = None if recon is None else (lambda x: recon(x, batch.index))
-    loss, parts = loss_terms(sr, batch, reconstruct, config, sup_sr)
+    loss, parts = loss_terms(sr, batch, reconstruct, config, sup_sr, perceptual)
     return loss, {k: float(v) for k, v in parts.items()}
 
 
@@ -127,7 +140,7 @@ def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, mul
     of each image, for S0's output and for the bicubic upsampling. Returns the factors ``(N,)`` and,
     per image, both losses and the factor (for the report).
     """
-    plain = config.replace(anchor_weight=0.0, sup_weight=0.0)
+    plain = config.replace(anchor_weight=0.0, sup_weight=0.0, perceptual="none")
     factors, info = [], []
     with torch.no_grad():
         for i, im in enumerate(images):

@@ -14,6 +14,7 @@ from torch import nn
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.losses import Reconstruct, adaptation_loss, wants_supervised
 from lway_rt.adapt.patches import Batch, dihedral, undo_dihedral
+from lway_rt.adapt.perceptual import Perceptual
 
 __all__ = ["adapt_step", "trainable_params"]
 
@@ -23,7 +24,8 @@ def trainable_params(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
 
 
 def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
-               stage1_prepared: Reconstruct | None, config: AdaptConfig) -> dict[str, float | bool | str]:
+               stage1_prepared: Reconstruct | None, config: AdaptConfig,
+               perceptual: Perceptual | None = None) -> dict[str, float | bool | str]:
     """Forward S on the batch, compute the configured loss, and update S's trainable parameters.
 
     Returns ``loss`` (float), ``skipped`` (bool), ``grad_norm`` and the loss parts; a skipped step
@@ -31,13 +33,14 @@ def adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     ``config.sup_weight > 0`` and synthetic pairs in the batch (``batch.sup_lr``/``sup_hr``, drawn
     by the driver), S also runs on the synthetic LR and the supervised L1 joins the loss. With
     ``batch.turn`` set (``augment='dihedral'``) S sees each patch turned and its output is turned back.
+    ``perceptual`` is the run's perceptual term when ``config.perceptual`` names one.
     """
     params = trainable_params(optimizer)
     optimizer.zero_grad(set_to_none=True)
     with torch.enable_grad():
         sr = undo_dihedral(model(dihedral(batch.lr, batch.turn)), batch.turn)
         sup_sr = model(batch.sup_lr) if wants_supervised(config, batch) else None
-        loss, parts = adaptation_loss(sr, batch, stage1_prepared, config, sup_sr)
+        loss, parts = adaptation_loss(sr, batch, stage1_prepared, config, sup_sr, perceptual)
         value = float(loss.detach())
         if not math.isfinite(value):
             return {"loss": value, "skipped": True, "reason": "non-finite loss", **parts}

@@ -7,7 +7,7 @@ import click
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
-           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "ema", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -61,6 +61,12 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
               help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
 @click.option("--ema", type=float, default=None,
               help="Write the moving average of the weights over the steps, with this decay (e.g. 0.98) [0: off].")
+@click.option("--perceptual", type=click.Choice(["none", "trunk-l1", "lpips"]), default=None,
+              help="Wavelet-weighted perceptual term beside the L1: trunk-l1 = L1 on a frozen pretrained SR trunk's "
+                   "features (offline); lpips = LPIPS-AlexNet from --lpips-weights [none].")
+@click.option("--perceptual-weight", type=float, default=None, help="Weight of the --perceptual term [trunk-l1: 0.07, lpips: 1].")
+@click.option("--lpips-weights", type=click.Path(dir_okay=False), multiple=True,
+              help="LPIPS-AlexNet weight file(s) for --perceptual lpips (backbone and linear layers; one or two files).")
 @click.option("--guard-factor", type=float, default=None,
               help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
 @click.option("--gt", "gt_dir", type=click.Path(file_okay=False), default=None,
@@ -76,7 +82,8 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
 @click.option("--tile", type=int, default=None, help="Tile size for writing SR images (0: one pass) [auto].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
-def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, gt_dir, resume, quiet, **flags):
+def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, quiet,
+            **flags):
     """Adapt MODEL to the low-resolution images INPUT... (files or folders) without ground truth.
 
     Writes adapted weights (same architecture as MODEL), the SR image of every input, report.json,
@@ -92,6 +99,8 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         values["trainable"] = parts[0] if len(parts) == 1 and parts[0] in ("all", "body") else tuple(parts)
     if no_hf_weight:
         values["hf_weight"] = False
+    if lpips_weights:
+        values["lpips_weights"] = tuple(lpips_weights)
     config = AdaptConfig.from_dict(values)
     log = (lambda msg: None) if quiet else click.echo
     results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log)

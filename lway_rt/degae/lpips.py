@@ -51,7 +51,8 @@ class LPIPSAlex(nn.Module):
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
 
-    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The unit-normalised features at the five taps."""
         h = ((2 * x - 1) - self.shift) / self.scale
         out = []
         for i, layer in enumerate(self.features):
@@ -60,10 +61,15 @@ class LPIPSAlex(nn.Module):
                 out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
         return out
 
+    def distance_maps(self, taps_x: list[torch.Tensor], taps_y: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per tap, the learnt-weighted squared feature difference, ``(B, 1, h, w)`` at that tap's size
+        (LPIPS is the sum over taps of their spatial means; a spatially weighted LPIPS weights these)."""
+        return [lin((fx - fy).pow(2)) for lin, fx, fy in zip(self.lin, taps_x, taps_y)]
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         d = 0.0
-        for lin, fx, fy in zip(self.lin, self._taps(x), self._taps(y)):
-            d = d + lin((fx - fy).pow(2)).mean(dim=(2, 3))
+        for m in self.distance_maps(self.taps(x), self.taps(y)):
+            d = d + m.mean(dim=(2, 3))
         return d.flatten()
 
 
