@@ -319,3 +319,32 @@ def test_sweep_runs_keep_the_patch_size_of_their_rounds_and_quality_follows_adap
     _load("quality").main([*tiny, "--seeds", "1", "--threads", str(torch.get_num_threads()), "--out", str(tmp_path / "c.json")])
     now = json.loads((tmp_path / "c.json").read_text())
     assert now["adapt_config"]["patch_size"] == AdaptConfig().patch_size == 48
+
+
+def test_round13_measures_against_round11s_48px_runs():
+    """Round 13's reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
+    so ``--reuse quality_dev_sweep_round11.json`` supplies its six runs, and the rule keeps it unless beaten."""
+    sweep = _load("quality_sweep")
+    r11 = json.loads((ROOT / "benchmarks" / "results" / "quality_dev_sweep_round11.json").read_text())
+    ref = sweep.ROUND_REFERENCE[13]
+    assert sweep.ROUND13_VARIANTS[ref] == r11["variants"]["patch48"]["flags"]
+    assert len(r11["variants"]["patch48"]["runs"]) == 6
+    cand = sweep.ROUND13_VARIANTS["perc-trunk"]
+    assert cand[:len(sweep.ROUND13_VARIANTS[ref])] == sweep.ROUND13_VARIANTS[ref] and cand[-2:] == ["--perceptual", "trunk-l1"]
+    runs = r11["variants"]["patch48"]["runs"]
+    assert sweep.choose_round6({ref: runs, "perc-trunk": runs}, ref)[0] == ref  # a tie keeps the reference
+    worse = {k: {**r, "worst_db": -0.5} for k, r in runs.items()}
+    assert sweep.choose_round6({ref: worse, "perc-trunk": runs}, ref)[0] == "perc-trunk"
+
+
+def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_path):
+    import torch
+
+    quality = _load("quality")
+    out = tmp_path / "p.json"
+    quality.main(["--photos", "1", "--iterations", "2", "--presets", "box-downscale", "--methods", "naive", "lway",
+                  "--folder", "all", "--sup-photos", "camera", "--seeds", "1", "--perceptual", "trunk-l1",
+                  "--threads", str(torch.get_num_threads()), "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["adapt_config"]["perceptual"] == "trunk-l1"
+    assert {r["method"] for r in res["runs"]} == {"naive", "lway"}
