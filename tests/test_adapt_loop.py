@@ -300,3 +300,16 @@ def test_cosine_lr_schedule_scales_each_step_and_resumes_exactly(tmp_path, input
     assert '"lr_schedule": "cosine"' in meta["recipe"]
     with pytest.raises(InputError, match="unknown lr_schedule"):
         AdaptConfig(lr_schedule="linear")
+
+
+def test_progress_lines_give_the_rate_and_the_time_left(tmp_path, inputs, stage1):
+    from lway_rt.adapt.loop import _duration
+
+    assert [_duration(s) for s in (0.4, 59.6, 200, 3599, 3900)] == ["0 s", "1 min 00 s", "3 min 20 s", "59 min 59 s",
+                                                                   "1 h 05 min"]
+    lines = []
+    cfg = AdaptConfig(iterations=20, patch_size=16, batch_size=1, sup_weight=0.0)
+    adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "o", stage1=stage1, log=lines.append, write_outputs=False)
+    steps = [m for m in lines if m.startswith("iteration ")]
+    assert [m.split(":")[0] for m in steps] == ["iteration 10/20", "iteration 20/20"]
+    assert all(" s/it, about " in m for m in steps) and steps[-1].endswith("about 0 s left")

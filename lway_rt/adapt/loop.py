@@ -116,6 +116,16 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int, multiple: int 
     return upscale_tensor(model, lr, scale, TileConfig(tile=tile), multiple=multiple).clamp_(0, 1)
 
 
+def _duration(seconds: float) -> str:
+    """A remaining time for a person: "45 s", "3 min 20 s", "1 h 05 min"."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def _tensor(img: InputImage, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.rgb)).permute(2, 0, 1).unsqueeze(0).to(device)
 
@@ -426,7 +436,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         f"loss {config.loss}, target {config.target}, {config.iterations} iterations"
         + (f", supervised term x{config.sup_weight:g} on {sup_pairs.n} synthetic pair(s) a step from "
            f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else ""))
-    t_loop = time.perf_counter()
+    t_loop, it_loop = time.perf_counter(), st["it"]
     train_s0 = st["train_s"]
     while st["it"] < config.iterations and st["stopped"] is None:
         batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen)
@@ -480,7 +490,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
                                          "gen": gen.get_state(), "st": st})
         if st["it"] % 10 == 0:
-            log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}")
+            rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
+            log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
+                f"about {_duration(rate * (config.iterations - st['it']))} left")
     st["train_s"] = train_s0 + time.perf_counter() - t_loop
     if st["stopped"]:
         log(st["stopped"])
