@@ -52,6 +52,23 @@ def recon_net():
     return Reconstructor(embed_dim=24, width=16, blocks=2).eval().requires_grad_(False)
 
 
+@pytest.fixture(scope="session")
+def lpips_file():
+    """``lpips_file(path, seed)`` writes random LPIPS-AlexNet weights under the ``lpips`` package's names (linear layers
+    non-negative, as trained ones are) and returns the path: the real loader and network, without the real weights."""
+    from lway_rt.degae.lpips import LPIPSAlex
+
+    def write(path, seed=0):
+        torch.manual_seed(seed)
+        state = {k.replace("lin.", "lin").replace(".weight", ".model.1.weight") if k.startswith("lin.") else k:
+                 v.abs() if k.startswith("lin.") else v
+                 for k, v in LPIPSAlex().state_dict().items() if k not in ("shift", "scale")}
+        torch.save(state, path)
+        return str(path)
+
+    return write
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None

@@ -313,3 +313,18 @@ def test_progress_lines_give_the_rate_and_the_time_left(tmp_path, inputs, stage1
     steps = [m for m in lines if m.startswith("iteration ")]
     assert [m.split(":")[0] for m in steps] == ["iteration 10/20", "iteration 20/20"]
     assert all(" s/it, about " in m for m in steps) and steps[-1].endswith("about 0 s left")
+
+
+def test_resume_with_the_perceptual_term_and_its_weights_checked(tmp_path, inputs, stage1, lpips_file):
+    weights = lpips_file(tmp_path / "lpips.pth", 0)
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, sup_weight=0.0,
+                      perceptual="lpips", lpips_weights=(weights,))
+    full = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "full", stage1=stage1)
+    assert all(h["perc"] > 0 for h in full.report["history"])
+    _interrupt_at(10, inputs, 3, cfg, tmp_path / "part", stage1)
+    resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "part", stage1=stage1, resume=True)
+    _assert_same_weights(full.weights, resumed.weights)
+    _interrupt_at(10, inputs, 3, cfg, tmp_path / "other", stage1)
+    lpips_file(tmp_path / "lpips.pth", 1)  # the same path, other weights: not the run that was interrupted
+    with pytest.raises(InputError, match="other inputs, model or settings"):
+        adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "other", stage1=stage1, resume=True)

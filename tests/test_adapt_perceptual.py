@@ -156,7 +156,7 @@ def test_config_defaults_and_refusals():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, hr_crop):
+def tiny(tmp_path_factory, hr_crop, lpips_file):
     """A tiny S, a tiny stage 1 (on the store's real trunk), one 48x48 LR input and random LPIPS weights."""
     from PIL import Image
 
@@ -168,11 +168,7 @@ def tiny(tmp_path_factory, hr_crop):
     save_stage1(root / "stage1.safetensors", Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16),
                                                           seed=3).freeze())
     Image.fromarray(hr_crop[:192:4, :192:4]).save(root / "lr.png")
-    torch.manual_seed(0)
-    state = {k.replace("lin.", "lin").replace(".weight", ".model.1.weight") if k.startswith("lin.") else k:
-             v.abs() if k.startswith("lin.") else v  # LPIPS's linear layers are non-negative
-             for k, v in LPIPSAlex().state_dict().items() if k not in ("shift", "scale")}  # the lpips package's names
-    torch.save(state, root / "lpips.pth")
+    lpips_file(root / "lpips.pth")
     return root
 
 

@@ -187,11 +187,13 @@ def _evaluate(model, tensors, gt, scale, multiple, tile=None) -> tuple[float, fl
 # checkpoints
 
 
-def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage]) -> str:
+def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage],
+                 perceptual_sha: str = "") -> str:
     h = hashlib.sha256()
     h.update(config.recipe_json().encode())
     h.update(base_sha.encode())
     h.update(str(stage1_sha).encode())
+    h.update(perceptual_sha.encode())  # the perceptual term's weights (nothing without one: old fingerprints hold)
     for img in images:
         h.update(img.name.encode())
         h.update(np.ascontiguousarray(img.rgb).tobytes())
@@ -285,7 +287,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                        **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
                           if k in stage1.meta}}
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s")
-    fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images)
+    fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images,
+                               perceptual.digest if perceptual is not None else "")
 
     trust, trust_info = None, None
     if anchor_model is not None and config.anchor_trust > 0 and recon is not None:
