@@ -419,6 +419,7 @@ def main(argv=None) -> int:
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
                               else "one model per crop" if args.folder == "image"
                               else "one model per seed over all presets' crops"),
+                     "folder": args.folder,
                      "sup_weight": args.sup_weight,
                      "sup_photos": sup_photos if args.sup_weight > 0 else []},
         "adapt_config": {**base_cfg.to_dict(),
@@ -460,7 +461,8 @@ def merge(out: str, parts: list[str]) -> int:
     folders never mix presets; a (preset, seed) present in two files is refused."""
     results = [json.loads(Path(p).read_text()) for p in parts]
     first = results[0]
-    by_preset = not first["protocol"]["mode"].startswith("one model per seed")  # folders hold one preset
+    folder = first["protocol"].get("folder")  # files before it was recorded: read it from the mode's wording
+    by_preset = folder != "all" if folder else not first["protocol"]["mode"].startswith("one model per seed")
     free = ("seeds", "presets") if by_preset else ("seeds",)
     for r in results[1:]:
         for key in ("model", "stage1", "adapt_config"):

@@ -117,6 +117,13 @@ def test_per_folder_runs_split_by_preset_merge_into_the_joint_run(tmp_path):
     assert merged["protocol"]["presets"] == ["box-downscale", "motion-blur"] and merged["protocol"]["seeds"] == [1]
     with pytest.raises(SystemExit, match="box-downscale, seed 1 is in"):
         quality.merge(str(tmp_path / "x.json"), [str(tmp_path / "a.json"), str(tmp_path / "ab.json")])
+    assert merged["protocol"]["folder"] == "preset"
+    for f in ("a", "b"):  # files written before the protocol recorded its folder setting merge as before
+        old = json.loads((tmp_path / f"{f}.json").read_text())
+        del old["protocol"]["folder"]
+        (tmp_path / f"old_{f}.json").write_text(json.dumps(old))
+    quality.merge(str(tmp_path / "z.json"), [str(tmp_path / "old_a.json"), str(tmp_path / "old_b.json")])
+    assert json.loads((tmp_path / "z.json").read_text())["mean"] == merged["mean"]
     # a mixed folder's model saw every preset: such runs are split by seed only
     for r, preset in (("a", "box-downscale"), ("b", "motion-blur")):
         quality.main(_tiny_quality_args("--seeds", "1", "--folder", "all", "--presets", preset,
