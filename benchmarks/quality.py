@@ -370,9 +370,8 @@ def main(argv=None) -> int:
             for method in args.methods:
                 # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
                 no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
-                if method != "lway":  # nor the lway run's perceptual term (the supervised control has nothing to compare)
-                    no_r["perceptual"] = "none"
-                cfg = base_cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
+                cfg = base_cfg if method == "lway" else base_cfg.without_perceptual()  # the lway run's term only
+                cfg = cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
                 t0 = time.perf_counter()
                 # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
                 members = [adapt_images(images, desc, cfg.replace(seed=cfg.seed + 1000 * k),

@@ -98,7 +98,7 @@ def test_step_adds_the_scaled_term_and_moves_only_s(recon_net, images):
     batch = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(3))
     s = _tiny_s()
     with torch.no_grad():
-        without = float(adaptation_loss(s(batch.lr), batch, recon, config.replace(perceptual="none"))[0])
+        without = float(adaptation_loss(s(batch.lr), batch, recon, config.without_perceptual())[0])
         loss, parts = adaptation_loss(s(batch.lr), batch, recon, config, perceptual=term)
     assert parts["perc"] > 0 and float(loss) == pytest.approx(without + 0.5 * parts["perc"], rel=1e-6)
     with pytest.raises(ValueError, match="needs its network"):
@@ -152,6 +152,13 @@ def test_config_defaults_and_refusals():
         AdaptConfig(perceptual="trunk-l1", perceptual_weight=-1.0)
     with pytest.raises(InputError, match="supervised loss has no self-supervised prediction"):
         AdaptConfig(loss="supervised", perceptual="trunk-l1")
+    with pytest.raises(InputError, match="without a perceptual term: add --perceptual"):
+        AdaptConfig(perceptual_weight=0.5)
+    with pytest.raises(InputError, match="without a perceptual term"):
+        AdaptConfig(lpips_weights=["a.pth"])
+    with pytest.raises(InputError, match="use --perceptual lpips with them"):
+        AdaptConfig(perceptual="trunk-l1", lpips_weights=["a.pth"])
+    assert AdaptConfig(perceptual_weight=0.0).perceptual_scale == 0.0  # an explicit 0 with no term is harmless
     assert build_perceptual("none") is None
 
 

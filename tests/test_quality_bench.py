@@ -350,8 +350,8 @@ def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_pat
     quality = _load("quality")
     out = tmp_path / "p.json"
     quality.main(["--photos", "1", "--iterations", "2", "--presets", "box-downscale", "--methods", "naive", "lway",
-                  "--folder", "all", "--sup-photos", "camera", "--seeds", "1", "--perceptual", "trunk-l1",
+                  "--folder", "all", "--sup-photos", "camera", "--seeds", "1", "--perceptual", "trunk-l1", "--perceptual-weight", "0.1",
                   "--threads", str(torch.get_num_threads()), "--out", str(out)])
     res = json.loads(out.read_text())
-    assert res["adapt_config"]["perceptual"] == "trunk-l1"
+    assert res["adapt_config"]["perceptual"] == "trunk-l1" and res["adapt_config"]["perceptual_weight"] == 0.1
     assert {r["method"] for r in res["runs"]} == {"naive", "lway"}

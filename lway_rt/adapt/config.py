@@ -273,6 +273,11 @@ class AdaptConfig:
         if self.perceptual != "none" and self.loss == "supervised":
             bad("the supervised loss has no self-supervised prediction for a perceptual term to compare: "
                 "use perceptual none, or the lway loss")
+        if self.perceptual == "none" and (self.perceptual_weight or self.lpips_weights):
+            bad("a perceptual weight or LPIPS weights were given without a perceptual term: add --perceptual trunk-l1 "
+                "or --perceptual lpips")
+        if self.lpips_weights and self.perceptual != "lpips":
+            bad(f"LPIPS weights were given for the {self.perceptual} perceptual term: use --perceptual lpips with them")
         if self.perceptual == "lpips" and not self.lpips_weights:
             bad("the lpips perceptual term needs its weights (they cannot be fetched offline): pass --lpips-weights "
                 "FILE (AlexNet backbone and LPIPS linear layers), or use --perceptual trunk-l1")
@@ -280,6 +285,10 @@ class AdaptConfig:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
             bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+
+    def without_perceptual(self) -> AdaptConfig:
+        """The same recipe with no perceptual term (and none of its settings)."""
+        return self.replace(perceptual="none", perceptual_weight=None, lpips_weights=())
 
     @property
     def perceptual_scale(self) -> float:

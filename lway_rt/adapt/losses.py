@@ -140,7 +140,7 @@ def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, mul
     of each image, for S0's output and for the bicubic upsampling. Returns the factors ``(N,)`` and,
     per image, both losses and the factor (for the report).
     """
-    plain = config.replace(anchor_weight=0.0, sup_weight=0.0, perceptual="none")
+    plain = config.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0)
     factors, info = [], []
     with torch.no_grad():
         for i, im in enumerate(images):
