@@ -328,3 +328,37 @@ def test_resume_with_the_perceptual_term_and_its_weights_checked(tmp_path, input
     lpips_file(tmp_path / "lpips.pth", 1)  # the same path, other weights: not the run that was interrupted
     with pytest.raises(InputError, match="other inputs, model or settings"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "other", stage1=stage1, resume=True)
+
+
+def test_detail_change_is_the_ratio_of_fine_detail_and_flags_images(tmp_path, inputs, stage1):
+    from lway_rt.adapt.loop import DETAIL_FLAG, detail_change
+    from lway_rt.adapt.patches import AdaptImage
+    from lway_rt.adapt.wavelet import detail_energy, haar_dwt2
+
+    x = torch.rand(2, 3, 10, 12)
+    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    _, ch, cv, cd = haar_dwt2(y[:, None, 1:-1, 1:-1])
+    assert torch.allclose(detail_energy(x, border=1), (ch ** 2 + cv ** 2 + cd ** 2).sum(dim=(1, 2, 3)))
+    assert torch.allclose(detail_energy(x + 0.3), detail_energy(x), rtol=1e-5)  # a brightness shift is no detail
+    from lway_rt.adapt.patches import bicubic_up
+
+    class Soft(torch.nn.Module):  # bicubic x4 at half contrast (inside [0, 1], so no clamp interferes)
+        def forward(self, t):
+            return 0.25 + 0.5 * bicubic_up(t, 4).clamp(0, 1)
+
+    class Sharper(Soft):  # the same with its deviation from the image mean doubled: 4x the detail energy
+        def forward(self, t):
+            o = super().forward(t)
+            return 2 * o - o.mean(dim=(2, 3), keepdim=True)
+
+    data = [AdaptImage.from_lr(im.name, torch.from_numpy(im.rgb).permute(2, 0, 1)[None], 4) for im in inputs]
+    assert detail_change(Soft(), Soft(), data, 4) == [1.0, 1.0]
+    assert detail_change(Sharper(), Soft(), data, 4) == pytest.approx([4.0, 4.0], rel=1e-2)  # a few px clamp
+    assert detail_change(Soft(), Sharper(), data, 4) == pytest.approx([0.25, 0.25], rel=1e-2)
+    cfg = AdaptConfig(iterations=4, patch_size=16, batch_size=2, lr=1e-3, sup_weight=0.0)
+    rep = adapt_images(inputs, _desc(_tiny(1)), cfg, tmp_path / "o", stage1=stage1, write_outputs=False).report
+    changes = {im["name"]: im["detail_change"] for im in rep["images"]}
+    assert set(changes) == {"face", "suit"} and all(c > 0 for c in changes.values())
+    assert rep["detail_flag"]["threshold"] == DETAIL_FLAG
+    assert rep["detail_flag"]["images"] == sorted((n for n, c in changes.items() if c >= DETAIL_FLAG),
+                                                  key=lambda n: -changes[n])

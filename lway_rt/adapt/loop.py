@@ -40,10 +40,11 @@ from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
-from lway_rt.adapt.losses import adaptation_loss, backbone_trust
+from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
+from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
 
@@ -53,6 +54,10 @@ __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interp
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "adapted.safetensors"
 SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
+# report.json's detail_change: adapted / unadapted fine detail of each image; at or above this the run names the
+# image to check first. On the committed quality runs, crops at or above 1.2 lost more than 0.1 dB in 12 % of cases,
+# those below in 0.5 % (14 of the 15 such losses were above; benchmarks/detail_flag.py, read off those same crops).
+DETAIL_FLAG = 1.2
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
 AUTO_TILE_ABOVE = 512  # LR px a side above which full-image inference is tiled
 
@@ -124,6 +129,26 @@ def _duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], scale: int, multiple: int = 1,
+                  max_side: int = TRUST_MAX_SIDE) -> list[float]:
+    """Per image: the fine detail (``wavelet.detail_energy``) of ``model``'s output over ``base``'s, on a centre
+    crop of at most ``max_side`` LR pixels a side (as the anchor trust measures). No ground truth is needed;
+    above 1 the adapted model adds detail (on the quality benchmark, where it made crops worse it had added
+    more than 1.1x, nearly always more than 1.2x)."""
+    out = []
+    with torch.no_grad():
+        for im in data:
+            h, w = im.size
+            side = min(max_side, h, w)
+            side -= side % multiple
+            t, l = (h - side) // 2, (w - side) // 2
+            lr = im.lr[..., t:t + side, l:l + side]
+            e_base = float(detail_energy(super_resolve(base, lr, scale, multiple, 0), scale)[0])
+            e_new = float(detail_energy(super_resolve(model, lr, scale, multiple, 0), scale)[0])
+            out.append(e_new / e_base if e_base > 0 else 1.0)
+    return out
 
 
 def _tensor(img: InputImage, device: str) -> torch.Tensor:
@@ -554,6 +579,17 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "machine": {"cpu": cpu_model(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "device": device},
     }
+    # which images gained the most fine detail (no ground truth needed): where to look first
+    base = anchor_model if anchor_model is not None else copy.deepcopy(desc.model).to(device).eval()
+    changes = detail_change(model, base, data, scale, multiple)
+    for entry, c in zip(report["images"], changes):
+        entry["detail_change"] = round(c, 4)
+    flagged = sorted((c, d.name) for c, d in zip(changes, data) if c >= DETAIL_FLAG)[::-1]
+    report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
+    if flagged:
+        names = ", ".join(f"{n} ({c:.2f}x)" for c, n in flagged[:5]) + (f" and {len(flagged) - 5} more" if len(flagged) > 5 else "")
+        log(f"most fine detail added (adapted / unadapted, >= {DETAIL_FLAG:g}x): {names}; check these images first "
+            "(on the quality benchmark such crops were the ones adaptation made worse, when it did)")
     if gt is not None:
         _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
         for entry in report["images"]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "HF_MODES"]
+__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "detail_energy", "HF_MODES"]
 
 HF_MODES = ("luma", "channel")
 
@@ -85,3 +85,18 @@ def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12) -> torc
         if full.shape[1] == 1 and c != 1:
             full = full.expand(b, c, h, w)
         return full.to(img.dtype)
+
+
+def detail_energy(img: torch.Tensor, border: int = 0) -> torch.Tensor:
+    """Fine detail of a batch ``(B, 3, H, W)``: the summed energy of the one-level Haar detail bands of its
+    BT.601 luminance, ``border`` pixels cropped from each side; one number per image, ``(B,)``.
+    (``benchmarks/quality.py``'s ``hf_ratio`` is this of an output over this of the truth.)"""
+    with torch.no_grad():
+        x = img.detach().float()
+        if border:
+            x = x[..., border:-border, border:-border]
+        lw = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        y = (x * lw).sum(dim=1, keepdim=True)
+        y = y[..., : y.shape[-2] // 2 * 2, : y.shape[-1] // 2 * 2]
+        _, ch, cv, cd = haar_dwt2(y)
+        return (ch * ch + cv * cv + cd * cd).sum(dim=(1, 2, 3))
