@@ -355,3 +355,14 @@ def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_pat
     res = json.loads(out.read_text())
     assert res["adapt_config"]["perceptual"] == "trunk-l1" and res["adapt_config"]["perceptual_weight"] == 0.1
     assert {r["method"] for r in res["runs"]} == {"naive", "lway"}
+
+
+def test_detail_flag_reproduces_its_committed_result(tmp_path):
+    """benchmarks/detail_flag.py reads the committed quality results only: rerun, it gives the committed JSON."""
+    script = _load("detail_flag")
+    script.main(["--out", str(tmp_path / "d.json")])
+    now = json.loads((tmp_path / "d.json").read_text())
+    committed = json.loads((ROOT / "benchmarks" / "results" / "detail_flag.json").read_text())
+    assert {k: v for k, v in now.items() if k != "command"} == {k: v for k, v in committed.items() if k != "command"}
+    assert now["losers_flagged"] <= now["lost_over_0.1dB"] <= now["crops"]
+    assert sum(b["crops"] for b in now["bands"]) == now["crops"]
