@@ -7,6 +7,10 @@ for both ``lway`` and ``unadapted``: their quotient is the same ratio, the truth
 many crops, their mean gain, and how many lost more than 0.1 dB.
 
     .venv/bin/python benchmarks/detail_flag.py [--threshold 1.2] [--out benchmarks/results/detail_flag.json]
+    .venv/bin/python benchmarks/detail_flag.py --files 'heldout_*.json' --out benchmarks/results/detail_flag_heldout.json
+
+The threshold was read off the crops of the first command; ``heldout_seeds56_*.json`` (``quality.py --methods lway
+--seeds 5 6``, data seeds used nowhere else, the default recipe) check it on crops it never saw.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BANDS = (0.0, 1.0, 1.1, 1.2, 1.35, 1.5, float("inf"))
 
 
-def crops(results: Path):
+def crops(results: Path, pattern: str = "quality*.json"):
     """(file, preset, image, seed, detail ratio lway/unadapted, gain dB) of every scored crop with both hf_ratios.
     Files merged from others (``merged_from``) are skipped: their parts are counted already."""
-    for f in sorted(results.glob("quality*.json")):
+    for f in sorted(results.glob(pattern)):
         d = json.loads(f.read_text())
         if "merged_from" in d or not isinstance(d.get("per_image"), list):
             continue
@@ -36,11 +40,12 @@ def crops(results: Path):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threshold", type=float, default=1.2, help="the flag: detail ratio at or above this")
+    ap.add_argument("--files", default="quality*.json", help="which result files under benchmarks/results")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detail_flag.json"))
     args = ap.parse_args(argv)
-    rows = list(crops(ROOT / "benchmarks" / "results"))
+    rows = list(crops(ROOT / "benchmarks" / "results", args.files))
     if not rows:
-        raise SystemExit("no quality results with per-crop hf_ratio under benchmarks/results")
+        raise SystemExit(f"no results matching {args.files} with per-crop hf_ratio under benchmarks/results")
     bands = []
     for lo, hi in zip(BANDS, BANDS[1:]):
         sel = [r for r in rows if lo <= r[4] < hi]
