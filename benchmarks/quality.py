@@ -165,13 +165,11 @@ def hf_ratio(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
     """Fine detail of ``sr`` relative to the truth: the energy of the one-level Haar detail bands (LH, HL, HH)
     of its Y channel over the same of ``hr`` (``border`` px cropped). Above 1: more fine detail, halo or
     ringing than the HR has; below 1: softer."""
-    from lway_rt.adapt.wavelet import haar_dwt2
-    from lway_rt.metrics import to_y
+    from lway_rt.adapt.wavelet import detail_energy  # what adapt's report.json detail_change compares
 
     def energy(img):
-        y = to_y(img)[border:-border or None, border:-border or None]
-        _, ch, cv, cd = haar_dwt2(torch.from_numpy(y[: y.shape[0] // 2 * 2, : y.shape[1] // 2 * 2]))
-        return float((ch * ch + cv * cv + cd * cd).sum())
+        x = np.asarray(img, dtype=np.float64) / (255.0 if np.asarray(img).dtype == np.uint8 else 1.0)
+        return float(detail_energy(torch.from_numpy(x).permute(2, 0, 1)[None], border)[0])
 
     return energy(sr) / max(energy(hr), 1e-12)
 

@@ -140,10 +140,7 @@ def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage],
     out = []
     with torch.no_grad():
         for im in data:
-            h, w = im.size
-            side = min(max_side, h, w)
-            side -= side % multiple
-            t, l = (h - side) // 2, (w - side) // 2
+            t, l, side = im.centre_window(max_side, multiple)
             lr = im.lr[..., t:t + side, l:l + side]
             e_base = float(detail_energy(super_resolve(base, lr, scale, multiple, 0), scale)[0])
             e_new = float(detail_energy(super_resolve(model, lr, scale, multiple, 0), scale)[0])
@@ -345,10 +342,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     # fixed crops for the contact sheet (LR centre crops)
     snap_in = []
     for d in data[:SNAPSHOT_LIMIT]:
-        h, w = d.size
-        c = min(config.snapshot_crop, h, w)
-        c -= c % multiple
-        t, l = (h - c) // 2, (w - c) // 2
+        t, l, c = d.centre_window(config.snapshot_crop, multiple)
         snap_in.append(d.lr[..., t:t + c, l:l + c])
 
     def snapshot() -> list[torch.Tensor]:

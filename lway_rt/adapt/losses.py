@@ -144,10 +144,7 @@ def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, mul
     factors, info = [], []
     with torch.no_grad():
         for i, im in enumerate(images):
-            h, w = im.size
-            side = min(max_side, h, w)
-            side -= side % multiple
-            t, l = (h - side) // 2, (w - side) // 2
+            t, l, side = im.centre_window(max_side, multiple)
             lr = im.lr[..., t:t + side, l:l + side]
             up = im.up[..., t * scale:(t + side) * scale, l * scale:(l + side) * scale]
             batch = Batch(lr=lr, up=up, index=torch.full((1,), i, dtype=torch.long, device=lr.device))

@@ -75,6 +75,14 @@ class AdaptImage:
     def size(self) -> tuple[int, int]:
         return int(self.lr.shape[-2]), int(self.lr.shape[-1])
 
+    def centre_window(self, side: int, multiple: int = 1) -> tuple[int, int, int]:
+        """``(top, left, side)`` of the centred square LR window of at most ``side`` px whose side is a multiple
+        of ``multiple`` (the crops the anchor trust, the detail change and the contact sheet look at)."""
+        h, w = self.size
+        side = min(side, h, w)
+        side -= side % multiple
+        return (h - side) // 2, (w - side) // 2, side
+
 
 @dataclass
 class Batch:

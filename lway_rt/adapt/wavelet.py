@@ -89,10 +89,12 @@ def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12) -> torc
 
 def detail_energy(img: torch.Tensor, border: int = 0) -> torch.Tensor:
     """Fine detail of a batch ``(B, 3, H, W)``: the summed energy of the one-level Haar detail bands of its
-    BT.601 luminance, ``border`` pixels cropped from each side; one number per image, ``(B,)``.
+    BT.601 luminance, ``border`` pixels cropped from each side; one number per image, ``(B,)`` (float64 input stays
+    float64, anything else is computed in float32).
     (``benchmarks/quality.py``'s ``hf_ratio`` is this of an output over this of the truth.)"""
     with torch.no_grad():
-        x = img.detach().float()
+        x = img.detach()
+        x = x if x.dtype == torch.float64 else x.float()
         if border:
             x = x[..., border:-border, border:-border]
         lw = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
