@@ -151,6 +151,11 @@ def summarize(rows: list[dict], methods: list[str], presets: list[str]) -> dict:
             done["beats_supervised_only_control"] = mean["lway"]["psnr"] > mean["supervised"]["psnr"]
         if "identity" in methods:
             done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
+    # the same checks for lway's images with --detail-cap, against plain naive
+    capped = {m: {"mean_gain_ge_0.3dB": gains[m]["mean_db"] >= 0.3,
+                  "beats_naive": "naive" in methods and mean[m]["psnr"] > mean["naive"]["psnr"],
+                  "no_image_loses_more_than_0.1dB": gains[m]["min_db"] >= -0.1}
+              for m in methods if m.startswith("lway+cap")}
     hf = {}
     if all("hf_ratio" in r[m] for r in rows for m in methods):  # files written before the ratio have none
         hf = {p: {m: round(float(np.mean([r[m]["hf_ratio"] for r in rows if r["preset"] == p])), 4) for m in methods}
@@ -158,7 +163,7 @@ def summarize(rows: list[dict], methods: list[str], presets: list[str]) -> dict:
     return {"n_crops": len(rows), "unadapted_beats_bicubic_on": f"{len(strong)}/{len(rows)} crops",
             "mean": mean, "mean_psnr_by_preset": by_preset, **({"mean_hf_ratio_by_preset": hf} if hf else {}), "gain_over_unadapted": gains,
             "gain_over_unadapted_where_it_beats_bicubic": {m: gain_stats(strong, m) for m in methods[2:]},
-            "done_when": done}
+            "done_when": done, **({"done_when_detail_cap": capped} if capped else {})}
 
 
 def hf_ratio(sr: np.ndarray, hr: np.ndarray, border: int) -> float:
@@ -281,6 +286,9 @@ def main(argv=None) -> int:
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
+    ap.add_argument("--detail-cap", nargs="+", type=float, default=[],
+                    help="also score each adapted model's images with their added fine detail held at C x the "
+                         "unadapted image's (wavelet.detail_cap: a per-image blend, no ground truth), as METHOD+capC")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu",
                     help="where the adaptation runs (cpu, cuda); every score is computed on --score-device")
@@ -307,6 +315,7 @@ def main(argv=None) -> int:
     from lway_rt.adapt._imageio import from_array
     from lway_rt.adapt.loop import adapt_images, super_resolve
     from lway_rt.adapt.patches import bicubic_up
+    from lway_rt.adapt.wavelet import detail_cap
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
 
@@ -340,7 +349,7 @@ def main(argv=None) -> int:
             return super_resolve(net.to(args.score_device), x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).cpu().numpy()
 
     photos = PHOTOS[: args.photos]
-    rows, runs = [], []
+    rows, runs, base_sr = [], [], {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         sup_data = None
@@ -362,7 +371,8 @@ def main(argv=None) -> int:
             for key, (_, _, hr, lr) in zip(keys, pairs):
                 x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
                 per[key]["bicubic"] = score(bicubic_up(x, scale)[0].permute(1, 2, 0).numpy(), hr, scale)
-                per[key]["unadapted"] = score(upscaled(desc.model, lr), hr, scale)
+                base_sr[key] = upscaled(desc.model, lr)
+                per[key]["unadapted"] = score(base_sr[key], hr, scale)
             label = (f"{presets[0]}:{pairs[0][1]}" if only is not None else presets[0]) if len(presets) == 1 \
                 else "all-presets"
             for method in args.methods:
@@ -385,7 +395,13 @@ def main(argv=None) -> int:
                 for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
                                                          for a in args.blend)]:
                     for key, (_, _, hr, lr) in zip(keys, pairs):
-                        per[key][name] = score(upscaled(net, lr), hr, scale)
+                        sr = upscaled(net, lr)
+                        per[key][name] = score(sr, hr, scale)
+                        for c in args.detail_cap if name == method else ():
+                            u, a = (torch.from_numpy(v).permute(2, 0, 1)[None] for v in (base_sr[key], sr))
+                            capped, s = detail_cap(u, a, c, scale)
+                            per[key][f"{name}+cap{c:g}"] = {**score(capped[0].permute(1, 2, 0).numpy(), hr, scale),
+                                                            "cap_s": round(float(s[0]), 4)}
                 runs.append({"folder": label, "seed": seed, "method": method, "images": len(images),
                              "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
                              "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
@@ -396,7 +412,8 @@ def main(argv=None) -> int:
             rows.extend(per.values())
 
     methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
-    methods += [f"{m}@{a:g}" for m in methods[2:] for a in args.blend]
+    methods += [f"{m}{v}" for m in methods[2:] for v in [*(f"@{a:g}" for a in args.blend),
+                                                        *(f"+cap{c:g}" for c in args.detail_cap)]]
     summary = summarize(rows, methods, args.presets)
     result = {
         "benchmark": "lway_rt stage-2 quality (benchmarks/quality.py)",
@@ -449,6 +466,8 @@ def print_summary(result: dict) -> None:
                   f"worst {g['min_db']:+.3f}, {g['improved']}/{g['of']} improved")
     if done:
         print("done-when:", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in done.items()))
+    for m, checks in result.get("done_when_detail_cap", {}).items():
+        print(f"done-when, {m}:", ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items()))
 
 
 def merge(out: str, parts: list[str]) -> int:

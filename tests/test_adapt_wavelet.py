@@ -80,3 +80,31 @@ def test_hf_energy_sees_edges_not_flat_regions():
 def test_hf_weight_rejects_bad_mode():
     with pytest.raises(ValueError, match="luma"):
         hf_weight(torch.rand(1, 3, 8, 8), "ycbcr")
+
+
+def test_detail_cap_holds_added_detail_at_the_cap_and_no_lower():
+    from lway_rt.adapt.wavelet import detail_cap, detail_energy
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.rand(4, 3, 36, 36, generator=g, dtype=torch.float64) * 0.5 + 0.25
+    sharp = base + 0.6 * (base - torch.nn.functional.avg_pool2d(base, 3, 1, 1))  # correlated extra detail
+    noisy = base + 0.15 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+    soft = torch.nn.functional.avg_pool2d(base, 3, 1, 1)
+    new = torch.stack([sharp[0], noisy[1], soft[2], base[3]])
+    out, s = detail_cap(base, new, 1.2, border=2)
+    ratio = detail_energy(out, 2) / detail_energy(base, 2)
+    before = detail_energy(new, 2) / detail_energy(base, 2)
+    assert before[0] > 1.2 and before[1] > 1.2 and before[2] < 1 and before[3] == pytest.approx(1)
+    assert s[0] < 1 and s[1] < 1 and ratio[0] == pytest.approx(1.2, rel=1e-9) and ratio[1] == pytest.approx(1.2, rel=1e-9)
+    assert s[2] == 1 and s[3] == 1 and torch.equal(out[2:], new[2:])  # within the cap: untouched
+    for k in (0, 1):  # the largest such s: a little more strength breaks the cap
+        more = base[k:k + 1] + (s[k] + 1e-3) * (new[k:k + 1] - base[k:k + 1])
+        assert detail_energy(more, 2)[0] > 1.2 * detail_energy(base[k:k + 1], 2)[0]
+        assert torch.allclose(out[k], base[k] + s[k] * (new[k] - base[k]))
+    # float32 images come back float32; a cap below 1 or mismatched shapes are refused
+    out32, _ = detail_cap(base.float(), new.float(), 1.2)
+    assert out32.dtype == torch.float32
+    with pytest.raises(ValueError, match="at least 1"):
+        detail_cap(base, new, 0.9)
+    with pytest.raises(ValueError, match="one shape"):
+        detail_cap(base, new[:2], 1.2)

@@ -26,16 +26,21 @@ def test_quality_script_scores_every_method_and_strength(tmp_path):
     out = tmp_path / "q.json"
     threads = ["--threads", str(torch.get_num_threads())]  # the script sets torch's thread count
     quality.main([*threads, "--photos", "2", "--crop", "96", "--patch-size", "16", "--iterations", "3", "--presets", "box-downscale",
-                  "--seeds", "1", "--methods", "naive", "lway", "--blend", "0.5", "--folder", "all",
+                  "--seeds", "1", "--methods", "naive", "lway", "--blend", "0.5", "--detail-cap", "1", "--folder", "all",
                   "--sup-photos", "camera,coins", "--out", str(out)])
     res = json.loads(out.read_text())
-    methods = ["bicubic", "unadapted", "naive", "lway", "naive@0.5", "lway@0.5"]
+    methods = ["bicubic", "unadapted", "naive", "lway", "naive@0.5", "naive+cap1", "lway@0.5", "lway+cap1"]
     assert list(res["mean"]) == methods and res["n_crops"] == 2
     assert res["adapt_config"]["sup_weight"] == 3.0 and res["adapt_config"]["anchor_weight"] == 0.2
     for row in res["per_image"]:
         assert set(methods) <= set(row)
         # half strength is a different model from both ends (3 steps at lr 5e-5 move S a little)
         assert row["lway@0.5"]["psnr"] != row["lway"]["psnr"] or row["lway"]["psnr"] == row["unadapted"]["psnr"]
+        # cap 1: no more fine detail than the unadapted image; where the adapted one has no more, it is kept as is
+        cap = row["lway+cap1"]
+        assert 0 <= cap["cap_s"] <= 1 and cap["hf_ratio"] <= row["unadapted"]["hf_ratio"] * 1.001 + 1e-4 \
+            or cap["cap_s"] == 1 and cap == {**row["lway"], "cap_s": 1.0}
+    assert set(res["done_when_detail_cap"]) == {"lway+cap1"}
     gains = res["gain_over_unadapted"]
     assert set(gains) == set(methods[2:]) and all(g["of"] == 2 for g in gains.values())
     assert set(res["done_when"]) >= {"mean_gain_ge_0.3dB", "beats_naive", "no_image_loses_more_than_0.1dB"}
@@ -328,20 +333,22 @@ def test_sweep_runs_keep_the_patch_size_of_their_rounds_and_quality_follows_adap
     assert now["adapt_config"]["patch_size"] == AdaptConfig().patch_size == 48
 
 
-def test_round13_measures_against_round11s_48px_runs():
-    """Round 13's reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
+@pytest.mark.parametrize("round_no, cand, extra", [(13, "perc-trunk", ["--perceptual", "trunk-l1"]),
+                                                    (14, "cap1.2", ["--detail-cap", "1.2"])])
+def test_rounds_13_14_measure_against_round11s_48px_runs(round_no, cand, extra):
+    """Rounds 13 and 14: the reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
     so ``--reuse quality_dev_sweep_round11.json`` supplies its six runs, and the rule keeps it unless beaten."""
     sweep = _load("quality_sweep")
     r11 = json.loads((ROOT / "benchmarks" / "results" / "quality_dev_sweep_round11.json").read_text())
-    ref = sweep.ROUND_REFERENCE[13]
-    assert sweep.ROUND13_VARIANTS[ref] == r11["variants"]["patch48"]["flags"]
+    variants, _ = sweep.LATER_ROUNDS[round_no]
+    ref = sweep.ROUND_REFERENCE[round_no]
+    assert variants[ref] == r11["variants"]["patch48"]["flags"]
     assert len(r11["variants"]["patch48"]["runs"]) == 6
-    cand = sweep.ROUND13_VARIANTS["perc-trunk"]
-    assert cand[:len(sweep.ROUND13_VARIANTS[ref])] == sweep.ROUND13_VARIANTS[ref] and cand[-2:] == ["--perceptual", "trunk-l1"]
+    assert variants[cand] == [*variants[ref], *extra]
     runs = r11["variants"]["patch48"]["runs"]
-    assert sweep.choose_round6({ref: runs, "perc-trunk": runs}, ref)[0] == ref  # a tie keeps the reference
+    assert sweep.choose_round6({ref: runs, cand: runs}, ref)[0] == ref  # a tie keeps the reference
     worse = {k: {**r, "worst_db": -0.5} for k, r in runs.items()}
-    assert sweep.choose_round6({ref: worse, "perc-trunk": runs}, ref)[0] == "perc-trunk"
+    assert sweep.choose_round6({ref: worse, cand: runs}, ref)[0] == cand
 
 
 def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_path):
