@@ -11,22 +11,23 @@
 # Nothing is chosen from these numbers: they report how the recipe fixed on the compact backbone carries.
 # Each run is split into units (one quality.py process per seed, and per preset in the per-folder
 # setting), JOBS (default 2) at a time, in the order offset 0, 1, 2, mixed folders first; everything
-# stops at DEADLINE_S (default 470 s after the start). SETTINGS (default "all preset") and OFFSETS
-# (default "0 1 2") pick the runs. Measured on an H200 (fp32): the GPU is the bottleneck, ~7 adaptation
+# stops at DEADLINE_S (default 470 s after the start). SETTINGS (default "all preset"), OFFSETS
+# (default "0 1 2") and SEEDS (data seeds, default "1 2": the benchmark's) pick the runs; EXTRA adds quality.py
+# arguments to every unit (e.g. "--detail-cap 1.2") and TAG (default empty) ends the merged files' names. Measured on an H200 (fp32): the GPU is the bottleneck, ~7 adaptation
 # steps a second in all whether 2 processes share it (0.30 s a step each) or 10 (1.4 s), so one run
 # takes ~2.2 min in the mixed setting (2 seeds x 2 methods x 200 steps) and ~8 min per folder (8
 # folders x 2 x 200): the whole grid is ~30 min, several calls. Scoring runs on the GPU in full fp32
 # (--score-device cuda; a CPU core would take ~3 s per crop with this backbone); if a first tiny unit
 # fails on it, the CPU scores.
 # Then each (setting, offset) whose units all finished is merged (quality.py --merge) into
-# quality_<MODEL>_<all|preset>_adaptseed<offset>.json. OUTDIR receives results.tgz (units, merged
+# quality_<MODEL>_<all|preset>_adaptseed<offset><TAG>.json. OUTDIR receives results.tgz (units, merged
 # files, logs, nvidia-smi) and summary.txt.
 # Assumes this package importable (PYTHONPATH), the model store in $LWAYRT_HOME holding MODEL, and a
 # Python whose torch has CUDA (PYTHON=..., default python3).
 set -uo pipefail
 mode=gpu
 if [[ ${1:-} == --cpu-smoke ]]; then mode=cpu; shift; fi
-if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
+if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 OUT=$1
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
@@ -48,7 +49,9 @@ else
   qargs=(--iterations 2 --photos 1 --crop 96 --patch-size 16 --batch-size 1)
 fi
 PRESETS=(motion-blur box-downscale sharpen-jpeg420 resize-sensor-noise)
-SEEDS=(1 2)
+SEEDS=(${SEEDS:-1 2})
+EXTRA=(${EXTRA:-})
+TAG=${TAG:-}
 OFFSETS=(${OFFSETS:-0 1 2})
 SETTINGS=" ${SETTINGS:-all preset} "
 echo "gpu_backbone: $mode, $MODEL, $JOBS jobs, deadline ${DEADLINE}s, $(nproc) CPUs, work in $W" >&2
@@ -58,7 +61,7 @@ unit() {  # NAME ARGS...: one quality.py process, stopped at the deadline
   local t; t=$(left)
   if (( t < 15 )); then echo "skipped $name (deadline)" >&2; return 1; fi
   if timeout --kill-after=5 "$t" "$PY" benchmarks/quality.py --model "$MODEL" --threads 1 "${dev[@]}" \
-      --methods naive lway "${qargs[@]}" "$@" --out "$W/units/$name.json" >"$W/logs/$name.log" 2>&1; then
+      --methods naive lway "${qargs[@]}" "${EXTRA[@]}" "$@" --out "$W/units/$name.json" >"$W/logs/$name.log" 2>&1; then
     echo "done $name at $(( $(date +%s) - T0 ))s" >&2
   else
     echo "failed $name at $(( $(date +%s) - T0 ))s (rc $?): $(tail -n 1 "$W/logs/$name.log")" >&2; return 1
@@ -66,7 +69,7 @@ unit() {  # NAME ARGS...: one quality.py process, stopped at the deadline
 }
 
 # 0. a tiny unit first: falls back to CPU scoring if the GPU path fails
-if [[ $mode == gpu ]] && ! unit preflight --iterations 2 --photos 1 --presets box-downscale --seeds 1 --folder all; then
+if [[ $mode == gpu ]] && ! unit preflight --iterations 2 --photos 1 --presets box-downscale --seeds "${SEEDS[0]}" --folder all; then
   echo "preflight failed: scoring on the CPU" >&2; dev=(--device cuda)
 fi
 rm -f "$W/units/preflight.json"
@@ -96,7 +99,7 @@ for o in "${OFFSETS[@]}"; do
     if [[ $setting == all ]]; then for s in "${SEEDS[@]}"; do parts+=("$W/units/all_o${o}_s${s}.json"); done
     else for p in "${PRESETS[@]}"; do for s in "${SEEDS[@]}"; do parts+=("$W/units/preset_o${o}_${p}_s${s}.json"); done; done; fi
     missing=0; for f in "${parts[@]}"; do [[ -f $f ]] || missing=$((missing + 1)); done
-    name="quality_${MODEL}_${setting}_adaptseed${o}"
+    name="quality_${MODEL}_${setting}_adaptseed${o}${TAG}"
     if (( missing )); then echo "$name: $missing of ${#parts[@]} units missing, not merged" | tee -a "$OUT/summary.txt" >&2; continue; fi
     "$PY" benchmarks/quality.py --merge "$W/merged/$name.json" "${parts[@]}" >"$W/logs/merge_$name.log" 2>&1
     "$PY" - "$W/merged/$name.json" <<'EOF' | tee -a "$OUT/summary.txt" >&2
@@ -104,6 +107,8 @@ import json, sys
 r = json.load(open(sys.argv[1])); g = r["gain_over_unadapted"]
 print(f"{sys.argv[1].rsplit('/', 1)[-1]}: lway {g['lway']['mean_db']:+.3f} dB, worst {g['lway']['min_db']:+.3f}, "
       f"naive {g['naive']['mean_db']:+.3f}; done-when {r['done_when']}")
+for m, checks in r.get("done_when_detail_cap", {}).items():
+    print(f"  {m}: {g[m]['mean_db']:+.3f} dB, worst {g[m]['min_db']:+.3f}; done-when {checks}")
 EOF
   done
 done
