@@ -373,3 +373,15 @@ def test_detail_flag_reproduces_its_committed_result(tmp_path):
     assert {k: v for k, v in now.items() if k != "command"} == {k: v for k, v in committed.items() if k != "command"}
     assert now["losers_flagged"] <= now["lost_over_0.1dB"] <= now["crops"]
     assert sum(b["crops"] for b in now["bands"]) == now["crops"]
+
+
+def test_round14_caps_share_one_adaptation_per_run():
+    """Round 14's candidates differ from the reference only by --detail-cap: one quality.py run (the reference's
+    adaptation) scores every cap, and each candidate's row is its lway+capC."""
+    sweep = _load("quality_sweep")
+    variants, rule = sweep.LATER_ROUNDS[14]
+    assert rule == sweep.RULE_7
+    ref = variants[sweep.ROUND_REFERENCE[14]]
+    assert sweep.split_cap(ref) == (ref, None)
+    caps = {n: sweep.split_cap(f) for n, f in variants.items() if n != "patch48"}
+    assert {c for _, c in caps.values()} == {"1.2", "1.1", "1"} and all(base == ref for base, _ in caps.values())
