@@ -26,7 +26,8 @@ from lway_rt.errors import InputError, LwayError, OutputError
 from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image, to_numpy, to_tensor, write_image
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 
-__all__ = ["UpscaleConfig", "Failure", "UpscaleReport", "prepare_model", "upscale_rgb", "upscale_image",
+__all__ = ["UpscaleConfig", "Failure", "UpscaleReport", "DetailCap", "prepare_model", "prepare_detail_cap", "upscale_rgb",
+           "upscale_image",
            "collect_inputs", "plan_outputs", "upscale_files"]
 
 
@@ -45,8 +46,17 @@ class UpscaleConfig:
     alpha: str = "model"  # "model" or "bicubic"
     recursive: bool = False
     scale: int | None = None  # if given, the model must have this scale
+    detail_cap: str = "auto"  # "auto" (what adapted weights record), "off", or a number >= 1
+    base_model: str | None = None  # the unadapted model the cap compares with [the weights' metadata]
 
     def __post_init__(self):
+        if self.detail_cap not in ("auto", "off"):
+            try:
+                ok = 1.0 <= float(self.detail_cap) < float("inf")
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise InputError(f"--detail-cap must be auto, off or a number >= 1, not {self.detail_cap!r}")
         if self.tile < 0 or self.tile_overlap < 0:
             raise InputError("--tile and --tile-overlap must be >= 0")
         if self.tile and self.tile <= 2 * self.tile_overlap:
@@ -107,6 +117,51 @@ def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     return desc
 
 
+@dataclass(frozen=True)
+class DetailCap:
+    """What ``--detail-cap`` needs: the cap and the unadapted model the adapted images are held against."""
+
+    cap: float
+    base: ModelDescriptor
+
+
+def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCap | None:
+    """The detail cap to apply with ``desc`` (None: none). ``auto`` takes the one ``lwayrt adapt --detail-cap``
+    recorded in the weights, so upscale repeats adapt's images; the base model comes from ``--base-model`` or
+    the weights' ``base_model`` and must hash to their ``base_sha256`` when they record one."""
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
+
+    meta = desc.metadata or {}
+    if config.detail_cap == "off" or (config.detail_cap == "auto" and "detail_cap" not in meta):
+        return None
+    cap = float(meta["detail_cap"] if config.detail_cap == "auto" else config.detail_cap)
+    # --base-model, else the name the weights give (a store name), else the file adapt loaded it from
+    specs = [config.base_model] if config.base_model else [v for v in (meta.get("base_model"), meta.get("base_source")) if v]
+    if not specs:
+        raise InputError("--detail-cap compares with the unadapted model, and these weights do not name one: "
+                         "add --base-model NAME_OR_FILE, or --detail-cap off")
+    base, spec, why = None, specs[0], ""
+    for spec in dict.fromkeys(specs):
+        try:
+            base = load_model(spec, device=config.device)
+            break
+        except LwayError as exc:
+            why = str(exc)
+    if base is None:
+        raise InputError(f"the detail cap ({cap:g}) needs the unadapted model {' or '.join(dict.fromkeys(specs))}, which "
+                         f"does not load ({why}): pass --base-model NAME_OR_FILE, or --detail-cap off")
+    want = meta.get("base_sha256")
+    if want and state_dict_sha256(base.model.state_dict()) != want:
+        raise InputError(f"{spec} is not the model these weights were adapted from (sha256 differs): pass that one "
+                         "with --base-model FILE, or --detail-cap off")
+    if base.scale != desc.scale:
+        raise InputError(f"--base-model {spec} upscales x{base.scale}, the adapted model x{desc.scale}: pass its base model")
+    if config.fp16:
+        base.model.half()
+    return DetailCap(cap, base)
+
+
 def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:
     param = next(desc.model.parameters())
     dtype, device = param.dtype, param.device
@@ -158,9 +213,17 @@ def _upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, 
     return to_numpy(t.clamp_(0.0, 1.0))[..., 0]
 
 
-def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig = UpscaleConfig()) -> LoadedImage:
-    """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC for writing back."""
+def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig = UpscaleConfig(),
+                  cap: DetailCap | None = None) -> LoadedImage:
+    """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC for writing back. With ``cap``, the
+    colour is held at ``cap.cap`` x the fine detail of ``cap.base``'s image (``wavelet.detail_cap``)."""
     rgb = upscale_rgb(desc, img.rgb, config.tiles)
+    if cap is not None:
+        from lway_rt.adapt.wavelet import detail_cap
+
+        base = upscale_rgb(cap.base, img.rgb, config.tiles)
+        held, _ = detail_cap(to_tensor(base), to_tensor(rgb), cap.cap, desc.scale)
+        rgb = to_numpy(held)
     alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
     return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile)
 
@@ -243,6 +306,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     items, problems = collect_inputs(inputs, config.recursive)
     _check_out_dir(out_dir)
     desc = desc or prepare_model(config)
+    cap = prepare_detail_cap(config, desc)
     suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
     plan = plan_outputs(items, out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
@@ -253,7 +317,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
             if dest is None:
                 raise InputError(reason)
             img = read_image(src)
-            up = upscale_image(desc, img, config)
+            up = upscale_image(desc, img, config, cap)
             write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile)
             report.written.append(dest)
         except LwayError as exc:

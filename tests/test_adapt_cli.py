@@ -149,3 +149,79 @@ def test_kill_and_resume(files, tmp_path):
     assert 0 < report["resumed_from"][0] < 400 and report["resumed_from"][0] % 5 == 0
     assert len(report["history"]) == 400
     assert not (out / CHECKPOINT).exists()
+
+
+def test_detail_cap_holds_written_images_and_upscale_repeats_it(files, tmp_path):
+    """--detail-cap 1: every written image has at most the unadapted image's fine detail (blended towards it where
+    the adapted model adds more), the weights are those of the uncapped run, and upscale repeats the images."""
+    from lway_rt.adapt.wavelet import detail_cap, detail_energy
+
+    common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--iterations", "4",
+              "--patch-size", "16", "--batch-size", "2", "--lr", "3e-2", "-q"]
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "plain"), *common])
+    assert code == 0, text
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "cap"), *common, "--detail-cap", "1"])
+    assert code == 0, text
+    plain, capped = (load_model(str(tmp_path / d / "adapted.safetensors")) for d in ("plain", "cap"))
+    assert state_dict_sha256(plain.model.state_dict()) == state_dict_sha256(capped.model.state_dict())
+    assert capped.metadata["detail_cap"] == "1.0" and "detail_cap" not in plain.metadata
+    report = json.loads((tmp_path / "cap" / "report.json").read_text())
+    (entry,) = report["images"]
+    assert report["detail_cap"]["cap"] == 1.0 and 0 <= entry["detail_cap_s"] <= 1
+    # the written image is the blend wavelet.detail_cap makes of the unadapted and the adapted image
+    x = to_tensor(read_image(files / "lr" / "rgb.png").rgb)
+    base = load_model(str(files / "tiny.safetensors"))
+    want, s = detail_cap(super_resolve(base.model, x, 4), super_resolve(capped.model, x, 4), 1.0, 4)
+    assert float(s[0]) == pytest.approx(entry["detail_cap_s"], abs=1e-4)
+    written = np.asarray(Image.open(tmp_path / "cap" / "sr" / "rgb.png"))
+    assert np.array_equal(to_uint8(want[0].permute(1, 2, 0).numpy()), written)
+    assert entry["detail_cap_s"] < 1  # this run adds detail, so cap 1 holds it: no more than the unadapted image's
+    if entry["detail_cap_s"] < 1:
+        assert float(detail_energy(want, 4)[0]) <= float(detail_energy(super_resolve(base.model, x, 4), 4)[0]) * (1 + 1e-6)
+        assert not np.array_equal(written, np.asarray(Image.open(tmp_path / "plain" / "sr" / "rgb.png")))
+    # upscale reads the cap from the weights and finds the base model where adapt loaded it
+    code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(tmp_path / "cap" / "adapted.safetensors"),
+                       "-o", str(tmp_path / "up"), "--tile", "0"])
+    assert code == 0, text
+    (up,) = (tmp_path / "up").iterdir()
+    assert np.abs(np.asarray(Image.open(up)).astype(int) - written.astype(int)).max() <= 1
+    # --detail-cap off gives the adapted model's own image
+    code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(tmp_path / "cap" / "adapted.safetensors"),
+                       "-o", str(tmp_path / "off"), "--tile", "0", "--detail-cap", "off"])
+    plain_img = np.asarray(Image.open(tmp_path / "plain" / "sr" / "rgb.png")).astype(int)
+    assert code == 0 and np.abs(np.asarray(Image.open(next((tmp_path / "off").iterdir()))).astype(int) - plain_img).max() <= 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--detail-cap", "x"], "must be auto, off or a number >= 1"),
+    (["--detail-cap", "0.5"], "must be auto, off or a number >= 1"),
+    (["--detail-cap", "1.2", "--base-model", "nosuchmodel"], "needs the unadapted model nosuchmodel"),
+])
+def test_upscale_detail_cap_refusals(files, tmp_path, args, message):
+    code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"),
+                       "-o", str(tmp_path / "o"), *args])
+    assert code != 0 and message in text, text
+
+
+def test_upscale_detail_cap_checks_the_base_model(files, tmp_path):
+    """A base model other than the one the weights were adapted from is refused; adapt refuses a cap below 1."""
+    other = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
+    save_safetensors(tmp_path / "other.safetensors", other.state_dict(), {"name": "other"})
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o",
+                       str(tmp_path / "a"), "--loss", "naive", "--iterations", "1", "--patch-size", "16", "-q",
+                       "--detail-cap", "1.5"])
+    assert code == 0, text
+    code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(tmp_path / "a" / "adapted.safetensors"),
+                       "-o", str(tmp_path / "o"), "--base-model", str(tmp_path / "other.safetensors")])
+    assert code != 0 and "is not the model these weights were adapted from" in text, text
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o",
+                       str(tmp_path / "b"), "--loss", "naive", "--iterations", "1", "--patch-size", "16", "--detail-cap", "0.5"])
+    assert code != 0 and "detail_cap must be a number >= 1" in text, text
+
+
+def test_detail_cap_is_not_part_of_the_recipe():
+    """The cap shapes the written images, not the weights: the recipe (and so --resume's fingerprint) ignores it."""
+    from lway_rt.adapt.config import AdaptConfig
+
+    assert AdaptConfig(detail_cap=1.2).recipe_json() == AdaptConfig().recipe_json()
+    assert AdaptConfig(detail_cap=1.2).to_dict()["detail_cap"] == 1.2

@@ -146,6 +146,14 @@ class AdaptConfig:
       makes it equal to the L1 on the unadapted output on the development split; 1 for ``lpips``).
       Off by default: with ``trunk-l1`` the worst crops lost more (README, round 13: 1 of 6 development
       runs passed the quality bar against 5 without it, mean gain +0.398 dB against +0.408).
+    detail_cap: unset (default) writes each image as the adapted model makes it. A number C >= 1 holds the
+      fine detail adaptation adds at C x the unadapted model's, per image: where the adapted image's
+      Haar detail energy of Y (what ``detail_change`` compares) exceeds C x the unadapted image's, the
+      written image is ``unadapted + s (adapted - unadapted)`` with the largest ``s`` that meets the cap
+      (``wavelet.detail_cap``, no ground truth). The weights are not changed (it is not in the recipe, and
+      ``--resume`` may change it); the weights file records C, and ``lwayrt upscale`` applies it again with
+      the base model, so it reproduces the written images. Where adaptation made crops of the quality
+      benchmark worse, it had added such detail (``detail_flag``); what the cap does there: README, round 14.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -176,6 +184,7 @@ class AdaptConfig:
     perceptual: str = "none"
     perceptual_weight: float | None = None  # None: the kind's default (PERCEPTUAL_WEIGHTS)
     lpips_weights: tuple[str, ...] = ()
+    detail_cap: float | None = None  # None = off; see the docstring
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -264,6 +273,9 @@ class AdaptConfig:
             bad(f"sup_batch must be a positive integer or unset (= batch_size), got {self.sup_batch!r}")
         if not is_number(self.strength) or not 0.0 < self.strength <= 1.0:
             bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
+        if self.detail_cap is not None and (not is_number(self.detail_cap) or not 1.0 <= self.detail_cap < float("inf")):
+            bad(f"detail_cap must be a number >= 1 (1: no more fine detail than the unadapted image) or unset, "
+                f"got {self.detail_cap!r}")
         if not is_number(self.ema) or not 0.0 <= self.ema < 1.0:
             bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
         if self.perceptual not in PERCEPTUALS:
@@ -316,7 +328,8 @@ class AdaptConfig:
     def recipe_json(self) -> str:
         """Compact JSON of what shapes the weights (for checkpoint metadata)."""
         d = self.to_dict()
-        for k in ("device", "notes", "eval_every", "snapshot_every", "snapshot_crop", "checkpoint_every", "tile"):
+        for k in ("device", "notes", "eval_every", "snapshot_every", "snapshot_crop", "checkpoint_every", "tile",
+                  "detail_cap"):  # the cap shapes the written images, not the weights
             d.pop(k, None)
         return json.dumps(d, sort_keys=True)
 

@@ -44,7 +44,7 @@ from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
-from lway_rt.adapt.wavelet import detail_energy
+from lway_rt.adapt.wavelet import detail_cap, detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, ModelError, TrainingError
 
@@ -609,12 +609,14 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "scale": str(scale),
         "hparams": json.dumps(desc.spec.hparams),
         "base_model": str(desc.name or desc.source),
+        "base_source": str(desc.source or ""),  # the file it was loaded from (upscale's detail cap looks there too)
         "base_sha256": base_sha,
         "adapted_sha256": adapted_sha,
         "recipe": config.recipe_json(),
         "stage1_sha256": (stage1_info or {}).get("sha256", ""),
         "inputs": json.dumps([d.name for d in data]),
         "iterations": str(final_it),
+        **({"detail_cap": repr(float(config.detail_cap))} if config.detail_cap is not None else {}),
         "description": f"{desc.name or desc.arch} adapted with LWay stage 2 ({config.loss} loss) to {len(data)} image(s)",
     }
     weights_path = out_dir / WEIGHTS
@@ -625,9 +627,14 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     from lway_rt.io.images import resize_bicubic, write_image
 
     sr_dir = out_dir / "sr"
-    sr_paths = []
+    sr_paths, cap_s = [], {}
     for img in images:
-        sr = super_resolve(model, tensors[img.name], scale, multiple, config.tile)[0].permute(1, 2, 0).cpu().numpy()
+        sr = super_resolve(model, tensors[img.name], scale, multiple, config.tile)
+        if config.detail_cap is not None:  # held at the cap against the unadapted image (wavelet.detail_cap)
+            sr, s = detail_cap(super_resolve(base, tensors[img.name], scale, multiple, config.tile), sr,
+                               config.detail_cap, scale)
+            cap_s[img.name] = float(s[0])
+        sr = sr[0].permute(1, 2, 0).cpu().numpy()
         alpha = None
         if img.image.alpha is not None:
             alpha = np.clip(resize_bicubic(img.image.alpha, (sr.shape[1], sr.shape[0])), 0, 1)
@@ -635,20 +642,33 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey))
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
+        if entry["name"] in cap_s:
+            entry["detail_cap_s"] = round(cap_s[entry["name"]], 4)
+    if config.detail_cap is not None:
+        capped = sorted(n for n, v in cap_s.items() if v < 1)
+        report["detail_cap"] = {"cap": config.detail_cap, "images_capped": capped}
+        log(f"detail cap {config.detail_cap:g}: {len(capped)} of {len(cap_s)} image(s) blended towards the unadapted one"
+            + (f" ({', '.join(capped[:5])}{' ...' if len(capped) > 5 else ''})" if capped else ""))
 
     # contact sheet: bicubic | unadapted | snapshots ... | final
     its = sorted(st["snapshots"])
     if len(its) > SHEET_COLUMNS:
         keep = sorted({its[round(i * (len(its) - 1) / (SHEET_COLUMNS - 1))] for i in range(SHEET_COLUMNS)})
         its = keep
-    if its and its[-1] == final_it == st["it"] and config.strength == 1.0:
+    if its and its[-1] == final_it == st["it"] and config.strength == 1.0 and config.detail_cap is None:
         its = its[:-1]  # the final column shows that snapshot already
     final_snap = snapshot()
+    if cap_s and 0 in st["snapshots"]:  # the final column as written: each crop blended with its image's s
+        final_snap = [f if cap_s.get(d.name, 1.0) == 1.0 else
+                      (u.double() + cap_s[d.name] * (f.double() - u.double())).round().to(torch.uint8)
+                      for f, u, d in zip(final_snap, st["snapshots"][0], data)]
     rows = []
     for k, x in enumerate(snap_in):
         row = [_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
         rows.append(row)
     final_label = f"final (it {final_it})" if config.strength == 1.0 else f"final (it {final_it}, x{config.strength:g})"
+    if config.detail_cap is not None:
+        final_label = f"{final_label[:-1]}, cap {config.detail_cap:g})"
     labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [final_label]
     from lway_rt.adapt.visual import can_plot, save_contact_sheet, save_curves
 

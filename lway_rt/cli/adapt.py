@@ -7,7 +7,7 @@ import click
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
-           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -59,6 +59,9 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
                    "stage1 = stage 1's R with your images' embeddings (lway loss only) [classic].")
 @click.option("--strength", type=float, default=None,
               help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
+@click.option("--detail-cap", type=float, default=None,
+              help="Hold the fine detail adaptation adds at this many times the unadapted image's, per image, by "
+                   "blending the written image towards the unadapted one (>= 1; upscale repeats it) [off].")
 @click.option("--ema", type=float, default=None,
               help="Write the moving average of the weights over the steps, with this decay (e.g. 0.98) [0: off].")
 @click.option("--perceptual", type=click.Choice(["none", "trunk-l1", "lpips"]), default=None,

@@ -26,7 +26,13 @@ import click
               help="How an alpha channel is upscaled.")
 @click.option("-r", "--recursive", is_flag=True, help="Also take images from sub-folders (layout kept).")
 @click.option("--scale", type=int, default=None, help="Fail unless the model has this scale.")
-def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale):
+@click.option("--detail-cap", default="auto", show_default=True,
+              help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
+                   "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
+@click.option("--base-model", default=None,
+              help="The unadapted model --detail-cap compares with [the one the adapted weights name].")
+def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale, detail_cap,
+            base_model):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
     Folders contribute their PNG/JPEG/WebP/TIFF/BMP files (sub-folders with --recursive).
@@ -40,7 +46,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     from lway_rt.upscale import UpscaleConfig, upscale_files
 
     config = UpscaleConfig(model=model, tile=tile, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
-                           format=fmt, alpha=alpha, recursive=recursive, scale=scale)
+                           format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
+                           base_model=base_model)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
