@@ -60,6 +60,9 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         if not model_spec:
             raise InputError("--model is required: a store name, a .pth/.safetensors file or an adapt output folder")
         desc = load_model(model_spec)
+        if "detail_cap" in (desc.metadata or {}):  # adapt --detail-cap: a post-process upscale applies, no layer
+            _log(f"note: these weights were adapted with --detail-cap {float(desc.metadata['detail_cap']):g}; the exported "
+                 "network is the uncapped model (lwayrt upscale applies the cap with the base model)")
         label = Path(model_spec).name if Path(model_spec).is_dir() else None
         return sr_exportable(desc, label=label, model_spec=model_spec)
 
