@@ -9,8 +9,8 @@ many crops, their mean gain, and how many lost more than 0.1 dB.
     .venv/bin/python benchmarks/detail_flag.py [--threshold 1.2] [--out benchmarks/results/detail_flag.json]
     .venv/bin/python benchmarks/detail_flag.py --files 'heldout_*.json' --out benchmarks/results/detail_flag_heldout.json
 
-The threshold was read off the crops of the first command; ``heldout_seeds56_*.json`` (``quality.py --methods lway
---seeds 5 6``, data seeds used nowhere else, the default recipe) check it on crops it never saw.
+The threshold was read off the crops of the first command; ``heldout_seeds56_*.json`` and ``heldout_seeds78_*.json``
+(``quality.py`` with data seeds 5-6 and 7-8, used nowhere else, the default recipe) check it on crops it never saw.
 """
 
 from __future__ import annotations
