@@ -313,12 +313,13 @@ def split_cap(flags: list[str]) -> tuple[list[str], str | None]:
     return [*flags[:i], *flags[i + 2:]], flags[i + 1]
 
 
-def run_seed_setting(name: str, flags: list[str], setting: str, offset: int, folder: Path,
-                     caps: dict[str, str] | None = None) -> dict:
-    """One recipe, one setting, one adaptation seed offset: LWay only, dev seeds, one thread. With ``caps``
+def run_seed_setting(name: str, flags: list[str], key: str, folder: Path, caps: dict[str, str] | None = None) -> dict:
+    """One recipe, one setting and adaptation seed offset (``key``, "SETTING@OFFSET"): LWay only, dev seeds, one
+    thread. With ``caps``
     (``{variant: C}``, ``flags`` without ``--detail-cap``) the run scores every C and gives each variant its
     ``lway+capC`` row; otherwise the recipe's row is ``lway``. Returns ``rows`` by variant."""
     t0 = time.perf_counter()
+    setting, offset = key.split("@")
     extra = ["--detail-cap", *caps.values()] if caps else []
     res = run_quality(f"{name} ({setting}, offset {offset})", folder / f"{name}-{setting}-{offset}.json",
                       ["--folder", setting, "--methods", "lway", "--adapt-seed-offset", str(offset), *flags, *extra])
@@ -394,14 +395,12 @@ def main_round6(args, argv, round_no: int = 6) -> int:
         calls, shared = {}, {}  # variants differing only in --detail-cap share one run per setting and offset
         for n, k in jobs:
             base, cap = split_cap(variants[n])
-            setting, offset = k.split("@")[0], int(k.split("@")[1])
             if cap is None:
-                calls[(n, k)] = (run_seed_setting, n, variants[n], setting, offset, Path(tmp))
+                calls[(n, k)] = (run_seed_setting, n, variants[n], k, Path(tmp))
             else:
                 shared.setdefault((tuple(base), k), {})[n] = cap
         for (base, k), caps in shared.items():
-            calls[("+".join(caps), k)] = (run_seed_setting, "+".join(caps), list(base), k.split("@")[0],
-                                          int(k.split("@")[1]), Path(tmp), caps)
+            calls[("+".join(caps), k)] = (run_seed_setting, "+".join(caps), list(base), k, Path(tmp), caps)
         for (_, k), res in finished(calls, args.jobs):
             for n, row in res["rows"].items():
                 rows[n][k] = row

@@ -137,19 +137,20 @@ def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCa
         return None
     cap = float(meta["detail_cap"] if config.detail_cap == "auto" else config.detail_cap)
     # --base-model, else the name the weights give (a store name), else the file adapt loaded it from
-    specs = [config.base_model] if config.base_model else [v for v in (meta.get("base_model"), meta.get("base_source")) if v]
+    specs = [config.base_model] if config.base_model else \
+        list(dict.fromkeys(v for v in (meta.get("base_model"), meta.get("base_source")) if v))
     if not specs:
         raise InputError("--detail-cap compares with the unadapted model, and these weights do not name one: "
                          "add --base-model NAME_OR_FILE, or --detail-cap off")
-    base, spec, why = None, specs[0], ""
-    for spec in dict.fromkeys(specs):
+    base, why = None, ""
+    for spec in specs:
         try:
             base = load_model(spec, device=config.device)
             break
         except LwayError as exc:
             why = str(exc)
     if base is None:
-        raise InputError(f"the detail cap ({cap:g}) needs the unadapted model {' or '.join(dict.fromkeys(specs))}, which "
+        raise InputError(f"the detail cap ({cap:g}) needs the unadapted model {' or '.join(specs)}, which "
                          f"does not load ({why}): pass --base-model NAME_OR_FILE, or --detail-cap off")
     want = meta.get("base_sha256")
     if want and state_dict_sha256(base.model.state_dict()) != want:

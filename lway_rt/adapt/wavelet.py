@@ -25,6 +25,11 @@ HF_MODES = ("luma", "channel")
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luminance of ``(B, 3, H, W)``, ``(B, 1, H, W)``, in ``x``'s dtype."""
+    return (x * torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+
+
 def haar_dwt2(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Single-level 2-D Haar DWT of the last two dims: returns (cA, cH, cV, cD) like ``pywt.dwt2``."""
     if x.dim() < 2:
@@ -70,8 +75,7 @@ def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12) -> torc
         x = img.detach().float()
         b, c, h, w = x.shape
         if mode == "luma" and c == 3:
-            lw = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            x = (x * lw).sum(dim=1, keepdim=True)
+            x = _luma(x)
         elif mode == "luma":
             x = x.mean(dim=1, keepdim=True)
         e = hf_energy(x)  # (B, C', ceil(H/2), ceil(W/2))
@@ -103,8 +107,7 @@ def _luma_detail(x: torch.Tensor, border: int) -> torch.Tensor:
     """The three one-level Haar detail bands of the BT.601 luminance of ``(B, 3, H, W)``, stacked ``(B, 3, h, w)``."""
     if border:
         x = x[..., border:-border, border:-border]
-    lw = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    y = (x * lw).sum(dim=1, keepdim=True)
+    y = _luma(x)
     y = y[..., : y.shape[-2] // 2 * 2, : y.shape[-1] // 2 * 2]
     _, ch, cv, cd = haar_dwt2(y)
     return torch.cat([ch, cv, cd], dim=1)
@@ -131,7 +134,7 @@ def detail_cap(base: torch.Tensor, new: torch.Tensor, cap: float, border: int = 
         a, b, c = (d0 * d0).sum(1), (d0 * dd).sum(1), (dd * dd).sum(1)
         within = a + 2 * b + c <= cap * a
         root = (-b + torch.sqrt((b * b + c * a * (cap - 1)).clamp_min(0))) / c.clamp_min(1e-300)
-        s = torch.where(within | (c <= 0), torch.ones_like(a), root.clamp(0, 1))
+        s = torch.where(within, torch.ones_like(a), root.clamp(0, 1))  # c = 0 (no change) is within: a <= cap a
         k = s.to(base.dtype).view(-1, 1, 1, 1)
         out = torch.where(k == 1, new, base + k * (new - base))  # within the cap: exactly ``new``
     return out, s
