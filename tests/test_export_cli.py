@@ -316,3 +316,18 @@ def test_realsr_df2k_exports_fp32_and_fp16(tmp_path_factory):
     fp16 = _manifest(files["fp16"])["onnx"]["fp16"]
     assert fp16["fp32_initializers"] <= 2 and fp16["fp16_initializers"] > 300
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_capped_adaptation_exports_the_uncapped_network_and_says_so(tmp_path):
+    """Weights adapted with --detail-cap record it; the cap is a post-process, so export says the engine is uncapped."""
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import save_safetensors
+
+    base = load_model("realesr-animevideov3")
+    capped = tmp_path / "capped.safetensors"
+    save_safetensors(capped, base.model.state_dict(), {**base.metadata, "name": "capped", "detail_cap": "1.1"})
+    res = _run("--model", str(capped), "--out", str(tmp_path / "engines"))
+    assert res.exit_code == 0, res.output
+    assert "adapted with --detail-cap 1.1; the exported network is the uncapped model" in res.output
+    plain = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "engines2"))
+    assert plain.exit_code == 0 and "detail-cap" not in plain.output
