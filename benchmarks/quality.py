@@ -283,6 +283,9 @@ def main(argv=None) -> int:
     ap.add_argument("--perceptual", default="none", choices=["none", "trunk-l1"],
                     help="adapt --perceptual, for the lway method (the baselines keep none)")
     ap.add_argument("--perceptual-weight", type=float, default=None, help="adapt --perceptual-weight [the adapt default]")
+    ap.add_argument("--detail-guard", type=float, default=0.0,
+                    help="adapt --detail-guard, for the lway method (the baselines keep 0) [0: off]")
+    ap.add_argument("--detail-guard-ratio", type=float, default=None, help="adapt --detail-guard-ratio [the adapt default]")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
@@ -341,7 +344,9 @@ def main(argv=None) -> int:
                            **({"anchor_trust_scope": args.anchor_trust_scope} if args.anchor_trust_scope else {}),
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
                            sup_batch=args.sup_batch, lr_schedule=args.lr_schedule,
-                           augment=args.augment, perceptual=args.perceptual, perceptual_weight=args.perceptual_weight)
+                           augment=args.augment, perceptual=args.perceptual, perceptual_weight=args.perceptual_weight,
+                           detail_guard=args.detail_guard,
+                           **({"detail_guard_ratio": args.detail_guard_ratio} if args.detail_guard_ratio else {}))
     def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
         """``net``'s x4 image of one LR crop (HxWx3 float), made on --score-device, as HxWx3 float on the CPU."""
         x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).to(args.score_device)
@@ -378,7 +383,7 @@ def main(argv=None) -> int:
             for method in args.methods:
                 # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
                 no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
-                cfg = base_cfg if method == "lway" else base_cfg.without_perceptual()  # the lway run's term only
+                cfg = base_cfg if method == "lway" else base_cfg.without_perceptual().replace(detail_guard=0.0)  # the lway run's terms only
                 cfg = cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
                 t0 = time.perf_counter()
                 # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights

@@ -362,3 +362,15 @@ def test_detail_change_is_the_ratio_of_fine_detail_and_flags_images(tmp_path, in
     assert rep["detail_flag"]["threshold"] == DETAIL_FLAG
     assert rep["detail_flag"]["images"] == sorted((n for n, c in changes.items() if c >= DETAIL_FLAG),
                                                   key=lambda n: -changes[n])
+
+
+def test_detail_guard_runs_without_the_anchor_and_is_logged(tmp_path, inputs, stage1):
+    """The guard needs the unadapted output: with anchor_weight 0 the driver still makes it, every step records the
+    guard's part, and no anchor part appears."""
+    cfg = AdaptConfig(iterations=3, patch_size=16, batch_size=2, sup_weight=0.0, anchor_weight=0.0, detail_guard=1.0,
+                      detail_guard_ratio=1.0)
+    rep = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "out", stage1=stage1, write_outputs=False).report
+    assert all("detail" in h and h["detail"] >= 0 and "anchor" not in h for h in rep["history"])
+    plain = adapt_images(inputs, _desc(_tiny()), cfg.replace(detail_guard=0.0), tmp_path / "plain", stage1=stage1,
+                         write_outputs=False).report
+    assert all("detail" not in h for h in plain["history"])

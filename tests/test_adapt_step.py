@@ -258,3 +258,51 @@ def test_run_scope_pools_the_trust_into_one_factor(stage1, images):
     assert f.tolist() == pytest.approx([want, want], rel=1e-3)
     with pytest.raises(InputError, match="anchor_trust_scope"):
         AdaptConfig(anchor_trust_scope="folder")
+
+
+def test_detail_guard_charges_only_detail_above_the_ratio(images):
+    """detail_guard: relu(detail ratio - detail_guard_ratio) per patch, the ratio being the Haar-Y detail energy of S's
+    output over the unadapted output's; less detail, or a change of tone, costs nothing; the gradient pushes the
+    detail down."""
+    from lway_rt.adapt.losses import adaptation_loss, loss_terms
+    from lway_rt.adapt.wavelet import detail_energy, detail_ratio
+
+    batch = fixed_patches(images, 16, 4)
+    torch.manual_seed(0)
+    ref = torch.rand(batch.lr.shape[0], 3, 64, 64) * 0.5 + 0.25
+    batch.anchor = ref
+    mean = ref.mean(dim=(2, 3), keepdim=True)
+    cfg = AdaptConfig(loss="naive", hf_weight=False, anchor_weight=0.0, detail_guard=1.0, detail_guard_ratio=1.2)
+    sharper = mean + 1.5 * (ref - mean)  # 2.25x the detail energy
+    assert torch.allclose(detail_ratio(sharper, ref), torch.full((ref.shape[0],), 2.25), atol=1e-4)
+    assert torch.allclose(detail_ratio(sharper, ref), (detail_energy(sharper) / detail_energy(ref)).float(), rtol=1e-4)
+    parts = adaptation_loss(sharper, batch, None, cfg)[1]
+    assert parts["detail"] == pytest.approx(2.25 - 1.2, abs=1e-4)
+    assert "anchor" not in parts
+    for calm in (mean + 0.9 * (ref - mean), ref + 0.1):  # less detail; the same detail a tone brighter
+        assert adaptation_loss(calm, batch, None, cfg)[1]["detail"] == pytest.approx(0.0, abs=1e-6)
+    x = sharper.clone().requires_grad_(True)
+    loss, _ = loss_terms(x, batch, None, cfg.replace(loss="naive"))
+    guard_only = cfg.replace(detail_guard=0.0)
+    loss0, _ = loss_terms(x, batch, None, guard_only)
+    (g,) = torch.autograd.grad(loss - loss0, x)
+    assert float((g * (x.detach() - mean)).sum()) > 0  # descending the gradient shrinks the detail
+    assert "detail" not in adaptation_loss(sharper, batch, None, guard_only)[1]  # off: no term
+    with pytest.raises(InputError, match="detail_guard_ratio"):
+        AdaptConfig(detail_guard=1.0, detail_guard_ratio=0.9)
+    with pytest.raises(InputError, match="detail_guard"):
+        AdaptConfig(detail_guard=-1.0)
+    # off, the recipe (and resumable checkpoints' fingerprints) are what they were before the option existed
+    assert "detail_guard" not in AdaptConfig().recipe_json()
+    assert '"detail_guard": 0.5' in AdaptConfig(detail_guard=0.5).recipe_json()
+
+
+def test_adapt_step_reports_the_detail_guard(images):
+    model = _tiny_s()
+    ref = copy.deepcopy(model)
+    batch = sample_batch(images, 2, 16, 4, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batch.anchor = ref(batch.lr) * 0.5  # half the amplitude: S's own output has 4x the reference's detail
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    m = adapt_step(model, opt, batch, None, AdaptConfig(loss="naive", anchor_weight=0.0, sup_weight=0.0, detail_guard=1.0))
+    assert m["detail"] == pytest.approx(4.0 - 1.2, rel=1e-3)

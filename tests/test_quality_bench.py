@@ -334,9 +334,10 @@ def test_sweep_runs_keep_the_patch_size_of_their_rounds_and_quality_follows_adap
 
 
 @pytest.mark.parametrize("round_no, cand, extra", [(13, "perc-trunk", ["--perceptual", "trunk-l1"]),
-                                                    (14, "cap1.2", ["--detail-cap", "1.2"])])
-def test_rounds_13_14_measure_against_round11s_48px_runs(round_no, cand, extra):
-    """Rounds 13 and 14: the reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
+                                                    (14, "cap1.2", ["--detail-cap", "1.2"]),
+                                                    (15, "guard3", ["--detail-guard", "3"])])
+def test_rounds_13_to_15_measure_against_round11s_48px_runs(round_no, cand, extra):
+    """Rounds 13 to 15: the reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
     so ``--reuse quality_dev_sweep_round11.json`` supplies its six runs, and the rule keeps it unless beaten."""
     sweep = _load("quality_sweep")
     r11 = json.loads((ROOT / "benchmarks" / "results" / "quality_dev_sweep_round11.json").read_text())
@@ -349,6 +350,19 @@ def test_rounds_13_14_measure_against_round11s_48px_runs(round_no, cand, extra):
     assert sweep.choose_round6({ref: runs, cand: runs}, ref)[0] == ref  # a tie keeps the reference
     worse = {k: {**r, "worst_db": -0.5} for k, r in runs.items()}
     assert sweep.choose_round6({ref: worse, cand: runs}, ref)[0] == cand
+
+
+def test_quality_gives_the_detail_guard_to_lway_only(tmp_path):
+    import torch
+
+    quality = _load("quality")
+    out = tmp_path / "g.json"
+    quality.main(["--photos", "1", "--iterations", "2", "--presets", "box-downscale", "--methods", "naive", "lway",
+                  "--folder", "all", "--sup-photos", "camera", "--seeds", "1", "--detail-guard", "3",
+                  "--detail-guard-ratio", "1.1", "--threads", str(torch.get_num_threads()), "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["adapt_config"]["detail_guard"] == 3 and res["adapt_config"]["detail_guard_ratio"] == 1.1
+    assert {r["method"] for r in res["runs"]} == {"naive", "lway"}
 
 
 def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_path):

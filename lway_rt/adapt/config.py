@@ -154,6 +154,15 @@ class AdaptConfig:
       ``--resume`` may change it); the weights file records C, and ``lwayrt upscale`` applies it again with
       the base model, so it reproduces the written images. Where adaptation made crops of the quality
       benchmark worse, it had added such detail (``detail_flag``); what the cap does there: README, round 14.
+    detail_guard: weight of a training-side hold on added fine detail (0, the default, = off): per patch, the
+      Haar detail energy of Y of S's output over that of the unadapted model's output on the same patch,
+      ``r``, adds ``detail_guard * relu(r - detail_guard_ratio)`` (mean over the batch) to the loss. Unlike
+      ``detail_cap``, which blends the written image back towards the unadapted one, this acts while S
+      learns: S may still remove blocks and noise or change anything else, but is pushed back where it
+      makes a patch's detail exceed the ratio (the crops adaptation made worse were those where it had
+      added detail the truth lacks). It needs the unadapted model's output, so it costs the anchor's
+      forward pass when ``anchor_weight`` is 0.
+    detail_guard_ratio: the ratio ``r`` the detail guard allows before it acts (>= 1).
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -185,6 +194,8 @@ class AdaptConfig:
     perceptual_weight: float | None = None  # None: the kind's default (PERCEPTUAL_WEIGHTS)
     lpips_weights: tuple[str, ...] = ()
     detail_cap: float | None = None  # None = off; see the docstring
+    detail_guard: float = 0.0  # 0 = off; see the docstring
+    detail_guard_ratio: float = 1.2
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -276,6 +287,11 @@ class AdaptConfig:
         if self.detail_cap is not None and (not is_number(self.detail_cap) or not 1.0 <= self.detail_cap < float("inf")):
             bad(f"detail_cap must be a number >= 1 (1: no more fine detail than the unadapted image) or unset, "
                 f"got {self.detail_cap!r}")
+        if not weight_ok(self.detail_guard):
+            bad(f"detail_guard must be a finite number >= 0 (0: off), got {self.detail_guard!r}")
+        if not is_number(self.detail_guard_ratio) or not 1.0 <= self.detail_guard_ratio < float("inf"):
+            bad(f"detail_guard_ratio must be a number >= 1 (1: no more fine detail than the unadapted output), "
+                f"got {self.detail_guard_ratio!r}")
         if not is_number(self.ema) or not 0.0 <= self.ema < 1.0:
             bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
         if self.perceptual not in PERCEPTUALS:
@@ -331,6 +347,8 @@ class AdaptConfig:
         for k in ("device", "notes", "eval_every", "snapshot_every", "snapshot_crop", "checkpoint_every", "tile",
                   "detail_cap"):  # the cap shapes the written images, not the weights
             d.pop(k, None)
+        if not d["detail_guard"]:  # off: the recipe (and checkpoints' fingerprints) as before the option existed
+            d.pop("detail_guard"), d.pop("detail_guard_ratio")
         return json.dumps(d, sort_keys=True)
 
     @classmethod

@@ -276,7 +276,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     speed = SpeedOptions()
     opt = make_optimizer(params, config, speed)
     anchor_model = None
-    if config.anchor_weight > 0:
+    if config.anchor_weight > 0 or config.detail_guard > 0:  # the guard compares with the unadapted output too
         anchor_model = copy.deepcopy(desc.model).to(device).eval()
         for p in anchor_model.parameters():
             p.requires_grad_(False)
@@ -313,7 +313,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                                perceptual.digest if perceptual is not None else "")
 
     trust, trust_info = None, None
-    if anchor_model is not None and config.anchor_trust > 0 and recon is not None:
+    if anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None:
         trust, trust_info = backbone_trust(data, anchor_model, recon, config, scale, multiple)
         trust = trust.to(device)
         if config.anchor_trust_scope == "run":
@@ -332,7 +332,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     # the (fixed) target, so a rise means a worse fit, not a moved weight map; without the anchor
     # term, which is 0 at the start (a yardstick of 0 would call any step a jump: the supervised
     # control with an anchor was rolled back until it stopped).
-    yardstick = config.replace(hf_source="target", anchor_weight=0.0)
+    yardstick = config.replace(hf_source="target", anchor_weight=0.0, detail_guard=0.0)
 
     def fixed_loss() -> float:
         with torch.no_grad():
@@ -479,7 +479,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         m = fast_adapt_step(model, opt, batch, recon, config, speed, perceptual=perceptual)
         st["it"] += 1
         rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
-        for part in ("anchor", "sup", "perc"):
+        for part in ("anchor", "detail", "sup", "perc"):
             if part in m:
                 rec[part] = m[part]
         st["history"].append(rec)

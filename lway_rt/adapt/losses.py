@@ -11,7 +11,8 @@ detached, as LWay weights x̂; or of the target, ``hf_source='target'``):
 
 An optional anchor term ties S(x) to the unadapted model's output on the same patch (pixel-wise, or
 after a ``k x k`` average pool with ``anchor_pool = k``: the coarse picture only; scaled per image
-by ``backbone_trust`` with ``anchor_trust > 0``), and an
+by ``backbone_trust`` with ``anchor_trust > 0``); an optional detail guard penalises each patch's fine detail
+above ``detail_guard_ratio`` x the unadapted output's (``wavelet.detail_ratio``); and an
 optional supervised term (LWay's supervised half, ``synthetic.py``) is the L1 between S's output on
 the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``; and an optional
 perceptual term (``perceptual.py``) between the same prediction and target as the L1, with its weight map.
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.patches import Batch, bicubic_down, bicubic_up
 from lway_rt.adapt.perceptual import Perceptual
-from lway_rt.adapt.wavelet import hf_weight
+from lway_rt.adapt.wavelet import detail_ratio, hf_weight
 
 __all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast", "backbone_trust",
            "TRUST_MAX_SIDE"]
@@ -111,6 +112,10 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
         anchor = diff.mean() if batch.anchor_scale is None else (diff.mean(dim=(1, 2, 3)) * batch.anchor_scale).mean()
         parts["anchor"] = anchor.detach()
         loss = loss + config.anchor_weight * anchor
+    if config.detail_guard > 0 and batch.anchor is not None:
+        guard = F.relu(detail_ratio(sr, upcast(batch.anchor)) - config.detail_guard_ratio).mean()
+        parts["detail"] = guard.detach()
+        loss = loss + config.detail_guard * guard
     if sup_sr is not None and wants_supervised(config, batch):
         sup = supervised_l1(upcast(sup_sr), batch)
         parts["sup"] = sup.detach()
@@ -140,7 +145,7 @@ def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, mul
     of each image, for S0's output and for the bicubic upsampling. Returns the factors ``(N,)`` and,
     per image, both losses and the factor (for the report).
     """
-    plain = config.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0)
+    plain = config.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0, detail_guard=0.0)
     factors, info = [], []
     with torch.no_grad():
         for i, im in enumerate(images):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "detail_energy", "detail_cap", "HF_MODES"]
+__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "detail_energy", "detail_ratio", "detail_cap", "HF_MODES"]
 
 HF_MODES = ("luma", "channel")
 
@@ -101,6 +101,13 @@ def detail_energy(img: torch.Tensor, border: int = 0) -> torch.Tensor:
         x = x if x.dtype == torch.float64 else x.float()
         d = _luma_detail(x, border)
         return (d * d).sum(dim=(1, 2, 3))
+
+
+def detail_ratio(img: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per image, ``detail_energy(img) / detail_energy(ref)`` of two ``(B, 3, H, W)`` batches, differentiable in
+    ``img`` (``ref`` is detached): the training-side detail guard's measure (``AdaptConfig.detail_guard``)."""
+    d, d0 = _luma_detail(img, 0), _luma_detail(ref.detach(), 0)
+    return (d * d).sum(dim=(1, 2, 3)) / ((d0 * d0).sum(dim=(1, 2, 3)) + eps)
 
 
 def _luma_detail(x: torch.Tensor, border: int) -> torch.Tensor:

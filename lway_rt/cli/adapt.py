@@ -7,7 +7,7 @@ import click
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
-           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "detail_guard", "detail_guard_ratio", "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -62,6 +62,11 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
 @click.option("--detail-cap", type=float, default=None,
               help="Hold the fine detail adaptation adds at this many times the unadapted image's, per image, by "
                    "blending the written image towards the unadapted one (>= 1; upscale repeats it) [off].")
+@click.option("--detail-guard", type=float, default=None,
+              help="While training, penalise patches whose fine detail exceeds --detail-guard-ratio times the unadapted "
+                   "output's, with this weight [0: off].")
+@click.option("--detail-guard-ratio", type=float, default=None,
+              help="The detail ratio the detail guard allows (>= 1) [1.2].")
 @click.option("--ema", type=float, default=None,
               help="Write the moving average of the weights over the steps, with this decay (e.g. 0.98) [0: off].")
 @click.option("--perceptual", type=click.Choice(["none", "trunk-l1", "lpips"]), default=None,
