@@ -90,6 +90,21 @@ def test_adapt_end_to_end_and_reload(files, tmp_path):
     assert np.abs(np.asarray(Image.open(up)).astype(int) - written.astype(int)).max() <= 1
 
 
+def test_detail_guard_from_the_command_line(files, tmp_path):
+    """--detail-guard/--detail-guard-ratio reach the run (also with the anchor off), its log and the weights' recipe."""
+    out = tmp_path / "guard"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16",
+                       "--batch-size", "2", "--anchor-weight", "0", "--detail-guard", "2", "--detail-guard-ratio", "1.1", "-q"])
+    assert code == 0, text
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["detail_guard"] == 2 and cfg["detail_guard_ratio"] == 1.1
+    report = json.loads((out / "report.json").read_text())
+    assert all("detail" in h for h in report["history"])
+    recipe = json.loads(load_model(str(out / "adapted.safetensors")).metadata["recipe"])
+    assert recipe["detail_guard"] == 2 and recipe["detail_guard_ratio"] == 1.1
+
+
 def test_naive_per_image_needs_no_stage1(files, tmp_path):
     out = tmp_path / "naive"
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "-m",
@@ -111,6 +126,7 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--lr", "0"], "lr must be in (0, 1)"),
     (["--strength", "1.5"], "strength must be in (0, 1]"),
     (["--ema", "1"], "ema must be in [0, 1)"),
+    (["--detail-guard", "1", "--detail-guard-ratio", "0.5"], "detail_guard_ratio must be a number >= 1"),
     (["--loss", "naive", "--sup-degradation", "stage1"], "sup_degradation 'stage1' degrades the synthetic pairs"),
     (["--stage1", "missing.safetensors"], "does not exist"),
 ])

@@ -457,7 +457,9 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     log(f"adapting {desc.arch} x{scale} on {len(data)} image(s): {len(trainable)} trainable tensors, "
         f"loss {config.loss}, target {config.target}, {config.iterations} iterations"
         + (f", supervised term x{config.sup_weight:g} on {sup_pairs.n} synthetic pair(s) a step from "
-           f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else ""))
+           f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else "")
+        + (f", detail guard x{config.detail_guard:g} above {config.detail_guard_ratio:g}x the unadapted output's detail"
+           if config.detail_guard > 0 else ""))
     t_loop, it_loop = time.perf_counter(), st["it"]
     train_s0 = st["train_s"]
     while st["it"] < config.iterations and st["stopped"] is None:
