@@ -288,6 +288,9 @@ ROUND14_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
 # +0.179 on average). 3 is the one candidate (ratio 1.2: the detail flag's threshold, as round 14's cap). Rule: RULE_6
 # with "patch48" as the reference. Declared before it ran: if chosen, it becomes adapt's default only after the
 # benchmark (seeds 1-2) has been run once with it in both settings and over the three adaptation seed offsets.
+# Added after the launch, before any of its runs had finished (this CPU ran at half round 11's speed, ~54 min a
+# per-folder run): the round stops once the candidate has failed a run, since it then cannot pass more runs than the
+# reference's 5 of 6 and the rest cannot change the decision; the runs done by then are recorded.
 ROUND15_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
                     "guard3": [*_DEFAULT, "--patch-size", "48", "--detail-guard", "3"]}
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
