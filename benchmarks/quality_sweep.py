@@ -299,8 +299,9 @@ ROUND15_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
 # +1.07 / +0.89), but motion blur +0.003 / -0.001 (+0.036 / +0.049) and box downscaling +0.11 / +0.11 (+0.14 / +0.15),
 # the worst crop now astronaut@233,302 under motion blur: where the input is blurred, S has to add detail, and the
 # guard holds that back as it holds back the sharpened crops' false detail. Crops improved 41 and 38 of 48 (46, 45).
-# After the stop (the decision taken), the mixed runs of offsets 0 and 1 were made too, with the sweep's arguments
-# (runs_after_stop in the JSON): +0.492 / -0.482 and +0.458 / -0.548 (patch48 +0.570 / -0.009, +0.508 / -0.047),
+# After the stop (the decision taken), the mixed runs were made too, with the sweep's arguments (runs_after_stop in
+# the JSON): offsets 0 / 1 / 2 +0.492 / -0.482, +0.458 / -0.548, +0.448 / -0.372 (patch48 +0.570 / -0.009,
+# +0.508 / -0.047, +0.430 / -0.083),
 # the worst crop astronaut@233,302 under box downscaling: in one model over mixed folders the guard costs more.
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
