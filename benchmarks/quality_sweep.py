@@ -303,6 +303,9 @@ ROUND15_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
 # the JSON): offsets 0 / 1 / 2 +0.492 / -0.482, +0.458 / -0.548, +0.448 / -0.372 (patch48 +0.570 / -0.009,
 # +0.508 / -0.047, +0.430 / -0.083),
 # the worst crop astronaut@233,302 under box downscaling: in one model over mixed folders the guard costs more.
+# The per-folder run of offset 2, also after the stop: +0.398 / -0.423 (patch48 +0.231 / -0.491; its mean now passes,
+# a box-downscaled chelsea crop loses). Over all six: guard3 passes 1 of 6, mean +0.442 dB (patch48 +0.408), worst crop
+# -0.341 on average (-0.123), -0.548 lowest (-0.491).
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6), 13: (ROUND13_VARIANTS, RULE_6), 14: (ROUND14_VARIANTS, RULE_7),
