@@ -410,7 +410,8 @@ def main(argv=None) -> int:
                 runs.append({"folder": label, "seed": seed, "method": method, "images": len(images),
                              "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
                              "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
-                             "iterations_run": res.report["iterations_run"]})
+                             "iterations_run": res.report["iterations_run"],
+                             **({"detail_guard": cfg.detail_guard} if base_cfg.detail_guard > 0 else {})})
                 mean_gain = np.mean([per[k][method]["psnr"] - per[k]["unadapted"]["psnr"] for k in per])
                 print(f"{label:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
                       flush=True)

@@ -362,7 +362,7 @@ def test_quality_gives_the_detail_guard_to_lway_only(tmp_path):
                   "--detail-guard-ratio", "1.1", "--threads", str(torch.get_num_threads()), "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["adapt_config"]["detail_guard"] == 3 and res["adapt_config"]["detail_guard_ratio"] == 1.1
-    assert {r["method"] for r in res["runs"]} == {"naive", "lway"}
+    assert {r["method"]: r["detail_guard"] for r in res["runs"]} == {"naive": 0.0, "lway": 3.0}
 
 
 def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_path):

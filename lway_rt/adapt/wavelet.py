@@ -98,16 +98,19 @@ def detail_energy(img: torch.Tensor, border: int = 0) -> torch.Tensor:
     (``benchmarks/quality.py``'s ``hf_ratio`` is this of an output over this of the truth.)"""
     with torch.no_grad():
         x = img.detach()
-        x = x if x.dtype == torch.float64 else x.float()
-        d = _luma_detail(x, border)
-        return (d * d).sum(dim=(1, 2, 3))
+        return _detail_sum(x if x.dtype == torch.float64 else x.float(), border)
 
 
 def detail_ratio(img: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Per image, ``detail_energy(img) / detail_energy(ref)`` of two ``(B, 3, H, W)`` batches, differentiable in
     ``img`` (``ref`` is detached): the training-side detail guard's measure (``AdaptConfig.detail_guard``)."""
-    d, d0 = _luma_detail(img, 0), _luma_detail(ref.detach(), 0)
-    return (d * d).sum(dim=(1, 2, 3)) / ((d0 * d0).sum(dim=(1, 2, 3)) + eps)
+    return _detail_sum(img, 0) / (_detail_sum(ref.detach(), 0) + eps)
+
+
+def _detail_sum(x: torch.Tensor, border: int) -> torch.Tensor:
+    """The summed squares of ``_luma_detail(x, border)`` per image, ``(B,)``, in ``x``'s dtype, with its graph."""
+    d = _luma_detail(x, border)
+    return (d * d).sum(dim=(1, 2, 3))
 
 
 def _luma_detail(x: torch.Tensor, border: int) -> torch.Tensor:
