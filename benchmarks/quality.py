@@ -286,6 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--detail-guard", type=float, default=0.0,
                     help="adapt --detail-guard, for the lway method (the baselines keep 0) [0: off]")
     ap.add_argument("--detail-guard-ratio", type=float, default=None, help="adapt --detail-guard-ratio [the adapt default]")
+    ap.add_argument("--detail-guard-gate", default="none", choices=["none", "trust"], help="adapt --detail-guard-gate")
     ap.add_argument("--blend", nargs="+", type=float, default=[],
                     help="also score each adapted model with its weights interpolated towards the unadapted ones: "
                          "theta0 + a (theta - theta0), reported as METHOD@a (adapt --strength a)")
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
                            snapshot_every=10**9, eval_every=10**9, device=args.device, ema=args.ema,
                            sup_batch=args.sup_batch, lr_schedule=args.lr_schedule,
                            augment=args.augment, perceptual=args.perceptual, perceptual_weight=args.perceptual_weight,
-                           detail_guard=args.detail_guard,
+                           detail_guard=args.detail_guard, detail_guard_gate=args.detail_guard_gate,
                            **({"detail_guard_ratio": args.detail_guard_ratio} if args.detail_guard_ratio else {}))
     def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
         """``net``'s x4 image of one LR crop (HxWx3 float), made on --score-device, as HxWx3 float on the CPU."""
@@ -383,7 +384,7 @@ def main(argv=None) -> int:
             for method in args.methods:
                 # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
                 no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
-                cfg = base_cfg if method == "lway" else base_cfg.without_perceptual().replace(detail_guard=0.0)  # the lway run's terms only
+                cfg = base_cfg if method == "lway" else base_cfg.without_perceptual().replace(detail_guard=0.0, detail_guard_gate="none")  # the lway run's terms only
                 cfg = cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
                 t0 = time.perf_counter()
                 # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
@@ -411,7 +412,8 @@ def main(argv=None) -> int:
                              "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
                              "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
                              "iterations_run": res.report["iterations_run"],
-                             **({"detail_guard": cfg.detail_guard} if base_cfg.detail_guard > 0 else {})})
+                             **({"detail_guard": cfg.detail_guard, "detail_guard_gate": cfg.detail_guard_gate}
+                                if base_cfg.detail_guard > 0 else {})})
                 mean_gain = np.mean([per[k][method]["psnr"] - per[k]["unadapted"]["psnr"] for k in per])
                 print(f"{label:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
                       flush=True)

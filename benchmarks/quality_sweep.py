@@ -44,6 +44,7 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --round13 --reuse benchmarks/results/quality_dev_sweep_round11.json
     .venv/bin/python benchmarks/quality_sweep.py --round14 --reuse benchmarks/results/quality_dev_sweep_round11.json
     .venv/bin/python benchmarks/quality_sweep.py --round15 --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round16 --reuse benchmarks/results/quality_dev_sweep_round11.json
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -51,9 +52,10 @@ missed the bar per folder only on its worst crop, so a qualifier must raise the 
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
 round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
 pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
-``RULE_5``. ``--round6`` to ``--round15`` (``quality_dev_sweep_round{6,...,15}.json``) run each recipe
+``RULE_5``. ``--round6`` to ``--round16`` (``quality_dev_sweep_round{6,...,16}.json``) run each recipe
 over three adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``);
-round 13's reference is round 11's pick (48-px patches), the default since.
+round 13's reference is round 11's pick (48-px patches), the default since. Round 16 stops by itself
+once the decision cannot change (``ROUND_STOP_WHEN_DECIDED``).
 
 The two ``anchor-trust`` variants were added after the first four had run (``--reuse`` keeps those
 rows), the two ``runtrust`` ones (one factor pooled over the folder) after those; the rule did not
@@ -306,17 +308,38 @@ ROUND15_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
 # The per-folder run of offset 2, also after the stop: +0.398 / -0.423 (patch48 +0.231 / -0.491; its mean now passes,
 # a box-downscaled chelsea crop loses). Over all six: guard3 passes 1 of 6, mean +0.442 dB (patch48 +0.408), worst crop
 # -0.341 on average (-0.123), -0.548 lowest (-0.491).
+# Round 16 (CPU, ``--round16 --reuse quality_dev_sweep_round11.json``: the reference's six runs are round 11's
+# "patch48" runs, the default): round 15's guard gated per image by stage 1's judgement of the backbone,
+# ``--detail-guard 8 --detail-guard-gate trust`` (AdaptConfig.detail_guard_gate): each image's guard weight is
+# 8 x (1 - min(1, r) ** 2), r = L_bicubic / L_S0, the run's own loss on the image for bicubic and for the unadapted
+# output (the anchor trust's measure, per image). Why: round 15's guard removed the sharpen + JPEG crops' losses and
+# took the blurred crops' gains; one detail signal cannot tell false detail from missing detail, stage 1 can say where
+# the backbone's output explains the LR worse than bicubic. Measured before this round, forward passes only, no
+# adaptation (development seeds 3-4, 48 crops): r is below 0.9 on 9 of the 12 sharpen + JPEG crops (median 0.80) and on
+# 5 of the 36 others (motion blur, box, resize + noise); the default's crop losses below -0.1 dB on the benchmark and
+# both held-out splits are on sharpen + JPEG crops with r 0.66-0.90 and two resize + noise crops (r 0.90, 1.00)
+# (benchmarks/trust_signal.py, results/trust_signal.json).
+# Weight 8: at the median sharpen + JPEG r, 0.80, the gate is 0.37, so the guard there acts about as round 15's
+# calibrated weight 3 did (not calibrated by any adaptation run). Rule: RULE_6 with "patch48" as the reference.
+# Declared before it ran: if chosen, it becomes adapt's default only after the benchmark (seeds 1-2) has been run with
+# it in both settings over the three offsets. Stop rule (in the code, ROUND_STOP_WHEN_DECIDED): the round stops once no
+# candidate can pass more runs than the reference (for a reference at 5 of 6: the candidate's first failed run); the
+# runs done by then are recorded, the rest are not made.
+ROUND16_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
+                    "gate8": [*_DEFAULT, "--patch-size", "48", "--detail-guard", "8", "--detail-guard-gate", "trust"]}
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6), 13: (ROUND13_VARIANTS, RULE_6), 14: (ROUND14_VARIANTS, RULE_7),
-                15: (ROUND15_VARIANTS, RULE_6)}
-ROUND_REFERENCE = {13: "patch48", 14: "patch48", 15: "patch48"}  # the variant that is the default in that round (else "default")
+                15: (ROUND15_VARIANTS, RULE_6), 16: (ROUND16_VARIANTS, RULE_6)}
+ROUND_REFERENCE = {13: "patch48", 14: "patch48", 15: "patch48", 16: "patch48"}
+ROUND_STOP_WHEN_DECIDED = {16}  # rounds that stop once no candidate can beat the reference (decided_early)  # the variant that is the default in that round (else "default")
 LATER_ROUND_TOPICS = {7: "trainable subsets", 8: "stage-1-degraded supervised pairs", 9: "LWay's L1 without the wavelet weight",
                       10: "the wavelet weight from the target", 11: "48-px patches",
                       12: "patches turned for S, --augment dihedral",
                       13: "the weighted perceptual term, --perceptual trunk-l1",
                       14: "a per-image detail cap on adapt's images, quality.py --detail-cap 1.2",
-                      15: "a training-side detail guard, --detail-guard 3"}  # --help of --round7 ...
+                      15: "a training-side detail guard, --detail-guard 3",
+                      16: "the detail guard gated per image by stage 1, --detail-guard 8 --detail-guard-gate trust"}  # --help of --round7 ...
 
 
 def round6_summary(runs: dict[str, dict]) -> dict:
@@ -383,13 +406,34 @@ def finished(calls: dict, jobs: int):
 
     with ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(fn, *fargs): key for key, (fn, *fargs) in calls.items()}
-        for fut in as_completed(futures):
-            try:
-                res = fut.result()
-            except SystemExit as exc:
-                print(exc, file=sys.stderr, flush=True)
-                continue
-            yield futures[fut], res
+        try:
+            for fut in as_completed(futures):
+                try:
+                    res = fut.result()
+                except SystemExit as exc:
+                    print(exc, file=sys.stderr, flush=True)
+                    continue
+                yield futures[fut], res
+        finally:  # the caller stopped early (or failed): runs not started are dropped, running ones ended
+            _STOPPING.append(True)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list(_CHILDREN):
+                proc.terminate()
+
+
+def decided_early(rows: dict[str, dict], keys: list[str], reference: str) -> bool:
+    """Whether no candidate can still pass more runs than the reference, whatever its remaining runs give (the stop
+    rule of the rounds in ``ROUND_STOP_WHEN_DECIDED``); the reference's runs must all be known."""
+    if set(rows[reference]) != set(keys):
+        return False
+    ref_passed = round6_summary(rows[reference])["passed"]
+    for name, runs in rows.items():
+        if name == reference:
+            continue
+        passed = sum(r["mean_gain_db"] >= 0.3 and r["worst_db"] >= -0.1 for r in runs.values())
+        if passed + len(set(keys) - set(runs)) > ref_passed:
+            return False
+    return True
 
 
 def main_round6(args, argv, round_no: int = 6) -> int:
@@ -434,13 +478,24 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                 shared.setdefault((tuple(base), k), {})[n] = cap
         for (base, k), caps in shared.items():
             calls[("+".join(caps), k)] = (run_seed_setting, "+".join(caps), list(base), k, Path(tmp), caps)
+        stopped = None
         for (_, k), res in finished(calls, args.jobs):
             for n, row in res["rows"].items():
                 rows[n][k] = row
             machine = machine or res["machine"]
             sha.add(res["stage1"])
             save()
+            if round_no in ROUND_STOP_WHEN_DECIDED and decided_early(rows, keys, reference):
+                stopped = (f"stopped by the round's stop rule after {sum(map(len, rows.values()))} runs: no candidate can "
+                           f"pass more runs than {reference}; runs not recorded: "
+                           + ", ".join(f"{n} {k}" for n in variants for k in keys if k not in rows[n]))
+                break
     message, summary = save()
+    if stopped:
+        data = json.loads(out.read_text())
+        data["stopped"] = stopped
+        out.write_text(json.dumps(data, indent=1) + "\n")
+        print(stopped)
     print(message)
     for n, v in summary.items():
         print(f"{n:8s} passed {v['passed']}/{v['runs']}, mean {v['mean_gain_db']:+.3f} dB, worst crop: mean "
@@ -449,6 +504,8 @@ def main_round6(args, argv, round_no: int = 6) -> int:
 
 
 EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
+_CHILDREN: set = set()  # quality.py processes running now (ended when a round stops early)
+_STOPPING: list[bool] = []  # non-empty once a round has stopped: no new quality.py run starts
 
 
 # Rounds 1-12 ran with the 32-px patches that were the default until round 11 chose 48: every run here gets
@@ -461,9 +518,16 @@ def run_quality(label: str, out: Path, quality_flags: list[str], seeds=DEV_SEEDS
     """``quality.py`` on the development seeds (or ``seeds``), one thread, in a child process; its result JSON."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *PATCH_THEN, *quality_flags, "--seeds", *seeds,
            "--threads", "1", *EXTRA_QUALITY_ARGS, "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if _STOPPING:
+        raise SystemExit(f"variant {label} not run: the round has stopped")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _CHILDREN.add(proc)  # so a round that stops early can end it
+    try:
+        _, err = proc.communicate()
+    finally:
+        _CHILDREN.discard(proc)
     if proc.returncode:
-        raise SystemExit(f"variant {label} failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"variant {label} failed:\n{err[-2000:]}")
     return json.loads(out.read_text())
 
 

@@ -103,6 +103,20 @@ def test_detail_guard_from_the_command_line(files, tmp_path):
     assert all("detail" in h for h in report["history"])
     recipe = json.loads(load_model(str(out / "adapted.safetensors")).metadata["recipe"])
     assert recipe["detail_guard"] == 2 and recipe["detail_guard_ratio"] == 1.1
+    assert "detail_guard_gate" not in recipe
+
+
+def test_trust_gated_detail_guard_from_the_command_line(files, tmp_path):
+    out = tmp_path / "gated"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16",
+                       "--batch-size", "2", "--detail-guard", "2", "--detail-guard-gate", "trust"])
+    assert code == 0, text
+    assert "detail guard per image (trust gate): rgb" in text
+    assert json.loads((out / "config.json").read_text())["detail_guard_gate"] == "trust"
+    assert 0 <= json.loads((out / "report.json").read_text())["images"][0]["guard_gate"] <= 1
+    recipe = json.loads(load_model(str(out / "adapted.safetensors")).metadata["recipe"])
+    assert recipe["detail_guard_gate"] == "trust"
 
 
 def test_naive_per_image_needs_no_stage1(files, tmp_path):
@@ -127,6 +141,7 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--strength", "1.5"], "strength must be in (0, 1]"),
     (["--ema", "1"], "ema must be in [0, 1)"),
     (["--detail-guard", "1", "--detail-guard-ratio", "0.5"], "detail_guard_ratio must be a number >= 1"),
+    (["--loss", "naive", "--detail-guard", "1", "--detail-guard-gate", "trust"], "only the lway loss has"),
     (["--loss", "naive", "--sup-degradation", "stage1"], "sup_degradation 'stage1' degrades the synthetic pairs"),
     (["--stage1", "missing.safetensors"], "does not exist"),
 ])

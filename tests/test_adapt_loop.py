@@ -374,3 +374,20 @@ def test_detail_guard_runs_without_the_anchor_and_is_logged(tmp_path, inputs, st
     plain = adapt_images(inputs, _desc(_tiny()), cfg.replace(detail_guard=0.0), tmp_path / "plain", stage1=stage1,
                          write_outputs=False).report
     assert all("detail" not in h for h in plain["history"])
+
+
+def test_trust_gated_guard_records_each_images_gate(tmp_path, inputs, stage1):
+    """detail_guard_gate trust: the driver measures stage 1's judgement once, gives every image its gate (in
+    report.json beside the anchor trust) and trains with the gated guard; the weights differ from the ungated run's."""
+    from lway_rt.adapt.losses import GATE_POWER
+
+    cfg = AdaptConfig(iterations=3, patch_size=16, batch_size=2, sup_weight=0.0, detail_guard=1.0, detail_guard_ratio=1.0,
+                      detail_guard_gate="trust")
+    rep = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "gated", stage1=stage1, write_outputs=False).report
+    assert all("detail" in h for h in rep["history"])
+    for im in rep["images"]:
+        r = min(1.0, im["trust"]["loss_bicubic"] / im["trust"]["loss_unadapted"])
+        assert im["guard_gate"] == pytest.approx(1 - r ** GATE_POWER, abs=2e-3)
+    plain = adapt_images(inputs, _desc(_tiny()), cfg.replace(detail_guard_gate="none"), tmp_path / "plain",
+                         stage1=stage1, write_outputs=False).report
+    assert all("guard_gate" not in im for im in plain["images"])

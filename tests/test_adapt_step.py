@@ -211,16 +211,17 @@ class _Noisy(_Bicubic):
 def test_backbone_trust_is_the_loss_ratio_to_bicubic_capped_at_one(stage1, images):
     """anchor_trust: factor = min(1, L(bicubic) / L(S0)) ** T with L the run's own loss on a centre
     crop; a backbone that is bicubic gets exactly 1, a worse one less, and T = 2 squares it."""
-    from lway_rt.adapt.losses import backbone_trust, loss_terms
+    from lway_rt.adapt.losses import backbone_trust, loss_terms, trust_losses
     from lway_rt.adapt.patches import Batch
 
     recon, _ = prepare_stage1(stage1, [im.up for im in images])
     cfg = AdaptConfig(anchor_trust=1.0, anchor_trust_scope="image")
-    same, _ = backbone_trust(images, _Bicubic(), recon, cfg, 4, max_side=32)
+    same, _ = backbone_trust(trust_losses(images, _Bicubic(), recon, cfg, 4, max_side=32), cfg)
     assert same.tolist() == [1.0, 1.0]
 
-    f1, info = backbone_trust(images, _Noisy(), recon, cfg, 4, max_side=32)
-    f2, _ = backbone_trust(images, _Noisy(), recon, cfg.replace(anchor_trust=2.0), 4, max_side=32)
+    f1, info = backbone_trust(trust_losses(images, _Noisy(), recon, cfg, 4, max_side=32), cfg)
+    cfg2 = cfg.replace(anchor_trust=2.0)
+    f2, _ = backbone_trust(trust_losses(images, _Noisy(), recon, cfg2, 4, max_side=32), cfg2)
     assert all(0 < f < 1 for f in f1.tolist())
     torch.testing.assert_close(f2, f1 ** 2)
     # the first image by hand: its 32-px centre crop (64x64 LR)
@@ -249,11 +250,11 @@ def test_anchor_scale_weights_each_patch_of_the_anchor(images):
 
 
 def test_run_scope_pools_the_trust_into_one_factor(stage1, images):
-    from lway_rt.adapt.losses import backbone_trust
+    from lway_rt.adapt.losses import backbone_trust, trust_losses
 
     recon, _ = prepare_stage1(stage1, [im.up for im in images])
     cfg = AdaptConfig(anchor_trust=2.0, anchor_trust_scope="run")
-    f, info = backbone_trust(images, _Noisy(), recon, cfg, 4, max_side=32)
+    f, info = backbone_trust(trust_losses(images, _Noisy(), recon, cfg, 4, max_side=32), cfg)
     want = (sum(d["loss_bicubic"] for d in info) / sum(d["loss_unadapted"] for d in info)) ** 2
     assert f.tolist() == pytest.approx([want, want], rel=1e-3)
     with pytest.raises(InputError, match="anchor_trust_scope"):
@@ -295,6 +296,49 @@ def test_detail_guard_charges_only_detail_above_the_ratio(images):
     # off, the recipe (and resumable checkpoints' fingerprints) are what they were before the option existed
     assert "detail_guard" not in AdaptConfig().recipe_json()
     assert '"detail_guard": 0.5' in AdaptConfig(detail_guard=0.5).recipe_json()
+
+
+def test_guard_gates_follow_stage1s_judgement_of_the_backbone(stage1, images):
+    """detail_guard_gate trust: per image 1 - min(1, L_bicubic / L_S0) ** 2, from the same losses as the anchor trust:
+    0 for a backbone that explains the LR as well as bicubic, between 0 and 1 for a worse one; always per image."""
+    from lway_rt.adapt.losses import backbone_trust, guard_gates, trust_losses
+
+    recon, _ = prepare_stage1(stage1, [im.up for im in images])
+    cfg = AdaptConfig(anchor_trust_scope="run")
+    assert guard_gates(trust_losses(images, _Bicubic(), recon, cfg, 4, max_side=32)).tolist() == [0.0, 0.0]
+    info = trust_losses(images, _Noisy(), recon, cfg, 4, max_side=32)
+    gates = guard_gates(info)
+    want = [1 - (d["loss_bicubic"] / d["loss_unadapted"]) ** 2 for d in info]
+    assert gates.tolist() == pytest.approx(want, rel=1e-5) and all(0 < g < 1 for g in want)
+    assert want[0] != pytest.approx(want[1])  # per image, though the anchor trust pools over the run
+    pooled, _ = backbone_trust(info, cfg)
+    assert pooled[0] == pooled[1]
+
+
+def test_guard_scale_weights_each_patch_of_the_detail_guard(images):
+    from lway_rt.adapt.losses import adaptation_loss
+
+    batch = fixed_patches(images, 16, 4)  # two patches
+    torch.manual_seed(0)
+    ref = torch.rand(2, 3, 64, 64) * 0.5 + 0.25
+    mean = ref.mean(dim=(2, 3), keepdim=True)
+    batch.anchor = ref
+    cfg = AdaptConfig(loss="naive", hf_weight=False, anchor_weight=0.0, detail_guard=1.0, detail_guard_ratio=1.2)
+    sharper = mean + 1.5 * (ref - mean)  # ratio 2.25 on both patches
+    assert adaptation_loss(sharper, batch, None, cfg)[1]["detail"] == pytest.approx(1.05, abs=1e-4)
+    batch.guard_scale = torch.tensor([1.0, 0.0])
+    assert adaptation_loss(sharper, batch, None, cfg)[1]["detail"] == pytest.approx(1.05 / 2, abs=1e-4)
+
+
+def test_detail_guard_gate_is_checked_and_kept_out_of_the_recipe_when_off():
+    with pytest.raises(InputError, match="detail_guard_gate must be one of none, trust"):
+        AdaptConfig(detail_guard=1.0, detail_guard_gate="detail")
+    with pytest.raises(InputError, match="only the lway loss has"):
+        AdaptConfig(loss="naive", detail_guard=1.0, detail_guard_gate="trust")
+    AdaptConfig(loss="naive", detail_guard=0.0, detail_guard_gate="trust")  # no guard, nothing to gate
+    assert "detail_guard_gate" not in AdaptConfig(detail_guard=1.0).recipe_json()
+    assert "detail_guard_gate" not in AdaptConfig(detail_guard_gate="trust").recipe_json()  # guard off
+    assert '"detail_guard_gate": "trust"' in AdaptConfig(detail_guard=1.0, detail_guard_gate="trust").recipe_json()
 
 
 def test_adapt_step_reports_the_detail_guard(images):

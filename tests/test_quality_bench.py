@@ -335,9 +335,10 @@ def test_sweep_runs_keep_the_patch_size_of_their_rounds_and_quality_follows_adap
 
 @pytest.mark.parametrize("round_no, cand, extra", [(13, "perc-trunk", ["--perceptual", "trunk-l1"]),
                                                     (14, "cap1.2", ["--detail-cap", "1.2"]),
-                                                    (15, "guard3", ["--detail-guard", "3"])])
-def test_rounds_13_to_15_measure_against_round11s_48px_runs(round_no, cand, extra):
-    """Rounds 13 to 15: the reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
+                                                    (15, "guard3", ["--detail-guard", "3"]),
+                                                    (16, "gate8", ["--detail-guard", "8", "--detail-guard-gate", "trust"])])
+def test_rounds_13_to_16_measure_against_round11s_48px_runs(round_no, cand, extra):
+    """Rounds 13 to 16: the reference is the default since round 11 (48-px patches): its flags are round 11's "patch48" flags,
     so ``--reuse quality_dev_sweep_round11.json`` supplies its six runs, and the rule keeps it unless beaten."""
     sweep = _load("quality_sweep")
     r11 = json.loads((ROOT / "benchmarks" / "results" / "quality_dev_sweep_round11.json").read_text())
@@ -352,6 +353,20 @@ def test_rounds_13_to_15_measure_against_round11s_48px_runs(round_no, cand, extr
     assert sweep.choose_round6({ref: worse, cand: runs}, ref)[0] == cand
 
 
+def test_round16_stops_once_no_candidate_can_beat_the_reference():
+    """The stop rule: decided once the reference's runs are known and no candidate, even passing all its remaining
+    runs, can pass more than the reference."""
+    sweep = _load("quality_sweep")
+    keys = ["preset@0", "all@0", "preset@1"]
+    ok, bad = {"mean_gain_db": 0.4, "worst_db": -0.05}, {"mean_gain_db": 0.4, "worst_db": -0.2}
+    ref = {"preset@0": ok, "all@0": ok, "preset@1": bad}  # 2 of 3
+    assert not sweep.decided_early({"ref": {"preset@0": ok}, "c": {}}, keys, "ref")  # the reference is not known yet
+    assert not sweep.decided_early({"ref": ref, "c": {"preset@0": ok}}, keys, "ref")  # 1 + 2 left > 2
+    assert sweep.decided_early({"ref": ref, "c": {"preset@0": bad}}, keys, "ref")  # at most 2: cannot beat it
+    assert not sweep.decided_early({"ref": ref, "c": {"preset@0": bad}, "d": {}}, keys, "ref")  # d still can
+    assert 16 in sweep.ROUND_STOP_WHEN_DECIDED
+
+
 def test_quality_gives_the_detail_guard_to_lway_only(tmp_path):
     import torch
 
@@ -359,10 +374,12 @@ def test_quality_gives_the_detail_guard_to_lway_only(tmp_path):
     out = tmp_path / "g.json"
     quality.main(["--photos", "1", "--iterations", "2", "--presets", "box-downscale", "--methods", "naive", "lway",
                   "--folder", "all", "--sup-photos", "camera", "--seeds", "1", "--detail-guard", "3",
-                  "--detail-guard-ratio", "1.1", "--threads", str(torch.get_num_threads()), "--out", str(out)])
+                  "--detail-guard-ratio", "1.1", "--detail-guard-gate", "trust", "--threads", str(torch.get_num_threads()),
+                  "--out", str(out)])
     res = json.loads(out.read_text())
     assert res["adapt_config"]["detail_guard"] == 3 and res["adapt_config"]["detail_guard_ratio"] == 1.1
     assert {r["method"]: r["detail_guard"] for r in res["runs"]} == {"naive": 0.0, "lway": 3.0}
+    assert {r["method"]: r["detail_guard_gate"] for r in res["runs"]} == {"naive": "none", "lway": "trust"}
 
 
 def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_path):

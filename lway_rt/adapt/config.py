@@ -27,6 +27,7 @@ SUP_DEGRADATIONS = ("lr", "classic", "stage1")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("none", "dihedral")
 PERCEPTUALS = ("none", "trunk-l1", "lpips")  # lway_rt.adapt.perceptual
+DETAIL_GUARD_GATES = ("none", "trust")  # lway_rt.adapt.losses.guard_gates
 # perceptual_weight when unset. trunk-l1: 1/14.6, so that on the unadapted backbone's output it equals LWay's
 # wavelet-weighted L1 (the trunk-feature L1 was 14.6x the pixel L1 on the development split's 48 crops,
 # realesr-animevideov3, shipped stage 1, 48-px patches). lpips: 1, the usual L1 + LPIPS weighting.
@@ -163,6 +164,13 @@ class AdaptConfig:
       added detail the truth lacks). It needs the unadapted model's output, so it costs the anchor's
       forward pass when ``anchor_weight`` is 0.
     detail_guard_ratio: the ratio ``r`` the detail guard allows before it acts (>= 1).
+    detail_guard_gate: ``none`` (default): the guard acts alike on every image. ``trust`` (``lway`` loss only):
+      each image's guard is scaled by ``1 - min(1, L_bicubic / L_S0) ** 2``, stage 1's judgement of the
+      backbone on that image (the anchor trust's measure, ``losses.guard_gates``), always per image: 0 where
+      R(S0(x)) explains the LR at least as well as R(bicubic(x)) (blurred or downscaled input, where S must
+      add detail), growing where the backbone's output explains it worse (sharpened, JPEG-compressed input,
+      where its added detail is false). Round 15 found the ungated guard does both: it removed the sharpen +
+      JPEG crops' losses and took the blurred crops' gains.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
@@ -196,6 +204,7 @@ class AdaptConfig:
     detail_cap: float | None = None  # None = off; see the docstring
     detail_guard: float = 0.0  # 0 = off; see the docstring
     detail_guard_ratio: float = 1.2
+    detail_guard_gate: str = "none"
     guard_factor: float = 2.0
     guard_every: int = 10
     max_bad_steps: int = 5
@@ -292,6 +301,11 @@ class AdaptConfig:
         if not is_number(self.detail_guard_ratio) or not 1.0 <= self.detail_guard_ratio < float("inf"):
             bad(f"detail_guard_ratio must be a number >= 1 (1: no more fine detail than the unadapted output), "
                 f"got {self.detail_guard_ratio!r}")
+        if self.detail_guard_gate not in DETAIL_GUARD_GATES:
+            bad(f"detail_guard_gate must be one of {', '.join(DETAIL_GUARD_GATES)}, got {self.detail_guard_gate!r}")
+        if self.detail_guard_gate == "trust" and self.detail_guard > 0 and self.loss != "lway":
+            bad(f"detail_guard_gate trust needs stage 1's judgement, which only the lway loss has (loss {self.loss!r}): "
+                "use --detail-guard-gate none")
         if not is_number(self.ema) or not 0.0 <= self.ema < 1.0:
             bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
         if self.perceptual not in PERCEPTUALS:
@@ -349,6 +363,8 @@ class AdaptConfig:
             d.pop(k, None)
         if not d["detail_guard"]:  # off: the recipe (and checkpoints' fingerprints) as before the option existed
             d.pop("detail_guard"), d.pop("detail_guard_ratio")
+        if not d.get("detail_guard") or d["detail_guard_gate"] == "none":  # likewise for the gate
+            d.pop("detail_guard_gate")
         return json.dumps(d, sort_keys=True)
 
     @classmethod

@@ -40,7 +40,7 @@ from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import prepare_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
-from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust
+from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust, guard_gates, trust_losses
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
@@ -312,9 +312,17 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images,
                                perceptual.digest if perceptual is not None else "")
 
-    trust, trust_info = None, None
-    if anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None:
-        trust, trust_info = backbone_trust(data, anchor_model, recon, config, scale, multiple)
+    trust, trust_info, gates = None, None, None
+    wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
+    wants_gate = config.detail_guard > 0 and config.detail_guard_gate == "trust" and recon is not None
+    losses = trust_losses(data, anchor_model, recon, config, scale, multiple) if wants_trust or wants_gate else None
+    if wants_gate:
+        gates = guard_gates(losses)
+        log("detail guard per image (trust gate): " + ", ".join(f"{d.name} {g:.2f}" for d, g in zip(data[:8], gates.tolist()))
+            + (f" (and {len(data) - 8} more)" if len(data) > 8 else ""))
+        gates = gates.to(device)
+    if wants_trust:
+        trust, trust_info = backbone_trust(losses, config)
         trust = trust.to(device)
         if config.anchor_trust_scope == "run":
             log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over {len(data)} image(s))")
@@ -459,7 +467,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         + (f", supervised term x{config.sup_weight:g} on {sup_pairs.n} synthetic pair(s) a step from "
            f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else "")
         + (f", detail guard x{config.detail_guard:g} above {config.detail_guard_ratio:g}x the unadapted output's detail"
-           if config.detail_guard > 0 else ""))
+           + (" (per image, trust gate)" if gates is not None else "") if config.detail_guard > 0 else ""))
     t_loop, it_loop = time.perf_counter(), st["it"]
     train_s0 = st["train_s"]
     while st["it"] < config.iterations and st["stopped"] is None:
@@ -471,6 +479,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                 batch.anchor = anchor_model(batch.lr)
             if trust is not None:
                 batch.anchor_scale = trust[batch.index]
+            if gates is not None:
+                batch.guard_scale = gates[batch.index]
         if sup_pairs is not None:
             batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
             if config.sup_degradation == "stage1":  # R and the run's embeddings degrade the clean crops
@@ -558,7 +568,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "supervised": None if sup_pairs is None else {
             "weight": config.sup_weight, "pairs_per_step": sup_pairs.n, "photos": len(sup_pairs.photos),
             "data": config.sup_data or "bundled stage-1 training photos"},
-        "images": [{"name": d.name, "size": list(d.size), **({"trust": trust_info[k]} if trust_info else {})}
+        "images": [{"name": d.name, "size": list(d.size), **({"trust": trust_info[k]} if trust_info else {}),
+                    **({"guard_gate": round(float(gates[k]), 4)} if gates is not None else {})}
                    for k, d in enumerate(data)],
         "iterations_run": st["it"],
         "final_iteration": final_it,

@@ -12,7 +12,8 @@ detached, as LWay weights x̂; or of the target, ``hf_source='target'``):
 An optional anchor term ties S(x) to the unadapted model's output on the same patch (pixel-wise, or
 after a ``k x k`` average pool with ``anchor_pool = k``: the coarse picture only; scaled per image
 by ``backbone_trust`` with ``anchor_trust > 0``); an optional detail guard penalises each patch's fine detail
-above ``detail_guard_ratio`` x the unadapted output's (``wavelet.detail_ratio``); and an
+above ``detail_guard_ratio`` x the unadapted output's (``wavelet.detail_ratio``; scaled per image by
+``guard_gates`` with ``detail_guard_gate='trust'``); and an
 optional supervised term (LWay's supervised half, ``synthetic.py``) is the L1 between S's output on
 the step's synthetic LR patches and their clean HR, weighted by ``sup_weight``; and an optional
 perceptual term (``perceptual.py``) between the same prediction and target as the L1, with its weight map.
@@ -31,7 +32,7 @@ from lway_rt.adapt.perceptual import Perceptual
 from lway_rt.adapt.wavelet import detail_ratio, hf_weight
 
 __all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast", "backbone_trust",
-           "TRUST_MAX_SIDE"]
+           "TRUST_MAX_SIDE", "trust_losses", "guard_gates"]
 
 # backbone_trust measures each image on a centre crop of at most this many LR pixels a side (the
 # encoder reads 512 SR-size pixels, the same area at x4)
@@ -113,7 +114,8 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
         parts["anchor"] = anchor.detach()
         loss = loss + config.anchor_weight * anchor
     if config.detail_guard > 0 and batch.anchor is not None:
-        guard = F.relu(detail_ratio(sr, upcast(batch.anchor)) - config.detail_guard_ratio).mean()
+        over = F.relu(detail_ratio(sr, upcast(batch.anchor)) - config.detail_guard_ratio)
+        guard = over.mean() if batch.guard_scale is None else (over * batch.guard_scale).mean()
         parts["detail"] = guard.detach()
         loss = loss + config.detail_guard * guard
     if sup_sr is not None and wants_supervised(config, batch):
@@ -135,18 +137,19 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, c
     return loss, {k: float(v) for k, v in parts.items()}
 
 
-def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, multiple: int = 1,
-                   max_side: int = TRUST_MAX_SIDE) -> tuple[torch.Tensor, list[dict[str, float]]]:
-    """Per-image anchor factors ``min(1, L_bicubic / L_S0) ** config.anchor_trust`` (see AdaptConfig;
-    with ``anchor_trust_scope='run'`` the losses are summed over the images first, one factor for all).
+def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multiple: int = 1,
+                 max_side: int = TRUST_MAX_SIDE) -> list[dict[str, float]]:
+    """Stage 1's judgement of the backbone on each image, before adapting: per image, the run's
+    self-supervised loss (no anchor, guard, supervised or perceptual term) on a centre crop of at most
+    ``max_side`` LR pixels, for the unadapted output (``loss_unadapted``) and for the bicubic upsampling
+    of the same crop (``loss_bicubic``).
 
     ``images`` are ``patches.AdaptImage``; ``backbone`` the unadapted S; ``recon(clean, index)`` the
-    prepared R. L is the run's self-supervised loss (no anchor, no supervised term) on a centre crop
-    of each image, for S0's output and for the bicubic upsampling. Returns the factors ``(N,)`` and,
-    per image, both losses and the factor (for the report).
+    prepared R. Where R(S0(x)) explains the LR worse than R(bicubic(x)) (``loss_bicubic /
+    loss_unadapted < 1``), the backbone adds something the degradation model cannot account for.
     """
     plain = config.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0, detail_guard=0.0)
-    factors, info = [], []
+    info = []
     with torch.no_grad():
         for i, im in enumerate(images):
             t, l, side = im.centre_window(max_side, multiple)
@@ -158,10 +161,40 @@ def backbone_trust(images, backbone, recon, config: AdaptConfig, scale: int, mul
             # bicubic of the crop itself, so both predictions see the same borders
             l_bic = float(loss_terms(bicubic_up(lr, scale), batch, reconstruct, plain)[0])
             info.append({"loss_unadapted": l_s0, "loss_bicubic": l_bic})
+    return info
+
+
+def backbone_trust(info: list[dict[str, float]], config: AdaptConfig) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Per-image anchor factors ``min(1, L_bicubic / L_S0) ** config.anchor_trust`` (see AdaptConfig;
+    with ``anchor_trust_scope='run'`` the losses are summed over the images first, one factor for all).
+
+    ``info`` is ``trust_losses``'s list. Returns the factors ``(N,)`` and, per image, both losses
+    (rounded) and the factor, for the report.
+    """
     pairs = ([(sum(d["loss_bicubic"] for d in info), sum(d["loss_unadapted"] for d in info))] * len(info)
              if config.anchor_trust_scope == "run" else [(d["loss_bicubic"], d["loss_unadapted"]) for d in info])
+    factors, out = [], []
     for d, (l_bic, l_s0) in zip(info, pairs):
         factors.append((min(1.0, l_bic / l_s0) if l_s0 > 0 else 1.0) ** config.anchor_trust)
-        d.update(loss_unadapted=round(d["loss_unadapted"], 6), loss_bicubic=round(d["loss_bicubic"], 6),
-                 anchor_factor=round(factors[-1], 4))
-    return torch.tensor(factors, dtype=torch.float32), info
+        out.append({"loss_unadapted": round(d["loss_unadapted"], 6), "loss_bicubic": round(d["loss_bicubic"], 6),
+                    "anchor_factor": round(factors[-1], 4)})
+    return torch.tensor(factors, dtype=torch.float32), out
+
+
+# the detail guard's gate: 1 - min(1, r) ** GATE_POWER, r = L_bicubic / L_S0 of the image (trust_losses)
+GATE_POWER = 2
+
+
+def guard_gates(info: list[dict[str, float]]) -> torch.Tensor:
+    """Per-image factors on the detail guard (``detail_guard_gate='trust'``): ``1 - min(1, r) ** 2`` with
+    ``r = loss_bicubic / loss_unadapted`` of each image alone (``trust_losses``).
+
+    0 where stage 1 finds the backbone's output at least as consistent with the LR as bicubic's
+    (its added detail is explained by the degradation: blurred or downscaled input, where S must add
+    detail); it grows as the backbone's output explains the LR worse than plain bicubic (sharpened,
+    JPEG-compressed input, where the added detail is false). The power 2 is the anchor trust's
+    default: the gate is the share of the anchor that trust takes away from a fully trusted backbone.
+    Always per image: a mixed folder holds images of both kinds.
+    """
+    return torch.tensor([1.0 - (min(1.0, d["loss_bicubic"] / d["loss_unadapted"]) if d["loss_unadapted"] > 0 else 1.0)
+                         ** GATE_POWER for d in info], dtype=torch.float32)

@@ -97,6 +97,7 @@ class Batch:
     index: torch.Tensor  # (B,) long
     anchor: torch.Tensor | None = None  # the unadapted model's output on ``lr`` (drift guard)
     anchor_scale: torch.Tensor | None = None  # (B,) per-patch factor on the anchor term (anchor_trust)
+    guard_scale: torch.Tensor | None = None  # (B,) per-patch factor on the detail guard (detail_guard_gate)
     sup_lr: torch.Tensor | None = None  # (B', 3, p, p) degraded synthetic LR
     sup_hr: torch.Tensor | None = None  # (B', 3, p*s, p*s) its clean HR
     turn: torch.Tensor | None = None  # (B,) dihedral codes: S sees dihedral(lr, turn) (AdaptConfig.augment)

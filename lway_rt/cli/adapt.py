@@ -7,7 +7,8 @@ import click
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
-           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "detail_guard", "detail_guard_ratio", "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
+           "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "detail_guard", "detail_guard_ratio", "detail_guard_gate",
+           "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
 
 
@@ -67,6 +68,9 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
                    "output's, with this weight [0: off].")
 @click.option("--detail-guard-ratio", type=float, default=None,
               help="The detail ratio the detail guard allows (>= 1) [1.2].")
+@click.option("--detail-guard-gate", type=click.Choice(["none", "trust"]), default=None,
+              help="Scale the detail guard per image: trust = by how much worse than bicubic stage 1 finds the unadapted "
+                   "output explains the input (0 where it explains it as well; lway loss only) [none].")
 @click.option("--ema", type=float, default=None,
               help="Write the moving average of the weights over the steps, with this decay (e.g. 0.98) [0: off].")
 @click.option("--perceptual", type=click.Choice(["none", "trunk-l1", "lpips"]), default=None,

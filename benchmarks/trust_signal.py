@@ -1,0 +1,84 @@
+"""Stage 1's judgement of the backbone on each crop of the quality protocol, before any adaptation.
+
+For every crop (``quality.py``'s photos, presets and seeds), the LWay loss of the unadapted
+backbone's output and of bicubic upsampling, measured as ``lwayrt adapt`` measures them for the
+anchor trust and the detail guard's gate (``lway_rt.adapt.losses.trust_losses``): ``r = L_bicubic /
+L_S0`` below 1 means R(S0(x)) explains the LR worse than R(bicubic(x)). Also the gate
+``detail_guard_gate='trust'`` would give the crop (``guard_gates``). Forward passes only: seconds on a
+CPU. Used to declare round 16 (``quality_sweep.py``) before it ran.
+
+    .venv/bin/python benchmarks/trust_signal.py --seeds 1 2 3 4 5 6 7 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def main(argv=None) -> int:
+    from lway_rt.degae.degrade import EVAL_PRESETS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="realesr-animevideov3")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
+    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS))
+    ap.add_argument("--photos", type=int, default=6)
+    ap.add_argument("--crop", type=int, default=192)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trust_signal.json"))
+    args = ap.parse_args(argv)
+
+    from quality import PHOTOS, machine, make_pairs
+
+    from lway_rt.adapt.config import AdaptConfig
+    from lway_rt.adapt.embed import prepare_stage1
+    from lway_rt.adapt.losses import guard_gates, trust_losses
+    from lway_rt.adapt.patches import AdaptImage
+    from lway_rt.degae import load_stage1
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
+
+    t0 = time.perf_counter()
+    desc, stage1 = load_model(args.model), load_stage1(None)
+    cfg = AdaptConfig()
+    rows = []
+    for seed in args.seeds:
+        for preset in args.presets:
+            pairs = make_pairs(PHOTOS[: args.photos], preset, seed, args.crop, desc.scale)
+            data = [AdaptImage.from_lr(name, torch.from_numpy(lr).permute(2, 0, 1)[None], desc.scale)
+                    for name, _, lr in pairs]
+            recon, _ = prepare_stage1(stage1, [d.up for d in data])
+            info = trust_losses(data, desc.model, recon, cfg, desc.scale, desc.size_multiple)
+            for d, i, g in zip(data, info, guard_gates(info).tolist()):
+                rows.append({"seed": seed, "preset": preset, "image": d.name,
+                             "loss_unadapted": round(i["loss_unadapted"], 6), "loss_bicubic": round(i["loss_bicubic"], 6),
+                             "ratio": round(i["loss_bicubic"] / i["loss_unadapted"], 4), "gate": round(g, 4)})
+    by_preset = {p: {"mean_ratio": round(sum(r["ratio"] for r in rows if r["preset"] == p)
+                                         / sum(r["preset"] == p for r in rows), 4),
+                     "below_0.9": sum(r["ratio"] < 0.9 for r in rows if r["preset"] == p),
+                     "of": sum(r["preset"] == p for r in rows)} for p in args.presets}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "lway_rt stage 1's per-crop judgement of the backbone (benchmarks/trust_signal.py)",
+        "command": " ".join(["python", "benchmarks/trust_signal.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(), "model": {"name": args.model, "sha256": state_dict_sha256(desc.model.state_dict())},
+        "stage1_sha256": state_dict_sha256(stage1.state_dict()),
+        "by_preset": by_preset, "crops": rows, "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    for p, v in by_preset.items():
+        print(f"{p:22s} mean r {v['mean_ratio']:.3f}, below 0.9 on {v['below_0.9']}/{v['of']}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
