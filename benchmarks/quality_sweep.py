@@ -69,6 +69,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -415,10 +416,11 @@ def finished(calls: dict, jobs: int):
                     continue
                 yield futures[fut], res
         finally:  # the caller stopped early (or failed): runs not started are dropped, running ones ended
-            _STOPPING.append(True)
             pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(_CHILDREN):
-                proc.terminate()
+            with _CHILDREN_LOCK:
+                _STOPPING.append(True)
+                for proc in list(_CHILDREN):
+                    proc.terminate()
 
 
 def decided_early(rows: dict[str, dict], keys: list[str], reference: str) -> bool:
@@ -506,6 +508,7 @@ def main_round6(args, argv, round_no: int = 6) -> int:
 EXTRA_QUALITY_ARGS: list[str] = []  # --device / --quality-args: appended to every quality.py call
 _CHILDREN: set = set()  # quality.py processes running now (ended when a round stops early)
 _STOPPING: list[bool] = []  # non-empty once a round has stopped: no new quality.py run starts
+_CHILDREN_LOCK = threading.Lock()  # a worker that picked up a run as the round stopped must not start it unseen
 
 
 # Rounds 1-12 ran with the 32-px patches that were the default until round 11 chose 48: every run here gets
@@ -518,17 +521,26 @@ def run_quality(label: str, out: Path, quality_flags: list[str], seeds=DEV_SEEDS
     """``quality.py`` on the development seeds (or ``seeds``), one thread, in a child process; its result JSON."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), *PATCH_THEN, *quality_flags, "--seeds", *seeds,
            "--threads", "1", *EXTRA_QUALITY_ARGS, "--out", str(out)]
-    if _STOPPING:
-        raise SystemExit(f"variant {label} not run: the round has stopped")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _CHILDREN.add(proc)  # so a round that stops early can end it
+    code, err = run_child(cmd, label)
+    if code:
+        raise SystemExit(f"variant {label} failed:\n{err[-2000:]}")
+    return json.loads(out.read_text())
+
+
+def run_child(cmd: list[str], label: str) -> tuple[int, str]:
+    """Run ``cmd`` to the end unless the round stops (``finished``'s caller leaves early): then it is ended, or not
+    started. Returns its exit status and stderr."""
+    with _CHILDREN_LOCK:  # a stop either comes first (no start) or sees this process (and ends it)
+        if _STOPPING:
+            raise SystemExit(f"variant {label} not run: the round has stopped")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _CHILDREN.add(proc)
     try:
         _, err = proc.communicate()
     finally:
-        _CHILDREN.discard(proc)
-    if proc.returncode:
-        raise SystemExit(f"variant {label} failed:\n{err[-2000:]}")
-    return json.loads(out.read_text())
+        with _CHILDREN_LOCK:
+            _CHILDREN.discard(proc)
+    return proc.returncode, err
 
 
 def run_variant(name: str, flags: list[str], folder: Path) -> dict:

@@ -367,6 +367,31 @@ def test_round16_stops_once_no_candidate_can_beat_the_reference():
     assert 16 in sweep.ROUND_STOP_WHEN_DECIDED
 
 
+def test_a_stopped_round_ends_its_runs_and_starts_no_more():
+    """Leaving ``finished`` early (the stop rule) ends the running child processes and starts none of the queued
+    ones, also one a worker picks up as the stop happens (round 16 once lost 14 min to that race)."""
+    import time
+
+    sweep = _load("quality_sweep")
+    started = []
+
+    def job(seconds):
+        started.append(seconds)
+        code, _ = sweep.run_child(["sleep", str(seconds)], f"sleep {seconds}")
+        return {"code": code}
+
+    t0 = time.perf_counter()
+    calls = {"quick": (job, 0), "slow": (job, 60), **{f"queued{i}": (job, 60) for i in range(3)}}
+    try:
+        for key, res in sweep.finished(calls, 2):
+            assert key == "quick" and res["code"] == 0
+            break
+        assert time.perf_counter() - t0 < 30 and not sweep._CHILDREN
+        assert len(started) <= 3  # quick, slow and at most the one picked up as it stopped (then ended)
+    finally:
+        sweep._STOPPING.clear()
+
+
 def test_quality_gives_the_detail_guard_to_lway_only(tmp_path):
     import torch
 
