@@ -328,6 +328,13 @@ ROUND15_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
 # runs done by then are recorded, the rest are not made.
 ROUND16_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
                     "gate8": [*_DEFAULT, "--patch-size", "48", "--detail-guard", "8", "--detail-guard-gate", "trust"]}
+# Result (quality_dev_sweep_round16.json, stopped by its rule after three runs, 74 min on 2 cores): gate8 per folder
+# offsets 0 / 1 +0.420 / -0.044, +0.469 / -0.059 (both pass; patch48 +0.363 / -0.049, +0.347 / -0.062), mixed offset 0
+# +0.514 / -0.326 (fails; patch48 +0.570 / -0.009): motion blur -0.029 (+0.029), box +0.012 (+0.193), the worst crop
+# coffee@37,327 under box downscaling with a gate of 0.01: one shared model learns to add less detail to every input.
+# The default stays. (The stop raced once: see the JSON's stop_note.) After the stop, for the record (runs_after_stop):
+# mixed offsets 1 / 2 +0.458 / -0.727, +0.437 / -0.305 (the same box crop), per folder offset 2 +0.441 / -0.190
+# (patch48 +0.231 / -0.491). Over six: 2 of 6 pass (patch48 5), mean +0.457, worst -0.275 on average (-0.123).
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6), 13: (ROUND13_VARIANTS, RULE_6), 14: (ROUND14_VARIANTS, RULE_7),

@@ -170,7 +170,12 @@ class AdaptConfig:
       R(S0(x)) explains the LR at least as well as R(bicubic(x)) (blurred or downscaled input, where S must
       add detail), growing where the backbone's output explains it worse (sharpened, JPEG-compressed input,
       where its added detail is false). Round 15 found the ungated guard does both: it removed the sharpen +
-      JPEG crops' losses and took the blurred crops' gains.
+      JPEG crops' losses and took the blurred crops' gains. Round 16 (weight 8, ``quality_dev_sweep_round16.json``,
+      development split, six runs): with one model per degradation folder the mean rose from +0.314 to +0.443 dB
+      and two of three runs passed, as with the default (the third lost 0.19 dB on a box-downscaled crop, the
+      default 0.49 on a sharpened one); with one model over a mixed folder all three runs failed on one
+      box-downscaled crop whose gate is 0.01 (worst -0.31 to -0.73 dB; the default's -0.01 to -0.08): the shared
+      model learns to add less detail to every input. 2 of 6 runs passed (the default 5), so off by default.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
     """
