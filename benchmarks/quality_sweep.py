@@ -409,11 +409,13 @@ def run_seed_setting(name: str, flags: list[str], key: str, folder: Path, caps: 
 def finished(calls: dict, jobs: int):
     """Run each ``key: (function, *args)`` of ``calls`` on ``jobs`` threads; yield ``(key, result)`` as each run
     finishes. A run that fails (``SystemExit`` from ``run_quality``) is reported on stderr and skipped, so one failed
-    run does not lose the others."""
+    run does not lose the others. A caller that leaves early (a round's stop rule) ends the running child processes
+    and no queued run starts."""
     from concurrent.futures import as_completed
 
     with ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(fn, *fargs): key for key, (fn, *fargs) in calls.items()}
+        done = False
         try:
             for fut in as_completed(futures):
                 try:
@@ -422,12 +424,14 @@ def finished(calls: dict, jobs: int):
                     print(exc, file=sys.stderr, flush=True)
                     continue
                 yield futures[fut], res
-        finally:  # the caller stopped early (or failed): runs not started are dropped, running ones ended
-            pool.shutdown(wait=False, cancel_futures=True)
-            with _CHILDREN_LOCK:
-                _STOPPING.append(True)
-                for proc in list(_CHILDREN):
-                    proc.terminate()
+            done = True
+        finally:
+            if not done:  # the caller stopped early (or failed): runs not started are dropped, running ones ended
+                pool.shutdown(wait=False, cancel_futures=True)
+                with _CHILDREN_LOCK:
+                    _STOPPING.append(True)
+                    for proc in list(_CHILDREN):
+                        proc.terminate()
 
 
 def decided_early(rows: dict[str, dict], keys: list[str], reference: str) -> bool:

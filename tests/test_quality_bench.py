@@ -390,6 +390,7 @@ def test_a_stopped_round_ends_its_runs_and_starts_no_more():
         assert len(started) <= 3  # quick, slow and at most the one picked up as it stopped (then ended)
     finally:
         sweep._STOPPING.clear()
+    assert [k for k, _ in sweep.finished({"a": (job, 0), "b": (job, 0)}, 2)] and not sweep._STOPPING  # ran out: no stop
 
 
 def test_quality_gives_the_detail_guard_to_lway_only(tmp_path):
