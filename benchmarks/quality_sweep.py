@@ -339,8 +339,8 @@ LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6), 13: (ROUND13_VARIANTS, RULE_6), 14: (ROUND14_VARIANTS, RULE_7),
                 15: (ROUND15_VARIANTS, RULE_6), 16: (ROUND16_VARIANTS, RULE_6)}
-ROUND_REFERENCE = {13: "patch48", 14: "patch48", 15: "patch48", 16: "patch48"}
-ROUND_STOP_WHEN_DECIDED = {16}  # rounds that stop once no candidate can beat the reference (decided_early)  # the variant that is the default in that round (else "default")
+ROUND_REFERENCE = {13: "patch48", 14: "patch48", 15: "patch48", 16: "patch48"}  # the variant that is the default in that round (else "default")
+ROUND_STOP_WHEN_DECIDED = {16}  # rounds that stop once no candidate can beat the reference (decided_early)
 LATER_ROUND_TOPICS = {7: "trainable subsets", 8: "stage-1-degraded supervised pairs", 9: "LWay's L1 without the wavelet weight",
                       10: "the wavelet weight from the target", 11: "48-px patches",
                       12: "patches turned for S, --augment dihedral",
@@ -350,10 +350,15 @@ LATER_ROUND_TOPICS = {7: "trainable subsets", 8: "stage-1-degraded supervised pa
                       16: "the detail guard gated per image by stage 1, --detail-guard 8 --detail-guard-gate trust"}  # --help of --round7 ...
 
 
+def run_passes(r: dict) -> bool:
+    """``RULE_6``'s bar for one run: mean gain >= +0.3 dB and worst crop >= -0.1 dB."""
+    return r["mean_gain_db"] >= 0.3 and r["worst_db"] >= -0.1
+
+
 def round6_summary(runs: dict[str, dict]) -> dict:
     """A recipe's runs (``{"all@0": row, ...}``): how many pass the bar, mean gain and worst crops over them."""
     rs = list(runs.values())
-    return {"runs": len(rs), "passed": sum(r["mean_gain_db"] >= 0.3 and r["worst_db"] >= -0.1 for r in rs),
+    return {"runs": len(rs), "passed": sum(map(run_passes, rs)),
             "mean_gain_db": round(sum(r["mean_gain_db"] for r in rs) / len(rs), 4),
             "mean_worst_db": round(sum(r["worst_db"] for r in rs) / len(rs), 4),
             "min_worst_db": min(r["worst_db"] for r in rs)}
@@ -439,14 +444,9 @@ def decided_early(rows: dict[str, dict], keys: list[str], reference: str) -> boo
     rule of the rounds in ``ROUND_STOP_WHEN_DECIDED``); the reference's runs must all be known."""
     if set(rows[reference]) != set(keys):
         return False
-    ref_passed = round6_summary(rows[reference])["passed"]
-    for name, runs in rows.items():
-        if name == reference:
-            continue
-        passed = sum(r["mean_gain_db"] >= 0.3 and r["worst_db"] >= -0.1 for r in runs.values())
-        if passed + len(set(keys) - set(runs)) > ref_passed:
-            return False
-    return True
+    ref_passed = sum(map(run_passes, rows[reference].values()))
+    return all(sum(map(run_passes, runs.values())) + len(set(keys) - set(runs)) <= ref_passed
+               for name, runs in rows.items() if name != reference)
 
 
 def main_round6(args, argv, round_no: int = 6) -> int:
@@ -467,6 +467,7 @@ def main_round6(args, argv, round_no: int = 6) -> int:
     jobs = [] if args.join else [(n, k) for k in keys for n in variants if k not in rows[n]]
     jobs.sort(key=lambda j: not j[1].startswith("preset"))  # the long per-folder runs first
     t0 = time.perf_counter()
+    stopped = None  # the stop rule's message, once it has stopped the round
 
     def save() -> tuple[str, dict]:
         complete = all(set(v) == set(keys) for v in rows.values())
@@ -478,7 +479,8 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                      "{0,1,2} FLAGS " + " ".join(EXTRA_QUALITY_ARGS), {"machine": machine}, t0,
                      rule=rule, reference=reference, complete=complete, chosen=chosen, summary=summary,
                      stage1_sha256=next(iter(sha), None),
-                     variants={n: {"flags": variants[n], "runs": dict(sorted(v.items()))} for n, v in rows.items()})
+                     variants={n: {"flags": variants[n], "runs": dict(sorted(v.items()))} for n, v in rows.items()},
+                     **({"stopped": stopped} if stopped else {}))
         return f"chosen by the rule: {chosen}" + ("" if complete else f" (incomplete: the default, {reference}, stays)"), summary
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -491,7 +493,6 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                 shared.setdefault((tuple(base), k), {})[n] = cap
         for (base, k), caps in shared.items():
             calls[("+".join(caps), k)] = (run_seed_setting, "+".join(caps), list(base), k, Path(tmp), caps)
-        stopped = None
         for (_, k), res in finished(calls, args.jobs):
             for n, row in res["rows"].items():
                 rows[n][k] = row
@@ -505,9 +506,6 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                 break
     message, summary = save()
     if stopped:
-        data = json.loads(out.read_text())
-        data["stopped"] = stopped
-        out.write_text(json.dumps(data, indent=1) + "\n")
         print(stopped)
     print(message)
     for n, v in summary.items():

@@ -175,7 +175,7 @@ def backbone_trust(info: list[dict[str, float]], config: AdaptConfig) -> tuple[t
              if config.anchor_trust_scope == "run" else [(d["loss_bicubic"], d["loss_unadapted"]) for d in info])
     factors, out = [], []
     for d, (l_bic, l_s0) in zip(info, pairs):
-        factors.append((min(1.0, l_bic / l_s0) if l_s0 > 0 else 1.0) ** config.anchor_trust)
+        factors.append(capped_ratio(l_bic, l_s0) ** config.anchor_trust)
         out.append({"loss_unadapted": round(d["loss_unadapted"], 6), "loss_bicubic": round(d["loss_bicubic"], 6),
                     "anchor_factor": round(factors[-1], 4)})
     return torch.tensor(factors, dtype=torch.float32), out
@@ -196,5 +196,11 @@ def guard_gates(info: list[dict[str, float]]) -> torch.Tensor:
     default: the gate is the share of the anchor that trust takes away from a fully trusted backbone.
     Always per image: a mixed folder holds images of both kinds.
     """
-    return torch.tensor([1.0 - (min(1.0, d["loss_bicubic"] / d["loss_unadapted"]) if d["loss_unadapted"] > 0 else 1.0)
-                         ** GATE_POWER for d in info], dtype=torch.float32)
+    return torch.tensor([1.0 - capped_ratio(d["loss_bicubic"], d["loss_unadapted"]) ** GATE_POWER for d in info],
+                        dtype=torch.float32)
+
+
+def capped_ratio(l_bic: float, l_s0: float) -> float:
+    """``min(1, L_bicubic / L_S0)`` (1 when L_S0 is 0): stage 1's trust in the backbone, shared by the anchor trust
+    and the guard's gate."""
+    return min(1.0, l_bic / l_s0) if l_s0 > 0 else 1.0
