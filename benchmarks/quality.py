@@ -272,6 +272,9 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all", "image"],
                     help="one adapted model per (preset, seed) folder, per seed over all presets' crops, or per crop")
+    ap.add_argument("--groups", default=None,
+                    help="group each folder's crops by stage 1's embedding and adapt one model per group, as adapt "
+                         "--mode per-group --groups GROUPS (a count or auto) [off]")
     ap.add_argument("--adapt-seed-offset", type=int, default=0,
                     help="adapt with seed (data seed + 100 x this): same crops and degradations, other patch and pair "
                          "draws (how much of a result is the adaptation's own randomness)")
@@ -302,6 +305,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    groups = args.groups if args.groups in (None, "auto") else int(args.groups)
     if args.score_device != "cpu":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     from lway_rt.adapt.config import AdaptConfig
@@ -317,7 +321,7 @@ def main(argv=None) -> int:
         ap.error("--sup-photos names no photo")
 
     from lway_rt.adapt._imageio import from_array
-    from lway_rt.adapt.loop import adapt_images, super_resolve
+    from lway_rt.adapt.loop import adapt_images, group_inputs, super_resolve
     from lway_rt.adapt.patches import bicubic_up
     from lway_rt.adapt.wavelet import detail_cap
     from lway_rt.io.store import load_model
@@ -326,7 +330,7 @@ def main(argv=None) -> int:
     desc = load_model(args.model)
     scale = desc.scale
     stage1, stage1_info = None, None
-    if "lway" in args.methods:
+    if "lway" in args.methods or groups is not None:  # grouping reads stage 1's embeddings
         from lway_rt.degae import default_checkpoint_path, load_stage1
 
         stage1 = load_stage1(args.stage1)
@@ -363,7 +367,8 @@ def main(argv=None) -> int:
             sup_data = str(write_sup_photos(sup_photos, photos, Path(tmp) / "sup_photos"))
         # a "folder" is what one adapted model serves: one preset's crops (default), or every
         # preset's crops of a seed (a mixed folder, as footage from several sources would be)
-        # ``image``: one model per crop (adapt --mode per-image)
+        # ``image``: one model per crop (adapt --mode per-image). With --groups, each folder's crops are grouped
+        # (adapt --mode per-group), once, the same groups for every method, and each group gets its own model
         folders = ([(seed, [p], None) for p in args.presets for seed in args.seeds] if args.folder == "preset"
                    else [(seed, [p], k) for p in args.presets for seed in args.seeds for k in range(len(photos))]
                    if args.folder == "image" else [(seed, list(args.presets), None) for seed in args.seeds])
@@ -381,42 +386,55 @@ def main(argv=None) -> int:
                 per[key]["unadapted"] = score(base_sr[key], hr, scale)
             label = (f"{presets[0]}:{pairs[0][1]}" if only is not None else presets[0]) if len(presets) == 1 \
                 else "all-presets"
+            subsets = [list(range(len(keys)))]
+            if groups is not None:
+                grouping = group_inputs(images, desc, base_cfg.replace(mode="per-group", groups=groups), stage1)
+                subsets = grouping.members()
+                for k, members in enumerate(subsets):
+                    for i in members:
+                        per[keys[i]]["group"] = k + 1
+                print(f"seed {seed}: {len(subsets)} group(s) of {', '.join(str(len(m)) for m in subsets)} crops "
+                      f"(silhouettes {grouping.silhouettes})", flush=True)
             for method in args.methods:
-                # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
-                no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
-                cfg = base_cfg if method == "lway" else base_cfg.without_perceptual().replace(detail_guard=0.0, detail_guard_gate="none")  # the lway run's terms only
-                cfg = cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
-                t0 = time.perf_counter()
-                # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
-                members = [adapt_images(images, desc, cfg.replace(seed=cfg.seed + 1000 * k),
-                                        Path(tmp) / f"{label}-{seed}-{method}-{k}",
-                                        stage1=stage1 if method == "lway" else None, write_outputs=False)
-                           for k in range(args.soup)]
-                res = members[0]
-                for m in members:
-                    m.model.to(args.score_device)  # scored where the unadapted backbone is
-                if len(members) > 1:
-                    res.model.load_state_dict(mean_weights([m.model.state_dict() for m in members]))
-                dt = time.perf_counter() - t0
-                for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
-                                                         for a in args.blend)]:
-                    for key, (_, _, hr, lr) in zip(keys, pairs):
-                        sr = upscaled(net, lr)
-                        per[key][name] = score(sr, hr, scale)
-                        for c in args.detail_cap if name == method else ():
-                            u, a = (torch.from_numpy(v).permute(2, 0, 1)[None] for v in (base_sr[key], sr))
-                            capped, s = detail_cap(u, a, c, scale)
-                            per[key][f"{name}+cap{c:g}"] = {**score(capped[0].permute(1, 2, 0).numpy(), hr, scale),
-                                                            "cap_s": round(float(s[0]), 4)}
-                runs.append({"folder": label, "seed": seed, "method": method, "images": len(images),
-                             "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
-                             "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
-                             "iterations_run": res.report["iterations_run"],
-                             **({"detail_guard": cfg.detail_guard, "detail_guard_gate": cfg.detail_guard_gate}
-                                if base_cfg.detail_guard > 0 else {})})
-                mean_gain = np.mean([per[k][method]["psnr"] - per[k]["unadapted"]["psnr"] for k in per])
-                print(f"{label:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
-                      flush=True)
+                for gi, members in enumerate(subsets):
+                    sub_keys, sub_pairs = [keys[i] for i in members], [pairs[i] for i in members]
+                    sub_label = label if len(subsets) == 1 else f"{label}-g{gi + 1}"
+                    # the baselines have no R to make stage-1 pairs with: they keep the usual pairs
+                    no_r = {"sup_degradation": "classic"} if method != "lway" and base_cfg.sup_degradation == "stage1" else {}
+                    cfg = base_cfg if method == "lway" else base_cfg.without_perceptual().replace(detail_guard=0.0, detail_guard_gate="none")  # the lway run's terms only
+                    cfg = cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
+                    t0 = time.perf_counter()
+                    # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
+                    soup = [adapt_images([images[i] for i in members], desc, cfg.replace(seed=cfg.seed + 1000 * k),
+                                         Path(tmp) / f"{sub_label}-{seed}-{method}-{k}",
+                                         stage1=stage1 if method == "lway" else None, write_outputs=False)
+                            for k in range(args.soup)]
+                    res = soup[0]
+                    for m in soup:
+                        m.model.to(args.score_device)  # scored where the unadapted backbone is
+                    if len(soup) > 1:
+                        res.model.load_state_dict(mean_weights([m.model.state_dict() for m in soup]))
+                    dt = time.perf_counter() - t0
+                    for name, net in [(method, res.model), *((f"{method}@{a:g}", blended(desc.model, res.model, a))
+                                                             for a in args.blend)]:
+                        for key, (_, _, hr, lr) in zip(sub_keys, sub_pairs):
+                            sr = upscaled(net, lr)
+                            per[key][name] = score(sr, hr, scale)
+                            for c in args.detail_cap if name == method else ():
+                                u, a = (torch.from_numpy(v).permute(2, 0, 1)[None] for v in (base_sr[key], sr))
+                                capped, s = detail_cap(u, a, c, scale)
+                                per[key][f"{name}+cap{c:g}"] = {**score(capped[0].permute(1, 2, 0).numpy(), hr, scale),
+                                                                "cap_s": round(float(s[0]), 4)}
+                    runs.append({"folder": label, "seed": seed, "method": method, "images": len(members),
+                                 **({"group": gi + 1, "crops": sub_keys} if groups is not None else {}),
+                                 "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
+                                 "stopped": res.report["stopped"], "rollbacks": res.report["rollbacks"],
+                                 "iterations_run": res.report["iterations_run"],
+                                 **({"detail_guard": cfg.detail_guard, "detail_guard_gate": cfg.detail_guard_gate}
+                                    if base_cfg.detail_guard > 0 else {})})
+                    mean_gain = np.mean([per[k][method]["psnr"] - per[k]["unadapted"]["psnr"] for k in sub_keys])
+                    print(f"{sub_label:20s} seed {seed} {method:8s} {dt:7.1f}s  mean gain over unadapted {mean_gain:+.3f} dB",
+                          flush=True)
             rows.extend(per.values())
 
     methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
@@ -440,8 +458,11 @@ def main(argv=None) -> int:
                      **({"soup": f"mean weights of {args.soup} adaptations, seeds + 0, 1000, ..."} if args.soup > 1 else {}),
                      "mode": ("one model per (preset, seed) folder" if args.folder == "preset"
                               else "one model per crop" if args.folder == "image"
-                              else "one model per seed over all presets' crops"),
+                              else "one model per seed over all presets' crops")
+                             + (f", its crops grouped by stage 1's embedding, one model per group (groups {groups})"
+                                if groups is not None else ""),
                      "folder": args.folder,
+                     **({"groups": groups} if groups is not None else {}),
                      "sup_weight": args.sup_weight,
                      "sup_photos": sup_photos if args.sup_weight > 0 else []},
         "adapt_config": {**base_cfg.to_dict(),

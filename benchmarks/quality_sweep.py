@@ -45,6 +45,7 @@ shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
     .venv/bin/python benchmarks/quality_sweep.py --round14 --reuse benchmarks/results/quality_dev_sweep_round11.json
     .venv/bin/python benchmarks/quality_sweep.py --round15 --reuse benchmarks/results/quality_dev_sweep_round11.json
     .venv/bin/python benchmarks/quality_sweep.py --round16 --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round17 --jobs 3 --reuse benchmarks/results/quality_dev_sweep_round11.json benchmarks/results/quality_dev_sweep_round16.json
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -52,7 +53,7 @@ missed the bar per folder only on its worst crop, so a qualifier must raise the 
 settings by 0.02 dB without giving up more than 0.05 dB of the smaller mean; the default's row is
 round 3's (same checkpoint, run on the H200). ``--round5`` (``quality_dev_sweep_round5.json``) runs the
 pick of ``adapt_variance.py`` (recipes ranked over several adaptation seeds) in both settings by
-``RULE_5``. ``--round6`` to ``--round16`` (``quality_dev_sweep_round{6,...,16}.json``) run each recipe
+``RULE_5``. ``--round6`` to ``--round17`` (``quality_dev_sweep_round{6,...,17}.json``) run each recipe
 over three adaptation seeds in both settings and count the runs that pass the bar (``RULE_6``, ``RULE_7``);
 round 13's reference is round 11's pick (48-px patches), the default since. Round 16 stops by itself
 once the decision cannot change (``ROUND_STOP_WHEN_DECIDED``).
@@ -335,11 +336,32 @@ ROUND16_VARIANTS = {"patch48": [*_DEFAULT, "--patch-size", "48"],
 # The default stays. (The stop raced once: see the JSON's stop_note.) After the stop, for the record (runs_after_stop):
 # mixed offsets 1 / 2 +0.458 / -0.727, +0.437 / -0.305 (the same box crop), per folder offset 2 +0.441 / -0.190
 # (patch48 +0.231 / -0.491). Over six: 2 of 6 pass (patch48 5), mean +0.457, worst -0.275 on average (-0.123).
+# Round 17 (CPU, ``--round17 --reuse quality_dev_sweep_round11.json quality_dev_sweep_round16.json``): round 16's
+# gated guard with one model per group of a folder's inputs that stage 1 finds degraded alike (adapt --mode per-group
+# --groups auto, lway_rt.adapt.groups: k-means on E's embeddings, k by silhouette, groups of 4 images or more, one
+# group below a silhouette of 0.25). Why: round 16's gate helped with one model per degradation folder and failed in
+# one model over the mixed folder, where the guard on the sharpened crops taught the shared model to add less detail
+# to a box-downscaled crop the gate had left alone; grouping gives the sharpened inputs their own model. Measured
+# before this round, forward passes only (benchmarks/group_signal.py, results/group_signal.json): over seeds 1-8 auto
+# splits each seed's 24 crops in two (silhouette 0.49-0.67), all six sharpen + JPEG crops in one group with 0-3 others
+# (box-downscaled or resize + noise), the rest in the other; development seeds 3 / 4: 6 sharpen + JPEG against 18,
+# 6 + 1 resize + noise against 17. So each mixed run adapts two models a seed (about twice round 16's time).
+# The per-folder runs are round 16's gate8 runs (its runs and runs_after_stop): a folder of 6 crops cannot hold two
+# groups of 4, so auto keeps it one group and the adaptation is the same (tests/test_quality_bench.py checks the
+# numbers are identical); only the three mixed runs are new. Rule: RULE_6 with "patch48" as the reference. Declared
+# before it ran: gate8's per-folder runs pass 2 of 3, so the candidate can at most tie patch48's 5 of 6 and the
+# default stays whatever the mixed runs give; the round measures whether grouping removes round 16's mixed failure.
+# If all three mixed runs pass with a mean of at least patch48's mixed mean - 0.05 dB, the recipe is run on the
+# benchmark's mixed folder (seeds 1-2, offsets 0-2) for the record, as an option; otherwise it is not.
+ROUND17_VARIANTS = {"patch48": ROUND16_VARIANTS["patch48"],
+                    "group-gate8": [*ROUND16_VARIANTS["gate8"], "--groups", "auto"]}
+ROUND_REUSE_AS = {17: {"group-gate8": ("gate8", "preset", ["--groups", "auto"])}}  # variant: (earlier name, setting,
+# the flags it adds): runs of that earlier variant in that setting are this variant's (round 17: see above)
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
                 9: (ROUND9_VARIANTS, RULE_6), 10: (ROUND10_VARIANTS, RULE_6), 11: (ROUND11_VARIANTS, RULE_6),
                 12: (ROUND12_VARIANTS, RULE_6), 13: (ROUND13_VARIANTS, RULE_6), 14: (ROUND14_VARIANTS, RULE_7),
-                15: (ROUND15_VARIANTS, RULE_6), 16: (ROUND16_VARIANTS, RULE_6)}
-ROUND_REFERENCE = {13: "patch48", 14: "patch48", 15: "patch48", 16: "patch48"}  # the variant that is the default in that round (else "default")
+                15: (ROUND15_VARIANTS, RULE_6), 16: (ROUND16_VARIANTS, RULE_6), 17: (ROUND17_VARIANTS, RULE_6)}
+ROUND_REFERENCE = {13: "patch48", 14: "patch48", 15: "patch48", 16: "patch48", 17: "patch48"}  # the variant that is the default in that round (else "default")
 ROUND_STOP_WHEN_DECIDED = {16}  # rounds that stop once no candidate can beat the reference (decided_early)
 LATER_ROUND_TOPICS = {7: "trainable subsets", 8: "stage-1-degraded supervised pairs", 9: "LWay's L1 without the wavelet weight",
                       10: "the wavelet weight from the target", 11: "48-px patches",
@@ -347,7 +369,8 @@ LATER_ROUND_TOPICS = {7: "trainable subsets", 8: "stage-1-degraded supervised pa
                       13: "the weighted perceptual term, --perceptual trunk-l1",
                       14: "a per-image detail cap on adapt's images, quality.py --detail-cap 1.2",
                       15: "a training-side detail guard, --detail-guard 3",
-                      16: "the detail guard gated per image by stage 1, --detail-guard 8 --detail-guard-gate trust"}  # --help of --round7 ...
+                      16: "the detail guard gated per image by stage 1, --detail-guard 8 --detail-guard-gate trust",
+                      17: "that gated guard with one model per group of inputs, --groups auto"}  # --help of --round7 ...
 
 
 def run_passes(r: dict) -> bool:
@@ -464,6 +487,12 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                 rows[n].update({k: {**r, "reused_from": r.get("reused_from", Path(path).name)} for k, r in v["runs"].items()})
                 machine = machine or old.get("machine")
                 sha.add(old["stage1_sha256"])
+            for target, (name, setting, added) in ROUND_REUSE_AS.get(round_no, {}).items():
+                if n == name and [*v["flags"], *added] == variants[target]:  # the same adaptations (see the round)
+                    runs = {**v["runs"], **v.get("runs_after_stop", {})}
+                    rows[target].update({k: {**r, "reused_from": f"{Path(path).name} ({name})"}
+                                         for k, r in runs.items() if k.startswith(setting + "@")})
+                    sha.add(old["stage1_sha256"])
     jobs = [] if args.join else [(n, k) for k in keys for n in variants if k not in rows[n]]
     jobs.sort(key=lambda j: not j[1].startswith("preset"))  # the long per-folder runs first
     t0 = time.perf_counter()

@@ -25,17 +25,22 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def main(argv=None) -> int:
+def protocol_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The arguments of a forward-pass-only look at quality.py's crops (this script, group_signal.py)."""
     from lway_rt.degae.degrade import EVAL_PRESETS
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
     ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS))
     ap.add_argument("--photos", type=int, default=6)
     ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "trust_signal.json"))
-    args = ap.parse_args(argv)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out))
+    return ap
+
+
+def main(argv=None) -> int:
+    args = protocol_parser(__doc__, "trust_signal.json").parse_args(argv)
 
     from quality import PHOTOS, machine, make_pairs
 

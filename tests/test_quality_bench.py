@@ -442,3 +442,47 @@ def test_round14_caps_share_one_adaptation_per_run():
     assert sweep.split_cap(ref) == (ref, None)
     caps = {n: sweep.split_cap(f) for n, f in variants.items() if n != "patch48"}
     assert {c for _, c in caps.values()} == {"1.2", "1.1", "1"} and all(base == ref for base, _ in caps.values())
+
+
+def test_quality_groups_a_mixed_folder_and_keeps_a_small_folder_whole(tmp_path):
+    """--groups auto: a folder of 6 crops cannot hold two groups of 4, so it is adapted exactly as without grouping
+    (round 17 reuses round 16's per-folder runs on this); the mixed folder of two presets splits by preset."""
+    import torch
+
+    quality = _load("quality")
+    common = ["--photos", "6", "--crop", "192", "--iterations", "1", "--methods", "lway", "--seeds", "3",
+              "--sup-photos", "camera", "--threads", str(torch.get_num_threads())]
+    one, grouped = tmp_path / "one.json", tmp_path / "grouped.json"
+    quality.main([*common, "--presets", "sharpen-jpeg420", "--out", str(one)])
+    quality.main([*common, "--presets", "sharpen-jpeg420", "--groups", "auto", "--out", str(grouped)])
+    a, b = (json.loads(p.read_text()) for p in (one, grouped))
+    assert [r["lway"] for r in a["per_image"]] == [r["lway"] for r in b["per_image"]]
+    assert {r["group"] for r in b["per_image"]} == {1} and b["protocol"]["groups"] == "auto"
+    mixed = tmp_path / "mixed.json"
+    quality.main([*common, "--presets", "sharpen-jpeg420", "box-downscale", "--folder", "all", "--groups", "auto",
+                  "--out", str(mixed)])
+    res = json.loads(mixed.read_text())
+    by_group = {}
+    for r in res["per_image"]:
+        by_group.setdefault(r["group"], set()).add(r["preset"])
+    assert sorted(map(sorted, by_group.values())) == [["box-downscale"], ["sharpen-jpeg420"]]
+    assert [r["group"] for r in res["runs"]] == [1, 2] and all(r["images"] == 6 for r in res["runs"])
+
+
+def test_round17_takes_round16s_per_folder_gate8_runs_as_its_own(tmp_path):
+    """Round 17's candidate is round 16's gate8 plus --groups auto; its per-folder runs (and only those) come from
+    round 16, runs made after that round's stop included; the reference's six from round 11."""
+    sweep = _load("quality_sweep")
+    variants, rule = sweep.LATER_ROUNDS[17]
+    assert rule == sweep.RULE_6 and sweep.ROUND_REFERENCE[17] == "patch48"
+    assert variants["group-gate8"] == [*sweep.ROUND16_VARIANTS["gate8"], "--groups", "auto"]
+    results = ROOT / "benchmarks" / "results"
+    out = tmp_path / "r17.json"
+    sweep.main(["--round17", "--join", "--reuse", str(results / "quality_dev_sweep_round11.json"),
+                str(results / "quality_dev_sweep_round16.json"), "--out", str(out)])
+    res = json.loads(out.read_text())
+    runs = res["variants"]["group-gate8"]["runs"]
+    assert sorted(runs) == ["preset@0", "preset@1", "preset@2"] and not res["complete"]
+    r16 = json.loads((results / "quality_dev_sweep_round16.json").read_text())["variants"]["gate8"]
+    assert runs["preset@2"]["mean_gain_db"] == r16["runs_after_stop"]["preset@2"]["mean_gain_db"]
+    assert len(res["variants"]["patch48"]["runs"]) == 6

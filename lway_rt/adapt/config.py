@@ -22,7 +22,7 @@ __all__ = ["AdaptConfig", "LOSSES", "TARGETS", "MODES", "LR_SCHEDULES", "AUGMENT
 
 LOSSES = ("lway", "naive", "identity", "supervised")
 TARGETS = ("sr", "lr", "lr-recon")
-MODES = ("folder", "per-image")
+MODES = ("folder", "per-image", "per-group")
 SUP_DEGRADATIONS = ("lr", "classic", "stage1")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("none", "dihedral")
@@ -178,6 +178,10 @@ class AdaptConfig:
       model learns to add less detail to every input. 2 of 6 runs passed (the default 5), so off by default.
     guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
       of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
+    mode: ``folder`` (one model for all inputs), ``per-image`` (one model per input) or ``per-group``: the
+      inputs grouped by stage 1's embedding of their degradation (``lway_rt.adapt.groups``), one model
+      per group; ``groups`` is the number of groups or ``auto`` (chosen by silhouette, one group when the
+      inputs show no clear groups).
     """
 
     iterations: int = 200
@@ -188,6 +192,7 @@ class AdaptConfig:
     batch_size: int = 4
     trainable: str | tuple[str, ...] = "all"
     mode: str = "folder"
+    groups: int | str = "auto"  # per-group mode only: a count, or auto (lway_rt.adapt.groups)
     target: str = "sr"
     loss: str = "lway"
     hf_weight: bool = True
@@ -266,6 +271,10 @@ class AdaptConfig:
                 "does not load: use the lway loss, or sup_degradation 'classic'")
         if self.mode not in MODES:
             bad(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.groups != "auto" and (not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1):
+            bad(f"groups must be a positive number of groups or auto, got {self.groups!r}")
+        if self.groups != "auto" and self.mode != "per-group":
+            bad(f"groups ({self.groups}) applies to per-group mode only: add --mode per-group, or leave --groups out")
         if self.hf_mode not in ("luma", "channel"):
             bad(f"unknown hf_mode {self.hf_mode!r}; use luma or channel")
         if self.hf_source not in ("pred", "target"):
@@ -370,6 +379,8 @@ class AdaptConfig:
             d.pop("detail_guard"), d.pop("detail_guard_ratio")
         if not d.get("detail_guard") or d["detail_guard_gate"] == "none":  # likewise for the gate
             d.pop("detail_guard_gate")
+        if d["mode"] != "per-group":  # likewise for the grouping
+            d.pop("groups")
         return json.dumps(d, sort_keys=True)
 
     @classmethod

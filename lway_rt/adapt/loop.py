@@ -731,13 +731,37 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1, log: Log | None = None):
+    """Group ``images`` by stage 1's embedding of their degradation (``lway_rt.adapt.groups``).
+
+    E reads each image as the lway loss would (the bicubic-upsampled LR, or the LR itself for the
+    ``lr-recon`` target), once; ``config.groups`` is a count or ``auto``.
+    """
+    from lway_rt.adapt.embed import compute_embeddings
+    from lway_rt.adapt.groups import group_embeddings
+
+    data = [AdaptImage.from_lr(img.name, _tensor(img, config.device), desc.scale) for img in images]
+    check_patch_fits(data, config.patch_size)  # the usual one-line error before E sees a small image
+    stage1.encoder.to(config.device)
+    emb = compute_embeddings([d.lr if config.target == "lr-recon" else d.up for d in data], stage1,
+                             backend=config.encoder_backend)
+    grouping = group_embeddings(emb, config.groups, seed=config.seed)
+    if log is not None:
+        tried = ", ".join(f"k={k} {s:.2f}" for k, s in grouping.silhouettes.items())
+        log(f"grouped {len(images)} image(s) into {grouping.count} by stage 1's embedding"
+            + (f" (silhouette {tried})" if tried else ""))
+    return grouping
+
+
 def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = None, *, stage1=None,
           gt_dir: str | Path | None = None, resume: bool = False, log: Log | None = None) -> list[RunResult]:
     """The library entry point behind ``lwayrt adapt``.
 
     ``inputs``: image files/folders (or ``InputImage`` objects); ``model``: store name or weights
-    path; ``stage1``: a ``Stage1``, a checkpoint path, or None for the shipped one (loaded only for
-    the lway loss). In ``per-image`` mode each image gets its own run in ``out_dir/<name>/``.
+    path; ``stage1``: a ``Stage1``, a checkpoint path, or None for the shipped one (loaded for the
+    lway loss and for grouping). In ``per-image`` mode each image gets its own run in
+    ``out_dir/<name>/``; in ``per-group`` mode each group of images in ``out_dir/group-<n>/``, the
+    grouping in ``out_dir/groups.json``.
     """
     from lway_rt.io.store import load_model
 
@@ -745,7 +769,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     log = log or (lambda msg: None)
     images = list(inputs) if inputs and all(isinstance(i, InputImage) for i in inputs) else read_inputs(inputs)
     desc = load_model(model, device=config.device)
-    if config.loss == "lway" and (stage1 is None or isinstance(stage1, (str, Path))):
+    if (config.loss == "lway" or config.mode == "per-group") and (stage1 is None or isinstance(stage1, (str, Path))):
         from lway_rt.degae import load_stage1
 
         stage1 = load_stage1(stage1, device=config.device)
@@ -755,18 +779,34 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     _write_json(out_dir / "config.json", config.to_dict())
     if config.mode == "folder":
         return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log)]
+    if config.mode == "per-image":
+        runs = [(img.name, [img]) for img in images]
+    else:
+        grouping = group_inputs(images, desc, config, stage1, log)
+        runs = [(f"group-{k + 1}", [images[i] for i in members]) for k, members in enumerate(grouping.members())]
+        record = {"format": "lway_rt.adapt-groups/1", "groups": config.groups, "silhouettes": grouping.silhouettes,
+                  "members": {name: [img.name for img in group] for name, group in runs}}
+        groups_path = out_dir / "groups.json"
+        if resume and groups_path.exists():
+            old = json.loads(groups_path.read_text())
+            if old.get("members") != record["members"]:
+                raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
+                                 "removed or changed?): adapt them into a new --out folder")
+        _write_json(groups_path, record)
     results = []
-    for img in images:
-        sub = out_dir / img.name
+    for name, group in runs:
+        sub = out_dir / name
         if resume and (sub / "report.json").exists() and not (sub / CHECKPOINT).exists():
-            log(f"{img.name}: already adapted, skipped")
+            log(f"{name}: already adapted, skipped")
             report = json.loads((sub / "report.json").read_text())
-            results.append(RunResult(sub, sub / WEIGHTS, report, (sub / "sr" / f"{img.name}.png",)))
+            results.append(RunResult(sub, sub / WEIGHTS, report, tuple(sub / "sr" / f"{img.name}.png" for img in group)))
             continue
-        log(f"{img.name}: adapting its own model")
-        results.append(adapt_images([img], desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log))
-    summary = {"format": "lway_rt.adapt-summary/1", "mode": "per-image",
+        log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
+                                                  f" for {len(group)} image(s): {', '.join(img.name for img in group)}"))
+        results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log))
+    summary = {"format": "lway_rt.adapt-summary/1", "mode": config.mode,
                "runs": [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
+                         "images": [Path(p).stem for p in r.sr_paths],
                          "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]}
     _write_json(out_dir / "report.json", summary)
     return results

@@ -5,11 +5,26 @@ from __future__ import annotations
 import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
-_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
+_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
            "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "detail_guard", "detail_guard_ratio", "detail_guard_gate",
            "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
            "device", "seed", "encoder_backend", "tile")
+
+
+class _GroupsType(click.ParamType):
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of groups nor auto", param, ctx)
+
+
+_GROUPS = _GroupsType()
 
 
 @click.command("adapt")
@@ -30,8 +45,12 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
                    "before the loss [none].")
 @click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
-@click.option("--mode", type=click.Choice(["folder", "per-image"]), default=None,
-              help="One model for all inputs, or one per image [folder].")
+@click.option("--mode", type=click.Choice(["folder", "per-image", "per-group"]), default=None,
+              help="One model for all inputs, one per image, or one per group of inputs stage 1 finds degraded "
+                   "alike [folder].")
+@click.option("--groups", type=_GROUPS, default=None,
+              help="per-group mode: how many groups, or auto (chosen from the inputs; one group when they "
+                   "show no clear groups) [auto].")
 @click.option("--target", type=click.Choice(["sr", "lr", "lr-recon"]), default=None,
               help="sr: R at SR size, compared with the upsampled LR; lr: the same, downsampled and compared with the LR; "
                    "lr-recon: S's output downsampled, then E and R at the LR's own scale, compared with the LR [sr].")
@@ -99,7 +118,8 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     """Adapt MODEL to the low-resolution images INPUT... (files or folders) without ground truth.
 
     Writes adapted weights (same architecture as MODEL), the SR image of every input, report.json,
-    curves.png, contact_sheet.png and config.json into --out.
+    curves.png, contact_sheet.png and config.json into --out (with --mode per-image / per-group, one
+    such folder per image / group inside --out, and groups.json naming each group's images).
     """
     from lway_rt.adapt.config import AdaptConfig, load_toml_defaults
     from lway_rt.adapt.loop import adapt

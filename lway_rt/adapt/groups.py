@@ -1,0 +1,129 @@
+"""Group a folder's inputs by how they are degraded, so each group can get its own adapted model.
+
+Footage from several sources (a phone's sharpened JPEGs, a downscaled screen capture, a blurred
+camera) is degraded in several ways, and one model adapted over all of it has to serve them all.
+Stage 1's encoder E reads each input's degradation into one embedding (``embed.compute_embeddings``);
+``group_embeddings`` clusters those embeddings with k-means (k-means++ seeding, several restarts,
+a fixed random seed, so the same inputs always give the same groups) on the unit sphere (each
+embedding divided by its length). ``adapt --mode per-group`` then runs one folder adaptation per group.
+
+The number of groups is the user's, or ``auto``: every k from 2 to ``MAX_AUTO_GROUPS`` whose groups
+all hold at least ``min_size`` images is scored by its mean silhouette (Rousseeuw 1987), and the best
+k is kept only when its silhouette reaches ``AUTO_MIN_SILHOUETTE`` (0.25, below which Kaufman and
+Rousseeuw read "no substantial structure"); otherwise the folder stays one group. ``min_size``
+keeps a group from shrinking towards one image, which adapts worse (one model per crop: +0.28 dB,
+worst crop -0.82 on the quality benchmark, against +0.50 over the mixed folder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lway_rt.errors import InputError
+
+__all__ = ["Grouping", "group_embeddings", "MAX_AUTO_GROUPS", "AUTO_MIN_SILHOUETTE", "MIN_GROUP_SIZE"]
+
+MAX_AUTO_GROUPS = 6
+AUTO_MIN_SILHOUETTE = 0.25
+MIN_GROUP_SIZE = 4  # images; ``auto`` only
+_RESTARTS = 10
+_MAX_ROUNDS = 100
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """``labels[i]`` is image i's group (0-based, groups numbered by their first image)."""
+
+    labels: tuple[int, ...]
+    silhouettes: dict[int, float] = field(default_factory=dict)  # auto: k -> mean silhouette of the k tried
+
+    @property
+    def count(self) -> int:
+        return len(set(self.labels))
+
+    def members(self) -> list[list[int]]:
+        """The images of each group, in group order."""
+        return [[i for i, g in enumerate(self.labels) if g == k] for k in range(self.count)]
+
+
+def _unit(emb) -> np.ndarray:
+    x = emb.detach().cpu().double().numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb, dtype=np.float64)
+    if x.ndim != 2 or len(x) == 0:
+        raise InputError(f"grouping needs an (N, D) array of embeddings, got shape {x.shape}")
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Labels of the lowest-inertia run of ``_RESTARTS`` k-means++ runs (Lloyd's iterations)."""
+    rng = np.random.default_rng(seed)
+    d2_all = ((x[:, None] - x[None]) ** 2).sum(-1)
+    best, best_labels = np.inf, None
+    for _ in range(_RESTARTS):
+        centres = [int(rng.integers(len(x)))]
+        for _ in range(k - 1):
+            d2 = d2_all[:, centres].min(1)
+            if d2.sum() <= 0:  # fewer distinct points than k
+                break
+            centres.append(int(rng.choice(len(x), p=d2 / d2.sum())))
+        c = x[centres]
+        labels = np.zeros(len(x), dtype=int)
+        for _ in range(_MAX_ROUNDS):
+            labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+            new = np.stack([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(len(c))])
+            if np.allclose(new, c):
+                break
+            c = new
+        inertia = ((x - c[labels]) ** 2).sum()
+        if inertia < best - 1e-12:
+            best, best_labels = inertia, labels
+    return best_labels
+
+
+def _silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette (Euclidean distance); an image alone in its group scores 0."""
+    dist = np.sqrt(np.maximum(((x[:, None] - x[None]) ** 2).sum(-1), 0))
+    ks = sorted(set(labels.tolist()))
+    if len(ks) < 2:
+        return 0.0
+    scores = []
+    for i in range(len(x)):
+        same = labels == labels[i]
+        if same.sum() <= 1:
+            scores.append(0.0)
+            continue
+        a = dist[i, same].sum() / (same.sum() - 1)
+        b = min(dist[i, labels == k].mean() for k in ks if k != labels[i])
+        scores.append((b - a) / max(a, b) if max(a, b) > 0 else 0.0)
+    return float(np.mean(scores))
+
+
+def _renumber(labels: np.ndarray) -> tuple[int, ...]:
+    order: dict[int, int] = {}
+    for g in labels.tolist():
+        order.setdefault(g, len(order))
+    return tuple(order[g] for g in labels.tolist())
+
+
+def group_embeddings(emb, groups: int | str = "auto", *, min_size: int = MIN_GROUP_SIZE, seed: int = 0) -> Grouping:
+    """Group N images by their stage-1 embeddings ``emb`` (N, D): ``groups`` = a count, or ``auto``."""
+    x = _unit(emb)
+    n = len(x)
+    if groups == "auto":
+        tried = {}
+        for k in range(2, min(MAX_AUTO_GROUPS, n // max(min_size, 1)) + 1):
+            labels = _kmeans(x, k, seed)
+            if np.bincount(labels, minlength=k).min() >= min_size:
+                tried[k] = (_silhouette(x, labels), labels)
+        silhouettes = {k: round(s, 4) for k, (s, _) in tried.items()}
+        best = max(tried, key=lambda k: tried[k][0], default=None)
+        if best is None or tried[best][0] < AUTO_MIN_SILHOUETTE:
+            return Grouping((0,) * n, silhouettes)
+        return Grouping(_renumber(tried[best][1]), silhouettes)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise InputError(f"groups must be a positive number of groups or auto, got {groups!r}")
+    if groups > n:
+        raise InputError(f"{groups} groups asked for {n} image(s): use at most {n} groups, or auto")
+    return Grouping((0,) * n if groups == 1 else _renumber(_kmeans(x, groups, seed)))
