@@ -137,6 +137,9 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
         assert json.loads((out / run["name"] / "config.json").read_text())["groups"] == 2
         for name in members[run["name"]]:
             assert (out / run["name"] / "sr" / f"{name}.png").is_file()
+    # the folder names its models when given whole to upscale
+    res = CliRunner().invoke(main, ["upscale", str(files / "lr" / "im0.png"), "-m", str(out), "-o", str(tmp_path / "up")])
+    assert res.exit_code != 0 and "holds 2 adapted models (group-1/adapted.safetensors, group-2/" in res.output
     # a finished grouping resumes as skipped; other inputs than the interrupted run's are refused
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
     assert code == 0 and text.count("already adapted, skipped") == 2, text

@@ -127,6 +127,10 @@ def resolve_model_path(spec: str) -> Path:
         if p.is_dir():
             candidates = sorted(p.glob("*.safetensors"))
             if len(candidates) != 1:
+                inner = sorted(str(q.relative_to(p)) for q in p.glob("*/*.safetensors"))
+                if not candidates and inner:  # adapt --mode per-group / per-image: one model per sub-folder
+                    shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
+                    raise ModelError(f"{p} holds {len(inner)} adapted models ({shown}): pass one of them")
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
         return p
