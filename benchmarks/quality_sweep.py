@@ -363,6 +363,9 @@ ROUND17_VARIANTS = {"patch48": ROUND16_VARIANTS["patch48"],
 # seed 3 under box downscaling, both in the group without the sharpened crops, where the gate is near 0. Over six: 2
 # of 6 pass (patch48 5), mean +0.429 dB (+0.408), worst -0.221 on average (-0.123). The default stays; by the
 # declaration the recipe is not run on the benchmark.
+# Diagnostic after it (quality_dev_group_default_offset{0,1,2}.json): per group with the default recipe, no guard,
+# +0.411 / -0.071, +0.396 / -0.062, +0.275 / -0.491: the guard cost the group without sharpened crops its crops, and
+# the sharpened crops gain less in their own group (+1.11 / +1.02 / +0.45 dB) than in the mixed folder.
 ROUND_REUSE_AS = {17: {"group-gate8": ("gate8", "preset", ["--groups", "auto"])}}  # variant: (earlier name, setting,
 # the flags it adds): runs of that earlier variant in that setting are this variant's (round 17: see above)
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
