@@ -153,6 +153,22 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     assert res.exit_code != 0 and "group differently from the interrupted run" in res.output
 
 
+def test_per_group_with_ground_truth_scores_each_group_on_its_own_images(files, tmp_path, hr_crop):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for k in range(3):  # the HR each input was taken from (x4)
+        Image.fromarray(np.ascontiguousarray(hr_crop[40 * k:40 * k + 144, 40 * k:40 * k + 144])).save(gt / f"im{k}.png")
+    out = tmp_path / "gt_groups"
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--gt", str(gt), "--eval-every", "1")
+    assert code == 0 and "Y-PSNR" in text, text
+    members = json.loads((out / "groups.json").read_text())["members"]
+    for name, names in members.items():
+        rep = json.loads((out / name / "report.json").read_text())
+        assert sorted(im["name"] for im in rep["images"]) == sorted(names)
+        assert all("before" in im and "after" in im for im in rep["images"]) and rep["mean"]["psnr_before"] > 10
+    assert all(r["mean"] for r in json.loads((out / "report.json").read_text())["runs"])
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--groups", "2"], "applies to per-group mode only"),
     (["--mode", "per-group", "--groups", "two"], "neither a number of groups nor auto"),
