@@ -11,7 +11,6 @@ Forward passes only: seconds on a CPU. Used to declare round 17 (``quality_sweep
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections import Counter
@@ -25,21 +24,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def main(argv=None) -> int:
-    from trust_signal import protocol_parser
+    from trust_signal import protocol_parser, write_signal
 
     ap = protocol_parser(__doc__, "group_signal.json")
     ap.add_argument("--groups", default="auto", help="a count, or auto [auto]")
     args = ap.parse_args(argv)
     groups = args.groups if args.groups == "auto" else int(args.groups)
 
-    from quality import PHOTOS, machine, make_pairs
+    from quality import PHOTOS, make_pairs
 
     from lway_rt.adapt._imageio import from_array
     from lway_rt.adapt.config import AdaptConfig
     from lway_rt.adapt.loop import group_inputs
     from lway_rt.degae import load_stage1
     from lway_rt.io.store import load_model
-    from lway_rt.io.weights import state_dict_sha256
 
     t0 = time.perf_counter()
     desc, stage1 = load_model(args.model), load_stage1(None)
@@ -58,14 +56,8 @@ def main(argv=None) -> int:
                       "members": [[f"{crops[i][0]}/{crops[i][1]}" for i in m] for m in g.members()]})
         print(f"seed {seed}: {g.count} group(s): "
               + " | ".join(", ".join(f"{p} {c}" for p, c in Counter(m).items()) for m in members), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "lway_rt grouping of the quality protocol's mixed folders by stage 1 (benchmarks/group_signal.py)",
-        "command": " ".join(["python", "benchmarks/group_signal.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(), "model": {"name": args.model, "sha256": state_dict_sha256(desc.model.state_dict())},
-        "stage1_sha256": state_dict_sha256(stage1.state_dict()), "groups": groups,
-        "seeds": seeds, "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    out = write_signal(args, argv, "group_signal.py", "grouping of the quality protocol's mixed folders by stage 1", desc,
+                       stage1, t0, groups=groups, seeds=seeds)
     print(f"wrote {out}")
     return 0
 

@@ -42,7 +42,7 @@ def protocol_parser(doc: str, out: str) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = protocol_parser(__doc__, "trust_signal.json").parse_args(argv)
 
-    from quality import PHOTOS, machine, make_pairs
+    from quality import PHOTOS, make_pairs
 
     from lway_rt.adapt.config import AdaptConfig
     from lway_rt.adapt.embed import prepare_stage1
@@ -50,7 +50,6 @@ def main(argv=None) -> int:
     from lway_rt.adapt.patches import AdaptImage
     from lway_rt.degae import load_stage1
     from lway_rt.io.store import load_model
-    from lway_rt.io.weights import state_dict_sha256
 
     t0 = time.perf_counter()
     desc, stage1 = load_model(args.model), load_stage1(None)
@@ -71,18 +70,29 @@ def main(argv=None) -> int:
                                          / sum(r["preset"] == p for r in rows), 4),
                      "below_0.9": sum(r["ratio"] < 0.9 for r in rows if r["preset"] == p),
                      "of": sum(r["preset"] == p for r in rows)} for p in args.presets}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "lway_rt stage 1's per-crop judgement of the backbone (benchmarks/trust_signal.py)",
-        "command": " ".join(["python", "benchmarks/trust_signal.py", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine(), "model": {"name": args.model, "sha256": state_dict_sha256(desc.model.state_dict())},
-        "stage1_sha256": state_dict_sha256(stage1.state_dict()),
-        "by_preset": by_preset, "crops": rows, "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    out = write_signal(args, argv, "trust_signal.py", "stage 1's per-crop judgement of the backbone", desc, stage1, t0,
+                       by_preset=by_preset, crops=rows)
     for p, v in by_preset.items():
         print(f"{p:22s} mean r {v['mean_ratio']:.3f}, below 0.9 on {v['below_0.9']}/{v['of']}")
     print(f"wrote {out}")
     return 0
+
+
+def write_signal(args, argv, script: str, what: str, desc, stage1, t0: float, **fields) -> Path:
+    """Write such a look's JSON to ``args.out``: what it is, its command, machine, model and stage 1, ``fields``, time."""
+    from quality import machine
+
+    from lway_rt.io.weights import state_dict_sha256
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": f"lway_rt {what} (benchmarks/{script})",
+        "command": " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine(), "model": {"name": args.model, "sha256": state_dict_sha256(desc.model.state_dict())},
+        "stage1_sha256": state_dict_sha256(stage1.state_dict()),
+        **fields, "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+    return out
 
 
 if __name__ == "__main__":

@@ -486,3 +486,19 @@ def test_round17_takes_round16s_per_folder_gate8_runs_as_its_own(tmp_path):
     r16 = json.loads((results / "quality_dev_sweep_round16.json").read_text())["variants"]["gate8"]
     assert runs["preset@2"]["mean_gain_db"] == r16["runs_after_stop"]["preset@2"]["mean_gain_db"]
     assert len(res["variants"]["patch48"]["runs"]) == 6
+
+
+def test_signal_scripts_record_their_look_with_one_writer(tmp_path):
+    """group_signal.py: each seed's mixed folder, grouped as adapt --mode per-group would, the six sharpen + JPEG crops
+    in one group; trust_signal.py beside it; both JSONs carry the same header from ``write_signal``."""
+    g_out, t_out = tmp_path / "g.json", tmp_path / "t.json"
+    _load("group_signal").main(["--seeds", "3", "--out", str(g_out)])
+    _load("trust_signal").main(["--seeds", "3", "--presets", "box-downscale", "--photos", "2", "--out", str(t_out)])
+    g, t = (json.loads(p.read_text()) for p in (g_out, t_out))
+    (seed,) = g["seeds"]
+    assert seed["groups"] == 2 and seed["together"]["sharpen-jpeg420"] == 1.0
+    assert sorted(len(m) for m in seed["members"]) == [6, 18] and g["groups"] == "auto"
+    assert len(t["crops"]) == 2 and 0 <= t["crops"][0]["gate"] <= 1
+    for res, script in ((g, "group_signal.py"), (t, "trust_signal.py")):
+        assert res["command"].startswith(f"python benchmarks/{script}") and res["benchmark"].endswith(f"(benchmarks/{script})")
+        assert len(res["stage1_sha256"]) == 64 and res["total_seconds"] > 0

@@ -56,10 +56,16 @@ def _unit(emb) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances between the rows of ``a`` and of ``b``, from inner products: (N, M) memory, not the
+    (N, M, D) of a broadcast difference (a folder of 1000 512-D embeddings would need 4 GB)."""
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0)
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Labels of the lowest-inertia run of ``_RESTARTS`` k-means++ runs (Lloyd's iterations)."""
     rng = np.random.default_rng(seed)
-    d2_all = ((x[:, None] - x[None]) ** 2).sum(-1)
+    d2_all = _sq_dists(x, x)
     best, best_labels = np.inf, None
     for _ in range(_RESTARTS):
         centres = [int(rng.integers(len(x)))]
@@ -71,7 +77,7 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
         c = x[centres]
         labels = np.zeros(len(x), dtype=int)
         for _ in range(_MAX_ROUNDS):
-            labels = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+            labels = _sq_dists(x, c).argmin(1)
             new = np.stack([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(len(c))])
             if np.allclose(new, c):
                 break
@@ -84,7 +90,7 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def _silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette (Euclidean distance); an image alone in its group scores 0."""
-    dist = np.sqrt(np.maximum(((x[:, None] - x[None]) ** 2).sum(-1), 0))
+    dist = np.sqrt(_sq_dists(x, x))
     ks = sorted(set(labels.tolist()))
     if len(ks) < 2:
         return 0.0
