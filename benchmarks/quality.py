@@ -229,6 +229,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+
+def _groups_arg(value: str):
+    """``--groups``: auto or a positive count (argparse then stops with a one-line usage error)."""
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a positive number of groups nor auto")
+
 def main(argv=None) -> int:
     from lway_rt.degae.degrade import EVAL_PRESETS
 
@@ -272,7 +281,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all", "image"],
                     help="one adapted model per (preset, seed) folder, per seed over all presets' crops, or per crop")
-    ap.add_argument("--groups", default=None,
+    ap.add_argument("--groups", default=None, type=_groups_arg,
                     help="group each folder's crops by stage 1's embedding and adapt one model per group, as adapt "
                          "--mode per-group --groups GROUPS (a count or auto) [off]")
     ap.add_argument("--adapt-seed-offset", type=int, default=0,
@@ -305,7 +314,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    groups = args.groups if args.groups in (None, "auto") else int(args.groups)
+    groups = args.groups
     if args.score_device != "cpu":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     from lway_rt.adapt.config import AdaptConfig

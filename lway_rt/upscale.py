@@ -7,6 +7,10 @@ Three layers, each usable alone:
 * :func:`upscale_files` — files and folders to an output folder, batch-safe: a bad image is
   recorded as a failure and the others are still processed; an input is never overwritten.
 
+A folder written by ``lwayrt adapt --mode per-group`` holds one model per group of inputs; given as the
+model, each image is sent to the group whose stage-1 embedding centre is nearest to its own
+(:class:`GroupRouter`), so new footage from one of the sources gets that source's model.
+
 Alpha is upscaled separately from the colour, by default with the SR model itself on the alpha
 replicated to three channels (sharp mask edges, as Real-ESRGAN does), or bicubic on request; a
 fully opaque alpha is just enlarged without running anything.
@@ -26,7 +30,8 @@ from lway_rt.errors import InputError, LwayError, OutputError
 from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image, to_numpy, to_tensor, write_image
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 
-__all__ = ["UpscaleConfig", "Failure", "UpscaleReport", "DetailCap", "prepare_model", "prepare_detail_cap", "upscale_rgb",
+__all__ = ["UpscaleConfig", "Failure", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
+           "prepare_detail_cap", "prepare_router", "upscale_rgb",
            "upscale_image",
            "collect_inputs", "plan_outputs", "upscale_files"]
 
@@ -48,6 +53,7 @@ class UpscaleConfig:
     scale: int | None = None  # if given, the model must have this scale
     detail_cap: str = "auto"  # "auto" (what adapted weights record), "off", or a number >= 1
     base_model: str | None = None  # the unadapted model the cap compares with [the weights' metadata]
+    stage1: str | None = None  # a per-group adaptation's stage-1 checkpoint [the one its groups.json records]
 
     def __post_init__(self):
         if self.detail_cap not in ("auto", "off"):
@@ -84,10 +90,22 @@ class Failure:
     message: str
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a per-group adaptation's router sent one image."""
+
+    path: Path
+    group: str
+    similarity: float  # cosine of the image's embedding to the group's centre
+    floor: float  # the lowest cosine of the group's own images to its centre
+    inside: bool  # at least as close as the group's farthest member (else: unlike every group's images)
+
+
 @dataclass
 class UpscaleReport:
     written: list[Path] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    routes: list[Route] = field(default_factory=list)  # per-group adaptations only
 
     @property
     def ok(self) -> bool:
@@ -161,6 +179,109 @@ def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCa
     if config.fp16:
         base.model.half()
     return DetailCap(cap, base)
+
+
+@dataclass
+class GroupRouter:
+    """The models of an ``lwayrt adapt --mode per-group`` folder and what sends an image to one of them.
+
+    Stage 1's E (the checkpoint the groups were made with, checked by its sha256) reads the image as the
+    grouping did (``embed.embedding_input``); the image goes to the group with the nearest centre
+    (``groups.nearest_group``). ``floors`` are each group's members' lowest cosine to its centre: an image
+    below it is unlike every image that group was adapted on, and the route says so.
+    """
+
+    folder: Path
+    names: list[str]
+    models: dict[str, ModelDescriptor]
+    caps: dict[str, DetailCap | None]
+    centres: np.ndarray
+    floors: np.ndarray
+    stage1: object
+    embedding_input: str  # "sr" (bicubic-upsampled LR) or "lr"
+    scale: int
+
+    def route(self, path: Path, rgb: np.ndarray) -> Route:
+        from lway_rt.adapt.embed import compute_embeddings, embedding_input
+        from lway_rt.adapt.groups import nearest_group
+
+        x = embedding_input(to_tensor(rgb), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
+        emb = compute_embeddings([x], self.stage1)
+        best, sim = nearest_group(emb, self.centres)
+        g, sim = int(best[0]), float(sim[0])
+        floor = float(self.floors[g])
+        return Route(path, self.names[g], sim, floor, sim >= floor - 1e-6)
+
+
+def _groups_record(spec: str) -> tuple[Path, dict] | None:
+    """``(folder, groups.json)`` when ``spec`` is a per-group adaptation folder, else None."""
+    import json
+
+    folder = Path(spec).expanduser()
+    path = folder / "groups.json"
+    if not (folder.is_dir() and path.is_file()):
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read ({exc}): pass one of the folder's models instead") from None
+    if not isinstance(record, dict) or "members" not in record:
+        raise InputError(f"{path} is not a groups file written by 'lwayrt adapt --mode per-group'")
+    return folder, record
+
+
+def _load_stage1_for(record: dict, folder: Path, config: UpscaleConfig):
+    """The stage-1 checkpoint the groups were made with: --stage1, else the one recorded, else the shipped one; its
+    sha256 must match the record's."""
+    from lway_rt.degae import default_checkpoint_path, load_stage1
+    from lway_rt.io.weights import state_dict_sha256
+
+    want = record["stage1_sha256"]
+    recorded = record.get("stage1")
+    specs = [config.stage1] if config.stage1 else \
+        [p for p in (None if recorded in (None, "shipped") else recorded, str(default_checkpoint_path())) if p]
+    for spec in specs:
+        if not Path(spec).is_file():
+            continue
+        s1 = load_stage1(spec, device=config.device)
+        if state_dict_sha256(s1.state_dict()) == want:
+            return s1
+        if config.stage1:
+            raise InputError(f"--stage1 {spec} is not the stage-1 checkpoint the groups in {folder} were made with "
+                             f"(sha256 {want[:12]}...): pass that one")
+    where = config.stage1 or (recorded if recorded not in (None, "shipped") else "the shipped checkpoint")
+    raise InputError(f"the groups in {folder} were made with a stage-1 checkpoint (sha256 {want[:12]}...) that is not "
+                     f"at {where}: pass it with --stage1 FILE, or pass one of the folder's models")
+
+
+def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
+    """The router of the per-group adaptation folder ``config.model`` names (None: the model is not one)."""
+    import dataclasses
+
+    from lway_rt.adapt.loop import WEIGHTS
+
+    found = _groups_record(config.model)
+    if found is None:
+        return None
+    folder, record = found
+    names = list(record["members"])
+    routing = record.get("routing")
+    if not routing:
+        raise InputError(f"{folder} was adapted before per-group adaptations recorded their groups' centres: pass one "
+                         f"of its models ({', '.join(f'{n}/{WEIGHTS}' for n in names[:3])})")
+    missing = [n for n in names if not (folder / n / WEIGHTS).is_file()]
+    if missing:
+        raise InputError(f"{folder}: {', '.join(missing)} not adapted yet (no {WEIGHTS}): finish the run with "
+                         "'lwayrt adapt ... --resume', or pass one of the finished models")
+    models, caps = {}, {}
+    for n in names:
+        cfg = dataclasses.replace(config, model=str(folder / n / WEIGHTS))
+        models[n] = prepare_model(cfg)
+        caps[n] = prepare_detail_cap(cfg, models[n])
+    stage1 = _load_stage1_for(routing, folder, config)
+    return GroupRouter(folder, names, models, caps, np.array([routing["centres"][n] for n in names]),
+                       np.array([routing["floors"][n] for n in names]), stage1, routing["embedding_input"],
+                       int(routing["scale"]))
 
 
 def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -306,8 +427,11 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     out_dir = Path(out_dir).expanduser()
     items, problems = collect_inputs(inputs, config.recursive)
     _check_out_dir(out_dir)
+    router = None if desc is not None else prepare_router(config)
+    if router is not None:
+        desc = router.models[router.names[0]]  # every group's model has the base model's scale
     desc = desc or prepare_model(config)
-    cap = prepare_detail_cap(config, desc)
+    cap = None if router is not None else prepare_detail_cap(config, desc)
     suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
     plan = plan_outputs(items, out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
@@ -318,7 +442,12 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
             if dest is None:
                 raise InputError(reason)
             img = read_image(src)
-            up = upscale_image(desc, img, config, cap)
+            model, model_cap = desc, cap
+            if router is not None:
+                route = router.route(src, img.rgb)
+                report.routes.append(route)
+                model, model_cap = router.models[route.group], router.caps[route.group]
+            up = upscale_image(model, img, config, model_cap)
             write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile)
             report.written.append(dest)
         except LwayError as exc:

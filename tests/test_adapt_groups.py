@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.groups import AUTO_MIN_SILHOUETTE, _silhouette, group_embeddings
+from lway_rt.adapt.groups import AUTO_MIN_SILHOUETTE, _silhouette, group_centres, group_embeddings, nearest_group
 from lway_rt.cli import main
 from lway_rt.errors import InputError
 
@@ -94,6 +94,86 @@ def test_shipped_stage1_groups_real_photos_by_their_degradation():
     assert sorted(sorted({kinds[i] for i in m}) for m in g.members()) == [["box-downscale"], ["sharpen-jpeg420"]]
 
 
+def test_centres_and_nearest_group():
+    x = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 2.0], [0.0, 3.0]])
+    centres, floors = group_centres(x, [0, 0, 1, 1])
+    c0 = np.array([1.8, 0.6]) / np.hypot(1.8, 0.6)  # the mean of the unit-length members, made unit-length
+    assert np.allclose(centres, [c0, [0.0, 1.0]]) and np.allclose(floors, [min(c0 @ [1, 0], c0 @ [0.8, 0.6]), 1.0])
+    best, sim = nearest_group(np.array([[5.0, 0.1], [0.1, -0.2], [-1.0, 4.0]]), centres)
+    assert best.tolist() == [0, 0, 1] and sim[2] == pytest.approx(4 / np.hypot(1, 4))
+    g = group_embeddings(_clusters([5, 6]), "auto")  # a grouping carries its centres and floors
+    assert len(g.centres) == 2 and all(0.9 < f <= 1 for f in g.floors)
+
+
+@pytest.mark.parametrize("h,w,scale,tol", [(300, 200, 4, 0.0), (40, 50, 4, 0.0), (600, 90, 4, 0.0), (257, 300, 3, 1e-4)])
+def test_embedding_input_is_the_centre_of_the_whole_upsampled_image(h, w, scale, tol):
+    """upscale embeds a new image from its LR window only; E must read what grouping read from the whole image."""
+    from lway_rt.adapt.embed import EMBED_MAX_SIDE, _centre_crop, embedding_input
+    from lway_rt.adapt.patches import bicubic_up
+
+    lr = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+    whole = _centre_crop(bicubic_up(lr, scale), EMBED_MAX_SIDE)
+    part = embedding_input(lr, scale)
+    assert part.shape == whole.shape and (part - whole).abs().max().item() <= tol
+    assert torch.equal(embedding_input(lr, scale, "lr-recon"), _centre_crop(lr, EMBED_MAX_SIDE))
+
+
+def _preset_crops(folder, presets, photos, offset, seed):
+    from lway_rt.degae.degrade import apply_degradation, eval_preset
+    from lway_rt.io.images import bundled_photo, resize_bicubic
+
+    folder.mkdir()
+    for k, name in enumerate(photos):
+        hr = np.ascontiguousarray(bundled_photo(name)[offset + 10 * k:offset + 10 * k + 192, offset:offset + 192])
+        x = torch.from_numpy(np.array(resize_bicubic(hr, (48, 48)))).permute(2, 0, 1).float() / 255.0
+        for preset in presets:
+            y = apply_degradation(x, eval_preset(preset, seed=seed + k)).clamp(0, 1)
+            Image.fromarray((y.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(folder / f"{name}-{preset}.png")
+
+
+def test_upscale_sends_new_images_to_their_sources_model(files, tmp_path):
+    """Real photos, the shipped stage 1: new sharpened JPEGs go to the sharpened JPEGs' model, new box-downscaled
+    crops to theirs; an old adaptation without centres, a wrong --stage1 and an unfinished group are refused."""
+    presets = ("sharpen-jpeg420", "box-downscale")
+    _preset_crops(tmp_path / "lr", presets, ["astronaut", "chelsea", "coffee", "rocket", "motorcycle"], 60, 0)
+    _preset_crops(tmp_path / "new", presets, ["astronaut", "coffee"], 150, 20)  # other crops, other draws
+    out = tmp_path / "grouped"
+    res = CliRunner().invoke(main, ["adapt", str(tmp_path / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+                                    "--mode", "per-group", "--iterations", "1", "--patch-size", "16", "--batch-size", "2"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "groups.json").read_text())
+    source = {g: {n.split("-", 1)[1] for n in names} for g, names in record["members"].items()}
+    assert sorted(map(sorted, source.values())) == [["box-downscale"], ["sharpen-jpeg420"]]
+    assert record["routing"]["stage1"] == "shipped" and len(record["routing"]["centres"]["group-1"]) > 100
+
+    from lway_rt.upscale import UpscaleConfig, upscale_files
+
+    report = upscale_files([tmp_path / "new"], tmp_path / "up", UpscaleConfig(model=str(out)))
+    assert report.ok and len(report.written) == 4
+    for route in report.routes:
+        assert source[route.group] == {route.path.stem.split("-", 1)[1]}, route
+        assert -1 <= route.similarity <= 1
+    report = upscale_files([tmp_path / "lr"], tmp_path / "own", UpscaleConfig(model=str(out)))  # the inputs themselves
+    assert {r.path.stem: r.group for r in report.routes} == {n: g for g, names in record["members"].items() for n in names}
+    assert all(r.inside for r in report.routes)
+    noise = tmp_path / "noise.png"  # like no group's images: still upscaled, with a warning
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(noise)
+    res = CliRunner().invoke(main, ["upscale", str(noise), "-m", str(out), "-o", str(tmp_path / "up1")])
+    assert res.exit_code == 0 and "noise.png: unlike the images every group was adapted on" in res.output
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up2"),
+                                    "--stage1", str(files / "stage1.safetensors")])
+    assert res.exit_code != 0 and "is not the stage-1 checkpoint the groups" in res.output
+    old = {k: v for k, v in record.items() if k != "routing"}
+    (out / "groups.json").write_text(json.dumps(old))
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up3")])
+    assert res.exit_code != 0 and "recorded their groups' centres: pass one of its models (group-1/" in res.output
+    (out / "groups.json").write_text(json.dumps(record))
+    (out / "group-2" / "adapted.safetensors").rename(out / "group-2" / "held.safetensors")
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up4")])
+    assert res.exit_code != 0 and "group-2 not adapted yet" in res.output and "--resume" in res.output
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, hr_crop):
     from lway_rt.archs.srvgg import SRVGGNetCompact
@@ -137,8 +217,17 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
         assert json.loads((out / run["name"] / "config.json").read_text())["groups"] == 2
         for name in members[run["name"]]:
             assert (out / run["name"] / "sr" / f"{name}.png").is_file()
-    # the folder names its models when given whole to upscale
-    res = CliRunner().invoke(main, ["upscale", str(files / "lr" / "im0.png"), "-m", str(out), "-o", str(tmp_path / "up")])
+    # given whole to upscale, the folder sends each image to its group's model: the adapted images come back
+    res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up")])
+    assert res.exit_code == 0, res.output
+    counts = ", ".join(f"{g} {len(m)} image(s)" for g, m in sorted(members.items()))
+    assert f"sent by stage 1's embedding to: {counts}" in res.output and "unlike" not in res.output
+    for group, names in members.items():
+        for name in names:
+            written = np.asarray(Image.open(out / group / "sr" / f"{name}.png")).astype(int)
+            assert np.abs(np.asarray(Image.open(tmp_path / "up" / f"{name}_x4.png")).astype(int) - written).max() <= 1
+    # export and other commands that take one model still say which models the folder holds
+    res = CliRunner().invoke(main, ["export", "--model", str(out), "--out", str(tmp_path / "exp")])
     assert res.exit_code != 0 and "holds 2 adapted models (group-1/adapted.safetensors, group-2/" in res.output
     # a finished grouping resumes as skipped; other inputs than the interrupted run's are refused
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")

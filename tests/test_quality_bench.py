@@ -502,3 +502,11 @@ def test_signal_scripts_record_their_look_with_one_writer(tmp_path):
     for res, script in ((g, "group_signal.py"), (t, "trust_signal.py")):
         assert res["command"].startswith(f"python benchmarks/{script}") and res["benchmark"].endswith(f"(benchmarks/{script})")
         assert len(res["stage1_sha256"]) == 64 and res["total_seconds"] > 0
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_quality_groups_option_refuses_bad_values_with_a_usage_line(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _load("quality").main(["--groups", value])
+    assert exc.value.code == 2
+    assert f"argument --groups: '{value}' is neither a positive number of groups nor auto" in capsys.readouterr().err

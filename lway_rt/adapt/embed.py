@@ -13,7 +13,7 @@ import torch
 from lway_rt.errors import InputError
 from lway_rt.export.encoder_backend import BACKENDS, make_encoder_fn
 
-__all__ = ["compute_embeddings", "prepare_stage1", "PreparedReconstructor", "select_prepared", "EMBED_MAX_SIDE", "BACKENDS"]
+__all__ = ["compute_embeddings", "embedding_input", "prepare_stage1", "PreparedReconstructor", "select_prepared", "EMBED_MAX_SIDE", "BACKENDS"]
 
 # E pools globally, so the degradation of a large image is read from a centred crop of this many
 # SR-size pixels a side; it bounds the cost of one encoder pass on big photos.
@@ -24,6 +24,27 @@ def _centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = max(0, (h - side) // 2), max(0, (w - side) // 2)
     return x[..., top:top + min(h, side), left:left + min(w, side)]
+
+
+def embedding_input(lr: torch.Tensor, scale: int, target: str = "sr", max_side: int = EMBED_MAX_SIDE) -> torch.Tensor:
+    """What E reads of one LR image ``(1, 3, h, w)`` (or ``(3, h, w)``), as ``compute_embeddings`` would crop it from
+    the whole bicubic-upsampled image (the LR itself for the ``lr-recon`` target), without upsampling the whole image:
+    only the LR window under the centred crop, plus a margin wider than the bicubic kernel, is upsampled (so a
+    large photo costs one 512-px crop, and the crop's values are those of the whole image's upsampling)."""
+    from lway_rt.adapt.patches import bicubic_up
+
+    lr = lr.unsqueeze(0) if lr.dim() == 3 else lr
+    if target == "lr-recon":
+        return _centre_crop(lr, max_side)
+    h, w = lr.shape[-2:]
+    box = []
+    for n in (h, w):  # per axis: the crop in SR pixels, and the LR window (with a 3-px margin) that covers it
+        top, size = max(0, (n * scale - max_side) // 2), min(n * scale, max_side)
+        lo, hi = max(0, top // scale - 3), min(n, -(-(top + size) // scale) + 3)
+        box.append((lo, hi, top - lo * scale, size))
+    (y0, y1, dy, sh), (x0, x1, dx, sw) = box
+    up = bicubic_up(lr[..., y0:y1, x0:x1], scale)
+    return up[..., dy:dy + sh, dx:dx + sw]
 
 
 def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "torch",

@@ -6,6 +6,8 @@ Stage 1's encoder E reads each input's degradation into one embedding (``embed.c
 ``group_embeddings`` clusters those embeddings with k-means (k-means++ seeding, several restarts,
 a fixed random seed, so the same inputs always give the same groups) on the unit sphere (each
 embedding divided by its length). ``adapt --mode per-group`` then runs one folder adaptation per group.
+Each group's centre (the unit-length mean of its members) is kept with the adaptation, so ``lwayrt upscale``
+can send a new image to the group whose centre its embedding is nearest (``nearest_group``).
 
 The number of groups is the user's, or ``auto``: every k from 2 to ``MAX_AUTO_GROUPS`` whose groups
 all hold at least ``min_size`` images is scored by its mean silhouette (Rousseeuw 1987), and the best
@@ -24,7 +26,8 @@ import torch
 
 from lway_rt.errors import InputError
 
-__all__ = ["Grouping", "group_embeddings", "MAX_AUTO_GROUPS", "AUTO_MIN_SILHOUETTE", "MIN_GROUP_SIZE"]
+__all__ = ["Grouping", "group_embeddings", "group_centres", "nearest_group", "MAX_AUTO_GROUPS", "AUTO_MIN_SILHOUETTE",
+           "MIN_GROUP_SIZE"]
 
 MAX_AUTO_GROUPS = 6
 AUTO_MIN_SILHOUETTE = 0.25
@@ -39,6 +42,8 @@ class Grouping:
 
     labels: tuple[int, ...]
     silhouettes: dict[int, float] = field(default_factory=dict)  # auto: k -> mean silhouette of the k tried
+    centres: tuple[tuple[float, ...], ...] = field(default=(), compare=False)  # per group, unit length
+    floors: tuple[float, ...] = field(default=(), compare=False)  # per group: its members' lowest cosine to the centre
 
     @property
     def count(self) -> int:
@@ -113,6 +118,31 @@ def _renumber(labels: np.ndarray) -> tuple[int, ...]:
     return tuple(order[g] for g in labels.tolist())
 
 
+def group_centres(emb, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Each group's centre, the unit-length mean of its members' unit-length embeddings (G, D), and the lowest
+    cosine similarity of a member to its group's centre (G,): how far from the centre the group reaches."""
+    x, labels = _unit(emb), np.asarray(labels)
+    centres = np.stack([x[labels == g].mean(0) for g in range(int(labels.max()) + 1)])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    floors = np.array([float((x[labels == g] @ centres[g]).min()) for g in range(len(centres))])
+    return centres, floors
+
+
+def nearest_group(emb, centres) -> tuple[np.ndarray, np.ndarray]:
+    """For each of N embeddings (N, D): the group whose centre (G, D) is nearest on the unit sphere, and the cosine
+    similarity to that centre."""
+    sims = _unit(emb) @ _unit(centres).T
+    best = sims.argmax(1)
+    return best, sims[np.arange(len(best)), best]
+
+
+def _grouping(x: np.ndarray, labels, silhouettes=None) -> Grouping:
+    labels = tuple(labels)
+    centres, floors = group_centres(x, labels)
+    return Grouping(labels, silhouettes or {}, tuple(tuple(map(float, c)) for c in centres),
+                    tuple(float(f) for f in floors))
+
+
 def group_embeddings(emb, groups: int | str = "auto", *, min_size: int = MIN_GROUP_SIZE, seed: int = 0) -> Grouping:
     """Group N images by their stage-1 embeddings ``emb`` (N, D): ``groups`` = a count, or ``auto``."""
     x = _unit(emb)
@@ -126,10 +156,10 @@ def group_embeddings(emb, groups: int | str = "auto", *, min_size: int = MIN_GRO
         silhouettes = {k: round(s, 4) for k, (s, _) in tried.items()}
         best = max(tried, key=lambda k: tried[k][0], default=None)
         if best is None or tried[best][0] < AUTO_MIN_SILHOUETTE:
-            return Grouping((0,) * n, silhouettes)
-        return Grouping(_renumber(tried[best][1]), silhouettes)
+            return _grouping(x, (0,) * n, silhouettes)
+        return _grouping(x, _renumber(tried[best][1]), silhouettes)
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise InputError(f"groups must be a positive number of groups or auto, got {groups!r}")
     if groups > n:
         raise InputError(f"{groups} groups asked for {n} image(s): use at most {n} groups, or auto")
-    return Grouping((0,) * n if groups == 1 else _renumber(_kmeans(x, groups, seed)))
+    return _grouping(x, (0,) * n if groups == 1 else _renumber(_kmeans(x, groups, seed)))

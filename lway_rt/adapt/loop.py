@@ -764,11 +764,14 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     grouping in ``out_dir/groups.json``.
     """
     from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
 
     config = config or AdaptConfig()
     log = log or (lambda msg: None)
     images = list(inputs) if inputs and all(isinstance(i, InputImage) for i in inputs) else read_inputs(inputs)
     desc = load_model(model, device=config.device)
+    # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
+    stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None
     if (config.loss == "lway" or config.mode == "per-group") and (stage1 is None or isinstance(stage1, (str, Path))):
         from lway_rt.degae import load_stage1
 
@@ -785,7 +788,12 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         grouping = group_inputs(images, desc, config, stage1, log)
         runs = [(f"group-{k + 1}", [images[i] for i in members]) for k, members in enumerate(grouping.members())]
         record = {"format": "lway_rt.adapt-groups/1", "groups": config.groups, "silhouettes": grouping.silhouettes,
-                  "members": {name: [img.name for img in group] for name, group in runs}}
+                  "members": {name: [img.name for img in group] for name, group in runs},
+                  # what lwayrt upscale needs to send a new image to its group's model (lway_rt.upscale.GroupRouter)
+                  "routing": {"stage1_sha256": state_dict_sha256(stage1.state_dict()), "stage1": stage1_path,
+                              "embedding_input": "lr" if config.target == "lr-recon" else "sr", "scale": desc.scale,
+                              "centres": {name: list(c) for (name, _), c in zip(runs, grouping.centres)},
+                              "floors": {name: f for (name, _), f in zip(runs, grouping.floors)}}}
         groups_path = out_dir / "groups.json"
         if resume and groups_path.exists():
             old = json.loads(groups_path.read_text())

@@ -12,7 +12,8 @@ import click
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
 @click.option("-m", "--model", default="realesr-animevideov3", show_default=True,
-              help="Store name (see 'lwayrt models list') or path to a .pth/.safetensors file.")
+              help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, or the --out folder "
+                   "of 'lwayrt adapt --mode per-group' (each image goes to its group's model).")
 @click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
               help="Tile side in input pixels; 0 runs each image in one pass.")
 @click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
@@ -31,8 +32,11 @@ import click
                    "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
 @click.option("--base-model", default=None,
               help="The unadapted model --detail-cap compares with [the one the adapted weights name].")
+@click.option("--stage1", type=click.Path(dir_okay=False), default=None,
+              help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "
+                   "[the one its groups.json records].")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale, detail_cap,
-            base_model):
+            base_model, stage1):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
     Folders contribute their PNG/JPEG/WebP/TIFF/BMP files (sub-folders with --recursive).
@@ -47,7 +51,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     config = UpscaleConfig(model=model, tile=tile, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
                            format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
-                           base_model=base_model)
+                           base_model=base_model, stage1=stage1)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
@@ -58,6 +62,16 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             progress=lambda p: bar.update(task, advance=1, description=p.name),
         )
     click.echo(f"{len(report.written)} image(s) written to {out_dir}")
+    if report.routes:
+        counts: dict[str, int] = {}
+        for r in report.routes:
+            counts[r.group] = counts.get(r.group, 0) + 1
+        click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
+        for r in report.routes:
+            if not r.inside:
+                click.secho(f"  {r.path}: unlike the images every group was adapted on (nearest {r.group}: cosine "
+                            f"{r.similarity:.4f}, its own images {r.floor:.4f} or more); its model may not suit it",
+                            fg="yellow", err=True)
     if report.failures:
         click.secho(f"{len(report.failures)} image(s) failed:", fg="red", err=True)
         for f in report.failures:
