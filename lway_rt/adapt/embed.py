@@ -13,7 +13,7 @@ import torch
 from lway_rt.errors import InputError
 from lway_rt.export.encoder_backend import BACKENDS, make_encoder_fn
 
-__all__ = ["compute_embeddings", "embedding_input", "prepare_stage1", "PreparedReconstructor", "select_prepared", "EMBED_MAX_SIDE", "BACKENDS"]
+__all__ = ["compute_embeddings", "embedding_input", "freeze_stage1", "prepare_stage1", "PreparedReconstructor", "select_prepared", "EMBED_MAX_SIDE", "BACKENDS"]
 
 # E pools globally, so the degradation of a large image is read from a centred crop of this many
 # SR-size pixels a side; it bounds the cost of one encoder pass on big photos.
@@ -104,11 +104,16 @@ class PreparedReconstructor:
         return self.reconstructor.apply(clean, select_prepared(self.prepared, index))
 
 
-def prepare_stage1(stage1, up_images: Sequence[torch.Tensor], backend: str = "torch") -> tuple[PreparedReconstructor, torch.Tensor]:
-    """Freeze stage 1, embed every image once and prepare R's constants: (callable R, embeddings)."""
+def freeze_stage1(stage1) -> None:
+    """E and R in eval mode with no gradients: stage 2 never trains them."""
     for m in (stage1.encoder, stage1.reconstructor):
         m.eval()
         for p in m.parameters():
             p.requires_grad_(False)
+
+
+def prepare_stage1(stage1, up_images: Sequence[torch.Tensor], backend: str = "torch") -> tuple[PreparedReconstructor, torch.Tensor]:
+    """Freeze stage 1, embed every image once and prepare R's constants: (callable R, embeddings)."""
+    freeze_stage1(stage1)
     emb = compute_embeddings(up_images, stage1, backend=backend)
     return PreparedReconstructor(stage1.reconstructor, emb), emb

@@ -2,7 +2,7 @@
 
 Order of work for one run (one model for a folder, or one per image):
 1. read the inputs, upsample each LR bicubically once, embed each with E once and prepare R's
-   per-image constants once (``embed.prepare_stage1``);
+   per-image constants once (``fast.FastReconstructor``);
 2. loop the step (``fast.fast_adapt_step``: ``step.adapt_step``'s arithmetic, arranged for speed) over
    random patch batches; every ``guard_every`` steps measure the loss on a
    fixed patch set (wavelet weight of the target: a fixed yardstick) and roll back to the last good
@@ -38,7 +38,7 @@ from torch import nn
 
 from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.embed import prepare_stage1
+from lway_rt.adapt.embed import compute_embeddings, freeze_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust, guard_gates, trust_losses
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
@@ -302,7 +302,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         stage1.reconstructor.to(device)
         # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
         embed_in = [d.lr if config.target == "lr-recon" else d.up for d in data]
-        _, emb = prepare_stage1(stage1, embed_in, backend=config.encoder_backend)
+        freeze_stage1(stage1)
+        emb = compute_embeddings(embed_in, stage1, backend=config.encoder_backend)
         recon = FastReconstructor(stage1.reconstructor, emb, speed)
         embed_s = time.perf_counter() - t0
         stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
@@ -737,7 +738,6 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
     E reads each image as the lway loss would (the bicubic-upsampled LR, or the LR itself for the
     ``lr-recon`` target), once; ``config.groups`` is a count or ``auto``.
     """
-    from lway_rt.adapt.embed import compute_embeddings
     from lway_rt.adapt.groups import group_embeddings
 
     data = [AdaptImage.from_lr(img.name, _tensor(img, config.device), desc.scale) for img in images]
