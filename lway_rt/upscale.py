@@ -200,12 +200,13 @@ class GroupRouter:
     stage1: object
     embedding_input: str  # "sr" (bicubic-upsampled LR) or "lr"
     scale: int
+    device: str = "cpu"
 
     def route(self, path: Path, rgb: np.ndarray) -> Route:
         from lway_rt.adapt.embed import compute_embeddings, embedding_input
         from lway_rt.adapt.groups import nearest_group
 
-        x = embedding_input(to_tensor(rgb), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
+        x = embedding_input(to_tensor(rgb, device=self.device), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
         emb = compute_embeddings([x], self.stage1)
         best, sim = nearest_group(emb, self.centres)
         g, sim = int(best[0]), float(sim[0])
@@ -281,7 +282,7 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     stage1 = _load_stage1_for(routing, folder, config)
     return GroupRouter(folder, names, models, caps, np.array([routing["centres"][n] for n in names]),
                        np.array([routing["floors"][n] for n in names]), stage1, routing["embedding_input"],
-                       int(routing["scale"]))
+                       int(routing["scale"]), config.device)
 
 
 def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -428,6 +429,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     items, problems = collect_inputs(inputs, config.recursive)
     _check_out_dir(out_dir)
     router = None if desc is not None else prepare_router(config)
+    if config.stage1 and router is None:
+        raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
+                         "given as the model: drop it")
     if router is not None:
         desc = router.models[router.names[0]]  # every group's model has the base model's scale
     desc = desc or prepare_model(config)

@@ -164,6 +164,9 @@ def test_upscale_sends_new_images_to_their_sources_model(files, tmp_path):
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up2"),
                                     "--stage1", str(files / "stage1.safetensors")])
     assert res.exit_code != 0 and "is not the stage-1 checkpoint the groups" in res.output
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "up2"), "--stage1", str(files / "stage1.safetensors")])
+    assert res.exit_code != 0 and "--stage1 is for a per-group adaptation folder" in res.output
     old = {k: v for k, v in record.items() if k != "routing"}
     (out / "groups.json").write_text(json.dumps(old))
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up3")])
