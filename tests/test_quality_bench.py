@@ -510,3 +510,21 @@ def test_quality_groups_option_refuses_bad_values_with_a_usage_line(value, capsy
         _load("quality").main(["--groups", value])
     assert exc.value.code == 2
     assert f"argument --groups: '{value}' is neither a positive number of groups nor auto" in capsys.readouterr().err
+
+
+def test_group_routing_sends_new_crops_to_their_sources_group(tmp_path):
+    """benchmarks/group_routing.py at tiny size: two adaptations through adapt(), the router of lwayrt upscale."""
+    out = tmp_path / "routing.json"
+    _load("group_routing").main(["--photos", "3", "--crop", "96", "--iterations", "1", "--patch-size", "16", "--presets",
+                                 "sharpen-jpeg420", "box-downscale", "--groups", "2", "--new-seeds", "4", "--out", str(out)])
+    r = json.loads(out.read_text())
+    members = r["runs"]["per-group"]["members"]
+    holds = {g: {n.split("_", 1)[0] for n in names} for g, names in members.items()}
+    assert sorted(map(sorted, holds.values())) == [["box-downscale"], ["sharpen-jpeg420"]]
+    assert r["adapted_crops_routed_to_own_group"] == 6
+    for row in r["rows"]:  # every crop, adapted or new, goes to the group of its preset
+        assert holds[row["group"]] == {row["preset"]}
+        assert row["folder"]["psnr"] != row["unadapted"]["psnr"]
+    s = r["summary"]
+    assert s["new"]["all"]["crops"] == 6 and s["new_routes"]["box-downscale"][next(
+        g for g, p in holds.items() if p == {"box-downscale"})] == 3
