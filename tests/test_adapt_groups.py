@@ -207,6 +207,7 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2")
     assert code == 0, text
     assert "grouped 3 image(s) into 2 by stage 1's embedding" in text
+    assert f"'lwayrt upscale NEW... -m {out} -o OUT' sends each to its group's model" in text
     members = json.loads((out / "groups.json").read_text())["members"]
     assert sorted(members) == ["group-1", "group-2"]
     assert sorted(n for names in members.values() for n in names) == ["im0", "im1", "im2"]  # each image once

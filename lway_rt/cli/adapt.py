@@ -143,3 +143,5 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
             m = rep["mean"]
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
         click.echo(line)
+    if config.mode == "per-group" and len(results) > 1:
+        click.echo(f"new images: 'lwayrt upscale NEW... -m {out_dir} -o OUT' sends each to its group's model")
