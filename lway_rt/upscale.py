@@ -30,7 +30,7 @@ from lway_rt.errors import InputError, LwayError, OutputError
 from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image, to_numpy, to_tensor, write_image
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 
-__all__ = ["UpscaleConfig", "Failure", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
+__all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
            "upscale_image",
            "collect_inputs", "plan_outputs", "upscale_files"]
@@ -90,6 +90,14 @@ class Failure:
     message: str
 
 
+# An image whose distance (1 - cosine) to its nearest group centre is more than this many times that group's farthest
+# own image's is reported as unlike every group. benchmarks/group_signal.py (reach, seeds 1-8 of the quality protocol):
+# new crops from the groups' own sources exceed 1x in 7.4 % of cases, 2x in 1.6 % (at most 6.6 % for one seed's
+# groups); crops from sources no group was adapted on (groups of sharpen + JPEG and box crops) exceed 2x in 99.7 %
+# (sensor noise) and 38 % (mild motion blur, near box downscaling) of cases.
+ROUTE_REACH = 2.0
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a per-group adaptation's router sent one image."""
@@ -98,7 +106,7 @@ class Route:
     group: str
     similarity: float  # cosine of the image's embedding to the group's centre
     floor: float  # the lowest cosine of the group's own images to its centre
-    inside: bool  # at least as close as the group's farthest member (else: unlike every group's images)
+    inside: bool  # within ROUTE_REACH x the distance of the group's farthest own image (else: unlike every group's)
 
 
 @dataclass
@@ -187,8 +195,9 @@ class GroupRouter:
 
     Stage 1's E (the checkpoint the groups were made with, checked by its sha256) reads the image as the
     grouping did (``embed.embedding_input``); the image goes to the group with the nearest centre
-    (``groups.nearest_group``). ``floors`` are each group's members' lowest cosine to its centre: an image
-    below it is unlike every image that group was adapted on, and the route says so.
+    (``groups.nearest_group``). ``floors`` are each group's members' lowest cosine to its centre: an image more
+    than ``ROUTE_REACH`` times as far from the centre as that is unlike every image the group was adapted on,
+    and the route says so.
     """
 
     folder: Path
@@ -211,7 +220,7 @@ class GroupRouter:
         best, sim = nearest_group(emb, self.centres)
         g, sim = int(best[0]), float(sim[0])
         floor = float(self.floors[g])
-        return Route(path, self.names[g], sim, floor, sim >= floor - 1e-6)
+        return Route(path, self.names[g], sim, floor, 1 - sim <= ROUTE_REACH * (1 - floor) + 1e-9)
 
 
 def _groups_record(spec: str) -> tuple[Path, dict] | None:

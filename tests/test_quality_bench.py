@@ -504,6 +504,21 @@ def test_signal_scripts_record_their_look_with_one_writer(tmp_path):
         assert len(res["stage1_sha256"]) == 64 and res["total_seconds"] > 0
 
 
+def test_group_signal_reach_separates_new_footage_from_unseen_sources(tmp_path):
+    """The measurement behind upscale's warning (ROUTE_REACH): crops of another seed from the groups' own sources
+    rarely lie beyond 2x a group's reach; sensor-noise crops, a source the sharpen + JPEG / box groups never saw, do."""
+    from lway_rt.upscale import ROUTE_REACH
+
+    out = tmp_path / "g.json"
+    _load("group_signal").main(["--seeds", "3", "4", "--out", str(out)])
+    reach = json.loads(out.read_text())["reach"]
+    assert ROUTE_REACH in reach["factors"]
+    for seed in ("3", "4"):
+        same, unseen = reach["same_sources"][seed], reach["unseen_sources"][seed]
+        assert same["crops"] == 24 and same["above_1"] >= same["above_2"] >= same["above_4"]
+        assert same["above_2"] <= 0.1 and unseen["resize-sensor-noise"]["above_2"] >= 0.9
+
+
 @pytest.mark.parametrize("value", ["two", "0", "-1"])
 def test_quality_groups_option_refuses_bad_values_with_a_usage_line(value, capsys):
     with pytest.raises(SystemExit) as exc:

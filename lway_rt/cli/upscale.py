@@ -69,9 +69,9 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
         for r in report.routes:
             if not r.inside:
-                click.secho(f"  {r.path}: unlike the images every group was adapted on (nearest {r.group}: cosine "
-                            f"{r.similarity:.4f}, its own images {r.floor:.4f} or more); its model may not suit it",
-                            fg="yellow", err=True)
+                click.secho(f"  {r.path}: unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
+                            f"the nearest centre, {r.group}'s, whose own images lie within {1 - r.floor:.2g}); its "
+                            "model may not suit it", fg="yellow", err=True)
     if report.failures:
         click.secho(f"{len(report.failures)} image(s) failed:", fg="red", err=True)
         for f in report.failures:
