@@ -288,10 +288,17 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
         cfg = dataclasses.replace(config, model=str(folder / n / WEIGHTS))
         models[n] = prepare_model(cfg)
         caps[n] = prepare_detail_cap(cfg, models[n])
+    try:
+        centres = np.array([routing["centres"][n] for n in names], dtype=np.float64)
+        floors = np.array([routing["floors"][n] for n in names], dtype=np.float64)
+        embed_from, scale = str(routing["embedding_input"]), int(routing["scale"])
+        if "stage1_sha256" not in routing or centres.ndim != 2:
+            raise ValueError("no stage-1 hash or centres")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{folder / 'groups.json'} is incomplete ({type(exc).__name__}: {exc}): adapt again, or pass "
+                         "one of the folder's models") from None
     stage1 = _load_stage1_for(routing, folder, config)
-    return GroupRouter(folder, names, models, caps, np.array([routing["centres"][n] for n in names]),
-                       np.array([routing["floors"][n] for n in names]), stage1, routing["embedding_input"],
-                       int(routing["scale"]), config.device)
+    return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device)
 
 
 def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -171,6 +171,10 @@ def test_upscale_sends_new_images_to_their_sources_model(files, tmp_path):
     (out / "groups.json").write_text(json.dumps(old))
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up3")])
     assert res.exit_code != 0 and "recorded their groups' centres: pass one of its models (group-1/" in res.output
+    broken = {**record, "routing": {k: v for k, v in record["routing"].items() if k != "centres"}}
+    (out / "groups.json").write_text(json.dumps(broken))
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up3")])
+    assert res.exit_code != 0 and "groups.json is incomplete (KeyError" in res.output
     (out / "groups.json").write_text(json.dumps(record))
     (out / "group-2" / "adapted.safetensors").rename(out / "group-2" / "held.safetensors")
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up4")])
