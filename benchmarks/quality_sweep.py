@@ -386,7 +386,8 @@ ROUND18_VARIANTS = {"patch48": ROUND16_VARIANTS["patch48"],
 # mixed offset 0 +0.483 / -0.136 (fails; patch48 +0.570 / -0.009): astronaut@233,302 of seed 4 under box downscaling;
 # sharpen + JPEG +1.45 dB (+1.70), resize + noise +0.28 (+0.36). The default stays. After the stop, for the record
 # (runs_after_stop): mixed offsets 1 / 2 +0.484 / -0.142, +0.485 / -0.125 (patch48 +0.508 / -0.047, +0.430 / -0.083),
-# the same astronaut crop each time.
+# the same astronaut crop each time; per folder offset 2 +0.319 / -0.249 (patch48 +0.231 / -0.491, chelsea@19,61). Over
+# six: 2 of 6 pass (patch48 5), mean +0.414 (+0.408), worst -0.131 on average (-0.123), lowest -0.249 (-0.491).
 ROUND_REUSE_AS = {17: {"group-gate8": ("gate8", "preset", ["--groups", "auto"])}}  # variant: (earlier name, setting,
 # the flags it adds): runs of that earlier variant in that setting are this variant's (round 17: see above)
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
