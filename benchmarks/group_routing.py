@@ -63,6 +63,8 @@ def summarize(rows: list[dict], presets: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
+    from quality import groups_arg
+
     from lway_rt.degae.degrade import EVAL_PRESETS
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,12 +76,12 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=192)
     ap.add_argument("--iterations", type=int, default=None, help="[adapt's default]")
     ap.add_argument("--patch-size", type=int, default=None, help="[adapt's default]")
-    ap.add_argument("--groups", default="auto", help="adapt --groups: a count or auto [auto]")
+    ap.add_argument("--groups", default="auto", type=groups_arg, help="adapt --groups: a count or auto [auto]")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "group_routing.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    groups = args.groups if args.groups == "auto" else int(args.groups)
+    groups = args.groups
 
     from quality import PHOTOS, SUP_PHOTOS, machine, make_pairs, score, write_sup_photos
 

@@ -40,7 +40,7 @@ def _reach(args, desc, stage1, groups) -> dict:
     from quality import PHOTOS, make_pairs
 
     from lway_rt.adapt.embed import compute_embeddings, embedding_input
-    from lway_rt.adapt.groups import group_embeddings, nearest_group
+    from lway_rt.adapt.groups import group_embeddings, nearest_group, reach_ratio
 
     crops, emb = {}, {}
     for seed in args.seeds:
@@ -58,7 +58,7 @@ def _reach(args, desc, stage1, groups) -> dict:
         for other in args.seeds:
             if other != seed:
                 best, sim = nearest_group(emb[other], centres)
-                for p, r in zip(crops[other], (1 - sim) / np.maximum(1 - floors[best], 1e-12)):
+                for p, r in zip(crops[other], reach_ratio(sim, floors[best])):
                     out.setdefault(p, []).append(float(r))
         return out
 
@@ -80,12 +80,13 @@ def _reach(args, desc, stage1, groups) -> dict:
 
 
 def main(argv=None) -> int:
+    from quality import groups_arg
     from trust_signal import protocol_parser, write_signal
 
     ap = protocol_parser(__doc__, "group_signal.json")
-    ap.add_argument("--groups", default="auto", help="a count, or auto [auto]")
+    ap.add_argument("--groups", default="auto", type=groups_arg, help="a count, or auto [auto]")
     args = ap.parse_args(argv)
-    groups = args.groups if args.groups == "auto" else int(args.groups)
+    groups = args.groups
 
     from quality import PHOTOS, make_pairs
 

@@ -230,7 +230,7 @@ def markdown(result: dict) -> str:
 
 
 
-def _groups_arg(value: str):
+def groups_arg(value: str):
     """``--groups``: auto or a positive count (argparse then stops with a one-line usage error)."""
     if value == "auto":
         return value
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["naive", "identity", "supervised", "lway"], choices=["naive", "identity", "supervised", "lway"])
     ap.add_argument("--folder", default="preset", choices=["preset", "all", "image"],
                     help="one adapted model per (preset, seed) folder, per seed over all presets' crops, or per crop")
-    ap.add_argument("--groups", default=None, type=_groups_arg,
+    ap.add_argument("--groups", default=None, type=groups_arg,
                     help="group each folder's crops by stage 1's embedding and adapt one model per group, as adapt "
                          "--mode per-group --groups GROUPS (a count or auto) [off]")
     ap.add_argument("--adapt-seed-offset", type=int, default=0,

@@ -106,7 +106,13 @@ class Route:
     group: str
     similarity: float  # cosine of the image's embedding to the group's centre
     floor: float  # the lowest cosine of the group's own images to its centre
-    inside: bool  # within ROUTE_REACH x the distance of the group's farthest own image (else: unlike every group's)
+
+    @property
+    def inside(self) -> bool:
+        """Within ``ROUTE_REACH`` x the distance of the group's farthest own image (else: unlike every group's)."""
+        from lway_rt.adapt.groups import reach_ratio
+
+        return float(reach_ratio(self.similarity, self.floor)) <= ROUTE_REACH + 1e-6
 
 
 @dataclass
@@ -218,9 +224,8 @@ class GroupRouter:
         x = embedding_input(to_tensor(rgb, device=self.device), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
         emb = compute_embeddings([x], self.stage1)
         best, sim = nearest_group(emb, self.centres)
-        g, sim = int(best[0]), float(sim[0])
-        floor = float(self.floors[g])
-        return Route(path, self.names[g], sim, floor, 1 - sim <= ROUTE_REACH * (1 - floor) + 1e-9)
+        g = int(best[0])
+        return Route(path, self.names[g], float(sim[0]), float(self.floors[g]))
 
 
 def _groups_record(spec: str) -> tuple[Path, dict] | None:
@@ -240,14 +245,14 @@ def _groups_record(spec: str) -> tuple[Path, dict] | None:
     return folder, record
 
 
-def _load_stage1_for(record: dict, folder: Path, config: UpscaleConfig):
-    """The stage-1 checkpoint the groups were made with: --stage1, else the one recorded, else the shipped one; its
-    sha256 must match the record's."""
+def _load_stage1_for(routing: dict, folder: Path, config: UpscaleConfig):
+    """The stage-1 checkpoint the groups were made with: --stage1, else the one groups.json's ``routing`` record
+    names, else the shipped one; its sha256 must match the record's."""
     from lway_rt.degae import default_checkpoint_path, load_stage1
     from lway_rt.io.weights import state_dict_sha256
 
-    want = record["stage1_sha256"]
-    recorded = record.get("stage1")
+    want = routing["stage1_sha256"]
+    recorded = routing.get("stage1")
     specs = [config.stage1] if config.stage1 else \
         [p for p in (None if recorded in (None, "shipped") else recorded, str(default_checkpoint_path())) if p]
     for spec in specs:
@@ -283,11 +288,6 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     if missing:
         raise InputError(f"{folder}: {', '.join(missing)} not adapted yet (no {WEIGHTS}): finish the run with "
                          "'lwayrt adapt ... --resume', or pass one of the finished models")
-    models, caps = {}, {}
-    for n in names:
-        cfg = dataclasses.replace(config, model=str(folder / n / WEIGHTS))
-        models[n] = prepare_model(cfg)
-        caps[n] = prepare_detail_cap(cfg, models[n])
     try:
         centres = np.array([routing["centres"][n] for n in names], dtype=np.float64)
         floors = np.array([routing["floors"][n] for n in names], dtype=np.float64)
@@ -297,6 +297,11 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{folder / 'groups.json'} is incomplete ({type(exc).__name__}: {exc}): adapt again, or pass "
                          "one of the folder's models") from None
+    models, caps = {}, {}
+    for n in names:
+        cfg = dataclasses.replace(config, model=str(folder / n / WEIGHTS))
+        models[n] = prepare_model(cfg)
+        caps[n] = prepare_detail_cap(cfg, models[n])
     stage1 = _load_stage1_for(routing, folder, config)
     return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device)
 

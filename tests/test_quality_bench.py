@@ -519,10 +519,11 @@ def test_group_signal_reach_separates_new_footage_from_unseen_sources(tmp_path):
         assert same["above_2"] <= 0.1 and unseen["resize-sensor-noise"]["above_2"] >= 0.9
 
 
+@pytest.mark.parametrize("script", ["quality", "group_signal", "group_routing"])
 @pytest.mark.parametrize("value", ["two", "0", "-1"])
-def test_quality_groups_option_refuses_bad_values_with_a_usage_line(value, capsys):
+def test_groups_option_refuses_bad_values_with_a_usage_line(script, value, capsys):
     with pytest.raises(SystemExit) as exc:
-        _load("quality").main(["--groups", value])
+        _load(script).main(["--groups", value])
     assert exc.value.code == 2
     assert f"argument --groups: '{value}' is neither a positive number of groups nor auto" in capsys.readouterr().err
 

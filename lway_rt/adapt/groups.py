@@ -26,7 +26,7 @@ import torch
 
 from lway_rt.errors import InputError
 
-__all__ = ["Grouping", "group_embeddings", "group_centres", "nearest_group", "MAX_AUTO_GROUPS", "AUTO_MIN_SILHOUETTE",
+__all__ = ["Grouping", "group_embeddings", "group_centres", "nearest_group", "reach_ratio", "MAX_AUTO_GROUPS", "AUTO_MIN_SILHOUETTE",
            "MIN_GROUP_SIZE"]
 
 MAX_AUTO_GROUPS = 6
@@ -134,6 +134,12 @@ def nearest_group(emb, centres) -> tuple[np.ndarray, np.ndarray]:
     sims = _unit(emb) @ _unit(centres).T
     best = sims.argmax(1)
     return best, sims[np.arange(len(best)), best]
+
+
+def reach_ratio(similarity, floor):
+    """How far an embedding lies from a group's centre (1 - cosine ``similarity``) over how far the group's own
+    farthest member does (1 - ``floor``): above 1, farther than every image the group was made of."""
+    return (1 - np.asarray(similarity)) / np.maximum(1 - np.asarray(floor), 1e-12)
 
 
 def _grouping(x: np.ndarray, labels, silhouettes=None) -> Grouping:

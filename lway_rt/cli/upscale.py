@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -63,9 +64,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
         )
     click.echo(f"{len(report.written)} image(s) written to {out_dir}")
     if report.routes:
-        counts: dict[str, int] = {}
-        for r in report.routes:
-            counts[r.group] = counts.get(r.group, 0) + 1
+        counts = Counter(r.group for r in report.routes)
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
         for r in report.routes:
             if not r.inside:
