@@ -414,9 +414,12 @@ def main(argv=None) -> int:
                     cfg = cfg.replace(loss=method, seed=seed + 100 * args.adapt_seed_offset, sup_data=sup_data, **no_r)
                     t0 = time.perf_counter()
                     # --soup K (experiment): K adaptations of the same inputs, seeds + 0, 1000, ...; their mean weights
+                    # per group, the grouping's embeddings (E has read these crops already), as adapt does
+                    emb = grouping.embeddings[members] if groups is not None and method == "lway" else None
                     soup = [adapt_images([images[i] for i in members], desc, cfg.replace(seed=cfg.seed + 1000 * k),
                                          Path(tmp) / f"{sub_label}-{seed}-{method}-{k}",
-                                         stage1=stage1 if method == "lway" else None, write_outputs=False)
+                                         stage1=stage1 if method == "lway" else None, write_outputs=False,
+                                         embeddings=emb)
                             for k in range(args.soup)]
                     res = soup[0]
                     for m in soup:

@@ -274,3 +274,38 @@ def test_per_group_with_ground_truth_scores_each_group_on_its_own_images(files, 
 def test_bad_grouping_options_give_one_line_errors(files, tmp_path, extra, message):
     code, text = _adapt(files, tmp_path / "bad", *extra)
     assert code != 0 and message in text
+
+
+def test_each_groups_run_reuses_the_groupings_embeddings(files, tmp_path, monkeypatch):
+    """Per group, E runs once per image (for the grouping), and each group's run takes those rows: its weights equal
+    those of the same group adapted alone, where E runs inside the run."""
+    from safetensors.torch import load_file
+
+    import lway_rt.adapt.embed as embed
+    import lway_rt.adapt.loop as loop
+
+    calls = []
+    real = embed.compute_embeddings
+
+    def counting(images, *a, **k):
+        calls.append(len(images))
+        return real(images, *a, **k)
+
+    monkeypatch.setattr(loop, "compute_embeddings", counting)
+    out = tmp_path / "grouped"
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2")
+    assert code == 0, text
+    assert calls == [3] and text.count("took the grouping's embeddings of") == 2
+    members = json.loads((out / "groups.json").read_text())["members"]
+    group, names = max(members.items(), key=lambda kv: len(kv[1]))
+    alone = files / "alone"
+    alone.mkdir()
+    for name in names:
+        (alone / f"{name}.png").write_bytes((files / "lr" / f"{name}.png").read_bytes())
+    args = ["adapt", str(alone), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "alone"), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "--batch-size", "2"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert calls == [3, len(names)]  # E ran inside the folder run
+    a, b = load_file(out / group / "adapted.safetensors"), load_file(tmp_path / "alone" / "adapted.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

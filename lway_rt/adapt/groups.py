@@ -44,6 +44,8 @@ class Grouping:
     silhouettes: dict[int, float] = field(default_factory=dict)  # auto: k -> mean silhouette of the k tried
     centres: tuple[tuple[float, ...], ...] = field(default=(), compare=False)  # per group, unit length
     floors: tuple[float, ...] = field(default=(), compare=False)  # per group: its members' lowest cosine to the centre
+    # the (N, D) embeddings the grouping read, where its caller keeps them (adapt: each group's run reuses its rows)
+    embeddings: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     @property
     def count(self) -> int:

@@ -29,7 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -242,11 +242,13 @@ def _load_checkpoint(path: Path) -> dict:
 
 def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, *, stage1=None,
                  gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
-                 write_outputs: bool = True) -> RunResult:
+                 write_outputs: bool = True, embeddings: torch.Tensor | None = None) -> RunResult:
     """Adapt one model to ``images`` (already read) and write its outputs into ``out_dir``.
 
     ``desc`` is the base model's ``ModelDescriptor`` (left untouched); ``stage1`` a frozen
     ``lway_rt.degae.Stage1`` (needed for ``loss='lway'`` only); ``gt`` maps image names to HR arrays.
+    ``embeddings``: stage 1's embeddings of ``images``, one row each in order, where they were computed
+    already as this run would (``group_inputs``'s, in per-group mode); otherwise E runs here.
     """
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
@@ -301,15 +303,21 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         stage1.encoder.to(device)
         stage1.reconstructor.to(device)
         # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
-        embed_in = [d.lr if config.target == "lr-recon" else d.up for d in data]
         freeze_stage1(stage1)
-        emb = compute_embeddings(embed_in, stage1, backend=config.encoder_backend)
+        if embeddings is not None:
+            if embeddings.shape[0] != len(data):
+                raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
+            emb = embeddings.to(device)
+        else:
+            embed_in = [d.lr if config.target == "lr-recon" else d.up for d in data]
+            emb = compute_embeddings(embed_in, stage1, backend=config.encoder_backend)
         recon = FastReconstructor(stage1.reconstructor, emb, speed)
         embed_s = time.perf_counter() - t0
         stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
                        **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
                           if k in stage1.meta}}
-        log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s")
+        log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
+            else f"took the grouping's embeddings of {len(data)} image(s)")
     fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images,
                                perceptual.digest if perceptual is not None else "")
 
@@ -736,7 +744,8 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
     """Group ``images`` by stage 1's embedding of their degradation (``lway_rt.adapt.groups``).
 
     E reads each image as the lway loss would (the bicubic-upsampled LR, or the LR itself for the
-    ``lr-recon`` target), once; ``config.groups`` is a count or ``auto``.
+    ``lr-recon`` target), once; ``config.groups`` is a count or ``auto``. The grouping keeps those
+    embeddings (``Grouping.embeddings``), so each group's run need not compute them again.
     """
     from lway_rt.adapt.groups import group_embeddings
 
@@ -745,7 +754,7 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
     stage1.encoder.to(config.device)
     emb = compute_embeddings([d.lr if config.target == "lr-recon" else d.up for d in data], stage1,
                              backend=config.encoder_backend)
-    grouping = group_embeddings(emb, config.groups, seed=config.seed)
+    grouping = dc_replace(group_embeddings(emb, config.groups, seed=config.seed), embeddings=emb)
     if log is not None:
         tried = ", ".join(f"k={k} {s:.2f}" for k, s in grouping.silhouettes.items())
         log(f"grouped {len(images)} image(s) into {grouping.count} by stage 1's embedding"
@@ -787,6 +796,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     else:
         grouping = group_inputs(images, desc, config, stage1, log)
         runs = [(f"group-{k + 1}", [images[i] for i in members]) for k, members in enumerate(grouping.members())]
+        group_emb = {f"group-{k + 1}": grouping.embeddings[members] for k, members in enumerate(grouping.members())}
         record = {"format": "lway_rt.adapt-groups/1", "groups": config.groups, "silhouettes": grouping.silhouettes,
                   "members": {name: [img.name for img in group] for name, group in runs},
                   # what lwayrt upscale needs to send a new image to its group's model (lway_rt.upscale.GroupRouter)
@@ -811,7 +821,9 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             continue
         log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
                                                   f" for {len(group)} image(s): {', '.join(img.name for img in group)}"))
-        results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log))
+        emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
+        results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
+                                    embeddings=emb))
     summary = {"format": "lway_rt.adapt-summary/1", "mode": config.mode,
                "runs": [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
                          "images": [Path(p).stem for p in r.sr_paths],
