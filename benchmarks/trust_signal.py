@@ -42,12 +42,8 @@ def protocol_parser(doc: str, out: str) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = protocol_parser(__doc__, "trust_signal.json").parse_args(argv)
 
-    from quality import PHOTOS, make_pairs
-
     from lway_rt.adapt.config import AdaptConfig
-    from lway_rt.adapt.embed import prepare_stage1
     from lway_rt.adapt.losses import guard_gates, trust_losses
-    from lway_rt.adapt.patches import AdaptImage
     from lway_rt.degae import load_stage1
     from lway_rt.io.store import load_model
 
@@ -55,17 +51,12 @@ def main(argv=None) -> int:
     desc, stage1 = load_model(args.model), load_stage1(None)
     cfg = AdaptConfig()
     rows = []
-    for seed in args.seeds:
-        for preset in args.presets:
-            pairs = make_pairs(PHOTOS[: args.photos], preset, seed, args.crop, desc.scale)
-            data = [AdaptImage.from_lr(name, torch.from_numpy(lr).permute(2, 0, 1)[None], desc.scale)
-                    for name, _, lr in pairs]
-            recon, _ = prepare_stage1(stage1, [d.up for d in data])
-            info = trust_losses(data, desc.model, recon, cfg, desc.scale, desc.size_multiple)
-            for d, i, g in zip(data, info, guard_gates(info).tolist()):
-                rows.append({"seed": seed, "preset": preset, "image": d.name,
-                             "loss_unadapted": round(i["loss_unadapted"], 6), "loss_bicubic": round(i["loss_bicubic"], 6),
-                             "ratio": round(i["loss_bicubic"] / i["loss_unadapted"], 4), "gate": round(g, 4)})
+    for seed, preset, _, data, recon in protocol_folders(args, desc, stage1):
+        info = trust_losses(data, desc.model, recon, cfg, desc.scale, desc.size_multiple)
+        for d, i, g in zip(data, info, guard_gates(info).tolist()):
+            rows.append({"seed": seed, "preset": preset, "image": d.name,
+                         "loss_unadapted": round(i["loss_unadapted"], 6), "loss_bicubic": round(i["loss_bicubic"], 6),
+                         "ratio": round(i["loss_bicubic"] / i["loss_unadapted"], 4), "gate": round(g, 4)})
     by_preset = {p: {"mean_ratio": round(sum(r["ratio"] for r in rows if r["preset"] == p)
                                          / sum(r["preset"] == p for r in rows), 4),
                      "below_0.9": sum(r["ratio"] < 0.9 for r in rows if r["preset"] == p),
@@ -76,6 +67,23 @@ def main(argv=None) -> int:
         print(f"{p:22s} mean r {v['mean_ratio']:.3f}, below 0.9 on {v['below_0.9']}/{v['of']}")
     print(f"wrote {out}")
     return 0
+
+
+def protocol_folders(args, desc, stage1):
+    """Per (seed, preset) of ``args``: the seed and preset, quality.py's (name, HR, LR) crops of ``args.photos``
+    photos, their ``AdaptImage``s and stage 1's reconstructor prepared with their embeddings (of the upsampled LRs,
+    as adapt's default target reads them)."""
+    from quality import PHOTOS, make_pairs
+
+    from lway_rt.adapt.embed import prepare_stage1
+    from lway_rt.adapt.patches import AdaptImage
+
+    for seed in args.seeds:
+        for preset in args.presets:
+            pairs = make_pairs(PHOTOS[: args.photos], preset, seed, args.crop, desc.scale)
+            data = [AdaptImage.from_lr(name, torch.from_numpy(lr).permute(2, 0, 1)[None], desc.scale)
+                    for name, _, lr in pairs]
+            yield seed, preset, pairs, data, prepare_stage1(stage1, [d.up for d in data])[0]
 
 
 def write_signal(args, argv, script: str, what: str, desc, stage1, t0: float, **fields) -> Path:

@@ -544,3 +544,68 @@ def test_group_routing_sends_new_crops_to_their_sources_group(tmp_path):
     s = r["summary"]
     assert s["new"]["all"]["crops"] == 6 and s["new_routes"]["box-downscale"][next(
         g for g, p in holds.items() if p == {"box-downscale"})] == 3
+
+
+def test_objective_check_measures_the_way_to_a_truth_made_by_hand():
+    """objective_check.crop_measures: with the "truth" a small step down the loss's gradient from S0, the descent
+    cosine is 1 and the loss prefers the truth to S0; a step up gives -1 and the loss prefers S0; for LWay (with R), naive and
+    a mix of both."""
+    import torch
+
+    script, quality = _load("objective_check"), _load("quality")
+    from lway_rt.adapt.config import AdaptConfig
+    from lway_rt.adapt.embed import freeze_stage1, prepare_stage1
+    from lway_rt.adapt.patches import AdaptImage
+    from lway_rt.degae import load_stage1
+
+    ((name, _, lr),) = quality.make_pairs(quality.PHOTOS[:1], "box-downscale", 3, 96, 4)
+    im = AdaptImage.from_lr(name, torch.from_numpy(lr).permute(2, 0, 1)[None], 4)
+    stage1 = load_stage1(None)
+    freeze_stage1(stage1)
+    recon, _ = prepare_stage1(stage1, [im.up])
+    index = torch.zeros(1, dtype=torch.long)
+    cfg = AdaptConfig().without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0, detail_guard=0.0)
+    sr0 = im.up.clamp(0, 1) * 0.9 + 0.05  # any image inside [0, 1]
+    lway = script.term(im.lr, im.up, lambda x: recon(x, index), cfg)
+    naive = script.term(im.lr, im.up, None, cfg.replace(loss="naive"))
+    for loss in (lway, naive, lambda x: lway(x) + 2 * naive(x)):
+        x = sr0.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(x), x)
+        step = 1e-2 * g / g.norm()  # smaller steps drown in float32 rounding of R
+        down = script.crop_measures(sr0, sr0 - step, im.lr, loss, 4)
+        up = script.crop_measures(sr0, sr0 + step, im.lr, loss, 4)
+        assert down["descent_cosine"] == pytest.approx(1.0, abs=1e-3) and down["truth_ratio"] < 1
+        assert down["monotone_to_truth"] and down["line_min_t"] == 1.0
+        assert up["descent_cosine"] == pytest.approx(-1.0, abs=1e-3) and up["truth_ratio"] > 1
+        assert up["line_min_t"] == 0.0 and not up["monotone_to_truth"]
+        assert down["loss_unadapted"] == up["loss_unadapted"] > 0
+
+
+def test_objective_check_reproduces_its_committed_crops_and_joins_gains(tmp_path):
+    """objective_check.py on two committed crops gives the committed measures, joins their gains from a quality JSON
+    by (seed, preset, image), and ranks by Spearman's rho (ties share ranks)."""
+    script = _load("objective_check")
+    assert script.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert script.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)
+    gains = ROOT / "benchmarks" / "results" / "quality_cap_nvidia-h200" / "quality_realesr-animevideov3_all_adaptseed0.json"
+    out = tmp_path / "o.json"
+    script.main(["--seeds", "2", "--presets", "sharpen-jpeg420", "--photos", "2", "--gains", str(gains), "--mix", "1",
+                 "--out", str(out)])
+    now = json.loads(out.read_text())
+    committed = {(r["seed"], r["preset"], r["image"]): r
+                 for r in json.loads((ROOT / "benchmarks" / "results" / "objective_check.json").read_text())["crops"]}
+    quality_rows = {(r["seed"], r["preset"], r["image"]): r for r in json.loads(gains.read_text())["per_image"]}
+    assert len(now["crops"]) == 2 and now["gains_from"] == [gains.stem]
+    for row in now["crops"]:
+        key = (row["seed"], row["preset"], row["image"])
+        old = committed[key]
+        for k in ("loss_unadapted", "loss_truth", "truth_ratio", "descent_cosine"):
+            assert row[k] == pytest.approx(old[k], rel=1e-3, abs=1e-4), k
+        for name in ("naive", "lway+1naive"):
+            assert row[name]["truth_ratio"] == pytest.approx(old[name]["truth_ratio"], rel=1e-3)
+        assert row["lway+1naive"]["truth_ratio"] == pytest.approx(
+            (row["loss_truth"] + row["naive"]["loss_truth"]) / (row["loss_unadapted"] + row["naive"]["loss_unadapted"]), rel=1e-3)
+        q = quality_rows[key]
+        assert row["gains"][gains.stem] == pytest.approx(q["lway"]["psnr"] - q["unadapted"]["psnr"], abs=1e-4)
+    assert now["gains"]["crops_joined"] == 2 and now["all"]["crops"] == 2
+    assert abs(now["spearman_trust_r_vs_truth_ratio"]["all"]) == pytest.approx(1.0)  # two crops: rho is +-1
