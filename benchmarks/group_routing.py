@@ -83,11 +83,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     groups = args.groups
 
-    from quality import PHOTOS, SUP_PHOTOS, machine, make_pairs, score, write_sup_photos
+    from quality import PHOTOS, SUP_PHOTOS, machine, make_pairs, score, upscale_crop, write_sup_photos
 
     from lway_rt.adapt._imageio import from_array
     from lway_rt.adapt.config import AdaptConfig
-    from lway_rt.adapt.loop import WEIGHTS, adapt, super_resolve
+    from lway_rt.adapt.loop import WEIGHTS, adapt
     from lway_rt.degae import load_stage1
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
@@ -102,11 +102,6 @@ def main(argv=None) -> int:
     def crops(seed):
         return [(preset, name, hr, lr) for preset in args.presets
                 for name, hr, lr in make_pairs(photos, preset, seed, args.crop, scale)]
-
-    def upscaled(net, lr):
-        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0)
-        with torch.no_grad():
-            return super_resolve(net, x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).numpy()
 
     footage = crops(args.adapt_seed)
     images = [from_array(f"{preset}_{name}", lr) for preset, name, _, lr in footage]
@@ -134,7 +129,7 @@ def main(argv=None) -> int:
                        "cosine": round(route.similarity, 6), "inside": route.inside}
                 for method, net in (("unadapted", desc.model), ("folder", folder_net),
                                     ("per-group", router.models[route.group].model)):
-                    row[method] = score(upscaled(net, lr), hr, scale)
+                    row[method] = score(upscale_crop(net, lr, desc), hr, scale)
                 rows.append(row)
             print(f"scored seed {seed} ({kind})", flush=True)
     adapted_members = {f"{r['preset']}_{r['image']}": r["group"] for r in rows if r["set"] == "adapted"}

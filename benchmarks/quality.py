@@ -109,6 +109,16 @@ def write_sup_photos(names, evaluated, folder: Path) -> Path:
     return folder
 
 
+def upscale_crop(net: torch.nn.Module, lr: np.ndarray, desc, device: str = "cpu") -> np.ndarray:
+    """``net``'s image of one LR crop (HxWx3 float) at ``desc.scale``, in one pass on ``device``, as HxWx3 float on
+    the CPU (``adapt``'s ``super_resolve``)."""
+    from lway_rt.adapt.loop import super_resolve
+
+    x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).to(device)
+    with torch.no_grad():
+        return super_resolve(net.to(device), x, desc.scale, desc.size_multiple, 0)[0].permute(1, 2, 0).cpu().numpy()
+
+
 def blended(base: torch.nn.Module, adapted: torch.nn.Module, a: float) -> torch.nn.Module:
     """A copy of ``adapted`` at strength ``a``: what ``lwayrt adapt --strength a`` writes."""
     import copy
@@ -330,7 +340,7 @@ def main(argv=None) -> int:
         ap.error("--sup-photos names no photo")
 
     from lway_rt.adapt._imageio import from_array
-    from lway_rt.adapt.loop import adapt_images, group_inputs, super_resolve
+    from lway_rt.adapt.loop import adapt_images, group_inputs
     from lway_rt.adapt.patches import bicubic_up
     from lway_rt.adapt.wavelet import detail_cap
     from lway_rt.io.store import load_model
@@ -362,10 +372,7 @@ def main(argv=None) -> int:
                            detail_guard=args.detail_guard, detail_guard_gate=args.detail_guard_gate,
                            **({"detail_guard_ratio": args.detail_guard_ratio} if args.detail_guard_ratio else {}))
     def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
-        """``net``'s x4 image of one LR crop (HxWx3 float), made on --score-device, as HxWx3 float on the CPU."""
-        x = torch.from_numpy(lr).permute(2, 0, 1).unsqueeze(0).to(args.score_device)
-        with torch.no_grad():
-            return super_resolve(net.to(args.score_device), x, scale, desc.size_multiple, 0)[0].permute(1, 2, 0).cpu().numpy()
+        return upscale_crop(net, lr, desc, args.score_device)
 
     photos = PHOTOS[: args.photos]
     rows, runs, base_sr = [], [], {}
