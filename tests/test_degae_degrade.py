@@ -97,3 +97,30 @@ def test_eval_presets_are_never_drawn_in_training(img):
 def test_config_validation():
     with pytest.raises(ValueError, match="probability"):
         SynthConfig(p_blur=1.5)
+
+
+def test_wider_family_draws_motion_blur_and_sharpening_only_when_asked(img):
+    """p_motion / p_sharpen add two evaluation operations to the training family; at 0 (the default) neither is drawn
+    and the draws are those of a config without them."""
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    plain = [sample_degradation(rng_a) for _ in range(300)]
+    zero = [sample_degradation(rng_b, SynthConfig(p_motion=0.0, p_sharpen=0.0)) for _ in range(300)]
+    assert [d.describe() for d in plain] == [d.describe() for d in zero]
+    assert not {op.name for d in plain for op in d.ops} & {"motion_blur", "sharpen"}
+    cfg = SynthConfig(p_clean=0.0, p_blur=1.0, p_motion=1.0, p_sharpen=1.0, p_shuffle=0.0, p_jpeg=1.0)
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        d = sample_degradation(rng, cfg)
+        names = [op.name for op in d.ops]
+        assert names[0] == "motion_blur" and names.index("sharpen") == len(names) - 2 and names[-1] == "jpeg"
+        assert kinds_of(d) == "+".join(sorted({"blur", "sharpen", "jpeg", *(["noise"] if len(names) > 3 else [])}))
+        y = apply_degradation(img, d)
+        assert y.shape == img.shape and 10 < _psnr(y, img) < 45
+    half = SynthConfig(p_clean=0.0, p_blur=1.0, p_motion=0.5, p_sharpen=0.5)
+    rng = np.random.default_rng(7)
+    draws = [sample_degradation(rng, half) for _ in range(400)]
+    motion = sum(any(op.name == "motion_blur" for op in d.ops) for d in draws) / 400
+    sharp = sum(any(op.name == "sharpen" for op in d.ops) for d in draws) / 400
+    assert 0.4 < motion < 0.6 and 0.4 < sharp < 0.6
+    with pytest.raises(ValueError, match="probability"):
+        SynthConfig(p_sharpen=-0.1)

@@ -172,6 +172,9 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     assert res.output.startswith("error: ") and "holds no images" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["train-degae", "--roundtrip", "2", "--out", str(tmp_path / "o.safetensors")])
     assert res.exit_code == 1 and "--roundtrip" in res.output
+    for flag in ("--motion", "--sharpen"):
+        res = CliRunner().invoke(main, ["train-degae", flag, "1.5", "--out", str(tmp_path / "o.safetensors")])
+        assert res.exit_code == 1 and f"{flag} must be a fraction in [0, 1]" in res.output, res.output
 
 
 def test_cli_suggests_skip_on_a_cpu_only_when_the_default_is_left(photo_dir, tmp_path):
@@ -184,6 +187,12 @@ def test_cli_suggests_skip_on_a_cpu_only_when_the_default_is_left(photo_dir, tmp
         res = CliRunner().invoke(main, [*base, flag, "--out", str(tmp_path / f"b{flag}.safetensors")])
         assert res.exit_code == 0 and "far faster" not in res.output, res.output
     assert load_stage1(tmp_path / "b--skip.safetensors").meta["skip"] is True
+    # the wider family is part of the recipe the checkpoint records (default: DegAE's, both 0)
+    res = CliRunner().invoke(main, [*base, "--skip", "--motion", "0.4", "--sharpen", "0.3",
+                                    "--out", str(tmp_path / "c.safetensors")])
+    assert res.exit_code == 0, res.output
+    wide, plain = (load_stage1(tmp_path / n).meta["recipe"]["synth"] for n in ("c.safetensors", "b--skip.safetensors"))
+    assert (wide["p_motion"], wide["p_sharpen"]) == (0.4, 0.3) and (plain["p_motion"], plain["p_sharpen"]) == (0, 0)
 
 
 def test_worker_processes_give_the_same_run(photo_dir, tmp_path):

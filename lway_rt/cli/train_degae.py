@@ -32,6 +32,10 @@ import click
               help="cross: E reads another image with the same degradation (DegAE); same: E reads the target itself.")
 @click.option("--roundtrip", "p_roundtrip", type=float, default=0.5, show_default=True,
               help="Fraction of draws degraded through a x4 scale round trip (what stage 2 shows E and R).")
+@click.option("--motion", "p_motion", type=float, default=0.0, show_default=True,
+              help="Fraction of blurred draws whose blur is a linear motion blur (beyond DegAE's family; 0: off).")
+@click.option("--sharpen", "p_sharpen", type=float, default=0.0, show_default=True,
+              help="Fraction of draws sharpened (unsharp mask) before any JPEG (beyond DegAE's family; 0: off).")
 @click.option("--perceptual", type=click.Choice(["trunk-l1", "lpips", "none"]), default="trunk-l1", show_default=True,
               help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute), or LPIPS.")
 @click.option("--lpips-weights", type=click.Path(path_type=Path), multiple=True,
@@ -49,16 +53,16 @@ import click
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
-            pairing, p_roundtrip, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, log_path) -> None:
+            pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
     from lway_rt.degae.degrade import SynthConfig
     from lway_rt.degae.train import TrainConfig, train
     from lway_rt.errors import InputError
 
-    try:
-        synth = SynthConfig(p_roundtrip=p_roundtrip)
-    except ValueError as exc:
-        raise InputError(f"--roundtrip: {exc}") from exc
+    for flag, value in (("--roundtrip", p_roundtrip), ("--motion", p_motion), ("--sharpen", p_sharpen)):
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"{flag} must be a fraction in [0, 1], got {value}")
+    synth = SynthConfig(p_roundtrip=p_roundtrip, p_motion=p_motion, p_sharpen=p_sharpen)
     cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, crop_tries=crop_tries, batch=batch, iters=iters, lr=lr,
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
                       trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual,

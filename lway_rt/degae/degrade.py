@@ -91,9 +91,15 @@ class SynthConfig:
     jpeg_quality: tuple[int, int] = (30, 95)
     p_roundtrip: float = 0.0  # fraction of draws degraded through a scale round trip
     roundtrip_scale: int = 4
+    # beyond DegAE's family (0: off, and the draws are DegAE's exactly): of the blurred draws, the fraction whose
+    # blur is a linear motion blur; the fraction of draws sharpened (unsharp mask) before any JPEG. Both are
+    # operations of the evaluation presets, so a stage 1 trained with them no longer meets those as unseen.
+    p_motion: float = 0.0
+    p_sharpen: float = 0.0
 
     def __post_init__(self):
-        for name in ("p_clean", "p_blur", "p_aniso", "p_gauss", "p_poisson", "p_speckle", "p_jpeg", "p_shuffle", "p_roundtrip"):
+        for name in ("p_clean", "p_blur", "p_aniso", "p_gauss", "p_poisson", "p_speckle", "p_jpeg", "p_shuffle", "p_roundtrip",
+                     "p_motion", "p_sharpen"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {v}")
@@ -111,7 +117,11 @@ def sample_degradation(rng: np.random.Generator, cfg: SynthConfig = SynthConfig(
     noise: list[Op] = []
     jpeg: list[Op] = []
     if rng.random() < cfg.p_blur:
-        if rng.random() < cfg.p_aniso:
+        # p_motion > 0 first: with it off no number is drawn, so DegAE's draws stay as they were
+        if cfg.p_motion > 0 and rng.random() < cfg.p_motion:
+            blur.append(Op("motion_blur", {"length": int(rng.choice(np.arange(5, 22, 2))),
+                                           "angle": float(rng.uniform(-math.pi, math.pi))}))
+        elif rng.random() < cfg.p_aniso:
             size = int(rng.choice(np.arange(7, 26, 2)))
             blur.append(Op("blur_aniso", {"size": size, "sx": float(rng.uniform(0.2, 5.0)), "sy": float(rng.uniform(0.2, 5.0)),
                                           "theta": float(rng.uniform(-math.pi, math.pi))}))
@@ -124,9 +134,12 @@ def sample_degradation(rng: np.random.Generator, cfg: SynthConfig = SynthConfig(
         noise.append(Op("noise_poisson", {"scale": float(rng.uniform(0.05, 3.0)), "grey": int(rng.random() < 0.4)}))
     if rng.random() < cfg.p_speckle:
         noise.append(Op("noise_speckle", {"sigma": float(rng.uniform(0.04, 0.2))}))
+    sharpen: list[Op] = []
+    if cfg.p_sharpen > 0 and rng.random() < cfg.p_sharpen:
+        sharpen.append(Op("sharpen", {"amount": float(rng.uniform(0.3, 2.0))}))
     if rng.random() < cfg.p_jpeg:
         jpeg.append(Op("jpeg", {"quality": int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))}))
-    ops = blur + noise + jpeg
+    ops = blur + noise + sharpen + jpeg
     if rng.random() < cfg.p_shuffle:
         ops = [ops[i] for i in rng.permutation(len(ops))]
     if not ops:  # every optional stage declined: count it as a clean draw
