@@ -112,8 +112,11 @@ def join_gains(rows: list[dict], files: list[str]) -> list[str]:
     return labels
 
 
-def spearman(a, b) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None where it is undefined (fewer than two values,
+    or one side constant)."""
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
     def ranks(v):
         v = np.asarray(v, float)
         order = np.argsort(v, kind="stable")
@@ -126,6 +129,10 @@ def spearman(a, b) -> float:
 
     ra, rb = ranks(a), ranks(b)
     return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def rounded(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
 
 
 def summarize(rows: list[dict], presets: list[str], others: list[str]) -> dict:
@@ -148,7 +155,7 @@ def summarize(rows: list[dict], presets: list[str], others: list[str]) -> dict:
     def trust_vs_truth(sel: list[dict]) -> float:
         # stage 1's judgement of the backbone without the truth (r = L_bicubic / L_S0, what the anchor trust and the
         # detail guard's gate read) against the truth's ranking: does the former stand in for the latter?
-        return round(spearman([r["loss_bicubic"] / r["loss_unadapted"] for r in sel], [r["truth_ratio"] for r in sel]), 3)
+        return rounded(spearman([r["loss_bicubic"] / r["loss_unadapted"] for r in sel], [r["truth_ratio"] for r in sel]))
 
     out = {"all": part(rows), "by_preset": {p: part([r for r in rows if r["preset"] == p]) for p in presets},
            "spearman_trust_r_vs_truth_ratio": {"all": trust_vs_truth(rows),
@@ -160,8 +167,8 @@ def summarize(rows: list[dict], presets: list[str], others: list[str]) -> dict:
         losers = [r for r in joined if min(r["gains"].values()) < -LOSS_LIMIT_DB]
         out["gains"] = {
             "crops_joined": len(joined),
-            "spearman_mean_gain_vs_descent_cosine": round(spearman(mean_gain, [r["descent_cosine"] for r in joined]), 3),
-            "spearman_mean_gain_vs_truth_ratio": round(spearman(mean_gain, [r["truth_ratio"] for r in joined]), 3),
+            "spearman_mean_gain_vs_descent_cosine": rounded(spearman(mean_gain, [r["descent_cosine"] for r in joined])),
+            "spearman_mean_gain_vs_truth_ratio": rounded(spearman(mean_gain, [r["truth_ratio"] for r in joined])),
             "crops_losing_over_limit": len(losers),
             "losers_with_descent_away_from_truth": sum(r["descent_cosine"] <= 0 for r in losers),
             "losers_preferring_unadapted": sum(r["truth_ratio"] >= 1 for r in losers),
@@ -242,8 +249,8 @@ def main(argv=None) -> int:
                   f"a quarter {nv['line_min_within_quarter']}/{v['crops']}")
     if "gains" in summary:
         g = summary["gains"]
-        print(f"{g['crops_joined']} crops with gains: spearman(gain, cos) {g['spearman_mean_gain_vs_descent_cosine']:+.3f}, "
-              f"(gain, truth ratio) {g['spearman_mean_gain_vs_truth_ratio']:+.3f}; {g['crops_losing_over_limit']} lost "
+        print(f"{g['crops_joined']} crops with gains: spearman(gain, cos) {g['spearman_mean_gain_vs_descent_cosine']}, "
+              f"(gain, truth ratio) {g['spearman_mean_gain_vs_truth_ratio']}; {g['crops_losing_over_limit']} lost "
               f"> {LOSS_LIMIT_DB} dB in a run, {g['losers_with_descent_away_from_truth']} of them with descent away "
               f"from the truth (others: {g['others_with_descent_away_from_truth']}/{g['others']}), "
               f"{g['losers_preferring_unadapted']} where the loss prefers S0 to the truth "

@@ -96,3 +96,32 @@ def test_gpu_check_script_parses_and_explains_itself(tmp_path):
     out = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert out.returncode == 2 and "OUTDIR" in out.stdout and "--cpu-smoke" in out.stdout
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_stage1_coverage_script_trains_the_wider_family_and_judges_it(tmp_path):
+    """benchmarks/gpu_stage1_coverage.sh --cpu-smoke, train and objective steps: a tiny stage 1 whose recipe records
+    motion blur and sharpening, judged by objective_check.py with that checkpoint; bad steps and no arguments refused."""
+    import json
+    import sys
+
+    from lway_rt.degae import load_stage1
+    from lway_rt.io.weights import state_dict_sha256
+
+    script = ROOT / "benchmarks" / "gpu_stage1_coverage.sh"
+    env = {**__import__("os").environ, "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "OUTDIR" in out.stdout and "--cpu-smoke" in out.stdout
+    out = subprocess.run(["bash", str(script), "--cpu-smoke", str(tmp_path / "x"), "tune"], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 2 and "unknown step 'tune'" in out.stderr
+    run = tmp_path / "cov"
+    out = subprocess.run(["bash", str(script), "--cpu-smoke", str(run), "train", "objective"], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    s1 = load_stage1(run / "stage1_wide.safetensors")
+    synth = s1.meta["recipe"]["synth"]
+    assert (synth["p_motion"], synth["p_sharpen"]) == (0.3, 0.3)
+    res = json.loads((run / "objective_wide_s3.json").read_text())
+    assert res["stage1_sha256"] == state_dict_sha256(s1.state_dict()) and len(res["crops"]) == 1
+    assert (run / "eval_wide.json").is_file() and not (run / "quality").exists()

@@ -587,6 +587,7 @@ def test_objective_check_reproduces_its_committed_crops_and_joins_gains(tmp_path
     script = _load("objective_check")
     assert script.spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
     assert script.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / 3**0.5)
+    assert script.spearman([1], [2]) is None and script.spearman([1, 1], [1, 2]) is None  # undefined, not NaN
     gains = ROOT / "benchmarks" / "results" / "quality_cap_nvidia-h200" / "quality_realesr-animevideov3_all_adaptseed0.json"
     out = tmp_path / "o.json"
     script.main(["--seeds", "2", "--presets", "sharpen-jpeg420", "--photos", "2", "--gains", str(gains), "--mix", "1",
