@@ -66,9 +66,10 @@ def mix_name(w: float) -> str:
     return f"lway+{w:g}naive"
 
 
-def crop_measures(sr0: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, loss, scale: int) -> dict:
-    """The term ``loss(x) -> scalar tensor`` at S0, bicubic, the truth and points between S0 and the truth,
-    and the descent cosine at S0. ``sr0``, ``hr``: (1, 3, H, W) in [0, 1]; ``lr``: (1, 3, h, w)."""
+def crop_measures(sr0: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, loss, scale: int, bicubic: bool = True) -> dict:
+    """The term ``loss(x) -> scalar tensor`` at S0, the truth and points between S0 and the truth, and the
+    descent cosine at S0; with ``bicubic``, also at bicubic upsampling (``loss_bicubic``: what stage 1's trust
+    reads, wanted of LWay's own term only). ``sr0``, ``hr``: (1, 3, H, W) in [0, 1]; ``lr``: (1, 3, h, w)."""
     from lway_rt.adapt.patches import bicubic_up
 
     x = sr0.clone().requires_grad_(True)
@@ -77,11 +78,12 @@ def crop_measures(sr0: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, loss, s
     way = hr - sr0
     cos = float(torch.sum(-grad * way) / (grad.norm() * way.norm()).clamp_min(1e-20))
     with torch.no_grad():
-        l_hr, l_bic = float(loss(hr)), float(loss(bicubic_up(lr, scale)))
+        l_hr = float(loss(hr))
+        l_bic = {"loss_bicubic": round(float(loss(bicubic_up(lr, scale))), 6)} if bicubic else {}
         line = [float(loss(sr0 + t * way)) for t in LINE_POINTS]
     l_s0 = float(l_s0.detach())
     path = [l_s0, *line, l_hr]
-    return {"loss_unadapted": round(l_s0, 6), "loss_bicubic": round(l_bic, 6), "loss_truth": round(l_hr, 6),
+    return {"loss_unadapted": round(l_s0, 6), **l_bic, "loss_truth": round(l_hr, 6),
             "loss_line": [round(v, 6) for v in line], "truth_ratio": round(l_hr / l_s0, 4),
             "descent_cosine": round(cos, 4), "monotone_to_truth": all(b < a for a, b in zip(path, path[1:])),
             "line_min_t": (0.0, *LINE_POINTS, 1.0)[int(np.argmin(path))]}
@@ -137,20 +139,17 @@ def rounded(v: float | None) -> float | None:
 
 def summarize(rows: list[dict], presets: list[str], others: list[str]) -> dict:
     """Counts over all crops and per preset, for LWay's term and each of ``others``; with gains, how they relate."""
+    def counts(ms: list[dict]) -> dict:  # one term's measures over some crops
+        return {"prefers_truth": sum(m["truth_ratio"] < 1 for m in ms),
+                "descent_towards_truth": sum(m["descent_cosine"] > 0 for m in ms),
+                "mean_descent_cosine": round(float(np.mean([m["descent_cosine"] for m in ms])), 4),
+                "line_min_within_quarter": sum(m["line_min_t"] <= 0.25 for m in ms)}
+
     def part(sel: list[dict]) -> dict:
-        n = len(sel)
-        return {"crops": n,
-                "prefers_truth": sum(r["truth_ratio"] < 1 for r in sel),
+        return {"crops": len(sel), **counts(sel),
                 "mean_truth_ratio": round(float(np.mean([r["truth_ratio"] for r in sel])), 4),
-                "descent_towards_truth": sum(r["descent_cosine"] > 0 for r in sel),
-                "mean_descent_cosine": round(float(np.mean([r["descent_cosine"] for r in sel])), 4),
                 "monotone_to_truth": sum(r["monotone_to_truth"] for r in sel),
-                "line_min_within_quarter": sum(r["line_min_t"] <= 0.25 for r in sel),
-                **{name: {"prefers_truth": sum(r[name]["truth_ratio"] < 1 for r in sel),
-                          "descent_towards_truth": sum(r[name]["descent_cosine"] > 0 for r in sel),
-                          "mean_descent_cosine": round(float(np.mean([r[name]["descent_cosine"] for r in sel])), 4),
-                          "line_min_within_quarter": sum(r[name]["line_min_t"] <= 0.25 for r in sel)}
-                   for name in others}}
+                **{name: counts([r[name] for r in sel]) for name in others}}
 
     def trust_vs_truth(sel: list[dict]) -> float:
         # stage 1's judgement of the backbone without the truth (r = L_bicubic / L_S0, what the anchor trust and the
@@ -229,7 +228,7 @@ def main(argv=None) -> int:
                                 cfg.replace(**VARIANTS[v])) for v in args.variants}}
             rows.append({"seed": seed, "preset": preset, "image": name,
                          **crop_measures(sr0, hr, d.lr, lway, desc.scale),
-                         **{k: {f: v for f, v in crop_measures(sr0, hr, d.lr, fn, desc.scale).items()
+                         **{k: {f: v for f, v in crop_measures(sr0, hr, d.lr, fn, desc.scale, bicubic=False).items()
                                 if f in OTHER_FIELDS} for k, fn in terms.items()}})
         print(f"seed {seed} {preset}: {len(data)} crops", flush=True)
     labels = join_gains(rows, args.gains)
