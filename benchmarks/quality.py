@@ -161,11 +161,11 @@ def summarize(rows: list[dict], methods: list[str], presets: list[str]) -> dict:
             done["beats_supervised_only_control"] = mean["lway"]["psnr"] > mean["supervised"]["psnr"]
         if "identity" in methods:
             done["beats_identity_control (not required, DESIGN §2.5)"] = mean["lway"]["psnr"] > mean["identity"]["psnr"]
-    # the same checks for lway's images with --detail-cap, against plain naive
+    # the same checks for lway's images with --detail-cap or --self-check, against plain naive
     capped = {m: {"mean_gain_ge_0.3dB": gains[m]["mean_db"] >= 0.3,
                   "beats_naive": "naive" in methods and mean[m]["psnr"] > mean["naive"]["psnr"],
                   "no_image_loses_more_than_0.1dB": gains[m]["min_db"] >= -0.1}
-              for m in methods if m.startswith("lway+cap")}
+              for m in methods if m.startswith(("lway+cap", "lway+self"))}
     hf = {}
     if all("hf_ratio" in r[m] for r in rows for m in methods):  # files written before the ratio have none
         hf = {p: {m: round(float(np.mean([r[m]["hf_ratio"] for r in rows if r["preset"] == p])), 4) for m in methods}
@@ -194,6 +194,23 @@ def score(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
 
     return {"psnr": round(psnr_y(sr, hr, scale), 4), "ssim": round(ssim_y(sr, hr, scale), 5),
             "hf_ratio": round(hf_ratio(sr, hr, scale), 4)}
+
+
+SELF_CHECK_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def self_check(base: np.ndarray, sr: np.ndarray, lway_term) -> tuple[np.ndarray, float, list[float]]:
+    """The point of the straight way from the unadapted image ``base`` to the adapted one ``sr`` (HxWx3 in [0, 1])
+    that LWay's own term rates best: ``lway_term(x)`` (x: (1, 3, H, W)) at base + s (sr - base) for s on
+    ``SELF_CHECK_GRID``; returns (that image, its s, the term at every s). No ground truth: the question is whether
+    the adapted image explains the input at least as well as the unadapted one under the objective it was trained on
+    (whole image, no anchor, supervised or perceptual term), and if not, how far back towards it the term wants."""
+    u, a = (torch.from_numpy(np.ascontiguousarray(v)).permute(2, 0, 1)[None].float() for v in (base, sr))
+    with torch.no_grad():
+        losses = [float(lway_term(u + s * (a - u))) for s in SELF_CHECK_GRID]
+    s = SELF_CHECK_GRID[int(np.argmin(losses))]
+    out = sr if s == 1.0 else (u + s * (a - u))[0].permute(1, 2, 0).numpy()
+    return out, s, [round(v, 6) for v in losses]
 
 
 def mean_weights(states: list[dict]) -> dict:
@@ -315,6 +332,9 @@ def main(argv=None) -> int:
     ap.add_argument("--detail-cap", nargs="+", type=float, default=[],
                     help="also score each adapted model's images with their added fine detail held at C x the "
                          "unadapted image's (wavelet.detail_cap: a per-image blend, no ground truth), as METHOD+capC")
+    ap.add_argument("--self-check", action="store_true",
+                    help="also score each LWay image moved back towards the unadapted one as far as LWay's own term "
+                         "(whole image, other terms off) prefers, on a grid of blends (no ground truth), as lway+self")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu",
                     help="where the adaptation runs (cpu, cuda); every score is computed on --score-device")
@@ -325,6 +345,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     groups = args.groups
+    if args.self_check and (args.device != "cpu" or args.score_device != "cpu"):
+        ap.error("--self-check evaluates stage 1 on the CPU: leave --device and --score-device at cpu")
     if args.score_device != "cpu":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     from lway_rt.adapt.config import AdaptConfig
@@ -374,6 +396,22 @@ def main(argv=None) -> int:
     def upscaled(net: torch.nn.Module, lr: np.ndarray) -> np.ndarray:
         return upscale_crop(net, lr, desc, args.score_device)
 
+    self_term = None
+    if args.self_check and "lway" in args.methods:
+        from objective_check import term  # the LWay term of one whole crop, as adapt computes it
+
+        from lway_rt.adapt.embed import prepare_stage1
+        from lway_rt.adapt.patches import AdaptImage
+
+        term_cfg = base_cfg.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0, detail_guard=0.0)
+
+        def self_term(lrs: list[np.ndarray]):
+            """One LWay term per crop of a folder: stage 1 embeds each crop's upsampled LR, as adapt does."""
+            data = [AdaptImage.from_lr(str(i), torch.from_numpy(lr).permute(2, 0, 1)[None], scale) for i, lr in enumerate(lrs)]
+            recon = prepare_stage1(stage1, [d.up for d in data])[0]
+            return [term(d.lr, d.up, lambda x, ix=torch.full((1,), i, dtype=torch.long): recon(x, ix), term_cfg)
+                    for i, d in enumerate(data)]
+
     photos = PHOTOS[: args.photos]
     rows, runs, base_sr = [], [], {}
     t_all = time.perf_counter()
@@ -411,6 +449,8 @@ def main(argv=None) -> int:
                         per[keys[i]]["group"] = k + 1
                 print(f"seed {seed}: {len(subsets)} group(s) of {', '.join(str(len(m)) for m in subsets)} crops "
                       f"(silhouettes {grouping.silhouettes})", flush=True)
+            if self_term is not None:
+                terms = dict(zip(keys, self_term([lr for _, _, _, lr in pairs])))
             for method in args.methods:
                 for gi, members in enumerate(subsets):
                     sub_keys, sub_pairs = [keys[i] for i in members], [pairs[i] for i in members]
@@ -444,6 +484,10 @@ def main(argv=None) -> int:
                                 capped, s = detail_cap(u, a, c, scale)
                                 per[key][f"{name}+cap{c:g}"] = {**score(capped[0].permute(1, 2, 0).numpy(), hr, scale),
                                                                 "cap_s": round(float(s[0]), 4)}
+                            if name == "lway" and self_term is not None:
+                                fn = terms[key]
+                                held, s, losses = self_check(base_sr[key], sr, fn)
+                                per[key]["lway+self"] = {**score(held, hr, scale), "self_s": s, "self_losses": losses}
                     runs.append({"folder": label, "seed": seed, "method": method, "images": len(members),
                                  **({"group": gi + 1, "crops": sub_keys} if groups is not None else {}),
                                  "seconds": round(dt, 2), "ms_per_iteration": res.report["timings"]["ms_per_iteration"],
@@ -459,6 +503,8 @@ def main(argv=None) -> int:
     methods = [m for m in METHODS if m in ("bicubic", "unadapted") or m in args.methods]
     methods += [f"{m}{v}" for m in methods[2:] for v in [*(f"@{a:g}" for a in args.blend),
                                                         *(f"+cap{c:g}" for c in args.detail_cap)]]
+    if self_term is not None:
+        methods.append("lway+self")
     summary = summarize(rows, methods, args.presets)
     result = {
         "benchmark": "lway_rt stage-2 quality (benchmarks/quality.py)",

@@ -51,6 +51,38 @@ def test_quality_script_scores_every_method_and_strength(tmp_path):
                       "--out", str(tmp_path / "x.json")])
 
 
+def test_self_check_moves_back_to_where_lways_own_term_is_lowest(tmp_path):
+    """--self-check: each LWay image is replaced by the blend towards the unadapted image that LWay's term (as
+    objective_check.py computes it for the same crop) rates lowest; its scores follow from that blend."""
+    import torch
+
+    quality, objective = _load("quality"), _load("objective_check")
+    out, look = tmp_path / "q.json", tmp_path / "o.json"
+    common = ["--photos", "2", "--crop", "96", "--presets", "sharpen-jpeg420", "--seeds", "1"]
+    threads = ["--threads", str(torch.get_num_threads())]
+    quality.main([*threads, *common, "--patch-size", "16", "--iterations", "6", "--lr", "1e-3", "--methods", "lway",
+                  "--self-check", "--folder", "all", "--sup-photos", "camera", "--out", str(out)])
+    objective.main([*threads, *common, "--out", str(look)])
+    res, crops = json.loads(out.read_text()), json.loads(look.read_text())["crops"]
+    assert list(res["mean"]) == ["bicubic", "unadapted", "lway", "lway+self"]
+    assert set(res["done_when_detail_cap"]) == {"lway+self"}
+    for row, crop in zip(res["per_image"], crops):
+        held = row["lway+self"]
+        losses, s = held["self_losses"], held["self_s"]
+        assert len(losses) == len(quality.SELF_CHECK_GRID) and losses[quality.SELF_CHECK_GRID.index(s)] == min(losses)
+        # at s = 0 the term is the one objective_check measures at the unadapted output of the same crop
+        assert crop["image"] == row["image"] and abs(losses[0] - crop["loss_unadapted"]) <= 1e-5 * crop["loss_unadapted"]
+        if s == 1.0:
+            assert {k: held[k] for k in row["lway"]} == row["lway"]
+        elif s == 0.0:
+            assert held["psnr"] == row["unadapted"]["psnr"]
+        else:  # a true blend: its error lies between the ends' (squared error is convex along the way)
+            assert held["psnr"] >= min(row["lway"]["psnr"], row["unadapted"]["psnr"]) - 1e-3
+    # on the CPU only (stage 1 is evaluated there)
+    with pytest.raises(SystemExit):
+        quality.main([*common, "--methods", "lway", "--self-check", "--device", "cuda", "--out", str(out)])
+
+
 def test_ablation_presets_leave_one_operation_out_of_the_same_crops():
     import numpy as np
 
@@ -442,6 +474,10 @@ def test_round14_caps_share_one_adaptation_per_run():
     assert sweep.split_cap(ref) == (ref, None)
     caps = {n: sweep.split_cap(f) for n, f in variants.items() if n != "patch48"}
     assert {c for _, c in caps.values()} == {"1.2", "1.1", "1"} and all(base == ref for base, _ in caps.values())
+    # round 19's self-check is the same kind of candidate: the reference's adaptation scored as lway+self
+    variants = sweep.LATER_ROUNDS[19][0]
+    assert sweep.split_cap(variants["self-check"]) == (variants[sweep.ROUND_REFERENCE[19]], "self")
+    assert [sweep.scored_as(c) for c in ("self", "1.2", "1")] == ["lway+self", "lway+cap1.2", "lway+cap1"]
 
 
 def test_quality_groups_a_mixed_folder_and_keeps_a_small_folder_whole(tmp_path):
