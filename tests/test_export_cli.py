@@ -318,16 +318,73 @@ def test_realsr_df2k_exports_fp32_and_fp16(tmp_path_factory):
     shutil.rmtree(out, ignore_errors=True)
 
 
-def test_capped_adaptation_exports_the_uncapped_network_and_says_so(tmp_path):
-    """Weights adapted with --detail-cap record it; the cap is a post-process, so export says the engine is uncapped."""
+@pytest.fixture(scope="module")
+def capped_weights(tmp_path_factory):
+    """Weights as ``lwayrt adapt --detail-cap 1`` writes them: realesr-animevideov3 changed, the cap and the base model
+    (name and hash) in the metadata."""
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    base = load_model("realesr-animevideov3")
+    torch.manual_seed(0)
+    state = {k: v + 1e-2 * torch.randn_like(v) if k.startswith("body.") and v.dim() == 4 else v.clone()
+             for k, v in base.model.state_dict().items()}
+    path = tmp_path_factory.mktemp("capped") / "capped.safetensors"
+    save_safetensors(path, state, {"format": "lway_rt.sr/1", "name": "capped", "arch": base.arch, "scale": "4",
+                                   "hparams": json.dumps(base.spec.hparams), "base_model": "realesr-animevideov3",
+                                   "base_sha256": state_dict_sha256(base.model.state_dict()), "detail_cap": "1.0"})
+    return path
+
+
+def test_capped_adaptation_exports_with_its_cap(capped_weights, tmp_path):
+    """By default the cap the weights record goes into the graph: ONNX Runtime gives the image upscale writes
+    (wavelet.detail_cap of the unadapted and the adapted output), in fp32 and fp16 (whose blend stays fp32);
+    --detail-cap off exports the adapted network alone, under another cache key, and says so."""
+    from lway_rt.adapt.wavelet import detail_cap
+    from lway_rt.io.images import bundled_photo
+    from lway_rt.io.store import load_model
+    from lway_rt.runtime.ort import create_session, run_session
+
+    res = _run("--model", str(capped_weights), "--out", str(tmp_path / "capped"), "--precision", "both")
+    assert res.exit_code == 0, res.output
+    assert "detail cap 1: the graph runs the unadapted model beside the adapted one" in res.output
+    files = _exported(res.stdout)
+    assert set(files) == {"fp32", "fp16"}
+    x = torch.from_numpy(bundled_photo("chelsea")[40:200:4, 60:284:4].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():  # a 40x56 crop: not square, not the parity gate's size
+        base, adapted = load_model("realesr-animevideov3").model(x), load_model(str(capped_weights)).model(x)
+    want, s = detail_cap(base, adapted, 1.0, 4)
+    assert float(s[0]) < 0.9  # the cap binds on this crop: the check below can tell capped from uncapped
+    for precision, tol in (("fp32", 1e-5), ("fp16", 2e-3)):
+        m = _manifest(files[precision])
+        assert m["ready"] and m["source"]["detail_cap"]["cap"] == 1.0
+        assert m["source"]["detail_cap"]["base_model"] == "realesr-animevideov3"
+        y = run_session(create_session(files[precision], threads=1), x.numpy())
+        assert np.abs(y - want.numpy()).max() <= tol, precision
+        assert np.abs(y - adapted.numpy()).max() > 0.1
+    assert "cap" in _manifest(files["fp16"])["profile"]["keep_fp32_nodes"]
+    off = _run("--model", str(capped_weights), "--out", str(tmp_path / "capped"), "--detail-cap", "off")
+    assert off.exit_code == 0, off.output
+    assert "adapted with --detail-cap 1; with --detail-cap off the exported network is the uncapped model" in off.output
+    (plain,) = _exported(off.stdout).values()
+    assert plain != files["fp32"] and "detail_cap" not in _manifest(plain)["source"]
+    y = run_session(create_session(plain, threads=1), x.numpy())
+    assert np.abs(y - adapted.numpy()).max() <= 1e-4
+    other = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "plain"))
+    assert other.exit_code == 0 and "detail cap" not in other.output
+
+
+def test_capped_export_needs_the_base_model(capped_weights, tmp_path):
+    """A cap needs the unadapted model: weights that do not name it, or a wrong --base-model, are refused in one line."""
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import save_safetensors
 
-    base = load_model("realesr-animevideov3")
-    capped = tmp_path / "capped.safetensors"
-    save_safetensors(capped, base.model.state_dict(), {**base.metadata, "name": "capped", "detail_cap": "1.1"})
-    res = _run("--model", str(capped), "--out", str(tmp_path / "engines"))
-    assert res.exit_code == 0, res.output
-    assert "adapted with --detail-cap 1.1; the exported network is the uncapped model" in res.output
-    plain = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "engines2"))
-    assert plain.exit_code == 0 and "detail-cap" not in plain.output
+    adapted = load_model(str(capped_weights))
+    nameless = tmp_path / "nameless.safetensors"
+    save_safetensors(nameless, adapted.model.state_dict(), {"name": "nameless", "detail_cap": "1.2"})
+    for args, match in (([str(nameless)], "these weights do not name one: add --base-model"),
+                        ([str(capped_weights), "--base-model", "realsr-df2k-x4"], "is not the model these weights were adapted from"),
+                        ([str(capped_weights), "--detail-cap", "0.5"], "must be auto, off or a number >= 1")):
+        res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), "--model", *args])
+        assert res.exit_code == 1 and res.output.startswith("error: ") and match in res.output, (args, res.output)
+        assert "Traceback" not in res.output

@@ -34,12 +34,18 @@ def _log(msg: str) -> None:
 @click.option("--refit", "refit_engine_path", type=click.Path(dir_okay=False, path_type=Path), metavar="ENGINE",
               help="Swap --model's weights into this refittable engine instead of building a new one.")
 @click.option("--force", is_flag=True, help="Rebuild even when a ready artifact with the same cache key exists.")
+@click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",
+              help="auto: weights adapted with --detail-cap export with that cap in the graph (the unadapted model runs "
+                   "beside the adapted one and each output is blended as upscale does); off: the adapted network alone; "
+                   "C: this cap.")
+@click.option("--base-model", "base_model", metavar="M",
+              help="The unadapted model the detail cap compares with [the one the weights record].")
 @click.option("--max-abs-diff", type=float, default=1e-4, show_default=True,
               help="Parity gate for fp32: largest allowed |exported - torch|.")
 @click.option("--min-psnr", type=float, default=45.0, show_default=True,
               help="Parity gate for fp16: lowest allowed PSNR (dB) against the fp32 torch output.")
 def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
-            stage1_path, refit_engine_path, force, max_abs_diff, min_psnr):
+            stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr):
     """Export a model to ONNX (and optionally TensorRT); every artifact must pass the parity gate.
 
     \b
@@ -55,16 +61,26 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     from lway_rt.export.pipeline import encoder_exportable, export_artifacts, refit_engine, sr_exportable
     from lway_rt.export.profile import load_profile, parse_tile
     from lway_rt.io.store import load_model
+    from lway_rt.upscale import UpscaleConfig, prepare_detail_cap
+
+    cap_config = UpscaleConfig(detail_cap=detail_cap, base_model=base_model)  # validates --detail-cap
 
     def load_sr():
         if not model_spec:
             raise InputError("--model is required: a store name, a .pth/.safetensors file or an adapt output folder")
         desc = load_model(model_spec)
-        if "detail_cap" in (desc.metadata or {}):  # adapt --detail-cap: a post-process upscale applies, no layer
-            _log(f"note: these weights were adapted with --detail-cap {float(desc.metadata['detail_cap']):g}; the exported "
-                 "network is the uncapped model (lwayrt upscale applies the cap with the base model)")
         label = Path(model_spec).name if Path(model_spec).is_dir() else None
-        return sr_exportable(desc, label=label, model_spec=model_spec)
+        cap = prepare_detail_cap(cap_config, desc)
+        if cap is None:
+            if "detail_cap" in (desc.metadata or {}):
+                _log(f"note: these weights were adapted with --detail-cap {float(desc.metadata['detail_cap']):g}; with "
+                     "--detail-cap off the exported network is the uncapped model")
+            return sr_exportable(desc, label=label, model_spec=model_spec)
+        from lway_rt.export.capped import capped_sr_exportable
+
+        _log(f"detail cap {cap.cap:g}: the graph runs the unadapted model beside the adapted one and blends each output "
+             "as lwayrt upscale does (about twice the work; --detail-cap off for the adapted network alone)")
+        return capped_sr_exportable(desc, cap.base, cap.cap, label=label, model_spec=model_spec, base_spec=base_model)
 
     gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
     if refit_engine_path is not None:
@@ -80,18 +96,23 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
                               mode="static" if tiles else None, tiles=tiles, flags=flags,
                               keep_fp32_nodes=tuple(keep_fp32) or None)
 
-    exportables = []
+    exportables = []  # (what to export, its profile)
     if what in ("sr", "both"):
-        exportables.append(load_sr())
+        sr, sr_profile = load_sr(), profile
+        if "detail_cap" in sr.hparams:  # the blend's sums outgrow fp16's range: it stays fp32 in an fp16 graph
+            from lway_rt.export.capped import CAP_MODULE
+
+            sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, CAP_MODULE))))
+        exportables.append((sr, sr_profile))
     if what in ("encoder", "both"):
         from lway_rt.degae import load_stage1
 
         s1 = load_stage1(stage1_path)
         label = stage1_path.stem if stage1_path else "stage1-default"
-        exportables.append(encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None))
+        exportables.append((encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None), profile))
 
-    for ex in exportables:
-        for res in export_artifacts(ex, profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
+    for ex, ex_profile in exportables:
+        for res in export_artifacts(ex, ex_profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
                                     log=_log):
             status = "cache hit" if res.cache_hit else "exported"
             click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}")

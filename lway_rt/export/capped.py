@@ -1,0 +1,87 @@
+"""An adapted SR network with its per-image detail cap, as one exportable graph.
+
+``lwayrt adapt --detail-cap C`` writes each image as unadapted + s (adapted - unadapted), with the largest s in
+[0, 1] whose fine detail (``wavelet.detail_energy``: the Haar detail energy of Y, the scale's border cropped) is at
+most C x the unadapted image's; ``lwayrt upscale`` repeats it with the base model. An engine of the adapted network
+alone cannot, so ``lwayrt export`` builds ``CappedSR``: both networks on the same input and the blend, written
+with ops an ONNX exporter keeps in the graph (no data-dependent Python branch, no float64), so the exported file
+gives the capped image. It is applied per input the engine is given: whole frames reproduce ``upscale --tile 0``;
+a caller that tiles caps each tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["DetailCapBlend", "CappedSR", "capped_sr_exportable", "CAP_MODULE"]
+
+CAP_MODULE = "cap"  # the blend's module path in CappedSR: kept in fp32 by the fp16 pass (its sums exceed fp16's range)
+_LUMA = (0.299, 0.587, 0.114)  # BT.601, as wavelet._luma
+
+
+class DetailCapBlend(nn.Module):
+    """``wavelet.detail_cap(base, new, cap, border)`` for ``(B, 3, H, W)`` batches, in float32, per image.
+
+    The Haar detail bands are linear, so the fine-detail energy of base + s (new - base) is A + 2 B s + C s^2 and
+    the largest s within the cap is a root of a quadratic: the same closed form as ``wavelet.detail_cap``, with
+    ``torch.where`` for its cases."""
+
+    def __init__(self, cap: float, border: int):
+        super().__init__()
+        if not cap >= 1:
+            raise ValueError(f"detail cap must be at least 1, got {cap}")
+        self.cap, self.border = float(cap), int(border)
+
+    def detail(self, x: torch.Tensor) -> torch.Tensor:
+        """The three one-level Haar detail bands of Y of ``x`` (border cropped, even size), ``(B, 3, h, w)``."""
+        b = self.border
+        if b:
+            x = x[:, :, b:-b, b:-b]
+        y = x[:, 0:1] * _LUMA[0] + x[:, 1:2] * _LUMA[1] + x[:, 2:3] * _LUMA[2]
+        y = y[:, :, : y.shape[2] // 2 * 2, : y.shape[3] // 2 * 2]
+        p, q, r, t = y[:, :, 0::2, 0::2], y[:, :, 0::2, 1::2], y[:, :, 1::2, 0::2], y[:, :, 1::2, 1::2]
+        return torch.cat([(p + q - r - t) * 0.5, (p - q + r - t) * 0.5, (p - q - r + t) * 0.5], dim=1)
+
+    def forward(self, base: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        x0, step = base.float(), new.float() - base.float()
+        d0, dd = self.detail(x0), self.detail(step)
+        a, b, c = (d0 * d0).sum(dim=(1, 2, 3)), (d0 * dd).sum(dim=(1, 2, 3)), (dd * dd).sum(dim=(1, 2, 3))
+        within = a + 2 * b + c <= self.cap * a
+        root = (-b + torch.sqrt(torch.clamp(b * b + c * a * (self.cap - 1), min=0.0))) / torch.clamp(c, min=1e-30)
+        s = torch.where(within, torch.ones_like(a), torch.clamp(root, 0.0, 1.0))
+        return (x0 + s.view(-1, 1, 1, 1) * step).to(new.dtype)
+
+
+class CappedSR(nn.Module):
+    """The unadapted and the adapted network on one input, blended by ``DetailCapBlend``."""
+
+    def __init__(self, base: nn.Module, adapted: nn.Module, cap: float, border: int):
+        super().__init__()
+        self.base, self.adapted = base, adapted
+        setattr(self, CAP_MODULE, DetailCapBlend(cap, border))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, CAP_MODULE)(self.base(x), self.adapted(x))
+
+
+def capped_sr_exportable(desc, base_desc, cap: float, *, label: str | None = None, model_spec: str | None = None,
+                         base_spec: str | None = None):
+    """The ``Exportable`` of ``desc`` (adapted weights) held at ``cap`` against ``base_desc`` (its unadapted model),
+    with the scale's border cropped as ``upscale`` crops it; its weights hash covers both networks."""
+    from lway_rt.export.pipeline import Exportable, sr_exportable
+    from lway_rt.io.weights import state_dict_sha256
+
+    plain = sr_exportable(desc, label=label, model_spec=model_spec)
+    module = CappedSR(base_desc.model.eval(), desc.model.eval(), cap, desc.scale).eval()
+    base_sha = state_dict_sha256(base_desc.model.state_dict())
+    # the detail is measured inside the border: the output must keep at least a 2 x 2 block there
+    min_size = max(plain.min_size, math.ceil((2 + 2 * desc.scale) / desc.scale))
+    hparams = {**plain.hparams, "detail_cap": float(cap), "detail_cap_border": desc.scale, "base_sha256": base_sha}
+    source = {**plain.source, "detail_cap": {"cap": float(cap), "base_model": base_spec or base_desc.name or base_desc.source,
+                                             "base_sha256": base_sha, "adapted_sha256": plain.weights_sha256}}
+    return Exportable(module, "sr", "image", f"{plain.label}-cap{cap:g}", plain.arch, hparams,
+                      state_dict_sha256(module.state_dict()), plain.in_channels,
+                      max(plain.size_multiple, base_desc.size_multiple), min_size, source)

@@ -1,0 +1,40 @@
+"""``export.capped``: the detail cap written as graph ops equals ``wavelet.detail_cap`` (the one adapt and upscale use)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lway_rt.adapt.wavelet import detail_cap
+from lway_rt.export.capped import CappedSR, DetailCapBlend
+
+
+@pytest.mark.parametrize("shape,border", [((3, 3, 36, 52), 4), ((2, 3, 17, 23), 0), ((1, 3, 31, 30), 2)])
+def test_blend_equals_wavelet_detail_cap(shape, border):
+    """Per image and for odd sizes: one image sharpened (held back), one softened (kept as is), one unchanged."""
+    g = torch.Generator().manual_seed(sum(shape))
+    base = torch.rand(shape, generator=g)
+    soft = torch.nn.functional.avg_pool2d(base, 3, 1, 1, count_include_pad=False)
+    new = torch.stack([base[0] + 0.3 * (base[0] - soft[0]), *soft[1:2], *base[2:3]])[: shape[0]]
+    for cap in (1.0, 1.1, 2.0):
+        want, s = detail_cap(base, new, cap, border)
+        got = DetailCapBlend(cap, border)(base, new)
+        assert torch.allclose(got, want.float(), atol=1e-5), (cap, s)
+    assert float(detail_cap(base, new, 1.0, border)[1][0]) < 1  # the sharpened image is held at cap 1
+    if shape[0] > 1:
+        assert float(detail_cap(base, new, 1.0, border)[1][1]) == 1  # the softened one is within any cap
+
+
+def test_capped_sr_blends_its_two_networks_outputs():
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Upsample(scale_factor=2))
+    adapted = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Upsample(scale_factor=2))
+    x = torch.rand(2, 3, 12, 14)
+    with torch.no_grad():
+        want, _ = detail_cap(base(x), adapted(x), 1.05, 2)
+        got = CappedSR(base, adapted, 1.05, 2)(x)
+    assert torch.allclose(got, want.float(), atol=1e-5)
+    assert set(CappedSR(base, adapted, 1.05, 2).state_dict()) == {f"{n}.{k}" for n in ("base", "adapted")
+                                                                   for k in base.state_dict()}
+    with pytest.raises(ValueError, match="at least 1"):
+        DetailCapBlend(0.9, 0)
