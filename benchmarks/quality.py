@@ -406,9 +406,11 @@ def main(argv=None) -> int:
         term_cfg = base_cfg.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0, detail_guard=0.0)
 
         def self_term(lrs: list[np.ndarray]):
-            """One LWay term per crop of a folder: stage 1 embeds each crop's upsampled LR, as adapt does."""
-            data = [AdaptImage.from_lr(str(i), torch.from_numpy(lr).permute(2, 0, 1)[None], scale) for i, lr in enumerate(lrs)]
-            recon = prepare_stage1(stage1, [d.up for d in data])[0]
+            """One LWay term per crop of a folder: stage 1 embeds each crop's upsampled LR (the LR itself for the
+            lr-recon target), as adapt does."""
+            data = [AdaptImage.from_lr(str(i), torch.from_numpy(lr).permute(2, 0, 1)[None], scale)
+                    for i, lr in enumerate(lrs)]
+            recon = prepare_stage1(stage1, [d.lr if term_cfg.target == "lr-recon" else d.up for d in data])[0]
             return [term(d.lr, d.up, lambda x, ix=torch.full((1,), i, dtype=torch.long): recon(x, ix), term_cfg)
                     for i, d in enumerate(data)]
 

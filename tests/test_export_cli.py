@@ -218,6 +218,7 @@ def _fake_built_engine(onnx_path: Path, engine_path: Path, *, refit: bool = True
 
 def test_refit_checks_weight_names_before_needing_tensorrt(compact_export, adapted_dir, tmp_path, monkeypatch):
     from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.store import load_model
     from lway_rt.io.weights import save_safetensors
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)
@@ -235,6 +236,15 @@ def test_refit_checks_weight_names_before_needing_tensorrt(compact_export, adapt
     res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(other)])
     assert res.exit_code == 1 and "cannot be refitted" in res.output and "body.0.weight" in res.output
     assert "[64, 3, 3, 3]" in res.output and "[32, 3, 3, 3]" in res.output
+
+    # Weights with a recorded detail cap export as two networks: refused for an engine of one, with the way out
+    capped = tmp_path / "capped.safetensors"
+    save_safetensors(capped, load_model(str(adapted_dir)).model.state_dict(),
+                     {"base_model": "realesr-animevideov3", "detail_cap": "1.2"})
+    res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(capped)])
+    assert res.exit_code == 1 and "cannot be refitted" in res.output and "pass --detail-cap off" in res.output
+    res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(capped), "--detail-cap", "off"])
+    assert res.exit_code == 1 and "weights match the engine" in res.output and "'trt' extra" in res.output
 
     # An engine built without the refit flag is refused up front.
     plain = tmp_path / "plain.engine"

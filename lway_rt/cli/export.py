@@ -56,7 +56,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
       lwayrt export --what encoder --stage1 stage1.safetensors
       lwayrt export --refit engines/x.engine --model adapted/
     """
-    from lway_rt.errors import InputError
+    from lway_rt.errors import InputError, ModelError
     from lway_rt.export.parity import ParityGate
     from lway_rt.export.pipeline import encoder_exportable, export_artifacts, refit_engine, sr_exportable
     from lway_rt.export.profile import load_profile, parse_tile
@@ -84,7 +84,14 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
 
     gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
     if refit_engine_path is not None:
-        new_engine = refit_engine(refit_engine_path, load_sr(), gate=gate, log=_log)
+        ex = load_sr()
+        try:
+            new_engine = refit_engine(refit_engine_path, ex, gate=gate, log=_log)
+        except ModelError as exc:
+            if "detail_cap" not in ex.hparams or "cannot be refitted" not in str(exc):
+                raise
+            raise ModelError(f"{exc} (these weights record a detail cap, so their export holds the unadapted and the "
+                             "adapted network: to refit an engine of the adapted network alone pass --detail-cap off)") from None
         click.echo(f"refitted: {new_engine}")
         return
 
