@@ -508,12 +508,10 @@ def run_seed_setting(name: str, flags: list[str], key: str, folder: Path, caps: 
             s_ = [r[m]["self_s" if m == "lway+self" else "cap_s"] for r in res["per_image"]]
             row["cap_s"] = {"below_1": sum(c < 1 for c in s_), "of": len(s_), "mean": round(sum(s_) / len(s_), 4)}
             if m == "lway+self":  # which crops the self-check held back, and what became of the plain run's losers
-                def gain(r, k):
-                    return round(r[k]["psnr"] - r["unadapted"]["psnr"], 4)
-                row["held_back"] = {crop_key(r): {"s": r[m]["self_s"], "plain_db": gain(r, "lway"), "held_db": gain(r, m)}
-                                    for r in res["per_image"] if r[m]["self_s"] < 1}
-                row["plain_losers"] = {crop_key(r): {"s": r[m]["self_s"], "plain_db": gain(r, "lway"), "held_db": gain(r, m)}
-                                       for r in res["per_image"] if gain(r, "lway") < -0.1}
+                crops = {crop_key(r): {"s": r[m]["self_s"], "plain_db": round(r["lway"]["psnr"] - r["unadapted"]["psnr"], 4),
+                                       "held_db": round(r[m]["psnr"] - r["unadapted"]["psnr"], 4)} for r in res["per_image"]}
+                row["held_back"] = {k: v for k, v in crops.items() if v["s"] < 1}
+                row["plain_losers"] = {k: v for k, v in crops.items() if v["plain_db"] < -0.1}
         rows[variant] = row
         print(f"{variant:8s} {setting:6s} offset {offset} {time.perf_counter() - t0:6.0f}s  lway {row['mean_gain_db']:+.3f} dB, "
               f"worst {row['worst_db']:+.3f}", flush=True)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "detail_energy", "detail_ratio", "detail_cap", "HF_MODES"]
+__all__ = ["haar_dwt2", "hf_energy", "hf_weight", "detail_energy", "detail_ratio", "detail_cap", "cap_fraction",
+           "luma_detail", "HF_MODES"]
 
 HF_MODES = ("luma", "channel")
 
@@ -108,12 +109,12 @@ def detail_ratio(img: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> tor
 
 
 def _detail_sum(x: torch.Tensor, border: int) -> torch.Tensor:
-    """The summed squares of ``_luma_detail(x, border)`` per image, ``(B,)``, in ``x``'s dtype, with its graph."""
-    d = _luma_detail(x, border)
+    """The summed squares of ``luma_detail(x, border)`` per image, ``(B,)``, in ``x``'s dtype, with its graph."""
+    d = luma_detail(x, border)
     return (d * d).sum(dim=(1, 2, 3))
 
 
-def _luma_detail(x: torch.Tensor, border: int) -> torch.Tensor:
+def luma_detail(x: torch.Tensor, border: int) -> torch.Tensor:
     """The three one-level Haar detail bands of the BT.601 luminance of ``(B, 3, H, W)``, stacked ``(B, 3, h, w)``."""
     if border:
         x = x[..., border:-border, border:-border]
@@ -121,6 +122,19 @@ def _luma_detail(x: torch.Tensor, border: int) -> torch.Tensor:
     y = y[..., : y.shape[-2] // 2 * 2, : y.shape[-1] // 2 * 2]
     _, ch, cv, cd = haar_dwt2(y)
     return torch.cat([ch, cv, cd], dim=1)
+
+
+def cap_fraction(d0: torch.Tensor, dd: torch.Tensor, cap: float) -> torch.Tensor:
+    """Per image, the largest s in [0, 1] with energy(d0 + s dd) <= cap x energy(d0), for detail bands ``d0`` (the
+    unadapted image's) and ``dd`` (of adapted - unadapted), ``(B, ...)``; ``(B,)`` in their dtype. The energy is the
+    quadratic A + 2 B s + C s^2, so s is its root; written with ``torch.where`` (no data-dependent branch), so the
+    exported graph of ``export.capped`` computes it too."""
+    d0, dd = d0.flatten(1), dd.flatten(1)
+    a, b, c = (d0 * d0).sum(1), (d0 * dd).sum(1), (dd * dd).sum(1)
+    within = a + 2 * b + c <= cap * a
+    floor = 1e-300 if c.dtype == torch.float64 else 1e-30  # C = 0 is within the cap; the floor only avoids 0 / 0
+    root = (-b + torch.sqrt(torch.clamp(b * b + c * a * (cap - 1), min=0.0))) / torch.clamp(c, min=floor)
+    return torch.where(within, torch.ones_like(a), torch.clamp(root, 0.0, 1.0))  # c = 0 (no change) is within: a <= cap a
 
 
 def detail_cap(base: torch.Tensor, new: torch.Tensor, cap: float, border: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,12 +153,7 @@ def detail_cap(base: torch.Tensor, new: torch.Tensor, cap: float, border: int = 
         raise ValueError(f"detail_cap needs two (B, 3, H, W) batches of one shape, got {tuple(base.shape)} and {tuple(new.shape)}")
     with torch.no_grad():
         x0 = base.detach().double()
-        d0 = _luma_detail(x0, border).flatten(1)
-        dd = _luma_detail(new.detach().double() - x0, border).flatten(1)
-        a, b, c = (d0 * d0).sum(1), (d0 * dd).sum(1), (dd * dd).sum(1)
-        within = a + 2 * b + c <= cap * a
-        root = (-b + torch.sqrt((b * b + c * a * (cap - 1)).clamp_min(0))) / c.clamp_min(1e-300)
-        s = torch.where(within, torch.ones_like(a), root.clamp(0, 1))  # c = 0 (no change) is within: a <= cap a
+        s = cap_fraction(luma_detail(x0, border), luma_detail(new.detach().double() - x0, border), cap)
         k = s.to(base.dtype).view(-1, 1, 1, 1)
         out = torch.where(k == 1, new, base + k * (new - base))  # within the cap: exactly ``new``
     return out, s

@@ -16,18 +16,17 @@ import math
 import torch
 from torch import nn
 
+from lway_rt.adapt.wavelet import cap_fraction, luma_detail
+
 __all__ = ["DetailCapBlend", "CappedSR", "capped_sr_exportable", "CAP_MODULE"]
 
 CAP_MODULE = "cap"  # the blend's module path in CappedSR: kept in fp32 by the fp16 pass (its sums exceed fp16's range)
-_LUMA = (0.299, 0.587, 0.114)  # BT.601, as wavelet._luma
 
 
 class DetailCapBlend(nn.Module):
-    """``wavelet.detail_cap(base, new, cap, border)`` for ``(B, 3, H, W)`` batches, in float32, per image.
-
-    The Haar detail bands are linear, so the fine-detail energy of base + s (new - base) is A + 2 B s + C s^2 and
-    the largest s within the cap is a root of a quadratic: the same closed form as ``wavelet.detail_cap``, with
-    ``torch.where`` for its cases."""
+    """``wavelet.detail_cap(base, new, cap, border)`` for ``(B, 3, H, W)`` batches, in float32 (where the exported
+    graph runs) instead of float64, per image: the same detail bands (``wavelet.luma_detail``) and closed form
+    (``wavelet.cap_fraction``)."""
 
     def __init__(self, cap: float, border: int):
         super().__init__()
@@ -35,23 +34,9 @@ class DetailCapBlend(nn.Module):
             raise ValueError(f"detail cap must be at least 1, got {cap}")
         self.cap, self.border = float(cap), int(border)
 
-    def detail(self, x: torch.Tensor) -> torch.Tensor:
-        """The three one-level Haar detail bands of Y of ``x`` (border cropped, even size), ``(B, 3, h, w)``."""
-        b = self.border
-        if b:
-            x = x[:, :, b:-b, b:-b]
-        y = x[:, 0:1] * _LUMA[0] + x[:, 1:2] * _LUMA[1] + x[:, 2:3] * _LUMA[2]
-        y = y[:, :, : y.shape[2] // 2 * 2, : y.shape[3] // 2 * 2]
-        p, q, r, t = y[:, :, 0::2, 0::2], y[:, :, 0::2, 1::2], y[:, :, 1::2, 0::2], y[:, :, 1::2, 1::2]
-        return torch.cat([(p + q - r - t) * 0.5, (p - q + r - t) * 0.5, (p - q - r + t) * 0.5], dim=1)
-
     def forward(self, base: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         x0, step = base.float(), new.float() - base.float()
-        d0, dd = self.detail(x0), self.detail(step)
-        a, b, c = (d0 * d0).sum(dim=(1, 2, 3)), (d0 * dd).sum(dim=(1, 2, 3)), (dd * dd).sum(dim=(1, 2, 3))
-        within = a + 2 * b + c <= self.cap * a
-        root = (-b + torch.sqrt(torch.clamp(b * b + c * a * (self.cap - 1), min=0.0))) / torch.clamp(c, min=1e-30)
-        s = torch.where(within, torch.ones_like(a), torch.clamp(root, 0.0, 1.0))
+        s = cap_fraction(luma_detail(x0, self.border), luma_detail(step, self.border), self.cap)
         return (x0 + s.view(-1, 1, 1, 1) * step).to(new.dtype)
 
 
