@@ -69,6 +69,26 @@ def lpips_file():
     return write
 
 
+@pytest.fixture(scope="session")
+def capped_weights(tmp_path_factory):
+    """Weights as ``lwayrt adapt --detail-cap 1`` writes them: realesr-animevideov3 changed, the cap and the base model
+    (name and hash) in the metadata."""
+    import json
+
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    base = load_model("realesr-animevideov3")
+    torch.manual_seed(0)
+    state = {k: v + 1e-2 * torch.randn_like(v) if k.startswith("body.") and v.dim() == 4 else v.clone()
+             for k, v in base.model.state_dict().items()}
+    path = tmp_path_factory.mktemp("capped") / "capped.safetensors"
+    save_safetensors(path, state, {"format": "lway_rt.sr/1", "name": "capped", "arch": base.arch, "scale": "4",
+                                   "hparams": json.dumps(base.spec.hparams), "base_model": "realesr-animevideov3",
+                                   "base_sha256": state_dict_sha256(base.model.state_dict()), "detail_cap": "1.0"})
+    return path
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None

@@ -25,6 +25,35 @@ def test_cli_writes_a_valid_report_and_chart(tmp_path):
     assert "ort-cpu" in res.output and "yes" in res.output and "report:" in res.output
 
 
+def test_capped_weights_are_timed_as_export_ships_them(capped_weights, tmp_path):
+    """Weights adapted with --detail-cap are timed with their cap by default (both networks and the blend, as
+    lwayrt export ships them); the exported ONNX graph must reproduce that torch network to pass; --detail-cap off
+    times the adapted network alone; a tiled run of a capped network is refused in one line."""
+    from lway_rt.io.store import load_model
+
+    n_base = sum(p.numel() for p in load_model("realesr-animevideov3").model.parameters())
+    reports = {}
+    for cap in ("auto", "off"):
+        out = tmp_path / f"{cap}.json"
+        res = CliRunner().invoke(main, ["serve-bench", "-m", str(capped_weights), "-s", "24x32", "-b", "torch", "-b", "ort-cpu",
+                                        "--no-peak", "--detail-cap", cap, "--json", str(out), *TINY[:-1]])
+        assert res.exit_code == 0, res.output
+        reports[cap] = json.loads(out.read_text())
+        assert ("detail cap 1: timing the unadapted model beside the adapted one" in res.output) == (cap == "auto")
+        assert validate(reports[cap]) == [] and reports[cap]["summary"]["ok"] == 2
+    capped, plain = reports["auto"], reports["off"]
+    assert capped["model"]["detail_cap"]["cap"] == 1.0 and capped["model"]["detail_cap"]["base_model"] == "realesr-animevideov3"
+    assert capped["model"]["params"] == 2 * n_base and plain["model"]["params"] == n_base
+    assert plain["model"]["detail_cap"] is None
+    for a, b in zip(capped["results"], plain["results"]):  # the capped graph does about twice the work
+        assert a["flops_per_image"] == 2 * b["flops_per_image"] > 0
+        assert a["verification"]["psnr_db"] >= 50
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(capped_weights), "--tile", "16", "--tile-overlap", "4", *TINY])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and "time whole images (--tile 0)" in res.output
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(capped_weights), "--base-model", "realsr-df2k-x4", *TINY])
+    assert res.exit_code == 1 and "is not the model these weights were adapted from" in res.output
+
+
 def test_cli_user_mistakes_are_one_line_errors():
     runner = CliRunner()
     for args, needle in (
@@ -43,7 +72,7 @@ def test_cli_user_mistakes_are_one_line_errors():
 
 def test_cli_prints_schema_and_help():
     res = CliRunner().invoke(main, ["serve-bench", "--schema"])
-    assert res.exit_code == 0 and json.loads(res.output)["properties"]["schema_version"] == {"const": "1.0"}
+    assert res.exit_code == 0 and json.loads(res.output)["properties"]["schema_version"] == {"const": "1.1"}
     res = CliRunner().invoke(main, ["serve-bench", "--help"])
     assert res.exit_code == 0 and "--concurrency" in res.output
 

@@ -97,7 +97,7 @@ def test_schema_checker_catches_broken_reports(report):
     errors = validate(bad)
     joined = "\n".join(errors)
     for needle in ("missing required field 'cpu_model'", "'great' is not one of", "unexpected field 'surprise'",
-                   "must be '1.0'", "$.results["):
+                   "must be '1.1'", "$.results["):
         assert needle in joined
     with pytest.raises(SchemaError, match="does not match schema"):
         validate_report(bad)

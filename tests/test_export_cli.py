@@ -328,24 +328,6 @@ def test_realsr_df2k_exports_fp32_and_fp16(tmp_path_factory):
     shutil.rmtree(out, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def capped_weights(tmp_path_factory):
-    """Weights as ``lwayrt adapt --detail-cap 1`` writes them: realesr-animevideov3 changed, the cap and the base model
-    (name and hash) in the metadata."""
-    from lway_rt.io.store import load_model
-    from lway_rt.io.weights import save_safetensors, state_dict_sha256
-
-    base = load_model("realesr-animevideov3")
-    torch.manual_seed(0)
-    state = {k: v + 1e-2 * torch.randn_like(v) if k.startswith("body.") and v.dim() == 4 else v.clone()
-             for k, v in base.model.state_dict().items()}
-    path = tmp_path_factory.mktemp("capped") / "capped.safetensors"
-    save_safetensors(path, state, {"format": "lway_rt.sr/1", "name": "capped", "arch": base.arch, "scale": "4",
-                                   "hparams": json.dumps(base.spec.hparams), "base_model": "realesr-animevideov3",
-                                   "base_sha256": state_dict_sha256(base.model.state_dict()), "detail_cap": "1.0"})
-    return path
-
-
 def test_capped_adaptation_exports_with_its_cap(capped_weights, tmp_path):
     """By default the cap the weights record goes into the graph: ONNX Runtime gives the image upscale writes
     (wavelet.detail_cap of the unadapted and the adapted output), in fp32 and fp16 (whose blend stays fp32);

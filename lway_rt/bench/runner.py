@@ -35,7 +35,7 @@ from lway_rt.errors import InputError
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 #: Verification thresholds (dB, RGB in [0, 1]) by precision; tiled runs also accept seams down to TILED_MIN_PSNR.
 DEFAULT_MIN_PSNR = {"fp32": 50.0, "fp16": 35.0, "bf16": 30.0}
@@ -78,6 +78,8 @@ class BenchConfig:
     min_psnr: float | None = None  # None: DEFAULT_MIN_PSNR by precision
     seed: int = 0
     measure_peak: bool = True
+    detail_cap: str = "auto"  # as lwayrt export: auto (what adapted weights record), off, or a number >= 1
+    base_model: str | None = None  # the unadapted model a cap compares with [the weights' metadata]
 
     def __post_init__(self):
         for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
@@ -97,6 +99,13 @@ class BenchConfig:
             raise InputError(f"device must be cpu or cuda, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}")
+        self.cap_settings()  # validates detail_cap
+
+    def cap_settings(self):
+        """``detail_cap`` / ``base_model`` as ``upscale.prepare_detail_cap`` takes them (one rule for every command)."""
+        from lway_rt.upscale import UpscaleConfig
+
+        return UpscaleConfig(detail_cap=self.detail_cap, base_model=self.base_model)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -202,6 +211,31 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
+def _with_detail_cap(desc, config: BenchConfig, say: Callable[[str], None]):
+    """``desc`` as ``lwayrt export`` ships it: weights adapted with ``--detail-cap`` (or a cap asked for) become the
+    unadapted and the adapted network with the blend (``export.capped``), so the times are those of the engine a
+    user deploys. Returns it and the report's ``detail_cap`` record (None: uncapped)."""
+    from lway_rt.io.weights import state_dict_sha256
+    from lway_rt.upscale import prepare_detail_cap
+
+    cap = prepare_detail_cap(config.cap_settings(), desc)
+    if cap is None:
+        if "detail_cap" in (desc.metadata or {}):
+            say(f"note: these weights were adapted with --detail-cap {float(desc.metadata['detail_cap']):g}; with "
+                "--detail-cap off the timed network is the uncapped model")
+        return desc, None
+    if any(config.tiles):
+        raise InputError(f"the detail cap ({cap.cap:g}) is measured on each input the network is given, so tiles would "
+                         "each be capped on their own: time whole images (--tile 0), or pass --detail-cap off")
+    from lway_rt.export.capped import capped_descriptor
+
+    say(f"detail cap {cap.cap:g}: timing the unadapted model beside the adapted one and the blend, as lwayrt export "
+        "ships them (--detail-cap off for the adapted network alone)")
+    record = {"cap": cap.cap, "base_model": config.base_model or cap.base.name or cap.base.source,
+              "base_sha256": state_dict_sha256(cap.base.model.state_dict())}
+    return capped_descriptor(desc, cap.base, cap.cap), record
+
+
 def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | None = None, command: str | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the matrix of ``config``; returns the report (a JSON-ready dict, see ``lway_rt.bench.schema``).
@@ -225,6 +259,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     load_start = machine.load_average()
     desc = model if model is not None else load_model(config.model, device="cpu")
+    desc, cap = _with_detail_cap(desc, config, say)
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
     threads = config.threads or _usable_cores()
@@ -346,7 +381,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         "packages": machine.package_versions(),
         "model": {"spec": config.model, "name": desc.name, "arch": desc.arch, "scale": scale, "params": n_params,
                   "hparams": dict(desc.spec.hparams), "source": desc.source,
-                  "source_sha256": desc.metadata.get("source_sha256")},
+                  "source_sha256": desc.metadata.get("source_sha256"), "detail_cap": cap},
         "settings": {**config.as_dict(), "threads": threads, "input_source": input_source,
                      "min_psnr_db": config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR,
                      "tiled_min_psnr_db": TILED_MIN_PSNR, "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},

@@ -106,10 +106,10 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     exportables = []  # (what to export, its profile)
     if what in ("sr", "both"):
         sr, sr_profile = load_sr(), profile
-        if "detail_cap" in sr.hparams:  # the blend's sums outgrow fp16's range: it stays fp32 in an fp16 graph
-            from lway_rt.export.capped import CAP_MODULE
+        from lway_rt.export.capped import fp32_nodes
 
-            sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, CAP_MODULE))))
+        if fp32_nodes(sr.module):  # a capped graph's blend outgrows fp16's range: it stays fp32 in an fp16 graph
+            sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, *fp32_nodes(sr.module)))))
         exportables.append((sr, sr_profile))
     if what in ("encoder", "both"):
         from lway_rt.degae import load_stage1

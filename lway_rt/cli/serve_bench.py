@@ -44,6 +44,11 @@ class BenchFailed(LwayError):
 @click.option("--max-time-s", default=60.0, show_default=True, help="Stop timing a configuration after this long.")
 @click.option("--rounds", default=3, show_default=True,
               help="Split timing into rounds that alternate between backends (fair on a machine with changing load).")
+@click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",
+              help="auto: weights adapted with --detail-cap are timed with that cap, as lwayrt export ships them (the "
+                   "unadapted model runs beside the adapted one); off: the adapted network alone; C: this cap.")
+@click.option("--base-model", "base_model", metavar="M",
+              help="The unadapted model a detail cap compares with [the one the weights name].")
 @click.option("--min-psnr", type=float, default=None,
               help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")
 @click.option("--no-peak", is_flag=True, help="Skip measuring the machine's matmul/conv peak.")
@@ -52,7 +57,7 @@ class BenchFailed(LwayError):
 @click.option("--schema", "print_schema", is_flag=True, help="Print the report's JSON Schema and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, device, threads, warmup_s, warmup_iters,
-            min_iters, min_time_s, max_time_s, rounds, min_psnr, no_peak, json_path, chart_path, print_schema, quiet):
+            min_iters, min_time_s, max_time_s, rounds, detail_cap, base_model, min_psnr, no_peak, json_path, chart_path, print_schema, quiet):
     """Verify each backend against torch fp32, then time it: percentiles, throughput, memory, FLOP efficiency."""
     if print_schema:
         from lway_rt.bench.schema import SCHEMA
@@ -81,7 +86,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         concurrency=tuple(concurrency or (1,)), device=device, threads=threads, min_psnr=min_psnr,
         timing=TimingPolicy(warmup_s=warmup_s, warmup_iters=warmup_iters, min_iters=min_iters, min_time_s=min_time_s,
                             max_time_s=max_time_s, rounds=rounds),
-        measure_peak=not no_peak,
+        measure_peak=not no_peak, detail_cap=detail_cap, base_model=base_model,
     )
     console = Console(stderr=True)
     progress = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]"))

@@ -18,7 +18,7 @@ from torch import nn
 
 from lway_rt.adapt.wavelet import cap_fraction, luma_detail
 
-__all__ = ["DetailCapBlend", "CappedSR", "capped_sr_exportable", "CAP_MODULE"]
+__all__ = ["DetailCapBlend", "CappedSR", "capped_descriptor", "capped_sr_exportable", "fp32_nodes", "CAP_MODULE"]
 
 CAP_MODULE = "cap"  # the blend's module path in CappedSR: kept in fp32 by the fp16 pass (its sums exceed fp16's range)
 
@@ -52,6 +52,27 @@ class CappedSR(nn.Module):
         return getattr(self, CAP_MODULE)(self.base(x), self.adapted(x))
 
 
+def fp32_nodes(module: nn.Module) -> tuple[str, ...]:
+    """Module paths an fp16 export of ``module`` must keep in fp32: the blend of a ``CappedSR``, else none."""
+    return (CAP_MODULE,) if isinstance(module, CappedSR) else ()
+
+
+def capped_descriptor(desc, base_desc, cap: float):
+    """``desc`` (adapted weights) held at ``cap`` against ``base_desc`` (its unadapted model), as a
+    ``ModelDescriptor`` whose network is the ``CappedSR`` (what ``serve-bench`` deploys): the scale's border is
+    cropped as ``upscale`` crops it, the size rules cover both networks and keep a 2 x 2 block inside the border,
+    and it is not tiling-safe (each tile would be capped on its own)."""
+    from dataclasses import replace
+
+    from lway_rt.archs.descriptor import ModelDescriptor
+
+    module = CappedSR(base_desc.model.eval(), desc.model.eval(), cap, desc.scale).eval()
+    spec = replace(desc.spec, size_multiple=max(desc.size_multiple, base_desc.size_multiple),
+                   min_size=max(desc.min_size, base_desc.min_size, math.ceil((2 + 2 * desc.scale) / desc.scale)),
+                   fp16_safe=desc.fp16_safe and base_desc.fp16_safe, tiling_safe=False)
+    return ModelDescriptor(module, spec, name=desc.name, source=desc.source, metadata=dict(desc.metadata or {}))
+
+
 def capped_sr_exportable(desc, base_desc, cap: float, *, label: str | None = None, model_spec: str | None = None,
                          base_spec: str | None = None):
     """The ``Exportable`` of ``desc`` (adapted weights) held at ``cap`` against ``base_desc`` (its unadapted model),
@@ -60,13 +81,11 @@ def capped_sr_exportable(desc, base_desc, cap: float, *, label: str | None = Non
     from lway_rt.io.weights import state_dict_sha256
 
     plain = sr_exportable(desc, label=label, model_spec=model_spec)
-    module = CappedSR(base_desc.model.eval(), desc.model.eval(), cap, desc.scale).eval()
+    capped = capped_descriptor(desc, base_desc, cap)
     base_sha = state_dict_sha256(base_desc.model.state_dict())
-    # the detail is measured inside the border: the output must keep at least a 2 x 2 block there
-    min_size = max(plain.min_size, math.ceil((2 + 2 * desc.scale) / desc.scale))
     hparams = {**plain.hparams, "detail_cap": float(cap), "detail_cap_border": desc.scale, "base_sha256": base_sha}
     source = {**plain.source, "detail_cap": {"cap": float(cap), "base_model": base_spec or base_desc.name or base_desc.source,
                                              "base_sha256": base_sha, "adapted_sha256": plain.weights_sha256}}
-    return Exportable(module, "sr", "image", f"{plain.label}-cap{cap:g}", plain.arch, hparams,
-                      state_dict_sha256(module.state_dict()), plain.in_channels,
-                      max(plain.size_multiple, base_desc.size_multiple), min_size, source)
+    return Exportable(capped.model, "sr", "image", f"{plain.label}-cap{cap:g}", plain.arch, hparams,
+                      state_dict_sha256(capped.model.state_dict()), plain.in_channels,
+                      capped.size_multiple, capped.min_size, source)

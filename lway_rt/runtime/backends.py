@@ -285,11 +285,14 @@ def skip_reason(spec: BackendSpec, *, fp16_safe: bool = True) -> str | None:
 def export_onnx_for(model, out_path: Path, *, precision: str = "fp32", dynamic: bool = True) -> Path:
     """Export a ``ModelDescriptor`` (or image module) with the project's exporter (``lway_rt.export``).
 
-    Its own parity check is skipped: serve-bench verifies every backend on photo crops anyway.
+    Its own parity check is skipped: serve-bench verifies every backend on photo crops anyway. A capped
+    network's blend (``lway_rt.export.capped``) stays fp32 in an fp16 file, as ``lwayrt export`` keeps it.
     """
     from lway_rt.export import export_onnx
+    from lway_rt.export.capped import fp32_nodes
 
-    return Path(export_onnx(model, Path(out_path), precision=precision, dynamic=dynamic, check=False))
+    keep = fp32_nodes(getattr(model, "model", model))
+    return Path(export_onnx(model, Path(out_path), precision=precision, dynamic=dynamic, check=False, keep_fp32_nodes=keep))
 
 
 # --------------------------------------------------------------------------------------------
