@@ -40,6 +40,12 @@ class TrainingError(LwayError):
     """Training or adaptation cannot go on (diverged, NaN, interrupted beyond recovery)."""
 
 
+class Interrupted(LwayError):
+    """The user stopped a long run (Ctrl-C); the message says what was kept and how to continue. Exit status 130."""
+
+    exit_code = 130
+
+
 class ParityError(LwayError):
     """An exported model does not reproduce the reference output within tolerance."""
 

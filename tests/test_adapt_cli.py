@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,23 +154,31 @@ def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     assert "Traceback" not in res.output
 
 
-def test_kill_and_resume(files, tmp_path):
-    out = tmp_path / "killed"
+def _long_run_stopped_after_a_checkpoint(files, out, sig) -> tuple[list[str], subprocess.Popen, str]:
+    """Start a 400-step ``lwayrt adapt`` into ``out`` in a subprocess, send it ``sig`` once its first checkpoint is on
+    disk; returns its arguments, the process (ended) and what it printed."""
     args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
             "--stage1", str(files / "stage1.safetensors"), "--iterations", "400", "--patch-size", "16",
             "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while not (out / CHECKPOINT).exists():
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
+        text = proc.communicate(timeout=60)[0].decode()
     finally:
+        proc.kill()
         proc.wait(timeout=30)
+    return args, proc, text
+
+
+def test_kill_and_resume(files, tmp_path):
+    out = tmp_path / "killed"
+    args, _, _ = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGKILL)
     assert not (out / "adapted.safetensors").exists(), "the run finished before it could be killed"
     code, text = _run(args)
     assert code == 1 and "--resume" in text
@@ -180,6 +189,17 @@ def test_kill_and_resume(files, tmp_path):
     assert 0 < report["resumed_from"][0] < 400 and report["resumed_from"][0] % 5 == 0
     assert len(report["history"]) == 400
     assert not (out / CHECKPOINT).exists()
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path):
+    """SIGINT (Ctrl-C) after a checkpoint: exit status 130 and one line naming the checkpoint and --resume."""
+    out = tmp_path / "stopped"
+    _, proc, text = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGINT)
+    assert proc.returncode == 130, text
+    line = text.strip().splitlines()[-1]
+    assert re.fullmatch(r"adaptation interrupted at iteration \d+; the checkpoint of iteration \d+ is kept in .*checkpoint\.pt: "
+                        r"run the same command with --resume to continue", line), text
+    assert "Traceback" not in text and (out / CHECKPOINT).exists() and not (out / "adapted.safetensors").exists()
 
 
 def test_detail_cap_holds_written_images_and_upscale_repeats_it(files, tmp_path):

@@ -11,7 +11,7 @@ from lway_rt.adapt.loop import CHECKPOINT, adapt_images
 from lway_rt.archs.registry import detect
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.archs.srvgg import SRVGGNetCompact
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, Interrupted
 from lway_rt.io.images import resize_bicubic
 from lway_rt.io.weights import load_state_file
 
@@ -60,12 +60,16 @@ def _weights(result_model_state):
 
 
 def _interrupt_at(it, inputs, model_seed, cfg, out, stage1):
-    """Run ``adapt_images`` into ``out`` and stop it with Ctrl-C (KeyboardInterrupt) at iteration ``it``'s log line."""
+    """Run ``adapt_images`` into ``out`` and stop it with Ctrl-C (KeyboardInterrupt) at iteration ``it``'s log line: it
+    stops with ``Interrupted``, naming the checkpoint it keeps and how to continue."""
     def interrupt(msg):
         if msg.startswith(f"iteration {it}/"):
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    last = it - it % cfg.checkpoint_every
+    kept = (rf"the checkpoint of iteration {last} is kept in .*checkpoint\.pt: run the same command with --resume" if last
+            else rf"no checkpoint had been written yet \(one every {cfg.checkpoint_every} steps\): run the command again")
+    with pytest.raises(Interrupted, match=rf"adaptation interrupted at iteration {it}; {kept}"):
         adapt_images(inputs, _desc(_tiny(model_seed)), cfg, out, stage1=stage1, log=interrupt)
 
 
@@ -156,6 +160,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     part_dir = tmp_path / "part"
     _interrupt_at(10, inputs, 3, cfg, part_dir, stage1)
     assert (part_dir / CHECKPOINT).exists() and not (part_dir / "adapted.safetensors").exists()
+    _interrupt_at(10, inputs, 3, cfg.replace(checkpoint_every=20), tmp_path / "early", stage1)  # before the first one
+    assert not (tmp_path / "early" / CHECKPOINT).exists()
     with pytest.raises(InputError, match="--resume"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1)
     with pytest.raises(InputError, match="other inputs, model or settings"):

@@ -18,7 +18,7 @@ from PIL import Image
 from lway_rt.cli import main
 from lway_rt.degae import load_stage1
 from lway_rt.degae.train import TrainConfig, train
-from lway_rt.errors import InputError, ModelError, OutputError, TrainingError
+from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError
 
 TINY = dict(crop=32, batch=2, embed_dim=16, width=8, blocks=2, head_widths=(16, 16, 16))
 
@@ -107,6 +107,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
     assert kept.meta["iterations"] == 2
     for k, v in kept.state_dict().items():
         assert torch.equal(v, good[k])
+
+
+def test_ctrl_c_names_the_checkpoint_kept(photo_dir, tmp_path):
+    """Ctrl-C (KeyboardInterrupt, here raised from the progress log) stops with ``Interrupted``: the last checkpoint
+    and --resume, or that none was written yet; the checkpoint on disk is the one it names."""
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=40, ckpt_every=2, **TINY)
+
+    def interrupt_at(it):
+        def log(msg):
+            if msg.startswith(f"it {it} "):
+                raise KeyboardInterrupt
+        return log
+
+    with pytest.raises(Interrupted, match=r"stage-1 training interrupted at iteration 2; no checkpoint had been written "
+                                          r"yet \(one every 2 iterations\): run the command again"):
+        train(cfg, log=interrupt_at(2))
+    assert not out.exists()
+    with pytest.raises(Interrupted, match=rf"interrupted at iteration 4; the checkpoint of iteration 2 is kept at "
+                                          rf"{re.escape(str(out))}: run the same command with --resume to continue"):
+        train(cfg, log=interrupt_at(4))  # the log line comes before iteration 4's checkpoint
+    assert load_stage1(out).meta["iterations"] == 2
 
 
 def test_bad_data_is_refused(tmp_path, photo_dir):

@@ -46,7 +46,7 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_cap, detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import InputError, ModelError, TrainingError
+from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -479,63 +479,71 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
            + (" (per image, trust gate)" if gates is not None else "") if config.detail_guard > 0 else ""))
     t_loop, it_loop = time.perf_counter(), st["it"]
     train_s0 = st["train_s"]
-    while st["it"] < config.iterations and st["stopped"] is None:
-        batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen)
-        if config.augment == "dihedral":  # drawn after the positions, so runs without it keep their draws
-            batch.turn = torch.randint(DIHEDRAL, (config.batch_size,), generator=gen)
-        if anchor_model is not None:
-            with torch.no_grad():
-                batch.anchor = anchor_model(batch.lr)
-            if trust is not None:
-                batch.anchor_scale = trust[batch.index]
-            if gates is not None:
-                batch.guard_scale = gates[batch.index]
-        if sup_pairs is not None:
-            batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
-            if config.sup_degradation == "stage1":  # R and the run's embeddings degrade the clean crops
-                batch.sup_lr = stage1_degraded(recon, batch.sup_hr, sup_pairs.images(st["it"] + 1, len(data)),
-                                               scale, config.target)
-        step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
-        _set_lr(opt, step_lr)
-        m = fast_adapt_step(model, opt, batch, recon, config, speed, perceptual=perceptual)
-        st["it"] += 1
-        rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
-        for part in ("anchor", "detail", "sup", "perc"):
-            if part in m:
-                rec[part] = m[part]
-        st["history"].append(rec)
-        if m["skipped"]:
-            st["bad_streak"] += 1
-            st["lr"] *= 0.5
-            _set_lr(opt, st["lr"])
-            msg = f"iteration {st['it']}: {m['reason']}, step skipped; {lr_now()}"
-            st["events"].append(msg)
-            log(msg)
-            if st["bad_streak"] >= config.max_bad_steps:
-                st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row; stopped with the last good "
-                                 f"weights (iteration {st['it'] - st['bad_streak']})")
-                log(st["stopped"])
-                break
-            continue
-        st["bad_streak"] = 0
-        if st["ema"] is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(st["ema"], params, 1.0 - config.ema)
-        done = st["it"] == config.iterations
-        if st["it"] % config.guard_every == 0 or done:
-            guard_check()
-        if gt is not None and (st["it"] % config.eval_every == 0 or done):
-            gt_check()
-        if st["it"] % config.snapshot_every == 0 or done:
-            st["snapshots"][st["it"]] = snapshot()
-        st["train_s"] = train_s0 + time.perf_counter() - t_loop
-        if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
-            _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
-                                         "gen": gen.get_state(), "st": st})
-        if st["it"] % 10 == 0:
-            rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
-            log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
-                f"about {_duration(rate * (config.iterations - st['it']))} left")
+    last_ckpt = st["it"] if st["resumed_from"] else None  # the iteration the checkpoint on disk holds
+    try:
+        while st["it"] < config.iterations and st["stopped"] is None:
+            batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen)
+            if config.augment == "dihedral":  # drawn after the positions, so runs without it keep their draws
+                batch.turn = torch.randint(DIHEDRAL, (config.batch_size,), generator=gen)
+            if anchor_model is not None:
+                with torch.no_grad():
+                    batch.anchor = anchor_model(batch.lr)
+                if trust is not None:
+                    batch.anchor_scale = trust[batch.index]
+                if gates is not None:
+                    batch.guard_scale = gates[batch.index]
+            if sup_pairs is not None:
+                batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
+                if config.sup_degradation == "stage1":  # R and the run's embeddings degrade the clean crops
+                    batch.sup_lr = stage1_degraded(recon, batch.sup_hr, sup_pairs.images(st["it"] + 1, len(data)),
+                                                   scale, config.target)
+            step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
+            _set_lr(opt, step_lr)
+            m = fast_adapt_step(model, opt, batch, recon, config, speed, perceptual=perceptual)
+            st["it"] += 1
+            rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
+            for part in ("anchor", "detail", "sup", "perc"):
+                if part in m:
+                    rec[part] = m[part]
+            st["history"].append(rec)
+            if m["skipped"]:
+                st["bad_streak"] += 1
+                st["lr"] *= 0.5
+                _set_lr(opt, st["lr"])
+                msg = f"iteration {st['it']}: {m['reason']}, step skipped; {lr_now()}"
+                st["events"].append(msg)
+                log(msg)
+                if st["bad_streak"] >= config.max_bad_steps:
+                    st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row; stopped with the last good "
+                                     f"weights (iteration {st['it'] - st['bad_streak']})")
+                    log(st["stopped"])
+                    break
+                continue
+            st["bad_streak"] = 0
+            if st["ema"] is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(st["ema"], params, 1.0 - config.ema)
+            done = st["it"] == config.iterations
+            if st["it"] % config.guard_every == 0 or done:
+                guard_check()
+            if gt is not None and (st["it"] % config.eval_every == 0 or done):
+                gt_check()
+            if st["it"] % config.snapshot_every == 0 or done:
+                st["snapshots"][st["it"]] = snapshot()
+            st["train_s"] = train_s0 + time.perf_counter() - t_loop
+            if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
+                _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
+                                             "gen": gen.get_state(), "st": st})
+                last_ckpt = st["it"]
+            if st["it"] % 10 == 0:
+                rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
+                log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
+                    f"about {_duration(rate * (config.iterations - st['it']))} left")
+    except KeyboardInterrupt:
+        kept = (f"the checkpoint of iteration {last_ckpt} is kept in {ckpt_path}: run the same command with --resume to "
+                "continue" if last_ckpt else f"no checkpoint had been written yet (one every {config.checkpoint_every} "
+                "steps): run the command again")
+        raise Interrupted(f"adaptation interrupted at iteration {st['it']}; {kept}") from None
     st["train_s"] = train_s0 + time.perf_counter() - t_loop
     if st["stopped"]:
         log(st["stopped"])

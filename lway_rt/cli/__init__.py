@@ -2,7 +2,7 @@
 
 Subcommands live one per module and are imported only when invoked, so ``lwayrt --help`` needs
 only the base dependencies. Library errors (``LwayError``) become a one-line message and exit
-status 1; a traceback means a bug.
+status 1 (130 for Ctrl-C, saying what was kept); a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import click
 
 from lway_rt import __version__
-from lway_rt.errors import LwayError
+from lway_rt.errors import Interrupted, LwayError
 
 # command name -> (module under lway_rt.cli, short help shown by `lwayrt --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,9 +47,15 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.secho(str(exc), fg="yellow", err=True)
+            ctx.exit(exc.exit_code)
         except LwayError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(1)
+        except KeyboardInterrupt:  # Ctrl-C outside a resumable loop: nothing half-written is left (atomic writes)
+            click.secho("interrupted", fg="yellow", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

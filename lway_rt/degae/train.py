@@ -40,7 +40,7 @@ from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
-from lway_rt.errors import InputError, ModelError, OutputError, TrainingError
+from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
 
@@ -446,6 +446,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                 seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr}
                 _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
                 last_saved = it
+    except KeyboardInterrupt:
+        kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command with --resume to "
+                "continue" if last_saved > 0 else f"no checkpoint had been written yet (one every {cfg.ckpt_every} "
+                "iterations): run the command again")
+        raise Interrupted(f"stage-1 training interrupted at iteration {it}; {kept}") from None
     finally:
         source.close()
         if bar is not None:
