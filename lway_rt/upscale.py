@@ -133,7 +133,10 @@ class UpscaleReport:
 def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     """Load the model named in ``config`` and put it on its device and precision (or raise)."""
     from lway_rt.io.store import load_model
+    from lway_rt.runtime.onnx_model import ONNX_SUFFIX, load_onnx_model
 
+    if Path(config.model).suffix.lower() in (ONNX_SUFFIX, ".engine", ".plan", ".trt"):
+        return _prepare_onnx(config, load_onnx_model(config.model, device=config.device))
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")
     desc = load_model(config.model, device=config.device)
@@ -146,6 +149,23 @@ def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
         if not desc.fp16_safe:
             raise InputError(f"model {label} is not safe in fp16 (its activations overflow): drop --fp16")
         desc.model.half()
+    return desc
+
+
+def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescriptor:
+    """Checks for an ONNX file (``runtime.onnx_model``): its precision and any detail cap were fixed at export."""
+    label = Path(config.model).name
+    if config.scale is not None and config.scale != desc.scale:
+        raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop --scale")
+    if config.fp16:
+        raise InputError(f"{label} runs in the precision it was exported in: drop --fp16 (export with --precision fp16 "
+                         "for a half-precision file)")
+    if config.detail_cap not in ("auto", "off") or config.base_model:
+        raise InputError(f"{label} runs as exported: a detail cap goes into the file at export ('lwayrt export "
+                         "--detail-cap'), so drop --detail-cap / --base-model here")
+    if not desc.tiling_safe and config.tile:
+        raise InputError(f"{label} holds a detail cap measured on each input it is given, so tiles would each be capped "
+                         "on their own: add --tile 0 (whole images, as 'lwayrt upscale' caps them)")
     return desc
 
 
@@ -306,9 +326,14 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device)
 
 
+def _placement(desc: ModelDescriptor) -> tuple[torch.device, torch.dtype]:
+    """Where the network takes its input and in which dtype (an ONNX Runtime network: host float32)."""
+    param = next(desc.model.parameters(), None)
+    return (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+
+
 def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:
-    param = next(desc.model.parameters())
-    dtype, device = param.dtype, param.device
+    device, dtype = _placement(desc)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return desc.model(x.to(device, dtype))
@@ -321,19 +346,19 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
     h, w = rgb.shape[:2]
     if min(h, w) < desc.min_size:
         raise InputError(f"image is {w}x{h}, smaller than the model's minimum side of {desc.min_size} px")
-    param = next(desc.model.parameters())
-    x = to_tensor(rgb, device=param.device)
+    device, _ = _placement(desc)
+    x = to_tensor(rgb, device=device)
     grey_model = desc.in_channels == 1
     if grey_model:
         x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    if not tiles.tile and param.device.type != "cpu":
-        out_device = param.device
+    if not tiles.tile and device.type != "cpu":
+        out_device = device
     else:
         out_device = "cpu"
     try:
         y = upscale_tensor(_model_fn(desc), x, desc.scale, tiles, multiple=desc.size_multiple, out_device=out_device)
     except torch.OutOfMemoryError:
-        raise InputError(f"out of memory on {param.device} for a {w}x{h} image: use a smaller --tile") from None
+        raise InputError(f"out of memory on {device} for a {w}x{h} image: use a smaller --tile") from None
     except RuntimeError as exc:  # the CPU allocator reports exhaustion as a plain RuntimeError
         if "allocate" not in str(exc):
             raise

@@ -26,12 +26,15 @@ def test_blend_equals_wavelet_detail_cap(shape, border):
 
 
 def test_capped_sr_blends_its_two_networks_outputs():
+    """The blend of the two networks' outputs clamped to [0, 1], as adapt and upscale cap the images they write."""
     torch.manual_seed(0)
     base = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Upsample(scale_factor=2))
     adapted = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Upsample(scale_factor=2))
     x = torch.rand(2, 3, 12, 14)
     with torch.no_grad():
-        want, _ = detail_cap(base(x), adapted(x), 1.05, 2)
+        b, a = base(x), adapted(x)
+        assert b.min() < 0 and a.min() < 0  # outside [0, 1]: the clamp that adapt and upscale apply first matters
+        want, _ = detail_cap(b.clamp(0, 1), a.clamp(0, 1), 1.05, 2)
         got = CappedSR(base, adapted, 1.05, 2)(x)
     assert torch.allclose(got, want.float(), atol=1e-5)
     assert set(CappedSR(base, adapted, 1.05, 2).state_dict()) == {f"{n}.{k}" for n in ("base", "adapted")

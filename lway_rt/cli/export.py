@@ -12,7 +12,7 @@ def _log(msg: str) -> None:
 
 
 @click.command("export")
-@click.option("--model", "model_spec", metavar="M",
+@click.option("--model", "-m", "model_spec", metavar="M",
               help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, engines and manifests.")

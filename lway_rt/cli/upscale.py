@@ -13,8 +13,9 @@ import click
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
 @click.option("-m", "--model", default="realesr-animevideov3", show_default=True,
-              help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, or the --out folder "
-                   "of 'lwayrt adapt --mode per-group' (each image goes to its group's model).")
+              help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
+                   "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt --mode per-group' "
+                   "(each image goes to its group's model).")
 @click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
               help="Tile side in input pixels; 0 runs each image in one pass.")
 @click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),

@@ -41,7 +41,8 @@ class DetailCapBlend(nn.Module):
 
 
 class CappedSR(nn.Module):
-    """The unadapted and the adapted network on one input, blended by ``DetailCapBlend``."""
+    """The unadapted and the adapted network on one input, each output clamped to [0, 1] (as ``adapt`` and
+    ``upscale`` clamp the images they cap), blended by ``DetailCapBlend``."""
 
     def __init__(self, base: nn.Module, adapted: nn.Module, cap: float, border: int):
         super().__init__()
@@ -49,7 +50,7 @@ class CappedSR(nn.Module):
         setattr(self, CAP_MODULE, DetailCapBlend(cap, border))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return getattr(self, CAP_MODULE)(self.base(x), self.adapted(x))
+        return getattr(self, CAP_MODULE)(self.base(x).clamp(0, 1), self.adapted(x).clamp(0, 1))
 
 
 def fp32_nodes(module: nn.Module) -> tuple[str, ...]:

@@ -1,0 +1,134 @@
+"""An ONNX file as an SR model that ``lwayrt upscale`` runs with ONNX Runtime.
+
+``lwayrt export`` writes ``x.onnx`` beside a manifest ``x.json`` (what it holds, its scale and size rules, the
+file's sha256, whether it passed the parity gate). ``load_onnx_model`` reads that manifest and refuses a file it
+does not describe (another file's manifest, one that failed its gate, an encoder export, fixed-shape tiles); an
+ONNX file without a manifest (exported elsewhere) is probed instead: its scale from the output of a 32 x 32 input,
+its size multiple from whether a 33 x 33 input runs. The network runs in an ``OnnxSR`` module, so the tiling, grey
+and alpha handling of ``upscale`` are the same as with a torch network.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lway_rt.archs.descriptor import ArchSpec, ModelDescriptor
+from lway_rt.errors import InputError
+
+__all__ = ["OnnxSR", "load_onnx_model", "ONNX_SUFFIX"]
+
+ONNX_SUFFIX = ".onnx"
+_ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+class OnnxSR(nn.Module):
+    """An ONNX Runtime session of an image-to-image network as a module: NCHW float tensor in, float32 out
+    (on the CPU: ONNX Runtime takes and gives host arrays)."""
+
+    def __init__(self, session, path: Path):
+        super().__init__()
+        self.session, self.path = session, Path(path)
+        (inp,) = session.get_inputs()
+        self.input_name = inp.name
+        self.input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (y, *_) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.detach().cpu().numpy(), self.input_dtype)})
+        return torch.from_numpy(np.asarray(y, dtype=np.float32))
+
+
+def _providers(device: str) -> tuple[str, ...]:
+    if device == "cpu":
+        return ("CPUExecutionProvider",)
+    if device.startswith("cuda"):
+        index = device.partition(":")[2] or "0"
+        return (("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider")  # type: ignore[return-value]
+    raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    from lway_rt.export.manifest import manifest_path
+
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        return None
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{mpath} (the manifest of {path.name}) cannot be read ({exc}): re-export with 'lwayrt export'") from None
+    return manifest if isinstance(manifest, dict) and "artifact" in manifest else None
+
+
+def _spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, dict[str, str]]:
+    from lway_rt.export.cache import file_sha256
+    from lway_rt.export.manifest import manifest_path
+
+    mpath = manifest_path(path)
+    artifact, onnx, source = manifest.get("artifact") or {}, manifest.get("onnx") or {}, manifest.get("source") or {}
+    if manifest.get("what") != "sr":
+        raise InputError(f"{path.name} holds stage 1's {manifest.get('what')}, not an SR network: pass an SR export")
+    if artifact.get("file") != path.name or artifact.get("sha256") != file_sha256(path):
+        raise InputError(f"{mpath} describes another file than {path.name} (name or sha256 differs): re-export with "
+                         "'lwayrt export', or move the manifest away to run the file unchecked")
+    if not manifest.get("ready"):
+        raise InputError(f"{path.name} failed its parity gate when it was exported (see {mpath.name}): re-export it")
+    if not onnx.get("dynamic", True):
+        raise InputError(f"{path.name} was exported for fixed {onnx.get('tile')} tiles: export it without --tile "
+                         "(any size) to upscale with it")
+    try:
+        scale, channels = int(source["scale"]), int(onnx["input"]["shape"][1])
+        spec = ArchSpec(f"onnx:{source.get('arch', 'unknown')}", dict(source.get("hparams") or {}), scale, channels, channels,
+                        int(onnx.get("size_multiple", 1)), int(onnx.get("min_size", 1)), fp16_safe=False,
+                        tiling_safe="detail_cap" not in source)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InputError(f"{mpath} is incomplete ({type(exc).__name__}: {exc}): re-export with 'lwayrt export'") from None
+    meta = {"onnx_precision": str(onnx.get("precision")), "exported_from": str(source.get("model"))}
+    if "detail_cap" in source:  # already in the graph: not a cap for upscale to apply again
+        meta["exported_detail_cap"] = str(source["detail_cap"].get("cap"))
+    return spec, meta
+
+
+def _probe_spec(module: OnnxSR, path: Path) -> ArchSpec:
+    """Scale and size multiple of an ONNX file without a manifest, from two runs on small inputs."""
+    channels = module.session.get_inputs()[0].shape[1]
+    channels = channels if isinstance(channels, int) else 3
+    try:
+        y = module(torch.rand(1, channels, 32, 32))
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error classes
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{path.name} does not run on a 1x{channels}x32x32 image ({first}): upscale takes image-to-image "
+                         "networks with any input size (export them with dynamic height and width)") from None
+    if y.ndim != 4 or y.shape[-1] % 32 or y.shape[-1] != y.shape[-2] or y.shape[-1] < 32:
+        raise InputError(f"{path.name} turns a 32x32 image into {tuple(y.shape)}: not an SR network upscale can use")
+    multiple = 1
+    try:
+        module(torch.rand(1, channels, 33, 33))
+    except Exception:  # noqa: BLE001 - pixel-unshuffle networks need sides divisible by 2 or 4
+        multiple = 4
+    return ArchSpec("onnx", {}, y.shape[-1] // 32, channels, int(y.shape[1]), multiple, multiple, fp16_safe=False)
+
+
+def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | None = None) -> ModelDescriptor:
+    """``path`` (an ONNX file) as a ``ModelDescriptor`` whose network runs in ONNX Runtime on ``device``."""
+    from lway_rt.runtime.ort import create_session
+
+    path = Path(path).expanduser()
+    if path.suffix.lower() in _ENGINE_SUFFIXES:
+        raise InputError(f"{path.name} is a TensorRT engine, which runs under TensorRT only: pass the .onnx file "
+                         "'lwayrt export' wrote beside it")
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
+    manifest = _read_manifest(path)
+    spec, meta = _spec_from_manifest(path, manifest) if manifest is not None else (None, {})
+    session = create_session(path, providers=_providers(device), threads=threads)
+    module = OnnxSR(session, path).eval()
+    if spec is None:
+        spec = _probe_spec(module, path)
+        meta = {"onnx_precision": "unknown (no manifest)"}
+    return ModelDescriptor(module, spec, name=None, source=str(path), metadata=meta)

@@ -1,0 +1,119 @@
+"""``lwayrt upscale -m exported.onnx``: an exported file runs in ONNX Runtime and writes the images the torch
+network writes (whole and tiled, grey and alpha), its manifest is checked, and what it cannot do is refused in one
+line. Real exports of realesr-animevideov3, real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lway_rt.cli import main
+
+MODEL = "realesr-animevideov3"
+
+
+def _export(model: str, out: Path, *extra: str) -> Path:
+    res = CliRunner().invoke(main, ["export", "-m", model, "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    (path,) = sorted(out.glob("*.sr.fp32.*.onnx"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    return _export(MODEL, tmp_path_factory.mktemp("exp"))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, astronaut) -> Path:
+    d = tmp_path_factory.mktemp("in")
+    crop = np.ascontiguousarray(astronaut[60:380:4, 100:436:4])  # 80x84
+    Image.fromarray(crop).save(d / "photo.png")
+    alpha = np.tile(np.linspace(0, 255, crop.shape[1]).astype(np.uint8), (crop.shape[0], 1))
+    Image.fromarray(np.dstack([crop, alpha]), "RGBA").save(d / "cutout.png")
+    Image.fromarray(crop[..., 1].astype(np.uint16) * 257).save(d / "grey16.png")
+    return d
+
+
+def _upscale(model, inputs, out, *extra):
+    return CliRunner().invoke(main, ["upscale", str(inputs), "-o", str(out), "-m", str(model), *extra])
+
+
+def _levels(a: Path, b: Path) -> int:
+    """Largest difference in 8-bit levels (16-bit images: in 1/257ths of their levels)."""
+    x, y = (np.asarray(Image.open(p)).astype(np.int64) for p in (a, b))
+    assert x.shape == y.shape
+    div = 257 if Image.open(a).mode.startswith("I") else 1
+    return int(np.abs(x - y).max() // div)
+
+
+@pytest.mark.parametrize("tile", ["0", "32"])
+def test_onnx_file_writes_the_torch_networks_images(exported, photos, tmp_path, tile):
+    ref, got = tmp_path / "torch", tmp_path / "onnx"
+    args = ("--tile", tile, "--tile-overlap", "8")
+    assert _upscale(MODEL, photos, ref, *args).exit_code == 0
+    res = _upscale(exported, photos, got, *args)
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in ref.iterdir())
+    assert names == sorted(p.name for p in got.iterdir()) == ["cutout_x4.png", "grey16_x4.png", "photo_x4.png"]
+    for name in names:
+        assert _levels(ref / name, got / name) <= 1, name
+    assert Image.open(got / "grey16_x4.png").mode.startswith("I") and Image.open(got / "cutout_x4.png").mode == "RGBA"
+
+
+def test_onnx_file_without_its_manifest_is_probed(exported, photos, tmp_path):
+    """Exported elsewhere (no manifest): the scale comes from running it; the images are the same."""
+    bare = tmp_path / "bare" / "model.onnx"
+    bare.parent.mkdir()
+    shutil.copy(exported, bare)
+    assert _upscale(exported, photos, tmp_path / "a", "--tile", "0").exit_code == 0
+    res = _upscale(bare, photos, tmp_path / "b", "--tile", "0", "--scale", "4")
+    assert res.exit_code == 0, res.output
+    assert _levels(tmp_path / "a" / "photo_x4.png", tmp_path / "b" / "photo_x4.png") == 0
+
+
+def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photos, tmp_path):
+    other = tmp_path / "renamed.onnx"  # the manifest names another file
+    shutil.copy(exported, other)
+    shutil.copy(exported.with_suffix(".json"), other.with_suffix(".json"))
+    failed = tmp_path / "failed.onnx"  # a file whose export failed its gate
+    shutil.copy(exported, failed)
+    manifest = json.loads(exported.with_suffix(".json").read_text())
+    manifest["artifact"]["file"], manifest["ready"] = failed.name, False
+    failed.with_suffix(".json").write_text(json.dumps(manifest))
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"\0" * 16)
+    for model, extra, needle in (
+        (other, (), "describes another file than renamed.onnx"),
+        (failed, (), "failed its parity gate when it was exported"),
+        (engine, (), "is a TensorRT engine, which runs under TensorRT only"),
+        (tmp_path / "missing.onnx", (), "does not exist: export one with 'lwayrt export'"),
+        (exported, ("--detail-cap", "1.2"), "a detail cap goes into the file at export"),
+        (exported, ("--scale", "2"), "upscales x4, not x2"),
+    ):
+        res = _upscale(model, photos, tmp_path / "out", *extra)
+        errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+        assert res.exit_code == 1 and len(errors) == 1 and needle in errors[0], (model, res.output)
+        assert "Traceback" not in res.output
+
+
+def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, photos, tmp_path):
+    """An export holding a detail cap gives the images upscale writes with the weights and their recorded cap;
+    tiles, which would each be capped alone, are refused."""
+    path = _export(str(capped_weights), tmp_path / "exp")
+    assert _upscale(capped_weights, photos, tmp_path / "torch", "--tile", "0").exit_code == 0
+    res = _upscale(path, photos, tmp_path / "onnx", "--tile", "0")
+    assert res.exit_code == 0, res.output
+    plain = tmp_path / "plain"
+    assert _upscale(capped_weights, photos, plain, "--tile", "0", "--detail-cap", "off").exit_code == 0
+    for name in ("photo_x4.png", "grey16_x4.png"):
+        assert _levels(tmp_path / "torch" / name, tmp_path / "onnx" / name) <= 1, name
+    assert _levels(plain / "photo_x4.png", tmp_path / "onnx" / "photo_x4.png") > 3  # the cap binds here
+    res = _upscale(path, photos, tmp_path / "tiled")
+    assert res.exit_code == 1 and "add --tile 0" in res.output
