@@ -215,7 +215,7 @@ def first_losses(names, base, stage1, image, config, batch, dtype) -> dict[str, 
     s1 = copy.deepcopy(stage1)
     s1.encoder.to(dtype)
     s1.reconstructor.to(dtype)
-    img = AdaptImage(image.name, image.lr.to(dtype), image.up.to(dtype))
+    img = AdaptImage(image.name, image.lr.to(dtype), image.scale)
     emb = compute_embeddings([img.up], s1)
     b = Batch(lr=batch.lr.to(dtype), up=batch.up.to(dtype), index=batch.index)
     return {v: Variant(v, base, s1, img, emb, config).first_loss(b) for v in names}

@@ -350,3 +350,43 @@ def test_adapt_step_reports_the_detail_guard(images):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     m = adapt_step(model, opt, batch, None, AdaptConfig(loss="naive", anchor_weight=0.0, sup_weight=0.0, detail_guard=1.0))
     assert m["detail"] == pytest.approx(4.0 - 1.2, rel=1e-3)
+
+
+@pytest.mark.parametrize("scale,tol", [(4, 0.0), (2, 0.0), (3, 1e-4), (1, 0.0)])
+def test_patches_cut_the_whole_images_upsampling(scale, tol):
+    """Each patch's SR-size target is made from its LR window only; it must equal the window of the whole image's
+    bicubic upsampling (bit for bit at scales 1, 2 and 4), at the image's edges as inside."""
+    from lway_rt.adapt.patches import bicubic_up, upsampled_window
+
+    lr = torch.rand(1, 3, 37, 50, generator=torch.Generator().manual_seed(scale))
+    im = AdaptImage.from_lr("x", lr, scale)
+    whole = bicubic_up(lr, scale)
+    assert torch.equal(im.up, whole)
+    batch = sample_batch([im], 64, 12, scale, torch.Generator().manual_seed(0))
+    windows = lr[0].unfold(1, 12, 1).unfold(2, 12, 1)  # (3, 26, 39, 12, 12): every 12-px LR window
+    for k in range(64):  # where each random patch was cut (random noise: one place only), and its target there
+        same = (windows == batch.lr[k][:, None, None]).flatten(-2).all(-1).all(0)
+        (t, l), = same.nonzero().tolist()
+        want = whole[0, :, t * scale:(t + 12) * scale, l * scale:(l + 12) * scale]
+        assert (batch.up[k] - want).abs().max().item() <= tol
+    for top, left, h, w in ((0, 0, 5, 7), (30, 44, 7, 6), (3, 9, 34, 41), (0, 0, 37, 50)):  # edges, inside, whole
+        got = upsampled_window(lr, scale, top * scale, left * scale, h * scale, w * scale)
+        assert (got - whole[..., top * scale:(top + h) * scale, left * scale:(left + w) * scale]).abs().max().item() <= tol
+
+
+def test_an_adaptation_image_holds_its_lr_only():
+    """A 1080p frame costs its 25 MB LR, not the 400 MB of its x4 upsampling (footage has many frames)."""
+    import gc
+    import os
+
+    def rss_mb():
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    lr = torch.rand(1, 3, 1080, 1920)
+    gc.collect()
+    before = rss_mb()
+    frames = [AdaptImage.from_lr(f"f{i}", lr, 4) for i in range(3)]
+    batch = sample_batch(frames, 4, 48, 4, torch.Generator().manual_seed(0))
+    assert batch.up.shape == (4, 3, 192, 192)
+    assert rss_mb() - before < 100  # three whole upsamplings would be 1.2 GB

@@ -22,7 +22,7 @@ from lway_rt.adapt.patches import AdaptImage, sample_batch
 from lway_rt.adapt.step import adapt_step
 from lway_rt.adapt.synthetic import SyntheticPairs, load_clean_photos
 from lway_rt.archs.srvgg import SRVGGNetCompact
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, Interrupted
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_loop_with_stage1_pairs_trains_and_resumes_to_the_uninterrupted_run(stag
         if msg.startswith("iteration 10/"):
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         adapt_images(inputs, desc, cfg, tmp_path / "part", stage1=stage1, log=interrupt, write_outputs=False)
     resumed = adapt_images(inputs, desc, cfg, tmp_path / "part", stage1=stage1, resume=True, write_outputs=False)
     assert resumed.report["resumed_from"] == [10]
@@ -323,7 +323,7 @@ def test_loop_with_supervised_term_resumes_to_the_uninterrupted_run(cli_files, t
         if msg.startswith("iteration 10/"):
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         adapt_images(inputs, desc, cfg, tmp_path / "part", log=interrupt, write_outputs=False)
     assert (tmp_path / "part" / CHECKPOINT).exists()
     with pytest.raises(InputError, match="other inputs, model or settings"):

@@ -31,20 +31,13 @@ def embedding_input(lr: torch.Tensor, scale: int, target: str = "sr", max_side: 
     the whole bicubic-upsampled image (the LR itself for the ``lr-recon`` target), without upsampling the whole image:
     only the LR window under the centred crop, plus a margin wider than the bicubic kernel, is upsampled (so a
     large photo costs one 512-px crop, and the crop's values are those of the whole image's upsampling)."""
-    from lway_rt.adapt.patches import bicubic_up
+    from lway_rt.adapt.patches import upsampled_window
 
     lr = lr.unsqueeze(0) if lr.dim() == 3 else lr
     if target == "lr-recon":
         return _centre_crop(lr, max_side)
-    h, w = lr.shape[-2:]
-    box = []
-    for n in (h, w):  # per axis: the crop in SR pixels, and the LR window (with a 3-px margin) that covers it
-        top, size = max(0, (n * scale - max_side) // 2), min(n * scale, max_side)
-        lo, hi = max(0, top // scale - 3), min(n, -(-(top + size) // scale) + 3)
-        box.append((lo, hi, top - lo * scale, size))
-    (y0, y1, dy, sh), (x0, x1, dx, sw) = box
-    up = bicubic_up(lr[..., y0:y1, x0:x1], scale)
-    return up[..., dy:dy + sh, dx:dx + sw]
+    (top, height), (left, width) = ((max(0, (n * scale - max_side) // 2), min(n * scale, max_side)) for n in lr.shape[-2:])
+    return upsampled_window(lr, scale, top, left, height, width)
 
 
 def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "torch",

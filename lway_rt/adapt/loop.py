@@ -38,7 +38,7 @@ from torch import nn
 
 from lway_rt.adapt._imageio import InputImage, read_inputs
 from lway_rt.adapt.config import AdaptConfig
-from lway_rt.adapt.embed import compute_embeddings, freeze_stage1
+from lway_rt.adapt.embed import compute_embeddings, embedding_input, freeze_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
 from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust, guard_gates, trust_losses
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
@@ -309,8 +309,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                 raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
             emb = embeddings.to(device)
         else:
-            embed_in = [d.lr if config.target == "lr-recon" else d.up for d in data]
-            emb = compute_embeddings(embed_in, stage1, backend=config.encoder_backend)
+            emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
+                                     backend=config.encoder_backend)
         recon = FastReconstructor(stage1.reconstructor, emb, speed)
         embed_s = time.perf_counter() - t0
         stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
@@ -760,7 +760,7 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
     data = [AdaptImage.from_lr(img.name, _tensor(img, config.device), desc.scale) for img in images]
     check_patch_fits(data, config.patch_size)  # the usual one-line error before E sees a small image
     stage1.encoder.to(config.device)
-    emb = compute_embeddings([d.lr if config.target == "lr-recon" else d.up for d in data], stage1,
+    emb = compute_embeddings([embedding_input(d.lr, desc.scale, config.target) for d in data], stage1,
                              backend=config.encoder_backend)
     grouping = dc_replace(group_embeddings(emb, config.groups, seed=config.seed), embeddings=emb)
     if log is not None:

@@ -154,7 +154,7 @@ def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multi
         for i, im in enumerate(images):
             t, l, side = im.centre_window(max_side, multiple)
             lr = im.lr[..., t:t + side, l:l + side]
-            up = im.up[..., t * scale:(t + side) * scale, l * scale:(l + side) * scale]
+            up = im.up_window(t, l, side, side)
             batch = Batch(lr=lr, up=up, index=torch.full((1,), i, dtype=torch.long, device=lr.device))
             reconstruct = (lambda x, b=batch: recon(x, b.index))
             l_s0 = float(loss_terms(backbone(lr), batch, reconstruct, plain)[0])

@@ -1,9 +1,12 @@
 """Training data of stage 2: each LR image, its bicubic upsampling, and random patch pairs.
 
-E and R see the LR bicubic-upsampled to SR size (DESIGN §2.4), so every image is upsampled once
-here and patches are cut at the same positions from the LR and from its upsampling (LR position
-times the scale). A batch may mix images: each patch carries the index of its image, so the loss
-can pick that image's reconstructor constants.
+E and R see the LR bicubic-upsampled to SR size (DESIGN §2.4); patches are cut at the same positions
+from the LR and from its upsampling (LR position times the scale). The upsampling is not kept: each
+window of it is made from the LR window under it plus a margin wider than the bicubic kernel
+(``upsampled_window``), which gives the whole image's values (bit for bit at scales 2 and 4) while
+an image costs its LR only, not the scale² times larger upsampling (a 1080p frame: 25 MB instead of
+420 MB). A batch may mix images: each patch carries the index of its image, so the loss can pick
+that image's reconstructor constants.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from torch.nn import functional as F
 
 from lway_rt.errors import InputError
 
-__all__ = ["AdaptImage", "Batch", "bicubic_up", "bicubic_down", "sample_batch", "fixed_patches", "dihedral",
+__all__ = ["AdaptImage", "Batch", "bicubic_up", "bicubic_down", "upsampled_window", "sample_batch", "fixed_patches", "dihedral",
            "undo_dihedral", "DIHEDRAL"]
 
 DIHEDRAL = 8  # the symmetries of a square: 4 rotations, each with and without a left-right flip
@@ -24,6 +27,18 @@ DIHEDRAL = 8  # the symmetries of a square: 4 rotations, each with and without a
 def bicubic_up(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Bicubic upsampling by an integer scale, clamped to [0, 1]."""
     return F.interpolate(x, scale_factor=float(scale), mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+
+
+def upsampled_window(lr: torch.Tensor, scale: int, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """``bicubic_up(lr, scale)[..., top:top + height, left:left + width]`` (a window in SR pixels) from the LR window
+    under it plus a 3-px margin (the bicubic kernel reaches 2 px), so only that window is upsampled; where the window
+    meets the image's edge, the edge is the LR's own, as in the whole image's upsampling."""
+    box = []
+    for n, start, size in ((lr.shape[-2], top, height), (lr.shape[-1], left, width)):
+        lo, hi = max(0, start // scale - 3), min(n, -(-(start + size) // scale) + 3)
+        box.append((lo, hi, start - lo * scale, size))
+    (y0, y1, dy, sh), (x0, x1, dx, sw) = box
+    return bicubic_up(lr[..., y0:y1, x0:x1], scale)[..., dy:dy + sh, dx:dx + sw]
 
 
 def bicubic_down(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -63,13 +78,23 @@ class AdaptImage:
 
     name: str
     lr: torch.Tensor  # (1, 3, h, w) in [0, 1]
-    up: torch.Tensor  # (1, 3, h*s, w*s) bicubic upsampling of lr
+    scale: int
 
     @classmethod
     def from_lr(cls, name: str, lr: torch.Tensor, scale: int) -> AdaptImage:
         if lr.dim() == 3:
             lr = lr.unsqueeze(0)
-        return cls(name, lr, bicubic_up(lr, scale))
+        return cls(name, lr, int(scale))
+
+    @property
+    def up(self) -> torch.Tensor:
+        """The whole bicubic upsampling ``(1, 3, h*s, w*s)``, made on each call (the loop takes windows instead)."""
+        return bicubic_up(self.lr, self.scale)
+
+    def up_window(self, top: int, left: int, height: int, width: int) -> torch.Tensor:
+        """The upsampling under the LR window ``[top:top + height, left:left + width]`` (LR pixels)."""
+        s = self.scale
+        return upsampled_window(self.lr, s, top * s, left * s, height * s, width * s)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -116,9 +141,7 @@ def check_patch_fits(images: list[AdaptImage], patch: int) -> None:
 
 def _cut(images: list[AdaptImage], idx: list[int], tops: list[int], lefts: list[int], patch: int, scale: int) -> Batch:
     lr = torch.cat([images[i].lr[..., t:t + patch, l:l + patch] for i, t, l in zip(idx, tops, lefts)])
-    sp = patch * scale
-    up = torch.cat([images[i].up[..., t * scale:t * scale + sp, l * scale:l * scale + sp]
-                    for i, t, l in zip(idx, tops, lefts)])
+    up = torch.cat([images[i].up_window(t, l, patch, patch) for i, t, l in zip(idx, tops, lefts)])
     return Batch(lr=lr, up=up, index=torch.tensor(idx, dtype=torch.long, device=lr.device))
 
 
