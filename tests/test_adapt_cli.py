@@ -276,3 +276,23 @@ def test_detail_cap_is_not_part_of_the_recipe():
 
     assert AdaptConfig(detail_cap=1.2).recipe_json() == AdaptConfig().recipe_json()
     assert AdaptConfig(detail_cap=1.2).to_dict()["detail_cap"] == 1.2
+
+
+def test_sample_adapts_on_frames_spread_over_the_inputs(files, tmp_path):
+    """--sample N takes N inputs spread evenly in name order (first and last included), adapts on those only and
+    says how to treat the others; the choice is recorded and a bad N is refused in one line."""
+    from lway_rt.adapt._imageio import spread
+
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread(list(range(10)), 1) == [4]
+    assert spread(list(range(3)), 5) == spread(list(range(3)), None) == [0, 1, 2]
+    out = tmp_path / "sampled"
+    code, text = _run(["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16",
+                       "--batch-size", "2", "--sample", "2"])
+    assert code == 0, text
+    assert "adapting on 2 of 3 input(s), spread evenly in name order" in text
+    assert sorted(p.name for p in (out / "sr").iterdir()) == ["alpha.png", "rgb.png"]  # alpha, grey, rgb: first, last
+    assert json.loads((out / "config.json").read_text())["sample"] == 2
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "bad"), "--sample", "0"])
+    assert res.exit_code == 2 and "--sample" in res.output and "Traceback" not in res.output

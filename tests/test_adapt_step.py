@@ -186,6 +186,9 @@ def test_config_validates_on_construction():
         AdaptConfig.from_dict({"iters": 3})
     with pytest.raises(InputError, match="guard_factor"):
         AdaptConfig(guard_factor=1.0)
+    for bad in (0, 2.5, True):  # a TOML --config can give any of these
+        with pytest.raises(InputError, match="sample must be a positive number of inputs"):
+            AdaptConfig(sample=bad)
     cfg = AdaptConfig.from_dict({"trainable": ["body.2", "body.3"], "iterations": 5})
     assert cfg.trainable == ("body.2", "body.3") and cfg.to_dict()["trainable"] == ["body.2", "body.3"]
     with pytest.raises(Exception):

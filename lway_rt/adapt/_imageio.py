@@ -58,11 +58,22 @@ def list_images(inputs) -> list[Path]:
     return paths
 
 
-def read_inputs(inputs) -> list[InputImage]:
-    """Read every input; names are file stems, made unique with a numeric suffix when two clash."""
+def spread(items: list, n: int | None) -> list:
+    """``n`` of ``items`` spread evenly over them in their order, first and last included (all when ``n`` is None or
+    not fewer): the frames of a clip to adapt on, so that its whole length is represented."""
+    if n is None or n >= len(items):
+        return list(items)
+    if n == 1:
+        return [items[(len(items) - 1) // 2]]
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def read_inputs(inputs, sample: int | None = None) -> list[InputImage]:
+    """Read every input (or ``sample`` of them, ``spread`` in name order); names are file stems, made unique with a
+    numeric suffix when two clash."""
     out: list[InputImage] = []
     seen: set[str] = set()
-    for p in list_images(inputs):
+    for p in spread(list_images(inputs), sample):
         name, k = p.stem, 1
         while name in seen:
             k += 1

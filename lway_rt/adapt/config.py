@@ -183,6 +183,9 @@ class AdaptConfig:
       per group; ``groups`` is the number of groups or ``auto`` (chosen by silhouette, one group when the
       inputs show no clear groups). On the development split's mixed folders per-group gained +0.36 dB over
       three runs against one model's +0.50 (round 17's diagnostic, README), so ``folder`` is the default.
+    sample: adapt on this many of the inputs, spread evenly over them in name order, first and last
+      included (the frames of a long clip: each costs memory and embedding time, and a sample spread
+      over the clip shows its degradation); only those are super-resolved into ``sr/``. None: all.
     """
 
     iterations: int = 200
@@ -194,6 +197,7 @@ class AdaptConfig:
     trainable: str | tuple[str, ...] = "all"
     mode: str = "folder"
     groups: int | str = "auto"  # per-group mode only: a count, or auto (lway_rt.adapt.groups)
+    sample: int | None = None  # adapt on this many of the inputs, spread evenly in name order (None: all)
     target: str = "sr"
     loss: str = "lway"
     hf_weight: bool = True
@@ -253,6 +257,8 @@ class AdaptConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(f"{name} must be a positive integer, got {v!r}")
+        if self.sample is not None and (not isinstance(self.sample, int) or isinstance(self.sample, bool) or self.sample < 1):
+            bad(f"sample must be a positive number of inputs, got {self.sample!r}")
         if not (0.0 < self.lr < 1.0):
             bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default, 2e-6 suits large models")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lway_rt.adapt._imageio import InputImage, read_inputs
+from lway_rt.adapt._imageio import InputImage, list_images, read_inputs, spread
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import compute_embeddings, embedding_input, freeze_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
@@ -785,7 +785,12 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
     config = config or AdaptConfig()
     log = log or (lambda msg: None)
-    images = list(inputs) if inputs and all(isinstance(i, InputImage) for i in inputs) else read_inputs(inputs)
+    given = list(inputs) if inputs and all(isinstance(i, InputImage) for i in inputs) else None
+    images = spread(given, config.sample) if given is not None else read_inputs(inputs, config.sample)
+    if config.sample is not None:
+        total = len(given) if given is not None else len(list_images(inputs))
+        log(f"adapting on {len(images)} of {total} input(s), spread evenly in name order (--sample); "
+            "'lwayrt upscale' the others with the adapted weights")
     desc = load_model(model, device=config.device)
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
-_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
+_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
            "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "detail_guard", "detail_guard_ratio", "detail_guard_gate",
            "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
@@ -45,6 +45,9 @@ _GROUPS = _GroupsType()
                    "before the loss [none].")
 @click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Adapt on N of the inputs spread evenly in name order (frames of a long clip); upscale the rest "
+                   "with the adapted weights [all].")
 @click.option("--mode", type=click.Choice(["folder", "per-image", "per-group"]), default=None,
               help="One model for all inputs, one per image, or one per group of inputs stage 1 finds degraded "
                    "alike [folder].")
