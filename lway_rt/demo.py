@@ -8,8 +8,9 @@ does). Writes every image and a side-by-side comparison per photo, plus ``result
 
 ``run_demo`` tells the whole story: this comparison, then LWay adaptation of a real pretrained
 model on the same bundled photos degraded with a preset stage 1 never trained on, scored against
-the ground truth only afterwards, beside the identity-R control (``lway_rt.adapt.demo``). Later
-stages (export, benchmarks) join as further steps; each step is a function of its config.
+the ground truth only afterwards, beside the identity-R control (``lway_rt.adapt.demo``), then the
+adapted network exported to ONNX, run from that file with ONNX Runtime and timed against PyTorch
+(``lway_rt.deploy_demo``). Each step is a function of its config.
 """
 
 from __future__ import annotations
@@ -174,14 +175,16 @@ def run_upscale_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], Non
 # the whole story
 
 
-def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable[[str], None] = print):
-    """Upscale comparison, then (unless ``adapt_config`` is None) the adaptation step.
+def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable[[str], None] = print,
+             deploy: bool = False):
+    """Upscale comparison, then (unless ``adapt_config`` is None) the adaptation step, then (with ``deploy``) the
+    adapted network exported, run from its ONNX file and timed (``lway_rt.deploy_demo``, into ``out_dir/deploy``).
 
-    ``adapt_config`` is a ``lway_rt.adapt.demo.AdaptDemoConfig``; returns (DemoResult,
-    AdaptDemoResult or None).
+    ``adapt_config`` is a ``lway_rt.adapt.demo.AdaptDemoConfig``; returns (DemoResult, AdaptDemoResult or None,
+    DeployDemoResult or None).
     """
     upscaled = run_upscale_demo(config, log=log)
-    adapted = None
+    adapted = deployed = None
     if adapt_config is not None:
         from lway_rt.adapt.demo import run_adapt_demo
 
@@ -189,4 +192,13 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
         log(f"adaptation: {adapt_config.model} on {len(adapt_config.photos)} crops degraded with "
             f"'{adapt_config.preset}' (a degradation stage 1 never trained on)")
         adapted = run_adapt_demo(adapt_config, log=log)
-    return upscaled, adapted
+        if deploy:
+            from lway_rt.deploy_demo import DeployDemoConfig, run_deploy_demo
+
+            log("")
+            log("deployment: the adapted network as ONNX, run with ONNX Runtime, timed against PyTorch")
+            run_dir = Path(adapted.files["weights"]).parent
+            deployed = run_deploy_demo(DeployDemoConfig(weights=Path(adapted.files["weights"]),
+                                                        lr_dir=Path(adapt_config.out_dir) / "lr", sr_dir=run_dir / "sr",
+                                                        out_dir=Path(config.out_dir) / "deploy"), log=log)
+    return upscaled, adapted, deployed

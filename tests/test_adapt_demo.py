@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from lway_rt.bench.schema import validate
 from lway_rt.errors import InputError
 
 
@@ -58,6 +60,17 @@ def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
     assert res.exit_code == 0, res.output
     assert "adaptation of realesr-animevideov3 to 'box-downscale'" in res.output
     assert "identity control" in res.output
+    # the deployment step: the adapted network's ONNX files passed the gate, the file gives adapt's images, and
+    # serve-bench verified and timed both backends
+    deploy = json.loads((out / "deploy" / "results.json").read_text())
+    assert set(deploy["onnx"]) == {"fp32", "fp16"} and all(Path(p).is_file() for p in deploy["onnx"].values())
+    assert all(line.startswith("parity passed") for line in deploy["parity"].values())
+    assert deploy["onnx_max_levels"] <= 1
+    assert [r["backend"] for r in deploy["serve_bench"]] == ["torch", "ort-cpu"]
+    assert all(r["psnr_db"] >= 50 and r["images_per_s"] > 0 for r in deploy["serve_bench"])
+    assert validate(json.loads((out / "deploy" / "serve_bench.json").read_text())) == []
+    assert (out / "deploy" / "serve_bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "x PyTorch" in res.output and "within" in res.output
     assert (out / "results.json").is_file() and (out / "adapt" / "results.json").is_file()
     summary = json.loads((out / "adapt" / "results.json").read_text())
     assert summary["config"]["iterations"] == 2 and list(summary["psnr"]) == ["coffee"]

@@ -17,16 +17,19 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
               help="Model(s) to compare [default: realsr-df2k-x4, realesr-animevideov3].")
 @click.option("--crop", default=256, show_default=True, type=int, help="Side of the ground-truth crop (HR), pixels.")
 @click.option("--adapt/--no-adapt", default=True, show_default=True, help="Run the LWay adaptation step.")
+@click.option("--deploy/--no-deploy", default=True, show_default=True,
+              help="Export the adapted network to ONNX, run it with ONNX Runtime and time it against PyTorch.")
 @click.option("--adapt-model", default="realesr-animevideov3", show_default=True, help="Model to adapt.")
 @click.option("--preset", type=click.Choice(_PRESETS), default="motion-blur", show_default=True,
               help="Degradation of the adaptation step's LR crops (one stage 1 never trained on).")
 @click.option("--iterations", default=100, show_default=True, type=click.IntRange(min=1), help="Adaptation steps.")
 @click.option("--adapt-crop", default=192, show_default=True, type=int, help="Ground-truth crop side for adaptation.")
 @click.option("--stage1", type=click.Path(dir_okay=False), default=None, help="Stage-1 checkpoint [the shipped one].")
-def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], crop: int, adapt: bool, adapt_model: str,
-            preset: str, iterations: int, adapt_crop: int, stage1: str | None) -> None:
+def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], crop: int, adapt: bool, deploy: bool,
+            adapt_model: str, preset: str, iterations: int, adapt_crop: int, stage1: str | None) -> None:
     """Upscale x4-downscaled crops of bundled photos with real pretrained models, then adapt one of them
-    (LWay) to crops with a degradation stage 1 never saw; print PSNR/SSIM before and after."""
+    (LWay) to crops with a degradation stage 1 never saw; print PSNR/SSIM before and after; then export the
+    adapted network to ONNX, run it with ONNX Runtime and time it against PyTorch."""
     from rich.console import Console
     from rich.table import Table
 
@@ -42,7 +45,8 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
                                        preset=preset, model=adapt_model, crop=adapt_crop, iterations=iterations,
                                        stage1=stage1)
     console = Console()
-    result, adapted = run_demo(config, adapt_config, log=lambda msg: console.print(msg, highlight=False))
+    result, adapted, deployed = run_demo(config, adapt_config, log=lambda msg: console.print(msg, highlight=False),
+                                         deploy=deploy)
 
     table = Table(title=f"x{config.scale} super-resolution, Y-PSNR (dB) / SSIM, {config.scale}-px border cropped")
     table.add_column("photo")
@@ -65,5 +69,8 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
         console.print("identity control = the same adaptation with R replaced by the identity (it pulls the model "
                       "towards bicubic); LWay's value is what it adds over that control.", highlight=False)
         console.print(f"contact sheet of the adaptation: {adapted.files['contact_sheet']}", highlight=False)
+    if deployed is not None:
+        console.print(f"ONNX files, serve_bench.json / .png of the deployment step: {Path(deployed.config.out_dir).resolve()}",
+                      highlight=False)
     console.print(f"images, side-by-side comparisons (*_compare.png) and results.json are in {out_dir.resolve()}",
                   highlight=False)
