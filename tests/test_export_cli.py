@@ -340,6 +340,7 @@ def test_capped_adaptation_exports_with_its_cap(capped_weights, tmp_path):
     res = _run("--model", str(capped_weights), "--out", str(tmp_path / "capped"), "--precision", "both")
     assert res.exit_code == 0, res.output
     assert "detail cap 1: the graph runs the unadapted model beside the adapted one" in res.output
+    assert "run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m " in res.output and res.output.rstrip().endswith(" --tile 0")
     files = _exported(res.stdout)
     assert set(files) == {"fp32", "fp16"}
     x = torch.from_numpy(bundled_photo("chelsea")[40:200:4, 60:284:4].astype(np.float32) / 255).permute(2, 0, 1)[None]
@@ -365,6 +366,7 @@ def test_capped_adaptation_exports_with_its_cap(capped_weights, tmp_path):
     assert np.abs(y.clip(0, 1) - adapted.numpy()).max() <= 1e-4  # the network alone: unclamped, as exported
     other = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "plain"))
     assert other.exit_code == 0 and "detail cap" not in other.output
+    assert "lwayrt upscale INPUT... -o OUT -m " in other.output and "--tile 0" not in other.output
 
 
 def test_capped_export_needs_the_base_model(capped_weights, tmp_path):

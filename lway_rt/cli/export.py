@@ -118,6 +118,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         label = stage1_path.stem if stage1_path else "stage1-default"
         exportables.append((encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None), profile))
 
+    runnable = None  # a dynamic SR file upscale can run
     for ex, ex_profile in exportables:
         for res in export_artifacts(ex, ex_profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
                                     log=_log):
@@ -126,3 +127,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
             if res.engine_path is not None:
                 click.echo(f"{ex.what} {res.precision}: {'engine cache hit' if res.engine_cache_hit else 'engine built'} "
                            f"{res.engine_path}")
+            if ex.what == "sr" and res.tile is None and runnable is None:
+                runnable = (res.onnx_path, "detail_cap" in ex.hparams)
+    if runnable is not None:
+        _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {runnable[0]}" + (" --tile 0" if runnable[1] else ""))
