@@ -106,4 +106,7 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         from lway_rt.archs.registry import unwrap_state_dict
 
         return unwrap_state_dict(obj), {}
+    if suffix == ".onnx":  # an export: upscale runs it, the other commands need the weights it came from
+        raise ModelError(f"{path} is an exported ONNX file, which only 'lwayrt upscale -m' runs: pass the weights it was "
+                         "exported from (.safetensors or .pth)")
     raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors")
