@@ -54,6 +54,36 @@ def test_capped_weights_are_timed_as_export_ships_them(capped_weights, tmp_path)
     assert res.exit_code == 1 and "is not the model these weights were adapted from" in res.output
 
 
+def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
+    """serve-bench -m FILE.onnx times that file with the ONNX-based backends of its precision, verified against the
+    weights its manifest names (with their cap when the file holds one); a file without a manifest is refused."""
+    import shutil
+
+    from lway_rt.export.cache import file_sha256
+
+    files = {}
+    for model in ("realesr-animevideov3", str(capped_weights)):
+        res = CliRunner().invoke(main, ["export", "-m", model, "--out", str(tmp_path / "exp")])
+        assert res.exit_code == 0, res.output
+    for path in (tmp_path / "exp").glob("*.onnx"):
+        files["capped" if "-cap1" in path.name else "plain"] = path
+    for kind, path in files.items():
+        out = tmp_path / f"{kind}.json"
+        res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "24x32", "-b", "torch", "-b", "ort-cpu",
+                                        "--no-peak", "--json", str(out), *TINY])
+        assert res.exit_code == 0, res.output
+        report = json.loads(out.read_text())
+        assert validate(report) == [] and report["summary"]["ok"] == 2
+        assert report["model"]["onnx"] == {"file": str(path), "sha256": file_sha256(path), "precision": "fp32"}
+        assert (report["model"]["detail_cap"] is not None) == (kind == "capped")
+        ort = next(r for r in report["results"] if r["kind"] == "ort-cpu")
+        assert ort["verification"]["psnr_db"] >= 50 and ort["export_s"] is None  # the file itself, not a new export
+    bare = tmp_path / "bare.onnx"
+    shutil.copy(files["plain"], bare)
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(bare), *TINY])
+    assert res.exit_code == 1 and "has no manifest" in res.output and "Traceback" not in res.output
+
+
 def test_cli_user_mistakes_are_one_line_errors():
     runner = CliRunner()
     for args, needle in (

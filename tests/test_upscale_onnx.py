@@ -119,8 +119,8 @@ def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, ph
     assert res.exit_code == 1 and "add --tile 0" in res.output
 
 
-def test_other_commands_name_upscale_for_an_onnx_file(exported, tmp_path):
+def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path):
     for args in (["export", "-m", str(exported), "--out", str(tmp_path)],
-                 ["serve-bench", "-m", str(exported), "-s", "24", "-q"]):
+                 ["adapt", str(photos), "-m", str(exported), "-o", str(tmp_path / "a")]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1 and "is an exported ONNX file, which only 'lwayrt upscale -m' runs" in res.output, res.output

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, LwayError
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
@@ -236,6 +236,65 @@ def _with_detail_cap(desc, config: BenchConfig, say: Callable[[str], None]):
     return capped_descriptor(desc, cap.base, cap.cap), record
 
 
+@dataclass(frozen=True)
+class _ExportedFile:
+    """An ONNX file from ``lwayrt export`` to time as it is, and the torch network it must reproduce."""
+
+    path: Any  # Path
+    precision: str
+    sha256: str
+    reference: Any  # ModelDescriptor: the weights it was exported from (with their cap, if it holds one)
+    cap: dict[str, Any] | None
+
+
+def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _ExportedFile:
+    """Read ``config.model`` (an .onnx path) through its manifest (``runtime.onnx_model``'s checks) and load the
+    weights it names, checked by their sha256, as the reference every backend is verified against."""
+    from pathlib import Path
+
+    from lway_rt.export.cache import file_sha256
+    from lway_rt.export.capped import capped_descriptor
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
+    from lway_rt.runtime.onnx_model import read_manifest, spec_from_manifest
+
+    path = Path(config.model).expanduser()
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
+    manifest = read_manifest(path)
+    if manifest is None:
+        raise InputError(f"{path.name} has no manifest ({path.with_suffix('.json').name}) naming the weights it was exported "
+                         "from, which serve-bench verifies it against: pass those weights instead")
+    spec_from_manifest(path, manifest)  # the file the manifest describes, gate passed, SR, dynamic H/W
+    if config.detail_cap not in ("auto", "off") or config.base_model:
+        raise InputError(f"{path.name} is timed as exported: a detail cap goes into the file at export, so drop "
+                         "--detail-cap / --base-model")
+    source = manifest["source"]
+
+    def weights(spec_or_path: str | None, path_: str | None, sha: str, what: str):
+        for spec in dict.fromkeys(v for v in (path_, spec_or_path) if v):
+            try:
+                desc = load_model(spec, device="cpu")
+            except LwayError:
+                continue
+            if state_dict_sha256(desc.model.state_dict()) == sha:
+                return desc
+        raise InputError(f"{path.name} was exported from {what} {spec_or_path or path_}, which is not at hand with the same "
+                         "weights (sha256): serve-bench needs it to verify the file; pass the weights instead")
+
+    cap = source.get("detail_cap")
+    adapted = weights(source.get("model"), source.get("path"), cap["adapted_sha256"] if cap else source["weights_sha256"],
+                      "the weights")
+    if cap:
+        base = weights(cap.get("base_model"), None, cap["base_sha256"], "the unadapted model")
+        reference = capped_descriptor(adapted, base, float(cap["cap"]))
+        say(f"{path.name} holds detail cap {float(cap['cap']):g}: verified against the unadapted and the adapted network")
+        cap = {"cap": float(cap["cap"]), "base_model": cap.get("base_model"), "base_sha256": cap["base_sha256"]}
+    else:
+        reference = adapted
+    return _ExportedFile(path, str(manifest["onnx"]["precision"]), str(manifest["artifact"]["sha256"]), reference, cap)
+
+
 def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | None = None, command: str | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the matrix of ``config``; returns the report (a JSON-ready dict, see ``lway_rt.bench.schema``).
@@ -258,8 +317,13 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     say = progress or (lambda msg: None)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     load_start = machine.load_average()
-    desc = model if model is not None else load_model(config.model, device="cpu")
-    desc, cap = _with_detail_cap(desc, config, say)
+    exported = None  # an exported ONNX file timed as it is (ONNX-based backends of its precision only)
+    if model is None and str(config.model).lower().endswith(".onnx"):
+        exported = _exported_file(config, say)
+        desc, cap = exported.reference, exported.cap
+    else:
+        desc = model if model is not None else load_model(config.model, device="cpu")
+        desc, cap = _with_detail_cap(desc, config, say)
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
     threads = config.threads or _usable_cores()
@@ -282,6 +346,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     def onnx_for(precision: str) -> Path:
         import time
 
+        if exported is not None:
+            return exported.path
         if precision not in onnx_cache:
             say(f"exporting ONNX ({precision})")
             t0 = time.perf_counter()
@@ -297,6 +363,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         # Build every backend that can run here.
         for spec in specs:
             reason = skip_reason(spec, fp16_safe=desc.fp16_safe)
+            if not reason and exported is not None and spec.kind != "torch" and spec.precision != exported.precision:
+                reason = (f"{exported.path.name} is an {exported.precision} file: export an {spec.precision} one to time "
+                          f"{spec.precision}")
             if reason:
                 row = _row_base(spec, None, scale, config.tile_overlap)
                 row.update(status="skipped", reason=reason)
@@ -317,7 +386,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             rss_after = machine.rss_mb()
             load_info[spec.label] = {
                 "load_s": backend.load_s,
-                "export_s": onnx_cache[spec.precision][1] if spec.kind != "torch" else None,
+                "export_s": onnx_cache[spec.precision][1] if spec.kind != "torch" and exported is None else None,
                 "providers": backend.details.get("providers"),
                 "fell_back": bool(backend.details.get("fell_back", False)),
                 "load_rss_delta_mb": None if rss_before is None or rss_after is None else rss_after - rss_before,
@@ -381,7 +450,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         "packages": machine.package_versions(),
         "model": {"spec": config.model, "name": desc.name, "arch": desc.arch, "scale": scale, "params": n_params,
                   "hparams": dict(desc.spec.hparams), "source": desc.source,
-                  "source_sha256": desc.metadata.get("source_sha256"), "detail_cap": cap},
+                  "source_sha256": desc.metadata.get("source_sha256"), "detail_cap": cap,
+                  "onnx": None if exported is None else {"file": str(exported.path), "sha256": exported.sha256,
+                                                         "precision": exported.precision}},
         "settings": {**config.as_dict(), "threads": threads, "input_source": input_source,
                      "min_psnr_db": config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR,
                      "tiled_min_psnr_db": TILED_MIN_PSNR, "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},

@@ -21,7 +21,7 @@ from torch import nn
 from lway_rt.archs.descriptor import ArchSpec, ModelDescriptor
 from lway_rt.errors import InputError
 
-__all__ = ["OnnxSR", "load_onnx_model", "ONNX_SUFFIX"]
+__all__ = ["OnnxSR", "load_onnx_model", "read_manifest", "spec_from_manifest", "ONNX_SUFFIX"]
 
 ONNX_SUFFIX = ".onnx"
 _ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -52,7 +52,8 @@ def _providers(device: str) -> tuple[str, ...]:
     raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest ``lwayrt export`` wrote beside ``path`` (None: there is none)."""
     from lway_rt.export.manifest import manifest_path
 
     mpath = manifest_path(path)
@@ -65,7 +66,9 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) and "artifact" in manifest else None
 
 
-def _spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, dict[str, str]]:
+def spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, dict[str, str]]:
+    """Check that ``manifest`` describes ``path`` (name, sha256), a passed gate, an SR export with dynamic H/W; returns
+    its size rules and scale as an ``ArchSpec`` and what ``upscale`` records of it."""
     from lway_rt.export.cache import file_sha256
     from lway_rt.export.manifest import manifest_path
 
@@ -124,8 +127,8 @@ def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | Non
                          "'lwayrt export' wrote beside it")
     if not path.is_file():
         raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
-    manifest = _read_manifest(path)
-    spec, meta = _spec_from_manifest(path, manifest) if manifest is not None else (None, {})
+    manifest = read_manifest(path)
+    spec, meta = spec_from_manifest(path, manifest) if manifest is not None else (None, {})
     session = create_session(path, providers=_providers(device), threads=threads)
     module = OnnxSR(session, path).eval()
     if spec is None:
