@@ -160,8 +160,11 @@ def _long_run_stopped_after_a_checkpoint(files, out, sig) -> tuple[list[str], su
     args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
             "--stage1", str(files / "stage1.safetensors"), "--iterations", "400", "--patch-size", "16",
             "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q"]
+    # SIGINT as a terminal delivers it: a test runner started in the background of a non-interactive shell passes
+    # SIGINT on ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (out / CHECKPOINT).exists():
