@@ -252,7 +252,6 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     weights it names, checked by their sha256, as the reference every backend is verified against."""
     from pathlib import Path
 
-    from lway_rt.export.cache import file_sha256
     from lway_rt.export.capped import capped_descriptor
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
