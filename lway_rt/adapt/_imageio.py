@@ -68,12 +68,11 @@ def spread(items: list, n: int | None) -> list:
     return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
 
 
-def read_inputs(inputs, sample: int | None = None) -> list[InputImage]:
-    """Read every input (or ``sample`` of them, ``spread`` in name order); names are file stems, made unique with a
-    numeric suffix when two clash."""
+def read_inputs(inputs) -> list[InputImage]:
+    """Read every input; names are file stems, made unique with a numeric suffix when two clash."""
     out: list[InputImage] = []
     seen: set[str] = set()
-    for p in spread(list_images(inputs), sample):
+    for p in list_images(inputs):
         name, k = p.stem, 1
         while name in seen:
             k += 1

@@ -785,11 +785,11 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
     config = config or AdaptConfig()
     log = log or (lambda msg: None)
-    given = list(inputs) if inputs and all(isinstance(i, InputImage) for i in inputs) else None
-    images = spread(given, config.sample) if given is not None else read_inputs(inputs, config.sample)
+    loaded = bool(inputs) and all(isinstance(i, InputImage) for i in inputs)
+    given = list(inputs) if loaded else list_images(inputs)  # paths are listed once, and only the chosen ones read
+    images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample))
     if config.sample is not None:
-        total = len(given) if given is not None else len(list_images(inputs))
-        log(f"adapting on {len(images)} of {total} input(s), spread evenly in name order (--sample); "
+        log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in name order (--sample); "
             "'lwayrt upscale' the others with the adapted weights")
     desc = load_model(model, device=config.device)
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
