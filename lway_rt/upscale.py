@@ -133,9 +133,9 @@ class UpscaleReport:
 def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     """Load the model named in ``config`` and put it on its device and precision (or raise)."""
     from lway_rt.io.store import load_model
-    from lway_rt.runtime.onnx_model import ONNX_SUFFIX, load_onnx_model
+    from lway_rt.runtime.onnx_model import ENGINE_SUFFIXES, ONNX_SUFFIX, load_onnx_model
 
-    if Path(config.model).suffix.lower() in (ONNX_SUFFIX, ".engine", ".plan", ".trt"):
+    if Path(config.model).suffix.lower() in (ONNX_SUFFIX, *ENGINE_SUFFIXES):
         return _prepare_onnx(config, load_onnx_model(config.model, device=config.device))
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")

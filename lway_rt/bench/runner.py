@@ -255,12 +255,13 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     from lway_rt.export.capped import capped_descriptor
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
-    from lway_rt.runtime.onnx_model import read_manifest, spec_from_manifest
+    from lway_rt.export.manifest import find_manifest
+    from lway_rt.runtime.onnx_model import spec_from_manifest
 
     path = Path(config.model).expanduser()
     if not path.is_file():
         raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
-    manifest = read_manifest(path)
+    manifest = find_manifest(path)
     if manifest is None:
         raise InputError(f"{path.name} has no manifest ({path.with_suffix('.json').name}) naming the weights it was exported "
                          "from, which serve-bench verifies it against: pass those weights instead")

@@ -16,7 +16,7 @@ from typing import Any
 
 from lway_rt.errors import InputError
 
-__all__ = ["FORMAT", "manifest_path", "write_manifest", "read_manifest", "ready_artifact"]
+__all__ = ["FORMAT", "manifest_path", "write_manifest", "read_manifest", "find_manifest", "ready_artifact"]
 
 FORMAT = "lway_rt.export/1"
 
@@ -34,18 +34,36 @@ def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:
     return Path(path)
 
 
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"manifest {path} is unreadable ({exc}); export again") from exc
+
+
+def _is_manifest(data: Any) -> bool:
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest {path} does not exist: the artifact was not made by 'lwayrt export' (or was moved "
                          "without its .json)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"manifest {path} is unreadable ({exc}); export again") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = _load(path)
+    if not _is_manifest(data):
         raise InputError(f"{path} is not an lway_rt export manifest (format {data.get('format') if isinstance(data, dict) else None!r})")
     return data
+
+
+def find_manifest(artifact: str | Path) -> dict[str, Any] | None:
+    """The manifest beside ``artifact``, or None when there is none (no .json, or a .json that is not an lway_rt
+    export manifest: a file exported elsewhere); an unreadable one is an error."""
+    path = manifest_path(artifact)
+    if not path.is_file():
+        return None
+    data = _load(path)
+    return data if _is_manifest(data) else None
 
 
 def ready_artifact(artifact: str | Path, key: str) -> dict[str, Any] | None:

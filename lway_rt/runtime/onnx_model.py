@@ -10,7 +10,6 @@ and alpha handling of ``upscale`` are the same as with a torch network.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from torch import nn
 from lway_rt.archs.descriptor import ArchSpec, ModelDescriptor
 from lway_rt.errors import InputError
 
-__all__ = ["OnnxSR", "load_onnx_model", "read_manifest", "spec_from_manifest", "ONNX_SUFFIX"]
+__all__ = ["OnnxSR", "load_onnx_model", "spec_from_manifest", "ONNX_SUFFIX", "ENGINE_SUFFIXES"]
 
 ONNX_SUFFIX = ".onnx"
-_ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # TensorRT engines: upscale points to the .onnx beside them
 
 
 class OnnxSR(nn.Module):
@@ -50,20 +49,6 @@ def _providers(device: str) -> tuple[str, ...]:
         index = device.partition(":")[2] or "0"
         return (("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider")  # type: ignore[return-value]
     raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
-
-
-def read_manifest(path: Path) -> dict[str, Any] | None:
-    """The manifest ``lwayrt export`` wrote beside ``path`` (None: there is none)."""
-    from lway_rt.export.manifest import manifest_path
-
-    mpath = manifest_path(path)
-    if not mpath.is_file():
-        return None
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{mpath} (the manifest of {path.name}) cannot be read ({exc}): re-export with 'lwayrt export'") from None
-    return manifest if isinstance(manifest, dict) and "artifact" in manifest else None
 
 
 def spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, dict[str, str]]:
@@ -119,15 +104,16 @@ def _probe_spec(module: OnnxSR, path: Path) -> ArchSpec:
 
 def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | None = None) -> ModelDescriptor:
     """``path`` (an ONNX file) as a ``ModelDescriptor`` whose network runs in ONNX Runtime on ``device``."""
+    from lway_rt.export.manifest import find_manifest
     from lway_rt.runtime.ort import create_session
 
     path = Path(path).expanduser()
-    if path.suffix.lower() in _ENGINE_SUFFIXES:
+    if path.suffix.lower() in ENGINE_SUFFIXES:
         raise InputError(f"{path.name} is a TensorRT engine, which runs under TensorRT only: pass the .onnx file "
                          "'lwayrt export' wrote beside it")
     if not path.is_file():
         raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
-    manifest = read_manifest(path)
+    manifest = find_manifest(path)
     spec, meta = spec_from_manifest(path, manifest) if manifest is not None else (None, {})
     session = create_session(path, providers=_providers(device), threads=threads)
     module = OnnxSR(session, path).eval()
