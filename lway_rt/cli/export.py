@@ -108,8 +108,9 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         sr, sr_profile = load_sr(), profile
         from lway_rt.export.capped import fp32_nodes
 
-        if fp32_nodes(sr.module):  # a capped graph's blend outgrows fp16's range: it stays fp32 in an fp16 graph
-            sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, *fp32_nodes(sr.module)))))
+        keep = fp32_nodes(sr.module)  # a capped graph's blend outgrows fp16's range: it stays fp32 in an fp16 graph
+        if keep:
+            sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, *keep))))
         exportables.append((sr, sr_profile))
     if what in ("encoder", "both"):
         from lway_rt.degae import load_stage1
