@@ -181,8 +181,7 @@ def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCa
     """The detail cap to apply with ``desc`` (None: none). ``auto`` takes the one ``lwayrt adapt --detail-cap``
     recorded in the weights, so upscale repeats adapt's images; the base model comes from ``--base-model`` or
     the weights' ``base_model`` and must hash to their ``base_sha256`` when they record one."""
-    from lway_rt.io.store import load_model
-    from lway_rt.io.weights import state_dict_sha256
+    from lway_rt.io.store import load_recorded_model
 
     meta = desc.metadata or {}
     if config.detail_cap == "off" or (config.detail_cap == "auto" and "detail_cap" not in meta):
@@ -194,20 +193,14 @@ def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCa
     if not specs:
         raise InputError("--detail-cap compares with the unadapted model, and these weights do not name one: "
                          "add --base-model NAME_OR_FILE, or --detail-cap off")
-    base, why = None, ""
-    for spec in specs:
-        try:
-            base = load_model(spec, device=config.device)
-            break
-        except LwayError as exc:
-            why = str(exc)
+    base, reasons = load_recorded_model(specs, meta.get("base_sha256"), device=config.device)
     if base is None:
+        if any(r.endswith("(sha256 differs)") for r in reasons):
+            raise InputError(f"{' / '.join(specs)} is not the model these weights were adapted from (sha256 differs): "
+                             "pass that one with --base-model FILE, or --detail-cap off")
         raise InputError(f"the detail cap ({cap:g}) needs the unadapted model {' or '.join(specs)}, which "
-                         f"does not load ({why}): pass --base-model NAME_OR_FILE, or --detail-cap off")
-    want = meta.get("base_sha256")
-    if want and state_dict_sha256(base.model.state_dict()) != want:
-        raise InputError(f"{spec} is not the model these weights were adapted from (sha256 differs): pass that one "
-                         "with --base-model FILE, or --detail-cap off")
+                         f"does not load ({'; '.join(reasons)}): pass --base-model NAME_OR_FILE, or --detail-cap off")
+    spec = config.base_model or base.source
     if base.scale != desc.scale:
         raise InputError(f"--base-model {spec} upscales x{base.scale}, the adapted model x{desc.scale}: pass its base model")
     if config.fp16:

@@ -55,3 +55,31 @@ def test_import_unknown_name_is_a_one_line_error():
     assert result.exit_code == 1
     assert result.output.startswith("error: unknown model 'no-such-model'")
     assert result.output.count("\n") == 1
+
+
+def test_load_recorded_model_finds_the_spec_with_the_recorded_weights(model_store, tmp_path):
+    """A file that records the model it came from (a name and a sha256) finds it again: a spec holding other
+    weights is passed over for the next one, and each failure is named."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    torch = __import__("torch")
+    torch.manual_seed(0)
+    nets = [SRVGGNetCompact(num_feat=8, num_conv=2) for _ in range(2)]
+    files = []
+    for k, net in enumerate(nets):
+        files.append(tmp_path / f"net{k}.safetensors")
+        save_safetensors(files[-1], net.state_dict(), {"arch": "SRVGGNetCompact", "scale": "4"})
+    want = state_dict_sha256(nets[1].state_dict())
+
+    desc, reasons = store.load_recorded_model([None, files[0], str(files[0]), files[1]], want)
+    assert reasons == [] and state_dict_sha256(desc.model.state_dict()) == want
+    assert desc.source == str(files[1])
+    # without a sha256, the first that loads
+    desc, _ = store.load_recorded_model([tmp_path / "missing.pth", files[0]])
+    assert desc.source == str(files[0])
+
+    desc, reasons = store.load_recorded_model([tmp_path / "missing.pth", files[0]], want)
+    assert desc is None and len(reasons) == 2
+    assert reasons[0].startswith(f"{tmp_path / 'missing.pth'} does not load: ")
+    assert reasons[1] == f"{files[0]} has other weights (sha256 differs)"

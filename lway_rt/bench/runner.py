@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
-from lway_rt.errors import InputError, LwayError
+from lway_rt.errors import InputError
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
@@ -253,8 +253,7 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     from pathlib import Path
 
     from lway_rt.export.capped import capped_descriptor
-    from lway_rt.io.store import load_model
-    from lway_rt.io.weights import state_dict_sha256
+    from lway_rt.io.store import load_recorded_model
     from lway_rt.export.manifest import find_manifest
     from lway_rt.runtime.onnx_model import spec_from_manifest
 
@@ -272,15 +271,11 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     source = manifest["source"]
 
     def weights(spec_or_path: str | None, path_: str | None, sha: str, what: str):
-        for spec in dict.fromkeys(v for v in (path_, spec_or_path) if v):
-            try:
-                desc = load_model(spec, device="cpu")
-            except LwayError:
-                continue
-            if state_dict_sha256(desc.model.state_dict()) == sha:
-                return desc
-        raise InputError(f"{path.name} was exported from {what} {spec_or_path or path_}, which is not at hand with the same "
-                         "weights (sha256): serve-bench needs it to verify the file; pass the weights instead")
+        desc, _ = load_recorded_model([path_, spec_or_path], sha)
+        if desc is None:
+            raise InputError(f"{path.name} was exported from {what} {spec_or_path or path_}, which is not at hand with the "
+                             "same weights (sha256): serve-bench needs it to verify the file; pass the weights instead")
+        return desc
 
     cap = source.get("detail_cap")
     adapted = weights(source.get("model"), source.get("path"), cap["adapted_sha256"] if cap else source["weights_sha256"],

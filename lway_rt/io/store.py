@@ -16,7 +16,8 @@ from pathlib import Path
 
 from lway_rt.errors import ModelError
 
-__all__ = ["SOURCES", "store_dir", "store_path", "import_model", "import_all", "list_models", "load_model", "resolve_model_path"]
+__all__ = ["SOURCES", "store_dir", "store_path", "import_model", "import_all", "list_models", "load_model", "load_recorded_model",
+           "resolve_model_path"]
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,28 @@ def load_model(spec: str, device: str = "cpu"):
     desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     desc.model.to(device)
     return desc
+
+
+def load_recorded_model(specs, sha256: str | None = None, device: str = "cpu"):
+    """The first of ``specs`` (store names or paths, tried in order, repeats and empties skipped) that loads and,
+    when ``sha256`` is given, holds exactly those weights (``state_dict_sha256``): how a file that records the
+    model it came from (adapted weights, an ONNX manifest) finds that model again.
+
+    Returns ``(descriptor, [])``, or ``(None, reasons)`` with one reason per spec tried ("X does not load: ...",
+    "X has other weights (sha256 differs)") for the caller's one-line error.
+    """
+    from lway_rt.errors import LwayError
+    from lway_rt.io.weights import state_dict_sha256
+
+    reasons = []
+    for spec in dict.fromkeys(str(s) for s in specs if s):
+        try:
+            desc = load_model(spec, device=device)
+        except LwayError as exc:
+            reasons.append(f"{spec} does not load: {exc}")
+            continue
+        if sha256 and state_dict_sha256(desc.model.state_dict()) != sha256:
+            reasons.append(f"{spec} has other weights (sha256 differs)")
+            continue
+        return desc, []
+    return None, reasons
