@@ -18,6 +18,8 @@ fully opaque alpha is just enlarged without running anything.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +74,7 @@ class UpscaleConfig:
             raise InputError(f"--format must be 'png' or 'same', not {self.format!r}")
         if self.alpha not in ("model", "bicubic"):
             raise InputError(f"--alpha must be 'model' or 'bicubic', not {self.alpha!r}")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
         if self.fp16 and self.device == "cpu":
             raise InputError("--fp16 runs on a CUDA GPU only: add --device cuda, or drop --fp16 on the CPU")
@@ -120,6 +122,7 @@ class UpscaleReport:
     written: list[Path] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)  # per-group adaptations only
+    notes: list[str] = field(default_factory=list)  # written, with something the user should know
 
     @property
     def ok(self) -> bool:
@@ -394,28 +397,43 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
 # files and folders
 
 
-def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_dir: Path | None = None
+                   ) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to the output folder's root) for every input image, plus the inputs
     that gave nothing (missing path, folder without images) as failures.
 
     A file is taken as given (even with an unusual ending: reading it decides); a folder
     contributes its image files (by ending), recursively with ``recursive``, keeping the
-    sub-folder layout. Hidden files are skipped. Raises if nothing at all is usable.
+    sub-folder layout. Hidden files are skipped, and so is ``out_dir`` when it lies inside a folder walked
+    recursively (a second run must not upscale the first run's outputs). A file reached twice (named
+    twice, or named and inside a named folder) is taken once. Raises if nothing at all is usable.
     """
     found: list[tuple[Path, Path]] = []
     problems: list[Failure] = []
+    seen: set[Path] = set()
+    skip = out_dir.expanduser().resolve() if out_dir is not None else None
+
+    def take(f: Path, rel: Path) -> None:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((f, rel))
+
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
+            inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
             files = sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and not (inner_out and f.resolve().is_relative_to(skip)))
             if not files:
                 hint = "" if recursive else " (add --recursive to look in sub-folders)"
                 problems.append(Failure(p, f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"))
-            found += [(f, f.relative_to(p)) for f in files]
+            for f in files:
+                take(f, f.relative_to(p))
         elif p.exists():
-            found.append((p, Path(p.name)))
+            take(p, Path(p.name))
         else:
             problems.append(Failure(p, f"input {p} does not exist"))
     if not found:
@@ -438,7 +456,10 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
         if key in inputs:
             plan.append((src, None, f"output {dest} would overwrite an input: choose another -o folder or --suffix"))
         elif key in taken:
-            plan.append((src, None, f"output {dest} is also the output of {taken[key]}: rename one of them or use --format same"))
+            # same stem, different endings (a.jpg, a.png): --format same keeps them apart; otherwise only names do
+            other = "use --format same" if fmt == "png" and src.suffix.lower() != taken[key].suffix.lower() else \
+                "upscale them into separate -o folders"
+            plan.append((src, None, f"output {dest} is also the output of {taken[key]}: rename one of them or {other}"))
         else:
             taken[key] = src
             plan.append((src, dest, None))
@@ -465,7 +486,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     model that cannot load); per-image problems land in the report's ``failures``.
     """
     out_dir = Path(out_dir).expanduser()
-    items, problems = collect_inputs(inputs, config.recursive)
+    items, problems = collect_inputs(inputs, config.recursive, out_dir)
     _check_out_dir(out_dir)
     router = None if desc is not None else prepare_router(config)
     if config.stage1 and router is None:
@@ -493,6 +514,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
             up = upscale_image(model, img, config, model_cap)
             write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile)
             report.written.append(dest)
+            if img.frames > 1:
+                report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "
+                                    "them first, e.g. ffmpeg -i FILE frames/%05d.png)")
         except LwayError as exc:
             msg = str(exc)
             if str(src) not in msg:

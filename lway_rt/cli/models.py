@@ -18,12 +18,20 @@ def list_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    rows = store.list_models()
     table = Table(title=f"model store: {store.store_dir()}")
-    for col in ("name", "arch", "scale", "status", "source"):
+    # names are what users copy into -m: never cut, however narrow the terminal (or a pipe's 80 columns)
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows) if rows else None)
+    table.add_column("arch", no_wrap=True, min_width=max(len(r["arch"]) for r in rows) if rows else None)
+    for col in ("scale", "status"):
         table.add_column(col)
-    for row in store.list_models():
+    table.add_column("source", overflow="fold")
+    for row in rows:
         table.add_row(row["name"], row["arch"], row["scale"], row["status"], row["source"])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in __import__("os").environ:
+        console = Console(width=200)  # piped into a script: whole rows, one line each
+    console.print(table)
 
 
 @command.command("import")

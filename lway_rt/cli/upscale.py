@@ -28,7 +28,7 @@ import click
 @click.option("--alpha", type=click.Choice(["model", "bicubic"]), default="model", show_default=True,
               help="How an alpha channel is upscaled.")
 @click.option("-r", "--recursive", is_flag=True, help="Also take images from sub-folders (layout kept).")
-@click.option("--scale", type=int, default=None, help="Fail unless the model has this scale.")
+@click.option("--scale", type=click.IntRange(min=1), default=None, help="Fail unless the model has this scale.")
 @click.option("--detail-cap", default="auto", show_default=True,
               help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
                    "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
@@ -72,6 +72,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
                 click.secho(f"  {r.path}: unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
                             f"the nearest centre, {r.group}'s, whose own images lie within {1 - r.floor:.2g}); its "
                             "model may not suit it", fg="yellow", err=True)
+    for note in report.notes:
+        click.secho(f"  {note}", fg="yellow", err=True)
     if report.failures:
         click.secho(f"{len(report.failures)} image(s) failed:", fg="red", err=True)
         for f in report.failures:

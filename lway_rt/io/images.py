@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class LoadedImage:
     mode: str = "RGB"
     format: str | None = None
     icc_profile: bytes | None = None
+    frames: int = 1  # frames or pages in the file (animated GIF/WebP, multi-page TIFF); only the first is read
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -142,8 +143,9 @@ def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
 
 
 def read_image(path: str | Path) -> LoadedImage:
-    """Read PNG, JPEG, WebP, TIFF or BMP (8/16-bit, grey, RGB, RGBA, LA, palette), upright."""
-    from PIL import Image, ImageOps
+    """Read PNG, JPEG, WebP, TIFF or BMP (8/16-bit, grey, RGB, RGBA, LA, palette), upright. Of a file with several
+    frames or pages the first is read, and ``frames`` says how many there were."""
+    from PIL import Image
 
     path = Path(path)
     im = _open(path)
@@ -159,21 +161,28 @@ def read_image(path: str | Path) -> LoadedImage:
             except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
                 raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
             orientation = im.getexif().get(0x0112, 1)
-            if full is not None:
-                arr = full.astype(np.float32) / 65535.0
-                arr = _exif_orient(arr, orientation)
-                if orig_mode == "LA" or arr.shape[2] == 2:
-                    return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
-                alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
-                return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
-            im = ImageOps.exif_transpose(im)
-            return _from_pil(im, orig_mode, fmt, icc)
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            img = _decode(im, full, orientation, orig_mode, fmt, icc)
+            return replace(img, frames=frames) if frames > 1 else img
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
         raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+
+
+def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedImage:
+    """The loaded picture, upright: ``full`` holds 16-bit colour samples when Pillow could not."""
+    from PIL import ImageOps
+
+    if full is not None:
+        arr = _exif_orient(full.astype(np.float32) / 65535.0, orientation)
+        if orig_mode == "LA" or arr.shape[2] == 2:
+            return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
+        alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
+        return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
+    return _from_pil(ImageOps.exif_transpose(im), orig_mode, fmt, icc)
 
 
 def _exif_orient(arr: np.ndarray, orientation: int) -> np.ndarray:
@@ -242,8 +251,14 @@ def _quantise(x: np.ndarray, depth: int) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * top).astype(np.uint16 if depth == 16 else np.uint8)
 
 
-def _png16(arr: np.ndarray) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row."""
+def _icc_fits(icc: bytes | None, colour: bool) -> bool:
+    """Whether an ICC profile describes the samples written: its data colour space (header bytes 16-20) must be
+    RGB for colour output and GRAY for grey; a CMYK file's profile does not describe the RGB we write from it."""
+    return bool(icc) and len(icc) >= 20 and icc[16:20] == (b"RGB " if colour else b"GRAY")
+
+
+def _png16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, and its ICC profile."""
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
@@ -256,27 +271,31 @@ def _png16(arr: np.ndarray) -> bytes:
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0))
+    iccp = chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)) if icc else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)) + iccp
             + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
 
 
-def _tiff16(arr: np.ndarray) -> bytes:
-    """An uncompressed little-endian baseline TIFF with 16-bit samples (one strip)."""
+def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
+    """An uncompressed little-endian baseline TIFF with 16-bit samples (one strip), and its ICC profile."""
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     data = arr.astype("<u2").tobytes()
     entries = []  # (tag, type, count, value-or-offset payload)
     extra = b""
     header = 8
-    n_entries = 10 + (1 if ch in (2, 4) else 0)
+    n_entries = 10 + (1 if ch in (2, 4) else 0) + (1 if icc else 0)
     ifd_size = 2 + 12 * n_entries + 4
     extra_off = header + ifd_size
     bits_payload = struct.pack("<" + "H" * ch, *([16] * ch))
     if ch > 2:
         bits_ref = extra_off + len(extra)
         extra += bits_payload
+    if icc:
+        icc_ref = extra_off + len(extra)
+        extra += icc + (b"\0" if len(icc) % 2 else b"")  # word-aligned offsets after it
     data_off = extra_off + len(extra)
-    SHORT, LONG = 3, 4
+    SHORT, LONG, UNDEFINED = 3, 4, 7
     entries.append((256, LONG, 1, w))
     entries.append((257, LONG, 1, h))
     entries.append((258, SHORT, ch, bits_ref if ch > 2 else (16 | (16 << 16) if ch == 2 else 16)))
@@ -289,6 +308,8 @@ def _tiff16(arr: np.ndarray) -> bytes:
     entries.append((284, SHORT, 1, 1))  # chunky
     if ch in (2, 4):
         entries.append((338, SHORT, 1, 2))  # unassociated alpha
+    if icc:
+        entries.append((34675, UNDEFINED, len(icc), icc_ref))  # InterColorProfile
     entries.sort()
     ifd = struct.pack("<H", len(entries))
     for tag, typ, count, value in entries:
@@ -332,10 +353,12 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     elif arr.shape[2] == 2 and fmt == "TIFF":
         arr = arr[..., [0, 0, 0, 1]]  # grey+alpha is not portable in these formats: write RGBA
 
+    if not _icc_fits(icc_profile, colour=arr.ndim == 3 and arr.shape[2] >= 3):
+        icc_profile = None
     try:
         with atomic_path(path) as tmp:
             if depth == 16 and (arr.ndim == 3):
-                tmp.write_bytes(_png16(arr) if fmt == "PNG" else _tiff16(arr))
+                tmp.write_bytes(_png16(arr, icc_profile) if fmt == "PNG" else _tiff16(arr, icc_profile))
             else:
                 if arr.ndim == 2:
                     im = Image.fromarray(arr)  # L or I;16

@@ -72,8 +72,8 @@ def import_model(name: str, *, force: bool = False) -> Path:
     if name not in SOURCES:
         raise ModelError(f"unknown model '{name}'; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
-    if dest.exists() and not force:
-        return dest
+    if dest.exists() and not force and _readable(dest):
+        return dest  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
     src = SOURCES[name]
     folder = _package_models_dir(src)
     state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin")
@@ -93,6 +93,19 @@ def import_model(name: str, *, force: bool = False) -> Path:
     return dest
 
 
+def _readable(path: Path) -> bool:
+    """Whether a stored safetensors file opens and its tensors read (a truncated file fails here)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                f.get_slice(k)[:]  # noqa: B018 - reads the bytes
+        return True
+    except Exception:
+        return False
+
+
 def import_all(*, force: bool = False) -> list[Path]:
     return [import_model(n, force=force) for n in SOURCES]
 
@@ -110,8 +123,11 @@ def list_models() -> list[dict[str, str]]:
                 meta = dict(f.metadata() or {})
         except Exception:
             meta = {"arch": "unreadable"}
+        unreadable = meta.get("arch") == "unreadable"
+        packaged = SOURCES[path.stem].dist if path.stem in SOURCES else "user"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
-                     "status": "imported", "source": meta.get("source_package", "user"), "path": str(path)})
+                     "status": "unreadable" if unreadable else "imported",
+                     "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
     for name, src in SOURCES.items():
         if name not in seen:
@@ -121,7 +137,15 @@ def list_models() -> list[dict[str, str]]:
 
 def resolve_model_path(spec: str) -> Path:
     """A store name or a path to weights -> a file path; imports a packaged model on first use."""
+    if not str(spec).strip():
+        raise ModelError("no model given (an empty name): pass -m with a name from 'lwayrt models list' or a weights file")
     p = Path(spec).expanduser()
+    # a bare store name means the store even when something in the current folder has that name (an output
+    # folder named after its model, say); "./NAME" reaches such a file
+    bare = "/" not in str(spec) and "\\" not in str(spec) and not str(spec).startswith((".", "~"))
+    if bare and (spec in SOURCES or store_path(spec).exists()):
+        stored = store_path(spec)
+        return stored if stored.exists() else import_model(spec)
     if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt") or p.exists():
         if not p.exists():
             raise ModelError(f"model file {p} does not exist")
@@ -150,7 +174,13 @@ def load_model(spec: str, device: str = "cpu"):
     from lway_rt.io.weights import load_state_file
 
     path = resolve_model_path(spec)
-    state, meta = load_state_file(path)
+    try:
+        state, meta = load_state_file(path)
+    except ModelError as exc:
+        if path.parent == store_dir() and path.stem in SOURCES:
+            raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): convert it again with "
+                             f"'lwayrt models import --force {path.stem}'") from exc
+        raise
     name = spec if path == store_path(spec) else meta.get("name")
     desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     desc.model.to(device)
