@@ -136,12 +136,12 @@ class UpscaleReport:
 def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     """Load the model named in ``config`` and put it on its device and precision (or raise)."""
     from lway_rt.io.store import load_model
+    from lway_rt.runtime.device import check_torch_device
     from lway_rt.runtime.onnx_model import ENGINE_SUFFIXES, ONNX_SUFFIX, load_onnx_model
 
     if Path(config.model).suffix.lower() in (ONNX_SUFFIX, *ENGINE_SUFFIXES):
         return _prepare_onnx(config, load_onnx_model(config.model, device=config.device))
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but PyTorch sees no CUDA GPU: use --device cpu")
+    check_torch_device(config.device)
     desc = load_model(config.model, device=config.device)
     label = desc.name or desc.source or desc.arch
     if config.scale is not None and config.scale != desc.scale:

@@ -89,6 +89,13 @@ def test_adapt_end_to_end_and_reload(files, tmp_path):
     assert code == 0, text
     (up,) = (tmp_path / "up").iterdir()
     assert np.abs(np.asarray(Image.open(up)).astype(int) - written.astype(int)).max() <= 1
+    # alpha too: adapt upsamples it with the adapted model, as upscale does by default (--alpha model)
+    code, text = _run(["upscale", str(files / "lr" / "alpha.png"), "-m", str(out / "adapted.safetensors"),
+                       "-o", str(tmp_path / "up_alpha"), "--tile", "0"])
+    assert code == 0, text
+    (up,) = (tmp_path / "up_alpha").iterdir()
+    diff = np.abs(np.asarray(Image.open(up)).astype(int) - np.asarray(modes["alpha"]).astype(int))
+    assert diff.shape[2] == 4 and diff.max() <= 1, diff.reshape(-1, 4).max(0)
 
 
 def test_detail_guard_from_the_command_line(files, tmp_path):
@@ -145,6 +152,8 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--loss", "naive", "--detail-guard", "1", "--detail-guard-gate", "trust"], "only the lway loss has"),
     (["--loss", "naive", "--sup-degradation", "stage1"], "sup_degradation 'stage1' degrades the synthetic pairs"),
     (["--stage1", "missing.safetensors"], "does not exist"),
+    (["--trainable", "body.1,nosuch"], "prefix 'nosuch' matches no parameter"),
+    (["--device", "cudax"], "--device must be 'cpu' or 'cuda[:N]'"),
 ])
 def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
@@ -185,6 +194,11 @@ def test_kill_and_resume(files, tmp_path):
     assert not (out / "adapted.safetensors").exists(), "the run finished before it could be killed"
     code, text = _run(args)
     assert code == 1 and "--resume" in text
+    # refused runs leave the record of the interrupted one as it was: "rerun with the same ones" stays answerable
+    recorded = (out / "config.json").read_bytes()
+    for extra in (["--lr", "3e-4"], ["--lr", "3e-4", "--resume"]):
+        code, text = _run([*args, *extra])
+        assert code == 1 and (out / "config.json").read_bytes() == recorded, text
     code, text = _run([*args, "--resume"])
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
@@ -192,6 +206,76 @@ def test_kill_and_resume(files, tmp_path):
     assert 0 < report["resumed_from"][0] < 400 and report["resumed_from"][0] % 5 == 0
     assert len(report["history"]) == 400
     assert not (out / CHECKPOINT).exists()
+
+
+def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
+    """A finished run is neither retrained by --resume nor replaced by a rerun: --resume keeps it when its inputs
+    and settings are these (and refuses otherwise), --overwrite replaces it. An image given twice is adapted once."""
+    out = tmp_path / "done"
+    args = ["adapt", str(files / "lr"), str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"),
+            "-o", str(out), "--stage1", str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16",
+            "--batch-size", "1", "-q"]
+    code, text = _run(args)
+    assert code == 0, text
+    assert [im["name"] for im in json.loads((out / "report.json").read_text())["images"]] == ["alpha", "grey", "rgb"]
+    weights, config = (out / "adapted.safetensors").read_bytes(), (out / "config.json").read_bytes()
+
+    code, text = _run(args)
+    assert code == 1 and "holds a finished run" in text and "--overwrite" in text, text
+    code, text = _run([*args, "--resume"])
+    assert code == 0 and "3 iterations, completed" in text, text
+    assert (out / "adapted.safetensors").read_bytes() == weights  # kept, not trained again
+    code, text = _run([*args, "--resume", "--lr", "3e-4"])
+    assert code == 1 and "made with other inputs, model or settings" in text, text
+    assert (out / "config.json").read_bytes() == config and (out / "adapted.safetensors").read_bytes() == weights
+
+    code, text = _run([*args, "--overwrite", "--lr", "3e-4"])
+    assert code == 0, text
+    assert (out / "adapted.safetensors").read_bytes() != weights
+    assert json.loads((out / "config.json").read_text())["lr"] == 3e-4
+
+
+def test_per_image_resume_checks_each_finished_run_and_keeps_the_summary(files, tmp_path):
+    out = tmp_path / "each"
+    base = ["adapt", "-o", str(out), "--loss", "naive", "--mode", "per-image", "--iterations", "2",
+            "--patch-size", "16", "--batch-size", "1", "-q"]
+    tiny = ["-m", str(files / "tiny.safetensors")]
+    code, text = _run([*base, str(files / "lr"), *tiny])
+    assert code == 0, text
+    code, text = _run([*base, str(files / "lr"), *tiny])
+    assert code == 1 and "holds finished runs" in text, text
+    # another model on resume: the finished run of that image is not passed off as its adaptation
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    save_safetensors(other, SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict(), {"name": "other"})
+    config = (out / "config.json").read_bytes()
+    code, text = _run([*base, str(files / "lr"), "-m", str(other), "--resume", "--lr", "1e-3"])
+    assert code == 1 and "made with other inputs, model or settings" in text, text
+    assert (out / "config.json").read_bytes() == config  # refused before anything was written
+    # the same settings on a subset: kept, and the summary still lists every run
+    code, text = _run([*base, str(files / "lr" / "rgb.png"), *tiny, "--resume"])
+    assert code == 0, text
+    summary = json.loads((out / "report.json").read_text())
+    assert sorted(r["name"] for r in summary["runs"]) == ["alpha", "grey", "rgb"]
+
+
+def test_out_folder_may_not_be_an_input_folder(files, tmp_path):
+    import shutil
+
+    lr = tmp_path / "mine"
+    shutil.copytree(files / "lr", lr)
+    code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(lr), "--loss", "naive",
+                       "--iterations", "2", "--patch-size", "16"])
+    assert code == 1 and "is an input folder" in text, text
+    assert sorted(p.name for p in lr.iterdir()) == ["alpha.png", "grey.png", "rgb.png"]
+
+
+def test_cuda_asked_for_without_a_gpu_is_one_line(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "o"), "--device", "cuda"])
+    assert res.exit_code == 1 and res.output.startswith("error: --device cuda asked for, but PyTorch sees no CUDA GPU")
+    assert not (tmp_path / "o").exists()
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path):

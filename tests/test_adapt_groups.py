@@ -239,7 +239,7 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     assert res.exit_code != 0 and "holds 2 adapted models (group-1/adapted.safetensors, group-2/" in res.output
     # a finished grouping resumes as skipped; other inputs than the interrupted run's are refused
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
-    assert code == 0 and text.count("already adapted, skipped") == 2, text
+    assert code == 0 and text.count("already adapted with these inputs and settings, skipped") == 2, text
     (files / "lr" / "im2.png").rename(files / "im2.png")
     try:
         res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",

@@ -100,6 +100,20 @@ def test_cli_user_mistakes_are_one_line_errors():
     assert res.exit_code == 1 and "unknown model 'no-such-model'" in res.output
 
 
+def test_nothing_measured_is_a_failure(tmp_path, monkeypatch):
+    """Every backend asked for skipped on this machine (here: CUDA ones without a GPU): the table says why, and the
+    exit status says that no number came out, so a script cannot take an empty report for a result."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch+cuda",
+                                    "--device", "cuda", "--no-peak", "--json", str(tmp_path / "r.json"), *TINY])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "nothing was measured" in res.output and "no CUDA GPU visible to PyTorch" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert validate(report) == [] and report["summary"] == {"ok": 0, "failed": 0, "skipped": 1, "error": 0}
+
+
 def test_cli_prints_schema_and_help():
     res = CliRunner().invoke(main, ["serve-bench", "--schema"])
     assert res.exit_code == 0 and json.loads(res.output)["properties"]["schema_version"] == {"const": "1.1"}

@@ -178,6 +178,31 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, photo_dir, monkeypatc
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, photo_dir):
+    """A stage-1 run can be hours of work: a new run into its --out is refused (unfinished: --resume is named;
+    finished: --overwrite), --overwrite starts again and drops the old resume state; changed settings on a
+    resume are named in the log."""
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    before = out.read_bytes()
+    with pytest.raises(TrainingError, match="holds a run that can go on .*pass --resume"):
+        train(TrainConfig(**{**cfg.__dict__, "iters": 2}))
+    assert out.read_bytes() == before
+    logs = []
+    train(TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + 1}), resume=True, log=logs.append)
+    assert any(f"seed {cfg.seed} -> {cfg.seed + 1}" in m for m in logs), logs
+    finished = out.read_bytes()
+    with pytest.raises(TrainingError, match="holds a run that can go on"):
+        train(cfg)  # finished, and extendable with --resume: still not replaced without --overwrite
+    (tmp_path / "s1.safetensors.resume.pt").unlink()  # a checkpoint alone (copied from elsewhere, say)
+    with pytest.raises(TrainingError, match="exists \\(a finished stage-1 checkpoint\\): pass --overwrite"):
+        train(cfg)
+    assert out.read_bytes() == finished
+    res = train(TrainConfig(**{**cfg.__dict__, "iters": 2}), overwrite=True)
+    assert res.iterations == 2 and out.read_bytes() != finished
+
+
 def test_resume_with_another_architecture_is_refused(tmp_path, photo_dir):
     out = tmp_path / "s1.safetensors"
     cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, **TINY)

@@ -40,19 +40,25 @@ def from_array(name: str, rgb: np.ndarray) -> InputImage:
 
 
 def list_images(inputs) -> list[Path]:
-    """Expand files and folders (non-recursive, sorted) into image paths."""
+    """Expand files and folders (non-recursive, sorted, hidden files skipped) into image paths; a file reached twice
+    (named twice, or named and inside a named folder) is taken once."""
     paths: list[Path] = []
+    seen: set[Path] = set()
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                           and not q.name.startswith("."))
             if not found:
                 raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            paths.extend(found)
         elif p.is_file():
-            paths.append(p)
+            found = [p]
         else:
             raise InputError(f"input {p} does not exist")
+        for q in found:
+            if q.resolve() not in seen:
+                seen.add(q.resolve())
+                paths.append(q)
     if not paths:
         raise InputError("no input images given")
     return paths

@@ -114,12 +114,12 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
     log(f"adapting {config.model} for {config.iterations} iterations (LWay loss, no ground truth) ...")
     cfg = AdaptConfig(iterations=config.iterations, seed=config.seed, snapshot_every=max(1, config.iterations // 5),
                       patch_size=min(AdaptConfig.patch_size, config.crop // 4))  # --crop 128: 32-px LR crops
-    (run,) = adapt([lr_dir], config.model, run_dir, cfg, stage1=config.stage1,
+    (run,) = adapt([lr_dir], config.model, run_dir, cfg, stage1=config.stage1, overwrite=True,  # the demo's own folder
                    log=lambda m: log("  " + m) if m.startswith(("iteration", "embedded", "rolled", "non-finite")) else None)
     control_dir = out / "identity_control"
     if config.control:
         log(f"adapting the identity-R control for {config.iterations} iterations ...")
-        adapt([lr_dir], config.model, control_dir, cfg.replace(loss="identity"), log=lambda m: None)
+        adapt([lr_dir], config.model, control_dir, cfg.replace(loss="identity"), log=lambda m: None, overwrite=True)
     base = load_model(config.model)
     result = AdaptDemoResult(config, report=run.report)
     for name, hr in hrs.items():

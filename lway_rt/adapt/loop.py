@@ -98,6 +98,10 @@ def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]
     else:
         prefixes = tuple(trainable)
         chosen = [n for n in names if n.startswith(prefixes)]
+        idle = [q for q in prefixes if not any(n.startswith(q) for n in names)]
+        if chosen and idle:  # a typo among good prefixes would otherwise train less than asked, silently
+            raise InputError(f"--trainable prefix {idle[0]!r} matches no parameter of this {arch}; names look like "
+                             f"{', '.join(names[:4])}, …")
     if not chosen:
         sample = ", ".join(names[:4])
         raise InputError(f"--trainable {trainable!r} matches no parameter of this {arch}; names look like {sample}, …")
@@ -222,6 +226,39 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
     return h.hexdigest()
 
 
+def run_fingerprint(config: AdaptConfig, desc, stage1, images: Sequence[InputImage]) -> str:
+    """The fingerprint ``adapt_images`` gives a run of ``images`` (checkpoints and reports record it), computed
+    without running anything: what ``adapt`` compares with the runs already in a folder before it starts any."""
+    from lway_rt.io.weights import state_dict_sha256
+
+    perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
+                                  lpips_weights=config.lpips_weights, device="cpu")
+    stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
+    return _fingerprint(config, state_dict_sha256(desc.model.state_dict()), stage1_sha, images,
+                        perceptual.digest if perceptual is not None else "")
+
+
+def _recorded_fingerprint(out_dir: Path) -> str | None:
+    """The fingerprint of the run in ``out_dir``: its checkpoint's when unfinished, its report's when finished."""
+    ckpt = Path(out_dir) / CHECKPOINT
+    if ckpt.exists():
+        return _load_checkpoint(ckpt).get("fingerprint")
+    report = finished_report(out_dir)
+    return None if report is None else report.get("fingerprint", "")
+
+
+def finished_report(out_dir: Path) -> dict | None:
+    """The report of a finished single run in ``out_dir`` (its weights and report.json are there), else None."""
+    path = Path(out_dir) / "report.json"
+    if not ((Path(out_dir) / WEIGHTS).is_file() and path.is_file()):
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # unreadable: a finished run all the same, which no fingerprint matches
+    return report if isinstance(report, dict) else {}
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     from lway_rt.io.weights import atomic_path
 
@@ -242,13 +279,18 @@ def _load_checkpoint(path: Path) -> dict:
 
 def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, *, stage1=None,
                  gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
-                 write_outputs: bool = True, embeddings: torch.Tensor | None = None) -> RunResult:
+                 write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False) -> RunResult:
     """Adapt one model to ``images`` (already read) and write its outputs into ``out_dir``.
 
     ``desc`` is the base model's ``ModelDescriptor`` (left untouched); ``stage1`` a frozen
     ``lway_rt.degae.Stage1`` (needed for ``loss='lway'`` only); ``gt`` maps image names to HR arrays.
     ``embeddings``: stage 1's embeddings of ``images``, one row each in order, where they were computed
     already as this run would (``group_inputs``'s, in per-group mode); otherwise E runs here.
+
+    ``out_dir`` is never replaced by accident: an unfinished run there continues with ``resume`` (same inputs and
+    settings) or is refused; a finished one is kept as it is with ``resume`` when it was made with these inputs and
+    settings (its report's fingerprint), and is replaced only with ``overwrite``. Nothing in ``out_dir`` is written
+    before those checks pass.
     """
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
@@ -256,9 +298,13 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT
-    if ckpt_path.exists() and not resume:
+    if ckpt_path.exists() and not (resume or overwrite):
         raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
                          "or choose another --out folder")
+    finished = None if ckpt_path.exists() else finished_report(out_dir)
+    if finished is not None and not (resume or overwrite):
+        raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
+                         "to replace it")
     t_start = time.perf_counter()
     device = config.device
     scale, multiple = desc.scale, desc.size_multiple
@@ -320,6 +366,13 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             else f"took the grouping's embeddings of {len(data)} image(s)")
     fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images,
                                perceptual.digest if perceptual is not None else "")
+    if finished is not None and resume and not overwrite:
+        if finished.get("fingerprint") != fingerprint:
+            raise InputError(f"the finished run in {out_dir} was made with other inputs, model or settings: rerun with "
+                             "the same ones, choose another --out folder, or pass --overwrite to replace it")
+        log(f"{out_dir} is complete with these inputs and settings: kept as it is")
+        return RunResult(out_dir, out_dir / WEIGHTS, finished,
+                         tuple(out_dir / e["sr"] for e in finished.get("images", []) if e.get("sr")))
 
     trust, trust_info, gates = None, None, None
     wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
@@ -413,6 +466,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         log(f"resumed from iteration {st['it']}")
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
+    if write_outputs:
+        _write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
     if gt is not None:
         base_copy = copy.deepcopy(desc.model).to(device).eval()
@@ -597,6 +652,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "fixed_patch_loss": st["val"],
         "evals": st["evals"],
         "resumed_from": st["resumed_from"],
+        "fingerprint": fingerprint,  # inputs, model, stage 1 and recipe: --resume keeps a finished run only if equal
         "timings": {"embed_s": round(embed_s, 4), "train_s": round(st["train_s"], 3),
                     "ms_per_iteration": round(1000 * st["train_s"] / max(1, st["it"]), 2),
                     "total_s_this_process": None},
@@ -654,7 +710,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     report["model"]["adapted_sha256"] = adapted_sha
     report["weights"] = WEIGHTS
 
-    from lway_rt.io.images import resize_bicubic, write_image
+    from lway_rt.io.images import to_tensor, write_image
 
     sr_dir = out_dir / "sr"
     sr_paths, cap_s = [], {}
@@ -666,8 +722,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             cap_s[img.name] = float(s[0])
         sr = sr[0].permute(1, 2, 0).cpu().numpy()
         alpha = None
-        if img.image.alpha is not None:
-            alpha = np.clip(resize_bicubic(img.image.alpha, (sr.shape[1], sr.shape[0])), 0, 1)
+        if img.image.alpha is not None:  # through the adapted model, as lwayrt upscale's default (--alpha model)
+            a = img.image.alpha
+            alpha = np.ones((a.shape[0] * scale, a.shape[1] * scale), np.float32) if float(a.min()) == 1.0 else \
+                super_resolve(model, to_tensor(np.repeat(a[..., None], 3, axis=2), device=device), scale, multiple,
+                              config.tile)[0].mean(0).cpu().numpy()
         depth = img.image.bit_depth
         sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey))
     for entry, p in zip(report["images"], sr_paths):
@@ -771,26 +830,42 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
 
 
 def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = None, *, stage1=None,
-          gt_dir: str | Path | None = None, resume: bool = False, log: Log | None = None) -> list[RunResult]:
+          gt_dir: str | Path | None = None, resume: bool = False, log: Log | None = None,
+          overwrite: bool = False) -> list[RunResult]:
     """The library entry point behind ``lwayrt adapt``.
 
     ``inputs``: image files/folders (or ``InputImage`` objects); ``model``: store name or weights
     path; ``stage1``: a ``Stage1``, a checkpoint path, or None for the shipped one (loaded for the
     lway loss and for grouping). In ``per-image`` mode each image gets its own run in
     ``out_dir/<name>/``; in ``per-group`` mode each group of images in ``out_dir/group-<n>/``, the
-    grouping in ``out_dir/groups.json``.
+    grouping in ``out_dir/groups.json``. ``resume`` / ``overwrite``: see ``adapt_images`` (each run is checked);
+    ``out_dir`` may not be one of the input folders (the run's pictures would become inputs of the next run).
     """
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
 
+    from lway_rt.runtime.device import check_torch_device
+
     config = config or AdaptConfig()
+    check_torch_device(config.device)
     log = log or (lambda msg: None)
+    out_dir = Path(out_dir)
+    for item in inputs:
+        if isinstance(item, (str, Path)) and Path(item).is_dir() and Path(item).resolve() == out_dir.resolve():
+            raise InputError(f"--out {out_dir} is an input folder: the run's pictures would mix with your images (and be "
+                             "read as inputs next time); choose another --out folder")
+    summary_path = out_dir / "report.json"
+    if config.mode != "folder" and summary_path.is_file() and not (resume or overwrite):
+        raise InputError(f"{out_dir} holds finished runs (report.json): choose another --out folder, or pass "
+                         "--overwrite to replace them (--resume keeps those made with these inputs and settings)")
     loaded = bool(inputs) and all(isinstance(i, InputImage) for i in inputs)
     given = list(inputs) if loaded else list_images(inputs)  # paths are listed once, and only the chosen ones read
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample))
-    if config.sample is not None:
+    if config.sample is not None and len(images) < len(given):
         log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in name order (--sample); "
             "'lwayrt upscale' the others with the adapted weights")
+    elif config.sample is not None:
+        log(f"--sample {config.sample}: there are {len(given)} input(s), all of them adapted on")
     desc = load_model(model, device=config.device)
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None
@@ -799,11 +874,20 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
         stage1 = load_stage1(stage1, device=config.device)
     gt = _load_gt(Path(gt_dir), images, desc.scale) if gt_dir is not None else None
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / "config.json", config.to_dict())
     if config.mode == "folder":
-        return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log)]
+        return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log,
+                             overwrite=overwrite)]
+    old_summary = {}
+    if resume and summary_path.is_file():
+        try:
+            old_summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            old_summary = {}
+        if old_summary.get("mode") not in (None, config.mode):
+            raise InputError(f"{out_dir} holds a --mode {old_summary.get('mode')} adaptation, not {config.mode}: rerun "
+                             "with that mode, or choose another --out folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups_path = record = None
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
     else:
@@ -818,28 +902,50 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
                               "centres": {name: list(c) for (name, _), c in zip(runs, grouping.centres)},
                               "floors": {name: f for (name, _), f in zip(runs, grouping.floors)}}}
         groups_path = out_dir / "groups.json"
-        if resume and groups_path.exists():
+        if resume and not overwrite and groups_path.exists():
             old = json.loads(groups_path.read_text())
             if old.get("members") != record["members"]:
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
+    # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
+    for name, group in runs:
+        sub = out_dir / name
+        if (sub / CHECKPOINT).exists() and not (resume or overwrite):
+            raise InputError(f"{sub} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, or choose "
+                             "another --out folder")
+        if not (sub / CHECKPOINT).exists() and finished_report(sub) is not None and not (resume or overwrite):
+            raise InputError(f"{sub} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
+                             "to replace it")
+        if resume and not overwrite:
+            recorded = _recorded_fingerprint(sub)
+            if recorded is not None and recorded != run_fingerprint(config, desc, stage1, group):
+                raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
+                                 "ones, choose another --out folder, or pass --overwrite to replace it")
+    _write_json(out_dir / "config.json", config.to_dict())
+    if record is not None:
         _write_json(groups_path, record)
     results = []
     for name, group in runs:
         sub = out_dir / name
-        if resume and (sub / "report.json").exists() and not (sub / CHECKPOINT).exists():
-            log(f"{name}: already adapted, skipped")
-            report = json.loads((sub / "report.json").read_text())
-            results.append(RunResult(sub, sub / WEIGHTS, report, tuple(sub / "sr" / f"{img.name}.png" for img in group)))
+        kept = finished_report(sub) if resume and not overwrite and not (sub / CHECKPOINT).exists() else None
+        if kept is not None:  # its fingerprint was checked above
+            log(f"{name}: already adapted with these inputs and settings, skipped")
+            results.append(RunResult(sub, sub / WEIGHTS, kept,
+                                     tuple(sub / e["sr"] for e in kept.get("images", []) if e.get("sr"))))
             continue
         log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
-                                                  f" for {len(group)} image(s): {', '.join(img.name for img in group)}"))
+                                                  f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
         emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
         results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
-                                    embeddings=emb))
+                                    embeddings=emb, overwrite=overwrite))
+    entries = [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
+                "images": [Path(p).stem for p in r.sr_paths],
+                "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]
+    names = {e["name"] for e in entries}
+    # runs of an earlier invocation into this folder that this one did not touch stay in the summary
+    kept_before = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names
+                   and (out_dir / str(e.get("weights", ""))).is_file()]
     summary = {"format": "lway_rt.adapt-summary/1", "mode": config.mode,
-               "runs": [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
-                         "images": [Path(p).stem for p in r.sr_paths],
-                         "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]}
+               "runs": entries + kept_before}
     _write_json(out_dir / "report.json", summary)
     return results

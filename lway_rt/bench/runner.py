@@ -389,12 +389,15 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
 
         flops_cache: dict[tuple[int, int], int] = {}
         input_source = "none"
-        for n_case, case in enumerate(cases):
+        # the truth is computed where PyTorch can: with --device cuda on a machine without a GPU the CUDA backends
+        # were skipped, and what runs (ONNX Runtime falling back to the CPU, say) is checked against the CPU's
+        ref_device = config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu"
+        for n_case, case in enumerate(cases if backends else ()):  # nothing built: nothing to verify or time
             if config.measure_peak and n_case:
                 peak_samples.append(_measure_peaks(specs, threads))
             x, input_source = sample_batch(case.batch, case.height, case.width, seed=config.seed)
             say(f"reference {case.batch}x3x{case.height}x{case.width}")
-            ref = _reference(ref_model, x, config.device)
+            ref = _reference(ref_model, x, ref_device)
             if (case.height, case.width) not in flops_cache:
                 flops_cache[(case.height, case.width)] = 2 * count_macs(ref_model, (1, 3, case.height, case.width))["total"]
             flops = flops_cache[(case.height, case.width)]

@@ -114,9 +114,11 @@ _GROUPS = _GroupsType()
 @click.option("--encoder-backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
               help="Backend computing E's embeddings: eager torch, or E exported to ONNX Runtime / TensorRT [torch].")
 @click.option("--tile", type=int, default=None, help="Tile size for writing SR images (0: one pass) [auto].")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one made with these "
+                                              "inputs and settings is kept as it is).")
+@click.option("--overwrite", is_flag=True, help="Replace the run (finished or not) already in --out.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
-def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, quiet,
+def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,
             **flags):
     """Adapt MODEL to the low-resolution images INPUT... (files or folders) without ground truth.
 
@@ -138,7 +140,10 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         values["lpips_weights"] = tuple(lpips_weights)
     config = AdaptConfig.from_dict(values)
     log = (lambda msg: None) if quiet else click.echo
-    results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log)
+    if resume and overwrite:
+        raise click.UsageError("--resume keeps the run in --out, --overwrite replaces it: pass one of them")
+    results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
+                    overwrite=overwrite)
     for r in results:
         rep = r.report
         line = f"{r.weights}: {rep['iterations_run']} iterations, {rep['stopped']}"

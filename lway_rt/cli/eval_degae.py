@@ -29,7 +29,9 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
         cfg = EvalConfig(data=str(data) if data else None, crop=crop, crops_per_image=crops_per_image, draws=draws, seed=seed)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    s1 = load_stage1(checkpoint, device)
+    from lway_rt.runtime.device import check_torch_device
+
+    s1 = load_stage1(checkpoint, check_torch_device(device))
     report = evaluate_stage1(s1, cfg)
     report["checkpoint"] = str(checkpoint) if checkpoint else "shipped default"
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",

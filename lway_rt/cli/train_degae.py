@@ -51,9 +51,10 @@ import click
               help="Seconds: fix --iters from the rate of the first iterations so the run ends in about this time "
                    "(the count used is logged and recorded).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint (finished or not) with a new run.")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
-            pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, log_path) -> None:
+            pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, overwrite, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
     from lway_rt.degae.degrade import SynthConfig
     from lway_rt.degae.train import TrainConfig, train
@@ -84,6 +85,6 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         else:
             click.echo(msg, err=True)
 
-    result = train(cfg, resume=resume, log=log, progress=True)
+    result = train(cfg, resume=resume, log=log, progress=True, overwrite=overwrite)
     click.echo(f"wrote {result.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min, "
                f"last loss {result.last.get('loss', float('nan')):.4f})")

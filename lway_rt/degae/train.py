@@ -334,13 +334,17 @@ def _check_out(out: Path) -> None:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] | None = None,
-          progress: bool = False, stop_after: int | None = None) -> TrainResult:
+          progress: bool = False, stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
     """Run (or resume) training to ``cfg.iters``; checkpoints every ``cfg.ckpt_every`` iterations.
 
     ``stop_after`` ends the call after that many iterations of this call (tests, time slicing);
-    the run can be continued with ``resume=True``.
+    the run can be continued with ``resume=True``. An existing ``cfg.out`` (finished, or unfinished with its
+    resume state) is replaced only with ``overwrite``: a stage-1 run can be hours of work.
     """
+    from lway_rt.runtime.device import check_torch_device
+
     log = log or (lambda s: None)
+    check_torch_device(cfg.device)
     out = Path(cfg.out)
     _check_out(out)
     if cfg.threads:
@@ -358,13 +362,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
             if prev.get(k) != mine:
                 raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "
                                  "use the same options or a new --out")
+        # the rest may change on a resume (--iters and --lr are meant to), but say what did
+        changed = [f"{k} {prev[k]!r} -> {v!r}" for k, v in cfg.recipe().items()
+                   if k in prev and k not in ("iters", "lr", "out") and prev[k] != v]
+        if changed:
+            log("note: resuming with other settings than the run had: " + "; ".join(changed))
         state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
         s1.load_state_dict(state["weights"])
         start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
         segments = list(state.get("segments") or [{"from": 0, "to": start, "iters": prev.get("iters"), "lr": prev.get("lr")}])
     else:
-        if out.exists() and not resume:
+        if out.exists() and not overwrite:
+            if _resume_path(out).exists():
+                raise TrainingError(f"{out} holds a run that can go on ({_resume_path(out).name} beside it): pass --resume "
+                                    "to continue or extend it, --overwrite to start again, or choose another --out")
+            raise TrainingError(f"{out} exists (a finished stage-1 checkpoint): pass --overwrite to replace it, or choose "
+                                "another --out")
+        if out.exists():
             log(f"overwriting {out}")
+            _resume_path(out).unlink(missing_ok=True)  # the old run's state must not be resumed onto the new one
         s1 = Stage1.fresh(cfg.embed_dim, cfg.width, cfg.blocks, skip=cfg.skip, trunk=TrunkSpec(cfg.trunk_model, cfg.trunk_layers),
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
