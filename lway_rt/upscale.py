@@ -188,6 +188,10 @@ def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCa
 
     meta = desc.metadata or {}
     if config.detail_cap == "off" or (config.detail_cap == "auto" and "detail_cap" not in meta):
+        if config.base_model:  # asked for, and nothing would use it: say so rather than ignore it
+            why = "--detail-cap off" if config.detail_cap == "off" else "these weights record no detail cap"
+            raise InputError(f"--base-model is the model the detail cap compares with, and {why}: drop --base-model, "
+                             "or add --detail-cap C")
         return None
     cap = float(meta["detail_cap"] if config.detail_cap == "auto" else config.detail_cap)
     # --base-model, else the name the weights give (a store name), else the file adapt loaded it from

@@ -203,6 +203,7 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--device", "cudax"], "--device must be 'cpu' or 'cuda"),
     (["--scale", "2"], "upscales x4, not x2"),
     (["--model", ""], "no model given"),
+    (["--base-model", "realesr-animevideov3"], "these weights record no detail cap"),
     (["--suffix", "a/b"], "path separator"),
 ])
 def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, message):
