@@ -157,10 +157,12 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
 ])
 def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
-                                    str(tmp_path / "o"), "--stage1", str(files / "stage1.safetensors"), *args])
+                                    str(tmp_path / "o"), "--stage1", str(files / "stage1.safetensors"),
+                                    "--patch-size", "16", *args])  # the inputs fit; a later --patch-size wins
     assert res.exit_code == 1
     assert res.output.startswith("error: ") and message in res.output, res.output
     assert "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()  # a refused run leaves nothing behind, not even an empty folder
 
 
 def _long_run_stopped_after_a_checkpoint(files, out, sig) -> tuple[list[str], subprocess.Popen, str]:

@@ -295,8 +295,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
     log = log or (lambda msg: None)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
     ckpt_path = out_dir / CHECKPOINT
     if ckpt_path.exists() and not (resume or overwrite):
         raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
@@ -466,6 +465,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         log(f"resumed from iteration {st['it']}")
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
+    out_dir.mkdir(parents=True, exist_ok=True)
     if write_outputs:
         _write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -866,6 +866,10 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             "'lwayrt upscale' the others with the adapted weights")
     elif config.sample is not None:
         log(f"--sample {config.sample}: there are {len(given)} input(s), all of them adapted on")
+    from types import SimpleNamespace
+
+    # the usual one-line error for an image smaller than the patch, before anything is loaded or made
+    check_patch_fits([SimpleNamespace(name=i.name, size=tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
     desc = load_model(model, device=config.device)
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None
@@ -886,7 +890,6 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         if old_summary.get("mode") not in (None, config.mode):
             raise InputError(f"{out_dir} holds a --mode {old_summary.get('mode')} adaptation, not {config.mode}: rerun "
                              "with that mode, or choose another --out folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
     groups_path = record = None
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
@@ -921,6 +924,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             if recorded is not None and recorded != run_fingerprint(config, desc, stage1, group):
                 raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
                                  "ones, choose another --out folder, or pass --overwrite to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "config.json", config.to_dict())
     if record is not None:
         _write_json(groups_path, record)
