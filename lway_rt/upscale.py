@@ -359,6 +359,8 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
         y = upscale_tensor(_model_fn(desc), x, desc.scale, tiles, multiple=desc.size_multiple, out_device=out_device)
     except torch.OutOfMemoryError:
         raise InputError(f"out of memory on {device} for a {w}x{h} image: use a smaller --tile") from None
+    except ValueError as exc:  # the output's size disagrees with the scale the model claims (an edited manifest, say)
+        raise InputError(f"{exc}: the model does not upscale by the scale it records") from None
     except RuntimeError as exc:  # the CPU allocator reports exhaustion as a plain RuntimeError
         if "allocate" not in str(exc):
             raise

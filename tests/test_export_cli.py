@@ -156,6 +156,44 @@ def test_failed_gate_exits_nonzero_and_leaves_nothing_ready(tmp_path):
     assert ok.exit_code == 0 and "exported" in ok.stdout and "cache hit" not in ok.stdout
 
 
+def test_a_stricter_gate_that_fails_leaves_the_earlier_export_alone(compact_export, tmp_path):
+    """The gate is not in the cache key: a stricter run rebuilds under the same name, and when it fails, the file
+    made earlier (which passed its own gate) and its manifest stay as they were; this run's numbers go beside."""
+    import shutil
+
+    src, files = compact_export
+    out = tmp_path / "engines"
+    out.mkdir()
+    for f in (files["fp32"], files["fp32"].with_suffix(".json")):
+        shutil.copy(f, out / f.name)
+    kept = out / files["fp32"].name
+    before = (kept.read_bytes(), kept.with_suffix(".json").read_bytes())
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(out), "--max-abs-diff", "1e-12"])
+    assert res.exit_code == 1 and "made earlier under a looser gate, is left as it was" in res.output, res.output
+    assert (kept.read_bytes(), kept.with_suffix(".json").read_bytes()) == before
+    failed = json.loads((out / f"{kept.stem}.failed.json").read_text())
+    assert failed["ready"] is False and all(c["value"] > 1e-12 for c in failed["parity"]["cases"])
+    assert not list(out.glob(".*tmp"))
+
+
+def test_unwritable_out_folder_is_one_line_before_any_export(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(blocker / "sub")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.startswith("error: cannot write to ") and "choose another --out folder" in res.output, res.output
+
+
+def test_manifest_names_the_weights_by_absolute_path(adapted_dir, tmp_path, monkeypatch):
+    """serve-bench finds the weights again from a manifest written in another working folder."""
+    monkeypatch.chdir(adapted_dir.parent)
+    res = _run("--model", adapted_dir.name, "--out", str(tmp_path / "e"))
+    assert res.exit_code == 0, res.output
+    (path,) = _exported(res.stdout).values()
+    recorded = Path(_manifest(path)["source"]["path"])
+    assert recorded.is_absolute() and recorded == (adapted_dir / "adapted.safetensors").resolve()
+
+
 def test_engine_without_tensorrt_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
     res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(tmp_path),

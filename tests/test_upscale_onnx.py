@@ -87,11 +87,21 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
     manifest = json.loads(exported.with_suffix(".json").read_text())
     manifest["artifact"]["file"], manifest["ready"] = failed.name, False
     failed.with_suffix(".json").write_text(json.dumps(manifest))
+    edited = {}  # manifests edited by hand: each a refusal in one line, never a traceback
+    for name, change in (("noverdict", lambda m: m.pop("ready")), ("static", lambda m: m["onnx"].update(dynamic=False, tile=[32, 32]))):
+        edited[name] = tmp_path / f"{name}.onnx"
+        shutil.copy(exported, edited[name])
+        m = json.loads(exported.with_suffix(".json").read_text())
+        m["artifact"]["file"] = edited[name].name
+        change(m)
+        edited[name].with_suffix(".json").write_text(json.dumps(m))
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"\0" * 16)
     for model, extra, needle in (
         (other, (), "describes another file than renamed.onnx"),
         (failed, (), "failed its parity gate when it was exported"),
+        (edited["noverdict"], (), "has no parity verdict in its manifest"),
+        (edited["static"], (), "was exported for fixed 32x32 tiles: export it without --static"),
         (engine, (), "is a TensorRT engine, which runs under TensorRT only"),
         (tmp_path / "missing.onnx", (), "does not exist: export one with 'lwayrt export'"),
         (exported, ("--detail-cap", "1.2"), "a detail cap goes into the file at export"),
@@ -101,6 +111,20 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
         assert res.exit_code == 1 and len(errors) == 1 and needle in errors[0], (model, res.output)
         assert "Traceback" not in res.output
+
+
+def test_a_manifest_with_another_scale_fails_per_image(exported, photos, tmp_path):
+    """A manifest whose scale is not what the file computes: each image fails in one listed line (the batch goes
+    on, nothing half-written), not a traceback that stops the batch."""
+    wrong = tmp_path / "x8.onnx"
+    shutil.copy(exported, wrong)
+    m = json.loads(exported.with_suffix(".json").read_text())
+    m["artifact"]["file"], m["source"]["scale"] = wrong.name, 8
+    wrong.with_suffix(".json").write_text(json.dumps(m))
+    res = _upscale(wrong, photos, tmp_path / "out")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "the model does not upscale by the scale it records" in res.output
+    assert not list((tmp_path / "out").glob("*.png"))
 
 
 def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, photos, tmp_path):
@@ -123,4 +147,4 @@ def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path
     for args in (["export", "-m", str(exported), "--out", str(tmp_path)],
                  ["adapt", str(photos), "-m", str(exported), "-o", str(tmp_path / "a")]):
         res = CliRunner().invoke(main, args)
-        assert res.exit_code == 1 and "is an exported ONNX file, which only 'lwayrt upscale -m' runs" in res.output, res.output
+        assert res.exit_code == 1 and "is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run" in res.output, res.output

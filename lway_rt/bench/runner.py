@@ -271,10 +271,12 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     source = manifest["source"]
 
     def weights(spec_or_path: str | None, path_: str | None, sha: str, what: str):
-        desc, _ = load_recorded_model([path_, spec_or_path], sha)
+        desc, reasons = load_recorded_model([path_, spec_or_path], sha)
         if desc is None:
-            raise InputError(f"{path.name} was exported from {what} {spec_or_path or path_}, which is not at hand with the "
-                             "same weights (sha256): serve-bench needs it to verify the file; pass the weights instead")
+            found = "which now holds other weights (sha256 differs)" if any(r.endswith("(sha256 differs)") for r in reasons) \
+                else "which is not found"
+            raise InputError(f"{path.name} was exported from {what} {path_ or spec_or_path}, {found}: serve-bench needs those "
+                             "weights to verify the file; pass them with -m instead")
         return desc
 
     cap = source.get("detail_cap")

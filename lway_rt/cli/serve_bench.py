@@ -107,7 +107,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
     if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
         raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons in "
-                          "the table); choose backends it can run, e.g. -b torch -b ort-cpu")
+                          "the table); choose backends this machine can run")
     if bad:
         raise BenchFailed(f"{len(bad)} configuration(s) failed verification or could not run "
                           f"({', '.join(sorted({r['backend'] for r in bad}))}): see the table")

@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import nn
 
-from lway_rt.errors import InputError, ModelError, ParityError
+from lway_rt.errors import InputError, ModelError, OutputError, ParityError
 from lway_rt.export.cache import (
     artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
 )
@@ -73,7 +73,9 @@ def sr_exportable(desc, *, label: str | None = None, model_spec: str | None = No
     digest = state_dict_sha256(desc.model.state_dict())
     meta = {k: v for k, v in desc.metadata.items() if k in ("name", "source_package", "source_version", "source_sha256",
                                                               "description", "adapted_from", "format")}
-    source = {"model": model_spec or desc.name or desc.source, "path": desc.source, "weights_sha256": digest,
+    # an absolute path: serve-bench finds the weights again from any folder (a relative one held only where export ran)
+    path = str(Path(desc.source).resolve()) if desc.source and Path(desc.source).exists() else desc.source
+    source = {"model": model_spec or desc.name or desc.source, "path": path, "weights_sha256": digest,
               "arch": desc.arch, "hparams": dict(desc.spec.hparams), "scale": desc.scale, "metadata": meta}
     return Exportable(desc.model, "sr", "image", label, desc.arch, dict(desc.spec.hparams), digest,
                       desc.in_channels, desc.size_multiple, desc.min_size, source)
@@ -139,6 +141,7 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
+    _check_writable(out_dir)  # before a long export: a folder that cannot take the files is one line now
     profile = _fit(ex, profile)
     results = []
     for tile in _targets(profile):
@@ -227,6 +230,12 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
             "versions": package_versions(),
         }
         if not report.passed:
+            if ready_artifact(final, key) is not None:
+                # made earlier under a looser gate (or before --force): still what its manifest says; keep both
+                failed = out_dir / f"{final.stem}.failed.json"
+                write_manifest(failed, manifest)
+                raise ParityError(f"{report.summary()}; {final.name}, made earlier under a looser gate, is left as it was "
+                                  f"(this run's numbers in {failed})")
             write_manifest(manifest_path(final), manifest)
             final.unlink(missing_ok=True)  # a stale file of the same name must not look ready either
             raise ParityError(f"{report.summary()}; nothing was marked ready (details in {manifest_path(final)})")
@@ -236,6 +245,17 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
         tmp.unlink(missing_ok=True)
     log(f"wrote {final} ({report.summary()})")
     return ExportResult(ex.what, profile.precision, final, key, False, report.as_dict(), tile)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """``out_dir`` exists (made if missing) and takes a new file, or a one-line ``OutputError``."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}; choose another --out folder") from None
 
 
 def _recorded_parity_passes(parity: dict | None, gate: ParityGate, precision: str, kind: str) -> bool:

@@ -41,12 +41,16 @@ def atomic_path(dest: Path):
             raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
         try:
             yield Path(tmp)
-            # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, dest_p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        try:
+            # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, dest_p)
+        except OSError as exc:  # the target cannot be replaced (a folder there, an immutable file): the old one stays
+            Path(tmp).unlink(missing_ok=True)
+            raise OutputError(f"cannot replace {dest_p}: {exc.strerror or exc}; choose another output folder") from exc
 
     return _cm()
 
@@ -107,6 +111,6 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
 
         return unwrap_state_dict(obj), {}
     if suffix == ".onnx":  # an export: upscale runs it, the other commands need the weights it came from
-        raise ModelError(f"{path} is an exported ONNX file, which only 'lwayrt upscale -m' runs: pass the weights it was "
-                         "exported from (.safetensors or .pth)")
+        raise ModelError(f"{path} is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run: "
+                         "here pass the weights it was exported from (.safetensors or .pth)")
     raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors")

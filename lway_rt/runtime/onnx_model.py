@@ -60,15 +60,19 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, 
     mpath = manifest_path(path)
     artifact, onnx, source = manifest.get("artifact") or {}, manifest.get("onnx") or {}, manifest.get("source") or {}
     if manifest.get("what") != "sr":
-        raise InputError(f"{path.name} holds stage 1's {manifest.get('what')}, not an SR network: pass an SR export")
+        held = f"stage 1's {manifest['what']}" if manifest.get("what") else "no SR network its manifest names"
+        raise InputError(f"{path.name} holds {held}, not an SR network: pass an SR export")
     if artifact.get("file") != path.name or artifact.get("sha256") != file_sha256(path):
         raise InputError(f"{mpath} describes another file than {path.name} (name or sha256 differs): re-export with "
                          "'lwayrt export', or move the manifest away to run the file unchecked")
-    if not manifest.get("ready"):
-        raise InputError(f"{path.name} failed its parity gate when it was exported (see {mpath.name}): re-export it")
-    if not onnx.get("dynamic", True):
-        raise InputError(f"{path.name} was exported for fixed {onnx.get('tile')} tiles: export it without --tile "
-                         "(any size) to upscale with it")
+    if manifest.get("ready") is not True:
+        why = "failed its parity gate when it was exported" if manifest.get("ready") is False else \
+            "has no parity verdict in its manifest"
+        raise InputError(f"{path.name} {why} (see {mpath.name}): re-export it with 'lwayrt export'")
+    if onnx.get("dynamic") is not True:
+        tile = onnx.get("tile")
+        fixed = f"fixed {tile[0]}x{tile[1]} tiles" if isinstance(tile, list) and len(tile) == 2 else "fixed sizes"
+        raise InputError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
     try:
         scale, channels = int(source["scale"]), int(onnx["input"]["shape"][1])
         spec = ArchSpec(f"onnx:{source.get('arch', 'unknown')}", dict(source.get("hparams") or {}), scale, channels, channels,
