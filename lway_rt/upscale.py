@@ -493,7 +493,6 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     """
     out_dir = Path(out_dir).expanduser()
     items, problems = collect_inputs(inputs, config.recursive, out_dir)
-    _check_out_dir(out_dir)
     router = None if desc is not None else prepare_router(config)
     if config.stage1 and router is None:
         raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
@@ -502,6 +501,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         desc = router.models[router.names[0]]  # every group's model has the base model's scale
     desc = desc or prepare_model(config)
     cap = None if router is not None else prepare_detail_cap(config, desc)
+    _check_out_dir(out_dir)  # once the model is ready: a refused model leaves no empty folder behind
     suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
     plan = plan_outputs(items, out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))

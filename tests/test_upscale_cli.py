@@ -218,6 +218,7 @@ def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, mess
                  *[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.exit_code == 1
     assert message in error_line(result)
+    assert not (tmp_path / "out").exists()  # refused before anything was made
 
 
 def test_scale_below_one_is_refused_when_options_are_read(tmp_path, small):
