@@ -18,8 +18,6 @@ fully opaque alpha is just enlarged without running anything.
 
 from __future__ import annotations
 
-import re
-
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, LwayError, OutputError
 from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image, to_numpy, to_tensor, write_image
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
+from lway_rt.runtime.device import check_device_spelling
 
 __all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
@@ -74,8 +73,7 @@ class UpscaleConfig:
             raise InputError(f"--format must be 'png' or 'same', not {self.format!r}")
         if self.alpha not in ("model", "bicubic"):
             raise InputError(f"--alpha must be 'model' or 'bicubic', not {self.alpha!r}")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
+        check_device_spelling(self.device)
         if self.fp16 and self.device == "cpu":
             raise InputError("--fp16 runs on a CUDA GPU only: add --device cuda, or drop --fp16 on the CPU")
         if self.suffix is not None and ("/" in self.suffix or "\\" in self.suffix):

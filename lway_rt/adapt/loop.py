@@ -226,25 +226,38 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
     return h.hexdigest()
 
 
-def run_fingerprint(config: AdaptConfig, desc, stage1, images: Sequence[InputImage]) -> str:
-    """The fingerprint ``adapt_images`` gives a run of ``images`` (checkpoints and reports record it), computed
-    without running anything: what ``adapt`` compares with the runs already in a folder before it starts any."""
+def _fingerprinter(config: AdaptConfig, desc, stage1) -> Callable[[Sequence[InputImage]], str]:
+    """The fingerprint ``adapt_images`` gives a run of some images (checkpoints and reports record it), computed
+    without running anything: what ``adapt`` compares with the runs already in a folder before it starts any. The
+    parts every run shares (model, stage 1, perceptual term) are hashed once."""
     from lway_rt.io.weights import state_dict_sha256
 
     perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
                                   lpips_weights=config.lpips_weights, device="cpu")
     stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
-    return _fingerprint(config, state_dict_sha256(desc.model.state_dict()), stage1_sha, images,
-                        perceptual.digest if perceptual is not None else "")
+    base_sha, perceptual_sha = state_dict_sha256(desc.model.state_dict()), perceptual.digest if perceptual else ""
+    return lambda images: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha)
 
 
-def _recorded_fingerprint(out_dir: Path) -> str | None:
-    """The fingerprint of the run in ``out_dir``: its checkpoint's when unfinished, its report's when finished."""
-    ckpt = Path(out_dir) / CHECKPOINT
-    if ckpt.exists():
-        return _load_checkpoint(ckpt).get("fingerprint")
-    report = finished_report(out_dir)
-    return None if report is None else report.get("fingerprint", "")
+def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
+    """What ``out_dir`` holds, checked against ``resume`` / ``overwrite``: the report of a finished run there, else
+    None (nothing, or an unfinished run that ``resume`` continues). A run there is refused unless one of the two
+    flags says what to do with it."""
+    if (out_dir / CHECKPOINT).exists():
+        if not (resume or overwrite):
+            raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
+                             "or choose another --out folder")
+        return None
+    finished = finished_report(out_dir)
+    if finished is not None and not (resume or overwrite):
+        raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
+                         "to replace it")
+    return finished
+
+
+def _kept_result(out_dir: Path, report: dict) -> RunResult:
+    """A finished run kept as it is (``--resume``), as the result of this call."""
+    return RunResult(out_dir, out_dir / WEIGHTS, report, tuple(out_dir / e["sr"] for e in report.get("images", []) if e.get("sr")))
 
 
 def finished_report(out_dir: Path) -> dict | None:
@@ -297,13 +310,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     log = log or (lambda msg: None)
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
     ckpt_path = out_dir / CHECKPOINT
-    if ckpt_path.exists() and not (resume or overwrite):
-        raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
-                         "or choose another --out folder")
-    finished = None if ckpt_path.exists() else finished_report(out_dir)
-    if finished is not None and not (resume or overwrite):
-        raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
-                         "to replace it")
+    finished = _existing_run(out_dir, resume, overwrite)
     t_start = time.perf_counter()
     device = config.device
     scale, multiple = desc.scale, desc.size_multiple
@@ -370,8 +377,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             raise InputError(f"the finished run in {out_dir} was made with other inputs, model or settings: rerun with "
                              "the same ones, choose another --out folder, or pass --overwrite to replace it")
         log(f"{out_dir} is complete with these inputs and settings: kept as it is")
-        return RunResult(out_dir, out_dir / WEIGHTS, finished,
-                         tuple(out_dir / e["sr"] for e in finished.get("images", []) if e.get("sr")))
+        return _kept_result(out_dir, finished)
 
     trust, trust_info, gates = None, None, None
     wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
@@ -911,19 +917,21 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
+    fingerprint_of = _fingerprinter(config, desc, stage1) if resume and not overwrite else None
+    kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
     for name, group in runs:
         sub = out_dir / name
-        if (sub / CHECKPOINT).exists() and not (resume or overwrite):
-            raise InputError(f"{sub} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, or choose "
-                             "another --out folder")
-        if not (sub / CHECKPOINT).exists() and finished_report(sub) is not None and not (resume or overwrite):
-            raise InputError(f"{sub} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
-                             "to replace it")
-        if resume and not overwrite:
-            recorded = _recorded_fingerprint(sub)
-            if recorded is not None and recorded != run_fingerprint(config, desc, stage1, group):
-                raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
-                                 "ones, choose another --out folder, or pass --overwrite to replace it")
+        finished = _existing_run(sub, resume, overwrite)
+        if fingerprint_of is None:
+            continue
+        ckpt = sub / CHECKPOINT
+        recorded = _load_checkpoint(ckpt).get("fingerprint") if ckpt.exists() else \
+            None if finished is None else finished.get("fingerprint", "")
+        if recorded is not None and recorded != fingerprint_of(group):
+            raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
+                             "ones, choose another --out folder, or pass --overwrite to replace it")
+        if finished is not None:
+            kept[name] = finished
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(out_dir / "config.json", config.to_dict())
     if record is not None:
@@ -931,11 +939,9 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     results = []
     for name, group in runs:
         sub = out_dir / name
-        kept = finished_report(sub) if resume and not overwrite and not (sub / CHECKPOINT).exists() else None
-        if kept is not None:  # its fingerprint was checked above
+        if name in kept:  # its fingerprint was checked above
             log(f"{name}: already adapted with these inputs and settings, skipped")
-            results.append(RunResult(sub, sub / WEIGHTS, kept,
-                                     tuple(sub / e["sr"] for e in kept.get("images", []) if e.get("sr"))))
+            results.append(_kept_result(sub, kept[name]))
             continue
         log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
                                                   f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from lway_rt.io import store
@@ -29,7 +31,7 @@ def list_cmd() -> None:
     for row in rows:
         table.add_row(row["name"], row["arch"], row["scale"], row["status"], row["source"])
     console = Console()
-    if not console.is_terminal and "COLUMNS" not in __import__("os").environ:
+    if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(width=200)  # piped into a script: whole rows, one line each
     console.print(table)
 

@@ -140,9 +140,9 @@ def resolve_model_path(spec: str) -> Path:
     if not str(spec).strip():
         raise ModelError("no model given (an empty name): pass -m with a name from 'lwayrt models list' or a weights file")
     p = Path(spec).expanduser()
-    # a bare store name means the store even when something in the current folder has that name (an output
-    # folder named after its model, say); "./NAME" reaches such a file
-    bare = "/" not in str(spec) and "\\" not in str(spec) and not str(spec).startswith((".", "~"))
+    # a store name (no folder in it) means the store even when something in the current folder has that name (an
+    # output folder named after its model, say); "./NAME" reaches such a file
+    bare = "/" not in str(spec) and "\\" not in str(spec)
     if bare and (spec in SOURCES or store_path(spec).exists()):
         stored = store_path(spec)
         return stored if stored.exists() else import_model(spec)
@@ -159,11 +159,6 @@ def resolve_model_path(spec: str) -> Path:
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
         return p
-    stored = store_path(spec)
-    if stored.exists():
-        return stored
-    if spec in SOURCES:
-        return import_model(spec)
     raise ModelError(f"unknown model '{spec}': use one of {', '.join(SOURCES)}, a name from 'lwayrt models list', "
                      "or a path to a .pth/.safetensors file")
 

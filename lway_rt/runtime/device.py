@@ -6,7 +6,15 @@ import re
 
 from lway_rt.errors import InputError
 
-__all__ = ["check_torch_device"]
+__all__ = ["check_device_spelling", "check_torch_device"]
+
+
+def check_device_spelling(device: str, flag: str = "--device") -> str:
+    """``device`` when it is spelled ``cpu``, ``cuda`` or ``cuda:N`` (whether it is present is not asked here)."""
+    device = str(device)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise InputError(f"{flag} must be 'cpu' or 'cuda[:N]', not {device!r}")
+    return device
 
 
 def check_torch_device(device: str, flag: str = "--device") -> str:
@@ -14,9 +22,7 @@ def check_torch_device(device: str, flag: str = "--device") -> str:
     ``InputError`` saying what to pass (instead of torch's assertion deep inside the first ``.to()``)."""
     import torch
 
-    device = str(device)
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise InputError(f"{flag} must be 'cpu' or 'cuda[:N]', not {device!r}")
+    device = check_device_spelling(device, flag)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise InputError(f"{flag} {device} asked for, but PyTorch sees no CUDA GPU: use {flag} cpu")
