@@ -26,15 +26,18 @@ import numpy as np
 import torch
 
 from lway_rt.archs.descriptor import ModelDescriptor
-from lway_rt.errors import InputError, LwayError, OutputError
-from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image, to_numpy, to_tensor, write_image
+from lway_rt.errors import InputError, LwayError
+from lway_rt.io.images import (
+    IMAGE_SUFFIXES, LoadedImage, broken_link_message, read_image, to_numpy, to_tensor, write_image,
+)
+from lway_rt.io.weights import ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 from lway_rt.runtime.device import check_device_spelling
 
 __all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
            "upscale_image",
-           "collect_inputs", "plan_outputs", "upscale_files"]
+           "collect_inputs", "earlier_outputs", "plan_outputs", "upscale_files"]
 
 
 @dataclass(frozen=True)
@@ -428,10 +431,12 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
             inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
-            files = sorted(f for f in p.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and not (inner_out and f.resolve().is_relative_to(skip)))
-            if not files:
+            listed = sorted(f for f in p.glob(pattern) if f.suffix.lower() in IMAGE_SUFFIXES
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            files = [f for f in listed if f.is_file() and not (inner_out and f.resolve().is_relative_to(skip))]
+            broken = [Failure(f, broken_link_message(f)) for f in listed if f.is_symlink() and not f.exists()]
+            problems += broken
+            if not files and not broken:
                 hint = "" if recursive else " (add --recursive to look in sub-folders)"
                 problems.append(Failure(p, f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"))
             for f in files:
@@ -439,10 +444,40 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
         elif p.exists():
             take(p, Path(p.name))
         else:
-            problems.append(Failure(p, f"input {p} does not exist"))
+            problems.append(Failure(p, broken_link_message(p) if p.is_symlink() else f"input {p} does not exist"))
     if not found:
         raise InputError("; ".join(f.message for f in problems) if problems else "no input images given")
     return found, problems
+
+
+def _output_path(src: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Path:
+    ext = ".png" if fmt == "png" else src.suffix.lower()
+    if ext not in IMAGE_SUFFIXES:
+        ext = ".png"
+    return out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
+
+
+def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str, scale: int
+                    ) -> dict[Path, Path]:
+    """{input: the input it is the output of} for inputs an earlier run of the same command wrote: with ``-o`` the
+    input folder itself, a second run finds ``a_x4.png`` beside ``a.png``. One counts as an earlier output only if it
+    has exactly the name this run gives another input's output and exactly ``scale`` x that input's size; it is then
+    not upscaled again (to x16), and this run writes that input's output over it (unless that input is itself an
+    earlier output) instead of refusing it as an input the run must not overwrite."""
+    from lway_rt.io.images import image_size
+
+    items = list(items)
+    by_path = {src.resolve(): src for src, _ in items}
+    found: dict[Path, Path] = {}
+    for src, rel in items:
+        dest = _output_path(src, rel, out_dir, suffix, fmt).resolve()
+        other = by_path.get(dest)
+        if other is None or dest == src.resolve() or other in found:
+            continue
+        size, up = image_size(src), image_size(other)
+        if size is not None and up == (size[0] * scale, size[1] * scale):
+            found[other] = src
+    return found
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
@@ -452,10 +487,7 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
     taken: dict[Path, Path] = {}
     plan = []
     for src, rel in items:
-        ext = ".png" if fmt == "png" else src.suffix.lower()
-        if ext not in IMAGE_SUFFIXES:
-            ext = ".png"
-        dest = out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
+        dest = _output_path(src, rel, out_dir, suffix, fmt)
         key = dest.resolve()
         if key in inputs:
             plan.append((src, None, f"output {dest} would overwrite an input: choose another -o folder or --suffix"))
@@ -468,17 +500,6 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
             taken[key] = src
             plan.append((src, dest, None))
     return plan
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    import os
-
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {out_dir}: {exc.strerror}; choose another -o folder") from None
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {out_dir} is not writable: choose another -o folder")
 
 
 def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: UpscaleConfig, *,
@@ -499,10 +520,19 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         desc = router.models[router.names[0]]  # every group's model has the base model's scale
     desc = desc or prepare_model(config)
     cap = None if router is not None else prepare_detail_cap(config, desc)
-    _check_out_dir(out_dir)  # once the model is ready: a refused model leaves no empty folder behind
+    ensure_writable_dir(out_dir, "-o folder")  # once the model is ready: a refused model leaves no empty folder behind
     suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
-    plan = plan_outputs(items, out_dir, suffix, config.format)
+    earlier = earlier_outputs(items, out_dir, suffix, config.format, desc.scale)
+    plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier], out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
+    if len(earlier) > 3:
+        out, src = next(iter(earlier.items()))
+        report.notes.append(f"{len(earlier)} inputs have the name and size of other inputs' outputs (as {out} of {src}): "
+                            "taken for an earlier run's outputs, not upscaled again")
+    else:
+        report.notes += [f"{out} has the name and size of {src}'s output: taken for an earlier run's output, not "
+                         "upscaled again" + ("" if src in earlier else " (this run writes it anew)")
+                         for out, src in earlier.items()]
     if on_start:
         on_start(len(plan))
     for src, dest, reason in plan:

@@ -89,6 +89,34 @@ def capped_weights(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def unwritable(monkeypatch):
+    """``unwritable(folder)`` makes ``folder`` refuse new files the way this machine allows: mode 0555 for a normal
+    user, the immutable flag for root (which ignores modes); where neither is possible, new files in it fail as they
+    would. Returns an undo (call it before the test's folder is removed)."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    def make(folder):
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            return lambda: folder.chmod(0o755)
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+            return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+        real = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kw):
+            if dir is not None and Path(dir).resolve() == folder.resolve():
+                raise PermissionError(1, "Operation not permitted")
+            return real(*args, dir=dir, **kw)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+        return lambda: None
+
+    return make
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,6 +164,28 @@ def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     assert res.output.startswith("error: ") and message in res.output, res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "o").exists()  # a refused run leaves nothing behind, not even an empty folder
+
+
+def test_out_folder_that_cannot_be_made_is_one_line(files, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "afile" / "o"), "--stage1", str(files / "stage1.safetensors"),
+                                    "--patch-size", "16", "--iterations", "1"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]  # after the embedding, before training
+    assert len(errors) == 1 and errors[0].startswith("error: cannot create output folder "), res.output
+    assert "choose another --out folder" in errors[0] and "iteration" not in res.output
+
+
+def test_broken_link_among_the_inputs_is_one_line(files, tmp_path):
+    d = tmp_path / "lr"
+    shutil.copytree(files / "lr", d)
+    (d / "zz.png").symlink_to(tmp_path / "moved.png")
+    res = CliRunner().invoke(main, ["adapt", str(d), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "o"),
+                                    "--stage1", str(files / "stage1.safetensors"), "--patch-size", "16"])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert res.output.startswith("error: ") and "zz.png is a link to " in res.output and "mend or remove" in res.output
+    assert not (tmp_path / "o").exists()
 
 
 def _long_run_stopped_after_a_checkpoint(files, out, sig) -> tuple[list[str], subprocess.Popen, str]:

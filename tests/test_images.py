@@ -233,6 +233,25 @@ def test_write_replaces_atomically_and_keeps_old_file_on_failure(tmp_path, photo
     assert (path.stat().st_mode & 0o777) != 0o600  # not the temp file's private mode
 
 
+def test_output_folder_check_makes_missing_folders_and_names_the_option(tmp_path, unwritable):
+    from lway_rt.io.weights import ensure_writable_dir
+
+    ensure_writable_dir(tmp_path / "a" / "b", "-o folder")
+    assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())  # no probe left
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match=r"^cannot create output folder .*afile/sub: .*; choose another -o folder$"):
+        ensure_writable_dir(tmp_path / "afile" / "sub", "-o folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    undo = unwritable(locked)
+    try:  # an existing folder that takes no files (as root too: os.access would have said yes)
+        with pytest.raises(OutputError, match=r"^cannot write to .*locked: .*; choose another --out folder$"):
+            ensure_writable_dir(locked, "--out folder")
+    finally:
+        undo()
+    assert not list(locked.iterdir())
+
+
 # ---------------------------------------------------------------------------------------- helpers
 
 

@@ -100,3 +100,25 @@ def test_every_submodule_imports():
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {}
     assert "lway_rt.upscale" in names and "lway_rt.runtime.tiling" in names
+
+
+def test_every_path_parameter_refuses_an_empty_value():
+    """Each subcommand's file/folder parameters use PathParam, so ``""`` (an unset shell variable) is refused rather
+    than read as the current folder."""
+    import click
+
+    from lway_rt.cli import main
+    from lway_rt.cli._params import PathParam
+
+    ctx = click.Context(main)
+    seen = 0
+    for name in COMMANDS:
+        cmd = main.get_command(ctx, name)
+        for sub in (cmd.commands.values() if isinstance(cmd, click.Group) else [cmd]):
+            for param in sub.params:
+                if isinstance(param.type, click.Path):
+                    seen += 1
+                    assert isinstance(param.type, PathParam), f"{name} {param.name}"
+                    with pytest.raises(click.BadParameter, match="is empty"):
+                        param.type.convert("", param, ctx)
+    assert seen >= 20

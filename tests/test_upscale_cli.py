@@ -171,6 +171,53 @@ def test_recursive_run_skips_its_own_output_folder_inside_the_input(tmp_path, sm
     assert sorted(str(p.relative_to(d / "out")) for p in (d / "out").rglob("*.png")) == ["a/x_x4.png", "top_x4.png"]
 
 
+def test_second_run_into_the_input_folder_rewrites_its_outputs_and_keeps_a_look_alike(tmp_path, small):
+    """-o the input folder itself, run twice: the first run's output (its name and 4x size) is rewritten, not
+    upscaled to x16 nor taken for an input the run must not overwrite; a user's file of that name but another size
+    is still an input, kept byte for byte."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    Image.fromarray(small[:, ::-1].copy()).save(d / "b.png")
+    first = run("upscale", d, "-o", d, "--model", MODEL)
+    assert first.exit_code == 0 and "2 image(s) written" in first.output, first.output
+    made = (d / "a_x4.png").read_bytes()
+    second = run("upscale", d, "-o", d, "--model", MODEL)
+    assert second.exit_code == 0, second.output
+    assert "2 image(s) written" in second.output and "a_x4.png has the name and size of" in second.output
+    assert sorted(p.name for p in d.iterdir()) == ["a.png", "a_x4.png", "b.png", "b_x4.png"]
+    assert (d / "a_x4.png").read_bytes() == made
+    Image.fromarray(small[:16]).save(d / "b_x4.png")  # the user's own b_x4.png: not b.png's output by its size
+    mine = (d / "b_x4.png").read_bytes()
+    third = run("upscale", d, "-o", d, "--model", MODEL)
+    assert third.exit_code == 1 and "b_x4.png would overwrite an input" in third.output, third.output
+    assert (d / "b_x4.png").read_bytes() == mine
+
+
+def test_broken_links_are_named_not_skipped(tmp_path, small):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "good.png")
+    (d / "gone.png").symlink_to(tmp_path / "moved" / "gone.png")
+    result = run("upscale", d, tmp_path / "alone.png", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and "1 image(s) written" in result.output, result.output
+    assert "gone.png is a link to " in result.output and "which does not exist: mend or remove the link" in result.output
+    (tmp_path / "alone.png").symlink_to(tmp_path / "nowhere.png")
+    result = run("upscale", tmp_path / "alone.png", "-o", tmp_path / "out2", "--model", MODEL)
+    assert result.exit_code == 1 and error_line(result).endswith("nowhere.png, which does not exist: mend or remove "
+                                                                 "the link"), result.output
+
+
+@pytest.mark.parametrize("args", [["", "-o", "out"], ["a.png", "-o", ""], ["a.png", "-o", "out", "--stage1", " "]])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, small, monkeypatch, args):
+    """``-o "$OUT"`` with OUT unset would write into the current folder; an empty INPUT would upscale it."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", *args, "--model", MODEL)
+    assert result.exit_code == 2 and "is empty: name a file or folder ('.' for the current folder)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
 def test_multi_frame_input_is_upscaled_with_a_note(tmp_path, small):
     """Only the first page of a multi-page TIFF is read: the output is written, and the user is told."""
     frames = [Image.fromarray(small), Image.fromarray(small[::-1].copy()), Image.fromarray(small[:, ::-1].copy())]
@@ -240,6 +287,21 @@ def test_unwritable_output_folder(tmp_path, small):
     blocker.write_text("x")
     result = run("upscale", tmp_path / "a.png", "-o", blocker / "out", "--model", MODEL)
     assert result.exit_code == 1 and "cannot create output folder" in error_line(result)
+
+
+def test_output_folder_that_takes_no_files_is_one_line(tmp_path, small, unwritable):
+    """An existing folder that refuses new files (read-only, immutable: root passes os.access there) is refused
+    before any image, not once per image."""
+    Image.fromarray(small).save(tmp_path / "a.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    undo = unwritable(locked)
+    try:
+        result = run("upscale", tmp_path / "a.png", "-o", locked, "--model", MODEL)
+    finally:
+        undo()
+    assert result.exit_code == 1 and error_line(result).startswith("error: cannot write to "), result.output
+    assert "choose another -o folder" in error_line(result) and not list(locked.iterdir())
 
 
 def test_missing_inputs_and_empty_folder(tmp_path):

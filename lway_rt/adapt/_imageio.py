@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from lway_rt.errors import InputError
-from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, read_image
+from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, broken_link_message, read_image
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
 
@@ -47,14 +47,17 @@ def list_images(inputs) -> list[Path]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
-                           and not q.name.startswith("."))
+            listed = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith("."))
+            for q in listed:
+                if q.is_symlink() and not q.exists():
+                    raise InputError(broken_link_message(q))
+            found = [q for q in listed if q.is_file()]
             if not found:
                 raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         elif p.is_file():
             found = [p]
         else:
-            raise InputError(f"input {p} does not exist")
+            raise InputError(broken_link_message(p) if p.is_symlink() else f"input {p} does not exist")
         for q in found:
             if q.resolve() not in seen:
                 seen.add(q.resolve())

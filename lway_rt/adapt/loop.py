@@ -47,6 +47,7 @@ from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_cap, detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
+from lway_rt.io.weights import ensure_writable_dir
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -226,14 +227,16 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
     return h.hexdigest()
 
 
-def _fingerprinter(config: AdaptConfig, desc, stage1) -> Callable[[Sequence[InputImage]], str]:
-    """The fingerprint ``adapt_images`` gives a run of some images (checkpoints and reports record it), computed
-    without running anything: what ``adapt`` compares with the runs already in a folder before it starts any. The
-    parts every run shares (model, stage 1, perceptual term) are hashed once."""
+def _fingerprinter(config: AdaptConfig, desc, stage1, perceptual=False) -> Callable[[Sequence[InputImage]], str]:
+    """The fingerprint of a run of some images (checkpoints and reports record it): ``adapt_images`` takes its own
+    from here, and ``adapt`` compares it with the runs already in a folder before it starts any, without running
+    anything. The parts every run shares (model, stage 1, perceptual term) are hashed once. ``perceptual``: the term
+    the run already built (None for none), else it is built here."""
     from lway_rt.io.weights import state_dict_sha256
 
-    perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
-                                  lpips_weights=config.lpips_weights, device="cpu")
+    if perceptual is False:
+        perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
+                                      lpips_weights=config.lpips_weights, device="cpu")
     stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
     base_sha, perceptual_sha = state_dict_sha256(desc.model.state_dict()), perceptual.digest if perceptual else ""
     return lambda images: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha)
@@ -370,8 +373,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
                           if k in stage1.meta}}
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
             else f"took the grouping's embeddings of {len(data)} image(s)")
-    fingerprint = _fingerprint(config, base_sha, stage1_info and stage1_info["sha256"], images,
-                               perceptual.digest if perceptual is not None else "")
+    fingerprint = _fingerprinter(config, desc, stage1, perceptual)(images)
     if finished is not None and resume and not overwrite:
         if finished.get("fingerprint") != fingerprint:
             raise InputError(f"the finished run in {out_dir} was made with other inputs, model or settings: rerun with "
@@ -471,7 +473,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         log(f"resumed from iteration {st['it']}")
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir, "--out folder")
     if write_outputs:
         _write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -932,7 +934,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
                              "ones, choose another --out folder, or pass --overwrite to replace it")
         if finished is not None:
             kept[name] = finished
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir, "--out folder")
     _write_json(out_dir / "config.json", config.to_dict())
     if record is not None:
         _write_json(groups_path, record)

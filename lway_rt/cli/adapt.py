@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from lway_rt.cli._params import PathParam
+
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
@@ -28,12 +30,12 @@ _GROUPS = _GroupsType()
 
 
 @click.command("adapt")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=PathParam())
 @click.option("-m", "--model", required=True, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--stage1", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--out", "out_dir", required=True, type=PathParam(file_okay=False), help="Output folder.")
+@click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="Stage-1 checkpoint (default: the shipped one). Not needed for --loss naive/identity.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
               help="TOML file with defaults ([adapt] table); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
 @click.option("--lr", type=float, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
@@ -73,7 +75,7 @@ _GROUPS = _GroupsType()
               help="Judge each image alone, or pool all inputs into one factor [run].")
 @click.option("--sup-weight", type=float, default=None,
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
-@click.option("--sup-data", type=click.Path(), default=None,
+@click.option("--sup-data", type=PathParam(), default=None,
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
 @click.option("--sup-batch", type=int, default=None,
               help="Synthetic pairs a step for the --sup-weight term [--batch-size].")
@@ -99,11 +101,11 @@ _GROUPS = _GroupsType()
               help="Wavelet-weighted perceptual term beside the L1: trunk-l1 = L1 on a frozen pretrained SR trunk's "
                    "features (offline); lpips = LPIPS-AlexNet from --lpips-weights [none].")
 @click.option("--perceptual-weight", type=float, default=None, help="Weight of the --perceptual term [trunk-l1: 0.07, lpips: 1].")
-@click.option("--lpips-weights", type=click.Path(dir_okay=False), multiple=True,
+@click.option("--lpips-weights", type=PathParam(dir_okay=False), multiple=True,
               help="LPIPS-AlexNet weight file(s) for --perceptual lpips (backbone and linear layers; one or two files).")
 @click.option("--guard-factor", type=float, default=None,
               help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
-@click.option("--gt", "gt_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--gt", "gt_dir", type=PathParam(file_okay=False), default=None,
               help="HR ground truth named like the inputs: evaluate, keep the best, stop on patience.")
 @click.option("--eval-every", type=int, default=None, help="Steps between ground-truth evaluations [20].")
 @click.option("--patience", type=int, default=None, help="Evaluations without gain before stopping [3].")

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from lway_rt.cli._params import PathParam
+
 _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-noise")
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(path_type=Path, file_okay=False),
+@click.option("--out", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
               help="Folder for the images, comparisons and results.json.")
 @click.option("--photo", "photos", multiple=True, help="Bundled photo(s) to use [default: astronaut, chelsea, coffee, rocket].")
 @click.option("--model", "models", multiple=True,
@@ -24,7 +26,7 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
               help="Degradation of the adaptation step's LR crops (one stage 1 never trained on).")
 @click.option("--iterations", default=100, show_default=True, type=click.IntRange(min=1), help="Adaptation steps.")
 @click.option("--adapt-crop", default=192, show_default=True, type=int, help="Ground-truth crop side for adaptation.")
-@click.option("--stage1", type=click.Path(dir_okay=False), default=None, help="Stage-1 checkpoint [the shipped one].")
+@click.option("--stage1", type=PathParam(dir_okay=False), default=None, help="Stage-1 checkpoint [the shipped one].")
 def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], crop: int, adapt: bool, deploy: bool,
             adapt_model: str, preset: str, iterations: int, adapt_crop: int, stage1: str | None) -> None:
     """Upscale x4-downscaled crops of bundled photos with real pretrained models, then adapt one of them

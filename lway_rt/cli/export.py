@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from lway_rt.cli._params import PathParam
+
 
 def _log(msg: str) -> None:
     click.echo(msg, err=True)
@@ -14,7 +16,7 @@ def _log(msg: str) -> None:
 @click.command("export")
 @click.option("--model", "-m", "model_spec", metavar="M",
               help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
+@click.option("--out", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, engines and manifests.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]),
               help="Overrides the profile (fp16 keeps fp32 I/O; both shares one torch export).")
@@ -29,9 +31,9 @@ def _log(msg: str) -> None:
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="PATTERN",
               help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last (repeatable).")
 @click.option("--refittable", is_flag=True, help="Build the TensorRT engine with the REFIT flag.")
-@click.option("--stage1", "stage1_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--stage1", "stage1_path", type=PathParam(dir_okay=False, path_type=Path),
               help="Stage-1 checkpoint for --what encoder/both (default: the shipped one).")
-@click.option("--refit", "refit_engine_path", type=click.Path(dir_okay=False, path_type=Path), metavar="ENGINE",
+@click.option("--refit", "refit_engine_path", type=PathParam(dir_okay=False, path_type=Path), metavar="ENGINE",
               help="Swap --model's weights into this refittable engine instead of building a new one.")
 @click.option("--force", is_flag=True, help="Rebuild even when a ready artifact with the same cache key exists.")
 @click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",

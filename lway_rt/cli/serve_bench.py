@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from lway_rt.cli._params import PathParam
 from lway_rt.errors import LwayError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
@@ -55,8 +56,8 @@ class BenchFailed(LwayError):
 @click.option("--min-psnr", type=float, default=None,
               help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")
 @click.option("--no-peak", is_flag=True, help="Skip measuring the machine's matmul/conv peak.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here.")
-@click.option("--chart", "chart_path", type=click.Path(dir_okay=False), default=None, help="Write a PNG chart here.")
+@click.option("--json", "json_path", type=PathParam(dir_okay=False), default=None, help="Write the JSON report here.")
+@click.option("--chart", "chart_path", type=PathParam(dir_okay=False), default=None, help="Write a PNG chart here.")
 @click.option("--schema", "print_schema", is_flag=True, help="Print the report's JSON Schema and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, device, threads, warmup_s, warmup_iters,

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from lway_rt.cli._params import PathParam
+
 
 @click.command("train-degae")
-@click.option("--data", type=click.Path(path_type=Path), default=None,
+@click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of clean photos (default: the bundled scikit-image training photos).")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("stage1.safetensors"), show_default=True,
+@click.option("--out", type=PathParam(path_type=Path), default=Path("stage1.safetensors"), show_default=True,
               help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
 @click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")
 @click.option("--crop-tries", type=int, default=2, show_default=True,
@@ -38,7 +40,7 @@ import click
               help="Fraction of draws sharpened (unsharp mask) before any JPEG (beyond DegAE's family; 0: off).")
 @click.option("--perceptual", type=click.Choice(["trunk-l1", "lpips", "none"]), default="trunk-l1", show_default=True,
               help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute), or LPIPS.")
-@click.option("--lpips-weights", type=click.Path(path_type=Path), multiple=True,
+@click.option("--lpips-weights", type=PathParam(path_type=Path), multiple=True,
               help="LPIPS-AlexNet weights (.pth/.safetensors; backbone and linear layers, one or two files).")
 @click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
@@ -52,7 +54,7 @@ import click
                    "(the count used is logged and recorded).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint (finished or not) with a new run.")
-@click.option("--log", "log_path", type=click.Path(path_type=Path), default=None, help="Also append progress to this file.")
+@click.option("--log", "log_path", type=PathParam(path_type=Path), default=None, help="Also append progress to this file.")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
             pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, overwrite, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""

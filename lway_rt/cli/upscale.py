@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from lway_rt.cli._params import PathParam
+
 
 @click.command("upscale")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="INPUT...")
-@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+@click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path), metavar="INPUT...")
+@click.option("-o", "--output", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
 @click.option("-m", "--model", default="realesr-animevideov3", show_default=True,
               help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
@@ -34,7 +36,7 @@ import click
                    "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
 @click.option("--base-model", default=None,
               help="The unadapted model --detail-cap compares with [the one the adapted weights name].")
-@click.option("--stage1", type=click.Path(dir_okay=False), default=None,
+@click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "
                    "[the one its groups.json records].")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale, detail_cap,

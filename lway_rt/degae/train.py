@@ -40,6 +40,7 @@ from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
+from lway_rt.io.weights import ensure_writable_dir
 from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
@@ -322,15 +323,7 @@ def _check_out(out: Path) -> None:
         raise OutputError(f"--out must end in .safetensors, got {out}")
     if out.is_dir():
         raise OutputError(f"--out {out} is a folder; name a .safetensors file")
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output folder {parent}: {exc.strerror}; choose another --out") from exc
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable; choose another --out")
+    ensure_writable_dir(out.parent, "--out")
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] | None = None,

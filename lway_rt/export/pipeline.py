@@ -29,13 +29,14 @@ from typing import Any
 
 from torch import nn
 
-from lway_rt.errors import InputError, ModelError, OutputError, ParityError
+from lway_rt.errors import InputError, ModelError, ParityError
 from lway_rt.export.cache import (
     artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
 )
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
 from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
 from lway_rt.export.profile import ExportProfile
+from lway_rt.io.weights import ensure_writable_dir
 
 __all__ = ["Exportable", "ExportResult", "sr_exportable", "encoder_exportable", "export_artifacts", "refit_engine",
            "DEFAULT_OUT_DIR"]
@@ -141,7 +142,7 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
-    _check_writable(out_dir)  # before a long export: a folder that cannot take the files is one line now
+    ensure_writable_dir(out_dir, "--out folder")  # before a long export: a folder that cannot take the files is one line now
     profile = _fit(ex, profile)
     results = []
     for tile in _targets(profile):
@@ -245,17 +246,6 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
         tmp.unlink(missing_ok=True)
     log(f"wrote {final} ({report.summary()})")
     return ExportResult(ex.what, profile.precision, final, key, False, report.as_dict(), tile)
-
-
-def _check_writable(out_dir: Path) -> None:
-    """``out_dir`` exists (made if missing) and takes a new file, or a one-line ``OutputError``."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}; choose another --out folder") from None
 
 
 def _recorded_parity_passes(parity: dict | None, gate: ParityGate, precision: str, kind: str) -> bool:

@@ -16,6 +16,7 @@ Writes are atomic (temporary file beside the target, then rename) via
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import zlib
@@ -140,6 +141,24 @@ def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
     except ValueError:  # a layout Pillow has no unpacker for: fall back to its 8-bit reading
         return None
     return (high << 8) | low
+
+
+def broken_link_message(path: Path) -> str:
+    """What to say about a symbolic link whose target is gone (a folder walk would otherwise skip it silently)."""
+    return f"{path} is a link to {os.readlink(path)}, which does not exist: mend or remove the link"
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of the upright image from the file's header (nothing decoded), or None if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the orientations that swap the sides
+    except Exception:  # noqa: BLE001 - any file Pillow cannot open is simply not sized
+        return None
+    return (h, w) if turned else (w, h)
 
 
 def read_image(path: str | Path) -> LoadedImage:

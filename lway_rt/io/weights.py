@@ -17,7 +17,8 @@ import torch
 
 from lway_rt.errors import ModelError, OutputError
 
-__all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256"]
+__all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
+           "ensure_writable_dir"]
 
 
 def _umask() -> int:
@@ -53,6 +54,25 @@ def atomic_path(dest: Path):
             raise OutputError(f"cannot replace {dest_p}: {exc.strerror or exc}; choose another output folder") from exc
 
     return _cm()
+
+
+def ensure_writable_dir(folder: Path, option: str) -> None:
+    """``folder`` exists (made if missing) and takes a new file, or a one-line ``OutputError`` naming ``option``.
+
+    Checked by writing (and removing) a probe file, not with ``os.access``: a root user passes ``os.access`` on a
+    read-only mount or an immutable folder, and would learn it only when the first output failed.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}; choose another {option}") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
