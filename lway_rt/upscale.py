@@ -28,7 +28,8 @@ import torch
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, LwayError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, LoadedImage, broken_link_message, read_image, to_numpy, to_tensor, write_image,
+    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image, settle_alpha, to_numpy, to_tensor,
+    write_image,
 )
 from lway_rt.io.weights import ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
@@ -380,7 +381,7 @@ def _upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, 
     if float(alpha.min()) == 1.0:
         return np.ones((h * s, w * s), np.float32)
     if mode == "model":
-        return upscale_rgb(desc, np.repeat(alpha[..., None], 3, axis=2), tiles).mean(axis=2)
+        return settle_alpha(upscale_rgb(desc, np.repeat(alpha[..., None], 3, axis=2), tiles).mean(axis=2))
     t = torch.nn.functional.interpolate(to_tensor(alpha), scale_factor=s, mode="bicubic", align_corners=False)
     return to_numpy(t.clamp_(0.0, 1.0))[..., 0]
 
@@ -389,11 +390,12 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
                   cap: DetailCap | None = None) -> LoadedImage:
     """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC for writing back. With ``cap``, the
     colour is held at ``cap.cap`` x the fine detail of ``cap.base``'s image (``wavelet.detail_cap``)."""
-    rgb = upscale_rgb(desc, img.rgb, config.tiles)
+    colour = fill_hidden_colour(img.rgb, img.alpha)  # what fully transparent pixels hide must not bleed into the edge
+    rgb = upscale_rgb(desc, colour, config.tiles)
     if cap is not None:
         from lway_rt.adapt.wavelet import detail_cap
 
-        base = upscale_rgb(cap.base, img.rgb, config.tiles)
+        base = upscale_rgb(cap.base, colour, config.tiles)
         held, _ = detail_cap(to_tensor(base), to_tensor(rgb), cap.cap, desc.scale)
         rgb = to_numpy(held)
     alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
@@ -546,7 +548,8 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
                 report.routes.append(route)
                 model, model_cap = router.models[route.group], router.caps[route.group]
             up = upscale_image(model, img, config, model_cap)
-            write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile)
+            write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
+                        lossless=img.lossless)
             report.written.append(dest)
             if img.frames > 1:
                 report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "

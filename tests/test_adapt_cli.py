@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -63,6 +65,7 @@ def test_adapt_end_to_end_and_reload(files, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["iterations_run"] == 6 and report["stage1"]["embed_dim"] == 16
     assert [im["name"] for im in report["images"]] == ["alpha", "grey", "rgb"]
+    assert [Path(im["source"]).name for im in report["images"]] == ["alpha.png", "grey.png", "rgb.png"]
     assert json.loads((out / "config.json").read_text())["iterations"] == 6
     sheet = np.asarray(Image.open(out / "contact_sheet.png"))
     assert sheet.shape[0] > 3 * 64  # three rows of 4x crops
@@ -186,6 +189,36 @@ def test_broken_link_among_the_inputs_is_one_line(files, tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert res.output.startswith("error: ") and "zz.png is a link to " in res.output and "mend or remove" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_inputs_sharing_a_stem_are_named_by_their_ending(tmp_path, hr_crop):
+    """photo.jpg and photo.png: each output is named after its own file, not numbered in listing order."""
+    from lway_rt.adapt._imageio import read_inputs
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(hr_crop[:32, :40]).save(d / "photo.png")
+    Image.fromarray(hr_crop[32:64, :48]).save(d / "photo.jpg", quality=95)
+    Image.fromarray(hr_crop[:32, :32]).save(d / "other.png")
+    (tmp_path / "more").mkdir()
+    Image.fromarray(hr_crop[:16, :16]).save(tmp_path / "more" / "photo.png")
+    got = {im.name: (im.path.parent.name, im.path.name) for im in read_inputs([d, tmp_path / "more"])}
+    assert got == {"other": ("in", "other.png"), "photo_jpg": ("in", "photo.jpg"), "photo_png": ("in", "photo.png"),
+                   "photo_png_2": ("more", "photo.png")}
+
+
+def test_colour_hidden_under_clear_pixels_does_not_reach_the_adaptation(tmp_path, hr_crop):
+    from lway_rt.adapt._imageio import read_inputs
+
+    rgba = np.dstack([hr_crop[:32, :40], np.full((32, 40), 255, np.uint8)])
+    rgba[:, :12, 3] = 0
+    other = rgba.copy()
+    other[:, :12, :3] = (0, 255, 0)  # the same picture with green under its clear pixels
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    Image.fromarray(other, "RGBA").save(tmp_path / "b.png")
+    a, b = read_inputs([tmp_path / "a.png", tmp_path / "b.png"])
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    np.testing.assert_array_equal(a.rgb[:, 12:], hr_crop[:32, 12:40].astype(np.float32) / 255)
 
 
 def _long_run_stopped_after_a_checkpoint(files, out, sig) -> tuple[list[str], subprocess.Popen, str]:

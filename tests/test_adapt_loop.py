@@ -177,6 +177,11 @@ def test_images_smaller_than_the_patch_are_refused(tmp_path, hr_crop, stage1):
     imgs = [from_array("big", hr_crop[:64, :64]), from_array("tiny", hr_crop[:12, :20])]
     with pytest.raises(InputError, match=r"tiny is 20x12 px, smaller than the 16-px patch: use --patch-size 12"):
         adapt_images(imgs, _desc(_tiny()), AdaptConfig(patch_size=16), tmp_path / "o", stage1=stage1)
+    # no patch size the settings accept would fit: say so instead of offering --patch-size 3
+    imgs = [from_array("big", hr_crop[:64, :64]), from_array("sliver", hr_crop[:3, :7])]
+    with pytest.raises(InputError, match=r"sliver is 7x3 px, too small to adapt on \(patches are at least 4 px"):
+        adapt_images(imgs, _desc(_tiny()), AdaptConfig(patch_size=16), tmp_path / "o", stage1=stage1)
+    assert not (tmp_path / "o").exists()
 
 
 def test_lr_recon_target_embeds_the_lr_itself(tmp_path, inputs, stage1):

@@ -98,6 +98,72 @@ def test_16bit_colour_tiff_from_tifffile_keeps_all_bits(tmp_path, channels, comp
     np.testing.assert_array_equal(np.round(_planes(img) * 65535).astype(np.uint16), a)
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_planar_tiff_reads_exactly(tmp_path, channels, dtype):
+    """Planes stored one after another: Pillow unpacks 16-bit ones as 8-bit samples (noise); the reader must not."""
+    top = np.iinfo(dtype).max
+    a = np.random.default_rng(4).integers(0, top + 1, (19, 26, channels), dtype=dtype)
+    tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(a, 2, 0), photometric="rgb", planarconfig="separate",
+                     extrasamples=[2] if channels == 4 else None)
+    img = read_image(tmp_path / "p.tif")
+    assert img.bit_depth == (16 if dtype == np.uint16 else 8) and not img.grey and (img.alpha is not None) == (channels == 4)
+    np.testing.assert_array_equal(np.round(_planes(img) * top).astype(dtype), a)
+
+
+def test_planar_16bit_tiff_turned_by_its_orientation_tag(tmp_path):
+    a = np.random.default_rng(5).integers(0, 65536, (19, 26, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(a, 2, 0), photometric="rgb", planarconfig="separate",
+                     extratags=[(274, "H", 1, 6, True)])
+    img = read_image(tmp_path / "p.tif")
+    np.testing.assert_array_equal(np.round(img.rgb * 65535).astype(np.uint16), _exif_orient(a, 6))
+
+
+def test_floating_point_tiffs_in_0_1_are_read_and_others_refused(tmp_path):
+    """Colour float TIFFs (Pillow opens none) are read; samples outside 0-1 are refused rather than clipped."""
+    f = np.random.default_rng(6).random((15, 21, 3), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", f, photometric="rgb")
+    img = read_image(tmp_path / "f.tif")
+    assert img.bit_depth == 16 and not img.grey
+    np.testing.assert_array_equal(img.rgb, f)
+    tifffile.imwrite(tmp_path / "f255.tif", f * 255, photometric="rgb")
+    with pytest.raises(InputError, match=r"f255.tif holds floating-point samples from .* to .*, outside 0-1"):
+        read_image(tmp_path / "f255.tif")
+    Image.fromarray(f[..., 0] * 255).save(tmp_path / "g255.tif")  # grey float: Pillow's mode F
+    with pytest.raises(InputError, match=r"g255.tif: the image holds floating-point samples .* outside 0-1"):
+        read_image(tmp_path / "g255.tif")
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "grey8", "rgb16", "grey16"])
+def test_png_colour_key_transparency_becomes_alpha(tmp_path, kind):
+    """A tRNS colour key on an RGB or grey PNG (PNG optimisers write these for all-or-nothing alpha) is alpha."""
+    import struct
+    import zlib
+
+    from lway_rt.io.images import _png16
+
+    wide = kind.endswith("16")
+    dtype, top = (np.uint16, 65535) if wide else (np.uint8, 255)
+    a = np.random.default_rng(7).integers(1, top, (12, 10, 3 if kind.startswith("rgb") else 1), dtype=dtype)
+    a[:, :4] = 0  # the keyed colour: black
+    path = tmp_path / "k.png"
+    if wide and kind.startswith("rgb"):
+        raw = _png16(a)  # Pillow writes no 16-bit colour; add the tRNS chunk (before IDAT) by hand
+        key = struct.pack(">HHH", 0, 0, 0)
+        chunk = struct.pack(">I", 6) + b"tRNS" + key + struct.pack(">I", zlib.crc32(b"tRNS" + key))
+        i = raw.index(b"IDAT") - 4
+        path.write_bytes(raw[:i] + chunk + raw[i:])
+    else:
+        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(path, transparency=0 if a.shape[2] == 1 else (0, 0, 0))
+    img = read_image(path)
+    assert img.alpha is not None, kind
+    np.testing.assert_array_equal(img.alpha, np.where((a == 0).all(axis=2), 0.0, 1.0).astype(np.float32))
+    assert img.bit_depth == (16 if wide else 8) and img.grey == kind.startswith("grey")
+    out = write_image(tmp_path / "o.png", img.rgb, img.alpha, bit_depth=img.bit_depth, grey=img.grey)
+    with Image.open(out) as im:
+        assert im.mode in ("RGBA", "LA") or (wide and read_image(out).alpha is not None)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_16bit_round_trip(tmp_path, suffix, channels):
@@ -250,6 +316,35 @@ def test_output_folder_check_makes_missing_folders_and_names_the_option(tmp_path
     finally:
         undo()
     assert not list(locked.iterdir())
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (1, 40), (40, 1), (5, 3)])
+def test_fill_hidden_colour_depends_only_on_visible_pixels(shape):
+    from lway_rt.io.images import fill_hidden_colour
+
+    rng = np.random.default_rng(8)
+    rgb = rng.random(shape + (3,), dtype=np.float32)
+    alpha = (rng.random(shape) > 0.7).astype(np.float32) * rng.choice([0.5, 1.0], shape).astype(np.float32)
+    alpha.flat[0] = 1.0  # something is visible
+    other = np.where(alpha[..., None] > 0, rgb, rng.random(shape + (3,), dtype=np.float32))
+    a, b = fill_hidden_colour(rgb, alpha), fill_hidden_colour(other, alpha)
+    np.testing.assert_array_equal(a, b)  # whatever hid under the clear pixels is gone
+    np.testing.assert_array_equal(a[alpha > 0], rgb[alpha > 0])  # any alpha keeps its colour
+    assert a.dtype == np.float32 and np.isfinite(a).all() and a.min() >= rgb.min() and a.max() <= rgb.max()
+    assert fill_hidden_colour(rgb, None) is rgb and fill_hidden_colour(rgb, np.zeros(shape, np.float32)) is rgb
+
+
+def test_fill_hidden_colour_takes_the_nearby_colour():
+    """A clear band beside a red and a blue half is filled red next to red and blue next to blue."""
+    from lway_rt.io.images import fill_hidden_colour
+
+    rgb = np.zeros((16, 32, 3), np.float32)
+    rgb[:, :16, 0] = 1.0
+    rgb[:, 16:, 2] = 1.0
+    alpha = np.ones((16, 32), np.float32)
+    alpha[4:12] = 0.0
+    out = fill_hidden_colour(rgb, alpha)
+    assert out[8, 2, 0] > 0.9 and out[8, 2, 2] < 0.1 and out[8, 29, 2] > 0.9 and out[8, 29, 0] < 0.1
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -218,6 +218,47 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, sma
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 
+@pytest.mark.parametrize("alpha_mode", ["model", "bicubic"])
+def test_colour_hidden_under_clear_pixels_does_not_bleed_into_the_edge(tmp_path, small, alpha_mode):
+    """Two RGBA files alike but for the colour under their clear half upscale to the same image; with the model's
+    alpha, the source's clear and opaque areas stay exactly clear and opaque."""
+    rgba = np.dstack([small, np.full(small.shape[:2], 255, np.uint8)])
+    rgba[:, :12, 3] = 0
+    green = rgba.copy()
+    green[:, :12, :3] = (0, 255, 0)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    Image.fromarray(green, "RGBA").save(tmp_path / "b.png")
+    result = run("upscale", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "out", "--model", MODEL,
+                 "--alpha", alpha_mode)
+    assert result.exit_code == 0, result.output
+    a = np.asarray(Image.open(tmp_path / "out" / "a_x4.png"))
+    b = np.asarray(Image.open(tmp_path / "out" / "b_x4.png"))
+    np.testing.assert_array_equal(a, b)
+    if alpha_mode == "model":
+        assert (a[:, :40, 3] == 0).all() and (a[:, 56:, 3] == 255).all()
+
+
+def test_format_same_keeps_a_lossless_webp_lossless(tmp_path, small):
+    from lway_rt.io.images import _webp_is_lossless
+
+    Image.fromarray(small).save(tmp_path / "ll.webp", lossless=True)
+    Image.fromarray(small).save(tmp_path / "lossy.webp", quality=80)
+    rgba = np.dstack([small, np.full(small.shape[:2], 255, np.uint8)])
+    rgba[:5, :5, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "lla.webp", lossless=True)
+    for fmt in ("same", "png"):
+        result = run("upscale", tmp_path / "ll.webp", tmp_path / "lossy.webp", tmp_path / "lla.webp", "-o",
+                     tmp_path / fmt, "--model", MODEL, "--format", fmt)
+        assert result.exit_code == 0, result.output
+    assert _webp_is_lossless(tmp_path / "same" / "ll_x4.webp") and _webp_is_lossless(tmp_path / "same" / "lla_x4.webp")
+    assert not _webp_is_lossless(tmp_path / "same" / "lossy_x4.webp")
+    for stem in ("ll_x4", "lla_x4"):  # exact where visible (the WebP coder may drop colour under clear pixels)
+        webp = np.asarray(Image.open(tmp_path / "same" / f"{stem}.webp"))
+        png = np.asarray(Image.open(tmp_path / "png" / f"{stem}.png"))
+        seen = png[..., 3] > 0 if png.shape[2] == 4 else np.ones(png.shape[:2], bool)
+        np.testing.assert_array_equal(webp[seen], png[seen])
+
+
 def test_multi_frame_input_is_upscaled_with_a_note(tmp_path, small):
     """Only the first page of a multi-page TIFF is read: the output is written, and the user is told."""
     frames = [Image.fromarray(small), Image.fromarray(small[::-1].copy()), Image.fromarray(small[:, ::-1].copy())]

@@ -1,18 +1,19 @@
 """The inputs of an adaptation run: named images read with ``lway_rt.io.images``.
 
 A grey input is replicated to three channels for the networks and written back grey; an RGBA
-input adapts on its colour and gets its alpha upsampled bicubically beside the SR output.
+input adapts on its colour and gets its alpha upsampled by the adapted model beside the SR output.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from lway_rt.errors import InputError
-from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, broken_link_message, read_image
+from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
 
@@ -78,14 +79,23 @@ def spread(items: list, n: int | None) -> list:
 
 
 def read_inputs(inputs) -> list[InputImage]:
-    """Read every input; names are file stems, made unique with a numeric suffix when two clash."""
+    """Read every input; names are file stems, with the ending added where two inputs share a stem (``photo.jpg`` and
+    ``photo.png`` give ``photo_jpg`` and ``photo_png``, so neither output takes the other's name), then a number where
+    they still clash. Colour under fully transparent pixels is filled from the visible pixels around it
+    (``fill_hidden_colour``): it must neither teach the network nor bleed into the written images."""
+    paths = list_images(inputs)
+    stems = Counter(p.stem for p in paths)
     out: list[InputImage] = []
     seen: set[str] = set()
-    for p in list_images(inputs):
-        name, k = p.stem, 1
+    for p in paths:
+        base = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        name, k = base, 1
         while name in seen:
             k += 1
-            name = f"{p.stem}_{k}"
+            name = f"{base}_{k}"
         seen.add(name)
-        out.append(InputImage(name, read_image(p), p))
+        img = read_image(p)
+        if img.alpha is not None:
+            img = replace(img, rgb=fill_hidden_colour(img.rgb, img.alpha))
+        out.append(InputImage(name, img, p))
     return out

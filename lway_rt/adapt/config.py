@@ -26,6 +26,7 @@ MODES = ("folder", "per-image", "per-group")
 SUP_DEGRADATIONS = ("lr", "classic", "stage1")
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("none", "dihedral")
+MIN_PATCH = 4  # the smallest LR patch the settings accept (16 or more to learn from)
 PERCEPTUALS = ("none", "trunk-l1", "lpips")  # lway_rt.adapt.perceptual
 DETAIL_GUARD_GATES = ("none", "trust")  # lway_rt.adapt.losses.guard_gates
 # perceptual_weight when unset. trunk-l1: 1/14.6, so that on the unadapted backbone's output it equals LWay's
@@ -265,7 +266,7 @@ class AdaptConfig:
             bad(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.augment not in AUGMENTS:
             bad(f"unknown augment {self.augment!r}; use one of {', '.join(AUGMENTS)}")
-        if self.patch_size < 4:
+        if self.patch_size < MIN_PATCH:
             bad(f"patch_size {self.patch_size} is too small: use 16 or more LR pixels")
         if self.loss not in LOSSES:
             bad(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")

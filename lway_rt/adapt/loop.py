@@ -648,7 +648,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         "supervised": None if sup_pairs is None else {
             "weight": config.sup_weight, "pairs_per_step": sup_pairs.n, "photos": len(sup_pairs.photos),
             "data": config.sup_data or "bundled stage-1 training photos"},
-        "images": [{"name": d.name, "size": list(d.size), **({"trust": trust_info[k]} if trust_info else {}),
+        "images": [{"name": d.name, **({"source": str(images[k].path)} if images[k].path is not None else {}),
+                    "size": list(d.size), **({"trust": trust_info[k]} if trust_info else {}),
                     **({"guard_gate": round(float(gates[k]), 4)} if gates is not None else {})}
                    for k, d in enumerate(data)],
         "iterations_run": st["it"],
@@ -718,7 +719,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     report["model"]["adapted_sha256"] = adapted_sha
     report["weights"] = WEIGHTS
 
-    from lway_rt.io.images import to_tensor, write_image
+    from lway_rt.io.images import settle_alpha, to_tensor, write_image
 
     sr_dir = out_dir / "sr"
     sr_paths, cap_s = [], {}
@@ -733,8 +734,8 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         if img.image.alpha is not None:  # through the adapted model, as lwayrt upscale's default (--alpha model)
             a = img.image.alpha
             alpha = np.ones((a.shape[0] * scale, a.shape[1] * scale), np.float32) if float(a.min()) == 1.0 else \
-                super_resolve(model, to_tensor(np.repeat(a[..., None], 3, axis=2), device=device), scale, multiple,
-                              config.tile)[0].mean(0).cpu().numpy()
+                settle_alpha(super_resolve(model, to_tensor(np.repeat(a[..., None], 3, axis=2), device=device), scale,
+                                           multiple, config.tile)[0].mean(0).cpu().numpy())
         depth = img.image.bit_depth
         sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey))
     for entry, p in zip(report["images"], sr_paths):

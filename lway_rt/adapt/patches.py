@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from lway_rt.adapt.config import MIN_PATCH
 from lway_rt.errors import InputError
 
 __all__ = ["AdaptImage", "Batch", "bicubic_up", "bicubic_down", "upsampled_window", "sample_batch", "fixed_patches", "dihedral",
@@ -135,6 +136,10 @@ def check_patch_fits(images: list[AdaptImage], patch: int) -> None:
         name, (h, w) = small[0]
         smallest = min(min(im.size) for im in images)
         more = f" (and {len(small) - 1} more)" if len(small) > 1 else ""
+        if smallest < MIN_PATCH:  # no patch size would do: do not offer one the settings refuse
+            name, (h, w) = next((im.name, im.size) for im in images if min(im.size) == smallest)
+            raise InputError(f"image {name} is {w}x{h} px, too small to adapt on (patches are at least {MIN_PATCH} px, "
+                             "16 or more to learn from): leave it out, or adapt on larger images of the same source")
         raise InputError(f"image {name} is {w}x{h} px{more}, smaller than the {patch}-px patch: "
                          f"use --patch-size {smallest} or less, or leave that image out")
 

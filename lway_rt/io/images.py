@@ -58,6 +58,7 @@ class LoadedImage:
     format: str | None = None
     icc_profile: bytes | None = None
     frames: int = 1  # frames or pages in the file (animated GIF/WebP, multi-page TIFF); only the first is read
+    lossless: bool = False  # a lossless WebP: written back lossless with --format same
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -167,12 +168,21 @@ def read_image(path: str | Path) -> LoadedImage:
     from PIL import Image
 
     path = Path(path)
-    im = _open(path)
+    try:
+        im = _open(path)
+    except InputError:
+        if path.is_file():
+            with open(path, "rb") as f:
+                if f.read(4) in (b"II*\x00", b"MM\x00*"):  # a TIFF Pillow cannot open (floating-point colour)
+                    return _read_tiff_samples(path)
+        raise
     try:
         with im:
             fmt = im.format
             icc = im.info.get("icc_profile")
             orig_mode = im.mode
+            if fmt == "TIFF" and _pillow_misreads_tiff(im):
+                return _read_tiff_samples(path)
             try:
                 full = _sixteen_bit_colour(path, im) if fmt in _SIXTEEN_BIT_FORMATS else None
                 if full is None:
@@ -182,13 +192,86 @@ def read_image(path: str | Path) -> LoadedImage:
             orientation = im.getexif().get(0x0112, 1)
             frames = int(getattr(im, "n_frames", 1) or 1)
             img = _decode(im, full, orientation, orig_mode, fmt, icc)
+            if fmt == "WEBP" and _webp_is_lossless(path):
+                img = replace(img, lossless=True)
             return replace(img, frames=frames) if frames > 1 else img
-    except InputError:
-        raise
+    except InputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise InputError(f"{path}: {exc}") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
         raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+
+
+def _webp_is_lossless(path: Path) -> bool:
+    """Whether a WebP file's picture is coded losslessly (a ``VP8L`` chunk, not ``VP8 ``)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8 or head[8:12] != b"WEBP":
+                return False
+            kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if kind in (b"VP8L", b"VP8 "):
+                return kind == b"VP8L"
+            f.seek(size + (size & 1), 1)
+
+
+def _pillow_misreads_tiff(im) -> bool:
+    """TIFF layouts Pillow decodes wrongly or not at all: planes stored one after another (PlanarConfiguration 2)
+    with more than 8 bits a sample (Pillow unpacks them as 8-bit: noise), and floating-point colour."""
+    tags = im.tag_v2
+
+    def largest(tag: int, default: int) -> int:
+        v = tags.get(tag, default)
+        return max(v) if isinstance(v, tuple) else v
+
+    planar_wide = tags.get(284, 1) == 2 and largest(258, 8) > 8
+    float_colour = largest(339, 1) == 3 and tags.get(277, 1) >= 2
+    return planar_wide or float_colour
+
+
+def _read_tiff_samples(path: Path) -> LoadedImage:
+    """The first page of a TIFF Pillow cannot read, through tifffile: 16-bit samples kept, float samples in [0, 1]."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            arr, axes, frames = page.asarray(), page.axes, len(tf.pages)
+            tag = page.tags.get(274)
+            orientation = int(tag.value) if tag is not None else 1
+            tag = page.tags.get(34675)  # InterColorProfile
+            icc = bytes(tag.value) if tag is not None else None
+    except Exception as exc:  # noqa: BLE001 - an unsupported compression, a cut file: one line either way
+        raise InputError(f"{path}: this TIFF layout cannot be read ({exc}); save it as PNG or as an 8/16-bit TIFF") from None
+    if axes.startswith("S") and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f"{path}: a TIFF of shape {arr.shape} ({axes}) is not an image this tool reads; save it as PNG")
+    if arr.dtype.kind == "f":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
+            raise InputError(f"{path} holds floating-point samples from {lo:g} to {hi:g}, outside 0-1: scale it to 0-1 "
+                             "or save it as an 8/16-bit image")
+        depth, x = 16, arr.astype(np.float32)
+    elif arr.dtype == np.uint16:
+        depth, x = 16, arr.astype(np.float32) / 65535.0
+    elif arr.dtype == np.uint8:
+        depth, x = 8, arr.astype(np.float32) / 255.0
+    else:
+        raise InputError(f"{path} holds {arr.dtype} samples: save it as an 8/16-bit or 0-1 floating-point image")
+    x = _exif_orient(x, orientation)
+    c = x.shape[2]
+    rgb = np.repeat(x[..., :1], 3, axis=2) if c <= 2 else np.ascontiguousarray(x[..., :3])
+    alpha = x[..., c - 1].copy() if c in (2, 4) else None
+    img = LoadedImage(rgb, alpha, depth, c <= 2, f"{'L' if c <= 2 else 'RGB'}{'A' if alpha is not None else ''};{arr.dtype}",
+                      "TIFF", icc)
+    return replace(img, frames=frames) if frames > 1 else img
 
 
 def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedImage:
@@ -196,6 +279,10 @@ def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: 
     from PIL import ImageOps
 
     if full is not None:
+        key = im.info.get("transparency")
+        if isinstance(key, tuple) and full.shape[2] == 3:  # a 16-bit RGB PNG's tRNS colour key: that colour is clear
+            full = np.concatenate([full, np.where((full == np.array(key, np.uint16)).all(axis=2), 0, 65535)
+                                   .astype(np.uint16)[..., None]], axis=2)
         arr = _exif_orient(full.astype(np.float32) / 65535.0, orientation)
         if orig_mode == "LA" or arr.shape[2] == 2:
             return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
@@ -222,15 +309,23 @@ def _exif_orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedImage:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        grey = np.asarray(im).astype(np.float32)
-        depth = 16
-        grey = np.clip(grey / 65535.0, 0.0, 1.0)
-        return LoadedImage(np.repeat(grey[..., None], 3, axis=2), None, depth, True, orig_mode, fmt, icc)
+        raw = np.asarray(im)
+        key = im.info.get("transparency")  # a 16-bit grey PNG's tRNS key: that grey level is clear
+        alpha = (raw != key).astype(np.float32) if isinstance(key, int) else None
+        grey = np.clip(raw.astype(np.float32) / 65535.0, 0.0, 1.0)
+        return LoadedImage(np.repeat(grey[..., None], 3, axis=2), alpha, 16, True, orig_mode, fmt, icc)
     if mode == "F":
-        grey = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        grey = np.asarray(im, dtype=np.float32)
+        lo, hi = float(np.nanmin(grey)), float(np.nanmax(grey))
+        if not (np.isfinite(grey).all() and lo >= 0.0 and hi <= 1.0):  # clipping would whiten or blacken it silently
+            raise InputError(f"the image holds floating-point samples from {lo:g} to {hi:g}, outside 0-1: scale it to "
+                             "0-1 or save it as an 8/16-bit image")
         return LoadedImage(np.repeat(grey[..., None], 3, axis=2), None, 16, True, orig_mode, fmt, icc)
     if mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+        mode = im.mode
+    elif mode in ("RGB", "L") and "transparency" in im.info:  # a tRNS colour key (PNG optimisers write these)
+        im = im.convert("RGBA" if mode == "RGB" else "LA")
         mode = im.mode
     elif mode == "PA":
         im = im.convert("RGBA")
@@ -341,11 +436,11 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
 
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
-                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95) -> Path:
+                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
     16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped for JPEG
-    and BMP, which cannot (portably) hold it. Returns the path written.
+    and BMP, which cannot (portably) hold it; ``lossless`` codes a WebP losslessly. Returns the path written.
     """
     from PIL import Image
 
@@ -389,13 +484,51 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                 if fmt == "JPEG":
                     opts.update(quality=quality, subsampling=0)
                 elif fmt == "WEBP":
-                    opts.update(quality=quality)
+                    opts.update(lossless=True, quality=100, method=4) if lossless else opts.update(quality=quality)
                 im.save(tmp, format=fmt, **opts)
     except OutputError:
         raise
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another output folder") from None
     return path
+
+
+def settle_alpha(alpha: np.ndarray) -> np.ndarray:
+    """An alpha plane upscaled by an SR network, with values within 1.5 8-bit levels of clear or opaque made exactly
+    so: the network leaves opaque areas at 254 and specks of 1 in clear ones, which a mask must not have."""
+    a = np.asarray(alpha, dtype=np.float32)
+    return np.where(a >= 1 - 1.5 / 255, 1.0, np.where(a <= 1.5 / 255, 0.0, a)).astype(np.float32)
+
+
+def fill_hidden_colour(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``rgb`` with the colour under fully transparent pixels replaced by the colour of the visible pixels
+    around them (a push-pull fill: visible colour averaged down an image pyramid, then brought back up where
+    nothing is visible). A network's receptive field reaches across the alpha edge, so the colour hidden there
+    (often black, or anything an editor left) would otherwise bleed into the visible edge of the output; after
+    the fill the output no longer depends on it. Pixels with any alpha keep their colour."""
+    import torch.nn.functional as F
+
+    if alpha is None:
+        return rgb
+    seen = np.asarray(alpha) > 0
+    if seen.all() or not seen.any():
+        return rgb
+    w = torch.from_numpy(seen.astype(np.float32))[None, None]
+    c = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] * w
+    levels = [(c, w)]
+    while max(c.shape[-2:]) > 1:  # down to one pixel, which sees something since some pixel is visible
+        k = (min(2, c.shape[-2]), min(2, c.shape[-1]))
+        c, w = F.avg_pool2d(c, k, ceil_mode=True), F.avg_pool2d(w, k, ceil_mode=True)
+        levels.append((c, w))
+    filled = None
+    for c, w in reversed(levels):  # coarse to fine: where a level sees nothing, the coarser level's colour
+        own = c / w.clamp_min(1e-12)
+        if filled is not None:
+            up = F.interpolate(filled, size=c.shape[-2:], mode="bilinear", align_corners=False)
+            own = torch.where(w > 0, own, up)
+        filled = own
+    out = filled[0].permute(1, 2, 0).numpy()
+    return np.where(seen[..., None], rgb, out).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
