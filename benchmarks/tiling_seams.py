@@ -12,10 +12,6 @@ x4-downscaled scikit-image photos (LR up to 128x128, so several tiles per image)
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +24,7 @@ SETTINGS = ((48, 16), (64, 16), (64, 24), (80, 32), (96, 32))  # (tile, overlap)
 
 
 def main(argv=None) -> int:
-    from lway_rt.bench.machine import load_average, machine_info, package_versions
+    from lway_rt.bench.machine import load_average, write_benchmark_record
     from lway_rt.io.images import bundled_photo, resize_bicubic
     from lway_rt.io.store import load_model
     from lway_rt.runtime.tiling import TileConfig, upscale_tensor
@@ -59,12 +55,7 @@ def main(argv=None) -> int:
     for r in rows:
         key = f"{r['model']} tile {r['tile']}/{r['overlap']}"
         worst[key] = max(worst.get(key, 0.0), r["max_levels"])
-    out = {"format": "lway_rt.tiling-seams/1", "command": shlex.join([sys.executable.split("/")[-1], *sys.argv]),
-           "machine": {**machine_info(), "load_average_start": load_start, "load_average_end": load_average()},
-           "packages": package_versions(), "python": platform.python_version(),
-           "worst_levels_per_setting": worst, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    write_benchmark_record(args.out, "lway_rt.tiling-seams/1", load_start, worst_levels_per_setting=worst, rows=rows)
     print(f"wrote {args.out}")
     return 0
 

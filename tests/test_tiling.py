@@ -12,7 +12,7 @@ from lway_rt.archs.rrdbnet import RRDBNet
 from lway_rt.archs.srvgg import SRVGGNetCompact
 from lway_rt.io.images import LoadedImage, resize_bicubic, to_tensor
 from lway_rt.io.store import load_model
-from lway_rt.runtime.tiling import TileConfig, blend_weights, pad_to_multiple, tile_starts, upscale_tensor
+from lway_rt.runtime.tiling import TileConfig, axis_tile, blend_weights, pad_to_multiple, tile_starts, upscale_tensor
 from lway_rt.upscale import UpscaleConfig, upscale_image
 
 
@@ -32,6 +32,33 @@ def test_tile_starts_cover_align_and_overlap(length, tile, overlap, multiple):
     assert starts[0] == 0 and starts[-1] + t == length
     assert all(s % multiple == 0 for s in starts)
     assert all(b > a and a + t - b >= overlap for a, b in zip(starts, starts[1:]))
+
+
+@pytest.mark.parametrize("length", [37, 100, 257, 513, 1000, 1500, 4000])
+@pytest.mark.parametrize("tile,overlap", [(24, 8), (64, 16), (512, 32)])
+@pytest.mark.parametrize("multiple", [1, 2, 4])
+def test_axis_tile_covers_with_the_overlap_and_computes_less(length, tile, overlap, multiple):
+    """Sized tiles: as many as full tiles would need, never larger than the tile, at least the requested overlap
+    (twice it where that fits in the tile), and never more pixels computed than full-size tiles."""
+    length = -(-length // multiple) * multiple
+    tile = tile // multiple * multiple
+    t = axis_tile(length, tile, overlap, multiple)
+    starts = tile_starts(length, t, overlap, multiple)
+    assert t <= min(tile, length) and t % multiple == 0 and starts[0] == 0 and starts[-1] + t == length
+    gaps = [a + t - b for a, b in zip(starts, starts[1:])]
+    assert all(g >= overlap for g in gaps)
+    assert len(starts) == len(tile_starts(length, min(tile, length), overlap, multiple))
+    if t < tile:  # made smaller than the tile: it kept twice the overlap
+        assert all(g >= 2 * overlap for g in gaps), gaps
+
+
+def test_sized_tiles_cost_less_than_full_ones_on_a_common_photo_size():
+    """1500x1000 at the default 512 / 32: full tiles computed 2.1x the image's pixels; sized ones 1.27x."""
+    def work(axis):
+        return np.prod([axis(n) * len(tile_starts(n, axis(n), 32)) for n in (1500, 1000)]) / 1.5e6
+
+    full, sized = work(lambda n: min(512, n)), work(lambda n: axis_tile(n, 512, 32))
+    assert full > 2.0 and sized < 1.3
 
 
 @pytest.mark.parametrize("mode", ["linear", "crop"])

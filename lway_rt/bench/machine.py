@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_model", "machine_info", "package_versions", "load_average", "rss_mb", "reset_peak_rss", "peak_rss_mb", "PACKAGES"]
+__all__ = ["cpu_model", "machine_info", "package_versions", "load_average", "rss_mb", "reset_peak_rss", "peak_rss_mb", "PACKAGES",
+           "write_benchmark_record"]
 
 PACKAGES = ("lway_rt", "torch", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt",
             "polygraphy", "safetensors", "click", "rich", "matplotlib")
@@ -140,3 +141,20 @@ def peak_rss_mb() -> float:
         if platform.system() == "Darwin":
             kb //= 1024
     return kb / 1024
+
+
+def write_benchmark_record(path: str | Path, fmt: str, load_start: list[float], machine_extra: dict | None = None,
+                           **fields) -> dict:
+    """Write a benchmark script's JSON: its format, the command that ran it, the machine (with the load average at
+    the start and now), package versions and Python, then ``fields``. Returns what was written."""
+    import json
+    import shlex
+    import sys
+
+    out = {"format": fmt, "command": shlex.join([sys.executable.split("/")[-1], *sys.argv]),
+           "machine": {**machine_info(), "load_average_start": load_start, "load_average_end": load_average(),
+                       **(machine_extra or {})},
+           "packages": package_versions(), "python": platform.python_version(), **fields}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1) + "\n")
+    return out
