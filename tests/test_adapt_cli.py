@@ -221,12 +221,12 @@ def test_colour_hidden_under_clear_pixels_does_not_reach_the_adaptation(tmp_path
     np.testing.assert_array_equal(a.rgb[:, 12:], hr_crop[:32, 12:40].astype(np.float32) / 255)
 
 
-def _long_run_stopped_after_a_checkpoint(files, out, sig) -> tuple[list[str], subprocess.Popen, str]:
+def _long_run_stopped_after_a_checkpoint(files, out, sig, extra=()) -> tuple[list[str], subprocess.Popen, str]:
     """Start a 400-step ``lwayrt adapt`` into ``out`` in a subprocess, send it ``sig`` once its first checkpoint is on
     disk; returns its arguments, the process (ended) and what it printed."""
     args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
             "--stage1", str(files / "stage1.safetensors"), "--iterations", "400", "--patch-size", "16",
-            "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q"]
+            "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q", *extra]
     # SIGINT as a terminal delivers it: a test runner started in the background of a non-interactive shell passes
     # SIGINT on ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
@@ -293,6 +293,85 @@ def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
     assert json.loads((out / "config.json").read_text())["lr"] == 3e-4
 
 
+def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_complete(files, tmp_path):
+    """--overwrite over a finished run, stopped mid-way: the old report (the mark of a finished run), weights and
+    images are gone, so --resume continues the new run from its checkpoint instead of calling the folder complete;
+    a finished overwrite with fewer inputs leaves none of the old run's images behind."""
+    out = tmp_path / "ow"
+    base = ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "-q"]
+    code, text = _run(base)
+    assert code == 0 and sorted(p.name for p in (out / "sr").iterdir()) == ["alpha.png", "grey.png", "rgb.png"], text
+    args, proc, text = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGINT, ["--overwrite"])
+    assert proc.returncode == 130, text
+    assert not (out / "report.json").exists() and not (out / "adapted.safetensors").exists()
+    assert not (out / "sr").exists() or not list((out / "sr").iterdir())
+    code, text = _run([a for a in args if a != "--overwrite"] + ["--resume"])
+    assert code == 0, text
+    report = json.loads((out / "report.json").read_text())
+    assert report["iterations_run"] == 400 and len(report["resumed_from"]) == 1  # continued, not called complete
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), *base[2:], "--overwrite"])
+    assert code == 0, text
+    assert [p.name for p in (out / "sr").iterdir()] == ["rgb.png"]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path):
+    from lway_rt.io.weights import exclusive_run
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    args = ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "-q"]
+    with exclusive_run(out, "--out folder"):  # as a run in another process holds it
+        code, text = _run(args)
+    assert code == 1 and f"another run is writing to {out} right now" in text, text
+    assert not list(out.iterdir())  # nothing written, not even config.json
+    for mode in ("per-image",):
+        with exclusive_run(out, "--out folder"):
+            code, text = _run([*args, "--mode", mode])
+        assert code == 1 and "another run is writing to" in text, text
+    code, text = _run(args)  # released: the run goes ahead
+    assert code == 0, text
+
+
+def test_a_stage1_checkpoint_from_a_run_under_way_is_named(files, tmp_path):
+    from lway_rt.degae import load_stage1, save_stage1
+
+    half = tmp_path / "half.safetensors"
+    save_stage1(half, load_stage1(files / "stage1.safetensors"), {"iterations": 100, "recipe": {"iters": 300}})
+    args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "--iterations", "1",
+            "--patch-size", "16", "--batch-size", "1"]
+    code, text = _run([*args, "-o", str(tmp_path / "a"), "--stage1", str(half)])
+    assert code == 0 and "written at iteration 100 of 300: a run that had not finished" in text, text
+    code, text = _run([*args, "-o", str(tmp_path / "b"), "--stage1", str(files / "stage1.safetensors")])
+    assert code == 0 and "had not finished" not in text, text
+
+
+def test_interrupted_run_of_several_says_resume(files, tmp_path):
+    """Ctrl-C in the second of several per-image runs: the advice is --resume (a plain rerun would refuse the
+    finished first run), and --resume keeps that run and finishes the others."""
+    from lway_rt.adapt.config import AdaptConfig
+    from lway_rt.adapt.loop import adapt
+    from lway_rt.errors import Interrupted
+
+    armed = []
+
+    def log(msg):
+        if msg.startswith("grey: adapting"):
+            armed.append(msg)
+        if armed and msg.startswith("iteration 10/"):
+            raise KeyboardInterrupt  # as Ctrl-C lands in the second run's loop, before its first checkpoint
+
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=1, mode="per-image", checkpoint_every=50)
+    with pytest.raises(Interrupted, match=r"run the same command with --resume \(the runs finished before it are kept\)"):
+        adapt([files / "lr"], str(files / "tiny.safetensors"), tmp_path / "pi", cfg,
+              stage1=str(files / "stage1.safetensors"), log=log)
+    first = (tmp_path / "pi" / "alpha" / "adapted.safetensors").read_bytes()
+    results = adapt([files / "lr"], str(files / "tiny.safetensors"), tmp_path / "pi", cfg,
+                    stage1=str(files / "stage1.safetensors"), resume=True)
+    assert len(results) == 3 and (tmp_path / "pi" / "alpha" / "adapted.safetensors").read_bytes() == first
+
+
 def test_per_image_resume_checks_each_finished_run_and_keeps_the_summary(files, tmp_path):
     out = tmp_path / "each"
     base = ["adapt", "-o", str(out), "--loss", "naive", "--mode", "per-image", "--iterations", "2",
@@ -336,10 +415,12 @@ def test_cuda_asked_for_without_a_gpu_is_one_line(files, tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
-def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path):
-    """SIGINT (Ctrl-C) after a checkpoint: exit status 130 and one line naming the checkpoint and --resume."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path, sig):
+    """SIGINT (Ctrl-C) after a checkpoint: exit status 130 and one line naming the checkpoint and --resume; SIGTERM
+    (kill, timeout, a batch scheduler) the same, not a silent exit."""
     out = tmp_path / "stopped"
-    _, proc, text = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGINT)
+    _, proc, text = _long_run_stopped_after_a_checkpoint(files, out, sig)
     assert proc.returncode == 130, text
     line = text.strip().splitlines()[-1]
     assert re.fullmatch(r"adaptation interrupted at iteration \d+; the checkpoint of iteration \d+ is kept in .*checkpoint\.pt: "

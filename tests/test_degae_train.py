@@ -190,8 +190,12 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, photo_dir):
         train(TrainConfig(**{**cfg.__dict__, "iters": 2}))
     assert out.read_bytes() == before
     logs = []
+    train(TrainConfig(**{**cfg.__dict__, "iters": 3}), resume=True, log=logs.append, stop_after=1)
+    assert not any("other settings" in m for m in logs), logs  # the same command: no change to name (tuples too)
+    logs = []
     train(TrainConfig(**{**cfg.__dict__, "seed": cfg.seed + 1}), resume=True, log=logs.append)
     assert any(f"seed {cfg.seed} -> {cfg.seed + 1}" in m for m in logs), logs
+    assert len([m for m in logs if "other settings" in m]) == 1 and not any("synth" in m for m in logs)
     finished = out.read_bytes()
     with pytest.raises(TrainingError, match="holds a run that can go on"):
         train(cfg)  # finished, and extendable with --resume: still not replaced without --overwrite
@@ -201,6 +205,18 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, photo_dir):
     assert out.read_bytes() == finished
     res = train(TrainConfig(**{**cfg.__dict__, "iters": 2}), overwrite=True)
     assert res.iterations == 2 and out.read_bytes() != finished
+
+
+def test_a_second_run_into_an_out_in_use_is_refused(tmp_path, photo_dir):
+    from lway_rt.io.weights import exclusive_run
+
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=2, ckpt_every=2, **TINY)
+    with exclusive_run(tmp_path / ".s1.safetensors.lock", "--out"):  # as a run in another process holds it
+        with pytest.raises(OutputError, match=f"another run is writing to {out} right now"):
+            train(cfg)
+    assert not out.exists()
+    assert train(cfg).iterations == 2  # released
 
 
 def test_resume_with_another_architecture_is_refused(tmp_path, photo_dir):

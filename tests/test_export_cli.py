@@ -176,6 +176,22 @@ def test_a_stricter_gate_that_fails_leaves_the_earlier_export_alone(compact_expo
     assert not list(out.glob(".*tmp"))
 
 
+def test_ctrl_c_inside_the_exporter_is_an_interrupt_not_an_export_failure(tmp_path, monkeypatch):
+    """torch.onnx.export turns a Ctrl-C into its own error; it must still read as an interrupt (exit 130), not as
+    "torch could not export" the model."""
+    import torch
+
+    def export(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Failed to export the model with torch.export. Next steps:") from exc
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 130 and "interrupted" in res.output and "could not export" not in res.output, res.output
+
+
 def test_unwritable_out_folder_is_one_line_before_any_export(tmp_path):
     blocker = tmp_path / "afile"
     blocker.write_text("x")

@@ -299,6 +299,25 @@ def test_write_replaces_atomically_and_keeps_old_file_on_failure(tmp_path, photo
     assert (path.stat().st_mode & 0o777) != 0o600  # not the temp file's private mode
 
 
+def test_a_killed_writes_temporary_file_is_swept_once_stale(tmp_path):
+    """kill -9 mid-write leaves a hidden temporary file; the next write of that file removes it once it is a day old,
+    and leaves a fresh one (another process may be writing it) and other files alone."""
+    import os
+    import time
+
+    from lway_rt.io.weights import atomic_write_bytes
+
+    stale, fresh, other = (tmp_path / ".w.bin.abc.tmp", tmp_path / ".w.bin.def.tmp", tmp_path / ".x.bin.ghi.tmp")
+    for f in (stale, fresh, other):
+        f.write_bytes(b"partial")
+    old = time.time() - 25 * 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    atomic_write_bytes(tmp_path / "w.bin", b"whole")
+    assert (tmp_path / "w.bin").read_bytes() == b"whole"
+    assert not stale.exists() and fresh.exists() and other.exists()
+
+
 def test_output_folder_check_makes_missing_folders_and_names_the_option(tmp_path, unwritable):
     from lway_rt.io.weights import ensure_writable_dir
 

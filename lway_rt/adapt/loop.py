@@ -47,13 +47,14 @@ from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_cap, detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
-from lway_rt.io.weights import ensure_writable_dir
+from lway_rt.io.weights import ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "adapted.safetensors"
+RUN_AGAIN = "run the command again"  # a run of several (per image / per group) says --resume
 SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
 # report.json's detail_change: adapted / unadapted fine detail of each image; at or above this the run names the
 # image to check first. On the committed quality runs, crops at or above 1.2 lost more than 0.1 dB in 12 % of cases,
@@ -258,6 +259,25 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     return finished
 
 
+def _clear_previous_run(out_dir: Path) -> None:
+    """Remove what an earlier run left in ``out_dir`` once ``--overwrite`` has been accepted, its report (the mark of a
+    finished run) first: an overwrite stopped before it finished must not leave the new weights beside the old report
+    (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
+    ``--resume`` to continue under the new settings."""
+    report_path = out_dir / "report.json"
+    listed: list[str] = []
+    if report_path.is_file():
+        try:
+            listed = [e["sr"] for e in json.loads(report_path.read_text()).get("images", []) if e.get("sr")]
+        except (OSError, ValueError, TypeError, KeyError):
+            listed = []
+        report_path.unlink()
+    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", *listed):
+        target = (out_dir / name).resolve()
+        if target.is_relative_to(out_dir.resolve()) and target.is_file():
+            target.unlink()
+
+
 def _kept_result(out_dir: Path, report: dict) -> RunResult:
     """A finished run kept as it is (``--resume``), as the result of this call."""
     return RunResult(out_dir, out_dir / WEIGHTS, report, tuple(out_dir / e["sr"] for e in report.get("images", []) if e.get("sr")))
@@ -306,8 +326,24 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     ``out_dir`` is never replaced by accident: an unfinished run there continues with ``resume`` (same inputs and
     settings) or is refused; a finished one is kept as it is with ``resume`` when it was made with these inputs and
     settings (its report's fingerprint), and is replaced only with ``overwrite``. Nothing in ``out_dir`` is written
-    before those checks pass.
+    before those checks pass, and while it runs no other run can write there (``exclusive_run``).
     """
+    with contextlib.ExitStack() as held:
+        try:
+            return _adapt_images(images, desc, config, out_dir, held, stage1=stage1, gt=gt, resume=resume, log=log,
+                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite)
+        except KeyboardInterrupt:  # outside the loop (which says more): while preparing, or writing the outputs
+            ckpt = Path(out_dir) / CHECKPOINT
+            if ckpt.exists():
+                raise Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same command with --resume "
+                                  "to finish the run") from None
+            raise
+
+
+def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, held: contextlib.ExitStack, *,
+                  stage1=None, gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
+                  write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False
+                  ) -> RunResult:
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
     log = log or (lambda msg: None)
@@ -474,6 +510,11 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
     ensure_writable_dir(out_dir, "--out folder")
+    held.enter_context(exclusive_run(out_dir, "--out folder"))
+    if not (resume or overwrite):
+        _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
+    if overwrite:
+        _clear_previous_run(out_dir)
     if write_outputs:
         _write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -605,7 +646,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     except KeyboardInterrupt:
         kept = (f"the checkpoint of iteration {last_ckpt} is kept in {ckpt_path}: run the same command with --resume to "
                 "continue" if last_ckpt else f"no checkpoint had been written yet (one every {config.checkpoint_every} "
-                "steps): run the command again")
+                f"steps): {RUN_AGAIN}")
         raise Interrupted(f"adaptation interrupted at iteration {st['it']}; {kept}") from None
     st["train_s"] = train_s0 + time.perf_counter() - t_loop
     if st["stopped"]:
@@ -886,6 +927,10 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         from lway_rt.degae import load_stage1
 
         stage1 = load_stage1(stage1, device=config.device)
+        done, planned = stage1.meta.get("iterations"), (stage1.meta.get("recipe") or {}).get("iters")
+        if isinstance(done, int) and isinstance(planned, int) and done < planned:
+            log(f"note: the stage-1 checkpoint {stage1_path} was written at iteration {done} of {planned}: a run that "
+                "had not finished (it may still be going); its embeddings are not final")
     gt = _load_gt(Path(gt_dir), images, desc.scale) if gt_dir is not None else None
     if config.mode == "folder":
         return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log,
@@ -936,29 +981,34 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         if finished is not None:
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
-    _write_json(out_dir / "config.json", config.to_dict())
-    if record is not None:
-        _write_json(groups_path, record)
-    results = []
-    for name, group in runs:
-        sub = out_dir / name
-        if name in kept:  # its fingerprint was checked above
-            log(f"{name}: already adapted with these inputs and settings, skipped")
-            results.append(_kept_result(sub, kept[name]))
-            continue
-        log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
-                                                  f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
-        emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
-        results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
-                                    embeddings=emb, overwrite=overwrite))
-    entries = [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
-                "images": [Path(p).stem for p in r.sr_paths],
-                "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]
-    names = {e["name"] for e in entries}
-    # runs of an earlier invocation into this folder that this one did not touch stay in the summary
-    kept_before = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names
-                   and (out_dir / str(e.get("weights", ""))).is_file()]
-    summary = {"format": "lway_rt.adapt-summary/1", "mode": config.mode,
-               "runs": entries + kept_before}
-    _write_json(out_dir / "report.json", summary)
-    return results
+    with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
+        _write_json(out_dir / "config.json", config.to_dict())
+        if record is not None:
+            _write_json(groups_path, record)
+        results = []
+        for name, group in runs:
+            sub = out_dir / name
+            if name in kept:  # its fingerprint was checked above
+                log(f"{name}: already adapted with these inputs and settings, skipped")
+                results.append(_kept_result(sub, kept[name]))
+                continue
+            log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
+                                                      f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
+            emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
+            try:
+                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
+                                            embeddings=emb, overwrite=overwrite))
+            except Interrupted as exc:  # without --resume the runs finished before this one would be refused
+                raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, "run the same command with --resume (the runs "
+                                                           "finished before it are kept)")) from None
+        entries = [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
+                    "images": [Path(p).stem for p in r.sr_paths],
+                    "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]
+        names = {e["name"] for e in entries}
+        # runs of an earlier invocation into this folder that this one did not touch stay in the summary
+        kept_before = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names
+                       and (out_dir / str(e.get("weights", ""))).is_file()]
+        summary = {"format": "lway_rt.adapt-summary/1", "mode": config.mode,
+                   "runs": entries + kept_before}
+        _write_json(out_dir / "report.json", summary)
+        return results

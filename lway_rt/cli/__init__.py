@@ -8,7 +8,9 @@ status 1 (130 for Ctrl-C, saying what was kept); a traceback means a bug.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
@@ -45,6 +47,7 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        previous = _stop_on_sigterm()
         try:
             return super().invoke(ctx)
         except Interrupted as exc:
@@ -56,6 +59,21 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:  # Ctrl-C outside a resumable loop: nothing half-written is left (atomic writes)
             click.secho("interrupted", fg="yellow", err=True)
             ctx.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm():
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler ending a job) stops a run as Ctrl-C does, so that it says
+    what was kept and how to continue instead of ending silently. Returns the handler it replaced (None if none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,6 +24,7 @@ a ``.resume.pt`` beside them) and resumes from them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -40,7 +41,7 @@ from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
-from lway_rt.io.weights import ensure_writable_dir
+from lway_rt.io.weights import ensure_writable_dir, exclusive_run
 from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
@@ -332,8 +333,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
 
     ``stop_after`` ends the call after that many iterations of this call (tests, time slicing);
     the run can be continued with ``resume=True``. An existing ``cfg.out`` (finished, or unfinished with its
-    resume state) is replaced only with ``overwrite``: a stage-1 run can be hours of work.
+    resume state) is replaced only with ``overwrite``: a stage-1 run can be hours of work. While it runs no other
+    run can write to ``cfg.out`` (a lock file beside it, ``exclusive_run``).
     """
+    with contextlib.ExitStack() as held:
+        return _train(cfg, held, resume=resume, log=log, progress=progress, stop_after=stop_after, overwrite=overwrite)
+
+
+def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: Callable[[str], None] | None,
+           progress: bool, stop_after: int | None, overwrite: bool) -> TrainResult:
     from lway_rt.runtime.device import check_torch_device
 
     log = log or (lambda s: None)
@@ -356,8 +364,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                 raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "
                                  "use the same options or a new --out")
         # the rest may change on a resume (--iters and --lr are meant to), but say what did
-        changed = [f"{k} {prev[k]!r} -> {v!r}" for k, v in cfg.recipe().items()
-                   if k in prev and k not in ("iters", "lr", "out") and prev[k] != v]
+        def plain(v):  # as the checkpoint's JSON holds it: a tuple read back is a list, and is the same setting
+            return json.loads(json.dumps(v))
+
+        changed = [f"{k} {prev[k]!r} -> {plain(v)!r}" for k, v in cfg.recipe().items()
+                   if k in prev and k not in ("iters", "lr", "out") and prev[k] != plain(v)]
         if changed:
             log("note: resuming with other settings than the run had: " + "; ".join(changed))
         state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
@@ -371,13 +382,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
                                     "to continue or extend it, --overwrite to start again, or choose another --out")
             raise TrainingError(f"{out} exists (a finished stage-1 checkpoint): pass --overwrite to replace it, or choose "
                                 "another --out")
-        if out.exists():
-            log(f"overwriting {out}")
-            _resume_path(out).unlink(missing_ok=True)  # the old run's state must not be resumed onto the new one
+        if out.exists():  # the old file and its resume state stay until this run's first checkpoint replaces both,
+            log(f"overwriting {out}")  # so an overwrite stopped before it leaves the old run whole, not half of it
         s1 = Stage1.fresh(cfg.embed_dim, cfg.width, cfg.blocks, skip=cfg.skip, trunk=TrunkSpec(cfg.trunk_model, cfg.trunk_layers),
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
         segments = []
+    held.enter_context(exclusive_run(out.parent / f".{out.name}.lock", "--out"))  # accepted: nothing else writes there
     lpips = None
     if cfg.perceptual == "lpips":
         from lway_rt.degae.lpips import load_lpips

@@ -74,6 +74,17 @@ def _quiet_exporter():
             lg.setLevel(lv)
 
 
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt lies in ``exc``'s chain of causes (torch.onnx.export re-raises it as its own error)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
 class OnnxFromTorch:
     """Export an image->tensor ``nn.Module`` to an fp32 ``onnx.ModelProto``.
 
@@ -137,6 +148,8 @@ class OnnxFromTorch:
             with torch.no_grad(), _quiet_exporter():
                 program = torch.onnx.export(module, (x,), None, **kwargs)
         except Exception as exc:  # torch.export raises many unrelated types for untraceable code
+            if _interrupted(exc):  # the exporter wraps a Ctrl-C in its own error: it is still a Ctrl-C
+                raise KeyboardInterrupt from exc
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"torch could not export {type(module).__name__} to ONNX: {msg}") from exc
         model = program.model_proto

@@ -18,13 +18,36 @@ import torch
 from lway_rt.errors import ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
-           "ensure_writable_dir"]
+           "ensure_writable_dir", "exclusive_run", "sweep_stale_temps"]
 
 
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+STALE_TEMP_S = 24 * 3600.0  # a temporary file untouched this long belongs to a write that was killed
+
+
+def sweep_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
+    """Remove ``prefix*suffix`` temporary files in ``folder`` untouched for ``STALE_TEMP_S`` (a day): a process killed
+    in the middle of a write (``kill -9``, a power cut) leaves its hidden temporary file behind, tens of MB each, and
+    nothing else would ever remove it. No write here holds one for more than minutes (the longest, an export's
+    temporary ONNX file while its parity is checked)."""
+    import glob
+    import time
+
+    cutoff = time.time() - STALE_TEMP_S
+    try:
+        for f in Path(folder).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+            try:
+                if f.is_file() and f.stat().st_mtime < cutoff:
+                    f.unlink()
+            except OSError:
+                pass
+    except OSError:
+        pass
 
 
 def atomic_path(dest: Path):
@@ -36,6 +59,7 @@ def atomic_path(dest: Path):
         dest_p = Path(dest)
         try:
             dest_p.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale_temps(dest_p.parent, f".{dest_p.name}.", ".tmp")
             fd, tmp = tempfile.mkstemp(prefix=f".{dest_p.name}.", suffix=".tmp", dir=dest_p.parent)
             os.close(fd)
         except OSError as exc:
@@ -73,6 +97,36 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
+
+
+def exclusive_run(target: Path, option: str):
+    """Context manager: an exclusive lock on ``target`` (a folder, or a lock file made if missing) for as long as it
+    is open, so that two runs never write into one output at once (each would report success over a mix of both).
+    A second run gets a one-line ``OutputError``; the lock goes with the process, so a killed run leaves none
+    behind. Where the system has no ``flock`` (Windows), nothing is locked."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def _cm():
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        path = Path(target)
+        fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                shown = path if path.is_dir() else path.with_name(path.name.removeprefix(".").removesuffix(".lock"))
+                raise OutputError(f"another run is writing to {shown} right now: wait for it to finish, or choose "
+                                  f"another {option}") from None
+            yield
+        finally:
+            os.close(fd)
+
+    return _cm()
 
 
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
