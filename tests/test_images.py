@@ -111,6 +111,13 @@ def test_planar_tiff_reads_exactly(tmp_path, channels, dtype):
     np.testing.assert_array_equal(np.round(_planes(img) * top).astype(dtype), a)
 
 
+def test_planar_16bit_cmyk_tiff_is_refused_not_read_as_rgba(tmp_path):
+    a = np.random.default_rng(9).integers(0, 65536, (4, 10, 12), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", a, photometric="separated", planarconfig="separate")
+    with pytest.raises(InputError, match=r"c.tif: a TIFF in this colour model \(photometric 5\)"):
+        read_image(tmp_path / "c.tif")
+
+
 def test_planar_16bit_tiff_turned_by_its_orientation_tag(tmp_path):
     a = np.random.default_rng(5).integers(0, 65536, (19, 26, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(a, 2, 0), photometric="rgb", planarconfig="separate",

@@ -241,12 +241,16 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
         with tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             arr, axes, frames = page.asarray(), page.axes, len(tf.pages)
+            photometric = int(page.photometric)
             tag = page.tags.get(274)
             orientation = int(tag.value) if tag is not None else 1
             tag = page.tags.get(34675)  # InterColorProfile
             icc = bytes(tag.value) if tag is not None else None
     except Exception as exc:  # noqa: BLE001 - an unsupported compression, a cut file: one line either way
         raise InputError(f"{path}: this TIFF layout cannot be read ({exc}); save it as PNG or as an 8/16-bit TIFF") from None
+    if photometric not in (1, 2):  # BlackIsZero grey or RGB; not CMYK, WhiteIsZero, Lab, YCbCr
+        raise InputError(f"{path}: a TIFF in this colour model (photometric {photometric}) is read only as 8-bit "
+                         "contiguous samples: save it as an RGB or grey image")
     if axes.startswith("S") and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
     if arr.ndim == 2:
