@@ -3,7 +3,7 @@
 ``lwayrt upscale`` cuts an image larger than ``--tile`` into tiles. The layout before 2026-12-02 gave every tile
 the full ``tile`` size, so neighbours overlapped by whatever was left over (a 1024-px side at tile 512 took three
 512-px tiles, 1536 px of work); ``lway_rt.runtime.tiling.axis_tile`` now sizes them to the smallest that still
-overlaps by twice ``--tile-overlap`` (three 384-px tiles). This script measures both layouts side by side in one
+overlaps by twice ``--tile-overlap`` (and at least 64 px) (three 384-px tiles). This script measures both layouts side by side in one
 run, with the old one restored by replacing ``axis_tile`` with its rule (``min(tile, length)``):
 
 * pixels computed over the image's pixels, for common photo sizes at the default tile 512 / overlap 32

@@ -118,6 +118,41 @@ def test_planar_16bit_cmyk_tiff_is_refused_not_read_as_rgba(tmp_path):
         read_image(tmp_path / "c.tif")
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_white_is_zero_tiffs_are_not_read_as_negatives(tmp_path, dtype):
+    """Pillow reads 16-bit and float WhiteIsZero grey as the negative; 8-bit it reads right."""
+    stored = np.random.default_rng(10).random((9, 13)).astype(np.float32)
+    data = (stored * 65535).round().astype(np.uint16) if dtype == np.uint16 else stored
+    tifffile.imwrite(tmp_path / "w.tif", data, photometric="miniswhite")
+    img = read_image(tmp_path / "w.tif")
+    expected = 1.0 - (data.astype(np.float32) / 65535 if dtype == np.uint16 else stored)
+    np.testing.assert_allclose(img.rgb[..., 0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("planar", ["separate", "contig"])
+def test_16bit_premultiplied_alpha_is_divided_out(tmp_path, planar):
+    a = np.random.default_rng(11).integers(1, 65536, (7, 9), dtype=np.uint16)
+    colour = np.random.default_rng(12).random((7, 9, 3))
+    stored = np.concatenate([colour * a[..., None], a[..., None]], axis=2).round().astype(np.uint16)
+    data = np.moveaxis(stored, 2, 0) if planar == "separate" else stored
+    tifffile.imwrite(tmp_path / "p.tif", data, photometric="rgb", planarconfig=planar, extrasamples=[1])
+    img = read_image(tmp_path / "p.tif")
+    np.testing.assert_allclose(img.alpha, a / 65535, atol=1e-6)
+    assert (np.abs(img.rgb - colour) <= 0.51 / a[..., None] + 1e-6).all()  # the stored rounding, divided by alpha
+
+
+def test_float_tiff_with_nan_and_image_size_of_tiffs_pillow_cannot_open(tmp_path):
+    from lway_rt.io.images import image_size
+
+    f = np.random.default_rng(13).random((15, 21, 3), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", f, photometric="rgb")
+    assert image_size(tmp_path / "f.tif") == (21, 15)
+    f[0, 0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "n.tif", f, photometric="rgb")
+    with pytest.raises(InputError, match="n.tif holds NaN or infinite samples"):
+        read_image(tmp_path / "n.tif")
+
+
 def test_planar_16bit_tiff_turned_by_its_orientation_tag(tmp_path):
     a = np.random.default_rng(5).integers(0, 65536, (19, 26, 3), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(a, 2, 0), photometric="rgb", planarconfig="separate",

@@ -52,6 +52,27 @@ def test_axis_tile_covers_with_the_overlap_and_computes_less(length, tile, overl
         assert all(g >= 2 * overlap for g in gaps), gaps
 
 
+def test_sized_tiles_keep_seams_hidden_with_a_small_overlap(astronaut):
+    """--tile-overlap 8: full tiles hid their seams in the leftover overlap; sized tiles keep at least 64 px, so the
+    tiled output stays within a level of one pass (it was 7 levels off before that floor)."""
+    desc = load_model("realesr-animevideov3")
+    x = to_tensor(resize_bicubic(astronaut, (128, 128)))[..., :97, :130]
+    whole = upscale_tensor(desc.model, x, 4, TileConfig(0)).clamp(0, 1)
+    for tile in (96, 80):
+        diff = (upscale_tensor(desc.model, x, 4, TileConfig(tile, 8)).clamp(0, 1) - whole).abs()
+        assert float(diff.max()) * 255 < 1.0, (tile, float(diff.max()) * 255)
+
+
+def test_a_tile_no_larger_than_the_size_multiple_still_finishes():
+    """--tile 5 --tile-overlap 2 on a model that needs multiples of 4: the tile is 4 px, no overlap fits (this looped
+    for ever); tile_starts says so instead of looping."""
+    x = torch.rand(1, 3, 33, 65)
+    y = upscale_tensor(lambda z: z, x, 1, TileConfig(5, 2), multiple=4)
+    assert y.shape == x.shape and torch.equal(y, x)
+    with pytest.raises(ValueError, match="cannot start on multiples of 4"):
+        tile_starts(36, 4, 1, 4)
+
+
 def test_sized_tiles_cost_less_than_full_ones_on_a_common_photo_size():
     """1500x1000 at the default 512 / 32: full tiles computed 2.1x the image's pixels; sized ones 1.27x."""
     def work(axis):

@@ -259,6 +259,18 @@ def test_format_same_keeps_a_lossless_webp_lossless(tmp_path, small):
         np.testing.assert_array_equal(webp[seen], png[seen])
 
 
+@pytest.mark.parametrize("cmd", [["upscale", "a.png", "-o", "out", "--model", ""],
+                                 ["upscale", "a.png", "-o", "out", "--base-model", " "],
+                                 ["export", "--model", ""], ["export", "--profile", ""],
+                                 ["train-degae", "--trunk", ""], ["adapt", "a.png", "-o", "out", "-m", ""]])
+def test_an_empty_model_or_profile_name_is_refused_in_one_line(tmp_path, small, monkeypatch, cmd):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run(*cmd)
+    assert result.exit_code == 2 and "is empty: name a model, a profile or a file" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
 def test_multi_frame_input_is_upscaled_with_a_note(tmp_path, small):
     """Only the first page of a multi-page TIFF is read: the output is written, and the user is told."""
     frames = [Image.fromarray(small), Image.fromarray(small[::-1].copy()), Image.fromarray(small[:, ::-1].copy())]
@@ -290,7 +302,6 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--device", "tpu"], "--device must be 'cpu' or 'cuda"),
     (["--device", "cudax"], "--device must be 'cpu' or 'cuda"),
     (["--scale", "2"], "upscales x4, not x2"),
-    (["--model", ""], "no model given"),
     (["--base-model", "realesr-animevideov3"], "these weights record no detail cap"),
     (["--suffix", "a/b"], "path separator"),
 ])

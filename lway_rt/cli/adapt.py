@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import NAME, PathParam
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
@@ -31,7 +31,7 @@ _GROUPS = _GroupsType()
 
 @click.command("adapt")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam())
-@click.option("-m", "--model", required=True, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
+@click.option("-m", "--model", required=True, type=NAME, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
 @click.option("-o", "--out", "out_dir", required=True, type=PathParam(file_okay=False), help="Output folder.")
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="Stage-1 checkpoint (default: the shipped one). Not needed for --loss naive/identity.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import NAME, PathParam
 
 
 def _log(msg: str) -> None:
@@ -14,7 +14,7 @@ def _log(msg: str) -> None:
 
 
 @click.command("export")
-@click.option("--model", "-m", "model_spec", metavar="M",
+@click.option("--model", "-m", "model_spec", metavar="M", type=NAME,
               help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
 @click.option("--out", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, engines and manifests.")
@@ -23,7 +23,7 @@ def _log(msg: str) -> None:
 @click.option("--engine", type=click.Choice(["none", "tensorrt"]), help="Also build a TensorRT engine (overrides the profile).")
 @click.option("--what", type=click.Choice(["sr", "encoder", "both"]), default="sr", show_default=True,
               help="The SR network, the stage-1 degradation encoder, or both.")
-@click.option("--profile", "profile_name", metavar="NAME|PATH",
+@click.option("--profile", "profile_name", metavar="NAME|PATH", type=NAME,
               help="Target profile: a name from the export/ folder (cpu, desktop-fp16, jetson-orin-trt10) or a .toml path.")
 @click.option("--static", "static_tiles", multiple=True, metavar="HxW",
               help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
@@ -40,7 +40,7 @@ def _log(msg: str) -> None:
               help="auto: weights adapted with --detail-cap export with that cap in the graph (the unadapted model runs "
                    "beside the adapted one and each output is blended as upscale does); off: the adapted network alone; "
                    "C: this cap.")
-@click.option("--base-model", "base_model", metavar="M",
+@click.option("--base-model", "base_model", metavar="M", type=NAME,
               help="The unadapted model the detail cap compares with [the one the weights record].")
 @click.option("--max-abs-diff", type=float, default=1e-4, show_default=True,
               help="Parity gate for fp32: largest allowed |exported - torch|.")

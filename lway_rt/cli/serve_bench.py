@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import NAME, PathParam
 from lway_rt.errors import LwayError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
@@ -25,7 +25,7 @@ class BenchFailed(LwayError):
 
 
 @click.command("serve-bench")
-@click.option("--model", "-m", default=None,
+@click.option("--model", "-m", default=None, type=NAME,
               help="[required] Store name (see 'lwayrt models list'), a .pth/.safetensors file, or an .onnx file from "
                    "'lwayrt export' (timed as it is with the ONNX backends of its precision, verified against the weights "
                    "its manifest names).")
@@ -51,7 +51,7 @@ class BenchFailed(LwayError):
 @click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",
               help="auto: weights adapted with --detail-cap are timed with that cap, as lwayrt export ships them (the "
                    "unadapted model runs beside the adapted one); off: the adapted network alone; C: this cap.")
-@click.option("--base-model", "base_model", metavar="M",
+@click.option("--base-model", "base_model", metavar="M", type=NAME,
               help="The unadapted model a detail cap compares with [the one the weights name].")
 @click.option("--min-psnr", type=float, default=None,
               help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import NAME, PathParam
 
 
 @click.command("train-degae")
@@ -27,7 +27,7 @@ from lway_rt.cli._params import PathParam
 @click.option("--blocks", type=int, default=4, show_default=True, help="Modulated blocks in the reconstructor.")
 @click.option("--skip/--no-skip", default=False, show_default=True,
               help="Add the clean input to R's output: trains faster; the shipped checkpoint and DegAE have no skip.")
-@click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True,
+@click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True, type=NAME,
               help="Store model whose first layers form the frozen encoder trunk.")
 @click.option("--trunk-layers", type=int, default=2, show_default=True)
 @click.option("--pairing", type=click.Choice(["cross", "same"]), default="cross", show_default=True,

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import NAME, PathParam
 
 
 @click.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path), metavar="INPUT...")
 @click.option("-o", "--output", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
-@click.option("-m", "--model", default="realesr-animevideov3", show_default=True,
+@click.option("-m", "--model", default="realesr-animevideov3", show_default=True, type=NAME,
               help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
                    "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt --mode per-group' "
                    "(each image goes to its group's model).")
@@ -34,7 +34,7 @@ from lway_rt.cli._params import PathParam
 @click.option("--detail-cap", default="auto", show_default=True,
               help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
                    "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
-@click.option("--base-model", default=None,
+@click.option("--base-model", default=None, type=NAME,
               help="The unadapted model --detail-cap compares with [the one the adapted weights name].")
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "

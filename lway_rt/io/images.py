@@ -154,10 +154,21 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the orientations that swap the sides
-    except Exception:  # noqa: BLE001 - any file Pillow cannot open is simply not sized
+        with open(path, "rb") as f:
+            tiff = f.read(4) in (b"II*\x00", b"MM\x00*")
+        if tiff:  # Pillow opens no floating-point colour TIFF: the header as tifffile reads it
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                page = tf.pages[0]
+                w, h = int(page.imagewidth), int(page.imagelength)
+                tag = page.tags.get(274)
+                turned = tag is not None and int(tag.value) in (5, 6, 7, 8)
+        else:
+            with Image.open(path) as im:
+                w, h = im.size
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the orientations that swap the sides
+    except Exception:  # noqa: BLE001 - any file that cannot be opened is simply not sized
         return None
     return (h, w) if turned else (w, h)
 
@@ -230,7 +241,9 @@ def _pillow_misreads_tiff(im) -> bool:
 
     planar_wide = tags.get(284, 1) == 2 and largest(258, 8) > 8
     float_colour = largest(339, 1) == 3 and tags.get(277, 1) >= 2
-    return planar_wide or float_colour
+    white_is_zero = tags.get(262) == 0 and (largest(258, 8) > 8 or largest(339, 1) == 3)  # Pillow reads a negative
+    premultiplied = tags.get(338) in (1, (1,)) and largest(258, 8) > 8  # associated alpha: Pillow's 16-bit path not
+    return planar_wide or float_colour or white_is_zero or premultiplied
 
 
 def _read_tiff_samples(path: Path) -> LoadedImage:
@@ -242,13 +255,14 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
             page = tf.pages[0]
             arr, axes, frames = page.asarray(), page.axes, len(tf.pages)
             photometric = int(page.photometric)
+            associated = 1 in tuple(int(e) for e in (page.extrasamples or ()))
             tag = page.tags.get(274)
             orientation = int(tag.value) if tag is not None else 1
             tag = page.tags.get(34675)  # InterColorProfile
             icc = bytes(tag.value) if tag is not None else None
     except Exception as exc:  # noqa: BLE001 - an unsupported compression, a cut file: one line either way
         raise InputError(f"{path}: this TIFF layout cannot be read ({exc}); save it as PNG or as an 8/16-bit TIFF") from None
-    if photometric not in (1, 2):  # BlackIsZero grey or RGB; not CMYK, WhiteIsZero, Lab, YCbCr
+    if photometric not in (0, 1, 2):  # WhiteIsZero or BlackIsZero grey, or RGB; not CMYK, Lab, YCbCr
         raise InputError(f"{path}: a TIFF in this colour model (photometric {photometric}) is read only as 8-bit "
                          "contiguous samples: save it as an RGB or grey image")
     if axes.startswith("S") and arr.ndim == 3:
@@ -258,8 +272,10 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"{path}: a TIFF of shape {arr.shape} ({axes}) is not an image this tool reads; save it as PNG")
     if arr.dtype.kind == "f":
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        if not (np.isfinite(arr).all() and lo >= 0.0 and hi <= 1.0):
+        if not np.isfinite(arr).all():
+            raise InputError(f"{path} holds NaN or infinite samples: save it without them")
+        lo, hi = float(arr.min()), float(arr.max())
+        if not (lo >= 0.0 and hi <= 1.0):
             raise InputError(f"{path} holds floating-point samples from {lo:g} to {hi:g}, outside 0-1: scale it to 0-1 "
                              "or save it as an 8/16-bit image")
         depth, x = 16, arr.astype(np.float32)
@@ -269,8 +285,13 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
         depth, x = 8, arr.astype(np.float32) / 255.0
     else:
         raise InputError(f"{path} holds {arr.dtype} samples: save it as an 8/16-bit or 0-1 floating-point image")
+    if photometric == 0:  # WhiteIsZero: the stored value is the darkness
+        x[..., :1] = 1.0 - x[..., :1]
     x = _exif_orient(x, orientation)
     c = x.shape[2]
+    if c in (2, 4) and associated:  # premultiplied colour: divide the alpha back out
+        a = x[..., c - 1:]
+        x[..., :c - 1] = np.where(a > 0, np.clip(x[..., :c - 1] / np.maximum(a, 1e-12), 0.0, 1.0), 0.0)
     rgb = np.repeat(x[..., :1], 3, axis=2) if c <= 2 else np.ascontiguousarray(x[..., :3])
     alpha = x[..., c - 1].copy() if c in (2, 4) else None
     img = LoadedImage(rgb, alpha, depth, c <= 2, f"{'L' if c <= 2 else 'RGB'}{'A' if alpha is not None else ''};{arr.dtype}",

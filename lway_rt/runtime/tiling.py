@@ -7,7 +7,8 @@ Real-ESRGAN's ``tile``/``tile_pad`` options; the layout and blending here are ou
 * The image is reflect-padded at the bottom/right to the model's size multiple (pixel-unshuffle
   variants need H and W divisible by 2 or 4) and the output cropped back.
 * Along each axis the image takes as many tiles as ``tile`` needs, all of one size (at most
-  ``tile``): the smallest that gives neighbours twice ``overlap`` where that fits (``axis_tile``),
+  ``tile``): the smallest that gives neighbours twice ``overlap`` and at least 64 px where that
+  fits (``axis_tile``),
   so an image a little larger than a tile does not pay for full tiles that overlap by the
   leftover. Tiles start on multiples of the size multiple, so each sees the same pixel grouping as
   a whole-image pass would. Their starts are spread evenly; neighbours overlap by at least
@@ -62,6 +63,8 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list
     """
     if tile >= length:
         return [0]
+    if tile - overlap < multiple:
+        raise ValueError(f"tiles of {tile} px overlapping by {overlap} cannot start on multiples of {multiple} px")
     n = math.ceil((length - overlap) / (tile - overlap))
     span = length - tile
     starts = sorted({min(span, int(round(span * i / (n - 1) / multiple)) * multiple) for i in range(n)})
@@ -116,16 +119,21 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+ROOMY_OVERLAP = 64  # input px sized tiles keep between neighbours at least, where the tile size allows
+
+
 def axis_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
     """The tile size along one axis. The side takes as many tiles as ``tile`` needs to cover it with ``overlap``;
     a full ``tile`` each would overlap by whatever is left over (a 1500-px side at 512 / 32: four tiles, 183 px
     apart from the stride, 2.1x the pixels of a 1500x1000 image computed over both axes). Each is instead made as
-    small as still gives neighbours twice ``overlap`` (more context at the seams than the minimum, where that fits
-    in ``tile``), a multiple of ``multiple``: 423 px there, 1.3x the pixels."""
+    small as still gives neighbours twice ``overlap`` and at least ``ROOMY_OVERLAP`` px (more context at the seams
+    than the minimum, where that fits in ``tile``: with a small ``--tile-overlap`` the leftover used to hide the
+    seams), a multiple of ``multiple``: 423 px there, 1.3x the pixels."""
     if tile >= length:
         return length
     n = math.ceil((length - overlap) / (tile - overlap))
-    roomy = math.ceil((length + (n - 1) * 2 * overlap) / n / multiple) * multiple
+    wide = max(2 * overlap, ROOMY_OVERLAP)
+    roomy = math.ceil((length + (n - 1) * wide) / n / multiple) * multiple
     return min(tile, roomy)
 
 
@@ -149,7 +157,8 @@ def upscale_tensor(fn: ModelFn, x: torch.Tensor, scale: int, config: TileConfig 
         return y[..., : h * scale, : w * scale]
 
     tile = max(multiple, config.tile // multiple * multiple)
-    overlap = min(config.overlap, tile // 2 - 1) if tile > 2 else 0
+    # a tile must advance by at least one size multiple past its overlap, or no layout covers the image
+    overlap = max(0, min(config.overlap, tile // 2 - 1, tile - multiple)) if tile > 2 else 0
     th, tw = axis_tile(hp, tile, overlap, multiple), axis_tile(wp, tile, overlap, multiple)
     ys, xs = tile_starts(hp, th, overlap, multiple), tile_starts(wp, tw, overlap, multiple)
     wy = blend_weights(ys, th, hp, scale, overlap, config.blend)
