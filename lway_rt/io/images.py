@@ -149,14 +149,18 @@ def broken_link_message(path: Path) -> str:
     return f"{path} is a link to {os.readlink(path)}, which does not exist: mend or remove the link"
 
 
+def _is_tiff(path: str | Path) -> bool:
+    """Whether the file starts with a TIFF header (little- or big-endian)."""
+    with open(path, "rb") as f:
+        return f.read(4) in (b"II*\x00", b"MM\x00*")
+
+
 def image_size(path: str | Path) -> tuple[int, int] | None:
     """(width, height) of the upright image from the file's header (nothing decoded), or None if it cannot be read."""
     from PIL import Image
 
     try:
-        with open(path, "rb") as f:
-            tiff = f.read(4) in (b"II*\x00", b"MM\x00*")
-        if tiff:  # Pillow opens no floating-point colour TIFF: the header as tifffile reads it
+        if _is_tiff(path):  # Pillow opens no floating-point colour TIFF: the header as tifffile reads it
             import tifffile
 
             with tifffile.TiffFile(path) as tf:
@@ -182,10 +186,8 @@ def read_image(path: str | Path) -> LoadedImage:
     try:
         im = _open(path)
     except InputError:
-        if path.is_file():
-            with open(path, "rb") as f:
-                if f.read(4) in (b"II*\x00", b"MM\x00*"):  # a TIFF Pillow cannot open (floating-point colour)
-                    return _read_tiff_samples(path)
+        if path.is_file() and _is_tiff(path):  # a TIFF Pillow cannot open (floating-point colour)
+            return _read_tiff_samples(path)
         raise
     try:
         with im:

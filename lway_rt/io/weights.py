@@ -28,26 +28,37 @@ def _umask() -> int:
 
 
 STALE_TEMP_S = 24 * 3600.0  # a temporary file untouched this long belongs to a write that was killed
+_stale_by_folder: dict[Path, list[Path]] = {}  # hidden temporary files found stale, listed once per folder a process
 
 
 def sweep_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
     """Remove ``prefix*suffix`` temporary files in ``folder`` untouched for ``STALE_TEMP_S`` (a day): a process killed
     in the middle of a write (``kill -9``, a power cut) leaves its hidden temporary file behind, tens of MB each, and
     nothing else would ever remove it. No write here holds one for more than minutes (the longest, an export's
-    temporary ONNX file while its parity is checked)."""
-    import glob
+    temporary ONNX file while its parity is checked). The folder is listed once a process (a batch writing thousands of
+    images into it would otherwise list it for each); each write then removes the stale files of its own name."""
     import time
 
-    cutoff = time.time() - STALE_TEMP_S
-    try:
-        for f in Path(folder).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
-            try:
-                if f.is_file() and f.stat().st_mtime < cutoff:
-                    f.unlink()
-            except OSError:
-                pass
-    except OSError:
-        pass
+    key = Path(folder).resolve()
+    if key not in _stale_by_folder:
+        cutoff, found = time.time() - STALE_TEMP_S, []
+        try:
+            for f in key.iterdir():
+                try:
+                    if f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file() and f.stat().st_mtime < cutoff:
+                        found.append(f)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+        _stale_by_folder[key] = found
+    stale = _stale_by_folder[key]
+    for f in [f for f in stale if f.name.startswith(prefix) and f.name.endswith(suffix)]:
+        stale.remove(f)
+        try:
+            f.unlink()
+        except OSError:
+            pass
 
 
 def atomic_path(dest: Path):
