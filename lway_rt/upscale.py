@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from lway_rt.archs.descriptor import ModelDescriptor
-from lway_rt.errors import InputError, LwayError
+from lway_rt.errors import InputError, Interrupted, LwayError
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image, settle_alpha, to_numpy, to_tensor,
     write_image,
@@ -38,7 +38,7 @@ from lway_rt.runtime.device import check_device_spelling
 __all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
            "upscale_image",
-           "collect_inputs", "earlier_outputs", "plan_outputs", "upscale_files"]
+           "collect_inputs", "earlier_outputs", "up_to_date", "plan_outputs", "upscale_files"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class UpscaleConfig:
     detail_cap: str = "auto"  # "auto" (what adapted weights record), "off", or a number >= 1
     base_model: str | None = None  # the unadapted model the cap compares with [the weights' metadata]
     stage1: str | None = None  # a per-group adaptation's stage-1 checkpoint [the one its groups.json records]
+    skip_existing: bool = False  # leave outputs already there (newer than their input, of the model's size) alone
 
     def __post_init__(self):
         if self.detail_cap not in ("auto", "off"):
@@ -125,6 +126,7 @@ class UpscaleReport:
     failures: list[Failure] = field(default_factory=list)
     routes: list[Route] = field(default_factory=list)  # per-group adaptations only
     notes: list[str] = field(default_factory=list)  # written, with something the user should know
+    kept: list[Path] = field(default_factory=list)  # outputs already there, left alone (skip_existing)
 
     @property
     def ok(self) -> bool:
@@ -482,6 +484,21 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
     return found
 
 
+def up_to_date(src: Path, dest: Path, scale: int) -> bool:
+    """Whether ``dest`` already holds ``src``'s output: a file at least as new as ``src`` with exactly ``scale`` x its
+    size. Outputs are written atomically, so a file of that name is complete; one older than its input (the input was
+    edited since) or of another size (another model's scale) is not taken."""
+    from lway_rt.io.images import image_size
+
+    try:
+        if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:
+            return False
+    except OSError:
+        return False
+    size, up = image_size(src), image_size(dest)
+    return size is not None and up == (size[0] * scale, size[1] * scale)
+
+
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
     """(input, output or None, reason) per image: refuses to overwrite an input or another output."""
     items = list(items)
@@ -533,33 +550,49 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
                             "taken for an earlier run's outputs, not upscaled again")
     else:
         report.notes += [f"{out} has the name and size of {src}'s output: taken for an earlier run's output, not "
-                         "upscaled again" + ("" if src in earlier else " (this run writes it anew)")
+                         "upscaled again" + ("" if src in earlier or config.skip_existing else " (this run writes it anew)")
                          for out, src in earlier.items()]
     if on_start:
         on_start(len(plan))
-    for src, dest, reason in plan:
-        try:
-            if dest is None:
-                raise InputError(reason)
-            img = read_image(src)
-            model, model_cap = desc, cap
-            if router is not None:
-                route = router.route(src, img.rgb)
-                report.routes.append(route)
-                model, model_cap = router.models[route.group], router.caps[route.group]
-            up = upscale_image(model, img, config, model_cap)
-            write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
-                        lossless=img.lossless)
-            report.written.append(dest)
-            if img.frames > 1:
-                report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "
-                                    "them first, e.g. ffmpeg -i FILE frames/%05d.png)")
-        except LwayError as exc:
-            msg = str(exc)
-            if str(src) not in msg:
-                msg = f"{src}: {msg}"
-            report.failures.append(Failure(src, msg))
-        finally:
-            if progress:
-                progress(src)
+    try:
+        for src, dest, reason in plan:
+            _upscale_one(src, dest, reason, config, desc, cap, router, report, progress)
+    except KeyboardInterrupt as exc:
+        done = len(report.written) + len(report.kept)
+        todo = sum(dest is not None for _, dest, _ in plan)
+        raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}; run the same command with "
+                          "--skip-existing to upscale only the rest") from exc
     return report
+
+
+def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: UpscaleConfig, desc: ModelDescriptor,
+                 cap: DetailCap | None, router: GroupRouter | None, report: UpscaleReport,
+                 progress: Callable[[Path], None] | None) -> None:
+    """One planned image into ``report`` (written, kept or failed); a failure is recorded, not raised."""
+    try:
+        if dest is None:
+            raise InputError(reason)
+        if config.skip_existing and up_to_date(src, dest, desc.scale):
+            report.kept.append(dest)
+            return
+        img = read_image(src)
+        model, model_cap = desc, cap
+        if router is not None:
+            route = router.route(src, img.rgb)
+            report.routes.append(route)
+            model, model_cap = router.models[route.group], router.caps[route.group]
+        up = upscale_image(model, img, config, model_cap)
+        write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
+                    lossless=img.lossless)
+        report.written.append(dest)
+        if img.frames > 1:
+            report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "
+                                "them first, e.g. ffmpeg -i FILE frames/%05d.png)")
+    except LwayError as exc:
+        msg = str(exc)
+        if str(src) not in msg:
+            msg = f"{src}: {msg}"
+        report.failures.append(Failure(src, msg))
+    finally:
+        if progress:
+            progress(src)

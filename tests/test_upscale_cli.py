@@ -3,6 +3,12 @@ a user can hit: each must give a one-line ``error:`` (or a listed failure) and a
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -194,6 +200,58 @@ def test_second_run_into_the_input_folder_rewrites_its_outputs_and_keeps_a_look_
     assert (d / "b_x4.png").read_bytes() == mine
 
 
+def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(tmp_path, inputs, small):
+    out = tmp_path / "out"
+    assert run("upscale", inputs, "-o", out, "--model", MODEL).exit_code == 0
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    (out / "photo_x4.png").unlink()  # never finished
+    Image.fromarray(small).save(out / "wide_x4.png")  # another model's (x1) output under this name
+    later = (inputs / "photo2.jpg").stat().st_mtime + 60  # the input edited after its output was made
+    os.utime(inputs / "photo2.jpg", (later, later))
+    again = run("upscale", inputs, "-o", out, "--model", MODEL, "--skip-existing")
+    assert again.exit_code == 0, again.output
+    assert "3 image(s) written" in again.output and "3 already there" in again.output
+    for name in ("cutout_x4.png", "grey16_x4.png", "palette_x4.png"):
+        assert (out / name).read_bytes() == before[name][0] and (out / name).stat().st_mtime_ns == before[name][1]
+    assert read_image(out / "wide_x4.png").rgb.shape == (96, 128, 3)
+    assert (out / "photo_x4.png").read_bytes() == before["photo_x4.png"][0]
+    assert (out / "photo2_x4.png").stat().st_mtime_ns > before["photo2_x4.png"][1]
+    # without the flag every output is made anew
+    plain = run("upscale", inputs, "-o", out, "--model", MODEL)
+    assert "6 image(s) written" in plain.output and "already there" not in plain.output
+
+
+def test_an_interrupted_batch_says_how_far_it_got_and_skip_existing_continues(tmp_path, astronaut):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(24):
+        Image.fromarray(np.ascontiguousarray(astronaut[i * 8:i * 8 + 96, 100:196])).save(d / f"{i:05d}.png")
+    out = tmp_path / "out"
+    args = ["upscale", str(d), "-o", str(out), "--model", MODEL, "--tile", "0"]
+    # SIGINT as a terminal delivers it (a background test runner would pass SIGINT on ignored)
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and list(out.glob("*.png"))):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no output appeared"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    done = len(list(out.glob("*.png")))
+    assert proc.returncode == 130 and f"interrupted: {done} of 24 image(s) are in {out}" in text, text
+    assert "--skip-existing" in text and done < 24 and not list(out.glob(".*"))
+    rest = run(*args, "--skip-existing")
+    assert rest.exit_code == 0 and f"{24 - done} image(s) written to {out} ({done} already there" in rest.output, \
+        rest.output
+    assert len(list(out.glob("*.png"))) == 24
+
+
 def test_broken_links_are_named_not_skipped(tmp_path, small):
     d = tmp_path / "in"
     d.mkdir()
@@ -236,6 +294,26 @@ def test_colour_hidden_under_clear_pixels_does_not_bleed_into_the_edge(tmp_path,
     np.testing.assert_array_equal(a, b)
     if alpha_mode == "model":
         assert (a[:, :40, 3] == 0).all() and (a[:, 56:, 3] == 255).all()
+
+
+def test_folders_hold_jfif_jpe_and_avif_files_too(tmp_path, small):
+    """Endings cameras, browsers and phones write: a folder walk takes them, and --format same keeps them."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "saved.jfif", format="JPEG", quality=95)
+    Image.fromarray(small).save(d / "old.jpe", format="JPEG", quality=95)
+    alpha = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))
+    Image.fromarray(np.dstack([small, alpha]), "RGBA").save(d / "web.avif", quality=95)
+    out = tmp_path / "out"
+    result = run("upscale", d, "-o", out, "--model", MODEL, "--format", "same")
+    assert result.exit_code == 0 and "3 image(s) written" in result.output, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["old_x4.jpe", "saved_x4.jfif", "web_x4.avif"]
+    web = read_image(out / "web_x4.avif")
+    assert web.format == "AVIF" and web.rgb.shape == (128, 128, 3)
+    assert web.alpha is not None and web.alpha[:, :16].mean() < 0.15 and web.alpha[:, -16:].mean() > 0.85
+    src = read_image(d / "web.avif").rgb
+    assert np.abs(web.rgb[::4, ::4] - src).mean() < 0.08  # the picture, not noise
+    assert read_image(out / "saved_x4.jfif").format == "JPEG"
 
 
 def test_format_same_keeps_a_lossless_webp_lossless(tmp_path, small):

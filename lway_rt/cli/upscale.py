@@ -30,6 +30,9 @@ from lway_rt.cli._params import NAME, PathParam
 @click.option("--alpha", type=click.Choice(["model", "bicubic"]), default="model", show_default=True,
               help="How an alpha channel is upscaled.")
 @click.option("-r", "--recursive", is_flag=True, help="Also take images from sub-folders (layout kept).")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave outputs already in the -o folder alone when newer than their input and of the model's "
+                   "size: continues a stopped run.")
 @click.option("--scale", type=click.IntRange(min=1), default=None, help="Fail unless the model has this scale.")
 @click.option("--detail-cap", default="auto", show_default=True,
               help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
@@ -39,11 +42,11 @@ from lway_rt.cli._params import NAME, PathParam
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "
                    "[the one its groups.json records].")
-def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, scale, detail_cap,
-            base_model, stage1):
+def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, skip_existing, scale,
+            detail_cap, base_model, stage1):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
-    Folders contribute their PNG/JPEG/WebP/TIFF/BMP files (sub-folders with --recursive).
+    Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP files (sub-folders with --recursive).
     Outputs are PNG named <stem><suffix>.png unless --format same; grey, 16-bit and alpha are
     kept. A failing image does not stop the others; the command then exits with status 1 and
     lists the failures.
@@ -55,7 +58,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     config = UpscaleConfig(model=model, tile=tile, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
                            format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
-                           base_model=base_model, stage1=stage1)
+                           base_model=base_model, stage1=stage1, skip_existing=skip_existing)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
@@ -65,7 +68,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             on_start=lambda n: bar.update(task, total=n),
             progress=lambda p: bar.update(task, advance=1, description=p.name),
         )
-    click.echo(f"{len(report.written)} image(s) written to {out_dir}")
+    kept = f" ({len(report.kept)} already there, left as they were)" if report.kept else ""
+    click.echo(f"{len(report.written)} image(s) written to {out_dir}{kept}")
     if report.routes:
         counts = Counter(r.group for r in report.routes)
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))

@@ -35,9 +35,9 @@ __all__ = [
 ]
 
 #: file endings ``lwayrt`` reads when it walks a folder
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-_FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
-                     ".tiff": "TIFF", ".bmp": "BMP"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp")
+_FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
+                     ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 
 
@@ -476,7 +476,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     path = Path(path)
     fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
-        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .tif or .bmp")
+        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .avif, .tif or .bmp")
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be HxWx3, got {rgb.shape}")
@@ -506,10 +506,12 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                 else:
                     im = Image.fromarray(arr, {2: "LA", 3: "RGB", 4: "RGBA"}[arr.shape[2]])
                 opts: dict = {}
-                if icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
+                if icc_profile and fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF"):
                     opts["icc_profile"] = icc_profile
                 if fmt == "JPEG":
                     opts.update(quality=quality, subsampling=0)
+                elif fmt == "AVIF":
+                    opts.update(quality=quality)
                 elif fmt == "WEBP":
                     opts.update(lossless=True, quality=100, method=4) if lossless else opts.update(quality=quality)
                 im.save(tmp, format=fmt, **opts)
