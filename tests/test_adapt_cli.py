@@ -334,6 +334,23 @@ def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path):
     assert code == 0, text
 
 
+def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path):
+    """The refusal comes first, not after seconds of loading, nor as another complaint (a --resume whose checkpoint
+    the running run is rewriting would have been told the checkpoint differs)."""
+    from lway_rt.io.weights import exclusive_run
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / CHECKPOINT).write_bytes(b"being written by the other run")
+    for model in (str(tmp_path / "not-there.safetensors"), str(files / "tiny.safetensors")):
+        args = ["adapt", str(files / "lr"), "-m", model, "-o", str(out), "--stage1", str(files / "stage1.safetensors"),
+                "--iterations", "2", "--patch-size", "16", "-q", "--resume"]
+        with exclusive_run(out, "--out folder"):
+            code, text = _run(args)
+        assert code == 1 and f"another run is writing to {out} right now" in text, text
+        assert "checkpoint" not in text and "not-there" not in text
+
+
 def test_a_stage1_checkpoint_from_a_run_under_way_is_named(files, tmp_path):
     from lway_rt.degae import load_stage1, save_stage1
 

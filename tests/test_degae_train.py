@@ -216,7 +216,18 @@ def test_a_second_run_into_an_out_in_use_is_refused(tmp_path, photo_dir):
         with pytest.raises(OutputError, match=f"another run is writing to {out} right now"):
             train(cfg)
     assert not out.exists()
+    with exclusive_run(tmp_path / ".s1.safetensors.lock", "--out"):  # refused before the images are read
+        with pytest.raises(OutputError, match="another run is writing to"):
+            train(TrainConfig(**{**cfg.__dict__, "data": str(tmp_path / "no-such-folder")}))
     assert train(cfg).iterations == 2  # released
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no lock file left beside it
+
+
+def test_a_lock_file_left_by_a_killed_run_is_taken_over(tmp_path, photo_dir):
+    out = tmp_path / "s1.safetensors"
+    (tmp_path / ".s1.safetensors.lock").write_bytes(b"")  # a run killed with -9 leaves its (unlocked) lock file
+    assert train(TrainConfig(out=str(out), data=str(photo_dir), iters=2, ckpt_every=2, **TINY)).iterations == 2
+    assert not (tmp_path / ".s1.safetensors.lock").exists()
 
 
 def test_resume_with_another_architecture_is_refused(tmp_path, photo_dir):

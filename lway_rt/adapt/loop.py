@@ -47,7 +47,7 @@ from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_cap, detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
-from lway_rt.io.weights import ensure_writable_dir, exclusive_run
+from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -904,6 +904,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         if isinstance(item, (str, Path)) and Path(item).is_dir() and Path(item).resolve() == out_dir.resolve():
             raise InputError(f"--out {out_dir} is an input folder: the run's pictures would mix with your images (and be "
                              "read as inputs next time); choose another --out folder")
+    refuse_if_busy(out_dir, "--out folder")  # at once, not after the model, stage 1 and the images are loaded
     summary_path = out_dir / "report.json"
     if config.mode != "folder" and summary_path.is_file() and not (resume or overwrite):
         raise InputError(f"{out_dir} holds finished runs (report.json): choose another --out folder, or pass "

@@ -41,7 +41,7 @@ from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
-from lway_rt.io.weights import ensure_writable_dir, exclusive_run
+from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
 from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
@@ -327,6 +327,11 @@ def _check_out(out: Path) -> None:
     ensure_writable_dir(out.parent, "--out")
 
 
+def _lock_path(out: Path) -> Path:
+    """The hidden lock file beside ``out`` that a run holds while it writes there (``exclusive_run``)."""
+    return out.parent / f".{out.name}.lock"
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] | None = None,
           progress: bool = False, stop_after: int | None = None, overwrite: bool = False) -> TrainResult:
     """Run (or resume) training to ``cfg.iters``; checkpoints every ``cfg.ckpt_every`` iterations.
@@ -348,6 +353,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     check_torch_device(cfg.device)
     out = Path(cfg.out)
     _check_out(out)
+    refuse_if_busy(_lock_path(out), "--out")  # at once, not after the images are read
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     images = list(load_images(cfg.data, cfg.crop).values())
@@ -388,7 +394,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
         segments = []
-    held.enter_context(exclusive_run(out.parent / f".{out.name}.lock", "--out"))  # accepted: nothing else writes there
+    held.enter_context(exclusive_run(_lock_path(out), "--out"))  # accepted: nothing else writes there
     lpips = None
     if cfg.perceptual == "lpips":
         from lway_rt.degae.lpips import load_lpips

@@ -18,7 +18,7 @@ import torch
 from lway_rt.errors import ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
-           "ensure_writable_dir", "exclusive_run", "sweep_stale_temps"]
+           "ensure_writable_dir", "exclusive_run", "refuse_if_busy", "sweep_stale_temps"]
 
 
 def _umask() -> int:
@@ -111,10 +111,11 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
 
 
 def exclusive_run(target: Path, option: str):
-    """Context manager: an exclusive lock on ``target`` (a folder, or a lock file made if missing) for as long as it
-    is open, so that two runs never write into one output at once (each would report success over a mix of both).
-    A second run gets a one-line ``OutputError``; the lock goes with the process, so a killed run leaves none
-    behind. Where the system has no ``flock`` (Windows), nothing is locked."""
+    """Context manager: an exclusive lock on ``target`` (a folder, or a lock file made if missing and removed on
+    release) for as long as it is open, so that two runs never write into one output at once (each would report
+    success over a mix of both). A second run gets a one-line ``OutputError``; the lock goes with the process, so a
+    killed run leaves none behind (a killed run's lock file is taken over by the next). Where the system has no
+    ``flock`` (Windows), nothing is locked."""
     import contextlib
 
     @contextlib.contextmanager
@@ -125,19 +126,43 @@ def exclusive_run(target: Path, option: str):
             yield
             return
         path = Path(target)
-        fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-        try:
+        folder = path.is_dir()
+        while True:
+            fd = os.open(path, os.O_RDONLY) if folder else os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                shown = path if path.is_dir() else path.with_name(path.name.removeprefix(".").removesuffix(".lock"))
+                os.close(fd)
+                shown = path if folder else path.with_name(path.name.removeprefix(".").removesuffix(".lock"))
                 raise OutputError(f"another run is writing to {shown} right now: wait for it to finish, or choose "
                                   f"another {option}") from None
+            if folder or _same_file(fd, path):
+                break
+            os.close(fd)  # the lock file was removed by the run that held it: lock the one now at the path
+        try:
             yield
         finally:
+            if not folder:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # while still locked: a run that opened it meanwhile sees it gone and retries
             os.close(fd)
 
     return _cm()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def refuse_if_busy(target: Path, option: str) -> None:
+    """The one-line refusal of :func:`exclusive_run`, at once, when another run holds ``target`` now: a run checks this
+    before it spends seconds loading models and reading images, and takes the lock itself once it is accepted."""
+    if Path(target).exists():
+        with exclusive_run(target, option):
+            pass
 
 
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
