@@ -465,7 +465,8 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
                     ) -> dict[Path, Path]:
     """{input: the input it is the output of} for inputs an earlier run of the same command wrote: with ``-o`` the
     input folder itself, a second run finds ``a_x4.png`` beside ``a.png``. One counts as an earlier output only if it
-    has exactly the name this run gives another input's output and exactly ``scale`` x that input's size; it is then
+    has exactly the name this run, or a run with the other ``--format``, gives another input's output (``a_x4.png``
+    or ``a_x4.jpg`` beside ``a.jpg``) and exactly ``scale`` x that input's size; it is then
     not upscaled again (to x16), and this run writes that input's output over it (unless that input is itself an
     earlier output) instead of refusing it as an input the run must not overwrite."""
     from lway_rt.io.images import image_size
@@ -474,13 +475,14 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
     by_path = {src.resolve(): src for src, _ in items}
     found: dict[Path, Path] = {}
     for src, rel in items:
-        dest = _output_path(src, rel, out_dir, suffix, fmt).resolve()
-        other = by_path.get(dest)
-        if other is None or dest == src.resolve() or other in found:
-            continue
-        size, up = image_size(src), image_size(other)
-        if size is not None and up == (size[0] * scale, size[1] * scale):
-            found[other] = src
+        for form in dict.fromkeys((fmt, "png", "same")):  # an earlier run may have used the other --format
+            dest = _output_path(src, rel, out_dir, suffix, form).resolve()
+            other = by_path.get(dest)
+            if other is None or dest == src.resolve() or other in found:
+                continue
+            size, up = image_size(src), image_size(other)
+            if size is not None and up == (size[0] * scale, size[1] * scale):
+                found[other] = src
     return found
 
 
@@ -549,8 +551,10 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         report.notes.append(f"{len(earlier)} inputs have the name and size of other inputs' outputs (as {out} of {src}): "
                             "taken for an earlier run's outputs, not upscaled again")
     else:
+        mine = {dest.resolve() for _, dest, _ in plan if dest is not None}
         report.notes += [f"{out} has the name and size of {src}'s output: taken for an earlier run's output, not "
-                         "upscaled again" + ("" if src in earlier or config.skip_existing else " (this run writes it anew)")
+                         "upscaled again" + (" (this run writes it anew)" if out.resolve() in mine and not
+                                             config.skip_existing else "")
                          for out, src in earlier.items()]
     if on_start:
         on_start(len(plan))

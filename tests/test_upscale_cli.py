@@ -200,6 +200,19 @@ def test_second_run_into_the_input_folder_rewrites_its_outputs_and_keeps_a_look_
     assert (d / "b_x4.png").read_bytes() == mine
 
 
+def test_an_earlier_run_with_the_other_format_is_not_upscaled_again(tmp_path, small):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.jpg", quality=95)
+    assert run("upscale", d, "-o", d, "--model", MODEL, "--format", "same").exit_code == 0
+    made = (d / "a_x4.jpg").read_bytes()
+    second = run("upscale", d, "-o", d, "--model", MODEL)  # now as PNG, into the same folder
+    assert second.exit_code == 0 and "1 image(s) written" in second.output, second.output
+    assert "a_x4.jpg has the name and size of" in second.output and "writes it anew" not in second.output
+    assert sorted(p.name for p in d.iterdir()) == ["a.jpg", "a_x4.jpg", "a_x4.png"]  # no a_x4_x4.png
+    assert (d / "a_x4.jpg").read_bytes() == made
+
+
 def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(tmp_path, inputs, small):
     out = tmp_path / "out"
     assert run("upscale", inputs, "-o", out, "--model", MODEL).exit_code == 0
