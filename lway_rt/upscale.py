@@ -390,7 +390,7 @@ def _upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, 
 
 def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig = UpscaleConfig(),
                   cap: DetailCap | None = None) -> LoadedImage:
-    """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC for writing back. With ``cap``, the
+    """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC/EXIF for writing back. With ``cap``, the
     colour is held at ``cap.cap`` x the fine detail of ``cap.base``'s image (``wavelet.detail_cap``)."""
     colour = fill_hidden_colour(img.rgb, img.alpha)  # what fully transparent pixels hide must not bleed into the edge
     rgb = upscale_rgb(desc, colour, config.tiles)
@@ -401,7 +401,7 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
         held, _ = detail_cap(to_tensor(base), to_tensor(rgb), cap.cap, desc.scale)
         rgb = to_numpy(held)
     alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
-    return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile)
+    return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile, exif=img.exif)
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,7 +587,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)
         write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
-                    lossless=img.lossless)
+                    lossless=img.lossless, exif=up.exif)
         report.written.append(dest)
         if img.frames > 1:
             report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "

@@ -334,6 +334,23 @@ def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path):
     assert code == 0, text
 
 
+def test_sr_outputs_keep_the_inputs_colour_profile_and_exif(files, tmp_path, hr_crop):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    tags = Image.Exif()
+    tags[0x0110] = "Phone 12"
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    Image.fromarray(hr_crop[:128:4, :128:4]).save(lr / "cam.jpg", quality=95, icc_profile=icc, exif=tags)
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                       str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16", "-q"])
+    assert code == 0, text
+    with Image.open(out / "sr" / "cam.png") as im:  # a wide-gamut photo written untagged would shift its colours
+        assert im.info.get("icc_profile") == icc and im.getexif().get(0x0110) == "Phone 12"
+
+
 def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path):
     """The refusal comes first, not after seconds of loading, nor as another complaint (a --resume whose checkpoint
     the running run is rewriting would have been told the checkpoint differs)."""

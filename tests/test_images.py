@@ -491,3 +491,43 @@ def test_cmyk_jpeg_with_its_profile_upscales_to_rgb_without_it(tmp_path, photo):
     out = write_image(tmp_path / "out.png", img.rgb, icc_profile=img.icc_profile)
     with Image.open(out) as im:
         assert im.mode == "RGB" and "icc_profile" not in im.info  # ...but not written onto RGB
+
+
+def _camera_jpeg(path, h=40, w=60, orientation=6):
+    """A JPEG as a phone writes it: stored sideways with an orientation tag, camera model, date, Exif pixel size."""
+    tags = Image.Exif()
+    tags[0x0110], tags[0x0112], tags[0x0132] = "Phone 12", orientation, "2024:05:01 10:00:00"
+    sub = tags.get_ifd(0x8769)
+    sub[0xA002], sub[0xA003], sub[0x9003] = w, h, "2024:05:01 10:00:00"
+    stored = np.zeros((h, w, 3), np.uint8)
+    stored[:10, :, 0] = 255  # a red band along the stored top edge
+    Image.fromarray(stored).save(path, exif=tags, quality=95)
+    return path
+
+
+@pytest.mark.parametrize("suffix,depth", [(".png", 8), (".png", 16), (".jpg", 8), (".webp", 8), (".avif", 8),
+                                          (".tif", 8)])
+def test_exif_is_carried_upright_with_the_new_size(tmp_path, suffix, depth):
+    img = read_image(_camera_jpeg(tmp_path / "cam.jpg"))
+    assert img.rgb.shape == (60, 40, 3) and img.exif  # turned upright on reading
+    up = np.repeat(np.repeat(img.rgb, 2, 0), 2, 1)
+    out = write_image(tmp_path / f"out{suffix}", up, bit_depth=depth, exif=img.exif)
+    with Image.open(out) as im:
+        tags = im.getexif()
+        assert tags.get(0x0110) == "Phone 12" and tags.get(0x0132) == "2024:05:01 10:00:00"
+        assert 0x0112 not in tags  # kept, a viewer would turn the upright pixels again
+        assert (tags.get_ifd(0x8769).get(0xA002), tags.get_ifd(0x8769).get(0xA003)) == (80, 120)
+    again = read_image(out)
+    assert again.rgb.shape == (120, 80, 3)
+    np.testing.assert_allclose(again.rgb[:, -10:, 0].mean(), 1.0, atol=0.05)  # the band stays on the right
+
+
+def test_exif_that_cannot_be_carried_is_left_out_not_fatal(tmp_path):
+    rgb = np.full((8, 8, 3), 0.5, np.float32)
+    assert "exif" not in Image.open(write_image(tmp_path / "a.png", rgb, exif=b"Exif\x00\x00garbage")).info
+    assert Image.open(write_image(tmp_path / "a.bmp", rgb, exif=read_image(_camera_jpeg(tmp_path / "c.jpg")).exif))
+    big = Image.Exif()
+    big[0x010E] = "x" * 70000  # an ImageDescription too long for a JPEG's 64 KB EXIF segment
+    out = write_image(tmp_path / "big.jpg", rgb, exif=big.tobytes())
+    assert read_image(out).exif is None
+    assert read_image(write_image(tmp_path / "big.png", rgb, exif=big.tobytes())).exif  # PNG has room

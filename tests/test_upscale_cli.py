@@ -329,6 +329,19 @@ def test_folders_hold_jfif_jpe_and_avif_files_too(tmp_path, small):
     assert read_image(out / "saved_x4.jfif").format == "JPEG"
 
 
+def test_a_camera_photo_keeps_its_exif_upright(tmp_path, small):
+    tags = Image.Exif()
+    tags[0x0110], tags[0x0112] = "Phone 12", 8  # stored turned: displayed after 90 degrees anticlockwise
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small[:, :24]).save(d / "cam.jpg", exif=tags, quality=95)  # stored 24 wide, 32 high
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "cam_x4.png") as im:
+        assert im.size == (128, 96)  # upright
+        assert im.getexif().get(0x0110) == "Phone 12" and 0x0112 not in im.getexif()
+
+
 def test_format_same_keeps_a_lossless_webp_lossless(tmp_path, small):
     from lway_rt.io.images import _webp_is_lossless
 

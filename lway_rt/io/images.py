@@ -39,6 +39,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
                      ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+_EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF")  # formats whose EXIF block is metadata beside the picture
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class LoadedImage:
     icc_profile: bytes | None = None
     frames: int = 1  # frames or pages in the file (animated GIF/WebP, multi-page TIFF); only the first is read
     lossless: bool = False  # a lossless WebP: written back lossless with --format same
+    exif: bytes | None = None  # the file's EXIF block (camera, date, GPS …), carried to outputs (``write_image``)
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -207,6 +209,8 @@ def read_image(path: str | Path) -> LoadedImage:
             img = _decode(im, full, orientation, orig_mode, fmt, icc)
             if fmt == "WEBP" and _webp_is_lossless(path):
                 img = replace(img, lossless=True)
+            if fmt in _EXIF_FORMATS and len(im.getexif()):  # a TIFF's tags describe its own layout: not carried
+                img = replace(img, exif=im.getexif().tobytes())
             return replace(img, frames=frames) if frames > 1 else img
     except InputError as exc:
         if str(path) in str(exc):
@@ -398,8 +402,8 @@ def _icc_fits(icc: bytes | None, colour: bool) -> bool:
     return bool(icc) and len(icc) >= 20 and icc[16:20] == (b"RGB " if colour else b"GRAY")
 
 
-def _png16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, and its ICC profile."""
+def _png16(arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, its ICC profile and EXIF."""
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
@@ -413,8 +417,9 @@ def _png16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     iccp = chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)) if icc else b""
+    exif_chunk = chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")) if exif else b""
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)) + iccp
-            + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
+            + exif_chunk + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
 
 
 def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
@@ -463,11 +468,14 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
 
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
-                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False) -> Path:
+                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False,
+                exif: bytes | None = None) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
     16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped for JPEG
-    and BMP, which cannot (portably) hold it; ``lossless`` codes a WebP losslessly. Returns the path written.
+    and BMP, which cannot (portably) hold it; ``lossless`` codes a WebP losslessly. ``exif`` (an input's
+    ``LoadedImage.exif``) is carried with its orientation dropped (the pixels are upright) and its pixel
+    dimensions set to this image's (all formats but BMP and 16-bit TIFF). Returns the path written.
     """
     from PIL import Image
 
@@ -496,10 +504,11 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
 
     if not _icc_fits(icc_profile, colour=arr.ndim == 3 and arr.shape[2] >= 3):
         icc_profile = None
+    exif = _exif_for(exif, arr.shape[1], arr.shape[0], fmt) if exif else None
     try:
         with atomic_path(path) as tmp:
             if depth == 16 and (arr.ndim == 3):
-                tmp.write_bytes(_png16(arr, icc_profile) if fmt == "PNG" else _tiff16(arr, icc_profile))
+                tmp.write_bytes(_png16(arr, icc_profile, exif) if fmt == "PNG" else _tiff16(arr, icc_profile))
             else:
                 if arr.ndim == 2:
                     im = Image.fromarray(arr)  # L or I;16
@@ -508,6 +517,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                 opts: dict = {}
                 if icc_profile and fmt in ("PNG", "JPEG", "WEBP", "AVIF", "TIFF"):
                     opts["icc_profile"] = icc_profile
+                if exif:
+                    opts["exif"] = exif
                 if fmt == "JPEG":
                     opts.update(quality=quality, subsampling=0)
                 elif fmt == "AVIF":
@@ -520,6 +531,28 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another output folder") from None
     return path
+
+
+def _exif_for(exif: bytes, width: int, height: int, fmt: str) -> bytes | None:
+    """An input's EXIF block for an output ``width`` x ``height``: the orientation tag dropped (the pixels were turned
+    upright on reading; kept, a viewer would turn them again) and the Exif pixel dimensions set to the output's.
+    None where the format holds no EXIF here, or the block cannot be parsed or is too long for a JPEG (64 KB): the
+    picture is written without it rather than not at all."""
+    from PIL import Image
+
+    if fmt == "BMP":
+        return None
+    try:
+        tags = Image.Exif()
+        tags.load(exif)
+        tags.pop(0x0112, None)
+        sub = tags.get_ifd(0x8769)  # the Exif sub-IFD
+        if 0xA002 in sub or 0xA003 in sub:
+            sub[0xA002], sub[0xA003] = width, height
+        data = tags.tobytes()
+    except Exception:  # noqa: BLE001 - a malformed block from some camera or editor: leave it out
+        return None
+    return None if fmt == "JPEG" and len(data) > 65000 else data
 
 
 def settle_alpha(alpha: np.ndarray) -> np.ndarray:
