@@ -377,7 +377,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     # --- data: LR, bicubic upsampling, embeddings, R's constants (each once per image)
     tensors = {img.name: _tensor(img, device) for img in images}
     data = [AdaptImage.from_lr(img.name, tensors[img.name], scale) for img in images]
-    check_patch_fits(data, config.patch_size)
+    check_patch_fits([(d.name, d.size) for d in data], config.patch_size)
     # supervised pairs (LWay's supervised half): clean photos loaded once, pairs drawn per iteration
     # from (seed, iteration), so they leave the patch sampler's generator alone and survive a resume
     sup_pairs = SyntheticPairs.from_config(config, scale) if config.sup_weight > 0 else None
@@ -868,7 +868,7 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
     from lway_rt.adapt.groups import group_embeddings
 
     data = [AdaptImage.from_lr(img.name, _tensor(img, config.device), desc.scale) for img in images]
-    check_patch_fits(data, config.patch_size)  # the usual one-line error before E sees a small image
+    check_patch_fits([(d.name, d.size) for d in data], config.patch_size)  # the usual one-line error before E sees a small image
     stage1.encoder.to(config.device)
     emb = compute_embeddings([embedding_input(d.lr, desc.scale, config.target) for d in data], stage1,
                              backend=config.encoder_backend)
@@ -918,10 +918,8 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             "'lwayrt upscale' the others with the adapted weights")
     elif config.sample is not None:
         log(f"--sample {config.sample}: there are {len(given)} input(s), all of them adapted on")
-    from types import SimpleNamespace
-
     # the usual one-line error for an image smaller than the patch, before anything is loaded or made
-    check_patch_fits([SimpleNamespace(name=i.name, size=tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
+    check_patch_fits([(i.name, tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
     desc = load_model(model, device=config.device)
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None

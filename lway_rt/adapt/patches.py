@@ -11,6 +11,7 @@ that image's reconstructor constants.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -129,15 +130,15 @@ class Batch:
     turn: torch.Tensor | None = None  # (B,) dihedral codes: S sees dihedral(lr, turn) (AdaptConfig.augment)
 
 
-def check_patch_fits(images: list[AdaptImage], patch: int) -> None:
-    """Images smaller than the patch are refused with the largest patch size that would work."""
-    small = [(im.name, im.size) for im in images if min(im.size) < patch]
+def check_patch_fits(sizes: Sequence[tuple[str, tuple[int, int]]], patch: int) -> None:
+    """Images (name, (height, width)) smaller than the patch are refused with the largest patch size that would work."""
+    small = [(name, hw) for name, hw in sizes if min(hw) < patch]
     if small:
         name, (h, w) = small[0]
-        smallest = min(min(im.size) for im in images)
+        smallest = min(min(hw) for _, hw in sizes)
         more = f" (and {len(small) - 1} more)" if len(small) > 1 else ""
         if smallest < MIN_PATCH:  # no patch size would do: do not offer one the settings refuse
-            name, (h, w) = next((im.name, im.size) for im in images if min(im.size) == smallest)
+            name, (h, w) = next((name, hw) for name, hw in sizes if min(hw) == smallest)
             raise InputError(f"image {name} is {w}x{h} px, too small to adapt on (patches are at least {MIN_PATCH} px, "
                              "16 or more to learn from): leave it out, or adapt on larger images of the same source")
         raise InputError(f"image {name} is {w}x{h} px{more}, smaller than the {patch}-px patch: "
