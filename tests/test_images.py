@@ -174,6 +174,11 @@ def test_floating_point_tiffs_in_0_1_are_read_and_others_refused(tmp_path):
     Image.fromarray(f[..., 0] * 255).save(tmp_path / "g255.tif")  # grey float: Pillow's mode F
     with pytest.raises(InputError, match=r"g255.tif: the image holds floating-point samples .* outside 0-1"):
         read_image(tmp_path / "g255.tif")
+    g = f[..., 0].copy()
+    g[3, 4] = np.nan
+    Image.fromarray(g).save(tmp_path / "gnan.tif")  # the same NaN message on Pillow's path as on tifffile's
+    with pytest.raises(InputError, match=r"gnan.tif: the image holds NaN or infinite samples"):
+        read_image(tmp_path / "gnan.tif")
 
 
 @pytest.mark.parametrize("kind", ["rgb8", "grey8", "rgb16", "grey16"])

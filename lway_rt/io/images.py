@@ -278,13 +278,7 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise InputError(f"{path}: a TIFF of shape {arr.shape} ({axes}) is not an image this tool reads; save it as PNG")
     if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise InputError(f"{path} holds NaN or infinite samples: save it without them")
-        lo, hi = float(arr.min()), float(arr.max())
-        if not (lo >= 0.0 and hi <= 1.0):
-            raise InputError(f"{path} holds floating-point samples from {lo:g} to {hi:g}, outside 0-1: scale it to 0-1 "
-                             "or save it as an 8/16-bit image")
-        depth, x = 16, arr.astype(np.float32)
+        depth, x = 16, _float_samples(arr, str(path))
     elif arr.dtype == np.uint16:
         depth, x = 16, arr.astype(np.float32) / 65535.0
     elif arr.dtype == np.uint8:
@@ -337,6 +331,18 @@ def _exif_orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(arr)) if op else arr
 
 
+def _float_samples(arr: np.ndarray, subject: str) -> np.ndarray:
+    """Floating-point samples as float32, refused unless finite and within 0-1 (clipping would whiten or blacken the
+    picture silently; a 0-255 float grey came out mostly white)."""
+    if not np.isfinite(arr).all():
+        raise InputError(f"{subject} holds NaN or infinite samples: save it without them")
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (lo >= 0.0 and hi <= 1.0):
+        raise InputError(f"{subject} holds floating-point samples from {lo:g} to {hi:g}, outside 0-1: scale it to 0-1 "
+                         "or save it as an 8/16-bit image")
+    return arr.astype(np.float32)
+
+
 def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedImage:
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -346,11 +352,7 @@ def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedI
         grey = np.clip(raw.astype(np.float32) / 65535.0, 0.0, 1.0)
         return LoadedImage(np.repeat(grey[..., None], 3, axis=2), alpha, 16, True, orig_mode, fmt, icc)
     if mode == "F":
-        grey = np.asarray(im, dtype=np.float32)
-        lo, hi = float(np.nanmin(grey)), float(np.nanmax(grey))
-        if not (np.isfinite(grey).all() and lo >= 0.0 and hi <= 1.0):  # clipping would whiten or blacken it silently
-            raise InputError(f"the image holds floating-point samples from {lo:g} to {hi:g}, outside 0-1: scale it to "
-                             "0-1 or save it as an 8/16-bit image")
+        grey = _float_samples(np.asarray(im), "the image")
         return LoadedImage(np.repeat(grey[..., None], 3, axis=2), None, 16, True, orig_mode, fmt, icc)
     if mode == "P":
         im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
