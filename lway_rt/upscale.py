@@ -38,7 +38,7 @@ from lway_rt.runtime.device import check_device_spelling
 __all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
            "upscale_image",
-           "collect_inputs", "earlier_outputs", "up_to_date", "plan_outputs", "upscale_files"]
+           "scaled_size", "collect_inputs", "earlier_outputs", "up_to_date", "plan_outputs", "upscale_files"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class UpscaleConfig:
     blend: str = "linear"
     device: str = "cpu"
     fp16: bool = False
-    suffix: str | None = None  # None: "_x{scale}"
+    suffix: str | None = None  # None: "_x{scale}" (the --outscale where given)
     format: str = "png"  # "png" or "same"
     alpha: str = "model"  # "model" or "bicubic"
     recursive: bool = False
@@ -60,6 +60,7 @@ class UpscaleConfig:
     base_model: str | None = None  # the unadapted model the cap compares with [the weights' metadata]
     stage1: str | None = None  # a per-group adaptation's stage-1 checkpoint [the one its groups.json records]
     skip_existing: bool = False  # leave outputs already there (newer than their input, of the model's size) alone
+    outscale: float | None = None  # resize the model's output to this x the input (None: the model's scale)
 
     def __post_init__(self):
         if self.detail_cap not in ("auto", "off"):
@@ -81,6 +82,8 @@ class UpscaleConfig:
         check_device_spelling(self.device)
         if self.fp16 and self.device == "cpu":
             raise InputError("--fp16 runs on a CUDA GPU only: add --device cuda, or drop --fp16 on the CPU")
+        if self.outscale is not None and not 0 < self.outscale <= 64:
+            raise InputError(f"--outscale must be a number above 0 (64 at most), not {self.outscale:g}")
         if self.suffix is not None and ("/" in self.suffix or "\\" in self.suffix):
             raise InputError(f"--suffix must not contain a path separator: {self.suffix!r}")
 
@@ -388,10 +391,33 @@ def _upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, 
     return to_numpy(t.clamp_(0.0, 1.0))[..., 0]
 
 
+def _factor(config: UpscaleConfig, desc: ModelDescriptor) -> float:
+    """How many times the input's size an output is: ``--outscale``, else the model's scale."""
+    return desc.scale if config.outscale is None else config.outscale
+
+
+def scaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
+    """(width, height) of an output ``factor`` x ``size``, rounded half up: the one rule for every size check."""
+    return int(size[0] * factor + 0.5), int(size[1] * factor + 0.5)
+
+
+def _lanczos(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One float plane in [0, 1] resized to (width, height) with Lanczos (at float precision: 16-bit survives),
+    clipped back into [0, 1] (the filter's lobes overshoot at edges)."""
+    from PIL import Image
+
+    if (plane.shape[1], plane.shape[0]) == size:
+        return plane
+    out = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
 def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig = UpscaleConfig(),
                   cap: DetailCap | None = None) -> LoadedImage:
     """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC/EXIF for writing back. With ``cap``, the
-    colour is held at ``cap.cap`` x the fine detail of ``cap.base``'s image (``wavelet.detail_cap``)."""
+    colour is held at ``cap.cap`` x the fine detail of ``cap.base``'s image (``wavelet.detail_cap``). With
+    ``config.outscale`` the model's output is resized (Lanczos) to that many times the input, as Real-ESRGAN's
+    ``--outscale`` does (a x4 model for x2 output)."""
     colour = fill_hidden_colour(img.rgb, img.alpha)  # what fully transparent pixels hide must not bleed into the edge
     rgb = upscale_rgb(desc, colour, config.tiles)
     if cap is not None:
@@ -401,6 +427,14 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
         held, _ = detail_cap(to_tensor(base), to_tensor(rgb), cap.cap, desc.scale)
         rgb = to_numpy(held)
     alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
+    if config.outscale is not None and config.outscale != desc.scale:
+        h, w = img.rgb.shape[:2]
+        size = scaled_size((w, h), config.outscale)
+        if min(size) < 1:
+            raise InputError(f"--outscale {config.outscale:g} makes this {w}x{h} image {size[0]}x{size[1]} px: use a "
+                             "larger --outscale")
+        rgb = np.stack([_lanczos(rgb[..., c], size) for c in range(3)], axis=2)
+        alpha = settle_alpha(_lanczos(alpha, size)) if alpha is not None else None
     return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile, exif=img.exif)
 
 
@@ -461,7 +495,7 @@ def _output_path(src: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> 
     return out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
 
 
-def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str, scale: int
+def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str, scale: float
                     ) -> dict[Path, Path]:
     """{input: the input it is the output of} for inputs an earlier run of the same command wrote: with ``-o`` the
     input folder itself, a second run finds ``a_x4.png`` beside ``a.png``. One counts as an earlier output only if it
@@ -481,12 +515,12 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
             if other is None or dest == src.resolve() or other in found:
                 continue
             size, up = image_size(src), image_size(other)
-            if size is not None and up == (size[0] * scale, size[1] * scale):
+            if size is not None and up == scaled_size(size, scale):
                 found[other] = src
     return found
 
 
-def up_to_date(src: Path, dest: Path, scale: int) -> bool:
+def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     """Whether ``dest`` already holds ``src``'s output: a file at least as new as ``src`` with exactly ``scale`` x its
     size. Outputs are written atomically, so a file of that name is complete; one older than its input (the input was
     edited since) or of another size (another model's scale) is not taken."""
@@ -498,7 +532,7 @@ def up_to_date(src: Path, dest: Path, scale: int) -> bool:
     except OSError:
         return False
     size, up = image_size(src), image_size(dest)
-    return size is not None and up == (size[0] * scale, size[1] * scale)
+    return size is not None and up == scaled_size(size, scale)
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
@@ -542,8 +576,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     desc = desc or prepare_model(config)
     cap = None if router is not None else prepare_detail_cap(config, desc)
     ensure_writable_dir(out_dir, "-o folder")  # once the model is ready: a refused model leaves no empty folder behind
-    suffix = f"_x{desc.scale}" if config.suffix is None else config.suffix
-    earlier = earlier_outputs(items, out_dir, suffix, config.format, desc.scale)
+    factor = _factor(config, desc)
+    suffix = f"_x{factor:g}" if config.suffix is None else config.suffix
+    earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier], out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
     if len(earlier) > 3:
@@ -576,7 +611,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
     try:
         if dest is None:
             raise InputError(reason)
-        if config.skip_existing and up_to_date(src, dest, desc.scale):
+        if config.skip_existing and up_to_date(src, dest, _factor(config, desc)):
             report.kept.append(dest)
             return
         img = read_image(src)

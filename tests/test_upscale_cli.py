@@ -213,6 +213,27 @@ def test_an_earlier_run_with_the_other_format_is_not_upscaled_again(tmp_path, sm
     assert (d / "a_x4.jpg").read_bytes() == made
 
 
+def test_outscale_resizes_the_models_output(tmp_path, inputs, small):
+    """-s 2 with a x4 model (Real-ESRGAN's --outscale): x2 outputs named _x2, 16-bit and alpha kept, the picture the
+    model made brought to that size; a second run with --skip-existing knows them by that size."""
+    out = tmp_path / "out"
+    result = run("upscale", inputs / "photo.png", inputs / "grey16.png", inputs / "cutout.png", "-o", out,
+                 "--model", MODEL, "-s", "2")
+    assert result.exit_code == 0 and "3 image(s) written" in result.output, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["cutout_x2.png", "grey16_x2.png", "photo_x2.png"]
+    photo, grey, cut = (read_image(out / f"{n}_x2.png") for n in ("photo", "grey16", "cutout"))
+    assert photo.rgb.shape == (64, 64, 3) and grey.bit_depth == 16 and grey.grey and cut.alpha.shape == (64, 64)
+    assert run("upscale", inputs / "photo.png", "-o", tmp_path / "x4", "--model", MODEL).exit_code == 0
+    x4 = read_image(tmp_path / "x4" / "photo_x4.png").rgb
+    pooled = x4.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3))
+    plain = np.asarray(Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC), np.float32) / 255
+    assert np.abs(photo.rgb - pooled).mean() < 0.5 * np.abs(plain - pooled).mean()  # the model's picture, resized
+    again = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "2", "--skip-existing")
+    assert "1 already there" in again.output, again.output
+    tiny = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "0.01")
+    assert tiny.exit_code == 1 and "--outscale 0.01 makes this 32x32 image 0x0 px" in tiny.output
+
+
 def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(tmp_path, inputs, small):
     out = tmp_path / "out"
     assert run("upscale", inputs, "-o", out, "--model", MODEL).exit_code == 0

@@ -24,7 +24,7 @@ from lway_rt.cli._params import NAME, PathParam
               help="Overlap between neighbouring tiles, input pixels.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
 @click.option("--fp16", is_flag=True, help="Half precision (CUDA only, models marked fp16-safe).")
-@click.option("--suffix", default=None, help="Added to output file names [default: _x<scale>].")
+@click.option("--suffix", default=None, help="Added to output file names [default: _x<scale>, or _x<outscale>].")
 @click.option("--format", "fmt", type=click.Choice(["png", "same"]), default="png", show_default=True,
               help="png, or keep each input's format.")
 @click.option("--alpha", type=click.Choice(["model", "bicubic"]), default="model", show_default=True,
@@ -34,6 +34,9 @@ from lway_rt.cli._params import NAME, PathParam
               help="Leave outputs already in the -o folder alone when newer than their input and of the model's "
                    "size: continues a stopped run.")
 @click.option("--scale", type=click.IntRange(min=1), default=None, help="Fail unless the model has this scale.")
+@click.option("-s", "--outscale", type=click.FloatRange(min=0, min_open=True, max=64), default=None,
+              help="Final scale: resize the model's output (Lanczos) to this many times the input, e.g. 2 with a x4 "
+                   "model [the model's scale].")
 @click.option("--detail-cap", default="auto", show_default=True,
               help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
                    "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
@@ -43,7 +46,7 @@ from lway_rt.cli._params import NAME, PathParam
               help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "
                    "[the one its groups.json records].")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, skip_existing, scale,
-            detail_cap, base_model, stage1):
+            outscale, detail_cap, base_model, stage1):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
     Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP files (sub-folders with --recursive).
@@ -58,10 +61,10 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     config = UpscaleConfig(model=model, tile=tile, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
                            format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
-                           base_model=base_model, stage1=stage1, skip_existing=skip_existing)
+                           base_model=base_model, stage1=stage1, skip_existing=skip_existing, outscale=outscale)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("upscaling", total=None)
         report = upscale_files(
             inputs, out_dir, config,

@@ -95,7 +95,7 @@ def _open(path: Path):
     try:
         return Image.open(path)
     except UnidentifiedImageError:
-        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, TIFF, BMP)") from None
+        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:
