@@ -23,6 +23,37 @@ def test_cli_writes_a_valid_report_and_chart(tmp_path):
     assert validate(report) == [] and report["summary"]["ok"] == 2 and report["peak_gflops"] == {}
     assert chart.read_bytes()[:4] == b"\x89PNG"
     assert "ort-cpu" in res.output and "yes" in res.output and "report:" in res.output
+    again = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "--no-peak",
+                                      "--json", str(out), "--chart", str(chart), *TINY])
+    assert again.exit_code == 0 and json.loads(out.read_text())["summary"]["ok"] == 1  # a rerun replaces its own
+
+
+def test_report_and_chart_never_replace_what_the_user_has(tmp_path, capped_weights):
+    """--json / --chart naming the model, another file of the user's or each other are refused before anything is
+    timed, and the file is left as it was."""
+    import shutil
+
+    from PIL import Image
+
+    victim = tmp_path / "mine.safetensors"
+    shutil.copy(capped_weights, victim)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (8, 8), "red").save(photo)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    before = {p: p.read_bytes() for p in (victim, photo, notes)}
+    for args, needle in (
+        (["--json", victim], "is the model being measured"),
+        (["--chart", victim], "is the model being measured"),
+        (["--json", photo], "exists and is not a serve-bench report"),
+        (["--json", notes], "exists and is not a serve-bench report"),
+        (["--chart", photo], "exists and is not a serve-bench chart"),
+        (["--json", tmp_path / "r.out", "--chart", tmp_path / "r.out"], "both name"),
+    ):
+        res = CliRunner().invoke(main, ["serve-bench", "-m", str(victim), "-s", "24", "-b", "torch", "--no-peak",
+                                        *map(str, args), *TINY])
+        assert res.exit_code == 1 and res.output.startswith("error: ") and needle in res.output, (args, res.output)
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "r.out").exists()
 
 
 def test_capped_weights_are_timed_as_export_ships_them(capped_weights, tmp_path):
@@ -78,10 +109,26 @@ def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
         assert (report["model"]["detail_cap"] is not None) == (kind == "capped")
         ort = next(r for r in report["results"] if r["kind"] == "ort-cpu")
         assert ort["verification"]["psnr_db"] >= 50 and ort["export_s"] is None  # the file itself, not a new export
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["plain"]), "--json",
+                                    str(files["plain"].with_suffix(".json")), *TINY])
+    assert res.exit_code == 1 and "is the model being measured (or its manifest)" in res.output
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["capped"]), "--tile", "16", "--tile-overlap", "4",
+                                    *TINY])
+    assert res.exit_code == 1 and "time whole images (--tile 0)" in res.output, res.output
     bare = tmp_path / "bare.onnx"
     shutil.copy(files["plain"], bare)
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(bare), *TINY])
     assert res.exit_code == 1 and "has no manifest" in res.output and "Traceback" not in res.output
+
+
+def test_an_fp16_file_nothing_here_can_time_is_not_a_success(tmp_path):
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--precision", "fp16", "--out",
+                                    str(tmp_path / "exp")])
+    assert res.exit_code == 0, res.output
+    fp16 = next((tmp_path / "exp").glob("*.fp16.*.onnx"))
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(fp16), "-s", "24", "--no-peak", *TINY])
+    assert res.exit_code == 1 and f"{fp16.name} itself was not timed" in res.output, res.output
+    assert "ort-cuda+fp16+fallback" in res.output
 
 
 def test_cli_user_mistakes_are_one_line_errors():

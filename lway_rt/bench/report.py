@@ -8,6 +8,7 @@ when a chart is asked for.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,44 @@ def render_table(report: dict[str, Any]):
     return table
 
 
+#: the PNG text chunk that marks a chart as serve-bench's: an existing file without it is not replaced
+CHART_SOFTWARE = "lwayrt serve-bench"
+
+
+def check_output_paths(json_path: str | Path | None, chart_path: str | Path | None, keep: Sequence[Path]) -> None:
+    """Refuse, before anything is measured, a --json / --chart path that would replace something the user has: the
+    model file or its manifest (``keep``), the other output, or an existing file that is not an earlier
+    serve-bench report / chart (an earlier report or chart of the same name is replaced, as a rerun expects)."""
+    kept = {Path(k).expanduser().resolve() for k in keep}
+    given = [(opt, Path(p).expanduser()) for opt, p in (("--json", json_path), ("--chart", chart_path)) if p]
+    if len(given) == 2 and given[0][1].resolve() == given[1][1].resolve():
+        raise OutputError(f"--json and --chart both name {given[0][1]}: give them different files")
+    for opt, p in given:
+        if p.resolve() in kept:
+            raise OutputError(f"{opt} {p} is the model being measured (or its manifest): choose another file")
+        if p.is_file() and not (_is_report(p) if opt == "--json" else _is_chart(p)):
+            what = "serve-bench report" if opt == "--json" else "serve-bench chart"
+            raise OutputError(f"{opt} {p} exists and is not a {what}: choose another file (it is left as it is)")
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"results", "summary", "machine"} <= data.keys()
+
+
+def _is_chart(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and im.info.get("Software") == CHART_SOFTWARE
+    except Exception:  # noqa: BLE001 - not an image at all
+        return False
+
+
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Validate against the schema, then write atomically (indent 1, sorted as built)."""
     from lway_rt.bench.schema import validate_report
@@ -143,6 +182,6 @@ def write_chart(report: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": CHART_SOFTWARE})
     plt.close(fig)
     return path

@@ -224,9 +224,7 @@ def _with_detail_cap(desc, config: BenchConfig, say: Callable[[str], None]):
             say(f"note: these weights were adapted with --detail-cap {float(desc.metadata['detail_cap']):g}; with "
                 "--detail-cap off the timed network is the uncapped model")
         return desc, None
-    if any(config.tiles):
-        raise InputError(f"the detail cap ({cap.cap:g}) is measured on each input the network is given, so tiles would "
-                         "each be capped on their own: time whole images (--tile 0), or pass --detail-cap off")
+    _refuse_capped_tiles(cap.cap, config, "or pass --detail-cap off")
     from lway_rt.export.capped import capped_descriptor
 
     say(f"detail cap {cap.cap:g}: timing the unadapted model beside the adapted one and the blend, as lwayrt export "
@@ -234,6 +232,14 @@ def _with_detail_cap(desc, config: BenchConfig, say: Callable[[str], None]):
     record = {"cap": cap.cap, "base_model": config.base_model or cap.base.name or cap.base.source,
               "base_sha256": state_dict_sha256(cap.base.model.state_dict())}
     return capped_descriptor(desc, cap.base, cap.cap), record
+
+
+def _refuse_capped_tiles(cap: float, config: BenchConfig, other: str) -> None:
+    """A capped network measures its cap on each input it is given: tiled, each tile would be capped on its own, which
+    no deployment does (upscale refuses it too)."""
+    if any(config.tiles):
+        raise InputError(f"the detail cap ({cap:g}) is measured on each input the network is given, so tiles would "
+                         f"each be capped on their own: time whole images (--tile 0), {other}")
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,7 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     adapted = weights(source.get("model"), source.get("path"), cap["adapted_sha256"] if cap else source["weights_sha256"],
                       "the weights")
     if cap:
+        _refuse_capped_tiles(float(cap["cap"]), config, "or time a file exported with --detail-cap off")
         base = weights(cap.get("base_model"), None, cap["base_sha256"], "the unadapted model")
         reference = capped_descriptor(adapted, base, float(cap["cap"]))
         say(f"{path.name} holds detail cap {float(cap['cap']):g}: verified against the unadapted and the adapted network")
@@ -361,8 +368,10 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         for spec in specs:
             reason = skip_reason(spec, fp16_safe=desc.fp16_safe)
             if not reason and exported is not None and spec.kind != "torch" and spec.precision != exported.precision:
-                reason = (f"{exported.path.name} is an {exported.precision} file: export an {spec.precision} one to time "
-                          f"{spec.precision}")
+                reason = (f"{exported.path.name} is an {exported.precision} file, which {spec.label} does not time"
+                          + (" (fp16 on the CPU is emulated): time it on a GPU with ort-cuda+fp16, or here, slowly, "
+                             "with -b ort-cuda+fp16+fallback" if exported.precision == "fp16" and spec.device == "cpu"
+                             else f": export an {spec.precision} one to time {spec.precision}"))
             if reason:
                 row = _row_base(spec, None, scale, config.tile_overlap)
                 row.update(status="skipped", reason=reason)

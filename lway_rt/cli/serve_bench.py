@@ -73,9 +73,16 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     import torch
     from rich.console import Console
 
-    from lway_rt.bench.report import render_table, write_chart, write_json
+    from pathlib import Path
+
+    from lway_rt.bench.report import check_output_paths, render_table, write_chart, write_json
     from lway_rt.bench.runner import BenchConfig, parse_size, run_bench
     from lway_rt.bench.timing import TimingPolicy
+    from lway_rt.export.manifest import manifest_path
+
+    given = Path(model).expanduser()
+    exported = given.suffix.lower() == ".onnx"  # timed as it is, by the ONNX backends of its precision
+    check_output_paths(json_path, chart_path, [given, manifest_path(given)] if exported else [given])  # before minutes of timing, not after
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -109,6 +116,8 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
         raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons in "
                           "the table); choose backends this machine can run")
+    if exported and not bad and not any(r["status"] == "ok" and r["kind"] != "torch" for r in report["results"]):
+        raise BenchFailed(f"{given.name} itself was not timed: no backend asked for runs it here (reasons in the table)")
     if bad:
         raise BenchFailed(f"{len(bad)} configuration(s) failed verification or could not run "
                           f"({', '.join(sorted({r['backend'] for r in bad}))}): see the table")
