@@ -143,6 +143,8 @@ def test_cli_user_mistakes_are_one_line_errors():
         res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--device", "cpu", *args, *TINY])
         assert res.exit_code == 1, (args, res.output)
         assert res.output.startswith("error: ") and needle in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "100000", "--no-peak", *TINY])
+    assert res.exit_code == 1 and "needs 3.69e+03 GB for its input and outputs alone" in res.output, res.output
     res = runner.invoke(main, ["serve-bench", "-m", "no-such-model", *TINY])
     assert res.exit_code == 1 and "unknown model 'no-such-model'" in res.output
 

@@ -333,3 +333,20 @@ def test_importing_export_code_loads_no_heavy_packages():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("kind", ["export profile", "config file"])
+def test_toml_files_that_are_not_toml_text_are_one_line(tmp_path, kind):
+    """A PNG given as --profile / --config, a folder, a missing file: one line each, never a UnicodeDecodeError."""
+    from lway_rt.adapt.config import load_toml_defaults
+    from lway_rt.export.profile import load_profile
+
+    read = load_profile if kind == "export profile" else load_toml_defaults
+    binary = tmp_path / "photo.toml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path, match in ((binary, "is not UTF-8 text"), (folder, "is a folder: give a .toml file"),
+                        (tmp_path / "gone.toml", "does not exist")):
+        with pytest.raises(InputError, match=f"^{kind} .*{match}"):
+            read(path)

@@ -481,6 +481,27 @@ def test_output_folder_that_takes_no_files_is_one_line(tmp_path, small, unwritab
     assert "choose another -o folder" in error_line(result) and not list(locked.iterdir())
 
 
+@pytest.mark.parametrize("exc", [MemoryError("Unable to allocate 112. GiB for an array"),
+                                 RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                                              "memory: you tried to allocate 120000000000 bytes.")])
+def test_running_out_of_memory_is_one_line_not_a_traceback(tmp_path, small, monkeypatch, exc):
+    """Allocation failures cannot be provoked safely on a shared machine: the library call that would allocate is
+    made to fail as numpy and PyTorch's CPU allocator do."""
+    import lway_rt.upscale
+
+    def exhausted(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(lway_rt.upscale, "upscale_files", exhausted)
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1 and not isinstance(result.exception, (MemoryError, RuntimeError))
+    assert error_line(result).startswith("error: out of memory (") and "--tile" in result.output
+    other = RuntimeError("a bug")  # anything else is not dressed up as a message
+    monkeypatch.setattr(lway_rt.upscale, "upscale_files", lambda *a, **k: (_ for _ in ()).throw(other))
+    assert CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]).exception is other
+
+
 def test_missing_inputs_and_empty_folder(tmp_path):
     result = run("upscale", tmp_path / "nope.png", "-o", tmp_path / "out")
     assert result.exit_code == 1 and "does not exist" in error_line(result)

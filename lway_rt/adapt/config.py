@@ -405,15 +405,10 @@ class AdaptConfig:
 
 def load_toml_defaults(path: str | Path) -> dict[str, Any]:
     """Read adapt defaults from a TOML file (``[adapt]`` table if present, else the top level)."""
-    import tomllib
+    from lway_rt.io.toml_files import read_toml
 
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError(f"config file {p} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"config file {p} is not valid TOML: {exc}") from None
+    data = read_toml(p, "config file")
     table = data.get("adapt", data)
     if not isinstance(table, dict):
         raise InputError(f"config file {p}: [adapt] must be a table")

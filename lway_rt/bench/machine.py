@@ -54,7 +54,8 @@ def load_average() -> list[float]:
         return []
 
 
-def _memory_gb() -> float | None:
+def memory_gb() -> float | None:
+    """The machine's memory (MemTotal), GB; None where /proc/meminfo is not there."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
@@ -93,7 +94,7 @@ def machine_info() -> dict:
         "cpu_flags": _cpu_flags(),
         "logical_cores": os.cpu_count(),
         "usable_cores": affinity,
-        "memory_gb": _memory_gb(),
+        "memory_gb": memory_gb(),
         "gpus": _gpus(),
     }
 

@@ -152,13 +152,20 @@ class _Case:
         return (self.batch, 3, self.height, self.width)
 
 
-def _cases(config: BenchConfig, size_multiple: int, min_size: int) -> list[_Case]:
+def _cases(config: BenchConfig, size_multiple: int, min_size: int, scale: int = 1) -> list[_Case]:
+    from lway_rt.bench.machine import memory_gb
+
     cases = []
+    total = memory_gb()
     for h, w in config.sizes:
         if h % size_multiple or w % size_multiple or min(h, w) < min_size:
             raise InputError(f"size {w}x{h} does not suit this model: sides must be multiples of {size_multiple} "
                              f"and at least {min_size}")
         for b in config.batches:
+            need = b * 3 * h * w * 4 * (1 + 2 * scale * scale) / 2**30  # input, reference and one backend's output
+            if total is not None and need > total:
+                raise InputError(f"size {w}x{h} at batch {b} needs {need:.3g} GB for its input and outputs alone, more "
+                                 f"than this machine's {total:g} GB: use a smaller --size or --batch")
             for t in config.tiles:
                 if t and t >= h and t >= w:
                     continue  # one window covers the image: the same as the whole-image case
@@ -336,7 +343,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         spec = parse_backend(text, device=config.device)
         if spec.label not in {s.label for s in specs}:
             specs.append(spec)
-    cases = _cases(config, desc.size_multiple, desc.min_size)
+    cases = _cases(config, desc.size_multiple, desc.min_size, desc.scale)
     profile = ShapeProfile.covering([c.call_shape for c in cases])
 
     old_threads = torch.get_num_threads()

@@ -59,9 +59,29 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:  # Ctrl-C outside a resumable loop: nothing half-written is left (atomic writes)
             click.secho("interrupted", fg="yellow", err=True)
             ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - only running out of memory is turned into a message here
+            if not _out_of_memory(exc):
+                raise
+            click.secho(f"error: out of memory ({_first_line(exc)}): use smaller images or sizes, --tile, or a smaller "
+                        "batch", fg="red", err=True)
+            ctx.exit(1)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """numpy's and Python's MemoryError, PyTorch's CUDA out-of-memory error and its CPU allocator's failure."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # not imported for it: a command that never loaded torch cannot have raised it
+    if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _stop_on_sigterm():

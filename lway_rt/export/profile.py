@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lway_rt.errors import InputError
+from lway_rt.io.toml_files import read_toml
 
 __all__ = [
     "ShapeProfile", "TensorRTSettings", "ExportProfile", "PRECISIONS", "ENGINES", "BUILDER_FLAGS",
@@ -253,12 +253,7 @@ def load_profile(name_or_path: str | Path | None) -> ExportProfile:
             known = ", ".join(list_profiles()) or "none found"
             raise InputError(f"unknown export profile '{text}' (profiles in {profiles_dir()}: {known}); "
                              "give a name from that list or a path to a .toml file")
-    if not path.is_file():
-        raise InputError(f"export profile {path} does not exist")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"export profile {path} is not valid TOML: {exc}") from exc
+    data = read_toml(path, "export profile")
     data.setdefault("name", path.stem)
     try:
         return profile_from_dict(data, source=str(path))
