@@ -80,7 +80,7 @@ class UpscaleConfig:
         if self.alpha not in ("model", "bicubic"):
             raise InputError(f"--alpha must be 'model' or 'bicubic', not {self.alpha!r}")
         check_device_spelling(self.device)
-        if self.fp16 and self.device == "cpu":
+        if self.fp16 and self.device == "cpu" and not self.model.lower().endswith(".onnx"):  # an .onnx: see _prepare_onnx
             raise InputError("--fp16 runs on a CUDA GPU only: add --device cuda, or drop --fp16 on the CPU")
         if self.outscale is not None and not 0 < self.outscale <= 64:
             raise InputError(f"--outscale must be a number above 0 (64 at most), not {self.outscale:g}")

@@ -57,6 +57,9 @@ def test_labels_parse_back_to_the_same_spec(text):
     ("ort-cpu+fp16", "fp16 on the CPU"),
     ("ort-cpu+threads=two", "needs an integer"),
     ("ort-cpu+opt=max", "optimisation level"),
+    ("ort-cpu+ws=100", "'ws=' is the TensorRT workspace"),  # accepted and ignored before: the user thought it applied
+    ("torch+noarena", "ONNX Runtime options; torch does not take them"),
+    ("ort-cpu+fallback", "'fallback' lets ort-cuda / ort-trt fall back"),
     ("tensorrt+bf16", "bf16"),
 ])
 def test_bad_backend_strings_say_what_to_use(text, message):

@@ -115,6 +115,11 @@ def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["capped"]), "--tile", "16", "--tile-overlap", "4",
                                     *TINY])
     assert res.exit_code == 1 and "time whole images (--tile 0)" in res.output, res.output
+    renamed = tmp_path / "renamed.onnx"  # its manifest names another file: the advice must be one serve-bench takes
+    shutil.copy(files["plain"], renamed)
+    shutil.copy(files["plain"].with_suffix(".json"), renamed.with_suffix(".json"))
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(renamed), *TINY])
+    assert res.exit_code == 1 and "describes another file" in res.output and "move the manifest away" not in res.output
     bare = tmp_path / "bare.onnx"
     shutil.copy(files["plain"], bare)
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(bare), *TINY])
@@ -176,3 +181,15 @@ def test_bench_modules_do_not_import_heavy_optional_packages():
             "print([m for m in ('onnx', 'onnxruntime', 'tensorrt', 'matplotlib') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_nan_and_inf_numbers_are_refused_where_options_are_read(tmp_path):
+    """A threshold of nan passes or fails every comparison (the gate reported '... > nan'); a weight of inf would reach
+    the optimiser."""
+    for args in (["export", "-m", "realesr-animevideov3", "--max-abs-diff", "nan"],
+                 ["export", "-m", "realesr-animevideov3", "--min-psnr", "NaN"],
+                 ["serve-bench", "-m", "realesr-animevideov3", "--min-psnr", "nan"],
+                 ["adapt", str(tmp_path), "-m", "realesr-animevideov3", "-o", str(tmp_path / "o"), "--anchor-weight", "inf"],
+                 ["train-degae", "--out", str(tmp_path / "s1.safetensors"), "--lr", "nan"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and "is not a finite number" in res.output, (args, res.output)

@@ -230,6 +230,7 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         (["--model", "realesr-animevideov3", "--static", "64by64"], "not HxW"),
         (["--precision", "fp32"], "--model is required"),
         (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist"),
+        (["--model", "realesr-animevideov3", "--keep-fp32", "conv_last"], "in an fp16 export: add --precision fp16"),
     ):
         res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), *args])
         assert res.exit_code == 1, (args, res.output)

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from lway_rt.cli import main
+from lway_rt.errors import ModelError
 from lway_rt.io import store
 
 
@@ -126,3 +127,37 @@ def test_list_keeps_names_whole_in_a_narrow_terminal(model_store):
     listing = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["models", "list"]).output
     for name in store.SOURCES:
         assert f" {name} " in listing, listing
+
+
+def test_a_weights_file_given_to_import_or_a_store_name_with_its_ending_gets_the_way_that_works(model_store, tmp_path):
+    result = run("models", "import", str(tmp_path / "my_ema.pth"))
+    assert result.exit_code == 1 and "needs no import: pass it as -m" in result.output, result.output
+    with pytest.raises(ModelError, match="does not exist; the store's model of that name is -m realesr-animevideov3"):
+        store.load_model("realesr-animevideov3.safetensors")
+
+
+def test_a_pickle_with_more_than_tensors_is_not_called_corrupt(tmp_path):
+    """A whole pickled module, or a state dict saved beside numpy values: intact files that a weights-only load
+    refuses. Re-downloading cannot help; re-saving the state dict does."""
+    import numpy as np
+    import torch
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    net = SRVGGNetCompact(num_feat=8, num_conv=2)
+    torch.save(net, tmp_path / "whole.pth")
+    torch.save({"params_ema": net.state_dict(), "iter": np.int64(5000)}, tmp_path / "numpy.pth")
+    for name in ("whole.pth", "numpy.pth"):
+        with pytest.raises(ModelError, match=r"holds pickled Python objects besides tensors .* torch.save\(model"):
+            store.load_model(str(tmp_path / name))
+    torch.save(net.state_dict(), tmp_path / "resaved.pth")  # the advice works
+    assert store.load_model(str(tmp_path / "resaved.pth")).arch == "SRVGGNetCompact"
+
+
+def test_a_store_that_cannot_be_made_names_lwayrt_home(tmp_path, monkeypatch):
+    afile = tmp_path / "photo.png"
+    afile.write_bytes(b"x")
+    monkeypatch.setenv("LWAYRT_HOME", str(afile))  # a slip: the variable set to a file
+    result = run("models", "import", "realesr-animevideov3")
+    assert result.exit_code == 1 and "choose another LWAYRT_HOME" in result.output, result.output
+    assert "output folder" not in result.output.split(";")[1]

@@ -106,6 +106,7 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         (tmp_path / "missing.onnx", (), "does not exist: export one with 'lwayrt export'"),
         (exported, ("--detail-cap", "1.2"), "a detail cap goes into the file at export"),
         (exported, ("--scale", "2"), "upscales x4, not x2"),
+        (exported, ("--fp16",), "runs in the precision it was exported in: drop --fp16"),  # not "add --device cuda"
     ):
         res = _upscale(model, photos, tmp_path / "out", *extra)
         errors = [line for line in res.output.splitlines() if line.startswith("error: ")]

@@ -277,7 +277,7 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     if manifest is None:
         raise InputError(f"{path.name} has no manifest ({path.with_suffix('.json').name}) naming the weights it was exported "
                          "from, which serve-bench verifies it against: pass those weights instead")
-    spec_from_manifest(path, manifest)  # the file the manifest describes, gate passed, SR, dynamic H/W
+    spec_from_manifest(path, manifest, runs_unchecked=False)  # the file the manifest describes, gate passed, SR, dynamic H/W
     if config.detail_cap not in ("auto", "off") or config.base_model:
         raise InputError(f"{path.name} is timed as exported: a detail cap goes into the file at export, so drop "
                          "--detail-cap / --base-model")

@@ -28,3 +28,24 @@ class NameParam(click.ParamType):
 
 
 NAME = NameParam()
+
+
+class FiniteFloat(click.ParamType):
+    """A float option that refuses nan and inf: every comparison with nan is false, so a threshold of nan would pass
+    (or fail) every check, and a weight of nan would reach the optimiser."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lway_rt.cli._params import NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PathParam
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
@@ -38,7 +38,7 @@ _GROUPS = _GroupsType()
 @click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
               help="TOML file with defaults ([adapt] table); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
-@click.option("--lr", type=float, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
+@click.option("--lr", type=FINITE, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
               help="constant, or cosine annealing from --lr towards 0 over the iterations [constant].")
 @click.option("--patch-size", type=int, default=None, help="LR patch side in pixels; every input must be at least this large [48].")
@@ -65,15 +65,15 @@ _GROUPS = _GroupsType()
 @click.option("--hf-source", type=click.Choice(["pred", "target"]), default=None,
               help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
 @click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
-@click.option("--anchor-weight", type=float, default=None, help="L1 tying S's output to the unadapted model's (drift guard) [0.2; 0: off].")
+@click.option("--anchor-weight", type=FINITE, default=None, help="L1 tying S's output to the unadapted model's (drift guard) [0.2; 0: off].")
 @click.option("--anchor-pool", type=int, default=None,
               help="Anchor only the coarse picture: compare after a KxK average pool (HR pixels) [1: every pixel].")
-@click.option("--anchor-trust", type=float, default=None,
+@click.option("--anchor-trust", type=FINITE, default=None,
               help="Loosen the anchor on images whose unadapted output stage 1 judges worse than bicubic: "
                    "factor min(1, L_bicubic/L_unadapted)^T [2; 0: off].")
 @click.option("--anchor-trust-scope", type=click.Choice(["image", "run"]), default=None,
               help="Judge each image alone, or pool all inputs into one factor [run].")
-@click.option("--sup-weight", type=float, default=None,
+@click.option("--sup-weight", type=FINITE, default=None,
               help="weight of a supervised L1 on synthetic LR/HR pairs made from clean photos (keeps S a restorer) [3; 0: off]")
 @click.option("--sup-data", type=PathParam(), default=None,
               help="Folder of clean photos for the --sup-weight pairs [the bundled stage-1 training photos].")
@@ -82,28 +82,28 @@ _GROUPS = _GroupsType()
 @click.option("--sup-degradation", type=click.Choice(["classic", "lr", "stage1"]), default=None,
               help="How the --sup-weight pairs' LR is made: classic = blur, x4 down, noise, JPEG; lr = all at LR size; "
                    "stage1 = stage 1's R with your images' embeddings (lway loss only) [classic].")
-@click.option("--strength", type=float, default=None,
+@click.option("--strength", type=FINITE, default=None,
               help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
-@click.option("--detail-cap", type=float, default=None,
+@click.option("--detail-cap", type=FINITE, default=None,
               help="Hold the fine detail adaptation adds at this many times the unadapted image's, per image, by "
                    "blending the written image towards the unadapted one (>= 1; upscale repeats it) [off].")
-@click.option("--detail-guard", type=float, default=None,
+@click.option("--detail-guard", type=FINITE, default=None,
               help="While training, penalise patches whose fine detail exceeds --detail-guard-ratio times the unadapted "
                    "output's, with this weight [0: off].")
-@click.option("--detail-guard-ratio", type=float, default=None,
+@click.option("--detail-guard-ratio", type=FINITE, default=None,
               help="The detail ratio the detail guard allows (>= 1) [1.2].")
 @click.option("--detail-guard-gate", type=click.Choice(["none", "trust"]), default=None,
               help="Scale the detail guard per image: trust = by how much worse than bicubic stage 1 finds the unadapted "
                    "output explains the input (0 where it explains it as well; lway loss only) [none].")
-@click.option("--ema", type=float, default=None,
+@click.option("--ema", type=FINITE, default=None,
               help="Write the moving average of the weights over the steps, with this decay (e.g. 0.98) [0: off].")
 @click.option("--perceptual", type=click.Choice(["none", "trunk-l1", "lpips"]), default=None,
               help="Wavelet-weighted perceptual term beside the L1: trunk-l1 = L1 on a frozen pretrained SR trunk's "
                    "features (offline); lpips = LPIPS-AlexNet from --lpips-weights [none].")
-@click.option("--perceptual-weight", type=float, default=None, help="Weight of the --perceptual term [trunk-l1: 0.07, lpips: 1].")
+@click.option("--perceptual-weight", type=FINITE, default=None, help="Weight of the --perceptual term [trunk-l1: 0.07, lpips: 1].")
 @click.option("--lpips-weights", type=PathParam(dir_okay=False), multiple=True,
               help="LPIPS-AlexNet weight file(s) for --perceptual lpips (backbone and linear layers; one or two files).")
-@click.option("--guard-factor", type=float, default=None,
+@click.option("--guard-factor", type=FINITE, default=None,
               help="Roll back when the fixed-patch loss exceeds this x its best [2; 0: off].")
 @click.option("--gt", "gt_dir", type=PathParam(file_okay=False), default=None,
               help="HR ground truth named like the inputs: evaluate, keep the best, stop on patience.")

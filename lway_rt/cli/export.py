@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PathParam
 
 
 def _log(msg: str) -> None:
@@ -42,9 +42,9 @@ def _log(msg: str) -> None:
                    "C: this cap.")
 @click.option("--base-model", "base_model", metavar="M", type=NAME,
               help="The unadapted model the detail cap compares with [the one the weights record].")
-@click.option("--max-abs-diff", type=float, default=1e-4, show_default=True,
+@click.option("--max-abs-diff", type=FINITE, default=1e-4, show_default=True,
               help="Parity gate for fp32: largest allowed |exported - torch|.")
-@click.option("--min-psnr", type=float, default=45.0, show_default=True,
+@click.option("--min-psnr", type=FINITE, default=45.0, show_default=True,
               help="Parity gate for fp16: lowest allowed PSNR (dB) against the fp32 torch output.")
 def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
             stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr):
@@ -105,6 +105,9 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
                               mode="static" if tiles else None, tiles=tiles, flags=flags,
                               keep_fp32_nodes=tuple(keep_fp32) or None)
 
+    if keep_fp32 and "fp16" not in (precisions or (profile.precision,)):
+        raise InputError("--keep-fp32 names nodes to keep in fp32 in an fp16 export: add --precision fp16 (or both), "
+                         "or drop it")
     exportables = []  # (what to export, its profile)
     if what in ("sr", "both"):
         sr, sr_profile = load_sr(), profile

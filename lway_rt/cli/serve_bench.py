@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from lway_rt.cli._params import NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PathParam
 from lway_rt.errors import LwayError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
@@ -53,7 +53,7 @@ class BenchFailed(LwayError):
                    "unadapted model runs beside the adapted one); off: the adapted network alone; C: this cap.")
 @click.option("--base-model", "base_model", metavar="M", type=NAME,
               help="The unadapted model a detail cap compares with [the one the weights name].")
-@click.option("--min-psnr", type=float, default=None,
+@click.option("--min-psnr", type=FINITE, default=None,
               help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")
 @click.option("--no-peak", is_flag=True, help="Skip measuring the machine's matmul/conv peak.")
 @click.option("--json", "json_path", type=PathParam(dir_okay=False), default=None, help="Write the JSON report here.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PathParam
 
 
 @click.command("train-degae")
@@ -19,7 +19,7 @@ from lway_rt.cli._params import NAME, PathParam
               help="Keep the most textured of this many random crop positions.")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--iters", type=int, default=2500, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
+@click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (512 or 2048).")
@@ -32,11 +32,11 @@ from lway_rt.cli._params import NAME, PathParam
 @click.option("--trunk-layers", type=int, default=2, show_default=True)
 @click.option("--pairing", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
               help="cross: E reads another image with the same degradation (DegAE); same: E reads the target itself.")
-@click.option("--roundtrip", "p_roundtrip", type=float, default=0.5, show_default=True,
+@click.option("--roundtrip", "p_roundtrip", type=FINITE, default=0.5, show_default=True,
               help="Fraction of draws degraded through a x4 scale round trip (what stage 2 shows E and R).")
-@click.option("--motion", "p_motion", type=float, default=0.0, show_default=True,
+@click.option("--motion", "p_motion", type=FINITE, default=0.0, show_default=True,
               help="Fraction of blurred draws whose blur is a linear motion blur (beyond DegAE's family; 0: off).")
-@click.option("--sharpen", "p_sharpen", type=float, default=0.0, show_default=True,
+@click.option("--sharpen", "p_sharpen", type=FINITE, default=0.0, show_default=True,
               help="Fraction of draws sharpened (unsharp mask) before any JPEG (beyond DegAE's family; 0: off).")
 @click.option("--perceptual", type=click.Choice(["trunk-l1", "lpips", "none"]), default="trunk-l1", show_default=True,
               help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute), or LPIPS.")
@@ -44,12 +44,12 @@ from lway_rt.cli._params import NAME, PathParam
               help="LPIPS-AlexNet weights (.pth/.safetensors; backbone and linear layers, one or two files).")
 @click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
-@click.option("--w-perceptual", type=float, default=0.02, show_default=True)
+@click.option("--w-perceptual", type=FINITE, default=0.02, show_default=True)
 @click.option("--ckpt-every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Processes that synthesise batches ahead of the step (worth it on a GPU; batches are the same).")
-@click.option("--time-limit", "time_limit_s", type=float, default=None,
+@click.option("--time-limit", "time_limit_s", type=FINITE, default=None,
               help="Seconds: fix --iters from the rate of the first iterations so the run ends in about this time "
                    "(the count used is logged and recorded).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")

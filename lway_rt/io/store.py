@@ -64,12 +64,20 @@ def _package_models_dir(src: Source) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
+#: endings of weight files a path given as a model may have
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt")
+
+
 def import_model(name: str, *, force: bool = False) -> Path:
     """Convert one packaged ncnn model into the store; returns the safetensors path."""
     from lway_rt.io.ncnn import read_ncnn
-    from lway_rt.io.weights import save_safetensors
+    from lway_rt.io.weights import ensure_writable_dir, save_safetensors
 
     if name not in SOURCES:
+        if Path(name).suffix.lower() in WEIGHT_SUFFIXES or Path(name).expanduser().exists():
+            raise ModelError(f"'models import' converts the packaged models ({', '.join(SOURCES)}); a weights file of "
+                             f"your own needs no import: pass it as -m {name}, or copy it into {store_dir()} to use "
+                             "it by name")
         raise ModelError(f"unknown model '{name}'; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
     if dest.exists() and not force and _readable(dest):
@@ -89,6 +97,7 @@ def import_model(name: str, *, force: bool = False) -> Path:
         "source_sha256": digest,
         "description": src.note,
     }
+    ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
     save_safetensors(dest, state, meta)
     return dest
 
@@ -146,9 +155,11 @@ def resolve_model_path(spec: str) -> Path:
     if bare and (spec in SOURCES or store_path(spec).exists()):
         stored = store_path(spec)
         return stored if stored.exists() else import_model(spec)
-    if p.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt") or p.exists():
+    if p.suffix.lower() in WEIGHT_SUFFIXES or p.exists():
         if not p.exists():
-            raise ModelError(f"model file {p} does not exist")
+            stored = p.stem if bare and (p.stem in SOURCES or store_path(p.stem).exists()) else None
+            raise ModelError(f"model file {p} does not exist" + (f"; the store's model of that name is -m {stored}"
+                                                                   if stored else ""))
         if p.is_dir():
             candidates = sorted(p.glob("*.safetensors"))
             if len(candidates) != 1:

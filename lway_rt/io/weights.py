@@ -216,6 +216,10 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
+            if "Weights only load failed" in str(exc):  # intact, but pickled objects beside the tensors
+                raise ModelError(f"{path} holds pickled Python objects besides tensors (a whole model, numpy values), "
+                                 "which are not loaded since unpickling can run code: re-save only the weights, e.g. "
+                                 "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
         from lway_rt.archs.registry import unwrap_state_dict
 

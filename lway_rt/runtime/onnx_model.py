@@ -51,9 +51,11 @@ def _providers(device: str) -> tuple[str, ...]:
     raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
 
 
-def spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, dict[str, str]]:
+def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: bool = True
+                       ) -> tuple[ArchSpec, dict[str, str]]:
     """Check that ``manifest`` describes ``path`` (name, sha256), a passed gate, an SR export with dynamic H/W; returns
-    its size rules and scale as an ``ArchSpec`` and what ``upscale`` records of it."""
+    its size rules and scale as an ``ArchSpec`` and what ``upscale`` records of it. ``runs_unchecked``: the caller
+    runs a file without a manifest (upscale does, serve-bench does not), so a mismatch may suggest moving it away."""
     from lway_rt.export.cache import file_sha256
     from lway_rt.export.manifest import manifest_path
 
@@ -64,7 +66,8 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any]) -> tuple[ArchSpec, 
         raise InputError(f"{path.name} holds {held}, not an SR network: pass an SR export")
     if artifact.get("file") != path.name or artifact.get("sha256") != file_sha256(path):
         raise InputError(f"{mpath} describes another file than {path.name} (name or sha256 differs): re-export with "
-                         "'lwayrt export', or move the manifest away to run the file unchecked")
+                         "'lwayrt export'" + (", or move the manifest away to run the file unchecked" if runs_unchecked
+                                             else " (the file is verified against the weights its manifest names)"))
     if manifest.get("ready") is not True:
         why = "failed its parity gate when it was exported" if manifest.get("ready") is False else \
             "has no parity verdict in its manifest"
