@@ -121,7 +121,7 @@ def test_json_chart_and_table(report, tmp_path):
     console = Console(record=True, width=220)
     console.print(render_table(report))
     text = console.export_text()
-    assert "ort-cpu" in text and "32x24 b1 tile20" in text and "yes 200 dB" in text and "skipped: tensorrt" in text
+    assert "ort-cpu" in text and "32x24 b1 tile20" in text and "yes, identical" in text and "skipped: tensorrt" in text
     bad = copy.deepcopy(report)
     bad["results"][0]["status"] = "unknown"
     with pytest.raises(SchemaError):
