@@ -119,6 +119,17 @@ def import_all(*, force: bool = False) -> list[Path]:
     return [import_model(n, force=force) for n in SOURCES]
 
 
+def _detected(f) -> dict[str, str]:
+    """arch and scale of an open safetensors file from its tensors ({} for an architecture this tool does not know)."""
+    from lway_rt.archs.registry import detect
+
+    try:
+        spec = detect({k: f.get_tensor(k) for k in f.keys()})
+    except ModelError:
+        return {}
+    return {"arch": spec.arch, "scale": str(spec.scale)}
+
+
 def list_models() -> list[dict[str, str]]:
     """Known and imported models, one dict each (name, arch, scale, status, path)."""
     from safetensors import safe_open
@@ -130,10 +141,14 @@ def list_models() -> list[dict[str, str]]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
+                if "arch" not in meta:  # a file of the user's own, saved without metadata: detected from its tensors
+                    meta.update(_detected(f))
         except Exception:
             meta = {"arch": "unreadable"}
         unreadable = meta.get("arch") == "unreadable"
-        packaged = SOURCES[path.stem].dist if path.stem in SOURCES else "user"
+        # a readable file without the import's record is the user's, whatever its name; a cut one under a packaged
+        # name is the store's own copy (import converts it again)
+        packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else "user"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
                      "status": "unreadable" if unreadable else "imported",
                      "source": meta.get("source_package", packaged), "path": str(path)})
