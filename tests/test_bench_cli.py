@@ -166,6 +166,7 @@ def test_nothing_measured_is_a_failure(tmp_path, monkeypatch):
     assert "nothing was measured" in res.output and "no CUDA GPU visible to PyTorch" in res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert validate(report) == [] and report["summary"] == {"ok": 0, "failed": 0, "skipped": 1, "error": 0}
+    assert report["settings"]["device"] == "cuda" and report["settings"]["reference_device"] == "cpu"
 
 
 def test_cli_prints_schema_and_help():

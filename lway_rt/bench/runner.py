@@ -338,6 +338,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
     threads = config.threads or _usable_cores()
+    if threads > _usable_cores():
+        say(f"note: --threads {threads} is more than the {_usable_cores()} usable core(s): the threads will contend, "
+            "and the times show it")
     specs = []
     for text in config.backends:
         spec = parse_backend(text, device=config.device)
@@ -410,6 +413,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         # the truth is computed where PyTorch can: with --device cuda on a machine without a GPU the CUDA backends
         # were skipped, and what runs (ONNX Runtime falling back to the CPU, say) is checked against the CPU's
         ref_device = config.device if config.device == "cpu" or torch.cuda.is_available() else "cpu"
+        if ref_device != config.device:
+            say("note: no CUDA GPU visible to PyTorch: the torch fp32 reference runs on the CPU")
         for n_case, case in enumerate(cases if backends else ()):  # nothing built: nothing to verify or time
             if config.measure_peak and n_case:
                 peak_samples.append(_measure_peaks(specs, threads))
@@ -469,7 +474,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                   "source_sha256": desc.metadata.get("source_sha256"), "detail_cap": cap,
                   "onnx": None if exported is None else {"file": str(exported.path), "sha256": exported.sha256,
                                                          "precision": exported.precision}},
-        "settings": {**config.as_dict(), "threads": threads, "input_source": input_source,
+        "settings": {**config.as_dict(), "threads": threads, "input_source": input_source, "reference_device": ref_device,
                      "min_psnr_db": config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR,
                      "tiled_min_psnr_db": TILED_MIN_PSNR, "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},
         "peak_gflops": {k: {**v, "threads": threads if k.startswith("cpu") else None} for k, v in peaks.items()},
