@@ -58,14 +58,15 @@ class ParityCase:
     finite: bool = True
 
     def describe(self) -> str:
+        shape = "x".join(str(d) for d in self.shape)
         if not self.finite:
-            return f"{self.name} {list(self.shape)}: output has NaN/inf"
+            return f"{self.name} (output {shape}): output has NaN/inf"
         if self.metric == "psnr_db":
             rel = "<" if not self.passed else ">="
-            return f"{self.name} {list(self.shape)}: PSNR {self.value:.2f} dB {rel} {self.threshold:g} dB (max abs {self.max_abs:.3g})"
+            return f"{self.name} (output {shape}): PSNR {self.value:.2f} dB {rel} {self.threshold:g} dB (max abs {self.max_abs:.3g})"
         rel = ">" if not self.passed else "<="
         what = "max abs diff" if self.metric == "max_abs" else "relative diff"
-        return f"{self.name} {list(self.shape)}: {what} {self.value:.3g} {rel} {self.threshold:g}"
+        return f"{self.name} (output {shape}): {what} {self.value:.3g} {rel} {self.threshold:g}"
 
 
 @dataclass(frozen=True)
