@@ -350,3 +350,12 @@ def test_toml_files_that_are_not_toml_text_are_one_line(tmp_path, kind):
                         (tmp_path / "gone.toml", "does not exist")):
         with pytest.raises(InputError, match=f"^{kind} .*{match}"):
             read(path)
+
+
+def test_artifact_names_keep_letters_of_any_script():
+    from lway_rt.export.cache import artifact_stem, safe_label
+
+    assert safe_label("ünï.cödé") == "ünï.cödé"  # was "n-.c-d"
+    assert safe_label("my model/v2 (final)") == "my-model-v2-final"
+    assert safe_label("../..") == "model"
+    assert artifact_stem("超解像", "sr", "fp32", "abc123").startswith("超解像.sr.fp32.")

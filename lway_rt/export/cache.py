@@ -85,8 +85,9 @@ def engine_key_fields(*, onnx_sha256: str, shapes: Mapping[str, Any], precision:
 
 
 def safe_label(text: str) -> str:
-    """A file-name-safe label: letters, digits, '-', '_' and '.' only."""
-    label = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-")
+    """A file-name-safe label: letters and digits (any script: 'ünï' stays, it is not cut to 'n'), '-', '_' and '.'
+    only."""
+    label = re.sub(r"[^\w.-]+", "-", text).strip(".-")
     return label or "model"
 
 
