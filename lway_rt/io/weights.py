@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -216,8 +217,10 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            if "Weights only load failed" in str(exc):  # intact, but pickled objects beside the tensors
-                raise ModelError(f"{path} holds pickled Python objects besides tensors (a whole model, numpy values), "
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            if found:  # intact, but pickled objects beside the tensors (a garbled pickle fails on an operand instead)
+                raise ModelError(f"{path} holds pickled Python objects besides tensors ({found.group(1)}: a whole model, "
+                                 "numpy values), "
                                  "which are not loaded since unpickling can run code: re-save only the weights, e.g. "
                                  "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
