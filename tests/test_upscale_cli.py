@@ -98,6 +98,22 @@ def test_format_same_suffix_and_recursive_layout(tmp_path, inputs, small):
     assert not (out2 / "nested").exists()
 
 
+def test_on_the_cpu_the_network_runs_channels_last_with_the_same_output(astronaut):
+    """upscale holds a CPU network in NHWC (faster oneDNN convolutions, benchmarks/cpu_memory_format.py); the pictures
+    must not change: within 0.01 8-bit levels of the network as loaded, whole and tiled."""
+    from lway_rt.io.store import load_model
+    from lway_rt.runtime.tiling import TileConfig
+    from lway_rt.upscale import UpscaleConfig, prepare_model, upscale_rgb
+
+    desc = prepare_model(UpscaleConfig(model=MODEL))
+    conv = next(p for p in desc.model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain = load_model(MODEL)
+    rgb = np.ascontiguousarray(astronaut[:72, :88], dtype=np.float32) / 255
+    for tiles in (TileConfig(0), TileConfig(48, 8)):
+        assert np.abs(upscale_rgb(desc, rgb, tiles) - upscale_rgb(plain, rgb, tiles)).max() < 0.01 / 255
+
+
 def test_tiled_and_whole_outputs_agree(tmp_path, astronaut):
     src = tmp_path / "a.png"
     Image.fromarray(np.ascontiguousarray(astronaut[::5, ::5])).save(src)  # 103x103
