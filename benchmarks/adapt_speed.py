@@ -247,7 +247,8 @@ def _memory_child(args) -> dict:
     desc = load_model(args.model, device=args.device)
     stage1, _ = load_stage1_for_bench(args.stage1, args.device, args.seed)
     lr = lr_photo(args.photo, args.lr_size, desc.scale)
-    config = AdaptConfig(iterations=args.memory_iterations, device=args.device, seed=args.seed)
+    config = AdaptConfig(iterations=args.memory_iterations, device=args.device, seed=args.seed,
+                         **({"patch_size": args.patch_size} if args.patch_size else {}))
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     import tempfile
@@ -324,6 +325,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=16, help="interleaved rounds (one iteration each by default: the finest interleaving)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant first")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patch-size", type=int, default=None,
+                   help="LR patch side [adapt's default, 48; the committed CPU results used 32]")
     p.add_argument("--memory", action="store_true", help="also measure the real loop's peak memory (child process)")
     p.add_argument("--memory-iterations", type=int, default=10)
     p.add_argument("--estimate-cuda", action="store_true", help="estimate one step's device-memory peak per variant")
@@ -356,7 +359,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     desc = load_model(args.model, device=args.device)
     stage1, stage1_source = load_stage1_for_bench(args.stage1, args.device, args.seed)
-    config = AdaptConfig(device=args.device, seed=args.seed)
+    config = AdaptConfig(device=args.device, seed=args.seed, **({"patch_size": args.patch_size} if args.patch_size else {}))
     lr, hr = lr_photo(args.photo, args.lr_size, desc.scale, with_hr=True)
     x = torch.from_numpy(lr.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0).to(args.device)
     image = AdaptImage.from_lr(args.photo, x, desc.scale)

@@ -17,7 +17,11 @@
 set -uo pipefail
 
 mode=auto
-if [[ ${1:-} == --cpu-smoke ]]; then mode=cpu; shift; fi
+args=()
+for a in "$@"; do  # --cpu-smoke before or after OUTDIR
+  if [[ $a == --cpu-smoke ]]; then mode=cpu; else args+=("$a"); fi
+done
+set -- "${args[@]}"
 if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then
   sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2

@@ -50,10 +50,17 @@ def test_user_weights_in_the_store_are_listed(model_store):
     assert "my-finetune" in listing
     # and it is usable by name wherever a model is asked for
     assert store.load_model("my-finetune").arch == "SRVGGNetCompact"
-    # saved without metadata (by another tool), under a packaged model's name: its arch and scale come from its
-    # tensors, and it is the user's, not the package's
-    save_safetensors(model_store / "models" / "realsr-df2k-x4.safetensors", SRVGGNetCompact(num_feat=8, num_conv=2,
-                                                                                            upscale=2).state_dict())
+
+
+def test_user_weights_without_metadata_under_a_packaged_name(tmp_path, monkeypatch):
+    """Saved by another tool (no metadata) under a packaged model's name: arch and scale come from its tensors,
+    and it is the user's, not the package's. (A store of its own: the session's store keeps the real model.)"""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path))
+    save_safetensors(tmp_path / "models" / "realsr-df2k-x4.safetensors", SRVGGNetCompact(num_feat=8, num_conv=2,
+                                                                                         upscale=2).state_dict())
     rows = {r["name"]: r for r in store.list_models()}
     assert (rows["realsr-df2k-x4"]["arch"], rows["realsr-df2k-x4"]["scale"]) == ("SRVGGNetCompact", "2")
     assert rows["realsr-df2k-x4"]["source"] == "user"
