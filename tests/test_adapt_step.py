@@ -186,6 +186,12 @@ def test_config_validates_on_construction():
         AdaptConfig.from_dict({"iters": 3})
     with pytest.raises(InputError, match="guard_factor"):
         AdaptConfig(guard_factor=1.0)
+    for key in ("anchor_weight", "guard_factor", "detail_guard", "lr"):  # nan from a --config file passed "< 0" checks
+        for value in (float("nan"), float("inf")):
+            with pytest.raises(InputError):
+                AdaptConfig.from_dict({key: value})
+    with pytest.raises(InputError, match="anchor_weight must be a finite number, got nan"):
+        AdaptConfig.from_dict({"anchor_weight": float("nan")})
     for bad in (0, 2.5, True):  # a TOML --config can give any of these
         with pytest.raises(InputError, match="sample must be a positive number of inputs"):
             AdaptConfig(sample=bad)

@@ -58,7 +58,9 @@ def test_labels_parse_back_to_the_same_spec(text):
     ("ort-cpu+threads=two", "needs an integer"),
     ("ort-cpu+opt=max", "optimisation level"),
     ("ort-cpu+ws=100", "'ws=' is the TensorRT workspace"),  # accepted and ignored before: the user thought it applied
-    ("torch+noarena", "ONNX Runtime options; torch does not take them"),
+    ("torch+noarena", "ONNX Runtime options; torch does not take 'noarena'"),
+    ("torch+opt=all", "ONNX Runtime options; torch does not take 'opt=all'"),  # the default value: still not torch's
+    ("ort-cpu+ws=2048", "'ws=' is the TensorRT workspace"),
     ("ort-cpu+fallback", "'fallback' lets ort-cuda / ort-trt fall back"),
     ("tensorrt+bf16", "bf16"),
 ])

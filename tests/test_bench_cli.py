@@ -190,6 +190,8 @@ def test_nan_and_inf_numbers_are_refused_where_options_are_read(tmp_path):
     for args in (["export", "-m", "realesr-animevideov3", "--max-abs-diff", "nan"],
                  ["export", "-m", "realesr-animevideov3", "--min-psnr", "NaN"],
                  ["serve-bench", "-m", "realesr-animevideov3", "--min-psnr", "nan"],
+                 ["serve-bench", "-m", "realesr-animevideov3", "--warmup-s", "nan"],
+                 ["serve-bench", "-m", "realesr-animevideov3", "--min-time-s", "inf"],
                  ["adapt", str(tmp_path), "-m", "realesr-animevideov3", "-o", str(tmp_path / "o"), "--anchor-weight", "inf"],
                  ["train-degae", "--out", str(tmp_path / "s1.safetensors"), "--lr", "nan"]):
         res = CliRunner().invoke(main, args)

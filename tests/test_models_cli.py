@@ -64,6 +64,10 @@ def test_user_weights_without_metadata_under_a_packaged_name(tmp_path, monkeypat
     rows = {r["name"]: r for r in store.list_models()}
     assert (rows["realsr-df2k-x4"]["arch"], rows["realsr-df2k-x4"]["scale"]) == ("SRVGGNetCompact", "2")
     assert rows["realsr-df2k-x4"]["source"] == "user"
+    mine = (tmp_path / "models" / "realsr-df2k-x4.safetensors").read_bytes()
+    result = run("models", "import", "realsr-df2k-x4")  # was "imported" over the user's network, exit 0
+    assert result.exit_code == 1 and "holds weights of your own (no import record)" in result.output, result.output
+    assert (tmp_path / "models" / "realsr-df2k-x4.safetensors").read_bytes() == mine
 
 
 def test_import_unknown_name_is_a_one_line_error():
@@ -144,8 +148,17 @@ def test_list_keeps_names_whole_in_a_narrow_terminal(model_store):
 
 
 def test_a_weights_file_given_to_import_or_a_store_name_with_its_ending_gets_the_way_that_works(model_store, tmp_path):
-    result = run("models", "import", str(tmp_path / "my_ema.pth"))
-    assert result.exit_code == 1 and "needs no import: pass it as -m" in result.output, result.output
+    import torch
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    mine = tmp_path / "my_ema.pth"
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), mine)
+    result = run("models", "import", str(mine))
+    assert result.exit_code == 1 and f"needs no import: pass it as -m {mine}" in result.output, result.output
+    assert store.load_model(str(mine)).arch == "SRVGGNetCompact"  # the advice works
+    result = run("models", "import", str(tmp_path / "typo.pth"))
+    assert result.exit_code == 1 and "typo.pth does not exist" in result.output and "pass it as" not in result.output
     with pytest.raises(ModelError, match="does not exist; the store's model of that name is -m realesr-animevideov3"):
         store.load_model("realesr-animevideov3.safetensors")
 

@@ -300,6 +300,12 @@ class AdaptConfig:
             bad(f"anchor_trust must be a finite number >= 0 (0: off), got {self.anchor_trust!r}")
         if self.anchor_trust_scope not in ("image", "run"):
             bad(f"anchor_trust_scope must be image or run, got {self.anchor_trust_scope!r}")
+        # every number, from the command line or a --config file: nan passes every "< 0" check (and turned the
+        # anchor and the guard silently off), inf reaches the optimiser
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f"{f.name} must be a finite number, got {value!r}")
         if self.anchor_weight < 0 or self.guard_factor < 0:
             bad("anchor_weight and guard_factor must be >= 0")
         if not weight_ok(self.sup_weight):

@@ -338,14 +338,16 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
     threads = config.threads or _usable_cores()
-    if threads > _usable_cores():
-        say(f"note: --threads {threads} is more than the {_usable_cores()} usable core(s): the threads will contend, "
-            "and the times show it")
     specs = []
     for text in config.backends:
         spec = parse_backend(text, device=config.device)
         if spec.label not in {s.label for s in specs}:
             specs.append(spec)
+    crowded = [f"--threads {threads}"] if threads > _usable_cores() else []
+    crowded += [s.label for s in specs if s.threads is not None and s.threads > _usable_cores()]
+    if crowded:
+        say(f"note: {', '.join(crowded)} asks for more threads than the {_usable_cores()} usable core(s): the threads "
+            "will contend, and the times show it")
     cases = _cases(config, desc.size_multiple, desc.min_size, desc.scale)
     profile = ShapeProfile.covering([c.call_shape for c in cases])
 

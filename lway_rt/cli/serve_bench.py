@@ -41,11 +41,11 @@ class BenchFailed(LwayError):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Device of the torch backends and the reference.")
 @click.option("--threads", type=int, default=None, help="CPU threads per backend (default: all usable cores).")
-@click.option("--warmup-s", default=1.0, show_default=True, help="Minimum warm-up time per configuration.")
+@click.option("--warmup-s", default=1.0, type=FINITE, show_default=True, help="Minimum warm-up time per configuration.")
 @click.option("--warmup-iters", default=3, show_default=True, help="Minimum warm-up iterations.")
 @click.option("--min-iters", default=20, show_default=True, help="Minimum timed requests.")
-@click.option("--min-time-s", default=3.0, show_default=True, help="Minimum timing duration.")
-@click.option("--max-time-s", default=60.0, show_default=True, help="Stop timing a configuration after this long.")
+@click.option("--min-time-s", default=3.0, type=FINITE, show_default=True, help="Minimum timing duration.")
+@click.option("--max-time-s", default=60.0, type=FINITE, show_default=True, help="Stop timing a configuration after this long.")
 @click.option("--rounds", default=3, show_default=True,
               help="Split timing into rounds that alternate between backends (fair on a machine with changing load).")
 @click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",

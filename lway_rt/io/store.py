@@ -74,13 +74,20 @@ def import_model(name: str, *, force: bool = False) -> Path:
     from lway_rt.io.weights import ensure_writable_dir, save_safetensors
 
     if name not in SOURCES:
-        if Path(name).suffix.lower() in WEIGHT_SUFFIXES or Path(name).expanduser().exists():
+        given = Path(name).expanduser()
+        if given.exists():
             raise ModelError(f"'models import' converts the packaged models ({', '.join(SOURCES)}); a weights file of "
-                             f"your own needs no import: pass it as -m {name}, or copy it into {store_dir()} to use "
-                             "it by name")
+                             f"your own needs no import: pass it as -m {name} (a .safetensors file copied into "
+                             f"{store_dir()} is also found by its name)")
+        if given.suffix.lower() in WEIGHT_SUFFIXES:
+            raise ModelError(f"{name} does not exist; 'models import' converts the packaged models "
+                             f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
         raise ModelError(f"unknown model '{name}'; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
     if dest.exists() and not force and _readable(dest):
+        if not _imported_from_package(dest):  # a file of the user's under this name: not the packaged model
+            raise ModelError(f"{dest} holds weights of your own (no import record), not the packaged {name}: rename "
+                             f"that file to keep it, or pass --force to replace it with the packaged model")
         return dest  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
     src = SOURCES[name]
     folder = _package_models_dir(src)
@@ -100,6 +107,14 @@ def import_model(name: str, *, force: bool = False) -> Path:
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
     save_safetensors(dest, state, meta)
     return dest
+
+
+def _imported_from_package(path: Path) -> bool:
+    """Whether a stored file is one ``import_model`` wrote (its metadata names the package it came from)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return "source_package" in (f.metadata() or {})
 
 
 def _readable(path: Path) -> bool:

@@ -98,13 +98,6 @@ class BackendSpec:
             raise InputError(f"unknown ONNX Runtime execution mode {self.ort_mode!r}; use sequential or parallel")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"threads must be >= 1, got {self.threads}")
-        if not self.kind.startswith("ort-") and (self.ort_opt_level != "all" or not self.ort_arena
-                                                  or self.ort_mode != "sequential"):
-            raise InputError(f"'opt=', 'noarena' and 'parallel' are ONNX Runtime options; {self.kind} does not take them")
-        if self.allow_fallback and self.kind not in ("ort-cuda", "ort-trt"):
-            raise InputError(f"'fallback' lets ort-cuda / ort-trt fall back to the CPU; {self.kind} does not take it")
-        if self.workspace_mb != 2048 and self.kind not in ("tensorrt", "ort-trt"):
-            raise InputError(f"'ws=' is the TensorRT workspace (tensorrt, ort-trt); {self.kind} does not take it")
         if self.workspace_mb < 16:
             raise InputError(f"TensorRT workspace of {self.workspace_mb} MB is too small; use at least 16")
 
@@ -168,6 +161,15 @@ def parse_backend(text: str, *, device: str = "cpu", threads: int | None = None)
     fields["device"] = device if head == "torch" else ("cpu" if head == "ort-cpu" else "cuda")
     for opt in opts:
         key, _, value = opt.partition("=")
+        # options of another kind of backend are refused, not ignored (whatever their value: 'opt=all' on torch
+        # would read as if it did something)
+        if key in ("opt", "noarena", *_ORT_MODES) and not head.startswith("ort-"):
+            raise InputError(f"'opt=', 'noarena', 'sequential' and 'parallel' are ONNX Runtime options; {head} does "
+                             f"not take {opt!r} (in {text!r})")
+        if key == "fallback" and head not in ("ort-cuda", "ort-trt"):
+            raise InputError(f"'fallback' lets ort-cuda / ort-trt fall back to the CPU; {head} does not take it")
+        if key == "ws" and head not in ("tensorrt", "ort-trt"):
+            raise InputError(f"'ws=' is the TensorRT workspace (tensorrt, ort-trt); {head} does not take it")
         if key in ("cuda", "cpu") and not value and head == "torch":
             fields["device"] = key
         elif key == "cl" and not value:
