@@ -43,7 +43,7 @@ class DeployDemoResult:
 
 
 def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print) -> DeployDemoResult:
-    from lway_rt.bench.report import write_chart, write_json
+    from lway_rt.bench.report import agreement, write_chart, write_json
     from lway_rt.bench.runner import BenchConfig, run_bench
     from lway_rt.bench.timing import TimingPolicy
     from lway_rt.errors import LwayError
@@ -95,7 +95,7 @@ def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print
             continue
         rate = r["images_per_s"]
         vs = f", {rate / torch_rate:.2f}x PyTorch" if torch_rate and r["kind"] != "torch" else ""
-        log(f"  {r['backend']}: verified ({r['verification']['psnr_db']:.0f} dB against PyTorch fp32), p50 "
+        log(f"  {r['backend']}: verified ({agreement(r['verification']['psnr_db'])} against PyTorch fp32), p50 "
             f"{r['latency_ms']['p50']:.1f} ms, {rate:.1f} images/s{vs}")
         result.bench.append({"backend": r["backend"], "p50_ms": r["latency_ms"]["p50"], "images_per_s": rate,
                              "psnr_db": r["verification"]["psnr_db"]})

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lway_rt.bench.runner import PSNR_CAP
 from lway_rt.errors import MissingDependencyError, OutputError
 from lway_rt.io.weights import atomic_path
 
@@ -62,8 +63,7 @@ def render_table(report: dict[str, Any]):
         style = _STATUS_STYLE[status]
         v = row["verification"]
         if status == "ok":
-            # the PSNR is capped at 200 dB: identical outputs (torch fp32 against its own reference) say so
-            verified = f"[{style}]yes, identical[/]" if v["psnr_db"] >= 200 else f"[{style}]yes {v['psnr_db']:.0f} dB[/]"
+            verified = f"[{style}]yes{',' if v['psnr_db'] >= PSNR_CAP else ''} {agreement(v['psnr_db'])}[/]"
         else:
             verified = f"[{style}]{status.upper()}: {row['reason']}[/]"
         lat = row["latency_ms"] or {}
@@ -93,6 +93,12 @@ def render_table(report: dict[str, Any]):
     table.caption = "\n".join(notes)
     table.caption_justify = "left"
     return table
+
+
+def agreement(psnr_db: float) -> str:
+    """How close a backend's output is to the reference, in words: the PSNR is capped at ``PSNR_CAP``, which means
+    bit-identical (torch fp32 against its own reference), so it reads "identical" rather than "200 dB"."""
+    return "identical" if psnr_db >= PSNR_CAP else f"{psnr_db:.0f} dB"
 
 
 #: the PNG text chunk that marks a chart as serve-bench's: an existing file without it is not replaced
