@@ -152,7 +152,8 @@ def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     desc = load_model(config.model, device=config.device)
     label = desc.name or desc.source or desc.arch
     if config.scale is not None and config.scale != desc.scale:
-        raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop --scale")
+        raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop "
+                         f"--scale (-s {config.scale} resizes this model's output to x{config.scale})")
     if desc.in_channels not in (1, 3):
         raise InputError(f"model {label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale images")
     if config.fp16:
@@ -435,6 +436,13 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
     colour is held at ``cap.cap`` x the fine detail of ``cap.base``'s image (``wavelet.detail_cap``). With
     ``config.outscale`` the model's output is resized (Lanczos) to that many times the input, as Real-ESRGAN's
     ``--outscale`` does (a x4 model for x2 output)."""
+    size = None
+    if config.outscale is not None and config.outscale != desc.scale:  # checked before the model runs
+        h, w = img.rgb.shape[:2]
+        size = scaled_size((w, h), config.outscale)
+        if min(size) < 1:
+            raise InputError(f"--outscale {config.outscale:g} makes this {w}x{h} image {size[0]}x{size[1]} px: use a "
+                             "larger --outscale")
     colour = fill_hidden_colour(img.rgb, img.alpha)  # what fully transparent pixels hide must not bleed into the edge
     rgb = upscale_rgb(desc, colour, config.tiles)
     if cap is not None:
@@ -444,12 +452,7 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
         held, _ = detail_cap(to_tensor(base), to_tensor(rgb), cap.cap, desc.scale)
         rgb = to_numpy(held)
     alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
-    if config.outscale is not None and config.outscale != desc.scale:
-        h, w = img.rgb.shape[:2]
-        size = scaled_size((w, h), config.outscale)
-        if min(size) < 1:
-            raise InputError(f"--outscale {config.outscale:g} makes this {w}x{h} image {size[0]}x{size[1]} px: use a "
-                             "larger --outscale")
+    if size is not None:
         rgb = np.stack([_lanczos(rgb[..., c], size) for c in range(3)], axis=2)
         alpha = settle_alpha(_lanczos(alpha, size)) if alpha is not None else None
     return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile, exif=img.exif)

@@ -248,6 +248,10 @@ def test_outscale_resizes_the_models_output(tmp_path, inputs, small):
     assert "1 already there" in again.output, again.output
     tiny = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "0.01")
     assert tiny.exit_code == 1 and "--outscale 0.01 makes this 32x32 image 0x0 px" in tiny.output
+    for bad in ("nan", "inf", "0"):  # refused where the options are read, all alike
+        assert run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", bad).exit_code == 2
+    wrong = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "--scale", "2")
+    assert "-s 2 resizes this model's output to x2" in error_line(wrong)
 
 
 def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(tmp_path, inputs, small):

@@ -49,3 +49,15 @@ class FiniteFloat(click.ParamType):
 
 
 FINITE = FiniteFloat()
+
+
+class FiniteRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan (every comparison with nan is false, so a range lets it through)."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

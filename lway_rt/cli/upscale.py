@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NAME, PathParam
+from lway_rt.cli._params import NAME, FiniteRange, PathParam
 
 
 @click.command("upscale")
@@ -34,7 +34,7 @@ from lway_rt.cli._params import NAME, PathParam
               help="Leave outputs already in the -o folder alone when newer than their input and of the model's "
                    "size: continues a stopped run.")
 @click.option("--scale", type=click.IntRange(min=1), default=None, help="Fail unless the model has this scale.")
-@click.option("-s", "--outscale", type=click.FloatRange(min=0, min_open=True, max=64), default=None,
+@click.option("-s", "--outscale", type=FiniteRange(min=0, min_open=True, max=64), default=None,
               help="Final scale: resize the model's output (Lanczos) to this many times the input, e.g. 2 with a x4 "
                    "model [the model's scale].")
 @click.option("--detail-cap", default="auto", show_default=True,
