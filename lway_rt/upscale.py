@@ -595,6 +595,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         desc = router.models[router.names[0]]  # every group's model has the base model's scale
     desc = desc or prepare_model(config)
     cap = None if router is not None else prepare_detail_cap(config, desc)
+    made = not out_dir.exists()
     ensure_writable_dir(out_dir, "-o folder")  # once the model is ready: a refused model leaves no empty folder behind
     factor = _factor(config, desc)
     suffix = f"_x{factor:g}" if config.suffix is None else config.suffix
@@ -621,6 +622,8 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         todo = sum(dest is not None for _, dest, _ in plan)
         raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}; run the same command with "
                           "--skip-existing to upscale only the rest") from exc
+    if made and not report.written and not any(out_dir.iterdir()):
+        out_dir.rmdir()  # every image failed: no empty folder of this run's making is left behind
     return report
 
 

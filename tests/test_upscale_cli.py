@@ -141,6 +141,9 @@ def test_batch_keeps_going_and_lists_failures(tmp_path, small):
     assert "notes.jpg is not a readable image" in result.output
     assert "cut.png is truncated or corrupt" in result.output
     assert [p.name for p in out.iterdir()] == ["good_x4.png"]
+    nothing = run("upscale", d / "empty.png", d / "notes.jpg", "-o", tmp_path / "new")
+    assert nothing.exit_code == 1 and "0 image(s) written" in nothing.output
+    assert not (tmp_path / "new").exists()  # no empty folder of the failed run's making
 
 
 def test_never_overwrites_an_input(tmp_path, small):
