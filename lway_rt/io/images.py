@@ -204,13 +204,14 @@ def read_image(path: str | Path) -> LoadedImage:
                     im.load()
             except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
                 raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
-            orientation = im.getexif().get(0x0112, 1)
+            tags = im.getexif()
+            orientation = tags.get(0x0112, 1)
             frames = int(getattr(im, "n_frames", 1) or 1)
             img = _decode(im, full, orientation, orig_mode, fmt, icc)
             if fmt == "WEBP" and _webp_is_lossless(path):
                 img = replace(img, lossless=True)
-            if fmt in _EXIF_FORMATS and len(im.getexif()):  # a TIFF's tags describe its own layout: not carried
-                img = replace(img, exif=im.getexif().tobytes())
+            if fmt in _EXIF_FORMATS and len(tags):  # a TIFF's tags describe its own layout: not carried
+                img = replace(img, exif=tags.tobytes())
             return replace(img, frames=frames) if frames > 1 else img
     except InputError as exc:
         if str(path) in str(exc):
