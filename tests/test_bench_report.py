@@ -57,6 +57,7 @@ def test_every_timed_row_was_verified_first_and_is_consistent(report):
         mem = r["memory"]
         assert 0 < r["peak_fraction"] < 3 and mem["rss_peak_mb"] > 100 and mem["rss_mb"] > 100
         assert mem["rss_peak_scope"] == "configuration" and mem["rss_peak_above_start_mb"] > -5  # Linux resets the mark
+        assert mem["rss_mb"] <= mem["rss_peak_mb"] + 1  # sampled when this configuration finished, not after the others
         assert r["warmup"]["iterations"] >= 1 and r["load_s"] > 0 and r["compute_ms"] is None
     whole = {r["backend"]: r for r in ok if r["tile"] == 0 and r["concurrency"] == 1}
     assert whole["torch"]["verification"]["psnr_db"] == 200.0  # eager torch is the reference itself

@@ -438,3 +438,22 @@ def test_capped_export_needs_the_base_model(capped_weights, tmp_path):
         res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), "--model", *args])
         assert res.exit_code == 1 and res.output.startswith("error: ") and match in res.output, (args, res.output)
         assert "Traceback" not in res.output
+
+
+def test_keep_fp32_pattern_that_matches_nothing_is_named(tmp_path):
+    """A typo in --keep-fp32 kept nothing and said nothing; a pattern that matches is honoured and not named."""
+    import onnx
+    from onnx import TensorProto
+
+    res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--precision", "fp16",
+               "--keep-fp32", "body.1", "--keep-fp32", "bdy.*")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning: --keep-fp32")]
+    assert len(warnings) == 1 and "'bdy.*'" in warnings[0] and "'body.1'" not in warnings[0], res.stderr
+    assert "body" in warnings[0].split("names at the top of this graph:")[1]
+    model = onnx.load(str(_exported(res.stdout)["fp16"]))
+    kept = [i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT and i.dims and len(i.dims) == 4]
+    assert kept, "body.1's convolution weights should stay fp32"
+    again = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--precision", "fp16",
+                 "--keep-fp32", "body.1", "--keep-fp32", "bdy.*")
+    assert "cache hit" in again.stdout and "'bdy.*' matched no node" in again.stderr  # checked on a cache hit too

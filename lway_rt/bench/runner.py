@@ -500,6 +500,7 @@ class _Timed:
     warmup: tuple[int, float] = (0, 0.0)
     rss_above: float | None = None
     rss_peak: float = 0.0
+    rss_end: float | None = None  # RSS right after this configuration's last timing round
     rss_scope: str = "configuration"
 
 
@@ -585,6 +586,7 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
                 item.latencies += lat
                 item.wall_s += wall
                 peak = machine.peak_rss_mb()
+                item.rss_end = machine.rss_mb()  # now, not when the rows are made after every backend has run
                 item.rss_peak = max(item.rss_peak, peak)
                 if reset_ok and rss_start is not None:
                     item.rss_above = max(item.rss_above or 0.0, peak - rss_start)
@@ -603,7 +605,7 @@ def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: in
     if item.backend.compute_method is not None and not case.tile:
         samples = [item.backend.compute_ms(x) for _ in range(min(stats.count, 50))]
         compute = {**summarise(samples, sum(samples) / 1e3).as_dict(), "method": item.backend.compute_method}
-    memory = {"rss_mb": machine.rss_mb(), "rss_peak_mb": item.rss_peak,
+    memory = {"rss_mb": item.rss_end, "rss_peak_mb": item.rss_peak,
               "rss_peak_above_start_mb": item.rss_above if item.rss_scope == "configuration" else None,
               "rss_peak_scope": item.rss_scope, "load_rss_delta_mb": item.load_rss_delta,
               "cuda_peak_allocated_mb": None, "cuda_used_mb": None}

@@ -125,9 +125,12 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         exportables.append((encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None), profile))
 
     runnable = None  # a dynamic SR file upscale can run
+    fp16_files = []  # fp16 ONNX files written or found, for the --keep-fp32 check
     for ex, ex_profile in exportables:
         for res in export_artifacts(ex, ex_profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
                                     log=_log):
+            if res.precision == "fp16":
+                fp16_files.append(res.onnx_path)
             status = "cache hit" if res.cache_hit else "exported"
             click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}")
             if res.engine_path is not None:
@@ -135,5 +138,28 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
                            f"{res.engine_path}")
             if ex.what == "sr" and res.tile is None and runnable is None:
                 runnable = (res.onnx_path, "detail_cap" in ex.hparams)
+    _warn_unmatched(profile.keep_fp32_nodes, fp16_files)
     if runnable is not None:
         _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {runnable[0]}" + (" --tile 0" if runnable[1] else ""))
+
+
+def _warn_unmatched(patterns, fp16_files) -> None:
+    """Name the --keep-fp32 / profile patterns that kept nothing: a typo must not pass as a kept node."""
+    if not patterns or not fp16_files:
+        return
+    import onnx
+
+    from lway_rt.export.fp16 import matched_patterns
+
+    matched: set[str] = set()
+    tops: dict[str, None] = {}
+    for path in fp16_files:
+        found, names = matched_patterns(onnx.load(str(path), load_external_data=False), patterns)
+        matched |= found
+        tops.update(dict.fromkeys(names))
+    missing = [p for p in patterns if p not in matched]
+    if missing:
+        hint = f"; names at the top of this graph: {', '.join(list(tops)[:8])}" if tops else ""
+        _log(f"warning: --keep-fp32 {', '.join(repr(p) for p in missing)} matched no node, so nothing was kept in fp32 "
+             f"for {'it' if len(missing) == 1 else 'them'} (patterns are fnmatch on node names and torch module "
+             f"paths such as body.0 or body.*{hint})")

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["convert_to_fp16", "DEFAULT_KEEP_FP32_OPS", "node_module_paths", "fp16_summary"]
+__all__ = ["convert_to_fp16", "DEFAULT_KEEP_FP32_OPS", "node_module_paths", "fp16_summary", "matched_patterns"]
 
 DEFAULT_KEEP_FP32_OPS = ("Resize", "Upsample", "GridSample", "AffineGrid", "RoiAlign")
 _FP16_MAX = float(np.finfo(np.float16).max)
@@ -48,6 +49,20 @@ def node_module_paths(node) -> list[str]:
 def _matches(node, patterns: Iterable[str]) -> bool:
     names = [node.name, *node_module_paths(node)]
     return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
+
+
+def matched_patterns(model, patterns: Iterable[str]) -> tuple[set[str], list[str]]:
+    """Which of ``patterns`` match a node of ``model``, and the graph's top-level module paths (for a hint)."""
+    patterns = tuple(patterns)
+    matched: set[str] = set()
+    tops: dict[str, None] = {}
+    for node in model.graph.node:
+        scopes = node_module_paths(node)
+        if scopes and not re.search(r"_\d+$", scopes[0]):  # not a numbered functional op such as add_185
+            tops.setdefault(scopes[0].split(".")[0], None)
+        names = [n for n in (node.name, *scopes) if n]
+        matched.update(p for p in patterns if p not in matched and any(fnmatch.fnmatchcase(n, p) for n in names))
+    return matched, list(tops)
 
 
 def _float_tensor_names(model) -> set[str]:
