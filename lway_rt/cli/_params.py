@@ -55,9 +55,4 @@ class FiniteRange(click.FloatRange):
     """``click.FloatRange`` that also refuses nan (every comparison with nan is false, so a range lets it through)."""
 
     def convert(self, value, param, ctx):
-        import math
-
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
+        return super().convert(FINITE.convert(value, param, ctx), param, ctx)

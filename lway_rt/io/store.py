@@ -84,11 +84,12 @@ def import_model(name: str, *, force: bool = False) -> Path:
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
         raise ModelError(f"unknown model '{name}'; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
-    if dest.exists() and not force and _readable(dest):
-        if not _imported_from_package(dest):  # a file of the user's under this name: not the packaged model
+    stored = _stored_metadata(dest) if dest.exists() and not force else None
+    if stored is not None:  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
+        if "source_package" not in stored:  # a file of the user's under this name: not the packaged model
             raise ModelError(f"{dest} holds weights of your own (no import record), not the packaged {name}: rename "
                              f"that file to keep it, or pass --force to replace it with the packaged model")
-        return dest  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
+        return dest
     src = SOURCES[name]
     folder = _package_models_dir(src)
     state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin")
@@ -109,25 +110,18 @@ def import_model(name: str, *, force: bool = False) -> Path:
     return dest
 
 
-def _imported_from_package(path: Path) -> bool:
-    """Whether a stored file is one ``import_model`` wrote (its metadata names the package it came from)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return "source_package" in (f.metadata() or {})
-
-
-def _readable(path: Path) -> bool:
-    """Whether a stored safetensors file opens and its tensors read (a truncated file fails here)."""
+def _stored_metadata(path: Path) -> dict[str, str] | None:
+    """A stored safetensors file's metadata, once its tensors have all been read; None if they cannot be
+    (a truncated file fails here). ``import_model`` wrote the file when the metadata names a source package."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             for k in f.keys():
                 f.get_slice(k)[:]  # noqa: B018 - reads the bytes
-        return True
+            return dict(f.metadata() or {})
     except Exception:
-        return False
+        return None
 
 
 def import_all(*, force: bool = False) -> list[Path]:
