@@ -536,3 +536,39 @@ def test_exif_that_cannot_be_carried_is_left_out_not_fatal(tmp_path):
     out = write_image(tmp_path / "big.jpg", rgb, exif=big.tobytes())
     assert read_image(out).exif is None
     assert read_image(write_image(tmp_path / "big.png", rgb, exif=big.tobytes())).exif  # PNG has room
+
+
+@pytest.mark.parametrize("suffix,depth,channels", [(".png", 8, 3), (".png", 16, 3), (".png", 16, 1), (".jpg", 8, 3),
+                                                   (".tif", 8, 3), (".tif", 16, 4), (".bmp", 8, 3)])
+def test_dpi_is_carried(tmp_path, suffix, depth, channels):
+    """A 300 x 150 dpi scan stays 300 x 150 dpi (the print grows with the pixels, as an editor's resample does)."""
+    src = tmp_path / f"scan{suffix}"
+    pixels = (np.arange(8 * 12 * channels, dtype=np.uint16).reshape(8, 12, channels) * 50).astype(
+        np.uint16 if depth == 16 else np.uint8)
+    if depth == 16:
+        if suffix == ".tif":
+            tifffile.imwrite(src, pixels, photometric="rgb", extrasamples=[2], resolution=(300, 150),
+                             resolutionunit="INCH")
+        else:
+            write_image(src, np.repeat(pixels[..., :1], 3, 2) / 65535.0, bit_depth=16, grey=channels == 1,
+                        dpi=(300, 150))
+    else:
+        Image.fromarray(pixels).save(src, dpi=(300, 150))
+    img = read_image(src)
+    assert img.dpi is not None and img.dpi == pytest.approx((300, 150), rel=1e-3), img.dpi
+    out = write_image(tmp_path / f"out{suffix}", np.repeat(np.repeat(img.rgb, 2, 0), 2, 1), bit_depth=img.bit_depth,
+                      grey=img.grey, alpha=None if img.alpha is None else np.repeat(np.repeat(img.alpha, 2, 0), 2, 1),
+                      dpi=img.dpi)
+    again = read_image(out)
+    assert again.bit_depth == img.bit_depth and again.dpi == pytest.approx((300, 150), rel=1e-3), again.dpi
+    plain = read_image(write_image(tmp_path / f"plain{suffix}", img.rgb, bit_depth=depth)).dpi
+    assert plain is None or plain[0] != pytest.approx(300, rel=1e-3)  # the dpi came from the argument
+
+
+def test_dpi_turns_with_the_pixels_and_zero_is_not_carried(tmp_path):
+    sideways = _camera_jpeg(tmp_path / "cam.jpg", orientation=6)
+    with Image.open(sideways) as im:
+        im.save(tmp_path / "scan.jpg", exif=im.getexif(), dpi=(300, 100), quality=95)
+    assert read_image(tmp_path / "scan.jpg").dpi == (100, 300)  # x and y swap when the picture turns upright
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "zero.jpg", dpi=(0, 0))
+    assert read_image(tmp_path / "zero.jpg").dpi is None

@@ -378,12 +378,13 @@ def test_a_camera_photo_keeps_its_exif_upright(tmp_path, small):
     tags[0x0110], tags[0x0112] = "Phone 12", 8  # stored turned: displayed after 90 degrees anticlockwise
     d = tmp_path / "in"
     d.mkdir()
-    Image.fromarray(small[:, :24]).save(d / "cam.jpg", exif=tags, quality=95)  # stored 24 wide, 32 high
+    Image.fromarray(small[:, :24]).save(d / "cam.jpg", exif=tags, quality=95, dpi=(300, 100))  # stored 24 wide, 32 high
     result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "out" / "cam_x4.png") as im:
         assert im.size == (128, 96)  # upright
         assert im.getexif().get(0x0110) == "Phone 12" and 0x0112 not in im.getexif()
+        assert im.info["dpi"] == pytest.approx((100, 300), rel=1e-3)  # the resolution, turned with the picture
 
 
 def test_format_same_keeps_a_lossless_webp_lossless(tmp_path, small):

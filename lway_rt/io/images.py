@@ -61,6 +61,7 @@ class LoadedImage:
     frames: int = 1  # frames or pages in the file (animated GIF/WebP, multi-page TIFF); only the first is read
     lossless: bool = False  # a lossless WebP: written back lossless with --format same
     exif: bytes | None = None  # the file's EXIF block (camera, date, GPS …), carried to outputs (``write_image``)
+    dpi: tuple[float, float] | None = None  # the (x, y) pixels per inch the file records, carried to outputs
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -212,6 +213,9 @@ def read_image(path: str | Path) -> LoadedImage:
                 img = replace(img, lossless=True)
             if fmt in _EXIF_FORMATS and len(tags):  # a TIFF's tags describe its own layout: not carried
                 img = replace(img, exif=tags.tobytes())
+            dpi = _dpi(im.info.get("dpi"))
+            if dpi is not None:
+                img = replace(img, dpi=dpi[::-1] if orientation in (5, 6, 7, 8) else dpi)  # turned upright with the pixels
             return replace(img, frames=frames) if frames > 1 else img
     except InputError as exc:
         if str(path) in str(exc):
@@ -221,6 +225,15 @@ def read_image(path: str | Path) -> LoadedImage:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
         raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+
+
+def _dpi(value) -> tuple[float, float] | None:
+    """Pillow's ``info["dpi"]`` as two positive finite numbers, or None (absent, 0 or garbage in the file)."""
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if all(np.isfinite(v) and 0 < v < 1e6 for v in (x, y)) else None
 
 
 def _webp_is_lossless(path: Path) -> bool:
@@ -405,8 +418,9 @@ def _icc_fits(icc: bytes | None, colour: bool) -> bool:
     return bool(icc) and len(icc) >= 20 and icc[16:20] == (b"RGB " if colour else b"GRAY")
 
 
-def _png16(arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, its ICC profile and EXIF."""
+def _png16(arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None,
+           dpi: tuple[float, float] | None = None) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, its ICC profile, EXIF and dpi."""
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
@@ -421,30 +435,34 @@ def _png16(arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None)
 
     iccp = chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)) if icc else b""
     exif_chunk = chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")) if exif else b""
+    phys = chunk(b"pHYs", struct.pack(">IIB", *(round(v / 0.0254) for v in dpi), 1)) if dpi else b""  # per metre
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)) + iccp
-            + exif_chunk + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
+            + phys + exif_chunk + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
 
 
-def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
-    """An uncompressed little-endian baseline TIFF with 16-bit samples (one strip), and its ICC profile."""
+def _tiff16(arr: np.ndarray, icc: bytes | None = None, dpi: tuple[float, float] | None = None) -> bytes:
+    """An uncompressed little-endian baseline TIFF with 16-bit samples (one strip), its ICC profile and dpi."""
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     data = arr.astype("<u2").tobytes()
     entries = []  # (tag, type, count, value-or-offset payload)
     extra = b""
     header = 8
-    n_entries = 10 + (1 if ch in (2, 4) else 0) + (1 if icc else 0)
+    n_entries = 10 + (1 if ch in (2, 4) else 0) + (1 if icc else 0) + (3 if dpi else 0)
     ifd_size = 2 + 12 * n_entries + 4
     extra_off = header + ifd_size
     bits_payload = struct.pack("<" + "H" * ch, *([16] * ch))
     if ch > 2:
         bits_ref = extra_off + len(extra)
         extra += bits_payload
+    if dpi:  # two RATIONALs: hundredths of a pixel per inch
+        res_ref = extra_off + len(extra)
+        extra += b"".join(struct.pack("<II", round(v * 100), 100) for v in dpi)
     if icc:
         icc_ref = extra_off + len(extra)
         extra += icc + (b"\0" if len(icc) % 2 else b"")  # word-aligned offsets after it
     data_off = extra_off + len(extra)
-    SHORT, LONG, UNDEFINED = 3, 4, 7
+    SHORT, LONG, RATIONAL, UNDEFINED = 3, 4, 5, 7
     entries.append((256, LONG, 1, w))
     entries.append((257, LONG, 1, h))
     entries.append((258, SHORT, ch, bits_ref if ch > 2 else (16 | (16 << 16) if ch == 2 else 16)))
@@ -457,6 +475,8 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
     entries.append((284, SHORT, 1, 1))  # chunky
     if ch in (2, 4):
         entries.append((338, SHORT, 1, 2))  # unassociated alpha
+    if dpi:
+        entries += [(282, RATIONAL, 1, res_ref), (283, RATIONAL, 1, res_ref + 8), (296, SHORT, 1, 2)]  # per inch
     if icc:
         entries.append((34675, UNDEFINED, len(icc), icc_ref))  # InterColorProfile
     entries.sort()
@@ -472,13 +492,15 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None) -> bytes:
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
                 grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False,
-                exif: bytes | None = None) -> Path:
+                exif: bytes | None = None, dpi: tuple[float, float] | None = None) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
     16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped for JPEG
     and BMP, which cannot (portably) hold it; ``lossless`` codes a WebP losslessly. ``exif`` (an input's
     ``LoadedImage.exif``) is carried with its orientation dropped (the pixels are upright) and its pixel
-    dimensions set to this image's (all formats but BMP and 16-bit TIFF). Returns the path written.
+    dimensions set to this image's (all formats but BMP and 16-bit TIFF). ``dpi`` (``LoadedImage.dpi``) is kept as
+    it was, as an image editor keeps it when it resamples (the print grows with the pixels), in PNG, JPEG, TIFF and
+    BMP (WebP and AVIF record it only in the EXIF block). Returns the path written.
     """
     from PIL import Image
 
@@ -511,7 +533,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     try:
         with atomic_path(path) as tmp:
             if depth == 16 and (arr.ndim == 3):
-                tmp.write_bytes(_png16(arr, icc_profile, exif) if fmt == "PNG" else _tiff16(arr, icc_profile))
+                tmp.write_bytes(_png16(arr, icc_profile, exif, dpi) if fmt == "PNG" else _tiff16(arr, icc_profile, dpi))
             else:
                 if arr.ndim == 2:
                     im = Image.fromarray(arr)  # L or I;16
@@ -522,6 +544,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                     opts["icc_profile"] = icc_profile
                 if exif:
                     opts["exif"] = exif
+                if dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+                    opts["dpi"] = dpi
                 if fmt == "JPEG":
                     opts.update(quality=quality, subsampling=0)
                 elif fmt == "AVIF":
