@@ -119,6 +119,20 @@ def test_persistent_nan_stops_with_last_good_weights(tmp_path, inputs, stage1):
     _assert_same_weights(faulty.weights, clean.weights)
 
 
+def test_persistent_nan_after_a_blow_up_keeps_weights_the_drift_guard_passes(tmp_path, inputs, stage1):
+    """Two huge steps (lr 0.9) leave finite but useless weights, then every loss is NaN: the stop must not write the
+    weights before the streak as "good" unjudged (the drift guard had not run since iteration 0)."""
+    cfg = AdaptConfig(iterations=30, patch_size=16, batch_size=2, lr=0.9, max_bad_steps=3)
+    base = _tiny()
+    res = adapt_images(inputs, _desc(_tiny(cls=FaultySRVGG, bad_calls={3, -1})), cfg, tmp_path / "a", stage1=stage1)
+    rep = res.report
+    assert "weights of iteration 2 failed the drift guard: rolled back to iteration 0" in rep["stopped"]
+    assert rep["final_iteration"] == 0 and rep["rollbacks"] == 1
+    state, _ = load_state_file(res.weights)
+    for k, v in base.state_dict().items():
+        assert torch.equal(state[k], v), k  # the unadapted weights, not the blown-up ones
+
+
 def test_drift_guard_rolls_back_a_diverging_run(tmp_path, inputs, stage1):
     cfg = AdaptConfig(iterations=40, patch_size=16, batch_size=2, lr=0.2, guard_every=5, max_bad_steps=20,
                       hf_source="target")

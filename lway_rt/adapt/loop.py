@@ -618,9 +618,16 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                 st["events"].append(msg)
                 log(msg)
                 if st["bad_streak"] >= config.max_bad_steps:
-                    st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row; stopped with the last good "
-                                     f"weights (iteration {st['it'] - st['bad_streak']})")
-                    log(st["stopped"])
+                    last, rollbacks = st["it"] - st["bad_streak"], st["rollbacks"]
+                    if last != st["good_it"]:  # the weights before the streak: judged by the drift guard first
+                        guard_check()  # (a huge step can leave them finite but useless, the next loss at 1e33)
+                    if st["rollbacks"] > rollbacks:
+                        st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row, and the weights of "
+                                         f"iteration {last} failed the drift guard: rolled back to iteration "
+                                         f"{st['good_it']} and stopped there")
+                    else:
+                        st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row; stopped with the last "
+                                         f"good weights (iteration {last})")
                     break
                 continue
             st["bad_streak"] = 0
