@@ -117,6 +117,31 @@ def unwritable(monkeypatch):
     return make
 
 
+@pytest.fixture
+def held_elsewhere():
+    """``held_elsewhere(path)``: a context manager that holds ``path``'s run lock (a folder, or a lock file made for the
+    time) as a run in another process would: a flock of its own, since ``exclusive_run`` is re-entrant within this
+    process."""
+    import contextlib
+    import fcntl
+    from pathlib import Path
+
+    @contextlib.contextmanager
+    def hold(path):
+        path = Path(path)
+        folder, made = path.is_dir(), not path.exists()
+        fd = os.open(path, os.O_RDONLY) if folder else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield
+        finally:
+            if made and not folder:
+                path.unlink(missing_ok=True)
+            os.close(fd)
+
+    return hold
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
     has_trt = importlib.util.find_spec("tensorrt") is not None

@@ -315,19 +315,17 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     assert [p.name for p in (out / "sr").iterdir()] == ["rgb.png"]
 
 
-def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path):
-    from lway_rt.io.weights import exclusive_run
-
+def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path, held_elsewhere):
     out = tmp_path / "busy"
     out.mkdir()
     args = ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
             str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "-q"]
-    with exclusive_run(out, "--out folder"):  # as a run in another process holds it
+    with held_elsewhere(out):  # as a run in another process holds it
         code, text = _run(args)
     assert code == 1 and f"another run is writing to {out} right now" in text, text
     assert not list(out.iterdir())  # nothing written, not even config.json
     for mode in ("per-image",):
-        with exclusive_run(out, "--out folder"):
+        with held_elsewhere(out):
             code, text = _run([*args, "--mode", mode])
         assert code == 1 and "another run is writing to" in text, text
     code, text = _run(args)  # released: the run goes ahead
@@ -352,10 +350,9 @@ def test_sr_outputs_keep_the_inputs_colour_profile_exif_and_dpi(files, tmp_path,
         assert im.info["dpi"] == pytest.approx((300, 300), rel=1e-3)
 
 
-def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path):
+def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path, held_elsewhere):
     """The refusal comes first, not after seconds of loading, nor as another complaint (a --resume whose checkpoint
     the running run is rewriting would have been told the checkpoint differs)."""
-    from lway_rt.io.weights import exclusive_run
 
     out = tmp_path / "busy"
     out.mkdir()
@@ -363,7 +360,7 @@ def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path):
     for model in (str(tmp_path / "not-there.safetensors"), str(files / "tiny.safetensors")):
         args = ["adapt", str(files / "lr"), "-m", model, "-o", str(out), "--stage1", str(files / "stage1.safetensors"),
                 "--iterations", "2", "--patch-size", "16", "-q", "--resume"]
-        with exclusive_run(out, "--out folder"):
+        with held_elsewhere(out):
             code, text = _run(args)
         assert code == 1 and f"another run is writing to {out} right now" in text, text
         assert "checkpoint" not in text and "not-there" not in text
@@ -415,7 +412,7 @@ def test_per_image_resume_checks_each_finished_run_and_keeps_the_summary(files, 
     code, text = _run([*base, str(files / "lr"), *tiny])
     assert code == 0, text
     code, text = _run([*base, str(files / "lr"), *tiny])
-    assert code == 1 and "holds finished runs" in text, text
+    assert code == 1 and "holds the runs of an earlier --mode per-image adaptation" in text, text
     # another model on resume: the finished run of that image is not passed off as its adaptation
     torch.manual_seed(1)
     other = tmp_path / "other.safetensors"
@@ -557,3 +554,142 @@ def test_sample_adapts_on_frames_spread_over_the_inputs(files, tmp_path):
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
                                     str(tmp_path / "bad"), "--sample", "0"])
     assert res.exit_code == 2 and "--sample" in res.output and "Traceback" not in res.output
+
+
+def _fast(files, *extra):
+    return ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--iterations", "1",
+            "--patch-size", "16", "-q", *extra]
+
+
+def _digests(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_inputs_where_the_run_writes_are_refused_untouched(files, tmp_path):
+    """Inputs in OUT/sr were replaced by their own outputs; inputs directly in OUT were read back next time."""
+    nest = tmp_path / "nest"
+    shutil.copytree(files / "lr", nest / "sr")
+    before = _digests(nest)
+    code, text = _run(["adapt", str(nest / "sr"), "-o", str(nest), *_fast(files)])
+    assert code == 1 and "lies where the run in --out" in text and "choose another --out folder" in text, text
+    assert _digests(nest) == before
+    flat = tmp_path / "flat"
+    shutil.copytree(files / "lr", flat)
+    code, text = _run(["adapt", str(flat / "rgb.png"), str(flat / "grey.png"), "-o", str(flat), *_fast(files)])
+    assert code == 1 and "lies where the run" in text, text
+    assert sorted(p.name for p in flat.iterdir()) == ["alpha.png", "grey.png", "rgb.png"]
+    mine = tmp_path / "project"  # inputs in a folder of their own under OUT are fine
+    shutil.copytree(files / "lr", mine / "lr")
+    code, text = _run(["adapt", str(mine / "lr"), "-o", str(mine), *_fast(files)])
+    assert code == 0, text
+
+
+def test_a_run_of_another_mode_is_never_replaced(files, tmp_path):
+    """--resume with another --mode replaced a finished folder run's report (its weights orphaned), and a folder run
+    was written over a per-group adaptation."""
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
+    assert code == 0, text
+    before = _digests(out)
+    for flags in ([], ["--resume"], ["--overwrite"]):
+        code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image", *flags)])
+        assert code == 1 and "holds a --mode folder adaptation, not --mode per-image" in text, text
+    assert _digests(out) == before
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--resume")])
+    assert code == 0 and _digests(out) == before, text  # still this finished run, kept as it is
+    grouped = tmp_path / "grouped"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(grouped), *_fast(files, "--mode", "per-group", "--groups", "2")])
+    assert code == 0, text
+    before = _digests(grouped)
+    for flags in ([], ["--resume"], ["--overwrite"]):
+        code, text = _run(["adapt", str(files / "lr"), "-o", str(grouped), *_fast(files, *flags)])
+        assert code == 1 and "holds a --mode per-group adaptation, not --mode folder" in text, text
+    assert _digests(grouped) == before
+
+
+def test_files_of_the_users_are_not_written_over(files, tmp_path):
+    out = tmp_path / "mine"
+    (out / "sr").mkdir(parents=True)
+    (out / "config.json").write_text('{"my": "settings"}')
+    (out / "notes.txt").write_text("keep")
+    before = _digests(out)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
+    assert code == 1 and "holds config.json, sr but no adaptation run" in text, text
+    assert _digests(out) == before
+    per_image = tmp_path / "per-image"
+    (per_image / "rgb").mkdir(parents=True)  # a folder of the user's named as one input's run
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(per_image), *_fast(files, "--mode", "per-image")])
+    assert code == 1 and "holds rgb but no adaptation run" in text, text
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")  # files under other names are left alone, the run goes ahead
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(other), *_fast(files)])
+    assert code == 0 and (other / "notes.txt").read_text() == "keep", text
+    srfile = tmp_path / "srfile"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(srfile), *_fast(files)])
+    assert code == 0, text
+    shutil.rmtree(srfile / "sr")
+    (srfile / "sr").write_text("x")
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(srfile), *_fast(files, "--overwrite")])
+    assert code == 1 and "sr is a file, where the run writes its images" in text, text
+
+
+def test_per_image_names_that_are_the_runs_own_files_are_refused(files, tmp_path):
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    shutil.copy(files / "lr" / "rgb.png", lr / "report.json.png")
+    code, text = _run(["adapt", str(lr), "-o", str(tmp_path / "out"), *_fast(files, "--mode", "per-image")])
+    assert code == 1 and "an input named report.json would get the run folder" in text, text
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_multi_run_without_resume_names_resume(files, tmp_path):
+    out = tmp_path / "out"
+    (out / "grey").mkdir(parents=True)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image")])
+    assert code == 1, text  # a folder of the user's under an input's name: refused (no run there)
+    shutil.rmtree(out)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image")])
+    assert code == 0, text
+    (out / "report.json").unlink()  # as after a kill between the runs: config.json and finished sub-runs
+    weights = {p: p.read_bytes() for p in out.glob("*/adapted.safetensors")}
+    assert len(weights) == 3
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image")])
+    assert code == 1 and "pass --resume to keep those made with these inputs" in text, text
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image", "--resume")])
+    assert code == 0 and {p: p.read_bytes() for p in weights} == weights, text  # kept, not made again
+    assert (out / "report.json").is_file()
+
+
+def test_an_existing_out_folder_is_locked_before_anything_is_loaded(files, tmp_path, monkeypatch):
+    """A second run started while the first was still loading got past the early check, loaded everything, then was
+    refused: the first now holds the lock from its start (exclusive_run is re-entrant within one process)."""
+    import fcntl
+    import os
+
+    import lway_rt.io.store as store
+    from lway_rt.adapt.loop import adapt
+
+    out = tmp_path / "out"
+    out.mkdir()
+    seen = []
+    real = store.load_model
+
+    def probing_load(*args, **kw):  # another process trying the folder while this run loads its model
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            seen.append("free")
+        except BlockingIOError:
+            seen.append("locked")
+        finally:
+            os.close(fd)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(store, "load_model", probing_load)
+    from lway_rt.adapt.config import AdaptConfig
+
+    adapt([files / "lr"], str(files / "tiny.safetensors"), out, AdaptConfig(iterations=1, patch_size=16),
+          stage1=str(files / "stage1.safetensors"))
+    assert seen and seen[0] == "locked"
+    assert (out / "adapted.safetensors").is_file()

@@ -207,16 +207,14 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, photo_dir):
     assert res.iterations == 2 and out.read_bytes() != finished
 
 
-def test_a_second_run_into_an_out_in_use_is_refused(tmp_path, photo_dir):
-    from lway_rt.io.weights import exclusive_run
-
+def test_a_second_run_into_an_out_in_use_is_refused(tmp_path, photo_dir, held_elsewhere):
     out = tmp_path / "s1.safetensors"
     cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=2, ckpt_every=2, **TINY)
-    with exclusive_run(tmp_path / ".s1.safetensors.lock", "--out"):  # as a run in another process holds it
+    with held_elsewhere(tmp_path / ".s1.safetensors.lock"):  # as a run in another process holds it
         with pytest.raises(OutputError, match=f"another run is writing to {out} right now"):
             train(cfg)
     assert not out.exists()
-    with exclusive_run(tmp_path / ".s1.safetensors.lock", "--out"):  # refused before the images are read
+    with held_elsewhere(tmp_path / ".s1.safetensors.lock"):  # refused before the images are read
         with pytest.raises(OutputError, match="another run is writing to"):
             train(TrainConfig(**{**cfg.__dict__, "data": str(tmp_path / "no-such-folder")}))
     assert train(cfg).iterations == 2  # released

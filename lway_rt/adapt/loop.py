@@ -47,7 +47,7 @@ from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_cap, detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
-from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
+from lway_rt.io.weights import ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -250,7 +250,7 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     if (out_dir / CHECKPOINT).exists():
         if not (resume or overwrite):
             raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
-                             "or choose another --out folder")
+                             "--overwrite to start again, or choose another --out folder")
         return None
     finished = finished_report(out_dir)
     if finished is not None and not (resume or overwrite):
@@ -899,9 +899,6 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     grouping in ``out_dir/groups.json``. ``resume`` / ``overwrite``: see ``adapt_images`` (each run is checked);
     ``out_dir`` may not be one of the input folders (the run's pictures would become inputs of the next run).
     """
-    from lway_rt.io.store import load_model
-    from lway_rt.io.weights import state_dict_sha256
-
     from lway_rt.runtime.device import check_torch_device
 
     config = config or AdaptConfig()
@@ -912,14 +909,95 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         if isinstance(item, (str, Path)) and Path(item).is_dir() and Path(item).resolve() == out_dir.resolve():
             raise InputError(f"--out {out_dir} is an input folder: the run's pictures would mix with your images (and be "
                              "read as inputs next time); choose another --out folder")
-    refuse_if_busy(out_dir, "--out folder")  # at once, not after the model, stage 1 and the images are loaded
+    with contextlib.ExitStack() as held:
+        if out_dir.is_dir():  # at once, not after the model, stage 1 and the images are loaded; held to the end
+            held.enter_context(exclusive_run(out_dir, "--out folder"))
+        return _adapt(inputs, model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
+                      overwrite=overwrite)
+
+
+_SUMMARY_FORMAT = "lway_rt.adapt-summary/1"
+_RUN_NAMES = ("report.json", "config.json", "groups.json", "curves.png", "contact_sheet.png", WEIGHTS, CHECKPOINT, "sr")
+
+
+def _read_json_dict(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_mode(out_dir: Path) -> str | None:
+    """The --mode of the adaptation (finished or not) that ``out_dir`` holds, or None when it holds none."""
+    from lway_rt.adapt.config import MODES
+
+    report = _read_json_dict(out_dir / "report.json") or {}
+    if report.get("format") == _SUMMARY_FORMAT and report.get("mode") in MODES:
+        return report["mode"]
+    if report.get("format") == "lway_rt.adapt-report/1" or (out_dir / WEIGHTS).is_file() or (out_dir / CHECKPOINT).is_file():
+        return "folder"
+    if (out_dir / "groups.json").is_file():
+        return "per-group"
+    config = _read_json_dict(out_dir / "config.json") or {}  # written when a run starts: one killed before its checkpoint
+    return config["mode"] if config.get("mode") in MODES and {"iterations", "patch_size"} <= set(config) else None
+
+
+def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is loaded, a run that would write over what it must not: an earlier adaptation of
+    another --mode (its report and config would be replaced, its weights orphaned), one of the same --mode that
+    neither --resume nor --overwrite accounts for, files of the user's under the names a run writes, or the inputs
+    themselves (in ``out_dir``, its ``sr/`` or a run's folder)."""
+    import re
+
+    names = {img.name for img in images} if config.mode == "per-image" else set()
+    if config.mode == "per-image":
+        clash = sorted(n for n in names if n in _RUN_NAMES)
+        if clash:
+            raise InputError(f"an input named {clash[0]} would get the run folder {out_dir / clash[0]}, a name the "
+                             "adaptation's own files use: rename that image")
+    root = out_dir.resolve()
+    for path in paths:
+        rel = Path(path).resolve()
+        if not rel.is_relative_to(root):
+            continue
+        top = rel.relative_to(root).parts[0]
+        if len(rel.relative_to(root).parts) == 1 or top in ("sr", *names) or re.fullmatch(r"group-\d+", top):
+            raise InputError(f"{path} lies where the run in --out {out_dir} writes its files (its pictures, sr/ and run "
+                             "folders would replace it or be read as inputs next time): choose another --out folder")
+    if not out_dir.is_dir():
+        return
+    previous = run_mode(out_dir)
+    if previous is not None and previous != config.mode:
+        raise InputError(f"{out_dir} holds a --mode {previous} adaptation, not --mode {config.mode}: rerun with --mode "
+                         f"{previous} to continue or replace it, or choose another --out folder")
+    if previous is not None and config.mode != "folder" and not (resume or overwrite):
+        raise InputError(f"{out_dir} holds the runs of an earlier --mode {config.mode} adaptation: pass --resume to keep "
+                         "those made with these inputs and settings and finish the rest, --overwrite to replace them, "
+                         "or choose another --out folder")
+    if previous is None:
+        theirs = [n for n in (*_RUN_NAMES, *sorted(names)) if (out_dir / n).exists()]
+        theirs += sorted(p.name for p in out_dir.glob("group-*") if re.fullmatch(r"group-\d+", p.name))
+        if theirs:
+            shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
+            raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
+                             f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
+    if (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
+        raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
+                         "--out folder")
+
+
+def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt_dir, resume: bool, log: Log,
+           overwrite: bool) -> list[RunResult]:
+    """``adapt`` once its --out folder (where it exists) is locked for this run."""
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
+
     summary_path = out_dir / "report.json"
-    if config.mode != "folder" and summary_path.is_file() and not (resume or overwrite):
-        raise InputError(f"{out_dir} holds finished runs (report.json): choose another --out folder, or pass "
-                         "--overwrite to replace them (--resume keeps those made with these inputs and settings)")
     loaded = bool(inputs) and all(isinstance(i, InputImage) for i in inputs)
     given = list(inputs) if loaded else list_images(inputs)  # paths are listed once, and only the chosen ones read
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample))
+    _check_out_folder(out_dir, config, images, [] if loaded else given, resume, overwrite)
     if config.sample is not None and len(images) < len(given):
         log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in name order (--sample); "
             "'lwayrt upscale' the others with the adapted weights")
@@ -1015,7 +1093,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         # runs of an earlier invocation into this folder that this one did not touch stay in the summary
         kept_before = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names
                        and (out_dir / str(e.get("weights", ""))).is_file()]
-        summary = {"format": "lway_rt.adapt-summary/1", "mode": config.mode,
+        summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         _write_json(out_dir / "report.json", summary)
         return results

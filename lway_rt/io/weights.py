@@ -111,12 +111,16 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
+_HELD: set[str] = set()  # the targets this process holds an exclusive_run lock on
+
+
 def exclusive_run(target: Path, option: str):
     """Context manager: an exclusive lock on ``target`` (a folder, or a lock file made if missing and removed on
     release) for as long as it is open, so that two runs never write into one output at once (each would report
     success over a mix of both). A second run gets a one-line ``OutputError``; the lock goes with the process, so a
     killed run leaves none behind (a killed run's lock file is taken over by the next). Where the system has no
-    ``flock`` (Windows), nothing is locked."""
+    ``flock`` (Windows), nothing is locked. Re-entrant within a process: a command that takes the lock early (before
+    it loads anything) calls code that takes it again."""
     import contextlib
 
     @contextlib.contextmanager
@@ -127,6 +131,10 @@ def exclusive_run(target: Path, option: str):
             yield
             return
         path = Path(target)
+        key = str(path.resolve())
+        if key in _HELD:  # this process holds it already
+            yield
+            return
         folder = path.is_dir()
         while True:
             fd = os.open(path, os.O_RDONLY) if folder else os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
@@ -140,9 +148,11 @@ def exclusive_run(target: Path, option: str):
             if folder or _same_file(fd, path):
                 break
             os.close(fd)  # the lock file was removed by the run that held it: lock the one now at the path
+        _HELD.add(key)
         try:
             yield
         finally:
+            _HELD.discard(key)
             if not folder:
                 with contextlib.suppress(OSError):
                     path.unlink()  # while still locked: a run that opened it meanwhile sees it gone and retries
