@@ -148,7 +148,7 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--patch-size", "40"], "smaller than the 40-px patch: use --patch-size 32 or less"),
-    (["--trainable", "head."], "matches no parameter"),
+    (["--trainable", "head."], "--trainable head. matches no parameter"),
     (["--lr", "0"], "lr must be in (0, 1)"),
     (["--strength", "1.5"], "strength must be in (0, 1]"),
     (["--ema", "1"], "ema must be in [0, 1)"),

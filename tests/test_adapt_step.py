@@ -193,8 +193,22 @@ def test_config_validates_on_construction():
     with pytest.raises(InputError, match="anchor_weight must be a finite number, got nan"):
         AdaptConfig.from_dict({"anchor_weight": float("nan")})
     for bad in (0, 2.5, True):  # a TOML --config can give any of these
-        with pytest.raises(InputError, match="sample must be a positive number of inputs"):
+        with pytest.raises(InputError, match="sample must be a (positive number of inputs|whole number or unset)"):
             AdaptConfig(sample=bad)
+    # wrong types from a --config file: each a one-line refusal (a float seed failed inside torch, an int trainable
+    # with a TypeError, a string "false" was a true hf_weight, a string beta failed a comparison)
+    for values, message in (({"seed": 1.5}, "seed must be a whole number, got 1.5"),
+                            ({"trainable": 5}, "trainable must be all, body or a list"),
+                            ({"hf_weight": "false"}, "hf_weight must be true or false, got 'false'"),
+                            ({"iterations": True}, "iterations must be a whole number, got True"),
+                            ({"lr": "1e-4"}, "lr must be a number, got '1e-4'"),
+                            ({"mode": 3}, "mode must be a string, got 3"),
+                            ({"tile": "auto"}, "tile must be a whole number or unset"),
+                            ({"adam_betas": ["a", 0.9]}, "adam_betas must be two numbers")):
+        with pytest.raises(InputError, match=message):
+            AdaptConfig.from_dict(values)
+    cfg = AdaptConfig.from_dict({"anchor_weight": 1, "tile": None, "groups": 2, "mode": "per-group"})  # TOML ints
+    assert cfg.anchor_weight == 1 and cfg.groups == 2
     cfg = AdaptConfig.from_dict({"trainable": ["body.2", "body.3"], "iterations": 5})
     assert cfg.trainable == ("body.2", "body.3") and cfg.to_dict()["trainable"] == ["body.2", "body.3"]
     with pytest.raises(Exception):

@@ -253,6 +253,27 @@ class AdaptConfig:
         if isinstance(self.lpips_weights, (list, str, Path)):
             paths = [self.lpips_weights] if isinstance(self.lpips_weights, (str, Path)) else self.lpips_weights
             object.__setattr__(self, "lpips_weights", tuple(str(p) for p in paths))
+        if isinstance(self.sup_data, Path):
+            object.__setattr__(self, "sup_data", str(self.sup_data))
+        # the type of every plain setting first (a --config file can hold anything): a seed of 1.5 failed deep in
+        # torch, and hf_weight = "false" was taken as true
+        kinds = {"int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+                 "float": (is_number, "a number"), "bool": (lambda v: isinstance(v, bool), "true or false"),
+                 "str": (lambda v: isinstance(v, str), "a string")}
+        for f in dataclasses.fields(self):
+            allowed = [t.strip() for t in str(f.type).split("|")]
+            value = getattr(self, f.name)
+            if not all(t in kinds or t == "None" for t in allowed) or (value is None and "None" in allowed):
+                continue
+            if not any(kinds[t][0](value) for t in allowed if t != "None"):
+                wanted = " or ".join(kinds[t][1] for t in allowed if t != "None") + (" or unset" if "None" in allowed else "")
+                bad(f"{f.name} must be {wanted}, got {value!r}")
+        if isinstance(self.trainable, tuple) and not self.trainable:
+            bad("trainable prefixes must be non-empty strings")
+        if not isinstance(self.trainable, (str, tuple)):
+            bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
+        if not isinstance(self.adam_betas, tuple) or not all(is_number(b) for b in self.adam_betas):
+            bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         for name in ("iterations", "anchor_pool", "patch_size", "batch_size", "guard_every", "max_bad_steps", "eval_every",
                      "patience", "snapshot_every", "snapshot_crop", "checkpoint_every"):
             v = getattr(self, name)
@@ -310,8 +331,6 @@ class AdaptConfig:
             bad("anchor_weight and guard_factor must be >= 0")
         if not weight_ok(self.sup_weight):
             bad(f"sup_weight must be a finite number >= 0 (0: off), got {self.sup_weight!r}")
-        if isinstance(self.sup_data, Path):
-            object.__setattr__(self, "sup_data", str(self.sup_data))
         if self.sup_data is not None and (not isinstance(self.sup_data, str) or not self.sup_data):
             bad(f"sup_data must be a folder of clean photos or unset (the bundled ones), got {self.sup_data!r}")
         if self.sup_degradation not in SUP_DEGRADATIONS:

@@ -106,7 +106,8 @@ def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]
                              f"{', '.join(names[:4])}, …")
     if not chosen:
         sample = ", ".join(names[:4])
-        raise InputError(f"--trainable {trainable!r} matches no parameter of this {arch}; names look like {sample}, …")
+        given = trainable if isinstance(trainable, str) else ",".join(trainable)
+        raise InputError(f"--trainable {given} matches no parameter of this {arch}; names look like {sample}, …")
     keep = set(chosen)
     for n, p in model.named_parameters():
         p.requires_grad_(n in keep)
