@@ -319,3 +319,17 @@ def test_training_photos_are_read_upright_and_at_full_depth(tmp_path, astronaut)
     g = photos["grey16.png"]
     assert g.shape == (3, 64, 96) and torch.equal(g[0], g[2])
     assert len(torch.unique(g[0])) > 256  # more levels than 8 bits could hold
+
+
+def test_resume_of_a_run_already_at_iters_says_nothing_was_trained(tmp_path, photo_dir):
+    """It printed 'wrote ... last loss nan', as if the run had broken."""
+    out = tmp_path / "s1.safetensors"
+    args = ["train-degae", "--data", str(photo_dir), "--out", str(out), "--crop", "32", "--batch", "2",
+            "--embed-dim", "16", "--width", "8", "--blocks", "2", "--ckpt-every", "2"]
+    res = CliRunner().invoke(main, [*args, "--iters", "2"])
+    assert res.exit_code == 0, res.output
+    before = out.read_bytes()
+    res = CliRunner().invoke(main, [*args, "--iters", "1", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "nothing to train" in res.output and "nan" not in res.output, res.output
+    assert f"kept {out} (2 iterations" in res.output and out.read_bytes() == before

@@ -54,7 +54,7 @@ class AdaptDemoConfig:
         if self.preset not in EVAL_PRESETS:
             raise InputError(f"unknown degradation preset {self.preset!r}: choose from {', '.join(EVAL_PRESETS)}")
         if self.crop % 4 or self.crop < 128:
-            raise InputError("the adaptation demo's --crop must be a multiple of 4 and at least 128 px")
+            raise InputError(f"--adapt-crop must be a multiple of 4 and at least 128 px, got {self.crop}")
         if self.iterations < 1:
             raise InputError("iterations must be positive")
 

@@ -22,7 +22,7 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
 @click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (512 or 2048).")
+@click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (the paper uses 512 or 2048).")
 @click.option("--width", type=int, default=32, show_default=True, help="Reconstructor width (DegAE: 64; 32 is 4x cheaper in stage 2).")
 @click.option("--blocks", type=int, default=4, show_default=True, help="Modulated blocks in the reconstructor.")
 @click.option("--skip/--no-skip", default=False, show_default=True,
@@ -88,5 +88,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
             click.echo(msg, err=True)
 
     result = train(cfg, resume=resume, log=log, progress=True, overwrite=overwrite)
+    if "loss" not in result.last:  # a resume of a run already at --iters: no step ran
+        click.echo(f"kept {result.out} ({result.iterations} iterations; nothing to train)")
+        return
     click.echo(f"wrote {result.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min, "
-               f"last loss {result.last.get('loss', float('nan')):.4f})")
+               f"last loss {result.last['loss']:.4f})")

@@ -413,6 +413,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         log(f"resumed {out} at iteration {start}")
+        if start >= cfg.iters:
+            log(f"it is at or past --iters {cfg.iters}: nothing to train, the file is kept as it is (a larger --iters "
+                "continues it)")
     log(f"stage-1 training: {cfg.iters} iterations, batch {cfg.batch}, crop {cfg.crop}, pairing {cfg.pairing}, "
         f"perceptual {cfg.perceptual}, trunk {cfg.trunk_model}[:{cfg.trunk_layers}], {len(images)} images")
     t0 = time.time()
