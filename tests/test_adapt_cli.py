@@ -578,6 +578,16 @@ def test_inputs_where_the_run_writes_are_refused_untouched(files, tmp_path):
     code, text = _run(["adapt", str(flat / "rgb.png"), str(flat / "grey.png"), "-o", str(flat), *_fast(files)])
     assert code == 1 and "lies where the run" in text, text
     assert sorted(p.name for p in flat.iterdir()) == ["alpha.png", "grey.png", "rgb.png"]
+    linked = tmp_path / "linked"  # a run whose sr/ the user replaced by a link to the inputs
+    shutil.copytree(files / "lr", linked / "in")
+    code, text = _run(["adapt", str(linked / "in"), "-o", str(linked / "out"), *_fast(files)])
+    assert code == 0, text
+    shutil.rmtree(linked / "out" / "sr")
+    (linked / "out" / "sr").symlink_to(linked / "in")
+    before = _digests(linked / "in")
+    code, text = _run(["adapt", str(linked / "in"), "-o", str(linked / "out"), *_fast(files, "--overwrite")])
+    assert code == 1 and "lies where the run" in text, text
+    assert _digests(linked / "in") == before
     mine = tmp_path / "project"  # inputs in a folder of their own under OUT are fine
     shutil.copytree(files / "lr", mine / "lr")
     code, text = _run(["adapt", str(mine / "lr"), "-o", str(mine), *_fast(files)])
@@ -614,12 +624,17 @@ def test_files_of_the_users_are_not_written_over(files, tmp_path):
     (out / "notes.txt").write_text("keep")
     before = _digests(out)
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
-    assert code == 1 and "holds config.json, sr but no adaptation run" in text, text
+    assert code == 1 and "holds config.json, sr/ but no adaptation run" in text, text
     assert _digests(out) == before
     per_image = tmp_path / "per-image"
     (per_image / "rgb").mkdir(parents=True)  # a folder of the user's named as one input's run
     code, text = _run(["adapt", str(files / "lr"), "-o", str(per_image), *_fast(files, "--mode", "per-image")])
-    assert code == 1 and "holds rgb but no adaptation run" in text, text
+    assert code == 1 and "holds rgb/ but no adaptation run" in text, text
+    upscaled = tmp_path / "upscaled"  # per-image runs write no sr/ at the top: a user's sr/ there stays and is no bar
+    (upscaled / "sr").mkdir(parents=True)
+    (upscaled / "sr" / "a.png").write_bytes(b"mine")
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(upscaled), *_fast(files, "--mode", "per-image")])
+    assert code == 0 and (upscaled / "sr" / "a.png").read_bytes() == b"mine", text
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("keep")  # files under other names are left alone, the run goes ahead
@@ -693,3 +708,21 @@ def test_an_existing_out_folder_is_locked_before_anything_is_loaded(files, tmp_p
           stage1=str(files / "stage1.safetensors"))
     assert seen and seen[0] == "locked"
     assert (out / "adapted.safetensors").is_file()
+
+
+def test_a_run_of_several_stopped_while_setting_up_names_resume(files, tmp_path):
+    """A stop before the first run's first step printed a bare 'interrupted', and the plain rerun was then refused."""
+    from lway_rt.adapt.config import AdaptConfig
+    from lway_rt.adapt.loop import adapt
+    from lway_rt.errors import Interrupted
+
+    def stop_in_setup(msg):
+        if msg.startswith("adapting ") and "image(s):" in msg and "trainable tensors" in msg:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted, match=r"alpha: interrupted before its first step; run the same command with --resume"):
+        adapt([files / "lr"], str(files / "tiny.safetensors"), out, AdaptConfig(iterations=1, patch_size=16,
+              mode="per-image"), stage1=str(files / "stage1.safetensors"), log=stop_in_setup)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image", "--resume")])
+    assert code == 0 and len(list(out.glob("*/adapted.safetensors"))) == 3, text

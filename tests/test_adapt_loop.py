@@ -112,7 +112,7 @@ def test_persistent_nan_stops_with_last_good_weights(tmp_path, inputs, stage1):
     cfg = AdaptConfig(iterations=30, patch_size=16, batch_size=2, lr=1e-3, max_bad_steps=3, guard_factor=0)
     faulty = adapt_images(inputs, _desc(_tiny(cls=FaultySRVGG, bad_calls={6, -1})), cfg, tmp_path / "a", stage1=stage1)
     rep = faulty.report
-    assert rep["iterations_run"] == 8 and "non-finite loss for 3 steps" in rep["stopped"]
+    assert rep["iterations_run"] == 8 and "non-finite loss or gradient for 3 steps" in rep["stopped"]
     assert rep["final_iteration"] == 5
     # the weights written are exactly those after 5 good steps of the same run
     clean = adapt_images(inputs, _desc(_tiny()), cfg.replace(iterations=5), tmp_path / "b", stage1=stage1)
@@ -128,6 +128,9 @@ def test_persistent_nan_after_a_blow_up_keeps_weights_the_drift_guard_passes(tmp
     rep = res.report
     assert "weights of iteration 2 failed the drift guard: rolled back to iteration 0" in rep["stopped"]
     assert rep["final_iteration"] == 0 and rep["rollbacks"] == 1
+    assert rep["fixed_patch_loss"][-1]["it"] == 2  # the weights judged are iteration 2's, not the streak's end
+    judged = rep["events"][-1]
+    assert judged.startswith("iteration 2: fixed-patch loss") and "lr now" not in judged  # no step follows it
     state, _ = load_state_file(res.weights)
     for k, v in base.state_dict().items():
         assert torch.equal(state[k], v), k  # the unadapted weights, not the blown-up ones

@@ -570,5 +570,11 @@ def test_dpi_turns_with_the_pixels_and_zero_is_not_carried(tmp_path):
     with Image.open(sideways) as im:
         im.save(tmp_path / "scan.jpg", exif=im.getexif(), dpi=(300, 100), quality=95)
     assert read_image(tmp_path / "scan.jpg").dpi == (100, 300)  # x and y swap when the picture turns upright
+    tags = Image.Exif()
+    tags[0x0112], tags[0x011A], tags[0x011B], tags[0x0128] = 6, 300.0, 100.0, 2  # EXIF's own resolution, too
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "tagged.jpg", exif=tags, dpi=(300, 100))
+    img = read_image(tmp_path / "tagged.jpg")
+    with Image.open(write_image(tmp_path / "out.jpg", img.rgb, exif=img.exif, dpi=img.dpi)) as im:
+        assert im.info["dpi"] == (100, 300) and (im.getexif()[0x011A], im.getexif()[0x011B]) == (100.0, 300.0)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "zero.jpg", dpi=(0, 0))
     assert read_image(tmp_path / "zero.jpg").dpi is None

@@ -529,9 +529,12 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         nxt = st["lr"] * config.lr_factor(min(st["it"], config.iterations - 1))
         return f"lr now {nxt:.3g}" + (f" (base {st['lr']:.3g} x the cosine schedule)" if config.lr_schedule != "constant" else "")
 
-    def guard_check() -> None:
+    def guard_check(at: int | None = None) -> None:
+        """The drift guard on S's weights now, which are those of iteration ``at`` (default: the current one; a
+        streak of skipped steps leaves them as they were before it). ``at`` given: the run stops after this check."""
+        stopping, at = at is not None, st["it"] if at is None else at
         val = fixed_loss()
-        st["val"].append({"it": st["it"], "loss": val})
+        st["val"].append({"it": at, "loss": val})
         best = st["best_val"]
         jumped = config.guard_factor > 0 and best is not None and val > config.guard_factor * best
         if not math.isfinite(val) or jumped:
@@ -545,15 +548,15 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             st["lr"] *= 0.5
             _set_lr(opt, st["lr"])
             st["rollbacks"] += 1
-            msg = (f"iteration {st['it']}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
-                   f"{best:.4g}; rolled back to iteration {st['good_it']}, {lr_now()}")
+            msg = (f"iteration {at}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
+                   f"{best:.4g}; rolled back to iteration {st['good_it']}" + ("" if stopping else f", {lr_now()}"))
             st["events"].append(msg)
             log(msg)
             if st["rollbacks"] > config.max_bad_steps:
                 st["stopped"] = f"rolled back {st['rollbacks']} times; stopped with the weights of iteration {st['good_it']}"
             return
         st["best_val"] = val if best is None else min(best, val)
-        st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), st["it"]
+        st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), at
         if st["ema"] is not None:
             st["good_ema"] = [t.clone() for t in st["ema"]]
 
@@ -621,14 +624,13 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                 if st["bad_streak"] >= config.max_bad_steps:
                     last, rollbacks = st["it"] - st["bad_streak"], st["rollbacks"]
                     if last != st["good_it"]:  # the weights before the streak: judged by the drift guard first
-                        guard_check()  # (a huge step can leave them finite but useless, the next loss at 1e33)
+                        guard_check(at=last)  # (a huge step can leave them finite but useless, the next loss at 1e33)
+                    what = f"non-finite loss or gradient for {st['bad_streak']} steps in a row"
                     if st["rollbacks"] > rollbacks:
-                        st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row, and the weights of "
-                                         f"iteration {last} failed the drift guard: rolled back to iteration "
-                                         f"{st['good_it']} and stopped there")
+                        st["stopped"] = (f"{what}, and the weights of iteration {last} failed the drift guard: rolled "
+                                         f"back to iteration {st['good_it']} and stopped there")
                     else:
-                        st["stopped"] = (f"non-finite loss for {st['bad_streak']} steps in a row; stopped with the last "
-                                         f"good weights (iteration {last})")
+                        st["stopped"] = f"{what}; stopped with the last good weights (iteration {last})"
                     break
                 continue
             st["bad_streak"] = 0
@@ -918,7 +920,9 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
 
 _SUMMARY_FORMAT = "lway_rt.adapt-summary/1"
-_RUN_NAMES = ("report.json", "config.json", "groups.json", "curves.png", "contact_sheet.png", WEIGHTS, CHECKPOINT, "sr")
+# what a run writes at the top of its --out folder, per --mode (per-image and per-group add a folder per run)
+_RUN_NAMES = {"folder": ("report.json", "config.json", "curves.png", "contact_sheet.png", WEIGHTS, CHECKPOINT, "sr"),
+              "per-image": ("report.json", "config.json"), "per-group": ("report.json", "config.json", "groups.json")}
 
 
 def _read_json_dict(path: Path) -> dict | None:
@@ -952,19 +956,22 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     import re
 
     names = {img.name for img in images} if config.mode == "per-image" else set()
-    if config.mode == "per-image":
-        clash = sorted(n for n in names if n in _RUN_NAMES)
-        if clash:
-            raise InputError(f"an input named {clash[0]} would get the run folder {out_dir / clash[0]}, a name the "
-                             "adaptation's own files use: rename that image")
+    own = _RUN_NAMES[config.mode]
+    clash = sorted(n for n in names if n in own)
+    if clash:
+        raise InputError(f"an input named {clash[0]} would get the run folder {out_dir / clash[0]}, a name the "
+                         "adaptation's own files use: rename that image")
     root = out_dir.resolve()
+    # where the run writes, links followed: the top of --out, and below it sr/ (folder) or each run's folder
+    below = [(out_dir / "sr").resolve()] if config.mode == "folder" else [(out_dir / n).resolve() for n in sorted(names)]
+    if config.mode == "per-group":
+        below += [p.resolve() for p in out_dir.glob("group-*") if re.fullmatch(r"group-\d+", p.name)]
     for path in paths:
-        rel = Path(path).resolve()
-        if not rel.is_relative_to(root):
-            continue
-        top = rel.relative_to(root).parts[0]
-        if len(rel.relative_to(root).parts) == 1 or top in ("sr", *names) or re.fullmatch(r"group-\d+", top):
-            raise InputError(f"{path} lies where the run in --out {out_dir} writes its files (its pictures, sr/ and run "
+        where = Path(path).resolve()
+        if where.parent == root or any(where.is_relative_to(b) for b in below) or (
+                config.mode == "per-group" and where.is_relative_to(root)
+                and re.fullmatch(r"group-\d+", where.relative_to(root).parts[0])):
+            raise InputError(f"{path} lies where the run in --out {out_dir} writes its files (its pictures and run "
                              "folders would replace it or be read as inputs next time): choose another --out folder")
     if not out_dir.is_dir():
         return
@@ -976,16 +983,17 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
         raise InputError(f"{out_dir} holds the runs of an earlier --mode {config.mode} adaptation: pass --resume to keep "
                          "those made with these inputs and settings and finish the rest, --overwrite to replace them, "
                          "or choose another --out folder")
+    if config.mode == "folder" and (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
+        raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
+                         "--out folder")
     if previous is None:
-        theirs = [n for n in (*_RUN_NAMES, *sorted(names)) if (out_dir / n).exists()]
-        theirs += sorted(p.name for p in out_dir.glob("group-*") if re.fullmatch(r"group-\d+", p.name))
+        theirs = [n + ("/" if (out_dir / n).is_dir() else "") for n in (*own, *sorted(names)) if (out_dir / n).exists()]
+        if config.mode == "per-group":
+            theirs += sorted(p.name + "/" for p in out_dir.glob("group-*") if re.fullmatch(r"group-\d+", p.name))
         if theirs:
             shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
             raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
                              f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
-    if (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
-        raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
-                         "--out folder")
 
 
 def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt_dir, resume: bool, log: Log,
@@ -1087,6 +1095,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, "run the same command with --resume (the runs "
                                                            "finished before it are kept)")) from None
+            except KeyboardInterrupt:  # while the run was being set up, before its first step
+                raise Interrupted(f"{name}: interrupted before its first step; run the same command with --resume (the "
+                                  "runs finished before it are kept)") from None
         entries = [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
                     "images": [Path(p).stem for p in r.sr_paths],
                     "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]

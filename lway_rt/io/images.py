@@ -572,7 +572,8 @@ def _exif_for(exif: bytes, width: int, height: int, fmt: str) -> bytes | None:
     try:
         tags = Image.Exif()
         tags.load(exif)
-        tags.pop(0x0112, None)
+        if tags.pop(0x0112, None) in (5, 6, 7, 8) and 0x011A in tags and 0x011B in tags:  # the picture was turned:
+            tags[0x011A], tags[0x011B] = tags[0x011B], tags[0x011A]  # its x and y resolution turn with it
         sub = tags.get_ifd(0x8769)  # the Exif sub-IFD
         if 0xA002 in sub or 0xA003 in sub:
             sub[0xA002], sub[0xA003] = width, height
