@@ -268,18 +268,17 @@ class AdaptConfig:
             if not any(kinds[t][0](value) for t in allowed if t != "None"):
                 wanted = " or ".join(kinds[t][1] for t in allowed if t != "None") + (" or unset" if "None" in allowed else "")
                 bad(f"{f.name} must be {wanted}, got {value!r}")
-        if isinstance(self.trainable, tuple) and not self.trainable:
-            bad("trainable prefixes must be non-empty strings")
         if not isinstance(self.trainable, (str, tuple)):
             bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
-        if not isinstance(self.adam_betas, tuple) or not all(is_number(b) for b in self.adam_betas):
+        if not isinstance(self.adam_betas, tuple) or len(self.adam_betas) != 2 or \
+                not all(is_number(b) and 0 <= b < 1 for b in self.adam_betas):
             bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
         for name in ("iterations", "anchor_pool", "patch_size", "batch_size", "guard_every", "max_bad_steps", "eval_every",
                      "patience", "snapshot_every", "snapshot_crop", "checkpoint_every"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if v < 1:
                 bad(f"{name} must be a positive integer, got {v!r}")
-        if self.sample is not None and (not isinstance(self.sample, int) or isinstance(self.sample, bool) or self.sample < 1):
+        if self.sample is not None and self.sample < 1:
             bad(f"sample must be a positive number of inputs, got {self.sample!r}")
         if not (0.0 < self.lr < 1.0):
             bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default, 2e-6 suits large models")
@@ -300,7 +299,7 @@ class AdaptConfig:
                 "does not load: use the lway loss, or sup_degradation 'classic'")
         if self.mode not in MODES:
             bad(f"unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
-        if self.groups != "auto" and (not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1):
+        if self.groups != "auto" and (isinstance(self.groups, str) or self.groups < 1):
             bad(f"groups must be a positive number of groups or auto, got {self.groups!r}")
         if self.groups != "auto" and self.mode != "per-group":
             bad(f"groups ({self.groups}) applies to per-group mode only: add --mode per-group, or leave --groups out")
@@ -315,7 +314,7 @@ class AdaptConfig:
                 bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
         elif not self.trainable or not all(isinstance(p, str) and p for p in self.trainable):
             bad("trainable prefixes must be non-empty strings")
-        if self.tile is not None and (not isinstance(self.tile, int) or self.tile < 0):
+        if self.tile is not None and self.tile < 0:
             bad(f"tile must be 0 (one pass), a positive tile size or unset (auto), got {self.tile!r}")
         if not weight_ok(self.anchor_trust):
             bad(f"anchor_trust must be a finite number >= 0 (0: off), got {self.anchor_trust!r}")
@@ -335,17 +334,16 @@ class AdaptConfig:
             bad(f"sup_data must be a folder of clean photos or unset (the bundled ones), got {self.sup_data!r}")
         if self.sup_degradation not in SUP_DEGRADATIONS:
             bad(f"sup_degradation must be one of {', '.join(SUP_DEGRADATIONS)}, got {self.sup_degradation!r}")
-        if self.sup_batch is not None and (not isinstance(self.sup_batch, int) or isinstance(self.sup_batch, bool)
-                                           or self.sup_batch < 1):
+        if self.sup_batch is not None and self.sup_batch < 1:
             bad(f"sup_batch must be a positive integer or unset (= batch_size), got {self.sup_batch!r}")
-        if not is_number(self.strength) or not 0.0 < self.strength <= 1.0:
+        if not 0.0 < self.strength <= 1.0:
             bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
-        if self.detail_cap is not None and (not is_number(self.detail_cap) or not 1.0 <= self.detail_cap < float("inf")):
+        if self.detail_cap is not None and not 1.0 <= self.detail_cap < float("inf"):
             bad(f"detail_cap must be a number >= 1 (1: no more fine detail than the unadapted image) or unset, "
                 f"got {self.detail_cap!r}")
         if not weight_ok(self.detail_guard):
             bad(f"detail_guard must be a finite number >= 0 (0: off), got {self.detail_guard!r}")
-        if not is_number(self.detail_guard_ratio) or not 1.0 <= self.detail_guard_ratio < float("inf"):
+        if not 1.0 <= self.detail_guard_ratio < float("inf"):
             bad(f"detail_guard_ratio must be a number >= 1 (1: no more fine detail than the unadapted output), "
                 f"got {self.detail_guard_ratio!r}")
         if self.detail_guard_gate not in DETAIL_GUARD_GATES:
@@ -353,7 +351,7 @@ class AdaptConfig:
         if self.detail_guard_gate == "trust" and self.detail_guard > 0 and self.loss != "lway":
             bad(f"detail_guard_gate trust needs stage 1's judgement, which only the lway loss has (loss {self.loss!r}): "
                 "use --detail-guard-gate none")
-        if not is_number(self.ema) or not 0.0 <= self.ema < 1.0:
+        if not 0.0 <= self.ema < 1.0:
             bad(f"ema must be in [0, 1) (0: off; 0.98 averages about the last 50 steps), got {self.ema!r}")
         if self.perceptual not in PERCEPTUALS:
             bad(f"unknown perceptual term {self.perceptual!r}; use one of {', '.join(PERCEPTUALS)}")
@@ -372,8 +370,6 @@ class AdaptConfig:
                 "FILE (AlexNet backbone and LPIPS linear layers), or use --perceptual trunk-l1")
         if self.guard_factor and self.guard_factor <= 1.0:
             bad(f"guard_factor {self.guard_factor} would roll back on noise; use > 1 (e.g. 2) or 0 to turn it off")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
 
     def without_perceptual(self) -> AdaptConfig:
         """The same recipe with no perceptual term (and none of its settings)."""

@@ -27,6 +27,7 @@ import copy
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace as dc_replace
@@ -54,6 +55,8 @@ __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interp
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "adapted.safetensors"
+_REPORT_FORMAT = "lway_rt.adapt-report/1"  # report.json of one run
+_SUMMARY_FORMAT = "lway_rt.adapt-summary/1"  # report.json of a per-image / per-group adaptation
 RUN_AGAIN = "run the command again"  # a run of several (per image / per group) says --resume
 SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
 # report.json's detail_change: adapted / unadapted fine detail of each image; at or above this the run names the
@@ -289,11 +292,8 @@ def finished_report(out_dir: Path) -> dict | None:
     path = Path(out_dir) / "report.json"
     if not ((Path(out_dir) / WEIGHTS).is_file() and path.is_file()):
         return None
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # unreadable: a finished run all the same, which no fingerprint matches
-    return report if isinstance(report, dict) else {}
+    report = _read_json_dict(path)
+    return {} if report is None else report  # unreadable: a finished run all the same, which no fingerprint matches
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -687,7 +687,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         raise TrainingError(f"adapted weights are not finite ({bad[0]}); nothing was written")
 
     report = {
-        "format": "lway_rt.adapt-report/1",
+        "format": _REPORT_FORMAT,
         "model": {"name": desc.name, "source": desc.source, "arch": desc.arch, "scale": scale,
                   "hparams": desc.spec.hparams, "base_sha256": base_sha},
         "stage1": stage1_info,
@@ -919,7 +919,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
                       overwrite=overwrite)
 
 
-_SUMMARY_FORMAT = "lway_rt.adapt-summary/1"
+_GROUP_FOLDER = re.compile(r"group-\d+")  # a per-group run's folder
 # what a run writes at the top of its --out folder, per --mode (per-image and per-group add a folder per run)
 _RUN_NAMES = {"folder": ("report.json", "config.json", "curves.png", "contact_sheet.png", WEIGHTS, CHECKPOINT, "sr"),
               "per-image": ("report.json", "config.json"), "per-group": ("report.json", "config.json", "groups.json")}
@@ -940,7 +940,7 @@ def run_mode(out_dir: Path) -> str | None:
     report = _read_json_dict(out_dir / "report.json") or {}
     if report.get("format") == _SUMMARY_FORMAT and report.get("mode") in MODES:
         return report["mode"]
-    if report.get("format") == "lway_rt.adapt-report/1" or (out_dir / WEIGHTS).is_file() or (out_dir / CHECKPOINT).is_file():
+    if report.get("format") == _REPORT_FORMAT or (out_dir / WEIGHTS).is_file() or (out_dir / CHECKPOINT).is_file():
         return "folder"
     if (out_dir / "groups.json").is_file():
         return "per-group"
@@ -953,8 +953,6 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     another --mode (its report and config would be replaced, its weights orphaned), one of the same --mode that
     neither --resume nor --overwrite accounts for, files of the user's under the names a run writes, or the inputs
     themselves (in ``out_dir``, its ``sr/`` or a run's folder)."""
-    import re
-
     names = {img.name for img in images} if config.mode == "per-image" else set()
     own = _RUN_NAMES[config.mode]
     clash = sorted(n for n in names if n in own)
@@ -963,14 +961,12 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
                          "adaptation's own files use: rename that image")
     root = out_dir.resolve()
     # where the run writes, links followed: the top of --out, and below it sr/ (folder) or each run's folder
-    below = [(out_dir / "sr").resolve()] if config.mode == "folder" else [(out_dir / n).resolve() for n in sorted(names)]
-    if config.mode == "per-group":
-        below += [p.resolve() for p in out_dir.glob("group-*") if re.fullmatch(r"group-\d+", p.name)]
+    groups = sorted(p.name for p in out_dir.glob("group-*") if _GROUP_FOLDER.fullmatch(p.name)) \
+        if config.mode == "per-group" else []
+    below = [(out_dir / n).resolve() for n in (["sr"] if config.mode == "folder" else [*sorted(names), *groups])]
     for path in paths:
         where = Path(path).resolve()
-        if where.parent == root or any(where.is_relative_to(b) for b in below) or (
-                config.mode == "per-group" and where.is_relative_to(root)
-                and re.fullmatch(r"group-\d+", where.relative_to(root).parts[0])):
+        if where.parent == root or any(where.is_relative_to(b) for b in below):
             raise InputError(f"{path} lies where the run in --out {out_dir} writes its files (its pictures and run "
                              "folders would replace it or be read as inputs next time): choose another --out folder")
     if not out_dir.is_dir():
@@ -987,9 +983,8 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
         raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
                          "--out folder")
     if previous is None:
-        theirs = [n + ("/" if (out_dir / n).is_dir() else "") for n in (*own, *sorted(names)) if (out_dir / n).exists()]
-        if config.mode == "per-group":
-            theirs += sorted(p.name + "/" for p in out_dir.glob("group-*") if re.fullmatch(r"group-\d+", p.name))
+        theirs = [n + ("/" if (out_dir / n).is_dir() else "") for n in (*own, *sorted(names), *groups)
+                  if (out_dir / n).exists()]
         if theirs:
             shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
             raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
@@ -1029,15 +1024,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     if config.mode == "folder":
         return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log,
                              overwrite=overwrite)]
-    old_summary = {}
-    if resume and summary_path.is_file():
-        try:
-            old_summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError):
-            old_summary = {}
-        if old_summary.get("mode") not in (None, config.mode):
-            raise InputError(f"{out_dir} holds a --mode {old_summary.get('mode')} adaptation, not {config.mode}: rerun "
-                             "with that mode, or choose another --out folder")
+    # (another --mode's summary was refused by _check_out_folder)
+    old_summary = (_read_json_dict(summary_path) or {}) if resume else {}
     groups_path = record = None
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]

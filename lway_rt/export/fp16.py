@@ -46,9 +46,14 @@ def node_module_paths(node) -> list[str]:
     return []
 
 
+def _matching(names: Iterable[str], patterns: Iterable[str]) -> set[str]:
+    """The patterns that match one of a node's ``names`` (its name and module paths)."""
+    names = [n for n in names if n]
+    return {p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)}
+
+
 def _matches(node, patterns: Iterable[str]) -> bool:
-    names = [node.name, *node_module_paths(node)]
-    return any(fnmatch.fnmatchcase(n, p) for p in patterns for n in names if n)
+    return bool(_matching([node.name, *node_module_paths(node)], patterns))
 
 
 def matched_patterns(model, patterns: Iterable[str]) -> tuple[set[str], list[str]]:
@@ -60,8 +65,7 @@ def matched_patterns(model, patterns: Iterable[str]) -> tuple[set[str], list[str
         scopes = node_module_paths(node)
         if scopes and not re.search(r"_\d+$", scopes[0]):  # not a numbered functional op such as add_185
             tops.setdefault(scopes[0].split(".")[0], None)
-        names = [n for n in (node.name, *scopes) if n]
-        matched.update(p for p in patterns if p not in matched and any(fnmatch.fnmatchcase(n, p) for n in names))
+        matched |= _matching([node.name, *scopes], [p for p in patterns if p not in matched])
     return matched, list(tops)
 
 
