@@ -204,7 +204,11 @@ def test_config_validates_on_construction():
                             ({"lr": "1e-4"}, "lr must be a number, got '1e-4'"),
                             ({"mode": 3}, "mode must be a string, got 3"),
                             ({"tile": "auto"}, "tile must be a whole number or unset"),
-                            ({"adam_betas": ["a", 0.9]}, "adam_betas must be two numbers")):
+                            ({"adam_betas": ["a", 0.9]}, "adam_betas must be two numbers"),
+                            ({"lpips_weights": [5]}, r"lpips_weights must be weight files \(paths\), got \[5\]"),
+                            ({"lpips_weights": 5}, "lpips_weights must be weight files"),
+                            ({"lpips_weights": [""]}, "lpips_weights must be weight files"),
+                            ({"notes": 5}, "notes must be a table of notes, got 5")):
         with pytest.raises(InputError, match=message):
             AdaptConfig.from_dict(values)
     cfg = AdaptConfig.from_dict({"anchor_weight": 1, "tile": None, "groups": 2, "mode": "per-group"})  # TOML ints

@@ -250,9 +250,13 @@ class AdaptConfig:
             object.__setattr__(self, "trainable", tuple(self.trainable))
         if isinstance(self.adam_betas, list):
             object.__setattr__(self, "adam_betas", tuple(self.adam_betas))
-        if isinstance(self.lpips_weights, (list, str, Path)):
-            paths = [self.lpips_weights] if isinstance(self.lpips_weights, (str, Path)) else self.lpips_weights
+        paths = [self.lpips_weights] if isinstance(self.lpips_weights, (str, Path)) else self.lpips_weights
+        if paths != ():
+            if not isinstance(paths, (list, tuple)) or not all(isinstance(p, (str, Path)) and str(p) for p in paths):
+                bad(f"lpips_weights must be weight files (paths), got {self.lpips_weights!r}")
             object.__setattr__(self, "lpips_weights", tuple(str(p) for p in paths))
+        if not isinstance(self.notes, dict):  # run notes (a --config table is a dict); 5 was written into config.json
+            bad(f"notes must be a table of notes, got {self.notes!r}")
         if isinstance(self.sup_data, Path):
             object.__setattr__(self, "sup_data", str(self.sup_data))
         # the type of every plain setting first (a --config file can hold anything): a seed of 1.5 failed deep in
