@@ -120,8 +120,8 @@ def unwritable(monkeypatch):
 @pytest.fixture
 def held_elsewhere():
     """``held_elsewhere(path)``: a context manager that holds ``path``'s run lock (a folder, or a lock file made for the
-    time) as a run in another process would: a flock of its own, since ``exclusive_run`` is re-entrant within this
-    process."""
+    time) as a run in another process would: a flock of its own, since ``exclusive_run`` is re-entrant within its
+    thread."""
     import contextlib
     import fcntl
     from pathlib import Path

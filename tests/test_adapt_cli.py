@@ -678,7 +678,7 @@ def test_an_interrupted_multi_run_without_resume_names_resume(files, tmp_path):
 
 def test_an_existing_out_folder_is_locked_before_anything_is_loaded(files, tmp_path, monkeypatch):
     """A second run started while the first was still loading got past the early check, loaded everything, then was
-    refused: the first now holds the lock from its start (exclusive_run is re-entrant within one process)."""
+    refused: the first now holds the lock from its start (exclusive_run is re-entrant within its thread)."""
     import fcntl
     import os
 

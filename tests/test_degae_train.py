@@ -221,6 +221,32 @@ def test_a_second_run_into_an_out_in_use_is_refused(tmp_path, photo_dir, held_el
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no lock file left beside it
 
 
+def test_the_run_lock_is_reentrant_in_its_thread_only(tmp_path):
+    import threading
+
+    from lway_rt.io.weights import exclusive_run
+
+    target, seen = tmp_path / ".out.lock", []
+
+    def other_thread():
+        try:
+            with exclusive_run(target, "--out"):
+                seen.append("taken")
+        except OutputError as e:
+            seen.append(str(e))
+
+    with exclusive_run(target, "--out"):
+        with exclusive_run(target, "--out"):  # the same thread again: re-entrant
+            pass
+        assert target.exists()  # the inner exit released nothing
+        t = threading.Thread(target=other_thread)
+        t.start(), t.join()
+    assert len(seen) == 1 and "another run is writing to" in seen[0], seen  # a second thread is another run
+    t = threading.Thread(target=other_thread)
+    t.start(), t.join()
+    assert seen[1:] == ["taken"] and not target.exists()
+
+
 def test_a_lock_file_left_by_a_killed_run_is_taken_over(tmp_path, photo_dir):
     out = tmp_path / "s1.safetensors"
     (tmp_path / ".s1.safetensors.lock").write_bytes(b"")  # a run killed with -9 leaves its (unlocked) lock file

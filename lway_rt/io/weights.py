@@ -11,6 +11,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
-_HELD: set[str] = set()  # the targets this process holds an exclusive_run lock on
+_HELD: set[tuple[str, int]] = set()  # (target, thread) pairs holding an exclusive_run lock in this process
 
 
 def exclusive_run(target: Path, option: str):
@@ -119,8 +120,9 @@ def exclusive_run(target: Path, option: str):
     release) for as long as it is open, so that two runs never write into one output at once (each would report
     success over a mix of both). A second run gets a one-line ``OutputError``; the lock goes with the process, so a
     killed run leaves none behind (a killed run's lock file is taken over by the next). Where the system has no
-    ``flock`` (Windows), nothing is locked. Re-entrant within a process: a command that takes the lock early (before
-    it loads anything) calls code that takes it again."""
+    ``flock`` (Windows), nothing is locked. Re-entrant within a thread: a command that takes the lock early (before
+    it loads anything) calls code that takes it again; another thread of the same process is refused like another
+    process."""
     import contextlib
 
     @contextlib.contextmanager
@@ -131,8 +133,8 @@ def exclusive_run(target: Path, option: str):
             yield
             return
         path = Path(target)
-        key = str(path.resolve())
-        if key in _HELD:  # this process holds it already
+        key = (str(path.resolve()), threading.get_ident())
+        if key in _HELD:  # this thread holds it already
             yield
             return
         folder = path.is_dir()
