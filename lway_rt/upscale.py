@@ -621,7 +621,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     except KeyboardInterrupt as exc:
         done = len(report.written) + len(report.kept)
         todo = sum(dest is not None for _, dest, _ in plan)
-        raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}; run the same command with "
+        failed = len(report.failures) - len(problems)  # planned images that failed before the interrupt
+        failed = f", {failed} failed" if failed else ""
+        raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}{failed}; run the same command with "
                           "--skip-existing to upscale only the rest") from exc
     if made and not report.written and not any(out_dir.iterdir()):
         out_dir.rmdir()  # every image failed: no empty folder of this run's making is left behind
