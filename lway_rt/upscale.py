@@ -456,7 +456,7 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
         rgb = np.stack([_lanczos(rgb[..., c], size) for c in range(3)], axis=2)
         alpha = settle_alpha(_lanczos(alpha, size)) if alpha is not None else None
     return LoadedImage(rgb, alpha, img.bit_depth, img.grey, img.mode, img.format, img.icc_profile, exif=img.exif,
-                       dpi=img.dpi)
+                       dpi=img.dpi, png_chunks=img.png_chunks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,7 +648,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)
         write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
-                    lossless=img.lossless, exif=up.exif, dpi=up.dpi)
+                    lossless=img.lossless, exif=up.exif, dpi=up.dpi, png_chunks=up.png_chunks)
         report.written.append(dest)
         if img.frames > 1:
             report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "

@@ -332,7 +332,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path, held_else
     assert code == 0, text
 
 
-def test_sr_outputs_keep_the_inputs_colour_profile_exif_and_dpi(files, tmp_path, hr_crop):
+def test_sr_outputs_keep_the_inputs_colour_profile_exif_dpi_and_png_text(files, tmp_path, hr_crop):
     from PIL import ImageCms
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -341,6 +341,12 @@ def test_sr_outputs_keep_the_inputs_colour_profile_exif_and_dpi(files, tmp_path,
     lr = tmp_path / "lr"
     lr.mkdir()
     Image.fromarray(hr_crop[:128:4, :128:4]).save(lr / "cam.jpg", quality=95, icc_profile=icc, exif=tags, dpi=(300, 300))
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("Title", "harbour")
+    text.add(b"gAMA", (100000).to_bytes(4, "big"))
+    Image.fromarray(hr_crop[1:128:4, :128:4]).save(lr / "scan.png", pnginfo=text)
     out = tmp_path / "out"
     code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
                        str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16", "-q"])
@@ -348,6 +354,8 @@ def test_sr_outputs_keep_the_inputs_colour_profile_exif_and_dpi(files, tmp_path,
     with Image.open(out / "sr" / "cam.png") as im:  # a wide-gamut photo written untagged would shift its colours
         assert im.info.get("icc_profile") == icc and im.getexif().get(0x0110) == "Phone 12"
         assert im.info["dpi"] == pytest.approx((300, 300), rel=1e-3)
+    with Image.open(out / "sr" / "scan.png") as im:  # a PNG's gamma and text
+        assert im.text == {"Title": "harbour"} and im.info["gamma"] == pytest.approx(1.0)
 
 
 def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path, held_elsewhere):

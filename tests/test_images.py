@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from lway_rt.errors import InputError, OutputError
 from lway_rt.io.images import (
@@ -578,3 +578,82 @@ def test_dpi_turns_with_the_pixels_and_zero_is_not_carried(tmp_path):
         assert im.info["dpi"] == (100, 300) and (im.getexif()[0x011A], im.getexif()[0x011B]) == (100.0, 300.0)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "zero.jpg", dpi=(0, 0))
     assert read_image(tmp_path / "zero.jpg").dpi is None
+
+
+def test_a_tiff_without_resolution_gets_none_written(tmp_path):
+    """Pillow reads a TIFF with no resolution tags as 1 dpi: carried, a 160-px output printed 160 inches wide."""
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "plain.tif")
+    img = read_image(tmp_path / "plain.tif")
+    assert img.dpi is None
+    for suffix in (".tif", ".png", ".jpg"):
+        out = write_image(tmp_path / f"out{suffix}", img.rgb, exif=img.exif, dpi=img.dpi)
+        assert read_image(out).dpi is None, suffix
+    with tifffile.TiffFile(tmp_path / "out.tif") as t:
+        assert not {282, 283} & {tag.code for tag in t.pages[0].tags.values()}
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_tiffs_camera_metadata_is_carried_and_its_layout_is_not(tmp_path, depth):
+    tags = Image.Exif()
+    tags[0x010F], tags[0x0132], tags[0x013B], tags[0x8298] = "Cam", "2020:01:01 00:00:00", "Me", "(c) Me"
+    if depth == 8:
+        Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "t.tif", exif=tags, dpi=(300, 300))
+    else:  # as a raw converter writes it: 16 bits, the metadata as TIFF tags
+        tifffile.imwrite(tmp_path / "t.tif", np.full((6, 10, 3), 20000, np.uint16), photometric="rgb",
+                         metadata=None, extratags=[(271, "s", 0, "Cam", True), (306, "s", 0, "2020:01:01 00:00:00", True),
+                                                   (315, "s", 0, "Me", True), (33432, "s", 0, "(c) Me", True)])
+    img = read_image(tmp_path / "t.tif")
+    assert img.exif
+    for suffix in (".png", ".jpg", ".tif"):
+        out = write_image(tmp_path / f"out{suffix}", np.repeat(np.repeat(img.rgb, 2, 0), 2, 1), exif=img.exif)
+        with Image.open(out) as im:
+            got = im.getexif()
+            assert [got.get(k) for k in (0x010F, 0x0132, 0x013B, 0x8298)] == ["Cam", "2020:01:01 00:00:00", "Me",
+                                                                              "(c) Me"], (suffix, dict(got))
+            assert im.size == (20, 12)  # the input's width, height and strips were not carried over the output's
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "bare.tif")
+    assert read_image(tmp_path / "bare.tif").exif is None
+
+
+def _png_with(tmp_path, name, chunks, depth=8):
+    """A PNG with extra chunks (type, data) inserted after its header, as an editor or a generator writes them."""
+    import struct
+    import zlib
+
+    plain = tmp_path / f"plain-{name}"
+    arr = np.random.default_rng(0).integers(0, 256 if depth == 8 else 65536, (8, 12, 3))
+    write_image(plain, arr / (255.0 if depth == 8 else 65535.0), bit_depth=depth)
+    data = plain.read_bytes()
+    extra = b"".join(struct.pack(">I", len(c)) + t + c + struct.pack(">I", zlib.crc32(t + c) & 0xFFFFFFFF)
+                     for t, c in chunks)
+    (tmp_path / name).write_bytes(data[:33] + extra + data[33:])
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_pngs_gamma_colour_and_text_chunks_go_to_png_outputs(tmp_path, depth):
+    import struct
+
+    chroma = struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+    src = _png_with(tmp_path, "in.png", [(b"gAMA", struct.pack(">I", 100000)), (b"cHRM", chroma),
+                                         (b"tEXt", b"parameters\0a cat, steps 20"),
+                                         (b"tEXt", b"XML:com.adobe.xmp\0<x:xmpmeta tiff:Orientation='6'/>"),
+                                         (b"iTXt", b"Title\0\0\0en\0\0A title")], depth)
+    img = read_image(src)
+    assert [k for k, _ in img.png_chunks] == [b"gAMA", b"cHRM", b"tEXt", b"iTXt"]  # the XMP packet is not carried
+    out = write_image(tmp_path / "out.png", np.repeat(np.repeat(img.rgb, 2, 0), 2, 1), bit_depth=depth,
+                      png_chunks=img.png_chunks)
+    with Image.open(out) as im:
+        assert im.info["gamma"] == pytest.approx(1.0) and im.info["chromaticity"][0] == pytest.approx(0.3127)
+        assert im.text == {"parameters": "a cat, steps 20", "Title": "A title"} and im.size == (24, 16)
+    assert read_image(out).bit_depth == depth
+    # an ICC profile describes the colour instead of sRGB: the standard allows one of the two
+    srgb = read_image(_png_with(tmp_path, "srgb.png", [(b"sRGB", b"\0")], depth))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(write_image(tmp_path / "s.png", srgb.rgb, bit_depth=depth, png_chunks=srgb.png_chunks)) as im:
+        assert im.info.get("srgb") == 0
+    with Image.open(write_image(tmp_path / "si.png", srgb.rgb, bit_depth=depth, icc_profile=icc,
+                                png_chunks=srgb.png_chunks)) as im:
+        assert "srgb" not in im.info and im.info.get("icc_profile")
+    with Image.open(write_image(tmp_path / "out.jpg", img.rgb, png_chunks=img.png_chunks)) as im:
+        assert im.format == "JPEG"  # a JPEG has no place for them

@@ -381,8 +381,16 @@ def test_a_camera_photo_keeps_its_exif_upright(tmp_path, small):
     d = tmp_path / "in"
     d.mkdir()
     Image.fromarray(small[:, :24]).save(d / "cam.jpg", exif=tags, quality=95, dpi=(300, 100))  # stored 24 wide, 32 high
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_text("parameters", "a cat, steps 20")
+    text.add(b"gAMA", (100000).to_bytes(4, "big"))  # linear samples: shown otherwise without it
+    Image.fromarray(small).save(d / "gen.png", pnginfo=text)
     result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "gen_x4.png") as im:
+        assert im.text == {"parameters": "a cat, steps 20"} and im.info["gamma"] == pytest.approx(1.0)
     with Image.open(tmp_path / "out" / "cam_x4.png") as im:
         assert im.size == (128, 96)  # upright
         assert im.getexif().get(0x0110) == "Phone 12" and 0x0112 not in im.getexif()

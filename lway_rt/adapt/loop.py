@@ -789,7 +789,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                                            multiple, config.tile)[0].mean(0).cpu().numpy())
         depth = img.image.bit_depth
         sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey,
-                                    icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi))
+                                    icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
+                                    png_chunks=img.image.png_chunks))
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
         if entry["name"] in cap_s:

@@ -62,6 +62,7 @@ class LoadedImage:
     lossless: bool = False  # a lossless WebP: written back lossless with --format same
     exif: bytes | None = None  # the file's EXIF block (camera, date, GPS …), carried to outputs (``write_image``)
     dpi: tuple[float, float] | None = None  # the (x, y) pixels per inch the file records, carried to outputs
+    png_chunks: tuple[tuple[bytes, bytes], ...] = ()  # a PNG's colour and text chunks (``_png_chunks``), to PNG outputs
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -211,9 +212,14 @@ def read_image(path: str | Path) -> LoadedImage:
             img = _decode(im, full, orientation, orig_mode, fmt, icc)
             if fmt == "WEBP" and _webp_is_lossless(path):
                 img = replace(img, lossless=True)
-            if fmt in _EXIF_FORMATS and len(tags):  # a TIFF's tags describe its own layout: not carried
+            if fmt in _EXIF_FORMATS and len(tags):
                 img = replace(img, exif=tags.tobytes())
-            dpi = _dpi(im.info.get("dpi"))
+            elif fmt == "TIFF" and (exif := _tiff_exif(tags)):  # its metadata only: most tags describe its layout
+                img = replace(img, exif=exif)
+            if fmt == "PNG":
+                img = replace(img, png_chunks=_png_chunks(path))
+            # a TIFF without resolution tags reads as 1 dpi in Pillow: not a resolution the file records
+            dpi = _dpi(im.info.get("dpi")) if fmt != "TIFF" or 282 in getattr(im, "tag_v2", {}) else None
             if dpi is not None:
                 img = replace(img, dpi=dpi[::-1] if orientation in (5, 6, 7, 8) else dpi)  # turned upright with the pixels
             return replace(img, frames=frames) if frames > 1 else img
@@ -225,6 +231,69 @@ def read_image(path: str | Path) -> LoadedImage:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
         raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+
+
+#: PNG chunks carried from a PNG input to PNG outputs: how its samples are to be shown (gamma, primaries, sRGB
+#: intent, HDR coding), which the network's output keeps, and its text (titles, authors, generation parameters)
+_PNG_COLOUR_CHUNKS = (b"cHRM", b"cICP", b"gAMA", b"sRGB")
+_PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+#: text whose keyword holds other metadata blocks (XMP, ImageMagick's raw EXIF): they can hold an orientation and the
+#: old size, which no longer describe the upright, larger output
+_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type")
+_PNG_CHUNKS_MAX = 1 << 20  # bytes in all: a file whose text outweighs this keeps none of it
+
+
+def _png_chunks(path: Path) -> tuple[tuple[bytes, bytes], ...]:
+    """The colour and text chunks of a PNG file, in file order, as (type, data); () where the file cannot be walked."""
+    found, total = [], 0
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return ()
+            while header := f.read(8):
+                if len(header) < 8:
+                    break
+                length, kind = struct.unpack(">I", header[:4])[0], header[4:]
+                if kind == b"IEND":
+                    break
+                keep = kind in _PNG_COLOUR_CHUNKS or kind in _PNG_TEXT_CHUNKS
+                if keep and total + length <= _PNG_CHUNKS_MAX:
+                    data = f.read(length)
+                    if len(data) < length:
+                        break
+                    if kind in _PNG_COLOUR_CHUNKS or not data.startswith(_PNG_TEXT_NOT_CARRIED):
+                        found.append((kind, data))
+                        total += length
+                    f.seek(4, 1)  # the CRC
+                else:
+                    f.seek(length + 4, 1)
+    except OSError:
+        return ()
+    return tuple(found)
+
+
+#: the tags of a TIFF's first directory that are metadata, not layout (description, make, model, software, date,
+#: artist, host computer, copyright), and its Exif and GPS directories
+_TIFF_METADATA_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
+_TIFF_METADATA_IFDS = (0x8769, 0x8825)
+
+
+def _tiff_exif(tags) -> bytes | None:
+    """An EXIF block of a TIFF's metadata (``_TIFF_METADATA_TAGS`` and the Exif and GPS directories), or None where
+    it has none or they cannot be read."""
+    from PIL import Image
+
+    try:
+        out = Image.Exif()
+        for tag in _TIFF_METADATA_TAGS:
+            if tag in tags:
+                out[tag] = tags[tag]
+        for tag in _TIFF_METADATA_IFDS:
+            if tag in tags and (sub := tags.get_ifd(tag)):
+                out.get_ifd(tag).update(sub)
+        return out.tobytes() if len(out) or any(out.get_ifd(t) for t in _TIFF_METADATA_IFDS) else None
+    except Exception:  # noqa: BLE001 - a malformed directory: the picture is read without its metadata
+        return None
 
 
 def _dpi(value) -> tuple[float, float] | None:
@@ -419,8 +488,9 @@ def _icc_fits(icc: bytes | None, colour: bool) -> bool:
 
 
 def _png16(arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None,
-           dpi: tuple[float, float] | None = None) -> bytes:
-    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, its ICC profile, EXIF and dpi."""
+           dpi: tuple[float, float] | None = None, extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
+    """A 16-bit PNG (grey, grey+alpha, RGB, RGBA) with the Sub filter on every row, its ICC profile, EXIF, dpi and
+    ``extra`` chunks (colour and text; an sRGB chunk is left out beside an ICC profile, as the PNG standard asks)."""
     h, w = arr.shape[:2]
     ch = 1 if arr.ndim == 2 else arr.shape[2]
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[ch]
@@ -436,8 +506,9 @@ def _png16(arr: np.ndarray, icc: bytes | None = None, exif: bytes | None = None,
     iccp = chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)) if icc else b""
     exif_chunk = chunk(b"eXIf", exif.removeprefix(b"Exif\x00\x00")) if exif else b""
     phys = chunk(b"pHYs", struct.pack(">IIB", *(round(v / 0.0254) for v in dpi), 1)) if dpi else b""  # per metre
+    extras = b"".join(chunk(kind, data) for kind, data in extra if not (icc and kind == b"sRGB"))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)) + iccp
-            + phys + exif_chunk + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
+            + extras + phys + exif_chunk + chunk(b"IDAT", zlib.compress(body, 6)) + chunk(b"IEND", b""))
 
 
 def _tiff16(arr: np.ndarray, icc: bytes | None = None, dpi: tuple[float, float] | None = None) -> bytes:
@@ -492,7 +563,8 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None, dpi: tuple[float, float] 
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
                 grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False,
-                exif: bytes | None = None, dpi: tuple[float, float] | None = None) -> Path:
+                exif: bytes | None = None, dpi: tuple[float, float] | None = None,
+                png_chunks: tuple[tuple[bytes, bytes], ...] = ()) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
     16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped for JPEG
@@ -500,7 +572,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     ``LoadedImage.exif``) is carried with its orientation dropped (the pixels are upright) and its pixel
     dimensions set to this image's (all formats but BMP and 16-bit TIFF). ``dpi`` (``LoadedImage.dpi``) is kept as
     it was, as an image editor keeps it when it resamples (the print grows with the pixels), in PNG, JPEG, TIFF and
-    BMP (WebP and AVIF record it only in the EXIF block). Returns the path written.
+    BMP (WebP and AVIF record it only in the EXIF block). ``png_chunks`` (``LoadedImage.png_chunks``: a PNG
+    input's gamma, primaries, sRGB intent and text) go into PNG outputs only. Returns the path written.
     """
     from PIL import Image
 
@@ -533,7 +606,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     try:
         with atomic_path(path) as tmp:
             if depth == 16 and (arr.ndim == 3):
-                tmp.write_bytes(_png16(arr, icc_profile, exif, dpi) if fmt == "PNG" else _tiff16(arr, icc_profile, dpi))
+                tmp.write_bytes(_png16(arr, icc_profile, exif, dpi, png_chunks) if fmt == "PNG" else
+                                _tiff16(arr, icc_profile, dpi))
             else:
                 if arr.ndim == 2:
                     im = Image.fromarray(arr)  # L or I;16
@@ -546,6 +620,12 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
                     opts["exif"] = exif
                 if dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
                     opts["dpi"] = dpi
+                if png_chunks and fmt == "PNG":
+                    from PIL.PngImagePlugin import PngInfo
+
+                    opts["pnginfo"] = info = PngInfo()
+                    for kind, data in png_chunks:
+                        info.add(kind, data)
                 if fmt == "JPEG":
                     opts.update(quality=quality, subsampling=0)
                 elif fmt == "AVIF":
