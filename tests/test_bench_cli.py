@@ -49,11 +49,14 @@ def test_report_and_chart_never_replace_what_the_user_has(tmp_path, capped_weigh
         (["--json", notes], "exists and is not a serve-bench report"),
         (["--chart", photo], "exists and is not a serve-bench chart"),
         (["--json", tmp_path / "r.out", "--chart", tmp_path / "r.out"], "both name"),
+        (["--chart", tmp_path / "c.jpg"], "the chart is a PNG image; name a .png file"),  # PNG data under .jpg before
+        (["--chart", tmp_path / "c"], "name a .png file"),
     ):
         res = CliRunner().invoke(main, ["serve-bench", "-m", str(victim), "-s", "24", "-b", "torch", "--no-peak",
                                         *map(str, args), *TINY])
         assert res.exit_code == 1 and res.output.startswith("error: ") and needle in res.output, (args, res.output)
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "r.out").exists()
+    assert not (tmp_path / "c.jpg").exists() and not (tmp_path / "c").exists()
 
 
 def test_capped_weights_are_timed_as_export_ships_them(capped_weights, tmp_path):
@@ -144,8 +147,15 @@ def test_cli_user_mistakes_are_one_line_errors():
         (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap"),
         (["-b", "torch+fp16"], "fp16 on the CPU"),
         (["--concurrency", "0"], "concurrency"),
+        (["--min-iters", "0"], "--min-iters must be between 1 and 10000, got 0"),  # named the dataclass's fields
+        (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--max-time-s", "0"], "--max-time-s > 0"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--min-psnr", "500"], "--min-psnr must be above 0 and at most 200 dB"),  # the reference failed against itself
+        (["--min-psnr", "0"], "--min-psnr must be above 0"),
     ):
-        res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--device", "cpu", *args, *TINY])
+        res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--device", "cpu", *TINY, *args])
         assert res.exit_code == 1, (args, res.output)
         assert res.output.startswith("error: ") and needle in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "100000", "--no-peak", *TINY])

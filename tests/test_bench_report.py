@@ -123,6 +123,15 @@ def test_json_chart_and_table(report, tmp_path):
     console.print(render_table(report))
     text = console.export_text()
     assert "ort-cpu" in text and "32x24 b1 tile20" in text and "yes, identical" in text and "skipped: tensorrt" in text
+    assert "more threads than" not in text  # threads=1
+    crowded = copy.deepcopy(report)
+    crowded["machine"]["usable_cores"] = 1
+    for row in crowded["results"]:
+        if row["backend"] == "ort-cpu" and row.get("options"):
+            row["options"]["threads"] = 3  # as --threads 3 on one core ran it (said while it ran, not under --quiet)
+    console = Console(record=True, width=220)
+    console.print(render_table(crowded))
+    assert "ort-cpu ran more threads than the 1 usable core(s)" in console.export_text()
     bad = copy.deepcopy(report)
     bad["results"][0]["status"] = "unknown"
     with pytest.raises(SchemaError):

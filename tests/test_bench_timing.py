@@ -52,7 +52,7 @@ def test_closed_loop_stops_at_max_iters_and_surfaces_worker_errors():
 
 
 def test_timing_policy_validates():
-    with pytest.raises(InputError, match="min_iters"):
+    with pytest.raises(InputError, match="--min-iters"):
         TimingPolicy(min_iters=0)
 
 

@@ -87,6 +87,12 @@ def render_table(report: dict[str, Any]):
     for row in report["results"]:
         if row["input"] is None:
             notes.append(f"{row['status']}: {row['backend']}: {row['reason']}")
+    usable = (report.get("machine") or {}).get("usable_cores")
+    crowded = sorted({r["backend"] for r in report["results"]
+                      if usable and (r.get("options") or {}).get("threads") and r["options"]["threads"] > usable})
+    if crowded:  # also said while it ran, but not under --quiet
+        notes.append(f"{', '.join(crowded)} ran more threads than the {usable} usable core(s): the threads contended, "
+                     "and the times show it")
     unsteady = sum(1 for r in rows if r["note"] and r["note"].startswith("unsteady"))
     if unsteady:
         notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15): the machine was busy")
@@ -119,6 +125,8 @@ def check_output_paths(json_path: str | Path | None, chart_path: str | Path | No
         if p.is_file() and not (_is_report(p) if opt == "--json" else _is_chart(p)):
             what = "serve-bench report" if opt == "--json" else "serve-bench chart"
             raise OutputError(f"{opt} {p} exists and is not a {what}: choose another file (it is left as it is)")
+        if opt == "--chart" and p.suffix.lower() != ".png":  # it was written as PNG data under any name
+            raise OutputError(f"--chart {p}: the chart is a PNG image; name a .png file")
 
 
 def _is_report(path: Path) -> bool:

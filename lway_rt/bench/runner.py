@@ -98,7 +98,10 @@ class BenchConfig:
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"device must be cpu or cuda, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be >= 1, got {self.threads}")
+            raise InputError(f"--threads must be >= 1, got {self.threads}")
+        if self.min_psnr is not None and not 0 < self.min_psnr <= PSNR_CAP:
+            raise InputError(f"--min-psnr must be above 0 and at most {PSNR_CAP:g} dB (the PSNR of identical outputs), "
+                             f"got {self.min_psnr:g}")
         self.cap_settings()  # validates detail_cap
 
     def cap_settings(self):

@@ -37,12 +37,14 @@ class TimingPolicy:
         from lway_rt.errors import InputError
 
         if self.warmup_s < 0 or self.min_time_s < 0 or self.max_time_s <= 0:
-            raise InputError("warm-up and timing durations must be >= 0 (max time > 0)")
+            raise InputError(f"--warmup-s and --min-time-s must be >= 0 and --max-time-s > 0, got {self.warmup_s:g}, "
+                             f"{self.min_time_s:g}, {self.max_time_s:g}")
         if self.rounds < 1:
-            raise InputError(f"rounds must be >= 1, got {self.rounds}")
-        if self.warmup_iters < 0 or self.min_iters < 1 or self.max_iters < self.min_iters:
-            raise InputError(f"need warmup_iters >= 0 and 1 <= min_iters <= max_iters, got "
-                             f"{self.warmup_iters}, {self.min_iters}, {self.max_iters}")
+            raise InputError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.warmup_iters < 0:
+            raise InputError(f"--warmup-iters must be >= 0, got {self.warmup_iters}")
+        if not 1 <= self.min_iters <= self.max_iters:
+            raise InputError(f"--min-iters must be between 1 and {self.max_iters}, got {self.min_iters}")
 
 
 @dataclass(frozen=True)
