@@ -174,6 +174,10 @@ def test_a_stricter_gate_that_fails_leaves_the_earlier_export_alone(compact_expo
     failed = json.loads((out / f"{kept.stem}.failed.json").read_text())
     assert failed["ready"] is False and all(c["value"] > 1e-12 for c in failed["parity"]["cases"])
     assert not list(out.glob(".*tmp"))
+    # a forced rebuild under the normal gate replaces the file: the failed numbers, about the old one, go with it
+    res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(out), "--force",
+                                    "--precision", "fp32"])
+    assert res.exit_code == 0 and not (out / f"{kept.stem}.failed.json").exists(), res.output
 
 
 def test_ctrl_c_inside_the_exporter_is_an_interrupt_not_an_export_failure(tmp_path, monkeypatch):
@@ -239,8 +243,10 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
 
 
 def test_static_tiles(tmp_path):
-    res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--static", "24x32", "--static", "16x16")
+    res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--static", "24x32", "--static", "16x16",
+               "--static", "24x32")
     assert res.exit_code == 0, res.output
+    assert "cache hit" not in res.output  # the repeated size is exported once (it was exported, then a 'cache hit')
     paths = sorted(tmp_path.glob("*.onnx"))
     assert len(paths) == 2 and {p.name.split(".")[3] for p in paths} == {"24x32", "16x16"}
     import onnx

@@ -98,7 +98,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         return
 
     profile = load_profile(profile_name)
-    tiles = tuple(parse_tile(t) for t in static_tiles) or None
+    tiles = tuple(dict.fromkeys(parse_tile(t) for t in static_tiles)) or None  # a repeated size once, not twice
     flags = tuple(dict.fromkeys((*profile.tensorrt.flags, "refit"))) if refittable else None
     precisions = ("fp32", "fp16") if precision == "both" else None
     profile = profile.replace(precision=None if precision == "both" else precision, engine=engine, opset=opset,
