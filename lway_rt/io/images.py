@@ -240,7 +240,7 @@ _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 #: text whose keyword holds other metadata blocks (XMP, ImageMagick's raw EXIF): they can hold an orientation and the
 #: old size, which no longer describe the upright, larger output
 _PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type")
-_PNG_CHUNKS_MAX = 1 << 20  # bytes in all: a file whose text outweighs this keeps none of it
+_PNG_CHUNKS_MAX = 1 << 20  # bytes in all: chunks past this are left out
 
 
 def _png_chunks(path: Path) -> tuple[tuple[bytes, bytes], ...]:
