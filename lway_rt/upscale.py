@@ -653,6 +653,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if img.frames > 1:
             report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "
                                 "them first, e.g. ffmpeg -i FILE frames/%05d.png)")
+        if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
+            report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")
     except LwayError as exc:
         msg = str(exc)
         if str(src) not in msg:

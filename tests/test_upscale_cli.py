@@ -566,3 +566,14 @@ def test_fp16_on_cuda_matches_fp32(tmp_path, small):
     a = np.asarray(Image.open(tmp_path / "f32" / "a_x4.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "f16" / "a_x4.png")).astype(int)
     assert np.abs(a - b).max() <= 6 and np.abs(a - b).mean() < 0.5
+
+
+def test_a_cmyk_jpeg_comes_back_rgb_and_says_so(tmp_path, small):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).convert("CMYK").save(d / "print.jpg", quality=95)
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL, "--format", "same")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out" / "print_x4.jpg") as im:
+        assert im.mode == "RGB"
+    assert "print.jpg is CMYK: print_x4.jpg is RGB" in " ".join(result.output.split()), result.output
