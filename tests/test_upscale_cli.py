@@ -452,10 +452,12 @@ def test_image_smaller_than_model_minimum(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--model", "no-such-model"], "error: unknown model 'no-such-model'"),
     (["--model", "{tmp}/missing.pth"], "does not exist"),
-    (["--model", "{tmp}/other.pth"], "error: unsupported architecture"),
+    (["--model", "{tmp}/other.pth"], "other.pth: unsupported architecture"),
     (["--model", "{tmp}/nan.pth"], "NaN"),
     (["--model", "{tmp}/garbage.pth"], "is not a readable PyTorch checkpoint"),
     (["--model", "{tmp}/garbage.safetensors"], "is not a readable safetensors file"),
+    (["--model", "{tmp}/named.pth"], "named.pth is a safetensors file named .pth: rename it to .safetensors"),
+    (["--model", "{tmp}/named.safetensors"], "is a PyTorch checkpoint named .safetensors: rename it to .pth"),
     (["--tile", "20", "--tile-overlap", "16"], "must be more than twice --tile-overlap"),
     (["--fp16"], "--fp16 runs on a CUDA GPU only"),
     (["--device", "tpu"], "--device must be 'cpu' or 'cuda"),
@@ -471,6 +473,9 @@ def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, mess
     torch.save({"params_ema": state}, tmp_path / "nan.pth")
     (tmp_path / "garbage.pth").write_bytes(b"\x80\x02garbage" * 10)
     (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    clean = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
+    save_safetensors(tmp_path / "named.pth", clean)
+    torch.save(clean, tmp_path / "named.safetensors")
     Image.fromarray(small).save(tmp_path / "a.png")
     result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out",
                  *[a.replace("{tmp}", str(tmp_path)) for a in args])
@@ -577,3 +582,37 @@ def test_a_cmyk_jpeg_comes_back_rgb_and_says_so(tmp_path, small):
     with Image.open(tmp_path / "out" / "print_x4.jpg") as im:
         assert im.mode == "RGB"
     assert "print.jpg is CMYK: print_x4.jpg is RGB" in " ".join(result.output.split()), result.output
+
+
+def test_a_grey_model_upscales_grey_and_colour_inputs(tmp_path, small):
+    """A 1-channel model takes the luminance of a colour input and gives a grey picture (written as the input's
+    kind); it used to fail writing its output in place through the three-channel view."""
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=2, upscale=2).eval()
+    torch.save(net.state_dict(), tmp_path / "grey.pth")
+    Image.fromarray(small).save(tmp_path / "colour.png")
+    Image.fromarray(small[..., 1]).save(tmp_path / "mono.png")
+    result = run("upscale", tmp_path / "colour.png", tmp_path / "mono.png", "-o", tmp_path / "out",
+                 "--model", tmp_path / "grey.pth")
+    assert result.exit_code == 0, result.output
+    for name, lum in (("colour", small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255),
+                      ("mono", small[..., 1].astype(np.float32) / 255)):
+        with torch.no_grad():
+            want = net(torch.from_numpy(lum)[None, None]).clamp(0, 1)[0, 0].numpy() * 255
+        got = read_image(tmp_path / "out" / f"{name}_x2.png")
+        assert got.rgb.shape == (2 * small.shape[0], 2 * small.shape[1], 3)
+        assert np.abs(got.rgb[..., 0] * 255 - want).max() <= 1, name
+        assert np.array_equal(got.rgb[..., 0], got.rgb[..., 2])
+        assert got.grey == (name == "mono")
+
+
+def test_weights_that_do_not_fit_the_detected_architecture_are_a_one_line_error(tmp_path, small):
+    """A shape no variant we build has (a single-parameter PReLU of some forks) is named, file and tensor."""
+    state = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
+    state["body.1.weight"] = torch.full((1,), 0.1)
+    state["body.3.num_batches_tracked"] = torch.tensor(5)  # a stray counter is ignored, not the error
+    torch.save(state, tmp_path / "fork.pth")
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "fork.pth")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"{tmp_path / 'fork.pth'}: body.1.weight has shape [1] where SRVGGNetCompact x4 has [8]" in result.output

@@ -136,16 +136,26 @@ def build(spec: ArchSpec) -> nn.Module:
 def from_state_dict(state: StateDict, *, name: str | None = None, source: str | None = None,
                     metadata: dict[str, str] | None = None) -> ModelDescriptor:
     """Detect, build and load; refuse NaN/inf weights and any key mismatch."""
-    state = unwrap_state_dict(state)
-    spec = detect(state)
+    where = f"{source}: " if source else ""
+    # a training framework's batch-norm step counter carries no weight; neither architecture has batch norm
+    try:
+        state = {k: v for k, v in unwrap_state_dict(state).items() if not k.endswith("num_batches_tracked")}
+        spec = detect(state)
+    except ModelError as exc:
+        raise ModelError(f"{where}{exc}") from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ModelError(f"checkpoint has NaN or infinite values in {len(bad)} tensors (first: {bad[0]}): it is corrupt; re-export or re-download it")
+        raise ModelError(f"{where}the weights hold NaN or infinite values in {len(bad)} tensors (first: {bad[0]}): the "
+                         "file is corrupt (or the training diverged); re-export or re-download it")
     model = build(spec)
+    own = model.state_dict()
+    for k, v in state.items():
+        if k in own and tuple(v.shape) != tuple(own[k].shape):
+            raise ModelError(f"{where}{k} has shape {list(v.shape)} where {spec.arch} x{spec.scale} has "
+                             f"{list(own[k].shape)}: a variant of the architecture lway_rt does not build")
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if missing or unexpected:
-        raise ModelError(
-            f"{spec.arch} state dict does not fit the detected shape: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+        raise ModelError(f"{where}the weights do not fit {spec.arch} x{spec.scale} as detected (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}): a variant of the architecture lway_rt does not build")
     model.eval()
     return ModelDescriptor(model=model, spec=spec, name=name, source=source, metadata=dict(metadata or {}))
