@@ -18,6 +18,7 @@ fully opaque alpha is just enlarged without running anything.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from lway_rt.runtime.device import check_device_spelling
 
 __all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
-           "upscale_image",
+           "upscale_colour", "upscale_alpha", "upscale_image", "inference_copy",
            "scaled_size", "collect_inputs", "earlier_outputs", "up_to_date", "plan_outputs", "upscale_files"]
 
 
@@ -312,7 +313,6 @@ def _load_stage1_for(routing: dict, folder: Path, config: UpscaleConfig):
 
 def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     """The router of the per-group adaptation folder ``config.model`` names (None: the model is not one)."""
-    import dataclasses
 
     from lway_rt.adapt.loop import WEIGHTS
 
@@ -390,15 +390,18 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
         if "allocate" not in str(exc):
             raise
         raise InputError(f"out of memory for a {w}x{h} image: use a smaller --tile") from None
-    if grey_model:
+    y = y.clamp_(0.0, 1.0)
+    if grey_model:  # clamped first: an expanded view cannot be written in place
         y = y.expand(-1, 3, -1, -1)
-    out = to_numpy(y.clamp_(0.0, 1.0))
+    out = to_numpy(y)
     if not np.isfinite(out).all():
         raise InputError("the model produced NaN/inf pixels (with --fp16 the activations may overflow: try without it)")
     return out
 
 
-def _upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, mode: str) -> np.ndarray:
+def upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, mode: str = "model") -> np.ndarray:
+    """An HxW alpha in [0, 1] upscaled with the model on it replicated to three channels (``mode`` "model", settled
+    so clear and opaque areas stay exactly so) or bicubic; a fully opaque one is only enlarged."""
     s = desc.scale
     h, w = alpha.shape
     if float(alpha.min()) == 1.0:
@@ -430,6 +433,34 @@ def _lanczos(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
 
 
+def upscale_colour(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig, cap: DetailCap | None = None
+                   ) -> tuple[np.ndarray, float | None]:
+    """``upscale_rgb``, held at ``cap.cap`` x the fine detail of ``cap.base``'s image when a cap is given
+    (``wavelet.detail_cap``); also the cap's blend factor s (1: the adapted image as it is; None without a cap)."""
+    out = upscale_rgb(desc, rgb, tiles)
+    if cap is None:
+        return out, None
+    from lway_rt.adapt.wavelet import detail_cap
+
+    base = upscale_rgb(cap.base, rgb, tiles)
+    held, s = detail_cap(to_tensor(base), to_tensor(out), cap.cap, desc.scale)
+    return to_numpy(held), float(s[0])
+
+
+def inference_copy(desc: ModelDescriptor, model: torch.nn.Module | None = None, device: str | None = None
+                   ) -> ModelDescriptor:
+    """``desc`` with a copy of ``model`` (default: its own) in eval mode, laid out as ``prepare_model`` lays out
+    what upscale runs (``_cpu_layout``): ``lwayrt adapt`` writes its images through such a copy, so upscale with
+    the adapted weights gives the same pixels, and the network it trained keeps its layout."""
+    import copy
+
+    net = copy.deepcopy(desc.model if model is None else model).eval()
+    if device is not None:
+        net.to(device)
+    _cpu_layout(net)
+    return dataclasses.replace(desc, model=net)
+
+
 def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig = UpscaleConfig(),
                   cap: DetailCap | None = None) -> LoadedImage:
     """Upscale colour (and alpha, separately); keeps grey/bit depth/ICC/EXIF for writing back. With ``cap``, the
@@ -444,14 +475,8 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
             raise InputError(f"--outscale {config.outscale:g} makes this {w}x{h} image {size[0]}x{size[1]} px: use a "
                              "larger --outscale")
     colour = fill_hidden_colour(img.rgb, img.alpha)  # what fully transparent pixels hide must not bleed into the edge
-    rgb = upscale_rgb(desc, colour, config.tiles)
-    if cap is not None:
-        from lway_rt.adapt.wavelet import detail_cap
-
-        base = upscale_rgb(cap.base, colour, config.tiles)
-        held, _ = detail_cap(to_tensor(base), to_tensor(rgb), cap.cap, desc.scale)
-        rgb = to_numpy(held)
-    alpha = _upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
+    rgb, _ = upscale_colour(desc, colour, config.tiles, cap)
+    alpha = upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
     if size is not None:
         rgb = np.stack([_lanczos(rgb[..., c], size) for c in range(3)], axis=2)
         alpha = settle_alpha(_lanczos(alpha, size)) if alpha is not None else None

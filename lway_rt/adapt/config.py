@@ -232,7 +232,7 @@ class AdaptConfig:
     seed: int = 0
     device: str = "cpu"
     encoder_backend: str = "torch"
-    tile: int | None = None  # full-image inference: None = auto, 0 = one pass, N = N-px tiles
+    tile: int | None = None  # whole-image inference as lwayrt upscale's: None = its 512-px tiles, 0 = one pass, N > 64
     adam_betas: tuple[float, float] = (0.9, 0.999)
     notes: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -318,8 +318,8 @@ class AdaptConfig:
                 bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
         elif not self.trainable or not all(isinstance(p, str) and p for p in self.trainable):
             bad("trainable prefixes must be non-empty strings")
-        if self.tile is not None and self.tile < 0:
-            bad(f"tile must be 0 (one pass), a positive tile size or unset (auto), got {self.tile!r}")
+        if self.tile is not None and (self.tile < 0 or 0 < self.tile <= 64):
+            bad(f"tile must be 0 (one pass), above 64 (twice upscale's 32-px tile overlap) or unset (512), got {self.tile!r}")
         if not weight_ok(self.anchor_trust):
             bad(f"anchor_trust must be a finite number >= 0 (0: off), got {self.anchor_trust!r}")
         if self.anchor_trust_scope not in ("image", "run"):

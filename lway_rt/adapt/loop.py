@@ -45,7 +45,7 @@ from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
-from lway_rt.adapt.wavelet import detail_cap, detail_energy
+from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run
@@ -64,7 +64,6 @@ SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
 # those below in 0.5 % (14 of the 15 such losses were above; benchmarks/detail_flag.py, read off those same crops).
 DETAIL_FLAG = 1.2
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
-AUTO_TILE_ABOVE = 512  # LR px a side above which full-image inference is tiled
 
 Log = Callable[[str], None]
 
@@ -117,18 +116,22 @@ def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]
     return chosen
 
 
+def whole_image_tiles(tile: int | None = None):
+    """How adapt runs S on whole images: as ``lwayrt upscale`` does by default, ``tile``-px tiles (None: upscale's
+    512) blended across upscale's 32-px overlap, 0 for one pass; an image no larger than a tile takes one pass."""
+    from lway_rt.upscale import UpscaleConfig
+
+    return UpscaleConfig(tile=UpscaleConfig.tile if tile is None else tile).tiles
+
+
 def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int, multiple: int = 1, tile: int | None = None) -> torch.Tensor:
-    """S on a whole image (1, 3, h, w) -> (1, 3, h*s, w*s) clamped to [0, 1].
-
+    """S on a whole image (1, 3, h, w) -> (1, 3, h*s, w*s) clamped to [0, 1], in ``whole_image_tiles(tile)``:
     ``tile=0`` runs the image in one pass; a positive ``tile`` cuts it into seam-blended tiles with
-    ``lway_rt.runtime.tiling`` (the same code ``lwayrt upscale`` uses); ``None`` picks one pass up to
-    ``AUTO_TILE_ABOVE`` px a side and 256-px tiles beyond.
+    ``lway_rt.runtime.tiling`` (the code ``lwayrt upscale`` uses); ``None`` is upscale's default tile.
     """
-    from lway_rt.runtime.tiling import TileConfig, upscale_tensor
+    from lway_rt.runtime.tiling import upscale_tensor
 
-    if tile is None:
-        tile = 0 if max(lr.shape[-2:]) <= AUTO_TILE_ABOVE else 256
-    return upscale_tensor(model, lr, scale, TileConfig(tile=tile), multiple=multiple).clamp_(0, 1)
+    return upscale_tensor(model, lr, scale, whole_image_tiles(tile), multiple=multiple).clamp_(0, 1)
 
 
 def _duration(seconds: float) -> str:
@@ -260,7 +263,41 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     if finished is not None and not (resume or overwrite):
         raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
                          "to replace it")
+    if finished is None and not overwrite:
+        if (out_dir / WEIGHTS).exists():  # the user's own file of that name, or a run whose report is gone
+            raise InputError(f"{out_dir} holds {WEIGHTS} but not the report.json of a run that wrote it, so nothing "
+                             "says what it is: choose another --out folder, or pass --overwrite to replace it")
+        if (out_dir / "report.json").is_file() and not resume:
+            raise InputError(f"{out_dir} holds the report of a run whose {WEIGHTS} is missing: pass --resume or "
+                             "--overwrite to run it again, or choose another --out folder")
     return finished
+
+
+def _absolute(path) -> str:
+    return str(Path(path).absolute()) if path else ""
+
+
+def run_damage(out_dir: Path, report: dict) -> str | None:
+    """What is wrong with the files of a finished run in ``out_dir`` (None: nothing found): its weights must load and
+    hash to what its report records, and the images and pictures the report lists must be there. ``--resume``
+    runs a damaged run again rather than call it complete."""
+    from lway_rt.errors import LwayError
+    from lway_rt.io.weights import load_state_file, state_dict_sha256
+
+    try:
+        state, _ = load_state_file(out_dir / WEIGHTS)
+    except LwayError:
+        return f"its {WEIGHTS} cannot be read"
+    model = report.get("model")
+    recorded = model.get("adapted_sha256") if isinstance(model, dict) else None
+    if not recorded or state_dict_sha256(state) != recorded:
+        return f"its {WEIGHTS} is not the file its report records"
+    images = report.get("images")
+    listed = [e.get("sr") for e in images if isinstance(e, dict)] if isinstance(images, list) else []
+    for rel in [*listed, report.get("contact_sheet"), report.get("curves")]:
+        if isinstance(rel, str) and rel and not (out_dir / rel).is_file():
+            return f"its {rel} is missing"
+    return None
 
 
 def _clear_previous_run(out_dir: Path) -> None:
@@ -276,9 +313,13 @@ def _clear_previous_run(out_dir: Path) -> None:
         except (OSError, ValueError, TypeError, KeyError):
             listed = []
         report_path.unlink()
-    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", *listed):
-        target = (out_dir / name).resolve()
-        if target.is_relative_to(out_dir.resolve()) and target.is_file():
+    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png"):
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
+    sr_dir = (out_dir / "sr").resolve()
+    for name in listed:  # the old run's images: only where a run writes them, whatever an edited report says
+        target = (out_dir / str(name)).resolve()
+        if target.parent == sr_dir and target.suffix.lower() == ".png" and target.is_file():
             target.unlink()
 
 
@@ -411,12 +452,21 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
             else f"took the grouping's embeddings of {len(data)} image(s)")
     fingerprint = _fingerprinter(config, desc, stage1, perceptual)(images)
+    redo = False  # a damaged finished run that --resume runs again
     if finished is not None and resume and not overwrite:
+        if not finished:
+            raise InputError(f"{out_dir / 'report.json'} cannot be read, so the finished run there cannot be checked "
+                             "against these inputs and settings: pass --overwrite to run it again, or choose another "
+                             "--out folder")
         if finished.get("fingerprint") != fingerprint:
             raise InputError(f"the finished run in {out_dir} was made with other inputs, model or settings: rerun with "
                              "the same ones, choose another --out folder, or pass --overwrite to replace it")
-        log(f"{out_dir} is complete with these inputs and settings: kept as it is")
-        return _kept_result(out_dir, finished)
+        damage = run_damage(out_dir, finished)
+        if damage is None:
+            log(f"{out_dir} is complete with these inputs and settings: kept as it is")
+            return _kept_result(out_dir, finished)
+        log(f"{out_dir}: the finished run is damaged ({damage}): running it again")
+        redo = True
 
     trust, trust_info, gates = None, None, None
     wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
@@ -514,7 +564,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     held.enter_context(exclusive_run(out_dir, "--out folder"))
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
-    if overwrite:
+    if overwrite or redo:
         _clear_previous_run(out_dir)
     if write_outputs:
         _write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
@@ -754,8 +804,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         "arch": desc.arch,
         "scale": str(scale),
         "hparams": json.dumps(desc.spec.hparams),
-        "base_model": str(desc.name or desc.source),
-        "base_source": str(desc.source or ""),  # the file it was loaded from (upscale's detail cap looks there too)
+        # the file it was loaded from, absolute (upscale's detail cap looks there too, from wherever it is run)
+        "base_model": str(desc.name or _absolute(desc.source)),
+        "base_source": _absolute(desc.source),
         "base_sha256": base_sha,
         "adapted_sha256": adapted_sha,
         "recipe": config.recipe_json(),
@@ -770,23 +821,23 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["model"]["adapted_sha256"] = adapted_sha
     report["weights"] = WEIGHTS
 
-    from lway_rt.io.images import settle_alpha, to_tensor, write_image
+    from lway_rt.io.images import write_image
+    from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
 
+    # the images go through lwayrt upscale's own code, layout and default tiling, so that upscale with these weights
+    # gives them again pixel for pixel
+    tiles = whole_image_tiles(config.tile)
+    writer = inference_copy(desc, model, device)
+    cap = DetailCap(config.detail_cap, inference_copy(desc, base, device)) if config.detail_cap is not None else None
     sr_dir = out_dir / "sr"
     sr_paths, cap_s = [], {}
     for img in images:
-        sr = super_resolve(model, tensors[img.name], scale, multiple, config.tile)
-        if config.detail_cap is not None:  # held at the cap against the unadapted image (wavelet.detail_cap)
-            sr, s = detail_cap(super_resolve(base, tensors[img.name], scale, multiple, config.tile), sr,
-                               config.detail_cap, scale)
-            cap_s[img.name] = float(s[0])
-        sr = sr[0].permute(1, 2, 0).cpu().numpy()
-        alpha = None
-        if img.image.alpha is not None:  # through the adapted model, as lwayrt upscale's default (--alpha model)
-            a = img.image.alpha
-            alpha = np.ones((a.shape[0] * scale, a.shape[1] * scale), np.float32) if float(a.min()) == 1.0 else \
-                settle_alpha(super_resolve(model, to_tensor(np.repeat(a[..., None], 3, axis=2), device=device), scale,
-                                           multiple, config.tile)[0].mean(0).cpu().numpy())
+        # held at the cap against the unadapted image (wavelet.detail_cap)
+        sr, s = upscale_colour(writer, img.image.rgb, tiles, cap)
+        if s is not None:
+            cap_s[img.name] = s
+        # alpha through the adapted model, as lwayrt upscale's default (--alpha model)
+        alpha = upscale_alpha(writer, img.image.alpha, tiles) if img.image.alpha is not None else None
         depth = img.image.bit_depth
         sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey,
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
@@ -1043,7 +1094,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                               "floors": {name: f for (name, _), f in zip(runs, grouping.floors)}}}
         groups_path = out_dir / "groups.json"
         if resume and not overwrite and groups_path.exists():
-            old = json.loads(groups_path.read_text())
+            old = _read_json_dict(groups_path)
+            if old is None:
+                raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
+                                 "inputs: pass --overwrite to run it again, or choose another --out folder")
             if old.get("members") != record["members"]:
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
@@ -1056,12 +1110,16 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         if fingerprint_of is None:
             continue
         ckpt = sub / CHECKPOINT
+        if finished == {} and not ckpt.exists():
+            raise InputError(f"{sub / 'report.json'} cannot be read, so the finished run there cannot be checked "
+                             "against these inputs and settings: pass --overwrite to run them again, or choose another "
+                             "--out folder")
         recorded = _load_checkpoint(ckpt).get("fingerprint") if ckpt.exists() else \
             None if finished is None else finished.get("fingerprint", "")
         if recorded is not None and recorded != fingerprint_of(group):
             raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it")
-        if finished is not None:
+        if finished is not None and run_damage(sub, finished) is None:  # a damaged one runs again (adapt_images says so)
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run

@@ -115,7 +115,7 @@ _GROUPS = _GroupsType()
 @click.option("--seed", type=int, default=None, help="Random seed [0].")
 @click.option("--encoder-backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
               help="Backend computing E's embeddings: eager torch, or E exported to ONNX Runtime / TensorRT [torch].")
-@click.option("--tile", type=int, default=None, help="Tile size for writing SR images (0: one pass) [auto].")
+@click.option("--tile", type=int, default=None, help="Tile size for writing SR images, as lwayrt upscale --tile (0: one pass; above 64) [512].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one made with these "
                                               "inputs and settings is kept as it is).")
 @click.option("--overwrite", is_flag=True, help="Replace the run (finished or not) already in --out.")

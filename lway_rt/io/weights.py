@@ -207,6 +207,18 @@ def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Ma
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def _sniff(path: Path) -> str | None:
+    """What a weights file's first bytes say it is, whatever its name: "safetensors" (an 8-byte header length,
+    then the JSON header), "torch" (torch.save's zip, or a legacy pickle), or None."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    if len(head) == 10 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    return None
+
+
 def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (tensors, metadata) from a ``.safetensors`` or ``.pth``/``.pt``/``.ckpt`` file."""
     path = Path(path)
@@ -223,6 +235,8 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                 meta = dict(f.metadata() or {})
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            if _sniff(path) == "torch":
+                raise ModelError(f"{path} is a PyTorch checkpoint named .safetensors: rename it to .pth") from None
             raise ModelError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from exc
         return tensors, meta
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
@@ -235,10 +249,19 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                                  "numpy values), "
                                  "which are not loaded since unpickling can run code: re-save only the weights, e.g. "
                                  "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
+            if _sniff(path) == "safetensors":
+                raise ModelError(f"{path} is a safetensors file named {path.suffix}: rename it to .safetensors") from None
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
+        if isinstance(obj, dict) and {"fingerprint", "model", "opt", "st"} <= set(obj):  # lway_rt.adapt's checkpoint
+            raise ModelError(f"{path} is the checkpoint of an unfinished lwayrt adapt run (mid-run weights, without its "
+                             "strength, EMA or detail cap): finish the run with the same adapt command and --resume, then "
+                             "pass its adapted.safetensors")
         from lway_rt.archs.registry import unwrap_state_dict
 
-        return unwrap_state_dict(obj), {}
+        try:
+            return unwrap_state_dict(obj), {}
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
     if suffix == ".onnx":  # an export: upscale runs it, the other commands need the weights it came from
         raise ModelError(f"{path} is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run: "
                          "here pass the weights it was exported from (.safetensors or .pth)")
