@@ -837,3 +837,15 @@ def test_the_base_model_is_recorded_by_absolute_path(files, tmp_path, monkeypatc
     assert code == 0, text
     assert np.array_equal(np.asarray(Image.open(tmp_path / "up" / "rgb_x4.png")),
                           np.asarray(Image.open(out / "sr" / "rgb.png")))
+
+
+def test_a_per_image_folder_with_unreadable_records_is_still_known_by_its_runs(files, tmp_path):
+    out = tmp_path / "each"
+    args = [a for a in _tiny_adapt(files, out, "--mode", "per-image") if a != "-q"]
+    assert _run(args)[0] == 0
+    for name in ("report.json", "config.json"):
+        (out / name).write_text("{")
+    code, text = _run([a for a in args if a not in ("--mode", "per-image")])
+    assert code == 1 and "holds a --mode per-image adaptation" in text, text
+    code, text = _run([*args, "--resume"])
+    assert code == 0 and text.count("already adapted with these inputs and settings, skipped") == 3, text

@@ -138,6 +138,12 @@ def test_changed_weights_are_a_cache_miss_and_adapt_output_exports(compact_expor
     # Same folder again: hits.
     again = _run("--model", str(adapted_dir), "--out", str(out), "--precision", "both")
     assert again.stdout.count("cache hit") == 2
+    # the weights file inside it (another label, the same weights and settings): hits the folder's files
+    before = sorted(out.iterdir())
+    by_file = _run("--model", str(adapted_dir / "adapted.safetensors"), "--out", str(out), "--precision", "both")
+    assert by_file.exit_code == 0 and by_file.stdout.count("cache hit") == 2, by_file.output
+    assert _exported(by_file.stdout) == new and sorted(out.iterdir()) == before
+    assert "exported as astronaut-run: the same weights and settings" in by_file.output
 
 
 def test_failed_gate_exits_nonzero_and_leaves_nothing_ready(tmp_path):

@@ -997,7 +997,13 @@ def run_mode(out_dir: Path) -> str | None:
     if (out_dir / "groups.json").is_file():
         return "per-group"
     config = _read_json_dict(out_dir / "config.json") or {}  # written when a run starts: one killed before its checkpoint
-    return config["mode"] if config.get("mode") in MODES and {"iterations", "patch_size"} <= set(config) else None
+    if config.get("mode") in MODES and {"iterations", "patch_size"} <= set(config):
+        return config["mode"]
+    # its records unreadable: the runs in its sub-folders still say what it is
+    runs = [p.name for p in out_dir.iterdir() if p.is_dir() and ((p / WEIGHTS).is_file() or (p / CHECKPOINT).is_file())]
+    if runs:
+        return "per-group" if all(_GROUP_FOLDER.fullmatch(n) for n in runs) else "per-image"
+    return None
 
 
 def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume: bool, overwrite: bool) -> None:

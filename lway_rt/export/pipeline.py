@@ -31,7 +31,7 @@ from torch import nn
 
 from lway_rt.errors import InputError, ModelError, ParityError
 from lway_rt.export.cache import (
-    artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
+    artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions, safe_label,
 )
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
 from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
@@ -178,15 +178,22 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
         keep_fp32_nodes=profile.keep_fp32_nodes, batch=static_shape[0] if static_shape else None,
     )
     key = make_key(fields)
-    final = out_dir / f"{artifact_stem(ex.label, ex.what, profile.precision, key, tile)}.onnx"
+    stem = artifact_stem(ex.label, ex.what, profile.precision, key, tile)
+    final = out_dir / f"{stem}.onnx"
     if not force:
-        hit = ready_artifact(final, key)
-        if hit is not None and not _recorded_parity_passes(hit.get("parity"), gate, profile.precision, ex.kind):
-            log(f"{final.name} was accepted under a looser parity gate than this one: rebuilding")
-            hit = None
-        if hit is not None:
-            log(f"cache hit: {final} (key {key[:12]}, parity passed when it was made)")
-            return ExportResult(ex.what, profile.precision, final, key, True, hit.get("parity"), tile)
+        # the same weights and settings exported under another label (a run's folder, then its weights file) hit too
+        tail = stem[len(safe_label(ex.label)):]
+        others = sorted(p for p in out_dir.glob(f"*{tail}.onnx") if p != final) if out_dir.is_dir() else []
+        for cand in (final, *others):
+            hit = ready_artifact(cand, key)
+            if hit is not None and not _recorded_parity_passes(hit.get("parity"), gate, profile.precision, ex.kind):
+                if cand == final:
+                    log(f"{final.name} was accepted under a looser parity gate than this one: rebuilding")
+                hit = None
+            if hit is not None:
+                named = "" if cand == final else f", exported as {hit.get('label', '?')}: the same weights and settings"
+                log(f"cache hit: {cand} (key {key[:12]}, parity passed when it was made{named})")
+                return ExportResult(ex.what, profile.precision, cand, key, True, hit.get("parity"), tile)
 
     where = f"{tile[0]}x{tile[1]} static" if tile else "dynamic H/W"
     log(f"exporting {ex.label} {ex.what} to ONNX ({profile.precision}, opset {profile.opset}, {where})")
