@@ -752,8 +752,16 @@ def test_a_weights_file_without_its_run_is_never_written_over(files, tmp_path):
     (out / "adapted.safetensors").write_bytes(b"mine")
     for extra in ((), ("--resume",)):
         code, text = _run(_tiny_adapt(files, out, *extra))
-        assert code == 1 and "holds adapted.safetensors but not the report.json" in text, text
+        assert code == 1 and "holds adapted.safetensors but no run that wrote it" in text, text
         assert (out / "adapted.safetensors").read_bytes() == b"mine"
+    # a run of ours stopped while writing its outputs (its config is there, no report): --resume runs it again
+    stopped = tmp_path / "stopped"
+    assert _run(_tiny_adapt(files, stopped))[0] == 0
+    (stopped / "report.json").unlink()
+    code, text = _run(_tiny_adapt(files, stopped))
+    assert code == 1 and "did not finish writing its outputs" in text, text
+    code, text = _run(_tiny_adapt(files, stopped, "--resume"))
+    assert code == 0 and (stopped / "report.json").is_file(), text
     # a report whose weights are gone: run again with --resume (or --overwrite), refused without a flag
     done = tmp_path / "done"
     assert _run(_tiny_adapt(files, done))[0] == 0
