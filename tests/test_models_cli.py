@@ -188,3 +188,30 @@ def test_a_store_that_cannot_be_made_names_lwayrt_home(tmp_path, monkeypatch):
     result = run("models", "import", "realesr-animevideov3")
     assert result.exit_code == 1 and "choose another LWAYRT_HOME" in result.output, result.output
     assert "output folder" not in result.output.split(";")[1]
+
+
+def test_user_files_in_the_store_are_listed_as_their_tensors_say(tmp_path, monkeypatch):
+    """A user's file whose metadata disagrees with its tensors is listed as what runs, an unknown architecture as
+    unsupported; a path-loaded file takes its metadata's name only when that metadata describes it; a .pth in the
+    store is pointed at by path."""
+    import torch
+
+    from lway_rt.archs.rrdbnet import RRDBNet
+    from lway_rt.io.weights import save_safetensors
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path))
+    rrdb = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
+    wrong = {"arch": "SRVGGNetCompact", "scale": "2", "name": "realesr-animevideov3"}
+    save_safetensors(tmp_path / "models" / "wrongmeta.safetensors", rrdb, wrong)
+    save_safetensors(tmp_path / "models" / "alien.safetensors", {"w": torch.zeros(3)})
+    rows = {r["name"]: r for r in store.list_models()}
+    assert (rows["wrongmeta"]["arch"], rows["wrongmeta"]["scale"], rows["wrongmeta"]["status"]) == ("RRDBNet", "4", "imported")
+    assert (rows["alien"]["arch"], rows["alien"]["status"]) == ("?", "unsupported")
+    save_safetensors(tmp_path / "elsewhere.safetensors", rrdb, wrong)
+    assert store.load_model(str(tmp_path / "elsewhere.safetensors")).name is None  # not "realesr-animevideov3"
+    right = {"arch": "RRDBNet", "scale": "4", "name": "my-rrdb"}
+    save_safetensors(tmp_path / "described.safetensors", rrdb, right)
+    assert store.load_model(str(tmp_path / "described.safetensors")).name == "my-rrdb"
+    torch.save(rrdb, tmp_path / "models" / "mypth.pth")
+    with pytest.raises(ModelError, match="the store holds mypth.pth, but a name reaches only .safetensors files"):
+        store.resolve_model_path("mypth")

@@ -202,6 +202,11 @@ def resolve_model_path(spec: str) -> Path:
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
         return p
+    if bare and store_dir().is_dir():
+        other = sorted(q.name for q in store_dir().glob(f"{spec}.*") if q.suffix.lower() in WEIGHT_SUFFIXES)
+        if other:  # a .pth dropped into the store: names reach .safetensors files only
+            raise ModelError(f"the store holds {other[0]}, but a name reaches only .safetensors files there: pass its path "
+                             f"(-m {store_dir() / other[0]})")
     raise ModelError(f"unknown model '{spec}': use one of {', '.join(SOURCES)}, a name from 'lwayrt models list', "
                      "or a path to a .pth/.safetensors file")
 
