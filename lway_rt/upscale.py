@@ -399,15 +399,17 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
     return out
 
 
-def upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, mode: str = "model") -> np.ndarray:
+def upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, mode: str = "model",
+                  cap: DetailCap | None = None) -> np.ndarray:
     """An HxW alpha in [0, 1] upscaled with the model on it replicated to three channels (``mode`` "model", settled
-    so clear and opaque areas stay exactly so) or bicubic; a fully opaque one is only enlarged."""
+    so clear and opaque areas stay exactly so; held at the detail cap as the colour is, as an exported capped graph
+    does to whatever it is given) or bicubic; a fully opaque one is only enlarged."""
     s = desc.scale
     h, w = alpha.shape
     if float(alpha.min()) == 1.0:
         return np.ones((h * s, w * s), np.float32)
     if mode == "model":
-        return settle_alpha(upscale_rgb(desc, np.repeat(alpha[..., None], 3, axis=2), tiles).mean(axis=2))
+        return settle_alpha(upscale_colour(desc, np.repeat(alpha[..., None], 3, axis=2), tiles, cap)[0].mean(axis=2))
     t = torch.nn.functional.interpolate(to_tensor(alpha), scale_factor=s, mode="bicubic", align_corners=False)
     return to_numpy(t.clamp_(0.0, 1.0))[..., 0]
 
@@ -476,7 +478,7 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
                              "larger --outscale")
     colour = fill_hidden_colour(img.rgb, img.alpha)  # what fully transparent pixels hide must not bleed into the edge
     rgb, _ = upscale_colour(desc, colour, config.tiles, cap)
-    alpha = upscale_alpha(desc, img.alpha, config.tiles, config.alpha) if img.alpha is not None else None
+    alpha = upscale_alpha(desc, img.alpha, config.tiles, config.alpha, cap) if img.alpha is not None else None
     if size is not None:
         rgb = np.stack([_lanczos(rgb[..., c], size) for c in range(3)], axis=2)
         alpha = settle_alpha(_lanczos(alpha, size)) if alpha is not None else None

@@ -750,10 +750,13 @@ def test_a_weights_file_without_its_run_is_never_written_over(files, tmp_path):
     out = tmp_path / "theirs"
     out.mkdir()
     (out / "adapted.safetensors").write_bytes(b"mine")
-    for extra in ((), ("--resume",)):
+    for extra in ((), ("--resume",), ("--overwrite",)):
         code, text = _run(_tiny_adapt(files, out, *extra))
-        assert code == 1 and "holds adapted.safetensors but no run that wrote it" in text, text
+        assert code == 1 and "holds adapted.safetensors but no adaptation run" in text, text
         assert (out / "adapted.safetensors").read_bytes() == b"mine"
+    # a per-image run writes no file of that name: it runs beside it and leaves it alone
+    code, text = _run(_tiny_adapt(files, out, "--mode", "per-image"))
+    assert code == 0 and (out / "adapted.safetensors").read_bytes() == b"mine", text
     # a run of ours stopped while writing its outputs (its config is there, no report): --resume runs it again
     stopped = tmp_path / "stopped"
     assert _run(_tiny_adapt(files, stopped))[0] == 0
@@ -770,11 +773,17 @@ def test_a_weights_file_without_its_run_is_never_written_over(files, tmp_path):
     assert code == 1 and "whose adapted.safetensors is missing" in text, text
     code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(done), "-o", str(tmp_path / "up")])
     assert code == 1 and "whose adapted.safetensors is missing" in text and "--resume" in text, text
-    code, text = _run(_tiny_adapt(files, done, "--resume"))
-    assert code == 0 and (done / "adapted.safetensors").is_file(), text
+    code, text = _run([a for a in _tiny_adapt(files, done, "--resume") if a != "-q"])
+    assert code == 0 and "damaged (its adapted.safetensors is missing): running it again" in text, text
+    assert (done / "adapted.safetensors").is_file()
+    # ...but not a report of other inputs or settings: that run is not this one's to replace
+    (done / "adapted.safetensors").unlink()
+    code, text = _run(_tiny_adapt(files, done, "--resume", "--lr", "1e-3"))
+    assert code == 1 and "was made with other inputs, model or settings" in text, text
+    assert (done / "report.json").is_file()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "changed", "image gone"])
+@pytest.mark.parametrize("damage", ["truncated", "changed", "image gone", "image gone from the report too"])
 def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
     """--resume calls a finished run complete only when its weights are the ones its report records and the
     images it lists are there; upscale refuses weights that differ from the hash adapt recorded in them."""
@@ -789,7 +798,11 @@ def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
         weights.write_bytes(good[:-64] + bytes(64))
     else:
         (out / "sr" / "grey.png").unlink()
-    if damage != "image gone":
+        if damage.endswith("too"):  # an edited list: each input's image is looked for all the same
+            report = json.loads((out / "report.json").read_text())
+            report["images"] = [e for e in report["images"] if e["name"] != "grey"]
+            (out / "report.json").write_text(json.dumps(report))
+    if not damage.startswith("image gone"):
         code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(weights), "-o", str(tmp_path / "up")])
         assert code == 1 and "Traceback" not in text, text
         assert ("adapted_sha256" if damage == "changed" else "not a readable safetensors file") in text, text

@@ -431,6 +431,20 @@ def test_capped_adaptation_exports_with_its_cap(capped_weights, tmp_path):
     assert plain != files["fp32"] and "detail_cap" not in _manifest(plain)["source"]
     y = run_session(create_session(plain, threads=1), x.numpy())
     assert np.abs(y.clip(0, 1) - adapted.numpy()).max() <= 1e-4  # the network alone: unclamped, as exported
+    # an RGBA picture: the graph caps whatever it is given, alpha too, and upscale's torch path does the same
+    from PIL import Image
+
+    rgba = np.dstack([(x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8), np.full(x.shape[-2:], 200, np.uint8)])
+    rgba[:12, :20, 3] = 0
+    rgba[20:, 30:, 3] = (np.arange(rgba[20:, 30:].shape[1]) * 9).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut.png")
+    written = {}
+    for name, model in (("torch", str(capped_weights)), ("onnx", str(files["fp32"]))):
+        up = CliRunner().invoke(main, ["upscale", str(tmp_path / "cut.png"), "-m", model, "-o", str(tmp_path / name),
+                                       "--tile", "0"])
+        assert up.exit_code == 0, up.output
+        written[name] = np.asarray(Image.open(tmp_path / name / "cut_x4.png")).astype(int)
+    assert np.abs(written["torch"] - written["onnx"]).max() <= 1
     other = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "plain"))
     assert other.exit_code == 0 and "detail cap" not in other.output
     assert "lwayrt upscale INPUT... -o OUT -m " in other.output and "--tile 0" not in other.output

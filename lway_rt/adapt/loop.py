@@ -263,11 +263,13 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     if finished is not None and not (resume or overwrite):
         raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
                          "to replace it")
+    if finished is None and (out_dir / WEIGHTS).exists() and _read_json_dict(out_dir / "config.json") is None:
+        overwrite = False  # never: --overwrite replaces runs, not a file of the user's under a run's name
     if finished is None and not overwrite:
         if (out_dir / WEIGHTS).exists():
             if _read_json_dict(out_dir / "config.json") is None:  # no run started here: the user's own file of that name
                 raise InputError(f"{out_dir} holds {WEIGHTS} but no run that wrote it, so nothing says what it is: "
-                                 "choose another --out folder, or pass --overwrite to replace it")
+                                 "move it, or choose another --out folder")
             if not resume:  # a run stopped while it wrote its outputs, or whose report is gone
                 raise InputError(f"{out_dir} holds a run that did not finish writing its outputs ({WEIGHTS}, no "
                                  "report.json): pass --resume or --overwrite to run it again, or choose another --out "
@@ -282,10 +284,10 @@ def _absolute(path) -> str:
     return str(Path(path).absolute()) if path else ""
 
 
-def run_damage(out_dir: Path, report: dict) -> str | None:
+def run_damage(out_dir: Path, report: dict, names: Sequence[str] = ()) -> str | None:
     """What is wrong with the files of a finished run in ``out_dir`` (None: nothing found): its weights must load and
-    hash to what its report records, and the images and pictures the report lists must be there. ``--resume``
-    runs a damaged run again rather than call it complete."""
+    hash to what its report records, and the images and pictures the report lists, and the image of each input
+    named in ``names``, must be there. ``--resume`` runs a damaged run again rather than call it complete."""
     from lway_rt.errors import LwayError
     from lway_rt.io.weights import load_state_file, state_dict_sha256
 
@@ -299,7 +301,7 @@ def run_damage(out_dir: Path, report: dict) -> str | None:
         return f"its {WEIGHTS} is not the file its report records"
     images = report.get("images")
     listed = [e.get("sr") for e in images if isinstance(e, dict)] if isinstance(images, list) else []
-    for rel in [*listed, report.get("contact_sheet"), report.get("curves")]:
+    for rel in [*listed, *(f"sr/{n}.png" for n in names), report.get("contact_sheet"), report.get("curves")]:
         if isinstance(rel, str) and rel and not (out_dir / rel).is_file():
             return f"its {rel} is missing"
     return None
@@ -466,11 +468,20 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         if finished.get("fingerprint") != fingerprint:
             raise InputError(f"the finished run in {out_dir} was made with other inputs, model or settings: rerun with "
                              "the same ones, choose another --out folder, or pass --overwrite to replace it")
-        damage = run_damage(out_dir, finished)
+        damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
         if damage is None:
             log(f"{out_dir} is complete with these inputs and settings: kept as it is")
             return _kept_result(out_dir, finished)
         log(f"{out_dir}: the finished run is damaged ({damage}): running it again")
+        redo = True
+    elif resume and not overwrite and not ckpt_path.exists() and (out_dir / "report.json").is_file() \
+            and not (out_dir / WEIGHTS).exists():
+        orphan = _read_json_dict(out_dir / "report.json") or {}
+        if orphan.get("fingerprint") != fingerprint:
+            raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with other inputs, "
+                             "model or settings: rerun with the same ones, choose another --out folder, or pass "
+                             "--overwrite to replace it")
+        log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         redo = True
 
     trust, trust_info, gates = None, None, None
@@ -842,7 +853,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         if s is not None:
             cap_s[img.name] = s
         # alpha through the adapted model, as lwayrt upscale's default (--alpha model)
-        alpha = upscale_alpha(writer, img.image.alpha, tiles) if img.image.alpha is not None else None
+        alpha = upscale_alpha(writer, img.image.alpha, tiles, cap=cap) if img.image.alpha is not None else None
         depth = img.image.bit_depth
         sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey,
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
@@ -997,8 +1008,10 @@ def run_mode(out_dir: Path) -> str | None:
     report = _read_json_dict(out_dir / "report.json") or {}
     if report.get("format") == _SUMMARY_FORMAT and report.get("mode") in MODES:
         return report["mode"]
-    if report.get("format") == _REPORT_FORMAT or (out_dir / WEIGHTS).is_file() or (out_dir / CHECKPOINT).is_file():
+    if report.get("format") == _REPORT_FORMAT or (out_dir / CHECKPOINT).is_file():
         return "folder"
+    if (out_dir / WEIGHTS).is_file() and ((out_dir / "report.json").exists() or (out_dir / "config.json").exists()):
+        return "folder"  # a lone weights file is not a run: the user's own, under the name a run writes
     if (out_dir / "groups.json").is_file():
         return "per-group"
     config = _read_json_dict(out_dir / "config.json") or {}  # written when a run starts: one killed before its checkpoint
@@ -1130,7 +1143,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         if recorded is not None and recorded != fingerprint_of(group):
             raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it")
-        if finished is not None and run_damage(sub, finished) is None:  # a damaged one runs again (adapt_images says so)
+        if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
+            # (a damaged one runs again: adapt_images says so)
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
