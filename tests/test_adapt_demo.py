@@ -43,6 +43,9 @@ def test_adapt_demo_config_refuses_unknown_preset(tmp_path):
 
     with pytest.raises(InputError, match="motion-blur"):
         AdaptDemoConfig(out_dir=tmp_path, preset="fog")
+    # a crop no photo holds is refused before minutes of adaptation, not after them
+    with pytest.raises(InputError, match=r"--adapt-crop 1024 is larger than photo astronaut \(512x512\): use at most 512"):
+        AdaptDemoConfig(out_dir=tmp_path, photos=("astronaut",), crop=1024)
 
 
 def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):

@@ -359,3 +359,35 @@ def test_resume_of_a_run_already_at_iters_says_nothing_was_trained(tmp_path, pho
     assert res.exit_code == 0, res.output
     assert "nothing to train" in res.output and "nan" not in res.output, res.output
     assert f"kept {out} (2 iterations" in res.output and out.read_bytes() == before
+
+
+def test_an_sr_model_or_a_photo_is_never_replaced_or_appended_to(tmp_path, photo_dir, model_store):
+    """--out naming an SR model is refused even with --overwrite; --log refuses a folder, a missing folder and a
+    file that is not text; bad --threads/--seed are one line; a damaged resume state says which file."""
+    sr = tmp_path / "sr.safetensors"
+    sr.write_bytes((model_store / "models" / "realesr-animevideov3.safetensors").read_bytes()
+                   if (model_store / "models" / "realesr-animevideov3.safetensors").exists() else b"\x08" + bytes(15))
+    mine = sr.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        res = CliRunner().invoke(main, ["train-degae", "--data", str(photo_dir), "--out", str(sr), "--iters", "1", *extra])
+        assert res.exit_code == 1 and "exists and is not a stage-1 checkpoint" in res.output, res.output
+    assert sr.read_bytes() == mine
+    photo = next(p for p in photo_dir.iterdir() if p.suffix == ".png")
+    before = photo.read_bytes()
+    out = str(tmp_path / "s1.safetensors")
+    for log, message in ((photo, "is not a text file"), (photo_dir, "is a folder"),
+                         (tmp_path / "nowhere" / "x.log", "does not exist; make it first")):
+        res = CliRunner().invoke(main, ["train-degae", "--data", str(photo_dir), "--out", out, "--log", str(log),
+                                        "--iters", "1", "--crop", "32", "--width", "8", "--embed-dim", "16"])
+        assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
+    assert photo.read_bytes() == before
+    for flag in ("--threads", "--seed"):
+        res = CliRunner().invoke(main, ["train-degae", "--data", str(photo_dir), "--out", out, flag, "-1", "--iters", "1"])
+        assert res.exit_code == 2 and "Invalid value" in res.output and flag in res.output, res.output
+    cfg = TrainConfig(out=out, data=str(photo_dir), iters=4, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    resume_state = tmp_path / "s1.safetensors.resume.pt"
+    for damage in (resume_state.read_bytes()[:1000], b"garbage", b""):
+        resume_state.write_bytes(damage)
+        with pytest.raises(TrainingError, match="the resume state .*s1.safetensors.resume.pt cannot be read"):
+            train(cfg, resume=True)

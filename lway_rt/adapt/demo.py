@@ -57,6 +57,13 @@ class AdaptDemoConfig:
             raise InputError(f"--adapt-crop must be a multiple of 4 and at least 128 px, got {self.crop}")
         if self.iterations < 1:
             raise InputError("iterations must be positive")
+        from lway_rt.io.images import bundled_photo
+
+        for name in self.photos:  # checked before any work: the crop is cut from each photo
+            h, w = bundled_photo(name, feature="the demo's bundled photos").shape[:2]
+            if self.crop > min(h, w):
+                most = min(h, w) // 4 * 4
+                raise InputError(f"--adapt-crop {self.crop} is larger than photo {name} ({w}x{h}): use at most {most}")
 
 
 @dataclass

@@ -27,6 +27,16 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1
     from lway_rt.errors import InputError, OutputError
 
+    if json_path is not None:  # checked before the evaluation, which takes a while
+        target = Path(json_path)
+        if target.is_dir():
+            raise InputError(f"--json {target} is a folder: name the report's file, e.g. {target / 'eval.json'}")
+        if target.is_file() and target.stat().st_size:
+            try:
+                json.loads(target.read_text())
+            except (UnicodeDecodeError, ValueError):
+                raise InputError(f"--json {target} exists and is not a JSON report (it would be replaced): name another "
+                                 "file") from None
     try:
         cfg = EvalConfig(data=str(data) if data else None, crop=crop, crops_per_image=crops_per_image, draws=draws, seed=seed)
     except ValueError as exc:

@@ -20,7 +20,7 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--iters", type=int, default=2500, show_default=True)
 @click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (the paper uses 512 or 2048).")
 @click.option("--width", type=int, default=32, show_default=True, help="Reconstructor width (DegAE: 64; 32 is 4x cheaper in stage 2).")
@@ -46,7 +46,7 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
 @click.option("--w-perceptual", type=FINITE, default=0.02, show_default=True)
 @click.option("--ckpt-every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [torch's default].")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Processes that synthesise batches ahead of the step (worth it on a GPU; batches are the same).")
 @click.option("--time-limit", "time_limit_s", type=FINITE, default=None,
@@ -65,6 +65,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
     for flag, value in (("--roundtrip", p_roundtrip), ("--motion", p_motion), ("--sharpen", p_sharpen)):
         if not 0.0 <= value <= 1.0:
             raise InputError(f"{flag} must be a fraction in [0, 1], got {value}")
+    if log_path is not None:  # checked before any work: the file is appended to at every logged step
+        _check_log_file(Path(log_path))
     synth = SynthConfig(p_roundtrip=p_roundtrip, p_motion=p_motion, p_sharpen=p_sharpen)
     cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, crop_tries=crop_tries, batch=batch, iters=iters, lr=lr,
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
@@ -93,3 +95,23 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         return
     click.echo(f"wrote {result.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min, "
                f"last loss {result.last['loss']:.4f})")
+
+
+def _check_log_file(path: Path) -> None:
+    """--log appends text: refuse a folder, a missing folder, and an existing file that is not text (a photo, weights)."""
+    from lway_rt.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"--log {path} is a folder: name a text file to append progress to")
+    if not path.parent.is_dir():
+        raise InputError(f"--log {path}: its folder {path.parent} does not exist; make it first")
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        try:
+            head.decode("utf-8")
+            text = b"\0" not in head
+        except UnicodeDecodeError as exc:  # a multi-byte character cut at the 4 KiB edge is still text
+            text = b"\0" not in head and len(head) == 4096 and exc.start >= len(head) - 3
+        if not text:
+            raise InputError(f"--log {path} is not a text file (progress would be appended to it): name another file")

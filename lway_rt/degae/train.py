@@ -278,6 +278,19 @@ class TrainResult:
     resumed_from: int
 
 
+def _is_stage1_file(path: Path) -> bool:
+    """Whether ``path`` is a stage-1 checkpoint (its metadata's format), readable or cut: what --overwrite may replace."""
+    from lway_rt.degae import FORMAT
+
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            head = f.read(min(n, 1 << 20)) if 0 < n < (1 << 24) else b""
+    except OSError:
+        return False
+    return FORMAT.encode() in head
+
+
 def _resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
@@ -377,11 +390,17 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                    if k in prev and k not in ("iters", "lr", "out") and prev[k] != plain(v)]
         if changed:
             log("note: resuming with other settings than the run had: " + "; ".join(changed))
-        state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
-        s1.load_state_dict(state["weights"])
-        start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
+        try:
+            state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
+            s1.load_state_dict(state["weights"])
+            start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
+        except Exception as exc:  # cut, emptied or foreign: say which file, not torch's internals
+            raise TrainingError(f"the resume state {_resume_path(out)} cannot be read ({type(exc).__name__}): pass "
+                                "--overwrite to start the run again, or choose another --out") from None
         segments = list(state.get("segments") or [{"from": 0, "to": start, "iters": prev.get("iters"), "lr": prev.get("lr")}])
     else:
+        if out.exists() and not _is_stage1_file(out):  # --overwrite replaces a run, not an SR model or another file
+            raise TrainingError(f"{out} exists and is not a stage-1 checkpoint: choose another --out")
         if out.exists() and not overwrite:
             if _resume_path(out).exists():
                 raise TrainingError(f"{out} holds a run that can go on ({_resume_path(out).name} beside it): pass --resume "
