@@ -83,6 +83,25 @@ def test_eval_cli_writes_json(tiny_ckpt, tmp_path):
     assert "separation" in res.output and "ablation" in res.output
 
 
+def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_path, astronaut):
+    from PIL import Image
+
+    from lway_rt.degae import Stage1, save_stage1
+
+    save_stage1(tmp_path / "s1.safetensors", Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16),
+                                                            seed=0).freeze())
+    (tmp_path / "one").mkdir()
+    Image.fromarray(astronaut[:128, :128]).save(tmp_path / "one" / "a.png")
+    dest = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "s1.safetensors"), "--data",
+                                    str(tmp_path / "one"), "--crop", "48", "--crops-per-image", "1", "--draws", "2",
+                                    "--json", str(dest)])
+    assert res.exit_code == 0, res.output
+    assert "separation_ratio undefined" in res.output and "more images in --data" in res.output
+    data = json.loads(dest.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert data["separation_ratio"] is None
+
+
 def test_eval_cli_errors(tmp_path):
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "none.safetensors")])
     assert res.exit_code == 1 and res.output.startswith("error: ") and "does not exist" in res.output

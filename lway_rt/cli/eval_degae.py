@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -65,11 +66,26 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     click.echo(f"recon_psnr {report['recon_psnr']:.2f} dB, identity_psnr {report['identity_psnr']:.2f} dB, "
                f"separation_ratio {report['separation_ratio']:.3f}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
                f"({report['geometry']})")
+    undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio") if not math.isfinite(report[k])]
+    if undefined:
+        click.echo(f"note: {', '.join(undefined)} undefined (every draw came out clean, or one image only for the "
+                   "separation ratio): use more --draws, or more images in --data", err=True)
     if json_path:
         from lway_rt.io.weights import atomic_write_bytes
 
-        try:
-            atomic_write_bytes(Path(json_path), json.dumps(report, indent=1).encode())
+        try:  # strict JSON: an undefined number is null, not NaN
+            atomic_write_bytes(Path(json_path), json.dumps(_finite(report), indent=1, allow_nan=False).encode())
         except OSError as exc:
             raise OutputError(f"cannot write {json_path}: {exc.strerror}; choose another --json path") from exc
         click.echo(f"wrote {json_path}")
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by None, through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
