@@ -144,6 +144,11 @@ def test_changed_weights_are_a_cache_miss_and_adapt_output_exports(compact_expor
     assert by_file.exit_code == 0 and by_file.stdout.count("cache hit") == 2, by_file.output
     assert _exported(by_file.stdout) == new and sorted(out.iterdir()) == before
     assert "exported as astronaut-run: the same weights and settings" in by_file.output
+    # a cached file changed since its export is said to be so, and not used
+    new["fp32"].write_bytes(new["fp32"].read_bytes()[:-8])
+    again = _run("--model", str(adapted_dir / "adapted.safetensors"), "--out", str(out))
+    assert again.exit_code == 0 and f"{new['fp32'].name} is not the file its manifest describes" in again.output
+    assert _exported(again.stdout)["fp32"] != new["fp32"] and "cache hit" not in again.stdout
 
 
 def test_failed_gate_exits_nonzero_and_leaves_nothing_ready(tmp_path):

@@ -186,6 +186,9 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
         others = sorted(p for p in out_dir.glob(f"*{tail}.onnx") if p != final) if out_dir.is_dir() else []
         for cand in (final, *others):
             hit = ready_artifact(cand, key)
+            if hit is None and _claims_ready(cand, key):  # its manifest says ready, the file is not what it describes
+                log(f"{cand.name} is not the file its manifest describes (changed or cut since it was exported): "
+                    "not used" + ("; exporting again" if cand == final else ""))
             if hit is not None and not _recorded_parity_passes(hit.get("parity"), gate, profile.precision, ex.kind):
                 if cand == final:
                     log(f"{final.name} was accepted under a looser parity gate than this one: rebuilding")
@@ -256,6 +259,15 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
         tmp.unlink(missing_ok=True)
     log(f"wrote {final} ({report.summary()})")
     return ExportResult(ex.what, profile.precision, final, key, False, report.as_dict(), tile)
+
+
+def _claims_ready(artifact: Path, key: str) -> bool:
+    """Whether ``artifact``'s manifest (readable) marks it ready for ``key``, whatever the file itself is now."""
+    try:
+        data = read_manifest(manifest_path(artifact))
+    except InputError:
+        return False
+    return bool(data.get("ready")) and data.get("cache_key") == key
 
 
 def _recorded_parity_passes(parity: dict | None, gate: ParityGate, precision: str, kind: str) -> bool:
