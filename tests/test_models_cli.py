@@ -215,3 +215,12 @@ def test_user_files_in_the_store_are_listed_as_their_tensors_say(tmp_path, monke
     torch.save(rrdb, tmp_path / "models" / "mypth.pth")
     with pytest.raises(ModelError, match="the store holds mypth.pth, but a name reaches only .safetensors files"):
         store.resolve_model_path("mypth")
+
+
+def test_a_stage1_checkpoint_given_as_the_model_is_named(tmp_path):
+    from lway_rt.degae import Stage1, save_stage1
+
+    save_stage1(tmp_path / "s1.safetensors", Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16),
+                                                            seed=0).freeze())
+    with pytest.raises(ModelError, match="is a stage-1 .* checkpoint, not an SR model: pass it as --stage1"):
+        store.load_model(str(tmp_path / "s1.safetensors"))

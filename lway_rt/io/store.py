@@ -224,6 +224,9 @@ def load_model(spec: str, device: str = "cpu"):
             raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): convert it again with "
                              f"'lwayrt models import --force {path.stem}'") from exc
         raise
+    if meta.get("format", "").startswith("lway_rt.degae/"):  # E and R, not an SR network
+        raise ModelError(f"{path} is a stage-1 (degradation encoder) checkpoint, not an SR model: pass it as --stage1 "
+                         "(lwayrt adapt, lwayrt export --what encoder)")
     recorded = meta.get("adapted_sha256")  # lwayrt adapt records the hash of the weights it wrote
     if recorded:
         from lway_rt.io.weights import state_dict_sha256
