@@ -263,20 +263,16 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     if finished is not None and not (resume or overwrite):
         raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
                          "to replace it")
-    if finished is None and (out_dir / WEIGHTS).exists() and _read_json_dict(out_dir / "config.json") is None:
-        overwrite = False  # never: --overwrite replaces runs, not a file of the user's under a run's name
-    if finished is None and not overwrite:
-        if (out_dir / WEIGHTS).exists():
-            if _read_json_dict(out_dir / "config.json") is None:  # no run started here: the user's own file of that name
-                raise InputError(f"{out_dir} holds {WEIGHTS} but no run that wrote it, so nothing says what it is: "
-                                 "move it, or choose another --out folder")
-            if not resume:  # a run stopped while it wrote its outputs, or whose report is gone
-                raise InputError(f"{out_dir} holds a run that did not finish writing its outputs ({WEIGHTS}, no "
-                                 "report.json): pass --resume or --overwrite to run it again, or choose another --out "
-                                 "folder")
-        elif (out_dir / "report.json").is_file() and not resume:
-            raise InputError(f"{out_dir} holds the report of a run whose {WEIGHTS} is missing: pass --resume or "
-                             "--overwrite to run it again, or choose another --out folder")
+    if finished is None and (out_dir / WEIGHTS).exists():  # weights without a report beside them
+        if _read_json_dict(out_dir / "config.json") is None:  # no run started here: the user's own file of that name,
+            raise InputError(f"{out_dir} holds {WEIGHTS} but no run that wrote it, so nothing says what it is: "
+                             "move it, or choose another --out folder")  # which --overwrite (of runs) does not replace
+        if not (resume or overwrite):  # a run stopped while it wrote its outputs, or whose report is gone
+            raise InputError(f"{out_dir} holds a run that did not finish writing its outputs ({WEIGHTS}, no "
+                             "report.json): pass --resume or --overwrite to run it again, or choose another --out folder")
+    elif finished is None and (out_dir / "report.json").is_file() and not (resume or overwrite):
+        raise InputError(f"{out_dir} holds the report of a run whose {WEIGHTS} is missing: pass --resume or "
+                         "--overwrite to run it again, or choose another --out folder")
     return finished
 
 
