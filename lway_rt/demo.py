@@ -172,6 +172,84 @@ def run_upscale_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], Non
 
 
 # --------------------------------------------------------------------------------------------
+# the demo's output folder
+
+#: lists the files a demo wrote into its --out folder; marks the folder as the demo's own
+MANIFEST = ".lwayrt-demo.json"
+
+
+def _is_legacy_demo_folder(out: Path) -> bool:
+    """A folder written by a demo from before the manifest: its results.json is the demo's."""
+    try:
+        summary = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"config", "metric", "photos", "mean"} <= summary.keys()
+
+
+def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> set[Path]:
+    """Make ``out`` the demo's folder, or refuse it; returns the files already there that stay untouched.
+
+    A new or empty folder is taken. A folder an earlier demo wrote (its manifest, or a results.json of the
+    demo's) is taken and the files that demo listed are removed first, so nothing of an older run with other
+    options is left beside the new one. Any other folder holds the user's files, which the demo's fixed names
+    (``results.json``, ``astronaut_hr.png`` ...) could replace: refused.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder for the demo's images")
+    present = {p for p in out.rglob("*") if p.is_file() or p.is_symlink()} if out.is_dir() else set()
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            record = json.loads(manifest.read_text())
+            listed, kept = record["files"], record.get("kept", [])
+            assert all(isinstance(f, list) and all(isinstance(n, str) for n in f) for f in (listed, kept))
+        except (OSError, ValueError, KeyError, TypeError, AssertionError):
+            raise InputError(f"{manifest} is unreadable, so which files in {out} are the demo's is unknown: "
+                             "delete the folder or choose another --out") from None
+        if not record.get("complete", False):  # a demo stopped part-way: all it found there is listed as kept
+            listed = [str(p.relative_to(out)) for p in present if p != manifest and str(p.relative_to(out)) not in kept]
+        removed = 0
+        for rel in listed:
+            path = out / rel
+            if Path(rel).is_absolute() or ".." in Path(rel).parts or not (path.is_file() or path.is_symlink()):
+                continue
+            path.unlink()
+            present.discard(path)
+            removed += 1
+        for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(d.iterdir()):
+                d.rmdir()
+        if removed:
+            log(f"removed the {removed} files of the earlier demo in {out}")
+        present.discard(manifest)
+    elif present and _is_legacy_demo_folder(out):
+        present = set()  # an older demo's folder: what is there is the demo's, listed (and replaced) from now on
+    elif present:
+        raise InputError(f"--out {out} already holds files that are not a demo's ({len(present)}, e.g. "
+                         f"{sorted(present)[0].relative_to(out)}): the demo would write over same-named ones; "
+                         "choose a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_manifest(out, {"files": [], "kept": sorted(str(p.relative_to(out)) for p in present), "complete": False})
+    return present
+
+
+def _write_manifest(out: Path, record: dict) -> None:
+    from lway_rt.io.weights import atomic_write_bytes
+
+    atomic_write_bytes(out / MANIFEST, json.dumps(record, indent=1).encode())
+
+
+def record_out_dir(out: Path, kept: set[Path]) -> None:
+    """List what the demo wrote into ``out`` (everything there but the files it found and kept)."""
+    out = Path(out)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                   if (p.is_file() or p.is_symlink()) and p not in kept and p != out / MANIFEST)
+    _write_manifest(out, {"files": files, "kept": sorted(str(p.relative_to(out)) for p in kept), "complete": True})
+
+
+# --------------------------------------------------------------------------------------------
 # the whole story
 
 
@@ -183,6 +261,7 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
     ``adapt_config`` is a ``lway_rt.adapt.demo.AdaptDemoConfig``; returns (DemoResult, AdaptDemoResult or None,
     DeployDemoResult or None).
     """
+    kept = claim_out_dir(config.out_dir, log=log)
     upscaled = run_upscale_demo(config, log=log)
     adapted = deployed = None
     if adapt_config is not None:
@@ -201,4 +280,5 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
             deployed = run_deploy_demo(DeployDemoConfig(weights=Path(adapted.files["weights"]),
                                                         lr_dir=Path(adapt_config.out_dir) / "lr", sr_dir=run_dir / "sr",
                                                         out_dir=Path(config.out_dir) / "deploy"), log=log)
+    record_out_dir(config.out_dir, kept)
     return upscaled, adapted, deployed

@@ -60,3 +60,83 @@ def test_demo_refuses_a_model_of_another_scale(tmp_path):
     with pytest.raises(InputError, match="x4"):
         run_upscale_demo(DemoConfig(out_dir=tmp_path, photos=("chelsea",), models=("realesr-animevideov3",), crop=96,
                                     scale=2), log=lambda m: None)
+
+
+def _small(out, photo="chelsea"):
+    from lway_rt.demo import DemoConfig
+
+    return DemoConfig(out_dir=out, photos=(photo,), models=("realesr-animevideov3",), crop=64)
+
+
+def test_demo_refuses_a_folder_of_the_users_files_and_touches_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+    from lway_rt.demo import run_demo
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.json").write_text('{"my": "numbers"}')
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="not a demo's"):
+        run_demo(_small(out), log=lambda m: None)
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "chelsea", "--model", "realesr-animevideov3",
+                                    "--crop", "64", "--no-adapt"])
+    assert res.exit_code != 0 and "choose a new or empty folder" in res.output and "Traceback" not in res.output
+    assert (out / "results.json").read_text() == '{"my": "numbers"}'
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "results.json"]
+    (out / "results.json").unlink()
+    (out / "notes.txt").unlink()
+    run_demo(_small(out), log=lambda m: None)  # an empty folder is taken
+    assert (out / "results.json").is_file()
+
+
+def test_demo_rerun_replaces_its_own_files_and_keeps_the_users(tmp_path):
+    from lway_rt.demo import MANIFEST, run_demo
+
+    out = tmp_path / "demo"
+    run_demo(_small(out, "chelsea"), log=lambda m: None)
+    listed = json.loads((out / MANIFEST).read_text())
+    assert listed["complete"] and "chelsea_hr.png" in listed["files"] and "results.json" in listed["files"]
+    (out / "my_notes.txt").write_text("mine")  # the user's, added afterwards
+    logs: list[str] = []
+    run_demo(_small(out, "coffee"), log=logs.append)
+    names = {p.name for p in out.iterdir()}
+    assert "coffee_hr.png" in names and not any(n.startswith("chelsea_") for n in names)  # no stale run beside it
+    assert (out / "my_notes.txt").read_text() == "mine"
+    assert any("removed the" in m for m in logs)
+    assert "my_notes.txt" not in json.loads((out / MANIFEST).read_text())["files"]
+
+
+def test_demo_rerun_after_a_stopped_demo_clears_its_partial_files_only(tmp_path):
+    from lway_rt.demo import MANIFEST, claim_out_dir, run_demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(InputError):  # a folder of the user's files is refused ...
+        claim_out_dir(out, log=lambda m: None)
+    (out / "mine.txt").unlink()
+    claim_out_dir(out, log=lambda m: None)  # ... an empty one is claimed; the demo is then stopped part-way
+    (out / "rocket_hr.png").write_bytes(b"partial")
+    (out / "sub").mkdir()
+    (out / "sub" / "x.png").write_bytes(b"partial")
+    assert not json.loads((out / MANIFEST).read_text())["complete"]
+    run_demo(_small(out, "chelsea"), log=lambda m: None)
+    assert not (out / "rocket_hr.png").exists() and not (out / "sub").exists()
+    assert (out / "chelsea_hr.png").is_file()
+
+
+def test_demo_takes_a_folder_written_before_the_manifest_and_an_unreadable_manifest_is_refused(tmp_path):
+    from lway_rt.demo import MANIFEST, run_demo, run_upscale_demo
+
+    out = tmp_path / "old"
+    run_upscale_demo(_small(out, "chelsea"), log=lambda m: None)  # what an older demo left: no manifest
+    assert not (out / MANIFEST).exists()
+    run_demo(_small(out, "coffee"), log=lambda m: None)
+    files = json.loads((out / MANIFEST).read_text())["files"]
+    assert "chelsea_hr.png" in files and "coffee_hr.png" in files  # the older run's files are the demo's from now on
+    (out / MANIFEST).write_text("{not json")
+    with pytest.raises(InputError, match="unreadable"):
+        run_demo(_small(out, "coffee"), log=lambda m: None)
+    assert (out / "coffee_hr.png").is_file()

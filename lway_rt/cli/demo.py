@@ -13,7 +13,7 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
 
 @click.command("demo")
 @click.option("--out", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
-              help="Folder for the images, comparisons and results.json.")
+              help="Folder for the images, comparisons and results.json: new, empty, or an earlier demo's (its files are replaced).")
 @click.option("--photo", "photos", multiple=True, help="Bundled photo(s) to use [default: astronaut, chelsea, coffee, rocket].")
 @click.option("--model", "models", multiple=True,
               help="Model(s) to compare [default: realsr-df2k-x4, realesr-animevideov3].")
