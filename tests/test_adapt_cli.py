@@ -797,6 +797,7 @@ def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
     elif damage == "changed":  # bytes zeroed inside the last tensor: the file still reads
         weights.write_bytes(good[:-64] + bytes(64))
     else:
+        before, inode = np.asarray(Image.open(out / "sr" / "grey.png")), weights.stat().st_ino
         (out / "sr" / "grey.png").unlink()
         if damage.endswith("too"):  # an edited list: each input's image is looked for all the same
             report = json.loads((out / "report.json").read_text())
@@ -807,7 +808,12 @@ def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
         assert code == 1 and "Traceback" not in text, text
         assert ("adapted_sha256" if damage == "changed" else "not a readable safetensors file") in text, text
     code, text = _run([a for a in _tiny_adapt(files, out, "--resume") if a != "-q"])
-    assert code == 0 and "the finished run is damaged" in text and "running it again" in text, text
+    if damage == "image gone":  # intact weights: only the image is written again, from them, without adapting
+        assert code == 0 and "missing 1 SR image(s): wrote them again" in text, text
+        assert "running it again" not in text and weights.stat().st_ino == inode  # not written again (atomically)
+        assert np.array_equal(np.asarray(Image.open(out / "sr" / "grey.png")), before)
+    else:
+        assert code == 0 and "the finished run is damaged" in text and "running it again" in text, text
     again = load_model(str(weights))  # the same run, made again (the header's key order may differ)
     assert state_dict_sha256(again.model.state_dict()) == recorded == again.metadata["adapted_sha256"]
     assert (out / "sr" / "grey.png").is_file()

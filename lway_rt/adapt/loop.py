@@ -280,10 +280,11 @@ def _absolute(path) -> str:
     return str(Path(path).absolute()) if path else ""
 
 
-def run_damage(out_dir: Path, report: dict, names: Sequence[str] = ()) -> str | None:
+def run_damage(out_dir: Path, report: dict, names: Sequence[str] = (), missing_ok: Sequence[str] = ()) -> str | None:
     """What is wrong with the files of a finished run in ``out_dir`` (None: nothing found): its weights must load and
     hash to what its report records, and the images and pictures the report lists, and the image of each input
-    named in ``names``, must be there. ``--resume`` runs a damaged run again rather than call it complete."""
+    named in ``names``, must be there (but those in ``missing_ok``). ``--resume`` runs a damaged run again rather than
+    call it complete, or writes its missing images again from intact weights (``_rewrite_missing_images``)."""
     from lway_rt.errors import LwayError
     from lway_rt.io.weights import load_state_file, state_dict_sha256
 
@@ -298,9 +299,54 @@ def run_damage(out_dir: Path, report: dict, names: Sequence[str] = ()) -> str | 
     images = report.get("images")
     listed = [e.get("sr") for e in images if isinstance(e, dict)] if isinstance(images, list) else []
     for rel in [*listed, *(f"sr/{n}.png" for n in names), report.get("contact_sheet"), report.get("curves")]:
-        if isinstance(rel, str) and rel and not (out_dir / rel).is_file():
+        if isinstance(rel, str) and rel and rel not in missing_ok and not (out_dir / rel).is_file():
             return f"its {rel} is missing"
     return None
+
+
+def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
+                     config: AdaptConfig, device: str) -> tuple[list[Path], dict[str, float]]:
+    """Write ``sr/<name>.png`` of each image through ``lwayrt upscale``'s own code, layout and default tiling, so that
+    upscale with the adapted weights gives them again pixel for pixel; returns the paths and, with ``--detail-cap``,
+    each capped image's blend factor s (held at the cap against ``base``'s image: ``wavelet.detail_cap``)."""
+    from lway_rt.io.images import write_image
+    from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
+
+    tiles = whole_image_tiles(config.tile)
+    writer = inference_copy(desc, model, device)
+    cap = DetailCap(config.detail_cap, inference_copy(desc, base, device)) if config.detail_cap is not None else None
+    sr_paths, cap_s = [], {}
+    for img in images:
+        sr, s = upscale_colour(writer, img.image.rgb, tiles, cap)
+        if s is not None:
+            cap_s[img.name] = s
+        # alpha through the adapted model, as lwayrt upscale's default (--alpha model)
+        alpha = upscale_alpha(writer, img.image.alpha, tiles, cap=cap) if img.image.alpha is not None else None
+        sr_paths.append(write_image(out_dir / "sr" / f"{img.name}.png", sr, alpha, bit_depth=img.image.bit_depth,
+                                    grey=img.image.grey, icc_profile=img.image.icc_profile, exif=img.image.exif,
+                                    dpi=img.image.dpi, png_chunks=img.image.png_chunks))
+    return sr_paths, cap_s
+
+
+def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[InputImage], config: AdaptConfig,
+                            device: str) -> int | None:
+    """A finished run whose weights are intact and whose only damage is missing ``sr/`` images gets those images
+    written again from its weights (what upscale would give), not a whole new adaptation; returns how many were
+    written, or None where more is damaged (the run is then run again)."""
+    from lway_rt.io.weights import load_state_file
+
+    missing = [img for img in images if not (out_dir / "sr" / f"{img.name}.png").is_file()]
+    entries = report.get("images")
+    listed = {e.get("sr") for e in entries if isinstance(e, dict)} if isinstance(entries, list) else set()
+    if not missing or not listed >= {f"sr/{img.name}.png" for img in images}:
+        return None
+    if run_damage(out_dir, report, [img.name for img in images], [f"sr/{img.name}.png" for img in missing]) is not None:
+        return None  # weights changed, or a listed picture gone too
+    state, _ = load_state_file(out_dir / WEIGHTS)
+    model = copy.deepcopy(desc.model)
+    model.load_state_dict(state)
+    _write_sr_images(desc, model.to(device).eval(), desc.model, missing, out_dir, config, device)
+    return len(missing)
 
 
 def _clear_previous_run(out_dir: Path) -> None:
@@ -467,6 +513,11 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
         if damage is None:
             log(f"{out_dir} is complete with these inputs and settings: kept as it is")
+            return _kept_result(out_dir, finished)
+        rewritten = _rewrite_missing_images(out_dir, finished, desc, images, config, device) if write_outputs else None
+        if rewritten is not None:
+            log(f"{out_dir}: the finished run was missing {rewritten} SR image(s): wrote them again from its "
+                f"{WEIGHTS}, which is intact")
             return _kept_result(out_dir, finished)
         log(f"{out_dir}: the finished run is damaged ({damage}): running it again")
         redo = True
@@ -833,27 +884,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["model"]["adapted_sha256"] = adapted_sha
     report["weights"] = WEIGHTS
 
-    from lway_rt.io.images import write_image
-    from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
-
-    # the images go through lwayrt upscale's own code, layout and default tiling, so that upscale with these weights
-    # gives them again pixel for pixel
-    tiles = whole_image_tiles(config.tile)
-    writer = inference_copy(desc, model, device)
-    cap = DetailCap(config.detail_cap, inference_copy(desc, base, device)) if config.detail_cap is not None else None
     sr_dir = out_dir / "sr"
-    sr_paths, cap_s = [], {}
-    for img in images:
-        # held at the cap against the unadapted image (wavelet.detail_cap)
-        sr, s = upscale_colour(writer, img.image.rgb, tiles, cap)
-        if s is not None:
-            cap_s[img.name] = s
-        # alpha through the adapted model, as lwayrt upscale's default (--alpha model)
-        alpha = upscale_alpha(writer, img.image.alpha, tiles, cap=cap) if img.image.alpha is not None else None
-        depth = img.image.bit_depth
-        sr_paths.append(write_image(sr_dir / f"{img.name}.png", sr, alpha, bit_depth=depth, grey=img.image.grey,
-                                    icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
-                                    png_chunks=img.image.png_chunks))
+    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device)
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
         if entry["name"] in cap_s:
