@@ -144,6 +144,10 @@ def test_batch_keeps_going_and_lists_failures(tmp_path, small):
     nothing = run("upscale", d / "empty.png", d / "notes.jpg", "-o", tmp_path / "new")
     assert nothing.exit_code == 1 and "0 image(s) written" in nothing.output
     assert not (tmp_path / "new").exists()  # no empty folder of the failed run's making
+    quiet = run("upscale", d, "-o", tmp_path / "q", "--model", MODEL, "-q")  # -q: the failures, not the summary
+    assert quiet.exit_code == 1 and "image(s) written" not in quiet.output
+    assert "3 image(s) failed" in quiet.output and "empty.png is empty" in quiet.output
+    assert (tmp_path / "q" / "good_x4.png").is_file()
 
 
 def test_never_overwrites_an_input(tmp_path, small):

@@ -45,8 +45,9 @@ from lway_rt.cli._params import NAME, FiniteRange, PathParam
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "
                    "[the one its groups.json records].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary: print only warnings and failures.")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, skip_existing, scale,
-            outscale, detail_cap, base_model, stage1):
+            outscale, detail_cap, base_model, stage1, quiet):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
     Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP files (sub-folders with --recursive).
@@ -64,7 +65,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
                            base_model=base_model, stage1=stage1, skip_existing=skip_existing, outscale=outscale)
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+                  console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task("upscaling", total=None)
         report = upscale_files(
             inputs, out_dir, config,
@@ -72,15 +73,16 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             progress=lambda p: bar.update(task, advance=1, description=p.name),
         )
     kept = f" ({len(report.kept)} already there, left as they were)" if report.kept else ""
-    click.echo(f"{len(report.written)} image(s) written to {out_dir}{kept}")
-    if report.routes:
+    if not quiet:
+        click.echo(f"{len(report.written)} image(s) written to {out_dir}{kept}")
+    if report.routes and not quiet:
         counts = Counter(r.group for r in report.routes)
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
-        for r in report.routes:
-            if not r.inside:
-                click.secho(f"  {r.path}: unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
-                            f"the nearest centre, {r.group}'s, whose own images lie within {1 - r.floor:.2g}); its "
-                            "model may not suit it", fg="yellow", err=True)
+    for r in report.routes:  # warnings: also with -q
+        if not r.inside:
+            click.secho(f"  {r.path}: unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
+                        f"the nearest centre, {r.group}'s, whose own images lie within {1 - r.floor:.2g}); its "
+                        "model may not suit it", fg="yellow", err=True)
     for note in report.notes:
         click.secho(f"  {note}", fg="yellow", err=True)
     if report.failures:
