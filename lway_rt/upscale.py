@@ -181,6 +181,8 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
     label = Path(config.model).name
     if config.scale is not None and config.scale != desc.scale:
         raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop --scale")
+    if desc.in_channels not in (1, 3):
+        raise InputError(f"{label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale images")
     if config.fp16:
         raise InputError(f"{label} runs in the precision it was exported in: drop --fp16 (export with --precision fp16 "
                          "for a half-precision file)")

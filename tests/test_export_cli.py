@@ -488,3 +488,27 @@ def test_keep_fp32_pattern_that_matches_nothing_is_named(tmp_path):
     again = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--precision", "fp16",
                  "--keep-fp32", "body.1", "--keep-fp32", "bdy.*")
     assert "cache hit" in again.stdout and "'bdy.*' matched no node" in again.stderr  # checked on a cache hit too
+
+
+def test_a_four_channel_model_exports_with_a_note_instead_of_the_upscale_hint(tmp_path):
+    """An SRVGGNetCompact on 4 channels is a valid network to export, but lwayrt upscale refuses it: the export says
+    so rather than suggest an upscale command that fails."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    torch.manual_seed(0)
+    weights = tmp_path / "rgbn.safetensors"
+    save_safetensors(weights, SRVGGNetCompact(num_in_ch=4, num_out_ch=4, num_feat=8, num_conv=2, upscale=2).state_dict(), {})
+    res = CliRunner().invoke(main, ["export", "-m", str(weights), "--out", str(tmp_path / "onnx"), "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    assert "4-channel input" in res.output and "run it with ONNX Runtime" not in res.output
+    (fp32,) = _exported(res.output).values()
+    from lway_rt.runtime.ort import create_session, run_session
+
+    y = run_session(create_session(fp32, threads=1), np.random.default_rng(0).random((1, 4, 8, 12), dtype=np.float32))
+    assert y.shape == (1, 4, 16, 24)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    up = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "up"), "-m", str(fp32)])
+    assert up.exit_code != 0 and "4-channel" in up.output, up.output

@@ -137,9 +137,12 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
                 click.echo(f"{ex.what} {res.precision}: {'engine cache hit' if res.engine_cache_hit else 'engine built'} "
                            f"{res.engine_path}")
             if ex.what == "sr" and res.tile is None and runnable is None:
-                runnable = (res.onnx_path, "detail_cap" in ex.hparams)
+                runnable = (res.onnx_path, "detail_cap" in ex.hparams, ex.in_channels)
     _warn_unmatched(profile.keep_fp32_nodes, fp16_files)
-    if runnable is not None:
+    if runnable is not None and runnable[2] not in (1, 3):
+        _log(f"note: this network takes {runnable[2]}-channel input; lwayrt upscale runs only RGB (3) and grey (1) "
+             "models, so the file is for a runtime of your own")
+    elif runnable is not None:
         _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {runnable[0]}" + (" --tile 0" if runnable[1] else ""))
 
 
