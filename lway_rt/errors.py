@@ -50,6 +50,11 @@ class ParityError(LwayError):
     """An exported model does not reproduce the reference output within tolerance."""
 
 
+class Notice(UserWarning):
+    """Something the user should know that does not stop the work (a store file of the user's under a packaged
+    model's name, say): raised with ``warnings.warn``; the CLI prints it once as a one-line note."""
+
+
 def require(module: str, extra: str, feature: str, alternative: str | None = None):
     """Import an optional package, or raise an error that names the extra to install."""
     import importlib

@@ -68,6 +68,17 @@ def test_user_weights_without_metadata_under_a_packaged_name(tmp_path, monkeypat
     result = run("models", "import", "realsr-df2k-x4")  # was "imported" over the user's network, exit 0
     assert result.exit_code == 1 and "holds weights of your own (no import record)" in result.output, result.output
     assert (tmp_path / "models" / "realsr-df2k-x4.safetensors").read_bytes() == mine
+    # used by that name, with a note that it is not the packaged model (upscale's output had said nothing)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    up = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "up"), "-m", "realsr-df2k-x4"])
+    assert up.exit_code == 0, up.output
+    assert up.output.count("is a file of your own (no import record), not the packaged model") == 1, up.output
+    assert Image.open(tmp_path / "up" / "a_x2.png").size == (16, 16)  # the user's x2 network ran
+    plain = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "up2"), "-m",
+                                      str(tmp_path / "models" / "realsr-df2k-x4.safetensors")])
+    assert plain.exit_code == 0 and "note:" not in plain.output  # a path says which file it is: no note
 
 
 def test_import_unknown_name_is_a_one_line_error():

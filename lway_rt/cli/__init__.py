@@ -11,11 +11,12 @@ import importlib
 import signal
 import sys
 import threading
+import warnings
 
 import click
 
 from lway_rt import __version__
-from lway_rt.errors import Interrupted, LwayError
+from lway_rt.errors import Interrupted, LwayError, Notice
 
 # command name -> (module under lway_rt.cli, short help shown by `lwayrt --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,7 +50,18 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         previous = _stop_on_sigterm()
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # the library's notices as one-line notes, each once
+                warnings.simplefilter("default", Notice)
+                shown = warnings.showwarning
+
+                def show(message, category, filename, lineno, file=None, line=None):
+                    if issubclass(category, Notice):
+                        click.secho(f"note: {message}", fg="yellow", err=True)
+                    else:
+                        shown(message, category, filename, lineno, file, line)
+
+                warnings.showwarning = show
+                return super().invoke(ctx)
         except Interrupted as exc:
             click.secho(str(exc), fg="yellow", err=True)
             ctx.exit(exc.exit_code)

