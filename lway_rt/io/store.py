@@ -148,11 +148,20 @@ def list_models() -> list[dict[str, str]]:
     seen = set()
     folder = store_dir()
     for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        damage = None
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                if "source_package" not in meta:  # a file of the user's own: what its tensors are, whatever it says
-                    meta.update(_detected(f) or {"arch": "?", "scale": "?"})
+                found = _detected(f)
+                # what its tensors are, whatever its metadata says (a user's file, or one whose metadata was edited)
+                if not found or (meta.get("arch"), meta.get("scale")) != (found["arch"], found["scale"]):
+                    damage = "metadata edited" if "source_package" in meta else None
+                    meta.update(found or {"arch": "?", "scale": "?"})
+                if meta.get("adapted_sha256"):  # lwayrt adapt's weights: checked as load_model checks them
+                    from lway_rt.io.weights import state_dict_sha256
+
+                    if state_dict_sha256({k: f.get_tensor(k) for k in f.keys()}) != meta["adapted_sha256"]:
+                        damage = "damaged"
         except Exception:
             meta = {"arch": "unreadable"}
         unreadable = meta.get("arch") == "unreadable"
@@ -160,7 +169,8 @@ def list_models() -> list[dict[str, str]]:
         # name is the store's own copy (import converts it again)
         packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else "user"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
-                     "status": "unreadable" if unreadable else "unsupported" if meta.get("arch") == "?" else "imported",
+                     "status": "unreadable" if unreadable else "unsupported" if meta.get("arch") == "?" else
+                     damage or "imported",
                      "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
     for name, src in SOURCES.items():
