@@ -261,3 +261,17 @@ def test_a_stage1_checkpoint_given_as_the_model_is_named(tmp_path):
                                                             seed=0).freeze())
     with pytest.raises(ModelError, match="is a stage-1 .* checkpoint, not an SR model: pass it as --stage1"):
         store.load_model(str(tmp_path / "s1.safetensors"))
+
+
+def test_a_per_image_folder_names_its_models_and_its_unfinished_runs(tmp_path):
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    for name in ("a", "b"):
+        save_safetensors(tmp_path / "runs" / name / "adapted.safetensors", SRVGGNetCompact(num_feat=8, num_conv=2).state_dict())
+    with pytest.raises(ModelError, match=r"holds 2 adapted models \(.*\): pass one of them$"):
+        store.resolve_model_path(str(tmp_path / "runs"))
+    (tmp_path / "runs" / "c").mkdir()
+    (tmp_path / "runs" / "c" / "checkpoint.pt").write_bytes(b"x")  # a run stopped before its weights
+    with pytest.raises(ModelError, match="1 more run.* did not finish: the same adapt command with --resume"):
+        store.resolve_model_path(str(tmp_path / "runs"))

@@ -202,7 +202,10 @@ def resolve_model_path(spec: str) -> Path:
                 if not candidates and inner:  # adapt --mode per-group / per-image: one model per sub-folder
                     shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
                     many = f"{len(inner)} adapted models" if len(inner) > 1 else "one adapted model"
-                    raise ModelError(f"{p} holds {many} ({shown}): pass one of them")
+                    unfinished = sum(1 for q in p.glob("*/checkpoint.pt") if not any(q.parent.glob("*.safetensors")))
+                    more = (f"; {unfinished} more run(s) there did not finish: the same adapt command with --resume "
+                            "finishes them") if unfinished else ""
+                    raise ModelError(f"{p} holds {many} ({shown}): pass one of them{more}")
                 if not candidates and (p / "checkpoint.pt").is_file():  # lwayrt adapt's, of a run stopped midway
                     raise ModelError(f"{p} holds an unfinished lwayrt adapt run (checkpoint.pt, no weights yet): "
                                      "finish it with the same adapt command and --resume")
