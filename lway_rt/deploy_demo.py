@@ -96,9 +96,9 @@ def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print
         rate = r["images_per_s"]
         vs = f", {rate / torch_rate:.2f}x PyTorch" if torch_rate and r["kind"] != "torch" else ""
         log(f"  {r['backend']}: verified ({agreement(r['verification']['psnr_db'])} against PyTorch fp32), p50 "
-            f"{r['latency_ms']['p50']:.1f} ms, {rate:.1f} images/s{vs}")
+            f"{r['latency_ms']['p50']:.1f} ms, {rate:.1f} images/s{vs}" + (f" ({r['note']})" if r.get("note") else ""))
         result.bench.append({"backend": r["backend"], "p50_ms": r["latency_ms"]["p50"], "images_per_s": rate,
-                             "psnr_db": r["verification"]["psnr_db"]})
+                             "psnr_db": r["verification"]["psnr_db"], **({"note": r["note"]} if r.get("note") else {})})
     if not ok:
         raise LwayError("serve-bench verified no backend: see " + str(out / "serve_bench.json"))
     result.seconds = time.perf_counter() - t0

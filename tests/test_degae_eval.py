@@ -114,6 +114,9 @@ def test_eval_cli_errors(tmp_path):
         res = CliRunner().invoke(main, ["eval-degae", "--json", str(target)])
         assert res.exit_code == 1 and message in res.output, res.output
     assert photo.read_bytes().startswith(b"\x89PNG")
+    for flag in ("--json", "--checkpoint"):  # an unset variable: the advice is not '.', which is no file
+        res = CliRunner().invoke(main, ["eval-degae", flag, ""])
+        assert res.exit_code == 2 and "is empty: name a file" in res.output and "'.'" not in res.output, res.output
 
 
 @pytest.mark.slow

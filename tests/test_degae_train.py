@@ -391,3 +391,35 @@ def test_an_sr_model_or_a_photo_is_never_replaced_or_appended_to(tmp_path, photo
         resume_state.write_bytes(damage)
         with pytest.raises(TrainingError, match="the resume state .*s1.safetensors.resume.pt cannot be read"):
             train(cfg, resume=True)
+
+
+def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_dir, tmp_path, model_store, monkeypatch):
+    """--lpips-weights without --perceptual lpips had been ignored; a --trunk file given relative was recorded as
+    given, so the checkpoint could not be used from another folder; a leftover resume state and a --resume with
+    nothing to resume are said, not passed over."""
+    base = ["train-degae", "--data", str(photo_dir), "--iters", "1", "--crop", "32", "--batch", "2", "--embed-dim", "16",
+            "--width", "8", "--blocks", "2", "--threads", "1", "--skip"]
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a.safetensors"), "--lpips-weights", str(photo_dir / "a.png")])
+    assert res.exit_code == 1 and "--lpips-weights is used only with --perceptual lpips" in res.output, res.output
+    assert not (tmp_path / "a.safetensors").exists()
+
+    import shutil
+
+    from lway_rt.io.store import resolve_model_path
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(resolve_model_path("realesr-animevideov3"), work / "trunk.safetensors")  # imported on first use
+    monkeypatch.chdir(work)
+    res = CliRunner().invoke(main, [*base, "--out", "s1.safetensors", "--trunk", "trunk.safetensors"])
+    assert res.exit_code == 0, res.output
+    recorded = load_stage1(work / "s1.safetensors").meta["trunk_model"]
+    assert recorded == str(work / "trunk.safetensors")
+    monkeypatch.chdir(tmp_path)  # from another folder the checkpoint still finds its trunk
+    assert load_stage1(work / "s1.safetensors").meta["trunk_model"] == recorded
+
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "new.safetensors"), "--resume"])
+    assert res.exit_code == 0 and "there is no run to resume: starting a new one" in res.output, res.output
+    (tmp_path / "gone.safetensors.resume.pt").write_bytes(b"old")
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "gone.safetensors")])
+    assert res.exit_code == 0 and "is left from a run whose checkpoint gone.safetensors is gone" in res.output, res.output

@@ -329,13 +329,18 @@ def test_broken_links_are_named_not_skipped(tmp_path, small):
                                                                  "the link"), result.output
 
 
-@pytest.mark.parametrize("args", [["", "-o", "out"], ["a.png", "-o", ""], ["a.png", "-o", "out", "--stage1", " "]])
-def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, small, monkeypatch, args):
+@pytest.mark.parametrize("args, advice", [
+    (["", "-o", "out"], "name a file or folder ('.' for the current folder)"),
+    (["a.png", "-o", ""], "name a folder ('.' for the current folder)"),
+    (["a.png", "-o", "out", "--stage1", " "], "name a file"),  # not '.', which is no file
+])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, small, monkeypatch, args, advice):
     """``-o "$OUT"`` with OUT unset would write into the current folder; an empty INPUT would upscale it."""
     monkeypatch.chdir(tmp_path)
     Image.fromarray(small).save(tmp_path / "a.png")
     result = run("upscale", *args, "--model", MODEL)
-    assert result.exit_code == 2 and "is empty: name a file or folder ('.' for the current folder)" in result.output
+    assert result.exit_code == 2 and f"is empty: {advice}" in result.output, result.output
+    assert ("current folder" in advice) == ("current folder" in result.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 

@@ -9,9 +9,16 @@ class PathParam(click.Path):
     """``click.Path`` that refuses an empty value: ``-o ""`` (an unset shell variable) would otherwise mean the
     current folder, and an empty INPUT would upscale or adapt on whatever the current folder holds."""
 
+    def __init__(self, *args, names_a_file: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.names_a_file = names_a_file  # a file's path whose folder case the command refuses itself, in its words
+
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("is empty: name a file or folder ('.' for the current folder)", param, ctx)
+            if not self.dir_okay or self.names_a_file:  # '.' would only fail next as "is a directory"
+                self.fail("is empty: name a file", param, ctx)
+            self.fail(f"is empty: name a {'file or folder' if self.file_okay else 'folder'} ('.' for the current folder)",
+                      param, ctx)
         return super().convert(value, param, ctx)
 
 

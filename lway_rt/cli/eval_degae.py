@@ -12,11 +12,11 @@ from lway_rt.cli._params import PathParam
 
 
 @click.command("eval-degae")
-@click.option("--checkpoint", type=PathParam(path_type=Path), default=None,
+@click.option("--checkpoint", type=PathParam(path_type=Path, names_a_file=True), default=None,
               help="Stage-1 checkpoint (default: the shipped one).")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of held-out clean photos (default: bundled chelsea and coffee, never trained on).")
-@click.option("--json", "json_path", type=PathParam(path_type=Path), default=None, help="Write the full report here.")
+@click.option("--json", "json_path", type=PathParam(path_type=Path, names_a_file=True), default=None, help="Write the full report here.")
 @click.option("--crop", type=int, default=96, show_default=True)
 @click.option("--crops-per-image", type=int, default=4, show_default=True)
 @click.option("--draws", type=int, default=24, show_default=True, help="Random degradation draws per geometry.")

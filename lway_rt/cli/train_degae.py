@@ -12,7 +12,7 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
 @click.command("train-degae")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of clean photos (default: the bundled scikit-image training photos).")
-@click.option("--out", type=PathParam(path_type=Path), default=Path("stage1.safetensors"), show_default=True,
+@click.option("--out", type=PathParam(path_type=Path, names_a_file=True), default=Path("stage1.safetensors"), show_default=True,
               help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
 @click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")
 @click.option("--crop-tries", type=int, default=2, show_default=True,
@@ -40,7 +40,7 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
               help="Fraction of draws sharpened (unsharp mask) before any JPEG (beyond DegAE's family; 0: off).")
 @click.option("--perceptual", type=click.Choice(["trunk-l1", "lpips", "none"]), default="trunk-l1", show_default=True,
               help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute), or LPIPS.")
-@click.option("--lpips-weights", type=PathParam(path_type=Path), multiple=True,
+@click.option("--lpips-weights", type=PathParam(path_type=Path, names_a_file=True), multiple=True,
               help="LPIPS-AlexNet weights (.pth/.safetensors; backbone and linear layers, one or two files).")
 @click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
@@ -51,10 +51,10 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
               help="Processes that synthesise batches ahead of the step (worth it on a GPU; batches are the same).")
 @click.option("--time-limit", "time_limit_s", type=FINITE, default=None,
               help="Seconds: fix --iters from the rate of the first iterations so the run ends in about this time "
-                   "(the count used is logged and recorded).")
+                   "(the count used is logged and recorded; the first 40 iterations, which measure the rate, always run).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint (finished or not) with a new run.")
-@click.option("--log", "log_path", type=PathParam(path_type=Path), default=None, help="Also append progress to this file.")
+@click.option("--log", "log_path", type=PathParam(path_type=Path, names_a_file=True), default=None, help="Also append progress to this file.")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
             pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, overwrite, log_path) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
@@ -67,6 +67,14 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
             raise InputError(f"{flag} must be a fraction in [0, 1], got {value}")
     if log_path is not None:  # checked before any work: the file is appended to at every logged step
         _check_log_file(Path(log_path))
+    if lpips_weights and perceptual != "lpips":
+        raise InputError(f"--lpips-weights is used only with --perceptual lpips (this run's perceptual term is "
+                         f"{perceptual}): add --perceptual lpips, or drop --lpips-weights")
+    from lway_rt.io.store import SOURCES, store_path
+
+    bare = "/" not in trunk_model and "\\" not in trunk_model
+    if not (bare and (trunk_model in SOURCES or store_path(trunk_model).exists())) and Path(trunk_model).expanduser().exists():
+        trunk_model = str(Path(trunk_model).expanduser().absolute())  # a file: recorded so adapt finds it from anywhere
     synth = SynthConfig(p_roundtrip=p_roundtrip, p_motion=p_motion, p_sharpen=p_sharpen)
     cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, crop_tries=crop_tries, batch=batch, iters=iters, lr=lr,
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,

@@ -291,6 +291,13 @@ def _is_stage1_file(path: Path) -> bool:
     return FORMAT.encode() in head
 
 
+def _same_file(a, b) -> bool:
+    try:
+        return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).samefile(b)
+    except OSError:
+        return False
+
+
 def _resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
@@ -371,6 +378,11 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         torch.set_num_threads(cfg.threads)
     images = list(load_images(cfg.data, cfg.crop).values())
     start, elapsed0 = 0, 0.0
+    if not out.exists() and _resume_path(out).exists():  # its checkpoint moved or deleted: nothing to go on from
+        log(f"note: {_resume_path(out)} is left from a run whose checkpoint {out.name} is gone; this run starts "
+            "afresh and its first checkpoint replaces it")
+    elif resume and not out.exists():
+        log(f"note: {out} does not exist, so there is no run to resume: starting a new one")
     if resume and out.exists():
         if not _resume_path(out).exists():
             raise TrainingError(f"{out} has no resume state ({_resume_path(out).name}); it is a finished or foreign "
@@ -379,6 +391,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         prev = s1.meta.get("recipe", {})
         for k in TrainConfig.ARCH_FIELDS:
             mine = list(getattr(cfg, k)) if k == "head_widths" else getattr(cfg, k)
+            if k == "trunk_model" and prev.get(k) != mine and _same_file(prev.get(k), mine):
+                continue  # a trunk file recorded relative (before paths were made absolute) given absolute now
             if prev.get(k) != mine:
                 raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "
                                  "use the same options or a new --out")
