@@ -359,6 +359,12 @@ def test_resume_of_a_run_already_at_iters_says_nothing_was_trained(tmp_path, pho
     assert res.exit_code == 0, res.output
     assert "nothing to train" in res.output and "nan" not in res.output, res.output
     assert f"kept {out} (2 iterations" in res.output and out.read_bytes() == before
+    # its resume state given where a checkpoint or a model is asked for names the checkpoint
+    state = f"{out}.resume.pt"
+    for cmd in (["eval-degae", "--checkpoint", state], ["upscale", str(photo_dir / "a.png"), "-o", str(tmp_path / "u"),
+                                                         "-m", state]):
+        res = CliRunner().invoke(main, cmd)
+        assert res.exit_code == 1 and "resume state" in res.output and "s1.safetensors" in res.output, res.output
 
 
 def test_an_sr_model_or_a_photo_is_never_replaced_or_appended_to(tmp_path, photo_dir, model_store):

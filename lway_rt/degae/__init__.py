@@ -124,6 +124,9 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
             raise ModelError(f"no shipped stage-1 checkpoint yet at {path}; train one with 'lwayrt train-degae' "
                              "and pass it with --stage1 / load_stage1(path)")
     path = Path(path)
+    if path.name.endswith(".safetensors.resume.pt"):
+        raise ModelError(f"{path} is the resume state (optimiser and progress) of a 'lwayrt train-degae' run: its "
+                         f"checkpoint is {path.name[:-len('.resume.pt')]} beside it")
     if path.suffix.lower() != ".safetensors":
         raise ModelError(f"{path}: a stage-1 checkpoint is a .safetensors file written by 'lwayrt train-degae'")
     state, raw = load_state_file(path)

@@ -230,6 +230,9 @@ def load_model(spec: str, device: str = "cpu"):
     from lway_rt.io.weights import load_state_file
 
     path = resolve_model_path(spec)
+    if path.name.endswith(".safetensors.resume.pt"):
+        raise ModelError(f"{path} is the resume state of a 'lwayrt train-degae' run (stage 1, not an SR model): its "
+                         f"checkpoint {path.name[:-len('.resume.pt')]} goes to --stage1")
     try:
         state, meta = load_state_file(path)
     except ModelError as exc:
