@@ -424,6 +424,8 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     monkeypatch.chdir(tmp_path)  # from another folder the checkpoint still finds its trunk
     assert load_stage1(work / "s1.safetensors").meta["trunk_model"] == recorded
 
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.safetensors"), "--resume", "--overwrite"])
+    assert res.exit_code == 2 and "pass one of them" in res.output, res.output
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "new.safetensors"), "--resume"])
     assert res.exit_code == 0 and "there is no run to resume: starting a new one" in res.output, res.output
     (tmp_path / "gone.safetensors.resume.pt").write_bytes(b"old")

@@ -67,6 +67,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
             raise InputError(f"{flag} must be a fraction in [0, 1], got {value}")
     if log_path is not None:  # checked before any work: the file is appended to at every logged step
         _check_log_file(Path(log_path))
+    if resume and overwrite:  # as lwayrt adapt: neither may silently win
+        raise click.UsageError("--resume continues the run in --out, --overwrite starts it again: pass one of them")
     if lpips_weights and perceptual != "lpips":
         raise InputError(f"--lpips-weights is used only with --perceptual lpips (this run's perceptual term is "
                          f"{perceptual}): add --perceptual lpips, or drop --lpips-weights")
