@@ -359,6 +359,13 @@ def test_resume_of_a_run_already_at_iters_says_nothing_was_trained(tmp_path, pho
     assert res.exit_code == 0, res.output
     assert "nothing to train" in res.output and "nan" not in res.output, res.output
     assert f"kept {out} (2 iterations" in res.output and out.read_bytes() == before
+    # a resume with another batch: each segment records its own (the recipe holds only the last)
+    res = CliRunner().invoke(main, [*[a if a != "2" or i != args.index("--batch") + 1 else "3" for i, a in enumerate(args)],
+                                    "--iters", "3", "--resume"])
+    assert res.exit_code == 0, res.output
+    segs = load_stage1(out).meta["segments"]
+    assert [(g["from"], g["to"], g["batch"]) for g in segs] == [(0, 2, 2), (2, 3, 3)]
+    assert segs[-1]["data"] == str(photo_dir.absolute())
     # its resume state given where a checkpoint or a model is asked for names the checkpoint
     state = f"{out}.resume.pt"
     for cmd in (["eval-degae", "--checkpoint", state], ["upscale", str(photo_dir / "a.png"), "-o", str(tmp_path / "u"),

@@ -505,7 +505,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             if it % min(25, cfg.ckpt_every) == 0 or it == end:
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
-                seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr}
+                # per segment: what a resume may change (the recipe keeps the last segment's settings only)
+                seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch,
+                       "data": str(Path(cfg.data).absolute()) if cfg.data else None}
                 _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
                 last_saved = it
     except KeyboardInterrupt:
