@@ -438,3 +438,20 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     (tmp_path / "gone.safetensors.resume.pt").write_bytes(b"old")
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "gone.safetensors")])
     assert res.exit_code == 0 and "is left from a run whose checkpoint gone.safetensors is gone" in res.output, res.output
+
+
+def test_a_stage1_checkpoint_records_its_hash_and_a_changed_one_is_refused(tmp_path, photo_dir):
+    from lway_rt.io.weights import load_state_file, save_safetensors
+
+    out = tmp_path / "s1.safetensors"
+    train(TrainConfig(out=str(out), data=str(photo_dir), iters=1, threads=1, **TINY))
+    s1 = load_stage1(out)  # its own hash checks out
+    assert len(s1.meta["weights_sha256"]) == 64
+    state, meta = load_state_file(out)
+    key = next(k for k in state if k.startswith("reconstructor."))
+    state[key] = state[key] + 1e-3  # a changed tensor; the file still reads
+    save_safetensors(tmp_path / "changed.safetensors", state, meta)
+    with pytest.raises(ModelError, match="does not hold the weights it was written with"):
+        load_stage1(tmp_path / "changed.safetensors")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "changed.safetensors")])
+    assert res.exit_code == 1 and "weights_sha256" in res.output, res.output

@@ -28,6 +28,8 @@ __all__ = ["Stage1", "load_stage1", "save_stage1", "default_checkpoint_path", "M
 FORMAT = "lway_rt.degae/1"
 _CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = "stage1_default.safetensors"
+#: ``state_dict_sha256`` of the shipped checkpoint's tensors (written before checkpoints recorded their own hash)
+SHIPPED_SHA256 = "01f368ccab61159b6e299d2527e46b9c5b53dfa35b3c53cb1e3882b869aad006"
 
 
 def default_checkpoint_path() -> Path:
@@ -105,9 +107,13 @@ def save_stage1(dest: Path, stage1: Stage1, extra_meta: Mapping | None = None) -
     """Write the trainable tensors and metadata atomically (refuses NaN weights)."""
     from lway_rt.io.weights import save_safetensors
 
+    from lway_rt.io.weights import state_dict_sha256
+
     meta = dict(stage1.meta)
     meta.update(extra_meta or {})
-    save_safetensors(Path(dest), stage1.state_dict(), _meta_to_str(meta))
+    state = stage1.state_dict()
+    meta["weights_sha256"] = state_dict_sha256(state)  # load_stage1 checks it: a damaged file is refused, not used
+    save_safetensors(Path(dest), state, _meta_to_str(meta))
 
 
 def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_dim: int | None = None,
@@ -134,6 +140,15 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path} is not a stage-1 (DegAE) checkpoint (format {meta.get('format', 'missing')!r}, "
                          f"expected {FORMAT!r}); pass a file written by 'lwayrt train-degae'")
+    shipped = path.resolve() == default_checkpoint_path().resolve()
+    recorded = SHIPPED_SHA256 if shipped else meta.get("weights_sha256")
+    if recorded:
+        from lway_rt.io.weights import state_dict_sha256
+
+        if state_dict_sha256(state) != recorded:
+            raise ModelError(f"{path} does not hold the weights it was written with (their hash differs from the "
+                             + ("one shipped): reinstall lway_rt" if shipped else "weights_sha256 it records: damaged or "
+                                "changed since): train it again or use another checkpoint"))
     try:
         ed, width, blocks = int(meta["embed_dim"]), int(meta["width"]), int(meta["blocks"])
         head_widths = [int(w) for w in meta["head_widths"]]
