@@ -113,7 +113,7 @@ def run_upscale_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], Non
     import torch
 
     from lway_rt.io.images import resize_bicubic, to_uint8, write_image
-    from lway_rt.io.store import load_model, store_path
+    from lway_rt.io.store import SOURCES, load_model, store_path
     from lway_rt.io.weights import atomic_write_bytes
     from lway_rt.metrics import psnr_y, ssim_y
     from lway_rt.runtime.tiling import TileConfig
@@ -122,7 +122,7 @@ def run_upscale_demo(config: DemoConfig = DemoConfig(), log: Callable[[str], Non
     out = Path(config.out_dir)
     descs = {}
     for name in config.models:
-        if not Path(name).exists() and not store_path(name).exists():
+        if name in SOURCES and not store_path(name).exists():
             log(f"importing {name} into the model store ({store_path(name).parent}) ...")
         desc = load_model(name)
         if desc.scale != config.scale:
@@ -187,52 +187,50 @@ def _is_legacy_demo_folder(out: Path) -> bool:
     return isinstance(summary, dict) and {"config", "metric", "photos", "mean"} <= summary.keys()
 
 
-def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> set[Path]:
-    """Make ``out`` the demo's folder, or refuse it; returns the files already there that stay untouched.
+def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
+    """Make ``out`` the demo's folder, or refuse it.
 
-    A new or empty folder is taken. A folder an earlier demo wrote (its manifest, or a results.json of the
-    demo's) is taken and the files that demo listed are removed first, so nothing of an older run with other
-    options is left beside the new one. Any other folder holds the user's files, which the demo's fixed names
-    (``results.json``, ``astronaut_hr.png`` ...) could replace: refused.
+    A new or empty folder is taken. A folder an earlier demo wrote (its manifest, or a results.json of the demo's
+    from before the manifest) is taken when it holds nothing but what that demo listed, and those files are removed
+    first, so nothing of an older run with other options is left beside the new one. Any other file there is the
+    user's, which the demo's fixed names (``results.json``, ``astronaut_hr.png`` ...) could replace: refused.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file: give a folder for the demo's images")
     present = {p for p in out.rglob("*") if p.is_file() or p.is_symlink()} if out.is_dir() else set()
     manifest = out / MANIFEST
+    present.discard(manifest)
+    listed: set[Path] = set()
     if manifest.is_file():
         try:
             record = json.loads(manifest.read_text())
-            listed, kept = record["files"], record.get("kept", [])
-            assert all(isinstance(f, list) and all(isinstance(n, str) for n in f) for f in (listed, kept))
+            names = record["files"]
+            assert isinstance(names, list) and all(isinstance(n, str) for n in names)
         except (OSError, ValueError, KeyError, TypeError, AssertionError):
             raise InputError(f"{manifest} is unreadable, so which files in {out} are the demo's is unknown: "
                              "delete the folder or choose another --out") from None
-        if not record.get("complete", False):  # a demo stopped part-way: all it found there is listed as kept
-            listed = [str(p.relative_to(out)) for p in present if p != manifest and str(p.relative_to(out)) not in kept]
-        removed = 0
-        for rel in listed:
-            path = out / rel
-            if Path(rel).is_absolute() or ".." in Path(rel).parts or not (path.is_file() or path.is_symlink()):
-                continue
-            path.unlink()
-            present.discard(path)
-            removed += 1
-        for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            if not any(d.iterdir()):
-                d.rmdir()
-        if removed:
-            log(f"removed the {removed} files of the earlier demo in {out}")
-        present.discard(manifest)
+        # a demo stopped part-way took an empty folder: all it holds is that demo's
+        listed = {out / n for n in names if not Path(n).is_absolute() and ".." not in Path(n).parts} \
+            if record.get("complete", False) else set(present)
     elif present and _is_legacy_demo_folder(out):
-        present = set()  # an older demo's folder: what is there is the demo's, listed (and replaced) from now on
-    elif present:
-        raise InputError(f"--out {out} already holds files that are not a demo's ({len(present)}, e.g. "
-                         f"{sorted(present)[0].relative_to(out)}): the demo would write over same-named ones; "
-                         "choose a new or empty folder")
+        listed = set(present)  # an older demo's folder: what is there is the demo's
+    foreign = sorted(present - listed)
+    if foreign:
+        raise InputError(f"--out {out} holds {len(foreign)} file(s) that are not a demo's (e.g. "
+                         f"{foreign[0].relative_to(out)}): the demo would write over same-named ones; choose a new "
+                         "or empty folder, or move them out")
+    removed = 0
+    for path in sorted(listed & present):
+        path.unlink()
+        removed += 1
+    for d in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    if removed:
+        log(f"removed the {removed} files of the earlier demo in {out}")
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, {"files": [], "kept": sorted(str(p.relative_to(out)) for p in present), "complete": False})
-    return present
+    _write_manifest(out, {"files": [], "complete": False})
 
 
 def _write_manifest(out: Path, record: dict) -> None:
@@ -241,12 +239,12 @@ def _write_manifest(out: Path, record: dict) -> None:
     atomic_write_bytes(out / MANIFEST, json.dumps(record, indent=1).encode())
 
 
-def record_out_dir(out: Path, kept: set[Path]) -> None:
-    """List what the demo wrote into ``out`` (everything there but the files it found and kept)."""
+def record_out_dir(out: Path) -> None:
+    """List what the demo wrote into ``out`` (it took the folder empty or its own, so: everything there)."""
     out = Path(out)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                   if (p.is_file() or p.is_symlink()) and p not in kept and p != out / MANIFEST)
-    _write_manifest(out, {"files": files, "kept": sorted(str(p.relative_to(out)) for p in kept), "complete": True})
+                   if (p.is_file() or p.is_symlink()) and p != out / MANIFEST)
+    _write_manifest(out, {"files": files, "complete": True})
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,7 +259,13 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
     ``adapt_config`` is a ``lway_rt.adapt.demo.AdaptDemoConfig``; returns (DemoResult, AdaptDemoResult or None,
     DeployDemoResult or None).
     """
-    kept = claim_out_dir(config.out_dir, log=log)
+    from lway_rt.io.store import SOURCES, resolve_model_path, store_path
+
+    for name in dict.fromkeys((*config.models, *([adapt_config.model] if adapt_config is not None else []))):
+        if name in SOURCES and not store_path(name).exists():
+            log(f"importing {name} into the model store ({store_path(name).parent}) ...")
+        resolve_model_path(name)  # an unknown model is refused before the folder is touched
+    claim_out_dir(config.out_dir, log=log)
     upscaled = run_upscale_demo(config, log=log)
     adapted = deployed = None
     if adapt_config is not None:
@@ -280,5 +284,5 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
             deployed = run_deploy_demo(DeployDemoConfig(weights=Path(adapted.files["weights"]),
                                                         lr_dir=Path(adapt_config.out_dir) / "lr", sr_dir=run_dir / "sr",
                                                         out_dir=Path(config.out_dir) / "deploy"), log=log)
-    record_out_dir(config.out_dir, kept)
+    record_out_dir(config.out_dir)
     return upscaled, adapted, deployed

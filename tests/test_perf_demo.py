@@ -91,21 +91,35 @@ def test_demo_refuses_a_folder_of_the_users_files_and_touches_nothing(tmp_path):
     assert (out / "results.json").is_file()
 
 
-def test_demo_rerun_replaces_its_own_files_and_keeps_the_users(tmp_path):
+def test_demo_rerun_replaces_its_own_files_and_refuses_the_users(tmp_path):
     from lway_rt.demo import MANIFEST, run_demo
 
     out = tmp_path / "demo"
     run_demo(_small(out, "chelsea"), log=lambda m: None)
     listed = json.loads((out / MANIFEST).read_text())
     assert listed["complete"] and "chelsea_hr.png" in listed["files"] and "results.json" in listed["files"]
-    (out / "my_notes.txt").write_text("mine")  # the user's, added afterwards
     logs: list[str] = []
     run_demo(_small(out, "coffee"), log=logs.append)
     names = {p.name for p in out.iterdir()}
     assert "coffee_hr.png" in names and not any(n.startswith("chelsea_") for n in names)  # no stale run beside it
-    assert (out / "my_notes.txt").read_text() == "mine"
     assert any("removed the" in m for m in logs)
-    assert "my_notes.txt" not in json.loads((out / MANIFEST).read_text())["files"]
+    # files of the user's put into the demo's folder afterwards: under a name the demo writes, or any other
+    for name in ("astronaut_hr.png", "my_notes.txt"):
+        (out / name).write_text("mine")
+        with pytest.raises(InputError, match="not a demo's"):
+            run_demo(_small(out, "astronaut"), log=lambda m: None)
+        assert (out / name).read_text() == "mine" and (out / "coffee_hr.png").is_file()
+        (out / name).unlink()
+
+
+def test_demo_checks_its_models_before_touching_the_folder(tmp_path):
+    from lway_rt.demo import DemoConfig, run_demo
+    from lway_rt.errors import ModelError
+
+    out = tmp_path / "demo"
+    with pytest.raises(ModelError, match="unknown model 'nosuch'"):
+        run_demo(DemoConfig(out_dir=out, photos=("chelsea",), models=("nosuch",), crop=64), log=lambda m: None)
+    assert not out.exists()
 
 
 def test_demo_rerun_after_a_stopped_demo_clears_its_partial_files_only(tmp_path):
@@ -135,7 +149,7 @@ def test_demo_takes_a_folder_written_before_the_manifest_and_an_unreadable_manif
     assert not (out / MANIFEST).exists()
     run_demo(_small(out, "coffee"), log=lambda m: None)
     files = json.loads((out / MANIFEST).read_text())["files"]
-    assert "chelsea_hr.png" in files and "coffee_hr.png" in files  # the older run's files are the demo's from now on
+    assert "coffee_hr.png" in files and not (out / "chelsea_hr.png").exists()  # the older demo's files were its own
     (out / MANIFEST).write_text("{not json")
     with pytest.raises(InputError, match="unreadable"):
         run_demo(_small(out, "coffee"), log=lambda m: None)

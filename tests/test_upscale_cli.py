@@ -435,7 +435,8 @@ def test_an_empty_model_or_profile_name_is_refused_in_one_line(tmp_path, small, 
     monkeypatch.chdir(tmp_path)
     Image.fromarray(small).save(tmp_path / "a.png")
     result = run(*cmd)
-    assert result.exit_code == 2 and "is empty: name a model, a profile or a file" in result.output, result.output
+    what = "a profile or its file" if "--profile" in cmd else "a model or its file"
+    assert result.exit_code == 2 and f"is empty: name {what}" in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
 
 

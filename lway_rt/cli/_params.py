@@ -28,13 +28,17 @@ class NameParam(click.ParamType):
 
     name = "text"
 
+    def __init__(self, what: str = "a model or its file"):
+        self.what = what
+
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("is empty: name a model, a profile or a file", param, ctx)
+            self.fail(f"is empty: name {self.what}", param, ctx)
         return value
 
 
 NAME = NameParam()
+PROFILE = NameParam("a profile or its file")
 
 
 class FiniteFloat(click.ParamType):

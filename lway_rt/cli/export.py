@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PROFILE, PathParam
 
 
 def _log(msg: str) -> None:
@@ -23,7 +23,7 @@ def _log(msg: str) -> None:
 @click.option("--engine", type=click.Choice(["none", "tensorrt"]), help="Also build a TensorRT engine (overrides the profile).")
 @click.option("--what", type=click.Choice(["sr", "encoder", "both"]), default="sr", show_default=True,
               help="The SR network, the stage-1 degradation encoder, or both.")
-@click.option("--profile", "profile_name", metavar="NAME|PATH", type=NAME,
+@click.option("--profile", "profile_name", metavar="NAME|PATH", type=PROFILE,
               help="Target profile: a name from the export/ folder (cpu, desktop-fp16, jetson-orin-trt10) or a .toml path.")
 @click.option("--static", "static_tiles", multiple=True, metavar="HxW",
               help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
