@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, OutputError
 
 __all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "run_upscale_demo", "run_demo"]
 
@@ -191,9 +191,13 @@ def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
     """Make ``out`` the demo's folder, or refuse it.
 
     A new or empty folder is taken. A folder an earlier demo wrote (its manifest, or a results.json of the demo's
-    from before the manifest) is taken when it holds nothing but what that demo listed, and those files are removed
-    first, so nothing of an older run with other options is left beside the new one. Any other file there is the
-    user's, which the demo's fixed names (``results.json``, ``astronaut_hr.png`` ...) could replace: refused.
+    from before the manifest) is taken when it holds nothing but that demo's files, and those are removed first, so
+    nothing of an older run with other options is left beside the new one. Any other file there is the user's, which
+    the demo's fixed names (``results.json``, ``astronaut_hr.png`` ...) could replace: refused.
+
+    Which files are a demo's: those its manifest lists. A demo stopped part-way listed what its finished steps wrote
+    and, for the step it was in, the names (or the sub-folder) that step writes and when it began: a file there of
+    that name written since is the demo's too; anything else (a file of the user's put in afterwards) is not.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -207,12 +211,15 @@ def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
             record = json.loads(manifest.read_text())
             names = record["files"]
             assert isinstance(names, list) and all(isinstance(n, str) for n in names)
+            pending = record.get("pending", [])
+            assert isinstance(pending, list) and all(isinstance(n, str) for n in pending)
+            since = float(record.get("since", manifest.stat().st_mtime))
         except (OSError, ValueError, KeyError, TypeError, AssertionError):
             raise InputError(f"{manifest} is unreadable, so which files in {out} are the demo's is unknown: "
                              "delete the folder or choose another --out") from None
-        # a demo stopped part-way took an empty folder: all it holds is that demo's
-        listed = {out / n for n in names if not Path(n).is_absolute() and ".." not in Path(n).parts} \
-            if record.get("complete", False) else set(present)
+        listed = {out / n for n in names if _inside(n)}
+        if not record.get("complete", False):  # stopped part-way: what the step it was in wrote is its own too
+            listed |= {p for p in present - listed if _written_by_step(p.relative_to(out), pending, since, p)}
     elif present and _is_legacy_demo_folder(out):
         listed = set(present)  # an older demo's folder: what is there is the demo's
     foreign = sorted(present - listed)
@@ -230,7 +237,28 @@ def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
     if removed:
         log(f"removed the {removed} files of the earlier demo in {out}")
     out.mkdir(parents=True, exist_ok=True)
-    _write_manifest(out, {"files": [], "complete": False})
+    begin_step(out, [])
+
+
+def _inside(name: str) -> bool:
+    return not Path(name).is_absolute() and ".." not in Path(name).parts
+
+
+def _written_by_step(rel: Path, pending: list[str], since: float, path: Path) -> bool:
+    """``rel`` is one of the names (a file, or anything under a folder) the stopped step writes, or the temporary
+    file of one, and was written after the step began (a file moved in from elsewhere keeps its older date)."""
+    try:
+        if path.lstat().st_mtime < since - 2.0:  # 2 s: coarse file-system clocks
+            return False
+    except OSError:
+        return False
+    for name in filter(_inside, pending):
+        p = Path(name)
+        if rel == p or rel.parts[:len(p.parts)] == p.parts and len(rel.parts) > len(p.parts):
+            return True
+        if rel.parent == p.parent and rel.name.startswith(f".{p.name}.") and rel.name.endswith(".tmp"):
+            return True  # an atomic write cut short
+    return False
 
 
 def _write_manifest(out: Path, record: dict) -> None:
@@ -239,12 +267,35 @@ def _write_manifest(out: Path, record: dict) -> None:
     atomic_write_bytes(out / MANIFEST, json.dumps(record, indent=1).encode())
 
 
+def _demo_files(out: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p != out / MANIFEST)
+
+
+def begin_step(out: Path, pending: list[str]) -> None:
+    """Before a step of the demo writes into ``out``: list what is there (the earlier steps' files: the folder was
+    taken empty or the demo's own) and the names this step writes (a file, or a sub-folder), with the time."""
+    out = Path(out)
+    _write_manifest(out, {"files": _demo_files(out), "complete": False, "pending": list(pending), "since": time.time()})
+
+
 def record_out_dir(out: Path) -> None:
     """List what the demo wrote into ``out`` (it took the folder empty or its own, so: everything there)."""
     out = Path(out)
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
-                   if (p.is_file() or p.is_symlink()) and p != out / MANIFEST)
-    _write_manifest(out, {"files": files, "complete": True})
+    _write_manifest(out, {"files": _demo_files(out), "complete": True})
+
+
+def upscale_demo_files(config: "DemoConfig") -> list[str]:
+    """The names ``run_upscale_demo`` writes into its folder."""
+    keys = ("hr", "lr", "bicubic", *config.models, "compare")
+    return [f"{photo}_{key}.png" for photo in config.photos for key in keys] + ["results.json"]
+
+
+def _under(folder: Path, out: Path) -> list[str]:
+    try:
+        return [str(Path(folder).resolve().relative_to(Path(out).resolve()))]
+    except ValueError:
+        return []  # outside the demo's folder: not the demo folder's business
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,12 +311,24 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
     DeployDemoResult or None).
     """
     from lway_rt.io.store import SOURCES, resolve_model_path, store_path
+    from lway_rt.io.weights import exclusive_run
 
     for name in dict.fromkeys((*config.models, *([adapt_config.model] if adapt_config is not None else []))):
         if name in SOURCES and not store_path(name).exists():
             log(f"importing {name} into the model store ({store_path(name).parent}) ...")
         resolve_model_path(name)  # an unknown model is refused before the folder is touched
+    out = Path(config.out_dir).resolve()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out.parent}: {exc.strerror or exc}; choose another --out") from None
+    with exclusive_run(out.parent / f".{out.name}.lock", "--out"):  # two demos into one folder: the second refused
+        return _run_demo_locked(config, adapt_config, log, deploy)
+
+
+def _run_demo_locked(config, adapt_config, log, deploy):
     claim_out_dir(config.out_dir, log=log)
+    begin_step(config.out_dir, upscale_demo_files(config))
     upscaled = run_upscale_demo(config, log=log)
     adapted = deployed = None
     if adapt_config is not None:
@@ -274,6 +337,7 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
         log("")
         log(f"adaptation: {adapt_config.model} on {len(adapt_config.photos)} crops degraded with "
             f"'{adapt_config.preset}' (a degradation stage 1 never trained on)")
+        begin_step(config.out_dir, _under(adapt_config.out_dir, config.out_dir))
         adapted = run_adapt_demo(adapt_config, log=log)
         if deploy:
             from lway_rt.deploy_demo import DeployDemoConfig, run_deploy_demo
@@ -281,6 +345,7 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
             log("")
             log("deployment: the adapted network as ONNX, run with ONNX Runtime, timed against PyTorch")
             run_dir = Path(adapted.files["weights"]).parent
+            begin_step(config.out_dir, _under(Path(config.out_dir) / "deploy", config.out_dir))
             deployed = run_deploy_demo(DeployDemoConfig(weights=Path(adapted.files["weights"]),
                                                         lr_dir=Path(adapt_config.out_dir) / "lr", sr_dir=run_dir / "sr",
                                                         out_dir=Path(config.out_dir) / "deploy"), log=log)

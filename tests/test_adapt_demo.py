@@ -80,3 +80,5 @@ def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
     summary = json.loads((out / "adapt" / "results.json").read_text())
     assert summary["config"]["iterations"] == 2 and list(summary["psnr"]) == ["coffee"]
     assert (out / "adapt" / "coffee_compare.png").is_file() and (out / "adapt" / "run" / "contact_sheet.png").is_file()
+    record = json.loads((out / ".lwayrt-demo.json").read_text())  # every step's files are listed as the demo's
+    assert record["complete"] and {"results.json", "adapt/results.json", "deploy/results.json"} <= set(record["files"])

@@ -4,6 +4,9 @@ the 0.6 M-parameter pretrained model, a 96-px crop. Its numbers must be the writ
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -123,7 +126,7 @@ def test_demo_checks_its_models_before_touching_the_folder(tmp_path):
 
 
 def test_demo_rerun_after_a_stopped_demo_clears_its_partial_files_only(tmp_path):
-    from lway_rt.demo import MANIFEST, claim_out_dir, run_demo
+    from lway_rt.demo import MANIFEST, begin_step, claim_out_dir, run_demo
 
     out = tmp_path / "demo"
     out.mkdir()
@@ -131,14 +134,61 @@ def test_demo_rerun_after_a_stopped_demo_clears_its_partial_files_only(tmp_path)
     with pytest.raises(InputError):  # a folder of the user's files is refused ...
         claim_out_dir(out, log=lambda m: None)
     (out / "mine.txt").unlink()
-    claim_out_dir(out, log=lambda m: None)  # ... an empty one is claimed; the demo is then stopped part-way
-    (out / "rocket_hr.png").write_bytes(b"partial")
-    (out / "sub").mkdir()
-    (out / "sub" / "x.png").write_bytes(b"partial")
-    assert not json.loads((out / MANIFEST).read_text())["complete"]
+    claim_out_dir(out, log=lambda m: None)  # ... an empty one is claimed; the demo is then stopped part-way:
+    begin_step(out, ["rocket_hr.png", "results.json"])
+    (out / "rocket_hr.png").write_bytes(b"done")  # a first step finished ...
+    begin_step(out, ["adapt"])
+    (out / "adapt" / "run").mkdir(parents=True)  # ... and the next one was cut short
+    (out / "adapt" / "run" / "x.png").write_bytes(b"partial")
+    (out / ".results.json.abc123.tmp").write_bytes(b"")  # a name it did not reach in that step: refused below
+    record = json.loads((out / MANIFEST).read_text())
+    assert not record["complete"] and record["files"] == ["rocket_hr.png"] and record["pending"] == ["adapt"]
+    with pytest.raises(InputError, match="not a demo's"):
+        run_demo(_small(out, "chelsea"), log=lambda m: None)
+    (out / ".results.json.abc123.tmp").unlink()
+    # a file of the user's put in afterwards, or moved in with its older date into the step's folder, is theirs
+    (out / "my_notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"not a demo's \(e.g. my_notes.txt\)"):
+        run_demo(_small(out, "chelsea"), log=lambda m: None)
+    (out / "my_notes.txt").unlink()
+    old = out / "adapt" / "old.png"
+    old.write_text("mine")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    with pytest.raises(InputError, match="not a demo's"):
+        run_demo(_small(out, "chelsea"), log=lambda m: None)
+    assert old.read_text() == "mine" and (out / "adapt" / "run" / "x.png").is_file()
+    old.unlink()
+    run_demo(_small(out, "chelsea"), log=lambda m: None)  # only the stopped demo's files there: taken
+    assert not (out / "rocket_hr.png").exists() and not (out / "adapt").exists()
+    assert (out / "chelsea_hr.png").is_file() and json.loads((out / MANIFEST).read_text())["complete"]
+
+
+def test_two_demos_into_one_folder_the_second_is_refused(tmp_path):
+    from lway_rt.demo import run_demo
+    from lway_rt.errors import OutputError
+    from lway_rt.io.weights import exclusive_run
+
+    out = tmp_path / "demo"
+    done = threading.Event()
+    release = threading.Event()
+
+    def other_demo():  # holds the folder's lock as a running demo does
+        with exclusive_run(tmp_path / ".demo.lock", "--out"):
+            done.set()
+            release.wait(30)
+
+    t = threading.Thread(target=other_demo)
+    t.start()
+    try:
+        assert done.wait(30)
+        with pytest.raises(OutputError, match="another run is writing to .*demo right now"):
+            run_demo(_small(out, "chelsea"), log=lambda m: None)
+        assert not out.exists()
+    finally:
+        release.set()
+        t.join()
     run_demo(_small(out, "chelsea"), log=lambda m: None)
-    assert not (out / "rocket_hr.png").exists() and not (out / "sub").exists()
-    assert (out / "chelsea_hr.png").is_file()
+    assert (out / "chelsea_hr.png").is_file() and not (tmp_path / ".demo.lock").exists()
 
 
 def test_demo_takes_a_folder_written_before_the_manifest_and_an_unreadable_manifest_is_refused(tmp_path):
