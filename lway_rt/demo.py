@@ -311,12 +311,13 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
     DeployDemoResult or None).
     """
     from lway_rt.io.store import SOURCES, resolve_model_path, store_path
-    from lway_rt.io.weights import exclusive_run
+    from lway_rt.io.weights import check_file_destination, exclusive_run
 
     for name in dict.fromkeys((*config.models, *([adapt_config.model] if adapt_config is not None else []))):
         if name in SOURCES and not store_path(name).exists():
             log(f"importing {name} into the model store ({store_path(name).parent}) ...")
         resolve_model_path(name)  # an unknown model is refused before the folder is touched
+    check_file_destination(Path(config.out_dir), "--out")  # a file on the way: refused before any work
     out = Path(config.out_dir).resolve()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

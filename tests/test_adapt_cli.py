@@ -848,6 +848,11 @@ def test_an_unfinished_runs_checkpoint_is_not_taken_for_a_model(files, tmp_path)
     for model in (out / CHECKPOINT, out):
         code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(model), "-o", str(tmp_path / "up")])
         assert code == 1 and "unfinished lwayrt adapt run" in text and "--resume" in text, text
+    # one killed before its first checkpoint holds only its config.json
+    (out / CHECKPOINT).unlink()
+    for command in (["export", "-m", str(out), "--out", str(tmp_path / "exp")], ["serve-bench", "-m", str(out)]):
+        code, text = _run(command)
+        assert code == 1 and "stopped before its first checkpoint" in text and "run the same adapt command" in text, text
 
 
 def test_the_base_model_is_recorded_by_absolute_path(files, tmp_path, monkeypatch):

@@ -51,6 +51,8 @@ def test_report_and_chart_never_replace_what_the_user_has(tmp_path, capped_weigh
         (["--json", tmp_path / "r.out", "--chart", tmp_path / "r.out"], "both name"),
         (["--chart", tmp_path / "c.jpg"], "the chart is a PNG image; name a .png file"),  # PNG data under .jpg before
         (["--chart", tmp_path / "c"], "name a .png file"),
+        (["--json", photo / "r.json"], "photo.png is a file, not a folder"),  # not after the whole run
+        (["--chart", notes / "sub" / "c.png"], "notes.json is a file, not a folder"),
     ):
         res = CliRunner().invoke(main, ["serve-bench", "-m", str(victim), "-s", "24", "-b", "torch", "--no-peak",
                                         *map(str, args), *TINY])

@@ -110,7 +110,8 @@ def test_eval_cli_errors(tmp_path):
     # --json is checked before the evaluation: a folder, or a file that is not a JSON report, is refused
     photo = tmp_path / "keep.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    for target, message in ((tmp_path, "is a folder"), (photo, "exists and is not a JSON report")):
+    for target, message in ((tmp_path, "is a folder"), (photo, "exists and is not a JSON report"),
+                            (photo / "r.json", "keep.png is a file, not a folder")):
         res = CliRunner().invoke(main, ["eval-degae", "--json", str(target)])
         assert res.exit_code == 1 and message in res.output, res.output
     assert photo.read_bytes().startswith(b"\x89PNG")

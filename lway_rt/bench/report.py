@@ -119,7 +119,10 @@ def check_output_paths(json_path: str | Path | None, chart_path: str | Path | No
     given = [(opt, Path(p).expanduser()) for opt, p in (("--json", json_path), ("--chart", chart_path)) if p]
     if len(given) == 2 and given[0][1].resolve() == given[1][1].resolve():
         raise OutputError(f"--json and --chart both name {given[0][1]}: give them different files")
+    from lway_rt.io.weights import check_file_destination
+
     for opt, p in given:
+        check_file_destination(p, opt)
         if p.resolve() in kept:
             raise OutputError(f"{opt} {p} is the model being measured (or its manifest): choose another file")
         if p.is_file() and not (_is_report(p) if opt == "--json" else _is_chart(p)):

@@ -29,7 +29,10 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.errors import InputError, OutputError
 
     if json_path is not None:  # checked before the evaluation, which takes a while
+        from lway_rt.io.weights import check_file_destination
+
         target = Path(json_path)
+        check_file_destination(target, "--json")
         if target.is_dir():
             raise InputError(f"--json {target} is a folder: name the report's file, e.g. {target / 'eval.json'}")
         if target.is_file() and target.stat().st_size:

@@ -179,6 +179,15 @@ def list_models() -> list[dict[str, str]]:
     return rows
 
 
+def _started_adapt_config(path: Path) -> bool:
+    """``path`` is the config.json an lwayrt adapt run writes as it starts."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"mode", "iterations", "patch_size"} <= config.keys()
+
+
 def resolve_model_path(spec: str) -> Path:
     """A store name or a path to weights -> a file path; imports a packaged model on first use."""
     if not str(spec).strip():
@@ -209,6 +218,9 @@ def resolve_model_path(spec: str) -> Path:
                 if not candidates and (p / "checkpoint.pt").is_file():  # lwayrt adapt's, of a run stopped midway
                     raise ModelError(f"{p} holds an unfinished lwayrt adapt run (checkpoint.pt, no weights yet): "
                                      "finish it with the same adapt command and --resume")
+                if not candidates and _started_adapt_config(p / "config.json"):  # killed before its first checkpoint
+                    raise ModelError(f"{p} holds an lwayrt adapt run stopped before its first checkpoint (config.json "
+                                     "only, no weights): run the same adapt command again")
                 if not candidates and (p / "report.json").is_file() and (p / "sr").is_dir():
                     raise ModelError(f"{p} holds an lwayrt adapt run whose adapted.safetensors is missing: run it again "
                                      "with the same adapt command and --resume")

@@ -112,6 +112,17 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
+def check_file_destination(path: Path, option: str) -> None:
+    """Refuse at once, not after minutes of work, a file destination whose folder cannot exist because a file of that
+    name stands on its way (``--json notes.txt/report.json``)."""
+    p = Path(path).expanduser()
+    for parent in p.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise OutputError(f"{option} {p}: {parent} is a file, not a folder; choose another {option}")
+            return
+
+
 _HELD: set[tuple[str, int]] = set()  # (target, thread) pairs holding an exclusive_run lock in this process
 
 
