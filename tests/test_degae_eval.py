@@ -89,7 +89,7 @@ def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_pat
     from lway_rt.degae import Stage1, save_stage1
 
     save_stage1(tmp_path / "s1.safetensors", Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16),
-                                                            seed=0).freeze())
+                                                            seed=0).freeze(), {"iterations": 40, "recipe": {"iters": 300}})
     (tmp_path / "one").mkdir()
     Image.fromarray(astronaut[:128, :128]).save(tmp_path / "one" / "a.png")
     dest = tmp_path / "r.json"
@@ -98,6 +98,8 @@ def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_pat
                                     "--json", str(dest)])
     assert res.exit_code == 0, res.output
     assert "separation_ratio undefined" in res.output and "more images in --data" in res.output
+    assert "separation undefined" in res.output and "nan" not in res.output, res.output  # not printed as a number
+    assert "written at iteration 40 of 300: a run that had not finished" in res.output  # scored, and said so
     data = json.loads(dest.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert data["separation_ratio"] is None
 

@@ -1117,13 +1117,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None
     if (config.loss == "lway" or config.mode == "per-group") and (stage1 is None or isinstance(stage1, (str, Path))):
-        from lway_rt.degae import load_stage1
+        from lway_rt.degae import load_stage1, unfinished_note
 
         stage1 = load_stage1(stage1, device=config.device)
-        done, planned = stage1.meta.get("iterations"), (stage1.meta.get("recipe") or {}).get("iters")
-        if isinstance(done, int) and isinstance(planned, int) and done < planned:
-            log(f"note: the stage-1 checkpoint {stage1_path} was written at iteration {done} of {planned}: a run that "
-                "had not finished (it may still be going); its embeddings are not final")
+        if note := unfinished_note(stage1, stage1_path):
+            log(note)
     gt = _load_gt(Path(gt_dir), images, desc.scale) if gt_dir is not None else None
     if config.mode == "folder":
         return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log,

@@ -11,6 +11,10 @@ import click
 from lway_rt.cli._params import PathParam
 
 
+def _num(x: float, fmt: str) -> str:
+    return format(x, fmt) if math.isfinite(x) else "undefined"
+
+
 @click.command("eval-degae")
 @click.option("--checkpoint", type=PathParam(path_type=Path, names_a_file=True), default=None,
               help="Stage-1 checkpoint (default: the shipped one).")
@@ -24,7 +28,7 @@ from lway_rt.cli._params import PathParam
 @click.option("--device", default="cpu", show_default=True)
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
-    from lway_rt.degae import load_stage1
+    from lway_rt.degae import load_stage1, unfinished_note
     from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1
     from lway_rt.errors import InputError, OutputError
 
@@ -48,13 +52,15 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.runtime.device import check_torch_device
 
     s1 = load_stage1(checkpoint, check_torch_device(device))
+    if note := unfinished_note(s1, str(checkpoint)):
+        click.echo(note, err=True)
     report = evaluate_stage1(s1, cfg)
     report["checkpoint"] = str(checkpoint) if checkpoint else "shipped default"
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}
     for name, g in report["geometries"].items():
         click.echo(f"[{name}] recon {g['recon']:.2f} dB | identity {g['identity']:.2f} dB | gain {g['gain_db']:+.2f} dB | "
-                   f"separation {g['separation_ratio']:.3f}")
+                   f"separation {_num(g['separation_ratio'], '.3f')}")
         click.echo(f"  ablation: own {g['recon']:.2f}  shuffled {g['shuffled']:.2f}  zero {g['zero']:.2f}  "
                    f"cross-image {g['cross_image']:.2f}  gap {g['ablation_gap_db']:+.2f} dB")
         nd = g["no_degradation_draws"]
@@ -67,7 +73,7 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
             click.echo(f"  preset {p:18s} recon {k['recon']:6.2f} identity {k['identity']:6.2f} shuffled {k['shuffled']:6.2f} "
                        f"zero {k['zero']:6.2f}")
     click.echo(f"recon_psnr {report['recon_psnr']:.2f} dB, identity_psnr {report['identity_psnr']:.2f} dB, "
-               f"separation_ratio {report['separation_ratio']:.3f}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
+               f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
                f"({report['geometry']})")
     undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio") if not math.isfinite(report[k])]
     if undefined:

@@ -23,7 +23,7 @@ from lway_rt.degae.nets import MIN_ENCODER_SIDE, DegradationEncoder, Reconstruct
 from lway_rt.degae.trunk import DEFAULT_TRUNK, TrunkSpec, build_trunk
 from lway_rt.errors import ModelError
 
-__all__ = ["Stage1", "load_stage1", "save_stage1", "default_checkpoint_path", "MIN_ENCODER_SIDE", "FORMAT"]
+__all__ = ["Stage1", "load_stage1", "save_stage1", "default_checkpoint_path", "unfinished_note", "MIN_ENCODER_SIDE", "FORMAT"]
 
 FORMAT = "lway_rt.degae/1"
 _CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -101,6 +101,16 @@ def _meta_from_str(raw: Mapping[str, str]) -> dict:
         except (TypeError, ValueError):
             out[k] = v
     return out
+
+
+def unfinished_note(stage1: Stage1, shown: str) -> str | None:
+    """A one-line note when ``stage1`` was written part-way through its training (a run stopped, or still going):
+    it works, but its embeddings are not what the finished run gives."""
+    done, planned = stage1.meta.get("iterations"), (stage1.meta.get("recipe") or {}).get("iters")
+    if isinstance(done, int) and isinstance(planned, int) and done < planned:
+        return (f"note: the stage-1 checkpoint {shown} was written at iteration {done} of {planned}: a run that had "
+                "not finished (it may still be going); its embeddings are not final")
+    return None
 
 
 def save_stage1(dest: Path, stage1: Stage1, extra_meta: Mapping | None = None) -> None:
