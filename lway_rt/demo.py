@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError, OutputError
+from lway_rt.errors import InputError, Interrupted, OutputError
 
 __all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "run_upscale_demo", "run_demo"]
 
@@ -324,7 +324,11 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
     except OSError as exc:
         raise OutputError(f"cannot create {out.parent}: {exc.strerror or exc}; choose another --out") from None
     with exclusive_run(out.parent / f".{out.name}.lock", "--out"):  # two demos into one folder: the second refused
-        return _run_demo_locked(config, adapt_config, log, deploy)
+        try:
+            return _run_demo_locked(config, adapt_config, log, deploy)
+        except (KeyboardInterrupt, Interrupted):  # the steps' own advice (adapt's --resume) is not the demo's
+            raise Interrupted(f"demo interrupted: run it again with the same --out; it starts over and replaces what "
+                              f"this one left in {config.out_dir}") from None
 
 
 def _run_demo_locked(config, adapt_config, log, deploy):

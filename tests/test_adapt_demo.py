@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from click.testing import CliRunner
+
 from lway_rt.bench.schema import validate
+from lway_rt.cli import main
 from lway_rt.errors import InputError
 
 
@@ -49,9 +57,6 @@ def test_adapt_demo_config_refuses_unknown_preset(tmp_path):
 
 
 def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
-    from click.testing import CliRunner
-
-    from lway_rt.cli import main
     from lway_rt.degae import Stage1, save_stage1
 
     s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=5).freeze()
@@ -82,3 +87,40 @@ def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
     assert (out / "adapt" / "coffee_compare.png").is_file() and (out / "adapt" / "run" / "contact_sheet.png").is_file()
     record = json.loads((out / ".lwayrt-demo.json").read_text())  # every step's files are listed as the demo's
     assert record["complete"] and {"results.json", "adapt/results.json", "deploy/results.json"} <= set(record["files"])
+
+
+def test_a_stopped_demo_says_to_run_it_again_and_the_rerun_takes_its_folder(tmp_path):
+    """SIGTERM during the adaptation step: exit 143 and the demo's own advice (not adapt's --resume, which the demo
+    has no option for); its folder lists the finished step's files and the step it was in, and a rerun takes it."""
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=5).freeze()
+    save_stage1(tmp_path / "s1.safetensors", s1)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--photo", "coffee", "--model", "realesr-animevideov3", "--crop", "96",
+            "--adapt-crop", "128", "--preset", "box-downscale", "--stage1", str(tmp_path / "s1.safetensors")]
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args, "--iterations", "2000"],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not (out / "adapt" / "run" / "checkpoint.pt").exists():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        text = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 143, text
+    assert "demo interrupted: run it again with the same --out" in text and "--resume" not in text, text
+    record = json.loads((out / ".lwayrt-demo.json").read_text())
+    assert not record["complete"] and record["pending"] == ["adapt"] and "coffee_hr.png" in record["files"]
+    (out / "mine.txt").write_text("mine")  # put there after the stop: the rerun refuses to take the folder
+    res = CliRunner().invoke(main, [*args, "--iterations", "2"])
+    assert res.exit_code == 1 and "not a demo's (e.g. mine.txt)" in res.output, res.output
+    (out / "mine.txt").unlink()
+    res = CliRunner().invoke(main, [*args, "--iterations", "2"])
+    assert res.exit_code == 0 and "removed the" in res.output, res.output
+    assert json.loads((out / ".lwayrt-demo.json").read_text())["complete"]
+    assert json.loads((out / "adapt" / "results.json").read_text())["config"]["iterations"] == 2

@@ -205,6 +205,7 @@ def test_ctrl_c_inside_the_exporter_is_an_interrupt_not_an_export_failure(tmp_pa
     monkeypatch.setattr(torch.onnx, "export", export)
     res = CliRunner().invoke(main, ["export", "--model", "realesr-animevideov3", "--out", str(tmp_path / "e")])
     assert res.exit_code == 130 and "interrupted" in res.output and "could not export" not in res.output, res.output
+    assert "none is left half-written; run the same command again" in res.output, res.output
 
 
 def test_unwritable_out_folder_is_one_line_before_any_export(tmp_path):

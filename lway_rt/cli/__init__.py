@@ -2,7 +2,7 @@
 
 Subcommands live one per module and are imported only when invoked, so ``lwayrt --help`` needs
 only the base dependencies. Library errors (``LwayError``) become a one-line message and exit
-status 1 (130 for Ctrl-C, saying what was kept); a traceback means a bug.
+status 1 (130 for Ctrl-C, 143 for SIGTERM, saying what was kept); a traceback means a bug.
 """
 
 from __future__ import annotations
@@ -64,13 +64,14 @@ class LazyGroup(click.Group):
                 return super().invoke(ctx)
         except Interrupted as exc:
             click.secho(str(exc), fg="yellow", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(143 if _TERMINATED else exc.exit_code)
         except LwayError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:  # Ctrl-C outside a resumable loop: nothing half-written is left (atomic writes)
-            click.secho("interrupted", fg="yellow", err=True)
-            ctx.exit(130)
+            click.secho("interrupted: the files it had finished are kept and none is left half-written; run the same "
+                        "command again for the rest", fg="yellow", err=True)
+            ctx.exit(143 if _TERMINATED else 130)
         except Exception as exc:  # noqa: BLE001 - only running out of memory is turned into a message here
             if not _out_of_memory(exc):
                 raise
@@ -96,13 +97,18 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
+_TERMINATED: list[int] = []
+
+
 def _stop_on_sigterm():
     """SIGTERM (``kill``, ``timeout``, a batch scheduler ending a job) stops a run as Ctrl-C does, so that it says
     what was kept and how to continue instead of ending silently. Returns the handler it replaced (None if none)."""
+    _TERMINATED.clear()
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def stop(signum, frame):
+        _TERMINATED.append(signum)  # exit 143 (128 + SIGTERM), as a shell reports a terminated job
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, stop)
