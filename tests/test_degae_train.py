@@ -156,6 +156,8 @@ def test_bad_output_is_refused(tmp_path, photo_dir):
         train(TrainConfig(out=str(blocker / "sub" / "o.safetensors"), data=str(photo_dir), **TINY))
     with pytest.raises(OutputError, match=r"\.safetensors"):
         train(TrainConfig(out=str(tmp_path / "o.pth"), data=str(photo_dir), **TINY))
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(tmp_path / "o.safetensors"), "--log", str(blocker / "l.txt")])
+    assert res.exit_code == 1 and "file.txt is a file, not a folder" in res.output, res.output
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, photo_dir, monkeypatch):
@@ -291,6 +293,14 @@ def test_cli_suggests_skip_on_a_cpu_only_when_the_default_is_left(photo_dir, tmp
     assert res.exit_code == 0, res.output
     wide, plain = (load_stage1(tmp_path / n).meta["recipe"]["synth"] for n in ("c.safetensors", "b--skip.safetensors"))
     assert (wide["p_motion"], wide["p_sharpen"]) == (0.4, 0.3) and (plain["p_motion"], plain["p_sharpen"]) == (0, 0)
+    # -q: the notes and the result only; the progress lines still reach --log
+    loud = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "d.safetensors")])
+    quiet = CliRunner().invoke(main, [*base, "-q", "--out", str(tmp_path / "e.safetensors"), "--log", str(tmp_path / "e.log")])
+    quiet_nolog = CliRunner().invoke(main, [*base, "-q", "--out", str(tmp_path / "f.safetensors")])
+    assert loud.exit_code == quiet.exit_code == quiet_nolog.exit_code == 0, quiet.output
+    assert "stage-1 training:" in loud.output and "stage-1 training:" not in quiet_nolog.output
+    assert "--skip trains far faster" in quiet_nolog.output and "wrote " in quiet_nolog.output
+    assert "stage-1 training:" in (tmp_path / "e.log").read_text()
 
 
 def test_worker_processes_give_the_same_run(photo_dir, tmp_path):

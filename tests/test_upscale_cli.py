@@ -255,6 +255,9 @@ def test_outscale_resizes_the_models_output(tmp_path, inputs, small):
     assert "1 already there" in again.output, again.output
     tiny = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "0.01")
     assert tiny.exit_code == 1 and "--outscale 0.01 makes this 32x32 image 0x0 px" in tiny.output
+    half = run("upscale", inputs / "photo.png", "-o", tmp_path / "half", "--model", MODEL, "-s", "0.5")
+    assert half.exit_code == 0 and "note: --outscale 0.5 writes images smaller than their inputs" in half.output
+    assert read_image(tmp_path / "half" / "photo_x0.5.png").rgb.shape == (16, 16, 3)
     for bad in ("nan", "inf", "0"):  # refused where the options are read, all alike
         assert run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", bad).exit_code == 2
     wrong = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "--scale", "2")

@@ -55,8 +55,11 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint (finished or not) with a new run.")
 @click.option("--log", "log_path", type=PathParam(path_type=Path, names_a_file=True), default=None, help="Also append progress to this file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or progress lines: print only notes and the result "
+                                                  "(--log still gets every line).")
 def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_dim, width, blocks, skip, trunk_model, trunk_layers,
-            pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, overwrite, log_path) -> None:
+            pairing, p_roundtrip, p_motion, p_sharpen, perceptual, lpips_weights, pixel_loss, w_perceptual, ckpt_every, threads, workers, time_limit_s, resume, overwrite, log_path,
+            quiet) -> None:
     """Train E's head and R on synthetic degradations of clean photos (DegAE recipe)."""
     from lway_rt.degae.degrade import SynthConfig
     from lway_rt.degae.train import TrainConfig, train
@@ -96,10 +99,10 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         if log_path:
             with open(log_path, "a") as f:
                 f.write(msg + "\n")
-        else:
+        elif not quiet or msg.startswith(("note:", "warning:", "--time-limit")):
             click.echo(msg, err=True)
 
-    result = train(cfg, resume=resume, log=log, progress=True, overwrite=overwrite)
+    result = train(cfg, resume=resume, log=log, progress=not quiet, overwrite=overwrite)
     if "loss" not in result.last:  # a resume of a run already at --iters: no step ran
         click.echo(f"kept {result.out} ({result.iterations} iterations; nothing to train)")
         return
@@ -111,6 +114,9 @@ def _check_log_file(path: Path) -> None:
     """--log appends text: refuse a folder, a missing folder, and an existing file that is not text (a photo, weights)."""
     from lway_rt.errors import InputError
 
+    from lway_rt.io.weights import check_file_destination
+
+    check_file_destination(path, "--log")
     if path.is_dir():
         raise InputError(f"--log {path} is a folder: name a text file to append progress to")
     if not path.parent.is_dir():

@@ -64,6 +64,9 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
                            format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
                            base_model=base_model, stage1=stage1, skip_existing=skip_existing, outscale=outscale)
     err = Console(stderr=True)
+    if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
+        click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
+                   err=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task("upscaling", total=None)
