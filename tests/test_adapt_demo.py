@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,11 @@ def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
     assert res.exit_code == 0, res.output
     assert "adaptation of realesr-animevideov3 to 'box-downscale'" in res.output
     assert "identity control" in res.output
+    # not a terminal (a log): each line whole, not wrapped at 80 columns
+    assert any(re.fullmatch(r"coffee: bicubic [\d.]+ dB, realesr-animevideov3 [\d.]+ dB", line)
+               for line in res.output.splitlines()), res.output
+    assert "adaptation: realesr-animevideov3 on 1 crops degraded with 'box-downscale' (a degradation stage 1 never " \
+           "trained on)" in res.output.splitlines(), res.output
     # the deployment step: the adapted network's ONNX files passed the gate, the file gives adapt's images, and
     # serve-bench verified and timed both backends
     deploy = json.loads((out / "deploy" / "results.json").read_text())

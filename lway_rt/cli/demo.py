@@ -47,6 +47,8 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
                                        preset=preset, model=adapt_model, crop=adapt_crop, iterations=iterations,
                                        stage1=stage1)
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
+        console = Console(width=200)
     result, adapted, deployed = run_demo(config, adapt_config, log=lambda msg: console.print(msg, highlight=False),
                                          deploy=deploy)
 
