@@ -96,6 +96,19 @@ def test_cpu_backends_reproduce_torch_fp32(text, anime, photo_batch, reference, 
         backend.close()
 
 
+def test_a_backend_without_a_given_onnx_file_exports_its_own_and_leaves_no_temporary_folder(anime, photo_batch, reference,
+                                                                                        tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    backend = load_backend(parse_backend("ort-cpu", threads=1), anime, ShapeProfile.covering([photo_batch.shape]))
+    try:
+        assert np.abs(backend.run(photo_batch) - reference).max() < 1e-4  # the session outlives its file
+    finally:
+        backend.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_torch_bf16_autocast_is_close_but_not_exact(anime, photo_batch, reference):
     from lway_rt.metrics import psnr
 

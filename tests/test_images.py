@@ -365,6 +365,29 @@ def test_a_killed_writes_temporary_file_is_swept_once_stale(tmp_path):
     assert not stale.exists() and fresh.exists() and other.exists()
 
 
+def test_working_folders_of_killed_runs_are_swept_once_stale(tmp_path, monkeypatch):
+    """kill -9 during an export's parity check or a benchmark leaves its lwayrt-* folder in the system's temporary
+    folder; the next run removes those a day old, and leaves a fresh one (a run under way) and other folders alone."""
+    import os
+    import tempfile
+    import time
+
+    from lway_rt.io import weights
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(weights, "_temp_dirs_swept", False)
+    made = {}
+    for name in ("lwayrt-bench-abc", "lwayrt-parity-def", "mine-ghi"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_fp32.onnx").write_bytes(b"onnx")
+        made[name] = tmp_path / name
+    old = time.time() - 25 * 3600
+    for name in ("lwayrt-bench-abc", "mine-ghi"):
+        os.utime(made[name], (old, old))
+    weights.sweep_stale_temp_dirs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lwayrt-parity-def", "mine-ghi"]
+
+
 def test_output_folder_check_makes_missing_folders_and_names_the_option(tmp_path, unwritable):
     from lway_rt.io.weights import ensure_writable_dir
 

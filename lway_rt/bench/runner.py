@@ -359,6 +359,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     rows: list[dict[str, Any]] = []
     backends: dict[str, Any] = {}
     load_info: dict[str, dict[str, Any]] = {}
+    from lway_rt.io.weights import sweep_stale_temp_dirs
+
+    sweep_stale_temp_dirs()  # what runs killed with kill -9 left
     workdir = Path(tempfile.mkdtemp(prefix="lwayrt-bench-"))
     onnx_cache: dict[str, tuple[Path, float]] = {}
 

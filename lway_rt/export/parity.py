@@ -196,8 +196,10 @@ def check_onnx_against_torch(model_or_path, module: nn.Module, inputs: Sequence[
                              precision: str, kind: str = "image", gate: ParityGate = ParityGate(),
                              threads: int | None = None, refs: dict[str, np.ndarray] | None = None) -> ParityReport:
     """ONNX Runtime (CPU provider) on an ONNX file or ModelProto vs the torch module."""
+    from lway_rt.io.weights import sweep_stale_temp_dirs
     from lway_rt.runtime.ort import create_session, run_session
 
+    sweep_stale_temp_dirs()  # what runs killed with kill -9 left
     with tempfile.TemporaryDirectory(prefix="lwayrt-parity-") as tmp:
         if isinstance(model_or_path, (str, Path)):
             path = Path(model_or_path)

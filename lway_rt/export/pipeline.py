@@ -412,6 +412,9 @@ def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path
 
     info = device_info()
     out_dir = Path(out_dir) if out_dir else engine_path.parent
+    from lway_rt.io.weights import sweep_stale_temp_dirs
+
+    sweep_stale_temp_dirs()  # what runs killed with kill -9 left
     with tempfile.TemporaryDirectory(prefix="lwayrt-refit-") as tmp:
         onnx_file = SaveOnnx(model, Path(tmp) / "refit.onnx")()
         original = load_engine(engine_path.read_bytes())

@@ -20,7 +20,8 @@ import torch
 from lway_rt.errors import ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
-           "ensure_writable_dir", "exclusive_run", "refuse_if_busy", "sweep_stale_temps"]
+           "ensure_writable_dir", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
+           "sweep_stale_temp_dirs"]
 
 
 def _umask() -> int:
@@ -59,6 +60,35 @@ def sweep_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
         stale.remove(f)
         try:
             f.unlink()
+        except OSError:
+            pass
+
+
+_temp_dirs_swept = False
+
+
+def sweep_stale_temp_dirs(prefix: str = "lwayrt-") -> None:
+    """Remove this user's ``prefix*`` folders in the system's temporary folder untouched for ``STALE_TEMP_S``: the
+    working folders (ONNX exports for parity checks and benchmarks, tens of MB) of runs killed with ``kill -9``, which
+    nothing else would remove. Once a process."""
+    import shutil
+    import time
+
+    global _temp_dirs_swept
+    if _temp_dirs_swept:
+        return
+    _temp_dirs_swept = True
+    cutoff = time.time() - STALE_TEMP_S
+    try:
+        entries = list(Path(tempfile.gettempdir()).iterdir())
+    except OSError:
+        return
+    for d in entries:
+        try:
+            st = d.lstat()
+            if d.name.startswith(prefix) and d.is_dir() and not d.is_symlink() and st.st_uid == os.getuid() \
+                    and st.st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True)
         except OSError:
             pass
 

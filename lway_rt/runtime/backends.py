@@ -581,9 +581,13 @@ def load_backend(spec: BackendSpec, model, profile: ShapeProfile, *, onnx: Calla
     """
     if spec.kind == "torch":
         return TorchBackend(spec, getattr(model, "model", model), profile)
-    if onnx is None:
-        workdir = Path(tempfile.mkdtemp(prefix="lwayrt-backend-"))
-        onnx = lambda precision: export_onnx_for(model, workdir / f"model_{precision}.onnx", precision=precision)  # noqa: E731
+    if onnx is None:  # a temporary export, removed once the backend is built (both read the file only then)
+        from lway_rt.io.weights import sweep_stale_temp_dirs
+
+        sweep_stale_temp_dirs()  # what runs killed with kill -9 left
+        with tempfile.TemporaryDirectory(prefix="lwayrt-backend-") as workdir:
+            path = export_onnx_for(model, Path(workdir) / f"model_{spec.precision}.onnx", precision=spec.precision)
+            return load_backend(spec, model, profile, onnx=lambda precision: path)
     path = onnx(spec.precision)
     if spec.is_ort:
         return OrtBackend(spec, path, profile)
