@@ -19,6 +19,7 @@ fully opaque alpha is just enlarged without running anything.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,7 @@ class UpscaleReport:
     routes: list[Route] = field(default_factory=list)  # per-group adaptations only
     notes: list[str] = field(default_factory=list)  # written, with something the user should know
     kept: list[Path] = field(default_factory=list)  # outputs already there, left alone (skip_existing)
+    remade: list[Path] = field(default_factory=list)  # outputs there of another model or settings, made again
 
     @property
     def ok(self) -> bool:
@@ -570,6 +572,52 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
     return found
 
 
+RUN_KEY = b"lwayrt-upscale"  # the PNG text keyword an output records its run key under (``run_key``)
+
+
+def _file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _model_identity(desc: ModelDescriptor) -> str:
+    """The weights' file by its content (or, with no file, the tensors)."""
+    from lway_rt.io.weights import state_dict_sha256
+
+    if desc.source and Path(desc.source).is_file():
+        return _file_sha256(desc.source)
+    return state_dict_sha256(desc.model.state_dict())
+
+
+def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None, router: GroupRouter | None) -> str:
+    """What decides an output's picture, as one hash: the model's weights (each group's, with a per-group folder),
+    the detail cap and the model it holds the images against, and the alpha mode. Tiling, device and fp16 change
+    the picture only in the last bits: an output made with other such settings is taken for this run's."""
+    import hashlib
+
+    def part(d: ModelDescriptor, c: DetailCap | None) -> list:
+        return [_model_identity(d), None if c is None else [c.cap, _model_identity(c.base)]]
+
+    parts = [[name, part(router.models[name], router.caps[name])] for name in router.names] if router is not None \
+        else part(desc, cap)
+    return hashlib.sha256(json.dumps([parts, config.alpha]).encode()).hexdigest()[:16]
+
+
+def made_otherwise(dest: Path, key: str) -> bool:
+    """``dest`` records (in its PNG text) that a run of another model or settings made it: ``--skip-existing`` would
+    otherwise keep another model's output of the same scale, which has the right size and date. An output with no
+    record (not a PNG, or written by an earlier version or another program) is judged by its size and date alone."""
+    from lway_rt.io.images import png_text
+
+    made = png_text(dest, RUN_KEY) if dest.suffix.lower() == ".png" else None
+    return made is not None and made != key
+
+
 def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     """Whether ``dest`` already holds ``src``'s output: a file at least as new as ``src`` with exactly ``scale`` x its
     size. Outputs are written atomically, so a file of that name is complete; one older than its input (the input was
@@ -632,6 +680,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier], out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
+    key = run_key(config, desc, cap, router)
     if len(earlier) > 3:
         out, src = next(iter(earlier.items()))
         report.notes.append(f"{len(earlier)} inputs have the name and size of other inputs' outputs (as {out} of {src}): "
@@ -646,7 +695,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         on_start(len(plan))
     try:
         for src, dest, reason in plan:
-            _upscale_one(src, dest, reason, config, desc, cap, router, report, progress)
+            _upscale_one(src, dest, reason, config, desc, cap, router, report, progress, key)
     except KeyboardInterrupt as exc:
         done = len(report.written) + len(report.kept)
         todo = sum(dest is not None for _, dest, _ in plan)
@@ -661,14 +710,16 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
 
 def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: UpscaleConfig, desc: ModelDescriptor,
                  cap: DetailCap | None, router: GroupRouter | None, report: UpscaleReport,
-                 progress: Callable[[Path], None] | None) -> None:
+                 progress: Callable[[Path], None] | None, key: str | None = None) -> None:
     """One planned image into ``report`` (written, kept or failed); a failure is recorded, not raised."""
     try:
         if dest is None:
             raise InputError(reason)
         if config.skip_existing and up_to_date(src, dest, _factor(config, desc)):
-            report.kept.append(dest)
-            return
+            if key is None or not made_otherwise(dest, key):
+                report.kept.append(dest)
+                return
+            report.remade.append(dest)
         img = read_image(src)
         model, model_cap = desc, cap
         if router is not None:
@@ -676,8 +727,9 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             report.routes.append(route)
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)
+        chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + key.encode()),) if key else ())
         write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
-                    lossless=img.lossless, exif=up.exif, dpi=up.dpi, png_chunks=up.png_chunks)
+                    lossless=img.lossless, exif=up.exif, dpi=up.dpi, png_chunks=chunks)
         report.written.append(dest)
         if img.frames > 1:
             report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "

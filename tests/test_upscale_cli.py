@@ -285,6 +285,41 @@ def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(t
     assert "6 image(s) written" in plain.output and "already there" not in plain.output
 
 
+def test_skip_existing_remakes_outputs_of_another_model_of_the_same_scale(tmp_path, inputs):
+    """Each PNG output records the run that made it (model weights, detail cap, alpha mode); --skip-existing keeps
+    only this model's outputs, not another x4 model's of the right size and date (an adapted model after its base,
+    say), and says so; an output's record is not carried into the output of an output."""
+    from lway_rt.io.images import png_text
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import save_safetensors
+    from lway_rt.upscale import RUN_KEY
+
+    base = load_model(MODEL)
+    state = {k: v.clone() for k, v in base.model.state_dict().items()}
+    first = next(k for k, v in state.items() if v.dtype.is_floating_point and v.ndim == 4)
+    state[first] = state[first] * 1.05  # another x4 model: the same network, other weights
+    other = tmp_path / "other.safetensors"
+    save_safetensors(other, state, base.metadata)
+    out = tmp_path / "out"
+    assert run("upscale", inputs / "photo.png", inputs / "cutout.png", "-o", out, "--model", MODEL).exit_code == 0
+    made = {p.name: p.read_bytes() for p in out.iterdir()}
+    key = png_text(out / "photo_x4.png", RUN_KEY)
+    assert key and png_text(out / "cutout_x4.png", RUN_KEY) == key
+    again = run("upscale", inputs / "photo.png", inputs / "cutout.png", "-o", out, "--model", MODEL, "--skip-existing")
+    assert "2 already there" in again.output and {p.name: p.read_bytes() for p in out.iterdir()} == made
+    swapped = run("upscale", inputs / "photo.png", inputs / "cutout.png", "-o", out, "--model", other, "--skip-existing")
+    assert swapped.exit_code == 0, swapped.output
+    assert "2 image(s) written" in swapped.output and "2 of them were there from another model" in swapped.output
+    assert (out / "photo_x4.png").read_bytes() != made["photo_x4.png"]
+    assert png_text(out / "photo_x4.png", RUN_KEY) not in (None, key)
+    # an output upscaled in turn records its own run only
+    assert run("upscale", out / "photo_x4.png", "-o", tmp_path / "twice", "--model", MODEL).exit_code == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "twice" / "photo_x4_x4.png") as im:
+        assert im.text == {"lwayrt-upscale": key}
+
+
 def test_an_interrupted_batch_says_how_far_it_got_and_skip_existing_continues(tmp_path, astronaut):
     d = tmp_path / "frames"
     d.mkdir()
@@ -402,7 +437,8 @@ def test_a_camera_photo_keeps_its_exif_upright(tmp_path, small):
     result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "out" / "gen_x4.png") as im:
-        assert im.text == {"parameters": "a cat, steps 20"} and im.info["gamma"] == pytest.approx(1.0)
+        assert im.info["gamma"] == pytest.approx(1.0) and im.text.pop("parameters") == "a cat, steps 20"
+        assert list(im.text) == ["lwayrt-upscale"]  # the record of the run that made it (--skip-existing reads it)
     with Image.open(tmp_path / "out" / "cam_x4.png") as im:
         assert im.size == (128, 96)  # upright
         assert im.getexif().get(0x0110) == "Phone 12" and 0x0112 not in im.getexif()

@@ -76,6 +76,9 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             progress=lambda p: bar.update(task, advance=1, description=p.name),
         )
     kept = f" ({len(report.kept)} already there, left as they were)" if report.kept else ""
+    if report.remade:
+        kept += (f" ({len(report.remade)} of them were there from another model or settings, and were made again with "
+                 "this one)")
     if not quiet:
         click.echo(f"{len(report.written)} image(s) written to {out_dir}{kept}")
     if report.routes and not quiet:

@@ -20,6 +20,7 @@ import os
 import struct
 import sys
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -239,37 +240,60 @@ _PNG_COLOUR_CHUNKS = (b"cHRM", b"cICP", b"gAMA", b"sRGB")
 _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 #: text whose keyword holds other metadata blocks (XMP, ImageMagick's raw EXIF): they can hold an orientation and the
 #: old size, which no longer describe the upright, larger output
-_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type")
+_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type",
+                         b"lwayrt-upscale\0")  # the record of the run that made an input, not of this output
 _PNG_CHUNKS_MAX = 1 << 20  # bytes in all: chunks past this are left out
+
+
+def _walk_png(path: Path, want: Callable[[bytes, int], bool]) -> Iterator[tuple[bytes, bytes]]:
+    """(type, data) of the chunks of a PNG file, up to IEND, that ``want(type, length)`` asks for (the others are
+    skipped unread); nothing where the file is not a PNG, and no more where it is cut short."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return
+        while header := f.read(8):
+            if len(header) < 8:
+                return
+            length, kind = struct.unpack(">I", header[:4])[0], header[4:]
+            if kind == b"IEND":
+                return
+            if want(kind, length):
+                data = f.read(length)
+                if len(data) < length:
+                    return
+                yield kind, data
+                f.seek(4, 1)  # the CRC
+            else:
+                f.seek(length + 4, 1)
 
 
 def _png_chunks(path: Path) -> tuple[tuple[bytes, bytes], ...]:
     """The colour and text chunks of a PNG file, in file order, as (type, data); () where the file cannot be walked."""
     found, total = [], 0
+
+    def want(kind: bytes, length: int) -> bool:
+        return (kind in _PNG_COLOUR_CHUNKS or kind in _PNG_TEXT_CHUNKS) and total + length <= _PNG_CHUNKS_MAX
+
     try:
-        with open(path, "rb") as f:
-            if f.read(8) != b"\x89PNG\r\n\x1a\n":
-                return ()
-            while header := f.read(8):
-                if len(header) < 8:
-                    break
-                length, kind = struct.unpack(">I", header[:4])[0], header[4:]
-                if kind == b"IEND":
-                    break
-                keep = kind in _PNG_COLOUR_CHUNKS or kind in _PNG_TEXT_CHUNKS
-                if keep and total + length <= _PNG_CHUNKS_MAX:
-                    data = f.read(length)
-                    if len(data) < length:
-                        break
-                    if kind in _PNG_COLOUR_CHUNKS or not data.startswith(_PNG_TEXT_NOT_CARRIED):
-                        found.append((kind, data))
-                        total += length
-                    f.seek(4, 1)  # the CRC
-                else:
-                    f.seek(length + 4, 1)
+        for kind, data in _walk_png(path, want):
+            if kind in _PNG_COLOUR_CHUNKS or not data.startswith(_PNG_TEXT_NOT_CARRIED):
+                found.append((kind, data))
+                total += len(data)
     except OSError:
         return ()
     return tuple(found)
+
+
+def png_text(path: str | Path, keyword: bytes) -> str | None:
+    """The text a PNG file holds under ``keyword`` in a tEXt chunk (None: none, or not a readable PNG)."""
+    try:
+        for _, data in _walk_png(Path(path), lambda kind, length: kind == b"tEXt" and length < 4096):
+            name, _, text = data.partition(b"\0")
+            if name == keyword:
+                return text.decode("latin-1")
+    except OSError:
+        pass
+    return None
 
 
 #: the tags of a TIFF's first directory that are metadata, not layout (description, make, model, software, date,

@@ -218,12 +218,13 @@ def resolve_model_path(spec: str) -> Path:
                 if not candidates and (p / "checkpoint.pt").is_file():  # lwayrt adapt's, of a run stopped midway
                     raise ModelError(f"{p} holds an unfinished lwayrt adapt run (checkpoint.pt, no weights yet): "
                                      "finish it with the same adapt command and --resume")
-                if not candidates and _started_adapt_config(p / "config.json"):  # killed before its first checkpoint
-                    raise ModelError(f"{p} holds an lwayrt adapt run stopped before its first checkpoint (config.json "
-                                     "only, no weights): run the same adapt command again")
                 if not candidates and (p / "report.json").is_file() and (p / "sr").is_dir():
                     raise ModelError(f"{p} holds an lwayrt adapt run whose adapted.safetensors is missing: run it again "
                                      "with the same adapt command and --resume")
+                if not candidates and _started_adapt_config(p / "config.json") \
+                        and not (p / "report.json").exists():  # killed before its first checkpoint
+                    raise ModelError(f"{p} holds an lwayrt adapt run stopped before its first checkpoint (config.json "
+                                     "only, no weights): run the same adapt command again")
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
         return p
