@@ -144,6 +144,11 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     log = (lambda msg: None) if quiet else click.echo
     if resume and overwrite:
         raise click.UsageError("--resume keeps the run in --out, --overwrite replaces it: pass one of them")
+    if stage1 is not None and config.loss != "lway" and config.mode != "per-group":  # it would be ignored, unread
+        from lway_rt.errors import InputError
+
+        raise InputError(f"--stage1 is used by the lway loss and by --mode per-group only (this run: --loss "
+                         f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
     results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                     overwrite=overwrite)
     for r in results:
