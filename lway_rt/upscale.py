@@ -30,7 +30,7 @@ import torch
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image, settle_alpha, to_numpy, to_tensor,
+    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image, settle_alpha, to_numpy, to_tensor,
     write_image,
 )
 from lway_rt.io.weights import ensure_writable_dir
@@ -542,7 +542,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
 
 def _output_path(src: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Path:
     ext = ".png" if fmt == "png" else src.suffix.lower()
-    if ext not in IMAGE_SUFFIXES:
+    if ext not in WRITE_SUFFIXES:
         ext = ".png"
     return out_dir / rel.parent / f"{rel.stem}{suffix}{ext}"
 

@@ -489,6 +489,23 @@ def test_multi_frame_input_is_upscaled_with_a_note(tmp_path, small):
     assert read_image(tmp_path / "out" / "pages_x4.png").width == 4 * small.shape[1]
 
 
+def test_a_folder_of_gifs_is_walked_and_each_written_as_png(tmp_path, small):
+    """GIF is read (its first frame, its transparent colour as alpha) and, having no writer here, written as PNG even
+    with --format same; an animated one gets the frames note."""
+    d = tmp_path / "gifs"
+    d.mkdir()
+    first, second = Image.fromarray(small).quantize(64), Image.fromarray(small[::-1].copy()).quantize(64)
+    first.save(d / "anim.gif", save_all=True, append_images=[second], duration=100, transparency=0)
+    first.save(d / "still.GIF")
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL, "--format", "same")
+    assert result.exit_code == 0 and "2 image(s) written" in result.output, result.output
+    assert "anim.gif holds 2 frames or pages: only the first was upscaled" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim_x4.png", "still_x4.png"]
+    anim, still = read_image(tmp_path / "out" / "anim_x4.png"), read_image(tmp_path / "out" / "still_x4.png")
+    assert anim.alpha is not None and (anim.alpha < 0.5).any() and still.alpha is None
+    assert still.rgb.shape == (4 * small.shape[0], 4 * small.shape[1], 3)
+
+
 def test_image_smaller_than_model_minimum(tmp_path):
     torch.manual_seed(0)
     model = tmp_path / "x1.safetensors"
