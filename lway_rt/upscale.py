@@ -575,33 +575,39 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
 RUN_KEY = b"lwayrt-upscale"  # the PNG text keyword an output records its run key under (``run_key``)
 
 
-def _file_sha256(path: str | Path) -> str:
+def _model_identity(desc: ModelDescriptor) -> str:
+    """The network's weights by their tensors (``state_dict_sha256``); an exported ONNX file by the tensors its
+    manifest says it was exported from (fp32: the same network as those weights in PyTorch), else by its bytes."""
     import hashlib
 
+    from lway_rt.io.weights import state_dict_sha256
+
+    meta = desc.metadata or {}
+    if meta.get("exported_sha256"):
+        precision = meta.get("onnx_precision", "fp32")
+        return meta["exported_sha256"] + ("" if precision == "fp32" else f"+{precision}")
+    state = desc.model.state_dict()
+    if state:
+        return state_dict_sha256(state)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(desc.source, "rb") as f:  # an ONNX file without a manifest
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def _model_identity(desc: ModelDescriptor) -> str:
-    """The weights' file by its content (or, with no file, the tensors)."""
-    from lway_rt.io.weights import state_dict_sha256
-
-    if desc.source and Path(desc.source).is_file():
-        return _file_sha256(desc.source)
-    return state_dict_sha256(desc.model.state_dict())
-
-
 def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None, router: GroupRouter | None) -> str:
     """What decides an output's picture, as one hash: the model's weights (each group's, with a per-group folder),
-    the detail cap and the model it holds the images against, and the alpha mode. Tiling, device and fp16 change
-    the picture only in the last bits: an output made with other such settings is taken for this run's."""
+    the detail cap and the model it holds the images against, and the alpha mode. Tiling, the device and the backend
+    change the picture only in the last bits: an output of the same weights made with other such settings (or from
+    their fp32 ONNX export) is taken for this run's; fp16 weights count as other weights."""
     import hashlib
 
     def part(d: ModelDescriptor, c: DetailCap | None) -> list:
-        return [_model_identity(d), None if c is None else [c.cap, _model_identity(c.base)]]
+        meta = d.metadata or {}
+        if meta.get("exported_detail_cap"):  # the cap is in the exported graph
+            return [_model_identity(d), [float(meta["exported_detail_cap"]), meta.get("exported_base_sha256")]]
+        return [_model_identity(d), None if c is None else [float(c.cap), _model_identity(c.base)]]
 
     parts = [[name, part(router.models[name], router.caps[name])] for name in router.names] if router is not None \
         else part(desc, cap)

@@ -312,6 +312,14 @@ def test_skip_existing_remakes_outputs_of_another_model_of_the_same_scale(tmp_pa
     assert "2 image(s) written" in swapped.output and "2 of them were there from another model" in swapped.output
     assert (out / "photo_x4.png").read_bytes() != made["photo_x4.png"]
     assert png_text(out / "photo_x4.png", RUN_KEY) not in (None, key)
+    # the model's fp32 ONNX export is the same network: its outputs are kept by the PyTorch run, and the reverse
+    assert run("export", "-m", MODEL, "--out", tmp_path / "exp").exit_code == 0
+    (onnx,) = (tmp_path / "exp").glob("*.fp32.*.onnx")
+    back = run("upscale", inputs / "photo.png", inputs / "cutout.png", "-o", out, "--model", onnx, "--skip-existing")
+    assert "2 image(s) written" in back.output and "2 of them were there from another model" in back.output, back.output
+    assert png_text(out / "photo_x4.png", RUN_KEY) == key
+    same = run("upscale", inputs / "photo.png", inputs / "cutout.png", "-o", out, "--model", MODEL, "--skip-existing")
+    assert "2 already there" in same.output and "another model" not in same.output, same.output
     # an output upscaled in turn records its own run only
     assert run("upscale", out / "photo_x4.png", "-o", tmp_path / "twice", "--model", MODEL).exit_code == 0
     from PIL import Image

@@ -84,8 +84,11 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise InputError(f"{mpath} is incomplete ({type(exc).__name__}: {exc}): re-export with 'lwayrt export'") from None
     meta = {"onnx_precision": str(onnx.get("precision")), "exported_from": str(source.get("model"))}
+    if source.get("weights_sha256"):  # the exported weights' tensors: the same network as those weights in PyTorch
+        meta["exported_sha256"] = str(source["weights_sha256"])
     if "detail_cap" in source:  # already in the graph: not a cap for upscale to apply again
         meta["exported_detail_cap"] = str(source["detail_cap"].get("cap"))
+        meta["exported_base_sha256"] = str(source["detail_cap"].get("base_sha256"))
     return spec, meta
 
 
