@@ -34,7 +34,7 @@ _GROUPS = _GroupsType()
 @click.option("-m", "--model", required=True, type=NAME, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
 @click.option("-o", "--out", "out_dir", required=True, type=PathParam(file_okay=False), help="Output folder.")
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
-              help="Stage-1 checkpoint (default: the shipped one). Not needed for --loss naive/identity.")
+              help="Stage-1 checkpoint (default: the shipped one); used by --loss lway and --mode per-group only.")
 @click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
               help="TOML file with defaults ([adapt] table); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
