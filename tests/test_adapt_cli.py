@@ -259,8 +259,15 @@ def test_kill_and_resume(files, tmp_path):
     for extra in (["--lr", "3e-4"], ["--lr", "3e-4", "--resume"]):
         code, text = _run([*args, *extra])
         assert code == 1 and (out / "config.json").read_bytes() == recorded, text
+    # what a kill mid-write leaves (hidden temporary files) goes once a run holds the folder; other files stay
+    (out / "sr").mkdir(exist_ok=True)
+    killed = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".report.json.x.tmp", out / "sr" / ".rgb.png.y.tmp"]
+    for f in killed:
+        f.write_bytes(b"cut short")
+    (out / ".my-notes.tmp").write_text("mine")
     code, text = _run([*args, "--resume"])
     assert code == 0, text
+    assert not any(f.exists() for f in killed) and (out / ".my-notes.tmp").read_text() == "mine"
     report = json.loads((out / "report.json").read_text())
     assert report["iterations_run"] == 400 and len(report["resumed_from"]) == 1, report["stopped"]
     assert 0 < report["resumed_from"][0] < 400 and report["resumed_from"][0] % 5 == 0

@@ -276,6 +276,24 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     return finished
 
 
+_RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png")
+
+
+def _remove_killed_writes(out_dir: Path) -> None:
+    """The hidden temporary files (``.NAME.*.tmp``, of ``atomic_path``) of the names a run writes into ``out_dir`` and
+    its ``sr/``: under the run's lock none is being written, so each is what a run killed mid-write (``kill -9``)
+    left, a checkpoint's tens of MB among them. Elsewhere such files wait a day (``sweep_stale_temps``)."""
+    found = [f for name in _RUN_FILES for f in out_dir.glob(f".{name}.*.tmp")]
+    if (out_dir / "sr").is_dir():
+        found += (out_dir / "sr").glob(".*.png.*.tmp")
+    for f in found:
+        try:
+            if f.is_file() and not f.is_symlink():
+                f.unlink()
+        except OSError:
+            pass
+
+
 def _absolute(path) -> str:
     return str(Path(path).absolute()) if path else ""
 
@@ -625,6 +643,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log("no checkpoint to resume from: starting from the beginning")
     ensure_writable_dir(out_dir, "--out folder")
     held.enter_context(exclusive_run(out_dir, "--out folder"))
+    _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
     if overwrite or redo:
