@@ -4,6 +4,8 @@ detection, and clear errors for state dicts that match nothing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -162,3 +164,29 @@ def test_empty_checkpoint_is_rejected(tmp_path):
     zero.write_bytes(b"")
     with pytest.raises(ModelError, match="empty"):
         load_model(str(zero))
+
+
+def test_saved_weights_are_the_same_bytes_each_time(tmp_path):
+    """The same tensors and metadata give the same file (safetensors writes metadata in a hash map's order, which
+    changed from save to save): a checksum of the file is stable, and the file reads back whole."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    from lway_rt.io.weights import load_state_file
+
+    state = {"b.weight": torch.arange(6.0).view(2, 3), "a.bias": torch.ones(5, dtype=torch.float16)}
+    meta = {k: f"value {i} é" for i, k in enumerate("qwertyuiopasdfgh")}
+    meta["recipe"] = {"lr": 5e-5, "iterations": 200}
+    digests = set()
+    for i in range(6):
+        path = tmp_path / f"w{i}.safetensors"
+        save_safetensors(path, state, meta)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    with safe_open(str(path), "pt") as f:  # the library itself reads the rewritten header
+        assert f.metadata() == {**{k: v for k, v in meta.items() if k != "recipe"}, "recipe": json.dumps(meta["recipe"])}
+        assert torch.equal(f.get_tensor("b.weight"), state["b.weight"])
+    tensors, read_meta = load_state_file(path)
+    assert torch.equal(tensors["a.bias"], state["a.bias"]) and read_meta["q"] == "value 0 é"
+    assert int.from_bytes(path.read_bytes()[:8], "little") % 8 == 0

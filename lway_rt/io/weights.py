@@ -236,16 +236,32 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _sorted_metadata(blob: bytes) -> bytes:
+    """A safetensors file's bytes with its ``__metadata__`` keys in sorted order. The library writes them in a
+    hash map's order, which changes from save to save, so the same weights and metadata gave files of other bytes
+    (and other checksums) each time; tensor entries and data are left exactly as written."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n], object_pairs_hook=dict)
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        header = {"__metadata__": header.pop("__metadata__"), **header}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # the format pads its header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
 def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> None:
-    from safetensors.torch import save_file
+    """Write weights atomically as safetensors; the same tensors and metadata always give the same bytes."""
+    from safetensors.torch import save
 
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelError(f"refusing to save weights with NaN/inf values ({bad[0]} and {len(bad) - 1} more)")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    blob = _sorted_metadata(save(tensors, metadata=meta))
     with atomic_path(dest) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        tmp.write_bytes(blob)
 
 
 def _sniff(path: Path) -> str | None:
