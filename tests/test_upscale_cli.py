@@ -690,3 +690,16 @@ def test_weights_that_do_not_fit_the_detected_architecture_are_a_one_line_error(
     result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", tmp_path / "fork.pth")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert f"{tmp_path / 'fork.pth'}: body.1.weight has shape [1] where SRVGGNetCompact x4 has [8]" in result.output
+
+
+def test_an_icon_is_read_at_its_largest_size_and_written_as_png(tmp_path, small):
+    """An ICO holds several sizes: the largest is upscaled, with its alpha, and the output is a PNG (--format same)."""
+    d = tmp_path / "icons"
+    d.mkdir()
+    rgba = np.dstack([small[:32, :32], np.where(np.arange(32)[None, :] < 8, 0, 255).repeat(32, 0).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(d / "app.ico", sizes=[(16, 16), (32, 32)])
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL, "--format", "same")
+    assert result.exit_code == 0 and "1 image(s) written" in result.output, result.output
+    out = read_image(tmp_path / "out" / "app_x4.png")
+    assert out.rgb.shape == (128, 128, 3) and out.alpha is not None
+    assert out.alpha[:, :24].max() < 0.1 and out.alpha[:, 40:].min() > 0.9

@@ -50,7 +50,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             outscale, detail_cap, base_model, stage1, quiet):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
-    Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP/GIF files (sub-folders with --recursive).
+    Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP/GIF/ICO files (sub-folders with --recursive).
     Outputs are PNG named <stem><suffix>.png unless --format same; grey, 16-bit and alpha are
     kept. A failing image does not stop the others; the command then exits with status 1 and
     lists the failures.

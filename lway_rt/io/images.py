@@ -36,10 +36,10 @@ __all__ = [
 ]
 
 #: file endings ``lwayrt`` reads when it walks a folder
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif")  # read
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", ".ico")  # read
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
                      ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
-WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF input's output is a PNG)
+WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF or ICO input's output is a PNG)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF")  # formats whose EXIF block is metadata beside the picture
 
@@ -99,7 +99,7 @@ def _open(path: Path):
     try:
         return Image.open(path)
     except UnidentifiedImageError:
-        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF)") from None
+        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:
