@@ -30,8 +30,8 @@ import torch
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image, settle_alpha, to_numpy, to_tensor,
-    write_image,
+    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, no_images_message, read_image,
+    settle_alpha, to_numpy, to_tensor, write_image,
 )
 from lway_rt.io.weights import ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
@@ -528,7 +528,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
             problems += broken
             if not files and not broken:
                 hint = "" if recursive else " (add --recursive to look in sub-folders)"
-                problems.append(Failure(p, f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"))
+                problems.append(Failure(p, no_images_message(p, hint)))
             for f in files:
                 take(f, f.relative_to(p))
         elif p.exists():
@@ -739,7 +739,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         report.written.append(dest)
         if img.frames > 1:
             report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "
-                                "them first, e.g. ffmpeg -i FILE frames/%05d.png)")
+                                "them first, e.g. ffmpeg -i FILE frames/%06d.png)")
         if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
             report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")
     except LwayError as exc:

@@ -703,3 +703,19 @@ def test_an_icon_is_read_at_its_largest_size_and_written_as_png(tmp_path, small)
     out = read_image(tmp_path / "out" / "app_x4.png")
     assert out.rgb.shape == (128, 128, 3) and out.alpha is not None
     assert out.alpha[:, :24].max() < 0.1 and out.alpha[:, 40:].min() > 0.9
+
+
+def test_a_video_is_told_how_to_get_its_frames(tmp_path):
+    """Footage arrives as a video: named, or alone in a folder, it is answered with the frame-extraction command, not
+    'not a readable image' or a list of image endings."""
+    d = tmp_path / "footage"
+    d.mkdir()
+    (d / "clip.MP4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    result = run("upscale", d / "clip.MP4", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and f"{d / 'clip.MP4'} is a video: lwayrt reads images; extract its frames first" \
+        in result.output and "ffmpeg -i" in result.output, result.output
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and f"folder {d} holds no images, only video (clip.MP4)" in result.output
+    result = run("adapt", d, "-o", tmp_path / "adapted", "--model", MODEL)
+    assert result.exit_code == 1 and f"folder {d} holds no images, only video (clip.MP4)" in result.output
+    assert not (tmp_path / "adapted").exists()

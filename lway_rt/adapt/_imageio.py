@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from lway_rt.errors import InputError
-from lway_rt.io.images import IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, read_image
+from lway_rt.io.images import (
+    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, no_images_message, read_image,
+)
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
 
@@ -54,7 +56,7 @@ def list_images(inputs) -> list[Path]:
                     raise InputError(broken_link_message(q))
             found = [q for q in listed if q.is_file()]
             if not found:
-                raise InputError(f"folder {p} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(no_images_message(p))
         elif p.is_file():
             found = [p]
         else:

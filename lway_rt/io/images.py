@@ -31,7 +31,7 @@ from lway_rt.errors import InputError, OutputError
 
 __all__ = [
     "bundled_photo",
-    "IMAGE_SUFFIXES", "WRITE_SUFFIXES", "LoadedImage", "read_image", "write_image", "to_tensor", "to_numpy",
+    "IMAGE_SUFFIXES", "WRITE_SUFFIXES", "VIDEO_SUFFIXES", "LoadedImage", "no_images_message", "read_image", "write_image", "to_tensor", "to_numpy",
     "to_uint8", "resize_bicubic",
 ]
 
@@ -41,6 +41,9 @@ _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JP
                      ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF or ICO input's output is a PNG)
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+#: video containers: lwayrt reads frames as images, and says how to get them from one of these
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts", ".wmv", ".flv",
+                  ".y4m")
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF")  # formats whose EXIF block is metadata beside the picture
 
 
@@ -99,11 +102,32 @@ def _open(path: Path):
     try:
         return Image.open(path)
     except UnidentifiedImageError:
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            raise InputError(_video_advice(path)) from None
         raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:
         raise InputError(f"{path} cannot be opened ({exc}): the file is corrupt") from None
+
+
+def _video_advice(video: Path, folder: Path | None = None) -> str:
+    frames = video.parent / f"{video.stem}_frames"
+    where = f"folder {folder} holds no images, only video ({video.name})" if folder else f"{video} is a video"
+    return (f"{where}: lwayrt reads images; extract its frames first (mkdir {frames} && ffmpeg -i {video} "
+            f"{frames}/%06d.png) and give it that folder")
+
+
+def no_images_message(folder: Path, hint: str = "") -> str:
+    """The one-line error for a folder with no image in it; a folder of videos is told how to get frames from them."""
+    try:
+        video = next((f for f in sorted(Path(folder).iterdir()) if f.suffix.lower() in VIDEO_SUFFIXES
+                      and not f.name.startswith(".") and f.is_file()), None)
+    except OSError:
+        video = None
+    if video is not None:
+        return _video_advice(video, Path(folder))
+    return f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"
 
 
 def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
