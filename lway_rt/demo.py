@@ -195,7 +195,8 @@ def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
     nothing of an older run with other options is left beside the new one. Any other file there is the user's, which
     the demo's fixed names (``results.json``, ``astronaut_hr.png`` ...) could replace: refused.
 
-    Which files are a demo's: those its manifest lists. A demo stopped part-way listed what its finished steps wrote
+    Which files are a demo's: those its manifest lists. A demo that stopped (interrupt, error) listed every file it
+    had written; one killed outright (``kill -9``) had listed what its finished steps wrote
     and, for the step it was in, the names (or the sub-folder) that step writes and when it began: a file there of
     that name written since is the demo's too; anything else (a file of the user's put in afterwards) is not.
     """
@@ -279,10 +280,11 @@ def begin_step(out: Path, pending: list[str]) -> None:
     _write_manifest(out, {"files": _demo_files(out), "complete": False, "pending": list(pending), "since": time.time()})
 
 
-def record_out_dir(out: Path) -> None:
-    """List what the demo wrote into ``out`` (it took the folder empty or its own, so: everything there)."""
+def record_out_dir(out: Path, complete: bool = True) -> None:
+    """List what the demo wrote into ``out`` (it took the folder empty or its own, so: everything there); a demo
+    that stopped lists it as not complete (a rerun starts over), with no step pending."""
     out = Path(out)
-    _write_manifest(out, {"files": _demo_files(out), "complete": True})
+    _write_manifest(out, {"files": _demo_files(out), "complete": complete} | ({} if complete else {"pending": []}))
 
 
 def upscale_demo_files(config: "DemoConfig") -> list[str]:
@@ -333,6 +335,17 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
 
 def _run_demo_locked(config, adapt_config, log, deploy):
     claim_out_dir(config.out_dir, log=log)
+    try:
+        return _run_demo_steps(config, adapt_config, log, deploy)
+    except BaseException:
+        # stopped (Ctrl-C, SIGTERM) or failed: under the lock, in a folder claimed as the demo's, everything there
+        # now is the demo's; listing it by name means a file the user puts there afterwards is not taken for the
+        # stopped step's (a whole sub-folder, matched by date, would take it and the rerun would delete it)
+        record_out_dir(config.out_dir, complete=False)
+        raise
+
+
+def _run_demo_steps(config, adapt_config, log, deploy):
     begin_step(config.out_dir, upscale_demo_files(config))
     upscaled = run_upscale_demo(config, log=log)
     adapted = deployed = None

@@ -121,11 +121,16 @@ def test_a_stopped_demo_says_to_run_it_again_and_the_rerun_takes_its_folder(tmp_
     assert proc.returncode == 143, text
     assert "demo interrupted: run it again with the same --out" in text and "--resume" not in text, text
     record = json.loads((out / ".lwayrt-demo.json").read_text())
-    assert not record["complete"] and record["pending"] == ["adapt"] and "coffee_hr.png" in record["files"]
-    (out / "mine.txt").write_text("mine")  # put there after the stop: the rerun refuses to take the folder
-    res = CliRunner().invoke(main, [*args, "--iterations", "2"])
-    assert res.exit_code == 1 and "not a demo's (e.g. mine.txt)" in res.output, res.output
-    (out / "mine.txt").unlink()
+    # stopped, the demo listed what it had written by name, the running step's files too: nothing is left to date
+    assert not record["complete"] and record["pending"] == [] and "coffee_hr.png" in record["files"]
+    assert "adapt/run/checkpoint.pt" in record["files"] and "adapt/run/config.json" in record["files"]
+    for mine in (out / "mine.txt", out / "adapt" / "notes.txt", out / "adapt" / "run" / "mine" / "data.txt"):
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text("mine")  # put there after the stop, also inside the stopped step's folder: refused
+        res = CliRunner().invoke(main, [*args, "--iterations", "2"])
+        assert res.exit_code == 1 and f"not a demo's (e.g. {mine.relative_to(out)})" in res.output, res.output
+        assert mine.read_text() == "mine"
+        mine.unlink()
     res = CliRunner().invoke(main, [*args, "--iterations", "2"])
     assert res.exit_code == 0 and "removed the" in res.output, res.output
     assert json.loads((out / ".lwayrt-demo.json").read_text())["complete"]
