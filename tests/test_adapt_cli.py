@@ -156,7 +156,7 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--detail-guard", "1", "--detail-guard-ratio", "0.5"], "detail_guard_ratio must be a number >= 1"),
     (["--loss", "naive", "--detail-guard", "1", "--detail-guard-gate", "trust"], "only the lway loss has"),
     (["--loss", "naive", "--sup-degradation", "stage1"], "sup_degradation 'stage1' degrades the synthetic pairs"),
-    (["--stage1", "missing.safetensors"], "does not exist"),
+    (["--stage1", "missing.safetensors"], "stage-1 checkpoint missing.safetensors does not exist"),
     (["--loss", "naive"], "--stage1 is used by the lway loss and by --mode per-group only"),  # not ignored unread
     (["--trainable", "body.1,nosuch"], "prefix 'nosuch' matches no parameter"),
     (["--device", "cudax"], "--device must be 'cpu' or 'cuda[:N]'"),

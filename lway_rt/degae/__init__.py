@@ -140,6 +140,9 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
             raise ModelError(f"no shipped stage-1 checkpoint yet at {path}; train one with 'lwayrt train-degae' "
                              "and pass it with --stage1 / load_stage1(path)")
     path = Path(path)
+    if not path.exists():  # (the weights loader would call it a model file)
+        raise ModelError(f"stage-1 checkpoint {path} does not exist: give the .safetensors file 'lwayrt train-degae' "
+                         "wrote, or leave the option out for the shipped one")
     if path.name.endswith(".safetensors.resume.pt"):
         raise ModelError(f"{path} is the resume state (optimiser and progress) of a 'lwayrt train-degae' run: its "
                          f"checkpoint is {path.name[:-len('.resume.pt')]} beside it")
