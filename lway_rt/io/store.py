@@ -262,8 +262,8 @@ def load_model(spec: str, device: str = "cpu"):
 
         if state_dict_sha256(state) != recorded:
             raise ModelError(f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the "
-                             "adapted_sha256 it records: damaged or changed since): run the adaptation again, with "
-                             "--overwrite into its folder")
+                             "adapted_sha256 it records: damaged or changed since): run the same lwayrt adapt "
+                             "command again with --resume (it finds the damage and runs again) or with --overwrite")
     name = spec if path == store_path(spec) else None
     if name in SOURCES and "source_package" not in meta:
         import warnings
