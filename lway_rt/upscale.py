@@ -222,6 +222,10 @@ def prepare_detail_cap(config: UpscaleConfig, desc: ModelDescriptor) -> DetailCa
     # --base-model, else the name the weights give (a store name), else the file adapt loaded it from
     specs = [config.base_model] if config.base_model else \
         list(dict.fromkeys(v for v in (meta.get("base_model"), meta.get("base_source")) if v))
+    if not specs and not {"adapted_sha256", "detail_cap"} & set(meta):  # a packaged or user model, not adapted
+        raise InputError("--detail-cap limits how far adapted weights move from the model they were adapted from, and "
+                         "these weights are not lwayrt adapt's: drop --detail-cap (or give the unadapted model with "
+                         "--base-model NAME_OR_FILE if they were adapted elsewhere)")
     if not specs:
         raise InputError("--detail-cap compares with the unadapted model, and these weights do not name one: "
                          "add --base-model NAME_OR_FILE, or --detail-cap off")

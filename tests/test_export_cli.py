@@ -466,7 +466,8 @@ def test_capped_export_needs_the_base_model(capped_weights, tmp_path):
     save_safetensors(nameless, adapted.model.state_dict(), {"name": "nameless", "detail_cap": "1.2"})
     for args, match in (([str(nameless)], "these weights do not name one: add --base-model"),
                         ([str(capped_weights), "--base-model", "realsr-df2k-x4"], "is not the model these weights were adapted from"),
-                        ([str(capped_weights), "--detail-cap", "0.5"], "must be auto, off or a number >= 1")):
+                        ([str(capped_weights), "--detail-cap", "0.5"], "must be auto, off or a number >= 1"),
+                        (["realesr-animevideov3", "--detail-cap", "1.2"], "these weights are not lwayrt adapt's: drop")):
         res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), "--model", *args])
         assert res.exit_code == 1 and res.output.startswith("error: ") and match in res.output, (args, res.output)
         assert "Traceback" not in res.output
