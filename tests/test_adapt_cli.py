@@ -890,3 +890,17 @@ def test_a_per_image_folder_with_unreadable_records_is_still_known_by_its_runs(f
     assert code == 1 and "holds a --mode per-image adaptation" in text, text
     code, text = _run([*args, "--resume"])
     assert code == 0 and text.count("already adapted with these inputs and settings, skipped") == 3, text
+
+
+def test_config_file_keys_in_an_adapt_table_or_at_the_top(tmp_path):
+    """--help says both layouts are read: an [adapt] table, or the keys at the file's top level."""
+    from lway_rt.adapt.config import load_toml_defaults
+    from lway_rt.errors import InputError
+
+    (tmp_path / "table.toml").write_text("[adapt]\niterations = 7\nbatch-size = 2\n")
+    (tmp_path / "top.toml").write_text("iterations = 7\nbatch-size = 2\n")
+    (tmp_path / "bad.toml").write_text("adapt = 3\n")
+    for name in ("table.toml", "top.toml"):
+        assert load_toml_defaults(tmp_path / name) == {"iterations": 7, "batch_size": 2}
+    with pytest.raises(InputError, match=r"\[adapt\] must be a table"):
+        load_toml_defaults(tmp_path / "bad.toml")

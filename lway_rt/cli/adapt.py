@@ -36,7 +36,7 @@ _GROUPS = _GroupsType()
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="Stage-1 checkpoint (default: the shipped one); used by --loss lway and --mode per-group only.")
 @click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
-              help="TOML file with defaults ([adapt] table); flags override it.")
+              help="TOML file with defaults (an [adapt] table, or keys at its top level); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
 @click.option("--lr", type=FINITE, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
