@@ -498,8 +498,8 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
 # files and folders
 
 
-def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_dir: Path | None = None
-                   ) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_dir: Path | None = None,
+                   aliases: list[tuple[Path, Path]] | None = None) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to the output folder's root) for every input image, plus the inputs
     that gave nothing (missing path, folder without images) as failures.
 
@@ -507,7 +507,8 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     contributes its image files (by ending), recursively with ``recursive``, keeping the
     sub-folder layout. Hidden files are skipped, and so is ``out_dir`` when it lies inside a folder walked
     recursively (a second run must not upscale the first run's outputs). A file reached twice (named
-    twice, or named and inside a named folder) is taken once. Raises if nothing at all is usable.
+    twice, or named and inside a named folder) is taken once; one reached under another path (a link to it) is
+    added to ``aliases`` as (that path, the path taken). Raises if nothing at all is usable.
     """
     found: list[tuple[Path, Path]] = []
     problems: list[Failure] = []
@@ -516,7 +517,11 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
 
     def take(f: Path, rel: Path) -> None:
         key = f.resolve()
-        if key not in seen:
+        if key in seen:
+            first = next(p for p, _ in found if p.resolve() == key)
+            if aliases is not None and f.absolute() != first.absolute():
+                aliases.append((f, first))
+        else:
             seen.add(key)
             found.append((f, rel))
 
@@ -674,7 +679,8 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     model that cannot load); per-image problems land in the report's ``failures``.
     """
     out_dir = Path(out_dir).expanduser()
-    items, problems = collect_inputs(inputs, config.recursive, out_dir)
+    aliases: list[tuple[Path, Path]] = []
+    items, problems = collect_inputs(inputs, config.recursive, out_dir, aliases)
     router = None if desc is not None else prepare_router(config)
     if config.stage1 and router is None:
         raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
@@ -690,6 +696,10 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier], out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
+    if aliases:  # a link to an image already among the inputs: upscaled once, under the name first reached
+        link, first = aliases[0]
+        more = f" (and {len(aliases) - 1} more)" if len(aliases) > 1 else ""
+        report.notes.append(f"{link} is the same file as {first}{more}: upscaled once, as {first.name}'s output")
     key = run_key(config, desc, cap, router)
     if len(earlier) > 3:
         out, src = next(iter(earlier.items()))

@@ -719,3 +719,16 @@ def test_a_video_is_told_how_to_get_its_frames(tmp_path):
     result = run("adapt", d, "-o", tmp_path / "adapted", "--model", MODEL)
     assert result.exit_code == 1 and f"folder {d} holds no images, only video (clip.MP4)" in result.output
     assert not (tmp_path / "adapted").exists()
+
+
+def test_a_link_to_an_image_already_among_the_inputs_is_named(tmp_path, small):
+    """-r over a folder holding a link to one of its own images: upscaled once (not twice under two names), and said."""
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    Image.fromarray(small).save(d / "rgb.png")
+    (d / "sub" / "alias.png").symlink_to("../rgb.png")
+    result = run("upscale", d, "-r", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0 and "1 image(s) written" in result.output, result.output
+    assert f"{d / 'sub' / 'alias.png'} is the same file as {d / 'rgb.png'}: upscaled once" in result.output
+    result = run("upscale", d, d / "rgb.png", "-o", tmp_path / "out2", "--model", MODEL)  # named twice: no note
+    assert result.exit_code == 0 and "same file" not in result.output, result.output
