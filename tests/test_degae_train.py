@@ -163,17 +163,20 @@ def test_bad_output_is_refused(tmp_path, photo_dir):
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, photo_dir, monkeypatch):
     import errno
 
-    import safetensors.torch
+    import pathlib
 
     out = tmp_path / "s1.safetensors"
     cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=6, ckpt_every=2, **TINY)
     train(cfg, stop_after=2)
     before = out.read_bytes()
+    write_bytes = pathlib.Path.write_bytes
 
-    def full(*a, **k):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def full(self, data):  # the disk fills while the checkpoint's temporary file is written
+        if self.name.startswith(f".{out.name}.") and self.name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(self, data)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
     with pytest.raises(OutputError, match="No space left"):
         train(cfg, resume=True)
     assert out.read_bytes() == before
