@@ -512,18 +512,16 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     """
     found: list[tuple[Path, Path]] = []
     problems: list[Failure] = []
-    seen: set[Path] = set()
+    seen: dict[Path, Path] = {}  # resolved file -> the path it was taken under
     skip = out_dir.expanduser().resolve() if out_dir is not None else None
 
     def take(f: Path, rel: Path) -> None:
         key = f.resolve()
-        if key in seen:
-            first = next(p for p, _ in found if p.resolve() == key)
-            if aliases is not None and f.absolute() != first.absolute():
-                aliases.append((f, first))
-        else:
-            seen.add(key)
+        if key not in seen:
+            seen[key] = f
             found.append((f, rel))
+        elif aliases is not None and f.absolute() != seen[key].absolute():
+            aliases.append((f, seen[key]))
 
     for item in inputs:
         p = Path(item).expanduser()

@@ -31,8 +31,8 @@ from lway_rt.errors import InputError, OutputError
 
 __all__ = [
     "bundled_photo",
-    "IMAGE_SUFFIXES", "WRITE_SUFFIXES", "VIDEO_SUFFIXES", "LoadedImage", "no_images_message", "read_image", "write_image", "to_tensor", "to_numpy",
-    "to_uint8", "resize_bicubic",
+    "IMAGE_SUFFIXES", "WRITE_SUFFIXES", "VIDEO_SUFFIXES", "LoadedImage", "no_images_message", "read_image",
+    "write_image", "to_tensor", "to_numpy", "to_uint8", "resize_bicubic",
 ]
 
 #: file endings ``lwayrt`` reads when it walks a folder

@@ -241,10 +241,9 @@ def _sorted_metadata(blob: bytes) -> bytes:
     hash map's order, which changes from save to save, so the same weights and metadata gave files of other bytes
     (and other checksums) each time; tensor entries and data are left exactly as written."""
     n = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + n], object_pairs_hook=dict)
+    header = json.loads(blob[8:8 + n])  # entries keep their order; the metadata's keys are sorted in place
     if "__metadata__" in header:
         header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        header = {"__metadata__": header.pop("__metadata__"), **header}
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)  # the format pads its header to 8 bytes with spaces
     return len(text).to_bytes(8, "little") + text + blob[8 + n:]
