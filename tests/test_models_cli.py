@@ -275,3 +275,16 @@ def test_a_per_image_folder_names_its_models_and_its_unfinished_runs(tmp_path):
     (tmp_path / "runs" / "c" / "checkpoint.pt").write_bytes(b"x")  # a run stopped before its weights
     with pytest.raises(ModelError, match="1 more run.* did not finish: the same adapt command with --resume"):
         store.resolve_model_path(str(tmp_path / "runs"))
+
+
+def test_an_unknown_model_format_names_every_kind_a_command_takes(tmp_path):
+    """upscale and serve-bench also run an exported .onnx: the unknown-format error names it beside the weights."""
+    from PIL import Image
+
+    model = tmp_path / "model.json"
+    model.write_text("{}")
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-m", str(model), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert ".pth or .safetensors" in line and "upscale" in line and ".onnx" in line, line

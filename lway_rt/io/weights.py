@@ -321,4 +321,5 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if suffix == ".onnx":  # an export: upscale runs it, the other commands need the weights it came from
         raise ModelError(f"{path} is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run: "
                          "here pass the weights it was exported from (.safetensors or .pth)")
-    raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors")
+    raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors (upscale and serve-bench "
+                     "also run an exported .onnx)")
