@@ -107,8 +107,11 @@ def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_pat
 def test_eval_cli_errors(tmp_path):
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "none.safetensors")])
     assert res.exit_code == 1 and res.output.startswith("error: ") and "does not exist" in res.output
-    res = CliRunner().invoke(main, ["eval-degae", "--crop", "30"])
-    assert res.exit_code == 1 and "divisible" in res.output
+    for args, message in ((["--crop", "30"], "--crop 30: use at least 24 pixels and a multiple of 4"),
+                          (["--draws", "1"], "--draws 1: use at least 2"),
+                          (["--crops-per-image", "0"], "--crops-per-image 0: use at least 1")):
+        res = CliRunner().invoke(main, ["eval-degae", *args])  # each bad option named, with what it takes
+        assert res.exit_code == 1 and message in res.output, res.output
     # --json is checked before the evaluation: a folder, or a file that is not a JSON report, is refused
     photo = tmp_path / "keep.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))

@@ -41,9 +41,13 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.crop < 24 or any(self.crop % g for g in self.geometries):
-            raise ValueError(f"crop must be >= 24 and divisible by every round-trip scale {self.geometries}")
-        if self.draws < 2 or self.crops_per_image < 1:
-            raise ValueError("need at least 2 draws and 1 crop per image")
+            step = math.lcm(*self.geometries)
+            raise ValueError(f"--crop {self.crop}: use at least 24 pixels and a multiple of {step} (the round-trip "
+                             f"scales are {', '.join(f'x{g}' for g in self.geometries)}), e.g. --crop 96")
+        if self.draws < 2:
+            raise ValueError(f"--draws {self.draws}: use at least 2 (the separation ratio compares draws)")
+        if self.crops_per_image < 1:
+            raise ValueError(f"--crops-per-image {self.crops_per_image}: use at least 1")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
