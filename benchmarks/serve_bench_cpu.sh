@@ -31,8 +31,8 @@ if [[ $what == all || $what == tuning ]]; then
 fi
 
 if [[ $what == all || $what == load ]]; then
-  # Whole image vs 128-px tiles, and 1 vs 2 closed-loop workers (throughput under load).
+  # Whole image vs 128-px tiles (16-px overlap, as recorded), and 1 vs 2 closed-loop workers (throughput under load).
   "$LWAYRT" serve-bench --model "$MODEL" --size 256 --backend torch --backend ort-cpu \
-    --tile 0 --tile 128 --concurrency 1 --concurrency 2 --min-iters 10 --min-time-s 3 \
+    --tile 0 --tile 128 --tile-overlap 16 --concurrency 1 --concurrency 2 --min-iters 10 --min-time-s 3 \
     --json "$OUT/serve_bench_cpu_tiles_load.json" --chart "$OUT/serve_bench_cpu_tiles_load.png"
 fi

@@ -146,7 +146,8 @@ def test_cli_user_mistakes_are_one_line_errors():
     for args, needle in (
         (["-b", "onnx"], "unknown backend 'onnx'"),
         (["-s", "0"], "must be positive"),
-        (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap"),
+        (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap (16); got (8,): raise --tile or lower --tile-overlap"),
+        (["--tile", "64"], "larger than twice the overlap (64)"),  # the default overlap is upscale's 32 px
         (["-b", "torch+fp16"], "fp16 on the CPU"),
         (["--concurrency", "0"], "concurrency"),
         (["--min-iters", "0"], "--min-iters must be between 1 and 10000, got 0"),  # named the dataclass's fields
@@ -208,3 +209,15 @@ def test_nan_and_inf_numbers_are_refused_where_options_are_read(tmp_path):
                  ["train-degae", "--out", str(tmp_path / "s1.safetensors"), "--lr", "nan"]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2 and "is not a finite number" in res.output, (args, res.output)
+
+
+def test_tiled_rows_default_to_the_overlap_upscale_runs():
+    """serve-bench times tiles with upscale's default overlap (the README advises 32 px; 16 leaves seams)."""
+    from lway_rt.bench.runner import BenchConfig
+    from lway_rt.cli.serve_bench import command as bench_command
+    from lway_rt.cli.upscale import command as upscale_command
+
+    def default(cmd):
+        return next(p.default for p in cmd.params if p.name == "tile_overlap")
+
+    assert default(bench_command) == default(upscale_command) == BenchConfig(model="m").tile_overlap

@@ -70,7 +70,7 @@ class BenchConfig:
     sizes: tuple[tuple[int, int], ...] = ((128, 128), (256, 256))
     batches: tuple[int, ...] = (1,)
     tiles: tuple[int, ...] = (0,)
-    tile_overlap: int = 16
+    tile_overlap: int = 32  # upscale's default
     concurrency: tuple[int, ...] = (1,)
     device: str = "cpu"
     threads: int | None = None
@@ -94,7 +94,8 @@ class BenchConfig:
         if self.tile_overlap < 0:
             raise InputError("tile overlap must be >= 0")
         if any(t and t <= 2 * self.tile_overlap for t in self.tiles):
-            raise InputError(f"every tile must be larger than twice the overlap ({2 * self.tile_overlap}); got {self.tiles}")
+            raise InputError(f"every tile must be larger than twice the overlap ({2 * self.tile_overlap}); got {self.tiles}: "
+                             f"raise --tile or lower --tile-overlap")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"device must be cpu or cuda, got {self.device!r}")
         if self.threads is not None and self.threads < 1:

@@ -35,7 +35,8 @@ class BenchFailed(LwayError):
 @click.option("--batch", "batches", multiple=True, type=int, help="Batch size (repeatable). Default 1.")
 @click.option("--tile", "tiles", multiple=True, type=int,
               help="0 = whole image, N = NxN windows, one per call (repeatable). Default 0.")
-@click.option("--tile-overlap", default=16, show_default=True, help="Context pixels between windows.")
+@click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
+              help="Context pixels between windows (upscale's default, so tiled rows time what upscale runs).")
 @click.option("--concurrency", "-c", "concurrency", multiple=True, type=int,
               help="Closed-loop worker threads (repeatable). Default 1.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
