@@ -50,6 +50,7 @@ class UpscaleConfig:
     model: str = "realesr-animevideov3"
     tile: int = 512
     tile_overlap: int = 32
+    tile_chosen: bool = True  # False: --tile was left at its default, so a model that cannot be tiled runs whole images
     blend: str = "linear"
     device: str = "cpu"
     fp16: bool = False
@@ -191,7 +192,7 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
     if config.detail_cap not in ("auto", "off") or config.base_model:
         raise InputError(f"{label} runs as exported: a detail cap goes into the file at export ('lwayrt export "
                          "--detail-cap'), so drop --detail-cap / --base-model here")
-    if not desc.tiling_safe and config.tile:
+    if not desc.tiling_safe and config.tile and config.tile_chosen:
         raise InputError(f"{label} holds a detail cap measured on each input it is given, so tiles would each be capped "
                          "on their own: add --tile 0 (whole images, as 'lwayrt upscale' caps them)")
     return desc
@@ -686,6 +687,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     if router is not None:
         desc = router.models[router.names[0]]  # every group's model has the base model's scale
     desc = desc or prepare_model(config)
+    whole = not desc.tiling_safe and config.tile and not config.tile_chosen
+    if whole:  # a capped export caps what it is given: each image goes in whole, as upscale caps torch weights
+        config = dataclasses.replace(config, tile=0)
     cap = None if router is not None else prepare_detail_cap(config, desc)
     made = not out_dir.exists()
     ensure_writable_dir(out_dir, "-o folder")  # once the model is ready: a refused model leaves no empty folder behind
@@ -694,6 +698,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier], out_dir, suffix, config.format)
     report = UpscaleReport(failures=list(problems))
+    if whole:
+        report.notes.append(f"{Path(config.model).name} holds a detail cap measured on each input it is given: images "
+                            "run whole (--tile 0), not in tiles that would each be capped on their own")
     if aliases:  # a link to an image already among the inputs: upscaled once, under the name first reached
         link, first = aliases[0]
         more = f" (and {len(aliases) - 1} more)" if len(aliases) > 1 else ""

@@ -130,7 +130,7 @@ def test_a_manifest_with_another_scale_fails_per_image(exported, photos, tmp_pat
 
 def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, photos, tmp_path):
     """An export holding a detail cap gives the images upscale writes with the weights and their recorded cap;
-    tiles, which would each be capped alone, are refused."""
+    tiles, which would each be capped alone, are refused when asked for; by default images run whole."""
     path = _export(str(capped_weights), tmp_path / "exp")
     assert _upscale(capped_weights, photos, tmp_path / "torch", "--tile", "0").exit_code == 0
     res = _upscale(path, photos, tmp_path / "onnx", "--tile", "0")
@@ -140,8 +140,12 @@ def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, ph
     for name in ("photo_x4.png", "grey16_x4.png"):
         assert _levels(tmp_path / "torch" / name, tmp_path / "onnx" / name) <= 1, name
     assert _levels(plain / "photo_x4.png", tmp_path / "onnx" / "photo_x4.png") > 3  # the cap binds here
-    res = _upscale(path, photos, tmp_path / "tiled")
+    res = _upscale(path, photos, tmp_path / "tiled", "--tile", "128")  # tiles asked for: refused
     assert res.exit_code == 1 and "add --tile 0" in res.output
+    res = _upscale(path, photos, tmp_path / "default")  # --tile left at its default: whole images, with a note
+    assert res.exit_code == 0 and "images run whole (--tile 0)" in res.output, res.output
+    for name in ("photo_x4.png", "grey16_x4.png"):
+        assert _levels(tmp_path / "onnx" / name, tmp_path / "default" / name) == 0, name
 
 
 def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path):

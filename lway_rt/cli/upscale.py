@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from lway_rt.cli._params import NAME, FiniteRange, PathParam
 
@@ -60,7 +61,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     from lway_rt.upscale import UpscaleConfig, upscale_files
 
-    config = UpscaleConfig(model=model, tile=tile, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
+    tile_chosen = click.get_current_context().get_parameter_source("tile") is not ParameterSource.DEFAULT
+    config = UpscaleConfig(model=model, tile=tile, tile_chosen=tile_chosen, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
                            format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
                            base_model=base_model, stage1=stage1, skip_existing=skip_existing, outscale=outscale)
     err = Console(stderr=True)
