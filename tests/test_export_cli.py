@@ -247,6 +247,8 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         (["--precision", "fp32"], "--model is required"),
         (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist"),
         (["--model", "realesr-animevideov3", "--keep-fp32", "conv_last"], "in an fp16 export: add --precision fp16"),
+        (["--model", "realesr-animevideov3", "--refittable"], "this export builds none (profile 'cpu' has engine = "
+                                                               "'none'): add --engine tensorrt"),  # it was ignored
     ):
         res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), *args])
         assert res.exit_code == 1, (args, res.output)

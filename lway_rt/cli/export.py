@@ -105,6 +105,9 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
                               mode="static" if tiles else None, tiles=tiles, flags=flags,
                               keep_fp32_nodes=tuple(keep_fp32) or None)
 
+    if refittable and profile.engine != "tensorrt":  # the flag only shapes an engine build: say so, not ignore it
+        raise InputError(f"--refittable builds a refittable TensorRT engine, and this export builds none (profile "
+                         f"{profile.name!r} has engine = {profile.engine!r}): add --engine tensorrt, or drop --refittable")
     if keep_fp32 and "fp16" not in (precisions or (profile.precision,)):
         raise InputError("--keep-fp32 names nodes to keep in fp32 in an fp16 export: add --precision fp16 (or both), "
                          "or drop it")
