@@ -337,6 +337,9 @@ def test_bad_worker_count_and_time_limit_are_refused():
         TrainConfig(workers=-1)
     with pytest.raises(InputError, match="--time-limit"):
         TrainConfig(time_limit_s=0)
+    with pytest.raises(InputError, match="--w-perceptual must be a number >= 0"):  # was taken for 0 without a word
+        TrainConfig(w_perceptual=-1.0)
+    TrainConfig(w_perceptual=0.0)  # 0 is the way to turn the term off
 
 
 def test_training_photos_are_read_upright_and_at_full_depth(tmp_path, astronaut):

@@ -110,6 +110,9 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"--lr must be a positive number, got {self.lr}")
+        if not (self.w_perceptual >= 0 and math.isfinite(self.w_perceptual)):  # a negative one was taken for 0
+            raise InputError(f"--w-perceptual must be a number >= 0 (0, or --perceptual none, turns the term off), got "
+                             f"{self.w_perceptual}")
 
     # fields that fix the architecture: a resumed run must agree on them
     ARCH_FIELDS = ("embed_dim", "width", "blocks", "skip", "head_widths", "trunk_model", "trunk_layers")
