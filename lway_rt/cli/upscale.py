@@ -62,9 +62,10 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     from lway_rt.upscale import UpscaleConfig, upscale_files
 
     tile_chosen = click.get_current_context().get_parameter_source("tile") is not ParameterSource.DEFAULT
-    config = UpscaleConfig(model=model, tile=tile, tile_chosen=tile_chosen, tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix,
-                           format=fmt, alpha=alpha, recursive=recursive, scale=scale, detail_cap=detail_cap,
-                           base_model=base_model, stage1=stage1, skip_existing=skip_existing, outscale=outscale)
+    config = UpscaleConfig(model=model, tile=tile, tile_chosen=tile_chosen, tile_overlap=tile_overlap, device=device,
+                           fp16=fp16, suffix=suffix, format=fmt, alpha=alpha, recursive=recursive, scale=scale,
+                           detail_cap=detail_cap, base_model=base_model, stage1=stage1, skip_existing=skip_existing,
+                           outscale=outscale)
     err = Console(stderr=True)
     if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
         click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
