@@ -150,16 +150,18 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--patch-size", "40"], "smaller than the 40-px patch: use --patch-size 32 or less"),
     (["--trainable", "head."], "--trainable head. matches no parameter"),
-    (["--lr", "0"], "lr must be in (0, 1)"),
-    (["--strength", "1.5"], "strength must be in (0, 1]"),
-    (["--ema", "1"], "ema must be in [0, 1)"),
-    (["--detail-guard", "1", "--detail-guard-ratio", "0.5"], "detail_guard_ratio must be a number >= 1"),
+    (["--lr", "0"], "error: --lr must be in (0, 1)"),
+    (["--strength", "1.5"], "error: --strength must be in (0, 1]"),
+    (["--ema", "1"], "error: --ema must be in [0, 1)"),
+    (["--detail-guard", "1", "--detail-guard-ratio", "0.5"], "error: --detail-guard-ratio must be a number >= 1"),
     (["--loss", "naive", "--detail-guard", "1", "--detail-guard-gate", "trust"], "only the lway loss has"),
-    (["--loss", "naive", "--sup-degradation", "stage1"], "sup_degradation 'stage1' degrades the synthetic pairs"),
+    (["--loss", "naive", "--sup-degradation", "stage1"], "error: --sup-degradation 'stage1' degrades the synthetic pairs"),
     (["--stage1", "missing.safetensors"], "stage-1 checkpoint missing.safetensors does not exist"),
     (["--loss", "naive"], "--stage1 is used by the lway loss and by --mode per-group only"),  # not ignored unread
     (["--trainable", "body.1,nosuch"], "prefix 'nosuch' matches no parameter"),
     (["--device", "cudax"], "--device must be 'cpu' or 'cuda[:N]'"),
+    (["--anchor-weight", "-1"], "error: --anchor-weight must be >= 0 (0: off), got -1.0"),
+    (["--guard-factor", "-1"], "error: --guard-factor must be >= 0 (0: off), got -1.0"),  # it shared one message
 ])
 def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
@@ -543,7 +545,7 @@ def test_upscale_detail_cap_checks_the_base_model(files, tmp_path):
     assert code != 0 and "is not the model these weights were adapted from" in text, text
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o",
                        str(tmp_path / "b"), "--loss", "naive", "--iterations", "1", "--patch-size", "16", "--detail-cap", "0.5"])
-    assert code != 0 and "detail_cap must be a number >= 1" in text, text
+    assert code != 0 and "--detail-cap must be a number >= 1" in text, text
 
 
 def test_detail_cap_is_not_part_of_the_recipe():
@@ -904,3 +906,11 @@ def test_config_file_keys_in_an_adapt_table_or_at_the_top(tmp_path):
         assert load_toml_defaults(tmp_path / name) == {"iterations": 7, "batch_size": 2}
     with pytest.raises(InputError, match=r"\[adapt\] must be a table"):
         load_toml_defaults(tmp_path / "bad.toml")
+
+
+def test_a_bad_value_from_the_config_file_keeps_the_file_s_key_name(files, tmp_path):
+    """Flags are named as typed (--patch-size); a value read from --config keeps its key (patch_size)."""
+    (tmp_path / "c.toml").write_text("[adapt]\nema = 1.0\n")
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "o"), "--config", str(tmp_path / "c.toml")])
+    assert res.exit_code == 1 and res.output.startswith("error: adapt config: ema must be in [0, 1)"), res.output

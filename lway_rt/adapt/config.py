@@ -330,8 +330,9 @@ class AdaptConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 bad(f"{f.name} must be a finite number, got {value!r}")
-        if self.anchor_weight < 0 or self.guard_factor < 0:
-            bad("anchor_weight and guard_factor must be >= 0")
+        for name in ("anchor_weight", "guard_factor"):
+            if getattr(self, name) < 0:
+                bad(f"{name} must be >= 0 (0: off), got {getattr(self, name)!r}")
         if not weight_ok(self.sup_weight):
             bad(f"sup_weight must be a finite number >= 0 (0: off), got {self.sup_weight!r}")
         if self.sup_data is not None and (not isinstance(self.sup_data, str) or not self.sup_data):

@@ -14,6 +14,17 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
            "device", "seed", "encoder_backend", "tile")
 
 
+def _name_the_flags(message: str, given: set[str]) -> str:
+    """The config check names fields (``adapt config: patch_size must be ...``); where the field a message starts
+    with came from a flag, name the flag instead (``--patch-size must be ...``), as the user typed it."""
+    import re
+
+    found = re.match(r"adapt config: ([a-z][a-z_]*)\b", message)
+    if not found or found.group(1) not in given:
+        return message
+    return "--" + found.group(1).replace("_", "-") + message[found.end():]
+
+
 class _GroupsType(click.ParamType):
     name = "N|auto"
 
@@ -130,6 +141,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     """
     from lway_rt.adapt.config import AdaptConfig, load_toml_defaults
     from lway_rt.adapt.loop import adapt
+    from lway_rt.errors import InputError
 
     values = load_toml_defaults(config_file) if config_file else {}
     values.update({k: v for k, v in flags.items() if k in _FIELDS and v is not None})
@@ -140,13 +152,15 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         values["hf_weight"] = False
     if lpips_weights:
         values["lpips_weights"] = tuple(lpips_weights)
-    config = AdaptConfig.from_dict(values)
+    try:
+        config = AdaptConfig.from_dict(values)
+    except InputError as exc:
+        given = {k for k, v in flags.items() if k in _FIELDS and v is not None}
+        raise InputError(_name_the_flags(str(exc), given)) from None
     log = (lambda msg: None) if quiet else click.echo
     if resume and overwrite:
         raise click.UsageError("--resume keeps the run in --out, --overwrite replaces it: pass one of them")
     if stage1 is not None and config.loss != "lway" and config.mode != "per-group":  # it would be ignored, unread
-        from lway_rt.errors import InputError
-
         raise InputError(f"--stage1 is used by the lway loss and by --mode per-group only (this run: --loss "
                          f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
     results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
