@@ -500,7 +500,8 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
 
 
 def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_dir: Path | None = None,
-                   aliases: list[tuple[Path, Path]] | None = None) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+                   aliases: list[tuple[Path, Path]] | None = None, outputs: list[Path] | None = None
+                   ) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to the output folder's root) for every input image, plus the inputs
     that gave nothing (missing path, folder without images) as failures.
 
@@ -509,8 +510,13 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     sub-folder layout. Hidden files are skipped, and so is ``out_dir`` when it lies inside a folder walked
     recursively (a second run must not upscale the first run's outputs). A file reached twice (named
     twice, or named and inside a named folder) is taken once; one reached under another path (a link to it) is
-    added to ``aliases`` as (that path, the path taken). Raises if nothing at all is usable.
+    added to ``aliases`` as (that path, the path taken). Files of a folder that this command wrote (their PNG
+    records the run, ``RUN_KEY``) beside images it did not write are added to ``outputs``: an earlier run's
+    outputs among the originals (another -o folder inside the one walked, or another --suffix), which the caller
+    leaves out; a folder holding only such outputs is taken as meant. Raises if nothing at all is usable.
     """
+    from lway_rt.io.images import png_text
+
     found: list[tuple[Path, Path]] = []
     problems: list[Failure] = []
     seen: dict[Path, Path] = {}  # resolved file -> the path it was taken under
@@ -539,6 +545,10 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
                 problems.append(Failure(p, no_images_message(p, hint)))
             for f in files:
                 take(f, f.relative_to(p))
+            if outputs is not None:
+                made = [f for f in files if f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None]
+                if made and len(made) < len(files):
+                    outputs += made
         elif p.exists():
             take(p, Path(p.name))
         else:
@@ -647,10 +657,12 @@ def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     return size is not None and up == scaled_size(size, scale)
 
 
-def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> list[tuple[Path, Path | None, str | None]]:
-    """(input, output or None, reason) per image: refuses to overwrite an input or another output."""
+def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
+                 protected: Iterable[Path] = ()) -> list[tuple[Path, Path | None, str | None]]:
+    """(input, output or None, reason) per image: refuses to overwrite an input (or a ``protected`` file, an input
+    left out) or another output."""
     items = list(items)
-    inputs = {p.resolve() for p, _ in items}
+    inputs = {p.resolve() for p, _ in items} | {Path(p).resolve() for p in protected}
     taken: dict[Path, Path] = {}
     plan = []
     for src, rel in items:
@@ -679,7 +691,8 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     """
     out_dir = Path(out_dir).expanduser()
     aliases: list[tuple[Path, Path]] = []
-    items, problems = collect_inputs(inputs, config.recursive, out_dir, aliases)
+    made_here: list[Path] = []  # outputs of earlier runs found among the originals in folders given
+    items, problems = collect_inputs(inputs, config.recursive, out_dir, aliases, made_here)
     router = None if desc is not None else prepare_router(config)
     if config.stage1 and router is None:
         raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
@@ -696,8 +709,15 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     factor = _factor(config, desc)
     suffix = f"_x{factor:g}" if config.suffix is None else config.suffix
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
-    plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier], out_dir, suffix, config.format)
+    again = set(made_here) - set(earlier)  # ``earlier`` ones are noted and handled below
+    plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier and src not in again], out_dir, suffix,
+                        config.format, protected=again)
     report = UpscaleReport(failures=list(problems))
+    if again:
+        first = next(f for f in made_here if f in again)
+        report.notes.append(f"{len(again)} image(s) in the folders given were written by lwayrt upscale (their PNG "
+                            f"records the run), e.g. {first}: left out, not upscaled again; name such a file to "
+                            "upscale it anyway")
     if whole:
         report.notes.append(f"{Path(config.model).name} holds a detail cap measured on each input it is given: images "
                             "run whole (--tile 0), not in tiles that would each be capped on their own")

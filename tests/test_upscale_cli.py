@@ -732,3 +732,26 @@ def test_a_link_to_an_image_already_among_the_inputs_is_named(tmp_path, small):
     assert f"{d / 'sub' / 'alias.png'} is the same file as {d / 'rgb.png'}: upscaled once" in result.output
     result = run("upscale", d, d / "rgb.png", "-o", tmp_path / "out2", "--model", MODEL)  # named twice: no note
     assert result.exit_code == 0 and "same file" not in result.output, result.output
+
+
+def test_an_earlier_run_s_outputs_among_the_originals_are_left_out(tmp_path, small):
+    """A first run into a folder inside the one walked (or with another --suffix) leaves its outputs among the
+    originals: a second run into another -o folder leaves them out with a note (it upscaled them to x16); a folder of
+    such outputs alone, or one named as a file, is upscaled as asked."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    Image.fromarray(small[:, ::-1].copy()).save(d / "b.png")
+    assert run("upscale", d, "-o", d / "up", "--model", MODEL, "--recursive").exit_code == 0
+    second = run("upscale", d, "-o", tmp_path / "up2", "--model", MODEL, "--recursive")
+    assert second.exit_code == 0, second.output
+    assert "2 image(s) written" in second.output and "2 image(s) in the folders given were written by lwayrt upscale" \
+        in second.output, second.output
+    assert sorted(p.name for p in (tmp_path / "up2").rglob("*.png")) == ["a_x4.png", "b_x4.png"]
+    third = run("upscale", d, "-o", d, "--model", MODEL, "--suffix", "_big", "--recursive")  # beside the originals
+    assert third.exit_code == 0 and "2 image(s) written" in third.output, third.output
+    assert not list(d.rglob("*_x4_big.png"))
+    alone = run("upscale", d / "up", "-o", tmp_path / "x16", "--model", MODEL)  # only outputs: meant
+    assert alone.exit_code == 0 and "2 image(s) written" in alone.output and "written by lwayrt" not in alone.output
+    named = run("upscale", d / "up" / "a_x4.png", d, "-o", tmp_path / "named", "--model", MODEL)
+    assert named.exit_code == 0 and "3 image(s) written" in named.output, named.output
