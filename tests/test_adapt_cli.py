@@ -295,7 +295,7 @@ def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
     assert code == 0 and "3 iterations, completed" in text, text
     assert (out / "adapted.safetensors").read_bytes() == weights  # kept, not trained again
     code, text = _run([*args, "--resume", "--lr", "3e-4"])
-    assert code == 1 and "made with other inputs, model or settings" in text, text
+    assert code == 1 and "made with other settings: --lr " in text and "(this command: 0.0003)" in text, text
     assert (out / "config.json").read_bytes() == config and (out / "adapted.safetensors").read_bytes() == weights
 
     code, text = _run([*args, "--overwrite", "--lr", "3e-4"])
@@ -438,7 +438,7 @@ def test_per_image_resume_checks_each_finished_run_and_keeps_the_summary(files, 
     save_safetensors(other, SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict(), {"name": "other"})
     config = (out / "config.json").read_bytes()
     code, text = _run([*base, str(files / "lr"), "-m", str(other), "--resume", "--lr", "1e-3"])
-    assert code == 1 and "made with other inputs, model or settings" in text, text
+    assert code == 1 and "made with other settings: --lr " in text, text
     assert (out / "config.json").read_bytes() == config  # refused before anything was written
     # the same settings on a subset: kept, and the summary still lists every run
     code, text = _run([*base, str(files / "lr" / "rgb.png"), *tiny, "--resume"])
@@ -789,7 +789,7 @@ def test_a_weights_file_without_its_run_is_never_written_over(files, tmp_path):
     # ...but not a report of other inputs or settings: that run is not this one's to replace
     (done / "adapted.safetensors").unlink()
     code, text = _run(_tiny_adapt(files, done, "--resume", "--lr", "1e-3"))
-    assert code == 1 and "was made with other inputs, model or settings" in text, text
+    assert code == 1 and "was made with other settings: --lr " in text and "(this command: 0.001)" in text, text
     assert (done / "report.json").is_file()
 
 

@@ -181,8 +181,10 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     assert not (tmp_path / "early" / CHECKPOINT).exists()
     with pytest.raises(InputError, match="--resume"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1)
-    with pytest.raises(InputError, match="other inputs, model or settings"):
+    with pytest.raises(InputError, match=r"other settings: --lr \S+ \(this command: 0.002\)"):  # the setting named
         adapt_images(inputs, _desc(_tiny(3)), cfg.replace(lr=2e-3), part_dir, stage1=stage1, resume=True)
+    with pytest.raises(InputError, match=r"other inputs, or another model, stage 1 or perceptual weights \(the settings"):
+        adapt_images(inputs[:1], _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
     resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
     assert not (part_dir / CHECKPOINT).exists()
@@ -354,7 +356,7 @@ def test_resume_with_the_perceptual_term_and_its_weights_checked(tmp_path, input
     _assert_same_weights(full.weights, resumed.weights)
     _interrupt_at(10, inputs, 3, cfg, tmp_path / "other", stage1)
     lpips_file(tmp_path / "lpips.pth", 1)  # the same path, other weights: not the run that was interrupted
-    with pytest.raises(InputError, match="other inputs, model or settings"):
+    with pytest.raises(InputError, match="another model, stage 1 or perceptual weights"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "other", stage1=stage1, resume=True)
 
 

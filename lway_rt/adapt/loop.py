@@ -526,8 +526,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                              "against these inputs and settings: pass --overwrite to run it again, or choose another "
                              "--out folder")
         if finished.get("fingerprint") != fingerprint:
-            raise InputError(f"the finished run in {out_dir} was made with other inputs, model or settings: rerun with "
-                             "the same ones, choose another --out folder, or pass --overwrite to replace it")
+            raise InputError(f"the finished run in {out_dir} was made with "
+                             f"{_made_with(config, finished.get('config'), _read_json_dict(out_dir / 'config.json'))}: "
+                             "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
         if damage is None:
             log(f"{out_dir} is complete with these inputs and settings: kept as it is")
@@ -543,9 +544,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             and not (out_dir / WEIGHTS).exists():
         orphan = _read_json_dict(out_dir / "report.json") or {}
         if orphan.get("fingerprint") != fingerprint:
-            raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with other inputs, "
-                             "model or settings: rerun with the same ones, choose another --out folder, or pass "
-                             "--overwrite to replace it")
+            raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with "
+                             f"{_made_with(config, orphan.get('config'), _read_json_dict(out_dir / 'config.json'))}: "
+                             "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         redo = True
 
@@ -626,8 +627,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if resume and ckpt_path.exists():
         ck = _load_checkpoint(ckpt_path)
         if ck.get("fingerprint") != fingerprint:
-            raise InputError(f"the checkpoint in {out_dir} was made with other inputs, model or settings: rerun with the "
-                             "same ones, or drop --resume and choose another --out folder")
+            raise InputError(f"the checkpoint in {out_dir} was made with "
+                             f"{_made_with(config, _recipe_of(ck), _read_json_dict(out_dir / 'config.json'))}: rerun "
+                             "with the same ones, or drop --resume and choose another --out folder")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"])
@@ -779,7 +781,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             st["train_s"] = train_s0 + time.perf_counter() - t_loop
             if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
                 _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
-                                             "gen": gen.get_state(), "st": st})
+                                             "gen": gen.get_state(), "st": st, "recipe": config.recipe_json()})
                 last_ckpt = st["it"]
             if st["it"] % 10 == 0:
                 rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
@@ -1048,6 +1050,34 @@ def _read_json_dict(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _made_with(config: AdaptConfig, *records: dict | None) -> str:
+    """How a run differs from this command, for the refusal to resume or keep it: the settings that shape the weights
+    which the first record of its configuration at hand (a report's or checkpoint's, else its ``config.json``) holds
+    otherwise, as flags with both values; else the inputs or the weights of the model, stage 1 or perceptual term
+    (the settings agree); else, with no record, any of them."""
+    then, now = next((r for r in records if isinstance(r, dict)), None), json.loads(config.recipe_json())
+    if then is None or not set(now) <= set(then):
+        return "other inputs, model or settings"
+    diffs = [k for k in now if then[k] != now[k]]
+    if not diffs:
+        return "other inputs, or another model, stage 1 or perceptual weights (the settings agree)"
+
+    def show(v) -> str:
+        return "unset" if v is None else ("on" if v else "off") if isinstance(v, bool) else \
+            ",".join(map(str, v)) if isinstance(v, list) else format(v, "g") if isinstance(v, float) else str(v)
+
+    return "other settings: " + "; ".join(f"--{k.replace('_', '-')} {show(then[k])} (this command: {show(now[k])})"
+                                          for k in diffs)
+
+
+def _recipe_of(ck: dict) -> dict | None:
+    """The recipe a checkpoint records (None: one written before checkpoints recorded it)."""
+    try:
+        return json.loads(ck["recipe"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def run_mode(out_dir: Path) -> str | None:
     """The --mode of the adaptation (finished or not) that ``out_dir`` holds, or None when it holds none."""
     from lway_rt.adapt.config import MODES
@@ -1183,10 +1213,13 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             raise InputError(f"{sub / 'report.json'} cannot be read, so the finished run there cannot be checked "
                              "against these inputs and settings: pass --overwrite to run them again, or choose another "
                              "--out folder")
-        recorded = _load_checkpoint(ckpt).get("fingerprint") if ckpt.exists() else \
+        ck = _load_checkpoint(ckpt) if ckpt.exists() else None
+        recorded = ck.get("fingerprint") if ck is not None else \
             None if finished is None else finished.get("fingerprint", "")
         if recorded is not None and recorded != fingerprint_of(group):
-            raise InputError(f"the run in {sub} was made with other inputs, model or settings: rerun with the same "
+            then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
+            raise InputError(f"the run in {sub} was made with "
+                             f"{_made_with(config, then, _read_json_dict(sub / 'config.json'))}: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it")
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
             # (a damaged one runs again: adapt_images says so)
