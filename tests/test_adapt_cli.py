@@ -914,3 +914,22 @@ def test_a_bad_value_from_the_config_file_keeps_the_file_s_key_name(files, tmp_p
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
                                     str(tmp_path / "o"), "--config", str(tmp_path / "c.toml")])
     assert res.exit_code == 1 and res.output.startswith("error: adapt config: ema must be in [0, 1)"), res.output
+
+
+def test_a_stop_before_the_first_checkpoint_says_there_is_nothing_to_resume(files, tmp_path, monkeypatch):
+    """Ctrl-C while the run was embedding its inputs printed the generic line for finished files ('run the same
+    command again for the rest'); adapt says what it means for an adaptation, and the plain rerun works."""
+    import lway_rt.adapt.loop as loop
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(loop, "compute_embeddings", ctrl_c)
+        res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
+    assert res.exit_code == 130, res.output
+    assert "adaptation interrupted before its first checkpoint: there is nothing to resume; run the same command " \
+        "again" in res.output and "for the rest" not in res.output, res.output
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
+    assert code == 0 and (out / "adapted.safetensors").is_file(), text

@@ -141,7 +141,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     """
     from lway_rt.adapt.config import AdaptConfig, load_toml_defaults
     from lway_rt.adapt.loop import adapt
-    from lway_rt.errors import InputError
+    from lway_rt.errors import InputError, Interrupted
 
     values = load_toml_defaults(config_file) if config_file else {}
     values.update({k: v for k, v in flags.items() if k in _FIELDS and v is not None})
@@ -163,8 +163,12 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     if stage1 is not None and config.loss != "lway" and config.mode != "per-group":  # it would be ignored, unread
         raise InputError(f"--stage1 is used by the lway loss and by --mode per-group only (this run: --loss "
                          f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
-    results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
-                    overwrite=overwrite)
+    try:
+        results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
+                        overwrite=overwrite)
+    except KeyboardInterrupt:  # the loop turns a stop after a checkpoint into its own message: this one came before
+        raise Interrupted("adaptation interrupted before its first checkpoint: there is nothing to resume; run the "
+                          "same command again (it starts from the beginning)") from None
     for r in results:
         rep = r.report
         line = f"{r.weights}: {rep['iterations_run']} iterations, {rep['stopped']}"
