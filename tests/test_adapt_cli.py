@@ -933,3 +933,21 @@ def test_a_stop_before_the_first_checkpoint_says_there_is_nothing_to_resume(file
         "again" in res.output and "for the rest" not in res.output, res.output
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
     assert code == 0 and (out / "adapted.safetensors").is_file(), text
+
+
+def test_images_in_sub_folders_are_named_not_skipped_unsaid(files, tmp_path):
+    """adapt reads a folder's own images: sub-folders with images are named in a note (they were left out without a
+    word), and a folder whose images are all in sub-folders says so instead of 'holds no images'."""
+    import shutil
+
+    top, only = tmp_path / "top", tmp_path / "only"
+    (top / "more").mkdir(parents=True)
+    (only / "frames").mkdir(parents=True)
+    shutil.copy(files / "lr" / "rgb.png", top / "a.png")
+    shutil.copy(files / "lr" / "rgb.png", top / "more" / "b.png")
+    shutil.copy(files / "lr" / "rgb.png", only / "frames" / "c.png")
+    code, text = _run(["adapt", str(top), "-o", str(tmp_path / "o1"), *[a for a in _fast(files) if a != "-q"]])
+    assert code == 0 and f"the images in sub-folders of {top} ({top / 'more'}) are not read: name those folders" in text, text
+    assert [p.name for p in (tmp_path / "o1" / "sr").iterdir()] == ["a.png"]
+    res = CliRunner().invoke(main, ["adapt", str(only), "-o", str(tmp_path / "o2"), *_fast(files)])
+    assert res.exit_code == 1 and f"its sub-folders {only / 'frames'} do: name them as inputs" in res.output, res.output

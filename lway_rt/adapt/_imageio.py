@@ -42,9 +42,21 @@ def from_array(name: str, rgb: np.ndarray) -> InputImage:
     return InputImage(name, LoadedImage(np.ascontiguousarray(arr)))
 
 
-def list_images(inputs) -> list[Path]:
+def _images_one_level_down(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` (not hidden) that hold images of their own: a folder's images are read without
+    its sub-folders, which are named so that none is left out unsaid (one level only: a cheap look, not a walk)."""
+    try:
+        subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        return [d for d in subs if any(q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
+                                       for q in d.iterdir())]
+    except OSError:
+        return []
+
+
+def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     """Expand files and folders (non-recursive, sorted, hidden files skipped) into image paths; a file reached twice
-    (named twice, or named and inside a named folder) is taken once."""
+    (named twice, or named and inside a named folder) is taken once. Sub-folders holding images, which are not read,
+    are named in ``notes`` (or in the error of a folder that has no image of its own)."""
     paths: list[Path] = []
     seen: set[Path] = set()
     for item in inputs:
@@ -55,8 +67,14 @@ def list_images(inputs) -> list[Path]:
                 if q.is_symlink() and not q.exists():
                     raise InputError(broken_link_message(q))
             found = [q for q in listed if q.is_file()]
+            nested = _images_one_level_down(p)
+            shown = ", ".join(str(d) for d in nested[:3]) + (f" and {len(nested) - 3} more" if len(nested) > 3 else "")
             if not found:
-                raise InputError(no_images_message(p))
+                raise InputError(no_images_message(p, f"; its sub-folders {shown} do: name them as inputs (adapt "
+                                                      "does not look inside sub-folders)" if nested else ""))
+            if nested and notes is not None:
+                notes.append(f"note: the images in sub-folders of {p} ({shown}) are not read: name those folders as "
+                             "inputs to adapt on them too")
         elif p.is_file():
             found = [p]
         else:

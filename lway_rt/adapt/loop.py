@@ -1152,7 +1152,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
 
     summary_path = out_dir / "report.json"
     loaded = bool(inputs) and all(isinstance(i, InputImage) for i in inputs)
-    given = list(inputs) if loaded else list_images(inputs)  # paths are listed once, and only the chosen ones read
+    notes: list[str] = []
+    given = list(inputs) if loaded else list_images(inputs, notes)  # paths are listed once, only the chosen ones read
+    for note in notes:
+        log(note)
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample))
     _check_out_folder(out_dir, config, images, [] if loaded else given, resume, overwrite)
     if config.sample is not None and len(images) < len(given):

@@ -133,7 +133,8 @@ _GROUPS = _GroupsType()
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
 def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,
             **flags):
-    """Adapt MODEL to the low-resolution images INPUT... (files or folders) without ground truth.
+    """Adapt MODEL to the low-resolution images INPUT... (files or folders; a folder's own images, not its
+    sub-folders', which a note names) without ground truth.
 
     Writes adapted weights (same architecture as MODEL), the SR image of every input, report.json,
     curves.png, contact_sheet.png and config.json into --out (with --mode per-image / per-group, one
