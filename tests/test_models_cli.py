@@ -288,3 +288,32 @@ def test_an_unknown_model_format_names_every_kind_a_command_takes(tmp_path):
     assert res.exit_code == 1, res.output
     line = res.output.strip().splitlines()[-1]
     assert ".pth or .safetensors" in line and "upscale" in line and ".onnx" in line, line
+
+
+def test_a_model_that_is_not_rgb_is_a_one_line_error_where_rgb_is_needed(tmp_path):
+    """serve-bench, adapt and a train-degae trunk work on RGB; a grey or 4-channel model ended in a traceback."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    for n in (1, 4):
+        torch.save(SRVGGNetCompact(num_in_ch=n, num_out_ch=n, num_feat=8, num_conv=1, upscale=4).state_dict(),
+                   tmp_path / f"c{n}.pth")
+    (tmp_path / "lr").mkdir()
+    Image.fromarray((np.random.default_rng(0).random((48, 48, 3)) * 255).astype("uint8")).save(tmp_path / "lr" / "a.png")
+    runner = CliRunner()
+    for n in (1, 4):
+        model = str(tmp_path / f"c{n}.pth")
+        for args, message in (
+                (["serve-bench", "-m", model, "-s", "16", "-b", "torch", "--min-iters", "1", "--min-time-s", "0",
+                  "--warmup-s", "0"], f"serve-bench times RGB (3-channel) models on photos, and {model} takes {n}-channel"),
+                (["adapt", str(tmp_path / "lr"), "-m", model, "-o", str(tmp_path / "o"), "--iterations", "1"],
+                 f"adapt fine-tunes RGB (3-channel) models, and {model} takes {n}-channel input"),
+                (["train-degae", "--data", str(tmp_path / "lr"), "--out", str(tmp_path / "t.safetensors"), "--iters", "1",
+                  "--batch", "2", "--crop", "32", "--trunk", model], f"takes {n}-channel input, and the trunk reads RGB")):
+            res = runner.invoke(main, args)
+            assert res.exit_code == 1 and "Traceback" not in res.output and message in res.output, (args, res.output)
+            assert res.output.startswith("error: "), res.output

@@ -339,6 +339,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     else:
         desc = model if model is not None else load_model(config.model, device="cpu")
         desc, cap = _with_detail_cap(desc, config, say)
+    if desc.in_channels != 3:  # the timed inputs are RGB photos
+        raise InputError(f"serve-bench times RGB (3-channel) models on photos, and {config.model} takes "
+                         f"{desc.in_channels}-channel input: pick an RGB model ('lwayrt upscale' runs this one)")
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
     threads = config.threads or _usable_cores()
