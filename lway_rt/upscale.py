@@ -192,6 +192,9 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
     if config.detail_cap not in ("auto", "off") or config.base_model:
         raise InputError(f"{label} runs as exported: a detail cap goes into the file at export ('lwayrt export "
                          "--detail-cap'), so drop --detail-cap / --base-model here")
+    if not desc.tiling_safe and config.detail_cap == "off":  # the cap is in the graph: 'off' would be ignored
+        raise InputError(f"{label} holds a detail cap fixed at export, so --detail-cap off cannot apply: run a file "
+                         "exported with --detail-cap off (or the weights with --detail-cap off), or drop the option")
     if not desc.tiling_safe and config.tile and config.tile_chosen:
         raise InputError(f"{label} holds a detail cap measured on each input it is given, so tiles would each be capped "
                          "on their own: add --tile 0 (whole images, as 'lwayrt upscale' caps them)")

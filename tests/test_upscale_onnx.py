@@ -146,6 +146,9 @@ def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, ph
     assert res.exit_code == 0 and "images run whole (--tile 0)" in res.output, res.output
     for name in ("photo_x4.png", "grey16_x4.png"):
         assert _levels(tmp_path / "onnx" / name, tmp_path / "default" / name) == 0, name
+    res = _upscale(path, photos, tmp_path / "off", "--tile", "0", "--detail-cap", "off")  # was run capped, unsaid
+    assert res.exit_code == 1 and "holds a detail cap fixed at export, so --detail-cap off cannot apply" in res.output
+    assert not (tmp_path / "off").exists()
 
 
 def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path):

@@ -297,6 +297,9 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
         return desc
 
     cap = source.get("detail_cap")
+    if cap and config.detail_cap == "off":  # the cap is in the graph: 'off' cannot be honoured, so it is not ignored
+        raise InputError(f"{path.name} holds a detail cap ({float(cap['cap']):g}) fixed at export, so --detail-cap off "
+                         "cannot apply: time a file exported with --detail-cap off, or drop the option")
     adapted = weights(source.get("model"), source.get("path"), cap["adapted_sha256"] if cap else source["weights_sha256"],
                       "the weights")
     if cap:
