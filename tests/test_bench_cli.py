@@ -223,3 +223,18 @@ def test_tiled_rows_default_to_the_overlap_upscale_runs():
         return next(p.default for p in cmd.params if p.name == "tile_overlap")
 
     assert default(bench_command) == default(upscale_command) == BenchConfig(model="m").tile_overlap
+
+
+def test_ctrl_c_says_nothing_was_written(tmp_path, monkeypatch):
+    """Ctrl-C printed the generic line about finished files kept and 'the rest', which a benchmark has neither of."""
+    import lway_rt.bench.runner as runner
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_reference", ctrl_c)
+    dest = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "16", "-b", "torch",
+                                    "--json", str(dest), *TINY])
+    assert res.exit_code == 130 and "serve-bench interrupted: nothing was written" in res.output, res.output
+    assert "for the rest" not in res.output and not dest.exists()

@@ -102,7 +102,13 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     )
     console = Console(stderr=True)
     progress = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]"))
-    report = run_bench(config, command=shlex.join(["lwayrt", *sys.argv[1:]]), progress=progress)
+    try:
+        report = run_bench(config, command=shlex.join(["lwayrt", *sys.argv[1:]]), progress=progress)
+    except KeyboardInterrupt:  # the generic line speaks of finished files and "the rest": a benchmark has neither
+        from lway_rt.errors import Interrupted
+
+        raise Interrupted("serve-bench interrupted: nothing was written (--json and --chart are written once every "
+                          "configuration is measured); run it again to measure") from None
     out = Console()
     if not out.is_terminal:  # logs and files: wide enough that no column is cut
         out = Console(width=200)
