@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -645,6 +646,27 @@ def made_otherwise(dest: Path, key: str) -> bool:
     return made is not None and made != key
 
 
+def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
+    """Raise if ``dest`` holds something an output of ``src`` may not replace: a folder, or a file that is neither a
+    PNG recording a run of this command nor an image of ``src``'s output size (an earlier output of another format
+    or version). The user's own file that happens to bear an output's name is kept."""
+    from lway_rt.io.images import image_size, png_text
+
+    if not os.path.lexists(dest):
+        return
+    if dest.is_dir():
+        raise InputError(f"output {dest} is a folder: move it, or choose another -o folder or --suffix")
+    if dest.suffix.lower() == ".png" and png_text(dest, RUN_KEY) is not None:
+        return
+    size = image_size(src)
+    if size is None:  # reading the input will say what is wrong with it
+        return
+    want = scaled_size(size, scale)
+    if image_size(dest) != want:
+        raise InputError(f"{dest} exists and is not an output of {src.name} (that would be {want[0]}x{want[1]} "
+                         "pixels): move it, or choose another -o folder or --suffix")
+
+
 def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     """Whether ``dest`` already holds ``src``'s output: a file at least as new as ``src`` with exactly ``scale`` x its
     size. Outputs are written atomically, so a file of that name is complete; one older than its input (the input was
@@ -768,6 +790,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
                 report.kept.append(dest)
                 return
             report.remade.append(dest)
+        _refuse_a_file_not_ours(src, dest, _factor(config, desc))
         img = read_image(src)
         model, model_cap = desc, cap
         if router is not None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from lway_rt.archs.rrdbnet import RRDBNet
 from lway_rt.archs.srvgg import SRVGGNetCompact
@@ -269,7 +270,9 @@ def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(t
     assert run("upscale", inputs, "-o", out, "--model", MODEL).exit_code == 0
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
     (out / "photo_x4.png").unlink()  # never finished
-    Image.fromarray(small).save(out / "wide_x4.png")  # another model's (x1) output under this name
+    other = PngInfo()
+    other.add_text("lwayrt-upscale", "0" * 16)  # another lwayrt run's (x1) output under this name
+    Image.fromarray(small).save(out / "wide_x4.png", pnginfo=other)
     later = (inputs / "photo2.jpg").stat().st_mtime + 60  # the input edited after its output was made
     os.utime(inputs / "photo2.jpg", (later, later))
     again = run("upscale", inputs, "-o", out, "--model", MODEL, "--skip-existing")
@@ -755,3 +758,31 @@ def test_an_earlier_run_s_outputs_among_the_originals_are_left_out(tmp_path, sma
     assert alone.exit_code == 0 and "2 image(s) written" in alone.output and "written by lwayrt" not in alone.output
     named = run("upscale", d / "up" / "a_x4.png", d, "-o", tmp_path / "named", "--model", MODEL)
     assert named.exit_code == 0 and "3 image(s) written" in named.output, named.output
+
+
+def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, small):
+    """-o a folder holding the user's own a_x4.png (not a's output by its size) and a folder where the output name is
+    taken by a folder: each is a listed failure, the file kept byte for byte; the earlier run's own output (its PNG
+    records the run) and a look-alike of the right size are still written anew, and b is upscaled beside them."""
+    d, out = tmp_path / "in", tmp_path / "out"
+    d.mkdir()
+    out.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    Image.fromarray(small[:, ::-1].copy()).save(d / "b.png")
+    Image.fromarray(small[:16]).save(out / "a_x4.png")  # the user's own picture, 32x16
+    mine = (out / "a_x4.png").read_bytes()
+    result = run("upscale", d, "-o", out, "--model", MODEL)
+    assert result.exit_code == 1, result.output
+    assert "a_x4.png exists and is not an output of a.png" in result.output and "1 image(s) written" in result.output
+    assert (out / "a_x4.png").read_bytes() == mine
+    (out / "a_x4.png").unlink()
+    (out / "b_x4.png").unlink()
+    (out / "b_x4.png").mkdir()
+    result = run("upscale", d, "-o", out, "--model", MODEL)
+    assert result.exit_code == 1 and "b_x4.png is a folder" in result.output, result.output
+    (out / "b_x4.png").rmdir()
+    assert run("upscale", d, "-o", out, "--model", MODEL).exit_code == 0
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(out / "b_x4.png")  # right size, no run record
+    again = run("upscale", d, "-o", out, "--model", MODEL)
+    assert again.exit_code == 0 and "2 image(s) written" in again.output, again.output
+    assert read_image(out / "b_x4.png").rgb.max() > 0
