@@ -109,6 +109,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
         assert torch.equal(v, good[k])
 
 
+def test_a_loss_blown_up_short_of_nan_stops_before_it_is_saved(photo_dir, tmp_path):
+    """Resumed with --lr 0.5 the loss climbed to ~1e13 and the run wrote that checkpoint as if all were well."""
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, **TINY)
+    train(cfg)
+    before = out.read_bytes()
+    with pytest.raises(TrainingError, match=r"diverged at iteration \d+: .* over 10x .*last good checkpoint \(iteration 4\)"):
+        train(TrainConfig(**{**cfg.__dict__, "lr": 0.5, "iters": 40}), resume=True)
+    assert out.read_bytes() == before and load_stage1(out).meta["iterations"] == 4
+
+
 def test_ctrl_c_names_the_checkpoint_kept(photo_dir, tmp_path):
     """Ctrl-C (KeyboardInterrupt, here raised from the progress log) stops with ``Interrupted``: the last checkpoint
     and --resume, or that none was written yet; the checkpoint on disk is the one it names."""

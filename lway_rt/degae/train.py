@@ -281,6 +281,10 @@ class TrainResult:
     resumed_from: int
 
 
+DIVERGED = 10.0  # a running loss this many times its lowest is a run blown up (a sound run's falls or wobbles)
+SETTLE = 10  # iterations of a fresh run before its running loss is the reference
+
+
 def _is_stage1_file(path: Path) -> bool:
     """Whether ``path`` is a stage-1 checkpoint (its metadata's format), readable or cut: what --overwrite may replace."""
     from lway_rt.degae import FORMAT
@@ -474,7 +478,16 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         bar.start()
         task = bar.add_task("train", total=cfg.iters, completed=start, info="")
     ema = None
+    # the lowest running loss so far, from the checkpoint's last loss on a resume (a fresh run's first iterations
+    # settle first): a run whose running loss climbs DIVERGED x above it has blown up short of NaN/inf, and is stopped
+    # before it writes a checkpoint, as a NaN is
+    low = (s1.meta.get("last_losses") or {}).get("loss") if state is not None else None
     source = BatchSource(images, cfg, start, end)
+
+    def kept() -> str:
+        return (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue with "
+                "--resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
+
     try:
         while it < end:
             for g in opt.param_groups:
@@ -483,9 +496,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             try:
                 last = train_step(s1, opt, batch, cfg, lpips)
             except TrainingError:
-                kept = (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue "
-                        "with --resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
-                raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept}") from None
+                raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept()}") from None
             it += 1
             if cfg.time_limit_s is not None and it - start == PROBE // 4:
                 t_probe = time.time()
@@ -502,6 +513,11 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                     if bar is not None:
                         bar.update(task, total=planned)
             ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
+            if low is not None and ema > DIVERGED * low:
+                raise TrainingError(f"loss diverged at iteration {it}: its running mean {ema:.3g} is over {DIVERGED:g}x "
+                                    f"its lowest, {low:.3g}; training stopped; {kept()}")
+            if low is not None or it - start >= SETTLE:
+                low = ema if low is None else min(low, ema)
             rate = (it - start) / max(1e-9, time.time() - t0)
             if bar is not None:
                 bar.update(task, completed=it, info=f"loss {ema:.4f}  {rate:.2f} it/s")
