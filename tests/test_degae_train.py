@@ -385,13 +385,14 @@ def test_resume_of_a_run_already_at_iters_says_nothing_was_trained(tmp_path, pho
     res = CliRunner().invoke(main, [*args, "--iters", "1", "--resume"])
     assert res.exit_code == 0, res.output
     assert "nothing to train" in res.output and "nan" not in res.output, res.output
+    assert "stage-1 training: 1 iterations" not in res.output, res.output  # a header of 1 iteration, a bar at 2/1
     assert f"kept {out} (2 iterations" in res.output and out.read_bytes() == before
-    # a resume with another batch: each segment records its own (the recipe holds only the last)
-    res = CliRunner().invoke(main, [*[a if a != "2" or i != args.index("--batch") + 1 else "3" for i, a in enumerate(args)],
-                                    "--iters", "3", "--resume"])
+    # a resume with another batch and crop: each segment records its own (the recipe holds only the last)
+    other = {args.index("--batch") + 1: "3", args.index("--crop") + 1: "48"}
+    res = CliRunner().invoke(main, [*[other.get(i, a) for i, a in enumerate(args)], "--iters", "3", "--resume"])
     assert res.exit_code == 0, res.output
     segs = load_stage1(out).meta["segments"]
-    assert [(g["from"], g["to"], g["batch"]) for g in segs] == [(0, 2, 2), (2, 3, 3)]
+    assert [(g["from"], g["to"], g["batch"], g.get("crop")) for g in segs] == [(0, 2, 2, 32), (2, 3, 3, 48)]
     assert segs[-1]["data"] == str(photo_dir.absolute())
     # its resume state given where a checkpoint or a model is asked for names the checkpoint
     state = f"{out}.resume.pt"

@@ -453,9 +453,10 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         log(f"resumed {out} at iteration {start}")
-        if start >= cfg.iters:
+        if start >= cfg.iters:  # no header of --iters iterations nor a bar past its end
             log(f"it is at or past --iters {cfg.iters}: nothing to train, the file is kept as it is (a larger --iters "
                 "continues it)")
+            return TrainResult(out, start, elapsed0, {}, start)
     log(f"stage-1 training: {cfg.iters} iterations, batch {cfg.batch}, crop {cfg.crop}, pairing {cfg.pairing}, "
         f"perceptual {cfg.perceptual}, trunk {cfg.trunk_model}[:{cfg.trunk_layers}], {len(images)} images")
     t0 = time.time()
@@ -525,7 +526,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
                 # per segment: what a resume may change (the recipe keeps the last segment's settings only)
-                seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch,
+                seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
                        "data": str(Path(cfg.data).absolute()) if cfg.data else None}
                 _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
                 last_saved = it
