@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -207,11 +208,12 @@ def _adapt(files, out, *extra):
 
 
 def test_per_group_end_to_end_and_resume(files, tmp_path):
-    out = tmp_path / "grouped"
+    out = tmp_path / "my groups"  # the hint's path is shell-quoted
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2")
     assert code == 0, text
     assert "grouped 3 image(s) into 2 by stage 1's embedding" in text
-    assert f"'lwayrt upscale NEW... -m {out} -o OUT' sends each to its group's model" in text
+    hint = next(ln for ln in text.splitlines() if ln.startswith("new images go each to its group's model with: "))
+    assert shlex.split(hint.split(": ", 1)[1])[3:5] == ["-m", str(out)], hint
     members = json.loads((out / "groups.json").read_text())["members"]
     assert sorted(members) == ["group-1", "group-2"]
     assert sorted(n for names in members.values() for n in names) == ["im0", "im1", "im2"]  # each image once

@@ -8,6 +8,7 @@ ONNX Runtime runner accepts the files; a second export is a cache hit and a chan
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -492,6 +493,15 @@ def test_keep_fp32_pattern_that_matches_nothing_is_named(tmp_path):
     again = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--precision", "fp16",
                  "--keep-fp32", "body.1", "--keep-fp32", "bdy.*")
     assert "cache hit" in again.stdout and "'bdy.*' matched no node" in again.stderr  # checked on a cache hit too
+
+
+def test_the_upscale_hint_quotes_a_path_with_spaces(tmp_path):
+    out = tmp_path / "my exports"
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "fp32")
+    assert res.exit_code == 0, res.output
+    hint = next(ln for ln in res.output.splitlines() if ln.startswith("run it with ONNX Runtime: "))
+    path = Path(shlex.split(hint.split(": ", 1)[1])[-1])
+    assert path.parent == out and path.suffix == ".onnx" and path.is_file(), hint
 
 
 def test_a_four_channel_model_exports_with_a_note_instead_of_the_upscale_hint(tmp_path):

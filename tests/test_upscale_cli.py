@@ -4,6 +4,7 @@ a user can hit: each must give a one-line ``error:`` (or a listed failure) and a
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -711,12 +712,14 @@ def test_an_icon_is_read_at_its_largest_size_and_written_as_png(tmp_path, small)
 def test_a_video_is_told_how_to_get_its_frames(tmp_path):
     """Footage arrives as a video: named, or alone in a folder, it is answered with the frame-extraction command, not
     'not a readable image' or a list of image endings."""
-    d = tmp_path / "footage"
+    d = tmp_path / "my footage"
     d.mkdir()
     (d / "clip.MP4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
     result = run("upscale", d / "clip.MP4", "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 1 and f"{d / 'clip.MP4'} is a video: lwayrt reads images; extract its frames first" \
         in result.output and "ffmpeg -i" in result.output, result.output
+    command = result.output.split("extract its frames first (", 1)[1].rsplit(") and give it", 1)[0]
+    assert shlex.split(command)[4:] == ["-i", str(d / "clip.MP4"), f"{d}/clip_frames/%06d.png"], command  # quoted
     result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 1 and f"folder {d} holds no images, only video (clip.MP4)" in result.output
     result = run("adapt", d, "-o", tmp_path / "adapted", "--model", MODEL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from lway_rt.cli._params import FINITE, NAME, PathParam
@@ -178,4 +180,5 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
         click.echo(line)
     if config.mode == "per-group" and len(results) > 1:
-        click.echo(f"new images: 'lwayrt upscale NEW... -m {out_dir} -o OUT' sends each to its group's model")
+        click.echo(f"new images go each to its group's model with: lwayrt upscale NEW... -m {shlex.quote(str(out_dir))} "
+                   "-o OUT")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -146,7 +147,8 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         _log(f"note: this network takes {runnable[2]}-channel input; lwayrt upscale runs only RGB (3) and grey (1) "
              "models, so the file is for a runtime of your own")
     elif runnable is not None:
-        _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {runnable[0]}" + (" --tile 0" if runnable[1] else ""))
+        _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {shlex.quote(str(runnable[0]))}"
+             + (" --tile 0" if runnable[1] else ""))
 
 
 def _warn_unmatched(patterns, fp16_files) -> None:

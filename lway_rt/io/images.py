@@ -17,6 +17,7 @@ Writes are atomic (temporary file beside the target, then rename) via
 from __future__ import annotations
 
 import os
+import shlex
 import struct
 import sys
 import zlib
@@ -114,8 +115,9 @@ def _open(path: Path):
 def _video_advice(video: Path, folder: Path | None = None) -> str:
     frames = video.parent / f"{video.stem}_frames"
     where = f"folder {folder} holds no images, only video ({video.name})" if folder else f"{video} is a video"
-    return (f"{where}: lwayrt reads images; extract its frames first (mkdir {frames} && ffmpeg -i {video} "
-            f"{frames}/%06d.png) and give it that folder")
+    q = shlex.quote
+    return (f"{where}: lwayrt reads images; extract its frames first (mkdir {q(str(frames))} && ffmpeg -i {q(str(video))} "
+            f"{q(f'{frames}/%06d.png')}) and give it that folder")
 
 
 def no_images_message(folder: Path, hint: str = "") -> str:
