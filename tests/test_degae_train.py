@@ -458,6 +458,10 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     assert recorded == str(work / "trunk.safetensors")
     monkeypatch.chdir(tmp_path)  # from another folder the checkpoint still finds its trunk
     assert load_stage1(work / "s1.safetensors").meta["trunk_model"] == recorded
+    (work / "trunk.safetensors").rename(work / "moved.safetensors")  # said as the checkpoint's trunk, not any model
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(work / "s1.safetensors")])
+    assert res.exit_code == 1 and f"reads its encoder trunk from {recorded}, which does not exist" in res.output, res.output
+    (work / "moved.safetensors").rename(work / "trunk.safetensors")
 
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.safetensors"), "--resume", "--overwrite"])
     assert res.exit_code == 2 and "pass one of them" in res.output, res.output

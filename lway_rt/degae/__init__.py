@@ -171,6 +171,10 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
     if embed_dim is not None and embed_dim != ed:
         raise ModelError(f"{path} has embedding width {ed}, but {embed_dim} was asked for; pass a matching checkpoint "
                          f"or --embed-dim {ed}")
+    file = Path(trunk.model).expanduser()
+    if (file.suffix or len(file.parts) > 1) and not file.exists():  # a trunk trained from a file, not a store name
+        raise ModelError(f"{path} reads its encoder trunk from {file}, which does not exist (moved or deleted): put the "
+                         "file back there, or train stage 1 again with --trunk naming where it is now")
     trunk_net, channels, _ = build_trunk(trunk, expect_sha256=meta.get("trunk_sha256"), device=device)
     enc = DegradationEncoder(trunk_net, channels, ed, head_widths)
     rec = Reconstructor(ed, width, blocks, bool(meta.get("skip", False)))
