@@ -159,14 +159,28 @@ def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     if config.scale is not None and config.scale != desc.scale:
         raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop "
                          f"--scale (-s {config.scale} resizes this model's output to x{config.scale})")
-    if desc.in_channels not in (1, 3):
-        raise InputError(f"model {label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale images")
+    refuse_channels(desc, f"model {label}")
     if config.fp16:
         if not desc.fp16_safe:
             raise InputError(f"model {label} is not safe in fp16 (its activations overflow): drop --fp16")
         desc.model.half()
     _cpu_layout(desc.model)
     return desc
+
+
+def refuse_channels(desc: ModelDescriptor, label: str) -> None:
+    """upscale runs RGB and grey networks (``ModelDescriptor.require_rgb`` is the check of the commands that need
+    RGB)."""
+    if desc.in_channels not in (1, 3):
+        raise InputError(f"{label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale "
+                         "images")
+
+
+def cap_off_refused(name: str, verb: str) -> InputError:
+    """The refusal of ``--detail-cap off`` for an exported file that holds its cap in the graph (upscale ``verb``
+    "run", serve-bench "time"): the option cannot apply, so it is not ignored."""
+    return InputError(f"{name} holds a detail cap fixed at export, so --detail-cap off cannot apply: {verb} a file "
+                      "exported with --detail-cap off, or drop the option")
 
 
 def _cpu_layout(module: torch.nn.Module) -> None:
@@ -185,8 +199,7 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
     label = Path(config.model).name
     if config.scale is not None and config.scale != desc.scale:
         raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop --scale")
-    if desc.in_channels not in (1, 3):
-        raise InputError(f"{label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale images")
+    refuse_channels(desc, label)
     if config.fp16:
         raise InputError(f"{label} runs in the precision it was exported in: drop --fp16 (export with --precision fp16 "
                          "for a half-precision file)")
@@ -194,8 +207,7 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
         raise InputError(f"{label} runs as exported: a detail cap goes into the file at export ('lwayrt export "
                          "--detail-cap'), so drop --detail-cap / --base-model here")
     if not desc.tiling_safe and config.detail_cap == "off":  # the cap is in the graph: 'off' would be ignored
-        raise InputError(f"{label} holds a detail cap fixed at export, so --detail-cap off cannot apply: run a file "
-                         "exported with --detail-cap off (or the weights with --detail-cap off), or drop the option")
+        raise cap_off_refused(label, "run")
     if not desc.tiling_safe and config.tile and config.tile_chosen:
         raise InputError(f"{label} holds a detail cap measured on each input it is given, so tiles would each be capped "
                          "on their own: add --tile 0 (whole images, as 'lwayrt upscale' caps them)")

@@ -309,11 +309,12 @@ def test_a_model_that_is_not_rgb_is_a_one_line_error_where_rgb_is_needed(tmp_pat
         model = str(tmp_path / f"c{n}.pth")
         for args, message in (
                 (["serve-bench", "-m", model, "-s", "16", "-b", "torch", "--min-iters", "1", "--min-time-s", "0",
-                  "--warmup-s", "0"], f"serve-bench times RGB (3-channel) models on photos, and {model} takes {n}-channel"),
+                  "--warmup-s", "0"], f"serve-bench times RGB (3-channel) models, and {model} takes {n}-channel"),
                 (["adapt", str(tmp_path / "lr"), "-m", model, "-o", str(tmp_path / "o"), "--iterations", "1"],
                  f"adapt fine-tunes RGB (3-channel) models, and {model} takes {n}-channel input"),
                 (["train-degae", "--data", str(tmp_path / "lr"), "--out", str(tmp_path / "t.safetensors"), "--iters", "1",
-                  "--batch", "2", "--crop", "32", "--trunk", model], f"takes {n}-channel input, and the trunk reads RGB")):
+                  "--batch", "2", "--crop", "32", "--trunk", model],
+                 f"stage 1's encoder trunk is cut from RGB (3-channel) models, and {model} takes {n}-channel input")):
             res = runner.invoke(main, args)
             assert res.exit_code == 1 and "Traceback" not in res.output and message in res.output, (args, res.output)
             assert res.output.startswith("error: "), res.output

@@ -1166,9 +1166,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     # the usual one-line error for an image smaller than the patch, before anything is loaded or made
     check_patch_fits([(i.name, tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
     desc = load_model(model, device=config.device)
-    if desc.in_channels != 3:  # stage 1, the loss and the inputs (grey ones made RGB) are RGB
-        raise InputError(f"adapt fine-tunes RGB (3-channel) models, and {model} takes {desc.in_channels}-channel input: "
-                         "pick an RGB model ('lwayrt upscale' runs this one)")
+    desc.require_rgb(str(model), "adapt fine-tunes")  # stage 1, the loss and the inputs (grey ones made RGB) are RGB
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None
     if (config.loss == "lway" or config.mode == "per-group") and (stage1 is None or isinstance(stage1, (str, Path))):

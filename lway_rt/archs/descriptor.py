@@ -65,6 +65,15 @@ class ModelDescriptor:
     def in_channels(self) -> int:
         return self.spec.in_channels
 
+    def require_rgb(self, label: str, who: str, error: type[Exception] | None = None) -> None:
+        """Refuse a grey or 4-channel network where RGB photos go in; ``who`` says which part needs RGB ("adapt
+        fine-tunes"). ``lwayrt upscale`` runs grey networks as well (``upscale.refuse_channels``)."""
+        from lway_rt.errors import InputError
+
+        if self.in_channels != 3:
+            raise (error or InputError)(f"{who} RGB (3-channel) models, and {label} takes {self.in_channels}-channel "
+                                        "input: pick an RGB model ('lwayrt upscale' runs this one)")
+
     def describe(self) -> str:
         label = self.name or self.source or self.spec.arch
         hp = ", ".join(f"{k}={v}" for k, v in self.spec.hparams.items())

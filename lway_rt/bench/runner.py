@@ -270,8 +270,9 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     from pathlib import Path
 
     from lway_rt.export.capped import capped_descriptor
-    from lway_rt.io.store import load_recorded_model
     from lway_rt.export.manifest import find_manifest
+    from lway_rt.io.store import load_recorded_model
+    from lway_rt.upscale import cap_off_refused
     from lway_rt.runtime.onnx_model import spec_from_manifest
 
     path = Path(config.model).expanduser()
@@ -298,8 +299,7 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
 
     cap = source.get("detail_cap")
     if cap and config.detail_cap == "off":  # the cap is in the graph: 'off' cannot be honoured, so it is not ignored
-        raise InputError(f"{path.name} holds a detail cap ({float(cap['cap']):g}) fixed at export, so --detail-cap off "
-                         "cannot apply: time a file exported with --detail-cap off, or drop the option")
+        raise cap_off_refused(path.name, "time")
     adapted = weights(source.get("model"), source.get("path"), cap["adapted_sha256"] if cap else source["weights_sha256"],
                       "the weights")
     if cap:
@@ -342,9 +342,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     else:
         desc = model if model is not None else load_model(config.model, device="cpu")
         desc, cap = _with_detail_cap(desc, config, say)
-    if desc.in_channels != 3:  # the timed inputs are RGB photos
-        raise InputError(f"serve-bench times RGB (3-channel) models on photos, and {config.model} takes "
-                         f"{desc.in_channels}-channel input: pick an RGB model ('lwayrt upscale' runs this one)")
+    desc.require_rgb(str(config.model), "serve-bench times")  # the timed inputs are RGB photos
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
     threads = config.threads or _usable_cores()

@@ -43,9 +43,7 @@ def build_trunk(spec: TrunkSpec, expect_sha256: str | None = None, device: str =
     from lway_rt.io.weights import state_dict_sha256
 
     desc = load_model(spec.model)
-    if desc.in_channels != 3:  # the trunk reads RGB photos
-        raise ModelError(f"{spec.model} takes {desc.in_channels}-channel input, and the trunk reads RGB photos: pick an "
-                         "RGB model as the trunk")
+    desc.require_rgb(spec.model, "stage 1's encoder trunk is cut from", ModelError)  # it reads RGB photos
     net = desc.model
     if desc.spec.arch == "SRVGGNetCompact":
         n_conv = desc.spec.hparams.get("num_conv", 16) + 1
