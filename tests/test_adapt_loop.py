@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lway_rt.adapt._imageio import from_array
 from lway_rt.adapt.config import AdaptConfig
@@ -421,3 +423,33 @@ def test_trust_gated_guard_records_each_images_gate(tmp_path, inputs, stage1):
     plain = adapt_images(inputs, _desc(_tiny()), cfg.replace(detail_guard_gate="none"), tmp_path / "plain",
                          stage1=stage1, write_outputs=False).report
     assert all("guard_gate" not in im for im in plain["images"])
+
+
+def test_ground_truth_of_inputs_that_share_a_file_name(tmp_path):
+    """a/x.png and b/x.png were both scored against gt/x.png; two files for one input were chosen between silently."""
+    from lway_rt.adapt._imageio import read_inputs
+    from lway_rt.adapt.loop import _load_gt
+
+    rng = np.random.default_rng(0)
+    lr = {k: (rng.random((8, 8, 3)) * 255).astype(np.uint8) for k in "ab"}
+    hr = {k: (rng.random((16, 16, 3)) * 255).astype(np.uint8) for k in "ab"}
+    for k in "ab":
+        (tmp_path / k).mkdir()
+        Image.fromarray(lr[k]).save(tmp_path / k / "x.png")
+    Image.fromarray(lr["a"]).save(tmp_path / "y.png")
+    images = read_inputs([tmp_path / "a", tmp_path / "b", tmp_path / "y.png"])
+    assert [i.name for i in images] == ["x_png", "x_png_2", "y"]
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    Image.fromarray(hr["a"]).save(gt / "x.png")
+    Image.fromarray(hr["a"]).save(gt / "y.png")
+    with pytest.raises(InputError, match="name their ground truths in .* x_png, x_png_2"):
+        _load_gt(gt, images, 2)
+    (gt / "x.png").rename(gt / "x_png.png")
+    Image.fromarray(hr["b"]).save(gt / "x_png_2.png")
+    got = _load_gt(gt, images, 2)
+    assert np.array_equal(got["x_png"], hr["a"] / np.float32(255)) and "y" in got
+    assert np.array_equal(got["x_png_2"], hr["b"] / np.float32(255))
+    Image.fromarray(hr["a"]).save(gt / "y.jpg", quality=95)
+    with pytest.raises(InputError, match="holds y.jpg and y.png for one input: keep one"):
+        _load_gt(gt, images, 2)

@@ -29,6 +29,7 @@ import json
 import math
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace as dc_replace
 from pathlib import Path
@@ -188,14 +189,23 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
         raise InputError(f"--gt {gt_dir} is not a folder")
-    by_stem = {p.stem: p for p in sorted(gt_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    out, missing = {}, []
+    by_stem: dict[str, list[Path]] = {}
+    for f in sorted(gt_dir.iterdir()):
+        if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+            by_stem.setdefault(f.stem, []).append(f)
+    stems = Counter(img.path.stem if img.path is not None else img.name for img in images)
+    out, missing, shared = {}, [], []
     for img in images:
         stem = img.path.stem if img.path is not None else img.name
-        p = by_stem.get(stem) or by_stem.get(img.name)
-        if p is None:
-            missing.append(stem)
+        # the name this run gives the input (its outputs' name) first; the file's own stem only if no other input
+        # has it, or one ground truth would be scored against two inputs
+        key = img.name if img.name in by_stem else stem if stems[stem] == 1 else None
+        if key is None or key not in by_stem:
+            (shared if stems[stem] > 1 else missing).append(img.name if stems[stem] > 1 else stem)
             continue
+        if len(by_stem[key]) > 1:
+            raise InputError(f"--gt {gt_dir} holds {' and '.join(f.name for f in by_stem[key])} for one input: keep one")
+        p = by_stem[key][0]
         gt = read_image(p).rgb
         h, w = img.size
         if not (h * scale <= gt.shape[0] < (h + 1) * scale and w * scale <= gt.shape[1] < (w + 1) * scale):
@@ -205,6 +215,10 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
     if missing:
         raise InputError(f"no ground truth in {gt_dir} for {', '.join(missing[:3])}"
                          f"{' …' if len(missing) > 3 else ''}: name HR files like their LR inputs")
+    if shared:
+        raise InputError(f"inputs that share a file name are told apart by the names this run gives them: name their "
+                         f"ground truths in {gt_dir} {', '.join(shared[:3])}{' …' if len(shared) > 3 else ''} (any "
+                         "image ending)")
     return out
 
 
