@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -117,14 +118,27 @@ class Route:
     path: Path
     group: str
     similarity: float  # cosine of the image's embedding to the group's centre
-    floor: float  # the lowest cosine of the group's own images to its centre
+    floor: float  # the lowest cosine of the group's own images to its centre (``route_floors``: NaN, none measured)
+    borrowed: bool = False  # a group of one image: ``floor`` is the widest other group's
 
     @property
     def inside(self) -> bool:
-        """Within ``ROUTE_REACH`` x the distance of the group's farthest own image (else: unlike every group's)."""
+        """Within ``ROUTE_REACH`` x the distance of the group's farthest own image (else: unlike every group's); with
+        no spread measured (every group of one image), not judged."""
         from lway_rt.adapt.groups import reach_ratio
 
-        return float(reach_ratio(self.similarity, self.floor)) <= ROUTE_REACH + 1e-6
+        return not math.isfinite(self.floor) or float(reach_ratio(self.similarity, self.floor)) <= ROUTE_REACH + 1e-6
+
+
+def route_floors(floors: Sequence[float], sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(floors to judge routes by, which are borrowed). A group of one image lies at its centre (floor 1), so every
+    other image was flagged as unlike it: such a group takes the widest spread (lowest floor) of the groups of two
+    or more images, or NaN (not judged) when there is none."""
+    floors = np.asarray(floors, dtype=np.float64).copy()
+    single = np.asarray(sizes) < 2
+    measured = floors[~single]
+    floors[single] = measured.min() if measured.size else np.nan
+    return floors, single
 
 
 @dataclass
@@ -283,6 +297,7 @@ class GroupRouter:
     embedding_input: str  # "sr" (bicubic-upsampled LR) or "lr"
     scale: int
     device: str = "cpu"
+    borrowed: np.ndarray | None = None  # per group: its floor is another group's (``route_floors``)
 
     def route(self, path: Path, rgb: np.ndarray) -> Route:
         from lway_rt.adapt.embed import compute_embeddings, embedding_input
@@ -292,7 +307,8 @@ class GroupRouter:
         emb = compute_embeddings([x], self.stage1)
         best, sim = nearest_group(emb, self.centres)
         g = int(best[0])
-        return Route(path, self.names[g], float(sim[0]), float(self.floors[g]))
+        return Route(path, self.names[g], float(sim[0]), float(self.floors[g]),
+                     bool(self.borrowed is not None and self.borrowed[g]))
 
 
 def _groups_record(spec: str) -> tuple[Path, dict] | None:
@@ -322,6 +338,10 @@ def _load_stage1_for(routing: dict, folder: Path, config: UpscaleConfig):
     recorded = routing.get("stage1")
     specs = [config.stage1] if config.stage1 else \
         [p for p in (None if recorded in (None, "shipped") else recorded, str(default_checkpoint_path())) if p]
+    if config.stage1 and not Path(config.stage1).expanduser().is_file():
+        raise InputError(f"--stage1 {config.stage1} does not exist: pass the stage-1 checkpoint the groups in {folder} "
+                         "were made with" + (", or drop --stage1 (they were made with the shipped one)"
+                                             if recorded in (None, "shipped") else f" ({recorded})"))
     for spec in specs:
         if not Path(spec).is_file():
             continue
@@ -369,7 +389,8 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
         models[n] = prepare_model(cfg)
         caps[n] = prepare_detail_cap(cfg, models[n])
     stage1 = _load_stage1_for(routing, folder, config)
-    return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device)
+    floors, borrowed = route_floors(floors, [len(record["members"][n]) for n in names])
+    return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device, borrowed)
 
 
 def _placement(desc: ModelDescriptor) -> tuple[torch.device, torch.dtype]:

@@ -315,3 +315,34 @@ def test_each_groups_run_reuses_the_groupings_embeddings(files, tmp_path, monkey
     assert calls == [3, len(names)]  # E ran inside the folder run
     a, b = load_file(out / group / "adapted.safetensors"), load_file(tmp_path / "alone" / "adapted.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_group_of_one_image_is_judged_by_the_widest_groups_spread(files, tmp_path):
+    """With --groups N a group can hold one image: it lies at its centre, so every other image routed there was
+    flagged as unlike it ('whose own images lie within 0'). It takes the widest other group's spread, or is not
+    judged when every group is of one image; a --stage1 that does not exist is said so."""
+    from lway_rt.upscale import Route, route_floors
+
+    floors, borrowed = route_floors([0.99, 1.0, 0.95], [3, 1, 2])
+    assert floors.tolist() == [0.99, 0.95, 0.95] and borrowed.tolist() == [False, True, False]
+    floors, borrowed = route_floors([1.0, 1.0], [1, 1])
+    assert np.isnan(floors).all() and borrowed.all()
+    assert Route(tmp_path, "group-1", 0.5, float("nan"), True).inside
+    assert not Route(tmp_path, "group-1", 0.5, 0.99).inside and Route(tmp_path, "group-1", 0.995, 0.99).inside
+    out = tmp_path / "grouped"
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2")
+    assert code == 0, text
+    record = json.loads((out / "groups.json").read_text())
+    single = next(g for g, names in record["members"].items() if len(names) == 1)
+    assert record["routing"]["floors"][single] == pytest.approx(1.0)
+    new = tmp_path / "new"  # the lone image turned over: near it, farther than 0 from its centre
+    new.mkdir()
+    Image.open(files / "lr" / f"{record['members'][single][0]}.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
+        new / "turned.png")
+    res = CliRunner().invoke(main, ["upscale", str(new), "-m", str(out), "-o", str(tmp_path / "up"), "--stage1",
+                                    str(files / "stage1.safetensors")])
+    assert res.exit_code == 0 and f"{single} 1 image(s)" in res.output, res.output
+    assert "whose own images lie within" not in res.output, res.output  # flagged or not, by another group's spread
+    res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up2"),
+                                    "--stage1", str(tmp_path / "gone.safetensors")])
+    assert res.exit_code == 1 and "gone.safetensors does not exist: pass the stage-1 checkpoint" in res.output, res.output

@@ -89,9 +89,10 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
     for r in report.routes:  # warnings: also with -q
         if not r.inside:
+            spread = (f"a group of one image, judged by the widest group's spread, {1 - r.floor:.2g}" if r.borrowed
+                      else f"whose own images lie within {1 - r.floor:.2g}")
             click.secho(f"  {r.path}: unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
-                        f"the nearest centre, {r.group}'s, whose own images lie within {1 - r.floor:.2g}); its "
-                        "model may not suit it", fg="yellow", err=True)
+                        f"the nearest centre, {r.group}'s, {spread}); its model may not suit it", fg="yellow", err=True)
     for note in report.notes:
         click.secho(f"  {note}", fg="yellow", err=True)
     if report.failures:
