@@ -319,6 +319,10 @@ def run_demo(config: DemoConfig = DemoConfig(), adapt_config=None, log: Callable
         if name in SOURCES and not store_path(name).exists():
             log(f"importing {name} into the model store ({store_path(name).parent}) ...")
         resolve_model_path(name)  # an unknown model is refused before the folder is touched
+    if adapt_config is not None and adapt_config.stage1:  # and a --stage1 that will not load, before the comparisons
+        from lway_rt.degae import load_stage1
+
+        load_stage1(adapt_config.stage1)
     check_file_destination(Path(config.out_dir), "--out")  # a file on the way: refused before any work
     out = Path(config.out_dir).resolve()
     try:

@@ -135,3 +135,16 @@ def test_a_stopped_demo_says_to_run_it_again_and_the_rerun_takes_its_folder(tmp_
     assert res.exit_code == 0 and "removed the" in res.output, res.output
     assert json.loads((out / ".lwayrt-demo.json").read_text())["complete"]
     assert json.loads((out / "adapt" / "results.json").read_text())["config"]["iterations"] == 2
+
+
+def test_demo_bad_out_or_stage1_is_one_line_before_any_work(tmp_path):
+    """--out in a folder that takes no files ended in a FileNotFoundError traceback from the run lock; a --stage1
+    that does not exist was found only after the comparison step's minutes."""
+    small = ["--model", "realesr-animevideov3", "--adapt-model", "realesr-animevideov3"]
+    res = CliRunner().invoke(main, ["demo", "--out", "/proc/lwayrt-demo", "--no-adapt", "--no-deploy", *small])
+    assert res.exit_code == 1 and res.output.splitlines()[-1].startswith("error: cannot write to /proc: ") \
+        and "choose another --out" in res.output and "Traceback" not in res.output, res.output
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--stage1", str(tmp_path / "gone.safetensors"),
+                                    *small])
+    assert res.exit_code == 1 and "gone.safetensors does not exist" in res.output, res.output
+    assert "adapting" not in res.output and not (tmp_path / "d").exists(), res.output

@@ -180,7 +180,11 @@ def exclusive_run(target: Path, option: str):
             return
         folder = path.is_dir()
         while True:
-            fd = os.open(path, os.O_RDONLY) if folder else os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            try:
+                fd = os.open(path, os.O_RDONLY) if folder else os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+            except OSError as exc:  # a lock file in a folder that takes none (read-only, /proc)
+                raise OutputError(f"cannot write to {path if folder else path.parent}: {exc.strerror or exc}; choose "
+                                  f"another {option}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
