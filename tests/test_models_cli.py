@@ -86,6 +86,8 @@ def test_import_unknown_name_is_a_one_line_error():
     assert result.exit_code == 1
     assert result.output.startswith("error: unknown model 'no-such-model'")
     assert result.output.count("\n") == 1
+    result = run("models", "import", "")  # an unset shell variable: it was taken for '.', "a weights file of your own"
+    assert result.exit_code == 2 and "is empty: name a packaged model" in result.output, result.output
 
 
 def test_load_recorded_model_finds_the_spec_with_the_recorded_weights(model_store, tmp_path):

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from lway_rt.cli._params import NameParam
 from lway_rt.io import store
 
 
@@ -37,7 +38,7 @@ def list_cmd() -> None:
 
 
 @command.command("import")
-@click.argument("names", nargs=-1)
+@click.argument("names", nargs=-1, type=NameParam("a packaged model"))
 @click.option("--force", is_flag=True, help="Convert again even if already in the store.")
 def import_cmd(names: tuple[str, ...], force: bool) -> None:
     """Convert packaged models into the store (all of them when no NAMES are given)."""
