@@ -13,7 +13,8 @@ from lway_rt.errors import LwayError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
                  "cuda, cl (channels-last), compile, fp16, bf16, threads=N, opt=disable|basic|extended|all, noarena, "
-                 "parallel, fallback, ws=MB. 'all' = every kind with its fast variants (unavailable ones are listed as skipped).")
+                 "parallel, fallback, ws=MB. 'all' = every kind with its fast variants (unavailable ones are listed as skipped). "
+                 "Default: torch and ort-cpu on the CPU; torch+cuda, ort-cuda and tensorrt with --device cuda.")
 
 _ALL = ("torch", "torch+cl", "torch+bf16", "torch+compile", "ort-cpu", "ort-cuda", "ort-cuda+fp16", "ort-trt",
         "ort-trt+fp16", "tensorrt", "tensorrt+fp16")

@@ -28,7 +28,7 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
 @click.option("--skip/--no-skip", default=False, show_default=True,
               help="Add the clean input to R's output: trains faster; the shipped checkpoint and DegAE have no skip.")
 @click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True, type=NAME,
-              help="Store model whose first layers form the frozen encoder trunk.")
+              help="Store model or weights file whose first layers form the frozen encoder trunk.")
 @click.option("--trunk-layers", type=int, default=2, show_default=True)
 @click.option("--pairing", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
               help="cross: E reads another image with the same degradation (DegAE); same: E reads the target itself.")
