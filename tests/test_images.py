@@ -603,6 +603,22 @@ def test_dpi_turns_with_the_pixels_and_zero_is_not_carried(tmp_path):
     assert read_image(tmp_path / "zero.jpg").dpi is None
 
 
+def test_a_jpeg_whose_exif_records_no_resolution_gets_none_written(tmp_path):
+    """Pillow reads a JPEG with EXIF but no resolution (JFIF aspect ratio only) as 72 dpi: it was written to outputs."""
+    tags = Image.Exif()
+    tags[0x010F] = "Camera"
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "cam.jpg", exif=tags)
+    with Image.open(tmp_path / "cam.jpg") as im:
+        assert im.info.get("dpi") == (72, 72) and im.info.get("jfif_unit") == 0  # what Pillow makes of it
+    img = read_image(tmp_path / "cam.jpg")
+    assert img.dpi is None
+    for suffix in (".png", ".jpg"):
+        assert read_image(write_image(tmp_path / f"out{suffix}", img.rgb, exif=img.exif, dpi=img.dpi)).dpi is None
+    tags[0x011A], tags[0x011B], tags[0x0128] = 240.0, 240.0, 2  # the EXIF's own resolution is still read
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "res.jpg", exif=tags)
+    assert read_image(tmp_path / "res.jpg").dpi == pytest.approx((240, 240))
+
+
 def test_a_tiff_without_resolution_gets_none_written(tmp_path):
     """Pillow reads a TIFF with no resolution tags as 1 dpi: carried, a 160-px output printed 160 inches wide."""
     Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "plain.tif")

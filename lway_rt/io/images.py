@@ -246,8 +246,7 @@ def read_image(path: str | Path) -> LoadedImage:
                 img = replace(img, exif=exif)
             if fmt == "PNG":
                 img = replace(img, png_chunks=_png_chunks(path))
-            # a TIFF without resolution tags reads as 1 dpi in Pillow: not a resolution the file records
-            dpi = _dpi(im.info.get("dpi")) if fmt != "TIFF" or 282 in getattr(im, "tag_v2", {}) else None
+            dpi = _dpi(im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
             if dpi is not None:
                 img = replace(img, dpi=dpi[::-1] if orientation in (5, 6, 7, 8) else dpi)  # turned upright with the pixels
             return replace(img, frames=frames) if frames > 1 else img
@@ -345,6 +344,16 @@ def _tiff_exif(tags) -> bytes | None:
         return out.tobytes() if len(out) or any(out.get_ifd(t) for t in _TIFF_METADATA_IFDS) else None
     except Exception:  # noqa: BLE001 - a malformed directory: the picture is read without its metadata
         return None
+
+
+def _records_dpi(im, fmt: str, tags) -> bool:
+    """Whether the file records the resolution Pillow reports: Pillow reads a TIFF without resolution tags as 1 dpi,
+    and a JPEG with an EXIF block but no resolution in it (nor in a JFIF header with a unit) as 72 dpi."""
+    if fmt == "TIFF":
+        return 282 in getattr(im, "tag_v2", {})
+    if fmt == "JPEG" and im.info.get("jfif_unit") not in (1, 2):
+        return 0x011A in tags and 0x0128 in tags  # where Pillow reads EXIF's resolution, it needs both
+    return True
 
 
 def _dpi(value) -> tuple[float, float] | None:
