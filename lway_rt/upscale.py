@@ -680,16 +680,19 @@ def made_otherwise(dest: Path, key: str) -> bool:
 
 
 def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
-    """Raise if ``dest`` holds something an output of ``src`` may not replace: a folder, or a file that is neither a
-    PNG recording a run of this command nor an image of ``src``'s output size (an earlier output of another format
-    or version). The user's own file that happens to bear an output's name is kept."""
+    """Raise if ``dest`` holds something an output of ``src`` may not replace: a folder, a PNG that does not record a
+    run of this command (every PNG output does), or another file that is not an image of ``src``'s output size (an
+    earlier JPEG, WebP ... output, which records no run). The user's own file that bears an output's name is kept."""
     from lway_rt.io.images import image_size, png_text
 
     if not os.path.lexists(dest):
         return
     if dest.is_dir():
         raise InputError(f"output {dest} is a folder: move it, or choose another -o folder or --suffix")
-    if dest.suffix.lower() == ".png" and png_text(dest, RUN_KEY) is not None:
+    if dest.suffix.lower() == ".png":
+        if png_text(dest, RUN_KEY) is None:
+            raise InputError(f"{dest} exists and was not written by lwayrt upscale (its PNG records no run): move it, "
+                             "or choose another -o folder or --suffix")
         return
     size = image_size(src)
     if size is None:  # reading the input will say what is wrong with it

@@ -764,9 +764,10 @@ def test_an_earlier_run_s_outputs_among_the_originals_are_left_out(tmp_path, sma
 
 
 def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, small):
-    """-o a folder holding the user's own a_x4.png (not a's output by its size) and a folder where the output name is
-    taken by a folder: each is a listed failure, the file kept byte for byte; the earlier run's own output (its PNG
-    records the run) and a look-alike of the right size are still written anew, and b is upscaled beside them."""
+    """-o a folder holding the user's own a_x4.png, or a folder under an output's name: each is a listed failure, the
+    file kept byte for byte, and b is upscaled beside them. This command's PNG outputs record the run and are written
+    anew; a PNG without that record is the user's even at the output's size; a JPEG output (no record) is judged by its
+    size."""
     d, out = tmp_path / "in", tmp_path / "out"
     d.mkdir()
     out.mkdir()
@@ -776,7 +777,7 @@ def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, sma
     mine = (out / "a_x4.png").read_bytes()
     result = run("upscale", d, "-o", out, "--model", MODEL)
     assert result.exit_code == 1, result.output
-    assert "a_x4.png exists and is not an output of a.png" in result.output and "1 image(s) written" in result.output
+    assert "a_x4.png exists and was not written by lwayrt upscale" in result.output and "1 image(s) written" in result.output
     assert (out / "a_x4.png").read_bytes() == mine
     (out / "a_x4.png").unlink()
     (out / "b_x4.png").unlink()
@@ -785,7 +786,19 @@ def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, sma
     assert result.exit_code == 1 and "b_x4.png is a folder" in result.output, result.output
     (out / "b_x4.png").rmdir()
     assert run("upscale", d, "-o", out, "--model", MODEL).exit_code == 0
-    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(out / "b_x4.png")  # right size, no run record
-    again = run("upscale", d, "-o", out, "--model", MODEL)
+    again = run("upscale", d, "-o", out, "--model", MODEL)  # this command's outputs (their PNG records the run)
     assert again.exit_code == 0 and "2 image(s) written" in again.output, again.output
-    assert read_image(out / "b_x4.png").rgb.max() > 0
+    Image.fromarray(np.zeros((128, 128, 3), np.uint8)).save(out / "b_x4.png")  # the output's size, but no run record
+    mine = (out / "b_x4.png").read_bytes()
+    again = run("upscale", d, "-o", out, "--model", MODEL)
+    assert again.exit_code == 1 and "b_x4.png exists and was not written by lwayrt upscale" in again.output, again.output
+    assert (out / "b_x4.png").read_bytes() == mine
+    Image.fromarray(small).save(d / "c.jpg", quality=95)  # a JPEG output records no run: judged by its size
+    Image.fromarray(small).save(out / "c_x4.jpg", quality=95)
+    result = run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same")
+    assert result.exit_code == 1 and "c_x4.jpg exists and is not an output of c.jpg (that would be 128x128" \
+        in result.output, result.output
+    (out / "c_x4.jpg").unlink()
+    assert run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same").exit_code == 0
+    again = run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same")
+    assert again.exit_code == 0 and "1 image(s) written" in again.output, again.output

@@ -282,7 +282,7 @@ class TrainResult:
 
 
 DIVERGED = 10.0  # a running loss this many times its lowest is a run blown up (a sound run's falls or wobbles)
-SETTLE = 10  # iterations of a fresh run before its running loss is the reference
+SETTLE = 1  # iterations of a fresh run before its running loss is the reference (at --lr 0.5 one blew up in 5)
 
 
 def _is_stage1_file(path: Path) -> bool:
