@@ -118,6 +118,10 @@ def test_a_loss_blown_up_short_of_nan_stops_before_it_is_saved(photo_dir, tmp_pa
     with pytest.raises(TrainingError, match=r"diverged at iteration \d+: .* over 10x .*last good checkpoint \(iteration 4\)"):
         train(TrainConfig(**{**cfg.__dict__, "lr": 0.5, "iters": 40}), resume=True)
     assert out.read_bytes() == before and load_stage1(out).meta["iterations"] == 4
+    fresh = tmp_path / "fresh.safetensors"  # a new run at that rate blew up within its first checkpoint interval
+    with pytest.raises(TrainingError, match="diverged at iteration .* no checkpoint had been written yet"):
+        train(TrainConfig(**{**cfg.__dict__, "out": str(fresh), "lr": 0.5, "iters": 40}))
+    assert not fresh.exists()
 
 
 def test_ctrl_c_names_the_checkpoint_kept(photo_dir, tmp_path):
