@@ -124,6 +124,18 @@ def test_a_loss_blown_up_short_of_nan_stops_before_it_is_saved(photo_dir, tmp_pa
     assert not fresh.exists()
 
 
+def test_a_cut_checkpoint_on_resume_names_overwrite(photo_dir, tmp_path):
+    """It said 're-download or re-export it', as for a model file; this is a training run's own output."""
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    out.write_bytes(out.read_bytes()[:5000])
+    with pytest.raises(TrainingError, match=r"s1.safetensors cannot be read \(cut or damaged\).*--overwrite"):
+        train(cfg, resume=True)
+    train(cfg, overwrite=True)
+    assert load_stage1(out).meta["iterations"] == 4
+
+
 def test_ctrl_c_names_the_checkpoint_kept(photo_dir, tmp_path):
     """Ctrl-C (KeyboardInterrupt, here raised from the progress log) stops with ``Interrupted``: the last checkpoint
     and --resume, or that none was written yet; the checkpoint on disk is the one it names."""

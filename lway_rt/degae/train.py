@@ -394,7 +394,14 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         if not _resume_path(out).exists():
             raise TrainingError(f"{out} has no resume state ({_resume_path(out).name}); it is a finished or foreign "
                                 "checkpoint: start a new run with another --out")
-        s1 = load_stage1(out, cfg.device, trainable=True)
+        try:
+            s1 = load_stage1(out, cfg.device, trainable=True)
+        except ModelError as exc:
+            if "not a readable safetensors file" not in str(exc) and "is empty" not in str(exc):
+                raise
+            raise TrainingError(f"the checkpoint {out} cannot be read (cut or damaged): its resume state "
+                                f"{_resume_path(out).name} cannot go on without it; pass --overwrite to start the run "
+                                "again, or choose another --out") from None
         prev = s1.meta.get("recipe", {})
         for k in TrainConfig.ARCH_FIELDS:
             mine = list(getattr(cfg, k)) if k == "head_widths" else getattr(cfg, k)
