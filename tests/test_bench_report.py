@@ -156,3 +156,26 @@ def test_config_and_sizes_are_validated(anime):
         BenchConfig(model="m", concurrency=(0,))
     with pytest.raises(InputError, match="nothing tiled"):
         run_bench(BenchConfig(model="m", sizes=((24, 24),), tiles=(32,), tile_overlap=4, timing=FAST), model=anime)
+
+
+def test_report_and_chart_are_renamed_together(report, tmp_path, monkeypatch):
+    """kill -9 between the two writes left a new report beside the earlier run's chart: both now go to temporary
+    files first, and a failure while drawing the chart leaves neither replaced."""
+    import lway_rt.bench.report as report_mod
+
+    rep = report
+    js, png = tmp_path / "r.json", tmp_path / "r.png"
+    report_mod.write_report(rep, js, png)
+    before = js.read_bytes(), png.read_bytes()
+
+    def broken(report, target):
+        Path(target).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_mod, "_draw_chart", broken)
+    changed = json.loads(js.read_text())
+    changed["settings"]["threads"] = changed["settings"]["threads"] + 1
+    with pytest.raises(KeyboardInterrupt):
+        report_mod.write_report(changed, js, png)
+    assert (js.read_bytes(), png.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.png"]  # no temporary file left

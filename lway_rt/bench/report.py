@@ -16,7 +16,7 @@ from lway_rt.bench.runner import PSNR_CAP
 from lway_rt.errors import MissingDependencyError, OutputError
 from lway_rt.io.weights import atomic_path
 
-__all__ = ["render_table", "write_json", "write_chart", "config_name"]
+__all__ = ["render_table", "write_json", "write_chart", "write_report", "config_name"]
 
 _STATUS_STYLE = {"ok": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
 
@@ -130,6 +130,11 @@ def check_output_paths(json_path: str | Path | None, chart_path: str | Path | No
             raise OutputError(f"{opt} {p} exists and is not a {what}: choose another file (it is left as it is)")
         if opt == "--chart" and p.suffix.lower() != ".png":  # it was written as PNG data under any name
             raise OutputError(f"--chart {p}: the chart is a PNG image; name a .png file")
+    if chart_path:  # not after the measuring (and the report and chart are written together: ``write_report``)
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise MissingDependencyError("matplotlib", "plot", "the serve-bench chart", "leave out --chart")
 
 
 def _is_report(path: Path) -> bool:
@@ -152,17 +157,36 @@ def _is_chart(path: Path) -> bool:
 
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     """Validate against the schema, then write atomically (indent 1, sorted as built)."""
+    return write_report(report, path, None)[0]
+
+
+def write_report(report: dict[str, Any], json_path: str | Path | None, chart_path: str | Path | None) -> list[Path]:
+    """The JSON report and its chart (each where given), both written to temporary files first and then renamed
+    back to back: a run killed while writing them leaves the earlier run's pair or this run's, not one of each."""
+    import contextlib
+
     from lway_rt.bench.schema import validate_report
 
-    validate_report(report)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-    return path
+    written = []
+    with contextlib.ExitStack() as renames:
+        if json_path is not None:
+            validate_report(report)
+            written.append(Path(json_path))
+            tmp = renames.enter_context(atomic_path(Path(json_path)))
+            tmp.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+        if chart_path is not None:
+            written.append(Path(chart_path))
+            _draw_chart(report, renames.enter_context(atomic_path(Path(chart_path))))
+    return written
 
 
 def write_chart(report: dict[str, Any], path: str | Path) -> Path:
     """Two bar charts per verified configuration: latency (bar p50, whisker to p99) and images/s."""
+    return write_report(report, None, path)[0]
+
+
+def _draw_chart(report: dict[str, Any], target: Path) -> None:
+    """``write_chart``'s picture, saved as PNG at ``target``."""
     try:
         import matplotlib
 
@@ -198,8 +222,7 @@ def write_chart(report: dict[str, Any], path: str | Path) -> Path:
                  f"({report['settings']['threads']} threads{', ' + m['gpus'][0]['name'] if m['gpus'] else ''}), "
                  f"load avg {m['load_average_start'][0] if m['load_average_start'] else '?'}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": CHART_SOFTWARE})
-    plt.close(fig)
-    return path
+    try:
+        fig.savefig(target, format="png", dpi=110, metadata={"Software": CHART_SOFTWARE})
+    finally:
+        plt.close(fig)

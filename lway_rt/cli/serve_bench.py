@@ -77,7 +77,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
 
     from pathlib import Path
 
-    from lway_rt.bench.report import check_output_paths, render_table, write_chart, write_json
+    from lway_rt.bench.report import check_output_paths, render_table, write_report
     from lway_rt.bench.runner import BenchConfig, parse_size, run_bench
     from lway_rt.bench.timing import TimingPolicy
     from lway_rt.export.manifest import manifest_path
@@ -114,10 +114,12 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     if not out.is_terminal:  # logs and files: wide enough that no column is cut
         out = Console(width=200)
     out.print(render_table(report))
+    charted = chart_path if report["summary"]["ok"] else None
+    write_report(report, json_path, charted)  # renamed back to back: a kill leaves one run's pair
     if json_path:
-        click.echo(f"report: {write_json(report, json_path)}")
-    if chart_path and report["summary"]["ok"]:
-        click.echo(f"chart: {write_chart(report, chart_path)}")
+        click.echo(f"report: {json_path}")
+    if charted:
+        click.echo(f"chart: {charted}")
     elif chart_path:
         click.echo("chart: not written (no configuration passed verification)")
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
