@@ -365,6 +365,23 @@ def test_a_killed_writes_temporary_file_is_swept_once_stale(tmp_path):
     assert not stale.exists() and fresh.exists() and other.exists()
 
 
+def test_a_temporary_file_whose_writer_was_killed_is_swept_at_once(tmp_path):
+    """Left by kill -9, it waited a day while reruns wrote the same name: one named by a process of this machine that
+    no longer runs goes at the next write of its name; a live process's (this one's) stays."""
+    import subprocess
+    import sys
+
+    from lway_rt.io.weights import atomic_write_bytes, temp_prefix
+
+    code = "import os, sys; from lway_rt.io.weights import temp_prefix; print(temp_prefix(sys.argv[1]))"
+    dead = subprocess.run([sys.executable, "-c", code, "w.bin"], capture_output=True, text=True, check=True).stdout.strip()
+    gone, alive = tmp_path / f"{dead}abc12345.tmp", tmp_path / f"{temp_prefix('w.bin')}def67890.tmp"
+    for f in (gone, alive):
+        f.write_bytes(b"partial")
+    atomic_write_bytes(tmp_path / "w.bin", b"whole")
+    assert (tmp_path / "w.bin").read_bytes() == b"whole" and not gone.exists() and alive.exists()
+
+
 def test_working_folders_of_killed_runs_are_swept_once_stale(tmp_path, monkeypatch):
     """kill -9 during an export's parity check or a benchmark leaves its lwayrt-* folder in the system's temporary
     folder; the next run removes those a day old, and leaves a fresh one (a run under way) and other folders alone."""

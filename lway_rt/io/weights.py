@@ -34,12 +34,44 @@ STALE_TEMP_S = 24 * 3600.0  # a temporary file untouched this long belongs to a 
 _stale_by_folder: dict[Path, list[Path]] = {}  # hidden temporary files found stale, listed once per folder a process
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of a hidden temporary file for ``name``: ``.NAME.lw<host>p<pid>.``, so that a later run can tell
+    a temporary file whose writer (a process on this machine) is gone, killed with ``kill -9``, from one being
+    written now (``sweep_stale_temps``)."""
+    return f".{name}.lw{_host_tag()}p{os.getpid()}."
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether a temporary file named by ``temp_prefix`` was left by a process of this machine that no longer runs
+    (one of another machine, on a shared folder, cannot be told: it waits for ``STALE_TEMP_S``)."""
+    import re
+
+    m = re.search(r"\.lw([0-9a-f]{8})p(\d+)\.[^.]*\.(?:onnx\.)?tmp$", name)
+    if m is None or m.group(1) != _host_tag() or int(m.group(2)) == os.getpid():
+        return False
+    try:
+        os.kill(int(m.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's live process
+        return False
+    return False
+
+
 def sweep_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
-    """Remove ``prefix*suffix`` temporary files in ``folder`` untouched for ``STALE_TEMP_S`` (a day): a process killed
-    in the middle of a write (``kill -9``, a power cut) leaves its hidden temporary file behind, tens of MB each, and
-    nothing else would ever remove it. No write here holds one for more than minutes (the longest, an export's
-    temporary ONNX file while its parity is checked). The folder is listed once a process (a batch writing thousands of
-    images into it would otherwise list it for each); each write then removes the stale files of its own name."""
+    """Remove ``prefix*suffix`` temporary files in ``folder`` whose writer is gone: one on this machine that no
+    longer runs (``temp_prefix`` names it), or any untouched for ``STALE_TEMP_S`` (a day). A process killed in the
+    middle of a write (``kill -9``, a power cut) leaves its hidden temporary file behind, tens of MB each, and nothing
+    else would ever remove it. No write here holds one for more than minutes (the longest, an export's temporary ONNX
+    file while its parity is checked). The folder is listed once a process (a batch writing thousands of images into
+    it would otherwise list it for each); each write then removes the stale files of its own name."""
     import time
 
     key = Path(folder).resolve()
@@ -48,7 +80,8 @@ def sweep_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
         try:
             for f in key.iterdir():
                 try:
-                    if f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file() and f.stat().st_mtime < cutoff:
+                    if f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file() \
+                            and (f.stat().st_mtime < cutoff or _writer_gone(f.name)):
                         found.append(f)
                 except OSError:
                     pass
@@ -103,7 +136,7 @@ def atomic_path(dest: Path):
         try:
             dest_p.parent.mkdir(parents=True, exist_ok=True)
             sweep_stale_temps(dest_p.parent, f".{dest_p.name}.", ".tmp")
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest_p.name}.", suffix=".tmp", dir=dest_p.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest_p.name), suffix=".tmp", dir=dest_p.parent)
             os.close(fd)
         except OSError as exc:
             raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
