@@ -43,7 +43,7 @@ class DeployDemoResult:
 
 
 def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print) -> DeployDemoResult:
-    from lway_rt.bench.report import agreement, write_chart, write_json
+    from lway_rt.bench.report import agreement, write_report
     from lway_rt.bench.runner import BenchConfig, run_bench
     from lway_rt.bench.timing import TimingPolicy
     from lway_rt.errors import LwayError
@@ -84,10 +84,8 @@ def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print
                                                    min_time_s=config.bench_seconds, max_time_s=4 * config.bench_seconds,
                                                    rounds=2))
     report = run_bench(bench_config, command="lwayrt demo (deploy step)")
-    write_json(report, out / "serve_bench.json")
     ok = [r for r in report["results"] if r["status"] == "ok"]
-    if ok:
-        write_chart(report, out / "serve_bench.png")
+    write_report(report, out / "serve_bench.json", out / "serve_bench.png" if ok else None)  # renamed back to back
     torch_rate = next((r["images_per_s"] for r in ok if r["kind"] == "torch"), None)
     for r in report["results"]:
         if r["status"] != "ok":

@@ -20,6 +20,10 @@ class ModelError(LwayError):
     """A model name, checkpoint or state dict cannot be used."""
 
 
+class DamagedFileError(ModelError):
+    """A weights file is empty or cut: it cannot be read at all (``io.weights.load_state_file``)."""
+
+
 class MissingDependencyError(LwayError):
     """An optional package is needed for this feature."""
 

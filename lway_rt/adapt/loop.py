@@ -199,9 +199,10 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
         stem = img.path.stem if img.path is not None else img.name
         # the name this run gives the input (its outputs' name) first; the file's own stem only if no other input
         # has it, or one ground truth would be scored against two inputs
-        key = img.name if img.name in by_stem else stem if stems[stem] == 1 else None
-        if key is None or key not in by_stem:
-            (shared if stems[stem] > 1 else missing).append(img.name if stems[stem] > 1 else stem)
+        shares = stems[stem] > 1
+        key = img.name if shares or img.name in by_stem else stem
+        if key not in by_stem:
+            (shared if shares else missing).append(key)
             continue
         if len(by_stem[key]) > 1:
             raise InputError(f"--gt {gt_dir} holds {' and '.join(f.name for f in by_stem[key])} for one input: keep one")

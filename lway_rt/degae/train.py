@@ -42,7 +42,7 @@ from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
-from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError
+from lway_rt.errors import DamagedFileError, InputError, Interrupted, ModelError, OutputError, TrainingError
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
 
@@ -282,7 +282,6 @@ class TrainResult:
 
 
 DIVERGED = 10.0  # a running loss this many times its lowest is a run blown up (a sound run's falls or wobbles)
-SETTLE = 1  # iterations of a fresh run before its running loss is the reference (at --lr 0.5 one blew up in 5)
 
 
 def _is_stage1_file(path: Path) -> bool:
@@ -396,9 +395,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                                 "checkpoint: start a new run with another --out")
         try:
             s1 = load_stage1(out, cfg.device, trainable=True)
-        except ModelError as exc:
-            if "not a readable safetensors file" not in str(exc) and "is empty" not in str(exc):
-                raise
+        except DamagedFileError:
             raise TrainingError(f"the checkpoint {out} cannot be read (cut or damaged): its resume state "
                                 f"{_resume_path(out).name} cannot go on without it; pass --overwrite to start the run "
                                 "again, or choose another --out") from None
@@ -486,9 +483,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         bar.start()
         task = bar.add_task("train", total=cfg.iters, completed=start, info="")
     ema = None
-    # the lowest running loss so far, from the checkpoint's last loss on a resume (a fresh run's first iterations
-    # settle first): a run whose running loss climbs DIVERGED x above it has blown up short of NaN/inf, and is stopped
-    # before it writes a checkpoint, as a NaN is
+    # the lowest running loss so far, from the checkpoint's last loss on a resume, else from the first iteration (at
+    # --lr 0.5 a fresh run blew up within 5): a run whose running loss climbs DIVERGED x above it has blown up short
+    # of NaN/inf, and is stopped before it writes a checkpoint, as a NaN is
     low = (s1.meta.get("last_losses") or {}).get("loss") if state is not None else None
     source = BatchSource(images, cfg, start, end)
 
@@ -524,8 +521,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             if low is not None and ema > DIVERGED * low:
                 raise TrainingError(f"loss diverged at iteration {it}: its running mean {ema:.3g} is over {DIVERGED:g}x "
                                     f"its lowest, {low:.3g}; training stopped; {kept()}")
-            if low is not None or it - start >= SETTLE:
-                low = ema if low is None else min(low, ema)
+            low = ema if low is None else min(low, ema)
             rate = (it - start) / max(1e-9, time.time() - t0)
             if bar is not None:
                 bar.update(task, completed=it, info=f"loss {ema:.4f}  {rate:.2f} it/s")

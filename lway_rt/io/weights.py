@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lway_rt.errors import ModelError, OutputError
+from lway_rt.errors import DamagedFileError, ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
            "ensure_writable_dir", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
@@ -318,7 +318,7 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
     if path.stat().st_size == 0:
-        raise ModelError(f"model file {path} is empty (0 bytes): re-download or re-export it")
+        raise DamagedFileError(f"model file {path} is empty (0 bytes): re-download or re-export it")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors import safe_open
@@ -330,7 +330,7 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             if _sniff(path) == "torch":
                 raise ModelError(f"{path} is a PyTorch checkpoint named .safetensors: rename it to .pth") from None
-            raise ModelError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from exc
+            raise DamagedFileError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from exc
         return tensors, meta
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
         try:
