@@ -77,9 +77,8 @@ class UpscaleConfig:
                 raise InputError(f"--detail-cap must be auto, off or a number >= 1, not {self.detail_cap!r}")
         if self.tile < 0 or self.tile_overlap < 0:
             raise InputError("--tile and --tile-overlap must be >= 0")
-        if self.tile and self.tile <= 2 * self.tile_overlap:
-            raise InputError(f"--tile {self.tile} must be more than twice --tile-overlap {self.tile_overlap}: "
-                             "use a larger tile or a smaller overlap")
+        if not self.model.lower().endswith(".onnx"):  # an .onnx may refuse tiles altogether: see _prepare_onnx
+            self.check_overlap()
         if self.format not in ("png", "same"):
             raise InputError(f"--format must be 'png' or 'same', not {self.format!r}")
         if self.alpha not in ("model", "bicubic"):
@@ -91,6 +90,11 @@ class UpscaleConfig:
             raise InputError(f"--outscale must be a number above 0 (64 at most), not {self.outscale:g}")
         if self.suffix is not None and ("/" in self.suffix or "\\" in self.suffix):
             raise InputError(f"--suffix must not contain a path separator: {self.suffix!r}")
+
+    def check_overlap(self) -> None:
+        if self.tile and self.tile <= 2 * self.tile_overlap:
+            raise InputError(f"--tile {self.tile} must be more than twice --tile-overlap {self.tile_overlap}: "
+                             "use a larger tile or a smaller overlap")
 
     @property
     def tiles(self) -> TileConfig:
@@ -225,6 +229,7 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
     if not desc.tiling_safe and config.tile and config.tile_chosen:
         raise InputError(f"{label} holds a detail cap measured on each input it is given, so tiles would each be capped "
                          "on their own: add --tile 0 (whole images, as 'lwayrt upscale' caps them)")
+    config.check_overlap()  # after the refusal of tiles, which makes the overlap moot
     return desc
 
 

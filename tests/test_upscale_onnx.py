@@ -128,7 +128,7 @@ def test_a_manifest_with_another_scale_fails_per_image(exported, photos, tmp_pat
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, photos, tmp_path):
+def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, exported, photos, tmp_path):
     """An export holding a detail cap gives the images upscale writes with the weights and their recorded cap;
     tiles, which would each be capped alone, are refused when asked for; by default images run whole."""
     path = _export(str(capped_weights), tmp_path / "exp")
@@ -142,6 +142,10 @@ def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, ph
     assert _levels(plain / "photo_x4.png", tmp_path / "onnx" / "photo_x4.png") > 3  # the cap binds here
     res = _upscale(path, photos, tmp_path / "tiled", "--tile", "128")  # tiles asked for: refused
     assert res.exit_code == 1 and "add --tile 0" in res.output
+    res = _upscale(path, photos, tmp_path / "tiled", "--tile", "64")  # said first, not the moot overlap rule
+    assert res.exit_code == 1 and "add --tile 0" in res.output and "twice --tile-overlap" not in res.output, res.output
+    res = _upscale(exported, photos, tmp_path / "tiled", "--tile", "64")  # an uncapped file: the rule holds
+    assert res.exit_code == 1 and "must be more than twice --tile-overlap 32" in res.output, res.output
     res = _upscale(path, photos, tmp_path / "default")  # --tile left at its default: whole images, with a note
     assert res.exit_code == 0 and "images run whole (--tile 0)" in res.output, res.output
     for name in ("photo_x4.png", "grey16_x4.png"):
