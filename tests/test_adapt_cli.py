@@ -574,6 +574,9 @@ def test_sample_adapts_on_frames_spread_over_the_inputs(files, tmp_path):
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
                                     str(tmp_path / "bad"), "--sample", "0"])
     assert res.exit_code == 2 and "--sample" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "bad"), "--seed", "-1"])  # torch took -1 as 2**64 - 1
+    assert res.exit_code == 2 and "'--seed': -1 is not in the range x>=0" in res.output, res.output
 
 
 def _fast(files, *extra):

@@ -198,6 +198,7 @@ def test_config_validates_on_construction():
     # wrong types from a --config file: each a one-line refusal (a float seed failed inside torch, an int trainable
     # with a TypeError, a string "false" was a true hf_weight, a string beta failed a comparison)
     for values, message in (({"seed": 1.5}, "seed must be a whole number, got 1.5"),
+                            ({"seed": -1}, "seed must be 0 or a positive whole number, got -1"),  # torch took it
                             ({"trainable": 5}, "trainable must be all, body or a list"),
                             ({"hf_weight": "false"}, "hf_weight must be true or false, got 'false'"),
                             ({"iterations": True}, "iterations must be a whole number, got True"),

@@ -112,6 +112,8 @@ def test_eval_cli_errors(tmp_path):
                           (["--crops-per-image", "0"], "--crops-per-image 0: use at least 1")):
         res = CliRunner().invoke(main, ["eval-degae", *args])  # each bad option named, with what it takes
         assert res.exit_code == 1 and message in res.output, res.output
+    res = CliRunner().invoke(main, ["eval-degae", "--seed", "-1"])  # numpy refused it in a traceback
+    assert res.exit_code == 2 and "'--seed': -1 is not in the range x>=0" in res.output, res.output
     # --json is checked before the evaluation: a folder, or a file that is not a JSON report, is refused
     photo = tmp_path / "keep.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))

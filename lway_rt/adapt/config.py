@@ -282,6 +282,8 @@ class AdaptConfig:
             v = getattr(self, name)
             if v < 1:
                 bad(f"{name} must be a positive integer, got {v!r}")
+        if self.seed < 0:  # torch took -1 as 2**64 - 1, numpy refuses it
+            bad(f"seed must be 0 or a positive whole number, got {self.seed!r}")
         if self.sample is not None and self.sample < 1:
             bad(f"sample must be a positive number of inputs, got {self.sample!r}")
         if not (0.0 < self.lr < 1.0):

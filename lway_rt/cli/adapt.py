@@ -125,7 +125,7 @@ _GROUPS = _GroupsType()
 @click.option("--snapshot-every", type=int, default=None, help="Steps between contact-sheet snapshots [20].")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between resumable checkpoints [20].")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda [cpu].")
-@click.option("--seed", type=int, default=None, help="Random seed [0].")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed [0].")
 @click.option("--encoder-backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
               help="Backend computing E's embeddings: eager torch, or E exported to ONNX Runtime / TensorRT [torch].")
 @click.option("--tile", type=int, default=None, help="Tile size for writing SR images, as lwayrt upscale --tile (0: one pass; above 64) [512].")

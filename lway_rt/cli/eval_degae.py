@@ -24,7 +24,7 @@ def _num(x: float, fmt: str) -> str:
 @click.option("--crop", type=int, default=96, show_default=True)
 @click.option("--crops-per-image", type=int, default=4, show_default=True)
 @click.option("--draws", type=int, default=24, show_default=True, help="Random degradation draws per geometry.")
-@click.option("--seed", type=int, default=20240302, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=20240302, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
