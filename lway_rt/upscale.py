@@ -615,8 +615,6 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
     or ``a_x4.jpg`` beside ``a.jpg``) and exactly ``scale`` x that input's size; it is then
     not upscaled again (to x16), and this run writes that input's output over it (unless that input is itself an
     earlier output) instead of refusing it as an input the run must not overwrite."""
-    from lway_rt.io.images import image_size
-
     items = list(items)
     by_path = {src.resolve(): src for src, _ in items}
     found: dict[Path, Path] = {}
@@ -626,8 +624,7 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
             other = by_path.get(dest)
             if other is None or dest == src.resolve() or other in found:
                 continue
-            size, up = image_size(src), image_size(other)
-            if size is not None and up == scaled_size(size, scale):
+            if output_sized(src, other, scale):
                 found[other] = src
     return found
 
@@ -712,15 +709,20 @@ def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     """Whether ``dest`` already holds ``src``'s output: a file at least as new as ``src`` with exactly ``scale`` x its
     size. Outputs are written atomically, so a file of that name is complete; one older than its input (the input was
     edited since) or of another size (another model's scale) is not taken."""
-    from lway_rt.io.images import image_size
-
     try:
         if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:
             return False
     except OSError:
         return False
-    size, up = image_size(src), image_size(dest)
-    return size is not None and up == scaled_size(size, scale)
+    return output_sized(src, dest, scale)
+
+
+def output_sized(src: Path, dest: Path, scale: float) -> bool:
+    """Whether ``dest`` is an image of exactly ``scale`` x ``src``'s size (False where either is not readable)."""
+    from lway_rt.io.images import image_size
+
+    size = image_size(src)
+    return size is not None and image_size(dest) == scaled_size(size, scale)
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
