@@ -835,6 +835,26 @@ def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
     assert code == 0 and "complete with these inputs and settings: kept as it is" in text, text
 
 
+def test_resume_of_a_finished_run_with_ground_truth_or_a_cap_it_lacked_is_refused(files, tmp_path):
+    """--resume --gt (or --detail-cap) on a finished run without them said 'kept as it is': no best-weights choice,
+    no Y-PSNR, uncapped images. Now refused, the folder untouched; the same command still keeps the run."""
+    out = tmp_path / "run"
+    assert _run(_tiny_adapt(files, out))[0] == 0
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for p in (files / "lr").iterdir():
+        im = Image.open(p)
+        im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(gt / p.name)
+    before = _digests(out)
+    code, text = _run(_tiny_adapt(files, out, "--resume", "--gt", str(gt)))
+    assert code == 1 and "other ground truth (--gt, or none)" in text, text
+    code, text = _run(_tiny_adapt(files, out, "--resume", "--detail-cap", "1"))
+    assert code == 1 and "--detail-cap unset (this command: 1)" in text, text
+    assert _digests(out) == before
+    code, text = _run([a for a in _tiny_adapt(files, out, "--resume") if a != "-q"])
+    assert code == 0 and "kept as it is" in text and _digests(out) == before, text
+
+
 def test_resume_with_an_unreadable_report_says_so(files, tmp_path):
     out = tmp_path / "run"
     assert _run(_tiny_adapt(files, out))[0] == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -185,8 +187,22 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
         adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1)
     with pytest.raises(InputError, match=r"other settings: --lr \S+ \(this command: 0.002\)"):  # the setting named
         adapt_images(inputs, _desc(_tiny(3)), cfg.replace(lr=2e-3), part_dir, stage1=stage1, resume=True)
-    with pytest.raises(InputError, match=r"other inputs, or another model, stage 1 or perceptual weights \(the settings"):
+    agree = r"other inputs \(their pixels or alpha\), other ground truth \(--gt, or none\) or its --eval-every, or " \
+        r"another model, stage 1 or perceptual weights \(the settings agree\)"
+    with pytest.raises(InputError, match=agree):
         adapt_images(inputs[:1], _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
+    # ground truth, a detail cap or an alpha channel the run did not have: each makes other weights or images (the
+    # resume went on without the best-weights choice, kept the uncapped images, kept the stale alpha)
+    gt = {img.name: np.kron(img.rgb, np.ones((4, 4, 1), np.float32)) for img in inputs}
+    with pytest.raises(InputError, match=agree):
+        adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True, gt=gt)
+    with pytest.raises(InputError, match=r"other settings: --detail-cap unset \(this command: 1\)"):
+        adapt_images(inputs, _desc(_tiny(3)), cfg.replace(detail_cap=1.0), part_dir, stage1=stage1, resume=True)
+    clear = [dataclasses.replace(inputs[0], image=dataclasses.replace(inputs[0].image,
+                                                                      alpha=np.ones(inputs[0].size, np.float32))),
+             inputs[1]]
+    with pytest.raises(InputError, match=agree):
+        adapt_images(clear, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
     resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
     assert not (part_dir / CHECKPOINT).exists()

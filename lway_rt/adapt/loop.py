@@ -238,15 +238,28 @@ def _evaluate(model, tensors, gt, scale, multiple, tile=None) -> tuple[float, fl
 
 
 def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage],
-                 perceptual_sha: str = "") -> str:
+                 perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None) -> str:
+    """What a run's weights and images come from. Parts added since the first version enter only where they are
+    used (a cap, ground truth, an alpha channel, a grey or 16-bit input), so other runs' fingerprints hold."""
     h = hashlib.sha256()
     h.update(config.recipe_json().encode())
     h.update(base_sha.encode())
     h.update(str(stage1_sha).encode())
     h.update(perceptual_sha.encode())  # the perceptual term's weights (nothing without one: old fingerprints hold)
+    if config.detail_cap is not None:  # the cap shapes the written images (a resume kept the uncapped ones)
+        h.update(f"detail_cap={config.detail_cap!r}".encode())
     for img in images:
         h.update(img.name.encode())
         h.update(np.ascontiguousarray(img.rgb).tobytes())
+        if img.image.alpha is not None:  # written into the SR image (a changed alpha was kept stale)
+            h.update(b"alpha" + np.ascontiguousarray(img.image.alpha).tobytes())
+        if img.image.grey or img.image.bit_depth != 8:  # how the SR image is written
+            h.update(f"grey={img.image.grey},bits={img.image.bit_depth}".encode())
+    if gt is not None:  # with ground truth the best evaluated weights are kept: a resume without it, or with another
+        h.update(f"gt,eval_every={config.eval_every}".encode())  # (or its evaluations' spacing), makes other weights
+        for img in images:
+            if img.name in gt:
+                h.update(img.name.encode() + np.ascontiguousarray(gt[img.name]).tobytes())
     return h.hexdigest()
 
 
@@ -262,7 +275,7 @@ def _fingerprinter(config: AdaptConfig, desc, stage1, perceptual=False) -> Calla
                                       lpips_weights=config.lpips_weights, device="cpu")
     stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
     base_sha, perceptual_sha = state_dict_sha256(desc.model.state_dict()), perceptual.digest if perceptual else ""
-    return lambda images: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha)
+    return lambda images, gt=None: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha, gt)
 
 
 def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -533,7 +546,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                           if k in stage1.meta}}
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
             else f"took the grouping's embeddings of {len(data)} image(s)")
-    fingerprint = _fingerprinter(config, desc, stage1, perceptual)(images)
+    fingerprint = _fingerprinter(config, desc, stage1, perceptual)(images, gt)
     redo = False  # a damaged finished run that --resume runs again
     if finished is not None and resume and not overwrite:
         if not finished:
@@ -1073,9 +1086,13 @@ def _made_with(config: AdaptConfig, *records: dict | None) -> str:
     then, now = next((r for r in records if isinstance(r, dict)), None), json.loads(config.recipe_json())
     if then is None or not set(now) <= set(then):
         return "other inputs, model or settings"
+    held = next((r for r in records if isinstance(r, dict) and "detail_cap" in r), None)  # a config.json's
+    if held is not None:  # the cap is not in the recipe (the record of a checkpoint)
+        then, now["detail_cap"] = {**then, "detail_cap": held["detail_cap"]}, config.detail_cap
     diffs = [k for k in now if then[k] != now[k]]
     if not diffs:
-        return "other inputs, or another model, stage 1 or perceptual weights (the settings agree)"
+        return ("other inputs (their pixels or alpha), other ground truth (--gt, or none) or its --eval-every, or "
+                "another model, stage 1 or perceptual weights (the settings agree)")
 
     def show(v) -> str:
         return "unset" if v is None else ("on" if v else "off") if isinstance(v, bool) else \
@@ -1235,7 +1252,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         ck = _load_checkpoint(ckpt) if ckpt.exists() else None
         recorded = ck.get("fingerprint") if ck is not None else \
             None if finished is None else finished.get("fingerprint", "")
-        if recorded is not None and recorded != fingerprint_of(group):
+        if recorded is not None and recorded != fingerprint_of(group, gt):
             then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
             raise InputError(f"the run in {sub} was made with "
                              f"{_made_with(config, then, _read_json_dict(sub / 'config.json'))}: rerun with the same "
