@@ -162,6 +162,9 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--device", "cudax"], "--device must be 'cpu' or 'cuda[:N]'"),
     (["--anchor-weight", "-1"], "error: --anchor-weight must be >= 0 (0: off), got -1.0"),
     (["--guard-factor", "-1"], "error: --guard-factor must be >= 0 (0: off), got -1.0"),  # it shared one message
+    (["--anchor-pool", "100"], "--anchor-pool 100 (HR pixels) is larger than an output patch, --patch-size 16 x the "
+                               "model's scale 4 = 64 pixels: use 64 or less"),  # a traceback at the first step
+    (["--patch-size", "3"], "--patch-size 3 is too small: use 4 or more LR pixels"),  # it said 16, 4-15 are taken
 ])
 def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",

@@ -293,7 +293,7 @@ class AdaptConfig:
         if self.augment not in AUGMENTS:
             bad(f"unknown augment {self.augment!r}; use one of {', '.join(AUGMENTS)}")
         if self.patch_size < MIN_PATCH:
-            bad(f"patch_size {self.patch_size} is too small: use 16 or more LR pixels")
+            bad(f"patch_size {self.patch_size} is too small: use {MIN_PATCH} or more LR pixels (16 or more to learn from)")
         if self.loss not in LOSSES:
             bad(f"unknown loss {self.loss!r}; use one of {', '.join(LOSSES)}")
         if self.loss == "supervised" and not self.sup_weight > 0:
@@ -391,6 +391,13 @@ class AdaptConfig:
     def sup_batch_size(self) -> int:
         """Synthetic pairs per step (``sup_batch``, or ``batch_size`` when unset)."""
         return self.batch_size if self.sup_batch is None else self.sup_batch
+
+    def check_scale(self, scale: int) -> None:
+        """The settings that depend on the model's scale: the anchor's pool must fit in an output patch."""
+        if self.anchor_weight > 0 and self.anchor_pool > self.patch_size * scale:
+            raise InputError(f"--anchor-pool {self.anchor_pool} (HR pixels) is larger than an output patch, --patch-size "
+                             f"{self.patch_size} x the model's scale {scale} = {self.patch_size * scale} pixels: use "
+                             f"{self.patch_size * scale} or less, or a larger --patch-size")
 
     def lr_factor(self, step: int) -> float:
         """The schedule's factor on ``lr`` for the step taken after ``step`` steps (0-based)."""

@@ -515,6 +515,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     tensors = {img.name: _tensor(img, device) for img in images}
     data = [AdaptImage.from_lr(img.name, tensors[img.name], scale) for img in images]
     check_patch_fits([(d.name, d.size) for d in data], config.patch_size)
+    config.check_scale(scale)
     # supervised pairs (LWay's supervised half): clean photos loaded once, pairs drawn per iteration
     # from (seed, iteration), so they leave the patch sampler's generator alone and survive a resume
     sup_pairs = SyntheticPairs.from_config(config, scale) if config.sup_weight > 0 else None
@@ -1198,6 +1199,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     # the usual one-line error for an image smaller than the patch, before anything is loaded or made
     check_patch_fits([(i.name, tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
     desc = load_model(model, device=config.device)
+    config.check_scale(desc.scale)
     desc.require_rgb(str(model), "adapt fine-tunes")  # stage 1, the loss and the inputs (grey ones made RGB) are RGB
     # where stage 1 came from, for groups.json (upscale embeds new images with the same one): a file, the shipped one
     stage1_path = "shipped" if stage1 is None else str(Path(stage1).resolve()) if isinstance(stage1, (str, Path)) else None
