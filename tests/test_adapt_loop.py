@@ -469,3 +469,27 @@ def test_ground_truth_of_inputs_that_share_a_file_name(tmp_path):
     Image.fromarray(hr["a"]).save(gt / "y.jpg", quality=95)
     with pytest.raises(InputError, match="holds y.jpg and y.png for one input: keep one"):
         _load_gt(gt, images, 2)
+
+
+def test_a_rollback_at_the_last_iteration_ends_on_the_weights_it_rolled_back_to(tmp_path, inputs, stage1):
+    """The drift guard's check at the last iteration rolled back to iteration 0's weights, which were written, while
+    the report and the weights' metadata said 'iteration 3, completed' (and 'lr now' for a step that never came);
+    with ground truth the rolled-back weights were scored as iteration 3's."""
+    from safetensors import safe_open
+
+    cfg = AdaptConfig(iterations=3, patch_size=16, batch_size=2, lr=0.5)
+    base = _tiny()
+    res = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "a", stage1=stage1)
+    rep = res.report
+    assert rep["rollbacks"] == 1 and rep["iterations_run"] == 3, rep["events"]
+    assert rep["stopped"] == "rolled back at the last iteration (3); stopped with the weights of iteration 0"
+    assert rep["final_iteration"] == 0 and "lr now" not in rep["events"][-1]
+    state, _ = load_state_file(res.weights)
+    assert all(torch.equal(state[k], v) for k, v in base.state_dict().items())  # iteration 0's, as said
+    with safe_open(str(res.weights), "pt") as f:
+        assert f.metadata()["iterations"] == "0"
+    gt = {img.name: np.kron(img.rgb, np.ones((4, 4, 1), np.float32)) for img in inputs}
+    res = adapt_images(inputs, _desc(_tiny()), cfg.replace(eval_every=1), tmp_path / "gt", stage1=stage1, gt=gt)
+    evals = [e["it"] for e in res.report["evals"]]
+    assert evals == sorted(evals) and evals.count(0) == 1 and 3 not in evals, evals  # iteration 0's, scored once
+    assert res.report["final_iteration"] in evals  # the weights written are ones scored, under their own iteration

@@ -633,7 +633,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         "it": 0, "lr": config.lr, "history": [], "val": [], "evals": [], "events": [],
         "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
         "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {}, "train_s": 0.0,
-        "stopped": None, "resumed_from": [],
+        "stopped": None, "resumed_from": [], "rolled_at": None,  # the iteration of the last rollback
         # --ema: the moving average of the trainable weights, from the base ones (and its copy at the last good check)
         "ema": [p.detach().clone() for p in params] if config.ema > 0 else None, "good_ema": None,
     }
@@ -696,6 +696,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         """The drift guard on S's weights now, which are those of iteration ``at`` (default: the current one; a
         streak of skipped steps leaves them as they were before it). ``at`` given: the run stops after this check."""
         stopping, at = at is not None, st["it"] if at is None else at
+        last = stopping or at >= config.iterations  # no step follows this check
         val = fixed_loss()
         st["val"].append({"it": at, "loss": val})
         best = st["best_val"]
@@ -711,12 +712,15 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             st["lr"] *= 0.5
             _set_lr(opt, st["lr"])
             st["rollbacks"] += 1
+            st["rolled_at"] = at
             msg = (f"iteration {at}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
-                   f"{best:.4g}; rolled back to iteration {st['good_it']}" + ("" if stopping else f", {lr_now()}"))
+                   f"{best:.4g}; rolled back to iteration {st['good_it']}" + ("" if last else f", {lr_now()}"))
             st["events"].append(msg)
             log(msg)
             if st["rollbacks"] > config.max_bad_steps:
                 st["stopped"] = f"rolled back {st['rollbacks']} times; stopped with the weights of iteration {st['good_it']}"
+            elif last and not stopping:  # at the last iteration: the run ends on the weights it rolled back to
+                st["stopped"] = f"rolled back at the last iteration ({at}); stopped with the weights of iteration {st['good_it']}"
             return
         st["best_val"] = val if best is None else min(best, val)
         st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), at
@@ -724,12 +728,16 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             st["good_ema"] = [t.clone() for t in st["ema"]]
 
     def gt_check() -> None:
+        at = st["good_it"] if st["rolled_at"] == st["it"] else st["it"]  # just rolled back: S holds good_it's weights
+        if at != st["it"] and any(e["it"] == at for e in st["evals"]):
+            return  # those weights were evaluated at their own iteration
         with averaged():
             psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple, config.tile)
             evaluated = _clone_state(model) if st["best_psnr"] is None or psnr > st["best_psnr"] else None
-        st["evals"].append({"it": st["it"], "psnr": psnr, "ssim": ssim})
+        st["evals"].append({"it": at, "psnr": psnr, "ssim": ssim})
+        st["evals"].sort(key=lambda e: e["it"])  # one labelled with the weights' earlier iteration
         if evaluated is not None:
-            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, evaluated, st["it"], 0
+            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, evaluated, at, 0
         else:
             st["no_improve"] += 1
             if st["no_improve"] >= config.patience:
