@@ -977,3 +977,29 @@ def test_images_in_sub_folders_are_named_not_skipped_unsaid(files, tmp_path):
     assert [p.name for p in (tmp_path / "o1" / "sr").iterdir()] == ["a.png"]
     res = CliRunner().invoke(main, ["adapt", str(only), "-o", str(tmp_path / "o2"), *_fast(files)])
     assert res.exit_code == 1 and f"its sub-folders {only / 'frames'} do: name them as inputs" in res.output, res.output
+
+
+def test_file_names_not_in_utf8_or_too_long_for_their_image(files, tmp_path):
+    """A file name that is not UTF-8 (bytes a camera or an old archive wrote) crashed the run's fingerprint; a name
+    whose SR image name would pass the file-name limit (two inputs sharing a long stem get _png / _jpg) failed only
+    after the training, leaving a half-written sr/."""
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    odd = os.fsdecode(b"bad\xff.png")
+    shutil.copy(files / "lr" / "rgb.png", src / odd)
+    out = tmp_path / "out"
+    code, text = _run(_tiny_adapt(files, out)[:1] + [str(src)] + _tiny_adapt(files, out)[2:])
+    assert code == 0, text
+    assert (out / "sr" / odd).is_file()
+    long = tmp_path / "long"
+    long.mkdir()
+    stem = "c" * 248
+    shutil.copy(files / "lr" / "rgb.png", long / f"{stem}.png")
+    Image.open(files / "lr" / "rgb.png").save(long / f"{stem}.jpg")
+    out = tmp_path / "out2"
+    code, text = _run(_tiny_adapt(files, out)[:1] + [str(long)] + _tiny_adapt(files, out)[2:])
+    assert code == 1 and "would give the SR image a name of 256 bytes, more than the 255 a file name may have: " \
+        "rename it shorter" in text, text
+    assert not out.exists()

@@ -713,3 +713,52 @@ def test_a_pngs_gamma_colour_and_text_chunks_go_to_png_outputs(tmp_path, depth):
         assert "srgb" not in im.info and im.info.get("icc_profile")
     with Image.open(write_image(tmp_path / "out.jpg", img.rgb, png_chunks=img.png_chunks)) as im:
         assert im.format == "JPEG"  # a JPEG has no place for them
+
+
+def test_a_long_name_writes_and_one_too_long_is_one_line(tmp_path):
+    """The temporary file's name is ~40 bytes longer than its file's: outputs of 220-255 bytes, legal names, failed
+    with 'cannot write to FOLDER: File name too long; choose another output folder'. A long name's temporary file
+    is shortened; a name no file may have is said as such."""
+    from lway_rt.io.weights import NAME_MAX, atomic_write_bytes, temp_prefix
+
+    for name in ("a" * (NAME_MAX - 4) + ".png", "é" * 125 + ".png"):  # 255 and 254 bytes (é is 2 in UTF-8)
+        atomic_write_bytes(tmp_path / name, b"whole")
+        assert (tmp_path / name).read_bytes() == b"whole"
+        assert len(temp_prefix(name).encode()) + 8 + 9 <= NAME_MAX  # mkstemp's 8, ".onnx.tmp"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a" * 251 + ".png", "é" * 125 + ".png"])
+    with pytest.raises(OutputError, match=r"its name is 256 bytes, more than the 255 a file name may have; give it a "
+                                          "shorter name"):
+        atomic_write_bytes(tmp_path / ("b" * 252 + ".png"), b"x")
+
+
+def test_a_full_disk_or_a_file_size_limit_is_one_line(tmp_path):
+    """A write cut short (ENOSPC, EFBIG) ended in a traceback for weights, checkpoints (torch's 'unexpected pos'),
+    ONNX files and reports; each is now the OutputError a command prints in one line, and no file is left."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, sys, torch
+from pathlib import Path
+from lway_rt.errors import OutputError
+from lway_rt.io.weights import atomic_write_bytes, save_safetensors, save_torch
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+out = Path(sys.argv[1])
+for name, write in (("w.safetensors", lambda p: save_safetensors(p, {"w": torch.ones(10000)})),
+                    ("checkpoint.pt", lambda p: save_torch({"w": torch.ones(10000)}, p)),
+                    ("model.onnx", lambda p: atomic_write_bytes(p, bytes(100000)))):
+    try:
+        write(out / name)
+        print("written", name)
+    except OutputError as exc:
+        print(exc)
+"""
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 3, res.stdout
+    for name, line in zip(("w.safetensors", "checkpoint.pt", "model.onnx"), lines):
+        assert line.startswith(f"cannot write {tmp_path / name}: ") and line.endswith("make room, or choose another "
+                                                                                     "output folder"), line
+    assert "File too large" in lines[0] and "the write stopped part-way" in lines[1]
+    assert not list(tmp_path.iterdir())  # neither the files nor their temporary files

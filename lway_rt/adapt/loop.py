@@ -27,6 +27,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections import Counter
@@ -249,7 +250,7 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
     if config.detail_cap is not None:  # the cap shapes the written images (a resume kept the uncapped ones)
         h.update(f"detail_cap={config.detail_cap!r}".encode())
     for img in images:
-        h.update(img.name.encode())
+        h.update(os.fsencode(img.name))
         h.update(np.ascontiguousarray(img.rgb).tobytes())
         if img.image.alpha is not None:  # written into the SR image (a changed alpha was kept stale)
             h.update(b"alpha" + np.ascontiguousarray(img.image.alpha).tobytes())
@@ -259,7 +260,7 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
         h.update(f"gt,eval_every={config.eval_every}".encode())  # (or its evaluations' spacing), makes other weights
         for img in images:
             if img.name in gt:
-                h.update(img.name.encode() + np.ascontiguousarray(gt[img.name]).tobytes())
+                h.update(os.fsencode(img.name) + np.ascontiguousarray(gt[img.name]).tobytes())
     return h.hexdigest()
 
 
@@ -433,10 +434,9 @@ def finished_report(out_dir: Path) -> dict | None:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    from lway_rt.io.weights import atomic_path
+    from lway_rt.io.weights import save_torch
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -1147,6 +1147,13 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     another --mode (its report and config would be replaced, its weights orphaned), one of the same --mode that
     neither --resume nor --overwrite accounts for, files of the user's under the names a run writes, or the inputs
     themselves (in ``out_dir``, its ``sr/`` or a run's folder)."""
+    from lway_rt.io.weights import NAME_MAX
+
+    for img in images:  # refused now, not after the training when its image is written
+        size = len(os.fsencode(f"{img.name}.png"))
+        if size > NAME_MAX:
+            raise InputError(f"input {img.path or img.name} would give the SR image a name of {size} bytes, more than "
+                             f"the {NAME_MAX} a file name may have: rename it shorter")
     names = {img.name for img in images} if config.mode == "per-image" else set()
     own = _RUN_NAMES[config.mode]
     clash = sorted(n for n in names if n in own)

@@ -322,7 +322,7 @@ def _machine(device: str) -> str:
 
 def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
           last: dict[str, float], perceptual_ran: str, segments: list[dict]) -> None:
-    from lway_rt.io.weights import atomic_path
+    from lway_rt.io.weights import save_torch
 
     meta = {
         "recipe": cfg.recipe(), "iterations": it, "train_seconds": round(elapsed, 1),
@@ -337,9 +337,8 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
         # The resume state first, and complete (it carries the weights too): a kill between the two
         # writes leaves a resume point whose weights, optimiser and RNG agree, while the
         # safetensors beside it is at most one interval older.
-        with atomic_path(_resume_path(out)) as tmp:
-            torch.save({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(),
-                        "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments}, tmp)
+        save_torch({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(),
+                    "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments}, _resume_path(out))
         save_stage1(out, s1, meta)
     except OSError as exc:
         raise OutputError(f"cannot write checkpoint {out}: {exc.strerror or exc}; free disk space or choose another --out") from exc

@@ -6,6 +6,7 @@ diverged run can never leave a broken file where a good one was.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,11 +35,35 @@ STALE_TEMP_S = 24 * 3600.0  # a temporary file untouched this long belongs to a 
 _stale_by_folder: dict[Path, list[Path]] = {}  # hidden temporary files found stale, listed once per folder a process
 
 
+NAME_MAX = 255  # bytes in one file name (ext4, XFS, btrfs, APFS, NTFS's 255 UTF-16 units)
+_TEMP_EXTRA = 48  # what a temporary file's name adds to its file's: ".", ".lw<8>p<pid>.", mkstemp's 8, ".onnx.tmp"
+
+
+def temp_stem(name: str) -> str:
+    """``name`` as it stands in its temporary files' names: itself, or where that would make a name longer than a
+    file name may be (an output whose own name is legal, 220-255 bytes), its start and a hash of the whole."""
+    raw = os.fsencode(name)
+    if len(raw) + _TEMP_EXTRA <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return _cut_utf8(raw, NAME_MAX - _TEMP_EXTRA - len(digest) - 1) + "~" + digest
+
+
+def _cut_utf8(raw: bytes, n: int) -> str:
+    """The first ``n`` bytes of a file name, not cutting a UTF-8 character in two."""
+    cut = raw[:n]
+    while cut and (cut[-1] & 0xC0) == 0x80:  # a continuation byte: drop the partial character
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:  # a lead byte without its continuation
+        cut = cut[:-1]
+    return os.fsdecode(cut)
+
+
 def temp_prefix(name: str) -> str:
     """The prefix of a hidden temporary file for ``name``: ``.NAME.lw<host>p<pid>.``, so that a later run can tell
     a temporary file whose writer (a process on this machine) is gone, killed with ``kill -9``, from one being
-    written now (``sweep_stale_temps``)."""
-    return f".{name}.lw{_host_tag()}p{os.getpid()}."
+    written now (``sweep_stale_temps``). A long NAME is shortened (``temp_stem``)."""
+    return f".{temp_stem(name)}.lw{_host_tag()}p{os.getpid()}."
 
 
 def _host_tag() -> str:
@@ -126,6 +151,21 @@ def sweep_stale_temp_dirs(prefix: str = "lwayrt-") -> None:
             pass
 
 
+_WRITE_FAILURES = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def save_torch(obj, dest: Path) -> None:
+    """``torch.save`` to ``dest`` atomically. torch's writer reports a full disk or a file-size limit as a
+    RuntimeError ("unexpected pos ..."); it is said as the OutputError of any other failed write."""
+    with atomic_path(dest) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:
+            if "unexpected pos" not in str(exc) and "write" not in str(exc).lower():
+                raise
+            raise OSError(errno.EIO, "the write stopped part-way (a full disk or a file-size limit?)") from None
+
+
 def atomic_path(dest: Path):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success."""
     import contextlib
@@ -133,15 +173,25 @@ def atomic_path(dest: Path):
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
+        size = len(os.fsencode(dest_p.name))
+        if size > NAME_MAX:  # said as such: "cannot write to FOLDER: File name too long" sent the user to another folder
+            raise OutputError(f"cannot write {dest_p}: its name is {size} bytes, more than the {NAME_MAX} a file name "
+                              "may have; give it a shorter name")
         try:
             dest_p.parent.mkdir(parents=True, exist_ok=True)
-            sweep_stale_temps(dest_p.parent, f".{dest_p.name}.", ".tmp")
+            sweep_stale_temps(dest_p.parent, f".{temp_stem(dest_p.name)}.", ".tmp")
             fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest_p.name), suffix=".tmp", dir=dest_p.parent)
             os.close(fd)
         except OSError as exc:
             raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
         try:
             yield Path(tmp)
+        except OSError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if exc.errno in _WRITE_FAILURES:  # a full disk, a quota or a file-size limit: a line, not a traceback
+                raise OutputError(f"cannot write {dest_p}: {exc.strerror}; make room, or choose another output "
+                                  "folder") from None
+            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
