@@ -959,6 +959,13 @@ def test_a_stop_before_the_first_checkpoint_says_there_is_nothing_to_resume(file
         "again" in res.output and "for the rest" not in res.output, res.output
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files)])
     assert code == 0 and (out / "adapted.safetensors").is_file(), text
+    # with --resume, a stop while it loads leaves what --out holds as it was, which the message must not deny (it
+    # said 'nothing to resume; it starts from the beginning' beside a checkpoint that --resume would continue)
+    with monkeypatch.context() as m:
+        m.setattr(loop, "compute_embeddings", ctrl_c)
+        res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--resume")])
+    assert res.exit_code == 130 and f"adaptation interrupted before it went on: {out} is as it was; run the same " \
+        "command (with --resume) again" in res.output and "nothing to resume" not in res.output, res.output
 
 
 def test_images_in_sub_folders_are_named_not_skipped_unsaid(files, tmp_path):

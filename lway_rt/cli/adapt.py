@@ -170,6 +170,9 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                         overwrite=overwrite)
     except KeyboardInterrupt:  # the loop turns a stop after a checkpoint into its own message: this one came before
+        if resume:  # while the inputs or the model loaded: the run(s) in --out are as they were
+            raise Interrupted(f"adaptation interrupted before it went on: {out_dir} is as it was; run the same command "
+                              "(with --resume) again") from None
         raise Interrupted("adaptation interrupted before its first checkpoint: there is nothing to resume; run the "
                           "same command again (it starts from the beginning)") from None
     for r in results:
