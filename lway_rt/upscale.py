@@ -32,7 +32,8 @@ import torch
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, no_images_message, read_image,
+    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, no_images_message,
+    read_image,
     settle_alpha, to_numpy, to_tensor, write_image,
 )
 from lway_rt.io.weights import ensure_writable_dir
@@ -846,8 +847,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
                     lossless=img.lossless, exif=up.exif, dpi=up.dpi, png_chunks=chunks)
         report.written.append(dest)
         if img.frames > 1:
-            report.notes.append(f"{src} holds {img.frames} frames or pages: only the first was upscaled (extract "
-                                "them first, e.g. ffmpeg -i FILE frames/%06d.png)")
+            report.notes.append(frames_note(src, img.frames, "upscaled"))
         if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
             report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")
     except LwayError as exc:

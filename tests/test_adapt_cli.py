@@ -1010,3 +1010,16 @@ def test_file_names_not_in_utf8_or_too_long_for_their_image(files, tmp_path):
     assert code == 1 and "would give the SR image a name of 256 bytes, more than the 255 a file name may have: " \
         "rename it shorter" in text, text
     assert not out.exists()
+
+
+def test_a_file_of_several_frames_is_adapted_on_its_first_with_a_note(files, tmp_path):
+    """upscale said so; adapt read the first frame of an animated GIF or a multi-page TIFF without a word."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = Image.open(files / "lr" / "rgb.png")
+    rgb.save(src / "pages.tif", save_all=True, append_images=[rgb.transpose(Image.FLIP_LEFT_RIGHT)])
+    out = tmp_path / "out"
+    code, text = _run([a for a in _tiny_adapt(files, out) if a != "-q"][:1] + [str(src)] +
+                      [a for a in _tiny_adapt(files, out) if a != "-q"][2:])
+    assert code == 0, text
+    assert f"note: {src / 'pages.tif'} holds 2 frames or pages: only the first was adapted on and written" in text, text

@@ -498,6 +498,7 @@ def test_multi_frame_input_is_upscaled_with_a_note(tmp_path, small):
     result = run("upscale", tmp_path / "pages.tif", "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 0, result.output
     assert "pages.tif holds 3 frames or pages: only the first was upscaled" in result.output
+    assert "-coalesce frames/%06d.png" in result.output and "ffmpeg" not in result.output  # ffmpeg reads one page
     assert read_image(tmp_path / "out" / "pages_x4.png").width == 4 * small.shape[1]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from lway_rt.errors import InputError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, no_images_message, read_image,
+    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, no_images_message, read_image,
 )
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
@@ -98,7 +98,7 @@ def spread(items: list, n: int | None) -> list:
     return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
 
 
-def read_inputs(inputs) -> list[InputImage]:
+def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
     """Read every input; names are file stems, with the ending added where two inputs share a stem (``photo.jpg`` and
     ``photo.png`` give ``photo_jpg`` and ``photo_png``, so neither output takes the other's name), then a number where
     they still clash. Colour under fully transparent pixels is filled from the visible pixels around it
@@ -115,6 +115,8 @@ def read_inputs(inputs) -> list[InputImage]:
             name = f"{base}_{k}"
         seen.add(name)
         img = read_image(p)
+        if img.frames > 1 and notes is not None:
+            notes.append("note: " + frames_note(p, img.frames, "adapted on and written"))
         if img.alpha is not None:
             img = replace(img, rgb=fill_hidden_colour(img.rgb, img.alpha))
         out.append(InputImage(name, img, p))

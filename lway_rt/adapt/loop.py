@@ -1204,7 +1204,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     given = list(inputs) if loaded else list_images(inputs, notes)  # paths are listed once, only the chosen ones read
     for note in notes:
         log(note)
-    images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample))
+    images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
+    for note in notes:  # files of several frames: the first is read
+        log(note)
     _check_out_folder(out_dir, config, images, [] if loaded else given, resume, overwrite)
     if config.sample is not None and len(images) < len(given):
         log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in name order (--sample); "

@@ -120,6 +120,15 @@ def _video_advice(video: Path, folder: Path | None = None) -> str:
             f"{q(f'{frames}/%06d.png')}) and give it that folder")
 
 
+def frames_note(path: Path, frames: int, done: str) -> str:
+    """The note for a file of several frames or pages (an animated GIF or WebP, a multi-page TIFF), of which only the
+    first was read; ``done`` says what was made of it ("upscaled"). ImageMagick reads all three kinds (ffmpeg, named
+    here before, reads neither a TIFF's later pages nor an animated WebP)."""
+    q = shlex.quote
+    return (f"{path} holds {frames} frames or pages: only the first was {done} (to take them all, extract them first, "
+            f"e.g. mkdir frames && magick {q(str(path))} -coalesce frames/%06d.png)")
+
+
 def no_images_message(folder: Path, hint: str = "") -> str:
     """The one-line error for a folder with no image in it; a folder of videos is told how to get frames from them."""
     try:
