@@ -621,7 +621,7 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
     """{input: the input it is the output of} for inputs an earlier run of the same command wrote: with ``-o`` the
     input folder itself, a second run finds ``a_x4.png`` beside ``a.png``. One counts as an earlier output only if it
     has exactly the name this run, or a run with the other ``--format``, gives another input's output (``a_x4.png``
-    or ``a_x4.jpg`` beside ``a.jpg``) and exactly ``scale`` x that input's size; it is then
+    or ``a_x4.jpg`` beside ``a.jpg``), exactly ``scale`` x that input's size, and, a PNG, records a run; it is then
     not upscaled again (to x16), and this run writes that input's output over it (unless that input is itself an
     earlier output) instead of refusing it as an input the run must not overwrite."""
     items = list(items)
@@ -633,7 +633,7 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
             other = by_path.get(dest)
             if other is None or dest == src.resolve() or other in found:
                 continue
-            if output_sized(src, other, scale):
+            if output_sized(src, other, scale) and _may_be_ours(other):
                 found[other] = src
     return found
 
@@ -680,6 +680,14 @@ def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None,
     return hashlib.sha256(json.dumps([parts, config.alpha]).encode()).hexdigest()[:16]
 
 
+def _may_be_ours(path: Path) -> bool:
+    """Whether ``path`` may be an output of this command: a PNG that records a run (every PNG output does), or a file
+    of a format that records none (a JPEG, WebP ... of ``--format same``)."""
+    from lway_rt.io.images import png_text
+
+    return path.suffix.lower() != ".png" or png_text(path, RUN_KEY) is not None
+
+
 def made_otherwise(dest: Path, key: str) -> bool:
     """``dest`` records (in its PNG text) that a run of another model or settings made it: ``--skip-existing`` would
     otherwise keep another model's output of the same scale, which has the right size and date. An output with no
@@ -694,14 +702,14 @@ def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
     """Raise if ``dest`` holds something an output of ``src`` may not replace: a folder, a PNG that does not record a
     run of this command (every PNG output does), or another file that is not an image of ``src``'s output size (an
     earlier JPEG, WebP ... output, which records no run). The user's own file that bears an output's name is kept."""
-    from lway_rt.io.images import image_size, png_text
+    from lway_rt.io.images import image_size
 
     if not os.path.lexists(dest):
         return
     if dest.is_dir():
         raise InputError(f"output {dest} is a folder: move it, or choose another -o folder or --suffix")
     if dest.suffix.lower() == ".png":
-        if png_text(dest, RUN_KEY) is None:
+        if not _may_be_ours(dest):
             raise InputError(f"{dest} exists and was not written by lwayrt upscale (its PNG records no run): move it, "
                              "or choose another -o folder or --suffix")
         return

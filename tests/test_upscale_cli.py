@@ -223,6 +223,12 @@ def test_second_run_into_the_input_folder_rewrites_its_outputs_and_keeps_a_look_
     third = run("upscale", d, "-o", d, "--model", MODEL)
     assert third.exit_code == 1 and "b_x4.png would overwrite an input" in third.output, third.output
     assert (d / "b_x4.png").read_bytes() == mine
+    Image.fromarray(np.kron(small, np.ones((4, 4, 1), np.uint8))).save(d / "b_x4.png")  # of b's output size, but a
+    mine = (d / "b_x4.png").read_bytes()  # PNG that records no run: an input, not "taken for an earlier run's output
+    fourth = run("upscale", d, "-o", d, "--model", MODEL)  # (this run writes it anew)" and then refused as not ours
+    assert fourth.exit_code == 1 and "b_x4.png would overwrite an input" in fourth.output, fourth.output
+    assert "b_x4.png has the name and size of" not in fourth.output, fourth.output
+    assert (d / "b_x4.png").read_bytes() == mine
 
 
 def test_an_earlier_run_with_the_other_format_is_not_upscaled_again(tmp_path, small):
