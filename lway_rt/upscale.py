@@ -551,8 +551,8 @@ def upscale_image(desc: ModelDescriptor, img: LoadedImage, config: UpscaleConfig
 
 
 def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_dir: Path | None = None,
-                   aliases: list[tuple[Path, Path]] | None = None, outputs: list[Path] | None = None
-                   ) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+                   aliases: list[tuple[Path, Path]] | None = None, outputs: list[Path] | None = None,
+                   notes: list[str] | None = None) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, path relative to the output folder's root) for every input image, plus the inputs
     that gave nothing (missing path, folder without images) as failures.
 
@@ -564,9 +564,10 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     added to ``aliases`` as (that path, the path taken). Files of a folder that this command wrote (their PNG
     records the run, ``RUN_KEY``) beside images it did not write are added to ``outputs``: an earlier run's
     outputs among the originals (another -o folder inside the one walked, or another --suffix), which the caller
-    leaves out; a folder holding only such outputs is taken as meant. Raises if nothing at all is usable.
+    leaves out; a folder holding only such outputs is taken as meant. Without ``recursive``, sub-folders holding
+    images (but the output folder) are named in ``notes``. Raises if nothing at all is usable.
     """
-    from lway_rt.io.images import png_text
+    from lway_rt.io.images import image_subfolders, png_text
 
     found: list[tuple[Path, Path]] = []
     problems: list[Failure] = []
@@ -596,6 +597,11 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
                 problems.append(Failure(p, no_images_message(p, hint)))
             for f in files:
                 take(f, f.relative_to(p))
+            nested = [d for d in image_subfolders(p) if d.resolve() != skip] if files and not recursive else []
+            if nested and notes is not None:
+                shown = ", ".join(str(d) for d in nested[:3]) + (f" and {len(nested) - 3} more" if len(nested) > 3 else "")
+                notes.append(f"the images in sub-folders of {p} ({shown}) are not read: add --recursive to upscale "
+                             "them too")
             if outputs is not None:
                 made = [f for f in files if f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None]
                 if made and len(made) < len(files):
@@ -777,7 +783,8 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     out_dir = Path(out_dir).expanduser()
     aliases: list[tuple[Path, Path]] = []
     made_here: list[Path] = []  # outputs of earlier runs found among the originals in folders given
-    items, problems = collect_inputs(inputs, config.recursive, out_dir, aliases, made_here)
+    folder_notes: list[str] = []
+    items, problems = collect_inputs(inputs, config.recursive, out_dir, aliases, made_here, folder_notes)
     router = None if desc is not None else prepare_router(config)
     if config.stage1 and router is None:
         raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
@@ -797,7 +804,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     again = set(made_here) - set(earlier)  # ``earlier`` ones are noted and handled below
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier and src not in again], out_dir, suffix,
                         config.format, protected=again)
-    report = UpscaleReport(failures=list(problems))
+    report = UpscaleReport(failures=list(problems), notes=folder_notes)
     if again:
         first = next(f for f in made_here if f in again)
         report.notes.append(f"{len(again)} image(s) in the folders given were written by lwayrt upscale (their PNG "

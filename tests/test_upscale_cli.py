@@ -202,6 +202,20 @@ def test_recursive_run_skips_its_own_output_folder_inside_the_input(tmp_path, sm
     assert sorted(str(p.relative_to(d / "out")) for p in (d / "out").rglob("*.png")) == ["a/x_x4.png", "top_x4.png"]
 
 
+def test_sub_folders_left_out_without_recursive_are_named(tmp_path, small):
+    """Without -r a folder's sub-folders of images were left out without a word (adapt names them); the -o folder
+    inside it, of this command's outputs, is not named."""
+    d = tmp_path / "nest"
+    (d / "a").mkdir(parents=True)
+    Image.fromarray(small).save(d / "top.png")
+    Image.fromarray(small).save(d / "a" / "x.png")
+    for _ in range(2):
+        result = run("upscale", d, "-o", d / "out", "--model", MODEL)
+        assert result.exit_code == 0 and "1 image(s) written" in result.output, result.output
+        assert f"the images in sub-folders of {d} ({d / 'a'}) are not read: add --recursive" in result.output
+        assert str(d / "out") + ")" not in result.output and str(d / "out") + "," not in result.output
+
+
 def test_second_run_into_the_input_folder_rewrites_its_outputs_and_keeps_a_look_alike(tmp_path, small):
     """-o the input folder itself, run twice: the first run's output (its name and 4x size) is rewritten, not
     upscaled to x16 nor taken for an input the run must not overwrite; a user's file of that name but another size

@@ -14,7 +14,8 @@ import numpy as np
 
 from lway_rt.errors import InputError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, no_images_message, read_image,
+    IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, image_subfolders, no_images_message,
+    read_image,
 )
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
@@ -42,17 +43,6 @@ def from_array(name: str, rgb: np.ndarray) -> InputImage:
     return InputImage(name, LoadedImage(np.ascontiguousarray(arr)))
 
 
-def _images_one_level_down(folder: Path) -> list[Path]:
-    """The sub-folders of ``folder`` (not hidden) that hold images of their own: a folder's images are read without
-    its sub-folders, which are named so that none is left out unsaid (one level only: a cheap look, not a walk)."""
-    try:
-        subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        return [d for d in subs if any(q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
-                                       for q in d.iterdir())]
-    except OSError:
-        return []
-
-
 def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     """Expand files and folders (non-recursive, sorted, hidden files skipped) into image paths; a file reached twice
     (named twice, or named and inside a named folder) is taken once. Sub-folders holding images, which are not read,
@@ -67,7 +57,7 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
                 if q.is_symlink() and not q.exists():
                     raise InputError(broken_link_message(q))
             found = [q for q in listed if q.is_file()]
-            nested = _images_one_level_down(p)
+            nested = image_subfolders(p)
             shown = ", ".join(str(d) for d in nested[:3]) + (f" and {len(nested) - 3} more" if len(nested) > 3 else "")
             if not found:
                 raise InputError(no_images_message(p, f"; its sub-folders {shown} do: name them as inputs (adapt "

@@ -120,6 +120,17 @@ def _video_advice(video: Path, folder: Path | None = None) -> str:
             f"{q(f'{frames}/%06d.png')}) and give it that folder")
 
 
+def image_subfolders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` (not hidden) that hold images of their own: a folder's images are read without
+    its sub-folders, which are named so that none is left out unsaid (one level only: a cheap look, not a walk)."""
+    try:
+        subs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        return [d for d in subs if any(q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")
+                                       for q in d.iterdir())]
+    except OSError:
+        return []
+
+
 def frames_note(path: Path, frames: int, done: str) -> str:
     """The note for a file of several frames or pages (an animated GIF or WebP, a multi-page TIFF), of which only the
     first was read; ``done`` says what was made of it ("upscaled"). ImageMagick reads all three kinds (ffmpeg, named
