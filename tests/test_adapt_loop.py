@@ -493,3 +493,29 @@ def test_a_rollback_at_the_last_iteration_ends_on_the_weights_it_rolled_back_to(
     evals = [e["it"] for e in res.report["evals"]]
     assert evals == sorted(evals) and evals.count(0) == 1 and 3 not in evals, evals  # iteration 0's, scored once
     assert res.report["final_iteration"] in evals  # the weights written are ones scored, under their own iteration
+
+
+def test_an_out_folder_deleted_during_the_run_stops_it_unwritten(tmp_path, inputs, stage1):
+    """The run's lock is on the --out folder: deleted mid-run, the run made it anew unlocked at its next write, so a
+    second run into that name went ahead beside it and both said 'completed' over one folder. Now the run stops at
+    its next write with the one-line OutputError, and writes nothing more."""
+    import shutil
+
+    from lway_rt.errors import OutputError
+
+    out = tmp_path / "out"
+    cfg = AdaptConfig(iterations=20, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5)
+
+    def log(msg):
+        if msg.startswith("iteration 10/"):
+            shutil.rmtree(out)
+
+    with pytest.raises(OutputError, match=r"out was deleted or replaced while this run wrote to it \(another run may "
+                                          r"be writing there now\): this run stops without writing its results"):
+        adapt_images(inputs, _desc(_tiny(4)), cfg, out, stage1=stage1, log=log)
+    assert not out.exists()
+    out.mkdir()  # and, made again before the end (as another run would), the weights are not written into it
+    with pytest.raises(OutputError, match="deleted or replaced"):
+        adapt_images(inputs, _desc(_tiny(4)), cfg.replace(checkpoint_every=50), out, stage1=stage1,
+                     log=lambda m: (shutil.rmtree(out), out.mkdir()) if m.startswith("iteration 10/") else None)
+    assert list(out.iterdir()) == []

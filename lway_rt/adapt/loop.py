@@ -673,7 +673,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
     ensure_writable_dir(out_dir, "--out folder")
-    held.enter_context(exclusive_run(out_dir, "--out folder"))
+    still_ours = held.enter_context(exclusive_run(out_dir, "--out folder"))
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
@@ -817,6 +817,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                 st["snapshots"][st["it"]] = snapshot()
             st["train_s"] = train_s0 + time.perf_counter() - t_loop
             if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
+                still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
                 _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
                                              "gen": gen.get_state(), "st": st, "recipe": config.recipe_json()})
                 last_ckpt = st["it"]
@@ -938,6 +939,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         "description": f"{desc.name or desc.arch} adapted with LWay stage 2 ({config.loss} loss) to {len(data)} image(s)",
     }
     weights_path = out_dir / WEIGHTS
+    still_ours()  # --out deleted meanwhile (another run may lock the new one): nothing written, not "completed"
     save_safetensors(weights_path, final_state, meta)
     report["model"]["adapted_sha256"] = adapted_sha
     report["weights"] = WEIGHTS

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -236,7 +236,7 @@ def check_file_destination(path: Path, option: str) -> None:
             return
 
 
-_HELD: set[tuple[str, int]] = set()  # (target, thread) pairs holding an exclusive_run lock in this process
+_HELD: dict[tuple[str, int], int] = {}  # (target, thread) holding an exclusive_run lock in this process: its fd
 
 
 def exclusive_run(target: Path, option: str):
@@ -246,7 +246,9 @@ def exclusive_run(target: Path, option: str):
     killed run leaves none behind (a killed run's lock file is taken over by the next). Where the system has no
     ``flock`` (Windows), nothing is locked. Re-entrant within a thread: a command that takes the lock early (before
     it loads anything) calls code that takes it again; another thread of the same process is refused like another
-    process."""
+    process. It yields a function that raises ``OutputError`` when ``target`` is no longer the file locked (the
+    folder was deleted, and perhaps made again by another run that locked the new one): a run calls it before it
+    writes what it must not write beside another run's."""
     import contextlib
 
     @contextlib.contextmanager
@@ -254,12 +256,20 @@ def exclusive_run(target: Path, option: str):
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
-            yield
+            yield lambda: None
             return
         path = Path(target)
         key = (str(path.resolve()), threading.get_ident())
+
+        def still_held(fd: int) -> Callable[[], None]:
+            def check() -> None:
+                if not _same_file(fd, path):
+                    raise OutputError(f"{path} was deleted or replaced while this run wrote to it (another run may be "
+                                      f"writing there now): this run stops without writing its results; run it again")
+            return check
+
         if key in _HELD:  # this thread holds it already
-            yield
+            yield still_held(_HELD[key])
             return
         folder = path.is_dir()
         while True:
@@ -278,11 +288,11 @@ def exclusive_run(target: Path, option: str):
             if folder or _same_file(fd, path):
                 break
             os.close(fd)  # the lock file was removed by the run that held it: lock the one now at the path
-        _HELD.add(key)
+        _HELD[key] = fd
         try:
-            yield
+            yield still_held(fd)
         finally:
-            _HELD.discard(key)
+            _HELD.pop(key, None)
             if not folder:
                 with contextlib.suppress(OSError):
                     path.unlink()  # while still locked: a run that opened it meanwhile sees it gone and retries
