@@ -6,6 +6,8 @@ models are exercised end to end in ``test_export_cli.py``.
 
 from __future__ import annotations
 
+import re
+
 import subprocess
 import sys
 
@@ -208,6 +210,42 @@ def test_fp16_graph_structure():
     assert inferred[conv_first.output[0]] == H
     # The original fp32 model is untouched.
     assert all(i.data_type == F for i in fp32.graph.initializer)
+
+
+def test_fp16_with_resize_not_kept_keeps_its_scales_fp32():
+    """keep_fp32_ops = [] (the profile's list is the user's to edit): Resize ran in fp16 but its scales, which
+    ONNX allows only in float32, were made fp16 too, and the export ended in a shape-inference traceback."""
+    import onnxruntime as ort
+
+    from lway_rt.export.fp16 import convert_to_fp16
+    from lway_rt.export.onnx_export import OnnxFromTorch
+
+    desc = _small("SRVGGNetCompact", SMALL["SRVGGNetCompact"][0])
+    fp32 = OnnxFromTorch(desc.model)()
+    fp16 = convert_to_fp16(fp32, keep_fp32_ops=())
+    g = fp16.graph
+    inferred = {v.name: v.type.tensor_type.elem_type for v in g.value_info}
+    resize = [n for n in g.node if n.op_type == "Resize"]
+    assert resize and all(inferred.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in resize)  # it runs in fp16
+    x = np.random.default_rng(0).random((1, 3, 12, 10), dtype=np.float32)
+    got = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {
+        g.input[0].name: x})[0]
+    with torch.no_grad():
+        want = desc.model(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() < 0.05
+
+
+def test_fp16_keep_lists_in_a_profile_must_be_lists_of_names(tmp_path):
+    from lway_rt.errors import InputError
+    from lway_rt.export.profile import load_profile
+
+    for value, shown in (('"Resize"', "'Resize'"), ("5", "5"), ('[""]', "['']")):
+        (tmp_path / "p.toml").write_text(f'name = "p"\nprecision = "fp16"\n[fp16]\nkeep_fp32_ops = {value}\n')
+        with pytest.raises(InputError, match=rf"\[fp16\] keep_fp32_ops must be a list of names, e.g. \[\"Resize\"\], "
+                                             rf"not {re.escape(shown)}"):
+            load_profile(tmp_path / "p.toml")
+    (tmp_path / "p.toml").write_text('name = "p"\n[fp16]\nkeep_fp32_nodes = ["conv_last"]\n')
+    assert load_profile(tmp_path / "p.toml").keep_fp32_nodes == ("conv_last",)
 
 
 def test_fp16_clamps_out_of_range_weights():

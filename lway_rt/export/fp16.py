@@ -90,6 +90,10 @@ def _float_tensor_names(model) -> set[str]:
     return floats
 
 
+#: inputs that take float32 whatever the precision of the node's data (ONNX: Resize's ``scales``, Upsample's)
+_FLOAT_ONLY_INPUTS = {"Resize": (2,), "Upsample": (1,)}
+
+
 def _to_fp16_tensor(t):
     from onnx import numpy_helper
 
@@ -125,16 +129,21 @@ def convert_to_fp16(model, *, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_O
     graph_outputs = [o.name for o in g.output]
     inits = {i.name: i for i in g.initializer}
 
-    # Which nodes stay fp32. A Constant feeding only kept nodes is kept too (its value stays fp32).
-    consumers: dict[str, list[int]] = {}
+    # Which nodes stay fp32. A Constant feeding only fp32 inputs is kept too (its value stays fp32).
+    consumers: dict[str, list[tuple[int, int]]] = {}  # tensor -> (node, input position) reading it
     for idx, node in enumerate(g.node):
-        for name in node.input:
+        for j, name in enumerate(node.input):
             if name:
-                consumers.setdefault(name, []).append(idx)
+                consumers.setdefault(name, []).append((idx, j))
     kept = {idx for idx, n in enumerate(g.node) if n.op_type in keep_ops or (keep_patterns and _matches(n, keep_patterns))}
+
+    def reads_fp32(idx: int, j: int) -> bool:
+        """Input ``j`` of node ``idx`` takes fp32: the node is kept, or the input is float-only (Resize's scales)."""
+        return idx in kept or j in _FLOAT_ONLY_INPUTS.get(g.node[idx].op_type, ())
+
     for idx, node in enumerate(g.node):
         if node.op_type == "Constant" and node.output and consumers.get(node.output[0]):
-            if all(c in kept for c in consumers[node.output[0]]):
+            if all(reads_fp32(c, j) for c, j in consumers[node.output[0]]):
                 kept.add(idx)
 
     # dtype of each float tensor after conversion: fp32 if made by a kept node, a graph input or a
@@ -146,7 +155,7 @@ def convert_to_fp16(model, *, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_O
             dtype[name] = TensorProto.FLOAT
         elif name in inits:
             users = consumers.get(name, [])
-            dtype[name] = TensorProto.FLOAT if users and all(u in kept for u in users) else TensorProto.FLOAT16
+            dtype[name] = TensorProto.FLOAT if users and all(reads_fp32(u, j) for u, j in users) else TensorProto.FLOAT16
         elif name in producer:
             dtype[name] = TensorProto.FLOAT if producer[name] in kept else TensorProto.FLOAT16
 
@@ -180,10 +189,10 @@ def convert_to_fp16(model, *, keep_fp32_ops: Iterable[str] = DEFAULT_KEEP_FP32_O
 
     body: list[Any] = []
     for idx, node in enumerate(g.node):
-        want = TensorProto.FLOAT if idx in kept else TensorProto.FLOAT16
         # Cast's own input keeps its type: the op converts whatever it gets.
         if node.op_type != "Cast":
             for j, name in enumerate(node.input):
+                want = TensorProto.FLOAT if reads_fp32(idx, j) else TensorProto.FLOAT16
                 have = dtype.get(name)
                 if name and have is not None and have != want:
                     node.input[j] = cast(name, want)

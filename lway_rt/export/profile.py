@@ -234,10 +234,12 @@ def profile_from_dict(data: dict[str, Any], *, source: str | None = None) -> Exp
         kwargs["tensorrt"] = TensorRTSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in trt.items()})
     except TypeError as exc:
         raise InputError(f"bad profile value: {exc}") from exc
-    if "keep_fp32_ops" in fp16:
-        kwargs["keep_fp32_ops"] = tuple(fp16["keep_fp32_ops"])
-    if "keep_fp32_nodes" in fp16:
-        kwargs["keep_fp32_nodes"] = tuple(fp16["keep_fp32_nodes"])
+    for key in ("keep_fp32_ops", "keep_fp32_nodes"):
+        if key in fp16:  # a list of names: a string was split into letters, a number failed in a traceback
+            value = fp16[key]
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise InputError(f"[fp16] {key} must be a list of names, e.g. [\"Resize\"], not {value!r}")
+            kwargs[key] = tuple(value)
     return ExportProfile(source=source, **kwargs)
 
 
