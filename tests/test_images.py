@@ -762,3 +762,26 @@ for name, write in (("w.safetensors", lambda p: save_safetensors(p, {"w": torch.
                                                                                      "output folder"), line
     assert "File too large" in lines[0] and "the write stopped part-way" in lines[1]
     assert not list(tmp_path.iterdir())  # neither the files nor their temporary files
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "LA"])
+def test_a_turned_tiff_is_read_upright_in_every_mode(tmp_path, mode):
+    """Pillow 13 turns a TIFF of EXIF orientation 5-8 upright as it loads it, and scrambles the pixels of grey,
+    16-bit grey and RGBA ones; the size image_size reads then disagreed with the picture (a rerun refused its own
+    output). Every orientation gives the upright picture, the size image_size says, and the dpi turned with it."""
+    from lway_rt.io.images import _exif_orient, image_size
+
+    ramp = np.arange(15).reshape(3, 5)
+    arr = (ramp * 3000).astype(np.uint16) if mode == "I;16" else \
+        (ramp * 10).astype(np.uint8) if mode == "L" else np.dstack([(ramp * 10).astype(np.uint8)] * len(mode))
+    first = (arr if arr.ndim == 2 else arr[..., 0]).astype(np.float32) / (65535.0 if mode == "I;16" else 255.0)
+    for o in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = o
+        path = tmp_path / f"o{o}.tif"
+        Image.fromarray(arr, None if mode == "I;16" else mode).save(path, exif=exif.tobytes(), dpi=(300, 150))
+        img = read_image(path)
+        want = _exif_orient(first, o)
+        assert img.rgb.shape[:2] == want.shape and np.allclose(img.rgb[..., 0], want, atol=1e-6), (mode, o)
+        assert image_size(path) == (want.shape[1], want.shape[0]), (mode, o)
+        assert img.dpi == ((150, 300) if o >= 5 else (300, 150)), (mode, o, img.dpi)

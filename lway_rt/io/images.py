@@ -248,6 +248,7 @@ def read_image(path: str | Path) -> LoadedImage:
             orig_mode = im.mode
             if fmt == "TIFF" and _pillow_misreads_tiff(im):
                 return _read_tiff_samples(path)
+            turned_tiff = fmt == "TIFF" and im.tag_v2.get(0x0112, 1) in (5, 6, 7, 8)  # Pillow turns it as it loads
             try:
                 full = _sixteen_bit_colour(path, im) if fmt in _SIXTEEN_BIT_FORMATS else None
                 if full is None:
@@ -258,6 +259,16 @@ def read_image(path: str | Path) -> LoadedImage:
             orientation = tags.get(0x0112, 1)
             frames = int(getattr(im, "n_frames", 1) or 1)
             img = _decode(im, full, orientation, orig_mode, fmt, icc)
+            if turned_tiff and full is None:
+                # Pillow (13) turns a TIFF of orientation 5-8 upright while loading it, and scrambles the pixels of
+                # grey, 16-bit grey and RGBA ones: the samples as tifffile reads them, turned here
+                orientation = 6  # (for the dpi below: the sides were swapped)
+                try:
+                    samples = _read_tiff_samples(path)
+                except InputError:
+                    samples = None
+                if samples is not None and (samples.alpha is None) == (img.alpha is None):
+                    img = replace(img, rgb=samples.rgb, alpha=samples.alpha)
             if fmt == "WEBP" and _webp_is_lossless(path):
                 img = replace(img, lossless=True)
             if fmt in _EXIF_FORMATS and len(tags):
