@@ -824,3 +824,27 @@ def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, sma
     assert run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same").exit_code == 0
     again = run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same")
     assert again.exit_code == 0 and "1 image(s) written" in again.output, again.output
+
+
+def test_an_input_this_user_cannot_read_is_one_listed_failure(tmp_path, small):
+    """A file without read permission ended the batch in a PermissionError traceback (the TIFF check opened it a
+    second time), the other images not done; it is a listed failure that says so, not 'the file is corrupt'."""
+    import shutil
+    from pathlib import Path
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    Image.fromarray(small).save(d / "b.png")
+    (d / "a.png").chmod(0)
+    cmd = [str(Path(sys.executable).with_name("lwayrt")), "upscale", str(d), "-o", str(tmp_path / "out"), "-m", MODEL]
+    if os.geteuid() == 0:  # root reads any file: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.fail("this test needs setpriv (util-linux) when run as root")
+        cmd = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+               "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "Traceback" not in out, out
+    assert f"{d / 'a.png'} cannot be read (Permission denied): check its permissions" in out, out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_x4.png"]

@@ -102,6 +102,8 @@ def _open(path: Path):
         raise InputError(f"{path} is empty (0 bytes): re-copy or re-export the image")
     try:
         return Image.open(path)
+    except PermissionError as exc:  # not "corrupt": the file is fine, this user may not read it
+        raise InputError(f"{path} cannot be read ({exc.strerror}): check its permissions") from None
     except UnidentifiedImageError:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             raise InputError(_video_advice(path)) from None
@@ -202,9 +204,12 @@ def broken_link_message(path: Path) -> str:
 
 
 def _is_tiff(path: str | Path) -> bool:
-    """Whether the file starts with a TIFF header (little- or big-endian)."""
-    with open(path, "rb") as f:
-        return f.read(4) in (b"II*\x00", b"MM\x00*")
+    """Whether the file starts with a TIFF header (little- or big-endian); False for a file that cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) in (b"II*\x00", b"MM\x00*")
+    except OSError:
+        return False
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
