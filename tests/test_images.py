@@ -634,6 +634,13 @@ def test_a_jpeg_whose_exif_records_no_resolution_gets_none_written(tmp_path):
     tags[0x011A], tags[0x011B], tags[0x0128] = 240.0, 240.0, 2  # the EXIF's own resolution is still read
     Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "res.jpg", exif=tags)
     assert read_image(tmp_path / "res.jpg").dpi == pytest.approx((240, 240))
+    # both sides, and per centimetre: Pillow reads XResolution alone, as (x, x), so a 300 x 150 scan became square
+    tags[0x011A], tags[0x011B], tags[0x0112] = 300.0, 150.0, 6
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "wide.jpg", exif=tags)
+    assert read_image(tmp_path / "wide.jpg").dpi == pytest.approx((150, 300))  # turned upright with the pixels
+    tags[0x011A], tags[0x011B], tags[0x0128], tags[0x0112] = 100.0, 50.0, 3, 1
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "cm.jpg", exif=tags)
+    assert read_image(tmp_path / "cm.jpg").dpi == pytest.approx((254, 127))
 
 
 def test_a_tiff_without_resolution_gets_none_written(tmp_path):
@@ -785,3 +792,12 @@ def test_a_turned_tiff_is_read_upright_in_every_mode(tmp_path, mode):
         assert img.rgb.shape[:2] == want.shape and np.allclose(img.rgb[..., 0], want, atol=1e-6), (mode, o)
         assert image_size(path) == (want.shape[1], want.shape[0]), (mode, o)
         assert img.dpi == ((150, 300) if o >= 5 else (300, 150)), (mode, o, img.dpi)
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32])
+def test_a_tiff_of_32_bit_integers_is_refused_not_clipped(tmp_path, dtype):
+    """Pillow opens it as mode I, which was taken for 16-bit: most of a 0-4e9 ramp came out white, the rest black."""
+    ramp = np.linspace(0, 2e9, 32 * 32).astype(dtype).reshape(32, 32)
+    tifffile.imwrite(tmp_path / "wide.tif", ramp)
+    with pytest.raises(InputError, match=rf"wide.tif holds {np.dtype(dtype).name} samples: save it as an 8/16-bit"):
+        read_image(tmp_path / "wide.tif")

@@ -282,7 +282,8 @@ def read_image(path: str | Path) -> LoadedImage:
                 img = replace(img, exif=exif)
             if fmt == "PNG":
                 img = replace(img, png_chunks=_png_chunks(path))
-            dpi = _dpi(im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
+            dpi = _dpi(_exif_dpi(tags) if fmt == "JPEG" and im.info.get("jfif_unit") not in (1, 2)
+                       else im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
             if dpi is not None:
                 img = replace(img, dpi=dpi[::-1] if orientation in (5, 6, 7, 8) else dpi)  # turned upright with the pixels
             return replace(img, frames=frames) if frames > 1 else img
@@ -392,6 +393,17 @@ def _records_dpi(im, fmt: str, tags) -> bool:
     return True
 
 
+def _exif_dpi(tags) -> tuple[float, float] | None:
+    """A JPEG's resolution from its EXIF block, both sides: Pillow reads only XResolution, as (x, x)."""
+    try:
+        x = float(tags[0x011A])
+        y = float(tags.get(0x011B, x))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    per_cm = tags.get(0x0128) == 3
+    return (x * 2.54, y * 2.54) if per_cm else (x, y)
+
+
 def _dpi(value) -> tuple[float, float] | None:
     """Pillow's ``info["dpi"]`` as two positive finite numbers, or None (absent, 0 or garbage in the file)."""
     try:
@@ -417,7 +429,8 @@ def _webp_is_lossless(path: Path) -> bool:
 
 def _pillow_misreads_tiff(im) -> bool:
     """TIFF layouts Pillow decodes wrongly or not at all: planes stored one after another (PlanarConfiguration 2)
-    with more than 8 bits a sample (Pillow unpacks them as 8-bit: noise), and floating-point colour."""
+    with more than 8 bits a sample (Pillow unpacks them as 8-bit: noise), floating-point colour, and 32-bit integer
+    samples (which tifffile's reader then refuses in one line)."""
     tags = im.tag_v2
 
     def largest(tag: int, default: int) -> int:
@@ -428,7 +441,8 @@ def _pillow_misreads_tiff(im) -> bool:
     float_colour = largest(339, 1) == 3 and tags.get(277, 1) >= 2
     white_is_zero = tags.get(262) == 0 and (largest(258, 8) > 8 or largest(339, 1) == 3)  # Pillow reads a negative
     premultiplied = tags.get(338) in (1, (1,)) and largest(258, 8) > 8  # associated alpha: Pillow's 16-bit path not
-    return planar_wide or float_colour or white_is_zero or premultiplied
+    wide_int = largest(258, 8) > 16 and largest(339, 1) != 3  # 32-bit integers: Pillow's "I", read as 16-bit, clipped
+    return planar_wide or float_colour or white_is_zero or premultiplied or wide_int
 
 
 def _read_tiff_samples(path: Path) -> LoadedImage:
