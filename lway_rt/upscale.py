@@ -668,9 +668,11 @@ def _model_identity(desc: ModelDescriptor) -> str:
     return h.hexdigest()
 
 
-def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None, router: GroupRouter | None) -> str:
+def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None, router: GroupRouter | None,
+            alpha: bool = True) -> str:
     """What decides an output's picture, as one hash: the model's weights (each group's, with a per-group folder),
-    the detail cap and the model it holds the images against, and the alpha mode. Tiling, the device and the backend
+    the detail cap and the model it holds the images against, and the alpha mode (``alpha``: for an image with an
+    alpha channel; for one without, the mode cannot change the picture and is left out). Tiling, the device and the backend
     change the picture only in the last bits: an output of the same weights made with other such settings (or from
     their fp32 ONNX export) is taken for this run's; fp16 weights count as other weights."""
     import hashlib
@@ -683,7 +685,7 @@ def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None,
 
     parts = [[name, part(router.models[name], router.caps[name])] for name in router.names] if router is not None \
         else part(desc, cap)
-    return hashlib.sha256(json.dumps([parts, config.alpha]).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([parts, config.alpha if alpha else None]).encode()).hexdigest()[:16]
 
 
 def _may_be_ours(path: Path) -> bool:
@@ -694,14 +696,14 @@ def _may_be_ours(path: Path) -> bool:
     return path.suffix.lower() != ".png" or png_text(path, RUN_KEY) is not None
 
 
-def made_otherwise(dest: Path, key: str) -> bool:
+def made_otherwise(dest: Path, key: str | tuple[str, ...]) -> bool:
     """``dest`` records (in its PNG text) that a run of another model or settings made it: ``--skip-existing`` would
     otherwise keep another model's output of the same scale, which has the right size and date. An output with no
     record (not a PNG, or written by an earlier version or another program) is judged by its size and date alone."""
     from lway_rt.io.images import png_text
 
     made = png_text(dest, RUN_KEY) if dest.suffix.lower() == ".png" else None
-    return made is not None and made != key
+    return made is not None and made not in ((key,) if isinstance(key, str) else key)
 
 
 def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
@@ -817,7 +819,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         link, first = aliases[0]
         more = f" (and {len(aliases) - 1} more)" if len(aliases) > 1 else ""
         report.notes.append(f"{link} is the same file as {first}{more}: upscaled once, as {first.name}'s output")
-    key = run_key(config, desc, cap, router)
+    key = (run_key(config, desc, cap, router), run_key(config, desc, cap, router, alpha=False))
     if len(earlier) > 3:
         out, src = next(iter(earlier.items()))
         report.notes.append(f"{len(earlier)} inputs have the name and size of other inputs' outputs (as {out} of {src}): "
@@ -847,16 +849,18 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
 
 def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: UpscaleConfig, desc: ModelDescriptor,
                  cap: DetailCap | None, router: GroupRouter | None, report: UpscaleReport,
-                 progress: Callable[[Path], None] | None, key: str | None = None) -> None:
-    """One planned image into ``report`` (written, kept or failed); a failure is recorded, not raised."""
+                 progress: Callable[[Path], None] | None, key: tuple[str, str] | None = None) -> None:
+    """One planned image into ``report`` (written, kept or failed); a failure is recorded, not raised. ``key``: the
+    run's key for an image with alpha and for one without (``run_key``)."""
     try:
         if dest is None:
             raise InputError(reason)
+        remade = False
         if config.skip_existing and up_to_date(src, dest, _factor(config, desc)):
             if key is None or not made_otherwise(dest, key):
                 report.kept.append(dest)
                 return
-            report.remade.append(dest)
+            remade = True
         _refuse_a_file_not_ours(src, dest, _factor(config, desc))
         img = read_image(src)
         model, model_cap = desc, cap
@@ -865,10 +869,13 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             report.routes.append(route)
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)
-        chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + key.encode()),) if key else ())
+        mine = None if key is None else key[0] if up.alpha is not None else key[1]
+        chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + mine.encode()),) if mine else ())
         write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
                     lossless=img.lossless, exif=up.exif, dpi=up.dpi, png_chunks=chunks)
         report.written.append(dest)
+        if remade:  # counted once it is written (a failure is a failure)
+            report.remade.append(dest)
         if img.frames > 1:
             report.notes.append(frames_note(src, img.frames, "upscaled"))
         if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so

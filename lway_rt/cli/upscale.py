@@ -78,12 +78,11 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             on_start=lambda n: bar.update(task, total=n),
             progress=lambda p: bar.update(task, advance=1, description=p.name),
         )
-    kept = f" ({len(report.kept)} already there, left as they were)" if report.kept else ""
-    if report.remade:
-        kept += (f" ({len(report.remade)} of them were there from another model or settings, and were made again with "
-                 "this one)")
+    said = ([f"{len(report.kept)} already there, left as they were"] if report.kept else []) + \
+        ([f"{len(report.remade)} of those written replace outputs there of another model or settings"]
+         if report.remade else [])
     if not quiet:
-        click.echo(f"{len(report.written)} image(s) written to {out_dir}{kept}")
+        click.echo(f"{len(report.written)} image(s) written to {out_dir}" + (f" ({'; '.join(said)})" if said else ""))
     if report.routes and not quiet:
         counts = Counter(r.group for r in report.routes)
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
