@@ -756,7 +756,7 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
     left out) or another output."""
     items = list(items)
     inputs = {p.resolve() for p, _ in items} | {Path(p).resolve() for p in protected}
-    taken: dict[Path, Path] = {}
+    taken: dict[Path, tuple[Path, Path]] = {}
     plan = []
     for src, rel in items:
         dest = _output_path(src, rel, out_dir, suffix, fmt)
@@ -764,12 +764,15 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
         if key in inputs:
             plan.append((src, None, f"output {dest} would overwrite an input: choose another -o folder or --suffix"))
         elif key in taken:
-            # same stem, different endings (a.jpg, a.png): --format same keeps them apart; otherwise only names do
-            other = "use --format same" if fmt == "png" and src.suffix.lower() != taken[key].suffix.lower() else \
-                "upscale them into separate -o folders"
-            plan.append((src, None, f"output {dest} is also the output of {taken[key]}: rename one of them or {other}"))
+            # same stem, different endings (a.jpg, a.png): --format same keeps them apart where it keeps both endings
+            # (a GIF or ICO is written as PNG all the same); otherwise only names do
+            first, first_rel = taken[key]
+            apart = fmt == "png" and _output_path(src, rel, out_dir, suffix, "same").resolve() != \
+                _output_path(first, first_rel, out_dir, suffix, "same").resolve()
+            other = "use --format same" if apart else "upscale them into separate -o folders"
+            plan.append((src, None, f"output {dest} is also the output of {first}: rename one of them or {other}"))
         else:
-            taken[key] = src
+            taken[key] = (src, rel)
             plan.append((src, dest, None))
     return plan
 

@@ -176,6 +176,12 @@ def test_two_inputs_with_one_output_name(tmp_path, small):
     Image.fromarray(small).save(tmp_path / "b" / "a.png")
     result = run("upscale", d / "a.png", tmp_path / "b", "-o", tmp_path / "out3", "--model", MODEL, "--format", "same")
     assert result.exit_code == 1 and "rename one of them or upscale them into separate -o folders" in result.output
+    # a GIF is written as PNG even with --format same: that cannot keep a.png and a.gif apart, so it is not offered
+    Image.fromarray(small).save(d / "a.gif")
+    result = run("upscale", d / "a.png", d / "a.gif", "-o", tmp_path / "out4", "--model", MODEL)
+    assert result.exit_code == 1 and "rename one of them or upscale them into separate -o folders" in result.output
+    result = run("upscale", d / "a.png", d / "a.jpg", "-o", tmp_path / "out5", "--model", MODEL)
+    assert result.exit_code == 1 and "rename one of them or use --format same" in result.output
 
 
 def test_an_image_reached_twice_is_upscaled_once(tmp_path, small):
