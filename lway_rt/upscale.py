@@ -238,7 +238,8 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
     if not desc.tiling_safe and config.tile and config.tile_chosen:
         raise InputError(f"{label} holds a detail cap measured on each input it is given, so tiles would each be capped "
                          "on their own: add --tile 0 (whole images, as 'lwayrt upscale' caps them)")
-    config.check_overlap()  # after the refusal of tiles, which makes the overlap moot
+    if desc.tiling_safe:  # after the refusal of tiles, which makes the overlap moot (as it is for whole images)
+        config.check_overlap()
     return desc
 
 

@@ -148,6 +148,8 @@ def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, ex
     assert res.exit_code == 1 and "must be more than twice --tile-overlap 32" in res.output, res.output
     res = _upscale(path, photos, tmp_path / "default")  # --tile left at its default: whole images, with a note
     assert res.exit_code == 0 and "images run whole (--tile 0)" in res.output, res.output
+    res = _upscale(path, photos, tmp_path / "overlap", "--tile-overlap", "300")  # no tiles: the overlap is moot
+    assert res.exit_code == 0 and "images run whole (--tile 0)" in res.output, res.output
     for name in ("photo_x4.png", "grey16_x4.png"):
         assert _levels(tmp_path / "onnx" / name, tmp_path / "default" / name) == 0, name
     res = _upscale(path, photos, tmp_path / "off", "--tile", "0", "--detail-cap", "off")  # was run capped, unsaid
