@@ -141,3 +141,28 @@ def test_shipped_checkpoint_meets_the_stage1_targets():
     for geo in report["geometries"].values():
         assert geo["ablation_gap_db"] > 1.0, geo
         assert geo["zero"] < geo["recon"] - 1.0, geo
+
+
+def test_eval_says_which_images_are_too_small_and_leaves_them_out_of_the_report(tmp_path, astronaut):
+    """Images smaller than --crop were skipped without a word and still listed as evaluated."""
+    from PIL import Image
+
+    from lway_rt.degae import Stage1, save_stage1
+
+    ckpt = tmp_path / "s1.safetensors"
+    save_stage1(ckpt, Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=0).freeze(),
+                {"iterations": 1, "recipe": {"iters": 1}})
+    (tmp_path / "mixed").mkdir()
+    Image.fromarray(astronaut[:128, :128]).save(tmp_path / "mixed" / "a.png")
+    Image.fromarray(astronaut[:40, :60]).save(tmp_path / "mixed" / "small.png")
+    dest = tmp_path / "r.json"
+    args = ["eval-degae", "--checkpoint", str(ckpt), "--crop", "48", "--crops-per-image", "1", "--draws", "2"]
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "mixed"), "--json", str(dest)])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 image(s) smaller than the 48-px crop left out of the evaluation: small.png (60x40)" in res.output
+    settings = json.loads(dest.read_text())["settings"]
+    assert settings["images"] == ["a.png"] and list(settings["skipped_images"]) == ["small.png"]
+    (tmp_path / "mixed" / "a.png").unlink()
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "mixed")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "no evaluation image is at least 48 px on each side (sizes: small.png 60x40); use a smaller --crop" in res.output

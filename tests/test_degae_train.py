@@ -503,3 +503,80 @@ def test_a_stage1_checkpoint_records_its_hash_and_a_changed_one_is_refused(tmp_p
         load_stage1(tmp_path / "changed.safetensors")
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "changed.safetensors")])
     assert res.exit_code == 1 and "weights_sha256" in res.output, res.output
+
+
+def test_a_time_limited_run_resumed_goes_on_with_its_plan(photo_dir, tmp_path, monkeypatch):
+    """A resume worked the count out again from a fresh budget, on --iters' cosine curve until it had: the lr jumped,
+    and the finished run resumed with the same command trained on. The plan is fixed at the probe (here after 4
+    iterations, at 6 whatever the clock says) and a resume of the same command goes on with it."""
+    import lway_rt.degae.train as train_mod
+
+    monkeypatch.setattr(train_mod, "PROBE", 4)
+    monkeypatch.setattr(train_mod, "_plan_iters", lambda asked, it, rate, left: 6)
+    kw = dict(data=str(photo_dir), iters=1000, time_limit_s=60.0, ckpt_every=2, lr=1e-3, threads=1,
+              **{**TINY, "crop": 48, "blocks": 1})
+    ref = tmp_path / "ref.safetensors"
+    assert train(TrainConfig(out=str(ref), **kw)).iterations == 6
+    out = tmp_path / "run.safetensors"
+    cfg = TrainConfig(out=str(out), **kw)
+    assert train(cfg, stop_after=4).iterations == 4
+    logs = []
+    res = train(cfg, resume=True, log=logs.append)
+    assert res.iterations == 6 and any("going on with the 6 iterations the run planned" in m for m in logs), logs
+    meta = load_stage1(out).meta
+    assert meta["recipe"]["iters"] == 6 and [(g["from"], g["to"], g["iters"]) for g in meta["segments"]] == [(0, 4, 6), (4, 6, 6)]
+    sa, sb = load_stage1(out).state_dict(), load_stage1(ref).state_dict()
+    for k in sa:  # interrupted and resumed is the planned run
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4, msg=k)
+    before = out.read_bytes()
+    logs = []
+    res = train(cfg, resume=True, log=logs.append)  # finished: kept, as a plain run at its --iters is
+    assert res.iterations == 6 and res.last == {} and out.read_bytes() == before
+    assert any("run the 6 iterations its --time-limit planned: nothing to train" in m for m in logs), logs
+
+
+def test_batch_1_is_refused_only_where_the_normalised_term_compares_a_batch(photo_dir, tmp_path):
+    with pytest.raises(InputError, match="--batch must be at least 2"):
+        TrainConfig(batch=1)
+    for kw in (dict(pairing="same"), dict(w_consistency=0.0), dict(consistency="mse")):
+        cfg = TrainConfig(out=str(tmp_path / f"{len(list(tmp_path.iterdir()))}.safetensors"), data=str(photo_dir), iters=1,
+                          threads=1, **{**TINY, "batch": 1, "crop": 48, "blocks": 1}, **kw)
+        assert train(cfg).iterations == 1
+
+
+def test_the_divergence_guard_is_carried_over_a_resume(photo_dir, tmp_path):
+    """The guard's running mean and lowest value were not saved: a resume restarted both from the last batch's loss."""
+    kw = dict(data=str(photo_dir), iters=6, ckpt_every=2, lr=1e-3, threads=1, **{**TINY, "crop": 48, "blocks": 1})
+
+    def emas(logs):
+        return {int(m.split()[1]): float(m.split(" ema ")[1].split()[0]) for m in logs if m.startswith("it ")}
+
+    ref_logs, logs = [], []
+    train(TrainConfig(out=str(tmp_path / "ref.safetensors"), **kw), log=ref_logs.append)
+    out = tmp_path / "run.safetensors"
+    train(TrainConfig(out=str(out), **kw), stop_after=2, log=logs.append)
+    state = torch.load(f"{out}.resume.pt", weights_only=False)
+    assert set(state["guard"]) == {"ema", "low"} and state["guard"]["ema"] == pytest.approx(emas(logs)[2], abs=1e-4)
+    train(TrainConfig(out=str(out), **kw), resume=True, log=logs.append)
+    assert emas(logs)[6] == pytest.approx(emas(ref_logs)[6], abs=2e-4), (emas(logs), emas(ref_logs))
+    # a resume state written before the guard was saved: the checkpoint's last loss, as then
+    out2 = tmp_path / "old.safetensors"
+    train(TrainConfig(out=str(out2), **kw), stop_after=2)
+    state = torch.load(f"{out2}.resume.pt", weights_only=False)
+    del state["guard"]
+    torch.save(state, f"{out2}.resume.pt")
+    assert train(TrainConfig(out=str(out2), **kw), resume=True).iterations == 6
+
+
+def test_log_file_gets_every_line_and_the_terminal_what_it_gets_without_it(photo_dir, tmp_path):
+    """With --log the notes and progress went to the file only."""
+    base = ["train-degae", "--data", str(photo_dir), "--iters", "2", "--crop", "48", "--batch", "2", "--embed-dim", "16",
+            "--width", "8", "--blocks", "1", "--threads", "1", "--skip"]
+    res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "a.safetensors"), "--log", str(tmp_path / "a.log")])
+    assert res.exit_code == 0 and "stage-1 training:" in res.output and "it 2 " in res.output, res.output
+    text = (tmp_path / "a.log").read_text()
+    assert "stage-1 training:" in text and "it 2 " in text
+    res = CliRunner().invoke(main, [*base, "-q", "--resume", "--out", str(tmp_path / "b.safetensors"), "--log",
+                                    str(tmp_path / "b.log")])  # -q: the notes still print
+    assert res.exit_code == 0 and "there is no run to resume" in res.output and "stage-1 training:" not in res.output
+    assert "there is no run to resume" in (tmp_path / "b.log").read_text()

@@ -54,7 +54,7 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     s1 = load_stage1(checkpoint, check_torch_device(device))
     if note := unfinished_note(s1, str(checkpoint)):
         click.echo(note, err=True)
-    report = evaluate_stage1(s1, cfg)
+    report = evaluate_stage1(s1, cfg, note=lambda m: click.echo(m, err=True))
     report["checkpoint"] = str(checkpoint) if checkpoint else "shipped default"
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}

@@ -37,7 +37,8 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
 @click.option("--motion", "p_motion", type=FINITE, default=0.0, show_default=True,
               help="Fraction of blurred draws whose blur is a linear motion blur (beyond DegAE's family; 0: off).")
 @click.option("--sharpen", "p_sharpen", type=FINITE, default=0.0, show_default=True,
-              help="Fraction of draws sharpened (unsharp mask) before any JPEG (beyond DegAE's family; 0: off).")
+              help="Fraction of the degraded (not clean) draws sharpened (unsharp mask), always before their JPEG "
+                   "(beyond DegAE's family; 0: off).")
 @click.option("--perceptual", type=click.Choice(["trunk-l1", "lpips", "none"]), default="trunk-l1", show_default=True,
               help="Perceptual term: L1 on the frozen trunk's features (offline LPIPS substitute), or LPIPS.")
 @click.option("--lpips-weights", type=PathParam(path_type=Path, names_a_file=True), multiple=True,
@@ -51,7 +52,8 @@ from lway_rt.cli._params import FINITE, NAME, PathParam
               help="Processes that synthesise batches ahead of the step (worth it on a GPU; batches are the same).")
 @click.option("--time-limit", "time_limit_s", type=FINITE, default=None,
               help="Seconds: fix --iters from the rate of the first iterations so the run ends in about this time "
-                   "(the count used is logged and recorded; the first 40 iterations, which measure the rate, always run).")
+                   "(the count used is logged and recorded, and the same command with --resume goes on with it; the "
+                   "first 40 iterations, which measure the rate, always run).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out checkpoint (finished or not) with a new run.")
 @click.option("--log", "log_path", type=PathParam(path_type=Path, names_a_file=True), default=None, help="Also append progress to this file.")
@@ -96,10 +98,10 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
     def log(msg: str) -> None:
         while note:
             click.echo(note.pop(), err=True)
-        if log_path:
+        if log_path:  # every line, and the terminal gets what it gets without --log
             with open(log_path, "a") as f:
                 f.write(msg + "\n")
-        elif not quiet or msg.startswith(("note:", "warning:", "--time-limit")):
+        if not quiet or msg.startswith(("note:", "warning:", "--time-limit")):
             click.echo(msg, err=True)
 
     result = train(cfg, resume=resume, log=log, progress=not quiet, overwrite=overwrite)

@@ -92,8 +92,9 @@ class SynthConfig:
     p_roundtrip: float = 0.0  # fraction of draws degraded through a scale round trip
     roundtrip_scale: int = 4
     # beyond DegAE's family (0: off, and the draws are DegAE's exactly): of the blurred draws, the fraction whose
-    # blur is a linear motion blur; the fraction of draws sharpened (unsharp mask) before any JPEG. Both are
-    # operations of the evaluation presets, so a stage 1 trained with them no longer meets those as unseen.
+    # blur is a linear motion blur; of the degraded draws (those not drawn clean), the fraction sharpened (unsharp
+    # mask), placed just before the draw's JPEG (or last without one) whatever the shuffle. Both are operations of
+    # the evaluation presets, so a stage 1 trained with them no longer meets those as unseen.
     p_motion: float = 0.0
     p_sharpen: float = 0.0
 
@@ -139,9 +140,12 @@ def sample_degradation(rng: np.random.Generator, cfg: SynthConfig = SynthConfig(
         sharpen.append(Op("sharpen", {"amount": float(rng.uniform(0.3, 2.0))}))
     if rng.random() < cfg.p_jpeg:
         jpeg.append(Op("jpeg", {"quality": int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))}))
-    ops = blur + noise + sharpen + jpeg
+    ops = blur + noise + jpeg
     if rng.random() < cfg.p_shuffle:
         ops = [ops[i] for i in rng.permutation(len(ops))]
+    if sharpen:  # outside the shuffle, so it always comes before the JPEG (as in a camera), else last
+        at = next((i for i, o in enumerate(ops) if o.name == "jpeg"), len(ops))
+        ops[at:at] = sharpen
     if not ops:  # every optional stage declined: count it as a clean draw
         return Degradation((), seed, roundtrip)
     return Degradation(tuple(ops), seed, roundtrip)

@@ -56,6 +56,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse)
 
 
+def _too_small(images: dict[str, torch.Tensor], crop: int) -> dict[str, str]:
+    """The images with a side under ``crop``, by name, with their size (WxH)."""
+    return {n: f"{t.shape[2]}x{t.shape[1]}" for n, t in images.items() if min(t.shape[1:]) < crop}
+
+
 def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> torch.Tensor:
     """The ``per_image`` most textured non-overlapping crops of each image (flat sky or walls tell
     nothing about a degradation, and every degradation leaves them nearly unchanged)."""
@@ -75,7 +80,9 @@ def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> torch.
     if not out:
         from lway_rt.errors import InputError
 
-        raise InputError(f"no evaluation image is at least {crop} px on each side; use a smaller crop or larger photos")
+        raise InputError(f"no evaluation image is at least {crop} px on each side (sizes: "
+                         f"{', '.join(f'{n} {s}' for n, s in list(_too_small(images, crop).items())[:5])}); use a "
+                         "smaller --crop or larger photos")
     return torch.stack(out)
 
 
@@ -115,15 +122,24 @@ def _summary(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, flo
 
 
 @torch.no_grad()
-def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None) -> dict:
-    """Run the whole evaluation; returns the JSON-ready report."""
+def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=None) -> dict:
+    """Run the whole evaluation; returns the JSON-ready report. ``log`` gets the per-geometry summaries, ``note``
+    (a line) the images left out for being smaller than the crop."""
     log = log or (lambda s: None)
     dev = next(s1.reconstructor.parameters()).device
     images = load_bundled(BUNDLED_HELDOUT) if cfg.data is None else load_folder(cfg.data)
     clean = _crops(images, cfg.crop, cfg.crops_per_image).to(dev)
+    skipped = _too_small(images, cfg.crop)
+    if skipped and note is not None:
+        named = ", ".join(f"{n} ({s})" for n, s in list(skipped.items())[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        note(f"note: {len(skipped)} image(s) smaller than the {cfg.crop}-px crop left out of the evaluation: {named}{more}; "
+             "use a smaller --crop to include them")
     n_img = clean.shape[0]
     enc = s1.encoder
-    report: dict = {"settings": {**asdict(cfg), "images": list(images), "n_crops": n_img}, "geometries": {}, "presets": {}}
+    report: dict = {"settings": {**asdict(cfg), "images": [n for n in images if n not in skipped],
+                                 "skipped_images": {n: f"{s}, smaller than the {cfg.crop}-px crop" for n, s in skipped.items()},
+                                 "n_crops": n_img}, "geometries": {}, "presets": {}}
     for g in cfg.geometries:
         rng = np.random.default_rng(cfg.seed + g)
         draws = [sample_degradation(rng, SynthConfig()).with_roundtrip(g) for _ in range(cfg.draws)]

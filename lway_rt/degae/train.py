@@ -99,8 +99,9 @@ class TrainConfig:
             raise InputError(f"--crop must be at least 24 px (the encoder needs 22), got {self.crop}")
         if self.synth.p_roundtrip > 0 and self.crop % self.synth.roundtrip_scale:
             raise InputError(f"--crop must be a multiple of the round-trip scale {self.synth.roundtrip_scale}, got {self.crop}")
-        if self.batch < 2 and self.consistency == "normalised":
-            raise InputError("--batch must be at least 2 (the normalised consistency term compares images in a batch)")
+        if self.batch < 2 and self.consistency == "normalised" and self.pairing == "cross" and self.w_consistency > 0:
+            raise InputError("--batch must be at least 2 (the normalised consistency term of --pairing cross compares "
+                             "images in a batch)")
         if self.workers < 0:
             raise InputError(f"--workers must be 0 or more, got {self.workers}")
         if self.time_limit_s is not None and not (self.time_limit_s > 0 and math.isfinite(self.time_limit_s)):
@@ -308,6 +309,16 @@ def _resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
 
+# --time-limit: after PROBE iterations the rate of iterations PROBE/4..PROBE (warm-up excluded) fixes the iteration count
+PROBE = 40
+
+
+def _plan_iters(asked: int, it: int, rate: float, left: float) -> int:
+    """The iteration count --time-limit fixes at iteration ``it``: what ``rate`` it/s fits into ``left`` seconds (3% kept
+    for checkpoints and drift), within ``it`` .. ``asked``."""
+    return max(it, min(asked, it + max(0, int(rate * left * 0.97))))
+
+
 def _lr_at(cfg: TrainConfig, it: int) -> float:
     t = min(1.0, it / max(1, cfg.iters))
     return cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
@@ -321,7 +332,7 @@ def _machine(device: str) -> str:
 
 
 def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
-          last: dict[str, float], perceptual_ran: str, segments: list[dict]) -> None:
+          last: dict[str, float], perceptual_ran: str, segments: list[dict], guard: dict[str, float | None]) -> None:
     from lway_rt.io.weights import save_torch
 
     meta = {
@@ -338,7 +349,8 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
         # writes leaves a resume point whose weights, optimiser and RNG agree, while the
         # safetensors beside it is at most one interval older.
         save_torch({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(),
-                    "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments}, _resume_path(out))
+                    "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments,
+                    "guard": guard}, _resume_path(out))
         save_stage1(out, s1, meta)
     except OSError as exc:
         raise OutputError(f"cannot write checkpoint {out}: {exc.strerror or exc}; free disk space or choose another --out") from exc
@@ -453,12 +465,27 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     s1.reconstructor.train()
     params = [p for m in (s1.encoder, s1.reconstructor) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
+    asked = cfg.iters  # --iters as given: a --time-limit plan replaces cfg.iters
+    plan_fixed, spent = False, 0.0  # whether the --time-limit count is fixed; seconds of the limit spent before this call
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         log(f"resumed {out} at iteration {start}")
+        seg = segments[-1] if segments else {}
+        if cfg.time_limit_s is not None and (seg.get("time_limit_s"), seg.get("asked_iters")) == (cfg.time_limit_s, asked):
+            # the same command resumed: go on with the run's plan (count and schedule), not a new one from a fresh budget
+            if seg.get("plan_fixed"):
+                plan_fixed = True
+                cfg = replace(cfg, iters=int(seg["iters"]))
+                log(f"--time-limit: going on with the {cfg.iters} iterations the run planned")
+            else:  # stopped before its rate was measured: what is left of the limit, not all of it
+                spent = elapsed0
         if start >= cfg.iters:  # no header of --iters iterations nor a bar past its end
-            log(f"it is at or past --iters {cfg.iters}: nothing to train, the file is kept as it is (a larger --iters "
-                "continues it)")
+            if plan_fixed:
+                log(f"it has run the {cfg.iters} iterations its --time-limit planned: nothing to train, the file is kept "
+                    "as it is (a larger --iters without --time-limit continues it)")
+            else:
+                log(f"it is at or past --iters {cfg.iters}: nothing to train, the file is kept as it is (a larger --iters "
+                    "continues it)")
             return TrainResult(out, start, elapsed0, {}, start)
     log(f"stage-1 training: {cfg.iters} iterations, batch {cfg.batch}, crop {cfg.crop}, pairing {cfg.pairing}, "
         f"perceptual {cfg.perceptual}, trunk {cfg.trunk_model}[:{cfg.trunk_layers}], {len(images)} images")
@@ -467,11 +494,10 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     last: dict[str, float] = {}
     last_saved = start
     end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
-    # --time-limit: after PROBE iterations the rate of iterations PROBE/4..PROBE (warm-up excluded)
-    # fixes the iteration count; the count, not the clock, then drives the schedule, so the recipe
-    # recorded in the checkpoint reproduces the run (the first PROBE learning rates used the old
-    # count: cos(pi * PROBE / iters) differs from 1 by < 1e-3 for iters >= 2000)
-    PROBE = 40
+    # --time-limit: the count PROBE iterations fix, not the clock, then drives the schedule, so the recipe recorded
+    # in the checkpoint reproduces the run (the first PROBE learning rates used the old count: cos(pi * PROBE / iters)
+    # differs from 1 by < 1e-3 for iters >= 2000); each segment records the limit and whether the count is fixed, so
+    # the same command resumed goes on with that count
     t_probe = None
     bar = None
     if progress:
@@ -481,11 +507,13 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                        TimeRemainingColumn())
         bar.start()
         task = bar.add_task("train", total=cfg.iters, completed=start, info="")
-    ema = None
-    # the lowest running loss so far, from the checkpoint's last loss on a resume, else from the first iteration (at
-    # --lr 0.5 a fresh run blew up within 5): a run whose running loss climbs DIVERGED x above it has blown up short
-    # of NaN/inf, and is stopped before it writes a checkpoint, as a NaN is
-    low = (s1.meta.get("last_losses") or {}).get("loss") if state is not None else None
+    # the running loss and its lowest so far, carried over a resume (a resume state without them: from the checkpoint's
+    # last loss), else from the first iteration (at --lr 0.5 a fresh run blew up within 5): a run whose running loss
+    # climbs DIVERGED x above its lowest has blown up short of NaN/inf, and is stopped before it writes a checkpoint,
+    # as a NaN is
+    guard = (state.get("guard") or {}) if state is not None else {}
+    ema = guard.get("ema")
+    low = guard["low"] if "low" in guard else (s1.meta.get("last_losses") or {}).get("loss") if state is not None else None
     source = BatchSource(images, cfg, start, end)
 
     def kept() -> str:
@@ -502,18 +530,17 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             except TrainingError:
                 raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept()}") from None
             it += 1
-            if cfg.time_limit_s is not None and it - start == PROBE // 4:
+            if cfg.time_limit_s is not None and not plan_fixed and it - start == PROBE // 4:
                 t_probe = time.time()
-            if cfg.time_limit_s is not None and it - start == PROBE and stop_after is None:
+            if cfg.time_limit_s is not None and not plan_fixed and it - start == PROBE:
                 rate = (PROBE - PROBE // 4) / max(1e-9, time.time() - t_probe)
-                left = cfg.time_limit_s - (time.time() - t0)
-                planned = min(cfg.iters, it + max(0, int(rate * left * 0.97)))  # 3%: checkpoints, drift
-                planned = max(planned, it)
+                planned = _plan_iters(cfg.iters, it, rate, cfg.time_limit_s - spent - (time.time() - t0))
+                plan_fixed = True
                 if planned != cfg.iters:
                     log(f"--time-limit {cfg.time_limit_s:.0f}s at {rate:.2f} it/s: {planned} iterations instead of {cfg.iters}")
                     cfg = replace(cfg, iters=planned)
-                    end = planned
-                    source.end = planned
+                    end = planned if stop_after is None else min(planned, start + stop_after)
+                    source.end = end
                     if bar is not None:
                         bar.update(task, total=planned)
             ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
@@ -530,7 +557,10 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                 # per segment: what a resume may change (the recipe keeps the last segment's settings only)
                 seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
                        "data": str(Path(cfg.data).absolute()) if cfg.data else None}
-                _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg])
+                if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
+                    seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
+                _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
+                      {"ema": ema, "low": low})
                 last_saved = it
     except KeyboardInterrupt:
         kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command with --resume to "
