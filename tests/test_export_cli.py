@@ -248,8 +248,10 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         (["--precision", "fp32"], "--model is required"),
         (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist"),
         (["--model", "realesr-animevideov3", "--keep-fp32", "conv_last"], "in an fp16 export: add --precision fp16"),
-        (["--model", "realesr-animevideov3", "--refittable"], "this export builds none (profile 'cpu' has engine = "
+        # with no --profile the built-in shapes are not export/cpu.toml's, so they are not named after it
+        (["--model", "realesr-animevideov3", "--refittable"], "this export builds none (profile 'default' has engine = "
                                                                "'none'): add --engine tensorrt"),  # it was ignored
+        (["--model", "realesr-animevideov3", "--min-psnr", "300"], "--min-psnr must be at most 200 dB"),
     ):
         res = CliRunner().invoke(main, ["export", "--out", str(tmp_path), *args])
         assert res.exit_code == 1, (args, res.output)
@@ -322,11 +324,69 @@ def test_refit_checks_weight_names_before_needing_tensorrt(compact_export, adapt
     res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(capped), "--detail-cap", "off"])
     assert res.exit_code == 1 and "weights match the engine" in res.output and "'trt' extra" in res.output
 
+    # --out is the refitted engine's folder: one that cannot be made is refused before the export, not ignored
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(adapted_dir), "--out",
+                                    str(blocker / "sub")])
+    assert res.exit_code == 1 and "cannot create output folder" in res.output and "choose another --out" in res.output
+    assert "weights match" not in res.output, res.output
+
     # An engine built without the refit flag is refused up front.
     plain = tmp_path / "plain.engine"
     _fake_built_engine(compact_export[1]["fp16"], plain, refit=False)
     res = CliRunner().invoke(main, ["export", "--refit", str(plain), "--model", str(adapted_dir)])
     assert res.exit_code == 1 and "without the refit flag" in res.output
+
+
+def test_refit_writes_where_out_says_and_beside_the_engine_without_it(tmp_path, monkeypatch):
+    import lway_rt.export.pipeline as pipeline
+
+    seen = []
+
+    def refit(engine_path, ex, *, out_dir=None, gate=None, log=None):
+        seen.append(out_dir)
+        return Path(engine_path)
+
+    monkeypatch.setattr(pipeline, "refit_engine", refit)
+    engine = tmp_path / "x.engine"
+    for extra in ([], ["--out", str(tmp_path / "refitted")]):
+        res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", "realesr-animevideov3", *extra])
+        assert res.exit_code == 0, res.output
+    assert seen == [None, tmp_path / "refitted"]  # None: the original engine's folder, not ./engines
+
+
+def test_parity_says_when_shapes_differ_and_manifests_are_strict_json(tmp_path):
+    """A shape mismatch read 'max abs diff inf > 0'; identical fp16 outputs and failed cases wrote Infinity, which
+    is not JSON; readers take null (and an older manifest's infinite PSNR) without a TypeError."""
+    import math
+
+    from lway_rt.export.manifest import read_manifest, write_manifest
+    from lway_rt.export.parity import ParityGate, ParityReport, compare
+    from lway_rt.export.pipeline import _recorded_parity_passes
+
+    ref = np.random.default_rng(0).random((1, 3, 16, 16))
+    case = compare("photo", ref, ref[..., :8, :8], precision="fp32", kind="image")
+    assert not case.passed and case.describe() == "photo: output shape 1x3x8x8 differs from torch's 1x3x16x16"
+    same = compare("noise", ref, ref, precision="fp16", kind="image")
+    assert same.passed and same.value == 200.0
+    nan = compare("nan", ref, ref * np.nan, precision="fp16", kind="image")
+    path = write_manifest(tmp_path / "m.json", {"parity": ParityReport("onnxruntime", "fp16", "image",
+                                                                       (case, same, nan)).as_dict()})
+
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    cases = json.loads(path.read_text(), parse_constant=refuse)["parity"]["cases"]
+    assert [c["value"] for c in cases] == [None, 200.0, None] and cases[0]["expected_shape"] == [1, 3, 16, 16]
+    assert read_manifest(path)["parity"]["cases"][1]["value"] == 200.0
+    gate = ParityGate()
+    assert _recorded_parity_passes({"cases": [cases[1]]}, gate, "fp16", "image")
+    assert not _recorded_parity_passes({"cases": cases}, gate, "fp16", "image")
+    older = {"cases": [{**cases[1], "value": None}]}  # an infinite PSNR, as an older manifest held it, read back
+    assert _recorded_parity_passes(older, gate, "fp16", "image")
+    assert not _recorded_parity_passes({"cases": [{**cases[0], "finite": True}]}, gate, "fp32", "image")
+    assert math.isinf(case.value)  # in memory the failed case still reads as infinitely off
 
 
 # ---------------------------------------------------------------- the stage-1 encoder

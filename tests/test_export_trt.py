@@ -1,4 +1,5 @@
-"""TensorRT engines: build, cache, stale-engine rebuild and refit (runs only where TensorRT and a GPU exist)."""
+"""TensorRT engines: build, cache, stale-engine rebuild and refit (runs only where TensorRT and a GPU exist), and
+the pure-Python choices behind them (which run everywhere)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,30 @@ import numpy as np
 import pytest
 import torch
 
-pytestmark = pytest.mark.trt
+
+@pytest.mark.parametrize("lo, opt, hi", [
+    ((1, 256, 256), (1, 256, 256), (1, 256, 256)),  # jetson-orin-trt10: one size, far from the ONNX gate's 64 and 40x48
+    ((1, 16, 16), (1, 24, 32), (2, 32, 32)),  # max side below the photo's 64
+    ((1, 48, 48), (2, 128, 96), (4, 512, 512)),  # min side above the noise's 40
+    ((1, 16, 16), (1, 64, 64), (2, 128, 128)),
+])
+def test_engine_gate_inputs_lie_inside_the_optimisation_profile(lo, opt, hi):
+    """The engine's parity gate ran the ONNX gate's 64x64 photo and 40x48 noise whatever the engine's min/opt/max, so
+    an engine built for sides above 40 or below 64 failed after its whole build. Both inputs now lie inside the
+    profile, the photo at its opt shape."""
+    from lway_rt.export.pipeline import engine_gate_shapes
+    from lway_rt.export.profile import ExportProfile
+
+    profile = ExportProfile(engine="tensorrt").replace(min=lo, opt=opt, max=hi)
+    photo, noise = engine_gate_shapes(profile, None, 8)
+    assert photo == opt
+    for shape in (photo, noise):
+        assert all(a <= s <= b for a, s, b in zip(lo, shape, hi)), shape
+        assert shape[1] % 8 == 0 and shape[2] % 8 == 0
+    if lo[1] <= 40 and hi[2] >= 48:
+        assert noise == (1, 40, 48)  # the usual non-square size where it fits
+    static = ExportProfile(engine="tensorrt").replace(mode="static", tiles=((64, 96),), opt=(1, 64, 64))
+    assert engine_gate_shapes(static, (64, 96), 1) == ((1, 64, 96), (1, 64, 96))
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +59,7 @@ def _run_engine(path, x):
     return TrtRunner(handle)(x)
 
 
+@pytest.mark.trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_build_cache_and_stale_rebuild(compact, tmp_path, precision):
     from lway_rt.export.cache import file_sha256
@@ -70,6 +95,7 @@ def test_engine_build_cache_and_stale_rebuild(compact, tmp_path, precision):
     assert rebuilt.engine_cache_hit is False and _run_engine(rebuilt.engine_path, x).shape == ref.shape
 
 
+@pytest.mark.trt
 def test_refit_swaps_adapted_weights(compact, tmp_path):
     from lway_rt.archs.registry import from_state_dict
     from lway_rt.export.pipeline import export_artifacts, refit_engine, sr_exportable

@@ -93,7 +93,7 @@ def render_table(report: dict[str, Any]):
     if crowded:  # also said while it ran, but not under --quiet
         notes.append(f"{', '.join(crowded)} ran more threads than the {usable} usable core(s): the threads contended, "
                      "and the times show it")
-    unsteady = sum(1 for r in rows if r["note"] and r["note"].startswith("unsteady"))
+    unsteady = sum(1 for r in rows if "unsteady timing" in (r["note"] or ""))  # may follow a fallback note
     if unsteady:
         notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15): the machine was busy")
     table.caption = "\n".join(notes)

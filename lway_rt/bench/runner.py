@@ -402,8 +402,10 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                 say(f"{spec.label}: skipped ({reason})")
                 continue
             say(f"{spec.label}: building")
-            rss_before = machine.rss_mb()
             try:
+                if spec.kind != "torch":  # the shared export is timed apart (export_s): not part of this build's memory
+                    onnx_for(spec.precision)
+                rss_before = machine.rss_mb()
                 backend = load_backend(with_threads(spec, threads), desc, profile, onnx=onnx_for)
             except Exception as exc:  # noqa: BLE001 - one backend's failure is reported, the others still run
                 row = _row_base(spec, None, scale, config.tile_overlap)
@@ -469,7 +471,9 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         row["options"] = with_threads(spec_by_label[row["backend"]], threads).options()  # the threads it ran with
         if row["achieved_gflops"] is not None and peaks:
             spec = spec_by_label[row["backend"]]
-            key = f"cpu_{spec.precision}" if row["fell_back"] else _peak_key(spec)
+            # ONNX Runtime's CPU provider computes most fp16 operators in fp32 (after inserted casts), and the CPU has no
+            # fast fp16 matmul to compare with: a fallen-back row is measured against the CPU's fp32 peak
+            key = "cpu_fp32" if row["fell_back"] else _peak_key(spec)
             if key in peaks:
                 row["peak_fraction"] = row["achieved_gflops"] / peaks[key]["best"]
 
@@ -488,7 +492,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                   "onnx": None if exported is None else {"file": str(exported.path), "sha256": exported.sha256,
                                                          "precision": exported.precision}},
         "settings": {**config.as_dict(), "threads": threads, "input_source": input_source, "reference_device": ref_device,
-                     "min_psnr_db": config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR,
+                     "min_psnr_db": dict(DEFAULT_MIN_PSNR) if config.min_psnr is None
+                     else dict.fromkeys(DEFAULT_MIN_PSNR, config.min_psnr),
                      "tiled_min_psnr_db": TILED_MIN_PSNR, "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},
         "peak_gflops": {k: {**v, "threads": threads if k.startswith("cpu") else None} for k, v in peaks.items()},
         "results": rows,
@@ -513,6 +518,7 @@ class _Timed:
     rss_peak: float = 0.0
     rss_end: float | None = None  # RSS right after this configuration's last timing round
     rss_scope: str = "configuration"
+    cuda_peak: float | None = None  # MiB: the largest torch CUDA peak over this configuration's own rounds
 
 
 def _verify(spec, run, case: _Case, x: np.ndarray, ref: np.ndarray, config: BenchConfig, scale: int,
@@ -577,7 +583,7 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
     tag = f"{case.batch}x{case.height}x{case.width}" + (f" tile {case.tile}" if case.tile else "")
     for workers in config.concurrency:
         for item in ready:
-            item.latencies, item.wall_s, item.rss_peak, item.rss_scope = [], 0.0, 0.0, "configuration"
+            item.latencies, item.wall_s, item.rss_peak, item.rss_scope, item.cuda_peak = [], 0.0, 0.0, "configuration", None
             item.rss_above = item.verify_rss_above if workers == config.concurrency[0] else None
         inputs = [x.copy() for _ in range(workers)]
         for r in range(rounds):
@@ -587,15 +593,17 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
                 if r == 0:
                     item.warmup = warm_up(lambda: item.run(x), policy)
                 on_cuda = item.spec.device == "cuda" and torch.cuda.is_available()  # not so after an ORT fallback
-                if on_cuda:
+                if on_cuda:  # the peak mark is the process's: reset it before each of this backend's rounds
                     torch.cuda.synchronize()
-                    if r == 0:
-                        torch.cuda.reset_peak_memory_stats()
+                    torch.cuda.reset_peak_memory_stats()
                 rss_start = machine.rss_mb()
                 reset_ok = machine.reset_peak_rss()
                 lat, wall = time_closed_loop(lambda i, run=item.run: (lambda: run(inputs[i])), per_round, workers)
                 item.latencies += lat
                 item.wall_s += wall
+                if on_cuda:
+                    torch.cuda.synchronize()
+                    item.cuda_peak = max(item.cuda_peak or 0.0, torch.cuda.max_memory_allocated() / 2**20)
                 peak = machine.peak_rss_mb()
                 item.rss_end = machine.rss_mb()  # now, not when the rows are made after every backend has run
                 item.rss_peak = max(item.rss_peak, peak)
@@ -622,12 +630,13 @@ def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: in
               "cuda_peak_allocated_mb": None, "cuda_used_mb": None}
     if item.spec.device == "cuda" and torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info()
-        memory.update(cuda_peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20, cuda_used_mb=(total - free) / 2**20)
+        memory.update(cuda_peak_allocated_mb=item.cuda_peak, cuda_used_mb=(total - free) / 2**20)
     images_per_s = stats.requests_per_s * case.batch
     row = {**item.base, "concurrency": workers, "warmup": {"iterations": item.warmup[0], "seconds": item.warmup[1]},
            "latency_ms": stats.as_dict(), "compute_ms": compute, "images_per_s": images_per_s,
            "output_mp_per_s": stats.requests_per_s * out_mp, "flops_per_image": flops,
            "achieved_gflops": flops * images_per_s / 1e9, "memory": memory}
-    if not math.isfinite(stats.cv) or stats.cv > 0.15:
-        row["note"] = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
+    if not math.isfinite(stats.cv) or stats.cv > 0.15:  # beside a fallback note, not in its place
+        unsteady = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
+        row["note"] = "; ".join(n for n in (row["note"], unsteady) if n)
     return row

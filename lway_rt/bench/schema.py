@@ -66,6 +66,8 @@ SCHEMA: dict[str, Any] = {
                      "required": ["backends", "sizes", "batches", "tiles", "tile_overlap", "concurrency", "device",
                                   "threads", "timing", "min_psnr_db", "input_source"],
                      "properties": {"threads": {"type": "integer", "minimum": 1},
+                                    "min_psnr_db": {"type": "object", "required": ["fp32", "fp16", "bf16"],
+                                                    "additionalProperties": _NUM},
                                     "backends": {"type": "array", "items": _STR},
                                     "timing": {"type": "object"}}},
         "peak_gflops": {"type": "object", "additionalProperties": _obj(

@@ -18,7 +18,8 @@ def _log(msg: str) -> None:
 @click.option("--model", "-m", "model_spec", metavar="M", type=NAME,
               help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
 @click.option("--out", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
-              show_default=True, help="Folder for the ONNX files, engines and manifests.")
+              show_default=True, help="Folder for the ONNX files, engines and manifests (with --refit: for the refitted "
+                                      "engine, by default the original engine's folder).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]),
               help="Overrides the profile (fp16 keeps fp32 I/O; both shares one torch export).")
 @click.option("--engine", type=click.Choice(["none", "tensorrt"]), help="Also build a TensorRT engine (overrides the profile).")
@@ -87,9 +88,10 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
 
     gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
     if refit_engine_path is not None:
+        given = click.get_current_context().get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
         ex = load_sr()
         try:
-            new_engine = refit_engine(refit_engine_path, ex, gate=gate, log=_log)
+            new_engine = refit_engine(refit_engine_path, ex, out_dir=out_dir if given else None, gate=gate, log=_log)
         except ModelError as exc:
             if "detail_cap" not in ex.hparams or "cannot be refitted" not in str(exc):
                 raise

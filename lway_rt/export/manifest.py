@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,26 @@ def manifest_path(artifact: str | Path) -> Path:
     return Path(artifact).with_suffix(".json")
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN/infinite float as None: JSON has no infinity (Python wrote ``Infinity``, which other
+    readers refuse). A parity case keeps ``finite`` and ``passed`` beside its value, so nothing is lost."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as a manifest: strict JSON, a number that is not finite written as null."""
     from lway_rt.io.weights import atomic_write_bytes
 
-    body = {"format": FORMAT, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **data}
-    atomic_write_bytes(Path(path), (json.dumps(body, indent=2, sort_keys=False, default=str) + "\n").encode())
+    body = _json_safe({"format": FORMAT, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                       **data})
+    text = json.dumps(body, indent=2, sort_keys=False, default=str, allow_nan=False)
+    atomic_write_bytes(Path(path), (text + "\n").encode())
     return Path(path)
 
 

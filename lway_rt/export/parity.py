@@ -7,7 +7,7 @@ dynamic). Thresholds (``ParityGate``):
 
 * SR, fp32: max |onnx - torch| <= 1e-4 on the raw output;
 * SR, fp16: PSNR(onnx, torch fp32) >= 45 dB on the output clipped to [0, 1] (data range 1), and no
-  NaN/inf anywhere;
+  NaN/inf anywhere; identical outputs read ``PSNR_CAP`` (200 dB, as serve-bench), so manifests stay JSON;
 * encoder embeddings: max |onnx - torch| / max |torch| <= 1e-4 (fp32) or 1e-2 (fp16).
 
 The same comparison serves ONNX Runtime and TensorRT: ``check_against_torch`` takes any function
@@ -29,9 +29,13 @@ from torch import nn
 from lway_rt.errors import InputError
 
 __all__ = [
-    "ParityGate", "ParityCase", "ParityReport", "random_input", "photo_input", "standard_inputs",
+    "PSNR_CAP", "ParityGate", "ParityCase", "ParityReport", "random_input", "photo_input", "standard_inputs",
     "check_against_torch", "check_onnx_against_torch", "compare",
 ]
+
+
+#: PSNR recorded for identical outputs (JSON has no infinity); serve-bench reports the same.
+PSNR_CAP = 200.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class ParityGate:
     def __post_init__(self):
         if min(self.fp32_max_abs, self.embed_rel, self.embed_fp16_rel) < 0:
             raise InputError("parity tolerances must be >= 0")
+        if self.fp16_min_psnr > PSNR_CAP:
+            raise InputError(f"--min-psnr must be at most {PSNR_CAP:g} dB (the PSNR recorded for identical outputs), "
+                             f"got {self.fp16_min_psnr:g}")
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,12 @@ class ParityCase:
     passed: bool
     max_abs: float
     finite: bool = True
+    expected_shape: tuple[int, ...] | None = None  # torch's output shape, when the backend's differs
 
     def describe(self) -> str:
         shape = "x".join(str(d) for d in self.shape)
+        if self.expected_shape is not None and tuple(self.expected_shape) != tuple(self.shape):
+            return f"{self.name}: output shape {shape} differs from torch's {'x'.join(str(d) for d in self.expected_shape)}"
         if not self.finite:
             return f"{self.name} (output {shape}): output has NaN/inf"
         if self.metric == "psnr_db":
@@ -87,7 +97,9 @@ class ParityReport:
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "precision": self.precision, "kind": self.kind, "passed": self.passed,
-                "cases": [asdict(c) | {"shape": list(c.shape)} for c in self.cases]}
+                "cases": [asdict(c) | {"shape": list(c.shape),
+                                       "expected_shape": None if c.expected_shape is None else list(c.expected_shape)}
+                          for c in self.cases]}
 
 
 def _legal_size(side: int, size_multiple: int, min_size: int) -> int:
@@ -150,8 +162,11 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray, *, precision: str, kind
     ref = np.asarray(ref, np.float64)
     out = np.asarray(out, np.float64)
     if ref.shape != out.shape:
-        return ParityCase(name, tuple(out.shape), "max_abs", math.inf, 0.0, False, math.inf,
-                          finite=bool(np.isfinite(out).all()))
+        metric, value, thr = ("rel", math.inf, gate.embed_rel if precision == "fp32" else gate.embed_fp16_rel) \
+            if kind == "embedding" else ("max_abs", math.inf, gate.fp32_max_abs) if precision == "fp32" \
+            else ("psnr_db", -math.inf, gate.fp16_min_psnr)
+        return ParityCase(name, tuple(out.shape), metric, value, thr, False, math.inf,
+                          finite=bool(np.isfinite(out).all()), expected_shape=tuple(ref.shape))
     finite = bool(np.isfinite(out).all())
     max_abs = float(np.abs(ref - out).max()) if finite else math.inf
     if kind == "embedding":
@@ -165,7 +180,7 @@ def compare(name: str, ref: np.ndarray, out: np.ndarray, *, precision: str, kind
     if not finite:
         return ParityCase(name, tuple(ref.shape), "psnr_db", -math.inf, gate.fp16_min_psnr, False, max_abs, False)
     mse = float(np.mean((np.clip(ref, 0, 1) - np.clip(out, 0, 1)) ** 2))
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    psnr = PSNR_CAP if mse == 0 else min(10.0 * math.log10(1.0 / mse), PSNR_CAP)
     return ParityCase(name, tuple(ref.shape), "psnr_db", psnr, gate.fp16_min_psnr, psnr >= gate.fp16_min_psnr, max_abs)
 
 

@@ -20,6 +20,7 @@ the names and shapes against the engine's manifest.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -274,12 +275,16 @@ def _recorded_parity_passes(parity: dict | None, gate: ParityGate, precision: st
     """Would the numbers recorded when an artifact was made pass today's gate? (The gate is not in the key.)"""
     if not parity or not parity.get("cases"):
         return False
+    # a value written as null was not finite (a failed case), or an older manifest's infinite PSNR of identical outputs
+    def value(c: dict, infinite: float) -> float:
+        return infinite if c.get("value") is None else float(c["value"])
+
     if kind == "embedding":
         thr = gate.embed_rel if precision == "fp32" else gate.embed_fp16_rel
-        return all(c["finite"] and c["value"] <= thr for c in parity["cases"])
+        return all(c["finite"] and value(c, math.inf) <= thr for c in parity["cases"])
     if precision == "fp32":
-        return all(c["finite"] and c["value"] <= gate.fp32_max_abs for c in parity["cases"])
-    return all(c["finite"] and c["value"] >= gate.fp16_min_psnr for c in parity["cases"])
+        return all(c["finite"] and value(c, math.inf) <= gate.fp32_max_abs for c in parity["cases"])
+    return all(c["finite"] and value(c, math.inf) >= gate.fp16_min_psnr for c in parity["cases"])
 
 
 def _trt_profiles(ex: Exportable, profile: ExportProfile, tile, input_name: str):
@@ -290,6 +295,39 @@ def _trt_profiles(ex: Exportable, profile: ExportProfile, tile, input_name: str)
     s = profile.shapes
     lo, opt, hi = ((b, c, h, w) for b, h, w in (s.min, s.opt, s.max))
     return [{input_name: (lo, opt, hi)}], {"min": list(lo), "opt": list(opt), "max": list(hi)}
+
+
+def engine_gate_shapes(profile: ExportProfile, tile, size_multiple: int = 1) -> tuple[tuple[int, int, int], ...]:
+    """(batch, H, W) of the engine gate's two inputs, each inside the engine's optimisation profile.
+
+    A static tile: that tile (at the profile's batch) for both. Dynamic: the photo at the profile's ``opt`` shape
+    (what the engine was tuned for) and the noise at the gate's usual non-square size (40x48, batch 1) moved inside
+    ``min``..``max``, so a profile whose sides start above 40 or stop below 64 is gated, not refused after the build.
+    ``profile`` has been fitted to the model (``_fit``): its sides are multiples of ``size_multiple``.
+    """
+    if tile:
+        shape = _static_shape(profile, tile)
+        return shape, shape
+    s = profile.shapes
+
+    def inside(i: int, want: int) -> int:
+        step = size_multiple if i else 1  # the batch has no step
+        want = step * math.ceil(want / step)
+        return min(max(want, s.min[i]), s.max[i])
+
+    noise = (inside(0, 1), inside(1, 40), inside(2, 48))
+    return tuple(s.opt), noise
+
+
+def _engine_gate_inputs(ex: Exportable, profile: ExportProfile, tile):
+    from lway_rt.export.parity import photo_input, random_input
+
+    photo_shape, noise_shape = engine_gate_shapes(profile, tile, ex.size_multiple)
+    label, photo = photo_input(ex.size_multiple, ex.min_size, shape=photo_shape)
+    if ex.in_channels != 3:
+        photo = photo[:, :1].repeat(ex.in_channels, axis=1)
+    noise = random_input(ex.in_channels, ex.size_multiple, ex.min_size, shape=noise_shape, seed=0)
+    return [(label, photo), ("random", noise)]
 
 
 def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfile, *, out_dir: Path,
@@ -337,7 +375,8 @@ def _gate_and_save_engine(ex: Exportable, plan: bytes, final: Path, key: str, fi
     handle = load_engine(plan)
     if handle is None:
         raise ModelError("TensorRT built an engine it cannot load again; rebuild with a lower optimization_level")
-    inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=_static_shape(profile, tile))
+    inputs = _engine_gate_inputs(ex, profile, tile)  # inside the engine's optimisation profile, its opt shape included
+    log("parity gate: TensorRT vs torch on " + " and ".join(name for name, _ in inputs))
     report = check_against_torch(TrtRunner(handle), ex.module, inputs, precision=profile.precision, kind=ex.kind,
                                  backend="tensorrt", gate=gate)
     manifest = {
@@ -388,6 +427,8 @@ def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path
                          "(e.g. --profile jetson-orin-trt10) before refitting")
     if manifest.get("what") != ex.what:
         raise InputError(f"{engine_path} holds the {manifest.get('what')} network, not the {ex.what} network")
+    out_dir = Path(out_dir) if out_dir else engine_path.parent
+    ensure_writable_dir(out_dir, "--out folder")  # before the export and the refit: a folder that cannot take it is one line
     settings = manifest["onnx_settings"]
     prof_dict = {k: v for k, v in manifest["profile"].items() if k != "source"}
     prof_dict["fp16"] = {"keep_fp32_ops": prof_dict.pop("keep_fp32_ops"), "keep_fp32_nodes": prof_dict.pop("keep_fp32_nodes")}
@@ -411,7 +452,6 @@ def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path
     from lway_rt.export.tensorrt import device_info, load_engine, refit_engine_bytes, refittable_weight_names
 
     info = device_info()
-    out_dir = Path(out_dir) if out_dir else engine_path.parent
     from lway_rt.io.weights import sweep_stale_temp_dirs
 
     sweep_stale_temp_dirs()  # what runs killed with kill -9 left

@@ -145,7 +145,7 @@ class TensorRTSettings:
 class ExportProfile:
     """Everything that decides what an export produces (and so enters its cache key)."""
 
-    name: str = "cpu"
+    name: str = "default"  # the built-in shapes, not export/cpu.toml's
     description: str = ""
     opset: int = 18
     precision: str = "fp32"
