@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lway_rt.bench.runner import PSNR_CAP
+from lway_rt.export.parity import PSNR_CAP
 from lway_rt.errors import MissingDependencyError, OutputError
 from lway_rt.io.weights import atomic_path
 

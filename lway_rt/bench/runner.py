@@ -32,6 +32,7 @@ import torch
 
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
 from lway_rt.errors import InputError
+from lway_rt.export.parity import PSNR_CAP  # bit-identical outputs, as export's gate records them (JSON has no inf)
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
@@ -40,8 +41,6 @@ SCHEMA_VERSION = "1.1"
 #: Verification thresholds (dB, RGB in [0, 1]) by precision; tiled runs also accept seams down to TILED_MIN_PSNR.
 DEFAULT_MIN_PSNR = {"fp32": 50.0, "fp16": 35.0, "bf16": 30.0}
 TILED_MIN_PSNR = 40.0
-#: PSNR reported for bit-identical outputs (JSON has no infinity).
-PSNR_CAP = 200.0
 
 _NAMED_SIZES = {"360p": (360, 640), "480p": (480, 854), "540p": (540, 960), "720p": (720, 1280), "1080p": (1080, 1920)}
 

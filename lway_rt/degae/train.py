@@ -480,12 +480,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             else:  # stopped before its rate was measured: what is left of the limit, not all of it
                 spent = elapsed0
         if start >= cfg.iters:  # no header of --iters iterations nor a bar past its end
-            if plan_fixed:
-                log(f"it has run the {cfg.iters} iterations its --time-limit planned: nothing to train, the file is kept "
-                    "as it is (a larger --iters without --time-limit continues it)")
-            else:
-                log(f"it is at or past --iters {cfg.iters}: nothing to train, the file is kept as it is (a larger --iters "
-                    "continues it)")
+            done = (f"it has run the {cfg.iters} iterations its --time-limit planned", " without --time-limit") \
+                if plan_fixed else (f"it is at or past --iters {cfg.iters}", "")
+            log(f"{done[0]}: nothing to train, the file is kept as it is (a larger --iters{done[1]} continues it)")
             return TrainResult(out, start, elapsed0, {}, start)
     log(f"stage-1 training: {cfg.iters} iterations, batch {cfg.batch}, crop {cfg.crop}, pairing {cfg.pairing}, "
         f"perceptual {cfg.perceptual}, trunk {cfg.trunk_model}[:{cfg.trunk_layers}], {len(images)} images")

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-#: PSNR recorded for identical outputs (JSON has no infinity); serve-bench reports the same.
+#: PSNR recorded for identical outputs (JSON has no infinity); serve-bench's verification uses this one too.
 PSNR_CAP = 200.0
 
 

@@ -267,7 +267,6 @@ def read_image(path: str | Path) -> LoadedImage:
             if turned_tiff and full is None:
                 # Pillow (13) turns a TIFF of orientation 5-8 upright while loading it, and scrambles the pixels of
                 # grey, 16-bit grey and RGBA ones: the samples as tifffile reads them, turned here
-                orientation = 6  # (for the dpi below: the sides were swapped)
                 try:
                     samples = _read_tiff_samples(path)
                 except InputError:
@@ -285,7 +284,8 @@ def read_image(path: str | Path) -> LoadedImage:
             dpi = _dpi(_exif_dpi(tags) if fmt == "JPEG" and im.info.get("jfif_unit") not in (1, 2)
                        else im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
             if dpi is not None:
-                img = replace(img, dpi=dpi[::-1] if orientation in (5, 6, 7, 8) else dpi)  # turned upright with the pixels
+                turned = turned_tiff or orientation in (5, 6, 7, 8)  # (Pillow dropped a TIFF's tag as it turned it)
+                img = replace(img, dpi=dpi[::-1] if turned else dpi)  # turned upright with the pixels
             return replace(img, frames=frames) if frames > 1 else img
     except InputError as exc:
         if str(path) in str(exc):
