@@ -586,3 +586,27 @@ def test_a_four_channel_model_exports_with_a_note_instead_of_the_upscale_hint(tm
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     up = CliRunner().invoke(main, ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "up"), "-m", str(fp32)])
     assert up.exit_code != 0 and "4-channel" in up.output, up.output
+
+
+def test_a_killed_exports_temporary_file_of_a_long_name_is_swept(tmp_path):
+    """An output name of 220-255 bytes (legal) gets a shortened temporary name; the sweep of a killed export's
+    temporary file must look for that shortened name, or the file (tens of MB for a real model) waits a day."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io import weights as w
+
+    torch.manual_seed(0)
+    model = tmp_path / ("m" * 200 + ".safetensors")
+    w.save_safetensors(model, SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).state_dict(), {})
+    out = tmp_path / "onnx"
+    res = CliRunner().invoke(main, ["export", "-m", str(model), "--out", str(out), "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    (final,) = _exported(res.output).values()
+    assert len(final.name.encode()) > 220
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = out / f".{w.temp_stem(final.stem)}.lw{w._host_tag()}p{dead.pid}.abcdefgh.onnx.tmp"  # as a killed run left it
+    left.write_bytes(b"x" * 1000)
+    w._stale_by_folder.clear()  # a new process lists the folder afresh
+    res = CliRunner().invoke(main, ["export", "-m", str(model), "--out", str(out), "--precision", "fp32", "--force"])
+    assert res.exit_code == 0, res.output
+    assert not left.exists()
