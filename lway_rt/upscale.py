@@ -36,7 +36,7 @@ from lway_rt.io.images import (
     read_image,
     settle_alpha, to_numpy, to_tensor, write_image,
 )
-from lway_rt.io.weights import ensure_writable_dir
+from lway_rt.io.weights import case_insensitive, ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 from lway_rt.runtime.device import check_device_spelling
 
@@ -752,26 +752,33 @@ def output_sized(src: Path, dest: Path, scale: float) -> bool:
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
-                 protected: Iterable[Path] = ()) -> list[tuple[Path, Path | None, str | None]]:
+                 protected: Iterable[Path] = (), fold_case: bool = False) -> list[tuple[Path, Path | None, str | None]]:
     """(input, output or None, reason) per image: refuses to overwrite an input (or a ``protected`` file, an input
-    left out) or another output."""
+    left out) or another output. With ``fold_case`` (``out_dir`` is on a case-insensitive file system) names that
+    differ only in case are one file."""
+    def where(p: Path) -> str:
+        s = str(Path(p).resolve())
+        return s.casefold() if fold_case else s
+
     items = list(items)
-    inputs = {p.resolve() for p, _ in items} | {Path(p).resolve() for p in protected}
-    taken: dict[Path, tuple[Path, Path]] = {}
+    inputs = {where(p) for p, _ in items} | {where(p) for p in protected}
+    taken: dict[str, tuple[Path, Path]] = {}
     plan = []
     for src, rel in items:
         dest = _output_path(src, rel, out_dir, suffix, fmt)
-        key = dest.resolve()
+        key = where(dest)
         if key in inputs:
             plan.append((src, None, f"output {dest} would overwrite an input: choose another -o folder or --suffix"))
         elif key in taken:
             # same stem, different endings (a.jpg, a.png): --format same keeps them apart where it keeps both endings
             # (a GIF or ICO is written as PNG all the same); otherwise only names do
             first, first_rel = taken[key]
-            apart = fmt == "png" and _output_path(src, rel, out_dir, suffix, "same").resolve() != \
-                _output_path(first, first_rel, out_dir, suffix, "same").resolve()
+            apart = fmt == "png" and where(_output_path(src, rel, out_dir, suffix, "same")) != \
+                where(_output_path(first, first_rel, out_dir, suffix, "same"))
             other = "use --format same" if apart else "upscale them into separate -o folders"
-            plan.append((src, None, f"output {dest} is also the output of {first}: rename one of them or {other}"))
+            mine = _output_path(first, first_rel, out_dir, suffix, fmt)
+            case = f" ({mine.name} here: this file system does not tell case apart)" if mine.name != dest.name else ""
+            plan.append((src, None, f"output {dest} is also the output of {first}{case}: rename one of them or {other}"))
         else:
             taken[key] = (src, rel)
             plan.append((src, dest, None))
@@ -809,7 +816,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     again = set(made_here) - set(earlier)  # ``earlier`` ones are noted and handled below
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier and src not in again], out_dir, suffix,
-                        config.format, protected=again)
+                        config.format, protected=again, fold_case=case_insensitive(out_dir))
     report = UpscaleReport(failures=list(problems), notes=folder_notes)
     if again:
         first = next(f for f in made_here if f in again)

@@ -214,6 +214,18 @@ def test_inputs_sharing_a_stem_are_named_by_their_ending(tmp_path, hr_crop):
                    "photo_png_2": ("more", "photo.png")}
 
 
+def test_inputs_whose_stems_differ_only_in_case_get_names_apart_in_any_case(tmp_path, hr_crop):
+    """a/Photo.png and b/photo.png would write one sr/ file on macOS or Windows (a run's folder copied there too)."""
+    from lway_rt.adapt._imageio import read_inputs
+
+    for sub, name in (("a", "Photo.png"), ("b", "photo.png"), ("b", "PHOTO_png.png")):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        Image.fromarray(hr_crop[:16, :16]).save(tmp_path / sub / name)
+    names = [im.name for im in read_inputs([tmp_path / "a" / "Photo.png", tmp_path / "b"])]
+    assert len({n.casefold() for n in names}) == 3, names
+    assert names == ["Photo_png", "PHOTO_png_2", "photo_png_3"]  # each keeps its own spelling
+
+
 def test_colour_hidden_under_clear_pixels_does_not_reach_the_adaptation(tmp_path, hr_crop):
     from lway_rt.adapt._imageio import read_inputs
 

@@ -424,6 +424,17 @@ def test_output_folder_check_makes_missing_folders_and_names_the_option(tmp_path
     assert not list(locked.iterdir())
 
 
+def test_case_insensitive_file_systems_are_told_by_a_probe(tmp_path):
+    from lway_rt.io.weights import case_insensitive
+
+    (tmp_path / "Aa.txt").write_text("x")
+    expected = (tmp_path / "aA.txt").exists()  # this folder's own answer
+    (tmp_path / "Aa.txt").unlink()
+    assert case_insensitive(tmp_path) is expected
+    assert not list(tmp_path.iterdir())  # no probe left
+    assert case_insensitive(tmp_path / "missing") is False  # cannot be told: the probe cannot be written
+
+
 @pytest.mark.parametrize("shape", [(37, 53), (1, 40), (40, 1), (5, 3)])
 def test_fill_hidden_colour_depends_only_on_visible_pixels(shape):
     from lway_rt.io.images import fill_hidden_colour

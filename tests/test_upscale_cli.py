@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,22 @@ def test_never_overwrites_an_input(tmp_path, small):
     result = run("upscale", d / "a.png", "-o", d, "--model", MODEL, "--suffix", "")
     assert result.exit_code == 1 and "would overwrite an input" in result.output
     assert (d / "a.png").read_bytes() == before
+
+
+def test_outputs_differing_only_in_case_are_one_file_where_the_file_system_says_so(tmp_path):
+    """a/Photo.png and b/photo.png: two outputs on Linux, one file on macOS or Windows, where the second replaced the
+    first. The planner folds case when the output folder's file system does."""
+    from lway_rt.upscale import plan_outputs
+
+    items = [(tmp_path / "a" / "Photo.png", Path("Photo.png")), (tmp_path / "b" / "photo.png", Path("photo.png"))]
+    apart = plan_outputs(items, tmp_path / "out", "_x4", "png")
+    assert [dest.name for _, dest, _ in apart] == ["Photo_x4.png", "photo_x4.png"]
+    (_, d1, r1), (_, d2, r2) = plan_outputs(items, tmp_path / "out", "_x4", "png", fold_case=True)
+    assert d1.name == "Photo_x4.png" and r1 is None and d2 is None
+    assert "photo_x4.png is also the output of" in r2 and "Photo_x4.png here: this file system does not tell case" in r2
+    # an input in the output folder under another case is not written over either
+    (_, d, r), = plan_outputs([(tmp_path / "A_X4.png", Path("a.png"))], tmp_path, "_x4", "png", fold_case=True)
+    assert d is None and "would overwrite an input" in r
 
 
 def test_two_inputs_with_one_output_name(tmp_path, small):

@@ -91,19 +91,20 @@ def spread(items: list, n: int | None) -> list:
 def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
     """Read every input; names are file stems, with the ending added where two inputs share a stem (``photo.jpg`` and
     ``photo.png`` give ``photo_jpg`` and ``photo_png``, so neither output takes the other's name), then a number where
-    they still clash. Colour under fully transparent pixels is filled from the visible pixels around it
+    they still clash. Stems and names are compared without regard to case: ``a/Photo.png`` and ``b/photo.png`` would
+    write one file on macOS or Windows (and the run's folder must copy there whole). Colour under fully transparent pixels is filled from the visible pixels around it
     (``fill_hidden_colour``): it must neither teach the network nor bleed into the written images."""
     paths = list_images(inputs)
-    stems = Counter(p.stem for p in paths)
+    stems = Counter(p.stem.casefold() for p in paths)
     out: list[InputImage] = []
     seen: set[str] = set()
     for p in paths:
-        base = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        base = p.stem if stems[p.stem.casefold()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
         name, k = base, 1
-        while name in seen:
+        while name.casefold() in seen:
             k += 1
             name = f"{base}_{k}"
-        seen.add(name)
+        seen.add(name.casefold())
         img = read_image(p)
         if img.frames > 1 and notes is not None:
             notes.append("note: " + frames_note(p, img.frames, "adapted on and written"))

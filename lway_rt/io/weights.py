@@ -21,7 +21,7 @@ import torch
 from lway_rt.errors import DamagedFileError, ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
-           "ensure_writable_dir", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
+           "ensure_writable_dir", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
            "sweep_stale_temp_dirs"]
 
 
@@ -223,6 +223,25 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
+
+
+def case_insensitive(folder: Path) -> bool:
+    """Whether ``folder`` (an existing, writable folder) is on a file system that takes ``Photo.png`` and
+    ``photo.png`` for one file (macOS's APFS and Windows' NTFS by default): found by making a probe file and looking
+    for it under its name in the other case. False where that cannot be told (the probe cannot be written)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".case-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    try:
+        other = os.path.join(os.path.dirname(probe), os.path.basename(probe).swapcase())
+        return os.path.exists(other) and os.path.samefile(probe, other)
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
 
 
 def check_file_destination(path: Path, option: str) -> None:
