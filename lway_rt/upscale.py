@@ -558,7 +558,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     that gave nothing (missing path, folder without images) as failures.
 
     A file is taken as given (even with an unusual ending: reading it decides); a folder
-    contributes its image files (by ending), recursively with ``recursive``, keeping the
+    contributes its image files (by ending), recursively with ``recursive`` (links to folders followed), keeping the
     sub-folder layout. Hidden files are skipped, and so is ``out_dir`` when it lies inside a folder walked
     recursively (a second run must not upscale the first run's outputs). A file reached twice (named
     twice, or named and inside a named folder) is taken once; one reached under another path (a link to it) is
@@ -586,10 +586,8 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            pattern = "**/*" if recursive else "*"
             inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
-            listed = sorted(f for f in p.glob(pattern) if f.suffix.lower() in IMAGE_SUFFIXES
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            listed = sorted(f for f in _folder_files(p, recursive) if f.suffix.lower() in IMAGE_SUFFIXES)
             files = [f for f in listed if f.is_file() and not (inner_out and f.resolve().is_relative_to(skip))]
             broken = [Failure(f, broken_link_message(f)) for f in listed if f.is_symlink() and not f.exists()]
             problems += broken
@@ -614,6 +612,25 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     if not found:
         raise InputError("; ".join(f.message for f in problems) if problems else "no input images given")
     return found, problems
+
+
+def _folder_files(folder: Path, recursive: bool) -> list[Path]:
+    """The files of ``folder`` (not hidden), with ``recursive`` those of its sub-folders too, links to folders
+    followed (``Path.glob`` left them out, without a word) but never into a folder already walked (a link to an
+    ancestor or a sibling)."""
+    if not recursive:
+        return [f for f in folder.iterdir() if not f.name.startswith(".")]
+    found: list[Path] = []
+    walked: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in files if not f.startswith(".")]
+    return found
 
 
 def _output_path(src: Path, rel: Path, out_dir: Path, suffix: str, fmt: str) -> Path:

@@ -794,6 +794,25 @@ def test_a_link_to_an_image_already_among_the_inputs_is_named(tmp_path, small):
     assert result.exit_code == 0 and "same file" not in result.output, result.output
 
 
+def test_recursive_follows_links_to_folders_but_never_round_a_loop(tmp_path, small):
+    """-r over a folder holding a link to another folder (a shoot linked in): its images are upscaled under the link's
+    name (they were left out without a word); a link back to an ancestor is not walked again."""
+    real = tmp_path / "shoot"
+    (real / "day2").mkdir(parents=True)
+    Image.fromarray(small).save(real / "a.png")
+    Image.fromarray(small).save(real / "day2" / "b.png")
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "c.png")
+    (d / "linked").symlink_to(real, target_is_directory=True)
+    (real / "day2" / "up").symlink_to(tmp_path, target_is_directory=True)  # a loop: in/linked/day2/up/in/...
+    result = run("upscale", d, "-r", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0 and "3 image(s) written" in result.output, result.output
+    out = tmp_path / "out"
+    assert sorted(str(f.relative_to(out)) for f in out.rglob("*.png")) == ["c_x4.png", "linked/a_x4.png",
+                                                                           "linked/day2/b_x4.png"]
+
+
 def test_an_earlier_run_s_outputs_among_the_originals_are_left_out(tmp_path, small):
     """A first run into a folder inside the one walked (or with another --suffix) leaves its outputs among the
     originals: a second run into another -o folder leaves them out with a note (it upscaled them to x16); a folder of
