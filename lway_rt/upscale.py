@@ -327,9 +327,14 @@ class GroupRouter:
 
 
 def _groups_record(spec: str) -> tuple[Path, dict] | None:
-    """``(folder, groups.json)`` when ``spec`` is a per-group adaptation folder, else None."""
+    """``(folder, groups.json)`` when ``spec`` is a per-group adaptation folder, else None. A store name means the
+    store, as everywhere a model is asked for, even when the current folder holds such a folder of that name."""
     import json
 
+    from lway_rt.io.store import SOURCES, store_path
+
+    if "/" not in spec and "\\" not in spec and (spec in SOURCES or store_path(spec).exists()):
+        return None  # as resolve_model_path decides: "./NAME" reaches the folder
     folder = Path(spec).expanduser()
     path = folder / "groups.json"
     if not (folder.is_dir() and path.is_file()):
@@ -893,7 +898,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         img = read_image(src)
         model, model_cap = desc, cap
         if router is not None:
-            route = router.route(src, img.rgb)
+            # on the colour adapt embedded: what fully transparent pixels hide is filled from the visible ones
+            route = router.route(src, fill_hidden_colour(img.rgb, img.alpha) if img.alpha is not None else img.rgb)
             report.routes.append(route)
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)

@@ -70,7 +70,7 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Labels of the lowest-inertia run of ``_RESTARTS`` k-means++ runs (Lloyd's iterations)."""
+    """Labels of the lowest-inertia run of ``_RESTARTS`` k-means++ runs (Lloyd's iterations) on the unit sphere."""
     rng = np.random.default_rng(seed)
     d2_all = _sq_dists(x, x)
     best, best_labels = np.inf, None
@@ -86,6 +86,10 @@ def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
         for _ in range(_MAX_ROUNDS):
             labels = _sq_dists(x, c).argmin(1)
             new = np.stack([x[labels == j].mean(0) if (labels == j).any() else c[j] for j in range(len(c))])
+            # unit-length centres (spherical k-means): the rows of x are unit vectors, so the nearest unit centre is
+            # the one of highest cosine, the rule ``nearest_group`` routes by with the centres ``group_centres``
+            # stores; with raw means an image near a boundary could be adapted in one group and routed to another
+            new /= np.maximum(np.linalg.norm(new, axis=1, keepdims=True), 1e-12)
             if np.allclose(new, c):
                 break
             c = new
