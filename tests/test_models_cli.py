@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from lway_rt.cli import main
@@ -371,3 +372,14 @@ def test_models_list_gives_the_reason_a_stored_file_does_not_load(tmp_path, monk
     for name in set(files) - {"good"}:
         with pytest.raises(ModelError):
             store.load_model(name)
+
+
+def test_a_torchscript_file_is_named_as_such(tmp_path):
+    """A scripted module is intact, not damaged: "re-download it" would send the user the wrong way."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import load_state_file
+
+    torch.jit.save(torch.jit.script(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2)), tmp_path / "scripted.pt")
+    with pytest.raises(ModelError, match=r"scripted.pt is a TorchScript module \(torch.jit.save\), not a state dict: "
+                                         r"save its weights with torch.save\(torch.jit.load\(FILE\).state_dict\(\)"):
+        load_state_file(tmp_path / "scripted.pt")

@@ -423,6 +423,9 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                                  "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
             if _sniff(path) == "safetensors":
                 raise ModelError(f"{path} is a safetensors file named {path.suffix}: rename it to .safetensors") from None
+            if "TorchScript" in str(exc):  # intact, but a whole scripted module (torch.jit.save), not a state dict
+                raise ModelError(f"{path} is a TorchScript module (torch.jit.save), not a state dict: save its weights "
+                                 "with torch.save(torch.jit.load(FILE).state_dict(), 'weights.pth')") from None
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
         if isinstance(obj, dict) and {"fingerprint", "model", "opt", "st"} <= set(obj):  # lway_rt.adapt's checkpoint
             raise ModelError(f"{path} is the checkpoint of an unfinished lwayrt adapt run (mid-run weights, without its "
