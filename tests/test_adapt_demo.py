@@ -57,6 +57,25 @@ def test_adapt_demo_config_refuses_unknown_preset(tmp_path):
         AdaptDemoConfig(out_dir=tmp_path, photos=("astronaut",), crop=1024)
 
 
+def test_adapt_demo_refuses_a_model_of_another_scale_before_any_work(tmp_path):
+    """An x2 --adapt-model ended in a ValueError traceback after both adaptations had run (the step is x4 throughout)."""
+    from lway_rt.adapt.demo import AdaptDemoConfig, run_adapt_demo
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.degae import Stage1, save_stage1
+
+    torch = pytest.importorskip("torch")
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).state_dict(), tmp_path / "tiny_x2.pth")
+    save_stage1(tmp_path / "s1.safetensors",
+                Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=4).freeze())
+    cfg = AdaptDemoConfig(out_dir=tmp_path / "demo", photos=("chelsea",), model=str(tmp_path / "tiny_x2.pth"),
+                          crop=128, iterations=1, stage1=str(tmp_path / "s1.safetensors"))
+    logs = []
+    with pytest.raises(InputError, match=r"^--adapt-model .*tiny_x2.pth is x2; the adaptation step adapts x4 models: "
+                                         r"pass an x4 one"):
+        run_adapt_demo(cfg, log=logs.append)
+    assert not (tmp_path / "demo").exists() and logs == []
+
+
 def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
     from lway_rt.degae import Stage1, save_stage1
 

@@ -22,7 +22,8 @@ import numpy as np
 
 from lway_rt.errors import InputError
 
-__all__ = ["AdaptDemoConfig", "AdaptDemoResult", "DEMO_CROPS", "run_adapt_demo"]
+__all__ = ["AdaptDemoConfig", "AdaptDemoResult", "DEMO_CROPS", "adapt_demo_files", "check_adapt_model",
+           "run_adapt_demo"]
 
 #: bundled photo -> top-left (row, col) of a textured crop (hair, fur, foliage, fabric)
 DEMO_CROPS: dict[str, tuple[int, int]] = {
@@ -48,6 +49,7 @@ class AdaptDemoConfig:
     def __post_init__(self):
         from lway_rt.degae.degrade import EVAL_PRESETS
 
+        object.__setattr__(self, "photos", tuple(dict.fromkeys(self.photos)))  # a photo given twice is one
         unknown = [p for p in self.photos if p not in DEMO_CROPS]
         if unknown:
             raise InputError(f"unknown demo photo(s) {', '.join(unknown)}: choose from {', '.join(DEMO_CROPS)}")
@@ -84,6 +86,20 @@ class AdaptDemoResult:
         return float(np.mean([v[method] for v in table.values()]))
 
 
+def check_adapt_model(name: str, desc) -> None:
+    """Refuse a model the step cannot adapt: its LR crops are x4 downscaled and scored at x4."""
+    if desc.scale != 4:
+        raise InputError(f"--adapt-model {name} is x{desc.scale}; the adaptation step adapts x4 models: pass an x4 "
+                         "one (e.g. realesr-animevideov3)")
+
+
+def adapt_demo_files(photos) -> list[str]:
+    """The names ``run_adapt_demo`` writes into its folder: files, and the folders of its two adapt runs."""
+    photos = list(dict.fromkeys(photos))
+    return ["results.json", *(f"{p}_compare.png" for p in photos),
+            *(f"{d}/{p}.png" for d in ("hr", "lr") for p in photos), "run", "identity_control"]
+
+
 def _crop(name: str, side: int) -> np.ndarray:
     from lway_rt.io.images import bundled_photo
 
@@ -93,7 +109,7 @@ def _crop(name: str, side: int) -> np.ndarray:
     return np.ascontiguousarray(img[r:r + side, c:c + side])
 
 
-def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[str], None] = print) -> AdaptDemoResult:
+def run_adapt_demo(config: AdaptDemoConfig | None = None, log: Callable[[str], None] = print) -> AdaptDemoResult:
     import torch
 
     from lway_rt.adapt.config import AdaptConfig
@@ -105,6 +121,9 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
     from lway_rt.io.weights import atomic_write_bytes
     from lway_rt.metrics import psnr_y, ssim_y
 
+    config = config if config is not None else AdaptDemoConfig()
+    base = load_model(config.model)
+    check_adapt_model(config.model, base)  # before any work, not after both adaptations
     out = Path(config.out_dir)
     t0 = time.perf_counter()
     hr_dir, lr_dir, run_dir = out / "hr", out / "lr", out / "run"
@@ -127,7 +146,6 @@ def run_adapt_demo(config: AdaptDemoConfig = AdaptDemoConfig(), log: Callable[[s
     if config.control:
         log(f"adapting the identity-R control for {config.iterations} iterations ...")
         adapt([lr_dir], config.model, control_dir, cfg.replace(loss="identity"), log=lambda m: None, overwrite=True)
-    base = load_model(config.model)
     result = AdaptDemoResult(config, report=run.report)
     for name, hr in hrs.items():
         lr_img = read_image(lr_dir / f"{name}.png").rgb

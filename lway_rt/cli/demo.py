@@ -37,8 +37,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
 
     from lway_rt.demo import DemoConfig, run_demo
 
-    defaults = DemoConfig()
-    config = DemoConfig(out_dir=out_dir, photos=photos or defaults.photos, models=models or defaults.models, crop=crop)
+    config = DemoConfig(out_dir=out_dir, photos=photos or DemoConfig.photos, models=models or DemoConfig.models, crop=crop)
     adapt_config = None
     if adapt:
         from lway_rt.adapt.demo import AdaptDemoConfig
@@ -49,6 +48,10 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     console = Console()
     if not console.is_terminal:  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
         console = Console(width=200)
+    if deploy and not adapt and click.get_current_context().get_parameter_source("deploy") \
+            == click.core.ParameterSource.COMMANDLINE:  # deploy exports the adapted network: nothing to do
+        click.echo("note: --deploy exports the adapted network, so with --no-adapt it does not run: drop --no-adapt "
+                   "to run it", err=True)
     result, adapted, deployed = run_demo(config, adapt_config, log=lambda msg: console.print(msg, highlight=False),
                                          deploy=deploy)
 

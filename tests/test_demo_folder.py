@@ -1,0 +1,257 @@
+"""The demo's --out folder (``lway_rt.demo``): which files are the demo's, what a rerun removes, and what is checked
+before the folder is touched. Mostly the folder functions alone; the demo itself only at its smallest size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lway_rt.errors import InputError, ModelError
+
+
+def _quiet(msg):
+    pass
+
+
+def _tiny_model(path, scale=4):
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=scale).state_dict(), path)
+    return path
+
+
+def _files(out):
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+
+
+def _earlier_demo(out, files=("chelsea_hr.png", "results.json")):
+    """A folder a finished demo wrote: its files, listed in its manifest."""
+    from lway_rt.demo import MANIFEST
+
+    for name in files:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("demo's")
+    (out / MANIFEST).write_text(json.dumps({"files": list(files), "complete": True}))
+
+
+def _legacy_results(out, photos=("chelsea",), models=("realesr-animevideov3",)):
+    """The results.json of a demo from before the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"config": {"out_dir": str(out), "photos": list(photos), "models": list(models), "crop": 64, "scale": 4},
+               "metric": "Y-PSNR", "models": {},
+               "photos": [{"photo": p, "psnr": {m: 30.0 for m in ("bicubic", *models)}, "ssim": {}, "seconds": {},
+                           "files": {}} for p in photos],
+               "mean": {}}
+    (out / "results.json").write_text(json.dumps(summary))
+
+
+# 1. a folder without a manifest: only the names that demo writes are its own
+
+
+def test_a_folder_without_manifest_is_taken_only_with_nothing_but_the_demos_names_in_it(tmp_path):
+    from lway_rt.demo import claim_out_dir
+
+    out = tmp_path / "old"
+    _legacy_results(out, models=("realesr-animevideov3", "/models/tiny_x4.pth"))
+    demo = ["chelsea_hr.png", "chelsea_lr.png", "chelsea_bicubic.png", "chelsea_realesr-animevideov3.png",
+            "chelsea_/models/tiny_x4.pth.png",  # how older demos named a model given as a path
+            "chelsea_compare.png",
+            "adapt/results.json", "adapt/chelsea_compare.png", "adapt/hr/chelsea.png", "adapt/lr/chelsea.png",
+            "adapt/run/adapted.safetensors", "adapt/run/sr/chelsea.png", "adapt/identity_control/report.json",
+            "deploy/results.json", "deploy/serve_bench.json", "deploy/adapted.sr.fp32.abc.onnx",
+            "deploy/adapted.sr.fp32.abc.json"]
+    for name in demo:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("demo's")
+    (out / "adapt" / "results.json").write_text(json.dumps(
+        {"config": {"photos": ["chelsea"]}, "metric": "Y-PSNR", "psnr": {"chelsea": {}}, "ssim": {}, "mean_psnr": {}}))
+    (out / "deploy" / "results.json").write_text(json.dumps(
+        {"onnx": {"fp32": "/elsewhere/adapted.sr.fp32.abc.onnx"}, "parity": {}, "serve_bench": []}))
+    for mine in ("notes.txt", "mine/data.txt", "adapt/notes.txt", "deploy/mine.onnx", "coffee_hr.png"):
+        (out / mine).parent.mkdir(parents=True, exist_ok=True)
+        (out / mine).write_text("mine")
+        with pytest.raises(InputError, match=r"not a demo's \(e.g. " + mine.replace(".", r"\.")):
+            claim_out_dir(out, log=_quiet)
+        assert (out / mine).read_text() == "mine" and all((out / n).is_file() for n in demo)
+        (out / mine).unlink()
+    (out / "mine").rmdir()
+    logs = []
+    claim_out_dir(out, log=logs.append)  # nothing but the older demo's names: taken, its files removed
+    assert _files(out) == [".lwayrt-demo.json"] and any("removed the" in m for m in logs)
+
+
+# 2, 3. every model loaded and checked before the folder is claimed
+
+
+@pytest.mark.parametrize("kind, error, match", [
+    ("unreadable", ModelError, "not a readable PyTorch checkpoint"),
+    ("onnx", ModelError, "ONNX"),
+    ("x2", InputError, "is x2; the demo compares x4 models"),
+    ("adapt-x2", InputError, "--adapt-model .* is x2; the adaptation step adapts x4 models"),
+])
+def test_a_model_that_cannot_run_is_refused_before_the_earlier_demos_files_are_removed(tmp_path, kind, error, match):
+    from lway_rt.adapt.demo import AdaptDemoConfig
+    from lway_rt.demo import DemoConfig, run_demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    _earlier_demo(out)
+    model, adapt_model = "realesr-animevideov3", "realesr-animevideov3"
+    if kind == "unreadable":
+        model = tmp_path / "bad.pth"
+        model.write_bytes(b"\x80\x02garbage" * 10)
+    elif kind == "onnx":
+        model = tmp_path / "net.onnx"
+        model.write_bytes(b"\x08\x07onnx")
+    elif kind == "x2":
+        model = _tiny_model(tmp_path / "tiny_x2.pth", scale=2)
+    else:
+        adapt_model = str(_tiny_model(tmp_path / "tiny_x2.pth", scale=2))
+    adapt_config = None
+    if kind == "adapt-x2":
+        from lway_rt.degae import Stage1, save_stage1
+
+        save_stage1(tmp_path / "s1.safetensors",
+                    Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=4).freeze())
+        adapt_config = AdaptDemoConfig(out_dir=out / "adapt", photos=("chelsea",), model=adapt_model, crop=128,
+                                       iterations=1, stage1=str(tmp_path / "s1.safetensors"))
+    with pytest.raises(error, match=match):
+        run_demo(DemoConfig(out_dir=out, photos=("chelsea",), models=(str(model),), crop=64), adapt_config, log=_quiet)
+    assert _files(out) == [".lwayrt-demo.json", "chelsea_hr.png", "results.json"]  # the earlier demo's, untouched
+
+
+# 4. a model given as a file: named by its stem, not by its path
+
+
+def test_model_labels_are_safe_file_names_and_unique():
+    from lway_rt.demo import model_labels
+
+    assert model_labels(["realesr-animevideov3", "/a/tiny_x4.pth", "/b/tiny_x4.safetensors", "runs/adapted/",
+                         "C:\\m\\odd name.pth", "/x/hr.pth"]) == {
+        "realesr-animevideov3": "realesr-animevideov3", "/a/tiny_x4.pth": "tiny_x4",
+        "/b/tiny_x4.safetensors": "tiny_x4-2", "runs/adapted/": "adapted", "C:\\m\\odd name.pth": "odd_name",
+        "/x/hr.pth": "hr-2"}
+
+
+def test_a_model_given_as_a_path_names_files_by_its_stem_and_results_keep_the_path(tmp_path):
+    from lway_rt.demo import MANIFEST, DemoConfig, run_demo, upscale_demo_files
+
+    model = str(_tiny_model(tmp_path / "tiny_x4.pth"))
+    out = tmp_path / "demo"
+    config = DemoConfig(out_dir=out, photos=("chelsea",), models=(model,), crop=64)
+    result, _, _ = run_demo(config, log=_quiet)
+    assert result.methods == ["bicubic", "tiny_x4"]
+    assert all(p.parent == out for p in out.iterdir()) and not any(p.is_dir() for p in out.iterdir())
+    assert (out / "chelsea_tiny_x4.png").is_file() and "chelsea_tiny_x4.png" in upscale_demo_files(config)
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["models"]["tiny_x4"]["model"] == model and summary["config"]["models"] == [model]
+    assert json.loads((out / MANIFEST).read_text())["files"] == sorted(p.name for p in out.iterdir()
+                                                                        if p.name != MANIFEST)
+
+
+# 5. a crop larger than a photo, refused before anything
+
+
+def test_demo_config_refuses_a_crop_larger_than_a_photo(tmp_path):
+    from lway_rt.demo import DemoConfig
+
+    with pytest.raises(InputError, match=r"--crop 320 is larger than photo chelsea \(451x300\): use at most 300"):
+        DemoConfig(out_dir=tmp_path, photos=("astronaut", "chelsea"), crop=320)
+    DemoConfig(out_dir=tmp_path, photos=("chelsea",), crop=300)
+
+
+# 6. what a step wrote is the demo's, not a file the user saved into the folder meanwhile
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_file_the_user_saves_during_a_run_is_not_recorded_as_the_demos(tmp_path, complete):
+    from lway_rt.demo import MANIFEST, begin_step, claim_out_dir, record_out_dir
+
+    out = tmp_path / "demo"
+    claim_out_dir(out, log=_quiet)
+    begin_step(out, ["chelsea_hr.png", "results.json"])
+    (out / "chelsea_hr.png").write_text("demo's")
+    (out / "notes.txt").write_text("mine")  # saved while the demo runs
+    begin_step(out, ["adapt/results.json", "adapt/chelsea_compare.png", "adapt/hr/chelsea.png", "adapt/lr/chelsea.png",
+                     "adapt/run", "adapt/identity_control"])  # what the adaptation step writes
+    (out / "adapt" / "hr").mkdir(parents=True)
+    (out / "adapt" / "hr" / "chelsea.png").write_text("demo's")
+    (out / "adapt" / "todo.txt").write_text("mine")
+    record_out_dir(out, complete=complete)
+    assert json.loads((out / MANIFEST).read_text())["files"] == ["adapt/hr/chelsea.png", "chelsea_hr.png"]
+    for mine in ("notes.txt", "adapt/todo.txt"):
+        with pytest.raises(InputError, match="not a demo's"):
+            claim_out_dir(out, log=_quiet)
+        assert (out / mine).read_text() == "mine"
+        (out / mine).unlink()
+    claim_out_dir(out, log=_quiet)
+    assert _files(out) == [MANIFEST]
+
+
+# 7. the user's empty folders stay; only those the removal emptied go
+
+
+def test_a_rerun_keeps_the_users_empty_folders(tmp_path):
+    from lway_rt.demo import claim_out_dir
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    _earlier_demo(out, ["chelsea_hr.png", "adapt/run/sr/chelsea.png", "deploy/results.json"])
+    (out / "empty").mkdir()
+    (out / "adapt" / "keep").mkdir()
+    claim_out_dir(out, log=_quiet)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [".lwayrt-demo.json", "adapt", "adapt/keep",
+                                                                       "empty"]
+
+
+# 8. the manifest's temporary file of a killed demo does not block the rerun
+
+
+def test_a_leftover_temporary_manifest_of_a_killed_demo_does_not_block_the_rerun(tmp_path):
+    from lway_rt.demo import MANIFEST, claim_out_dir
+    from lway_rt.io.weights import temp_prefix
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = tmp_path / "demo"
+    out.mkdir()
+    _earlier_demo(out)
+    mine = temp_prefix(MANIFEST)
+    leftovers = [out / f"{mine.replace(f'p{os.getpid()}.', f'p{gone.pid}.')}x1y2z3.tmp",  # its writer is gone
+                 out / f"{mine}a1b2c3.tmp"]  # a writer that seems alive (a process id used again): still the demo's
+    for f in leftovers:
+        f.write_text('{"files": [')
+    claim_out_dir(out, log=_quiet)
+    assert _files(out) == [MANIFEST]
+
+
+# 9. a photo given twice is one; --deploy without adaptation says it does not run
+
+
+def test_photos_given_twice_are_one(tmp_path):
+    from lway_rt.adapt.demo import AdaptDemoConfig
+    from lway_rt.demo import DemoConfig, upscale_demo_files
+
+    config = DemoConfig(out_dir=tmp_path, photos=("chelsea", "coffee", "chelsea"),
+                        models=("realesr-animevideov3", "realesr-animevideov3"), crop=64)
+    assert config.photos == ("chelsea", "coffee") and config.models == ("realesr-animevideov3",)
+    assert len(upscale_demo_files(config)) == len(set(upscale_demo_files(config))) == 2 * 5 + 1
+    assert AdaptDemoConfig(out_dir=tmp_path, photos=("chelsea", "chelsea"), crop=128).photos == ("chelsea",)
+
+
+def test_deploy_with_no_adapt_says_it_does_not_run(tmp_path):
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    args = ["demo", "--photo", "chelsea", "--model", "realesr-animevideov3", "--crop", "64", "--no-adapt"]
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--deploy"])
+    assert res.exit_code == 0 and "note: --deploy exports the adapted network" in res.output, res.output
+    res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])  # --deploy by default: no note
+    assert res.exit_code == 0 and "note:" not in res.output, res.output
