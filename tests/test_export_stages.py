@@ -131,6 +131,9 @@ def test_profile_overrides_and_paths(tmp_path):
     ('[shapes]\nmode = "static"\ntiles = ["256by256"]', "not HxW"),
     ('[tensorrt]\nflags = ["fp16"]', "TensorRT 11 removed it"),
     ('[tensorrt]\nflags = ["turbo"]', "unknown tensorrt.flags"),
+    ('[tensorrt]\nflags = ["refit", "strip_plan"]', "'strip_plan' is not supported .*without a refit"),
+    ('[tensorrt]\nflags = ["direct_io"]', "'direct_io' is not supported .*removed from TensorRT 11"),
+    ('[tensorrt]\nflags = ["version_compatible"]', "'version_compatible' is not supported"),
     ('[tensorrt]\noptimization_level = 9', "optimization_level"),
     ('[tensorrt]\nworkspace = 10', "unknown key"),
     ('precision = ', "not valid TOML"),
@@ -397,3 +400,17 @@ def test_artifact_names_keep_letters_of_any_script():
     assert safe_label("my model/v2 (final)") == "my-model-v2-final"
     assert safe_label("../..") == "model"
     assert artifact_stem("超解像", "sr", "fp32", "abc123").startswith("超解像.sr.fp32.")
+
+
+def test_tensorrt_older_than_10_is_refused_in_one_line(monkeypatch):
+    """TensorRT 8 builds implicit-batch networks by default and has no execute_async_v3: the calls here would fail
+    far from the cause; the version is checked where TensorRT is first needed."""
+    import types
+
+    from lway_rt.errors import LwayError
+    from lway_rt.export.tensorrt import require_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.6.1"))
+    with pytest.raises(LwayError, match=r"^building TensorRT engines needs TensorRT 10 or later, and 8.6.1 is installed: "
+                                        r"pip install 'tensorrt>=10.3'"):
+        require_tensorrt()

@@ -461,6 +461,7 @@ def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path
         if original is None:
             raise ModelError(f"{engine_path} does not load with TensorRT {info.trt_version} on this GPU: rebuild it")
         refittable = refittable_weight_names(original)
+        del original  # the refit deserialises its own copy: not two engines in GPU memory at once
         match = match_refit_weights(manifest["onnx_initializers"], onnx_initializers(model), refittable=refittable)
         if not match.ok:
             raise ModelError(f"{ex.label} cannot be refitted into {engine_path.name}: {match.describe()}")

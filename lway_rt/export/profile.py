@@ -31,7 +31,17 @@ PRECISIONS = ("fp32", "fp16")
 ENGINES = ("none", "tensorrt")
 #: Builder flags a profile may set (names of ``tensorrt.BuilderFlag`` members, lower case).
 #: No ``fp16``: TensorRT 11 dropped it, precision lives in the ONNX graph (strongly typed networks).
-BUILDER_FLAGS = ("refit", "sparse_weights", "strip_plan", "direct_io", "version_compatible", "exclude_lean_runtime")
+#: Not offered: ``strip_plan`` (a plan without weights needs a refit before every use, which nothing here does: the parity
+#: gate and a cache hit would run an engine without weights), ``direct_io`` (deprecated in TensorRT 10.7, gone from 11's
+#: Python API), ``version_compatible`` / ``exclude_lean_runtime`` (engines are cached per exact TensorRT version anyway,
+#: and such an engine needs host code allowed to load).
+BUILDER_FLAGS = ("refit", "sparse_weights")
+_WITHDRAWN_FLAGS = {
+    "strip_plan": "a plan without weights would run the parity gate and serve cache hits without a refit",
+    "direct_io": "deprecated in TensorRT 10.7 and removed from TensorRT 11's Python API",
+    "version_compatible": "engines are built and cached per exact TensorRT version and GPU",
+    "exclude_lean_runtime": "it applies only to version-compatible engines",
+}
 DEFAULT_KEEP_FP32_OPS = ("Resize", "Upsample", "GridSample", "AffineGrid", "RoiAlign")
 
 
@@ -135,6 +145,10 @@ class TensorRTSettings:
         if "fp16" in flags or "bf16" in flags:
             raise InputError("tensorrt.flags: 'fp16' is not a builder flag here: TensorRT 11 removed it and networks "
                              "are strongly typed; set precision = \"fp16\" instead (the ONNX itself is converted)")
+        withdrawn = [f for f in flags if f in _WITHDRAWN_FLAGS]
+        if withdrawn:
+            raise InputError(f"tensorrt.flags: {withdrawn[0]!r} is not supported ({_WITHDRAWN_FLAGS[withdrawn[0]]}): "
+                             f"remove it; allowed: {', '.join(BUILDER_FLAGS)}")
         bad = [f for f in flags if f not in BUILDER_FLAGS]
         if bad:
             raise InputError(f"unknown tensorrt.flags {bad}; allowed: {', '.join(BUILDER_FLAGS)}")

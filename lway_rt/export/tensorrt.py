@@ -51,6 +51,10 @@ def require_tensorrt(feature: str = "building TensorRT engines", alternative: st
         import tensorrt as trt
     except ImportError as exc:
         raise MissingDependencyError("tensorrt", "trt", feature, alternative) from exc
+    major = str(getattr(trt, "__version__", "0")).split(".")[0]
+    if not major.isdigit() or int(major) < 10:  # 8.x: implicit-batch networks by default, no execute_async_v3 ...
+        raise LwayError(f"{feature} needs TensorRT 10 or later, and {getattr(trt, '__version__', 'an unknown version')} "
+                        f"is installed: pip install 'tensorrt>=10.3' (the 'trt' extra), or {alternative}")
     import torch
 
     if not torch.cuda.is_available():
@@ -193,11 +197,17 @@ class EngineFromNetwork:
         if self.timing_cache is not None:
             blob = self.timing_cache.read_bytes() if self.timing_cache.is_file() else b""
             try:
-                cache = config.create_timing_cache(blob)
-            except Exception:  # an unreadable cache file is rebuilt, not fatal
+                cache = config.create_timing_cache(blob)  # None (not an exception) for a cache it cannot read
+            except Exception:
+                cache = None
+            if cache is None and blob:  # an unreadable cache file is rebuilt, not fatal
                 self.log(f"timing cache {self.timing_cache.name} unreadable: starting a new one")
+            if cache is None:
                 cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, ignore_mismatch=False)
+            # False where the cache is another GPU's (a copied folder): build without it rather than fail
+            if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+                self.log(f"timing cache {self.timing_cache.name} does not fit this GPU: building without it")
+                cache = None
 
         monitor = _progress_monitor(trt, self.log)
         if monitor is not None and hasattr(config, "progress_monitor"):
@@ -210,7 +220,7 @@ class EngineFromNetwork:
             from lway_rt.io.weights import atomic_write_bytes
 
             try:
-                atomic_write_bytes(self.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+                atomic_write_bytes(self.timing_cache, bytes(memoryview(cache.serialize())))
             except OutputError as exc:
                 self.log(f"timing cache not saved: {exc}")
         return bytes(memoryview(plan))
@@ -269,6 +279,7 @@ class TrtRunner:
         if len(ins) != 1 or len(outs) != 1:
             raise ModelError(f"expected one input and one output, the engine has {ins} -> {outs}")
         self.input_name, self.output_name = ins[0], outs[0]
+        check_float32_io(trt, engine, (self.input_name, self.output_name))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -283,6 +294,16 @@ class TrtRunner:
             raise ModelError("TensorRT execution failed")
         stream.synchronize()
         return out.cpu().numpy()
+
+
+def check_float32_io(trt, engine, names) -> None:
+    """The runners feed and read float32 buffers; a strongly typed engine takes its I/O types from the ONNX, so an
+    engine of another I/O type would read and write the wrong bytes: refused."""
+    for name in names:
+        dtype = engine.get_tensor_dtype(name)
+        if dtype != trt.float32:
+            raise ModelError(f"engine tensor {name!r} is {dtype}, not float32: export the ONNX with float32 inputs and "
+                             "outputs (lwayrt export does; fp16 lives inside the graph)")
 
 
 def refittable_weight_names(handle: EngineHandle) -> set[str]:

@@ -430,8 +430,10 @@ class OrtBackend(Backend):
             from lway_rt.export.onnx_export import INPUT_NAME
 
             fmt = lambda s: f"{INPUT_NAME}:" + "x".join(str(d) for d in s)  # noqa: E731
-            # The graph already carries its precision (fp16 ONNX or not); TensorRT's own fp16 flag stays off.
+            # The graph carries its precision (fp16 ONNX or not), but ONNX Runtime's TensorRT provider builds weakly
+            # typed networks, where TensorRT may run an fp16 graph's layers in fp32: its fp16 flag is set for fp16.
             providers[0] = ("TensorrtExecutionProvider", {
+                "trt_fp16_enable": spec.precision == "fp16",
                 "trt_max_workspace_size": spec.workspace_mb << 20,
                 "trt_profile_min_shapes": fmt(profile.min),
                 "trt_profile_opt_shapes": fmt(profile.opt),
@@ -513,7 +515,7 @@ class TensorRTBackend(Backend):
         import tensorrt as trt
 
         from lway_rt.export.onnx_export import INPUT_NAME
-        from lway_rt.export.tensorrt import EngineFromNetwork, NetworkFromOnnxPath, load_engine
+        from lway_rt.export.tensorrt import EngineFromNetwork, NetworkFromOnnxPath, check_float32_io, load_engine
 
         self.profile = profile
         start = time.perf_counter()
@@ -529,6 +531,7 @@ class TensorRTBackend(Backend):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        check_float32_io(trt, self.engine, (self.input_name, self.output_name))
         self.stream = torch.cuda.Stream()
         self.details.update(tensorrt=trt.__version__, engine_bytes=len(plan), profile=profile.text(),
                             optimization_level=optimization_level)
@@ -538,7 +541,8 @@ class TensorRTBackend(Backend):
     def _enqueue(self, xt: torch.Tensor) -> torch.Tensor:
         check_shape(tuple(xt.shape), self.profile.min, self.profile.max, what=f"the engine's profile {self.profile.text()}",
                     fix="rebuild the engine with a profile that covers it (benchmark that size in the same run)")
-        self.context.set_input_shape(self.input_name, tuple(xt.shape))
+        if not self.context.set_input_shape(self.input_name, tuple(xt.shape)):
+            raise ModelError(f"TensorRT refused the input shape {tuple(xt.shape)} (profile {self.profile.text()})")
         out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
         self.context.set_tensor_address(self.input_name, xt.data_ptr())
         self.context.set_tensor_address(self.output_name, out.data_ptr())
