@@ -212,3 +212,33 @@ def test_fp16_loss_scaling_gives_unscaled_gradients(recon_net, images, srvgg_tin
         assert not m["skipped"]
         norms[mode] = m["grad_norm"]
     assert norms["fp16"] == pytest.approx(norms["off"], rel=0.05)
+
+
+def test_autocast_covers_s_and_r_while_the_weight_map_stays_fp32(recon_net, images, srvgg_tiny, monkeypatch):
+    """As documented: autocast runs S's and R's forward passes; the wavelet weight map (and the loss's reductions)
+    are computed in fp32 outside it (they ran under it, the map from bf16 arithmetic)."""
+    from lway_rt.adapt import losses
+
+    seen = {}
+    real_hf = losses.hf_weight
+
+    def hf_spy(x, *args, **kwargs):
+        seen["hf"] = (torch.is_autocast_enabled("cpu"), x.dtype)
+        return real_hf(x, *args, **kwargs)
+
+    monkeypatch.setattr(losses, "hf_weight", hf_spy)
+    options = SpeedOptions(autocast="bf16")
+    rec = FastReconstructor(recon_net, torch.randn(1, 24), options)
+
+    def recon(x, index):
+        out = rec(x, index)
+        seen["r"] = out.dtype
+        return out
+
+    config = AdaptConfig(patch_size=16, batch_size=2, lr=1e-3)
+    batch = sample_batch(images[:1], 2, 16, 4, torch.Generator().manual_seed(7))
+    model = copy.deepcopy(srvgg_tiny)
+    m = fast_adapt_step(prepare_backbone(model, options), make_optimizer(model.parameters(), config, options), batch,
+                        recon, config, options)
+    assert not m["skipped"]
+    assert seen["r"] == torch.bfloat16 and seen["hf"] == (False, torch.float32)

@@ -177,8 +177,10 @@ class AdaptConfig:
       default 0.49 on a sharpened one); with one model over a mixed folder all three runs failed on one
       box-downscaled crop whose gate is 0.01 (worst -0.31 to -0.73 dB; the default's -0.01 to -0.08): the shared
       model learns to add less detail to every input. 2 of 6 runs passed (the default 5), so off by default.
-    guard_factor: roll back to the last good weights and halve the learning rate when the mean loss
-      of the last ``guard_every`` steps exceeds this factor times the best such mean (0 = off).
+    guard_factor: roll back to the last good weights and halve the learning rate when the loss on the run's
+      fixed centre patches (checked every ``guard_every`` steps; the wavelet weight taken from the target, no
+      anchor or guard term, so it does not move with the step's random patches) exceeds this factor times its
+      best value so far (0 = off).
     mode: ``folder`` (one model for all inputs), ``per-image`` (one model per input) or ``per-group``: the
       inputs grouped by stage 1's embedding of their degradation (``lway_rt.adapt.groups``), one model
       per group; ``groups`` is the number of groups or ``auto`` (chosen by silhouette, one group when the

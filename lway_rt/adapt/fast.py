@@ -23,8 +23,9 @@ arranged to waste less:
   calls are redirected while the step runs S (``_FastPReLUMode``).
 - **Autocast** (bf16/fp16) and ``torch.compile`` are options, off by default; measure them with
   ``benchmarks/adapt_speed.py`` on the target machine. On a CPU with native bf16 dot products
-  (AVX512-BF16, AMX) bf16 doubles the speed of the fp32 fast step, but moves the loss by ~2e-3
-  relative, so it stays opt-in until the quality benchmark has been run with it; compiling S did
+  (AVX512-BF16, AMX) bf16 doubles the speed of the fp32 fast step, but moves the loss by ~5e-3
+  relative (realesr-animevideov3, the shipped stage 1, four 48-px patches: S and R in bf16; the weight map and
+  the reductions stay fp32), so it stays opt-in until the quality benchmark has been run with it; compiling S did
   not pay on the CPU (S is under 10 % of the step).
 
 R's forward is written here functionally over R's own weights (an equivalence test guards it
@@ -267,19 +268,25 @@ def make_optimizer(params, config: AdaptConfig, options: SpeedOptions = SpeedOpt
 
 
 def fast_adaptation_loss(sr: torch.Tensor, batch: Batch, recon, config: AdaptConfig, image: int | None = None,
-                         sup_sr: torch.Tensor | None = None,
-                         perceptual: Perceptual | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                         sup_sr: torch.Tensor | None = None, perceptual: Perceptual | None = None,
+                         autocast: str = "off") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``losses.adaptation_loss`` with the parts left as detached tensors (no sync); same value.
 
     ``recon`` is a ``FastReconstructor`` (``image``: all patches come from that image) or any
-    callable ``recon(clean, index)``."""
+    callable ``recon(clean, index)``. ``autocast``: R's forward pass runs under it; the weight map, the
+    perceptual term and the reductions stay fp32."""
     if recon is None:
-        reconstruct = None
+        run = None
     elif isinstance(recon, FastReconstructor):
-        reconstruct = lambda x: recon(x, batch.index, image)  # noqa: E731
+        run = lambda x: recon(x, batch.index, image)  # noqa: E731
     else:
-        reconstruct = lambda x: recon(x, batch.index)  # noqa: E731
-    return loss_terms(sr, batch, reconstruct, config, sup_sr, perceptual)
+        run = lambda x: recon(x, batch.index)  # noqa: E731
+
+    def reconstruct(x: torch.Tensor) -> torch.Tensor:
+        with _autocast(x.device, autocast):
+            return run(x)
+
+    return loss_terms(sr, batch, None if run is None else reconstruct, config, sup_sr, perceptual)
 
 
 def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, recon, config: AdaptConfig,
@@ -311,7 +318,8 @@ def fast_adapt_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: B
                     if supervised:
                         sup_sr = model(batch.sup_lr.contiguous(memory_format=mf))
             sr = undo_dihedral(sr, batch.turn)  # and R, the loss and the anchor see it turned back
-            loss, parts = fast_adaptation_loss(sr, batch, recon, config, image, sup_sr, perceptual)
+        # outside S's autocast: R runs under it, the weight map, perceptual term and reductions in fp32
+        loss, parts = fast_adaptation_loss(sr, batch, recon, config, image, sup_sr, perceptual, options.autocast)
         scale = options.fp16_loss_scale if options.autocast == "fp16" else 1.0
         (loss * scale if scale != 1.0 else loss).backward()
     grads = [p.grad for p in params if p.grad is not None]
