@@ -186,7 +186,9 @@ def test_nothing_measured_is_a_failure(tmp_path, monkeypatch):
 
 def test_cli_prints_schema_and_help():
     res = CliRunner().invoke(main, ["serve-bench", "--schema"])
-    assert res.exit_code == 0 and json.loads(res.output)["properties"]["schema_version"] == {"const": "1.1"}
+    from lway_rt.bench.runner import SCHEMA_VERSION
+
+    assert res.exit_code == 0 and json.loads(res.output)["properties"]["schema_version"] == {"const": SCHEMA_VERSION}
     res = CliRunner().invoke(main, ["serve-bench", "--help"])
     assert res.exit_code == 0 and "--concurrency" in res.output
 
@@ -238,3 +240,59 @@ def test_ctrl_c_says_nothing_was_written(tmp_path, monkeypatch):
                                     "--json", str(dest), *TINY])
     assert res.exit_code == 130 and "serve-bench interrupted: nothing was written" in res.output, res.output
     assert "for the rest" not in res.output and not dest.exists()
+
+
+def test_a_backend_that_raises_while_timed_is_an_error_row_and_the_report_is_written(tmp_path, monkeypatch):
+    """Verified, then raising while timed (a provider error under load, say): its rows are errors, the other backend
+    is timed, the report is written and the exit status is 1; it aborted the run with a traceback and no report."""
+    import lway_rt.runtime.backends as backends
+
+    load = backends.load_backend
+
+    def flaky_load(spec, *args, **kwargs):
+        backend = load(spec, *args, **kwargs)
+        if spec.channels_last:
+            run, calls = backend.run, [0]
+
+            def flaky(x):
+                calls[0] += 1
+                if calls[0] > 1:  # the verification call passes
+                    raise RuntimeError("simulated provider failure during timing")
+                return run(x)
+
+            backend.run = flaky
+        return backend
+
+    monkeypatch.setattr(backends, "load_backend", flaky_load)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "16", "-b", "torch", "-b",
+                                    "torch+cl", "-c", "1", "-c", "2", "--no-peak", "--rounds", "1", "--json", str(out),
+                                    *TINY])
+    assert res.exit_code == 1 and "Traceback" not in res.output and "could not run (torch+cl)" in res.output, res.output
+    report = json.loads(out.read_text())
+    assert validate(report) == [] and report["summary"] == {"ok": 2, "failed": 0, "skipped": 0, "error": 2}
+    errors = [r for r in report["results"] if r["status"] == "error"]
+    assert {r["backend"] for r in errors} == {"torch+cl"} and [r["concurrency"] for r in errors] == [1, 2]
+    assert errors[0]["reason"] == "RuntimeError: simulated provider failure during timing" and errors[0]["verified"]
+
+
+def test_an_unwritable_report_folder_is_refused_before_measuring(tmp_path, monkeypatch):
+    """--json /proc/x.json was refused only when the report was written, after the whole run; a missing folder is
+    still accepted (made when the report is written) and is not made beforehand."""
+    import os
+
+    import lway_rt.bench.runner as runner
+
+    def measured(*args, **kwargs):
+        raise RuntimeError("measuring started")
+
+    monkeypatch.setattr(runner, "run_bench", measured)
+    if os.path.isdir("/proc/self"):
+        for opt, dest in (("--json", "/proc/x.json"), ("--chart", "/proc/sub/x.png")):
+            res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", opt, dest, *TINY])
+            assert res.exit_code == 1 and res.output.startswith("error: ") and "cannot write to /proc" in res.output, \
+                res.output
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--json",
+                                    str(tmp_path / "new" / "sub" / "r.json"), *TINY])
+    assert isinstance(res.exception, RuntimeError) and str(res.exception) == "measuring started"
+    assert list(tmp_path.iterdir()) == []  # neither the folders nor a probe file left

@@ -132,3 +132,131 @@ def test_the_cpu_path_reads_no_cuda_peak(monkeypatch):
     item = runner._Timed(spec, backend, lambda x: x, runner._row_base(spec, case, 1, 0), None, None)
     (row,) = runner._time_interleaved([item], case, np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
     assert row["memory"]["cuda_peak_allocated_mb"] is None
+
+
+@pytest.fixture()
+def real_timing(monkeypatch):
+    """The real timing loop (the module-scoped ``fallen_back`` fixture fakes it until the module ends)."""
+    from lway_rt.bench import runner, timing
+
+    monkeypatch.setattr(runner, "time_closed_loop", timing.time_closed_loop)
+
+
+def _fake_item(runner, text, run, case, device="cpu"):
+    from lway_rt.runtime.backends import parse_backend
+
+    spec = parse_backend(text, device=device)
+    backend = type("FakeBackend", (), {"compute_method": None})()
+    return runner._Timed(spec, backend, run, runner._row_base(spec, case, 1, 0), None, None)
+
+
+def test_a_backend_that_raises_while_timed_gets_error_rows_and_the_others_carry_on(real_timing):
+    """An exception in one backend's warm-up or timing loop aborted the whole run (no report); now that backend's rows
+    for the case (this and the later concurrency levels) are errors and the others are timed."""
+    import numpy as np
+
+    from lway_rt.bench import runner
+
+    calls = [0]
+
+    def flaky(x):
+        calls[0] += 1
+        if calls[0] > 3:  # warm-up passes, the second timed round fails
+            raise RuntimeError("provider lost\nsecond line")
+        return x
+
+    config = BenchConfig(model="m", backends=("torch", "torch+cl"), sizes=((8, 8),), concurrency=(1, 2), measure_peak=False,
+                         timing=TimingPolicy(warmup_s=0.0, warmup_iters=1, min_iters=4, min_time_s=0.0, max_time_s=10,
+                                             rounds=2))
+    case = runner._Case(8, 8, 1, 0)
+    ready = [_fake_item(runner, "torch", lambda x: x, case), _fake_item(runner, "torch+cl", flaky, case)]
+    rows = runner._time_interleaved(ready, case, np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+    assert [(r["backend"], r["concurrency"], r["status"]) for r in rows] == [
+        ("torch", 1, "ok"), ("torch+cl", 1, "error"), ("torch", 2, "ok"), ("torch+cl", 2, "error")]
+    assert rows[1]["reason"] == "RuntimeError: provider lost" and rows[1]["latency_ms"] is None
+    assert rows[3]["reason"] == "not timed: it raised at 1 worker(s): RuntimeError: provider lost"
+    assert len(ready) == 2  # the caller's list is left alone
+
+    def interrupted(x):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C still stops the run
+        runner._time_interleaved([_fake_item(runner, "torch", interrupted, case)], case,
+                                 np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+
+
+def test_a_single_timed_request_has_no_spread_and_says_so(real_timing):
+    """--min-iters 1 gave cv 0 (a perfectly steady look) and no note; p90/p99 of a few samples were the maximum."""
+    import numpy as np
+
+    from lway_rt.bench import runner
+    from lway_rt.bench.schema import SCHEMA, validate
+
+    config = BenchConfig(model="m", backends=("torch",), sizes=((8, 8),), measure_peak=False,
+                         timing=TimingPolicy(warmup_s=0.0, warmup_iters=0, min_iters=1, min_time_s=0.0, max_time_s=10,
+                                             rounds=1))
+    case = runner._Case(8, 8, 1, 0)
+    (row,) = runner._time_interleaved([_fake_item(runner, "torch", lambda x: x, case)], case,
+                                      np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+    lat = row["latency_ms"]
+    assert lat["count"] == 1 and lat["cv"] is None and lat["std"] is None and lat["p90"] is None and lat["p99"] is None
+    assert "one timed request" in row["note"]
+    from lway_rt.bench.report import render_table
+
+    row["verification"] = {"psnr_db": 200.0, "max_abs_err": 0.0, "min_psnr_db": 50.0, "finite": True}
+    report = {"machine": {"gpus": [], "cpu_model": "cpu", "load_average_start": [], "load_average_end": []},
+              "model": {"spec": "m", "scale": 1}, "settings": {"threads": 1}, "peak_gflops": {}, "results": [row]}
+    assert "1 configuration(s) timed one request" in render_table(report).caption
+    assert validate(lat, SCHEMA["$defs"]["stats"]) == []
+
+
+@pytest.fixture()
+def peak_calls(monkeypatch):
+    """``measure_peak`` faked (cheap): the dtypes it was asked for."""
+    import lway_rt.bench.flops as flops
+
+    calls = []
+
+    def fake_peak(**kw):
+        calls.append(kw["dtype"])
+        return {"matmul_64": 100.0, "best": 100.0}
+
+    monkeypatch.setattr(flops, "measure_peak", fake_peak)
+    return calls
+
+
+def test_no_bf16_peak_probe_on_a_cpu_without_native_bf16(peak_calls, monkeypatch):
+    """On an AVX2 CPU the bf16 probe took ~10 minutes per round and read 0.33 GFLOP/s against the model's 1.1 (a peak
+    fraction of 3.3): it is not run there, and the bf16 rows say why their peak fraction is null."""
+    import lway_rt.bench.machine as machine
+    from lway_rt.io.store import load_model
+
+    monkeypatch.setattr(machine, "native_bf16", lambda: False)
+    config = BenchConfig(model="realesr-animevideov3", backends=("torch", "torch+bf16"), sizes=((16, 16),), threads=1,
+                         timing=FAST, min_psnr=20.0)
+    report = run_bench(config, model=load_model("realesr-animevideov3"))
+    validate_report(report)
+    assert torch.bfloat16 not in peak_calls and set(report["peak_gflops"]) == {"cpu_fp32"}
+    rows = {r["backend"]: r for r in report["results"]}
+    assert rows["torch"]["peak_fraction"] == pytest.approx(rows["torch"]["achieved_gflops"] / 100.0)
+    assert rows["torch+bf16"]["status"] == "ok" and rows["torch+bf16"]["peak_fraction"] is None
+    assert "this CPU has no native bf16" in rows["torch+bf16"]["note"]
+    from lway_rt.bench.report import render_table
+
+    assert "torch+bf16: no % peak, this CPU has no native bf16" in render_table(report).caption
+
+
+def test_peaks_are_probed_only_for_backends_that_were_built(peak_calls, monkeypatch):
+    import lway_rt.bench.machine as machine
+    import lway_rt.runtime.backends as backends
+    from lway_rt.io.store import load_model
+
+    monkeypatch.setattr(machine, "native_bf16", lambda: True)
+    skip = backends.skip_reason
+    monkeypatch.setattr(backends, "skip_reason", lambda spec, **kw: "skipped by the test" if spec.precision == "bf16"
+                        else skip(spec, **kw))
+    config = BenchConfig(model="realesr-animevideov3", backends=("torch", "torch+bf16"), sizes=((16, 16),), threads=1,
+                         timing=FAST)
+    report = run_bench(config, model=load_model("realesr-animevideov3"))
+    assert peak_calls and torch.bfloat16 not in peak_calls and set(report["peak_gflops"]) == {"cpu_fp32"}
+    assert report["summary"]["skipped"] == 1

@@ -18,9 +18,20 @@ from lway_rt.errors import InputError
 def test_summary_matches_numpy_percentiles():
     lat = [5.0, 1.0, 3.0, 2.0, 4.0, 100.0, 2.5, 3.5, 1.5, 2.2]
     s = summarise(lat, wall_s=2.0)
-    assert (s.p50, s.p90, s.p99) == tuple(np.percentile(lat, [50, 90, 99]))
+    assert (s.p50, s.p90) == tuple(np.percentile(lat, [50, 90])) and s.p99 is None  # p99 needs 100 samples
     assert s.std == pytest.approx(np.std(lat, ddof=1)) and s.min == 1.0 and s.max == 100.0
     assert s.requests_per_s == 5.0 and s.count == 10 and s.cv == pytest.approx(s.std / s.mean)
+    many = np.random.default_rng(0).uniform(1, 2, 100)
+    assert summarise(many, 1.0).p99 == np.percentile(many, 99)
+
+
+def test_percentiles_need_enough_samples_and_one_sample_has_no_spread():
+    """p99 of 20 samples is nearly the maximum, and one sample gave cv 0 (a perfectly steady look): they are None."""
+    few = summarise([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], wall_s=1.0)
+    assert few.p90 is None and few.p99 is None and few.p50 == 5.0 and few.cv is not None
+    assert summarise(list(range(1, 21)), 1.0).p99 is None and summarise(list(range(1, 21)), 1.0).p90 is not None
+    one = summarise([3.0], wall_s=0.003)
+    assert one.std is None and one.cv is None and one.as_dict()["cv"] is None and one.p50 == one.max == 3.0
 
 
 def test_warm_up_needs_both_iterations_and_time():
@@ -72,6 +83,38 @@ def test_macs_of_grouped_transposed_and_linear_layers():
     assert c["Conv2d"] == 8 * 5 * 6 * (4 // 2) * 9
     assert c["ConvTranspose2d"] == 8 * 5 * 6 * 6 * 4
     assert c["Linear"] == 5 * 720 and c["total"] == c["Conv2d"] + c["ConvTranspose2d"] + c["Linear"]
+
+
+def test_a_peak_probe_stops_repeating_at_its_time_cap():
+    """A kernel on a slow fallback path (bf16 on a CPU without it: ~100 s a call) must not be repeated for minutes."""
+    from lway_rt.bench.flops import _best_seconds
+
+    calls = []
+    t0 = time.perf_counter()
+    best = _best_seconds(lambda: (calls.append(1), time.sleep(0.02)), "cpu", repeats=1000, max_s=0.1)
+    assert time.perf_counter() - t0 < 1.0 and 2 <= len(calls) <= 10 and best >= 0.02
+    calls.clear()
+    assert _best_seconds(lambda: (calls.append(1), time.sleep(0.05)), "cpu", repeats=5, max_s=0.01) >= 0.05
+    assert len(calls) == 1  # the warm-up alone passed the cap: its own time, no further call
+
+
+def test_the_bf16_peak_is_probed_as_torch_computes_it(monkeypatch):
+    """The bf16 probe ran bf16 tensors in NCHW, a far slower path than the autocast, channels-last convolution the
+    model reaches (peak fraction 3.3); it now probes autocast on float32 tensors, the convolution channels-last."""
+    import lway_rt.bench.flops as flops
+
+    seen = {}
+    monkeypatch.setattr(flops, "measure_matmul_gflops", lambda **kw: seen.setdefault("mm", kw) and 1.0)
+    monkeypatch.setattr(flops, "measure_conv_gflops", lambda **kw: seen.setdefault("conv", kw) and 2.0)
+    assert flops.measure_peak(dtype=torch.bfloat16, threads=1)["best"] == 2.0
+    assert seen["mm"]["autocast"] == seen["conv"]["autocast"] == torch.bfloat16
+    assert seen["mm"]["dtype"] == seen["conv"]["dtype"] == torch.float32 and seen["conv"]["channels_last"]
+    assert seen["mm"]["max_s"] == seen["conv"]["max_s"] == flops.PROBE_MAX_S
+    seen.clear()
+    flops.measure_peak(dtype=torch.float32, threads=1)
+    assert seen["conv"]["dtype"] == torch.float32 and not seen["conv"].get("autocast") and not seen["conv"]["channels_last"]
+    small = measure_conv_gflops(channels=8, size=16, threads=1, repeats=1, channels_last=True, autocast=torch.bfloat16)
+    assert 0 < small < 1e5
 
 
 def test_peak_probes_measure_something_plausible():

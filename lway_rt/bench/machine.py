@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["cpu_model", "machine_info", "package_versions", "load_average", "rss_mb", "reset_peak_rss", "peak_rss_mb", "PACKAGES",
-           "write_benchmark_record"]
+           "write_benchmark_record", "native_bf16"]
 
 PACKAGES = ("lway_rt", "torch", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt",
             "polygraphy", "safetensors", "click", "rich", "matplotlib")
@@ -40,11 +40,22 @@ def _cpu_flags() -> list[str]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
                 have = set(line.split(":", 1)[1].split())
-                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve")
+                wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "asimd", "sve",
+                          "bf16")
                 return [f for f in wanted if f in have]
     except OSError:
         pass
     return []
+
+
+#: CPU flags of bf16 arithmetic instructions: x86's AVX512-BF16 and AMX-BF16, Arm's BF16 (FEAT_BF16)
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def native_bf16() -> bool:
+    """Whether /proc/cpuinfo lists a bf16 arithmetic extension; False where it lists none or cannot be read. Without
+    one, bf16 kernels run on slow emulation paths (a bf16 matmul peak probe took ~10 minutes on an AVX2 EPYC)."""
+    return any(f in NATIVE_BF16_FLAGS for f in _cpu_flags())
 
 
 def load_average() -> list[float]:
@@ -147,15 +158,36 @@ def peak_rss_mb() -> float:
 def write_benchmark_record(path: str | Path, fmt: str, load_start: list[float], machine_extra: dict | None = None,
                            **fields) -> dict:
     """Write a benchmark script's JSON: its format, the command that ran it, the machine (with the load average at
-    the start and now), package versions and Python, then ``fields``. Returns what was written."""
+    the start and now), package versions and Python, then ``fields``. Returns what was written.
+
+    Strict JSON: a non-finite number (NaN, infinity: a ratio over a zero time, say) is written as null, which every
+    JSON reader takes. The file is written beside its destination and renamed over it, so a killed run leaves the
+    earlier record or this one, never half of one."""
     import json
     import shlex
     import sys
+
+    from lway_rt.io.weights import atomic_path
 
     out = {"format": fmt, "command": shlex.join([sys.executable.split("/")[-1], *sys.argv]),
            "machine": {**machine_info(), "load_average_start": load_start, "load_average_end": load_average(),
                        **(machine_extra or {})},
            "packages": package_versions(), "python": platform.python_version(), **fields}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=1) + "\n")
+    out = _finite(out)
+    text = json.dumps(out, indent=1, allow_nan=False) + "\n"  # before the temporary file: a bad value leaves no trace
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return out
+
+
+def _finite(value):
+    """``value`` with every non-finite float (in dicts, lists and tuples, at any depth) replaced by None."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -1,7 +1,7 @@
 """Present a serve-bench report: a terminal table, the JSON file and an optional PNG chart.
 
-The JSON is the record (machine, versions, command, every number; schema in
-``lway_rt/bench/schema.json``); the table and chart are views of it. matplotlib is imported only
+The JSON is the record (machine, versions, command, every number; schema in ``lway_rt/bench/schema.py``,
+documented in ``docs/serve-bench-schema.md``); the table and chart are views of it. matplotlib is imported only
 when a chart is asked for.
 """
 
@@ -96,6 +96,13 @@ def render_table(report: dict[str, Any]):
     unsteady = sum(1 for r in rows if "unsteady timing" in (r["note"] or ""))  # may follow a fallback note
     if unsteady:
         notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15): the machine was busy")
+    single = sum(1 for r in rows if "one timed request" in (r["note"] or ""))
+    if single:
+        notes.append(f"{single} configuration(s) timed one request: no spread to judge steadiness by (raise --min-iters)")
+    unpeaked = sorted({r["backend"] for r in rows if "no bf16 peak" in (r["note"] or "")})
+    if unpeaked:
+        notes.append(f"{', '.join(unpeaked)}: no % peak, this CPU has no native bf16 (avx512_bf16, amx_bf16) to probe a "
+                     "fair bf16 peak with")
     table.caption = "\n".join(notes)
     table.caption_justify = "left"
     return table
@@ -123,6 +130,7 @@ def check_output_paths(json_path: str | Path | None, chart_path: str | Path | No
 
     for opt, p in given:
         check_file_destination(p, opt)
+        _check_folder_takes_files(p, opt)
         if p.resolve() in kept:
             raise OutputError(f"{opt} {p} is the model being measured (or its manifest): choose another file")
         if p.is_file() and not (_is_report(p) if opt == "--json" else _is_chart(p)):
@@ -135,6 +143,25 @@ def check_output_paths(json_path: str | Path | None, chart_path: str | Path | No
 
         if importlib.util.find_spec("matplotlib") is None:
             raise MissingDependencyError("matplotlib", "plot", "the serve-bench chart", "leave out --chart")
+
+
+def _check_folder_takes_files(path: Path, option: str) -> None:
+    """Refuse now, not after the measuring, a destination whose folder takes no new file (``/proc``, a read-only
+    mount): a probe file is made and removed in the folder, or where it is missing in its nearest existing parent
+    (the folders the user asked for are made only when the report is written)."""
+    import os
+    import tempfile
+
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"{option} {path}: cannot write to {folder}: {exc.strerror or exc}; choose another "
+                          f"{option}") from None
 
 
 def _is_report(path: Path) -> bool:
@@ -181,7 +208,8 @@ def write_report(report: dict[str, Any], json_path: str | Path | None, chart_pat
 
 
 def write_chart(report: dict[str, Any], path: str | Path) -> Path:
-    """Two bar charts per verified configuration: latency (bar p50, whisker to p99) and images/s."""
+    """Two bar charts per verified configuration: latency (bar p50, whisker to p99, or to the slowest request where
+    p99 is null) and images/s."""
     return write_report(report, None, path)[0]
 
 
@@ -200,7 +228,8 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
         raise OutputError("no configuration passed verification and timing: nothing to chart")
     labels = [f"{r['backend']}\n{config_name(r)}" + (f" x{r['concurrency']}" if r["concurrency"] > 1 else "") for r in rows]
     p50 = [r["latency_ms"]["p50"] for r in rows]
-    p99 = [r["latency_ms"]["p99"] for r in rows]
+    # p99 is null below 100 requests (it would be the maximum): the whisker then reaches the slowest request
+    p99 = [r["latency_ms"]["p99"] if r["latency_ms"]["p99"] is not None else r["latency_ms"]["max"] for r in rows]
     ips = [r["images_per_s"] for r in rows]
     kinds = sorted({r["backend"] for r in rows})
     colours = {k: plt.get_cmap("tab10")(i % 10) for i, k in enumerate(kinds)}
@@ -209,7 +238,8 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.0), sharey=True)
     y = range(len(rows))
     ax1.barh(y, p50, color=colour, xerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=3)
-    ax1.set_xlabel("latency per request, ms (bar p50, whisker to p99)")
+    ax1.set_xlabel("latency per request, ms (bar p50, whisker to p99" +
+                   (", or the slowest request below 100)" if any(r["latency_ms"]["p99"] is None for r in rows) else ")"))
     ax1.set_yticks(list(y), labels, fontsize=8)
     ax1.invert_yaxis()
     ax2.barh(y, ips, color=colour)

@@ -36,7 +36,7 @@ from lway_rt.export.parity import PSNR_CAP  # bit-identical outputs, as export's
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 #: Verification thresholds (dB, RGB in [0, 1]) by precision; tiled runs also accept seams down to TILED_MIN_PSNR.
 DEFAULT_MIN_PSNR = {"fp32": 50.0, "fp16": 35.0, "bf16": 30.0}
@@ -181,18 +181,31 @@ def _cases(config: BenchConfig, size_multiple: int, min_size: int, scale: int = 
 
 
 def _measure_peaks(specs, threads: int) -> dict[str, dict[str, float]]:
-    """Dense-kernel peaks for every (device, precision) the backends use."""
+    """Dense-kernel peaks for every (device, precision) the backends ``specs`` (those built) use, and the CPU's fp32
+    (a fallen-back row's); none for a key ``_unprobed`` refuses."""
     from lway_rt.bench.flops import measure_peak
 
+    if not specs:
+        return {}
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     keys = {_peak_key(s) for s in specs} | {"cpu_fp32"}
     peaks = {}
     for key in sorted(keys):
         device, precision = key.split("_")
-        if device == "cuda" and not torch.cuda.is_available():
+        if device == "cuda" and not torch.cuda.is_available() or _unprobed(key):
             continue
         peaks[key] = measure_peak(device=device, dtype=dtypes[precision], threads=threads if device == "cpu" else None)
     return peaks
+
+
+def _unprobed(key: str) -> str | None:
+    """Why the peak of ``key`` is not measured (its rows' peak_fraction is then null and says why), or None."""
+    from lway_rt.bench.machine import native_bf16
+
+    if key == "cpu_bf16" and not native_bf16():
+        return ("no bf16 peak: this CPU has no native bf16 (no avx512_bf16 or amx_bf16), so bf16 runs on slow fallback "
+                "kernels a peak probe cannot measure fairly (it took minutes and read below the model)")
+    return None
 
 
 def _peak_key(spec) -> str:
@@ -382,10 +395,6 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         return onnx_cache[precision][0]
 
     try:
-        # Peak probes at the start, before each shape and at the end: on a shared machine the load
-        # moves, and the best probe is the closest to what the hardware can do.
-        peaks_start = _measure_peaks(specs, threads) if config.measure_peak else {}
-        peak_samples = [peaks_start]
         # Build every backend that can run here.
         for spec in specs:
             reason = skip_reason(spec, fp16_safe=desc.fp16_safe)
@@ -421,6 +430,11 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                 "fell_back": bool(backend.details.get("fell_back", False)),
                 "load_rss_delta_mb": None if rss_before is None or rss_after is None else rss_after - rss_before,
             }
+        # Peak probes at the start, before each shape and at the end: on a shared machine the load
+        # moves, and the best probe is the closest to what the hardware can do. Only for what was built.
+        built = [s for s in specs if s.label in backends]
+        peaks_start = _measure_peaks(built, threads) if config.measure_peak else {}
+        peak_samples = [peaks_start]
 
         flops_cache: dict[tuple[int, int], int] = {}
         input_source = "none"
@@ -431,7 +445,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             say("note: no CUDA GPU visible to PyTorch: the torch fp32 reference runs on the CPU")
         for n_case, case in enumerate(cases if backends else ()):  # nothing built: nothing to verify or time
             if config.measure_peak and n_case:
-                peak_samples.append(_measure_peaks(specs, threads))
+                peak_samples.append(_measure_peaks(built, threads))
             x, input_source = sample_batch(case.batch, case.height, case.width, seed=config.seed)
             say(f"reference {case.batch}x3x{case.height}x{case.width}")
             ref = _reference(ref_model, x, ref_device)
@@ -453,7 +467,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                     base, verify_rss_above = verdict
                     ready.append(_Timed(spec, backend, run, base, load["load_rss_delta_mb"], verify_rss_above))
             rows.extend(_time_interleaved(ready, case, x, flops, config, scale, say))
-        peaks_end = _measure_peaks(specs, threads) if config.measure_peak else {}
+        peaks_end = _measure_peaks(built, threads) if config.measure_peak else {}
         peak_samples.append(peaks_end)
     finally:
         for backend in backends.values():
@@ -475,6 +489,10 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             key = "cpu_fp32" if row["fell_back"] else _peak_key(spec)
             if key in peaks:
                 row["peak_fraction"] = row["achieved_gflops"] / peaks[key]["best"]
+        if row["achieved_gflops"] is not None and config.measure_peak and not row["fell_back"]:
+            unprobed = _unprobed(_peak_key(spec_by_label[row["backend"]]))
+            if unprobed:
+                row["note"] = "; ".join(n for n in (row["note"], unprobed) if n)
 
     n_params = sum(p.numel() for p in desc.model.parameters())
     summary = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped", "error")}
@@ -572,7 +590,7 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
     """
     from lway_rt.bench import machine
 
-    rows: list[dict[str, Any]] = []
+    rows: dict[tuple[int, int], dict[str, Any]] = {}  # (concurrency level, backend): the report's order
     policy = config.timing
     rounds = policy.rounds
     round_iters = max(1, math.ceil(policy.min_iters / rounds))
@@ -580,7 +598,21 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
                              max_iters=max(round_iters, policy.max_iters // rounds), max_time_s=policy.max_time_s / rounds)
     out_mp = case.batch * case.height * scale * case.width * scale / 1e6
     tag = f"{case.batch}x{case.height}x{case.width}" + (f" tile {case.tile}" if case.tile else "")
-    for workers in config.concurrency:
+    order = {id(item): n for n, item in enumerate(ready)}
+    ready = list(ready)  # a backend that raises while timed leaves it (the caller's list is left as it is)
+
+    def fail(item: _Timed, level: int, exc: Exception) -> None:
+        """``item`` raised while timed at concurrency ``level``: an error row for this and every later level of the
+        case (it is not timed again on it), and the others carry on."""
+        reason = _error_text(exc)
+        workers = config.concurrency[level]
+        say(f"{item.spec.label} {tag} x{workers} workers: error while timing ({reason})")
+        for n, c in enumerate(config.concurrency[level:], level):
+            rows[(n, order[id(item)])] = {**item.base, "concurrency": c, "status": "error", "reason": reason if n == level
+                                          else f"not timed: it raised at {workers} worker(s): {reason}"}
+        ready.remove(item)
+
+    for level, workers in enumerate(config.concurrency):
         for item in ready:
             item.latencies, item.wall_s, item.rss_peak, item.rss_scope, item.cuda_peak = [], 0.0, 0.0, "configuration", None
             item.rss_above = item.verify_rss_above if workers == config.concurrency[0] else None
@@ -589,30 +621,44 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
             say(f"{tag} x{workers} workers: round {r + 1}/{rounds}")
             shift = r % max(1, len(ready))
             for item in ready[shift:] + ready[:shift]:
-                if r == 0:
-                    item.warmup = warm_up(lambda: item.run(x), policy)
-                on_cuda = item.spec.device == "cuda" and torch.cuda.is_available()  # not so after an ORT fallback
-                if on_cuda:  # the peak mark is the process's: reset it before each of this backend's rounds
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                rss_start = machine.rss_mb()
-                reset_ok = machine.reset_peak_rss()
-                lat, wall = time_closed_loop(lambda i, run=item.run: (lambda: run(inputs[i])), per_round, workers)
-                item.latencies += lat
-                item.wall_s += wall
-                if on_cuda:
-                    torch.cuda.synchronize()
-                    item.cuda_peak = max(item.cuda_peak or 0.0, torch.cuda.max_memory_allocated() / 2**20)
-                peak = machine.peak_rss_mb()
-                item.rss_end = machine.rss_mb()  # now, not when the rows are made after every backend has run
-                item.rss_peak = max(item.rss_peak, peak)
-                if reset_ok and rss_start is not None:
-                    item.rss_above = max(item.rss_above or 0.0, peak - rss_start)
-                else:
-                    item.rss_scope = "process"
-        for item in ready:
-            rows.append(_timed_row(item, case, x, flops, workers, out_mp))
-    return rows
+                try:
+                    _time_round(item, x, inputs, policy, per_round, workers, warm=r == 0)
+                except Exception as exc:  # noqa: BLE001 - one backend's failure is its error row; Ctrl-C still stops
+                    fail(item, level, exc)
+        for item in list(ready):
+            try:
+                rows[(level, order[id(item)])] = _timed_row(item, case, x, flops, workers, out_mp)
+            except Exception as exc:  # noqa: BLE001 - e.g. the device-time samples of compute_ms
+                fail(item, level, exc)
+    return [rows[key] for key in sorted(rows)]
+
+
+def _time_round(item: _Timed, x: np.ndarray, inputs: list[np.ndarray], policy: TimingPolicy, per_round: TimingPolicy,
+                workers: int, warm: bool) -> None:
+    """One timing round of one backend (after its warm-up, on its first round), gathered into ``item``."""
+    from lway_rt.bench import machine
+
+    if warm:
+        item.warmup = warm_up(lambda: item.run(x), policy)
+    on_cuda = item.spec.device == "cuda" and torch.cuda.is_available()  # not so after an ORT fallback
+    if on_cuda:  # the peak mark is the process's: reset it before each of this backend's rounds
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rss_start = machine.rss_mb()
+    reset_ok = machine.reset_peak_rss()
+    lat, wall = time_closed_loop(lambda i, run=item.run: (lambda: run(inputs[i])), per_round, workers)
+    item.latencies += lat
+    item.wall_s += wall
+    if on_cuda:
+        torch.cuda.synchronize()
+        item.cuda_peak = max(item.cuda_peak or 0.0, torch.cuda.max_memory_allocated() / 2**20)
+    peak = machine.peak_rss_mb()
+    item.rss_end = machine.rss_mb()  # now, not when the rows are made after every backend has run
+    item.rss_peak = max(item.rss_peak, peak)
+    if reset_ok and rss_start is not None:
+        item.rss_above = max(item.rss_above or 0.0, peak - rss_start)
+    else:
+        item.rss_scope = "process"
 
 
 def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: int, out_mp: float) -> dict[str, Any]:
@@ -635,7 +681,11 @@ def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: in
            "latency_ms": stats.as_dict(), "compute_ms": compute, "images_per_s": images_per_s,
            "output_mp_per_s": stats.requests_per_s * out_mp, "flops_per_image": flops,
            "achieved_gflops": flops * images_per_s / 1e9, "memory": memory}
-    if not math.isfinite(stats.cv) or stats.cv > 0.15:  # beside a fallback note, not in its place
+    if stats.cv is None:  # one request: no spread to judge, which must not read as a perfectly steady run
+        unsteady = "one timed request: no spread (std/mean) to tell steady timing from a busy machine; raise --min-iters"
+    elif not math.isfinite(stats.cv) or stats.cv > 0.15:
         unsteady = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
-        row["note"] = "; ".join(n for n in (row["note"], unsteady) if n)
+    else:
+        unsteady = None
+    row["note"] = "; ".join(n for n in (row["note"], unsteady) if n) or None  # beside a fallback note, not in its place
     return row

@@ -30,8 +30,9 @@ def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool =
             "required": list(props) if required is None else required, "additionalProperties": extra}
 
 
-_STATS = _obj({k: _NUM for k in ("mean", "std", "min", "p50", "p90", "p99", "max", "wall_s", "requests_per_s", "cv")}
-              | {"count": {"type": "integer", "minimum": 1}})
+# p90 is null below 10 samples, p99 below 100 (they would be the maximum), std and cv with one sample
+_STATS = _obj({k: _NUM for k in ("mean", "min", "p50", "max", "wall_s", "requests_per_s")}
+              | {k: _NNUM for k in ("std", "p90", "p99", "cv")} | {"count": {"type": "integer", "minimum": 1}})
 
 _PEAK = {"type": "object", "required": ["best"], "properties": {"best": _NUM},
          "additionalProperties": {"type": ["number", "null"]}}
@@ -63,11 +64,17 @@ SCHEMA: dict[str, Any] = {
                        "onnx": _obj({"file": _STR, "sha256": _STR, "precision": {"enum": ["fp32", "fp16"]}}, nullable=True)},
                       required=["spec", "name", "arch", "scale", "params", "hparams", "source", "source_sha256"]),
         "settings": {"type": "object", "additionalProperties": True,
-                     "required": ["backends", "sizes", "batches", "tiles", "tile_overlap", "concurrency", "device",
-                                  "threads", "timing", "min_psnr_db", "input_source"],
-                     "properties": {"threads": {"type": "integer", "minimum": 1},
+                     "required": ["model", "backends", "sizes", "batches", "tiles", "tile_overlap", "concurrency",
+                                  "device", "threads", "timing", "min_psnr", "min_psnr_db", "tiled_min_psnr_db",
+                                  "measure_peak", "detail_cap", "base_model", "input_source", "seed", "flops_counted",
+                                  "reference_device"],
+                     "properties": {"model": _STR, "threads": {"type": "integer", "minimum": 1},
+                                    "min_psnr": _NNUM,
                                     "min_psnr_db": {"type": "object", "required": ["fp32", "fp16", "bf16"],
                                                     "additionalProperties": _NUM},
+                                    "tiled_min_psnr_db": _NUM, "measure_peak": {"type": "boolean"},
+                                    "detail_cap": _STR, "base_model": _NSTR, "input_source": _STR, "seed": _INT,
+                                    "flops_counted": _STR, "reference_device": {"enum": ["cpu", "cuda"]},
                                     "backends": {"type": "array", "items": _STR},
                                     "timing": {"type": "object"}}},
         "peak_gflops": {"type": "object", "additionalProperties": _obj(

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["TimingPolicy", "LatencyStats", "warm_up", "time_closed_loop", "summarise"]
+__all__ = ["TimingPolicy", "LatencyStats", "warm_up", "time_closed_loop", "summarise", "P90_MIN_COUNT", "P99_MIN_COUNT"]
 
 
 @dataclass(frozen=True)
@@ -54,32 +54,41 @@ class LatencyStats:
     count: int
     wall_s: float
     mean: float
-    std: float
+    std: float | None  # None: one sample has no spread
     min: float
     p50: float
-    p90: float
-    p99: float
+    p90: float | None  # None below P90_MIN_COUNT samples (it would be the maximum)
+    p99: float | None  # None below P99_MIN_COUNT samples
     max: float
     requests_per_s: float
 
     @property
-    def cv(self) -> float:
-        """Coefficient of variation (std / mean): above ~0.1 the machine was busy or the run too short."""
-        return self.std / self.mean if self.mean > 0 else math.nan
+    def cv(self) -> float | None:
+        """Coefficient of variation (std / mean): above ~0.1 the machine was busy or the run too short. None with
+        fewer than two samples (no spread to measure, which is not the same as a steady run)."""
+        return self.std / self.mean if self.std is not None and self.mean > 0 else None
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         return {**asdict(self), "cv": self.cv}
 
 
+#: fewest samples for which a percentile is reported: with fewer, p90 / p99 would only be the largest sample or an
+#: interpolation towards it (p99 of 20 samples is 0.81 of the way from the second largest to the maximum)
+P90_MIN_COUNT = 10
+P99_MIN_COUNT = 100
+
+
 def summarise(latencies_ms: list[float] | np.ndarray, wall_s: float) -> LatencyStats:
-    """Percentiles (linear interpolation, as numpy), mean, sample std and throughput."""
+    """Percentiles (linear interpolation, as numpy), mean, sample std and throughput. p90 is None below
+    ``P90_MIN_COUNT`` samples, p99 below ``P99_MIN_COUNT``, std (and so cv) with a single sample."""
     a = np.asarray(latencies_ms, dtype=np.float64)
     if a.size == 0:
         raise ValueError("no latencies to summarise")
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
+    std = float(a.std(ddof=1)) if a.size > 1 else None
     return LatencyStats(count=int(a.size), wall_s=float(wall_s), mean=float(a.mean()), std=std, min=float(a.min()),
-                        p50=float(p50), p90=float(p90), p99=float(p99), max=float(a.max()),
+                        p50=float(p50), p90=float(p90) if a.size >= P90_MIN_COUNT else None,
+                        p99=float(p99) if a.size >= P99_MIN_COUNT else None, max=float(a.max()),
                         requests_per_s=float(a.size / wall_s) if wall_s > 0 else math.nan)
 
 
