@@ -167,27 +167,15 @@ def write_benchmark_record(path: str | Path, fmt: str, load_start: list[float], 
     import shlex
     import sys
 
-    from lway_rt.io.weights import atomic_path
+    from lway_rt.io.weights import atomic_path, finite
 
     out = {"format": fmt, "command": shlex.join([sys.executable.split("/")[-1], *sys.argv]),
            "machine": {**machine_info(), "load_average_start": load_start, "load_average_end": load_average(),
                        **(machine_extra or {})},
            "packages": package_versions(), "python": platform.python_version(), **fields}
-    out = _finite(out)
+    out = finite(out)
     text = json.dumps(out, indent=1, allow_nan=False) + "\n"  # before the temporary file: a bad value leaves no trace
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
 
-
-def _finite(value):
-    """``value`` with every non-finite float (in dicts, lists and tuples, at any depth) replaced by None."""
-    import math
-
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

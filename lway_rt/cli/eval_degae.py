@@ -80,21 +80,11 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
         click.echo(f"note: {', '.join(undefined)} undefined (every draw came out clean, or one image only for the "
                    "separation ratio): use more --draws, or more images in --data", err=True)
     if json_path:
-        from lway_rt.io.weights import atomic_write_bytes
+        from lway_rt.io.weights import atomic_write_bytes, finite
 
         try:  # strict JSON: an undefined number is null, not NaN
-            atomic_write_bytes(Path(json_path), json.dumps(_finite(report), indent=1, allow_nan=False).encode())
+            atomic_write_bytes(Path(json_path), json.dumps(finite(report), indent=1, allow_nan=False).encode())
         except OSError as exc:
             raise OutputError(f"cannot write {json_path}: {exc.strerror}; choose another --json path") from exc
         click.echo(f"wrote {json_path}")
 
-
-def _finite(value):
-    """``value`` with every NaN or infinite float replaced by None, through dicts and lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

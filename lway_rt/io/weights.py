@@ -335,6 +335,20 @@ def refuse_if_busy(target: Path, option: str) -> None:
             pass
 
 
+def finite(value):
+    """``value`` with every NaN or infinite float (in dicts, lists and tuples, at any depth) replaced by None: what
+    strict JSON (``allow_nan=False``) takes, an undefined number written as null."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
