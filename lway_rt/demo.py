@@ -141,9 +141,9 @@ def _load_logged(name: str, log: Callable[[str], None]):
     return load_model(name)
 
 
-def _load_demo_model(name: str, scale: int, log: Callable[[str], None]):
-    """Load a model the demo compares, refusing one of another scale."""
-    desc = _load_logged(name, log)
+def _load_demo_model(name: str, scale: int, log: Callable[[str], None], desc=None):
+    """Load a model the demo compares (``desc``: loaded already), refusing one of another scale."""
+    desc = desc if desc is not None else _load_logged(name, log)
     if desc.scale != scale:
         raise InputError(f"model {name} is x{desc.scale}; the demo compares x{scale} models: pass x{scale} ones "
                          "(e.g. realesr-animevideov3)")
@@ -184,9 +184,7 @@ def run_upscale_demo(config: DemoConfig | None = None, log: Callable[[str], None
     label_of = model_labels(config.models)
     descs = {}  # label -> descriptor
     for name in config.models:
-        desc = (loaded or {}).get(name) or _load_demo_model(name, config.scale, log)
-        if desc.scale != config.scale:
-            raise InputError(f"model {name} is x{desc.scale}; the demo compares x{config.scale} models")
+        desc = _load_demo_model(name, config.scale, log, (loaded or {}).get(name))
         descs[label_of[name]] = desc
     s = config.scale
     results = []

@@ -331,9 +331,9 @@ def _groups_record(spec: str) -> tuple[Path, dict] | None:
     store, as everywhere a model is asked for, even when the current folder holds such a folder of that name."""
     import json
 
-    from lway_rt.io.store import SOURCES, store_path
+    from lway_rt.io.store import is_store_name
 
-    if "/" not in spec and "\\" not in spec and (spec in SOURCES or store_path(spec).exists()):
+    if is_store_name(spec):
         return None  # as resolve_model_path decides: "./NAME" reaches the folder
     folder = Path(spec).expanduser()
     path = folder / "groups.json"

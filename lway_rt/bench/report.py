@@ -149,16 +149,13 @@ def _check_folder_takes_files(path: Path, option: str) -> None:
     """Refuse now, not after the measuring, a destination whose folder takes no new file (``/proc``, a read-only
     mount): a probe file is made and removed in the folder, or where it is missing in its nearest existing parent
     (the folders the user asked for are made only when the report is written)."""
-    import os
-    import tempfile
+    from lway_rt.io.weights import write_probe
 
     folder = path.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        write_probe(folder)
     except OSError as exc:
         raise OutputError(f"{option} {path}: cannot write to {folder}: {exc.strerror or exc}; choose another "
                           f"{option}") from None

@@ -210,20 +210,26 @@ def _started_adapt_config(path: Path) -> bool:
     return isinstance(config, dict) and {"mode", "iterations", "patch_size"} <= config.keys()
 
 
+def is_store_name(spec) -> bool:
+    """Whether ``spec`` names a model of the store (packaged, or imported there): a name without a folder in it means
+    the store even when something in the current folder has that name (an output folder named after its model, say);
+    "./NAME" reaches such a file."""
+    spec = str(spec)
+    return "/" not in spec and "\\" not in spec and (spec in SOURCES or store_path(spec).exists())
+
+
 def resolve_model_path(spec: str) -> Path:
     """A store name or a path to weights -> a file path; imports a packaged model on first use."""
     if not str(spec).strip():
         raise ModelError("no model given (an empty name): pass -m with a name from 'lwayrt models list' or a weights file")
     p = Path(spec).expanduser()
-    # a store name (no folder in it) means the store even when something in the current folder has that name (an
-    # output folder named after its model, say); "./NAME" reaches such a file
     bare = "/" not in str(spec) and "\\" not in str(spec)
-    if bare and (spec in SOURCES or store_path(spec).exists()):
+    if is_store_name(spec):
         stored = store_path(spec)
         return stored if stored.exists() else import_model(spec)
     if p.suffix.lower() in WEIGHT_SUFFIXES or p.exists():
         if not p.exists():
-            stored = p.stem if bare and (p.stem in SOURCES or store_path(p.stem).exists()) else None
+            stored = p.stem if bare and is_store_name(p.stem) else None
             raise ModelError(f"model file {p} does not exist" + (f"; the store's model of that name is -m {stored}"
                                                                    if stored else ""))
         if p.is_dir():

@@ -21,7 +21,7 @@ import torch
 from lway_rt.errors import DamagedFileError, ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
-           "ensure_writable_dir", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
+           "ensure_writable_dir", "write_probe", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
            "sweep_stale_temp_dirs"]
 
 
@@ -218,11 +218,16 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
     except OSError as exc:
         raise OutputError(f"cannot create output folder {folder}: {exc.strerror or exc}; choose another {option}") from None
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        write_probe(folder)
     except OSError as exc:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
+
+
+def write_probe(folder: Path) -> None:
+    """Make and remove a file in ``folder`` (an existing one), or raise the ``OSError`` that says why it takes none."""
+    fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def case_insensitive(folder: Path) -> bool:
