@@ -288,6 +288,8 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="sr", choices=["sr", "lr", "lr-recon"])
     ap.add_argument("--trainable", default="all")
     ap.add_argument("--hf-source", default="pred", choices=["pred", "target"])
+    ap.add_argument("--hf-norm", default="patch", choices=["patch", "batch"],
+                    help="adapt --hf-norm: the wavelet map normalised per patch (LWay) or over a step's batch")
     ap.add_argument("--no-hf-weight", action="store_true", help="adapt --no-hf-weight: plain L1 instead of the wavelet-weighted one")
     ap.add_argument("--anchor-weight", type=float, default=None,
                     help="L1 tying S's output to the unadapted model's on the same patch [the adapt default]")
@@ -381,7 +383,8 @@ def main(argv=None) -> int:
                        "meta": {k: v for k, v in stage1.meta.items() if isinstance(v, (str, int, float, list))}}
     trainable = args.trainable if args.trainable in ("all", "body") else tuple(args.trainable.split(","))
     base_cfg = AdaptConfig(iterations=args.iterations, lr=args.lr, batch_size=args.batch_size,
-                           target=args.target, trainable=trainable, hf_source=args.hf_source, hf_weight=not args.no_hf_weight,
+                           target=args.target, trainable=trainable, hf_source=args.hf_source, hf_norm=args.hf_norm,
+                           hf_weight=not args.no_hf_weight,
                            anchor_weight=args.anchor_weight, sup_weight=args.sup_weight, checkpoint_every=10**9,
                            **({"sup_degradation": args.sup_degradation} if args.sup_degradation else {}),
                            **({"anchor_pool": args.anchor_pool} if args.anchor_pool else {}),

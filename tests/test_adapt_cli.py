@@ -132,6 +132,16 @@ def test_trust_gated_detail_guard_from_the_command_line(files, tmp_path):
     assert recipe["detail_guard_gate"] == "trust"
 
 
+def test_hf_norm_from_the_command_line(files, tmp_path):
+    out = tmp_path / "hfnorm"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16",
+                       "--batch-size", "2", "--hf-norm", "batch", "-q"])
+    assert code == 0, text
+    assert json.loads((out / "config.json").read_text())["hf_norm"] == "batch"
+    assert json.loads(load_model(str(out / "adapted.safetensors")).metadata["recipe"])["hf_norm"] == "batch"
+
+
 def test_naive_per_image_needs_no_stage1(files, tmp_path):
     out = tmp_path / "naive"
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "-m",

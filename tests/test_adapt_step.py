@@ -418,3 +418,26 @@ def test_an_adaptation_image_holds_its_lr_only():
     batch = sample_batch(frames, 4, 48, 4, torch.Generator().manual_seed(0))
     assert batch.up.shape == (4, 3, 192, 192)
     assert rss_mb() - before < 100  # three whole upsamplings would be 1.2 GB
+
+
+def test_hf_norm_is_checked_reaches_the_loss_and_stays_out_of_the_recipe_at_its_default():
+    from lway_rt.adapt.losses import adaptation_loss
+    from lway_rt.adapt.patches import Batch, bicubic_up
+
+    with pytest.raises(InputError, match="unknown hf_norm 'image'"):
+        AdaptConfig(hf_norm="image")
+    assert "hf_norm" not in AdaptConfig().recipe_json()  # the default: fingerprints of earlier runs hold
+    assert '"hf_norm": "batch"' in AdaptConfig(hf_norm="batch").recipe_json()
+    g = torch.Generator().manual_seed(5)
+    lr = torch.rand(2, 3, 8, 8, generator=g)
+    lr[1] = 0.5 + 0.05 * (lr[1] - 0.5)  # a near-flat patch beside a textured one
+    batch = Batch(lr=lr, up=bicubic_up(lr, 2), index=torch.arange(2))
+    sr = batch.up + 0.05 * torch.rand(batch.up.shape, generator=g)
+    cfg = AdaptConfig(loss="identity", anchor_weight=0.0, sup_weight=0.0).without_perceptual()
+    per_patch = adaptation_loss(sr, batch, None, cfg)[0]
+    per_batch = adaptation_loss(sr, batch, None, cfg.replace(hf_norm="batch"))[0]
+    assert float(per_batch) < float(per_patch)  # the flat patch's weights shrink
+    for b in range(2):  # an image alone gives the same loss either way
+        one = Batch(lr=lr[b:b + 1], up=batch.up[b:b + 1], index=torch.zeros(1, dtype=torch.long))
+        assert float(adaptation_loss(sr[b:b + 1], one, None, cfg)[0]) == pytest.approx(
+            float(adaptation_loss(sr[b:b + 1], one, None, cfg.replace(hf_norm="batch"))[0]), rel=1e-6)

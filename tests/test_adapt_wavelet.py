@@ -70,6 +70,44 @@ def test_hf_weight_is_detached_normalised_and_safe_on_flat_images():
     assert torch.equal(flat, torch.zeros_like(flat))
 
 
+def _reference_batch_maps(imgs: list[np.ndarray]) -> list[np.ndarray]:
+    """The pywt maps of several images min-max normalised together (one min and max over all of them)."""
+    es = []
+    for img in imgs:
+        _, (ch, cv, cd) = pywt.dwt2(img, "haar")
+        es.append(np.sqrt(ch**2 + cv**2 + cd**2))
+    lo, hi = min(e.min() for e in es), max(e.max() for e in es)
+    return [np.repeat(np.repeat((e - lo) / (hi - lo), 2, axis=0), 2, axis=1)[: img.shape[0], : img.shape[1]]
+            for e, img in zip(es, imgs)]
+
+
+@pytest.mark.parametrize("mode", ["luma", "channel"])
+def test_hf_weight_batch_norm_matches_pywt_over_the_batch(hr_crop, mode):
+    rgb = hr_crop[:31, :34].astype(np.float64) / 255.0
+    flat = 0.5 + 0.1 * (rgb - 0.5)  # the same picture with a tenth of its detail
+    x = torch.from_numpy(np.stack([rgb, flat, rgb[::-1]]).transpose(0, 3, 1, 2).copy())
+    w = hf_weight(x, mode, norm="batch")
+    assert w.shape == x.shape
+    planes = (lambda im: [im @ np.array([0.299, 0.587, 0.114])]) if mode == "luma" else \
+        (lambda im: [np.ascontiguousarray(im[..., c]) for c in range(3)])
+    per_plane = [planes(im) for im in (rgb, flat, rgb[::-1])]  # [image][plane]
+    for p in range(len(per_plane[0])):
+        refs = _reference_batch_maps([planes_of[p] for planes_of in per_plane])
+        for b, ref in enumerate(refs):
+            for c in ([0, 1, 2] if mode == "luma" else [p]):
+                np.testing.assert_allclose(w[b, c].numpy(), ref, atol=1e-6)
+    # the low-detail image weighs less than the textured ones; per patch it would reach 1 like them
+    assert float(w[1].max()) == pytest.approx(0.1, abs=0.02)
+    assert float(hf_weight(x, mode)[1].max()) == pytest.approx(1.0)
+
+
+def test_hf_weight_batch_norm_of_one_image_is_the_patch_norm(hr_crop):
+    x = torch.from_numpy(hr_crop[:20, :26].astype(np.float32).transpose(2, 0, 1) / 255.0)[None]
+    assert torch.equal(hf_weight(x, norm="batch"), hf_weight(x, norm="patch"))
+    with pytest.raises(ValueError, match="patch, batch"):
+        hf_weight(x, norm="image")
+
+
 def test_hf_energy_sees_edges_not_flat_regions():
     x = torch.zeros(1, 1, 16, 16)
     x[..., :, 9:] = 1.0  # a vertical edge between columns 8 and 9 (inside a 2x2 block)

@@ -55,6 +55,8 @@ class AdaptConfig:
       tuple of parameter-name prefixes.
     hf_source: ``pred`` takes the wavelet weight of the prediction (x̂, as LWay's figure draws it;
       the weight then moves as S learns), ``target`` of the LR-derived target (a fixed objective).
+    hf_norm: ``patch`` min-max normalises each patch's wavelet weight on its own (LWay); ``batch``
+      normalises a step's patches together, so a near-flat patch weighs less than a textured one.
     anchor_weight: weight of an L1 penalty tying S's output to the unadapted model's output on the
       same patch (the drift guard of DESIGN §2.5; 0 turns it off and saves a forward pass). It keeps
       what the backbone already does well where the self-supervised loss has nothing to say.
@@ -206,6 +208,7 @@ class AdaptConfig:
     hf_weight: bool = True
     hf_mode: str = "luma"
     hf_source: str = "pred"
+    hf_norm: str = "patch"
     anchor_weight: float = 0.2
     anchor_pool: int = 1  # HR pixels; 1 = pixel-wise
     anchor_trust: float = 2.0
@@ -315,6 +318,8 @@ class AdaptConfig:
             bad(f"unknown hf_mode {self.hf_mode!r}; use luma or channel")
         if self.hf_source not in ("pred", "target"):
             bad(f"unknown hf_source {self.hf_source!r}; use pred (the map of x̂, as LWay) or target")
+        if self.hf_norm not in ("patch", "batch"):
+            bad(f"unknown hf_norm {self.hf_norm!r}; use patch (each patch's map on its own, as LWay) or batch")
         if self.encoder_backend not in ENCODER_BACKENDS:
             bad(f"encoder backend {self.encoder_backend!r} is not available; use {', '.join(ENCODER_BACKENDS)}")
         if isinstance(self.trainable, str):
@@ -426,6 +431,8 @@ class AdaptConfig:
             d.pop("detail_guard_gate")
         if d["mode"] != "per-group":  # likewise for the grouping
             d.pop("groups")
+        if d["hf_norm"] == "patch":  # likewise for the wavelet map's normalisation
+            d.pop("hf_norm")
         return json.dumps(d, sort_keys=True)
 
     @classmethod

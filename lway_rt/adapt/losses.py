@@ -95,7 +95,8 @@ def loss_terms(sr: torch.Tensor, batch: Batch, reconstruct: Callable[[torch.Tens
     if pred is None:
         main = sr.sum() * 0.0  # keeps the graph (and the dtype) of S's output
     else:
-        weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode) if config.hf_weight else None
+        weight = hf_weight(pred if config.hf_source == "pred" else target, config.hf_mode,
+                           norm=config.hf_norm) if config.hf_weight else None
         main = weighted_l1(pred, target, weight)
     parts = {"l1": main.detach()}
     loss = main

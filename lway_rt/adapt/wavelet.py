@@ -58,18 +58,26 @@ def hf_energy(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(ch * ch + cv * cv + cd * cd)
 
 
-def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12) -> torch.Tensor:
+HF_NORMS = ("patch", "batch")
+
+
+def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12, norm: str = "patch") -> torch.Tensor:
     """High-frequency weight map of a batch ``(B, C, H, W)``, detached, in [0, 1], full size.
 
     ``mode='luma'`` (default) takes the map of the BT.601 luminance and shares it across channels:
     edges and texture are where the eye and the Y-PSNR look, and one map keeps a colour fringe in
     one channel from steering the weight. ``mode='channel'`` takes one map per channel.
-    Each image's map (each channel's, in channel mode) is min-max normalised on its own; a flat
-    image (max == min) gets an all-zero map. The half-size map is brought back to full size by
+    ``norm='patch'`` (default, as LWay describes it): each image's map (each channel's, in channel
+    mode) is min-max normalised on its own, so a near-flat patch's faint texture gets the same
+    range of weight as a textured patch's edges. ``norm='batch'``: one min and max over the whole
+    batch (per channel in channel mode), so patches weigh by their detail against each other. A
+    flat image (max == min) gets an all-zero map. The half-size map is brought back to full size by
     nearest x2 and cropped to ``H x W`` for odd sizes.
     """
     if mode not in HF_MODES:
         raise ValueError(f"unknown HF weight mode {mode!r}; use one of {', '.join(HF_MODES)}")
+    if norm not in HF_NORMS:
+        raise ValueError(f"unknown HF weight normalisation {norm!r}; use one of {', '.join(HF_NORMS)}")
     if img.dim() != 4:
         raise ValueError(f"hf_weight expects (B, C, H, W), got shape {tuple(img.shape)}")
     with torch.no_grad():
@@ -80,12 +88,15 @@ def hf_weight(img: torch.Tensor, mode: str = "luma", eps: float = 1e-12) -> torc
         elif mode == "luma":
             x = x.mean(dim=1, keepdim=True)
         e = hf_energy(x)  # (B, C', ceil(H/2), ceil(W/2))
-        flat = e.flatten(2)
+        flat = e.flatten(2) if norm == "patch" else e.transpose(0, 1).flatten(1)[None]  # (1, C', B*h*w)
         lo = flat.min(dim=2, keepdim=True).values
         hi = flat.max(dim=2, keepdim=True).values
         span = hi - lo
-        norm = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
-        e = norm.view_as(e)
+        scaled = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
+        if norm == "patch":
+            e = scaled.view_as(e)
+        else:
+            e = scaled[0].view(e.shape[1], e.shape[0], *e.shape[2:]).transpose(0, 1)
         full = e.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[..., :h, :w]
         if full.shape[1] == 1 and c != 1:
             full = full.expand(b, c, h, w)

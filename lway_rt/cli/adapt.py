@@ -9,7 +9,7 @@ import click
 from lway_rt.cli._params import FINITE, NAME, PathParam
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
-_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "anchor_weight",
+_FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "hf_norm", "anchor_weight",
            "anchor_pool", "anchor_trust", "anchor_trust_scope",
            "sup_weight", "sup_data", "sup_batch", "sup_degradation", "strength", "detail_cap", "detail_guard", "detail_guard_ratio", "detail_guard_gate",
            "ema", "perceptual", "perceptual_weight", "guard_factor", "eval_every", "patience", "snapshot_every", "checkpoint_every",
@@ -77,6 +77,8 @@ _GROUPS = _GroupsType()
 @click.option("--hf-mode", type=click.Choice(["luma", "channel"]), default=None, help="Wavelet weight map [luma].")
 @click.option("--hf-source", type=click.Choice(["pred", "target"]), default=None,
               help="Wavelet map of the prediction x̂ (LWay) or of the target [pred].")
+@click.option("--hf-norm", type=click.Choice(["patch", "batch"]), default=None,
+              help="Normalise the wavelet map per patch (LWay) or over a step's batch, so flat patches weigh less [patch].")
 @click.option("--no-hf-weight", is_flag=True, default=False, help="Plain L1 instead of the wavelet-weighted one.")
 @click.option("--anchor-weight", type=FINITE, default=None, help="L1 tying S's output to the unadapted model's (drift guard) [0.2; 0: off].")
 @click.option("--anchor-pool", type=int, default=None,
