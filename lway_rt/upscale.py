@@ -32,8 +32,8 @@ import torch
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, no_images_message,
-    read_image,
+    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
+    no_images_message, read_image,
     settle_alpha, to_numpy, to_tensor, write_image,
 )
 from lway_rt.io.weights import case_insensitive, ensure_writable_dir
@@ -911,7 +911,9 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if remade:  # counted once it is written (a failure is a failure)
             report.remade.append(dest)
         if img.frames > 1:
-            report.notes.append(frames_note(src, img.frames, "upscaled"))
+            report.notes.append(frames_note(src, img.frames, "upscaled", img.frames_damaged))
+        if loss := format_loss_note(src, dest, up):  # --format same into a format that holds less than the file
+            report.notes.append(loss)
         if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
             report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")
     except LwayError as exc:

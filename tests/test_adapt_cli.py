@@ -1046,3 +1046,21 @@ def test_a_file_of_several_frames_is_adapted_on_its_first_with_a_note(files, tmp
                       [a for a in _tiny_adapt(files, out) if a != "-q"][2:])
     assert code == 0, text
     assert f"note: {src / 'pages.tif'} holds 2 frames or pages: only the first was adapted on and written" in text, text
+
+
+def test_a_file_cut_in_a_later_frame_is_adapted_on_its_first_and_the_note_says_where(files, tmp_path):
+    """The note said the file holds N frames (and how to extract them) when frame N was where it breaks."""
+    import io
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = Image.open(files / "lr" / "rgb.png").convert("RGB")
+    frames = [f.quantize(64) for f in (rgb, rgb.transpose(Image.FLIP_LEFT_RIGHT), rgb.transpose(Image.FLIP_TOP_BOTTOM))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    (src / "cut.gif").write_bytes(buf.getvalue()[:int(len(buf.getvalue()) * 0.7)])
+    out = tmp_path / "out"
+    args = [a for a in _tiny_adapt(files, out) if a != "-q"]
+    code, text = _run(args[:1] + [str(src)] + args[2:])
+    assert code == 0, text
+    assert "is cut short or damaged at frame or page" in " ".join(text.split()), text

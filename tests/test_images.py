@@ -812,3 +812,164 @@ def test_a_tiff_of_32_bit_integers_is_refused_not_clipped(tmp_path, dtype):
     tifffile.imwrite(tmp_path / "wide.tif", ramp)
     with pytest.raises(InputError, match=rf"wide.tif holds {np.dtype(dtype).name} samples: save it as an 8/16-bit"):
         read_image(tmp_path / "wide.tif")
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_a_turned_16bit_colour_tiff_is_turned_once_as_its_8bit_twin(tmp_path, channels, compression):
+    """Pillow 13 turns a TIFF upright as it loads it; the 16-bit colour path decodes a copy of the file (which Pillow
+    turned) and then turned it again by the orientation tag: 2-4 came back unflipped, 5-8 with the sides swapped
+    back, unlike image_size (so --skip-existing redid the file every run)."""
+    from lway_rt.io.images import image_size
+
+    a16 = np.random.default_rng(5).integers(0, 65536, (6, 10, channels), dtype=np.uint16)
+    a8 = (a16 >> 8).astype(np.uint8)
+    for o in range(1, 9):
+        imgs = []
+        for arr in (a16, a8):
+            path = tmp_path / f"o{o}_{arr.dtype}.tif"
+            tifffile.imwrite(path, arr, photometric="rgb", compression=compression,
+                             extrasamples=[2] if channels == 4 else None, extratags=[(274, 3, 1, o, True)])
+            imgs.append(read_image(path))
+            want = _exif_orient(arr, o)
+            assert image_size(path) == (want.shape[1], want.shape[0]), (o, arr.dtype)
+        deep, twin = imgs
+        assert deep.bit_depth == 16 and twin.bit_depth == 8
+        want = _exif_orient(a16, o)
+        np.testing.assert_array_equal(np.round(_planes(deep) * 65535).astype(np.uint16), want, err_msg=f"{o}")
+        np.testing.assert_array_equal(np.round(_planes(deep) * 65535).astype(np.uint16) >> 8,
+                                      np.round(_planes(twin) * 255).astype(np.uint16), err_msg=f"{o}")
+
+
+def _cut_multi_frame(tmp_path, photo, suffix):
+    """A 3-frame GIF or 3-page TIFF cut short in its later frames, and its first frame as read from the whole file."""
+    import io
+
+    frames = [photo, photo[::-1].copy(), photo[:, ::-1].copy()]
+    pics = [Image.fromarray(f).quantize(64) if suffix == ".gif" else Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    pics[0].save(buf, "GIF" if suffix == ".gif" else "TIFF", save_all=True, append_images=pics[1:])
+    whole, cut = tmp_path / f"whole{suffix}", tmp_path / f"cut{suffix}"
+    whole.write_bytes(buf.getvalue())
+    # GIF: into its third frame's pixels; TIFF (Pillow writes each page's directory after its pixels): into the second
+    cut.write_bytes(buf.getvalue()[:int(len(buf.getvalue()) * (0.7 if suffix == ".gif" else 0.5))])
+    return cut, read_image(whole)
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".tif"])
+def test_a_multi_frame_file_cut_in_a_later_frame_gives_its_first_and_says_so(tmp_path, photo, suffix):
+    """Counting the frames stepped into the cut one: IndexError (GIF) or TypeError (TIFF), a traceback that ended a
+    whole batch. The first frame is read, as for a whole file, and the note says where the file is cut."""
+    import warnings
+
+    from lway_rt.io.images import frames_note
+
+    cut, whole = _cut_multi_frame(tmp_path, photo, suffix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a raw Pillow warning ("Corrupt EXIF data" from the cut directory)
+        img = read_image(cut)
+    np.testing.assert_array_equal(img.rgb, whole.rgb)
+    assert whole.frames == 3 and not whole.frames_damaged
+    assert img.frames_damaged and img.frames in (2, 3)  # the frames up to the damaged one, and it
+    note = frames_note(cut, img.frames, "upscaled", img.frames_damaged)
+    assert note == f"{cut} is cut short or damaged at frame or page {img.frames}: only the first was upscaled " \
+                   "(re-copy or re-export it for the others)"
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_an_animated_lossless_webp_is_known_lossless(tmp_path, mode):
+    """The lossless check looked only at top-level VP8L/VP8 chunks, not into an animation's ANMF frames: a lossless
+    animated WebP was written lossy with --format same."""
+    from lway_rt.io.images import _webp_is_lossless
+
+    rng = np.random.default_rng(2)
+    frames = [Image.fromarray(rng.integers(0, 256, (12, 16, len(mode)), dtype=np.uint8), mode) for _ in range(3)]
+    frames[0].save(tmp_path / "ll.webp", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(tmp_path / "lossy.webp", save_all=True, append_images=frames[1:], quality=80)
+    ll, lossy = read_image(tmp_path / "ll.webp"), read_image(tmp_path / "lossy.webp")
+    assert ll.frames == lossy.frames == 3
+    assert ll.lossless and not lossy.lossless
+    assert _webp_is_lossless(tmp_path / "ll.webp") and not _webp_is_lossless(tmp_path / "lossy.webp")
+    (tmp_path / "bad.webp").write_bytes(b"RIFF\x04\x00\x00\x00WEBP")  # no picture at all: not lossless
+    assert not _webp_is_lossless(tmp_path / "bad.webp")
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_tifffiles_shape_description_is_not_carried(tmp_path, depth, caplog):
+    """tifffile writes the array's shape as JSON in ImageDescription; carried into an output of another size, tifffile
+    read the output's shape from it and warned "shaped series shape does not match page shape". A description of
+    the picture is carried."""
+    arr = np.full((6, 10, 3), 100 if depth == 8 else 20000, np.uint8 if depth == 8 else np.uint16)
+    tifffile.imwrite(tmp_path / "shaped.tif", arr, photometric="rgb", extratags=[(271, "s", 0, "Cam", True)])
+    tifffile.imwrite(tmp_path / "told.tif", arr, photometric="rgb", description="A sunset", metadata=None)
+    with tifffile.TiffFile(tmp_path / "shaped.tif") as tf:
+        assert tf.pages[0].description.startswith('{"shape": [6, 10, 3]')  # what tifffile writes by default
+    shaped, told = read_image(tmp_path / "shaped.tif"), read_image(tmp_path / "told.tif")
+    for name, img, description in (("shaped", shaped, None), ("told", told, "A sunset")):
+        out = write_image(tmp_path / f"{name}_x2.tif", np.repeat(np.repeat(img.rgb, 2, 0), 2, 1), exif=img.exif)
+        with Image.open(out) as im:
+            assert im.getexif().get(0x010E) == description, name
+        caplog.clear()
+        with tifffile.TiffFile(out) as tf:
+            assert tf.series[0].shape == (12, 20, 3)
+        assert "does not match" not in caplog.text, caplog.text
+    exif = Image.Exif()
+    exif.load(shaped.exif)
+    assert exif.get(0x010F) == "Cam" and 0x010E not in exif  # the camera's make is still carried
+
+
+def test_pillows_warnings_are_not_printed_raw(tmp_path, photo, monkeypatch):
+    """An image over Pillow's pixel limit (89 megapixels) but under twice it is read, with a DecompressionBombWarning
+    printed raw; past twice it is refused in one line. A damaged EXIF block is read in part ("Corrupt EXIF data"):
+    the picture is read, and no raw warning printed."""
+    import warnings
+
+    from lway_rt.io.images import image_size
+
+    Image.fromarray(photo).save(tmp_path / "big.png")  # 24x32 = 768 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "big.png").rgb.shape == (24, 32, 3)
+        assert image_size(tmp_path / "big.png") == (32, 24)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
+    with pytest.raises(InputError, match="big.png: Image size \\(768 pixels\\) exceeds limit"):
+        read_image(tmp_path / "big.png")
+    monkeypatch.undo()
+    exif = Image.Exif()
+    exif[0x010F] = "Cam"
+    Image.fromarray(photo).save(tmp_path / "cut_exif.jpg", exif=exif.tobytes()[:14])  # the directory cut off
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img = read_image(tmp_path / "cut_exif.jpg")
+        assert image_size(tmp_path / "cut_exif.jpg") == (32, 24)
+    assert img.rgb.shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_an_image_of_no_pixels_is_said_to_have_none(tmp_path, suffix):
+    """A 0x5 PNG was "not a readable image (supported: PNG …)", as if it were not an image at all."""
+    import io
+    import struct
+
+    path = tmp_path / f"zero{suffix}"
+    if suffix == ".tif":
+        with tifffile.TiffWriter(path) as tw, pytest.warns(UserWarning, match="zero-size"):
+            tw.write(np.zeros((0, 5), np.uint8))
+        want = "holds no pixels"
+    else:
+        buf = io.BytesIO()
+        Image.new("RGB", (1, 5)).save(buf, suffix[1:].upper())
+        data = bytearray(buf.getvalue())
+        if suffix == ".png":
+            import zlib
+
+            data[16:20] = struct.pack(">I", 0)
+            data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+        else:
+            data[18:22] = struct.pack("<i", 0)
+        path.write_bytes(bytes(data))
+        want = r"holds no pixels \(its header says 0x5\): re-export the image"
+    with pytest.raises(InputError, match=want) as err:
+        read_image(path)
+    assert str(path) in str(err.value) and "not a readable image" not in str(err.value)

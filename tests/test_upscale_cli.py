@@ -899,3 +899,48 @@ def test_an_input_this_user_cannot_read_is_one_listed_failure(tmp_path, small):
     assert res.returncode == 1 and "Traceback" not in out, out
     assert f"{d / 'a.png'} cannot be read (Permission denied): check its permissions" in out, out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b_x4.png"]
+
+
+def test_a_gif_cut_in_a_later_frame_does_not_end_the_batch(tmp_path, small):
+    """Counting a cut GIF's frames raised IndexError, a traceback: the run ended (exit 1) before the good PNG beside it
+    was written. Its first frame is upscaled, and the note says where the file is cut."""
+    import io
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "good.png")
+    frames = [Image.fromarray(f).quantize(64) for f in (small, small[::-1].copy(), small[:, ::-1].copy())]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    (d / "cut.gif").write_bytes(buf.getvalue()[:int(len(buf.getvalue()) * 0.7)])  # into the third frame's pixels
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0 and "2 image(s) written" in result.output, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cut_x4.png", "good_x4.png"]
+    assert f"{d / 'cut.gif'} is cut short or damaged at frame or page 3: only the first was upscaled" \
+        in " ".join(result.output.split()), result.output
+
+
+def test_format_same_says_when_the_output_format_drops_alpha_or_16_bits(tmp_path, small):
+    """--format same keeps the name's ending, so a PNG with alpha named .jpg became a JPEG without alpha, and a 16-bit
+    PNG named .jpg an 8-bit JPEG, without a word; now each gets a note (as does a real file whose alpha a JPEG or BMP
+    output cannot hold). Nothing is said where nothing is lost."""
+    d = tmp_path / "in"
+    d.mkdir()
+    rgba = np.dstack([small, np.full(small.shape[:2], 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(d / "cutout.jpg", format="PNG")
+    Image.fromarray(small[..., 0].astype(np.uint16) * 257).save(d / "deep.jpg", format="PNG")
+    Image.fromarray(small[..., 0].astype(np.uint16) * 257).save(d / "deeper.webp", format="PNG")
+    Image.fromarray(small).save(d / "plain.jpg", format="PNG")  # nothing lost: no note
+    Image.fromarray(rgba, "RGBA").save(d / "kept.tif")  # nothing lost: no note
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL, "--format", "same")
+    assert result.exit_code == 0 and "5 image(s) written" in result.output, result.output
+    out = " ".join(result.output.split())
+    assert (f"{d / 'cutout.jpg'} (a PNG file named .jpg) has alpha: cutout_x4.jpg is a JPEG, written without "
+            "alpha (--format png keeps it)") in out, result.output
+    assert (f"{d / 'deep.jpg'} (a PNG file named .jpg) has 16-bit samples: deep_x4.jpg is a JPEG, written "
+            "8-bit (--format png keeps them)") in out, result.output
+    assert f"{d / 'deeper.webp'} (a PNG file named .webp) has 16-bit samples: deeper_x4.webp is a WebP" in out
+    assert "plain.jpg" not in out and "kept.tif" not in out, result.output
+    assert read_image(tmp_path / "out" / "cutout_x4.jpg").alpha is None  # the format still follows the name
+    result = run("upscale", d, "-o", tmp_path / "png", "--model", MODEL)  # --format png: nothing lost, nothing said
+    assert result.exit_code == 0 and "(--format png keeps" not in result.output, result.output

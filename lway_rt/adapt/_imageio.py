@@ -107,7 +107,7 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
         seen.add(name.casefold())
         img = read_image(p)
         if img.frames > 1 and notes is not None:
-            notes.append("note: " + frames_note(p, img.frames, "adapted on and written"))
+            notes.append("note: " + frames_note(p, img.frames, "adapted on and written", damaged=img.frames_damaged))
         if img.alpha is not None:
             img = replace(img, rgb=fill_hidden_colour(img.rgb, img.alpha))
         out.append(InputImage(name, img, p))

@@ -16,10 +16,12 @@ Writes are atomic (temporary file beside the target, then rename) via
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import struct
 import sys
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -31,7 +33,7 @@ import torch
 from lway_rt.errors import InputError, OutputError
 
 __all__ = [
-    "bundled_photo",
+    "bundled_photo", "format_loss_note",
     "IMAGE_SUFFIXES", "WRITE_SUFFIXES", "VIDEO_SUFFIXES", "LoadedImage", "no_images_message", "read_image",
     "write_image", "to_tensor", "to_numpy", "to_uint8", "resize_bicubic",
 ]
@@ -69,6 +71,7 @@ class LoadedImage:
     exif: bytes | None = None  # the file's EXIF block (camera, date, GPS …), carried to outputs (``write_image``)
     dpi: tuple[float, float] | None = None  # the (x, y) pixels per inch the file records, carried to outputs
     png_chunks: tuple[tuple[bytes, bytes], ...] = ()  # a PNG's colour and text chunks (``_png_chunks``), to PNG outputs
+    frames_damaged: bool = False  # a later frame or page is cut short or damaged (``frames``: those up to it, and it)
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -107,11 +110,53 @@ def _open(path: Path):
     except UnidentifiedImageError:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             raise InputError(_video_advice(path)) from None
+        if (size := _header_size(path)) is not None and 0 in size:
+            raise InputError(_no_pixels(path, *size)) from None
         raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: {exc}") from None
     except OSError as exc:
         raise InputError(f"{path} cannot be opened ({exc}): the file is corrupt") from None
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) a PNG's or BMP's header records, read without Pillow (which refuses a file of width or height 0
+    as "cannot identify"), or None for another or unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        return struct.unpack(">II", head[16:24])
+    if head.startswith(b"BM") and len(head) >= 26 and int.from_bytes(head[14:18], "little") >= 40:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)  # (a negative height: rows stored top down)
+    return None
+
+
+def _no_pixels(path: Path, width: int, height: int) -> str:
+    return f"{path} holds no pixels (its header says {width}x{height}): re-export the image"
+
+
+#: the starts of Pillow's warnings about damaged EXIF blocks and TIFF directories, which it reads in part (the
+#: picture is read, and what could be read of its metadata carried, as a block Pillow cannot parse is left out)
+_PILLOW_METADATA_WARNINGS = ("Corrupt EXIF data", "Possibly corrupt EXIF data", "Truncated File Read",
+                             "Tag data larger than file", "Tag offset too large", "Metadata Warning")
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Pillow's warnings that would print as raw Python warnings about what the reader handles already silenced:
+    ``_PILLOW_METADATA_WARNINGS``, and DecompressionBombWarning, for an image of ``Image.MAX_IMAGE_PIXELS`` (89
+    megapixels) up to twice that, which is read (beyond that Pillow refuses it, and the reader says so in one line)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        for message in _PILLOW_METADATA_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
 
 
 def _video_advice(video: Path, folder: Path | None = None) -> str:
@@ -133,10 +178,14 @@ def image_subfolders(folder: Path) -> list[Path]:
         return []
 
 
-def frames_note(path: Path, frames: int, done: str) -> str:
+def frames_note(path: Path, frames: int, done: str, damaged: bool = False) -> str:
     """The note for a file of several frames or pages (an animated GIF or WebP, a multi-page TIFF), of which only the
     first was read; ``done`` says what was made of it ("upscaled"). ImageMagick reads all three kinds (ffmpeg, named
-    here before, reads neither a TIFF's later pages nor an animated WebP)."""
+    here before, reads neither a TIFF's later pages nor an animated WebP). ``damaged``: frame ``frames`` is cut short
+    or damaged (``LoadedImage.frames_damaged``)."""
+    if damaged:
+        return (f"{path} is cut short or damaged at frame or page {frames}: only the first was {done} (re-copy or "
+                "re-export it for the others)")
     q = shlex.quote
     return (f"{path} holds {frames} frames or pages: only the first was {done} (to take them all, extract them first, "
             f"e.g. mkdir frames && magick {q(str(path))} -coalesce frames/%06d.png)")
@@ -154,8 +203,9 @@ def no_images_message(folder: Path, hint: str = "") -> str:
     return f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"
 
 
-def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
-    """Full 16-bit samples of a 16-bit RGB/RGBA/LA file that Pillow would truncate to 8 bits."""
+def _sixteen_bit_colour(path: Path, im) -> tuple[np.ndarray, int] | None:
+    """Full 16-bit samples of a 16-bit RGB/RGBA/LA file that Pillow would truncate to 8 bits, and the EXIF orientation
+    still to be applied to them (Pillow 13 turns a TIFF upright as it loads it, and drops its orientation tag: 1)."""
     from PIL import Image
 
     def rawmode(tile):
@@ -171,6 +221,7 @@ def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
     if kind == "16N":  # libtiff hands over samples in the machine's byte order
         kind = "16L" if sys.byteorder == "little" else "16B"
     swapped = f"{base};{'16L' if kind == '16B' else '16B'}"
+    left = []  # the orientation the decoded copies still carry
 
     def decode(rm: str, as_mode: str | None = None) -> np.ndarray:
         with Image.open(path) as again:
@@ -182,12 +233,13 @@ def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
             if as_mode:
                 again._mode = as_mode
             again.load()
+            left.append(again.getexif().get(0x0112, 1))
             return np.asarray(again).astype(np.uint16)
 
     if raw == "LA;16B":
         # Same 4 bytes per pixel as 8-bit RGBA: read the bytes as they are and pair them up.
         b = decode("RGBA", "RGBA")
-        return np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=2)
+        return np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=2), left[0]
     try:
         # The unpacker keeps the sample's most significant byte; with the byte order declared
         # the other way round it keeps the least significant one.
@@ -195,7 +247,29 @@ def _sixteen_bit_colour(path: Path, im) -> np.ndarray | None:
         low = decode(swapped)
     except ValueError:  # a layout Pillow has no unpacker for: fall back to its 8-bit reading
         return None
-    return (high << 8) | low
+    return (high << 8) | low, left[0]
+
+
+def _frames(path: Path, im) -> tuple[int, bool]:
+    """How many frames or pages the open file ``im`` holds, and whether a later one is cut short or damaged (a cut
+    animated GIF or multi-page TIFF: Pillow fails as it steps to it). For a damaged file, the frames before the damaged
+    one and that one. Leaves ``im`` at any of its frames."""
+    from PIL import Image
+
+    try:
+        return int(getattr(im, "n_frames", 1) or 1), False
+    except Exception:  # noqa: BLE001 - IndexError (GIF), TypeError (TIFF), struct.error …: the first frame was read
+        pass
+    n = 1
+    try:
+        with Image.open(path) as again:  # ``im`` is left mid-way: step through a fresh copy to find where it breaks
+            while True:
+                again.seek(n)
+                n += 1
+    except EOFError:
+        return n, False
+    except Exception:  # noqa: BLE001 - as above
+        return n + 1, True
 
 
 def broken_link_message(path: Path) -> str:
@@ -226,7 +300,7 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
                 tag = page.tags.get(274)
                 turned = tag is not None and int(tag.value) in (5, 6, 7, 8)
         else:
-            with Image.open(path) as im:
+            with _quiet_pillow(), Image.open(path) as im:
                 w, h = im.size
                 turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # the orientations that swap the sides
     except Exception:  # noqa: BLE001 - any file that cannot be opened is simply not sized
@@ -237,9 +311,13 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
 def read_image(path: str | Path) -> LoadedImage:
     """Read PNG, JPEG, WebP, TIFF or BMP (8/16-bit, grey, RGB, RGBA, LA, palette), upright. Of a file with several
     frames or pages the first is read, and ``frames`` says how many there were."""
+    with _quiet_pillow():
+        return _read_image(Path(path))
+
+
+def _read_image(path: Path) -> LoadedImage:
     from PIL import Image
 
-    path = Path(path)
     try:
         im = _open(path)
     except InputError:
@@ -262,8 +340,9 @@ def read_image(path: str | Path) -> LoadedImage:
                 raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
             tags = im.getexif()
             orientation = tags.get(0x0112, 1)
-            frames = int(getattr(im, "n_frames", 1) or 1)
-            img = _decode(im, full, orientation, orig_mode, fmt, icc)
+            if full is not None:  # the samples decoded from a copy of the file, which Pillow may have turned already
+                full, left = full
+            img = _decode(im, full, left if full is not None else orientation, orig_mode, fmt, icc)
             if turned_tiff and full is None:
                 # Pillow (13) turns a TIFF of orientation 5-8 upright while loading it, and scrambles the pixels of
                 # grey, 16-bit grey and RGBA ones: the samples as tifffile reads them, turned here
@@ -286,7 +365,8 @@ def read_image(path: str | Path) -> LoadedImage:
             if dpi is not None:
                 turned = turned_tiff or orientation in (5, 6, 7, 8)  # (Pillow dropped a TIFF's tag as it turned it)
                 img = replace(img, dpi=dpi[::-1] if turned else dpi)  # turned upright with the pixels
-            return replace(img, frames=frames) if frames > 1 else img
+            frames, damaged = _frames(path, im)  # last: counting moves ``im`` to other frames
+            return replace(img, frames=frames, frames_damaged=damaged) if frames > 1 else img
     except InputError as exc:
         if str(path) in str(exc):
             raise
@@ -365,6 +445,17 @@ _TIFF_METADATA_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0
 _TIFF_METADATA_IFDS = (0x8769, 0x8825)
 
 
+def _layout_description(text) -> bool:
+    """Whether a TIFF's ImageDescription describes its layout, not its picture, as tifffile reads it: tifffile's
+    shape JSON (``{"shape": [12, 16]}``, or ``shape=(…)``) or ImageJ's (``ImageJ=…``). Carried to an output of
+    another size and layout, tifffile would then read the output's shape from it and warn that it does not match."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    if not isinstance(text, str):
+        return False
+    return (text[:1] == "{" and '"shape":' in text) or text[:6] == "shape=" or text[:7] in ("ImageJ=", "SCIFIO=")
+
+
 def _tiff_exif(tags) -> bytes | None:
     """An EXIF block of a TIFF's metadata (``_TIFF_METADATA_TAGS`` and the Exif and GPS directories), or None where
     it has none or they cannot be read."""
@@ -373,7 +464,7 @@ def _tiff_exif(tags) -> bytes | None:
     try:
         out = Image.Exif()
         for tag in _TIFF_METADATA_TAGS:
-            if tag in tags:
+            if tag in tags and not (tag == 0x010E and _layout_description(tags[tag])):
                 out[tag] = tags[tag]
         for tag in _TIFF_METADATA_IFDS:
             if tag in tags and (sub := tags.get_ifd(tag)):
@@ -414,17 +505,31 @@ def _dpi(value) -> tuple[float, float] | None:
 
 
 def _webp_is_lossless(path: Path) -> bool:
-    """Whether a WebP file's picture is coded losslessly (a ``VP8L`` chunk, not ``VP8 ``)."""
+    """Whether a WebP file's picture is coded losslessly (a ``VP8L`` chunk, not ``VP8 ``); of an animated one, whether
+    every frame (``ANMF`` chunk: a 16-byte frame header, then its own chunks) is."""
     with open(path, "rb") as f:
         head = f.read(12)
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8 or head[8:12] != b"WEBP":
-                return False
-            kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
-            if kind in (b"VP8L", b"VP8 "):
-                return kind == b"VP8L"
-            f.seek(size + (size & 1), 1)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+            return False
+        coded = []  # the kind of every picture's bitstream, in file order
+
+        def walk(end: int | None) -> bool:  # the chunks up to ``end`` (None: the file's end); False: cut short
+            while end is None or f.tell() + 8 <= end:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return end is None
+                kind, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                after = f.tell() + size + (size & 1)
+                if kind in (b"VP8L", b"VP8 "):
+                    coded.append(kind)
+                elif kind == b"ANMF" and size >= 16:
+                    f.seek(16, 1)
+                    if not walk(f.tell() + size - 16):
+                        return False
+                f.seek(after)
+            return True
+
+        return walk(None) and bool(coded) and all(kind == b"VP8L" for kind in coded)
 
 
 def _pillow_misreads_tiff(im) -> bool:
@@ -466,6 +571,8 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
                          "contiguous samples: save it as an RGB or grey image")
     if axes.startswith("S") and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
+    if arr.size == 0:
+        raise InputError(_no_pixels(path, int(page.imagewidth), int(page.imagelength)))
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
@@ -748,6 +855,25 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}; choose another output folder") from None
     return path
+
+
+def format_loss_note(src: Path, dest: Path, img: LoadedImage) -> str | None:
+    """The note for ``img`` (read from ``src``) written to ``dest`` in a format that cannot hold its 16-bit samples
+    or its alpha (``write_image``: 16 bits in PNG and TIFF only, no alpha in JPEG and BMP), as ``--format same``
+    writes the format the name's ending says: a PNG with alpha named .jpg becomes a JPEG without it. None where
+    nothing is lost."""
+    fmt = _FORMAT_BY_SUFFIX.get(Path(dest).suffix.lower())
+    deep = img.bit_depth == 16 and fmt not in _SIXTEEN_BIT_FORMATS
+    clear = img.alpha is not None and fmt in ("JPEG", "BMP")
+    if fmt is None or not (deep or clear):
+        return None
+    has = " and ".join(what for what, lost in (("16-bit samples", deep), ("alpha", clear)) if lost)
+    written = " and ".join(what for what, lost in (("8-bit", deep), ("without alpha", clear)) if lost)
+    named = _FORMAT_BY_SUFFIX.get(Path(src).suffix.lower())
+    named = f" (a {img.format} file named {Path(src).suffix})" if img.format and named and named != img.format else ""
+    show = {"WEBP": "WebP"}.get(fmt, fmt)
+    return (f"{src}{named} has {has}: {Path(dest).name} is a{'n' if show == 'AVIF' else ''} {show}, written {written} "
+            f"(--format png keeps {'it' if clear and not deep else 'them'})")
 
 
 def _exif_for(exif: bytes, width: int, height: int, fmt: str) -> bytes | None:
