@@ -3,8 +3,9 @@
 A profile names what a target needs from an export: ONNX opset, precision, the shapes the
 deployed model will see (a dynamic min/opt/max range, or a list of static tiles), and the
 TensorRT build settings (workspace, optimisation level, builder flags). Profiles live in the
-repository's ``export/`` folder (``cpu``, ``desktop-fp16``, ``jetson-orin-trt10``); a path to
-any TOML file works too. Command-line flags override fields with ``ExportProfile.replace``.
+repository's ``export/`` folder (``cpu``, ``desktop-fp16``, ``jetson-orin-trt10``), installed as the
+package ``lway_rt.profiles`` (see pyproject.toml); a path to any TOML file works too. Command-line
+flags override fields with ``ExportProfile.replace``.
 
 Shapes are given for the model *input* (the low-resolution image) as ``[batch, height, width]``;
 the channel count comes from the model.
@@ -13,6 +14,7 @@ the channel count comes from the model.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -209,15 +211,28 @@ _FP16_KEYS = {"keep_fp32_ops", "keep_fp32_nodes"}
 
 
 def profiles_dir() -> Path:
-    """The profiles folder: ``$LWAYRT_PROFILES`` if set, else the repository's ``export/``, else
-    ``lway_rt/profiles`` (where a wheel would carry them as package data)."""
+    """The profiles folder: ``$LWAYRT_PROFILES`` if set, else the package ``lway_rt.profiles``.
+
+    pyproject.toml maps that package to the repository's ``export/`` folder: a wheel carries the
+    profiles as ``lway_rt/profiles/*.toml``, an editable install imports the package from ``export/``.
+    Only a source tree run without installing (``PYTHONPATH=.``), where the package cannot be
+    imported, falls back to ``export/`` beside ``lway_rt/``, and only with a pyproject.toml there
+    (a checkout; an installed wheel always has the package, so an unrelated ``export/`` in
+    site-packages is never taken).
+    """
     env = os.environ.get("LWAYRT_PROFILES")
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[2] / "export"
-    if repo.is_dir() and any(repo.glob("*.toml")):
-        return repo
-    return Path(__file__).resolve().parents[1] / "profiles"
+    try:
+        package = importlib.import_module("lway_rt.profiles")
+    except ImportError:
+        package = None
+    if package is not None and getattr(package, "__file__", None):
+        return Path(package.__file__).resolve().parent
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "export").is_dir():
+        return checkout / "export"
+    return Path(__file__).resolve().parents[1] / "profiles"  # where an installed wheel has them
 
 
 def list_profiles() -> list[str]:
