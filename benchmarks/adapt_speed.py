@@ -32,8 +32,12 @@ process and reports its peak RSS on the CPU, or its CUDA allocator peak. ``--est
 the CUDA allocator peak of one step on a CPU-only machine from the tensors autograd keeps (an estimate,
 not a measurement).
 
-    .venv/bin/python benchmarks/adapt_speed.py --json benchmarks/results/adapt_speed_cpu.json
-    .venv/bin/python benchmarks/adapt_speed.py --device cuda --model realesrgan-x4plus --iterations 100
+    .venv/bin/python benchmarks/adapt_speed.py --memory --estimate-cuda --patch-size 32 \
+        --json benchmarks/results/adapt_speed_cpu_animevideov3.json
+    .venv/bin/python benchmarks/adapt_speed.py --device cuda --model realesrgan-x4plus --iterations 100 --json OUT.json
+
+More reproduce commands: benchmarks/README.md. ``--json FILE`` is written (replaced if it exists: naming it is asking
+for it) atomically, as strict JSON; without it the results are only printed.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import nonnegative_int, positive_int, write_json  # noqa: E402
+
 FP64_CHECKED = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc", "ours-fast-whole")
 ALL_VARIANTS = ("reference", "ours-plain", "ours-fold", "ours-fast", "ours-fast-snhwc", "ours-fast-whole", "ours-bf16",
                 "ours-fp16", "ours-compile")
@@ -264,11 +272,18 @@ def _memory_child(args) -> dict:
     return out
 
 
+# every option ``_memory_child`` reads: the child measures what the parent was asked for (--patch-size was once left
+# out, so ``--memory --patch-size 32`` measured the loop at the default 48)
+MEMORY_CHILD_OPTIONS = ("model", "device", "threads", "stage1", "photo", "lr_size", "seed", "memory_iterations",
+                        "patch_size")
+
+
 def measure_loop_memory(args) -> dict:
-    cmd = [sys.executable, __file__, "--memory-child", "--model", args.model, "--device", args.device,
-           "--threads", str(args.threads), "--lr-size", str(args.lr_size), "--photo", args.photo,
-           "--seed", str(args.seed), "--memory-iterations", str(args.memory_iterations)]
-    cmd += ["--stage1", str(args.stage1)]
+    cmd = [sys.executable, __file__, "--memory-child"]
+    for name in MEMORY_CHILD_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            cmd += ["--" + name.replace("_", "-"), str(value)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise SystemExit(f"error: the memory run failed:\n{proc.stderr[-2000:]}")
@@ -314,21 +329,21 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="realesr-animevideov3", help="backbone S (store name or weights file)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the machine is shared)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1: the machine is shared)")
     p.add_argument("--stage1", default="fresh",
                    help="fresh (R at its default width, untrained; the default), shipped, or a checkpoint path")
     p.add_argument("--photo", default="astronaut", help="bundled scikit-image photo the LR image is cut from")
-    p.add_argument("--lr-size", type=int, default=128, help="LR image side (E then sees 512 px at x4)")
+    p.add_argument("--lr-size", type=positive_int, default=128, help="LR image side (E then sees 512 px at x4)")
     p.add_argument("--variants", default="reference,ours-plain,ours-fold,ours-fast,ours-fast-snhwc,ours-bf16",
                    help=f"comma-separated, from {','.join(ALL_VARIANTS)} ('reference' is always run)")
-    p.add_argument("--iterations", type=int, default=16, help="timed iterations per variant (spread over the rounds)")
-    p.add_argument("--rounds", type=int, default=16, help="interleaved rounds (one iteration each by default: the finest interleaving)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed iterations per variant first")
+    p.add_argument("--iterations", type=positive_int, default=16, help="timed iterations per variant (spread over the rounds)")
+    p.add_argument("--rounds", type=positive_int, default=16, help="interleaved rounds (one iteration each by default: the finest interleaving)")
+    p.add_argument("--warmup", type=nonnegative_int, default=2, help="untimed iterations per variant first")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patch-size", type=int, default=None,
+    p.add_argument("--patch-size", type=positive_int, default=None,
                    help="LR patch side [adapt's default, 48; the committed CPU results used 32]")
     p.add_argument("--memory", action="store_true", help="also measure the real loop's peak memory (child process)")
-    p.add_argument("--memory-iterations", type=int, default=10)
+    p.add_argument("--memory-iterations", type=positive_int, default=10)
     p.add_argument("--estimate-cuda", action="store_true", help="estimate one step's device-memory peak per variant")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -490,10 +505,7 @@ def main(argv=None) -> int:
     if "loop_memory" in report:
         print("loop memory:", json.dumps({k: v for k, v in report["loop_memory"].items() if k != "config"}))
     if args.json:
-        from lway_rt.io.weights import atomic_write_bytes
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
+        write_json(args.json, report, indent=2)
         print(f"wrote {args.json}")
     return 0
 

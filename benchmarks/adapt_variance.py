@@ -9,13 +9,14 @@ folder mean gain and worst crop, their spread, and the rule's pick (fixed before
     the variant with the highest mean (over the runs) of the run's worst-crop gain, among those
     whose mean folder gain is at least 80 % of the default's; the default if none beats it.
 
-    .venv/bin/python benchmarks/adapt_variance.py --presets sharpen-jpeg420 --offsets 0 1 2   # ~22 min, 2 cores
+    .venv/bin/python benchmarks/adapt_variance.py --presets sharpen-jpeg420 --offsets 0 1 2 --force   # ~22 min, 2 cores
+
+Without ``--out`` it writes ``benchmarks/results/adapt_variance.json`` (committed): replaced only with ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, command_line, nonnegative_int, positive_int, resolve_out, write_json  # noqa: E402
 from quality_sweep import _DEFAULT, run_quality  # noqa: E402  the shipped recipe's explicit flags; one quality.py run
 
 RULE = ("the variant with the highest mean over runs of the run's worst-crop gain, among those whose mean folder gain "
@@ -76,35 +78,36 @@ def choose(summary: dict[str, dict], default: str = "default") -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", nargs="+", default=["sharpen-jpeg420"])
-    ap.add_argument("--seeds", nargs="+", default=["3", "4"], help="data seeds (the development split: 3 4)")
-    ap.add_argument("--offsets", nargs="+", type=int, default=[0, 1, 2], help="adaptation seed offsets")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[3, 4], help="data seeds (the development split: 3 4)")
+    ap.add_argument("--offsets", nargs="+", type=nonnegative_int, default=[0, 1, 2], help="adaptation seed offsets")
     ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--jobs", type=positive_int, default=2)
     ap.add_argument("--quality-args", default="", help="more quality.py arguments (a smoke test)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adapt_variance.json"))
+    add_out(ap, ROOT / "benchmarks" / "results" / "adapt_variance.json")
     args = ap.parse_args(argv)
     if "default" not in args.only:
         ap.error("--only must keep the default (the rule's reference)")
-    if set(args.seeds) & {"1", "2"}:
+    if set(args.seeds) & {1, 2}:
         ap.error("seeds 1 and 2 are the benchmark's test split: choose on the development split (3 4)")
+    resolve_out(ap, args)
+    seeds = [str(s) for s in args.seeds]  # as quality.py's command line and the JSON have them
     jobs = [(n, o) for o in args.offsets for n in args.only]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda j: run_one(j[0], j[1], args.presets, args.seeds, Path(tmp), args.quality_args.split()),
+        done = list(pool.map(lambda j: run_one(j[0], j[1], args.presets, seeds, Path(tmp), args.quality_args.split()),
                              jobs))
     per = {n: [r for (m, _), d in zip(jobs, done) if m == n for r in d["runs"]] for n in args.only}
     summary = {n: summarise(rs) for n, rs in per.items()}
     chosen = choose(summary)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
+    write_json(args.out, {
         "benchmark": "lway_rt stage-2 spread over adaptation seeds (benchmarks/adapt_variance.py)",
-        "command": " ".join(["python", "benchmarks/adapt_variance.py", *(argv if argv is not None else sys.argv[1:])]),
-        "split": {"seeds": args.seeds, "presets": args.presets, "offsets": args.offsets,
+        "command": command_line("adapt_variance.py", argv),
+        "split": {"seeds": seeds, "presets": args.presets, "offsets": args.offsets,
                   "note": "quality.py --folder preset --methods lway; adaptation seed = data seed + 100 x offset"},
         "rule": RULE, "chosen": chosen, "summary": summary,
         "variants": {n: {"flags": VARIANTS[n], "runs": per[n]} for n in args.only},
         "machine": done[0]["machine"], "stage1_sha256": done[0]["stage1"],
-        "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+        "total_seconds": round(time.perf_counter() - t0, 1)})
     for n, v in summary.items():
         print(f"{n:10s} mean {v['mean_gain_db']:+.3f} (sd {v['sd_folder_gain_db']}), worst crop: mean {v['mean_worst_db']:+.3f}, "
               f"min {v['min_worst_db']:+.3f}; {v['crops_below_-0.1dB']}/{v['crops']} crops below -0.1 dB")

@@ -8,7 +8,9 @@ realesr-animevideov3 at 256x256 (``serve_bench_cpu_ort_tuning.json``). This scri
 that load drift on a shared machine falls on both (the median of the rounds is kept), and the largest difference
 between the two outputs.
 
-    .venv/bin/python benchmarks/cpu_memory_format.py [--out benchmarks/results/cpu_memory_format.json]
+    .venv/bin/python benchmarks/cpu_memory_format.py --force   # rewrites benchmarks/results/cpu_memory_format.json
+
+Without ``--out`` the script refuses to replace an existing default file unless given ``--force``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +26,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, positive_int, resolve_out  # noqa: E402
 # (model, photo, LR crop side, tile sizes: 0 = one pass): the compact model on whole photos (about 512 px) in one
 # pass and in 256-px tiles; the RRDBNet, about 20x the work, on 96-px crops in one pass
 RUNS = (("realesr-animevideov3", "chelsea", 512, (0, 256)), ("realesr-animevideov3", "coffee", 512, (0, 256)),
@@ -37,10 +43,11 @@ def main(argv=None) -> int:
     from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cpu_memory_format.json"))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
+    add_out(ap, ROOT / "benchmarks/results/cpu_memory_format.json")
+    ap.add_argument("--rounds", type=positive_int, default=3)
+    ap.add_argument("--threads", type=positive_int, default=None)
     args = ap.parse_args(argv)
+    resolve_out(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_start = load_average()

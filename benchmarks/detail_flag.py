@@ -6,11 +6,12 @@ flag is worth on every committed quality run that recorded per-crop detail (``hf
 for both ``lway`` and ``unadapted``: their quotient is the same ratio, the truth cancels): for ratio bands, how
 many crops, their mean gain, and how many lost more than 0.1 dB.
 
-    .venv/bin/python benchmarks/detail_flag.py [--threshold 1.2] [--out benchmarks/results/detail_flag.json]
+    .venv/bin/python benchmarks/detail_flag.py --force [--threshold 1.2]   # rewrites benchmarks/results/detail_flag.json
     .venv/bin/python benchmarks/detail_flag.py --files 'heldout_*.json' --out benchmarks/results/detail_flag_heldout.json
 
 The threshold was read off the crops of the first command; ``heldout_seeds56_*.json`` and ``heldout_seeds78_*.json``
 (``quality.py`` with data seeds 5-6 and 7-8, used nowhere else, the default recipe) check it on crops it never saw.
+Without ``--out`` the script refuses to replace an existing ``detail_flag.json`` unless given ``--force``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, command_line, resolve_out, write_json  # noqa: E402
+
 BANDS = (0.0, 1.0, 1.1, 1.2, 1.35, 1.5, float("inf"))
 
 
@@ -41,8 +46,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threshold", type=float, default=1.2, help="the flag: detail ratio at or above this")
     ap.add_argument("--files", default="quality*.json", help="which result files under benchmarks/results")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detail_flag.json"))
+    add_out(ap, ROOT / "benchmarks" / "results" / "detail_flag.json")
     args = ap.parse_args(argv)
+    resolve_out(ap, args)
     rows = list(crops(ROOT / "benchmarks" / "results", args.files))
     if not rows:
         raise SystemExit(f"no results matching {args.files} with per-crop hf_ratio under benchmarks/results")
@@ -64,10 +70,9 @@ def main(argv=None) -> int:
                "bands": bands,
                "losers": [{"file": r[0], "preset": r[1], "image": r[2], "seed": r[3], "detail_ratio": round(r[4], 3),
                            "gain_db": round(r[5], 4)} for r in sorted(losers, key=lambda r: r[5])]}
-    Path(args.out).write_text(json.dumps({"benchmark": "lway_rt: fine detail added by adaptation vs crops made worse "
-                                                       "(benchmarks/detail_flag.py)",
-                                          "command": "python benchmarks/detail_flag.py " + " ".join(argv or sys.argv[1:]),
-                                          **summary}, indent=1) + "\n")
+    write_json(args.out, {"benchmark": "lway_rt: fine detail added by adaptation vs crops made worse "
+                                       "(benchmarks/detail_flag.py)",
+                          "command": command_line("detail_flag.py", argv), **summary})
     for b in bands:
         hi = f"{b['ratio_below']:.2f}" if b["ratio_below"] else "..."
         print(f"detail ratio {b['ratio_from']:.2f}-{hi}: {b['crops']:4d} crops, mean gain {b['mean_gain_db']:+.3f} dB, "

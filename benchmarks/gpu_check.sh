@@ -27,9 +27,9 @@ if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then
   exit 2
 fi
 OUT=$1
-cd "$(dirname "$0")/.."
 mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
-OUT=$(cd "$OUT" && pwd)
+OUT=$(cd "$OUT" && pwd)  # before the cd below: a relative OUTDIR is the caller's
+cd "$(dirname "$0")/.."
 t_start=$(date +%s)
 
 # --- Python with torch (CUDA preferred)
@@ -108,8 +108,9 @@ EOF
 
 if [[ $mode == gpu ]]; then
   step pytest_gpu 120 "$PY" -m pytest -q -m "gpu or trt" -rs --junitxml="$OUT/pytest_gpu.xml"
+  # patch 32 x batch 4, as the recorded gpu_check_nvidia-h200/adapt_speed_cuda.json (adapt's default patch is now 48)
   step adapt_speed_cuda 160 "$PY" benchmarks/adapt_speed.py --device cuda --model realesrgan-x4plus \
-    --iterations 100 --rounds 4 --warmup 3 --variants ours-plain,ours-fast,ours-fp16,ours-bf16 \
+    --iterations 100 --rounds 4 --warmup 3 --variants ours-plain,ours-fast,ours-fp16,ours-bf16 --patch-size 32 \
     --memory --json "$OUT/adapt_speed_cuda.json"
   backends=(--backend torch+cuda --backend torch+cuda+fp16)
   "$PY" -c "import onnxruntime as o, sys; sys.exit(0 if 'CUDAExecutionProvider' in o.get_available_providers() else 1)" 2>/dev/null \

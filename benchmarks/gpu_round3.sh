@@ -23,15 +23,17 @@ mode=gpu
 if [[ ${1:-} == --cpu-smoke ]]; then mode=cpu; shift; fi
 if [[ $# -ne 1 || ${1:-} == -h || ${1:-} == --help ]]; then sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2; fi
 OUT=$1
-cd "$(dirname "$0")/.."
 mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
-OUT=$(cd "$OUT" && pwd)
+OUT=$(cd "$OUT" && pwd)  # before the cd below: a relative OUTDIR is the caller's
+cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 LW=("$PY" -c 'import sys; from lway_rt.cli import main; sys.exit(main())')
 T0=$(date +%s)
 DEADLINE=${DEADLINE_S:-530}
 left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
 W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM  # the EXIT trap runs then too
 
 if [[ $mode == gpu ]]; then
   "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" \

@@ -11,7 +11,7 @@
 #   objective: objective_check.py with it on data seeds 1-8 (four processes of two seeds; ~4 min), to set
 #              beside the shipped stage 1's committed objective_check.json;
 #   quality:   the development split (seeds 3-4) adapted with it, both settings, offsets 0-2, through
-#              gpu_backbone.sh (MODEL=realesr-animevideov3, EXTRA="--stage1 ..."), to set beside round 11's
+#              gpu_backbone.sh (MODEL=realesr-animevideov3, with --stage1 CKPT), to set beside round 11's
 #              48-px default runs (quality_dev_sweep_round11.json; H200 and CPU agree within 0.005 dB).
 # A diagnostic, not a candidate: the benchmark's presets use these operations, so this stage 1 no longer meets
 # them unseen, and nothing from it may become the default on the benchmark's evidence.
@@ -28,9 +28,9 @@ STEPS=" ${*:-train objective quality} "
 for s in $STEPS; do
   [[ $s == train || $s == objective || $s == quality ]] || { echo "error: unknown step '$s' (train, objective, quality)" >&2; exit 2; }
 done
-cd "$(dirname "$0")/.."
 mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
-OUT=$(cd "$OUT" && pwd)
+OUT=$(cd "$OUT" && pwd)  # before the cd below: a relative OUTDIR is the caller's
+cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 LW=("$PY" -c 'import sys; from lway_rt.cli import main; sys.exit(main())')
 CKPT=$OUT/stage1_wide.safetensors
@@ -71,9 +71,10 @@ fi
 
 if [[ $STEPS == *" quality "* ]]; then
   smoke=(); [[ $mode == cpu ]] && smoke=(--cpu-smoke)
+  extra=(--stage1 "$CKPT")  # one argument each, whatever the path holds (spaces too)
   MODEL=realesr-animevideov3 SEEDS="3 4" JOBS=${JOBS:-12} DEADLINE_S=${DEADLINE_S:-470} TAG=_stage1wide \
-    EXTRA="--stage1 $CKPT" OFFSETS=${OFFSETS:-0 1 2} PYTHON="$PY" \
-    bash benchmarks/gpu_backbone.sh "${smoke[@]}" "$OUT/quality" || rc=1
+    EXTRA="" OFFSETS=${OFFSETS:-0 1 2} PYTHON="$PY" \
+    bash benchmarks/gpu_backbone.sh "${smoke[@]}" "$OUT/quality" "${extra[@]}" || rc=1
 fi
 [[ -n ${evalpid:-} ]] && { wait "$evalpid" || rc=1; }
 echo "gpu_stage1_coverage done at $(( $(date +%s) - T0 ))s (exit $rc)" >&2

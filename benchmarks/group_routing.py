@@ -16,7 +16,10 @@ for the adapted crops that is their own group's model) and scored against its gr
 per crop: the scores, the group and the cosine to its centre; per set (adapted, new): mean gain over the unadapted
 model and worst crop of each method, per preset, and how many new crops of each preset went to each group.
 
-    .venv/bin/python benchmarks/group_routing.py --adapt-seed 3 --new-seeds 4 5 6
+    .venv/bin/python benchmarks/group_routing.py --adapt-seed 3 --new-seeds 4 5 6 --force   # rewrites group_routing.json
+
+Without ``--out`` the script refuses to replace an existing ``benchmarks/results/group_routing.json`` unless given
+``--force``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, command_line, positive_int, resolve_out, write_json  # noqa: E402
 
 METHODS = ("unadapted", "folder", "per-group")
 
@@ -63,7 +67,7 @@ def summarize(rows: list[dict], presets: list[str]) -> dict:
 
 
 def main(argv=None) -> int:
-    from quality import groups_arg
+    from quality import ABLATION_PRESETS, PHOTOS, groups_arg
 
     from lway_rt.degae.degrade import EVAL_PRESETS
 
@@ -71,15 +75,18 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--adapt-seed", type=int, default=3, help="the seed of the footage both adaptations see")
     ap.add_argument("--new-seeds", nargs="+", type=int, default=[4, 5, 6], help="seeds of the new footage")
-    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS))
-    ap.add_argument("--photos", type=int, default=6)
-    ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--iterations", type=int, default=None, help="[adapt's default]")
-    ap.add_argument("--patch-size", type=int, default=None, help="[adapt's default]")
+    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS), choices=[*EVAL_PRESETS, *ABLATION_PRESETS],
+                    metavar="PRESET", help=f"from {', '.join([*EVAL_PRESETS, *ABLATION_PRESETS])} [the first {len(EVAL_PRESETS)}]")
+    ap.add_argument("--photos", type=int, default=6, choices=range(1, len(PHOTOS) + 1), metavar="N",
+                    help=f"how many of quality.py's photos (1-{len(PHOTOS)})")
+    ap.add_argument("--crop", type=positive_int, default=192)
+    ap.add_argument("--iterations", type=positive_int, default=None, help="[adapt's default]")
+    ap.add_argument("--patch-size", type=positive_int, default=None, help="[adapt's default]")
     ap.add_argument("--groups", default="auto", type=groups_arg, help="adapt --groups: a count or auto [auto]")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "group_routing.json"))
+    ap.add_argument("--threads", type=positive_int, default=1)
+    add_out(ap, ROOT / "benchmarks" / "results" / "group_routing.json")
     args = ap.parse_args(argv)
+    resolve_out(ap, args)
     torch.set_num_threads(args.threads)
     groups = args.groups
 
@@ -137,7 +144,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "lway_rt per-group adaptation with routing vs one folder model, on new footage "
                      "(benchmarks/group_routing.py)",
-        "command": " ".join(["python", "benchmarks/group_routing.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("group_routing.py", argv),
         "machine": machine(), "model": {"name": args.model, "sha256": state_dict_sha256(desc.model.state_dict())},
         "stage1_sha256": state_dict_sha256(stage1.state_dict()),
         "protocol": {"adapt_seed": args.adapt_seed, "new_seeds": args.new_seeds, "presets": args.presets,
@@ -145,9 +152,7 @@ def main(argv=None) -> int:
         "adapted_crops_routed_to_own_group": sum(adapted_members[n] == g for n, g in own.items()),
         "runs": runs, "summary": summarize(rows, args.presets), "rows": rows,
         "total_seconds": round(time.perf_counter() - t0, 1)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_json(args.out, result)
     s = result["summary"]
     for kind in ("adapted", "new"):
         if kind in s:

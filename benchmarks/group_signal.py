@@ -13,7 +13,7 @@ farthest member's distance). Recorded: how often that ratio exceeds 1, 2, 3 and 
 sources are the same) and, with groups made of the sharpen + JPEG and box-downscale crops only, the ratio's share
 above each factor for the crops of the two presets left out (sources no group was adapted on).
 
-    .venv/bin/python benchmarks/group_signal.py --seeds 1 2 3 4 5 6 7 8
+    .venv/bin/python benchmarks/group_signal.py --seeds 1 2 3 4 5 6 7 8 --force   # rewrites group_signal.json
 """
 
 from __future__ import annotations
@@ -81,11 +81,11 @@ def _reach(args, desc, stage1, groups) -> dict:
 
 def main(argv=None) -> int:
     from quality import groups_arg
-    from trust_signal import protocol_parser, write_signal
+    from trust_signal import parse_protocol, protocol_parser, write_signal
 
     ap = protocol_parser(__doc__, "group_signal.json")
     ap.add_argument("--groups", default="auto", type=groups_arg, help="a count, or auto [auto]")
-    args = ap.parse_args(argv)
+    args = parse_protocol(ap, argv)
     groups = args.groups
 
     from quality import PHOTOS, make_pairs

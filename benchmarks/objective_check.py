@@ -30,7 +30,7 @@ a loss that leads towards it). Forward passes and one backward pass of R per cro
 ``results/objective_check.json``:
 
     R=benchmarks/results
-    .venv/bin/python benchmarks/objective_check.py --mix 0.5 1 2 --gains \
+    .venv/bin/python benchmarks/objective_check.py --force --mix 0.5 1 2 --gains \
         $R/quality_cap_nvidia-h200/quality_realesr-animevideov3_{all,preset}_adaptseed{0,1,2}.json \
         $R/heldout_seeds56_all.json $R/heldout_seeds56_preset.json \
         $R/heldout_seeds78_all.json $R/heldout_seeds78_preset.json
@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from trust_signal import protocol_folders, protocol_parser, write_signal  # noqa: E402
+from _args import positive_int  # noqa: E402
+from trust_signal import parse_protocol, protocol_folders, protocol_parser, write_signal  # noqa: E402
 
 LINE_POINTS = (0.25, 0.5, 0.75)
 LOSS_LIMIT_DB = 0.1  # the stage-2 bar's worst-crop check
@@ -189,8 +190,8 @@ def main(argv=None) -> int:
                     help="also judge LWay's term plus W times the naive term, for each W")
     ap.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
                     help="also judge LWay's term under these settings of adapt (target, wavelet weight)")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    args = parse_protocol(ap, argv)
     if args.stage1 and not Path(args.stage1).is_file():
         ap.error(f"--stage1: no such file {args.stage1}")
     for f in args.gains:

@@ -20,14 +20,19 @@ Done-when of the stage-2 issue: mean LWay gain over the unadapted backbone >= +0
 naive, and no image loses more than 0.1 dB. The script reports those checks; it does not tune
 anything towards them.
 
-    .venv/bin/python benchmarks/quality.py                      # defaults, ~20 min on 1 CPU thread
-    .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100
+    .venv/bin/python benchmarks/quality.py --out q.json         # defaults, ~20 min on 1 CPU thread
+    .venv/bin/python benchmarks/quality.py --folder all --blend 0.5 --force   # rewrites benchmarks/results/quality.json
+    .venv/bin/python benchmarks/quality.py --model realsr-df2k-x4 --photos 2 --iterations 100 --out df2k.json
     .venv/bin/python benchmarks/quality.py --sup-weight 0 --methods naive identity lway --out benchmarks/results/quality_nosup.json
     .venv/bin/python benchmarks/quality.py --folder image --seeds 1 --out a.json   # one model per crop
     .venv/bin/python benchmarks/quality.py --merge both.json a.json b.json          # runs split by seed (per folder: or preset)
-    .venv/bin/python benchmarks/quality.py --presets sharpen-jpeg420 jpeg420-only sharpen-only --seeds 3 4   # ablation
-    python benchmarks/quality.py --model realesrgan-x4plus --device cuda --score-device cuda   # on a GPU (gpu_backbone.sh)
+    .venv/bin/python benchmarks/quality.py --presets sharpen-jpeg420 jpeg420-only sharpen-only --seeds 3 4 --out abl.json  # ablation
+    python benchmarks/quality.py --model realesrgan-x4plus --device cuda --score-device cuda --out x4plus.json   # on a GPU (gpu_backbone.sh)
     .venv/bin/python benchmarks/quality.py --markdown benchmarks/results/quality.json   # README table
+
+Without ``--out`` the results go to ``benchmarks/results/quality.json``, a committed file: the script refuses to
+replace it unless given ``--force``. A file named with ``--out`` (or ``--merge OUT``) is written, replacing one there.
+Every file is written atomically (a temporary file beside it, renamed over it) as strict JSON.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, command_line, nonnegative_int, positive_int, resolve_out, write_json  # noqa: E402
+
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "immunohistochemistry", "grass", "brick")
 METHODS = ("bicubic", "unadapted", "naive", "identity", "supervised", "lway")
 # ablations of an evaluation preset (``--presets``; never part of the default set): the preset with one of its
@@ -271,19 +280,23 @@ def main(argv=None) -> int:
     if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--markdown":
         print(markdown(json.loads(Path(sys.argv[2]).read_text())))
         return 0
-    if argv is None and len(sys.argv) >= 5 and sys.argv[1] == "--merge":
+    if argv is None and len(sys.argv) >= 2 and sys.argv[1] == "--merge":
+        if len(sys.argv) < 4:
+            raise SystemExit("usage: quality.py --merge OUT PART [PART ...]")
         return merge(sys.argv[2], sys.argv[3:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one)")
-    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS))
+    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS), choices=[*EVAL_PRESETS, *ABLATION_PRESETS],
+                    metavar="PRESET", help=f"from {', '.join([*EVAL_PRESETS, *ABLATION_PRESETS])} [the first {len(EVAL_PRESETS)}]")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
-    ap.add_argument("--photos", type=int, default=6, help=f"how many of {', '.join(PHOTOS)}")
-    ap.add_argument("--crop", type=int, default=192, help="HR crop side (LR = crop / 4)")
-    ap.add_argument("--iterations", type=int, default=200)
+    ap.add_argument("--photos", type=int, default=6, choices=range(1, len(PHOTOS) + 1), metavar="N",
+                    help=f"how many of {', '.join(PHOTOS)} (1-{len(PHOTOS)})")
+    ap.add_argument("--crop", type=positive_int, default=192, help="HR crop side (LR = crop / 4)")
+    ap.add_argument("--iterations", type=positive_int, default=200)
     ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--patch-size", type=int, default=None, help="adapt --patch-size [the adapt default, 48]")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--patch-size", type=positive_int, default=None, help="adapt --patch-size [the adapt default, 48]")
+    ap.add_argument("--batch-size", type=positive_int, default=4)
     ap.add_argument("--augment", default="none", choices=["none", "dihedral"], help="adapt --augment")
     ap.add_argument("--target", default="sr", choices=["sr", "lr", "lr-recon"])
     ap.add_argument("--trainable", default="all")
@@ -313,11 +326,11 @@ def main(argv=None) -> int:
     ap.add_argument("--groups", default=None, type=groups_arg,
                     help="group each folder's crops by stage 1's embedding and adapt one model per group, as adapt "
                          "--mode per-group --groups GROUPS (a count or auto) [off]")
-    ap.add_argument("--adapt-seed-offset", type=int, default=0,
+    ap.add_argument("--adapt-seed-offset", type=nonnegative_int, default=0,
                     help="adapt with seed (data seed + 100 x this): same crops and degradations, other patch and pair "
                          "draws (how much of a result is the adaptation's own randomness)")
-    ap.add_argument("--sup-batch", type=int, default=None, help="synthetic pairs a step (default: --batch-size)")
-    ap.add_argument("--soup", type=int, default=1,
+    ap.add_argument("--sup-batch", type=positive_int, default=None, help="synthetic pairs a step (default: --batch-size)")
+    ap.add_argument("--soup", type=positive_int, default=1,
                     help="experiment: score the mean weights of K adaptations with other seeds (K x the time)")
     ap.add_argument("--ema", type=float, default=0.0, help="adapt --ema: write the weights' moving average (0: off)")
     ap.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="adapt --lr-schedule")
@@ -337,14 +350,15 @@ def main(argv=None) -> int:
     ap.add_argument("--self-check", action="store_true",
                     help="also score each LWay image moved back towards the unadapted one as far as LWay's own term "
                          "(whole image, other terms off) prefers, on a grid of blends (no ground truth), as lway+self")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--device", default="cpu",
                     help="where the adaptation runs (cpu, cuda); every score is computed on --score-device")
     ap.add_argument("--score-device", default="cpu",
                     help="where every model (unadapted too) makes the images that are scored; on cuda, in full fp32 "
                          "(TF32 off, adaptation included), for large backbones a CPU core scores slowly")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
+    add_out(ap, ROOT / "benchmarks" / "results" / "quality.json")
     args = ap.parse_args(argv)
+    resolve_out(ap, args)
     torch.set_num_threads(args.threads)
     groups = args.groups
     if args.self_check and (args.device != "cpu" or args.score_device != "cpu"):
@@ -513,8 +527,8 @@ def main(argv=None) -> int:
     summary = summarize(rows, methods, args.presets)
     result = {
         "benchmark": "lway_rt stage-2 quality (benchmarks/quality.py)",
-        "command": " ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], "benchmarks/quality.py",
-                                                      *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join([sys.executable.split("/")[-1], "benchmarks/quality.py",
+                               *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
         "model": {"name": args.model, "arch": desc.arch, "scale": scale,
                   "sha256": state_dict_sha256(desc.model.state_dict())},
@@ -542,9 +556,7 @@ def main(argv=None) -> int:
         "per_image": rows,
         "total_seconds": round(time.perf_counter() - t_all, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = write_json(args.out, result)
     print(f"\n{len(rows)} crops, {result['total_seconds']} s; mean Y-PSNR / SSIM:")
     print_summary(result)
     print(f"wrote {out}")
@@ -598,13 +610,13 @@ def merge(out: str, parts: list[str]) -> int:
     rows = [row for r in results for row in r["per_image"]]
     presets = list(dict.fromkeys(pr for r in results for pr in r["protocol"]["presets"]))
     seeds = list(dict.fromkeys(s for r in results for s in r["protocol"]["seeds"]))
-    merged = {**first, "command": f"python benchmarks/quality.py --merge {out} " + " ".join(parts),
+    merged = {**first, "command": command_line("quality.py", ["--merge", str(out), *map(str, parts)]),
               "merged_from": [{"file": p, "command": r["command"]} for p, r in zip(parts, results)],
               "protocol": {**first["protocol"], "seeds": seeds, "presets": presets},
               **summarize(rows, list(first["mean"]), presets),
               "runs": [run for r in results for run in r["runs"]], "per_image": rows,
               "total_seconds": round(sum(r["total_seconds"] for r in results), 1)}
-    Path(out).write_text(json.dumps(merged, indent=1) + "\n")
+    write_json(out, merged)
     print(f"{len(rows)} crops from {len(parts)} files; mean Y-PSNR / SSIM:")
     print_summary(merged)
     print(f"wrote {out}")

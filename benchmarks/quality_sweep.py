@@ -28,27 +28,31 @@ candidates trained there. The rule picked ``s1-degae-t200`` (R at width 64, no s
 checkpoint stays at width 32 for the stage-2 CPU cost (2.85x per step at width 64), so the one
 shipped is the rule's pick among the width-32 rows, ``s1-noskip-t200``.
 
-    .venv/bin/python benchmarks/quality_sweep.py                # ~15 min on 2 cores
-    .venv/bin/python benchmarks/quality_sweep.py --jobs 1 --only default anchor0.2-sup3
-    .venv/bin/python benchmarks/quality_sweep.py --both         # ~50 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --force  # ~15 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --jobs 1 --only sup1 anchor0.2-sup3 --out two_variants.json
+    .venv/bin/python benchmarks/quality_sweep.py --both --force  # ~50 min on 2 cores
     .venv/bin/python benchmarks/quality_sweep.py --both --reuse benchmarks/results/quality_dev_sweep_both.json
     bash benchmarks/gpu_round3.sh OUT                           # --round3, on one GPU (see the script)
-    .venv/bin/python benchmarks/quality_sweep.py --round4       # ~40 min on 2 cores
-    .venv/bin/python benchmarks/quality_sweep.py --round6       # ~43 min on 2 cores
-    .venv/bin/python benchmarks/quality_sweep.py --round7 --reuse benchmarks/results/quality_dev_sweep_round6.json
-    .venv/bin/python benchmarks/quality_sweep.py --round8 --reuse benchmarks/results/quality_dev_sweep_round6.json
-    .venv/bin/python benchmarks/quality_sweep.py --round9 --reuse benchmarks/results/quality_dev_sweep_round6.json
-    .venv/bin/python benchmarks/quality_sweep.py --round10 --reuse benchmarks/results/quality_dev_sweep_round6.json
-    .venv/bin/python benchmarks/quality_sweep.py --round11 --reuse benchmarks/results/quality_dev_sweep_round6.json
-    .venv/bin/python benchmarks/quality_sweep.py --round12 --reuse benchmarks/results/quality_dev_sweep_round6.json
-    .venv/bin/python benchmarks/quality_sweep.py --round13 --reuse benchmarks/results/quality_dev_sweep_round11.json
-    .venv/bin/python benchmarks/quality_sweep.py --round14 --reuse benchmarks/results/quality_dev_sweep_round11.json
-    .venv/bin/python benchmarks/quality_sweep.py --round15 --reuse benchmarks/results/quality_dev_sweep_round11.json
-    .venv/bin/python benchmarks/quality_sweep.py --round16 --reuse benchmarks/results/quality_dev_sweep_round11.json
-    .venv/bin/python benchmarks/quality_sweep.py --round17 --jobs 3 --reuse benchmarks/results/quality_dev_sweep_round11.json benchmarks/results/quality_dev_sweep_round16.json
-    .venv/bin/python benchmarks/quality_sweep.py --round18 --reuse benchmarks/results/quality_dev_sweep_round11.json
-    .venv/bin/python benchmarks/quality_sweep.py --round19 --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round4 --force  # ~40 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --round6 --force  # ~43 min on 2 cores
+    .venv/bin/python benchmarks/quality_sweep.py --round7 --force --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round8 --force --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round9 --force --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round10 --force --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round11 --force --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round12 --force --reuse benchmarks/results/quality_dev_sweep_round6.json
+    .venv/bin/python benchmarks/quality_sweep.py --round13 --force --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round14 --force --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round15 --force --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round16 --force --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round17 --force --jobs 3 --reuse benchmarks/results/quality_dev_sweep_round11.json benchmarks/results/quality_dev_sweep_round16.json
+    .venv/bin/python benchmarks/quality_sweep.py --round18 --force --reuse benchmarks/results/quality_dev_sweep_round11.json
+    .venv/bin/python benchmarks/quality_sweep.py --round19 --force --reuse benchmarks/results/quality_dev_sweep_round11.json
     .venv/bin/python benchmarks/quality_sweep.py --round20 --reuse benchmarks/results/quality_dev_sweep_round11.json
+
+Without ``--out`` each mode writes its committed file (``quality_dev_sweep{,_both,_round3,...}.json``): an existing
+one is replaced only with ``--force`` (hence the flag above), or carried on when it is among the ``--reuse`` files,
+which is how a run stopped part-way resumes (the file is rewritten, atomically, as each run finishes).
 
 ``--round4`` (``quality_dev_sweep_round4.json``, on the CPU) runs ``ROUND4_VARIANTS`` (fewer steps, a
 larger batch, a moving average of the weights) by ``RULE_4``, fixed before it ran: the benchmark
@@ -79,6 +83,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, command_line, positive_int, resolve_out, write_json  # noqa: E402
+
 DEV_SEEDS = ("3", "4")
 RULE = ("among variants with mean gain >= +0.3 dB and worst crop >= -0.1 dB, the highest mean gain; "
         "if none qualifies, the best worst crop")
@@ -755,15 +763,14 @@ def choose_round4(rows: dict[str, dict[str, dict]], default: str = "default") ->
 
 def write_result(out: Path, benchmark: str, argv, per_variant: str, first: dict, t0: float, **fields) -> None:
     """The sweep's JSON: what ran, on which split and machine, the rule, the rows and the choice."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json(out, {
         "benchmark": benchmark,
-        "command": " ".join(["python", "benchmarks/quality_sweep.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line("quality_sweep.py", argv),
         "split": {"seeds": list(DEV_SEEDS), "note": "quality.py's protocol with seeds 3 and 4; the benchmark uses 1 and 2",
                   "per_variant": per_variant},
         **fields,
         "machine": first["machine"], **({"stage1_sha256": first["stage1"]} if "stage1" in first else {}),
-        "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
+        "total_seconds": round(time.perf_counter() - t0, 1)})
     print(f"wrote {out}")
 
 
@@ -864,7 +871,7 @@ def main_round3(args, argv, round_no: int = 3) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--jobs", type=int, default=2, help="variants run side by side (one thread each)")
+    ap.add_argument("--jobs", type=positive_int, default=2, help="variants run side by side (one thread each)")
     ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), help="run these variants only")
     ap.add_argument("--both", action="store_true", help="round 2: BOTH_VARIANTS in both settings, with naive, by RULE_BOTH")
     ap.add_argument("--only-both", nargs="+", choices=sorted(BOTH_VARIANTS), help="with --both: these variants only")
@@ -885,10 +892,15 @@ def main(argv=None) -> int:
     ap.add_argument("--stage1-dir", default=".", help="with --round3: folder of the stage-1 candidates (gpu_round3.sh)")
     ap.add_argument("--device", default="cpu", help="where quality.py adapts (cpu, cuda)")
     ap.add_argument("--quality-args", default="", help="more quality.py arguments for every run (a script's smoke test)")
-    ap.add_argument("--out", default=None, help="[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json ... _round5.json]")
+    add_out(ap, None, "the rows, the rule and the choice (rewritten as runs finish) "
+                      "[benchmarks/results/quality_dev_sweep.json, _both.json, _round3.json, ...]")
     args = ap.parse_args(argv)
     EXTRA_QUALITY_ARGS[:] = ["--device", args.device, *args.quality_args.split()]
     later = [n for n in LATER_ROUNDS if getattr(args, f"round{n}")]
+    # the default output of the mode; an existing one is replaced with --force, or carried on when it is --reuse'd
+    tag = (f"_round{later[-1]}" if later else "_round3" if args.round3 else "_round4" if args.round4
+           else "_round5" if args.round5 else "_both" if args.both else "")
+    resolve_out(ap, args, ROOT / "benchmarks" / "results" / f"quality_dev_sweep{tag}.json", resumed=args.reuse)
     if later:
         return main_round6(args, argv, round_no=later[-1])
     if args.round3 or args.round4 or args.round5:
@@ -897,7 +909,6 @@ def main(argv=None) -> int:
         if args.reuse:
             args.reuse = args.reuse[0]
         return main_both(args, argv)
-    args.out = args.out or str(ROOT / "benchmarks" / "results" / "quality_dev_sweep.json")
     names = args.only or list(VARIANTS)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:

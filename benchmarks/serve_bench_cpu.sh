@@ -2,17 +2,27 @@
 # Reproduces the CPU serve-bench results in README.md (and benchmarks/results/serve_bench_cpu*.json/png).
 #
 #   bash benchmarks/serve_bench_cpu.sh            # all three runs
-#   bash benchmarks/serve_bench_cpu.sh compare    # only the torch vs ONNX Runtime table
+#   bash benchmarks/serve_bench_cpu.sh STEP       # one of them: compare (torch vs ONNX Runtime), tuning (session
+#                                                 # options), load (tiles, concurrency)
 #
+# OUT (default benchmarks/results, where the committed files are: a run replaces them), LWAYRT, MODEL.
 # Every run verifies each backend against torch fp32 before timing it, and records the machine, the
 # package versions, the load average and the exact command in its JSON. Compare ratios within one
 # run: absolute times only hold for the machine (and the load) that produced them.
 set -euo pipefail
+what=${1:-all}
+case $what in
+  all|compare|tuning|load) ;;
+  -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "error: unknown step '$what' (all, compare, tuning, load)" >&2; exit 2 ;;
+esac
+if [[ -n ${OUT:-} ]]; then  # before the cd below: a relative OUT is the caller's
+  mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+fi
 cd "$(dirname "$0")/.."
 LWAYRT=${LWAYRT:-.venv/bin/lwayrt}
 OUT=${OUT:-benchmarks/results}
 MODEL=${MODEL:-realesr-animevideov3}
-what=${1:-all}
 
 if [[ $what == all || $what == compare ]]; then
   # torch eager vs ONNX Runtime (CPU provider, default session options) at two sizes.

@@ -1,14 +1,16 @@
 """Evaluate the shipped stage-1 checkpoint (or --checkpoint) and record the report with machine info.
 
-    .venv/bin/python benchmarks/stage1_eval.py [--checkpoint PATH] [--out benchmarks/results/stage1_eval.json]
+    .venv/bin/python benchmarks/stage1_eval.py --force            # rewrites benchmarks/results/stage1_eval.json
+    .venv/bin/python benchmarks/stage1_eval.py --checkpoint PATH --out FILE
 
-Same numbers as ``lwayrt eval-degae --json``; adds the machine, versions and wall time.
+Same numbers as ``lwayrt eval-degae --json``; adds the machine, versions and wall time. Without ``--out`` the
+script refuses to replace an existing ``stage1_eval.json`` unless given ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,13 +18,18 @@ import torch
 
 from lway_rt.bench.machine import machine_info
 
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import add_out, command_line, positive_int, resolve_out, write_json  # noqa: E402
 
-def main() -> None:
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "stage1_eval.json"))
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    add_out(ap, Path(__file__).resolve().parent / "results" / "stage1_eval.json")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    args = ap.parse_args(argv)
+    resolve_out(ap, args)
     torch.set_num_threads(args.threads)
     from lway_rt.degae import load_stage1
     from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1
@@ -34,8 +41,8 @@ def main() -> None:
     report["checkpoint_meta"] = s1.meta
     report["run"] = {"seconds": round(time.time() - t0, 1), "machine": machine_info(),
                      "torch": torch.__version__, "threads": args.threads,
-                     "command": "python benchmarks/stage1_eval.py" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")}
-    Path(args.out).write_text(json.dumps(report, indent=1))
+                     "command": command_line("stage1_eval.py", argv)}
+    write_json(args.out, report)
     print(f"recon {report['recon_psnr']} dB vs identity {report['identity_psnr']} dB, separation {report['separation_ratio']}, "
           f"ablation gap {report['ablation']['gap_db']} dB -> {args.out}")
 

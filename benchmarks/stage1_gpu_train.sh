@@ -27,9 +27,9 @@ if [[ $# -lt 1 || $# -gt 2 || ${1:-} == -h || ${1:-} == --help ]]; then
 fi
 OUT=$1
 SECONDS_PER_RUN=${2:-240}
-cd "$(dirname "$0")/.."
 mkdir -p "$OUT" || { echo "error: cannot create $OUT" >&2; exit 2; }
-OUT=$(cd "$OUT" && pwd)
+OUT=$(cd "$OUT" && pwd)  # before the cd below: a relative OUTDIR is the caller's
+cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
 LW=("$PY" -c 'import sys; from lway_rt.cli import main; sys.exit(main())')
 

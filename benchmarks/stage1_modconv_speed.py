@@ -1,10 +1,11 @@
 """Reconstructor cost: non-fused modulated conv (static weights, factors prepared once per image)
 against DegAE's fused grouped-conv form, at stage-2 patch sizes, on this machine's CPU.
 
-    .venv/bin/python benchmarks/stage1_modconv_speed.py [--threads 1] [--out benchmarks/results/stage1_modconv_speed.json]
+    .venv/bin/python benchmarks/stage1_modconv_speed.py --threads 1 --reps 5 --force   # rewrites stage1_modconv_speed.json
 
 Both forms are checked to agree (max abs difference recorded) before timing; the ratio is
-measured side by side in one run.
+measured side by side in one run. Without ``--out`` the script refuses to replace an existing
+``benchmarks/results/stage1_modconv_speed.json`` unless given ``--force``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from lway_rt.bench.machine import machine_info
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import add_out, command_line, positive_int, resolve_out, write_json  # noqa: E402
 
 
 def _time(fn, reps: int) -> list[float]:
@@ -30,12 +36,13 @@ def _time(fn, reps: int) -> list[float]:
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "stage1_modconv_speed.json"))
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--reps", type=positive_int, default=10)
+    add_out(ap, Path(__file__).resolve().parent / "results" / "stage1_modconv_speed.json")
+    args = ap.parse_args(argv)
+    resolve_out(ap, args)
     torch.set_num_threads(args.threads)
     from lway_rt.degae.nets import Reconstructor
 
@@ -66,10 +73,10 @@ def main() -> None:
             row["speedup_prepared_vs_fused"] = round(row["fused_grouped_ms"] / row["nonfused_prepared_ms"], 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    Path(args.out).write_text(json.dumps({
+    write_json(args.out, {
         "rows": rows, "machine": machine_info(), "threads": args.threads,
         "torch": torch.__version__, "note": "median ms over reps, forward only, eval mode; shared CPU",
-        "command": f"python benchmarks/stage1_modconv_speed.py --threads {args.threads} --reps {args.reps}"}, indent=1))
+        "command": command_line("stage1_modconv_speed.py", argv)})
 
 
 if __name__ == "__main__":

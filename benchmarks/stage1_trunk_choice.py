@@ -2,9 +2,11 @@
 
 Trains each variant for the same short schedule with the project's own training code, then runs
 the held-out evaluation (reduced size) and records reconstruction PSNR, the embedding-ablation gap,
-the separation ratio and the seconds per iteration. Writes benchmarks/results/stage1_trunk_choice.json.
+the separation ratio and the seconds per iteration. Writes benchmarks/results/stage1_trunk_choice.json (or
+``--out``), adding each variant's row to the rows already there, the file rewritten after each variant; without
+``--out`` the committed file is changed only with ``--force``.
 
-    .venv/bin/python benchmarks/stage1_trunk_choice.py [--iters 300] [--only NAME ...]
+    .venv/bin/python benchmarks/stage1_trunk_choice.py --force [--iters 300] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import add_out, positive_int, resolve_out, write_json  # noqa: E402
 
 VARIANTS = {
     "srvgg2-noskip": dict(trunk_model="realesr-animevideov3", trunk_layers=2, skip=False),
@@ -26,12 +33,13 @@ VARIANTS = {
 }
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=300)
-    ap.add_argument("--only", nargs="*")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "stage1_trunk_choice.json"))
-    args = ap.parse_args()
+    ap.add_argument("--iters", type=positive_int, default=300)
+    ap.add_argument("--only", nargs="*", choices=sorted(VARIANTS))
+    add_out(ap, Path(__file__).resolve().parent / "results" / "stage1_trunk_choice.json")
+    args = ap.parse_args(argv)
+    resolve_out(ap, args)
     torch.set_num_threads(1)
     from lway_rt.degae import load_stage1
     from lway_rt.degae.degrade import SynthConfig
@@ -62,7 +70,7 @@ def main() -> None:
                                "eval": "held-out chelsea+coffee, 4 crops of 64 px, 12 draws per geometry",
                                "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread, shared 2-core CPU",
                                "torch": torch.__version__}
-        out_path.write_text(json.dumps(results, indent=1))
+        write_json(out_path, results)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ run, with the old one restored by replacing ``axis_tile`` with its rule (``min(t
   for real photos used as LR images at tile 256 / overlap 32 (so a few tiles fit a small CPU), with
   realesr-animevideov3 and realsr-df2k-x4.
 
-    .venv/bin/python benchmarks/tiling_layout.py [--out benchmarks/results/tiling_layout_cpu.json]
+    .venv/bin/python benchmarks/tiling_layout.py --threads 1 --force   # rewrites benchmarks/results/tiling_layout_cpu.json
+
+Without ``--out`` the script refuses to replace an existing default file unless given ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +28,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, nonnegative_int, positive_int, resolve_out  # noqa: E402
 SIZES = ((640, 480), (1024, 768), (1280, 720), (1500, 1000), (1920, 1080), (2048, 1536), (4000, 3000))
 # (model, photo, repeats): the photos (400x600, 300x451, 512x512 RGB) are LR images in their own right; the RRDBNet,
 # whose receptive field reaches furthest across a seam, on one of them (a pass takes about a minute on 2 CPU cores)
@@ -54,11 +60,12 @@ def main(argv=None) -> int:
     from lway_rt.runtime import tiling
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/tiling_layout_cpu.json"))
-    ap.add_argument("--tile", type=int, default=256)
-    ap.add_argument("--overlap", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=None)
+    add_out(ap, ROOT / "benchmarks/results/tiling_layout_cpu.json")
+    ap.add_argument("--tile", type=positive_int, default=256)
+    ap.add_argument("--overlap", type=nonnegative_int, default=32)
+    ap.add_argument("--threads", type=positive_int, default=None)
     args = ap.parse_args(argv)
+    resolve_out(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     new_axis = tiling.axis_tile

@@ -6,18 +6,24 @@ outputs differ near seams. This measures, per model, photo and (tile, overlap), 
 absolute difference on a [0, 1] scale (x255: 8-bit levels) between the tiled and the one-pass output, on
 x4-downscaled scikit-image photos (LR up to 128x128, so several tiles per image).
 
-    .venv/bin/python benchmarks/tiling_seams.py [--out benchmarks/results/tiling_seams_cpu.json]
+    .venv/bin/python benchmarks/tiling_seams.py --force   # rewrites benchmarks/results/tiling_seams_cpu.json
+
+Without ``--out`` the script refuses to replace an existing default file unless given ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, positive_int, resolve_out  # noqa: E402
 MODELS = ("realesr-animevideov3", "realsr-df2k-x4")
 PHOTOS = ("astronaut", "chelsea", "coffee")
 SETTINGS = ((48, 16), (64, 16), (64, 24), (80, 32), (96, 32))  # (tile, overlap) in LR pixels; upscale's default overlap is 32
@@ -30,9 +36,10 @@ def main(argv=None) -> int:
     from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/tiling_seams_cpu.json"))
-    ap.add_argument("--threads", type=int, default=None)
+    add_out(ap, ROOT / "benchmarks/results/tiling_seams_cpu.json")
+    ap.add_argument("--threads", type=positive_int, default=None)
     args = ap.parse_args(argv)
+    resolve_out(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, load_start = [], load_average()

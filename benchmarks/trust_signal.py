@@ -7,13 +7,15 @@ L_S0`` below 1 means R(S0(x)) explains the LR worse than R(bicubic(x)). Also the
 ``detail_guard_gate='trust'`` would give the crop (``guard_gates``). Forward passes only: seconds on a
 CPU. Used to declare round 16 (``quality_sweep.py``) before it ran.
 
-    .venv/bin/python benchmarks/trust_signal.py --seeds 1 2 3 4 5 6 7 8
+    .venv/bin/python benchmarks/trust_signal.py --seeds 1 2 3 4 5 6 7 8 --force   # rewrites trust_signal.json
+
+Without ``--out`` (here, group_signal.py and objective_check.py) the script refuses to replace its existing
+default file under ``benchmarks/results/`` unless given ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,24 +25,37 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from _args import add_out, command_line, positive_int, resolve_out, write_json  # noqa: E402
 
 
 def protocol_parser(doc: str, out: str) -> argparse.ArgumentParser:
-    """The arguments of a forward-pass-only look at quality.py's crops (this script, group_signal.py)."""
+    """The arguments of a forward-pass-only look at quality.py's crops (this script, group_signal.py,
+    objective_check.py); parse them with ``parse_protocol``."""
+    from quality import ABLATION_PRESETS, PHOTOS
+
     from lway_rt.degae.degrade import EVAL_PRESETS
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4])
-    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS))
-    ap.add_argument("--photos", type=int, default=6)
-    ap.add_argument("--crop", type=int, default=192)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / out))
+    ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS), choices=[*EVAL_PRESETS, *ABLATION_PRESETS],
+                    metavar="PRESET", help=f"from {', '.join([*EVAL_PRESETS, *ABLATION_PRESETS])} [the first {len(EVAL_PRESETS)}]")
+    ap.add_argument("--photos", type=int, default=6, choices=range(1, len(PHOTOS) + 1), metavar="N",
+                    help=f"how many of quality.py's photos (1-{len(PHOTOS)})")
+    ap.add_argument("--crop", type=positive_int, default=192)
+    add_out(ap, ROOT / "benchmarks" / "results" / out)
     return ap
 
 
+def parse_protocol(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``ap.parse_args(argv)``, then the output rule (an existing default file needs --force)."""
+    args = ap.parse_args(argv)
+    resolve_out(ap, args)
+    return args
+
+
 def main(argv=None) -> int:
-    args = protocol_parser(__doc__, "trust_signal.json").parse_args(argv)
+    args = parse_protocol(protocol_parser(__doc__, "trust_signal.json"), argv)
 
     from lway_rt.adapt.config import AdaptConfig
     from lway_rt.adapt.losses import guard_gates, trust_losses
@@ -92,15 +107,12 @@ def write_signal(args, argv, script: str, what: str, desc, stage1, t0: float, **
 
     from lway_rt.io.weights import state_dict_sha256
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    return write_json(args.out, {
         "benchmark": f"lway_rt {what} (benchmarks/{script})",
-        "command": " ".join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(script, argv),
         "machine": machine(), "model": {"name": args.model, "sha256": state_dict_sha256(desc.model.state_dict())},
         "stage1_sha256": state_dict_sha256(stage1.state_dict()),
-        **fields, "total_seconds": round(time.perf_counter() - t0, 1)}, indent=1) + "\n")
-    return out
+        **fields, "total_seconds": round(time.perf_counter() - t0, 1)})
 
 
 if __name__ == "__main__":

@@ -125,3 +125,57 @@ def test_stage1_coverage_script_trains_the_wider_family_and_judges_it(tmp_path):
     res = json.loads((run / "objective_wide_s3.json").read_text())
     assert res["stage1_sha256"] == state_dict_sha256(s1.state_dict()) and len(res["crops"]) == 1
     assert (run / "eval_wide.json").is_file() and not (run / "quality").exists()
+
+
+def test_memory_child_measures_what_the_parent_was_asked_for(bench, monkeypatch):
+    """--memory runs the loop in a child process: every option that shapes that run reaches it (--patch-size 32 was
+    once measured at the default 48)."""
+    calls = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "{}\n", ""
+
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
+    parent = bench.parse_args(["--memory", "--patch-size", "32", "--threads", "2", "--lr-size", "64", "--photo", "coffee",
+                               "--seed", "5", "--memory-iterations", "3", "--stage1", "shipped", "--model", "realsr-df2k-x4"])
+    bench.measure_loop_memory(parent)
+    (cmd,) = calls
+    child = bench.parse_args(cmd[2:])
+    assert child.memory_child
+    for name in ("model", "device", "threads", "stage1", "photo", "lr_size", "seed", "memory_iterations", "patch_size"):
+        assert getattr(child, name) == getattr(parent, name), name
+
+
+@pytest.mark.parametrize("args", [["--warmup", "-1"], ["--threads", "0"], ["--rounds", "0"], ["--patch-size", "0"]])
+def test_speed_options_refuse_bad_values_with_a_usage_line(bench, args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(args)
+    assert exc.value.code == 2 and f"argument {args[0]}:" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_backbone_merges_a_one_seed_run_and_exits_non_zero_on_failed_units(tmp_path):
+    """benchmarks/gpu_backbone.sh --cpu-smoke, one seed, mixed folders, offset 0: the one unit is merged (a merge of
+    one part), a relative OUTDIR is the caller's, a stage-1 path with a space arrives whole; then with a unit that
+    fails, the script says so and exits 1."""
+    import os
+    import sys
+
+    from lway_rt.degae import default_checkpoint_path
+
+    script = ROOT / "benchmarks" / "gpu_backbone.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    ckpt = tmp_path / "stage 1.safetensors"
+    shutil.copy(default_checkpoint_path(), ckpt)
+    env = {**os.environ, "PYTHON": sys.executable, "MODEL": "realesr-animevideov3", "SETTINGS": "all", "OFFSETS": "0",
+           "SEEDS": "3", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(["bash", str(script), "--cpu-smoke", "rel", "--stage1", str(ckpt)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = (tmp_path / "rel" / "summary.txt").read_text()
+    assert "quality_realesr-animevideov3_all_adaptseed0.json: lway" in summary and "(exit 0)" in summary
+    assert (tmp_path / "rel" / "results.tgz").is_file() and not (ROOT / "rel").exists()
+    out = subprocess.run(["bash", str(script), "--cpu-smoke", str(tmp_path / "bad")], cwd=tmp_path,
+                         env={**env, "EXTRA": "--bogus"}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "failed or skipped units: all_o0_s3" in (tmp_path / "bad" / "summary.txt").read_text()

@@ -455,9 +455,13 @@ def test_quality_runs_lway_with_the_perceptual_term_beside_the_baselines(tmp_pat
 
 def test_detail_flag_reproduces_its_committed_result(tmp_path):
     """benchmarks/detail_flag.py reads the committed quality results only: rerun, it gives the committed JSON."""
+    import shlex
+
     script = _load("detail_flag")
-    script.main(["--out", str(tmp_path / "d.json")])
-    now = json.loads((tmp_path / "d.json").read_text())
+    out = tmp_path / "d e.json"  # a space: the recorded command is shell-quoted, so it can be pasted back
+    script.main(["--out", str(out)])
+    now = json.loads(out.read_text())
+    assert shlex.split(now["command"]) == ["python", "benchmarks/detail_flag.py", "--out", str(out)]
     committed = json.loads((ROOT / "benchmarks" / "results" / "detail_flag.json").read_text())
     assert {k: v for k, v in now.items() if k != "command"} == {k: v for k, v in committed.items() if k != "command"}
     assert now["losers_flagged"] <= now["lost_over_0.1dB"] <= now["crops"]
@@ -646,3 +650,130 @@ def test_objective_check_reproduces_its_committed_crops_and_joins_gains(tmp_path
         assert row["gains"][gains.stem] == pytest.approx(q["lway"]["psnr"] - q["unadapted"]["psnr"], abs=1e-4)
     assert now["gains"]["crops_joined"] == 2 and now["all"]["crops"] == 2
     assert abs(now["spearman_trust_r_vs_truth_ratio"]["all"]) == pytest.approx(1.0)  # two crops: rho is +-1
+
+
+# ---- the scripts' command lines and result files (benchmarks/_args.py)
+
+def test_quality_merges_a_single_part_from_the_command_line(tmp_path):
+    """``quality.py --merge OUT PART``: one part is a merge too (gpu_backbone.sh merges a one-seed run so), not an
+    argparse error."""
+    import subprocess
+    import sys
+
+    part = ROOT / "benchmarks" / "results" / "heldout_seeds78_all_s7.json"
+    out = tmp_path / "one.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--merge", str(out), str(part)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    merged, original = json.loads(out.read_text()), json.loads(part.read_text())
+    assert merged["mean"] == original["mean"] and merged["per_image"] == original["per_image"]
+
+
+def test_quality_writes_strict_json(tmp_path):
+    """An undefined number (a NaN score) is written as null, never as the NaN token JSON readers refuse."""
+    quality = _load("quality")
+    part = json.loads((ROOT / "benchmarks" / "results" / "heldout_seeds78_all_s7.json").read_text())
+    part["per_image"][0]["lway"]["psnr"] = float("nan")
+    (tmp_path / "p.json").write_text(json.dumps(part))
+    quality.merge(str(tmp_path / "m.json"), [str(tmp_path / "p.json")])
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON: {token}")
+
+    merged = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert merged["per_image"][0]["lway"]["psnr"] is None
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("quality", ["--presets", "bogus"], "argument --presets: invalid choice: 'bogus'"),
+    ("quality", ["--photos", "0"], "argument --photos: invalid choice: 0"),
+    ("quality", ["--threads", "0"], "argument --threads: '0' is not a positive whole number"),
+    ("quality_sweep", ["--jobs", "0"], "argument --jobs: '0' is not a positive whole number"),
+    ("adapt_variance", ["--jobs", "0"], "argument --jobs: '0' is not a positive whole number"),
+    # a seed written 01 is seed 1, of the test split; the child runs would fail at once on --bogus were it let through
+    ("adapt_variance", ["--seeds", "01", "3", "--only", "default", "--offsets", "0", "--quality-args=--bogus"],
+     "seeds 1 and 2 are the benchmark's test split"),
+    ("objective_check", ["--threads", "0"], "argument --threads: '0' is not a positive whole number"),
+    ("trust_signal", ["--photos", "9"], "argument --photos: invalid choice: 9"),
+    ("group_routing", ["--threads", "0"], "argument --threads: '0' is not a positive whole number"),
+    ("tiling_seams", ["--threads", "0"], "argument --threads: '0' is not a positive whole number"),
+    ("stage1_eval", ["--threads", "-1"], "argument --threads: '-1' is not a positive whole number"),
+])
+def test_bad_arguments_stop_with_a_usage_line(script, args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _load(script).main([*args, "--out", str(tmp_path / "x.json")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("script, args, default", [
+    ("quality", [], "quality.json"), ("quality_sweep", ["--round4", "--join"], "quality_dev_sweep_round4.json"),
+    ("adapt_variance", [], "adapt_variance.json"), ("detail_flag", [], "detail_flag.json"),
+    ("trust_signal", [], "trust_signal.json"), ("group_signal", [], "group_signal.json"),
+    ("objective_check", [], "objective_check.json"), ("group_routing", [], "group_routing.json"),
+    ("adapt_trajectory", ["--adapt-seed-offset", "1"], "adapt_trajectory_sharpen-jpeg420_seed3_adapt103.json"),
+    ("stage1_eval", [], "stage1_eval.json"), ("stage1_modconv_speed", [], "stage1_modconv_speed.json"),
+    ("stage1_trunk_choice", [], "stage1_trunk_choice.json"), ("cpu_memory_format", [], "cpu_memory_format.json"),
+    ("tiling_layout", [], "tiling_layout_cpu.json"), ("tiling_seams", [], "tiling_seams_cpu.json"),
+])
+def test_scripts_keep_their_committed_default_output_without_force(script, args, default, capsys):
+    """Without --out, a script whose default file exists stops before any work: the committed result stays."""
+    committed = ROOT / "benchmarks" / "results" / default
+    before = committed.read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        _load(script).main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"benchmarks/results/{default} exists" in err and "--force" in err
+    assert committed.read_bytes() == before
+
+
+def test_default_output_is_replaced_only_when_asked(tmp_path, monkeypatch, capsys):
+    """detail_flag.py in a copy of the tree: its existing default output is kept; --force, or naming it with --out,
+    replaces it."""
+    import shutil
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    shutil.copy(ROOT / "benchmarks" / "results" / "quality_patch48.json", results)
+    (results / "detail_flag.json").write_text("kept\n")
+    script = _load("detail_flag")
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        script.main([])
+    assert exc.value.code == 2 and "--force" in capsys.readouterr().err
+    assert (results / "detail_flag.json").read_text() == "kept\n"
+    script.main(["--force"])
+    assert json.loads((results / "detail_flag.json").read_text())["files"] == ["quality_patch48.json"]
+    (results / "detail_flag.json").write_text("kept\n")
+    script.main(["--out", str(results / "detail_flag.json")])
+    assert json.loads((results / "detail_flag.json").read_text())["crops"] > 0
+
+
+def test_output_rule_lets_a_sweep_resume_its_own_file(tmp_path):
+    """quality_sweep.py's --reuse of its own (default) output carries the run on: no --force needed for that file."""
+    import argparse
+
+    bench_args = _load("_args")
+    ap = argparse.ArgumentParser()
+    bench_args.add_out(ap, None)
+    default = tmp_path / "sweep.json"
+    assert bench_args.resolve_out(ap, ap.parse_args([]), default) == default  # nothing there yet
+    default.write_text("{}")
+    with pytest.raises(SystemExit):
+        bench_args.resolve_out(ap, ap.parse_args([]), default)
+    with pytest.raises(SystemExit):
+        bench_args.resolve_out(ap, ap.parse_args([]), default, resumed=[str(tmp_path / "other.json")])
+    assert bench_args.resolve_out(ap, ap.parse_args([]), default, resumed=[str(default)]) == default
+    assert bench_args.resolve_out(ap, ap.parse_args(["--force"]), default) == default
+
+
+def test_results_are_written_whole_or_not_at_all(tmp_path):
+    """write_json: strict JSON; a value that cannot be written leaves the earlier file as it was and no temporary."""
+    bench_args = _load("_args")
+    out = tmp_path / "r.json"
+    bench_args.write_json(out, {"x": float("nan"), "y": [float("inf"), 1.5]})
+    assert json.loads(out.read_text()) == {"x": None, "y": [None, 1.5]}
+    with pytest.raises(TypeError):
+        bench_args.write_json(out, {"x": object()})
+    assert json.loads(out.read_text())["y"] == [None, 1.5] and [p.name for p in tmp_path.iterdir()] == ["r.json"]
