@@ -4,7 +4,9 @@ and the shipped checkpoint meets the stage-1 targets on the full evaluation prot
 The short run's thresholds hold across the batch streams measured (150 iterations, width 16,
 48-px crops, seeds 0 and 1, and 300 iterations for both seeds): same-size gain +0.27 to +1.07 dB,
 round-trip gain +2.3 to +3.8 dB, same-size ablation gap +0.97 to +1.98 dB, same-size separation
-0.28 to 0.33, blur gain +0.50 to +1.82 dB. The run is 300 iterations: 150 was at the edge on another CPU (an
+0.28 to 0.33 (measured when the ratio still paired crops of one photo too; comparing crops of different photos
+only, 300 iterations gave 0.415 / 0.505 for seeds 0 / 1 on the 2-core AMD EPYC VM, hence the bound of 0.75 here, while
+the shipped checkpoint is held to the target 0.5), blur gain +0.50 to +1.82 dB. The run is 300 iterations: 150 was at the edge on another CPU (an
 Intel Xeon with AVX-512/AMX, one thread, 2026-12-02: seed 0 gave a round-trip gain of +0.99 dB against the 1 dB
 asserted, same-size +0.26), where 300 gave same-size +0.81 / +1.06 dB, round trip +3.43 / +3.81 dB, blur
 +1.24 / +1.77 dB, separation 0.27 / 0.32, ablation gap +1.73 / +1.96 dB for seeds 0 / 1. Two properties did *not* hold for every such short run and
@@ -18,6 +20,7 @@ import json
 import math
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from lway_rt.cli import main
@@ -56,7 +59,7 @@ def test_short_run_beats_identity(report):
 @pytest.mark.slow
 def test_short_run_embedding_matters(report):
     same = report["geometries"]["same_size"]
-    assert same["separation_ratio"] < 0.5, same["separation_ratio"]
+    assert same["separation_ratio"] < 0.75, same["separation_ratio"]  # one draw on two photos: nearer than two draws
     assert same["ablation_gap_db"] > 0.5, same  # own embedding beats another draw's on the same image
     assert same["cross_image"] > same["shuffled"]  # the same draw read from another image still helps
 
@@ -104,6 +107,81 @@ def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_pat
     assert data["separation_ratio"] is None
 
 
+def _fresh_ckpt(path, scale=None):
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=0).freeze()
+    if scale is not None:  # weights blown up by a step at a huge learning rate: finite, so they could be saved
+        with torch.no_grad():
+            for p in s1.reconstructor.parameters():
+                p.fill_(scale)
+    save_stage1(path, s1, {"iterations": 1, "recipe": {"iters": 1}})
+    return path
+
+
+def test_cross_image_pairs_are_crops_of_different_images(tmp_path, astronaut):
+    """'cross_image' and the separation ratio paired crop i with crop i-1, mostly of the same photo (6 of 8 pairs on
+    the default held-out set), and with one photo reported a crop of it as 'another image'."""
+    from PIL import Image
+
+    ckpt = _fresh_ckpt(tmp_path / "s1.safetensors")
+    (tmp_path / "one").mkdir()
+    Image.fromarray(astronaut[:192, :192]).save(tmp_path / "one" / "a.png")
+    dest = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(ckpt), "--data", str(tmp_path / "one"), "--crop",
+                                    "48", "--crops-per-image", "3", "--draws", "3", "--json", str(dest)])
+    assert res.exit_code == 0, res.output
+    assert "cross-image undefined" in res.output and "separation undefined" in res.output, res.output
+    assert "separation_ratio and the cross-image ablation undefined" in res.output and "more images in --data" in res.output
+    data = json.loads(dest.read_text())
+    assert data["settings"]["n_crops"] == 3
+    for geo in data["geometries"].values():
+        assert geo["cross_image"] is None and geo["separation_ratio"] is None, geo
+    assert data["ablation"]["cross_image"] is None and data["separation_ratio"] is None
+    two = evaluate_stage1(load_stage1(ckpt), EvalConfig(crop=48, crops_per_image=2, draws=3))  # chelsea and coffee
+    assert math.isfinite(two["separation_ratio"]) and math.isfinite(two["ablation"]["cross_image"])
+    from lway_rt.degae.evaluate import other_image
+
+    owner = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])  # the default: 4 crops of each of 2 photos
+    partner = other_image(owner)
+    assert (owner[partner] != owner).all() and sorted(partner.tolist()) == list(range(8))
+    uneven = torch.tensor([0, 0, 0, 1, 2, 2])
+    assert (uneven[other_image(uneven)] != uneven).all()
+    assert other_image(torch.tensor([0, 0, 0])) is None
+
+
+def test_a_checkpoint_that_outputs_nan_is_named_not_the_data(tmp_path):
+    """It printed 'recon_psnr nan' and blamed the data ('every draw came out clean, or one image only')."""
+    ckpt = _fresh_ckpt(tmp_path / "blown.safetensors", scale=1e30)
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(ckpt), "--crop", "48", "--crops-per-image", "1",
+                                    "--draws", "2"])
+    assert res.exit_code == 1 and "the stage-1 checkpoint outputs NaN/inf" in res.output, res.output
+    assert "came out clean" not in res.output and "nan" not in res.output.replace("NaN", ""), res.output
+
+
+def test_the_presets_noise_follows_seed_and_the_default_is_unchanged(tmp_path, monkeypatch):
+    """The presets' noise seeds were 101 + crop whatever --seed said."""
+    import lway_rt.degae.evaluate as ev
+
+    seeds, preset = [], ev.eval_preset
+
+    def recorded(name, seed=0, roundtrip=1):
+        seeds.append(seed)
+        return preset(name, seed=seed, roundtrip=roundtrip)
+
+    monkeypatch.setattr(ev, "eval_preset", recorded)
+    s1 = load_stage1(_fresh_ckpt(tmp_path / "s1.safetensors"))
+    cfg = EvalConfig(crop=48, crops_per_image=1, draws=2, geometries=(1,))
+    evaluate_stage1(s1, cfg)
+    assert cfg.seed == 20240302 and sorted(set(seeds)) == [101, 102]  # two crops: as before
+    found = {}
+    for seed in (0, 1, 20240303):
+        seeds.clear()
+        found[seed] = evaluate_stage1(s1, EvalConfig(**{**cfg.__dict__, "seed": seed}))["presets"]
+        assert len(set(seeds)) == 2 and not {101, 102} & set(seeds), (seed, seeds)
+    assert found[0] != found[1]
+
+
 def test_eval_cli_errors(tmp_path):
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "none.safetensors")])
     assert res.exit_code == 1 and res.output.startswith("error: ") and "does not exist" in res.output
@@ -132,8 +210,9 @@ def test_shipped_checkpoint_meets_the_stage1_targets():
     """The shipped checkpoint on the evaluation command's own protocol (held-out photos and draws):
     at least 3 dB over the identity baseline and a separation ratio below 0.5 (same-size geometry,
     the one `eval-degae` headlines), and its own embedding beats a shuffled one in both geometries.
-    Measured: +3.01 dB, separation 0.125, ablation gaps +2.6 / +2.0 dB (benchmarks/results/stage1_eval.json;
-    the earlier skip checkpoint: +3.53 dB, stage1_eval_skip8801.json)."""
+    Measured: +3.01 dB, separation 0.145 (0.125 in benchmarks/results/stage1_eval.json, written before the ratio
+    compared crops of different photos only), ablation gaps +2.6 / +2.0 dB (the earlier skip checkpoint: +3.53 dB,
+    stage1_eval_skip8801.json)."""
     report = evaluate_stage1(load_stage1(), EvalConfig())
     same = report["geometries"]["same_size"]
     assert report["recon_psnr"] - report["identity_psnr"] >= 3.0, same

@@ -83,3 +83,37 @@ def test_training_with_lpips_records_it(weights, tmp_path, astronaut):
     meta = load_stage1(out).meta
     assert meta["perceptual_ran"].startswith("LPIPS-AlexNet")
     assert meta["recipe"]["lpips_weights"] == ["lpips_alex_full.pth"]
+
+
+def test_a_crop_too_small_for_lpips_is_refused_in_a_line(weights, tmp_path, astronaut):
+    """--crop 24 or 28 with --perceptual lpips was accepted, then failed in AlexNet's max-pool with a traceback.
+    31 px is the least LPIPS-AlexNet takes; with round trips (on by default) the crop is a multiple of 4: 32."""
+    from lway_rt.degae.degrade import SynthConfig
+    from lway_rt.degae.lpips import LPIPSAlex
+
+    with pytest.raises(RuntimeError):  # what the refused sizes did
+        LPIPSAlex()(torch.rand(1, 3, 30, 30), torch.rand(1, 3, 30, 30))
+    LPIPSAlex()(torch.rand(1, 3, 31, 31), torch.rand(1, 3, 31, 31))
+    d, _ = weights
+    kw = dict(perceptual="lpips", lpips_weights=(str(d / "lpips_alex_full.pth"),))
+    for crop in (24, 28):
+        with pytest.raises(InputError, match=rf"--perceptual lpips needs --crop 32 or more .* got {crop}"):
+            TrainConfig(crop=crop, **kw)
+    with pytest.raises(InputError, match=r"--perceptual lpips needs --crop 31 or more .* got 30"):
+        TrainConfig(crop=30, synth=SynthConfig(p_roundtrip=0.0), **kw)
+    TrainConfig(crop=31, synth=SynthConfig(p_roundtrip=0.0), **kw)
+    TrainConfig(crop=24, w_perceptual=0.0, **kw)  # LPIPS never runs
+    data = tmp_path / "photos"
+    data.mkdir()
+    Image.fromarray(astronaut[:96, :96]).save(data / "a.png")
+    Image.fromarray(astronaut[200:296, 200:296]).save(data / "b.png")
+    res = train(TrainConfig(out=str(tmp_path / "s1.safetensors"), data=str(data), crop=32, batch=2, iters=1, embed_dim=16,
+                            width=8, blocks=2, head_widths=(16, 16, 16), threads=1, **kw))
+    assert res.last["perc"] > 0  # the least crop allowed trains
+    from lway_rt.cli import main
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(main, ["train-degae", "--crop", "28", "--perceptual", "lpips", "--lpips-weights",
+                                    str(d / "lpips_alex_full.pth"), "--out", str(tmp_path / "c.safetensors")])
+    assert res.exit_code == 1 and res.output.startswith("error: --perceptual lpips needs --crop 32") \
+        and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output

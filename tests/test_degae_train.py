@@ -109,6 +109,59 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(photo_dir, tmp_path):
         assert torch.equal(v, good[k])
 
 
+def test_a_step_that_blows_the_weights_up_is_never_saved(photo_dir, tmp_path):
+    """The loss was checked before each step only: a step at --lr 1e30 moved the weights to ~5e29 (finite, whose next
+    loss was NaN) and they were saved as 'the last good checkpoint', so following the advice failed again at once."""
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, threads=1, **TINY)
+    train(cfg)
+    before, state_before = out.read_bytes(), (tmp_path / "s1.safetensors.resume.pt").read_bytes()
+    with pytest.raises(TrainingError, match=r"NaN/inf at iteration 5 .*before that checkpoint was written; the last "
+                                            r"good checkpoint \(iteration 4\) is kept"):
+        train(TrainConfig(**{**cfg.__dict__, "iters": 8, "ckpt_every": 1, "lr": 1e30}), resume=True)
+    assert out.read_bytes() == before and (tmp_path / "s1.safetensors.resume.pt").read_bytes() == state_before
+    assert max(float(v.abs().max()) for v in load_stage1(out).state_dict().values()) < 100
+    assert train(TrainConfig(**{**cfg.__dict__, "iters": 8}), resume=True).iterations == 8  # the advice works
+
+
+def test_nan_weights_at_a_checkpoint_leave_the_last_pair_whole(photo_dir, tmp_path, monkeypatch):
+    """The resume state was written (unchecked) before the weights file refused NaN: the good resume state was
+    replaced by NaN weights, a raw ModelError escaped, and the next --resume loaded the NaN weights."""
+    import lway_rt.degae.train as tr
+
+    out, state = tmp_path / "s1.safetensors", tmp_path / "s1.safetensors.resume.pt"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=6, ckpt_every=2, threads=1, **TINY)
+    train(cfg, stop_after=2)
+    before, state_before = out.read_bytes(), state.read_bytes()
+    step, calls = tr.train_step, []
+
+    def poisoned(s1, *a, **k):  # the 4th iteration's step leaves a NaN weight behind a finite loss
+        res = step(s1, *a, **k)
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                next(s1.reconstructor.parameters()).view(-1)[0] = float("nan")
+        return res
+
+    monkeypatch.setattr(tr, "train_step", poisoned)
+    with pytest.raises(TrainingError, match=r"NaN/inf at iteration 4 .*the last good checkpoint \(iteration 2\) is kept"):
+        train(cfg, resume=True)
+    assert out.read_bytes() == before and state.read_bytes() == state_before
+    monkeypatch.setattr(tr, "train_step", step)
+    s1 = load_stage1(out, trainable=True)
+    with pytest.raises(ModelError):  # and the writer itself checks before it writes anything
+        with torch.no_grad():
+            next(s1.reconstructor.parameters()).view(-1)[0] = float("inf")
+        opt = torch.optim.Adam([p for m in (s1.encoder, s1.reconstructor) for p in m.parameters() if p.requires_grad])
+        tr._save(out, s1, opt, cfg, 4, 1.0, {}, "none", [], {"ema": None, "low": None})
+    assert out.read_bytes() == before and state.read_bytes() == state_before
+    assert train(cfg, resume=True).iterations == 6
+    saved = torch.load(state, weights_only=False)  # the pair agrees
+    assert saved["iteration"] == load_stage1(out).meta["iterations"] == 6
+    for k, v in load_stage1(out).state_dict().items():
+        assert torch.equal(v, saved["weights"][k]), k
+
+
 def test_a_loss_blown_up_short_of_nan_stops_before_it_is_saved(photo_dir, tmp_path):
     """Resumed with --lr 0.5 the loss climbed to ~1e13 and the run wrote that checkpoint as if all were well."""
     out = tmp_path / "s1.safetensors"
@@ -204,9 +257,12 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, photo_dir, monkeypatc
         return write_bytes(self, data)
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    state_before = (tmp_path / "s1.safetensors.resume.pt").read_bytes()
     with pytest.raises(OutputError, match="No space left"):
         train(cfg, resume=True)
     assert out.read_bytes() == before
+    # the resume state was replaced before the weights failed: the pair is written together or not at all
+    assert (tmp_path / "s1.safetensors.resume.pt").read_bytes() == state_before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

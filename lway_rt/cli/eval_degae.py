@@ -24,7 +24,9 @@ def _num(x: float, fmt: str) -> str:
 @click.option("--crop", type=int, default=96, show_default=True)
 @click.option("--crops-per-image", type=int, default=4, show_default=True)
 @click.option("--draws", type=int, default=24, show_default=True, help="Random degradation draws per geometry.")
-@click.option("--seed", type=click.IntRange(min=0), default=20240302, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=20240302, show_default=True,
+              help="Seed of the random degradation draws and of every noise realisation, the presets' included (the "
+                   "photos and crops are fixed).")
 @click.option("--device", default="cpu", show_default=True)
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
@@ -59,10 +61,11 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}
     for name, g in report["geometries"].items():
-        click.echo(f"[{name}] recon {g['recon']:.2f} dB | identity {g['identity']:.2f} dB | gain {g['gain_db']:+.2f} dB | "
+        click.echo(f"[{name}] recon {_num(g['recon'], '.2f')} dB | identity {_num(g['identity'], '.2f')} dB | gain "
+                   f"{_num(g['gain_db'], '+.2f')} dB | "
                    f"separation {_num(g['separation_ratio'], '.3f')}")
         click.echo(f"  ablation: own {g['recon']:.2f}  shuffled {g['shuffled']:.2f}  zero {g['zero']:.2f}  "
-                   f"cross-image {g['cross_image']:.2f}  gap {g['ablation_gap_db']:+.2f} dB")
+                   f"cross-image {_num(g['cross_image'], '.2f')}  gap {g['ablation_gap_db']:+.2f} dB")
         nd = g["no_degradation_draws"]
         if nd.get("n"):
             click.echo(f"  no-degradation draws (n={nd['n']}, left out of the mean): recon {nd['recon']:.2f} dB")
@@ -72,13 +75,19 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
         for p, k in report["presets"][name].items():
             click.echo(f"  preset {p:18s} recon {k['recon']:6.2f} identity {k['identity']:6.2f} shuffled {k['shuffled']:6.2f} "
                        f"zero {k['zero']:6.2f}")
-    click.echo(f"recon_psnr {report['recon_psnr']:.2f} dB, identity_psnr {report['identity_psnr']:.2f} dB, "
+    click.echo(f"recon_psnr {_num(report['recon_psnr'], '.2f')} dB, identity_psnr {_num(report['identity_psnr'], '.2f')} dB, "
                f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
                f"({report['geometry']})")
-    undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio") if not math.isfinite(report[k])]
+    # (a checkpoint whose outputs are NaN/inf is refused by evaluate_stage1: an undefined number here is the data's)
+    one_image = len(report["settings"]["images"]) < 2
+    undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio")
+                 if not math.isfinite(report[k]) and not (k == "separation_ratio" and one_image)]
     if undefined:
-        click.echo(f"note: {', '.join(undefined)} undefined (every draw came out clean, or one image only for the "
-                   "separation ratio): use more --draws, or more images in --data", err=True)
+        click.echo(f"note: {', '.join(undefined)} undefined (too few of the draws degrade the image): use more --draws",
+                   err=True)
+    if one_image:
+        click.echo("note: separation_ratio and the cross-image ablation undefined (they compare one draw on different "
+                   "images; every crop is from one image): use more images in --data", err=True)
     if json_path:
         from lway_rt.io.weights import atomic_write_bytes, finite
 

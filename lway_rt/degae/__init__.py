@@ -23,7 +23,7 @@ from lway_rt.degae.nets import MIN_ENCODER_SIDE, DegradationEncoder, Reconstruct
 from lway_rt.degae.trunk import DEFAULT_TRUNK, TrunkSpec, build_trunk
 from lway_rt.errors import ModelError
 
-__all__ = ["Stage1", "load_stage1", "save_stage1", "default_checkpoint_path", "unfinished_note", "MIN_ENCODER_SIDE", "FORMAT"]
+__all__ = ["Stage1", "load_stage1", "save_stage1", "stage1_bytes", "default_checkpoint_path", "unfinished_note", "MIN_ENCODER_SIDE", "FORMAT"]
 
 FORMAT = "lway_rt.degae/1"
 _CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -113,17 +113,27 @@ def unfinished_note(stage1: Stage1, shown: str) -> str | None:
     return None
 
 
-def save_stage1(dest: Path, stage1: Stage1, extra_meta: Mapping | None = None) -> None:
-    """Write the trainable tensors and metadata atomically (refuses NaN weights)."""
-    from lway_rt.io.weights import save_safetensors
+def stage1_bytes(stage1: Stage1, extra_meta: Mapping | None = None) -> bytes:
+    """The bytes ``save_stage1`` writes (safetensors, sorted metadata); ModelError on a NaN/inf weight."""
+    from safetensors.torch import save
 
-    from lway_rt.io.weights import state_dict_sha256
+    from lway_rt.io.weights import _sorted_metadata, state_dict_sha256
 
+    state = stage1.state_dict()
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelError(f"refusing to save weights with NaN/inf values ({bad[0]} and {len(bad) - 1} more)")
     meta = dict(stage1.meta)
     meta.update(extra_meta or {})
-    state = stage1.state_dict()
     meta["weights_sha256"] = state_dict_sha256(state)  # load_stage1 checks it: a damaged file is refused, not used
-    save_safetensors(Path(dest), state, _meta_to_str(meta))
+    return _sorted_metadata(save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata=_meta_to_str(meta)))
+
+
+def save_stage1(dest: Path, stage1: Stage1, extra_meta: Mapping | None = None) -> None:
+    """Write the trainable tensors and metadata atomically (refuses NaN weights)."""
+    from lway_rt.io.weights import atomic_write_bytes
+
+    atomic_write_bytes(Path(dest), stage1_bytes(stage1, extra_meta))
 
 
 def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_dim: int | None = None,

@@ -6,11 +6,15 @@ Reported per geometry (same size, and the x4 round trip stage 2 relies on):
   PSNR is infinite there);
 - the embedding ablation (DESIGN.md section 2.5): the same reconstruction with the embedding of
   another draw on the same image ("shuffled"), a zero embedding, and the same draw read from
-  another image ("cross_image"); own minus shuffled is the gap that shows E carries information;
-- separation ratio: mean distance between embeddings of one draw on different images over mean
-  distance between different draws on one image (lower is better);
+  another image ("cross_image": each crop's draw read from a crop of another photo); own minus
+  shuffled is the gap that shows E carries information;
+- separation ratio: mean distance between embeddings of one draw on crops of different images over
+  mean distance between different draws on one crop (lower is better).
+  Both compare images: with one image (all crops from one photo) they are undefined (NaN; null in
+  the JSON), not a crop of the same photo passed off as another image;
 - the same reconstruction numbers per degradation type and on the named evaluation presets, whose
-  operations the training sampler never draws.
+  operations the training sampler never draws. The presets' noise follows ``seed`` too (the default
+  seed renders them as they always were).
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ from lway_rt.degae.degrade import EVAL_PRESETS, SynthConfig, apply_degradation, 
 __all__ = ["EvalConfig", "evaluate_stage1", "psnr"]
 
 
+DEFAULT_SEED = 20240302
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     data: str | None = None  # folder of held-out clean photos; None = bundled held-out photos
     crop: int = 96
     crops_per_image: int = 4
     draws: int = 24
-    seed: int = 20240302  # independent of any training seed
+    seed: int = DEFAULT_SEED  # the draws, their noise and the presets' noise; independent of any training seed
     geometries: tuple[int, ...] = (1, 4)
     batch: int = 16
 
@@ -61,11 +68,12 @@ def _too_small(images: dict[str, torch.Tensor], crop: int) -> dict[str, str]:
     return {n: f"{t.shape[2]}x{t.shape[1]}" for n, t in images.items() if min(t.shape[1:]) < crop}
 
 
-def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> torch.Tensor:
+def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``per_image`` most textured non-overlapping crops of each image (flat sky or walls tell
-    nothing about a degradation, and every degradation leaves them nearly unchanged)."""
-    out = []
-    for img in images.values():
+    nothing about a degradation, and every degradation leaves them nearly unchanged), and the index of
+    the image each crop comes from (images left out for their size count too)."""
+    out, owner = [], []
+    for k, img in enumerate(images.values()):
         h, w = img.shape[1:]
         if min(h, w) < crop:
             continue
@@ -76,20 +84,52 @@ def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> torch.
             t = grey[yx[0]:yx[0] + crop, yx[1]:yx[1] + crop]
             return float((t[1:] - t[:-1]).abs().mean() + (t[:, 1:] - t[:, :-1]).abs().mean())
 
-        out += [img[:, y:y + crop, x:x + crop] for y, x in sorted(tiles, key=texture, reverse=True)[:per_image]]
+        picked = [img[:, y:y + crop, x:x + crop] for y, x in sorted(tiles, key=texture, reverse=True)[:per_image]]
+        out += picked
+        owner += [k] * len(picked)
     if not out:
         from lway_rt.errors import InputError
 
         raise InputError(f"no evaluation image is at least {crop} px on each side (sizes: "
                          f"{', '.join(f'{n} {s}' for n, s in list(_too_small(images, crop).items())[:5])}); use a "
                          "smaller --crop or larger photos")
-    return torch.stack(out)
+    return torch.stack(out), torch.tensor(owner)
+
+
+def other_image(owner: torch.Tensor) -> torch.Tensor | None:
+    """For each crop, a crop of another image: the crop of the same rank (or the last one there is) in the next
+    image, in turn; None when every crop is from one image."""
+    images = list(dict.fromkeys(owner.tolist()))
+    if len(images) < 2:
+        return None
+    members = {k: [i for i, o in enumerate(owner.tolist()) if o == k] for k in images}
+    partner = []
+    for i, o in enumerate(owner.tolist()):
+        rank = members[o].index(i)
+        nxt = members[images[(images.index(o) + 1) % len(images)]]
+        partner.append(nxt[min(rank, len(nxt) - 1)])
+    return torch.tensor(partner)
+
+
+def _nonfinite(what: str, t: torch.Tensor) -> None:
+    """ModelError when ``t`` (a checkpoint's outputs) holds NaN/inf: its numbers would be NaN, or means over the rest."""
+    bad = int((~torch.isfinite(t.flatten(1))).any(1).sum())
+    if bad:
+        from lway_rt.errors import ModelError
+
+        raise ModelError(f"the stage-1 checkpoint outputs NaN/inf: {what} of {bad} of {t.shape[0]} evaluation inputs; "
+                         "its weights are broken (a training run that blew up?): evaluate another checkpoint, or train "
+                         "it again with a lower --lr")
 
 
 @torch.no_grad()
 def _batched(fn, *tensors, batch: int) -> torch.Tensor:
     n = tensors[0].shape[0]
     return torch.cat([fn(*(t[i:i + batch] for t in tensors)) for i in range(0, n, batch)])
+
+
+def _shown(x: float, fmt: str) -> str:
+    return format(x, fmt) if math.isfinite(x) else "undefined"
 
 
 def _mean(x) -> float:
@@ -100,15 +140,15 @@ def _mean(x) -> float:
 def _recon_block(s1: Stage1, clean: torch.Tensor, deg: torch.Tensor, emb: torch.Tensor, shuffled: torch.Tensor,
                  cross: torch.Tensor | None, batch: int) -> dict[str, torch.Tensor]:
     rec = s1.reconstructor
-    res = {
-        "recon": psnr(_batched(rec, clean, emb, batch=batch), deg),
-        "identity": psnr(clean, deg),
-        "shuffled": psnr(_batched(rec, clean, shuffled, batch=batch), deg),
-        "zero": psnr(_batched(rec, clean, torch.zeros_like(emb), batch=batch), deg),
-    }
+    outs = {"recon": emb, "shuffled": shuffled, "zero": torch.zeros_like(emb)}
     if cross is not None:
-        res["cross_image"] = psnr(_batched(rec, clean, cross, batch=batch), deg)
-    return res
+        outs["cross_image"] = cross
+    res = {"identity": psnr(clean, deg)}
+    for name, e in outs.items():
+        x = _batched(rec, clean, e, batch=batch)
+        _nonfinite(f"the reconstructions ({name} embedding)", x)
+        res[name] = psnr(x, deg)
+    return {k: res[k] for k in ("recon", "identity", "shuffled", "zero", "cross_image") if k in res}
 
 
 def _summary(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:
@@ -128,7 +168,8 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
     log = log or (lambda s: None)
     dev = next(s1.reconstructor.parameters()).device
     images = load_bundled(BUNDLED_HELDOUT) if cfg.data is None else load_folder(cfg.data)
-    clean = _crops(images, cfg.crop, cfg.crops_per_image).to(dev)
+    clean, owner = _crops(images, cfg.crop, cfg.crops_per_image)
+    clean = clean.to(dev)
     skipped = _too_small(images, cfg.crop)
     if skipped and note is not None:
         named = ", ".join(f"{n} ({s})" for n, s in list(skipped.items())[:10])
@@ -147,15 +188,19 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
         deg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), d.with_seed(d.seed + 7919 * i))
                                         for i in range(n_img)]) for d in draws]).to(dev)
         nd = len(draws)
-        emb = _batched(enc, deg.flatten(0, 1), batch=cfg.batch).view(nd, n_img, -1)
+        emb = _batched(enc, deg.flatten(0, 1), batch=cfg.batch)
+        _nonfinite("the embeddings", emb)
+        emb = emb.view(nd, n_img, -1)
         shift_d = torch.roll(torch.arange(nd), 1)  # another draw, same crop
-        shift_i = torch.roll(torch.arange(n_img), 1)  # same draw, another crop
+        partner = other_image(owner)  # same draw, a crop of another image (None: one image only)
         rows = _recon_block(s1, clean.repeat(nd, 1, 1, 1), deg.flatten(0, 1), emb.flatten(0, 1),
-                            emb[shift_d].flatten(0, 1), emb[:, shift_i].flatten(0, 1), cfg.batch)
+                            emb[shift_d].flatten(0, 1), None if partner is None else emb[:, partner].flatten(0, 1),
+                            cfg.batch)
         rows = {k: v.view(nd, n_img).cpu() for k, v in rows.items()}
         identity_draw = torch.tensor([d.is_identity for d in draws])[:, None].expand(nd, n_img)
         geo = {"draws": [d.describe() for d in draws]}
         geo.update(_summary(rows, ~identity_draw))
+        geo.setdefault("cross_image", float("nan"))  # one image only: there is no other image to read the draw from
         geo["no_degradation_draws"] = _summary({k: v for k, v in rows.items() if k != "identity"}, identity_draw) \
             if identity_draw.any() else {"n": 0}
         per_kind = defaultdict(list)
@@ -171,9 +216,9 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
         # separation over draws that actually degrade (distinct clean draws are one degradation)
         real = [j for j, d in enumerate(draws) if d.ops]
         e = emb[real].cpu()
-        within = torch.cdist(e, e)  # (draws, crops, crops): one draw, different crops
-        w_mask = ~torch.eye(n_img, dtype=torch.bool)
-        within_mean = within[:, w_mask].mean()
+        within = torch.cdist(e, e)  # (draws, crops, crops): one draw, pairs of crops
+        w_mask = owner[:, None] != owner[None, :]  # crops of different images only
+        within_mean = within[:, w_mask].mean() if w_mask.any() else torch.tensor(float("nan"))
         et = e.transpose(0, 1)  # (crops, draws, D)
         between = torch.cdist(et, et)
         b_mask = ~torch.eye(len(real), dtype=torch.bool)
@@ -184,13 +229,18 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
         name = "same_size" if g == 1 else f"roundtrip_x{g}"
         report["geometries"][name] = geo
         log(f"{name}: recon {geo['recon']:.2f} dB vs identity {geo['identity']:.2f} dB (gain {geo['gain_db']:+.2f}); "
-            f"shuffled {geo['shuffled']:.2f}, zero {geo['zero']:.2f}, cross-image {geo['cross_image']:.2f}; "
-            f"separation {geo['separation_ratio']:.3f}")
-        # presets the sampler never draws
+            f"shuffled {geo['shuffled']:.2f}, zero {geo['zero']:.2f}, cross-image {_shown(geo['cross_image'], '.2f')}; "
+            f"separation {_shown(geo['separation_ratio'], '.3f')}")
+        # presets the sampler never draws; their noise seeds follow cfg.seed (101 + crop at the default seed, as they
+        # always were; another seed moves them by a whole multiple of the crop count: seeds less than 2**32 apart never
+        # share a noise seed)
+        preset_seed = 101 + n_img * ((cfg.seed - DEFAULT_SEED) % 2**32)
         names = list(EVAL_PRESETS)
-        pdeg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), eval_preset(p, seed=101 + i, roundtrip=g))
+        pdeg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), eval_preset(p, seed=preset_seed + i, roundtrip=g))
                                          for i in range(n_img)]) for p in names]).to(dev)
-        pemb = _batched(enc, pdeg.flatten(0, 1), batch=cfg.batch).view(len(names), n_img, -1)
+        pemb = _batched(enc, pdeg.flatten(0, 1), batch=cfg.batch)
+        _nonfinite("the embeddings of the presets", pemb)
+        pemb = pemb.view(len(names), n_img, -1)
         prow = _recon_block(s1, clean.repeat(len(names), 1, 1, 1), pdeg.flatten(0, 1), pemb.flatten(0, 1),
                             torch.roll(pemb, 1, 0).flatten(0, 1), None, cfg.batch)
         prow = {k: v.view(len(names), n_img).cpu() for k, v in prow.items()}

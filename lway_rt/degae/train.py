@@ -25,6 +25,7 @@ a ``.resume.pt`` beside them) and resumes from them.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import time
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from lway_rt.degae import Stage1, load_stage1, save_stage1
+from lway_rt.degae import Stage1, load_stage1
 from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
@@ -44,7 +45,10 @@ from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
 from lway_rt.errors import DamagedFileError, InputError, Interrupted, ModelError, OutputError, TrainingError
 
-__all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "train_step", "train", "TrainResult"]
+__all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "batch_loss", "train_step", "train", "TrainResult"]
+
+
+LPIPS_MIN_CROP = 31  # the smallest side LPIPS-AlexNet takes (30 px leaves its last max-pool a 2x2 input: an error)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,14 @@ class TrainConfig:
                              "or use --perceptual trunk-l1")
         if self.crop < 24:
             raise InputError(f"--crop must be at least 24 px (the encoder needs 22), got {self.crop}")
+        if self.perceptual == "lpips" and self.w_perceptual > 0 and self.crop < LPIPS_MIN_CROP:
+            # a smaller crop reached AlexNet's last max-pool at 2x2 and failed there in a traceback
+            least, why = LPIPS_MIN_CROP, f"LPIPS-AlexNet's layers need {LPIPS_MIN_CROP} px"
+            if self.synth.p_roundtrip > 0 and least % self.synth.roundtrip_scale:
+                least += -least % self.synth.roundtrip_scale
+                why += ", and the crop a multiple of the round-trip scale"
+            raise InputError(f"--perceptual lpips needs --crop {least} or more ({why}), got {self.crop}; use a larger "
+                             "--crop or --perceptual trunk-l1")
         if self.synth.p_roundtrip > 0 and self.crop % self.synth.roundtrip_scale:
             raise InputError(f"--crop must be a multiple of the round-trip scale {self.synth.roundtrip_scale}, got {self.crop}")
         if self.batch < 2 and self.consistency == "normalised" and self.pairing == "cross" and self.w_consistency > 0:
@@ -229,6 +241,19 @@ def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainC
     """One optimisation step; returns the loss terms (floats). Raises TrainingError on a non-finite loss.
 
     ``lpips`` is the frozen LPIPS network when ``cfg.perceptual == "lpips"``."""
+    loss, terms = batch_loss(s1, batch, cfg, lpips)
+    if not torch.isfinite(loss):
+        raise TrainingError("non-finite loss")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+    opt.step()
+    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+
+
+def batch_loss(s1: Stage1, batch: Batch, cfg: TrainConfig,
+               lpips: torch.nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The training loss of ``batch`` under the current weights, and its terms (tensors)."""
     dev = cfg.device
     clean_a, deg_a, deg_b = (t.to(dev) for t in (batch.clean_a, batch.deg_a, batch.deg_b))
     e_b = s1.encoder(deg_b)
@@ -264,13 +289,31 @@ def train_step(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainC
         anchor = _rms_anchor(e_all)
         loss = loss + cfg.w_anchor * anchor
         terms["anchor"] = anchor
-    if not torch.isfinite(loss):
-        raise TrainingError("non-finite loss")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
-    opt.step()
-    return {"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+    return loss, terms
+
+
+def _unsavable(s1: Stage1, opt: torch.optim.Optimizer, batch: Batch, cfg: TrainConfig, lpips: torch.nn.Module | None,
+               it: int, before: float, typical: float) -> str | None:
+    """Why the weights after a step must not be written as a checkpoint, or None: a non-finite weight or optimiser
+    state, or weights that give the batch they were just trained on a non-finite loss, or one over ``DIVERGED`` times
+    both its loss before the step and the running loss ``typical``. The finiteness of the loss *before* a step says
+    nothing of the weights the step wrote (a step at --lr 1e30 moved them to ~1e29, finite, whose next loss was inf):
+    this re-reads the step's own batch, one forward pass per checkpoint."""
+    for name, t in s1.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            return f"weights became NaN/inf at iteration {it} ({name})"
+    for st in opt.state.values():
+        for t in st.values():
+            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                return f"the optimiser state became NaN/inf at iteration {it}"
+    with torch.no_grad():
+        after = float(batch_loss(s1, batch, cfg, lpips)[0])
+    if not math.isfinite(after):
+        return f"loss became NaN/inf at iteration {it} (the weights its step wrote give its batch a loss of {after})"
+    if after > DIVERGED * max(before, typical):
+        return (f"loss diverged at iteration {it}: its step raised its batch's loss from {before:.3g} to {after:.3g}, "
+                f"over {DIVERGED:g}x that and the running mean {typical:.3g}")
+    return None
 
 
 @dataclass
@@ -333,7 +376,9 @@ def _machine(device: str) -> str:
 
 def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
           last: dict[str, float], perceptual_ran: str, segments: list[dict], guard: dict[str, float | None]) -> None:
-    from lway_rt.io.weights import save_torch
+    """Write the checkpoint and its resume state as a pair; ModelError (nothing written) on a NaN/inf tensor."""
+    from lway_rt.degae import stage1_bytes
+    from lway_rt.io.weights import atomic_path
 
     meta = {
         "recipe": cfg.recipe(), "iterations": it, "train_seconds": round(elapsed, 1),
@@ -344,16 +389,38 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
         # one entry per (resumed) run: a resume with another --iters restarts the cosine schedule
         "segments": segments,
     }
+    # Everything is checked and serialised before anything is written: NaN weights (refused by stage1_bytes) leave
+    # the last pair as it was.
+    weights = stage1_bytes(s1, meta)
+    resume_state = {"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(), "elapsed": elapsed,
+                    "recipe": json.dumps(cfg.recipe()), "segments": segments, "guard": guard}
+    bad = [k for k, t in _tensors(resume_state) if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ModelError(f"refusing to save a resume state with NaN/inf values ({bad[0]})")
+    buf = io.BytesIO()
+    torch.save(resume_state, buf)
     try:
-        # The resume state first, and complete (it carries the weights too): a kill between the two
-        # writes leaves a resume point whose weights, optimiser and RNG agree, while the
-        # safetensors beside it is at most one interval older.
-        save_torch({"iteration": it, "weights": s1.state_dict(), "optimizer": opt.state_dict(),
-                    "elapsed": elapsed, "recipe": json.dumps(cfg.recipe()), "segments": segments,
-                    "guard": guard}, _resume_path(out))
-        save_stage1(out, s1, meta)
+        # Both files are written to temporary files first and renamed only once both are complete, so a failed
+        # write (a full disk) leaves the older pair whole. The resume state is renamed first, and is complete (it
+        # carries the weights too): a kill between the two renames leaves a resume point whose weights, optimiser and
+        # RNG agree, while the safetensors beside it is one interval older.
+        with atomic_path(out) as tmp_out, atomic_path(_resume_path(out)) as tmp_resume:
+            tmp_resume.write_bytes(buf.getvalue())
+            tmp_out.write_bytes(weights)
     except OSError as exc:
         raise OutputError(f"cannot write checkpoint {out}: {exc.strerror or exc}; free disk space or choose another --out") from exc
+
+
+def _tensors(obj, name: str = ""):
+    """(name, tensor) for every tensor in nested dicts and lists."""
+    if torch.is_tensor(obj):
+        yield name, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{name}.{k}" if name else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{name}[{i}]")
 
 
 def _check_out(out: Path) -> None:
@@ -551,13 +618,21 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             if it % min(25, cfg.ckpt_every) == 0 or it == end:
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
+                # never a checkpoint of weights that are not finite or that blow the loss up
+                why = _unsavable(s1, opt, batch, cfg, lpips, it, last["loss"], ema)
+                if why:
+                    raise TrainingError(f"{why}; training stopped before that checkpoint was written; {kept()}")
                 # per segment: what a resume may change (the recipe keeps the last segment's settings only)
                 seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
                        "data": str(Path(cfg.data).absolute()) if cfg.data else None}
                 if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
                     seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
-                _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
-                      {"ema": ema, "low": low})
+                try:
+                    _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
+                          {"ema": ema, "low": low})
+                except ModelError as exc:  # NaN/inf found as it was to be written: nothing was
+                    raise TrainingError(f"weights became NaN/inf at iteration {it} ({exc}); training stopped before "
+                                        f"that checkpoint was written; {kept()}") from None
                 last_saved = it
     except KeyboardInterrupt:
         kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command with --resume to "
