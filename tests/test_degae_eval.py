@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,18 @@ def test_eval_says_which_images_are_too_small_and_leaves_them_out_of_the_report(
     res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "mixed")])
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
     assert "no evaluation image is at least 48 px on each side (sizes: small.png 60x40); use a smaller --crop" in res.output
+
+
+def test_a_json_folder_that_takes_no_file_is_refused_before_the_evaluation(tmp_path, monkeypatch):
+    """The report's folder was tried only when the report was written, after the whole evaluation (minutes)."""
+    import lway_rt.degae.evaluate as ev
+
+    def never(*a, **k):
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(ev, "evaluate_stage1", never)
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc (a folder no file can be made in, even by root)")
+    res = CliRunner().invoke(main, ["eval-degae", "--json", "/proc/lwayrt-report.json"])
+    assert res.exit_code != 0
+    assert "cannot write to /proc" in res.output and "choose another --json" in res.output, res.output

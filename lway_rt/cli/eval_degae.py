@@ -35,12 +35,13 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.errors import InputError, OutputError
 
     if json_path is not None:  # checked before the evaluation, which takes a while
-        from lway_rt.io.weights import check_file_destination
+        from lway_rt.io.weights import check_file_destination, ensure_writable_dir
 
         target = Path(json_path)
         check_file_destination(target, "--json")
         if target.is_dir():
             raise InputError(f"--json {target} is a folder: name the report's file, e.g. {target / 'eval.json'}")
+        ensure_writable_dir(target.parent, "--json")  # a folder that takes no file is said now, not after minutes
         if target.is_file() and target.stat().st_size:
             try:
                 json.loads(target.read_text())
