@@ -597,7 +597,9 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
             broken = [Failure(f, broken_link_message(f)) for f in listed if f.is_symlink() and not f.exists()]
             problems += broken
             if not files and not broken:
-                hint = "" if recursive else " (add --recursive to look in sub-folders)"
+                subs = not recursive and any(d.is_dir() and not d.name.startswith(".") and d.resolve() != skip
+                                             for d in p.iterdir())  # the hint only where there are sub-folders
+                hint = " (add --recursive to look in sub-folders)" if subs else ""
                 problems.append(Failure(p, no_images_message(p, hint)))
             for f in files:
                 take(f, f.relative_to(p))

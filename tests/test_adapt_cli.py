@@ -186,6 +186,72 @@ def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     assert not (tmp_path / "o").exists()  # a refused run leaves nothing behind, not even an empty folder
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--sup-weight", "0", "--sup-data", "/nonexist"], "error: --sup-data is for the supervised term, which "
+                                                       "--sup-weight 0 turns off: drop it, or give --sup-weight above 0"),
+    (["--sup-weight", "0", "--sup-batch", "2", "--sup-degradation", "lr"], "--sup-batch and --sup-degradation are for "
+                                                                           "the supervised term"),
+    (["--loss", "naive", "--encoder-backend", "tensorrt"], "--encoder-backend is for stage 1's encoder E, which only "
+                                                           "the lway loss and --mode per-group run (this run: --loss "
+                                                           "naive, --mode folder (the default))"),
+    (["--eval-every", "5", "--patience", "1"], "--eval-every and --patience are for the ground-truth evaluations, "
+                                               "which run only with --gt: drop them, or add --gt"),
+    (["--anchor-weight", "0", "--anchor-pool", "1000"], "--anchor-pool is for the anchor, which --anchor-weight 0 "
+                                                        "turns off"),
+    (["--anchor-weight", "0", "--anchor-trust", "1", "--anchor-trust-scope", "image"],
+     "--anchor-trust and --anchor-trust-scope are for the anchor"),
+    (["--loss", "naive", "--anchor-trust", "1"], "--anchor-trust is for the anchor's backbone trust, which stage 1 "
+                                                 "judges, and only the lway loss loads it (this run: --loss naive)"),
+    (["--anchor-trust", "0", "--anchor-trust-scope", "image"], "--anchor-trust-scope is for the anchor's backbone "
+                                                               "trust, which --anchor-trust 0 turns off"),
+    (["--detail-guard-ratio", "3", "--detail-guard-gate", "trust"], "--detail-guard-ratio and --detail-guard-gate are "
+                                                                    "for the detail guard, which --detail-guard 0 (the "
+                                                                    "default) turns off"),
+    (["--detail-guard", "0", "--detail-guard-ratio", "3"], "which --detail-guard 0 turns off"),
+    (["--no-hf-weight", "--hf-mode", "channel", "--hf-source", "target", "--hf-norm", "batch"],
+     "--hf-mode, --hf-source and --hf-norm are for the wavelet weight map, which --no-hf-weight turns off: drop them, "
+     "or drop --no-hf-weight"),
+    (["--loss", "supervised", "--hf-norm", "batch"], "--hf-norm is for the wavelet weight map of the self-supervised "
+                                                     "term, which --loss supervised leaves out"),
+    # the config check's field names, named as the flags typed wherever they stand in its message
+    (["--loss", "supervised", "--sup-weight", "0"], "needs --sup-weight > 0"),
+    (["--trainable", ","], "error: --trainable prefixes must be non-empty strings"),
+])
+def test_a_flag_for_a_part_its_settings_turn_off_is_refused(files, tmp_path, monkeypatch, args, message):
+    """It was ignored without a word, while --stage1, --groups and the perceptual flags were refused alike."""
+    from lway_rt.adapt import loop
+
+    monkeypatch.setattr(loop, "adapt", lambda *a, **k: pytest.fail("a refused run must not start"))
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "o"), *args])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and message in res.output, res.output
+    assert len(res.output.splitlines()) == 1 and "adapt config:" not in res.output, res.output
+
+
+def test_settings_from_the_config_file_are_not_refused_as_unused_flags(files, tmp_path, monkeypatch):
+    """Only typed flags are refused: a --config file may keep settings for parts another setting turns off."""
+    from lway_rt.adapt import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "adapt", lambda inputs, model, out, config, **k: seen.append(config) or [])
+    (tmp_path / "c.toml").write_text("[adapt]\nsup_weight = 0\nsup_batch = 2\nanchor_weight = 0\nanchor_pool = 4\n"
+                                     "detail_guard_ratio = 3\nhf_weight = false\nhf_mode = 'channel'\neval_every = 5\n"
+                                     "encoder_backend = 'onnxruntime'\nloss = 'naive'\n")
+    base = ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "o"), "--config",
+            str(tmp_path / "c.toml")]
+    res = CliRunner().invoke(main, base)
+    assert res.exit_code == 0 and seen[0].sup_batch == 2 and seen[0].anchor_pool == 4, res.output
+    # a flag typed for a part the file turns off is refused, and the message says where the setting came from
+    res = CliRunner().invoke(main, [*base, "--sup-data", str(tmp_path)])
+    assert res.exit_code == 1 and "which sup_weight = 0 in --config turns off" in res.output, res.output
+    res = CliRunner().invoke(main, [*base, "--hf-norm", "batch"])
+    assert res.exit_code == 1 and "which hf_weight = false in --config turns off: drop it, or set hf_weight = true " \
+                                  "there" in res.output, res.output
+    # the flag that turns the part back on makes the others count
+    res = CliRunner().invoke(main, [*base, "--sup-weight", "1", "--sup-data", str(tmp_path)])
+    assert res.exit_code == 0 and seen[-1].sup_data == str(tmp_path), res.output
+
+
 def test_out_folder_that_cannot_be_made_is_one_line(files, tmp_path):
     (tmp_path / "afile").write_text("x")
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",

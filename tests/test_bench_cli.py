@@ -156,6 +156,9 @@ def test_cli_user_mistakes_are_one_line_errors():
         (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
         (["--rounds", "0"], "--rounds must be >= 1"),
         (["--max-time-s", "0"], "--max-time-s > 0"),
+        (["--min-time-s", "5", "--max-time-s", "1"], "--min-time-s 5 is above --max-time-s 1, which stops the timing "
+                                                     "first: lower --min-time-s or raise --max-time-s"),  # max won, unsaid
+        (["--min-time-s", "90"], "--min-time-s 90 is above --max-time-s 60 (the default)"),
         (["--threads", "0"], "--threads must be >= 1"),
         (["--min-psnr", "500"], "--min-psnr must be above 0 and at most 200 dB"),  # the reference failed against itself
         (["--min-psnr", "0"], "--min-psnr must be above 0"),

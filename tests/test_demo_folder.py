@@ -255,3 +255,38 @@ def test_deploy_with_no_adapt_says_it_does_not_run(tmp_path):
     assert res.exit_code == 0 and "note: --deploy exports the adapted network" in res.output, res.output
     res = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b")])  # --deploy by default: no note
     assert res.exit_code == 0 and "note:" not in res.output, res.output
+
+
+def test_adaptation_options_with_no_adapt_are_refused(tmp_path):
+    """--no-adapt ran without a word about --stage1 /nonexist --adapt-crop 7 (every adaptation option was ignored)."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    args = ["demo", "--photo", "chelsea", "--model", "realesr-animevideov3", "--crop", "64", "--no-adapt",
+            "--out", str(tmp_path / "d")]
+    for extra, named in ((["--stage1", str(tmp_path / "none.safetensors"), "--adapt-crop", "7"],
+                          "--adapt-crop and --stage1 are"),
+                         (["--preset", "box-downscale"], "--preset is"), (["--iterations", "5"], "--iterations is"),
+                         (["--adapt-model", "realsr-df2k-x4"], "--adapt-model is")):
+        res = CliRunner().invoke(main, [*args, *extra])
+        assert res.exit_code == 1 and res.output.startswith(f"error: {named} for the adaptation step, which "
+                                                            "--no-adapt leaves out: drop "), res.output
+        assert len(res.output.splitlines()) == 1 and not (tmp_path / "d").exists(), res.output
+
+
+def test_an_empty_model_name_names_the_option_given(tmp_path):
+    """demo --model '' said "pass -m with a name", an option demo does not have."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+    from lway_rt.errors import ModelError
+    from lway_rt.io.store import resolve_model_path
+
+    for option in ("--model", "--adapt-model"):
+        res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), option, ""])
+        assert res.exit_code == 2 and f"'{option}': is empty: name a model or its file" in res.output, res.output
+        assert "-m " not in res.output and not (tmp_path / "d").exists(), res.output
+    with pytest.raises(ModelError) as err:  # the library's own word, for any caller: no option named
+        resolve_model_path("")
+    assert "-m" not in str(err.value) and "no model given (an empty name)" in str(err.value)

@@ -259,6 +259,48 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         assert "Traceback" not in res.output
 
 
+def test_options_the_chosen_export_does_not_use_are_refused(tmp_path):
+    """--what sr exported with a --stage1 that does not exist, --what encoder with --model, --detail-cap or
+    --base-model, each ignored without a word."""
+    for args, match in (
+        (["--model", "realesr-animevideov3", "--stage1", str(tmp_path / "none.safetensors")],
+         "--stage1 is for --what encoder or both"),
+        (["--what", "sr", "--model", "realesr-animevideov3", "--stage1", str(tmp_path / "none.safetensors")],
+         "--stage1 is for --what encoder or both"),
+        (["--what", "encoder", "--model", "no-such-model", "--detail-cap", "1.5"],
+         "--model and --detail-cap are for the SR network, and --what encoder exports the stage-1 encoder alone"),
+        (["--what", "encoder", "--base-model", "realesr-animevideov3"], "--base-model is for the SR network"),
+    ):
+        res = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "out"), *args])
+        assert res.exit_code == 1 and res.output.startswith("error: ") and match in res.output, (args, res.output)
+        assert not (tmp_path / "out").exists()
+
+
+def test_refit_refuses_the_settings_it_takes_from_the_manifest_before_needing_tensorrt(tmp_path, monkeypatch):
+    """--refit read neither --what nor --precision (nor the other export settings): `--refit E --what encoder
+    --precision fp16` refitted the SR network at the manifest's precision."""
+    from lway_rt.export import pipeline
+
+    def refit(*args, **kwargs):
+        raise AssertionError("refused options must not reach the refit")
+
+    monkeypatch.setattr(pipeline, "refit_engine", refit)
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"")
+    base = ["export", "--refit", str(engine), "--model", "realesr-animevideov3"]
+    for args, named in (
+        (["--what", "encoder", "--precision", "fp16"], "--what and --precision"),
+        (["--engine", "tensorrt", "--profile", "cpu", "--opset", "17"], "--engine, --profile and --opset"),
+        (["--static", "64x64", "--keep-fp32", "conv_last", "--refittable", "--force"],
+         "--static, --keep-fp32, --refittable and --force"),
+        (["--stage1", str(tmp_path / "s1.safetensors")], "--stage1"),
+    ):
+        res = CliRunner().invoke(main, [*base, *args])
+        assert res.exit_code == 1, (args, res.output)
+        assert res.output == f"error: --refit takes its settings from the engine's manifest: leave out {named} (or " \
+                             "build a new engine without --refit)\n", (args, res.output)
+
+
 def test_static_tiles(tmp_path):
     res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path), "--static", "24x32", "--static", "16x16",
                "--static", "24x32")

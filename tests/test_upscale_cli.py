@@ -145,7 +145,8 @@ def test_batch_keeps_going_and_lists_failures(tmp_path, small):
     assert "cut.png is truncated or corrupt" in result.output
     assert [p.name for p in out.iterdir()] == ["good_x4.png"]
     nothing = run("upscale", d / "empty.png", d / "notes.jpg", "-o", tmp_path / "new")
-    assert nothing.exit_code == 1 and "0 image(s) written" in nothing.output
+    assert nothing.exit_code == 1 and "no image was written" in nothing.output
+    assert "image(s) written" not in nothing.output and str(tmp_path / "new") not in nothing.output  # never made
     assert not (tmp_path / "new").exists()  # no empty folder of the failed run's making
     quiet = run("upscale", d, "-o", tmp_path / "q", "--model", MODEL, "-q")  # -q: the failures, not the summary
     assert quiet.exit_code == 1 and "image(s) written" not in quiet.output
@@ -680,6 +681,14 @@ def test_missing_inputs_and_empty_folder(tmp_path):
     (tmp_path / "empty" / "readme.txt").write_text("no images here")
     result = run("upscale", tmp_path / "empty", "-o", tmp_path / "out")
     assert result.exit_code == 1 and "holds no images" in error_line(result)
+    assert "--recursive" not in result.output  # a folder without sub-folders: --recursive would find nothing more
+    (tmp_path / "empty" / "out").mkdir()
+    result = run("upscale", tmp_path / "empty", "-o", tmp_path / "empty" / "out")  # the -o folder is not looked in
+    assert result.exit_code == 1 and "holds no images" in error_line(result) and "--recursive" not in result.output
+    (tmp_path / "empty" / "sub").mkdir()
+    result = run("upscale", tmp_path / "empty", "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "holds no images" in error_line(result)
+    assert "(add --recursive to look in sub-folders)" in result.output, result.output
     result = run("upscale", "-o", tmp_path / "out")
     assert result.exit_code == 2  # click usage error: INPUT is required
 
@@ -944,3 +953,14 @@ def test_format_same_says_when_the_output_format_drops_alpha_or_16_bits(tmp_path
     assert read_image(tmp_path / "out" / "cutout_x4.jpg").alpha is None  # the format still follows the name
     result = run("upscale", d, "-o", tmp_path / "png", "--model", MODEL)  # --format png: nothing lost, nothing said
     assert result.exit_code == 0 and "(--format png keeps" not in result.output, result.output
+
+
+def test_tile_overlap_with_whole_images_is_refused(tmp_path, small):
+    """--tile 0 --tile-overlap 8 ran whole images without a word about the overlap."""
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", MODEL, "--tile", "0",
+                 "--tile-overlap", "8")
+    assert result.exit_code == 1 and error_line(result) == (
+        "error: --tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: drop "
+        "--tile-overlap, or give --tile N"), result.output
+    assert not (tmp_path / "out").exists()

@@ -67,3 +67,17 @@ class FiniteRange(click.FloatRange):
 
     def convert(self, value, param, ctx):
         return super().convert(FINITE.convert(value, param, ctx), param, ctx)
+
+
+def typed(ctx: click.Context, *names: str) -> list[str]:
+    """The options among ``names`` (parameter names) that the user gave, not left at their defaults, as their flags
+    (``--stage1``), in the order given: for refusing an option the chosen settings would ignore."""
+    from click.core import ParameterSource
+
+    flags = {p.name: p.opts[0] if p.opts[0].startswith("--") else max(p.opts, key=len) for p in ctx.command.params}
+    return [flags[n] for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)]
+
+
+def and_list(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -17,14 +17,77 @@ _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_si
 
 
 def _name_the_flags(message: str, given: set[str]) -> str:
-    """The config check names fields (``adapt config: patch_size must be ...``); where the field a message starts
-    with came from a flag, name the flag instead (``--patch-size must be ...``), as the user typed it."""
+    """The config check names fields (``adapt config: patch_size must be ...``); where a field came from a flag, name
+    the flag instead (``--patch-size must be ...``), as the user typed it: the field a message starts with, and any
+    field of two or more words elsewhere in it (``needs sup_weight > 0``; a one-word field such as loss or mode is
+    left alone there, being also a plain word). A message that then names a flag drops the ``adapt config:``
+    prefix."""
     import re
 
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
     found = re.match(r"adapt config: ([a-z][a-z_]*)\b", message)
-    if not found or found.group(1) not in given:
-        return message
-    return "--" + found.group(1).replace("_", "-") + message[found.end():]
+    if found and found.group(1) in given:
+        message = flag(found.group(1)) + message[found.end():]
+    named = re.sub(r"(?<![-\w/.])([a-z]+(?:_[a-z0-9]+)+)(?![-\w/])",
+                   lambda m: flag(m.group(1)) if m.group(1) in given else m.group(1), message)
+    return named.removeprefix("adapt config: ") if named != message else named
+
+
+def _setting(name: str, value, given: set[str], from_file: set[str]) -> str:
+    """How a run came by a setting, for a message: ``--sup-weight 0``, ``sup_weight = 0 in --config`` or
+    ``--sup-weight 0 (the default)``."""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    if name in given:
+        return f"--{name.replace('_', '-')} {shown}"
+    if name in from_file:
+        return f"{name} = {shown} in --config"
+    return f"--{name.replace('_', '-')} {shown} (the default)"
+
+
+def _unused_flags(config, given: set[str], from_file: set[str], *, gt: bool, hf_off_flag: bool) -> str | None:
+    """The message refusing a flag typed for a part of the run that its settings turn off (it would be ignored,
+    unread), or None. Only typed flags are refused: values from --config or the defaults are left as they were."""
+    from lway_rt.cli._params import and_list
+
+    def named(*names: str) -> list[str]:
+        return ["--" + n.replace("_", "-") for n in names if n in given]
+
+    def say(flags: list[str], what: str, why: str, fix: str) -> str:
+        one = len(flags) == 1
+        return (f"{and_list(flags)} {'is' if one else 'are'} for {what}, which {why}: drop {'it' if one else 'them'}, "
+                f"or {fix}")
+
+    def setting(name: str) -> str:
+        return _setting(name, getattr(config, name), given, from_file)
+
+    if config.sup_weight == 0 and (flags := named("sup_data", "sup_batch", "sup_degradation")):
+        return say(flags, "the supervised term", f"{setting('sup_weight')} turns off", "give --sup-weight above 0")
+    if config.anchor_weight == 0 and (flags := named("anchor_pool", "anchor_trust", "anchor_trust_scope")):
+        return say(flags, "the anchor", f"{setting('anchor_weight')} turns off", "give --anchor-weight above 0")
+    if config.anchor_weight > 0 and config.loss != "lway" and (flags := named("anchor_trust", "anchor_trust_scope")):
+        return say(flags, "the anchor's backbone trust", f"stage 1 judges, and only the lway loss loads it (this run: "
+                   f"{setting('loss')})", "use --loss lway")
+    if config.anchor_weight > 0 and config.anchor_trust == 0 and (flags := named("anchor_trust_scope")):
+        return say(flags, "the anchor's backbone trust", f"{setting('anchor_trust')} turns off",
+                   "give --anchor-trust above 0")
+    if config.detail_guard == 0 and (flags := named("detail_guard_ratio", "detail_guard_gate")):
+        return say(flags, "the detail guard", f"{setting('detail_guard')} turns off", "give --detail-guard above 0")
+    if not config.hf_weight and (flags := named("hf_mode", "hf_source", "hf_norm")):
+        off, fix = ("--no-hf-weight", "drop --no-hf-weight") if hf_off_flag else \
+            ("hf_weight = false in --config", "set hf_weight = true there")
+        return say(flags, "the wavelet weight map", f"{off} turns off", fix)
+    if config.loss == "supervised" and (flags := named("hf_mode", "hf_source", "hf_norm") +
+                                        (["--no-hf-weight"] if hf_off_flag else [])):
+        return say(flags, "the wavelet weight map of the self-supervised term", f"{setting('loss')} leaves out",
+                   "use --loss lway")
+    if config.loss != "lway" and config.mode != "per-group" and (flags := named("encoder_backend")):
+        return say(flags, "stage 1's encoder E", f"only the lway loss and --mode per-group run (this run: "
+                   f"{setting('loss')}, {setting('mode')})", "use --loss lway")
+    if not gt and (flags := named("eval_every", "patience")):
+        return say(flags, "the ground-truth evaluations", "run only with --gt", "add --gt HR_FOLDER")
+    return None
 
 
 class _GroupsType(click.ParamType):
@@ -149,6 +212,9 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     from lway_rt.errors import InputError, Interrupted
 
     values = load_toml_defaults(config_file) if config_file else {}
+    from_file = set(values)
+    given = {k for k, v in flags.items() if k in _FIELDS and v is not None}  # typed on the command line
+    given |= {k for k, v in (("trainable", trainable is not None), ("lpips_weights", bool(lpips_weights))) if v}
     values.update({k: v for k, v in flags.items() if k in _FIELDS and v is not None})
     if trainable is not None:
         parts = [p.strip() for p in trainable.split(",") if p.strip()]
@@ -160,8 +226,10 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     try:
         config = AdaptConfig.from_dict(values)
     except InputError as exc:
-        given = {k for k, v in flags.items() if k in _FIELDS and v is not None}
         raise InputError(_name_the_flags(str(exc), given)) from None
+    unused = _unused_flags(config, given, from_file, gt=gt_dir is not None, hf_off_flag=no_hf_weight)
+    if unused:
+        raise InputError(unused)
     log = (lambda msg: None) if quiet else click.echo
     if resume and overwrite:
         raise click.UsageError("--resume keeps the run in --out, --overwrite replaces it: pass one of them")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import NAME, PathParam, and_list, typed
 
 _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-noise")
 
@@ -15,13 +15,13 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
 @click.option("--out", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
               help="Folder for the images, comparisons and results.json: new, empty, or an earlier demo's (its files are replaced).")
 @click.option("--photo", "photos", multiple=True, help="Bundled photo(s) to use [default: astronaut, chelsea, coffee, rocket].")
-@click.option("--model", "models", multiple=True,
+@click.option("--model", "models", multiple=True, type=NAME,
               help="Model(s) to compare [default: realsr-df2k-x4, realesr-animevideov3].")
 @click.option("--crop", default=256, show_default=True, type=int, help="Side of the ground-truth crop (HR), pixels.")
 @click.option("--adapt/--no-adapt", default=True, show_default=True, help="Run the LWay adaptation step.")
 @click.option("--deploy/--no-deploy", default=True, show_default=True,
               help="Export the adapted network to ONNX, run it with ONNX Runtime and time it against PyTorch.")
-@click.option("--adapt-model", default="realesr-animevideov3", show_default=True, help="Model to adapt.")
+@click.option("--adapt-model", default="realesr-animevideov3", show_default=True, type=NAME, help="Model to adapt.")
 @click.option("--preset", type=click.Choice(_PRESETS), default="motion-blur", show_default=True,
               help="Degradation of the adaptation step's LR crops (one stage 1 never trained on).")
 @click.option("--iterations", default=100, show_default=True, type=click.IntRange(min=1), help="Adaptation steps.")
@@ -36,7 +36,12 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     from rich.table import Table
 
     from lway_rt.demo import DemoConfig, run_demo
+    from lway_rt.errors import InputError
 
+    ctx = click.get_current_context()
+    if not adapt and (unused := typed(ctx, "preset", "iterations", "adapt_model", "adapt_crop", "stage1")):
+        raise InputError(f"{and_list(unused)} {'is' if len(unused) == 1 else 'are'} for the adaptation step, which "
+                         f"--no-adapt leaves out: drop {'it' if len(unused) == 1 else 'them'}, or drop --no-adapt")
     config = DemoConfig(out_dir=out_dir, photos=photos or DemoConfig.photos, models=models or DemoConfig.models, crop=crop)
     adapt_config = None
     if adapt:
@@ -48,7 +53,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     console = Console()
     if not console.is_terminal:  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
         console = Console(width=200)
-    if deploy and not adapt and click.get_current_context().get_parameter_source("deploy") \
+    if deploy and not adapt and ctx.get_parameter_source("deploy") \
             == click.core.ParameterSource.COMMANDLINE:  # deploy exports the adapted network: nothing to do
         click.echo("note: --deploy exports the adapted network, so with --no-adapt it does not run: drop --no-adapt "
                    "to run it", err=True)

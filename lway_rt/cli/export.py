@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PROFILE, PathParam
+from lway_rt.cli._params import FINITE, NAME, PROFILE, PathParam, and_list, typed
 
 
 def _log(msg: str) -> None:
@@ -68,6 +68,20 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     from lway_rt.upscale import UpscaleConfig, prepare_detail_cap
 
     cap_config = UpscaleConfig(detail_cap=detail_cap, base_model=base_model)  # validates --detail-cap
+    ctx = click.get_current_context()
+    if refit_engine_path is not None:  # the engine's manifest holds every setting of the export it refits
+        unused = typed(ctx, "what", "precision", "engine", "profile_name", "static_tiles", "opset", "keep_fp32",
+                       "refittable", "stage1_path", "force")
+        if unused:
+            raise InputError(f"--refit takes its settings from the engine's manifest: leave out {and_list(unused)} "
+                             "(or build a new engine without --refit)")
+    elif what == "encoder" and (unused := typed(ctx, "model_spec", "detail_cap", "base_model")):
+        raise InputError(f"{and_list(unused)} {'is' if len(unused) == 1 else 'are'} for the SR network, and --what "
+                         "encoder exports the stage-1 encoder alone: use --what both, or drop "
+                         f"{'it' if len(unused) == 1 else 'them'}")
+    elif what == "sr" and (unused := typed(ctx, "stage1_path")):
+        raise InputError("--stage1 is for --what encoder or both, and this export is of the SR network alone: add "
+                         "--what both (or encoder), or drop --stage1")
 
     def load_sr():
         if not model_spec:
@@ -88,7 +102,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
 
     gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
     if refit_engine_path is not None:
-        given = click.get_current_context().get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
+        given = ctx.get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
         ex = load_sr()
         try:
             new_engine = refit_engine(refit_engine_path, ex, out_dir=out_dir if given else None, gate=gate, log=_log)

@@ -72,6 +72,13 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         return
     if not model:
         raise click.UsageError("Missing option '--model' / '-m' (a store name or a weights file).")
+    if min_time_s > max_time_s:  # the stop rule would win, and the minimum asked for would not be met, unsaid
+        from lway_rt.errors import InputError
+
+        given = click.get_current_context().get_parameter_source("max_time_s") != click.core.ParameterSource.DEFAULT
+        raise InputError(f"--min-time-s {min_time_s:g} is above --max-time-s {max_time_s:g}"
+                         f"{'' if given else ' (the default)'}, which stops the timing first: lower --min-time-s or "
+                         "raise --max-time-s")
     import torch
     from rich.console import Console
 

@@ -61,7 +61,13 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     from lway_rt.upscale import UpscaleConfig, upscale_files
 
-    tile_chosen = click.get_current_context().get_parameter_source("tile") is not ParameterSource.DEFAULT
+    from lway_rt.errors import InputError
+
+    ctx = click.get_current_context()
+    if tile == 0 and ctx.get_parameter_source("tile_overlap") is not ParameterSource.DEFAULT:
+        raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
+                         "drop --tile-overlap, or give --tile N")
+    tile_chosen = ctx.get_parameter_source("tile") is not ParameterSource.DEFAULT
     config = UpscaleConfig(model=model, tile=tile, tile_chosen=tile_chosen, tile_overlap=tile_overlap, device=device,
                            fp16=fp16, suffix=suffix, format=fmt, alpha=alpha, recursive=recursive, scale=scale,
                            detail_cap=detail_cap, base_model=base_model, stage1=stage1, skip_existing=skip_existing,
@@ -81,7 +87,9 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     said = ([f"{len(report.kept)} already there, left as they were"] if report.kept else []) + \
         ([f"{len(report.remade)} of those written replace outputs there of another model or settings"]
          if report.remade else [])
-    if not quiet:
+    if not quiet and not report.written and not report.kept:  # every input failed: -o may not even have been made
+        click.echo("no image was written")
+    elif not quiet:
         click.echo(f"{len(report.written)} image(s) written to {out_dir}" + (f" ({'; '.join(said)})" if said else ""))
     if report.routes and not quiet:
         counts = Counter(r.group for r in report.routes)

@@ -221,7 +221,7 @@ def is_store_name(spec) -> bool:
 def resolve_model_path(spec: str) -> Path:
     """A store name or a path to weights -> a file path; imports a packaged model on first use."""
     if not str(spec).strip():
-        raise ModelError("no model given (an empty name): pass -m with a name from 'lwayrt models list' or a weights file")
+        raise ModelError("no model given (an empty name): name one from 'lwayrt models list' or a weights file")
     p = Path(spec).expanduser()
     bare = "/" not in str(spec) and "\\" not in str(spec)
     if is_store_name(spec):
