@@ -22,26 +22,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def positive_int(value: str) -> int:
-    """argparse type: a whole number >= 1."""
+def _whole_number(value: str, least: int, what: str) -> int:
+    """``value`` as an int of at least ``least``, or argparse's usage error saying ``what`` it must be."""
     try:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number (1 or more)")
+    if n < least:
+        raise argparse.ArgumentTypeError(f"{value!r} is {what}")
     return n
+
+
+def positive_int(value: str) -> int:
+    """argparse type: a whole number >= 1."""
+    return _whole_number(value, 1, "not a positive whole number (1 or more)")
 
 
 def nonnegative_int(value: str) -> int:
     """argparse type: a whole number >= 0."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{value!r} is negative (0 or more)")
-    return n
+    return _whole_number(value, 0, "negative (0 or more)")
 
 
 def _shown(path: Path | str) -> str:
