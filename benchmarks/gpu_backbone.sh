@@ -64,7 +64,7 @@ echo "gpu_backbone: $mode, $MODEL, $JOBS jobs, deadline ${DEADLINE}s, $(nproc) C
 unit() {  # NAME ARGS...: one quality.py process, stopped at the deadline
   local name=$1; shift
   local t; t=$(left)
-  if (( t < 15 )); then echo "skipped $name (deadline)" >&2; return 1; fi
+  if (( t < 15 )); then echo "skipped $name (deadline)" >&2; touch "$W/failed/$name"; return 1; fi
   if timeout --kill-after=5 "$t" "$PY" benchmarks/quality.py --model "$MODEL" --threads 1 "${dev[@]}" \
       --methods naive lway "${qargs[@]}" "${EXTRA[@]}" "${ARGS[@]}" "$@" --out "$W/units/$name.json" >"$W/logs/$name.log" 2>&1; then
     echo "done $name at $(( $(date +%s) - T0 ))s" >&2

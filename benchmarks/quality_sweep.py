@@ -603,7 +603,7 @@ def main_round6(args, argv, round_no: int = 6) -> int:
                                          for k, r in runs.items() if k.startswith(setting + "@")})
                     sha.add(old["stage1_sha256"])
     jobs = [] if args.join else [(n, k) for k in keys for n in variants if k not in rows[n]]
-    jobs.sort(key=lambda j: j[1].startswith("preset") == (round_no in ROUND_SHORT_FIRST))  # long per-folder runs first
+    jobs.sort(key=lambda j: j[1].startswith("preset") == (round_no in ROUND_SHORT_FIRST))  # long runs first (mixed first in ROUND_SHORT_FIRST)
     t0 = time.perf_counter()
     stopped = None  # the stop rule's message, once it has stopped the round
 

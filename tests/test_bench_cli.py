@@ -172,6 +172,18 @@ def test_cli_user_mistakes_are_one_line_errors():
     assert res.exit_code == 1 and "unknown model 'no-such-model'" in res.output
 
 
+def test_a_time_cap_below_the_default_minimum_is_the_time(tmp_path):
+    """--max-time-s 2 alone was refused as below --min-time-s 3, a default the user never typed."""
+    at = TINY.index("--min-time-s")
+    tiny = TINY[:at] + TINY[at + 2:]  # --min-time-s left at its default, 3 s
+    dest = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--device", "cpu", "-s", "16",
+                                    "--no-peak", *tiny, "--max-time-s", "0.2", "--json", str(dest)])
+    assert res.exit_code == 0, res.output
+    timing = json.loads(dest.read_text())["settings"]["timing"]
+    assert timing["max_time_s"] == 0.2 and timing["min_time_s"] == 0.2  # the minimum follows the cap down
+
+
 def test_nothing_measured_is_a_failure(tmp_path, monkeypatch):
     """Every backend asked for skipped on this machine (here: CUDA ones without a GPU): the table says why, and the
     exit status says that no number came out, so a script cannot take an empty report for a result."""
