@@ -440,6 +440,10 @@ ROUND19_VARIANTS = {"patch48": ROUND16_VARIANTS["patch48"],
 # (seeds 1-2) has been run with it in both settings over the three offsets.
 ROUND20_VARIANTS = {"patch48": ROUND16_VARIANTS["patch48"],
                     "hfnorm-batch": [*ROUND16_VARIANTS["patch48"], "--hf-norm", "batch"]}
+# Result so far (quality_dev_sweep_round20.json, incomplete: the three mixed runs, 35-68 min each on 2 cores beside
+# other jobs): all pass, +0.547 / -0.038, +0.484 / -0.079, +0.416 / -0.095 (patch48 +0.570 / -0.009, +0.508 / -0.047,
+# +0.430 / -0.083), box downscaling +0.13 / +0.12 / +0.19 (+0.19 / +0.20 / +0.23). The per-folder runs are to be made
+# (--round20 --reuse ...round11.json ...round20.json resumes); the default stays until the round decides.
 ROUND_REUSE_AS = {17: {"group-gate8": ("gate8", "preset", ["--groups", "auto"])}}  # variant: (earlier name, setting,
 # the flags it adds): runs of that earlier variant in that setting are this variant's (round 17: see above)
 LATER_ROUNDS = {6: (ROUND6_VARIANTS, RULE_6), 7: (ROUND7_VARIANTS, RULE_7), 8: (ROUND8_VARIANTS, RULE_6),
