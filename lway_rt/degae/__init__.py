@@ -115,18 +115,13 @@ def unfinished_note(stage1: Stage1, shown: str) -> str | None:
 
 def stage1_bytes(stage1: Stage1, extra_meta: Mapping | None = None) -> bytes:
     """The bytes ``save_stage1`` writes (safetensors, sorted metadata); ModelError on a NaN/inf weight."""
-    from safetensors.torch import save
-
-    from lway_rt.io.weights import _sorted_metadata, state_dict_sha256
+    from lway_rt.io.weights import safetensors_bytes, state_dict_sha256
 
     state = stage1.state_dict()
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ModelError(f"refusing to save weights with NaN/inf values ({bad[0]} and {len(bad) - 1} more)")
     meta = dict(stage1.meta)
     meta.update(extra_meta or {})
     meta["weights_sha256"] = state_dict_sha256(state)  # load_stage1 checks it: a damaged file is refused, not used
-    return _sorted_metadata(save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata=_meta_to_str(meta)))
+    return safetensors_bytes(state, _meta_to_str(meta))
 
 
 def save_stage1(dest: Path, stage1: Stage1, extra_meta: Mapping | None = None) -> None:

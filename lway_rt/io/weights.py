@@ -21,7 +21,7 @@ import torch
 from lway_rt.errors import DamagedFileError, ModelError, OutputError
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
-           "ensure_writable_dir", "write_probe", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
+           "ensure_writable_dir", "write_probe", "safetensors_bytes", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
            "sweep_stale_temp_dirs"]
 
 
@@ -384,8 +384,9 @@ def _sorted_metadata(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
-def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> None:
-    """Write weights atomically as safetensors; the same tensors and metadata always give the same bytes."""
+def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> bytes:
+    """Weights as safetensors bytes (metadata values not strings are JSON); the same tensors and metadata always give
+    the same bytes. ModelError on a NaN/inf weight: such weights never reach a file."""
     from safetensors.torch import save
 
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -393,7 +394,12 @@ def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Ma
         raise ModelError(f"refusing to save weights with NaN/inf values ({bad[0]} and {len(bad) - 1} more)")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    blob = _sorted_metadata(save(tensors, metadata=meta))
+    return _sorted_metadata(save(tensors, metadata=meta))
+
+
+def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> None:
+    """Write weights atomically as safetensors (``safetensors_bytes``)."""
+    blob = safetensors_bytes(state, metadata)
     with atomic_path(dest) as tmp:
         tmp.write_bytes(blob)
 
