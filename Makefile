@@ -30,6 +30,10 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) tools/torch_cpu_index.py --installed "$(KEEP_TORCH)" || { \
 	  if nvidia-smi -L >/dev/null 2>&1; then $(PIP) install -q "$(TORCH)"; \
 	  else $(PIP) install -q "$(TORCH)" $$($(PY) tools/torch_cpu_index.py); fi; }
+	@# onnxruntime and onnxruntime-gpu install into one module and cannot sit side by side: the build the extras
+	@# do not ask for goes first (a switch of EXTRAS between onnx and gpu, either way).
+	@case ",$(EXTRAS)," in *,gpu,*) $(PIP) uninstall -y -q onnxruntime >/dev/null 2>&1 || true;; \
+	  *,onnx,*) $(PIP) uninstall -y -q onnxruntime-gpu >/dev/null 2>&1 || true;; esac
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.lway_rt-installed*
 	@printf '%s\n' '$(SETTINGS)' > $(STAMP)
