@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PathParam, typed
 from lway_rt.errors import LwayError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
@@ -72,14 +72,13 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         return
     if not model:
         raise click.UsageError("Missing option '--model' / '-m' (a store name or a weights file).")
-    typed = {n: click.get_current_context().get_parameter_source(n) != click.core.ParameterSource.DEFAULT
-             for n in ("min_time_s", "max_time_s")}
-    if min_time_s > max_time_s and not typed["min_time_s"]:  # a cap below the default minimum: the cap is the time
+    given = typed(click.get_current_context(), "min_time_s", "max_time_s")
+    if min_time_s > max_time_s and "--min-time-s" not in given:  # a cap below the default minimum: the cap is the time
         min_time_s = max_time_s
     if min_time_s > max_time_s:  # the stop rule would win, and the minimum asked for would not be met, unsaid
         from lway_rt.errors import InputError
 
-        given = typed["max_time_s"]
+        given = "--max-time-s" in given
         raise InputError(f"--min-time-s {min_time_s:g} is above --max-time-s {max_time_s:g}"
                          f"{'' if given else ' (the default)'}, which stops the timing first: lower --min-time-s or "
                          "raise --max-time-s")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from lway_rt.cli._params import NAME, FiniteRange, PathParam
+from lway_rt.cli._params import NAME, FiniteRange, PathParam, typed
 
 
 @click.command("upscale")
@@ -64,7 +64,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     from lway_rt.errors import InputError
 
     ctx = click.get_current_context()
-    if tile == 0 and ctx.get_parameter_source("tile_overlap") is not ParameterSource.DEFAULT:
+    if tile == 0 and typed(ctx, "tile_overlap"):
         raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
                          "drop --tile-overlap, or give --tile N")
     tile_chosen = ctx.get_parameter_source("tile") is not ParameterSource.DEFAULT
