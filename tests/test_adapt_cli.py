@@ -194,6 +194,9 @@ def test_bad_input_is_one_line_error(files, tmp_path, args, message):
     (["--loss", "naive", "--encoder-backend", "tensorrt"], "--encoder-backend is for stage 1's encoder E, which only "
                                                            "the lway loss and --mode per-group run (this run: --loss "
                                                            "naive, --mode folder (the default))"),
+    (["--loss", "identity", "--target", "lr"], "--target is for the size stage 1 reads and re-degrades at, which "
+                                               "only the lway loss and --mode per-group use (this run: --loss "
+                                               "identity, --mode folder (the default)): drop it, or use --loss lway"),
     (["--eval-every", "5", "--patience", "1"], "--eval-every and --patience are for the ground-truth evaluations, "
                                                "which run only with --gt: drop them, or add --gt"),
     (["--anchor-weight", "0", "--anchor-pool", "1000"], "--anchor-pool is for the anchor, which --anchor-weight 0 "
@@ -226,6 +229,18 @@ def test_a_flag_for_a_part_its_settings_turn_off_is_refused(files, tmp_path, mon
                                     str(tmp_path / "o"), *args])
     assert res.exit_code == 1 and res.output.startswith("error: ") and message in res.output, res.output
     assert len(res.output.splitlines()) == 1 and "adapt config:" not in res.output, res.output
+
+
+def test_target_is_taken_where_stage_1_reads_it(files, tmp_path, monkeypatch):
+    """--mode per-group embeds the images at --target's size whatever the loss, so there it is not refused."""
+    from lway_rt.adapt import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "adapt", lambda inputs, model, out, config, **k: seen.append(config) or [])
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                    str(tmp_path / "o"), "--stage1", str(files / "stage1.safetensors"), "--loss",
+                                    "naive", "--mode", "per-group", "--target", "lr"])
+    assert res.exit_code == 0 and seen[0].target == "lr", res.output
 
 
 def test_settings_from_the_config_file_are_not_refused_as_unused_flags(files, tmp_path, monkeypatch):

@@ -82,6 +82,9 @@ def _unused_flags(config, given: set[str], from_file: set[str], *, gt: bool, hf_
                                         (["--no-hf-weight"] if hf_off_flag else [])):
         return say(flags, "the wavelet weight map of the self-supervised term", f"{setting('loss')} leaves out",
                    "use --loss lway")
+    if config.loss != "lway" and config.mode != "per-group" and (flags := named("target")):
+        return say(flags, "the size stage 1 reads and re-degrades at", f"only the lway loss and --mode per-group use "
+                   f"(this run: {setting('loss')}, {setting('mode')})", "use --loss lway")
     if config.loss != "lway" and config.mode != "per-group" and (flags := named("encoder_backend")):
         return say(flags, "stage 1's encoder E", f"only the lway loss and --mode per-group run (this run: "
                    f"{setting('loss')}, {setting('mode')})", "use --loss lway")
