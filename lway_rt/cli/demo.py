@@ -53,8 +53,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     console = Console()
     if not console.is_terminal:  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
         console = Console(width=200)
-    if deploy and not adapt and ctx.get_parameter_source("deploy") \
-            == click.core.ParameterSource.COMMANDLINE:  # deploy exports the adapted network: nothing to do
+    if deploy and not adapt and typed(ctx, "deploy"):  # deploy exports the adapted network: nothing to do
         click.echo("note: --deploy exports the adapted network, so with --no-adapt it does not run: drop --no-adapt "
                    "to run it", err=True)
     result, adapted, deployed = run_demo(config, adapt_config, log=lambda msg: console.print(msg, highlight=False),

@@ -102,7 +102,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
 
     gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
     if refit_engine_path is not None:
-        given = ctx.get_parameter_source("out_dir") != click.core.ParameterSource.DEFAULT
+        given = bool(typed(ctx, "out_dir"))
         ex = load_sr()
         try:
             new_engine = refit_engine(refit_engine_path, ex, out_dir=out_dir if given else None, gate=gate, log=_log)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam
+from lway_rt.cli._params import FINITE, NAME, PathParam, typed
 
 
 @click.command("train-degae")
@@ -93,7 +93,7 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
     # R without the skip (the default) learns slowly on a CPU: say so once training has started
     note = ["note: R without an input skip (the shipped recipe) learns slowly on a CPU; --skip trains far faster there"] \
         if (not skip and not resume and str(device).startswith("cpu")
-            and click.get_current_context().get_parameter_source("skip") == click.core.ParameterSource.DEFAULT) else []
+            and not typed(click.get_current_context(), "skip")) else []
 
     def log(msg: str) -> None:
         while note:

@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import click
-from click.core import ParameterSource
 
 from lway_rt.cli._params import NAME, FiniteRange, PathParam, typed
 
@@ -67,7 +66,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     if tile == 0 and typed(ctx, "tile_overlap"):
         raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
                          "drop --tile-overlap, or give --tile N")
-    tile_chosen = ctx.get_parameter_source("tile") is not ParameterSource.DEFAULT
+    tile_chosen = bool(typed(ctx, "tile"))
     config = UpscaleConfig(model=model, tile=tile, tile_chosen=tile_chosen, tile_overlap=tile_overlap, device=device,
                            fp16=fp16, suffix=suffix, format=fmt, alpha=alpha, recursive=recursive, scale=scale,
                            detail_cap=detail_cap, base_model=base_model, stage1=stage1, skip_existing=skip_existing,
