@@ -261,3 +261,27 @@ def test_a_json_folder_that_takes_no_file_is_refused_before_the_evaluation(tmp_p
     res = CliRunner().invoke(main, ["eval-degae", "--json", "/proc/lwayrt-report.json"])
     assert res.exit_code != 0
     assert "cannot write to /proc" in res.output and "choose another --json" in res.output, res.output
+
+
+def test_a_missing_json_folder_is_made_only_to_write_the_report(tiny_ckpt, tmp_path, monkeypatch):
+    """It was made before the evaluation, so an evaluation that then failed left an empty folder behind."""
+    import lway_rt.degae.evaluate as ev
+    from lway_rt.errors import InputError
+
+    real = ev.evaluate_stage1
+
+    def fails(*a, **k):
+        raise InputError("the evaluation failed")
+
+    monkeypatch.setattr(ev, "evaluate_stage1", fails)
+    dest = tmp_path / "new" / "deeper" / "r.json"
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tiny_ckpt), "--json", str(dest)])
+    assert res.exit_code == 1 and "the evaluation failed" in res.output, res.output
+    assert not (tmp_path / "new").exists()
+    if Path("/proc/self").is_dir():  # a missing folder where none can be made is still refused first
+        res = CliRunner().invoke(main, ["eval-degae", "--json", "/proc/lwayrt-new/r.json"])
+        assert res.exit_code == 1 and "cannot create output folder /proc/lwayrt-new in /proc" in res.output, res.output
+    monkeypatch.setattr(ev, "evaluate_stage1", real)
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tiny_ckpt), "--json", str(dest), "--crop", "48",
+                                    "--crops-per-image", "1", "--draws", "2"])
+    assert res.exit_code == 0 and json.loads(dest.read_text())["settings"]["crop"] == 48, res.output

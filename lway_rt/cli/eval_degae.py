@@ -35,13 +35,14 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.errors import InputError, OutputError
 
     if json_path is not None:  # checked before the evaluation, which takes a while
-        from lway_rt.io.weights import check_file_destination, ensure_writable_dir
+        from lway_rt.io.weights import check_dir_can_be_written, check_file_destination
 
         target = Path(json_path)
         check_file_destination(target, "--json")
         if target.is_dir():
             raise InputError(f"--json {target} is a folder: name the report's file, e.g. {target / 'eval.json'}")
-        ensure_writable_dir(target.parent, "--json")  # a folder that takes no file is said now, not after minutes
+        # a folder that takes no file is said now, not after minutes; a missing one is made only to write the report
+        check_dir_can_be_written(target.parent, "--json")
         if target.is_file() and target.stat().st_size:
             try:
                 json.loads(target.read_text())
@@ -93,6 +94,7 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
         from lway_rt.io.weights import atomic_write_bytes, finite
 
         try:  # strict JSON: an undefined number is null, not NaN
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(Path(json_path), json.dumps(finite(report), indent=1, allow_nan=False).encode())
         except OSError as exc:
             raise OutputError(f"cannot write {json_path}: {exc.strerror}; choose another --json path") from exc

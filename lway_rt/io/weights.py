@@ -223,6 +223,23 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
+def check_dir_can_be_written(folder: Path, option: str) -> None:
+    """Like ``ensure_writable_dir`` but makes nothing: a missing ``folder`` is judged by the nearest folder above it
+    that exists (it must take a new file), for a command that writes only at its end and should leave no empty
+    folder behind when it fails before then. The caller makes ``folder`` when it writes."""
+    folder = Path(folder)
+    above = folder
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise OutputError(f"cannot create output folder {folder}: {above} is not a folder; choose another {option}")
+    try:
+        write_probe(above)
+    except OSError as exc:
+        what = "write to" if above == folder else f"create output folder {folder} in"
+        raise OutputError(f"cannot {what} {above}: {exc.strerror or exc}; choose another {option}") from None
+
+
 def write_probe(folder: Path) -> None:
     """Make and remove a file in ``folder`` (an existing one), or raise the ``OSError`` that says why it takes none."""
     fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
