@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
@@ -39,7 +40,10 @@ def test_report_validates_and_counts(report):
     s = report["summary"]
     assert s["ok"] == 2 * 2 * 2 and s["failed"] == s["error"] == 0  # torch, ort-cpu x whole/tiled x 1/2 workers
     assert s["skipped"] == sum(r["status"] == "skipped" for r in report["results"])
-    assert report["machine"]["cpu_model"] and report["packages"]["torch"] == torch.__version__
+    # the installed distribution's version: PyPI's CUDA wheel is '2.13.0' there while torch.__version__ says
+    # '2.13.0+cu130' (a GPU's CUDA runtime is recorded under machine.gpus)
+    assert report["machine"]["cpu_model"] and report["packages"]["torch"] == importlib.metadata.version("torch")
+    assert report["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert report["command"] == "pytest" and report["settings"]["threads"] == 1
 
 
