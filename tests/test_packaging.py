@@ -70,6 +70,10 @@ def test_an_uninstalled_source_tree_finds_export(tmp_path):
     """PYTHONPATH=<checkout> without installing (-S: no site-packages, so no editable install): export/ is used."""
     env = {k: v for k, v in os.environ.items() if k != "LWAYRT_PROFILES"}
     env["PYTHONPATH"] = str(ROOT)
+    if sys.version_info < (3, 11):  # TOML comes from tomli there, a dependency in site-packages, which -S leaves out
+        import tomli
+
+        env["PYTHONPATH"] += os.pathsep + str(Path(tomli.__file__).parent.parent)
     res = subprocess.run([sys.executable, "-S", "-c", "import lway_rt.export.profile as p, sys; "
                           "print(p.profiles_dir()); print(sys.modules['lway_rt'].__file__)"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
