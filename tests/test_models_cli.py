@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -382,4 +384,9 @@ def test_a_torchscript_file_is_named_as_such(tmp_path):
     torch.jit.save(torch.jit.script(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2)), tmp_path / "scripted.pt")
     with pytest.raises(ModelError, match=r"scripted.pt is a TorchScript module \(torch.jit.save\), not a state dict: "
                                          r"save its weights with torch.save\(torch.jit.load\(FILE\).state_dict\(\)"):
-        load_state_file(tmp_path / "scripted.pt")
+        with warnings.catch_warnings(record=True) as seen:  # torch's warning about the archive was printed above it
+            warnings.simplefilter("always")
+            try:
+                load_state_file(tmp_path / "scripted.pt")
+            finally:
+                assert not [w for w in seen if "TorchScript" in str(w.message)], [str(w.message) for w in seen]

@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -455,7 +456,9 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         return tensors, meta
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a TorchScript archive is named in the one-line error below, not warned of
+                warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
             if found:  # intact, but pickled objects beside the tensors (a garbled pickle fails on an operand instead)
