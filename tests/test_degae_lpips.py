@@ -117,3 +117,16 @@ def test_a_crop_too_small_for_lpips_is_refused_in_a_line(weights, tmp_path, astr
                                     str(d / "lpips_alex_full.pth"), "--out", str(tmp_path / "c.safetensors")])
     assert res.exit_code == 1 and res.output.startswith("error: --perceptual lpips needs --crop 32") \
         and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_a_torchscript_lpips_file_is_named_without_torchs_warning(tmp_path):
+    """It was 'cannot read LPIPS weights (RuntimeError)', below torch's two-line warning about the archive."""
+    import warnings
+
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 1, 1)), tmp_path / "scripted.pth")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelError, match=r"scripted.pth is a TorchScript module \(torch.jit.save\), not a state "
+                                             r"dict: save its weights with torch.save\(torch.jit.load"):
+            load_lpips([tmp_path / "scripted.pth"])
+    assert not [w for w in seen if "TorchScript archive" in str(w.message)], [str(w.message) for w in seen]

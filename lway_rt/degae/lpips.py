@@ -82,8 +82,13 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        from lway_rt.io.weights import torch_load_tensors
+
+        obj = torch_load_tensors(path)
     except Exception as exc:
+        if "TorchScript" in str(exc):
+            raise ModelError(f"LPIPS weights file {path} is a TorchScript module (torch.jit.save), not a state dict: save its "
+                             "weights with torch.save(torch.jit.load(FILE).state_dict(), 'weights.pth')") from None
         raise ModelError(f"cannot read LPIPS weights {path} ({type(exc).__name__}); pass a .pth or .safetensors file") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -224,6 +224,15 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
+def torch_load_tensors(path: Path | str):
+    """``torch.load`` of a user's file with ``weights_only=True`` (tensors and plain containers, no code run), on
+    the CPU, without torch's warning about a TorchScript archive: the caller names such a file in its one-line error
+    (the load then fails with a message that says TorchScript)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
 def check_dir_can_be_written(folder: Path, option: str) -> None:
     """Like ``ensure_writable_dir`` but makes nothing: a missing ``folder`` is judged by the nearest folder above it
     that exists (it must take a new file), for a command that writes only at its end and should leave no empty
@@ -456,9 +465,7 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         return tensors, meta
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
         try:
-            with warnings.catch_warnings():  # a TorchScript archive is named in the one-line error below, not warned of
-                warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
-                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = torch_load_tensors(path)
         except Exception as exc:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
             if found:  # intact, but pickled objects beside the tensors (a garbled pickle fails on an operand instead)
