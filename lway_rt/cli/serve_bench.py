@@ -78,9 +78,8 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     if min_time_s > max_time_s:  # the stop rule would win, and the minimum asked for would not be met, unsaid
         from lway_rt.errors import InputError
 
-        given = "--max-time-s" in given
         raise InputError(f"--min-time-s {min_time_s:g} is above --max-time-s {max_time_s:g}"
-                         f"{'' if given else ' (the default)'}, which stops the timing first: lower --min-time-s or "
+                         f"{'' if '--max-time-s' in given else ' (the default)'}, which stops the timing first: lower --min-time-s or "
                          "raise --max-time-s")
     import torch
     from rich.console import Console

@@ -85,10 +85,9 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
         from lway_rt.io.weights import torch_load_tensors
 
         obj = torch_load_tensors(path)
+    except ModelError as exc:  # a TorchScript module, named
+        raise ModelError(f"LPIPS weights file {exc}") from None
     except Exception as exc:
-        if "TorchScript" in str(exc):
-            raise ModelError(f"LPIPS weights file {path} is a TorchScript module (torch.jit.save), not a state dict: save its "
-                             "weights with torch.save(torch.jit.load(FILE).state_dict(), 'weights.pth')") from None
         raise ModelError(f"cannot read LPIPS weights {path} ({type(exc).__name__}); pass a .pth or .safetensors file") from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

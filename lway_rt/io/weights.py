@@ -226,11 +226,17 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
 
 def torch_load_tensors(path: Path | str):
     """``torch.load`` of a user's file with ``weights_only=True`` (tensors and plain containers, no code run), on
-    the CPU, without torch's warning about a TorchScript archive: the caller names such a file in its one-line error
-    (the load then fails with a message that says TorchScript)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+    the CPU. A TorchScript archive (a whole scripted module) is a one-line ``ModelError`` naming it, without torch's
+    warning about it; other failures propagate for the caller to name."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except RuntimeError as exc:
+        if "TorchScript" not in str(exc):
+            raise
+    raise ModelError(f"{path} is a TorchScript module (torch.jit.save), not a state dict: save its weights with "
+                     "torch.save(torch.jit.load(FILE).state_dict(), 'weights.pth')")
 
 
 def check_dir_can_be_written(folder: Path, option: str) -> None:
@@ -466,6 +472,8 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
         try:
             obj = torch_load_tensors(path)
+        except ModelError:  # a TorchScript module, named
+            raise
         except Exception as exc:
             found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
             if found:  # intact, but pickled objects beside the tensors (a garbled pickle fails on an operand instead)
@@ -475,9 +483,6 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                                  "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
             if _sniff(path) == "safetensors":
                 raise ModelError(f"{path} is a safetensors file named {path.suffix}: rename it to .safetensors") from None
-            if "TorchScript" in str(exc):  # intact, but a whole scripted module (torch.jit.save), not a state dict
-                raise ModelError(f"{path} is a TorchScript module (torch.jit.save), not a state dict: save its weights "
-                                 "with torch.save(torch.jit.load(FILE).state_dict(), 'weights.pth')") from None
             raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
         if isinstance(obj, dict) and {"fingerprint", "model", "opt", "st"} <= set(obj):  # lway_rt.adapt's checkpoint
             raise ModelError(f"{path} is the checkpoint of an unfinished lwayrt adapt run (mid-run weights, without its "
