@@ -48,6 +48,7 @@ def test_report_and_chart_never_replace_what_the_user_has(tmp_path, capped_weigh
         (["--json", photo], "exists and is not a serve-bench report"),
         (["--json", notes], "exists and is not a serve-bench report"),
         (["--chart", photo], "exists and is not a serve-bench chart"),
+        (["--chart", photo], "or delete it if it is a chart serve-bench wrote before it marked its charts"),
         (["--json", tmp_path / "r.out", "--chart", tmp_path / "r.out"], "both name"),
         (["--chart", tmp_path / "c.jpg"], "the chart is a PNG image; name a .png file"),  # PNG data under .jpg before
         (["--chart", tmp_path / "c"], "name a .png file"),
@@ -311,3 +312,22 @@ def test_an_unwritable_report_folder_is_refused_before_measuring(tmp_path, monke
                                     str(tmp_path / "new" / "sub" / "r.json"), *TINY])
     assert isinstance(res.exception, RuntimeError) and str(res.exception) == "measuring started"
     assert list(tmp_path.iterdir()) == []  # neither the folders nor a probe file left
+
+
+def test_the_cpu_script_can_replace_the_committed_results():
+    """``benchmarks/serve_bench_cpu.sh`` writes over the committed reports and charts (the README says a rerun
+    replaces them): each must read as serve-bench's own, or the script stops at its first step. Charts written
+    before serve-bench marked its PNGs carry no mark and stopped it ("exists and is not a serve-bench chart")."""
+    import re
+    from pathlib import Path
+
+    from lway_rt.bench.report import check_output_paths
+
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "benchmarks" / "serve_bench_cpu.sh").read_text()
+    pairs = re.findall(r'--json "\$OUT/([^"]+)" --chart "\$OUT/([^"]+)"', script)
+    assert len(pairs) == 3, pairs  # compare, tuning, load
+    for json_name, chart_name in pairs:
+        paths = [root / "benchmarks" / "results" / name for name in (json_name, chart_name)]
+        assert all(p.is_file() for p in paths), paths  # committed, as the README's numbers cite them
+        check_output_paths(*paths, keep=())

@@ -135,7 +135,10 @@ def check_output_paths(json_path: str | Path | None, chart_path: str | Path | No
             raise OutputError(f"{opt} {p} is the model being measured (or its manifest): choose another file")
         if p.is_file() and not (_is_report(p) if opt == "--json" else _is_chart(p)):
             what = "serve-bench report" if opt == "--json" else "serve-bench chart"
-            raise OutputError(f"{opt} {p} exists and is not a {what}: choose another file (it is left as it is)")
+            unmarked = "" if opt == "--json" else (", or delete it if it is a chart serve-bench wrote before it "
+                                                   "marked its charts")
+            raise OutputError(f"{opt} {p} exists and is not a {what}: choose another file{unmarked} (it is left as "
+                              "it is)")
         if opt == "--chart" and p.suffix.lower() != ".png":  # it was written as PNG data under any name
             raise OutputError(f"--chart {p}: the chart is a PNG image; name a .png file")
     if chart_path:  # not after the measuring (and the report and chart are written together: ``write_report``)
