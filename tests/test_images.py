@@ -782,22 +782,34 @@ for name, write in (("w.safetensors", lambda p: save_safetensors(p, {"w": torch.
     assert not list(tmp_path.iterdir())  # neither the files nor their temporary files
 
 
-@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "LA"])
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "LA", "P", "CMYK"])
 def test_a_turned_tiff_is_read_upright_in_every_mode(tmp_path, mode):
-    """Pillow 13 turns a TIFF of EXIF orientation 5-8 upright as it loads it, and scrambles the pixels of grey,
-    16-bit grey and RGBA ones; the size image_size reads then disagreed with the picture (a rerun refused its own
-    output). Every orientation gives the upright picture, the size image_size says, and the dpi turned with it."""
+    """Pillow 13 turns a TIFF of EXIF orientation 5-8 upright as it loads it, and scrambles the pixels of
+    uncompressed grey, 16-bit grey, RGBA, palette and CMYK ones (it maps them from the file at the turned size); the
+    size image_size reads then disagreed with the picture (a rerun refused its own output). Every orientation gives
+    the upright picture, the size image_size says, and the dpi turned with it. Palette and CMYK pictures, which
+    tifffile does not read, came out 90 degrees off and scrambled."""
     from lway_rt.io.images import _exif_orient, image_size
 
     ramp = np.arange(15).reshape(3, 5)
     arr = (ramp * 3000).astype(np.uint16) if mode == "I;16" else \
-        (ramp * 10).astype(np.uint8) if mode == "L" else np.dstack([(ramp * 10).astype(np.uint8)] * len(mode))
+        (ramp * 10).astype(np.uint8) if mode in ("L", "P") else np.dstack([(ramp * 10).astype(np.uint8)] * len(mode))
     first = (arr if arr.ndim == 2 else arr[..., 0]).astype(np.float32) / (65535.0 if mode == "I;16" else 255.0)
+    def picture():
+        im = Image.fromarray(arr, None if mode == "I;16" else mode)
+        if mode == "P":  # a palette that tells every index apart
+            im.putpalette([v for i in range(256) for v in (255 - i, i, 0)])
+        return im
+
+    if mode in ("P", "CMYK"):  # colour through a palette / ink conversion: the unturned file's reading, checked below
+        picture().save(tmp_path / "plain.tif")
+        first = read_image(tmp_path / "plain.tif").rgb[..., 0]
+        assert first.shape == (3, 5) and len(np.unique(first)) == 15
     for o in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = o
         path = tmp_path / f"o{o}.tif"
-        Image.fromarray(arr, None if mode == "I;16" else mode).save(path, exif=exif.tobytes(), dpi=(300, 150))
+        picture().save(path, exif=exif.tobytes(), dpi=(300, 150))
         img = read_image(path)
         want = _exif_orient(first, o)
         assert img.rgb.shape[:2] == want.shape and np.allclose(img.rgb[..., 0], want, atol=1e-6), (mode, o)

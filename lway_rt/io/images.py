@@ -352,6 +352,8 @@ def _read_image(path: Path) -> LoadedImage:
                     samples = None
                 if samples is not None and (samples.alpha is None) == (img.alpha is None):
                     img = replace(img, rgb=samples.rgb, alpha=samples.alpha)
+                else:  # palette, CMYK, YCbCr, Lab: tifffile reads none of them (Pillow scrambles raw palette and CMYK)
+                    img = _tiff_from_memory(path, orig_mode, icc)
             if fmt == "WEBP" and _webp_is_lossless(path):
                 img = replace(img, lossless=True)
             if fmt in _EXIF_FORMATS and len(tags):
@@ -614,6 +616,19 @@ def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: 
         alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
         return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
     return _from_pil(ImageOps.exif_transpose(im), orig_mode, fmt, icc)
+
+
+def _tiff_from_memory(path: Path, orig_mode: str, icc: bytes | None) -> LoadedImage:
+    """A TIFF of orientation 5-8 read from memory. Pillow (13) maps an uncompressed file's samples straight from the
+    file at the turned size, which scrambles them (palette, CMYK, grey); read from a buffer it decodes them at their
+    stored size and turns them upright as it loads them, as it does for compressed files."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(path.read_bytes())) as im:
+        im.load()
+        return _from_pil(im, orig_mode, "TIFF", icc)
 
 
 def _exif_orient(arr: np.ndarray, orientation: int) -> np.ndarray:
