@@ -565,7 +565,8 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     A file is taken as given (even with an unusual ending: reading it decides); a folder
     contributes its image files (by ending), recursively with ``recursive`` (links to folders followed), keeping the
     sub-folder layout. Hidden files are skipped, and so is ``out_dir`` when it lies inside a folder walked
-    recursively (a second run must not upscale the first run's outputs). A file reached twice (named
+    recursively (a second run must not upscale the first run's outputs; images there that no run of this command
+    wrote are named in ``notes``). A file reached twice (named
     twice, or named and inside a named folder) is taken once; one reached under another path (a link to it) is
     added to ``aliases`` as (that path, the path taken). Files of a folder that this command wrote (their PNG
     records the run, ``RUN_KEY``) beside images it did not write are added to ``outputs``: an earlier run's
@@ -594,6 +595,14 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
             inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
             listed = sorted(f for f in _folder_files(p, recursive) if f.suffix.lower() in IMAGE_SUFFIXES)
             files = [f for f in listed if f.is_file() and not (inner_out and f.resolve().is_relative_to(skip))]
+            if inner_out and notes is not None:  # an output's own files go unsaid; a user's image there is named
+                left = [f for f in listed if f.is_file() and f.resolve().is_relative_to(skip)
+                        and not (f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None)]
+                if left:
+                    shown = ", ".join(f.name for f in left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+                    notes.append(f"{len(left)} image(s) in the output folder {out_dir} ({shown}) are not upscaled: "
+                                 f"an output folder inside {p} is never read as input; move them out of it to "
+                                 "upscale them")
             broken = [Failure(f, broken_link_message(f)) for f in listed if f.is_symlink() and not f.exists()]
             problems += broken
             if not files and not broken:

@@ -222,8 +222,14 @@ def test_recursive_run_skips_its_own_output_folder_inside_the_input(tmp_path, sm
     for _ in range(2):
         result = run("upscale", "-r", d, "-o", d / "out", "--model", MODEL)
         assert result.exit_code == 0, result.output
-        assert "2 image(s) written" in result.output
+        assert "2 image(s) written" in result.output and "are not upscaled" not in result.output
     assert sorted(str(p.relative_to(d / "out")) for p in (d / "out").rglob("*.png")) == ["a/x_x4.png", "top_x4.png"]
+    # an image of the user's in that folder was left out without a word: it is named
+    Image.fromarray(small).save(d / "out" / "mine.jpg")
+    result = run("upscale", "-r", d, "-o", d / "out", "--model", MODEL)
+    assert result.exit_code == 0 and "2 image(s) written" in result.output, result.output
+    assert (f"1 image(s) in the output folder {d / 'out'} (mine.jpg) are not upscaled: an output folder inside {d} "
+            "is never read as input; move them out of it to upscale them") in " ".join(result.output.split())
 
 
 def test_sub_folders_left_out_without_recursive_are_named(tmp_path, small):
