@@ -654,6 +654,54 @@ def test_a_jpeg_whose_exif_records_no_resolution_gets_none_written(tmp_path):
     assert read_image(tmp_path / "cm.jpg").dpi == pytest.approx((254, 127))
 
 
+def _mpo(path, exif: Image.Exif, second_type: int | None) -> Path:
+    """A camera's JPEG with a second picture in its MP index (Pillow writes it as an MPO); ``second_type``: the MP
+    type written into that picture's entry (0x010001: a large preview), as cameras write it, or Pillow's own."""
+    import struct
+
+    a = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
+    Image.fromarray(a).save(path, format="MPO", save_all=True, append_images=[Image.fromarray(a)],
+                            exif=exif.tobytes())
+    if second_type is not None:
+        data = bytearray(path.read_bytes())
+        h = data.index(b"MPF\x00") + 4  # the MP index: a TIFF-style header, one IFD, 16-byte entries
+        end = "<" if data[h:h + 2] == b"II" else ">"
+        ifd = h + struct.unpack(end + "I", data[h + 4:h + 8])[0]
+        for i in range(struct.unpack(end + "H", data[ifd:ifd + 2])[0]):
+            tag, _, _, off = struct.unpack(end + "HHII", data[ifd + 2 + 12 * i:ifd + 14 + 12 * i])
+            if tag == 0xB002:
+                data[h + off + 16:h + off + 20] = struct.pack(end + "I", second_type)
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_camera_jpeg_with_previews_reads_as_one_jpeg(tmp_path):
+    """Pillow opens a camera JPEG that carries large previews (an MP index) as an MPO: its dpi was read as square or
+    made up (72) where a plain JPEG's is read from the EXIF block, and every such photo got the several-frames note.
+    The previews are not counted; a second picture of another kind (a stereo pair's) still is."""
+    tags = Image.Exif()
+    tags[0x010F], tags[0x011A], tags[0x011B], tags[0x0128] = "Camera", 300.0, 150.0, 2
+    preview = _mpo(tmp_path / "cam.jpg", tags, 0x010001)
+    with Image.open(preview) as im:
+        assert im.format == "MPO" and im.info.get("dpi") == (300, 300)  # what Pillow makes of it
+    img = read_image(preview)
+    assert img.dpi == pytest.approx((300, 150)) and img.frames == 1
+    assert read_image(_mpo(tmp_path / "pair.jpg", tags, None)).frames == 2  # Pillow's own type: another picture
+    del tags[0x011A], tags[0x011B], tags[0x0128]
+    assert read_image(_mpo(tmp_path / "bare.jpg", tags, 0x010001)).dpi is None  # not Pillow's made-up 72 dpi
+
+
+def test_an_output_gains_no_empty_exif_sub_ifd(tmp_path):
+    """Carrying EXIF asked for its Exif sub-IFD to update the pixel size, which made an empty one in every output
+    whose input had none."""
+    tags = Image.Exif()
+    tags[0x010F] = "Camera"
+    Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "cam.jpg", exif=tags)
+    img = read_image(tmp_path / "cam.jpg")
+    with Image.open(write_image(tmp_path / "out.png", img.rgb, exif=img.exif)) as im:
+        assert im.getexif().get(0x010F) == "Camera" and 0x8769 not in im.getexif()
+
+
 def test_a_tiff_without_resolution_gets_none_written(tmp_path):
     """Pillow reads a TIFF with no resolution tags as 1 dpi: carried, a 160-px output printed 160 inches wide."""
     Image.fromarray(np.full((6, 10, 3), 100, np.uint8)).save(tmp_path / "plain.tif")

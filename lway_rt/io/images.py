@@ -253,9 +253,16 @@ def _sixteen_bit_colour(path: Path, im) -> tuple[np.ndarray, int] | None:
 def _frames(path: Path, im) -> tuple[int, bool]:
     """How many frames or pages the open file ``im`` holds, and whether a later one is cut short or damaged (a cut
     animated GIF or multi-page TIFF: Pillow fails as it steps to it). For a damaged file, the frames before the damaged
-    one and that one. Leaves ``im`` at any of its frames."""
+    one and that one. The large previews a camera stores in its JPEG (an MPO file) are not counted. Leaves ``im`` at
+    any of its frames."""
     from PIL import Image
 
+    if getattr(im, "format", None) == "MPO":
+        try:
+            kinds = [str(e["Attribute"]["MPType"]) for e in im.mpinfo[0xB002]]
+            return max(1, sum("Thumbnail" not in k for k in kinds)), False
+        except Exception:  # noqa: BLE001 - an index Pillow could not parse: count the frames it finds
+            pass
     try:
         return int(getattr(im, "n_frames", 1) or 1), False
     except Exception:  # noqa: BLE001 - IndexError (GIF), TypeError (TIFF), struct.error …: the first frame was read
@@ -362,7 +369,7 @@ def _read_image(path: Path) -> LoadedImage:
                 img = replace(img, exif=exif)
             if fmt == "PNG":
                 img = replace(img, png_chunks=_png_chunks(path))
-            dpi = _dpi(_exif_dpi(tags) if fmt == "JPEG" and im.info.get("jfif_unit") not in (1, 2)
+            dpi = _dpi(_exif_dpi(tags) if fmt in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2)
                        else im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
             if dpi is not None:
                 turned = turned_tiff or orientation in (5, 6, 7, 8)  # (Pillow dropped a TIFF's tag as it turned it)
@@ -481,7 +488,7 @@ def _records_dpi(im, fmt: str, tags) -> bool:
     and a JPEG with an EXIF block but no resolution in it (nor in a JFIF header with a unit) as 72 dpi."""
     if fmt == "TIFF":
         return 282 in getattr(im, "tag_v2", {})
-    if fmt == "JPEG" and im.info.get("jfif_unit") not in (1, 2):
+    if fmt in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2):  # MPO: a camera's JPEG with previews
         return 0x011A in tags and 0x0128 in tags  # where Pillow reads EXIF's resolution, it needs both
     return True
 
@@ -905,7 +912,7 @@ def _exif_for(exif: bytes, width: int, height: int, fmt: str) -> bytes | None:
         tags.load(exif)
         if tags.pop(0x0112, None) in (5, 6, 7, 8) and 0x011A in tags and 0x011B in tags:  # the picture was turned:
             tags[0x011A], tags[0x011B] = tags[0x011B], tags[0x011A]  # its x and y resolution turn with it
-        sub = tags.get_ifd(0x8769)  # the Exif sub-IFD
+        sub = tags.get_ifd(0x8769) if 0x8769 in tags else {}  # the Exif sub-IFD (asking for it makes an empty one)
         if 0xA002 in sub or 0xA003 in sub:
             sub[0xA002], sub[0xA003] = width, height
         data = tags.tobytes()
