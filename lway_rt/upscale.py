@@ -98,12 +98,14 @@ class UpscaleConfig:
             raise InputError(f"--suffix must not contain a path separator: {self.suffix!r}")
 
     def check_overlap(self) -> None:
+        least = max(MIN_TILE, 2 * self.tile_overlap + 1)  # the smallest tile this overlap takes
         if 0 < self.tile < MIN_TILE:
             raise InputError(f"--tile {self.tile} is too small: tiles under {MIN_TILE} px change the picture at their "
-                             f"seams: use {MIN_TILE} or more (with --tile-overlap 16 or more), or 0 for whole images")
+                             f"seams: use --tile {least} or more (more than twice --tile-overlap {self.tile_overlap}), "
+                             "or 0 for whole images")
         if self.tile and self.tile <= 2 * self.tile_overlap:
             raise InputError(f"--tile {self.tile} must be more than twice --tile-overlap {self.tile_overlap}: "
-                             "use a larger tile or a smaller overlap")
+                             f"use --tile {least} or more, or a smaller --tile-overlap")
 
     @property
     def tiles(self) -> TileConfig:

@@ -596,8 +596,11 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--model", "{tmp}/garbage.safetensors"], "is not a readable safetensors file"),
     (["--model", "{tmp}/named.pth"], "named.pth is a safetensors file named .pth: rename it to .safetensors"),
     (["--model", "{tmp}/named.safetensors"], "is a PyTorch checkpoint named .safetensors: rename it to .pth"),
-    (["--tile", "40", "--tile-overlap", "20"], "must be more than twice --tile-overlap"),
+    (["--tile", "40", "--tile-overlap", "20"], "must be more than twice --tile-overlap 20: use --tile 41 or more"),
     (["--tile", "16", "--tile-overlap", "4"], "--tile 16 is too small: tiles under 32 px change the picture"),
+    # the advice is one the overlap takes (it was "use 32 or more", refused with the default overlap of 32)
+    (["--tile", "20"], "use --tile 65 or more (more than twice --tile-overlap 32), or 0 for whole images"),
+    (["--tile", "20", "--tile-overlap", "8"], "use --tile 32 or more (more than twice --tile-overlap 8)"),
     (["--fp16"], "--fp16 runs on a CUDA GPU only"),
     (["--device", "tpu"], "--device must be 'cpu' or 'cuda"),
     (["--device", "cudax"], "--device must be 'cpu' or 'cuda"),
