@@ -715,9 +715,19 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def _quantise(x: np.ndarray, depth: int) -> np.ndarray:
+def _quantise(x: np.ndarray, depth: int, out: np.ndarray | None = None) -> np.ndarray:
+    """[0, 1] floats -> 8/16-bit samples, rounded half to even, into ``out`` when given. Done a block of rows at a
+    time: whole-image float temporaries cost 36 bytes per RGB pixel, most of an upscale's peak memory."""
     top = 65535.0 if depth == 16 else 255.0
-    return np.round(np.clip(x, 0.0, 1.0) * top).astype(np.uint16 if depth == 16 else np.uint8)
+    if out is None:
+        out = np.empty(x.shape, np.uint16 if depth == 16 else np.uint8)
+    rows = max(1, (1 << 22) // max(1, x[:1].size))  # about 4 million samples per block
+    for r in range(0, x.shape[0], rows):
+        block = np.clip(x[r:r + rows], 0.0, 1.0)
+        block *= top
+        np.round(block, out=block)
+        out[r:r + rows] = block
+    return out
 
 
 def _icc_fits(icc: bytes | None, colour: bool) -> bool:
@@ -833,7 +843,11 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     planes = [_luminance(rgb)[..., None]] if grey else [rgb]
     if alpha is not None:
         planes.append(np.asarray(alpha, dtype=np.float32)[..., None])
-    arr = _quantise(np.concatenate(planes, axis=2), depth)
+    arr = np.empty((*rgb.shape[:2], sum(p.shape[2] for p in planes)), np.uint16 if depth == 16 else np.uint8)
+    start = 0
+    for plane in planes:  # straight into the samples written: no float copy of the whole image
+        _quantise(plane, depth, arr[..., start:start + plane.shape[2]])
+        start += plane.shape[2]
     if arr.shape[2] == 1:
         arr = arr[..., 0]
     elif arr.shape[2] == 2 and fmt == "TIFF":

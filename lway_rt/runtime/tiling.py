@@ -143,7 +143,8 @@ def upscale_tensor(fn: ModelFn, x: torch.Tensor, scale: int, config: TileConfig 
     """Run ``fn`` over ``x`` (NCHW float) tile by tile; returns NCHW float32, ``scale`` times larger.
 
     Tiles are cut from ``x`` where it lives (move it to the model's device first); the output is
-    assembled on ``out_device`` (default: ``x``'s device), so a GPU only ever holds one tile's output.
+    assembled on ``out_device`` (default: ``x``'s device), so a GPU only ever holds one tile's output. A tiled
+    output is laid out channels last (an NCHW view of NHWC memory), so ``to_numpy`` needs no copy of it.
     """
     if x.ndim != 4:
         raise ValueError(f"expected an NCHW batch, got shape {tuple(x.shape)}")
@@ -169,11 +170,11 @@ def upscale_tensor(fn: ModelFn, x: torch.Tensor, scale: int, config: TileConfig 
             patch = xp[..., y0:y0 + th, x0:x0 + tw]
             y = fn(patch).to(out_device, torch.float32)
             _check_out(y, patch, scale)
-            if out is None:
-                out = torch.zeros(n, y.shape[1], hp * scale, wp * scale, dtype=torch.float32, device=out_device)
+            if out is None:  # channels last: a caller's HxWxC array of the image is then a view, not a copy
+                out = torch.zeros(n, hp * scale, wp * scale, y.shape[1], dtype=torch.float32, device=out_device)
             wgt = (wgt_y.to(out_device)[:, None] * wgt_x.to(out_device)[None, :])
-            out[..., y0 * scale:(y0 + th) * scale, x0 * scale:(x0 + tw) * scale] += y * wgt
-    return out[..., : h * scale, : w * scale]
+            out[:, y0 * scale:(y0 + th) * scale, x0 * scale:(x0 + tw) * scale] += (y * wgt).permute(0, 2, 3, 1)
+    return out.permute(0, 3, 1, 2)[..., : h * scale, : w * scale]
 
 
 def _check_out(y: torch.Tensor, x: torch.Tensor, scale: int) -> None:
