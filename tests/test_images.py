@@ -993,8 +993,10 @@ def test_pillows_warnings_are_not_printed_raw(tmp_path, photo, monkeypatch):
         assert read_image(tmp_path / "big.png").rgb.shape == (24, 32, 3)
         assert image_size(tmp_path / "big.png") == (32, 24)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)
-    with pytest.raises(InputError, match="big.png: Image size \\(768 pixels\\) exceeds limit"):
+    with pytest.raises(InputError, match="big.png: Image size \\(768 pixels\\) exceeds limit") as refused:
         read_image(tmp_path / "big.png")
+    assert str(refused.value).endswith(f"if the picture is real, cut it into pieces first, e.g. mkdir pieces && "
+                                       f"magick {tmp_path / 'big.png'} -crop 4000x4000 +repage pieces/big_%03d.png")
     monkeypatch.undo()
     exif = Image.Exif()
     exif[0x010F] = "Cam"

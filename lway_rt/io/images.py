@@ -114,9 +114,17 @@ def _open(path: Path):
             raise InputError(_no_pixels(path, *size)) from None
         raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(_too_many_pixels(path, exc)) from None
     except OSError as exc:
         raise InputError(f"{path} cannot be opened ({exc}): the file is corrupt") from None
+
+
+def _too_many_pixels(path: Path, exc: Exception) -> str:
+    """The refusal of an image over twice Pillow's pixel limit (a guard against decompression bombs), with a way on:
+    such a picture, if real, is cut into pieces first (its x4 output would not fit in memory anyway)."""
+    q = shlex.quote
+    return (f"{path}: {str(exc).rstrip('.')}; if the picture is real, cut it into pieces first, e.g. mkdir pieces && "
+            f"magick {q(str(path))} -crop 4000x4000 +repage pieces/{q(path.stem)}_%03d.png")
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
@@ -381,7 +389,7 @@ def _read_image(path: Path) -> LoadedImage:
             raise
         raise InputError(f"{path}: {exc}") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(_too_many_pixels(path, exc)) from None
     except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
         raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
 
