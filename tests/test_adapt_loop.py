@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -94,6 +95,10 @@ def test_transient_nan_is_skipped_and_lowers_lr(tmp_path, inputs, stage1):
     assert rep["stopped"] == "completed" and rep["iterations_run"] == 12
     skipped = [h["it"] for h in rep["history"] if h["skipped"]]
     assert skipped == [3, 4]
+    # the report on disk is strict JSON: a skipped step's loss was written as NaN / Infinity, which strict readers
+    # (JSON.parse) refuse
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert [h["loss"] for h in on_disk["history"] if h["skipped"]] == [None, None]
     assert rep["history"][-1]["lr"] == pytest.approx(1e-3 / 4)
     assert any("non-finite loss" in e for e in rep["events"])
     state, meta = load_state_file(res.weights)

@@ -1011,9 +1011,11 @@ def interpolate_weights(model: nn.Module, base_state: dict[str, torch.Tensor], s
 
 
 def _write_json(path: Path, obj) -> None:
-    from lway_rt.io.weights import atomic_write_bytes
+    """Strict JSON (what JSON.parse and other strict readers take): a skipped step's non-finite loss is null."""
+    from lway_rt.io.weights import atomic_write_bytes, finite
 
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+    plain = json.loads(json.dumps(obj, default=_json_default))  # numpy scalars and paths as JSON has them
+    atomic_write_bytes(path, (json.dumps(finite(plain), indent=2, allow_nan=False) + "\n").encode())
 
 
 def _json_default(o):
