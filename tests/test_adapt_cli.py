@@ -976,7 +976,7 @@ def test_overwrite_removes_only_the_old_runs_images(files, tmp_path):
     assert _run(_tiny_adapt(files, out))[0] == 0
     (out / "notes.txt").write_text("mine")
     report = json.loads((out / "report.json").read_text())
-    report["images"][0]["sr"] = "notes.txt"
+    report["images"].append({"sr": "notes.txt"})  # (the run's own images stay listed: their names are its to write)
     (out / "report.json").write_text(json.dumps(report))
     assert _run(_tiny_adapt(files, out, "--overwrite"))[0] == 0
     assert (out / "notes.txt").read_text() == "mine"
@@ -1145,3 +1145,66 @@ def test_a_file_cut_in_a_later_frame_is_adapted_on_its_first_and_the_note_says_w
     code, text = _run(args[:1] + [str(src)] + args[2:])
     assert code == 0, text
     assert "is cut short or damaged at frame or page" in " ".join(text.split()), text
+
+
+def test_a_users_folder_named_after_an_input_is_never_written_over(files, tmp_path):
+    """Per-image --resume / --overwrite into a folder of earlier runs: a sub-folder named after a new input that holds
+    the user's files but no run was taken for a run's folder, its config.json, report.json and sr/ image replaced
+    without a word. It is refused, for both flags, and left as it was; a run stopped before its first checkpoint
+    (only its config.json) is still continued."""
+    import shutil
+
+    out = tmp_path / "each"
+    base = ["adapt", "-o", str(out), *_fast(files, "--mode", "per-image")]
+    code, text = _run([*base, str(files / "lr" / "rgb.png")])
+    assert code == 0, text
+    mine = out / "grey"
+    (mine / "sr").mkdir(parents=True)
+    (mine / "config.json").write_text('{"mine": 1}')
+    shutil.copy(files / "lr" / "rgb.png", mine / "sr" / "grey.png")
+    before = _digests(mine)
+    for flag in ("--resume", "--overwrite"):
+        code, text = _run([*base, str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), flag])
+        assert code == 1 and f"{mine} holds config.json, sr/ but no adaptation run: the run would write over them; " \
+            "move them, or choose another --out folder" in " ".join(text.split()), (flag, text)
+        assert _digests(mine) == before
+    shutil.rmtree(mine)  # a run stopped before its first checkpoint left only its config.json: continued
+    mine.mkdir()
+    (mine / "config.json").write_bytes((out / "rgb" / "config.json").read_bytes())
+    code, text = _run([*base, str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "--resume"])
+    assert code == 0 and (mine / "adapted.safetensors").is_file(), text
+
+
+def test_overwrite_never_replaces_a_users_image_in_sr(files, tmp_path):
+    """Folder mode --overwrite removes the old run's images (its report lists them); a file of the user's in sr/ under
+    the name of one of the new inputs' images was replaced. It is refused, and left as it was."""
+    import shutil
+
+    out = tmp_path / "run"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), *_fast(files)])
+    assert code == 0, text
+    shutil.copy(files / "lr" / "rgb.png", out / "sr" / "grey.png")
+    mine = (out / "sr" / "grey.png").read_bytes()
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "-o", str(out),
+                       *_fast(files), "--overwrite"])
+    assert code == 1 and f"{out / 'sr' / 'grey.png'} is not an image of the run in {out} (its report does not list " \
+        "it)" in " ".join(text.split()), text
+    assert (out / "sr" / "grey.png").read_bytes() == mine
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), *_fast(files), "--overwrite"])
+    assert code == 0 and (out / "sr" / "grey.png").read_bytes() == mine, text  # not an input: kept, as before
+
+
+def test_per_image_overwrite_removes_the_replaced_runs(files, tmp_path):
+    """--overwrite of a per-image adaptation with fewer inputs left the old runs' folders (weights, images) beside the
+    new ones: the summary listed one run, the folder held three models for upscale to route between. The replaced
+    runs go, as folder mode's old images do; a file of the user's in one keeps that folder and the file."""
+    out = tmp_path / "each"
+    base = ["adapt", "-o", str(out), *_fast(files, "--mode", "per-image")]
+    code, text = _run([*base, str(files / "lr")])
+    assert code == 0 and sorted(p.parent.name for p in out.glob("*/adapted.safetensors")) == ["alpha", "grey", "rgb"]
+    (out / "grey" / "notes.txt").write_text("mine")
+    code, text = _run([*base, str(files / "lr" / "rgb.png"), "--overwrite"])
+    assert code == 0, text
+    assert [p.parent.name for p in out.glob("*/adapted.safetensors")] == ["rgb"]
+    assert not (out / "alpha").exists() and [p.name for p in (out / "grey").iterdir()] == ["notes.txt"]
+    assert [r["name"] for r in json.loads((out / "report.json").read_text())["runs"]] == ["rgb"]

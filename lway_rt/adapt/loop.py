@@ -1187,6 +1187,14 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if config.mode == "folder" and (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
         raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
                          "--out folder")
+    if overwrite and previous == "folder" and (report := finished_report(out_dir)) is not None:
+        listed = {Path(str(e["sr"])) for e in report.get("images", []) if isinstance(e, dict) and e.get("sr")}
+        theirs = sorted(Path("sr", f"{img.name}.png") for img in images
+                        if (out_dir / "sr" / f"{img.name}.png").exists() and Path("sr", f"{img.name}.png") not in listed)
+        if theirs:  # the run there made every image its report lists; one it does not list is the user's
+            raise InputError(f"{out_dir / theirs[0]} is not an image of the run in {out_dir} (its report does not "
+                             "list it), and this run would write its image of that input there: move it, or choose "
+                             "another --out folder")
     if previous is None:
         theirs = [n + ("/" if (out_dir / n).is_dir() else "") for n in (*own, *sorted(names), *groups)
                   if (out_dir / n).exists()]
@@ -1194,6 +1202,38 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
             shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
             raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
                              f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
+
+
+def _remove_run_folder(out_dir: Path, name: str) -> None:
+    """Remove the run folder ``name`` of an earlier per-image or per-group adaptation in ``out_dir`` that --overwrite
+    replaced: the files a run writes there (its listed sr/ images among them) and then the folder, where nothing else
+    is left in it (a file of the user's keeps it). A name that is not one folder directly in ``out_dir`` is left."""
+    sub = out_dir / name
+    if not name or Path(name).name != name or name in (".", "..") or sub.is_symlink() or not sub.is_dir():
+        return
+    _clear_previous_run(sub)
+    (sub / "config.json").unlink(missing_ok=True)
+    for folder in (sub / "sr", sub):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+
+
+def _refuse_foreign(sub: Path, finished: dict | None) -> None:
+    """Refuse a per-image or per-group run folder that holds no run of this command but files under the names a run
+    writes (the user's own folder that happens to bear an input's or a group's name): neither --resume nor
+    --overwrite, which are about runs, may write over them. A run that started there left its config.json."""
+    if finished is not None or not sub.is_dir() or (sub / CHECKPOINT).exists():
+        return
+    config = _read_json_dict(sub / "config.json")
+    if config is not None and {"mode", "loss", "iterations", "lr"} <= config.keys():
+        return  # a run of this command started here (stopped before its first checkpoint)
+    theirs = [n + ("/" if (sub / n).is_dir() else "") for n in _RUN_NAMES["folder"] if (sub / n).exists()]
+    if theirs:
+        raise InputError(f"{sub} holds {', '.join(theirs)} but no adaptation run: the run would write over "
+                         f"{'it' if len(theirs) == 1 else 'them'}; move {'it' if len(theirs) == 1 else 'them'}, or "
+                         "choose another --out folder")
 
 
 def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt_dir, resume: bool, log: Log,
@@ -1235,7 +1275,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log,
                              overwrite=overwrite)]
     # (another --mode's summary was refused by _check_out_folder)
-    old_summary = (_read_json_dict(summary_path) or {}) if resume else {}
+    old_summary = (_read_json_dict(summary_path) or {}) if resume or overwrite else {}
     groups_path = record = None
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
@@ -1265,6 +1305,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     for name, group in runs:
         sub = out_dir / name
         finished = _existing_run(sub, resume, overwrite)
+        _refuse_foreign(sub, finished)
         if fingerprint_of is None:
             continue
         ckpt = sub / CHECKPOINT
@@ -1311,9 +1352,13 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                     "images": [Path(p).stem for p in r.sr_paths],
                     "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]
         names = {e["name"] for e in entries}
+        earlier = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names]
+        if overwrite:  # the runs it replaced that this one did not make again go too, as folder mode's old images do
+            for e in earlier:
+                _remove_run_folder(out_dir, str(e.get("name", "")))
+            earlier = []
         # runs of an earlier invocation into this folder that this one did not touch stay in the summary
-        kept_before = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names
-                       and (out_dir / str(e.get("weights", ""))).is_file()]
+        kept_before = [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         _write_json(out_dir / "report.json", summary)
