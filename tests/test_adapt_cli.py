@@ -1208,3 +1208,22 @@ def test_per_image_overwrite_removes_the_replaced_runs(files, tmp_path):
     assert [p.parent.name for p in out.glob("*/adapted.safetensors")] == ["rgb"]
     assert not (out / "alpha").exists() and [p.name for p in (out / "grey").iterdir()] == ["notes.txt"]
     assert [r["name"] for r in json.loads((out / "report.json").read_text())["runs"]] == ["rgb"]
+
+
+def test_a_runs_config_json_runs_the_same_recipe_again(files, tmp_path):
+    """--config took TOML only, so the config.json a run writes ("the resolved configuration") was refused as "not
+    valid TOML"; it is read as the run's settings, and the run made with it is the same, bit for bit."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(first), *_fast(files, "--lr", "2e-3",
+                                                                                          "--seed", "5")])
+    assert code == 0, text
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(again), "-m", str(files / "tiny.safetensors"),
+                       "--stage1", str(files / "stage1.safetensors"), "-q", "--config", str(first / "config.json")])
+    assert code == 0, text
+    assert json.loads((again / "config.json").read_text()) == json.loads((first / "config.json").read_text())
+    _a, _b = load_model(str(first / "adapted.safetensors")), load_model(str(again / "adapted.safetensors"))
+    assert state_dict_sha256(_a.model.state_dict()) == state_dict_sha256(_b.model.state_dict())
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "x"), *_fast(files),
+                       "--config", str(tmp_path / "bad.json")])
+    assert code == 1 and "is not an object of settings" in text, text

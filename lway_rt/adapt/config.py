@@ -448,10 +448,23 @@ class AdaptConfig:
 
 
 def load_toml_defaults(path: str | Path) -> dict[str, Any]:
-    """Read adapt defaults from a TOML file (``[adapt]`` table if present, else the top level)."""
+    """Read adapt defaults from a TOML file (``[adapt]`` table if present, else the top level), or from the
+    ``config.json`` a run wrote (its resolved settings: ``--config OUT/config.json`` runs the same recipe again)."""
     from lway_rt.io.toml_files import read_toml
 
     p = Path(path)
+    if p.suffix.lower() == ".json" and p.is_file():
+        import json
+
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"config file {p} is not readable JSON ({exc}): give the config.json an adapt run "
+                             "wrote, or a TOML file") from None
+        if not isinstance(data, dict):
+            raise InputError(f"config file {p} is not an object of settings: give the config.json an adapt run "
+                             "wrote, or a TOML file")
+        return {k.replace("-", "_"): v for k, v in data.items()}
     data = read_toml(p, "config file")
     table = data.get("adapt", data)
     if not isinstance(table, dict):

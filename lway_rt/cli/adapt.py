@@ -115,7 +115,8 @@ _GROUPS = _GroupsType()
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="Stage-1 checkpoint (default: the shipped one); used by --loss lway and --mode per-group only.")
 @click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
-              help="TOML file with defaults (an [adapt] table, or keys at its top level); flags override it.")
+              help="TOML file with defaults (an [adapt] table, or keys at its top level), or the config.json a run wrote (its "
+                   "recipe again); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
 @click.option("--lr", type=FINITE, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
