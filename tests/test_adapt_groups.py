@@ -287,6 +287,10 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     finally:
         (files / "im2.png").rename(files / "lr" / "im2.png")
     assert res.exit_code != 0 and "group differently from the interrupted run" in res.output
+    # another --groups is named as the cause (it was "images added, removed or changed?" of unchanged inputs)
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "3", "--resume")
+    assert code == 1 and f"the interrupted run in {out} was made with --groups 2 (this command: --groups 3): rerun " \
+        "with --groups 2 to continue it" in " ".join(text.split()), text
     # an unreadable record of the grouping is a one-line error, not a traceback
     (out / "groups.json").write_text("{")
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")

@@ -1296,6 +1296,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             if old is None:
                 raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
                                  "inputs: pass --overwrite to run it again, or choose another --out folder")
+            if old.get("members") != record["members"] and old.get("groups") != record["groups"]:
+                raise InputError(f"the interrupted run in {out_dir} was made with --groups {old.get('groups')} (this "
+                                 f"command: --groups {record['groups']}): rerun with --groups {old.get('groups')} to "
+                                 "continue it, or choose another --out folder")
             if old.get("members") != record["members"]:
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
