@@ -76,16 +76,25 @@ def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals:
     its = [h["it"] for h in history if not h.get("skipped")]
     losses = [h["loss"] for h in history if not h.get("skipped")]
     if losses:
-        ax.plot(its, losses, lw=0.6, alpha=0.4, label="step loss")
+        ax.plot(its, losses, lw=0.6, alpha=0.4, label="step loss (every term)")
         k = max(1, len(losses) // 20)
         if k > 1:
             smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
             ax.plot(its[k - 1:], smooth, lw=1.4, label=f"step loss, mean of {k}")
+    handles, labels = ax.get_legend_handles_labels()
     if val:
-        ax.plot([v["it"] for v in val], [v["loss"] for v in val], "o-", ms=3, label="fixed-patch loss")
+        # on its own scale: the step loss carries the supervised term (most of it at the default weight), beside
+        # which the fixed patches' adaptation loss, a tenth of a percent of it, was a flat line at zero
+        right = ax.twinx()
+        right.plot([v["it"] for v in val], [v["loss"] for v in val], "o-", ms=3, color="tab:red")
+        right.set_ylabel("fixed-patch adaptation loss", color="tab:red")
+        right.tick_params(axis="y", colors="tab:red")
+        handles += right.get_lines()
+        labels.append("fixed-patch loss (right axis)")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("step loss")
+    if handles:
+        ax.legend(handles, labels, fontsize=8)
     ax.grid(alpha=0.3)
     if evals:
         ax2 = axes[0][1]
