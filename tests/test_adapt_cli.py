@@ -1227,3 +1227,20 @@ def test_a_runs_config_json_runs_the_same_recipe_again(files, tmp_path):
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "x"), *_fast(files),
                        "--config", str(tmp_path / "bad.json")])
     assert code == 1 and "is not an object of settings" in text, text
+
+
+def test_resume_notices_other_photos_in_sup_data(files, tmp_path, hr_crop):
+    """--sup-data entered the fingerprint as its path only: a finished run was "kept as it is" on --resume after the
+    folder's photos changed (and an interrupted one continued on other photos). The photos' bytes are hashed now."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(hr_crop[:96, :96]).save(photos / "a.png")
+    out = tmp_path / "run"
+    args = ["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), *_fast(files, "--sup-data", str(photos))]
+    assert _run(args)[0] == 0
+    args = [a for a in args if a != "-q"]
+    code, text = _run([*args, "--resume"])
+    assert code == 0 and "kept as it is" in text, text
+    Image.fromarray(hr_crop[96:192, :96]).save(photos / "b.png")
+    code, text = _run([*args, "--resume"])
+    assert code == 1 and "other photos in --sup-data" in text, text

@@ -239,7 +239,7 @@ def _evaluate(model, tensors, gt, scale, multiple, tile=None) -> tuple[float, fl
 
 
 def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage],
-                 perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None) -> str:
+                 perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None, sup_sha: str = "") -> str:
     """What a run's weights and images come from. Parts added since the first version enter only where they are
     used (a cap, ground truth, an alpha channel, a grey or 16-bit input), so other runs' fingerprints hold."""
     h = hashlib.sha256()
@@ -249,6 +249,8 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
     h.update(perceptual_sha.encode())  # the perceptual term's weights (nothing without one: old fingerprints hold)
     if config.detail_cap is not None:  # the cap shapes the written images (a resume kept the uncapped ones)
         h.update(f"detail_cap={config.detail_cap!r}".encode())
+    if sup_sha:  # the --sup-data photos themselves: a folder whose photos changed was taken for the same
+        h.update(f"sup_data={sup_sha}".encode())
     for img in images:
         h.update(os.fsencode(img.name))
         h.update(np.ascontiguousarray(img.rgb).tobytes())
@@ -276,7 +278,12 @@ def _fingerprinter(config: AdaptConfig, desc, stage1, perceptual=False) -> Calla
                                       lpips_weights=config.lpips_weights, device="cpu")
     stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
     base_sha, perceptual_sha = state_dict_sha256(desc.model.state_dict()), perceptual.digest if perceptual else ""
-    return lambda images, gt=None: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha, gt)
+    sup_sha = ""
+    if config.sup_data is not None and config.sup_weight > 0 and Path(config.sup_data).is_dir():
+        from lway_rt.degae.data import folder_digest
+
+        sup_sha = folder_digest(Path(config.sup_data))
+    return lambda images, gt=None: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha, gt, sup_sha)
 
 
 def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -1104,8 +1111,9 @@ def _made_with(config: AdaptConfig, *records: dict | None) -> str:
         then, now["detail_cap"] = {**then, "detail_cap": held["detail_cap"]}, config.detail_cap
     diffs = [k for k in now if then[k] != now[k]]
     if not diffs:
-        return ("other inputs (their pixels or alpha), other ground truth (--gt, or none) or its --eval-every, or "
-                "another model, stage 1 or perceptual weights (the settings agree)")
+        sup = ", other photos in --sup-data" if config.sup_data is not None and config.sup_weight > 0 else ""
+        return (f"other inputs (their pixels or alpha), other ground truth (--gt, or none) or its --eval-every{sup}, "
+                "or another model, stage 1 or perceptual weights (the settings agree)")
 
     def show(v) -> str:
         return "unset" if v is None else ("on" if v else "off") if isinstance(v, bool) else \

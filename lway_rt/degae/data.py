@@ -6,6 +6,8 @@ Bundled photos are split once into training and held-out sets (the held-out ones
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,28 @@ def load_bundled(names: tuple[str, ...], feature: str = "training on the bundled
     return {name: _to_tensor(bundled_photo(name, feature=feature, alternative=alternative)) for name in names}
 
 
+def folder_images(folder: Path) -> list[Path]:
+    """The image files ``load_folder`` reads from ``folder`` (directly inside it, by ending), in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of the images ``load_folder`` reads from ``folder``: what a run trained on it
+    saw, whatever path named the folder (an existing folder; an unreadable file is hashed as its name only)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in folder_images(folder):
+        h.update(os.fsencode(p.name) + b"\0")
+        try:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            pass
+    return h.hexdigest()
+
+
 def load_folder(folder: Path, option: str = "--data") -> dict[str, torch.Tensor]:
     """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright).
 
@@ -43,7 +67,7 @@ def load_folder(folder: Path, option: str = "--data") -> dict[str, torch.Tensor]
         why = "" if folder.exists() else " (it does not exist)"
         raise InputError(f"{option} {folder} is not a folder{why}: pass a folder of clean photos, or leave {option} out "
                          "to use the bundled ones")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = folder_images(folder)
     if not files:
         raise InputError(f"{option} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): put clean photos there, or "
                          f"leave {option} out to use the bundled ones")
