@@ -1244,3 +1244,16 @@ def test_resume_notices_other_photos_in_sup_data(files, tmp_path, hr_crop):
     Image.fromarray(hr_crop[96:192, :96]).save(photos / "b.png")
     code, text = _run([*args, "--resume"])
     assert code == 1 and "other photos in --sup-data" in text, text
+
+
+def test_the_summary_line_says_which_weights_were_kept(files, tmp_path):
+    """A run whose steps all blew up keeps the unadapted weights (its report's final_iteration 0); the summary line
+    said only "N iterations, stopped: ...", as if those iterations' weights were written."""
+    out = tmp_path / "blown"
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), "-m", str(files / "tiny.safetensors"),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "8", "--patch-size", "16",
+                       "--lr", "0.9", "-q"])
+    report = json.loads((out / "report.json").read_text())
+    assert code == 0 and report["final_iteration"] == 0 < report["iterations_run"], (text, report["stopped"])
+    assert f"{out / 'adapted.safetensors'}: {report['iterations_run']} iterations" in text
+    assert text.rstrip().endswith("; the unadapted weights kept"), text

@@ -252,6 +252,9 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     for r in results:
         rep = r.report
         line = f"{r.weights}: {rep['iterations_run']} iterations, {rep['stopped']}"
+        final = rep.get("final_iteration")
+        if isinstance(final, int) and final != rep["iterations_run"]:  # the best evaluated, or the last good weights
+            line += f"; weights of iteration {final} kept" if final else "; the unadapted weights kept"
         if rep.get("mean"):
             m = rep["mean"]
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
