@@ -25,6 +25,18 @@ def test_summary_matches_numpy_percentiles():
     assert summarise(many, 1.0).p99 == np.percentile(many, 99)
 
 
+def test_a_zero_wall_time_gives_a_finite_throughput():
+    """A clock too coarse to see the timed run (wall 0) gave requests_per_s NaN, which the strict JSON writer then
+    refused after the whole measurement: the requests back to back are the least the run took."""
+    import json
+
+    s = summarise([2.0, 3.0, 5.0], wall_s=0.0)
+    assert s.requests_per_s == pytest.approx(3 / 0.010) and s.wall_s == pytest.approx(0.010)
+    json.dumps(s.as_dict(), allow_nan=False)
+    with pytest.raises(ValueError, match="the clock did not advance"):
+        summarise([0.0, 0.0], wall_s=0.0)
+
+
 def test_percentiles_need_enough_samples_and_one_sample_has_no_spread():
     """p99 of 20 samples is nearly the maximum, and one sample gave cv 0 (a perfectly steady look): they are None."""
     few = summarise([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], wall_s=1.0)
