@@ -636,3 +636,33 @@ def test_log_file_gets_every_line_and_the_terminal_what_it_gets_without_it(photo
                                     str(tmp_path / "b.log")])  # -q: the notes still print
     assert res.exit_code == 0 and "there is no run to resume" in res.output and "stage-1 training:" not in res.output
     assert "there is no run to resume" in (tmp_path / "b.log").read_text()
+
+
+class _Runs:
+    """Pickled into a resume state below: unpickling it would call ``touch`` on the path it holds."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.path}",)
+
+
+def test_a_resume_state_cannot_run_code(photo_dir, tmp_path):
+    """The .resume.pt was unpickled with weights_only=False: a shared run folder's crafted state ran a command on
+    --resume. It is read as plain tensors and containers now; anything else is refused in one line, nothing run."""
+    from lway_rt.degae.train import _resume_path
+
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=4, ckpt_every=2, **TINY)
+    train(cfg, stop_after=2)
+    train(cfg, resume=True)  # a real state reads back as plain data
+    train(cfg, stop_after=2, overwrite=True)
+    marker = tmp_path / "ran"
+    state = torch.load(_resume_path(out), weights_only=True)
+    torch.save({**state, "segments": _Runs(marker)}, _resume_path(out))
+    with pytest.raises(TrainingError, match=r"the resume state .* cannot be read \(.*\): pass --overwrite"):
+        train(cfg, resume=True)
+    assert not marker.exists()

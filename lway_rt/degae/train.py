@@ -494,7 +494,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         if changed:
             log("note: resuming with other settings than the run had: " + "; ".join(changed))
         try:
-            state = torch.load(_resume_path(out), map_location="cpu", weights_only=False)
+            state = torch.load(_resume_path(out), map_location="cpu", weights_only=True)
             s1.load_state_dict(state["weights"])
             start, elapsed0 = int(state["iteration"]), float(state["elapsed"])
         except Exception as exc:  # cut, emptied or foreign: say which file, not torch's internals
