@@ -196,11 +196,14 @@ def test_eval_cli_errors(tmp_path):
     # --json is checked before the evaluation: a folder, or a file that is not a JSON report, is refused
     photo = tmp_path / "keep.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    for target, message in ((tmp_path, "is a folder"), (photo, "exists and is not a JSON report"),
+    package = tmp_path / "package.json"  # any JSON file was taken for an earlier report, and replaced
+    package.write_text('{"name": "my-app", "version": "1.0.0"}')
+    for target, message in ((tmp_path, "is a folder"), (photo, "exists and is not an eval-degae report"),
+                            (package, "exists and is not an eval-degae report"),
                             (photo / "r.json", "keep.png is a file, not a folder")):
         res = CliRunner().invoke(main, ["eval-degae", "--json", str(target)])
         assert res.exit_code == 1 and message in res.output, res.output
-    assert photo.read_bytes().startswith(b"\x89PNG")
+    assert photo.read_bytes().startswith(b"\x89PNG") and "my-app" in package.read_text()
     for flag in ("--json", "--checkpoint"):  # an unset variable: the advice is not '.', which is no file
         res = CliRunner().invoke(main, ["eval-degae", flag, ""])
         assert res.exit_code == 2 and "is empty: name a file" in res.output and "'.'" not in res.output, res.output

@@ -45,10 +45,12 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
         check_dir_can_be_written(target.parent, "--json")
         if target.is_file() and target.stat().st_size:
             try:
-                json.loads(target.read_text())
+                earlier = json.loads(target.read_text())
             except (UnicodeDecodeError, ValueError):
-                raise InputError(f"--json {target} exists and is not a JSON report (it would be replaced): name another "
-                                 "file") from None
+                earlier = None
+            if not (isinstance(earlier, dict) and {"settings", "geometries"} <= earlier.keys()):  # only its own reports
+                raise InputError(f"--json {target} exists and is not an eval-degae report (it would be replaced): name "
+                                 "another file") from None
     try:
         cfg = EvalConfig(data=str(data) if data else None, crop=crop, crops_per_image=crops_per_image, draws=draws, seed=seed)
     except ValueError as exc:
