@@ -438,7 +438,9 @@ def test_training_photos_are_read_upright_and_at_full_depth(tmp_path, astronaut)
     im.save(tmp_path / "plain.png")
     grey16 = (np.linspace(0, 65535, 64 * 96).reshape(64, 96)).astype(np.uint16)
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
-    photos = load_folder(tmp_path)
+    (tmp_path / "._plain.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # macOS's AppleDouble file: skipped, as
+    photos = load_folder(tmp_path)                                           # upscale and adapt skip hidden files
+    assert sorted(photos) == ["grey16.png", "plain.png", "rotated.jpg"]
     assert photos["rotated.jpg"].shape == (3, 96, 64)  # upright: the EXIF turn applied
     assert torch.equal(photos["plain.png"], torch.from_numpy(crop).permute(2, 0, 1).float() / 255)
     g = photos["grey16.png"]

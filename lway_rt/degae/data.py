@@ -37,7 +37,8 @@ def load_bundled(names: tuple[str, ...], feature: str = "training on the bundled
 
 def folder_images(folder: Path) -> list[Path]:
     """The image files ``load_folder`` reads from ``folder`` (directly inside it, by ending), in name order."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
 def folder_digest(folder: Path) -> str:
