@@ -668,3 +668,16 @@ def test_a_resume_state_cannot_run_code(photo_dir, tmp_path):
     with pytest.raises(TrainingError, match=r"the resume state .* cannot be read \(.*\): pass --overwrite"):
         train(cfg, resume=True)
     assert not marker.exists()
+
+
+def test_the_shipped_checkpoint_is_never_an_out(photo_dir):
+    """train-degae --out naming the checkpoint lway_rt ships was only 'exists: pass --overwrite'; with --overwrite
+    it was replaced, and every adapt, eval-degae and demo run then failed its hash check. It is refused outright
+    (checked here without --overwrite, so that a missing check cannot replace it)."""
+    from lway_rt.degae import default_checkpoint_path
+
+    shipped = default_checkpoint_path()
+    before = shipped.read_bytes()
+    with pytest.raises(OutputError, match="is the stage-1 checkpoint lway_rt ships"):
+        train(TrainConfig(out=str(shipped), data=str(photo_dir), iters=2, **TINY))
+    assert shipped.read_bytes() == before

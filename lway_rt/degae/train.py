@@ -428,6 +428,11 @@ def _check_out(out: Path) -> None:
         raise OutputError(f"--out must end in .safetensors, got {out}")
     if out.is_dir():
         raise OutputError(f"--out {out} is a folder; name a .safetensors file")
+    from lway_rt.degae import default_checkpoint_path
+
+    if out.resolve() == default_checkpoint_path().resolve():  # --overwrite would break every run that uses it
+        raise OutputError(f"--out {out} is the stage-1 checkpoint lway_rt ships (adapt, eval-degae and demo check its "
+                          "hash): choose another --out, and pass your checkpoint with --stage1 / --checkpoint")
     ensure_writable_dir(out.parent, "--out")
 
 
