@@ -681,3 +681,20 @@ def test_the_shipped_checkpoint_is_never_an_out(photo_dir):
     with pytest.raises(OutputError, match="is the stage-1 checkpoint lway_rt ships"):
         train(TrainConfig(out=str(shipped), data=str(photo_dir), iters=2, **TINY))
     assert shipped.read_bytes() == before
+
+
+def test_cli_resume_takes_the_runs_recorded_settings(photo_dir, tmp_path):
+    """`train-degae --out X --resume` passed click's defaults for every option not typed: a run with a smaller
+    --embed-dim was refused ("trained with embed_dim=16, this run asks for 512"), and with the architecture retyped a
+    run on a --data folder went on with the bundled photos. Untyped options take the run's recorded settings: the
+    resumed run ends with the weights of the same run left uninterrupted."""
+    cfg = TrainConfig(out=str(tmp_path / "a.safetensors"), data=str(photo_dir), crop=32, batch=2, embed_dim=16,
+                      width=8, blocks=1, skip=True, iters=4, ckpt_every=2, seed=3, lr=2e-3, threads=1)
+    train(cfg, stop_after=2)
+    res = CliRunner().invoke(main, ["train-degae", "--out", cfg.out, "--resume", "--threads", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    train(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "b.safetensors")}))
+    a, b = load_stage1(tmp_path / "a.safetensors"), load_stage1(tmp_path / "b.safetensors")
+    assert a.meta["iterations"] == 4 and a.meta["recipe"]["data"] == str(photo_dir)
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k

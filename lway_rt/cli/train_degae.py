@@ -9,6 +9,36 @@ import click
 from lway_rt.cli._params import FINITE, NAME, PathParam, typed
 
 
+#: the options a --resume takes from the run's checkpoint where they are not typed (device, threads, workers and the
+#: time limit are the machine's; the LPIPS weights are recorded by name only)
+_RECORDED = ("data", "crop", "crop_tries", "batch", "iters", "lr", "seed", "embed_dim", "width", "blocks", "skip",
+             "trunk_model", "trunk_layers", "pairing", "perceptual", "pixel_loss", "w_perceptual", "ckpt_every")
+_RECORDED_SYNTH = ("p_roundtrip", "p_motion", "p_sharpen")
+
+
+def _with_recorded_settings(cfg, out: Path, ctx):
+    """``cfg`` with every setting the run in ``out`` recorded that the command line did not type: ``--out X --resume``
+    continues that run as it was (the defaults stood in for them, so a run on a --data folder went on with the
+    bundled photos, or was refused for another --embed-dim). A checkpoint that cannot be read is left to ``train``
+    to name."""
+    import dataclasses
+
+    try:
+        from lway_rt.degae import load_stage1
+
+        prev = load_stage1(out).meta.get("recipe") or {}
+    except Exception:  # noqa: BLE001 - train() says what is wrong with it, in one line
+        return cfg
+    changes = {k: prev[k] for k in _RECORDED if k in prev and not typed(ctx, k)}
+    if typed(ctx, "time_limit_s"):  # the iterations come from the time limit's plan, which train() keeps
+        changes.pop("iters", None)
+    synth = prev.get("synth") if isinstance(prev.get("synth"), dict) else {}
+    fractions = {k: synth[k] for k in _RECORDED_SYNTH if k in synth and not typed(ctx, k)}
+    if fractions:
+        changes["synth"] = dataclasses.replace(cfg.synth, **fractions)
+    return dataclasses.replace(cfg, **changes)
+
+
 @click.command("train-degae")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of clean photos (default: the bundled scikit-image training photos).")
@@ -89,6 +119,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
                       lpips_weights=tuple(str(p) for p in lpips_weights), pixel_loss=pixel_loss, w_perceptual=w_perceptual,
                       synth=synth, ckpt_every=ckpt_every, threads=threads,
                       workers=workers, time_limit_s=time_limit_s)
+    if resume and Path(out).is_file():
+        cfg = _with_recorded_settings(cfg, Path(out), click.get_current_context())
 
     # R without the skip (the default) learns slowly on a CPU: say so once training has started
     note = ["note: R without an input skip (the shipped recipe) learns slowly on a CPU; --skip trains far faster there"] \
