@@ -223,8 +223,13 @@ def test_bad_data_is_refused(tmp_path, photo_dir):
     (broken / "x.png").write_bytes(b"not a png")
     with pytest.raises(InputError, match="x.png is not a readable image"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(broken), **TINY))
-    with pytest.raises(InputError, match="smaller than the 200-px crop"):
+    with pytest.raises(InputError, match=r"smaller than the 200-px crop: .*; use --crop 120 or larger photos"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(photo_dir), **{**TINY, "crop": 200}))
+    tiny = tmp_path / "tiny"  # an image under the smallest --crop: the advice was a smaller --crop, which cannot be
+    tiny.mkdir()
+    Image.new("RGB", (20, 30)).save(tiny / "icon.png")
+    with pytest.raises(InputError, match=r"icon.png \(20x30\); remove the images under 24 px \(the smallest --crop\)"):
+        train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(tiny), **TINY))
     with pytest.raises(InputError, match="multiple of the round-trip"):
         TrainConfig(crop=30, synth=__import__("lway_rt.degae.degrade", fromlist=["x"]).SynthConfig(p_roundtrip=0.5))
 

@@ -77,13 +77,18 @@ def load_folder(folder: Path, option: str = "--data") -> dict[str, torch.Tensor]
     return {p.name: to_tensor(read_image(p).rgb)[0] for p in files}
 
 
+MIN_CROP = 24  # the smallest training crop (TrainConfig: the encoder needs 22 px, crops are multiples of 4)
+
+
 def load_images(data: str | Path | None, crop: int) -> dict[str, torch.Tensor]:
     """Training images (folder, or bundled training photos when ``data`` is None), checked against ``crop``."""
     images = load_bundled(BUNDLED_TRAIN) if data is None else load_folder(Path(data))
     small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in images.items() if min(t.shape[1:]) < crop]
     if small:
-        raise InputError(f"{len(small)} image(s) are smaller than the {crop}-px crop: {', '.join(small[:3])}; "
-                         f"use a smaller --crop or larger photos")
+        least = min(min(t.shape[1:]) for t in images.values())
+        fix = f"use --crop {least // 4 * 4} or larger photos" if least >= MIN_CROP else \
+            f"remove the images under {MIN_CROP} px (the smallest --crop) from the folder, or use larger photos"
+        raise InputError(f"{len(small)} image(s) are smaller than the {crop}-px crop: {', '.join(small[:3])}; {fix}")
     return images
 
 
