@@ -26,6 +26,26 @@ def test_path_follows_lwayrt_home(model_store):
     assert result.output.strip() == str(model_store / "models")
 
 
+def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):
+    """`models path` prints LWAYRT_HOME/models; set LWAYRT_HOME to that folder (or a copy of the store) and the store
+    was its empty models/ folder inside, without a word: every model 'not imported'."""
+    import shutil
+
+    assert run("models", "import", "realesr-animevideov3").exit_code == 0
+    copy = tmp_path / "shared" / "models"
+    shutil.copytree(model_store / "models", copy)
+    monkeypatch.setenv("LWAYRT_HOME", str(copy))
+    for command in (("models", "path"), ("models", "list")):
+        result = run(*command)
+        assert result.exit_code == 0 and (f"note: LWAYRT_HOME ({copy}) holds model files itself, but the store is the "
+                                          f"models/ folder inside it ({copy / 'models'}): set "
+                                          f"LWAYRT_HOME={copy.parent} if {copy} is the store you meant"
+                                          ) in " ".join(result.output.split()), result.output
+    monkeypatch.setenv("LWAYRT_HOME", str(copy.parent))  # as the note says: no note, the models are there
+    result = run("models", "list")
+    assert "note:" not in result.output and "realesr-animevideov3" in result.output
+
+
 def test_import_then_list(model_store):
     result = run("models", "import", "realesr-animevideov3")
     assert result.exit_code == 0, result.output

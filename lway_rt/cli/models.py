@@ -21,6 +21,8 @@ def list_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    if note := store.misplaced_home_note():
+        click.echo(note, err=True)
     rows = store.list_models()
     table = Table(title=f"model store: {store.store_dir()}")
     # names are what users copy into -m: never cut, however narrow the terminal (or a pipe's 80 columns)
@@ -49,5 +51,7 @@ def import_cmd(names: tuple[str, ...], force: bool) -> None:
 
 @command.command("path")
 def path_cmd() -> None:
-    """Print the store folder (set LWAYRT_HOME to move it)."""
+    """Print the store folder: LWAYRT_HOME/models (set LWAYRT_HOME to move it)."""
+    if note := store.misplaced_home_note():
+        click.echo(note, err=True)
     click.echo(store.store_dir())

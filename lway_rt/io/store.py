@@ -65,6 +65,18 @@ def store_dir() -> Path:
     return base / "models"
 
 
+def misplaced_home_note() -> str | None:
+    """A note when ``LWAYRT_HOME`` names a folder of model files itself (the store folder ``models path`` prints,
+    say): the store is the ``models/`` folder inside ``LWAYRT_HOME``, which then looks empty."""
+    if not os.environ.get("LWAYRT_HOME"):
+        return None
+    home = store_dir().parent
+    if store_dir().is_dir() or not any(home.glob("*.safetensors")):
+        return None
+    return (f"note: LWAYRT_HOME ({home}) holds model files itself, but the store is the models/ folder inside it "
+            f"({store_dir()}): set LWAYRT_HOME={home.parent} if {home} is the store you meant")
+
+
 def store_path(name: str) -> Path:
     return store_dir() / f"{name}.safetensors"
 
