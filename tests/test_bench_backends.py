@@ -63,6 +63,13 @@ def test_labels_parse_back_to_the_same_spec(text):
     ("ort-cpu+ws=2048", "'ws=' is the TensorRT workspace"),
     ("ort-cpu+fallback", "'fallback' lets ort-cuda / ort-trt fall back"),
     ("tensorrt+bf16", "bf16"),
+    # contradictory options: the last one won without a word ('torch+fp16+bf16' timed torch+bf16)
+    ("torch+fp16+bf16", r"'torch\+fp16\+bf16' sets the precision twice \('fp16' and 'bf16'\): keep one"),
+    ("torch+cuda+cpu", "sets the device twice"),
+    ("ort-cpu+threads=1+threads=2", "sets the thread count twice"),
+    ("ort-cpu+opt=basic+opt=all", "sets the optimisation level twice"),
+    ("ort-cpu+sequential+parallel", "sets the execution mode twice"),
+    ("torch+cl+cl", "sets 'cl' twice"),
 ])
 def test_bad_backend_strings_say_what_to_use(text, message):
     with pytest.raises(InputError, match=message):

@@ -159,8 +159,17 @@ def parse_backend(text: str, *, device: str = "cpu", threads: int | None = None)
         raise InputError(f"unknown backend {head!r} in {text!r}; use one of {', '.join(KINDS)} (options after '+')")
     fields: dict[str, Any] = {"kind": head, "threads": threads}
     fields["device"] = device if head == "torch" else ("cpu" if head == "ort-cpu" else "cuda")
+    given: dict[str, str] = {}  # what each option sets -> the option that set it: a second one would silently win
+    slots = {"cuda": "device", "cpu": "device", "fp16": "precision", "bf16": "precision", "fp32": "precision",
+             **{m: "execution mode" for m in _ORT_MODES}, "threads": "thread count", "opt": "optimisation level",
+             "ws": "workspace"}
     for opt in opts:
         key, _, value = opt.partition("=")
+        slot = slots.get(key, key)
+        if slot in given:
+            what = f"the {slot}" if slot in slots.values() else f"{opt!r}"
+            raise InputError(f"{text!r} sets {what} twice ({given[slot]!r} and {opt!r}): keep one")
+        given[slot] = opt
         # options of another kind of backend are refused, not ignored (whatever their value: 'opt=all' on torch
         # would read as if it did something)
         if key in ("opt", "noarena", *_ORT_MODES) and not head.startswith("ort-"):
