@@ -54,6 +54,7 @@ def fallen_back(tmp_path_factory):
 def test_a_fallback_row_keeps_both_notes(fallen_back):
     (row,) = fallen_back["results"]
     assert row["status"] == "ok" and row["fell_back"], row["reason"]
+    assert row["device"] == "cpu" and row["backend"] == "ort-cuda+fp16+fallback"  # where it ran, what was asked
     assert row["note"].startswith("ONNX Runtime fell back to CPUExecutionProvider (allowed by +fallback); unsteady timing")
     from lway_rt.bench.report import render_table
 
