@@ -135,6 +135,7 @@ def test_profile_overrides_and_paths(tmp_path):
     ('[tensorrt]\nflags = ["direct_io"]', "'direct_io' is not supported .*removed from TensorRT 11"),
     ('[tensorrt]\nflags = ["version_compatible"]', "'version_compatible' is not supported"),
     ('[tensorrt]\noptimization_level = 9', "optimization_level"),
+    ('[tensorrt]\ntiming_cache = "no"', "timing_cache must be true or false"),  # a string was taken as true
     ('[tensorrt]\nworkspace = 10', "unknown key"),
     ('precision = ', "not valid TOML"),
 ])

@@ -143,6 +143,9 @@ class TensorRTSettings:
             raise InputError(f"tensorrt.workspace_mib must be an integer >= 16, got {self.workspace_mib!r}")
         if not isinstance(self.optimization_level, int) or not 0 <= self.optimization_level <= 5:
             raise InputError(f"tensorrt.optimization_level must be 0..5, got {self.optimization_level!r}")
+        if not isinstance(self.timing_cache, bool):  # "no" read as true, and the cache was used
+            raise InputError(f"tensorrt.timing_cache must be true or false (TOML booleans, unquoted), got "
+                             f"{self.timing_cache!r}")
         flags = tuple(str(f).lower() for f in self.flags)
         if "fp16" in flags or "bf16" in flags:
             raise InputError("tensorrt.flags: 'fp16' is not a builder flag here: TensorRT 11 removed it and networks "
