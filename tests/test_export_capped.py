@@ -41,3 +41,41 @@ def test_capped_sr_blends_its_two_networks_outputs():
                                                                    for k in base.state_dict()}
     with pytest.raises(ValueError, match="at least 1"):
         DetailCapBlend(0.9, 0)
+
+
+class _Sharper(torch.nn.Module):
+    """``net``'s output with its detail raised: an adapted network the cap holds back."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        y = self.net(x)
+        return 1.6 * y - 0.6 * torch.nn.functional.avg_pool2d(y, 3, 1, 1, count_include_pad=False)
+
+
+def test_the_exported_graph_holds_a_binding_cap(tmp_path):
+    """The export's parity gate compares the graph with torch on a photo and noise, where a mildly adapted network's
+    cap may never bind (the blend factor s = 1 on both), so the blend path could pass untested. Here the cap binds
+    (s < 1 on every image) and the ONNX graph, run by ONNX Runtime at odd sizes and a batch, equals
+    ``wavelet.detail_cap`` in float64."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from lway_rt.export.onnx_export import OnnxFromTorch, SaveOnnx
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Upsample(scale_factor=2))
+    capped = CappedSR(base, _Sharper(base), 1.05, 2).eval()
+    path = SaveOnnx(OnnxFromTorch(capped, opset=17)(), tmp_path / "capped.onnx")()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in ((2, 3, 17, 23), (1, 3, 40, 32)):
+        x = torch.rand(shape)
+        with torch.no_grad():
+            b, a = base(x).clamp(0, 1), _Sharper(base)(x).clamp(0, 1)
+        want, s = detail_cap(b.double(), a.double(), 1.05, 2)
+        assert bool((s < 0.99).all()), s  # the cap binds on every image
+        assert float((a.double() - want).abs().max()) > 1e-3  # so a graph that skipped the blend would fail below
+        (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        assert np.abs(got - want.numpy()).max() < 1e-5, shape
