@@ -136,6 +136,8 @@ def test_profile_overrides_and_paths(tmp_path):
     ('[tensorrt]\nflags = ["version_compatible"]', "'version_compatible' is not supported"),
     ('[tensorrt]\noptimization_level = 9', "optimization_level"),
     ('[tensorrt]\ntiming_cache = "no"', "timing_cache must be true or false"),  # a string was taken as true
+    ('[shapes]\nmode = "static"\ntiles = [64]', r'static tile 64: write it as "HxW"'),  # 'int' is not iterable
+    ('[shapes]\nmode = "dynamic"\ntiles = ["64x64"]', "shapes.tiles are for mode = 'static'"),  # ignored before
     ('[tensorrt]\nworkspace = 10', "unknown key"),
     ('precision = ', "not valid TOML"),
 ])

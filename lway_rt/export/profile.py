@@ -90,13 +90,23 @@ class ShapeProfile:
         if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
             raise InputError(f"shapes must satisfy min <= opt <= max in every dimension, got min={list(self.min)} "
                              f"opt={list(self.opt)} max={list(self.max)}")
-        tiles = tuple(parse_tile(t) if isinstance(t, str) else tuple(t) for t in self.tiles)
+        def tile(t) -> tuple[int, ...]:
+            if isinstance(t, str):
+                return parse_tile(t)
+            if isinstance(t, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in t):
+                return tuple(t)
+            raise InputError(f"static tile {t!r}: write it as \"HxW\" (e.g. \"256x256\") or [height, width]")
+
+        tiles = tuple(tile(t) for t in self.tiles)
         for t in tiles:
             if len(t) != 2 or min(t) < 1:
                 raise InputError(f"static tile {t!r} must be (height, width), positive")
         object.__setattr__(self, "tiles", tiles)
         if self.mode == "static" and not tiles:
             raise InputError("shapes.mode = 'static' needs at least one tile (e.g. tiles = [\"256x256\"])")
+        if self.mode == "dynamic" and tiles:  # they were ignored without a word
+            raise InputError("shapes.tiles are for mode = 'static' (fixed-size exports), and this profile is dynamic: "
+                             "drop tiles, or set mode = \"static\"")
 
     def fit_model(self, size_multiple: int, min_size: int) -> ShapeProfile:
         """Dynamic shapes with min/opt/max raised to the model's minimum side where below it.
