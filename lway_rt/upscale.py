@@ -596,10 +596,11 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
         if p.is_dir():
             inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
             listed = sorted(f for f in _folder_files(p, recursive) if f.suffix.lower() in IMAGE_SUFFIXES)
-            files = [f for f in listed if f.is_file() and not (inner_out and f.resolve().is_relative_to(skip))]
-            if inner_out and notes is not None:  # an output's own files go unsaid; a user's image there is named
-                left = [f for f in listed if f.is_file() and f.resolve().is_relative_to(skip)
-                        and not (f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None)]
+            inside = [f for f in listed if f.is_file() and f.resolve().is_relative_to(skip)] if inner_out else []
+            out_files = set(inside)
+            files = [f for f in listed if f.is_file() and f not in out_files]
+            if inside and notes is not None:  # an output's own files go unsaid; a user's image there is named
+                left = [f for f in inside if not (f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None)]
                 if left:
                     shown = ", ".join(f.name for f in left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
                     notes.append(f"{len(left)} image(s) in the output folder {out_dir} ({shown}) are not upscaled: "

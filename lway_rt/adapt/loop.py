@@ -1204,12 +1204,16 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
                              "list it), and this run would write its image of that input there: move it, or choose "
                              "another --out folder")
     if previous is None:
-        theirs = [n + ("/" if (out_dir / n).is_dir() else "") for n in (*own, *sorted(names), *groups)
-                  if (out_dir / n).exists()]
+        theirs = _present(out_dir, (*own, *sorted(names), *groups))
         if theirs:
             shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
             raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
                              f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
+
+
+def _present(folder: Path, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that exist in ``folder``, a folder's with a trailing "/", as the refusals show them."""
+    return [n + ("/" if (folder / n).is_dir() else "") for n in names if (folder / n).exists()]
 
 
 def _remove_run_folder(out_dir: Path, name: str) -> None:
@@ -1237,7 +1241,7 @@ def _refuse_foreign(sub: Path, finished: dict | None) -> None:
     config = _read_json_dict(sub / "config.json")
     if config is not None and {"mode", "loss", "iterations", "lr"} <= config.keys():
         return  # a run of this command started here (stopped before its first checkpoint)
-    theirs = [n + ("/" if (sub / n).is_dir() else "") for n in _RUN_NAMES["folder"] if (sub / n).exists()]
+    theirs = _present(sub, _RUN_NAMES["folder"])
     if theirs:
         raise InputError(f"{sub} holds {', '.join(theirs)} but no adaptation run: the run would write over "
                          f"{'it' if len(theirs) == 1 else 'them'}; move {'it' if len(theirs) == 1 else 'them'}, or "

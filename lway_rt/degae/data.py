@@ -7,7 +7,6 @@ Bundled photos are split once into training and held-out sets (the held-out ones
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +45,13 @@ def folder_digest(folder: Path) -> str:
     saw, whatever path named the folder (an existing folder; an unreadable file is hashed as its name only)."""
     import hashlib
 
+    from lway_rt.export.cache import file_sha256
+
     h = hashlib.sha256()
     for p in folder_images(folder):
         h.update(os.fsencode(p.name) + b"\0")
         try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            h.update(file_sha256(p).encode())
         except OSError:
             pass
     return h.hexdigest()
