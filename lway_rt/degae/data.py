@@ -2,6 +2,10 @@
 
 Bundled photos are split once into training and held-out sets (the held-out ones are what
 ``eval-degae`` measures on). Crops are drawn with random flips and 90-degree rotations.
+
+Training holds its photos compactly: an 8-bit photo stays as (3, H, W) uint8 (3 bytes a pixel, not
+float32's 12) and only the crops drawn from it become float, with the same values to the bit, so a
+folder of phone photos fits in memory and in each batch worker.
 """
 
 from __future__ import annotations
@@ -15,23 +19,41 @@ import torch
 from lway_rt.errors import InputError
 from lway_rt.io.images import IMAGE_SUFFIXES, bundled_photo, read_image, to_tensor
 
-__all__ = ["BUNDLED_TRAIN", "BUNDLED_HELDOUT", "load_bundled", "load_folder", "load_images", "random_crops", "IMAGE_SUFFIXES"]
+__all__ = ["BUNDLED_TRAIN", "BUNDLED_HELDOUT", "load_bundled", "load_folder", "load_images", "random_crops", "as_float", "IMAGE_SUFFIXES"]
 
 # scikit-image photos that ship inside the package (no download); the held-out ones never train.
 BUNDLED_TRAIN = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "motorcycle_left", "motorcycle_right")
 BUNDLED_HELDOUT = ("chelsea", "coffee")
 
 
-def _to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> (3, H, W) float in [0, 1]."""
+def _to_tensor(arr: np.ndarray, compact: bool = False) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> (3, H, W) float in [0, 1], or uint8 as it is with ``compact``."""
+    if compact:
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
     return to_tensor(arr)[0]
 
 
+def _compact(rgb: np.ndarray, bit_depth: int) -> torch.Tensor:
+    """An HxWx3 float image from ``read_image`` as (3, H, W): uint8 when it is exactly an 8-bit image (its crops
+    made float by ``as_float`` equal the float image's crops to the bit), else float32."""
+    if bit_depth == 8:
+        q = np.rint(rgb * 255.0).astype(np.uint8)
+        if np.array_equal(q.astype(np.float32) / 255.0, rgb):
+            return torch.from_numpy(np.ascontiguousarray(q.transpose(2, 0, 1)))
+    return to_tensor(rgb)[0]
+
+
+def as_float(t: torch.Tensor) -> torch.Tensor:
+    """A (crop of a) photo held by ``load_images`` as float32 in [0, 1] (uint8 are scaled as ``to_tensor`` does)."""
+    return t.to(torch.float32) / 255.0 if t.dtype == torch.uint8 else t
+
+
 def load_bundled(names: tuple[str, ...], feature: str = "training on the bundled photos",
-                 alternative: str = "pass a folder of your own clean photos with --data") -> dict[str, torch.Tensor]:
-    """Bundled scikit-image photos as (3, H, W) float tensors, by name (``feature``/``alternative``
-    word the error when scikit-image is missing)."""
-    return {name: _to_tensor(bundled_photo(name, feature=feature, alternative=alternative)) for name in names}
+                 alternative: str = "pass a folder of your own clean photos with --data",
+                 compact: bool = False) -> dict[str, torch.Tensor]:
+    """Bundled scikit-image photos as (3, H, W) float tensors (uint8 with ``compact``), by name
+    (``feature``/``alternative`` word the error when scikit-image is missing)."""
+    return {name: _to_tensor(bundled_photo(name, feature=feature, alternative=alternative), compact) for name in names}
 
 
 def folder_images(folder: Path) -> list[Path]:
@@ -57,8 +79,9 @@ def folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def load_folder(folder: Path, option: str = "--data") -> dict[str, torch.Tensor]:
-    """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright).
+def load_folder(folder: Path, option: str = "--data", compact: bool = False) -> dict[str, torch.Tensor]:
+    """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright), as (3, H, W)
+    float tensors; with ``compact`` 8-bit images are uint8 (see ``as_float``).
 
     ``option`` is the command-line option that named the folder, for the error messages.
     """
@@ -73,6 +96,12 @@ def load_folder(folder: Path, option: str = "--data") -> dict[str, torch.Tensor]
                          f"leave {option} out to use the bundled ones")
     # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,
     # alpha dropped; unreadable files raise its one-line InputError naming the file
+    if compact:
+        out = {}
+        for p in files:
+            img = read_image(p)
+            out[p.name] = _compact(img.rgb, img.bit_depth)
+        return out
     return {p.name: to_tensor(read_image(p).rgb)[0] for p in files}
 
 
@@ -80,8 +109,9 @@ MIN_CROP = 24  # the smallest training crop (TrainConfig: the encoder needs 22 p
 
 
 def load_images(data: str | Path | None, crop: int) -> dict[str, torch.Tensor]:
-    """Training images (folder, or bundled training photos when ``data`` is None), checked against ``crop``."""
-    images = load_bundled(BUNDLED_TRAIN) if data is None else load_folder(Path(data))
+    """Training images (folder, or bundled training photos when ``data`` is None), checked against ``crop``;
+    8-bit ones held as uint8 (``as_float`` makes their crops float)."""
+    images = load_bundled(BUNDLED_TRAIN, compact=True) if data is None else load_folder(Path(data), compact=True)
     small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in images.items() if min(t.shape[1:]) < crop]
     if small:
         least = min(min(t.shape[1:]) for t in images.values())
@@ -98,7 +128,8 @@ def _texture(c: torch.Tensor) -> float:
 
 def random_crops(rng: np.random.Generator, images: list[torch.Tensor], n: int, crop: int,
                  avoid: list[int] | None = None, tries: int = 1) -> tuple[torch.Tensor, list[int]]:
-    """``n`` random crops (flip / rot90 augmented); the i-th avoids image ``avoid[i]`` when possible.
+    """``n`` random float crops (flip / rot90 augmented); the i-th avoids image ``avoid[i]`` when possible.
+    ``images`` may hold float or uint8 photos (``load_images``).
 
     ``tries > 1`` keeps the most textured of that many candidate positions: flat sky and walls look
     the same under most degradations and teach E and R little.
@@ -113,7 +144,7 @@ def random_crops(rng: np.random.Generator, images: list[torch.Tensor], n: int, c
         best, best_t = None, -1.0
         for _ in range(max(1, tries)):
             y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-            c = img[:, y:y + crop, x:x + crop]
+            c = as_float(img[:, y:y + crop, x:x + crop])
             t = _texture(c) if tries > 1 else 0.0
             if t > best_t:
                 best, best_t = c, t
