@@ -230,6 +230,10 @@ def test_bad_data_is_refused(tmp_path, photo_dir):
     Image.new("RGB", (20, 30)).save(tiny / "icon.png")
     with pytest.raises(InputError, match=r"icon.png \(20x30\); remove the images under 24 px \(the smallest --crop\)"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(tiny), **TINY))
+    # a refused run leaves no folder it made for --out behind (new/deeper/ was left empty); one that existed stays
+    with pytest.raises(InputError, match="does not exist"):
+        train(TrainConfig(out=str(tmp_path / "new" / "deeper" / "o.safetensors"), data=str(tmp_path / "missing"), **TINY))
+    assert not (tmp_path / "new").exists() and tmp_path.is_dir()
     with pytest.raises(InputError, match="multiple of the round-trip"):
         TrainConfig(crop=30, synth=__import__("lway_rt.degae.degrade", fromlist=["x"]).SynthConfig(p_roundtrip=0.5))
 
@@ -730,3 +734,23 @@ def test_cli_resume_takes_the_runs_recorded_settings(photo_dir, tmp_path):
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), k
 
+
+def test_data_folder_is_recorded_absolute_and_found_on_a_resume_from_elsewhere(photo_dir, tmp_path, monkeypatch):
+    """`--data photos` was recorded as typed, so `--out X --resume` from another folder looked for ./photos there.
+    The CLI records it absolute; a run recorded relative resumes with the folder its last checkpoint read."""
+    monkeypatch.chdir(photo_dir.parent)
+    small = ["--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks", "1", "--skip",
+             "--ckpt-every", "2", "--threads", "1", "-q"]
+    res = CliRunner().invoke(main, ["train-degae", "--data", photo_dir.name, "--out", str(tmp_path / "a.safetensors"),
+                                    "--iters", "2", *small])
+    assert res.exit_code == 0, res.output
+    assert load_stage1(tmp_path / "a.safetensors").meta["recipe"]["data"] == str(photo_dir.absolute())
+    # a run recorded with a relative folder (as before): resumed from another working folder
+    train(TrainConfig(out=str(tmp_path / "b.safetensors"), data=photo_dir.name, crop=32, batch=2, embed_dim=16,
+                      width=8, blocks=1, skip=True, iters=4, ckpt_every=2, threads=1), stop_after=2)
+    assert load_stage1(tmp_path / "b.safetensors").meta["recipe"]["data"] == photo_dir.name
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(tmp_path / "b.safetensors"), "--resume", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert load_stage1(tmp_path / "b.safetensors").meta["iterations"] == 4
+    assert "other settings" not in res.output, res.output  # the same folder, named absolute now

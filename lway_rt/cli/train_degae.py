@@ -26,10 +26,15 @@ def _with_recorded_settings(cfg, out: Path, ctx):
     try:
         from lway_rt.degae import load_stage1
 
-        prev = load_stage1(out).meta.get("recipe") or {}
+        meta = load_stage1(out).meta
     except Exception:  # noqa: BLE001 - train() says what is wrong with it, in one line
         return cfg
+    prev = meta.get("recipe") or {}
     changes = {k: prev[k] for k in _RECORDED if k in prev and not typed(ctx, k)}
+    segments = meta.get("segments") if isinstance(meta.get("segments"), list) else []
+    last_data = segments[-1].get("data") if segments and isinstance(segments[-1], dict) else None
+    if changes.get("data") and not Path(changes["data"]).is_absolute() and isinstance(last_data, str):
+        changes["data"] = last_data  # a run that recorded its folder as typed (relative): the folder it read
     if typed(ctx, "time_limit_s"):  # the iterations come from the time limit's plan, which train() keeps
         changes.pop("iters", None)
     synth = prev.get("synth") if isinstance(prev.get("synth"), dict) else {}
@@ -113,6 +118,7 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
     if not (bare and (trunk_model in SOURCES or store_path(trunk_model).exists())) and Path(trunk_model).expanduser().exists():
         trunk_model = str(Path(trunk_model).expanduser().absolute())  # a file: recorded so adapt finds it from anywhere
     synth = SynthConfig(p_roundtrip=p_roundtrip, p_motion=p_motion, p_sharpen=p_sharpen)
+    data = Path(data).expanduser().absolute() if data else None  # recorded so --resume finds it from anywhere
     cfg = TrainConfig(out=str(out), data=str(data) if data else None, crop=crop, crop_tries=crop_tries, batch=batch, iters=iters, lr=lr,
                       seed=seed, device=device, embed_dim=embed_dim, width=width, blocks=blocks, skip=skip,
                       trunk_model=trunk_model, trunk_layers=trunk_layers, pairing=pairing, perceptual=perceptual,

@@ -348,6 +348,13 @@ def _same_file(a, b) -> bool:
         return False
 
 
+def _same_data(recorded, data, segments) -> bool:
+    """Whether a run's recorded --data folder (as typed before folders were recorded absolute, so perhaps relative to
+    another working folder) is the folder ``data``: itself, or the absolute folder its last checkpoint read."""
+    last = segments[-1].get("data") if isinstance(segments, list) and segments and isinstance(segments[-1], dict) else None
+    return _same_file(recorded, data) or (recorded is not None and _same_file(last, data))
+
+
 def _resume_path(out: Path) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
@@ -450,8 +457,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[str], None] 
     resume state) is replaced only with ``overwrite``: a stage-1 run can be hours of work. While it runs no other
     run can write to ``cfg.out`` (a lock file beside it, ``exclusive_run``).
     """
-    with contextlib.ExitStack() as held:
-        return _train(cfg, held, resume=resume, log=log, progress=progress, stop_after=stop_after, overwrite=overwrite)
+    made = _missing_folders(Path(cfg.out).parent)  # folders this run makes for --out: removed again if it fails empty
+    try:
+        with contextlib.ExitStack() as held:
+            return _train(cfg, held, resume=resume, log=log, progress=progress, stop_after=stop_after, overwrite=overwrite)
+    except BaseException:
+        for folder in made:  # deepest first; a folder something was written into stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: Callable[[str], None] | None,
@@ -495,7 +519,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             return json.loads(json.dumps(v))
 
         changed = [f"{k} {prev[k]!r} -> {plain(v)!r}" for k, v in cfg.recipe().items()
-                   if k in prev and k not in ("iters", "lr", "out") and prev[k] != plain(v)]
+                   if k in prev and k not in ("iters", "lr", "out") and prev[k] != plain(v)
+                   and not (k == "data" and _same_data(prev[k], v, s1.meta.get("segments")))]
         if changed:
             log("note: resuming with other settings than the run had: " + "; ".join(changed))
         try:
