@@ -410,3 +410,25 @@ def test_a_torchscript_file_is_named_as_such(tmp_path):
                 load_state_file(tmp_path / "scripted.pt")
             finally:
                 assert not [w for w in seen if "TorchScript" in str(w.message)], [str(w.message) for w in seen]
+
+
+def test_a_mistyped_model_name_gets_the_closest_one(model_store, tmp_path):
+    """Real-ESRGAN's own spellings (RealESRGAN_x4plus) and typos name the model meant; never one of another scale."""
+    res = run("models", "import", "RealESRGAN_x4plus")
+    assert res.exit_code == 1 and "did you mean 'realesrgan-x4plus'" in res.output and res.output.count("\n") == 1
+    with pytest.raises(ModelError, match=r"unknown model 'RealESRGAN_x4plus_anime_6B'; did you mean 'realesrgan-x4plus-anime'"):
+        store.resolve_model_path("RealESRGAN_x4plus_anime_6B")
+    with pytest.raises(ModelError) as info:  # an x2 network is not an x4 one: no suggestion
+        store.resolve_model_path("RealESRGAN_x2plus")
+    assert "did you mean" not in str(info.value)
+    with pytest.raises(ModelError) as info:
+        store.resolve_model_path("no-such-model")
+    assert "did you mean" not in str(info.value)
+    src = store.import_model("realesr-animevideov3")  # a file of the user's in the store is found by its name
+    mine = store.store_dir() / "my-anime-lway.safetensors"
+    mine.write_bytes(src.read_bytes())
+    try:
+        with pytest.raises(ModelError, match=r"did you mean 'my-anime-lway'"):
+            store.resolve_model_path("my_anime_lwya")
+    finally:
+        mine.unlink()

@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def import_model(name: str, *, force: bool = False) -> Path:
         if given.suffix.lower() in WEIGHT_SUFFIXES:
             raise ModelError(f"{name} does not exist; 'models import' converts the packaged models "
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
-        raise ModelError(f"unknown model '{name}'; importable models: {', '.join(SOURCES)}")
+        raise ModelError(f"unknown model '{name}'{_did_you_mean(name, SOURCES)}; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
     stored = _stored_metadata(dest) if dest.exists() and not force else None
     if stored is not None:  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
@@ -273,8 +274,26 @@ def resolve_model_path(spec: str) -> Path:
         if other:  # a .pth dropped into the store: names reach .safetensors files only
             raise ModelError(f"the store holds {other[0]}, but a name reaches only .safetensors files there: pass its path "
                              f"(-m {store_dir() / other[0]})")
-    raise ModelError(f"unknown model '{spec}': use one of {', '.join(SOURCES)}, a name from 'lwayrt models list', "
-                     "or a path to a .pth/.safetensors file")
+    names = list(SOURCES) + ([q.stem for q in store_dir().glob("*.safetensors")] if bare and store_dir().is_dir() else [])
+    raise ModelError(f"unknown model '{spec}'{_did_you_mean(spec, names)}: use one of {', '.join(SOURCES)}, a name "
+                     "from 'lwayrt models list', or a path to a .pth/.safetensors file")
+
+
+def _did_you_mean(name: str, names) -> str:
+    """'; did you mean -m X' for the model name closest to a mistyped one (Real-ESRGAN's own spellings, such as
+    RealESRGAN_x4plus, find this project's realesrgan-x4plus), or ''."""
+    import difflib
+
+    def plain(n: str) -> str:
+        return "".join(c for c in n.lower() if c.isalnum())
+
+    def scales(n: str) -> set[str]:
+        return set(re.findall(r"x(\d)", n.lower()))
+
+    by_plain = {plain(n): n for n in dict.fromkeys(names)}
+    close = [by_plain[c] for c in difflib.get_close_matches(plain(name), list(by_plain), n=3, cutoff=0.75)]
+    close = [c for c in close if not (scales(c) and scales(name) and scales(c) != scales(name))]  # never x4 for x2
+    return f"; did you mean '{close[0]}'" if close else ""
 
 
 def load_model(spec: str, device: str = "cpu"):
