@@ -174,7 +174,7 @@ def run_upscale_demo(config: DemoConfig | None = None, log: Callable[[str], None
     import torch
 
     from lway_rt.io.images import resize_bicubic, to_uint8, write_image
-    from lway_rt.io.weights import atomic_write_bytes
+    from lway_rt.io.weights import atomic_write_json
     from lway_rt.metrics import psnr_y, ssim_y
     from lway_rt.runtime.tiling import TileConfig
     from lway_rt.upscale import upscale_rgb
@@ -226,7 +226,7 @@ def run_upscale_demo(config: DemoConfig | None = None, log: Callable[[str], None
         "photos": [asdict(r) for r in results],
         "mean": {m: {"psnr": result.mean("psnr", m), "ssim": result.mean("ssim", m)} for m in result.methods},
     }
-    atomic_write_bytes(out / "results.json", json.dumps(summary, indent=2).encode())
+    atomic_write_json(out / "results.json", summary)
     return result
 
 

@@ -10,7 +10,6 @@ lands in ``OUT/deploy/``: the ONNX files and manifests, ``serve_bench.json`` and
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print
     from lway_rt.export.profile import load_profile
     from lway_rt.io.images import read_image, to_uint8
     from lway_rt.io.store import load_model
-    from lway_rt.io.weights import atomic_write_bytes
+    from lway_rt.io.weights import atomic_write_json
     from lway_rt.runtime.onnx_model import load_onnx_model
     from lway_rt.runtime.tiling import TileConfig
     from lway_rt.upscale import upscale_rgb
@@ -103,7 +102,7 @@ def run_deploy_demo(config: DeployDemoConfig, log: Callable[[str], None] = print
     summary = {"onnx": result.onnx, "parity": result.parity, "onnx_max_levels": result.onnx_max_levels,
                "serve_bench": result.bench, "serve_bench_json": str(out / "serve_bench.json"),
                "seconds": round(result.seconds, 1)}
-    atomic_write_bytes(out / "results.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_json(out / "results.json", summary)
     return result
 
 

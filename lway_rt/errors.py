@@ -8,6 +8,13 @@ escapes is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def listing(items, first: int, sep: str = ", ") -> str:
+    """The first ``first`` of ``items`` joined by ``sep``, then "and K more" for the rest: what a one-line message
+    names of a long list."""
+    items = [str(i) for i in items]
+    return sep.join(items[:first]) + (f" and {len(items) - first} more" if len(items) > first else "")
+
+
 class LwayError(Exception):
     """Base class: a problem the user can fix. The message says how."""
 

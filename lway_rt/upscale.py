@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from lway_rt.archs.descriptor import ModelDescriptor
-from lway_rt.errors import InputError, Interrupted, LwayError
+from lway_rt.errors import InputError, Interrupted, LwayError, listing
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
     no_images_message, read_image,
@@ -602,7 +602,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
             if inside and notes is not None:  # an output's own files go unsaid; a user's image there is named
                 left = [f for f in inside if not (f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None)]
                 if left:
-                    shown = ", ".join(f.name for f in left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+                    shown = listing((f.name for f in left), 3)
                     notes.append(f"{len(left)} image(s) in the output folder {out_dir} ({shown}) are not upscaled: "
                                  f"an output folder inside {p} is never read as input; move them out of it to "
                                  "upscale them")
@@ -617,7 +617,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
                 take(f, f.relative_to(p))
             nested = [d for d in image_subfolders(p) if d.resolve() != skip] if files and not recursive else []
             if nested and notes is not None:
-                shown = ", ".join(str(d) for d in nested[:3]) + (f" and {len(nested) - 3} more" if len(nested) > 3 else "")
+                shown = listing(nested, 3)
                 notes.append(f"the images in sub-folders of {p} ({shown}) are not read: add --recursive to upscale "
                              "them too")
             if outputs is not None:

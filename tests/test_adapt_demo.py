@@ -107,6 +107,8 @@ def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
     for row in json.loads((out / "deploy" / "serve_bench.json").read_text())["results"]:  # e.g. unsteady timing
         assert not row.get("note") or row["note"] in res.output.replace("\n", " "), res.output
     assert (out / "results.json").is_file() and (out / "adapt" / "results.json").is_file()
+    for name in ("results.json", "adapt/results.json", "deploy/results.json"):  # strict JSON: no NaN / Infinity
+        json.loads((out / name).read_text(), parse_constant=lambda c: pytest.fail(f"{name} holds {c}"))
     summary = json.loads((out / "adapt" / "results.json").read_text())
     assert summary["config"]["iterations"] == 2 and list(summary["psnr"]) == ["coffee"]
     assert (out / "adapt" / "coffee_compare.png").is_file() and (out / "adapt" / "run" / "contact_sheet.png").is_file()

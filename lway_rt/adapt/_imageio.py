@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, listing
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, image_subfolders, no_images_message,
     read_image,
@@ -58,7 +58,7 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
                     raise InputError(broken_link_message(q))
             found = [q for q in listed if q.is_file()]
             nested = image_subfolders(p)
-            shown = ", ".join(str(d) for d in nested[:3]) + (f" and {len(nested) - 3} more" if len(nested) > 3 else "")
+            shown = listing(nested, 3)
             if not found:
                 raise InputError(no_images_message(p, f"; its sub-folders {shown} do: name them as inputs (adapt "
                                                       "does not look inside sub-folders)" if nested else ""))

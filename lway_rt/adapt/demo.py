@@ -12,7 +12,6 @@ contact sheet.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -118,7 +117,7 @@ def run_adapt_demo(config: AdaptDemoConfig | None = None, log: Callable[[str], N
     from lway_rt.degae.degrade import apply_degradation, eval_preset
     from lway_rt.io.images import read_image, resize_bicubic, to_tensor, write_image
     from lway_rt.io.store import load_model
-    from lway_rt.io.weights import atomic_write_bytes
+    from lway_rt.io.weights import atomic_write_json
     from lway_rt.metrics import psnr_y, ssim_y
 
     config = config if config is not None else AdaptDemoConfig()
@@ -177,5 +176,5 @@ def run_adapt_demo(config: AdaptDemoConfig | None = None, log: Callable[[str], N
         "mean_psnr": {m: result.mean(m) for m in result.methods},
         "files": result.files, "seconds": round(result.seconds, 1), "stopped": run.report["stopped"],
     }
-    atomic_write_bytes(out / "results.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_json(out / "results.json", summary)
     return result

@@ -49,7 +49,7 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError
+from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, listing
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
@@ -592,8 +592,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     losses = trust_losses(data, anchor_model, recon, config, scale, multiple) if wants_trust or wants_gate else None
     if wants_gate:
         gates = guard_gates(losses)
-        log("detail guard per image (trust gate): " + ", ".join(f"{d.name} {g:.2f}" for d, g in zip(data[:8], gates.tolist()))
-            + (f" (and {len(data) - 8} more)" if len(data) > 8 else ""))
+        log("detail guard per image (trust gate): " + listing((f"{d.name} {g:.2f}" for d, g in zip(data, gates.tolist())), 8))
         gates = gates.to(device)
     if wants_trust:
         trust, trust_info = backbone_trust(losses, config)
@@ -601,9 +600,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         if config.anchor_trust_scope == "run":
             log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over {len(data)} image(s))")
         else:
-            log("anchor per image (backbone trust): " + ", ".join(f"{d.name} {t['anchor_factor']:.2f}"
-                                                                 for d, t in zip(data[:8], trust_info))
-                + (f" (and {len(data) - 8} more)" if len(data) > 8 else ""))
+            log("anchor per image (backbone trust): " + listing((f"{d.name} {t['anchor_factor']:.2f}"
+                                                                for d, t in zip(data, trust_info)), 8))
 
     fixed = fixed_patches(data, config.patch_size, scale)
     if anchor_model is not None:
@@ -906,7 +904,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     flagged = sorted((c, d.name) for c, d in zip(changes, data) if c >= DETAIL_FLAG)[::-1]
     report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
     if flagged:
-        names = ", ".join(f"{n} ({c:.2f}x)" for c, n in flagged[:5]) + (f" and {len(flagged) - 5} more" if len(flagged) > 5 else "")
+        names = listing((f"{n} ({c:.2f}x)" for c, n in flagged), 5)
         log(f"most fine detail added (adapted / unadapted, >= {DETAIL_FLAG:g}x): {names}; check these images first "
             "(on the quality benchmark such crops were the ones adaptation made worse, when it did)")
     if gt is not None:
@@ -1019,18 +1017,9 @@ def interpolate_weights(model: nn.Module, base_state: dict[str, torch.Tensor], s
 
 def _write_json(path: Path, obj) -> None:
     """Strict JSON (what JSON.parse and other strict readers take): a skipped step's non-finite loss is null."""
-    from lway_rt.io.weights import atomic_write_bytes, finite
+    from lway_rt.io.weights import atomic_write_json
 
-    plain = json.loads(json.dumps(obj, default=_json_default))  # numpy scalars and paths as JSON has them
-    atomic_write_bytes(path, (json.dumps(finite(plain), indent=2, allow_nan=False) + "\n").encode())
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    atomic_write_json(path, obj)
 
 
 def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1, log: Log | None = None):
@@ -1206,7 +1195,7 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if previous is None:
         theirs = _present(out_dir, (*own, *sorted(names), *groups))
         if theirs:
-            shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
+            shown = listing(theirs, 4)
             raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
                              f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from lway_rt.bench.runner import SCHEMA_VERSION
-from lway_rt.errors import OutputError
+from lway_rt.errors import OutputError, listing
 
 __all__ = ["SCHEMA", "validate", "validate_report", "SchemaError"]
 
@@ -186,5 +186,4 @@ def validate_report(report: dict[str, Any]) -> None:
     """Raise ``SchemaError`` listing the first violations, if ``report`` does not match ``SCHEMA``."""
     errs = validate(report)
     if errs:
-        more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
-        raise SchemaError(f"serve-bench report does not match schema {SCHEMA_VERSION}: {'; '.join(errs[:5])}{more}")
+        raise SchemaError(f"serve-bench report does not match schema {SCHEMA_VERSION}: {listing(errs, 5, '; ')}")

@@ -29,6 +29,7 @@ import torch
 from lway_rt.degae import Stage1
 from lway_rt.degae.data import BUNDLED_HELDOUT, load_bundled, load_folder
 from lway_rt.degae.degrade import EVAL_PRESETS, SynthConfig, apply_degradation, eval_preset, kinds_of, sample_degradation
+from lway_rt.errors import listing
 
 __all__ = ["EvalConfig", "evaluate_stage1", "psnr"]
 
@@ -172,9 +173,8 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
     clean = clean.to(dev)
     skipped = _too_small(images, cfg.crop)
     if skipped and note is not None:
-        named = ", ".join(f"{n} ({s})" for n, s in list(skipped.items())[:10])
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        note(f"note: {len(skipped)} image(s) smaller than the {cfg.crop}-px crop left out of the evaluation: {named}{more}; "
+        named = listing((f"{n} ({s})" for n, s in skipped.items()), 10)
+        note(f"note: {len(skipped)} image(s) smaller than the {cfg.crop}-px crop left out of the evaluation: {named}; "
              "use a smaller --crop to include them")
     n_img = clean.shape[0]
     enc = s1.encoder

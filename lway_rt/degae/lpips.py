@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lway_rt.errors import ModelError
+from lway_rt.errors import ModelError, listing
 
 __all__ = ["LPIPSAlex", "load_lpips"]
 
@@ -119,7 +119,7 @@ def load_lpips(paths: Sequence[str | Path], device: str = "cpu") -> tuple[LPIPSA
     if missing:
         what = "AlexNet backbone (torchvision 'features.*' or lpips 'net.slice*')" if any(k.startswith("features") for k in missing) \
             else "LPIPS linear layers ('lin0.model.1.weight' ...)"
-        raise ModelError(f"LPIPS weights incomplete: the {what} are missing ({missing[0]} and {len(missing) - 1} more); "
+        raise ModelError(f"LPIPS weights incomplete: the {what} are missing ({listing(missing, 1)}); "
                          "pass both files to --lpips-weights, or use --perceptual trunk-l1")
     try:
         net.load_state_dict({k: state[k] for k in expected}, strict=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lway_rt.errors import DamagedFileError, ModelError, OutputError
+from lway_rt.errors import DamagedFileError, ModelError, OutputError, listing
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
            "ensure_writable_dir", "write_probe", "safetensors_bytes", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
@@ -387,6 +387,22 @@ def finite(value):
     return value
 
 
+def atomic_write_json(dest: Path, obj, indent: int = 2) -> None:
+    """``obj`` written atomically as strict JSON (what JSON.parse and other strict readers take): NaN and infinite
+    numbers as null, numpy scalars as numbers, paths as strings."""
+    import numpy as np
+
+    def plain(o):
+        if isinstance(o, (np.floating, np.integer, np.bool_)):
+            return o.item()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"{type(o).__name__} is not JSON")
+
+    data = json.loads(json.dumps(obj, default=plain))
+    atomic_write_bytes(Path(dest), (json.dumps(finite(data), indent=indent, allow_nan=False) + "\n").encode())
+
+
 def atomic_write_bytes(dest: Path, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
@@ -424,7 +440,7 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, 
 
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise ModelError(f"refusing to save weights with NaN/inf values ({bad[0]} and {len(bad) - 1} more)")
+        raise ModelError(f"refusing to save weights with NaN/inf values ({listing(bad, 1)})")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     return _sorted_metadata(save(tensors, metadata=meta))

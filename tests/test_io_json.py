@@ -1,0 +1,45 @@
+"""Strict JSON records: every results.json, report.json and config.json the commands write goes through
+``atomic_write_json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lway_rt.io.weights import atomic_write_json
+
+
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_atomic_write_json_writes_strict_json_and_replaces_whole(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text('{"earlier": 1}')
+    atomic_write_json(path, {"psnr": {"identical": math.inf, "nan": float("nan"), "np": np.float32(23.5)},
+                             "n": np.int64(3), "ok": np.bool_(True), "file": Path("a/b.png"), "list": (1.0, -math.inf)})
+    data = _strict(path.read_text())
+    assert data == {"psnr": {"identical": None, "nan": None, "np": 23.5}, "n": 3, "ok": True, "file": "a/b.png",
+                    "list": [1.0, None]}
+    assert path.read_text().endswith("}\n") and sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_long_lists_in_messages_name_the_first_and_count_the_rest(tmp_path):
+    """One NaN tensor read "(body.0.weight and 0 more)"; the listing helper names what there is."""
+    import pytest
+    import torch
+
+    from lway_rt.errors import ModelError, listing
+    from lway_rt.io.weights import save_safetensors
+
+    assert listing(["a", "b", "c", "d"], 2) == "a, b and 2 more" and listing(["a"], 1) == "a" and listing([], 3) == ""
+    assert listing(range(3), 3, "; ") == "0; 1; 2"
+    with pytest.raises(ModelError) as info:
+        save_safetensors(tmp_path / "w.safetensors", {"body.0.weight": torch.tensor([float("nan")]), "body.0.bias": torch.zeros(1)})
+    assert str(info.value) == "refusing to save weights with NaN/inf values (body.0.weight)"
+    assert not (tmp_path / "w.safetensors").exists()
