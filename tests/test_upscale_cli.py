@@ -973,3 +973,15 @@ def test_tile_overlap_with_whole_images_is_refused(tmp_path, small):
         "error: --tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: drop "
         "--tile-overlap, or give --tile N"), result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_tile_overlap_0_is_run_with_a_note_on_seams(tmp_path, small):
+    """--tile-overlap 0 was accepted without a word: tiles joined edge to edge show their borders."""
+    Image.fromarray(small).save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", MODEL, "--tile", "32",
+                 "--tile-overlap", "0")
+    assert result.exit_code == 0 and "note: --tile-overlap 0 joins the tiles edge to edge" in result.output, result.output
+    assert (tmp_path / "out" / "a_x4.png").is_file()
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out2", "--model", MODEL, "--tile", "32",
+                 "--tile-overlap", "8")
+    assert result.exit_code == 0 and "--tile-overlap" not in result.output, result.output

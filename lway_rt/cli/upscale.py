@@ -72,6 +72,10 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
                            detail_cap=detail_cap, base_model=base_model, stage1=stage1, skip_existing=skip_existing,
                            outscale=outscale)
     err = Console(stderr=True)
+    if tile > 0 and tile_overlap == 0:  # accepted (a model without context, or a test), but seams show on most networks
+        click.echo("note: --tile-overlap 0 joins the tiles edge to edge, so their borders can show as seams in images "
+                   "larger than one tile (each tile's edge pixels are made without their neighbours); the default overlap is "
+                   "32", err=True)
     if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
         click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
                    err=True)
