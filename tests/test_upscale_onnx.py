@@ -157,6 +157,51 @@ def test_capped_export_runs_whole_images_as_upscale_caps_them(capped_weights, ex
     assert not (tmp_path / "off").exists()
 
 
+def _edited_metadata(src: Path, dest: Path, **changes: str) -> Path:
+    import onnx
+
+    m = onnx.load(str(src))
+    for entry in m.metadata_props:
+        if entry.key.removeprefix("lway_rt.") in changes:
+            entry.value = changes[entry.key.removeprefix("lway_rt.")]
+    onnx.save(m, str(dest))
+    return dest
+
+
+def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, exported, photos, tmp_path):
+    """The exported file carries its scale, size rules, weights and detail cap in its metadata. Moved away from its
+    manifest, a capped file was probed like a foreign one and cut into tiles, each capped alone; now it runs whole,
+    as with its manifest. An encoder or a fixed-size file moved alone is named as such."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(exported), load_external_data=False).metadata_props}
+    manifest = json.loads(exported.with_suffix(".json").read_text())
+    assert meta["lway_rt.what"] == "sr" and meta["lway_rt.scale"] == "4" and meta["lway_rt.shape"] == "dynamic"
+    assert meta["lway_rt.weights_sha256"] == manifest["source"]["weights_sha256"] and meta["lway_rt.precision"] == "fp32"
+    capped = _export(str(capped_weights), tmp_path / "exp")
+    moved = tmp_path / "moved" / "capped.onnx"
+    moved.parent.mkdir()
+    shutil.copy(capped, moved)
+    res = _upscale(moved, photos, tmp_path / "tiled", "--tile", "128")
+    assert res.exit_code == 1 and "add --tile 0" in res.output, res.output
+    res = _upscale(moved, photos, tmp_path / "moved_out")  # the default tile: whole images, as with the manifest
+    assert res.exit_code == 0 and "images run whole (--tile 0)" in res.output, res.output
+    assert _upscale(capped, photos, tmp_path / "with_manifest", "--tile", "0").exit_code == 0
+    assert _levels(tmp_path / "with_manifest" / "photo_x4.png", tmp_path / "moved_out" / "photo_x4.png") == 0
+    res = CliRunner().invoke(main, ["export", "--what", "encoder", "--out", str(tmp_path / "enc")])
+    assert res.exit_code == 0, res.output
+    (encoder,) = (tmp_path / "enc").glob("*.encoder.fp32.*.onnx")
+    for model, needle in (
+        (shutil.copy(encoder, tmp_path / "moved" / "enc.onnx"), "holds stage 1's encoder, not an SR network"),
+        (_edited_metadata(exported, tmp_path / "moved" / "x2.onnx", scale="2"), "says it upscales x2 but makes x4"),
+        (_edited_metadata(exported, tmp_path / "moved" / "static.onnx", shape="static 32x32"),
+         "was exported for fixed 32x32 tiles: export it without --static"),
+    ):
+        res = _upscale(model, photos, tmp_path / "out")
+        errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
+        assert res.exit_code == 1 and len(errors) == 1 and needle in errors[0], (model, res.output)
+
+
 def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path):
     for args in (["export", "-m", str(exported), "--out", str(tmp_path)],
                  ["adapt", str(photos), "-m", str(exported), "-o", str(tmp_path / "a")]):

@@ -31,7 +31,7 @@ from torch import nn
 from lway_rt.errors import InputError, ModelError, MissingDependencyError, ParityError
 
 __all__ = [
-    "OnnxFromTorch", "Memo", "Fp16FromOnnx", "SaveOnnx", "LoadOnnx", "export_onnx", "onnx_initializers",
+    "OnnxFromTorch", "Memo", "Fp16FromOnnx", "DescribeOnnx", "read_onnx_metadata", "SaveOnnx", "LoadOnnx", "export_onnx", "onnx_initializers",
     "INPUT_NAME", "OUTPUT_NAME", "MAX_SIDE",
 ]
 
@@ -212,6 +212,42 @@ class LoadOnnx:
         except Exception as exc:
             raise InputError(f"{self.path} is not a valid ONNX model ({exc}); export it again") from exc
         return model
+
+
+METADATA_PREFIX = "lway_rt."
+
+
+class DescribeOnnx:
+    """A copy of a ModelProto that describes itself: ``metadata`` as the file's ``metadata_props`` under
+    ``lway_rt.`` keys (what ONNX Runtime's ``get_modelmeta().custom_metadata_map``, Netron and other readers show),
+    and lway_rt as its producer. A file moved away from its manifest still says its scale and size rules."""
+
+    def __init__(self, model, metadata: dict[str, Any]):
+        self.model = model
+        self.metadata = metadata
+
+    def __call__(self):
+        from importlib.metadata import PackageNotFoundError, version
+
+        onnx = _onnx()
+        model = onnx.ModelProto()
+        model.CopyFrom(_resolve(self.model))
+        del model.metadata_props[:]
+        for key, value in self.metadata.items():
+            if value is not None:
+                entry = model.metadata_props.add()
+                entry.key, entry.value = METADATA_PREFIX + key, str(value)
+        model.producer_name = "lway_rt"
+        try:
+            model.producer_version = version("lway_rt")
+        except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+            model.producer_version = ""
+        return model
+
+
+def read_onnx_metadata(metadata_props: dict[str, str]) -> dict[str, str]:
+    """The ``lway_rt.`` entries of a file's metadata (``DescribeOnnx``), without the prefix."""
+    return {k[len(METADATA_PREFIX):]: v for k, v in metadata_props.items() if k.startswith(METADATA_PREFIX)}
 
 
 class SaveOnnx:

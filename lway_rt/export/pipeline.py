@@ -163,6 +163,23 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
     return results
 
 
+def onnx_metadata(ex: Exportable, precision: str, tile: tuple[int, int] | None) -> dict[str, Any]:
+    """What an exported ONNX file says of itself (``DescribeOnnx``): enough for ``upscale`` and other tools to run a
+    file moved away from its manifest (scale, size rules, whether tiles may be cut), and which weights it holds."""
+    cap = ex.source.get("detail_cap") if isinstance(ex.source.get("detail_cap"), dict) else None
+    return {
+        "what": ex.what, "arch": ex.arch, "scale": ex.source.get("scale"),
+        "weights_sha256": ex.source.get("weights_sha256", ex.weights_sha256),  # as the manifest's source names them
+        "precision": precision, "input": "float32 NCHW, RGB in [0, 1]",
+        "output": (f"float32 NCHW, RGB in [0, 1], x{ex.source.get('scale')}" if ex.kind == "image"
+                   else "float32 (batch, dim) degradation embedding"),
+        "size_multiple": ex.size_multiple, "min_size": ex.min_size,
+        "shape": f"static {tile[0]}x{tile[1]}" if tile else "dynamic",
+        "detail_cap": cap["cap"] if cap else None, "detail_cap_base_sha256": cap.get("base_sha256") if cap else None,
+        "tiling": "whole images only: the detail cap is computed over the whole image" if cap else None,
+    }
+
+
 def _static_shape(profile: ExportProfile, tile: tuple[int, int] | None) -> tuple[int, int, int] | None:
     return (profile.shapes.opt[0], *tile) if tile else None
 
@@ -170,7 +187,7 @@ def _static_shape(profile: ExportProfile, tile: tuple[int, int] | None) -> tuple
 def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_stage, refs: dict, *, out_dir: Path,
                           gate: ParityGate, force: bool, log: Log) -> ExportResult:
     from lway_rt.export.fp16 import fp16_summary
-    from lway_rt.export.onnx_export import Fp16FromOnnx, SaveOnnx, onnx_initializers
+    from lway_rt.export.onnx_export import DescribeOnnx, Fp16FromOnnx, SaveOnnx, onnx_initializers
 
     static_shape = _static_shape(profile, tile)
     fields = onnx_key_fields(
@@ -204,7 +221,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     stage: Callable[[], Any] = fp32_stage
     if profile.precision == "fp16":
         stage = Fp16FromOnnx(stage, keep_fp32_ops=profile.keep_fp32_ops, keep_fp32_nodes=profile.keep_fp32_nodes)
-    model = stage()
+    model = DescribeOnnx(stage, onnx_metadata(ex, profile.precision, tile))()
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(out_dir, f".{temp_stem(final.stem)}.", ".onnx.tmp")

@@ -128,6 +128,40 @@ def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | Non
     session = create_session(path, providers=_providers(device), threads=threads)
     module = OnnxSR(session, path).eval()
     if spec is None:
-        spec = _probe_spec(module, path)
-        meta = {"onnx_precision": "unknown (no manifest)"}
+        spec, meta = _spec_without_manifest(module, path)
     return ModelDescriptor(module, spec, name=None, source=str(path), metadata=meta)
+
+
+def _spec_without_manifest(module: OnnxSR, path: Path) -> tuple[ArchSpec, dict[str, str]]:
+    """An ONNX file with no manifest beside it: what it says of itself (``lwayrt export`` writes its scale and size
+    rules into the file's metadata), checked against a probe run, else the probe alone (a file exported elsewhere)."""
+    import dataclasses
+
+    from lway_rt.export.onnx_export import read_onnx_metadata
+
+    info = read_onnx_metadata(module.session.get_modelmeta().custom_metadata_map or {})
+    if info.get("what", "sr") != "sr":
+        raise InputError(f"{path.name} holds stage 1's {info['what']}, not an SR network: pass an SR export")
+    if info.get("shape", "dynamic") != "dynamic":
+        raise InputError(f"{path.name} was exported for {info['shape'].replace('static ', 'fixed ')} tiles: export it "
+                         "without --static (any size) to run it here")
+    spec = _probe_spec(module, path)
+    if not info:
+        return spec, {"onnx_precision": "unknown (no manifest)"}
+    try:
+        scale, multiple, least = int(info["scale"]), int(info["size_multiple"]), int(info["min_size"])
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"{path.name}'s lway_rt metadata is incomplete ({type(exc).__name__}: {exc}): export it again "
+                         "with 'lwayrt export'") from None
+    if scale != spec.scale:
+        raise InputError(f"{path.name} says it upscales x{scale} but makes x{spec.scale} images: it was changed after "
+                         "'lwayrt export' wrote it; export it again")
+    spec = dataclasses.replace(spec, arch=f"onnx:{info.get('arch', 'unknown')}", size_multiple=multiple, min_size=least,
+                               tiling_safe="detail_cap" not in info)
+    meta = {"onnx_precision": info.get("precision", "unknown"), "described_by": "the file's metadata (no manifest)"}
+    if info.get("weights_sha256"):
+        meta["exported_sha256"] = info["weights_sha256"]
+    if "detail_cap" in info:  # already in the graph: not a cap for upscale to apply again
+        meta["exported_detail_cap"] = info["detail_cap"]
+        meta["exported_base_sha256"] = info.get("detail_cap_base_sha256", "")
+    return spec, meta
