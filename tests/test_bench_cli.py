@@ -134,6 +134,32 @@ def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
     assert res.exit_code == 1 and "has no manifest" in res.output and "Traceback" not in res.output
 
 
+def test_a_fixed_shape_export_is_timed_at_its_shape(tmp_path):
+    """A file exported with --static was refused ("export it without --static"): it is timed at its one shape, whole
+    (the default sizes become its shape) or as the tiles of a larger image; any other shape is a one-line refusal
+    that names the options that fit."""
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--static", "32x32", "--out", str(tmp_path / "exp")])
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "exp").glob("*.32x32.*.onnx")
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-b", "torch", "-b", "ort-cpu", "--no-peak",
+                                    "--json", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert validate(report) == [] and report["summary"]["ok"] == 2
+    assert {(r["input"]["height"], r["input"]["width"], r["input"]["batch"], r["tile"]) for r in report["results"]} \
+        == {(32, 32, 1, 0)}
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "48", "--tile", "32", "--tile-overlap", "4",
+                                    "-b", "ort-cpu", "--no-peak", "--json", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["status"] == "ok" and row["tile"] == 32 and row["verification"]["psnr_db"] >= 40
+    for extra in (["-s", "48"], ["-s", "32", "--batch", "2"]):
+        res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), *extra, "--no-peak", *TINY])
+        assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+        assert "was exported for fixed 1x3x32x32 inputs" in res.output and "--size 32x32 --batch 1, or --tile 32" in res.output
+
+
 def test_an_fp16_file_nothing_here_can_time_is_not_a_success(tmp_path):
     res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--precision", "fp16", "--out",
                                     str(tmp_path / "exp")])

@@ -274,6 +274,32 @@ class _ExportedFile:
     sha256: str
     reference: Any  # ModelDescriptor: the weights it was exported from (with their cap, if it holds one)
     cap: dict[str, Any] | None
+    static: tuple[int, int, int] | None = None  # (batch, height, width) of a file exported with --static
+
+
+def exported_static_shape(manifest: dict[str, Any] | None) -> tuple[int, int, int] | None:
+    """(batch, height, width) of an ONNX export made for one fixed shape (``lwayrt export --static``), from its
+    manifest; None for a dynamic one (or no readable shape)."""
+    onnx = (manifest or {}).get("onnx") or {}
+    try:
+        if onnx.get("dynamic") is False:
+            b, _, h, w = (int(d) for d in onnx["input"]["shape"])
+            return b, h, w
+    except (KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
+def _check_static_cases(exported: _ExportedFile, cases: list[_Case]) -> None:
+    """A fixed-shape file runs only at its shape: every call the matrix makes must be (batch, 3, height, width)."""
+    b, h, w = exported.static  # type: ignore[misc]
+    wrong = [c for c in cases if c.call_shape != (b, 3, h, w)]
+    if wrong:
+        c = wrong[0]
+        asked = f"--tile {c.tile} on {c.width}x{c.height}" if c.tile else f"{c.width}x{c.height} at batch {c.batch}"
+        tiled = f", or --tile {h} on larger images" if h == w and b == 1 else ""
+        raise InputError(f"{exported.path.name} was exported for fixed {b}x3x{h}x{w} inputs, so it cannot time {asked}: "
+                         f"time it with --size {w}x{h} --batch {b}{tiled} (or export one without --static)")
 
 
 def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _ExportedFile:
@@ -294,7 +320,8 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     if manifest is None:
         raise InputError(f"{path.name} has no manifest ({path.with_suffix('.json').name}) naming the weights it was exported "
                          "from, which serve-bench verifies it against: pass those weights instead")
-    spec_from_manifest(path, manifest, runs_unchecked=False)  # the file the manifest describes, gate passed, SR, dynamic H/W
+    # the file the manifest describes, gate passed, SR; a fixed-shape file is timed at its shape (_check_static_cases)
+    spec_from_manifest(path, manifest, runs_unchecked=False, static_ok=True)
     if config.detail_cap not in ("auto", "off") or config.base_model:
         raise InputError(f"{path.name} is timed as exported: a detail cap goes into the file at export, so drop "
                          "--detail-cap / --base-model")
@@ -322,7 +349,8 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
         cap = {"cap": float(cap["cap"]), "base_model": cap.get("base_model"), "base_sha256": cap["base_sha256"]}
     else:
         reference = adapted
-    return _ExportedFile(path, str(manifest["onnx"]["precision"]), str(manifest["artifact"]["sha256"]), reference, cap)
+    return _ExportedFile(path, str(manifest["onnx"]["precision"]), str(manifest["artifact"]["sha256"]), reference, cap,
+                         exported_static_shape(manifest))
 
 
 def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | None = None, command: str | None = None,
@@ -369,6 +397,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         say(f"note: {', '.join(crowded)} asks for more threads than the {_usable_cores()} usable core(s): the threads "
             "will contend, and the times show it")
     cases = _cases(config, desc.size_multiple, desc.min_size, desc.scale)
+    if exported is not None and exported.static:
+        _check_static_cases(exported, cases)
     profile = ShapeProfile.covering([c.call_shape for c in cases])
 
     old_threads = torch.get_num_threads()

@@ -102,9 +102,17 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     expanded: list[str] = []
     for b in backends:
         expanded += (list(_ALL) + (list(_ALL_CUDA) if device == "cuda" else [])) if b == "all" else [b]
+    default_sizes, default_batches = ("128", "256"), (1,)
+    if exported:  # a file exported for one fixed shape: timed at that shape unless sizes are given
+        from lway_rt.bench.runner import exported_static_shape
+        from lway_rt.export.manifest import find_manifest
+
+        static = exported_static_shape(find_manifest(given)) if given.is_file() else None
+        if static:
+            default_sizes, default_batches = (f"{static[2]}x{static[1]}",), (static[0],)
     config = BenchConfig(
-        model=model, backends=tuple(expanded), sizes=tuple(parse_size(s) for s in (sizes or ("128", "256"))),
-        batches=tuple(batches or (1,)), tiles=tuple(tiles or (0,)), tile_overlap=tile_overlap,
+        model=model, backends=tuple(expanded), sizes=tuple(parse_size(s) for s in (sizes or default_sizes)),
+        batches=tuple(batches or default_batches), tiles=tuple(tiles or (0,)), tile_overlap=tile_overlap,
         concurrency=tuple(concurrency or (1,)), device=device, threads=threads, min_psnr=min_psnr,
         timing=TimingPolicy(warmup_s=warmup_s, warmup_iters=warmup_iters, min_iters=min_iters, min_time_s=min_time_s,
                             max_time_s=max_time_s, rounds=rounds),

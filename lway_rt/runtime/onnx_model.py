@@ -51,11 +51,12 @@ def _providers(device: str) -> tuple[str, ...]:
     raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
 
 
-def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: bool = True
+def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: bool = True, static_ok: bool = False
                        ) -> tuple[ArchSpec, dict[str, str]]:
     """Check that ``manifest`` describes ``path`` (name, sha256), a passed gate, an SR export with dynamic H/W; returns
     its size rules and scale as an ``ArchSpec`` and what ``upscale`` records of it. ``runs_unchecked``: the caller
-    runs a file without a manifest (upscale does, serve-bench does not), so a mismatch may suggest moving it away."""
+    runs a file without a manifest (upscale does, serve-bench does not), so a mismatch may suggest moving it away.
+    ``static_ok``: a file exported for fixed tiles is accepted (serve-bench times it at its one shape)."""
     from lway_rt.export.cache import file_sha256
     from lway_rt.export.manifest import manifest_path
 
@@ -72,7 +73,7 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
         why = "failed its parity gate when it was exported" if manifest.get("ready") is False else \
             "has no parity verdict in its manifest"
         raise InputError(f"{path.name} {why} (see {mpath.name}): re-export it with 'lwayrt export'")
-    if onnx.get("dynamic") is not True:
+    if onnx.get("dynamic") is not True and not static_ok:
         tile = onnx.get("tile")
         fixed = f"fixed {tile[0]}x{tile[1]} tiles" if isinstance(tile, list) and len(tile) == 2 else "fixed sizes"
         raise InputError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
