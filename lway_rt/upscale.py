@@ -471,11 +471,14 @@ def upscale_alpha(desc: ModelDescriptor, alpha: np.ndarray, tiles: TileConfig, m
                   cap: DetailCap | None = None) -> np.ndarray:
     """An HxW alpha in [0, 1] upscaled with the model on it replicated to three channels (``mode`` "model", settled
     so clear and opaque areas stay exactly so; held at the detail cap as the colour is, as an exported capped graph
-    does to whatever it is given) or bicubic; a fully opaque one is only enlarged."""
+    does to whatever it is given) or bicubic; a fully opaque or fully clear one is only enlarged (on a tiny image the
+    network's border effects left a clear one at 3-4 of 255)."""
     s = desc.scale
     h, w = alpha.shape
     if float(alpha.min()) == 1.0:
         return np.ones((h * s, w * s), np.float32)
+    if float(alpha.max()) == 0.0:
+        return np.zeros((h * s, w * s), np.float32)
     if mode == "model":
         return settle_alpha(upscale_colour(desc, np.repeat(alpha[..., None], 3, axis=2), tiles, cap)[0].mean(axis=2))
     t = torch.nn.functional.interpolate(to_tensor(alpha), scale_factor=s, mode="bicubic", align_corners=False)

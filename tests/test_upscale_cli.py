@@ -985,3 +985,16 @@ def test_tile_overlap_0_is_run_with_a_note_on_seams(tmp_path, small):
     result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out2", "--model", MODEL, "--tile", "32",
                  "--tile-overlap", "8")
     assert result.exit_code == 0 and "--tile-overlap" not in result.output, result.output
+
+
+@pytest.mark.parametrize("side", [1, 2, 16])
+def test_a_fully_clear_image_stays_fully_clear(tmp_path, side):
+    """A fully transparent 1x1 / 2x2 image came out with alpha 3-4 of 255 (the network's border effects on a tiny
+    input, above the settling threshold): it stays fully clear, as a fully opaque one stays opaque."""
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., 0] = 200
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    result = run("upscale", tmp_path / "clear.png", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    out = np.asarray(Image.open(tmp_path / "out" / "clear_x4.png"))
+    assert out.shape == (4 * side, 4 * side, 4) and out[..., 3].max() == 0
