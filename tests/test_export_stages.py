@@ -139,6 +139,8 @@ def test_profile_overrides_and_paths(tmp_path):
     ('[shapes]\nmode = "static"\ntiles = [64]', r'static tile 64: write it as "HxW"'),  # 'int' is not iterable
     ('[shapes]\nmode = "dynamic"\ntiles = ["64x64"]', "shapes.tiles are for mode = 'static'"),  # ignored before
     ('[tensorrt]\nworkspace = 10', "unknown key"),
+    ('description = 5', r"description must be a string \(in quotes\), got 5"),  # was accepted into every manifest
+    ('name = ["cpu"]', "name must be a string"),
     ('precision = ', "not valid TOML"),
 ])
 def test_profile_validation_errors(tmp_path, text, match):

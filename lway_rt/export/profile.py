@@ -186,6 +186,9 @@ class ExportProfile:
     source: str | None = None  # file the profile came from
 
     def __post_init__(self):
+        for key in ("name", "description"):  # written into every manifest: 5 or a table there is a profile mistake
+            if not isinstance(getattr(self, key), str):
+                raise InputError(f"{key} must be a string (in quotes), got {getattr(self, key)!r}")
         if not isinstance(self.opset, int) or not 17 <= self.opset <= 23:
             raise InputError(f"opset must be an integer from 17 to 23 (the dynamo exporter's range), got {self.opset!r}")
         if self.precision not in PRECISIONS:
