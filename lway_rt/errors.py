@@ -7,12 +7,28 @@ escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+import shlex
+
 
 def listing(items, first: int, sep: str = ", ") -> str:
     """The first ``first`` of ``items`` joined by ``sep``, then "and K more" for the rest: what a one-line message
     names of a long list."""
     items = [str(i) for i in items]
     return sep.join(items[:first]) + (f" and {len(items) - first} more" if len(items) > first else "")
+
+
+def shell_word(text) -> str:
+    """``text`` (a path) quoted as one word of a suggested shell command. A name that is not valid UTF-8 (the file
+    system's bytes, held by Python as surrogate escapes) is written in bash's $'...' form, byte by byte, so the
+    command reaches the file; shlex.quote printed it as an unusable \\udcXX."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(text)
+        return "$'" + "".join(chr(b) if 32 <= b < 127 and b not in b"\\'" else f"\\x{b:02x}" for b in raw) + "'"
+    return shlex.quote(text)
 
 
 class LwayError(Exception):

@@ -998,3 +998,25 @@ def test_a_fully_clear_image_stays_fully_clear(tmp_path, side):
     assert result.exit_code == 0, result.output
     out = np.asarray(Image.open(tmp_path / "out" / "clear_x4.png"))
     assert out.shape == (4 * side, 4 * side, 4) and out[..., 3].max() == 0
+
+
+def test_a_suggested_command_reaches_a_file_whose_name_is_not_utf8(tmp_path):
+    """A name of bytes that are not UTF-8 (an old camera's card, a Latin-1 system) was quoted by shlex as
+    'clip\\udcff.mp4', which no shell turns back into the file; the suggested ffmpeg command now names its bytes."""
+    import os
+    import subprocess
+
+    from lway_rt.errors import shell_word
+
+    name = os.fsdecode(b"clip\xff caf\xe9's.mp4")
+    video = tmp_path / name
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    result = run("upscale", video, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and "ffmpeg -i $'" in result.output, result.output
+    command = result.output.split("extract its frames first (", 1)[1].rsplit(") and give it", 1)[0]
+    rest = command.split(" -i ", 1)[1]
+    word = rest[:rest.index("' ") + 1]  # $'...': the name's own quote is written \x27, so the first ' ends it
+    assert word == shell_word(video)
+    said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
+    assert said == os.fsencode(str(video))  # bash turns the word back into the file's own bytes
+    assert shell_word(tmp_path / "plain name.png") == f"'{tmp_path}/plain name.png'"  # UTF-8 names: shlex as before

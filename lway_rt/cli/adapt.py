@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
-
 import click
 
 from lway_rt.cli._params import FINITE, NAME, PathParam
+from lway_rt.errors import shell_word
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
 _FIELDS = ("iterations", "lr", "lr_schedule", "patch_size", "augment", "batch_size", "mode", "groups", "sample", "target", "loss", "hf_mode", "hf_source", "hf_norm", "anchor_weight",
@@ -260,5 +259,5 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
         click.echo(line)
     if config.mode == "per-group" and len(results) > 1:
-        click.echo(f"new images go each to its group's model with: lwayrt upscale NEW... -m {shlex.quote(str(out_dir))} "
+        click.echo(f"new images go each to its group's model with: lwayrt upscale NEW... -m {shell_word(out_dir)} "
                    "-o OUT")

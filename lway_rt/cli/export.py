@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
 
 from lway_rt.cli._params import FINITE, NAME, PROFILE, PathParam, and_list, typed
+from lway_rt.errors import shell_word
 
 
 def _log(msg: str) -> None:
@@ -163,7 +163,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         _log(f"note: this network takes {runnable[2]}-channel input; lwayrt upscale runs only RGB (3) and grey (1) "
              "models, so the file is for a runtime of your own")
     elif runnable is not None:
-        _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {shlex.quote(str(runnable[0]))}"
+        _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {shell_word(runnable[0])}"
              + (" --tile 0" if runnable[1] else ""))
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import struct
 import sys
 import warnings
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lway_rt.errors import InputError, OutputError
+from lway_rt.errors import InputError, OutputError, shell_word
 
 __all__ = [
     "bundled_photo", "format_loss_note",
@@ -122,7 +121,7 @@ def _open(path: Path):
 def _too_many_pixels(path: Path, exc: Exception) -> str:
     """The refusal of an image over twice Pillow's pixel limit (a guard against decompression bombs), with a way on:
     such a picture, if real, is cut into pieces first (its x4 output would not fit in memory anyway)."""
-    q = shlex.quote
+    q = shell_word
     return (f"{path}: {str(exc).rstrip('.')}; if the picture is real, cut it into pieces first, e.g. mkdir pieces && "
             f"magick {q(str(path))} -crop 4000x4000 +repage pieces/{q(path.stem)}_%03d.png")
 
@@ -170,7 +169,7 @@ def _quiet_pillow() -> Iterator[None]:
 def _video_advice(video: Path, folder: Path | None = None) -> str:
     frames = video.parent / f"{video.stem}_frames"
     where = f"folder {folder} holds no images, only video ({video.name})" if folder else f"{video} is a video"
-    q = shlex.quote
+    q = shell_word
     return (f"{where}: lwayrt reads images; extract its frames first (mkdir {q(str(frames))} && ffmpeg -i {q(str(video))} "
             f"{q(f'{frames}/%06d.png')}) and give it that folder")
 
@@ -194,7 +193,7 @@ def frames_note(path: Path, frames: int, done: str, damaged: bool = False) -> st
     if damaged:
         return (f"{path} is cut short or damaged at frame or page {frames}: only the first was {done} (re-copy or "
                 "re-export it for the others)")
-    q = shlex.quote
+    q = shell_word
     return (f"{path} holds {frames} frames or pages: only the first was {done} (to take them all, extract them first, "
             f"e.g. mkdir frames && magick {q(str(path))} -coalesce frames/%06d.png)")
 
