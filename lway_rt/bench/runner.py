@@ -619,7 +619,6 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
     instead of on whichever ran during a busy minute. The warm-up runs once, before a backend's
     first round.
     """
-
     rows: dict[tuple[int, int], dict[str, Any]] = {}  # (concurrency level, backend): the report's order
     policy = config.timing
     rounds = policy.rounds
@@ -692,7 +691,6 @@ def _time_round(item: _Timed, x: np.ndarray, inputs: list[np.ndarray], policy: T
 
 
 def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: int, out_mp: float) -> dict[str, Any]:
-
     stats = summarise(item.latencies, item.wall_s)
     compute = None
     if item.backend.compute_method is not None and not case.tile:
