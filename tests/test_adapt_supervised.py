@@ -161,7 +161,13 @@ def test_loop_with_stage1_pairs_trains_and_resumes_to_the_uninterrupted_run(stag
 def test_clean_photos_from_folder_and_errors(tmp_path, hr_crop):
     (tmp_path / "p").mkdir()
     Image.fromarray(hr_crop).save(tmp_path / "p" / "a.png")
-    assert [tuple(t.shape) for t in load_clean_photos(tmp_path / "p", 128)] == [(3, 256, 256)]
+    held = load_clean_photos(tmp_path / "p", 128)
+    assert [tuple(t.shape) for t in held] == [(3, 256, 256)] and held[0].dtype == torch.uint8  # a quarter of float32
+    floats = [held[0].float() / 255]  # the same photos held as float give the same pairs, to the bit
+    for order in ("lr", "classic"):
+        a = SyntheticPairs(held, n=2, patch=16, scale=4, seed=3, order=order).batch(4)
+        b = SyntheticPairs(floats, n=2, patch=16, scale=4, seed=3, order=order).batch(4)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     with pytest.raises(InputError, match="--sup-data .* is not a folder"):
         load_clean_photos(tmp_path / "missing", 128)
     (tmp_path / "empty").mkdir()

@@ -37,14 +37,16 @@ SUP_IMAGE_STREAM = 7927  # the stream of which run image's embedding degrades ea
 
 
 def load_clean_photos(folder: str | Path | None, min_side: int) -> list[torch.Tensor]:
-    """Clean photos as (3, H, W) float tensors: every image in ``folder``, or stage 1's bundled training photos."""
+    """Clean photos as (3, H, W) tensors: every image in ``folder``, or stage 1's bundled training photos; 8-bit ones
+    held as uint8 (a quarter of float32's memory), whose crops ``synthetic_pairs`` makes float."""
     from lway_rt.degae.data import BUNDLED_TRAIN, load_bundled, load_folder
 
     if folder is None:
         photos = load_bundled(BUNDLED_TRAIN, feature="the supervised term's default clean photos",
-                              alternative="pass a folder of clean photos with --sup-data, or turn the term off with --sup-weight 0")
+                              alternative="pass a folder of clean photos with --sup-data, or turn the term off with --sup-weight 0",
+                              compact=True)
     else:
-        photos = load_folder(Path(folder), option="--sup-data")
+        photos = load_folder(Path(folder), option="--sup-data", compact=True)
     small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in photos.items() if min(t.shape[1:]) < min_side]
     if small:
         raise InputError(f"{len(small)} clean photo(s) for the supervised term are smaller than the {min_side}-px HR crop "
