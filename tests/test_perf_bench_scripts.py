@@ -5,7 +5,6 @@ LWay's loss (so the speed ratio compares like with like), the memory estimate ad
 from __future__ import annotations
 
 import copy
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,11 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("adapt_speed", ROOT / "benchmarks" / "adapt_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("adapt_speed")
 
 
 @pytest.fixture(scope="module")
