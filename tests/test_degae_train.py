@@ -754,3 +754,31 @@ def test_data_folder_is_recorded_absolute_and_found_on_a_resume_from_elsewhere(p
     assert res.exit_code == 0, res.output
     assert load_stage1(tmp_path / "b.safetensors").meta["iterations"] == 4
     assert "other settings" not in res.output, res.output  # the same folder, named absolute now
+
+
+def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, the batch workers too: with --workers 2 the run hung in
+    Pool.terminate() (a worker killed inside the queue lock) and every worker printed a traceback. The workers leave
+    SIGINT to the run, which stops with its one line naming the checkpoint kept."""
+    out, log = tmp_path / "run.safetensors", tmp_path / "run.log"
+
+    def own_group():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setsid()
+
+    proc = subprocess.Popen(_cli_args(photo_dir, out, 2000, ["--workers", "2", "--log", str(log), "-q"]),
+                            preexec_fn=own_group, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and re.search(r"^it (8|9|\d\d+) ", log.read_text(), re.M)):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what pressing Ctrl-C in a terminal does
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the run hung after Ctrl-C")
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert re.search(r"interrupted at iteration \d+; the checkpoint of iteration \d+ is kept", output), output
+    assert load_stage1(out).meta["iterations"] % 4 == 0

@@ -171,6 +171,11 @@ _WORKER_STATE: dict = {}
 
 
 def _worker_init(images: list[np.ndarray], cfg: TrainConfig) -> None:
+    import signal
+
+    # a terminal's Ctrl-C reaches the whole process group: only the run handles it (it stops the pool); a worker
+    # killed inside the pool's queue lock left Pool.terminate() waiting for ever, and each printed a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     _WORKER_STATE["images"] = [torch.from_numpy(a) for a in images]
     _WORKER_STATE["cfg"] = cfg
