@@ -87,6 +87,41 @@ def test_eval_cli_writes_json(tiny_ckpt, tmp_path):
     assert "separation" in res.output and "ablation" in res.output
 
 
+def test_eval_json_to_stdout_and_through_links_and_never_into_a_device(tiny_ckpt, tmp_path):
+    """`--json /dev/stdout` replaced the link with a regular file (as root) and printed nothing; `--json -` wrote a file
+    named '-'; a --json that is a link was replaced by a plain file. Now '-' prints the report alone on standard
+    output (the summary goes to standard error), a link is written through, and a device or pipe is refused."""
+    import os
+    import stat
+
+    args = ["eval-degae", "--checkpoint", str(tiny_ckpt), "--crop", "48", "--crops-per-image", "1", "--draws", "4"]
+    import inspect
+
+    apart = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}  # click < 8.2
+    res = CliRunner(**apart).invoke(main, [*args, "--json", "-"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(c))  # the whole of stdout is the report
+    assert "geometries" in report and "ablation" in res.stderr and not (tmp_path / "-").exists()
+    real = tmp_path / "reports" / "latest-real.json"
+    real.parent.mkdir()
+    real.write_text(res.stdout)  # an earlier report, which a rerun may replace
+    link = tmp_path / "latest.json"
+    link.symlink_to(real)
+    res = CliRunner().invoke(main, [*args, "--json", str(link)])
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and json.loads(real.read_text())["checkpoint"] == str(tiny_ckpt)  # written through
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    res = CliRunner().invoke(main, [*args, "--json", str(fifo)])
+    assert res.exit_code == 1 and "is not a regular file (a device or pipe)" in res.output, res.output
+    assert "recon" not in res.output and stat.S_ISFIFO(os.stat(fifo).st_mode)  # said before the evaluation
+    from lway_rt.errors import OutputError
+    from lway_rt.io.weights import atomic_write_bytes
+
+    with pytest.raises(OutputError, match="is not a regular file"):  # every atomic write refuses one
+        atomic_write_bytes(fifo, b"{}")
+
+
 def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_path, astronaut):
     from PIL import Image
 

@@ -20,7 +20,8 @@ def _num(x: float, fmt: str) -> str:
               help="Stage-1 checkpoint (default: the shipped one).")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of held-out clean photos (default: bundled chelsea and coffee, never trained on).")
-@click.option("--json", "json_path", type=PathParam(path_type=Path, names_a_file=True), default=None, help="Write the full report here.")
+@click.option("--json", "json_path", type=PathParam(path_type=Path, names_a_file=True), default=None,
+              help="Write the full report here ('-': to standard output, the summary lines going to standard error).")
 @click.option("--crop", type=int, default=96, show_default=True)
 @click.option("--crops-per-image", type=int, default=4, show_default=True)
 @click.option("--draws", type=int, default=24, show_default=True, help="Random degradation draws per geometry.")
@@ -34,13 +35,21 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1
     from lway_rt.errors import InputError, OutputError
 
-    if json_path is not None:  # checked before the evaluation, which takes a while
+    to_stdout = json_path is not None and str(json_path) == "-"  # the report for a pipe (| jq): the lines to stderr
+
+    def say(line: str) -> None:
+        click.echo(line, err=to_stdout)
+
+    if json_path is not None and not to_stdout:  # checked before the evaluation, which takes a while
         from lway_rt.io.weights import check_dir_can_be_written, check_file_destination
 
         target = Path(json_path)
         check_file_destination(target, "--json")
         if target.is_dir():
             raise InputError(f"--json {target} is a folder: name the report's file, e.g. {target / 'eval.json'}")
+        if target.exists() and not target.is_file():
+            raise InputError(f"--json {target} is not a regular file (a device or pipe): name a file, or pass --json - "
+                             "for standard output")
         # a folder that takes no file is said now, not after minutes; a missing one is made only to write the report
         check_dir_can_be_written(target.parent, "--json")
         if target.is_file() and target.stat().st_size:
@@ -65,23 +74,23 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}
     for name, g in report["geometries"].items():
-        click.echo(f"[{name}] recon {_num(g['recon'], '.2f')} dB | identity {_num(g['identity'], '.2f')} dB | gain "
-                   f"{_num(g['gain_db'], '+.2f')} dB | "
-                   f"separation {_num(g['separation_ratio'], '.3f')}")
-        click.echo(f"  ablation: own {g['recon']:.2f}  shuffled {g['shuffled']:.2f}  zero {g['zero']:.2f}  "
-                   f"cross-image {_num(g['cross_image'], '.2f')}  gap {g['ablation_gap_db']:+.2f} dB")
+        say(f"[{name}] recon {_num(g['recon'], '.2f')} dB | identity {_num(g['identity'], '.2f')} dB | gain "
+            f"{_num(g['gain_db'], '+.2f')} dB | "
+            f"separation {_num(g['separation_ratio'], '.3f')}")
+        say(f"  ablation: own {g['recon']:.2f}  shuffled {g['shuffled']:.2f}  zero {g['zero']:.2f}  "
+            f"cross-image {_num(g['cross_image'], '.2f')}  gap {g['ablation_gap_db']:+.2f} dB")
         nd = g["no_degradation_draws"]
         if nd.get("n"):
-            click.echo(f"  no-degradation draws (n={nd['n']}, left out of the mean): recon {nd['recon']:.2f} dB")
+            say(f"  no-degradation draws (n={nd['n']}, left out of the mean): recon {nd['recon']:.2f} dB")
         for kind, k in g["per_kind"].items():
             ident = f"{k['identity']:.2f}" if "identity" in k else "inf"
-            click.echo(f"  {kind:18s} n={k['n']:3d} recon {k['recon']:6.2f} identity {ident:>6s} shuffled {k['shuffled']:6.2f}")
+            say(f"  {kind:18s} n={k['n']:3d} recon {k['recon']:6.2f} identity {ident:>6s} shuffled {k['shuffled']:6.2f}")
         for p, k in report["presets"][name].items():
-            click.echo(f"  preset {p:18s} recon {k['recon']:6.2f} identity {k['identity']:6.2f} shuffled {k['shuffled']:6.2f} "
-                       f"zero {k['zero']:6.2f}")
-    click.echo(f"recon_psnr {_num(report['recon_psnr'], '.2f')} dB, identity_psnr {_num(report['identity_psnr'], '.2f')} dB, "
-               f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
-               f"({report['geometry']})")
+            say(f"  preset {p:18s} recon {k['recon']:6.2f} identity {k['identity']:6.2f} shuffled {k['shuffled']:6.2f} "
+                f"zero {k['zero']:6.2f}")
+    say(f"recon_psnr {_num(report['recon_psnr'], '.2f')} dB, identity_psnr {_num(report['identity_psnr'], '.2f')} dB, "
+        f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
+        f"({report['geometry']})")
     # (a checkpoint whose outputs are NaN/inf is refused by evaluate_stage1: an undefined number here is the data's)
     one_image = len(report["settings"]["images"]) < 2
     undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio")
@@ -92,7 +101,11 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     if one_image:
         click.echo("note: separation_ratio and the cross-image ablation undefined (they compare one draw on different "
                    "images; every crop is from one image): use more images in --data", err=True)
-    if json_path:
+    if to_stdout:
+        from lway_rt.io.weights import finite
+
+        click.echo(json.dumps(finite(report), indent=1, allow_nan=False))
+    elif json_path:
         from lway_rt.io.weights import atomic_write_bytes, finite
 
         try:  # strict JSON: an undefined number is null, not NaN
