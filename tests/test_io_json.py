@@ -43,3 +43,29 @@ def test_long_lists_in_messages_name_the_first_and_count_the_rest(tmp_path):
         save_safetensors(tmp_path / "w.safetensors", {"body.0.weight": torch.tensor([float("nan")]), "body.0.bias": torch.zeros(1)})
     assert str(info.value) == "refusing to save weights with NaN/inf values (body.0.weight)"
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_cut_safetensors_file_whose_header_length_starts_0x80_is_named_as_cut(tmp_path):
+    """A safetensors header length's low byte of 0x80 read as a pickle's first byte: a cut checkpoint was called "a
+    PyTorch checkpoint named .safetensors: rename it to .pth"."""
+    import pytest
+    import torch
+
+    from lway_rt.errors import DamagedFileError
+    from lway_rt.io.weights import load_state_file, safetensors_bytes
+
+    for pad in range(300):  # metadata of a length that puts 0x80 in the header length's low byte
+        blob = safetensors_bytes({"w": torch.zeros(4096)}, {"note": "x" * pad})
+        if blob[0] == 0x80:
+            break
+    assert blob[0] == 0x80
+    cut = tmp_path / "run.safetensors"
+    cut.write_bytes(blob[:60])  # cut inside its header
+    with pytest.raises(DamagedFileError, match="is not a readable safetensors file"):
+        load_state_file(cut)
+    pth = tmp_path / "named.safetensors"  # a real pickle-zip under the wrong name is still named as such
+    torch.save({"w": torch.zeros(2)}, pth)
+    from lway_rt.errors import ModelError
+
+    with pytest.raises(ModelError, match="is a PyTorch checkpoint named .safetensors"):
+        load_state_file(pth)

@@ -465,9 +465,11 @@ def _sniff(path: Path) -> str | None:
     then the JSON header), "torch" (torch.save's zip, or a legacy pickle), or None."""
     with open(path, "rb") as f:
         head = f.read(10)
-    if len(head) == 10 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+    if len(head) == 10 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0:  # whole or cut short
         return "safetensors"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+    # a pickle starts with PROTO (0x80) and its version; a safetensors header length's low byte may be 0x80 too (a
+    # cut stage-1 checkpoint was called "a PyTorch checkpoint named .safetensors")
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
         return "torch"
     return None
 
