@@ -286,6 +286,10 @@ def test_an_existing_run_is_replaced_only_with_overwrite(tmp_path, photo_dir):
     with pytest.raises(TrainingError, match="holds a run that can go on .*pass --resume"):
         train(TrainConfig(**{**cfg.__dict__, "iters": 2}))
     assert out.read_bytes() == before
+    (photo_dir.parent / "with_a_cut_photo").mkdir(exist_ok=True)  # said before any photo is read (it came after
+    (photo_dir.parent / "with_a_cut_photo" / "cut.png").write_bytes(b"\x89PNG\r\n")  # minutes of decoding)
+    with pytest.raises(TrainingError, match="holds a run that can go on .*pass --resume"):
+        train(TrainConfig(**{**cfg.__dict__, "data": str(photo_dir.parent / "with_a_cut_photo")}))
     logs = []
     train(TrainConfig(**{**cfg.__dict__, "iters": 3}), resume=True, log=logs.append, stop_after=1)
     assert not any("other settings" in m for m in logs), logs  # the same command: no change to name (tuples too)
@@ -782,3 +786,35 @@ def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     assert re.search(r"interrupted at iteration \d+; the checkpoint of iteration \d+ is kept", output), output
     assert load_stage1(out).meta["iterations"] % 4 == 0
+
+
+def test_a_resume_says_when_its_photos_moved_or_changed(photo_dir, tmp_path):
+    """After the photos folder moved, `--resume` said "or leave --data out", which the user had done; a folder whose
+    photos changed went on without a word (2 images became 11)."""
+    import shutil
+
+    data = tmp_path / "photos"
+    shutil.copytree(photo_dir, data)
+    out = tmp_path / "s1.safetensors"
+    small = ["--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks", "1", "--skip",
+             "--ckpt-every", "2", "--threads", "1"]
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(data), "--out", str(out), "--iters", "2", *small])
+    assert res.exit_code == 0, res.output
+    seg = load_stage1(out).meta["segments"][-1]
+    assert seg["data_images"] == len(list(photo_dir.iterdir())) and len(seg["data_sha256"]) == 64
+    shutil.copy(next(photo_dir.iterdir()), data / "another.png")
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "4", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    n = len(list(photo_dir.iterdir()))
+    assert f"note: the photos in {data} changed since the run's last checkpoint (it read {n} image(s) there, {n + 1} " \
+           "now)" in res.output, res.output
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "6", "--threads", "1"])
+    assert res.exit_code == 0 and "changed since" not in res.output, res.output  # unchanged since the last checkpoint
+    data.rename(tmp_path / "moved")
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "8", "--threads", "1"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+    assert f"the run in {out} trained on the photos in {data}, which is not a folder now (moved or deleted?): pass " \
+           "--data FOLDER" in res.output and "leave --data out" not in res.output
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "8", "--threads", "1",
+                                    "--data", str(tmp_path / "moved")])
+    assert res.exit_code == 0 and load_stage1(out).meta["iterations"] == 8, res.output

@@ -35,6 +35,11 @@ def _with_recorded_settings(cfg, out: Path, ctx):
     last_data = segments[-1].get("data") if segments and isinstance(segments[-1], dict) else None
     if changes.get("data") and not Path(changes["data"]).is_absolute() and isinstance(last_data, str):
         changes["data"] = last_data  # a run that recorded its folder as typed (relative): the folder it read
+    if changes.get("data") and not Path(changes["data"]).is_dir():  # "leave --data out" was the advice: it was left out
+        from lway_rt.errors import InputError
+
+        raise InputError(f"the run in {out} trained on the photos in {changes['data']}, which is not a folder now (moved "
+                         "or deleted?): pass --data FOLDER to go on with them where they are now")
     if typed(ctx, "time_limit_s"):  # the iterations come from the time limit's plan, which train() keeps
         changes.pop("iters", None)
     synth = prev.get("synth") if isinstance(prev.get("synth"), dict) else {}

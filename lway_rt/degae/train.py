@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from lway_rt.degae import Stage1, load_stage1
 from lway_rt.bench.machine import cpu_model
-from lway_rt.degae.data import BUNDLED_TRAIN, load_images, random_crops
+from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
@@ -494,7 +494,6 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     refuse_if_busy(_lock_path(out), "--out")  # at once, not after the images are read
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    images = list(load_images(cfg.data, cfg.crop).values())
     start, elapsed0 = 0, 0.0
     if not out.exists() and _resume_path(out).exists():  # its checkpoint moved or deleted: nothing to go on from
         log(f"note: {_resume_path(out)} is left from a run whose checkpoint {out.name} is gone; this run starts "
@@ -551,6 +550,13 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
         segments = []
+    # read once --out is accepted: a refusal of --out (resume or overwrite it?) came after minutes of decoding photos
+    images = list(load_images(cfg.data, cfg.crop).values())
+    data_sha = folder_digest(Path(cfg.data)) if cfg.data else None  # recorded per segment: a resume sees a change
+    seen = segments[-1] if segments else {}
+    if data_sha and seen.get("data_sha256") and seen["data_sha256"] != data_sha and _same_data(seen.get("data"), cfg.data, [seen]):
+        log(f"note: the photos in {cfg.data} changed since the run's last checkpoint (it read {seen.get('data_images', '?')} "
+            f"image(s) there, {len(images)} now): the run goes on with them as they are now")
     held.enter_context(exclusive_run(_lock_path(out), "--out"))  # accepted: nothing else writes there
     lpips = None
     if cfg.perceptual == "lpips":
@@ -660,6 +666,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                 # per segment: what a resume may change (the recipe keeps the last segment's settings only)
                 seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
                        "data": str(Path(cfg.data).absolute()) if cfg.data else None}
+                if data_sha:
+                    seg.update(data_sha256=data_sha, data_images=len(images))
                 if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
                     seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
                 try:
