@@ -283,7 +283,12 @@ def test_eval_says_which_images_are_too_small_and_leaves_them_out_of_the_report(
     (tmp_path / "mixed" / "a.png").unlink()
     res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "mixed")])
     assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
-    assert "no evaluation image is at least 48 px on each side (sizes: small.png 60x40); use a smaller --crop" in res.output
+    assert "no evaluation image is at least 48 px on each side (sizes: small.png 60x40); use --crop 40 or less, or " \
+           "larger photos" in res.output  # a crop that works (it said "a smaller --crop")
+    for i in range(7):  # many: named up to five, and counted
+        Image.new("RGB", (30, 30)).save(tmp_path / "mixed" / f"tiny{i}.png")
+    res = CliRunner().invoke(main, [*args, "--data", str(tmp_path / "mixed")])
+    assert res.exit_code == 1 and "tiny3.png 30x30 and 3 more); use --crop 40 or less" in res.output, res.output
 
 
 def test_a_json_folder_that_takes_no_file_is_refused_before_the_evaluation(tmp_path, monkeypatch):

@@ -216,6 +216,10 @@ def test_bad_data_is_refused(tmp_path, photo_dir):
     empty.mkdir()
     with pytest.raises(InputError, match="holds no images"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(empty), **TINY))
+    (empty / "trip").mkdir()  # the photos one level down: said (it was "holds no images" and nothing more)
+    Image.new("RGB", (40, 40)).save(empty / "trip" / "a.png")
+    with pytest.raises(InputError, match=r"holds no images directly inside .*; trip hold\(s\) images: pass that folder"):
+        train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(empty), **TINY))
     with pytest.raises(InputError, match="does not exist"):
         train(TrainConfig(out=str(tmp_path / "o.safetensors"), data=str(tmp_path / "missing"), **TINY))
     broken = tmp_path / "broken"

@@ -432,3 +432,10 @@ def test_a_mistyped_model_name_gets_the_closest_one(model_store, tmp_path):
             store.resolve_model_path("my_anime_lwya")
     finally:
         mine.unlink()
+
+
+def test_import_of_a_file_name_offers_the_model_and_a_name_twice_is_converted_once(model_store):
+    res = run("models", "import", "realesr-animevideov3.safetensors")
+    assert res.exit_code == 1 and "does not exist; did you mean 'realesr-animevideov3'" in res.output, res.output
+    res = run("models", "import", "realesr-animevideov3", "realesr-animevideov3")
+    assert res.exit_code == 0 and res.output.count("realesr-animevideov3: ") == 1, res.output

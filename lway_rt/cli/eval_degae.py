@@ -19,7 +19,8 @@ def _num(x: float, fmt: str) -> str:
 @click.option("--checkpoint", type=PathParam(path_type=Path, names_a_file=True), default=None,
               help="Stage-1 checkpoint (default: the shipped one).")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
-              help="Folder of held-out clean photos (default: bundled chelsea and coffee, never trained on).")
+              help="Folder of held-out clean photos, those directly inside it (default: bundled chelsea and coffee, "
+                   "never trained on).")
 @click.option("--json", "json_path", type=PathParam(path_type=Path, names_a_file=True), default=None,
               help="Write the full report here ('-': to standard output, the summary lines going to standard error).")
 @click.option("--crop", type=int, default=96, show_default=True)

@@ -44,7 +44,7 @@ def list_cmd() -> None:
 @click.option("--force", is_flag=True, help="Convert again even if already in the store.")
 def import_cmd(names: tuple[str, ...], force: bool) -> None:
     """Convert packaged models into the store (all of them when no NAMES are given)."""
-    for name in names or tuple(store.SOURCES):
+    for name in dict.fromkeys(names or tuple(store.SOURCES)):  # a name given twice is converted once
         path = store.import_model(name, force=force)
         click.echo(f"{name}: {path}")
 

@@ -51,7 +51,8 @@ def _with_recorded_settings(cfg, out: Path, ctx):
 
 @click.command("train-degae")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
-              help="Folder of clean photos (default: the bundled scikit-image training photos).")
+              help="Folder of clean photos, those directly inside it (hidden files skipped; default: the bundled "
+                   "scikit-image training photos).")
 @click.option("--out", type=PathParam(path_type=Path, names_a_file=True), default=Path("stage1.safetensors"), show_default=True,
               help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
 @click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")

@@ -92,6 +92,13 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False) -> 
                          "to use the bundled ones")
     files = folder_images(folder)
     if not files:
+        from lway_rt.errors import listing
+        from lway_rt.io.images import image_subfolders
+
+        if subs := image_subfolders(folder):  # only the files directly inside are read
+            raise InputError(f"{option} {folder} holds no images directly inside (the photos of a folder are read, not "
+                             f"those of its sub-folders); {listing((d.name for d in subs), 3)} hold(s) images: pass "
+                             "that folder, or move the photos up")
         raise InputError(f"{option} {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): put clean photos there, or "
                          f"leave {option} out to use the bundled ones")
     # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,

@@ -69,7 +69,7 @@ def _too_small(images: dict[str, torch.Tensor], crop: int) -> dict[str, str]:
     return {n: f"{t.shape[2]}x{t.shape[1]}" for n, t in images.items() if min(t.shape[1:]) < crop}
 
 
-def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int, step: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``per_image`` most textured non-overlapping crops of each image (flat sky or walls tell
     nothing about a degradation, and every degradation leaves them nearly unchanged), and the index of
     the image each crop comes from (images left out for their size count too)."""
@@ -91,9 +91,10 @@ def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int) -> tuple[
     if not out:
         from lway_rt.errors import InputError
 
+        fit = max(min(t.shape[1:]) for t in images.values()) // step * step  # the largest crop one image takes
+        way = f"use --crop {fit} or less, or larger photos" if fit >= 24 else "use photos of at least 24 px a side"
         raise InputError(f"no evaluation image is at least {crop} px on each side (sizes: "
-                         f"{', '.join(f'{n} {s}' for n, s in list(_too_small(images, crop).items())[:5])}); use a "
-                         "smaller --crop or larger photos")
+                         f"{listing((f'{n} {s}' for n, s in _too_small(images, crop).items()), 5)}); {way}")
     return torch.stack(out), torch.tensor(owner)
 
 
@@ -169,7 +170,7 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
     log = log or (lambda s: None)
     dev = next(s1.reconstructor.parameters()).device
     images = load_bundled(BUNDLED_HELDOUT) if cfg.data is None else load_folder(cfg.data)
-    clean, owner = _crops(images, cfg.crop, cfg.crops_per_image)
+    clean, owner = _crops(images, cfg.crop, cfg.crops_per_image, math.lcm(*cfg.geometries))
     clean = clean.to(dev)
     skipped = _too_small(images, cfg.crop)
     if skipped and note is not None:

@@ -642,7 +642,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                 planned = _plan_iters(cfg.iters, it, rate, cfg.time_limit_s - spent - (time.time() - t0))
                 plan_fixed = True
                 if planned != cfg.iters:
-                    log(f"--time-limit {cfg.time_limit_s:.0f}s at {rate:.2f} it/s: {planned} iterations instead of {cfg.iters}")
+                    log(f"--time-limit {cfg.time_limit_s:g}s at {rate:.2f} it/s: {planned} iterations instead of {cfg.iters}")
                     cfg = replace(cfg, iters=planned)
                     end = planned if stop_after is None else min(planned, start + stop_after)
                     source.end = end

