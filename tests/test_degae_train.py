@@ -681,6 +681,11 @@ def test_log_file_gets_every_line_and_the_terminal_what_it_gets_without_it(photo
                                     str(tmp_path / "b.log")])  # -q: the notes still print
     assert res.exit_code == 0 and "there is no run to resume" in res.output and "stage-1 training:" not in res.output
     assert "there is no run to resume" in (tmp_path / "b.log").read_text()
+    # the result and how a run ended go to the log too (a run left alone with -q --log ended at its last step there)
+    assert f"wrote {tmp_path / 'b.safetensors'} (2 iterations" in (tmp_path / "b.log").read_text()
+    res = CliRunner().invoke(main, [*base, "-q", "--out", str(tmp_path / "b.safetensors"), "--log", str(tmp_path / "b.log")])
+    assert res.exit_code == 1 and "error: " in (tmp_path / "b.log").read_text().splitlines()[-1]
+    assert "holds a run that can go on" in (tmp_path / "b.log").read_text().splitlines()[-1]
 
 
 class _Runs:

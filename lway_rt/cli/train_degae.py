@@ -148,12 +148,25 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         if not quiet or msg.startswith(("note:", "warning:", "--time-limit")):
             click.echo(msg, err=True)
 
-    result = train(cfg, resume=resume, log=log, progress=not quiet, overwrite=overwrite)
+    def to_log(line: str) -> None:  # the result, or how the run ended: the log gets it too (it ended at the last step)
+        if log_path:
+            with open(log_path, "a") as f:
+                f.write(line + "\n")
+
+    from lway_rt.errors import Interrupted, LwayError
+
+    try:
+        result = train(cfg, resume=resume, log=log, progress=not quiet, overwrite=overwrite)
+    except LwayError as exc:  # Interrupted included: the CLI prints it; a run left alone with --log needs it there
+        to_log(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")  # as the terminal shows it
+        raise
     if "loss" not in result.last:  # a resume of a run already at --iters: no step ran
-        click.echo(f"kept {result.out} ({result.iterations} iterations; nothing to train)")
-        return
-    click.echo(f"wrote {result.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min, "
-               f"last loss {result.last['loss']:.4f})")
+        line = f"kept {result.out} ({result.iterations} iterations; nothing to train)"
+    else:
+        line = (f"wrote {result.out} ({result.iterations} iterations, {result.seconds / 60:.1f} min, "
+                f"last loss {result.last['loss']:.4f})")
+    to_log(line)
+    click.echo(line)
 
 
 def _check_log_file(path: Path) -> None:
