@@ -328,3 +328,13 @@ def test_a_missing_json_folder_is_made_only_to_write_the_report(tiny_ckpt, tmp_p
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tiny_ckpt), "--json", str(dest), "--crop", "48",
                                     "--crops-per-image", "1", "--draws", "2"])
     assert res.exit_code == 0 and json.loads(dest.read_text())["settings"]["crop"] == 48, res.output
+
+
+def test_an_undefined_separation_of_any_geometry_is_explained(tiny_ckpt):
+    """With few --draws the x4 round trip printed "separation undefined" with no note (only the main geometry had one)."""
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tiny_ckpt), "--crop", "48", "--crops-per-image", "1",
+                                    "--draws", "2", "--seed", "4"])  # draws whose x4 round trip has one degrading draw
+    assert res.exit_code == 0, res.output
+    assert "[roundtrip_x4]" in res.output and "separation undefined" in res.output
+    assert "note: the roundtrip_x4 separation undefined (too few of the draws degrade the image): use more --draws" \
+        in res.output, res.output

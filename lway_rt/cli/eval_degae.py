@@ -96,6 +96,8 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     one_image = len(report["settings"]["images"]) < 2
     undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio")
                  if not math.isfinite(report[k]) and not (k == "separation_ratio" and one_image)]
+    undefined += [f"the {name} separation" for name, g in report["geometries"].items()  # the other geometries' too
+                  if name != report["geometry"] and not one_image and not math.isfinite(g["separation_ratio"])]
     if undefined:
         click.echo(f"note: {', '.join(undefined)} undefined (too few of the draws degrade the image): use more --draws",
                    err=True)
