@@ -157,7 +157,11 @@ def test_a_fixed_shape_export_is_timed_at_its_shape(tmp_path):
     for extra in (["-s", "48"], ["-s", "32", "--batch", "2"]):
         res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), *extra, "--no-peak", *TINY])
         assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
-        assert "was exported for fixed 1x3x32x32 inputs" in res.output and "--size 32x32 --batch 1, or --tile 32" in res.output
+        assert "was exported for fixed 1x3x32x32 inputs (batch, channels, height, width)" in res.output, res.output
+        assert "--size 32x32 (width x height) --batch 1, or --tile 32 --tile-overlap 8 on larger images" in res.output
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "64", "--tile", "32", "--tile-overlap", "8",
+                                    "-b", "ort-cpu", "--no-peak", *TINY])  # the suggestion is one serve-bench takes
+    assert res.exit_code == 0, res.output
 
 
 def test_an_fp16_file_nothing_here_can_time_is_not_a_success(tmp_path):

@@ -176,6 +176,7 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
 
     meta = {p.key: p.value for p in onnx.load(str(exported), load_external_data=False).metadata_props}
     manifest = json.loads(exported.with_suffix(".json").read_text())
+    assert manifest["cache_key_fields"]["metadata"] == 1  # files from before the metadata are not cache hits
     assert meta["lway_rt.what"] == "sr" and meta["lway_rt.scale"] == "4" and meta["lway_rt.shape"] == "dynamic"
     assert meta["lway_rt.weights_sha256"] == manifest["source"]["weights_sha256"] and meta["lway_rt.precision"] == "fp32"
     capped = _export(str(capped_weights), tmp_path / "exp")
@@ -194,6 +195,8 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
     for model, needle in (
         (shutil.copy(encoder, tmp_path / "moved" / "enc.onnx"), "holds stage 1's encoder, not an SR network"),
         (_edited_metadata(exported, tmp_path / "moved" / "x2.onnx", scale="2"), "says it upscales x2 but makes x4"),
+        (_edited_metadata(exported, tmp_path / "moved" / "m0.onnx", size_multiple="0"),  # was a ZeroDivisionError
+         "gives size_multiple 0 and min_size 1 (each must be 1 or more)"),
         (_edited_metadata(exported, tmp_path / "moved" / "static.onnx", shape="static 32x32"),
          "was exported for fixed 32x32 tiles: export it without --static"),
     ):

@@ -297,9 +297,11 @@ def _check_static_cases(exported: _ExportedFile, cases: list[_Case]) -> None:
     if wrong:
         c = wrong[0]
         asked = f"--tile {c.tile} on {c.width}x{c.height}" if c.tile else f"{c.width}x{c.height} at batch {c.batch}"
-        tiled = f", or --tile {h} on larger images" if h == w and b == 1 else ""
-        raise InputError(f"{exported.path.name} was exported for fixed {b}x3x{h}x{w} inputs, so it cannot time {asked}: "
-                         f"time it with --size {w}x{h} --batch {b}{tiled} (or export one without --static)")
+        # tiles must be more than twice the overlap; a quarter of the tile keeps the seams within the tiled gate
+        tiled = f", or --tile {h} --tile-overlap {h // 4} on larger images" if h == w and b == 1 else ""
+        raise InputError(f"{exported.path.name} was exported for fixed {b}x3x{h}x{w} inputs (batch, channels, height, "
+                         f"width), so it cannot time {asked}: time it with --size {w}x{h} (width x height) --batch {b}"
+                         f"{tiled} (or export one without --static)")
 
 
 def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _ExportedFile:

@@ -67,6 +67,9 @@ def onnx_key_fields(*, what: str, arch: str, hparams: Mapping[str, Any], weights
         "precision": precision, "io_dtype": "float32", "opset": opset, "shape_mode": shape_mode,
         "tile": list(tile) if tile else None, "batch": batch,
         "versions": installed_versions(("torch", "onnx", "onnxscript")),
+        # the file describes itself (lway_rt.* metadata_props, export.pipeline.onnx_metadata): files exported before
+        # it did are not cache hits, so a capped one moved away from its manifest is never tiled
+        "metadata": 1,
     }
     if precision == "fp16":
         fields["keep_fp32_ops"] = sorted(keep_fp32_ops)

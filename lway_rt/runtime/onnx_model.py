@@ -154,6 +154,9 @@ def _spec_without_manifest(module: OnnxSR, path: Path) -> tuple[ArchSpec, dict[s
     except (KeyError, ValueError) as exc:
         raise InputError(f"{path.name}'s lway_rt metadata is incomplete ({type(exc).__name__}: {exc}): export it again "
                          "with 'lwayrt export'") from None
+    if multiple < 1 or least < 1:  # edited by hand: 0 divided by zero in the tiler
+        raise InputError(f"{path.name}'s lway_rt metadata gives size_multiple {multiple} and min_size {least} (each must "
+                         "be 1 or more): it was changed after 'lwayrt export' wrote it; export it again")
     if scale != spec.scale:
         raise InputError(f"{path.name} says it upscales x{scale} but makes x{spec.scale} images: it was changed after "
                          "'lwayrt export' wrote it; export it again")
