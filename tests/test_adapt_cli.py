@@ -1036,6 +1036,10 @@ def test_config_file_keys_in_an_adapt_table_or_at_the_top(tmp_path):
         assert load_toml_defaults(tmp_path / name) == {"iterations": 7, "batch_size": 2}
     with pytest.raises(InputError, match=r"\[adapt\] must be a table"):
         load_toml_defaults(tmp_path / "bad.toml")
+    # both: the top-level keys were dropped without a word (a 4-iteration recipe ran 200 iterations)
+    (tmp_path / "both.toml").write_text("iterations = 4\npatch-size = 24\n[adapt]\nlr = 1e-5\n")
+    with pytest.raises(InputError, match=r"settings both at its top level \(iterations, patch-size\) and in \[adapt\]"):
+        load_toml_defaults(tmp_path / "both.toml")
 
 
 def test_a_bad_value_from_the_config_file_keeps_the_file_s_key_name(files, tmp_path):
@@ -1227,6 +1231,10 @@ def test_a_runs_config_json_runs_the_same_recipe_again(files, tmp_path):
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "x"), *_fast(files),
                        "--config", str(tmp_path / "bad.json")])
     assert code == 1 and "is not an object of settings" in text, text
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "x"), *_fast(files),
+                       "--config", str(first / "report.json")])  # an easy slip: it listed some 70 unknown keys
+    assert code == 1 and f"is a run's report, not its settings: pass the config.json beside it (--config " \
+        f"{first / 'config.json'})" in text, text
 
 
 def test_resume_notices_other_photos_in_sup_data(files, tmp_path, hr_crop):

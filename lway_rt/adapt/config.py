@@ -464,9 +464,15 @@ def load_toml_defaults(path: str | Path) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise InputError(f"config file {p} is not an object of settings: give the config.json an adapt run "
                              "wrote, or a TOML file")
+        if {"history", "images"} <= data.keys() and (p.parent / "config.json").is_file():  # an easy slip
+            raise InputError(f"{p} is a run's report, not its settings: pass the config.json beside it "
+                             f"(--config {p.parent / 'config.json'})")
         return {k.replace("-", "_"): v for k, v in data.items()}
     data = read_toml(p, "config file")
     table = data.get("adapt", data)
     if not isinstance(table, dict):
         raise InputError(f"config file {p}: [adapt] must be a table")
+    if "adapt" in data and (outside := sorted(k for k in data if k != "adapt")):  # they were dropped without a word
+        raise InputError(f"config file {p} has settings both at its top level ({', '.join(outside)}) and in [adapt]: "
+                         "put them all in one place")
     return {k.replace("-", "_"): v for k, v in table.items()}
