@@ -387,3 +387,14 @@ def test_a_group_of_one_image_is_judged_by_the_widest_groups_spread(files, tmp_p
     res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up2"),
                                     "--stage1", str(tmp_path / "gone.safetensors")])
     assert res.exit_code == 1 and "gone.safetensors does not exist: pass the stage-1 checkpoint" in res.output, res.output
+
+
+def test_groups_auto_in_any_case(tmp_path):
+    """The help shows N|AUTO as click prints metavars; 'AUTO' was 'neither a number of groups nor auto'."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    res = CliRunner().invoke(main, ["adapt", str(tmp_path / "x.png"), "-m", "realesr-animevideov3", "-o",
+                                    str(tmp_path / "out"), "--mode", "per-group", "--groups", "AUTO"])
+    assert res.exit_code == 1 and "x.png does not exist" in res.output, res.output  # past --groups AUTO

@@ -290,3 +290,16 @@ def test_an_empty_model_name_names_the_option_given(tmp_path):
     with pytest.raises(ModelError) as err:  # the library's own word, for any caller: no option named
         resolve_model_path("")
     assert "-m" not in str(err.value) and "no model given (an empty name)" in str(err.value)
+
+
+def test_demo_takes_photos_comma_separated_and_o_for_out(tmp_path):
+    """The help's default list looks comma-separated, but 'astronaut,chelsea' was an unknown photo; adapt and upscale
+    take -o, demo took only --out."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    res = CliRunner().invoke(main, ["demo", "--photo", "chelsea,coffee", "--model", "realesr-animevideov3", "--crop", "64",
+                                    "--no-adapt", "-o", str(tmp_path / "d")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "d" / "chelsea_hr.png").is_file() and (tmp_path / "d" / "coffee_hr.png").is_file()

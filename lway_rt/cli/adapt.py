@@ -96,8 +96,10 @@ class _GroupsType(click.ParamType):
     name = "N|auto"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int) or value == "auto":
+        if isinstance(value, int):
             return value
+        if str(value).lower() == "auto":  # AUTO / Auto as the help shows it
+            return "auto"
         try:
             return int(value)
         except ValueError:

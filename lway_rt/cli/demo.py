@@ -12,9 +12,10 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
+@click.option("-o", "--out", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
               help="Folder for the images, comparisons and results.json: new, empty, or an earlier demo's (its files are replaced).")
-@click.option("--photo", "photos", multiple=True, help="Bundled photo(s) to use [default: astronaut, chelsea, coffee, rocket].")
+@click.option("--photo", "photos", multiple=True,
+              help="Bundled photo to use, repeatable or comma-separated [default: astronaut, chelsea, coffee, rocket].")
 @click.option("--model", "models", multiple=True, type=NAME,
               help="Model(s) to compare [default: realsr-df2k-x4, realesr-animevideov3].")
 @click.option("--crop", default=256, show_default=True, type=int, help="Side of the ground-truth crop (HR), pixels.")
@@ -42,6 +43,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     if not adapt and (unused := typed(ctx, "preset", "iterations", "adapt_model", "adapt_crop", "stage1")):
         raise InputError(f"{and_list(unused)} {'is' if len(unused) == 1 else 'are'} for the adaptation step, which "
                          f"--no-adapt leaves out: drop {'it' if len(unused) == 1 else 'them'}, or drop --no-adapt")
+    photos = tuple(p.strip() for text in photos for p in text.split(",") if p.strip())  # --photo a,b as --photo a --photo b
     config = DemoConfig(out_dir=out_dir, photos=photos or DemoConfig.photos, models=models or DemoConfig.models, crop=crop)
     adapt_config = None
     if adapt:
