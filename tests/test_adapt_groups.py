@@ -398,3 +398,11 @@ def test_groups_auto_in_any_case(tmp_path):
     res = CliRunner().invoke(main, ["adapt", str(tmp_path / "x.png"), "-m", "realesr-animevideov3", "-o",
                                     str(tmp_path / "out"), "--mode", "per-group", "--groups", "AUTO"])
     assert res.exit_code == 1 and "x.png does not exist" in res.output, res.output  # past --groups AUTO
+
+
+def test_auto_grouping_into_one_says_why(files, tmp_path):
+    """It printed "grouped 3 image(s) into 1" and nothing more: no split was even scored (groups of 4 at least)."""
+    code, text = _adapt(files, tmp_path / "auto", "--mode", "per-group")
+    assert code == 0, text
+    assert "grouped 3 image(s) into 1 by stage 1's embedding: no split into groups of at least 4 images each; " \
+           "--groups N splits them into N" in text, text

@@ -1038,9 +1038,16 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
                              backend=config.encoder_backend)
     grouping = dc_replace(group_embeddings(emb, config.groups, seed=config.seed), embeddings=emb)
     if log is not None:
+        from lway_rt.adapt.groups import AUTO_MIN_SILHOUETTE, MIN_GROUP_SIZE
+
         tried = ", ".join(f"k={k} {s:.2f}" for k, s in grouping.silhouettes.items())
+        why = ""
+        if config.groups == "auto" and grouping.count == 1:  # say why one, and how to ask for more
+            why = (f": no split into groups of at least {MIN_GROUP_SIZE} images each" if not tried else
+                   f": no split clear enough (silhouette under {AUTO_MIN_SILHOUETTE:g})")
+            why += "; --groups N splits them into N"
         log(f"grouped {len(images)} image(s) into {grouping.count} by stage 1's embedding"
-            + (f" (silhouette {tried})" if tried else ""))
+            + (f" (silhouette {tried})" if tried else "") + why)
     return grouping
 
 
