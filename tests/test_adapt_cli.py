@@ -982,7 +982,7 @@ def test_overwrite_removes_only_the_old_runs_images(files, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_an_unfinished_runs_checkpoint_is_not_taken_for_a_model(files, tmp_path):
+def test_an_unfinished_runs_checkpoint_is_not_taken_for_a_model(files, tmp_path, held_elsewhere):
     out = tmp_path / "stopped"
     args, proc, text = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGINT)
     assert (out / CHECKPOINT).is_file(), text
@@ -994,6 +994,9 @@ def test_an_unfinished_runs_checkpoint_is_not_taken_for_a_model(files, tmp_path)
     for command in (["export", "-m", str(out), "--out", str(tmp_path / "exp")], ["serve-bench", "-m", str(out)]):
         code, text = _run(command)
         assert code == 1 and "stopped before its first checkpoint" in text and "run the same adapt command" in text, text
+    with held_elsewhere(out):  # a run still writing there: "run it again" would be refused as busy
+        code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(out), "-o", str(tmp_path / "up")])
+    assert code == 1 and "holds an lwayrt adapt run that is still running" in text and "wait for it" in text, text
 
 
 def test_the_base_model_is_recorded_by_absolute_path(files, tmp_path, monkeypatch):

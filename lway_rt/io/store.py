@@ -256,6 +256,9 @@ def resolve_model_path(spec: str) -> Path:
                     more = (f"; {unfinished} more run(s) there did not finish: the same adapt command with --resume "
                             "finishes them") if unfinished else ""
                     raise ModelError(f"{p} holds {many} ({shown}): pass one of them{more}")
+                if not candidates and _adapt_running(p):  # its advice ("run it again") would be refused as busy
+                    raise ModelError(f"{p} holds an lwayrt adapt run that is still running (another process is writing "
+                                     "there): wait for it to finish, then pass the folder again")
                 if not candidates and (p / "checkpoint.pt").is_file():  # lwayrt adapt's, of a run stopped midway
                     raise ModelError(f"{p} holds an unfinished lwayrt adapt run (checkpoint.pt, no weights yet): "
                                      "finish it with the same adapt command and --resume")
@@ -277,6 +280,18 @@ def resolve_model_path(spec: str) -> Path:
     names = list(SOURCES) + ([q.stem for q in store_dir().glob("*.safetensors")] if bare and store_dir().is_dir() else [])
     raise ModelError(f"unknown model '{spec}'{_did_you_mean(spec, names)}: use one of {', '.join(SOURCES)}, a name "
                      "from 'lwayrt models list', or a path to a .pth/.safetensors file")
+
+
+def _adapt_running(folder: Path) -> bool:
+    """Whether an lwayrt adapt run holds ``folder`` now (its lock, ``io.weights.exclusive_run``)."""
+    from lway_rt.errors import OutputError
+    from lway_rt.io.weights import refuse_if_busy
+
+    try:
+        refuse_if_busy(folder, "--out folder")
+    except OutputError:
+        return True
+    return False
 
 
 def _did_you_mean(name: str, names) -> str:
