@@ -124,7 +124,7 @@ def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["capped"]), "--detail-cap", "off", *TINY])
     assert res.exit_code == 1 and "so --detail-cap off cannot apply" in res.output, res.output  # it was timed capped
     renamed = tmp_path / "renamed.onnx"  # its manifest names another file: the advice must be one serve-bench takes
-    shutil.copy(files["plain"], renamed)
+    shutil.copy(files["capped"], renamed)
     shutil.copy(files["plain"].with_suffix(".json"), renamed.with_suffix(".json"))
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(renamed), *TINY])
     assert res.exit_code == 1 and "describes another file" in res.output and "move the manifest away" not in res.output

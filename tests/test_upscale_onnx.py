@@ -79,8 +79,13 @@ def test_onnx_file_without_its_manifest_is_probed(exported, photos, tmp_path):
 
 
 def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photos, tmp_path):
-    other = tmp_path / "renamed.onnx"  # the manifest names another file
-    shutil.copy(exported, other)
+    renamed = tmp_path / "anime.onnx"  # renamed with its manifest: the same bytes, run (it was refused by name)
+    shutil.copy(exported, renamed)
+    shutil.copy(exported.with_suffix(".json"), renamed.with_suffix(".json"))
+    res = _upscale(renamed, photos, tmp_path / "renamed_out", "--tile", "0")
+    assert res.exit_code == 0 and "note:" not in res.output, res.output
+    other = tmp_path / "renamed.onnx"  # the manifest names another file: other bytes
+    _edited_metadata(exported, other, scale="4 ")
     shutil.copy(exported.with_suffix(".json"), other.with_suffix(".json"))
     failed = tmp_path / "failed.onnx"  # a file whose export failed its gate
     shutil.copy(exported, failed)

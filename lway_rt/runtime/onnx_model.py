@@ -65,8 +65,10 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
     if manifest.get("what") != "sr":
         held = f"stage 1's {manifest['what']}" if manifest.get("what") else "no SR network its manifest names"
         raise InputError(f"{path.name} holds {held}, not an SR network: pass an SR export")
-    if artifact.get("file") != path.name or artifact.get("sha256") != file_sha256(path):
-        raise InputError(f"{mpath} describes another file than {path.name} (name or sha256 differs): re-export with "
+    if artifact.get("sha256") != file_sha256(path):  # the bytes decide: a file renamed with its manifest is the same
+        what = f"describes another file than {path.name}" if artifact.get("file") != path.name else \
+            f"records another sha256 than {path.name}'s (the file changed since it was exported)"
+        raise InputError(f"{mpath} {what}: re-export with "
                          "'lwayrt export'" + (", or move the manifest away to run the file unchecked" if runs_unchecked
                                              else " (the file is verified against the weights its manifest names)"))
     if manifest.get("ready") is not True:
