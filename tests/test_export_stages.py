@@ -118,6 +118,17 @@ def test_profile_overrides_and_paths(tmp_path):
     f.write_text('precision = "fp16"\n[shapes]\nmin = [1, 8, 8]\nopt = [1, 64, 64]\nmax = [2, 128, 128]\n')
     mine = load_profile(str(f))
     assert mine.name == "mine" and mine.shapes.max == (2, 128, 128) and mine.source == str(f)
+    import os
+
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        (tmp_path / "cpu").mkdir()  # a folder of the user's named like a profile: it was read as the profile
+        assert load_profile("cpu").source.endswith("cpu.toml")
+        (tmp_path / "plain").write_text('precision = "fp16"\n')  # a profile file without the ending: still a path
+        assert load_profile("plain").precision == "fp16"
+    finally:
+        os.chdir(here)
 
 
 @pytest.mark.parametrize("text, match", [

@@ -294,8 +294,11 @@ def load_profile(name_or_path: str | Path | None) -> ExportProfile:
         return ExportProfile()
     text = str(name_or_path)
     path = Path(text).expanduser()
-    if not (path.suffix == ".toml" or path.exists()):
-        path = profiles_dir() / f"{text}.toml"
+    shipped = profiles_dir() / f"{text}.toml"
+    # a profile's name wins over a file or folder of that name in the working folder (a 'cpu' folder of the user's
+    # was read as the profile: "is a folder"); a path names a file (ending .toml, or with a folder in it)
+    if path.suffix != ".toml" and (("/" not in text and shipped.is_file()) or not path.exists()):
+        path = shipped
         if not path.is_file():
             known = ", ".join(list_profiles()) or "none found"
             raise InputError(f"unknown export profile '{text}' (profiles in {profiles_dir()}: {known}); "
