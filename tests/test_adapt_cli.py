@@ -367,6 +367,7 @@ def test_kill_and_resume(files, tmp_path):
     for extra in (["--lr", "3e-4"], ["--lr", "3e-4", "--resume"]):
         code, text = _run([*args, *extra])
         assert code == 1 and (out / "config.json").read_bytes() == recorded, text
+    assert "pass --overwrite instead of --resume to start again there" in text, text  # the way on in this folder
     # what a kill mid-write leaves (hidden temporary files) goes once a run holds the folder; other files stay
     (out / "sr").mkdir(exist_ok=True)
     killed = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".report.json.x.tmp", out / "sr" / ".rgb.png.y.tmp"]

@@ -663,7 +663,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         if ck.get("fingerprint") != fingerprint:
             raise InputError(f"the checkpoint in {out_dir} was made with "
                              f"{_made_with(config, _recipe_of(ck), _read_json_dict(out_dir / 'config.json'))}: rerun "
-                             "with the same ones, or drop --resume and choose another --out folder")
+                             "with the same ones, pass --overwrite instead of --resume to start again there, or drop "
+                             "--resume and choose another --out folder")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"])
