@@ -652,3 +652,29 @@ def test_a_killed_exports_temporary_file_of_a_long_name_is_swept(tmp_path):
     res = CliRunner().invoke(main, ["export", "-m", str(model), "--out", str(out), "--precision", "fp32", "--force"])
     assert res.exit_code == 0, res.output
     assert not left.exists()
+
+
+def test_a_cache_hit_removes_what_a_killed_export_of_the_file_left(tmp_path):
+    """kill -9 during the parity gate leaves a hidden .onnx.tmp (2.5-68 MB); later runs were cache hits, which never
+    reached the sweep, so it stayed for ever."""
+    from lway_rt.io.weights import temp_stem
+
+    out = tmp_path / "exp"
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    (onnx,) = out.glob("*.onnx")
+    left = out / f".{temp_stem(onnx.stem)}.lwdeadbeefp999999999.abc.onnx.tmp"  # a writer on no machine now: gone
+    left.write_bytes(b"cut short")
+    import os
+    import time
+
+    old = time.time() - 2 * 86400
+    os.utime(left, (old, old))  # untouched for two days, whichever machine wrote it
+    mine = out / ".my-notes.tmp"
+    mine.write_text("mine")
+    from lway_rt.io import weights
+
+    weights._stale_by_folder.clear()  # a new process lists the folder afresh
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
+    assert res.exit_code == 0 and "cache hit" in res.output, res.output
+    assert not left.exists() and mine.read_text() == "mine"

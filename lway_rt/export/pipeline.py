@@ -19,6 +19,7 @@ the names and shapes against the engine's manifest.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -212,6 +213,9 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
                     log(f"{final.name} was accepted under a looser parity gate than this one: rebuilding")
                 hit = None
             if hit is not None:
+                # what an export of this file killed midway left (its hidden .onnx.tmp): a hit never reached the sweep
+                with contextlib.suppress(OSError):
+                    sweep_stale_temps(out_dir, f".{temp_stem(final.stem)}.", ".onnx.tmp")
                 named = "" if cand == final else f", exported as {hit.get('label', '?')}: the same weights and settings"
                 log(f"cache hit: {cand} (key {key[:12]}, parity passed when it was made{named})")
                 return ExportResult(ex.what, profile.precision, cand, key, True, hit.get("parity"), tile)
