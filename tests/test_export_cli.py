@@ -270,6 +270,8 @@ def test_options_the_chosen_export_does_not_use_are_refused(tmp_path):
         (["--what", "encoder", "--model", "no-such-model", "--detail-cap", "1.5"],
          "--model and --detail-cap are for the SR network, and --what encoder exports the stage-1 encoder alone"),
         (["--what", "encoder", "--base-model", "realesr-animevideov3"], "--base-model is for the SR network"),
+        (["--what", "encoder", "--min-psnr", "30"], "--min-psnr is for the SR network"),  # was ignored without a word
+        (["--what", "encoder", "--max-abs-diff", "1e-3"], "embeddings are gated by their relative difference"),
     ):
         res = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "out"), *args])
         assert res.exit_code == 1 and res.output.startswith("error: ") and match in res.output, (args, res.output)

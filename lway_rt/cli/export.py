@@ -45,9 +45,9 @@ def _log(msg: str) -> None:
 @click.option("--base-model", "base_model", metavar="M", type=NAME,
               help="The unadapted model the detail cap compares with [the one the weights record].")
 @click.option("--max-abs-diff", type=FINITE, default=1e-4, show_default=True,
-              help="Parity gate for fp32: largest allowed |exported - torch|.")
+              help="Parity gate for fp32 SR files: largest allowed |exported - torch|.")
 @click.option("--min-psnr", type=FINITE, default=45.0, show_default=True,
-              help="Parity gate for fp16: lowest allowed PSNR (dB) against the fp32 torch output.")
+              help="Parity gate for fp16 SR files: lowest allowed PSNR (dB) against the fp32 torch output.")
 def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
             stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr):
     """Export a model to ONNX (and optionally TensorRT); every artifact must pass the parity gate.
@@ -75,10 +75,10 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         if unused:
             raise InputError(f"--refit takes its settings from the engine's manifest: leave out {and_list(unused)} "
                              "(or build a new engine without --refit)")
-    elif what == "encoder" and (unused := typed(ctx, "model_spec", "detail_cap", "base_model")):
+    elif what == "encoder" and (unused := typed(ctx, "model_spec", "detail_cap", "base_model", "max_abs_diff", "min_psnr")):
         raise InputError(f"{and_list(unused)} {'is' if len(unused) == 1 else 'are'} for the SR network, and --what "
-                         "encoder exports the stage-1 encoder alone: use --what both, or drop "
-                         f"{'it' if len(unused) == 1 else 'them'}")
+                         "encoder exports the stage-1 encoder alone (its embeddings are gated by their relative "
+                         f"difference, 1e-4 fp32, 1e-2 fp16): use --what both, or drop {'it' if len(unused) == 1 else 'them'}")
     elif what == "sr" and (unused := typed(ctx, "stage1_path")):
         raise InputError("--stage1 is for --what encoder or both, and this export is of the SR network alone: add "
                          "--what both (or encoder), or drop --stage1")
