@@ -459,9 +459,10 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
         name = adapt_config.model
         check_adapt_model(name, loaded[name] if name in loaded else _load_logged(name, log))
     if adapt_config is not None and adapt_config.stage1:  # and a --stage1 that will not load, before the comparisons
-        from lway_rt.degae import load_stage1
+        from lway_rt.degae import load_stage1, unfinished_note
 
-        load_stage1(adapt_config.stage1)
+        if note := unfinished_note(load_stage1(adapt_config.stage1), str(adapt_config.stage1)):  # as adapt says it
+            log(note)
     check_file_destination(Path(config.out_dir), "--out")  # a file on the way: refused before any work
     out = Path(config.out_dir).resolve()
     try:

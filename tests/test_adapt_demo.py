@@ -169,3 +169,16 @@ def test_demo_bad_out_or_stage1_is_one_line_before_any_work(tmp_path):
                                     *small])
     assert res.exit_code == 1 and "gone.safetensors does not exist" in res.output, res.output
     assert "adapting" not in res.output and not (tmp_path / "d").exists(), res.output
+
+
+def test_demo_names_an_unfinished_stage1_checkpoint(tmp_path):
+    """adapt and eval-degae note a stage-1 checkpoint written part-way through its training; the demo said nothing."""
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=4).freeze()
+    s1.meta.update(iterations=70, recipe={"iters": 3000})
+    save_stage1(tmp_path / "w4.safetensors", s1)
+    res = CliRunner().invoke(main, ["demo", "--out", "/proc/lwayrt-demo", "--stage1", str(tmp_path / "w4.safetensors"),
+                                    "--model", "realesr-animevideov3", "--adapt-model", "realesr-animevideov3"])
+    assert res.exit_code == 1, res.output  # (refused for its --out after the checks: nothing is run)
+    assert "was written at iteration 70 of 3000" in res.output, res.output
