@@ -632,6 +632,10 @@ def test_detail_cap_holds_written_images_and_upscale_repeats_it(files, tmp_path)
     (["--detail-cap", "x"], "must be auto, off or a number >= 1"),
     (["--detail-cap", "0.5"], "must be auto, off or a number >= 1"),
     (["--detail-cap", "1.2", "--base-model", "nosuchmodel"], "needs the unadapted model nosuchmodel"),
+    # a recorded name that is no store model is said so, not with a "did you mean" of another model (whose weights
+    # its hash would then refuse)
+    (["--detail-cap", "1.2", "--base-model", "realesr-animevideov3-lway"],
+     "(realesr-animevideov3-lway is not a model in the store): pass --base-model"),
 ])
 def test_upscale_detail_cap_refusals(files, tmp_path, args, message):
     code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"),

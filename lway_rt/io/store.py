@@ -370,8 +370,9 @@ def load_recorded_model(specs, sha256: str | None = None, device: str = "cpu"):
     for spec in dict.fromkeys(str(s) for s in specs if s):
         try:
             desc = load_model(spec, device=device)
-        except LwayError as exc:
-            reasons.append(f"{spec} does not load: {exc}")
+        except LwayError as exc:  # a recorded name that is no store model (a display name, '<base>-lway'): said short,
+            unknown = str(exc).startswith(f"unknown model '{spec}'")  # without advice about another model's name
+            reasons.append(f"{spec} is not a model in the store" if unknown else f"{spec} does not load: {exc}")
             continue
         if sha256 and state_dict_sha256(desc.model.state_dict()) != sha256:
             reasons.append(f"{spec} has other weights (sha256 differs)")
