@@ -335,7 +335,8 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
             found = "which now holds other weights (sha256 differs)" if any(r.endswith("(sha256 differs)") for r in reasons) \
                 else "which is not found"
             raise InputError(f"{path.name} was exported from {what} {path_ or spec_or_path}, {found}: serve-bench needs those "
-                             "weights to verify the file; pass them with -m instead")
+                             "weights to verify the file; put them back there, or time the weights themselves with -m "
+                             "WEIGHTS (serve-bench exports its own ONNX of them)")
         return desc
 
     cap = source.get("detail_cap")

@@ -144,7 +144,10 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons in "
                           "the table); choose backends this machine can run")
     if exported and not bad and not any(r["status"] == "ok" and r["kind"] != "torch" for r in report["results"]):
-        raise BenchFailed(f"{given.name} itself was not timed: no backend asked for runs it here (reasons in the table)")
+        asked_onnx = any(r["kind"] != "torch" for r in report["results"])
+        raise BenchFailed(f"{given.name} itself was not timed: " + ("no backend asked for runs it here (reasons in the "
+                          "table)" if asked_onnx else "only torch was asked for, which times the weights it was "
+                          "exported from; add an ONNX backend, e.g. -b ort-cpu"))
     if bad:
         raise BenchFailed(f"{len(bad)} configuration(s) failed verification or could not run "
                           f"({', '.join(sorted({r['backend'] for r in bad}))}): see the table")
