@@ -113,6 +113,8 @@ def test_profile_overrides_and_paths(tmp_path):
     p = load_profile("cpu").replace(precision="fp16", mode="static", tiles=((64, 96),), workspace_mib=512,
                                     flags=("refit",), opset=None)
     assert p.precision == "fp16" and p.shapes.tiles == ((64, 96),) and p.tensorrt.workspace_mib == 512
+    twice = load_profile("cpu").replace(mode="static", tiles=("64x96", (64, 96), "32x32"))  # listed twice: one export
+    assert twice.shapes.tiles == ((64, 96), (32, 32))
     assert p.opset == 18 and p.tensorrt.flags == ("refit",)
     f = tmp_path / "mine.toml"
     f.write_text('precision = "fp16"\n[shapes]\nmin = [1, 8, 8]\nopt = [1, 64, 64]\nmax = [2, 128, 128]\n')

@@ -97,7 +97,7 @@ class ShapeProfile:
                 return tuple(t)
             raise InputError(f"static tile {t!r}: write it as \"HxW\" (e.g. \"256x256\") or [height, width]")
 
-        tiles = tuple(tile(t) for t in self.tiles)
+        tiles = tuple(dict.fromkeys(tile(t) for t in self.tiles))  # a tile listed twice is one export
         for t in tiles:
             if len(t) != 2 or min(t) < 1:
                 raise InputError(f"static tile {t!r} must be (height, width), positive")
