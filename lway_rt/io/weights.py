@@ -176,15 +176,15 @@ def atomic_path(dest: Path):
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
+        size = len(os.fsencode(dest_p.name))
+        if size > NAME_MAX:  # said as such: "cannot write to FOLDER: File name too long" sent the user to another folder
+            raise OutputError(f"cannot write {dest_p}: its name is {size} bytes, more than the {NAME_MAX} a file name "
+                              "may have; give it a shorter name")
         if dest_p.exists() and not dest_p.is_file() and not dest_p.is_dir():  # a folder: os.replace says so below
             raise OutputError(f"cannot write {dest_p}: it is not a regular file (a device, pipe or socket, such as "
                               "/dev/stdout); name a file")
         if dest_p.is_symlink():  # written through, as open() writes: the link stays and its file gets the new content
             dest_p = Path(os.path.realpath(dest_p))
-        size = len(os.fsencode(dest_p.name))
-        if size > NAME_MAX:  # said as such: "cannot write to FOLDER: File name too long" sent the user to another folder
-            raise OutputError(f"cannot write {dest_p}: its name is {size} bytes, more than the {NAME_MAX} a file name "
-                              "may have; give it a shorter name")
         try:
             dest_p.parent.mkdir(parents=True, exist_ok=True)
             sweep_stale_temps(dest_p.parent, f".{temp_stem(dest_p.name)}.", ".tmp")
