@@ -295,7 +295,7 @@ def _adapt_running(folder: Path) -> bool:
 
 
 def _did_you_mean(name: str, names) -> str:
-    """'; did you mean -m X' for the model name closest to a mistyped one (Real-ESRGAN's own spellings, such as
+    """The "; did you mean 'X'" clause for the model name closest to a mistyped one (Real-ESRGAN's own spellings, such as
     RealESRGAN_x4plus, find this project's realesrgan-x4plus), or ''."""
     import difflib
 
