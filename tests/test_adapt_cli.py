@@ -331,11 +331,14 @@ def test_colour_hidden_under_clear_pixels_does_not_reach_the_adaptation(tmp_path
     np.testing.assert_array_equal(a.rgb[:, 12:], hr_crop[:32, 12:40].astype(np.float32) / 255)
 
 
+LONG_RUN = 1200  # steps: 400 once finished (a CI-like idle machine) before the test's signal reached it
+
+
 def _long_run_stopped_after_a_checkpoint(files, out, sig, extra=()) -> tuple[list[str], subprocess.Popen, str]:
-    """Start a 400-step ``lwayrt adapt`` into ``out`` in a subprocess, send it ``sig`` once its first checkpoint is on
-    disk; returns its arguments, the process (ended) and what it printed."""
+    """Start a ``LONG_RUN``-step ``lwayrt adapt`` into ``out`` in a subprocess, send it ``sig`` once its first
+    checkpoint is on disk; returns its arguments, the process (ended) and what it printed."""
     args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
-            "--stage1", str(files / "stage1.safetensors"), "--iterations", "400", "--patch-size", "16",
+            "--stage1", str(files / "stage1.safetensors"), "--iterations", str(LONG_RUN), "--patch-size", "16",
             "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q", *extra]
     # SIGINT as a terminal delivers it: a test runner started in the background of a non-interactive shell passes
     # SIGINT on ignored, and Python then never raises KeyboardInterrupt
@@ -378,9 +381,9 @@ def test_kill_and_resume(files, tmp_path):
     assert code == 0, text
     assert not any(f.exists() for f in killed) and (out / ".my-notes.tmp").read_text() == "mine"
     report = json.loads((out / "report.json").read_text())
-    assert report["iterations_run"] == 400 and len(report["resumed_from"]) == 1, report["stopped"]
-    assert 0 < report["resumed_from"][0] < 400 and report["resumed_from"][0] % 5 == 0
-    assert len(report["history"]) == 400
+    assert report["iterations_run"] == LONG_RUN and len(report["resumed_from"]) == 1, report["stopped"]
+    assert 0 < report["resumed_from"][0] < LONG_RUN and report["resumed_from"][0] % 5 == 0
+    assert len(report["history"]) == LONG_RUN
     assert not (out / CHECKPOINT).exists()
 
 
@@ -427,7 +430,7 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     code, text = _run([a for a in args if a != "--overwrite"] + ["--resume"])
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
-    assert report["iterations_run"] == 400 and len(report["resumed_from"]) == 1  # continued, not called complete
+    assert report["iterations_run"] == LONG_RUN and len(report["resumed_from"]) == 1  # continued, not called complete
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), *base[2:], "--overwrite"])
     assert code == 0, text
     assert [p.name for p in (out / "sr").iterdir()] == ["rgb.png"]
