@@ -50,7 +50,7 @@ from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, listing
-from lway_rt.io.weights import ensure_writable_dir, exclusive_run
+from lway_rt.io.weights import atomic_write_json, ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -686,7 +686,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if overwrite or redo:
         _clear_previous_run(out_dir)
     if write_outputs:
-        _write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
+        atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
     if gt is not None:
         base_copy = copy.deepcopy(desc.model).to(device).eval()
@@ -994,9 +994,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         report["curves"] = None
         report["events"].append("curves.png not drawn: install the 'plot' extra (matplotlib)")
 
-    _write_json(out_dir / "config.json", config.to_dict())
+    atomic_write_json(out_dir / "config.json", config.to_dict())
     report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
-    _write_json(out_dir / "report.json", report)
+    atomic_write_json(out_dir / "report.json", report)
     ckpt_path.unlink(missing_ok=True)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
     return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)
@@ -1014,13 +1014,6 @@ def interpolate_weights(model: nn.Module, base_state: dict[str, torch.Tensor], s
             if t.is_floating_point():
                 base = base_state[name].to(device=t.device, dtype=t.dtype)
                 t.copy_(base + strength * (t - base))
-
-
-def _write_json(path: Path, obj) -> None:
-    """Strict JSON (what JSON.parse and other strict readers take): a skipped step's non-finite loss is null."""
-    from lway_rt.io.weights import atomic_write_json
-
-    atomic_write_json(path, obj)
 
 
 def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1, log: Log | None = None):
@@ -1339,9 +1332,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
-        _write_json(out_dir / "config.json", config.to_dict())
+        atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
-            _write_json(groups_path, record)
+            atomic_write_json(groups_path, record)
         results = []
         for name, group in runs:
             sub = out_dir / name
@@ -1374,5 +1367,5 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         kept_before = [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
-        _write_json(out_dir / "report.json", summary)
+        atomic_write_json(out_dir / "report.json", summary)
         return results

@@ -109,11 +109,11 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
 
         click.echo(json.dumps(finite(report), indent=1, allow_nan=False))
     elif json_path:
-        from lway_rt.io.weights import atomic_write_bytes, finite
+        from lway_rt.io.weights import atomic_write_json
 
         try:  # strict JSON: an undefined number is null, not NaN
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(json_path), json.dumps(finite(report), indent=1, allow_nan=False).encode())
+            atomic_write_json(Path(json_path), report, indent=1)
         except OSError as exc:
             raise OutputError(f"cannot write {json_path}: {exc.strerror}; choose another --json path") from exc
         click.echo(f"wrote {json_path}")

@@ -139,25 +139,23 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         if (not skip and not resume and str(device).startswith("cpu")
             and not typed(click.get_current_context(), "skip")) else []
 
-    def log(msg: str) -> None:
-        while note:
-            click.echo(note.pop(), err=True)
-        if log_path:  # every line, and the terminal gets what it gets without --log
-            with open(log_path, "a") as f:
-                f.write(msg + "\n")
-        if not quiet or msg.startswith(("note:", "warning:", "--time-limit")):
-            click.echo(msg, err=True)
-
-    def to_log(line: str) -> None:  # the result, or how the run ended: the log gets it too (it ended at the last step)
+    def to_log(line: str) -> None:
         if log_path:
             with open(log_path, "a") as f:
                 f.write(line + "\n")
+
+    def log(msg: str) -> None:
+        while note:
+            click.echo(note.pop(), err=True)
+        to_log(msg)  # every line, and the terminal gets what it gets without --log
+        if not quiet or msg.startswith(("note:", "warning:", "--time-limit")):
+            click.echo(msg, err=True)
 
     from lway_rt.errors import Interrupted, LwayError
 
     try:
         result = train(cfg, resume=resume, log=log, progress=not quiet, overwrite=overwrite)
-    except LwayError as exc:  # Interrupted included: the CLI prints it; a run left alone with --log needs it there
+    except LwayError as exc:  # the result, or how the run ended, goes to the log too (it ended at the last step there)
         to_log(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")  # as the terminal shows it
         raise
     if "loss" not in result.last:  # a resume of a run already at --iters: no step ran

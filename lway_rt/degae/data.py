@@ -33,14 +33,14 @@ def _to_tensor(arr: np.ndarray, compact: bool = False) -> torch.Tensor:
     return to_tensor(arr)[0]
 
 
-def _compact(rgb: np.ndarray, bit_depth: int) -> torch.Tensor:
-    """An HxWx3 float image from ``read_image`` as (3, H, W): uint8 when it is exactly an 8-bit image (its crops
-    made float by ``as_float`` equal the float image's crops to the bit), else float32."""
-    if bit_depth == 8:
-        q = np.rint(rgb * 255.0).astype(np.uint8)
-        if np.array_equal(q.astype(np.float32) / 255.0, rgb):
+def _held(img, compact: bool) -> torch.Tensor:
+    """A ``read_image`` image as (3, H, W): with ``compact``, uint8 when it is exactly an 8-bit image (its crops
+    made float by ``as_float`` equal the float image's crops to the bit); else float32."""
+    if compact and img.bit_depth == 8:
+        q = np.rint(img.rgb * 255.0).astype(np.uint8)
+        if np.array_equal(q.astype(np.float32) / 255.0, img.rgb):
             return torch.from_numpy(np.ascontiguousarray(q.transpose(2, 0, 1)))
-    return to_tensor(rgb)[0]
+    return to_tensor(img.rgb)[0]
 
 
 def as_float(t: torch.Tensor) -> torch.Tensor:
@@ -103,13 +103,7 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False) -> 
                          f"leave {option} out to use the bundled ones")
     # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,
     # alpha dropped; unreadable files raise its one-line InputError naming the file
-    if compact:
-        out = {}
-        for p in files:
-            img = read_image(p)
-            out[p.name] = _compact(img.rgb, img.bit_depth)
-        return out
-    return {p.name: to_tensor(read_image(p).rgb)[0] for p in files}
+    return {p.name: _held(read_image(p), compact) for p in files}
 
 
 MIN_CROP = 24  # the smallest training crop (TrainConfig: the encoder needs 22 px, crops are multiples of 4)

@@ -51,6 +51,14 @@ def _providers(device: str) -> tuple[str, ...]:
     raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
 
 
+def _not_sr(path: Path, held: str) -> InputError:
+    return InputError(f"{path.name} holds {held}, not an SR network: pass an SR export")
+
+
+def _fixed_shape(path: Path, fixed: str) -> InputError:
+    return InputError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
+
+
 def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: bool = True, static_ok: bool = False
                        ) -> tuple[ArchSpec, dict[str, str]]:
     """Check that ``manifest`` describes ``path`` (name, sha256), a passed gate, an SR export with dynamic H/W; returns
@@ -63,8 +71,7 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
     mpath = manifest_path(path)
     artifact, onnx, source = manifest.get("artifact") or {}, manifest.get("onnx") or {}, manifest.get("source") or {}
     if manifest.get("what") != "sr":
-        held = f"stage 1's {manifest['what']}" if manifest.get("what") else "no SR network its manifest names"
-        raise InputError(f"{path.name} holds {held}, not an SR network: pass an SR export")
+        raise _not_sr(path, f"stage 1's {manifest['what']}" if manifest.get("what") else "no SR network its manifest names")
     if artifact.get("sha256") != file_sha256(path):  # the bytes decide: a file renamed with its manifest is the same
         what = f"describes another file than {path.name}" if artifact.get("file") != path.name else \
             f"records another sha256 than {path.name}'s (the file changed since it was exported)"
@@ -77,8 +84,8 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
         raise InputError(f"{path.name} {why} (see {mpath.name}): re-export it with 'lwayrt export'")
     if onnx.get("dynamic") is not True and not static_ok:
         tile = onnx.get("tile")
-        fixed = f"fixed {tile[0]}x{tile[1]} tiles" if isinstance(tile, list) and len(tile) == 2 else "fixed sizes"
-        raise InputError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
+        raise _fixed_shape(path, f"fixed {tile[0]}x{tile[1]} tiles" if isinstance(tile, list) and len(tile) == 2
+                           else "fixed sizes")
     try:
         scale, channels = int(source["scale"]), int(onnx["input"]["shape"][1])
         spec = ArchSpec(f"onnx:{source.get('arch', 'unknown')}", dict(source.get("hparams") or {}), scale, channels, channels,
@@ -144,10 +151,9 @@ def _spec_without_manifest(module: OnnxSR, path: Path) -> tuple[ArchSpec, dict[s
 
     info = read_onnx_metadata(module.session.get_modelmeta().custom_metadata_map or {})
     if info.get("what", "sr") != "sr":
-        raise InputError(f"{path.name} holds stage 1's {info['what']}, not an SR network: pass an SR export")
+        raise _not_sr(path, f"stage 1's {info['what']}")
     if info.get("shape", "dynamic") != "dynamic":
-        raise InputError(f"{path.name} was exported for {info['shape'].replace('static ', 'fixed ')} tiles: export it "
-                         "without --static (any size) to run it here")
+        raise _fixed_shape(path, f"{info['shape'].replace('static ', 'fixed ')} tiles")
     spec = _probe_spec(module, path)
     if not info:
         return spec, {"onnx_precision": "unknown (no manifest)"}
