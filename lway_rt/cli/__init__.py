@@ -2,11 +2,13 @@
 
 Subcommands live one per module and are imported only when invoked, so ``lwayrt --help`` needs
 only the base dependencies. Library errors (``LwayError``) become a one-line message and exit
-status 1 (130 for Ctrl-C, 143 for SIGTERM, saying what was kept); a traceback means a bug.
+status 1 (130 for Ctrl-C, 143 for SIGTERM, saying what was kept); a traceback means a bug. click's
+own usage errors (an unknown option, a bad value) keep their exit status 2 and come as one line too.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import signal
 import sys
@@ -31,9 +33,38 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    """``exc`` shown as the library's errors are: one red ``error:`` line that names the command's help, instead of
+    click's usage line, hint line, blank line and ``Error:`` line. The exception and its exit status (2) stay."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # bare ``lwayrt``: the help is the answer
+        return exc
+
+    def show(file=None) -> None:
+        where = exc.ctx.command_path if exc.ctx is not None else "lwayrt"
+        message = " ".join(exc.format_message().split())
+        click.secho(f"error: {message} (see '{where} --help')", fg="red", err=True, file=file)
+
+    exc.show = show  # type: ignore[method-assign]
+    return exc
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name is not None and name not in COMMANDS and not name.startswith("-"):
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {close[0]!r}?")
+        return super().resolve_command(ctx, args)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # ``lwayrt --bogus``
+            raise _one_line(exc) from exc.__cause__
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:
@@ -62,6 +93,8 @@ class LazyGroup(click.Group):
 
                 warnings.showwarning = show
                 return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's options and arguments, or an unknown subcommand
+            raise _one_line(exc) from exc.__cause__
         except Interrupted as exc:
             click.secho(str(exc), fg="yellow", err=True)
             ctx.exit(143 if _TERMINATED else exc.exit_code)

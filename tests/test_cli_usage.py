@@ -1,0 +1,36 @@
+"""click's own usage errors (an unknown option or command, a missing argument, a value out of range) as a user
+meets them in a terminal: one ``error:`` line naming the command's help, exit status 2; bare ``lwayrt`` still
+prints the help. Run through the real entry point in a child process, as a shell runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_ENTRY = "import sys; from lway_rt.cli import main; sys.argv[0] = 'lwayrt'; sys.exit(main())"
+
+
+def _lwayrt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _ENTRY, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["upscale", "--nope", "x"], "error: No such option '--nope'. Did you mean '--model'? (see 'lwayrt upscale --help')"),
+    (["upscale"], "error: Missing argument 'INPUT...'. (see 'lwayrt upscale --help')"),
+    (["upscale", "x", "-o", "y", "--tile", "-3"],
+     "error: Invalid value for '--tile': -3 is not in the range x>=0. (see 'lwayrt upscale --help')"),
+    (["--bogus"], "error: No such option '--bogus'. (see 'lwayrt --help')"),
+    (["upscal", "x"], "error: No such command 'upscal'. Did you mean 'upscale'? (see 'lwayrt --help')"),
+    (["serve_bench"], "error: No such command 'serve_bench'. Did you mean 'serve-bench'? (see 'lwayrt --help')"),
+    (["frobnicate"], "error: No such command 'frobnicate'. (see 'lwayrt --help')"),
+], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown"])
+def test_a_usage_error_is_one_line_with_status_2(args, message):
+    proc = _lwayrt(*args)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == message + "\n", proc.stderr
+
+
+def test_bare_lwayrt_still_shows_the_help():
+    proc = _lwayrt()
+    assert proc.returncode == 2 and "Commands:" in proc.stdout + proc.stderr and "error:" not in proc.stderr
