@@ -32,9 +32,8 @@ import torch
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError, listing
 from lway_rt.io.images import (
-    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
-    no_images_message, read_image,
-    settle_alpha, to_numpy, to_tensor, write_image,
+    IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, all_finite, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
+    image_samples, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, write_samples,
 )
 from lway_rt.io.weights import case_insensitive, ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
@@ -462,7 +461,7 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
     if grey_model:  # clamped first: an expanded view cannot be written in place
         y = y.expand(-1, 3, -1, -1)
     out = to_numpy(y)
-    if not np.isfinite(out).all():
+    if not all_finite(out):
         raise InputError("the model produced NaN/inf pixels (with --fp16 the activations may overflow: try without it)")
     return out
 
@@ -922,14 +921,17 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         up = upscale_image(model, img, config, model_cap)
         mine = None if key is None else key[0] if up.alpha is not None else key[1]
         chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + mine.encode()),) if mine else ())
-        write_image(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey, icc_profile=up.icc_profile,
-                    lossless=img.lossless, exif=up.exif, dpi=up.dpi, png_chunks=chunks)
+        loss = format_loss_note(src, dest, up)  # --format same into a format that holds less than the file
+        meta = {"icc_profile": up.icc_profile, "exif": up.exif, "dpi": up.dpi}
+        samples = image_samples(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey)
+        del up  # the float output (12 bytes a pixel against 3) goes before the file is encoded
+        write_samples(dest, samples, lossless=img.lossless, png_chunks=chunks, **meta)
         report.written.append(dest)
         if remade:  # counted once it is written (a failure is a failure)
             report.remade.append(dest)
         if img.frames > 1:
             report.notes.append(frames_note(src, img.frames, "upscaled", img.frames_damaged))
-        if loss := format_loss_note(src, dest, up):  # --format same into a format that holds less than the file
+        if loss:
             report.notes.append(loss)
         if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
             report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")

@@ -128,6 +128,38 @@ def test_tiled_and_whole_outputs_agree(tmp_path, astronaut):
     assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.1
 
 
+def test_the_float_output_is_let_go_before_the_file_is_encoded(tmp_path, astronaut, monkeypatch):
+    """The float output (12 bytes an output pixel) is let go once it is turned into 8-bit samples (3 bytes), before
+    Pillow makes its own copy and encodes: it had been alive to the end of the write, most of the write's peak
+    (benchmarks/upscale_memory.py). Nothing may still hold the float picture when Pillow is called to encode."""
+    import weakref
+
+    from PIL import Image as PILImage
+
+    import lway_rt.upscale as up_mod
+
+    src = tmp_path / "a.png"
+    Image.fromarray(np.ascontiguousarray(astronaut[:40, :30])).save(src)
+    made, alive = [], []
+    upscale_image, save = up_mod.upscale_image, PILImage.Image.save
+
+    def watched_upscale(*args, **kwargs):
+        out = upscale_image(*args, **kwargs)
+        made.append(weakref.ref(out.rgb))
+        return out
+
+    def watched_save(self, *args, **kwargs):
+        alive.append(made[-1]() is not None)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(up_mod, "upscale_image", watched_upscale)
+    monkeypatch.setattr(PILImage.Image, "save", watched_save)
+    result = run("upscale", src, "-o", tmp_path / "out", "--model", MODEL, "--tile", 0, "-q")
+    assert result.exit_code == 0, result.output
+    assert np.asarray(Image.open(tmp_path / "out" / "a_x4.png")).shape == (160, 120, 3)
+    assert alive == [False]
+
+
 def test_batch_keeps_going_and_lists_failures(tmp_path, small):
     d = tmp_path / "in"
     d.mkdir()

@@ -722,13 +722,20 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
+def all_finite(x: np.ndarray) -> bool:
+    """``np.isfinite(x).all()`` a block of rows at a time: the whole image's boolean mask (a byte a sample) is not
+    made at once, where an upscale's output is at its largest."""
+    rows = max(1, (1 << 20) // max(1, x[:1].size))
+    return all(np.isfinite(x[r:r + rows]).all() for r in range(0, x.shape[0], rows))
+
+
 def _quantise(x: np.ndarray, depth: int, out: np.ndarray | None = None) -> np.ndarray:
     """[0, 1] floats -> 8/16-bit samples, rounded half to even, into ``out`` when given. Done a block of rows at a
     time: whole-image float temporaries cost 36 bytes per RGB pixel, most of an upscale's peak memory."""
     top = 65535.0 if depth == 16 else 255.0
     if out is None:
         out = np.empty(x.shape, np.uint16 if depth == 16 else np.uint8)
-    rows = max(1, (1 << 22) // max(1, x[:1].size))  # about 4 million samples per block
+    rows = max(1, (1 << 20) // max(1, x[:1].size))  # about a million samples per block
     for r in range(0, x.shape[0], rows):
         block = np.clip(x[r:r + rows], 0.0, 1.0)
         block *= top
@@ -830,11 +837,19 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     it was, as an image editor keeps it when it resamples (the print grows with the pixels), in PNG, JPEG, TIFF and
     BMP (WebP and AVIF record it only in the EXIF block). ``png_chunks`` (``LoadedImage.png_chunks``: a PNG
     input's gamma, primaries, sRGB intent and text) go into PNG outputs only. Returns the path written.
+    ``image_samples`` then ``write_samples``, for a caller that frees its floats between the two.
     """
-    from PIL import Image
+    samples = image_samples(path, rgb, alpha, bit_depth=bit_depth, grey=grey)
+    return write_samples(path, samples, icc_profile=icc_profile, quality=quality, lossless=lossless, exif=exif,
+                         dpi=dpi, png_chunks=png_chunks)
 
-    from lway_rt.io.weights import atomic_path
 
+def image_samples(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
+                  grey: bool = False) -> np.ndarray:
+    """The integer samples ``write_samples`` writes to ``path`` (its suffix picks the format) for HxWx3 float RGB in
+    [0, 1] and an optional HxW alpha: 8 or 16 bits as the format holds, grey as one plane, alpha dropped where the
+    format cannot hold it. Refuses NaN/inf pixels. With them, the caller can let go of the float image (four times
+    the samples' size for 8 bits) before the file is encoded: most of an upscale's peak memory at the write."""
     path = Path(path)
     fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
@@ -842,7 +857,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be HxWx3, got {rgb.shape}")
-    if not np.isfinite(rgb).all():
+    if not all_finite(rgb):
         raise OutputError(f"refusing to write {path}: the image has NaN/inf pixels (the model's output is broken)")
     if fmt in ("JPEG", "BMP"):
         alpha = None  # JPEG has no alpha; BMP's 32-bit alpha is ignored by most readers, Pillow included
@@ -859,7 +874,24 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
         arr = arr[..., 0]
     elif arr.shape[2] == 2 and fmt == "TIFF":
         arr = arr[..., [0, 0, 0, 1]]  # grey+alpha is not portable in these formats: write RGBA
+    return arr
 
+
+def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | None = None, quality: int = 95,
+                  lossless: bool = False, exif: bytes | None = None, dpi: tuple[float, float] | None = None,
+                  png_chunks: tuple[tuple[bytes, bytes], ...] = ()) -> Path:
+    """Write ``image_samples(path, ...)``'s samples atomically, with the metadata ``write_image`` describes."""
+    from PIL import Image
+
+    from lway_rt.io.weights import atomic_path
+
+    path = Path(path)
+    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .avif, .tif or .bmp")
+    if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
+        raise ValueError(f"samples must be HxW or HxWxC uint8/uint16 (image_samples), got {arr.dtype} {arr.shape}")
+    depth = 16 if arr.dtype == np.uint16 else 8
     if not _icc_fits(icc_profile, colour=arr.ndim == 3 and arr.shape[2] >= 3):
         icc_profile = None
     exif = _exif_for(exif, arr.shape[1], arr.shape[0], fmt) if exif else None
