@@ -911,6 +911,23 @@ def test_a_weights_file_without_its_run_is_never_written_over(files, tmp_path):
     assert (done / "report.json").is_file()
 
 
+def test_a_refused_resume_names_the_input_that_changed(files, tmp_path):
+    """The refusal to resume said only "other inputs (their pixels or alpha), ... or another model, stage 1 or
+    perceptual weights": checkpoints and reports now record each input's hash, so it names the one that changed,
+    one run per image (--mode per-image) as in one model for the folder."""
+    lr = tmp_path / "lr"
+    shutil.copytree(files / "lr", lr)
+    for mode in ("folder", "per-image"):
+        out = tmp_path / mode
+        args = [*_tiny_adapt(files, out, "--mode", mode)]
+        args[1] = str(lr)
+        assert _run(args)[0] == 0
+        Image.fromarray(255 - np.asarray(Image.open(files / "lr" / "rgb.png"))).save(lr / "rgb.png")
+        code, text = _run([*args, "--resume"])
+        assert code == 1 and "made with other pixels or alpha in rgb.png: rerun" in text, (mode, text)
+        shutil.copy(files / "lr" / "rgb.png", lr / "rgb.png")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "changed", "image gone", "image gone from the report too"])
 def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
     """--resume calls a finished run complete only when its weights are the ones its report records and the
@@ -962,7 +979,7 @@ def test_resume_of_a_finished_run_with_ground_truth_or_a_cap_it_lacked_is_refuse
         im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(gt / p.name)
     before = _digests(out)
     code, text = _run(_tiny_adapt(files, out, "--resume", "--gt", str(gt)))
-    assert code == 1 and "other ground truth (--gt, or none)" in text, text
+    assert code == 1 and "made with no ground truth (this command has --gt): rerun" in text, text
     code, text = _run(_tiny_adapt(files, out, "--resume", "--detail-cap", "1"))
     assert code == 1 and "--detail-cap unset (this command: 1)" in text, text
     assert _digests(out) == before
@@ -1263,6 +1280,26 @@ def test_resume_notices_other_photos_in_sup_data(files, tmp_path, hr_crop):
     Image.fromarray(hr_crop[96:192, :96]).save(photos / "b.png")
     code, text = _run([*args, "--resume"])
     assert code == 1 and "other photos in --sup-data" in text, text
+
+
+def test_sup_data_is_recorded_absolute_so_the_run_goes_on_from_any_folder(files, tmp_path, hr_crop, monkeypatch):
+    """--sup-data typed relative was recorded (config.json) and fingerprinted as typed: --config OUT/config.json run
+    from another folder looked for the photos there, and naming the same folder from elsewhere was another run."""
+    (tmp_path / "work" / "photos").mkdir(parents=True)
+    Image.fromarray(hr_crop[:96, :96]).save(tmp_path / "work" / "photos" / "a.png")
+    out = tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "work")
+    args = ["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), *_fast(files, "--sup-weight", "1")]
+    assert _run([*args, "--sup-data", "photos"])[0] == 0
+    recorded = json.loads((out / "config.json").read_text())["sup_data"]
+    assert recorded == str(tmp_path / "work" / "photos")
+    monkeypatch.chdir(tmp_path)
+    code, text = _run([*[a for a in args if a != "-q"], "--sup-data", "work/photos", "--resume"])
+    assert code == 0 and "kept as it is" in text, text
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "again"), *_fast(files),
+                       "--config", str(out / "config.json")])
+    assert code == 0, text
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["sup_data"] == recorded
 
 
 def test_the_summary_line_says_which_weights_were_kept(files, tmp_path):

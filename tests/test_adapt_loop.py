@@ -192,22 +192,34 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
         adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1)
     with pytest.raises(InputError, match=r"other settings: --lr \S+ \(this command: 0.002\)"):  # the setting named
         adapt_images(inputs, _desc(_tiny(3)), cfg.replace(lr=2e-3), part_dir, stage1=stage1, resume=True)
-    agree = r"other inputs \(their pixels or alpha\), other ground truth \(--gt, or none\) or its --eval-every, or " \
-        r"another model, stage 1 or perceptual weights \(the settings agree\)"
-    with pytest.raises(InputError, match=agree):
+    # the refusal names what changed: the checkpoint records each input's and each network's hash
+    with pytest.raises(InputError, match=rf"made with {inputs[1].name} too \(not in this command's inputs\): rerun"):
         adapt_images(inputs[:1], _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
+    with pytest.raises(InputError, match=r"made with another model \(its weights differ from this command's\): rerun"):
+        adapt_images(inputs, _desc(_tiny(4)), cfg, part_dir, stage1=stage1, resume=True)
     # ground truth, a detail cap or an alpha channel the run did not have: each makes other weights or images (the
     # resume went on without the best-weights choice, kept the uncapped images, kept the stale alpha)
     gt = {img.name: np.kron(img.rgb, np.ones((4, 4, 1), np.float32)) for img in inputs}
-    with pytest.raises(InputError, match=agree):
+    with pytest.raises(InputError, match=r"made with no ground truth \(this command has --gt\): rerun"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True, gt=gt)
-    with pytest.raises(InputError, match=r"other settings: --detail-cap unset \(this command: 1\)"):
+    with pytest.raises(InputError, match=r"other settings: --detail-cap unset \(this command: 1\): rerun"):
         adapt_images(inputs, _desc(_tiny(3)), cfg.replace(detail_cap=1.0), part_dir, stage1=stage1, resume=True)
     clear = [dataclasses.replace(inputs[0], image=dataclasses.replace(inputs[0].image,
                                                                       alpha=np.ones(inputs[0].size, np.float32))),
              inputs[1]]
+    with pytest.raises(InputError, match=rf"made with other pixels or alpha in {inputs[0].name}: rerun"):
+        adapt_images(clear, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
+    # a checkpoint from before the parts were recorded: the refusal lists what may have changed
+    ck_file = part_dir / CHECKPOINT
+    original = ck_file.read_bytes()
+    ck = torch.load(ck_file, weights_only=True)
+    del ck["fingerprint_parts"]
+    torch.save(ck, ck_file)
+    agree = r"other inputs \(their pixels or alpha\), other ground truth \(--gt, or none\) or its --eval-every, or " \
+        r"another model, stage 1 or perceptual weights \(the settings agree\)"
     with pytest.raises(InputError, match=agree):
         adapt_images(clear, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
+    ck_file.write_bytes(original)
     resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, part_dir, stage1=stage1, resume=True)
     assert resumed.report["resumed_from"] == [10]
     assert not (part_dir / CHECKPOINT).exists()
@@ -379,7 +391,7 @@ def test_resume_with_the_perceptual_term_and_its_weights_checked(tmp_path, input
     _assert_same_weights(full.weights, resumed.weights)
     _interrupt_at(10, inputs, 3, cfg, tmp_path / "other", stage1)
     lpips_file(tmp_path / "lpips.pth", 1)  # the same path, other weights: not the run that was interrupted
-    with pytest.raises(InputError, match="another model, stage 1 or perceptual weights"):
+    with pytest.raises(InputError, match="made with other perceptual-term weights: rerun"):
         adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "other", stage1=stage1, resume=True)
 
 

@@ -238,6 +238,16 @@ def _evaluate(model, tensors, gt, scale, multiple, tile=None) -> tuple[float, fl
 # checkpoints
 
 
+def _image_bytes(img: InputImage) -> list[bytes]:
+    """What of one input enters the fingerprint, its name aside: pixels, and alpha / grey / depth where they count."""
+    parts = [np.ascontiguousarray(img.rgb).tobytes()]
+    if img.image.alpha is not None:  # written into the SR image (a changed alpha was kept stale)
+        parts.append(b"alpha" + np.ascontiguousarray(img.image.alpha).tobytes())
+    if img.image.grey or img.image.bit_depth != 8:  # how the SR image is written
+        parts.append(f"grey={img.image.grey},bits={img.image.bit_depth}".encode())
+    return parts
+
+
 def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage],
                  perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None, sup_sha: str = "") -> str:
     """What a run's weights and images come from. Parts added since the first version enter only where they are
@@ -253,11 +263,8 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
         h.update(f"sup_data={sup_sha}".encode())
     for img in images:
         h.update(os.fsencode(img.name))
-        h.update(np.ascontiguousarray(img.rgb).tobytes())
-        if img.image.alpha is not None:  # written into the SR image (a changed alpha was kept stale)
-            h.update(b"alpha" + np.ascontiguousarray(img.image.alpha).tobytes())
-        if img.image.grey or img.image.bit_depth != 8:  # how the SR image is written
-            h.update(f"grey={img.image.grey},bits={img.image.bit_depth}".encode())
+        for part in _image_bytes(img):
+            h.update(part)
     if gt is not None:  # with ground truth the best evaluated weights are kept: a resume without it, or with another
         h.update(f"gt,eval_every={config.eval_every}".encode())  # (or its evaluations' spacing), makes other weights
         for img in images:
@@ -266,24 +273,81 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
     return h.hexdigest()
 
 
-def _fingerprinter(config: AdaptConfig, desc, stage1, perceptual=False) -> Callable[[Sequence[InputImage]], str]:
-    """The fingerprint of a run of some images (checkpoints and reports record it): ``adapt_images`` takes its own
-    from here, and ``adapt`` compares it with the runs already in a folder before it starts any, without running
-    anything. The parts every run shares (model, stage 1, perceptual term) are hashed once. ``perceptual``: the term
-    the run already built (None for none), else it is built here."""
-    from lway_rt.io.weights import state_dict_sha256
+def _fingerprint_parts(base_sha: str, stage1_sha: str | None, images: Sequence[InputImage], perceptual_sha: str = "",
+                       gt: dict[str, np.ndarray] | None = None, sup_sha: str = "") -> dict:
+    """The fingerprint's inputs one by one (the settings aside: the recipe records them), each hashed alone, for
+    checkpoints and reports: a refused resume can then name what changed (``_changed_parts``)."""
+    def digest(chunks) -> str:
+        h = hashlib.sha256()
+        for c in chunks:
+            h.update(c)
+        return h.hexdigest()[:16]
 
-    if perceptual is False:
-        perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
-                                      lpips_weights=config.lpips_weights, device="cpu")
-    stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
-    base_sha, perceptual_sha = state_dict_sha256(desc.model.state_dict()), perceptual.digest if perceptual else ""
-    sup_sha = ""
-    if config.sup_data is not None and config.sup_weight > 0 and Path(config.sup_data).is_dir():
-        from lway_rt.degae.data import folder_digest
+    return {"model": base_sha[:16], "stage1": None if stage1_sha is None else stage1_sha[:16],
+            "perceptual": perceptual_sha[:16], "sup_data": sup_sha[:16],
+            "images": {img.name: digest(_image_bytes(img)) for img in images},
+            "files": {img.name: img.path.name if img.path is not None else img.name for img in images},  # to name them
+            "gt": None if gt is None else {img.name: digest([np.ascontiguousarray(gt[img.name]).tobytes()])
+                                           for img in images if img.name in gt}}
 
-        sup_sha = folder_digest(Path(config.sup_data))
-    return lambda images, gt=None: _fingerprint(config, base_sha, stage1_sha, images, perceptual_sha, gt, sup_sha)
+
+def _changed_parts(then: dict | None, now: dict) -> str | None:
+    """What differs between a run's recorded ``_fingerprint_parts`` and this command's, in words that follow "the run
+    was made with"; None where the run recorded none (made before they were recorded) or none differs."""
+    if not isinstance(then, dict):
+        return None
+    said = []
+    for key, words in (("model", "another model (its weights differ from this command's)"),
+                       ("stage1", "another stage-1 checkpoint"), ("perceptual", "other perceptual-term weights"),
+                       ("sup_data", "other photos in --sup-data")):
+        if key in then and then[key] != now[key]:
+            said.append(words)
+    old, new = then.get("images"), now["images"]
+    files = {**(then.get("files") if isinstance(then.get("files"), dict) else {}), **now.get("files", {})}
+
+    def listed(names: list[str]) -> str:
+        return listing((files.get(n, n) for n in names), 3)
+
+    if isinstance(old, dict):
+        if added := [n for n in new if n not in old]:
+            said.append(f"no {listed(added)} (this command's input{'s' if len(added) > 1 else ''})")
+        if gone := [n for n in old if n not in new]:
+            said.append(f"{listed(gone)} too (not in this command's inputs)")
+        if changed := [n for n in new if n in old and old[n] != new[n]]:
+            said.append(f"other pixels or alpha in {listed(changed)}")
+        if not added and not gone and not changed and list(old) != list(new):
+            said.append("its inputs in another order")
+    if "gt" in then and then["gt"] != now["gt"]:
+        said.append("no ground truth (this command has --gt)" if then["gt"] is None else
+                    "ground truth (--gt; this command has none)" if now["gt"] is None else "other ground truth (--gt)")
+    return "; ".join(said) or None
+
+
+class _Fingerprinter:
+    """The fingerprint of a run of some images (checkpoints and reports record it), and its parts: ``adapt_images``
+    takes its own from here, and ``adapt`` compares it with the runs already in a folder before it starts any, without
+    running anything. The parts every run shares (model, stage 1, perceptual term, --sup-data) are hashed once."""
+
+    def __init__(self, config: AdaptConfig, desc, stage1, perceptual=False):
+        from lway_rt.io.weights import state_dict_sha256
+
+        if perceptual is False:  # the term the run already built (None for none), else it is built here
+            perceptual = build_perceptual(config.perceptual, stage1=stage1 if config.loss == "lway" else None,
+                                          lpips_weights=config.lpips_weights, device="cpu")
+        self.config = config
+        self.stage1_sha = state_dict_sha256(stage1.state_dict()) if config.loss == "lway" and stage1 is not None else None
+        self.base_sha, self.perceptual_sha = state_dict_sha256(desc.model.state_dict()), perceptual.digest if perceptual else ""
+        self.sup_sha = ""
+        if config.sup_data is not None and config.sup_weight > 0 and Path(config.sup_data).is_dir():
+            from lway_rt.degae.data import folder_digest
+
+            self.sup_sha = folder_digest(Path(config.sup_data))
+
+    def __call__(self, images: Sequence[InputImage], gt: dict[str, np.ndarray] | None = None) -> str:
+        return _fingerprint(self.config, self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt, self.sup_sha)
+
+    def parts(self, images: Sequence[InputImage], gt: dict[str, np.ndarray] | None = None) -> dict:
+        return _fingerprint_parts(self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt, self.sup_sha)
 
 
 def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -554,7 +618,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                           if k in stage1.meta}}
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
             else f"took the grouping's embeddings of {len(data)} image(s)")
-    fingerprint = _fingerprinter(config, desc, stage1, perceptual)(images, gt)
+    fingerprinter = _Fingerprinter(config, desc, stage1, perceptual)
+    fingerprint, fingerprint_parts = fingerprinter(images, gt), fingerprinter.parts(images, gt)
     redo = False  # a damaged finished run that --resume runs again
     if finished is not None and resume and not overwrite:
         if not finished:
@@ -562,8 +627,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                              "against these inputs and settings: pass --overwrite to run it again, or choose another "
                              "--out folder")
         if finished.get("fingerprint") != fingerprint:
-            raise InputError(f"the finished run in {out_dir} was made with "
-                             f"{_made_with(config, finished.get('config'), _read_json_dict(out_dir / 'config.json'))}: "
+            made = _made_with(config, finished.get("config"), _read_json_dict(out_dir / "config.json"),
+                              changed=_changed_parts(finished.get("fingerprint_parts"), fingerprint_parts))
+            raise InputError(f"the finished run in {out_dir} was made with {made}: "
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
         if damage is None:
@@ -580,8 +646,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             and not (out_dir / WEIGHTS).exists():
         orphan = _read_json_dict(out_dir / "report.json") or {}
         if orphan.get("fingerprint") != fingerprint:
-            raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with "
-                             f"{_made_with(config, orphan.get('config'), _read_json_dict(out_dir / 'config.json'))}: "
+            made = _made_with(config, orphan.get("config"), _read_json_dict(out_dir / "config.json"),
+                              changed=_changed_parts(orphan.get("fingerprint_parts"), fingerprint_parts))
+            raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with {made}: "
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         redo = True
@@ -661,8 +728,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if resume and ckpt_path.exists():
         ck = _load_checkpoint(ckpt_path)
         if ck.get("fingerprint") != fingerprint:
-            raise InputError(f"the checkpoint in {out_dir} was made with "
-                             f"{_made_with(config, _recipe_of(ck), _read_json_dict(out_dir / 'config.json'))}: rerun "
+            made = _made_with(config, _recipe_of(ck), _read_json_dict(out_dir / "config.json"),
+                              changed=_changed_parts(ck.get("fingerprint_parts"), fingerprint_parts))
+            raise InputError(f"the checkpoint in {out_dir} was made with {made}: rerun "
                              "with the same ones, pass --overwrite instead of --resume to start again there, or drop "
                              "--resume and choose another --out folder")
         model.load_state_dict(ck["model"])
@@ -824,7 +892,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             st["train_s"] = train_s0 + time.perf_counter() - t_loop
             if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
                 still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
-                _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "model": model.state_dict(), "opt": opt.state_dict(),
+                _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "fingerprint_parts": fingerprint_parts,
+                                             "model": model.state_dict(), "opt": opt.state_dict(),
                                              "gen": gen.get_state(), "st": st, "recipe": config.recipe_json()})
                 last_ckpt = st["it"]
             if st["it"] % 10 == 0:
@@ -891,6 +960,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         "evals": st["evals"],
         "resumed_from": st["resumed_from"],
         "fingerprint": fingerprint,  # inputs, model, stage 1 and recipe: --resume keeps a finished run only if equal
+        "fingerprint_parts": fingerprint_parts,  # each of them hashed alone: a refusal names which changed
         "timings": {"embed_s": round(embed_s, 4), "train_s": round(st["train_s"], 3),
                     "ms_per_iteration": round(1000 * st["train_s"] / max(1, st["it"]), 2),
                     "total_s_this_process": None},
@@ -1059,7 +1129,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     """
     from lway_rt.runtime.device import check_torch_device
 
-    config = config or AdaptConfig()
+    config = _absolute_paths(config or AdaptConfig())
     check_torch_device(config.device)
     log = log or (lambda msg: None)
     out_dir = Path(out_dir)
@@ -1072,6 +1142,21 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             held.enter_context(exclusive_run(out_dir, "--out folder"))
         return _adapt(inputs, model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                       overwrite=overwrite)
+
+
+def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
+    """``config`` with its folders and files (--sup-data, --lpips-weights) made absolute, as config.json records them
+    and the recipe fingerprints them: a run is then resumed, or rerun with ``--config OUT/config.json``, from any
+    folder, and the same photos named from another folder are the same run."""
+    def absolute(p: str) -> str:
+        return str(Path(p).expanduser().absolute())
+
+    changes: dict = {}
+    if config.sup_data is not None:
+        changes["sup_data"] = absolute(config.sup_data)
+    if config.lpips_weights:
+        changes["lpips_weights"] = tuple(absolute(p) for p in config.lpips_weights)
+    return config.replace(**changes) if changes else config
 
 
 _GROUP_FOLDER = re.compile(r"group-\d+")  # a per-group run's folder
@@ -1088,18 +1173,21 @@ def _read_json_dict(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _made_with(config: AdaptConfig, *records: dict | None) -> str:
+def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None = None) -> str:
     """How a run differs from this command, for the refusal to resume or keep it: the settings that shape the weights
     which the first record of its configuration at hand (a report's or checkpoint's, else its ``config.json``) holds
-    otherwise, as flags with both values; else the inputs or the weights of the model, stage 1 or perceptual term
-    (the settings agree); else, with no record, any of them."""
+    otherwise, as flags with both values; then ``changed`` (``_changed_parts``: which inputs or weights differ, where
+    the run recorded them); else the inputs or the weights of the model, stage 1 or perceptual term (the settings
+    agree); else, with no record, any of them."""
     then, now = next((r for r in records if isinstance(r, dict)), None), json.loads(config.recipe_json())
     if then is None or not set(now) <= set(then):
-        return "other inputs, model or settings"
+        return changed or "other inputs, model or settings"
     held = next((r for r in records if isinstance(r, dict) and "detail_cap" in r), None)  # a config.json's
     if held is not None:  # the cap is not in the recipe (the record of a checkpoint)
         then, now["detail_cap"] = {**then, "detail_cap": held["detail_cap"]}, config.detail_cap
     diffs = [k for k in now if then[k] != now[k]]
+    if not diffs and changed:
+        return changed
     if not diffs:
         sup = ", other photos in --sup-data" if config.sup_data is not None and config.sup_weight > 0 else ""
         return (f"other inputs (their pixels or alpha), other ground truth (--gt, or none) or its --eval-every{sup}, "
@@ -1110,7 +1198,7 @@ def _made_with(config: AdaptConfig, *records: dict | None) -> str:
             ",".join(map(str, v)) if isinstance(v, list) else format(v, "g") if isinstance(v, float) else str(v)
 
     return "other settings: " + "; ".join(f"--{k.replace('_', '-')} {show(then[k])} (this command: {show(now[k])})"
-                                          for k in diffs)
+                                          for k in diffs) + (f"; and {changed}" if changed else "")
 
 
 def _recipe_of(ck: dict) -> dict | None:
@@ -1306,7 +1394,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
-    fingerprint_of = _fingerprinter(config, desc, stage1) if resume and not overwrite else None
+    fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
     for name, group in runs:
         sub = out_dir / name
@@ -1324,8 +1412,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             None if finished is None else finished.get("fingerprint", "")
         if recorded is not None and recorded != fingerprint_of(group, gt):
             then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
-            raise InputError(f"the run in {sub} was made with "
-                             f"{_made_with(config, then, _read_json_dict(sub / 'config.json'))}: rerun with the same "
+            changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
+                                     fingerprint_of.parts(group, gt))
+            made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed)
+            raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it")
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
             # (a damaged one runs again: adapt_images says so)
