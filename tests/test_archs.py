@@ -263,3 +263,28 @@ def test_a_stray_or_missing_layer_number_is_refused_before_anything_is_built(mon
         for call in (detect, from_state_dict):
             with pytest.raises(ModelError, match=message):
                 call(state)
+
+
+@pytest.mark.parametrize("act", ["prelu", "lrelu"])
+def test_srvgg_inference_adds_the_base_in_place_with_the_same_output(act):
+    """Without autograd SRVGGNetCompact adds the upsampled input into the shuffled output (one image-sized tensor
+    fewer at the peak of an upscale in one pass): the same numbers as the training forward, in NCHW and channels-last,
+    and the training forward still gives gradients."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, act_type=act).eval()
+    x = torch.rand(2, 3, 13, 17)
+    trained = net(x)
+    trained.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    kept = x.clone()
+    with torch.no_grad():
+        assert torch.equal(net(x), trained.detach())
+    assert torch.equal(x, kept)  # the input itself is left alone
+    net_cl = net.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        held = x.to(memory_format=torch.channels_last)
+        before = held.clone()
+        assert torch.allclose(net_cl(held), trained.detach(), atol=1e-6)
+        assert torch.equal(held, before)
