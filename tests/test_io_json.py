@@ -69,3 +69,29 @@ def test_a_cut_safetensors_file_whose_header_length_starts_0x80_is_named_as_cut(
 
     with pytest.raises(ModelError, match="is a PyTorch checkpoint named .safetensors"):
         load_state_file(pth)
+
+
+def test_odd_destinations_are_one_line_refusals_and_links_stay_links(tmp_path):
+    """A link that loops was replaced by a regular file, a link into a missing folder made that folder tree, and a path
+    longer than the system allows escaped as a bare OSError (the link and device checks ran outside the try)."""
+    import os
+
+    import pytest
+
+    from lway_rt.errors import OutputError
+
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    with pytest.raises(OutputError, match="cannot write .*a: Too many levels of symbolic links; name another file"):
+        atomic_write_json(tmp_path / "a", {"x": 1})
+    assert (tmp_path / "a").is_symlink()
+    (tmp_path / "dangling").symlink_to("no/such/f.json")
+    with pytest.raises(OutputError, match="whose folder does not exist"):
+        atomic_write_json(tmp_path / "dangling", {"x": 1})
+    assert not (tmp_path / "no").exists()
+    (tmp_path / "later").symlink_to("made.json")  # a link to a file not made yet, in a folder that exists: written
+    atomic_write_json(tmp_path / "later", {"x": 1})
+    assert (tmp_path / "later").is_symlink() and json.loads((tmp_path / "made.json").read_text()) == {"x": 1}
+    deep = tmp_path.joinpath(*["d" * 200] * (os.pathconf("/", "PC_PATH_MAX") // 200 + 2), "r.json")
+    with pytest.raises(OutputError, match="File name too long"):
+        atomic_write_json(deep, {"x": 1})

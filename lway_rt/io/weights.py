@@ -180,11 +180,20 @@ def atomic_path(dest: Path):
         if size > NAME_MAX:  # said as such: "cannot write to FOLDER: File name too long" sent the user to another folder
             raise OutputError(f"cannot write {dest_p}: its name is {size} bytes, more than the {NAME_MAX} a file name "
                               "may have; give it a shorter name")
-        if dest_p.exists() and not dest_p.is_file() and not dest_p.is_dir():  # a folder: os.replace says so below
-            raise OutputError(f"cannot write {dest_p}: it is not a regular file (a device, pipe or socket, such as "
-                              "/dev/stdout); name a file")
-        if dest_p.is_symlink():  # written through, as open() writes: the link stays and its file gets the new content
-            dest_p = Path(os.path.realpath(dest_p))
+        try:
+            if dest_p.exists() and not dest_p.is_file() and not dest_p.is_dir():  # a folder: os.replace says so below
+                raise OutputError(f"cannot write {dest_p}: it is not a regular file (a device, pipe or socket, such "
+                                  "as /dev/stdout); name a file")
+            if dest_p.is_symlink():  # written through, as open() writes: the link stays and its file gets the content
+                try:
+                    dest_p = Path(os.path.realpath(dest_p, strict=True))
+                except FileNotFoundError:  # a link to a file not made yet: open() would make it (not its folders)
+                    dest_p = Path(os.path.realpath(dest_p))
+                    if not dest_p.parent.is_dir():
+                        raise OutputError(f"cannot write {dest}: it is a link to {dest_p}, whose folder does not "
+                                          "exist; make the folder, or name another file") from None
+        except OSError as exc:  # a link that loops (ELOOP), a path too long, a folder that cannot be searched
+            raise OutputError(f"cannot write {dest}: {exc.strerror or exc}; name another file") from None
         try:
             dest_p.parent.mkdir(parents=True, exist_ok=True)
             sweep_stale_temps(dest_p.parent, f".{temp_stem(dest_p.name)}.", ".tmp")
