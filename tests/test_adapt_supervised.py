@@ -359,3 +359,22 @@ def test_supervised_control_with_an_anchor_runs_to_the_end(cli_files, tmp_path, 
     assert res.report["stopped"] == "completed" and res.report["rollbacks"] == 0
     assert all("anchor" in h and "sup" in h for h in res.report["history"])
     assert any(not torch.equal(v, desc.model.state_dict()[k]) for k, v in res.model.state_dict().items())
+
+
+def test_a_config_file_takes_groups_as_the_command_line_does_and_knows_a_summary_report(tmp_path):
+    """groups = "AUTO" or "3" in --config was refused though --groups AUTO / 3 work; a per-image or per-group run's
+    report.json given as --config listed some 70 unknown keys instead of pointing at the config.json beside it."""
+    from lway_rt.adapt.config import load_toml_defaults
+
+    for word, value in (("AUTO", "auto"), ("Auto", "auto"), ("3", 3)):
+        (tmp_path / "g.toml").write_text(f'[adapt]\nmode = "per-group"\ngroups = "{word}"\n')
+        assert AdaptConfig.from_dict(load_toml_defaults(tmp_path / "g.toml")).groups == value
+    (tmp_path / "g.toml").write_text('[adapt]\nmode = "per-group"\ngroups = "some"\n')
+    with pytest.raises(InputError, match="groups must be a positive number of groups or auto, got 'some'"):
+        AdaptConfig.from_dict(load_toml_defaults(tmp_path / "g.toml"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"format": "lway_rt.adapt-runs/1", "mode": "per-group", "runs": []}))
+    (run / "config.json").write_text(json.dumps({"mode": "per-group"}))
+    with pytest.raises(InputError, match=r"is a run's report, not its settings: pass the config.json beside it"):
+        load_toml_defaults(run / "report.json")

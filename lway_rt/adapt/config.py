@@ -264,6 +264,10 @@ class AdaptConfig:
             bad(f"notes must be a table of notes, got {self.notes!r}")
         if isinstance(self.sup_data, Path):
             object.__setattr__(self, "sup_data", str(self.sup_data))
+        if isinstance(self.groups, str):  # a --config file's "AUTO" or "3", as the command line takes them
+            word = self.groups.strip().lower()
+            if word == "auto" or (word.isdigit() and word.isascii()):
+                object.__setattr__(self, "groups", "auto" if word == "auto" else int(word))
         # the type of every plain setting first (a --config file can hold anything): a seed of 1.5 failed deep in
         # torch, and hf_weight = "false" was taken as true
         kinds = {"int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
@@ -292,7 +296,7 @@ class AdaptConfig:
         if self.sample is not None and self.sample < 1:
             bad(f"sample must be a positive number of inputs, got {self.sample!r}")
         if not (0.0 < self.lr < 1.0):
-            bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default, 2e-6 suits large models")
+            bad(f"lr must be in (0, 1), got {self.lr}; 5e-5 is the default")
         if self.lr_schedule not in LR_SCHEDULES:
             bad(f"unknown lr_schedule {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.augment not in AUGMENTS:
@@ -464,7 +468,8 @@ def load_toml_defaults(path: str | Path) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise InputError(f"config file {p} is not an object of settings: give the config.json an adapt run "
                              "wrote, or a TOML file")
-        if {"history", "images"} <= data.keys() and (p.parent / "config.json").is_file():  # an easy slip
+        if ({"history", "images"} <= data.keys() or {"format", "mode", "runs"} <= data.keys()) \
+                and (p.parent / "config.json").is_file():  # an easy slip (a run's report, or a per-image/group one's)
             raise InputError(f"{p} is a run's report, not its settings: pass the config.json beside it "
                              f"(--config {p.parent / 'config.json'})")
         return {k.replace("-", "_"): v for k, v in data.items()}

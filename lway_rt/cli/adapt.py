@@ -119,7 +119,7 @@ _GROUPS = _GroupsType()
               help="TOML file with defaults (an [adapt] table, or keys at its top level), or the config.json a run wrote (its "
                    "recipe again); flags override it.")
 @click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
-@click.option("--lr", type=FINITE, default=None, help="Adam learning rate [5e-5; ~2e-6 for large models].")
+@click.option("--lr", type=FINITE, default=None, help="Adam learning rate [5e-5].")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
               help="constant, or cosine annealing from --lr towards 0 over the iterations [constant].")
 @click.option("--patch-size", type=int, default=None, help="LR patch side in pixels; every input must be at least this large [48].")
