@@ -249,9 +249,19 @@ def _image_bytes(img: InputImage) -> list[bytes]:
 
 
 def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage],
-                 perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None, sup_sha: str = "") -> str:
+                 perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None, sup_sha: str = "",
+                 each: dict[str, dict[str, str]] | None = None) -> str:
     """What a run's weights and images come from. Parts added since the first version enter only where they are
-    used (a cap, ground truth, an alpha channel, a grey or 16-bit input), so other runs' fingerprints hold."""
+    used (a cap, ground truth, an alpha channel, a grey or 16-bit input), so other runs' fingerprints hold. ``each``:
+    filled with every input's and ground truth's own digest (``{"images": {...}, "gt": {...}}``) from the same bytes,
+    for ``_fingerprint_parts``."""
+    def own(name: str, kind: str, chunks: list[bytes]) -> None:
+        if each is not None:
+            d = hashlib.sha256()
+            for c in chunks:
+                d.update(c)
+            each.setdefault(kind, {})[name] = d.hexdigest()[:16]
+
     h = hashlib.sha256()
     h.update(config.recipe_json().encode())
     h.update(base_sha.encode())
@@ -263,32 +273,29 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
         h.update(f"sup_data={sup_sha}".encode())
     for img in images:
         h.update(os.fsencode(img.name))
-        for part in _image_bytes(img):
+        chunks = _image_bytes(img)
+        for part in chunks:
             h.update(part)
+        own(img.name, "images", chunks)
     if gt is not None:  # with ground truth the best evaluated weights are kept: a resume without it, or with another
         h.update(f"gt,eval_every={config.eval_every}".encode())  # (or its evaluations' spacing), makes other weights
         for img in images:
             if img.name in gt:
-                h.update(os.fsencode(img.name) + np.ascontiguousarray(gt[img.name]).tobytes())
+                truth = np.ascontiguousarray(gt[img.name]).tobytes()
+                h.update(os.fsencode(img.name) + truth)
+                own(img.name, "gt", [truth])
     return h.hexdigest()
 
 
-def _fingerprint_parts(base_sha: str, stage1_sha: str | None, images: Sequence[InputImage], perceptual_sha: str = "",
-                       gt: dict[str, np.ndarray] | None = None, sup_sha: str = "") -> dict:
+def _fingerprint_parts(base_sha: str, stage1_sha: str | None, images: Sequence[InputImage], perceptual_sha: str,
+                       gt: dict[str, np.ndarray] | None, sup_sha: str, each: dict[str, dict[str, str]]) -> dict:
     """The fingerprint's inputs one by one (the settings aside: the recipe records them), each hashed alone, for
-    checkpoints and reports: a refused resume can then name what changed (``_changed_parts``)."""
-    def digest(chunks) -> str:
-        h = hashlib.sha256()
-        for c in chunks:
-            h.update(c)
-        return h.hexdigest()[:16]
-
+    checkpoints and reports: a refused resume can then name what changed (``_changed_parts``). ``each``: the inputs'
+    and ground truth's digests ``_fingerprint`` made."""
     return {"model": base_sha[:16], "stage1": None if stage1_sha is None else stage1_sha[:16],
-            "perceptual": perceptual_sha[:16], "sup_data": sup_sha[:16],
-            "images": {img.name: digest(_image_bytes(img)) for img in images},
+            "perceptual": perceptual_sha[:16], "sup_data": sup_sha[:16], "images": each.get("images", {}),
             "files": {img.name: img.path.name if img.path is not None else img.name for img in images},  # to name them
-            "gt": None if gt is None else {img.name: digest([np.ascontiguousarray(gt[img.name]).tobytes()])
-                                           for img in images if img.name in gt}}
+            "gt": None if gt is None else each.get("gt", {})}
 
 
 def _changed_parts(then: dict | None, now: dict) -> str | None:
@@ -346,8 +353,13 @@ class _Fingerprinter:
     def __call__(self, images: Sequence[InputImage], gt: dict[str, np.ndarray] | None = None) -> str:
         return _fingerprint(self.config, self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt, self.sup_sha)
 
-    def parts(self, images: Sequence[InputImage], gt: dict[str, np.ndarray] | None = None) -> dict:
-        return _fingerprint_parts(self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt, self.sup_sha)
+    def with_parts(self, images: Sequence[InputImage], gt: dict[str, np.ndarray] | None = None) -> tuple[str, dict]:
+        """The fingerprint and its parts, from one pass over the images' bytes."""
+        each: dict[str, dict[str, str]] = {}
+        fingerprint = _fingerprint(self.config, self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt,
+                                   self.sup_sha, each)
+        return fingerprint, _fingerprint_parts(self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt,
+                                               self.sup_sha, each)
 
 
 def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -618,8 +630,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                           if k in stage1.meta}}
         log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
             else f"took the grouping's embeddings of {len(data)} image(s)")
-    fingerprinter = _Fingerprinter(config, desc, stage1, perceptual)
-    fingerprint, fingerprint_parts = fingerprinter(images, gt), fingerprinter.parts(images, gt)
+    fingerprint, fingerprint_parts = _Fingerprinter(config, desc, stage1, perceptual).with_parts(images, gt)
     redo = False  # a damaged finished run that --resume runs again
     if finished is not None and resume and not overwrite:
         if not finished:
@@ -1413,7 +1424,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         if recorded is not None and recorded != fingerprint_of(group, gt):
             then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
             changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
-                                     fingerprint_of.parts(group, gt))
+                                     fingerprint_of.with_parts(group, gt)[1])
             made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed)
             raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it")

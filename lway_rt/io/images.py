@@ -824,6 +824,14 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None, dpi: tuple[float, float] 
     return b"II*\x00" + struct.pack("<I", header) + ifd + extra + data
 
 
+def _write_format(path: Path) -> str:
+    """The format ``write_image`` writes to ``path``, from its suffix; an unknown one is refused."""
+    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .avif, .tif or .bmp")
+    return fmt
+
+
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
                 grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False,
                 exif: bytes | None = None, dpi: tuple[float, float] | None = None,
@@ -851,9 +859,7 @@ def image_samples(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = 
     format cannot hold it. Refuses NaN/inf pixels. With them, the caller can let go of the float image (four times
     the samples' size for 8 bits) before the file is encoded: most of an upscale's peak memory at the write."""
     path = Path(path)
-    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .avif, .tif or .bmp")
+    fmt = _write_format(path)
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"rgb must be HxWx3, got {rgb.shape}")
@@ -886,9 +892,7 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
     from lway_rt.io.weights import atomic_path
 
     path = Path(path)
-    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
-    if fmt is None:
-        raise OutputError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg, .webp, .avif, .tif or .bmp")
+    fmt = _write_format(path)
     if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
         raise ValueError(f"samples must be HxW or HxWxC uint8/uint16 (image_samples), got {arr.dtype} {arr.shape}")
     depth = 16 if arr.dtype == np.uint16 else 8
