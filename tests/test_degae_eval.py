@@ -87,10 +87,11 @@ def test_eval_cli_writes_json(tiny_ckpt, tmp_path):
     assert "separation" in res.output and "ablation" in res.output
 
 
-def test_eval_json_to_stdout_and_through_links_and_never_into_a_device(tiny_ckpt, tmp_path):
+def test_eval_json_to_stdout_and_through_links_and_never_into_a_device(tiny_ckpt, tmp_path, monkeypatch):
     """`--json /dev/stdout` replaced the link with a regular file (as root) and printed nothing; `--json -` wrote a file
     named '-'; a --json that is a link was replaced by a plain file. Now '-' prints the report alone on standard
-    output (the summary goes to standard error), a link is written through, and a device or pipe is refused."""
+    output (the summary goes to standard error), './-' names a file '-' (it printed to standard output too: the path
+    was compared after pathlib had dropped the './'), a link is written through, and a device or pipe is refused."""
     import os
     import stat
 
@@ -102,6 +103,10 @@ def test_eval_json_to_stdout_and_through_links_and_never_into_a_device(tiny_ckpt
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout, parse_constant=lambda c: pytest.fail(c))  # the whole of stdout is the report
     assert "geometries" in report and "ablation" in res.stderr and not (tmp_path / "-").exists()
+    monkeypatch.chdir(tmp_path)
+    named = CliRunner(**apart).invoke(main, [*args, "--json", "./-"])
+    assert named.exit_code == 0 and "geometries" not in named.stdout, named.output
+    assert json.loads((tmp_path / "-").read_text())["checkpoint"] == str(tiny_ckpt)
     real = tmp_path / "reports" / "latest-real.json"
     real.parent.mkdir()
     real.write_text(res.stdout)  # an earlier report, which a rerun may replace
@@ -338,3 +343,21 @@ def test_an_undefined_separation_of_any_geometry_is_explained(tiny_ckpt):
     assert "[roundtrip_x4]" in res.output and "separation undefined" in res.output
     assert "note: the roundtrip_x4 separation undefined (too few of the draws degrade the image): use more --draws" \
         in res.output, res.output
+
+
+def test_held_out_photos_are_held_as_uint8_and_give_the_float_crops_to_the_bit(tmp_path, astronaut):
+    """eval-degae held every --data photo as float32 (12 bytes a pixel) for the whole evaluation; it now holds 8-bit
+    photos as uint8, as training does, and only the crops become float, equal to the bit to the float loader's."""
+    from PIL import Image
+
+    from lway_rt.degae.data import load_folder
+    from lway_rt.degae.evaluate import _crops
+
+    (tmp_path / "d").mkdir()
+    Image.fromarray(astronaut[:200, :160]).save(tmp_path / "d" / "a.png")
+    Image.fromarray(astronaut[100:, 200:]).save(tmp_path / "d" / "b.png")
+    compact, full = load_folder(tmp_path / "d", compact=True), load_folder(tmp_path / "d")
+    assert {t.dtype for t in compact.values()} == {torch.uint8}
+    crops, owner = _crops(compact, 48, 3)
+    want, want_owner = _crops(full, 48, 3)
+    assert crops.dtype == torch.float32 and torch.equal(crops, want) and torch.equal(owner, want_owner)

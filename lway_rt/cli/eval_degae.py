@@ -21,7 +21,7 @@ def _num(x: float, fmt: str) -> str:
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of held-out clean photos, those directly inside it (default: bundled chelsea and coffee, "
                    "never trained on).")
-@click.option("--json", "json_path", type=PathParam(path_type=Path, names_a_file=True), default=None,
+@click.option("--json", "json_path", type=PathParam(names_a_file=True), default=None,
               help="Write the full report here ('-': to standard output, the summary lines going to standard error).")
 @click.option("--crop", type=int, default=96, show_default=True)
 @click.option("--crops-per-image", type=int, default=4, show_default=True)
@@ -36,7 +36,8 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1
     from lway_rt.errors import InputError, OutputError
 
-    to_stdout = json_path is not None and str(json_path) == "-"  # the report for a pipe (| jq): the lines to stderr
+    # the report for a pipe (| jq), the lines going to stderr; the string as typed, so ./- still names a file '-'
+    to_stdout = json_path == "-"
 
     def say(line: str) -> None:
         click.echo(line, err=to_stdout)

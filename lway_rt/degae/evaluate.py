@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lway_rt.degae import Stage1
-from lway_rt.degae.data import BUNDLED_HELDOUT, load_bundled, load_folder
+from lway_rt.degae.data import BUNDLED_HELDOUT, as_float, load_bundled, load_folder
 from lway_rt.degae.degrade import EVAL_PRESETS, SynthConfig, apply_degradation, eval_preset, kinds_of, sample_degradation
 from lway_rt.errors import listing
 
@@ -78,6 +78,7 @@ def _crops(images: dict[str, torch.Tensor], crop: int, per_image: int, step: int
         h, w = img.shape[1:]
         if min(h, w) < crop:
             continue
+        img = as_float(img)  # a compact (uint8) photo: float for this image only
         tiles = [(y, x) for y in range(0, h - crop + 1, crop) for x in range(0, w - crop + 1, crop)]
         grey = img.mean(0)
 
@@ -169,7 +170,8 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
     (a line) the images left out for being smaller than the crop."""
     log = log or (lambda s: None)
     dev = next(s1.reconstructor.parameters()).device
-    images = load_bundled(BUNDLED_HELDOUT) if cfg.data is None else load_folder(cfg.data)
+    # held as uint8 where a photo is 8-bit (3 bytes a pixel, not 12): only the crops become float
+    images = load_bundled(BUNDLED_HELDOUT, compact=True) if cfg.data is None else load_folder(cfg.data, compact=True)
     clean, owner = _crops(images, cfg.crop, cfg.crops_per_image, math.lcm(*cfg.geometries))
     clean = clean.to(dev)
     skipped = _too_small(images, cfg.crop)
