@@ -407,6 +407,11 @@ def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
     code, text = _run([*args, "--resume", "--lr", "3e-4"])
     assert code == 1 and "made with other settings: --lr " in text and "(this command: 0.0003)" in text, text
     assert (out / "config.json").read_bytes() == config and (out / "adapted.safetensors").read_bytes() == weights
+    # not quiet: a refused or kept run says so before any work (it embedded the images, and said so, first)
+    code, text = _run([*args[:-1], "--resume", "--lr", "3e-4"])
+    assert code == 1 and "made with other settings" in text and "embedded" not in text, text
+    code, text = _run([*args[:-1], "--resume"])
+    assert code == 0 and "kept as it is" in text and "embedded" not in text, text
 
     code, text = _run([*args, "--overwrite", "--lr", "3e-4"])
     assert code == 0, text
@@ -1097,8 +1102,8 @@ def test_a_stop_before_the_first_checkpoint_says_there_is_nothing_to_resume(file
     assert code == 0 and (out / "adapted.safetensors").is_file(), text
     # with --resume, a stop while it loads leaves what --out holds as it was, which the message must not deny (it
     # said 'nothing to resume; it starts from the beginning' beside a checkpoint that --resume would continue)
-    with monkeypatch.context() as m:
-        m.setattr(loop, "compute_embeddings", ctrl_c)
+    with monkeypatch.context() as m:  # (a finished run is checked before anything is embedded: stopped while hashing)
+        m.setattr(loop._Fingerprinter, "with_parts", ctrl_c)
         res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--resume")])
     assert res.exit_code == 130 and f"adaptation interrupted before it went on: {out} is as it was; run the same " \
         "command (with --resume) again" in res.output and "nothing to resume" not in res.output, res.output
@@ -1313,3 +1318,19 @@ def test_the_summary_line_says_which_weights_were_kept(files, tmp_path):
     assert code == 0 and report["final_iteration"] == 0 < report["iterations_run"], (text, report["stopped"])
     assert f"{out / 'adapted.safetensors'}: {report['iterations_run']} iterations" in text
     assert text.rstrip().endswith("; the unadapted weights kept"), text
+
+
+def test_quiet_keeps_the_notes_about_inputs_not_read(files, tmp_path):
+    """-q printed the summary alone, hiding the note that the images in a sub-folder were not read (upscale -q
+    keeps its notes): now only the progress lines go."""
+    import shutil
+
+    lr = tmp_path / "lr"
+    shutil.copytree(files / "lr", lr)
+    (lr / "more").mkdir()
+    shutil.copy(lr / "rgb.png", lr / "more" / "rgb2.png")
+    code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "out"), "--stage1",
+                       str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "--batch-size",
+                       "1", "-q"])
+    assert code == 0, text
+    assert "note: the images in sub-folders of" in text and "embedded" not in text and "iteration" in text, text

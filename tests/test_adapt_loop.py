@@ -536,3 +536,20 @@ def test_an_out_folder_deleted_during_the_run_stops_it_unwritten(tmp_path, input
         adapt_images(inputs, _desc(_tiny(4)), cfg.replace(checkpoint_every=50), out, stage1=stage1,
                      log=lambda m: (shutil.rmtree(out), out.mkdir()) if m.startswith("iteration 10/") else None)
     assert list(out.iterdir()) == []
+
+
+def test_the_images_to_check_first_are_a_note_not_progress(tmp_path, inputs, stage1, monkeypatch):
+    """The line naming the images that gained the most detail goes to ``note`` (which `adapt -q` keeps), not to
+    ``log`` (the progress that -q silences); with no ``note`` it goes to ``log`` as before."""
+    import lway_rt.adapt.loop as loop
+
+    monkeypatch.setattr(loop, "DETAIL_FLAG", 0.0)  # every image counts as flagged
+    cfg = AdaptConfig(iterations=2, patch_size=16, batch_size=1, sup_weight=0.0)
+    logged, noted = [], []
+    adapt_images(inputs, _desc(_tiny(1)), cfg, tmp_path / "a", stage1=stage1, write_outputs=False,
+                 log=logged.append, note=noted.append)
+    assert [line for line in noted if "check these images first" in line] and noted[0].startswith("most fine detail")
+    assert not [line for line in logged if "check these images first" in line] and logged
+    logged = []
+    adapt_images(inputs, _desc(_tiny(1)), cfg, tmp_path / "b", stage1=stage1, write_outputs=False, log=logged.append)
+    assert [line for line in logged if "check these images first" in line]

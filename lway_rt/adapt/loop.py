@@ -535,7 +535,8 @@ def _load_checkpoint(path: Path) -> dict:
 
 def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, *, stage1=None,
                  gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
-                 write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False) -> RunResult:
+                 write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False,
+                 note: Log | None = None) -> RunResult:
     """Adapt one model to ``images`` (already read) and write its outputs into ``out_dir``.
 
     ``desc`` is the base model's ``ModelDescriptor`` (left untouched); ``stage1`` a frozen
@@ -551,7 +552,7 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     with contextlib.ExitStack() as held:
         try:
             return _adapt_images(images, desc, config, out_dir, held, stage1=stage1, gt=gt, resume=resume, log=log,
-                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite)
+                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite, note=note)
         except KeyboardInterrupt:  # outside the loop (which says more): while preparing, or writing the outputs
             ckpt = Path(out_dir) / CHECKPOINT
             if ckpt.exists():
@@ -562,11 +563,12 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
 
 def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, held: contextlib.ExitStack, *,
                   stage1=None, gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
-                  write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False
-                  ) -> RunResult:
+                  write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False,
+                  note: Log | None = None) -> RunResult:
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
     log = log or (lambda msg: None)
+    note = note or log
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
     ckpt_path = out_dir / CHECKPOINT
     finished = _existing_run(out_dir, resume, overwrite)
@@ -607,29 +609,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                                   lpips_weights=config.lpips_weights, device=device)
     if perceptual is not None:
         log(f"perceptual term: {perceptual.kind} x{config.perceptual_scale:g} (weights {perceptual.digest[:12]})")
-    recon, stage1_info, embed_s = None, None, 0.0
-    if config.loss == "lway":
-        if stage1 is None:
-            raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
-        t0 = time.perf_counter()
-        stage1.encoder.to(device)
-        stage1.reconstructor.to(device)
-        # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
-        freeze_stage1(stage1)
-        if embeddings is not None:
-            if embeddings.shape[0] != len(data):
-                raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
-            emb = embeddings.to(device)
-        else:
-            emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
-                                     backend=config.encoder_backend)
-        recon = FastReconstructor(stage1.reconstructor, emb, speed)
-        embed_s = time.perf_counter() - t0
-        stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
-                       **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
-                          if k in stage1.meta}}
-        log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
-            else f"took the grouping's embeddings of {len(data)} image(s)")
+    if config.loss == "lway" and stage1 is None:
+        raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
     fingerprint, fingerprint_parts = _Fingerprinter(config, desc, stage1, perceptual).with_parts(images, gt)
     redo = False  # a damaged finished run that --resume runs again
     if finished is not None and resume and not overwrite:
@@ -663,6 +644,29 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         redo = True
+
+    # E once per image: after the checks above, so a refused or kept run does no work and prints no progress first
+    recon, stage1_info, embed_s = None, None, 0.0
+    if config.loss == "lway":
+        t0 = time.perf_counter()
+        stage1.encoder.to(device)
+        stage1.reconstructor.to(device)
+        # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
+        freeze_stage1(stage1)
+        if embeddings is not None:
+            if embeddings.shape[0] != len(data):
+                raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
+            emb = embeddings.to(device)
+        else:
+            emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
+                                     backend=config.encoder_backend)
+        recon = FastReconstructor(stage1.reconstructor, emb, speed)
+        embed_s = time.perf_counter() - t0
+        stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
+                       **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
+                          if k in stage1.meta}}
+        log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
+            else f"took the grouping's embeddings of {len(data)} image(s)")
 
     trust, trust_info, gates = None, None, None
     wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
@@ -987,7 +991,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
     if flagged:
         names = listing((f"{n} ({c:.2f}x)" for c, n in flagged), 5)
-        log(f"most fine detail added (adapted / unadapted, >= {DETAIL_FLAG:g}x): {names}; check these images first "
+        note(f"most fine detail added (adapted / unadapted, >= {DETAIL_FLAG:g}x): {names}; check these images first "
             "(on the quality benchmark such crops were the ones adaptation made worse, when it did)")
     if gt is not None:
         _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
@@ -1128,7 +1132,7 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
 
 def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = None, *, stage1=None,
           gt_dir: str | Path | None = None, resume: bool = False, log: Log | None = None,
-          overwrite: bool = False) -> list[RunResult]:
+          overwrite: bool = False, note: Log | None = None) -> list[RunResult]:
     """The library entry point behind ``lwayrt adapt``.
 
     ``inputs``: image files/folders (or ``InputImage`` objects); ``model``: store name or weights
@@ -1137,12 +1141,15 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
     ``out_dir/<name>/``; in ``per-group`` mode each group of images in ``out_dir/group-<n>/``, the
     grouping in ``out_dir/groups.json``. ``resume`` / ``overwrite``: see ``adapt_images`` (each run is checked);
     ``out_dir`` may not be one of the input folders (the run's pictures would become inputs of the next run).
+    ``log`` gets the progress lines; ``note`` (default: ``log``) the lines to read even when progress is silenced:
+    inputs not read, an unfinished stage 1, the images to check first.
     """
     from lway_rt.runtime.device import check_torch_device
 
     config = _absolute_paths(config or AdaptConfig())
     check_torch_device(config.device)
     log = log or (lambda msg: None)
+    note = note or log
     out_dir = Path(out_dir)
     for item in inputs:
         if isinstance(item, (str, Path)) and Path(item).is_dir() and Path(item).resolve() == out_dir.resolve():
@@ -1152,7 +1159,7 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         if out_dir.is_dir():  # at once, not after the model, stage 1 and the images are loaded; held to the end
             held.enter_context(exclusive_run(out_dir, "--out folder"))
         return _adapt(inputs, model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
-                      overwrite=overwrite)
+                      overwrite=overwrite, note=note)
 
 
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
@@ -1338,7 +1345,7 @@ def _refuse_foreign(sub: Path, finished: dict | None) -> None:
 
 
 def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt_dir, resume: bool, log: Log,
-           overwrite: bool) -> list[RunResult]:
+           overwrite: bool, note: Log) -> list[RunResult]:
     """``adapt`` once its --out folder (where it exists) is locked for this run."""
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
@@ -1347,11 +1354,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     loaded = bool(inputs) and all(isinstance(i, InputImage) for i in inputs)
     notes: list[str] = []
     given = list(inputs) if loaded else list_images(inputs, notes)  # paths are listed once, only the chosen ones read
-    for note in notes:
-        log(note)
+    for line in notes:
+        note(line)
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
-    for note in notes:  # files of several frames: the first is read
-        log(note)
+    for line in notes:  # files of several frames: the first is read
+        note(line)
     _check_out_folder(out_dir, config, images, [] if loaded else given, resume, overwrite)
     if config.sample is not None and len(images) < len(given):
         log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in name order (--sample); "
@@ -1369,11 +1376,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         from lway_rt.degae import load_stage1, unfinished_note
 
         stage1 = load_stage1(stage1, device=config.device)
-        if note := unfinished_note(stage1, stage1_path):
-            log(note)
+        if unfinished := unfinished_note(stage1, stage1_path):
+            note(unfinished)
     gt = _load_gt(Path(gt_dir), images, desc.scale) if gt_dir is not None else None
     if config.mode == "folder":
-        return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log,
+        return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log, note=note,
                              overwrite=overwrite)]
     # (another --mode's summary was refused by _check_out_folder)
     old_summary = (_read_json_dict(summary_path) or {}) if resume or overwrite else {}
@@ -1448,7 +1455,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
             try:
                 results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
-                                            embeddings=emb, overwrite=overwrite))
+                                            embeddings=emb, overwrite=overwrite, note=note))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, "run the same command with --resume (the runs "
                                                            "finished before it are kept)")) from None

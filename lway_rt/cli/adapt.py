@@ -202,7 +202,8 @@ _GROUPS = _GroupsType()
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one made with these "
                                               "inputs and settings is kept as it is).")
 @click.option("--overwrite", is_flag=True, help="Replace the run (finished or not) already in --out.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only the summary and the notes (inputs not read, the images to check first).")
 def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,
             **flags):
     """Adapt MODEL to the low-resolution images INPUT... (files or folders; a folder's own images, not its
@@ -243,7 +244,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
                          f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
     try:
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
-                        overwrite=overwrite)
+                        overwrite=overwrite, note=click.echo)
     except KeyboardInterrupt:  # the loop turns a stop after a checkpoint into its own message: this one came before
         if resume:  # while the inputs or the model loaded: the run(s) in --out are as they were
             raise Interrupted(f"adaptation interrupted before it went on: {out_dir} is as it was; run the same command "
