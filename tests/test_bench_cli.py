@@ -188,10 +188,13 @@ def test_cli_user_mistakes_are_one_line_errors():
     for args, needle in (
         (["-b", "onnx"], "unknown backend 'onnx'"),
         (["-s", "0"], "must be positive"),
-        (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap (16); got (8,): raise --tile or lower --tile-overlap"),
+        (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap (16); --tile 8 is not: raise --tile or lower "
+                                                 "--tile-overlap"),
+        (["--tile", "8", "--tile", "96", "--tile", "40"], "(64); --tile 8, 40 are not"),  # which ones, not a Python tuple
+        (["--batch", "0", "--batch", "2"], "--batch must be at least 1, got 0\n"),
         (["--tile", "64"], "larger than twice the overlap (64)"),  # the default overlap is upscale's 32 px
         (["-b", "torch+fp16"], "fp16 on the CPU"),
-        (["--concurrency", "0"], "concurrency"),
+        (["--concurrency", "0"], "--concurrency must be at least 1 worker, got 0\n"),
         (["--min-iters", "0"], "--min-iters must be between 1 and 10000, got 0"),  # named the dataclass's fields
         (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
         (["--rounds", "0"], "--rounds must be >= 1"),
@@ -206,6 +209,8 @@ def test_cli_user_mistakes_are_one_line_errors():
         res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "--device", "cpu", *TINY, *args])
         assert res.exit_code == 1, (args, res.output)
         assert res.output.startswith("error: ") and needle in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["serve-bench", "--device", "cpu", *TINY])  # every kind of model it takes is named
+    assert res.exit_code == 2 and "(a store name, a weights file, or an .onnx file from 'lwayrt export')" in res.output
     res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "100000", "--no-peak", *TINY])
     assert res.exit_code == 1 and "needs 3.69e+03 GB for its input and outputs alone" in res.output, res.output
     res = runner.invoke(main, ["serve-bench", "-m", "no-such-model", *TINY])

@@ -17,6 +17,7 @@ from torch import nn
 from lway_rt.archs.descriptor import ArchSpec, ModelDescriptor
 from lway_rt.archs.rrdbnet import RRDBNet
 from lway_rt.archs.srvgg import SRVGGNetCompact
+from lway_rt.errors import listing
 from lway_rt.errors import ModelError
 
 __all__ = ["ARCHS", "ArchEntry", "WeightsRefused", "detect", "build", "check_state_dict", "from_state_dict",
@@ -215,7 +216,8 @@ def check_state_dict(state: StateDict) -> ArchSpec:
     spec = detect(state)
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
-        raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensors (first: {bad[0]}): the file "
+        raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) > 1)} "
+                             f"({listing(bad, 3)}): the file "
                              "is corrupt (or the training diverged); re-export or re-download it", "NaN weights")
     with torch.device("meta"):
         own = build(spec).state_dict()
@@ -227,8 +229,10 @@ def check_state_dict(state: StateDict) -> ArchSpec:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}): a variant of the architecture lway_rt does not build",
+        parts = ([f"missing {listing(missing, 3)}"] if missing else []) + \
+            ([f"unexpected {listing(unexpected, 3)}"] if unexpected else [])
+        raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)}): a "
+                             "variant of the architecture lway_rt does not build",
                              "missing keys" if missing else "extra keys")
     return spec
 

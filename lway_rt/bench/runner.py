@@ -84,17 +84,20 @@ class BenchConfig:
         for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
             if not getattr(self, name):
                 raise InputError(f"serve-bench needs at least one value for {name}")
-        if any(b < 1 for b in self.batches):
-            raise InputError(f"batch sizes must be >= 1, got {self.batches}")
-        if any(c < 1 for c in self.concurrency):
-            raise InputError(f"concurrency must be >= 1 worker, got {self.concurrency}")
-        if any(t < 0 for t in self.tiles):
-            raise InputError(f"tile sizes must be 0 (whole image) or positive, got {self.tiles}")
+        def values(bad):  # the offending values as typed on the command line, not a Python tuple
+            return ", ".join(str(v) for v in dict.fromkeys(bad))
+
+        if bad := [b for b in self.batches if b < 1]:
+            raise InputError(f"--batch must be at least 1, got {values(bad)}")
+        if bad := [c for c in self.concurrency if c < 1]:
+            raise InputError(f"--concurrency must be at least 1 worker, got {values(bad)}")
+        if bad := [t for t in self.tiles if t < 0]:
+            raise InputError(f"--tile must be 0 (whole image) or positive, got {values(bad)}")
         if self.tile_overlap < 0:
-            raise InputError("tile overlap must be >= 0")
-        if any(t and t <= 2 * self.tile_overlap for t in self.tiles):
-            raise InputError(f"every tile must be larger than twice the overlap ({2 * self.tile_overlap}); got {self.tiles}: "
-                             f"raise --tile or lower --tile-overlap")
+            raise InputError("--tile-overlap must be >= 0")
+        if bad := [t for t in self.tiles if t and t <= 2 * self.tile_overlap]:
+            raise InputError(f"every tile must be larger than twice the overlap ({2 * self.tile_overlap}); --tile "
+                             f"{values(bad)} {'is' if len(set(bad)) == 1 else 'are'} not: raise --tile or lower --tile-overlap")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"device must be cpu or cuda, got {self.device!r}")
         if self.threads is not None and self.threads < 1:

@@ -18,7 +18,8 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
               help="Bundled photo to use, repeatable or comma-separated [default: astronaut, chelsea, coffee, rocket].")
 @click.option("--model", "models", multiple=True, type=NAME,
               help="Model(s) to compare [default: realsr-df2k-x4, realesr-animevideov3].")
-@click.option("--crop", default=256, show_default=True, type=int, help="Side of the ground-truth crop (HR), pixels.")
+@click.option("--crop", default=256, show_default=True, type=int,
+              help="Side of the ground-truth crop (HR), pixels (a multiple of 4, at least 64).")
 @click.option("--adapt/--no-adapt", default=True, show_default=True, help="Run the LWay adaptation step.")
 @click.option("--deploy/--no-deploy", default=True, show_default=True,
               help="Export the adapted network to ONNX, run it with ONNX Runtime and time it against PyTorch.")

@@ -71,7 +71,8 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         click.echo(json.dumps(SCHEMA, indent=1))
         return
     if not model:
-        raise click.UsageError("Missing option '--model' / '-m' (a store name or a weights file).")
+        raise click.UsageError("Missing option '--model' / '-m' (a store name, a weights file, or an .onnx file from "
+                               "'lwayrt export').")
     given = typed(click.get_current_context(), "min_time_s", "max_time_s")
     if min_time_s > max_time_s and "--min-time-s" not in given:  # a cap below the default minimum: the cap is the time
         min_time_s = max_time_s
