@@ -198,7 +198,8 @@ def test_upscale_sends_new_images_to_their_sources_model(files, tmp_path):
     noise = tmp_path / "noise.png"  # like no group's images: still upscaled, with a warning
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(noise)
     res = CliRunner().invoke(main, ["upscale", str(noise), "-m", str(out), "-o", str(tmp_path / "up1")])
-    assert res.exit_code == 0 and "noise.png: unlike the images every group was adapted on" in res.output
+    assert res.exit_code == 0 and "noise.png is unlike the images every group was adapted on" in res.output
+    assert f"note: {noise} is unlike" in res.output  # in every command's style of note
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up2"),
                                     "--stage1", str(files / "stage1.safetensors")])
     assert res.exit_code != 0 and "is not the stage-1 checkpoint the groups" in res.output

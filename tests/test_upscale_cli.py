@@ -274,7 +274,7 @@ def test_sub_folders_left_out_without_recursive_are_named(tmp_path, small):
     for _ in range(2):
         result = run("upscale", d, "-o", d / "out", "--model", MODEL)
         assert result.exit_code == 0 and "1 image(s) written" in result.output, result.output
-        assert f"the images in sub-folders of {d} ({d / 'a'}) are not read: add --recursive" in result.output
+        assert f"note: the images in sub-folders of {d} ({d / 'a'}) are not read: add --recursive" in result.output
         assert str(d / "out") + ")" not in result.output and str(d / "out") + "," not in result.output
 
 

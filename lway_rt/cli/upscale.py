@@ -101,10 +101,10 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
         if not r.inside:
             spread = (f"a group of one image, judged by the widest group's spread, {1 - r.floor:.2g}" if r.borrowed
                       else f"whose own images lie within {1 - r.floor:.2g}")
-            click.secho(f"  {r.path}: unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
+            click.secho(f"note: {r.path} is unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
                         f"the nearest centre, {r.group}'s, {spread}); its model may not suit it", fg="yellow", err=True)
-    for note in report.notes:
-        click.secho(f"  {note}", fg="yellow", err=True)
+    for note in report.notes:  # one style with every command's notes
+        click.secho(f"note: {note}", fg="yellow", err=True)
     if report.failures:
         click.secho(f"{len(report.failures)} image(s) failed:", fg="red", err=True)
         for f in report.failures:
