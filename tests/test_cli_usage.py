@@ -34,3 +34,27 @@ def test_a_usage_error_is_one_line_with_status_2(args, message):
 def test_bare_lwayrt_still_shows_the_help():
     proc = _lwayrt()
     assert proc.returncode == 2 and "Commands:" in proc.stdout + proc.stderr and "error:" not in proc.stderr
+
+
+@pytest.mark.parametrize("command, first, second, param", [
+    ("upscale", ["x", "-o", "a"], ["x", "--out", "a"], "out_dir"),
+    ("export", ["-o", "a"], ["--out", "a"], "out_dir"),
+    ("train-degae", ["-o", "a.safetensors"], ["--out", "a.safetensors"], "out"),
+    ("train-degae", ["--iters", "7"], ["--iterations", "7"], "iters"),
+    ("train-degae", ["--batch", "3"], ["--batch-size", "3"], "batch"),
+    ("train-degae", ["--ckpt-every", "9"], ["--checkpoint-every", "9"], "ckpt_every"),
+    ("adapt", ["x", "-m", "m", "-o", "a", "--iterations", "7"], ["x", "-m", "m", "-o", "a", "--iters", "7"], "iterations"),
+    ("adapt", ["x", "-m", "m", "-o", "a", "--batch-size", "3"], ["x", "-m", "m", "-o", "a", "--batch", "3"], "batch_size"),
+    ("adapt", ["x", "-m", "m", "-o", "a", "--checkpoint-every", "9"], ["x", "-m", "m", "-o", "a", "--ckpt-every", "9"], "checkpoint_every"),
+    ("demo", ["--iterations", "7"], ["--iters", "7"], "iterations"),
+])
+def test_one_option_has_one_name_across_commands(command, first, second, param):
+    """The output option is -o/--out on every command that writes files (export and train-degae had no -o, upscale
+    no --out), and the training options take both spellings (adapt's --iterations / --batch-size /
+    --checkpoint-every, train-degae's --iters / --batch / --ckpt-every): the other spelling was a usage error."""
+    from lway_rt.cli import main
+
+    cmd = main.get_command(None, command)
+    one, other = cmd.make_context(command, list(first)), cmd.make_context(command, list(second))
+    default = next(p.default for p in cmd.params if p.name == param)
+    assert one.params[param] == other.params[param] and str(one.params[param]) != str(default)

@@ -118,7 +118,7 @@ _GROUPS = _GroupsType()
 @click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
               help="TOML file with defaults (an [adapt] table, or keys at its top level), or the config.json a run wrote (its "
                    "recipe again); flags override it.")
-@click.option("--iterations", type=int, default=None, help="Adaptation steps [200].")
+@click.option("--iterations", "--iters", "iterations", type=int, default=None, help="Adaptation steps [200].")
 @click.option("--lr", type=FINITE, default=None, help="Adam learning rate [5e-5].")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
               help="constant, or cosine annealing from --lr towards 0 over the iterations [constant].")
@@ -126,7 +126,7 @@ _GROUPS = _GroupsType()
 @click.option("--augment", type=click.Choice(["none", "dihedral"]), default=None,
               help="dihedral: S sees each patch flipped/turned (one of 8, drawn per patch) and its output turned back "
                    "before the loss [none].")
-@click.option("--batch-size", type=int, default=None, help="Patches per step [4].")
+@click.option("--batch-size", "--batch", "batch_size", type=int, default=None, help="Patches per step [4].")
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Adapt on N of the inputs spread evenly in name order (frames of a long clip); only those are "
@@ -193,7 +193,7 @@ _GROUPS = _GroupsType()
 @click.option("--eval-every", type=int, default=None, help="Steps between ground-truth evaluations [20].")
 @click.option("--patience", type=int, default=None, help="Evaluations without gain before stopping [3].")
 @click.option("--snapshot-every", type=int, default=None, help="Steps between contact-sheet snapshots [20].")
-@click.option("--checkpoint-every", type=int, default=None, help="Steps between resumable checkpoints [20].")
+@click.option("--checkpoint-every", "--ckpt-every", "checkpoint_every", type=int, default=None, help="Steps between resumable checkpoints [20].")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda [cpu].")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed [0].")
 @click.option("--encoder-backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,

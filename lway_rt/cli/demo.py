@@ -26,7 +26,7 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
 @click.option("--adapt-model", default="realesr-animevideov3", show_default=True, type=NAME, help="Model to adapt.")
 @click.option("--preset", type=click.Choice(_PRESETS), default="motion-blur", show_default=True,
               help="Degradation of the adaptation step's LR crops (one stage 1 never trained on).")
-@click.option("--iterations", default=100, show_default=True, type=click.IntRange(min=1), help="Adaptation steps.")
+@click.option("--iterations", "--iters", "iterations", default=100, show_default=True, type=click.IntRange(min=1), help="Adaptation steps.")
 @click.option("--adapt-crop", default=192, show_default=True, type=int, help="Ground-truth crop side for adaptation (a multiple of 4, at least 128).")
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None, help="Stage-1 checkpoint [the shipped one].")
 def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], crop: int, adapt: bool, deploy: bool,

@@ -17,7 +17,7 @@ def _log(msg: str) -> None:
 @click.command("export")
 @click.option("--model", "-m", "model_spec", metavar="M", type=NAME,
               help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
-@click.option("--out", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
+@click.option("-o", "--out", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, engines and manifests (with --refit: for the refitted "
                                       "engine, by default the original engine's folder).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]),

@@ -53,13 +53,13 @@ def _with_recorded_settings(cfg, out: Path, ctx):
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of clean photos, those directly inside it (hidden files skipped; default: the bundled "
                    "scikit-image training photos).")
-@click.option("--out", type=PathParam(path_type=Path, names_a_file=True), default=Path("stage1.safetensors"), show_default=True,
+@click.option("-o", "--out", "out", type=PathParam(path_type=Path, names_a_file=True), default=Path("stage1.safetensors"), show_default=True,
               help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
 @click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")
 @click.option("--crop-tries", type=int, default=2, show_default=True,
               help="Keep the most textured of this many random crop positions.")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--iters", type=int, default=2500, show_default=True)
+@click.option("--batch", "--batch-size", "batch", type=int, default=8, show_default=True)
+@click.option("--iters", "--iterations", "iters", type=int, default=2500, show_default=True)
 @click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -87,7 +87,7 @@ def _with_recorded_settings(cfg, out: Path, ctx):
 @click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
 @click.option("--w-perceptual", type=FINITE, default=0.02, show_default=True)
-@click.option("--ckpt-every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
+@click.option("--ckpt-every", "--checkpoint-every", "ckpt_every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [torch's default].")
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Processes that synthesise batches ahead of the step (worth it on a GPU; batches are the same).")

@@ -12,7 +12,7 @@ from lway_rt.cli._params import NAME, FiniteRange, PathParam, typed
 
 @click.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path), metavar="INPUT...")
-@click.option("-o", "--output", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
+@click.option("-o", "--output", "--out", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
 @click.option("-m", "--model", default="realesr-animevideov3", show_default=True, type=NAME,
               help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
