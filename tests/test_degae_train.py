@@ -797,6 +797,51 @@ def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
     assert load_stage1(out).meta["iterations"] % 4 == 0
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children"), reason="needs Linux /proc")
+def test_ctrl_c_while_the_workers_start_is_the_runs_one_line(photo_dir, tmp_path):
+    """A Ctrl-C in the seconds while the batch workers import torch printed a KeyboardInterrupt traceback from each
+    (they ignored SIGINT only once their initializer ran), and one while the pool was being built gave the generic
+    'interrupted' line, unlogged. The workers now start with SIGINT ignored (the photos go through shared memory, so
+    the pool starts in milliseconds) and the pool is built inside the run's own handling."""
+    import glob
+
+    out, log = tmp_path / "run.safetensors", tmp_path / "run.log"
+    shm_before = set(glob.glob("/dev/shm/psm_*"))
+
+    def own_group():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setsid()
+
+    args = _cli_args(photo_dir, out, 2000, ["--workers", "2", "--log", str(log), "-q"])
+    at = args.index("--data")
+    del args[at:at + 2]  # the bundled photos (7 MB): sent down each worker's pipe, they kept Pool() busy for seconds
+    proc = subprocess.Popen(args, preexec_fn=own_group, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_children(proc.pid)) < 3:  # the shared memory's tracker and two workers
+        time.sleep(0.01)
+    time.sleep(0.2)  # the workers are importing torch (about 2 s here)
+    assert not log.exists() or not re.search(r"^it \d", log.read_text(), re.M)  # still starting
+    os.killpg(proc.pid, signal.SIGINT)  # what pressing Ctrl-C in a terminal does
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the run hung after Ctrl-C")
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    assert re.search(r"stage-1 training interrupted at iteration 0; no checkpoint had been written yet", output), output
+    assert "interrupted at iteration 0" in log.read_text()  # the run's own line, logged
+    assert set(glob.glob("/dev/shm/psm_*")) <= shm_before  # the photos' shared memory is freed
+
+
 def test_a_resume_says_when_its_photos_moved_or_changed(photo_dir, tmp_path):
     """After the photos folder moved, `--resume` said "or leave --data out", which the user had done; a folder whose
     photos changed went on without a word (2 images became 11)."""

@@ -170,14 +170,20 @@ def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainC
 _WORKER_STATE: dict = {}
 
 
-def _worker_init(images: list[np.ndarray], cfg: TrainConfig) -> None:
+def _worker_init(shared: list[tuple[str, tuple[int, ...], str]], cfg: TrainConfig) -> None:
     import signal
+    from multiprocessing import shared_memory
 
     # a terminal's Ctrl-C reaches the whole process group: only the run handles it (it stops the pool); a worker
-    # killed inside the pool's queue lock left Pool.terminate() waiting for ever, and each printed a traceback
+    # killed inside the pool's queue lock left Pool.terminate() waiting for ever, and each printed a traceback.
+    # (The run started this process with SIGINT ignored, so the seconds of imports before this are covered too.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    _WORKER_STATE["images"] = [torch.from_numpy(a) for a in images]
+    # the photos are the run's, in shared memory: read in place, not a copy per worker sent down its pipe
+    blocks = [shared_memory.SharedMemory(name=name) for name, _, _ in shared]
+    _WORKER_STATE["blocks"] = blocks  # kept open for the worker's life
+    _WORKER_STATE["images"] = [torch.from_numpy(np.ndarray(shape, np.dtype(dtype), buffer=b.buf))
+                               for b, (_, shape, dtype) in zip(blocks, shared)]
     _WORKER_STATE["cfg"] = cfg
 
 
@@ -196,14 +202,42 @@ class BatchSource:
         self.images, self.cfg, self.next_it, self.end = images, cfg, start, end
         self.pool = None
         self.pending: list = []
+        self.blocks: list = []
         if cfg.workers > 0:
-            import multiprocessing as mp
+            try:
+                self._start_pool(images)
+            except BaseException:  # (a Ctrl-C too): no pool or shared memory left behind
+                self.close()
+                raise
 
+    def _start_pool(self, images: list[torch.Tensor]) -> None:
+        """The worker pool, started in milliseconds: the photos go into shared memory (one copy, read in place by
+        every worker) and the workers are started with SIGINT ignored, so a Ctrl-C while they import torch (seconds)
+        is the run's alone, not a traceback from each worker. (Sending the photos down each worker's pipe kept
+        ``Pool()`` blocked for seconds, a window where ignoring SIGINT would have swallowed the user's Ctrl-C.)"""
+        import multiprocessing as mp
+        import signal
+        import threading
+        from multiprocessing import shared_memory
+
+        shared = []
+        for t in images:
+            a = t.numpy()
+            block = shared_memory.SharedMemory(create=True, size=max(1, a.nbytes))
+            self.blocks.append(block)
+            np.ndarray(a.shape, a.dtype, buffer=block.buf)[...] = a
+            shared.append((block.name, a.shape, a.dtype.str))
+        main = threading.current_thread() is threading.main_thread()  # (signals can be set there only)
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
             # spawn: a forked child of a process that has started CUDA or OpenMP threads can hang
-            self.pool = mp.get_context("spawn").Pool(cfg.workers, initializer=_worker_init,
-                                                      initargs=([t.numpy() for t in images], cfg))
-            self.queued = start
-            self._fill()
+            self.pool = mp.get_context("spawn").Pool(self.cfg.workers, initializer=_worker_init,
+                                                      initargs=(shared, self.cfg))
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, before)
+        self.queued = self.next_it
+        self._fill()
 
     def _fill(self) -> None:
         while len(self.pending) < 2 * self.cfg.workers and self.queued < self.end:
@@ -224,6 +258,10 @@ class BatchSource:
             self.pool.terminate()
             self.pool.join()
             self.pool = None
+        for block in self.blocks:  # the workers are gone: free the photos' shared memory
+            block.close()
+            block.unlink()
+        self.blocks = []
 
 
 def _consistency(e_a: torch.Tensor, e_b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -619,13 +657,14 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     guard = (state.get("guard") or {}) if state is not None else {}
     ema = guard.get("ema")
     low = guard["low"] if "low" in guard else (s1.meta.get("last_losses") or {}).get("loss") if state is not None else None
-    source = BatchSource(images, cfg, start, end)
+    source = None
 
     def kept() -> str:
         return (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue with "
                 "--resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
 
     try:
+        source = BatchSource(images, cfg, start, end)  # inside: a Ctrl-C while its workers start says the run's line
         while it < end:
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, it)
@@ -683,7 +722,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                 "iterations): run the command again")
         raise Interrupted(f"stage-1 training interrupted at iteration {it}; {kept}") from None
     finally:
-        source.close()
+        if source is not None:
+            source.close()
         if bar is not None:
             bar.stop()
     return TrainResult(out, it, elapsed0 + time.time() - t0, last, start)
