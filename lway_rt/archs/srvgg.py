@@ -58,8 +58,8 @@ class SRVGGNetCompact(nn.Module):
         base = F.interpolate(x, scale_factor=float(self.upscale), mode="nearest")
         if torch.jit.is_scripting():  # a scripted copy (TorchScript cannot compile the export check): as written
             return out + base
-        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
-            return out + base
+        if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() or out.dtype != base.dtype:
+            return out + base  # (under autocast the shuffled output is bf16/fp16: the sum is promoted to fp32)
         # inference: the sum into the shuffled output, not a third image-sized tensor (an upscale in one pass peaked
         # at the three: 12 bytes an output pixel each)
         return out.add_(base)
