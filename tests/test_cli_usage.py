@@ -4,6 +4,7 @@ prints the help. Run through the real entry point in a child process, as a shell
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,9 @@ def _lwayrt(*args: str) -> subprocess.CompletedProcess:
     (["upscal", "x"], "error: No such command 'upscal'. Did you mean 'upscale'? (see 'lwayrt --help')"),
     (["serve_bench"], "error: No such command 'serve_bench'. Did you mean 'serve-bench'? (see 'lwayrt --help')"),
     (["frobnicate"], "error: No such command 'frobnicate'. (see 'lwayrt --help')"),
-], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown"])
+    (["upscale", "x", "-o"], "error: Option '-o' requires an argument. (see 'lwayrt upscale --help')"),  # no ctx
+    (["export", "-m"], "error: Option '-m' requires an argument. (see 'lwayrt export --help')"),
+], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown", "no-value", "no-value-2"])
 def test_a_usage_error_is_one_line_with_status_2(args, message):
     proc = _lwayrt(*args)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == message + "\n", proc.stderr
@@ -58,3 +61,31 @@ def test_one_option_has_one_name_across_commands(command, first, second, param):
     one, other = cmd.make_context(command, list(first)), cmd.make_context(command, list(second))
     default = next(p.default for p in cmd.params if p.name == param)
     assert one.params[param] == other.params[param] and str(one.params[param]) != str(default)
+
+
+def test_a_name_keeps_its_spaces_in_a_usage_error(tmp_path):
+    """The one-line form joined every run of whitespace: a file named with two spaces was shown with one."""
+    (tmp_path / "a  b.txt").write_text("mine")
+    proc = _lwayrt("upscale", "x", "-o", str(tmp_path / "a  b.txt"))
+    assert proc.returncode == 2 and "a  b.txt' is a file" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_path_the_system_cannot_use_is_one_line(tmp_path):
+    """A name longer than the file system allows (Python 3.11's Path.exists() raises for it) and an output name
+    that is a link looping back on itself (Path.resolve() raises) gave tracebacks from whichever check met them
+    first; they are one error line, exit status 1."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    long = "x" * 300
+    for args in (["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / long)], ["eval-degae", "--data", long]):
+        proc = _lwayrt(*args)
+        assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+        assert re.search(r"\.\.\.x+ \(\d+ characters\): the name is too long for the file system: use a shorter "
+                         "path", proc.stderr), proc.stderr
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_x4.png").symlink_to("loop")
+    (tmp_path / "out" / "loop").symlink_to("a_x4.png")
+    proc = _lwayrt("upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "-m", "realesr-animevideov3")
+    assert proc.returncode == 1 and proc.stderr == f"error: {tmp_path / 'out' / 'a_x4.png'} is a symbolic link that " \
+        "loops: mend or remove the link\n", proc.stderr

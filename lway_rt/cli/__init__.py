@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import signal
 import sys
 import threading
@@ -33,16 +34,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _one_line(exc: click.UsageError) -> click.UsageError:
+def _one_line(exc: click.UsageError, where: str = "lwayrt") -> click.UsageError:
     """``exc`` shown as the library's errors are: one red ``error:`` line that names the command's help, instead of
-    click's usage line, hint line, blank line and ``Error:`` line. The exception and its exit status (2) stay."""
+    click's usage line, hint line, blank line and ``Error:`` line. The exception and its exit status (2) stay.
+    ``where``: the command whose help to name when click gives the error no context (an option missing its value)."""
     if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # bare ``lwayrt``: the help is the answer
         return exc
 
     def show(file=None) -> None:
-        where = exc.ctx.command_path if exc.ctx is not None else "lwayrt"
-        message = " ".join(exc.format_message().split())
-        click.secho(f"error: {message} (see '{where} --help')", fg="red", err=True, file=file)
+        command = exc.ctx.command_path if exc.ctx is not None else where
+        message = re.sub(r"\s*\n\s*", " ", exc.format_message()).strip()  # its line breaks only: names keep their spaces
+        click.secho(f"error: {message} (see '{command} --help')", fg="red", err=True, file=file)
 
     exc.show = show  # type: ignore[method-assign]
     return exc
@@ -94,7 +96,8 @@ class LazyGroup(click.Group):
                 warnings.showwarning = show
                 return super().invoke(ctx)
         except click.UsageError as exc:  # a subcommand's options and arguments, or an unknown subcommand
-            raise _one_line(exc) from exc.__cause__
+            sub = ctx.invoked_subcommand  # (click names it before it parses the subcommand's options)
+            raise _one_line(exc, f"{ctx.command_path} {sub}" if sub else ctx.command_path) from exc.__cause__
         except Interrupted as exc:
             click.secho(str(exc), fg="yellow", err=True)
             ctx.exit(143 if _TERMINATED else exc.exit_code)
@@ -105,7 +108,10 @@ class LazyGroup(click.Group):
             click.secho("interrupted: the files it had finished are kept and none is left half-written; run the same "
                         "command again for the rest", fg="yellow", err=True)
             ctx.exit(143 if _TERMINATED else 130)
-        except Exception as exc:  # noqa: BLE001 - only running out of memory is turned into a message here
+        except Exception as exc:  # noqa: BLE001 - only running out of memory and unusable paths become a message here
+            if path := _unusable_path(exc):
+                click.secho(f"error: {path}", fg="red", err=True)
+                ctx.exit(1)
             if not _out_of_memory(exc):
                 raise
             click.secho(f"error: out of memory ({_first_line(exc)}): use smaller images or sizes, --tile, or a smaller "
@@ -124,6 +130,27 @@ def _out_of_memory(exc: BaseException) -> bool:
     if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
         return True
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
+def _unusable_path(exc: BaseException) -> str | None:
+    """A path the system cannot use, wherever a command first touched it: one too long (Python 3.11's
+    ``Path.exists()`` raises for it, not False) or a symbolic link that loops (``Path.resolve()`` raises). The
+    message names it, shortened, and what to do; None for any other error."""
+    import errno
+
+    def short(name) -> str:
+        name = str(name)
+        return name if len(name) <= 80 else f"{name[:40]}...{name[-30:]} ({len(name)} characters)"
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        return f"{short(exc.filename)}: the name is too long for the file system: use a shorter path"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return f"{short(exc.filename)} is a symbolic link that loops: mend or remove the link"
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and text.startswith("Symlink loop from "):
+        return f"{short(text[len('Symlink loop from '):].strip(chr(39)))} is a symbolic link that loops: mend or remove " \
+            "the link"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
