@@ -89,3 +89,17 @@ def test_a_path_the_system_cannot_use_is_one_line(tmp_path):
     proc = _lwayrt("upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "-m", "realesr-animevideov3")
     assert proc.returncode == 1 and proc.stderr == f"error: {tmp_path / 'out' / 'a_x4.png'} is a symbolic link that " \
         "loops: mend or remove the link\n", proc.stderr
+
+
+def test_a_quoted_home_folder_is_the_home_folder_in_every_path_option(tmp_path, monkeypatch):
+    """'~' quoted, or after --opt= (where the shell leaves it), was the home folder for upscale but a folder named
+    '~' in the current one for adapt -o, serve-bench --json and eval-degae --json."""
+    from lway_rt.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for command, args, param in (("adapt", ["x", "-m", "m", "-o", "~/run"], "out_dir"),
+                                 ("serve-bench", ["--json", "~/sb.json"], "json_path"),
+                                 ("eval-degae", ["--json", "~/r.json"], "json_path"),
+                                 ("export", ["-o", "~/engines"], "out_dir")):
+        ctx = main.get_command(None, command).make_context(command, list(args))  # (click empties the list)
+        assert str(ctx.params[param]) == str(tmp_path / args[-1][2:]), (command, ctx.params[param])

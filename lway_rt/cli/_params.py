@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
@@ -19,6 +21,8 @@ class PathParam(click.Path):
                 self.fail("is empty: name a file", param, ctx)
             self.fail(f"is empty: name a {'file or folder' if self.file_okay else 'folder'} ('.' for the current folder)",
                       param, ctx)
+        if isinstance(value, str) and value.startswith("~"):  # quoted, or after --opt= where the shell leaves it: the
+            value = os.path.expanduser(value)  # home folder, as upscale's inputs and --sup-data already took it
         return super().convert(value, param, ctx)
 
 
