@@ -990,6 +990,12 @@ def test_resume_of_a_finished_run_with_ground_truth_or_a_cap_it_lacked_is_refuse
     assert _digests(out) == before
     code, text = _run([a for a in _tiny_adapt(files, out, "--resume") if a != "-q"])
     assert code == 0 and "kept as it is" in text and _digests(out) == before, text
+    # with ground truth the evaluations' spacing picks the weights kept: a change of it alone is named (it got the
+    # list of every possible cause, "... or its --eval-every, or another model ...")
+    judged = tmp_path / "judged"
+    assert _run(_tiny_adapt(files, judged, "--gt", str(gt), "--eval-every", "1"))[0] == 0
+    code, text = _run(_tiny_adapt(files, judged, "--resume", "--gt", str(gt), "--eval-every", "2"))
+    assert code == 1 and "made with other settings: --eval-every 1 (this command: 2): rerun" in text, text
 
 
 def test_resume_with_an_unreadable_report_says_so(files, tmp_path):
@@ -1334,3 +1340,54 @@ def test_quiet_keeps_the_notes_about_inputs_not_read(files, tmp_path):
                        "1", "-q"])
     assert code == 0, text
     assert "note: the images in sub-folders of" in text and "embedded" not in text and "iteration" in text, text
+    import inspect
+
+    apart = {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner).parameters else {}  # click < 8.2
+    res = CliRunner(**apart).invoke(main, ["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o",
+                                           str(tmp_path / "out2"), "--loss", "naive", "--iterations", "1",
+                                           "--patch-size", "16", "-q"])
+    assert res.exit_code == 0 and "note: the images in sub-folders of" in res.stderr, res.output  # as upscale's
+    assert "sub-folders" not in res.stdout
+
+
+def test_a_run_that_recorded_sup_data_relative_goes_on(files, tmp_path, hr_crop, monkeypatch):
+    """Runs made before --sup-data was made absolute recorded it as typed (relative): the same command then refused
+    to resume them, the killed one too ("--sup-data photos (this command: /abs/photos)"), and the same photos named
+    through a link were another run. The photos' contents are in the fingerprint: a spelling that names the same
+    folder is the same run. A checkpoint made with other settings is refused before E embeds anything."""
+    from lway_rt.adapt.config import AdaptConfig
+    from lway_rt.adapt.loop import adapt_images, read_inputs
+    from lway_rt.degae import load_stage1
+    from lway_rt.errors import Interrupted
+
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(hr_crop[:96, :96]).save(tmp_path / "photos" / "a.png")
+    (tmp_path / "link").symlink_to(tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    desc, s1 = load_model(str(files / "tiny.safetensors")), load_stage1(files / "stage1.safetensors")
+    images = read_inputs([files / "lr" / "rgb.png"])
+    old = dict(iterations=2, patch_size=16, batch_size=1, sup_weight=1.0, sup_data="photos")
+    adapt_images(images, desc, AdaptConfig(**old), tmp_path / "done", stage1=s1)  # as the library recorded it then
+
+    def stop_after_a_checkpoint(msg):
+        if msg.startswith("iteration") and (tmp_path / "killed" / CHECKPOINT).exists():
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        adapt_images(images, desc, AdaptConfig(**{**old, "iterations": 400, "checkpoint_every": 2}),
+                     tmp_path / "killed", stage1=s1, log=stop_after_a_checkpoint)
+    assert json.loads(torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)["recipe"])["sup_data"] == "photos"
+    args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "--stage1",
+            str(files / "stage1.safetensors"), "--patch-size", "16", "--batch-size", "1", "--sup-weight", "1",
+            "--resume"]
+    for data in ("photos", "link", str(tmp_path / "photos")):
+        code, text = _run([*args, "-o", "done", "--iterations", "2", "--sup-data", data])
+        assert code == 0 and "kept as it is" in text, (data, text)
+    code, text = _run([*args, "-o", "killed", "--iterations", "400", "--checkpoint-every", "2", "--sup-data",
+                       "photos", "--lr", "1e-4"])
+    assert code == 1 and "made with other settings: --lr 5e-05 (this command: 0.0001)" in text, text
+    assert "sup-data" not in text and "embedded" not in text, text  # no work, no progress before the refusal
+    code, text = _run([*args, "-o", "killed", "--iterations", "6", "--sup-data", "photos"])  # (6: the run is shorter)
+    assert code == 1 and "--iterations 400 (this command: 6)" in text and "sup-data" not in text, text
+    code, text = _run([*args, "-o", "killed", "--iterations", "400", "--checkpoint-every", "2", "--sup-data", "photos"])
+    assert code == 0 and "resumed from iteration" in text and "400 iterations, completed" in text, text

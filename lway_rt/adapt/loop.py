@@ -361,6 +361,45 @@ class _Fingerprinter:
         return fingerprint, _fingerprint_parts(self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt,
                                                self.sup_sha, each)
 
+    def same_run(self, recorded, fingerprint: str, recorded_config, images: Sequence[InputImage],
+                 gt: dict[str, np.ndarray] | None = None) -> bool:
+        """Whether a run recorded with the fingerprint ``recorded`` (and ``recorded_config``, its config or recipe) is
+        this one, whose fingerprint is ``fingerprint``. The recipe in a fingerprint spells --sup-data and
+        --lpips-weights as they were given: a run from before they were made absolute recorded them relative, and
+        the same photos may be named through a link. Where the spellings differ but name the same files (their
+        contents are in the fingerprint already), the fingerprint is made again with the recorded spelling."""
+        if recorded == fingerprint:
+            return True
+        if not recorded or not isinstance(recorded_config, dict):
+            return False
+        changes: dict = {}
+        then = recorded_config.get("sup_data")
+        if isinstance(then, str) and self.config.sup_data is not None and then != self.config.sup_data \
+                and _same_path(then, self.config.sup_data):
+            changes["sup_data"] = then
+        then = recorded_config.get("lpips_weights")
+        now = tuple(self.config.lpips_weights or ())
+        if isinstance(then, (list, tuple)) and len(then) == len(now) and tuple(then) != now \
+                and all(isinstance(a, str) and _same_path(a, b) for a, b in zip(then, now)):
+            changes["lpips_weights"] = tuple(then)
+        if not changes:
+            return False
+        try:
+            config = self.config.replace(**changes)
+        except InputError:
+            return False
+        return recorded == _fingerprint(config, self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt,
+                                        self.sup_sha)
+
+
+def _same_path(then: str, now: str) -> bool:
+    """Whether the path a run recorded (``then``, perhaps relative to the folder the command was run from, as before
+    such paths were made absolute) and this command's (``now``, absolute) name the same file or folder from here."""
+    try:
+        return Path(then).expanduser().absolute() == Path(now) or os.path.realpath(then) == os.path.realpath(now)
+    except (OSError, ValueError):
+        return False
+
 
 def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     """What ``out_dir`` holds, checked against ``resume`` / ``overwrite``: the report of a finished run there, else
@@ -611,16 +650,28 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log(f"perceptual term: {perceptual.kind} x{config.perceptual_scale:g} (weights {perceptual.digest[:12]})")
     if config.loss == "lway" and stage1 is None:
         raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
-    fingerprint, fingerprint_parts = _Fingerprinter(config, desc, stage1, perceptual).with_parts(images, gt)
+    fingerprinter = _Fingerprinter(config, desc, stage1, perceptual)
+    fingerprint, fingerprint_parts = fingerprinter.with_parts(images, gt)
     redo = False  # a damaged finished run that --resume runs again
+    ck = None  # an unfinished run's checkpoint that --resume continues: checked here, before any work is done
+    if resume and ckpt_path.exists():
+        ck = _load_checkpoint(ckpt_path)
+        if not fingerprinter.same_run(ck.get("fingerprint"), fingerprint, _recipe_of(ck), images, gt):
+            made = _made_with(config, _recipe_of(ck), _read_json_dict(out_dir / "config.json"),
+                              changed=_changed_parts(ck.get("fingerprint_parts"), fingerprint_parts),
+                              gt=gt is not None)
+            raise InputError(f"the checkpoint in {out_dir} was made with {made}: rerun "
+                             "with the same ones, pass --overwrite instead of --resume to start again there, or drop "
+                             "--resume and choose another --out folder")
     if finished is not None and resume and not overwrite:
         if not finished:
             raise InputError(f"{out_dir / 'report.json'} cannot be read, so the finished run there cannot be checked "
                              "against these inputs and settings: pass --overwrite to run it again, or choose another "
                              "--out folder")
-        if finished.get("fingerprint") != fingerprint:
+        if not fingerprinter.same_run(finished.get("fingerprint"), fingerprint, finished.get("config"), images, gt):
             made = _made_with(config, finished.get("config"), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(finished.get("fingerprint_parts"), fingerprint_parts))
+                              changed=_changed_parts(finished.get("fingerprint_parts"), fingerprint_parts),
+                              gt=gt is not None)
             raise InputError(f"the finished run in {out_dir} was made with {made}: "
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
@@ -637,9 +688,10 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     elif resume and not overwrite and not ckpt_path.exists() and (out_dir / "report.json").is_file() \
             and not (out_dir / WEIGHTS).exists():
         orphan = _read_json_dict(out_dir / "report.json") or {}
-        if orphan.get("fingerprint") != fingerprint:
+        if not fingerprinter.same_run(orphan.get("fingerprint"), fingerprint, orphan.get("config"), images, gt):
             made = _made_with(config, orphan.get("config"), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(orphan.get("fingerprint_parts"), fingerprint_parts))
+                              changed=_changed_parts(orphan.get("fingerprint_parts"), fingerprint_parts),
+                              gt=gt is not None)
             raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with {made}: "
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
@@ -740,14 +792,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             with torch.no_grad():
                 torch._foreach_copy_(params, own)
 
-    if resume and ckpt_path.exists():
-        ck = _load_checkpoint(ckpt_path)
-        if ck.get("fingerprint") != fingerprint:
-            made = _made_with(config, _recipe_of(ck), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(ck.get("fingerprint_parts"), fingerprint_parts))
-            raise InputError(f"the checkpoint in {out_dir} was made with {made}: rerun "
-                             "with the same ones, pass --overwrite instead of --resume to start again there, or drop "
-                             "--resume and choose another --out folder")
+    if ck is not None:  # (checked against this run before anything was done)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         gen.set_state(ck["gen"])
@@ -758,6 +803,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                 st[key] = [t.to(device) for t in st[key]]
         st["resumed_from"] = list(st["resumed_from"]) + [st["it"]]
         _set_lr(opt, st["lr"])
+        ck = None  # its weights are in the model and optimiser now
         log(f"resumed from iteration {st['it']}")
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
@@ -1191,19 +1237,32 @@ def _read_json_dict(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None = None) -> str:
+def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None = None, gt: bool = False) -> str:
     """How a run differs from this command, for the refusal to resume or keep it: the settings that shape the weights
     which the first record of its configuration at hand (a report's or checkpoint's, else its ``config.json``) holds
     otherwise, as flags with both values; then ``changed`` (``_changed_parts``: which inputs or weights differ, where
     the run recorded them); else the inputs or the weights of the model, stage 1 or perceptual term (the settings
-    agree); else, with no record, any of them."""
+    agree); else, with no record, any of them. With ``gt`` (this command has --gt) --eval-every counts too, as the
+    fingerprint counts it; --sup-data and --lpips-weights spelled otherwise for the same files do not differ."""
     then, now = next((r for r in records if isinstance(r, dict)), None), json.loads(config.recipe_json())
     if then is None or not set(now) <= set(then):
         return changed or "other inputs, model or settings"
     held = next((r for r in records if isinstance(r, dict) and "detail_cap" in r), None)  # a config.json's
     if held is not None:  # the cap is not in the recipe (the record of a checkpoint)
         then, now["detail_cap"] = {**then, "detail_cap": held["detail_cap"]}, config.detail_cap
-    diffs = [k for k in now if then[k] != now[k]]
+    spaced = next((r for r in records if isinstance(r, dict) and "eval_every" in r), None)
+    if gt and spaced is not None:  # neither is it in the recipe (the evaluations keep the best weights)
+        then, now["eval_every"] = {**then, "eval_every": spaced["eval_every"]}, config.eval_every
+
+    def same(k) -> bool:
+        a, b = then[k], now[k]
+        if k == "sup_data" and isinstance(a, str) and isinstance(b, str):
+            return _same_path(a, b)
+        if k == "lpips_weights" and isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            return all(isinstance(x, str) and _same_path(x, y) for x, y in zip(a, b))
+        return a == b
+
+    diffs = [k for k in now if not same(k)]
     if not diffs and changed:
         return changed
     if not diffs:
@@ -1428,11 +1487,12 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         ck = _load_checkpoint(ckpt) if ckpt.exists() else None
         recorded = ck.get("fingerprint") if ck is not None else \
             None if finished is None else finished.get("fingerprint", "")
-        if recorded is not None and recorded != fingerprint_of(group, gt):
-            then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
+        then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
+        if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
             changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
                                      fingerprint_of.with_parts(group, gt)[1])
-            made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed)
+            made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
+                              gt=gt is not None)
             raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it")
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:

@@ -109,6 +109,11 @@ class _GroupsType(click.ParamType):
 _GROUPS = _GroupsType()
 
 
+def _note(line: str) -> None:
+    """A line to read even with -q, as every command prints its notes: on standard error, in yellow."""
+    click.secho(line if line.startswith("note:") else f"note: {line}", fg="yellow", err=True)
+
+
 @click.command("adapt")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam())
 @click.option("-m", "--model", required=True, type=NAME, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
@@ -244,7 +249,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
                          f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
     try:
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
-                        overwrite=overwrite, note=click.echo)
+                        overwrite=overwrite, note=_note)
     except KeyboardInterrupt:  # the loop turns a stop after a checkpoint into its own message: this one came before
         if resume:  # while the inputs or the model loaded: the run(s) in --out are as they were
             raise Interrupted(f"adaptation interrupted before it went on: {out_dir} is as it was; run the same command "
