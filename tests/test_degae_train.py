@@ -769,6 +769,21 @@ def test_data_folder_is_recorded_absolute_and_found_on_a_resume_from_elsewhere(p
     assert "other settings" not in res.output, res.output  # the same folder, named absolute now
 
 
+def _ctrl_c_in_a_terminal(proc: subprocess.Popen) -> str:
+    """Send SIGINT to ``proc``'s process group, as pressing Ctrl-C in a terminal does; returns what it printed once
+    it has stopped with status 130 and no traceback from it or any of its workers."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the run hung after Ctrl-C")
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    return output
+
+
 def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
     """A terminal's Ctrl-C reaches the whole process group, the batch workers too: with --workers 2 the run hung in
     Pool.terminate() (a worker killed inside the queue lock) and every worker printed a traceback. The workers leave
@@ -784,15 +799,7 @@ def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and re.search(r"^it (8|9|\d\d+) ", log.read_text(), re.M)):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)  # what pressing Ctrl-C in a terminal does
-    try:
-        output, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the run hung after Ctrl-C")
-    assert proc.returncode == 130, output
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    output = _ctrl_c_in_a_terminal(proc)
     assert re.search(r"interrupted at iteration \d+; the checkpoint of iteration \d+ is kept", output), output
     assert load_stage1(out).meta["iterations"] % 4 == 0
 
@@ -828,15 +835,7 @@ def test_ctrl_c_while_the_workers_start_is_the_runs_one_line(photo_dir, tmp_path
         time.sleep(0.01)
     time.sleep(0.2)  # the workers are importing torch (about 2 s here)
     assert not log.exists() or not re.search(r"^it \d", log.read_text(), re.M)  # still starting
-    os.killpg(proc.pid, signal.SIGINT)  # what pressing Ctrl-C in a terminal does
-    try:
-        output, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the run hung after Ctrl-C")
-    assert proc.returncode == 130, output
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    output = _ctrl_c_in_a_terminal(proc)
     assert re.search(r"stage-1 training interrupted at iteration 0; no checkpoint had been written yet", output), output
     assert "interrupted at iteration 0" in log.read_text()  # the run's own line, logged
     assert set(glob.glob("/dev/shm/psm_*")) <= shm_before  # the photos' shared memory is freed
