@@ -889,11 +889,25 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         todo = sum(dest is not None for _, dest, _ in plan)
         failed = len(report.failures) - len(problems)  # planned images that failed before the interrupt
         failed = f", {failed} failed" if failed else ""
+        if _drop_if_empty(out_dir, made, report):
+            raise Interrupted(f"interrupted before any image was written{failed} (the -o folder {out_dir} it made is "
+                              "removed again): run the same command again") from exc
         raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}{failed}; run the same command with "
                           "--skip-existing to upscale only the rest") from exc
-    if made and not report.written and not any(out_dir.iterdir()):
-        out_dir.rmdir()  # every image failed: no empty folder of this run's making is left behind
+    _drop_if_empty(out_dir, made, report)  # every image failed
     return report
+
+
+def _drop_if_empty(out_dir: Path, made: bool, report: UpscaleReport) -> bool:
+    """Remove ``out_dir`` when this run made it and it is still empty (every image failed, or a stop came before the
+    first was written): no empty folder of the run's making is left behind. True when it was removed."""
+    try:
+        if made and not report.written and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+            return True
+    except OSError:  # something appeared there meanwhile, or it cannot be removed: left as it is
+        pass
+    return False
 
 
 def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: UpscaleConfig, desc: ModelDescriptor,

@@ -1052,3 +1052,28 @@ def test_a_suggested_command_reaches_a_file_whose_name_is_not_utf8(tmp_path):
     said = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True).stdout
     assert said == os.fsencode(str(video))  # bash turns the word back into the file's own bytes
     assert shell_word(tmp_path / "plain name.png") == f"'{tmp_path}/plain name.png'"  # UTF-8 names: shlex as before
+
+
+def test_a_stop_before_the_first_image_leaves_no_empty_output_folder(tmp_path, astronaut):
+    """A run where every image failed removed the -o folder it had made; one stopped (Ctrl-C) before its first image
+    was written left it there, empty, and said "0 of 2 image(s) are in OUT"."""
+    from lway_rt.errors import Interrupted
+    from lway_rt.upscale import UpscaleConfig, upscale_files
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # fails first, in name order
+    Image.fromarray(np.ascontiguousarray(astronaut[:32, :32])).save(d / "b.png")
+
+    def ctrl_c(path):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(Interrupted, match=r"interrupted before any image was written, 1 failed \(the -o folder .* it "
+                                          r"made is removed again\): run the same command again"):
+        upscale_files([d], out, UpscaleConfig(model=MODEL, tile=0), progress=ctrl_c)
+    assert not out.exists()
+    out.mkdir()  # a folder the user made is theirs: kept, and the usual line
+    with pytest.raises(Interrupted, match=r"interrupted: 0 of 2 image\(s\) are in"):
+        upscale_files([d], out, UpscaleConfig(model=MODEL, tile=0), progress=ctrl_c)
+    assert out.is_dir()
