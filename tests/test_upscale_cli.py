@@ -468,6 +468,11 @@ def test_broken_links_are_named_not_skipped(tmp_path, small):
     result = run("upscale", tmp_path / "alone.png", "-o", tmp_path / "out2", "--model", MODEL)
     assert result.exit_code == 1 and error_line(result).endswith("nowhere.png, which does not exist: mend or remove "
                                                                  "the link"), result.output
+    (d / "x.png").symlink_to("y.png")  # a link that leads back to itself is said so ("y.png does not exist" was wrong)
+    (d / "y.png").symlink_to("x.png")
+    result = run("upscale", d, "-o", tmp_path / "out3", "--model", MODEL)
+    assert result.exit_code == 1 and f"{d / 'x.png'} is a symbolic link that loops ({d / 'x.png'} -> y.png -> ...): " \
+        "mend or remove the link" in result.output, result.output
 
 
 @pytest.mark.parametrize("args, advice", [

@@ -17,6 +17,7 @@ Writes are atomic (temporary file beside the target, then rename) via
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import sys
@@ -287,7 +288,13 @@ def _frames(path: Path, im) -> tuple[int, bool]:
 
 
 def broken_link_message(path: Path) -> str:
-    """What to say about a symbolic link whose target is gone (a folder walk would otherwise skip it silently)."""
+    """What to say about a symbolic link whose target is gone (a folder walk would otherwise skip it silently), or
+    that leads back to itself."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{path} is a symbolic link that loops ({path} -> {os.readlink(path)} -> ...): mend or remove the link"
     return f"{path} is a link to {os.readlink(path)}, which does not exist: mend or remove the link"
 
 
