@@ -406,15 +406,23 @@ def test_cli_suggests_skip_on_a_cpu_only_when_the_default_is_left(photo_dir, tmp
     assert "stage-1 training:" in (tmp_path / "e.log").read_text()
 
 
-def test_worker_processes_give_the_same_run(photo_dir, tmp_path):
-    """--workers only moves batch synthesis into other processes: the batches, so the weights, are the same."""
+def test_worker_processes_give_the_same_run(photo_dir, tmp_path, monkeypatch):
+    """--workers only moves batch synthesis into other processes: the batches, so the weights, are the same, with the
+    photos in shared memory and, where that is too small for them (a container's 64 MB /dev/shm), sent to each."""
+    import lway_rt.degae.train as train_module
+
     kw = dict(data=str(photo_dir), iters=6, ckpt_every=3, lr=1e-3, threads=1, **TINY)
-    a, b = tmp_path / "inproc.safetensors", tmp_path / "workers.safetensors"
+    a, b, c = (tmp_path / f"{n}.safetensors" for n in ("inproc", "workers", "piped"))
     train(TrainConfig(out=str(a), **kw))
     train(TrainConfig(out=str(b), workers=2, **kw))
-    sa, sb = load_stage1(a).state_dict(), load_stage1(b).state_dict()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
+    assert train_module._shared_memory_holds(1 << 20) and not train_module._shared_memory_holds(1 << 60)
+    monkeypatch.setattr(train_module, "_shared_memory_holds", lambda nbytes: False)
+    train(TrainConfig(out=str(c), workers=2, **kw))
+    sa = load_stage1(a).state_dict()
+    for other in (b, c):
+        so = load_stage1(other).state_dict()
+        for k in sa:
+            assert torch.equal(sa[k], so[k]), (other.name, k)
     assert "workers" not in load_stage1(b).meta["recipe"]  # speed settings are not part of the recipe
 
 

@@ -28,6 +28,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -170,7 +171,7 @@ def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainC
 _WORKER_STATE: dict = {}
 
 
-def _worker_init(shared: list[tuple[str, tuple[int, ...], str]], cfg: TrainConfig) -> None:
+def _worker_init(shared: list, cfg: TrainConfig) -> None:
     import signal
     from multiprocessing import shared_memory
 
@@ -179,11 +180,13 @@ def _worker_init(shared: list[tuple[str, tuple[int, ...], str]], cfg: TrainConfi
     # (The run started this process with SIGINT ignored, so the seconds of imports before this are covered too.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
-    # the photos are the run's, in shared memory: read in place, not a copy per worker sent down its pipe
-    blocks = [shared_memory.SharedMemory(name=name) for name, _, _ in shared]
-    _WORKER_STATE["blocks"] = blocks  # kept open for the worker's life
-    _WORKER_STATE["images"] = [torch.from_numpy(np.ndarray(shape, np.dtype(dtype), buffer=b.buf))
-                               for b, (_, shape, dtype) in zip(blocks, shared)]
+    if shared and isinstance(shared[0], np.ndarray):  # the photos themselves (shared memory too small for them)
+        _WORKER_STATE["images"] = [torch.from_numpy(a) for a in shared]
+    else:  # the run's photos in shared memory: read in place, not a copy per worker sent down its pipe
+        blocks = [shared_memory.SharedMemory(name=name) for name, _, _ in shared]
+        _WORKER_STATE["blocks"] = blocks  # kept open for the worker's life
+        _WORKER_STATE["images"] = [torch.from_numpy(np.ndarray(shape, np.dtype(dtype), buffer=b.buf))
+                                   for b, (_, shape, dtype) in zip(blocks, shared)]
     _WORKER_STATE["cfg"] = cfg
 
 
@@ -220,9 +223,17 @@ class BatchSource:
         import threading
         from multiprocessing import shared_memory
 
+        arrays = [t.numpy() for t in images]
+        if not _shared_memory_holds(sum(a.nbytes for a in arrays)):
+            # (a container's /dev/shm is often 64 MB: writing past it kills the process with SIGBUS) the photos go
+            # down each worker's pipe as before: Pool() takes seconds, during which SIGINT is left to Python
+            self.pool = mp.get_context("spawn").Pool(self.cfg.workers, initializer=_worker_init,
+                                                      initargs=(arrays, self.cfg))
+            self.queued = self.next_it
+            self._fill()
+            return
         shared = []
-        for t in images:
-            a = t.numpy()
+        for a in arrays:
             block = shared_memory.SharedMemory(create=True, size=max(1, a.nbytes))
             self.blocks.append(block)
             np.ndarray(a.shape, a.dtype, buffer=block.buf)[...] = a
@@ -262,6 +273,15 @@ class BatchSource:
             block.close()
             block.unlink()
         self.blocks = []
+
+
+def _shared_memory_holds(nbytes: int, folder: str = "/dev/shm") -> bool:
+    """Whether the shared-memory file system has room for ``nbytes`` and a margin (False where it cannot be told)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize >= nbytes + max(nbytes // 10, 16 << 20)
 
 
 def _consistency(e_a: torch.Tensor, e_b: torch.Tensor, kind: str) -> torch.Tensor:
