@@ -374,13 +374,11 @@ class _Fingerprinter:
             return False
         changes: dict = {}
         then = recorded_config.get("sup_data")
-        if isinstance(then, str) and self.config.sup_data is not None and then != self.config.sup_data \
-                and _same_path(then, self.config.sup_data):
+        if then != self.config.sup_data and _same_files("sup_data", then, self.config.sup_data):
             changes["sup_data"] = then
         then = recorded_config.get("lpips_weights")
         now = tuple(self.config.lpips_weights or ())
-        if isinstance(then, (list, tuple)) and len(then) == len(now) and tuple(then) != now \
-                and all(isinstance(a, str) and _same_path(a, b) for a, b in zip(then, now)):
+        if isinstance(then, list) and tuple(then) != now and _same_files("lpips_weights", then, now):
             changes["lpips_weights"] = tuple(then)
         if not changes:
             return False
@@ -390,6 +388,17 @@ class _Fingerprinter:
             return False
         return recorded == _fingerprint(config, self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt,
                                         self.sup_sha)
+
+
+def _same_files(key: str, then, now) -> bool:
+    """Whether ``then`` (what a run recorded for --sup-data or --lpips-weights, ``key``) and ``now`` (this command's)
+    name the same files, however each is spelled; False for any other setting."""
+    if key == "sup_data":
+        return isinstance(then, str) and isinstance(now, str) and _same_path(then, now)
+    if key == "lpips_weights":
+        return isinstance(then, (list, tuple)) and isinstance(now, (list, tuple)) and len(then) == len(now) \
+            and all(isinstance(a, str) and _same_path(a, b) for a, b in zip(then, now))
+    return False
 
 
 def _same_path(then: str, now: str) -> bool:
@@ -1254,15 +1263,7 @@ def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None =
     if gt and spaced is not None:  # neither is it in the recipe (the evaluations keep the best weights)
         then, now["eval_every"] = {**then, "eval_every": spaced["eval_every"]}, config.eval_every
 
-    def same(k) -> bool:
-        a, b = then[k], now[k]
-        if k == "sup_data" and isinstance(a, str) and isinstance(b, str):
-            return _same_path(a, b)
-        if k == "lpips_weights" and isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-            return all(isinstance(x, str) and _same_path(x, y) for x, y in zip(a, b))
-        return a == b
-
-    diffs = [k for k in now if not same(k)]
+    diffs = [k for k in now if then[k] != now[k] and not _same_files(k, then[k], now[k])]
     if not diffs and changed:
         return changed
     if not diffs:
