@@ -224,28 +224,24 @@ class BatchSource:
         from multiprocessing import shared_memory
 
         arrays = [t.numpy() for t in images]
-        if not _shared_memory_holds(sum(a.nbytes for a in arrays)):
-            # (a container's /dev/shm is often 64 MB: writing past it kills the process with SIGBUS) the photos go
-            # down each worker's pipe as before: Pool() takes seconds, during which SIGINT is left to Python
-            self.pool = mp.get_context("spawn").Pool(self.cfg.workers, initializer=_worker_init,
-                                                      initargs=(arrays, self.cfg))
-            self.queued = self.next_it
-            self._fill()
-            return
-        shared = []
-        for a in arrays:
-            block = shared_memory.SharedMemory(create=True, size=max(1, a.nbytes))
-            self.blocks.append(block)
-            np.ndarray(a.shape, a.dtype, buffer=block.buf)[...] = a
-            shared.append((block.name, a.shape, a.dtype.str))
-        main = threading.current_thread() is threading.main_thread()  # (signals can be set there only)
-        before = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        quick = _shared_memory_holds(sum(a.nbytes for a in arrays))
+        if quick:
+            shared = []
+            for a in arrays:
+                block = shared_memory.SharedMemory(create=True, size=max(1, a.nbytes))
+                self.blocks.append(block)
+                np.ndarray(a.shape, a.dtype, buffer=block.buf)[...] = a
+                shared.append((block.name, a.shape, a.dtype.str))
+        else:  # (a container's /dev/shm is often 64 MB: writing past it kills the process with SIGBUS) the photos go
+            shared = arrays  # down each worker's pipe as before: Pool() takes seconds, SIGINT left to Python then
+        ignore = quick and threading.current_thread() is threading.main_thread()  # (signals can be set there only)
+        before = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
         try:
             # spawn: a forked child of a process that has started CUDA or OpenMP threads can hang
             self.pool = mp.get_context("spawn").Pool(self.cfg.workers, initializer=_worker_init,
                                                       initargs=(shared, self.cfg))
         finally:
-            if main:
+            if ignore:
                 signal.signal(signal.SIGINT, before)
         self.queued = self.next_it
         self._fill()
