@@ -790,10 +790,12 @@ def output_sized(src: Path, dest: Path, scale: float) -> bool:
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
-                 protected: Iterable[Path] = (), fold_case: bool = False) -> list[tuple[Path, Path | None, str | None]]:
+                 protected: Iterable[Path] = (), fold_case: bool = False,
+                 collisions: dict[Path, tuple[Path, Path, Path]] | None = None) -> list[tuple[Path, Path | None, str | None]]:
     """(input, output or None, reason) per image: refuses to overwrite an input (or a ``protected`` file, an input
     left out) or another output. With ``fold_case`` (``out_dir`` is on a case-insensitive file system) names that
-    differ only in case are one file."""
+    differ only in case are one file. An input refused for another's output name is added to ``collisions`` as
+    input -> (the input that has the name, that input's output, this input's output)."""
     def where(p: Path) -> str:
         s = str(Path(p).resolve())
         return s.casefold() if fold_case else s
@@ -817,6 +819,8 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
             mine = _output_path(first, first_rel, out_dir, suffix, fmt)
             case = f" ({mine.name} here: this file system does not tell case apart)" if mine.name != dest.name else ""
             plan.append((src, None, f"output {dest} is also the output of {first}{case}: rename one of them or {other}"))
+            if collisions is not None:
+                collisions[src] = (first, mine, dest)
         else:
             taken[key] = (src, rel)
             plan.append((src, dest, None))
@@ -853,8 +857,9 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     suffix = f"_x{factor:g}" if config.suffix is None else config.suffix
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     again = set(made_here) - set(earlier)  # ``earlier`` ones are noted and handled below
+    collisions: dict[Path, tuple[Path, Path, Path]] = {}
     plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier and src not in again], out_dir, suffix,
-                        config.format, protected=again, fold_case=case_insensitive(out_dir))
+                        config.format, protected=again, fold_case=case_insensitive(out_dir), collisions=collisions)
     report = UpscaleReport(failures=list(problems), notes=folder_notes)
     if again:
         first = next(f for f in made_here if f in again)
@@ -882,8 +887,16 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     if on_start:
         on_start(len(plan))
     try:
+        holder: dict[Path, Path] = {}  # output -> the input that has its name now
         for src, dest, reason in plan:
+            name = None
+            if src in collisions:  # the input that had the name failed (a damaged file): this one takes it
+                first, name, own = collisions[src]
+                if holder.get(name, first) in {f.path for f in report.failures}:
+                    dest, reason = own, None
             _upscale_one(src, dest, reason, config, desc, cap, router, report, progress, key)
+            if dest is not None:
+                holder[name or dest] = src
     except KeyboardInterrupt as exc:
         done = len(report.written) + len(report.kept)
         todo = sum(dest is not None for _, dest, _ in plan)

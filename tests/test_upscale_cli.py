@@ -234,6 +234,23 @@ def test_two_inputs_with_one_output_name(tmp_path, small):
     assert result.exit_code == 1 and "rename one of them or use --format same" in result.output
 
 
+def test_an_input_that_fails_leaves_its_output_name_to_the_next(tmp_path, small):
+    """a.jpg and a.png share a_x4.png. a.jpg (first) is damaged: a.png is upscaled under the name instead of being
+    refused as colliding with a file that could never be written; both damaged, each is named for what it is."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / "a.png")
+    (d / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and "also the output of" not in result.output and "a.jpg" in result.output
+    assert "1 image(s) written" in result.output
+    assert Image.open(tmp_path / "out" / "a_x4.png").size == (128, 128)
+    (d / "a.png").write_bytes((d / "a.png").read_bytes()[:60])  # truncated
+    result = run("upscale", d, "-o", tmp_path / "out2", "--model", MODEL)
+    assert result.exit_code == 1 and "also the output of" not in result.output
+    assert "a.png" in result.output and "a.jpg" in result.output and not (tmp_path / "out2").exists()
+
+
 def test_an_image_reached_twice_is_upscaled_once(tmp_path, small):
     """Named twice, by another spelling, or named and inside a named folder: one image, no failure."""
     d = tmp_path / "in"
