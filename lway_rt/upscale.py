@@ -751,7 +751,7 @@ def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
     earlier JPEG, WebP ... output, which records no run). The user's own file that bears an output's name is kept."""
     from lway_rt.io.images import image_size
 
-    if not os.path.lexists(dest):
+    if not dest.exists():  # nothing there, or a link to a file not made yet (written through, as atomic_path says)
         return
     if dest.is_dir():
         raise InputError(f"output {dest} is a folder: move it, or choose another -o folder or --suffix")

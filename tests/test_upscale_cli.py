@@ -492,6 +492,26 @@ def test_broken_links_are_named_not_skipped(tmp_path, small):
         "mend or remove the link" in result.output, result.output
 
 
+def test_links_where_outputs_go_are_written_through_or_named(tmp_path, small):
+    """An output name that is a link to a file not made yet is written through (nothing is there to keep); one whose
+    folder is missing, and an -o that is a link to nothing, are named as such ("exists and was not written by lwayrt
+    upscale" and "File exists" said the opposite)."""
+    Image.fromarray(small).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_x4.png").symlink_to("../made.png")
+    assert run("upscale", tmp_path / "a.png", "-o", out, "--model", MODEL).exit_code == 0
+    assert (out / "a_x4.png").is_symlink() and Image.open(tmp_path / "made.png").size == (128, 128)
+    (out / "a_x4.png").unlink()
+    (out / "a_x4.png").symlink_to("nodir/x.png")
+    result = run("upscale", tmp_path / "a.png", "-o", out, "--model", MODEL)
+    assert result.exit_code == 1 and "whose folder does not exist" in result.output, result.output
+    (tmp_path / "gone").symlink_to("nowhere")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "gone", "--model", MODEL)
+    assert result.exit_code == 1 and error_line(result) == f"error: cannot create output folder {tmp_path / 'gone'}: " \
+        "it is a link to nowhere, which does not exist; make that folder, or choose another -o folder", result.output
+
+
 @pytest.mark.parametrize("args, advice", [
     (["", "-o", "out"], "name a file or folder ('.' for the current folder)"),
     (["a.png", "-o", ""], "name a folder ('.' for the current folder)"),

@@ -230,6 +230,7 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
     read-only mount or an immutable folder, and would learn it only when the first output failed.
     """
     folder = Path(folder)
+    _refuse_a_dangling_link(folder, option)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -260,6 +261,7 @@ def check_dir_can_be_written(folder: Path, option: str) -> None:
     that exists (it must take a new file), for a command that writes only at its end and should leave no empty
     folder behind when it fails before then. The caller makes ``folder`` when it writes."""
     folder = Path(folder)
+    _refuse_a_dangling_link(folder, option)
     above = folder
     while not above.exists() and above != above.parent:
         above = above.parent
@@ -270,6 +272,13 @@ def check_dir_can_be_written(folder: Path, option: str) -> None:
     except OSError as exc:
         what = "write to" if above == folder else f"create output folder {folder} in"
         raise OutputError(f"cannot {what} {above}: {exc.strerror or exc}; choose another {option}") from None
+
+
+def _refuse_a_dangling_link(folder: Path, option: str) -> None:
+    """A ``folder`` that is a link to nothing cannot be made (``mkdir`` says only "File exists"): say where it leads."""
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"cannot create output folder {folder}: it is a link to {os.readlink(folder)}, which does not "
+                          f"exist; make that folder, or choose another {option}")
 
 
 def write_probe(folder: Path) -> None:
