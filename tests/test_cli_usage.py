@@ -103,3 +103,21 @@ def test_a_quoted_home_folder_is_the_home_folder_in_every_path_option(tmp_path, 
                                  ("export", ["-o", "~/engines"], "out_dir")):
         ctx = main.get_command(None, command).make_context(command, list(args))  # (click empties the list)
         assert str(ctx.params[param]) == str(tmp_path / args[-1][2:]), (command, ctx.params[param])
+
+
+def test_a_trailing_slash_names_a_folder(tmp_path):
+    """pathlib drops a trailing '/': 'photo.png/' was upscaled as photo.png (the system says "Not a directory"), and
+    eval-degae --json 'r dir/' wrote a file named 'r dir'. Each is one usage line; a folder's slash still works."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    a = str(tmp_path / "a.png")
+    for args, message in (
+            (["upscale", a + "/", "-o", str(tmp_path / "o")], f"{a}/ ends in /, but {a} is a file, not a folder: drop the /"),
+            (["eval-degae", "--json", str(tmp_path / "r dir") + "/"], f"{tmp_path / 'r dir'}/ ends in /, which names a "
+                                                                      "folder: name a file")):
+        proc = _lwayrt(*args)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "r dir").exists() and not (tmp_path / "o").exists()
+    proc = _lwayrt("upscale", str(tmp_path) + "/", "-o", str(tmp_path / "o") + "/", "-m", "realesr-animevideov3", "-q")
+    assert proc.returncode == 0 and (tmp_path / "o" / "a_x4.png").is_file(), proc.stderr

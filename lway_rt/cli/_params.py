@@ -23,6 +23,12 @@ class PathParam(click.Path):
                       param, ctx)
         if isinstance(value, str) and value.startswith("~"):  # quoted, or after --opt= where the shell leaves it: the
             value = os.path.expanduser(value)  # home folder, as upscale's inputs and --sup-data already took it
+        bare = value.rstrip("/" + os.sep) if isinstance(value, str) else ""
+        if bare and bare != value and not os.path.isdir(value):  # pathlib drops the slash: "r dir/" became a file
+            if not self.dir_okay or self.names_a_file:
+                self.fail(f"{value} ends in /, which names a folder: name a file", param, ctx)
+            if os.path.exists(bare):  # "photo.png/": the system would say "Not a directory"
+                self.fail(f"{value} ends in /, but {bare} is a file, not a folder: drop the /", param, ctx)
         return super().convert(value, param, ctx)
 
 
