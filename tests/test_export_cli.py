@@ -8,6 +8,7 @@ ONNX Runtime runner accepts the files; a second export is a cache hit and a chan
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -87,6 +88,23 @@ def test_compact_model_exports_fp32_and_fp16(compact_export):
         assert m["onnx"]["input"]["shape"][1] == 3 and isinstance(m["onnx"]["input"]["shape"][2], str)
         _check_dynamic(path, 4)
     assert not list(out.glob(".*.tmp"))  # no temporary leftovers
+
+
+def test_a_read_only_out_folder_serves_its_cache_hits(compact_export, unwritable):
+    """Finished exports on a read-only mount (a deployment image): the same export answers from the cache (it was
+    refused before looking); one the folder lacks is refused, in one line, before it starts."""
+    out, files = compact_export
+    undo = unwritable(out)
+    try:
+        res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "both")
+        assert res.exit_code == 0 and res.stdout.count("cache hit") == 2, res.output
+        assert _exported(res.stdout) == files
+        res = _run("--model", "realesr-animevideov3", "--out", str(out), "--opset", "17")
+        assert res.exit_code == 1 and "exporting" not in res.output, res.output
+        assert re.fullmatch(r"error: realesr-animevideov3\S*\.onnx is not in the --out folder's cache and must be made, "
+                            r"but cannot write to \S+: .+; choose another --out folder\n", res.output), res.output
+    finally:
+        undo()
 
 
 def test_polygraphy_accepts_the_exports(compact_export):

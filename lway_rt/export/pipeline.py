@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from lway_rt.errors import InputError, ModelError, ParityError
+from lway_rt.errors import InputError, ModelError, OutputError, ParityError
 from lway_rt.export.cache import (
     artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions, safe_label,
 )
@@ -144,7 +144,7 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
-    ensure_writable_dir(out_dir, "--out folder")  # before a long export: a folder that cannot take the files is one line now
+    unwritable = _unwritable(out_dir)  # said before a long export; a read-only folder still serves its cache hits
     profile = _fit(ex, profile)
     results = []
     for tile in _targets(profile):
@@ -156,12 +156,32 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         refs: dict = {}
         for precision in precisions or (profile.precision,):
             prof = profile.replace(precision=precision)
-            res = _export_onnx_artifact(ex, prof, tile, fp32_stage, refs, out_dir=out_dir, gate=gate, force=force, log=log)
+            res = _export_onnx_artifact(ex, prof, tile, fp32_stage, refs, out_dir=out_dir, gate=gate, force=force, log=log,
+                                        unwritable=unwritable)
             if prof.engine == "tensorrt":
-                engine_path, hit = build_engine_cached(ex, res, prof, out_dir=out_dir, gate=gate, force=force, log=log)
+                engine_path, hit = build_engine_cached(ex, res, prof, out_dir=out_dir, gate=gate, force=force, log=log,
+                                                       unwritable=unwritable)
                 res = dataclasses.replace(res, engine_path=engine_path, engine_cache_hit=hit)
             results.append(res)
     return results
+
+
+def _unwritable(out_dir: Path) -> OutputError | None:
+    """Why ``out_dir`` (an existing folder) takes no new file, or None; raised at once where the folder cannot be made.
+    A read-only folder of finished exports (a deployment image) still answers from its cache; what it lacks is
+    refused before its export starts (``_must_write``)."""
+    try:
+        ensure_writable_dir(out_dir, "--out folder")
+    except OutputError as exc:
+        if not out_dir.is_dir():
+            raise
+        return exc
+    return None
+
+
+def _must_write(unwritable: OutputError | None, what: str) -> None:
+    if unwritable is not None:
+        raise OutputError(f"{what} is not in the --out folder's cache and must be made, but {unwritable}")
 
 
 def onnx_metadata(ex: Exportable, precision: str, tile: tuple[int, int] | None) -> dict[str, Any]:
@@ -186,7 +206,7 @@ def _static_shape(profile: ExportProfile, tile: tuple[int, int] | None) -> tuple
 
 
 def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_stage, refs: dict, *, out_dir: Path,
-                          gate: ParityGate, force: bool, log: Log) -> ExportResult:
+                          gate: ParityGate, force: bool, log: Log, unwritable: OutputError | None = None) -> ExportResult:
     from lway_rt.export.fp16 import fp16_summary
     from lway_rt.export.onnx_export import DescribeOnnx, Fp16FromOnnx, SaveOnnx, onnx_initializers
 
@@ -220,6 +240,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
                 log(f"cache hit: {cand} (key {key[:12]}, parity passed when it was made{named})")
                 return ExportResult(ex.what, profile.precision, cand, key, True, hit.get("parity"), tile)
 
+    _must_write(unwritable, final.name)
     where = f"{tile[0]}x{tile[1]} static" if tile else "dynamic H/W"
     log(f"exporting {ex.label} {ex.what} to ONNX ({profile.precision}, opset {profile.opset}, {where})")
     stage: Callable[[], Any] = fp32_stage
@@ -352,7 +373,8 @@ def _engine_gate_inputs(ex: Exportable, profile: ExportProfile, tile):
 
 
 def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfile, *, out_dir: Path,
-                        gate: ParityGate, force: bool, log: Log) -> tuple[Path, bool]:
+                        gate: ParityGate, force: bool, log: Log,
+                        unwritable: OutputError | None = None) -> tuple[Path, bool]:
     """TensorRT engine for an exported ONNX, reused from the cache when the key matches and it still loads."""
     from lway_rt.export.tensorrt import EngineFromNetwork, NetworkFromOnnxPath, device_info, load_engine, timing_cache_path
 
@@ -378,6 +400,7 @@ def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfil
             return final, True
         log(f"cached engine {final.name} no longer loads (TensorRT or driver changed): rebuilding")
 
+    _must_write(unwritable, final.name)
     log(f"building TensorRT {info.trt_version} engine on {info.gpu_name} (sm {info.compute_capability}); "
         f"timing cache {timing_cache_path(out_dir, info).name}")
     plan = EngineFromNetwork(
