@@ -676,19 +676,70 @@ def test_detail_cap_is_not_part_of_the_recipe():
     assert AdaptConfig(detail_cap=1.2).to_dict()["detail_cap"] == 1.2
 
 
+def test_upscale_outputs_beside_the_frames_are_not_adapted_on(tmp_path):
+    """'upscale frames -o frames' leaves frame_x4.png (its PNG records the run) beside each frame: adapt took them in
+    as inputs (another degradation, 16x the pixels, written again at x16) without a word. They are left out and
+    named, as upscale leaves them out; named as files, or alone in a folder, they are taken."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from lway_rt.adapt._imageio import list_images
+    from lway_rt.upscale import RUN_KEY
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    info = PngInfo()
+    info.add_text(RUN_KEY.decode(), "0123456789abcdef")
+    for i in (1, 2):
+        Image.new("RGB", (16, 12)).save(d / f"f{i}.png")
+        Image.new("RGB", (64, 48)).save(d / f"f{i}_x4.png", pnginfo=info)
+    notes: list[str] = []
+    assert list_images([d], notes) == [d / "f1.png", d / "f2.png"]
+    assert notes == [f"note: 2 image(s) in {d} were written by lwayrt upscale (their PNG records the run), e.g. "
+                     "f1_x4.png: left out, not adapted on; name such a file to adapt on it anyway"]
+    assert list_images([d / "f1_x4.png"]) == [d / "f1_x4.png"]
+    for i in (1, 2):
+        (d / f"f{i}.png").unlink()
+    assert list_images([d]) == [d / "f1_x4.png", d / "f2_x4.png"]
+
+
+def test_the_contact_sheet_shows_frames_spread_over_the_clip(files, tmp_path, hr_crop):
+    """Its rows were the first six inputs in name order (six near-identical frames of a clip) labelled by their
+    first 12 characters ('shot01_frame' on every row); they are spread over the inputs in frame order, the names
+    kept whole or with their end (the frame number), and report.json names them."""
+    from lway_rt.adapt.loop import _row_label
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i in range(1, 13):
+        Image.fromarray(hr_crop[4 * i:4 * i + 128:4, :128:4]).save(clip / f"shot01_frame_{i}.png")
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(clip), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                       str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16", "--batch-size", "2"])
+    assert code == 0, text
+    rows = json.loads((out / "report.json").read_text())["contact_sheet_rows"]
+    assert sorted(rows, key=lambda n: int(n.rsplit("_", 1)[1])) == \
+        [f"shot01_frame_{i}" for i in (1, 3, 5, 8, 10, 12)]
+    assert _row_label("shot01_frame_000001") == "shot01_frame_000001"
+    assert _row_label("a_very_long_take_name_shot01_frame_000001") == "a_very_lon..frame_000001"
+
+
 def test_sample_adapts_on_frames_spread_over_the_inputs(files, tmp_path):
-    """--sample N takes N inputs spread evenly in name order (first and last included), adapts on those only and
+    """--sample N takes N inputs spread evenly in frame order (first and last included), adapts on those only and
     says how to treat the others; the choice is recorded and a bad N is refused in one line."""
     from lway_rt.adapt._imageio import spread
 
     assert spread(list(range(10)), 4) == [0, 3, 6, 9] and spread(list(range(10)), 1) == [4]
     assert spread(list(range(3)), 5) == spread(list(range(3)), None) == [0, 1, 2]
+    # ffmpeg's %d.png: 1, 10, 11 ... 19, 2, 20 ... in name order; the sample is spread over the frame numbers
+    frames = sorted(f"clip/{i}.png" for i in range(1, 24))
+    assert spread(frames, 4) == ["clip/1.png", "clip/16.png", "clip/23.png", "clip/8.png"]
     out = tmp_path / "sampled"
     code, text = _run(["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
                        "--stage1", str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16",
                        "--batch-size", "2", "--sample", "2"])
     assert code == 0, text
-    assert "adapting on 2 of 3 input(s), spread evenly in name order" in text
+    assert "adapting on 2 of 3 input(s), spread evenly in frame order" in text
     assert sorted(p.name for p in (out / "sr").iterdir()) == ["alpha.png", "rgb.png"]  # alpha, grey, rgb: first, last
     assert json.loads((out / "config.json").read_text())["sample"] == 2
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",

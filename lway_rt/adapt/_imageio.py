@@ -6,6 +6,8 @@ input adapts on its colour and gets its alpha upsampled by the adapted model bes
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +59,13 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
                 if q.is_symlink() and not q.exists():
                     raise InputError(broken_link_message(q))
             found = [q for q in listed if q.is_file()]
+            made = _upscale_outputs(found)
+            if made and len(made) < len(found):  # upscale's outputs beside the originals (upscale frames -o frames)
+                found = [q for q in found if q not in made]
+                if notes is not None:
+                    notes.append(f"note: {len(made)} image(s) in {p} were written by lwayrt upscale (their PNG records "
+                                 f"the run), e.g. {made[0].name}: left out, not adapted on; name such a file to adapt "
+                                 "on it anyway")
             nested = image_subfolders(p)
             shown = listing(nested, 3)
             if not found:
@@ -78,14 +87,31 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     return paths
 
 
+def _upscale_outputs(files: list[Path]) -> list[Path]:
+    """The PNGs among ``files`` that ``lwayrt upscale`` wrote (their text records its run)."""
+    from lway_rt.io.images import png_text
+    from lway_rt.upscale import RUN_KEY
+
+    return [q for q in files if q.suffix.lower() == ".png" and png_text(q, RUN_KEY) is not None]
+
+
+def _natural(item) -> list:
+    """Sort key that reads the numbers in a name as numbers: frame 2 before frame 10 (ffmpeg's ``%d.png``). A path
+    by its whole spelling, an ``InputImage`` by its name."""
+    text = str(item) if isinstance(item, (str, int, os.PathLike)) else getattr(item, "name", str(item))
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text.casefold())]
+
+
 def spread(items: list, n: int | None) -> list:
-    """``n`` of ``items`` spread evenly over them in their order, first and last included (all when ``n`` is None or
-    not fewer): the frames of a clip to adapt on, so that its whole length is represented."""
+    """``n`` of ``items`` spread evenly over them in frame order (numbers in names read as numbers: 2 before 10),
+    first and last included (all when ``n`` is None or not fewer): the frames of a clip to adapt on, so that its
+    whole length is represented. The chosen ones keep their order in ``items``."""
     if n is None or n >= len(items):
         return list(items)
-    if n == 1:
-        return [items[(len(items) - 1) // 2]]
-    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+    order = sorted(range(len(items)), key=lambda i: _natural(items[i]))
+    picked = {order[(len(items) - 1) // 2]} if n == 1 else \
+        {order[round(i * (len(items) - 1) / (n - 1))] for i in range(n)}
+    return [items[i] for i in sorted(picked)]
 
 
 def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:

@@ -188,7 +188,7 @@ class AdaptConfig:
       per group; ``groups`` is the number of groups or ``auto`` (chosen by silhouette, one group when the
       inputs show no clear groups). On the development split's mixed folders per-group gained +0.36 dB over
       three runs against one model's +0.50 (round 17's diagnostic, README), so ``folder`` is the default.
-    sample: adapt on this many of the inputs, spread evenly over them in name order, first and last
+    sample: adapt on this many of the inputs, spread evenly over them in frame order (2 before 10), first and last
       included (the frames of a long clip: each costs memory and embedding time, and a sample spread
       over the clip shows its degradation); only those are super-resolved into ``sr/``. None: all.
     """
@@ -202,7 +202,7 @@ class AdaptConfig:
     trainable: str | tuple[str, ...] = "all"
     mode: str = "folder"
     groups: int | str = "auto"  # per-group mode only: a count, or auto (lway_rt.adapt.groups)
-    sample: int | None = None  # adapt on this many of the inputs, spread evenly in name order (None: all)
+    sample: int | None = None  # adapt on this many of the inputs, spread evenly in frame order (None: all)
     target: str = "sr"
     loss: str = "lway"
     hf_weight: bool = True

@@ -60,7 +60,13 @@ WEIGHTS = "adapted.safetensors"
 _REPORT_FORMAT = "lway_rt.adapt-report/1"  # report.json of one run
 _SUMMARY_FORMAT = "lway_rt.adapt-summary/1"  # report.json of a per-image / per-group adaptation
 RUN_AGAIN = "run the command again"  # a run of several (per image / per group) says --resume
-SNAPSHOT_LIMIT = 6  # images shown on the contact sheet
+SNAPSHOT_LIMIT = 6  # images shown on the contact sheet, spread over the inputs
+
+
+def _row_label(name: str, width: int = 24) -> str:
+    """A contact-sheet row's name: whole up to ``width`` characters, else its start and end (a frame's number is
+    at the end: 'shot01_frame_000001' and '..._000002' were both 'shot01_frame')."""
+    return name if len(name) <= width else f"{name[:width // 2 - 2]}..{name[-(width - width // 2):]}"
 # report.json's detail_change: adapted / unadapted fine detail of each image; at or above this the run names the
 # image to check first. On the committed quality runs, crops at or above 1.2 lost more than 0.1 dB in 12 % of cases,
 # those below in 0.5 % (14 of the 15 such losses were above; benchmarks/detail_flag.py, read off those same crops).
@@ -762,11 +768,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, yardstick, perceptual=perceptual)
         return float(loss)
 
-    # fixed crops for the contact sheet (LR centre crops)
-    snap_in = []
-    for d in data[:SNAPSHOT_LIMIT]:
-        t, l, c = d.centre_window(config.snapshot_crop, multiple)
-        snap_in.append(d.lr[..., t:t + c, l:l + c])
+    snap_in: list[torch.Tensor] = []  # fixed crops for the contact sheet (LR centre crops), chosen below
 
     def snapshot() -> list[torch.Tensor]:
         with averaged():
@@ -780,7 +782,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     st = {
         "it": 0, "lr": config.lr, "history": [], "val": [], "evals": [], "events": [],
         "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
-        "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {}, "train_s": 0.0,
+        "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {}, "snapshot_names": None,
+        "train_s": 0.0,
         "stopped": None, "resumed_from": [], "rolled_at": None,  # the iteration of the last rollback
         # --ema: the moving average of the trainable weights, from the base ones (and its copy at the last good check)
         "ema": [p.detach().clone() for p in params] if config.ema > 0 else None, "good_ema": None,
@@ -816,6 +819,14 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log(f"resumed from iteration {st['it']}")
     elif resume:
         log("no checkpoint to resume from: starting from the beginning")
+    if st["snapshot_names"] is None:  # images spread over the inputs (frames over the clip); a checkpoint of an
+        # earlier version that recorded no names showed the first ones
+        st["snapshot_names"] = [d.name for d in (data[:SNAPSHOT_LIMIT] if st["snapshots"] else spread(data, SNAPSHOT_LIMIT))]
+    by_name = {d.name: d for d in data}
+    shown = [by_name[n] for n in st["snapshot_names"]]
+    for d in shown:
+        t, l, c = d.centre_window(config.snapshot_crop, multiple)
+        snap_in.append(d.lr[..., t:t + c, l:l + c])
     ensure_writable_dir(out_dir, "--out folder")
     still_ours = held.enter_context(exclusive_run(out_dir, "--out folder"))
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
@@ -1113,7 +1124,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if cap_s and 0 in st["snapshots"]:  # the final column as written: each crop blended with its image's s
         final_snap = [f if cap_s.get(d.name, 1.0) == 1.0 else
                       (u.double() + cap_s[d.name] * (f.double() - u.double())).round().to(torch.uint8)
-                      for f, u, d in zip(final_snap, st["snapshots"][0], data)]
+                      for f, u, d in zip(final_snap, st["snapshots"][0], shown)]
     rows = []
     for k, x in enumerate(snap_in):
         row = [_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
@@ -1124,8 +1135,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [final_label]
     from lway_rt.adapt.visual import can_plot, save_contact_sheet, save_curves
 
-    save_contact_sheet(out_dir / "contact_sheet.png", rows, labels, [d.name[:12] for d in data[:SNAPSHOT_LIMIT]])
+    save_contact_sheet(out_dir / "contact_sheet.png", rows, labels, [_row_label(d.name) for d in shown])
     report["contact_sheet"] = "contact_sheet.png"
+    report["contact_sheet_rows"] = list(st["snapshot_names"])  # the images its rows show, top to bottom
     if can_plot():
         save_curves(out_dir / "curves.png", st["history"], st["val"], st["evals"],
                     title=f"{desc.name or desc.arch}: {config.loss} loss, {len(data)} image(s)")
@@ -1421,7 +1433,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         note(line)
     _check_out_folder(out_dir, config, images, [] if loaded else given, resume, overwrite)
     if config.sample is not None and len(images) < len(given):
-        log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in name order (--sample); "
+        log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in frame order (--sample); "
             "'lwayrt upscale' the others with the adapted weights")
     elif config.sample is not None:
         log(f"--sample {config.sample}: there are {len(given)} input(s), all of them adapted on")

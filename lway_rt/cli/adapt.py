@@ -134,7 +134,7 @@ def _note(line: str) -> None:
 @click.option("--batch-size", "--batch", "batch_size", type=int, default=None, help="Patches per step [4].")
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Adapt on N of the inputs spread evenly in name order (frames of a long clip); only those are "
+              help="Adapt on N of the inputs spread evenly in frame order (frames of a long clip); only those are "
                    "written to sr/: 'lwayrt upscale' the rest with the adapted weights [all].")
 @click.option("--mode", type=click.Choice(["folder", "per-image", "per-group"]), default=None,
               help="One model for all inputs, one per image, or one per group of inputs stage 1 finds degraded "
