@@ -163,6 +163,7 @@ class UpscaleReport:
     notes: list[str] = field(default_factory=list)  # written, with something the user should know
     kept: list[Path] = field(default_factory=list)  # outputs already there, left alone (skip_existing)
     remade: list[Path] = field(default_factory=list)  # outputs there of another model or settings, made again
+    unrecorded: list[Path] = field(default_factory=list)  # kept outputs of a format that records no run (a JPEG)
 
     @property
     def ok(self) -> bool:
@@ -908,6 +909,11 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}{failed}; run the same command with "
                           "--skip-existing to upscale only the rest") from exc
     _drop_if_empty(out_dir, made, report)  # every image failed
+    if report.unrecorded:  # a PNG records the run that made it; these were kept on their name, size and date alone
+        kinds = "/".join(sorted({p.suffix.lstrip(".").upper() for p in report.unrecorded}))
+        report.notes.append(f"{len(report.unrecorded)} output(s) kept by --skip-existing are {kinds} files (as "
+                            f"{report.unrecorded[0]}), which do not record the model that made them: if the model or "
+                            "its settings changed since, run without --skip-existing to make them again")
     return report
 
 
@@ -935,6 +941,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if config.skip_existing and up_to_date(src, dest, _factor(config, desc)):
             if key is None or not made_otherwise(dest, key):
                 report.kept.append(dest)
+                if dest.suffix.lower() != ".png":
+                    report.unrecorded.append(dest)
                 return
             remade = True
         _refuse_a_file_not_ours(src, dest, _factor(config, desc))

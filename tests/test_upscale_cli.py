@@ -388,6 +388,21 @@ def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(t
     assert "6 image(s) written" in plain.output and "already there" not in plain.output
 
 
+def test_skip_existing_names_kept_outputs_that_record_no_model(tmp_path, inputs):
+    """--format same writes a JPEG input's output as JPEG, which records no run: after a change of model,
+    --skip-existing remade the PNG frames and kept the JPEG ones of the old model without a word (every fourth frame
+    of a clip from another network). The run says which it could not check."""
+    out = tmp_path / "out"
+    args = ("upscale", inputs / "photo.png", inputs / "photo2.jpg", "-o", out, "--format", "same", "--skip-existing")
+    first = run(*args, "--model", MODEL)
+    assert first.exit_code == 0 and "record the model" not in first.output, first.output
+    again = run(*args, "--model", MODEL)
+    assert again.exit_code == 0 and "2 already there" in again.output, again.output
+    assert f"note: 1 output(s) kept by --skip-existing are JPG files (as {out / 'photo2_x4.jpg'}), which do not " \
+        "record the model that made them: if the model or its settings changed since, run without --skip-existing " \
+        "to make them again" in " ".join(again.output.split()), again.output
+
+
 def test_skip_existing_remakes_outputs_of_another_model_of_the_same_scale(tmp_path, inputs):
     """Each PNG output records the run that made it (model weights, detail cap, alpha mode); --skip-existing keeps
     only this model's outputs, not another x4 model's of the right size and date (an adapted model after its base,
