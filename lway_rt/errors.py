@@ -18,6 +18,16 @@ def listing(items, first: int, sep: str = ", ") -> str:
     return sep.join(items[:first]) + (f" and {len(items) - first} more" if len(items) > first else "")
 
 
+def duration(seconds: float) -> str:
+    """A time for a person: "45 s", "3 min 20 s", "1 h 05 min"."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 def shell_word(text) -> str:
     """``text`` (a path) quoted as one word of a suggested shell command. A name that is not valid UTF-8 (the file
     system's bytes, held by Python as surrogate escapes) is written in bash's $'...' form, byte by byte, so the

@@ -368,7 +368,7 @@ def test_cosine_lr_schedule_scales_each_step_and_resumes_exactly(tmp_path, input
 
 
 def test_progress_lines_give_the_rate_and_the_time_left(tmp_path, inputs, stage1):
-    from lway_rt.adapt.loop import _duration
+    from lway_rt.errors import duration as _duration
 
     assert [_duration(s) for s in (0.4, 59.6, 200, 3599, 3900)] == ["0 s", "1 min 00 s", "3 min 20 s", "59 min 59 s",
                                                                    "1 h 05 min"]

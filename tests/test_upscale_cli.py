@@ -4,6 +4,7 @@ a user can hit: each must give a one-line ``error:`` (or a listed failure) and a
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -386,6 +387,20 @@ def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(t
     # without the flag every output is made anew
     plain = run("upscale", inputs, "-o", out, "--model", MODEL)
     assert "6 image(s) written" in plain.output and "already there" not in plain.output
+
+
+def test_a_batch_into_a_log_says_how_far_it_is(tmp_path, inputs, monkeypatch):
+    """The bar is drawn only on a terminal: a batch of frames into a log file or under nohup printed nothing until it
+    ended. There it prints a line every so often (here every image) with the images done and the time left; -q not."""
+    from lway_rt.cli import upscale as cli_upscale
+
+    monkeypatch.setattr(cli_upscale._ProgressLines, "PERIOD", 0.0)
+    result = run("upscale", inputs, "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    said = re.findall(r"upscaled (\d) of 6 image\(s\) \((\w+\.\w+)\), \d+ s so far, about \d+ s left", result.output)
+    assert [int(n) for n, _ in said] == [1, 2, 3, 4, 5] and said[0][1] == "cutout.png", result.output
+    quiet = run("upscale", inputs, "-o", tmp_path / "out2", "--model", MODEL, "-q")
+    assert "upscaled" not in quiet.output
 
 
 def test_skip_existing_names_kept_outputs_that_record_no_model(tmp_path, inputs):

@@ -49,7 +49,7 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, listing
+from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, duration, listing
 from lway_rt.io.weights import atomic_write_json, ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
@@ -140,16 +140,6 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int, multiple: int 
     from lway_rt.runtime.tiling import upscale_tensor
 
     return upscale_tensor(model, lr, scale, whole_image_tiles(tile), multiple=multiple).clamp_(0, 1)
-
-
-def _duration(seconds: float) -> str:
-    """A remaining time for a person: "45 s", "3 min 20 s", "1 h 05 min"."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], scale: int, multiple: int = 1,
@@ -980,7 +970,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             if st["it"] % 10 == 0:
                 rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
                 log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
-                    f"about {_duration(rate * (config.iterations - st['it']))} left")
+                    f"about {duration(rate * (config.iterations - st['it']))} left")
     except KeyboardInterrupt:
         kept = (f"the checkpoint of iteration {last_ckpt} is kept in {ckpt_path}: run the same command with --resume to "
                 "continue" if last_ckpt else f"no checkpoint had been written yet (one every {config.checkpoint_every} "

@@ -79,14 +79,22 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
         click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
                    err=True)
+    lines = _ProgressLines() if not quiet and not err.is_terminal else None  # a log file, nohup, a pipe
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task("upscaling", total=None)
-        report = upscale_files(
-            inputs, out_dir, config,
-            on_start=lambda n: bar.update(task, total=n),
-            progress=lambda p: bar.update(task, advance=1, description=p.name),
-        )
+
+        def on_start(n: int) -> None:
+            bar.update(task, total=n)
+            if lines:
+                lines.total = n
+
+        def progress(p: Path) -> None:
+            bar.update(task, advance=1, description=p.name)
+            if lines:
+                lines.step(p)
+
+        report = upscale_files(inputs, out_dir, config, on_start=on_start, progress=progress)
     said = ([f"{len(report.kept)} already there, left as they were"] if report.kept else []) + \
         ([f"{len(report.remade)} of those written replace outputs there of another model or settings"]
          if report.remade else [])
@@ -111,3 +119,29 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             click.echo(f"  {f.message}", err=True)
         raise click.exceptions.Exit(1)
 
+
+class _ProgressLines:
+    """Progress where standard error is no terminal (a batch of frames under nohup, into a log): a line at most every
+    ``PERIOD`` seconds, with the images done and the time left; a short run prints none."""
+
+    PERIOD = 30.0
+
+    def __init__(self) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.start = self.last = self.clock()
+        self.total = 0
+        self.done = 0
+
+    def step(self, path: Path) -> None:
+        from lway_rt.errors import duration
+
+        self.done += 1
+        now = self.clock()
+        if now - self.last < self.PERIOD or self.done >= self.total:
+            return
+        self.last = now
+        left = (now - self.start) / self.done * (self.total - self.done)
+        click.echo(f"upscaled {self.done} of {self.total} image(s) ({path.name}), {duration(now - self.start)} so far, "
+                   f"about {duration(left)} left", err=True)
