@@ -121,3 +121,24 @@ def test_a_trailing_slash_names_a_folder(tmp_path):
     assert not (tmp_path / "r dir").exists() and not (tmp_path / "o").exists()
     proc = _lwayrt("upscale", str(tmp_path) + "/", "-o", str(tmp_path / "o") + "/", "-m", "realesr-animevideov3", "-q")
     assert proc.returncode == 0 and (tmp_path / "o" / "a_x4.png").is_file(), proc.stderr
+
+
+def test_a_closed_pipe_stops_the_run_with_a_line_and_status_141(tmp_path):
+    """'lwayrt adapt ... | head -1': click ended the run with status 1 and no word once the reader was gone. It says
+    why on standard error and ends as a shell reports a program stopped by a closed pipe."""
+    import numpy as np
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(frames / f"{i}.png")
+    proc = subprocess.Popen([sys.executable, "-c", _ENTRY, "adapt", str(frames), "-m", "realesr-animevideov3", "-o",
+                             str(tmp_path / "run"), "--iterations", "3", "--patch-size", "32", "--batch-size", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and first, (first, err)
+    assert err.endswith("stopped: the program reading lwayrt's output ended (a pipe such as '| head'); send the output "
+                        "to a file (> log.txt) to keep a long run going\n") and "Traceback" not in err, err

@@ -8,8 +8,10 @@ own usage errors (an unknown option, a bad value) keep their exit status 2 and c
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import os
 import re
 import signal
 import sys
@@ -109,6 +111,8 @@ class LazyGroup(click.Group):
                         "command again for the rest", fg="yellow", err=True)
             ctx.exit(143 if _TERMINATED else 130)
         except Exception as exc:  # noqa: BLE001 - only running out of memory and unusable paths become a message here
+            if _reader_gone(exc):
+                ctx.exit(141)  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe
             if path := _unusable_path(exc):
                 click.secho(f"error: {path}", fg="red", err=True)
                 ctx.exit(1)
@@ -120,6 +124,22 @@ class LazyGroup(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    """Standard output was closed under the run (``lwayrt adapt ... | head``): click would end it with status 1 and
+    no word. Says why on standard error (where it can) and points standard output at /dev/null, so that the final
+    flush raises nothing more. True for that error only."""
+    import errno
+
+    if not (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+        return False
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):
+        click.secho("stopped: the program reading lwayrt's output ended (a pipe such as '| head'); send the output to "
+                    "a file (> log.txt) to keep a long run going", fg="yellow", err=True)
+    return True
 
 
 def _out_of_memory(exc: BaseException) -> bool:
