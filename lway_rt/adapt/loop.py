@@ -62,11 +62,6 @@ _SUMMARY_FORMAT = "lway_rt.adapt-summary/1"  # report.json of a per-image / per-
 RUN_AGAIN = "run the command again"  # a run of several (per image / per group) says --resume
 SNAPSHOT_LIMIT = 6  # images shown on the contact sheet, spread over the inputs
 
-
-def _row_label(name: str, width: int = 24) -> str:
-    """A contact-sheet row's name: whole up to ``width`` characters, else its start and end (a frame's number is
-    at the end: 'shot01_frame_000001' and '..._000002' were both 'shot01_frame')."""
-    return name if len(name) <= width else f"{name[:width // 2 - 2]}..{name[-(width - width // 2):]}"
 # report.json's detail_change: adapted / unadapted fine detail of each image; at or above this the run names the
 # image to check first. On the committed quality runs, crops at or above 1.2 lost more than 0.1 dB in 12 % of cases,
 # those below in 0.5 % (14 of the 15 such losses were above; benchmarks/detail_flag.py, read off those same crops).
@@ -140,6 +135,12 @@ def super_resolve(model: nn.Module, lr: torch.Tensor, scale: int, multiple: int 
     from lway_rt.runtime.tiling import upscale_tensor
 
     return upscale_tensor(model, lr, scale, whole_image_tiles(tile), multiple=multiple).clamp_(0, 1)
+
+
+def _row_label(name: str, width: int = 24) -> str:
+    """A contact-sheet row's name: whole up to ``width`` characters, else its start and end (a frame's number is
+    at the end: 'shot01_frame_000001' and '..._000002' were both 'shot01_frame')."""
+    return name if len(name) <= width else f"{name[:width // 2 - 2]}..{name[-(width - width // 2):]}"
 
 
 def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], scale: int, multiple: int = 1,
