@@ -67,6 +67,7 @@ SNAPSHOT_LIMIT = 6  # images shown on the contact sheet, spread over the inputs
 # those below in 0.5 % (14 of the 15 such losses were above; benchmarks/detail_flag.py, read off those same crops).
 DETAIL_FLAG = 1.2
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
+_SAY_BEFORE = 8  # inputs from which a pass over every image is announced before it starts, not only after
 
 Log = Callable[[str], None]
 
@@ -716,6 +717,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                 raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
             emb = embeddings.to(device)
         else:
+            if len(data) >= _SAY_BEFORE:  # seconds a frame on a CPU: not minutes of silence on a clip
+                log(f"embedding {len(data)} image(s) with stage 1's encoder ...")
             emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
                                      backend=config.encoder_backend)
         recon = FastReconstructor(stage1.reconstructor, emb, speed)
@@ -729,6 +732,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     trust, trust_info, gates = None, None, None
     wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
     wants_gate = config.detail_guard > 0 and config.detail_guard_gate == "trust" and recon is not None
+    if (wants_trust or wants_gate) and len(data) >= _SAY_BEFORE:
+        log(f"weighing the unadapted network's output on {len(data)} image(s) with stage 1 ...")
     losses = trust_losses(data, anchor_model, recon, config, scale, multiple) if wants_trust or wants_gate else None
     if wants_gate:
         gates = guard_gates(losses)
