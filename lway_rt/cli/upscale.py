@@ -86,8 +86,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
         def on_start(n: int) -> None:
             bar.update(task, total=n)
-            if lines:
-                lines.total = n
+            if lines:  # timed from here: the model is loaded, and its loading is no image's time
+                lines.total, lines.start = n, lines.clock()
 
         def progress(p: Path) -> None:
             bar.update(task, advance=1, description=p.name)
