@@ -42,7 +42,8 @@ from lway_rt.runtime.device import check_device_spelling
 __all__ = ["UpscaleConfig", "Failure", "ROUTE_REACH", "Route", "UpscaleReport", "DetailCap", "GroupRouter", "prepare_model",
            "prepare_detail_cap", "prepare_router", "upscale_rgb",
            "upscale_colour", "upscale_alpha", "upscale_image", "inference_copy",
-           "scaled_size", "collect_inputs", "earlier_outputs", "up_to_date", "plan_outputs", "upscale_files"]
+           "scaled_size", "collect_inputs", "earlier_outputs", "up_to_date", "plan_outputs", "upscale_files",
+           "written_by_upscale"]
 
 
 # input pixels. realesr-animevideov3, tiled vs whole, max 8-bit levels off on 64-px noise / a 96-px photo crop:
@@ -163,7 +164,6 @@ class UpscaleReport:
     notes: list[str] = field(default_factory=list)  # written, with something the user should know
     kept: list[Path] = field(default_factory=list)  # outputs already there, left alone (skip_existing)
     remade: list[Path] = field(default_factory=list)  # outputs there of another model or settings, made again
-    unrecorded: list[Path] = field(default_factory=list)  # kept outputs of a format that records no run (a JPEG)
 
     @property
     def ok(self) -> bool:
@@ -579,7 +579,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
     leaves out; a folder holding only such outputs is taken as meant. Without ``recursive``, sub-folders holding
     images (but the output folder) are named in ``notes``. Raises if nothing at all is usable.
     """
-    from lway_rt.io.images import image_subfolders, png_text
+    from lway_rt.io.images import image_subfolders
 
     found: list[tuple[Path, Path]] = []
     problems: list[Failure] = []
@@ -603,7 +603,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
             out_files = set(inside)
             files = [f for f in listed if f.is_file() and f not in out_files]
             if inside and notes is not None:  # an output's own files go unsaid; a user's image there is named
-                left = [f for f in inside if not (f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None)]
+                left = [f for f in inside if not written_by_upscale(f)]
                 if left:
                     shown = listing((f.name for f in left), 3)
                     notes.append(f"{len(left)} image(s) in the output folder {out_dir} ({shown}) are not upscaled: "
@@ -624,7 +624,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
                 notes.append(f"the images in sub-folders of {p} ({shown}) are not read: add --recursive to upscale "
                              "them too")
             if outputs is not None:
-                made = [f for f in files if f.suffix.lower() == ".png" and png_text(f, RUN_KEY) is not None]
+                made = [f for f in files if written_by_upscale(f)]
                 if made and len(made) < len(files):
                     outputs += made
         elif p.exists():
@@ -726,6 +726,13 @@ def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None,
     parts = [[name, part(router.models[name], router.caps[name])] for name in router.names] if router is not None \
         else part(desc, cap)
     return hashlib.sha256(json.dumps([parts, config.alpha if alpha else None]).encode()).hexdigest()[:16]
+
+
+def written_by_upscale(path: Path) -> bool:
+    """``path`` is a PNG whose text records a run of this command (every PNG output does)."""
+    from lway_rt.io.images import png_text
+
+    return path.suffix.lower() == ".png" and png_text(path, RUN_KEY) is not None
 
 
 def _may_be_ours(path: Path) -> bool:
@@ -909,11 +916,12 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}{failed}; run the same command with "
                           "--skip-existing to upscale only the rest") from exc
     _drop_if_empty(out_dir, made, report)  # every image failed
-    if report.unrecorded:  # a PNG records the run that made it; these were kept on their name, size and date alone
-        kinds = "/".join(sorted({p.suffix.lstrip(".").upper() for p in report.unrecorded}))
-        report.notes.append(f"{len(report.unrecorded)} output(s) kept by --skip-existing are {kinds} files (as "
-                            f"{report.unrecorded[0]}), which do not record the model that made them: if the model or "
-                            "its settings changed since, run without --skip-existing to make them again")
+    unrecorded = [p for p in report.kept if p.suffix.lower() != ".png"]  # kept on their name, size and date alone
+    if unrecorded:  # (a PNG records the run that made it)
+        kinds = "/".join(sorted({p.suffix.lstrip(".").upper() for p in unrecorded}))
+        report.notes.append(f"{len(unrecorded)} output(s) kept by --skip-existing are {kinds} files (as {unrecorded[0]}), "
+                            "which do not record the model that made them: if the model or its settings changed since, "
+                            "run without --skip-existing to make them again")
     return report
 
 
@@ -941,8 +949,6 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if config.skip_existing and up_to_date(src, dest, _factor(config, desc)):
             if key is None or not made_otherwise(dest, key):
                 report.kept.append(dest)
-                if dest.suffix.lower() != ".png":
-                    report.unrecorded.append(dest)
                 return
             remade = True
         _refuse_a_file_not_ours(src, dest, _factor(config, desc))

@@ -49,6 +49,8 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     """Expand files and folders (non-recursive, sorted, hidden files skipped) into image paths; a file reached twice
     (named twice, or named and inside a named folder) is taken once. Sub-folders holding images, which are not read,
     are named in ``notes`` (or in the error of a folder that has no image of its own)."""
+    from lway_rt.upscale import written_by_upscale
+
     paths: list[Path] = []
     seen: set[Path] = set()
     for item in inputs:
@@ -59,7 +61,7 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
                 if q.is_symlink() and not q.exists():
                     raise InputError(broken_link_message(q))
             found = [q for q in listed if q.is_file()]
-            made = _upscale_outputs(found)
+            made = [q for q in found if written_by_upscale(q)]
             if made and len(made) < len(found):  # upscale's outputs beside the originals (upscale frames -o frames)
                 found = [q for q in found if q not in made]
                 if notes is not None:
@@ -85,14 +87,6 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     if not paths:
         raise InputError("no input images given")
     return paths
-
-
-def _upscale_outputs(files: list[Path]) -> list[Path]:
-    """The PNGs among ``files`` that ``lwayrt upscale`` wrote (their text records its run)."""
-    from lway_rt.io.images import png_text
-    from lway_rt.upscale import RUN_KEY
-
-    return [q for q in files if q.suffix.lower() == ".png" and png_text(q, RUN_KEY) is not None]
 
 
 def _natural(item) -> list:

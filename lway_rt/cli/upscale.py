@@ -86,8 +86,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
         def on_start(n: int) -> None:
             bar.update(task, total=n)
-            if lines:  # timed from here: the model is loaded, and its loading is no image's time
-                lines.total, lines.start = n, lines.clock()
+            if lines:
+                lines.begin(n)
 
         def progress(p: Path) -> None:
             bar.update(task, advance=1, description=p.name)
@@ -130,9 +130,12 @@ class _ProgressLines:
         import time
 
         self.clock = time.monotonic
+        self.begin(0)
+
+    def begin(self, total: int) -> None:
+        """Timed from here: the model is loaded, and its loading is no image's time."""
         self.start = self.last = self.clock()
-        self.total = 0
-        self.done = 0
+        self.total, self.done = total, 0
 
     def step(self, path: Path) -> None:
         from lway_rt.errors import duration
