@@ -334,17 +334,22 @@ def test_colour_hidden_under_clear_pixels_does_not_reach_the_adaptation(tmp_path
 LONG_RUN = 1200  # steps: 400 once finished (a CI-like idle machine) before the test's signal reached it
 
 
+def _signals_as_a_terminal_sends_them() -> None:
+    # a test runner started in the background of a non-interactive shell, or under nohup, passes SIGINT or SIGHUP on
+    # ignored, and the child would then never see them
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _long_run_stopped_after_a_checkpoint(files, out, sig, extra=()) -> tuple[list[str], subprocess.Popen, str]:
     """Start a ``LONG_RUN``-step ``lwayrt adapt`` into ``out`` in a subprocess, send it ``sig`` once its first
     checkpoint is on disk; returns its arguments, the process (ended) and what it printed."""
     args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
             "--stage1", str(files / "stage1.safetensors"), "--iterations", str(LONG_RUN), "--patch-size", "16",
             "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q", *extra]
-    # SIGINT as a terminal delivers it: a test runner started in the background of a non-interactive shell passes
-    # SIGINT on ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=_signals_as_a_terminal_sends_them)
     try:
         deadline = time.monotonic() + 120
         while not (out / CHECKPOINT).exists():
@@ -581,13 +586,14 @@ def test_cuda_asked_for_without_a_gpu_is_one_line(files, tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path, sig):
     """SIGINT (Ctrl-C) after a checkpoint: exit status 130 and one line naming the checkpoint and --resume; SIGTERM
-    (kill, timeout, a batch scheduler) the same line, not a silent exit, with the shell's status for it (143)."""
+    (kill, timeout, a batch scheduler) and SIGHUP (the terminal closed) the same line, not a silent exit, with the
+    shell's status for each (143, 129)."""
     out = tmp_path / "stopped"
     _, proc, text = _long_run_stopped_after_a_checkpoint(files, out, sig)
-    assert proc.returncode == (130 if sig == signal.SIGINT else 143), text
+    assert proc.returncode == 128 + sig, text
     line = text.strip().splitlines()[-1]
     assert re.fullmatch(r"adaptation interrupted at iteration \d+; the checkpoint of iteration \d+ is kept in .*checkpoint\.pt: "
                         r"run the same command with --resume to continue", line), text

@@ -503,6 +503,33 @@ def test_an_interrupted_batch_says_how_far_it_got_and_skip_existing_continues(tm
     assert len(list(out.glob("*.png"))) == 24
 
 
+def test_a_batch_under_nohup_goes_on_through_a_hangup(tmp_path, astronaut):
+    """SIGHUP stops a run as SIGTERM does, unless it was ignored when the run started (nohup): then the batch goes
+    on to its end."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(8):
+        Image.fromarray(np.ascontiguousarray(astronaut[i * 8:i * 8 + 64, 100:164])).save(d / f"{i:05d}.png")
+    out = tmp_path / "out"
+    args = ["upscale", str(d), "-o", str(out), "--model", MODEL, "--tile", "0"]
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and list(out.glob("*.png"))):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no output appeared"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGHUP)
+        text = proc.communicate(timeout=120)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0 and f"8 image(s) written to {out}" in text, text
+    assert len(list(out.glob("*.png"))) == 8
+
+
 def test_broken_links_are_named_not_skipped(tmp_path, small):
     d = tmp_path / "in"
     d.mkdir()

@@ -2,7 +2,7 @@
 
 Subcommands live one per module and are imported only when invoked, so ``lwayrt --help`` needs
 only the base dependencies. Library errors (``LwayError``) become a one-line message and exit
-status 1 (130 for Ctrl-C, 143 for SIGTERM, saying what was kept); a traceback means a bug. click's
+status 1 (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, saying what was kept); a traceback means a bug. click's
 own usage errors (an unknown option, a bad value) keep their exit status 2 and come as one line too.
 """
 
@@ -83,7 +83,7 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
-        previous = _stop_on_sigterm()
+        previous = _stop_on_signals()
         try:
             with warnings.catch_warnings():  # the library's notices as one-line notes, each once
                 warnings.simplefilter("default", Notice)
@@ -101,15 +101,15 @@ class LazyGroup(click.Group):
             sub = ctx.invoked_subcommand  # (click names it before it parses the subcommand's options)
             raise _one_line(exc, f"{ctx.command_path} {sub}" if sub else ctx.command_path) from exc.__cause__
         except Interrupted as exc:
-            click.secho(str(exc), fg="yellow", err=True)
-            ctx.exit(143 if _TERMINATED else exc.exit_code)
+            _say(str(exc))
+            ctx.exit(128 + _TERMINATED[0] if _TERMINATED else exc.exit_code)
         except LwayError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:  # Ctrl-C outside a resumable loop: nothing half-written is left (atomic writes)
-            click.secho("interrupted: the files it had finished are kept and none is left half-written; run the same "
-                        "command again for the rest", fg="yellow", err=True)
-            ctx.exit(143 if _TERMINATED else 130)
+            _say("interrupted: the files it had finished are kept and none is left half-written; run the same command "
+                 "again for the rest")
+            ctx.exit(128 + _TERMINATED[0] if _TERMINATED else 130)
         except Exception as exc:  # noqa: BLE001 - only running out of memory and unusable paths become a message here
             if _reader_gone(exc):
                 ctx.exit(141)  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe
@@ -122,8 +122,16 @@ class LazyGroup(click.Group):
                         "batch", fg="red", err=True)
             ctx.exit(1)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for signum, handler in previous.items():
+                if handler is not None:  # (None: a handler not set from Python, which cannot be put back)
+                    signal.signal(signum, handler)
+
+
+def _say(line: str) -> None:
+    """The line that says what an interrupted run kept. A terminal that was closed (the SIGHUP that stopped the run)
+    cannot show it: the write fails there, and the exit status and the kept files still tell."""
+    with contextlib.suppress(OSError):
+        click.secho(line, fg="yellow", err=True)
 
 
 def _reader_gone(exc: BaseException) -> bool:
@@ -180,18 +188,24 @@ def _first_line(exc: BaseException) -> str:
 _TERMINATED: list[int] = []
 
 
-def _stop_on_sigterm():
-    """SIGTERM (``kill``, ``timeout``, a batch scheduler ending a job) stops a run as Ctrl-C does, so that it says
-    what was kept and how to continue instead of ending silently. Returns the handler it replaced (None if none)."""
+def _stop_on_signals() -> dict:
+    """SIGTERM (``kill``, ``timeout``, a batch scheduler ending a job) and SIGHUP (the terminal or the ssh session
+    closed) stop a run as Ctrl-C does: an adaptation keeps its checkpoint and every command says what was kept and how
+    to continue, instead of ending where it stood. A SIGHUP already ignored (``nohup``) stays ignored. Returns the
+    handlers it replaced, by signal."""
     _TERMINATED.clear()
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def stop(signum, frame):
-        _TERMINATED.append(signum)  # exit 143 (128 + SIGTERM), as a shell reports a terminated job
+        _TERMINATED.append(signum)  # exit 128 + the signal's number, as a shell reports a job it ended
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, stop)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop)}
+    hangup = getattr(signal, "SIGHUP", None)  # (none on Windows)
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        previous[hangup] = signal.signal(hangup, stop)
+    return previous
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
