@@ -835,6 +835,23 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
     return plan
 
 
+def _refuse_outputs_over_their_inputs(items: list[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str) -> None:
+    """``-o`` an input folder with ``--suffix ''``: inputs whose output has their own name. Refused as one line
+    before anything is written; refused one by one, the rest of the batch (a JPEG frame's PNG output, among the
+    frames) would have been written into the frames folder."""
+    fold = case_insensitive(out_dir)
+
+    def where(p: Path) -> str:
+        s = str(Path(p).resolve())
+        return s.casefold() if fold else s
+
+    own = [src for src, rel in items if where(_output_path(src, rel, out_dir, suffix, fmt)) == where(src)]
+    if own:
+        raise InputError(f"-o {out_dir} with --suffix '{suffix}' gives {len(own)} input(s) their own name as output "
+                         f"(as {own[0]}), which would overwrite them: choose another -o folder or a --suffix; nothing "
+                         "was written")
+
+
 def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: UpscaleConfig, *,
                   desc: ModelDescriptor | None = None, progress: Callable[[Path], None] | None = None,
                   on_start: Callable[[int], None] | None = None) -> UpscaleReport:
@@ -866,8 +883,10 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     earlier = earlier_outputs(items, out_dir, suffix, config.format, factor)
     again = set(made_here) - set(earlier)  # ``earlier`` ones are noted and handled below
     collisions: dict[Path, tuple[Path, Path, Path]] = {}
-    plan = plan_outputs([(src, rel) for src, rel in items if src not in earlier and src not in again], out_dir, suffix,
-                        config.format, protected=again, fold_case=case_insensitive(out_dir), collisions=collisions)
+    todo = [(src, rel) for src, rel in items if src not in earlier and src not in again]
+    _refuse_outputs_over_their_inputs(todo, out_dir, suffix, config.format)
+    plan = plan_outputs(todo, out_dir, suffix, config.format, protected=again, fold_case=case_insensitive(out_dir),
+                        collisions=collisions)
     report = UpscaleReport(failures=list(problems), notes=folder_notes)
     if again:
         first = next(f for f in made_here if f in again)

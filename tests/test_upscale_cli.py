@@ -193,8 +193,27 @@ def test_never_overwrites_an_input(tmp_path, small):
     Image.fromarray(small).save(d / "a.png")
     before = (d / "a.png").read_bytes()
     result = run("upscale", d / "a.png", "-o", d, "--model", MODEL, "--suffix", "")
-    assert result.exit_code == 1 and "would overwrite an input" in result.output
+    assert result.exit_code == 1 and "their own name as output (as " in result.output, result.output
     assert (d / "a.png").read_bytes() == before
+
+
+def test_outputs_named_as_their_inputs_refuse_the_whole_batch(tmp_path, small):
+    """-o the frames folder with --suffix '': the PNG frames would be their own outputs. Nothing is written, not
+    even the JPEG frame's PNG output, which would land among the frames under a frame's name."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(small, i, axis=1)).save(d / f"frame_{i:04d}.png")
+    Image.fromarray(small).save(d / "frame_0003.jpg")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    result = run("upscale", d, "-o", d, "--model", MODEL, "--suffix", "")
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"error: -o {d} with --suffix '' gives 3 input(s) their own name as output"), \
+        result.output
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    # another format keeps every output apart from its input: written
+    result = run("upscale", d / "frame_0003.jpg", "-o", d, "--model", MODEL, "--suffix", "")
+    assert result.exit_code == 0 and (d / "frame_0003.png").is_file(), result.output
 
 
 def test_outputs_differing_only_in_case_are_one_file_where_the_file_system_says_so(tmp_path):
