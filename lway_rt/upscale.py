@@ -746,7 +746,7 @@ def _may_be_ours(path: Path) -> bool:
 def made_otherwise(dest: Path, key: str | tuple[str, ...]) -> bool:
     """``dest`` records (in its PNG text) that a run of another model or settings made it: ``--skip-existing`` would
     otherwise keep another model's output of the same scale, which has the right size and date. An output with no
-    record (not a PNG, or written by an earlier version or another program) is judged by its size and date alone."""
+    record (not a PNG) is judged by its size and date alone."""
     from lway_rt.io.images import png_text
 
     made = png_text(dest, RUN_KEY) if dest.suffix.lower() == ".png" else None
@@ -965,7 +965,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if dest is None:
             raise InputError(reason)
         remade = False
-        if config.skip_existing and up_to_date(src, dest, _factor(config, desc)):
+        # (a PNG that records no run is the user's, of the right size by chance: refused below, as without the flag)
+        if config.skip_existing and up_to_date(src, dest, _factor(config, desc)) and _may_be_ours(dest):
             if key is None or not made_otherwise(dest, key):
                 report.kept.append(dest)
                 return

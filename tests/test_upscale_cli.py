@@ -406,6 +406,15 @@ def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(t
     # without the flag every output is made anew
     plain = run("upscale", inputs, "-o", out, "--model", MODEL)
     assert "6 image(s) written" in plain.output and "already there" not in plain.output
+    # a PNG of the right size and date that records no run (another program's, under the output's name): refused as
+    # without the flag, not counted as done
+    with Image.open(out / "cutout_x4.png") as im:
+        im.convert("RGB").save(out / "photo_x4.png")
+    mine = (out / "photo_x4.png").read_bytes()
+    again = run("upscale", inputs, "-o", out, "--model", MODEL, "--skip-existing")
+    assert again.exit_code == 1 and "(4 already there" in again.output, again.output  # (photo2.jpg: edited later)
+    assert f"{out / 'photo_x4.png'} exists and was not written by lwayrt upscale" in again.output
+    assert (out / "photo_x4.png").read_bytes() == mine
 
 
 def test_a_batch_into_a_log_says_how_far_it_is(tmp_path, inputs, monkeypatch):
