@@ -33,7 +33,7 @@ from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError, listing
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, all_finite, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
-    image_samples, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, write_samples,
+    image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, write_samples,
 )
 from lway_rt.io.weights import case_insensitive, ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
@@ -630,7 +630,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
         elif p.exists():
             take(p, Path(p.name))
         else:
-            problems.append(Failure(p, broken_link_message(p) if p.is_symlink() else f"input {p} does not exist"))
+            problems.append(Failure(p, missing_input_message(p)))
     if not found:
         raise InputError("; ".join(f.message for f in problems) if problems else "no input images given")
     return found, problems

@@ -567,6 +567,14 @@ def test_per_image_resume_checks_each_finished_run_and_keeps_the_summary(files, 
     assert sorted(r["name"] for r in summary["runs"]) == ["alpha", "grey", "rgb"]
 
 
+def test_a_quoted_pattern_names_the_folder_to_give(files, tmp_path):
+    code, text = _run(["adapt", str(files / "lr" / "*.png"), "-m", str(files / "tiny.safetensors"), "-o",
+                       str(tmp_path / "o")])
+    assert code == 1 and text.startswith(f"error: input {files / 'lr' / '*.png'} does not exist; lwayrt does not "
+                                         f"expand patterns: give the folder {files / 'lr'} instead"), text
+    assert not (tmp_path / "o").exists()
+
+
 def test_out_folder_may_not_be_an_input_folder(files, tmp_path):
     import shutil
 

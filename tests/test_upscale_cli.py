@@ -872,6 +872,29 @@ def test_missing_input_among_good_ones_is_a_listed_failure(tmp_path, small):
     assert (tmp_path / "out" / "a_x4.png").is_file()
 
 
+def test_patterns_and_unread_formats_say_what_to_give_instead(tmp_path, small):
+    """A quoted glob or ffmpeg's %04d pattern is not expanded: the line names the folder to give. A folder of EXR
+    (or DPX, raw ...) frames, or one such file, is told to convert them, with a command."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(small).save(frames / "f_0001.png")
+    for pattern, unquoted in ((frames / "*.png", True), (frames / "f_%04d.png", False)):
+        line = error_line(run("upscale", pattern, "-o", tmp_path / "out", "--model", MODEL))
+        assert line.startswith(f"error: input {pattern} does not exist; lwayrt does not expand patterns: give the folder "
+                               f"{frames} instead"), line
+        assert ("leave the pattern unquoted" in line) == unquoted, line
+    assert "expand patterns" not in run("upscale", frames / "typo.png", "-o", tmp_path / "out", "--model", MODEL).output
+    exr = tmp_path / "exr"
+    exr.mkdir()
+    (exr / "f_0001.exr").write_bytes(b"v/1\x01" + bytes(60))
+    line = error_line(run("upscale", exr, "-o", tmp_path / "out", "--model", MODEL))
+    assert line.endswith(f"it holds EXR files (f_0001.exr): convert them to 16-bit PNG first (e.g. cd {exr} && mkdir "
+                         f"png && magick mogrify -path png -format png -depth 16 '*.exr') and give {exr / 'png'}"), line
+    result = run("upscale", exr / "f_0001.exr", "-o", tmp_path / "out", "--model", MODEL)
+    assert result.exit_code == 1 and "EXR files are not read: convert it to a 16-bit PNG first (e.g. magick " \
+        f"{exr / 'f_0001.exr'} -depth 16 {exr / 'f_0001.png'})" in result.output, result.output
+
+
 @pytest.mark.gpu
 def test_fp16_on_cuda_matches_fp32(tmp_path, small):
     Image.fromarray(small).save(tmp_path / "a.png")

@@ -17,7 +17,7 @@ import numpy as np
 from lway_rt.errors import InputError, listing
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, image_subfolders, no_images_message,
-    read_image,
+    missing_input_message, read_image,
 )
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
@@ -79,7 +79,7 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
         elif p.is_file():
             found = [p]
         else:
-            raise InputError(broken_link_message(p) if p.is_symlink() else f"input {p} does not exist")
+            raise InputError(missing_input_message(p))
         for q in found:
             if q.resolve() not in seen:
                 seen.add(q.resolve())

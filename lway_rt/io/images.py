@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import struct
 import sys
 import warnings
@@ -112,7 +113,8 @@ def _open(path: Path):
             raise InputError(_video_advice(path)) from None
         if (size := _header_size(path)) is not None and 0 in size:
             raise InputError(_no_pixels(path, *size)) from None
-        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)") from None
+        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)"
+                         + _convert_hint([Path(path)])) from None
     except Image.DecompressionBombError as exc:
         raise InputError(_too_many_pixels(path, exc)) from None
     except OSError as exc:
@@ -208,7 +210,11 @@ def no_images_message(folder: Path, hint: str = "") -> str:
         video = None
     if video is not None:
         return _video_advice(video, Path(folder))
-    return f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint}"
+    try:
+        files = sorted(f for f in Path(folder).iterdir() if not f.name.startswith("."))
+    except OSError:
+        files = []
+    return f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint or _convert_hint(files, folder=True)}"
 
 
 def _sixteen_bit_colour(path: Path, im) -> tuple[np.ndarray, int] | None:
@@ -285,6 +291,43 @@ def _frames(path: Path, im) -> tuple[int, bool]:
         return n, False
     except Exception:  # noqa: BLE001 - as above
         return n + 1, True
+
+
+# formats footage and photos come in that Pillow does not read: named, with how to convert them
+_CONVERT_FIRST = {".exr": "EXR", ".dpx": "DPX", ".cin": "Cineon", ".hdr": "Radiance HDR", ".dng": "raw", ".cr2": "raw",
+                  ".cr3": "raw", ".nef": "raw", ".arw": "raw", ".raf": "raw", ".orf": "raw", ".rw2": "raw",
+                  ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL", ".psd": "Photoshop"}
+
+
+def _convert_hint(files: list[Path], folder: bool = False) -> str:
+    """``; convert ...`` for files of a format lwayrt does not read but a converter does (EXR and DPX frames, camera
+    raw, HEIC), from the first such file; empty for any other file. ``folder``: the files are a folder's."""
+    first = next((Path(f) for f in files if Path(f).suffix.lower() in _CONVERT_FIRST), None)
+    if first is None:
+        return ""
+    kind = _CONVERT_FIRST[first.suffix.lower()]
+    q = shell_word
+    if folder:
+        how = f"cd {q(str(first.parent))} && mkdir png && magick mogrify -path png -format png -depth 16 {q('*' + first.suffix)}"
+        return (f"; it holds {kind} files ({first.name}): convert them to 16-bit PNG first (e.g. {how}) and give "
+                f"{first.parent / 'png'}")
+    return (f"; {kind} files are not read: convert it to a 16-bit PNG first (e.g. magick {q(str(first))} -depth 16 "
+            f"{q(str(first.with_suffix('.png')))})")
+
+
+def missing_input_message(path: Path) -> str:
+    """The one line for an input path that names nothing: a link to nothing, or a name that does not exist. A
+    pattern the shell did not expand (quoted ``'frames/*.png'``, or ffmpeg's ``frame_%04d.png``) is told to give the
+    folder instead."""
+    if path.is_symlink():
+        return broken_link_message(path)
+    text = f"input {path} does not exist"
+    glob = any(c in path.name for c in "*?[")
+    if glob or re.search(r"%0?\d*d", path.name):
+        text += (f"; lwayrt does not expand patterns: give the folder {shell_word(str(path.parent))} instead (every image "
+                 "in it is read, in name order)" + (", or leave the pattern unquoted for the shell to expand" if glob
+                                                     else ""))
+    return text
 
 
 def broken_link_message(path: Path) -> str:
