@@ -776,6 +776,18 @@ def test_sample_adapts_on_frames_spread_over_the_inputs(files, tmp_path):
     assert "adapting on 2 of 3 input(s), spread evenly in frame order" in text
     assert sorted(p.name for p in (out / "sr").iterdir()) == ["alpha.png", "rgb.png"]  # alpha, grey, rgb: first, last
     assert json.loads((out / "config.json").read_text())["sample"] == 2
+    # a frame added to the folder since: the same command picks other frames, and the refusal to resume says why
+    import shutil
+
+    grown = tmp_path / "grown"
+    shutil.copytree(files / "lr", grown)
+    shutil.copy(files / "lr" / "rgb.png", grown / "zz.png")
+    code, text = _run(["adapt", str(grown), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                       str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "--batch-size",
+                       "2", "--sample", "2", "--resume"])
+    assert code == 1 and "no zz.png (this command's input); rgb.png too (not in this command's inputs) (--sample 2 " \
+        "spreads its choice over the inputs as they are now: frames added to or removed from a folder since change " \
+        "which it takes)" in text, text
     res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
                                     str(tmp_path / "bad"), "--sample", "0"])
     assert res.exit_code == 2 and "--sample" in res.output and "Traceback" not in res.output

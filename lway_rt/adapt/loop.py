@@ -296,9 +296,10 @@ def _fingerprint_parts(base_sha: str, stage1_sha: str | None, images: Sequence[I
             "gt": None if gt is None else each.get("gt", {})}
 
 
-def _changed_parts(then: dict | None, now: dict) -> str | None:
+def _changed_parts(then: dict | None, now: dict, sample: int | None = None) -> str | None:
     """What differs between a run's recorded ``_fingerprint_parts`` and this command's, in words that follow "the run
-    was made with"; None where the run recorded none (made before they were recorded) or none differs."""
+    was made with"; None where the run recorded none (made before they were recorded) or none differs. ``sample``:
+    this command's --sample, which picks other frames once frames are added to or removed from a folder."""
     if not isinstance(then, dict):
         return None
     said = []
@@ -322,6 +323,9 @@ def _changed_parts(then: dict | None, now: dict) -> str | None:
             said.append(f"other pixels or alpha in {listed(changed)}")
         if not added and not gone and not changed and list(old) != list(new):
             said.append("its inputs in another order")
+        if sample is not None and (added or gone):
+            said[-1] += (f" (--sample {sample} spreads its choice over the inputs as they are now: frames added to or "
+                         "removed from a folder since change which it takes)")
     if "gt" in then and then["gt"] != now["gt"]:
         said.append("no ground truth (this command has --gt)" if then["gt"] is None else
                     "ground truth (--gt; this command has none)" if now["gt"] is None else "other ground truth (--gt)")
@@ -665,7 +669,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         ck = _load_checkpoint(ckpt_path)
         if not fingerprinter.same_run(ck.get("fingerprint"), fingerprint, _recipe_of(ck), images, gt):
             made = _made_with(config, _recipe_of(ck), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(ck.get("fingerprint_parts"), fingerprint_parts),
+                              changed=_changed_parts(ck.get("fingerprint_parts"), fingerprint_parts,
+                                                     config.sample),
                               gt=gt is not None)
             raise InputError(f"the checkpoint in {out_dir} was made with {made}: rerun "
                              "with the same ones, pass --overwrite instead of --resume to start again there, or drop "
@@ -677,7 +682,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                              "--out folder")
         if not fingerprinter.same_run(finished.get("fingerprint"), fingerprint, finished.get("config"), images, gt):
             made = _made_with(config, finished.get("config"), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(finished.get("fingerprint_parts"), fingerprint_parts),
+                              changed=_changed_parts(finished.get("fingerprint_parts"), fingerprint_parts,
+                                                     config.sample),
                               gt=gt is not None)
             raise InputError(f"the finished run in {out_dir} was made with {made}: "
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
@@ -697,7 +703,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         orphan = _read_json_dict(out_dir / "report.json") or {}
         if not fingerprinter.same_run(orphan.get("fingerprint"), fingerprint, orphan.get("config"), images, gt):
             made = _made_with(config, orphan.get("config"), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(orphan.get("fingerprint_parts"), fingerprint_parts),
+                              changed=_changed_parts(orphan.get("fingerprint_parts"), fingerprint_parts,
+                                                     config.sample),
                               gt=gt is not None)
             raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with {made}: "
                              "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
@@ -1499,7 +1506,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
         if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
             changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
-                                     fingerprint_of.with_parts(group, gt)[1])
+                                     fingerprint_of.with_parts(group, gt)[1], config.sample)
             made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
                               gt=gt is not None)
             raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
