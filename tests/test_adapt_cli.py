@@ -738,9 +738,15 @@ def test_the_contact_sheet_shows_frames_spread_over_the_clip(files, tmp_path, hr
     assert _row_label("a_very_long_take_name_shot01_frame_000001") == "a_very_lon..frame_000001"
 
 
-def test_passes_over_every_frame_are_announced_before_they_start(files, tmp_path, hr_crop):
+def test_passes_over_every_frame_are_announced_before_they_start(files, tmp_path, hr_crop, monkeypatch):
     """On a clip, embedding every frame and weighing the backbone on each took minutes of silence on a CPU (13 s and
-    18 s for 30 small frames): from 8 inputs a line says what runs before it starts; a few images get none."""
+    18 s for 30 small frames): from 8 inputs a line says what runs before it starts; a few images get none. Writing
+    sr/ (an hour for a long clip, after the last iteration's "0 s left") says how far it is every SR_PERIOD seconds
+    (here after each image), and a run on many inputs without --sample is pointed to it."""
+    from lway_rt.adapt import loop
+
+    monkeypatch.setattr(loop, "SR_PERIOD", 0.0)
+    monkeypatch.setattr(loop, "MANY_INPUTS", 8)
     clip = tmp_path / "clip"
     clip.mkdir()
     for i in range(8):
@@ -754,8 +760,14 @@ def test_passes_over_every_frame_are_announced_before_they_start(files, tmp_path
     assert lines[first + 1].startswith("embedded 8 image(s)")
     weigh = lines.index("weighing the unadapted network's output on 8 image(s) with stage 1 ...")
     assert lines[weigh + 1].startswith("anchor x"), text
+    writing = lines.index(f"writing 8 SR image(s) to {tmp_path / 'out' / 'sr'}")
+    assert [re.fullmatch(r"wrote (\d) of 8 SR image\(s\), about \d+ s left", ln)[1] for ln in lines[writing + 1:writing + 8]] \
+        == list("1234567"), text
+    assert "note: adapting on all 8 inputs: each is held in memory, embedded and written to sr/ at full size; for the " \
+        "frames of a clip, --sample 32 adapts on a spread of them" in text, text
     code, text = _run(["adapt", str(clip / "f0.png"), "-o", str(tmp_path / "one"), *args])
-    assert code == 0 and "embedding" not in text and "weighing" not in text, text
+    assert code == 0 and "embedding" not in text and "weighing" not in text and "writing" not in text, text
+    assert "--sample 32" not in text
 
 
 def test_sample_adapts_on_frames_spread_over_the_inputs(files, tmp_path):

@@ -68,6 +68,8 @@ SNAPSHOT_LIMIT = 6  # images shown on the contact sheet, spread over the inputs
 DETAIL_FLAG = 1.2
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
 _SAY_BEFORE = 8  # inputs from which a pass over every image is announced before it starts, not only after
+SR_PERIOD = 15.0  # seconds between the lines that say how far writing sr/ is
+MANY_INPUTS = 64  # inputs from which a run without --sample is pointed to it (each is held, embedded and written)
 
 Log = Callable[[str], None]
 
@@ -485,10 +487,12 @@ def run_damage(out_dir: Path, report: dict, names: Sequence[str] = (), missing_o
 
 
 def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
-                     config: AdaptConfig, device: str) -> tuple[list[Path], dict[str, float]]:
+                     config: AdaptConfig, device: str, log: Log | None = None) -> tuple[list[Path], dict[str, float]]:
     """Write ``sr/<name>.png`` of each image through ``lwayrt upscale``'s own code, layout and default tiling, so that
     upscale with the adapted weights gives them again pixel for pixel; returns the paths and, with ``--detail-cap``,
-    each capped image's blend factor s (held at the cap against ``base``'s image: ``wavelet.detail_cap``)."""
+    each capped image's blend factor s (held at the cap against ``base``'s image: ``wavelet.detail_cap``). ``log``
+    gets a line before the first of several images and one every ``SR_PERIOD`` seconds with the time left (a clip's
+    frames take minutes to hours after the last iteration)."""
     from lway_rt.io.images import write_image
     from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
 
@@ -496,7 +500,14 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     writer = inference_copy(desc, model, device)
     cap = DetailCap(config.detail_cap, inference_copy(desc, base, device)) if config.detail_cap is not None else None
     sr_paths, cap_s = [], {}
-    for img in images:
+    log = log or (lambda msg: None)
+    if len(images) > 1:
+        log(f"writing {len(images)} SR image(s) to {out_dir / 'sr'}")
+    t0 = said = time.perf_counter()
+    for k, img in enumerate(images):
+        if k and time.perf_counter() - said >= SR_PERIOD:
+            said = time.perf_counter()
+            log(f"wrote {k} of {len(images)} SR image(s), about {duration((said - t0) / k * (len(images) - k))} left")
         sr, s = upscale_colour(writer, img.image.rgb, tiles, cap)
         if s is not None:
             cap_s[img.name] = s
@@ -1105,7 +1116,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["weights"] = WEIGHTS
 
     sr_dir = out_dir / "sr"
-    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device)
+    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device, log)
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
         if entry["name"] in cap_s:
@@ -1440,6 +1451,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             "'lwayrt upscale' the others with the adapted weights")
     elif config.sample is not None:
         log(f"--sample {config.sample}: there are {len(given)} input(s), all of them adapted on")
+    elif len(images) >= MANY_INPUTS:
+        note(f"adapting on all {len(images)} inputs: each is held in memory, embedded and written to sr/ at full size; "
+             f"for the frames of a clip, --sample 32 adapts on a spread of them in a fraction of the time, and 'lwayrt "
+             "upscale' with the adapted weights writes the rest")
     # the usual one-line error for an image smaller than the patch, before anything is loaded or made
     check_patch_fits([(i.name, tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
     desc = load_model(model, device=config.device)
