@@ -69,6 +69,9 @@ DETAIL_FLAG = 1.2
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
 _SAY_BEFORE = 8  # inputs from which a pass over every image is announced before it starts, not only after
 SR_PERIOD = 15.0  # seconds between the lines that say how far writing sr/ is
+# luma standard deviation (of [0, 1] pixels) under which an image, or the contact sheet's crop of it, is one flat
+# colour: a frame of a fade from black, a blank title card
+FLAT_STD = 2 / 255
 MANY_INPUTS = 64  # inputs from which a run without --sample is pointed to it (each is held, embedded and written)
 
 Log = Callable[[str], None]
@@ -486,6 +489,23 @@ def run_damage(out_dir: Path, report: dict, names: Sequence[str] = (), missing_o
     return None
 
 
+def _flat(lr: torch.Tensor) -> bool:
+    """Whether an LR image (1, 3, h, w) in [0, 1] is one flat colour: its luma varies by less than ``FLAT_STD``."""
+    y = 0.299 * lr[:, 0] + 0.587 * lr[:, 1] + 0.114 * lr[:, 2]
+    return y.numel() < 2 or float(y.float().std()) < FLAT_STD
+
+
+def _sheet_rows(data: Sequence[AdaptImage], crop: int, multiple: int) -> list[AdaptImage]:
+    """The images the contact sheet shows: ``SNAPSHOT_LIMIT`` spread over the inputs (frames over the clip), of
+    those whose shown crop is not one flat colour (a clip that fades in from black had half its rows black); all
+    of them only when every crop is flat."""
+    def shows_something(d: AdaptImage) -> bool:
+        t, l, c = d.centre_window(crop, multiple)
+        return not _flat(d.lr[..., t:t + c, l:l + c])
+
+    return spread([d for d in data if shows_something(d)] or list(data), SNAPSHOT_LIMIT)
+
+
 def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
                      config: AdaptConfig, device: str, log: Log | None = None) -> tuple[list[Path], dict[str, float]]:
     """Write ``sr/<name>.png`` of each image through ``lwayrt upscale``'s own code, layout and default tiling, so that
@@ -722,6 +742,10 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         redo = True
 
+    if flat := [d.name for d in data if _flat(d.lr)]:
+        note(f"{listing(flat, 3)} ({len(flat)} of {len(data)} input(s)) {'is' if len(flat) == 1 else 'are'} one flat "
+             "colour (a fade from black, a blank card): each takes its share of the training patches and shows the "
+             "network no detail; leave such frames out of the inputs")
     # E once per image: after the checks above, so a refused or kept run does no work and prints no progress first
     recon, stage1_info, embed_s = None, None, 0.0
     if config.loss == "lway":
@@ -835,7 +859,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log("no checkpoint to resume from: starting from the beginning")
     if st["snapshot_names"] is None:  # images spread over the inputs (frames over the clip); a checkpoint of an
         # earlier version that recorded no names showed the first ones
-        st["snapshot_names"] = [d.name for d in (data[:SNAPSHOT_LIMIT] if st["snapshots"] else spread(data, SNAPSHOT_LIMIT))]
+        st["snapshot_names"] = [d.name for d in (data[:SNAPSHOT_LIMIT] if st["snapshots"] else
+                                                 _sheet_rows(data, config.snapshot_crop, multiple))]
     by_name = {d.name: d for d in data}
     shown = [by_name[n] for n in st["snapshot_names"]]
     for d in shown:
