@@ -424,6 +424,8 @@ def test_detail_change_is_the_ratio_of_fine_detail_and_flags_images(tmp_path, in
     rep = adapt_images(inputs, _desc(_tiny(1)), cfg, tmp_path / "o", stage1=stage1, write_outputs=False).report
     changes = {im["name"]: im["detail_change"] for im in rep["images"]}
     assert set(changes) == {"face", "suit"} and all(c > 0 for c in changes.values())
+    # where it was measured (a centre crop of at most 128 LR px), so that a user can look at the same pixels
+    assert [im["detail_window"] for im in rep["images"]] == [list(d.centre_window(128)) for d in data]
     assert rep["detail_flag"]["threshold"] == DETAIL_FLAG
     assert rep["detail_flag"]["images"] == sorted((n for n, c in changes.items() if c >= DETAIL_FLAG),
                                                   key=lambda n: -changes[n])

@@ -1090,8 +1090,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     # which images gained the most fine detail (no ground truth needed): where to look first
     base = anchor_model if anchor_model is not None else copy.deepcopy(desc.model).to(device).eval()
     changes = detail_change(model, base, data, scale, multiple)
-    for entry, c in zip(report["images"], changes):
+    for entry, c, d in zip(report["images"], changes, data):
         entry["detail_change"] = round(c, 4)
+        entry["detail_window"] = list(d.centre_window(TRUST_MAX_SIDE, multiple))  # top, left, side in LR pixels
     flagged = sorted((c, d.name) for c, d in zip(changes, data) if c >= DETAIL_FLAG)[::-1]
     report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
     if flagged:
