@@ -789,6 +789,19 @@ def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     return output_sized(src, dest, scale)
 
 
+def _ours_of_another_size(src: Path, dest: Path, scale: float) -> bool:
+    """Whether ``dest`` is a PNG an earlier run wrote (it records one) as ``src``'s output, after ``src`` last changed,
+    at another size than ``scale`` gives: the output of another ``-s`` or model, which this run replaces."""
+    from lway_rt.io.images import png_text
+
+    try:
+        if not dest.is_file() or dest.suffix.lower() != ".png" or dest.stat().st_mtime < src.stat().st_mtime:
+            return False
+    except OSError:
+        return False
+    return png_text(dest, RUN_KEY) is not None and not output_sized(src, dest, scale)
+
+
 def output_sized(src: Path, dest: Path, scale: float) -> bool:
     """Whether ``dest`` is an image of exactly ``scale`` x ``src``'s size (False where either is not readable)."""
     from lway_rt.io.images import image_size
@@ -971,6 +984,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
                 report.kept.append(dest)
                 return
             remade = True
+        elif config.skip_existing and _ours_of_another_size(src, dest, _factor(config, desc)):
+            remade = True  # another scale (-s, or a model of another scale) under the same name: counted too
         _refuse_a_file_not_ours(src, dest, _factor(config, desc))
         img = read_image(src)
         model, model_cap = desc, cap

@@ -374,6 +374,12 @@ def test_outscale_resizes_the_models_output(tmp_path, inputs, small):
     assert np.abs(photo.rgb - pooled).mean() < 0.5 * np.abs(plain - pooled).mean()  # the model's picture, resized
     again = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "2", "--skip-existing")
     assert "1 already there" in again.output, again.output
+    # another -s under the same --suffix: the x2 output is replaced, and counted as the output of other settings
+    other = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "3", "--suffix", "_x2",
+                "--skip-existing")
+    assert other.exit_code == 0 and "1 of those written replace outputs there of another model or settings" in \
+        other.output, other.output
+    assert read_image(out / "photo_x2.png").rgb.shape == (96, 96, 3)
     tiny = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", "0.01")
     assert tiny.exit_code == 1 and "--outscale 0.01 makes this 32x32 image 0x0 px" in tiny.output
     half = run("upscale", inputs / "photo.png", "-o", tmp_path / "half", "--model", MODEL, "-s", "0.5")
