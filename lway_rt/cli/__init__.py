@@ -112,6 +112,7 @@ class LazyGroup(click.Group):
             ctx.exit(128 + _TERMINATED[0] if _TERMINATED else 130)
         except Exception as exc:  # noqa: BLE001 - only running out of memory and unusable paths become a message here
             if _reader_gone(exc):
+                _say_the_reader_is_gone()
                 ctx.exit(141)  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe
             if path := _unusable_path(exc):
                 click.secho(f"error: {path}", fg="red", err=True)
@@ -128,26 +129,28 @@ class LazyGroup(click.Group):
 
 
 def _say(line: str) -> None:
-    """The line that says what an interrupted run kept. A terminal that was closed (the SIGHUP that stopped the run)
-    cannot show it: the write fails there, and the exit status and the kept files still tell."""
-    with contextlib.suppress(OSError):
+    """The line that says why a run stopped and what it kept. A terminal that was closed (the SIGHUP that stopped the
+    run) cannot show it: the write fails there (as it does on a closed standard error), and the exit status and the kept
+    files still tell."""
+    with contextlib.suppress(OSError, ValueError):
         click.secho(line, fg="yellow", err=True)
 
 
 def _reader_gone(exc: BaseException) -> bool:
-    """Standard output was closed under the run (``lwayrt adapt ... | head``): click would end it with status 1 and
-    no word. Says why on standard error (where it can) and points standard output at /dev/null, so that the final
-    flush raises nothing more. True for that error only."""
+    """Whether ``exc`` is standard output closed under the run (``lwayrt adapt ... | head``), which click would end
+    with status 1 and no word."""
     import errno
 
-    if not (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
-        return False
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+def _say_the_reader_is_gone() -> None:
+    """Say why the run stops, on standard error (where it can), and point standard output at /dev/null, so that the
+    final flush raises nothing more."""
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    with contextlib.suppress(OSError, ValueError):
-        click.secho("stopped: the program reading lwayrt's output ended (a pipe such as '| head'); send the output to "
-                    "a file (> log.txt) to keep a long run going", fg="yellow", err=True)
-    return True
+    _say("stopped: the program reading lwayrt's output ended (a pipe such as '| head'); send the output to a file "
+         "(> log.txt) to keep a long run going")
 
 
 def _out_of_memory(exc: BaseException) -> bool:
