@@ -757,11 +757,11 @@ def test_the_contact_sheet_shows_frames_spread_over_the_clip(files, tmp_path, hr
 def test_passes_over_every_frame_are_announced_before_they_start(files, tmp_path, hr_crop, monkeypatch):
     """On a clip, embedding every frame and weighing the backbone on each took minutes of silence on a CPU (13 s and
     18 s for 30 small frames): from 8 inputs a line says what runs before it starts; a few images get none. Writing
-    sr/ (an hour for a long clip, after the last iteration's "0 s left") says how far it is every SR_PERIOD seconds
-    (here after each image), and a run on many inputs without --sample is pointed to it."""
+    sr/ (an hour for a long clip, after the last iteration's "0 s left") and each pass say how far they are every
+    PROGRESS_PERIOD seconds (here after each image), and a run on many inputs without --sample is pointed to it."""
     from lway_rt.adapt import loop
 
-    monkeypatch.setattr(loop, "SR_PERIOD", 0.0)
+    monkeypatch.setattr(loop, "PROGRESS_PERIOD", 0.0)
     monkeypatch.setattr(loop, "MANY_INPUTS", 8)
     clip = tmp_path / "clip"
     clip.mkdir()
@@ -772,13 +772,16 @@ def test_passes_over_every_frame_are_announced_before_they_start(files, tmp_path
     code, text = _run(["adapt", str(clip), "-o", str(tmp_path / "out"), *args])
     assert code == 0, text
     lines = text.splitlines()
+    def counted(start: int, verb: str) -> int:  # the lines of a pass after its first; the index of the next line
+        for k in range(1, 8):
+            assert re.fullmatch(rf"{verb} {k} of 8 (SR )?image\(s\), about \d+ s left", lines[start + k]), text
+        return start + 8
+
     first = lines.index("embedding 8 image(s) with stage 1's encoder ...")
-    assert lines[first + 1].startswith("embedded 8 image(s)")
+    assert lines[counted(first, "embedded")].startswith("embedded 8 image(s)")
     weigh = lines.index("weighing the unadapted network's output on 8 image(s) with stage 1 ...")
-    assert lines[weigh + 1].startswith("anchor x"), text
-    writing = lines.index(f"writing 8 SR image(s) to {tmp_path / 'out' / 'sr'}")
-    assert [re.fullmatch(r"wrote (\d) of 8 SR image\(s\), about \d+ s left", ln)[1] for ln in lines[writing + 1:writing + 8]] \
-        == list("1234567"), text
+    assert lines[counted(weigh, "weighed")].startswith("anchor x"), text
+    counted(lines.index(f"writing 8 SR image(s) to {tmp_path / 'out' / 'sr'}"), "wrote")
     assert "note: adapting on all 8 inputs: each is held in memory, embedded and written to sr/ at full size; for the " \
         "frames of a clip, --sample 32 adapts on a spread of them" in text, text
     code, text = _run(["adapt", str(clip / "f0.png"), "-o", str(tmp_path / "one"), *args])

@@ -6,7 +6,7 @@ Runtime, TensorRT) can replace eager PyTorch here without touching the loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -41,9 +41,10 @@ def embedding_input(lr: torch.Tensor, scale: int, target: str = "sr", max_side: 
 
 
 def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "torch",
-                       max_side: int = EMBED_MAX_SIDE) -> torch.Tensor:
+                       max_side: int = EMBED_MAX_SIDE, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Embeddings ``(N, D)`` of N images (the bicubic-upsampled LRs, or the LRs themselves for the
-    ``lr-recon`` target), each ``(3, H, W)`` or ``(1, 3, H, W)``.
+    ``lr-recon`` target), each ``(3, H, W)`` or ``(1, 3, H, W)``. ``progress`` is called with the number of images
+    embedded after each one.
 
     Images may differ in size (each runs alone). ``stage1`` is a ``lway_rt.degae.Stage1``.
     ``backend`` "onnxruntime" or "tensorrt" exports E once (parity-gated, cached beside the model
@@ -66,6 +67,8 @@ def compute_embeddings(images: Sequence[torch.Tensor], stage1, backend: str = "t
                     raise InputError(f"an encoder input of {x.shape[-1]}x{x.shape[-2]} px is below the encoder's "
                                      f"minimum of {MIN_ENCODER_SIDE} px a side: use larger images")
                 out.append(run(_centre_crop(x, max_side)))
+                if progress is not None:
+                    progress(len(out))
     finally:
         enc.train(was_training)
     return torch.cat(out)

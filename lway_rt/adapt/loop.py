@@ -68,7 +68,7 @@ SNAPSHOT_LIMIT = 6  # images shown on the contact sheet, spread over the inputs
 DETAIL_FLAG = 1.2
 SHEET_COLUMNS = 10  # snapshot columns at most (evenly thinned)
 _SAY_BEFORE = 8  # inputs from which a pass over every image is announced before it starts, not only after
-SR_PERIOD = 15.0  # seconds between the lines that say how far writing sr/ is
+PROGRESS_PERIOD = 15.0  # seconds between the lines that say how far a pass over every image is
 # luma standard deviation (of [0, 1] pixels) under which an image, or the contact sheet's crop of it, is one flat
 # colour: a frame of a fade from black, a blank title card
 FLAT_STD = 2 / 255
@@ -489,6 +489,22 @@ def run_damage(out_dir: Path, report: dict, names: Sequence[str] = (), missing_o
     return None
 
 
+class _PassLines:
+    """The lines that say how far a pass over every image is (``template`` with ``{k}`` and ``{n}``: "wrote {k} of
+    {n} SR image(s)"), at most one every ``PROGRESS_PERIOD`` seconds, with the time left; called with the number of
+    images done after each one. Nothing after the last image (the pass's own line follows)."""
+
+    def __init__(self, log: Log, n: int, template: str):
+        self.log, self.n, self.template = log, n, template
+        self.t0 = self.said = time.perf_counter()
+
+    def __call__(self, k: int) -> None:
+        now = time.perf_counter()
+        if 0 < k < self.n and now - self.said >= PROGRESS_PERIOD:
+            self.said = now
+            self.log(self.template.format(k=k, n=self.n) + f", about {duration((now - self.t0) / k * (self.n - k))} left")
+
+
 def _flat(lr: torch.Tensor) -> bool:
     """Whether an LR image (1, 3, h, w) in [0, 1] is one flat colour: its luma varies by less than ``FLAT_STD``."""
     y = 0.299 * lr[:, 0] + 0.587 * lr[:, 1] + 0.114 * lr[:, 2]
@@ -511,8 +527,8 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     """Write ``sr/<name>.png`` of each image through ``lwayrt upscale``'s own code, layout and default tiling, so that
     upscale with the adapted weights gives them again pixel for pixel; returns the paths and, with ``--detail-cap``,
     each capped image's blend factor s (held at the cap against ``base``'s image: ``wavelet.detail_cap``). ``log``
-    gets a line before the first of several images and one every ``SR_PERIOD`` seconds with the time left (a clip's
-    frames take minutes to hours after the last iteration)."""
+    gets a line before the first of several images and one every ``PROGRESS_PERIOD`` seconds with the time left (a
+    clip's frames take minutes to hours after the last iteration)."""
     from lway_rt.io.images import write_image
     from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
 
@@ -523,11 +539,9 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     log = log or (lambda msg: None)
     if len(images) > 1:
         log(f"writing {len(images)} SR image(s) to {out_dir / 'sr'}")
-    t0 = said = time.perf_counter()
+    done = _PassLines(log, len(images), "wrote {k} of {n} SR image(s)")
     for k, img in enumerate(images):
-        if k and time.perf_counter() - said >= SR_PERIOD:
-            said = time.perf_counter()
-            log(f"wrote {k} of {len(images)} SR image(s), about {duration((said - t0) / k * (len(images) - k))} left")
+        done(k)
         sr, s = upscale_colour(writer, img.image.rgb, tiles, cap)
         if s is not None:
             cap_s[img.name] = s
@@ -762,7 +776,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             if len(data) >= _SAY_BEFORE:  # seconds a frame on a CPU: not minutes of silence on a clip
                 log(f"embedding {len(data)} image(s) with stage 1's encoder ...")
             emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
-                                     backend=config.encoder_backend)
+                                     backend=config.encoder_backend,
+                                     progress=_PassLines(log, len(data), "embedded {k} of {n} image(s)"))
         recon = FastReconstructor(stage1.reconstructor, emb, speed)
         embed_s = time.perf_counter() - t0
         stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
@@ -776,7 +791,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     wants_gate = config.detail_guard > 0 and config.detail_guard_gate == "trust" and recon is not None
     if (wants_trust or wants_gate) and len(data) >= _SAY_BEFORE:
         log(f"weighing the unadapted network's output on {len(data)} image(s) with stage 1 ...")
-    losses = trust_losses(data, anchor_model, recon, config, scale, multiple) if wants_trust or wants_gate else None
+    losses = trust_losses(data, anchor_model, recon, config, scale, multiple,
+                          progress=_PassLines(log, len(data), "weighed {k} of {n} image(s)")) \
+        if wants_trust or wants_gate else None
     if wants_gate:
         gates = guard_gates(losses)
         log("detail guard per image (trust gate): " + listing((f"{d.name} {g:.2f}" for d, g in zip(data, gates.tolist())), 8))

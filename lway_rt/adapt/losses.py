@@ -139,7 +139,7 @@ def adaptation_loss(sr: torch.Tensor, batch: Batch, recon: Reconstruct | None, c
 
 
 def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multiple: int = 1,
-                 max_side: int = TRUST_MAX_SIDE) -> list[dict[str, float]]:
+                 max_side: int = TRUST_MAX_SIDE, progress=None) -> list[dict[str, float]]:
     """Stage 1's judgement of the backbone on each image, before adapting: per image, the run's
     self-supervised loss (no anchor, guard, supervised or perceptual term) on a centre crop of at most
     ``max_side`` LR pixels, for the unadapted output (``loss_unadapted``) and for the bicubic upsampling
@@ -147,7 +147,8 @@ def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multi
 
     ``images`` are ``patches.AdaptImage``; ``backbone`` the unadapted S; ``recon(clean, index)`` the
     prepared R. Where R(S0(x)) explains the LR worse than R(bicubic(x)) (``loss_bicubic /
-    loss_unadapted < 1``), the backbone adds something the degradation model cannot account for.
+    loss_unadapted < 1``), the backbone adds something the degradation model cannot account for. ``progress`` is
+    called with the number of images done after each one.
     """
     plain = config.without_perceptual().replace(anchor_weight=0.0, sup_weight=0.0, detail_guard=0.0)
     info = []
@@ -162,6 +163,8 @@ def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multi
             # bicubic of the crop itself, so both predictions see the same borders
             l_bic = float(loss_terms(bicubic_up(lr, scale), batch, reconstruct, plain)[0])
             info.append({"loss_unadapted": l_s0, "loss_bicubic": l_bic})
+            if progress is not None:
+                progress(len(info))
     return info
 
 
