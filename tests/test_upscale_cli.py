@@ -504,6 +504,26 @@ def test_skip_existing_remakes_outputs_of_another_model_of_the_same_scale(tmp_pa
         assert im.text == {"lwayrt-upscale": key}
 
 
+def _signalled_after_the_first_output(args: list[str], out: Path, sig: int, disposition) -> tuple[int, str]:
+    """Run ``lwayrt *args`` in a subprocess started with ``sig`` set to ``disposition`` (as a terminal, or nohup,
+    leaves it), send it ``sig`` once its first output is in ``out``; returns its exit status and what it printed."""
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(sig, disposition))
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and list(out.glob("*.png"))):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no output appeared"
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        text = proc.communicate(timeout=120)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    return proc.returncode, text
+
+
 def test_an_interrupted_batch_says_how_far_it_got_and_skip_existing_continues(tmp_path, astronaut):
     d = tmp_path / "frames"
     d.mkdir()
@@ -513,23 +533,10 @@ def test_an_interrupted_batch_says_how_far_it_got_and_skip_existing_continues(tm
     out = tmp_path / "out"
     args = ["upscale", str(d), "-o", str(out), "--model", MODEL, "--tile", "0"]
     # SIGINT as a terminal delivers it (a background test runner would pass SIGINT on ignored)
-    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 120
-        while not (out.is_dir() and list(out.glob("*.png"))):
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no output appeared"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        text = proc.communicate(timeout=60)[0].decode()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    code, text = _signalled_after_the_first_output(args, out, signal.SIGINT, signal.SIG_DFL)
     done = len(list(out.glob("*.png")))
     # the truncated input failed before the first output appeared: counted apart from what is in --out
-    assert proc.returncode == 130 and f"interrupted: {done} of 25 image(s) are in {out}, 1 failed;" in text, text
+    assert code == 130 and f"interrupted: {done} of 25 image(s) are in {out}, 1 failed;" in text, text
     assert "--skip-existing" in text and done < 24 and not list(out.glob(".*"))
     rest = run(*args, "--skip-existing")
     assert rest.exit_code == 1 and f"{24 - done} image(s) written to {out} ({done} already there" in rest.output, \
@@ -546,21 +553,8 @@ def test_a_batch_under_nohup_goes_on_through_a_hangup(tmp_path, astronaut):
         Image.fromarray(np.ascontiguousarray(astronaut[i * 8:i * 8 + 64, 100:164])).save(d / f"{i:05d}.png")
     out = tmp_path / "out"
     args = ["upscale", str(d), "-o", str(out), "--model", MODEL, "--tile", "0"]
-    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    try:
-        deadline = time.monotonic() + 120
-        while not (out.is_dir() and list(out.glob("*.png"))):
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no output appeared"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGHUP)
-        text = proc.communicate(timeout=120)[0].decode()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
-    assert proc.returncode == 0 and f"8 image(s) written to {out}" in text, text
+    code, text = _signalled_after_the_first_output(args, out, signal.SIGHUP, signal.SIG_IGN)
+    assert code == 0 and f"8 image(s) written to {out}" in text, text
     assert len(list(out.glob("*.png"))) == 8
 
 
