@@ -28,7 +28,14 @@ def _lwayrt(*args: str) -> subprocess.CompletedProcess:
     (["frobnicate"], "error: No such command 'frobnicate'. (see 'lwayrt --help')"),
     (["upscale", "x", "-o"], "error: Option '-o' requires an argument. (see 'lwayrt upscale --help')"),  # no ctx
     (["export", "-m"], "error: Option '-m' requires an argument. (see 'lwayrt export --help')"),
-], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown", "no-value", "no-value-2"])
+    # the model as an argument, as upscale takes its inputs: said where it goes
+    (["export", "my model.safetensors", "--out", "e"], "error: Got unexpected extra argument (my model.safetensors): "
+     "the model goes after -m (lwayrt export -m 'my model.safetensors' ...) (see 'lwayrt export --help')"),
+    (["serve-bench", "a.onnx"], "error: Got unexpected extra argument (a.onnx): the model goes after -m (lwayrt "
+     "serve-bench -m a.onnx ...) (see 'lwayrt serve-bench --help')"),
+    (["models", "list", "x"], "error: Got unexpected extra argument (x) (see 'lwayrt models list --help')"),
+], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown", "no-value", "no-value-2",
+        "model-argument", "model-argument-2", "extra-argument"])
 def test_a_usage_error_is_one_line_with_status_2(args, message):
     proc = _lwayrt(*args)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == message + "\n", proc.stderr

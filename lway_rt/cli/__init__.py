@@ -46,10 +46,28 @@ def _one_line(exc: click.UsageError, where: str = "lwayrt") -> click.UsageError:
     def show(file=None) -> None:
         command = exc.ctx.command_path if exc.ctx is not None else where
         message = re.sub(r"\s*\n\s*", " ", exc.format_message()).strip()  # its line breaks only: names keep their spaces
+        message += _model_flag_hint(exc)
         click.secho(f"error: {message} (see '{command} --help')", fg="red", err=True, file=file)
 
     exc.show = show  # type: ignore[method-assign]
     return exc
+
+
+def _model_flag_hint(exc: click.UsageError) -> str:
+    """For a command that takes its model with -m and no argument (``export``, ``serve-bench``), given one as an
+    argument (``lwayrt export adapted.safetensors``): how to give it. Empty for any other usage error."""
+    from lway_rt.errors import shell_word
+
+    ctx = exc.ctx
+    found = re.fullmatch(r"Got unexpected extra argument(s?) \((.+)\)", exc.message or "")
+    if ctx is None or found is None:
+        return ""
+    params = ctx.command.params
+    if any(isinstance(p, click.Argument) for p in params) or \
+            not any(isinstance(p, click.Option) and "--model" in p.opts for p in params):
+        return ""
+    first = found[2].split(" ")[0] if found[1] else found[2]  # (several are joined with spaces)
+    return f": the model goes after -m ({ctx.command_path} -m {shell_word(first)} ...)"
 
 
 class LazyGroup(click.Group):
