@@ -423,7 +423,7 @@ def test_a_mistyped_model_name_gets_the_closest_one(model_store, tmp_path):
     """Real-ESRGAN's own spellings (RealESRGAN_x4plus) and typos name the model meant; never one of another scale."""
     res = run("models", "import", "RealESRGAN_x4plus")
     assert res.exit_code == 1 and "did you mean 'realesrgan-x4plus'" in res.output and res.output.count("\n") == 1
-    with pytest.raises(ModelError, match=r"unknown model 'RealESRGAN_x4plus_anime_6B'; did you mean 'realesrgan-x4plus-anime'"):
+    with pytest.raises(ModelError, match=r"unknown model 'RealESRGAN_x4plus_anime_6B' \(did you mean 'realesrgan-x4plus-anime'\?\)"):
         store.resolve_model_path("RealESRGAN_x4plus_anime_6B")
     with pytest.raises(ModelError) as info:  # an x2 network is not an x4 one: no suggestion
         store.resolve_model_path("RealESRGAN_x2plus")
@@ -443,6 +443,6 @@ def test_a_mistyped_model_name_gets_the_closest_one(model_store, tmp_path):
 
 def test_import_of_a_file_name_offers_the_model_and_a_name_twice_is_converted_once(model_store):
     res = run("models", "import", "realesr-animevideov3.safetensors")
-    assert res.exit_code == 1 and "does not exist; did you mean 'realesr-animevideov3'" in res.output, res.output
+    assert res.exit_code == 1 and "does not exist (did you mean 'realesr-animevideov3'?)" in res.output, res.output
     res = run("models", "import", "realesr-animevideov3", "realesr-animevideov3")
     assert res.exit_code == 0 and res.output.count("realesr-animevideov3: ") == 1, res.output

@@ -295,7 +295,7 @@ def _adapt_running(folder: Path) -> bool:
 
 
 def _did_you_mean(name: str, names) -> str:
-    """The "; did you mean 'X'" clause for the model name closest to a mistyped one (Real-ESRGAN's own spellings, such as
+    """The " (did you mean 'X'?)" clause for the model name closest to a mistyped one (Real-ESRGAN's own spellings, such as
     RealESRGAN_x4plus, find this project's realesrgan-x4plus), or ''."""
     import difflib
 
@@ -308,7 +308,7 @@ def _did_you_mean(name: str, names) -> str:
     by_plain = {plain(n): n for n in dict.fromkeys(names)}
     close = [by_plain[c] for c in difflib.get_close_matches(plain(name), list(by_plain), n=3, cutoff=0.75)]
     close = [c for c in close if not (scales(c) and scales(name) and scales(c) != scales(name))]  # never x4 for x2
-    return f"; did you mean '{close[0]}'" if close else ""
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def load_model(spec: str, device: str = "cpu"):
