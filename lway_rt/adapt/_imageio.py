@@ -89,7 +89,7 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def _natural(item) -> list:
+def natural_order(item) -> list:
     """Sort key that reads the numbers in a name as numbers: frame 2 before frame 10 (ffmpeg's ``%d.png``). A path
     by its whole spelling, an ``InputImage`` by its name."""
     text = str(item) if isinstance(item, (str, int, os.PathLike)) else getattr(item, "name", str(item))
@@ -102,7 +102,7 @@ def spread(items: list, n: int | None) -> list:
     whole length is represented. The chosen ones keep their order in ``items``."""
     if n is None or n >= len(items):
         return list(items)
-    order = sorted(range(len(items)), key=lambda i: _natural(items[i]))
+    order = sorted(range(len(items)), key=lambda i: natural_order(items[i]))
     picked = {order[(len(items) - 1) // 2]} if n == 1 else \
         {order[round(i * (len(items) - 1) / (n - 1))] for i in range(n)}
     return [items[i] for i in sorted(picked)]

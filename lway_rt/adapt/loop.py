@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lway_rt.adapt._imageio import InputImage, list_images, read_inputs, spread
+from lway_rt.adapt._imageio import InputImage, list_images, natural_order, read_inputs, spread
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.embed import compute_embeddings, embedding_input, freeze_stage1
 from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step, make_optimizer
@@ -512,14 +512,14 @@ def _flat(lr: torch.Tensor) -> bool:
 
 
 def _sheet_rows(data: Sequence[AdaptImage], crop: int, multiple: int) -> list[AdaptImage]:
-    """The images the contact sheet shows: ``SNAPSHOT_LIMIT`` spread over the inputs (frames over the clip), of
-    those whose shown crop is not one flat colour (a clip that fades in from black had half its rows black); all
-    of them only when every crop is flat."""
+    """The images the contact sheet shows, top to bottom in frame order (ffmpeg's 6.png above 11.png):
+    ``SNAPSHOT_LIMIT`` spread over the inputs (frames over the clip), of those whose shown crop is not one flat colour
+    (a clip that fades in from black had half its rows black); all of them only when every crop is flat."""
     def shows_something(d: AdaptImage) -> bool:
         t, l, c = d.centre_window(crop, multiple)
         return not _flat(d.lr[..., t:t + c, l:l + c])
 
-    return spread([d for d in data if shows_something(d)] or list(data), SNAPSHOT_LIMIT)
+    return sorted(spread([d for d in data if shows_something(d)] or list(data), SNAPSHOT_LIMIT), key=natural_order)
 
 
 def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
