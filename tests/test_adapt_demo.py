@@ -182,3 +182,26 @@ def test_demo_names_an_unfinished_stage1_checkpoint(tmp_path):
                                     "--model", "realesr-animevideov3", "--adapt-model", "realesr-animevideov3"])
     assert res.exit_code == 1, res.output  # (refused for its --out after the checks: nothing is run)
     assert "was written at iteration 70 of 3000" in res.output, res.output
+
+
+def test_demo_models_may_be_comma_separated_as_photos_are(tmp_path):
+    """--model a,b as --model a --model b, as --photo takes them and as --help prints the default; a file whose name
+    holds a comma is taken whole."""
+    import torch
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    torch.manual_seed(0)
+    tiny = tmp_path / "tiny, x4.safetensors"
+    save_safetensors(tiny, SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict(), {"name": "tiny"})
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "coffee", "--crop", "64", "--no-adapt",
+                                    "--no-deploy", "--model", f"realesr-animevideov3,{tiny}"])
+    assert res.exit_code == 1 and "unknown model" in res.output  # split: "tiny" and " x4.safetensors" are no models
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "coffee", "--crop", "64", "--no-adapt",
+                                    "--no-deploy", "--model", "realesr-animevideov3,realesr-animevideov3", "--model",
+                                    str(tiny)])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("coffee: "))
+    assert line.count("realesr-animevideov3") == 1 and "tiny" in line, res.output

@@ -17,7 +17,7 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
 @click.option("--photo", "photos", multiple=True,
               help="Bundled photo to use, repeatable or comma-separated [default: astronaut, chelsea, coffee, rocket].")
 @click.option("--model", "models", multiple=True, type=NAME,
-              help="Model(s) to compare [default: realsr-df2k-x4, realesr-animevideov3].")
+              help="Model(s) to compare, repeatable or comma-separated [default: realsr-df2k-x4, realesr-animevideov3].")
 @click.option("--crop", default=256, show_default=True, type=int,
               help="Side of the ground-truth crop (HR), pixels (a multiple of 4, at least 64).")
 @click.option("--adapt/--no-adapt", default=True, show_default=True, help="Run the LWay adaptation step.")
@@ -45,6 +45,8 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
         raise InputError(f"{and_list(unused)} {'is' if len(unused) == 1 else 'are'} for the adaptation step, which "
                          f"--no-adapt leaves out: drop {'it' if len(unused) == 1 else 'them'}, or drop --no-adapt")
     photos = tuple(p.strip() for text in photos for p in text.split(",") if p.strip())  # --photo a,b as --photo a --photo b
+    models = tuple(m.strip() for text in models  # so --model a,b (a file whose name holds a comma is taken whole)
+                   for m in ([text] if Path(text).expanduser().exists() else text.split(",")) if m.strip())
     config = DemoConfig(out_dir=out_dir, photos=photos or DemoConfig.photos, models=models or DemoConfig.models, crop=crop)
     adapt_config = None
     if adapt:
