@@ -230,6 +230,8 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
         raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop --scale")
     refuse_channels(desc, label)
     if config.fp16:
+        if (desc.metadata or {}).get("onnx_precision") == "fp16":
+            raise InputError(f"{label} is a half-precision (fp16) file already, and runs as exported: drop --fp16")
         raise InputError(f"{label} runs in the precision it was exported in: drop --fp16 (export with --precision fp16 "
                          "for a half-precision file)")
     if config.detail_cap not in ("auto", "off") or config.base_model:

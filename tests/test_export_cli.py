@@ -264,7 +264,7 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         (["--model", "realesr-animevideov3", "--profile", "no-such-profile"], "unknown export profile"),
         (["--model", "realesr-animevideov3", "--static", "64by64"], "not HxW"),
         (["--precision", "fp32"], "--model is required"),
-        (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist"),
+        (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist; build a refittable one with 'lwayrt export --engine tensorrt --refittable'"),
         (["--model", "realesr-animevideov3", "--keep-fp32", "conv_last"], "in an fp16 export: add --precision fp16"),
         # with no --profile the built-in shapes are not export/cpu.toml's, so they are not named after it
         (["--model", "realesr-animevideov3", "--refittable"], "this export builds none (profile 'default' has engine = "
@@ -398,7 +398,7 @@ def test_refit_checks_weight_names_before_needing_tensorrt(compact_export, adapt
     plain = tmp_path / "plain.engine"
     _fake_built_engine(compact_export[1]["fp16"], plain, refit=False)
     res = CliRunner().invoke(main, ["export", "--refit", str(plain), "--model", str(adapted_dir)])
-    assert res.exit_code == 1 and "without the refit flag" in res.output
+    assert res.exit_code == 1 and "without the refit flag" in res.output and "--refittable" in res.output, res.output
 
 
 def test_refit_writes_where_out_says_and_beside_the_engine_without_it(tmp_path, monkeypatch):

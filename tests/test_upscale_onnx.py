@@ -21,7 +21,7 @@ MODEL = "realesr-animevideov3"
 def _export(model: str, out: Path, *extra: str) -> Path:
     res = CliRunner().invoke(main, ["export", "-m", model, "--out", str(out), *extra])
     assert res.exit_code == 0, res.output
-    (path,) = sorted(out.glob("*.sr.fp32.*.onnx"))
+    (path,) = sorted(out.glob("*.sr.fp*.onnx"))
     return path
 
 
@@ -102,6 +102,7 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         edited[name].with_suffix(".json").write_text(json.dumps(m))
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"\0" * 16)
+    half = _export(MODEL, tmp_path / "half", "--precision", "fp16")
     for model, extra, needle in (
         (other, (), "describes another file than renamed.onnx"),
         (failed, (), "failed its parity gate when it was exported"),
@@ -112,6 +113,8 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         (exported, ("--detail-cap", "1.2"), "a detail cap goes into the file at export"),
         (exported, ("--scale", "2"), "upscales x4, not x2"),
         (exported, ("--fp16",), "runs in the precision it was exported in: drop --fp16"),  # not "add --device cuda"
+        # a half-precision file is not told to export one
+        (half, ("--fp16",), f"{half.name} is a half-precision (fp16) file already, and runs as exported: drop --fp16"),
     ):
         res = _upscale(model, photos, tmp_path / "out", *extra)
         errors = [line for line in res.output.splitlines() if line.startswith("error: ")]

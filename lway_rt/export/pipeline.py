@@ -461,14 +461,15 @@ def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path
 
     engine_path = Path(engine_path)
     if not engine_path.is_file():
-        raise InputError(f"engine {engine_path} does not exist; build one with 'lwayrt export --engine tensorrt' "
-                         "and tensorrt.flags = [\"refit\"]")
+        raise InputError(f"engine {engine_path} does not exist; build a refittable one with 'lwayrt export --engine "
+                         "tensorrt --refittable' (or a profile whose tensorrt.flags hold \"refit\")")
     manifest = read_manifest(manifest_path(engine_path))
     if manifest.get("artifact", {}).get("type") != "tensorrt-engine":
         raise InputError(f"{engine_path}: its manifest does not describe a TensorRT engine")
     if "refit" not in manifest.get("tensorrt", {}).get("flags", []):
-        raise InputError(f"{engine_path} was built without the refit flag; rebuild it with tensorrt.flags = [\"refit\"] "
-                         "(e.g. --profile jetson-orin-trt10) before refitting")
+        raise InputError(f"{engine_path} was built without the refit flag; rebuild it with 'lwayrt export --engine "
+                         "tensorrt --refittable' (or a profile whose tensorrt.flags hold \"refit\", e.g. --profile "
+                         "jetson-orin-trt10) before refitting")
     if manifest.get("what") != ex.what:
         raise InputError(f"{engine_path} holds the {manifest.get('what')} network, not the {ex.what} network")
     out_dir = Path(out_dir) if out_dir else engine_path.parent
