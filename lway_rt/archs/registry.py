@@ -29,6 +29,9 @@ StateDict = Mapping[str, torch.Tensor]
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
+REDOWNLOAD = "re-export or re-download it"  # what the refusals of a damaged file advise (the store advises its own)
+
+
 class WeightsRefused(ModelError):
     """A state dict that does not load; ``status`` is the short reason ``lwayrt models list`` shows."""
 
@@ -66,11 +69,11 @@ def _check_tensors(state: StateDict) -> None:
 def _conv_shape(state: StateDict, key: str) -> tuple[int, int, int, int]:
     """The shape of a conv weight ``detect`` reads hyper-parameters from: 4-D, no dimension 0."""
     if key not in state:
-        raise WeightsRefused(f"{key} is missing: the file is incomplete; re-export or re-download it", "missing keys")
+        raise WeightsRefused(f"{key} is missing: the file is incomplete; {REDOWNLOAD}", "missing keys")
     shape = tuple(int(n) for n in state[key].shape)
     if len(shape) != 4 or 0 in shape:
         raise WeightsRefused(f"{key} has shape {list(shape)} where a conv weight (4-D, no empty dimension) belongs: "
-                             "the file is damaged or of another network; re-export or re-download it", "wrong shapes")
+                             f"the file is damaged or of another network; {REDOWNLOAD}", "wrong shapes")
     return shape  # type: ignore[return-value]
 
 
@@ -94,7 +97,7 @@ def _check_sequence(state: StateDict, arch: str, step: int = 1) -> int:
     missing = next(i for i in expected if i not in found)
     after = min(i for i in found if i > missing)
     raise WeightsRefused(f"{found[after]} is out of sequence: {numbering} (body.{missing} is missing): the file is "
-                         "damaged or holds keys of another network; re-export or re-download it", "stray keys")
+                         f"damaged or holds keys of another network; {REDOWNLOAD}", "stray keys")
 
 
 def _detect_rrdbnet(state: StateDict) -> ArchSpec:
@@ -126,7 +129,7 @@ def _detect_srvgg(state: StateDict) -> ArchSpec:
     last = step * (_check_sequence(state, "SRVGGNetCompact", step) - 1)
     if last % 2:
         raise WeightsRefused(f"body.{last}.weight, the last numbered layer, is an activation where SRVGGNetCompact "
-                             "ends in a conv: the file is incomplete; re-export or re-download it", "missing keys")
+                             f"ends in a conv: the file is incomplete; {REDOWNLOAD}", "missing keys")
     num_feat, num_in_ch = _conv_shape(state, "body.0.weight")[:2]
     out_flat = _conv_shape(state, f"body.{last}.weight")[0]
     upscale = math.isqrt(out_flat // num_in_ch)
@@ -218,7 +221,7 @@ def check_state_dict(state: StateDict) -> ArchSpec:
     if bad:
         raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) > 1)} "
                              f"({listing(bad, 3)}): the file "
-                             "is corrupt (or the training diverged); re-export or re-download it", "NaN weights")
+                             f"is corrupt (or the training diverged); {REDOWNLOAD}", "NaN weights")
     with torch.device("meta"):
         own = build(spec).state_dict()
     for k, v in state.items():

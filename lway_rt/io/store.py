@@ -112,12 +112,13 @@ def import_model(name: str, *, force: bool = False) -> Path:
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
         raise ModelError(f"unknown model '{name}'{_did_you_mean(name, SOURCES)}; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
-    stored = _stored_metadata(dest) if dest.exists() and not force else None
+    stored = _stored_copy(dest) if dest.exists() and not force else None
     if stored is not None:  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
-        if "source_package" not in stored:  # a file of the user's under this name: not the packaged model
+        meta, loads = stored
+        if "source_package" not in meta:  # a file of the user's under this name: not the packaged model
             raise ModelError(f"{dest} holds weights of your own (no import record), not the packaged {name}: rename "
                              f"that file to keep it, or pass --force to replace it with the packaged model")
-        if _loads(dest):
+        if loads:
             return dest
         # the import's own file, readable but refused by -m (NaN weights, a missing tensor): converted again too
     src = SOURCES[name]
@@ -140,28 +141,23 @@ def import_model(name: str, *, force: bool = False) -> Path:
     return dest
 
 
-def _stored_metadata(path: Path) -> dict[str, str] | None:
-    """A stored safetensors file's metadata, once its tensors have all been read; None if they cannot be
-    (a truncated file fails here). ``import_model`` wrote the file when the metadata names a source package."""
+def _stored_copy(path: Path) -> tuple[dict[str, str], bool] | None:
+    """A stored safetensors file's metadata, and whether ``-m`` would load its tensors (the checks ``models list``
+    shows as its status), from one read of the file; None if its tensors cannot all be read (a truncated file fails
+    here). ``import_model`` wrote the file when the metadata names a source package."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            for k in f.keys():
-                f.get_slice(k)[:]  # noqa: B018 - reads the bytes
-            return dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}
+            meta = dict(f.metadata() or {})
     except Exception:
         return None
-
-
-def _loads(path: Path) -> bool:
-    """Whether ``-m`` would load the stored file's tensors (the checks ``models list`` shows as its status)."""
-    from safetensors.torch import load_file
-
     try:
-        return _checked(load_file(str(path)))[1] is None
-    except Exception:  # noqa: BLE001 - any file that cannot be read does not load
-        return False
+        loads = _checked(state)[1] is None
+    except Exception:  # noqa: BLE001 - tensors the checks cannot even read do not load
+        loads = False
+    return meta, loads
 
 
 def import_all(*, force: bool = False) -> list[Path]:
@@ -325,7 +321,7 @@ def _did_you_mean(name: str, names) -> str:
 
 def load_model(spec: str, device: str = "cpu"):
     """Load a model by store name or path; returns a ``ModelDescriptor`` in eval mode."""
-    from lway_rt.archs.registry import from_state_dict
+    from lway_rt.archs.registry import REDOWNLOAD, from_state_dict
     from lway_rt.io.weights import load_state_file
 
     path = resolve_model_path(spec)
@@ -362,10 +358,10 @@ def load_model(spec: str, device: str = "cpu"):
     try:
         desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     except ModelError as exc:
-        if name in SOURCES and "source_package" in meta and str(exc).endswith("; re-export or re-download it"):
+        if name in SOURCES and "source_package" in meta and str(exc).endswith(f"; {REDOWNLOAD}"):
             # the store's own conversion: the repair is to convert it again, not a download
-            raise ModelError(str(exc)[:-len("; re-export or re-download it")] + "; convert the store's copy again "
-                             f"with 'lwayrt models import --force {name}'") from exc
+            raise ModelError(str(exc).removesuffix(f"; {REDOWNLOAD}") + "; convert the store's copy again with "
+                             f"'lwayrt models import --force {name}'") from exc
         raise
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
