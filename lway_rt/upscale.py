@@ -812,6 +812,13 @@ def output_sized(src: Path, dest: Path, scale: float) -> bool:
     return size is not None and image_size(dest) == scaled_size(size, scale)
 
 
+def _file_key(p: Path, fold_case: bool) -> str:
+    """The file ``p`` names, as a string to compare: resolved, and case-folded on a file system that does not tell
+    case apart (``fold_case``)."""
+    s = str(Path(p).resolve())
+    return s.casefold() if fold_case else s
+
+
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
                  protected: Iterable[Path] = (), fold_case: bool = False,
                  collisions: dict[Path, tuple[Path, Path, Path]] | None = None) -> list[tuple[Path, Path | None, str | None]]:
@@ -820,8 +827,7 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
     differ only in case are one file. An input refused for another's output name is added to ``collisions`` as
     input -> (the input that has the name, that input's output, this input's output)."""
     def where(p: Path) -> str:
-        s = str(Path(p).resolve())
-        return s.casefold() if fold_case else s
+        return _file_key(p, fold_case)
 
     items = list(items)
     inputs = {where(p) for p, _ in items} | {where(p) for p in protected}
@@ -855,12 +861,8 @@ def _refuse_outputs_over_their_inputs(items: list[tuple[Path, Path]], out_dir: P
     before anything is written; refused one by one, the rest of the batch (a JPEG frame's PNG output, among the
     frames) would have been written into the frames folder."""
     fold = case_insensitive(out_dir)
-
-    def where(p: Path) -> str:
-        s = str(Path(p).resolve())
-        return s.casefold() if fold else s
-
-    own = [src for src, rel in items if where(_output_path(src, rel, out_dir, suffix, fmt)) == where(src)]
+    own = [src for src, rel in items
+           if _file_key(_output_path(src, rel, out_dir, suffix, fmt), fold) == _file_key(src, fold)]
     if own:
         raise InputError(f"-o {out_dir} with --suffix '{suffix}' gives {len(own)} input(s) their own name as output "
                          f"(as {own[0]}), which would overwrite them: choose another -o folder or a --suffix; nothing "
