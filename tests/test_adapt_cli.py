@@ -742,7 +742,7 @@ def test_the_contact_sheet_shows_frames_spread_over_the_clip(files, tmp_path, hr
     assert _row_label("a_very_long_take_name_shot01_frame_000001") == "a_very_lon..frame_000001"
     assert "flat" not in text
     # a clip that fades in from black (JPEG-like noise of a level on the black): the rows are spread over the
-    # frames that show something, and a note names the flat ones, which still take their share of the patches
+    # frames that show something, and a note names the flat ones, which give no training patches
     rng = np.random.default_rng(0)
     for i in range(1, 6):
         black = rng.integers(0, 2, (32, 32, 3), dtype=np.uint8)
@@ -750,7 +750,44 @@ def test_the_contact_sheet_shows_frames_spread_over_the_clip(files, tmp_path, hr
     shown, text = frames_shown(tmp_path / "fade")
     assert shown == [6, 7, 8, 10, 11, 12]
     assert "note: shot01_frame_1, shot01_frame_2, shot01_frame_3 and 2 more (5 of 12 input(s)) are one flat colour " \
-        "(a fade from black, a blank card)" in text, text
+        "(a fade from black, a blank card): no training patches are drawn from them" in text, text
+
+
+def test_flat_frames_give_no_training_patches(files, tmp_path, hr_crop):
+    """A clip's black frames (a fade, the frames between two shots) took their share of every batch, so a third of
+    black frames left a third of the training to black, and the guard's fixed patches, the first eight inputs, watched
+    black. Frames after the footage in name order that are one flat colour leave the run as it is without them: the
+    same weights, bit for bit; its sr/ images are still written. Every frame flat: adapted on as before, with a note."""
+    from safetensors.torch import load_file
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i in range(1, 4):
+        Image.fromarray(hr_crop[8 * i:8 * i + 128:4, :128:4]).save(clip / f"frame_{i}.png")
+    args = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--iterations", "3",
+            "--patch-size", "16", "--batch-size", "2", "--lr", "1e-3"]
+    code, text = _run(["adapt", str(clip), "-o", str(tmp_path / "footage"), *args])
+    assert code == 0, text
+    rng = np.random.default_rng(1)
+    for i in range(4, 7):
+        Image.fromarray(rng.integers(0, 2, (32, 32, 3), dtype=np.uint8)).save(clip / f"frame_{i}.png")
+    code, text = _run(["adapt", str(clip), "-o", str(tmp_path / "faded"), *args])
+    assert code == 0, text
+    assert "(3 of 6 input(s)) are one flat colour" in text, text
+    assert sorted(p.name for p in (tmp_path / "faded" / "sr").iterdir()) == [f"frame_{i}.png" for i in range(1, 7)]
+    alone = load_file(str(tmp_path / "footage" / "adapted.safetensors"))
+    faded = load_file(str(tmp_path / "faded" / "adapted.safetensors"))
+    base = load_file(str(files / "tiny.safetensors"))
+    assert any(not torch.equal(alone[k], base[k]) for k in base)  # (it adapted)
+    assert all(torch.equal(alone[k], faded[k]) for k in alone)
+    black = tmp_path / "black"
+    black.mkdir()
+    for i in range(4, 7):
+        (clip / f"frame_{i}.png").rename(black / f"frame_{i}.png")
+    code, text = _run(["adapt", str(black), "-o", str(tmp_path / "blank"), *args])
+    assert code == 0, text
+    assert "(3 of 3 input(s)) are one flat colour (a fade from black, a blank card): there is no detail to adapt on" \
+        in text, text
 
 
 def test_passes_over_every_frame_are_announced_before_they_start(files, tmp_path, hr_crop, monkeypatch):

@@ -756,10 +756,17 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         redo = True
 
-    if flat := [d.name for d in data if _flat(d.lr)]:
-        note(f"{listing(flat, 3)} ({len(flat)} of {len(data)} input(s)) {'is' if len(flat) == 1 else 'are'} one flat "
-             "colour (a fade from black, a blank card): each takes its share of the training patches and shows the "
-             "network no detail; leave such frames out of the inputs")
+    # the training patches and the guard's fixed patches come from the inputs that are not one flat colour (a fade
+    # from black had its black frames take their share of every batch, and the yardstick watched black); from all of
+    # them when every one is flat. Without a flat input the draws are those of every earlier version.
+    flat = [k for k, d in enumerate(data) if _flat(d.lr)]
+    pool = [k for k in range(len(data)) if k not in flat] if 0 < len(flat) < len(data) else None
+    if flat:
+        names = [data[k].name for k in flat]
+        note(f"{listing(names, 3)} ({len(flat)} of {len(data)} input(s)) {'is' if len(flat) == 1 else 'are'} one flat "
+             "colour (a fade from black, a blank card): "
+             + ("no training patches are drawn from them; their sr/ images are written all the same" if pool else
+                "there is no detail to adapt on; adapt on frames that show the footage"))
     # E once per image: after the checks above, so a refused or kept run does no work and prints no progress first
     recon, stage1_info, embed_s = None, None, 0.0
     if config.loss == "lway":
@@ -799,15 +806,16 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log("detail guard per image (trust gate): " + listing((f"{d.name} {g:.2f}" for d, g in zip(data, gates.tolist())), 8))
         gates = gates.to(device)
     if wants_trust:
-        trust, trust_info = backbone_trust(losses, config)
+        trust, trust_info = backbone_trust(losses, config, among=pool)
         trust = trust.to(device)
         if config.anchor_trust_scope == "run":
-            log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over {len(data)} image(s))")
+            log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over "
+                f"{len(data) if pool is None else len(pool)} image(s))")
         else:
             log("anchor per image (backbone trust): " + listing((f"{d.name} {t['anchor_factor']:.2f}"
                                                                 for d, t in zip(data, trust_info)), 8))
 
-    fixed = fixed_patches(data, config.patch_size, scale)
+    fixed = fixed_patches(data, config.patch_size, scale, pool=pool)
     if anchor_model is not None:
         with torch.no_grad():
             fixed.anchor = anchor_model(fixed.lr)
@@ -972,7 +980,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     last_ckpt = st["it"] if st["resumed_from"] else None  # the iteration the checkpoint on disk holds
     try:
         while st["it"] < config.iterations and st["stopped"] is None:
-            batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen)
+            batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen, pool=pool)
             if config.augment == "dihedral":  # drawn after the positions, so runs without it keep their draws
                 batch.turn = torch.randint(DIHEDRAL, (config.batch_size,), generator=gen)
             if anchor_model is not None:

@@ -21,7 +21,7 @@ perceptual term (``perceptual.py``) between the same prediction and target as th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -168,14 +168,17 @@ def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multi
     return info
 
 
-def backbone_trust(info: list[dict[str, float]], config: AdaptConfig) -> tuple[torch.Tensor, list[dict[str, float]]]:
+def backbone_trust(info: list[dict[str, float]], config: AdaptConfig,
+                   among: Sequence[int] | None = None) -> tuple[torch.Tensor, list[dict[str, float]]]:
     """Per-image anchor factors ``min(1, L_bicubic / L_S0) ** config.anchor_trust`` (see AdaptConfig;
-    with ``anchor_trust_scope='run'`` the losses are summed over the images first, one factor for all).
+    with ``anchor_trust_scope='run'`` the losses are summed over the images first, those of the indices ``among``
+    when given (the run's training images), one factor for all).
 
     ``info`` is ``trust_losses``'s list. Returns the factors ``(N,)`` and, per image, both losses
     (rounded) and the factor, for the report.
     """
-    pairs = ([(sum(d["loss_bicubic"] for d in info), sum(d["loss_unadapted"] for d in info))] * len(info)
+    pooled = info if among is None else [info[k] for k in among]
+    pairs = ([(sum(d["loss_bicubic"] for d in pooled), sum(d["loss_unadapted"] for d in pooled))] * len(info)
              if config.anchor_trust_scope == "run" else [(d["loss_bicubic"], d["loss_unadapted"]) for d in info])
     factors, out = [], []
     for d, (l_bic, l_s0) in zip(info, pairs):

@@ -152,13 +152,15 @@ def _cut(images: list[AdaptImage], idx: list[int], tops: list[int], lefts: list[
 
 
 def sample_batch(images: list[AdaptImage], batch_size: int, patch: int, scale: int, gen: torch.Generator,
-                 only: int | None = None) -> Batch:
-    """``batch_size`` random patches; each from a random image (or from image ``only``)."""
-    n = len(images)
-    if only is None:
-        idx = torch.randint(n, (batch_size,), generator=gen).tolist()
-    else:
+                 only: int | None = None, pool: Sequence[int] | None = None) -> Batch:
+    """``batch_size`` random patches; each from a random image (of the indices ``pool``, or all), or from image
+    ``only``. Without ``pool`` the draws are those of every earlier version."""
+    if only is not None:
         idx = [only] * batch_size
+    elif pool is None:
+        idx = torch.randint(len(images), (batch_size,), generator=gen).tolist()
+    else:
+        idx = [pool[j] for j in torch.randint(len(pool), (batch_size,), generator=gen).tolist()]
     tops, lefts = [], []
     for i in idx:
         h, w = images[i].size
@@ -167,9 +169,11 @@ def sample_batch(images: list[AdaptImage], batch_size: int, patch: int, scale: i
     return _cut(images, idx, tops, lefts, patch, scale)
 
 
-def fixed_patches(images: list[AdaptImage], patch: int, scale: int, limit: int = 8) -> Batch:
-    """One centred patch from each of the first ``limit`` images: a fixed set to watch the loss on."""
-    chosen = list(range(min(limit, len(images))))
+def fixed_patches(images: list[AdaptImage], patch: int, scale: int, limit: int = 8,
+                  pool: Sequence[int] | None = None) -> Batch:
+    """One centred patch from each of the first ``limit`` images (of the indices ``pool``, or all): a fixed set to
+    watch the loss on."""
+    chosen = list(range(len(images)) if pool is None else pool)[:limit]
     tops = [(images[i].size[0] - patch) // 2 for i in chosen]
     lefts = [(images[i].size[1] - patch) // 2 for i in chosen]
     return _cut(images, chosen, tops, lefts, patch, scale)
