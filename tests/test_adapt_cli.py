@@ -775,6 +775,8 @@ def test_flat_frames_give_no_training_patches(files, tmp_path, hr_crop):
     assert code == 0, text
     assert "(3 of 6 input(s)) are one flat colour" in text, text
     assert sorted(p.name for p in (tmp_path / "faded" / "sr").iterdir()) == [f"frame_{i}.png" for i in range(1, 7)]
+    report = json.loads((tmp_path / "faded" / "report.json").read_text())
+    assert [i["name"] for i in report["images"] if i.get("flat")] == ["frame_4", "frame_5", "frame_6"]
     alone = load_file(str(tmp_path / "footage" / "adapted.safetensors"))
     faded = load_file(str(tmp_path / "faded" / "adapted.safetensors"))
     base = load_file(str(files / "tiny.safetensors"))

@@ -1093,7 +1093,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             "data": config.sup_data or "bundled stage-1 training photos"},
         "images": [{"name": d.name, **({"source": str(images[k].path)} if images[k].path is not None else {}),
                     "size": list(d.size), **({"trust": trust_info[k]} if trust_info else {}),
-                    **({"guard_gate": round(float(gates[k]), 4)} if gates is not None else {})}
+                    **({"guard_gate": round(float(gates[k]), 4)} if gates is not None else {}),
+                    **({"flat": True} if k in flat else {})}  # one flat colour: no training patches (unless all are)
                    for k, d in enumerate(data)],
         "iterations_run": st["it"],
         "final_iteration": final_it,
