@@ -1557,3 +1557,15 @@ def test_a_run_that_recorded_sup_data_relative_goes_on(files, tmp_path, hr_crop,
     assert code == 1 and "--iterations 400 (this command: 6)" in text and "sup-data" not in text, text
     code, text = _run([*args, "-o", "killed", "--iterations", "400", "--checkpoint-every", "2", "--sup-data", "photos"])
     assert code == 0 and "resumed from iteration" in text and "400 iterations, completed" in text, text
+
+
+def test_natural_order_reads_digit_runs_as_numbers_and_takes_any_name():
+    """Frame 2 before frame 10; a name with a superscript digit ('frame1²', which str.isdigit calls a digit and int
+    refuses) had stopped adapt with a traceback on building the contact sheet; equal numbers spelled apart (010 and
+    10) keep one order whichever comes first."""
+    from lway_rt.adapt._imageio import natural_order
+
+    names = ["frame10.png", "frame2.png", "frame1².png", "frame1.png", "Frame3.png", "frame_٣.png"]
+    assert sorted(names, key=natural_order) == ["frame1.png", "frame1².png", "frame2.png", "Frame3.png", "frame10.png",
+                                                "frame_٣.png"]
+    assert sorted(["f_10", "f_010"], key=natural_order) == sorted(["f_010", "f_10"], key=natural_order)

@@ -93,7 +93,9 @@ def natural_order(item) -> list:
     """Sort key that reads the numbers in a name as numbers: frame 2 before frame 10 (ffmpeg's ``%d.png``). A path
     by its whole spelling, an ``InputImage`` by its name."""
     text = str(item) if isinstance(item, (str, int, os.PathLike)) else getattr(item, "name", str(item))
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text.casefold())]
+    # the odd pieces of the split are the digit runs (str.isdigit also holds for '²', which int() refuses); the run
+    # as spelled breaks a tie (frame_010 and frame_10)
+    return [(0, int(t), t) if k % 2 else (1, 0, t) for k, t in enumerate(re.split(r"(\d+)", text.casefold()))]
 
 
 def spread(items: list, n: int | None) -> list:
