@@ -34,8 +34,13 @@ def _lwayrt(*args: str) -> subprocess.CompletedProcess:
     (["serve-bench", "a.onnx"], "error: Got unexpected extra argument (a.onnx): the model goes after -m (lwayrt "
      "serve-bench -m a.onnx ...) (see 'lwayrt serve-bench --help')"),
     (["models", "list", "x"], "error: Got unexpected extra argument (x) (see 'lwayrt models list --help')"),
+    # with -m given the extra argument is something else (an output name), and of two the model is a guess: no hint
+    (["export", "-m", "m.pth", "out.onnx"], "error: Got unexpected extra argument (out.onnx) (see 'lwayrt export "
+     "--help')"),
+    (["serve-bench", "my model.pth", "b"], "error: Got unexpected extra arguments (my model.pth b) (see 'lwayrt "
+     "serve-bench --help')"),
 ], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown", "no-value", "no-value-2",
-        "model-argument", "model-argument-2", "extra-argument"])
+        "model-argument", "model-argument-2", "extra-argument", "model-given", "two-extras"])
 def test_a_usage_error_is_one_line_with_status_2(args, message):
     proc = _lwayrt(*args)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == message + "\n", proc.stderr

@@ -55,19 +55,23 @@ def _one_line(exc: click.UsageError, where: str = "lwayrt") -> click.UsageError:
 
 def _model_flag_hint(exc: click.UsageError) -> str:
     """For a command that takes its model with -m and no argument (``export``, ``serve-bench``), given one as an
-    argument (``lwayrt export adapted.safetensors``): how to give it. Empty for any other usage error."""
+    argument (``lwayrt export adapted.safetensors``) and none with -m: how to give it. Empty for any other usage
+    error, and for several extra arguments (click joins them with spaces, so which one is the model is a guess)."""
+    from click.core import ParameterSource
+
     from lway_rt.errors import shell_word
 
     ctx = exc.ctx
-    found = re.fullmatch(r"Got unexpected extra argument(s?) \((.+)\)", exc.message or "")
+    found = re.fullmatch(r"Got unexpected extra argument \((.+)\)", exc.message or "")
     if ctx is None or found is None:
         return ""
     params = ctx.command.params
-    if any(isinstance(p, click.Argument) for p in params) or \
-            not any(isinstance(p, click.Option) and "--model" in p.opts for p in params):
+    model = next((p for p in params if isinstance(p, click.Option) and "--model" in p.opts), None)
+    if model is None or any(isinstance(p, click.Argument) for p in params):
         return ""
-    first = found[2].split(" ")[0] if found[1] else found[2]  # (several are joined with spaces)
-    return f": the model goes after -m ({ctx.command_path} -m {shell_word(first)} ...)"
+    if ctx.get_parameter_source(model.name) not in (None, ParameterSource.DEFAULT):  # -m given: the extra is not it
+        return ""
+    return f": the model goes after -m ({ctx.command_path} -m {shell_word(found[1])} ...)"
 
 
 class LazyGroup(click.Group):
