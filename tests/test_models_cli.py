@@ -187,6 +187,18 @@ def test_a_broken_store_copy_names_its_repair_and_import_repairs_it(model_store)
             store.load_model("realesr-animevideov3")
         assert run("models", "import", "realesr-animevideov3").exit_code == 0
         assert state_dict_sha256(store.load_model("realesr-animevideov3").model.state_dict()) == want
+        # a tensor missing from the copy (the last conv's bias; the first's): the store's copy is damaged, not "a
+        # variant of the architecture lway_rt does not build" nor an unsupported one, and the repair is named
+        for gone, said in (("body.10.bias", "missing body.10.bias"), ("body.0.bias", "unsupported architecture")):
+            state = load_file(str(dest))
+            del state[gone]
+            save_file(state, str(dest), metadata=meta)
+            with pytest.raises(ModelError) as caught:
+                store.load_model("realesr-animevideov3")
+            assert said in str(caught.value) and "does not build" not in str(caught.value) and \
+                str(caught.value).endswith("; convert the store's copy again with 'lwayrt models import --force "
+                                           "realesr-animevideov3'"), caught.value
+            assert run("models", "import", "realesr-animevideov3").exit_code == 0
     finally:
         if dest.read_bytes() != good:
             store.import_model("realesr-animevideov3", force=True)

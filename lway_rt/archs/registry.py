@@ -30,6 +30,7 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 REDOWNLOAD = "re-export or re-download it"  # what the refusals of a damaged file advise (the store advises its own)
+VARIANT = "a variant of the architecture lway_rt does not build"  # the refusal of tensors of another layout
 
 
 class WeightsRefused(ModelError):
@@ -92,8 +93,8 @@ def _check_sequence(state: StateDict, arch: str, step: int = 1) -> int:
     off = sorted(i for i in found if i % step)
     if off:
         raise WeightsRefused(f"{found[off[0]]} is out of sequence: {numbering} (a LeakyReLU variant holds no "
-                             "activation weights): the file is damaged or holds keys of another network; re-export or "
-                             "re-download it", "stray keys")
+                             f"activation weights): the file is damaged or holds keys of another network; {REDOWNLOAD}",
+                             "stray keys")
     missing = next(i for i in expected if i not in found)
     after = min(i for i in found if i > missing)
     raise WeightsRefused(f"{found[after]} is out of sequence: {numbering} (body.{missing} is missing): the file is "
@@ -227,15 +228,15 @@ def check_state_dict(state: StateDict) -> ArchSpec:
     for k, v in state.items():
         if k in own and tuple(v.shape) != tuple(own[k].shape):
             raise WeightsRefused(f"{k} has shape {list(v.shape)} where {spec.arch} x{spec.scale} has "
-                                 f"{list(own[k].shape)}: a variant of the architecture lway_rt does not build",
+                                 f"{list(own[k].shape)}: {VARIANT}",
                                  "wrong shapes")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         parts = ([f"missing {listing(missing, 3)}"] if missing else []) + \
             ([f"unexpected {listing(unexpected, 3)}"] if unexpected else [])
-        raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)}): a "
-                             "variant of the architecture lway_rt does not build",
+        raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)}): "
+                             f"{VARIANT}",
                              "missing keys" if missing else "extra keys")
     return spec
 

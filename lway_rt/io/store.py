@@ -321,7 +321,7 @@ def _did_you_mean(name: str, names) -> str:
 
 def load_model(spec: str, device: str = "cpu"):
     """Load a model by store name or path; returns a ``ModelDescriptor`` in eval mode."""
-    from lway_rt.archs.registry import REDOWNLOAD, from_state_dict
+    from lway_rt.archs.registry import REDOWNLOAD, VARIANT, from_state_dict
     from lway_rt.io.weights import load_state_file
 
     path = resolve_model_path(spec)
@@ -358,10 +358,13 @@ def load_model(spec: str, device: str = "cpu"):
     try:
         desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     except ModelError as exc:
-        if name in SOURCES and "source_package" in meta and str(exc).endswith(f"; {REDOWNLOAD}"):
-            # the store's own conversion: the repair is to convert it again, not a download
-            raise ModelError(str(exc).removesuffix(f"; {REDOWNLOAD}") + "; convert the store's copy again with "
-                             f"'lwayrt models import --force {name}'") from exc
+        if name in SOURCES and "source_package" in meta:
+            # the store's own conversion of a network lway_rt builds: whatever the refusal, the copy is damaged and
+            # the repair is to convert it again (not a download, nor "a variant lway_rt does not build")
+            reason = str(exc).removesuffix(f"; {REDOWNLOAD}").removesuffix(f": {VARIANT}").split(". Supported are ")[0]
+            raise ModelError(reason + ("" if str(exc).endswith(f"; {REDOWNLOAD}") else
+                                       f": the store's copy of {name} is damaged") +
+                             f"; convert the store's copy again with 'lwayrt models import --force {name}'") from exc
         raise
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
