@@ -558,6 +558,36 @@ def test_a_batch_under_nohup_goes_on_through_a_hangup(tmp_path, astronaut):
     assert len(list(out.glob("*.png"))) == 8
 
 
+def test_a_closed_terminal_stops_a_batch_with_its_bar_as_a_hangup(tmp_path, astronaut):
+    """The terminal closed under a batch that draws its progress bar there: SIGHUP stopped the run, and then the bar's
+    last redraw on the closed terminal failed (EIO), replaced the stop with a traceback and exit status 1. The run ends
+    with 129, as the shell reports a program the hangup stopped, and the outputs written are kept."""
+    import pty
+    import select
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(40):
+        Image.fromarray(np.ascontiguousarray(astronaut[i * 4:i * 4 + 64, 100:164])).save(d / f"{i:05d}.png")
+    out = tmp_path / "out"
+    pid, fd = pty.fork()  # the child's controlling terminal is the pty: closing its master hangs it up
+    if pid == 0:  # pragma: no cover - the child
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.execv(sys.executable, [sys.executable, "-c", "from lway_rt.cli import main; main()", "upscale", str(d),
+                                  "-o", str(out), "--model", MODEL, "--tile", "0"])
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and list(out.glob("*.png"))):
+            assert time.monotonic() < deadline, "no output appeared"
+            if select.select([fd], [], [], 0.02)[0]:
+                os.read(fd, 65536)  # (the bar: read as a terminal would)
+    finally:
+        os.close(fd)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    written = list(out.glob("*.png"))
+    assert code == 129 and 0 < len(written) < 40 and not list(out.glob(".*")), (code, len(written))
+
+
 def test_broken_links_are_named_not_skipped(tmp_path, small):
     d = tmp_path / "in"
     d.mkdir()

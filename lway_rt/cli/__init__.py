@@ -133,6 +133,12 @@ class LazyGroup(click.Group):
                  "again for the rest")
             ctx.exit(128 + _TERMINATED[0] if _TERMINATED else 130)
         except Exception as exc:  # noqa: BLE001 - only running out of memory and unusable paths become a message here
+            if _TERMINATED and isinstance(exc, OSError):
+                # the hangup that stopped the run closed the terminal, so a progress bar's last redraw there failed
+                # (EIO) and replaced the stop; the stop is what happened
+                _say(str(_stop_behind(exc) or "interrupted: the files it had finished are kept and none is left "
+                     "half-written; run the same command again for the rest"))
+                ctx.exit(128 + _TERMINATED[0])
             if _reader_gone(exc):
                 _say_the_reader_is_gone()
                 ctx.exit(141)  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe
@@ -156,6 +162,17 @@ def _say(line: str) -> None:
     files still tell."""
     with contextlib.suppress(OSError, ValueError):
         click.secho(line, fg="yellow", err=True)
+
+
+def _stop_behind(exc: BaseException) -> Interrupted | None:
+    """The ``Interrupted`` that ``exc`` was raised while handling (its context chain), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, Interrupted):
+            return exc
+        exc = exc.__context__
+    return None
 
 
 def _reader_gone(exc: BaseException) -> bool:
