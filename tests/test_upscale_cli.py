@@ -913,7 +913,11 @@ def test_patterns_and_unread_formats_say_what_to_give_instead(tmp_path, small):
         assert line.startswith(f"error: input {pattern} does not exist; lwayrt does not expand patterns: give the folder "
                                f"{frames} instead"), line
         assert ("leave the pattern unquoted" in line) == unquoted, line
-    assert "expand patterns" not in run("upscale", frames / "typo.png", "-o", tmp_path / "out", "--model", MODEL).output
+    # a name that only holds such characters, or a pattern of a folder that does not exist or matches nothing there,
+    # is a mistyped name: no folder to give instead
+    for typo in (frames / "typo.png", frames / "sale 50%discount.png", frames / "photo [2].png", frames / "*.jpg",
+                 tmp_path / "nodir" / "*.png", frames / "g_%04d.png"):
+        assert "expand patterns" not in run("upscale", typo, "-o", tmp_path / "out", "--model", MODEL).output, typo
     exr = tmp_path / "exr"
     exr.mkdir()
     (exr / "f_0001.exr").write_bytes(b"v/1\x01" + bytes(60))

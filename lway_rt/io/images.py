@@ -323,11 +323,25 @@ def missing_input_message(path: Path) -> str:
         return broken_link_message(path)
     text = f"input {path} does not exist"
     glob = any(c in path.name for c in "*?[")
-    if glob or re.search(r"%0?\d*d", path.name):
+    if (glob or re.search(r"%0?\d*d", path.name)) and _pattern_matches(path):
         text += (f"; lwayrt does not expand patterns: give the folder {shell_word(str(path.parent))} instead (every image "
                  "in it is read, in name order)" + (", or leave the pattern unquoted for the shell to expand" if glob
                                                      else ""))
     return text
+
+
+def _pattern_matches(path: Path) -> bool:
+    """Whether ``path``'s name, read as a shell glob or as ffmpeg's ``%04d`` pattern, names a file in its folder: a
+    name that merely holds such characters ('sale 50%discount.png', 'photo [2].png') is a mistyped name, and a folder
+    that does not exist is no folder to give instead."""
+    import fnmatch
+
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return False
+    printf = re.compile(r"\d+".join(re.escape(part) for part in re.split(r"%0?\d*d", path.name)))
+    return any(fnmatch.fnmatchcase(n, path.name) or printf.fullmatch(n) for n in names)
 
 
 def broken_link_message(path: Path) -> str:
