@@ -1569,3 +1569,13 @@ def test_natural_order_reads_digit_runs_as_numbers_and_takes_any_name():
     assert sorted(names, key=natural_order) == ["frame1.png", "frame1².png", "frame2.png", "Frame3.png", "frame10.png",
                                                 "frame_٣.png"]
     assert sorted(["f_10", "f_010"], key=natural_order) == sorted(["f_010", "f_10"], key=natural_order)
+
+
+def test_a_refused_resume_explains_sample_on_the_frames_added_or_removed():
+    """The --sample explanation followed whatever clause came last, so it read as the reason for changed pixels."""
+    from lway_rt.adapt.loop import _changed_parts
+
+    said = _changed_parts({"images": {"f1": "a", "f2": "b", "f3": "c"}},
+                          {"images": {"f1": "a", "f3": "X", "f4": "d"}}, sample=2)
+    assert said.startswith("no f4 (this command's input); f2 too (not in this command's inputs) (--sample 2 spreads its "
+                           "choice over the inputs as they are now") and said.endswith("; other pixels or alpha in f3"), said

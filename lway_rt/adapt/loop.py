@@ -324,13 +324,13 @@ def _changed_parts(then: dict | None, now: dict, sample: int | None = None) -> s
             said.append(f"no {listed(added)} (this command's input{'s' if len(added) > 1 else ''})")
         if gone := [n for n in old if n not in new]:
             said.append(f"{listed(gone)} too (not in this command's inputs)")
+        if sample is not None and (added or gone):  # (on the clause it explains, before any about changed pixels)
+            said[-1] += (f" (--sample {sample} spreads its choice over the inputs as they are now: frames added to or "
+                         "removed from a folder since change which it takes)")
         if changed := [n for n in new if n in old and old[n] != new[n]]:
             said.append(f"other pixels or alpha in {listed(changed)}")
         if not added and not gone and not changed and list(old) != list(new):
             said.append("its inputs in another order")
-        if sample is not None and (added or gone):
-            said[-1] += (f" (--sample {sample} spreads its choice over the inputs as they are now: frames added to or "
-                         "removed from a folder since change which it takes)")
     if "gt" in then and then["gt"] != now["gt"]:
         said.append("no ground truth (this command has --gt)" if then["gt"] is None else
                     "ground truth (--gt; this command has none)" if now["gt"] is None else "other ground truth (--gt)")
