@@ -150,11 +150,11 @@ def _row_label(name: str, width: int = 24) -> str:
 
 
 def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], scale: int, multiple: int = 1,
-                  max_side: int = TRUST_MAX_SIDE) -> list[float]:
+                  max_side: int = TRUST_MAX_SIDE, progress: Callable[[int], None] | None = None) -> list[float]:
     """Per image: the fine detail (``wavelet.detail_energy``) of ``model``'s output over ``base``'s, on a centre
     crop of at most ``max_side`` LR pixels a side (as the anchor trust measures). No ground truth is needed;
     above 1 the adapted model adds detail (on the quality benchmark, where it made crops worse it had added
-    more than 1.1x, nearly always more than 1.2x)."""
+    more than 1.1x, nearly always more than 1.2x). ``progress`` is called with the number of images done."""
     out = []
     with torch.no_grad():
         for im in data:
@@ -163,6 +163,8 @@ def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage],
             e_base = float(detail_energy(super_resolve(base, lr, scale, multiple, 0), scale)[0])
             e_new = float(detail_energy(super_resolve(model, lr, scale, multiple, 0), scale)[0])
             out.append(e_new / e_base if e_base > 0 else 1.0)
+            if progress is not None:
+                progress(len(out))
     return out
 
 
@@ -1115,7 +1117,10 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     }
     # which images gained the most fine detail (no ground truth needed): where to look first
     base = anchor_model if anchor_model is not None else copy.deepcopy(desc.model).to(device).eval()
-    changes = detail_change(model, base, data, scale, multiple)
+    if len(data) >= _SAY_BEFORE:  # two passes of a crop a frame: a minute of silence after the last iteration
+        log(f"measuring the detail the adaptation added on {len(data)} image(s) ...")
+    changes = detail_change(model, base, data, scale, multiple,
+                            progress=_PassLines(log, len(data), "measured {k} of {n} image(s)"))
     for entry, c, d in zip(report["images"], changes, data):
         entry["detail_change"] = round(c, 4)
         entry["detail_window"] = list(d.centre_window(TRUST_MAX_SIDE, multiple))  # top, left, side in LR pixels
