@@ -426,21 +426,38 @@ def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
 
 def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_complete(files, tmp_path):
     """--overwrite over a finished run, stopped mid-way: the old report (the mark of a finished run), weights and
-    images are gone, so --resume continues the new run from its checkpoint instead of calling the folder complete;
-    a finished overwrite with fewer inputs leaves none of the old run's images behind."""
+    images are out of the folder, so --resume continues the new run from its checkpoint instead of calling the folder
+    complete; they are kept in .replaced, as they lay, until the new run finishes (a stopped overwrite had left
+    neither run: hours of adaptation lost to a Ctrl-C seconds in); a finished overwrite with fewer inputs leaves none
+    of the old run's images behind."""
     out = tmp_path / "ow"
     base = ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
             str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "-q"]
     code, text = _run(base)
     assert code == 0 and sorted(p.name for p in (out / "sr").iterdir()) == ["alpha.png", "grey.png", "rgb.png"], text
+    finished = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     args, proc, text = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGINT, ["--overwrite"])
     assert proc.returncode == 130, text
     assert not (out / "report.json").exists() and not (out / "adapted.safetensors").exists()
     assert not (out / "sr").exists() or not list((out / "sr").iterdir())
+    assert f"the finished run it replaces is kept in {out / '.replaced'} until a run there finishes" in text, text
+    assert {p.relative_to(out / ".replaced"): p.read_bytes() for p in (out / ".replaced").rglob("*") if p.is_file()} \
+        == finished
     code, text = _run([a for a in args if a != "--overwrite"] + ["--resume"])
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
     assert report["iterations_run"] == LONG_RUN and len(report["resumed_from"]) == 1  # continued, not called complete
+    assert not (out / ".replaced").exists()  # the new run is finished: the old one goes
+    # an overwrite stopped before, and then another: what is aside is the last finished run, and it stays
+    from lway_rt.adapt.loop import ASIDE, CHECKPOINT as CKPT, _clear_previous_run
+
+    stopped = tmp_path / "stopped"
+    (stopped / ASIDE).mkdir(parents=True)
+    (stopped / ASIDE / "adapted.safetensors").write_bytes(b"the last finished run")
+    (stopped / CKPT).write_bytes(b"an unfinished run")
+    assert _clear_previous_run(stopped, keep_finished=True) == stopped / ASIDE
+    assert not (stopped / CKPT).exists()
+    assert (stopped / ASIDE / "adapted.safetensors").read_bytes() == b"the last finished run"
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), *base[2:], "--overwrite"])
     assert code == 0, text
     assert [p.name for p in (out / "sr").iterdir()] == ["rgb.png"]

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -576,27 +577,53 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     return len(missing)
 
 
-def _clear_previous_run(out_dir: Path) -> None:
-    """Remove what an earlier run left in ``out_dir`` once ``--overwrite`` has been accepted, its report (the mark of a
+# where --overwrite keeps the finished run it replaces until the new one finishes (a stopped overwrite had left neither)
+ASIDE = ".replaced"
+
+
+def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | None:
+    """Clear what an earlier run left in ``out_dir`` once ``--overwrite`` has been accepted, its report (the mark of a
     finished run) first: an overwrite stopped before it finished must not leave the new weights beside the old report
     (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
-    ``--resume`` to continue under the new settings."""
+    ``--resume`` to continue under the new settings. With ``keep_finished``, a finished run is moved into
+    ``out_dir/.replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed, and the
+    folder is returned: the new run removes it when it finishes (``_finish_replacing``). One already there (an
+    overwrite stopped before) is the last finished run, and stays; the unfinished run beside it goes."""
     report_path = out_dir / "report.json"
+    aside = out_dir / ASIDE
+    keep = keep_finished and finished_report(out_dir) is not None and not os.path.lexists(aside)
     listed: list[str] = []
     if report_path.is_file():
         try:
             listed = [e["sr"] for e in json.loads(report_path.read_text()).get("images", []) if e.get("sr")]
         except (OSError, ValueError, TypeError, KeyError):
             listed = []
-        report_path.unlink()
-    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png"):
+
+    def clear(path: Path) -> None:
+        if keep:
+            (aside / path.relative_to(out_dir)).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, aside / path.relative_to(out_dir))
+        else:
+            path.unlink()
+
+    if report_path.is_file():
+        clear(report_path)
+    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png") + (("config.json",) if keep else ()):
         if (out_dir / name).is_file():
-            (out_dir / name).unlink()
+            clear(out_dir / name)
     sr_dir = (out_dir / "sr").resolve()
     for name in listed:  # the old run's images: only where a run writes them, whatever an edited report says
         target = (out_dir / str(name)).resolve()
         if target.parent == sr_dir and target.suffix.lower() == ".png" and target.is_file():
-            target.unlink()
+            clear(out_dir / "sr" / target.name)
+    return aside if os.path.lexists(aside) else None
+
+
+def _finish_replacing(out_dir: Path) -> None:
+    """The run that --overwrite started has finished: the run it replaced, kept aside until now, goes."""
+    aside = out_dir / ASIDE
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _kept_result(out_dir: Path, report: dict) -> RunResult:
@@ -653,9 +680,22 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         except KeyboardInterrupt:  # outside the loop (which says more): while preparing, or writing the outputs
             ckpt = Path(out_dir) / CHECKPOINT
             if ckpt.exists():
-                raise Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same command with --resume "
-                                  "to finish the run") from None
+                raise _saying_what_is_aside(Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same "
+                                                        "command with --resume to finish the run"), out_dir) from None
+            if (Path(out_dir) / ASIDE).is_dir():
+                raise _saying_what_is_aside(Interrupted("interrupted"), out_dir) from None
             raise
+        except Interrupted as exc:
+            raise _saying_what_is_aside(exc, out_dir) from None
+
+
+def _saying_what_is_aside(exc: Interrupted, out_dir: Path) -> Interrupted:
+    """``exc``, saying where the finished run that --overwrite replaces is kept, when one is."""
+    aside = Path(out_dir) / ASIDE
+    if not aside.is_dir():
+        return exc
+    return Interrupted(f"{exc}; the finished run it replaces is kept in {aside} until a run there finishes (move "
+                       f"its files back into {out_dir} to keep it instead)")
 
 
 def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, held: contextlib.ExitStack, *,
@@ -899,7 +939,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
     if overwrite or redo:
-        _clear_previous_run(out_dir)
+        if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs):
+            log(f"the run this one replaces is kept in {aside} until this one finishes")
     if write_outputs:
         atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -1221,6 +1262,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
     atomic_write_json(out_dir / "report.json", report)
     ckpt_path.unlink(missing_ok=True)
+    _finish_replacing(out_dir)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
     return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)
 
@@ -1387,7 +1429,8 @@ def run_mode(out_dir: Path) -> str | None:
     if config.get("mode") in MODES and {"iterations", "patch_size"} <= set(config):
         return config["mode"]
     # its records unreadable: the runs in its sub-folders still say what it is
-    runs = [p.name for p in out_dir.iterdir() if p.is_dir() and ((p / WEIGHTS).is_file() or (p / CHECKPOINT).is_file())]
+    runs = [p.name for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and
+            ((p / WEIGHTS).is_file() or (p / CHECKPOINT).is_file())]
     if runs:
         return "per-group" if all(_GROUP_FOLDER.fullmatch(n) for n in runs) else "per-image"
     return None
@@ -1463,6 +1506,7 @@ def _remove_run_folder(out_dir: Path, name: str) -> None:
     if not name or Path(name).name != name or name in (".", "..") or sub.is_symlink() or not sub.is_dir():
         return
     _clear_previous_run(sub)
+    _finish_replacing(sub)  # (a run an earlier overwrite stopped in had kept one aside)
     (sub / "config.json").unlink(missing_ok=True)
     for folder in (sub / "sr", sub):
         try:

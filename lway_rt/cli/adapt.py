@@ -206,7 +206,8 @@ def _note(line: str) -> None:
 @click.option("--tile", type=int, default=None, help="Tile size for writing SR images, as lwayrt upscale --tile (0: one pass; above 64) [512].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one made with these "
                                               "inputs and settings is kept as it is).")
-@click.option("--overwrite", is_flag=True, help="Replace the run (finished or not) already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the run (finished or not) already in --out (a finished one is kept in "
+              "--out/.replaced until the new run finishes).")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print only the summary and the notes (inputs not read, the images to check first).")
 def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,
