@@ -493,6 +493,7 @@ def test_sr_outputs_keep_the_inputs_colour_profile_exif_dpi_and_png_text(files, 
 
     text = PngInfo()
     text.add_text("Title", "harbour")
+    text.add_text("lwayrt-adapt", '{"weights": "of the run that made this input"}')  # not carried over
     text.add(b"gAMA", (100000).to_bytes(4, "big"))
     Image.fromarray(hr_crop[1:128:4, :128:4]).save(lr / "scan.png", pnginfo=text)
     out = tmp_path / "out"
@@ -502,8 +503,11 @@ def test_sr_outputs_keep_the_inputs_colour_profile_exif_dpi_and_png_text(files, 
     with Image.open(out / "sr" / "cam.png") as im:  # a wide-gamut photo written untagged would shift its colours
         assert im.info.get("icc_profile") == icc and im.getexif().get(0x0110) == "Phone 12"
         assert im.info["dpi"] == pytest.approx((300, 300), rel=1e-3)
-    with Image.open(out / "sr" / "scan.png") as im:  # a PNG's gamma and text
+    with Image.open(out / "sr" / "scan.png") as im:  # a PNG's gamma and text, and the record of this run's image
+        made = json.loads(im.text.pop("lwayrt-adapt"))
         assert im.text == {"Title": "harbour"} and im.info["gamma"] == pytest.approx(1.0)
+    weights = json.loads((out / "report.json").read_text())["model"]["adapted_sha256"]
+    assert made["weights"] == weights[:32] and made["detail_cap"] is None
 
 
 def test_a_busy_folder_is_refused_before_anything_is_loaded(files, tmp_path, held_elsewhere):
@@ -1148,6 +1152,9 @@ def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
         assert code == 0 and "missing 1 SR image(s): wrote them again" in text, text
         assert "running it again" not in text and weights.stat().st_ino == inode  # not written again (atomically)
         assert np.array_equal(np.asarray(Image.open(out / "sr" / "grey.png")), before)
+        # recording how it was made, as the run had: the same record as its neighbour's but for the input
+        made = {n: json.loads(Image.open(out / "sr" / f"{n}.png").text["lwayrt-adapt"]) for n in ("grey", "rgb")}
+        assert made["grey"]["weights"] == made["rgb"]["weights"] and made["grey"]["input"] != made["rgb"]["input"]
     else:
         assert code == 0 and "the finished run is damaged" in text and "running it again" in text, text
     again = load_model(str(weights))  # the same run, made again
@@ -1598,3 +1605,47 @@ def test_a_refused_resume_explains_sample_on_the_frames_added_or_removed():
                           {"images": {"f1": "a", "f3": "X", "f4": "d"}}, sample=2)
     assert said.startswith("no f4 (this command's input); f2 too (not in this command's inputs) (--sample 2 spreads its "
                            "choice over the inputs as they are now") and said.endswith("; other pixels or alpha in f3"), said
+
+
+def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(files, tmp_path, hr_crop):
+    """Stopped while it wrote sr/ (an hour of a clip's frames after the last iteration), --resume made every image again;
+    it keeps those that record the same adapted weights, input, cap and tiling, and the images equal an uninterrupted
+    run's. An image that records other weights (or none) is made again."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i in range(10):
+        Image.fromarray(np.ascontiguousarray(hr_crop[i * 4:i * 4 + 192, :192])).save(clip / f"f{i:02d}.png")
+    out = tmp_path / "out"
+    args = ["adapt", str(clip), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "4", "--patch-size", "16", "--batch-size", "2",
+            "--checkpoint-every", "2"]
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=_signals_as_a_terminal_sends_them)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 2):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "no sr/ image appeared"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    written = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
+    assert proc.returncode == 130 and 2 <= len(written) < 10, text
+    first = sorted(written)[0]
+    Image.open(out / "sr" / first).save(out / "sr" / first)  # (re-saved: its record is gone, so it is made again)
+    written[first] = (out / "sr" / first).stat().st_mtime_ns
+    code, text = _run([*args, "--resume"])
+    assert code == 0 and f"{len(written) - 1} SR image(s) in {out / 'sr'} were written before the run stopped: kept" \
+        in text, text
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
+    assert len(after) == 10 and after[first] != written[first]
+    assert all(after[n] == t for n, t in written.items() if n != first)
+    whole = tmp_path / "whole"
+    code, text = _run([*args[:5], str(whole), *args[6:]])
+    assert code == 0, text
+    for name in after:
+        assert np.array_equal(np.asarray(Image.open(out / "sr" / name)), np.asarray(Image.open(whole / "sr" / name)))

@@ -525,13 +525,38 @@ def _sheet_rows(data: Sequence[AdaptImage], crop: int, multiple: int) -> list[Ad
     return sorted(spread([d for d in data if shows_something(d)] or list(data), SNAPSHOT_LIMIT), key=natural_order)
 
 
+SR_KEY = b"lwayrt-adapt"  # the PNG text keyword each sr/ image records what made it under (``_sr_record``)
+
+
+def _sr_record(weights_sha: str, input_digest: str | None, config: AdaptConfig, s: float | None) -> dict:
+    """What an sr/ image records of how it was made (the adapted weights, its input, the cap and tiling, and the
+    cap's blend factor s): a resumed run that stopped while writing sr/ keeps the images that record the same."""
+    return {"weights": weights_sha[:32], "input": input_digest, "detail_cap": config.detail_cap, "tile": config.tile,
+            "s": s}
+
+
+def _recorded_sr(path: Path) -> dict | None:
+    from lway_rt.io.images import png_text
+
+    text = png_text(path, SR_KEY)
+    try:
+        record = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
-                     config: AdaptConfig, device: str, log: Log | None = None) -> tuple[list[Path], dict[str, float]]:
+                     config: AdaptConfig, device: str, log: Log | None = None, weights_sha: str | None = None,
+                     digests: dict | None = None, keep_written: bool = False) -> tuple[list[Path], dict[str, float]]:
     """Write ``sr/<name>.png`` of each image through ``lwayrt upscale``'s own code, layout and default tiling, so that
     upscale with the adapted weights gives them again pixel for pixel; returns the paths and, with ``--detail-cap``,
     each capped image's blend factor s (held at the cap against ``base``'s image: ``wavelet.detail_cap``). ``log``
     gets a line before the first of several images and one every ``PROGRESS_PERIOD`` seconds with the time left (a
-    clip's frames take minutes to hours after the last iteration)."""
+    clip's frames take minutes to hours after the last iteration). With ``weights_sha`` (the adapted weights' hash)
+    each image records how it was made (``_sr_record``, ``digests``: the inputs' by name); with ``keep_written`` (a
+    resumed run) an image already there that records the same is kept, not made again: a run stopped an hour into
+    writing a clip's frames had made every one again."""
     from lway_rt.io.images import write_image
     from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
 
@@ -540,19 +565,44 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     cap = DetailCap(config.detail_cap, inference_copy(desc, base, device)) if config.detail_cap is not None else None
     sr_paths, cap_s = [], {}
     log = log or (lambda msg: None)
-    if len(images) > 1:
-        log(f"writing {len(images)} SR image(s) to {out_dir / 'sr'}")
-    done = _PassLines(log, len(images), "wrote {k} of {n} SR image(s)")
-    for k, img in enumerate(images):
+    digests = digests or {}
+
+    def record(img: InputImage, s: float | None) -> dict | None:
+        return None if weights_sha is None else _sr_record(weights_sha, digests.get(img.name), config, s)
+
+    kept = {}
+    if keep_written and weights_sha is not None:
+        for img in images:
+            made = _recorded_sr(out_dir / "sr" / f"{img.name}.png")
+            if made is not None and made == record(img, made.get("s")):
+                kept[img.name] = made
+    todo = [img for img in images if img.name not in kept]
+    if kept:
+        log(f"{len(kept)} SR image(s) in {out_dir / 'sr'} were written before the run stopped: kept")
+    if len(todo) > 1:
+        log(f"writing {len(todo)} SR image(s) to {out_dir / 'sr'}")
+    done = _PassLines(log, len(todo), "wrote {k} of {n} SR image(s)")
+    k = 0
+    for img in images:
+        dest = out_dir / "sr" / f"{img.name}.png"
+        if img.name in kept:
+            if kept[img.name].get("s") is not None:
+                cap_s[img.name] = float(kept[img.name]["s"])
+            sr_paths.append(dest)
+            continue
         done(k)
+        k += 1
         sr, s = upscale_colour(writer, img.image.rgb, tiles, cap)
         if s is not None:
             cap_s[img.name] = s
         # alpha through the adapted model, as lwayrt upscale's default (--alpha model)
         alpha = upscale_alpha(writer, img.image.alpha, tiles, cap=cap) if img.image.alpha is not None else None
-        sr_paths.append(write_image(out_dir / "sr" / f"{img.name}.png", sr, alpha, bit_depth=img.image.bit_depth,
-                                    grey=img.image.grey, icc_profile=img.image.icc_profile, exif=img.image.exif,
-                                    dpi=img.image.dpi, png_chunks=img.image.png_chunks))
+        made = record(img, s)
+        chunks = img.image.png_chunks + (((b"tEXt", SR_KEY + b"\0" + json.dumps(made).encode("latin-1")),)
+                                         if made is not None else ())
+        sr_paths.append(write_image(dest, sr, alpha, bit_depth=img.image.bit_depth, grey=img.image.grey,
+                                    icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
+                                    png_chunks=chunks))
     return sr_paths, cap_s
 
 
@@ -561,7 +611,7 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     """A finished run whose weights are intact and whose only damage is missing ``sr/`` images gets those images
     written again from its weights (what upscale would give), not a whole new adaptation; returns how many were
     written, or None where more is damaged (the run is then run again)."""
-    from lway_rt.io.weights import load_state_file
+    from lway_rt.io.weights import load_state_file, state_dict_sha256
 
     missing = [img for img in images if not (out_dir / "sr" / f"{img.name}.png").is_file()]
     entries = report.get("images")
@@ -573,7 +623,10 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     state, _ = load_state_file(out_dir / WEIGHTS)
     model = copy.deepcopy(desc.model)
     model.load_state_dict(state)
-    _write_sr_images(desc, model.to(device).eval(), desc.model, missing, out_dir, config, device)
+    parts = report.get("fingerprint_parts")
+    _write_sr_images(desc, model.to(device).eval(), desc.model, missing, out_dir, config, device,
+                     weights_sha=state_dict_sha256(state),
+                     digests=parts.get("images") if isinstance(parts, dict) else None)
     return len(missing)
 
 
@@ -1214,7 +1267,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["weights"] = WEIGHTS
 
     sr_dir = out_dir / "sr"
-    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device, log)
+    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device, log, weights_sha=adapted_sha,
+                                       digests=fingerprint_parts.get("images"), keep_written=bool(st["resumed_from"]))
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
         if entry["name"] in cap_s:

@@ -463,8 +463,8 @@ _PNG_COLOUR_CHUNKS = (b"cHRM", b"cICP", b"gAMA", b"sRGB")
 _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 #: text whose keyword holds other metadata blocks (XMP, ImageMagick's raw EXIF): they can hold an orientation and the
 #: old size, which no longer describe the upright, larger output
-_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type",
-                         b"lwayrt-upscale\0")  # the record of the run that made an input, not of this output
+# (lwayrt's own: the record of the run that made an input, not of this output)
+_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type", b"lwayrt-upscale\0", b"lwayrt-adapt\0")
 _PNG_CHUNKS_MAX = 1 << 20  # bytes in all: chunks past this are left out
 
 
