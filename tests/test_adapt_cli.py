@@ -443,6 +443,18 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     assert f"the finished run it replaces is kept in {out / '.replaced'} until a run there finishes" in text, text
     assert {p.relative_to(out / ".replaced"): p.read_bytes() for p in (out / ".replaced").rglob("*") if p.is_file()} \
         == finished
+    # a refused command there says where the finished run is kept, as the stop did
+    code, said = _run([a for a in args if a != "--overwrite"])
+    assert code == 1 and f"is kept in {out / '.replaced'}" in said, said
+    # upscale -m on the folder names the unfinished run, not the hidden one aside as "one adapted model"
+    code, said = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(out), "-o", str(tmp_path / "up")])
+    assert code == 1 and ".replaced" not in said and "--resume" in said, said
+    # the way back it gives, done on a copy: the finished run as it was, and no checkpoint of the stopped one
+    restore = text.split("to keep it instead: ", 1)[1].rsplit(")", 1)[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=True)
+    subprocess.run(["bash", "-c", restore.replace(str(out), str(copy))], check=True)
+    assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == finished
     code, text = _run([a for a in args if a != "--overwrite"] + ["--resume"])
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
@@ -450,14 +462,38 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     assert not (out / ".replaced").exists()  # the new run is finished: the old one goes
     # an overwrite stopped before, and then another: what is aside is the last finished run, and it stays
     from lway_rt.adapt.loop import ASIDE, CHECKPOINT as CKPT, _clear_previous_run
+    from lway_rt.errors import InputError
 
     stopped = tmp_path / "stopped"
     (stopped / ASIDE).mkdir(parents=True)
     (stopped / ASIDE / "adapted.safetensors").write_bytes(b"the last finished run")
+    (stopped / ASIDE / "report.json").write_text("{}")
     (stopped / CKPT).write_bytes(b"an unfinished run")
     assert _clear_previous_run(stopped, keep_finished=True) == stopped / ASIDE
     assert not (stopped / CKPT).exists()
     assert (stopped / ASIDE / "adapted.safetensors").read_bytes() == b"the last finished run"
+    # a finished run beside an empty .replaced (what a restore by hand leaves) is moved there, not removed; beside a
+    # file or a link there, the overwrite is refused and nothing moves (it had been removed, "kept in .replaced")
+    for leftover in ("folder", "file", "link"):
+        done = tmp_path / f"done-{leftover}"
+        (done / "sr").mkdir(parents=True)
+        (done / "adapted.safetensors").write_bytes(b"weights")
+        (done / "report.json").write_text(json.dumps({"images": [{"sr": "sr/a.png"}]}))
+        (done / "sr" / "a.png").write_bytes(b"image")
+        if leftover == "folder":
+            (done / ASIDE).mkdir()
+        elif leftover == "file":
+            (done / ASIDE).write_text("mine")
+        else:
+            (done / ASIDE).symlink_to(tmp_path)
+        before = sorted(p.relative_to(done) for p in done.rglob("*"))
+        if leftover == "folder":
+            assert _clear_previous_run(done, keep_finished=True) == done / ASIDE
+            assert (done / ASIDE / "sr" / "a.png").read_bytes() == b"image" and not (done / "report.json").exists()
+        else:
+            with pytest.raises(InputError, match=rf"\.replaced is a {leftover}, where --overwrite keeps the run"):
+                _clear_previous_run(done, keep_finished=True)
+            assert sorted(p.relative_to(done) for p in done.rglob("*")) == before
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), *base[2:], "--overwrite"])
     assert code == 0, text
     assert [p.name for p in (out / "sr").iterdir()] == ["rgb.png"]
@@ -798,6 +834,7 @@ def test_flat_frames_give_no_training_patches(files, tmp_path, hr_crop):
     assert sorted(p.name for p in (tmp_path / "faded" / "sr").iterdir()) == [f"frame_{i}.png" for i in range(1, 7)]
     report = json.loads((tmp_path / "faded" / "report.json").read_text())
     assert [i["name"] for i in report["images"] if i.get("flat")] == ["frame_4", "frame_5", "frame_6"]
+    assert not set(report["detail_flag"]["images"]) & {"frame_4", "frame_5", "frame_6"}  # (ratios of near-zero detail)
     alone = load_file(str(tmp_path / "footage" / "adapted.safetensors"))
     faded = load_file(str(tmp_path / "faded" / "adapted.safetensors"))
     base = load_file(str(files / "tiny.safetensors"))
@@ -1624,7 +1661,7 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
                             stderr=subprocess.STDOUT, preexec_fn=_signals_as_a_terminal_sends_them)
     try:
         deadline = time.monotonic() + 120
-        while not ((out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 2):
+        while not ((out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 4):
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "no sr/ image appeared"
             time.sleep(0.01)
@@ -1634,16 +1671,28 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
         proc.kill()
         proc.wait(timeout=30)
     written = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
-    assert proc.returncode == 130 and 2 <= len(written) < 10, text
-    first = sorted(written)[0]
+    assert proc.returncode == 130 and 4 <= len(written) < 10, text
+    from PIL.PngImagePlugin import PngInfo
+
+    first, second = sorted(written)[:2]
     Image.open(out / "sr" / first).save(out / "sr" / first)  # (re-saved: its record is gone, so it is made again)
-    written[first] = (out / "sr" / first).stat().st_mtime_ns
+    with Image.open(out / "sr" / second) as im:  # edited, its record carried over: made again all the same
+        info = PngInfo()
+        for k, v in im.text.items():
+            info.add_text(k, v)
+        Image.fromarray(255 - np.asarray(im)).save(out / "sr" / second, pnginfo=info)
+    assert "lwayrt-adapt" in Image.open(out / "sr" / second).text
+    for name in (first, second):
+        written[name] = (out / "sr" / name).stat().st_mtime_ns
+    # (the stop may fall between an image and its line in the list of those written: that one is made again)
+    listed = {f"{n}.png" for n in json.loads((out / ".sr-written.json").read_text())} - {first, second}
     code, text = _run([*args, "--resume"])
-    assert code == 0 and f"{len(written) - 1} SR image(s) in {out / 'sr'} were written before the run stopped: kept" \
+    assert code == 0 and f"{len(listed)} SR image(s) in {out / 'sr'} were written before the run stopped: kept" \
         in text, text
     after = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
-    assert len(after) == 10 and after[first] != written[first]
-    assert all(after[n] == t for n, t in written.items() if n != first)
+    assert len(after) == 10 and after[first] != written[first] and after[second] != written[second]
+    assert listed and all(after[n] == written[n] for n in listed)
+    assert not (out / ".sr-written.json").exists()  # the list of images written so far goes with the finished run
     whole = tmp_path / "whole"
     code, text = _run([*args[:5], str(whole), *args[6:]])
     assert code == 0, text

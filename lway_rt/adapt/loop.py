@@ -446,7 +446,10 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     return finished
 
 
-_RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png")
+# the sr/ images a run has written so far, by name, with each file's SHA-256: a resumed run keeps only those still as
+# written (not edited since); removed when the run finishes
+SR_WRITTEN = ".sr-written.json"
+_RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN)
 
 
 def _remove_killed_writes(out_dir: Path) -> None:
@@ -529,10 +532,17 @@ SR_KEY = b"lwayrt-adapt"  # the PNG text keyword each sr/ image records what mad
 
 
 def _sr_record(weights_sha: str, input_digest: str | None, config: AdaptConfig, s: float | None) -> dict:
-    """What an sr/ image records of how it was made (the adapted weights, its input, the cap and tiling, and the
-    cap's blend factor s): a resumed run that stopped while writing sr/ keeps the images that record the same."""
+    """What an sr/ image records of how it was made (the adapted weights, its input, the cap, tiling and device, and
+    the cap's blend factor s): a resumed run that stopped while writing sr/ keeps the images that record the same."""
     return {"weights": weights_sha[:32], "input": input_digest, "detail_cap": config.detail_cap, "tile": config.tile,
-            "s": s}
+            "device": config.device, "s": s}
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _recorded_sr(path: Path) -> dict | None:
@@ -548,15 +558,17 @@ def _recorded_sr(path: Path) -> dict | None:
 
 def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
                      config: AdaptConfig, device: str, log: Log | None = None, weights_sha: str | None = None,
-                     digests: dict | None = None, keep_written: bool = False) -> tuple[list[Path], dict[str, float]]:
+                     digests: dict | None = None, keep_written: bool = False,
+                     ledger: Path | None = None) -> tuple[list[Path], dict[str, float]]:
     """Write ``sr/<name>.png`` of each image through ``lwayrt upscale``'s own code, layout and default tiling, so that
     upscale with the adapted weights gives them again pixel for pixel; returns the paths and, with ``--detail-cap``,
     each capped image's blend factor s (held at the cap against ``base``'s image: ``wavelet.detail_cap``). ``log``
     gets a line before the first of several images and one every ``PROGRESS_PERIOD`` seconds with the time left (a
     clip's frames take minutes to hours after the last iteration). With ``weights_sha`` (the adapted weights' hash)
-    each image records how it was made (``_sr_record``, ``digests``: the inputs' by name); with ``keep_written`` (a
-    resumed run) an image already there that records the same is kept, not made again: a run stopped an hour into
-    writing a clip's frames had made every one again."""
+    each image records how it was made (``_sr_record``, ``digests``: the inputs' by name); ``ledger`` (a JSON file)
+    gets each written file's SHA-256; with ``keep_written`` (a resumed run) an image already there that records the
+    same and is as the ledger says it was written is kept, not made again: a run stopped an hour into writing a clip's
+    frames had made every one again."""
     from lway_rt.io.images import write_image
     from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
 
@@ -571,11 +583,14 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         return None if weights_sha is None else _sr_record(weights_sha, digests.get(img.name), config, s)
 
     kept = {}
+    written = (_read_json_dict(ledger) or {}) if keep_written and ledger is not None else {}
     if keep_written and weights_sha is not None:
         for img in images:
-            made = _recorded_sr(out_dir / "sr" / f"{img.name}.png")
-            if made is not None and made == record(img, made.get("s")):
+            dest = out_dir / "sr" / f"{img.name}.png"
+            made = _recorded_sr(dest) if img.name in written else None
+            if made is not None and made == record(img, made.get("s")) and _file_sha256(dest) == written[img.name]:
                 kept[img.name] = made
+    written = {name: written[name] for name in kept}
     todo = [img for img in images if img.name not in kept]
     if kept:
         log(f"{len(kept)} SR image(s) in {out_dir / 'sr'} were written before the run stopped: kept")
@@ -603,6 +618,9 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         sr_paths.append(write_image(dest, sr, alpha, bit_depth=img.image.bit_depth, grey=img.image.grey,
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
                                     png_chunks=chunks))
+        if ledger is not None:
+            written[img.name] = _file_sha256(dest)
+            atomic_write_json(ledger, written)
     return sr_paths, cap_s
 
 
@@ -639,12 +657,17 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     finished run) first: an overwrite stopped before it finished must not leave the new weights beside the old report
     (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
     ``--resume`` to continue under the new settings. With ``keep_finished``, a finished run is moved into
-    ``out_dir/.replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed, and the
-    folder is returned: the new run removes it when it finishes (``_finish_replacing``). One already there (an
-    overwrite stopped before) is the last finished run, and stays; the unfinished run beside it goes."""
+    ``out_dir/.replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed: the new run
+    removes it when it finishes (``_finish_replacing``). Returns the folder where a finished run is kept aside (this
+    one, or the last one when ``out_dir`` holds none: an overwrite stopped before), else None."""
     report_path = out_dir / "report.json"
     aside = out_dir / ASIDE
-    keep = keep_finished and finished_report(out_dir) is not None and not os.path.lexists(aside)
+    keep = keep_finished and finished_report(out_dir) is not None
+    if keep and os.path.lexists(aside):
+        if aside.is_symlink() or not aside.is_dir():
+            raise InputError(f"{aside} is a {'link' if aside.is_symlink() else 'file'}, where --overwrite keeps the run "
+                             "it replaces until the new one finishes: move it, then run the command again")
+        shutil.rmtree(aside)  # an older run, or what a restore left: the finished run in out_dir is the latest
     listed: list[str] = []
     if report_path.is_file():
         try:
@@ -655,13 +678,13 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     def clear(path: Path) -> None:
         if keep:
             (aside / path.relative_to(out_dir)).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, aside / path.relative_to(out_dir))
+            shutil.move(path, aside / path.relative_to(out_dir))  # (sr/ may be a link to another file system)
         else:
             path.unlink()
 
     if report_path.is_file():
         clear(report_path)
-    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png") + (("config.json",) if keep else ()):
+    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", SR_WRITTEN) + (("config.json",) if keep else ()):
         if (out_dir / name).is_file():
             clear(out_dir / name)
     sr_dir = (out_dir / "sr").resolve()
@@ -669,7 +692,25 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
         target = (out_dir / str(name)).resolve()
         if target.parent == sr_dir and target.suffix.lower() == ".png" and target.is_file():
             clear(out_dir / "sr" / target.name)
-    return aside if os.path.lexists(aside) else None
+    return _aside_run(out_dir)
+
+
+def _aside_run(out_dir: Path) -> Path | None:
+    """``out_dir/.replaced`` when it is a folder (not a link) holding a finished run, else None."""
+    aside = Path(out_dir) / ASIDE
+    return aside if aside.is_dir() and not aside.is_symlink() and finished_report(aside) is not None else None
+
+
+def _aside_words(out_dir: Path) -> str:
+    """Where the finished run an --overwrite replaces is kept and how to have it back; empty when none is."""
+    from lway_rt.errors import shell_word
+
+    aside = _aside_run(out_dir)
+    if aside is None:
+        return ""
+    return (f"the finished run it replaces is kept in {aside} until a run there finishes (to keep it instead: "
+            f"rm -f {shell_word(str(Path(out_dir) / CHECKPOINT))} && cp -a {shell_word(str(aside))}/. "
+            f"{shell_word(str(out_dir))}/ && rm -r {shell_word(str(aside))})")
 
 
 def _finish_replacing(out_dir: Path) -> None:
@@ -735,20 +776,21 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
             if ckpt.exists():
                 raise _saying_what_is_aside(Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same "
                                                         "command with --resume to finish the run"), out_dir) from None
-            if (Path(out_dir) / ASIDE).is_dir():
+            if _aside_run(Path(out_dir)):
                 raise _saying_what_is_aside(Interrupted("interrupted"), out_dir) from None
             raise
         except Interrupted as exc:
             raise _saying_what_is_aside(exc, out_dir) from None
+        except Exception:  # a refusal or a failure (a full disk, a NaN stop): the run kept aside is said all the same
+            if words := _aside_words(Path(out_dir)):
+                (note or log or (lambda msg: None))(words)
+            raise
 
 
 def _saying_what_is_aside(exc: Interrupted, out_dir: Path) -> Interrupted:
     """``exc``, saying where the finished run that --overwrite replaces is kept, when one is."""
-    aside = Path(out_dir) / ASIDE
-    if not aside.is_dir():
-        return exc
-    return Interrupted(f"{exc}; the finished run it replaces is kept in {aside} until a run there finishes (move "
-                       f"its files back into {out_dir} to keep it instead)")
+    words = _aside_words(Path(out_dir))
+    return Interrupted(f"{exc}; {words}") if words else exc
 
 
 def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, held: contextlib.ExitStack, *,
@@ -993,7 +1035,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
     if overwrite or redo:
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs):
-            log(f"the run this one replaces is kept in {aside} until this one finishes")
+            log(f"the finished run this one replaces is kept in {aside} until this one finishes")
     if write_outputs:
         atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -1218,7 +1260,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     for entry, c, d in zip(report["images"], changes, data):
         entry["detail_change"] = round(c, 4)
         entry["detail_window"] = list(d.centre_window(TRUST_MAX_SIDE, multiple))  # top, left, side in LR pixels
-    flagged = sorted((c, d.name) for c, d in zip(changes, data) if c >= DETAIL_FLAG)[::-1]
+    # (not an input of one flat colour: its ratio is of two near-zero detail energies, and it was not trained on)
+    flagged = sorted((c, d.name) for k, (c, d) in enumerate(zip(changes, data)) if c >= DETAIL_FLAG and k not in flat)[::-1]
     report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
     if flagged:
         names = listing((f"{n} ({c:.2f}x)" for c, n in flagged), 5)
@@ -1268,7 +1311,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
 
     sr_dir = out_dir / "sr"
     sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device, log, weights_sha=adapted_sha,
-                                       digests=fingerprint_parts.get("images"), keep_written=bool(st["resumed_from"]))
+                                       digests=fingerprint_parts.get("images"), keep_written=bool(st["resumed_from"]),
+                                       ledger=out_dir / SR_WRITTEN)
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
         if entry["name"] in cap_s:
@@ -1316,6 +1360,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
     atomic_write_json(out_dir / "report.json", report)
     ckpt_path.unlink(missing_ok=True)
+    (out_dir / SR_WRITTEN).unlink(missing_ok=True)
     _finish_replacing(out_dir)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
     return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)

@@ -256,11 +256,13 @@ def resolve_model_path(spec: str) -> Path:
         if p.is_dir():
             candidates = sorted(p.glob("*.safetensors"))
             if len(candidates) != 1:
-                inner = sorted(str(q) for q in p.glob("*/*.safetensors"))
+                # (hidden folders are not runs: adapt --overwrite keeps the run it replaces in .replaced)
+                inner = sorted(str(q) for q in p.glob("*/*.safetensors") if not q.parent.name.startswith("."))
                 if not candidates and inner:  # adapt --mode per-group / per-image: one model per sub-folder
                     shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
                     many = f"{len(inner)} adapted models" if len(inner) > 1 else "one adapted model"
-                    unfinished = sum(1 for q in p.glob("*/checkpoint.pt") if not any(q.parent.glob("*.safetensors")))
+                    unfinished = sum(1 for q in p.glob("*/checkpoint.pt") if not any(q.parent.glob("*.safetensors"))
+                                     and not q.parent.name.startswith("."))
                     more = (f"; {unfinished} more run(s) there did not finish: the same adapt command with --resume "
                             "finishes them") if unfinished else ""
                     raise ModelError(f"{p} holds {many} ({shown}): pass one of them{more}")
