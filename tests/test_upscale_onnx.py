@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -76,6 +77,14 @@ def test_onnx_file_without_its_manifest_is_probed(exported, photos, tmp_path):
     res = _upscale(bare, photos, tmp_path / "b", "--tile", "0", "--scale", "4")
     assert res.exit_code == 0, res.output
     assert _levels(tmp_path / "a" / "photo_x4.png", tmp_path / "b" / "photo_x4.png") == 0
+    # one exported elsewhere for fixed 32x32 inputs passed the 32x32 probe, then stopped on the first image with
+    # ONNX Runtime's traceback: refused in one line
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    fixed = tmp_path / "fixed.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(fixed), input_names=["x"], output_names=["y"], dynamo=False)
+    res = _upscale(fixed, photos, tmp_path / "c")
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert "error: fixed.onnx takes 32x32 inputs only (its height and width are fixed in the graph)" in res.output
 
 
 def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photos, tmp_path):

@@ -104,8 +104,12 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
 
 def _probe_spec(module: OnnxSR, path: Path) -> ArchSpec:
     """Scale and size multiple of an ONNX file without a manifest, from two runs on small inputs."""
-    channels = module.session.get_inputs()[0].shape[1]
-    channels = channels if isinstance(channels, int) else 3
+    shape = module.session.get_inputs()[0].shape
+    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else 3
+    if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):  # a probe of that size would pass
+        raise InputError(f"{path.name} takes {shape[2]}x{shape[3]} inputs only (its height and width are fixed in the "
+                         "graph): upscale takes image-to-image networks with any input size (export them with dynamic "
+                         "height and width)")
     try:
         y = module(torch.rand(1, channels, 32, 32))
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error classes
