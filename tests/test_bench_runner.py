@@ -58,7 +58,11 @@ def test_a_fallback_row_keeps_both_notes(fallen_back):
     assert row["note"].startswith("ONNX Runtime fell back to CPUExecutionProvider (allowed by +fallback); unsteady timing")
     from lway_rt.bench.report import render_table
 
-    assert "1 configuration(s) had unsteady timings" in render_table(fallen_back).caption  # counted behind the other
+    table = render_table(fallen_back)
+    assert "1 configuration(s) had unsteady timings (std/mean > 0.15; p50 marked *)" in table.caption  # counted behind the other
+    # the row it means is marked: with several rows the caption alone did not say which
+    p50 = next(c for c in table.columns if c.header == "p50 ms")
+    assert list(p50.cells)[0].endswith("*")
 
 
 def test_a_fallback_row_gets_the_cpu_fp32_peak_fraction(fallen_back):

@@ -68,11 +68,12 @@ def render_table(report: dict[str, Any]):
             verified = f"[{style}]{status.upper()}: {row['reason']}[/]"
         lat = row["latency_ms"] or {}
         mem = row["memory"] or {}
+        shaky = "*" if "unsteady timing" in (row["note"] or "") else ""  # the caption says what the mark means
         name = row["backend"] + (" [yellow](fallback)[/]" if row["fell_back"] else "")
         load_s = "-" if row["load_s"] is None else (
             f"{row['load_s']:.2f}" if row["export_s"] is None else f"{row['load_s']:.2f}+{row['export_s']:.1f}")
         cells = [name, config_name(row), str(row["concurrency"]), verified,
-                 _fmt(lat.get("p50")), _fmt(lat.get("p90")), _fmt(lat.get("p99")),
+                 _fmt(lat.get("p50")) + shaky, _fmt(lat.get("p90")), _fmt(lat.get("p99")),
                  _fmt(row["images_per_s"], 2), _fmt(row["output_mp_per_s"], 2)]
         if has_gpu_time:
             cells.append(_fmt((row["compute_ms"] or {}).get("p50"), 2))
@@ -95,7 +96,8 @@ def render_table(report: dict[str, Any]):
                      "and the times show it")
     unsteady = sum(1 for r in rows if "unsteady timing" in (r["note"] or ""))  # may follow a fallback note
     if unsteady:
-        notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15): the machine was busy")
+        notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15; p50 marked *): the machine "
+                     "was busy")
     single = sum(1 for r in rows if "one timed request" in (r["note"] or ""))
     if single:
         notes.append(f"{single} configuration(s) timed one request: no spread to judge steadiness by (raise --min-iters)")
