@@ -1037,3 +1037,18 @@ def test_an_image_of_no_pixels_is_said_to_have_none(tmp_path, suffix):
     with pytest.raises(InputError, match=want) as err:
         read_image(path)
     assert str(path) in str(err.value) and "not a readable image" not in str(err.value)
+
+
+def test_settled_alpha_has_no_step_two_runtimes_could_straddle():
+    """Near-opaque and near-clear values are made exactly so, and those just beyond are drawn out to meet them: at a
+    hard threshold a 1e-6 difference between PyTorch's and ONNX Runtime's alpha (a palette PNG's colour-key mask)
+    came out 2 levels apart (1e-5 here, one grid step), where an fp32 file's images are to match within one."""
+    from lway_rt.io.images import settle_alpha
+
+    a = np.linspace(0.0, 1.0, 200001, dtype=np.float32)
+    for x in (a, a + np.float32(1e-5)):
+        s, mid = settle_alpha(x), (x > 3 / 255) & (x < 1 - 3 / 255)
+        assert s[x <= 1.5 / 255].max() == 0.0 and s[x >= 1 - 1.5 / 255].min() == 1.0
+        assert np.array_equal(s[mid], x[mid])
+    levels = lambda x: np.floor(settle_alpha(x) * 255 + 0.5)  # noqa: E731
+    assert np.abs(levels(a + np.float32(1e-5)) - levels(a)).max() <= 1  # (the step: a runtime 1e-5 apart)
