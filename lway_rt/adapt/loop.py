@@ -446,8 +446,8 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     return finished
 
 
-# the sr/ images a run has written so far, by name, with each file's SHA-256: a resumed run keeps only those still as
-# written (not edited since); removed when the run finishes
+# the sr/ images a run has written so far, by name, with each file's SHA-256 and record: a resumed run keeps only those
+# still as written (not edited since); removed when the run finishes
 SR_WRITTEN = ".sr-written.json"
 _RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN)
 
@@ -538,24 +538,6 @@ def _sr_record(weights_sha: str, input_digest: str | None, config: AdaptConfig, 
             "device": config.device, "s": s}
 
 
-def _file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _recorded_sr(path: Path) -> dict | None:
-    from lway_rt.io.images import png_text
-
-    text = png_text(path, SR_KEY)
-    try:
-        record = json.loads(text) if text is not None else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], out_dir: Path,
                      config: AdaptConfig, device: str, log: Log | None = None, weights_sha: str | None = None,
                      digests: dict | None = None, keep_written: bool = False,
@@ -566,9 +548,10 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     gets a line before the first of several images and one every ``PROGRESS_PERIOD`` seconds with the time left (a
     clip's frames take minutes to hours after the last iteration). With ``weights_sha`` (the adapted weights' hash)
     each image records how it was made (``_sr_record``, ``digests``: the inputs' by name); ``ledger`` (a JSON file)
-    gets each written file's SHA-256; with ``keep_written`` (a resumed run) an image already there that records the
-    same and is as the ledger says it was written is kept, not made again: a run stopped an hour into writing a clip's
-    frames had made every one again."""
+    gets each written file's SHA-256 and record; with ``keep_written`` (a resumed run) an image already there that the
+    ledger lists with the same record, its file unchanged since, is kept, not made again: a run stopped an hour into
+    writing a clip's frames had made every one again."""
+    from lway_rt.export.cache import file_sha256
     from lway_rt.io.images import write_image
     from lway_rt.upscale import DetailCap, inference_copy, upscale_alpha, upscale_colour
 
@@ -582,14 +565,14 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     def record(img: InputImage, s: float | None) -> dict | None:
         return None if weights_sha is None else _sr_record(weights_sha, digests.get(img.name), config, s)
 
-    kept = {}
     written = (_read_json_dict(ledger) or {}) if keep_written and ledger is not None else {}
-    if keep_written and weights_sha is not None:
-        for img in images:
-            dest = out_dir / "sr" / f"{img.name}.png"
-            made = _recorded_sr(dest) if img.name in written else None
-            if made is not None and made == record(img, made.get("s")) and _file_sha256(dest) == written[img.name]:
-                kept[img.name] = made
+    kept = {}  # name: its record, of the images a resumed run keeps
+    for img in images if weights_sha is not None else ():
+        entry, dest = written.get(img.name), out_dir / "sr" / f"{img.name}.png"
+        made = entry.get("record") if isinstance(entry, dict) else None
+        if isinstance(made, dict) and made == record(img, made.get("s")) and dest.is_file() and \
+                file_sha256(dest) == entry.get("sha256"):
+            kept[img.name] = made
     written = {name: written[name] for name in kept}
     todo = [img for img in images if img.name not in kept]
     if kept:
@@ -619,7 +602,7 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
                                     png_chunks=chunks))
         if ledger is not None:
-            written[img.name] = _file_sha256(dest)
+            written[img.name] = {"sha256": file_sha256(dest), "record": made}
             atomic_write_json(ledger, written)
     return sr_paths, cap_s
 

@@ -323,11 +323,14 @@ def missing_input_message(path: Path) -> str:
         return broken_link_message(path)
     text = f"input {path} does not exist"
     glob = any(c in path.name for c in "*?[")
-    if (glob or re.search(r"%0?\d*d", path.name)) and _pattern_matches(path):
+    if (glob or _PRINTF.search(path.name)) and _pattern_matches(path):
         text += (f"; lwayrt does not expand patterns: give the folder {shell_word(str(path.parent))} instead (every image "
                  "in it is read, in name order)" + (", or leave the pattern unquoted for the shell to expand" if glob
                                                      else ""))
     return text
+
+
+_PRINTF = re.compile(r"%0?\d*d")  # ffmpeg's frame-number pattern in a name (frame_%04d.png)
 
 
 def _pattern_matches(path: Path) -> bool:
@@ -340,7 +343,7 @@ def _pattern_matches(path: Path) -> bool:
         names = os.listdir(path.parent)
     except OSError:
         return False
-    printf = re.compile(r"\d+".join(re.escape(part) for part in re.split(r"%0?\d*d", path.name)))
+    printf = re.compile(r"\d+".join(re.escape(part) for part in _PRINTF.split(path.name)))
     return any(fnmatch.fnmatchcase(n, path.name) or printf.fullmatch(n) for n in names)
 
 
@@ -1049,9 +1052,11 @@ def settle_alpha(alpha: np.ndarray) -> np.ndarray:
     difference of 1e-6 between two runtimes of the same network (PyTorch, ONNX Runtime) had become 2 levels."""
     a = np.asarray(alpha, dtype=np.float32)
     near, far = 1.5 / 255, 3.0 / 255
-    low = np.clip((a - near) * (far / (far - near)), 0.0, None)  # 0 up to 1.5 levels, a itself from 3 levels
-    high = 1.0 - np.clip((1.0 - a - near) * (far / (far - near)), 0.0, None)
-    return np.where(a < far, low, np.where(a > 1.0 - far, high, a)).astype(np.float32)
+
+    def ramp(d: np.ndarray) -> np.ndarray:  # a distance from clear (or opaque): 0 up to 1.5 levels, d itself from 3
+        return np.clip((d - near) * (far / (far - near)), 0.0, None)
+
+    return np.where(a < far, ramp(a), np.where(a > 1.0 - far, 1.0 - ramp(1.0 - a), a)).astype(np.float32)
 
 
 def fill_hidden_colour(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

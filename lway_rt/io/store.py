@@ -257,12 +257,13 @@ def resolve_model_path(spec: str) -> Path:
             candidates = sorted(p.glob("*.safetensors"))
             if len(candidates) != 1:
                 # (hidden folders are not runs: adapt --overwrite keeps the run it replaces in .replaced)
-                inner = sorted(str(q) for q in p.glob("*/*.safetensors") if not q.parent.name.startswith("."))
+                runs = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
+                inner = sorted(str(q) for d in runs for q in d.glob("*.safetensors"))
                 if not candidates and inner:  # adapt --mode per-group / per-image: one model per sub-folder
                     shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
                     many = f"{len(inner)} adapted models" if len(inner) > 1 else "one adapted model"
-                    unfinished = sum(1 for q in p.glob("*/checkpoint.pt") if not any(q.parent.glob("*.safetensors"))
-                                     and not q.parent.name.startswith("."))
+                    unfinished = sum(1 for d in runs if (d / "checkpoint.pt").exists()
+                                     and not any(d.glob("*.safetensors")))
                     more = (f"; {unfinished} more run(s) there did not finish: the same adapt command with --resume "
                             "finishes them") if unfinished else ""
                     raise ModelError(f"{p} holds {many} ({shown}): pass one of them{more}")
