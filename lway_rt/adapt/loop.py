@@ -879,10 +879,10 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     # the training patches and the guard's fixed patches come from the inputs that are not one flat colour (a fade
     # from black had its black frames take their share of every batch, and the yardstick watched black); from all of
     # them when every one is flat. Without a flat input the draws are those of every earlier version.
-    flat = [k for k, d in enumerate(data) if _flat(d.lr)]
+    flat = {k for k, d in enumerate(data) if _flat(d.lr)}
     pool = [k for k in range(len(data)) if k not in flat] if 0 < len(flat) < len(data) else None
     if flat:
-        names = [data[k].name for k in flat]
+        names = [data[k].name for k in sorted(flat)]
         note(f"{listing(names, 3)} ({len(flat)} of {len(data)} input(s)) {'is' if len(flat) == 1 else 'are'} one flat "
              "colour (a fade from black, a blank card): "
              + ("no training patches are drawn from them; their sr/ images are written all the same" if pool else
