@@ -427,9 +427,12 @@ def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
 def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_complete(files, tmp_path):
     """--overwrite over a finished run, stopped mid-way: the old report (the mark of a finished run), weights and
     images are out of the folder, so --resume continues the new run from its checkpoint instead of calling the folder
-    complete; they are kept in .replaced, as they lay, until the new run finishes (a stopped overwrite had left
-    neither run: hours of adaptation lost to a Ctrl-C seconds in); a finished overwrite with fewer inputs leaves none
-    of the old run's images behind."""
+    complete; they are kept in .lwayrt-replaced, as they lay, until the new run finishes (a stopped overwrite had left
+    neither run: hours of adaptation lost to a Ctrl-C seconds in), and `adapt --restore OUT` puts them back; a
+    finished overwrite with fewer inputs leaves none of the old run's images behind."""
+    from lway_rt.adapt.loop import ASIDE, ASIDE_MARK, CHECKPOINT as CKPT, _clear_previous_run, _make_aside
+    from lway_rt.errors import InputError
+
     out = tmp_path / "ow"
     base = ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
             str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "-q"]
@@ -440,63 +443,154 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     assert proc.returncode == 130, text
     assert not (out / "report.json").exists() and not (out / "adapted.safetensors").exists()
     assert not (out / "sr").exists() or not list((out / "sr").iterdir())
-    assert f"the finished run it replaces is kept in {out / '.replaced'} until a run there finishes" in text, text
-    assert {p.relative_to(out / ".replaced"): p.read_bytes() for p in (out / ".replaced").rglob("*") if p.is_file()} \
-        == finished
+    assert f"the finished run it replaces is kept in {out / ASIDE} until a run there finishes" in text, text
+    assert {p.relative_to(out / ASIDE): p.read_bytes() for p in (out / ASIDE).rglob("*") if p.is_file()
+            and p.name != ASIDE_MARK} == finished
     # a refused command there says where the finished run is kept, as the stop did
     code, said = _run([a for a in args if a != "--overwrite"])
-    assert code == 1 and f"is kept in {out / '.replaced'}" in said, said
+    assert code == 1 and f"is kept in {out / ASIDE}" in said, said
     # upscale -m on the folder names the unfinished run, not the hidden one aside as "one adapted model"
     code, said = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(out), "-o", str(tmp_path / "up")])
-    assert code == 1 and ".replaced" not in said and "--resume" in said, said
+    assert code == 1 and ASIDE not in said and "--resume" in said, said
     # the way back it gives, done on a copy: the finished run as it was, and no checkpoint of the stopped one
-    restore = text.split("to keep it instead: ", 1)[1].rsplit(")", 1)[0]
+    assert "(to have it back instead: lwayrt adapt --restore " in text, text
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, symlinks=True)
-    subprocess.run(["bash", "-c", restore.replace(str(out), str(copy))], check=True)
+    code, said = _run(["adapt", "--restore", str(copy)])
+    assert code == 0 and f"put back the finished run kept aside in {copy}" in said, said
     assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == finished
+    code, said = _run(["adapt", "--restore", str(copy)])  # nothing aside any more
+    assert code == 1 and "holds no run that --overwrite kept aside" in said, said
     code, text = _run([a for a in args if a != "--overwrite"] + ["--resume"])
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
     assert report["iterations_run"] == LONG_RUN and len(report["resumed_from"]) == 1  # continued, not called complete
-    assert not (out / ".replaced").exists()  # the new run is finished: the old one goes
+    assert not (out / ASIDE).exists()  # the new run is finished: the old one goes
     # an overwrite stopped before, and then another: what is aside is the last finished run, and it stays
-    from lway_rt.adapt.loop import ASIDE, CHECKPOINT as CKPT, _clear_previous_run
-    from lway_rt.errors import InputError
-
     stopped = tmp_path / "stopped"
-    (stopped / ASIDE).mkdir(parents=True)
+    stopped.mkdir()
+    _make_aside(stopped)
     (stopped / ASIDE / "adapted.safetensors").write_bytes(b"the last finished run")
     (stopped / ASIDE / "report.json").write_text("{}")
     (stopped / CKPT).write_bytes(b"an unfinished run")
     assert _clear_previous_run(stopped, keep_finished=True) == stopped / ASIDE
     assert not (stopped / CKPT).exists()
     assert (stopped / ASIDE / "adapted.safetensors").read_bytes() == b"the last finished run"
-    # a finished run beside an empty .replaced (what a restore by hand leaves) is moved there, not removed; beside a
-    # file or a link there, the overwrite is refused and nothing moves (it had been removed, "kept in .replaced")
-    for leftover in ("folder", "file", "link"):
+    # a finished run beside an earlier one kept aside replaces it there; beside a folder, file or link of that name
+    # this command did not make, the overwrite is refused and nothing moves (a folder of the user's had been deleted)
+    for leftover in ("ours", "folder", "file", "link"):
         done = tmp_path / f"done-{leftover}"
         (done / "sr").mkdir(parents=True)
         (done / "adapted.safetensors").write_bytes(b"weights")
         (done / "report.json").write_text(json.dumps({"images": [{"sr": "sr/a.png"}]}))
         (done / "sr" / "a.png").write_bytes(b"image")
-        if leftover == "folder":
+        if leftover == "ours":
+            _make_aside(done)
+            (done / ASIDE / "older.png").write_bytes(b"an older run's")
+        elif leftover == "folder":
             (done / ASIDE).mkdir()
+            (done / ASIDE / "notes.txt").write_text("mine")
         elif leftover == "file":
             (done / ASIDE).write_text("mine")
         else:
             (done / ASIDE).symlink_to(tmp_path)
         before = sorted(p.relative_to(done) for p in done.rglob("*"))
-        if leftover == "folder":
+        if leftover == "ours":
             assert _clear_previous_run(done, keep_finished=True) == done / ASIDE
             assert (done / ASIDE / "sr" / "a.png").read_bytes() == b"image" and not (done / "report.json").exists()
+            assert not (done / ASIDE / "older.png").exists()
         else:
-            with pytest.raises(InputError, match=rf"\.replaced is a {leftover}, where --overwrite keeps the run"):
+            with pytest.raises(InputError, match=rf"{ASIDE} is a {leftover} this command did not make"):
                 _clear_previous_run(done, keep_finished=True)
             assert sorted(p.relative_to(done) for p in done.rglob("*")) == before
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), *base[2:], "--overwrite"])
     assert code == 0, text
     assert [p.name for p in (out / "sr").iterdir()] == ["rgb.png"]
+
+
+def _stopped_when(args, ready, what: str) -> tuple[subprocess.Popen, str]:
+    """Run ``lwayrt *args`` in a subprocess and send it SIGINT (a Ctrl-C) once ``ready()`` holds."""
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=_signals_as_a_terminal_sends_them)
+    try:
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, f"{what} never came"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=60)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    return proc, text
+
+
+def test_restore_after_an_overwrite_stopped_while_it_wrote_sr_into_a_linked_folder(files, tmp_path, hr_crop):
+    """The way back a stopped --overwrite gave (cp -a of the folder kept aside) left the stopped run's sr/ images and
+    list behind (a later overwrite with those inputs was refused), and failed half-way where sr/ is a link to another
+    disk. `adapt --restore` removes the stopped run's files and puts the kept run back, sr/ images through the link."""
+    clips = {}
+    for clip, prefix in (("a", "f"), ("b", "g")):
+        clips[clip] = tmp_path / clip
+        clips[clip].mkdir()
+        for i in range(6 if clip == "a" else 10):
+            Image.fromarray(np.ascontiguousarray(hr_crop[i * 4:i * 4 + 96, :96])).save(clips[clip] / f"{prefix}{i}.png")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    common = ["-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1", str(files / "stage1.safetensors"),
+              "--patch-size", "16", "--batch-size", "2", "--checkpoint-every", "2", "-q"]
+    code, text = _run(["adapt", str(clips["a"]), *common, "--iterations", "2"])
+    assert code == 0, text
+    shutil.move(out / "sr", elsewhere)
+    (out / "sr").symlink_to(elsewhere)
+    finished, images = _digests(out), _digests(elsewhere)
+    proc, text = _stopped_when(["adapt", str(clips["b"]), *common, "--iterations", "4", "--overwrite"],
+                               lambda: len(list(elsewhere.glob("g*.png"))) >= 3, "the third sr/ image")
+    assert proc.returncode == 130 and f"lwayrt adapt --restore {out}" in text, text
+    assert not list(elsewhere.glob("f*.png"))  # the replaced run's images are aside
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and "put back the finished run" in said, said
+    assert (out / "sr").is_symlink() and _digests(elsewhere) == images and _digests(out) == finished
+    code, text = _run(["adapt", str(clips["b"]), *common, "--iterations", "2", "--overwrite"])
+    assert code == 0, text  # (the stopped run's images left in sr/ had it refused)
+
+
+def test_restore_after_a_per_image_overwrite_stopped_part_way(files, tmp_path):
+    """A per-image --overwrite stopped in its second run had already removed the first run's replaced run (each was
+    removed once its own new run finished), and the folder's summary and settings were the new command's. The runs
+    are kept aside until every one is made; `adapt --restore` gives the folder back as it was, and the old command
+    with --resume keeps it as it is."""
+    out = tmp_path / "each"
+    base = ["adapt", str(files / "lr"), "-o", str(out), "-m", str(files / "tiny.safetensors"), "--stage1",
+            str(files / "stage1.safetensors"), "--patch-size", "16", "--batch-size", "1", "-q", "--mode", "per-image"]
+    code, text = _run([*base, "--iterations", "2"])
+    assert code == 0, text
+    finished = _digests(out)
+    proc, text = _stopped_when([*base, "--iterations", "300", "--checkpoint-every", "5", "--overwrite"],
+                               lambda: (out / "grey" / CHECKPOINT).exists(), "the second run's checkpoint")
+    assert proc.returncode == 130, text
+    assert f"kept aside (in .lwayrt-replaced folders) until every run of the command finishes (to have them back " \
+           f"instead: lwayrt adapt --restore {out})" in text, text
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and "put back the finished runs kept aside" in said and "alpha, grey" in said, said
+    assert _digests(out) == finished
+    code, text = _run([*base, "--iterations", "2", "--resume"])
+    assert code == 0 and _digests(out) == finished, text
+
+
+def test_a_folder_of_that_name_is_never_removed_by_a_run(files, tmp_path):
+    """Every finished run removed OUT/.replaced with whatever it held, --overwrite or not: a folder of the user's of
+    that name was deleted without a word. Only a folder the command made (it holds its mark) is removed."""
+    from lway_rt.adapt.loop import ASIDE
+
+    out = tmp_path / "out"
+    (out / ASIDE).mkdir(parents=True)
+    (out / ASIDE / "notes.txt").write_text("my notes")
+    code, text = _run(["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                       str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "-q"])
+    assert code == 0, text
+    assert (out / ASIDE / "notes.txt").read_text() == "my notes"
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(files, tmp_path, held_elsewhere):
@@ -1685,14 +1779,16 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
     for name in (first, second):
         written[name] = (out / "sr" / name).stat().st_mtime_ns
     # (the stop may fall between an image and its line in the list of those written: that one is made again)
-    listed = {f"{n}.png" for n in json.loads((out / ".sr-written.json").read_text())} - {first, second}
+    lines = (out / ".sr-written.jsonl").read_text().splitlines()  # one line appended per image written
+    assert len(lines) == len({json.loads(line)["name"] for line in lines}) >= 3, lines
+    listed = {f"{json.loads(line)['name']}.png" for line in lines} - {first, second}
     code, text = _run([*args, "--resume"])
     assert code == 0 and f"{len(listed)} SR image(s) in {out / 'sr'} were written before the run stopped: kept" \
         in text, text
     after = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
     assert len(after) == 10 and after[first] != written[first] and after[second] != written[second]
     assert listed and all(after[n] == written[n] for n in listed)
-    assert not (out / ".sr-written.json").exists()  # the list of images written so far goes with the finished run
+    assert not (out / ".sr-written.jsonl").exists()  # the list of images written so far goes with the finished run
     whole = tmp_path / "whole"
     code, text = _run([*args[:5], str(whole), *args[6:]])
     assert code == 0, text

@@ -51,7 +51,7 @@ from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, duration, listing
-from lway_rt.io.weights import atomic_write_json, ensure_writable_dir, exclusive_run
+from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run, finite
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -446,10 +446,35 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
     return finished
 
 
-# the sr/ images a run has written so far, by name, with each file's SHA-256 and record: a resumed run keeps only those
-# still as written (not edited since); removed when the run finishes
-SR_WRITTEN = ".sr-written.json"
-_RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN)
+# the sr/ images a run has written so far, one JSON line each (name, the file's SHA-256, its record), appended as each
+# is written (a file rewritten whole per image had cost the square of a clip's frames): a resumed run keeps only those
+# still as written (not edited since); removed when the run finishes. ".sr-written.json" is the earlier version's.
+SR_WRITTEN = ".sr-written.jsonl"
+_SR_WRITTEN_BEFORE = ".sr-written.json"
+_RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN,
+              _SR_WRITTEN_BEFORE)
+
+
+def _read_ledger(path: Path) -> dict[str, dict]:
+    """The entries of an ``SR_WRITTEN`` ledger by name (a later line for a name wins); a line a kill cut short, or
+    anything else that is not an entry, is passed over: its image is made again."""
+    entries: dict[str, dict] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                    entries[entry["name"]] = entry
+    except OSError:
+        pass
+    return entries
+
+
+def _ledger_line(name: str, sha256: str, record: dict | None) -> str:
+    return json.dumps(finite({"name": name, "sha256": sha256, "record": record}), allow_nan=False) + "\n"
 
 
 def _remove_killed_writes(out_dir: Path) -> None:
@@ -565,7 +590,7 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     def record(img: InputImage, s: float | None) -> dict | None:
         return None if weights_sha is None else _sr_record(weights_sha, digests.get(img.name), config, s)
 
-    written = (_read_json_dict(ledger) or {}) if keep_written and ledger is not None else {}
+    written = _read_ledger(ledger) if keep_written and ledger is not None else {}
     kept = {}  # name: its record, of the images a resumed run keeps
     for img in images if weights_sha is not None else ():
         entry, dest = written.get(img.name), out_dir / "sr" / f"{img.name}.png"
@@ -573,7 +598,8 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         if isinstance(made, dict) and made == record(img, made.get("s")) and dest.is_file() and \
                 file_sha256(dest) == entry.get("sha256"):
             kept[img.name] = made
-    written = {name: written[name] for name in kept}
+    if ledger is not None:  # begun again with the kept images' lines (an earlier run's, or lines cut short, go)
+        atomic_write_bytes(ledger, "".join(_ledger_line(n, written[n]["sha256"], kept[n]) for n in kept).encode())
     todo = [img for img in images if img.name not in kept]
     if kept:
         log(f"{len(kept)} SR image(s) in {out_dir / 'sr'} were written before the run stopped: kept")
@@ -602,8 +628,8 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
                                     png_chunks=chunks))
         if ledger is not None:
-            written[img.name] = {"sha256": file_sha256(dest), "record": made}
-            atomic_write_json(ledger, written)
+            with open(ledger, "a", encoding="utf-8") as f:
+                f.write(_ledger_line(img.name, file_sha256(dest), made))
     return sr_paths, cap_s
 
 
@@ -631,8 +657,32 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     return len(missing)
 
 
-# where --overwrite keeps the finished run it replaces until the new one finishes (a stopped overwrite had left neither)
-ASIDE = ".replaced"
+# where --overwrite keeps the finished run it replaces until the new one finishes (a stopped overwrite had left neither).
+# Only a folder holding ASIDE_MARK is this command's: anything else of that name is the user's, never removed
+ASIDE = ".lwayrt-replaced"
+ASIDE_MARK = "lwayrt-replaced.json"
+_ASIDE_FORMAT = "lway_rt.adapt-replaced/1"
+
+
+def _is_aside(path: Path) -> bool:
+    """Whether ``path`` is a folder (not a link) this command made to keep a replaced run in (it holds the mark)."""
+    return path.is_dir() and not path.is_symlink() and (path / ASIDE_MARK).is_file()
+
+
+def _make_aside(out_dir: Path) -> Path:
+    """``out_dir/.lwayrt-replaced``, empty but for its mark, for the finished run in ``out_dir`` that is replaced: an
+    earlier one of this command's there goes (the run in ``out_dir`` is the later one); anything else of that name is
+    the user's, and refused before anything moves."""
+    aside = out_dir / ASIDE
+    if os.path.lexists(aside):
+        if not _is_aside(aside):
+            kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
+            raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
+                             "replaces until the new one finishes: move it, then run the command again")
+        shutil.rmtree(aside)
+    aside.mkdir()
+    atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(out_dir.absolute())})
+    return aside
 
 
 def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | None:
@@ -640,17 +690,13 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     finished run) first: an overwrite stopped before it finished must not leave the new weights beside the old report
     (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
     ``--resume`` to continue under the new settings. With ``keep_finished``, a finished run is moved into
-    ``out_dir/.replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed: the new run
-    removes it when it finishes (``_finish_replacing``). Returns the folder where a finished run is kept aside (this
-    one, or the last one when ``out_dir`` holds none: an overwrite stopped before), else None."""
+    ``out_dir/.lwayrt-replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed: it is
+    removed when the new run finishes (``_finish_replacing``), or put back with ``lwayrt adapt --restore``. Returns
+    the folder where a finished run is kept aside (this one, or the last one when ``out_dir`` holds none: an overwrite
+    stopped before), else None."""
     report_path = out_dir / "report.json"
-    aside = out_dir / ASIDE
     keep = keep_finished and finished_report(out_dir) is not None
-    if keep and os.path.lexists(aside):
-        if aside.is_symlink() or not aside.is_dir():
-            raise InputError(f"{aside} is a {'link' if aside.is_symlink() else 'file'}, where --overwrite keeps the run "
-                             "it replaces until the new one finishes: move it, then run the command again")
-        shutil.rmtree(aside)  # an older run, or what a restore left: the finished run in out_dir is the latest
+    aside = _make_aside(out_dir) if keep else out_dir / ASIDE
     listed: list[str] = []
     if report_path.is_file():
         try:
@@ -667,7 +713,8 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
 
     if report_path.is_file():
         clear(report_path)
-    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", SR_WRITTEN) + (("config.json",) if keep else ()):
+    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", SR_WRITTEN, _SR_WRITTEN_BEFORE) + \
+            (("config.json",) if keep else ()):
         if (out_dir / name).is_file():
             clear(out_dir / name)
     sr_dir = (out_dir / "sr").resolve()
@@ -679,28 +726,121 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
 
 
 def _aside_run(out_dir: Path) -> Path | None:
-    """``out_dir/.replaced`` when it is a folder (not a link) holding a finished run, else None."""
+    """``out_dir/.lwayrt-replaced`` when this command made it and it holds a finished run (or a per-image or per-group
+    folder's summary), else None."""
     aside = Path(out_dir) / ASIDE
-    return aside if aside.is_dir() and not aside.is_symlink() and finished_report(aside) is not None else None
+    return aside if _is_aside(aside) and (finished_report(aside) is not None or
+                                          (aside / "report.json").is_file()) else None
+
+
+def restore_words(out_dir: Path) -> str:
+    """The command that puts back what an --overwrite stopped in ``out_dir`` had replaced."""
+    from lway_rt.errors import shell_word
+
+    return f"lwayrt adapt --restore {shell_word(str(out_dir))}"
 
 
 def _aside_words(out_dir: Path) -> str:
     """Where the finished run an --overwrite replaces is kept and how to have it back; empty when none is."""
-    from lway_rt.errors import shell_word
-
     aside = _aside_run(out_dir)
     if aside is None:
         return ""
-    return (f"the finished run it replaces is kept in {aside} until a run there finishes (to keep it instead: "
-            f"rm -f {shell_word(str(Path(out_dir) / CHECKPOINT))} && cp -a {shell_word(str(aside))}/. "
-            f"{shell_word(str(out_dir))}/ && rm -r {shell_word(str(aside))})")
+    return (f"the finished run it replaces is kept in {aside} until a run there finishes (to have it back instead: "
+            f"{restore_words(out_dir)})")
 
 
 def _finish_replacing(out_dir: Path) -> None:
-    """The run that --overwrite started has finished: the run it replaced, kept aside until now, goes."""
+    """The run that --overwrite started has finished: the run it replaced, kept aside until now, goes (only a folder
+    this command made: one of the user's of that name stays)."""
     aside = out_dir / ASIDE
-    if aside.is_dir() and not aside.is_symlink():
+    if _is_aside(aside):
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _runs_aside_words(out_dir: Path) -> str:
+    """"; " and where the finished runs a per-image or per-group --overwrite replaces are kept and how to have them
+    back; empty when none is."""
+    if not (_is_aside(out_dir / ASIDE) or any(_is_aside(d / ASIDE) for d in out_dir.iterdir() if d.is_dir())):
+        return ""
+    return (f"; the finished runs it replaces are kept aside (in {ASIDE} folders) until every run of the command "
+            f"finishes (to have them back instead: {restore_words(out_dir)})")
+
+
+def _remove_stopped_run(folder: Path, also: Sequence[str] = ()) -> list[str]:
+    """Remove from ``folder`` the files of a run that was stopped and is given up (those a run writes, ``also``, and
+    the sr/ images that record this command's run in their PNG text; the replaced run's own were moved aside, so any
+    left there are the stopped run's); returns their names. Files of other names are the user's, and stay."""
+    from lway_rt.io.images import png_text
+
+    gone = []
+    for name in (*_RUN_FILES, *also):
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            gone.append(name)
+    sr = folder / "sr"
+    if sr.is_dir():
+        for path in sorted(sr.glob("*.png")):
+            if path.is_file() and not path.is_symlink() and png_text(path, SR_KEY) is not None:
+                path.unlink()
+                gone.append(f"sr/{path.name}")
+    return gone
+
+
+def _put_back(folder: Path) -> int:
+    """Move the run kept in ``folder/.lwayrt-replaced`` back into ``folder`` (its sr/ images into ``folder/sr``, which
+    may be a link), after the stopped run's files there are removed; returns how many files were put back."""
+    aside = folder / ASIDE
+    kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
+    _remove_stopped_run(folder, also=[p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK])
+    for path in kept:
+        dest = folder / path.relative_to(aside)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, dest)
+    shutil.rmtree(aside)
+    return len(kept)
+
+
+def restore_replaced(out_dir: Path) -> str:
+    """``lwayrt adapt --restore OUT``: put back the finished run(s) an ``--overwrite`` into ``out_dir`` replaced and
+    kept aside, where that overwrite was stopped before it finished: the stopped run's files go (its checkpoint, so
+    --resume does not continue it), and the folder is as the replaced run left it. In a per-image or per-group folder,
+    each run folder's kept run and the folder's own summary and routing are put back, and the run folders the stopped
+    command made for other names are removed (files of the user's in them stay). Returns what was done, in a line."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise InputError(f"{out_dir} is not a folder: give the --out folder of the stopped --overwrite")
+    with exclusive_run(out_dir, "--out folder"):
+        subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
+                      and _is_aside(d / ASIDE))
+        if not _is_aside(out_dir / ASIDE) and not subs:
+            raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
+                             "restore (it is removed when the overwriting run finishes)")
+        put = 0
+        summary = None
+        if _is_aside(out_dir / ASIDE):
+            summary = _read_json_dict(out_dir / ASIDE / "report.json")
+            put += _put_back(out_dir)
+        for sub in subs:
+            put += _put_back(sub)
+        removed = []
+        runs = (summary or {}).get("runs")
+        if isinstance(runs, list):  # a per-image or per-group folder: run folders of names it does not list go
+            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}
+            for sub in sorted(out_dir.iterdir()):
+                if sub.is_dir() and not sub.is_symlink() and not sub.name.startswith(".") and sub.name not in names \
+                        and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
+                    _remove_stopped_run(sub)
+                    for folder in (sub / "sr", sub):
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()  # only when empty
+                    removed.append(sub.name)
+    what = f"put back the finished run kept aside in {out_dir} ({put} file(s))"
+    if subs:
+        what = f"put back the finished runs kept aside in {out_dir}: {', '.join(s.name for s in subs)} ({put} file(s))"
+    if removed:
+        what += f"; removed the stopped command's run(s) of {', '.join(removed)}"
+    return what
 
 
 def _kept_result(out_dir: Path, report: dict) -> RunResult:
@@ -737,7 +877,7 @@ def _load_checkpoint(path: Path) -> dict:
 def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, *, stage1=None,
                  gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
                  write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False,
-                 note: Log | None = None) -> RunResult:
+                 note: Log | None = None, aside_until_end: bool = False) -> RunResult:
     """Adapt one model to ``images`` (already read) and write its outputs into ``out_dir``.
 
     ``desc`` is the base model's ``ModelDescriptor`` (left untouched); ``stage1`` a frozen
@@ -749,8 +889,16 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     settings) or is refused; a finished one is kept as it is with ``resume`` when it was made with these inputs and
     settings (its report's fingerprint), and is replaced only with ``overwrite``. Nothing in ``out_dir`` is written
     before those checks pass, and while it runs no other run can write there (``exclusive_run``).
+
+    ``aside_until_end``: one of several runs of a command (per-image, per-group), which keeps the finished run an
+    overwrite replaces (``_clear_previous_run``) when it finishes and says nothing of it when stopped: the command
+    removes them all once every run is made, or speaks of them all.
     """
     with contextlib.ExitStack() as held:
+        if aside_until_end:
+            return _adapt_images(images, desc, config, out_dir, held, stage1=stage1, gt=gt, resume=resume, log=log,
+                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite, note=note,
+                                 aside_until_end=True)
         try:
             return _adapt_images(images, desc, config, out_dir, held, stage1=stage1, gt=gt, resume=resume, log=log,
                                  write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite, note=note)
@@ -779,7 +927,7 @@ def _saying_what_is_aside(exc: Interrupted, out_dir: Path) -> Interrupted:
 def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_dir: Path, held: contextlib.ExitStack, *,
                   stage1=None, gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
                   write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False,
-                  note: Log | None = None) -> RunResult:
+                  note: Log | None = None, aside_until_end: bool = False) -> RunResult:
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
     log = log or (lambda msg: None)
@@ -1018,7 +1166,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
     if overwrite or redo:
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs):
-            log(f"the finished run this one replaces is kept in {aside} until this one finishes")
+            log(f"the finished run this one replaces is kept in {aside} until "
+                f"{'every run of the command' if aside_until_end else 'this one'} finishes")
     if write_outputs:
         atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -1344,7 +1493,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     atomic_write_json(out_dir / "report.json", report)
     ckpt_path.unlink(missing_ok=True)
     (out_dir / SR_WRITTEN).unlink(missing_ok=True)
-    _finish_replacing(out_dir)
+    (out_dir / _SR_WRITTEN_BEFORE).unlink(missing_ok=True)
+    if not aside_until_end:
+        _finish_replacing(out_dir)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
     return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)
 
@@ -1597,14 +1748,20 @@ def _remove_run_folder(out_dir: Path, name: str) -> None:
             pass
 
 
+def _run_started_in(folder: Path) -> bool:
+    """Whether a run of this command started in ``folder``: it left its config.json (one of the user's of that name
+    is not taken for it)."""
+    config = _read_json_dict(folder / "config.json")
+    return config is not None and {"mode", "loss", "iterations", "lr"} <= config.keys()
+
+
 def _refuse_foreign(sub: Path, finished: dict | None) -> None:
     """Refuse a per-image or per-group run folder that holds no run of this command but files under the names a run
     writes (the user's own folder that happens to bear an input's or a group's name): neither --resume nor
     --overwrite, which are about runs, may write over them. A run that started there left its config.json."""
     if finished is not None or not sub.is_dir() or (sub / CHECKPOINT).exists():
         return
-    config = _read_json_dict(sub / "config.json")
-    if config is not None and {"mode", "loss", "iterations", "lr"} <= config.keys():
+    if _run_started_in(sub):
         return  # a run of this command started here (stopped before its first checkpoint)
     theirs = _present(sub, _RUN_NAMES["folder"])
     if theirs:
@@ -1656,7 +1813,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         return [adapt_images(images, desc, config, out_dir, stage1=stage1, gt=gt, resume=resume, log=log, note=note,
                              overwrite=overwrite)]
     # (another --mode's summary was refused by _check_out_folder)
-    old_summary = (_read_json_dict(summary_path) or {}) if resume or overwrite else {}
+    top_summary = (_read_json_dict(summary_path) or {}) if resume or overwrite else {}
+    # (an overwrite stopped before it finished had kept the summary aside: the runs it lists are still the folder's)
+    old_summary = top_summary or ((_read_json_dict(out_dir / ASIDE / "report.json") or {})
+                                  if (resume or overwrite) and _is_aside(out_dir / ASIDE) else {})
     groups_path = record = None
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
@@ -1714,6 +1874,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
+        if overwrite and top_summary.get("runs") is not None:  # the folder's summary and routing are kept aside with
+            aside = _make_aside(out_dir)  # each run folder's run, until every run is made (or put back: --restore)
+            for name in ("report.json", "config.json", "groups.json"):
+                if (out_dir / name).is_file():
+                    shutil.move(out_dir / name, aside / name)
         atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
             atomic_write_json(groups_path, record)
@@ -1729,13 +1894,18 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
             try:
                 results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
-                                            embeddings=emb, overwrite=overwrite, note=note))
+                                            embeddings=emb, overwrite=overwrite, note=note, aside_until_end=True))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, "run the same command with --resume (the runs "
-                                                           "finished before it are kept)")) from None
+                                                           "finished before it are kept)") + _runs_aside_words(out_dir)
+                                  ) from None
             except KeyboardInterrupt:  # while the run was being set up, before its first step
                 raise Interrupted(f"{name}: interrupted before its first step; run the same command with --resume (the "
-                                  "runs finished before it are kept)") from None
+                                  "runs finished before it are kept)" + _runs_aside_words(out_dir)) from None
+            except Exception:  # a refusal or a failure: the runs kept aside are said all the same
+                if words := _runs_aside_words(out_dir):
+                    note(words.removeprefix("; "))
+                raise
         entries = [{"name": r.out_dir.name, "weights": str(r.weights.relative_to(out_dir)),
                     "images": [Path(p).stem for p in r.sr_paths],
                     "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]
@@ -1750,4 +1920,6 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         atomic_write_json(out_dir / "report.json", summary)
+        for folder in (out_dir, *(r.out_dir for r in results)):  # every run is made: the ones replaced go
+            _finish_replacing(folder)
         return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from lway_rt.cli._params import FINITE, NAME, PathParam
@@ -114,6 +116,16 @@ def _note(line: str) -> None:
     click.secho(line if line.startswith("note:") else f"note: {line}", fg="yellow", err=True)
 
 
+def _restore(ctx, param, value) -> None:
+    """``--restore OUT``: put back what a stopped --overwrite into OUT replaced, and exit (no inputs or model needed)."""
+    if value is None or ctx.resilient_parsing:
+        return
+    from lway_rt.adapt.loop import restore_replaced
+
+    click.echo(restore_replaced(Path(value)))
+    ctx.exit(0)
+
+
 @click.command("adapt")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam())
 @click.option("-m", "--model", required=True, type=NAME, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
@@ -207,7 +219,10 @@ def _note(line: str) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out (a finished one made with these "
                                               "inputs and settings is kept as it is).")
 @click.option("--overwrite", is_flag=True, help="Replace the run (finished or not) already in --out (a finished one is kept in "
-              "--out/.replaced until the new run finishes).")
+              "--out/.lwayrt-replaced until the new run finishes).")
+@click.option("--restore", type=PathParam(file_okay=False), is_eager=True, expose_value=False, callback=_restore,
+              metavar="OUT", help="Put back the finished run that a stopped --overwrite into OUT replaced (the stopped "
+                                  "run's files go), and exit; no inputs or model are needed.")
 @click.option("-q", "--quiet", is_flag=True,
               help="Print only the summary and the notes (inputs not read, the images to check first).")
 def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,

@@ -256,7 +256,7 @@ def resolve_model_path(spec: str) -> Path:
         if p.is_dir():
             candidates = sorted(p.glob("*.safetensors"))
             if len(candidates) != 1:
-                # (hidden folders are not runs: adapt --overwrite keeps the run it replaces in .replaced)
+                # (hidden folders are not runs: adapt --overwrite keeps the run it replaces in .lwayrt-replaced)
                 runs = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
                 inner = sorted(str(q) for d in runs for q in d.glob("*.safetensors"))
                 if not candidates and inner:  # adapt --mode per-group / per-image: one model per sub-folder
