@@ -199,6 +199,17 @@ def test_a_broken_store_copy_names_its_repair_and_import_repairs_it(model_store)
                 str(caught.value).endswith("; convert the store's copy again with 'lwayrt models import --force "
                                            "realesr-animevideov3'"), caught.value
             assert run("models", "import", "realesr-animevideov3").exit_code == 0
+        # int32 tensors in the copy: its repair alone, not also the advice for a file of the user's ("pass the float
+        # weights they were quantised from")
+        state = load_file(str(dest))
+        state[first] = state[first].to(torch.int32)
+        save_file(state, str(dest), metadata=meta)
+        with pytest.raises(ModelError) as caught:
+            store.load_model("realesr-animevideov3")
+        assert "holds int32 values" in str(caught.value) and "quantised from" not in str(caught.value) and \
+            str(caught.value).endswith("the store's copy of realesr-animevideov3 is damaged; convert the store's copy "
+                                       "again with 'lwayrt models import --force realesr-animevideov3'"), caught.value
+        assert run("models", "import", "realesr-animevideov3").exit_code == 0
     finally:
         if dest.read_bytes() != good:
             store.import_model("realesr-animevideov3", force=True)

@@ -36,9 +36,10 @@ VARIANT = "a variant of the architecture lway_rt does not build"  # the refusal 
 class WeightsRefused(ModelError):
     """A state dict that does not load; ``status`` is the short reason ``lwayrt models list`` shows."""
 
-    def __init__(self, message: str, status: str):
-        super().__init__(message)
+    def __init__(self, message: str, status: str, advice: str | None = None):
+        super().__init__(f"{message}: {advice}" if advice else message)
         self.status = status
+        self.advice = advice  # what the message advises, at its end: the store advises its own repair instead
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -53,18 +54,18 @@ def _check_tensors(state: StateDict) -> None:
                                  "it is no network's state dict; re-save the weights with "
                                  "torch.save(model.state_dict(), 'weights.pth')", "bad keys")
         if not isinstance(v, torch.Tensor):
-            raise WeightsRefused(f"{k} is a {type(v).__name__}, not a tensor: re-save the weights with "
-                                 "torch.save(model.state_dict(), 'weights.pth')", "bad keys")
+            raise WeightsRefused(f"{k} is a {type(v).__name__}, not a tensor", "bad keys",
+                                 "re-save the weights with torch.save(model.state_dict(), 'weights.pth')")
         if v.layout != torch.strided:
-            raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')}): re-save the weights "
-                                 "dense (tensor.to_dense())", "sparse tensors")
+            raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')})", "sparse tensors",
+                                 "re-save the weights dense (tensor.to_dense())")
         if v.dtype not in FLOAT_DTYPES:  # int8 or fp8 would run without their scales, complex loses half, bool...
             quantised = v.dtype != torch.bool and not v.is_complex()
             why, fix = (("quantised weights need their scales and a runtime of their own",
                          "pass the float weights they were quantised from") if quantised else
                         ("no SR network holds such weights", "pass the network's float weights"))
             raise WeightsRefused(f"{k} holds {_dtype_name(v.dtype)} values, and lway_rt loads float16, bfloat16, float32 "
-                                 f"or float64 weights only ({why}): {fix}", f"{_dtype_name(v.dtype)} weights")
+                                 f"or float64 weights only ({why})", f"{_dtype_name(v.dtype)} weights", fix)
 
 
 def _conv_shape(state: StateDict, key: str) -> tuple[int, int, int, int]:
@@ -252,7 +253,8 @@ def from_state_dict(state: StateDict, *, name: str | None = None, source: str | 
                  if not (isinstance(k, str) and k.endswith("num_batches_tracked"))}
         spec = check_state_dict(state)
     except WeightsRefused as exc:
-        raise WeightsRefused(f"{where}{exc}", exc.status) from None
+        raise WeightsRefused(f"{where}{str(exc).removesuffix(f': {exc.advice}') if exc.advice else exc}", exc.status,
+                             exc.advice) from None
     except ModelError as exc:
         raise ModelError(f"{where}{exc}") from None
     with torch.device("meta"):
