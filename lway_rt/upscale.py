@@ -33,7 +33,8 @@ from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError, listing
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, all_finite, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
-    image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, write_samples,
+    image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, unread_files_note,
+    write_samples,
 )
 from lway_rt.io.weights import case_insensitive, ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
@@ -164,6 +165,7 @@ class UpscaleReport:
     notes: list[str] = field(default_factory=list)  # written, with something the user should know
     kept: list[Path] = field(default_factory=list)  # outputs already there, left alone (skip_existing)
     remade: list[Path] = field(default_factory=list)  # outputs there of another model or settings, made again
+    uncarried: list[tuple[Path, Path, tuple[str, ...]]] = field(default_factory=list)  # (input, output, XMP/IPTC)
 
     @property
     def ok(self) -> bool:
@@ -600,7 +602,8 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
         p = Path(item).expanduser()
         if p.is_dir():
             inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
-            listed = sorted(f for f in _folder_files(p, recursive) if f.suffix.lower() in IMAGE_SUFFIXES)
+            every = _folder_files(p, recursive)
+            listed = sorted(f for f in every if f.suffix.lower() in IMAGE_SUFFIXES)
             inside = [f for f in listed if f.is_file() and f.resolve().is_relative_to(skip)] if inner_out else []
             out_files = set(inside)
             files = [f for f in listed if f.is_file() and f not in out_files]
@@ -620,6 +623,8 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
                 problems.append(Failure(p, no_images_message(p, hint)))
             for f in files:
                 take(f, f.relative_to(p))
+            if files and notes is not None and (unread := unread_files_note(p, every)):
+                notes.append(unread)  # (a folder of them alone is refused, with the same advice)
             nested = [d for d in image_subfolders(p) if d.resolve() != skip] if files and not recursive else []
             if nested and notes is not None:
                 shown = listing(nested, 3)
@@ -687,6 +692,9 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
 
 
 RUN_KEY = b"lwayrt-upscale"  # the PNG text keyword an output records its run key under (``run_key``)
+# ... and the name of the input it was made from (a JSON string): photo.png's run took photo.jpg's output, made by an
+# earlier run under the same name, for its own (replaced without a word, or "already there" with --skip-existing)
+SOURCE_KEY = b"lwayrt-upscale-input"
 
 
 def _model_identity(desc: ModelDescriptor) -> str:
@@ -743,6 +751,20 @@ def _may_be_ours(path: Path) -> bool:
     from lway_rt.io.images import png_text
 
     return path.suffix.lower() != ".png" or png_text(path, RUN_KEY) is not None
+
+
+def _made_from_another(src: Path, dest: Path) -> str | None:
+    """The name of the input an earlier run made ``dest`` from, where that is not ``src``'s (None: ``src``'s, or a file
+    that records none)."""
+    from lway_rt.io.images import png_text
+
+    if dest.suffix.lower() != ".png" or not dest.is_file():
+        return None
+    try:
+        name = json.loads(png_text(dest, SOURCE_KEY) or "null")
+    except ValueError:
+        return None
+    return name if isinstance(name, str) and name != src.name else None
 
 
 def made_otherwise(dest: Path, key: str | tuple[str, ...]) -> bool:
@@ -952,6 +974,16 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
         raise Interrupted(f"interrupted: {done} of {todo} image(s) are in {out_dir}{failed}; run the same command with "
                           "--skip-existing to upscale only the rest") from exc
     _drop_if_empty(out_dir, made, report)  # every image failed
+    if report.uncarried:  # an archive's captions, keywords and rights: lost without a word, had they been
+        from lway_rt.errors import shell_word as q
+
+        src, dest, blocks = report.uncarried[0]
+        kinds = " and ".join(sorted({b for *_, bs in report.uncarried for b in bs}, reverse=True))
+        report.notes.append(f"{len(report.uncarried)} input(s) hold {kinds} metadata (captions, keywords, rights …; as "
+                            f"{src}) that the outputs do not carry (EXIF, ICC profile and DPI are carried): copy it over "
+                            f"with exiftool, e.g. exiftool -tagsFromFile {q(str(src))} -xmp:all -iptc:all "
+                            f"'-XMP-tiff:Orientation=' -overwrite_original {q(str(dest))} (the output is upright: its XMP "
+                            "must not turn it again)")
     unrecorded = [p for p in report.kept if p.suffix.lower() != ".png"]  # kept on their name, size and date alone
     if unrecorded:  # (a PNG records the run that made it)
         kinds = "/".join(sorted({p.suffix.lstrip(".").upper() for p in unrecorded}))
@@ -981,16 +1013,20 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
     try:
         if dest is None:
             raise InputError(reason)
+        if other := _made_from_another(src, dest):
+            raise InputError(f"{dest} is the output of {other}, made by an earlier run, not of {src.name}: move it, or "
+                             "choose another -o folder or --suffix (--format same keeps each input's file type apart)")
         remade = False
+        factor = _factor(config, desc)
         # (a PNG that records no run is the user's, of the right size by chance: refused below, as without the flag)
-        if config.skip_existing and up_to_date(src, dest, _factor(config, desc)) and _may_be_ours(dest):
+        if config.skip_existing and up_to_date(src, dest, factor) and _may_be_ours(dest):
             if key is None or not made_otherwise(dest, key):
                 report.kept.append(dest)
                 return
             remade = True
-        elif config.skip_existing and _ours_of_another_size(src, dest, _factor(config, desc)):
+        elif config.skip_existing and _ours_of_another_size(src, dest, factor):
             remade = True  # another scale (-s, or a model of another scale) under the same name: counted too
-        _refuse_a_file_not_ours(src, dest, _factor(config, desc))
+        _refuse_a_file_not_ours(src, dest, factor)
         img = read_image(src)
         model, model_cap = desc, cap
         if router is not None:
@@ -1000,7 +1036,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)
         mine = None if key is None else key[0] if up.alpha is not None else key[1]
-        chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + mine.encode()),) if mine else ())
+        chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + mine.encode()),
+                                   (b"tEXt", SOURCE_KEY + b"\0" + json.dumps(src.name).encode())) if mine else ())
         loss = format_loss_note(src, dest, up)  # --format same into a format that holds less than the file
         meta = {"icc_profile": up.icc_profile, "exif": up.exif, "dpi": up.dpi}
         samples = image_samples(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey)
@@ -1013,6 +1050,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             report.notes.append(frames_note(src, img.frames, "upscaled", img.frames_damaged))
         if loss:
             report.notes.append(loss)
+        if img.uncarried:
+            report.uncarried.append((src, dest, img.uncarried))
         if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
             report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")
     except LwayError as exc:

@@ -1052,3 +1052,28 @@ def test_settled_alpha_has_no_step_two_runtimes_could_straddle():
         assert np.array_equal(s[mid], x[mid])
     levels = lambda x: np.floor(settle_alpha(x) * 255 + 0.5)  # noqa: E731
     assert np.abs(levels(a + np.float32(1e-5)) - levels(a)).max() <= 1  # (the step: a runtime 1e-5 apart)
+
+
+def test_files_of_formats_not_read_beside_images_are_named_in_a_note(tmp_path):
+    """A phone's folder of JPEGs and HEIC photos, or a camera's RAW + JPEG: the JPEGs were upscaled (or adapted on)
+    and the others left out without a word, while a folder of them alone was refused with how to convert them."""
+    from lway_rt.adapt._imageio import list_images
+    from lway_rt.upscale import collect_inputs
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.jpg")
+    for name in ("IMG_2.HEIC", "IMG_1.CR2", "notes.txt", "a.xmp"):
+        (tmp_path / name).write_bytes(b"\0" * 24)
+    notes: list[str] = []
+    found, problems = collect_inputs([tmp_path], notes=notes)
+    assert [f.name for f, _ in found] == ["a.jpg"] and not problems
+    assert len(notes) == 1 and notes[0].startswith(f"{tmp_path} also holds 2 file(s) that lwayrt does not read "
+                                                   "(IMG_1.CR2, IMG_2.HEIC): left out; it holds raw files"), notes
+    said: list[str] = []
+    assert [p.name for p in list_images([tmp_path], said)] == ["a.jpg"]
+    assert said == [f"note: {notes[0]}"]
+    for name in ("IMG_2.HEIC", "IMG_1.CR2"):
+        (tmp_path / name).unlink()
+    notes, said = [], []
+    collect_inputs([tmp_path], notes=notes)
+    list_images([tmp_path], said)
+    assert notes == [] and said == []  # a .txt or .xmp beside the images is nothing to say

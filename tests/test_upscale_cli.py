@@ -501,7 +501,7 @@ def test_skip_existing_remakes_outputs_of_another_model_of_the_same_scale(tmp_pa
     from PIL import Image
 
     with Image.open(tmp_path / "twice" / "photo_x4_x4.png") as im:
-        assert im.text == {"lwayrt-upscale": key}
+        assert im.text == {"lwayrt-upscale": key, "lwayrt-upscale-input": '"photo_x4.png"'}
 
 
 def _signalled_after_the_first_output(args: list[str], out: Path, sig: int, disposition) -> tuple[int, str]:
@@ -698,7 +698,7 @@ def test_a_camera_photo_keeps_its_exif_upright(tmp_path, small):
     assert result.exit_code == 0, result.output
     with Image.open(tmp_path / "out" / "gen_x4.png") as im:
         assert im.info["gamma"] == pytest.approx(1.0) and im.text.pop("parameters") == "a cat, steps 20"
-        assert list(im.text) == ["lwayrt-upscale"]  # the record of the run that made it (--skip-existing reads it)
+        assert list(im.text) == ["lwayrt-upscale", "lwayrt-upscale-input"]  # the run that made it, and its input
     with Image.open(tmp_path / "out" / "cam_x4.png") as im:
         assert im.size == (128, 96)  # upright
         assert im.getexif().get(0x0110) == "Phone 12" and 0x0112 not in im.getexif()
@@ -1261,3 +1261,60 @@ def test_a_stop_before_the_first_image_leaves_no_empty_output_folder(tmp_path, a
     with pytest.raises(Interrupted, match=r"interrupted: 0 of 2 image\(s\) are in"):
         upscale_files([d], out, UpscaleConfig(model=MODEL, tile=0), progress=ctrl_c)
     assert out.is_dir()
+
+
+def test_the_output_of_another_input_of_the_same_name_is_not_taken_for_this_ones(tmp_path, small):
+    """photo.jpg upscaled in one run, photo.png (another picture) in a later one: the output name is the same, and
+    photo.jpg's output was replaced without a word, or kept as photo.png's with --skip-existing ("already there").
+    Each output records its input's name, and the later run refuses that file; the same input again is its own."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(small).save(src / "photo.jpg", quality=95)
+    Image.fromarray(small[:, ::-1]).save(src / "photo.png")
+    out = tmp_path / "out"
+    first = run("upscale", src / "photo.jpg", "-o", out, "--model", MODEL)
+    assert first.exit_code == 0, first.output
+    made = (out / "photo_x4.png").read_bytes()
+    for extra in ((), ("--skip-existing",)):
+        result = run("upscale", src / "photo.png", "-o", out, "--model", MODEL, *extra)
+        assert result.exit_code == 1 and f"{out / 'photo_x4.png'} is the output of photo.jpg, made by an earlier run, " \
+            "not of photo.png" in result.output, result.output
+        assert (out / "photo_x4.png").read_bytes() == made
+    again = run("upscale", src / "photo.jpg", "-o", out, "--model", MODEL, "--skip-existing")
+    assert again.exit_code == 0 and "1 already there" in again.output, again.output
+    other = run("upscale", src / "photo.png", "-o", tmp_path / "elsewhere", "--model", MODEL)
+    assert other.exit_code == 0, other.output
+    # an output read as an input does not pass its input's name on: the new output records its own input
+    from lway_rt.io.images import png_text
+
+    assert png_text(tmp_path / "elsewhere" / "photo_x4.png", b"lwayrt-upscale-input") == '"photo.png"'
+    chained = run("upscale", tmp_path / "elsewhere" / "photo_x4.png", "-o", tmp_path / "chained", "--model", MODEL)
+    assert chained.exit_code == 0, chained.output
+    assert png_text(tmp_path / "chained" / "photo_x4_x4.png", b"lwayrt-upscale-input") == '"photo_x4.png"'
+
+
+def test_xmp_and_iptc_that_outputs_do_not_carry_are_said(tmp_path, small):
+    """An archive's captions, keywords and rights (IPTC, XMP) were dropped from every output without a word; EXIF,
+    ICC and DPI are carried, these are not: one note says so, with how to copy them over."""
+    import io
+    import struct
+
+    src = tmp_path / "in"
+    src.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, "JPEG", quality=95, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/">Jane</x:xmpmeta>')
+    caption = b"Grandma at the lake, 1962"
+    iptc = b"\x1c\x02\x78" + struct.pack(">H", len(caption)) + caption
+    iptc += b"\0" * (len(iptc) % 2)
+    resource = b"8BIM" + struct.pack(">H", 0x0404) + b"\0\0" + struct.pack(">I", len(iptc)) + iptc
+    app13 = b"Photoshop 3.0\0" + resource
+    data = buf.getvalue()
+    (src / "lake.jpg").write_bytes(data[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + data[2:])
+    Image.fromarray(small).save(src / "plain.jpg", quality=95)
+    out = tmp_path / "out"
+    result = run("upscale", src, "-o", out, "--model", MODEL)
+    assert result.exit_code == 0, result.output
+    assert f"1 input(s) hold XMP and IPTC metadata (captions, keywords, rights …; as {src / 'lake.jpg'}) that the " \
+           "outputs do not carry" in result.output and "exiftool -tagsFromFile" in result.output, result.output
+    plain = run("upscale", src / "plain.jpg", "-o", tmp_path / "plain", "--model", MODEL)
+    assert plain.exit_code == 0 and "metadata" not in plain.output, plain.output

@@ -17,7 +17,7 @@ import numpy as np
 from lway_rt.errors import InputError, listing
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, LoadedImage, broken_link_message, fill_hidden_colour, frames_note, image_subfolders, no_images_message,
-    missing_input_message, read_image,
+    missing_input_message, read_image, unread_files_note,
 )
 
 __all__ = ["InputImage", "list_images", "read_inputs", "from_array"]
@@ -56,7 +56,8 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            listed = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith("."))
+            every = [q for q in p.iterdir() if not q.name.startswith(".")]
+            listed = sorted(q for q in every if q.suffix.lower() in IMAGE_SUFFIXES)
             for q in listed:
                 if q.is_symlink() and not q.exists():
                     raise InputError(broken_link_message(q))
@@ -73,6 +74,8 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
             if not found:
                 raise InputError(no_images_message(p, f"; its sub-folders {shown} do: name them as inputs (adapt "
                                                       "does not look inside sub-folders)" if nested else ""))
+            if notes is not None and (unread := unread_files_note(p, every)):
+                notes.append(f"note: {unread}")
             if nested and notes is not None:
                 notes.append(f"note: the images in sub-folders of {p} ({shown}) are not read: name those folders as "
                              "inputs to adapt on them too")

@@ -73,6 +73,7 @@ class LoadedImage:
     dpi: tuple[float, float] | None = None  # the (x, y) pixels per inch the file records, carried to outputs
     png_chunks: tuple[tuple[bytes, bytes], ...] = ()  # a PNG's colour and text chunks (``_png_chunks``), to PNG outputs
     frames_damaged: bool = False  # a later frame or page is cut short or damaged (``frames``: those up to it, and it)
+    uncarried: tuple[str, ...] = ()  # metadata blocks the file holds that outputs do not carry ("XMP", "IPTC")
 
     def __post_init__(self):
         if self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -315,6 +316,19 @@ def _convert_hint(files: list[Path], folder: bool = False) -> str:
             f"{q(str(first.with_suffix('.png')))})")
 
 
+def unread_files_note(folder: Path, files: list[Path]) -> str | None:
+    """The note for a folder whose images were read beside files of a format lwayrt does not read (HEIC photos among a
+    phone's JPEGs, a camera's raw files beside its JPEGs): they are left out, which had gone unsaid. None without
+    such files."""
+    from lway_rt.errors import listing
+
+    unread = sorted(Path(f) for f in files if Path(f).suffix.lower() in _CONVERT_FIRST)
+    if not unread:
+        return None
+    return (f"{folder} also holds {len(unread)} file(s) that lwayrt does not read ({listing((f.name for f in unread), 3)}): "
+            f"left out{_convert_hint(unread, folder=True)}")
+
+
 def missing_input_message(path: Path) -> str:
     """The one line for an input path that names nothing: a link to nothing, or a name that does not exist. A
     pattern the shell did not expand (quoted ``'frames/*.png'``, or ffmpeg's ``frame_%04d.png``) is told to give the
@@ -389,6 +403,18 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
     return (h, w) if turned else (w, h)
 
 
+def _uncarried_metadata(im) -> tuple[str, ...]:
+    """The metadata blocks of the open file ``im`` that outputs do not carry: its XMP packet (which can hold the old
+    orientation and size) and its IPTC record (captions, keywords, rights), so that their loss can be said."""
+    from PIL import IptcImagePlugin
+
+    try:
+        iptc = bool(IptcImagePlugin.getiptcinfo(im))
+    except Exception:  # noqa: BLE001 - a record Pillow cannot parse is a record all the same
+        iptc = True
+    return tuple(name for name, there in (("XMP", bool(im.info.get("xmp"))), ("IPTC", iptc)) if there)
+
+
 def read_image(path: str | Path) -> LoadedImage:
     """Read PNG, JPEG, WebP, TIFF or BMP (8/16-bit, grey, RGB, RGBA, LA, palette), upright. Of a file with several
     frames or pages the first is read, and ``frames`` says how many there were."""
@@ -448,6 +474,8 @@ def _read_image(path: Path) -> LoadedImage:
             if dpi is not None:
                 turned = turned_tiff or orientation in (5, 6, 7, 8)  # (Pillow dropped a TIFF's tag as it turned it)
                 img = replace(img, dpi=dpi[::-1] if turned else dpi)  # turned upright with the pixels
+            if uncarried := _uncarried_metadata(im):
+                img = replace(img, uncarried=uncarried)
             frames, damaged = _frames(path, im)  # last: counting moves ``im`` to other frames
             return replace(img, frames=frames, frames_damaged=damaged) if frames > 1 else img
     except InputError as exc:
@@ -467,7 +495,8 @@ _PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 #: text whose keyword holds other metadata blocks (XMP, ImageMagick's raw EXIF): they can hold an orientation and the
 #: old size, which no longer describe the upright, larger output
 # (lwayrt's own: the record of the run that made an input, not of this output)
-_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type", b"lwayrt-upscale\0", b"lwayrt-adapt\0")
+_PNG_TEXT_NOT_CARRIED = (b"XML:com.adobe.xmp", b"Raw profile type", b"lwayrt-upscale\0", b"lwayrt-upscale-input\0",
+                         b"lwayrt-adapt\0")
 _PNG_CHUNKS_MAX = 1 << 20  # bytes in all: chunks past this are left out
 
 
