@@ -759,6 +759,20 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path, sig):
     assert "Traceback" not in text and (out / CHECKPOINT).exists() and not (out / "adapted.safetensors").exists()
 
 
+def test_adapt_takes_detail_cap_off_as_the_other_commands_do(files, tmp_path):
+    """adapt documents --detail-cap's default as off, but refused 'off' ("is not a number") where upscale, export and
+    serve-bench take it; typed, it also overrides a cap from --config."""
+    (tmp_path / "capped.toml").write_text("[adapt]\ndetail_cap = 1.2\n")
+    common = [str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "--stage1",
+              str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16", "-q"]
+    code, text = _run(["adapt", *common, "-o", str(tmp_path / "off"), "--detail-cap", "off",
+                       "--config", str(tmp_path / "capped.toml")])
+    assert code == 0, text
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["detail_cap"] is None
+    code, text = _run(["adapt", *common, "-o", str(tmp_path / "cap"), "--config", str(tmp_path / "capped.toml")])
+    assert code == 0 and json.loads((tmp_path / "cap" / "config.json").read_text())["detail_cap"] == 1.2, text
+
+
 def test_detail_cap_holds_written_images_and_upscale_repeats_it(files, tmp_path):
     """--detail-cap 1: every written image has at most the unadapted image's fine detail (blended towards it where
     the adapted model adds more), the weights are those of the uncapped run, and upscale repeats the images."""
@@ -1750,20 +1764,8 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
     args = ["adapt", str(clip), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
             str(files / "stage1.safetensors"), "--iterations", "4", "--patch-size", "16", "--batch-size", "2",
             "--checkpoint-every", "2"]
-    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, preexec_fn=_signals_as_a_terminal_sends_them)
-    try:
-        deadline = time.monotonic() + 120
-        while not ((out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 4):
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no sr/ image appeared"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        text = proc.communicate(timeout=60)[0].decode()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    proc, text = _stopped_when(args, lambda: (out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 4,
+                               "the fourth sr/ image")
     written = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
     assert proc.returncode == 130 and 4 <= len(written) < 10, text
     from PIL.PngImagePlugin import PngInfo

@@ -1189,6 +1189,10 @@ def test_tile_overlap_with_whole_images_is_refused(tmp_path, small):
         "error: --tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: drop "
         "--tile-overlap, or give --tile N"), result.output
     assert not (tmp_path / "out").exists()
+    # the default overlap typed out (a script that always passes both) says nothing another than the default would
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--model", MODEL, "--tile", "0",
+                 "--tile-overlap", "32")
+    assert result.exit_code == 0, result.output
 
 
 def test_tile_overlap_0_is_run_with_a_note_on_seams(tmp_path, small):

@@ -72,6 +72,19 @@ class FiniteFloat(click.ParamType):
 FINITE = FiniteFloat()
 
 
+class FiniteOrOff(FiniteFloat):
+    """A finite float, or ``off`` (kept as the string "off", so that it overrides a value from a config file): an
+    option whose default is off, spelt as the other commands take it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "off":
+            return "off"
+        return super().convert(value, param, ctx)
+
+
+FINITE_OR_OFF = FiniteOrOff()
+
+
 class FiniteRange(click.FloatRange):
     """``click.FloatRange`` that also refuses nan (every comparison with nan is false, so a range lets it through)."""
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam
+from lway_rt.cli._params import FINITE, FINITE_OR_OFF, NAME, PathParam
 from lway_rt.errors import shell_word
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
@@ -184,9 +184,9 @@ def _restore(ctx, param, value) -> None:
                    "stage1 = stage 1's R with your images' embeddings (lway loss only) [classic].")
 @click.option("--strength", type=FINITE, default=None,
               help="Write base + STRENGTH x (adapted - base): less than 1 keeps part of the gain with a smaller worst case [1].")
-@click.option("--detail-cap", type=FINITE, default=None,
+@click.option("--detail-cap", type=FINITE_OR_OFF, default=None,
               help="Hold the fine detail adaptation adds at this many times the unadapted image's, per image, by "
-                   "blending the written image towards the unadapted one (>= 1; upscale repeats it) [off].")
+                   "blending the written image towards the unadapted one (>= 1, or off; upscale repeats it) [off].")
 @click.option("--detail-guard", type=FINITE, default=None,
               help="While training, penalise patches whose fine detail exceeds --detail-guard-ratio times the unadapted "
                    "output's, with this weight [0: off].")
@@ -246,6 +246,8 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     if trainable is not None:
         parts = [p.strip() for p in trainable.split(",") if p.strip()]
         values["trainable"] = parts[0] if len(parts) == 1 and parts[0] in ("all", "body") else tuple(parts)
+    if values.get("detail_cap") == "off":  # typed off: over a --config file's cap too
+        values["detail_cap"] = None
     if no_hf_weight:
         values["hf_weight"] = False
     if lpips_weights:

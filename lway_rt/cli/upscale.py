@@ -19,7 +19,7 @@ from lway_rt.cli._params import NAME, FiniteRange, PathParam, typed
                    "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt --mode per-group' "
                    "(each image goes to its group's model).")
 @click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
-              help="Tile side in input pixels; 0 runs each image in one pass.")
+              help="Tile side in input pixels (at least 32, and more than twice --tile-overlap); 0 runs each image in one pass.")
 @click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
               help="Overlap between neighbouring tiles, input pixels.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
@@ -63,7 +63,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     from lway_rt.errors import InputError
 
     ctx = click.get_current_context()
-    if tile == 0 and typed(ctx, "tile_overlap"):
+    default_overlap = next(p.default for p in ctx.command.params if p.name == "tile_overlap")
+    if tile == 0 and typed(ctx, "tile_overlap") and tile_overlap != default_overlap:  # (a script passing both: fine)
         raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
                          "drop --tile-overlap, or give --tile N")
     tile_chosen = bool(typed(ctx, "tile"))
