@@ -43,8 +43,24 @@ def test_adapt_demo_scores_after_adapting(tmp_path):
     sr = np.asarray(Image.open(out / "run" / "sr" / "chelsea.png"))
     assert res.psnr["chelsea"]["adapted"] == pytest.approx(psnr_y(sr, hr, 4), abs=1e-5)
     assert res.report["iterations_run"] == 2 and any("chelsea" in m for m in logs)
+    assert summary["supervised_photos"] and "chelsea" not in summary["supervised_photos"]
     lr = np.asarray(Image.open(out / "lr" / "chelsea.png"))
     assert lr.shape == (32, 32, 3)
+
+
+def test_the_demo_does_not_train_on_the_photos_it_scores(tmp_path):
+    """The supervised term's default clean photos (stage 1's) hold astronaut and rocket, two of the photos the demo
+    scores: it fitted the network to clean crops of the ground truth that then scored it. The demo gives the term
+    the others only, and records them."""
+    from lway_rt.adapt.demo import supervised_photos_apart
+    from lway_rt.degae.data import BUNDLED_TRAIN
+
+    assert {"astronaut", "rocket"} <= set(BUNDLED_TRAIN)
+    names = supervised_photos_apart(("astronaut", "chelsea", "coffee", "rocket"), tmp_path)
+    assert names and not {"astronaut", "rocket"} & set(names)
+    assert sorted(p.stem for p in tmp_path.iterdir()) == sorted(names)
+    (tmp_path / "m").mkdir()
+    assert "motorcycle_right" not in supervised_photos_apart(("motorcycle_left",), tmp_path / "m")  # one scene
 
 
 def test_adapt_demo_config_refuses_unknown_preset(tmp_path):
