@@ -697,6 +697,7 @@ def test_quality_writes_strict_json(tmp_path):
     ("trust_signal", ["--photos", "9"], "argument --photos: invalid choice: 9"),
     ("group_routing", ["--threads", "0"], "argument --threads: '0' is not a positive whole number"),
     ("tiling_seams", ["--threads", "0"], "argument --threads: '0' is not a positive whole number"),
+    ("model_choice", ["--crop", "0"], "argument --crop: '0' is not a positive whole number"),
     ("stage1_eval", ["--threads", "-1"], "argument --threads: '-1' is not a positive whole number"),
 ])
 def test_bad_arguments_stop_with_a_usage_line(script, args, message, tmp_path, capsys):
@@ -715,6 +716,7 @@ def test_bad_arguments_stop_with_a_usage_line(script, args, message, tmp_path, c
     ("stage1_eval", [], "stage1_eval.json"), ("stage1_modconv_speed", [], "stage1_modconv_speed.json"),
     ("stage1_trunk_choice", [], "stage1_trunk_choice.json"), ("cpu_memory_format", [], "cpu_memory_format.json"),
     ("tiling_layout", [], "tiling_layout_cpu.json"), ("tiling_seams", [], "tiling_seams_cpu.json"),
+    ("model_choice", [], "model_choice_cpu.json"),
 ])
 def test_scripts_keep_their_committed_default_output_without_force(script, args, default, capsys):
     """Without --out, a script whose default file exists stops before any work: the committed result stays."""
@@ -726,6 +728,24 @@ def test_scripts_keep_their_committed_default_output_without_force(script, args,
     err = capsys.readouterr().err
     assert f"benchmarks/results/{default} exists" in err and "--force" in err
     assert committed.read_bytes() == before
+
+
+def test_model_choice_records_each_models_real_scores(tmp_path):
+    """benchmarks/model_choice.py at a small crop: every packaged model and bicubic on every demo photo, the scores
+    those images really have, and each network's compute."""
+    from lway_rt.demo import PHOTOS, make_lr, sample_photo
+    from lway_rt.io.images import resize_bicubic
+    from lway_rt.metrics import psnr_y
+
+    assert _load("model_choice").main(["--crop", "128", "--out", str(tmp_path / "m.json")]) == 0
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert {r["model"] for r in got["rows"]} == {"bicubic", *_load("model_choice").MODELS}
+    assert len(got["rows"]) == 5 * len(PHOTOS)
+    hr = sample_photo("chelsea", 128)
+    bic = next(r for r in got["rows"] if r["model"] == "bicubic" and r["photo"] == "chelsea")
+    assert bic["psnr_y"] == pytest.approx(psnr_y(resize_bicubic(make_lr(hr, 4), (128, 128)), hr, crop_border=4), abs=1e-3)
+    assert got["mean"]["realsr-df2k-x4"]["macs_per_input_pixel"] > 20 * got["mean"]["realesr-animevideov3"][
+        "macs_per_input_pixel"]
 
 
 def test_default_output_is_replaced_only_when_asked(tmp_path, monkeypatch, capsys):
