@@ -895,32 +895,29 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
     removes them all once every run is made, or speaks of them all.
     """
     with contextlib.ExitStack() as held:
-        if aside_until_end:
-            return _adapt_images(images, desc, config, out_dir, held, stage1=stage1, gt=gt, resume=resume, log=log,
-                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite, note=note,
-                                 aside_until_end=True)
+        words = (lambda: "") if aside_until_end else (lambda: _aside_words(Path(out_dir)))  # (the command says it)
         try:
             return _adapt_images(images, desc, config, out_dir, held, stage1=stage1, gt=gt, resume=resume, log=log,
-                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite, note=note)
+                                 write_outputs=write_outputs, embeddings=embeddings, overwrite=overwrite, note=note,
+                                 aside_until_end=aside_until_end)
         except KeyboardInterrupt:  # outside the loop (which says more): while preparing, or writing the outputs
             ckpt = Path(out_dir) / CHECKPOINT
             if ckpt.exists():
-                raise _saying_what_is_aside(Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same "
-                                                        "command with --resume to finish the run"), out_dir) from None
-            if _aside_run(Path(out_dir)):
-                raise _saying_what_is_aside(Interrupted("interrupted"), out_dir) from None
+                raise _saying(Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same command with "
+                                          "--resume to finish the run"), words()) from None
+            if words():
+                raise _saying(Interrupted("interrupted"), words()) from None
             raise
         except Interrupted as exc:
-            raise _saying_what_is_aside(exc, out_dir) from None
+            raise _saying(exc, words()) from None
         except Exception:  # a refusal or a failure (a full disk, a NaN stop): the run kept aside is said all the same
-            if words := _aside_words(Path(out_dir)):
-                (note or log or (lambda msg: None))(words)
+            if said := words():
+                (note or log or (lambda msg: None))(said)
             raise
 
 
-def _saying_what_is_aside(exc: Interrupted, out_dir: Path) -> Interrupted:
-    """``exc``, saying where the finished run that --overwrite replaces is kept, when one is."""
-    words = _aside_words(Path(out_dir))
+def _saying(exc: Interrupted, words: str) -> Interrupted:
+    """``exc``, saying ``words`` too (where the finished run that --overwrite replaces is kept), when there are any."""
     return Interrupted(f"{exc}; {words}") if words else exc
 
 
