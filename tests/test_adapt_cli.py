@@ -424,13 +424,14 @@ def test_a_finished_run_is_kept_unless_overwritten(files, tmp_path):
     assert json.loads((out / "config.json").read_text())["lr"] == 3e-4
 
 
-def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_complete(files, tmp_path):
+def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_complete(files, tmp_path,
+                                                                                      held_elsewhere):
     """--overwrite over a finished run, stopped mid-way: the old report (the mark of a finished run), weights and
     images are out of the folder, so --resume continues the new run from its checkpoint instead of calling the folder
     complete; they are kept in .lwayrt-replaced, as they lay, until the new run finishes (a stopped overwrite had left
     neither run: hours of adaptation lost to a Ctrl-C seconds in), and `adapt --restore OUT` puts them back; a
     finished overwrite with fewer inputs leaves none of the old run's images behind."""
-    from lway_rt.adapt.loop import ASIDE, ASIDE_MARK, CHECKPOINT as CKPT, _clear_previous_run, _make_aside
+    from lway_rt.adapt.loop import ASIDE, ASIDE_MARK, CHECKPOINT as CKPT, _clear_previous_run, _make_aside, _mark_aside
     from lway_rt.errors import InputError
 
     out = tmp_path / "ow"
@@ -461,6 +462,9 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     assert {p.relative_to(copy): p.read_bytes() for p in copy.rglob("*") if p.is_file()} == finished
     code, said = _run(["adapt", "--restore", str(copy)])  # nothing aside any more
     assert code == 1 and "holds no run that --overwrite kept aside" in said, said
+    with held_elsewhere(out):  # as a run in another process holds it
+        code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 1 and f"another run is writing to {out} right now: restore once it has finished" in said, said
     code, text = _run([a for a in args if a != "--overwrite"] + ["--resume"])
     assert code == 0, text
     report = json.loads((out / "report.json").read_text())
@@ -469,7 +473,7 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     # an overwrite stopped before, and then another: what is aside is the last finished run, and it stays
     stopped = tmp_path / "stopped"
     stopped.mkdir()
-    _make_aside(stopped)
+    _mark_aside(_make_aside(stopped), complete=True)
     (stopped / ASIDE / "adapted.safetensors").write_bytes(b"the last finished run")
     (stopped / ASIDE / "report.json").write_text("{}")
     (stopped / CKPT).write_bytes(b"an unfinished run")
@@ -485,7 +489,7 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
         (done / "report.json").write_text(json.dumps({"images": [{"sr": "sr/a.png"}]}))
         (done / "sr" / "a.png").write_bytes(b"image")
         if leftover == "ours":
-            _make_aside(done)
+            _mark_aside(_make_aside(done), complete=True)
             (done / ASIDE / "older.png").write_bytes(b"an older run's")
         elif leftover == "folder":
             (done / ASIDE).mkdir()
@@ -577,6 +581,67 @@ def test_restore_after_a_per_image_overwrite_stopped_part_way(files, tmp_path):
     assert _digests(out) == finished
     code, text = _run([*base, "--iterations", "2", "--resume"])
     assert code == 0 and _digests(out) == finished, text
+
+
+def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkeypatch):
+    """--restore removed every sr/ image that records a run (a copy the user kept of an earlier image went too), every
+    run folder of a per-image folder its summary did not list (a finished run the user put there went too), and after
+    a stop while the old run was being moved aside, the part still in OUT as the stopped run's. Now only the stopped
+    run's own images (its list, or its weights in their record) and run folders go, and a move cut short is only
+    undone (or finished by the next run), never taken for a whole run kept aside."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.loop import ASIDE
+
+    common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size",
+              "16", "--batch-size", "1", "-q"]
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *common, "--iterations", "2"])
+    assert code == 0, text
+    shutil.copy(out / "sr" / "rgb.png", out / "sr" / "rgb-keep.png")  # the user's copy of an image
+    finished = _digests(out)
+    proc, text = _stopped_when(["adapt", str(files / "lr"), "-o", str(out), *common, "--iterations", "300",
+                                "--checkpoint-every", "5", "--overwrite"], lambda: (out / CHECKPOINT).exists(),
+                               "the first checkpoint")
+    assert proc.returncode == 130, text
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and _digests(out) == finished, said
+    # a stop while the finished run was being moved aside (on the second move): --restore gives it back whole
+    real, moves = shutil.move, []
+
+    def stopping_move(src, dst, *args, **kwargs):
+        moves.append(src)
+        if len(moves) == 2:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(loop.shutil, "move", stopping_move)
+    with pytest.raises(KeyboardInterrupt):
+        loop._clear_previous_run(out, keep_finished=True)
+    monkeypatch.setattr(loop.shutil, "move", real)
+    assert (out / ASIDE / "report.json").is_file() and (out / "adapted.safetensors").is_file()
+    assert "put back" in loop.restore_replaced(out) and _digests(out) == finished
+    # ... and the next run finishes that move instead of deleting what is still in OUT
+    moves.clear()
+    monkeypatch.setattr(loop.shutil, "move", stopping_move)
+    with pytest.raises(KeyboardInterrupt):
+        loop._clear_previous_run(out, keep_finished=True)
+    monkeypatch.setattr(loop.shutil, "move", real)
+    assert loop._clear_previous_run(out) == out / ASIDE and not (out / "adapted.safetensors").exists()
+    assert {k: v for k, v in _digests(out / ASIDE).items() if k != loop.ASIDE_MARK} == \
+        {k: v for k, v in finished.items() if k != "sr/rgb-keep.png"}
+    # per-image: a finished run the user keeps in a sub-folder the summary does not list stays
+    each = tmp_path / "each"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(each), *common, "--iterations", "2", "--mode",
+                       "per-image"])
+    assert code == 0, text
+    shutil.copytree(out / ASIDE, each / "extra", ignore=shutil.ignore_patterns(loop.ASIDE_MARK))
+    finished = _digests(each)
+    proc, text = _stopped_when(["adapt", str(files / "lr"), "-o", str(each), *common, "--iterations", "300",
+                                "--checkpoint-every", "5", "--overwrite", "--mode", "per-image"],
+                               lambda: (each / "grey" / CHECKPOINT).exists(), "the second run's checkpoint")
+    assert proc.returncode == 130, text
+    code, said = _run(["adapt", "--restore", str(each)])
+    assert code == 0 and _digests(each) == finished, said
 
 
 def test_a_folder_of_that_name_is_never_removed_by_a_run(files, tmp_path):

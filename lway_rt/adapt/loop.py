@@ -50,7 +50,7 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, duration, listing
+from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError, duration, listing
 from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run, finite
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
@@ -669,10 +669,23 @@ def _is_aside(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and (path / ASIDE_MARK).is_file()
 
 
-def _make_aside(out_dir: Path) -> Path:
-    """``out_dir/.lwayrt-replaced``, empty but for its mark, for the finished run in ``out_dir`` that is replaced: an
-    earlier one of this command's there goes (the run in ``out_dir`` is the later one); anything else of that name is
-    the user's, and refused before anything moves."""
+def _aside_mark(aside: Path) -> dict:
+    return _read_json_dict(aside / ASIDE_MARK) or {}
+
+
+def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None) -> None:
+    """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
+    the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
+    or per-group command makes, which --restore removes where the replaced summary does not list them."""
+    runs = list(runs) if runs is not None else _aside_mark(aside).get("runs")
+    atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
+                                           "complete": complete, **({"runs": runs} if runs is not None else {})})
+
+
+def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
+    """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
+    that is replaced: an earlier one of this command's there goes (the run in ``out_dir`` is the later one); anything
+    else of that name is the user's, and refused before anything moves."""
     aside = out_dir / ASIDE
     if os.path.lexists(aside):
         if not _is_aside(aside):
@@ -681,7 +694,7 @@ def _make_aside(out_dir: Path) -> Path:
                              "replaces until the new one finishes: move it, then run the command again")
         shutil.rmtree(aside)
     aside.mkdir()
-    atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(out_dir.absolute())})
+    _mark_aside(aside, complete=False, runs=runs)
     return aside
 
 
@@ -691,18 +704,24 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
     ``--resume`` to continue under the new settings. With ``keep_finished``, a finished run is moved into
     ``out_dir/.lwayrt-replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed: it is
-    removed when the new run finishes (``_finish_replacing``), or put back with ``lwayrt adapt --restore``. Returns
-    the folder where a finished run is kept aside (this one, or the last one when ``out_dir`` holds none: an overwrite
-    stopped before), else None."""
+    removed when the new run finishes (``_finish_replacing``), or put back with ``lwayrt adapt --restore``. A move
+    into it that a stop cut short is finished first, whatever else is asked (the files still in ``out_dir`` are the
+    replaced run's). Returns the folder where a finished run is kept aside (this one, or the last one when
+    ``out_dir`` holds none: an overwrite stopped before), else None."""
     report_path = out_dir / "report.json"
-    keep = keep_finished and finished_report(out_dir) is not None
-    aside = _make_aside(out_dir) if keep else out_dir / ASIDE
+    aside = out_dir / ASIDE
+    cut_short = _is_aside(aside) and _aside_mark(aside).get("complete") is False
+    keep = cut_short or (keep_finished and finished_report(out_dir) is not None)
+    if keep and not cut_short:
+        aside = _make_aside(out_dir)
     listed: list[str] = []
-    if report_path.is_file():
-        try:
-            listed = [e["sr"] for e in json.loads(report_path.read_text()).get("images", []) if e.get("sr")]
-        except (OSError, ValueError, TypeError, KeyError):
-            listed = []
+    for source in (report_path, aside / "report.json") if cut_short else (report_path,):
+        if source.is_file():
+            try:
+                listed = [e["sr"] for e in json.loads(source.read_text()).get("images", []) if e.get("sr")]
+                break
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):
+                listed = []
 
     def clear(path: Path) -> None:
         if keep:
@@ -722,6 +741,8 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
         target = (out_dir / str(name)).resolve()
         if target.parent == sr_dir and target.suffix.lower() == ".png" and target.is_file():
             clear(out_dir / "sr" / target.name)
+    if keep:
+        _mark_aside(aside, complete=True)
     return _aside_run(out_dir)
 
 
@@ -767,35 +788,58 @@ def _runs_aside_words(out_dir: Path) -> str:
 
 
 def _remove_stopped_run(folder: Path, also: Sequence[str] = ()) -> list[str]:
-    """Remove from ``folder`` the files of a run that was stopped and is given up (those a run writes, ``also``, and
-    the sr/ images that record this command's run in their PNG text; the replaced run's own were moved aside, so any
-    left there are the stopped run's); returns their names. Files of other names are the user's, and stay."""
+    """Remove from ``folder`` the files of a run that was stopped and is given up: those a run writes, ``also``, and
+    the sr/ images it wrote (listed in its ``SR_WRITTEN`` ledger, or recording in their PNG text the weights it saved
+    before writing them); returns their names. Other files are the user's and stay, an image copied from an earlier
+    run among them."""
     from lway_rt.io.images import png_text
+    from lway_rt.io.weights import load_state_file, state_dict_sha256
 
+    sr = folder / "sr"
+    mine = set(_read_ledger(folder / SR_WRITTEN))
+    try:
+        weights = state_dict_sha256(load_state_file(folder / WEIGHTS)[0])[:32] if (folder / WEIGHTS).is_file() else None
+    except Exception:  # noqa: BLE001 - weights that do not load made no image
+        weights = None
     gone = []
+    if sr.is_dir():
+        for path in sorted(sr.glob("*.png")):
+            if not path.is_file() or path.is_symlink():
+                continue
+            try:
+                made = json.loads(png_text(path, SR_KEY) or "null")
+            except ValueError:
+                made = None
+            if path.stem in mine or (weights is not None and isinstance(made, dict) and made.get("weights") == weights):
+                path.unlink()
+                gone.append(f"sr/{path.name}")
     for name in (*_RUN_FILES, *also):
         path = folder / name
         if path.is_file() and not path.is_symlink():
             path.unlink()
             gone.append(name)
-    sr = folder / "sr"
-    if sr.is_dir():
-        for path in sorted(sr.glob("*.png")):
-            if path.is_file() and not path.is_symlink() and png_text(path, SR_KEY) is not None:
-                path.unlink()
-                gone.append(f"sr/{path.name}")
     return gone
 
 
 def _put_back(folder: Path) -> int:
     """Move the run kept in ``folder/.lwayrt-replaced`` back into ``folder`` (its sr/ images into ``folder/sr``, which
-    may be a link), after the stopped run's files there are removed; returns how many files were put back."""
+    may be a link), after the stopped run's files there are removed; returns how many files were put back. Of a move
+    aside that a stop cut short, nothing is removed (what is still in ``folder`` is the replaced run's own)."""
     aside = folder / ASIDE
     kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
-    _remove_stopped_run(folder, also=[p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK])
+    cut_short = _aside_mark(aside).get("complete") is False
+    if not cut_short:
+        _remove_stopped_run(folder, also=[p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK])
     for path in kept:
         dest = folder / path.relative_to(aside)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if os.path.lexists(dest):
+            if cut_short:  # the move stopped while it copied this file (to another disk): the original is in place
+                path.unlink()
+                continue
+            # never over a file: one of the user's stays, and so does the kept one
+            raise OutputError(f"{dest} is in the way of the kept run's file of that name, which stays in {aside}: move "
+                              "it, then run lwayrt adapt --restore again")
         shutil.move(path, dest)
     shutil.rmtree(aside)
     return len(kept)
@@ -810,25 +854,32 @@ def restore_replaced(out_dir: Path) -> str:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise InputError(f"{out_dir} is not a folder: give the --out folder of the stopped --overwrite")
-    with exclusive_run(out_dir, "--out folder"):
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive_run(out_dir, "--out folder"))
+        except OutputError:
+            raise OutputError(f"another run is writing to {out_dir} right now: restore once it has finished or been "
+                              "stopped") from None
         subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
                       and _is_aside(d / ASIDE))
         if not _is_aside(out_dir / ASIDE) and not subs:
             raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
                              "restore (it is removed when the overwriting run finishes)")
         put = 0
-        summary = None
+        summary, made = None, []
         if _is_aside(out_dir / ASIDE):
             summary = _read_json_dict(out_dir / ASIDE / "report.json")
+            made = _aside_mark(out_dir / ASIDE).get("runs") or []
             put += _put_back(out_dir)
         for sub in subs:
             put += _put_back(sub)
         removed = []
         runs = (summary or {}).get("runs")
-        if isinstance(runs, list):  # a per-image or per-group folder: run folders of names it does not list go
-            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}
-            for sub in sorted(out_dir.iterdir()):
-                if sub.is_dir() and not sub.is_symlink() and not sub.name.startswith(".") and sub.name not in names \
+        if isinstance(runs, list):  # a per-image or per-group folder: the stopped command's run folders of names the
+            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}  # kept summary does not list go
+            for name in made if isinstance(made, list) else ():
+                sub = out_dir / str(name)
+                if Path(str(name)).name == name and name not in names and sub.is_dir() and not sub.is_symlink() \
                         and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
                     _remove_stopped_run(sub)
                     for folder in (sub / "sr", sub):
@@ -1871,11 +1922,15 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
-        if overwrite and top_summary.get("runs") is not None:  # the folder's summary and routing are kept aside with
-            aside = _make_aside(out_dir)  # each run folder's run, until every run is made (or put back: --restore)
+        aside = out_dir / ASIDE  # the folder's summary and routing are kept aside with each run folder's run, until
+        cut_short = _is_aside(aside) and _aside_mark(aside).get("complete") is False  # every run is made (or put
+        if cut_short or (overwrite and top_summary.get("runs") is not None):  # back: --restore); a move cut short
+            if not cut_short:  # is finished first
+                aside = _make_aside(out_dir, runs=[name for name, _ in runs])
             for name in ("report.json", "config.json", "groups.json"):
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
+            _mark_aside(aside, complete=True)
         atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
             atomic_write_json(groups_path, record)
