@@ -692,7 +692,7 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
 
 
 RUN_KEY = b"lwayrt-upscale"  # the PNG text keyword an output records its run key under (``run_key``)
-# ... and the name of the input it was made from (a JSON string): photo.png's run took photo.jpg's output, made by an
+# ... and the input it was made from (JSON: its name and path): photo.png's run took photo.jpg's output, made by an
 # earlier run under the same name, for its own (replaced without a word, or "already there" with --skip-existing)
 SOURCE_KEY = b"lwayrt-upscale-input"
 
@@ -753,18 +753,29 @@ def _may_be_ours(path: Path) -> bool:
     return path.suffix.lower() != ".png" or png_text(path, RUN_KEY) is not None
 
 
+def _source_record(src: Path) -> str:
+    """What an output records of its input (``SOURCE_KEY``): its name and where it was, as JSON."""
+    return json.dumps({"name": src.name, "path": str(src.resolve())})
+
+
 def _made_from_another(src: Path, dest: Path) -> str | None:
-    """The name of the input an earlier run made ``dest`` from, where that is not ``src``'s (None: ``src``'s, or a file
-    that records none)."""
+    """The input an earlier run made ``dest`` from, where that is not ``src`` (None: ``src``, or a file that records
+    none): one of another name (photo.jpg's output, for photo.png), or of this name elsewhere that is still there (a
+    second camera card's DSC_0001.JPG). An input of this name whose recorded place is gone was moved: it is ``src``."""
     from lway_rt.io.images import png_text
 
     if dest.suffix.lower() != ".png" or not dest.is_file():
         return None
     try:
-        name = json.loads(png_text(dest, SOURCE_KEY) or "null")
+        made = json.loads(png_text(dest, SOURCE_KEY) or "null")
     except ValueError:
         return None
-    return name if isinstance(name, str) and name != src.name else None
+    if not isinstance(made, dict) or not isinstance(made.get("name"), str) or not isinstance(made.get("path"), str):
+        return None
+    if made["name"] != src.name:
+        return made["name"]
+    there = Path(made["path"])
+    return str(there) if there != src.resolve() and there.is_file() else None
 
 
 def made_otherwise(dest: Path, key: str | tuple[str, ...]) -> bool:
@@ -1014,8 +1025,9 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if dest is None:
             raise InputError(reason)
         if other := _made_from_another(src, dest):
-            raise InputError(f"{dest} is the output of {other}, made by an earlier run, not of {src.name}: move it, or "
-                             "choose another -o folder or --suffix (--format same keeps each input's file type apart)")
+            raise InputError(f"{dest} is the output of {other}, made by an earlier run, not of {src}: move it, or "
+                             "choose another -o folder or --suffix" + ("" if Path(other).name == src.name else
+                                                                        " (--format same keeps each input's file type apart)"))
         remade = False
         factor = _factor(config, desc)
         # (a PNG that records no run is the user's, of the right size by chance: refused below, as without the flag)
@@ -1037,7 +1049,7 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         up = upscale_image(model, img, config, model_cap)
         mine = None if key is None else key[0] if up.alpha is not None else key[1]
         chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + mine.encode()),
-                                   (b"tEXt", SOURCE_KEY + b"\0" + json.dumps(src.name).encode())) if mine else ())
+                                   (b"tEXt", SOURCE_KEY + b"\0" + _source_record(src).encode())) if mine else ())
         loss = format_loss_note(src, dest, up)  # --format same into a format that holds less than the file
         meta = {"icc_profile": up.icc_profile, "exif": up.exif, "dpi": up.dpi}
         samples = image_samples(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey)

@@ -64,7 +64,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     ctx = click.get_current_context()
     default_overlap = next(p.default for p in ctx.command.params if p.name == "tile_overlap")
-    if tile == 0 and typed(ctx, "tile_overlap") and tile_overlap != default_overlap:  # (a script passing both: fine)
+    if tile == 0 and typed(ctx, "tile_overlap") and tile_overlap not in (0, default_overlap):  # (no overlap, or a
+        # script that passes the default with both: nothing is ignored)
         raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
                          "drop --tile-overlap, or give --tile N")
     tile_chosen = bool(typed(ctx, "tile"))
