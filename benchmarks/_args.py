@@ -91,3 +91,20 @@ def write_json(path: Path | str, obj, indent: int | None = 1) -> Path:
 def command_line(script: str, argv=None) -> str:
     """``python benchmarks/SCRIPT ARGS...``, shell-quoted; ARGS are ``argv`` (a call from Python) or the process's."""
     return shlex.join(["python", f"benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])])
+
+
+def add_threads(ap: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's intra-op threads for the run (default: torch's own choice)."""
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+
+
+def parse_run_args(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """The arguments of a script built with ``add_out`` and ``add_threads``: parsed, its output resolved by the output
+    rule before any work, and ``--threads`` applied."""
+    args = ap.parse_args(argv)
+    resolve_out(ap, args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return args

@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _args import add_out, positive_int, resolve_out  # noqa: E402
+from _args import add_out, add_threads, parse_run_args, positive_int  # noqa: E402
 # (model, photo, LR crop side, tile sizes: 0 = one pass): the compact model on whole photos (about 512 px) in one
 # pass and in 256-px tiles; the RRDBNet, about 20x the work, on 96-px crops in one pass
 RUNS = (("realesr-animevideov3", "chelsea", 512, (0, 256)), ("realesr-animevideov3", "coffee", 512, (0, 256)),
@@ -45,11 +45,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_out(ap, ROOT / "benchmarks/results/cpu_memory_format.json")
     ap.add_argument("--rounds", type=positive_int, default=3)
-    ap.add_argument("--threads", type=positive_int, default=None)
-    args = ap.parse_args(argv)
-    resolve_out(ap, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_threads(ap)
+    args = parse_run_args(ap, argv)
     load_start = load_average()
     rows = []
     for model, photo, side, tile_sizes in RUNS:

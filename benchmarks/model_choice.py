@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _args import add_out, positive_int, resolve_out  # noqa: E402
+from _args import add_out, add_threads, parse_run_args, positive_int  # noqa: E402
 
 MODELS = ("realesr-animevideov3", "realsr-df2k-x4", "realesrgan-x4plus", "realesrgan-x4plus-anime")
 
@@ -39,11 +39,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_out(ap, ROOT / "benchmarks/results/model_choice_cpu.json")
     ap.add_argument("--crop", type=positive_int, default=256, help="HR crop side in pixels (a multiple of 4)")
-    ap.add_argument("--threads", type=positive_int, default=None)
-    args = ap.parse_args(argv)
-    resolve_out(ap, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_threads(ap)
+    args = parse_run_args(ap, argv)
     load_start = load_average()
     crops = {name: sample_photo(name, args.crop) for name in PHOTOS}
     lrs = {name: make_lr(hr, 4) for name, hr in crops.items()}

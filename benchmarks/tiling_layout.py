@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _args import add_out, nonnegative_int, positive_int, resolve_out  # noqa: E402
+from _args import add_out, add_threads, nonnegative_int, parse_run_args, positive_int  # noqa: E402
 SIZES = ((640, 480), (1024, 768), (1280, 720), (1500, 1000), (1920, 1080), (2048, 1536), (4000, 3000))
 # (model, photo, repeats): the photos (400x600, 300x451, 512x512 RGB) are LR images in their own right; the RRDBNet,
 # whose receptive field reaches furthest across a seam, on one of them (a pass takes about a minute on 2 CPU cores)
@@ -63,11 +63,8 @@ def main(argv=None) -> int:
     add_out(ap, ROOT / "benchmarks/results/tiling_layout_cpu.json")
     ap.add_argument("--tile", type=positive_int, default=256)
     ap.add_argument("--overlap", type=nonnegative_int, default=32)
-    ap.add_argument("--threads", type=positive_int, default=None)
-    args = ap.parse_args(argv)
-    resolve_out(ap, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_threads(ap)
+    args = parse_run_args(ap, argv)
     new_axis = tiling.axis_tile
     work = [{"size": [w, h], "tile": 512, "overlap": 32, "full_tiles": round(_work(w, h, 512, 32, _old_axis_tile), 3),
              "sized_tiles": round(_work(w, h, 512, 32, new_axis), 3)} for w, h in SIZES]

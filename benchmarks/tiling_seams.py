@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "benchmarks") not in sys.path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
-from _args import add_out, positive_int, resolve_out  # noqa: E402
+from _args import add_out, add_threads, parse_run_args  # noqa: E402
 MODELS = ("realesr-animevideov3", "realsr-df2k-x4")
 PHOTOS = ("astronaut", "chelsea", "coffee")
 SETTINGS = ((48, 16), (64, 16), (64, 24), (80, 32), (96, 32))  # (tile, overlap) in LR pixels; upscale's default overlap is 32
@@ -37,11 +37,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_out(ap, ROOT / "benchmarks/results/tiling_seams_cpu.json")
-    ap.add_argument("--threads", type=positive_int, default=None)
-    args = ap.parse_args(argv)
-    resolve_out(ap, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    add_threads(ap)
+    args = parse_run_args(ap, argv)
     rows, load_start = [], load_average()
     for name in MODELS:
         desc = load_model(name)
