@@ -692,8 +692,8 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
 
 
 RUN_KEY = b"lwayrt-upscale"  # the PNG text keyword an output records its run key under (``run_key``)
-# ... and the input it was made from (JSON: its name and path): photo.png's run took photo.jpg's output, made by an
-# earlier run under the same name, for its own (replaced without a word, or "already there" with --skip-existing)
+# ... and the input it was made from (JSON: its name, path and SHA-256): photo.png's run took photo.jpg's output, made
+# by an earlier run under the same name, for its own (replaced without a word, or "already there" with --skip-existing)
 SOURCE_KEY = b"lwayrt-upscale-input"
 
 
@@ -754,14 +754,18 @@ def _may_be_ours(path: Path) -> bool:
 
 
 def _source_record(src: Path) -> str:
-    """What an output records of its input (``SOURCE_KEY``): its name and where it was, as JSON."""
-    return json.dumps({"name": src.name, "path": str(src.resolve())})
+    """What an output records of its input (``SOURCE_KEY``): its name, where it was and its bytes' SHA-256, as JSON."""
+    from lway_rt.export.cache import file_sha256
+
+    return json.dumps({"name": src.name, "path": str(src.resolve()), "sha256": file_sha256(src)})
 
 
 def _made_from_another(src: Path, dest: Path) -> str | None:
     """The input an earlier run made ``dest`` from, where that is not ``src`` (None: ``src``, or a file that records
-    none): one of another name (photo.jpg's output, for photo.png), or of this name elsewhere that is still there (a
-    second camera card's DSC_0001.JPG). An input of this name whose recorded place is gone was moved: it is ``src``."""
+    none): one of another name (photo.jpg's output, for photo.png), or of this name elsewhere with other bytes (a
+    second camera card's DSC_0001.JPG, the first card there or not). ``src`` is the one where it is where the output
+    records, edited since or not, or holds the same bytes (moved or copied)."""
+    from lway_rt.export.cache import file_sha256
     from lway_rt.io.images import png_text
 
     if dest.suffix.lower() != ".png" or not dest.is_file():
@@ -772,10 +776,9 @@ def _made_from_another(src: Path, dest: Path) -> str | None:
         return None
     if not isinstance(made, dict) or not isinstance(made.get("name"), str) or not isinstance(made.get("path"), str):
         return None
-    if made["name"] != src.name:
-        return made["name"]
-    there = Path(made["path"])
-    return str(there) if there != src.resolve() and there.is_file() else None
+    if made["path"] == str(src.resolve()) or made.get("sha256") == file_sha256(src):
+        return None
+    return made["name"] if made["name"] != src.name else made["path"]
 
 
 def made_otherwise(dest: Path, key: str | tuple[str, ...]) -> bool:

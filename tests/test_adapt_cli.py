@@ -480,8 +480,9 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     assert _clear_previous_run(stopped, keep_finished=True) == stopped / ASIDE
     assert not (stopped / CKPT).exists()
     assert (stopped / ASIDE / "adapted.safetensors").read_bytes() == b"the last finished run"
-    # a finished run beside an earlier one kept aside replaces it there; beside a folder, file or link of that name
-    # this command did not make, the overwrite is refused and nothing moves (a folder of the user's had been deleted)
+    # a finished run beside one kept aside (from before a stopped command: a per-image command's finished run folders)
+    # does not replace it; beside a folder, file or link of that name this command did not make, the overwrite is
+    # refused and nothing moves (a folder of the user's had been deleted)
     for leftover in ("ours", "folder", "file", "link"):
         done = tmp_path / f"done-{leftover}"
         (done / "sr").mkdir(parents=True)
@@ -490,7 +491,8 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
         (done / "sr" / "a.png").write_bytes(b"image")
         if leftover == "ours":
             _mark_aside(_make_aside(done), complete=True)
-            (done / ASIDE / "older.png").write_bytes(b"an older run's")
+            (done / ASIDE / "report.json").write_text("{}")
+            (done / ASIDE / "adapted.safetensors").write_bytes(b"the run before a stopped command")
         elif leftover == "folder":
             (done / ASIDE).mkdir()
             (done / ASIDE / "notes.txt").write_text("mine")
@@ -499,10 +501,10 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
         else:
             (done / ASIDE).symlink_to(tmp_path)
         before = sorted(p.relative_to(done) for p in done.rglob("*"))
-        if leftover == "ours":
+        if leftover == "ours":  # the run kept from before a stopped command stays; what that command made goes
             assert _clear_previous_run(done, keep_finished=True) == done / ASIDE
-            assert (done / ASIDE / "sr" / "a.png").read_bytes() == b"image" and not (done / "report.json").exists()
-            assert not (done / ASIDE / "older.png").exists()
+            assert (done / ASIDE / "adapted.safetensors").read_bytes() == b"the run before a stopped command"
+            assert not (done / ASIDE / "sr").exists() and not (done / "report.json").exists()
         else:
             with pytest.raises(InputError, match=rf"{ASIDE} is a {leftover} this command did not make"):
                 _clear_previous_run(done, keep_finished=True)
@@ -640,6 +642,81 @@ def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkey
                                 "--checkpoint-every", "5", "--overwrite", "--mode", "per-image"],
                                lambda: (each / "grey" / CHECKPOINT).exists(), "the second run's checkpoint")
     assert proc.returncode == 130, text
+    code, said = _run(["adapt", "--restore", str(each)])
+    assert code == 0 and _digests(each) == finished, said
+
+
+def test_restore_is_safe_to_run_again_and_after_any_later_command(files, tmp_path, monkeypatch):
+    """Holes in --restore: a file in the way stopped it half-way, and the rerun its message asked for deleted the kept
+    run's files put back so far as the stopped run's; a move aside cut short and then a --resume left the resumed
+    run's config and checkpoint beside the kept run, whose weights --restore then deleted; a second per-image
+    overwrite replaced the kept original with what the first stopped command made. Each ends with the folder as the
+    first run left it."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.loop import ASIDE
+
+    common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size",
+              "16", "--batch-size", "1", "-q"]
+    long = ["--iterations", "300", "--checkpoint-every", "5"]
+    out = tmp_path / "out"
+    base = ["adapt", str(files / "lr"), "-o", str(out), *common]
+    code, text = _run([*base, "--iterations", "2"])
+    assert code == 0, text
+    finished = _digests(out)
+    proc, text = _stopped_when([*base, *long, "--overwrite"], lambda: (out / CHECKPOINT).exists(), "a checkpoint")
+    assert proc.returncode == 130, text
+    (out / "sr").mkdir(exist_ok=True)
+    (out / "sr" / "rgb.png").write_bytes(b"mine")  # in the way of a kept image, and not the stopped run's
+    before = _digests(out)
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 1 and "is in the way" in said and "nothing was changed" in said and _digests(out) == before, said
+    (out / "sr" / "rgb.png").unlink()
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and _digests(out) == finished, said
+    # a move aside cut short, then a --resume of another run stopped at its checkpoint: --restore gives it back
+    real, moves = shutil.move, []
+
+    def stopping_move(src, dst, *args, **kwargs):
+        moves.append(src)
+        if len(moves) == 3:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(loop.shutil, "move", stopping_move)
+    with pytest.raises(KeyboardInterrupt):
+        loop._clear_previous_run(out, keep_finished=True)
+    monkeypatch.setattr(loop.shutil, "move", real)
+    proc, text = _stopped_when([*base, *long, "--lr", "1e-3", "--resume"], lambda: (out / CHECKPOINT).exists(),
+                               "a checkpoint")
+    assert proc.returncode in (1, 130) and (out / ASIDE).is_dir(), text
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and _digests(out) == finished, said
+    # the user's copy of an image, recording the same run as the stopped run's images: not in its list, so it stays
+    from lway_rt.adapt.loop import _ledger_line, _stopped_run_files
+
+    stopped = tmp_path / "stopped"
+    (stopped / "sr").mkdir(parents=True)
+    for name in ("g0", "keep"):
+        shutil.copy(out / "sr" / "rgb.png", stopped / "sr" / f"{name}.png")
+    (stopped / ".sr-written.jsonl").write_text(_ledger_line("g0"))
+    assert sorted(p.name for p in _stopped_run_files(stopped)) == [".sr-written.jsonl", "g0.png"]
+    # per-image: two overwrites stopped in a row, the second with an input more, then --restore
+    each = tmp_path / "each"
+    three = tmp_path / "three"
+    shutil.copytree(files / "lr", three)
+    shutil.copy(three / "rgb.png", three / "more.png")
+    per = ["-o", str(each), *common, "--mode", "per-image"]
+    code, text = _run(["adapt", str(files / "lr"), *per, "--iterations", "2"])
+    assert code == 0, text
+    finished = _digests(each)
+    def new_checkpoint(path: Path):
+        was = path.stat().st_mtime_ns if path.exists() else None
+        return lambda: path.exists() and path.stat().st_mtime_ns != was
+
+    for inputs, lr in ((files / "lr", "1e-3"), (three, "2e-3")):
+        proc, text = _stopped_when(["adapt", str(inputs), *per, *long, "--lr", lr, "--overwrite"],
+                                   new_checkpoint(each / "grey" / CHECKPOINT), "the grey run's checkpoint")
+        assert proc.returncode == 130, text
     code, said = _run(["adapt", "--restore", str(each)])
     assert code == 0 and _digests(each) == finished, said
 
@@ -1846,9 +1923,10 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
     for name in (first, second):
         written[name] = (out / "sr" / name).stat().st_mtime_ns
     # (the stop may fall between an image and its line in the list of those written: that one is made again)
-    lines = (out / ".sr-written.jsonl").read_text().splitlines()  # one line appended per image written
-    assert len(lines) == len({json.loads(line)["name"] for line in lines}) >= 3, lines
-    listed = {f"{json.loads(line)['name']}.png" for line in lines} - {first, second}
+    lines = [json.loads(line) for line in (out / ".sr-written.jsonl").read_text().splitlines()]
+    # lines appended: each image named before it is written, then the file written
+    assert [e["name"] for e in lines if "sha256" not in e][:3] == [e["name"] for e in lines if "sha256" in e][:3], lines
+    listed = {f"{e['name']}.png" for e in lines if "sha256" in e} - {first, second}
     code, text = _run([*args, "--resume"])
     assert code == 0 and f"{len(listed)} SR image(s) in {out / 'sr'} were written before the run stopped: kept" \
         in text, text

@@ -1298,11 +1298,15 @@ def test_the_output_of_another_input_of_the_same_name_is_not_taken_for_this_ones
         assert result.exit_code == 1 and f"is the output of {(src / 'photo.jpg').resolve()}, made by an earlier run, " \
             f"not of {card2 / 'photo.jpg'}" in result.output, result.output
         assert (out / "photo_x4.png").read_bytes() == made
-    # ... but the first card's folder moved since: its photo is taken for the one that made the output
+    # the first card's folder moved since: its photo (the same bytes) is the one that made the output, the second
+    # card's is still not
     moved = tmp_path / "moved"
     src.rename(moved)
     again = run("upscale", moved / "photo.jpg", "-o", out, "--model", MODEL, "--skip-existing")
     assert again.exit_code == 0 and "1 already there" in again.output, again.output
+    result = run("upscale", card2 / "photo.jpg", "-o", out, "--model", MODEL, "--skip-existing")
+    assert result.exit_code == 1 and "is the output of" in result.output, result.output
+    assert (out / "photo_x4.png").read_bytes() == made
     other = run("upscale", moved / "photo.png", "-o", tmp_path / "elsewhere", "--model", MODEL)
     assert other.exit_code == 0, other.output
     # an output read as an input does not pass its input's record on: the new output records its own input
@@ -1311,8 +1315,10 @@ def test_the_output_of_another_input_of_the_same_name_is_not_taken_for_this_ones
     def source(path):
         return json.loads(png_text(path, b"lwayrt-upscale-input"))
 
-    assert source(tmp_path / "elsewhere" / "photo_x4.png") == {"name": "photo.png",
-                                                               "path": str((moved / "photo.png").resolve())}
+    from lway_rt.export.cache import file_sha256
+
+    assert source(tmp_path / "elsewhere" / "photo_x4.png") == {
+        "name": "photo.png", "path": str((moved / "photo.png").resolve()), "sha256": file_sha256(moved / "photo.png")}
     chained = run("upscale", tmp_path / "elsewhere" / "photo_x4.png", "-o", tmp_path / "chained", "--model", MODEL)
     assert chained.exit_code == 0, chained.output
     assert source(tmp_path / "chained" / "photo_x4_x4.png")["name"] == "photo_x4.png"

@@ -456,8 +456,9 @@ _RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "
 
 
 def _read_ledger(path: Path) -> dict[str, dict]:
-    """The entries of an ``SR_WRITTEN`` ledger by name (a later line for a name wins); a line a kill cut short, or
-    anything else that is not an entry, is passed over: its image is made again."""
+    """The entries of an ``SR_WRITTEN`` ledger by name (a later line for a name wins: a name about to be written, with
+    no file yet, or the file written); a line a kill cut short, or anything else that is not an entry, is passed
+    over: its image is made again."""
     entries: dict[str, dict] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -473,8 +474,11 @@ def _read_ledger(path: Path) -> dict[str, dict]:
     return entries
 
 
-def _ledger_line(name: str, sha256: str, record: dict | None) -> str:
-    return json.dumps(finite({"name": name, "sha256": sha256, "record": record}), allow_nan=False) + "\n"
+def _ledger_line(name: str, sha256: str | None = None, record: dict | None = None) -> str:
+    """A ledger line: without ``sha256``, that the image of ``name`` is about to be written (so a stop before its
+    line of the written file still names it as the run's: ``--restore`` removes it); with it, the file written."""
+    entry = {"name": name} if sha256 is None else {"name": name, "sha256": sha256, "record": record}
+    return json.dumps(finite(entry), allow_nan=False) + "\n"
 
 
 def _remove_killed_writes(out_dir: Path) -> None:
@@ -624,6 +628,9 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         made = record(img, s)
         chunks = img.image.png_chunks + (((b"tEXt", SR_KEY + b"\0" + json.dumps(made).encode("latin-1")),)
                                          if made is not None else ())
+        if ledger is not None:  # named before it is written: a stop in between leaves it the run's
+            with open(ledger, "a", encoding="utf-8") as f:
+                f.write(_ledger_line(img.name))
         sr_paths.append(write_image(dest, sr, alpha, bit_depth=img.image.bit_depth, grey=img.image.grey,
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
                                     png_chunks=chunks))
@@ -673,13 +680,25 @@ def _aside_mark(aside: Path) -> dict:
     return _read_json_dict(aside / ASIDE_MARK) or {}
 
 
-def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None) -> None:
+def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False) -> None:
     """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
     the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
-    or per-group command makes, which --restore removes where the replaced summary does not list them."""
+    or per-group command makes, which --restore removes where the replaced summary does not list them;
+    ``restoring``: --restore has removed the stopped run's files and is moving the kept ones back (run again, it
+    only goes on moving)."""
     runs = list(runs) if runs is not None else _aside_mark(aside).get("runs")
     atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
-                                           "complete": complete, **({"runs": runs} if runs is not None else {})})
+                                           "complete": complete, "restoring": restoring,
+                                           **({"runs": runs} if runs is not None else {})})
+
+
+def _aside_state(path: Path) -> str | None:
+    """What ``path`` (a folder's ``.lwayrt-replaced``) is: None (not this command's), "cut short" (a move aside a stop
+    cut short), "restoring" (a --restore a stop cut short) or "kept" (a whole run kept aside)."""
+    if not _is_aside(path):
+        return None
+    mark = _aside_mark(path)
+    return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
 
 
 def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
@@ -710,8 +729,13 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     ``out_dir`` holds none: an overwrite stopped before), else None."""
     report_path = out_dir / "report.json"
     aside = out_dir / ASIDE
-    cut_short = _is_aside(aside) and _aside_mark(aside).get("complete") is False
-    keep = cut_short or (keep_finished and finished_report(out_dir) is not None)
+    state = _aside_state(aside)
+    if state == "restoring":
+        raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore "
+                         f"{out_dir} again to finish it first")
+    cut_short = state == "cut short"
+    # a run kept aside already is the one from before a stopped command, and stays: what that command made is not kept
+    keep = cut_short or (keep_finished and state is None and finished_report(out_dir) is not None)
     if keep and not cut_short:
         aside = _make_aside(out_dir)
     listed: list[str] = []
@@ -787,60 +811,71 @@ def _runs_aside_words(out_dir: Path) -> str:
             f"finishes (to have them back instead: {restore_words(out_dir)})")
 
 
-def _remove_stopped_run(folder: Path, also: Sequence[str] = ()) -> list[str]:
-    """Remove from ``folder`` the files of a run that was stopped and is given up: those a run writes, ``also``, and
-    the sr/ images it wrote (listed in its ``SR_WRITTEN`` ledger, or recording in their PNG text the weights it saved
-    before writing them); returns their names. Other files are the user's and stay, an image copied from an earlier
-    run among them."""
-    from lway_rt.io.images import png_text
-    from lway_rt.io.weights import load_state_file, state_dict_sha256
+def _stopped_run_files(folder: Path, also: Sequence[str] = ()) -> list[Path]:
+    """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
+    images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
+    run folders), its report lists. Other files are the user's, a copy of an earlier run's image among them."""
+    found = [folder / name for name in (*_RUN_FILES, *also)]
+    images = list(_read_ledger(folder / SR_WRITTEN))
+    entries = (_read_json_dict(folder / "report.json") or {}).get("images")
+    images += [Path(str(e["sr"])).stem for e in entries if isinstance(e, dict) and isinstance(e.get("sr"), str)
+               and Path(e["sr"]).parent == Path("sr")] if isinstance(entries, list) else []
+    found += [folder / "sr" / f"{name}.png" for name in images if Path(name).name == name and name not in ("", ".", "..")]
+    return [p for p in dict.fromkeys(found) if p.is_file() and not p.is_symlink()]
 
-    sr = folder / "sr"
-    mine = set(_read_ledger(folder / SR_WRITTEN))
-    try:
-        weights = state_dict_sha256(load_state_file(folder / WEIGHTS)[0])[:32] if (folder / WEIGHTS).is_file() else None
-    except Exception:  # noqa: BLE001 - weights that do not load made no image
-        weights = None
-    gone = []
-    if sr.is_dir():
-        for path in sorted(sr.glob("*.png")):
-            if not path.is_file() or path.is_symlink():
-                continue
-            try:
-                made = json.loads(png_text(path, SR_KEY) or "null")
-            except ValueError:
-                made = None
-            if path.stem in mine or (weights is not None and isinstance(made, dict) and made.get("weights") == weights):
-                path.unlink()
-                gone.append(f"sr/{path.name}")
-    for name in (*_RUN_FILES, *also):
-        path = folder / name
-        if path.is_file() and not path.is_symlink():
-            path.unlink()
-            gone.append(name)
-    return gone
+
+def _remove_stopped_run(folder: Path, also: Sequence[str] = ()) -> None:
+    """Remove the stopped run's files (``_stopped_run_files``), its ledger last."""
+    for path in sorted(_stopped_run_files(folder, also), key=lambda p: p.name == SR_WRITTEN):
+        path.unlink()
+
+
+def _is_prefix(part: Path, whole: Path) -> bool:
+    """Whether the bytes of ``part`` begin ``whole``'s: a copy to another disk that a stop cut short."""
+    import filecmp
+
+    size = part.stat().st_size
+    if size > whole.stat().st_size:
+        return False
+    if size == whole.stat().st_size:
+        return filecmp.cmp(part, whole, shallow=False)
+    with open(part, "rb") as a, open(whole, "rb") as b:
+        while chunk := a.read(1 << 20):
+            if b.read(len(chunk)) != chunk:
+                return False
+    return True
 
 
 def _put_back(folder: Path) -> int:
     """Move the run kept in ``folder/.lwayrt-replaced`` back into ``folder`` (its sr/ images into ``folder/sr``, which
-    may be a link), after the stopped run's files there are removed; returns how many files were put back. Of a move
-    aside that a stop cut short, nothing is removed (what is still in ``folder`` is the replaced run's own)."""
+    may be a link), after the stopped run's files there are removed; returns how many files were put back. Nothing
+    is removed or moved while a file of another name is in the way of a kept one. A move aside that a stop cut short
+    is only undone (what is still in ``folder`` is the replaced run's own), and a --restore a stop cut short goes on
+    moving."""
     aside = folder / ASIDE
+    state = _aside_state(aside)
     kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
-    cut_short = _aside_mark(aside).get("complete") is False
-    if not cut_short:
+    if state == "kept":
+        stopped = set(_stopped_run_files(folder, also=[p.name for p in aside.iterdir() if p.is_file()
+                                                       and p.name != ASIDE_MARK]))
+        blocked = [folder / p.relative_to(aside) for p in kept if os.path.lexists(folder / p.relative_to(aside))
+                   and folder / p.relative_to(aside) not in stopped]
+        if blocked:
+            raise OutputError(f"{blocked[0]} is in the way of the kept run's file of that name (in {aside}), and it is "
+                              "not the stopped run's: move it, then run lwayrt adapt --restore again (nothing was "
+                              "changed)")
         _remove_stopped_run(folder, also=[p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK])
+        _mark_aside(aside, complete=True, restoring=True)
     for path in kept:
         dest = folder / path.relative_to(aside)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if os.path.lexists(dest):
-            if cut_short:  # the move stopped while it copied this file (to another disk): the original is in place
-                path.unlink()
-                continue
-            # never over a file: one of the user's stays, and so does the kept one
-            raise OutputError(f"{dest} is in the way of the kept run's file of that name, which stays in {aside}: move "
-                              "it, then run lwayrt adapt --restore again")
-        shutil.move(path, dest)
+        if state == "cut short" and os.path.lexists(dest):
+            if not (dest.is_file() and _is_prefix(path, dest)):
+                raise OutputError(f"{dest} is in the way of the kept run's file of that name (in {aside}): move it, "
+                                  "then run lwayrt adapt --restore again")
+            path.unlink()  # the move stopped while it copied this file to another disk: the original is in place
+            continue
+        shutil.move(path, dest)  # (restoring: over a copy back that a stop cut short)
     shutil.rmtree(aside)
     return len(kept)
 
@@ -880,7 +915,7 @@ def restore_replaced(out_dir: Path) -> str:
             for name in made if isinstance(made, list) else ():
                 sub = out_dir / str(name)
                 if Path(str(name)).name == name and name not in names and sub.is_dir() and not sub.is_symlink() \
-                        and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
+                        and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)) and not _is_aside(sub / ASIDE):
                     _remove_stopped_run(sub)
                     for folder in (sub / "sr", sub):
                         with contextlib.suppress(OSError):
@@ -1212,7 +1247,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
-    if overwrite or redo:
+    if overwrite or redo or _aside_state(out_dir / ASIDE) in ("cut short", "restoring"):  # (a move aside a stop cut
+        # short is finished before this run writes anything: the files still here are the replaced run's)
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs):
             log(f"the finished run this one replaces is kept in {aside} until "
                 f"{'every run of the command' if aside_until_end else 'this one'} finishes")
@@ -1922,15 +1958,24 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             kept[name] = finished
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
-        aside = out_dir / ASIDE  # the folder's summary and routing are kept aside with each run folder's run, until
-        cut_short = _is_aside(aside) and _aside_mark(aside).get("complete") is False  # every run is made (or put
-        if cut_short or (overwrite and top_summary.get("runs") is not None):  # back: --restore); a move cut short
-            if not cut_short:  # is finished first
-                aside = _make_aside(out_dir, runs=[name for name, _ in runs])
+        # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
+        # back: --restore); a move cut short is finished first, and one kept from before a stopped command stays
+        aside, names = out_dir / ASIDE, [name for name, _ in runs]
+        state = _aside_state(aside)
+        if state == "restoring":
+            raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore {out_dir} "
+                             "again to finish it first")
+        if state == "cut short" or (state is None and overwrite and top_summary.get("runs") is not None):
+            if state is None:
+                aside = _make_aside(out_dir, runs=names)
             for name in ("report.json", "config.json", "groups.json"):
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
+        elif state == "kept":  # this command's run folders join the stopped one's, for --restore to remove
+            made = _aside_mark(aside).get("runs")
+            _mark_aside(aside, complete=True, runs=list(dict.fromkeys([*(made if isinstance(made, list) else []),
+                                                                        *names])))
         atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
             atomic_write_json(groups_path, record)
