@@ -585,6 +585,24 @@ def test_restore_after_a_per_image_overwrite_stopped_part_way(files, tmp_path):
     assert code == 0 and _digests(out) == finished, text
 
 
+def _move_aside_stopped_at(out: Path, n: int, monkeypatch) -> None:
+    """Move ``out``'s finished run aside as --overwrite does, stopped (as by a Ctrl-C) on the ``n``-th file moved."""
+    import lway_rt.adapt.loop as loop
+
+    real, moves = shutil.move, []
+
+    def stopping_move(src, dst, *args, **kwargs):
+        moves.append(src)
+        if len(moves) == n:
+            raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(loop.shutil, "move", stopping_move)
+    with pytest.raises(KeyboardInterrupt):
+        loop._clear_previous_run(out, keep_finished=True)
+    monkeypatch.setattr(loop.shutil, "move", real)
+
+
 def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkeypatch):
     """--restore removed every sr/ image that records a run (a copy the user kept of an earlier image went too), every
     run folder of a per-image folder its summary did not list (a finished run the user put there went too), and after
@@ -608,26 +626,11 @@ def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkey
     code, said = _run(["adapt", "--restore", str(out)])
     assert code == 0 and _digests(out) == finished, said
     # a stop while the finished run was being moved aside (on the second move): --restore gives it back whole
-    real, moves = shutil.move, []
-
-    def stopping_move(src, dst, *args, **kwargs):
-        moves.append(src)
-        if len(moves) == 2:
-            raise KeyboardInterrupt
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(loop.shutil, "move", stopping_move)
-    with pytest.raises(KeyboardInterrupt):
-        loop._clear_previous_run(out, keep_finished=True)
-    monkeypatch.setattr(loop.shutil, "move", real)
+    _move_aside_stopped_at(out, 2, monkeypatch)
     assert (out / ASIDE / "report.json").is_file() and (out / "adapted.safetensors").is_file()
     assert "put back" in loop.restore_replaced(out) and _digests(out) == finished
     # ... and the next run finishes that move instead of deleting what is still in OUT
-    moves.clear()
-    monkeypatch.setattr(loop.shutil, "move", stopping_move)
-    with pytest.raises(KeyboardInterrupt):
-        loop._clear_previous_run(out, keep_finished=True)
-    monkeypatch.setattr(loop.shutil, "move", real)
+    _move_aside_stopped_at(out, 2, monkeypatch)
     assert loop._clear_previous_run(out) == out / ASIDE and not (out / "adapted.safetensors").exists()
     assert {k: v for k, v in _digests(out / ASIDE).items() if k != loop.ASIDE_MARK} == \
         {k: v for k, v in finished.items() if k != "sr/rgb-keep.png"}
@@ -652,7 +655,6 @@ def test_restore_is_safe_to_run_again_and_after_any_later_command(files, tmp_pat
     run's config and checkpoint beside the kept run, whose weights --restore then deleted; a second per-image
     overwrite replaced the kept original with what the first stopped command made. Each ends with the folder as the
     first run left it."""
-    import lway_rt.adapt.loop as loop
     from lway_rt.adapt.loop import ASIDE
 
     common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size",
@@ -674,18 +676,7 @@ def test_restore_is_safe_to_run_again_and_after_any_later_command(files, tmp_pat
     code, said = _run(["adapt", "--restore", str(out)])
     assert code == 0 and _digests(out) == finished, said
     # a move aside cut short, then a --resume of another run stopped at its checkpoint: --restore gives it back
-    real, moves = shutil.move, []
-
-    def stopping_move(src, dst, *args, **kwargs):
-        moves.append(src)
-        if len(moves) == 3:
-            raise KeyboardInterrupt
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(loop.shutil, "move", stopping_move)
-    with pytest.raises(KeyboardInterrupt):
-        loop._clear_previous_run(out, keep_finished=True)
-    monkeypatch.setattr(loop.shutil, "move", real)
+    _move_aside_stopped_at(out, 3, monkeypatch)
     proc, text = _stopped_when([*base, *long, "--lr", "1e-3", "--resume"], lambda: (out / CHECKPOINT).exists(),
                                "a checkpoint")
     assert proc.returncode in (1, 130) and (out / ASIDE).is_dir(), text
