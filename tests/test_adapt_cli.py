@@ -712,6 +712,47 @@ def test_restore_is_safe_to_run_again_and_after_any_later_command(files, tmp_pat
     assert code == 0 and _digests(each) == finished, said
 
 
+def test_a_stopped_overwrite_leaves_no_way_to_lose_the_kept_run_or_a_users_file(files, tmp_path):
+    """After an --overwrite stopped (the finished run's report aside): a user's sr/ image the kept run does not list
+    was written over by the next --overwrite (the check read only the report in OUT), and a plain command there was
+    accepted and removed the kept run when it finished. In per-image mode, a run folder the user had filled for a new
+    input was put back by --restore and then removed as the stopped command's."""
+    common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size",
+              "16", "--batch-size", "1", "-q"]
+    long = ["--iterations", "300", "--checkpoint-every", "5"]
+    more = tmp_path / "more"
+    shutil.copytree(files / "lr", more)
+    shutil.copy(more / "rgb.png", more / "x.png")
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *common, "--iterations", "2"])
+    assert code == 0, text
+    (out / "sr" / "x.png").write_bytes(b"mine")
+    finished = _digests(out)
+    proc, text = _stopped_when(["adapt", str(files / "lr"), "-o", str(out), *common, *long, "--overwrite"],
+                               lambda: (out / CHECKPOINT).exists(), "a checkpoint")
+    assert proc.returncode == 130, text
+    code, text = _run(["adapt", str(more), "-o", str(out), *common, "--iterations", "2", "--overwrite"])
+    assert code == 1 and "sr/x.png is not an image of the run" in text and (out / "sr" / "x.png").read_bytes() == \
+        b"mine", text
+    (out / CHECKPOINT).unlink()  # (as a stop before the first checkpoint leaves it)
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), *common, "--iterations", "2"])
+    assert code == 1 and f"lwayrt adapt --restore {out} to have it back" in text, text
+    code, said = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and _digests(out) == finished, said
+    # per-image: a folder x/ holding a finished run of the user's, and a new input x
+    each = tmp_path / "each"
+    per = ["-o", str(each), *common, "--mode", "per-image"]
+    code, text = _run(["adapt", str(files / "lr"), *per, "--iterations", "2"])
+    assert code == 0, text
+    shutil.copytree(each / "rgb", each / "x")
+    finished = _digests(each)
+    proc, text = _stopped_when(["adapt", str(more), *per, *long, "--overwrite"],
+                               lambda: (each / "grey" / CHECKPOINT).exists(), "the grey run's checkpoint")
+    assert proc.returncode == 130, text
+    code, said = _run(["adapt", "--restore", str(each)])
+    assert code == 0 and _digests(each) == finished, said
+
+
 def test_a_folder_of_that_name_is_never_removed_by_a_run(files, tmp_path):
     """Every finished run removed OUT/.replaced with whatever it held, --overwrite or not: a folder of the user's of
     that name was deleted without a word. Only a folder the command made (it holds its mark) is removed."""
@@ -1700,8 +1741,8 @@ def test_overwrite_never_replaces_a_users_image_in_sr(files, tmp_path):
     mine = (out / "sr" / "grey.png").read_bytes()
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), str(files / "lr" / "grey.png"), "-o", str(out),
                        *_fast(files), "--overwrite"])
-    assert code == 1 and f"{out / 'sr' / 'grey.png'} is not an image of the run in {out} (its report does not list " \
-        "it)" in " ".join(text.split()), text
+    assert code == 1 and f"{out / 'sr' / 'grey.png'} is not an image of the run in {out} (neither its report nor its " \
+        "list of images written names it)" in " ".join(text.split()), text
     assert (out / "sr" / "grey.png").read_bytes() == mine
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(out), *_fast(files), "--overwrite"])
     assert code == 0 and (out / "sr" / "grey.png").read_bytes() == mine, text  # not an input: kept, as before

@@ -429,6 +429,10 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
             raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
                              "--overwrite to start again, or choose another --out folder")
         return None
+    if not (resume or overwrite) and _is_aside(out_dir / ASIDE):  # a run here would remove it when it finished
+        raise InputError(f"{out_dir} holds a run a stopped --overwrite replaced, kept in {out_dir / ASIDE}: run "
+                         f"{restore_words(out_dir)} to have it back, pass --overwrite to replace it, or choose another "
+                         "--out folder")
     finished = finished_report(out_dir)
     if finished is not None and not (resume or overwrite):
         raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
@@ -756,6 +760,10 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
 
     if report_path.is_file():
         clear(report_path)
+    if not keep:  # a stopped run's images, which its list names (each before it is written), go with it
+        for path in _stopped_run_files(out_dir):
+            if path.parent == out_dir / "sr":
+                path.unlink()
     for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", SR_WRITTEN, _SR_WRITTEN_BEFORE) + \
             (("config.json",) if keep else ()):
         if (out_dir / name).is_file():
@@ -846,6 +854,21 @@ def _is_prefix(part: Path, whole: Path) -> bool:
     return True
 
 
+def _check_put_back(folder: Path) -> None:
+    """Refuse, before anything changes, where a file that is not the stopped run's is in the way of a file of the run
+    kept in ``folder/.lwayrt-replaced`` (a --restore stopped part-way, or a move aside cut short, checks as it goes)."""
+    aside = folder / ASIDE
+    if _aside_state(aside) != "kept":
+        return
+    stopped = set(_stopped_run_files(folder, also=[p.name for p in aside.iterdir() if p.is_file()
+                                                   and p.name != ASIDE_MARK]))
+    for path in aside.rglob("*"):
+        dest = folder / path.relative_to(aside)
+        if path.is_file() and path.name != ASIDE_MARK and os.path.lexists(dest) and dest not in stopped:
+            raise OutputError(f"{dest} is in the way of the kept run's file of that name (in {aside}), and it is not "
+                              "the stopped run's: move it, then run lwayrt adapt --restore again (nothing was changed)")
+
+
 def _put_back(folder: Path) -> int:
     """Move the run kept in ``folder/.lwayrt-replaced`` back into ``folder`` (its sr/ images into ``folder/sr``, which
     may be a link), after the stopped run's files there are removed; returns how many files were put back. Nothing
@@ -856,14 +879,7 @@ def _put_back(folder: Path) -> int:
     state = _aside_state(aside)
     kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
     if state == "kept":
-        stopped = set(_stopped_run_files(folder, also=[p.name for p in aside.iterdir() if p.is_file()
-                                                       and p.name != ASIDE_MARK]))
-        blocked = [folder / p.relative_to(aside) for p in kept if os.path.lexists(folder / p.relative_to(aside))
-                   and folder / p.relative_to(aside) not in stopped]
-        if blocked:
-            raise OutputError(f"{blocked[0]} is in the way of the kept run's file of that name (in {aside}), and it is "
-                              "not the stopped run's: move it, then run lwayrt adapt --restore again (nothing was "
-                              "changed)")
+        _check_put_back(folder)
         _remove_stopped_run(folder, also=[p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK])
         _mark_aside(aside, complete=True, restoring=True)
     for path in kept:
@@ -900,22 +916,20 @@ def restore_replaced(out_dir: Path) -> str:
         if not _is_aside(out_dir / ASIDE) and not subs:
             raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
                              "restore (it is removed when the overwriting run finishes)")
-        put = 0
-        summary, made = None, []
-        if _is_aside(out_dir / ASIDE):
-            summary = _read_json_dict(out_dir / ASIDE / "report.json")
-            made = _aside_mark(out_dir / ASIDE).get("runs") or []
-            put += _put_back(out_dir)
-        for sub in subs:
-            put += _put_back(sub)
+        top = [out_dir] if _is_aside(out_dir / ASIDE) else []
+        for folder in (*top, *subs):  # every folder first: nothing changes while a file is in the way
+            _check_put_back(folder)
+        summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
+        made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
+        put = sum(_put_back(folder) for folder in (*top, *subs))
         removed = []
         runs = (summary or {}).get("runs")
         if isinstance(runs, list):  # a per-image or per-group folder: the stopped command's run folders of names the
             names = {str(e.get("name")) for e in runs if isinstance(e, dict)}  # kept summary does not list go
             for name in made if isinstance(made, list) else ():
                 sub = out_dir / str(name)
-                if Path(str(name)).name == name and name not in names and sub.is_dir() and not sub.is_symlink() \
-                        and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)) and not _is_aside(sub / ASIDE):
+                if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
+                        and not sub.is_symlink() and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
                     _remove_stopped_run(sub)
                     for folder in (sub / "sr", sub):
                         with contextlib.suppress(OSError):
@@ -1794,14 +1808,16 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if config.mode == "folder" and (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
         raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
                          "--out folder")
-    if overwrite and previous == "folder" and (report := finished_report(out_dir)) is not None:
+    if overwrite and previous == "folder":  # (the run there finished, or a stopped one's: its list names its images)
+        report = finished_report(out_dir) or {}
         listed = {Path(str(e["sr"])) for e in report.get("images", []) if isinstance(e, dict) and e.get("sr")}
+        listed |= {Path("sr", f"{name}.png") for name in _read_ledger(out_dir / SR_WRITTEN)}
         theirs = sorted(Path("sr", f"{img.name}.png") for img in images
                         if (out_dir / "sr" / f"{img.name}.png").exists() and Path("sr", f"{img.name}.png") not in listed)
         if theirs:  # the run there made every image its report lists; one it does not list is the user's
-            raise InputError(f"{out_dir / theirs[0]} is not an image of the run in {out_dir} (its report does not "
-                             "list it), and this run would write its image of that input there: move it, or choose "
-                             "another --out folder")
+            raise InputError(f"{out_dir / theirs[0]} is not an image of the run in {out_dir} (neither its report "
+                             "nor its list of images written names it), and this run would write its image of that "
+                             "input there: move it, or choose another --out folder")
     if previous is None:
         theirs = _present(out_dir, (*own, *sorted(names), *groups))
         if theirs:
@@ -1960,22 +1976,18 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
         # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
         # back: --restore); a move cut short is finished first, and one kept from before a stopped command stays
-        aside, names = out_dir / ASIDE, [name for name, _ in runs]
+        aside = out_dir / ASIDE
         state = _aside_state(aside)
         if state == "restoring":
             raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore {out_dir} "
                              "again to finish it first")
         if state == "cut short" or (state is None and overwrite and top_summary.get("runs") is not None):
             if state is None:
-                aside = _make_aside(out_dir, runs=names)
+                aside = _make_aside(out_dir, runs=[])  # (each run folder joins as its run starts)
             for name in ("report.json", "config.json", "groups.json"):
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
-        elif state == "kept":  # this command's run folders join the stopped one's, for --restore to remove
-            made = _aside_mark(aside).get("runs")
-            _mark_aside(aside, complete=True, runs=list(dict.fromkeys([*(made if isinstance(made, list) else []),
-                                                                        *names])))
         atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
             atomic_write_json(groups_path, record)
@@ -1989,6 +2001,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
                                                       f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
             emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
+            if _aside_state(aside) == "kept":  # the run folders this command starts join the mark, for --restore to
+                made = _aside_mark(aside).get("runs")  # remove where the kept summary does not list them
+                made = made if isinstance(made, list) else []
+                if name not in made:
+                    _mark_aside(aside, complete=True, runs=[*made, name])
             try:
                 results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
                                             embeddings=emb, overwrite=overwrite, note=note, aside_until_end=True))
