@@ -753,6 +753,32 @@ def test_a_stopped_overwrite_leaves_no_way_to_lose_the_kept_run_or_a_users_file(
     assert code == 0 and _digests(each) == finished, said
 
 
+def test_an_overwrite_after_a_move_aside_cut_short_and_an_edited_image(files, tmp_path, monkeypatch):
+    """The same --overwrite, run again after a stop that cut its move aside short, called the finished run's own sr/
+    images (their report already aside) the user's and refused; and an image the stopped run's list names but the user
+    has edited since was deleted as the stopped run's. Now the kept report counts, and an edited image is the user's."""
+    from lway_rt.adapt.loop import _ledger_images, _ledger_line
+    from lway_rt.export.cache import file_sha256
+
+    out = tmp_path / "out"
+    args = ["adapt", str(files / "lr"), "-o", str(out), "-m", str(files / "tiny.safetensors"), "--stage1",
+            str(files / "stage1.safetensors"), "--patch-size", "16", "--batch-size", "1", "-q", "--iterations", "2"]
+    code, text = _run(args)
+    assert code == 0, text
+    _move_aside_stopped_at(out, 3, monkeypatch)  # report and weights aside, the sr/ images not yet
+    code, text = _run([*args, "--overwrite"])
+    assert code == 0, text
+    folder = tmp_path / "stopped"
+    (folder / "sr").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (folder / "sr" / f"{name}.png").write_bytes(name.encode())
+    (folder / ".sr-written.jsonl").write_text(
+        _ledger_line("a") + _ledger_line("a", file_sha256(folder / "sr" / "a.png"), {}) + _ledger_line("b")
+        + _ledger_line("b", file_sha256(folder / "sr" / "b.png"), {}) + _ledger_line("c"))
+    (folder / "sr" / "b.png").write_bytes(b"edited")  # by the user, after the run wrote it
+    assert _ledger_images(folder) == {"a", "c"}
+
+
 def test_a_folder_of_that_name_is_never_removed_by_a_run(files, tmp_path):
     """Every finished run removed OUT/.replaced with whatever it held, --overwrite or not: a folder of the user's of
     that name was deleted without a word. Only a folder the command made (it holds its mark) is removed."""

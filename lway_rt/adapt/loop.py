@@ -819,12 +819,27 @@ def _runs_aside_words(out_dir: Path) -> str:
             f"finishes (to have them back instead: {restore_words(out_dir)})")
 
 
+def _ledger_images(folder: Path) -> set[str]:
+    """The names of ``folder``'s sr/ images that its run's ledger holds as the run's: named before being written, or
+    written and unchanged since (one the user has edited since is the user's)."""
+    from lway_rt.export.cache import file_sha256
+
+    mine = set()
+    for name, entry in _read_ledger(folder / SR_WRITTEN).items():
+        path = folder / "sr" / f"{name}.png"
+        if Path(name).name != name or name in ("", ".", ".."):
+            continue
+        if "sha256" not in entry or not path.is_file() or file_sha256(path) == entry.get("sha256"):
+            mine.add(name)
+    return mine
+
+
 def _stopped_run_files(folder: Path, also: Sequence[str] = ()) -> list[Path]:
     """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
     images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
     run folders), its report lists. Other files are the user's, a copy of an earlier run's image among them."""
     found = [folder / name for name in (*_RUN_FILES, *also)]
-    images = list(_read_ledger(folder / SR_WRITTEN))
+    images = list(_ledger_images(folder))
     entries = (_read_json_dict(folder / "report.json") or {}).get("images")
     images += [Path(str(e["sr"])).stem for e in entries if isinstance(e, dict) and isinstance(e.get("sr"), str)
                and Path(e["sr"]).parent == Path("sr")] if isinstance(entries, list) else []
@@ -1811,7 +1826,10 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if overwrite and previous == "folder":  # (the run there finished, or a stopped one's: its list names its images)
         report = finished_report(out_dir) or {}
         listed = {Path(str(e["sr"])) for e in report.get("images", []) if isinstance(e, dict) and e.get("sr")}
-        listed |= {Path("sr", f"{name}.png") for name in _read_ledger(out_dir / SR_WRITTEN)}
+        listed |= {Path("sr", f"{name}.png") for name in _ledger_images(out_dir)}
+        if _aside_state(out_dir / ASIDE) == "cut short":  # the images of the run being moved aside, not moved yet
+            kept = _read_json_dict(out_dir / ASIDE / "report.json") or {}
+            listed |= {Path(str(e["sr"])) for e in kept.get("images", []) if isinstance(e, dict) and e.get("sr")}
         theirs = sorted(Path("sr", f"{img.name}.png") for img in images
                         if (out_dir / "sr" / f"{img.name}.png").exists() and Path("sr", f"{img.name}.png") not in listed)
         if theirs:  # the run there made every image its report lists; one it does not list is the user's
