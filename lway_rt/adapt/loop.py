@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace as dc_replace
 from pathlib import Path
 
@@ -696,6 +696,13 @@ def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, 
                                            **({"runs": runs} if runs is not None else {})})
 
 
+def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
+    """No run may write into ``out_dir`` while a --restore there that a stop cut short has not finished."""
+    if state == "restoring":
+        raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore {out_dir} "
+                         "again to finish it first")
+
+
 def _aside_state(path: Path) -> str | None:
     """What ``path`` (a folder's ``.lwayrt-replaced``) is: None (not this command's), "cut short" (a move aside a stop
     cut short), "restoring" (a --restore a stop cut short) or "kept" (a whole run kept aside)."""
@@ -707,15 +714,13 @@ def _aside_state(path: Path) -> str | None:
 
 def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
     """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
-    that is replaced: an earlier one of this command's there goes (the run in ``out_dir`` is the later one); anything
-    else of that name is the user's, and refused before anything moves."""
+    that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
+    name is the user's, and refused before anything moves."""
     aside = out_dir / ASIDE
     if os.path.lexists(aside):
-        if not _is_aside(aside):
-            kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
-            raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
-                             "replaces until the new one finishes: move it, then run the command again")
-        shutil.rmtree(aside)
+        kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
+        raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
+                         "replaces until the new one finishes: move it, then run the command again")
     aside.mkdir()
     _mark_aside(aside, complete=False, runs=runs)
     return aside
@@ -734,9 +739,7 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     report_path = out_dir / "report.json"
     aside = out_dir / ASIDE
     state = _aside_state(aside)
-    if state == "restoring":
-        raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore "
-                         f"{out_dir} again to finish it first")
+    _refuse_a_restore_under_way(out_dir, state)
     cut_short = state == "cut short"
     # a run kept aside already is the one from before a stopped command, and stays: what that command made is not kept
     keep = cut_short or (keep_finished and state is None and finished_report(out_dir) is not None)
@@ -782,8 +785,7 @@ def _aside_run(out_dir: Path) -> Path | None:
     """``out_dir/.lwayrt-replaced`` when this command made it and it holds a finished run (or a per-image or per-group
     folder's summary), else None."""
     aside = Path(out_dir) / ASIDE
-    return aside if _is_aside(aside) and (finished_report(aside) is not None or
-                                          (aside / "report.json").is_file()) else None
+    return aside if _is_aside(aside) and (aside / "report.json").is_file() else None
 
 
 def restore_words(out_dir: Path) -> str:
@@ -834,7 +836,7 @@ def _ledger_images(folder: Path) -> set[str]:
     return mine
 
 
-def _stopped_run_files(folder: Path, also: Sequence[str] = ()) -> list[Path]:
+def _stopped_run_files(folder: Path, also: Iterable[str] = ()) -> list[Path]:
     """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
     images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
     run folders), its report lists. Other files are the user's, a copy of an earlier run's image among them."""
@@ -847,9 +849,9 @@ def _stopped_run_files(folder: Path, also: Sequence[str] = ()) -> list[Path]:
     return [p for p in dict.fromkeys(found) if p.is_file() and not p.is_symlink()]
 
 
-def _remove_stopped_run(folder: Path, also: Sequence[str] = ()) -> None:
-    """Remove the stopped run's files (``_stopped_run_files``), its ledger last."""
-    for path in sorted(_stopped_run_files(folder, also), key=lambda p: p.name == SR_WRITTEN):
+def _remove_stopped_run(folder: Path, files: Sequence[Path] | None = None) -> None:
+    """Remove the stopped run's ``files`` (``_stopped_run_files``, found here when not given), its ledger last."""
+    for path in sorted(_stopped_run_files(folder) if files is None else files, key=lambda p: p.name == SR_WRITTEN):
         path.unlink()
 
 
@@ -869,33 +871,35 @@ def _is_prefix(part: Path, whole: Path) -> bool:
     return True
 
 
-def _check_put_back(folder: Path) -> None:
-    """Refuse, before anything changes, where a file that is not the stopped run's is in the way of a file of the run
-    kept in ``folder/.lwayrt-replaced`` (a --restore stopped part-way, or a move aside cut short, checks as it goes)."""
+def _check_put_back(folder: Path) -> list[Path]:
+    """The stopped run's files in ``folder``, which --restore removes before it puts back the run kept in
+    ``folder/.lwayrt-replaced``; refuses, before anything changes, where a file that is not the stopped run's is in
+    the way of a kept one. None are removed, and nothing is checked here, where the move aside was cut short or a
+    --restore is under way (``_put_back`` checks as it goes)."""
     aside = folder / ASIDE
     if _aside_state(aside) != "kept":
-        return
-    stopped = set(_stopped_run_files(folder, also=[p.name for p in aside.iterdir() if p.is_file()
-                                                   and p.name != ASIDE_MARK]))
+        return []
+    kept_top = (p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK)
+    stopped = _stopped_run_files(folder, also=kept_top)
+    theirs = set(stopped)
     for path in aside.rglob("*"):
         dest = folder / path.relative_to(aside)
-        if path.is_file() and path.name != ASIDE_MARK and os.path.lexists(dest) and dest not in stopped:
+        if path.is_file() and path.name != ASIDE_MARK and os.path.lexists(dest) and dest not in theirs:
             raise OutputError(f"{dest} is in the way of the kept run's file of that name (in {aside}), and it is not "
                               "the stopped run's: move it, then run lwayrt adapt --restore again (nothing was changed)")
+    return stopped
 
 
-def _put_back(folder: Path) -> int:
+def _put_back(folder: Path, stopped: Sequence[Path]) -> int:
     """Move the run kept in ``folder/.lwayrt-replaced`` back into ``folder`` (its sr/ images into ``folder/sr``, which
-    may be a link), after the stopped run's files there are removed; returns how many files were put back. Nothing
-    is removed or moved while a file of another name is in the way of a kept one. A move aside that a stop cut short
-    is only undone (what is still in ``folder`` is the replaced run's own), and a --restore a stop cut short goes on
-    moving."""
+    may be a link), after the stopped run's files there (``stopped``, as ``_check_put_back`` found and checked them)
+    are removed; returns how many files were put back. A move aside that a stop cut short is only undone (what is
+    still in ``folder`` is the replaced run's own), and a --restore a stop cut short goes on moving."""
     aside = folder / ASIDE
     state = _aside_state(aside)
     kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
     if state == "kept":
-        _check_put_back(folder)
-        _remove_stopped_run(folder, also=[p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK])
+        _remove_stopped_run(folder, stopped)
         _mark_aside(aside, complete=True, restoring=True)
     for path in kept:
         dest = folder / path.relative_to(aside)
@@ -932,11 +936,11 @@ def restore_replaced(out_dir: Path) -> str:
             raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
                              "restore (it is removed when the overwriting run finishes)")
         top = [out_dir] if _is_aside(out_dir / ASIDE) else []
-        for folder in (*top, *subs):  # every folder first: nothing changes while a file is in the way
-            _check_put_back(folder)
+        # every folder first: nothing changes while a file is in the way
+        stopped = {folder: _check_put_back(folder) for folder in (*top, *subs)}
         summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
         made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
-        put = sum(_put_back(folder) for folder in (*top, *subs))
+        put = sum(_put_back(folder, files) for folder, files in stopped.items())
         removed = []
         runs = (summary or {}).get("runs")
         if isinstance(runs, list):  # a per-image or per-group folder: the stopped command's run folders of names the
@@ -1996,9 +2000,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         # back: --restore); a move cut short is finished first, and one kept from before a stopped command stays
         aside = out_dir / ASIDE
         state = _aside_state(aside)
-        if state == "restoring":
-            raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore {out_dir} "
-                             "again to finish it first")
+        _refuse_a_restore_under_way(out_dir, state)
         if state == "cut short" or (state is None and overwrite and top_summary.get("runs") is not None):
             if state is None:
                 aside = _make_aside(out_dir, runs=[])  # (each run folder joins as its run starts)
