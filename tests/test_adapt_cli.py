@@ -1997,3 +1997,16 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
     assert code == 0, text
     for name in after:
         assert np.array_equal(np.asarray(Image.open(out / "sr" / name)), np.asarray(Image.open(whole / "sr" / name)))
+
+
+def test_restore_of_something_that_is_no_run_folder_is_one_line(tmp_path):
+    """--restore on a path that is not there, a file, or a folder with nothing kept aside: one line, exit status 1 or
+    click's 2, and nothing made."""
+    code, said = _run(["adapt", "--restore", str(tmp_path / "nope")])
+    assert code == 1 and f"{tmp_path / 'nope'} is not a folder: give the --out folder" in said, said
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "file.png").write_bytes(b"x")
+    code, said = _run(["adapt", "--restore", str(tmp_path / "file.png")])
+    assert code == 2 and "is a file" in said, said
+    code, said = _run(["adapt", "--restore", str(tmp_path)])
+    assert code == 1 and "holds no run that --overwrite kept aside" in said, said
