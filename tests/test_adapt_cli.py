@@ -431,7 +431,8 @@ def test_overwrite_removes_the_old_run_first_so_a_stopped_one_is_never_called_co
     complete; they are kept in .lwayrt-replaced, as they lay, until the new run finishes (a stopped overwrite had left
     neither run: hours of adaptation lost to a Ctrl-C seconds in), and `adapt --restore OUT` puts them back; a
     finished overwrite with fewer inputs leaves none of the old run's images behind."""
-    from lway_rt.adapt.loop import ASIDE, ASIDE_MARK, CHECKPOINT as CKPT, _clear_previous_run, _make_aside, _mark_aside
+    from lway_rt.adapt.loop import CHECKPOINT as CKPT
+    from lway_rt.adapt.runfolder import ASIDE, ASIDE_MARK, _clear_previous_run, _make_aside, _mark_aside
     from lway_rt.errors import InputError
 
     out = tmp_path / "ow"
@@ -587,7 +588,7 @@ def test_restore_after_a_per_image_overwrite_stopped_part_way(files, tmp_path):
 
 def _move_aside_stopped_at(out: Path, n: int, monkeypatch) -> None:
     """Move ``out``'s finished run aside as --overwrite does, stopped (as by a Ctrl-C) on the ``n``-th file moved."""
-    import lway_rt.adapt.loop as loop
+    import lway_rt.adapt.runfolder as runfolder
 
     real, moves = shutil.move, []
 
@@ -597,10 +598,10 @@ def _move_aside_stopped_at(out: Path, n: int, monkeypatch) -> None:
             raise KeyboardInterrupt
         return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(loop.shutil, "move", stopping_move)
+    monkeypatch.setattr(runfolder.shutil, "move", stopping_move)
     with pytest.raises(KeyboardInterrupt):
-        loop._clear_previous_run(out, keep_finished=True)
-    monkeypatch.setattr(loop.shutil, "move", real)
+        runfolder._clear_previous_run(out, keep_finished=True)
+    monkeypatch.setattr(runfolder.shutil, "move", real)
 
 
 def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkeypatch):
@@ -609,8 +610,8 @@ def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkey
     a stop while the old run was being moved aside, the part still in OUT as the stopped run's. Now only the stopped
     run's own images (its list, or its weights in their record) and run folders go, and a move cut short is only
     undone (or finished by the next run), never taken for a whole run kept aside."""
-    import lway_rt.adapt.loop as loop
-    from lway_rt.adapt.loop import ASIDE
+    import lway_rt.adapt.runfolder as runfolder
+    from lway_rt.adapt.runfolder import ASIDE
 
     common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size",
               "16", "--batch-size", "1", "-q"]
@@ -628,18 +629,18 @@ def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkey
     # a stop while the finished run was being moved aside (on the second move): --restore gives it back whole
     _move_aside_stopped_at(out, 2, monkeypatch)
     assert (out / ASIDE / "report.json").is_file() and (out / "adapted.safetensors").is_file()
-    assert "put back" in loop.restore_replaced(out) and _digests(out) == finished
+    assert "put back" in runfolder.restore_replaced(out) and _digests(out) == finished
     # ... and the next run finishes that move instead of deleting what is still in OUT
     _move_aside_stopped_at(out, 2, monkeypatch)
-    assert loop._clear_previous_run(out) == out / ASIDE and not (out / "adapted.safetensors").exists()
-    assert {k: v for k, v in _digests(out / ASIDE).items() if k != loop.ASIDE_MARK} == \
+    assert runfolder._clear_previous_run(out) == out / ASIDE and not (out / "adapted.safetensors").exists()
+    assert {k: v for k, v in _digests(out / ASIDE).items() if k != runfolder.ASIDE_MARK} == \
         {k: v for k, v in finished.items() if k != "sr/rgb-keep.png"}
     # per-image: a finished run the user keeps in a sub-folder the summary does not list stays
     each = tmp_path / "each"
     code, text = _run(["adapt", str(files / "lr"), "-o", str(each), *common, "--iterations", "2", "--mode",
                        "per-image"])
     assert code == 0, text
-    shutil.copytree(out / ASIDE, each / "extra", ignore=shutil.ignore_patterns(loop.ASIDE_MARK))
+    shutil.copytree(out / ASIDE, each / "extra", ignore=shutil.ignore_patterns(runfolder.ASIDE_MARK))
     finished = _digests(each)
     proc, text = _stopped_when(["adapt", str(files / "lr"), "-o", str(each), *common, "--iterations", "300",
                                 "--checkpoint-every", "5", "--overwrite", "--mode", "per-image"],
@@ -655,7 +656,7 @@ def test_restore_is_safe_to_run_again_and_after_any_later_command(files, tmp_pat
     run's config and checkpoint beside the kept run, whose weights --restore then deleted; a second per-image
     overwrite replaced the kept original with what the first stopped command made. Each ends with the folder as the
     first run left it."""
-    from lway_rt.adapt.loop import ASIDE
+    from lway_rt.adapt.runfolder import ASIDE
 
     common = ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size",
               "16", "--batch-size", "1", "-q"]
@@ -683,7 +684,7 @@ def test_restore_is_safe_to_run_again_and_after_any_later_command(files, tmp_pat
     code, said = _run(["adapt", "--restore", str(out)])
     assert code == 0 and _digests(out) == finished, said
     # the user's copy of an image, recording the same run as the stopped run's images: not in its list, so it stays
-    from lway_rt.adapt.loop import _ledger_line, _stopped_run_files
+    from lway_rt.adapt.runfolder import _ledger_line, _stopped_run_files
 
     stopped = tmp_path / "stopped"
     (stopped / "sr").mkdir(parents=True)
@@ -757,7 +758,7 @@ def test_an_overwrite_after_a_move_aside_cut_short_and_an_edited_image(files, tm
     """The same --overwrite, run again after a stop that cut its move aside short, called the finished run's own sr/
     images (their report already aside) the user's and refused; and an image the stopped run's list names but the user
     has edited since was deleted as the stopped run's. Now the kept report counts, and an edited image is the user's."""
-    from lway_rt.adapt.loop import _ledger_images, _ledger_line
+    from lway_rt.adapt.runfolder import _ledger_images, _ledger_line
     from lway_rt.export.cache import file_sha256
 
     out = tmp_path / "out"
@@ -782,7 +783,7 @@ def test_an_overwrite_after_a_move_aside_cut_short_and_an_edited_image(files, tm
 def test_a_folder_of_that_name_is_never_removed_by_a_run(files, tmp_path):
     """Every finished run removed OUT/.replaced with whatever it held, --overwrite or not: a folder of the user's of
     that name was deleted without a word. Only a folder the command made (it holds its mark) is removed."""
-    from lway_rt.adapt.loop import ASIDE
+    from lway_rt.adapt.runfolder import ASIDE
 
     out = tmp_path / "out"
     (out / ASIDE).mkdir(parents=True)

@@ -561,7 +561,7 @@ def test_the_sr_ledger_is_appended_to_and_a_line_cut_short_is_passed_over(tmp_pa
     """The list of sr/ images written so far was one JSON file rewritten whole after each image (about 800 s and 17 GB
     written for 10,000 frames); it is one line per image, appended, and a kill that cuts the last line short costs
     only that image (made again), not the list."""
-    from lway_rt.adapt.loop import _ledger_line, _read_ledger
+    from lway_rt.adapt.runfolder import _ledger_line, _read_ledger
 
     ledger = tmp_path / ".sr-written.jsonl"
     ledger.write_text(_ledger_line("f1", "a" * 64, {"s": 1.0}) + _ledger_line("f2", "b" * 64, None)

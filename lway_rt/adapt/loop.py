@@ -28,11 +28,10 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace as dc_replace
 from pathlib import Path
 
@@ -47,19 +46,22 @@ from lway_rt.adapt.fast import FastReconstructor, SpeedOptions, fast_adapt_step,
 from lway_rt.adapt.losses import TRUST_MAX_SIDE, adaptation_loss, backbone_trust, guard_gates, trust_losses
 from lway_rt.adapt.patches import DIHEDRAL, AdaptImage, bicubic_up, check_patch_fits, fixed_patches, sample_batch
 from lway_rt.adapt.perceptual import build_perceptual
+from lway_rt.adapt.runfolder import (
+    ASIDE, CHECKPOINT, SR_WRITTEN, WEIGHTS, _REPORT_FORMAT, _SR_WRITTEN_BEFORE, _SUMMARY_FORMAT, _aside_mark,
+    _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
+    _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
+    _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
+    run_damage,
+)
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError, duration, listing
-from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run, finite
+from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, duration, listing
+from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
 
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "adapted.safetensors"
-_REPORT_FORMAT = "lway_rt.adapt-report/1"  # report.json of one run
-_SUMMARY_FORMAT = "lway_rt.adapt-summary/1"  # report.json of a per-image / per-group adaptation
 RUN_AGAIN = "run the command again"  # a run of several (per image / per group) says --resume
 SNAPSHOT_LIMIT = 6  # images shown on the contact sheet, spread over the inputs
 
@@ -420,112 +422,8 @@ def _same_path(then: str, now: str) -> bool:
         return False
 
 
-def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
-    """What ``out_dir`` holds, checked against ``resume`` / ``overwrite``: the report of a finished run there, else
-    None (nothing, or an unfinished run that ``resume`` continues). A run there is refused unless one of the two
-    flags says what to do with it."""
-    if (out_dir / CHECKPOINT).exists():
-        if not (resume or overwrite):
-            raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
-                             "--overwrite to start again, or choose another --out folder")
-        return None
-    if not (resume or overwrite) and _is_aside(out_dir / ASIDE):  # a run here would remove it when it finished
-        raise InputError(f"{out_dir} holds a run a stopped --overwrite replaced, kept in {out_dir / ASIDE}: run "
-                         f"{restore_words(out_dir)} to have it back, pass --overwrite to replace it, or choose another "
-                         "--out folder")
-    finished = finished_report(out_dir)
-    if finished is not None and not (resume or overwrite):
-        raise InputError(f"{out_dir} holds a finished run ({WEIGHTS}): choose another --out folder, or pass --overwrite "
-                         "to replace it")
-    if finished is None and (out_dir / WEIGHTS).exists():  # weights without a report beside them
-        if _read_json_dict(out_dir / "config.json") is None:  # no run started here: the user's own file of that name,
-            raise InputError(f"{out_dir} holds {WEIGHTS} but no run that wrote it, so nothing says what it is: "
-                             "move it, or choose another --out folder")  # which --overwrite (of runs) does not replace
-        if not (resume or overwrite):  # a run stopped while it wrote its outputs, or whose report is gone
-            raise InputError(f"{out_dir} holds a run that did not finish writing its outputs ({WEIGHTS}, no "
-                             "report.json): pass --resume or --overwrite to run it again, or choose another --out folder")
-    elif finished is None and (out_dir / "report.json").is_file() and not (resume or overwrite):
-        raise InputError(f"{out_dir} holds the report of a run whose {WEIGHTS} is missing: pass --resume or "
-                         "--overwrite to run it again, or choose another --out folder")
-    return finished
-
-
-# the sr/ images a run has written so far, one JSON line each (name, the file's SHA-256, its record), appended as each
-# is written (a file rewritten whole per image had cost the square of a clip's frames): a resumed run keeps only those
-# still as written (not edited since); removed when the run finishes. ".sr-written.json" is the earlier version's.
-SR_WRITTEN = ".sr-written.jsonl"
-_SR_WRITTEN_BEFORE = ".sr-written.json"
-_RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN,
-              _SR_WRITTEN_BEFORE)
-
-
-def _read_ledger(path: Path) -> dict[str, dict]:
-    """The entries of an ``SR_WRITTEN`` ledger by name (a later line for a name wins: a name about to be written, with
-    no file yet, or the file written); a line a kill cut short, or anything else that is not an entry, is passed
-    over: its image is made again."""
-    entries: dict[str, dict] = {}
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                    entries[entry["name"]] = entry
-    except OSError:
-        pass
-    return entries
-
-
-def _ledger_line(name: str, sha256: str | None = None, record: dict | None = None) -> str:
-    """A ledger line: without ``sha256``, that the image of ``name`` is about to be written (so a stop before its
-    line of the written file still names it as the run's: ``--restore`` removes it); with it, the file written."""
-    entry = {"name": name} if sha256 is None else {"name": name, "sha256": sha256, "record": record}
-    return json.dumps(finite(entry), allow_nan=False) + "\n"
-
-
-def _remove_killed_writes(out_dir: Path) -> None:
-    """The hidden temporary files (``.NAME.*.tmp``, of ``atomic_path``) of the names a run writes into ``out_dir`` and
-    its ``sr/``: under the run's lock none is being written, so each is what a run killed mid-write (``kill -9``)
-    left, a checkpoint's tens of MB among them. Elsewhere such files wait a day (``sweep_stale_temps``)."""
-    found = [f for name in _RUN_FILES for f in out_dir.glob(f".{name}.*.tmp")]
-    if (out_dir / "sr").is_dir():
-        found += (out_dir / "sr").glob(".*.png.*.tmp")
-    for f in found:
-        try:
-            if f.is_file() and not f.is_symlink():
-                f.unlink()
-        except OSError:
-            pass
-
-
 def _absolute(path) -> str:
     return str(Path(path).absolute()) if path else ""
-
-
-def run_damage(out_dir: Path, report: dict, names: Sequence[str] = (), missing_ok: Sequence[str] = ()) -> str | None:
-    """What is wrong with the files of a finished run in ``out_dir`` (None: nothing found): its weights must load and
-    hash to what its report records, and the images and pictures the report lists, and the image of each input
-    named in ``names``, must be there (but those in ``missing_ok``). ``--resume`` runs a damaged run again rather than
-    call it complete, or writes its missing images again from intact weights (``_rewrite_missing_images``)."""
-    from lway_rt.errors import LwayError
-    from lway_rt.io.weights import load_state_file, state_dict_sha256
-
-    try:
-        state, _ = load_state_file(out_dir / WEIGHTS)
-    except LwayError:
-        return f"its {WEIGHTS} cannot be read"
-    model = report.get("model")
-    recorded = model.get("adapted_sha256") if isinstance(model, dict) else None
-    if not recorded or state_dict_sha256(state) != recorded:
-        return f"its {WEIGHTS} is not the file its report records"
-    images = report.get("images")
-    listed = [e.get("sr") for e in images if isinstance(e, dict)] if isinstance(images, list) else []
-    for rel in [*listed, *(f"sr/{n}.png" for n in names), report.get("contact_sheet"), report.get("curves")]:
-        if isinstance(rel, str) and rel and rel not in missing_ok and not (out_dir / rel).is_file():
-            return f"its {rel} is missing"
-    return None
 
 
 class _PassLines:
@@ -652,8 +550,7 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     from lway_rt.io.weights import load_state_file, state_dict_sha256
 
     missing = [img for img in images if not (out_dir / "sr" / f"{img.name}.png").is_file()]
-    entries = report.get("images")
-    listed = {e.get("sr") for e in entries if isinstance(e, dict)} if isinstance(entries, list) else set()
+    listed = set(report_images(report))
     if not missing or not listed >= {f"sr/{img.name}.png" for img in images}:
         return None
     if run_damage(out_dir, report, [img.name for img in images], [f"sr/{img.name}.png" for img in missing]) is not None:
@@ -668,312 +565,9 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     return len(missing)
 
 
-# where --overwrite keeps the finished run it replaces until the new one finishes (a stopped overwrite had left neither).
-# Only a folder holding ASIDE_MARK is this command's: anything else of that name is the user's, never removed
-ASIDE = ".lwayrt-replaced"
-ASIDE_MARK = "lwayrt-replaced.json"
-_ASIDE_FORMAT = "lway_rt.adapt-replaced/1"
-
-
-def _is_aside(path: Path) -> bool:
-    """Whether ``path`` is a folder (not a link) this command made to keep a replaced run in (it holds the mark)."""
-    return path.is_dir() and not path.is_symlink() and (path / ASIDE_MARK).is_file()
-
-
-def _aside_mark(aside: Path) -> dict:
-    return _read_json_dict(aside / ASIDE_MARK) or {}
-
-
-def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False) -> None:
-    """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
-    the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
-    or per-group command makes, which --restore removes where the replaced summary does not list them;
-    ``restoring``: --restore has removed the stopped run's files and is moving the kept ones back (run again, it
-    only goes on moving)."""
-    runs = list(runs) if runs is not None else _aside_mark(aside).get("runs")
-    atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
-                                           "complete": complete, "restoring": restoring,
-                                           **({"runs": runs} if runs is not None else {})})
-
-
-def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
-    """No run may write into ``out_dir`` while a --restore there that a stop cut short has not finished."""
-    if state == "restoring":
-        raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore {out_dir} "
-                         "again to finish it first")
-
-
-def _aside_state(path: Path) -> str | None:
-    """What ``path`` (a folder's ``.lwayrt-replaced``) is: None (not this command's), "cut short" (a move aside a stop
-    cut short), "restoring" (a --restore a stop cut short) or "kept" (a whole run kept aside)."""
-    if not _is_aside(path):
-        return None
-    mark = _aside_mark(path)
-    return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
-
-
-def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
-    """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
-    that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
-    name is the user's, and refused before anything moves."""
-    aside = out_dir / ASIDE
-    if os.path.lexists(aside):
-        kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
-        raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
-                         "replaces until the new one finishes: move it, then run the command again")
-    aside.mkdir()
-    _mark_aside(aside, complete=False, runs=runs)
-    return aside
-
-
-def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | None:
-    """Clear what an earlier run left in ``out_dir`` once ``--overwrite`` has been accepted, its report (the mark of a
-    finished run) first: an overwrite stopped before it finished must not leave the new weights beside the old report
-    (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
-    ``--resume`` to continue under the new settings. With ``keep_finished``, a finished run is moved into
-    ``out_dir/.lwayrt-replaced`` (as it lay: report, config, weights, pictures, sr/ images) rather than removed: it is
-    removed when the new run finishes (``_finish_replacing``), or put back with ``lwayrt adapt --restore``. A move
-    into it that a stop cut short is finished first, whatever else is asked (the files still in ``out_dir`` are the
-    replaced run's). Returns the folder where a finished run is kept aside (this one, or the last one when
-    ``out_dir`` holds none: an overwrite stopped before), else None."""
-    report_path = out_dir / "report.json"
-    aside = out_dir / ASIDE
-    state = _aside_state(aside)
-    _refuse_a_restore_under_way(out_dir, state)
-    cut_short = state == "cut short"
-    # a run kept aside already is the one from before a stopped command, and stays: what that command made is not kept
-    keep = cut_short or (keep_finished and state is None and finished_report(out_dir) is not None)
-    if keep and not cut_short:
-        aside = _make_aside(out_dir)
-    listed: list[str] = []
-    for source in (report_path, aside / "report.json") if cut_short else (report_path,):
-        if source.is_file():
-            try:
-                listed = [e["sr"] for e in json.loads(source.read_text()).get("images", []) if e.get("sr")]
-                break
-            except (OSError, ValueError, TypeError, KeyError, AttributeError):
-                listed = []
-
-    def clear(path: Path) -> None:
-        if keep:
-            (aside / path.relative_to(out_dir)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(path, aside / path.relative_to(out_dir))  # (sr/ may be a link to another file system)
-        else:
-            path.unlink()
-
-    if report_path.is_file():
-        clear(report_path)
-    if not keep:  # a stopped run's images, which its list names (each before it is written), go with it
-        for path in _stopped_run_files(out_dir):
-            if path.parent == out_dir / "sr":
-                path.unlink()
-    for name in (WEIGHTS, CHECKPOINT, "contact_sheet.png", "curves.png", SR_WRITTEN, _SR_WRITTEN_BEFORE) + \
-            (("config.json",) if keep else ()):
-        if (out_dir / name).is_file():
-            clear(out_dir / name)
-    sr_dir = (out_dir / "sr").resolve()
-    for name in listed:  # the old run's images: only where a run writes them, whatever an edited report says
-        target = (out_dir / str(name)).resolve()
-        if target.parent == sr_dir and target.suffix.lower() == ".png" and target.is_file():
-            clear(out_dir / "sr" / target.name)
-    if keep:
-        _mark_aside(aside, complete=True)
-    return _aside_run(out_dir)
-
-
-def _aside_run(out_dir: Path) -> Path | None:
-    """``out_dir/.lwayrt-replaced`` when this command made it and it holds a finished run (or a per-image or per-group
-    folder's summary), else None."""
-    aside = Path(out_dir) / ASIDE
-    return aside if _is_aside(aside) and (aside / "report.json").is_file() else None
-
-
-def restore_words(out_dir: Path) -> str:
-    """The command that puts back what an --overwrite stopped in ``out_dir`` had replaced."""
-    from lway_rt.errors import shell_word
-
-    return f"lwayrt adapt --restore {shell_word(str(out_dir))}"
-
-
-def _aside_words(out_dir: Path) -> str:
-    """Where the finished run an --overwrite replaces is kept and how to have it back; empty when none is."""
-    aside = _aside_run(out_dir)
-    if aside is None:
-        return ""
-    return (f"the finished run it replaces is kept in {aside} until a run there finishes (to have it back instead: "
-            f"{restore_words(out_dir)})")
-
-
-def _finish_replacing(out_dir: Path) -> None:
-    """The run that --overwrite started has finished: the run it replaced, kept aside until now, goes (only a folder
-    this command made: one of the user's of that name stays)."""
-    aside = out_dir / ASIDE
-    if _is_aside(aside):
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _runs_aside_words(out_dir: Path) -> str:
-    """"; " and where the finished runs a per-image or per-group --overwrite replaces are kept and how to have them
-    back; empty when none is."""
-    if not (_is_aside(out_dir / ASIDE) or any(_is_aside(d / ASIDE) for d in out_dir.iterdir() if d.is_dir())):
-        return ""
-    return (f"; the finished runs it replaces are kept aside (in {ASIDE} folders) until every run of the command "
-            f"finishes (to have them back instead: {restore_words(out_dir)})")
-
-
-def _ledger_images(folder: Path) -> set[str]:
-    """The names of ``folder``'s sr/ images that its run's ledger holds as the run's: named before being written, or
-    written and unchanged since (one the user has edited since is the user's)."""
-    from lway_rt.export.cache import file_sha256
-
-    mine = set()
-    for name, entry in _read_ledger(folder / SR_WRITTEN).items():
-        path = folder / "sr" / f"{name}.png"
-        if Path(name).name != name or name in ("", ".", ".."):
-            continue
-        if "sha256" not in entry or not path.is_file() or file_sha256(path) == entry.get("sha256"):
-            mine.add(name)
-    return mine
-
-
-def _stopped_run_files(folder: Path, also: Iterable[str] = ()) -> list[Path]:
-    """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
-    images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
-    run folders), its report lists. Other files are the user's, a copy of an earlier run's image among them."""
-    found = [folder / name for name in (*_RUN_FILES, *also)]
-    images = list(_ledger_images(folder))
-    entries = (_read_json_dict(folder / "report.json") or {}).get("images")
-    images += [Path(str(e["sr"])).stem for e in entries if isinstance(e, dict) and isinstance(e.get("sr"), str)
-               and Path(e["sr"]).parent == Path("sr")] if isinstance(entries, list) else []
-    found += [folder / "sr" / f"{name}.png" for name in images if Path(name).name == name and name not in ("", ".", "..")]
-    return [p for p in dict.fromkeys(found) if p.is_file() and not p.is_symlink()]
-
-
-def _remove_stopped_run(folder: Path, files: Sequence[Path] | None = None) -> None:
-    """Remove the stopped run's ``files`` (``_stopped_run_files``, found here when not given), its ledger last."""
-    for path in sorted(_stopped_run_files(folder) if files is None else files, key=lambda p: p.name == SR_WRITTEN):
-        path.unlink()
-
-
-def _is_prefix(part: Path, whole: Path) -> bool:
-    """Whether the bytes of ``part`` begin ``whole``'s: a copy to another disk that a stop cut short."""
-    import filecmp
-
-    size = part.stat().st_size
-    if size > whole.stat().st_size:
-        return False
-    if size == whole.stat().st_size:
-        return filecmp.cmp(part, whole, shallow=False)
-    with open(part, "rb") as a, open(whole, "rb") as b:
-        while chunk := a.read(1 << 20):
-            if b.read(len(chunk)) != chunk:
-                return False
-    return True
-
-
-def _check_put_back(folder: Path) -> list[Path]:
-    """The stopped run's files in ``folder``, which --restore removes before it puts back the run kept in
-    ``folder/.lwayrt-replaced``; refuses, before anything changes, where a file that is not the stopped run's is in
-    the way of a kept one. None are removed, and nothing is checked here, where the move aside was cut short or a
-    --restore is under way (``_put_back`` checks as it goes)."""
-    aside = folder / ASIDE
-    if _aside_state(aside) != "kept":
-        return []
-    kept_top = (p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK)
-    stopped = _stopped_run_files(folder, also=kept_top)
-    theirs = set(stopped)
-    for path in aside.rglob("*"):
-        dest = folder / path.relative_to(aside)
-        if path.is_file() and path.name != ASIDE_MARK and os.path.lexists(dest) and dest not in theirs:
-            raise OutputError(f"{dest} is in the way of the kept run's file of that name (in {aside}), and it is not "
-                              "the stopped run's: move it, then run lwayrt adapt --restore again (nothing was changed)")
-    return stopped
-
-
-def _put_back(folder: Path, stopped: Sequence[Path]) -> int:
-    """Move the run kept in ``folder/.lwayrt-replaced`` back into ``folder`` (its sr/ images into ``folder/sr``, which
-    may be a link), after the stopped run's files there (``stopped``, as ``_check_put_back`` found and checked them)
-    are removed; returns how many files were put back. A move aside that a stop cut short is only undone (what is
-    still in ``folder`` is the replaced run's own), and a --restore a stop cut short goes on moving."""
-    aside = folder / ASIDE
-    state = _aside_state(aside)
-    kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
-    if state == "kept":
-        _remove_stopped_run(folder, stopped)
-        _mark_aside(aside, complete=True, restoring=True)
-    for path in kept:
-        dest = folder / path.relative_to(aside)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if state == "cut short" and os.path.lexists(dest):
-            if not (dest.is_file() and _is_prefix(path, dest)):
-                raise OutputError(f"{dest} is in the way of the kept run's file of that name (in {aside}): move it, "
-                                  "then run lwayrt adapt --restore again")
-            path.unlink()  # the move stopped while it copied this file to another disk: the original is in place
-            continue
-        shutil.move(path, dest)  # (restoring: over a copy back that a stop cut short)
-    shutil.rmtree(aside)
-    return len(kept)
-
-
-def restore_replaced(out_dir: Path) -> str:
-    """``lwayrt adapt --restore OUT``: put back the finished run(s) an ``--overwrite`` into ``out_dir`` replaced and
-    kept aside, where that overwrite was stopped before it finished: the stopped run's files go (its checkpoint, so
-    --resume does not continue it), and the folder is as the replaced run left it. In a per-image or per-group folder,
-    each run folder's kept run and the folder's own summary and routing are put back, and the run folders the stopped
-    command made for other names are removed (files of the user's in them stay). Returns what was done, in a line."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise InputError(f"{out_dir} is not a folder: give the --out folder of the stopped --overwrite")
-    with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(exclusive_run(out_dir, "--out folder"))
-        except OutputError:
-            raise OutputError(f"another run is writing to {out_dir} right now: restore once it has finished or been "
-                              "stopped") from None
-        subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
-                      and _is_aside(d / ASIDE))
-        if not _is_aside(out_dir / ASIDE) and not subs:
-            raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
-                             "restore (it is removed when the overwriting run finishes)")
-        top = [out_dir] if _is_aside(out_dir / ASIDE) else []
-        # every folder first: nothing changes while a file is in the way
-        stopped = {folder: _check_put_back(folder) for folder in (*top, *subs)}
-        summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
-        made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
-        put = sum(_put_back(folder, files) for folder, files in stopped.items())
-        removed = []
-        runs = (summary or {}).get("runs")
-        if isinstance(runs, list):  # a per-image or per-group folder: the stopped command's run folders of names the
-            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}  # kept summary does not list go
-            for name in made if isinstance(made, list) else ():
-                sub = out_dir / str(name)
-                if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
-                        and not sub.is_symlink() and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
-                    _remove_stopped_run(sub)
-                    for folder in (sub / "sr", sub):
-                        with contextlib.suppress(OSError):
-                            folder.rmdir()  # only when empty
-                    removed.append(sub.name)
-    what = f"put back the finished run kept aside in {out_dir} ({put} file(s))"
-    if subs:
-        what = f"put back the finished runs kept aside in {out_dir}: {', '.join(s.name for s in subs)} ({put} file(s))"
-    if removed:
-        what += f"; removed the stopped command's run(s) of {', '.join(removed)}"
-    return what
-
-
 def _kept_result(out_dir: Path, report: dict) -> RunResult:
     """A finished run kept as it is (``--resume``), as the result of this call."""
-    return RunResult(out_dir, out_dir / WEIGHTS, report, tuple(out_dir / e["sr"] for e in report.get("images", []) if e.get("sr")))
-
-
-def finished_report(out_dir: Path) -> dict | None:
-    """The report of a finished single run in ``out_dir`` (its weights and report.json are there), else None."""
-    path = Path(out_dir) / "report.json"
-    if not ((Path(out_dir) / WEIGHTS).is_file() and path.is_file()):
-        return None
-    report = _read_json_dict(path)
-    return {} if report is None else report  # unreadable: a finished run all the same, which no fingerprint matches
+    return RunResult(out_dir, out_dir / WEIGHTS, report, tuple(out_dir / rel for rel in report_images(report)))
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -1707,20 +1301,6 @@ def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
     return config.replace(**changes) if changes else config
 
 
-_GROUP_FOLDER = re.compile(r"group-\d+")  # a per-group run's folder
-# what a run writes at the top of its --out folder, per --mode (per-image and per-group add a folder per run)
-_RUN_NAMES = {"folder": ("report.json", "config.json", "curves.png", "contact_sheet.png", WEIGHTS, CHECKPOINT, "sr"),
-              "per-image": ("report.json", "config.json"), "per-group": ("report.json", "config.json", "groups.json")}
-
-
-def _read_json_dict(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None = None, gt: bool = False) -> str:
     """How a run differs from this command, for the refusal to resume or keep it: the settings that shape the weights
     which the first record of its configuration at hand (a report's or checkpoint's, else its ``config.json``) holds
@@ -1760,136 +1340,6 @@ def _recipe_of(ck: dict) -> dict | None:
         return json.loads(ck["recipe"])
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def run_mode(out_dir: Path) -> str | None:
-    """The --mode of the adaptation (finished or not) that ``out_dir`` holds, or None when it holds none."""
-    from lway_rt.adapt.config import MODES
-
-    report = _read_json_dict(out_dir / "report.json") or {}
-    if report.get("format") == _SUMMARY_FORMAT and report.get("mode") in MODES:
-        return report["mode"]
-    if report.get("format") == _REPORT_FORMAT or (out_dir / CHECKPOINT).is_file():
-        return "folder"
-    if (out_dir / WEIGHTS).is_file() and ((out_dir / "report.json").exists() or (out_dir / "config.json").exists()):
-        return "folder"  # a lone weights file is not a run: the user's own, under the name a run writes
-    if (out_dir / "groups.json").is_file():
-        return "per-group"
-    config = _read_json_dict(out_dir / "config.json") or {}  # written when a run starts: one killed before its checkpoint
-    if config.get("mode") in MODES and {"iterations", "patch_size"} <= set(config):
-        return config["mode"]
-    # its records unreadable: the runs in its sub-folders still say what it is
-    runs = [p.name for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and
-            ((p / WEIGHTS).is_file() or (p / CHECKPOINT).is_file())]
-    if runs:
-        return "per-group" if all(_GROUP_FOLDER.fullmatch(n) for n in runs) else "per-image"
-    return None
-
-
-def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume: bool, overwrite: bool) -> None:
-    """Refuse, before anything is loaded, a run that would write over what it must not: an earlier adaptation of
-    another --mode (its report and config would be replaced, its weights orphaned), one of the same --mode that
-    neither --resume nor --overwrite accounts for, files of the user's under the names a run writes, or the inputs
-    themselves (in ``out_dir``, its ``sr/`` or a run's folder)."""
-    from lway_rt.io.weights import NAME_MAX
-
-    for img in images:  # refused now, not after the training when its image is written
-        size = len(os.fsencode(f"{img.name}.png"))
-        if size > NAME_MAX:
-            raise InputError(f"input {img.path or img.name} would give the SR image a name of {size} bytes, more than "
-                             f"the {NAME_MAX} a file name may have: rename it shorter")
-    names = {img.name for img in images} if config.mode == "per-image" else set()
-    own = _RUN_NAMES[config.mode]
-    clash = sorted(n for n in names if n in own)
-    if clash:
-        raise InputError(f"an input named {clash[0]} would get the run folder {out_dir / clash[0]}, a name the "
-                         "adaptation's own files use: rename that image")
-    root = out_dir.resolve()
-    # where the run writes, links followed: the top of --out, and below it sr/ (folder) or each run's folder
-    groups = sorted(p.name for p in out_dir.glob("group-*") if _GROUP_FOLDER.fullmatch(p.name)) \
-        if config.mode == "per-group" else []
-    below = [(out_dir / n).resolve() for n in (["sr"] if config.mode == "folder" else [*sorted(names), *groups])]
-    for path in paths:
-        where = Path(path).resolve()
-        if where.parent == root or any(where.is_relative_to(b) for b in below):
-            raise InputError(f"{path} lies where the run in --out {out_dir} writes its files (its pictures and run "
-                             "folders would replace it or be read as inputs next time): choose another --out folder")
-    if not out_dir.is_dir():
-        return
-    previous = run_mode(out_dir)
-    if previous is not None and previous != config.mode:
-        raise InputError(f"{out_dir} holds a --mode {previous} adaptation, not --mode {config.mode}: rerun with --mode "
-                         f"{previous} to continue or replace it, or choose another --out folder")
-    if previous is not None and config.mode != "folder" and not (resume or overwrite):
-        raise InputError(f"{out_dir} holds the runs of an earlier --mode {config.mode} adaptation: pass --resume to keep "
-                         "those made with these inputs and settings and finish the rest, --overwrite to replace them, "
-                         "or choose another --out folder")
-    if config.mode == "folder" and (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
-        raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
-                         "--out folder")
-    if overwrite and previous == "folder":  # (the run there finished, or a stopped one's: its list names its images)
-        report = finished_report(out_dir) or {}
-        listed = {Path(str(e["sr"])) for e in report.get("images", []) if isinstance(e, dict) and e.get("sr")}
-        listed |= {Path("sr", f"{name}.png") for name in _ledger_images(out_dir)}
-        if _aside_state(out_dir / ASIDE) == "cut short":  # the images of the run being moved aside, not moved yet
-            kept = _read_json_dict(out_dir / ASIDE / "report.json") or {}
-            listed |= {Path(str(e["sr"])) for e in kept.get("images", []) if isinstance(e, dict) and e.get("sr")}
-        theirs = sorted(Path("sr", f"{img.name}.png") for img in images
-                        if (out_dir / "sr" / f"{img.name}.png").exists() and Path("sr", f"{img.name}.png") not in listed)
-        if theirs:  # the run there made every image its report lists; one it does not list is the user's
-            raise InputError(f"{out_dir / theirs[0]} is not an image of the run in {out_dir} (neither its report "
-                             "nor its list of images written names it), and this run would write its image of that "
-                             "input there: move it, or choose another --out folder")
-    if previous is None:
-        theirs = _present(out_dir, (*own, *sorted(names), *groups))
-        if theirs:
-            shown = listing(theirs, 4)
-            raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
-                             f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
-
-
-def _present(folder: Path, names: Sequence[str]) -> list[str]:
-    """Those of ``names`` that exist in ``folder``, a folder's with a trailing "/", as the refusals show them."""
-    return [n + ("/" if (folder / n).is_dir() else "") for n in names if (folder / n).exists()]
-
-
-def _remove_run_folder(out_dir: Path, name: str) -> None:
-    """Remove the run folder ``name`` of an earlier per-image or per-group adaptation in ``out_dir`` that --overwrite
-    replaced: the files a run writes there (its listed sr/ images among them) and then the folder, where nothing else
-    is left in it (a file of the user's keeps it). A name that is not one folder directly in ``out_dir`` is left."""
-    sub = out_dir / name
-    if not name or Path(name).name != name or name in (".", "..") or sub.is_symlink() or not sub.is_dir():
-        return
-    _clear_previous_run(sub)
-    _finish_replacing(sub)  # (a run an earlier overwrite stopped in had kept one aside)
-    (sub / "config.json").unlink(missing_ok=True)
-    for folder in (sub / "sr", sub):
-        try:
-            folder.rmdir()  # only when empty
-        except OSError:
-            pass
-
-
-def _run_started_in(folder: Path) -> bool:
-    """Whether a run of this command started in ``folder``: it left its config.json (one of the user's of that name
-    is not taken for it)."""
-    config = _read_json_dict(folder / "config.json")
-    return config is not None and {"mode", "loss", "iterations", "lr"} <= config.keys()
-
-
-def _refuse_foreign(sub: Path, finished: dict | None) -> None:
-    """Refuse a per-image or per-group run folder that holds no run of this command but files under the names a run
-    writes (the user's own folder that happens to bear an input's or a group's name): neither --resume nor
-    --overwrite, which are about runs, may write over them. A run that started there left its config.json."""
-    if finished is not None or not sub.is_dir() or (sub / CHECKPOINT).exists():
-        return
-    if _run_started_in(sub):
-        return  # a run of this command started here (stopped before its first checkpoint)
-    theirs = _present(sub, _RUN_NAMES["folder"])
-    if theirs:
-        raise InputError(f"{sub} holds {', '.join(theirs)} but no adaptation run: the run would write over "
-                         f"{'it' if len(theirs) == 1 else 'them'}; move {'it' if len(theirs) == 1 else 'them'}, or "
-                         "choose another --out folder")
 
 
 def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt_dir, resume: bool, log: Log,

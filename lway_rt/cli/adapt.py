@@ -120,7 +120,7 @@ def _restore(ctx, param, value) -> None:
     """``--restore OUT``: put back what a stopped --overwrite into OUT replaced, and exit (no inputs or model needed)."""
     if value is None or ctx.resilient_parsing:
         return
-    from lway_rt.adapt.loop import restore_replaced
+    from lway_rt.adapt.runfolder import restore_replaced
 
     click.echo(restore_replaced(Path(value)))
     ctx.exit(0)
