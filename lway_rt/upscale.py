@@ -691,7 +691,7 @@ def earlier_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: s
     return found
 
 
-RUN_KEY = b"lwayrt-upscale"  # the PNG text keyword an output records its run key under (``run_key``)
+RUN_KEY = b"lwayrt-upscale"  # the keyword a PNG or JPEG output records its run key under (``run_key``, ``file_text``)
 # ... and the input it was made from (JSON: its name, path and SHA-256): photo.png's run took photo.jpg's output, made
 # by an earlier run under the same name, for its own (replaced without a word, or "already there" with --skip-existing)
 SOURCE_KEY = b"lwayrt-upscale-input"
@@ -739,18 +739,17 @@ def run_key(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None,
 
 
 def written_by_upscale(path: Path) -> bool:
-    """``path`` is a PNG whose text records a run of this command (every PNG output does)."""
-    from lway_rt.io.images import png_text
+    """``path`` is a PNG or JPEG that records a run of this command (every PNG and JPEG output does)."""
+    from lway_rt.io.images import file_text
 
-    return path.suffix.lower() == ".png" and png_text(path, RUN_KEY) is not None
+    return file_text(path, RUN_KEY) is not None
 
 
 def _may_be_ours(path: Path) -> bool:
-    """Whether ``path`` may be an output of this command: a PNG that records a run (every PNG output does), or a file
-    of a format that records none (a JPEG, WebP ... of ``--format same``)."""
-    from lway_rt.io.images import png_text
-
-    return path.suffix.lower() != ".png" or png_text(path, RUN_KEY) is not None
+    """Whether ``path`` may be an output of this command: a file that records a run (every PNG and JPEG output does),
+    a JPEG that records none (an earlier version's output, written before JPEGs recorded it), or a file of a format
+    that records none (a WebP, TIFF ... of ``--format same``)."""
+    return path.suffix.lower() != ".png" or written_by_upscale(path)
 
 
 def _source_record(src: Path) -> str:
@@ -766,12 +765,12 @@ def _made_from_another(src: Path, dest: Path) -> str | None:
     second camera card's DSC_0001.JPG, the first card there or not). ``src`` is the one where it is where the output
     records, edited since or not, or holds the same bytes (moved or copied)."""
     from lway_rt.export.cache import file_sha256
-    from lway_rt.io.images import png_text
+    from lway_rt.io.images import file_text
 
-    if dest.suffix.lower() != ".png" or not dest.is_file():
+    if not dest.is_file():
         return None
     try:
-        made = json.loads(png_text(dest, SOURCE_KEY) or "null")
+        made = json.loads(file_text(dest, SOURCE_KEY) or "null")
     except ValueError:
         return None
     if not isinstance(made, dict) or not isinstance(made.get("name"), str) or not isinstance(made.get("path"), str):
@@ -782,19 +781,21 @@ def _made_from_another(src: Path, dest: Path) -> str | None:
 
 
 def made_otherwise(dest: Path, key: str | tuple[str, ...]) -> bool:
-    """``dest`` records (in its PNG text) that a run of another model or settings made it: ``--skip-existing`` would
-    otherwise keep another model's output of the same scale, which has the right size and date. An output with no
-    record (not a PNG) is judged by its size and date alone."""
-    from lway_rt.io.images import png_text
+    """``dest`` records (in its PNG text or JPEG comment) that a run of another model or settings made it:
+    ``--skip-existing`` would otherwise keep another model's output of the same scale, which has the right size and
+    date. An output with no record (a WebP, TIFF ..., or an earlier version's JPEG) is judged by its size and date
+    alone."""
+    from lway_rt.io.images import file_text
 
-    made = png_text(dest, RUN_KEY) if dest.suffix.lower() == ".png" else None
+    made = file_text(dest, RUN_KEY)
     return made is not None and made not in ((key,) if isinstance(key, str) else key)
 
 
 def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
     """Raise if ``dest`` holds something an output of ``src`` may not replace: a folder, a PNG that does not record a
-    run of this command (every PNG output does), or another file that is not an image of ``src``'s output size (an
-    earlier JPEG, WebP ... output, which records no run). The user's own file that bears an output's name is kept."""
+    run of this command (every PNG output does), or another file that is not an image of ``src``'s output size (a
+    WebP, TIFF ... output records no run, nor does a JPEG output of a version before JPEGs recorded it). The user's own
+    file that bears an output's name is kept."""
     from lway_rt.io.images import image_size
 
     if not dest.exists():  # nothing there, or a link to a file not made yet (written through, as atomic_path says)
@@ -828,16 +829,15 @@ def up_to_date(src: Path, dest: Path, scale: float) -> bool:
 
 
 def _ours_of_another_size(src: Path, dest: Path, scale: float) -> bool:
-    """Whether ``dest`` is a PNG an earlier run wrote (it records one) as ``src``'s output, after ``src`` last changed,
-    at another size than ``scale`` gives: the output of another ``-s`` or model, which this run replaces."""
-    from lway_rt.io.images import png_text
-
+    """Whether ``dest`` is a file an earlier run wrote (it records one: a PNG or JPEG) as ``src``'s output, after
+    ``src`` last changed, at another size than ``scale`` gives: the output of another ``-s`` or model, which this run
+    replaces."""
     try:
-        if not dest.is_file() or dest.suffix.lower() != ".png" or dest.stat().st_mtime < src.stat().st_mtime:
+        if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:
             return False
     except OSError:
         return False
-    return png_text(dest, RUN_KEY) is not None and not output_sized(src, dest, scale)
+    return written_by_upscale(dest) and not output_sized(src, dest, scale)
 
 
 def output_sized(src: Path, dest: Path, scale: float) -> bool:
@@ -943,7 +943,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     report = UpscaleReport(failures=list(problems), notes=folder_notes)
     if again:
         first = next(f for f in made_here if f in again)
-        report.notes.append(f"{len(again)} image(s) in the folders given were written by lwayrt upscale (their PNG "
+        report.notes.append(f"{len(again)} image(s) in the folders given were written by lwayrt upscale (each "
                             f"records the run), e.g. {first}: left out, not upscaled again; name such a file to "
                             "upscale it anyway")
     if whole:
@@ -998,8 +998,8 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
                             f"with exiftool, e.g. exiftool -tagsFromFile {q(str(src))} -xmp:all -iptc:all "
                             f"'-XMP-tiff:Orientation=' -overwrite_original {q(str(dest))} (the output is upright: its XMP "
                             "must not turn it again)")
-    unrecorded = [p for p in report.kept if p.suffix.lower() != ".png"]  # kept on their name, size and date alone
-    if unrecorded:  # (a PNG records the run that made it)
+    unrecorded = [p for p in report.kept if not written_by_upscale(p)]  # kept on their name, size and date alone
+    if unrecorded:  # (a PNG or JPEG output records the run that made it)
         kinds = "/".join(sorted({p.suffix.lstrip(".").upper() for p in unrecorded}))
         report.notes.append(f"{len(unrecorded)} output(s) kept by --skip-existing are {kinds} files (as {unrecorded[0]}), "
                             "which do not record the model that made them: if the model or its settings changed since, "
@@ -1051,13 +1051,12 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             model, model_cap = router.models[route.group], router.caps[route.group]
         up = upscale_image(model, img, config, model_cap)
         mine = None if key is None else key[0] if up.alpha is not None else key[1]
-        chunks = up.png_chunks + (((b"tEXt", RUN_KEY + b"\0" + mine.encode()),
-                                   (b"tEXt", SOURCE_KEY + b"\0" + _source_record(src).encode())) if mine else ())
+        records = ((RUN_KEY, mine), (SOURCE_KEY, _source_record(src))) if mine else ()
         loss = format_loss_note(src, dest, up)  # --format same into a format that holds less than the file
-        meta = {"icc_profile": up.icc_profile, "exif": up.exif, "dpi": up.dpi}
+        meta = {"icc_profile": up.icc_profile, "exif": up.exif, "dpi": up.dpi, "png_chunks": up.png_chunks}
         samples = image_samples(dest, up.rgb, up.alpha, bit_depth=up.bit_depth, grey=up.grey)
         del up  # the float output (12 bytes a pixel against 3) goes before the file is encoded
-        write_samples(dest, samples, lossless=img.lossless, png_chunks=chunks, **meta)
+        write_samples(dest, samples, lossless=img.lossless, records=records, **meta)
         report.written.append(dest)
         if remade:  # counted once it is written (a failure is a failure)
             report.remade.append(dest)

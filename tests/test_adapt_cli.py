@@ -1075,7 +1075,7 @@ def test_upscale_outputs_beside_the_frames_are_not_adapted_on(tmp_path):
         Image.new("RGB", (64, 48)).save(d / f"f{i}_x4.png", pnginfo=info)
     notes: list[str] = []
     assert list_images([d], notes) == [d / "f1.png", d / "f2.png"]
-    assert notes == [f"note: 2 image(s) in {d} were written by lwayrt upscale (their PNG records the run), e.g. "
+    assert notes == [f"note: 2 image(s) in {d} were written by lwayrt upscale (each records the run), e.g. "
                      "f1_x4.png: left out, not adapted on; name such a file to adapt on it anyway"]
     assert list_images([d / "f1_x4.png"]) == [d / "f1_x4.png"]
     for i in (1, 2):

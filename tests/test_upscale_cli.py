@@ -439,18 +439,59 @@ def test_a_batch_into_a_log_says_how_far_it_is(tmp_path, inputs, monkeypatch):
 
 
 def test_skip_existing_names_kept_outputs_that_record_no_model(tmp_path, inputs):
-    """--format same writes a JPEG input's output as JPEG, which records no run: after a change of model,
-    --skip-existing remade the PNG frames and kept the JPEG ones of the old model without a word (every fourth frame
-    of a clip from another network). The run says which it could not check."""
+    """--format same writes a WebP input's output as WebP, which records no run (nor did JPEG outputs of a version
+    before they recorded it): after a change of model, --skip-existing remade the PNG frames and kept those of the
+    old model without a word (every fourth frame of a clip from another network). The run says which it could not
+    check; a JPEG output records its run, and is checked as a PNG one is."""
+    Image.open(inputs / "photo2.jpg").save(inputs / "photo3.webp", lossless=True)
     out = tmp_path / "out"
-    args = ("upscale", inputs / "photo.png", inputs / "photo2.jpg", "-o", out, "--format", "same", "--skip-existing")
+    args = ("upscale", inputs / "photo.png", inputs / "photo2.jpg", inputs / "photo3.webp", "-o", out, "--format",
+            "same", "--skip-existing")
     first = run(*args, "--model", MODEL)
     assert first.exit_code == 0 and "record the model" not in first.output, first.output
     again = run(*args, "--model", MODEL)
-    assert again.exit_code == 0 and "2 already there" in again.output, again.output
-    assert f"note: 1 output(s) kept by --skip-existing are JPG files (as {out / 'photo2_x4.jpg'}), which do not " \
+    assert again.exit_code == 0 and "3 already there" in again.output, again.output
+    assert f"note: 1 output(s) kept by --skip-existing are WEBP files (as {out / 'photo3_x4.webp'}), which do not " \
         "record the model that made them: if the model or its settings changed since, run without --skip-existing " \
         "to make them again" in " ".join(again.output.split()), again.output
+    # a JPEG output of an earlier version, which recorded nothing: kept, and said
+    Image.fromarray(np.asarray(Image.open(out / "photo2_x4.jpg"))).save(out / "photo2_x4.jpg", quality=95)
+    again = run(*args, "--model", MODEL)
+    assert again.exit_code == 0 and "3 already there" in again.output, again.output
+    assert "2 output(s) kept by --skip-existing are JPG/WEBP files" in " ".join(again.output.split()), again.output
+
+
+def test_a_jpeg_output_records_its_input_and_run(tmp_path, small):
+    """--format same writes a camera's JPEG as a JPEG, which recorded nothing: a second card's DSC_0001.JPG upscaled
+    into the first card's outputs replaced its output without a word (the size matched), and --skip-existing kept
+    another model's JPEG output as this one's. A JPEG output records its run and its input in its comment, as a PNG
+    output does in its text, and is refused or remade the same way."""
+    from lway_rt.io.images import file_text
+    from lway_rt.upscale import RUN_KEY
+
+    cards = [tmp_path / "card1", tmp_path / "card2"]
+    for k, card in enumerate(cards):
+        card.mkdir()
+        Image.fromarray(small if k == 0 else small[::-1]).save(card / "DSC_0001.JPG", quality=95)
+    out = tmp_path / "out"
+    first = run("upscale", cards[0], "-o", out, "--model", MODEL, "--format", "same")
+    assert first.exit_code == 0, first.output
+    made = out / "DSC_0001_x4.jpg"
+    before = made.read_bytes()
+    assert file_text(made, RUN_KEY) and json.loads(file_text(made, b"lwayrt-upscale-input"))["name"] == "DSC_0001.JPG"
+    for extra in ((), ("--skip-existing",)):
+        result = run("upscale", cards[1], "-o", out, "--model", MODEL, "--format", "same", *extra)
+        assert result.exit_code == 1 and f"{made} is the output of {(cards[0] / 'DSC_0001.JPG').resolve()}, made by " \
+            f"an earlier run, not of {cards[1] / 'DSC_0001.JPG'}" in " ".join(result.output.split()), result.output
+        assert made.read_bytes() == before
+    again = run("upscale", cards[0], "-o", out, "--model", MODEL, "--format", "same", "--skip-existing")
+    assert again.exit_code == 0 and "1 already there" in again.output and "record the model" not in again.output, \
+        again.output
+    # another model's JPEG output is remade by --skip-existing, as a PNG one is
+    key = file_text(made, RUN_KEY)
+    other = run("upscale", cards[0], "-o", out, "--model", "realsr-df2k-x4", "--format", "same", "--skip-existing")
+    assert other.exit_code == 0 and "already there" not in other.output, other.output
+    assert file_text(made, RUN_KEY) not in (None, key) and made.read_bytes() != before
 
 
 def test_skip_existing_remakes_outputs_of_another_model_of_the_same_scale(tmp_path, inputs):

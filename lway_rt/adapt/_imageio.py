@@ -66,7 +66,7 @@ def list_images(inputs, notes: list[str] | None = None) -> list[Path]:
             if made and len(made) < len(found):  # upscale's outputs beside the originals (upscale frames -o frames)
                 found = [q for q in found if q not in made]
                 if notes is not None:
-                    notes.append(f"note: {len(made)} image(s) in {p} were written by lwayrt upscale (their PNG records "
+                    notes.append(f"note: {len(made)} image(s) in {p} were written by lwayrt upscale (each records "
                                  f"the run), e.g. {made[0].name}: left out, not adapted on; name such a file to adapt "
                                  "on it anyway")
             nested = image_subfolders(p)

@@ -551,6 +551,34 @@ def png_text(path: str | Path, keyword: bytes) -> str | None:
     return None
 
 
+#: the formats whose files hold ``write_samples``' records (``file_text`` reads them back)
+RECORD_FORMATS = ("PNG", "JPEG")
+
+
+def file_text(path: str | Path, keyword: bytes) -> str | None:
+    """The text an image file records under ``keyword`` (``write_samples``' ``records``): a PNG's tEXt chunk or a
+    line of a JPEG's comment. None: none, a format that holds none, or a file that cannot be read."""
+    path = Path(path)
+    fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
+    if fmt == "PNG":
+        return png_text(path, keyword)
+    if fmt != "JPEG":
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:  # (the header only: the scan is not decoded)
+            comments = [data for kind, data in getattr(im, "applist", []) if kind == "COM"]
+    except Exception:  # not a readable JPEG: no record
+        return None
+    for comment in comments:
+        for line in comment.split(b"\n"):
+            name, sep, text = line.partition(b"\0")
+            if sep and name == keyword:
+                return text.decode("latin-1")
+    return None
+
+
 #: the tags of a TIFF's first directory that are metadata, not layout (description, make, model, software, date,
 #: artist, host computer, copyright), and its Exif and GPS directories
 _TIFF_METADATA_TAGS = (0x010E, 0x010F, 0x0110, 0x0131, 0x0132, 0x013B, 0x013C, 0x8298)
@@ -981,14 +1009,19 @@ def image_samples(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = 
 
 def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | None = None, quality: int = 95,
                   lossless: bool = False, exif: bytes | None = None, dpi: tuple[float, float] | None = None,
-                  png_chunks: tuple[tuple[bytes, bytes], ...] = ()) -> Path:
-    """Write ``image_samples(path, ...)``'s samples atomically, with the metadata ``write_image`` describes."""
+                  png_chunks: tuple[tuple[bytes, bytes], ...] = (),
+                  records: tuple[tuple[bytes, str], ...] = ()) -> Path:
+    """Write ``image_samples(path, ...)``'s samples atomically, with the metadata ``write_image`` describes.
+    ``records`` (keyword, text: what made the file, read back by ``file_text``) go into a PNG's text chunks or a
+    JPEG's comment; the other formats hold none."""
     from PIL import Image
 
     from lway_rt.io.weights import atomic_path
 
     path = Path(path)
     fmt = _write_format(path)
+    if records and fmt == "PNG":
+        png_chunks = (*png_chunks, *((b"tEXt", key + b"\0" + text.encode("latin-1")) for key, text in records))
     if arr.dtype not in (np.uint8, np.uint16) or arr.ndim not in (2, 3):
         raise ValueError(f"samples must be HxW or HxWxC uint8/uint16 (image_samples), got {arr.dtype} {arr.shape}")
     depth = 16 if arr.dtype == np.uint16 else 8
@@ -1020,6 +1053,8 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
                         info.add(kind, data)
                 if fmt == "JPEG":
                     opts.update(quality=quality, subsampling=0)
+                    if records:  # one COM segment, a line per record
+                        opts["comment"] = b"\n".join(key + b"\0" + text.encode("latin-1") for key, text in records)
                 elif fmt == "AVIF":
                     opts.update(quality=quality)
                 elif fmt == "WEBP":
