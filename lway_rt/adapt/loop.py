@@ -51,7 +51,7 @@ from lway_rt.adapt.runfolder import (
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    run_damage,
+    restore_words, run_damage,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -496,7 +496,8 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     def record(img: InputImage, s: float | None) -> dict | None:
         return None if weights_sha is None else _sr_record(weights_sha, digests.get(img.name), config, s)
 
-    written = _read_ledger(ledger) if keep_written and ledger is not None else {}
+    earlier = _read_ledger(ledger) if ledger is not None else {}
+    written = earlier if keep_written else {}
     kept = {}  # name: its record, of the images a resumed run keeps
     for img in images if weights_sha is not None else ():
         entry, dest = written.get(img.name), out_dir / "sr" / f"{img.name}.png"
@@ -504,8 +505,14 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         if isinstance(made, dict) and made == record(img, made.get("s")) and dest.is_file() and \
                 file_sha256(dest) == entry.get("sha256"):
             kept[img.name] = made
-    if ledger is not None:  # begun again with the kept images' lines (an earlier run's, or lines cut short, go)
-        atomic_write_bytes(ledger, "".join(_ledger_line(n, written[n]["sha256"], kept[n]) for n in kept).encode())
+    if ledger is not None:  # begun again with the kept images' lines (lines cut short go); the other images the list
+        # held that are still as it wrote them stay named as the run's until each is written again (a stop before then
+        # would leave them to be taken for the user's)
+        still = [n for n, e in earlier.items() if n not in kept and Path(n).name == n and n not in ("", ".", "..")
+                 and (out_dir / "sr" / f"{n}.png").is_file()
+                 and ("sha256" not in e or file_sha256(out_dir / "sr" / f"{n}.png") == e["sha256"])]
+        atomic_write_bytes(ledger, ("".join(_ledger_line(n, written[n]["sha256"], kept[n]) for n in kept)
+                                    + "".join(_ledger_line(n) for n in still)).encode())
     todo = [img for img in images if img.name not in kept]
     if kept:
         log(f"{len(kept)} SR image(s) in {out_dir / 'sr'} were written before the run stopped: kept")
@@ -645,6 +652,12 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
     ckpt_path = out_dir / CHECKPOINT
     finished = _existing_run(out_dir, resume, overwrite)
+    if resume and finished is None and not aside_until_end and not ckpt_path.exists() \
+            and _aside_state(out_dir / ASIDE) in ("kept", "cut short"):  # (the replacing run had not begun: --resume
+        # would start one of whatever this command asks and, finished, remove the kept run)
+        raise InputError(f"{out_dir} holds no checkpoint to resume: the --overwrite there was stopped before its first "
+                         f"one, and the finished run it replaces is kept aside: run that --overwrite command again, or "
+                         f"{restore_words(out_dir)} to have the run back")
     t_start = time.perf_counter()
     device = config.device
     scale, multiple = desc.scale, desc.size_multiple
@@ -874,6 +887,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
+    if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal
+        _finish_replacing(out_dir)  # of the run it replaced: that goes first
     if overwrite or redo or _aside_state(out_dir / ASIDE) in ("cut short", "restoring"):  # (a move aside a stop cut
         # short is finished before this run writes anything: the files still here are the replaced run's)
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs):
@@ -1388,7 +1403,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     top_summary = (_read_json_dict(summary_path) or {}) if resume or overwrite else {}
     # (an overwrite stopped before it finished had kept the summary aside: the runs it lists are still the folder's)
     old_summary = top_summary or ((_read_json_dict(out_dir / ASIDE / "report.json") or {})
-                                  if (resume or overwrite) and _is_aside(out_dir / ASIDE) else {})
+                                  if (resume or overwrite) and _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {})
     groups_path = record = None
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
@@ -1451,6 +1466,12 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         aside = out_dir / ASIDE
         state = _aside_state(aside)
         _refuse_a_restore_under_way(out_dir, state)
+        if state == "discarding":  # an overwrite here finished, and a stop cut short the removal of what it replaced
+            _finish_replacing(out_dir)
+            state = _aside_state(aside)
+        # an overwrite stopped before it finished, taken up with --resume: the runs it replaced go as its would
+        replacing = overwrite or state in ("kept", "cut short")
+        again = "run the same command with --resume" + (" in place of --overwrite" if overwrite else "")
         if state == "cut short" or (state is None and overwrite and top_summary.get("runs") is not None):
             if state is None:
                 aside = _make_aside(out_dir, runs=[])  # (each run folder joins as its run starts)
@@ -1480,12 +1501,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                 results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
                                             embeddings=emb, overwrite=overwrite, note=note, aside_until_end=True))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
-                raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, "run the same command with --resume (the runs "
-                                                           "finished before it are kept)") + _runs_aside_words(out_dir)
-                                  ) from None
+                raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
+                                                           "kept)") + _runs_aside_words(out_dir)) from None
             except KeyboardInterrupt:  # while the run was being set up, before its first step
-                raise Interrupted(f"{name}: interrupted before its first step; run the same command with --resume (the "
-                                  "runs finished before it are kept)" + _runs_aside_words(out_dir)) from None
+                raise Interrupted(f"{name}: interrupted before its first step; {again} (the runs finished before it "
+                                  "are kept)" + _runs_aside_words(out_dir)) from None
             except Exception:  # a refusal or a failure: the runs kept aside are said all the same
                 if words := _runs_aside_words(out_dir):
                     note(words.removeprefix("; "))
@@ -1495,15 +1515,20 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                     "stopped": r.report["stopped"], "mean": r.report.get("mean")} for r in results]
         names = {e["name"] for e in entries}
         earlier = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names]
-        if overwrite:  # the runs it replaced that this one did not make again go too, as folder mode's old images do
-            for e in earlier:
-                _remove_run_folder(out_dir, str(e.get("name", "")))
-            earlier = []
-        # runs of an earlier invocation into this folder that this one did not touch stay in the summary
-        kept_before = [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
+        # the runs it replaced that this one did not make again go too (as folder mode's old images do), once the new
+        # summary is written; runs of an earlier invocation into this folder that this one did not touch stay in it
+        dropped = [str(e.get("name", "")) for e in earlier] if replacing else []
+        kept_before = [] if replacing else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         atomic_write_json(out_dir / "report.json", summary)
-        for folder in (out_dir, *(r.out_dir for r in results)):  # every run is made: the ones replaced go
-            _finish_replacing(folder)
+        # every run is made: the runs replaced go, the folder's mark saying so first (from then on a stop leaves them
+        # to be removed by the next command, never put back over the new runs by --restore)
+        if _is_aside(aside):
+            _finish_replacing(out_dir, drop=dropped)
+        else:
+            for name in dropped:
+                _remove_run_folder(out_dir, name)
+        for r in results:
+            _finish_replacing(r.out_dir)
         return results

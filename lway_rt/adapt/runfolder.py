@@ -43,7 +43,8 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
             raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
                              "--overwrite to start again, or choose another --out folder")
         return None
-    if not (resume or overwrite) and _is_aside(out_dir / ASIDE):  # a run here would remove it when it finished
+    if not (resume or overwrite) and _aside_state(out_dir / ASIDE) not in (None, "discarding"):  # a run here would
+        # remove it when it finished
         raise InputError(f"{out_dir} holds a run a stopped --overwrite replaced, kept in {out_dir / ASIDE}: run "
                          f"{restore_words(out_dir)} to have it back, pass --overwrite to replace it, or choose another "
                          "--out folder")
@@ -69,6 +70,7 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
 # still as written (not edited since); removed when the run finishes. ".sr-written.json" is the earlier version's.
 SR_WRITTEN = ".sr-written.jsonl"
 _SR_WRITTEN_BEFORE = ".sr-written.json"
+_SUMMARY_FILES = ("report.json", "config.json", "groups.json")  # what a per-image or per-group command writes at its top
 _RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN,
               _SR_WRITTEN_BEFORE)
 
@@ -152,16 +154,20 @@ def _aside_mark(aside: Path) -> dict:
     return _read_json_dict(aside / ASIDE_MARK) or {}
 
 
-def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False) -> None:
+def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False,
+                discarding: bool = False, drop: Sequence[str] = ()) -> None:
     """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
     the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
     or per-group command makes, which --restore removes where the replaced summary does not list them;
     ``restoring``: --restore has removed the stopped run's files and is moving the kept ones back (run again, it
-    only goes on moving)."""
+    only goes on moving); ``discarding``: the new run finished, and what is kept here is being removed (a stop
+    part-way leaves a folder that is only ever removed, never put back), with the run folders ``drop`` names (a
+    per-image or per-group command's replaced runs it did not make again)."""
     runs = list(runs) if runs is not None else _aside_mark(aside).get("runs")
     atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
                                            "complete": complete, "restoring": restoring,
-                                           **({"runs": runs} if runs is not None else {})})
+                                           **({"runs": runs} if runs is not None else {}),
+                                           **({"discarding": True, "drop": list(drop)} if discarding else {})})
 
 
 def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
@@ -173,10 +179,13 @@ def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
 
 def _aside_state(path: Path) -> str | None:
     """What ``path`` (a folder's ``.lwayrt-replaced``) is: None (not this command's), "cut short" (a move aside a stop
-    cut short), "restoring" (a --restore a stop cut short) or "kept" (a whole run kept aside)."""
+    cut short), "restoring" (a --restore a stop cut short), "discarding" (the new run finished and the kept one was
+    being removed when a stop came) or "kept" (a whole run kept aside)."""
     if not _is_aside(path):
         return None
     mark = _aside_mark(path)
+    if mark.get("discarding"):
+        return "discarding"
     return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
 
 
@@ -185,12 +194,19 @@ def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
     that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
     name is the user's, and refused before anything moves."""
     aside = out_dir / ASIDE
+    if aside.is_dir() and not aside.is_symlink() and not any(aside.iterdir()):
+        aside.rmdir()  # empty: what a stop left as its last file went (it holds nothing of anyone's)
     if os.path.lexists(aside):
         kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
         raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
                          "replaces until the new one finishes: move it, then run the command again")
     aside.mkdir()
-    _mark_aside(aside, complete=False, runs=runs)
+    try:
+        _mark_aside(aside, complete=False, runs=runs)
+    except BaseException:  # (a full disk): no unmarked folder is left behind, to be taken for the user's
+        with contextlib.suppress(OSError):
+            aside.rmdir()
+        raise
     return aside
 
 
@@ -218,11 +234,16 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     listed = next((report_images(r) for r in map(_read_json_dict, sources) if r is not None), [])
 
     def clear(path: Path) -> None:
-        if keep:
+        if not keep:
+            path.unlink()
+            return
+        try:
             (aside / path.relative_to(out_dir)).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(path, aside / path.relative_to(out_dir))  # (sr/ may be a link to another file system)
-        else:
-            path.unlink()
+        except OSError as exc:  # (a full disk, where sr/ links to another one): what moved stays aside, marked
+            raise OutputError(f"cannot move {path} aside into {aside} ({exc.strerror or exc}): nothing of the "
+                              f"finished run is lost; make room, then run the command again (it finishes the move), "
+                              f"or {restore_words(out_dir)} to have the run back as it was") from None
 
     if report_path.is_file():
         clear(report_path)
@@ -248,7 +269,7 @@ def _aside_run(out_dir: Path) -> Path | None:
     """``out_dir/.lwayrt-replaced`` when this command made it and it holds a finished run (or a per-image or per-group
     folder's summary), else None."""
     aside = Path(out_dir) / ASIDE
-    return aside if _is_aside(aside) and (aside / "report.json").is_file() else None
+    return aside if _aside_state(aside) in ("kept", "cut short") and (aside / "report.json").is_file() else None
 
 
 def restore_words(out_dir: Path) -> str:
@@ -267,21 +288,62 @@ def _aside_words(out_dir: Path) -> str:
             f"{restore_words(out_dir)})")
 
 
-def _finish_replacing(out_dir: Path) -> None:
+def _finish_replacing(out_dir: Path, drop: Sequence[str] = ()) -> None:
     """The run that --overwrite started has finished: the run it replaced, kept aside until now, goes (only a folder
-    this command made: one of the user's of that name stays)."""
+    this command made: one of the user's of that name stays). The mark says so before anything goes, and goes last:
+    a stop part-way (a clip's images take seconds) leaves a folder that is only removed, by the next command into
+    ``out_dir`` or --restore, never put back as a whole run. ``drop``: a per-image or per-group folder's run folders
+    that the replaced summary lists and the new command did not make again, removed after the mark says so."""
     aside = out_dir / ASIDE
-    if _is_aside(aside):
-        shutil.rmtree(aside, ignore_errors=True)
+    if not _is_aside(aside):
+        return
+    mark = _aside_mark(aside)
+    if not mark.get("discarding"):
+        _mark_aside(aside, complete=True, discarding=True, drop=drop)
+    else:
+        drop = [str(n) for n in mark.get("drop") or () if isinstance(n, str)]
+    for name in drop:
+        _remove_run_folder(out_dir, name)
+    runs = mark.get("runs")  # a per-image or per-group folder's: the run folders the command started, whose own
+    for name in runs if isinstance(runs, list) else ():  # replaced runs go too
+        sub = out_dir / str(name)
+        if Path(str(name)).name == name and name not in ("", ".", "..", ASIDE) and sub.is_dir() and not sub.is_symlink():
+            _finish_replacing(sub)
+    with contextlib.suppress(OSError):  # (what cannot go now is removed by the next command)
+        for path in aside.iterdir():
+            if path.name != ASIDE_MARK:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        (aside / ASIDE_MARK).unlink()
+        aside.rmdir()
 
 
 def _runs_aside_words(out_dir: Path) -> str:
     """"; " and where the finished runs a per-image or per-group --overwrite replaces are kept and how to have them
     back; empty when none is."""
-    if not (_is_aside(out_dir / ASIDE) or any(_is_aside(d / ASIDE) for d in out_dir.iterdir() if d.is_dir())):
+    kept = ("kept", "cut short")
+    if not (_aside_state(out_dir / ASIDE) in kept or any(_aside_state(d / ASIDE) in kept for d in out_dir.iterdir()
+                                                          if d.is_dir())):
         return ""
     return (f"; the finished runs it replaces are kept aside (in {ASIDE} folders) until every run of the command "
             f"finishes (to have them back instead: {restore_words(out_dir)})")
+
+
+def stop_words(out_dir: Path) -> str | None:
+    """What a stop that no run's own message covers (between runs, or after the last one) left in ``out_dir``, where
+    an --overwrite keeps or was removing what it replaced; None where it was neither."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return None
+    folders = [out_dir, *(d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.name != ASIDE)]
+    states = {_aside_state(d / ASIDE) for d in folders}
+    if _aside_state(out_dir / ASIDE) == "discarding" or ("discarding" in states and not states & {"kept", "cut short"}):
+        return (f"interrupted after the adaptation finished: the new run(s) in {out_dir} are complete; the run(s) it "
+                f"replaced were being removed, and what is left of them (in {ASIDE} folders) goes with the next "
+                f"--overwrite into {out_dir}, or delete it")
+    if states & {"kept", "cut short"}:
+        return (f"interrupted; the finished run(s) it replaces are kept aside in {out_dir} (in {ASIDE} folders): run "
+                f"the same command again, or {restore_words(out_dir)} to have them back")
+    return None
 
 
 def _ledger_images(folder: Path) -> set[str]:
@@ -299,14 +361,16 @@ def _ledger_images(folder: Path) -> set[str]:
     return mine
 
 
-def _stopped_run_files(folder: Path, also: Iterable[str] = ()) -> list[Path]:
+def _stopped_run_files(folder: Path, also: Iterable[str] = (), summary: bool = False) -> list[Path]:
     """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
     images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
-    run folders), its report lists. Other files are the user's, a copy of an earlier run's image among them."""
-    found = [folder / name for name in (*_RUN_FILES, *also)]
-    images = list(_ledger_images(folder))
-    images += [Path(rel).stem for rel in report_images(_read_json_dict(folder / "report.json"))
-               if Path(rel).parent == Path("sr")]
+    run folders), its report lists. With ``summary`` (the top of a per-image or per-group folder) only the summary,
+    configuration and routing a command writes there, and ``also``. Other files are the user's, a copy of an earlier
+    run's image among them."""
+    found = [folder / name for name in (*(_SUMMARY_FILES if summary else _RUN_FILES), *also)]
+    images = [] if summary else list(_ledger_images(folder))
+    images += [] if summary else [Path(rel).stem for rel in report_images(_read_json_dict(folder / "report.json"))
+                                  if Path(rel).parent == Path("sr")]
     found += [folder / "sr" / f"{name}.png" for name in images if Path(name).name == name and name not in ("", ".", "..")]
     return [p for p in dict.fromkeys(found) if p.is_file() and not p.is_symlink()]
 
@@ -342,13 +406,21 @@ def _check_put_back(folder: Path) -> list[Path]:
     if _aside_state(aside) != "kept":
         return []
     kept_top = (p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK)
-    stopped = _stopped_run_files(folder, also=kept_top)
+    # (the top of a per-image or per-group folder: its mark lists the run folders the command started)
+    stopped = _stopped_run_files(folder, also=kept_top, summary="runs" in _aside_mark(aside))
     theirs = set(stopped)
     for path in aside.rglob("*"):
         dest = folder / path.relative_to(aside)
-        if path.is_file() and path.name != ASIDE_MARK and os.path.lexists(dest) and dest not in theirs:
-            raise OutputError(f"{dest} is in the way of the kept run's file of that name (in {aside}), and it is not "
-                              "the stopped run's: move it, then run lwayrt adapt --restore again (nothing was changed)")
+        if not path.is_file() or path.name == ASIDE_MARK:
+            continue
+        # a file or a link where a kept file's folder goes (a file named sr) is in the way too
+        parent = next((p for p in reversed(dest.relative_to(folder).parents[:-1])
+                       if os.path.lexists(folder / p) and not (folder / p).is_dir()), None)
+        if parent is not None or (os.path.lexists(dest) and dest not in theirs):
+            what = dest if parent is None else folder / parent
+            raise OutputError(f"{what} is in the way of the kept run's file{'s' if parent is not None else ''} of "
+                              f"that name (in {aside}), and it is not the stopped run's: move it, then run lwayrt adapt "
+                              "--restore again (nothing was changed)")
     return stopped
 
 
@@ -392,23 +464,29 @@ def restore_replaced(out_dir: Path) -> str:
         except OutputError:
             raise OutputError(f"another run is writing to {out_dir} right now: restore once it has finished or been "
                               "stopped") from None
+        if _aside_state(out_dir / ASIDE) == "discarding":
+            _finish_replacing(out_dir)
+            raise InputError(f"nothing to restore in {out_dir}: the --overwrite there had finished (its new run is "
+                             "complete), and what it replaced was being removed when it was stopped; that is done now")
         subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
                       and _is_aside(d / ASIDE))
+        for sub in [d for d in subs if _aside_state(d / ASIDE) == "discarding"]:  # its own run had finished
+            _finish_replacing(sub)
+            subs.remove(sub)
         if not _is_aside(out_dir / ASIDE) and not subs:
             raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
                              "restore (it is removed when the overwriting run finishes)")
         top = [out_dir] if _is_aside(out_dir / ASIDE) else []
         # every folder first: nothing changes while a file is in the way
-        stopped = {folder: _check_put_back(folder) for folder in (*top, *subs)}
+        stopped = {folder: _check_put_back(folder) for folder in (*subs, *top)}
         summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
         made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
-        put = sum(_put_back(folder, files) for folder, files in stopped.items())
         removed = []
         runs = (summary or {}).get("runs")
         if isinstance(runs, list):  # a per-image or per-group folder: the stopped command's run folders of names the
-            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}  # kept summary does not list go
-            for name in made if isinstance(made, list) else ():
-                sub = out_dir / str(name)
+            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}  # kept summary does not list go, first
+            for name in made if isinstance(made, list) else ():  # (the folder's kept summary and mark record them,
+                sub = out_dir / str(name)  # and are put back last: a stop part-way leaves them for the next --restore)
                 if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
                         and not sub.is_symlink() and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
                     _remove_stopped_run(sub)
@@ -416,6 +494,7 @@ def restore_replaced(out_dir: Path) -> str:
                         with contextlib.suppress(OSError):
                             folder.rmdir()  # only when empty
                     removed.append(sub.name)
+        put = sum(_put_back(folder, files) for folder, files in stopped.items())  # the folder's own last
     what = f"put back the finished run kept aside in {out_dir} ({put} file(s))"
     if subs:
         what = f"put back the finished runs kept aside in {out_dir}: {', '.join(s.name for s in subs)} ({put} file(s))"
@@ -495,10 +574,14 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
                              f"the {NAME_MAX} a file name may have: rename it shorter")
     names = {img.name for img in images} if config.mode == "per-image" else set()
     own = _RUN_NAMES[config.mode]
-    clash = sorted(n for n in names if n in own)
+    clash = sorted(n for n in names if n in own or n == ASIDE)
     if clash:
         raise InputError(f"an input named {clash[0]} would get the run folder {out_dir / clash[0]}, a name the "
                          "adaptation's own files use: rename that image")
+    hidden = sorted(n for n in names if n.startswith("."))
+    if hidden:  # (listings, lwayrt upscale -m FOLDER's among them, pass hidden folders over)
+        raise InputError(f"an input named {hidden[0]} would get the hidden run folder {out_dir / hidden[0]}, which "
+                         "folder listings pass over: rename that image without the leading dot")
     root = out_dir.resolve()
     # where the run writes, links followed: the top of --out, and below it sr/ (folder) or each run's folder
     groups = sorted(p.name for p in out_dir.glob("group-*") if _GROUP_FOLDER.fullmatch(p.name)) \
@@ -512,6 +595,8 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if not out_dir.is_dir():
         return
     previous = run_mode(out_dir)
+    if previous is None and _aside_state(out_dir / ASIDE) in ("kept", "cut short"):  # all of it moved aside, or its
+        previous = run_mode(out_dir / ASIDE)  # records: a stopped overwrite (sr/ may still hold the images of either)
     if previous is not None and previous != config.mode:
         raise InputError(f"{out_dir} holds a --mode {previous} adaptation, not --mode {config.mode}: rerun with --mode "
                          f"{previous} to continue or replace it, or choose another --out folder")
@@ -522,7 +607,9 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if config.mode == "folder" and (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
         raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
                          "--out folder")
-    if overwrite and previous == "folder":  # (the run there finished, or a stopped one's: its list names its images)
+    # (the run there finished, or a stopped one's: its list names its images, and one edited since is the user's,
+    # which --resume, taking up a run stopped while it wrote sr/, would write over as --overwrite would)
+    if (overwrite or (resume and (out_dir / SR_WRITTEN).is_file())) and previous == "folder":
         listed = {Path(rel) for rel in report_images(finished_report(out_dir))}
         listed |= {Path("sr", f"{name}.png") for name in _ledger_images(out_dir)}
         if _aside_state(out_dir / ASIDE) == "cut short":  # the images of the run being moved aside, not moved yet

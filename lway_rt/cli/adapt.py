@@ -269,6 +269,10 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                         overwrite=overwrite, note=_note)
     except KeyboardInterrupt:  # the loop turns a stop after a checkpoint into its own message: this one came before
+        from lway_rt.adapt.runfolder import stop_words  # the first step, between runs, or after the last one
+
+        if words := stop_words(Path(out_dir)):
+            raise Interrupted(words) from None
         if resume:  # while the inputs or the model loaded: the run(s) in --out are as they were
             raise Interrupted(f"adaptation interrupted before it went on: {out_dir} is as it was; run the same command "
                               "(with --resume) again") from None
