@@ -1294,11 +1294,22 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
         if isinstance(item, (str, Path)) and Path(item).is_dir() and Path(item).resolve() == out_dir.resolve():
             raise InputError(f"--out {out_dir} is an input folder: the run's pictures would mix with your images (and be "
                              "read as inputs next time); choose another --out folder")
+    # made, checked and locked at once, not after the model, stage 1 and the inputs are loaded, embedded and weighed (an
+    # unwritable --out, or one another run holds, was said minutes in); a command refused later leaves none it made
+    made = [p for p in (out_dir, *out_dir.parents) if not os.path.lexists(p)]
     with contextlib.ExitStack() as held:
-        if out_dir.is_dir():  # at once, not after the model, stage 1 and the images are loaded; held to the end
-            held.enter_context(exclusive_run(out_dir, "--out folder"))
-        return _adapt(inputs, model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
-                      overwrite=overwrite, note=note)
+        ensure_writable_dir(out_dir, "--out folder")
+        held.enter_context(exclusive_run(out_dir, "--out folder"))
+        try:
+            return _adapt(inputs, model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
+                          overwrite=overwrite, note=note)
+        except BaseException:
+            for folder in made:  # (only while empty: what a run wrote before it stopped stays)
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
 
 
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
