@@ -221,6 +221,17 @@ def test_list_keeps_names_whole_in_a_narrow_terminal(model_store):
         assert f" {name} " in listing, listing
 
 
+def test_list_json_is_whole_rows_for_scripts(model_store):
+    """A table is cut to the terminal's (or COLUMNS') width: at 50 columns the scale, status and source were gone and
+    `models list | grep imported` found nothing. --json gives every row whole."""
+    import json
+
+    result = CliRunner(env={"COLUMNS": "50"}).invoke(main, ["models", "list", "--json"])
+    rows = json.loads(result.output)
+    assert result.exit_code == 0 and {r["name"] for r in rows} >= set(store.SOURCES), result.output
+    assert all(set(r) == {"name", "arch", "scale", "status", "source"} and r["status"] for r in rows), rows
+
+
 def test_a_weights_file_given_to_import_or_a_store_name_with_its_ending_gets_the_way_that_works(model_store, tmp_path):
     import torch
 

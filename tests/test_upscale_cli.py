@@ -1390,3 +1390,12 @@ def test_xmp_and_iptc_that_outputs_do_not_carry_are_said(tmp_path, small):
            "outputs do not carry" in result.output and "exiftool -tagsFromFile" in result.output, result.output
     plain = run("upscale", src / "plain.jpg", "-o", tmp_path / "plain", "--model", MODEL)
     assert plain.exit_code == 0 and "metadata" not in plain.output, plain.output
+
+
+def test_force_color_does_not_put_a_progress_bar_in_a_log(tmp_path, inputs):
+    """FORCE_COLOR=1, set in many CI configurations, made rich call a log file a terminal: an animated bar's redraws
+    (carriage returns and escape codes, 18 KB for a dozen images) went into it instead of the plain progress lines."""
+    result = CliRunner().invoke(main, ["upscale", str(inputs / "photo.png"), "-o", str(tmp_path / "out"), "--model",
+                                       MODEL], env={"FORCE_COLOR": "1"})
+    assert result.exit_code == 0 and "\r" not in result.output and "\x1b[" not in result.output, repr(result.output)
+    assert "upscaling 1 image(s)" in result.output or "written" in result.output, result.output

@@ -1,4 +1,4 @@
-"""Parameter types shared by the subcommands."""
+"""Parameter types and console helpers shared by the subcommands."""
 
 from __future__ import annotations
 
@@ -104,3 +104,13 @@ def typed(ctx: click.Context, *names: str) -> list[str]:
 def and_list(items: list[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def on_a_terminal(console) -> bool:
+    """Whether a rich ``console`` writes to a real terminal (an animated bar, a width to fit). Rich calls any stream a
+    terminal when FORCE_COLOR is set, as many CI configurations set it: its log file then got a bar's redraws (18 KB
+    for a dozen images) and tables cut to 80 columns."""
+    try:
+        return bool(console.is_terminal and console.file.isatty())
+    except (AttributeError, ValueError, OSError):  # a closed or replaced stream
+        return False

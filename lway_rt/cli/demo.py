@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NAME, PathParam, and_list, typed
+from lway_rt.cli._params import NAME, PathParam, and_list, on_a_terminal, typed
 
 _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-noise")
 
@@ -56,7 +56,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
                                        preset=preset, model=adapt_model, crop=adapt_crop, iterations=iterations,
                                        stage1=stage1)
     console = Console()
-    if not console.is_terminal:  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
+    if not on_a_terminal(console):  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
         console = Console(width=200)
     if deploy and not adapt and typed(ctx, "deploy"):  # deploy exports the adapted network: nothing to do
         click.echo("note: --deploy exports the adapted network, so with --no-adapt it does not run: drop --no-adapt "

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from lway_rt.cli._params import NameParam
+from lway_rt.cli._params import NameParam, on_a_terminal
 from lway_rt.io import store
 
 
@@ -16,7 +16,9 @@ def command() -> None:
 
 
 @command.command("list")
-def list_cmd() -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the rows as one JSON list (name, arch, scale, status, source) for scripts, not a table.")
+def list_cmd(as_json: bool) -> None:
     """Show imported and importable models."""
     from rich.console import Console
     from rich.table import Table
@@ -24,6 +26,12 @@ def list_cmd() -> None:
     if note := store.misplaced_home_note():
         click.echo(note, err=True)
     rows = store.list_models()
+    if as_json:  # (a table is cut to the terminal's width, or COLUMNS', and grep then finds nothing)
+        import json
+
+        click.echo(json.dumps([{k: row[k] for k in ("name", "arch", "scale", "status", "source")} for row in rows],
+                              indent=1))
+        return
     table = Table(title=f"model store: {store.store_dir()}")
     # names are what users copy into -m: never cut, however narrow the terminal (or a pipe's 80 columns)
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows) if rows else None)
@@ -34,7 +42,7 @@ def list_cmd() -> None:
     for row in rows:
         table.add_row(row["name"], row["arch"], row["scale"], row["status"], row["source"])
     console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
+    if not on_a_terminal(console) and "COLUMNS" not in os.environ:
         console = Console(width=200)  # piped into a script: whole rows, one line each
     console.print(table)
 

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam, typed
+from lway_rt.cli._params import FINITE, NAME, PathParam, on_a_terminal, typed
 from lway_rt.errors import LwayError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
@@ -129,7 +129,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         raise Interrupted("serve-bench interrupted: nothing was written (--json and --chart are written once every "
                           "configuration is measured); run it again to measure") from None
     out = Console()
-    if not out.is_terminal:  # logs and files: wide enough that no column is cut
+    if not on_a_terminal(out):  # logs and files: wide enough that no column is cut
         out = Console(width=200)
     out.print(render_table(report))
     charted = chart_path if report["summary"]["ok"] else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NAME, FiniteRange, PathParam, typed
+from lway_rt.cli._params import NAME, FiniteRange, PathParam, on_a_terminal, typed
 
 
 @click.command("upscale")
@@ -81,9 +81,9 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
         click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
                    err=True)
-    lines = _ProgressLines() if not quiet and not err.is_terminal else None  # a log file, nohup, a pipe
+    lines = _ProgressLines() if not quiet and not on_a_terminal(err) else None  # a log file, nohup, a pipe
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
+                  console=err, transient=True, disable=quiet or not on_a_terminal(err)) as bar:
         task = bar.add_task("upscaling", total=None)
 
         def on_start(n: int) -> None:
