@@ -28,6 +28,18 @@ def test_cli_writes_a_valid_report_and_chart(tmp_path):
     assert again.exit_code == 0 and json.loads(out.read_text())["summary"]["ok"] == 1  # a rerun replaces its own
 
 
+def test_json_dash_prints_the_report_on_stdout(tmp_path, monkeypatch):
+    """--json - wrote a file named '-' in the current folder and printed the table on stdout, where eval-degae's
+    --json - prints the report: a pipe (| jq) got a table. The report now goes to stdout, the table to stderr."""
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "--no-peak",
+                                    "--json", "-", "-q", *TINY])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert validate(report) == [] and report["summary"]["ok"] == 1 and not (tmp_path / "-").exists()
+    assert "torch" in res.stderr
+
+
 def test_report_and_chart_never_replace_what_the_user_has(tmp_path, capped_weights):
     """--json / --chart naming the model, another file of the user's or each other are refused before anything is
     timed, and the file is left as it was."""

@@ -58,7 +58,8 @@ class BenchFailed(LwayError):
 @click.option("--min-psnr", type=FINITE, default=None,
               help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")
 @click.option("--no-peak", is_flag=True, help="Skip measuring the machine's matmul/conv peak.")
-@click.option("--json", "json_path", type=PathParam(dir_okay=False), default=None, help="Write the JSON report here.")
+@click.option("--json", "json_path", type=PathParam(dir_okay=False), default=None,
+              help="Write the JSON report here; - prints it on standard output (the table goes to standard error).")
 @click.option("--chart", "chart_path", type=PathParam(dir_okay=False), default=None, help="Write a PNG chart here.")
 @click.option("--schema", "print_schema", is_flag=True, help="Print the report's JSON Schema and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
@@ -94,7 +95,10 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
 
     given = Path(model).expanduser()
     exported = given.suffix.lower() == ".onnx"  # timed as it is, by the ONNX backends of its precision
-    check_output_paths(json_path, chart_path, [given, manifest_path(given)] if exported else [given])  # before minutes of timing, not after
+    # the report for a pipe (| jq) as eval-degae gives it, the table to stderr; the string as typed, so ./- is a file
+    to_stdout = json_path is not None and str(json_path) == "-"
+    json_file = None if to_stdout else json_path
+    check_output_paths(json_file, chart_path, [given, manifest_path(given)] if exported else [given])  # before minutes of timing, not after
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -128,16 +132,21 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
 
         raise Interrupted("serve-bench interrupted: nothing was written (--json and --chart are written once every "
                           "configuration is measured); run it again to measure") from None
-    out = Console()
+    out = Console(stderr=to_stdout)
     if not on_a_terminal(out):  # logs and files: wide enough that no column is cut
-        out = Console(width=200)
+        out = Console(width=200, stderr=to_stdout)
     out.print(render_table(report))
     charted = chart_path if report["summary"]["ok"] else None
-    write_report(report, json_path, charted)  # renamed back to back: a kill leaves one run's pair
-    if json_path:
+    write_report(report, json_file, charted)  # renamed back to back: a kill leaves one run's pair
+    if to_stdout:
+        from lway_rt.bench.schema import validate_report
+
+        validate_report(report)
+        click.echo(json.dumps(report, indent=1, allow_nan=False))
+    elif json_path:
         click.echo(f"report: {json_path}")
     if charted:
-        click.echo(f"chart: {charted}")
+        click.echo(f"chart: {charted}", err=to_stdout)
     elif chart_path:
         click.echo("chart: not written (no configuration passed verification)")
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
