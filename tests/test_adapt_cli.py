@@ -2342,3 +2342,14 @@ def test_an_out_folder_that_cannot_be_written_is_said_before_any_work(files, tmp
     code, text = _run(["adapt", str(files / "lr"), *_replace_args(files)[2:], "-m", str(tmp_path / "none.safetensors"),
                        "-o", str(tmp_path / "new" / "out")])
     assert code == 1 and not (tmp_path / "new").exists(), text
+
+
+def test_progress_goes_to_stderr_and_the_result_to_stdout(files, tmp_path):
+    """adapt printed its progress (embedding, iterations, images written) on standard output, where upscale, export
+    and serve-bench keep only their results: `adapt ... > result.txt` captured every progress line."""
+    res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-o", str(tmp_path / "o"),
+                                    *[a for a in _replace_args(files) if a != "-q"]])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() and all("iterations, completed" in line for line in res.stdout.splitlines()), \
+        res.stdout
+    assert "adapting" in res.stderr, res.stderr

@@ -259,7 +259,8 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     unused = _unused_flags(config, given, from_file, gt=gt_dir is not None, hf_off_flag=no_hf_weight)
     if unused:
         raise InputError(unused)
-    log = (lambda msg: None) if quiet else click.echo
+    # progress on standard error, as every command prints it: standard output keeps the result lines for a script
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     if resume and overwrite:
         raise click.UsageError("--resume keeps the run in --out, --overwrite replaces it: pass one of them")
     if stage1 is not None and config.loss != "lway" and config.mode != "per-group":  # it would be ignored, unread
