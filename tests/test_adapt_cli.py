@@ -879,15 +879,23 @@ def test_resume_does_not_write_over_an_image_edited_since_the_stop(files, tmp_pa
         m.setattr(images, "write_image", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         assert _run(["adapt", *args, "--resume"])[0] == 130
     assert _ledger_images(out) == {"alpha", "grey"}  # (rgb's image was deleted above: it is made again)
+    grey = out / "sr" / "grey.png"  # ... each with its SHA-256: edited now, it is the user's
+    grey.write_bytes(grey.read_bytes() + b"edited")
+    assert _ledger_images(out) == {"alpha"}
+    code, text = _run(["adapt", *args, "--resume"])
+    assert code == 1 and f"{grey} is not an image of the run" in text, text
+    grey.unlink()
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0, text
 
 
-def test_resume_in_place_of_a_stopped_per_image_overwrite_finishes_it(files, tmp_path, monkeypatch):
-    """A per-image --overwrite stopped part-way says to go on with --resume; doing so kept the replaced command's runs
-    that the new inputs lack (listed, as if the overwrite had never been asked for), where the overwrite removes
-    them. Taken up with --resume, the overwrite now ends as it would have."""
+def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monkeypatch):
+    """A per-image --overwrite stopped part-way says to go on with --resume in place of --overwrite: the runs it
+    finished are kept, the run folder it was replacing is made with its settings. --resume with other settings (or other
+    inputs) had started anew there and, finished, deleted the run kept aside for --restore: it is refused; and the
+    replaced command's runs that the new inputs lack stay (a --resume replaces nothing it was not asked to)."""
     import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.runfolder import ASIDE
 
     out = tmp_path / "each"
     assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
@@ -896,22 +904,29 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite_finishes_it(files, tmp
     for name in ("rgb.png", "grey.png"):
         shutil.copy(files / "lr" / name, fewer / name)
     args = [str(fewer), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
-    real, calls = loop.adapt_images, []
+    real, calls = loop.fast_adapt_step, []
 
-    def second_stops(*a, **k):
+    def stops_in_the_second_run(*a, **k):  # (grey's run takes 2 steps; rgb's first step stops)
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*a, **k)
 
     with monkeypatch.context() as m:
-        m.setattr(loop, "adapt_images", second_stops)
+        m.setattr(loop, "fast_adapt_step", stops_in_the_second_run)
         code, text = _run(["adapt", *args, "--overwrite"])
-    assert code == 130 and "with --resume in place of --overwrite" in text, text
+    assert code == 130 and "with --resume in place of --overwrite" in text and (out / "rgb" / ASIDE).is_dir(), text
+    kept = _digests(out / "rgb" / ASIDE)
+    one = tmp_path / "one"  # (the finished grey run is checked against the command as any finished run is)
+    one.mkdir()
+    shutil.copy(files / "lr" / "rgb.png", one / "rgb.png")
+    code, text = _run(["adapt", str(one), *args[1:], "--resume", "--seed", "3"])
+    assert code == 1 and "(with other settings)" in text and "--restore" in text, text
+    assert _digests(out / "rgb" / ASIDE) == kept
     code, text = _run(["adapt", *args, "--resume"])
-    assert code == 0, text
+    assert code == 0 and not list(out.rglob(ASIDE)), text
     summary = json.loads((out / "report.json").read_text())
-    assert sorted(e["name"] for e in summary["runs"]) == ["grey", "rgb"] and not (out / "alpha").exists()
+    assert sorted(e["name"] for e in summary["runs"]) == ["alpha", "grey", "rgb"] and (out / "alpha").is_dir()
 
 
 def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkeypatch):
@@ -2353,3 +2368,80 @@ def test_progress_goes_to_stderr_and_the_result_to_stdout(files, tmp_path):
     assert res.stdout.splitlines() and all("iterations, completed" in line for line in res.stdout.splitlines()), \
         res.stdout
     assert "adapting" in res.stderr, res.stderr
+
+
+def test_a_per_image_overwrite_leaves_a_groups_json_of_the_users(files, tmp_path, monkeypatch):
+    """A per-image command writes no groups.json, but its --overwrite moved one at the top of the folder aside with the
+    summary and deleted it when it finished (and --restore took it for the stopped command's)."""
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    assert _run(["adapt", *args])[0] == 0
+    (out / "groups.json").write_text("mine")
+    assert _run(["adapt", *args, "--overwrite"])[0] == 0
+    assert (out / "groups.json").read_text() == "mine"
+    _stop_before_the_first_step(monkeypatch, [*args, "--overwrite"])
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and (out / "groups.json").read_text() == "mine", text
+
+
+def test_the_end_of_an_overwrite_is_finished_before_a_resume_counts_the_runs(files, tmp_path, monkeypatch):
+    """A stop after a per-image overwrite had finished, while a run it no longer listed was being removed: a --resume
+    of the old inputs counted that run as done, then finished the removal (the folder gone) and still listed it."""
+    import lway_rt.adapt.runfolder as runfolder
+
+    out = tmp_path / "each"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for name in ("rgb.png", "grey.png"):
+        shutil.copy(files / "lr" / name, fewer / name)
+    with monkeypatch.context() as m:
+        m.setattr(runfolder, "_remove_run_folder", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        code, text = _run(["adapt", str(fewer), "-o", str(out), *_replace_args(files), "--mode", "per-image",
+                           "--overwrite"])
+    assert code == 130 and (out / "alpha" / "adapted.safetensors").is_file(), text
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image",
+                       "--resume"])
+    assert code == 0 and (out / "alpha" / "adapted.safetensors").is_file(), text
+    assert "alpha: already adapted" not in text, text
+    summary = json.loads((out / "report.json").read_text())
+    assert sorted(e["name"] for e in summary["runs"]) == ["alpha", "grey", "rgb"]
+
+
+def test_a_stop_at_the_end_of_an_overwrite_of_runs_without_a_summary(files, tmp_path, monkeypatch):
+    """A first per-image command stopped in its last run leaves its runs and no summary: an --overwrite of that
+    folder made no mark of its own end, so a stop while the replaced runs were removed one by one left a mix that
+    --restore put back, new runs beside old ones. Such a folder gets the mark too."""
+    import lway_rt.adapt.loop as loop
+    import lway_rt.adapt.runfolder as runfolder
+    from lway_rt.adapt.runfolder import ASIDE
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    real, calls = loop.adapt_images, []
+
+    def third_stops(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "adapt_images", third_stops)
+        assert _run(["adapt", *args])[0] == 130
+    assert not (out / "report.json").exists() and (out / "alpha" / "adapted.safetensors").is_file()
+    real_finish = runfolder._finish_replacing
+
+    def stop_in_a_run_folder(folder, *a, **k):
+        if Path(folder) != out:
+            raise KeyboardInterrupt
+        return real_finish(folder, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(runfolder, "_finish_replacing", stop_in_a_run_folder)
+        code, text = _run(["adapt", *args, "--overwrite", "--seed", "4"])
+    assert code == 130 and "interrupted after the adaptation finished" in text, text
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 1 and "nothing to restore" in text and not list(out.rglob(ASIDE)), text
+    for name in ("alpha", "grey", "rgb"):
+        assert json.loads((out / name / "report.json").read_text())["config"]["seed"] == 4

@@ -51,7 +51,7 @@ from lway_rt.adapt.runfolder import (
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    restore_words, run_damage,
+    _RUN_NAMES, restore_words, run_damage, run_mode,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -512,7 +512,8 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
                  and (out_dir / "sr" / f"{n}.png").is_file()
                  and ("sha256" not in e or file_sha256(out_dir / "sr" / f"{n}.png") == e["sha256"])]
         atomic_write_bytes(ledger, ("".join(_ledger_line(n, written[n]["sha256"], kept[n]) for n in kept)
-                                    + "".join(_ledger_line(n) for n in still)).encode())
+                                    + "".join(_ledger_line(n, earlier[n].get("sha256"), earlier[n].get("record"))
+                                              for n in still)).encode())  # (with its SHA-256: edited, it is yours)
     todo = [img for img in images if img.name not in kept]
     if kept:
         log(f"{len(kept)} SR image(s) in {out_dir / 'sr'} were written before the run stopped: kept")
@@ -652,12 +653,15 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
     ckpt_path = out_dir / CHECKPOINT
     finished = _existing_run(out_dir, resume, overwrite)
-    if resume and finished is None and not aside_until_end and not ckpt_path.exists() \
+    if resume and not overwrite and finished is None and not ckpt_path.exists() \
             and _aside_state(out_dir / ASIDE) in ("kept", "cut short"):  # (the replacing run had not begun: --resume
         # would start one of whatever this command asks and, finished, remove the kept run)
-        raise InputError(f"{out_dir} holds no checkpoint to resume: the --overwrite there was stopped before its first "
-                         f"one, and the finished run it replaces is kept aside: run that --overwrite command again, or "
-                         f"{restore_words(out_dir)} to have the run back")
+        started = _read_json_dict(out_dir / "config.json")  # what the stopped overwrite's run here was asked to do
+        if not aside_until_end or not (started and json.loads(config.recipe_json()).items() <= started.items()):
+            raise InputError(f"{out_dir} holds no checkpoint to resume: the --overwrite there was stopped before its "
+                             f"first one{'' if not aside_until_end else ' (with other settings)'}, and the finished run "
+                             f"it replaces is kept aside: run that --overwrite command again, or "
+                             f"{restore_words(out_dir if not aside_until_end else out_dir.parent)} to have the run back")
     t_start = time.perf_counter()
     device = config.device
     scale, multiple = desc.scale, desc.size_multiple
@@ -1380,6 +1384,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     given = list(inputs) if loaded else list_images(inputs, notes)  # paths are listed once, only the chosen ones read
     for line in notes:
         note(line)
+    if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal of
+        _finish_replacing(out_dir)  # what it replaced: done first (under adapt()'s lock), before the runs are checked
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
     for line in notes:  # files of several frames: the first is read
         note(line)
@@ -1477,16 +1483,14 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         aside = out_dir / ASIDE
         state = _aside_state(aside)
         _refuse_a_restore_under_way(out_dir, state)
-        if state == "discarding":  # an overwrite here finished, and a stop cut short the removal of what it replaced
-            _finish_replacing(out_dir)
-            state = _aside_state(aside)
-        # an overwrite stopped before it finished, taken up with --resume: the runs it replaced go as its would
-        replacing = overwrite or state in ("kept", "cut short")
         again = "run the same command with --resume" + (" in place of --overwrite" if overwrite else "")
-        if state == "cut short" or (state is None and overwrite and top_summary.get("runs") is not None):
+        # (a folder that holds runs gets the mark even without a summary: it is where the end of the command is
+        # recorded, after which what was replaced is only removed, never put back)
+        if state == "cut short" or (state is None and overwrite and (top_summary.get("runs") is not None
+                                                                     or run_mode(out_dir) is not None)):
             if state is None:
                 aside = _make_aside(out_dir, runs=[])  # (each run folder joins as its run starts)
-            for name in ("report.json", "config.json", "groups.json"):
+            for name in _RUN_NAMES[config.mode]:  # (a groups.json of the user's in a per-image folder stays)
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
@@ -1528,8 +1532,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         earlier = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names]
         # the runs it replaced that this one did not make again go too (as folder mode's old images do), once the new
         # summary is written; runs of an earlier invocation into this folder that this one did not touch stay in it
-        dropped = [str(e.get("name", "")) for e in earlier] if replacing else []
-        kept_before = [] if replacing else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
+        dropped = [str(e.get("name", "")) for e in earlier] if overwrite else []
+        kept_before = [] if overwrite else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         atomic_write_json(out_dir / "report.json", summary)

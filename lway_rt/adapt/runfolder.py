@@ -70,7 +70,6 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
 # still as written (not edited since); removed when the run finishes. ".sr-written.json" is the earlier version's.
 SR_WRITTEN = ".sr-written.jsonl"
 _SR_WRITTEN_BEFORE = ".sr-written.json"
-_SUMMARY_FILES = ("report.json", "config.json", "groups.json")  # what a per-image or per-group command writes at its top
 _RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN,
               _SR_WRITTEN_BEFORE)
 
@@ -361,13 +360,13 @@ def _ledger_images(folder: Path) -> set[str]:
     return mine
 
 
-def _stopped_run_files(folder: Path, also: Iterable[str] = (), summary: bool = False) -> list[Path]:
+def _stopped_run_files(folder: Path, also: Iterable[str] = (), summary: str | None = None) -> list[Path]:
     """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
     images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
-    run folders), its report lists. With ``summary`` (the top of a per-image or per-group folder) only the summary,
-    configuration and routing a command writes there, and ``also``. Other files are the user's, a copy of an earlier
+    run folders), its report lists. With ``summary`` (the --mode of a per-image or per-group folder, at its top) only
+    the summary, configuration and (per group) routing a command writes there, and ``also``. Other files are the user's, a copy of an earlier
     run's image among them."""
-    found = [folder / name for name in (*(_SUMMARY_FILES if summary else _RUN_FILES), *also)]
+    found = [folder / name for name in (*(_RUN_NAMES.get(summary, ()) if summary else _RUN_FILES), *also)]
     images = [] if summary else list(_ledger_images(folder))
     images += [] if summary else [Path(rel).stem for rel in report_images(_read_json_dict(folder / "report.json"))
                                   if Path(rel).parent == Path("sr")]
@@ -406,8 +405,11 @@ def _check_put_back(folder: Path) -> list[Path]:
     if _aside_state(aside) != "kept":
         return []
     kept_top = (p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK)
-    # (the top of a per-image or per-group folder: its mark lists the run folders the command started)
-    stopped = _stopped_run_files(folder, also=kept_top, summary="runs" in _aside_mark(aside))
+    # (the top of a per-image or per-group folder: its mark lists the run folders the command started, and its
+    # summary says which mode; a stopped first command left none, and then only its own configuration is its)
+    mode = (_read_json_dict(aside / "report.json") or _read_json_dict(folder / "config.json") or {}).get("mode")
+    summary = (mode if mode in ("per-image", "per-group") else "per-image") if "runs" in _aside_mark(aside) else None
+    stopped = _stopped_run_files(folder, also=kept_top, summary=summary)
     theirs = set(stopped)
     for path in aside.rglob("*"):
         dest = folder / path.relative_to(aside)
