@@ -698,3 +698,21 @@ def test_a_cache_hit_removes_what_a_killed_export_of_the_file_left(tmp_path):
     res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
     assert res.exit_code == 0 and "cache hit" in res.output, res.output
     assert not left.exists() and mine.read_text() == "mine"
+
+
+def test_an_onnx_session_takes_omp_num_threads_as_torch_does(tmp_path, monkeypatch):
+    """OMP_NUM_THREADS=1 held torch to one thread, but an exported model in ONNX Runtime took every core: jobs run
+    side by side (make -j, xargs -P), each told one thread, oversubscribed the machine."""
+    import torch
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.runtime.ort import create_session
+
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(SRVGGNetCompact(num_feat=4, num_conv=1).eval(), torch.zeros(1, 3, 8, 8), str(path),
+                      input_names=["x"], output_names=["y"], dynamo=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert create_session(path).get_session_options().intra_op_num_threads == 1
+    assert create_session(path, threads=2).get_session_options().intra_op_num_threads == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert create_session(path).get_session_options().intra_op_num_threads == 0  # ONNX Runtime's default

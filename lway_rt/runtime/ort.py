@@ -62,6 +62,17 @@ def _provider_name(p: str | tuple[str, dict[str, Any]]) -> str:
     return _PROVIDER_ALIASES.get(name.lower(), name)
 
 
+def _env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as a positive count, else None (unset, or not a count)."""
+    import os
+
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return n if n > 0 else None
+
+
 def create_session(
     onnx_path: str | Path,
     *,
@@ -77,7 +88,8 @@ def create_session(
     ``providers``: names (or ``(name, options)`` pairs, or aliases ``cpu``/``cuda``/``tensorrt``) in
     priority order. Raises ``ProviderFallbackError`` when a requested non-CPU provider is not
     among ``session.get_providers()`` and ``allow_fallback`` is false. ``threads`` sets the intra-op
-    thread count (None: ONNX Runtime's default). ``opt_level``: disable, basic, extended or all.
+    thread count (None: ``OMP_NUM_THREADS`` where it is set, as torch takes it, else ONNX Runtime's default, every
+    core: jobs run side by side, each told one thread, had each taken every core with an exported model). ``opt_level``: disable, basic, extended or all.
     ``mem_arena``: ONNX Runtime's CPU memory arena. ``execution_mode``: sequential or parallel
     (parallel also uses ``threads`` inter-op threads).
     """
@@ -115,6 +127,8 @@ def create_session(
     so.enable_cpu_mem_arena = mem_arena
     parallel = execution_mode == "parallel"
     so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads is None:
+        threads = _env_threads()
     if threads is not None:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = int(threads) if parallel else 1
