@@ -604,6 +604,29 @@ def _move_aside_stopped_at(out: Path, n: int, monkeypatch) -> None:
     monkeypatch.setattr(runfolder.shutil, "move", real)
 
 
+def _stopping_on_call(monkeypatch, owner, name: str, n: int) -> None:
+    """Patch ``owner.name`` to raise KeyboardInterrupt (a Ctrl-C) on its ``n``-th call; the calls before go through."""
+    real, calls = getattr(owner, name), []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, stopping)
+
+
+def _per_image_then_fewer(files, tmp_path) -> tuple[Path, Path]:
+    """A finished per-image adaptation of the three test inputs in ``tmp_path/each``, and a folder of two of them."""
+    out, fewer = tmp_path / "each", tmp_path / "fewer"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    fewer.mkdir()
+    for name in ("rgb.png", "grey.png"):
+        shutil.copy(files / "lr" / name, fewer / name)
+    return out, fewer
+
+
 def _replace_args(files):
     return ["-m", str(files / "tiny.safetensors"), "--stage1", str(files / "stage1.safetensors"), "--patch-size", "16",
             "--batch-size", "1", "-q", "--iterations", "2"]
@@ -723,12 +746,7 @@ def test_a_stop_at_the_end_of_a_per_image_overwrite_is_finished_not_restored(fil
     import lway_rt.adapt.runfolder as runfolder
     from lway_rt.adapt.runfolder import ASIDE
 
-    out = tmp_path / "each"
-    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
-    fewer = tmp_path / "fewer"
-    fewer.mkdir()
-    for name in ("rgb.png", "grey.png"):
-        shutil.copy(files / "lr" / name, fewer / name)
+    out, fewer = _per_image_then_fewer(files, tmp_path)
     monkeypatch.setattr(runfolder, "_remove_run_folder", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     code, text = _run(["adapt", str(fewer), "-o", str(out), *_replace_args(files), "--mode", "per-image",
                        "--overwrite", "--seed", "5"])
@@ -756,28 +774,12 @@ def test_a_stopped_restore_run_again_removes_the_stopped_commands_new_runs(files
         shutil.copy(files / "lr" / name, two / name)
     assert _run(["adapt", str(two), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
     before = _digests(out)
-    real, calls = loop.adapt_images, []
-
-    def third_stops(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "adapt_images", third_stops)  # alpha (new), grey (replaced), then rgb: stopped there
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 3)  # alpha (new), grey (replaced), then rgb: stopped there
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image",
                        "--overwrite"])
     monkeypatch.undo()
     assert code == 130 and (out / "alpha").is_dir(), text
-    real_put, puts = runfolder._put_back, []
-
-    def stops_on_second(*a, **k):
-        puts.append(1)
-        if len(puts) == 2:
-            raise KeyboardInterrupt
-        return real_put(*a, **k)
-
-    monkeypatch.setattr(runfolder, "_put_back", stops_on_second)
+    _stopping_on_call(monkeypatch, runfolder, "_put_back", 2)
     with pytest.raises(KeyboardInterrupt):
         runfolder.restore_replaced(out)
     monkeypatch.undo()
@@ -897,23 +899,10 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monke
     import lway_rt.adapt.loop as loop
     from lway_rt.adapt.runfolder import ASIDE
 
-    out = tmp_path / "each"
-    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
-    fewer = tmp_path / "fewer"
-    fewer.mkdir()
-    for name in ("rgb.png", "grey.png"):
-        shutil.copy(files / "lr" / name, fewer / name)
+    out, fewer = _per_image_then_fewer(files, tmp_path)
     args = [str(fewer), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
-    real, calls = loop.fast_adapt_step, []
-
-    def stops_in_the_second_run(*a, **k):  # (grey's run takes 2 steps; rgb's first step stops)
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as m:
-        m.setattr(loop, "fast_adapt_step", stops_in_the_second_run)
+        _stopping_on_call(m, loop, "fast_adapt_step", 3)  # (grey's run takes 2 steps; rgb's first step stops)
         code, text = _run(["adapt", *args, "--overwrite"])
     assert code == 130 and "with --resume in place of --overwrite" in text and (out / "rgb" / ASIDE).is_dir(), text
     kept = _digests(out / "rgb" / ASIDE)
@@ -2389,12 +2378,7 @@ def test_the_end_of_an_overwrite_is_finished_before_a_resume_counts_the_runs(fil
     of the old inputs counted that run as done, then finished the removal (the folder gone) and still listed it."""
     import lway_rt.adapt.runfolder as runfolder
 
-    out = tmp_path / "each"
-    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
-    fewer = tmp_path / "fewer"
-    fewer.mkdir()
-    for name in ("rgb.png", "grey.png"):
-        shutil.copy(files / "lr" / name, fewer / name)
+    out, fewer = _per_image_then_fewer(files, tmp_path)
     with monkeypatch.context() as m:
         m.setattr(runfolder, "_remove_run_folder", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
         code, text = _run(["adapt", str(fewer), "-o", str(out), *_replace_args(files), "--mode", "per-image",
@@ -2418,16 +2402,8 @@ def test_a_stop_at_the_end_of_an_overwrite_of_runs_without_a_summary(files, tmp_
 
     out = tmp_path / "each"
     args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
-    real, calls = loop.adapt_images, []
-
-    def third_stops(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     with monkeypatch.context() as m:
-        m.setattr(loop, "adapt_images", third_stops)
+        _stopping_on_call(m, loop, "adapt_images", 3)
         assert _run(["adapt", *args])[0] == 130
     assert not (out / "report.json").exists() and (out / "alpha" / "adapted.safetensors").is_file()
     real_finish = runfolder._finish_replacing
