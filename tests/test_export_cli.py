@@ -68,6 +68,18 @@ def compact_export(tmp_path_factory):
     return out, _exported(res.stdout)
 
 
+def test_json_lists_the_files_for_scripts(compact_export):
+    """The file names hold their cache key, and the line that names one said "exported" on a miss and "cache hit" on
+    a hit: a script had to scrape the last word of it. --json prints the files as one JSON list on stdout."""
+    out, files = compact_export
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "both", "--json")
+    assert res.exit_code == 0, res.output
+    made = json.loads(res.stdout)
+    assert {(m["what"], m["precision"]) for m in made} == {("sr", "fp32"), ("sr", "fp16")}, made
+    assert all(m["cache_hit"] and m["engine"] is None for m in made)
+    assert {m["precision"]: Path(m["onnx"]) for m in made} == files
+
+
 def test_compact_model_exports_fp32_and_fp16(compact_export):
     out, files = compact_export
     assert set(files) == {"fp32", "fp16"}

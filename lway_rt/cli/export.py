@@ -49,8 +49,10 @@ def _log(msg: str) -> None:
               help="Parity gate for fp32 SR files: largest allowed |exported - torch|.")
 @click.option("--min-psnr", type=FINITE, default=45.0, show_default=True,
               help="Parity gate for fp16 SR files: lowest allowed PSNR (dB) against the fp32 torch output.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the files as one JSON list (what, precision, onnx, engine, cache_hit) for scripts, not lines.")
 def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
-            stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr):
+            stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr, as_json):
     """Export a model to ONNX (and optionally TensorRT); every artifact must pass the parity gate.
 
     \b
@@ -147,19 +149,27 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
 
     runnable = None  # a dynamic SR file upscale can run
     fp16_files = []  # fp16 ONNX files written or found, for the --keep-fp32 check
+    made = []  # (--json: a file name holds its cache key, and the words of a line differ between a hit and a miss)
     for ex, ex_profile in exportables:
         for res in export_artifacts(ex, ex_profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
                                     log=_log):
             if res.precision == "fp16":
                 fp16_files.append(res.onnx_path)
+            made.append({"what": ex.what, "precision": res.precision, "onnx": str(res.onnx_path),
+                         "engine": None if res.engine_path is None else str(res.engine_path),
+                         "cache_hit": bool(res.cache_hit)})
             status = "cache hit" if res.cache_hit else "exported"
-            click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}")
+            click.echo(f"{ex.what} {res.precision}: {status} {res.onnx_path}", err=as_json)
             if res.engine_path is not None:
                 click.echo(f"{ex.what} {res.precision}: {'engine cache hit' if res.engine_cache_hit else 'engine built'} "
-                           f"{res.engine_path}")
+                           f"{res.engine_path}", err=as_json)
             if ex.what == "sr" and res.tile is None and runnable is None:
                 runnable = (res.onnx_path, "detail_cap" in ex.hparams, ex.in_channels)
     _warn_unmatched(profile.keep_fp32_nodes, fp16_files)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(made, indent=1))
     if runnable is not None and runnable[2] not in (1, 3):
         _log(f"note: this network takes {runnable[2]}-channel input; lwayrt upscale runs only RGB (3) and grey (1) "
              "models, so the file is for a runtime of your own")
