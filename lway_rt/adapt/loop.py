@@ -51,7 +51,7 @@ from lway_rt.adapt.runfolder import (
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    _RUN_NAMES, restore_words, run_damage, run_mode,
+    _RUN_NAMES, _ledger_images, restore_words, run_damage, run_mode,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -508,9 +508,7 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
     if ledger is not None:  # begun again with the kept images' lines (lines cut short go); the other images the list
         # held that are still as it wrote them stay named as the run's until each is written again (a stop before then
         # would leave them to be taken for the user's)
-        still = [n for n, e in earlier.items() if n not in kept and Path(n).name == n and n not in ("", ".", "..")
-                 and (out_dir / "sr" / f"{n}.png").is_file()
-                 and ("sha256" not in e or file_sha256(out_dir / "sr" / f"{n}.png") == e["sha256"])]
+        still = sorted(_ledger_images(ledger.parent) - set(kept))
         atomic_write_bytes(ledger, ("".join(_ledger_line(n, written[n]["sha256"], kept[n]) for n in kept)
                                     + "".join(_ledger_line(n, earlier[n].get("sha256"), earlier[n].get("record"))
                                               for n in still)).encode())  # (with its SHA-256: edited, it is yours)
