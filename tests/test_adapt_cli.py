@@ -881,12 +881,15 @@ def test_resume_does_not_write_over_an_image_edited_since_the_stop(files, tmp_pa
         m.setattr(images, "write_image", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         assert _run(["adapt", *args, "--resume"])[0] == 130
     assert _ledger_images(out) == {"alpha", "grey"}  # (rgb's image was deleted above: it is made again)
-    grey = out / "sr" / "grey.png"  # ... each with its SHA-256: edited now, it is the user's
-    grey.write_bytes(grey.read_bytes() + b"edited")
-    assert _ledger_images(out) == {"alpha"}
-    code, text = _run(["adapt", *args, "--resume"])
-    assert code == 1 and f"{grey} is not an image of the run" in text, text
-    grey.unlink()
+    # ... each with its SHA-256, the one being written when the stop came (alpha) too: edited now, they are the user's
+    for name in ("grey", "alpha"):
+        edited = out / "sr" / f"{name}.png"
+        edited.write_bytes(edited.read_bytes() + b"edited")
+        code, text = _run(["adapt", *args, "--resume"])
+        assert code == 1 and f"{edited} is not an image of the run" in text, text
+    assert _ledger_images(out) == set()
+    for name in ("grey", "alpha"):
+        (out / "sr" / f"{name}.png").unlink()
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0, text
 
@@ -910,7 +913,7 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monke
     one.mkdir()
     shutil.copy(files / "lr" / "rgb.png", one / "rgb.png")
     code, text = _run(["adapt", str(one), *args[1:], "--resume", "--seed", "3"])
-    assert code == 1 and "(with other settings)" in text and "--restore" in text, text
+    assert code == 1 and "other inputs, model or settings than that overwrite" in text and "--restore" in text, text
     assert _digests(out / "rgb" / ASIDE) == kept
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0 and not list(out.rglob(ASIDE)), text
@@ -2297,8 +2300,8 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
         written[name] = (out / "sr" / name).stat().st_mtime_ns
     # (the stop may fall between an image and its line in the list of those written: that one is made again)
     lines = [json.loads(line) for line in (out / ".sr-written.jsonl").read_text().splitlines()]
-    # lines appended: each image named before it is written, then the file written
-    assert [e["name"] for e in lines if "sha256" not in e][:3] == [e["name"] for e in lines if "sha256" in e][:3], lines
+    # lines appended: each image named with its bytes' SHA-256 just before they take the file's place
+    assert lines and all("sha256" in e for e in lines), lines
     listed = {f"{e['name']}.png" for e in lines if "sha256" in e} - {first, second}
     code, text = _run([*args, "--resume"])  # edited since the stop: the user's, not written over
     assert code == 1 and "is not an image of the run" in text, text
@@ -2346,6 +2349,13 @@ def test_an_out_folder_that_cannot_be_written_is_said_before_any_work(files, tmp
     code, text = _run(["adapt", str(files / "lr"), *_replace_args(files)[2:], "-m", str(tmp_path / "none.safetensors"),
                        "-o", str(tmp_path / "new" / "out")])
     assert code == 1 and not (tmp_path / "new").exists(), text
+    # what it made, not what a path spelled through a missing folder names (mine/ is the user's), nor what it made
+    # before a name too long for the file system was refused
+    (tmp_path / "mine").mkdir()
+    for out in (tmp_path / "zz" / ".." / "mine", tmp_path / "deep" / ("x" * 300)):
+        code, text = _run(["adapt", str(files / "lr"), *_replace_args(files)[2:], "-m",
+                           str(tmp_path / "none.safetensors"), "-o", str(out)])
+        assert code == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "deep").exists(), text
 
 
 def test_progress_goes_to_stderr_and_the_result_to_stdout(files, tmp_path):
@@ -2421,3 +2431,61 @@ def test_a_stop_at_the_end_of_an_overwrite_of_runs_without_a_summary(files, tmp_
     assert code == 1 and "nothing to restore" in text and not list(out.rglob(ASIDE)), text
     for name in ("alpha", "grey", "rgb"):
         assert json.loads((out / name / "report.json").read_text())["config"]["seed"] == 4
+
+
+def test_resume_after_a_stopped_per_image_overwrite_needs_its_inputs_and_settings(files, tmp_path, monkeypatch):
+    """--resume may take up a run folder a stopped per-image --overwrite was replacing (no checkpoint yet) only as that
+    overwrite asked: with other pixels under an input's name it had started anew and, finished, deleted the run kept
+    for --restore. And a stop while a run folder's old run was moved aside (its sr/ image still there) left both the
+    advised --resume and the --overwrite refused, the tool's own image taken for the user's."""
+    import lway_rt.adapt.loop as loop
+    import lway_rt.adapt.runfolder as runfolder
+    from lway_rt.adapt.runfolder import ASIDE
+
+    out, _ = _per_image_then_fewer(files, tmp_path)
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, loop, "fast_adapt_step", 1)  # in alpha's run, before its first checkpoint
+        assert _run(["adapt", *args, "--overwrite"])[0] == 130
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(files / "lr" / "rgb.png", other / "alpha.png")  # another picture under alpha's name
+    kept = _digests(out / "alpha" / ASIDE)
+    code, text = _run(["adapt", str(other / "alpha.png"), *args[1:], "--resume"])
+    assert code == 1 and "other inputs, model or settings than that overwrite" in text, text
+    assert _digests(out / "alpha" / ASIDE) == kept
+    assert _run(["adapt", "--restore", str(out)])[0] == 0
+    # stopped on the move of alpha's sr/ image aside (the top's summary and config, then its report, weights,
+    # pictures and config went first): the rerun and the --resume are both taken
+    for flag in ("--resume", "--overwrite"):
+        with monkeypatch.context() as m:
+            _stopping_on_call(m, runfolder.shutil, "move", 8)
+            assert _run(["adapt", *args, "--overwrite"])[0] == 130
+        assert runfolder._aside_state(out / "alpha" / ASIDE) == "cut short"
+        assert (out / "alpha" / "sr" / "alpha.png").is_file()
+        code, text = _run(["adapt", *args, flag])
+        assert code == 0 and not list(out.rglob(ASIDE)), text
+
+
+def test_restore_removes_the_new_run_folders_of_a_folder_without_a_summary(files, tmp_path, monkeypatch):
+    """The replaced folder's own first command had been stopped (its runs, no summary): --restore of an --overwrite
+    stopped in a new input's run said it had put everything back and left that new run folder."""
+    import lway_rt.adapt.loop as loop
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, loop, "adapt_images", 3)  # alpha and grey made, rgb not: no summary
+        assert _run(["adapt", *args])[0] == 130
+    before = _digests(out)
+    more = tmp_path / "more"
+    more.mkdir()
+    for name in ("alpha.png", "grey.png"):
+        shutil.copy(files / "lr" / name, more / name)
+    shutil.copy(files / "lr" / "rgb.png", more / "new.png")
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, loop, "fast_adapt_step", 5)  # (alpha and grey take two steps each): in new's run
+        assert _run(["adapt", str(more), *args[1:], "--overwrite"])[0] == 130
+    assert (out / "new").is_dir()
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and "removed the stopped command's run(s) of new" in text and _digests(out) == before, text

@@ -56,7 +56,7 @@ from lway_rt.adapt.runfolder import (
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import InputError, Interrupted, ModelError, TrainingError, duration, listing
+from lway_rt.errors import InputError, Interrupted, ModelError, OutputError, TrainingError, duration, listing
 from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
@@ -510,7 +510,8 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         # would leave them to be taken for the user's)
         still = sorted(_ledger_images(ledger.parent) - set(kept))
         atomic_write_bytes(ledger, ("".join(_ledger_line(n, written[n]["sha256"], kept[n]) for n in kept)
-                                    + "".join(_ledger_line(n, earlier[n].get("sha256"), earlier[n].get("record"))
+                                    + "".join(_ledger_line(n, earlier[n].get("sha256"), earlier[n].get("record"),
+                                                          was=earlier[n].get("was"))
                                               for n in still)).encode())  # (with its SHA-256: edited, it is yours)
     todo = [img for img in images if img.name not in kept]
     if kept:
@@ -536,15 +537,18 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         made = record(img, s)
         chunks = img.image.png_chunks + (((b"tEXt", SR_KEY + b"\0" + json.dumps(made).encode("latin-1")),)
                                          if made is not None else ())
-        if ledger is not None:  # named before it is written: a stop in between leaves it the run's
+        # named with its bytes' SHA-256 (and the file's it replaces) once they are encoded, just before they take the
+        # file's place: a stop at any moment leaves the list naming whatever the file then holds as the run's, and
+        # an edit of it after the stop as the user's
+        was = file_sha256(dest) if ledger is not None and dest.is_file() else None
+
+        def name_it(tmp: Path, name: str = img.name, made: dict | None = made, was: str | None = was) -> None:
             with open(ledger, "a", encoding="utf-8") as f:
-                f.write(_ledger_line(img.name))
+                f.write(_ledger_line(name, file_sha256(tmp), made, was=was))
+
         sr_paths.append(write_image(dest, sr, alpha, bit_depth=img.image.bit_depth, grey=img.image.grey,
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
-                                    png_chunks=chunks))
-        if ledger is not None:
-            with open(ledger, "a", encoding="utf-8") as f:
-                f.write(_ledger_line(img.name, file_sha256(dest), made))
+                                    png_chunks=chunks, before_replace=name_it if ledger is not None else None))
     return sr_paths, cap_s
 
 
@@ -651,15 +655,6 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
     ckpt_path = out_dir / CHECKPOINT
     finished = _existing_run(out_dir, resume, overwrite)
-    if resume and not overwrite and finished is None and not ckpt_path.exists() \
-            and _aside_state(out_dir / ASIDE) in ("kept", "cut short"):  # (the replacing run had not begun: --resume
-        # would start one of whatever this command asks and, finished, remove the kept run)
-        started = _read_json_dict(out_dir / "config.json")  # what the stopped overwrite's run here was asked to do
-        if not aside_until_end or not (started and json.loads(config.recipe_json()).items() <= started.items()):
-            raise InputError(f"{out_dir} holds no checkpoint to resume: the --overwrite there was stopped before its "
-                             f"first one{'' if not aside_until_end else ' (with other settings)'}, and the finished run "
-                             f"it replaces is kept aside: run that --overwrite command again, or "
-                             f"{restore_words(out_dir if not aside_until_end else out_dir.parent)} to have the run back")
     t_start = time.perf_counter()
     device = config.device
     scale, multiple = desc.scale, desc.size_multiple
@@ -701,6 +696,14 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
     fingerprinter = _Fingerprinter(config, desc, stage1, perceptual)
     fingerprint, fingerprint_parts = fingerprinter.with_parts(images, gt)
+    if resume and not overwrite and finished is None and not ckpt_path.exists() \
+            and _aside_state(out_dir / ASIDE) in ("kept", "cut short") \
+            and _aside_mark(out_dir / ASIDE).get("replacing") != fingerprint:  # (the replacing run had not begun: a
+        # --resume of another command would start its own and, finished, remove the kept run)
+        raise InputError(f"{out_dir} holds no checkpoint to resume, and the finished run a stopped --overwrite replaces "
+                         "is kept aside there: this command has other inputs, model or settings than that overwrite; "
+                         f"run that --overwrite command again, or {restore_words(out_dir.parent if aside_until_end else out_dir)} "
+                         "to have the run back")
     redo = False  # a damaged finished run that --resume runs again
     ck = None  # an unfinished run's checkpoint that --resume continues: checked here, before any work is done
     if resume and ckpt_path.exists():
@@ -893,7 +896,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         _finish_replacing(out_dir)  # of the run it replaced: that goes first
     if overwrite or redo or _aside_state(out_dir / ASIDE) in ("cut short", "restoring"):  # (a move aside a stop cut
         # short is finished before this run writes anything: the files still here are the replaced run's)
-        if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs):
+        if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs, replacing=fingerprint):
             log(f"the finished run this one replaces is kept in {aside} until "
                 f"{'every run of the command' if aside_until_end else 'this one'} finishes")
     if write_outputs:
@@ -1298,18 +1301,22 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
                              "read as inputs next time); choose another --out folder")
     # made, checked and locked at once, not after the model, stage 1 and the inputs are loaded, embedded and weighed (an
     # unwritable --out, or one another run holds, was said minutes in); a command refused later leaves none it made
-    made = [p for p in (out_dir, *out_dir.parents) if not os.path.lexists(p)]
+    target = Path(os.path.abspath(out_dir))  # ("new/../mine" names mine/, which is there)
+    made = [p for p in (target, *target.parents) if not os.path.lexists(p)]
     with contextlib.ExitStack() as held:
-        ensure_writable_dir(out_dir, "--out folder")
-        held.enter_context(exclusive_run(out_dir, "--out folder"))
         try:
+            ensure_writable_dir(out_dir, "--out folder")
+            held.enter_context(exclusive_run(out_dir, "--out folder"))
             return _adapt(inputs, model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                           overwrite=overwrite, note=note)
         except BaseException:
-            for folder in made:  # (only while empty: what a run wrote before it stopped stays)
-                try:
-                    folder.rmdir()
-                except OSError:
+            for folder in made:  # only while empty (what a run wrote before it stopped stays), and not while another
+                try:  # run holds it (one begun in a folder this command made meanwhile)
+                    if not os.path.isdir(folder):  # (not made, or its name too long to make)
+                        continue
+                    with exclusive_run(folder, "--out folder"):
+                        folder.rmdir()
+                except (OSError, OutputError):
                     break
             raise
 

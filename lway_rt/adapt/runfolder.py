@@ -93,10 +93,12 @@ def _read_ledger(path: Path) -> dict[str, dict]:
     return entries
 
 
-def _ledger_line(name: str, sha256: str | None = None, record: dict | None = None) -> str:
-    """A ledger line: without ``sha256``, that the image of ``name`` is about to be written (so a stop before its
-    line of the written file still names it as the run's: ``--restore`` removes it); with it, the file written."""
-    entry = {"name": name} if sha256 is None else {"name": name, "sha256": sha256, "record": record}
+def _ledger_line(name: str, sha256: str | None = None, record: dict | None = None, was: str | None = None) -> str:
+    """A ledger line: with ``sha256``, the image of ``name`` with those bytes (written just before they take the
+    file's place, with ``was``, the SHA-256 of the file they replace, if any: a stop in between leaves that one);
+    without it, a name alone (an earlier version's line before each write: whatever the file holds is the run's)."""
+    entry = {"name": name} if sha256 is None else {"name": name, "sha256": sha256, "record": record,
+                                                    **({"was": was} if was else {})}
     return json.dumps(finite(entry), allow_nan=False) + "\n"
 
 
@@ -154,18 +156,22 @@ def _aside_mark(aside: Path) -> dict:
 
 
 def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False,
-                discarding: bool = False, drop: Sequence[str] = ()) -> None:
+                discarding: bool = False, drop: Sequence[str] = (), replacing: str | None = None) -> None:
     """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
     the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
     or per-group command makes, which --restore removes where the replaced summary does not list them;
     ``restoring``: --restore has removed the stopped run's files and is moving the kept ones back (run again, it
     only goes on moving); ``discarding``: the new run finished, and what is kept here is being removed (a stop
     part-way leaves a folder that is only ever removed, never put back), with the run folders ``drop`` names (a
-    per-image or per-group command's replaced runs it did not make again)."""
-    runs = list(runs) if runs is not None else _aside_mark(aside).get("runs")
+    per-image or per-group command's replaced runs it did not make again); ``replacing``: the fingerprint of the run
+    that replaces it (its inputs, model and settings), which a --resume with no checkpoint to take up must match."""
+    before = _aside_mark(aside)
+    runs = list(runs) if runs is not None else before.get("runs")
+    replacing = replacing if replacing is not None else before.get("replacing")
     atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
                                            "complete": complete, "restoring": restoring,
                                            **({"runs": runs} if runs is not None else {}),
+                                           **({"replacing": replacing} if isinstance(replacing, str) else {}),
                                            **({"discarding": True, "drop": list(drop)} if discarding else {})})
 
 
@@ -188,7 +194,7 @@ def _aside_state(path: Path) -> str | None:
     return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
 
 
-def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
+def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str | None = None) -> Path:
     """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
     that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
     name is the user's, and refused before anything moves."""
@@ -201,7 +207,7 @@ def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
                          "replaces until the new one finishes: move it, then run the command again")
     aside.mkdir()
     try:
-        _mark_aside(aside, complete=False, runs=runs)
+        _mark_aside(aside, complete=False, runs=runs, replacing=replacing)
     except BaseException:  # (a full disk): no unmarked folder is left behind, to be taken for the user's
         with contextlib.suppress(OSError):
             aside.rmdir()
@@ -209,7 +215,7 @@ def _make_aside(out_dir: Path, runs: Sequence[str] | None = None) -> Path:
     return aside
 
 
-def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | None:
+def _clear_previous_run(out_dir: Path, keep_finished: bool = False, replacing: str | None = None) -> Path | None:
     """Clear what an earlier run left in ``out_dir`` once ``--overwrite`` has been accepted, its report (the mark of a
     finished run) first: an overwrite stopped before it finished must not leave the new weights beside the old report
     (which ``--resume`` would call complete), the old run's images beside the new ones, or its checkpoint for
@@ -227,7 +233,7 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
     # a run kept aside already is the one from before a stopped command, and stays: what that command made is not kept
     keep = cut_short or (keep_finished and state is None and finished_report(out_dir) is not None)
     if keep and not cut_short:
-        aside = _make_aside(out_dir)
+        aside = _make_aside(out_dir, replacing=replacing)
     # the replaced run's images: its report's list (moved aside already, where a stop cut that move short)
     sources = (report_path, aside / "report.json") if cut_short else (report_path,)
     listed = next((report_images(r) for r in map(_read_json_dict, sources) if r is not None), [])
@@ -261,6 +267,8 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False) -> Path | No
             clear(out_dir / "sr" / target.name)
     if keep:
         _mark_aside(aside, complete=True)
+    if keep_finished and replacing is not None and _aside_state(aside) == "kept":  # (kept from before: this overwrite
+        _mark_aside(aside, complete=True, replacing=replacing)  # replaces it now, and a --resume of it may take it up)
     return _aside_run(out_dir)
 
 
@@ -355,7 +363,7 @@ def _ledger_images(folder: Path) -> set[str]:
         path = folder / "sr" / f"{name}.png"
         if Path(name).name != name or name in ("", ".", ".."):
             continue
-        if "sha256" not in entry or not path.is_file() or file_sha256(path) == entry.get("sha256"):
+        if "sha256" not in entry or not path.is_file() or file_sha256(path) in (entry.get("sha256"), entry.get("was")):
             mine.add(name)
     return mine
 
@@ -484,18 +492,20 @@ def restore_replaced(out_dir: Path) -> str:
         summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
         made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
         removed = []
-        runs = (summary or {}).get("runs")
-        if isinstance(runs, list):  # a per-image or per-group folder: the stopped command's run folders of names the
-            names = {str(e.get("name")) for e in runs if isinstance(e, dict)}  # kept summary does not list go, first
-            for name in made if isinstance(made, list) else ():  # (the folder's kept summary and mark record them,
-                sub = out_dir / str(name)  # and are put back last: a stop part-way leaves them for the next --restore)
-                if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
-                        and not sub.is_symlink() and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
-                    _remove_stopped_run(sub)
-                    for folder in (sub / "sr", sub):
-                        with contextlib.suppress(OSError):
-                            folder.rmdir()  # only when empty
-                    removed.append(sub.name)
+        runs = (summary or {}).get("runs")  # (none: the replaced folder's first command had been stopped too)
+        names = {str(e.get("name")) for e in runs if isinstance(e, dict)} if isinstance(runs, list) else set()
+        # a per-image or per-group folder: the stopped command's run folders of names the kept summary does not list
+        # go, first (the folder's kept summary and mark record them, and are put back last: a stop part-way leaves
+        # them for the next --restore)
+        for name in made if isinstance(made, list) else ():
+            sub = out_dir / str(name)
+            if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
+                    and not sub.is_symlink() and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
+                _remove_stopped_run(sub)
+                for folder in (sub / "sr", sub):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only when empty
+                removed.append(sub.name)
         put = sum(_put_back(folder, files) for folder, files in stopped.items())  # the folder's own last
     what = f"put back the finished run kept aside in {out_dir} ({put} file(s))"
     if subs:
@@ -665,6 +675,8 @@ def _refuse_foreign(sub: Path, finished: dict | None) -> None:
     --overwrite, which are about runs, may write over them. A run that started there left its config.json."""
     if finished is not None or not sub.is_dir() or (sub / CHECKPOINT).exists():
         return
+    if _aside_state(sub / ASIDE) in ("kept", "cut short"):
+        return  # a stopped overwrite was replacing the run here (its sr/ may still hold the replaced run's images)
     if _run_started_in(sub):
         return  # a run of this command started here (stopped before its first checkpoint)
     theirs = _present(sub, _RUN_NAMES["folder"])

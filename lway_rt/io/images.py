@@ -959,7 +959,8 @@ def _write_format(path: Path) -> str:
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
                 grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False,
                 exif: bytes | None = None, dpi: tuple[float, float] | None = None,
-                png_chunks: tuple[tuple[bytes, bytes], ...] = ()) -> Path:
+                png_chunks: tuple[tuple[bytes, bytes], ...] = (),
+                before_replace: Callable[[Path], None] | None = None) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
     16-bit is kept for PNG and TIFF and reduced to 8 bits elsewhere; alpha is dropped for JPEG
@@ -973,7 +974,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     """
     samples = image_samples(path, rgb, alpha, bit_depth=bit_depth, grey=grey)
     return write_samples(path, samples, icc_profile=icc_profile, quality=quality, lossless=lossless, exif=exif,
-                         dpi=dpi, png_chunks=png_chunks)
+                         dpi=dpi, png_chunks=png_chunks, before_replace=before_replace)
 
 
 def image_samples(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
@@ -1010,10 +1011,12 @@ def image_samples(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = 
 def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | None = None, quality: int = 95,
                   lossless: bool = False, exif: bytes | None = None, dpi: tuple[float, float] | None = None,
                   png_chunks: tuple[tuple[bytes, bytes], ...] = (),
-                  records: tuple[tuple[bytes, str], ...] = ()) -> Path:
+                  records: tuple[tuple[bytes, str], ...] = (),
+                  before_replace: Callable[[Path], None] | None = None) -> Path:
     """Write ``image_samples(path, ...)``'s samples atomically, with the metadata ``write_image`` describes.
     ``records`` (keyword, text: what made the file, read back by ``file_text``) go into a PNG's text chunks or a
-    JPEG's comment; the other formats hold none."""
+    JPEG's comment; the other formats hold none. ``before_replace`` gets the finished temporary file just before it
+    takes ``path``'s place (a list of the files written can name the new bytes first)."""
     from PIL import Image
 
     from lway_rt.io.weights import atomic_path
@@ -1060,6 +1063,8 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
                 elif fmt == "WEBP":
                     opts.update(lossless=True, quality=100, method=4) if lossless else opts.update(quality=quality)
                 im.save(tmp, format=fmt, **opts)
+            if before_replace is not None:  # (either branch: the file is whole here)
+                before_replace(tmp)
     except OutputError:
         raise
     except OSError as exc:
