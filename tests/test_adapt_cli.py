@@ -2489,3 +2489,38 @@ def test_restore_removes_the_new_run_folders_of_a_folder_without_a_summary(files
     assert (out / "new").is_dir()
     code, text = _run(["adapt", "--restore", str(out)])
     assert code == 0 and "removed the stopped command's run(s) of new" in text and _digests(out) == before, text
+
+
+def test_an_image_of_the_users_in_sr_is_kept_whatever_the_rerun(files, tmp_path, monkeypatch):
+    """A picture the user put in sr/ under an input's name, after a run stopped before it wrote any image, was written
+    over by the plain rerun the stop message advised, or by --resume (and in a per-image run folder by any of them):
+    only --overwrite, or a run whose list of images existed, checked sr/."""
+    for mode, mine, flags in (("folder", "sr/rgb.png", ((), ("--resume",), ("--overwrite",))),
+                              ("per-image", "alpha/sr/alpha.png", (("--resume",), ("--overwrite",)))):
+        out = tmp_path / mode
+        args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", mode]
+        _stop_before_the_first_step(monkeypatch, args)  # (per image: in alpha's run, the first)
+        mine = out / mine
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mine)
+        kept = mine.read_bytes()
+        for extra in flags:
+            code, text = _run(["adapt", *args, *extra])
+            assert code == 1 and f"{mine} is not an image of the run" in text and mine.read_bytes() == kept, text
+
+
+def test_resume_after_a_stopped_overwrite_takes_the_same_photos_spelled_otherwise(files, tmp_path, monkeypatch, hr_crop):
+    """--sup-data through a link to the same folder is the same run for a checkpoint or a finished run, but the
+    check of a --resume after a stopped --overwrite compared fingerprints as strings, and refused it."""
+    from lway_rt.adapt.runfolder import ASIDE
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    Image.fromarray(np.ascontiguousarray(hr_crop[:128, :128])).save(clean / "c.png")
+    (tmp_path / "link").symlink_to(clean)
+    out = tmp_path / "out"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--sup-weight", "1"]
+    assert _run(["adapt", *args, "--sup-data", str(clean)])[0] == 0
+    _stop_before_the_first_step(monkeypatch, [*args, "--sup-data", str(clean), "--overwrite"])
+    code, text = _run(["adapt", *args, "--sup-data", str(tmp_path / "link"), "--resume"])
+    assert code == 0 and not (out / ASIDE).exists(), text

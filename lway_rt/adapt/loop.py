@@ -51,7 +51,7 @@ from lway_rt.adapt.runfolder import (
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    _RUN_NAMES, _ledger_images, restore_words, run_damage, run_mode,
+    _RUN_NAMES, SR_KEY, _ledger_images, refuse_users_images, restore_words, run_damage, run_mode,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -459,7 +459,6 @@ def _sheet_rows(data: Sequence[AdaptImage], crop: int, multiple: int) -> list[Ad
     return sorted(spread([d for d in data if shows_something(d)] or list(data), SNAPSHOT_LIMIT), key=natural_order)
 
 
-SR_KEY = b"lwayrt-adapt"  # the PNG text keyword each sr/ image records what made it under (``_sr_record``)
 
 
 def _sr_record(weights_sha: str, input_digest: str | None, config: AdaptConfig, s: float | None) -> dict:
@@ -696,14 +695,18 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
     fingerprinter = _Fingerprinter(config, desc, stage1, perceptual)
     fingerprint, fingerprint_parts = fingerprinter.with_parts(images, gt)
+    replacing = _aside_mark(out_dir / ASIDE).get("replacing")
     if resume and not overwrite and finished is None and not ckpt_path.exists() \
             and _aside_state(out_dir / ASIDE) in ("kept", "cut short") \
-            and _aside_mark(out_dir / ASIDE).get("replacing") != fingerprint:  # (the replacing run had not begun: a
-        # --resume of another command would start its own and, finished, remove the kept run)
+            and not (isinstance(replacing, str)  # (--sup-data spelled otherwise for the same photos is the same run)
+                     and fingerprinter.same_run(replacing, fingerprint, _read_json_dict(out_dir / "config.json") or {},
+                                                images, gt)):  # (the replacing run had not begun: a --resume of
+        # another command would start its own and, finished, remove the kept run)
+        differs = ("this command has other inputs, model or settings than that overwrite" if isinstance(replacing, str)
+                   else "nothing records what that overwrite was asked to adapt")
         raise InputError(f"{out_dir} holds no checkpoint to resume, and the finished run a stopped --overwrite replaces "
-                         "is kept aside there: this command has other inputs, model or settings than that overwrite; "
-                         f"run that --overwrite command again, or {restore_words(out_dir.parent if aside_until_end else out_dir)} "
-                         "to have the run back")
+                         f"is kept aside there: {differs}; run that --overwrite command again, or "
+                         f"{restore_words(out_dir.parent if aside_until_end else out_dir)} to have the run back")
     redo = False  # a damaged finished run that --resume runs again
     ck = None  # an unfinished run's checkpoint that --resume continues: checked here, before any work is done
     if resume and ckpt_path.exists():
@@ -1460,6 +1463,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         sub = out_dir / name
         finished = _existing_run(sub, resume, overwrite)
         _refuse_foreign(sub, finished)
+        if sub.is_dir():  # an image of the user's in a run folder's sr/, under an input's name
+            refuse_users_images(sub, [img.name for img in group])
         if fingerprint_of is None:
             continue
         ckpt = sub / CHECKPOINT

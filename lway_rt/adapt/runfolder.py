@@ -69,6 +69,7 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
 # is written (a file rewritten whole per image had cost the square of a clip's frames): a resumed run keeps only those
 # still as written (not edited since); removed when the run finishes. ".sr-written.json" is the earlier version's.
 SR_WRITTEN = ".sr-written.jsonl"
+SR_KEY = b"lwayrt-adapt"  # the PNG text keyword each sr/ image records what made it under (loop's ``_sr_record``)
 _SR_WRITTEN_BEFORE = ".sr-written.json"
 _RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "contact_sheet.png", SR_WRITTEN,
               _SR_WRITTEN_BEFORE)
@@ -506,6 +507,8 @@ def restore_replaced(out_dir: Path) -> str:
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only when empty
                 removed.append(sub.name)
+        for folder in stopped:  # what a kill left half-written (under the lock none is being written)
+            _remove_killed_writes(folder)
         put = sum(_put_back(folder, files) for folder, files in stopped.items())  # the folder's own last
     what = f"put back the finished run kept aside in {out_dir} ({put} file(s))"
     if subs:
@@ -619,25 +622,39 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
     if config.mode == "folder" and (out_dir / "sr").exists() and not (out_dir / "sr").is_dir():
         raise InputError(f"{out_dir / 'sr'} is a file, where the run writes its images: move it, or choose another "
                          "--out folder")
-    # (the run there finished, or a stopped one's: its list names its images, and one edited since is the user's,
-    # which --resume, taking up a run stopped while it wrote sr/, would write over as --overwrite would)
-    if (overwrite or (resume and (out_dir / SR_WRITTEN).is_file())) and previous == "folder":
-        listed = {Path(rel) for rel in report_images(finished_report(out_dir))}
-        listed |= {Path("sr", f"{name}.png") for name in _ledger_images(out_dir)}
-        if _aside_state(out_dir / ASIDE) == "cut short":  # the images of the run being moved aside, not moved yet
-            listed |= {Path(rel) for rel in report_images(_read_json_dict(out_dir / ASIDE / "report.json"))}
-        theirs = sorted(Path("sr", f"{img.name}.png") for img in images
-                        if (out_dir / "sr" / f"{img.name}.png").exists() and Path("sr", f"{img.name}.png") not in listed)
-        if theirs:  # the run there made every image its report lists; one it does not list is the user's
-            raise InputError(f"{out_dir / theirs[0]} is not an image of the run in {out_dir} (neither its report "
-                             "nor its list of images written names it), and this run would write its image of that "
-                             "input there: move it, or choose another --out folder")
+    if previous == "folder":
+        refuse_users_images(out_dir, [img.name for img in images])
     if previous is None:
         theirs = _present(out_dir, (*own, *sorted(names), *groups))
         if theirs:
             shown = listing(theirs, 4)
             raise InputError(f"{out_dir} holds {shown} but no adaptation run: the run would write over "
                              f"{'it' if len(theirs) == 1 else 'them'}; choose another --out folder")
+
+
+def refuse_users_images(folder: Path, names: Iterable[str]) -> None:
+    """Refuse where ``folder``'s ``sr/`` holds an image under the name of one of ``names`` (the inputs whose images
+    the run there writes) that is not the run's: the run's report and its list of images written name its images,
+    and one they do not name, or one edited since, is the user's, which any run there (--resume, --overwrite or a
+    rerun) would write over. Where neither names any image (a run stopped before its first; a report gone), an image
+    without the record each ``sr/`` image carries in its PNG text (``SR_KEY``) is the user's."""
+    from lway_rt.io.images import png_text
+
+    present = [n for n in names if (folder / "sr" / f"{n}.png").exists()]
+    if not present:
+        return
+    listed = {Path(rel) for rel in report_images(finished_report(folder))}
+    listed |= {Path("sr", f"{name}.png") for name in _ledger_images(folder)}
+    if _aside_state(folder / ASIDE) == "cut short":  # the images of the run being moved aside, not moved yet
+        listed |= {Path(rel) for rel in report_images(_read_json_dict(folder / ASIDE / "report.json"))}
+    recorded = bool(listed) or (folder / SR_WRITTEN).is_file()
+    for name in sorted(present):
+        rel = Path("sr", f"{name}.png")
+        if rel in listed or (not recorded and png_text(folder / rel, SR_KEY) is not None):
+            continue
+        raise InputError(f"{folder / rel} is not an image of the run in {folder} (neither its report nor its list of "
+                         "images written names it), and this run would write its image of that input there (one edited "
+                         "since the run wrote it is yours too): move it, or choose another --out folder")
 
 
 def _present(folder: Path, names: Sequence[str]) -> list[str]:
