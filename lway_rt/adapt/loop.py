@@ -534,8 +534,6 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         # alpha through the adapted model, as lwayrt upscale's default (--alpha model)
         alpha = upscale_alpha(writer, img.image.alpha, tiles, cap=cap) if img.image.alpha is not None else None
         made = record(img, s)
-        chunks = img.image.png_chunks + (((b"tEXt", SR_KEY + b"\0" + json.dumps(made).encode("latin-1")),)
-                                         if made is not None else ())
         # named with its bytes' SHA-256 (and the file's it replaces) once they are encoded, just before they take the
         # file's place: a stop at any moment leaves the list naming whatever the file then holds as the run's, and
         # an edit of it after the stop as the user's
@@ -547,7 +545,9 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
 
         sr_paths.append(write_image(dest, sr, alpha, bit_depth=img.image.bit_depth, grey=img.image.grey,
                                     icc_profile=img.image.icc_profile, exif=img.image.exif, dpi=img.image.dpi,
-                                    png_chunks=chunks, before_replace=name_it if ledger is not None else None))
+                                    png_chunks=img.image.png_chunks,
+                                    records=((SR_KEY, json.dumps(made)),) if made is not None else (),
+                                    before_replace=name_it if ledger is not None else None))
     return sr_paths, cap_s
 
 

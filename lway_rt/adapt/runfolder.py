@@ -6,8 +6,8 @@ This module answers, without loading a model:
 
 - what a folder holds (``run_mode``, ``finished_report``, ``run_damage``) and whether this command may write there
   (``_check_out_folder``, ``_existing_run``, ``_refuse_foreign``);
-- which ``sr/`` images a stopped run wrote: its ledger (``SR_WRITTEN``, one JSON line per image, named before the
-  image is written and again with its SHA-256 once written);
+- which ``sr/`` images a stopped run wrote: its ledger (``SR_WRITTEN``, one JSON line per image, with its bytes'
+  SHA-256 and the replaced file's, written just before the image takes the file's place);
 - where ``--overwrite`` keeps the finished run it replaces until the new one finishes (``ASIDE``, a folder holding
   ``ASIDE_MARK``), and how ``lwayrt adapt --restore`` puts it back (``restore_replaced``).
 
@@ -76,8 +76,8 @@ _RUN_FILES = (CHECKPOINT, WEIGHTS, "report.json", "config.json", "curves.png", "
 
 
 def _read_ledger(path: Path) -> dict[str, dict]:
-    """The entries of an ``SR_WRITTEN`` ledger by name (a later line for a name wins: a name about to be written, with
-    no file yet, or the file written); a line a kill cut short, or anything else that is not an entry, is passed
+    """The entries of an ``SR_WRITTEN`` ledger by name (a later line for a name wins: the image written last, or an
+    earlier version's name alone, about to be written); a line a kill cut short, or anything else that is not an entry, is passed
     over: its image is made again."""
     entries: dict[str, dict] = {}
     try:
@@ -253,7 +253,7 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False, replacing: s
 
     if report_path.is_file():
         clear(report_path)
-    if not keep:  # a stopped run's images, which its list names (each before it is written), go with it
+    if not keep:  # a stopped run's images, which its list names, go with it
         for path in _stopped_run_files(out_dir):
             if path.parent == out_dir / "sr":
                 path.unlink()
@@ -266,10 +266,8 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False, replacing: s
         target = (out_dir / str(name)).resolve()
         if target.parent == sr_dir and target.suffix.lower() == ".png" and target.is_file():
             clear(out_dir / "sr" / target.name)
-    if keep:
-        _mark_aside(aside, complete=True)
-    if keep_finished and replacing is not None and _aside_state(aside) == "kept":  # (kept from before: this overwrite
-        _mark_aside(aside, complete=True, replacing=replacing)  # replaces it now, and a --resume of it may take it up)
+    if keep or (keep_finished and state == "kept"):  # (kept from before: this overwrite replaces it now, and a
+        _mark_aside(aside, complete=True, replacing=replacing if keep_finished else None)  # --resume may take it up)
     return _aside_run(out_dir)
 
 
@@ -342,9 +340,10 @@ def stop_words(out_dir: Path) -> str | None:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return None
-    folders = [out_dir, *(d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink() and d.name != ASIDE)]
-    states = {_aside_state(d / ASIDE) for d in folders}
-    if _aside_state(out_dir / ASIDE) == "discarding" or ("discarding" in states and not states & {"kept", "cut short"}):
+    top = _aside_state(out_dir / ASIDE)
+    states = {top, *(_aside_state(d / ASIDE) for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()
+                     and d.name != ASIDE)}
+    if top == "discarding" or ("discarding" in states and not states & {"kept", "cut short"}):
         return (f"interrupted after the adaptation finished: the new run(s) in {out_dir} are complete; the run(s) it "
                 f"replaced were being removed, and what is left of them (in {ASIDE} folders) goes with the next "
                 f"--overwrite into {out_dir}, or delete it")
@@ -355,8 +354,9 @@ def stop_words(out_dir: Path) -> str | None:
 
 
 def _ledger_images(folder: Path) -> set[str]:
-    """The names of ``folder``'s sr/ images that its run's ledger holds as the run's: named before being written, or
-    written and unchanged since (one the user has edited since is the user's)."""
+    """The names of ``folder``'s sr/ images that its run's ledger holds as the run's: as written (or, a stop before
+    they took the file's place, as the file they were to replace), or named alone by an earlier version's line; one
+    the user has edited since is the user's."""
     from lway_rt.export.cache import file_sha256
 
     mine = set()
@@ -371,7 +371,7 @@ def _ledger_images(folder: Path) -> set[str]:
 
 def _stopped_run_files(folder: Path, also: Iterable[str] = (), summary: str | None = None) -> list[Path]:
     """The files in ``folder`` of a run that was stopped and is given up: those a run writes, ``also``, and the sr/
-    images its ledger names (each is named there before it is written) or, finished (a per-image command's earlier
+    images its ledger names or, finished (a per-image command's earlier
     run folders), its report lists. With ``summary`` (the --mode of a per-image or per-group folder, at its top) only
     the summary, configuration and (per group) routing a command writes there, and ``also``. Other files are the user's, a copy of an earlier
     run's image among them."""

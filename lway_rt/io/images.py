@@ -551,10 +551,6 @@ def png_text(path: str | Path, keyword: bytes) -> str | None:
     return None
 
 
-#: the formats whose files hold ``write_samples``' records (``file_text`` reads them back)
-RECORD_FORMATS = ("PNG", "JPEG")
-
-
 def file_text(path: str | Path, keyword: bytes) -> str | None:
     """The text an image file records under ``keyword`` (``write_samples``' ``records``): a PNG's tEXt chunk or a
     line of a JPEG's comment. None: none, a format that holds none, or a file that cannot be read."""
@@ -959,7 +955,7 @@ def _write_format(path: Path) -> str:
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
                 grey: bool = False, icc_profile: bytes | None = None, quality: int = 95, lossless: bool = False,
                 exif: bytes | None = None, dpi: tuple[float, float] | None = None,
-                png_chunks: tuple[tuple[bytes, bytes], ...] = (),
+                png_chunks: tuple[tuple[bytes, bytes], ...] = (), records: tuple[tuple[bytes, str], ...] = (),
                 before_replace: Callable[[Path], None] | None = None) -> Path:
     """Write HxWx3 float RGB in [0, 1] (plus optional HxW alpha) atomically; the suffix picks the format.
 
@@ -974,7 +970,7 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     """
     samples = image_samples(path, rgb, alpha, bit_depth=bit_depth, grey=grey)
     return write_samples(path, samples, icc_profile=icc_profile, quality=quality, lossless=lossless, exif=exif,
-                         dpi=dpi, png_chunks=png_chunks, before_replace=before_replace)
+                         dpi=dpi, png_chunks=png_chunks, records=records, before_replace=before_replace)
 
 
 def image_samples(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bit_depth: int = 8,
