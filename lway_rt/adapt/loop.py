@@ -647,12 +647,13 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                   stage1=None, gt: dict[str, np.ndarray] | None = None, resume: bool = False, log: Log | None = None,
                   write_outputs: bool = True, embeddings: torch.Tensor | None = None, overwrite: bool = False,
                   note: Log | None = None, aside_until_end: bool = False) -> RunResult:
-    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+    """``adapt_images``' work, in its phases: set up S and the data; check what ``out_dir`` holds against this run
+    (``_accept_run``); embed and weigh the inputs with stage 1; train (``_Training``); write the outputs."""
+    from lway_rt.io.weights import state_dict_sha256
 
     log = log or (lambda msg: None)
     note = note or log
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
-    ckpt_path = out_dir / CHECKPOINT
     finished = _existing_run(out_dir, resume, overwrite)
     t_start = time.perf_counter()
     device = config.device
@@ -695,201 +696,31 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         raise ModelError("the lway loss needs a stage-1 network: pass --stage1 PATH (or use --loss naive)")
     fingerprinter = _Fingerprinter(config, desc, stage1, perceptual)
     fingerprint, fingerprint_parts = fingerprinter.with_parts(images, gt)
-    replacing = _aside_mark(out_dir / ASIDE).get("replacing")
-    if resume and not overwrite and finished is None and not ckpt_path.exists() \
-            and _aside_state(out_dir / ASIDE) in ("kept", "cut short") \
-            and not (isinstance(replacing, str)  # (--sup-data spelled otherwise for the same photos is the same run)
-                     and fingerprinter.same_run(replacing, fingerprint, _read_json_dict(out_dir / "config.json") or {},
-                                                images, gt)):  # (the replacing run had not begun: a --resume of
-        # another command would start its own and, finished, remove the kept run)
-        differs = ("this command has other inputs, model or settings than that overwrite" if isinstance(replacing, str)
-                   else "nothing records what that overwrite was asked to adapt")
-        raise InputError(f"{out_dir} holds no checkpoint to resume, and the finished run a stopped --overwrite replaces "
-                         f"is kept aside there: {differs}; run that --overwrite command again, or "
-                         f"{restore_words(out_dir.parent if aside_until_end else out_dir)} to have the run back")
-    redo = False  # a damaged finished run that --resume runs again
-    ck = None  # an unfinished run's checkpoint that --resume continues: checked here, before any work is done
-    if resume and ckpt_path.exists():
-        ck = _load_checkpoint(ckpt_path)
-        if not fingerprinter.same_run(ck.get("fingerprint"), fingerprint, _recipe_of(ck), images, gt):
-            made = _made_with(config, _recipe_of(ck), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(ck.get("fingerprint_parts"), fingerprint_parts,
-                                                     config.sample),
-                              gt=gt is not None)
-            raise InputError(f"the checkpoint in {out_dir} was made with {made}: rerun "
-                             "with the same ones, pass --overwrite instead of --resume to start again there, or drop "
-                             "--resume and choose another --out folder")
-    if finished is not None and resume and not overwrite:
-        if not finished:
-            raise InputError(f"{out_dir / 'report.json'} cannot be read, so the finished run there cannot be checked "
-                             "against these inputs and settings: pass --overwrite to run it again, or choose another "
-                             "--out folder")
-        if not fingerprinter.same_run(finished.get("fingerprint"), fingerprint, finished.get("config"), images, gt):
-            made = _made_with(config, finished.get("config"), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(finished.get("fingerprint_parts"), fingerprint_parts,
-                                                     config.sample),
-                              gt=gt is not None)
-            raise InputError(f"the finished run in {out_dir} was made with {made}: "
-                             "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
-        damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
-        if damage is None:
-            log(f"{out_dir} is complete with these inputs and settings: kept as it is")
-            return _kept_result(out_dir, finished)
-        rewritten = _rewrite_missing_images(out_dir, finished, desc, images, config, device) if write_outputs else None
-        if rewritten is not None:
-            log(f"{out_dir}: the finished run was missing {rewritten} SR image(s): wrote them again from its "
-                f"{WEIGHTS}, which is intact")
-            return _kept_result(out_dir, finished)
-        log(f"{out_dir}: the finished run is damaged ({damage}): running it again")
-        redo = True
-    elif resume and not overwrite and not ckpt_path.exists() and (out_dir / "report.json").is_file() \
-            and not (out_dir / WEIGHTS).exists():
-        orphan = _read_json_dict(out_dir / "report.json") or {}
-        if not fingerprinter.same_run(orphan.get("fingerprint"), fingerprint, orphan.get("config"), images, gt):
-            made = _made_with(config, orphan.get("config"), _read_json_dict(out_dir / "config.json"),
-                              changed=_changed_parts(orphan.get("fingerprint_parts"), fingerprint_parts,
-                                                     config.sample),
-                              gt=gt is not None)
-            raise InputError(f"the run in {out_dir} (its report; its {WEIGHTS} is missing) was made with {made}: "
-                             "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
-        log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
-        redo = True
+    accepted = _accept_run(out_dir, finished, fingerprinter, fingerprint, fingerprint_parts, images, gt, desc, config,
+                           resume=resume, overwrite=overwrite, write_outputs=write_outputs,
+                           aside_until_end=aside_until_end, log=log)
+    if isinstance(accepted, RunResult):  # a finished run kept as it is (or with its missing SR images written again)
+        return accepted
+    ck, redo = accepted
+    accepted = None
 
-    # the training patches and the guard's fixed patches come from the inputs that are not one flat colour (a fade
-    # from black had its black frames take their share of every batch, and the yardstick watched black); from all of
-    # them when every one is flat. Without a flat input the draws are those of every earlier version.
-    flat = {k for k, d in enumerate(data) if _flat(d.lr)}
-    pool = [k for k in range(len(data)) if k not in flat] if 0 < len(flat) < len(data) else None
-    if flat:
-        names = [data[k].name for k in sorted(flat)]
-        note(f"{listing(names, 3)} ({len(flat)} of {len(data)} input(s)) {'is' if len(flat) == 1 else 'are'} one flat "
-             "colour (a fade from black, a blank card): "
-             + ("no training patches are drawn from them; their sr/ images are written all the same" if pool else
-                "there is no detail to adapt on; adapt on frames that show the footage"))
+    flat, pool = _training_pool(data, note)
     # E once per image: after the checks above, so a refused or kept run does no work and prints no progress first
-    recon, stage1_info, embed_s = None, None, 0.0
-    if config.loss == "lway":
-        t0 = time.perf_counter()
-        stage1.encoder.to(device)
-        stage1.reconstructor.to(device)
-        # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
-        freeze_stage1(stage1)
-        if embeddings is not None:
-            if embeddings.shape[0] != len(data):
-                raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
-            emb = embeddings.to(device)
-        else:
-            if len(data) >= _SAY_BEFORE:  # seconds a frame on a CPU: not minutes of silence on a clip
-                log(f"embedding {len(data)} image(s) with stage 1's encoder ...")
-            emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
-                                     backend=config.encoder_backend,
-                                     progress=_PassLines(log, len(data), "embedded {k} of {n} image(s)"))
-        recon = FastReconstructor(stage1.reconstructor, emb, speed)
-        embed_s = time.perf_counter() - t0
-        stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
-                       **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
-                          if k in stage1.meta}}
-        log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
-            else f"took the grouping's embeddings of {len(data)} image(s)")
-
-    trust, trust_info, gates = None, None, None
-    wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
-    wants_gate = config.detail_guard > 0 and config.detail_guard_gate == "trust" and recon is not None
-    if (wants_trust or wants_gate) and len(data) >= _SAY_BEFORE:
-        log(f"weighing the unadapted network's output on {len(data)} image(s) with stage 1 ...")
-    losses = trust_losses(data, anchor_model, recon, config, scale, multiple,
-                          progress=_PassLines(log, len(data), "weighed {k} of {n} image(s)")) \
-        if wants_trust or wants_gate else None
-    if wants_gate:
-        gates = guard_gates(losses)
-        log("detail guard per image (trust gate): " + listing((f"{d.name} {g:.2f}" for d, g in zip(data, gates.tolist())), 8))
-        gates = gates.to(device)
-    if wants_trust:
-        trust, trust_info = backbone_trust(losses, config, among=pool)
-        trust = trust.to(device)
-        if config.anchor_trust_scope == "run":
-            log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over "
-                f"{len(data) if pool is None else len(pool)} image(s))")
-        else:
-            log("anchor per image (backbone trust): " + listing((f"{d.name} {t['anchor_factor']:.2f}"
-                                                                for d, t in zip(data, trust_info)), 8))
-
+    recon, stage1_info, embed_s = (_embed(data, stage1, embeddings, config, scale, speed, log) if config.loss == "lway"
+                                   else (None, None, 0.0))
+    trust, trust_info, gates = _weigh(data, anchor_model, recon, config, scale, multiple, pool, log)
     fixed = fixed_patches(data, config.patch_size, scale, pool=pool)
     if anchor_model is not None:
         with torch.no_grad():
             fixed.anchor = anchor_model(fixed.lr)
-
-    # The guard's yardstick: the training loss on fixed patches, but with the wavelet weight taken of
-    # the (fixed) target, so a rise means a worse fit, not a moved weight map; without the anchor
-    # term, which is 0 at the start (a yardstick of 0 would call any step a jump: the supervised
-    # control with an anchor was rolled back until it stopped).
-    yardstick = config.replace(hf_source="target", anchor_weight=0.0, detail_guard=0.0)
-
-    def fixed_loss() -> float:
-        with torch.no_grad():
-            loss, _ = adaptation_loss(model(fixed.lr), fixed, recon, yardstick, perceptual=perceptual)
-        return float(loss)
-
-    snap_in: list[torch.Tensor] = []  # fixed crops for the contact sheet (LR centre crops), chosen below
-
-    def snapshot() -> list[torch.Tensor]:
-        with averaged():
-            return [torch.from_numpy(_to_uint8(super_resolve(model, x, scale, multiple, 0))) for x in snap_in]
-
-    gt_metrics_before = None
     if gt is not None:
         gt = {k: v for k, v in gt.items() if k in tensors}
+    training = _Training(model, opt, params, gen, config, speed, data, pool, scale, multiple, fixed, recon, perceptual,
+                         anchor_model, trust, gates, sup_pairs, tensors, gt, log)
+    training.resume(ck, resume)
+    ck = None  # its weights are in the model and optimiser now
+    shown = training.choose_snapshots()
 
-    # --- state that a checkpoint carries
-    st = {
-        "it": 0, "lr": config.lr, "history": [], "val": [], "evals": [], "events": [],
-        "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
-        "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {}, "snapshot_names": None,
-        "train_s": 0.0,
-        "stopped": None, "resumed_from": [], "rolled_at": None,  # the iteration of the last rollback
-        # --ema: the moving average of the trainable weights, from the base ones (and its copy at the last good check)
-        "ema": [p.detach().clone() for p in params] if config.ema > 0 else None, "good_ema": None,
-    }
-
-    @contextlib.contextmanager
-    def averaged():
-        """S with the moving average of its weights in place (--ema), its own weights back afterwards."""
-        if st["ema"] is None:
-            yield
-            return
-        own = [p.detach().clone() for p in params]
-        with torch.no_grad():
-            torch._foreach_copy_(params, st["ema"])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, own)
-
-    if ck is not None:  # (checked against this run before anything was done)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        gen.set_state(ck["gen"])
-        st.update(ck["st"])
-        st["snapshots"] = {int(k): v for k, v in st["snapshots"].items()}
-        for key in ("ema", "good_ema"):  # the checkpoint is read onto the CPU
-            if st[key] is not None:
-                st[key] = [t.to(device) for t in st[key]]
-        st["resumed_from"] = list(st["resumed_from"]) + [st["it"]]
-        _set_lr(opt, st["lr"])
-        ck = None  # its weights are in the model and optimiser now
-        log(f"resumed from iteration {st['it']}")
-    elif resume:
-        log("no checkpoint to resume from: starting from the beginning")
-    if st["snapshot_names"] is None:  # images spread over the inputs (frames over the clip); a checkpoint of an
-        # earlier version that recorded no names showed the first ones
-        st["snapshot_names"] = [d.name for d in (data[:SNAPSHOT_LIMIT] if st["snapshots"] else
-                                                 _sheet_rows(data, config.snapshot_crop, multiple))]
-    by_name = {d.name: d for d in data}
-    shown = [by_name[n] for n in st["snapshot_names"]]
-    for d in shown:
-        t, l, c = d.centre_window(config.snapshot_crop, multiple)
-        snap_in.append(d.lr[..., t:t + c, l:l + c])
     ensure_writable_dir(out_dir, "--out folder")
     still_ours = held.enter_context(exclusive_run(out_dir, "--out folder"))
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
@@ -905,182 +736,22 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if write_outputs:
         atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
+    gt_metrics_before = None
     if gt is not None:
         base_copy = copy.deepcopy(desc.model).to(device).eval()
         _, _, gt_metrics_before = _evaluate(base_copy, tensors, gt, scale, multiple, config.tile)
         del base_copy
 
-    def lr_now() -> str:
-        """The learning rate after a halving, as the next step will use it (the schedule's factor included)."""
-        nxt = st["lr"] * config.lr_factor(min(st["it"], config.iterations - 1))
-        return f"lr now {nxt:.3g}" + (f" (base {st['lr']:.3g} x the cosine schedule)" if config.lr_schedule != "constant" else "")
-
-    def guard_check(at: int | None = None) -> None:
-        """The drift guard on S's weights now, which are those of iteration ``at`` (default: the current one; a
-        streak of skipped steps leaves them as they were before it). ``at`` given: the run stops after this check."""
-        stopping, at = at is not None, st["it"] if at is None else at
-        last = stopping or at >= config.iterations  # no step follows this check
-        val = fixed_loss()
-        st["val"].append({"it": at, "loss": val})
-        best = st["best_val"]
-        jumped = config.guard_factor > 0 and best is not None and val > config.guard_factor * best
-        if not math.isfinite(val) or jumped:
-            if st["good_model"] is None:
-                raise TrainingError("the loss on the fixed patches is not finite for the unadapted model: "
-                                    "check the inputs and the stage-1 checkpoint")
-            model.load_state_dict(st["good_model"])
-            opt.load_state_dict(st["good_opt"])
-            if st["ema"] is not None:
-                st["ema"] = [t.clone() for t in st["good_ema"]]
-            st["lr"] *= 0.5
-            _set_lr(opt, st["lr"])
-            st["rollbacks"] += 1
-            st["rolled_at"] = at
-            msg = (f"iteration {at}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
-                   f"{best:.4g}; rolled back to iteration {st['good_it']}" + ("" if last else f", {lr_now()}"))
-            st["events"].append(msg)
-            log(msg)
-            if st["rollbacks"] > config.max_bad_steps:
-                st["stopped"] = f"rolled back {st['rollbacks']} times; stopped with the weights of iteration {st['good_it']}"
-            elif last and not stopping:  # at the last iteration: the run ends on the weights it rolled back to
-                st["stopped"] = f"rolled back at the last iteration ({at}); stopped with the weights of iteration {st['good_it']}"
-            return
-        st["best_val"] = val if best is None else min(best, val)
-        st["good_model"], st["good_opt"], st["good_it"] = _clone_state(model), _clone_state(opt), at
-        if st["ema"] is not None:
-            st["good_ema"] = [t.clone() for t in st["ema"]]
-
-    def gt_check() -> None:
-        at = st["good_it"] if st["rolled_at"] == st["it"] else st["it"]  # just rolled back: S holds good_it's weights
-        if at != st["it"] and any(e["it"] == at for e in st["evals"]):
-            return  # those weights were evaluated at their own iteration
-        with averaged():
-            psnr, ssim, _ = _evaluate(model, tensors, gt, scale, multiple, config.tile)
-            evaluated = _clone_state(model) if st["best_psnr"] is None or psnr > st["best_psnr"] else None
-        st["evals"].append({"it": at, "psnr": psnr, "ssim": ssim})
-        st["evals"].sort(key=lambda e: e["it"])  # one labelled with the weights' earlier iteration
-        if evaluated is not None:
-            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, evaluated, at, 0
-        else:
-            st["no_improve"] += 1
-            if st["no_improve"] >= config.patience:
-                st["stopped"] = (f"early stop at iteration {st['it']}: no Y-PSNR gain for {config.patience} evaluations; "
-                                 f"kept iteration {st['best_it']} ({st['best_psnr']:.3f} dB)")
-
-    if st["it"] == 0:
-        guard_check()
-        if gt is not None:
-            gt_check()
-        st["snapshots"][0] = snapshot()
-
+    training.start()
     log(f"adapting {desc.arch} x{scale} on {len(data)} image(s): {len(trainable)} trainable tensors, "
         f"loss {config.loss}, target {config.target}, {config.iterations} iterations"
         + (f", supervised term x{config.sup_weight:g} on {sup_pairs.n} synthetic pair(s) a step from "
            f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else "")
         + (f", detail guard x{config.detail_guard:g} above {config.detail_guard_ratio:g}x the unadapted output's detail"
            + (" (per image, trust gate)" if gates is not None else "") if config.detail_guard > 0 else ""))
-    t_loop, it_loop = time.perf_counter(), st["it"]
-    train_s0 = st["train_s"]
-    last_ckpt = st["it"] if st["resumed_from"] else None  # the iteration the checkpoint on disk holds
-    try:
-        while st["it"] < config.iterations and st["stopped"] is None:
-            batch = sample_batch(data, config.batch_size, config.patch_size, scale, gen, pool=pool)
-            if config.augment == "dihedral":  # drawn after the positions, so runs without it keep their draws
-                batch.turn = torch.randint(DIHEDRAL, (config.batch_size,), generator=gen)
-            if anchor_model is not None:
-                with torch.no_grad():
-                    batch.anchor = anchor_model(batch.lr)
-                if trust is not None:
-                    batch.anchor_scale = trust[batch.index]
-                if gates is not None:
-                    batch.guard_scale = gates[batch.index]
-            if sup_pairs is not None:
-                batch.sup_lr, batch.sup_hr = sup_pairs.batch(st["it"] + 1)
-                if config.sup_degradation == "stage1":  # R and the run's embeddings degrade the clean crops
-                    batch.sup_lr = stage1_degraded(recon, batch.sup_hr, sup_pairs.images(st["it"] + 1, len(data)),
-                                                   scale, config.target)
-            step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
-            _set_lr(opt, step_lr)
-            m = fast_adapt_step(model, opt, batch, recon, config, speed, perceptual=perceptual)
-            st["it"] += 1
-            rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
-            for part in ("anchor", "detail", "sup", "perc"):
-                if part in m:
-                    rec[part] = m[part]
-            st["history"].append(rec)
-            if m["skipped"]:
-                st["bad_streak"] += 1
-                st["lr"] *= 0.5
-                _set_lr(opt, st["lr"])
-                msg = f"iteration {st['it']}: {m['reason']}, step skipped; {lr_now()}"
-                st["events"].append(msg)
-                log(msg)
-                if st["bad_streak"] >= config.max_bad_steps:
-                    last, rollbacks = st["it"] - st["bad_streak"], st["rollbacks"]
-                    if last != st["good_it"]:  # the weights before the streak: judged by the drift guard first
-                        guard_check(at=last)  # (a huge step can leave them finite but useless, the next loss at 1e33)
-                    what = f"non-finite loss or gradient for {st['bad_streak']} steps in a row"
-                    if st["rollbacks"] > rollbacks:
-                        st["stopped"] = (f"{what}, and the weights of iteration {last} failed the drift guard: rolled "
-                                         f"back to iteration {st['good_it']} and stopped there")
-                    else:
-                        st["stopped"] = f"{what}; stopped with the last good weights (iteration {last})"
-                    break
-                continue
-            st["bad_streak"] = 0
-            if st["ema"] is not None:
-                with torch.no_grad():
-                    torch._foreach_lerp_(st["ema"], params, 1.0 - config.ema)
-            done = st["it"] == config.iterations
-            if st["it"] % config.guard_every == 0 or done:
-                guard_check()
-            if gt is not None and (st["it"] % config.eval_every == 0 or done):
-                gt_check()
-            if st["it"] % config.snapshot_every == 0 or done:
-                st["snapshots"][st["it"]] = snapshot()
-            st["train_s"] = train_s0 + time.perf_counter() - t_loop
-            if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
-                still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
-                _save_checkpoint(ckpt_path, {"fingerprint": fingerprint, "fingerprint_parts": fingerprint_parts,
-                                             "model": model.state_dict(), "opt": opt.state_dict(),
-                                             "gen": gen.get_state(), "st": st, "recipe": config.recipe_json()})
-                last_ckpt = st["it"]
-            if st["it"] % 10 == 0:
-                rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
-                log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
-                    f"about {duration(rate * (config.iterations - st['it']))} left")
-    except KeyboardInterrupt:
-        kept = (f"the checkpoint of iteration {last_ckpt} is kept in {ckpt_path}: run the same command with --resume to "
-                "continue" if last_ckpt else f"no checkpoint had been written yet (one every {config.checkpoint_every} "
-                f"steps): {RUN_AGAIN}")
-        raise Interrupted(f"adaptation interrupted at iteration {st['it']}; {kept}") from None
-    st["train_s"] = train_s0 + time.perf_counter() - t_loop
-    if st["stopped"]:
-        log(st["stopped"])
-
-    # --- final weights: best by ground truth, else the last good ones
-    if gt is not None and st["best_model"] is not None:
-        model.load_state_dict(st["best_model"])
-        final_it = st["best_it"]
-    elif st["stopped"] and st["good_model"] is not None and "rolled back" in st["stopped"]:
-        model.load_state_dict(st["good_model"])
-        final_it = st["good_it"]
-    else:
-        final_it = st["it"] - st["bad_streak"]
-    if st["ema"] is not None and not (gt is not None and st["best_model"] is not None):
-        with torch.no_grad():  # the average (after a rollback: the one kept with the good weights)
-            torch._foreach_copy_(params, st["ema"])
-        log(f"wrote the moving average of the weights (decay {config.ema:g})")
-    st["ema"] = None  # the final weights are in S now: the final snapshot shows them as they are
-    if config.strength != 1.0:
-        interpolate_weights(model, base_state, config.strength)
-        log(f"blended the adapted weights with the base ones at strength {config.strength:g}")
-    final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if set(final_state) != set(base_state):  # same architecture, same names: a loader relies on it
-        raise TrainingError("internal error: the adapted state dict's names differ from the base model's")
-    bad = [k for k, v in final_state.items() if not torch.isfinite(v).all()]
-    if bad:
-        raise TrainingError(f"adapted weights are not finite ({bad[0]}); nothing was written")
+    training.run(out_dir / CHECKPOINT, still_ours, fingerprint=fingerprint, fingerprint_parts=fingerprint_parts)
+    final_it, final_state = training.final_weights(base_state)
+    st = training.st
 
     report = {
         "format": _REPORT_FORMAT,
@@ -1117,22 +788,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         "machine": {"cpu": cpu_model(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "device": device},
     }
-    # which images gained the most fine detail (no ground truth needed): where to look first
     base = anchor_model if anchor_model is not None else copy.deepcopy(desc.model).to(device).eval()
-    if len(data) >= _SAY_BEFORE:  # two passes of a crop a frame: a minute of silence after the last iteration
-        log(f"measuring the detail the adaptation added on {len(data)} image(s) ...")
-    changes = detail_change(model, base, data, scale, multiple,
-                            progress=_PassLines(log, len(data), "measured {k} of {n} image(s)"))
-    for entry, c, d in zip(report["images"], changes, data):
-        entry["detail_change"] = round(c, 4)
-        entry["detail_window"] = list(d.centre_window(TRUST_MAX_SIDE, multiple))  # top, left, side in LR pixels
-    # (not an input of one flat colour: its ratio is of two near-zero detail energies, and it was not trained on)
-    flagged = sorted((c, d.name) for k, (c, d) in enumerate(zip(changes, data)) if c >= DETAIL_FLAG and k not in flat)[::-1]
-    report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
-    if flagged:
-        names = listing((f"{n} ({c:.2f}x)" for c, n in flagged), 5)
-        note(f"most fine detail added (adapted / unadapted, >= {DETAIL_FLAG:g}x): {names}; check these images first "
-            "(on the quality benchmark such crops were the ones adaptation made worse, when it did)")
+    _flag_detail(report, model, base, data, flat, scale, multiple, log, note)
     if gt is not None:
         _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
         for entry in report["images"]:
@@ -1146,10 +803,487 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         }
     if not write_outputs:
         report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
-        ckpt_path.unlink(missing_ok=True)
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
         return RunResult(out_dir, out_dir / WEIGHTS, report, (), model)
+    return _write_run(out_dir, report, training, final_state, final_it, shown, base, images, desc, stage1_info,
+                      fingerprint_parts, still_ours, t_start, aside_until_end=aside_until_end)
 
-    # --- outputs
+
+def _accept_run(out_dir: Path, finished: dict | None, fingerprinter: _Fingerprinter, fingerprint: str,
+                fingerprint_parts: dict, images: Sequence[InputImage], gt, desc, config: AdaptConfig, *, resume: bool,
+                overwrite: bool, write_outputs: bool, aside_until_end: bool, log: Log):
+    """What ``out_dir`` holds, checked against this run before any work is done: the checkpoint ``--resume``
+    continues, and whether a damaged finished run is run again, as ``(checkpoint or None, redo)``; or the finished run
+    kept (a ``RunResult``); or an ``InputError`` saying why the run is refused."""
+    ckpt_path = out_dir / CHECKPOINT
+    replacing = _aside_mark(out_dir / ASIDE).get("replacing")
+    if resume and not overwrite and finished is None and not ckpt_path.exists() \
+            and _aside_state(out_dir / ASIDE) in ("kept", "cut short") \
+            and not (isinstance(replacing, str)  # (--sup-data spelled otherwise for the same photos is the same run)
+                     and fingerprinter.same_run(replacing, fingerprint, _read_json_dict(out_dir / "config.json") or {},
+                                                images, gt)):  # (the replacing run had not begun: a --resume of
+        # another command would start its own and, finished, remove the kept run)
+        differs = ("this command has other inputs, model or settings than that overwrite" if isinstance(replacing, str)
+                   else "nothing records what that overwrite was asked to adapt")
+        raise InputError(f"{out_dir} holds no checkpoint to resume, and the finished run a stopped --overwrite replaces "
+                         f"is kept aside there: {differs}; run that --overwrite command again, or "
+                         f"{restore_words(out_dir.parent if aside_until_end else out_dir)} to have the run back")
+
+    def refuse_other(what: str, then: dict | None, recipe: dict | None, advice: str) -> None:
+        """Refuse the run when ``then`` (a fingerprint's record) was made with other inputs or settings."""
+        if fingerprinter.same_run((then or {}).get("fingerprint"), fingerprint, recipe, images, gt):
+            return
+        made = _made_with(config, recipe, _read_json_dict(out_dir / "config.json"),
+                          changed=_changed_parts((then or {}).get("fingerprint_parts"), fingerprint_parts,
+                                                 config.sample),
+                          gt=gt is not None)
+        raise InputError(f"{what} was made with {made}: {advice}")
+
+    if resume and ckpt_path.exists():
+        ck = _load_checkpoint(ckpt_path)
+        refuse_other(f"the checkpoint in {out_dir}", ck, _recipe_of(ck),
+                     "rerun with the same ones, pass --overwrite instead of --resume to start again there, or drop "
+                     "--resume and choose another --out folder")
+        return ck, False
+    if finished is not None and resume and not overwrite:
+        if not finished:
+            raise InputError(f"{out_dir / 'report.json'} cannot be read, so the finished run there cannot be checked "
+                             "against these inputs and settings: pass --overwrite to run it again, or choose another "
+                             "--out folder")
+        refuse_other(f"the finished run in {out_dir}", finished, finished.get("config"),
+                     "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
+        damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
+        if damage is None:
+            log(f"{out_dir} is complete with these inputs and settings: kept as it is")
+            return _kept_result(out_dir, finished)
+        rewritten = (_rewrite_missing_images(out_dir, finished, desc, images, config, config.device) if write_outputs
+                     else None)
+        if rewritten is not None:
+            log(f"{out_dir}: the finished run was missing {rewritten} SR image(s): wrote them again from its "
+                f"{WEIGHTS}, which is intact")
+            return _kept_result(out_dir, finished)
+        log(f"{out_dir}: the finished run is damaged ({damage}): running it again")
+        return None, True
+    if resume and not overwrite and (out_dir / "report.json").is_file() and not (out_dir / WEIGHTS).exists():
+        orphan = _read_json_dict(out_dir / "report.json") or {}
+        refuse_other(f"the run in {out_dir} (its report; its {WEIGHTS} is missing)", orphan, orphan.get("config"),
+                     "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
+        log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
+        return None, True
+    return None, False
+
+
+def _training_pool(data: Sequence[AdaptImage], note: Log) -> tuple[set[int], list[int] | None]:
+    """The inputs of one flat colour, and the ones the training patches and the guard's fixed patches come from.
+
+    Those are the inputs that are not one flat colour (a fade from black had its black frames take their share of
+    every batch, and the yardstick watched black); all of them (``None``) when every one is flat or none is. Without
+    a flat input the draws are those of every earlier version."""
+    flat = {k for k, d in enumerate(data) if _flat(d.lr)}
+    pool = [k for k in range(len(data)) if k not in flat] if 0 < len(flat) < len(data) else None
+    if flat:
+        names = [data[k].name for k in sorted(flat)]
+        note(f"{listing(names, 3)} ({len(flat)} of {len(data)} input(s)) {'is' if len(flat) == 1 else 'are'} one flat "
+             "colour (a fade from black, a blank card): "
+             + ("no training patches are drawn from them; their sr/ images are written all the same" if pool else
+                "there is no detail to adapt on; adapt on frames that show the footage"))
+    return flat, pool
+
+
+def _embed(data: Sequence[AdaptImage], stage1, embeddings: torch.Tensor | None, config: AdaptConfig, scale: int,
+           speed: SpeedOptions, log: Log) -> tuple[FastReconstructor, dict, float]:
+    """E once per image (or ``embeddings`` computed already, one row an image), and R with those embeddings folded in:
+    ``(R, what report.json says of stage 1, seconds)``."""
+    from lway_rt.io.weights import state_dict_sha256
+
+    t0 = time.perf_counter()
+    stage1.encoder.to(config.device)
+    stage1.reconstructor.to(config.device)
+    # E reads the degradation at the scale R will apply it: the upsampled LR, or the LR itself
+    freeze_stage1(stage1)
+    if embeddings is not None:
+        if embeddings.shape[0] != len(data):
+            raise ValueError(f"{embeddings.shape[0]} embeddings given for {len(data)} images")
+        emb = embeddings.to(config.device)
+    else:
+        if len(data) >= _SAY_BEFORE:  # seconds a frame on a CPU: not minutes of silence on a clip
+            log(f"embedding {len(data)} image(s) with stage 1's encoder ...")
+        emb = compute_embeddings([embedding_input(d.lr, scale, config.target) for d in data], stage1,
+                                 backend=config.encoder_backend,
+                                 progress=_PassLines(log, len(data), "embedded {k} of {n} image(s)"))
+    recon = FastReconstructor(stage1.reconstructor, emb, speed)
+    embed_s = time.perf_counter() - t0
+    stage1_info = {"sha256": state_dict_sha256(stage1.state_dict()), "embed_dim": int(emb.shape[1]),
+                   **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
+                      if k in stage1.meta}}
+    log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
+        else f"took the grouping's embeddings of {len(data)} image(s)")
+    return recon, stage1_info, embed_s
+
+
+def _weigh(data: Sequence[AdaptImage], anchor_model: nn.Module | None, recon, config: AdaptConfig, scale: int,
+           multiple: int, pool: list[int] | None, log: Log):
+    """The unadapted network's output on each image, weighed with stage 1 where the anchor's backbone trust or the
+    detail guard's trust gate asks for it: ``(trust per image, its report entries, gate per image)``, each ``None``
+    where not asked for."""
+    trust, trust_info, gates = None, None, None
+    wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
+    wants_gate = config.detail_guard > 0 and config.detail_guard_gate == "trust" and recon is not None
+    if not (wants_trust or wants_gate):
+        return trust, trust_info, gates
+    if len(data) >= _SAY_BEFORE:
+        log(f"weighing the unadapted network's output on {len(data)} image(s) with stage 1 ...")
+    losses = trust_losses(data, anchor_model, recon, config, scale, multiple,
+                          progress=_PassLines(log, len(data), "weighed {k} of {n} image(s)"))
+    if wants_gate:
+        gates = guard_gates(losses)
+        log("detail guard per image (trust gate): " + listing((f"{d.name} {g:.2f}" for d, g in zip(data, gates.tolist())), 8))
+        gates = gates.to(config.device)
+    if wants_trust:
+        trust, trust_info = backbone_trust(losses, config, among=pool)
+        trust = trust.to(config.device)
+        if config.anchor_trust_scope == "run":
+            log(f"anchor x{trust_info[0]['anchor_factor']:.2f} (backbone trust pooled over "
+                f"{len(data) if pool is None else len(pool)} image(s))")
+        else:
+            log("anchor per image (backbone trust): " + listing((f"{d.name} {t['anchor_factor']:.2f}"
+                                                                for d, t in zip(data, trust_info)), 8))
+    return trust, trust_info, gates
+
+
+@dataclass(eq=False)
+class _Training:
+    """S's training: the loop over random patch batches, the checks that judge its weights (the drift guard, the
+    ground-truth evaluation), the snapshots for the contact sheet, and ``st``, what a checkpoint carries besides the
+    weights, the optimiser and the patch generator."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    params: list[torch.Tensor]
+    gen: torch.Generator
+    config: AdaptConfig
+    speed: SpeedOptions
+    data: Sequence[AdaptImage]
+    pool: list[int] | None
+    scale: int
+    multiple: int
+    fixed: object  # patches.FixedPatches: the drift guard's yardstick patches
+    recon: FastReconstructor | None
+    perceptual: object
+    anchor_model: nn.Module | None
+    trust: torch.Tensor | None
+    gates: torch.Tensor | None
+    sup_pairs: SyntheticPairs | None
+    tensors: dict[str, torch.Tensor]
+    gt: dict[str, np.ndarray] | None
+    log: Log
+
+    def __post_init__(self):
+        config = self.config
+        # The guard's yardstick: the training loss on fixed patches, but with the wavelet weight taken of
+        # the (fixed) target, so a rise means a worse fit, not a moved weight map; without the anchor
+        # term, which is 0 at the start (a yardstick of 0 would call any step a jump: the supervised
+        # control with an anchor was rolled back until it stopped).
+        self.yardstick = config.replace(hf_source="target", anchor_weight=0.0, detail_guard=0.0)
+        self.snap_in: list[torch.Tensor] = []  # fixed crops for the contact sheet (LR centre crops)
+        self.st = {
+            "it": 0, "lr": config.lr, "history": [], "val": [], "evals": [], "events": [],
+            "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
+            "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {},
+            "snapshot_names": None, "train_s": 0.0,
+            "stopped": None, "resumed_from": [], "rolled_at": None,  # the iteration of the last rollback
+            # --ema: the moving average of the trainable weights, from the base ones (and its copy at the last good
+            # check)
+            "ema": [p.detach().clone() for p in self.params] if config.ema > 0 else None, "good_ema": None,
+        }
+
+    @contextlib.contextmanager
+    def averaged(self):
+        """S with the moving average of its weights in place (--ema), its own weights back afterwards."""
+        if self.st["ema"] is None:
+            yield
+            return
+        own = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.st["ema"])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, own)
+
+    def fixed_loss(self) -> float:
+        with torch.no_grad():
+            loss, _ = adaptation_loss(self.model(self.fixed.lr), self.fixed, self.recon, self.yardstick,
+                                      perceptual=self.perceptual)
+        return float(loss)
+
+    def snapshot(self) -> list[torch.Tensor]:
+        with self.averaged():
+            return [torch.from_numpy(_to_uint8(super_resolve(self.model, x, self.scale, self.multiple, 0)))
+                    for x in self.snap_in]
+
+    def resume(self, ck: dict | None, resume: bool) -> None:
+        """Take up the checkpoint ``ck`` (checked against this run before anything was done)."""
+        st = self.st
+        if ck is None:
+            if resume:
+                self.log("no checkpoint to resume from: starting from the beginning")
+            return
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["opt"])
+        self.gen.set_state(ck["gen"])
+        st.update(ck["st"])
+        st["snapshots"] = {int(k): v for k, v in st["snapshots"].items()}
+        for key in ("ema", "good_ema"):  # the checkpoint is read onto the CPU
+            if st[key] is not None:
+                st[key] = [t.to(self.config.device) for t in st[key]]
+        st["resumed_from"] = list(st["resumed_from"]) + [st["it"]]
+        _set_lr(self.opt, st["lr"])
+        self.log(f"resumed from iteration {st['it']}")
+
+    def choose_snapshots(self) -> list[AdaptImage]:
+        """The images the contact sheet shows, and their crops (``snap_in``)."""
+        st, data = self.st, self.data
+        if st["snapshot_names"] is None:  # images spread over the inputs (frames over the clip); a checkpoint of an
+            # earlier version that recorded no names showed the first ones
+            st["snapshot_names"] = [d.name for d in (data[:SNAPSHOT_LIMIT] if st["snapshots"] else
+                                                     _sheet_rows(data, self.config.snapshot_crop, self.multiple))]
+        by_name = {d.name: d for d in data}
+        shown = [by_name[n] for n in st["snapshot_names"]]
+        for d in shown:
+            t, l, c = d.centre_window(self.config.snapshot_crop, self.multiple)
+            self.snap_in.append(d.lr[..., t:t + c, l:l + c])
+        return shown
+
+    def lr_now(self) -> str:
+        """The learning rate after a halving, as the next step will use it (the schedule's factor included)."""
+        config = self.config
+        nxt = self.st["lr"] * config.lr_factor(min(self.st["it"], config.iterations - 1))
+        return f"lr now {nxt:.3g}" + (f" (base {self.st['lr']:.3g} x the cosine schedule)"
+                                      if config.lr_schedule != "constant" else "")
+
+    def guard_check(self, at: int | None = None) -> None:
+        """The drift guard on S's weights now, which are those of iteration ``at`` (default: the current one; a
+        streak of skipped steps leaves them as they were before it). ``at`` given: the run stops after this check."""
+        st, config = self.st, self.config
+        stopping, at = at is not None, st["it"] if at is None else at
+        last = stopping or at >= config.iterations  # no step follows this check
+        val = self.fixed_loss()
+        st["val"].append({"it": at, "loss": val})
+        best = st["best_val"]
+        jumped = config.guard_factor > 0 and best is not None and val > config.guard_factor * best
+        if not math.isfinite(val) or jumped:
+            if st["good_model"] is None:
+                raise TrainingError("the loss on the fixed patches is not finite for the unadapted model: "
+                                    "check the inputs and the stage-1 checkpoint")
+            self.model.load_state_dict(st["good_model"])
+            self.opt.load_state_dict(st["good_opt"])
+            if st["ema"] is not None:
+                st["ema"] = [t.clone() for t in st["good_ema"]]
+            st["lr"] *= 0.5
+            _set_lr(self.opt, st["lr"])
+            st["rollbacks"] += 1
+            st["rolled_at"] = at
+            msg = (f"iteration {at}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
+                   f"{best:.4g}; rolled back to iteration {st['good_it']}" + ("" if last else f", {self.lr_now()}"))
+            st["events"].append(msg)
+            self.log(msg)
+            if st["rollbacks"] > config.max_bad_steps:
+                st["stopped"] = f"rolled back {st['rollbacks']} times; stopped with the weights of iteration {st['good_it']}"
+            elif last and not stopping:  # at the last iteration: the run ends on the weights it rolled back to
+                st["stopped"] = f"rolled back at the last iteration ({at}); stopped with the weights of iteration {st['good_it']}"
+            return
+        st["best_val"] = val if best is None else min(best, val)
+        st["good_model"], st["good_opt"], st["good_it"] = _clone_state(self.model), _clone_state(self.opt), at
+        if st["ema"] is not None:
+            st["good_ema"] = [t.clone() for t in st["ema"]]
+
+    def gt_check(self) -> None:
+        st, config = self.st, self.config
+        at = st["good_it"] if st["rolled_at"] == st["it"] else st["it"]  # just rolled back: S holds good_it's weights
+        if at != st["it"] and any(e["it"] == at for e in st["evals"]):
+            return  # those weights were evaluated at their own iteration
+        with self.averaged():
+            psnr, ssim, _ = _evaluate(self.model, self.tensors, self.gt, self.scale, self.multiple, config.tile)
+            evaluated = _clone_state(self.model) if st["best_psnr"] is None or psnr > st["best_psnr"] else None
+        st["evals"].append({"it": at, "psnr": psnr, "ssim": ssim})
+        st["evals"].sort(key=lambda e: e["it"])  # one labelled with the weights' earlier iteration
+        if evaluated is not None:
+            st["best_psnr"], st["best_model"], st["best_it"], st["no_improve"] = psnr, evaluated, at, 0
+        else:
+            st["no_improve"] += 1
+            if st["no_improve"] >= config.patience:
+                st["stopped"] = (f"early stop at iteration {st['it']}: no Y-PSNR gain for {config.patience} evaluations; "
+                                 f"kept iteration {st['best_it']} ({st['best_psnr']:.3f} dB)")
+
+    def start(self) -> None:
+        """The checks of the unadapted weights, and its snapshot: at iteration 0 (a resumed run had them)."""
+        if self.st["it"] == 0:
+            self.guard_check()
+            if self.gt is not None:
+                self.gt_check()
+            self.st["snapshots"][0] = self.snapshot()
+
+    def batch(self):
+        """The next step's batch: random patches (and turns), the anchor's outputs, the supervised pairs."""
+        config, st = self.config, self.st
+        batch = sample_batch(self.data, config.batch_size, config.patch_size, self.scale, self.gen, pool=self.pool)
+        if config.augment == "dihedral":  # drawn after the positions, so runs without it keep their draws
+            batch.turn = torch.randint(DIHEDRAL, (config.batch_size,), generator=self.gen)
+        if self.anchor_model is not None:
+            with torch.no_grad():
+                batch.anchor = self.anchor_model(batch.lr)
+            if self.trust is not None:
+                batch.anchor_scale = self.trust[batch.index]
+            if self.gates is not None:
+                batch.guard_scale = self.gates[batch.index]
+        if self.sup_pairs is not None:
+            batch.sup_lr, batch.sup_hr = self.sup_pairs.batch(st["it"] + 1)
+            if config.sup_degradation == "stage1":  # R and the run's embeddings degrade the clean crops
+                batch.sup_lr = stage1_degraded(self.recon, batch.sup_hr,
+                                               self.sup_pairs.images(st["it"] + 1, len(self.data)), self.scale,
+                                               config.target)
+        return batch
+
+    def run(self, ckpt_path: Path, still_ours: Callable[[], None], **identity) -> None:
+        """Step until the last iteration or a stop, with a checkpoint (``identity`` and the state) every
+        ``checkpoint_every`` steps; a Ctrl-C is an ``Interrupted`` that says which checkpoint is kept."""
+        config, st = self.config, self.st
+        t_loop, it_loop = time.perf_counter(), st["it"]
+        train_s0 = st["train_s"]
+        last_ckpt = st["it"] if st["resumed_from"] else None  # the iteration the checkpoint on disk holds
+        try:
+            while st["it"] < config.iterations and st["stopped"] is None:
+                batch = self.batch()
+                step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
+                _set_lr(self.opt, step_lr)
+                m = fast_adapt_step(self.model, self.opt, batch, self.recon, config, self.speed,
+                                    perceptual=self.perceptual)
+                st["it"] += 1
+                rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
+                for part in ("anchor", "detail", "sup", "perc"):
+                    if part in m:
+                        rec[part] = m[part]
+                st["history"].append(rec)
+                if m["skipped"]:
+                    if self._skipped(m["reason"]):
+                        break
+                    continue
+                st["bad_streak"] = 0
+                if st["ema"] is not None:
+                    with torch.no_grad():
+                        torch._foreach_lerp_(st["ema"], self.params, 1.0 - config.ema)
+                done = st["it"] == config.iterations
+                if st["it"] % config.guard_every == 0 or done:
+                    self.guard_check()
+                if self.gt is not None and (st["it"] % config.eval_every == 0 or done):
+                    self.gt_check()
+                if st["it"] % config.snapshot_every == 0 or done:
+                    st["snapshots"][st["it"]] = self.snapshot()
+                st["train_s"] = train_s0 + time.perf_counter() - t_loop
+                if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
+                    still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
+                    _save_checkpoint(ckpt_path, {**identity, "model": self.model.state_dict(),
+                                                 "opt": self.opt.state_dict(), "gen": self.gen.get_state(), "st": st,
+                                                 "recipe": config.recipe_json()})
+                    last_ckpt = st["it"]
+                if st["it"] % 10 == 0:
+                    rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
+                    self.log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
+                             f"about {duration(rate * (config.iterations - st['it']))} left")
+        except KeyboardInterrupt:
+            kept = (f"the checkpoint of iteration {last_ckpt} is kept in {ckpt_path}: run the same command with --resume "
+                    "to continue" if last_ckpt else f"no checkpoint had been written yet (one every "
+                    f"{config.checkpoint_every} steps): {RUN_AGAIN}")
+            raise Interrupted(f"adaptation interrupted at iteration {st['it']}; {kept}") from None
+        st["train_s"] = train_s0 + time.perf_counter() - t_loop
+        if st["stopped"]:
+            self.log(st["stopped"])
+
+    def _skipped(self, reason: str) -> bool:
+        """A step skipped (a non-finite loss or gradient): halve the learning rate; stop (``True``) after too many in
+        a row, with the last good weights."""
+        st, config = self.st, self.config
+        st["bad_streak"] += 1
+        st["lr"] *= 0.5
+        _set_lr(self.opt, st["lr"])
+        msg = f"iteration {st['it']}: {reason}, step skipped; {self.lr_now()}"
+        st["events"].append(msg)
+        self.log(msg)
+        if st["bad_streak"] < config.max_bad_steps:
+            return False
+        last, rollbacks = st["it"] - st["bad_streak"], st["rollbacks"]
+        if last != st["good_it"]:  # the weights before the streak: judged by the drift guard first
+            self.guard_check(at=last)  # (a huge step can leave them finite but useless, the next loss at 1e33)
+        what = f"non-finite loss or gradient for {st['bad_streak']} steps in a row"
+        if st["rollbacks"] > rollbacks:
+            st["stopped"] = (f"{what}, and the weights of iteration {last} failed the drift guard: rolled "
+                             f"back to iteration {st['good_it']} and stopped there")
+        else:
+            st["stopped"] = f"{what}; stopped with the last good weights (iteration {last})"
+        return True
+
+    def final_weights(self, base_state: dict[str, torch.Tensor]) -> tuple[int, dict[str, torch.Tensor]]:
+        """Put the final weights in S (best by ground truth, else the last good ones; the moving average, the
+        strength) and check them: ``(their iteration, S's state on the CPU)``."""
+        st, config, model = self.st, self.config, self.model
+        best_by_gt = self.gt is not None and st["best_model"] is not None
+        if best_by_gt:
+            model.load_state_dict(st["best_model"])
+            final_it = st["best_it"]
+        elif st["stopped"] and st["good_model"] is not None and "rolled back" in st["stopped"]:
+            model.load_state_dict(st["good_model"])
+            final_it = st["good_it"]
+        else:
+            final_it = st["it"] - st["bad_streak"]
+        if st["ema"] is not None and not best_by_gt:
+            with torch.no_grad():  # the average (after a rollback: the one kept with the good weights)
+                torch._foreach_copy_(self.params, st["ema"])
+            self.log(f"wrote the moving average of the weights (decay {config.ema:g})")
+        st["ema"] = None  # the final weights are in S now: the final snapshot shows them as they are
+        if config.strength != 1.0:
+            interpolate_weights(model, base_state, config.strength)
+            self.log(f"blended the adapted weights with the base ones at strength {config.strength:g}")
+        final_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if set(final_state) != set(base_state):  # same architecture, same names: a loader relies on it
+            raise TrainingError("internal error: the adapted state dict's names differ from the base model's")
+        bad = [k for k, v in final_state.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise TrainingError(f"adapted weights are not finite ({bad[0]}); nothing was written")
+        return final_it, final_state
+
+
+def _flag_detail(report: dict, model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], flat: set[int],
+                 scale: int, multiple: int, log: Log, note: Log) -> None:
+    """Which images gained the most fine detail (no ground truth needed): where to look first. Each image's
+    ``detail_change`` and its window go into ``report``, and the images at or above ``DETAIL_FLAG`` are named."""
+    if len(data) >= _SAY_BEFORE:  # two passes of a crop a frame: a minute of silence after the last iteration
+        log(f"measuring the detail the adaptation added on {len(data)} image(s) ...")
+    changes = detail_change(model, base, data, scale, multiple,
+                            progress=_PassLines(log, len(data), "measured {k} of {n} image(s)"))
+    for entry, c, d in zip(report["images"], changes, data):
+        entry["detail_change"] = round(c, 4)
+        entry["detail_window"] = list(d.centre_window(TRUST_MAX_SIDE, multiple))  # top, left, side in LR pixels
+    # (not an input of one flat colour: its ratio is of two near-zero detail energies, and it was not trained on)
+    flagged = sorted((c, d.name) for k, (c, d) in enumerate(zip(changes, data)) if c >= DETAIL_FLAG and k not in flat)[::-1]
+    report["detail_flag"] = {"threshold": DETAIL_FLAG, "images": [n for _, n in flagged]}
+    if flagged:
+        names = listing((f"{n} ({c:.2f}x)" for c, n in flagged), 5)
+        note(f"most fine detail added (adapted / unadapted, >= {DETAIL_FLAG:g}x): {names}; check these images first "
+             "(on the quality benchmark such crops were the ones adaptation made worse, when it did)")
+
+
+def _write_run(out_dir: Path, report: dict, training: _Training, final_state: dict[str, torch.Tensor], final_it: int,
+               shown: Sequence[AdaptImage], base: nn.Module, images: Sequence[InputImage], desc, stage1_info: dict | None,
+               fingerprint_parts: dict, still_ours: Callable[[], None], t_start: float, *,
+               aside_until_end: bool) -> RunResult:
+    """Write the run's outputs into ``out_dir``: the adapted weights, the SR images, the contact sheet, the curves,
+    the report; then remove the checkpoint and finish replacing the run an overwrite kept aside."""
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    config, st, data, model, log = training.config, training.st, training.data, training.model, training.log
+    scale = desc.scale
     adapted_sha = state_dict_sha256(final_state)
     meta = {
         "format": "lway_rt.sr/1",
@@ -1160,7 +1294,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         # the file it was loaded from, absolute (upscale's detail cap looks there too, from wherever it is run)
         "base_model": str(desc.name or _absolute(desc.source)),
         "base_source": _absolute(desc.source),
-        "base_sha256": base_sha,
+        "base_sha256": report["model"]["base_sha256"],
         "adapted_sha256": adapted_sha,
         "recipe": config.recipe_json(),
         "stage1_sha256": (stage1_info or {}).get("sha256", ""),
@@ -1176,9 +1310,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     report["weights"] = WEIGHTS
 
     sr_dir = out_dir / "sr"
-    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, device, log, weights_sha=adapted_sha,
-                                       digests=fingerprint_parts.get("images"), keep_written=bool(st["resumed_from"]),
-                                       ledger=out_dir / SR_WRITTEN)
+    sr_paths, cap_s = _write_sr_images(desc, model, base, images, out_dir, config, config.device, log,
+                                       weights_sha=adapted_sha, digests=fingerprint_parts.get("images"),
+                                       keep_written=bool(st["resumed_from"]), ledger=out_dir / SR_WRITTEN)
     for entry, p in zip(report["images"], sr_paths):
         entry["sr"] = str(p.relative_to(out_dir))
         if entry["name"] in cap_s:
@@ -1189,31 +1323,11 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         log(f"detail cap {config.detail_cap:g}: {len(capped)} of {len(cap_s)} image(s) blended towards the unadapted one"
             + (f" ({', '.join(capped[:5])}{' ...' if len(capped) > 5 else ''})" if capped else ""))
 
-    # contact sheet: bicubic | unadapted | snapshots ... | final
-    its = sorted(st["snapshots"])
-    if len(its) > SHEET_COLUMNS:
-        keep = sorted({its[round(i * (len(its) - 1) / (SHEET_COLUMNS - 1))] for i in range(SHEET_COLUMNS)})
-        its = keep
-    if its and its[-1] == final_it == st["it"] and config.strength == 1.0 and config.detail_cap is None:
-        its = its[:-1]  # the final column shows that snapshot already
-    final_snap = snapshot()
-    if cap_s and 0 in st["snapshots"]:  # the final column as written: each crop blended with its image's s
-        final_snap = [f if cap_s.get(d.name, 1.0) == 1.0 else
-                      (u.double() + cap_s[d.name] * (f.double() - u.double())).round().to(torch.uint8)
-                      for f, u, d in zip(final_snap, st["snapshots"][0], shown)]
-    rows = []
-    for k, x in enumerate(snap_in):
-        row = [_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
-        rows.append(row)
-    final_label = f"final (it {final_it})" if config.strength == 1.0 else f"final (it {final_it}, x{config.strength:g})"
-    if config.detail_cap is not None:
-        final_label = f"{final_label[:-1]}, cap {config.detail_cap:g})"
-    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [final_label]
-    from lway_rt.adapt.visual import can_plot, save_contact_sheet, save_curves
-
-    save_contact_sheet(out_dir / "contact_sheet.png", rows, labels, [_row_label(d.name) for d in shown])
+    _contact_sheet(out_dir / "contact_sheet.png", training, shown, final_it, cap_s)
     report["contact_sheet"] = "contact_sheet.png"
     report["contact_sheet_rows"] = list(st["snapshot_names"])  # the images its rows show, top to bottom
+    from lway_rt.adapt.visual import can_plot, save_curves
+
     if can_plot():
         save_curves(out_dir / "curves.png", st["history"], st["val"], st["evals"],
                     title=f"{desc.name or desc.arch}: {config.loss} loss, {len(data)} image(s)")
@@ -1225,13 +1339,38 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     atomic_write_json(out_dir / "config.json", config.to_dict())
     report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
     atomic_write_json(out_dir / "report.json", report)
-    ckpt_path.unlink(missing_ok=True)
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)
     (out_dir / SR_WRITTEN).unlink(missing_ok=True)
     (out_dir / _SR_WRITTEN_BEFORE).unlink(missing_ok=True)
     if not aside_until_end:
         _finish_replacing(out_dir)
     log(f"wrote {weights_path} and {len(sr_paths)} SR image(s) to {sr_dir}")
     return RunResult(out_dir, weights_path, report, tuple(sr_paths), model)
+
+
+def _contact_sheet(path: Path, training: _Training, shown: Sequence[AdaptImage], final_it: int,
+                   cap_s: dict[str, float]) -> None:
+    """The contact sheet: each shown image's crop as bicubic | unadapted | snapshots ... | final (as written)."""
+    from lway_rt.adapt.visual import save_contact_sheet
+
+    config, st, scale = training.config, training.st, training.scale
+    its = sorted(st["snapshots"])
+    if len(its) > SHEET_COLUMNS:
+        its = sorted({its[round(i * (len(its) - 1) / (SHEET_COLUMNS - 1))] for i in range(SHEET_COLUMNS)})
+    if its and its[-1] == final_it == st["it"] and config.strength == 1.0 and config.detail_cap is None:
+        its = its[:-1]  # the final column shows that snapshot already
+    final_snap = training.snapshot()
+    if cap_s and 0 in st["snapshots"]:  # the final column as written: each crop blended with its image's s
+        final_snap = [f if cap_s.get(d.name, 1.0) == 1.0 else
+                      (u.double() + cap_s[d.name] * (f.double() - u.double())).round().to(torch.uint8)
+                      for f, u, d in zip(final_snap, st["snapshots"][0], shown)]
+    rows = [[_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
+            for k, x in enumerate(training.snap_in)]
+    final_label = f"final (it {final_it})" if config.strength == 1.0 else f"final (it {final_it}, x{config.strength:g})"
+    if config.detail_cap is not None:
+        final_label = f"{final_label[:-1]}, cap {config.detail_cap:g})"
+    labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [final_label]
+    save_contact_sheet(path, rows, labels, [_row_label(d.name) for d in shown])
 
 
 def interpolate_weights(model: nn.Module, base_state: dict[str, torch.Tensor], strength: float) -> None:
