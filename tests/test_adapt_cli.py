@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 from pathlib import Path
 
@@ -2270,7 +2271,7 @@ def test_a_refused_resume_explains_sample_on_the_frames_added_or_removed():
                            "choice over the inputs as they are now") and said.endswith("; other pixels or alpha in f3"), said
 
 
-def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(files, tmp_path, hr_crop):
+def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(files, tmp_path, hr_crop, monkeypatch):
     """Stopped while it wrote sr/ (an hour of a clip's frames after the last iteration), --resume made every image again;
     it keeps those that record the same adapted weights, input, cap and tiling, and the images equal an uninterrupted
     run's. An image that records other weights (or none) is made again."""
@@ -2307,7 +2308,16 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
     assert code == 1 and "is not an image of the run" in text, text
     for name in (first, second):  # moved away, they are made again
         (out / "sr" / name).unlink()
+    from lway_rt.adapt import runfolder
+    from lway_rt.export import cache
+
+    getattr(runfolder, "_SHA_READ", {}).clear()  # (as a new command finds it)
+    real_sha, read = cache.file_sha256, Counter()
+    monkeypatch.setattr(cache, "file_sha256", lambda path, *a: read.update([Path(path).name]) or real_sha(path, *a))
     code, text = _run([*args, "--resume"])
+    monkeypatch.undo()
+    # each listed image is read once (checked against the user's edits, then kept): it had been read three times
+    assert read and all(read[n] == 1 for n in listed), read
     assert code == 0 and f"{len(listed)} SR image(s) in {out / 'sr'} were written before the run stopped: kept" \
         in text, text
     after = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -570,3 +571,20 @@ def test_the_sr_ledger_is_appended_to_and_a_line_cut_short_is_passed_over(tmp_pa
     assert set(entries) == {"f1", "f2"} and entries["f1"]["sha256"] == "c" * 64 and entries["f1"]["record"] == {"s": 0.5}
     assert _read_ledger(tmp_path / "missing.jsonl") == {}
     assert json.loads(_ledger_line("x", "d", {"s": float("nan")}))["record"] == {"s": None}  # strict JSON, one line
+
+
+def test_image_sha256_reads_a_file_again_once_it_changes(tmp_path):
+    """sr/ images are hashed once a command, known by their stat: a file rewritten since (same size, its modification
+    time put back) is read again, not taken for what it held."""
+    import hashlib
+
+    from lway_rt.adapt.runfolder import image_sha256
+
+    path = tmp_path / "f.png"
+    path.write_bytes(b"a" * 64)
+    first = image_sha256(path)
+    assert first == hashlib.sha256(b"a" * 64).hexdigest() and image_sha256(path) == first
+    before = path.stat()
+    path.write_bytes(b"b" * 64)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # (only its change time tells)
+    assert image_sha256(path) == hashlib.sha256(b"b" * 64).hexdigest()

@@ -51,7 +51,7 @@ from lway_rt.adapt.runfolder import (
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    _RUN_NAMES, SR_KEY, _ledger_images, refuse_users_images, restore_words, run_damage, run_mode,
+    _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_users_images, restore_words, run_damage, run_mode,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -502,7 +502,7 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         entry, dest = written.get(img.name), out_dir / "sr" / f"{img.name}.png"
         made = entry.get("record") if isinstance(entry, dict) else None
         if isinstance(made, dict) and made == record(img, made.get("s")) and dest.is_file() and \
-                file_sha256(dest) == entry.get("sha256"):
+                image_sha256(dest) == entry.get("sha256"):
             kept[img.name] = made
     if ledger is not None:  # begun again with the kept images' lines (lines cut short go); the other images the list
         # held that are still as it wrote them stay named as the run's until each is written again (a stop before then
@@ -537,7 +537,7 @@ def _write_sr_images(desc, model: nn.Module, base: nn.Module, images: Sequence[I
         # named with its bytes' SHA-256 (and the file's it replaces) once they are encoded, just before they take the
         # file's place: a stop at any moment leaves the list naming whatever the file then holds as the run's, and
         # an edit of it after the stop as the user's
-        was = file_sha256(dest) if ledger is not None and dest.is_file() else None
+        was = image_sha256(dest) if ledger is not None and dest.is_file() else None
 
         def name_it(tmp: Path, name: str = img.name, made: dict | None = made, was: str | None = was) -> None:
             with open(ledger, "a", encoding="utf-8") as f:

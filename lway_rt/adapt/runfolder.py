@@ -353,18 +353,33 @@ def stop_words(out_dir: Path) -> str | None:
     return None
 
 
+_SHA_READ: dict[tuple, str] = {}
+
+
+def image_sha256(path: Path) -> str:
+    """The SHA-256 of an ``sr/`` image, read once a command: a resumed run, or an overwrite of a stopped one, checks
+    each listed image against the user's edits, then again as it decides what to keep or clear (three reads of every
+    frame of a clip). Known by the file's identity and state (device, inode, size, modification and change times in
+    ns), so a file edited or replaced since is read again."""
+    from lway_rt.export.cache import file_sha256
+
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SHA_READ:
+        _SHA_READ[key] = file_sha256(path)
+    return _SHA_READ[key]
+
+
 def _ledger_images(folder: Path) -> set[str]:
     """The names of ``folder``'s sr/ images that its run's ledger holds as the run's: as written (or, a stop before
     they took the file's place, as the file they were to replace), or named alone by an earlier version's line; one
     the user has edited since is the user's."""
-    from lway_rt.export.cache import file_sha256
-
     mine = set()
     for name, entry in _read_ledger(folder / SR_WRITTEN).items():
         path = folder / "sr" / f"{name}.png"
         if Path(name).name != name or name in ("", ".", ".."):
             continue
-        if "sha256" not in entry or not path.is_file() or file_sha256(path) in (entry.get("sha256"), entry.get("was")):
+        if "sha256" not in entry or not path.is_file() or image_sha256(path) in (entry.get("sha256"), entry.get("was")):
             mine.add(name)
     return mine
 
