@@ -2366,6 +2366,12 @@ def test_an_out_folder_that_cannot_be_written_is_said_before_any_work(files, tmp
         code, text = _run(["adapt", str(files / "lr"), *_replace_args(files)[2:], "-m",
                            str(tmp_path / "none.safetensors"), "-o", str(out)])
         assert code == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "deep").exists(), text
+    # through a link: LINK/../new is new/ beside the folder LINK leads to (it was "cannot write to", and left there)
+    (tmp_path / "far" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "far" / "sub")
+    code, text = _run(["adapt", str(files / "lr"), *_replace_args(files)[2:], "-m", str(tmp_path / "none.safetensors"),
+                       "-o", os.path.join(tmp_path / "link", "..", "new")])
+    assert code == 1 and "none.safetensors" in text and sorted(os.listdir(tmp_path / "far")) == ["sub"], text
 
 
 def test_progress_goes_to_stderr_and_the_result_to_stdout(files, tmp_path):

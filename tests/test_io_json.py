@@ -95,3 +95,17 @@ def test_odd_destinations_are_one_line_refusals_and_links_stay_links(tmp_path):
     deep = tmp_path.joinpath(*["d" * 200] * (os.pathconf("/", "PC_PATH_MAX") // 200 + 2), "r.json")
     with pytest.raises(OutputError, match="File name too long"):
         atomic_write_json(deep, {"x": 1})
+
+
+def test_atomic_write_through_a_link_and_dotdot_goes_where_the_os_takes_the_path(tmp_path):
+    """``LINK/../out/x.json`` (LINK a link to far/sub) is far/out/x.json to the OS, whose folder is made there; the
+    temporary file was made under the path read lexically (./out, missing), so the write failed."""
+    import os
+
+    from lway_rt.io.weights import atomic_write_json
+
+    (tmp_path / "far" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "far" / "sub")
+    atomic_write_json(os.path.join(tmp_path / "link", "..", "out", "x.json"), {"a": 1})
+    assert json.loads((tmp_path / "far" / "out" / "x.json").read_text()) == {"a": 1}
+    assert not (tmp_path / "out").exists() and os.listdir(tmp_path / "far" / "out") == ["x.json"]

@@ -1443,7 +1443,8 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
                              "read as inputs next time); choose another --out folder")
     # made, checked and locked at once, not after the model, stage 1 and the inputs are loaded, embedded and weighed (an
     # unwritable --out, or one another run holds, was said minutes in); a command refused later leaves none it made
-    target = Path(os.path.abspath(out_dir))  # ("new/../mine" names mine/, which is there)
+    target = Path(os.path.realpath(out_dir))  # as the OS takes it ("new/../mine" names mine/, which is there; a link's
+    # "LINK/../new" is new/ beside the folder LINK leads to)
     made = [p for p in (target, *target.parents) if not os.path.lexists(p)]
     with contextlib.ExitStack() as held:
         try:

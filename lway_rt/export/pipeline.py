@@ -38,7 +38,7 @@ from lway_rt.export.cache import (
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
 from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
 from lway_rt.export.profile import ExportProfile
-from lway_rt.io.weights import ensure_writable_dir, sweep_stale_temps, temp_prefix, temp_stem
+from lway_rt.io.weights import ensure_writable_dir, os_folder, sweep_stale_temps, temp_prefix, temp_stem
 
 __all__ = ["Exportable", "ExportResult", "sr_exportable", "encoder_exportable", "export_artifacts", "refit_engine",
            "DEFAULT_OUT_DIR"]
@@ -250,7 +250,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(out_dir, f".{temp_stem(final.stem)}.", ".onnx.tmp")
-    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.stem), suffix=".onnx.tmp", dir=out_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.stem), suffix=".onnx.tmp", dir=os_folder(out_dir))
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -197,7 +197,7 @@ def atomic_path(dest: Path):
         try:
             dest_p.parent.mkdir(parents=True, exist_ok=True)
             sweep_stale_temps(dest_p.parent, f".{temp_stem(dest_p.name)}.", ".tmp")
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest_p.name), suffix=".tmp", dir=dest_p.parent)
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest_p.name), suffix=".tmp", dir=os_folder(dest_p.parent))
             os.close(fd)
         except OSError as exc:
             raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
@@ -281,9 +281,16 @@ def _refuse_a_dangling_link(folder: Path, option: str) -> None:
                           f"exist; make that folder, or choose another {option}")
 
 
+def os_folder(folder) -> str:
+    """``folder`` as the OS takes it, for ``tempfile.mkstemp(dir=...)``, which reads a path lexically: its temporary
+    file in ``LINK/../out`` (LINK a link to a/b) went to ./out, not to a/out where the folder is made and the file
+    replaced."""
+    return os.path.realpath(folder)
+
+
 def write_probe(folder: Path) -> None:
     """Make and remove a file in ``folder`` (an existing one), or raise the ``OSError`` that says why it takes none."""
-    fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+    fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=os_folder(folder))
     os.close(fd)
     os.unlink(probe)
 
@@ -293,7 +300,7 @@ def case_insensitive(folder: Path) -> bool:
     ``photo.png`` for one file (macOS's APFS and Windows' NTFS by default): found by making a probe file and looking
     for it under its name in the other case. False where that cannot be told (the probe cannot be written)."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".case-probe.", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=".case-probe.", dir=os_folder(folder))
     except OSError:
         return False
     os.close(fd)
