@@ -1967,8 +1967,8 @@ def test_a_stop_before_the_first_checkpoint_says_there_is_nothing_to_resume(file
     with monkeypatch.context() as m:  # (a finished run is checked before anything is embedded: stopped while hashing)
         m.setattr(loop._Fingerprinter, "with_parts", ctrl_c)
         res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--resume")])
-    assert res.exit_code == 130 and f"adaptation interrupted before it went on: {out} is as it was; run the same " \
-        "command (with --resume) again" in res.output and "nothing to resume" not in res.output, res.output
+    assert res.exit_code == 130 and "adaptation interrupted; run the same command (with --resume) again to take up " \
+        f"the run in {out}" in res.output and "nothing to resume" not in res.output, res.output
 
 
 def test_images_in_sub_folders_are_named_not_skipped_unsaid(files, tmp_path):

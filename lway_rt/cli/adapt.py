@@ -274,9 +274,10 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
 
         if words := stop_words(Path(out_dir)):
             raise Interrupted(words) from None
-        if resume:  # while the inputs or the model loaded: the run(s) in --out are as they were
-            raise Interrupted(f"adaptation interrupted before it went on: {out_dir} is as it was; run the same command "
-                              "(with --resume) again") from None
+        if resume:  # while the inputs or the model loaded (what --out holds is as it was), or after a run without a
+            # checkpoint began writing its sr/ images again (which its list names): not "as it was"
+            raise Interrupted(f"adaptation interrupted; run the same command (with --resume) again to take up the run "
+                              f"in {out_dir}") from None
         raise Interrupted("adaptation interrupted before its first checkpoint: there is nothing to resume; run the "
                           "same command again (it starts from the beginning)") from None
     for r in results:
