@@ -228,6 +228,27 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     assert [h["loss"] for h in full.report["history"]] == [h["loss"] for h in resumed.report["history"]]
 
 
+def test_a_resumed_run_takes_the_embeddings_and_the_weighing_from_its_checkpoint(tmp_path, inputs, stage1, monkeypatch):
+    """A resumed run embedded every input and weighed the unadapted output on each again (minutes for a clip's frames on
+    a CPU); the checkpoint holds both (its inputs and stage 1 are checked to be this run's), and the run's weights are
+    those of the uninterrupted run."""
+    import lway_rt.adapt.loop as loop
+
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5)
+    assert cfg.anchor_weight > 0 and cfg.anchor_trust > 0  # (the default recipe weighs)
+    full = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "full", stage1=stage1)
+    _interrupt_at(10, inputs, 3, cfg, tmp_path / "part", stage1)
+    monkeypatch.setattr(loop, "compute_embeddings", lambda *a, **k: pytest.fail("embedded again"))
+    monkeypatch.setattr(loop, "trust_losses", lambda *a, **k: pytest.fail("weighed again"))
+    said = []
+    resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "part", stage1=stage1, resume=True,
+                           log=said.append)
+    assert resumed.report["resumed_from"] == [10] and f"took the checkpoint's embeddings of {len(inputs)} image(s)" \
+        in said and f"took the checkpoint's weighing of {len(inputs)} image(s)" in said, said
+    _assert_same_weights(full.weights, resumed.weights)
+    assert resumed.report["images"] == full.report["images"]  # (the trust each input got, among the rest)
+
+
 def test_images_smaller_than_the_patch_are_refused(tmp_path, hr_crop, stage1):
     imgs = [from_array("big", hr_crop[:64, :64]), from_array("tiny", hr_crop[:12, :20])]
     with pytest.raises(InputError, match=r"tiny is 20x12 px, smaller than the 16-px patch: use --patch-size 12"):

@@ -184,6 +184,7 @@ class FastReconstructor:
         r = reconstructor
         self.skip = bool(getattr(r, "skip", False))
         self.count = int(embeddings.shape[0])
+        self.embeddings = embeddings.detach()  # (a checkpoint keeps them: a resumed run does not embed again)
 
         def w(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor | None]:
             weight = conv.weight.detach().contiguous(memory_format=mf)

@@ -705,10 +705,17 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     accepted = None
 
     flat, pool = _training_pool(data, note)
+    # a checkpoint holds the embeddings and the weighing of its run's inputs (the same inputs and stage 1: checked), which
+    # took minutes for a clip's frames on a CPU: a resumed run takes them from it (an earlier version's has none)
+    taken = "the grouping's"
+    if ck is not None and isinstance(ck.get("embeddings"), torch.Tensor) and len(ck["embeddings"]) == len(data):
+        embeddings, taken = ck["embeddings"], "the checkpoint's"
+    weighed = ck.get("weighed") if ck is not None and len(ck.get("weighed") or ()) == len(data) else None
     # E once per image: after the checks above, so a refused or kept run does no work and prints no progress first
-    recon, stage1_info, embed_s = (_embed(data, stage1, embeddings, config, scale, speed, log) if config.loss == "lway"
-                                   else (None, None, 0.0))
-    trust, trust_info, gates = _weigh(data, anchor_model, recon, config, scale, multiple, pool, log)
+    recon, stage1_info, embed_s = (_embed(data, stage1, embeddings, config, scale, speed, log, taken=taken)
+                                   if config.loss == "lway" else (None, None, 0.0))
+    trust, trust_info, gates, weighed = _weigh(data, anchor_model, recon, config, scale, multiple, pool, log,
+                                               losses=weighed)
     fixed = fixed_patches(data, config.patch_size, scale, pool=pool)
     if anchor_model is not None:
         with torch.no_grad():
@@ -749,7 +756,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
            f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else "")
         + (f", detail guard x{config.detail_guard:g} above {config.detail_guard_ratio:g}x the unadapted output's detail"
            + (" (per image, trust gate)" if gates is not None else "") if config.detail_guard > 0 else ""))
-    training.run(out_dir / CHECKPOINT, still_ours, fingerprint=fingerprint, fingerprint_parts=fingerprint_parts)
+    training.run(out_dir / CHECKPOINT, still_ours, fingerprint=fingerprint, fingerprint_parts=fingerprint_parts,
+                 embeddings=None if recon is None else recon.embeddings.cpu(), weighed=weighed)
     final_it, final_state = training.final_weights(base_state)
     st = training.st
 
@@ -891,9 +899,9 @@ def _training_pool(data: Sequence[AdaptImage], note: Log) -> tuple[set[int], lis
 
 
 def _embed(data: Sequence[AdaptImage], stage1, embeddings: torch.Tensor | None, config: AdaptConfig, scale: int,
-           speed: SpeedOptions, log: Log) -> tuple[FastReconstructor, dict, float]:
-    """E once per image (or ``embeddings`` computed already, one row an image), and R with those embeddings folded in:
-    ``(R, what report.json says of stage 1, seconds)``."""
+           speed: SpeedOptions, log: Log, taken: str = "the grouping's") -> tuple[FastReconstructor, dict, float]:
+    """E once per image (or ``embeddings`` computed already, one row an image: ``taken`` says whose), and R with those
+    embeddings folded in: ``(R, what report.json says of stage 1, seconds)``."""
     from lway_rt.io.weights import state_dict_sha256
 
     t0 = time.perf_counter()
@@ -917,24 +925,27 @@ def _embed(data: Sequence[AdaptImage], stage1, embeddings: torch.Tensor | None, 
                    **{k: stage1.meta[k] for k in ("width", "blocks", "trunk_model", "trunk_layers", "source")
                       if k in stage1.meta}}
     log(f"embedded {len(data)} image(s) once with E in {embed_s:.2f}s" if embeddings is None
-        else f"took the grouping's embeddings of {len(data)} image(s)")
+        else f"took {taken} embeddings of {len(data)} image(s)")
     return recon, stage1_info, embed_s
 
 
 def _weigh(data: Sequence[AdaptImage], anchor_model: nn.Module | None, recon, config: AdaptConfig, scale: int,
-           multiple: int, pool: list[int] | None, log: Log):
+           multiple: int, pool: list[int] | None, log: Log, losses: list[dict] | None = None):
     """The unadapted network's output on each image, weighed with stage 1 where the anchor's backbone trust or the
-    detail guard's trust gate asks for it: ``(trust per image, its report entries, gate per image)``, each ``None``
-    where not asked for."""
+    detail guard's trust gate asks for it (``losses``: that weighing, done already): ``(trust per image, its report
+    entries, gate per image, the weighing)``, each ``None`` where not asked for."""
     trust, trust_info, gates = None, None, None
     wants_trust = anchor_model is not None and config.anchor_weight > 0 and config.anchor_trust > 0 and recon is not None
     wants_gate = config.detail_guard > 0 and config.detail_guard_gate == "trust" and recon is not None
     if not (wants_trust or wants_gate):
-        return trust, trust_info, gates
-    if len(data) >= _SAY_BEFORE:
-        log(f"weighing the unadapted network's output on {len(data)} image(s) with stage 1 ...")
-    losses = trust_losses(data, anchor_model, recon, config, scale, multiple,
-                          progress=_PassLines(log, len(data), "weighed {k} of {n} image(s)"))
+        return trust, trust_info, gates, None
+    if losses is not None:
+        log(f"took the checkpoint's weighing of {len(data)} image(s)")
+    else:
+        if len(data) >= _SAY_BEFORE:
+            log(f"weighing the unadapted network's output on {len(data)} image(s) with stage 1 ...")
+        losses = trust_losses(data, anchor_model, recon, config, scale, multiple,
+                              progress=_PassLines(log, len(data), "weighed {k} of {n} image(s)"))
     if wants_gate:
         gates = guard_gates(losses)
         log("detail guard per image (trust gate): " + listing((f"{d.name} {g:.2f}" for d, g in zip(data, gates.tolist())), 8))
@@ -948,7 +959,7 @@ def _weigh(data: Sequence[AdaptImage], anchor_model: nn.Module | None, recon, co
         else:
             log("anchor per image (backbone trust): " + listing((f"{d.name} {t['anchor_factor']:.2f}"
                                                                 for d, t in zip(data, trust_info)), 8))
-    return trust, trust_info, gates
+    return trust, trust_info, gates, losses
 
 
 @dataclass(eq=False)
