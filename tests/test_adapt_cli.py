@@ -788,6 +788,59 @@ def test_a_stopped_restore_run_again_removes_the_stopped_commands_new_runs(files
     assert _digests(out) == before and not (out / "alpha").exists()
 
 
+def test_a_run_after_a_stopped_restore_says_to_finish_it(files, tmp_path, monkeypatch):
+    """After a --restore stopped part-way, a --resume with other settings judged the half-restored run ("its
+    adapted.safetensors is missing ... made with other settings") instead of saying to finish the --restore."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "out"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)])[0] == 0
+    before = _digests(out)
+    other = [*_replace_args(files)[:-1], "3"]
+    _stop_before_the_first_step(monkeypatch, [str(files / "lr"), "-o", str(out), *other, "--overwrite"])
+    _stopping_on_call(monkeypatch, runfolder.shutil, "move", 3)
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(out)
+    monkeypatch.undo()
+    assert runfolder._aside_state(out / runfolder.ASIDE) == "restoring"
+    for args in (other, _replace_args(files)):
+        for flag in ("--resume", "--overwrite"):
+            code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *args, flag])
+            assert code == 1 and f"a --restore into {out} was stopped part-way" in text, text
+    assert "put back" in runfolder.restore_replaced(out)
+    assert _digests(out) == before
+
+
+def test_a_run_after_a_stopped_per_image_restore_says_to_finish_it(files, tmp_path, monkeypatch):
+    """The same in a per-image folder, the --restore stopped inside a run folder's: that run folder was judged as a
+    run."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    other = [*_replace_args(files)[:-1], "3"]
+    each = tmp_path / "each"
+    assert _run(["adapt", str(files / "lr"), "-o", str(each), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    before = _digests(each)
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 3)  # two runs made anew, the third stopped
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(each), *other, "--mode", "per-image", "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130, text
+    first = sorted(d for d in each.iterdir() if (d / runfolder.ASIDE).is_dir())[0]
+    moves = len([p for p in (first / runfolder.ASIDE).rglob("*") if p.is_file() and p.suffix != ".json"])
+    _stopping_on_call(monkeypatch, runfolder.shutil, "move", moves + 2)
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(each)
+    monkeypatch.undo()
+    states = {d.name: runfolder._aside_state(d / runfolder.ASIDE) for d in each.iterdir() if d.is_dir()}
+    assert "restoring" in states.values(), states
+    for flag in ("--resume", "--overwrite"):
+        code, text = _run(["adapt", str(files / "lr"), "-o", str(each), *other, "--mode", "per-image", flag])
+        assert code == 1 and f"a --restore into {each} was stopped part-way" in text, text
+    assert "put back" in runfolder.restore_replaced(each)
+    assert _digests(each) == before
+
+
 def _stop_before_the_first_step(monkeypatch, args) -> str:
     """Run ``lwayrt adapt *args`` stopped (a Ctrl-C) at its first step, before any checkpoint; returns its output."""
     import lway_rt.adapt.loop as loop

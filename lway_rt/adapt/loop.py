@@ -654,7 +654,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     log = log or (lambda msg: None)
     note = note or log
     out_dir = Path(out_dir)  # made once the run is accepted: a refused one leaves no empty folder behind
-    finished = _existing_run(out_dir, resume, overwrite)
+    top = out_dir.parent if aside_until_end else None  # (where a --restore of a run of several is run)
+    finished = _existing_run(out_dir, resume, overwrite, top)
     t_start = time.perf_counter()
     device = config.device
     scale, multiple = desc.scale, desc.size_multiple
@@ -732,7 +733,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     still_ours = held.enter_context(exclusive_run(out_dir, "--out folder"))
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
     if not (resume or overwrite):
-        _existing_run(out_dir, resume, overwrite)  # again, under the lock: a run may have finished there meanwhile
+        _existing_run(out_dir, resume, overwrite, top)  # again, under the lock: a run may have finished there meanwhile
     if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal
         _finish_replacing(out_dir)  # of the run it replaced: that goes first
     if overwrite or redo or _aside_state(out_dir / ASIDE) in ("cut short", "restoring"):  # (a move aside a stop cut
@@ -1610,9 +1611,11 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
     fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
+    for folder in (out_dir, *(out_dir / name for name, _ in runs)):  # (a run folder restored already is no run of
+        _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # this command's to judge: say that first)
     for name, group in runs:
         sub = out_dir / name
-        finished = _existing_run(sub, resume, overwrite)
+        finished = _existing_run(sub, resume, overwrite, out_dir)
         _refuse_foreign(sub, finished)
         if sub.is_dir():  # an image of the user's in a run folder's sr/, under an input's name
             refuse_users_images(sub, [img.name for img in group])

@@ -34,10 +34,13 @@ _REPORT_FORMAT = "lway_rt.adapt-report/1"  # report.json of one run
 _SUMMARY_FORMAT = "lway_rt.adapt-summary/1"  # report.json of a per-image / per-group adaptation
 
 
-def _existing_run(out_dir: Path, resume: bool, overwrite: bool) -> dict | None:
+def _existing_run(out_dir: Path, resume: bool, overwrite: bool, top: Path | None = None) -> dict | None:
     """What ``out_dir`` holds, checked against ``resume`` / ``overwrite``: the report of a finished run there, else
     None (nothing, or an unfinished run that ``resume`` continues). A run there is refused unless one of the two
-    flags says what to do with it."""
+    flags says what to do with it, and whatever they say while a --restore there (into ``top``, the folder of a
+    per-image or per-group run folder) that a stop cut short has not finished: its half-restored files had been judged
+    as a run ("its adapted.safetensors is missing ... made with other settings")."""
+    _refuse_a_restore_under_way(top or out_dir, _aside_state(out_dir / ASIDE))
     if (out_dir / CHECKPOINT).exists():
         if not (resume or overwrite):
             raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
@@ -179,8 +182,8 @@ def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, 
 def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
     """No run may write into ``out_dir`` while a --restore there that a stop cut short has not finished."""
     if state == "restoring":
-        raise InputError(f"a --restore into {out_dir} was stopped part-way: run lwayrt adapt --restore {out_dir} "
-                         "again to finish it first")
+        raise InputError(f"a --restore into {out_dir} was stopped part-way: run {restore_words(out_dir)} again to "
+                         "finish it first")
 
 
 def _aside_state(path: Path) -> str | None:
