@@ -379,13 +379,19 @@ def test_kill_and_resume(files, tmp_path):
     assert "pass --overwrite instead of --resume to start again there" in text, text  # the way on in this folder
     # what a kill mid-write leaves (hidden temporary files) goes once a run holds the folder; other files stay
     (out / "sr").mkdir(exist_ok=True)
-    killed = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".report.json.x.tmp", out / "sr" / ".rgb.png.y.tmp"]
+    from lway_rt.io.weights import temp_prefix
+
+    killed = [out / f"{temp_prefix('checkpoint.pt')}k1ll3d.tmp", out / f"{temp_prefix('report.json')}x.tmp",
+              out / "sr" / f"{temp_prefix('rgb.png')}y.tmp"]
     for f in killed:
         f.write_bytes(b"cut short")
-    (out / ".my-notes.tmp").write_text("mine")
+    # hidden files of the user's that merely look alike (no temporary file's tag) were removed too
+    mine = [out / ".my-notes.tmp", out / ".report.json.my-notes.tmp", out / "sr" / ".rgb.png.v1.tmp"]
+    for f in mine:
+        f.write_text("mine")
     code, text = _run([*args, "--resume"])
     assert code == 0, text
-    assert not any(f.exists() for f in killed) and (out / ".my-notes.tmp").read_text() == "mine"
+    assert not any(f.exists() for f in killed) and all(f.read_text() == "mine" for f in mine)
     report = json.loads((out / "report.json").read_text())
     assert report["iterations_run"] == LONG_RUN and len(report["resumed_from"]) == 1, report["stopped"]
     assert 0 < report["resumed_from"][0] < LONG_RUN and report["resumed_from"][0] % 5 == 0
@@ -791,7 +797,6 @@ def test_a_stopped_restore_run_again_removes_the_stopped_commands_new_runs(files
 def test_a_run_after_a_stopped_restore_says_to_finish_it(files, tmp_path, monkeypatch):
     """After a --restore stopped part-way, a --resume with other settings judged the half-restored run ("its
     adapted.safetensors is missing ... made with other settings") instead of saying to finish the --restore."""
-    import lway_rt.adapt.loop as loop
     from lway_rt.adapt import runfolder
 
     out = tmp_path / "out"
@@ -810,6 +815,65 @@ def test_a_run_after_a_stopped_restore_says_to_finish_it(files, tmp_path, monkey
             assert code == 1 and f"a --restore into {out} was stopped part-way" in text, text
     assert "put back" in runfolder.restore_replaced(out)
     assert _digests(out) == before
+
+
+def test_a_restore_taken_up_after_a_stop_refuses_what_is_in_the_way(files, tmp_path, monkeypatch):
+    """A --restore stopped part-way and run again moved the kept files over whatever stood at their names: an image of
+    the user's was replaced, a file named sr was a traceback, a folder under an image's name got the image inside it.
+    They are refused as the first --restore refuses them, before anything moves; the mark's own write that a kill cut
+    short is not put back as a file of the run."""
+    from lway_rt.adapt import runfolder
+    from lway_rt.io.weights import temp_prefix
+
+    out = tmp_path / "out"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)])[0] == 0
+    before = _digests(out)
+    _stop_before_the_first_step(monkeypatch, [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1], "3",
+                                              "--overwrite"])
+    aside = out / runfolder.ASIDE
+    (aside / f"{temp_prefix(runfolder.ASIDE_MARK)}k1ll3d.tmp").write_text("{")
+    _stopping_on_call(monkeypatch, runfolder.shutil, "move", 2)
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(out)
+    monkeypatch.undo()
+    assert runfolder._aside_state(aside) == "restoring"
+    name = sorted(p.name for p in (aside / "sr").iterdir())[0]  # an image still aside
+    users = out / "sr" / name
+    users.parent.mkdir(exist_ok=True)
+    users.write_bytes(b"mine")
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 1 and f"{users} is in the way" in text and users.read_bytes() == b"mine", text
+    users.unlink()
+    shutil.rmtree(out / "sr")
+    (out / "sr").write_text("mine")
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 1 and f"{out / 'sr'} is in the way" in text and len(text.splitlines()) == 1, text
+    (out / "sr").unlink()
+    (users / "album").mkdir(parents=True)
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 1 and f"{users} is in the way" in text and (users / "album").is_dir(), text
+    shutil.rmtree(out / "sr")
+    code, text = _run(["adapt", "--restore", str(out)])
+    assert code == 0 and _digests(out) == before and not aside.exists(), text
+
+
+def test_a_mark_whose_first_write_a_kill_cut_short_does_not_block_overwrite(files, tmp_path):
+    """A kill while --overwrite wrote the kept run's first mark left .lwayrt-replaced holding only that write's
+    temporary file: every --overwrite after called it "a folder this command did not make", and --restore found
+    nothing to restore."""
+    from lway_rt.adapt import runfolder
+    from lway_rt.io.weights import temp_prefix
+
+    out = tmp_path / "out"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)])[0] == 0
+    (out / runfolder.ASIDE).mkdir()
+    (out / runfolder.ASIDE / f"{temp_prefix(runfolder.ASIDE_MARK)}k1ll3d.tmp").write_text("{")
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1], "3", "--overwrite"])
+    assert code == 0 and not (out / runfolder.ASIDE).exists(), text
+    (out / runfolder.ASIDE).mkdir()  # a hidden file of the user's there is the user's all the same
+    (out / runfolder.ASIDE / ".notes.tmp").write_text("mine")
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--overwrite"])
+    assert code == 1 and "a folder this command did not make" in text, text
 
 
 def test_a_run_after_a_stopped_per_image_restore_says_to_finish_it(files, tmp_path, monkeypatch):

@@ -110,9 +110,11 @@ def _remove_killed_writes(out_dir: Path) -> None:
     """The hidden temporary files (``.NAME.*.tmp``, of ``atomic_path``) of the names a run writes into ``out_dir`` and
     its ``sr/``: under the run's lock none is being written, so each is what a run killed mid-write (``kill -9``)
     left, a checkpoint's tens of MB among them. Elsewhere such files wait a day (``sweep_stale_temps``)."""
-    found = [f for name in _RUN_FILES for f in out_dir.glob(f".{name}.*.tmp")]
-    if (out_dir / "sr").is_dir():
-        found += (out_dir / "sr").glob(".*.png.*.tmp")
+    from lway_rt.io.weights import is_temp_name, temp_target
+
+    found = [f for name in _RUN_FILES for f in out_dir.glob(f".{name}.*.tmp") if is_temp_name(f.name, name)]
+    if (out_dir / "sr").is_dir():  # (a hidden file of the user's that merely ends in .tmp is not one)
+        found += [f for f in (out_dir / "sr").glob(".*.png.*.tmp") if (temp_target(f.name) or "").endswith(".png")]
     for f in found:
         try:
             if f.is_file() and not f.is_symlink():
@@ -203,8 +205,11 @@ def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str
     that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
     name is the user's, and refused before anything moves."""
     aside = out_dir / ASIDE
-    if aside.is_dir() and not aside.is_symlink() and not any(aside.iterdir()):
-        aside.rmdir()  # empty: what a stop left as its last file went (it holds nothing of anyone's)
+    if aside.is_dir() and not aside.is_symlink():
+        for f in [f for f in aside.iterdir() if _mark_temp(f, aside) and f.is_file() and not f.is_symlink()]:
+            f.unlink()  # its first mark's write, which a kill cut short (under the lock no one writes it now)
+        if not any(aside.iterdir()):
+            aside.rmdir()  # empty: what a stop left as its last file went (it holds nothing of anyone's)
     if os.path.lexists(aside):
         kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
         raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
@@ -426,31 +431,48 @@ def _is_prefix(part: Path, whole: Path) -> bool:
 def _check_put_back(folder: Path) -> list[Path]:
     """The stopped run's files in ``folder``, which --restore removes before it puts back the run kept in
     ``folder/.lwayrt-replaced``; refuses, before anything changes, where a file that is not the stopped run's is in
-    the way of a kept one. None are removed, and nothing is checked here, where the move aside was cut short or a
-    --restore is under way (``_put_back`` checks as it goes)."""
+    the way of a kept one. None are removed where the move aside was cut short or a --restore is under way (the
+    stopped run's files went before the first file was put back). Under way, a file in the way is the user's unless it
+    is a kept file's copy back to another disk that a stop cut short; cut short, ``_put_back`` checks each file as it
+    goes (what is still in ``folder`` is the replaced run's own)."""
     aside = folder / ASIDE
-    if _aside_state(aside) != "kept":
+    state = _aside_state(aside)
+    if state not in ("kept", "restoring", "cut short"):
         return []
-    kept_top = (p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK)
-    # (the top of a per-image or per-group folder: its mark lists the run folders the command started, and its
-    # summary says which mode; a stopped first command left none, and then only its own configuration is its)
-    mode = (_read_json_dict(aside / "report.json") or _read_json_dict(folder / "config.json") or {}).get("mode")
-    summary = (mode if mode in ("per-image", "per-group") else "per-image") if "runs" in _aside_mark(aside) else None
-    stopped = _stopped_run_files(folder, also=kept_top, summary=summary)
+    stopped: list[Path] = []
+    if state == "kept":
+        kept_top = (p.name for p in aside.iterdir() if p.is_file() and p.name != ASIDE_MARK)
+        # (the top of a per-image or per-group folder: its mark lists the run folders the command started, and its
+        # summary says which mode; a stopped first command left none, and then only its own configuration is its)
+        mode = (_read_json_dict(aside / "report.json") or _read_json_dict(folder / "config.json") or {}).get("mode")
+        summary = (mode if mode in ("per-image", "per-group") else "per-image") if "runs" in _aside_mark(aside) else None
+        stopped = _stopped_run_files(folder, also=kept_top, summary=summary)
     theirs = set(stopped)
     for path in aside.rglob("*"):
         dest = folder / path.relative_to(aside)
-        if not path.is_file() or path.name == ASIDE_MARK:
+        if not path.is_file() or path.name == ASIDE_MARK or _mark_temp(path, aside):
             continue
         # a file or a link where a kept file's folder goes (a file named sr) is in the way too
         parent = next((p for p in reversed(dest.relative_to(folder).parents[:-1])
                        if os.path.lexists(folder / p) and not (folder / p).is_dir()), None)
+        if state == "cut short" and parent is None:
+            continue
+        if state == "restoring" and parent is None and os.path.lexists(dest) and dest.is_file() \
+                and not dest.is_symlink() and _is_prefix(dest, path):
+            continue  # (a copy back to another disk that a stop cut short: the kept file goes over it)
         if parent is not None or (os.path.lexists(dest) and dest not in theirs):
             what = dest if parent is None else folder / parent
             raise OutputError(f"{what} is in the way of the kept run's file{'s' if parent is not None else ''} of "
                               f"that name (in {aside}), and it is not the stopped run's: move it, then run lwayrt adapt "
                               "--restore again (nothing was changed)")
     return stopped
+
+
+def _mark_temp(path: Path, aside: Path) -> bool:
+    """Whether ``path`` is a temporary file of a write of ``aside``'s mark that a kill cut short."""
+    from lway_rt.io.weights import is_temp_name
+
+    return path.parent == aside and is_temp_name(path.name, ASIDE_MARK)
 
 
 def _put_back(folder: Path, stopped: Sequence[Path]) -> int:
@@ -460,7 +482,8 @@ def _put_back(folder: Path, stopped: Sequence[Path]) -> int:
     still in ``folder`` is the replaced run's own), and a --restore a stop cut short goes on moving."""
     aside = folder / ASIDE
     state = _aside_state(aside)
-    kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)]
+    kept = [p for p in aside.rglob("*") if p.is_file() and p.relative_to(aside) != Path(ASIDE_MARK)
+            and not _mark_temp(p, aside)]  # (the mark's own write that a kill cut short goes with the folder)
     if state == "kept":
         _remove_stopped_run(folder, stopped)
         _mark_aside(aside, complete=True, restoring=True)

@@ -67,6 +67,21 @@ def temp_prefix(name: str) -> str:
     return f".{temp_stem(name)}.lw{_host_tag()}p{os.getpid()}."
 
 
+_TEMP_NAME = re.compile(r"\.(.+)\.lw[0-9a-f]{8}p\d+\.[^.]*\.(?:onnx\.)?tmp")
+
+
+def temp_target(name: str) -> str | None:
+    """The name (``temp_stem``'s) of the file whose temporary file ``name`` is, as ``temp_prefix`` names them; None
+    for any other name (a hidden file of the user's that merely ends in ``.tmp``)."""
+    m = _TEMP_NAME.fullmatch(name)
+    return None if m is None else m.group(1)
+
+
+def is_temp_name(name: str, of: str) -> bool:
+    """Whether ``name`` is a temporary file of the file named ``of``, as ``temp_prefix`` names them."""
+    return temp_target(name) == temp_stem(of)
+
+
 def _host_tag() -> str:
     import hashlib
     import socket
