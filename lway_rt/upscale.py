@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lway_rt.adapt._imageio import natural_order
 from lway_rt.archs.descriptor import ModelDescriptor
 from lway_rt.errors import InputError, Interrupted, LwayError, listing
 from lway_rt.io.images import (
@@ -603,7 +604,8 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
         if p.is_dir():
             inner_out = skip is not None and skip != p.resolve() and skip.is_relative_to(p.resolve())
             every = _folder_files(p, recursive)
-            listed = sorted(f for f in every if f.suffix.lower() in IMAGE_SUFFIXES)
+            listed = sorted((f for f in every if f.suffix.lower() in IMAGE_SUFFIXES), key=natural_order)  # (frame_2
+            # before frame_10, as adapt reads a clip's frames and the progress line names them)
             inside = [f for f in listed if f.is_file() and f.resolve().is_relative_to(skip)] if inner_out else []
             out_files = set(inside)
             files = [f for f in listed if f.is_file() and f not in out_files]

@@ -1399,3 +1399,16 @@ def test_force_color_does_not_put_a_progress_bar_in_a_log(tmp_path, inputs):
                                        MODEL], env={"FORCE_COLOR": "1"})
     assert result.exit_code == 0 and "\r" not in result.output and "\x1b[" not in result.output, repr(result.output)
     assert "upscaling 1 image(s)" in result.output or "written" in result.output, result.output
+
+
+def test_a_folder_of_frames_is_taken_in_frame_order(tmp_path):
+    """upscale walked a clip's frames in string order (frame_10 before frame_2; the progress line named them so),
+    where adapt reads them in frame order."""
+    from lway_rt.upscale import collect_inputs
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for n in (1, 2, 10, 11, 3):
+        Image.new("RGB", (8, 8)).save(clip / f"frame_{n}.png")
+    found, failures = collect_inputs([clip])
+    assert not failures and [f.name for f, _ in found] == [f"frame_{n}.png" for n in (1, 2, 3, 10, 11)]
