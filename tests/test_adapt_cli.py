@@ -876,6 +876,110 @@ def test_a_mark_whose_first_write_a_kill_cut_short_does_not_block_overwrite(file
     assert code == 1 and "a folder this command did not make" in text, text
 
 
+def test_a_resume_after_a_stopped_per_image_overwrite_takes_it_up_or_is_refused(files, tmp_path, monkeypatch):
+    """After a per-image --overwrite stopped part-way, the --resume it advises was refused (its run folders not yet
+    started held the replaced runs, "made with other settings"); a --resume of other inputs finished and deleted the
+    runs kept aside, or got its own new runs recorded as the overwrite's, for --restore to delete. The --resume of the
+    overwrite's inputs takes it up; one of other inputs is refused, and --restore gives the folder back."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    before = _digests(out)
+    other = [*_replace_args(files)[:-1], "3"]
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)  # alpha made anew, grey stopped, rgb not begun
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130 and "--resume in place of --overwrite" in text, text
+    fewer, more = tmp_path / "fewer", tmp_path / "more"
+    fewer.mkdir()
+    shutil.copy(files / "lr" / "rgb.png", fewer / "rgb.png")
+    shutil.copytree(files / "lr", more)
+    shutil.copy(files / "lr" / "rgb.png", more / "new.png")
+    for folder, said in ((fewer, "it does not adapt alpha, grey"), (more, "new is not among its inputs")):
+        code, text = _run(["adapt", str(folder), "-o", str(out), *other, "--mode", "per-image", "--resume"])
+        assert code == 1 and "this --resume adapts other inputs than that overwrite" in text and said in text, text
+    assert not (out / "new").exists()
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=True)
+    assert "put back" in runfolder.restore_replaced(copy) and _digests(copy) == before
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--resume"])
+    assert code == 0 and text.count("3 iterations, completed") == 3, text
+    assert not any(p.name == runfolder.ASIDE for p in out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_a_resume_finishes_the_replacing_an_overwrite_killed_at_its_end_left(files, tmp_path, monkeypatch):
+    """An --overwrite stopped after its report was written, before it removed the run it replaced: --resume called
+    the new run complete and left the old one kept aside for good (every plain rerun refused, as if a run there had
+    not finished). It removes it now."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "out"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)])[0] == 0
+    other = [*_replace_args(files)[:-1], "3"]
+    _stopping_on_call(monkeypatch, loop, "_finish_replacing", 1)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130 and runfolder._aside_state(out / runfolder.ASIDE) == "kept", text
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--resume"])
+    assert code == 0 and "3 iterations, completed" in text and not (out / runfolder.ASIDE).exists(), text
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other])
+    assert code == 1 and "holds a finished run" in text, text
+
+
+def test_an_overwrite_after_one_stopped_at_its_end_keeps_its_finished_run(files, tmp_path, monkeypatch):
+    """An --overwrite stopped after its new run's report, before it removed the run it replaced: the next --overwrite
+    deleted that finished run outright and kept the older one, so a --restore of that one brought back the older run
+    and the newer was gone. The finished run is the one kept now."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "out"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)])[0] == 0
+    _stopping_on_call(monkeypatch, loop, "_finish_replacing", 1)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1], "3", "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130 and runfolder._aside_state(out / runfolder.ASIDE) == "kept", text
+    newer = {k: v for k, v in _digests(out).items() if not k.startswith(runfolder.ASIDE)}
+    _stop_before_the_first_step(monkeypatch, [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1], "4",
+                                              "--overwrite"])
+    assert "put back" in runfolder.restore_replaced(out)
+    assert _digests(out) == newer
+
+
+def test_a_per_image_restore_stopped_at_its_very_end_and_run_again_keeps_the_runs(files, tmp_path, monkeypatch):
+    """A per-image --restore stopped after it had put the folder's summary back, before it removed the folder it was
+    kept in: run again, it read the summary only there, took every run folder the stopped command had started for
+    that command's, and deleted them, the runs it had just put back among them."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    before = _digests(out)
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 3)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1], "3", "--mode",
+                       "per-image", "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130, text
+    real = runfolder.shutil.rmtree
+
+    def stop_at_the_top(path, *a, **k):
+        if Path(path) == out / runfolder.ASIDE:
+            raise KeyboardInterrupt
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(runfolder.shutil, "rmtree", stop_at_the_top)
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(out)
+    monkeypatch.undo()
+    assert (out / "report.json").is_file()  # (put back)
+    assert "put back" in runfolder.restore_replaced(out)
+    assert _digests(out) == before
+
+
 def test_a_run_after_a_stopped_per_image_restore_says_to_finish_it(files, tmp_path, monkeypatch):
     """The same in a per-image folder, the --restore stopped inside a run folder's: that run folder was judged as a
     run."""
@@ -1031,7 +1135,9 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monke
     one.mkdir()
     shutil.copy(files / "lr" / "rgb.png", one / "rgb.png")
     code, text = _run(["adapt", str(one), *args[1:], "--resume", "--seed", "3"])
-    assert code == 1 and "other inputs, model or settings than that overwrite" in text and "--restore" in text, text
+    assert code == 1 and "this --resume adapts other inputs than that overwrite" in text and "--restore" in text, text
+    code, text = _run(["adapt", *args, "--resume", "--seed", "3"])  # (its finished run of grey says it first)
+    assert code == 1 and "made with other settings: --seed 0 (this command: 3)" in text, text
     assert _digests(out / "rgb" / ASIDE) == kept
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0 and not list(out.rglob(ASIDE)), text

@@ -49,9 +49,10 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.runfolder import (
     ASIDE, CHECKPOINT, SR_WRITTEN, WEIGHTS, _REPORT_FORMAT, _SR_WRITTEN_BEFORE, _SUMMARY_FORMAT, _aside_mark,
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
+    finished_report,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_users_images, restore_words, run_damage, run_mode,
+    _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_another_resume, refuse_users_images, restore_words, run_damage, run_mode,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -734,8 +735,11 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     _remove_killed_writes(out_dir)  # under the lock: no run writes here now, so they are a killed run's
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite, top)  # again, under the lock: a run may have finished there meanwhile
-    if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal
-        _finish_replacing(out_dir)  # of the run it replaced: that goes first
+    if _aside_state(out_dir / ASIDE) == "discarding" or (  # an overwrite here finished, and a stop cut short the
+            not aside_until_end and _aside_state(out_dir / ASIDE) == "kept"  # removal of the run it replaced (or came
+            and _aside_mark(out_dir / ASIDE).get("replacing") is not None  # after its report, before the mark said so:
+            and _aside_mark(out_dir / ASIDE).get("replacing") == (finished_report(out_dir) or {}).get("fingerprint")):
+        _finish_replacing(out_dir)  # an --overwrite had deleted that finished run and kept the old one): that goes first
     if overwrite or redo or _aside_state(out_dir / ASIDE) in ("cut short", "restoring"):  # (a move aside a stop cut
         # short is finished before this run writes anything: the files still here are the replaced run's)
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs, replacing=fingerprint):
@@ -862,14 +866,22 @@ def _accept_run(out_dir: Path, finished: dict | None, fingerprinter: _Fingerprin
         refuse_other(f"the finished run in {out_dir}", finished, finished.get("config"),
                      "rerun with the same ones, choose another --out folder, or pass --overwrite to replace it")
         damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
+        # the run an --overwrite killed after its report, before it removed the run it replaced: that goes now (it
+        # stayed kept aside for good, and every plain rerun was refused as if a run there had not finished)
+        done_replacing = not aside_until_end and _aside_state(out_dir / ASIDE) == "kept" \
+            and isinstance(replacing, str) and replacing == finished.get("fingerprint")
         if damage is None:
             log(f"{out_dir} is complete with these inputs and settings: kept as it is")
+            if done_replacing:
+                _finish_replacing(out_dir)
             return _kept_result(out_dir, finished)
         rewritten = (_rewrite_missing_images(out_dir, finished, desc, images, config, config.device) if write_outputs
                      else None)
         if rewritten is not None:
             log(f"{out_dir}: the finished run was missing {rewritten} SR image(s): wrote them again from its "
                 f"{WEIGHTS}, which is intact")
+            if done_replacing:
+                _finish_replacing(out_dir)
             return _kept_result(out_dir, finished)
         log(f"{out_dir}: the finished run is damaged ({damage}): running it again")
         return None, True
@@ -1613,6 +1625,17 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
     for folder in (out_dir, *(out_dir / name for name, _ in runs)):  # (a run folder restored already is no run of
         _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # this command's to judge: say that first)
+    # a --resume that takes up a stopped --overwrite (its run folders, no other): those it had not reached yet still
+    # hold the runs it replaces (other settings: no run folder of its own kept aside, no checkpoint), which this command
+    # replaces as it would have (they were refused as "made with other settings", the advised --resume stuck); with a
+    # mark of an earlier version, which names no such list, they stay
+    reachable: set[str] = set()  # run folders of the overwrite it had not reached
+    if resume and not overwrite:
+        refuse_another_resume(out_dir, [name for name, _ in runs])
+        mark = _aside_mark(out_dir / ASIDE) if _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {}
+        if isinstance(mark.get("planned"), list):
+            reachable = {str(n) for n in mark["planned"] if _aside_state(out_dir / str(n) / ASIDE) is None}
+    replacing: set[str] = set()  # those of them that hold a replaced run
     for name, group in runs:
         sub = out_dir / name
         finished = _existing_run(sub, resume, overwrite, out_dir)
@@ -1631,6 +1654,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             None if finished is None else finished.get("fingerprint", "")
         then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
         if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
+            if name in reachable and ck is None:
+                replacing.add(name)
+                continue
             changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
                                      fingerprint_of.with_parts(group, gt)[1], config.sample)
             made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
@@ -1653,11 +1679,14 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         if state == "cut short" or (state is None and overwrite and (top_summary.get("runs") is not None
                                                                      or run_mode(out_dir) is not None)):
             if state is None:
-                aside = _make_aside(out_dir, runs=[])  # (each run folder joins as its run starts)
+                aside = _make_aside(out_dir, runs=[], planned=[name for name, _ in runs])  # (each run folder joins
+                # the runs as its run starts)
             for name in _RUN_NAMES[config.mode]:  # (a groups.json of the user's in a per-image folder stays)
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
+        if overwrite and _aside_state(aside) == "kept":  # (an overwrite again after a stopped one replaces the runs now)
+            _mark_aside(aside, complete=True, planned=[name for name, _ in runs])
         atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
             atomic_write_json(groups_path, record)
@@ -1677,8 +1706,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                 if name not in made:
                     _mark_aside(aside, complete=True, runs=[*made, name])
             try:
-                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
-                                            embeddings=emb, overwrite=overwrite, note=note, aside_until_end=True))
+                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt,
+                                            resume=resume and name not in replacing, log=log, embeddings=emb,
+                                            overwrite=overwrite or name in replacing, note=note, aside_until_end=True))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
                                                            "kept)") + _runs_aside_words(out_dir)) from None

@@ -162,7 +162,8 @@ def _aside_mark(aside: Path) -> dict:
 
 
 def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False,
-                discarding: bool = False, drop: Sequence[str] = (), replacing: str | None = None) -> None:
+                discarding: bool = False, drop: Sequence[str] = (), replacing: str | None = None,
+                planned: Sequence[str] | None = None) -> None:
     """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
     the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
     or per-group command makes, which --restore removes where the replaced summary does not list them;
@@ -170,15 +171,44 @@ def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, 
     only goes on moving); ``discarding``: the new run finished, and what is kept here is being removed (a stop
     part-way leaves a folder that is only ever removed, never put back), with the run folders ``drop`` names (a
     per-image or per-group command's replaced runs it did not make again); ``replacing``: the fingerprint of the run
-    that replaces it (its inputs, model and settings), which a --resume with no checkpoint to take up must match."""
+    that replaces it (its inputs, model and settings), which a --resume with no checkpoint to take up must match;
+    ``planned``: in a per-image or per-group folder, the run folders of the command replacing the runs kept (every one,
+    made or not), which a --resume must adapt, no other and none fewer, to take that command up."""
     before = _aside_mark(aside)
     runs = list(runs) if runs is not None else before.get("runs")
+    planned = list(planned) if planned is not None else before.get("planned")
     replacing = replacing if replacing is not None else before.get("replacing")
     atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
                                            "complete": complete, "restoring": restoring,
                                            **({"runs": runs} if runs is not None else {}),
                                            **({"replacing": replacing} if isinstance(replacing, str) else {}),
+                                           **({"planned": planned} if isinstance(planned, list) else {}),
                                            **({"discarding": True, "drop": list(drop)} if discarding else {})})
+
+
+def refuse_another_resume(out_dir: Path, names: Sequence[str]) -> None:
+    """Refuse a --resume into the per-image or per-group folder ``out_dir`` that a stopped --overwrite replaces runs in,
+    where it adapts other inputs than that overwrite (run folders ``names``): it would remove the runs kept aside when
+    it finished, those of run folders it does not make again among them, and --restore would take its own new runs
+    for the overwrite's. The mark names the overwrite's run folders (an earlier version's names only those it
+    started, which the --resume must then make again)."""
+    aside = out_dir / ASIDE
+    if _aside_state(aside) not in ("kept", "cut short"):
+        return
+    mark = _aside_mark(aside)
+    planned, started = mark.get("planned"), mark.get("runs")
+    ours = set(map(str, planned)) if isinstance(planned, list) else None
+    if ours is None and isinstance(started, list):
+        ours = set(map(str, started)) | set(names)  # (no more than it started is known: any others may join)
+    if ours is None or ours == set(names):
+        return
+    missing, extra = sorted(ours - set(names)), sorted(set(names) - ours)
+    differs = "; ".join(([f"it does not adapt {listing(missing, 4)}"] if missing else [])
+                        + ([f"{listing(extra, 4)} {'is' if len(extra) == 1 else 'are'} not among its inputs"]
+                           if extra else []))
+    raise InputError(f"{out_dir} holds the runs a stopped --overwrite replaces, kept aside until it finishes, and this "
+                     f"--resume adapts other inputs than that overwrite ({differs}): run that --overwrite command "
+                     f"again, --resume it with its inputs, or {restore_words(out_dir)} to have the runs back")
 
 
 def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
@@ -200,7 +230,8 @@ def _aside_state(path: Path) -> str | None:
     return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
 
 
-def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str | None = None) -> Path:
+def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str | None = None,
+                planned: Sequence[str] | None = None) -> Path:
     """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
     that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
     name is the user's, and refused before anything moves."""
@@ -216,7 +247,7 @@ def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str
                          "replaces until the new one finishes: move it, then run the command again")
     aside.mkdir()
     try:
-        _mark_aside(aside, complete=False, runs=runs, replacing=replacing)
+        _mark_aside(aside, complete=False, runs=runs, replacing=replacing, planned=planned)
     except BaseException:  # (a full disk): no unmarked folder is left behind, to be taken for the user's
         with contextlib.suppress(OSError):
             aside.rmdir()
@@ -532,6 +563,8 @@ def restore_replaced(out_dir: Path) -> str:
         # every folder first: nothing changes while a file is in the way
         stopped = {folder: _check_put_back(folder) for folder in (*subs, *top)}
         summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
+        if summary is None and top and _aside_state(out_dir / ASIDE) == "restoring":  # put back already, by the
+            summary = _read_json_dict(out_dir / "report.json")  # --restore a stop cut short (its runs are the kept ones)
         made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
         removed = []
         runs = (summary or {}).get("runs")  # (none: the replaced folder's first command had been stopped too)
