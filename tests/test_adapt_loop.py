@@ -609,3 +609,25 @@ def test_image_sha256_reads_a_file_again_once_it_changes(tmp_path):
     path.write_bytes(b"b" * 64)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # (only its change time tells)
     assert image_sha256(path) == hashlib.sha256(b"b" * 64).hexdigest()
+
+
+def test_the_detail_change_takes_the_unadapted_detail_from_the_weighing(tmp_path, inputs, stage1, monkeypatch):
+    """detail_change ran the unadapted network on each image's crop again after the weighing had run it on that same
+    crop (a quarter of the passes over a clip's frames after training); it takes that detail from the weighing, and
+    the ratios are those it measured itself."""
+    import lway_rt.adapt.loop as loop
+
+    seen = []
+    real = loop.detail_change
+
+    def measured(model, base, data, scale, multiple=1, **kw):
+        changes = real(model, base, data, scale, multiple, **kw)
+        seen.append((kw.get("base_energy"), changes, real(model, base, data, scale, multiple)))
+        return changes
+
+    monkeypatch.setattr(loop, "detail_change", measured)
+    cfg = AdaptConfig(iterations=4, patch_size=16, batch_size=2)
+    assert cfg.anchor_weight > 0 and cfg.anchor_trust > 0
+    adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "run", stage1=stage1)
+    (given, changes, fresh), = seen
+    assert given is not None and len(given) == len(inputs) and changes == fresh

@@ -154,17 +154,20 @@ def _row_label(name: str, width: int = 24) -> str:
 
 
 def detail_change(model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], scale: int, multiple: int = 1,
-                  max_side: int = TRUST_MAX_SIDE, progress: Callable[[int], None] | None = None) -> list[float]:
+                  max_side: int = TRUST_MAX_SIDE, progress: Callable[[int], None] | None = None,
+                  base_energy: Sequence[float] | None = None) -> list[float]:
     """Per image: the fine detail (``wavelet.detail_energy``) of ``model``'s output over ``base``'s, on a centre
     crop of at most ``max_side`` LR pixels a side (as the anchor trust measures). No ground truth is needed;
     above 1 the adapted model adds detail (on the quality benchmark, where it made crops worse it had added
-    more than 1.1x, nearly always more than 1.2x). ``progress`` is called with the number of images done."""
+    more than 1.1x, nearly always more than 1.2x). ``progress`` is called with the number of images done.
+    ``base_energy``: ``base``'s fine detail on each image's crop, measured already (``losses.trust_losses``)."""
     out = []
     with torch.no_grad():
-        for im in data:
+        for k, im in enumerate(data):
             t, l, side = im.centre_window(max_side, multiple)
             lr = im.lr[..., t:t + side, l:l + side]
-            e_base = float(detail_energy(super_resolve(base, lr, scale, multiple, 0), scale)[0])
+            e_base = float(detail_energy(super_resolve(base, lr, scale, multiple, 0), scale)[0]) \
+                if base_energy is None else base_energy[k]
             e_new = float(detail_energy(super_resolve(model, lr, scale, multiple, 0), scale)[0])
             out.append(e_new / e_base if e_base > 0 else 1.0)
             if progress is not None:
@@ -802,7 +805,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                     "threads": torch.get_num_threads(), "device": device},
     }
     base = anchor_model if anchor_model is not None else copy.deepcopy(desc.model).to(device).eval()
-    _flag_detail(report, model, base, data, flat, scale, multiple, log, note)
+    known = [w.get("detail_unadapted") for w in weighed] if weighed else None  # (a checkpoint of an earlier
+    _flag_detail(report, model, base, data, flat, scale, multiple, log, note,  # version's weighing has none)
+                 base_energy=known if known and all(isinstance(e, float) for e in known) else None)
     if gt is not None:
         _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
         for entry in report["images"]:
@@ -1279,13 +1284,13 @@ class _Training:
 
 
 def _flag_detail(report: dict, model: nn.Module, base: nn.Module, data: Sequence[AdaptImage], flat: set[int],
-                 scale: int, multiple: int, log: Log, note: Log) -> None:
+                 scale: int, multiple: int, log: Log, note: Log, base_energy: Sequence[float] | None = None) -> None:
     """Which images gained the most fine detail (no ground truth needed): where to look first. Each image's
     ``detail_change`` and its window go into ``report``, and the images at or above ``DETAIL_FLAG`` are named."""
     if len(data) >= _SAY_BEFORE:  # two passes of a crop a frame: a minute of silence after the last iteration
         log(f"measuring the detail the adaptation added on {len(data)} image(s) ...")
     changes = detail_change(model, base, data, scale, multiple,
-                            progress=_PassLines(log, len(data), "measured {k} of {n} image(s)"))
+                            progress=_PassLines(log, len(data), "measured {k} of {n} image(s)"), base_energy=base_energy)
     for entry, c, d in zip(report["images"], changes, data):
         entry["detail_change"] = round(c, 4)
         entry["detail_window"] = list(d.centre_window(TRUST_MAX_SIDE, multiple))  # top, left, side in LR pixels

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.patches import Batch, bicubic_down, bicubic_up
 from lway_rt.adapt.perceptual import Perceptual
-from lway_rt.adapt.wavelet import detail_ratio, hf_weight
+from lway_rt.adapt.wavelet import detail_energy, detail_ratio, hf_weight
 
 __all__ = ["weighted_l1", "loss_terms", "adaptation_loss", "supervised_l1", "wants_supervised", "upcast", "backbone_trust",
            "TRUST_MAX_SIDE", "trust_losses", "guard_gates"]
@@ -143,7 +143,8 @@ def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multi
     """Stage 1's judgement of the backbone on each image, before adapting: per image, the run's
     self-supervised loss (no anchor, guard, supervised or perceptual term) on a centre crop of at most
     ``max_side`` LR pixels, for the unadapted output (``loss_unadapted``) and for the bicubic upsampling
-    of the same crop (``loss_bicubic``).
+    of the same crop (``loss_bicubic``); and the unadapted output's fine detail there (``detail_unadapted``,
+    ``wavelet.detail_energy`` of it clamped to [0, 1], as ``loop.detail_change`` measures it).
 
     ``images`` are ``patches.AdaptImage``; ``backbone`` the unadapted S; ``recon(clean, index)`` the
     prepared R. Where R(S0(x)) explains the LR worse than R(bicubic(x)) (``loss_bicubic /
@@ -159,10 +160,13 @@ def trust_losses(images, backbone, recon, config: AdaptConfig, scale: int, multi
             up = im.up_window(t, l, side, side)
             batch = Batch(lr=lr, up=up, index=torch.full((1,), i, dtype=torch.long, device=lr.device))
             reconstruct = (lambda x, b=batch: recon(x, b.index))
-            l_s0 = float(loss_terms(backbone(lr), batch, reconstruct, plain)[0])
+            s0 = backbone(lr)
+            # its fine detail too, which the run's detail_change compares the adapted output's with (one pass less)
+            e_s0 = float(detail_energy(s0.clamp(0, 1), scale)[0])
+            l_s0 = float(loss_terms(s0, batch, reconstruct, plain)[0])
             # bicubic of the crop itself, so both predictions see the same borders
             l_bic = float(loss_terms(bicubic_up(lr, scale), batch, reconstruct, plain)[0])
-            info.append({"loss_unadapted": l_s0, "loss_bicubic": l_bic})
+            info.append({"loss_unadapted": l_s0, "loss_bicubic": l_bic, "detail_unadapted": e_s0})
             if progress is not None:
                 progress(len(info))
     return info
