@@ -2763,3 +2763,17 @@ def test_resume_after_a_stopped_overwrite_takes_the_same_photos_spelled_otherwis
     _stop_before_the_first_step(monkeypatch, [*args, "--sup-data", str(clean), "--overwrite"])
     code, text = _run(["adapt", *args, "--sup-data", str(tmp_path / "link"), "--resume"])
     assert code == 0 and not (out / ASIDE).exists(), text
+
+
+def test_every_unreadable_frame_is_named(files, tmp_path):
+    """adapt named only the first frame it could not read: a clip with two damaged frames took a fix and a rerun
+    for each. Every one is named (the first's reason given), and nothing is written."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for name in ("rgb.png", "grey.png", "alpha.png"):
+        shutil.copy(files / "lr" / name, clip / name)
+    for name in ("grey.png", "rgb.png"):
+        (clip / name).write_bytes((files / "lr" / name).read_bytes()[:200])
+    code, text = _run(["adapt", str(clip), "-o", str(tmp_path / "out"), *_replace_args(files)])
+    assert code == 1 and "2 of 3 inputs cannot be read (grey.png, rgb.png)" in text and "truncated" in text, text
+    assert len(text.splitlines()) == 1 and not (tmp_path / "out").exists(), text

@@ -123,6 +123,7 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
     stems = Counter(p.stem.casefold() for p in paths)
     out: list[InputImage] = []
     seen: set[str] = set()
+    unreadable: list[tuple[Path, InputError]] = []
     for p in paths:
         base = p.stem if stems[p.stem.casefold()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
         name, k = base, 1
@@ -130,10 +131,19 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
             k += 1
             name = f"{base}_{k}"
         seen.add(name.casefold())
-        img = read_image(p)
+        try:
+            img = read_image(p)
+        except InputError as exc:  # every frame that cannot be read is named, not one a run (a fix, a rerun each)
+            unreadable.append((p, exc))
+            continue
         if img.frames > 1 and notes is not None:
             notes.append("note: " + frames_note(p, img.frames, "adapted on and written", damaged=img.frames_damaged))
         if img.alpha is not None:
             img = replace(img, rgb=fill_hidden_colour(img.rgb, img.alpha))
         out.append(InputImage(name, img, p))
+    if len(unreadable) == 1:
+        raise unreadable[0][1]
+    if unreadable:
+        raise InputError(f"{len(unreadable)} of {len(paths)} inputs cannot be read ({listing([p.name for p, _ in unreadable], 5)}"
+                         f"); the first: {unreadable[0][1]}")
     return out
