@@ -2689,8 +2689,10 @@ def test_resume_after_a_stopped_per_image_overwrite_needs_its_inputs_and_setting
     other = tmp_path / "other"
     other.mkdir()
     shutil.copy(files / "lr" / "rgb.png", other / "alpha.png")  # another picture under alpha's name
+    for name in ("grey.png", "rgb.png"):  # (the overwrite's inputs otherwise: fewer are refused as such)
+        shutil.copy(files / "lr" / name, other / name)
     kept = _digests(out / "alpha" / ASIDE)
-    code, text = _run(["adapt", str(other / "alpha.png"), *args[1:], "--resume"])
+    code, text = _run(["adapt", str(other), *args[1:], "--resume"])
     assert code == 1 and "other inputs, model or settings than that overwrite" in text, text
     assert _digests(out / "alpha" / ASIDE) == kept
     assert _run(["adapt", "--restore", str(out)])[0] == 0
