@@ -2779,3 +2779,20 @@ def test_every_unreadable_frame_is_named(files, tmp_path):
     code, text = _run(["adapt", str(clip), "-o", str(tmp_path / "out"), *_replace_args(files)])
     assert code == 1 and "2 of 3 inputs cannot be read (grey.png, rgb.png)" in text and "truncated" in text, text
     assert len(text.splitlines()) == 1 and not (tmp_path / "out").exists(), text
+
+
+def test_an_overwrite_says_when_the_disk_lacks_room_for_the_new_run(files, tmp_path, monkeypatch):
+    """--overwrite keeps the run it replaces until the new one is written, which needs about as much room: a run on a
+    nearly full disk stopped there after all its work. It says so before the work, and runs all the same."""
+    import lway_rt.adapt.loop as loop
+
+    out = tmp_path / "out"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)])[0] == 0
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    real = shutil.disk_usage
+    monkeypatch.setattr(loop.shutil, "disk_usage", lambda path: real(path)._replace(free=size // 2))
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1], "3", "--overwrite"])
+    assert code == 0 and "MB free, and this run writes about as much as the run it replaces" in text, text
+    monkeypatch.setattr(loop.shutil, "disk_usage", lambda path: real(path)._replace(free=size * 2))
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--overwrite"])
+    assert code == 0 and "MB free" not in text, text

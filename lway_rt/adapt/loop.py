@@ -748,6 +748,7 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs, replacing=fingerprint):
             log(f"the finished run this one replaces is kept in {aside} until "
                 f"{'every run of the command' if aside_until_end else 'this one'} finishes")
+            _say_room(out_dir, aside, note)
     if write_outputs:
         atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -897,6 +898,21 @@ def _accept_run(out_dir: Path, finished: dict | None, fingerprinter: _Fingerprin
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         return None, True
     return None, False
+
+
+def _say_room(out_dir: Path, aside: Path, note: Log) -> None:
+    """Say, before any work, where the disk under ``out_dir`` has less room than the run kept aside in ``aside``
+    takes: the new run writes about as much (the same inputs' images, the weights), and the kept run stays until the
+    new one is written. A clip's run stopped on a full disk after hours of work, the kept run safe but the time lost."""
+    try:
+        kept = sum(p.stat().st_size for p in aside.rglob("*") if p.is_file() and not p.is_symlink())
+        free = shutil.disk_usage(out_dir).free
+    except OSError:
+        return
+    if free < kept:
+        note(f"the disk under {out_dir} has {free / 1e6:.0f} MB free, and this run writes about as much as the run it "
+             f"replaces, which stays in {aside} until it finishes ({kept / 1e6:.0f} MB): make room now, or it may stop "
+             "on a full disk (the kept run stays, for --restore)")
 
 
 def _training_pool(data: Sequence[AdaptImage], note: Log) -> tuple[set[int], list[int] | None]:
