@@ -1509,6 +1509,59 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             raise
 
 
+def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], desc, config: AdaptConfig, stage1,
+                       gt, *, resume: bool, overwrite: bool) -> tuple[dict[str, dict], set[str]]:
+    """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
+    returns the finished runs ``--resume`` keeps as they are (by name), and the run folders a ``--resume`` that takes
+    up a stopped ``--overwrite`` replaces as that overwrite would have; raises ``InputError`` for any refused."""
+    fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
+    kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
+    for folder in (out_dir, *(out_dir / name for name, _ in runs)):  # (a run folder restored already is no run of
+        _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # this command's to judge: say that first)
+    # a --resume that takes up a stopped --overwrite (its run folders, no other): those it had not reached yet still
+    # hold the runs it replaces (other settings: no run folder of its own kept aside, no checkpoint), which this command
+    # replaces as it would have (they were refused as "made with other settings", the advised --resume stuck); with a
+    # mark of an earlier version, which names no such list, they stay
+    reachable: set[str] = set()  # run folders of the overwrite it had not reached
+    if resume and not overwrite:
+        refuse_another_resume(out_dir, [name for name, _ in runs])
+        mark = _aside_mark(out_dir / ASIDE) if _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {}
+        if isinstance(mark.get("planned"), list):
+            reachable = {str(n) for n in mark["planned"] if _aside_state(out_dir / str(n) / ASIDE) is None}
+    replacing: set[str] = set()  # those of them that hold a replaced run
+    for name, group in runs:
+        sub = out_dir / name
+        finished = _existing_run(sub, resume, overwrite, out_dir)
+        _refuse_foreign(sub, finished)
+        if sub.is_dir():  # an image of the user's in a run folder's sr/, under an input's name
+            refuse_users_images(sub, [img.name for img in group])
+        if fingerprint_of is None:
+            continue
+        ckpt = sub / CHECKPOINT
+        if finished == {} and not ckpt.exists():
+            raise InputError(f"{sub / 'report.json'} cannot be read, so the finished run there cannot be checked "
+                             "against these inputs and settings: pass --overwrite to run them again, or choose another "
+                             "--out folder")
+        ck = _load_checkpoint(ckpt) if ckpt.exists() else None
+        recorded = ck.get("fingerprint") if ck is not None else \
+            None if finished is None else finished.get("fingerprint", "")
+        then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
+        if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
+            if name in reachable and ck is None:
+                replacing.add(name)
+                continue
+            changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
+                                     fingerprint_of.with_parts(group, gt)[1], config.sample)
+            made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
+                              gt=gt is not None)
+            raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
+                             "ones, choose another --out folder, or pass --overwrite to replace it")
+        if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
+            # (a damaged one runs again: adapt_images says so)
+            kept[name] = finished
+    return kept, replacing
+
+
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
     """``config`` with its folders and files (--sup-data, --lpips-weights) made absolute, as config.json records them
     and the recipe fingerprints them: a run is then resumed, or rerun with ``--config OUT/config.json``, from any
@@ -1642,51 +1695,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
-    fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
-    kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
-    for folder in (out_dir, *(out_dir / name for name, _ in runs)):  # (a run folder restored already is no run of
-        _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # this command's to judge: say that first)
-    # a --resume that takes up a stopped --overwrite (its run folders, no other): those it had not reached yet still
-    # hold the runs it replaces (other settings: no run folder of its own kept aside, no checkpoint), which this command
-    # replaces as it would have (they were refused as "made with other settings", the advised --resume stuck); with a
-    # mark of an earlier version, which names no such list, they stay
-    reachable: set[str] = set()  # run folders of the overwrite it had not reached
-    if resume and not overwrite:
-        refuse_another_resume(out_dir, [name for name, _ in runs])
-        mark = _aside_mark(out_dir / ASIDE) if _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {}
-        if isinstance(mark.get("planned"), list):
-            reachable = {str(n) for n in mark["planned"] if _aside_state(out_dir / str(n) / ASIDE) is None}
-    replacing: set[str] = set()  # those of them that hold a replaced run
-    for name, group in runs:
-        sub = out_dir / name
-        finished = _existing_run(sub, resume, overwrite, out_dir)
-        _refuse_foreign(sub, finished)
-        if sub.is_dir():  # an image of the user's in a run folder's sr/, under an input's name
-            refuse_users_images(sub, [img.name for img in group])
-        if fingerprint_of is None:
-            continue
-        ckpt = sub / CHECKPOINT
-        if finished == {} and not ckpt.exists():
-            raise InputError(f"{sub / 'report.json'} cannot be read, so the finished run there cannot be checked "
-                             "against these inputs and settings: pass --overwrite to run them again, or choose another "
-                             "--out folder")
-        ck = _load_checkpoint(ckpt) if ckpt.exists() else None
-        recorded = ck.get("fingerprint") if ck is not None else \
-            None if finished is None else finished.get("fingerprint", "")
-        then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
-        if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
-            if name in reachable and ck is None:
-                replacing.add(name)
-                continue
-            changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
-                                     fingerprint_of.with_parts(group, gt)[1], config.sample)
-            made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
-                              gt=gt is not None)
-            raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
-                             "ones, choose another --out folder, or pass --overwrite to replace it")
-        if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
-            # (a damaged one runs again: adapt_images says so)
-            kept[name] = finished
+    kept, replacing = _check_run_folders(out_dir, runs, desc, config, stage1, gt, resume=resume, overwrite=overwrite)
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
         # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
