@@ -980,6 +980,100 @@ def test_a_per_image_restore_stopped_at_its_very_end_and_run_again_keeps_the_run
     assert _digests(out) == before
 
 
+def test_a_per_image_overwrite_after_one_stopped_at_its_end_keeps_its_finished_runs(files, tmp_path, monkeypatch):
+    """A per-image --overwrite stopped after its summary (every run made), before it removed the runs it replaced:
+    the next --overwrite deleted those finished runs and kept the older ones, for --restore to bring back."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
+    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 0
+    _stopping_on_call(monkeypatch, loop, "_finish_replacing", 1)
+    code, text = _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130 and runfolder._aside_state(out / runfolder.ASIDE) == "kept", text
+    newer = {k: v for k, v in _digests(out).items() if runfolder.ASIDE not in k}
+    _stop_before_the_first_step(monkeypatch, [*args, "4", "--mode", "per-image", "--overwrite"])
+    assert "put back" in runfolder.restore_replaced(out)
+    assert _digests(out) == newer
+
+
+def test_a_per_image_restore_run_again_keeps_the_run_folders_it_put_back(files, tmp_path, monkeypatch):
+    """The replaced folder had no summary (its own command stopped after its first run): a --restore stopped after
+    it put back that run folder, run again, took it for the stopped command's and deleted it. The folders to remove
+    are recorded before anything changes."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)  # alpha made, grey stopped: no summary
+    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 130
+    monkeypatch.undo()
+    before = _digests(out)
+    _stopping_on_call(monkeypatch, loop, "_finish_replacing", 1)
+    assert _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])[0] == 130
+    monkeypatch.undo()
+    _stopping_on_call(monkeypatch, runfolder, "_put_back", 2)  # alpha's run put back, the folder's own not
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(out)
+    monkeypatch.undo()
+    said = runfolder.restore_replaced(out)
+    assert "put back" in said and "alpha" not in said.partition("removed")[2], said
+    assert _digests(out) == before
+
+
+def test_a_run_into_a_folder_whose_other_run_folder_is_being_restored_is_refused(files, tmp_path, monkeypatch):
+    """A --restore stopped inside a run folder that the next command does not adapt: an --overwrite of the other
+    inputs ran every run, then failed on it, and the run that --restore of that folder put back was deleted after."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
+    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 0
+    _stopping_on_call(monkeypatch, loop, "fast_adapt_step", 7)  # (three steps a run): in rgb's, the last
+    assert _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])[0] == 130
+    monkeypatch.undo()
+    subs = sorted(d for d in out.iterdir() if runfolder._is_aside(d / runfolder.ASIDE))
+    assert [d.name for d in subs] == ["alpha", "grey", "rgb"]
+    moves = sum(1 for d in subs[:2] for p in (d / runfolder.ASIDE).rglob("*")
+                if p.is_file() and p.name != runfolder.ASIDE_MARK)
+    _stopping_on_call(monkeypatch, runfolder.shutil, "move", moves + 2)
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(out)
+    monkeypatch.undo()
+    assert runfolder._aside_state(out / "rgb" / runfolder.ASIDE) == "restoring"
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("alpha.png", "grey.png"):
+        shutil.copy(files / "lr" / name, two / name)
+    code, text = _run(["adapt", str(two), *args[1:], "3", "--mode", "per-image", "--overwrite"])
+    assert code == 1 and f"a --restore into {out} was stopped part-way" in text, text
+
+
+def test_restore_clears_a_run_folders_aside_whose_first_mark_a_kill_cut_short(files, tmp_path, monkeypatch):
+    """A kill while a per-image --overwrite wrote a run folder's first mark left that folder's .lwayrt-replaced
+    holding only that write's temporary file; --restore left it there."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+    from lway_rt.io.weights import temp_prefix
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
+    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 0
+    before = _digests(out)
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)
+    assert _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])[0] == 130
+    monkeypatch.undo()
+    killed = out / "grey" / runfolder.ASIDE
+    killed.mkdir()
+    (killed / f"{temp_prefix(runfolder.ASIDE_MARK)}k1ll3d.tmp").write_text("{")
+    assert "put back" in runfolder.restore_replaced(out)
+    assert not killed.exists() and _digests(out) == before
+
+
 def test_a_run_after_a_stopped_per_image_restore_says_to_finish_it(files, tmp_path, monkeypatch):
     """The same in a per-image folder, the --restore stopped inside a run folder's: that run folder was judged as a
     run."""
@@ -1120,7 +1214,8 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monke
     """A per-image --overwrite stopped part-way says to go on with --resume in place of --overwrite: the runs it
     finished are kept, the run folder it was replacing is made with its settings. --resume with other settings (or other
     inputs) had started anew there and, finished, deleted the run kept aside for --restore: it is refused; and the
-    replaced command's runs that the new inputs lack stay (a --resume replaces nothing it was not asked to)."""
+    folder ends as the uninterrupted overwrite would have left it (the replaced command's runs that its inputs lack
+    go: they had stayed, listed beside the new runs)."""
     import lway_rt.adapt.loop as loop
     from lway_rt.adapt.runfolder import ASIDE
 
@@ -1142,7 +1237,7 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monke
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0 and not list(out.rglob(ASIDE)), text
     summary = json.loads((out / "report.json").read_text())
-    assert sorted(e["name"] for e in summary["runs"]) == ["alpha", "grey", "rgb"] and (out / "alpha").is_dir()
+    assert sorted(e["name"] for e in summary["runs"]) == ["grey", "rgb"] and not (out / "alpha").exists()
 
 
 def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkeypatch):

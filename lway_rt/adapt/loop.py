@@ -1509,6 +1509,16 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             raise
 
 
+def _written_summary(out_dir: Path) -> list | None:
+    """The runs of the summary a per-image or per-group command wrote in ``out_dir`` while it keeps aside the runs it
+    replaces (it writes it once every run is made), else None."""
+    if _aside_state(out_dir / ASIDE) != "kept":
+        return None
+    summary = _read_json_dict(out_dir / "report.json") or {}
+    runs = summary.get("runs")
+    return runs if summary.get("format") == _SUMMARY_FORMAT and isinstance(runs, list) else None
+
+
 def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], desc, config: AdaptConfig, stage1,
                        gt, *, resume: bool, overwrite: bool) -> tuple[dict[str, dict], set[str]]:
     """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
@@ -1516,8 +1526,9 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
     up a stopped ``--overwrite`` replaces as that overwrite would have; raises ``InputError`` for any refused."""
     fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
-    for folder in (out_dir, *(out_dir / name for name, _ in runs)):  # (a run folder restored already is no run of
-        _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # this command's to judge: say that first)
+    folders = [d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()] if out_dir.is_dir() else []
+    for folder in (out_dir, *folders):  # (a run folder restored already is no run of this command's to judge, and one
+        _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # it does not adapt is still the restore's)
     # a --resume that takes up a stopped --overwrite (its run folders, no other): those it had not reached yet still
     # hold the runs it replaces (other settings: no run folder of its own kept aside, no checkpoint), which this command
     # replaces as it would have (they were refused as "made with other settings", the advised --resume stuck); with a
@@ -1632,6 +1643,13 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         note(line)
     if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal of
         _finish_replacing(out_dir)  # what it replaced: done first (under adapt()'s lock), before the runs are checked
+    elif (done := _written_summary(out_dir)) is not None:  # it finished (its summary written after every run), and a
+        # stop came before it removed what it replaced (an --overwrite then deleted those finished runs and kept the
+        # older ones): that goes first, with the replaced runs it did not make again, as it would have
+        new = {str(e.get("name")) for e in done if isinstance(e, dict)}
+        old = (_read_json_dict(out_dir / ASIDE / "report.json") or {}).get("runs")
+        _finish_replacing(out_dir, drop=[str(e.get("name")) for e in old if isinstance(e, dict)
+                                         and str(e.get("name")) not in new] if isinstance(old, list) else [])
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
     for line in notes:  # files of several frames: the first is read
         note(line)
@@ -1696,6 +1714,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                                  "removed or changed?): adapt them into a new --out folder")
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
     kept, replacing = _check_run_folders(out_dir, runs, desc, config, stage1, gt, resume=resume, overwrite=overwrite)
+    # a --resume that takes up a stopped --overwrite (with its inputs: checked) finishes it as it would have finished
+    taking_up = resume and not overwrite and _aside_state(out_dir / ASIDE) in ("kept", "cut short") \
+        and isinstance(_aside_mark(out_dir / ASIDE).get("planned"), list)
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
         # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
@@ -1756,8 +1777,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         earlier = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names]
         # the runs it replaced that this one did not make again go too (as folder mode's old images do), once the new
         # summary is written; runs of an earlier invocation into this folder that this one did not touch stay in it
-        dropped = [str(e.get("name", "")) for e in earlier] if overwrite else []
-        kept_before = [] if overwrite else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
+        dropped = [str(e.get("name", "")) for e in earlier] if overwrite or taking_up else []
+        kept_before = [] if overwrite or taking_up else [e for e in earlier
+                                                          if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         atomic_write_json(out_dir / "report.json", summary)

@@ -163,7 +163,7 @@ def _aside_mark(aside: Path) -> dict:
 
 def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False,
                 discarding: bool = False, drop: Sequence[str] = (), replacing: str | None = None,
-                planned: Sequence[str] | None = None) -> None:
+                planned: Sequence[str] | None = None, removing: Sequence[str] | None = None) -> None:
     """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
     the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
     or per-group command makes, which --restore removes where the replaced summary does not list them;
@@ -173,16 +173,20 @@ def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, 
     per-image or per-group command's replaced runs it did not make again); ``replacing``: the fingerprint of the run
     that replaces it (its inputs, model and settings), which a --resume with no checkpoint to take up must match;
     ``planned``: in a per-image or per-group folder, the run folders of the command replacing the runs kept (every one,
-    made or not), which a --resume must adapt, no other and none fewer, to take that command up."""
+    made or not), which a --resume must adapt, no other and none fewer, to take that command up; ``removing``: the
+    stopped command's run folders that --restore removes, as it found them before it changed anything (run again
+    after a stop, a run folder it had put back meanwhile was taken for the stopped command's)."""
     before = _aside_mark(aside)
     runs = list(runs) if runs is not None else before.get("runs")
     planned = list(planned) if planned is not None else before.get("planned")
+    removing = list(removing) if removing is not None else before.get("removing")
     replacing = replacing if replacing is not None else before.get("replacing")
     atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
                                            "complete": complete, "restoring": restoring,
                                            **({"runs": runs} if runs is not None else {}),
                                            **({"replacing": replacing} if isinstance(replacing, str) else {}),
                                            **({"planned": planned} if isinstance(planned, list) else {}),
+                                           **({"removing": removing} if isinstance(removing, list) else {}),
                                            **({"discarding": True, "drop": list(drop)} if discarding else {})})
 
 
@@ -230,17 +234,26 @@ def _aside_state(path: Path) -> str | None:
     return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
 
 
+def _drop_unmarked_aside(aside: Path) -> None:
+    """Remove ``aside`` where it holds nothing but what a kill during its first mark's write left (that write's
+    temporary file; under the lock no one writes it now), or nothing at all (what a stop left as its last file went):
+    it holds nothing of anyone's, and blocked the next --overwrite as a folder the command did not make."""
+    if not aside.is_dir() or aside.is_symlink() or (aside / ASIDE_MARK).exists():
+        return
+    with contextlib.suppress(OSError):
+        for f in [f for f in aside.iterdir() if _mark_temp(f, aside) and f.is_file() and not f.is_symlink()]:
+            f.unlink()
+        if not any(aside.iterdir()):
+            aside.rmdir()
+
+
 def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str | None = None,
                 planned: Sequence[str] | None = None) -> Path:
     """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
     that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
     name is the user's, and refused before anything moves."""
     aside = out_dir / ASIDE
-    if aside.is_dir() and not aside.is_symlink():
-        for f in [f for f in aside.iterdir() if _mark_temp(f, aside) and f.is_file() and not f.is_symlink()]:
-            f.unlink()  # its first mark's write, which a kill cut short (under the lock no one writes it now)
-        if not any(aside.iterdir()):
-            aside.rmdir()  # empty: what a stop left as its last file went (it holds nothing of anyone's)
+    _drop_unmarked_aside(aside)
     if os.path.lexists(aside):
         kind = "link" if aside.is_symlink() else "folder" if aside.is_dir() else "file"
         raise InputError(f"{aside} is a {kind} this command did not make, where --overwrite keeps the run it "
@@ -551,6 +564,9 @@ def restore_replaced(out_dir: Path) -> str:
             _finish_replacing(out_dir)
             raise InputError(f"nothing to restore in {out_dir}: the --overwrite there had finished (its new run is "
                              "complete), and what it replaced was being removed when it was stopped; that is done now")
+        for d in out_dir.iterdir():  # (a run folder's aside whose first mark a kill cut short: it holds nothing)
+            if d.is_dir() and not d.is_symlink() and d.name != ASIDE:
+                _drop_unmarked_aside(d / ASIDE)
         subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
                       and _is_aside(d / ASIDE))
         for sub in [d for d in subs if _aside_state(d / ASIDE) == "discarding"]:  # its own run had finished
@@ -565,16 +581,22 @@ def restore_replaced(out_dir: Path) -> str:
         summary = _read_json_dict(out_dir / ASIDE / "report.json") if top else None
         if summary is None and top and _aside_state(out_dir / ASIDE) == "restoring":  # put back already, by the
             summary = _read_json_dict(out_dir / "report.json")  # --restore a stop cut short (its runs are the kept ones)
-        made = (_aside_mark(out_dir / ASIDE).get("runs") or []) if top else []
+        mark = _aside_mark(out_dir / ASIDE) if top else {}
+        made = mark.get("runs") if isinstance(mark.get("runs"), list) else []
         removed = []
         runs = (summary or {}).get("runs")  # (none: the replaced folder's first command had been stopped too)
         names = {str(e.get("name")) for e in runs if isinstance(e, dict)} if isinstance(runs, list) else set()
         # a per-image or per-group folder: the stopped command's run folders of names the kept summary does not list
-        # go, first (the folder's kept summary and mark record them, and are put back last: a stop part-way leaves
-        # them for the next --restore)
-        for name in made if isinstance(made, list) else ():
+        # go, first; which they are is recorded in the folder's mark before anything changes, and read from there by
+        # a --restore run again after a stop (the run folders put back meanwhile are no longer told apart)
+        removing = mark.get("removing")
+        if top and not isinstance(removing, list):
+            removing = [str(n) for n in made if str(n) not in names and out_dir / str(n) not in subs]
+            _mark_aside(out_dir / ASIDE, complete=mark.get("complete") is not False,
+                        restoring=bool(mark.get("restoring")), removing=removing)
+        for name in removing if isinstance(removing, list) else ():
             sub = out_dir / str(name)
-            if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
+            if Path(str(name)).name == name and name not in names and sub.is_dir() \
                     and not sub.is_symlink() and ((sub / CHECKPOINT).is_file() or _run_started_in(sub)):
                 _remove_stopped_run(sub)
                 for folder in (sub / "sr", sub):
