@@ -923,6 +923,8 @@ def test_a_resume_finishes_the_replacing_an_overwrite_killed_at_its_end_left(fil
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--overwrite"])
     monkeypatch.undo()
     assert code == 130 and runfolder._aside_state(out / runfolder.ASIDE) == "kept", text
+    # (it said "kept ... until a run there finishes": rerun, the whole adaptation was done again)
+    assert f"the new run(s) in {out} are complete" in text and "--resume in place of --overwrite" in text, text
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--resume"])
     assert code == 0 and "3 iterations, completed" in text and not (out / runfolder.ASIDE).exists(), text
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other])
@@ -993,6 +995,7 @@ def test_a_per_image_overwrite_after_one_stopped_at_its_end_keeps_its_finished_r
     code, text = _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])
     monkeypatch.undo()
     assert code == 130 and runfolder._aside_state(out / runfolder.ASIDE) == "kept", text
+    assert f"the new run(s) in {out} are complete" in text and "--resume in place of --overwrite" in text, text
     newer = {k: v for k, v in _digests(out).items() if runfolder.ASIDE not in k}
     _stop_before_the_first_step(monkeypatch, [*args, "4", "--mode", "per-image", "--overwrite"])
     assert "put back" in runfolder.restore_replaced(out)
@@ -1021,6 +1024,26 @@ def test_a_per_image_restore_run_again_keeps_the_run_folders_it_put_back(files, 
     monkeypatch.undo()
     said = runfolder.restore_replaced(out)
     assert "put back" in said and "alpha" not in said.partition("removed")[2], said
+    assert _digests(out) == before
+
+
+def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
+    """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
+    earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)  # alpha made, grey stopped: no summary
+    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 130
+    monkeypatch.undo()
+    before = _digests(out)
+    _stopping_on_call(monkeypatch, loop, "_accept_run", 1)  # alpha's run checked, nothing of it moved yet
+    assert _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])[0] == 130
+    monkeypatch.undo()
+    said = runfolder.restore_replaced(out)
+    assert "alpha" not in said, said
     assert _digests(out) == before
 
 

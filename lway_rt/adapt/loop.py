@@ -49,7 +49,7 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.runfolder import (
     ASIDE, CHECKPOINT, SR_WRITTEN, WEIGHTS, _REPORT_FORMAT, _SR_WRITTEN_BEFORE, _SUMMARY_FORMAT, _aside_mark,
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
-    finished_report,
+    finished_report, _written_summary,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
     _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_another_resume, refuse_users_images, restore_words, run_damage, run_mode,
@@ -749,6 +749,8 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
             log(f"the finished run this one replaces is kept in {aside} until "
                 f"{'every run of the command' if aside_until_end else 'this one'} finishes")
             _say_room(out_dir, aside, note)
+    if aside_until_end:
+        _joins_the_command(out_dir)
     if write_outputs:
         atomic_write_json(out_dir / "config.json", config.to_dict())  # the run is accepted: what it was asked to do
 
@@ -898,6 +900,21 @@ def _accept_run(out_dir: Path, finished: dict | None, fingerprinter: _Fingerprin
         log(f"{out_dir}: the finished run is damaged (its {WEIGHTS} is missing): running it again")
         return None, True
     return None, False
+
+
+def _joins_the_command(sub: Path) -> None:
+    """A run folder of a per-image or per-group command joins its folder's mark (``runs``), for --restore to remove
+    where the kept summary does not list it, and for the command's end to remove the run it keeps aside: once the run
+    it held, if any, is moved aside or cleared, and before the run writes anything. It joined as the run began, before
+    its checks: a stop in between left a finished run of an earlier command, untouched, listed for --restore to
+    delete."""
+    aside = sub.parent / ASIDE
+    if _aside_state(aside) != "kept":
+        return
+    runs = _aside_mark(aside).get("runs")
+    runs = runs if isinstance(runs, list) else []
+    if sub.name not in runs:
+        _mark_aside(aside, complete=True, runs=[*runs, sub.name])
 
 
 def _say_room(out_dir: Path, aside: Path, note: Log) -> None:
@@ -1509,16 +1526,6 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             raise
 
 
-def _written_summary(out_dir: Path) -> list | None:
-    """The runs of the summary a per-image or per-group command wrote in ``out_dir`` while it keeps aside the runs it
-    replaces (it writes it once every run is made), else None."""
-    if _aside_state(out_dir / ASIDE) != "kept":
-        return None
-    summary = _read_json_dict(out_dir / "report.json") or {}
-    runs = summary.get("runs")
-    return runs if summary.get("format") == _SUMMARY_FORMAT and isinstance(runs, list) else None
-
-
 def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], desc, config: AdaptConfig, stage1,
                        gt, *, resume: bool, overwrite: bool) -> tuple[dict[str, dict], set[str]]:
     """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
@@ -1751,11 +1758,6 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             log(f"{name}: adapting its own model" + ("" if config.mode == "per-image" else
                                                       f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
             emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
-            if _aside_state(aside) == "kept":  # the run folders this command starts join the mark, for --restore to
-                made = _aside_mark(aside).get("runs")  # remove where the kept summary does not list them
-                made = made if isinstance(made, list) else []
-                if name not in made:
-                    _mark_aside(aside, complete=True, runs=[*made, name])
             try:
                 results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt,
                                             resume=resume and name not in replacing, log=log, embeddings=emb,

@@ -337,11 +337,40 @@ def restore_words(out_dir: Path) -> str:
     return f"lwayrt adapt --restore {shell_word(str(out_dir))}"
 
 
+def _replaced_when_done(out_dir: Path) -> str | None:
+    """What to say where the run(s) an --overwrite into ``out_dir`` made are complete (its report, or a per-image or
+    per-group command's summary, written) and a stop came before the runs they replace, kept aside, were removed:
+    rerun, the whole adaptation was done again; --resume finishes the removal."""
+    aside = out_dir / ASIDE
+    if _aside_state(aside) != "kept":
+        return None
+    replacing = _aside_mark(aside).get("replacing")
+    done = _written_summary(out_dir) is not None or (
+        isinstance(replacing, str) and replacing == (finished_report(out_dir) or {}).get("fingerprint"))
+    if not done:
+        return None
+    return (f"the new run(s) in {out_dir} are complete, and the run(s) they "
+            f"replace are still kept aside (in {ASIDE} folders): run the same command with --resume in place of "
+            f"--overwrite to remove them, or {restore_words(out_dir)} to have them back instead")
+
+
+def _written_summary(out_dir: Path) -> list | None:
+    """The runs of the summary a per-image or per-group command wrote in ``out_dir`` while it keeps aside the runs it
+    replaces (it writes it once every run is made), else None."""
+    if _aside_state(out_dir / ASIDE) != "kept":
+        return None
+    summary = _read_json_dict(out_dir / "report.json") or {}
+    runs = summary.get("runs")
+    return runs if summary.get("format") == _SUMMARY_FORMAT and isinstance(runs, list) else None
+
+
 def _aside_words(out_dir: Path) -> str:
     """Where the finished run an --overwrite replaces is kept and how to have it back; empty when none is."""
     aside = _aside_run(out_dir)
     if aside is None:
         return ""
+    if (done := _replaced_when_done(out_dir)) is not None:
+        return done
     return (f"the finished run it replaces is kept in {aside} until a run there finishes (to have it back instead: "
             f"{restore_words(out_dir)})")
 
@@ -399,6 +428,8 @@ def stop_words(out_dir: Path) -> str | None:
         return (f"interrupted after the adaptation finished: the new run(s) in {out_dir} are complete; the run(s) it "
                 f"replaced were being removed, and what is left of them (in {ASIDE} folders) goes with the next "
                 f"--overwrite into {out_dir}, or delete it")
+    if (done := _replaced_when_done(out_dir)) is not None:
+        return f"interrupted after the adaptation finished: {done}"
     if states & {"kept", "cut short"}:
         return (f"interrupted; the finished run(s) it replaces are kept aside in {out_dir} (in {ASIDE} folders): run "
                 f"the same command again, or {restore_words(out_dir)} to have them back")
