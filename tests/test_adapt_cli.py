@@ -1002,6 +1002,19 @@ def test_a_per_image_overwrite_after_one_stopped_at_its_end_keeps_its_finished_r
     assert _digests(out) == newer
 
 
+def _per_image_without_a_summary(files, tmp_path, monkeypatch) -> tuple[Path, list[str], dict]:
+    """A per-image folder whose command was stopped after its first run (alpha made, grey stopped: no summary); the
+    arguments of a command into it but its --iterations, and its files' digests."""
+    import lway_rt.adapt.loop as loop
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)
+    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 130
+    monkeypatch.undo()
+    return out, args, _digests(out)
+
+
 def test_a_per_image_restore_run_again_keeps_the_run_folders_it_put_back(files, tmp_path, monkeypatch):
     """The replaced folder had no summary (its own command stopped after its first run): a --restore stopped after
     it put back that run folder, run again, took it for the stopped command's and deleted it. The folders to remove
@@ -1009,12 +1022,7 @@ def test_a_per_image_restore_run_again_keeps_the_run_folders_it_put_back(files, 
     import lway_rt.adapt.loop as loop
     from lway_rt.adapt import runfolder
 
-    out = tmp_path / "each"
-    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
-    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)  # alpha made, grey stopped: no summary
-    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 130
-    monkeypatch.undo()
-    before = _digests(out)
+    out, args, before = _per_image_without_a_summary(files, tmp_path, monkeypatch)
     _stopping_on_call(monkeypatch, loop, "_finish_replacing", 1)
     assert _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])[0] == 130
     monkeypatch.undo()
@@ -1033,12 +1041,7 @@ def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, t
     import lway_rt.adapt.loop as loop
     from lway_rt.adapt import runfolder
 
-    out = tmp_path / "each"
-    args = [str(files / "lr"), "-o", str(out), *_replace_args(files)[:-1]]
-    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)  # alpha made, grey stopped: no summary
-    assert _run(["adapt", *args, "2", "--mode", "per-image"])[0] == 130
-    monkeypatch.undo()
-    before = _digests(out)
+    out, args, before = _per_image_without_a_summary(files, tmp_path, monkeypatch)
     _stopping_on_call(monkeypatch, loop, "_accept_run", 1)  # alpha's run checked, nothing of it moved yet
     assert _run(["adapt", *args, "3", "--mode", "per-image", "--overwrite"])[0] == 130
     monkeypatch.undo()
