@@ -1527,26 +1527,19 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
 
 def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], desc, config: AdaptConfig, stage1,
-                       gt, *, resume: bool, overwrite: bool) -> tuple[dict[str, dict], set[str]]:
+                       gt, *, resume: bool, overwrite: bool) -> dict[str, dict]:
     """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
-    returns the finished runs ``--resume`` keeps as they are (by name), and the run folders a ``--resume`` that takes
-    up a stopped ``--overwrite`` replaces as that overwrite would have; raises ``InputError`` for any refused."""
+    returns the finished runs ``--resume`` keeps as they are (by name); raises ``InputError`` for any refused."""
     fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
     folders = [d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()] if out_dir.is_dir() else []
     for folder in (out_dir, *folders):  # (a run folder restored already is no run of this command's to judge, and one
         _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # it does not adapt is still the restore's)
-    # a --resume that takes up a stopped --overwrite (its run folders, no other): those it had not reached yet still
-    # hold the runs it replaces (other settings: no run folder of its own kept aside, no checkpoint), which this command
-    # replaces as it would have (they were refused as "made with other settings", the advised --resume stuck); with a
-    # mark of an earlier version, which names no such list, they stay
-    reachable: set[str] = set()  # run folders of the overwrite it had not reached
+    # a --resume that takes up a stopped --overwrite: its run folders, no other (the run folders it had not reached,
+    # which still hold the runs it replaces, are checked as any run: nothing here tells that this command is that
+    # overwrite, with its model and settings, so one made with others is refused)
     if resume and not overwrite:
         refuse_another_resume(out_dir, [name for name, _ in runs])
-        mark = _aside_mark(out_dir / ASIDE) if _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {}
-        if isinstance(mark.get("planned"), list):
-            reachable = {str(n) for n in mark["planned"] if _aside_state(out_dir / str(n) / ASIDE) is None}
-    replacing: set[str] = set()  # those of them that hold a replaced run
     for name, group in runs:
         sub = out_dir / name
         finished = _existing_run(sub, resume, overwrite, out_dir)
@@ -1565,9 +1558,6 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
             None if finished is None else finished.get("fingerprint", "")
         then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
         if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
-            if name in reachable and ck is None:
-                replacing.add(name)
-                continue
             changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
                                      fingerprint_of.with_parts(group, gt)[1], config.sample)
             made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
@@ -1577,7 +1567,7 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
             # (a damaged one runs again: adapt_images says so)
             kept[name] = finished
-    return kept, replacing
+    return kept
 
 
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
@@ -1720,10 +1710,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
-    kept, replacing = _check_run_folders(out_dir, runs, desc, config, stage1, gt, resume=resume, overwrite=overwrite)
-    # a --resume that takes up a stopped --overwrite (with its inputs: checked) finishes it as it would have finished
-    taking_up = resume and not overwrite and _aside_state(out_dir / ASIDE) in ("kept", "cut short") \
-        and isinstance(_aside_mark(out_dir / ASIDE).get("planned"), list)
+    kept = _check_run_folders(out_dir, runs, desc, config, stage1, gt, resume=resume, overwrite=overwrite)
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
         # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
@@ -1759,9 +1746,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                                                       f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
             emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
             try:
-                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt,
-                                            resume=resume and name not in replacing, log=log, embeddings=emb,
-                                            overwrite=overwrite or name in replacing, note=note, aside_until_end=True))
+                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
+                                            embeddings=emb, overwrite=overwrite, note=note, aside_until_end=True))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
                                                            "kept)") + _runs_aside_words(out_dir)) from None
@@ -1779,9 +1765,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         earlier = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names]
         # the runs it replaced that this one did not make again go too (as folder mode's old images do), once the new
         # summary is written; runs of an earlier invocation into this folder that this one did not touch stay in it
-        dropped = [str(e.get("name", "")) for e in earlier] if overwrite or taking_up else []
-        kept_before = [] if overwrite or taking_up else [e for e in earlier
-                                                          if (out_dir / str(e.get("weights", ""))).is_file()]
+        dropped = [str(e.get("name", "")) for e in earlier] if overwrite else []
+        kept_before = [] if overwrite else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         atomic_write_json(out_dir / "report.json", summary)
