@@ -49,7 +49,7 @@ from lway_rt.adapt.perceptual import build_perceptual
 from lway_rt.adapt.runfolder import (
     ASIDE, CHECKPOINT, SR_WRITTEN, WEIGHTS, _REPORT_FORMAT, _SR_WRITTEN_BEFORE, _SUMMARY_FORMAT, _aside_mark,
     _aside_state, _aside_words, _check_out_folder, _clear_previous_run, _existing_run, _finish_replacing, _is_aside,
-    finished_report, _written_summary,
+    _replacing_run_done, _written_summary,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
     _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_another_resume, refuse_users_images, restore_words, run_damage, run_mode,
@@ -739,10 +739,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     if not (resume or overwrite):
         _existing_run(out_dir, resume, overwrite, top)  # again, under the lock: a run may have finished there meanwhile
     if _aside_state(out_dir / ASIDE) == "discarding" or (  # an overwrite here finished, and a stop cut short the
-            not aside_until_end and _aside_state(out_dir / ASIDE) == "kept"  # removal of the run it replaced (or came
-            and _aside_mark(out_dir / ASIDE).get("replacing") is not None  # after its report, before the mark said so:
-            and _aside_mark(out_dir / ASIDE).get("replacing") == (finished_report(out_dir) or {}).get("fingerprint")):
-        _finish_replacing(out_dir)  # an --overwrite had deleted that finished run and kept the old one): that goes first
+            not aside_until_end and _replacing_run_done(out_dir)):  # removal of the run it replaced (or came after its
+        _finish_replacing(out_dir)  # report, before the mark said so: an --overwrite had deleted that finished run and
+        # kept the old one): that goes first
     if overwrite or redo or _aside_state(out_dir / ASIDE) in ("cut short", "restoring"):  # (a move aside a stop cut
         # short is finished before this run writes anything: the files still here are the replaced run's)
         if aside := _clear_previous_run(out_dir, keep_finished=overwrite and write_outputs, replacing=fingerprint):
@@ -876,8 +875,7 @@ def _accept_run(out_dir: Path, finished: dict | None, fingerprinter: _Fingerprin
         damage = run_damage(out_dir, finished, [img.name for img in images] if write_outputs else ())
         # the run an --overwrite killed after its report, before it removed the run it replaced: that goes now (it
         # stayed kept aside for good, and every plain rerun was refused as if a run there had not finished)
-        done_replacing = not aside_until_end and _aside_state(out_dir / ASIDE) == "kept" \
-            and isinstance(replacing, str) and replacing == finished.get("fingerprint")
+        done_replacing = not aside_until_end and _replacing_run_done(out_dir)
         if damage is None:
             log(f"{out_dir} is complete with these inputs and settings: kept as it is")
             if done_replacing:

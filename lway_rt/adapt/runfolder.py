@@ -341,17 +341,19 @@ def _replaced_when_done(out_dir: Path) -> str | None:
     """What to say where the run(s) an --overwrite into ``out_dir`` made are complete (its report, or a per-image or
     per-group command's summary, written) and a stop came before the runs they replace, kept aside, were removed:
     rerun, the whole adaptation was done again; --resume finishes the removal."""
-    aside = out_dir / ASIDE
-    if _aside_state(aside) != "kept":
-        return None
-    replacing = _aside_mark(aside).get("replacing")
-    done = _written_summary(out_dir) is not None or (
-        isinstance(replacing, str) and replacing == (finished_report(out_dir) or {}).get("fingerprint"))
-    if not done:
+    if _written_summary(out_dir) is None and not _replacing_run_done(out_dir):
         return None
     return (f"the new run(s) in {out_dir} are complete, and the run(s) they "
             f"replace are still kept aside (in {ASIDE} folders): run the same command with --resume in place of "
             f"--overwrite to remove them, or {restore_words(out_dir)} to have them back instead")
+
+
+def _replacing_run_done(out_dir: Path) -> bool:
+    """Whether the finished run in ``out_dir`` is the one replacing the run kept aside there (its report's fingerprint
+    is the mark's ``replacing``): an --overwrite stopped after its report, before it removed what it replaced."""
+    replacing = _aside_mark(out_dir / ASIDE).get("replacing")
+    return _aside_state(out_dir / ASIDE) == "kept" and isinstance(replacing, str) \
+        and replacing == (finished_report(out_dir) or {}).get("fingerprint")
 
 
 def _written_summary(out_dir: Path) -> list | None:
