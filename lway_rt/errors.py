@@ -83,6 +83,20 @@ class Interrupted(LwayError):
     exit_code = 130
 
 
+STOPS: list[int] = []  # the signals that asked this command to stop (SIGINT, SIGTERM, SIGHUP), in order
+
+
+def stop_if_asked() -> None:
+    """Raise ``KeyboardInterrupt`` if a signal has asked the command to stop (``STOPS``; the CLI's handlers record it).
+
+    The handler raises it as the signal arrives, but CPython raises it wherever the main thread runs Python code next,
+    and that may be a finalizer (a ``__del__``, a weakref callback, a generator the garbage collector closes), where it
+    is printed as "Exception ignored" and dropped: the run went on to its end as if no signal had come. A long loop
+    calls this once a step, so a stop asked for stops it within a step."""
+    if STOPS:
+        raise KeyboardInterrupt
+
+
 class ParityError(LwayError):
     """An exported model does not reproduce the reference output within tolerance."""
 

@@ -31,7 +31,7 @@ import torch
 
 from lway_rt.adapt._imageio import natural_order
 from lway_rt.archs.descriptor import ModelDescriptor
-from lway_rt.errors import InputError, Interrupted, LwayError, listing
+from lway_rt.errors import InputError, Interrupted, LwayError, listing, stop_if_asked
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, all_finite, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
     image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, unread_files_note,
@@ -971,6 +971,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     try:
         holder: dict[Path, Path] = {}  # output -> the input that has its name now
         for src, dest, reason in plan:
+            stop_if_asked()
             name = None
             if src in collisions:  # the input that had the name failed (a damaged file): this one takes it
                 first, name, own = collisions[src]

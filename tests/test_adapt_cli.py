@@ -1623,6 +1623,64 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path, sig):
     assert "Traceback" not in text and (out / CHECKPOINT).exists() and not (out / "adapted.safetensors").exists()
 
 
+def _stopping_run(files, out) -> list[str]:
+    return ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "40", "--patch-size", "16", "--batch-size", "2",
+            "--checkpoint-every", "5", "-q"]
+
+
+def test_a_stop_whose_keyboardinterrupt_was_lost_still_stops_the_run(files, tmp_path, monkeypatch):
+    """CPython raises a signal's KeyboardInterrupt wherever the main thread runs Python code next; in a finalizer (a
+    ``__del__``) it is printed as "Exception ignored" and dropped. The stop is recorded and the loop stops at its next
+    step: a SIGTERM had let a run go on to its last iteration and exit 0."""
+    import lway_rt.adapt.loop as loop
+
+    real, calls = loop.fast_adapt_step, []
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, and its KeyboardInterrupt goes nowhere
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            Finalized()  # made and dropped at once: its __del__ runs now
+        return real(*args, **kwargs)
+
+    lost = []
+    monkeypatch.setattr(loop, "fast_adapt_step", step)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: lost.append(u.exc_type))  # ("Exception ignored in ...")
+    out = tmp_path / "o"
+    code, text = _run(_stopping_run(files, out))
+    assert code == 143, text
+    assert lost == [KeyboardInterrupt]  # the handler's exception did not reach the loop
+    assert text.strip().splitlines()[-1].startswith("adaptation interrupted at iteration 7; the checkpoint of "
+                                                    "iteration 5 is kept in "), text
+    assert len(calls) == 7 and not (out / "adapted.safetensors").exists()
+
+
+@pytest.mark.parametrize("at", [5, 10])
+def test_a_stop_just_after_a_checkpoint_names_that_checkpoint(files, tmp_path, monkeypatch, at):
+    """A stop between the new checkpoint taking the old one's place and the loop's next line named the checkpoint
+    before it, or said none had been written, beside a checkpoint --resume continues from."""
+    import lway_rt.adapt.loop as loop
+
+    real = loop._save_checkpoint
+
+    def save(path, state):
+        real(path, state)
+        if state["st"]["it"] == at:
+            raise KeyboardInterrupt  # as a Ctrl-C just after the rename
+
+    monkeypatch.setattr(loop, "_save_checkpoint", save)
+    out = tmp_path / "o"
+    code, text = _run(_stopping_run(files, out))
+    assert code == 130, text
+    assert text.strip().splitlines()[-1].startswith(f"adaptation interrupted at iteration {at}; the checkpoint of "
+                                                    f"iteration {at} is kept in "), text
+    assert torch.load(out / CHECKPOINT, weights_only=True)["st"]["it"] == at
+
+
 def test_adapt_takes_detail_cap_off_as_the_other_commands_do(files, tmp_path):
     """adapt documents --detail-cap's default as off, but refused 'off' ("is not a number") where upscale, export and
     serve-bench take it; typed, it also overrides a cap from --config."""

@@ -21,7 +21,7 @@ import warnings
 import click
 
 from lway_rt import __version__
-from lway_rt.errors import Interrupted, LwayError, Notice
+from lway_rt.errors import STOPS, Interrupted, LwayError, Notice
 
 # command name -> (module under lway_rt.cli, short help shown by `lwayrt --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -124,21 +124,21 @@ class LazyGroup(click.Group):
             raise _one_line(exc, f"{ctx.command_path} {sub}" if sub else ctx.command_path) from exc.__cause__
         except Interrupted as exc:
             _say(str(exc))
-            ctx.exit(128 + _TERMINATED[0] if _TERMINATED else exc.exit_code)
+            ctx.exit(128 + ended if (ended := _terminated()) else exc.exit_code)
         except LwayError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:  # Ctrl-C outside a resumable loop: nothing half-written is left (atomic writes)
             _say("interrupted: the files it had finished are kept and none is left half-written; run the same command "
                  "again for the rest")
-            ctx.exit(128 + _TERMINATED[0] if _TERMINATED else 130)
+            ctx.exit(128 + ended if (ended := _terminated()) else 130)
         except Exception as exc:  # noqa: BLE001 - only running out of memory and unusable paths become a message here
-            if _TERMINATED and isinstance(exc, OSError):
+            if (ended := _terminated()) and isinstance(exc, OSError):
                 # the hangup that stopped the run closed the terminal, so a progress bar's last redraw there failed
                 # (EIO) and replaced the stop; the stop is what happened
                 _say(str(_stop_behind(exc) or "interrupted: the files it had finished are kept and none is left "
                      "half-written; run the same command again for the rest"))
-                ctx.exit(128 + _TERMINATED[0])
+                ctx.exit(128 + ended)
             if _reader_gone(exc):
                 _say_the_reader_is_gone()
                 ctx.exit(141)  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe
@@ -154,6 +154,7 @@ class LazyGroup(click.Group):
             for signum, handler in previous.items():
                 if handler is not None:  # (None: a handler not set from Python, which cannot be put back)
                     signal.signal(signum, handler)
+            STOPS.clear()  # (the library, called after the command in the same process, is not stopped by it)
 
 
 def _say(line: str) -> None:
@@ -227,23 +228,28 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-_TERMINATED: list[int] = []
+def _terminated() -> int | None:
+    """The signal other than Ctrl-C's (SIGTERM, SIGHUP) that stopped the command, if one did: its exit status is 128 +
+    its number, as a shell reports a job it ended."""
+    return next((s for s in STOPS if s != signal.SIGINT), None)
 
 
 def _stop_on_signals() -> dict:
     """SIGTERM (``kill``, ``timeout``, a batch scheduler ending a job) and SIGHUP (the terminal or the ssh session
     closed) stop a run as Ctrl-C does: an adaptation keeps its checkpoint and every command says what was kept and how
-    to continue, instead of ending where it stood. A SIGHUP already ignored (``nohup``) stays ignored. Returns the
-    handlers it replaced, by signal."""
-    _TERMINATED.clear()
+    to continue, instead of ending where it stood. A SIGHUP already ignored (``nohup``) stays ignored. Each stop is
+    recorded in ``STOPS`` (Ctrl-C too). Returns the handlers it replaced, by signal."""
+    STOPS.clear()
     if threading.current_thread() is not threading.main_thread():
         return {}
 
     def stop(signum, frame):
-        _TERMINATED.append(signum)  # exit 128 + the signal's number, as a shell reports a job it ended
+        STOPS.append(signum)  # kept: a loop stops on it even where the KeyboardInterrupt was lost (stop_if_asked)
         raise KeyboardInterrupt
 
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # Ctrl-C as Python has it (not one ignored, in
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, stop)  # a background job, nor a caller's own), recorded
     hangup = getattr(signal, "SIGHUP", None)  # (none on Windows)
     if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
         previous[hangup] = signal.signal(hangup, stop)

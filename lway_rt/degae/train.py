@@ -44,7 +44,8 @@ from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
-from lway_rt.errors import DamagedFileError, InputError, Interrupted, ModelError, OutputError, TrainingError
+from lway_rt.errors import (DamagedFileError, InputError, Interrupted, ModelError, OutputError, TrainingError,
+                            stop_if_asked)
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "batch_loss", "train_step", "train", "TrainResult"]
 
@@ -682,6 +683,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     try:
         source = BatchSource(images, cfg, start, end)  # inside: a Ctrl-C while its workers start says the run's line
         while it < end:
+            stop_if_asked()
             for g in opt.param_groups:
                 g["lr"] = _lr_at(cfg, it)
             batch = source.next()
