@@ -1131,6 +1131,34 @@ def test_a_run_after_a_stopped_per_image_restore_says_to_finish_it(files, tmp_pa
     assert _digests(each) == before
 
 
+def test_a_run_after_a_restore_stopped_between_run_folders_says_to_finish_it(files, tmp_path, monkeypatch):
+    """A --restore stopped after one run folder's run was put back, before the next one's: no run folder was being
+    restored, so a --resume or --overwrite ran over the half-restored folder (and the folder's list of the stopped
+    command's run folders, kept for the --restore, went stale). The folder's mark, which names that list once a
+    --restore begins, makes every run wait for the --restore."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    other = [*_replace_args(files)[:-1], "3"]
+    each = tmp_path / "each"
+    assert _run(["adapt", str(files / "lr"), "-o", str(each), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    before = _digests(each)
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 3)  # two runs made anew, the third stopped
+    assert _run(["adapt", str(files / "lr"), "-o", str(each), *other, "--mode", "per-image", "--overwrite"])[0] == 130
+    monkeypatch.undo()
+    _stopping_on_call(monkeypatch, runfolder, "_put_back", 2)  # the first run folder's run put back, no more
+    with pytest.raises(KeyboardInterrupt):
+        runfolder.restore_replaced(each)
+    monkeypatch.undo()
+    states = {d.name: runfolder._aside_state(d / runfolder.ASIDE) for d in each.iterdir() if d.is_dir()}
+    assert "restoring" not in states.values() and None in states.values(), states  # (between run folders)
+    for flag in ("--resume", "--overwrite"):
+        code, text = _run(["adapt", str(files / "lr"), "-o", str(each), *other, "--mode", "per-image", flag])
+        assert code == 1 and f"a --restore into {each} was stopped part-way" in text, text
+    assert "put back" in runfolder.restore_replaced(each)
+    assert _digests(each) == before
+
+
 def _stop_before_the_first_step(monkeypatch, args) -> str:
     """Run ``lwayrt adapt *args`` stopped (a Ctrl-C) at its first step, before any checkpoint; returns its output."""
     import lway_rt.adapt.loop as loop

@@ -1548,7 +1548,7 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
     folders = [d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()] if out_dir.is_dir() else []
     for folder in (out_dir, *folders):  # (a run folder restored already is no run of this command's to judge, and one
-        _refuse_a_restore_under_way(out_dir, _aside_state(folder / ASIDE))  # it does not adapt is still the restore's)
+        _refuse_a_restore_under_way(out_dir, folder / ASIDE)  # it does not adapt is still the restore's)
     # a --resume that takes up a stopped --overwrite: its run folders, no other (the run folders it had not reached,
     # which still hold the runs it replaces, are checked as any run: nothing here tells that this command is that
     # overwrite, with its model and settings, so one made with others is refused)
@@ -1731,7 +1731,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         # back: --restore); a move cut short is finished first, and one kept from before a stopped command stays
         aside = out_dir / ASIDE
         state = _aside_state(aside)
-        _refuse_a_restore_under_way(out_dir, state)
+        _refuse_a_restore_under_way(out_dir, aside)
         again = "run the same command with --resume" + (" in place of --overwrite" if overwrite else "")
         # (a folder that holds runs gets the mark even without a summary: it is where the end of the command is
         # recorded, after which what was replaced is only removed, never put back)

@@ -40,7 +40,7 @@ def _existing_run(out_dir: Path, resume: bool, overwrite: bool, top: Path | None
     flags says what to do with it, and whatever they say while a --restore there (into ``top``, the folder of a
     per-image or per-group run folder) that a stop cut short has not finished: its half-restored files had been judged
     as a run ("its adapted.safetensors is missing ... made with other settings")."""
-    _refuse_a_restore_under_way(top or out_dir, _aside_state(out_dir / ASIDE))
+    _refuse_a_restore_under_way(top or out_dir, out_dir / ASIDE)
     if (out_dir / CHECKPOINT).exists():
         if not (resume or overwrite):
             raise InputError(f"{out_dir} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, "
@@ -215,9 +215,12 @@ def refuse_another_resume(out_dir: Path, names: Sequence[str]) -> None:
                      f"again, --resume it with its inputs, or {restore_words(out_dir)} to have the runs back")
 
 
-def _refuse_a_restore_under_way(out_dir: Path, state: str | None) -> None:
-    """No run may write into ``out_dir`` while a --restore there that a stop cut short has not finished."""
-    if state == "restoring":
+def _refuse_a_restore_under_way(out_dir: Path, aside: Path) -> None:
+    """No run may write into ``out_dir`` while a --restore there that a stop cut short has not finished: one stopped
+    while it put a run back (``aside``, a folder's ``.lwayrt-replaced``, says "restoring"), or, in a per-image or
+    per-group folder, between two run folders (the folder's own mark names the run folders the --restore removes)."""
+    state = _aside_state(aside)
+    if state == "restoring" or (state in ("kept", "cut short") and isinstance(_aside_mark(aside).get("removing"), list)):
         raise InputError(f"a --restore into {out_dir} was stopped part-way: run {restore_words(out_dir)} again to "
                          "finish it first")
 
@@ -281,7 +284,7 @@ def _clear_previous_run(out_dir: Path, keep_finished: bool = False, replacing: s
     report_path = out_dir / "report.json"
     aside = out_dir / ASIDE
     state = _aside_state(aside)
-    _refuse_a_restore_under_way(out_dir, state)
+    _refuse_a_restore_under_way(out_dir, aside)
     cut_short = state == "cut short"
     # a run kept aside already is the one from before a stopped command, and stays: what that command made is not kept
     keep = cut_short or (keep_finished and state is None and finished_report(out_dir) is not None)
