@@ -880,7 +880,9 @@ def test_a_resume_after_a_stopped_per_image_overwrite_takes_it_up_or_is_refused(
     """After a per-image --overwrite stopped part-way, a --resume of other inputs finished and deleted the runs kept
     aside, or got its own new runs recorded as the overwrite's, for --restore to delete. It is refused, and --restore
     gives the folder back. The run folders the overwrite had not reached hold runs of other settings: the --resume of
-    its inputs is refused there too (nothing tells it is that overwrite), and the --overwrite again completes."""
+    its inputs with other settings is refused there, and leaves every run as it was; the --resume of that overwrite (its
+    inputs, model and settings, which the folder's mark records) replaces them as the overwrite would have, where it
+    had been refused ("made with other settings") though the stop message advises it."""
     import lway_rt.adapt.loop as loop
     from lway_rt.adapt import runfolder
 
@@ -904,11 +906,20 @@ def test_a_resume_after_a_stopped_per_image_overwrite_takes_it_up_or_is_refused(
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, symlinks=True)
     assert "put back" in runfolder.restore_replaced(copy) and _digests(copy) == before
+    stopped = _digests(out)
+    for change in (["--seed", "5"], ["--iterations", "4"]):  # not that overwrite: the runs it replaces stay
+        code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--resume",
+                           *change])
+        assert code == 1 and "made with other settings" in text and _digests(out) == stopped, text
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--resume"])
-    assert code == 1 and "was made with other settings: --iterations 2 (this command: 3)" in text, text
-    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--overwrite"])
     assert code == 0 and text.count("3 iterations, completed") == 3, text
     assert not any(p.name == runfolder.ASIDE for p in out.rglob("*")), sorted(out.rglob("*"))
+    again = tmp_path / "again"  # what the --overwrite, run again instead, makes
+    shutil.copytree(copy, again, symlinks=True)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(again), *other, "--mode", "per-image", "--overwrite"])
+    assert code == 0 and _digests(again).keys() == _digests(out).keys(), text
+    made = [k for k in _digests(out) if k.endswith(".safetensors") or "/sr/" in k]  # (reports hold times and paths)
+    assert len(made) == 6 and all(_digests(again)[k] == _digests(out)[k] for k in made)
 
 
 def test_a_resume_finishes_the_replacing_an_overwrite_killed_at_its_end_left(files, tmp_path, monkeypatch):
@@ -1269,8 +1280,9 @@ def test_resume_does_not_write_over_an_image_edited_since_the_stop(files, tmp_pa
 def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monkeypatch):
     """A per-image --overwrite stopped part-way says to go on with --resume in place of --overwrite: the runs it
     finished are kept, the run folder it was replacing is made with its settings. --resume with other settings (or other
-    inputs) had started anew there and, finished, deleted the run kept aside for --restore: it is refused; and the
-    replaced command's runs that the new inputs lack stay (a --resume replaces nothing it was not asked to)."""
+    inputs) had started anew there and, finished, deleted the run kept aside for --restore: it is refused. The --resume
+    of that overwrite (its inputs, model and settings, which the folder's mark records) finishes it as the overwrite
+    would have: the replaced command's run of an input the overwrite lacks goes too."""
     import lway_rt.adapt.loop as loop
     from lway_rt.adapt.runfolder import ASIDE
 
@@ -1292,7 +1304,7 @@ def test_resume_in_place_of_a_stopped_per_image_overwrite(files, tmp_path, monke
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0 and not list(out.rglob(ASIDE)), text
     summary = json.loads((out / "report.json").read_text())
-    assert sorted(e["name"] for e in summary["runs"]) == ["alpha", "grey", "rgb"] and (out / "alpha").is_dir()
+    assert sorted(e["name"] for e in summary["runs"]) == ["grey", "rgb"] and not (out / "alpha").exists()
 
 
 def test_restore_removes_only_what_the_stopped_run_wrote(files, tmp_path, monkeypatch):

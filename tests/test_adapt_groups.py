@@ -407,3 +407,35 @@ def test_auto_grouping_into_one_says_why(files, tmp_path):
     assert code == 0, text
     assert "grouped 3 image(s) into 1 by stage 1's embedding: no split into groups of at least 4 images each; " \
            "--groups N splits them into N" in text, text
+
+
+def test_a_resume_of_a_stopped_per_group_overwrite_finishes_it_and_no_other_does(files, tmp_path, monkeypatch):
+    """A per-group --overwrite with other settings, stopped before its second group: the --resume its stop message
+    advises was refused there ("made with other settings": the group's run is the replaced one). The folder's mark
+    records the overwrite's inputs, model and settings: its --resume replaces that run as the overwrite would have; a
+    --resume with other settings (group names say nothing of them) is refused and leaves every run where it was."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.runfolder import ASIDE
+
+    out = tmp_path / "groups"
+    assert _adapt(files, out, "--mode", "per-group", "--groups", "2")[0] == 0
+    real, calls = loop.adapt_images, []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # group-1 made anew, group-2 not begun
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "adapt_images", stopping)
+        code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--iterations", "3", "--overwrite")
+    assert code == 130 and "--resume in place of --overwrite" in text, text
+    stopped = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--iterations", "3", "--resume", "--seed", "5")
+    assert code == 1 and "made with other settings" in text, text
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == stopped
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--iterations", "3", "--resume")
+    assert code == 0 and not list(out.rglob(ASIDE)), text
+    for name in ("group-1", "group-2"):
+        assert json.loads((out / name / "report.json").read_text())["final_iteration"] == 3

@@ -1540,18 +1540,25 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
             raise
 
 
-def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], desc, config: AdaptConfig, stage1,
-                       gt, *, resume: bool, overwrite: bool) -> dict[str, dict]:
+def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], config: AdaptConfig,
+                       fingerprinter: _Fingerprinter | None, command: str | None, gt, *, resume: bool,
+                       overwrite: bool) -> tuple[dict[str, dict], set[str]]:
     """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
-    returns the finished runs ``--resume`` keeps as they are (by name); raises ``InputError`` for any refused."""
-    fingerprint_of = _Fingerprinter(config, desc, stage1) if resume and not overwrite else None
+    returns the finished runs ``--resume`` keeps as they are (by name), and the run folders it replaces as
+    ``--overwrite`` does (a --resume that takes up a stopped overwrite: the run folders that overwrite had not reached,
+    whose runs it replaces); raises ``InputError`` for any refused. ``command``: this command's fingerprint
+    (``_command_fingerprint``)."""
+    fingerprint_of = fingerprinter if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
+    unreached = _unreached_by_the_overwrite(out_dir, command) if fingerprint_of is not None else set()
+    replaced: set[str] = set()
     folders = [d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()] if out_dir.is_dir() else []
     for folder in (out_dir, *folders):  # (a run folder restored already is no run of this command's to judge, and one
         _refuse_a_restore_under_way(out_dir, folder / ASIDE)  # it does not adapt is still the restore's)
-    # a --resume that takes up a stopped --overwrite: its run folders, no other (the run folders it had not reached,
-    # which still hold the runs it replaces, are checked as any run: nothing here tells that this command is that
-    # overwrite, with its model and settings, so one made with others is refused)
+    # a --resume that takes up a stopped --overwrite: its run folders, no other; the run folders it had not reached
+    # still hold the runs it replaces, which this command replaces as well where the folder's mark records it as that
+    # overwrite (its inputs, model and settings), else checks as any run (one made with others is refused: it had
+    # replaced every run and deleted the kept ones)
     if resume and not overwrite:
         refuse_another_resume(out_dir, [name for name, _ in runs])
     for name, group in runs:
@@ -1572,6 +1579,9 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
             None if finished is None else finished.get("fingerprint", "")
         then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
         if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
+            if name in unreached:  # the run the overwrite replaces (or a stopped one it clears), as it would have
+                replaced.add(name)
+                continue
             changed = _changed_parts((ck if ck is not None else finished or {}).get("fingerprint_parts"),
                                      fingerprint_of.with_parts(group, gt)[1], config.sample)
             made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
@@ -1581,7 +1591,28 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
             # (a damaged one runs again: adapt_images says so)
             kept[name] = finished
-    return kept
+    return kept, replaced
+
+
+def _command_fingerprint(fingerprinter: _Fingerprinter, runs: Sequence[tuple[str, list[InputImage]]], gt,
+                         config: AdaptConfig) -> str:
+    """What a per-image or per-group command makes: its mode and every run folder's name and run fingerprint (inputs,
+    model and settings). A stopped --overwrite records it in its folder's mark, and a --resume with the same one is
+    that overwrite taken up."""
+    parts = [config.mode, config.groups, [[name, fingerprinter(group, gt)] for name, group in runs]]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def _unreached_by_the_overwrite(out_dir: Path, command: str | None) -> set[str]:
+    """The run folders a stopped --overwrite into the per-image or per-group folder ``out_dir`` had not reached (their
+    runs are the ones it replaces, not yet moved aside), where this command (fingerprint ``command``) is that
+    overwrite; else none."""
+    mark = _aside_mark(out_dir / ASIDE) if _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {}
+    planned, started = mark.get("planned"), mark.get("runs")
+    if command is None or mark.get("replacing") != command or not isinstance(planned, list) \
+            or not isinstance(started, list):
+        return set()
+    return set(map(str, planned)) - set(map(str, started))
 
 
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
@@ -1724,7 +1755,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
                                  "removed or changed?): adapt them into a new --out folder")
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
-    kept = _check_run_folders(out_dir, runs, desc, config, stage1, gt, resume=resume, overwrite=overwrite)
+    fingerprinter = _Fingerprinter(config, desc, stage1) if resume or overwrite else None
+    command = _command_fingerprint(fingerprinter, runs, gt, config) if fingerprinter is not None else None
+    kept, replaced = _check_run_folders(out_dir, runs, config, fingerprinter, command, gt, resume=resume,
+                                        overwrite=overwrite)
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
         # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
@@ -1738,14 +1772,17 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         if state == "cut short" or (state is None and overwrite and (top_summary.get("runs") is not None
                                                                      or run_mode(out_dir) is not None)):
             if state is None:
-                aside = _make_aside(out_dir, runs=[], planned=[name for name, _ in runs])  # (each run folder joins
-                # the runs as its run starts)
+                aside = _make_aside(out_dir, runs=[], planned=[name for name, _ in runs], replacing=command)  # (each
+                # run folder joins the runs as its old run is moved aside)
             for name in _RUN_NAMES[config.mode]:  # (a groups.json of the user's in a per-image folder stays)
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
         if overwrite and _aside_state(aside) == "kept":  # (an overwrite again after a stopped one replaces the runs now)
-            _mark_aside(aside, complete=True, planned=[name for name, _ in runs])
+            _mark_aside(aside, complete=True, planned=[name for name, _ in runs], replacing=command)
+        # this command replaces the runs the summary listed: an --overwrite, or a --resume that takes one up
+        replacing = overwrite or (resume and command is not None and _aside_state(aside) in ("kept", "cut short")
+                                  and _aside_mark(aside).get("replacing") == command)
         atomic_write_json(out_dir / "config.json", config.to_dict())
         if record is not None:
             atomic_write_json(groups_path, record)
@@ -1760,8 +1797,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                                                       f" for {len(group)} image(s): {', '.join(i.name for i in group)}"))
             emb = group_emb.get(name) if config.mode == "per-group" and config.loss == "lway" else None
             try:
-                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, resume=resume, log=log,
-                                            embeddings=emb, overwrite=overwrite, note=note, aside_until_end=True))
+                results.append(adapt_images(group, desc, config, sub, stage1=stage1, gt=gt, log=log, embeddings=emb,
+                                            resume=resume and name not in replaced, overwrite=overwrite or name in
+                                            replaced, note=note, aside_until_end=True))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
                                                            "kept)") + _runs_aside_words(out_dir)) from None
@@ -1779,8 +1817,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         earlier = [e for e in old_summary.get("runs", []) if isinstance(e, dict) and e.get("name") not in names]
         # the runs it replaced that this one did not make again go too (as folder mode's old images do), once the new
         # summary is written; runs of an earlier invocation into this folder that this one did not touch stay in it
-        dropped = [str(e.get("name", "")) for e in earlier] if overwrite else []
-        kept_before = [] if overwrite else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
+        dropped = [str(e.get("name", "")) for e in earlier] if replacing else []
+        kept_before = [] if replacing else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}
         atomic_write_json(out_dir / "report.json", summary)
