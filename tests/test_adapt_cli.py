@@ -1048,6 +1048,27 @@ def test_a_per_image_restore_run_again_keeps_the_run_folders_it_put_back(files, 
     assert _digests(out) == before
 
 
+def test_restore_removes_the_empty_run_folder_a_stopped_overwrite_made_for_a_new_input(files, tmp_path, monkeypatch):
+    """A per-image --overwrite stopped after it made a new input's run folder, before that folder joined the command
+    (its run had not begun): --restore put every run back and left the empty folder."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out, two = tmp_path / "each", tmp_path / "two"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    before = _digests(out)
+    two.mkdir()
+    shutil.copy(files / "lr" / "rgb.png", two / "rgb.png")
+    shutil.copy(files / "lr" / "grey.png", two / "zz.png")
+    _stopping_on_call(monkeypatch, loop, "_joins_the_command", 2)  # zz (after rgb) made its folder, then the stop
+    code, text = _run(["adapt", str(two), "-o", str(out), *_replace_args(files), "--mode", "per-image", "--overwrite",
+                       "--seed", "1"])
+    monkeypatch.undo()
+    assert code == 130 and (out / "zz").is_dir() and not any((out / "zz").iterdir()), text
+    assert "put back" in runfolder.restore_replaced(out)
+    assert _digests(out) == before and not (out / "zz").exists()
+
+
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
     """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
     earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""
@@ -2160,11 +2181,23 @@ def test_a_run_of_several_stopped_while_setting_up_names_resume(files, tmp_path)
             raise KeyboardInterrupt
 
     out = tmp_path / "out"
-    with pytest.raises(Interrupted, match=r"alpha: interrupted before its first step; run the same command with --resume"):
+    with pytest.raises(Interrupted, match=r"alpha: interrupted before its first checkpoint; run the same command with "
+                       r"--resume"):
         adapt([files / "lr"], str(files / "tiny.safetensors"), out, AdaptConfig(iterations=1, patch_size=16,
               mode="per-image"), stage1=str(files / "stage1.safetensors"), log=stop_in_setup)
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image", "--resume")])
     assert code == 0 and len(list(out.glob("*/adapted.safetensors"))) == 3, text
+
+
+def test_a_run_of_several_stopped_after_its_last_step_does_not_say_before_its_first(files, tmp_path, monkeypatch):
+    """A stop while a per-image run measured its detail change, after every iteration, said "interrupted before its
+    first step"."""
+    import lway_rt.adapt.loop as loop
+
+    _stopping_on_call(monkeypatch, loop, "detail_change", 1)
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(tmp_path / "out"), *_fast(files, "--mode", "per-image")])
+    assert code == 130 and "alpha: interrupted before its first checkpoint; run the same command with --resume" in text
+    assert "first step" not in text, text
 
 
 def _tiny_adapt(files, out, *extra):

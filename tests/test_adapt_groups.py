@@ -439,3 +439,27 @@ def test_a_resume_of_a_stopped_per_group_overwrite_finishes_it_and_no_other_does
     assert code == 0 and not list(out.rglob(ASIDE)), text
     for name in ("group-1", "group-2"):
         assert json.loads((out / name / "report.json").read_text())["final_iteration"] == 3
+
+
+def test_an_overwrite_after_a_stopped_one_removes_the_run_folders_that_one_started(files, tmp_path, monkeypatch):
+    """A per-group --overwrite with fewer groups, after one with more was stopped in its last group: the stopped
+    command's started run folder (its config.json, a checkpoint) stayed beside the new runs."""
+    import lway_rt.adapt.loop as loop
+
+    out = tmp_path / "groups"
+    assert _adapt(files, out, "--mode", "per-group", "--groups", "2")[0] == 0
+    real, calls = loop.fast_adapt_step, []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == 5:  # group-1 and group-2 made anew (2 steps each), group-3 begun
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "fast_adapt_step", stopping)
+        code, text = _adapt(files, out, "--mode", "per-group", "--groups", "3", "--overwrite")
+    assert code == 130 and (out / "group-3" / "config.json").is_file(), text
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "1", "--overwrite")
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "group-1", "groups.json", "report.json"]

@@ -1803,8 +1803,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
                                                            "kept)") + _runs_aside_words(out_dir)) from None
-            except KeyboardInterrupt:  # while the run was being set up, before its first step
-                raise Interrupted(f"{name}: interrupted before its first step; {again} (the runs finished before it "
+            except KeyboardInterrupt:  # before the run's first checkpoint: setting up, or after its last step (the
+                # detail measure, the outputs) where its iterations fit between two checkpoints
+                raise Interrupted(f"{name}: interrupted before its first checkpoint; {again} (the runs finished before it "
                                   "are kept)" + _runs_aside_words(out_dir)) from None
             except Exception:  # a refusal or a failure: the runs kept aside are said all the same
                 if words := _runs_aside_words(out_dir):
@@ -1818,6 +1819,10 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         # the runs it replaced that this one did not make again go too (as folder mode's old images do), once the new
         # summary is written; runs of an earlier invocation into this folder that this one did not touch stay in it
         dropped = [str(e.get("name", "")) for e in earlier] if replacing else []
+        started = _aside_mark(aside).get("runs") if replacing else None  # and those a stopped command this one
+        for name in started if isinstance(started, list) else ():  # replaces had started (they stayed: review 41I, I1)
+            if str(name) not in names and str(name) not in dropped:
+                dropped.append(str(name))
         kept_before = [] if replacing else [e for e in earlier if (out_dir / str(e.get("weights", ""))).is_file()]
         summary = {"format": _SUMMARY_FORMAT, "mode": config.mode,
                    "runs": entries + kept_before}

@@ -639,6 +639,12 @@ def restore_replaced(out_dir: Path) -> str:
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only when empty
                 removed.append(sub.name)
+        planned = mark.get("planned")  # a run folder the stopped command made and was stopped in before its run began
+        for name in planned if isinstance(planned, list) else ():  # (it joins the runs only then): empty, it goes
+            sub = out_dir / str(name)
+            if Path(str(name)).name == name and name not in names and sub not in subs and sub.is_dir() \
+                    and not sub.is_symlink() and not any(sub.iterdir()):
+                sub.rmdir()
         for folder in stopped:  # what a kill left half-written (under the lock none is being written)
             _remove_killed_writes(folder)
         put = sum(_put_back(folder, files) for folder, files in stopped.items())  # the folder's own last
