@@ -1069,6 +1069,27 @@ def test_restore_removes_the_empty_run_folder_a_stopped_overwrite_made_for_a_new
     assert _digests(out) == before and not (out / "zz").exists()
 
 
+def test_a_refused_command_leaves_the_runs_a_finished_overwrite_still_keeps_aside(files, tmp_path, monkeypatch):
+    """A per-image --overwrite stopped after its summary, before it removed the runs it replaced: its message offers
+    --resume (to remove them) or --restore (to have them back). Any command into the folder removed them first, one
+    then refused among them, and --restore found nothing."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    assert _run(["adapt", *args])[0] == 0
+    before = _digests(out)
+    _stopping_on_call(monkeypatch, loop, "_finish_replacing", 1)
+    code, text = _run(["adapt", *args, "--seed", "7", "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130 and "to have them back instead" in text, text
+    for extra in ([], ["--seed", "9"], ["--seed", "9", "--resume"], ["--mode", "folder", "--overwrite"]):
+        code, text = _run(["adapt", *args, *extra])
+        assert code == 1, text
+    assert "put back" in runfolder.restore_replaced(out) and _digests(out) == before
+
+
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
     """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
     earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""

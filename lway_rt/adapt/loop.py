@@ -1685,13 +1685,6 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         note(line)
     if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal of
         _finish_replacing(out_dir)  # what it replaced: done first (under adapt()'s lock), before the runs are checked
-    elif (done := _written_summary(out_dir)) is not None:  # it finished (its summary written after every run), and a
-        # stop came before it removed what it replaced (an --overwrite then deleted those finished runs and kept the
-        # older ones): that goes first, with the replaced runs it did not make again, as it would have
-        new = {str(e.get("name")) for e in done if isinstance(e, dict)}
-        old = (_read_json_dict(out_dir / ASIDE / "report.json") or {}).get("runs")
-        _finish_replacing(out_dir, drop=[str(e.get("name")) for e in old if isinstance(e, dict)
-                                         and str(e.get("name")) not in new] if isinstance(old, list) else [])
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
     for line in notes:  # files of several frames: the first is read
         note(line)
@@ -1759,6 +1752,15 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     command = _command_fingerprint(fingerprinter, runs, gt, config) if fingerprinter is not None else None
     kept, replaced = _check_run_folders(out_dir, runs, config, fingerprinter, command, gt, resume=resume,
                                         overwrite=overwrite)
+    if (done := _written_summary(out_dir)) is not None:  # an overwrite here finished (its summary written after every
+        # run), and a stop came before it removed what it replaced (an --overwrite then deleted those finished runs and
+        # kept the older ones): that goes first, with the replaced runs it did not make again, as it would have; once
+        # this command is accepted (any command had removed them, one then refused too, though the stop message
+        # offered --restore to have them back)
+        new = {str(e.get("name")) for e in done if isinstance(e, dict)}
+        old = (_read_json_dict(out_dir / ASIDE / "report.json") or {}).get("runs")
+        _finish_replacing(out_dir, drop=[str(e.get("name")) for e in old if isinstance(e, dict)
+                                         and str(e.get("name")) not in new] if isinstance(old, list) else [])
     ensure_writable_dir(out_dir, "--out folder")
     with exclusive_run(out_dir, "--out folder"):  # one run of several at a time in a folder, as for a single run
         # the folder's summary and routing are kept aside with each run folder's run until every run is made (or put
