@@ -1090,6 +1090,28 @@ def test_a_refused_command_leaves_the_runs_a_finished_overwrite_still_keeps_asid
     assert "put back" in runfolder.restore_replaced(out) and _digests(out) == before
 
 
+def test_a_resume_takes_up_the_second_of_two_stopped_overwrites(files, tmp_path, monkeypatch):
+    """Two per-image --overwrites with other settings, each stopped: the --resume the second one's message advises was
+    refused in a run folder the first had started ("made with other settings"): that folder counted as reached by the
+    second. The mark lists the run folders the command it records has reached, apart from those of the ones before."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.runfolder import ASIDE
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image", "--checkpoint-every", "1"]
+    assert _run(["adapt", *args])[0] == 0
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, loop, "fast_adapt_step", 4)  # alpha made anew, grey stopped after its first checkpoint
+        assert _run(["adapt", *args, "--seed", "7", "--overwrite"])[0] == 130
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, loop, "fast_adapt_step", 2)  # alpha stopped after its first checkpoint
+        code, text = _run(["adapt", *args, "--seed", "9", "--overwrite"])
+    assert code == 130 and "run the same command with --resume" in text, text
+    code, text = _run(["adapt", *args, "--seed", "9", "--resume"])
+    assert code == 0 and not list(out.rglob(ASIDE)), text
+    assert all(json.loads((out / n / "config.json").read_text())["seed"] == 9 for n in ("alpha", "grey", "rgb"))
+
+
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
     """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
     earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""

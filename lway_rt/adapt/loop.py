@@ -920,10 +920,11 @@ def _joins_the_command(sub: Path) -> None:
     aside = sub.parent / ASIDE
     if _aside_state(aside) != "kept":
         return
-    runs = _aside_mark(aside).get("runs")
-    runs = runs if isinstance(runs, list) else []
-    if sub.name not in runs:
-        _mark_aside(aside, complete=True, runs=[*runs, sub.name])
+    mark = _aside_mark(aside)
+    runs, joined = (mark.get(key) if isinstance(mark.get(key), list) else [] for key in ("runs", "joined"))
+    if sub.name not in runs or sub.name not in joined:
+        _mark_aside(aside, complete=True, runs=[*runs, sub.name] if sub.name not in runs else runs,
+                    joined=[*joined, sub.name] if sub.name not in joined else joined)
 
 
 def _say_room(out_dir: Path, aside: Path, note: Log) -> None:
@@ -1608,7 +1609,7 @@ def _unreached_by_the_overwrite(out_dir: Path, command: str | None) -> set[str]:
     runs are the ones it replaces, not yet moved aside), where this command (fingerprint ``command``) is that
     overwrite; else none."""
     mark = _aside_mark(out_dir / ASIDE) if _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {}
-    planned, started = mark.get("planned"), mark.get("runs")
+    planned, started = mark.get("planned"), mark.get("joined")  # (not "runs": a stopped overwrite's before it too)
     if command is None or mark.get("replacing") != command or not isinstance(planned, list) \
             or not isinstance(started, list):
         return set()
@@ -1774,14 +1775,14 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         if state == "cut short" or (state is None and overwrite and (top_summary.get("runs") is not None
                                                                      or run_mode(out_dir) is not None)):
             if state is None:
-                aside = _make_aside(out_dir, runs=[], planned=[name for name, _ in runs], replacing=command)  # (each
-                # run folder joins the runs as its old run is moved aside)
+                aside = _make_aside(out_dir, runs=[], planned=[name for name, _ in runs], replacing=command,
+                                    joined=[])  # (each run folder joins the runs as its old run is moved aside)
             for name in _RUN_NAMES[config.mode]:  # (a groups.json of the user's in a per-image folder stays)
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
         if overwrite and _aside_state(aside) == "kept":  # (an overwrite again after a stopped one replaces the runs now)
-            _mark_aside(aside, complete=True, planned=[name for name, _ in runs], replacing=command)
+            _mark_aside(aside, complete=True, planned=[name for name, _ in runs], replacing=command, joined=[])
         # this command replaces the runs the summary listed: an --overwrite, or a --resume that takes one up
         replacing = overwrite or (resume and command is not None and _aside_state(aside) in ("kept", "cut short")
                                   and _aside_mark(aside).get("replacing") == command)
