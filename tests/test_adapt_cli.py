@@ -1112,6 +1112,32 @@ def test_a_resume_takes_up_the_second_of_two_stopped_overwrites(files, tmp_path,
     assert all(json.loads((out / n / "config.json").read_text())["seed"] == 9 for n in ("alpha", "grey", "rgb"))
 
 
+def test_a_stop_after_every_run_of_an_overwrite_advises_the_resume_that_keeps_them(files, tmp_path, monkeypatch):
+    """A per-image --overwrite stopped after its last run, before its summary: the message said "run the same command
+    again", the --overwrite, which adapts every input anew; its --resume keeps the runs it made."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.runfolder import ASIDE
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image", "--seed", "7"]
+    assert _run(["adapt", *args[:-2]])[0] == 0
+    real = loop.atomic_write_json
+
+    def write(path, obj, *a, **k):
+        if Path(path) == out / "report.json":
+            raise KeyboardInterrupt
+        return real(path, obj, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "atomic_write_json", write)
+        code, text = _run(["adapt", *args, "--overwrite"])
+    assert code == 130 and "run the same command with --resume in place of --overwrite to go on" in text, text
+    made = {n: (out / n / "adapted.safetensors").read_bytes() for n in ("alpha", "grey", "rgb")}
+    code, text = _run(["adapt", *args, "--resume"])
+    assert code == 0 and not list(out.rglob(ASIDE)), text
+    assert made == {n: (out / n / "adapted.safetensors").read_bytes() for n in made}
+
+
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
     """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
     earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""

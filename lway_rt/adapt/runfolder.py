@@ -425,9 +425,10 @@ def _runs_aside_words(out_dir: Path) -> str:
             f"finishes (to have them back instead: {restore_words(out_dir)})")
 
 
-def stop_words(out_dir: Path) -> str | None:
+def stop_words(out_dir: Path, overwrite: bool = False) -> str | None:
     """What a stop that no run's own message covers (between runs, or after the last one) left in ``out_dir``, where
-    an --overwrite keeps or was removing what it replaced; None where it was neither."""
+    an --overwrite keeps or was removing what it replaced; None where it was neither. ``overwrite``: the stopped
+    command is that --overwrite (its --resume keeps the runs it finished; run again, it makes them anew)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return None
@@ -441,8 +442,10 @@ def stop_words(out_dir: Path) -> str | None:
     if (done := _replaced_when_done(out_dir)) is not None:
         return f"interrupted after the adaptation finished: {done}"
     if states & {"kept", "cut short"}:
-        return (f"interrupted; the finished run(s) it replaces are kept aside in {out_dir} (in {ASIDE} folders): run "
-                f"the same command again, or {restore_words(out_dir)} to have them back")
+        again = ("run the same command with --resume in place of --overwrite to go on (the runs it finished are "
+                 "kept)" if overwrite else "run the same command again")
+        return (f"interrupted; the finished run(s) it replaces are kept aside in {out_dir} (in {ASIDE} folders): "
+                f"{again}, or {restore_words(out_dir)} to have them back")
     return None
 
 

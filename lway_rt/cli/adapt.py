@@ -272,7 +272,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     except KeyboardInterrupt:  # the loop turns a stop after a checkpoint into its own message: this one came before
         from lway_rt.adapt.runfolder import stop_words  # the first step, between runs, or after the last one
 
-        if words := stop_words(Path(out_dir)):
+        if words := stop_words(Path(out_dir), overwrite):
             raise Interrupted(words) from None
         if resume:  # while the inputs or the model loaded (what --out holds is as it was), or after a run without a
             # checkpoint began writing its sr/ images again (which its list names): not "as it was"
