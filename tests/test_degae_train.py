@@ -211,6 +211,26 @@ def test_ctrl_c_names_the_checkpoint_kept(photo_dir, tmp_path):
     assert load_stage1(out).meta["iterations"] == 2
 
 
+def test_a_stop_just_after_a_checkpoint_names_that_checkpoint(photo_dir, tmp_path, monkeypatch):
+    """A stop between the new checkpoint taking the old one's place and the loop's next line named the checkpoint
+    before it ("no checkpoint had been written yet" at the first), beside the one --resume continues from."""
+    import lway_rt.degae.train as train_mod
+
+    out = tmp_path / "s1.safetensors"
+    cfg = TrainConfig(out=str(out), data=str(photo_dir), iters=40, ckpt_every=2, **TINY)
+    real = train_mod._save
+
+    def save(out_, s1, opt, cfg_, it, *a, **k):
+        real(out_, s1, opt, cfg_, it, *a, **k)
+        if it == 4:
+            raise KeyboardInterrupt  # as a Ctrl-C just after the renames
+
+    monkeypatch.setattr(train_mod, "_save", save)
+    with pytest.raises(Interrupted, match=r"interrupted at iteration 4; the checkpoint of iteration 4 is kept"):
+        train(cfg)
+    assert load_stage1(out).meta["iterations"] == 4
+
+
 def test_bad_data_is_refused(tmp_path, photo_dir):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -59,7 +59,7 @@ from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import (InputError, Interrupted, ModelError, OutputError, TrainingError, duration, listing,
                             stop_if_asked)
-from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run
+from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run, file_id
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
            "WEIGHTS"]
@@ -588,16 +588,6 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     from lway_rt.io.weights import save_torch
 
     save_torch(state, path)
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    """Which file ``path`` is now (device, inode), or ``None`` if there is none: a file written atomically is a new
-    one."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -1258,7 +1248,7 @@ class _Training:
                 st["train_s"] = train_s0 + time.perf_counter() - t_loop
                 if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
                     still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
-                    saving = (st["it"], _file_id(ckpt_path))
+                    saving = (st["it"], file_id(ckpt_path))
                     _save_checkpoint(ckpt_path, {**identity, "model": self.model.state_dict(),
                                                  "opt": self.opt.state_dict(), "gen": self.gen.get_state(), "st": st,
                                                  "recipe": config.recipe_json()})
@@ -1268,7 +1258,7 @@ class _Training:
                     self.log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
                              f"about {duration(rate * (config.iterations - st['it']))} left")
         except KeyboardInterrupt:
-            if saving and saving[0] != last_ckpt and _file_id(ckpt_path) not in (None, saving[1]):
+            if saving and saving[0] != last_ckpt and file_id(ckpt_path) not in (None, saving[1]):
                 last_ckpt = saving[0]  # the stop came after the new checkpoint took the old one's place
             kept = (f"the checkpoint of iteration {last_ckpt} is kept in {ckpt_path}: run the same command with --resume "
                     "to continue" if last_ckpt else f"no checkpoint had been written yet (one every "

@@ -43,7 +43,7 @@ from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
-from lway_rt.io.weights import ensure_writable_dir, exclusive_run, refuse_if_busy
+from lway_rt.io.weights import ensure_writable_dir, exclusive_run, file_id, refuse_if_busy
 from lway_rt.errors import (DamagedFileError, InputError, Interrupted, ModelError, OutputError, TrainingError,
                             stop_if_asked)
 
@@ -653,6 +653,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     it = start
     last: dict[str, float] = {}
     last_saved = start
+    saving = None  # (the iteration of the checkpoint being written, and the resume state it replaces)
     end = cfg.iters if stop_after is None else min(cfg.iters, start + stop_after)
     # --time-limit: the count PROBE iterations fix, not the clock, then drives the schedule, so the recipe recorded
     # in the checkpoint reproduces the run (the first PROBE learning rates used the old count: cos(pi * PROBE / iters)
@@ -727,6 +728,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                     seg.update(data_sha256=data_sha, data_images=len(images))
                 if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
                     seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
+                saving = (it, file_id(_resume_path(out)))  # (the resume state is renamed into place first)
                 try:
                     _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
                           {"ema": ema, "low": low})
@@ -735,6 +737,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                                         f"that checkpoint was written; {kept()}") from None
                 last_saved = it
     except KeyboardInterrupt:
+        if saving and saving[0] != last_saved and file_id(_resume_path(out)) not in (None, saving[1]):
+            last_saved = saving[0]  # the stop came after the new resume state took the old one's place
         kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command with --resume to "
                 "continue" if last_saved > 0 else f"no checkpoint had been written yet (one every {cfg.ckpt_every} "
                 "iterations): run the command again")

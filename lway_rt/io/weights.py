@@ -182,6 +182,16 @@ def save_torch(obj, dest: Path) -> None:
             raise OSError(errno.EIO, "the write stopped part-way (a full disk or a file-size limit?)") from None
 
 
+def file_id(path: Path) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device, inode), or ``None`` if there is none: one written atomically over it is
+    another (``atomic_path``), so a stop just after the rename can tell the new checkpoint from the one before."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def atomic_path(dest: Path):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays); one that is a device,
