@@ -397,6 +397,7 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     if not routing:
         raise InputError(f"{folder} was adapted before per-group adaptations recorded their groups' centres: pass one "
                          f"of its models ({', '.join(f'{n}/{WEIGHTS}' for n in names[:3])})")
+    _refuse_a_half_replaced_grouping(folder, record)
     missing = [n for n in names if not (folder / n / WEIGHTS).is_file()]
     if missing:
         raise InputError(f"{folder}: {', '.join(missing)} not adapted yet (no {WEIGHTS}): finish the run with "
@@ -418,6 +419,31 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
     stage1 = _load_stage1_for(routing, folder, config)
     floors, borrowed = route_floors(floors, [len(record["members"][n]) for n in names])
     return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device, borrowed)
+
+
+def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
+    """Refuse the per-group folder ``folder`` where its groups.json (``record``) and its run folders are not one
+    adaptation: a per-group --overwrite stopped part-way (or a --restore stopped part-way) writes the new grouping first
+    and replaces the runs one by one, so upscale had sent images, silently, to the old runs' models by the new groups'
+    centres (a group's model adapted on other images). Each run's report names the images it was adapted on."""
+    from lway_rt.adapt.runfolder import ASIDE, _aside_state, _read_json_dict, _written_summary, restore_words
+
+    state = _aside_state(folder / ASIDE)
+    if state == "restoring":
+        raise InputError(f"a --restore into {folder} was stopped part-way: run {restore_words(folder)} again to "
+                         "finish it, then upscale with the folder")
+    way_on = (f"finish it with the same 'lwayrt adapt' command with --resume in place of --overwrite, or "
+              f"{restore_words(folder)} to have the earlier runs back")
+    if state == "cut short" or (state == "kept" and _written_summary(folder) is None):
+        raise InputError(f"{folder} holds a per-group --overwrite that was stopped part-way: its groups are the new "
+                         f"command's and its models partly the runs it replaces; {way_on}")
+    for name, members in record["members"].items():
+        report = _read_json_dict(folder / str(name) / "report.json") or {}
+        images = report.get("images")
+        made_on = sorted(str(i.get("name")) for i in images if isinstance(i, dict)) if isinstance(images, list) else None
+        if made_on is not None and made_on != sorted(map(str, members)):
+            raise InputError(f"{folder}: {name}'s model was adapted on other images than its group in groups.json "
+                             f"lists (a per-group --overwrite stopped part-way?): {way_on}")
 
 
 def _placement(desc: ModelDescriptor) -> tuple[torch.device, torch.dtype]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 
 import numpy as np
 import pytest
@@ -463,3 +464,42 @@ def test_an_overwrite_after_a_stopped_one_removes_the_run_folders_that_one_start
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "1", "--overwrite")
     assert code == 0, text
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "group-1", "groups.json", "report.json"]
+
+
+def test_upscale_refuses_a_folder_a_stopped_per_group_overwrite_left_half_replaced(files, tmp_path, monkeypatch):
+    """A per-group --overwrite into another number of groups writes its groups.json first and replaces the runs one by
+    one: stopped before them, upscale sent images by the new groups' centres to the old runs' models, silently. It is
+    refused, saying how to finish the overwrite or have the runs back; a group whose run was made on other images
+    than groups.json lists for it is refused too."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.runfolder import restore_replaced
+
+    out = tmp_path / "groups"
+    assert _adapt(files, out, "--mode", "per-group", "--groups", "3")[0] == 0
+    real, calls = loop.adapt_images, []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:  # no run replaced yet
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "adapt_images", stopping)
+        assert _adapt(files, out, "--mode", "per-group", "--groups", "2", "--overwrite")[0] == 130
+    up = ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up")]
+    res = CliRunner().invoke(main, up)
+    assert res.exit_code == 1 and "holds a per-group --overwrite that was stopped part-way" in res.output, res.output
+    assert "--restore" in res.output and not (tmp_path / "up").exists()
+    copy = tmp_path / "copy"  # a group whose run was made on other images: refused by the reports alone
+    shutil.copytree(out, copy)
+    restore_replaced(copy)
+    record = json.loads((copy / "groups.json").read_text())
+    record["members"]["group-1"], record["members"]["group-2"] = record["members"]["group-2"], record["members"]["group-1"]
+    (copy / "groups.json").write_text(json.dumps(record))
+    res = CliRunner().invoke(main, [*up[:3], str(copy), *up[4:]])
+    assert res.exit_code == 1 and "group-1's model was adapted on other images than its group" in res.output, res.output
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
+    assert code == 0, text
+    res = CliRunner().invoke(main, up)
+    assert res.exit_code == 0, res.output
