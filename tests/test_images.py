@@ -384,6 +384,33 @@ def test_a_temporary_file_whose_writer_was_killed_is_swept_at_once(tmp_path):
     assert (tmp_path / "w.bin").read_bytes() == b"whole" and not gone.exists() and alive.exists()
 
 
+def test_a_probe_file_a_kill_left_goes_with_the_next_probe_and_with_adapts_clean_up(tmp_path):
+    """A kill while a command probed a folder for writing left an empty hidden file there for good, and one left in an
+    adapt run folder stayed after --restore; so did a kill while a per-group folder's groups.json was written."""
+    import subprocess
+    import sys
+
+    from lway_rt.adapt.runfolder import _remove_killed_writes
+    from lway_rt.io.weights import ensure_writable_dir, temp_prefix
+
+    code = "import sys; from lway_rt.io.weights import temp_prefix; print(*map(temp_prefix, sys.argv[1:]))"
+    dead = subprocess.run([sys.executable, "-c", code, "write-probe", "case-probe", "groups.json"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    left = [tmp_path / f"{d}x1y2z3.tmp" for d in dead]
+    alive = tmp_path / f"{temp_prefix('write-probe')}a1b2c3.tmp"  # (this process's: another command's probe now)
+    for f in (*left, alive):
+        f.write_bytes(b"")
+    ensure_writable_dir(tmp_path, "-o folder")
+    assert [f.exists() for f in left] == [False, False, True] and alive.exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    again = [run / f.name for f in left]
+    for f in again:
+        f.write_bytes(b"")
+    _remove_killed_writes(run)
+    assert not any(f.exists() for f in again) and alive.exists()
+
+
 def test_working_folders_of_killed_runs_are_swept_once_stale(tmp_path, monkeypatch):
     """kill -9 during an export's parity check or a benchmark leaves its lwayrt-* folder in the system's temporary
     folder; the next run removes those a day old, and leaves a fresh one (a run under way) and other folders alone."""

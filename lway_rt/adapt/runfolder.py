@@ -110,9 +110,11 @@ def _remove_killed_writes(out_dir: Path) -> None:
     """The hidden temporary files (``.NAME.*.tmp``, of ``atomic_path``) of the names a run writes into ``out_dir`` and
     its ``sr/``: under the run's lock none is being written, so each is what a run killed mid-write (``kill -9``)
     left, a checkpoint's tens of MB among them. Elsewhere such files wait a day (``sweep_stale_temps``)."""
-    from lway_rt.io.weights import is_temp_name, temp_target
+    from lway_rt.io.weights import is_temp_name, sweep_stale_probes, temp_target
 
-    found = [f for name in _RUN_FILES for f in out_dir.glob(f".{name}.*.tmp") if is_temp_name(f.name, name)]
+    sweep_stale_probes(out_dir)  # (a probe whose process lives is another command's, checking the folder now)
+    found = [f for name in (*_RUN_FILES, "groups.json") for f in out_dir.glob(f".{name}.*.tmp")
+             if is_temp_name(f.name, name)]
     if (out_dir / "sr").is_dir():  # (a hidden file of the user's that merely ends in .tmp is not one)
         found += [f for f in (out_dir / "sr").glob(".*.png.*.tmp") if (temp_target(f.name) or "").endswith(".png")]
     for f in found:

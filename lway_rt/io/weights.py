@@ -314,10 +314,19 @@ def os_folder(folder) -> str:
 
 
 def write_probe(folder: Path) -> None:
-    """Make and remove a file in ``folder`` (an existing one), or raise the ``OSError`` that says why it takes none."""
-    fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=os_folder(folder))
+    """Make and remove a file in ``folder`` (an existing one), or raise the ``OSError`` that says why it takes none.
+    The probe is named as a temporary file (``temp_prefix``): one a kill left is removed by the next probe there."""
+    fd, probe = tempfile.mkstemp(prefix=temp_prefix("write-probe"), suffix=".tmp", dir=os_folder(folder))
     os.close(fd)
     os.unlink(probe)
+    sweep_stale_probes(folder)
+
+
+def sweep_stale_probes(folder: Path) -> None:
+    """Remove the probe files (``write_probe``, ``case_insensitive``) in ``folder`` whose process is gone (a kill
+    while it probed: an empty hidden file, left for good)."""
+    for what in ("write-probe", "case-probe"):
+        sweep_stale_temps(folder, f".{what}.", ".tmp")
 
 
 def case_insensitive(folder: Path) -> bool:
@@ -325,7 +334,7 @@ def case_insensitive(folder: Path) -> bool:
     ``photo.png`` for one file (macOS's APFS and Windows' NTFS by default): found by making a probe file and looking
     for it under its name in the other case. False where that cannot be told (the probe cannot be written)."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".case-probe.", dir=os_folder(folder))
+        fd, probe = tempfile.mkstemp(prefix=temp_prefix("case-probe"), suffix=".tmp", dir=os_folder(folder))
     except OSError:
         return False
     os.close(fd)
