@@ -503,3 +503,31 @@ def test_upscale_refuses_a_folder_a_stopped_per_group_overwrite_left_half_replac
     assert code == 0, text
     res = CliRunner().invoke(main, up)
     assert res.exit_code == 0, res.output
+
+
+def test_a_resume_takes_up_a_per_group_overwrite_stopped_while_it_moved_the_summary_aside(files, tmp_path,
+                                                                                       monkeypatch):
+    """A per-group --overwrite into another number of groups, stopped while it moved the folder's summary aside
+    (groups.json goes last): the --resume it advises was judged against the replaced run's groups.json ("made with
+    --groups 3"), and the --resume with --groups 3 that refusal advised was refused as another command's."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt.runfolder import ASIDE
+
+    out = tmp_path / "groups"
+    assert _adapt(files, out, "--mode", "per-group", "--groups", "3")[0] == 0
+    real, calls = loop.shutil.move, []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # report.json moved aside, config.json and groups.json not
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop.shutil, "move", stopping)
+        code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--overwrite")
+    assert code == 130 and "--resume in place of --overwrite" in text, text
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
+    assert code == 0 and not list(out.rglob(ASIDE)), text
+    assert sorted(json.loads((out / "groups.json").read_text())["members"]) == ["group-1", "group-2"]
+    assert not (out / "group-3").exists()

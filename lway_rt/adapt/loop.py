@@ -1726,7 +1726,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                               "centres": {name: list(c) for (name, _), c in zip(runs, grouping.centres)},
                               "floors": {name: f for (name, _), f in zip(runs, grouping.floors)}}}
         groups_path = out_dir / "groups.json"
-        if resume and not overwrite and groups_path.exists():
+        if resume and not overwrite and groups_path.exists() and _aside_state(out_dir / ASIDE) != "cut short":
+            # (cut short: a stopped --overwrite was moving the replaced run's summary aside, groups.json last, so the
+            # one here is that run's, not the grouping this --resume takes up: the mark's fingerprint judges that)
             old = _read_json_dict(groups_path)
             if old is None:
                 raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
