@@ -426,12 +426,11 @@ def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
     adaptation: a per-group --overwrite stopped part-way (or a --restore stopped part-way) writes the new grouping first
     and replaces the runs one by one, so upscale had sent images, silently, to the old runs' models by the new groups'
     centres (a group's model adapted on other images). Each run's report names the images it was adapted on."""
-    from lway_rt.adapt.runfolder import ASIDE, _aside_state, _read_json_dict, _written_summary, restore_words
+    from lway_rt.adapt.runfolder import (ASIDE, _aside_state, _read_json_dict, _written_summary, refuse_while_restoring,
+                                         restore_words)
 
+    refuse_while_restoring(folder)
     state = _aside_state(folder / ASIDE)
-    if state == "restoring":
-        raise InputError(f"a --restore into {folder} was stopped part-way: run {restore_words(folder)} again to "
-                         "finish it, then upscale with the folder")
     way_on = (f"finish it with the same 'lwayrt adapt' command with --resume in place of --overwrite, or "
               f"{restore_words(folder)} to have the earlier runs back")
     if state == "cut short" or (state == "kept" and _written_summary(folder) is None):

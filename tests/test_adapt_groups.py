@@ -531,3 +531,55 @@ def test_a_resume_takes_up_a_per_group_overwrite_stopped_while_it_moved_the_summ
     assert code == 0 and not list(out.rglob(ASIDE)), text
     assert sorted(json.loads((out / "groups.json").read_text())["members"]) == ["group-1", "group-2"]
     assert not (out / "group-3").exists()
+
+
+def test_per_group_refusals_in_a_folder_a_stopped_overwrite_or_restore_holds_say_the_way_on(files, tmp_path,
+                                                                                             monkeypatch):
+    """A --resume with other inputs into a per-group folder a stopped --overwrite holds was told only "adapt them into
+    a new --out folder"; after a --restore stopped part-way a --resume was judged by the half-restored grouping
+    ("rerun with --groups 2"), and upscale used the folder; a kept-aside folder whose first mark a kill cut short
+    stayed after --restore."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+    from lway_rt.io.weights import temp_prefix
+
+    out = tmp_path / "groups"
+    assert _adapt(files, out, "--mode", "per-group", "--groups", "3")[0] == 0
+    real, calls = loop.adapt_images, []
+
+    def stopping(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # group-1 made anew
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "adapt_images", stopping)
+        assert _adapt(files, out, "--mode", "per-group", "--groups", "2", "--overwrite")[0] == 130
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "3", "--resume")
+    assert code == 1 and "a stopped --overwrite replaces: run that --overwrite again, or lwayrt adapt --restore" in \
+        " ".join(text.split()), text
+    real_put, puts = runfolder._put_back, []
+
+    def put_once(*a, **k):
+        puts.append(1)
+        if len(puts) == 2:  # one run folder's run put back
+            raise KeyboardInterrupt
+        return real_put(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(runfolder, "_put_back", put_once)
+        with pytest.raises(KeyboardInterrupt):
+            runfolder.restore_replaced(out)
+    for args in (["--groups", "3", "--resume"], ["--groups", "2", "--resume"]):
+        code, text = _adapt(files, out, "--mode", "per-group", *args)
+        assert code == 1 and f"a --restore into {out} was stopped part-way" in text, text
+    res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up")])
+    assert res.exit_code == 1 and "was stopped part-way" in res.output, res.output
+    assert "put back" in runfolder.restore_replaced(out)
+    aside = out / runfolder.ASIDE  # what a kill during the first write of the mark leaves: its temporary file alone
+    aside.mkdir()
+    (aside / f"{temp_prefix(runfolder.ASIDE_MARK)}k1ll3d.tmp").write_text("{")
+    with pytest.raises(Exception, match="nothing to restore"):
+        runfolder.restore_replaced(out)
+    assert not aside.exists()

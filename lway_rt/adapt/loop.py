@@ -52,7 +52,8 @@ from lway_rt.adapt.runfolder import (
     _replacing_run_done, _written_summary,
     _ledger_line, _make_aside, _mark_aside, _read_json_dict, _read_ledger, _refuse_a_restore_under_way,
     _refuse_foreign, _remove_killed_writes, _remove_run_folder, _runs_aside_words, report_images,
-    _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_another_resume, refuse_users_images, restore_words, run_damage, run_mode,
+    _RUN_NAMES, SR_KEY, _ledger_images, image_sha256, refuse_another_resume, refuse_users_images, refuse_while_restoring,
+    restore_words, run_damage, run_mode,
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
@@ -1543,9 +1544,8 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
     unreached = _unreached_by_the_overwrite(out_dir, command) if fingerprint_of is not None else set()
     replaced: set[str] = set()
-    folders = [d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()] if out_dir.is_dir() else []
-    for folder in (out_dir, *folders):  # (a run folder restored already is no run of this command's to judge, and one
-        _refuse_a_restore_under_way(out_dir, folder / ASIDE)  # it does not adapt is still the restore's)
+    refuse_while_restoring(out_dir)  # (again: a run folder restored already is no run of this command's to judge, and
+    # one it does not adapt is still the restore's)
     # a --resume that takes up a stopped --overwrite: its run folders, no other; the run folders it had not reached
     # still hold the runs it replaces, which this command replaces as well where the folder's mark records it as that
     # overwrite (its inputs, model and settings), else checks as any run (one made with others is refused: it had
@@ -1712,6 +1712,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     old_summary = top_summary or ((_read_json_dict(out_dir / ASIDE / "report.json") or {})
                                   if (resume or overwrite) and _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {})
     groups_path = record = None
+    refuse_while_restoring(out_dir)  # before the grouping is judged against the folder's (half-restored) one
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
     else:
@@ -1730,16 +1731,19 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             # (cut short: a stopped --overwrite was moving the replaced run's summary aside, groups.json last, so the
             # one here is that run's, not the grouping this --resume takes up: the mark's fingerprint judges that)
             old = _read_json_dict(groups_path)
+            other_ways = (f"; the folder holds the runs a stopped --overwrite replaces: run that --overwrite again, or "
+                          f"{restore_words(out_dir)} to have them back"
+                          if _aside_state(out_dir / ASIDE) == "kept" else "")
             if old is None:
                 raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
                                  "inputs: pass --overwrite to run it again, or choose another --out folder")
             if old.get("members") != record["members"] and old.get("groups") != record["groups"]:
                 raise InputError(f"the interrupted run in {out_dir} was made with --groups {old.get('groups')} (this "
                                  f"command: --groups {record['groups']}): rerun with --groups {old.get('groups')} to "
-                                 "continue it, or choose another --out folder")
+                                 "continue it, or choose another --out folder" + other_ways)
             if old.get("members") != record["members"]:
                 raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
-                                 "removed or changed?): adapt them into a new --out folder")
+                                 "removed or changed?): adapt them into a new --out folder" + other_ways)
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
     fingerprinter = _Fingerprinter(config, desc, stage1) if resume or overwrite else None
     command = _command_fingerprint(fingerprinter, runs, gt, config) if fingerprinter is not None else None

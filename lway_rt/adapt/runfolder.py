@@ -232,6 +232,14 @@ def _refuse_a_restore_under_way(out_dir: Path, aside: Path) -> None:
                          "finish it first")
 
 
+def refuse_while_restoring(out_dir: Path) -> None:
+    """``_refuse_a_restore_under_way`` for the per-image or per-group folder ``out_dir`` and each of its run folders:
+    no command may use or judge the folder (a half-restored run folder's run, a half-restored grouping) first."""
+    folders = [d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink()] if out_dir.is_dir() else []
+    for folder in (out_dir, *folders):
+        _refuse_a_restore_under_way(out_dir, folder / ASIDE)
+
+
 def _aside_state(path: Path) -> str | None:
     """What ``path`` (a folder's ``.lwayrt-replaced``) is: None (not this command's), "cut short" (a move aside a stop
     cut short), "restoring" (a --restore a stop cut short), "discarding" (the new run finished and the kept one was
@@ -610,7 +618,8 @@ def restore_replaced(out_dir: Path) -> str:
             _finish_replacing(out_dir)
             raise InputError(f"nothing to restore in {out_dir}: the --overwrite there had finished (its new run is "
                              "complete), and what it replaced was being removed when it was stopped; that is done now")
-        for d in out_dir.iterdir():  # (a run folder's aside whose first mark a kill cut short: it holds nothing)
+        _drop_unmarked_aside(out_dir / ASIDE)  # (an aside whose first mark a kill cut short: it holds nothing)
+        for d in out_dir.iterdir():  # (and a run folder's)
             if d.is_dir() and not d.is_symlink() and d.name != ASIDE:
                 _drop_unmarked_aside(d / ASIDE)
         subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
