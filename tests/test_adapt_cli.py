@@ -911,6 +911,7 @@ def test_a_resume_after_a_stopped_per_image_overwrite_takes_it_up_or_is_refused(
         code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--resume",
                            *change])
         assert code == 1 and "made with other settings" in text and _digests(out) == stopped, text
+        assert "this --resume is not that overwrite" in text and "--restore" in text, text
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *other, "--mode", "per-image", "--resume"])
     assert code == 0 and text.count("3 iterations, completed") == 3, text
     assert not any(p.name == runfolder.ASIDE for p in out.rglob("*")), sorted(out.rglob("*"))
@@ -1136,6 +1137,28 @@ def test_a_stop_after_every_run_of_an_overwrite_advises_the_resume_that_keeps_th
     code, text = _run(["adapt", *args, "--resume"])
     assert code == 0 and not list(out.rglob(ASIDE)), text
     assert made == {n: (out / n / "adapted.safetensors").read_bytes() for n in made}
+
+
+def test_restore_removes_the_probe_files_a_kill_left_in_the_folder_and_its_run_folders(files, tmp_path):
+    """A kill while a command probed a folder for writing left an empty hidden file; --restore left it at the top
+    (saying "nothing to restore") and in a run folder it did not put back."""
+    import subprocess
+
+    from lway_rt.adapt import runfolder
+    from lway_rt.io import weights
+
+    out = tmp_path / "each"
+    assert _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])[0] == 0
+    before = _digests(out)
+    code = "from lway_rt.io.weights import temp_prefix; print(temp_prefix('write-probe'))"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    left = [out / f"{dead}a1.tmp", out / "grey" / f"{dead}b2.tmp"]
+    for f in left:
+        f.write_bytes(b"")
+    weights._stale_by_folder.clear()  # (--restore is a command of its own: this process listed the folders before)
+    with pytest.raises(Exception, match="nothing to restore"):
+        runfolder.restore_replaced(out)
+    assert _digests(out) == before
 
 
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):

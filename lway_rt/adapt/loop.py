@@ -1577,8 +1577,12 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
                                      fingerprint_of.with_parts(group, gt)[1], config.sample)
             made = _made_with(config, then, _read_json_dict(sub / "config.json"), changed=changed,
                               gt=gt is not None)
+            stopped = _aside_state(out_dir / ASIDE) in ("kept", "cut short")
             raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
-                             "ones, choose another --out folder, or pass --overwrite to replace it")
+                             "ones, choose another --out folder, or pass --overwrite to replace it" + (
+                                 "; the folder holds the runs a stopped --overwrite replaces, and this --resume is not "
+                                 "that overwrite (its inputs' pixels, model or settings differ): run that --overwrite "
+                                 f"again, or {restore_words(out_dir)} to have them back" if stopped else ""))
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
             # (a damaged one runs again: adapt_images says so)
             kept[name] = finished

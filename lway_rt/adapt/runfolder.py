@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.errors import InputError, OutputError, listing
-from lway_rt.io.weights import atomic_write_json, exclusive_run, finite
+from lway_rt.io.weights import atomic_write_json, exclusive_run, finite, sweep_stale_probes
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "adapted.safetensors"
@@ -110,7 +110,7 @@ def _remove_killed_writes(out_dir: Path) -> None:
     """The hidden temporary files (``.NAME.*.tmp``, of ``atomic_path``) of the names a run writes into ``out_dir`` and
     its ``sr/``: under the run's lock none is being written, so each is what a run killed mid-write (``kill -9``)
     left, a checkpoint's tens of MB among them. Elsewhere such files wait a day (``sweep_stale_temps``)."""
-    from lway_rt.io.weights import is_temp_name, sweep_stale_probes, temp_target
+    from lway_rt.io.weights import is_temp_name, temp_target
 
     sweep_stale_probes(out_dir)  # (a probe whose process lives is another command's, checking the folder now)
     found = [f for name in (*_RUN_FILES, "groups.json") for f in out_dir.glob(f".{name}.*.tmp")
@@ -614,6 +614,8 @@ def restore_replaced(out_dir: Path) -> str:
         except OutputError:
             raise OutputError(f"another run is writing to {out_dir} right now: restore once it has finished or been "
                               "stopped") from None
+        for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink())):
+            sweep_stale_probes(folder)  # (what a kill while a command probed the folder left: any that ran there)
         if _aside_state(out_dir / ASIDE) == "discarding":
             _finish_replacing(out_dir)
             raise InputError(f"nothing to restore in {out_dir}: the --overwrite there had finished (its new run is "
