@@ -388,6 +388,10 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
 
     from lway_rt.adapt.loop import WEIGHTS
 
+    if Path(config.model).is_dir():  # (its groups.json may be the one the stopped --restore had not put back yet)
+        from lway_rt.adapt.runfolder import refuse_while_restoring
+
+        refuse_while_restoring(Path(config.model))
     found = _groups_record(config.model)
     if found is None:
         return None

@@ -1161,6 +1161,31 @@ def test_restore_removes_the_probe_files_a_kill_left_in_the_folder_and_its_run_f
     assert _digests(out) == before
 
 
+def test_a_restore_killed_while_it_removed_a_stopped_run_finishes_when_run_again(files, tmp_path, monkeypatch):
+    """A --restore stopped after it removed a run folder's finished stopped run's report, before its sr/ image: run
+    again, it took that image for one of the user's ("in the way ... not the stopped run's"); the report goes last
+    now. A plain rerun meanwhile names the unfinished --restore (it advised --resume or --overwrite, both refused)."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.adapt import runfolder
+
+    out = tmp_path / "each"
+    args = [str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    assert _run(["adapt", *args])[0] == 0
+    before = _digests(out)
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, loop, "adapt_images", 3)  # alpha and grey made anew, rgb not begun
+        assert _run(["adapt", *args, "--seed", "3", "--overwrite"])[0] == 130
+    with monkeypatch.context() as m:
+        _stopping_on_call(m, runfolder.Path, "unlink", 3)  # two of alpha's stopped run's files removed
+        with pytest.raises(KeyboardInterrupt):
+            runfolder.restore_replaced(out)
+    code, text = _run(["adapt", *args])
+    assert code == 1 and f"a --restore into {out} was stopped part-way" in text, text
+    assert "put back" in runfolder.restore_replaced(out) and _digests(out) == before
+    (out / runfolder.ASIDE).mkdir()  # what a kill at the very end leaves: the emptied folder, its mark gone
+    assert "nothing left to restore" in runfolder.restore_replaced(out) and _digests(out) == before
+
+
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
     """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
     earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""

@@ -1683,6 +1683,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
     for line in notes:  # files of several frames: the first is read
         note(line)
+    refuse_while_restoring(out_dir)  # first: the folder's other refusals judge a half-restored folder
     _check_out_folder(out_dir, config, images, [] if loaded else given, resume, overwrite)
     if config.sample is not None and len(images) < len(given):
         log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in frame order (--sample); "
@@ -1716,7 +1717,6 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     old_summary = top_summary or ((_read_json_dict(out_dir / ASIDE / "report.json") or {})
                                   if (resume or overwrite) and _aside_state(out_dir / ASIDE) in ("kept", "cut short") else {})
     groups_path = record = None
-    refuse_while_restoring(out_dir)  # before the grouping is judged against the folder's (half-restored) one
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
     else:

@@ -252,17 +252,20 @@ def _aside_state(path: Path) -> str | None:
     return "cut short" if mark.get("complete") is False else "restoring" if mark.get("restoring") else "kept"
 
 
-def _drop_unmarked_aside(aside: Path) -> None:
+def _drop_unmarked_aside(aside: Path) -> bool:
     """Remove ``aside`` where it holds nothing but what a kill during its first mark's write left (that write's
     temporary file; under the lock no one writes it now), or nothing at all (what a stop left as its last file went):
-    it holds nothing of anyone's, and blocked the next --overwrite as a folder the command did not make."""
+    it holds nothing of anyone's, and blocked the next --overwrite as a folder the command did not make. Returns
+    whether it was removed."""
     if not aside.is_dir() or aside.is_symlink() or (aside / ASIDE_MARK).exists():
-        return
+        return False
     with contextlib.suppress(OSError):
         for f in [f for f in aside.iterdir() if _mark_temp(f, aside) and f.is_file() and not f.is_symlink()]:
             f.unlink()
         if not any(aside.iterdir()):
             aside.rmdir()
+            return True
+    return False
 
 
 def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str | None = None,
@@ -505,8 +508,14 @@ def _stopped_run_files(folder: Path, also: Iterable[str] = (), summary: str | No
 
 
 def _remove_stopped_run(folder: Path, files: Sequence[Path] | None = None) -> None:
-    """Remove the stopped run's ``files`` (``_stopped_run_files``, found here when not given), its ledger last."""
-    for path in sorted(_stopped_run_files(folder) if files is None else files, key=lambda p: p.name == SR_WRITTEN):
+    """Remove the stopped run's ``files`` (``_stopped_run_files``, found here when not given), the two that name its
+    sr/ images last: its report, then its ledger. A kill part-way then leaves every file still here known as the
+    stopped run's (the report went first, and the --restore run again took a finished run's own sr/ image for one of
+    the user's, "in the way")."""
+    def last(p: Path) -> tuple[bool, bool]:
+        return p.name in ("report.json", SR_WRITTEN) and p.parent == folder, p.name == SR_WRITTEN
+
+    for path in sorted(_stopped_run_files(folder) if files is None else files, key=last):
         path.unlink()
 
 
@@ -620,7 +629,8 @@ def restore_replaced(out_dir: Path) -> str:
             _finish_replacing(out_dir)
             raise InputError(f"nothing to restore in {out_dir}: the --overwrite there had finished (its new run is "
                              "complete), and what it replaced was being removed when it was stopped; that is done now")
-        _drop_unmarked_aside(out_dir / ASIDE)  # (an aside whose first mark a kill cut short: it holds nothing)
+        emptied = _drop_unmarked_aside(out_dir / ASIDE)  # (an aside whose first mark a kill cut short, or one a
+        # --restore had emptied, its mark gone, when a kill came: it holds nothing)
         for d in out_dir.iterdir():  # (and a run folder's)
             if d.is_dir() and not d.is_symlink() and d.name != ASIDE:
                 _drop_unmarked_aside(d / ASIDE)
@@ -629,6 +639,9 @@ def restore_replaced(out_dir: Path) -> str:
         for sub in [d for d in subs if _aside_state(d / ASIDE) == "discarding"]:  # its own run had finished
             _finish_replacing(sub)
             subs.remove(sub)
+        if not _is_aside(out_dir / ASIDE) and not subs and emptied:
+            return (f"nothing left to restore in {out_dir}: the folder kept aside there held nothing more (a --restore "
+                    "had put everything back, or an --overwrite was stopped before it kept anything aside)")
         if not _is_aside(out_dir / ASIDE) and not subs:
             raise InputError(f"{out_dir} holds no run that --overwrite kept aside ({ASIDE}/): there is nothing to "
                              "restore (it is removed when the overwriting run finishes)")
