@@ -1186,6 +1186,20 @@ def test_a_restore_killed_while_it_removed_a_stopped_run_finishes_when_run_again
     assert "nothing left to restore" in runfolder.restore_replaced(out) and _digests(out) == before
 
 
+def test_finishing_a_replacement_drops_the_empty_folder_a_kill_left(tmp_path):
+    """A kill while a run folder's kept run was removed, after its mark went, left the emptied folder: the --resume that
+    finished the removal left it for good. One that holds a file of the user's (no mark) stays."""
+    from lway_rt.adapt.runfolder import ASIDE, _finish_replacing
+
+    empty, mine = tmp_path / "a", tmp_path / "b"
+    (empty / ASIDE).mkdir(parents=True)
+    (mine / ASIDE).mkdir(parents=True)
+    (mine / ASIDE / "notes.txt").write_text("mine")
+    _finish_replacing(empty)
+    _finish_replacing(mine)
+    assert not (empty / ASIDE).exists() and (mine / ASIDE / "notes.txt").read_text() == "mine"
+
+
 def test_restore_keeps_a_run_folder_the_stopped_overwrite_never_touched(files, tmp_path, monkeypatch):
     """A run folder joined the mark as its run began, before its checks: a stop there left a finished run of an
     earlier command listed as the stopped command's, and --restore (the way back it advises) deleted it."""

@@ -406,6 +406,7 @@ def _finish_replacing(out_dir: Path, drop: Sequence[str] = ()) -> None:
     that the replaced summary lists and the new command did not make again, removed after the mark says so."""
     aside = out_dir / ASIDE
     if not _is_aside(aside):
+        _drop_unmarked_aside(aside)  # (a kill after the mark went, before the folder: it holds nothing now)
         return
     mark = _aside_mark(aside)
     if not mark.get("discarding"):
