@@ -1610,6 +1610,29 @@ def _unreached_by_the_overwrite(out_dir: Path, command: str | None) -> set[str]:
     return set(map(str, planned)) - set(map(str, started))
 
 
+def _check_grouping(out_dir: Path, record: dict) -> None:
+    """Refuse a per-group --resume into ``out_dir`` whose grouping (``record``, as groups.json holds it) is not the
+    interrupted run's there: another --groups, or inputs that group otherwise."""
+    groups_path = out_dir / "groups.json"
+    if not groups_path.exists() or _aside_state(out_dir / ASIDE) == "cut short":  # (cut short: a stopped --overwrite
+        # was moving the replaced run's summary aside, groups.json last, so the one here is that run's, not the
+        # grouping this --resume takes up: the mark's fingerprint judges that)
+        return
+    old = _read_json_dict(groups_path)
+    other_ways = (f"; the folder holds the runs a stopped --overwrite replaces: run that --overwrite again, or "
+                  f"{restore_words(out_dir)} to have them back" if _aside_state(out_dir / ASIDE) == "kept" else "")
+    if old is None:
+        raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
+                         "inputs: pass --overwrite to run it again, or choose another --out folder")
+    if old.get("members") != record["members"] and old.get("groups") != record["groups"]:
+        raise InputError(f"the interrupted run in {out_dir} was made with --groups {old.get('groups')} (this "
+                         f"command: --groups {record['groups']}): rerun with --groups {old.get('groups')} to "
+                         "continue it, or choose another --out folder" + other_ways)
+    if old.get("members") != record["members"]:
+        raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
+                         "removed or changed?): adapt them into a new --out folder" + other_ways)
+
+
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
     """``config`` with its folders and files (--sup-data, --lpips-weights) made absolute, as config.json records them
     and the recipe fingerprints them: a run is then resumed, or rerun with ``--config OUT/config.json``, from any
@@ -1731,23 +1754,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                               "centres": {name: list(c) for (name, _), c in zip(runs, grouping.centres)},
                               "floors": {name: f for (name, _), f in zip(runs, grouping.floors)}}}
         groups_path = out_dir / "groups.json"
-        if resume and not overwrite and groups_path.exists() and _aside_state(out_dir / ASIDE) != "cut short":
-            # (cut short: a stopped --overwrite was moving the replaced run's summary aside, groups.json last, so the
-            # one here is that run's, not the grouping this --resume takes up: the mark's fingerprint judges that)
-            old = _read_json_dict(groups_path)
-            other_ways = (f"; the folder holds the runs a stopped --overwrite replaces: run that --overwrite again, or "
-                          f"{restore_words(out_dir)} to have them back"
-                          if _aside_state(out_dir / ASIDE) == "kept" else "")
-            if old is None:
-                raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
-                                 "inputs: pass --overwrite to run it again, or choose another --out folder")
-            if old.get("members") != record["members"] and old.get("groups") != record["groups"]:
-                raise InputError(f"the interrupted run in {out_dir} was made with --groups {old.get('groups')} (this "
-                                 f"command: --groups {record['groups']}): rerun with --groups {old.get('groups')} to "
-                                 "continue it, or choose another --out folder" + other_ways)
-            if old.get("members") != record["members"]:
-                raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
-                                 "removed or changed?): adapt them into a new --out folder" + other_ways)
+        if resume and not overwrite:
+            _check_grouping(out_dir, record)
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
     fingerprinter = _Fingerprinter(config, desc, stage1) if resume or overwrite else None
     command = _command_fingerprint(fingerprinter, runs, gt, config) if fingerprinter is not None else None
