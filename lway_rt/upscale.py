@@ -344,6 +344,10 @@ def _groups_record(spec: str) -> tuple[Path, dict] | None:
         return None  # as resolve_model_path decides: "./NAME" reaches the folder
     folder = Path(spec).expanduser()
     path = folder / "groups.json"
+    if folder.is_dir():  # (first: its groups.json may be one a stopped --restore has not put back yet, or removed)
+        from lway_rt.adapt.runfolder import refuse_while_restoring
+
+        refuse_while_restoring(folder)
     if not (folder.is_dir() and path.is_file()):
         return None
     try:
@@ -388,10 +392,6 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
 
     from lway_rt.adapt.loop import WEIGHTS
 
-    if Path(config.model).is_dir():  # (its groups.json may be the one the stopped --restore had not put back yet)
-        from lway_rt.adapt.runfolder import refuse_while_restoring
-
-        refuse_while_restoring(Path(config.model))
     found = _groups_record(config.model)
     if found is None:
         return None
@@ -430,11 +430,9 @@ def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
     adaptation: a per-group --overwrite stopped part-way (or a --restore stopped part-way) writes the new grouping first
     and replaces the runs one by one, so upscale had sent images, silently, to the old runs' models by the new groups'
     centres (a group's model adapted on other images). Each run's report names the images it was adapted on."""
-    from lway_rt.adapt.runfolder import (ASIDE, _aside_state, _read_json_dict, _written_summary, refuse_while_restoring,
-                                         restore_words)
+    from lway_rt.adapt.runfolder import ASIDE, _aside_state, _read_json_dict, _written_summary, restore_words
 
-    refuse_while_restoring(folder)
-    state = _aside_state(folder / ASIDE)
+    state = _aside_state(folder / ASIDE)  # (an unfinished --restore was refused with the folder: _groups_record)
     way_on = (f"finish it with the same 'lwayrt adapt' command with --resume in place of --overwrite, or "
               f"{restore_words(folder)} to have the earlier runs back")
     if state == "cut short" or (state == "kept" and _written_summary(folder) is None):

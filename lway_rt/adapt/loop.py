@@ -1533,19 +1533,18 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
 
 def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], config: AdaptConfig,
-                       fingerprinter: _Fingerprinter | None, command: str | None, gt, *, resume: bool,
+                       fingerprinter: _Fingerprinter | None, fingerprints: dict[str, str], gt, *, resume: bool,
                        overwrite: bool) -> tuple[dict[str, dict], set[str]]:
     """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
     returns the finished runs ``--resume`` keeps as they are (by name), and the run folders it replaces as
     ``--overwrite`` does (a --resume that takes up a stopped overwrite: the run folders that overwrite had not reached,
-    whose runs it replaces); raises ``InputError`` for any refused. ``command``: this command's fingerprint
-    (``_command_fingerprint``)."""
+    whose runs it replaces); raises ``InputError`` for any refused. ``fingerprints``: each run's fingerprint (made by
+    ``fingerprinter``), by run folder. (A --restore under way was refused before: ``refuse_while_restoring``.)"""
     fingerprint_of = fingerprinter if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
-    unreached = _unreached_by_the_overwrite(out_dir, command) if fingerprint_of is not None else set()
+    unreached = _unreached_by_the_overwrite(out_dir, _command_fingerprint(fingerprints, config)) \
+        if fingerprint_of is not None else set()
     replaced: set[str] = set()
-    refuse_while_restoring(out_dir)  # (again: a run folder restored already is no run of this command's to judge, and
-    # one it does not adapt is still the restore's)
     # a --resume that takes up a stopped --overwrite: its run folders, no other; the run folders it had not reached
     # still hold the runs it replaces, which this command replaces as well where the folder's mark records it as that
     # overwrite (its inputs, model and settings), else checks as any run (one made with others is refused: it had
@@ -1569,7 +1568,7 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
         recorded = ck.get("fingerprint") if ck is not None else \
             None if finished is None else finished.get("fingerprint", "")
         then = _recipe_of(ck) if ck is not None else (finished or {}).get("config")
-        if recorded is not None and not fingerprint_of.same_run(recorded, fingerprint_of(group, gt), then, group, gt):
+        if recorded is not None and not fingerprint_of.same_run(recorded, fingerprints[name], then, group, gt):
             if name in unreached:  # the run the overwrite replaces (or a stopped one it clears), as it would have
                 replaced.add(name)
                 continue
@@ -1589,12 +1588,11 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
     return kept, replaced
 
 
-def _command_fingerprint(fingerprinter: _Fingerprinter, runs: Sequence[tuple[str, list[InputImage]]], gt,
-                         config: AdaptConfig) -> str:
+def _command_fingerprint(fingerprints: dict[str, str], config: AdaptConfig) -> str:
     """What a per-image or per-group command makes: its mode and every run folder's name and run fingerprint (inputs,
-    model and settings). A stopped --overwrite records it in its folder's mark, and a --resume with the same one is
-    that overwrite taken up."""
-    parts = [config.mode, config.groups, [[name, fingerprinter(group, gt)] for name, group in runs]]
+    model and settings; ``fingerprints``, in the command's order). A stopped --overwrite records it in its folder's
+    mark, and a --resume with the same one is that overwrite taken up."""
+    parts = [config.mode, config.groups, [[name, fp] for name, fp in fingerprints.items()]]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
@@ -1758,8 +1756,9 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             _check_grouping(out_dir, record)
     # every run already in the folder is checked before any is made: a refused command leaves the folder as it was
     fingerprinter = _Fingerprinter(config, desc, stage1) if resume or overwrite else None
-    command = _command_fingerprint(fingerprinter, runs, gt, config) if fingerprinter is not None else None
-    kept, replaced = _check_run_folders(out_dir, runs, config, fingerprinter, command, gt, resume=resume,
+    fingerprints = {name: fingerprinter(group, gt) for name, group in runs} if fingerprinter is not None else {}
+    command = _command_fingerprint(fingerprints, config) if fingerprinter is not None else None
+    kept, replaced = _check_run_folders(out_dir, runs, config, fingerprinter, fingerprints, gt, resume=resume,
                                         overwrite=overwrite)
     if (done := _written_summary(out_dir)) is not None:  # an overwrite here finished (its summary written after every
         # run), and a stop came before it removed what it replaced (an --overwrite then deleted those finished runs and

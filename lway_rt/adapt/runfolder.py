@@ -624,17 +624,17 @@ def restore_replaced(out_dir: Path) -> str:
         except OutputError:
             raise OutputError(f"another run is writing to {out_dir} right now: restore once it has finished or been "
                               "stopped") from None
-        for folder in (out_dir, *(d for d in out_dir.iterdir() if d.is_dir() and not d.is_symlink())):
-            sweep_stale_probes(folder)  # (what a kill while a command probed the folder left: any that ran there)
         if _aside_state(out_dir / ASIDE) == "discarding":
             _finish_replacing(out_dir)
             raise InputError(f"nothing to restore in {out_dir}: the --overwrite there had finished (its new run is "
                              "complete), and what it replaced was being removed when it was stopped; that is done now")
         emptied = _drop_unmarked_aside(out_dir / ASIDE)  # (an aside whose first mark a kill cut short, or one a
         # --restore had emptied, its mark gone, when a kill came: it holds nothing)
+        sweep_stale_probes(out_dir)  # (and what a kill while a command probed a folder left: any that ran there)
         for d in out_dir.iterdir():  # (and a run folder's)
             if d.is_dir() and not d.is_symlink() and d.name != ASIDE:
                 _drop_unmarked_aside(d / ASIDE)
+                sweep_stale_probes(d)
         subs = sorted(d for d in out_dir.iterdir() if d.name != ASIDE and d.is_dir() and not d.is_symlink()
                       and _is_aside(d / ASIDE))
         for sub in [d for d in subs if _aside_state(d / ASIDE) == "discarding"]:  # its own run had finished
