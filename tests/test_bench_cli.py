@@ -40,6 +40,19 @@ def test_json_dash_prints_the_report_on_stdout(tmp_path, monkeypatch):
     assert "torch" in res.stderr
 
 
+def test_threads_default_to_omp_num_threads(tmp_path, monkeypatch):
+    """The README tells jobs run side by side to set OMP_NUM_THREADS=1, as torch and ONNX Runtime take it; serve-bench
+    without --threads timed every backend on all usable cores regardless. It takes OMP_NUM_THREADS now."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "-b",
+                                    "ort-cpu", "--no-peak", "--json", str(out), *TINY[2:]])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["settings"]["threads"] == 1, report["settings"]
+    assert {r["options"].get("threads") for r in report["results"]} == {1}, [r["options"] for r in report["results"]]
+
+
 def test_report_and_chart_never_replace_what_the_user_has(tmp_path, capped_weights):
     """--json / --chart naming the model, another file of the user's or each other are refused before anything is
     timed, and the file is left as it was."""

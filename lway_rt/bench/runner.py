@@ -33,6 +33,7 @@ import torch
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
 from lway_rt.errors import InputError
 from lway_rt.export.parity import PSNR_CAP  # bit-identical outputs, as export's gate records them (JSON has no inf)
+from lway_rt.runtime.ort import env_threads
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
@@ -391,7 +392,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     desc.require_rgb(str(config.model), "serve-bench times")  # the timed inputs are RGB photos
     ref_model = reference if reference is not None else desc.model
     scale = desc.scale
-    threads = config.threads or _usable_cores()
+    threads = config.threads or env_threads() or _usable_cores()  # (OMP_NUM_THREADS: as torch and ORT take it)
     specs = []
     for text in config.backends:
         spec = parse_backend(text, device=config.device)

@@ -62,7 +62,7 @@ def _provider_name(p: str | tuple[str, dict[str, Any]]) -> str:
     return _PROVIDER_ALIASES.get(name.lower(), name)
 
 
-def _env_threads() -> int | None:
+def env_threads() -> int | None:
     """``OMP_NUM_THREADS`` as a positive count, else None (unset, or not a count)."""
     import os
 
@@ -128,7 +128,7 @@ def create_session(
     parallel = execution_mode == "parallel"
     so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is None:
-        threads = _env_threads()
+        threads = env_threads()
     if threads is not None:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = int(threads) if parallel else 1
