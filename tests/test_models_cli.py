@@ -230,6 +230,9 @@ def test_list_json_is_whole_rows_for_scripts(model_store):
     rows = json.loads(result.output)
     assert result.exit_code == 0 and {r["name"] for r in rows} >= set(store.SOURCES), result.output
     assert all(set(r) == {"name", "arch", "scale", "status", "source"} and r["status"] for r in rows), rows
+    # typed values, not the table's text: scale a number (it was "4"), arch null where not known (it was "")
+    assert all(r["scale"] == 4 for r in rows if r["name"] in store.SOURCES), rows
+    assert all(r["arch"] is None or (isinstance(r["arch"], str) and r["arch"]) for r in rows), rows
 
 
 def test_a_weights_file_given_to_import_or_a_store_name_with_its_ending_gets_the_way_that_works(model_store, tmp_path):

@@ -17,7 +17,8 @@ def command() -> None:
 
 @command.command("list")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the rows as one JSON list (name, arch, scale, status, source) for scripts, not a table.")
+              help="Print the rows as one JSON list (name, arch, scale, status, source; scale a number, arch "
+                   "and scale null where not known) for scripts, not a table.")
 def list_cmd(as_json: bool) -> None:
     """Show imported and importable models."""
     from rich.console import Console
@@ -29,8 +30,13 @@ def list_cmd(as_json: bool) -> None:
     if as_json:  # (a table is cut to the terminal's width, or COLUMNS', and grep then finds nothing)
         import json
 
-        click.echo(json.dumps([{k: row[k] for k in ("name", "arch", "scale", "status", "source")} for row in rows],
-                              indent=1))
+        def typed(row: dict) -> dict:  # (the table's cells are text: a script compares scale == 4)
+            scale, arch = row["scale"], row["arch"]
+            return {"name": row["name"], "arch": arch if arch not in ("", "?") else None,
+                    "scale": int(scale) if str(scale).isdigit() else None, "status": row["status"],
+                    "source": row["source"]}
+
+        click.echo(json.dumps([typed(row) for row in rows], indent=1))
         return
     table = Table(title=f"model store: {store.store_dir()}")
     # names are what users copy into -m: never cut, however narrow the terminal (or a pipe's 80 columns)
