@@ -265,3 +265,17 @@ def test_peaks_are_probed_only_for_backends_that_were_built(peak_calls, monkeypa
     report = run_bench(config, model=load_model("realesr-animevideov3"))
     assert peak_calls and torch.bfloat16 not in peak_calls and set(report["peak_gflops"]) == {"cpu_fp32"}
     assert report["summary"]["skipped"] == 1
+
+
+def test_the_peak_rss_is_never_below_the_rss_read_after_it(monkeypatch):
+    """The resident memory is read just after the peak mark; a process that grew in between reported a peak below its
+    own RSS (348.578 against 348.582 MB), and a consumer checking peak >= current failed."""
+    import lway_rt.bench.machine as machine
+    from lway_rt.io.store import load_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(machine, "rss_mb", lambda: machine.peak_rss_mb() + 50.0)  # grown since the mark was read
+    config = BenchConfig(model="realesr-animevideov3", backends=("torch",), sizes=((16, 16),), threads=1, timing=FAST,
+                         measure_peak=False)
+    (row,) = run_bench(config, model=load_model("realesr-animevideov3"))["results"]
+    assert row["status"] == "ok" and row["memory"]["rss_peak_mb"] >= row["memory"]["rss_mb"], row["memory"]

@@ -124,6 +124,17 @@ def test_polygraphy_accepts_the_exports(compact_export):
         _polygraphy_accepts(path)
 
 
+def test_quiet_prints_only_the_files(compact_export):
+    """The README says -q silences progress for scripts; export had no -q ("No such option"), and its progress (the
+    cache look-up, the export and gate steps, the upscale hint) always went to stderr."""
+    out, files = compact_export
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "both")
+    assert "cache hit: " in res.stderr and "run it with ONNX Runtime" in res.stderr, res.stderr
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "both", "-q")
+    assert res.exit_code == 0 and res.stderr == "", res.stderr
+    assert _exported(res.stdout) == files
+
+
 def test_second_export_is_a_cache_hit(compact_export):
     out, files = compact_export
     before = {p: p.stat().st_mtime_ns for p in files.values()}

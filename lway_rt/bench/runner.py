@@ -690,6 +690,7 @@ def _time_round(item: _Timed, x: np.ndarray, inputs: list[np.ndarray], policy: T
         item.cuda_peak = max(item.cuda_peak or 0.0, torch.cuda.max_memory_allocated() / 2**20)
     peak = machine.peak_rss_mb()
     item.rss_end = machine.rss_mb()  # now, not when the rows are made after every backend has run
+    peak = max(peak, item.rss_end or 0.0)  # (read after the mark: the process may have grown in between)
     item.rss_peak = max(item.rss_peak, peak)
     if reset_ok and rss_start is not None:
         item.rss_above = max(item.rss_above or 0.0, peak - rss_start)

@@ -51,8 +51,9 @@ def _log(msg: str) -> None:
               help="Parity gate for fp16 SR files: lowest allowed PSNR (dB) against the fp32 torch output.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the files as one JSON list (what, precision, onnx, engine, cache_hit) for scripts, not lines.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines: print only the files, notes and warnings.")
 def command(model_spec, out_dir, precision, engine, what, profile_name, static_tiles, opset, keep_fp32, refittable,
-            stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr, as_json):
+            stage1_path, refit_engine_path, force, detail_cap, base_model, max_abs_diff, min_psnr, as_json, quiet):
     """Export a model to ONNX (and optionally TensorRT); every artifact must pass the parity gate.
 
     \b
@@ -71,6 +72,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     from lway_rt.upscale import UpscaleConfig, prepare_detail_cap
 
     cap_config = UpscaleConfig(detail_cap=detail_cap, base_model=base_model)  # validates --detail-cap
+    progress = _log if not quiet else (lambda _msg: None)  # (notes and warnings go to _log whatever -q says)
     ctx = click.get_current_context()
     if refit_engine_path is not None:  # the engine's manifest holds every setting of the export it refits
         unused = typed(ctx, "what", "precision", "engine", "profile_name", "static_tiles", "opset", "keep_fp32",
@@ -99,7 +101,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
             return sr_exportable(desc, label=label, model_spec=model_spec)
         from lway_rt.export.capped import capped_sr_exportable
 
-        _log(f"detail cap {cap.cap:g}: the graph runs the unadapted model beside the adapted one and blends each output "
+        progress(f"detail cap {cap.cap:g}: the graph runs the unadapted model beside the adapted one and blends each output "
              "as lwayrt upscale does (about twice the work; --detail-cap off for the adapted network alone)")
         return capped_sr_exportable(desc, cap.base, cap.cap, label=label, model_spec=model_spec, base_spec=base_model)
 
@@ -108,7 +110,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         given = bool(typed(ctx, "out_dir"))
         ex = load_sr()
         try:
-            new_engine = refit_engine(refit_engine_path, ex, out_dir=out_dir if given else None, gate=gate, log=_log)
+            new_engine = refit_engine(refit_engine_path, ex, out_dir=out_dir if given else None, gate=gate, log=progress)
         except ModelError as exc:
             if "detail_cap" not in ex.hparams or "cannot be refitted" not in str(exc):
                 raise
@@ -152,7 +154,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     made = []  # (--json: a file name holds its cache key, and the words of a line differ between a hit and a miss)
     for ex, ex_profile in exportables:
         for res in export_artifacts(ex, ex_profile, precisions=precisions, out_dir=out_dir, gate=gate, force=force,
-                                    log=_log):
+                                    log=progress):
             if res.precision == "fp16":
                 fp16_files.append(res.onnx_path)
             made.append({"what": ex.what, "precision": res.precision, "onnx": str(res.onnx_path),
@@ -174,7 +176,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         _log(f"note: this network takes {runnable[2]}-channel input; lwayrt upscale runs only RGB (3) and grey (1) "
              "models, so the file is for a runtime of your own")
     elif runnable is not None:
-        _log(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {shell_word(runnable[0])}"
+        progress(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {shell_word(runnable[0])}"
              + (" --tile 0" if runnable[1] else ""))
 
 
