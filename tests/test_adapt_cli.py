@@ -2526,6 +2526,24 @@ def test_a_per_image_folder_with_unreadable_records_is_still_known_by_its_runs(f
     assert code == 0 and text.count("already adapted with these inputs and settings, skipped") == 3, text
 
 
+def test_a_folder_run_kept_in_a_sub_folder_is_not_taken_for_a_per_image_adaptation(files, tmp_path):
+    """A project folder holding a finished --mode folder run in a sub-folder (proj/run1/) was called "a --mode
+    per-image adaptation", and the advised --mode per-image --resume then wrote a per-image adaptation beside it. The
+    runs in sub-folders count only where they record a per-image or per-group mode."""
+    import shutil
+
+    proj = tmp_path / "proj"
+    run = tmp_path / "run"
+    args = [a for a in _tiny_adapt(files, run) if a != "-q"]
+    assert _run(args)[0] == 0
+    shutil.copytree(run, proj / "run1")
+    kept = _digests(proj)
+    code, text = _run([a if a != str(run) else str(proj) for a in args])
+    assert code == 0 and "per-image" not in text, text
+    assert (proj / "adapted.safetensors").is_file() and {k: v for k, v in _digests(proj).items()
+                                                         if k.startswith("run1/")} == kept
+
+
 def test_config_file_keys_in_an_adapt_table_or_at_the_top(tmp_path):
     """--help says both layouts are read: an [adapt] table, or the keys at the file's top level."""
     from lway_rt.adapt.config import load_toml_defaults

@@ -740,11 +740,19 @@ def run_mode(out_dir: Path) -> str | None:
     config = _read_json_dict(out_dir / "config.json") or {}  # written when a run starts: one killed before its checkpoint
     if config.get("mode") in MODES and {"iterations", "patch_size"} <= set(config):
         return config["mode"]
-    # its records unreadable: the runs in its sub-folders still say what it is
-    runs = [p.name for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and
-            ((p / WEIGHTS).is_file() or (p / CHECKPOINT).is_file())]
+    # its records unreadable: the runs in its sub-folders still say what it is (each records its mode; a run of
+    # --mode folder there, an adaptation of the user's kept in a sub-folder, is not one of them)
+    runs = {}
+    for p in out_dir.iterdir():
+        if p.is_dir() and not p.name.startswith(".") and ((p / WEIGHTS).is_file() or (p / CHECKPOINT).is_file()):
+            recorded = (_read_json_dict(p / "report.json") or {}).get("config")
+            mode = (recorded.get("mode") if isinstance(recorded, dict) else None) \
+                or (_read_json_dict(p / "config.json") or {}).get("mode")
+            runs[p.name] = mode if mode in MODES else None
+    runs = {name: mode for name, mode in runs.items() if mode != "folder"}
     if runs:
-        return "per-group" if all(_GROUP_FOLDER.fullmatch(n) for n in runs) else "per-image"
+        return "per-group" if all(mode == "per-group" or (mode is None and _GROUP_FOLDER.fullmatch(name))
+                                  for name, mode in runs.items()) else "per-image"
     return None
 
 
