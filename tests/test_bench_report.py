@@ -129,6 +129,13 @@ def test_json_chart_and_table(report, tmp_path):
     text = console.export_text()
     assert "ort-cpu" in text and "32x24 b1 tile20" in text and "yes, identical" in text and "skipped: tensorrt" in text
     assert "more threads than" not in text  # threads=1
+    assert ", 1 thread, " in text and "1 threads" not in text, text  # (it said "1 threads")
+    assert ("(peak GFLOP/s: cpu_fp32 " in text) == bool(report["peak_gflops"]), text
+    unmeasured = copy.deepcopy(report)
+    unmeasured["peak_gflops"] = {}  # --no-peak: it said "GFLOP/s: not measured", as if that column were not
+    console = Console(record=True, width=220)
+    console.print(render_table(unmeasured))
+    assert "(no peak measured: --no-peak)" in console.export_text() and "not measured" not in console.export_text()
     crowded = copy.deepcopy(report)
     crowded["machine"]["usable_cores"] = 1
     for row in crowded["results"]:

@@ -34,6 +34,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _threads(report: dict[str, Any]) -> str:
+    n = report["settings"]["threads"]
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def _rss(mem: dict[str, Any]) -> str:
     if mem.get("rss_peak_mb") is None:
         return "-"
@@ -49,7 +54,7 @@ def render_table(report: dict[str, Any]):
     gpu = ", ".join(g["name"] for g in m["gpus"]) or "no GPU"
     load = lambda key: m[key][0] if m[key] else "?"  # noqa: E731
     title = (f"serve-bench {report['model']['spec']} (x{report['model']['scale']}) on {m['cpu_model']}, "
-             f"{report['settings']['threads']} threads, {gpu}; load avg {load('load_average_start')}->{load('load_average_end')}")
+             f"{_threads(report)}, {gpu}; load avg {load('load_average_start')}->{load('load_average_end')}")
     rows = [r for r in report["results"] if r["input"] is not None]
     has_gpu_time = any(r["compute_ms"] for r in rows)
     table = Table(title=title, title_justify="left")
@@ -81,10 +86,11 @@ def render_table(report: dict[str, Any]):
                   _fmt(None if row["peak_fraction"] is None else 100 * row["peak_fraction"], 0),
                   load_s, _rss(mem)]
         table.add_row(*cells)
-    peaks = ", ".join(f"{key} {value['best']:.0f}" for key, value in report["peak_gflops"].items()) or "not measured"
+    peaks = ", ".join(f"{key} {value['best']:.0f}" for key, value in report["peak_gflops"].items())
     notes = ["verified = PSNR vs torch fp32 on photo crops; load s = build (+ONNX export); RSS = process peak "
              "(+ what this configuration added above its start); "
-             f"% peak = share of the measured dense-kernel peak (GFLOP/s: {peaks})"]
+             "% peak = share of the measured dense-kernel peak " + (f"(peak GFLOP/s: {peaks})" if peaks
+                                                                      else "(no peak measured: --no-peak)")]
     for row in report["results"]:
         if row["input"] is None:
             notes.append(f"{row['status']}: {row['backend']}: {row['reason']}")
@@ -251,7 +257,7 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
             ax2.text(ips[i], i, f" {100 * r['peak_fraction']:.0f}% peak", va="center", fontsize=7)
     m = report["machine"]
     fig.suptitle(f"{report['model']['spec']} x{report['model']['scale']} on {m['cpu_model']} "
-                 f"({report['settings']['threads']} threads{', ' + m['gpus'][0]['name'] if m['gpus'] else ''}), "
+                 f"({_threads(report)}{', ' + m['gpus'][0]['name'] if m['gpus'] else ''}), "
                  f"load avg {m['load_average_start'][0] if m['load_average_start'] else '?'}", fontsize=10)
     fig.tight_layout()
     try:

@@ -32,7 +32,7 @@ def _log(msg: str) -> None:
               help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
 @click.option("--opset", type=int, help="ONNX opset (overrides the profile).")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="PATTERN",
-              help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last (repeatable).")
+              help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last of an RRDBNet (repeatable).")
 @click.option("--refittable", is_flag=True, help="Build the TensorRT engine with the REFIT flag.")
 @click.option("--stage1", "stage1_path", type=PathParam(dir_okay=False, path_type=Path),
               help="Stage-1 checkpoint for --what encoder/both (default: the shipped one).")

@@ -27,9 +27,9 @@ class BenchFailed(LwayError):
 
 @click.command("serve-bench")
 @click.option("--model", "-m", default=None, type=NAME,
-              help="[required] Store name (see 'lwayrt models list'), a .pth/.safetensors file, or an .onnx file from "
-                   "'lwayrt export' (timed as it is with the ONNX backends of its precision, verified against the weights "
-                   "its manifest names).")
+              help="Store name (see 'lwayrt models list'), a .pth/.safetensors file, an 'lwayrt adapt' --out folder, "
+                   "or an .onnx file from 'lwayrt export' (timed as it is with the ONNX backends of its precision, "
+                   "verified against the weights its manifest names). Required.")
 @click.option("--backend", "-b", "backends", multiple=True, help=_BACKEND_HELP)
 @click.option("--size", "-s", "sizes", multiple=True,
               help="LR input size (repeatable): N, WxH or 360p/480p/540p/720p/1080p. Default: 128 and 256.")

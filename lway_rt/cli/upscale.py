@@ -16,8 +16,8 @@ from lway_rt.cli._params import NAME, FiniteRange, PathParam, on_a_terminal, typ
               help="Output folder (created if missing). Inputs are never overwritten.")
 @click.option("-m", "--model", default="realesr-animevideov3", show_default=True, type=NAME,
               help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
-                   "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt --mode per-group' "
-                   "(each image goes to its group's model).")
+                   "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt' (of --mode "
+                   "per-group: each image goes to its group's model).")
 @click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
               help="Tile side in input pixels (at least 32, and more than twice --tile-overlap); 0 runs each image in one pass.")
 @click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),

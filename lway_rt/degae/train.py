@@ -713,7 +713,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             low = ema if low is None else min(low, ema)
             rate = (it - start) / max(1e-9, time.time() - t0)
             if bar is not None:
-                bar.update(task, completed=it, info=f"loss {ema:.4f}  {rate:.2f} it/s")
+                bar.update(task, completed=it, info=f"avg loss {ema:.4f}  {rate:.2f} it/s")
             if it % min(25, cfg.ckpt_every) == 0 or it == end:
                 log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
             if it % cfg.ckpt_every == 0 or it == end:
