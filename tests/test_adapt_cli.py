@@ -2322,13 +2322,15 @@ def test_a_run_of_several_stopped_while_setting_up_names_resume(files, tmp_path)
 
 def test_a_run_of_several_stopped_after_its_last_step_does_not_say_before_its_first(files, tmp_path, monkeypatch):
     """A stop while a per-image run measured its detail change, after every iteration, said "interrupted before its
-    first step"."""
+    first step", then "before its first checkpoint": the state after the last step is a checkpoint, which it names."""
     import lway_rt.adapt.loop as loop
 
     _stopping_on_call(monkeypatch, loop, "detail_change", 1)
-    code, text = _run(["adapt", str(files / "lr"), "-o", str(tmp_path / "out"), *_fast(files, "--mode", "per-image")])
-    assert code == 130 and "alpha: interrupted before its first checkpoint; run the same command with --resume" in text
-    assert "first step" not in text, text
+    out = tmp_path / "out"
+    code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_fast(files, "--mode", "per-image")])
+    assert code == 130 and f"alpha: interrupted; the checkpoint in {out / 'alpha' / 'checkpoint.pt'} is kept: run the " \
+        "same command with --resume" in " ".join(text.split()), text
+    assert "first step" not in text and "first checkpoint" not in text, text
 
 
 def _tiny_adapt(files, out, *extra):
@@ -2954,6 +2956,33 @@ def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(fi
     assert code == 0, text
     for name in after:
         assert np.array_equal(np.asarray(Image.open(out / "sr" / name)), np.asarray(Image.open(whole / "sr" / name)))
+
+
+def test_a_run_shorter_than_a_checkpoint_interval_stopped_while_writing_sr_resumes_there(files, tmp_path, hr_crop):
+    """A run of fewer iterations than --checkpoint-every, stopped while it wrote sr/, said "interrupted before its
+    first checkpoint: there is nothing to resume; run the same command again", which was then refused (the folder held
+    its weights), and --resume trained again from the start and wrote every image anew. The state after the last step
+    is a checkpoint now: --resume goes on from there, keeping the images written."""
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i in range(10):
+        Image.fromarray(np.ascontiguousarray(hr_crop[i * 4:i * 4 + 192, :192])).save(clip / f"f{i:02d}.png")
+    out = tmp_path / "out"
+    args = ["adapt", str(clip), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16", "--batch-size", "2",
+            "--checkpoint-every", "20"]
+    proc, text = _stopped_when(args, lambda: (out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 4,
+                               "the fourth sr/ image")
+    assert proc.returncode == 130 and "--resume" in text and "nothing to resume" not in text, text
+    lines = [json.loads(line) for line in (out / ".sr-written.jsonl").read_text().splitlines()]
+    listed = {f"{e['name']}.png": (out / "sr" / f"{e['name']}.png").stat().st_mtime_ns for e in lines}
+    code, text = _run([*args, "--resume"])
+    assert code == 0 and "no checkpoint to resume from" not in text, text
+    assert f"{len(listed)} SR image(s) in {out / 'sr'} were written before the run stopped: kept" in text, text
+    assert listed and all((out / "sr" / n).stat().st_mtime_ns == t for n, t in listed.items())
+    report = json.loads((out / "report.json").read_text())
+    assert report["resumed_from"] == [3] and len(report["history"]) == 3, report["resumed_from"]
+    assert not (out / "checkpoint.pt").exists()
 
 
 def test_restore_of_something_that_is_no_run_folder_is_one_line(tmp_path):

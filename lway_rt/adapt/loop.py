@@ -1217,6 +1217,15 @@ class _Training:
         train_s0 = st["train_s"]
         last_ckpt = st["it"] if st["resumed_from"] else None  # the iteration the checkpoint on disk holds
         saving = None  # (the iteration of the checkpoint being written, and the file it replaces)
+
+        def save() -> None:
+            nonlocal saving, last_ckpt
+            still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
+            saving = (st["it"], file_id(ckpt_path))
+            _save_checkpoint(ckpt_path, {**identity, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                                         "gen": self.gen.get_state(), "st": st, "recipe": config.recipe_json()})
+            last_ckpt = st["it"]
+
         try:
             while st["it"] < config.iterations and st["stopped"] is None:
                 stop_if_asked()
@@ -1248,16 +1257,14 @@ class _Training:
                     st["snapshots"][st["it"]] = self.snapshot()
                 st["train_s"] = train_s0 + time.perf_counter() - t_loop
                 if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
-                    still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
-                    saving = (st["it"], file_id(ckpt_path))
-                    _save_checkpoint(ckpt_path, {**identity, "model": self.model.state_dict(),
-                                                 "opt": self.opt.state_dict(), "gen": self.gen.get_state(), "st": st,
-                                                 "recipe": config.recipe_json()})
-                    last_ckpt = st["it"]
+                    save()
                 if st["it"] % 10 == 0:
                     rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
                     self.log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
                              f"about {duration(rate * (config.iterations - st['it']))} left")
+            if st["it"] != last_ckpt:  # the state after the last step: a stop while the outputs are made (the detail
+                st["train_s"] = train_s0 + time.perf_counter() - t_loop  # measure, sr/) resumes there, keeping
+                save()  # the images written, not from an earlier checkpoint (or none, a run shorter than an interval)
         except KeyboardInterrupt:
             if saving and saving[0] != last_ckpt and file_id(ckpt_path) not in (None, saving[1]):
                 last_ckpt = saving[0]  # the stop came after the new checkpoint took the old one's place
@@ -1813,8 +1820,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
                 raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
                                                            "kept)") + _runs_aside_words(out_dir)) from None
-            except KeyboardInterrupt:  # before the run's first checkpoint: setting up, or after its last step (the
-                # detail measure, the outputs) where its iterations fit between two checkpoints
+            except KeyboardInterrupt:  # before the run's first checkpoint: setting up (after its last step the state
+                # is a checkpoint, which adapt_images names)
                 raise Interrupted(f"{name}: interrupted before its first checkpoint; {again} (the runs finished before it "
                                   "are kept)" + _runs_aside_words(out_dir)) from None
             except Exception:  # a refusal or a failure: the runs kept aside are said all the same
