@@ -934,6 +934,37 @@ def _refuse_outputs_over_their_inputs(items: list[tuple[Path, Path]], out_dir: P
                          "was written")
 
 
+def prepare_run(config: UpscaleConfig, desc: ModelDescriptor | None = None
+                ) -> tuple[UpscaleConfig, ModelDescriptor, GroupRouter | None, DetailCap | None, bool]:
+    """What every image of a run goes through: (the config, with ``tile`` 0 where a capped export must see whole
+    images, which is the last value, True then; the model, ``desc`` where given; the per-group router, where
+    ``config.model`` is a per-group adaptation folder; the detail cap)."""
+    router = None if desc is not None else prepare_router(config)
+    if config.stage1 and router is None:
+        raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
+                         "given as the model: drop it")
+    if router is not None:
+        desc = router.models[router.names[0]]  # every group's model has the base model's scale
+    desc = desc or prepare_model(config)
+    whole = bool(not desc.tiling_safe and config.tile and not config.tile_chosen)
+    if whole:  # a capped export caps what it is given: each image goes in whole, as upscale caps torch weights
+        config = dataclasses.replace(config, tile=0)
+    cap = None if router is not None else prepare_detail_cap(config, desc)
+    return config, desc, router, cap, whole
+
+
+def route_and_upscale(config: UpscaleConfig, desc: ModelDescriptor, cap: DetailCap | None, router: GroupRouter | None,
+                      img: LoadedImage, src: Path) -> tuple[LoadedImage, Route | None]:
+    """One image through the run ``prepare_run`` made: to its group's model (and that model's cap) where a router
+    is given, else to ``desc`` (held at ``cap``)."""
+    route = None
+    if router is not None:
+        # on the colour adapt embedded: what fully transparent pixels hide is filled from the visible ones
+        route = router.route(src, fill_hidden_colour(img.rgb, img.alpha) if img.alpha is not None else img.rgb)
+        desc, cap = router.models[route.group], router.caps[route.group]
+    return upscale_image(desc, img, config, cap), route
+
+
 def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: UpscaleConfig, *,
                   desc: ModelDescriptor | None = None, progress: Callable[[Path], None] | None = None,
                   on_start: Callable[[int], None] | None = None) -> UpscaleReport:
@@ -947,17 +978,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
     made_here: list[Path] = []  # outputs of earlier runs found among the originals in folders given
     folder_notes: list[str] = []
     items, problems = collect_inputs(inputs, config.recursive, out_dir, aliases, made_here, folder_notes)
-    router = None if desc is not None else prepare_router(config)
-    if config.stage1 and router is None:
-        raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "
-                         "given as the model: drop it")
-    if router is not None:
-        desc = router.models[router.names[0]]  # every group's model has the base model's scale
-    desc = desc or prepare_model(config)
-    whole = not desc.tiling_safe and config.tile and not config.tile_chosen
-    if whole:  # a capped export caps what it is given: each image goes in whole, as upscale caps torch weights
-        config = dataclasses.replace(config, tile=0)
-    cap = None if router is not None else prepare_detail_cap(config, desc)
+    config, desc, router, cap, whole = prepare_run(config, desc)
     made = not out_dir.exists()
     ensure_writable_dir(out_dir, "-o folder")  # once the model is ready: a refused model leaves no empty folder behind
     factor = _factor(config, desc)
@@ -1073,13 +1094,9 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             remade = True  # another scale (-s, or a model of another scale) under the same name: counted too
         _refuse_a_file_not_ours(src, dest, factor)
         img = read_image(src)
-        model, model_cap = desc, cap
-        if router is not None:
-            # on the colour adapt embedded: what fully transparent pixels hide is filled from the visible ones
-            route = router.route(src, fill_hidden_colour(img.rgb, img.alpha) if img.alpha is not None else img.rgb)
+        up, route = route_and_upscale(config, desc, cap, router, img, src)
+        if route is not None:
             report.routes.append(route)
-            model, model_cap = router.models[route.group], router.caps[route.group]
-        up = upscale_image(model, img, config, model_cap)
         mine = None if key is None else key[0] if up.alpha is not None else key[1]
         records = ((RUN_KEY, mine), (SOURCE_KEY, _source_record(src))) if mine else ()
         loss = format_loss_note(src, dest, up)  # --format same into a format that holds less than the file

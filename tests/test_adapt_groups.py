@@ -299,6 +299,22 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     assert code == 1 and "groups.json cannot be read" in text and "--overwrite" in text, text
 
 
+def test_the_python_api_routes_arrays_to_their_groups_models(files, tmp_path):
+    """lway_rt.api.Upscaler given a per-group folder sends each array to its group's model, as upscale sends files:
+    the adapted images come back."""
+    from lway_rt.api import Upscaler
+
+    out = tmp_path / "grouped"
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2")
+    assert code == 0, text
+    members = json.loads((out / "groups.json").read_text())["members"]
+    up = Upscaler(out)
+    for group, names in members.items():
+        for name in names:
+            lr = np.asarray(Image.open(files / "lr" / f"{name}.png"))
+            assert np.array_equal(up(lr), np.asarray(Image.open(out / group / "sr" / f"{name}.png"))), name
+
+
 def test_per_group_with_ground_truth_scores_each_group_on_its_own_images(files, tmp_path, hr_crop):
     gt = tmp_path / "gt"
     gt.mkdir()

@@ -68,6 +68,17 @@ def test_onnx_file_writes_the_torch_networks_images(exported, photos, tmp_path, 
     assert Image.open(got / "grey16_x4.png").mode.startswith("I") and Image.open(got / "cutout_x4.png").mode == "RGBA"
 
 
+def test_the_python_api_runs_an_onnx_file_as_upscale_does(exported, photos, tmp_path):
+    """lway_rt.api.Upscaler given an exported file runs it in ONNX Runtime: the command's pixels, alpha included."""
+    from lway_rt.api import Upscaler
+
+    assert _upscale(exported, photos, tmp_path / "up").exit_code == 0
+    up = Upscaler(exported)
+    for name in ("photo", "cutout"):
+        arr = np.asarray(Image.open(photos / f"{name}.png"))
+        assert np.array_equal(up(arr), np.asarray(Image.open(tmp_path / "up" / f"{name}_x4.png"))), name
+
+
 def test_onnx_file_without_its_manifest_is_probed(exported, photos, tmp_path):
     """Exported elsewhere (no manifest): the scale comes from running it; the images are the same."""
     bare = tmp_path / "bare" / "model.onnx"

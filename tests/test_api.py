@@ -1,0 +1,90 @@
+"""``lway_rt.api.Upscaler``: arrays in, arrays out, with the same pixels ``lwayrt upscale`` writes for the same
+samples (real realesr-animevideov3 weights, real files written by the command)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from lway_rt.api import Upscaler
+from lway_rt.cli import main
+from lway_rt.errors import InputError, LwayError
+
+MODEL = "realesr-animevideov3"
+
+
+@pytest.fixture(scope="module")
+def small(astronaut) -> np.ndarray:
+    return np.ascontiguousarray(astronaut[100:356:8, 150:406:8])  # 32x32 photo
+
+
+@pytest.fixture(scope="module")
+def upscaler() -> Upscaler:
+    return Upscaler(MODEL)
+
+
+def _command(tmp_path, arrays: dict[str, np.ndarray], *args) -> dict[str, np.ndarray]:
+    """What ``lwayrt upscale`` writes for each array saved as a PNG."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, arr in arrays.items():
+        Image.fromarray(arr).save(src / f"{name}.png")
+    res = CliRunner().invoke(main, ["upscale", str(src), "-o", str(tmp_path / "out"), *args])
+    assert res.exit_code == 0, res.output
+    return {name: np.asarray(Image.open(tmp_path / "out" / f"{name}_x4.png")) for name in arrays}
+
+
+def test_arrays_come_back_as_the_files_upscale_writes(tmp_path, small, upscaler):
+    alpha = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))
+    arrays = {"rgb": small, "rgba": np.dstack([small, alpha]), "grey": small[..., 1],
+              "grey16": small[..., 1].astype(np.uint16) * 257}
+    written = _command(tmp_path, arrays, "-m", MODEL)
+    assert upscaler.scale == 4 and upscaler.factor == 4
+    for name, arr in arrays.items():
+        out = upscaler(arr)
+        assert out.dtype == arr.dtype and out.shape == (128, 128, *arr.shape[2:]), (name, out.shape, out.dtype)
+        assert np.array_equal(out, written[name]), name
+
+
+def test_bgr_arrays_and_float_arrays(small, upscaler):
+    rgb = upscaler(small)
+    assert np.array_equal(upscaler(np.ascontiguousarray(small[..., ::-1]), bgr=True), rgb[..., ::-1])
+    rgba = np.dstack([small, np.full(small.shape[:2], 255, np.uint8)])
+    bgra = upscaler(rgba[..., [2, 1, 0, 3]], bgr=True)
+    assert np.array_equal(bgra[..., [2, 1, 0, 3]], upscaler(rgba))
+    floats = upscaler(small.astype(np.float64) / 255.0)  # the same samples as floats: the same image, unrounded
+    assert floats.dtype == np.float32 and floats.shape == rgb.shape
+    assert np.abs(floats * 255.0 - rgb).max() <= 0.5 + 1e-3
+
+
+def test_adapted_weights_with_a_detail_cap_give_the_commands_pixels(tmp_path, small, capped_weights):
+    """Weights adapt wrote with --detail-cap are run with their cap, as upscale -m runs them."""
+    written = _command(tmp_path, {"rgb": small}, "-m", str(capped_weights), "--tile", "0")
+    capped = Upscaler(capped_weights, tile=0)
+    assert np.array_equal(capped(small), written["rgb"])
+    assert not np.array_equal(Upscaler(capped_weights, tile=0, detail_cap="off")(small), written["rgb"])
+
+
+@pytest.mark.parametrize("array, said", [
+    (np.zeros((8, 8, 5), np.uint8), "HxW, HxWx1, HxWx3 or HxWx4, not of shape (8, 8, 5)"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "not of shape (2, 8, 8, 3)"),
+    (np.zeros((8, 8, 3), np.int64), "uint8, uint16 or float in [0, 1], not int64"),
+    (np.full((8, 8, 3), 2.0), "holds samples in [0, 1]"),
+    (np.full((8, 8, 3), np.nan, np.float32), "holds samples in [0, 1]"),
+])
+def test_bad_arrays_are_one_line_errors(upscaler, array, said):
+    with pytest.raises(InputError) as err:
+        upscaler(array)
+    assert said in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_bad_settings_and_models_are_refused_when_made(tmp_path):
+    with pytest.raises(InputError, match="--tile and --tile-overlap must be >= 0"):
+        Upscaler(MODEL, tile=-1)
+    with pytest.raises(InputError, match="--detail-cap must be auto, off or a number >= 1"):
+        Upscaler(MODEL, detail_cap=0.5)
+    with pytest.raises(LwayError) as err:
+        Upscaler(tmp_path / "missing.safetensors")
+    assert "missing.safetensors" in str(err.value)
