@@ -2898,20 +2898,27 @@ def test_a_refused_resume_explains_sample_on_the_frames_added_or_removed():
                            "choice over the inputs as they are now") and said.endswith("; other pixels or alpha in f3"), said
 
 
-def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(files, tmp_path, hr_crop, monkeypatch):
-    """Stopped while it wrote sr/ (an hour of a clip's frames after the last iteration), --resume made every image again;
-    it keeps those that record the same adapted weights, input, cap and tiling, and the images equal an uninterrupted
-    run's. An image that records other weights (or none) is made again."""
+def _clip_stopped_in_sr(files, tmp_path, hr_crop, iterations: int, every: int):
+    """A clip of ten frames adapted (``iterations``, a checkpoint every ``every``) and stopped once four of its sr/
+    images are written: (the command's arguments, its --out folder, the process, its output)."""
     clip = tmp_path / "clip"
     clip.mkdir()
     for i in range(10):
         Image.fromarray(np.ascontiguousarray(hr_crop[i * 4:i * 4 + 192, :192])).save(clip / f"f{i:02d}.png")
     out = tmp_path / "out"
     args = ["adapt", str(clip), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
-            str(files / "stage1.safetensors"), "--iterations", "4", "--patch-size", "16", "--batch-size", "2",
-            "--checkpoint-every", "2"]
+            str(files / "stage1.safetensors"), "--iterations", str(iterations), "--patch-size", "16", "--batch-size",
+            "2", "--checkpoint-every", str(every)]
     proc, text = _stopped_when(args, lambda: (out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 4,
                                "the fourth sr/ image")
+    return args, out, proc, text
+
+
+def test_a_run_stopped_while_writing_sr_keeps_the_images_written_when_resumed(files, tmp_path, hr_crop, monkeypatch):
+    """Stopped while it wrote sr/ (an hour of a clip's frames after the last iteration), --resume made every image again;
+    it keeps those that record the same adapted weights, input, cap and tiling, and the images equal an uninterrupted
+    run's. An image that records other weights (or none) is made again."""
+    args, out, proc, text = _clip_stopped_in_sr(files, tmp_path, hr_crop, 4, 2)
     written = {p.name: p.stat().st_mtime_ns for p in (out / "sr").glob("f*.png")}
     assert proc.returncode == 130 and 4 <= len(written) < 10, text
     from PIL.PngImagePlugin import PngInfo
@@ -2963,16 +2970,7 @@ def test_a_run_shorter_than_a_checkpoint_interval_stopped_while_writing_sr_resum
     first checkpoint: there is nothing to resume; run the same command again", which was then refused (the folder held
     its weights), and --resume trained again from the start and wrote every image anew. The state after the last step
     is a checkpoint now: --resume goes on from there, keeping the images written."""
-    clip = tmp_path / "clip"
-    clip.mkdir()
-    for i in range(10):
-        Image.fromarray(np.ascontiguousarray(hr_crop[i * 4:i * 4 + 192, :192])).save(clip / f"f{i:02d}.png")
-    out = tmp_path / "out"
-    args = ["adapt", str(clip), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
-            str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16", "--batch-size", "2",
-            "--checkpoint-every", "20"]
-    proc, text = _stopped_when(args, lambda: (out / "sr").is_dir() and len(list((out / "sr").glob("f*.png"))) >= 4,
-                               "the fourth sr/ image")
+    args, out, proc, text = _clip_stopped_in_sr(files, tmp_path, hr_crop, 3, 20)
     assert proc.returncode == 130 and "--resume" in text and "nothing to resume" not in text, text
     lines = [json.loads(line) for line in (out / ".sr-written.jsonl").read_text().splitlines()]
     listed = {f"{e['name']}.png": (out / "sr" / f"{e['name']}.png").stat().st_mtime_ns for e in lines}
