@@ -4,15 +4,21 @@
     >>> up = Upscaler("run/")                  # what `lwayrt upscale -m run/` runs: adapted weights, their cap
     >>> big = up(frame)                        # HxWx3 uint8 RGB in, (4H)x(4W)x3 uint8 out
     >>> big = up(frame_bgr, bgr=True)          # OpenCV's channel order, both ways
+    >>> half = up(frame, outscale=2)           # the model's output resized to 2x the input (Lanczos)
 
 The model is anything ``lwayrt upscale -m`` takes (a store name, a .pth/.safetensors file, an .onnx file from
 ``lwayrt export``, an ``lwayrt adapt`` --out folder, per-group ones included) and is loaded once. An array is
 upscaled as ``lwayrt upscale`` upscales an image file of the same samples: the same tiles, detail cap, alpha handling
-and rounding, so an 8-bit PNG that command writes and ``Upscaler(...)(array)`` hold the same pixels.
+and rounding, so a PNG that command writes and ``Upscaler(...)(array)`` hold the same samples.
 
-Arrays: HxW (grey), HxWx1, HxWx3 (RGB) or HxWx4 (RGBA); uint8, uint16 or float in [0, 1]. The output has the input's
-channels and dtype (float inputs give float32). The design follows Real-ESRGAN's ``RealESRGANer.enhance`` (an array
-in, an array out, the model held between calls); the code is this project's.
+Arrays: HxW (grey), HxWx1, HxWx2 (grey and alpha), HxWx3 (RGB) or HxWx4 (RGBA); uint8, uint16 (either byte order) or
+float in [0, 1] (samples within 1e-6 of it are clipped). The output has the input's channels and dtype (native byte
+order; float inputs give float32). Errors are ``lway_rt.errors.LwayError``s of one line: ``InputError`` for a bad
+setting or array, ``ModelError`` for a model that does not load; their text names the ``lwayrt upscale`` option, whose
+keyword here is the same name with ``_`` for ``-`` (``--tile-overlap``: ``tile_overlap=``).
+
+The design follows Real-ESRGAN's ``RealESRGANer.enhance`` (an array in, an array out, the model held between calls,
+``outscale`` per call); the code is this project's.
 """
 
 from __future__ import annotations
@@ -31,34 +37,50 @@ _ARRAY = Path("<array>")  # the name an array goes by where a file's path would 
 class Upscaler:
     """A model ready to upscale arrays (see the module's text). Options are ``lwayrt upscale``'s: ``tile`` (0: whole
     images; None: the command's default, which a capped export turns to whole images), ``tile_overlap``, ``device``,
-    ``fp16``, ``detail_cap`` ("auto", "off" or a number >= 1), ``base_model``, ``outscale``, ``alpha`` ("model" or
-    "bicubic") and ``stage1`` (for a per-group folder). Bad settings or a model that does not load raise
-    ``lway_rt.errors.InputError`` (or another ``LwayError``) here, not at the first call."""
+    ``fp16``, ``detail_cap`` ("auto", "off" or a number >= 1), ``base_model``, ``outscale`` (the default of each
+    call's), ``alpha`` ("model" or "bicubic") and ``stage1`` (for a per-group folder). A bad setting or a model that
+    does not load raises here, not at the first call.
+
+    With a per-group folder, ``last_route`` is where the last array went (``lway_rt.upscale.Route``: its ``group``,
+    ``similarity``, ``inside``), and an array unlike every group's images gives a ``UserWarning``, as the command notes
+    it; otherwise ``last_route`` is None."""
 
     def __init__(self, model: str | Path = "realesr-animevideov3", *, tile: int | None = None, tile_overlap: int = 32,
                  device: str = "cpu", fp16: bool = False, detail_cap: str | float = "auto", base_model: str | None = None,
                  outscale: float | None = None, alpha: str = "model", stage1: str | None = None):
-        from lway_rt.upscale import UpscaleConfig, prepare_run
+        from lway_rt.upscale import Route, UpscaleConfig, prepare_run
 
-        config = UpscaleConfig(model=str(model), tile=512 if tile is None else int(tile), tile_overlap=tile_overlap,
-                               tile_chosen=tile is not None, device=device, fp16=fp16,
+        if isinstance(detail_cap, bool) or not isinstance(detail_cap, (str, int, float)):
+            raise InputError(f"detail_cap is \"auto\", \"off\" or a number >= 1, not {detail_cap!r}")
+        config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
+                               tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
+                               device=str(device), fp16=bool(fp16),
                                detail_cap=detail_cap if isinstance(detail_cap, str) else f"{float(detail_cap):g}",
-                               base_model=base_model, outscale=outscale, alpha=alpha, stage1=stage1)
+                               base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
         self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
-        #: how many times the input's size an output is (the model's scale, or ``outscale``)
-        self.factor: float = self._desc.scale if outscale is None else float(outscale)
+        self.last_route: Route | None = None
 
     @property
     def scale(self) -> int:
         """The model's own scale (x4 for every packaged model)."""
         return self._desc.scale
 
-    def __call__(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+    @property
+    def factor(self) -> float:
+        """How many times the input's size an output is by default (``outscale``, else the model's scale)."""
+        return self._desc.scale if self._config.outscale is None else self._config.outscale
+
+    def __call__(self, image: np.ndarray, *, bgr: bool = False, outscale: float | None = None) -> np.ndarray:
         """``image`` upscaled (see the module's text); ``bgr``: the array's colour channels are in OpenCV's order
-        (BGR, BGRA), and so are the output's."""
+        (BGR, BGRA), and so are the output's; ``outscale``: this call's, in place of the one the Upscaler was made
+        with."""
+        import dataclasses
+        import warnings
+
         from lway_rt.io.images import LoadedImage, _luminance, image_samples
         from lway_rt.upscale import route_and_upscale
 
+        config = self._config if outscale is None else dataclasses.replace(self._config, outscale=_outscale(outscale))
         arr = np.asarray(image)
         planes, depth = _planes(arr)
         if bgr and planes.shape[2] >= 3:
@@ -68,7 +90,9 @@ class Upscaler:
         alpha = planes[..., -1] if planes.shape[2] in (2, 4) else None
         img = LoadedImage(np.ascontiguousarray(rgb), None if alpha is None else np.ascontiguousarray(alpha),
                           bit_depth=16 if depth == 16 else 8, grey=grey)
-        up, _ = route_and_upscale(self._config, self._desc, self._cap, self._router, img, _ARRAY)
+        up, self.last_route = route_and_upscale(config, self._desc, self._cap, self._router, img, _ARRAY)
+        if self.last_route is not None and (unlike := self.last_route.unlike_note()):
+            warnings.warn(unlike.replace(str(_ARRAY), "the array"), UserWarning, stacklevel=2)
         if depth is not None:  # the samples the command writes to a PNG file, rounded alike
             out = image_samples(_ARRAY.with_suffix(".png"), up.rgb, up.alpha, bit_depth=depth, grey=grey)
         else:
@@ -81,20 +105,43 @@ class Upscaler:
         return out[..., 0] if arr.ndim == 2 else out
 
 
+def _count(name: str, value) -> int:
+    """A whole number of pixels given as ``name``, refused in one line otherwise (33.9 or "8" were taken as 33, or
+    failed deep inside)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} is a whole number of pixels, not {value!r}")
+    return int(value)
+
+
+def _outscale(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"outscale is a number (the output's size over the input's) or None, not {value!r}")
+    return float(value)
+
+
 def _planes(arr: np.ndarray) -> tuple[np.ndarray, int | None]:
     """HxWxC float32 samples in [0, 1] of an input array, and its bit depth (None for a float array)."""
+    shape = tuple(np.shape(arr))
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4) or min(arr.shape[:2]) < 1:
-        raise InputError(f"an image array is HxW, HxWx1, HxWx3 or HxWx4, not of shape {tuple(np.shape(arr))}")
-    if arr.dtype == np.uint8:
+        raise InputError(f"an image array is HxW, HxWx1, HxWx2, HxWx3 or HxWx4 of at least 1x1 pixels, not of shape "
+                         f"{shape}")
+    kind, size = arr.dtype.kind, arr.dtype.itemsize
+    if kind == "u" and size == 1:
         return arr.astype(np.float32) / 255.0, 8
-    if arr.dtype == np.uint16:
+    if kind == "u" and size == 2:  # (either byte order)
         return arr.astype(np.float32) / 65535.0, 16
-    if arr.dtype.kind == "f":
+    if kind == "f":
         planes = arr.astype(np.float32)
-        if not np.isfinite(planes).all() or planes.min() < 0.0 or planes.max() > 1.0:
-            raise InputError("a float image array holds samples in [0, 1] (NaN and inf refused): divide 8-bit values "
-                             "by 255, or pass the uint8 array itself")
-        return planes, None
-    raise InputError(f"an image array is uint8, uint16 or float in [0, 1], not {arr.dtype}: convert it first")
+        if not np.isfinite(planes).all():
+            raise InputError("the float image array holds NaN or inf samples: replace them, e.g. with np.nan_to_num")
+        low, high = float(planes.min()), float(planes.max())
+        if low < -1e-6 or high > 1.0 + 1e-6:
+            raise InputError(f"a float image array holds samples in [0, 1], and this one spans {low:g} to {high:g}: "
+                             "divide 8-bit values by 255 (16-bit by 65535), or pass the integer array itself")
+        return np.clip(planes, 0.0, 1.0, out=planes), None
+    advice = " (Pillow opens 16-bit PGM and PNG files as int32: .astype(np.uint16))" if kind in "iu" else ""
+    raise InputError(f"an image array is uint8, uint16 or float in [0, 1], not {arr.dtype}: convert it first{advice}")

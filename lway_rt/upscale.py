@@ -146,6 +146,15 @@ class Route:
 
         return not math.isfinite(self.floor) or float(reach_ratio(self.similarity, self.floor)) <= ROUTE_REACH + 1e-6
 
+    def unlike_note(self) -> str | None:
+        """What to tell of an image outside every group's reach (``inside`` false), else None."""
+        if self.inside:
+            return None
+        spread = (f"a group of one image, judged by the widest group's spread, {1 - self.floor:.2g}" if self.borrowed
+                  else f"whose own images lie within {1 - self.floor:.2g}")
+        return (f"{self.path} is unlike the images every group was adapted on ({1 - self.similarity:.2g} from the "
+                f"nearest centre, {self.group}'s, {spread}); its model may not suit it")
+
 
 def route_floors(floors: Sequence[float], sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(floors to judge routes by, which are borrowed). A group of one image lies at its centre (floor 1), so every

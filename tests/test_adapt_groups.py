@@ -309,10 +309,17 @@ def test_the_python_api_routes_arrays_to_their_groups_models(files, tmp_path):
     assert code == 0, text
     members = json.loads((out / "groups.json").read_text())["members"]
     up = Upscaler(out)
+    assert up.last_route is None
     for group, names in members.items():
         for name in names:
             lr = np.asarray(Image.open(files / "lr" / f"{name}.png"))
             assert np.array_equal(up(lr), np.asarray(Image.open(out / group / "sr" / f"{name}.png"))), name
+            assert up.last_route.group == group and up.last_route.inside  # where it went: the command tells it
+    up._router.floors[:] = 0.999999  # every group drawn tight about its centre: the array is unlike every group
+    with pytest.warns(UserWarning, match=r"the array is unlike the images every group was adapted on .* its model may "
+                                         r"not suit it"):
+        up(np.random.default_rng(0).integers(0, 256, (36, 36, 3), dtype=np.uint8))  # (no group's own image)
+    assert not up.last_route.inside
 
 
 def test_per_group_with_ground_truth_scores_each_group_on_its_own_images(files, tmp_path, hr_crop):

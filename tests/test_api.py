@@ -67,12 +67,28 @@ def test_adapted_weights_with_a_detail_cap_give_the_commands_pixels(tmp_path, sm
     assert not np.array_equal(Upscaler(capped_weights, tile=0, detail_cap="off")(small), written["rgb"])
 
 
+def test_outscale_per_call_byte_order_and_rounding_noise(small, upscaler):
+    """As RealESRGANer.enhance(img, outscale=...): a call's outscale, without loading the model again; a big-endian
+    16-bit array is a 16-bit array; float samples a rounding error outside [0, 1] are clipped, not refused."""
+    made = Upscaler(MODEL, outscale=2)
+    assert made.factor == 2 and np.array_equal(upscaler(small, outscale=2), made(small))
+    assert upscaler(small, outscale=2).shape == (64, 64, 3) and upscaler.factor == 4
+    grey16 = small[..., 1].astype(np.uint16) * 257
+    assert np.array_equal(upscaler(grey16.astype(">u2")), upscaler(grey16))
+    floats = small.astype(np.float32) / 255.0
+    noisy = floats + np.where(small == 0, -1e-9, np.where(small == 255, 1e-7, 0.0)).astype(np.float32)
+    assert np.array_equal(upscaler(noisy), upscaler(np.clip(noisy, 0, 1)))
+
+
 @pytest.mark.parametrize("array, said", [
-    (np.zeros((8, 8, 5), np.uint8), "HxW, HxWx1, HxWx3 or HxWx4, not of shape (8, 8, 5)"),
+    (np.zeros((8, 8, 5), np.uint8), "HxW, HxWx1, HxWx2, HxWx3 or HxWx4 of at least 1x1 pixels, not of shape (8, 8, 5)"),
     (np.zeros((2, 8, 8, 3), np.uint8), "not of shape (2, 8, 8, 3)"),
+    (np.zeros((5, 0), np.uint8), "not of shape (5, 0)"),
     (np.zeros((8, 8, 3), np.int64), "uint8, uint16 or float in [0, 1], not int64"),
-    (np.full((8, 8, 3), 2.0), "holds samples in [0, 1]"),
-    (np.full((8, 8, 3), np.nan, np.float32), "holds samples in [0, 1]"),
+    (np.zeros((8, 8), np.int32), "as int32: .astype(np.uint16)"),
+    (np.full((8, 8, 3), 2.0), "this one spans 2 to 2: divide 8-bit values by 255"),
+    (np.full((8, 8, 3), -0.5), "spans -0.5 to -0.5"),
+    (np.full((8, 8, 3), np.nan, np.float32), "holds NaN or inf samples"),
 ])
 def test_bad_arrays_are_one_line_errors(upscaler, array, said):
     with pytest.raises(InputError) as err:
@@ -88,3 +104,12 @@ def test_bad_settings_and_models_are_refused_when_made(tmp_path):
     with pytest.raises(LwayError) as err:
         Upscaler(tmp_path / "missing.safetensors")
     assert "missing.safetensors" in str(err.value)
+    for kwargs, said in (({"tile": "abc"}, "tile is a whole number of pixels, not 'abc'"),
+                         ({"tile": 33.9}, "tile is a whole number of pixels, not 33.9"),
+                         ({"tile_overlap": "8"}, "tile_overlap is a whole number of pixels, not '8'"),
+                         ({"outscale": "2"}, "outscale is a number"),
+                         ({"detail_cap": None}, "detail_cap is \"auto\", \"off\" or a number >= 1, not None"),
+                         ({"detail_cap": True}, "not True")):
+        with pytest.raises(InputError) as err:  # (they failed deep inside, or were taken as 33 and 1)
+            Upscaler(MODEL, **kwargs)
+        assert said in str(err.value), (kwargs, str(err.value))

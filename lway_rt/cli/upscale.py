@@ -108,11 +108,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
         counts = Counter(r.group for r in report.routes)
         click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
     for r in report.routes:  # warnings: also with -q
-        if not r.inside:
-            spread = (f"a group of one image, judged by the widest group's spread, {1 - r.floor:.2g}" if r.borrowed
-                      else f"whose own images lie within {1 - r.floor:.2g}")
-            click.secho(f"note: {r.path} is unlike the images every group was adapted on ({1 - r.similarity:.2g} from "
-                        f"the nearest centre, {r.group}'s, {spread}); its model may not suit it", fg="yellow", err=True)
+        if said_unlike := r.unlike_note():
+            click.secho(f"note: {said_unlike}", fg="yellow", err=True)
     for note in report.notes:  # one style with every command's notes
         click.secho(f"note: {note}", fg="yellow", err=True)
     if report.failures:
