@@ -2333,6 +2333,25 @@ def test_a_run_of_several_stopped_after_its_last_step_does_not_say_before_its_fi
     assert "first step" not in text and "first checkpoint" not in text, text
 
 
+@pytest.mark.parametrize("mode, stopping", [("folder", ("detail_change", 1)), ("per-image", ("detail_change", 2)),
+                                             ("folder", ("fast_adapt_step", 2))])  # (in training, after a checkpoint)
+def test_a_stopped_overwrite_advises_resume_in_place_of_overwrite(files, tmp_path, monkeypatch, mode, stopping):
+    """An --overwrite stopped while it made its outputs (or in training) said "run the same command with --resume",
+    which, with --overwrite still in it, is refused ("pass one of them"). It says "in place of --overwrite"."""
+    import lway_rt.adapt.loop as loop
+
+    out = tmp_path / "out"
+    args = ["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", mode]
+    assert _run(args)[0] == 0
+    _stopping_on_call(monkeypatch, loop, *stopping)
+    args += ["--iterations", "3", "--checkpoint-every", "1"]
+    code, text = _run([*args, "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130 and "run the same command with --resume in place of --overwrite" in " ".join(text.split()), text
+    code, text = _run([*args, "--resume"])
+    assert code == 0, text
+
+
 def _tiny_adapt(files, out, *extra):
     return ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
             str(files / "stage1.safetensors"), "--iterations", "3", "--patch-size", "16", "--batch-size", "1", "-q",
@@ -2544,6 +2563,24 @@ def test_a_folder_run_kept_in_a_sub_folder_is_not_taken_for_a_per_image_adaptati
     assert code == 0 and "per-image" not in text, text
     assert (proj / "adapted.safetensors").is_file() and {k: v for k, v in _digests(proj).items()
                                                          if k.startswith("run1/")} == kept
+
+
+def test_a_sub_folder_with_a_weights_file_of_the_users_is_not_a_run(files, tmp_path):
+    """A sub-folder holding only the user's adapted.safetensors (and notes) made --out "a --mode per-image
+    adaptation", as a lone weights file at the top does not."""
+    import shutil
+
+    run = tmp_path / "run"
+    args = [a for a in _tiny_adapt(files, run) if a != "-q"]
+    assert _run(args)[0] == 0
+    mine = tmp_path / "proj" / "mine"
+    mine.mkdir(parents=True)
+    shutil.copy(run / "adapted.safetensors", mine)
+    (mine / "notes.txt").write_text("mine")
+    code, text = _run([a if a != str(run) else str(tmp_path / "proj") for a in args])
+    assert code == 0 and "per-image" not in text, text
+    assert (mine / "notes.txt").read_text() == "mine" and sorted(p.name for p in mine.iterdir()) == [
+        "adapted.safetensors", "notes.txt"]
 
 
 def test_config_file_keys_in_an_adapt_table_or_at_the_top(tmp_path):

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -631,17 +632,27 @@ def adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_di
         except KeyboardInterrupt:  # outside the loop (which says more): while preparing, or writing the outputs
             ckpt = Path(out_dir) / CHECKPOINT
             if ckpt.exists():
-                raise _saying(Interrupted(f"interrupted; the checkpoint in {ckpt} is kept: run the same command with "
-                                          "--resume to finish the run"), words()) from None
+                raise _saying(Interrupted(_resume_words(f"interrupted; the checkpoint in {ckpt} is kept: run the same "
+                                                        "command with --resume to finish the run", overwrite
+                                                        and not aside_until_end)), words()) from None
             if words():
                 raise _saying(Interrupted("interrupted"), words()) from None
             raise
         except Interrupted as exc:
-            raise _saying(exc, words()) from None
+            raise _saying(Interrupted(_resume_words(str(exc), overwrite and not aside_until_end)), words()) from None
         except Exception:  # a refusal or a failure (a full disk, a NaN stop): the run kept aside is said all the same
             if said := words():
                 (note or log or (lambda msg: None))(said)
             raise
+
+
+def _resume_words(message: str, overwrite: bool) -> str:
+    """``message``, whose advice to run the same command with --resume says "in place of --overwrite" where the
+    command was an --overwrite (both flags together are refused)."""
+    if not overwrite:
+        return message
+    return re.sub(r"run the same command with --resume(?! in place of --overwrite)",
+                  "run the same command with --resume in place of --overwrite", message)
 
 
 def _saying(exc: Interrupted, words: str) -> Interrupted:
@@ -1818,8 +1829,8 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                                             resume=resume and name not in replaced, overwrite=overwrite or name in
                                             replaced, note=note, aside_until_end=True))
             except Interrupted as exc:  # without --resume the runs finished before this one would be refused
-                raise Interrupted(f"{name}: {exc}".replace(RUN_AGAIN, f"{again} (the runs finished before it are "
-                                                           "kept)") + _runs_aside_words(out_dir)) from None
+                raise Interrupted(_resume_words(f"{name}: {exc}", overwrite).replace(
+                    RUN_AGAIN, f"{again} (the runs finished before it are kept)") + _runs_aside_words(out_dir)) from None
             except KeyboardInterrupt:  # before the run's first checkpoint: setting up (after its last step the state
                 # is a checkpoint, which adapt_images names)
                 raise Interrupted(f"{name}: interrupted before its first checkpoint; {again} (the runs finished before it "
