@@ -55,7 +55,7 @@ class Upscaler:
         config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
                                tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
                                device=str(device), fp16=bool(fp16),
-                               detail_cap=detail_cap if isinstance(detail_cap, str) else f"{float(detail_cap):g}",
+                               detail_cap=detail_cap if isinstance(detail_cap, str) else repr(float(detail_cap)),
                                base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
         self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
         self.last_route: Route | None = None

@@ -744,8 +744,8 @@ def run_mode(out_dir: Path) -> str | None:
     # --mode folder there, an adaptation of the user's kept in a sub-folder, is not one of them)
     runs = {}
     for p in out_dir.iterdir():
-        if p.is_dir() and not p.name.startswith(".") and ((p / CHECKPOINT).is_file() or (p / WEIGHTS).is_file() and (
-                (p / "report.json").exists() or (p / "config.json").exists())):  # (a lone weights file: the user's)
+        if p.is_dir() and not p.name.startswith(".") and ((p / CHECKPOINT).is_file() or ((p / WEIGHTS).is_file() and (
+                (p / "report.json").exists() or (p / "config.json").exists()))):  # (a lone weights file: the user's)
             recorded = (_read_json_dict(p / "report.json") or {}).get("config")
             mode = (recorded.get("mode") if isinstance(recorded, dict) else None) \
                 or (_read_json_dict(p / "config.json") or {}).get("mode")

@@ -32,7 +32,8 @@ def _log(msg: str) -> None:
               help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
 @click.option("--opset", type=int, help="ONNX opset (overrides the profile).")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="PATTERN",
-              help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last of an RRDBNet (repeatable).")
+              help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last of an "
+                   "RRDBNet (repeatable).")
 @click.option("--refittable", is_flag=True, help="Build the TensorRT engine with the REFIT flag.")
 @click.option("--stage1", "stage1_path", type=PathParam(dir_okay=False, path_type=Path),
               help="Stage-1 checkpoint for --what encoder/both (default: the shipped one).")
@@ -101,8 +102,8 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
             return sr_exportable(desc, label=label, model_spec=model_spec)
         from lway_rt.export.capped import capped_sr_exportable
 
-        progress(f"detail cap {cap.cap:g}: the graph runs the unadapted model beside the adapted one and blends each output "
-             "as lwayrt upscale does (about twice the work; --detail-cap off for the adapted network alone)")
+        progress(f"detail cap {cap.cap:g}: the graph runs the unadapted model beside the adapted one and blends each "
+                 "output as lwayrt upscale does (about twice the work; --detail-cap off for the adapted network alone)")
         return capped_sr_exportable(desc, cap.base, cap.cap, label=label, model_spec=model_spec, base_spec=base_model)
 
     gate = ParityGate(fp32_max_abs=max_abs_diff, fp16_min_psnr=min_psnr)
@@ -177,7 +178,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
              "models, so the file is for a runtime of your own")
     elif runnable is not None:
         progress(f"run it with ONNX Runtime: lwayrt upscale INPUT... -o OUT -m {shell_word(runnable[0])}"
-             + (" --tile 0" if runnable[1] else ""))
+                 + (" --tile 0" if runnable[1] else ""))
 
 
 def _warn_unmatched(patterns, fp16_files) -> None:

@@ -42,7 +42,8 @@ class BenchFailed(LwayError):
               help="Closed-loop worker threads (repeatable). Default 1.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Device of the torch backends and the reference.")
-@click.option("--threads", type=int, default=None, help="CPU threads per backend (default: OMP_NUM_THREADS where set, else all usable cores).")
+@click.option("--threads", type=int, default=None,
+              help="CPU threads per backend (default: OMP_NUM_THREADS where set, else all usable cores).")
 @click.option("--warmup-s", default=1.0, type=FINITE, show_default=True, help="Minimum warm-up time per configuration.")
 @click.option("--warmup-iters", default=3, show_default=True, help="Minimum warm-up iterations.")
 @click.option("--min-iters", default=20, show_default=True, help="Minimum timed requests.")
