@@ -923,6 +923,36 @@ def test_a_resume_after_a_stopped_per_image_overwrite_takes_it_up_or_is_refused(
     assert len(made) == 6 and all(_digests(again)[k] == _digests(out)[k] for k in made)
 
 
+def test_a_resume_after_an_inputs_pixels_changed_names_that_input(files, tmp_path, monkeypatch):
+    """A --resume of a stopped per-image --overwrite, typed as the overwrite but with one input's pixels changed since,
+    was refused as "not that overwrite (its inputs' pixels, model or settings differ)", beside a run folder "made with
+    other settings" (the replaced run's): it did not say which input. The mark records each run's fingerprint: the
+    refusal names the input that changed."""
+    import shutil
+
+    import lway_rt.adapt.loop as loop
+
+    lr = tmp_path / "lr"
+    shutil.copytree(files / "lr", lr)
+    out = tmp_path / "each"
+    args = ["adapt", str(lr), "-o", str(out), *_replace_args(files), "--mode", "per-image"]
+    assert _run(args)[0] == 0
+    other = [*args[:-3], "3", "--mode", "per-image"]  # (--iterations 3)
+    _stopping_on_call(monkeypatch, loop, "adapt_images", 2)  # alpha made anew, grey and rgb not begun
+    code, text = _run([*other, "--overwrite"])
+    monkeypatch.undo()
+    assert code == 130, text
+    stopped = _digests(out)
+    pixels = np.asarray(Image.open(lr / "rgb.png")).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(lr / "rgb.png")
+    code, text = _run([*other, "--resume"])
+    said = " ".join(text.split())
+    assert code == 1 and "this --resume is not that overwrite (the inputs of rgb differ from that overwrite's: their " \
+        "pixels or alpha changed since)" in said and "--restore" in said, text
+    assert _digests(out) == stopped
+
+
 def test_a_resume_finishes_the_replacing_an_overwrite_killed_at_its_end_left(files, tmp_path, monkeypatch):
     """An --overwrite stopped after its report was written, before it removed the run it replaced: --resume called
     the new run complete and left the old one kept aside for good (every plain rerun refused, as if a run there had

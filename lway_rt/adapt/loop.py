@@ -1598,12 +1598,25 @@ def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]
             raise InputError(f"the run in {sub} was made with {made}: rerun with the same "
                              "ones, choose another --out folder, or pass --overwrite to replace it" + (
                                  "; the folder holds the runs a stopped --overwrite replaces, and this --resume is not "
-                                 "that overwrite (its inputs' pixels, model or settings differ): run that --overwrite "
-                                 f"again, or {restore_words(out_dir)} to have them back" if stopped else ""))
+                                 f"that overwrite ({_how_not_that_overwrite(out_dir, fingerprints)}): run that "
+                                 f"--overwrite again, or {restore_words(out_dir)} to have them back" if stopped else ""))
         if finished is not None and run_damage(sub, finished, [img.name for img in group]) is None:
             # (a damaged one runs again: adapt_images says so)
             kept[name] = finished
     return kept, replaced
+
+
+def _how_not_that_overwrite(out_dir: Path, fingerprints: dict[str, str]) -> str:
+    """How a --resume with these run ``fingerprints`` differs from the stopped --overwrite whose mark is in
+    ``out_dir``: the run folders whose inputs differ where only some do (their pixels or alpha changed since), else
+    the inputs' pixels, model or settings (a mark from before it recorded each run's fingerprint says no more)."""
+    recorded = _aside_mark(out_dir / ASIDE).get("fingerprints")
+    if isinstance(recorded, dict) and recorded.keys() == fingerprints.keys():
+        changed = [name for name, fp in fingerprints.items() if recorded[name] != fp]
+        if 0 < len(changed) < len(fingerprints):
+            return (f"the inputs of {listing(changed, 5)} differ from that overwrite's: their pixels or alpha changed "
+                    "since")
+    return "its inputs' pixels, model or settings differ"
 
 
 def _command_fingerprint(fingerprints: dict[str, str], config: AdaptConfig) -> str:
@@ -1801,13 +1814,15 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
                                                                      or run_mode(out_dir) is not None)):
             if state is None:
                 aside = _make_aside(out_dir, runs=[], planned=[name for name, _ in runs], replacing=command,
-                                    joined=[])  # (each run folder joins the runs as its old run is moved aside)
+                                    joined=[], fingerprints=fingerprints)  # (each run folder joins the runs as its old
+                # run is moved aside)
             for name in _RUN_NAMES[config.mode]:  # (a groups.json of the user's in a per-image folder stays)
                 if (out_dir / name).is_file():
                     shutil.move(out_dir / name, aside / name)
             _mark_aside(aside, complete=True)
         if overwrite and _aside_state(aside) == "kept":  # (an overwrite again after a stopped one replaces the runs now)
-            _mark_aside(aside, complete=True, planned=[name for name, _ in runs], replacing=command, joined=[])
+            _mark_aside(aside, complete=True, planned=[name for name, _ in runs], replacing=command, joined=[],
+                        fingerprints=fingerprints)
         # this command replaces the runs the summary listed: an --overwrite, or a --resume that takes one up
         replacing = overwrite or (resume and command is not None and _aside_state(aside) in ("kept", "cut short")
                                   and _aside_mark(aside).get("replacing") == command)

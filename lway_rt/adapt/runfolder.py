@@ -166,7 +166,7 @@ def _aside_mark(aside: Path) -> dict:
 def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, restoring: bool = False,
                 discarding: bool = False, drop: Sequence[str] = (), replacing: str | None = None,
                 planned: Sequence[str] | None = None, removing: Sequence[str] | None = None,
-                joined: Sequence[str] | None = None) -> None:
+                joined: Sequence[str] | None = None, fingerprints: dict[str, str] | None = None) -> None:
     """Write the mark: ``complete`` once every file of the replaced run is in (a stop part-way leaves it false, and
     the move is finished, never taken for a whole run with the rest deleted); ``runs``: the run folders a per-image
     or per-group command makes, which --restore removes where the replaced summary does not list them;
@@ -180,13 +180,15 @@ def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, 
     stopped command's run folders that --restore removes, as it found them before it changed anything (run again
     after a stop, a run folder it had put back meanwhile was taken for the stopped command's); ``joined``: the run
     folders the command that ``replacing`` fingerprints has reached (``runs`` keeps those of the stopped commands before
-    it too)."""
+    it too); ``fingerprints``: that command's run fingerprint of each of its run folders (a --resume that is not that
+    command is told which run folders' inputs differ)."""
     before = _aside_mark(aside)
     runs = list(runs) if runs is not None else before.get("runs")
     planned = list(planned) if planned is not None else before.get("planned")
     removing = list(removing) if removing is not None else before.get("removing")
     joined = list(joined) if joined is not None else before.get("joined")
     replacing = replacing if replacing is not None else before.get("replacing")
+    fingerprints = dict(fingerprints) if fingerprints is not None else before.get("fingerprints")
     atomic_write_json(aside / ASIDE_MARK, {"format": _ASIDE_FORMAT, "folder": str(aside.parent.absolute()),
                                            "complete": complete, "restoring": restoring,
                                            **({"runs": runs} if runs is not None else {}),
@@ -194,6 +196,7 @@ def _mark_aside(aside: Path, complete: bool, runs: Sequence[str] | None = None, 
                                            **({"planned": planned} if isinstance(planned, list) else {}),
                                            **({"removing": removing} if isinstance(removing, list) else {}),
                                            **({"joined": joined} if isinstance(joined, list) else {}),
+                                           **({"fingerprints": fingerprints} if isinstance(fingerprints, dict) else {}),
                                            **({"discarding": True, "drop": list(drop)} if discarding else {})})
 
 
@@ -269,7 +272,8 @@ def _drop_unmarked_aside(aside: Path) -> bool:
 
 
 def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str | None = None,
-                planned: Sequence[str] | None = None, joined: Sequence[str] | None = None) -> Path:
+                planned: Sequence[str] | None = None, joined: Sequence[str] | None = None,
+                fingerprints: dict[str, str] | None = None) -> Path:
     """``out_dir/.lwayrt-replaced``, empty but for its mark (not yet complete), for the finished run in ``out_dir``
     that is replaced. Called where no folder of this command's is there (``_aside_state`` None): anything of that
     name is the user's, and refused before anything moves."""
@@ -281,7 +285,8 @@ def _make_aside(out_dir: Path, runs: Sequence[str] | None = None, replacing: str
                          "replaces until the new one finishes: move it, then run the command again")
     aside.mkdir()
     try:
-        _mark_aside(aside, complete=False, runs=runs, replacing=replacing, planned=planned, joined=joined)
+        _mark_aside(aside, complete=False, runs=runs, replacing=replacing, planned=planned, joined=joined,
+                    fingerprints=fingerprints)
     except BaseException:  # (a full disk): no unmarked folder is left behind, to be taken for the user's
         with contextlib.suppress(OSError):
             aside.rmdir()
