@@ -18,7 +18,7 @@ else
 KEEP_TORCH := $(TORCH)
 endif
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test demo clean
 
 setup: $(STAMP)
 
