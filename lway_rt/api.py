@@ -85,11 +85,8 @@ class Upscaler:
         planes, depth = _planes(arr)
         if bgr and planes.shape[2] >= 3:
             planes = planes[..., [2, 1, 0, *range(3, planes.shape[2])]]
-        grey = planes.shape[2] in (1, 2)
-        rgb = np.repeat(planes[..., :1], 3, axis=2) if grey else planes[..., :3]
-        alpha = planes[..., -1] if planes.shape[2] in (2, 4) else None
-        img = LoadedImage(np.ascontiguousarray(rgb), None if alpha is None else np.ascontiguousarray(alpha),
-                          bit_depth=16 if depth == 16 else 8, grey=grey)
+        img = LoadedImage.from_planes(planes, 16 if depth == 16 else 8)
+        grey = img.grey
         up, self.last_route = route_and_upscale(config, self._desc, self._cap, self._router, img, _ARRAY)
         if self.last_route is not None and (unlike := self.last_route.unlike_note()):
             warnings.warn(unlike.replace(str(_ARRAY), "the array"), UserWarning, stacklevel=2)

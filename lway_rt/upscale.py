@@ -945,9 +945,10 @@ def _refuse_outputs_over_their_inputs(items: list[tuple[Path, Path]], out_dir: P
 
 def prepare_run(config: UpscaleConfig, desc: ModelDescriptor | None = None
                 ) -> tuple[UpscaleConfig, ModelDescriptor, GroupRouter | None, DetailCap | None, bool]:
-    """What every image of a run goes through: (the config, with ``tile`` 0 where a capped export must see whole
-    images, which is the last value, True then; the model, ``desc`` where given; the per-group router, where
-    ``config.model`` is a per-group adaptation folder; the detail cap)."""
+    """What every image of a run goes through: ``(config, model, router, cap, whole)``. The model is ``desc`` where
+    given; the router, where ``config.model`` is a per-group adaptation folder, sends each image to its group's model;
+    the cap is the detail cap of the weights; ``whole`` is True where a capped export must see whole images, and the
+    config returned then has ``tile`` 0."""
     router = None if desc is not None else prepare_router(config)
     if config.stage1 and router is None:
         raise InputError("--stage1 is for a per-group adaptation folder (the --out of 'lwayrt adapt --mode per-group') "

@@ -1551,17 +1551,17 @@ def adapt(inputs, model: str, out_dir: str | Path, config: AdaptConfig | None = 
 
 
 def _check_run_folders(out_dir: Path, runs: Sequence[tuple[str, list[InputImage]]], config: AdaptConfig,
-                       fingerprinter: _Fingerprinter | None, fingerprints: dict[str, str], gt, *, resume: bool,
-                       overwrite: bool) -> tuple[dict[str, dict], set[str]]:
+                       fingerprinter: _Fingerprinter | None, fingerprints: dict[str, str], command: str | None, gt, *,
+                       resume: bool, overwrite: bool) -> tuple[dict[str, dict], set[str]]:
     """Check every run folder of a per-image or per-group command in ``out_dir`` against it before any run is made:
     returns the finished runs ``--resume`` keeps as they are (by name), and the run folders it replaces as
     ``--overwrite`` does (a --resume that takes up a stopped overwrite: the run folders that overwrite had not reached,
     whose runs it replaces); raises ``InputError`` for any refused. ``fingerprints``: each run's fingerprint (made by
-    ``fingerprinter``), by run folder. (A --restore under way was refused before: ``refuse_while_restoring``.)"""
+    ``fingerprinter``), by run folder; ``command``: the command's (``_command_fingerprint``). (A --restore under way
+    was refused before: ``refuse_while_restoring``.)"""
     fingerprint_of = fingerprinter if resume and not overwrite else None
     kept: dict[str, dict] = {}  # finished runs --resume keeps as they are
-    unreached = _unreached_by_the_overwrite(out_dir, _command_fingerprint(fingerprints, config)) \
-        if fingerprint_of is not None else set()
+    unreached = _unreached_by_the_overwrite(out_dir, command) if fingerprint_of is not None else set()
     replaced: set[str] = set()
     # a --resume that takes up a stopped --overwrite: its run folders, no other; the run folders it had not reached
     # still hold the runs it replaces, which this command replaces as well where the folder's mark records it as that
@@ -1789,7 +1789,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     fingerprinter = _Fingerprinter(config, desc, stage1) if resume or overwrite else None
     fingerprints = {name: fingerprinter(group, gt) for name, group in runs} if fingerprinter is not None else {}
     command = _command_fingerprint(fingerprints, config) if fingerprinter is not None else None
-    kept, replaced = _check_run_folders(out_dir, runs, config, fingerprinter, fingerprints, gt, resume=resume,
+    kept, replaced = _check_run_folders(out_dir, runs, config, fingerprinter, fingerprints, command, gt, resume=resume,
                                         overwrite=overwrite)
     if (done := _written_summary(out_dir)) is not None:  # an overwrite here finished (its summary written after every
         # run), and a stop came before it removed what it replaced (an --overwrite then deleted those finished runs and

@@ -729,6 +729,12 @@ def report_images(report: dict | None) -> list[str]:
     return [e["sr"] for e in entries if isinstance(e, dict) and isinstance(e.get("sr"), str) and e["sr"]]
 
 
+def _weights_with_records(folder: Path) -> bool:
+    """Whether ``folder`` holds a run's weights with a record of the run beside them (a report or config.json): a
+    lone weights file is the user's, under the name a run writes."""
+    return (folder / WEIGHTS).is_file() and ((folder / "report.json").exists() or (folder / "config.json").exists())
+
+
 def run_mode(out_dir: Path) -> str | None:
     """The --mode of the adaptation (finished or not) that ``out_dir`` holds, or None when it holds none."""
     from lway_rt.adapt.config import MODES
@@ -738,8 +744,8 @@ def run_mode(out_dir: Path) -> str | None:
         return report["mode"]
     if report.get("format") == _REPORT_FORMAT or (out_dir / CHECKPOINT).is_file():
         return "folder"
-    if (out_dir / WEIGHTS).is_file() and ((out_dir / "report.json").exists() or (out_dir / "config.json").exists()):
-        return "folder"  # a lone weights file is not a run: the user's own, under the name a run writes
+    if _weights_with_records(out_dir):  # (a lone weights file is not a run)
+        return "folder"
     if (out_dir / "groups.json").is_file():
         return "per-group"
     config = _read_json_dict(out_dir / "config.json") or {}  # written when a run starts: one killed before its checkpoint
@@ -749,8 +755,7 @@ def run_mode(out_dir: Path) -> str | None:
     # --mode folder there, an adaptation of the user's kept in a sub-folder, is not one of them)
     runs = {}
     for p in out_dir.iterdir():
-        if p.is_dir() and not p.name.startswith(".") and ((p / CHECKPOINT).is_file() or ((p / WEIGHTS).is_file() and (
-                (p / "report.json").exists() or (p / "config.json").exists()))):  # (a lone weights file: the user's)
+        if p.is_dir() and not p.name.startswith(".") and ((p / CHECKPOINT).is_file() or _weights_with_records(p)):
             recorded = (_read_json_dict(p / "report.json") or {}).get("config")
             mode = (recorded.get("mode") if isinstance(recorded, dict) else None) \
                 or (_read_json_dict(p / "config.json") or {}).get("mode")

@@ -83,6 +83,15 @@ class LoadedImage:
         if self.bit_depth not in (8, 16):
             raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
 
+    @classmethod
+    def from_planes(cls, x: np.ndarray, bit_depth: int, **fields) -> LoadedImage:
+        """HxWxC float32 samples in [0, 1] (C: 1 grey, 2 grey and alpha, 3 RGB, 4 RGBA) as an image: grey replicated
+        to three channels, the alpha its own plane; ``fields``: the other fields (mode, format, ICC profile ...)."""
+        c = x.shape[2]
+        rgb = np.repeat(x[..., :1], 3, axis=2) if c <= 2 else np.ascontiguousarray(x[..., :3])
+        alpha = x[..., c - 1].copy() if c in (2, 4) else None
+        return cls(rgb, alpha, bit_depth, c <= 2, **fields)
+
     @property
     def height(self) -> int:
         return int(self.rgb.shape[0])
@@ -728,10 +737,8 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
     if c in (2, 4) and associated:  # premultiplied colour: divide the alpha back out
         a = x[..., c - 1:]
         x[..., :c - 1] = np.where(a > 0, np.clip(x[..., :c - 1] / np.maximum(a, 1e-12), 0.0, 1.0), 0.0)
-    rgb = np.repeat(x[..., :1], 3, axis=2) if c <= 2 else np.ascontiguousarray(x[..., :3])
-    alpha = x[..., c - 1].copy() if c in (2, 4) else None
-    img = LoadedImage(rgb, alpha, depth, c <= 2, f"{'L' if c <= 2 else 'RGB'}{'A' if alpha is not None else ''};{arr.dtype}",
-                      "TIFF", icc)
+    img = LoadedImage.from_planes(x, depth, mode=f"{'L' if c <= 2 else 'RGB'}{'A' if c in (2, 4) else ''};{arr.dtype}",
+                                  format="TIFF", icc_profile=icc)
     return replace(img, frames=frames) if frames > 1 else img
 
 
