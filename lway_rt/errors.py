@@ -7,6 +7,7 @@ escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 
@@ -84,6 +85,44 @@ class Interrupted(LwayError):
 
 
 STOPS: list[int] = []  # the signals that asked this command to stop (SIGINT, SIGTERM, SIGHUP), in order
+
+
+class _Steps:
+    """What ``finishing_steps`` yields: the loop sets ``unsaved`` while it holds steps no checkpoint has saved."""
+
+    unsaved = False
+
+
+_FINISHING: list[_Steps] = []  # the loops running inside ``finishing_steps``, innermost last
+
+
+@contextlib.contextmanager
+def finishing_steps():
+    """Within this, while the loop says it holds unsaved steps (``.unsaved`` of what it yields), the first stop signal
+    does not cut the step in hand short: the CLI's handler records it in ``STOPS`` and returns (``finishes_steps``),
+    and the loop, which checks ``STOPS`` between steps, saves the state of the last whole step and stops. A run killed
+    a step in had lost every step since its last periodic checkpoint (up to ``--checkpoint-every`` of them). A second
+    signal, or one while nothing is unsaved (setting up, just after a checkpoint), stops at once, as before."""
+    steps = _Steps()
+    _FINISHING.append(steps)
+    try:
+        yield steps
+    finally:
+        _FINISHING.remove(steps)
+
+
+def finishes_steps() -> bool:
+    """Whether a loop inside ``finishing_steps`` holds unsaved steps (and no ``stopping_at_once`` is around it): a
+    first stop then waits for the step in hand."""
+    return bool(_FINISHING) and all(steps.unsaved for steps in _FINISHING)
+
+
+@contextlib.contextmanager
+def stopping_at_once():
+    """Within this, a stop never waits for a step: for runs nobody resumes (the demo's adaptation, which starts over).
+    (An entry whose ``unsaved`` stays false, so ``finishes_steps`` is false whatever a loop inside it says.)"""
+    with finishing_steps():
+        yield
 
 
 def stop_if_asked() -> None:

@@ -1853,32 +1853,55 @@ def _stopping_run(files, out) -> list[str]:
 
 def test_a_stop_whose_keyboardinterrupt_was_lost_still_stops_the_run(files, tmp_path, monkeypatch):
     """CPython raises a signal's KeyboardInterrupt wherever the main thread runs Python code next; in a finalizer (a
-    ``__del__``) it is printed as "Exception ignored" and dropped. The stop is recorded and the loop stops at its next
-    step: a SIGTERM had let a run go on to its last iteration and exit 0."""
+    ``__del__``) it is printed as "Exception ignored" and dropped. The stop is recorded and the loop stops before its
+    next step: a SIGTERM had let a run go on to its last iteration and exit 0. (Lost while the run set up: in the loop
+    a first stop waits for the step in hand and raises nothing.)"""
     import lway_rt.adapt.loop as loop
 
-    real, calls = loop.fast_adapt_step, []
+    real, steps = loop.compute_embeddings, []
 
     class Finalized:
         def __del__(self):
             signal.raise_signal(signal.SIGTERM)  # the handler runs here, and its KeyboardInterrupt goes nowhere
 
-    def step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:
-            Finalized()  # made and dropped at once: its __del__ runs now
+    def embed(*args, **kwargs):
+        Finalized()  # made and dropped at once: its __del__ runs now
         return real(*args, **kwargs)
 
     lost = []
-    monkeypatch.setattr(loop, "fast_adapt_step", step)
+    monkeypatch.setattr(loop, "compute_embeddings", embed)
+    monkeypatch.setattr(loop, "fast_adapt_step", lambda *a, **k: steps.append(1))
     monkeypatch.setattr(sys, "unraisablehook", lambda u: lost.append(u.exc_type))  # ("Exception ignored in ...")
     out = tmp_path / "o"
     code, text = _run(_stopping_run(files, out))
     assert code == 143, text
     assert lost == [KeyboardInterrupt]  # the handler's exception did not reach the loop
+    assert text.strip().splitlines()[-1].startswith("adaptation interrupted at iteration 0; no checkpoint had been "
+                                                    "written yet"), text
+    assert not steps and not (out / "adapted.safetensors").exists()
+
+
+def test_a_stop_signal_in_a_step_saves_that_step_and_says_so(files, tmp_path, monkeypatch):
+    """A SIGTERM (a batch scheduler ending the job) in step 7 of a run that saves every 5 steps: the step finishes, its
+    state is saved, and the line names that checkpoint; a message at the signal says why the run goes on a moment."""
+    import lway_rt.adapt.loop as loop
+
+    real, calls = loop.fast_adapt_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fast_adapt_step", step)
+    out = tmp_path / "o"
+    code, text = _run(_stopping_run(files, out))
+    assert code == 143, text
+    assert "stopping after the step in hand, to save it (Ctrl-C again: stop now" in text, text
     assert text.strip().splitlines()[-1].startswith("adaptation interrupted at iteration 7; the checkpoint of "
-                                                    "iteration 5 is kept in "), text
-    assert len(calls) == 7 and not (out / "adapted.safetensors").exists()
+                                                    "iteration 7 is kept in "), text
+    assert len(calls) == 7 and torch.load(out / CHECKPOINT, weights_only=True)["st"]["it"] == 7
 
 
 @pytest.mark.parametrize("at", [5, 10])

@@ -133,8 +133,8 @@ def test_lwayrt_demo_tells_the_whole_story_at_tiny_size(tmp_path):
 
 
 def test_a_stopped_demo_says_to_run_it_again_and_the_rerun_takes_its_folder(tmp_path):
-    """SIGTERM during the adaptation step: exit 143 and the demo's own advice (not adapt's --resume, which the demo
-    has no option for); its folder lists the finished step's files and the step it was in, and a rerun takes it."""
+    """SIGTERM during the adaptation step: exit 143 at once and the demo's own advice (not adapt's --resume, which the
+    demo has no option for; nor does it wait to save the step in hand, as adapt does); its folder lists the finished step's files and the step it was in, and a rerun takes it."""
     from lway_rt.degae import Stage1, save_stage1
 
     s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=5).freeze()
@@ -157,6 +157,7 @@ def test_a_stopped_demo_says_to_run_it_again_and_the_rerun_takes_its_folder(tmp_
         proc.wait(timeout=30)
     assert proc.returncode == 143, text
     assert "demo interrupted: run it again with the same --out" in text and "--resume" not in text, text
+    assert "stopping after the step in hand" not in text, text  # at once: no step is saved for a run never resumed
     record = json.loads((out / ".lwayrt-demo.json").read_text())
     # stopped, the demo listed what it had written by name, the running step's files too: nothing is left to date
     assert not record["complete"] and record["pending"] == [] and "coffee_hr.png" in record["files"]
@@ -172,6 +173,32 @@ def test_a_stopped_demo_says_to_run_it_again_and_the_rerun_takes_its_folder(tmp_
     assert res.exit_code == 0 and "removed the" in res.output, res.output
     assert json.loads((out / ".lwayrt-demo.json").read_text())["complete"]
     assert json.loads((out / "adapt" / "results.json").read_text())["config"]["iterations"] == 2
+
+
+def test_a_stop_in_the_demos_adaptation_does_not_wait_to_save_the_step(tmp_path, monkeypatch):
+    """adapt lets a first stop finish the step in hand and saves it for --resume; the demo is never resumed (it starts
+    over), so a stop there is at once, without that save or its message."""
+    import lway_rt.adapt.loop as loop
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=5).freeze()
+    save_stage1(tmp_path / "s1.safetensors", s1)
+    real, calls = loop.fast_adapt_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fast_adapt_step", step)
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "coffee", "--model", "realesr-animevideov3",
+                                    "--crop", "96", "--adapt-crop", "128", "--preset", "box-downscale", "--no-deploy",
+                                    "--stage1", str(tmp_path / "s1.safetensors"), "--iterations", "10"])
+    assert res.exit_code == 143 and "demo interrupted: run it again" in res.output, res.output
+    assert "stopping after the step in hand" not in res.output and len(calls) == 3, res.output
+    assert not (out / "adapt" / "run" / "checkpoint.pt").exists()
 
 
 def test_demo_bad_out_or_stage1_is_one_line_before_any_work(tmp_path):

@@ -228,6 +228,49 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     assert [h["loss"] for h in full.report["history"]] == [h["loss"] for h in resumed.report["history"]]
 
 
+@pytest.mark.parametrize("in_step, signals, at, kept", [(7, 1, 7, 7), (7, 2, 6, 5), (6, 1, 5, 5)])
+def test_a_stop_signal_saves_the_step_in_hand_and_a_second_stops_at_once(tmp_path, inputs, stage1, monkeypatch,
+                                                                         in_step, signals, at, kept):
+    """Under the CLI's signal handlers, a Ctrl-C or SIGTERM in a step let that step finish and saved its state: the run
+    resumes from the step it stopped at, as if never stopped (it had lost every step since the last periodic
+    checkpoint, up to --checkpoint-every). A second signal stops at once and keeps the last periodic checkpoint, as
+    does one in the step after a checkpoint (nothing to lose but the step in hand)."""
+    import signal
+
+    import lway_rt.adapt.loop as loop
+    from lway_rt.cli import _stop_on_signals
+    from lway_rt.errors import STOPS
+
+    cfg = AdaptConfig(iterations=16, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, guard_every=4,
+                      snapshot_every=4)
+    full = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "full", stage1=stage1)
+    real, calls = loop.fast_adapt_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == in_step:  # in that step, before its update
+            for sig in (signal.SIGTERM, signal.SIGINT)[:signals]:
+                signal.raise_signal(sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "fast_adapt_step", step)
+    previous = _stop_on_signals()
+    try:
+        with pytest.raises(Interrupted, match=rf"adaptation interrupted at iteration {at}; the checkpoint of "
+                                              rf"iteration {kept} is kept in .*: run the same command with --resume"):
+            adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "part", stage1=stage1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        STOPS.clear()
+    assert torch.load(tmp_path / "part" / CHECKPOINT, weights_only=True)["st"]["it"] == kept
+    monkeypatch.undo()
+    resumed = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "part", stage1=stage1, resume=True)
+    assert resumed.report["resumed_from"] == [kept]
+    _assert_same_weights(full.weights, resumed.weights)
+    assert [h["loss"] for h in full.report["history"]] == [h["loss"] for h in resumed.report["history"]]
+
+
 def test_a_resumed_run_takes_the_embeddings_and_the_weighing_from_its_checkpoint(tmp_path, inputs, stage1, monkeypatch):
     """A resumed run embedded every input and weighed the unadapted output on each again (minutes for a clip's frames on
     a CPU); the checkpoint holds both (its inputs and stage 1 are checked to be this run's), and the run's weights are

@@ -231,6 +231,52 @@ def test_a_stop_just_after_a_checkpoint_names_that_checkpoint(photo_dir, tmp_pat
     assert load_stage1(out).meta["iterations"] == 4
 
 
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_stop_signal_saves_the_step_in_hand_and_a_second_stops_at_once(photo_dir, tmp_path, monkeypatch, signals):
+    """Under the CLI's signal handlers, a Ctrl-C or SIGTERM in a step let that step finish and saved it: the run
+    resumes from there to the weights of an uninterrupted run (it had lost every iteration since the last periodic
+    checkpoint, up to --ckpt-every: hours of a long stage-1 run). A second signal stops at once, keeping the last
+    periodic checkpoint."""
+    import lway_rt.degae.train as train_mod
+    from lway_rt.cli import _stop_on_signals
+    from lway_rt.errors import STOPS
+
+    kw = dict(data=str(photo_dir), iters=10, ckpt_every=4, lr=1e-3, threads=1, **TINY)
+    ref = tmp_path / "ref.safetensors"
+    train(TrainConfig(out=str(ref), **kw))
+    real, calls = train_mod.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:  # in the seventh step, before its update
+            for sig in (signal.SIGTERM, signal.SIGINT)[:signals]:
+                signal.raise_signal(sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", step)
+    out = tmp_path / "run.safetensors"
+    previous = _stop_on_signals()
+    try:
+        at, kept = (7, 7) if signals == 1 else (6, 4)
+        with pytest.raises(Interrupted, match=rf"stage-1 training interrupted at iteration {at}; the checkpoint of "
+                                              rf"iteration {kept} is kept at .*: run the same command with --resume"):
+            train(TrainConfig(out=str(out), **kw))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        STOPS.clear()
+    assert load_stage1(out).meta["iterations"] == kept
+    monkeypatch.undo()
+    logs = []
+    train(TrainConfig(out=str(out), **kw), resume=True, log=logs.append)
+    assert any(f"at iteration {kept}" in m for m in logs), logs
+    a, b = load_stage1(out), load_stage1(ref)
+    assert [(g["from"], g["to"]) for g in a.meta["segments"]] == [(0, kept), (kept, 10)]
+    sa, sb = a.state_dict(), b.state_dict()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
 def test_bad_data_is_refused(tmp_path, photo_dir):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -828,8 +874,9 @@ def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
     while time.time() < deadline and not (log.exists() and re.search(r"^it (8|9|\d\d+) ", log.read_text(), re.M)):
         time.sleep(0.05)
     output = _ctrl_c_in_a_terminal(proc)
-    assert re.search(r"interrupted at iteration \d+; the checkpoint of iteration \d+ is kept", output), output
-    assert load_stage1(out).meta["iterations"] % 4 == 0
+    stopped = re.search(r"interrupted at iteration (\d+); the checkpoint of iteration (\d+) is kept", output)
+    assert stopped and stopped[1] == stopped[2], output  # the step in hand finished and saved: nothing lost
+    assert load_stage1(out).meta["iterations"] == int(stopped[1])
 
 
 def _children(pid: int) -> list[int]:

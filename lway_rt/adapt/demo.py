@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, stopping_at_once
 
 __all__ = ["AdaptDemoConfig", "AdaptDemoResult", "DEMO_CROPS", "adapt_demo_files", "check_adapt_model",
            "run_adapt_demo"]
@@ -157,7 +157,8 @@ def run_adapt_demo(config: AdaptDemoConfig | None = None, log: Callable[[str], N
     log(f"{len(hrs)} LR crops ({config.crop // 4} px, x4 bicubic + unseen preset '{config.preset}') in {lr_dir}")
     log(f"adapting {config.model} for {config.iterations} iterations (LWay loss, no ground truth) ...")
     control_dir = out / "identity_control"
-    with tempfile.TemporaryDirectory(prefix="lwayrt-demo-sup-") as sup_dir:
+    # (a Ctrl-C stops at once: the demo is run again from the start, never resumed, so a step's save is no use)
+    with tempfile.TemporaryDirectory(prefix="lwayrt-demo-sup-") as sup_dir, stopping_at_once():
         sup = supervised_photos_apart(config.photos, Path(sup_dir))
         cfg = AdaptConfig(iterations=config.iterations, seed=config.seed, snapshot_every=max(1, config.iterations // 5),
                           patch_size=min(AdaptConfig.patch_size, config.crop // 4),  # --crop 128: 32-px LR crops

@@ -59,8 +59,8 @@ from lway_rt.adapt.runfolder import (
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.bench.machine import cpu_model
-from lway_rt.errors import (InputError, Interrupted, ModelError, OutputError, TrainingError, duration, listing,
-                            stop_if_asked)
+from lway_rt.errors import (STOPS, InputError, Interrupted, ModelError, OutputError, TrainingError, duration,
+                            finishing_steps, listing)
 from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run, file_id
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
@@ -1222,7 +1222,9 @@ class _Training:
 
     def run(self, ckpt_path: Path, still_ours: Callable[[], None], **identity) -> None:
         """Step until the last iteration or a stop, with a checkpoint (``identity`` and the state) every
-        ``checkpoint_every`` steps; a Ctrl-C is an ``Interrupted`` that says which checkpoint is kept."""
+        ``checkpoint_every`` steps; a Ctrl-C is an ``Interrupted`` that says which checkpoint is kept. Under the CLI a
+        first stop signal lets the step in hand finish (``finishing_steps``) and saves its state, so that ``--resume``
+        goes on from there; a second stops at once, keeping the last checkpoint."""
         config, st = self.config, self.st
         t_loop, it_loop = time.perf_counter(), st["it"]
         train_s0 = st["train_s"]
@@ -1237,45 +1239,57 @@ class _Training:
                                          "gen": self.gen.get_state(), "st": st, "recipe": config.recipe_json()})
             last_ckpt = st["it"]
 
-        try:
-            while st["it"] < config.iterations and st["stopped"] is None:
-                stop_if_asked()
-                batch = self.batch()
-                step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
-                _set_lr(self.opt, step_lr)
-                m = fast_adapt_step(self.model, self.opt, batch, self.recon, config, self.speed,
-                                    perceptual=self.perceptual)
-                st["it"] += 1
-                rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
-                for part in ("anchor", "detail", "sup", "perc"):
-                    if part in m:
-                        rec[part] = m[part]
-                st["history"].append(rec)
-                if m["skipped"]:
-                    if self._skipped(m["reason"]):
-                        break
-                    continue
-                st["bad_streak"] = 0
-                if st["ema"] is not None:
-                    with torch.no_grad():
-                        torch._foreach_lerp_(st["ema"], self.params, 1.0 - config.ema)
-                done = st["it"] == config.iterations
-                if st["it"] % config.guard_every == 0 or done:
-                    self.guard_check()
-                if self.gt is not None and (st["it"] % config.eval_every == 0 or done):
-                    self.gt_check()
-                if st["it"] % config.snapshot_every == 0 or done:
-                    st["snapshots"][st["it"]] = self.snapshot()
-                st["train_s"] = train_s0 + time.perf_counter() - t_loop
-                if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
+        def stop_here() -> None:
+            """A stop asked for (``STOPS``) while a step ran: that step's state saved (where there is one to save), then
+            stopped as a Ctrl-C stops it. A stop whose KeyboardInterrupt was lost elsewhere stops here too."""
+            if STOPS:
+                if st["it"] not in (last_ckpt, 0):
+                    st["train_s"] = train_s0 + time.perf_counter() - t_loop
                     save()
-                if st["it"] % 10 == 0:
-                    rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
-                    self.log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
-                             f"about {duration(rate * (config.iterations - st['it']))} left")
-            if st["it"] != last_ckpt:  # the state after the last step: a stop while the outputs are made (the detail
-                st["train_s"] = train_s0 + time.perf_counter() - t_loop  # measure, sr/) resumes there, keeping
-                save()  # the images written, not from an earlier checkpoint (or none, a run shorter than an interval)
+                raise KeyboardInterrupt
+
+        try:
+            with finishing_steps() as steps:
+                while st["it"] < config.iterations and st["stopped"] is None:
+                    stop_here()
+                    steps.unsaved = st["it"] not in (last_ckpt, 0)  # a stop in the next step waits for it then
+                    batch = self.batch()
+                    step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
+                    _set_lr(self.opt, step_lr)
+                    m = fast_adapt_step(self.model, self.opt, batch, self.recon, config, self.speed,
+                                        perceptual=self.perceptual)
+                    st["it"] += 1
+                    rec = {"it": st["it"], "loss": m["loss"], "skipped": m["skipped"], "lr": step_lr}
+                    for part in ("anchor", "detail", "sup", "perc"):
+                        if part in m:
+                            rec[part] = m[part]
+                    st["history"].append(rec)
+                    if m["skipped"]:
+                        if self._skipped(m["reason"]):
+                            break
+                        continue
+                    st["bad_streak"] = 0
+                    if st["ema"] is not None:
+                        with torch.no_grad():
+                            torch._foreach_lerp_(st["ema"], self.params, 1.0 - config.ema)
+                    done = st["it"] == config.iterations
+                    if st["it"] % config.guard_every == 0 or done:
+                        self.guard_check()
+                    if self.gt is not None and (st["it"] % config.eval_every == 0 or done):
+                        self.gt_check()
+                    if st["it"] % config.snapshot_every == 0 or done:
+                        st["snapshots"][st["it"]] = self.snapshot()
+                    st["train_s"] = train_s0 + time.perf_counter() - t_loop
+                    if st["it"] % config.checkpoint_every == 0 and not done and st["stopped"] is None:
+                        save()
+                    if st["it"] % 10 == 0:
+                        rate = (time.perf_counter() - t_loop) / max(1, st["it"] - it_loop)  # this process's steps only
+                        self.log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
+                                 f"about {duration(rate * (config.iterations - st['it']))} left")
+                if st["it"] != last_ckpt:  # the state after the last step: a stop while the outputs are made (the
+                    st["train_s"] = train_s0 + time.perf_counter() - t_loop  # detail measure, sr/) resumes there,
+                    save()  # keeping the images written, not from an earlier checkpoint (or none: a short run)
+                stop_here()  # (a stop during the last step, or the save after it)
         except KeyboardInterrupt:
             if saving and saving[0] != last_ckpt and file_id(ckpt_path) not in (None, saving[1]):
                 last_ckpt = saving[0]  # the stop came after the new checkpoint took the old one's place

@@ -21,7 +21,7 @@ import warnings
 import click
 
 from lway_rt import __version__
-from lway_rt.errors import STOPS, Interrupted, LwayError, Notice
+from lway_rt.errors import STOPS, Interrupted, LwayError, Notice, finishes_steps
 
 # command name -> (module under lway_rt.cli, short help shown by `lwayrt --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -245,6 +245,12 @@ def _stop_on_signals() -> dict:
 
     def stop(signum, frame):
         STOPS.append(signum)  # kept: a loop stops on it even where the KeyboardInterrupt was lost (stop_if_asked)
+        if len(STOPS) == 1 and finishes_steps():  # a training loop saves the step in hand first, then stops
+            # (a terminal closed, the SIGHUP's; or the signal came while standard error was being written to)
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                click.echo("\nstopping after the step in hand, to save it (Ctrl-C again: stop now, keeping the last "
+                           "checkpoint)", err=True)
+            return
         raise KeyboardInterrupt
 
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop)}

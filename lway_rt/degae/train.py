@@ -44,8 +44,8 @@ from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, file_id, refuse_if_busy
-from lway_rt.errors import (DamagedFileError, InputError, Interrupted, ModelError, OutputError, TrainingError,
-                            stop_if_asked)
+from lway_rt.errors import (STOPS, DamagedFileError, InputError, Interrupted, ModelError, OutputError,
+                            TrainingError, finishing_steps)
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "batch_loss", "train_step", "train", "TrainResult"]
 
@@ -681,61 +681,72 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         return (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue with "
                 "--resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
 
+    def save() -> None:
+        """A checkpoint of iteration ``it`` (the weights and the resume state beside them)."""
+        nonlocal saving, last_saved
+        # never a checkpoint of weights that are not finite or that blow the loss up
+        why = _unsavable(s1, opt, batch, cfg, lpips, it, last["loss"], ema)
+        if why:
+            raise TrainingError(f"{why}; training stopped before that checkpoint was written; {kept()}")
+        # per segment: what a resume may change (the recipe keeps the last segment's settings only)
+        seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
+               "data": str(Path(cfg.data).absolute()) if cfg.data else None}
+        if data_sha:
+            seg.update(data_sha256=data_sha, data_images=len(images))
+        if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
+            seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
+        saving = (it, file_id(_resume_path(out)))  # (the resume state is renamed into place first)
+        try:
+            _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
+                  {"ema": ema, "low": low})
+        except ModelError as exc:  # NaN/inf found as it was to be written: nothing was
+            raise TrainingError(f"weights became NaN/inf at iteration {it} ({exc}); training stopped before "
+                                f"that checkpoint was written; {kept()}") from None
+        last_saved = it
+
+    batch = None
     try:
         source = BatchSource(images, cfg, start, end)  # inside: a Ctrl-C while its workers start says the run's line
-        while it < end:
-            stop_if_asked()
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(cfg, it)
-            batch = source.next()
-            try:
-                last = train_step(s1, opt, batch, cfg, lpips)
-            except TrainingError:
-                raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept()}") from None
-            it += 1
-            if cfg.time_limit_s is not None and not plan_fixed and it - start == PROBE // 4:
-                t_probe = time.time()
-            if cfg.time_limit_s is not None and not plan_fixed and it - start == PROBE:
-                rate = (PROBE - PROBE // 4) / max(1e-9, time.time() - t_probe)
-                planned = _plan_iters(cfg.iters, it, rate, cfg.time_limit_s - spent - (time.time() - t0))
-                plan_fixed = True
-                if planned != cfg.iters:
-                    log(f"--time-limit {cfg.time_limit_s:g}s at {rate:.2f} it/s: {planned} iterations instead of {cfg.iters}")
-                    cfg = replace(cfg, iters=planned)
-                    end = planned if stop_after is None else min(planned, start + stop_after)
-                    source.end = end
-                    if bar is not None:
-                        bar.update(task, total=planned)
-            ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
-            if low is not None and ema > DIVERGED * low:
-                raise TrainingError(f"loss diverged at iteration {it}: its running mean {ema:.3g} is over {DIVERGED:g}x "
-                                    f"its lowest, {low:.3g}; training stopped; {kept()}")
-            low = ema if low is None else min(low, ema)
-            rate = (it - start) / max(1e-9, time.time() - t0)
-            if bar is not None:
-                bar.update(task, completed=it, info=f"avg loss {ema:.4f}  {rate:.2f} it/s")
-            if it % min(25, cfg.ckpt_every) == 0 or it == end:
-                log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
-            if it % cfg.ckpt_every == 0 or it == end:
-                # never a checkpoint of weights that are not finite or that blow the loss up
-                why = _unsavable(s1, opt, batch, cfg, lpips, it, last["loss"], ema)
-                if why:
-                    raise TrainingError(f"{why}; training stopped before that checkpoint was written; {kept()}")
-                # per segment: what a resume may change (the recipe keeps the last segment's settings only)
-                seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
-                       "data": str(Path(cfg.data).absolute()) if cfg.data else None}
-                if data_sha:
-                    seg.update(data_sha256=data_sha, data_images=len(images))
-                if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
-                    seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
-                saving = (it, file_id(_resume_path(out)))  # (the resume state is renamed into place first)
+        with finishing_steps() as steps:  # under the CLI, a first stop lets the step in hand finish; it is saved
+            while it < end:
+                if STOPS:  # a stop asked for during the last step (or whose KeyboardInterrupt was lost before)
+                    if it != last_saved:
+                        save()
+                    raise KeyboardInterrupt
+                steps.unsaved = it != last_saved  # (nothing unsaved: a stop in the next step stops at once)
+                for g in opt.param_groups:
+                    g["lr"] = _lr_at(cfg, it)
+                batch = source.next()
                 try:
-                    _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
-                          {"ema": ema, "low": low})
-                except ModelError as exc:  # NaN/inf found as it was to be written: nothing was
-                    raise TrainingError(f"weights became NaN/inf at iteration {it} ({exc}); training stopped before "
-                                        f"that checkpoint was written; {kept()}") from None
-                last_saved = it
+                    last = train_step(s1, opt, batch, cfg, lpips)
+                except TrainingError:
+                    raise TrainingError(f"loss became NaN/inf at iteration {it + 1}, training stopped; {kept()}") from None
+                it += 1
+                if cfg.time_limit_s is not None and not plan_fixed and it - start == PROBE // 4:
+                    t_probe = time.time()
+                if cfg.time_limit_s is not None and not plan_fixed and it - start == PROBE:
+                    rate = (PROBE - PROBE // 4) / max(1e-9, time.time() - t_probe)
+                    planned = _plan_iters(cfg.iters, it, rate, cfg.time_limit_s - spent - (time.time() - t0))
+                    plan_fixed = True
+                    if planned != cfg.iters:
+                        log(f"--time-limit {cfg.time_limit_s:g}s at {rate:.2f} it/s: {planned} iterations instead of {cfg.iters}")
+                        cfg = replace(cfg, iters=planned)
+                        end = planned if stop_after is None else min(planned, start + stop_after)
+                        source.end = end
+                        if bar is not None:
+                            bar.update(task, total=planned)
+                ema = last["loss"] if ema is None else 0.98 * ema + 0.02 * last["loss"]
+                if low is not None and ema > DIVERGED * low:
+                    raise TrainingError(f"loss diverged at iteration {it}: its running mean {ema:.3g} is over {DIVERGED:g}x "
+                                        f"its lowest, {low:.3g}; training stopped; {kept()}")
+                low = ema if low is None else min(low, ema)
+                rate = (it - start) / max(1e-9, time.time() - t0)
+                if bar is not None:
+                    bar.update(task, completed=it, info=f"avg loss {ema:.4f}  {rate:.2f} it/s")
+                if it % min(25, cfg.ckpt_every) == 0 or it == end:
+                    log(f"it {it} " + " ".join(f"{k} {v:.4f}" for k, v in last.items()) + f" ema {ema:.4f} {rate:.2f} it/s")
+                if it % cfg.ckpt_every == 0 or it == end:
+                    save()
     except KeyboardInterrupt:
         if saving and saving[0] != last_saved and file_id(_resume_path(out)) not in (None, saving[1]):
             last_saved = saving[0]  # the stop came after the new resume state took the old one's place
