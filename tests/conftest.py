@@ -165,3 +165,32 @@ def load_benchmark():
         return mod
 
     return load
+
+
+@pytest.fixture(scope="session")
+def to_esrgan():
+    """A function: an RRDBNet x4 state dict renamed to a layout of ESRGAN's own code: ``"first"`` (``model.0``,
+    ``model.1.sub.N.RDBj.convk.0``, ``model.3`` ...: most community x4 ESRGAN models) or ``"second"`` (``conv_first``,
+    ``RRDB_trunk.N.RDBj.convk``, ``trunk_conv``, ``upconv1`` ...: the ESRGAN repository's RRDB_ESRGAN_x4.pth)."""
+    import re
+
+    first = {"conv_first": 0, "conv_up1": 3, "conv_up2": 6, "conv_hr": 8, "conv_last": 10}
+    second = {"conv_first": "conv_first", "conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2",
+              "conv_hr": "HRconv", "conv_last": "conv_last"}
+
+    def rename(state, layout="first"):
+        blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
+        out = {}
+        for k, v in state.items():
+            if m := re.fullmatch(r"body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)", k):
+                out[f"model.1.sub.{m[1]}.RDB{m[2]}.conv{m[3]}.0.{m[4]}" if layout == "first"
+                    else f"RRDB_trunk.{m[1]}.RDB{m[2]}.conv{m[3]}.{m[4]}"] = v
+            elif layout == "first":
+                layer, kind = k.split(".")
+                out[f"model.1.sub.{blocks}.{kind}" if layer == "conv_body" else f"model.{first[layer]}.{kind}"] = v
+            else:
+                layer, kind = k.split(".")
+                out[f"{second[layer]}.{kind}"] = v
+        return out
+
+    return rename

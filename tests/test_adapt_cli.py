@@ -3315,3 +3315,35 @@ def test_an_overwrite_says_when_the_disk_lacks_room_for_the_new_run(files, tmp_p
     monkeypatch.setattr(loop.shutil, "disk_usage", lambda path: real(path)._replace(free=size * 2))
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--overwrite"])
     assert code == 0 and "MB free" not in text, text
+
+
+def test_adapt_writes_esrgan_weights_under_their_own_names(files, tmp_path, to_esrgan):
+    """A model under the names of ESRGAN's first code (model.0, model.1.sub.N.RDBj.convk.0 ...) is adapted, and its
+    adapted weights keep those names (the same parameter names as the input model, which other ESRGAN tools load);
+    upscale reproduces adapt's images from them, --resume recognises the finished run and writes a missing image
+    again from them."""
+    from lway_rt.archs.rrdbnet import RRDBNet
+    from lway_rt.io.weights import load_state_file
+
+    torch.manual_seed(1)
+    net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4, scale=4)
+    old = to_esrgan(net.state_dict())
+    torch.save(old, tmp_path / "esrgan.pth")
+    out = tmp_path / "out"
+    args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(tmp_path / "esrgan.pth"), "-o", str(out), "--stage1",
+            str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "--lr", "1e-3", "-q"]
+    code, text = _run(args)
+    assert code == 0, text
+    adapted, _ = load_state_file(out / "adapted.safetensors")
+    assert set(adapted) == set(old) and any(not torch.equal(adapted[k], old[k]) for k in old)
+    code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(out / "adapted.safetensors"), "-o",
+                       str(tmp_path / "up"), "-q"])
+    assert code == 0, text
+    up = next((tmp_path / "up").glob("rgb*.png"))
+    assert np.array_equal(np.asarray(Image.open(up)), np.asarray(Image.open(out / "sr" / "rgb.png")))
+    code, text = _run([*args[:-1], "--resume"])
+    assert code == 0 and "kept as it is" in text, text
+    written = (out / "sr" / "rgb.png").read_bytes()
+    (out / "sr" / "rgb.png").unlink()
+    code, text = _run([*args, "--resume"])
+    assert code == 0 and (out / "sr" / "rgb.png").read_bytes() == written, text

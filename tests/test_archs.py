@@ -5,12 +5,13 @@ detection, and clear errors for state dicts that match nothing."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from torch import nn
 
-from lway_rt.archs.registry import ARCHS, detect, from_state_dict
+from lway_rt.archs.registry import ARCHS, WeightsRefused, detect, from_state_dict
 from lway_rt.errors import ModelError
 from lway_rt.io.store import load_model
 from lway_rt.io.weights import save_safetensors, state_dict_sha256
@@ -295,3 +296,32 @@ def test_srvgg_inference_adds_the_base_in_place_with_the_same_output(act):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         slow = net(x)
     assert fast.dtype == slow.dtype == torch.float32 and torch.equal(fast, slow.detach())
+
+
+@pytest.mark.parametrize("layout", ["first", "second"])
+def test_esrgan_weights_under_its_own_names_load_as_the_same_network(tmp_path, to_esrgan, layout):
+    """x4 weights under the names of ESRGAN's own code (its first layout, model.0 / model.1.sub.N.RDBj.convk.0, in
+    which most community x4 ESRGAN models are published; its second, RRDB_trunk / trunk_conv / upconv1) were
+    "unsupported architecture": they are the same RRDBNet, loaded under Real-ESRGAN's names with the same output (here
+    RealSR DF2K's real weights, renamed to each layout), and remembered by their own names for weights written from
+    them. The first layout's x2 is refused, saying so; a key neither layout has is named."""
+    from lway_rt.io.store import load_model
+
+    real = load_model("realsr-df2k-x4")
+    old = to_esrgan(real.model.state_dict(), layout)
+    assert ("model.1.sub.23.weight" if layout == "first" else "trunk_conv.weight") in old  # (23 blocks)
+    torch.save(old, tmp_path / "esrgan.pth")
+    loaded = load_model(str(tmp_path / "esrgan.pth"))
+    assert loaded.spec == real.spec
+    x = torch.rand(1, 3, 20, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), real.model(x))
+    assert set(loaded.in_file_names(loaded.model.state_dict())) == set(old)
+    stray = "model.1.sub.0.RDB1.norm.weight" if layout == "first" else "RRDB_trunk.0.RDB1.norm.weight"
+    with pytest.raises(WeightsRefused, match=re.escape(stray)):  # no such layer in ESRGAN
+        from_state_dict({**old, stray: old["model.10.bias" if layout == "first" else "conv_last.bias"]})
+    if layout == "first":
+        x2 = {k: v for k, v in old.items() if not k.startswith("model.6.")}  # one x2 upsampling step fewer
+        with pytest.raises(WeightsRefused, match=r"ESRGAN weights in its first code's layout .* of a x2 network .*: "
+                                                 r"lway_rt builds that network at x4 only"):
+            from_state_dict(x2)

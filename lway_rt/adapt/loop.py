@@ -58,6 +58,7 @@ from lway_rt.adapt.runfolder import (
 )
 from lway_rt.adapt.synthetic import SyntheticPairs, stage1_degraded
 from lway_rt.adapt.wavelet import detail_energy
+from lway_rt.archs.registry import our_names
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import (STOPS, InputError, Interrupted, ModelError, OutputError, TrainingError, duration,
                             finishing_steps, listing)
@@ -571,7 +572,7 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
         return None
     if run_damage(out_dir, report, [img.name for img in images], [f"sr/{img.name}.png" for img in missing]) is not None:
         return None  # weights changed, or a listed picture gone too
-    state, _ = load_state_file(out_dir / WEIGHTS)
+    state = our_names(load_state_file(out_dir / WEIGHTS)[0])  # (written with the base model's file's names)
     model = copy.deepcopy(desc.model)
     model.load_state_dict(state)
     parts = report.get("fingerprint_parts")
@@ -1405,7 +1406,7 @@ def _write_run(out_dir: Path, report: dict, training: _Training, final_state: di
     }
     weights_path = out_dir / WEIGHTS
     still_ours()  # --out deleted meanwhile (another run may lock the new one): nothing written, not "completed"
-    save_safetensors(weights_path, final_state, meta)
+    save_safetensors(weights_path, desc.in_file_names(final_state), meta)  # hashed above by the network's names
     report["model"]["adapted_sha256"] = adapted_sha
     report["weights"] = WEIGHTS
 

@@ -139,7 +139,9 @@ def run_damage(out_dir: Path, report: dict, names: Sequence[str] = (), missing_o
         return f"its {WEIGHTS} cannot be read"
     model = report.get("model")
     recorded = model.get("adapted_sha256") if isinstance(model, dict) else None
-    if not recorded or state_dict_sha256(state) != recorded:
+    from lway_rt.archs.registry import our_names
+
+    if not recorded or state_dict_sha256(our_names(state)) != recorded:  # (the network's names, as adapt hashes them)
         return f"its {WEIGHTS} is not the file its report records"
     for rel in [*report_images(report), *(f"sr/{n}.png" for n in names), report.get("contact_sheet"), report.get("curves")]:
         if isinstance(rel, str) and rel and rel not in missing_ok and not (out_dir / rel).is_file():

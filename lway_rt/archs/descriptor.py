@@ -36,6 +36,13 @@ class ModelDescriptor:
     name: str | None = None  # store name, if it came from the store
     source: str | None = None  # file it was loaded from
     metadata: dict[str, str] = field(default_factory=dict)
+    # the file's own name of each tensor whose name differs from the network's ({ours: theirs}; weights under
+    # ESRGAN's own names): weights written for this model (adapt's) take the names it came with
+    file_names: dict[str, str] = field(default_factory=dict)
+
+    def in_file_names(self, state: dict) -> dict:
+        """``state`` (the network's names) with the names of the file the model came from."""
+        return {self.file_names.get(k, k): v for k, v in state.items()}
 
     @property
     def arch(self) -> str:

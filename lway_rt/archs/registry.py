@@ -21,7 +21,7 @@ from lway_rt.errors import listing
 from lway_rt.errors import ModelError
 
 __all__ = ["ARCHS", "ArchEntry", "WeightsRefused", "detect", "build", "check_state_dict", "from_state_dict",
-           "unwrap_state_dict"]
+           "esrgan_names", "our_names", "unwrap_state_dict"]
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -173,6 +173,70 @@ ARCHS: tuple[ArchEntry, ...] = (
 _BY_NAME = {e.name: e for e in ARCHS}
 
 
+# the two layouts of ESRGAN's own code (the weights of the same RRDBNet under other names): the first (2018), one
+# nn.Sequential "model" with numbered layers and the RRDB trunk in a shortcut block's "sub", in which most community x4
+# ESRGAN models are published; and the second (2019, the ESRGAN repository's RRDB_ESRGAN_x4.pth), named layers
+_OLD_RDB = re.compile(r"model\.1\.sub\.(\d+)\.RDB([123])\.conv([1-5])\.0\.(weight|bias)")
+_OLD_TOP = re.compile(r"model\.(\d+)\.(weight|bias)")
+_OLD_X4 = {0: "conv_first", 3: "conv_up1", 6: "conv_up2", 8: "conv_hr", 10: "conv_last"}  # model.N of the x4 layout
+_NEW_RDB = re.compile(r"RRDB_trunk\.(\d+)\.RDB([123])\.conv([1-5])\.(weight|bias)")
+_NEW_TOP = {"conv_first": "conv_first", "trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2",
+            "HRconv": "conv_hr", "conv_last": "conv_last"}
+
+
+def esrgan_names(state: Mapping) -> dict[str, str]:
+    """Real-ESRGAN's RRDBNet name of each tensor of a state dict in one of the layouts of ESRGAN's own code, as
+    ``{ours: theirs}``; ``{}`` for any other state dict. The first layout (``model.0``, ``model.1.sub.N.RDBj.convk.0``,
+    ``model.3`` ...: most community x4 ESRGAN models) and the second (``conv_first``, ``RRDB_trunk.N.RDBj.convk``,
+    ``trunk_conv``, ``upconv1`` ...) hold the same network (LeakyReLU 0.2, residuals scaled by 0.2, nearest-neighbour
+    x2 upsampling twice) under other names. The first layout's x2 / x8 / x1 models upsample another number of times, a
+    network lway_rt does not build (``WeightsRefused``). (The layouts are those spandrel and chaiNNer read as "old"
+    and "new" ESRGAN; the mapping is ours.)"""
+    names = {}
+    if "RRDB_trunk.0.RDB1.conv1.weight" in state and "trunk_conv.weight" in state:
+        for k in state:
+            if not isinstance(k, str):
+                continue
+            if m := _NEW_RDB.fullmatch(k):
+                names[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = k
+            elif (layer := k.rpartition(".")[0]) in _NEW_TOP and k.endswith((".weight", ".bias")):
+                names[f"{_NEW_TOP[layer]}.{k.rpartition('.')[2]}"] = k
+        return names
+    if "model.0.weight" not in state or "model.1.sub.0.RDB1.conv1.0.weight" not in state:
+        return {}
+    tops = set()
+    blocks = 1 + max(int(m[1]) for k in state if isinstance(k, str) and (m := _OLD_RDB.fullmatch(k)))
+    for k in state:
+        if not isinstance(k, str):
+            continue
+        if m := _OLD_RDB.fullmatch(k):
+            names[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = k
+        elif k in (f"model.1.sub.{blocks}.weight", f"model.1.sub.{blocks}.bias"):
+            names[f"conv_body.{k.rsplit('.', 1)[1]}"] = k
+        elif m := _OLD_TOP.fullmatch(k):
+            tops.add(int(m[1]))
+            if int(m[1]) in _OLD_X4:
+                names[f"{_OLD_X4[int(m[1])]}.{m[2]}"] = k
+    if tops != set(_OLD_X4):
+        ups = len(tops) - 3  # (the first conv, and the two after the upsampling)
+        scale = f"a x{2 ** ups} network" if ups >= 0 else "a network"
+        raise WeightsRefused(f"these are ESRGAN weights in its first code's layout (model.0, model.1.sub ...) of {scale} "
+                             f"with layers model.{', model.'.join(map(str, sorted(tops)))}: lway_rt builds that network "
+                             f"at x4 only (model.{', model.'.join(map(str, _OLD_X4))})", "unsupported",
+                             "use an x4 model, or Real-ESRGAN's x2plus for x2")
+    return names
+
+
+def our_names(state: Mapping) -> dict:
+    """``state`` with Real-ESRGAN's names where it holds ESRGAN's own (``esrgan_names``; the keys that layout does not
+    name kept as they are, for the key check to name them); otherwise ``state`` as it is."""
+    names = esrgan_names(state)
+    if not names:
+        return dict(state)
+    theirs = set(names.values())
+    return {**{ours: state[k] for ours, k in names.items()}, **{k: v for k, v in state.items() if k not in theirs}}
+
+
 def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     """Accept BasicSR/Real-ESRGAN checkpoint wrappers: ``params_ema`` first, then ``params``."""
     if isinstance(obj, Mapping):
@@ -192,6 +256,7 @@ def detect(state: StateDict) -> ArchSpec:
     Refuses (``WeightsRefused``, naming the key) what no network loads: keys that are no strings, sparse or
     non-float tensors, a conv weight it reads that is not 4-D, numbered layers with a gap or a stray number."""
     _check_tensors(state)
+    state = our_names(state)
     for entry in ARCHS:
         if all(k in state for k in entry.required_keys):
             return entry.detect(state)
@@ -206,7 +271,7 @@ def detect(state: StateDict) -> ArchSpec:
     detail = "; closest: " + "; ".join(near) if near else ""
     raise WeightsRefused(
         f"unsupported architecture: {len(keys)} tensors ({sample}) match none of "
-        f"{', '.join(e.name for e in ARCHS)}{detail}. Supported are Real-ESRGAN/BasicSR RRDBNet and SRVGGNetCompact weights.",
+        f"{', '.join(e.name for e in ARCHS)}{detail}. Supported are Real-ESRGAN/BasicSR RRDBNet (also under ESRGAN's own names, x4) and SRVGGNetCompact weights.",
         "unsupported",
     )
 
@@ -219,6 +284,7 @@ def check_state_dict(state: StateDict) -> ArchSpec:
     """Every check ``from_state_dict`` makes, without building the network (its shapes come from a copy on the meta
     device): what ``lwayrt models list`` reports for a file. Raises ``WeightsRefused``."""
     spec = detect(state)
+    state = our_names(state)
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) > 1)} "
@@ -252,6 +318,8 @@ def from_state_dict(state: StateDict, *, name: str | None = None, source: str | 
         state = {k: v for k, v in unwrap_state_dict(state).items()
                  if not (isinstance(k, str) and k.endswith("num_batches_tracked"))}
         spec = check_state_dict(state)
+        names = esrgan_names(state)
+        state = our_names(state)
     except WeightsRefused as exc:
         raise WeightsRefused(f"{where}{str(exc).removesuffix(f': {exc.advice}') if exc.advice else exc}", exc.status,
                              exc.advice) from None
@@ -263,4 +331,5 @@ def from_state_dict(state: StateDict, *, name: str | None = None, source: str | 
     model = model.to_empty(device="cpu")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     model.eval()
-    return ModelDescriptor(model=model, spec=spec, name=name, source=source, metadata=dict(metadata or {}))
+    return ModelDescriptor(model=model, spec=spec, name=name, source=source, metadata=dict(metadata or {}),
+                           file_names=names)

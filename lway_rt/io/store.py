@@ -204,7 +204,9 @@ def list_models() -> list[dict[str, str]]:
             if meta.get("adapted_sha256"):  # lwayrt adapt's weights: checked as load_model checks them
                 from lway_rt.io.weights import state_dict_sha256
 
-                if state_dict_sha256(state) != meta["adapted_sha256"]:
+                from lway_rt.archs.registry import our_names
+
+                if state_dict_sha256(our_names(state)) != meta["adapted_sha256"]:  # (hashed by the network's names)
                     damage = "damaged"
         except Exception:
             meta = {"arch": "unreadable"}
@@ -343,9 +345,10 @@ def load_model(spec: str, device: str = "cpu"):
                          "(lwayrt adapt, lwayrt export --what encoder)")
     recorded = meta.get("adapted_sha256")  # lwayrt adapt records the hash of the weights it wrote
     if recorded:
+        from lway_rt.archs.registry import our_names
         from lway_rt.io.weights import state_dict_sha256
 
-        if state_dict_sha256(state) != recorded:
+        if state_dict_sha256(our_names(state)) != recorded:  # (hashed by the network's names, as adapt hashes them)
             raise ModelError(f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the "
                              "adapted_sha256 it records: damaged or changed since): run the same lwayrt adapt "
                              "command again with --resume (it finds the damage and runs again) or with --overwrite")
