@@ -843,29 +843,33 @@ def test_data_folder_is_recorded_absolute_and_found_on_a_resume_from_elsewhere(p
     assert "other settings" not in res.output, res.output  # the same folder, named absolute now
 
 
-def _ctrl_c_in_a_terminal(proc: subprocess.Popen) -> str:
-    """Send SIGINT to ``proc``'s process group, as pressing Ctrl-C in a terminal does; returns what it printed once
-    it has stopped with status 130 and no traceback from it or any of its workers."""
-    os.killpg(proc.pid, signal.SIGINT)
+def _ctrl_c_in_a_terminal(proc: subprocess.Popen, sig: int = signal.SIGINT) -> str:
+    """Send SIGINT to ``proc``'s process group, as pressing Ctrl-C in a terminal does (or ``sig``: SIGHUP as a closed
+    terminal sends it, SIGTERM as ``timeout`` does); returns what it printed once it has stopped with status 128 + the
+    signal's number and no traceback from it or any of its workers."""
+    os.killpg(proc.pid, sig)
     try:
         output, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail("the run hung after Ctrl-C")
-    assert proc.returncode == 130, output
+        pytest.fail(f"the run hung after {signal.Signals(sig).name}")
+    assert proc.returncode == 128 + sig, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     return output
 
 
-def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path, sig):
     """A terminal's Ctrl-C reaches the whole process group, the batch workers too: with --workers 2 the run hung in
     Pool.terminate() (a worker killed inside the queue lock) and every worker printed a traceback. The workers leave
-    SIGINT to the run, which stops with its one line naming the checkpoint kept."""
+    SIGINT to the run, which stops with its one line naming the checkpoint kept. So do a SIGHUP (the terminal closed)
+    and a SIGTERM to the group (``timeout``, a batch scheduler), which had left the run hanging for good."""
     out, log = tmp_path / "run.safetensors", tmp_path / "run.log"
 
     def own_group():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # (a runner started under nohup passes it on ignored)
         os.setsid()
 
     proc = subprocess.Popen(_cli_args(photo_dir, out, 2000, ["--workers", "2", "--log", str(log), "-q"]),
@@ -873,7 +877,7 @@ def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and re.search(r"^it (8|9|\d\d+) ", log.read_text(), re.M)):
         time.sleep(0.05)
-    output = _ctrl_c_in_a_terminal(proc)
+    output = _ctrl_c_in_a_terminal(proc, sig)
     stopped = re.search(r"interrupted at iteration (\d+); the checkpoint of iteration (\d+) is kept", output)
     assert stopped and stopped[1] == stopped[2], output  # the step in hand finished and saved: nothing lost
     assert load_stage1(out).meta["iterations"] == int(stopped[1])

@@ -248,7 +248,8 @@ def _stop_on_signals() -> dict:
         if len(STOPS) == 1 and finishes_steps():  # a training loop saves the step in hand first, then stops
             # (a terminal closed, the SIGHUP's; or the signal came while standard error was being written to)
             with contextlib.suppress(OSError, RuntimeError, ValueError):
-                click.echo("\nstopping after the step in hand, to save it (Ctrl-C again: stop now, keeping the last "
+                again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                click.echo(f"\nstopping after the step in hand, to save it ({again} again: stop now, keeping the last "
                            "checkpoint)", err=True)
             return
         raise KeyboardInterrupt

@@ -172,14 +172,26 @@ def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainC
 _WORKER_STATE: dict = {}
 
 
-def _worker_init(shared: list, cfg: TrainConfig) -> None:
+def _worker_init(shared: list, cfg: TrainConfig, closing) -> None:
     import signal
     from multiprocessing import shared_memory
 
     # a terminal's Ctrl-C reaches the whole process group: only the run handles it (it stops the pool); a worker
     # killed inside the pool's queue lock left Pool.terminate() waiting for ever, and each printed a traceback.
-    # (The run started this process with SIGINT ignored, so the seconds of imports before this are covered too.)
+    # (The run started this process with SIGINT and SIGHUP ignored, so the seconds of imports before this are covered
+    # too.) So do a closed terminal's SIGHUP and a SIGTERM sent to the group (``timeout``, a batch scheduler), which
+    # had left the run hanging for good; SIGTERM ends a worker once the run closes the pool (``closing``), as
+    # Pool.terminate() ends its workers with it. (Before this runs, SIGTERM ends a worker that has not yet taken a
+    # task, and so holds no lock.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # (none on Windows)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def terminated(signum, frame):
+        if closing.is_set():
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     torch.set_num_threads(1)
     if shared and isinstance(shared[0], np.ndarray):  # the photos themselves (shared memory too small for them)
         _WORKER_STATE["images"] = [torch.from_numpy(a) for a in shared]
@@ -216,14 +228,19 @@ class BatchSource:
 
     def _start_pool(self, images: list[torch.Tensor]) -> None:
         """The worker pool, started in milliseconds: the photos go into shared memory (one copy, read in place by
-        every worker) and the workers are started with SIGINT ignored, so a Ctrl-C while they import torch (seconds)
-        is the run's alone, not a traceback from each worker. (Sending the photos down each worker's pipe kept
+        every worker) and the workers are started with SIGINT (and SIGHUP) ignored, so a Ctrl-C while they import torch
+        (seconds) is the run's alone, not a traceback from each worker. (Sending the photos down each worker's pipe kept
         ``Pool()`` blocked for seconds, a window where ignoring SIGINT would have swallowed the user's Ctrl-C.)"""
         import multiprocessing as mp
         import signal
         import threading
-        from multiprocessing import shared_memory
+        from multiprocessing import resource_tracker, shared_memory
 
+        main = threading.current_thread() is threading.main_thread()  # (signals can be set there only)
+        hangup = [signal.SIGHUP] if main and hasattr(signal, "SIGHUP") else []  # (there is none on Windows)
+        if hangup:  # the resource tracker (of the pool's locks and the shared memory) inherits SIGHUP ignored: a
+            with _ignoring(hangup):  # closed terminal's had killed it, and its records then printed tracebacks
+                resource_tracker.ensure_running()
         arrays = [t.numpy() for t in images]
         quick = _shared_memory_holds(sum(a.nbytes for a in arrays))
         if quick:
@@ -235,15 +252,12 @@ class BatchSource:
                 shared.append((block.name, a.shape, a.dtype.str))
         else:  # (a container's /dev/shm is often 64 MB: writing past it kills the process with SIGBUS) the photos go
             shared = arrays  # down each worker's pipe as before: Pool() takes seconds, SIGINT left to Python then
-        ignore = quick and threading.current_thread() is threading.main_thread()  # (signals can be set there only)
-        before = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
-        try:
+        with _ignoring([signal.SIGINT, *hangup] if quick and main else []):  # (the workers inherit them as they start)
             # spawn: a forked child of a process that has started CUDA or OpenMP threads can hang
-            self.pool = mp.get_context("spawn").Pool(self.cfg.workers, initializer=_worker_init,
-                                                      initargs=(shared, self.cfg))
-        finally:
-            if ignore:
-                signal.signal(signal.SIGINT, before)
+            context = mp.get_context("spawn")
+            self.closing = context.Event()
+            self.pool = context.Pool(self.cfg.workers, initializer=_worker_init,
+                                     initargs=(shared, self.cfg, self.closing))
         self.queued = self.next_it
         self._fill()
 
@@ -263,6 +277,7 @@ class BatchSource:
 
     def close(self) -> None:
         if self.pool is not None:
+            self.closing.set()  # the workers' SIGTERM handler ends them now (Pool.terminate() sends it)
             self.pool.terminate()
             self.pool.join()
             self.pool = None
@@ -270,6 +285,19 @@ class BatchSource:
             block.close()
             block.unlink()
         self.blocks = []
+
+
+@contextlib.contextmanager
+def _ignoring(signals):
+    """``signals`` ignored within (and so by the processes started within), then handled as before."""
+    import signal
+
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _shared_memory_holds(nbytes: int, folder: str = "/dev/shm") -> bool:

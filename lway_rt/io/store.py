@@ -202,9 +202,8 @@ def list_models() -> list[dict[str, str]]:
                 damage = "metadata edited" if "source_package" in meta and found else None
                 meta.update(found or {"arch": "?", "scale": "?"})
             if meta.get("adapted_sha256"):  # lwayrt adapt's weights: checked as load_model checks them
-                from lway_rt.io.weights import state_dict_sha256
-
                 from lway_rt.archs.registry import our_names
+                from lway_rt.io.weights import state_dict_sha256
 
                 if state_dict_sha256(our_names(state)) != meta["adapted_sha256"]:  # (hashed by the network's names)
                     damage = "damaged"
