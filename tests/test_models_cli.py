@@ -243,7 +243,8 @@ def test_a_weights_file_given_to_import_or_a_store_name_with_its_ending_gets_the
     mine = tmp_path / "my_ema.pth"
     torch.save(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), mine)
     result = run("models", "import", str(mine))
-    assert result.exit_code == 1 and f"needs no import: pass it as -m {mine}" in result.output, result.output
+    assert result.exit_code == 1 and f"needs no import: pass it as -m {mine}, or put it in the store under a name " \
+        f"with 'lwayrt models add {mine}'" in result.output, result.output
     assert store.load_model(str(mine)).arch == "SRVGGNetCompact"  # the advice works
     result = run("models", "import", str(tmp_path / "typo.pth"))
     assert result.exit_code == 1 and "typo.pth does not exist" in result.output and "pass it as" not in result.output
@@ -498,3 +499,53 @@ def test_import_of_a_file_name_offers_the_model_and_a_name_twice_is_converted_on
     assert res.exit_code == 1 and "does not exist (did you mean 'realesr-animevideov3'?)" in res.output, res.output
     res = run("models", "import", "realesr-animevideov3", "realesr-animevideov3")
     assert res.exit_code == 0 and res.output.count("realesr-animevideov3: ") == 1, res.output
+
+
+def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, tmp_path, to_esrgan):
+    """A community x4 ESRGAN .pth (its first code's names, fp16, under params_ema; here Real-ESRGAN x4plus-anime's real
+    weights in that form) is put in the store as safetensors: -m NAME then finds it from any folder and upscales as
+    -m FILE does; the stored tensors keep the file's own names and dtype, and list names where it came from. A name in
+    use, a packaged model's name, a bad name and a file that holds no weights are one-line refusals that write
+    nothing; --force replaces; a .safetensors file's own metadata is kept."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from safetensors import safe_open
+
+    real = store.load_model("realesrgan-x4plus-anime")
+    theirs = {k: v.half() for k, v in to_esrgan(real.model.state_dict()).items()}
+    torch.save({"params_ema": theirs}, tmp_path / "4x-Community.pth")
+    res = run("models", "add", str(tmp_path / "4x-Community.pth"))
+    assert res.exit_code == 0 and "added 4x-Community: RRDBNet x4, 6 blocks" in res.output \
+        and "use -m 4x-Community" in res.output, res.output
+    dest = store.store_path("4x-Community")
+    with safe_open(str(dest), framework="pt") as f:
+        meta = f.metadata()
+        assert set(f.keys()) == set(theirs) and f.get_tensor("model.0.weight").dtype == torch.float16
+    assert meta["added_from"] == str((tmp_path / "4x-Community.pth").resolve()) and len(meta["added_sha256"]) == 64
+    rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}
+    assert rows["4x-Community"]["status"] == "imported" and rows["4x-Community"]["source"] == "user: 4x-Community.pth"
+    Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    for model, out in (("4x-Community", "by_name"), (str(tmp_path / "4x-Community.pth"), "by_file")):
+        assert run("upscale", str(tmp_path / "in.png"), "-m", model, "-o", str(tmp_path / out), "-q").exit_code == 0
+    by_name, by_file = (np.asarray(Image.open(next((tmp_path / d).glob("*.png")))) for d in ("by_name", "by_file"))
+    assert np.array_equal(by_name, by_file)
+
+    stored = dest.read_bytes()
+    for args, said in ((["--name", "4x-Community"], "already holds a model named 4x-Community"),
+                       (["--name", "realsr-df2k-x4"], "is a packaged model's name"),
+                       (["--name", "a/b"], "cannot be a model name")):
+        res = run("models", "add", str(tmp_path / "4x-Community.pth"), *args)
+        assert res.exit_code == 1 and said in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    (tmp_path / "notes.pth").write_text("not weights")
+    res = run("models", "add", str(tmp_path / "notes.pth"))
+    assert res.exit_code == 1 and res.output.startswith("error: ") and not store.store_path("notes").exists()
+    assert dest.read_bytes() == stored
+    from lway_rt.io.weights import save_safetensors
+
+    save_safetensors(tmp_path / "mine.safetensors", real.model.state_dict(), {"description": "my fine-tune"})
+    res = run("models", "add", str(tmp_path / "mine.safetensors"), "--name", "4x-Community", "--force")
+    assert res.exit_code == 0 and dest.read_bytes() != stored, res.output
+    with safe_open(str(dest), framework="pt") as f:
+        assert f.metadata()["description"] == "my fine-tune" and "conv_first.weight" in f.keys()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
@@ -12,7 +13,7 @@ from lway_rt.io import store
 
 @click.group("models")
 def command() -> None:
-    """List and import pretrained SR models (converted from packaged ncnn weights)."""
+    """List, import and add pretrained SR models (packaged ncnn weights converted, or files of your own)."""
 
 
 @command.command("list")
@@ -61,6 +62,19 @@ def import_cmd(names: tuple[str, ...], force: bool) -> None:
     for name in dict.fromkeys(names or tuple(store.SOURCES)):  # a name given twice is converted once
         path = store.import_model(name, force=force)
         click.echo(f"{name}: {path}")
+
+
+@command.command("add")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", default=None, help="Name to use with -m [the file's name without its ending].")
+@click.option("--force", is_flag=True, help="Replace a model of that name already in the store.")
+def add_cmd(file: Path, name: str | None, force: bool) -> None:
+    """Put a weights file of your own (a community .pth, adapted weights) into the store, as safetensors, so that
+    -m NAME finds it from any folder."""
+    dest, desc = store.add_model(file, name, force=force)
+    hp = desc.spec.hparams
+    size = f", {hp['num_block']} blocks" if "num_block" in hp else f", {hp['num_conv']} convs" if "num_conv" in hp else ""
+    click.echo(f"added {dest.stem}: {desc.arch} x{desc.scale}{size}, from {file} ({dest}); use -m {dest.stem}")
 
 
 @command.command("path")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lway_rt.errors import ModelError
 
-__all__ = ["SOURCES", "store_dir", "store_path", "import_model", "import_all", "list_models", "load_model", "load_recorded_model",
+__all__ = ["SOURCES", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model",
            "resolve_model_path"]
 
 
@@ -105,8 +105,8 @@ def import_model(name: str, *, force: bool = False) -> Path:
         given = Path(name).expanduser()
         if given.exists():
             raise ModelError(f"'models import' converts the packaged models ({', '.join(SOURCES)}); a weights file of "
-                             f"your own needs no import: pass it as -m {name} (a .safetensors file copied into "
-                             f"{store_dir()} is also found by its name)")
+                             f"your own needs no import: pass it as -m {name}, or put it in the store under a name "
+                             f"with 'lwayrt models add {name}'")
         if given.suffix.lower() in WEIGHT_SUFFIXES:
             raise ModelError(f"{name} does not exist{_did_you_mean(given.stem, SOURCES)}; 'models import' converts the packaged models "
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
@@ -139,6 +139,46 @@ def import_model(name: str, *, force: bool = False) -> Path:
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
     save_safetensors(dest, state, meta)
     return dest
+
+
+def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Path, object]:
+    """Put a weights file of the user's (a community ``.pth``, an adapted ``.safetensors`` ...) into the store as
+    ``name`` (default: the file's name without its ending), so that ``-m NAME`` finds it from any folder: checked as
+    ``-m FILE`` checks it, written as safetensors (no pickle left to load), its tensors under their own names and its
+    metadata kept, with where it came from. Returns the stored path and the loaded model's descriptor."""
+    import hashlib
+
+    from lway_rt.archs.registry import unwrap_state_dict
+    from lway_rt.io.weights import ensure_writable_dir, load_state_file, save_safetensors
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors)")
+    name = path.stem if name is None else name
+    if not name or name.startswith(".") or any(c in name for c in '/\\:*?"<>|') or name != name.strip():
+        raise ModelError(f"'{name}' cannot be a model name (no path separators, no leading dot, no spaces at its "
+                         "ends): pass --name NAME")
+    if name in SOURCES:
+        raise ModelError(f"{name} is a packaged model's name ('lwayrt models import {name}' puts that one in the "
+                         "store): pass --name OTHER")
+    dest = store_path(name)
+    if dest.exists() and not force:
+        raise ModelError(f"the store already holds a model named {name} ({dest}): pass --force to replace it, or "
+                         "--name OTHER")
+    desc = load_model(str(path.resolve()))  # every check -m makes (one-line refusals), before anything is written
+    state, meta = load_state_file(path)
+    state = {k: v.contiguous() for k, v in unwrap_state_dict(state).items()}  # (a .pth's own names, as it holds them)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    meta = {k: v for k, v in meta.items() if k not in ("source_package", "source_version", "name")}
+    meta.update({"format": meta.get("format", "lway_rt.sr/1"), "name": name, "arch": desc.arch,
+                 "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams), "added_from": str(path.resolve()),
+                 "added_sha256": digest.hexdigest()})
+    ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
+    save_safetensors(dest, state, meta)
+    return dest, desc
 
 
 def _stored_copy(path: Path) -> tuple[dict[str, str], bool] | None:
@@ -212,7 +252,8 @@ def list_models() -> list[dict[str, str]]:
         unreadable = meta.get("arch") == "unreadable"
         # a readable file without the import's record is the user's, whatever its name; a cut one under a packaged
         # name is the store's own copy (import converts it again)
-        packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else "user"
+        packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else \
+            f"user: {Path(meta['added_from']).name}" if meta.get("added_from") else "user"
         status = "unreadable" if unreadable else "damaged" if damage == "damaged" else problem or damage or "imported"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
                      "status": status, "source": meta.get("source_package", packaged), "path": str(path)})
