@@ -320,8 +320,20 @@ def test_esrgan_weights_under_its_own_names_load_as_the_same_network(tmp_path, t
     stray = "model.1.sub.0.RDB1.norm.weight" if layout == "first" else "RRDB_trunk.0.RDB1.norm.weight"
     with pytest.raises(WeightsRefused, match=re.escape(stray)):  # no such layer in ESRGAN
         from_state_dict({**old, stray: old["model.10.bias" if layout == "first" else "conv_last.bias"]})
+    # a refusal names the tensor as the file does (it said "missing conv_last.bias" of a file holding model.10.weight)
+    last = "model.10.bias" if layout == "first" else "conv_last.bias"
+    with pytest.raises(WeightsRefused, match=rf"missing {re.escape(last)}\)"):
+        from_state_dict({k: v for k, v in old.items() if k != last})
+    body = "model.1.sub.23.weight" if layout == "first" else "trunk_conv.weight"
+    with pytest.raises(WeightsRefused, match=rf"missing {re.escape(body)}\)") as refused:
+        from_state_dict({k: v for k, v in old.items() if k != body})
+    assert "body.0.rdb1" not in str(refused.value)
     if layout == "first":
         x2 = {k: v for k, v in old.items() if not k.startswith("model.6.")}  # one x2 upsampling step fewer
-        with pytest.raises(WeightsRefused, match=r"ESRGAN weights in its first code's layout .* of a x2 network .*: "
-                                                 r"lway_rt builds that network at x4 only"):
+        with pytest.raises(WeightsRefused, match=r"ESRGAN weights in its first code's layout .* of an x2 network .*: "
+                                                 r"lway_rt builds that network at x4 only .*x2plus for x2"):
             from_state_dict(x2)
+        x1 = {k: v for k, v in old.items() if not k.startswith(("model.3.", "model.6.", "model.8.", "model.10."))}
+        x1.update({"model.2.weight": old["model.8.weight"], "model.4.weight": old["model.10.weight"]})
+        with pytest.raises(WeightsRefused, match=r"of an x1 network .*: use an x4 model$") as refused:
+            from_state_dict(x1)

@@ -524,8 +524,11 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
         meta = f.metadata()
         assert set(f.keys()) == set(theirs) and f.get_tensor("model.0.weight").dtype == torch.float16
     assert meta["added_from"] == str((tmp_path / "4x-Community.pth").resolve()) and len(meta["added_sha256"]) == 64
+    (store.store_dir() / "copied.pth").write_bytes((tmp_path / "4x-Community.pth").read_bytes())  # -m cannot find it
     rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}
     assert rows["4x-Community"]["status"] == "imported" and rows["4x-Community"]["source"] == "user: 4x-Community.pth"
+    assert rows["copied.pth"]["status"] == "not found by -m: 'models add' it"  # (it was left out of the list unsaid)
+    (store.store_dir() / "copied.pth").unlink()
     Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
     for model, out in (("4x-Community", "by_name"), (str(tmp_path / "4x-Community.pth"), "by_file")):
         assert run("upscale", str(tmp_path / "in.png"), "-m", model, "-o", str(tmp_path / out), "-q").exit_code == 0

@@ -21,7 +21,7 @@ from lway_rt.errors import listing
 from lway_rt.errors import ModelError
 
 __all__ = ["ARCHS", "ArchEntry", "WeightsRefused", "detect", "build", "check_state_dict", "from_state_dict",
-           "esrgan_names", "our_names", "unwrap_state_dict"]
+           "esrgan_full_names", "esrgan_names", "our_names", "unwrap_state_dict"]
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -184,47 +184,72 @@ _NEW_TOP = {"conv_first": "conv_first", "trunk_conv": "conv_body", "upconv1": "c
             "HRconv": "conv_hr", "conv_last": "conv_last"}
 
 
+def _esrgan_layout(state: Mapping) -> tuple[str, int] | None:
+    """Which layout of ESRGAN's own code ``state`` is in ("first" / "second") and its number of RRDB blocks; None
+    for any other state dict."""
+    if "RRDB_trunk.0.RDB1.conv1.weight" in state:
+        found = [m for k in state if isinstance(k, str) and (m := _NEW_RDB.fullmatch(k))]
+        return "second", 1 + max(int(m[1]) for m in found)
+    if "model.0.weight" in state and "model.1.sub.0.RDB1.conv1.0.weight" in state:
+        found = [m for k in state if isinstance(k, str) and (m := _OLD_RDB.fullmatch(k))]
+        return "first", 1 + max(int(m[1]) for m in found)
+    return None
+
+
+def _esrgan_map(layout: str, blocks: int) -> dict[str, str]:
+    """``{ours: theirs}`` for every tensor of an x4 RRDBNet of ``blocks`` blocks in that layout."""
+    tops = {v: f"model.{k}" for k, v in _OLD_X4.items()} | {"conv_body": f"model.1.sub.{blocks}"} \
+        if layout == "first" else {v: k for k, v in _NEW_TOP.items()}
+    names = {f"{layer}.{kind}": f"{theirs}.{kind}" for layer, theirs in tops.items() for kind in ("weight", "bias")}
+    for i in range(blocks):
+        for j in (1, 2, 3):
+            for c in range(1, 6):
+                for kind in ("weight", "bias"):
+                    names[f"body.{i}.rdb{j}.conv{c}.{kind}"] = f"model.1.sub.{i}.RDB{j}.conv{c}.0.{kind}" \
+                        if layout == "first" else f"RRDB_trunk.{i}.RDB{j}.conv{c}.{kind}"
+    return names
+
+
+def esrgan_full_names(state: Mapping) -> dict[str, str]:
+    """``{ours: theirs}`` for every tensor an x4 RRDBNet holds, where ``state`` is in a layout of ESRGAN's own code
+    (also those it lacks: a refusal names them as the file would); ``{}`` otherwise. The first layout's x2 / x8 / x1
+    models upsample another number of times, a network lway_rt does not build (``WeightsRefused``)."""
+    found = _esrgan_layout(state)
+    if found is None:
+        return {}
+    layout, blocks = found
+    if layout == "first":
+        tops = {int(m[1]) for k in state if isinstance(k, str) and (m := _OLD_TOP.fullmatch(k))}
+        if tops != set(_OLD_X4):
+            ups = len(tops) - 3  # (the first conv, and the two after the upsampling)
+            scale = f"an x{2 ** ups} network" if ups >= 0 else "a network"
+            raise WeightsRefused(f"these are ESRGAN weights in its first code's layout (model.0, model.1.sub ...) of "
+                                 f"{scale} with layers model.{', model.'.join(map(str, sorted(tops)))}: lway_rt builds "
+                                 f"that network at x4 only (model.{', model.'.join(map(str, _OLD_X4))})", "unsupported",
+                                 "use an x4 model" + (", or Real-ESRGAN's x2plus for x2" if ups == 1 else ""))
+    return _esrgan_map(layout, blocks)
+
+
 def esrgan_names(state: Mapping) -> dict[str, str]:
     """Real-ESRGAN's RRDBNet name of each tensor of a state dict in one of the layouts of ESRGAN's own code, as
     ``{ours: theirs}``; ``{}`` for any other state dict. The first layout (``model.0``, ``model.1.sub.N.RDBj.convk.0``,
     ``model.3`` ...: most community x4 ESRGAN models) and the second (``conv_first``, ``RRDB_trunk.N.RDBj.convk``,
     ``trunk_conv``, ``upconv1`` ...) hold the same network (LeakyReLU 0.2, residuals scaled by 0.2, nearest-neighbour
-    x2 upsampling twice) under other names. The first layout's x2 / x8 / x1 models upsample another number of times, a
-    network lway_rt does not build (``WeightsRefused``). (The layouts are those spandrel and chaiNNer read as "old"
-    and "new" ESRGAN; the mapping is ours.)"""
-    names = {}
-    if "RRDB_trunk.0.RDB1.conv1.weight" in state and "trunk_conv.weight" in state:
-        for k in state:
-            if not isinstance(k, str):
-                continue
-            if m := _NEW_RDB.fullmatch(k):
-                names[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = k
-            elif (layer := k.rpartition(".")[0]) in _NEW_TOP and k.endswith((".weight", ".bias")):
-                names[f"{_NEW_TOP[layer]}.{k.rpartition('.')[2]}"] = k
-        return names
-    if "model.0.weight" not in state or "model.1.sub.0.RDB1.conv1.0.weight" not in state:
-        return {}
-    tops = set()
-    blocks = 1 + max(int(m[1]) for k in state if isinstance(k, str) and (m := _OLD_RDB.fullmatch(k)))
-    for k in state:
-        if not isinstance(k, str):
-            continue
-        if m := _OLD_RDB.fullmatch(k):
-            names[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = k
-        elif k in (f"model.1.sub.{blocks}.weight", f"model.1.sub.{blocks}.bias"):
-            names[f"conv_body.{k.rsplit('.', 1)[1]}"] = k
-        elif m := _OLD_TOP.fullmatch(k):
-            tops.add(int(m[1]))
-            if int(m[1]) in _OLD_X4:
-                names[f"{_OLD_X4[int(m[1])]}.{m[2]}"] = k
-    if tops != set(_OLD_X4):
-        ups = len(tops) - 3  # (the first conv, and the two after the upsampling)
-        scale = f"a x{2 ** ups} network" if ups >= 0 else "a network"
-        raise WeightsRefused(f"these are ESRGAN weights in its first code's layout (model.0, model.1.sub ...) of {scale} "
-                             f"with layers model.{', model.'.join(map(str, sorted(tops)))}: lway_rt builds that network "
-                             f"at x4 only (model.{', model.'.join(map(str, _OLD_X4))})", "unsupported",
-                             "use an x4 model, or Real-ESRGAN's x2plus for x2")
-    return names
+    x2 upsampling twice) under other names. (The layouts are those spandrel and chaiNNer read as "old" and "new"
+    ESRGAN; the mapping is ours.)"""
+    return {ours: theirs for ours, theirs in esrgan_full_names(state).items() if theirs in state}
+
+
+def _in_file_names(exc: WeightsRefused, full: dict[str, str]) -> WeightsRefused:
+    """``exc`` naming each tensor as the file does (``full``: ``{ours: theirs}``), where a refusal found it under our
+    name."""
+    text = str(exc).removesuffix(f": {exc.advice}") if exc.advice else str(exc)
+
+    def theirs(m: re.Match) -> str:
+        name = m[0].rstrip(".")
+        return full.get(name, name) + m[0][len(name):]
+
+    return WeightsRefused(re.sub(r"[A-Za-z_][\w.]*", theirs, text), exc.status, exc.advice)
 
 
 def our_names(state: Mapping) -> dict:
@@ -256,7 +281,14 @@ def detect(state: StateDict) -> ArchSpec:
     Refuses (``WeightsRefused``, naming the key) what no network loads: keys that are no strings, sparse or
     non-float tensors, a conv weight it reads that is not 4-D, numbered layers with a gap or a stray number."""
     _check_tensors(state)
-    state = our_names(state)
+    full = esrgan_full_names(state)
+    try:
+        return _detect(our_names(state))
+    except WeightsRefused as exc:
+        raise _in_file_names(exc, full) if full else exc from None
+
+
+def _detect(state: StateDict) -> ArchSpec:
     for entry in ARCHS:
         if all(k in state for k in entry.required_keys):
             return entry.detect(state)
@@ -282,9 +314,17 @@ def build(spec: ArchSpec) -> nn.Module:
 
 def check_state_dict(state: StateDict) -> ArchSpec:
     """Every check ``from_state_dict`` makes, without building the network (its shapes come from a copy on the meta
-    device): what ``lwayrt models list`` reports for a file. Raises ``WeightsRefused``."""
+    device): what ``lwayrt models list`` reports for a file. Raises ``WeightsRefused`` (naming tensors as the file
+    does)."""
     spec = detect(state)
-    state = our_names(state)
+    full = esrgan_full_names(state)
+    try:
+        return _check_state_dict(our_names(state), spec)
+    except WeightsRefused as exc:
+        raise _in_file_names(exc, full) if full else exc from None
+
+
+def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) > 1)} "

@@ -258,6 +258,10 @@ def list_models() -> list[dict[str, str]]:
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
                      "status": status, "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".pth", ".pt", ".ckpt")) \
+            if folder.is_dir() else []:  # (-m NAME finds .safetensors files only: said, not left out unsaid)
+        rows.append({"name": path.name, "arch": "", "scale": "", "status": "not found by -m: 'models add' it",
+                     "source": "user", "path": str(path)})
     for name, src in SOURCES.items():
         if name not in seen:
             rows.append({"name": name, "arch": "", "scale": "4", "status": "not imported", "source": src.dist, "path": ""})
