@@ -79,3 +79,26 @@ def test_the_exported_graph_holds_a_binding_cap(tmp_path):
         assert float((a.double() - want).abs().max()) > 1e-3  # so a graph that skipped the blend would fail below
         (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         assert np.abs(got - want.numpy()).max() < 1e-5, shape
+
+
+def test_a_capped_export_names_a_base_that_loads_again(tmp_path):
+    """The export's record of the unadapted model is what -m loads: its store name, else its file. Weights adapted
+    from adapted weights have as their base a file whose metadata names it "<base>-lway", which the record held, and
+    serve-bench (which loads the base by that record) could not find it."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.export.capped import capped_sr_exportable
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import save_safetensors
+
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
+    save_safetensors(tmp_path / "adapted.safetensors", net.state_dict(),
+                     {"name": "tiny-lway", "arch": "SRVGGNetCompact", "scale": "4"})
+    base = load_model(str(tmp_path / "adapted.safetensors"))
+    assert base.name == "tiny-lway"  # (the name its metadata gives)
+    again = load_model(str(tmp_path / "adapted.safetensors"))
+    recorded = capped_sr_exportable(again, base, 1.2).source["detail_cap"]["base_model"]
+    assert recorded == str((tmp_path / "adapted.safetensors").absolute())
+    assert torch.equal(load_model(recorded).model.body[0].weight, net.body[0].weight)
+    store_model = load_model("realesr-animevideov3")
+    assert capped_sr_exportable(store_model, store_model, 1.2).source["detail_cap"]["base_model"] == "realesr-animevideov3"

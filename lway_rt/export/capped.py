@@ -85,7 +85,9 @@ def capped_sr_exportable(desc, base_desc, cap: float, *, label: str | None = Non
     capped = capped_descriptor(desc, base_desc, cap)
     base_sha = state_dict_sha256(base_desc.model.state_dict())
     hparams = {**plain.hparams, "detail_cap": float(cap), "detail_cap_border": desc.scale, "base_sha256": base_sha}
-    source = {**plain.source, "detail_cap": {"cap": float(cap), "base_model": base_spec or base_desc.name or base_desc.source,
+    from lway_rt.io.store import loadable_spec
+
+    source = {**plain.source, "detail_cap": {"cap": float(cap), "base_model": base_spec or loadable_spec(base_desc),
                                              "base_sha256": base_sha, "adapted_sha256": plain.weights_sha256}}
     return Exportable(capped.model, "sr", "image", f"{plain.label}-cap{cap:g}", plain.arch, hparams,
                       state_dict_sha256(capped.model.state_dict()), plain.in_channels,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lway_rt.errors import ModelError
 
-__all__ = ["SOURCES", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model",
+__all__ = ["SOURCES", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model", "loadable_spec",
            "resolve_model_path"]
 
 
@@ -423,6 +423,15 @@ def load_model(spec: str, device: str = "cpu"):
         desc = dataclasses.replace(desc, name=meta["name"])
     desc.model.to(device)
     return desc
+
+
+def loadable_spec(desc) -> str | None:
+    """What ``-m`` takes to load ``desc`` again: its store name where it came from the store, else its file (absolute).
+    (``desc.name`` alone may be the name a file's metadata gives, adapted weights' "<base>-lway", which no -m finds: a
+    capped export of weights adapted from adapted weights recorded it, and serve-bench could not find that base.)"""
+    if desc.name and desc.source and Path(desc.source) == store_path(desc.name):
+        return desc.name
+    return str(Path(desc.source).absolute()) if desc.source else desc.name
 
 
 def load_recorded_model(specs, sha256: str | None = None, device: str = "cpu"):
