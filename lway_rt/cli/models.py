@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NameParam, on_a_terminal
+from lway_rt.cli._params import NameParam, PathParam, on_a_terminal
 from lway_rt.io import store
 
 
@@ -65,7 +65,7 @@ def import_cmd(names: tuple[str, ...], force: bool) -> None:
 
 
 @command.command("add")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=PathParam(path_type=Path, dir_okay=False))
 @click.option("--name", default=None, help="Name to use with -m [the file's name without its ending].")
 @click.option("--force", is_flag=True, help="Replace a model of that name already in the store.")
 def add_cmd(file: Path, name: str | None, force: bool) -> None:
