@@ -552,3 +552,12 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     assert res.exit_code == 0 and dest.read_bytes() != stored, res.output
     with safe_open(str(dest), framework="pt") as f:
         assert f.metadata()["description"] == "my fine-tune" and "conv_first.weight" in f.keys()
+    # an adapt run's folder (what -m takes): its weights, named after the folder; an empty folder is refused
+    (tmp_path / "my-camera").mkdir()
+    save_safetensors(tmp_path / "my-camera" / "adapted.safetensors", real.model.state_dict(), {"name": "x-lway"})
+    res = run("models", "add", str(tmp_path / "my-camera"))
+    assert res.exit_code == 0 and "added my-camera: RRDBNet x4" in res.output, res.output
+    assert store.load_model("my-camera").metadata["added_from"] == str(tmp_path / "my-camera" / "adapted.safetensors")
+    (tmp_path / "empty").mkdir()
+    res = run("models", "add", str(tmp_path / "empty"))
+    assert res.exit_code == 1 and "is a folder: pass the weights file inside it" in res.output, res.output

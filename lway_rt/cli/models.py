@@ -65,12 +65,12 @@ def import_cmd(names: tuple[str, ...], force: bool) -> None:
 
 
 @command.command("add")
-@click.argument("file", type=PathParam(path_type=Path, dir_okay=False))
-@click.option("--name", default=None, help="Name to use with -m [the file's name without its ending].")
+@click.argument("file", type=PathParam(path_type=Path))
+@click.option("--name", default=None, help="Name to use with -m [the file's name without its ending, or the folder's].")
 @click.option("--force", is_flag=True, help="Replace a model of that name already in the store.")
 def add_cmd(file: Path, name: str | None, force: bool) -> None:
-    """Put a weights file of your own (a community .pth, adapted weights) into the store, as safetensors, so that
-    -m NAME finds it from any folder."""
+    """Put a weights file of your own (a community .pth, adapted weights, an adapt run's folder) into the store, as
+    safetensors, so that -m NAME finds it from any folder."""
     dest, desc = store.add_model(file, name, force=force)
     hp = desc.spec.hparams
     size = f", {hp['num_block']} blocks" if "num_block" in hp else f", {hp['num_conv']} convs" if "num_conv" in hp else ""

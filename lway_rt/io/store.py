@@ -142,8 +142,8 @@ def import_model(name: str, *, force: bool = False) -> Path:
 
 
 def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Path, object]:
-    """Put a weights file of the user's (a community ``.pth``, an adapted ``.safetensors`` ...) into the store as
-    ``name`` (default: the file's name without its ending), so that ``-m NAME`` finds it from any folder: checked as
+    """Put a weights file of the user's (a community ``.pth``, an adapted ``.safetensors``, an adapt run's folder ...)
+    into the store as ``name`` (default: the file's name without its ending, or the folder's), so that ``-m NAME`` finds it from any folder: checked as
     ``-m FILE`` checks it, written as safetensors (no pickle left to load), its tensors under their own names and its
     metadata kept, with where it came from. Returns the stored path and the loaded model's descriptor."""
     import hashlib
@@ -152,9 +152,13 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     from lway_rt.io.weights import ensure_writable_dir, load_state_file, save_safetensors
 
     path = Path(path).expanduser()
+    given = path
+    if path.is_dir():  # an adapt run's folder: the weights it holds (or the one-line reason it holds none)
+        path = resolve_model_path(str(path.resolve()))
     if not path.is_file():
-        raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors)")
-    name = path.stem if name is None else name
+        raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors) "
+                         "or an adapt run's folder")
+    name = (given.resolve().name if given.is_dir() else path.stem) if name is None else name
     if not name or name.startswith(".") or any(c in name for c in '/\\:*?"<>|') or name != name.strip():
         raise ModelError(f"'{name}' cannot be a model name (no path separators, no leading dot, no spaces at its "
                          "ends): pass --name NAME")
