@@ -1235,17 +1235,21 @@ class _Training:
         def save() -> None:
             nonlocal saving, last_ckpt
             still_ours()  # --out deleted meanwhile: a checkpoint would make it anew, unlocked
+            st["train_s"] = train_s0 + time.perf_counter() - t_loop
             saving = (st["it"], file_id(ckpt_path))
             _save_checkpoint(ckpt_path, {**identity, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
                                          "gen": self.gen.get_state(), "st": st, "recipe": config.recipe_json()})
             last_ckpt = st["it"]
 
+        def unsaved() -> bool:
+            """Whether steps were made since the checkpoint on disk (or since the start)."""
+            return st["it"] not in (last_ckpt, 0)
+
         def stop_here() -> None:
             """A stop asked for (``STOPS``) while a step ran: that step's state saved (where there is one to save), then
             stopped as a Ctrl-C stops it. A stop whose KeyboardInterrupt was lost elsewhere stops here too."""
             if STOPS:
-                if st["it"] not in (last_ckpt, 0):
-                    st["train_s"] = train_s0 + time.perf_counter() - t_loop
+                if unsaved():
                     save()
                 raise KeyboardInterrupt
 
@@ -1253,7 +1257,7 @@ class _Training:
             with finishing_steps() as steps:
                 while st["it"] < config.iterations and st["stopped"] is None:
                     stop_here()
-                    steps.unsaved = st["it"] not in (last_ckpt, 0)  # a stop in the next step waits for it then
+                    steps.unsaved = unsaved()  # a stop in the next step waits for it then
                     batch = self.batch()
                     step_lr = st["lr"] * config.lr_factor(st["it"])  # --lr-schedule on top of the guard's halvings
                     _set_lr(self.opt, step_lr)
@@ -1288,8 +1292,8 @@ class _Training:
                         self.log(f"iteration {st['it']}/{config.iterations}: loss {m['loss']:.4g}, {rate:.2g} s/it, "
                                  f"about {duration(rate * (config.iterations - st['it']))} left")
                 if st["it"] != last_ckpt:  # the state after the last step: a stop while the outputs are made (the
-                    st["train_s"] = train_s0 + time.perf_counter() - t_loop  # detail measure, sr/) resumes there,
-                    save()  # keeping the images written, not from an earlier checkpoint (or none: a short run)
+                    save()  # detail measure, sr/) resumes there, keeping the images written, not from an earlier
+                    # checkpoint (or none: a run shorter than an interval)
                 stop_here()  # (a stop during the last step, or the save after it)
         except KeyboardInterrupt:
             if saving and saving[0] != last_ckpt and file_id(ckpt_path) not in (None, saving[1]):

@@ -143,12 +143,13 @@ def import_model(name: str, *, force: bool = False) -> Path:
 
 def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Path, object]:
     """Put a weights file of the user's (a community ``.pth``, an adapted ``.safetensors``, an adapt run's folder ...)
-    into the store as ``name`` (default: the file's name without its ending, or the folder's), so that ``-m NAME`` finds it from any folder: checked as
-    ``-m FILE`` checks it, written as safetensors (no pickle left to load), its tensors under their own names and its
-    metadata kept, with where it came from. Returns the stored path and the loaded model's descriptor."""
-    import hashlib
-
+    into the store as ``name`` (default: the file's name without its ending, or the folder's), so that ``-m NAME``
+    finds it from any folder: checked as ``-m FILE`` checks it, written as safetensors (no pickle left to load), its
+    tensors under their own names and in their own dtype and its metadata kept, with where it came from. (The file is
+    read twice: once by ``load_model``, whose network holds float32 tensors under our names, once for its own.)
+    Returns the stored path and the loaded model's descriptor."""
     from lway_rt.archs.registry import unwrap_state_dict
+    from lway_rt.export.cache import file_sha256
     from lway_rt.io.weights import ensure_writable_dir, load_state_file, save_safetensors
 
     path = Path(path).expanduser()
@@ -172,14 +173,10 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     desc = load_model(str(path.resolve()))  # every check -m makes (one-line refusals), before anything is written
     state, meta = load_state_file(path)
     state = {k: v.contiguous() for k, v in unwrap_state_dict(state).items()}  # (a .pth's own names, as it holds them)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     meta = {k: v for k, v in meta.items() if k not in ("source_package", "source_version", "name")}
     meta.update({"format": meta.get("format", "lway_rt.sr/1"), "name": name, "arch": desc.arch,
                  "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams), "added_from": str(path.resolve()),
-                 "added_sha256": digest.hexdigest()})
+                 "added_sha256": file_sha256(path)})
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
     save_safetensors(dest, state, meta)
     return dest, desc
