@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
-EXTRAS ?= models,samples,onnx,plot,dev
+EXTRAS ?= models,samples,onnx,plot,video,dev
 # The stamp's name carries a checksum of TORCH and EXTRAS, so `make setup EXTRAS=...,gpu` after a plain set-up
 # installs again (its stamp does not exist yet); each install removes the stamps of other settings.
 SETTINGS := TORCH=$(TORCH) EXTRAS=$(EXTRAS)

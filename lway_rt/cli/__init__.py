@@ -27,6 +27,7 @@ from lway_rt.errors import STOPS, Interrupted, LwayError, Notice, finishes_steps
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("models", "List and import pretrained SR models into the local store."),
     "upscale": ("upscale", "Super-resolve images or folders with a model (tiled, any size)."),
+    "upscale-video": ("upscale_video", "Super-resolve video files frame by frame, keeping their audio."),
     "train-degae": ("train_degae", "Train the stage-1 degradation encoder and reconstructor."),
     "eval-degae": ("eval_degae", "Evaluate a stage-1 checkpoint on held-out degradations."),
     "adapt": ("adapt", "Fine-tune an SR model on your own low-resolution images (LWay)."),

@@ -10,21 +10,60 @@ import click
 from lway_rt.cli._params import NAME, FiniteRange, PathParam, on_a_terminal, typed
 
 
+def model_options(f):
+    """The options ``upscale`` and ``upscale-video`` share: the model and how it runs."""
+    options = [
+        click.option("-m", "--model", default="realesr-animevideov3", show_default=True, type=NAME,
+                     help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
+                          "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt' (of --mode "
+                          "per-group: each image goes to its group's model)."),
+        click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
+                     help="Tile side in input pixels (at least 32, and more than twice --tile-overlap); 0 runs each "
+                          "image in one pass."),
+        click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
+                     help="Overlap between neighbouring tiles, input pixels."),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
+        click.option("--fp16", is_flag=True, help="Half precision (CUDA only, models marked fp16-safe)."),
+        click.option("--suffix", default=None,
+                     help="Added to output file names [default: _x<scale>, or _x<outscale>]."),
+        click.option("--scale", type=click.IntRange(min=1), default=None, help="Fail unless the model has this scale."),
+        click.option("-s", "--outscale", type=FiniteRange(min=0, min_open=True, max=64), default=None,
+                     help="Final scale: resize the model's output (Lanczos) to this many times the input, e.g. 2 with "
+                          "a x4 model [the model's scale]."),
+        click.option("--detail-cap", default="auto", show_default=True,
+                     help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
+                          "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none)."),
+        click.option("--base-model", default=None, type=NAME,
+                     help="The unadapted model --detail-cap compares with [the one the adapted weights name]."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="No progress bar or summary: print only warnings and failures."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def check_tiles(tile: int, tile_overlap: int) -> None:
+    """--tile-overlap given with --tile 0 is refused (it would be ignored); --tile-overlap 0 is noted."""
+    from lway_rt.errors import InputError
+
+    ctx = click.get_current_context()
+    default_overlap = next(p.default for p in ctx.command.params if p.name == "tile_overlap")
+    if tile == 0 and typed(ctx, "tile_overlap") and tile_overlap not in (0, default_overlap):  # (no overlap, or a
+        # script that passes the default with both: nothing is ignored)
+        raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
+                         "drop --tile-overlap, or give --tile N")
+    if tile > 0 and tile_overlap == 0:  # accepted (a model without context, or a test), but seams show on most networks
+        click.echo("note: --tile-overlap 0 joins the tiles edge to edge, so their borders can show as seams in images "
+                   "larger than one tile (each tile's edge pixels are made without their neighbours); the default overlap is "
+                   "32", err=True)
+
+
 @click.command("upscale")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path), metavar="INPUT...")
 @click.option("-o", "--output", "--out", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
-@click.option("-m", "--model", default="realesr-animevideov3", show_default=True, type=NAME,
-              help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
-                   "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt' (of --mode "
-                   "per-group: each image goes to its group's model).")
-@click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
-              help="Tile side in input pixels (at least 32, and more than twice --tile-overlap); 0 runs each image in one pass.")
-@click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
-              help="Overlap between neighbouring tiles, input pixels.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N].")
-@click.option("--fp16", is_flag=True, help="Half precision (CUDA only, models marked fp16-safe).")
-@click.option("--suffix", default=None, help="Added to output file names [default: _x<scale>, or _x<outscale>].")
+@model_options
 @click.option("--format", "fmt", type=click.Choice(["png", "same"]), default="png", show_default=True,
               help="png, or keep each input's format.")
 @click.option("--alpha", type=click.Choice(["model", "bicubic"]), default="model", show_default=True,
@@ -33,19 +72,9 @@ from lway_rt.cli._params import NAME, FiniteRange, PathParam, on_a_terminal, typ
 @click.option("--skip-existing", is_flag=True,
               help="Leave outputs already in the -o folder alone when newer than their input and of the model's "
                    "size: continues a stopped run.")
-@click.option("--scale", type=click.IntRange(min=1), default=None, help="Fail unless the model has this scale.")
-@click.option("-s", "--outscale", type=FiniteRange(min=0, min_open=True, max=64), default=None,
-              help="Final scale: resize the model's output (Lanczos) to this many times the input, e.g. 2 with a x4 "
-                   "model [the model's scale].")
-@click.option("--detail-cap", default="auto", show_default=True,
-              help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
-                   "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none).")
-@click.option("--base-model", default=None, type=NAME,
-              help="The unadapted model --detail-cap compares with [the one the adapted weights name].")
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="With a per-group adaptation folder: the stage-1 checkpoint its groups were made with "
                    "[the one its groups.json records].")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary: print only warnings and failures.")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fmt, alpha, recursive, skip_existing, scale,
             outscale, detail_cap, base_model, stage1, quiet):
     """Upscale INPUT images and folders into the -o folder with an SR model.
@@ -60,24 +89,13 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
 
     from lway_rt.upscale import UpscaleConfig, upscale_files
 
-    from lway_rt.errors import InputError
-
-    ctx = click.get_current_context()
-    default_overlap = next(p.default for p in ctx.command.params if p.name == "tile_overlap")
-    if tile == 0 and typed(ctx, "tile_overlap") and tile_overlap not in (0, default_overlap):  # (no overlap, or a
-        # script that passes the default with both: nothing is ignored)
-        raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
-                         "drop --tile-overlap, or give --tile N")
-    tile_chosen = bool(typed(ctx, "tile"))
+    check_tiles(tile, tile_overlap)
+    tile_chosen = bool(typed(click.get_current_context(), "tile"))
     config = UpscaleConfig(model=model, tile=tile, tile_chosen=tile_chosen, tile_overlap=tile_overlap, device=device,
                            fp16=fp16, suffix=suffix, format=fmt, alpha=alpha, recursive=recursive, scale=scale,
                            detail_cap=detail_cap, base_model=base_model, stage1=stage1, skip_existing=skip_existing,
                            outscale=outscale)
     err = Console(stderr=True)
-    if tile > 0 and tile_overlap == 0:  # accepted (a model without context, or a test), but seams show on most networks
-        click.echo("note: --tile-overlap 0 joins the tiles edge to edge, so their borders can show as seams in images "
-                   "larger than one tile (each tile's edge pixels are made without their neighbours); the default overlap is "
-                   "32", err=True)
     if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
         click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
                    err=True)
@@ -125,10 +143,11 @@ class _ProgressLines:
 
     PERIOD = 30.0
 
-    def __init__(self) -> None:
+    def __init__(self, noun: str = "image(s)") -> None:
         import time
 
         self.clock = time.monotonic
+        self.noun = noun
         self.begin(0)
 
     def begin(self, total: int) -> None:
@@ -145,5 +164,5 @@ class _ProgressLines:
             return
         self.last = now
         left = (now - self.start) / self.done * (self.total - self.done)
-        click.echo(f"upscaled {self.done} of {self.total} image(s) ({path.name}), {duration(now - self.start)} so far, "
+        click.echo(f"upscaled {self.done} of {self.total} {self.noun} ({path.name}), {duration(now - self.start)} so far, "
                    f"about {duration(left)} left", err=True)

@@ -1,0 +1,83 @@
+"""``lwayrt upscale-video``: super-resolve video files (the work is in :mod:`lway_rt.video`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lway_rt.cli._params import PathParam, on_a_terminal, typed
+from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options
+
+
+@click.command("upscale-video")
+@click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path, dir_okay=False), metavar="VIDEO...")
+@click.option("-o", "--output", "--out", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
+              help="Output folder (created if missing). Inputs are never overwritten.")
+@model_options
+@click.option("--crf", default=18, show_default=True, type=click.IntRange(0, 51),
+              help="H.264 quality: lower is better and larger (18 looks like the source, 23 is x264's default).")
+@click.option("--preset", default="medium", show_default=True,
+              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                                 "veryslow"]),
+              help="x264's speed against file size.")
+@click.option("--container", default="same", show_default=True, type=click.Choice(["same", "mp4", "mkv", "mov"]),
+              help="Output file type: the input's (.mp4, .mkv, .mov, .m4v; others become .mkv), or this one.")
+@click.option("--frames", type=click.IntRange(min=1), default=None,
+              help="Only the first N frames (and the audio with them): a quick look before a long run.")
+@click.option("--deinterlace", is_flag=True,
+              help="Make each frame of an interlaced source one picture first (bwdif), so combs are not upscaled.")
+@click.option("--overwrite", is_flag=True, help="Replace an output file already there.")
+def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, scale, outscale, detail_cap, base_model,
+            quiet, crf, preset, container, frames, deinterlace, overwrite):
+    """Upscale VIDEO files into the -o folder with an SR model, frame by frame.
+
+    Each video becomes <stem><suffix> in the -o folder, H.264 with the source's frame rate, audio,
+    subtitles, chapters and metadata. A stopped run (Ctrl-C, kill) goes on where it stopped when
+    the same command is run again. Needs ffmpeg: the 'video' extra installs one.
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from lway_rt.upscale import UpscaleConfig
+    from lway_rt.video import VideoConfig, upscale_videos
+
+    check_tiles(tile, tile_overlap)
+    config = UpscaleConfig(model=model, tile=tile, tile_chosen=bool(typed(click.get_current_context(), "tile")),
+                           tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix, scale=scale,
+                           detail_cap=detail_cap, base_model=base_model, outscale=outscale)
+    video = VideoConfig(crf=crf, preset=preset, container=container, frames=frames, overwrite=overwrite,
+                        deinterlace=deinterlace)
+    err = Console(stderr=True)
+    lines = _ProgressLines("frame(s)") if not quiet and not on_a_terminal(err) else None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=quiet or not on_a_terminal(err)) as bar:
+        task = bar.add_task("upscaling", total=None)
+        current: list[Path] = []
+
+        def on_start(src: Path, total: int | None, done: int) -> None:
+            current[:] = [src]
+            bar.reset(task, total=total, completed=done, description=src.name)
+            if lines:
+                lines.begin((total or 0) - done)
+
+        def progress() -> None:
+            bar.update(task, advance=1)
+            if lines:
+                lines.step(current[0])
+
+        report = upscale_videos(inputs, out_dir, config, video, on_start=on_start, progress=progress)
+    if not quiet:
+        for dest in report.written:
+            click.echo(f"wrote {dest}")
+        if not report.written:
+            click.echo("no video was written")
+    for note in report.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+    if report.failures:
+        click.secho(f"{len(report.failures)} video(s) failed:", fg="red", err=True)
+        for _, message in report.failures:
+            click.echo(f"  {message}", err=True)
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,341 @@
+"""Video in and out through ffmpeg: what ``lwayrt upscale-video`` reads and writes.
+
+Frames come out of an ffmpeg process as raw RGB (8 bits, or 16 for a source of more than 8 bits), at the stream's
+nominal frame rate (a variable-rate phone clip becomes constant-rate: frames are repeated or dropped as ffmpeg's ``fps``
+filter does), turned upright by the rotation the file records. The upscaled frames go into another ffmpeg process,
+H.264 (libx264) in Matroska segments, which are joined and muxed with the source's audio, subtitles, chapters and
+metadata at the end. The YUV <-> RGB conversions name their matrix on both sides, the source's where it records one,
+else the one a player assumes for a video of its size (BT.709 from 720 lines, else BT.601), and the output records it,
+so colours come back as the source showed them rather than shifted by a player's guess for the larger picture.
+
+The design follows Real-ESRGAN's video script (frames piped through ffmpeg, audio copied from the source); the
+segments, which let a stopped run go on, are this project's. ffmpeg comes from the ``imageio-ffmpeg`` package (the
+``video`` extra, a static build with libx264) or the ``PATH``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lway_rt.errors import InputError, MissingDependencyError, OutputError
+
+__all__ = ["VideoInfo", "ffmpeg_exe", "probe", "read_frames", "SegmentWriter", "mux", "OUT_SUFFIXES"]
+
+OUT_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")  # containers an output keeps; any other source is written as .mkv
+_PLAYER_HD_LINES = 720  # a player takes an untagged video of this many lines or more for BT.709, a smaller one BT.601
+_MATRIX = {"bt709": "bt709", "bt470bg": "bt601", "smpte170m": "bt601", "bt2020nc": "bt2020", "bt2020c": "bt2020",
+           "fcc": "fcc", "smpte240m": "smpte240m"}  # a stream's colorspace -> the scale filter's colour matrix
+_TAG = {"bt709": "bt709", "bt601": "smpte170m", "bt2020": "bt2020nc", "fcc": "fcc", "smpte240m": "smpte240m"}
+
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg program: imageio-ffmpeg's (which honours ``IMAGEIO_FFMPEG_EXE``), else one on the ``PATH``."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+    raise MissingDependencyError("imageio-ffmpeg", "video", "upscaling video",
+                                 "put an ffmpeg program on the PATH")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` reads of a video's first video stream. ``width`` x ``height``: its frames as decoded, upright.
+    ``rate``: frames per second the frames are read at. ``matrix``: the scale filter's name of the YUV matrix the
+    frames are converted with (``tagged``: the file records it). ``depth``: 8, or 16 for a source of more bits."""
+
+    width: int
+    height: int
+    rate: Fraction
+    duration: float | None
+    matrix: str
+    tagged: bool
+    primaries: str | None
+    transfer: str | None
+    depth: int
+    sar: tuple[int, int]
+    codec: str
+    audio: int
+    subtitles: int
+    interlaced: bool = False  # the stream records its frames as two fields ("top first", "bottom first")
+
+    @property
+    def frames_estimate(self) -> int | None:
+        return None if self.duration is None else max(1, round(self.duration * float(self.rate)))
+
+
+def _run(args: list[str], what: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, process_group=0)
+    except OSError as exc:
+        raise MissingDependencyError("imageio-ffmpeg", "video", what,
+                                     f"put a working ffmpeg on the PATH ({args[0]}: {exc.strerror})") from None
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [s.strip() for s in stderr.decode("utf-8", "replace").splitlines() if s.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _rate(text: str) -> Fraction | None:
+    """ffmpeg's printed rate ("25", "29.97", "59.94", "1k") as an exact fraction: the NTSC rates it rounds are
+    N * 1000/1001."""
+    try:
+        value = float(text[:-1]) * 1000 if text.endswith("k") else float(text)
+    except ValueError:
+        return None
+    if value <= 0:
+        return None
+    for base in (24, 30, 48, 60, 120, 240):
+        ntsc = Fraction(base * 1000, 1001)
+        if abs(value - float(ntsc)) < 0.006:
+            return ntsc
+    return Fraction(text if "." in text or text.isdigit() else str(value)).limit_denominator(1001)
+
+
+def probe(src: Path) -> VideoInfo:
+    """Read ``src``'s streams from ``ffmpeg -i`` and its first frame (which also proves it decodes); a file that is
+    no video, or one ffmpeg cannot decode, is a one-line ``InputError``."""
+    exe = ffmpeg_exe()
+    if not src.is_file():
+        raise InputError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
+    text = _run([exe, "-hide_banner", "-nostdin", "-i", str(src)], "reading video").stderr.decode("utf-8", "replace")
+    video = re.search(r"Stream #0:\d+[^:]*: Video: (.*)", text)
+    if video is None:
+        if "Invalid data found" in text or "Stream #" not in text:
+            raise InputError(f"{src} is not a video ffmpeg can read ({_last_line(text.encode())})")
+        raise InputError(f"{src} holds no video stream (only audio or data): nothing to upscale")
+    line = video.group(1)
+    codec = line.split(" ", 1)[0].rstrip(",")
+    if codec in ("png", "mjpeg", "bmp", "tiff", "webp") and ("attached pic" in line or "Image" in text[:200]):
+        raise InputError(f"{src} is an image, not a video: use 'lwayrt upscale'")
+    fmt = re.search(r", (\w+)(?:\(([^)]*)\))?, \d+x\d+", line)
+    pix_fmt, props = (fmt.group(1), fmt.group(2) or "") if fmt else ("", "")
+    size = re.search(r", (\d+)x(\d+)", line)
+    if size is None:
+        raise InputError(f"{src}: ffmpeg gives no frame size for its video stream; re-encode it")
+    rate = None
+    for unit in ("tbr", "fps"):
+        if rate is None and (m := re.search(rf"([\d.]+k?) {unit}", line)):
+            rate = _rate(m.group(1))
+    if rate is None:
+        raise InputError(f"{src}: ffmpeg gives no frame rate for its video stream; re-encode it with one (-r 25)")
+    dur = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else None
+    sar = re.search(r"\[SAR (\d+):(\d+)", line)
+    sar = (int(sar.group(1)), int(sar.group(2))) if sar and int(sar.group(1)) and int(sar.group(2)) else (1, 1)
+    colour = [p.strip() for p in props.split(",") if "/" in p or p.strip() in _MATRIX]
+    space, primaries, transfer = ((colour[0].split("/") + [None, None])[:3] if colour else (None, None, None))
+    if colour and "/" not in colour[0]:
+        primaries = transfer = space  # ffmpeg prints one name where the three agree
+    matrix = _MATRIX.get(space or "")
+    width, height = int(size.group(1)), int(size.group(2))
+    if re.search(r"rotation of -?(90|270)\.0+ degrees", text):
+        width, height = height, width
+    tagged = matrix is not None
+    if matrix is None:
+        matrix = "bt709" if min(width, height) >= _PLAYER_HD_LINES else "bt601"
+    bits = re.search(r"(?:p|le|be)(\d\d)(?:le|be)?$", pix_fmt) or re.search(r"(\d\d)(?:le|be)$", pix_fmt)
+    depth = 16 if bits and int(bits.group(1)) > 8 else 8
+    return VideoInfo(width, height, rate, duration, matrix, tagged, _known(primaries), _known(transfer), depth, sar,
+                     codec, len(re.findall(r"Stream #0:\d+[^:]*: Audio:", text)),
+                     len(re.findall(r"Stream #0:\d+[^:]*: Subtitle:", text)),
+                     interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)))
+
+
+def _known(name: str | None) -> str | None:
+    return None if name in (None, "", "unknown", "reserved") else name
+
+
+def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | None, deinterlace: bool) -> list[str]:
+    pix = "rgb48le" if info.depth == 16 else "rgb24"
+    chain = ("bwdif=mode=send_frame:deint=all," if deinterlace else "") + f"fps={info.rate}"
+    chain += f",select=gte(n\\,{start})" if start else ""
+    chain += (f",scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd+full_chroma_int,format={pix}")
+    args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-vf", chain, "-fps_mode", "passthrough"]
+    if count is not None:
+        args += ["-frames:v", str(count)]
+    return args + ["-f", "rawvideo", "-pix_fmt", pix, "pipe:1"]
+
+
+def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = None, deinterlace: bool = False
+                ) -> Iterator[np.ndarray]:
+    """``src``'s frames from number ``start`` on (``count`` of them at most): HxWx3 uint8, or uint16 for a source
+    of more than 8 bits; ``deinterlace``: each frame's two fields made into one picture first (bwdif, a frame a
+    frame). A decoder that stops with an error part-way is an ``InputError`` naming the frame, never
+    an early end taken for the video's. ffmpeg runs in a process group of its own: a Ctrl-C meant for this command
+    does not end it (which would read as the end of the video)."""
+    exe = ffmpeg_exe()
+    dtype = np.uint16 if info.depth == 16 else np.uint8
+    frame_bytes = info.width * info.height * 3 * np.dtype(dtype).itemsize
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(_decode_args(exe, src, info, start, count, deinterlace), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=err, process_group=0, bufsize=0)
+        n = start
+        try:
+            while True:
+                buf = _read_exactly(proc.stdout, frame_bytes)
+                if len(buf) < frame_bytes:
+                    rc = proc.wait()
+                    if rc or buf:
+                        err.seek(0)
+                        raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} ({_last_line(err.read())}); "
+                                         "re-encode or re-copy the video")
+                    return
+                yield np.frombuffer(buf, dtype).reshape(info.height, info.width, 3)
+                n += 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+            proc.wait()
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def colour_args(info: VideoInfo) -> list[str]:
+    """The output's colour tags: the source's where it records them; else the matrix its frames were read with."""
+    args = ["-colorspace", _TAG[info.matrix], "-color_range", "tv"]
+    if info.tagged and info.primaries:
+        args += ["-color_primaries", info.primaries]
+    if info.tagged and info.transfer:
+        args += ["-color_trc", info.transfer]
+    return args
+
+
+class SegmentWriter:
+    """One MP4 segment of H.264 made from frames given one at a time (``write``), finished by ``close`` (which
+    raises if ffmpeg failed) or dropped by ``abort``. ``dest`` is written whole or not at all."""
+
+    def __init__(self, dest: Path, info: VideoInfo, size: tuple[int, int], crf: int, preset: str) -> None:
+        self.dest, self.size, self.frames = dest, size, 0
+        self.tmp = dest.with_name(f".{dest.name}.p{os.getpid()}.tmp")
+        pix_in = "rgb48le" if info.depth == 16 else "rgb24"
+        pix_out = "yuv420p10le" if info.depth == 16 else "yuv420p"
+        chain = (f"scale=out_color_matrix={info.matrix}:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int,"
+                 f"format={pix_out}" + (f",setsar={info.sar[0]}/{info.sar[1]}" if info.sar != (1, 1) else ""))
+        args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_in,
+                "-s", f"{size[0]}x{size[1]}", "-framerate", str(info.rate), "-i", "pipe:0", "-vf", chain,
+                "-c:v", "libx264", "-crf", str(crf), "-preset", preset, *colour_args(info), "-f", "mp4",
+                str(self.tmp)]
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.err,
+                                     process_group=0)
+
+    def write(self, frame: np.ndarray) -> None:
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:
+            self.abort()
+            raise OutputError(f"cannot write {self.dest}: ffmpeg's encoder stopped ({self._message()})") from None
+        self.frames += 1
+
+    def _message(self) -> str:
+        self.err.seek(0)
+        return _last_line(self.err.read())
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        rc = self.proc.wait()
+        try:
+            if rc:
+                message = self._message()
+                self.tmp.unlink(missing_ok=True)
+                raise OutputError(f"cannot write {self.dest}: ffmpeg's encoder failed ({message}); make room or "
+                                  "choose another -o folder" if "No space" in message else
+                                  f"cannot write {self.dest}: ffmpeg's encoder failed ({message})")
+            os.replace(self.tmp, self.dest)
+        finally:
+            self.err.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.tmp.unlink(missing_ok=True)
+        self.err.close()
+
+
+_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path, duration: float | None) -> list[str]:
+    """Join ``segments`` into ``into`` (a temporary file that becomes ``dest``) with ``src``'s audio,
+    subtitles, chapters and metadata, copied as they are; where ``dest``'s container cannot hold them so, subtitles
+    are left out, then the audio is re-encoded to AAC, then left out, each said in the notes returned.
+    ``duration``: the seconds of video written, where fewer than the source's (the rest of the audio is cut)."""
+    exe = ffmpeg_exe()
+    listing = into.with_name(f"{into.name}.segments.txt")
+    listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in segments))
+    base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+            "-i", str(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy"]
+    tail = (["-t", f"{duration:.6f}"] if duration is not None else []) + \
+        (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
+        ["-f", _MUXERS[dest.suffix.lower()], str(into)]
+    movie = dest.suffix.lower() != ".mkv"
+    audio_ways = [("copy", None)] + [(
+        "aac", f"{src}'s audio is re-encoded to AAC: a {dest.suffix} file cannot hold it as it is (--container mkv "
+               "keeps it)")] if info.audio else [(None, None)]
+    subtitle_ways = [("copy", None)] + ([("mov_text", f"{src}'s subtitles are converted to mov_text, the text "
+                                                      f"subtitles a {dest.suffix} file holds")] if movie else []) \
+        if info.subtitles else [(None, None)]
+    tries = []
+    for audio, said_audio in audio_ways:
+        for subs, said_subs in subtitle_ways + ([(None, f"{src}'s subtitles are not carried: a {dest.suffix} file "
+                                                       "cannot hold them (--container mkv keeps them)")]
+                                                if info.subtitles else []):
+            extra = (["-map", "1:a?", "-c:a", audio] + (["-b:a", "192k"] if audio == "aac" else []) if audio else []) + \
+                (["-map", "1:s?", "-c:s", subs] if subs else [])
+            tries.append((extra, "; ".join(n for n in (said_audio, said_subs) if n) or None))
+    if info.audio:
+        tries.append(([], f"{src}'s audio is not carried: ffmpeg could not write it into {dest.name}"))
+    notes: list[str] = []
+    try:
+        for extra, note in tries:
+            done = _run(base + extra + tail, "writing video")
+            if done.returncode == 0:
+                if note:
+                    notes.append(note)
+                return notes
+            last = _last_line(done.stderr)
+            if "No space left" in last or "Disk quota" in last or "File too large" in last:
+                raise OutputError(f"cannot write {dest}: {last}; make room, or choose another output folder")
+        raise OutputError(f"cannot write {dest}: ffmpeg could not join the upscaled video ({last})")
+    finally:
+        listing.unlink(missing_ok=True)
+
+
+def _concat_quote(path: Path) -> str:
+    """A path inside single quotes in ffmpeg's concat list: a quote is closed, escaped and reopened."""
+    return str(path).replace("'", "'\\''")
+

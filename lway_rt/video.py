@@ -1,0 +1,257 @@
+"""``lwayrt upscale-video``: a video through an SR model, frame by frame, into an H.264 file with the source's audio.
+
+Long runs go on where they stopped: the upscaled frames are encoded in segments of about ``SEGMENT_SECONDS`` of
+work each, kept with a small record in a hidden folder beside the output (``.NAME.lwayrt-parts``); the same command
+run again checks that the record matches the source and the settings and continues after the last whole segment. A
+first Ctrl-C (or SIGTERM) finishes the frame in hand and closes the segment, so nothing done is lost; the output
+appears, atomically, only once every frame is in it, and the parts folder then goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
+from lway_rt.io.images import LoadedImage, _quantise
+from lway_rt.io.video import OUT_SUFFIXES, SegmentWriter, VideoInfo, ffmpeg_exe, mux, probe, read_frames
+from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir
+from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
+
+SEGMENT_SECONDS = 30.0  # a segment is closed after this much work: a kill -9 loses at most about this much
+SEGMENT_FRAMES = 600  # ... or this many frames (a fast GPU)
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+CONTAINERS = ("same", "mp4", "mkv", "mov")
+_RECORD = "parts.json"
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """How frames become a file: x264's ``crf`` and ``preset``, the output's ``container`` ("same": the source's
+    where it is one of ``OUT_SUFFIXES``, else mkv), ``frames`` (the first N only: a quick look), ``overwrite``."""
+
+    crf: int = 18
+    preset: str = "medium"
+    container: str = "same"
+    frames: int | None = None
+    overwrite: bool = False
+    deinterlace: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"--crf must be 0-51 (lower: better and larger; 18 looks like the source), not {self.crf}")
+        if self.preset not in PRESETS:
+            raise InputError(f"--preset must be one of {', '.join(PRESETS)}, not {self.preset!r}")
+        if self.container not in CONTAINERS:
+            raise InputError(f"--container must be one of {', '.join(CONTAINERS)}, not {self.container!r}")
+        if self.frames is not None and self.frames < 1:
+            raise InputError(f"--frames must be 1 or more, not {self.frames}")
+
+
+@dataclass
+class VideoReport:
+    written: list[Path] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    frames: int = 0  # frames upscaled by this run (not those of earlier runs' segments)
+
+
+def output_path(src: Path, out_dir: Path, suffix: str, container: str) -> Path:
+    ext = src.suffix.lower() if container == "same" else f".{container}"
+    return out_dir / f"{src.stem}{suffix}{ext if ext in OUT_SUFFIXES else '.mkv'}"
+
+
+def parts_folder(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.lwayrt-parts")
+
+
+def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, video: VideoConfig,
+                 config: UpscaleConfig) -> dict:
+    """What the parts of an unfinished run must share with this one to be continued: the source file (its path,
+    size and time), how it is read, the model's run key, the output size and the encoder's settings."""
+    st = src.stat()
+    return {"source": str(src.resolve()), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns,
+            "rate": str(info.rate), "depth": info.depth, "matrix": info.matrix, "size": list(size), "run_key": key,
+            "crf": video.crf, "preset": video.preset, "frames": video.frames, "outscale": config.outscale,
+            "deinterlace": video.deinterlace}
+
+
+_SETTING = {"source": "source file", "source_bytes": "source file (it changed since)",
+            "source_mtime_ns": "source file (it changed since)", "rate": "frame rate", "depth": "bit depth",
+            "matrix": "colour matrix", "size": "output size", "run_key": "model (or --detail-cap)", "crf": "--crf",
+            "preset": "--preset", "frames": "--frames", "outscale": "--outscale", "deinterlace": "--deinterlace"}  # (a fingerprint's keys, as said)
+
+
+def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig, video: VideoConfig, *,
+                   on_start: Callable[[Path, int | None, int], None] | None = None,
+                   progress: Callable[[], None] | None = None) -> VideoReport:
+    """Upscale each video of ``inputs`` into ``out_dir``; a failing video does not stop the others (its failure is
+    in the report). ``on_start(src, frames_estimate, frames_already_done)`` opens a video, ``progress()`` counts a
+    frame."""
+    out_dir = Path(out_dir).expanduser()
+    srcs = [Path(p).expanduser() for p in inputs]
+    for src in srcs:
+        if src.is_dir():
+            raise InputError(f"{src} is a folder: give the video files (e.g. {shell_word(str(src))}/*.mp4)")
+        if not src.exists():
+            raise InputError(f"{src} does not exist")
+    ffmpeg_exe()  # (before the model loads and -o is made: nothing is written without it)
+    config, desc, router, cap, _ = prepare_run(config)
+    if router is not None:
+        raise InputError(f"{config.model} is a per-group adaptation: each image goes to its group's model, and a "
+                         "video's frames would flip between models; give one group's folder as -m (its sub-folders)")
+    suffix = f"_x{config.outscale if config.outscale is not None else desc.scale:g}" if config.suffix is None \
+        else config.suffix
+    plan = [(src, output_path(src, out_dir, suffix, video.container)) for src in srcs]
+    seen: dict[Path, Path] = {}
+    for src, dest in plan:
+        if dest.resolve() == src.resolve():
+            raise InputError(f"{dest} is the input itself: choose another -o folder or --suffix")
+        if (other := seen.setdefault(dest, src)) != src:
+            raise InputError(f"{other} and {src} would both be written to {dest}: upscale them into separate -o folders")
+    made = not out_dir.exists()
+    ensure_writable_dir(out_dir, "-o folder")
+    key = run_key(config, desc, cap, None, alpha=False)
+    report = VideoReport()
+    for src, dest in plan:
+        try:
+            _upscale_video(src, dest, config, video, desc, cap, key, report, on_start, progress)
+        except Interrupted:
+            raise
+        except LwayError as exc:
+            msg = str(exc)
+            report.failures.append((src, msg if str(src) in msg else f"{src}: {msg}"))
+    if made and not report.written:  # every video failed before its first frame: no empty folder of ours is left
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()
+    return report
+
+
+def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoConfig, desc, cap, key: str,
+                   report: VideoReport, on_start, progress) -> None:
+    if dest.exists() and not video.overwrite:
+        raise InputError(f"{dest} exists: pass --overwrite to replace it, or choose another -o folder or --suffix")
+    info = probe(src)
+    factor = config.outscale if config.outscale is not None else desc.scale
+    size = scaled_size((info.width, info.height), factor)
+    if size[0] % 2 or size[1] % 2:
+        raise InputError(f"{src} ({info.width}x{info.height}) upscaled {factor:g}x is {size[0]}x{size[1]}, and H.264 "
+                         "in 4:2:0 needs even sides: choose another --outscale")
+    if min(info.width, info.height) < desc.min_size:
+        raise InputError(f"{src} is {info.width}x{info.height}, smaller than the model's minimum side of "
+                         f"{desc.min_size} px")
+    if info.interlaced and not video.deinterlace:
+        report.notes.append(f"{src} is interlaced (each frame two fields a moment apart): its frames were upscaled as "
+                            "they are, and moving edges show combs the model sharpens; --deinterlace makes each a "
+                            "whole picture first")
+    parts = parts_folder(dest)
+    print_of = _fingerprint(src, info, size, key, video, config)
+    segments = _resume(parts, print_of, src, dest)
+    done = sum(s["frames"] for s in segments)
+    total = info.frames_estimate if video.frames is None else min(video.frames, info.frames_estimate or video.frames)
+    if on_start:
+        on_start(src, total, done)
+    if done and total is not None and done < total:
+        report.notes.append(f"{dest.name}: went on from frame {done} (the {len(segments)} segment(s) of an earlier run "
+                            f"are in {parts})")
+    left = None if video.frames is None else video.frames - done
+    writer: SegmentWriter | None = None
+    started = time.monotonic()
+
+    def close_segment() -> None:
+        nonlocal writer
+        if writer is None:
+            return
+        w, writer = writer, None
+        if w.frames == 0:
+            w.abort()
+            return
+        w.close()
+        segments.append({"file": w.dest.name, "start": done - w.frames, "frames": w.frames})
+        atomic_write_json(parts / _RECORD, {**print_of, "segments": segments})
+
+    try:
+        with finishing_steps() as steps:
+            if left is None or left > 0:
+                for frame in read_frames(src, info, start=done, count=left, deinterlace=video.deinterlace):
+                    if writer is None:
+                        writer = SegmentWriter(parts / f"segment_{len(segments):05d}.mp4", info, size, video.crf,
+                                               video.preset)
+                        started = time.monotonic()
+                    writer.write(_upscale_frame(frame, info, desc, cap, config))
+                    done += 1
+                    report.frames += 1
+                    steps.unsaved = True
+                    if progress:
+                        progress()
+                    if STOPS:
+                        raise KeyboardInterrupt
+                    if writer.frames >= SEGMENT_FRAMES or time.monotonic() - started >= SEGMENT_SECONDS:
+                        close_segment()
+                        steps.unsaved = False
+            close_segment()
+    except KeyboardInterrupt as exc:
+        if writer is not None and STOPS and len(STOPS) == 1:  # a first stop: the frame in hand was finished
+            close_segment()
+        elif writer is not None:
+            writer.abort()
+        kept = sum(s["frames"] for s in segments)
+        raise Interrupted(f"interrupted: {kept} frame(s) of {src.name} are kept in {parts}; run the same command again "
+                          "to go on from there") from exc
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if not segments:
+        raise InputError(f"{src} gave no frames to upscale")
+    seconds = sum(s["frames"] for s in segments) / float(info.rate)
+    cut = seconds if video.frames is not None else None
+    with atomic_path(dest) as tmp:
+        report.notes += mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
+    shutil.rmtree(parts, ignore_errors=True)
+    report.written.append(dest)
+
+
+def _resume(parts: Path, print_of: dict, src: Path, dest: Path) -> list[dict]:
+    """The segments an earlier, unfinished run of the same source and settings left in ``parts`` (whole ones only:
+    a segment file the record does not list, one being written when a run was killed, is removed); a folder of
+    another source or settings is refused, naming what differs."""
+    record_path = parts / _RECORD
+    if not parts.exists():
+        parts.mkdir(parents=True)
+        return []
+    try:
+        record = json.loads(record_path.read_text())
+    except FileNotFoundError:  # made, and killed before its first segment was finished
+        record = {**print_of, "segments": []}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{record_path} cannot be read ({exc}): remove {parts} to start {dest.name} again") from None
+    differs = list(dict.fromkeys(_SETTING[k] for k, v in print_of.items() if record.get(k) != v))
+    if differs:
+        raise InputError(f"{parts} holds an unfinished upscale of {record.get('source', '?')} made with another "
+                         f"{', '.join(differs)}: run that command again to finish it, or remove the folder (rm -r "
+                         f"{shell_word(str(parts))}) to start {dest.name} again")
+    segments = [s for s in record.get("segments", []) if (parts / s["file"]).is_file()]
+    if len(segments) != len(record.get("segments", [])):
+        raise InputError(f"{parts} misses segment files it records: remove it (rm -r {shell_word(str(parts))}) to "
+                         f"start {dest.name} again")
+    listed = {s["file"] for s in segments} | {_RECORD}
+    for stray in parts.iterdir():  # a segment being written (or its temporary file) when a run was killed
+        if stray.name not in listed:
+            stray.unlink(missing_ok=True)
+    return segments
+
+
+def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: UpscaleConfig) -> np.ndarray:
+    top = 65535.0 if info.depth == 16 else 255.0
+    rgb = frame.astype(np.float32) / top
+    up = upscale_image(desc, LoadedImage(rgb, bit_depth=info.depth), config, cap)
+    return _quantise(up.rgb, info.depth)
+

@@ -1,0 +1,304 @@
+"""``lwayrt upscale-video`` end to end: real clips made by ffmpeg (imageio-ffmpeg's, the ``video`` extra), the real
+realesr-animevideov3 model, real ffmpeg processes. The frames written are checked against the model run on the
+source's own frames (order, count, rate, colour), and a stopped run against one that was never stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lway_rt import errors
+from lway_rt.cli import main
+from lway_rt.errors import Interrupted
+from lway_rt.io.video import ffmpeg_exe, probe, read_frames
+from lway_rt.upscale import UpscaleConfig, prepare_model, upscale_rgb
+from lway_rt.video import VideoConfig, parts_folder, upscale_videos
+
+MODEL = "realesr-animevideov3"
+
+
+def make_clip(path: Path, size="64x48", rate="30000/1001", seconds=0.4, audio=True, extra=()) -> Path:
+    """A clip of a photo panning down 3 px a frame (each frame differs from the next), with a tone where ``audio``."""
+    from skimage import data
+
+    w, h = (int(v) for v in size.split("x"))
+    photo = data.astronaut()
+    n = max(1, round(seconds * float(Fraction(rate))))
+    if h + 3 * n > photo.shape[0] or w > photo.shape[1]:  # (an HD probe: the photo stretched)
+        photo = np.kron(photo, np.ones((4, 4, 1), np.uint8))
+    frames = b"".join(np.ascontiguousarray(photo[40 + 3 * i:40 + 3 * i + h, 100:100 + w]).tobytes() for i in range(n))
+    args = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", size,
+            "-framerate", rate, "-i", "pipe:0"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={n / float(Fraction(rate))}", "-c:a",
+                 "aac" if path.suffix != ".avi" else "pcm_s16le"]
+    subprocess.run([*args, "-c:v", "libx264", "-pix_fmt", "yuv420p", *extra, str(path)], input=frames, check=True)
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def y_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of the luma: H.264's 4:2:0 halves the chroma's resolution, which no setting of ours changes."""
+    luma = np.array([0.299, 0.587, 0.114])
+    mse = np.mean((a.astype(np.float64) @ luma - b.astype(np.float64) @ luma) ** 2)
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return prepare_model(UpscaleConfig(model=MODEL))
+
+
+def model_frames(model, src: Path) -> list[np.ndarray]:
+    """What the model makes of each of ``src``'s frames, as 8-bit samples."""
+    out = []
+    for f in read_frames(src, probe(src)):
+        out.append(np.round(upscale_rgb(model, f.astype(np.float32) / 255) * 255).astype(np.uint8))
+    return out
+
+
+def check_frames(dest: Path, expected: list[np.ndarray], least_db: float = 40.0) -> None:
+    """``dest`` holds ``expected``'s frames, in order: each within ``least_db`` (luma PSNR) of its own and far nearer
+    to it than to its neighbours."""
+    got = list(read_frames(dest, probe(dest)))
+    assert len(got) == len(expected)
+    for i, frame in enumerate(got):
+        own = y_psnr(frame, expected[i])
+        assert own >= least_db, (i, own)
+        for j in (i - 1, i + 1):
+            if 0 <= j < len(expected):
+                assert y_psnr(frame, expected[j]) < own - 10, (i, j)
+
+
+def test_a_clip_is_upscaled_frame_by_frame_with_its_rate_and_audio(tmp_path, model):
+    src = make_clip(tmp_path / "clip.mp4")
+    result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--crf", "8")
+    dest = tmp_path / "out" / "clip_x4.mp4"
+    assert result.exit_code == 0 and f"wrote {dest}" in result.output, result.output
+    info = probe(dest)
+    assert (info.width, info.height, info.rate, info.audio) == (256, 192, Fraction(30000, 1001), 1)
+    check_frames(dest, model_frames(model, src))
+    assert not parts_folder(dest).exists() and [p.name for p in dest.parent.iterdir()] == ["clip_x4.mp4"]
+
+
+def test_other_containers_keep_their_audio_in_mkv_and_ten_bits_stay_ten(tmp_path, model):
+    avi = make_clip(tmp_path / "old.avi", rate="25")  # PCM audio, which an .mp4 holds only re-encoded
+    deep = make_clip(tmp_path / "deep.mkv", rate="25", audio=False, extra=["-pix_fmt", "yuv420p10le"])
+    assert probe(deep).depth == 16 and probe(avi).depth == 8
+    result = run("upscale-video", avi, deep, "-o", tmp_path / "out", "-m", MODEL, "--crf", "8")
+    assert result.exit_code == 0, result.output
+    out_avi, out_deep = tmp_path / "out" / "old_x4.mkv", tmp_path / "out" / "deep_x4.mkv"
+    assert probe(out_avi).audio == 1 and probe(out_avi).rate == 25
+    assert probe(out_deep).depth == 16 and probe(out_deep).audio == 0
+    check_frames(out_avi, model_frames(model, avi))
+    # WMA audio and SRT subtitles, which an .mp4 holds only converted: converted, and said
+    srt = tmp_path / "words.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n")
+    mixed = tmp_path / "mixed.mkv"
+    plain = make_clip(tmp_path / "plain.mp4")
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), "-i", str(srt), "-map", "0", "-map", "1",
+                    "-c:v", "copy", "-c:a", "wmav2", "-c:s", "srt", str(mixed)], check=True)
+    again = run("upscale-video", mixed, "-o", tmp_path / "mp4", "-m", MODEL, "--container", "mp4", "--frames", "3")
+    assert again.exit_code == 0 and "audio is re-encoded to AAC" in again.output and \
+        "subtitles are converted to mov_text" in again.output, again.output
+    info = probe(tmp_path / "mp4" / "mixed_x4.mp4")
+    assert (info.audio, info.subtitles) == (1, 1)
+    kept = run("upscale-video", mixed, "-o", tmp_path / "mkv", "-m", MODEL, "--frames", "3")  # .mkv holds them
+    assert kept.exit_code == 0 and "note:" not in kept.output, kept.output
+    assert probe(tmp_path / "mkv" / "mixed_x4.mkv").subtitles == 1
+
+
+def test_a_rotated_phone_clip_comes_out_upright(tmp_path):
+    plain = make_clip(tmp_path / "plain.mp4", audio=False)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-display_rotation", "90", "-i", str(plain), "-c", "copy",
+                    str(turned)], check=True)
+    assert (probe(turned).width, probe(turned).height) == (48, 64)
+    assert run("upscale-video", turned, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
+    out = probe(tmp_path / "out" / "turned_x4.mp4")
+    assert (out.width, out.height) == (192, 256)
+
+
+def test_colours_come_back_as_the_source_showed_them(tmp_path, model):
+    """A flat colour, encoded with BT.709 and so recorded, or with BT.601 and no record (as a player takes a small
+    video), is read back as that colour and keeps it through the upscale: a mismatched matrix moves this blue by
+    10-20 levels."""
+    blue = np.array([0x33, 0x66, 0xCC], np.uint8)
+    for name, matrix, tags in (("tagged.mp4", "bt709", ["-colorspace", "bt709", "-color_primaries", "bt709",
+                                                        "-color_trc", "bt709"]), ("plain.mp4", "bt601", [])):
+        src = tmp_path / name
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48",
+                        "-framerate", "25", "-i", "pipe:0", "-vf", f"scale=out_color_matrix={matrix}:out_range=tv" if tags
+                        else "null",  # (ffmpeg's own conversion: BT.601, recorded nowhere)
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", *tags, str(src)],
+                       input=np.tile(blue, (3, 48, 64, 1)).tobytes(), check=True)
+        assert probe(src).matrix == matrix and probe(src).tagged == bool(tags)
+        first = next(read_frames(src, probe(src)))
+        before = first[8:-8, 8:-8].reshape(-1, 3).mean(0)
+        assert np.abs(before - blue).max() < 2, (name, before)
+        made = upscale_rgb(model, first.astype(np.float32) / 255)[32:-32, 32:-32].reshape(-1, 3).mean(0) * 255
+        assert run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
+        dest = tmp_path / "out" / name.replace(".mp4", "_x4.mp4")
+        after = next(read_frames(dest, probe(dest)))[32:-32, 32:-32].reshape(-1, 3).mean(0)
+        assert np.abs(after - made).max() < 1.5, (name, made, after)  # (the model lifts this blue by 1-2 levels)
+
+
+def test_an_hd_clip_without_colour_tags_is_read_as_bt709(tmp_path):
+    src = make_clip(tmp_path / "hd.mp4", size="1280x720", rate="25", seconds=0.04, audio=False)
+    info = probe(src)
+    assert (info.matrix, info.tagged, info.frames_estimate) == ("bt709", False, 1)
+    assert probe(make_clip(tmp_path / "sd.mp4", size="720x480", rate="25", seconds=0.04, audio=False)).matrix == "bt601"
+
+
+def test_frames_takes_the_first_ones_and_their_audio(tmp_path, model):
+    src = make_clip(tmp_path / "clip.mp4", seconds=1.0)
+    result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "5", "--crf", "8")
+    assert result.exit_code == 0, result.output
+    dest = tmp_path / "out" / "clip_x4.mp4"
+    check_frames(dest, model_frames(model, src)[:5])
+    assert probe(dest).duration == pytest.approx(5 * 1001 / 30000, abs=0.03)
+
+
+@pytest.fixture
+def small_segments(monkeypatch):
+    import lway_rt.video as video
+
+    monkeypatch.setattr(video, "SEGMENT_FRAMES", 3)
+    yield
+    errors.STOPS.clear()
+
+
+def test_a_stop_finishes_its_frame_and_the_same_command_goes_on_from_there(tmp_path, model, small_segments):
+    """The stop the CLI's handler records (``STOPS``) after the fifth frame: the frame in hand is finished and its
+    segment closed, so the run keeps five frames; run again, it decodes from the sixth and the output holds every
+    frame once, in order."""
+    src = make_clip(tmp_path / "clip.mp4", seconds=0.4)
+    out = tmp_path / "out"
+    config, video = UpscaleConfig(model=MODEL), VideoConfig(crf=8)
+    count = []
+
+    def stop_after_five() -> None:
+        count.append(1)
+        if len(count) == 5:
+            errors.STOPS.append(signal.SIGTERM)
+
+    with pytest.raises(Interrupted, match=r"interrupted: 5 frame\(s\) of clip.mp4 are kept in .*run the same command"):
+        upscale_videos([src], out, config, video, progress=stop_after_five)
+    parts = parts_folder(out / "clip_x4.mp4")
+    assert sorted(p.name for p in parts.iterdir()) == ["parts.json", "segment_00000.mp4", "segment_00001.mp4"]
+    assert not (out / "clip_x4.mp4").exists()
+    errors.STOPS.clear()
+    (parts / "segment_00002.mp4").write_bytes(b"cut short by a kill")  # a segment a killed run was writing
+    report = upscale_videos([src], out, config, video)
+    assert report.frames == 7 and any("went on from frame 5" in n for n in report.notes), report.notes
+    check_frames(out / "clip_x4.mp4", model_frames(model, src))
+    assert not parts.exists()
+
+
+def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segments):
+    src = make_clip(tmp_path / "clip.mp4", audio=False)
+    out = tmp_path / "out"
+    errors.STOPS.append(signal.SIGINT)  # a stop as the first frame is done
+    with pytest.raises(Interrupted):
+        upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
+    errors.STOPS.clear()
+    result = run("upscale-video", src, "-o", out, "-m", MODEL, "--crf", "23")
+    parts = parts_folder(out / "clip_x4.mp4")
+    assert result.exit_code == 1 and "made with another --crf: run that command again to finish it, or remove" in \
+        result.output and f"rm -r {parts}" in result.output, result.output
+    assert (parts / "segment_00000.mp4").is_file()
+    assert run("upscale-video", src, "-o", out, "-m", MODEL).exit_code == 0 and not parts.exists()
+
+
+def test_sigterm_keeps_the_frames_done_and_exits_143(tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", size="96x64", seconds=2.0)
+    out = tmp_path / "out"
+    args = ["upscale-video", str(src), "-o", str(out), "-m", MODEL, "--tile", "0"]
+    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    parts = parts_folder(out / "clip_x4.mp4")
+    try:
+        deadline = time.monotonic() + 120
+        while not parts.is_dir():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "the run did not start"
+            time.sleep(0.02)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        text = proc.communicate(timeout=120)[0].decode()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    kept = int(text.split("interrupted: ", 1)[1].split(" frame(s)", 1)[0]) if "interrupted: " in text else -1
+    assert proc.returncode == 143 and 0 < kept < 60 and "run the same command again" in text, text
+    again = run(*args)
+    assert again.exit_code == 0 and f"went on from frame {kept}" in again.output, again.output
+    assert len(list(read_frames(out / "clip_x4.mp4", probe(out / "clip_x4.mp4")))) == 60
+
+
+def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
+    src = make_clip(tmp_path / "clip.mp4", audio=False, seconds=0.12)
+    out = tmp_path / "out"
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    bad = run("upscale-video", text, "-o", out, "-m", MODEL)
+    assert bad.exit_code == 1 and f"{text} is not a video ffmpeg can read" in bad.output, bad.output
+    odd = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.5", "--frames", "1")  # 96x72: even
+    assert odd.exit_code == 0, odd.output
+    odd = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.25", "--suffix", "_odd")  # 80x60: even too
+    assert odd.exit_code == 0, odd.output
+    odd = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.3", "--suffix", "_odd2")  # 83x62
+    assert odd.exit_code == 1 and "needs even sides: choose another --outscale" in odd.output, odd.output
+    there = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.5")
+    assert there.exit_code == 1 and "clip_x1.5.mp4 exists: pass --overwrite" in there.output, there.output
+    before = (out / "clip_x1.5.mp4").read_bytes()
+    assert run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.5", "--overwrite").exit_code == 0
+    assert (out / "clip_x1.5.mp4").read_bytes() != before  # one frame before, three now
+    same = run("upscale-video", src, "-o", tmp_path, "-m", MODEL, "--suffix", "")
+    assert same.exit_code == 1 and "is the input itself" in same.output, same.output
+    folder = run("upscale-video", tmp_path, "-o", out, "-m", MODEL)
+    assert folder.exit_code == 2 and "is a directory" in folder.output, folder.output
+    # no ffmpeg anywhere: the extra to install is named
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    missing = run("upscale-video", src, "-o", tmp_path / "none", "-m", MODEL)
+    assert missing.exit_code == 1 and "pip install 'lway_rt[video]'" in missing.output, missing.output
+    assert not (tmp_path / "none").exists()
+
+
+def test_upscale_given_a_video_names_upscale_video(tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", audio=False, seconds=0.12)
+    result = run("upscale", src, "-o", tmp_path / "out", "-m", MODEL)
+    assert result.exit_code == 1 and "'lwayrt upscale-video' upscales a video whole" in result.output, result.output
+
+
+def test_an_interlaced_source_is_named_and_deinterlace_makes_whole_pictures(tmp_path):
+    plain = make_clip(tmp_path / "plain.mp4", audio=False)
+    src = tmp_path / "fields.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), "-c:v", "libx264", "-flags",
+                    "+ilme+ildct", "-x264-params", "tff=1", str(src)], check=True)
+    assert probe(src).interlaced and not probe(plain).interlaced
+    result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2")
+    assert result.exit_code == 0 and f"{src} is interlaced" in result.output and "--deinterlace" in result.output, \
+        result.output
+    fields = list(read_frames(src, probe(src), count=3))
+    whole = list(read_frames(src, probe(src), count=3, deinterlace=True))
+    assert len(whole) == 3 and any(np.abs(a.astype(int) - b).max() > 8 for a, b in zip(fields, whole))
+    again = run("upscale-video", src, "-o", tmp_path / "out2", "-m", MODEL, "--frames", "2", "--deinterlace")
+    assert again.exit_code == 0 and "is interlaced" not in again.output, again.output
