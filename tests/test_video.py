@@ -302,3 +302,15 @@ def test_an_interlaced_source_is_named_and_deinterlace_makes_whole_pictures(tmp_
     assert len(whole) == 3 and any(np.abs(a.astype(int) - b).max() > 8 for a, b in zip(fields, whole))
     again = run("upscale-video", src, "-o", tmp_path / "out2", "-m", MODEL, "--frames", "2", "--deinterlace")
     assert again.exit_code == 0 and "is interlaced" not in again.output, again.output
+
+
+def test_the_overhead_benchmark_times_both_ways_on_the_same_frames(tmp_path, load_benchmark):
+    import json
+
+    bench = load_benchmark("video_overhead")
+    out = tmp_path / "overhead.json"
+    assert bench.main(["--frames", "2", "--rounds", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["lr_size"] for r in rows] == [[320, 180], [480, 270]] and all(r["frames"] == 2 for r in rows)
+    assert all(r["median_s"]["video"] > 0 and r["video_over_model"] == pytest.approx(
+        r["median_s"]["video"] / r["median_s"]["model"], rel=0.01) for r in rows)
