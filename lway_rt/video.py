@@ -255,3 +255,30 @@ def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: Upscal
     up = upscale_image(desc, LoadedImage(rgb, bit_depth=info.depth), config, cap)
     return _quantise(up.rgb, info.depth)
 
+
+
+ADAPT_FRAMES = 32  # frames of a video 'lwayrt adapt' takes without --sample
+
+
+def sample_frames(src: Path, n: int | None, deinterlace: bool = False) -> list:
+    """``n`` (``ADAPT_FRAMES`` where None) frames spread evenly over the video ``src``, first and last included, read
+    as ``upscale-video`` reads them (so adaptation sees the pictures the adapted model will be given), as
+    ``InputImage``s named ``<stem>_f<frame number>``: what ``lwayrt adapt VIDEO`` adapts on."""
+    from lway_rt.adapt._imageio import InputImage
+    from lway_rt.io.video import count_frames
+
+    info = probe(src)
+    top = 65535.0 if info.depth == 16 else 255.0
+    total = info.frames_estimate
+    for _ in range(2):  # the container's duration first; where it promised frames the stream lacks, their count
+        total = total or count_frames(src, info)
+        want = min(n or ADAPT_FRAMES, total)
+        pick = [total // 2] if want == 1 else sorted({round(i * (total - 1) / (want - 1)) for i in range(want)})
+        frames = [InputImage(f"{src.stem}_f{i:06d}", LoadedImage(f.astype(np.float32) / top, bit_depth=info.depth))
+                  for i, f in zip(pick, read_frames(src, info, pick=pick, deinterlace=deinterlace))]
+        if len(frames) == len(pick):
+            return frames
+        total = None
+    if not frames:
+        raise InputError(f"{src} gave no frames to adapt on")
+    return frames

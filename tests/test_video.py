@@ -314,3 +314,37 @@ def test_the_overhead_benchmark_times_both_ways_on_the_same_frames(tmp_path, loa
     assert [r["lr_size"] for r in rows] == [[320, 180], [480, 270]] and all(r["frames"] == 2 for r in rows)
     assert all(r["median_s"]["video"] > 0 and r["video_over_model"] == pytest.approx(
         r["median_s"]["video"] / r["median_s"]["model"], rel=0.01) for r in rows)
+
+
+def test_adapt_takes_frames_spread_over_a_video_and_resumes_on_the_same_ones(tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", seconds=1.0)  # 30 frames; the container says 1.0 s of the 29.97 fps
+    out = tmp_path / "run"
+    args = ["adapt", src, "-m", MODEL, "-o", out, "--iterations", "2", "--sample", "4", "--patch-size", "32"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "sr").iterdir()) == ["clip_f000000.png", "clip_f000010.png",
+                                                               "clip_f000019.png", "clip_f000029.png"]
+    assert f"lwayrt upscale-video {src} -m {out} -o OUT" in result.output, result.output
+    again = run(*args, "--resume")
+    assert again.exit_code == 0 and "complete with these inputs and settings: kept as it is" in again.output, \
+        again.output
+    # the adapted weights take the clip whole
+    assert run("upscale-video", src, "-m", out, "-o", tmp_path / "up", "--frames", "2").exit_code == 0
+    mixed = run("adapt", src, tmp_path / "run" / "sr", "-m", MODEL, "-o", tmp_path / "run2")
+    assert mixed.exit_code == 1 and "adapt takes one video alone" in mixed.output, mixed.output
+
+
+def test_frames_a_shorter_stream_lacks_are_counted_not_missed(tmp_path):
+    """A container whose duration runs past its video (the audio is longer): the frames are spread over the video's
+    own frames, the last one included."""
+    from lway_rt.video import sample_frames
+
+    video = make_clip(tmp_path / "short.mp4", rate="25", seconds=0.4, audio=False)  # 10 frames
+    src = tmp_path / "long_audio.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(video), "-f", "lavfi", "-i",
+                    "sine=duration=2", "-c:v", "copy", "-c:a", "aac", str(src)], check=True)
+    assert probe(src).frames_estimate == 50
+    frames = sample_frames(src, 3)
+    assert [f.name for f in frames] == ["long_audio_f000000", "long_audio_f000004", "long_audio_f000009"]
+    last = list(read_frames(video, probe(video)))[9]
+    assert np.array_equal(np.round(frames[2].image.rgb * 255).astype(np.uint8), last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -228,7 +229,8 @@ def _restore(ctx, param, value) -> None:
 def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,
             **flags):
     """Adapt MODEL to the low-resolution images INPUT... (files or folders; a folder's own images, not its
-    sub-folders', which a note names) without ground truth.
+    sub-folders', which a note names; or one video, whose --sample frames spread over it [32] are the
+    images) without ground truth.
 
     Writes adapted weights (same architecture as MODEL), the SR image of every input, report.json,
     curves.png, contact_sheet.png and config.json into --out (with --mode per-image / per-group, one
@@ -266,6 +268,13 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     if stage1 is not None and config.loss != "lway" and config.mode != "per-group":  # it would be ignored, unread
         raise InputError(f"--stage1 is used by the lway loss and by --mode per-group only (this run: --loss "
                          f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
+    video = _one_video(inputs)
+    if video is not None:  # frames spread over the clip, read as upscale-video reads them, adapted on in memory
+        from lway_rt.video import sample_frames
+
+        inputs = sample_frames(video, config.sample)
+        config = dataclasses.replace(config, sample=None)  # (taken: every frame read is adapted on)
+        log(f"adapting on {len(inputs)} frames spread over {video} (--sample N takes N)")
     try:
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                         overwrite=overwrite, note=_note)
@@ -290,6 +299,23 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
             m = rep["mean"]
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
         click.echo(line)
+    if video is not None and config.mode == "folder":
+        click.echo(f"the whole clip with the adapted weights: lwayrt upscale-video {shell_word(str(video))} -m "
+                   f"{shell_word(out_dir)} -o OUT")
     if config.mode == "per-group" and len(results) > 1:
         click.echo(f"new images go each to its group's model with: lwayrt upscale NEW... -m {shell_word(out_dir)} "
                    "-o OUT")
+
+
+def _one_video(inputs) -> Path | None:
+    """The video among ``inputs``, which must then be the only input (its frames are the images); None without."""
+    from lway_rt.errors import InputError
+    from lway_rt.io.images import VIDEO_SUFFIXES
+
+    videos = [Path(i) for i in inputs if Path(i).suffix.lower() in VIDEO_SUFFIXES and Path(i).is_file()]
+    if not videos:
+        return None
+    if len(inputs) > 1:
+        raise InputError(f"{videos[0]} is a video, and adapt takes one video alone (frames spread over it are the "
+                         "images): give it by itself, or folders of frames")
+    return videos[0]

@@ -162,10 +162,12 @@ def _known(name: str | None) -> str | None:
     return None if name in (None, "", "unknown", "reserved") else name
 
 
-def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | None, deinterlace: bool) -> list[str]:
+def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | None, deinterlace: bool,
+                 pick: list[int] | None = None) -> list[str]:
     pix = "rgb48le" if info.depth == 16 else "rgb24"
     chain = ("bwdif=mode=send_frame:deint=all," if deinterlace else "") + f"fps={info.rate}"
     chain += f",select=gte(n\\,{start})" if start else ""
+    chain += ",select=" + "+".join(f"eq(n\\,{i})" for i in pick) if pick else ""
     chain += (f",scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd+full_chroma_int,format={pix}")
     args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn",
             "-vf", chain, "-fps_mode", "passthrough"]
@@ -174,18 +176,18 @@ def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | 
     return args + ["-f", "rawvideo", "-pix_fmt", pix, "pipe:1"]
 
 
-def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = None, deinterlace: bool = False
-                ) -> Iterator[np.ndarray]:
-    """``src``'s frames from number ``start`` on (``count`` of them at most): HxWx3 uint8, or uint16 for a source
-    of more than 8 bits; ``deinterlace``: each frame's two fields made into one picture first (bwdif, a frame a
-    frame). A decoder that stops with an error part-way is an ``InputError`` naming the frame, never
+def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = None, deinterlace: bool = False,
+                pick: list[int] | None = None) -> Iterator[np.ndarray]:
+    """``src``'s frames from number ``start`` on (``count`` of them at most), or only those numbered in ``pick``
+    (in order; fewer where the video is shorter): HxWx3 uint8, or uint16 for a source of more than 8 bits;
+    ``deinterlace``: each frame's two fields made into one picture first (bwdif, a frame a frame). A decoder that stops with an error part-way is an ``InputError`` naming the frame, never
     an early end taken for the video's. ffmpeg runs in a process group of its own: a Ctrl-C meant for this command
     does not end it (which would read as the end of the video)."""
     exe = ffmpeg_exe()
     dtype = np.uint16 if info.depth == 16 else np.uint8
     frame_bytes = info.width * info.height * 3 * np.dtype(dtype).itemsize
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(_decode_args(exe, src, info, start, count, deinterlace), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(_decode_args(exe, src, info, start, count, deinterlace, pick), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=err, process_group=0, bufsize=0)
         n = start
         try:
@@ -205,6 +207,17 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                 proc.kill()
             proc.stdout.close()
             proc.wait()
+
+
+def count_frames(src: Path, info: VideoInfo) -> int:
+    """How many frames ``read_frames`` gives of ``src``, by decoding it (no conversion): for a file that records no
+    duration."""
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(src), "-map", "0:v:0", "-vf", f"fps={info.rate}",
+                 "-f", "null", "-"], "reading video")
+    counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
+    if done.returncode or not counts:
+        raise InputError(f"{src}: ffmpeg could not decode it ({_last_line(done.stderr)}); re-encode or re-copy it")
+    return int(counts[-1])
 
 
 def _read_exactly(stream, size: int) -> bytes:
