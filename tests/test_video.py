@@ -285,7 +285,10 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
 def test_upscale_given_a_video_names_upscale_video(tmp_path):
     src = make_clip(tmp_path / "clip.mp4", audio=False, seconds=0.12)
     result = run("upscale", src, "-o", tmp_path / "out", "-m", MODEL)
-    assert result.exit_code == 1 and "'lwayrt upscale-video' upscales a video whole" in result.output, result.output
+    assert result.exit_code == 1 and "give the video file itself to 'lwayrt upscale-video'" in result.output, \
+        result.output
+    folder = run("adapt", tmp_path, "-o", tmp_path / "run", "-m", MODEL)  # a folder of video: the file is named
+    assert folder.exit_code == 1 and "or 'lwayrt adapt' (frames spread over it)" in folder.output, folder.output
 
 
 def test_an_interlaced_source_is_named_and_deinterlace_makes_whole_pictures(tmp_path):

@@ -184,8 +184,8 @@ def _video_advice(video: Path, folder: Path | None = None) -> str:
     where = f"folder {folder} holds no images, only video ({video.name})" if folder else f"{video} is a video"
     q = shell_word
     return (f"{where}: lwayrt reads images; extract its frames first (mkdir {q(str(frames))} && ffmpeg -i {q(str(video))} "
-            f"{q(f'{frames}/%06d.png')}) and give it that folder; 'lwayrt upscale-video' upscales a video whole, "
-            "with its audio")
+            f"{q(f'{frames}/%06d.png')}) and give it that folder, or give the video file itself to 'lwayrt "
+            "upscale-video' (all of it, with its audio) or 'lwayrt adapt' (frames spread over it)")
 
 
 def image_subfolders(folder: Path) -> list[Path]:
