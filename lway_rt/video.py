@@ -22,7 +22,7 @@ import numpy as np
 from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
 from lway_rt.io.images import LoadedImage, _quantise
 from lway_rt.io.video import OUT_SUFFIXES, SegmentWriter, VideoInfo, ffmpeg_exe, mux, probe, read_frames
-from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir
+from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
 SEGMENT_SECONDS = 30.0  # a segment is closed after this much work: a kill -9 loses at most about this much
@@ -136,6 +136,14 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
 
 def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoConfig, desc, cap, key: str,
                    report: VideoReport, on_start, progress) -> None:
+    """One video, while no other run writes the same output (a second one is refused in one line: both would add
+    segments to one parts folder)."""
+    with exclusive_run(dest.with_name(f".{dest.name}.lock"), "-o folder or --suffix"):
+        _upscale_locked(src, dest, config, video, desc, cap, key, report, on_start, progress)
+
+
+def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoConfig, desc, cap, key: str,
+                    report: VideoReport, on_start, progress) -> None:
     if dest.exists() and not video.overwrite:
         raise InputError(f"{dest} exists: pass --overwrite to replace it, or choose another -o folder or --suffix")
     info = probe(src)

@@ -351,3 +351,14 @@ def test_frames_a_shorter_stream_lacks_are_counted_not_missed(tmp_path):
     assert [f.name for f in frames] == ["long_audio_f000000", "long_audio_f000004", "long_audio_f000009"]
     last = list(read_frames(video, probe(video)))[9]
     assert np.array_equal(np.round(frames[2].image.rgb * 255).astype(np.uint8), last)
+
+
+def test_a_second_run_into_the_same_output_is_refused_while_one_runs(tmp_path, held_elsewhere):
+    src = make_clip(tmp_path / "clip.mp4", audio=False, seconds=0.12)
+    out = tmp_path / "out"
+    out.mkdir()
+    with held_elsewhere(out / ".clip_x4.mp4.lock"):
+        result = run("upscale-video", src, "-o", out, "-m", MODEL)
+    assert result.exit_code == 1 and f"another run is writing to {out / 'clip_x4.mp4'} right now" in result.output, \
+        result.output
+    assert not (out / "clip_x4.mp4").exists() and not parts_folder(out / "clip_x4.mp4").exists()
