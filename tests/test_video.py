@@ -362,3 +362,20 @@ def test_a_second_run_into_the_same_output_is_refused_while_one_runs(tmp_path, h
     assert result.exit_code == 1 and f"another run is writing to {out / 'clip_x4.mp4'} right now" in result.output, \
         result.output
     assert not (out / "clip_x4.mp4").exists() and not parts_folder(out / "clip_x4.mp4").exists()
+
+
+def test_a_video_that_starts_after_its_audio_stays_in_sync(tmp_path):
+    """A camcorder's MPEG-TS or a clip cut from a longer one: the video's first frame comes some time after the file's
+    start (its audio's). The output's video starts as long after its audio; it had been moved to the start."""
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.4)
+    late = tmp_path / "late.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(clip), "-itsoffset", "0.5", "-i", str(clip),
+                    "-map", "1:v", "-map", "0:a", "-c", "copy", str(late)], check=True)
+    assert probe(late).video_delay == pytest.approx(0.5, abs=0.001)
+    for extra in ([], ["--frames", "6", "--suffix", "_six"]):
+        assert run("upscale-video", late, "-o", tmp_path / "out", "-m", MODEL, *extra).exit_code == 0
+    out = probe(tmp_path / "out" / "late_x4.mp4")
+    assert out.video_delay == pytest.approx(0.5, abs=0.01) and out.audio == 1
+    six = probe(tmp_path / "out" / "late_six.mp4")
+    assert six.video_delay == pytest.approx(0.5, abs=0.01) and six.duration == pytest.approx(0.5 + 6 * 1001 / 30000,
+                                                                                             abs=0.03)

@@ -73,6 +73,7 @@ class VideoInfo:
     audio: int
     subtitles: int
     interlaced: bool = False  # the stream records its frames as two fields ("top first", "bottom first")
+    video_delay: float = 0.0  # seconds from the file's start (its earliest stream's) to its first video frame
 
     @property
     def frames_estimate(self) -> int | None:
@@ -155,7 +156,18 @@ def probe(src: Path) -> VideoInfo:
     return VideoInfo(width, height, rate, duration, matrix, tagged, _known(primaries), _known(transfer), depth, sar,
                      codec, len(re.findall(r"Stream #0:\d+[^:]*: Audio:", text)),
                      len(re.findall(r"Stream #0:\d+[^:]*: Subtitle:", text)),
-                     interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)))
+                     interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)),
+                     video_delay=_delay(text, line))
+
+
+def _delay(text: str, line: str) -> float:
+    """How long after the file's start its video begins: ffmpeg prints a stream's own start where it differs from
+    the file's (a camcorder's MPEG-TS, a clip cut from a longer one)."""
+    file_start = re.search(r", start: (-?[\d.]+)", text)
+    own = re.search(r", start (-?[\d.]+)", line)
+    if not (file_start and own):
+        return 0.0
+    return max(0.0, float(own.group(1)) - float(file_start.group(1)))
 
 
 def _known(name: str | None) -> str | None:
@@ -310,9 +322,11 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     exe = ffmpeg_exe()
     listing = into.with_name(f"{into.name}.segments.txt")
     listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in segments))
-    base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+    # the video placed where it began in the source, after its audio's start: what the mux keeps in sync
+    delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
+    base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", str(listing),
             "-i", str(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy"]
-    tail = (["-t", f"{duration:.6f}"] if duration is not None else []) + \
+    tail = (["-t", f"{info.video_delay + duration:.6f}"] if duration is not None else []) + \
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
         ["-f", _MUXERS[dest.suffix.lower()], str(into)]
     movie = dest.suffix.lower() != ".mkv"
