@@ -250,7 +250,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path) -> list[dict]:
     if len(segments) != len(record.get("segments", [])):
         raise InputError(f"{parts} misses segment files it records: remove it (rm -r {shell_word(str(parts))}) to "
                          f"start {dest.name} again")
-    listed = {s["file"] for s in segments} | {_RECORD}
+    listed = {s["file"] for s in segments} | {_RECORD}  # (segments.txt, a mux's list, is made anew: removed too)
     for stray in parts.iterdir():  # a segment being written (or its temporary file) when a run was killed
         if stray.name not in listed:
             stray.unlink(missing_ok=True)

@@ -204,6 +204,7 @@ def test_a_stop_finishes_its_frame_and_the_same_command_goes_on_from_there(tmp_p
     assert not (out / "clip_x4.mp4").exists()
     errors.STOPS.clear()
     (parts / "segment_00002.mp4").write_bytes(b"cut short by a kill")  # a segment a killed run was writing
+    (parts / "segments.txt").write_text("file 'gone.mp4'\n")  # the list of a mux a kill cut short
     report = upscale_videos([src], out, config, video)
     assert report.frames == 7 and any("went on from frame 5" in n for n in report.notes), report.notes
     check_frames(out / "clip_x4.mp4", model_frames(model, src))
@@ -371,7 +372,7 @@ def test_a_video_that_starts_after_its_audio_stays_in_sync(tmp_path):
     late = tmp_path / "late.mp4"
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(clip), "-itsoffset", "0.5", "-i", str(clip),
                     "-map", "1:v", "-map", "0:a", "-c", "copy", str(late)], check=True)
-    assert probe(late).video_delay == pytest.approx(0.5, abs=0.001)
+    assert probe(late).video_delay == pytest.approx(0.5, abs=0.001) and probe(late).frames_estimate == 12
     for extra in ([], ["--frames", "6", "--suffix", "_six"]):
         assert run("upscale-video", late, "-o", tmp_path / "out", "-m", MODEL, *extra).exit_code == 0
     out = probe(tmp_path / "out" / "late_x4.mp4")

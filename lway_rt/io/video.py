@@ -77,7 +77,7 @@ class VideoInfo:
 
     @property
     def frames_estimate(self) -> int | None:
-        return None if self.duration is None else max(1, round(self.duration * float(self.rate)))
+        return None if self.duration is None else max(1, round((self.duration - self.video_delay) * float(self.rate)))
 
 
 def _run(args: list[str], what: str) -> subprocess.CompletedProcess:
@@ -320,7 +320,7 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     are left out, then the audio is re-encoded to AAC, then left out, each said in the notes returned.
     ``duration``: the seconds of video written, where fewer than the source's (the rest of the audio is cut)."""
     exe = ffmpeg_exe()
-    listing = into.with_name(f"{into.name}.segments.txt")
+    listing = segments[0].with_name("segments.txt")  # in the parts folder, which goes with the run's end
     listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in segments))
     # the video placed where it began in the source, after its audio's start: what the mux keeps in sync
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
