@@ -260,6 +260,13 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
     text.write_text("not a video")
     bad = run("upscale-video", text, "-o", out, "-m", MODEL)
     assert bad.exit_code == 1 and f"{text} is not a video ffmpeg can read" in bad.output, bad.output
+    photo = tmp_path / "photo.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(photo)
+    image = run("upscale-video", photo, "-o", out, "-m", MODEL)
+    assert image.exit_code == 1 and f"{photo} is an image, not a video: 'lwayrt upscale' upscales images" in \
+        image.output, image.output
     odd = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.5", "--frames", "1")  # 96x72: even
     assert odd.exit_code == 0, odd.output
     odd = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.25", "--suffix", "_odd")  # 80x60: even too

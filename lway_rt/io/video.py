@@ -123,8 +123,9 @@ def probe(src: Path) -> VideoInfo:
         raise InputError(f"{src} holds no video stream (only audio or data): nothing to upscale")
     line = video.group(1)
     codec = line.split(" ", 1)[0].rstrip(",")
-    if codec in ("png", "mjpeg", "bmp", "tiff", "webp") and ("attached pic" in line or "Image" in text[:200]):
-        raise InputError(f"{src} is an image, not a video: use 'lwayrt upscale'")
+    demuxer = re.search(r"Input #0, (.+?), from ", text)
+    if demuxer and (demuxer.group(1).endswith("_pipe") or demuxer.group(1) == "image2"):
+        raise InputError(f"{src} is an image, not a video: 'lwayrt upscale' upscales images")
     fmt = re.search(r", (\w+)(?:\(([^)]*)\))?, \d+x\d+", line)
     pix_fmt, props = (fmt.group(1), fmt.group(2) or "") if fmt else ("", "")
     size = re.search(r", (\d+)x(\d+)", line)
