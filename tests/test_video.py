@@ -123,6 +123,18 @@ def test_other_containers_keep_their_audio_in_mkv_and_ten_bits_stay_ten(tmp_path
     assert probe(tmp_path / "mkv" / "mixed_x4.mkv").subtitles == 1
 
 
+def test_names_ffmpeg_could_misread_are_files(tmp_path, monkeypatch):
+    """A colon in a bare name (``take2:final.mp4``) read as a protocol; a quote in a folder's name must survive the
+    mux's list of segments."""
+    folder = tmp_path / "Bob's clips"
+    folder.mkdir()
+    make_clip(folder / "take2:final.mp4", seconds=0.12)
+    monkeypatch.chdir(folder)
+    result = run("upscale-video", "take2:final.mp4", "-o", "up:1")
+    assert result.exit_code == 0, result.output
+    assert probe(Path("up:1") / "take2:final_x4.mp4").audio == 1
+
+
 def test_a_rotated_phone_clip_comes_out_upright(tmp_path):
     plain = make_clip(tmp_path / "plain.mp4", audio=False)
     turned = tmp_path / "turned.mp4"

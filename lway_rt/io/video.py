@@ -115,7 +115,7 @@ def probe(src: Path) -> VideoInfo:
     exe = ffmpeg_exe()
     if not src.is_file():
         raise InputError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
-    text = _run([exe, "-hide_banner", "-nostdin", "-i", str(src)], "reading video").stderr.decode("utf-8", "replace")
+    text = _run([exe, "-hide_banner", "-nostdin", "-i", _url(src)], "reading video").stderr.decode("utf-8", "replace")
     video = re.search(r"Stream #0:\d+[^:]*: Video: (.*)", text)
     if video is None:
         if "Invalid data found" in text or "Stream #" not in text:
@@ -171,6 +171,12 @@ def _delay(text: str, line: str) -> float:
     return max(0.0, float(own.group(1)) - float(file_start.group(1)))
 
 
+def _url(path: Path) -> str:
+    """``path`` as ffmpeg must be given it: as a file, whatever its name holds (``take2:final.mp4`` was read as the
+    protocol ``take2``)."""
+    return f"file:{os.fspath(path)}"
+
+
 def _known(name: str | None) -> str | None:
     return None if name in (None, "", "unknown", "reserved") else name
 
@@ -182,7 +188,7 @@ def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | 
     chain += f",select=gte(n\\,{start})" if start else ""
     chain += ",select=" + "+".join(f"eq(n\\,{i})" for i in pick) if pick else ""
     chain += (f",scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd+full_chroma_int,format={pix}")
-    args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn",
+    args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", "0:v:0", "-an", "-sn", "-dn",
             "-vf", chain, "-fps_mode", "passthrough"]
     if count is not None:
         args += ["-frames:v", str(count)]
@@ -225,7 +231,7 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
 def count_frames(src: Path, info: VideoInfo) -> int:
     """How many frames ``read_frames`` gives of ``src``, by decoding it (no conversion): for a file that records no
     duration."""
-    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(src), "-map", "0:v:0", "-vf", f"fps={info.rate}",
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", "0:v:0", "-vf", f"fps={info.rate}",
                  "-f", "null", "-"], "reading video")
     counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
     if done.returncode or not counts:
@@ -268,7 +274,7 @@ class SegmentWriter:
         args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_in,
                 "-s", f"{size[0]}x{size[1]}", "-framerate", str(info.rate), "-i", "pipe:0", "-vf", chain,
                 "-c:v", "libx264", "-crf", str(crf), "-preset", preset, *colour_args(info), "-f", "mp4",
-                str(self.tmp)]
+                _url(self.tmp)]
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.err,
                                      process_group=0)
@@ -325,11 +331,11 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in segments))
     # the video placed where it began in the source, after its audio's start: what the mux keeps in sync
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
-    base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", str(listing),
-            "-i", str(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy"]
+    base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", _url(listing),
+            "-i", _url(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy"]
     tail = (["-t", f"{info.video_delay + duration:.6f}"] if duration is not None else []) + \
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
-        ["-f", _MUXERS[dest.suffix.lower()], str(into)]
+        ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
     movie = dest.suffix.lower() != ".mkv"
     audio_ways = [("copy", None)] + [(
         "aac", f"{src}'s audio is re-encoded to AAC: a {dest.suffix} file cannot hold it as it is (--container mkv "
