@@ -88,9 +88,12 @@ STOPS: list[int] = []  # the signals that asked this command to stop (SIGINT, SI
 
 
 class _Steps:
-    """What ``finishing_steps`` yields: the loop sets ``unsaved`` while it holds steps no checkpoint has saved."""
+    """What ``finishing_steps`` yields: the loop sets ``unsaved`` while it holds steps no checkpoint has saved;
+    ``step`` and ``kept`` are the words the stop's message uses for them (a video's frames and segments)."""
 
     unsaved = False
+    step = "step"
+    kept = "the last checkpoint"
 
 
 _FINISHING: list[_Steps] = []  # the loops running inside ``finishing_steps``, innermost last
@@ -109,6 +112,12 @@ def finishing_steps():
         yield steps
     finally:
         _FINISHING.remove(steps)
+
+
+def finishing_words() -> tuple[str, str]:
+    """(what a step is, what a stop at once keeps) in the words of the innermost loop that finishes its steps."""
+    steps = _FINISHING[-1] if _FINISHING else _Steps()
+    return steps.step, steps.kept
 
 
 def finishes_steps() -> bool:

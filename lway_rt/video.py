@@ -21,7 +21,8 @@ import numpy as np
 
 from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
 from lway_rt.io.images import LoadedImage, _quantise
-from lway_rt.io.video import OUT_SUFFIXES, SegmentWriter, VideoInfo, ffmpeg_exe, mux, probe, read_frames
+from lway_rt.io.video import (OUT_SUFFIXES, SegmentWriter, VideoInfo, count_packets, ffmpeg_exe, mux, probe,
+                              read_frames)
 from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
@@ -89,6 +90,13 @@ _SETTING = {"source": "source file", "source_bytes": "source file (it changed si
             "preset": "--preset", "frames": "--frames", "outscale": "--outscale", "deinterlace": "--deinterlace"}  # (a fingerprint's keys, as said)
 
 
+_SHOWN = ("crf", "preset", "frames", "outscale", "deinterlace", "size")  # settings a refusal says both values of
+
+
+def _shown(value) -> str:
+    return "none" if value is None else "x".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig, video: VideoConfig, *,
                    on_start: Callable[[Path, int | None, int], None] | None = None,
                    progress: Callable[[], None] | None = None) -> VideoReport:
@@ -96,7 +104,10 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     in the report). ``on_start(src, frames_estimate, frames_already_done)`` opens a video, ``progress()`` counts a
     frame."""
     out_dir = Path(out_dir).expanduser()
-    srcs = [Path(p).expanduser() for p in inputs]
+    srcs: list[Path] = []
+    for p in inputs:  # a file named twice (overlapping globs, a relative and an absolute path) is one job
+        if (src := Path(p).expanduser()).resolve() not in {s.resolve() for s in srcs}:
+            srcs.append(src)
     for src in srcs:
         if src.is_dir():
             raise InputError(f"{src} is a folder: give the video files (e.g. {shell_word(str(src))}/*.mp4)")
@@ -163,12 +174,12 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     print_of = _fingerprint(src, info, size, key, video, config)
     segments = _resume(parts, print_of, src, dest)
     done = sum(s["frames"] for s in segments)
-    total = info.frames_estimate if video.frames is None else min(video.frames, info.frames_estimate or video.frames)
+    count = count_packets(src) or info.frames_estimate  # (the container's duration can be its audio's)
+    total = count if video.frames is None else min(video.frames, count or video.frames)
     if on_start:
         on_start(src, total, done)
-    if done and total is not None and done < total:
-        report.notes.append(f"{dest.name}: went on from frame {done} (the {len(segments)} segment(s) of an earlier run "
-                            f"are in {parts})")
+    if done:
+        report.notes.append(f"{dest.name}: went on from frame {done}, where an earlier run had stopped")
     left = None if video.frames is None else video.frames - done
     writer: SegmentWriter | None = None
     started = time.monotonic()
@@ -187,6 +198,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
 
     try:
         with finishing_steps() as steps:
+            steps.step, steps.kept = "frame", "the frames of the segments closed before it"
             if left is None or left > 0:
                 for frame in read_frames(src, info, start=done, count=left, deinterlace=video.deinterlace):
                     if writer is None:
@@ -211,6 +223,9 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         elif writer is not None:
             writer.abort()
         kept = sum(s["frames"] for s in segments)
+        if not kept:
+            shutil.rmtree(parts, ignore_errors=True)
+            raise Interrupted(f"interrupted before a frame of {src.name} was kept: run the same command again") from exc
         raise Interrupted(f"interrupted: {kept} frame(s) of {src.name} are kept in {parts}; run the same command again "
                           "to go on from there") from exc
     except BaseException:
@@ -241,7 +256,8 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path) -> list[dict]:
         record = {**print_of, "segments": []}
     except (OSError, ValueError) as exc:
         raise InputError(f"{record_path} cannot be read ({exc}): remove {parts} to start {dest.name} again") from None
-    differs = list(dict.fromkeys(_SETTING[k] for k, v in print_of.items() if record.get(k) != v))
+    differs = list(dict.fromkeys(_SETTING[k] + (f" ({_shown(record.get(k))} there, {_shown(v)} now)" if k in _SHOWN
+                                                else "") for k, v in print_of.items() if record.get(k) != v))
     if differs:
         raise InputError(f"{parts} holds an unfinished upscale of {record.get('source', '?')} made with another "
                          f"{', '.join(differs)}: run that command again to finish it, or remove the folder (rm -r "

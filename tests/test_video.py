@@ -45,6 +45,11 @@ def make_clip(path: Path, size="64x48", rate="30000/1001", seconds=0.4, audio=Tr
     return path
 
 
+def _stream_line(path: Path) -> str:
+    text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    return next(line for line in text.splitlines() if "Video:" in line)
+
+
 def run(*args):
     result = CliRunner().invoke(main, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
@@ -217,8 +222,10 @@ def test_a_stop_finishes_its_frame_and_the_same_command_goes_on_from_there(tmp_p
     errors.STOPS.clear()
     (parts / "segment_00002.mp4").write_bytes(b"cut short by a kill")  # a segment a killed run was writing
     (parts / "segments.txt").write_text("file 'gone.mp4'\n")  # the list of a mux a kill cut short
-    report = upscale_videos([src], out, config, video)
-    assert report.frames == 7 and any("went on from frame 5" in n for n in report.notes), report.notes
+    report = upscale_videos([src], out, config, video)  # segments of 3, 3 and 1 frames: joined evenly
+    assert probe(out / "clip_x4.mp4").rate == Fraction(30000, 1001)
+    assert "29.97 fps" in _stream_line(out / "clip_x4.mp4")  # the average too: no gaps
+    assert report.frames == 7 and "clip_x4.mp4: went on from frame 5, where an earlier run had stopped" in report.notes
     check_frames(out / "clip_x4.mp4", model_frames(model, src))
     assert not parts.exists()
 
@@ -232,7 +239,7 @@ def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segmen
     errors.STOPS.clear()
     result = run("upscale-video", src, "-o", out, "-m", MODEL, "--crf", "23")
     parts = parts_folder(out / "clip_x4.mp4")
-    assert result.exit_code == 1 and "made with another --crf: run that command again to finish it, or remove" in \
+    assert result.exit_code == 1 and "made with another --crf (18 there, 23 now): run that command again to finish it, or remove" in \
         result.output and f"rm -r {parts}" in result.output, result.output
     assert (parts / "segment_00000.mp4").is_file()
     assert run("upscale-video", src, "-o", out, "-m", MODEL).exit_code == 0 and not parts.exists()
@@ -260,6 +267,8 @@ def test_sigterm_keeps_the_frames_done_and_exits_143(tmp_path):
         proc.wait(timeout=30)
     kept = int(text.split("interrupted: ", 1)[1].split(" frame(s)", 1)[0]) if "interrupted: " in text else -1
     assert proc.returncode == 143 and 0 < kept < 60 and "run the same command again" in text, text
+    assert "stopping after the frame in hand, to save it (SIGTERM again: stop now, keeping the frames of the " \
+        "segments closed before it)" in text, text
     again = run(*args)
     assert again.exit_code == 0 and f"went on from frame {kept}" in again.output, again.output
     assert len(list(read_frames(out / "clip_x4.mp4", probe(out / "clip_x4.mp4")))) == 60
@@ -399,3 +408,65 @@ def test_a_video_that_starts_after_its_audio_stays_in_sync(tmp_path):
     six = probe(tmp_path / "out" / "late_six.mp4")
     assert six.video_delay == pytest.approx(0.5, abs=0.01) and six.duration == pytest.approx(0.5 + 6 * 1001 / 30000,
                                                                                              abs=0.03)
+
+
+def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, capsys):
+    """A raw H.264 stream (a dashcam's, CCTV's) says "25 fps, 50 tbr" and no duration: read at 50, each picture went
+    through the model twice; and a log showed no progress without a total."""
+    from lway_rt.cli.upscale import _ProgressLines
+    from lway_rt.io.video import _frame_rate
+
+    clip = make_clip(tmp_path / "clip.mp4", rate="25", seconds=0.4, audio=False)
+    raw = tmp_path / "cam.h264"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(clip), "-c", "copy", "-bsf:v",
+                    "h264_mp4toannexb", str(raw)], check=True)
+    info = probe(raw)
+    assert info.rate == 25 and info.frames_estimate is None
+    twice = run("upscale-video", raw, str(raw.parent / "." / raw.name), "-o", tmp_path / "out", "-m", MODEL)
+    assert twice.exit_code == 0 and twice.output.count("wrote ") == 1, twice.output  # one file named twice: one job
+    out = probe(tmp_path / "out" / "cam_x4.mkv")
+    assert out.rate == 25 and len(list(read_frames(tmp_path / "out" / "cam_x4.mkv", out))) == 10
+    assert _frame_rate(Fraction(2983, 100), Fraction(30)) == 30  # a phone's variable rate: its nominal one
+    lines = _ProgressLines("frame(s)")
+    lines.PERIOD = 0.0
+    lines.begin(0)  # no total known
+    lines.step(raw)
+    assert "upscaled 1 frame(s) (cam.h264)" in capsys.readouterr().err
+
+
+def test_a_stop_before_any_frame_is_kept_leaves_no_parts(tmp_path, small_segments):
+    src = make_clip(tmp_path / "clip.mp4", audio=False, seconds=0.12)
+    out = tmp_path / "out"
+
+    def stop_at_once() -> None:  # a stop that does not wait (a second signal), in the first frame
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match=r"interrupted before a frame of clip.mp4 was kept: run the same command"):
+        upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig(), progress=stop_at_once)
+    assert not parts_folder(out / "clip_x4.mp4").exists()
+
+
+def test_the_bar_counts_the_video_s_frames_not_the_container_s_duration(tmp_path):
+    """Audio four times as long as the video: the total is the video's 10 frames, not 2 s of them."""
+    video = make_clip(tmp_path / "short.mp4", rate="25", seconds=0.4, audio=False)
+    src = tmp_path / "long_audio.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(video), "-f", "lavfi", "-i",
+                    "sine=duration=1.6", "-c:v", "copy", "-c:a", "aac", str(src)], check=True)
+    totals = []
+    upscale_videos([src], tmp_path / "out", UpscaleConfig(model=MODEL), VideoConfig(),
+                   on_start=lambda s, total, done: totals.append(total))
+    assert totals == [10] and probe(src).frames_estimate == 40
+
+
+def test_a_turned_anamorphic_clip_keeps_its_pixel_shape(tmp_path):
+    plain = make_clip(tmp_path / "plain.mp4", audio=False, seconds=0.12)
+    wide = tmp_path / "wide.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), "-vf", "setsar=2/1", str(wide)],
+                   check=True)
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-display_rotation", "90", "-i", str(wide), "-c", "copy",
+                    str(turned)], check=True)
+    assert probe(wide).sar == (2, 1) and probe(turned).sar == (1, 2)
+    assert run("upscale-video", turned, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
+    out = probe(tmp_path / "out" / "turned_x4.mp4")
+    assert (out.width, out.height, out.sar) == (192, 256, (1, 2))

@@ -21,7 +21,7 @@ import warnings
 import click
 
 from lway_rt import __version__
-from lway_rt.errors import STOPS, Interrupted, LwayError, Notice, finishes_steps
+from lway_rt.errors import STOPS, Interrupted, LwayError, Notice, finishes_steps, finishing_words
 
 # command name -> (module under lway_rt.cli, short help shown by `lwayrt --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -250,8 +250,9 @@ def _stop_on_signals() -> dict:
             # (a terminal closed, the SIGHUP's; or the signal came while standard error was being written to)
             with contextlib.suppress(OSError, RuntimeError, ValueError):
                 again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-                click.echo(f"\nstopping after the step in hand, to save it ({again} again: stop now, keeping the last "
-                           "checkpoint)", err=True)
+                step, kept = finishing_words()
+                click.echo(f"\nstopping after the {step} in hand, to save it ({again} again: stop now, keeping "
+                           f"{kept})", err=True)
             return
         raise KeyboardInterrupt
 

@@ -109,6 +109,17 @@ def _rate(text: str) -> Fraction | None:
     return Fraction(text if "." in text or text.isdigit() else str(value)).limit_denominator(1001)
 
 
+def _frame_rate(average: Fraction | None, nominal: Fraction | None) -> Fraction | None:
+    """The rate frames are read at: the stream's nominal rate (ffmpeg's ``tbr``), as a phone's variable-rate clip
+    (29.83 fps, 30 tbr) is meant at 30 and a file whose last frame lasts long (25.69 fps, 29.97 tbr) at 29.97; but
+    the average (``fps``) where the nominal rate is a multiple of it: a raw H.264 stream or field-coded broadcast,
+    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice."""
+    if average is None or nominal is None:
+        return average or nominal
+    k = round(float(nominal) / float(average))
+    return average if k >= 2 and abs(float(nominal) - k * float(average)) <= 0.01 * float(nominal) else nominal
+
+
 def probe(src: Path) -> VideoInfo:
     """Read ``src``'s streams from ``ffmpeg -i`` and its first frame (which also proves it decodes); a file that is
     no video, or one ffmpeg cannot decode, is a one-line ``InputError``."""
@@ -131,10 +142,9 @@ def probe(src: Path) -> VideoInfo:
     size = re.search(r", (\d+)x(\d+)", line)
     if size is None:
         raise InputError(f"{src}: ffmpeg gives no frame size for its video stream; re-encode it")
-    rate = None
-    for unit in ("tbr", "fps"):
-        if rate is None and (m := re.search(rf"([\d.]+k?) {unit}", line)):
-            rate = _rate(m.group(1))
+    rates = {unit: _rate(m.group(1)) if (m := re.search(rf"([\d.]+k?) {unit}", line)) else None
+             for unit in ("fps", "tbr")}
+    rate = _frame_rate(rates["fps"], rates["tbr"])
     if rate is None:
         raise InputError(f"{src}: ffmpeg gives no frame rate for its video stream; re-encode it with one (-r 25)")
     dur = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
@@ -149,6 +159,7 @@ def probe(src: Path) -> VideoInfo:
     width, height = int(size.group(1)), int(size.group(2))
     if re.search(r"rotation of -?(90|270)\.0+ degrees", text):
         width, height = height, width
+        sar = (sar[1], sar[0])  # a pixel's shape turns with the picture
     tagged = matrix is not None
     if matrix is None:
         matrix = "bt709" if min(width, height) >= _PLAYER_HD_LINES else "bt601"
@@ -226,6 +237,15 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                 proc.kill()
             proc.stdout.close()
             proc.wait()
+
+
+def count_packets(src: Path) -> int | None:
+    """The video stream's packets (its frames, for the codecs footage comes in), read without decoding: seconds for
+    hours of video. The progress bar's total; None where ffmpeg says none."""
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", "0:v:0", "-c", "copy", "-f",
+                 "null", "-"], "reading video")
+    counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
+    return int(counts[-1]) if counts and not done.returncode and int(counts[-1]) else None
 
 
 def count_frames(src: Path, info: VideoInfo) -> int:
@@ -332,7 +352,8 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     # the video placed where it began in the source, after its audio's start: what the mux keeps in sync
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
     base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", _url(listing),
-            "-i", _url(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy"]
+            "-i", _url(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy",
+            "-bsf:v", _even_timestamps(info)]
     tail = (["-t", f"{info.video_delay + duration:.6f}"] if duration is not None else []) + \
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
         ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
@@ -367,6 +388,19 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
         raise OutputError(f"cannot write {dest}: ffmpeg could not join the upscaled video ({last})")
     finally:
         listing.unlink(missing_ok=True)
+
+
+def _even_timestamps(info: VideoInfo) -> str:
+    """The bitstream filter that gives the joined video one decoding time a frame: where a segment reorders its frames
+    less than the one before it (a segment of one or two frames has no B-frames, x264's others delay two), the
+    segments' decoding times overlapped at the joint, and ffmpeg's repairs left uneven frame durations (12 frames
+    at 29.97 fps read as 25.69 fps on average). The presentation times, right already, stay; decoding times run
+    three frames behind frame by frame (x264 reorders by two at most), on a clock of 1000 ticks a frame, from where
+    the video begins."""
+    tick = 1 / (info.rate * 1000)
+    start = round(info.video_delay * float(info.rate) * 1000)
+    return (f"setts=prescale=1:time_base={tick.numerator}/{tick.denominator}:pts=PTS:dts=(N-3)*1000+{start}:"
+            "duration=1000")
 
 
 def _concat_quote(path: Path) -> str:
