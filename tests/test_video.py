@@ -4,6 +4,7 @@ source's own frames (order, count, rate, colour), and a stopped run against one 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -357,9 +358,12 @@ def test_adapt_takes_frames_spread_over_a_video_and_resumes_on_the_same_ones(tmp
     assert sorted(p.name for p in (out / "sr").iterdir()) == ["clip_f000000.png", "clip_f000010.png",
                                                                "clip_f000019.png", "clip_f000029.png"]
     assert f"lwayrt upscale-video {src} -m {out} -o OUT" in result.output, result.output
+    assert json.loads((out / "config.json").read_text())["sample"] == 4  # --config repeats the run
     again = run(*args, "--resume")
     assert again.exit_code == 0 and "complete with these inputs and settings: kept as it is" in again.output, \
         again.output
+    other = run(*args[:-4], "--sample", "3", "--patch-size", "32", "--resume")
+    assert other.exit_code == 1 and "--sample 4 (this command: 3)" in other.output, other.output
     # the adapted weights take the clip whole
     assert run("upscale-video", src, "-m", out, "-o", tmp_path / "up", "--frames", "2").exit_code == 0
     mixed = run("adapt", src, tmp_path / "run" / "sr", "-m", MODEL, "-o", tmp_path / "run2")

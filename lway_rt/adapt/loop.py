@@ -1759,7 +1759,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     if config.sample is not None and len(images) < len(given):
         log(f"adapting on {len(images)} of {len(given)} input(s), spread evenly in frame order (--sample); "
             "'lwayrt upscale' the others with the adapted weights")
-    elif config.sample is not None:
+    elif config.sample is not None and not loaded:  # (images given in memory, a video's frames: the caller's pick)
         log(f"--sample {config.sample}: there are {len(given)} input(s), all of them adapted on")
     elif len(images) >= MANY_INPUTS:
         note(f"adapting on all {len(images)} inputs: each is held in memory, embedded and written to sr/ at full size; "

@@ -273,7 +273,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         from lway_rt.video import sample_frames
 
         inputs = sample_frames(video, config.sample)
-        config = dataclasses.replace(config, sample=None)  # (taken: every frame read is adapted on)
+        config = dataclasses.replace(config, sample=len(inputs))  # recorded: config.json repeats it, a resume checks it
         log(f"adapting on {len(inputs)} frames spread over {video} (--sample N takes N)")
     try:
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
