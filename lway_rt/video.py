@@ -135,6 +135,9 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
         try:
             _upscale_video(src, dest, config, video, desc, cap, key, report, on_start, progress)
         except Interrupted:
+            if made and not report.written:  # nothing kept (a kept frame's parts folder keeps -o from going)
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()
             raise
         except LwayError as exc:
             msg = str(exc)
@@ -161,8 +164,11 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     factor = config.outscale if config.outscale is not None else desc.scale
     size = scaled_size((info.width, info.height), factor)
     if size[0] % 2 or size[1] % 2:
+        near = min((f for f in (round(factor * 100 + d) / 100 for d in range(-50, 51)) if f > 0 and
+                    not any(v % 2 for v in scaled_size((info.width, info.height), f))),
+                   key=lambda f: abs(f - factor), default=2)
         raise InputError(f"{src} ({info.width}x{info.height}) upscaled {factor:g}x is {size[0]}x{size[1]}, and H.264 "
-                         "in 4:2:0 needs even sides: choose another --outscale")
+                         f"in 4:2:0 needs even sides: choose another --outscale, such as {near:g}")
     if min(info.width, info.height) < desc.min_size:
         raise InputError(f"{src} is {info.width}x{info.height}, smaller than the model's minimum side of "
                          f"{desc.min_size} px")
@@ -172,9 +178,15 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                             "whole picture first")
     parts = parts_folder(dest)
     print_of = _fingerprint(src, info, size, key, video, config)
-    segments = _resume(parts, print_of, src, dest)
+    segments = _resume(parts, print_of, src, dest, discard=video.overwrite)
     done = sum(s["frames"] for s in segments)
-    count = count_packets(src) or info.frames_estimate  # (the container's duration can be its audio's)
+    # the video's own packets where frames are read at their average rate (the container's duration can be its
+    # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
+    steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
+    count = count_packets(src) if steady else None
+    if count and info.video_duration is not None and abs(count - info.frames_estimate) > max(1, count // 100):
+        count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
+    count = count or info.frames_estimate
     total = count if video.frames is None else min(video.frames, count or video.frames)
     if on_start:
         on_start(src, total, done)
@@ -240,12 +252,26 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes += mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
     shutil.rmtree(parts, ignore_errors=True)
     report.written.append(dest)
+    for other in _unfinished_of(src, dest.parent):  # a stopped run of it under another name (--container, --suffix)
+        report.notes.append(f"{other} holds the frames of an unfinished upscale of {src.name} (another --container, "
+                            f"--suffix or --outscale): remove it if that run will not be finished (rm -r "
+                            f"{shell_word(str(other))})")
 
 
-def _resume(parts: Path, print_of: dict, src: Path, dest: Path) -> list[dict]:
+def _unfinished_of(src: Path, folder: Path) -> list[Path]:
+    """The parts folders in ``folder`` whose record names ``src``: unfinished runs of it."""
+    found = []
+    for parts in sorted(folder.glob(".*.lwayrt-parts")):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            if json.loads((parts / _RECORD).read_text()).get("source") == str(src.resolve()):
+                found.append(parts)
+    return found
+
+
+def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = False) -> list[dict]:
     """The segments an earlier, unfinished run of the same source and settings left in ``parts`` (whole ones only:
     a segment file the record does not list, one being written when a run was killed, is removed); a folder of
-    another source or settings is refused, naming what differs."""
+    another source or settings is refused, naming what differs, or with ``discard`` (--overwrite) removed."""
     record_path = parts / _RECORD
     if not parts.exists():
         parts.mkdir(parents=True)
@@ -256,12 +282,16 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path) -> list[dict]:
         record = {**print_of, "segments": []}
     except (OSError, ValueError) as exc:
         raise InputError(f"{record_path} cannot be read ({exc}): remove {parts} to start {dest.name} again") from None
+    if discard and any(record.get(k) != v for k, v in print_of.items()):  # --overwrite: that run is replaced too
+        shutil.rmtree(parts)
+        parts.mkdir(parents=True)
+        return []
     differs = list(dict.fromkeys(_SETTING[k] + (f" ({_shown(record.get(k))} there, {_shown(v)} now)" if k in _SHOWN
                                                 else "") for k, v in print_of.items() if record.get(k) != v))
     if differs:
         raise InputError(f"{parts} holds an unfinished upscale of {record.get('source', '?')} made with another "
-                         f"{', '.join(differs)}: run that command again to finish it, or remove the folder (rm -r "
-                         f"{shell_word(str(parts))}) to start {dest.name} again")
+                         f"{', '.join(differs)}: run that command again to finish it, or pass --overwrite to start "
+                         f"{dest.name} again (its frames are then lost)")
     segments = [s for s in record.get("segments", []) if (parts / s["file"]).is_file()]
     if len(segments) != len(record.get("segments", [])):
         raise InputError(f"{parts} misses segment files it records: remove it (rm -r {shell_word(str(parts))}) to "

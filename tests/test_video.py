@@ -240,10 +240,15 @@ def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segmen
     errors.STOPS.clear()
     result = run("upscale-video", src, "-o", out, "-m", MODEL, "--crf", "23")
     parts = parts_folder(out / "clip_x4.mp4")
-    assert result.exit_code == 1 and "made with another --crf (18 there, 23 now): run that command again to finish it, or remove" in \
-        result.output and f"rm -r {parts}" in result.output, result.output
+    assert result.exit_code == 1 and "made with another --crf (18 there, 23 now): run that command again to finish " \
+        "it, or pass --overwrite to start clip_x4.mp4 again" in result.output, result.output
     assert (parts / "segment_00000.mp4").is_file()
-    assert run("upscale-video", src, "-o", out, "-m", MODEL).exit_code == 0 and not parts.exists()
+    # under another name (another container) it starts anew, and says what is left of the stopped run
+    other = run("upscale-video", src, "-o", out, "-m", MODEL, "--container", "mkv")
+    assert other.exit_code == 0 and f"{parts} holds the frames of an unfinished upscale of clip.mp4" in other.output, \
+        other.output
+    fresh = run("upscale-video", src, "-o", out, "-m", MODEL, "--crf", "23", "--overwrite")  # its frames go
+    assert fresh.exit_code == 0 and "went on" not in fresh.output and not parts.exists(), fresh.output
 
 
 def test_sigterm_keeps_the_frames_done_and_exits_143(tmp_path):
@@ -436,6 +441,10 @@ def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, ca
     lines.begin(0)  # no total known
     lines.step(raw)
     assert "upscaled 1 frame(s) (cam.h264)" in capsys.readouterr().err
+    lines.begin(1)  # fewer counted than come (a variable rate): it goes on saying how many
+    lines.step(raw)
+    lines.step(raw)
+    assert capsys.readouterr().err.startswith("upscaled 2 frame(s) (cam.h264)")
 
 
 def test_a_stop_before_any_frame_is_kept_leaves_no_parts(tmp_path, small_segments):
@@ -474,3 +483,65 @@ def test_a_turned_anamorphic_clip_keeps_its_pixel_shape(tmp_path):
     assert run("upscale-video", turned, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
     out = probe(tmp_path / "out" / "turned_x4.mp4")
     assert (out.width, out.height, out.sar) == (192, 256, (1, 2))
+
+
+def test_adapt_on_an_interlaced_or_unusual_video(tmp_path):
+    """adapt takes an MPEG-TS file as a video; names an interlaced one and makes whole pictures with --deinterlace
+    (as upscale-video does, which its closing line then carries); refuses the modes whose models upscale-video cannot
+    take, and frames smaller than the patch, in words about the video."""
+    plain = make_clip(tmp_path / "plain.mp4", seconds=0.4)
+    ts = tmp_path / "cam.ts"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), "-c:v", "libx264", "-flags",
+                    "+ilme+ildct", "-x264-params", "tff=1", "-c:a", "copy", str(ts)], check=True)
+    base = ["adapt", ts, "-m", MODEL, "--iterations", "1", "--patch-size", "32"]
+    combed = run(*base, "-o", tmp_path / "a", "--sample", "2")
+    assert combed.exit_code == 0 and f"{ts} is interlaced: its frames were adapted on as they are" in combed.output, \
+        combed.output
+    whole = run(*base, "-o", tmp_path / "b", "--sample", "2", "--deinterlace")
+    assert whole.exit_code == 0 and "is interlaced" not in whole.output, whole.output
+    assert f"-m {tmp_path / 'b'} -o OUT --deinterlace" in whole.output, whole.output
+    many = run(*base, "-o", tmp_path / "c", "--sample", "100")
+    assert many.exit_code == 0 and f"{ts} has 12 frame(s), fewer than the 100 asked for" in many.output, many.output
+    for mode in ("per-image", "per-group"):
+        refused = run(*base, "-o", tmp_path / "d", "--mode", mode)
+        assert refused.exit_code == 1 and f"--mode {mode} makes models it cannot use: drop --mode" in refused.output
+    tiny = make_clip(tmp_path / "tiny.mp4", size="40x32", audio=False, seconds=0.12)
+    small = run("adapt", tiny, "-m", MODEL, "-o", tmp_path / "e")
+    assert small.exit_code == 1 and f"the frames of {tiny} are 40x32, smaller than the 48-px patch: use " \
+        "--patch-size 32 or less" in small.output, small.output
+    stray = run("adapt", plain.parent / "a" / "sr", "-m", MODEL, "-o", tmp_path / "f", "--deinterlace")
+    assert stray.exit_code == 1 and "--deinterlace is for a video given as the input" in stray.output
+
+
+def test_video_stream_tags_and_a_variable_rate_total(tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", rate="25", seconds=0.8)
+    tagged = tmp_path / "tagged.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-map", "0", "-c", "copy",
+                    "-metadata:s:v:0", "language=jpn", "-metadata:s:v:0", "title=Main", str(tagged)], check=True)
+    assert run("upscale-video", tagged, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
+    line = _stream_line(tmp_path / "out" / "tagged_x4.mkv")
+    assert "(jpn)" in line and "(default)" in line, line
+    # frames 10 on spaced further apart: read at 25 fps with the gaps filled, more frames come than its 20 packets
+    vfr = tmp_path / "vfr.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v", "-c", "copy", "-bsf:v",
+                    "setts=ts=if(gte(N\\,10)\\,PTS*2-10*40\\,PTS)", str(vfr)], check=True)
+    info = probe(vfr)
+    assert info.rate == 25 and info.video_duration is not None and info.frames_estimate > 20, info
+    totals = []
+    report = upscale_videos([vfr], tmp_path / "v", UpscaleConfig(model=MODEL), VideoConfig(),
+                            on_start=lambda s, total, done: totals.append(total))
+    assert abs(totals[0] - report.frames) <= 1, (totals, report.frames)
+
+
+def test_an_odd_outscale_is_told_one_that_works_and_a_stop_leaves_no_empty_folder(tmp_path, small_segments):
+    src = make_clip(tmp_path / "clip.mp4", audio=False, seconds=0.12)  # 64x48
+    odd = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "-s", "1.3")
+    assert odd.exit_code == 1 and "choose another --outscale, such as 1.34" in odd.output, odd.output
+    assert run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "-s", "1.34").exit_code == 0  # 86x64
+
+    def stop_at_once() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted):
+        upscale_videos([src], tmp_path / "made", UpscaleConfig(model=MODEL), VideoConfig(), progress=stop_at_once)
+    assert not (tmp_path / "made").exists()

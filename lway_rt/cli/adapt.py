@@ -148,7 +148,11 @@ def _restore(ctx, param, value) -> None:
 @click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Adapt on N of the inputs spread evenly in frame order (frames of a long clip); only those are "
-                   "written to sr/: 'lwayrt upscale' the rest with the adapted weights [all].")
+                   "written to sr/: 'lwayrt upscale' the rest with the adapted weights [all]. Of a video: N frames "
+                   "spread over it, and 'lwayrt upscale-video' takes the whole clip [32].")
+@click.option("--deinterlace", is_flag=True,
+              help="With a video input: make each interlaced frame one picture before adapting on it (bwdif), as "
+                   "'lwayrt upscale-video --deinterlace' does.")
 @click.option("--mode", type=click.Choice(["folder", "per-image", "per-group"]), default=None,
               help="One model for all inputs, one per image, or one per group of inputs stage 1 finds degraded "
                    "alike [folder].")
@@ -227,7 +231,7 @@ def _restore(ctx, param, value) -> None:
 @click.option("-q", "--quiet", is_flag=True,
               help="Print only the summary and the notes (inputs not read, the images to check first).")
 def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight, lpips_weights, gt_dir, resume, overwrite, quiet,
-            **flags):
+            deinterlace, **flags):
     """Adapt MODEL to the low-resolution images INPUT... (files or folders; a folder's own images, not its
     sub-folders', which a note names; or one video, whose --sample frames spread over it [32] are the
     images) without ground truth.
@@ -269,12 +273,11 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         raise InputError(f"--stage1 is used by the lway loss and by --mode per-group only (this run: --loss "
                          f"{config.loss}, --mode {config.mode}): drop --stage1, or use --loss lway")
     video = _one_video(inputs)
+    if deinterlace and video is None:
+        raise InputError("--deinterlace is for a video given as the input (its frames are made whole pictures before "
+                         "adapting on them): drop it")
     if video is not None:  # frames spread over the clip, read as upscale-video reads them, adapted on in memory
-        from lway_rt.video import sample_frames
-
-        inputs = sample_frames(video, config.sample)
-        config = dataclasses.replace(config, sample=len(inputs))  # recorded: config.json repeats it, a resume checks it
-        log(f"adapting on {len(inputs)} frames spread over {video} (--sample N takes N)")
+        inputs, config = _video_frames(video, config, deinterlace, note=_note, log=log)
     try:
         results = adapt(list(inputs), model, out_dir, config, stage1=stage1, gt_dir=gt_dir, resume=resume, log=log,
                         overwrite=overwrite, note=_note)
@@ -299,12 +302,37 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
             m = rep["mean"]
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
         click.echo(line)
-    if video is not None and config.mode == "folder":
+    if video is not None:
         click.echo(f"the whole clip with the adapted weights: lwayrt upscale-video {shell_word(str(video))} -m "
-                   f"{shell_word(out_dir)} -o OUT")
+                   f"{shell_word(out_dir)} -o OUT" + (" --deinterlace" if deinterlace else ""))
     if config.mode == "per-group" and len(results) > 1:
         click.echo(f"new images go each to its group's model with: lwayrt upscale NEW... -m {shell_word(out_dir)} "
                    "-o OUT")
+
+
+def _video_frames(video: Path, config, deinterlace: bool, *, note, log):
+    """The frames ``adapt VIDEO`` adapts on, and the config that records how many (config.json repeats the run, a
+    resume checks it): ``--sample`` of them (32) spread over the clip, read as upscale-video reads them."""
+    from lway_rt.errors import InputError
+    from lway_rt.io.video import probe
+    from lway_rt.video import ADAPT_FRAMES, sample_frames
+
+    if config.mode != "folder":
+        raise InputError(f"{video} is adapted as one model for the whole clip, which 'lwayrt upscale-video' takes; "
+                         f"--mode {config.mode} makes models it cannot use: drop --mode")
+    info = probe(video)
+    if min(info.width, info.height) < config.patch_size:
+        raise InputError(f"the frames of {video} are {info.width}x{info.height}, smaller than the {config.patch_size}-px "
+                         f"patch: use --patch-size {min(info.width, info.height)} or less")
+    frames = sample_frames(video, config.sample, deinterlace)
+    if info.interlaced and not deinterlace:
+        note(f"{video} is interlaced: its frames were adapted on as they are, combs and all; --deinterlace adapts on "
+             "whole pictures (then give 'lwayrt upscale-video' --deinterlace too)")
+    wanted = config.sample or ADAPT_FRAMES
+    if len(frames) < wanted:
+        note(f"{video} has {len(frames)} frame(s), fewer than the {wanted} asked for: all of them adapted on")
+    log(f"adapting on {len(frames)} frame(s) spread over {video} (--sample N takes N)")
+    return frames, dataclasses.replace(config, sample=len(frames))
 
 
 def _one_video(inputs) -> Path | None:

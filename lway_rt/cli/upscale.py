@@ -160,10 +160,10 @@ class _ProgressLines:
 
         self.done += 1
         now = self.clock()
-        if now - self.last < self.PERIOD or (self.total and self.done >= self.total):
+        if now - self.last < self.PERIOD or (self.total and self.done == self.total):
             return
         self.last = now
-        if not self.total:  # a video that records no duration: how many, without a total
+        if not self.total or self.done > self.total:  # a video of no recorded length, or more frames than it said
             click.echo(f"upscaled {self.done} {self.noun} ({path.name}), {duration(now - self.start)} so far", err=True)
             return
         left = (now - self.start) / self.done * (self.total - self.done)

@@ -27,7 +27,9 @@ from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options
               help="Only the first N frames (and the audio with them): a quick look before a long run.")
 @click.option("--deinterlace", is_flag=True,
               help="Make each frame of an interlaced source one picture first (bwdif), so combs are not upscaled.")
-@click.option("--overwrite", is_flag=True, help="Replace an output file already there.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an output file already there, and the kept frames of a stopped run of it made with other "
+                   "settings.")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, scale, outscale, detail_cap, base_model,
             quiet, crf, preset, container, frames, deinterlace, overwrite):
     """Upscale VIDEO files into the -o folder with an SR model, frame by frame.
@@ -55,15 +57,19 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
                   TimeRemainingColumn(), console=err, transient=True,
                   disable=quiet or not on_a_terminal(err)) as bar:
         task = bar.add_task("upscaling", total=None)
-        current: list[Path] = []
+        current: list = []  # the video in hand, its total and the frames done
 
         def on_start(src: Path, total: int | None, done: int) -> None:
-            current[:] = [src]
+            current[:] = [src, total, done]
             bar.reset(task, total=total, completed=done, description=src.name)
             if lines:
                 lines.begin((total or 0) - done)
 
         def progress() -> None:
+            current[2] += 1
+            if current[1] is not None and current[2] > current[1]:  # more frames than counted (a variable rate)
+                current[1] = None
+                bar.update(task, total=None)
             bar.update(task, advance=1)
             if lines:
                 lines.step(current[0])

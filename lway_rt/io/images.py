@@ -47,7 +47,8 @@ WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF or ICO input's outpu
 _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 #: video containers: lwayrt reads frames as images, and says how to get them from one of these
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts", ".wmv", ".flv",
-                  ".y4m")
+                  ".y4m", ".ts", ".3gp", ".3g2", ".vob", ".mxf", ".ogv", ".dv", ".divx", ".asf", ".f4v", ".mod",
+                  ".tod")
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF")  # formats whose EXIF block is metadata beside the picture
 
 

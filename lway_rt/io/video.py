@@ -74,10 +74,16 @@ class VideoInfo:
     subtitles: int
     interlaced: bool = False  # the stream records its frames as two fields ("top first", "bottom first")
     video_delay: float = 0.0  # seconds from the file's start (its earliest stream's) to its first video frame
+    average: Fraction | None = None  # the stream's average rate (ffmpeg's "fps"), where it says one
+    video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
 
     @property
     def frames_estimate(self) -> int | None:
-        return None if self.duration is None else max(1, round((self.duration - self.video_delay) * float(self.rate)))
+        """The frames read at ``rate``, by the video's own length where known, else the file's (which may be its
+        audio's)."""
+        seconds = self.video_duration if self.video_duration is not None else \
+            None if self.duration is None else self.duration - self.video_delay
+        return None if seconds is None else max(1, round(seconds * float(self.rate)))
 
 
 def _run(args: list[str], what: str) -> subprocess.CompletedProcess:
@@ -169,7 +175,14 @@ def probe(src: Path) -> VideoInfo:
                      codec, len(re.findall(r"Stream #0:\d+[^:]*: Audio:", text)),
                      len(re.findall(r"Stream #0:\d+[^:]*: Subtitle:", text)),
                      interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)),
-                     video_delay=_delay(text, line))
+                     video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text))
+
+
+def _stream_duration(text: str) -> float | None:
+    """The first video stream's DURATION tag (Matroska records one a stream), in seconds."""
+    block = re.search(r"Stream #0:\d+[^:]*: Video:.*\n((?:    .*\n)*)", text)
+    tag = re.search(r"^\s+DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)", block.group(1), re.M) if block else None
+    return int(tag.group(1)) * 3600 + int(tag.group(2)) * 60 + float(tag.group(3)) if tag else None
 
 
 def _delay(text: str, line: str) -> float:
@@ -353,7 +366,7 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
     base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", _url(listing),
             "-i", _url(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy",
-            "-bsf:v", _even_timestamps(info)]
+            "-bsf:v", _even_timestamps(info), "-map_metadata:s:v:0", "1:s:v:0", "-disposition:v:0", "default"]
     tail = (["-t", f"{info.video_delay + duration:.6f}"] if duration is not None else []) + \
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
         ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
