@@ -127,8 +127,9 @@ def _frame_rate(average: Fraction | None, nominal: Fraction | None) -> Fraction 
 
 
 def probe(src: Path) -> VideoInfo:
-    """Read ``src``'s streams from ``ffmpeg -i`` and its first frame (which also proves it decodes); a file that is
-    no video, or one ffmpeg cannot decode, is a one-line ``InputError``."""
+    """Read ``src``'s streams as ``ffmpeg -i`` describes them; a file that is no video (an image, audio only, not a
+    format ffmpeg reads) is a one-line ``InputError``. A file that fails later in its decoding fails in
+    ``read_frames``, naming the frame."""
     exe = ffmpeg_exe()
     if not src.is_file():
         raise InputError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
