@@ -183,7 +183,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
     steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
-    count = count_packets(src) if steady else None
+    count = count_packets(src, info) if steady else None
     if count and info.video_duration is not None and abs(count - info.frames_estimate) > max(1, count // 100):
         count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
     count = count or info.frames_estimate

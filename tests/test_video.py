@@ -545,3 +545,23 @@ def test_an_odd_outscale_is_told_one_that_works_and_a_stop_leaves_no_empty_folde
     with pytest.raises(Interrupted):
         upscale_videos([src], tmp_path / "made", UpscaleConfig(model=MODEL), VideoConfig(), progress=stop_at_once)
     assert not (tmp_path / "made").exists()
+
+
+def test_a_cover_picture_is_not_taken_for_the_video(tmp_path):
+    """An .mkv whose first video stream is a one-frame picture (cover art muxed as a stream) and an .mp4 with an
+    attached cover: the moving video is the one upscaled."""
+    from PIL import Image
+
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.2)
+    cover = tmp_path / "cover.jpg"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(cover)
+    for name, first in (("covered.mp4", False), ("covered.mkv", True)):
+        dest = tmp_path / name
+        order = ["-map", "1", "-map", "0"] if first else ["-map", "0", "-map", "1"]
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(clip), "-i", str(cover), *order, "-c", "copy",
+                        *([] if first else ["-disposition:v:1", "attached_pic"]), str(dest)], check=True)
+        info = probe(dest)
+        assert info.codec == "h264" and info.stream == (0 if not first else 1), info
+        assert run("upscale-video", dest, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
+        out = tmp_path / "out" / dest.name.replace(".", "_x4.")
+        assert len(list(read_frames(out, probe(out)))) == 6

@@ -75,6 +75,7 @@ class VideoInfo:
     interlaced: bool = False  # the stream records its frames as two fields ("top first", "bottom first")
     video_delay: float = 0.0  # seconds from the file's start (its earliest stream's) to its first video frame
     average: Fraction | None = None  # the stream's average rate (ffmpeg's "fps"), where it says one
+    stream: int = 0  # which of the file's video streams (``0:v:N``): the default one, else the first, never a cover
     video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
 
     @property
@@ -134,12 +135,14 @@ def probe(src: Path) -> VideoInfo:
     if not src.is_file():
         raise InputError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
     text = _run([exe, "-hide_banner", "-nostdin", "-i", _url(src)], "reading video").stderr.decode("utf-8", "replace")
-    video = re.search(r"Stream #0:\d+[^:]*: Video: (.*)", text)
-    if video is None:
+    videos = re.findall(r"Stream #0:\d+[^:]*: Video: (.*)", text)
+    moving = [k for k, v in enumerate(videos) if "(attached pic)" not in v]  # not a cover picture
+    if not moving:
         if "Invalid data found" in text or "Stream #" not in text:
             raise InputError(f"{src} is not a video ffmpeg can read ({_last_line(text.encode())})")
-        raise InputError(f"{src} holds no video stream (only audio or data): nothing to upscale")
-    line = video.group(1)
+        raise InputError(f"{src} holds no video stream (only audio, data or a cover picture): nothing to upscale")
+    moving.sort(key=lambda k: "(default)" not in videos[k])  # the default one first, as a player picks it
+    line = videos[moving[0]]
     codec = line.split(" ", 1)[0].rstrip(",")
     demuxer = re.search(r"Input #0, (.+?), from ", text)
     if demuxer and (demuxer.group(1).endswith("_pipe") or demuxer.group(1) == "image2"):
@@ -176,12 +179,13 @@ def probe(src: Path) -> VideoInfo:
                      codec, len(re.findall(r"Stream #0:\d+[^:]*: Audio:", text)),
                      len(re.findall(r"Stream #0:\d+[^:]*: Subtitle:", text)),
                      interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)),
-                     video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text))
+                     video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text, line),
+                     stream=moving[0])
 
 
-def _stream_duration(text: str) -> float | None:
-    """The first video stream's DURATION tag (Matroska records one a stream), in seconds."""
-    block = re.search(r"Stream #0:\d+[^:]*: Video:.*\n((?:    .*\n)*)", text)
+def _stream_duration(text: str, line: str) -> float | None:
+    """The video stream's DURATION tag (Matroska records one a stream), in seconds."""
+    block = re.search(re.escape(line) + r".*\n((?:    .*\n)*)", text)
     tag = re.search(r"^\s+DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)", block.group(1), re.M) if block else None
     return int(tag.group(1)) * 3600 + int(tag.group(2)) * 60 + float(tag.group(3)) if tag else None
 
@@ -213,7 +217,8 @@ def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | 
     chain += f",select=gte(n\\,{start})" if start else ""
     chain += ",select=" + "+".join(f"eq(n\\,{i})" for i in pick) if pick else ""
     chain += (f",scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd+full_chroma_int,format={pix}")
-    args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", "0:v:0", "-an", "-sn", "-dn",
+    args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", f"0:v:{info.stream}", "-an",
+            "-sn", "-dn",
             "-vf", chain, "-fps_mode", "passthrough"]
     if count is not None:
         args += ["-frames:v", str(count)]
@@ -253,11 +258,11 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
             proc.wait()
 
 
-def count_packets(src: Path) -> int | None:
+def count_packets(src: Path, info: VideoInfo) -> int | None:
     """The video stream's packets (its frames, for the codecs footage comes in), read without decoding: seconds for
     hours of video. The progress bar's total; None where ffmpeg says none."""
-    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", "0:v:0", "-c", "copy", "-f",
-                 "null", "-"], "reading video")
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{info.stream}", "-c", "copy",
+                 "-f", "null", "-"], "reading video")
     counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
     return int(counts[-1]) if counts and not done.returncode and int(counts[-1]) else None
 
@@ -265,7 +270,8 @@ def count_packets(src: Path) -> int | None:
 def count_frames(src: Path, info: VideoInfo) -> int:
     """How many frames ``read_frames`` gives of ``src``, by decoding it (no conversion): for a file that records no
     duration."""
-    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", "0:v:0", "-vf", f"fps={info.rate}",
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{info.stream}", "-vf",
+                 f"fps={info.rate}",
                  "-f", "null", "-"], "reading video")
     counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
     if done.returncode or not counts:
@@ -367,7 +373,8 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
     base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", _url(listing),
             "-i", _url(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy",
-            "-bsf:v", _even_timestamps(info), "-map_metadata:s:v:0", "1:s:v:0", "-disposition:v:0", "default"]
+            "-bsf:v", _even_timestamps(info), "-map_metadata:s:v:0", f"1:s:v:{info.stream}", "-disposition:v:0",
+            "default"]
     tail = (["-t", f"{info.video_delay + duration:.6f}"] if duration is not None else []) + \
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
         ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
