@@ -176,6 +176,9 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{src} is interlaced (each frame two fields a moment apart): its frames were upscaled as "
                             "they are, and moving edges show combs the model sharpens; --deinterlace makes each a "
                             "whole picture first")
+    if info.video_streams > 1:
+        report.notes.append(f"{src} holds {info.video_streams} video streams (another angle, a cover picture): only "
+                            f"its default one is upscaled into {dest.name}, the others are left out")
     parts = parts_folder(dest)
     print_of = _fingerprint(src, info, size, key, video, config)
     segments = _resume(parts, print_of, src, dest, discard=video.overwrite)

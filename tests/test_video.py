@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -516,11 +517,21 @@ def test_adapt_on_an_interlaced_or_unusual_video(tmp_path):
 def test_video_stream_tags_and_a_variable_rate_total(tmp_path):
     src = make_clip(tmp_path / "clip.mp4", rate="25", seconds=0.8)
     tagged = tmp_path / "tagged.mkv"
-    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-map", "0", "-c", "copy",
-                    "-metadata:s:v:0", "language=jpn", "-metadata:s:v:0", "title=Main", str(tagged)], check=True)
-    assert run("upscale-video", tagged, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
-    line = _stream_line(tmp_path / "out" / "tagged_x4.mkv")
-    assert "(jpn)" in line and "(default)" in line, line
+    srt = tmp_path / "words.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n")
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-i", str(srt), "-f", "lavfi", "-i",
+                    "sine=frequency=880:duration=0.8", "-map", "0:v", "-map", "0:a", "-map", "2:a", "-map", "1",
+                    "-c:v", "copy", "-c:a", "aac", "-c:s", "srt", "-metadata:s:v:0", "language=jpn", "-metadata:s:v:0",
+                    "title=Main", "-metadata:s:a:1", "language=fra", "-metadata:s:s:0", "language=eng", str(tagged)],
+                   check=True)
+    for container in ("mkv", "mp4"):
+        assert run("upscale-video", tagged, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2", "--container",
+                   container).exit_code == 0
+        text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "out" / f"tagged_x4.{container}")],
+                              capture_output=True, text=True).stderr
+        assert re.search(r"#0:0(\[\w+\])?\(jpn\): Video.*\(default\)", text) and "Main" in text, text
+        assert re.search(r"#0:2(\[\w+\])?\(fra\): Audio", text) and re.search(r"#0:3(\[\w+\])?\(eng\): Subtitle",
+                                                                               text), text
     # frames 10 on spaced further apart: read at 25 fps with the gaps filled, more frames come than its 20 packets
     vfr = tmp_path / "vfr.mkv"
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v", "-c", "copy", "-bsf:v",
@@ -562,6 +573,7 @@ def test_a_cover_picture_is_not_taken_for_the_video(tmp_path):
                         *([] if first else ["-disposition:v:1", "attached_pic"]), str(dest)], check=True)
         info = probe(dest)
         assert info.codec == "h264" and info.stream == (0 if not first else 1), info
-        assert run("upscale-video", dest, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
+        result = run("upscale-video", dest, "-o", tmp_path / "out", "-m", MODEL)
+        assert result.exit_code == 0 and f"{dest} holds 2 video streams" in result.output, result.output
         out = tmp_path / "out" / dest.name.replace(".", "_x4.")
         assert len(list(read_frames(out, probe(out)))) == 6

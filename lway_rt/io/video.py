@@ -76,6 +76,8 @@ class VideoInfo:
     video_delay: float = 0.0  # seconds from the file's start (its earliest stream's) to its first video frame
     average: Fraction | None = None  # the stream's average rate (ffmpeg's "fps"), where it says one
     stream: int = 0  # which of the file's video streams (``0:v:N``): the default one, else the first, never a cover
+    tags: tuple[tuple[str, str], ...] = ()  # that stream's language and title, carried to the output's video
+    video_streams: int = 1  # the file's video streams, cover pictures included (one is upscaled)
     video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
 
     @property
@@ -180,7 +182,26 @@ def probe(src: Path) -> VideoInfo:
                      len(re.findall(r"Stream #0:\d+[^:]*: Subtitle:", text)),
                      interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)),
                      video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text, line),
-                     stream=moving[0])
+                     stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos))
+
+
+def _video_tags(text: str, line: str) -> tuple[tuple[str, str], ...]:
+    """The video stream's language (``Stream #0:1(jpn): Video``) and title, as ffmpeg prints them."""
+    tags = []
+    header = re.search(r"Stream #0:\d+(?:\[\w+\])?\((\w+)\): Video: " + re.escape(line), text)
+    if header and header.group(1) != "und":
+        tags.append(("language", header.group(1)))
+    block = re.search(re.escape(line) + r".*\n((?:    .*\n)*)", text)
+    title = re.search(r"^\s+title\s*: (.+)$", block.group(1), re.M) if block else None
+    if title:
+        tags.append(("title", title.group(1).strip()))
+    return tuple(tags)
+
+
+def _stream_tags(info: VideoInfo) -> list[str]:
+    """The output video's language and title. Set one by one: a per-stream ``-map_metadata`` would stop ffmpeg
+    copying every other stream's own tags (the audio's and subtitles' languages, by which players pick them)."""
+    return [arg for key, value in info.tags for arg in ("-metadata:s:v:0", f"{key}={value}")]
 
 
 def _stream_duration(text: str, line: str) -> float | None:
@@ -373,8 +394,7 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
     base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", _url(listing),
             "-i", _url(src), "-map", "0:v:0", "-map_metadata", "1", "-map_chapters", "1", "-c:v", "copy",
-            "-bsf:v", _even_timestamps(info), "-map_metadata:s:v:0", f"1:s:v:{info.stream}", "-disposition:v:0",
-            "default"]
+            "-bsf:v", _even_timestamps(info), *_stream_tags(info), "-disposition:v:0", "default"]
     tail = (["-t", f"{info.video_delay + duration:.6f}"] if duration is not None else []) + \
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
         ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
