@@ -249,8 +249,10 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         raise
     if not segments:
         raise InputError(f"{src} gave no frames to upscale")
-    seconds = sum(s["frames"] for s in segments) / float(info.rate)
-    cut = seconds if video.frames is not None else None
+    written = sum(s["frames"] for s in segments)
+    cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
+    if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
+        report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
     with atomic_path(dest) as tmp:
         report.notes += mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
     shutil.rmtree(parts, ignore_errors=True)

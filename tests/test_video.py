@@ -577,3 +577,17 @@ def test_a_cover_picture_is_not_taken_for_the_video(tmp_path):
         assert result.exit_code == 0 and f"{dest} holds 2 video streams" in result.output, result.output
         out = tmp_path / "out" / dest.name.replace(".", "_x4.")
         assert len(list(read_frames(out, probe(out)))) == 6
+
+
+def test_frames_beyond_the_clip_keep_its_sound_and_small_outscale_and_help_are_said(tmp_path):
+    video = make_clip(tmp_path / "short.mp4", rate="25", seconds=0.24, audio=False)  # 6 frames
+    src = tmp_path / "talk.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(video), "-f", "lavfi", "-i",
+                    "sine=duration=1.0", "-c:v", "copy", "-c:a", "aac", str(src)], check=True)
+    result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "100", "-s", "0.5")
+    assert result.exit_code == 0 and f"{src} has 6 frame(s), fewer than --frames 100: all of them upscaled" in \
+        result.output and "--outscale 0.5 writes videos smaller than their inputs" in result.output, result.output
+    assert probe(tmp_path / "out" / "talk_x0.5.mp4").duration == pytest.approx(1.0, abs=0.05)  # the sound, whole
+    helped = " ".join(run("upscale-video", "--help").output.split())
+    assert "per-group" not in helped and "each frame in one pass" in helped and "per image" not in helped
+    assert "each image goes to its group's model" in " ".join(run("upscale", "--help").output.split())

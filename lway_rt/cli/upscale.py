@@ -10,16 +10,18 @@ import click
 from lway_rt.cli._params import NAME, FiniteRange, PathParam, on_a_terminal, typed
 
 
-def model_options(f):
-    """The options ``upscale`` and ``upscale-video`` share: the model and how it runs."""
+def model_options(unit: str = "image"):
+    """The options ``upscale`` and ``upscale-video`` share, the model and how it runs, said of an ``unit`` ("image" or
+    "frame")."""
     options = [
         click.option("-m", "--model", default="realesr-animevideov3", show_default=True, type=NAME,
                      help="Store name (see 'lwayrt models list'), path to a .pth/.safetensors file, an .onnx file from "
-                          "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt' (of --mode "
-                          "per-group: each image goes to its group's model)."),
+                          "'lwayrt export' (run with ONNX Runtime), or the --out folder of 'lwayrt adapt'" +
+                          (" (of --mode per-group: each image goes to its group's model)." if unit == "image" else
+                           " (of --mode folder).")),
         click.option("--tile", default=512, show_default=True, type=click.IntRange(min=0),
                      help="Tile side in input pixels (at least 32, and more than twice --tile-overlap); 0 runs each "
-                          "image in one pass."),
+                          f"{unit} in one pass."),
         click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
                      help="Overlap between neighbouring tiles, input pixels."),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
@@ -31,16 +33,27 @@ def model_options(f):
                      help="Final scale: resize the model's output (Lanczos) to this many times the input, e.g. 2 with "
                           "a x4 model [the model's scale]."),
         click.option("--detail-cap", default="auto", show_default=True,
-                     help="Hold the fine detail an adapted model adds at this many times its base model's, per image "
+                     help=f"Hold the fine detail an adapted model adds at this many times its base model's, per {unit} "
                           "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none)."),
         click.option("--base-model", default=None, type=NAME,
                      help="The unadapted model --detail-cap compares with [the one the adapted weights name]."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No progress bar or summary: print only warnings and failures."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def note_small_outscale(outscale: float | None, what: str = "images") -> None:
+    """An ``--outscale`` under 1 is allowed (a x4 model, then resized), but rarely what was meant: said."""
+    if outscale is not None and outscale < 1:
+        click.echo(f"note: --outscale {outscale:g} writes {what} smaller than their inputs ({outscale:g} x their size)",
+                   err=True)
 
 
 def check_tiles(tile: int, tile_overlap: int) -> None:
@@ -63,7 +76,7 @@ def check_tiles(tile: int, tile_overlap: int) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path), metavar="INPUT...")
 @click.option("-o", "--output", "--out", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
-@model_options
+@model_options()
 @click.option("--format", "fmt", type=click.Choice(["png", "same"]), default="png", show_default=True,
               help="png, or keep each input's format.")
 @click.option("--alpha", type=click.Choice(["model", "bicubic"]), default="model", show_default=True,
@@ -96,9 +109,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
                            detail_cap=detail_cap, base_model=base_model, stage1=stage1, skip_existing=skip_existing,
                            outscale=outscale)
     err = Console(stderr=True)
-    if outscale is not None and outscale < 1:  # allowed (a x4 model, then resized), but rarely what was meant
-        click.echo(f"note: --outscale {outscale:g} writes images smaller than their inputs ({outscale:g} x their size)",
-                   err=True)
+    note_small_outscale(outscale)
     lines = _ProgressLines() if not quiet and not on_a_terminal(err) else None  # a log file, nohup, a pipe
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet or not on_a_terminal(err)) as bar:

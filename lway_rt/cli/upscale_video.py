@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from lway_rt.cli._params import PathParam, on_a_terminal, typed
-from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options
+from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options, note_small_outscale
 
 
 @click.command("upscale-video")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam(path_type=Path, dir_okay=False), metavar="VIDEO...")
 @click.option("-o", "--output", "--out", "out_dir", required=True, type=PathParam(path_type=Path, file_okay=False),
               help="Output folder (created if missing). Inputs are never overwritten.")
-@model_options
+@model_options("frame")
 @click.option("--crf", default=18, show_default=True, type=click.IntRange(0, 51),
               help="H.264 quality: lower is better and larger (18 looks like the source, 23 is x264's default).")
 @click.option("--preset", default="medium", show_default=True,
@@ -46,6 +46,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
     from lway_rt.video import VideoConfig, upscale_videos
 
     check_tiles(tile, tile_overlap)
+    note_small_outscale(outscale, "videos")
     config = UpscaleConfig(model=model, tile=tile, tile_chosen=bool(typed(click.get_current_context(), "tile")),
                            tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix, scale=scale,
                            detail_cap=detail_cap, base_model=base_model, outscale=outscale)
