@@ -84,10 +84,10 @@ def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, vi
             "deinterlace": video.deinterlace}
 
 
-_SETTING = {"source": "source file", "source_bytes": "source file (it changed since)",
+_SETTING = {"source": "source file", "source_bytes": "source file (it changed since)",  # a fingerprint's keys, as said
             "source_mtime_ns": "source file (it changed since)", "rate": "frame rate", "depth": "bit depth",
             "matrix": "colour matrix", "size": "output size", "run_key": "model (or --detail-cap)", "crf": "--crf",
-            "preset": "--preset", "frames": "--frames", "outscale": "--outscale", "deinterlace": "--deinterlace"}  # (a fingerprint's keys, as said)
+            "preset": "--preset", "frames": "--frames", "outscale": "--outscale", "deinterlace": "--deinterlace"}
 
 
 _SHOWN = ("crf", "preset", "frames", "outscale", "deinterlace", "size")  # settings a refusal says both values of
@@ -181,7 +181,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                             f"its default one is upscaled into {dest.name}, the others are left out")
     parts = parts_folder(dest)
     print_of = _fingerprint(src, info, size, key, video, config)
-    segments = _resume(parts, print_of, src, dest, discard=video.overwrite)
+    segments, complete = _resume(parts, print_of, src, dest, discard=video.overwrite)
     done = sum(s["frames"] for s in segments)
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
@@ -194,7 +194,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     if on_start:
         on_start(src, total, done)
     if done:
-        report.notes.append(f"{dest.name}: went on from frame {done}, where an earlier run had stopped")
+        report.notes.append(f"{dest.name}: went on from frame {done}, where an earlier run had stopped" +
+                            (" (every frame was done: only the file is made)" if complete else ""))
     left = None if video.frames is None else video.frames - done
     writer: SegmentWriter | None = None
     started = time.monotonic()
@@ -214,7 +215,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     try:
         with finishing_steps() as steps:
             steps.step, steps.kept = "frame", "the frames of the segments closed before it"
-            if left is None or left > 0:
+            if not complete and (left is None or left > 0):
                 for frame in read_frames(src, info, start=done, count=left, deinterlace=video.deinterlace):
                     if writer is None:
                         writer = SegmentWriter(parts / f"segment_{len(segments):05d}.mp4", info, size, video.crf,
@@ -232,6 +233,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                         close_segment()
                         steps.unsaved = False
             close_segment()
+            if segments and not complete:  # a stop in the mux does not decode the whole source again to find its end
+                atomic_write_json(parts / _RECORD, {**print_of, "segments": segments, "complete": True})
     except KeyboardInterrupt as exc:
         if writer is not None and STOPS and len(STOPS) == 1:  # a first stop: the frame in hand was finished
             close_segment()
@@ -253,8 +256,12 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
     if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
-    with atomic_path(dest) as tmp:
-        report.notes += mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
+    try:
+        with atomic_path(dest) as tmp:
+            report.notes += mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"interrupted while {dest.name} was made: its {written} frame(s) are kept in {parts}; run the "
+                          "same command again to make it") from exc
     shutil.rmtree(parts, ignore_errors=True)
     report.written.append(dest)
     for other in _unfinished_of(src, dest.parent):  # a stopped run of it under another name (--container, --suffix)
@@ -273,14 +280,15 @@ def _unfinished_of(src: Path, folder: Path) -> list[Path]:
     return found
 
 
-def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = False) -> list[dict]:
+def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = False) -> tuple[list[dict], bool]:
     """The segments an earlier, unfinished run of the same source and settings left in ``parts`` (whole ones only:
-    a segment file the record does not list, one being written when a run was killed, is removed); a folder of
-    another source or settings is refused, naming what differs, or with ``discard`` (--overwrite) removed."""
+    a segment file the record does not list, one being written when a run was killed, is removed), and whether they
+    hold every frame (the run stopped while it made the file); a folder of another source or settings is refused,
+    naming what differs, or with ``discard`` (--overwrite) removed."""
     record_path = parts / _RECORD
     if not parts.exists():
         parts.mkdir(parents=True)
-        return []
+        return [], False
     try:
         record = json.loads(record_path.read_text())
     except FileNotFoundError:  # made, and killed before its first segment was finished
@@ -290,7 +298,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = 
     if discard and any(record.get(k) != v for k, v in print_of.items()):  # --overwrite: that run is replaced too
         shutil.rmtree(parts)
         parts.mkdir(parents=True)
-        return []
+        return [], False
     differs = list(dict.fromkeys(_SETTING[k] + (f" ({_shown(record.get(k))} there, {_shown(v)} now)" if k in _SHOWN
                                                 else "") for k, v in print_of.items() if record.get(k) != v))
     if differs:
@@ -305,7 +313,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = 
     for stray in parts.iterdir():  # a segment being written (or its temporary file) when a run was killed
         if stray.name not in listed:
             stray.unlink(missing_ok=True)
-    return segments
+    return segments, bool(record.get("complete")) and bool(segments)
 
 
 def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: UpscaleConfig) -> np.ndarray:

@@ -591,3 +591,28 @@ def test_frames_beyond_the_clip_keep_its_sound_and_small_outscale_and_help_are_s
     helped = " ".join(run("upscale-video", "--help").output.split())
     assert "per-group" not in helped and "each frame in one pass" in helped and "per image" not in helped
     assert "each image goes to its group's model" in " ".join(run("upscale", "--help").output.split())
+
+
+def test_a_stop_while_the_file_is_made_does_not_upscale_or_decode_again(tmp_path, monkeypatch):
+    """Every frame done, the run stopped in the mux (a long film's last minute): the rerun makes the file from the
+    kept segments without reading a frame of the source (it had decoded the whole film again to find its end)."""
+    import lway_rt.video as video_mod
+
+    src = make_clip(tmp_path / "clip.mp4", seconds=0.2)
+    out = tmp_path / "out"
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video_mod, "mux", stopped)
+    with pytest.raises(Interrupted, match=r"interrupted while clip_x4.mp4 was made: its 6 frame\(s\) are kept"):
+        upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
+    monkeypatch.undo()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the source was decoded again")
+
+    monkeypatch.setattr(video_mod, "read_frames", no_decoding)
+    report = upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
+    assert report.written and report.frames == 0 and "every frame was done" in report.notes[0], report.notes
+    assert len(list(read_frames(out / "clip_x4.mp4", probe(out / "clip_x4.mp4")))) == 6
