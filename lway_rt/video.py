@@ -21,15 +21,13 @@ import numpy as np
 
 from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
 from lway_rt.io.images import LoadedImage, _quantise
-from lway_rt.io.video import (OUT_SUFFIXES, SegmentWriter, VideoInfo, count_packets, ffmpeg_exe, mux, probe,
-                              read_frames)
+from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, SegmentWriter, VideoInfo, count_packets, ffmpeg_exe,
+                              mux, probe, read_frames, to_float)
 from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
 SEGMENT_SECONDS = 30.0  # a segment is closed after this much work: a kill -9 loses at most about this much
 SEGMENT_FRAMES = 600  # ... or this many frames (a fast GPU)
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-CONTAINERS = ("same", "mp4", "mkv", "mov")
 _RECORD = "parts.json"
 
 
@@ -104,10 +102,7 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     in the report). ``on_start(src, frames_estimate, frames_already_done)`` opens a video, ``progress()`` counts a
     frame."""
     out_dir = Path(out_dir).expanduser()
-    srcs: list[Path] = []
-    for p in inputs:  # a file named twice (overlapping globs, a relative and an absolute path) is one job
-        if (src := Path(p).expanduser()).resolve() not in {s.resolve() for s in srcs}:
-            srcs.append(src)
+    srcs = _once(inputs)
     for src in srcs:
         if src.is_dir():
             raise InputError(f"{src} is a folder: give the video files (e.g. {shell_word(str(src))}/*.mp4)")
@@ -146,6 +141,18 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
         with contextlib.suppress(OSError):
             out_dir.rmdir()
     return report
+
+
+def _once(inputs: Sequence[str | Path]) -> list[Path]:
+    """The inputs in order, a file named twice (overlapping globs, a relative and an absolute path) taken once."""
+    seen: set[Path] = set()
+    srcs = []
+    for p in inputs:
+        src = Path(p).expanduser()
+        if src.resolve() not in seen:
+            seen.add(src.resolve())
+            srcs.append(src)
+    return srcs
 
 
 def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoConfig, desc, cap, key: str,
@@ -209,7 +216,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
             w.abort()
             return
         w.close()
-        segments.append({"file": w.dest.name, "start": done - w.frames, "frames": w.frames})
+        segments.append({"file": w.dest.name, "frames": w.frames})
         atomic_write_json(parts / _RECORD, {**print_of, "segments": segments})
 
     try:
@@ -317,9 +324,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = 
 
 
 def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: UpscaleConfig) -> np.ndarray:
-    top = 65535.0 if info.depth == 16 else 255.0
-    rgb = frame.astype(np.float32) / top
-    up = upscale_image(desc, LoadedImage(rgb, bit_depth=info.depth), config, cap)
+    up = upscale_image(desc, LoadedImage(to_float(frame), bit_depth=info.depth), config, cap)
     return _quantise(up.rgb, info.depth)
 
 
@@ -327,21 +332,21 @@ def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: Upscal
 ADAPT_FRAMES = 32  # frames of a video 'lwayrt adapt' takes without --sample
 
 
-def sample_frames(src: Path, n: int | None, deinterlace: bool = False) -> list:
+def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: VideoInfo | None = None) -> list:
     """``n`` (``ADAPT_FRAMES`` where None) frames spread evenly over the video ``src``, first and last included, read
     as ``upscale-video`` reads them (so adaptation sees the pictures the adapted model will be given), as
-    ``InputImage``s named ``<stem>_f<frame number>``: what ``lwayrt adapt VIDEO`` adapts on."""
+    ``InputImage``s named ``<stem>_f<frame number>``: what ``lwayrt adapt VIDEO`` adapts on. ``info``: ``probe``'s,
+    where the caller has it."""
     from lway_rt.adapt._imageio import InputImage
     from lway_rt.io.video import count_frames
 
-    info = probe(src)
-    top = 65535.0 if info.depth == 16 else 255.0
+    info = info or probe(src)
     total = info.frames_estimate
     for _ in range(2):  # the container's duration first; where it promised frames the stream lacks, their count
         total = total or count_frames(src, info)
         want = min(n or ADAPT_FRAMES, total)
         pick = [total // 2] if want == 1 else sorted({round(i * (total - 1) / (want - 1)) for i in range(want)})
-        frames = [InputImage(f"{src.stem}_f{i:06d}", LoadedImage(f.astype(np.float32) / top, bit_depth=info.depth))
+        frames = [InputImage(f"{src.stem}_f{i:06d}", LoadedImage(to_float(f), bit_depth=info.depth))
                   for i, f in zip(pick, read_frames(src, info, pick=pick, deinterlace=deinterlace))]
         if len(frames) == len(pick):
             return frames

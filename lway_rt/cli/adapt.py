@@ -324,7 +324,7 @@ def _video_frames(video: Path, config, deinterlace: bool, *, note, log):
     if min(info.width, info.height) < config.patch_size:
         raise InputError(f"the frames of {video} are {info.width}x{info.height}, smaller than the {config.patch_size}-px "
                          f"patch: use --patch-size {min(info.width, info.height)} or less")
-    frames = sample_frames(video, config.sample, deinterlace)
+    frames = sample_frames(video, config.sample, deinterlace, info)
     if info.interlaced and not deinterlace:
         note(f"{video} is interlaced: its frames were adapted on as they are, combs and all; --deinterlace adapts on "
              "whole pictures (then give 'lwayrt upscale-video' --deinterlace too)")

@@ -8,6 +8,7 @@ import click
 
 from lway_rt.cli._params import PathParam, on_a_terminal, typed
 from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options, note_small_outscale
+from lway_rt.io.video import CONTAINERS, PRESETS
 
 
 @click.command("upscale-video")
@@ -17,11 +18,9 @@ from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options, note
 @model_options("frame")
 @click.option("--crf", default=18, show_default=True, type=click.IntRange(0, 51),
               help="H.264 quality: lower is better and larger (18 looks like the source, 23 is x264's default).")
-@click.option("--preset", default="medium", show_default=True,
-              type=click.Choice(["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-                                 "veryslow"]),
+@click.option("--preset", default="medium", show_default=True, type=click.Choice(PRESETS),
               help="x264's speed against file size.")
-@click.option("--container", default="same", show_default=True, type=click.Choice(["same", "mp4", "mkv", "mov"]),
+@click.option("--container", default="same", show_default=True, type=click.Choice(CONTAINERS),
               help="Output file type: the input's (.mp4, .mkv, .mov, .m4v; others become .mkv), or this one.")
 @click.option("--frames", type=click.IntRange(min=1), default=None,
               help="Only the first N frames (and the audio with them): a quick look before a long run.")

@@ -3,7 +3,7 @@
 Frames come out of an ffmpeg process as raw RGB (8 bits, or 16 for a source of more than 8 bits), at the stream's
 nominal frame rate (a variable-rate phone clip becomes constant-rate: frames are repeated or dropped as ffmpeg's ``fps``
 filter does), turned upright by the rotation the file records. The upscaled frames go into another ffmpeg process,
-H.264 (libx264) in Matroska segments, which are joined and muxed with the source's audio, subtitles, chapters and
+H.264 (libx264) in MP4 segments, which are joined and muxed with the source's audio, subtitles, chapters and
 metadata at the end. The YUV <-> RGB conversions name their matrix on both sides, the source's where it records one,
 else the one a player assumes for a video of its size (BT.709 from 720 lines, else BT.601), and the output records it,
 so colours come back as the source showed them rather than shifted by a player's guess for the larger picture.
@@ -30,8 +30,11 @@ import numpy as np
 
 from lway_rt.errors import InputError, MissingDependencyError, OutputError
 
-__all__ = ["VideoInfo", "ffmpeg_exe", "probe", "read_frames", "SegmentWriter", "mux", "OUT_SUFFIXES"]
+__all__ = ["VideoInfo", "ffmpeg_exe", "probe", "read_frames", "SegmentWriter", "mux", "OUT_SUFFIXES", "PRESETS",
+           "CONTAINERS", "to_float"]
 
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")  # x264's
+CONTAINERS = ("same", "mp4", "mkv", "mov")  # --container: the source's, or one of these
 OUT_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")  # containers an output keeps; any other source is written as .mkv
 _PLAYER_HD_LINES = 720  # a player takes an untagged video of this many lines or more for BT.709, a smaller one BT.601
 _MATRIX = {"bt709": "bt709", "bt470bg": "bt601", "smpte170m": "bt601", "bt2020nc": "bt2020", "bt2020c": "bt2020",
@@ -55,7 +58,7 @@ def ffmpeg_exe() -> str:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What ``probe`` reads of a video's first video stream. ``width`` x ``height``: its frames as decoded, upright.
+    """What ``probe`` reads of the video stream it takes (``stream``). ``width`` x ``height``: its frames as decoded, upright.
     ``rate``: frames per second the frames are read at. ``matrix``: the scale filter's name of the YUV matrix the
     frames are converted with (``tagged``: the file records it). ``depth``: 8, or 16 for a source of more bits."""
 
@@ -79,6 +82,11 @@ class VideoInfo:
     tags: tuple[tuple[str, str], ...] = ()  # that stream's language and title, carried to the output's video
     video_streams: int = 1  # the file's video streams, cover pictures included (one is upscaled)
     video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
+
+    @property
+    def raw_format(self) -> str:
+        """The pixel format frames travel in between ffmpeg and the model: 8 or 16 bits a sample."""
+        return "rgb48le" if self.depth == 16 else "rgb24"
 
     @property
     def frames_estimate(self) -> int | None:
@@ -185,14 +193,19 @@ def probe(src: Path) -> VideoInfo:
                      stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos))
 
 
+def _stream_block(text: str, line: str) -> str:
+    """The indented metadata lines ffmpeg prints under the stream ``line`` (its tags)."""
+    block = re.search(re.escape(line) + r".*\n((?:    .*\n)*)", text)
+    return block.group(1) if block else ""
+
+
 def _video_tags(text: str, line: str) -> tuple[tuple[str, str], ...]:
     """The video stream's language (``Stream #0:1(jpn): Video``) and title, as ffmpeg prints them."""
     tags = []
     header = re.search(r"Stream #0:\d+(?:\[\w+\])?\((\w+)\): Video: " + re.escape(line), text)
     if header and header.group(1) != "und":
         tags.append(("language", header.group(1)))
-    block = re.search(re.escape(line) + r".*\n((?:    .*\n)*)", text)
-    title = re.search(r"^\s+title\s*: (.+)$", block.group(1), re.M) if block else None
+    title = re.search(r"^\s+title\s*: (.+)$", _stream_block(text, line), re.M)
     if title:
         tags.append(("title", title.group(1).strip()))
     return tuple(tags)
@@ -206,8 +219,7 @@ def _stream_tags(info: VideoInfo) -> list[str]:
 
 def _stream_duration(text: str, line: str) -> float | None:
     """The video stream's DURATION tag (Matroska records one a stream), in seconds."""
-    block = re.search(re.escape(line) + r".*\n((?:    .*\n)*)", text)
-    tag = re.search(r"^\s+DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)", block.group(1), re.M) if block else None
+    tag = re.search(r"^\s+DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)", _stream_block(text, line), re.M)
     return int(tag.group(1)) * 3600 + int(tag.group(2)) * 60 + float(tag.group(3)) if tag else None
 
 
@@ -233,7 +245,7 @@ def _known(name: str | None) -> str | None:
 
 def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | None, deinterlace: bool,
                  pick: list[int] | None = None) -> list[str]:
-    pix = "rgb48le" if info.depth == 16 else "rgb24"
+    pix = info.raw_format
     chain = ("bwdif=mode=send_frame:deint=all," if deinterlace else "") + f"fps={info.rate}"
     chain += f",select=gte(n\\,{start})" if start else ""
     chain += ",select=" + "+".join(f"eq(n\\,{i})" for i in pick) if pick else ""
@@ -279,25 +291,37 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
             proc.wait()
 
 
+def _count(src: Path, info: VideoInfo, how: list[str]) -> tuple[int | None, subprocess.CompletedProcess]:
+    """The frames ffmpeg counts of the video stream sent ``how`` into its null output (None: it says none)."""
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{info.stream}", *how,
+                 "-f", "null", "-"], "reading video")
+    counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
+    return (int(counts[-1]) if counts and not done.returncode else None), done
+
+
 def count_packets(src: Path, info: VideoInfo) -> int | None:
     """The video stream's packets (its frames, for the codecs footage comes in), read without decoding: seconds for
     hours of video. The progress bar's total; None where ffmpeg says none."""
-    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{info.stream}", "-c", "copy",
-                 "-f", "null", "-"], "reading video")
-    counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
-    return int(counts[-1]) if counts and not done.returncode and int(counts[-1]) else None
+    return _count(src, info, ["-c", "copy"])[0] or None
 
 
 def count_frames(src: Path, info: VideoInfo) -> int:
     """How many frames ``read_frames`` gives of ``src``, by decoding it (no conversion): for a file that records no
     duration."""
-    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{info.stream}", "-vf",
-                 f"fps={info.rate}",
-                 "-f", "null", "-"], "reading video")
-    counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
-    if done.returncode or not counts:
+    count, done = _count(src, info, ["-vf", f"fps={info.rate}"])
+    if count is None:
         raise InputError(f"{src}: ffmpeg could not decode it ({_last_line(done.stderr)}); re-encode or re-copy it")
-    return int(counts[-1])
+    return count
+
+
+def to_float(frame: np.ndarray) -> np.ndarray:
+    """A frame's 8- or 16-bit samples as float32 in [0, 1], as the model takes them."""
+    return frame.astype(np.float32) / float(np.iinfo(frame.dtype).max)
+
+
+def _disk_full(message: str) -> bool:
+    """Whether ffmpeg's last line says the output's disk or quota is full (its errno, printed as text)."""
+    return any(words in message for words in ("No space left", "Disk quota", "File too large"))
 
 
 def _read_exactly(stream, size: int) -> bytes:
@@ -326,9 +350,9 @@ class SegmentWriter:
     raises if ffmpeg failed) or dropped by ``abort``. ``dest`` is written whole or not at all."""
 
     def __init__(self, dest: Path, info: VideoInfo, size: tuple[int, int], crf: int, preset: str) -> None:
-        self.dest, self.size, self.frames = dest, size, 0
+        self.dest, self.frames = dest, 0
         self.tmp = dest.with_name(f".{dest.name}.p{os.getpid()}.tmp")
-        pix_in = "rgb48le" if info.depth == 16 else "rgb24"
+        pix_in = info.raw_format
         pix_out = "yuv420p10le" if info.depth == 16 else "yuv420p"
         chain = (f"scale=out_color_matrix={info.matrix}:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int,"
                  f"format={pix_out}" + (f",setsar={info.sar[0]}/{info.sar[1]}" if info.sar != (1, 1) else ""))
@@ -363,7 +387,7 @@ class SegmentWriter:
                 message = self._message()
                 self.tmp.unlink(missing_ok=True)
                 raise OutputError(f"cannot write {self.dest}: ffmpeg's encoder failed ({message}); make room or "
-                                  "choose another -o folder" if "No space" in message else
+                                  "choose another -o folder" if _disk_full(message) else
                                   f"cannot write {self.dest}: ffmpeg's encoder failed ({message})")
             os.replace(self.tmp, self.dest)
         finally:
@@ -384,8 +408,9 @@ _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
 def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path, duration: float | None) -> list[str]:
     """Join ``segments`` into ``into`` (a temporary file that becomes ``dest``) with ``src``'s audio,
-    subtitles, chapters and metadata, copied as they are; where ``dest``'s container cannot hold them so, subtitles
-    are left out, then the audio is re-encoded to AAC, then left out, each said in the notes returned.
+    subtitles, chapters and metadata, copied as they are; where ``dest``'s container cannot hold them so, the
+    subtitles are converted to mov_text (.mp4, .mov) or left out, then the audio is re-encoded to AAC with them, then
+    left out, each said in the notes returned.
     ``duration``: the seconds of video written, where fewer than the source's (the rest of the audio is cut)."""
     exe = ffmpeg_exe()
     listing = segments[0].with_name("segments.txt")  # in the parts folder, which goes with the run's end
@@ -424,7 +449,7 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
                     notes.append(note)
                 return notes
             last = _last_line(done.stderr)
-            if "No space left" in last or "Disk quota" in last or "File too large" in last:
+            if _disk_full(last):
                 raise OutputError(f"cannot write {dest}: {last}; make room, or choose another output folder")
         raise OutputError(f"cannot write {dest}: ffmpeg could not join the upscaled video ({last})")
     finally:
