@@ -649,6 +649,17 @@ def test_the_upscale_hint_quotes_a_path_with_spaces(tmp_path):
     assert path.parent == out and path.suffix == ".onnx" and path.is_file(), hint
 
 
+def test_an_out_named_like_a_file_is_said_to_be_a_folder(tmp_path):
+    """'--out x.onnx' makes a folder x.onnx; the export says so once, when it makes it."""
+    out = tmp_path / "x.onnx"
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "-q")
+    assert res.exit_code == 0, res.output
+    assert f"note: --out names a folder, and {out} will be one" in res.stderr
+    assert _exported(res.stdout)["fp32"].parent == out
+    again = _run("--model", "realesr-animevideov3", "--out", str(out), "-q")  # the folder it made: nothing to say
+    assert again.exit_code == 0 and "note:" not in again.stderr, again.output
+
+
 def test_a_four_channel_model_exports_with_a_note_instead_of_the_upscale_hint(tmp_path):
     """An SRVGGNetCompact on 4 channels is a valid network to export, but lwayrt upscale refuses it: the export says
     so rather than suggest an upscale command that fails."""

@@ -123,6 +123,11 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"\0" * 16)
     half = _export(MODEL, tmp_path / "half", "--precision", "fp16")
+    folder = tmp_path / "x.onnx"  # what 'export --out x.onnx' makes: the files it holds are named, not "does not exist"
+    folder.mkdir()
+    for f in (exported, exported.with_suffix(".json")):
+        shutil.copy(f, folder / f.name)
+    (tmp_path / "empty.onnx").mkdir()
     for model, extra, needle in (
         (other, (), "describes another file than renamed.onnx"),
         (failed, (), "failed its parity gate when it was exported"),
@@ -130,6 +135,9 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         (edited["static"], (), "was exported for fixed 32x32 tiles: export it without --static"),
         (engine, (), "is a TensorRT engine, which runs under TensorRT only"),
         (tmp_path / "missing.onnx", (), "does not exist: export one with 'lwayrt export'"),
+        (folder, (), f"x.onnx is a folder ('lwayrt export --out' names the folder it writes into): pass the ONNX file "
+                     f"in it, {folder / exported.name}"),
+        (tmp_path / "empty.onnx", (), "empty.onnx is a folder with no .onnx file in it"),
         (exported, ("--detail-cap", "1.2"), "a detail cap goes into the file at export"),
         (exported, ("--scale", "2"), "upscales x4, not x2"),
         (exported, ("--fp16",), "runs in the precision it was exported in: drop --fp16"),  # not "add --device cuda"

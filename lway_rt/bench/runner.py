@@ -33,7 +33,7 @@ import torch
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
 from lway_rt.errors import InputError
 from lway_rt.export.parity import PSNR_CAP  # bit-identical outputs, as export's gate records them (JSON has no inf)
-from lway_rt.runtime.ort import env_threads
+from lway_rt.runtime.ort import check_onnx_file, env_threads
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
@@ -320,8 +320,7 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     from lway_rt.runtime.onnx_model import spec_from_manifest
 
     path = Path(config.model).expanduser()
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
+    check_onnx_file(path)
     manifest = find_manifest(path)
     if manifest is None:
         raise InputError(f"{path.name} has no manifest ({path.with_suffix('.json').name}) naming the weights it was exported "

@@ -89,6 +89,11 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         raise InputError("--stage1 is for --what encoder or both, and this export is of the SR network alone: add "
                          "--what both (or encoder), or drop --stage1")
 
+    if ctx.get_parameter_source("out_dir") is click.core.ParameterSource.COMMANDLINE and \
+            out_dir.suffix.lower() in (".onnx", ".engine", ".plan") and not out_dir.is_dir():
+        _log(f"note: --out names a folder, and {out_dir} will be one: the files go into it under their own names "
+             "(the manifest beside each file names its model and settings)")
+
     def load_sr():
         if not model_spec:
             raise InputError("--model is required: a store name, a .pth/.safetensors file or an adapt output folder")

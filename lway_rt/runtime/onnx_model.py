@@ -129,14 +129,13 @@ def _probe_spec(module: OnnxSR, path: Path) -> ArchSpec:
 def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | None = None) -> ModelDescriptor:
     """``path`` (an ONNX file) as a ``ModelDescriptor`` whose network runs in ONNX Runtime on ``device``."""
     from lway_rt.export.manifest import find_manifest
-    from lway_rt.runtime.ort import create_session
+    from lway_rt.runtime.ort import check_onnx_file, create_session
 
     path = Path(path).expanduser()
     if path.suffix.lower() in ENGINE_SUFFIXES:
         raise InputError(f"{path.name} is a TensorRT engine, which runs under TensorRT only: pass the .onnx file "
                          "'lwayrt export' wrote beside it")
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
+    check_onnx_file(path)
     manifest = find_manifest(path)
     spec, meta = spec_from_manifest(path, manifest) if manifest is not None else (None, {})
     session = create_session(path, providers=_providers(device), threads=threads)

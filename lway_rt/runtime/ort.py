@@ -95,8 +95,7 @@ def create_session(
     """
     ort = _ort()
     path = Path(onnx_path)
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist: export one first with 'lwayrt export'")
+    check_onnx_file(path)
     if opt_level not in OPT_LEVELS:
         raise InputError(f"unknown ONNX Runtime optimisation level {opt_level!r}; use one of {', '.join(OPT_LEVELS)}")
     if execution_mode not in ("sequential", "parallel"):
@@ -149,6 +148,22 @@ def create_session(
             "or ask for the CPU provider explicitly"
         )
     return session
+
+
+def check_onnx_file(path: Path) -> None:
+    """Refuse ``path`` unless it is a file, in words that say what to pass instead: ``lwayrt export --out x.onnx``
+    makes a *folder* x.onnx (``--out`` names the folder for the files and their manifests), so that name given back to
+    ``-m`` names the files in it rather than saying it does not exist."""
+    if path.is_file():
+        return
+    if path.is_dir():
+        files = sorted(path.glob("*.onnx"), key=lambda f: (".sr." not in f.name, f.name))
+        if files:
+            more = f" (or one of the {len(files) - 1} other .onnx files there)" if len(files) > 1 else ""
+            raise InputError(f"{path} is a folder ('lwayrt export --out' names the folder it writes into): pass the "
+                             f"ONNX file in it, {files[0]}{more}")
+        raise InputError(f"{path} is a folder with no .onnx file in it: pass an ONNX file 'lwayrt export' wrote")
+    raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
 
 
 def run_session(session, x: np.ndarray) -> np.ndarray:
