@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{dest.name}: went on from frame {done}, where an earlier run had stopped" +
                             (" (every frame was done: only the file is made)" if complete else ""))
     left = None if video.frames is None else video.frames - done
+    damage: list[str] = []
     writer: SegmentWriter | None = None
     started = time.monotonic()
 
@@ -223,7 +225,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         with finishing_steps() as steps:
             steps.step, steps.kept = "frame", "the frames of the segments closed before it"
             if not complete and (left is None or left > 0):
-                for frame in read_frames(src, info, start=done, count=left, deinterlace=video.deinterlace):
+                for frame in read_frames(src, info, start=done, count=left, deinterlace=video.deinterlace,
+                                         damage=damage):
                     if writer is None:
                         writer = SegmentWriter(parts / f"segment_{len(segments):05d}.mp4", info, size, video.crf,
                                                video.preset)
@@ -261,6 +264,14 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         raise InputError(f"{src} gave no frames to upscale")
     written = sum(s["frames"] for s in segments)
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
+    if damage:  # ffmpeg leaves out what it cannot decode: a truncated file ends early with exit status 0
+        first = re.sub(r"^(\[[^]]*\] ?)+", "", damage[0]).rstrip(".")  # without its "[h264 @ 0x...]" prefixes
+        partial = any("partial file" in line for line in damage)
+        report.notes.append(f"ffmpeg reported {len(damage)} error(s) decoding {src} (first: {first})" +
+                            (": the file is cut short (truncated), and " if partial else ", and ") +
+                            f"what it could not decode is missing from {dest.name} ({written} frame(s) written" +
+                            (f" of the {info.frames_estimate} its length promises" if info.frames_estimate else "") +
+                            "); re-copy the source for the whole video")
     if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
     try:

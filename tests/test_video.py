@@ -96,7 +96,7 @@ def test_a_clip_is_upscaled_frame_by_frame_with_its_rate_and_audio(tmp_path, mod
     src = make_clip(tmp_path / "clip.mp4")
     result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--crf", "8")
     dest = tmp_path / "out" / "clip_x4.mp4"
-    assert result.exit_code == 0 and f"wrote {dest}" in result.output, result.output
+    assert result.exit_code == 0 and f"wrote {dest}" in result.output and "note:" not in result.output, result.output
     info = probe(dest)
     assert (info.width, info.height, info.rate, info.audio) == (256, 192, Fraction(30000, 1001), 1)
     check_frames(dest, model_frames(model, src))
@@ -616,3 +616,17 @@ def test_a_stop_while_the_file_is_made_does_not_upscale_or_decode_again(tmp_path
     report = upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
     assert report.written and report.frames == 0 and "every frame was done" in report.notes[0], report.notes
     assert len(list(read_frames(out / "clip_x4.mp4", probe(out / "clip_x4.mp4")))) == 6
+
+
+def test_a_truncated_file_is_upscaled_as_far_as_it_goes_and_said_to_be_cut_short(tmp_path):
+    """ffmpeg decodes a cut-off file as far as its data goes and exits 0: the output is shorter, and says why."""
+    whole = make_clip(tmp_path / "whole.mp4", rate="25", seconds=1.2, audio=False, extra=("-movflags", "+faststart"))
+    data = whole.read_bytes()  # (the index first, as a web-ready file has it: the data ends early, the index does not)
+    src = tmp_path / "cut.mp4"
+    src.write_bytes(data[:len(data) * 2 // 3])
+    result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "-s", "1")
+    assert result.exit_code == 0, result.output
+    note = " ".join(line for line in result.output.splitlines() if "ffmpeg reported" in line)
+    written = int(re.search(r"\((\d+) frame\(s\) written of the 30 its length promises\)", note).group(1))
+    assert f"decoding {src} (first: " in note and "the file is cut short (truncated)" in note, result.output
+    assert 0 < written < 30 and written == probe(tmp_path / "out" / "cut_x1.mp4").frames_estimate

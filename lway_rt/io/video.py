@@ -259,12 +259,14 @@ def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | 
 
 
 def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = None, deinterlace: bool = False,
-                pick: list[int] | None = None) -> Iterator[np.ndarray]:
+                pick: list[int] | None = None, damage: list[str] | None = None) -> Iterator[np.ndarray]:
     """``src``'s frames from number ``start`` on (``count`` of them at most), or only those numbered in ``pick``
     (in order; fewer where the video is shorter): HxWx3 uint8, or uint16 for a source of more than 8 bits;
     ``deinterlace``: each frame's two fields made into one picture first (bwdif, a frame a frame). A decoder that stops with an error part-way is an ``InputError`` naming the frame, never
     an early end taken for the video's. ffmpeg runs in a process group of its own: a Ctrl-C meant for this command
-    does not end it (which would read as the end of the video)."""
+    does not end it (which would read as the end of the video). ``damage``: where given, the errors ffmpeg reported
+    while it decoded to the end (a truncated file: "partial file", "Invalid NAL unit size"), one line each; it
+    leaves out what it cannot decode, so a damaged file ends early or skips frames without failing."""
     exe = ffmpeg_exe()
     dtype = np.uint16 if info.depth == 16 else np.uint8
     frame_bytes = info.width * info.height * 3 * np.dtype(dtype).itemsize
@@ -281,6 +283,10 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                         err.seek(0)
                         raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} ({_last_line(err.read())}); "
                                          "re-encode or re-copy the video")
+                    if damage is not None:
+                        err.seek(0)
+                        damage += [line for line in (s.strip() for s in err.read().decode("utf-8", "replace")
+                                                     .splitlines()) if line]
                     return
                 yield np.frombuffer(buf, dtype).reshape(info.height, info.width, 3)
                 n += 1
