@@ -327,6 +327,10 @@ def resolve_model_path(spec: str) -> Path:
                         and not (p / "report.json").exists():  # killed before its first checkpoint
                     raise ModelError(f"{p} holds an lwayrt adapt run stopped before its first checkpoint (config.json "
                                      "only, no weights): run the same adapt command again")
+                from lway_rt.runtime.ort import onnx_in_folder
+
+                if not candidates and (advice := onnx_in_folder(p)):
+                    raise ModelError(f"{p} holds exported ONNX files, no weights: {advice}")
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
         return p
