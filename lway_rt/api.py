@@ -14,8 +14,8 @@ and rounding, so a PNG that command writes and ``Upscaler(...)(array)`` hold the
 Arrays: HxW (grey), HxWx1, HxWx2 (grey and alpha), HxWx3 (RGB) or HxWx4 (RGBA); uint8, uint16 (either byte order) or
 float in [0, 1] (samples within 1e-6 of it are clipped). The output has the input's channels and dtype (native byte
 order; float inputs give float32). Errors are ``lway_rt.errors.LwayError``s of one line: ``InputError`` for a bad
-setting or array, ``ModelError`` for a model that does not load; their text names the ``lwayrt upscale`` option, whose
-keyword here is the same name with ``_`` for ``-`` (``--tile-overlap``: ``tile_overlap=``).
+setting or array, ``ModelError`` for a model that does not load; where the command's message names one of its options,
+the message here names the keyword (``--tile 65``: ``tile=65``, ``--device cpu``: ``device="cpu"``).
 
 The design follows Real-ESRGAN's ``RealESRGANer.enhance`` (an array in, an array out, the model held between calls,
 ``outscale`` per call); the code is this project's.
@@ -23,15 +23,44 @@ The design follows Real-ESRGAN's ``RealESRGANer.enhance`` (an array in, an array
 
 from __future__ import annotations
 
+import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, LwayError
 
 __all__ = ["Upscaler"]
 
 _ARRAY = Path("<array>")  # the name an array goes by where a file's path would be (a per-group route)
+
+#: ``lwayrt upscale``'s options that are keywords here, and an option's value in a message: a number, a word the
+#: options take, a placeholder (NAME_OR_FILE, C) or a path
+_OPTION = re.compile(r"--(tile-overlap|tile|device|fp16|detail-cap|base-model|outscale|alpha|stage1)\b"
+                     r"(?: (-?\d+(?:\.\d+)?|cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic|[A-Z][A-Z_]*\b|[^\s,;:()'`]*[/.][^\s,;:()'`]*[\w/]))?")
+
+
+def _keyword(match: re.Match) -> str:
+    name, value = match.group(1).replace("-", "_"), match.group(2)
+    if name == "fp16":
+        return "fp16=True" if value is None else f"fp16=True {value}"
+    if value is None:
+        return name
+    if re.fullmatch(r"-?\d+(?:\.\d+)?|[A-Z][A-Z_]*", value):
+        return f"{name}={value}"
+    return f'{name}="{value}"'
+
+
+@contextlib.contextmanager
+def _in_keywords():
+    """An error raised inside, in this API's words: the options its message names as the keywords they are here."""
+    try:
+        yield
+    except LwayError as exc:
+        if len(exc.args) == 1 and isinstance(exc.args[0], str):
+            exc.args = (_OPTION.sub(_keyword, exc.args[0]),)
+        raise
 
 
 class Upscaler:
@@ -52,12 +81,13 @@ class Upscaler:
 
         if isinstance(detail_cap, bool) or not isinstance(detail_cap, (str, int, float)):
             raise InputError(f"detail_cap is \"auto\", \"off\" or a number >= 1, not {detail_cap!r}")
-        config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
-                               tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
-                               device=str(device), fp16=bool(fp16),
-                               detail_cap=detail_cap if isinstance(detail_cap, str) else repr(float(detail_cap)),
-                               base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
-        self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
+        with _in_keywords():
+            config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
+                                   tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
+                                   device=str(device), fp16=bool(fp16),
+                                   detail_cap=detail_cap if isinstance(detail_cap, str) else repr(float(detail_cap)),
+                                   base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
+            self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
         self.last_route: Route | None = None
 
     @property
@@ -87,7 +117,8 @@ class Upscaler:
             planes = planes[..., [2, 1, 0, *range(3, planes.shape[2])]]
         img = LoadedImage.from_planes(planes, 16 if depth == 16 else 8)
         grey = img.grey
-        up, self.last_route = route_and_upscale(config, self._desc, self._cap, self._router, img, _ARRAY)
+        with _in_keywords():
+            up, self.last_route = route_and_upscale(config, self._desc, self._cap, self._router, img, _ARRAY)
         if self.last_route is not None and (unlike := self.last_route.unlike_note()):
             warnings.warn(unlike.replace(str(_ARRAY), "the array"), UserWarning, stacklevel=2)
         if depth is not None:  # the samples the command writes to a PNG file, rounded alike

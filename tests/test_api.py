@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -97,10 +98,16 @@ def test_bad_arrays_are_one_line_errors(upscaler, array, said):
 
 
 def test_bad_settings_and_models_are_refused_when_made(tmp_path):
-    with pytest.raises(InputError, match="--tile and --tile-overlap must be >= 0"):
+    with pytest.raises(InputError, match="^tile and tile_overlap must be >= 0"):  # in keywords, not the command's options
         Upscaler(MODEL, tile=-1)
-    with pytest.raises(InputError, match="--detail-cap must be auto, off or a number >= 1"):
+    with pytest.raises(InputError, match="^detail_cap must be auto, off or a number >= 1"):
         Upscaler(MODEL, detail_cap=0.5)
+    with pytest.raises(InputError) as err:
+        Upscaler(MODEL, tile=10)
+    assert "use tile=65 or more (more than twice tile_overlap=32)" in str(err.value) and "--" not in str(err.value)
+    if not torch.cuda.is_available():
+        with pytest.raises(LwayError, match='use device="cpu"'):
+            Upscaler(MODEL, device="cuda")
     with pytest.raises(LwayError) as err:
         Upscaler(tmp_path / "missing.safetensors")
     assert "missing.safetensors" in str(err.value)
