@@ -2005,13 +2005,13 @@ def test_upscale_detail_cap_checks_the_base_model(files, tmp_path):
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o",
                        str(tmp_path / "a"), "--loss", "naive", "--iterations", "1", "--patch-size", "16", "-q",
                        "--detail-cap", "1.5"])
-    assert code == 0, text
+    assert code == 0 and "adapted.safetensors: 1 iteration, completed" in text, text  # (not "1 iterations")
     code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(tmp_path / "a" / "adapted.safetensors"),
                        "-o", str(tmp_path / "o"), "--base-model", str(tmp_path / "other.safetensors")])
     assert code != 0 and "is not the model these weights were adapted from" in text, text
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o",
                        str(tmp_path / "b"), "--loss", "naive", "--iterations", "1", "--patch-size", "16", "--detail-cap", "0.5"])
-    assert code != 0 and "--detail-cap must be a number >= 1" in text, text
+    assert code != 0 and "--detail-cap must be a number >= 1" in text and "or off (unset), got 0.5" in text, text
 
 
 def test_detail_cap_is_not_part_of_the_recipe():

@@ -357,7 +357,7 @@ class AdaptConfig:
         if not 0.0 < self.strength <= 1.0:
             bad(f"strength must be in (0, 1] (1: the adapted weights as trained), got {self.strength!r}")
         if self.detail_cap is not None and not 1.0 <= self.detail_cap < float("inf"):
-            bad(f"detail_cap must be a number >= 1 (1: no more fine detail than the unadapted image) or unset, "
+            bad(f"detail_cap must be a number >= 1 (1: no more fine detail than the unadapted image) or off (unset), "
                 f"got {self.detail_cap!r}")
         if not weight_ok(self.detail_guard):
             bad(f"detail_guard must be a finite number >= 0 (0: off), got {self.detail_guard!r}")

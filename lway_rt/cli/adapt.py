@@ -294,7 +294,7 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
                           "same command again (it starts from the beginning)") from None
     for r in results:
         rep = r.report
-        line = f"{r.weights}: {rep['iterations_run']} iterations, {rep['stopped']}"
+        line = f"{r.weights}: {rep['iterations_run']} iteration{'' if rep['iterations_run'] == 1 else 's'}, {rep['stopped']}"
         final = rep.get("final_iteration")
         if isinstance(final, int) and final != rep["iterations_run"]:  # the best evaluated, or the last good weights
             line += f"; weights of iteration {final} kept" if final else "; the unadapted weights kept"
