@@ -279,3 +279,17 @@ def test_the_peak_rss_is_never_below_the_rss_read_after_it(monkeypatch):
                          measure_peak=False)
     (row,) = run_bench(config, model=load_model("realesr-animevideov3"))["results"]
     assert row["status"] == "ok" and row["memory"]["rss_peak_mb"] >= row["memory"]["rss_mb"], row["memory"]
+
+
+def test_a_long_thin_workload_is_cut_from_the_photos_without_enlarging_them_to_its_length():
+    """serve-bench -s 99999x1 was killed for memory: the photo was enlarged in proportion until its short side
+    covered the crop's long one (30 GB to cut one row). Now it is enlarged 16x at most and the rest mirrored in."""
+    import subprocess
+    import sys
+
+    code = ("import resource; from lway_rt.bench.workload import sample_batch; x, _ = sample_batch(2, 1, 30000); "
+            "import numpy as np; assert x.shape == (2, 3, 1, 30000) and np.isfinite(x).all() and x.std() > 0.01; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) < 2000, done.stdout  # MB at peak (8.7 GB before)
