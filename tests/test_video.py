@@ -355,6 +355,21 @@ def test_the_overhead_benchmark_times_both_ways_on_the_same_frames(tmp_path, loa
         r["median_s"]["video"] / r["median_s"]["model"], rel=0.01) for r in rows)
 
 
+def test_the_segments_benchmark_encodes_every_frame_in_segments_of_the_lengths_named(tmp_path, load_benchmark):
+    import json
+
+    bench = load_benchmark("video_segments")
+    out = tmp_path / "segments.json"
+    assert bench.main(["--frames", "60", "--width", "96", "--height", "64", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["content"], r["segment_frames"], r["segments"]) for r in rows] == [
+        (c, n, k) for c in ("soft", "grain") for n, k in ((60, 1), (50, 2), (25, 3))]
+    for content in ("soft", "grain"):
+        mine = [r for r in rows if r["content"] == content]
+        assert all(r["size_over_one_segment"] == pytest.approx(r["bytes"] / mine[0]["bytes"], abs=1e-4) for r in mine)
+    assert all(r["y_psnr_db"] > 30 for r in rows) and rows[3]["bytes"] > rows[0]["bytes"]  # grain costs bits
+
+
 def test_adapt_takes_frames_spread_over_a_video_and_resumes_on_the_same_ones(tmp_path):
     src = make_clip(tmp_path / "clip.mp4", seconds=1.0)  # 30 frames; the container says 1.0 s of the 29.97 fps
     out = tmp_path / "run"
