@@ -90,7 +90,7 @@ def test_a_folder_without_manifest_is_taken_only_with_nothing_but_the_demos_name
 
 
 @pytest.mark.parametrize("kind, error, match", [
-    ("unreadable", ModelError, "not a readable PyTorch checkpoint"),
+    ("unreadable", ModelError, "is a PyTorch checkpoint that cannot be read"),
     ("onnx", ModelError, "ONNX"),
     ("x2", InputError, "is x2; the demo compares x4 models"),
     ("adapt-x2", InputError, "--adapt-model .* is x2; the adaptation step adapts x4 models"),

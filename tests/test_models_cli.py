@@ -561,3 +561,12 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     (tmp_path / "empty").mkdir()
     res = run("models", "add", str(tmp_path / "empty"))
     assert res.exit_code == 1 and "is a folder: pass the weights file inside it" in res.output, res.output
+    # the store's own file added onto itself is refused (its origin had become itself); under another name, the copy
+    # keeps the origin the file records; a name to quote is quoted in the -m it advises
+    cam = store.store_path("my-camera")
+    kept = cam.read_bytes()
+    res = run("models", "add", str(cam), "--force")
+    assert res.exit_code == 1 and "is the store's model my-camera itself" in res.output and cam.read_bytes() == kept
+    res = run("models", "add", str(cam), "--name", "my camera")
+    assert res.exit_code == 0 and "use -m 'my camera'" in res.output, res.output
+    assert store.load_model("my camera").metadata["added_from"] == str(tmp_path / "my-camera" / "adapted.safetensors")

@@ -825,7 +825,9 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--model", "{tmp}/missing.pth"], "does not exist"),
     (["--model", "{tmp}/other.pth"], "other.pth: unsupported architecture"),
     (["--model", "{tmp}/nan.pth"], "NaN"),
-    (["--model", "{tmp}/garbage.pth"], "is not a readable PyTorch checkpoint"),
+    (["--model", "{tmp}/garbage.pth"], "garbage.pth is a PyTorch checkpoint that cannot be read, cut short or damaged ("),
+    # a file of text: said to be no checkpoint at all (it was "not a readable PyTorch checkpoint (KeyError)")
+    (["--model", "{tmp}/text.pth"], "text.pth is not a PyTorch checkpoint (neither torch.save's zip nor a pickle)"),
     (["--model", "{tmp}/garbage.safetensors"], "is not a readable safetensors file"),
     (["--model", "{tmp}/named.pth"], "named.pth is a safetensors file named .pth: rename it to .safetensors"),
     (["--model", "{tmp}/named.safetensors"], "is a PyTorch checkpoint named .safetensors: rename it to .pth"),
@@ -847,6 +849,7 @@ def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, mess
     state["body.2.weight"][0, 0, 0, 0] = float("nan")
     torch.save({"params_ema": state}, tmp_path / "nan.pth")
     (tmp_path / "garbage.pth").write_bytes(b"\x80\x02garbage" * 10)
+    (tmp_path / "text.pth").write_text("hello world\n")
     (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     clean = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
     save_safetensors(tmp_path / "named.pth", clean)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from lway_rt.cli._params import NameParam, PathParam, on_a_terminal
+from lway_rt.errors import shell_word
 from lway_rt.io import store
 
 
@@ -74,7 +75,7 @@ def add_cmd(file: Path, name: str | None, force: bool) -> None:
     dest, desc = store.add_model(file, name, force=force)
     hp = desc.spec.hparams
     size = f", {hp['num_block']} blocks" if "num_block" in hp else f", {hp['num_conv']} convs" if "num_conv" in hp else ""
-    click.echo(f"added {dest.stem}: {desc.arch} x{desc.scale}{size}, from {file} ({dest}); use -m {dest.stem}")
+    click.echo(f"added {dest.stem}: {desc.arch} x{desc.scale}{size}, from {file} ({dest}); use -m {shell_word(dest.stem)}")
 
 
 @command.command("path")

