@@ -158,19 +158,20 @@ def check_onnx_file(path: Path) -> None:
         return
     if path.is_dir():
         if advice := onnx_in_folder(path):
-            raise InputError(f"{path} is a folder ('lwayrt export --out' names the folder it writes into): {advice}")
+            raise InputError(f"{path} is a folder ('lwayrt export --out' names the folder it writes into): pass the "
+                             f"ONNX file in it, {advice}")
         raise InputError(f"{path} is a folder with no .onnx file in it: pass an ONNX file 'lwayrt export' wrote")
     raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
 
 
 def onnx_in_folder(folder: Path) -> str | None:
-    """What to pass instead of ``folder`` where it holds ONNX files (an export's ``--out``): one of them, the SR
-    network's first; None where it holds none."""
+    """The ONNX file to pass instead of ``folder`` where it holds some (an export's ``--out``), the SR network's first,
+    with how many others there are; None where it holds none."""
     files = sorted((f for f in folder.glob("*.onnx") if f.is_file()), key=lambda f: (".sr." not in f.name, f.name))
     if not files:
         return None
     more = f" (or one of the {len(files) - 1} other .onnx files there)" if len(files) > 1 else ""
-    return f"pass the ONNX file in it, {files[0]}{more}"
+    return f"{files[0]}{more}"
 
 
 def run_session(session, x: np.ndarray) -> np.ndarray:
