@@ -38,7 +38,8 @@ _ARRAY = Path("<array>")  # the name an array goes by where a file's path would 
 #: ``lwayrt upscale``'s options that are keywords here, and an option's value in a message: a number, a word the
 #: options take, a placeholder (NAME_OR_FILE, C) or a path
 _OPTION = re.compile(r"--(tile-overlap|tile|device|fp16|detail-cap|base-model|outscale|alpha|stage1)\b"
-                     r"(?: (-?\d+(?:\.\d+)?|cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic|[A-Z][A-Z_]*\b|[^\s,;:()'`]*[/.][^\s,;:()'`]*[\w/]))?")
+                     r"(?: (-?\d+(?:\.\d+)?|cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic|[A-Z][A-Z_]*\b"
+                     r"|[^\s,;:()'`]*[/.][^\s,;:()'`]*[\w/]))?")
 
 
 def _keyword(match: re.Match) -> str:

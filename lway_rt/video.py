@@ -1,9 +1,9 @@
 """``lwayrt upscale-video``: a video through an SR model, frame by frame, into an H.264 file with the source's audio.
 
 Long runs go on where they stopped: the upscaled frames are encoded in segments of ``SEGMENT_FRAMES`` frames (or
-``SEGMENT_SECONDS`` of work, whichever comes first), kept with a small record in a hidden folder beside the output (``.NAME.lwayrt-parts``); the same command
-run again checks that the record matches the source and the settings and continues after the last whole segment. A
-first Ctrl-C (or SIGTERM) finishes the frame in hand and closes the segment, so nothing done is lost; the output
+``SEGMENT_SECONDS`` of work, whichever comes first), kept with a small record in a hidden folder beside the output
+(``.NAME.lwayrt-parts``); the same command run again checks that the record matches the source and the settings and
+continues after the last whole segment. A first Ctrl-C (or SIGTERM) finishes the frame in hand and closes the segment, so nothing done is lost; the output
 appears, atomically, only once every frame is in it, and the parts folder then goes.
 """
 
