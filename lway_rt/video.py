@@ -10,8 +10,8 @@ appears, atomically, only once every frame is in it, and the parts folder then g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,8 +22,8 @@ import numpy as np
 
 from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
 from lway_rt.io.images import LoadedImage, _quantise
-from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, SegmentWriter, VideoInfo, count_packets, ffmpeg_exe,
-                              mux, probe, read_frames, to_float)
+from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, SegmentWriter, VideoInfo, count_packets,
+                              damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float)
 from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
@@ -187,12 +187,18 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{src} is interlaced (each frame two fields a moment apart): its frames were upscaled as "
                             "they are, and moving edges show combs the model sharpens; --deinterlace makes each a "
                             "whole picture first")
+    gap_noted = (gap := leading_gap(src, info)) >= 0.5 / float(info.rate)
+    if gap_noted:  # its first frames do not decode: the picture starts after them, in sync with the sound
+        info = dataclasses.replace(info, video_delay=info.video_delay + gap)
+        report.notes.append(f"{src} starts mid-stream: its first {round(gap * float(info.rate))} frame(s) ({gap:.2f} s) "
+                            "cannot be decoded (no key frame before them), so the picture starts after them, in sync "
+                            "with its sound")
     if info.video_streams > 1:
         report.notes.append(f"{src} holds {info.video_streams} video streams (another angle, a cover picture): only "
                             f"its default one is upscaled into {dest.name}, the others are left out")
     parts = parts_folder(dest)
     print_of = _fingerprint(src, info, size, key, video, config)
-    segments, complete = _resume(parts, print_of, src, dest, discard=video.overwrite)
+    segments, complete, damage = _resume(parts, print_of, src, dest, discard=video.overwrite)
     done = sum(s["frames"] for s in segments)
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
@@ -208,7 +214,6 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{dest.name}: went on from frame {done}, where an earlier run had stopped" +
                             (" (every frame was done: only the file is made)" if complete else ""))
     left = None if video.frames is None else video.frames - done
-    damage: list[str] = []
     writer: SegmentWriter | None = None
     started = time.monotonic()
 
@@ -247,7 +252,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                         steps.unsaved = False
             close_segment()
             if segments and not complete:  # a stop in the mux does not decode the whole source again to find its end
-                atomic_write_json(parts / _RECORD, {**print_of, "segments": segments, "complete": True})
+                atomic_write_json(parts / _RECORD, {**print_of, "segments": segments, "complete": True,
+                                                    "damage": damage})  # (said again by the run that makes the file)
     except KeyboardInterrupt as exc:
         if writer is not None and STOPS and len(STOPS) == 1:  # a first stop: the frame in hand was finished
             close_segment()
@@ -268,13 +274,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     written = sum(s["frames"] for s in segments)
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
     if damage:  # ffmpeg leaves out what it cannot decode: a truncated file ends early with exit status 0
-        first = re.sub(r"^(\[[^]]*\] ?)+", "", damage[0]).rstrip(".")  # without its "[h264 @ 0x...]" prefixes
-        partial = any("partial file" in line for line in damage)
-        report.notes.append(f"ffmpeg reported {len(damage)} error(s) decoding {src} (first: {first})" +
-                            (": the file is cut short (truncated), and " if partial else ", and ") +
-                            f"what it could not decode is missing from {dest.name} ({written} frame(s) written" +
-                            (f" of the {info.frames_estimate} its length promises" if info.frames_estimate else "") +
-                            "); re-copy the source for the whole video")
+        report.notes.append(_damage_note(src, dest, damage, written, info.frames_estimate, gap_noted))
     if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
     try:
@@ -291,6 +291,22 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                             f"{shell_word(str(other))})")
 
 
+def _damage_note(src: Path, dest: Path, damage: list[str], written: int, promised: int | None, gap: bool) -> str:
+    """What ffmpeg's decoding errors mean for ``dest``, in the case they are: a file cut short ends early; frames the
+    decoder could not make are missing; otherwise it made every frame, concealing what it could not decode."""
+    said, truncated = damage_words(src, damage)
+    of = f" of the {promised} its length promises" if promised else ""
+    if truncated:
+        return (f"{said}: the file is cut short (truncated), and {dest.name} ends where its data does ({written} "
+                f"frame(s) written{of}); re-copy the source for the whole video")
+    if promised and written < promised:
+        return (f"{said}, and what it could not decode is missing from {dest.name} ({written} frame(s) written{of}); "
+                "re-copy the source for the whole video")
+    return (f"{said}" + (", the frames before its first key frame among them" if gap else "") +
+            f": any frame it decoded with errors was upscaled as decoded (damaged blocks concealed by the decoder); "
+            f"check {dest.name}, or re-copy the source")
+
+
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:
     """The parts folders in ``folder`` whose record names ``src``: unfinished runs of it."""
     found = []
@@ -301,15 +317,17 @@ def _unfinished_of(src: Path, folder: Path) -> list[Path]:
     return found
 
 
-def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = False) -> tuple[list[dict], bool]:
+def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
+            discard: bool = False) -> tuple[list[dict], bool, list[str]]:
     """The segments an earlier, unfinished run of the same source and settings left in ``parts`` (whole ones only:
-    a segment file the record does not list, one being written when a run was killed, is removed), and whether they
-    hold every frame (the run stopped while it made the file); a folder of another source or settings is refused,
-    naming what differs, or with ``discard`` (--overwrite) removed."""
+    a segment file the record does not list, one being written when a run was killed, is removed), whether they
+    hold every frame (the run stopped while it made the file), and then the decoding errors it met (a rerun reads no
+    frame to meet them again); a folder of another source or settings is refused, naming what differs, or with
+    ``discard`` (--overwrite) removed."""
     record_path = parts / _RECORD
     if not parts.exists():
         parts.mkdir(parents=True)
-        return [], False
+        return [], False, []
     try:
         record = json.loads(record_path.read_text())
     except FileNotFoundError:  # made, and killed before its first segment was finished
@@ -319,7 +337,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = 
     if discard and any(record.get(k) != v for k, v in print_of.items()):  # --overwrite: that run is replaced too
         shutil.rmtree(parts)
         parts.mkdir(parents=True)
-        return [], False
+        return [], False, []
     differs = list(dict.fromkeys(_SETTING[k] + (f" ({_shown(record.get(k))} there, {_shown(v)} now)" if k in _SHOWN
                                                 else "") for k, v in print_of.items() if record.get(k) != v))
     if differs:
@@ -334,7 +352,8 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path, discard: bool = 
     for stray in parts.iterdir():  # a segment being written (or its temporary file) when a run was killed
         if stray.name not in listed:
             stray.unlink(missing_ok=True)
-    return segments, bool(record.get("complete")) and bool(segments)
+    complete = bool(record.get("complete")) and bool(segments)
+    return segments, complete, [str(line) for line in record.get("damage", [])] if complete else []
 
 
 def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: UpscaleConfig) -> np.ndarray:
@@ -346,11 +365,12 @@ def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: Upscal
 ADAPT_FRAMES = 32  # frames of a video 'lwayrt adapt' takes without --sample
 
 
-def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: VideoInfo | None = None) -> list:
+def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: VideoInfo | None = None,
+                  damage: list[str] | None = None) -> list:
     """``n`` (``ADAPT_FRAMES`` where None) frames spread evenly over the video ``src``, first and last included, read
     as ``upscale-video`` reads them (so adaptation sees the pictures the adapted model will be given), as
     ``InputImage``s named ``<stem>_f<frame number>``: what ``lwayrt adapt VIDEO`` adapts on. ``info``: ``probe``'s,
-    where the caller has it."""
+    where the caller has it; ``damage``: where given, the decoding errors ffmpeg reported (``read_frames``')."""
     from lway_rt.adapt._imageio import InputImage
     from lway_rt.io.video import count_frames
 
@@ -360,8 +380,12 @@ def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: Vid
         total = total or count_frames(src, info)
         want = min(n or ADAPT_FRAMES, total)
         pick = [total // 2] if want == 1 else sorted({round(i * (total - 1) / (want - 1)) for i in range(want)})
+        said: list[str] = []
+        read = list(read_frames(src, info, pick=pick, deinterlace=deinterlace, damage=said))  # (to its end: errors)
         frames = [InputImage(f"{src.stem}_f{i:06d}", LoadedImage(to_float(f), bit_depth=info.depth))
-                  for i, f in zip(pick, read_frames(src, info, pick=pick, deinterlace=deinterlace))]
+                  for i, f in zip(pick, read)]
+        if damage is not None:
+            damage[:] = said
         if len(frames) == len(pick):
             return frames
         total = None

@@ -633,15 +633,70 @@ def test_a_stop_while_the_file_is_made_does_not_upscale_or_decode_again(tmp_path
     assert len(list(read_frames(out / "clip_x4.mp4", probe(out / "clip_x4.mp4")))) == 6
 
 
-def test_a_truncated_file_is_upscaled_as_far_as_it_goes_and_said_to_be_cut_short(tmp_path):
-    """ffmpeg decodes a cut-off file as far as its data goes and exits 0: the output is shorter, and says why."""
-    whole = make_clip(tmp_path / "whole.mp4", rate="25", seconds=1.2, audio=False, extra=("-movflags", "+faststart"))
-    data = whole.read_bytes()  # (the index first, as a web-ready file has it: the data ends early, the index does not)
-    src = tmp_path / "cut.mp4"
-    src.write_bytes(data[:len(data) * 2 // 3])
+def test_a_truncated_file_is_upscaled_as_far_as_it_goes_and_said_to_be_cut_short(tmp_path, monkeypatch):
+    """ffmpeg decodes a cut-off file as far as its data goes and exits 0: the output is shorter, and says why, in MP4
+    ("partial file") and Matroska ("File ended prematurely") alike, again after a stop while the file was made (which
+    reads no frame to meet the errors again), and adapt says it too; a file of which no frame decodes is refused as
+    cut short, quoting ffmpeg's error, not its word on its own output."""
+    import lway_rt.video as video_mod
+
+    cut = {}
+    for suffix, extra in ((".mp4", ("-movflags", "+faststart")), (".mkv", ())):
+        whole = make_clip(tmp_path / f"whole{suffix}", rate="25", seconds=1.2, audio=False, extra=extra)
+        data = whole.read_bytes()  # (MP4: its index first, as a web-ready file has it: the data ends early, not it)
+        cut[suffix] = tmp_path / f"cut{suffix}"
+        cut[suffix].write_bytes(data[:len(data) * 2 // 3])
+        if suffix == ".mp4":
+            (tmp_path / "noframe.mp4").write_bytes(data[:data.find(b"mdat") + 60])  # the index, no whole frame
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video_mod, "mux", stopped)  # the first .mp4 run stops while it makes the file
+    with pytest.raises(Interrupted):
+        upscale_videos([cut[".mp4"]], tmp_path / "out", UpscaleConfig(model=MODEL, outscale=1), VideoConfig())
+    monkeypatch.undo()
+    for suffix in (".mp4", ".mkv"):
+        result = run("upscale-video", cut[suffix], "-o", tmp_path / "out", "-m", MODEL, "-s", "1")
+        assert result.exit_code == 0, result.output
+        note = " ".join(line for line in result.output.splitlines() if "ffmpeg reported" in line)
+        written = int(re.search(r"\((\d+) frame\(s\) written of the 30 its length promises\)", note).group(1))
+        assert f"decoding {cut[suffix]} (first: " in note and "the file is cut short (truncated)" in note, result.output
+        assert 0 < written < 30 and written == probe(tmp_path / "out" / f"cut_x1{suffix}").frames_estimate
+    result = run("adapt", cut[".mkv"], "-o", tmp_path / "adapted", "-m", MODEL, "--iterations", "1", "--sample", "2",
+                 "--patch-size", "32")
+    assert result.exit_code == 0 and f"error(s) decoding {cut['.mkv']}" in result.output and \
+        "the file is cut short (truncated); the frames adapted on are those it decoded" in result.output, result.output
+    result = run("upscale-video", tmp_path / "noframe.mp4", "-o", tmp_path / "out", "-m", MODEL, "-s", "1")
+    assert result.exit_code == 1 and "noframe.mp4 is cut short (truncated): ffmpeg stopped decoding at frame 0 (" in \
+        result.output and "Nothing was written" not in result.output, result.output
+
+
+def test_decoding_errors_are_counted_and_named_in_brief():
+    from lway_rt.io.video import damage_summary
+
+    lines = ["[mpeg2video @ 0x55] Invalid frame dimensions 0x0.", "Last message repeated 31 times",
+             "[h264 @ 0x1] [dec:h264 @ 0x2] Decoding error: Invalid data found when processing input"]
+    assert damage_summary(lines) == (33, "Invalid frame dimensions 0x0", False)
+    assert damage_summary(["[in#0/matroska,webm @ 0x3] File ended prematurely"])[2]
+
+
+def test_a_recording_that_starts_mid_stream_stays_in_sync_with_its_sound(tmp_path):
+    """A capture that begins before its first key frame: ffmpeg drops the frames it cannot decode, and the picture
+    must start after them, as in the source (it was placed at the stream's first packet, ahead of its sound)."""
+    whole = make_clip(tmp_path / "whole.ts", rate="25", seconds=2.4, extra=("-g", "25", "-bf", "2"))
+    data = whole.read_bytes()
+    src = tmp_path / "capture.ts"
+    src.write_bytes(data[len(data) // 4 // 188 * 188:])  # from a packet a quarter in: mid-way through a GOP
+
+    def lead(path: Path) -> float:  # the first decoded frame after the first sound, as a player shows them
+        def first(kind: str, flt: str) -> float:
+            text = subprocess.run([ffmpeg_exe(), "-hide_banner", "-copyts", "-i", str(path), "-map", f"0:{kind}:0",
+                                   f"-{kind[0]}f", flt, "-f", "null", "-"], capture_output=True, text=True).stderr
+            return float(re.search(r"pts_time:(-?[\d.]+)", text).group(1))
+        return first("v", "showinfo") - first("a", "ashowinfo")
+
     result = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "-s", "1")
-    assert result.exit_code == 0, result.output
-    note = " ".join(line for line in result.output.splitlines() if "ffmpeg reported" in line)
-    written = int(re.search(r"\((\d+) frame\(s\) written of the 30 its length promises\)", note).group(1))
-    assert f"decoding {src} (first: " in note and "the file is cut short (truncated)" in note, result.output
-    assert 0 < written < 30 and written == probe(tmp_path / "out" / "cut_x1.mp4").frames_estimate
+    assert result.exit_code == 0 and "capture.ts starts mid-stream: its first" in result.output, result.output
+    assert lead(src) > 0.2 and lead(tmp_path / "out" / "capture_x1.mkv") == pytest.approx(lead(src), abs=0.045)
+

@@ -105,6 +105,26 @@ def _run(args: list[str], what: str) -> subprocess.CompletedProcess:
                                      f"put a working ffmpeg on the PATH ({args[0]}: {exc.strerror})") from None
 
 
+#: what ffmpeg says of a file that ends before its data does: MP4 / MOV, Matroska / WebM, and packets cut short
+_TRUNCATED = ("partial file", "File ended prematurely", "Truncating packet")
+
+
+def damage_summary(lines: list[str]) -> tuple[int, str, bool]:
+    """ffmpeg's decoding errors (``read_frames``' ``damage``) in brief: how many (its "Last message repeated K times"
+    counted as K), the first without its ``[h264 @ 0x...]`` prefixes, and whether they say the file is cut short."""
+    repeats = [re.match(r"Last message repeated (\d+) times?", line) for line in lines]
+    said = [line for line, again in zip(lines, repeats) if not again]
+    first = re.sub(r"^(\[[^]]*\] ?)+", "", said[0]).rstrip(".") if said else "no message"
+    count = len(said) + sum(int(again.group(1)) for again in repeats if again)
+    return count, first, any(words in line for line in said for words in _TRUNCATED)
+
+
+def damage_words(src: Path, lines: list[str]) -> tuple[str, bool]:
+    """"ffmpeg reported N error(s) decoding SRC (first: ...)" and whether the file is cut short, from ``lines``."""
+    count, first, truncated = damage_summary(lines)
+    return f"ffmpeg reported {count} error(s) decoding {src} (first: {first})", truncated
+
+
 def _last_line(stderr: bytes) -> str:
     lines = [s.strip() for s in stderr.decode("utf-8", "replace").splitlines() if s.strip()]
     return lines[-1] if lines else "no message"
@@ -233,6 +253,22 @@ def _delay(text: str, line: str) -> float:
     return max(0.0, float(own.group(1)) - float(file_start.group(1)))
 
 
+def leading_gap(src: Path, info: VideoInfo) -> float:
+    """Seconds from the video stream's start to its first frame that decodes: 0, but for a recording that starts
+    mid-stream (a capture or a cut file beginning before its first key frame), whose leading packets cannot be decoded
+    and are dropped. The mux places the video by its stream's start, so without this its frames would come that
+    much ahead of their sound. Times as the file records them (``-copyts``), both from one run of ffmpeg."""
+    text = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-copyts", "-i", _url(src), "-map", f"0:v:{info.stream}",
+                 "-vf", "showinfo", "-frames:v", "1", "-f", "null", "-"], "reading video").stderr.decode("utf-8", "replace")
+    first = re.search(r"pts_time:(-?[\d.]+)", text)
+    videos = re.findall(r"Stream #0:\d+[^:]*: Video: (.*)", text)
+    own = re.search(r", start (-?[\d.]+)", videos[info.stream]) if len(videos) > info.stream else None
+    start = own or re.search(r", start: (-?[\d.]+)", text)
+    if not (first and start):
+        return 0.0
+    return max(0.0, float(first.group(1)) - float(start.group(1)))
+
+
 def _url(path: Path) -> str:
     """``path`` as ffmpeg must be given it: as a file, whatever its name holds (``take2:final.mp4`` was read as the
     protocol ``take2``)."""
@@ -279,14 +315,20 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                 buf = _read_exactly(proc.stdout, frame_bytes)
                 if len(buf) < frame_bytes:
                     rc = proc.wait()
+                    err.seek(0)
+                    lines = [line for line in (s.strip() for s in err.read().decode("utf-8", "replace").splitlines())
+                             if line]
                     if rc or buf:
-                        err.seek(0)
-                        raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} ({_last_line(err.read())}); "
-                                         "re-encode or re-copy the video")
+                        # (not ffmpeg's word on its own output, "Nothing was written into output file")
+                        said = [line for line in lines if not line.startswith("[out#")] or lines
+                        _, first, truncated = damage_summary(said)
+                        if truncated:
+                            raise InputError(f"{src} is cut short (truncated): ffmpeg stopped decoding at frame {n} "
+                                             f"({first}); re-copy the source")
+                        raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} "
+                                         f"({_last_line(chr(10).join(said).encode())}); re-encode or re-copy the video")
                     if damage is not None:
-                        err.seek(0)
-                        damage += [line for line in (s.strip() for s in err.read().decode("utf-8", "replace")
-                                                     .splitlines()) if line]
+                        damage += lines
                     return
                 yield np.frombuffer(buf, dtype).reshape(info.height, info.width, 3)
                 n += 1
