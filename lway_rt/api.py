@@ -36,10 +36,11 @@ __all__ = ["Upscaler"]
 _ARRAY = Path("<array>")  # the name an array goes by where a file's path would be (a per-group route)
 
 #: ``lwayrt upscale``'s options that are keywords here, and an option's value in a message: a number, a word the
-#: options take, a placeholder (NAME_OR_FILE, C) or a path
+#: options take or a placeholder (NAME_OR_FILE, C); a path, which may hold spaces, is left as it stands
 _OPTION = re.compile(r"--(tile-overlap|tile|device|fp16|detail-cap|base-model|outscale|alpha|stage1)\b"
-                     r"(?: (-?\d+(?:\.\d+)?|cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic|[A-Z][A-Z_]*\b"
-                     r"|[^\s,;:()'`]*[/.][^\s,;:()'`]*[\w/]))?")
+                     r"(?: (-?\d+(?:\.\d+)?(?![\w/]|\.\w)|(?:cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic)\b(?![/.])"
+                     r"|[A-Z][A-Z_]*(?![\w:/.\\])))?")
+_QUOTED_COMMAND = re.compile(r"('lwayrt [^']*')")  # another command's options, quoted: left as that command takes them
 
 
 def _keyword(match: re.Match) -> str:
@@ -53,6 +54,12 @@ def _keyword(match: re.Match) -> str:
     return f'{name}="{value}"'
 
 
+def _keywords(message: str) -> str:
+    """``message`` with this command's options named as the keywords they are here, quoted commands left alone."""
+    return "".join(part if _QUOTED_COMMAND.fullmatch(part) else _OPTION.sub(_keyword, part)
+                   for part in _QUOTED_COMMAND.split(message))
+
+
 @contextlib.contextmanager
 def _in_keywords():
     """An error raised inside, in this API's words: the options its message names as the keywords they are here."""
@@ -60,7 +67,7 @@ def _in_keywords():
         yield
     except LwayError as exc:
         if len(exc.args) == 1 and isinstance(exc.args[0], str):
-            exc.args = (_OPTION.sub(_keyword, exc.args[0]),)
+            exc.args = (_keywords(exc.args[0]),)
         raise
 
 
@@ -111,7 +118,8 @@ class Upscaler:
         from lway_rt.io.images import LoadedImage, _luminance, image_samples
         from lway_rt.upscale import route_and_upscale
 
-        config = self._config if outscale is None else dataclasses.replace(self._config, outscale=_outscale(outscale))
+        with _in_keywords():
+            config = self._config if outscale is None else dataclasses.replace(self._config, outscale=_outscale(outscale))
         arr = np.asarray(image)
         planes, depth = _planes(arr)
         if bgr and planes.shape[2] >= 3:

@@ -221,7 +221,7 @@ def cap_off_refused(name: str, verb: str) -> InputError:
     """The refusal of ``--detail-cap off`` for an exported file that holds its cap in the graph (upscale ``verb``
     "run", serve-bench "time"): the option cannot apply, so it is not ignored."""
     return InputError(f"{name} holds a detail cap fixed at export, so --detail-cap off cannot apply: {verb} a file "
-                      "exported with --detail-cap off, or drop the option")
+                      "exported with 'lwayrt export --detail-cap off', or drop the option")
 
 
 def _cpu_layout(module: torch.nn.Module) -> None:

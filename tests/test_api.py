@@ -108,6 +108,9 @@ def test_bad_settings_and_models_are_refused_when_made(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(LwayError, match='use device="cpu"'):
             Upscaler(MODEL, device="cuda")
+    with pytest.raises(InputError, match=r"^outscale must be a number above 0"):  # a call's own, too
+        Upscaler(MODEL)(np.zeros((8, 8, 3), np.uint8), outscale=-2)
+
     with pytest.raises(LwayError) as err:
         Upscaler(tmp_path / "missing.safetensors")
     assert "missing.safetensors" in str(err.value)
@@ -120,3 +123,14 @@ def test_bad_settings_and_models_are_refused_when_made(tmp_path):
         with pytest.raises(InputError) as err:  # (they failed deep inside, or were taken as 33 and 1)
             Upscaler(MODEL, **kwargs)
         assert said in str(err.value), (kwargs, str(err.value))
+
+def test_error_keywords_leave_other_commands_and_paths_as_they_are():
+    from lway_rt.api import _keywords
+
+    quoted = "a detail cap goes into the file at export ('lwayrt export --detail-cap'), so drop --detail-cap here"
+    assert _keywords(quoted) == ("a detail cap goes into the file at export ('lwayrt export --detail-cap'), so drop "
+                                 "detail_cap here")
+    # a path may hold spaces or a drive letter: the option is named, the path left whole
+    assert _keywords("--stage1 /tmp/my dir/s1.pt does not exist") == "stage1 /tmp/my dir/s1.pt does not exist"
+    assert _keywords("--base-model C:/x.pth upscales x2") == "base_model C:/x.pth upscales x2"
+    assert _keywords("use --detail-cap 1.2.") == "use detail_cap=1.2."
