@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -827,7 +829,11 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--model", "{tmp}/nan.pth"], "NaN"),
     (["--model", "{tmp}/garbage.pth"], "garbage.pth is a PyTorch checkpoint that cannot be read, cut short or damaged ("),
     # a file of text: said to be no checkpoint at all (it was "not a readable PyTorch checkpoint (KeyError)")
-    (["--model", "{tmp}/text.pth"], "text.pth is not a PyTorch checkpoint (neither torch.save's zip nor a pickle)"),
+    (["--model", "{tmp}/text.pth"], "text.pth is not a PyTorch checkpoint (neither torch.save's zip nor its pickle)"),
+    (["--model", "{tmp}/notes.pth"], "notes.pth is not a PyTorch checkpoint (a zip archive, but not torch.save's"),
+    (["--model", "{tmp}/list.pth"], "list.pth is not a PyTorch checkpoint (a Python pickle, but not torch.save's)"),
+    # damaged inside its data: torch.load does not check the zip's CRCs, and the weights loaded as if sound
+    (["--model", "{tmp}/damaged.pth"], "damaged.pth is a damaged PyTorch checkpoint (damaged/data/0 in it fails its"),
     (["--model", "{tmp}/garbage.safetensors"], "is not a readable safetensors file"),
     (["--model", "{tmp}/named.pth"], "named.pth is a safetensors file named .pth: rename it to .safetensors"),
     (["--model", "{tmp}/named.safetensors"], "is a PyTorch checkpoint named .safetensors: rename it to .pth"),
@@ -850,6 +856,13 @@ def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, mess
     torch.save({"params_ema": state}, tmp_path / "nan.pth")
     (tmp_path / "garbage.pth").write_bytes(b"\x80\x02garbage" * 10)
     (tmp_path / "text.pth").write_text("hello world\n")
+    with zipfile.ZipFile(tmp_path / "notes.pth", "w") as archive:
+        archive.writestr("notes.txt", "not weights")
+    (tmp_path / "list.pth").write_bytes(pickle.dumps([1, 2, 3], protocol=4))
+    torch.save({"w": torch.arange(20000, dtype=torch.float32)}, tmp_path / "damaged.pth")
+    data = bytearray((tmp_path / "damaged.pth").read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    (tmp_path / "damaged.pth").write_bytes(bytes(data))
     (tmp_path / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
     clean = SRVGGNetCompact(num_feat=8, num_conv=2).state_dict()
     save_safetensors(tmp_path / "named.pth", clean)

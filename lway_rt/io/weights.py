@@ -273,6 +273,7 @@ def torch_load_tensors(path: Path | str):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except RuntimeError as exc:
         if "TorchScript" not in str(exc):
@@ -533,6 +534,26 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
+def _check_torch_archive(path: Path) -> None:
+    """A zip archive given as a checkpoint: refused unless it is torch.save's (a ``data.pkl`` in it), or if one of its
+    entries fails its CRC-32 (torch.load does not check them: weights damaged inside the file loaded as if sound)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # (a torch zip cut short has lost its directory: torch.load says so)
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(name == "data.pkl" or name.endswith("/data.pkl") for name in archive.namelist()):
+                raise ModelError(f"{path} is not a PyTorch checkpoint (a zip archive, but not torch.save's: it holds "
+                                 "no data.pkl): pass the model's weights, a .pth or .safetensors file")
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DamagedFileError(f"{path} is a damaged PyTorch checkpoint ({exc}): re-download or re-export it") from None
+    if bad is not None:
+        raise DamagedFileError(f"{path} is a damaged PyTorch checkpoint ({bad} in it fails its checksum): re-download or "
+                               "re-export it")
+
+
 def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Return (tensors, metadata) from a ``.safetensors`` or ``.pth``/``.pt``/``.ckpt`` file."""
     path = Path(path)
@@ -554,6 +575,7 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             raise DamagedFileError(f"{path} is not a readable safetensors file ({exc}); re-download or re-export it") from exc
         return tensors, meta
     if suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        _check_torch_archive(path)
         try:
             obj = torch_load_tensors(path)
         except ModelError:  # a TorchScript module, named
@@ -567,10 +589,16 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
                                  "torch.save(model.state_dict(), 'weights.pth'), or pass a .safetensors file") from None
             if _sniff(path) == "safetensors":
                 raise ModelError(f"{path} is a safetensors file named {path.suffix}: rename it to .safetensors") from None
-            if _sniff(path) is None:  # text, an image, an archive of another kind: said as such, not "(KeyError)"
-                raise ModelError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip nor a pickle): pass "
+            with open(path, "rb") as f:
+                head = f.read(2)
+            if head[:1] == b"\x80" and head != b"\x80\x02":  # a pickle, of another protocol than torch.save's (2)
+                raise ModelError(f"{path} is not a PyTorch checkpoint (a Python pickle, but not torch.save's): pass "
                                  "the model's weights, a .pth or .safetensors file") from None
-            reason = str(exc).split(". ")[0].strip().rstrip(".") or type(exc).__name__
+            if _sniff(path) is None:  # text, an image: said as such, not "(KeyError)"
+                raise ModelError(f"{path} is not a PyTorch checkpoint (neither torch.save's zip nor its pickle): pass "
+                                 "the model's weights, a .pth or .safetensors file") from None
+            said = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))  # the cause, not torch's advice around it
+            reason = (said.group(1) if said else str(exc).split(". ")[0]).strip().rstrip(".") or type(exc).__name__
             raise ModelError(f"{path} is a PyTorch checkpoint that cannot be read, cut short or damaged ({reason}): "
                              "re-download or re-export it") from exc
         if isinstance(obj, dict) and {"fingerprint", "model", "opt", "st"} <= set(obj):  # lway_rt.adapt's checkpoint
