@@ -273,8 +273,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         raise InputError(f"{src} gave no frames to upscale")
     written = sum(s["frames"] for s in segments)
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
-    if damage:  # ffmpeg leaves out what it cannot decode: a truncated file ends early with exit status 0
-        report.notes.append(_damage_note(src, dest, damage, written, info.frames_estimate, gap_noted))
+    if damage and (note := _damage_note(src, dest, damage, written, info.frames_estimate, gap_noted)):
+        report.notes.append(note)  # (ffmpeg leaves out what it cannot decode: a cut file ends early with status 0)
     if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
     try:
@@ -291,9 +291,12 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                             f"{shell_word(str(other))})")
 
 
-def _damage_note(src: Path, dest: Path, damage: list[str], written: int, promised: int | None, gap: bool) -> str:
+def _damage_note(src: Path, dest: Path, damage: list[str], written: int, promised: int | None,
+                 gap: bool) -> str | None:
     """What ffmpeg's decoding errors mean for ``dest``, in the case they are: a file cut short ends early; frames the
-    decoder could not make are missing; otherwise it made every frame, concealing what it could not decode."""
+    decoder could not make are missing; otherwise it made every frame, concealing what it could not decode. None for
+    a recording that starts mid-stream (``gap``, said in its own note) and lost nothing after: its errors are those
+    of the frames before its first key frame."""
     said, truncated = damage_words(src, damage)
     of = f" of the {promised} its length promises" if promised else ""
     if truncated:
@@ -302,9 +305,10 @@ def _damage_note(src: Path, dest: Path, damage: list[str], written: int, promise
     if promised and written < promised:
         return (f"{said}, and what it could not decode is missing from {dest.name} ({written} frame(s) written{of}); "
                 "re-copy the source for the whole video")
-    return (f"{said}" + (", the frames before its first key frame among them" if gap else "") +
-            f": any frame it decoded with errors was upscaled as decoded (damaged blocks concealed by the decoder); "
-            f"check {dest.name}, or re-copy the source")
+    if gap:
+        return None
+    return (f"{said}: any frame it decoded with errors was upscaled as decoded (damaged blocks concealed by the "
+            f"decoder); check {dest.name}, or re-copy the source")
 
 
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:
