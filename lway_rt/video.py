@@ -22,7 +22,7 @@ import numpy as np
 
 from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
 from lway_rt.io.images import LoadedImage, _quantise
-from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, SegmentWriter, VideoInfo, count_packets,
+from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
                               damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float)
 from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
@@ -198,7 +198,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                             f"its default one is upscaled into {dest.name}, the others are left out")
     parts = parts_folder(dest)
     print_of = _fingerprint(src, info, size, key, video, config)
-    segments, complete, damage = _resume(parts, print_of, src, dest, discard=video.overwrite)
+    segments, complete, decoding = _resume(parts, print_of, src, dest, discard=video.overwrite)
     done = sum(s["frames"] for s in segments)
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
@@ -234,7 +234,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
             steps.step, steps.kept = "frame", "the frames of the segments closed before it"
             if not complete and (left is None or left > 0):
                 for frame in read_frames(src, info, start=done, count=left, deinterlace=video.deinterlace,
-                                         damage=damage):
+                                         decoding=decoding):
                     if writer is None:
                         writer = SegmentWriter(parts / f"segment_{len(segments):05d}.mp4", info, size, video.crf,
                                                video.preset)
@@ -252,8 +252,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                         steps.unsaved = False
             close_segment()
             if segments and not complete:  # a stop in the mux does not decode the whole source again to find its end
-                atomic_write_json(parts / _RECORD, {**print_of, "segments": segments, "complete": True,
-                                                    "damage": damage})  # (said again by the run that makes the file)
+                atomic_write_json(parts / _RECORD, {**print_of, "segments": segments, "complete": True,  # (said
+                                                    "damage": decoding.errors, "repeated": decoding.repeated})  # again)
     except KeyboardInterrupt as exc:
         if writer is not None and STOPS and len(STOPS) == 1:  # a first stop: the frame in hand was finished
             close_segment()
@@ -273,7 +273,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         raise InputError(f"{src} gave no frames to upscale")
     written = sum(s["frames"] for s in segments)
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
-    if damage and (note := _damage_note(src, dest, damage, written, info.frames_estimate, gap_noted)):
+    if decoding.errors and (note := _damage_note(src, dest, decoding, written, info.frames_estimate, gap_noted)):
         report.notes.append(note)  # (ffmpeg leaves out what it cannot decode: a cut file ends early with status 0)
     if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
@@ -291,13 +291,14 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                             f"{shell_word(str(other))})")
 
 
-def _damage_note(src: Path, dest: Path, damage: list[str], written: int, promised: int | None,
+def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promised: int | None,
                  gap: bool) -> str | None:
     """What ffmpeg's decoding errors mean for ``dest``, in the case they are: a file cut short ends early; frames the
-    decoder could not make are missing; otherwise it made every frame, concealing what it could not decode. None for
-    a recording that starts mid-stream (``gap``, said in its own note) and lost nothing after: its errors are those
-    of the frames before its first key frame."""
-    said, truncated = damage_words(src, damage)
+    decoder could not make are missing (at the end) or stand repeated (inside: the rate filter fills the gap with the
+    frame before); otherwise it made every frame, concealing what it could not decode. None for a recording that
+    starts mid-stream (``gap``, said in its own note) and lost nothing after: its errors are those of the frames
+    before its first key frame."""
+    said, truncated = damage_words(src, decoding.errors)
     of = f" of the {promised} its length promises" if promised else ""
     if truncated:
         return (f"{said}: the file is cut short (truncated), and {dest.name} ends where its data does ({written} "
@@ -305,6 +306,9 @@ def _damage_note(src: Path, dest: Path, damage: list[str], written: int, promise
     if promised and written < promised:
         return (f"{said}, and what it could not decode is missing from {dest.name} ({written} frame(s) written{of}); "
                 "re-copy the source for the whole video")
+    if decoding.repeated:
+        return (f"{said}, and what it could not decode is missing: {decoding.repeated} frame(s) of {dest.name} repeat "
+                "the frame before them in its place; re-copy the source for the whole video")
     if gap:
         return None
     return (f"{said}: any frame it decoded with errors was upscaled as decoded (damaged blocks concealed by the "
@@ -322,7 +326,7 @@ def _unfinished_of(src: Path, folder: Path) -> list[Path]:
 
 
 def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
-            discard: bool = False) -> tuple[list[dict], bool, list[str]]:
+            discard: bool = False) -> tuple[list[dict], bool, Decoding]:
     """The segments an earlier, unfinished run of the same source and settings left in ``parts`` (whole ones only:
     a segment file the record does not list, one being written when a run was killed, is removed), whether they
     hold every frame (the run stopped while it made the file), and then the decoding errors it met (a rerun reads no
@@ -331,7 +335,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
     record_path = parts / _RECORD
     if not parts.exists():
         parts.mkdir(parents=True)
-        return [], False, []
+        return [], False, Decoding()
     try:
         record = json.loads(record_path.read_text())
     except FileNotFoundError:  # made, and killed before its first segment was finished
@@ -341,7 +345,7 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
     if discard and any(record.get(k) != v for k, v in print_of.items()):  # --overwrite: that run is replaced too
         shutil.rmtree(parts)
         parts.mkdir(parents=True)
-        return [], False, []
+        return [], False, Decoding()
     differs = list(dict.fromkeys(_SETTING[k] + (f" ({_shown(record.get(k))} there, {_shown(v)} now)" if k in _SHOWN
                                                 else "") for k, v in print_of.items() if record.get(k) != v))
     if differs:
@@ -357,7 +361,8 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
         if stray.name not in listed:
             stray.unlink(missing_ok=True)
     complete = bool(record.get("complete")) and bool(segments)
-    return segments, complete, [str(line) for line in record.get("damage", [])] if complete else []
+    kept = Decoding([str(line) for line in record.get("damage", [])], int(record.get("repeated", 0)))
+    return segments, complete, kept if complete else Decoding()
 
 
 def _upscale_frame(frame: np.ndarray, info: VideoInfo, desc, cap, config: UpscaleConfig) -> np.ndarray:
@@ -370,11 +375,11 @@ ADAPT_FRAMES = 32  # frames of a video 'lwayrt adapt' takes without --sample
 
 
 def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: VideoInfo | None = None,
-                  damage: list[str] | None = None) -> list:
+                  decoding: Decoding | None = None) -> list:
     """``n`` (``ADAPT_FRAMES`` where None) frames spread evenly over the video ``src``, first and last included, read
     as ``upscale-video`` reads them (so adaptation sees the pictures the adapted model will be given), as
     ``InputImage``s named ``<stem>_f<frame number>``: what ``lwayrt adapt VIDEO`` adapts on. ``info``: ``probe``'s,
-    where the caller has it; ``damage``: where given, the decoding errors ffmpeg reported (``read_frames``')."""
+    where the caller has it; ``decoding``: where given, what ffmpeg met reading them (``read_frames``')."""
     from lway_rt.adapt._imageio import InputImage
     from lway_rt.io.video import count_frames
 
@@ -384,12 +389,12 @@ def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: Vid
         total = total or count_frames(src, info)
         want = min(n or ADAPT_FRAMES, total)
         pick = [total // 2] if want == 1 else sorted({round(i * (total - 1) / (want - 1)) for i in range(want)})
-        said: list[str] = []
-        read = list(read_frames(src, info, pick=pick, deinterlace=deinterlace, damage=said))  # (to its end: errors)
+        met = Decoding()
+        read = list(read_frames(src, info, pick=pick, deinterlace=deinterlace, decoding=met))  # (to its end: errors)
         frames = [InputImage(f"{src.stem}_f{i:06d}", LoadedImage(to_float(f), bit_depth=info.depth))
                   for i, f in zip(pick, read)]
-        if damage is not None:
-            damage[:] = said
+        if decoding is not None:
+            decoding.errors, decoding.repeated = met.errors, met.repeated
         if len(frames) == len(pick):
             return frames
         total = None

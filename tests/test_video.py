@@ -663,6 +663,17 @@ def test_a_truncated_file_is_upscaled_as_far_as_it_goes_and_said_to_be_cut_short
         written = int(re.search(r"\((\d+) frame\(s\) written of the 30 its length promises\)", note).group(1))
         assert f"decoding {cut[suffix]} (first: " in note and "the file is cut short (truncated)" in note, result.output
         assert 0 < written < 30 and written == probe(tmp_path / "out" / f"cut_x1{suffix}").frames_estimate
+    holes = tmp_path / "holes.mkv"  # damaged inside: the stretches lost stand repeated, not "concealed"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=3",
+                    "-f", "lavfi", "-i", "sine=duration=3", "-c:v", "libx264", "-g", "25", "-c:a", "aac", str(holes)],
+                   check=True)
+    data = bytearray(holes.read_bytes())
+    for at in (len(data) // 3, len(data) // 2):
+        data[at:at + 300] = bytes(300)
+    holes.write_bytes(bytes(data))
+    result = run("upscale-video", holes, "-o", tmp_path / "out", "-m", MODEL, "-s", "1")
+    assert result.exit_code == 0 and re.search(r"what it could not decode is missing: \d+ frame\(s\) of holes_x1.mkv "
+                                               "repeat the frame before them", result.output), result.output
     result = run("adapt", cut[".mkv"], "-o", tmp_path / "adapted", "-m", MODEL, "--iterations", "1", "--sample", "2",
                  "--patch-size", "32")
     assert result.exit_code == 0 and f"error(s) decoding {cut['.mkv']}" in result.output and \

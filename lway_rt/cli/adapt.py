@@ -314,7 +314,7 @@ def _video_frames(video: Path, config, deinterlace: bool, *, note, log):
     """The frames ``adapt VIDEO`` adapts on, and the config that records how many (config.json repeats the run, a
     resume checks it): ``--sample`` of them (32) spread over the clip, read as upscale-video reads them."""
     from lway_rt.errors import InputError
-    from lway_rt.io.video import damage_words, probe
+    from lway_rt.io.video import Decoding, damage_words, probe
     from lway_rt.video import ADAPT_FRAMES, sample_frames
 
     if config.mode != "folder":
@@ -324,10 +324,10 @@ def _video_frames(video: Path, config, deinterlace: bool, *, note, log):
     if min(info.width, info.height) < config.patch_size:
         raise InputError(f"the frames of {video} are {info.width}x{info.height}, smaller than the {config.patch_size}-px "
                          f"patch: use --patch-size {min(info.width, info.height)} or less")
-    damage: list[str] = []
-    frames = sample_frames(video, config.sample, deinterlace, info, damage)
-    if damage:  # (a truncated clip is read as far as it goes, its frames counted again: said, not found out later)
-        said, truncated = damage_words(video, damage)
+    decoding = Decoding()
+    frames = sample_frames(video, config.sample, deinterlace, info, decoding)
+    if decoding.errors:  # (a truncated clip is read as far as it goes, its frames counted again: said, not later)
+        said, truncated = damage_words(video, decoding.errors)
         note(said + (": the file is cut short (truncated)" if truncated else "") + "; the frames adapted on are those "
              "it decoded, and 'lwayrt upscale-video' will say the same of it")
     if info.interlaced and not deinterlace:

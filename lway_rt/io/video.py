@@ -21,7 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -117,6 +117,34 @@ def damage_summary(lines: list[str]) -> tuple[int, str, bool]:
     first = re.sub(r"^(\[[^]]*\] ?)+", "", said[0]).rstrip(".") if said else "no message"
     count = len(said) + sum(int(again.group(1)) for again in repeats if again)
     return count, first, any(words in line for line in said for words in _TRUNCATED)
+
+
+@dataclass
+class Decoding:
+    """What ``read_frames`` met decoding a video to its end: ffmpeg's errors (a truncated file: "partial file",
+    "Invalid NAL unit size"), one line each, and how many frames its rate filter repeated where the stream had none
+    (a stretch it could not decode, or the gaps of a variable-rate clip)."""
+
+    errors: list[str] = field(default_factory=list)
+    repeated: int = 0
+
+
+def _decoding(lines: list[str]) -> tuple[list[str], int]:
+    """ffmpeg's stderr at ``level+verbose``: its error lines (the level tag dropped, each "Last message repeated"
+    line after one kept) and the frames its ``fps`` filter duplicated (its closing count)."""
+    errors, keep, repeated = [], False, 0
+    for line in lines:
+        level = re.search(r"(?:^|(?<=\] ))\[(error|fatal|warning|info|verbose|debug|trace|quiet|panic)\] ", line)
+        if level is None:
+            if keep and line.startswith("Last message repeated"):
+                errors.append(line)
+            continue
+        keep = level.group(1) in ("error", "fatal", "panic")
+        if keep:
+            errors.append(line[:level.start()] + line[level.end():])
+        elif stats := re.search(r"\d+ frames in, \d+ frames out; \d+ frames dropped, (\d+) frames duplicated", line):
+            repeated = int(stats.group(1))  # (the last graph's: an earlier one is ffmpeg's probe of the chain)
+    return errors, repeated
 
 
 def damage_words(src: Path, lines: list[str]) -> tuple[str, bool]:
@@ -295,20 +323,23 @@ def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | 
 
 
 def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = None, deinterlace: bool = False,
-                pick: list[int] | None = None, damage: list[str] | None = None) -> Iterator[np.ndarray]:
+                pick: list[int] | None = None, decoding: Decoding | None = None) -> Iterator[np.ndarray]:
     """``src``'s frames from number ``start`` on (``count`` of them at most), or only those numbered in ``pick``
     (in order; fewer where the video is shorter): HxWx3 uint8, or uint16 for a source of more than 8 bits;
     ``deinterlace``: each frame's two fields made into one picture first (bwdif, a frame a frame). A decoder that stops with an error part-way is an ``InputError`` naming the frame, never
     an early end taken for the video's. ffmpeg runs in a process group of its own: a Ctrl-C meant for this command
-    does not end it (which would read as the end of the video). ``damage``: where given, the errors ffmpeg reported
-    while it decoded to the end (a truncated file: "partial file", "Invalid NAL unit size"), one line each; it
-    leaves out what it cannot decode, so a damaged file ends early or skips frames without failing."""
+    does not end it (which would read as the end of the video). ``decoding``: where given, filled with what ffmpeg met
+    once it has decoded to the end (``Decoding``): it leaves out what it cannot decode, so a damaged file ends early
+    or skips frames without failing."""
     exe = ffmpeg_exe()
     dtype = np.uint16 if info.depth == 16 else np.uint8
     frame_bytes = info.width * info.height * 3 * np.dtype(dtype).itemsize
+    args = _decode_args(exe, src, info, start, count, deinterlace, pick)
+    if decoding is not None:  # every line tagged with its level, for the fps filter's closing count (verbose)
+        args[args.index("-v"):args.index("-v") + 2] = ["-loglevel", "level+verbose", "-nostats"]
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(_decode_args(exe, src, info, start, count, deinterlace, pick), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err, process_group=0, bufsize=0)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, process_group=0,
+                                bufsize=0)
         n = start
         try:
             while True:
@@ -318,6 +349,9 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                     err.seek(0)
                     lines = [line for line in (s.strip() for s in err.read().decode("utf-8", "replace").splitlines())
                              if line]
+                    repeated = 0
+                    if decoding is not None:
+                        lines, repeated = _decoding(lines)
                     if rc or buf:
                         # (not ffmpeg's word on its own output, "Nothing was written into output file")
                         said = [line for line in lines if not line.startswith("[out#")] or lines
@@ -327,8 +361,8 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                                              f"({first}); re-copy the source")
                         raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} "
                                          f"({_last_line(chr(10).join(said).encode())}); re-encode or re-copy the video")
-                    if damage is not None:
-                        damage += lines
+                    if decoding is not None:
+                        decoding.errors, decoding.repeated = lines, repeated
                     return
                 yield np.frombuffer(buf, dtype).reshape(info.height, info.width, 3)
                 n += 1
