@@ -2003,9 +2003,10 @@ def test_upscale_detail_cap_checks_the_base_model(files, tmp_path):
     other = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
     save_safetensors(tmp_path / "other.safetensors", other.state_dict(), {"name": "other"})
     code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o",
-                       str(tmp_path / "a"), "--loss", "naive", "--iterations", "1", "--patch-size", "16", "-q",
+                       str(tmp_path / "a"), "--loss", "naive", "--iterations", "1", "--patch-size", "16",
                        "--detail-cap", "1.5"])
     assert code == 0 and "adapted.safetensors: 1 iteration, completed" in text, text  # (not "1 iterations")
+    assert "target sr, 1 iteration," in text, text  # (its progress line too)
     code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(tmp_path / "a" / "adapted.safetensors"),
                        "-o", str(tmp_path / "o"), "--base-model", str(tmp_path / "other.safetensors")])
     assert code != 0 and "is not the model these weights were adapted from" in text, text

@@ -140,8 +140,8 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         (folder, (), f"x.onnx is a folder ('lwayrt export --out' names the folder it writes into): pass the ONNX file "
                      f"in it, {folder / exported.name}"),
         (tmp_path / "empty.onnx", (), "empty.onnx is a folder with no .onnx file in it"),
-        (plain, (), f"exports holds exported ONNX files, not weights: 'lwayrt upscale -m' and 'lwayrt serve-bench -m' "
-                    f"run one of them, {plain / exported.name}; export and models add take the weights"),
+        (plain, (), f"exports holds exported ONNX files, not weights: upscale, upscale-video and serve-bench run one "
+                    f"of them ({plain / exported.name}); adapt, export and models add take the weights"),
         (exported, ("--detail-cap", "1.2"), "a detail cap goes into the file at export"),
         (exported, ("--scale", "2"), "upscales x4, not x2"),
         (exported, ("--fp16",), "runs in the precision it was exported in: drop --fp16"),  # not "add --device cuda"

@@ -333,8 +333,8 @@ def resolve_model_path(spec: str) -> Path:
                 from lway_rt.runtime.ort import onnx_in_folder
 
                 if not candidates and (advice := onnx_in_folder(p)):
-                    raise ModelError(f"{p} holds exported ONNX files, not weights: 'lwayrt upscale -m' and 'lwayrt "
-                                     f"serve-bench -m' run one of them, {advice}; export and models add take the "
+                    raise ModelError(f"{p} holds exported ONNX files, not weights: upscale, upscale-video and "
+                                     f"serve-bench run one of them ({advice}); adapt, export and models add take the "
                                      "weights they were exported from")
                 raise ModelError(f"{p} is a folder: pass the weights file inside it (.safetensors or .pth)")
             return candidates[0]
