@@ -3,8 +3,9 @@
 Long runs go on where they stopped: the upscaled frames are encoded in segments of ``SEGMENT_FRAMES`` frames (or
 ``SEGMENT_SECONDS`` of work, whichever comes first), kept with a small record in a hidden folder beside the output
 (``.NAME.lwayrt-parts``); the same command run again checks that the record matches the source and the settings and
-continues after the last whole segment. A first Ctrl-C (or SIGTERM) finishes the frame in hand and closes the segment, so nothing done is lost; the output
-appears, atomically, only once every frame is in it, and the parts folder then goes.
+continues after the last whole segment. A first Ctrl-C (or SIGTERM) finishes the frame in hand and closes the
+segment, so nothing done is lost; the output appears, atomically, only once every frame is in it, and the parts
+folder then goes.
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     gap_noted = (gap := leading_gap(src, info)) >= 0.5 / float(info.rate)
     if gap_noted:  # its first frames do not decode: the picture starts after them, in sync with the sound
         info = dataclasses.replace(info, video_delay=info.video_delay + gap)
-        report.notes.append(f"{src} starts mid-stream: its first {round(gap * float(info.rate))} frame(s) ({gap:.2f} s) "
+        lost = round(gap * float(info.rate))
+        report.notes.append(f"{src} starts mid-stream: its first {lost} frame(s) ({gap:.2f} s) "
                             "cannot be decoded (no key frame before them), so the picture starts after them, in sync "
                             "with its sound")
     if info.video_streams > 1:

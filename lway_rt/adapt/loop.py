@@ -774,8 +774,9 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
         del base_copy
 
     training.start()
+    iterations = f"{config.iterations} iteration{'' if config.iterations == 1 else 's'}"
     log(f"adapting {desc.arch} x{scale} on {len(data)} image(s): {len(trainable)} trainable tensors, "
-        f"loss {config.loss}, target {config.target}, {config.iterations} iteration{'' if config.iterations == 1 else 's'}"
+        f"loss {config.loss}, target {config.target}, {iterations}"
         + (f", supervised term x{config.sup_weight:g} on {sup_pairs.n} synthetic pair(s) a step from "
            f"{len(sup_pairs.photos)} clean photo(s)" if sup_pairs is not None else "")
         + (f", detail guard x{config.detail_guard:g} above {config.detail_guard_ratio:g}x the unadapted output's detail"

@@ -110,7 +110,7 @@ _TRUNCATED = ("partial file", "File ended prematurely", "Truncating packet")
 
 
 def damage_summary(lines: list[str]) -> tuple[int, str, bool]:
-    """ffmpeg's decoding errors (``read_frames``' ``damage``) in brief: how many (its "Last message repeated K times"
+    """ffmpeg's decoding errors (``Decoding.errors``) in brief: how many (its "Last message repeated K times"
     counted as K), the first without its ``[h264 @ 0x...]`` prefixes, and whether they say the file is cut short."""
     repeats = [re.match(r"Last message repeated (\d+) times?", line) for line in lines]
     said = [line for line, again in zip(lines, repeats) if not again]
