@@ -58,16 +58,23 @@ def sample_batch(batch: int, height: int, width: int, *, seed: int = 0) -> tuple
                 photo = np.repeat(photo[..., None], 3, -1)
             img = Image.fromarray(photo[..., :3])
             # Downscale by 2 (area), or less if the crop would not fit, then crop at a random place.
-            # (factor < 1: the photo is smaller than the crop and is upscaled to cover it, by 16x at most: a long thin
-            # crop (99999x1) had enlarged it to 30 GB to cut one row; what it still lacks is mirrored in).
-            factor = max(1 / 16, min(2.0, img.width / width, img.height / height))
-            size = (max(min(width, 16 * img.width), round(img.width / factor)),
-                    max(min(height, 16 * img.height), round(img.height / factor)))
-            img = np.asarray(img.resize(size, Image.Resampling.BOX if factor >= 1 else Image.Resampling.BICUBIC))
-            top = int(rng.integers(0, max(0, img.shape[0] - height) + 1))
-            left = int(rng.integers(0, max(0, img.shape[1] - width) + 1))
-            crop = img[top:top + height, left:left + width]
-            crop = np.pad(crop, ((0, height - crop.shape[0]), (0, width - crop.shape[1]), (0, 0)), mode="symmetric")
+            # (factor < 1: the photo is smaller than the crop and is upscaled to cover it.)
+            factor = min(2.0, img.width / width, img.height / height)
+            if factor >= 1 / 16:
+                size = (max(width, round(img.width / factor)), max(height, round(img.height / factor)))
+                img = np.asarray(img.resize(size, Image.Resampling.BOX if factor >= 1 else Image.Resampling.BICUBIC))
+                top = int(rng.integers(0, img.shape[0] - height + 1))
+                left = int(rng.integers(0, img.shape[1] - width + 1))
+                crop = img[top:top + height, left:left + width]
+            else:  # a long thin crop (99999x1) had enlarged the whole photo to 30 GB to cut one row: the part it
+                # needs is cut first and enlarged 16x, and what that still lacks is mirrored in
+                rows, cols = min(img.height, -(-height // 16) + 1), min(img.width, -(-width // 16) + 1)
+                top = int(rng.integers(0, img.height - rows + 1))
+                left = int(rng.integers(0, img.width - cols + 1))
+                part = img.crop((left, top, left + cols, top + rows)).resize((16 * cols, 16 * rows),
+                                                                             Image.Resampling.BICUBIC)
+                crop = np.asarray(part)[:height, :width]
+                crop = np.pad(crop, ((0, height - crop.shape[0]), (0, width - crop.shape[1]), (0, 0)), mode="symmetric")
         else:
             crop = _synthetic(height, width, seed + i)
         out[i] = crop.transpose(2, 0, 1).astype(np.float32) / 255.0
