@@ -15,7 +15,8 @@ Arrays: HxW (grey), HxWx1, HxWx2 (grey and alpha), HxWx3 (RGB) or HxWx4 (RGBA); 
 float in [0, 1] (samples within 1e-6 of it are clipped). The output has the input's channels and dtype (native byte
 order; float inputs give float32). Errors are ``lway_rt.errors.LwayError``s of one line: ``InputError`` for a bad
 setting or array, ``ModelError`` for a model that does not load; where the command's message names one of its options,
-the message here names the keyword (``--tile 65``: ``tile=65``, ``--device cpu``: ``device="cpu"``).
+the message here names the keyword (``--tile 65``: ``tile=65``, ``--device cpu``: ``device="cpu"``, ``-m NAME``:
+``model="NAME"``).
 
 The design follows Real-ESRGAN's ``RealESRGANer.enhance`` (an array in, an array out, the model held between calls,
 ``outscale`` per call); the code is this project's.
@@ -41,6 +42,7 @@ _OPTION = re.compile(r"--(tile-overlap|tile|device|fp16|detail-cap|base-model|ou
                      r"(?: (-?\d+(?:\.\d+)?(?![\w/]|\.\w)|(?:cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic)\b(?![/.])"
                      r"|[A-Z][A-Z_]*(?![\w:/.\\])))?")
 _QUOTED_COMMAND = re.compile(r"('lwayrt [^']*')")  # another command's options, quoted: left as that command takes them
+_MODEL = re.compile(r"(?<![\w-])-m (?:'([^']*)'|([^\s'(),;]+?))(?=[.]?(?:[\s),;]|$))")  # -m NAME: the model keyword
 
 
 def _keyword(match: re.Match) -> str:
@@ -56,8 +58,11 @@ def _keyword(match: re.Match) -> str:
 
 def _keywords(message: str) -> str:
     """``message`` with this command's options named as the keywords they are here, quoted commands left alone."""
-    return "".join(part if _QUOTED_COMMAND.fullmatch(part) else _OPTION.sub(_keyword, part)
-                   for part in _QUOTED_COMMAND.split(message))
+    def own(part: str) -> str:
+        part = _MODEL.sub(lambda m: f'model="{m.group(1) if m.group(1) is not None else m.group(2)}"', part)
+        return _OPTION.sub(_keyword, part)
+
+    return "".join(part if _QUOTED_COMMAND.fullmatch(part) else own(part) for part in _QUOTED_COMMAND.split(message))
 
 
 @contextlib.contextmanager

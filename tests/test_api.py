@@ -114,6 +114,9 @@ def test_bad_settings_and_models_are_refused_when_made(tmp_path):
     with pytest.raises(LwayError) as err:
         Upscaler(tmp_path / "missing.safetensors")
     assert "missing.safetensors" in str(err.value)
+    with pytest.raises(LwayError) as err:  # a store model's file name given for it: its keyword, not "-m"
+        Upscaler(f"{MODEL}.safetensors")
+    assert f'the store\'s model of that name is model="{MODEL}"' in str(err.value), str(err.value)
     for kwargs, said in (({"tile": "abc"}, "tile is a whole number of pixels, not 'abc'"),
                          ({"tile": 33.9}, "tile is a whole number of pixels, not 33.9"),
                          ({"tile_overlap": "8"}, "tile_overlap is a whole number of pixels, not '8'"),
@@ -134,3 +137,6 @@ def test_error_keywords_leave_other_commands_and_paths_as_they_are():
     assert _keywords("--stage1 /tmp/my dir/s1.pt does not exist") == "stage1 /tmp/my dir/s1.pt does not exist"
     assert _keywords("--base-model C:/x.pth upscales x2") == "base_model C:/x.pth upscales x2"
     assert _keywords("use --detail-cap 1.2.") == "use detail_cap=1.2."
+    # the model: its keyword, a shell-quoted name unquoted; inside a quoted command, -m stays
+    assert _keywords("it is there already (-m 'my model')") == 'it is there already (model="my model")'
+    assert _keywords("run it ('lwayrt upscale -m x'), or -m y.") == "run it ('lwayrt upscale -m x'), or model=\"y\"."
