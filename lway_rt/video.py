@@ -386,17 +386,15 @@ def sample_frames(src: Path, n: int | None, deinterlace: bool = False, info: Vid
     from lway_rt.io.video import count_frames
 
     info = info or probe(src)
+    decoding = decoding if decoding is not None else Decoding()  # (read to the end: a second read fills it anew)
     total = info.frames_estimate
     for _ in range(2):  # the container's duration first; where it promised frames the stream lacks, their count
         total = total or count_frames(src, info)
         want = min(n or ADAPT_FRAMES, total)
         pick = [total // 2] if want == 1 else sorted({round(i * (total - 1) / (want - 1)) for i in range(want)})
-        met = Decoding()
-        read = list(read_frames(src, info, pick=pick, deinterlace=deinterlace, decoding=met))  # (to its end: errors)
+        read = list(read_frames(src, info, pick=pick, deinterlace=deinterlace, decoding=decoding))  # (to its end)
         frames = [InputImage(f"{src.stem}_f{i:06d}", LoadedImage(to_float(f), bit_depth=info.depth))
                   for i, f in zip(pick, read)]
-        if decoding is not None:
-            decoding.errors, decoding.repeated = met.errors, met.repeated
         if len(frames) == len(pick):
             return frames
         total = None

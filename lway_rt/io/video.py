@@ -308,14 +308,16 @@ def _known(name: str | None) -> str | None:
 
 
 def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | None, deinterlace: bool,
-                 pick: list[int] | None = None) -> list[str]:
+                 pick: list[int] | None = None, levels: bool = False) -> list[str]:
+    """ffmpeg's command for ``read_frames``; ``levels``: every stderr line tagged with its level, verbose ones
+    included, for the fps filter's closing count (``_decoding``), else errors only."""
     pix = info.raw_format
     chain = ("bwdif=mode=send_frame:deint=all," if deinterlace else "") + f"fps={info.rate}"
     chain += f",select=gte(n\\,{start})" if start else ""
     chain += ",select=" + "+".join(f"eq(n\\,{i})" for i in pick) if pick else ""
     chain += (f",scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd+full_chroma_int,format={pix}")
-    args = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", f"0:v:{info.stream}", "-an",
-            "-sn", "-dn",
+    log = ["-loglevel", "level+verbose", "-nostats"] if levels else ["-v", "error"]
+    args = [exe, "-hide_banner", "-nostdin", *log, "-i", _url(src), "-map", f"0:v:{info.stream}", "-an", "-sn", "-dn",
             "-vf", chain, "-fps_mode", "passthrough"]
     if count is not None:
         args += ["-frames:v", str(count)]
@@ -334,9 +336,7 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
     exe = ffmpeg_exe()
     dtype = np.uint16 if info.depth == 16 else np.uint8
     frame_bytes = info.width * info.height * 3 * np.dtype(dtype).itemsize
-    args = _decode_args(exe, src, info, start, count, deinterlace, pick)
-    if decoding is not None:  # every line tagged with its level, for the fps filter's closing count (verbose)
-        args[args.index("-v"):args.index("-v") + 2] = ["-loglevel", "level+verbose", "-nostats"]
+    args = _decode_args(exe, src, info, start, count, deinterlace, pick, levels=decoding is not None)
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, process_group=0,
                                 bufsize=0)
