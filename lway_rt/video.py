@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import json
 import shutil
 import time
@@ -21,8 +22,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, shell_word
-from lway_rt.io.images import LoadedImage, _quantise
+from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, listing, shell_word
+from lway_rt.io.images import VIDEO_SUFFIXES, LoadedImage, _quantise
 from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
                               damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float)
 from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
@@ -70,6 +71,19 @@ class VideoReport:
 def output_path(src: Path, out_dir: Path, suffix: str, container: str) -> Path:
     ext = src.suffix.lower() if container == "same" else f".{container}"
     return out_dir / f"{src.stem}{suffix}{ext if ext in OUT_SUFFIXES else '.mkv'}"
+
+
+def _namesakes(src: Path, dest: Path, container: str) -> str:
+    """Which other videos beside ``src`` are written to ``dest`` too (``a.ts`` and ``a.mpg`` both make ``a_x4.mkv``):
+    an output one of them left is not ``src``'s, and the refusal says whose it may be."""
+    suffix = dest.stem[len(src.stem):]
+    others = [q.name for q in sorted(src.parent.glob(f"{glob.escape(src.stem)}.*")) if q != src and
+              q.suffix.lower() in VIDEO_SUFFIXES and output_path(q, dest.parent, suffix, container) == dest]
+    if not others:
+        return ""
+    one = len(others) == 1
+    return (f" ({listing(others, 3)} beside it {'is' if one else 'are'} written to that name too: it may be the output "
+            f"of {'that video' if one else 'one of them'})")
 
 
 def parts_folder(dest: Path) -> Path:
@@ -171,7 +185,8 @@ def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoCon
 def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoConfig, desc, cap, key: str,
                     report: VideoReport, on_start, progress) -> None:
     if dest.exists() and not video.overwrite:
-        raise InputError(f"{dest} exists: pass --overwrite to replace it, or choose another -o folder or --suffix")
+        raise InputError(f"{dest} exists{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or "
+                         "choose another -o folder or --suffix")
     info = probe(src)
     factor = config.outscale if config.outscale is not None else desc.scale
     size = scaled_size((info.width, info.height), factor)

@@ -306,6 +306,13 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
     before = (out / "clip_x1.5.mp4").read_bytes()
     assert run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.5", "--overwrite").exit_code == 0
     assert (out / "clip_x1.5.mp4").read_bytes() != before  # one frame before, three now
+    ts = make_clip(tmp_path / "take.ts", audio=False, seconds=0.12)  # take.ts and take.mpg both make take_x4.mkv
+    (tmp_path / "take.mpg").write_bytes(ts.read_bytes())
+    first = run("upscale-video", ts, "-o", out, "-m", MODEL)
+    assert first.exit_code == 0, first.output
+    namesake = run("upscale-video", tmp_path / "take.mpg", "-o", out, "-m", MODEL)
+    assert namesake.exit_code == 1 and "take_x4.mkv exists (take.ts beside it is written to that name too: it may " \
+        "be the output of that video): pass --overwrite" in namesake.output, namesake.output
     same = run("upscale-video", src, "-o", tmp_path, "-m", MODEL, "--suffix", "")
     assert same.exit_code == 1 and "is the input itself" in same.output, same.output
     folder = run("upscale-video", tmp_path, "-o", out, "-m", MODEL)
