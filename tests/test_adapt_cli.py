@@ -2582,6 +2582,14 @@ def test_the_base_model_is_recorded_by_absolute_path(files, tmp_path, monkeypatc
     assert code == 0, text
     meta = load_model(str(out / "adapted.safetensors")).metadata
     assert meta["base_source"] == str(files / "tiny.safetensors")
+    # weights adapted from adapted weights name their base by its file: the name in its metadata ('<base>-lway')
+    # reaches no model
+    again = tmp_path / "again"
+    code, text = _run(["adapt", "lr", "-m", str(out / "adapted.safetensors"), "-o", str(again), "--stage1",
+                       "stage1.safetensors", "--iterations", "1", "--patch-size", "16", "-q"])
+    assert code == 0, text
+    meta = load_model(str(again / "adapted.safetensors")).metadata
+    assert meta["base_model"] == meta["base_source"] == str(out / "adapted.safetensors"), meta
     monkeypatch.chdir(tmp_path)
     code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(out / "adapted.safetensors"), "-o", "up"])
     assert code == 0, text

@@ -1386,6 +1386,7 @@ def _write_run(out_dir: Path, report: dict, training: _Training, final_state: di
                aside_until_end: bool) -> RunResult:
     """Write the run's outputs into ``out_dir``: the adapted weights, the SR images, the contact sheet, the curves,
     the report; then remove the checkpoint and finish replacing the run an overwrite kept aside."""
+    from lway_rt.io.store import loadable_spec
     from lway_rt.io.weights import save_safetensors, state_dict_sha256
 
     config, st, data, model, log = training.config, training.st, training.data, training.model, training.log
@@ -1397,8 +1398,9 @@ def _write_run(out_dir: Path, report: dict, training: _Training, final_state: di
         "arch": desc.arch,
         "scale": str(scale),
         "hparams": json.dumps(desc.spec.hparams),
-        # the file it was loaded from, absolute (upscale's detail cap looks there too, from wherever it is run)
-        "base_model": str(desc.name or _absolute(desc.source)),
+        # as -m loads it again: its store name, else its file, absolute (the name in a file's own metadata, adapted
+        # weights' "<base>-lway", reaches no model); base_source is that file (the detail cap looks there too)
+        "base_model": loadable_spec(desc),
         "base_source": _absolute(desc.source),
         "base_sha256": report["model"]["base_sha256"],
         "adapted_sha256": adapted_sha,
