@@ -302,8 +302,10 @@ def test_user_files_in_the_store_are_listed_as_their_tensors_say(tmp_path, monke
     save_safetensors(tmp_path / "described.safetensors", rrdb, right)
     assert store.load_model(str(tmp_path / "described.safetensors")).name == "my-rrdb"
     torch.save(rrdb, tmp_path / "models" / "mypth.pth")
-    with pytest.raises(ModelError, match="the store holds mypth.pth, but a name reaches only .safetensors files"):
+    with pytest.raises(ModelError, match="the store holds mypth.pth, but a name reaches only .safetensors files") as e:
         store.resolve_model_path("mypth")
+    assert f"'lwayrt models add {tmp_path / 'models' / 'mypth.pth'}' converts it so that -m mypth finds it" in \
+        str(e.value), e.value
 
 
 def test_models_list_marks_edited_imports_and_damaged_adapted_weights(tmp_path, monkeypatch):

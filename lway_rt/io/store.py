@@ -342,8 +342,10 @@ def resolve_model_path(spec: str) -> Path:
     if bare and store_dir().is_dir():
         other = sorted(q.name for q in store_dir().glob(f"{spec}.*") if q.suffix.lower() in WEIGHT_SUFFIXES)
         if other:  # a .pth dropped into the store: names reach .safetensors files only
-            raise ModelError(f"the store holds {other[0]}, but a name reaches only .safetensors files there: pass its path "
-                             f"(-m {store_dir() / other[0]})")
+            path = shell_word(str(store_dir() / other[0]))
+            raise ModelError(f"the store holds {other[0]}, but a name reaches only .safetensors files there: "
+                             f"'lwayrt models add {path}' converts it so that -m {shell_word(spec)} finds it, or pass its path "
+                             f"(-m {path})")
     names = list(SOURCES) + ([q.stem for q in store_dir().glob("*.safetensors")] if bare and store_dir().is_dir() else [])
     raise ModelError(f"unknown model '{spec}'{_did_you_mean(spec, names)}: use one of {', '.join(SOURCES)}, a name "
                      "from 'lwayrt models list', or a path to a .pth/.safetensors file")
