@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -183,3 +184,18 @@ def test_tensorrt_engine_rejects_a_shape_outside_its_profile(anime, photo_batch,
     assert backend.compute_ms(photo_batch) > 0
     with pytest.raises(InputError, match="outside the engine's profile"):
         backend.run(np.zeros((1, 3, 48, 48), np.float32))
+
+
+@pytest.mark.trt
+def test_tensorrt_calls_at_once_each_get_their_own_output(anime, photo_batch):
+    """serve-bench --concurrency calls one engine from several threads: each call takes its own execution context (one
+    shared context let a call read another's input and return a buffer nothing wrote)."""
+    inputs = [np.ascontiguousarray(np.roll(photo_batch, 5 * k, axis=3)) for k in range(4)]
+    with torch.inference_mode():
+        expected = [anime.model(torch.from_numpy(x)).numpy() for x in inputs]
+    backend = load_backend(parse_backend("tensorrt"), anime, ShapeProfile.covering([photo_batch.shape]))
+    backend.prepare(4)
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(25):
+            for got, want in zip(pool.map(backend.run, inputs), expected):
+                assert np.abs(got - want).max() < 1e-3

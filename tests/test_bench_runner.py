@@ -8,6 +8,7 @@ import torch
 from lway_rt.bench.runner import BenchConfig, run_bench
 from lway_rt.bench.schema import validate_report
 from lway_rt.bench.timing import TimingPolicy
+from lway_rt.runtime.backends import Backend
 
 FAST = TimingPolicy(warmup_s=0.0, warmup_iters=1, min_iters=2, min_time_s=0.0, max_time_s=10, rounds=1)
 
@@ -110,7 +111,7 @@ def test_cuda_peak_is_each_configurations_own(monkeypatch):
     ready = []
     for text, mib in (("torch+cuda", 100), ("torch+cuda+fp16", 500)):
         spec = parse_backend(text, device="cuda")
-        backend = type("FakeBackend", (), {"compute_method": None})()
+        backend = Backend(spec)  # (the interface alone: runs nothing, compute_method None)
         ready.append(runner._Timed(spec, backend, allocating(mib), runner._row_base(spec, case, 1, 0), None, None))
     x = np.zeros((1, 3, 8, 8), np.float32)
     rows = runner._time_interleaved(ready, case, x, 1, config, 1, lambda msg: None)
@@ -133,7 +134,7 @@ def test_the_cpu_path_reads_no_cuda_peak(monkeypatch):
     config = BenchConfig(model="m", backends=("torch",), sizes=((8, 8),), timing=FAST, measure_peak=False)
     case = runner._Case(8, 8, 1, 0)
     spec = parse_backend("torch")
-    backend = type("FakeBackend", (), {"compute_method": None})()
+    backend = Backend(spec)  # (the interface alone: runs nothing, compute_method None)
     item = runner._Timed(spec, backend, lambda x: x, runner._row_base(spec, case, 1, 0), None, None)
     (row,) = runner._time_interleaved([item], case, np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
     assert row["memory"]["cuda_peak_allocated_mb"] is None
@@ -151,7 +152,7 @@ def _fake_item(runner, text, run, case, device="cpu"):
     from lway_rt.runtime.backends import parse_backend
 
     spec = parse_backend(text, device=device)
-    backend = type("FakeBackend", (), {"compute_method": None})()
+    backend = Backend(spec)  # (the interface alone: runs nothing, compute_method None)
     return runner._Timed(spec, backend, run, runner._row_base(spec, case, 1, 0), None, None)
 
 
@@ -188,6 +189,37 @@ def test_a_backend_that_raises_while_timed_gets_error_rows_and_the_others_carry_
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C still stops the run
         runner._time_interleaved([_fake_item(runner, "torch", interrupted, case)], case,
                                  np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+
+
+def test_each_concurrency_level_is_prepared_before_it_is_timed(real_timing):
+    """A TensorRT engine makes an execution context per worker (one shared context is not thread-safe): ``prepare``
+    is called with each level's worker count before its calls are timed, and a backend that cannot prepare gets error
+    rows while the others are timed."""
+    import numpy as np
+
+    from lway_rt.bench import runner
+
+    log = []
+
+    class Lanes(Backend):
+        def prepare(self, workers):
+            log.append(("prepare", workers))
+            if workers > 2:
+                raise RuntimeError("out of GPU memory")
+
+    config = BenchConfig(model="m", backends=("torch", "torch+cl"), sizes=((8, 8),), concurrency=(1, 2, 3),
+                         measure_peak=False, timing=FAST)
+    case = runner._Case(8, 8, 1, 0)
+    lanes = _fake_item(runner, "torch+cl", lambda x: log.append(("run", None)) or x, case)
+    lanes.backend = Lanes(lanes.spec)
+    ready = [_fake_item(runner, "torch", lambda x: x, case), lanes]
+    rows = runner._time_interleaved(ready, case, np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+    firsts = [n for n, entry in enumerate(log) if entry[0] == "prepare"]
+    assert [log[n][1] for n in firsts] == [1, 2, 3] and all(log[n + 1] == ("run", None) for n in firsts[:2]), log
+    assert [(r["backend"], r["concurrency"], r["status"]) for r in rows] == [
+        ("torch", 1, "ok"), ("torch+cl", 1, "ok"), ("torch", 2, "ok"), ("torch+cl", 2, "ok"), ("torch", 3, "ok"),
+        ("torch+cl", 3, "error")]
+    assert rows[-1]["reason"] == "RuntimeError: out of GPU memory"
 
 
 def test_a_single_timed_request_has_no_spread_and_says_so(real_timing):

@@ -648,9 +648,13 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
         ready.remove(item)
 
     for level, workers in enumerate(config.concurrency):
-        for item in ready:
+        for item in list(ready):
             item.latencies, item.wall_s, item.rss_peak, item.rss_scope, item.cuda_peak = [], 0.0, 0.0, "configuration", None
             item.rss_above = item.verify_rss_above if workers == config.concurrency[0] else None
+            try:  # (a TensorRT engine's execution context per worker: made here, not inside the timed calls)
+                item.backend.prepare(workers)
+            except Exception as exc:  # noqa: BLE001 - its error rows, as a failure in its rounds
+                fail(item, level, exc)
         inputs = [x.copy() for _ in range(workers)]
         for r in range(rounds):
             say(f"{tag} x{workers} workers: round {r + 1}/{rounds}")

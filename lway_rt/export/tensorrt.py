@@ -263,7 +263,8 @@ def load_engine(data: bytes) -> EngineHandle | None:
 
 
 class TrtRunner:
-    """Run a single-input, single-output engine on numpy NCHW float32 arrays (torch CUDA buffers)."""
+    """Run a single-input, single-output engine on numpy NCHW float32 arrays (torch CUDA buffers), one call at a time
+    (its one execution context is not thread-safe; ``runtime.backends.TensorRTBackend`` takes calls at once)."""
 
     def __init__(self, handle: EngineHandle):
         import torch

@@ -21,9 +21,12 @@ onnxruntime and tensorrt are imported only inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -338,6 +341,10 @@ class Backend:
         """Device compute time of one call with inputs already on the device (None on the CPU)."""
         return None
 
+    def prepare(self, workers: int) -> None:
+        """Be ready for ``workers`` threads calling ``run`` at once, before they are timed (what each call at once
+        needs of its own is made here, not inside the timed loop)."""
+
     def describe(self) -> dict[str, Any]:
         return {"label": self.spec.label, "kind": self.spec.kind, "device": self.spec.device,
                 "precision": self.spec.precision, "options": self.spec.options(), "load_s": self.load_s,
@@ -517,6 +524,11 @@ class TensorRTBackend(Backend):
     strongly typed: precision comes from the ONNX graph, TF32 off for fp32). Execution is here so
     the benchmark can time device compute with CUDA events and check shapes against the profile
     before TensorRT sees them. Device buffers are torch CUDA tensors; I/O stays fp32.
+
+    An execution context holds its call's shapes and buffer addresses, and is not thread-safe: calls at once
+    (``serve-bench --concurrency``) each take a context and stream of their own from a pool (``prepare`` fills it
+    before timing), as a server would; one shared context let a call read another's input and return an unwritten
+    buffer.
     """
 
     def __init__(self, spec: BackendSpec, onnx_path: Path, profile: ShapeProfile, *, optimization_level: int = 3):
@@ -536,50 +548,79 @@ class TensorRTBackend(Backend):
             raise ModelError("TensorRT could not deserialize the engine it just built; check the TensorRT install")
         self._handle = handle
         self.engine = handle.engine
-        self.context = self.engine.create_execution_context()
+        self._lanes: queue.SimpleQueue = queue.SimpleQueue()  # idle (execution context, stream) pairs
+        self._made: list = []  # every pair made, released by close()
+        self._making = threading.Lock()
+        self.prepare(1)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         check_float32_io(trt, self.engine, (self.input_name, self.output_name))
-        self.stream = torch.cuda.Stream()
         self.details.update(tensorrt=trt.__version__, engine_bytes=len(plan), profile=profile.text(),
                             optimization_level=optimization_level)
         self.load_s = time.perf_counter() - start
         self.compute_method = "cuda_events"
 
-    def _enqueue(self, xt: torch.Tensor) -> torch.Tensor:
+    def _new_lane(self) -> tuple:
+        context = self.engine.create_execution_context()
+        if context is None:
+            raise ModelError("TensorRT could not make an execution context (out of GPU memory?)")
+        lane = (context, torch.cuda.Stream())
+        with self._making:
+            self._made.append(lane)
+        return lane
+
+    def prepare(self, workers: int) -> None:
+        while len(self._made) < workers:
+            self._lanes.put(self._new_lane())
+
+    @contextlib.contextmanager
+    def _lane(self):
+        """A context and stream no other call uses meanwhile (a new one where all are busy)."""
+        try:
+            lane = self._lanes.get_nowait()
+        except queue.Empty:
+            lane = self._new_lane()
+        try:
+            yield lane
+        finally:
+            self._lanes.put(lane)
+
+    def _enqueue(self, xt: torch.Tensor, context, stream: torch.cuda.Stream) -> torch.Tensor:
         check_shape(tuple(xt.shape), self.profile.min, self.profile.max, what=f"the engine's profile {self.profile.text()}",
                     fix="rebuild the engine with a profile that covers it (benchmark that size in the same run)")
-        if not self.context.set_input_shape(self.input_name, tuple(xt.shape)):
+        if not context.set_input_shape(self.input_name, tuple(xt.shape)):
             raise ModelError(f"TensorRT refused the input shape {tuple(xt.shape)} (profile {self.profile.text()})")
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address(self.input_name, xt.data_ptr())
-        self.context.set_tensor_address(self.output_name, out.data_ptr())
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+        out = torch.empty(tuple(context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
+        context.set_tensor_address(self.input_name, xt.data_ptr())
+        context.set_tensor_address(self.output_name, out.data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
             raise ModelError("TensorRT execution failed (see its log above)")
         return out
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = _as_batch(x)
-        with torch.cuda.stream(self.stream):
-            xt = torch.from_numpy(x).to("cuda", non_blocking=False)
-            out = self._enqueue(xt).cpu()
-        self.stream.synchronize()
+        with self._lane() as (context, stream):
+            with torch.cuda.stream(stream):
+                xt = torch.from_numpy(x).to("cuda", non_blocking=False)
+                out = self._enqueue(xt, context, stream).cpu()
+            stream.synchronize()
         return out.numpy()
 
     def compute_ms(self, x: np.ndarray) -> float | None:
         xt = torch.from_numpy(_as_batch(x)).to("cuda")
         torch.cuda.synchronize()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(self.stream):
-            start.record(self.stream)
-            self._enqueue(xt)
-            end.record(self.stream)
-        end.synchronize()
+        with self._lane() as (context, stream), torch.cuda.stream(stream):
+            start.record(stream)
+            self._enqueue(xt, context, stream)
+            end.record(stream)
+            end.synchronize()
         return float(start.elapsed_time(end))
 
     def close(self) -> None:
-        self.context = None
+        self._made.clear()
+        self._lanes = queue.SimpleQueue()
         self.engine = None
         self._handle = None
         torch.cuda.empty_cache()
