@@ -11,7 +11,7 @@ from torch import nn
 
 from lway_rt.bench.flops import count_macs, measure_conv_gflops, measure_matmul_gflops
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
-from lway_rt.bench.workload import sample_batch, tile_starts, tiled_run
+from lway_rt.bench.workload import sample_batch, tiled_run
 from lway_rt.errors import InputError
 
 
@@ -136,33 +136,36 @@ def test_peak_probes_measure_something_plausible():
     assert torch.get_num_threads() >= 1
 
 
-@pytest.mark.parametrize("length, tile, overlap", [(100, 40, 6), (40, 40, 6), (41, 40, 6), (30, 64, 4), (97, 16, 3)])
-def test_tile_windows_cover_the_image_with_same_size_windows(length, tile, overlap):
-    starts = tile_starts(length, tile, overlap)
-    size = min(tile, length)
-    assert starts[0] == 0 and starts[-1] + size == length and starts == sorted(set(starts))
-    assert all(b - a <= size - 2 * overlap for a, b in zip(starts, starts[1:]))
+def test_tiled_rows_run_upscales_tiling_call_for_call():
+    """serve-bench --tile times what 'lwayrt upscale --tile' runs: the same windows (sizes, starts on the size
+    multiple, blended seams), so the same output, one window per call, each of the shape the engine profile is built
+    for. It had cut full-size windows stepping by tile - 2 x overlap: 1.9x the pixels of a 1080p image at --tile 512,
+    where upscale computes 1.2x."""
+    from lway_rt.bench import runner
+    from lway_rt.io.store import load_model
+    from lway_rt.runtime.tiling import TileConfig
+    from lway_rt.upscale import upscale_rgb
 
-
-def test_tiled_run_equals_whole_image_when_overlap_covers_the_receptive_field():
-    from lway_rt.archs.srvgg import SRVGGNetCompact
-
-    torch.manual_seed(0)
-    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).eval()  # 4 convs 3x3: receptive radius 4
-    x, _ = sample_batch(2, 30, 44)
+    desc = load_model("realesr-animevideov3")
+    x, _ = sample_batch(2, 72, 100)
+    shapes = []
 
     def run(a):
+        shapes.append(a.shape)
         with torch.inference_mode():
-            return net(torch.from_numpy(a)).numpy()
+            return desc.model(torch.from_numpy(a)).numpy()
 
-    whole = run(x)
-    tiled = tiled_run(run, x, tile=16, overlap=4, scale=2)
-    assert tiled.shape == whole.shape == (2, 3, 60, 88)
-    assert np.abs(tiled - whole).max() < 1e-5
-    seams = tiled_run(run, x, tile=16, overlap=1, scale=2)  # too little context: seams must show
-    assert np.abs(seams - whole).max() > 1e-3
+    tiled = tiled_run(run, x, tile=48, overlap=8, scale=4)
+    assert tiled.shape == (2, 3, 288, 400)
+    for b in range(2):
+        want = upscale_rgb(desc, np.ascontiguousarray(x[b].transpose(1, 2, 0)), TileConfig(48, 8))
+        assert np.abs(tiled[b].clip(0, 1).transpose(1, 2, 0) - want).max() < 1e-6  # (upscale clips to [0, 1])
+    assert set(shapes) == {runner._Case(72, 100, 2, 48, 8, 1).call_shape} and len(shapes) == 2 * 2 * 3
+    hd = runner._Case(1080, 1920, 1, 512, 32, 1).call_shape  # 3 x 4 windows of 403 x 512
+    assert hd == (1, 3, 403, 512) and 12 * hd[2] * hd[3] / (1080 * 1920) < 1.2
+    assert runner._Case(96, 96, 1, 40, 8, 4).call_shape[2:] == (40, 40)  # starts and sizes on the size multiple
     with pytest.raises(InputError, match="too small for an overlap"):
-        tiled_run(run, x, tile=8, overlap=4, scale=2)
+        tiled_run(run, x, tile=16, overlap=8, scale=4)
 
 
 def test_sample_batch_gives_distinct_real_crops():

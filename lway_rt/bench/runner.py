@@ -151,11 +151,17 @@ class _Case:
     width: int
     batch: int
     tile: int  # 0: whole image
+    overlap: int = 0  # --tile-overlap, of tiled cases
+    multiple: int = 1  # the model's size multiple, on which tiles start
 
     @property
     def call_shape(self) -> tuple[int, int, int, int]:
+        """What each call to a backend gets: the batch, or one of its windows (``lwayrt upscale``'s layout)."""
         if self.tile:
-            return (1, 3, min(self.tile, self.height), min(self.tile, self.width))
+            from lway_rt.runtime.tiling import TileConfig, tile_layout
+
+            th, tw, _ = tile_layout(self.height, self.width, TileConfig(self.tile, self.overlap), self.multiple)
+            return (1, 3, th, tw)
         return (self.batch, 3, self.height, self.width)
 
 
@@ -178,7 +184,7 @@ def _cases(config: BenchConfig, size_multiple: int, min_size: int, scale: int = 
                     continue  # one window covers the image: the same as the whole-image case
                 if t and t % size_multiple:
                     raise InputError(f"tile {t} must be a multiple of {size_multiple} for this model")
-                cases.append(_Case(h, w, b, t))
+                cases.append(_Case(h, w, b, t, config.tile_overlap if t else 0, size_multiple))
     if not cases:
         raise InputError("every tile size covers every image size: nothing tiled to measure; use smaller tiles")
     return cases
@@ -494,7 +500,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                     continue
                 backend = backends[spec.label]
                 run = backend.run if not case.tile else \
-                    (lambda xb, b=backend, t=case.tile: tiled_run(b.run, xb, tile=t, overlap=config.tile_overlap, scale=scale))
+                    (lambda xb, b=backend, c=case: tiled_run(b.run, xb, tile=c.tile, overlap=c.overlap, scale=scale,
+                                                             multiple=c.multiple))
                 load = load_info[spec.label]
                 verdict = _verify(spec, run, case, x, ref, config, scale, load, say)
                 if isinstance(verdict, list):

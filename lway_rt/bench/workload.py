@@ -5,10 +5,10 @@ by 2 so they look like low-resolution footage rather than camera-sharp pixels; w
 scikit-image a deterministic synthetic texture is used and the report says so. Real images matter
 for the verification step: fp16 overflow or a wrong colour order shows on photos, not on noise.
 
-Tiling follows Real-ESRGAN's tile mode with one change: every window has the *same* size (the
-last window of a row or column is moved back to end at the image border), so an engine needs one
-static tile shape. Each window carries ``overlap`` pixels of context on its inner sides, which are
-cut from its output before it is pasted.
+Tiled rows cut and blend windows as ``lwayrt upscale --tile`` does (``runtime.tiling``: every window of an
+image one size, so an engine needs one tile shape; each side's windows as small as still overlap well, starting
+on the model's size multiple; seams blended), one image's window per backend call, so they time what upscale
+runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from lway_rt.errors import InputError
 
-__all__ = ["sample_batch", "tile_starts", "tiled_run", "tile_input_shape"]
+__all__ = ["sample_batch", "tiled_run"]
 
 _PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
@@ -81,41 +81,20 @@ def sample_batch(batch: int, height: int, width: int, *, seed: int = 0) -> tuple
     return out, source
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of same-size windows covering ``length`` with ``overlap`` context between them."""
-    if tile >= length:
-        return [0]
-    step = tile - 2 * overlap
-    if step < 1:
+def tiled_run(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, tile: int, overlap: int, scale: int,
+              multiple: int = 1) -> np.ndarray:
+    """Upscale NCHW ``x`` (sides multiples of ``multiple``) window by window with ``run`` as ``lwayrt upscale --tile
+    TILE --tile-overlap OVERLAP`` does, one image's window per call, and blend the result."""
+    import torch
+
+    from lway_rt.runtime.tiling import TileConfig, upscale_tensor
+
+    if tile <= 2 * overlap:
         raise InputError(f"tile {tile} is too small for an overlap of {overlap}: use a tile larger than {2 * overlap}")
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
 
+    def window(t: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run(np.ascontiguousarray(t.numpy())))
 
-def tile_input_shape(batch_shape: tuple[int, int, int, int], tile: int) -> tuple[int, int, int, int]:
-    """The shape each tiled call sees: one window (batch 1) of at most ``tile`` x ``tile``."""
-    _, c, h, w = batch_shape
-    return (1, c, min(tile, h), min(tile, w))
-
-
-def tiled_run(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, *, tile: int, overlap: int, scale: int) -> np.ndarray:
-    """Upscale NCHW ``x`` window by window with ``run`` (one window per call) and stitch the result."""
-    n, c, h, w = x.shape
-    rows, cols = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
-    th, tw = min(tile, h), min(tile, w)
-    out = None
-    for b in range(n):
-        for i, top in enumerate(rows):
-            for j, left in enumerate(cols):
-                y = run(np.ascontiguousarray(x[b:b + 1, :, top:top + th, left:left + tw]))
-                if out is None:
-                    out = np.empty((n, y.shape[1], h * scale, w * scale), np.float32)
-                # Keep the window's centre; at the image border keep everything up to the edge.
-                y0 = 0 if i == 0 else overlap
-                x0 = 0 if j == 0 else overlap
-                y1 = th if i == len(rows) - 1 else th - overlap
-                x1 = tw if j == len(cols) - 1 else tw - overlap
-                out[b, :, (top + y0) * scale:(top + y1) * scale, (left + x0) * scale:(left + x1) * scale] = \
-                    y[0, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale]
-    return out
+    config = TileConfig(tile, overlap)
+    return np.concatenate([upscale_tensor(window, torch.from_numpy(x[b:b + 1]), scale, config,
+                                          multiple=multiple).contiguous().numpy() for b in range(x.shape[0])])

@@ -35,7 +35,8 @@ class BenchFailed(LwayError):
               help="LR input size (repeatable): N, WxH or 360p/480p/540p/720p/1080p. Default: 128 and 256.")
 @click.option("--batch", "batches", multiple=True, type=int, help="Batch size (repeatable). Default 1.")
 @click.option("--tile", "tiles", multiple=True, type=int,
-              help="0 = whole image, N = NxN windows, one per call (repeatable). Default 0.")
+              help="0 = whole image, N = windows of at most NxN laid out as 'upscale --tile N' lays them, one per call "
+                   "(repeatable). Default 0.")
 @click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
               help="Context pixels between windows (upscale's default, so tiled rows time what upscale runs).")
 @click.option("--concurrency", "-c", "concurrency", multiple=True, type=int,

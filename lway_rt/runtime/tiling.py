@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-__all__ = ["TileConfig", "axis_tile", "tile_starts", "blend_weights", "pad_to_multiple", "upscale_tensor"]
+__all__ = ["TileConfig", "axis_tile", "tile_starts", "tile_layout", "blend_weights", "pad_to_multiple", "upscale_tensor"]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -137,6 +137,15 @@ def axis_tile(length: int, tile: int, overlap: int, multiple: int = 1) -> int:
     return min(tile, roomy)
 
 
+def tile_layout(height: int, width: int, config: TileConfig, multiple: int = 1) -> tuple[int, int, int]:
+    """``(tile height, tile width, overlap)`` of the tiles ``upscale_tensor`` cuts from an image padded to
+    ``height`` x ``width`` (multiples of ``multiple``) with ``config.tile`` > 0: what each call to the model sees."""
+    tile = max(multiple, config.tile // multiple * multiple)
+    # a tile must advance by at least one size multiple past its overlap, or no layout covers the image
+    overlap = max(0, min(config.overlap, tile // 2 - 1, tile - multiple)) if tile > 2 else 0
+    return axis_tile(height, tile, overlap, multiple), axis_tile(width, tile, overlap, multiple), overlap
+
+
 @torch.no_grad()
 def upscale_tensor(fn: ModelFn, x: torch.Tensor, scale: int, config: TileConfig = TileConfig(), *,
                    multiple: int = 1, out_device: str | torch.device | None = None) -> torch.Tensor:
@@ -157,10 +166,7 @@ def upscale_tensor(fn: ModelFn, x: torch.Tensor, scale: int, config: TileConfig 
         _check_out(y, xp, scale)
         return y[..., : h * scale, : w * scale]
 
-    tile = max(multiple, config.tile // multiple * multiple)
-    # a tile must advance by at least one size multiple past its overlap, or no layout covers the image
-    overlap = max(0, min(config.overlap, tile // 2 - 1, tile - multiple)) if tile > 2 else 0
-    th, tw = axis_tile(hp, tile, overlap, multiple), axis_tile(wp, tile, overlap, multiple)
+    th, tw, overlap = tile_layout(hp, wp, config, multiple)
     ys, xs = tile_starts(hp, th, overlap, multiple), tile_starts(wp, tw, overlap, multiple)
     wy = blend_weights(ys, th, hp, scale, overlap, config.blend)
     wx = blend_weights(xs, tw, wp, scale, overlap, config.blend)
