@@ -209,6 +209,24 @@ def test_parity_every_architecture(name, hp):
     assert [d.dim_param != "" for d in dims] == [True, False, True, True]
 
 
+def test_export_leaves_the_callers_model_as_it_was():
+    """Exporting cast the caller's module to fp32, moved it to the CPU and set it to eval in place (serve-bench's
+    reference and a training loop's model were changed by an export of them); the export works on a copy then."""
+    import onnxruntime as ort
+
+    from lway_rt.export.onnx_export import OnnxFromTorch
+
+    net = _small("SRVGGNetCompact", SMALL["SRVGGNetCompact"][0]).model.double().train()
+    proto = OnnxFromTorch(net, dynamic=False, static_shape=(1, 8, 8))()
+    assert net.training and all(p.dtype == torch.float64 for p in net.parameters())
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        want = net.eval()(x.double()).float().numpy()
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - want).max() < 1e-5
+
+
 def test_fp16_graph_structure():
     """fp32 I/O, fp16 weights, Resize kept in fp32, named layers kept in fp32 on request."""
     from lway_rt.export.fp16 import convert_to_fp16

@@ -17,6 +17,7 @@ NCHW float32 RGB in [0, 1].
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import math
@@ -135,7 +136,11 @@ class OnnxFromTorch:
 
     def __call__(self):
         onnx = _onnx()
-        module = self.module.eval().float().cpu()
+        module = self.module
+        tensors = [*module.parameters(), *module.buffers()]
+        if module.training or any(t.device.type != "cpu" or t.is_floating_point() and t.dtype != torch.float32
+                                  for t in tensors):  # exported as fp32 on the CPU: a copy, the caller's is left as is
+            module = copy.deepcopy(module).eval().float().cpu()
         x = torch.rand(self.example_shape())
         arg_name = next(iter(_forward_params(module)), "x")
         kwargs: dict[str, Any] = dict(
