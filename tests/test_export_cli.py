@@ -640,6 +640,22 @@ def test_keep_fp32_pattern_that_matches_nothing_is_named(tmp_path):
     assert "cache hit" in again.stdout and "'bdy.*' matched no node" in again.stderr  # checked on a cache hit too
 
 
+def test_keep_fp32_adds_to_the_profiles_nodes(tmp_path):
+    """A profile's keep_fp32_nodes (kept in fp32 against an overflow) were dropped when --keep-fp32 named others."""
+    import onnx
+    from onnx import TensorProto
+
+    profile = tmp_path / "mine.toml"
+    profile.write_text('precision = "fp16"\nengine = "none"\n[fp16]\nkeep_fp32_nodes = ["body.1"]\n')
+    res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "out"), "--profile", str(profile),
+               "--keep-fp32", "body.3")
+    assert res.exit_code == 0, res.output
+    path = _exported(res.stdout)["fp16"]
+    assert _manifest(path)["profile"]["keep_fp32_nodes"] == ["body.1", "body.3"]
+    kept = [list(i.dims) for i in onnx.load(str(path)).graph.initializer if i.data_type == TensorProto.FLOAT]
+    assert kept.count([1, 64, 1, 1]) == 2, kept  # both PReLU slopes (the exporter renames initializers)
+
+
 def test_the_upscale_hint_quotes_a_path_with_spaces(tmp_path):
     out = tmp_path / "my exports"
     res = _run("--model", "realesr-animevideov3", "--out", str(out), "--precision", "fp32")

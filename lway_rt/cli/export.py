@@ -33,7 +33,7 @@ def _log(msg: str) -> None:
 @click.option("--opset", type=int, help="ONNX opset (overrides the profile).")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="PATTERN",
               help="fp16 only: node name or torch module path (fnmatch) to keep in fp32, e.g. conv_last of an "
-                   "RRDBNet (repeatable).")
+                   "RRDBNet (repeatable; added to the profile's keep_fp32_nodes).")
 @click.option("--refittable", is_flag=True, help="Build the TensorRT engine with the REFIT flag.")
 @click.option("--stage1", "stage1_path", type=PathParam(dir_okay=False, path_type=Path),
               help="Stage-1 checkpoint for --what encoder/both (default: the shipped one).")
@@ -131,7 +131,7 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
     precisions = ("fp32", "fp16") if precision == "both" else None
     profile = profile.replace(precision=None if precision == "both" else precision, engine=engine, opset=opset,
                               mode="static" if tiles else None, tiles=tiles, flags=flags,
-                              keep_fp32_nodes=tuple(keep_fp32) or None)
+                              keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, *keep_fp32))) or None)
 
     if refittable and profile.engine != "tensorrt":  # the flag only shapes an engine build: say so, not ignore it
         raise InputError(f"--refittable builds a refittable TensorRT engine, and this export builds none (profile "
