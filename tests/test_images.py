@@ -899,8 +899,20 @@ def test_a_tiff_of_32_bit_integers_is_refused_not_clipped(tmp_path, dtype):
     """Pillow opens it as mode I, which was taken for 16-bit: most of a 0-4e9 ramp came out white, the rest black."""
     ramp = np.linspace(0, 2e9, 32 * 32).astype(dtype).reshape(32, 32)
     tifffile.imwrite(tmp_path / "wide.tif", ramp)
-    with pytest.raises(InputError, match=rf"wide.tif holds {np.dtype(dtype).name} samples: save it as an 8/16-bit"):
+    signed = "signed " if np.dtype(dtype).kind == "i" else ""
+    with pytest.raises(InputError, match=rf"wide.tif holds {signed}{np.dtype(dtype).name} samples"):
         read_image(tmp_path / "wide.tif")
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int8])
+def test_a_tiff_of_signed_samples_is_refused_not_clipped(tmp_path, dtype):
+    """Pillow opens a signed 16-bit TIFF as mode I: its negative samples were clipped to black and the rest read as
+    unsigned, upscaled with no word."""
+    ramp = (np.mgrid[0:40, 0:56][1] * 2 - 50).astype(dtype)
+    tifffile.imwrite(tmp_path / "signed.tif", ramp)
+    with pytest.raises(InputError, match=rf"signed.tif holds signed {np.dtype(dtype).name} samples, whose negative "
+                                         "values are no brightness an image has: save it as an unsigned 8/16-bit"):
+        read_image(tmp_path / "signed.tif")
 
 
 @pytest.mark.parametrize("channels", [3, 4])

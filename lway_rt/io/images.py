@@ -681,8 +681,8 @@ def _webp_is_lossless(path: Path) -> bool:
 
 def _pillow_misreads_tiff(im) -> bool:
     """TIFF layouts Pillow decodes wrongly or not at all: planes stored one after another (PlanarConfiguration 2)
-    with more than 8 bits a sample (Pillow unpacks them as 8-bit: noise), floating-point colour, and 32-bit integer
-    samples (which tifffile's reader then refuses in one line)."""
+    with more than 8 bits a sample (Pillow unpacks them as 8-bit: noise), floating-point colour, and 32-bit or signed
+    integer samples (which tifffile's reader then refuses in one line)."""
     tags = im.tag_v2
 
     def largest(tag: int, default: int) -> int:
@@ -694,7 +694,8 @@ def _pillow_misreads_tiff(im) -> bool:
     white_is_zero = tags.get(262) == 0 and (largest(258, 8) > 8 or largest(339, 1) == 3)  # Pillow reads a negative
     premultiplied = tags.get(338) in (1, (1,)) and largest(258, 8) > 8  # associated alpha: Pillow's 16-bit path not
     wide_int = largest(258, 8) > 16 and largest(339, 1) != 3  # 32-bit integers: Pillow's "I", read as 16-bit, clipped
-    return planar_wide or float_colour or white_is_zero or premultiplied or wide_int
+    signed = largest(339, 1) == 2  # signed integers: Pillow's int16 "I" had its negative samples clipped to black
+    return planar_wide or float_colour or white_is_zero or premultiplied or wide_int or signed
 
 
 def _read_tiff_samples(path: Path) -> LoadedImage:
@@ -730,6 +731,9 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
         depth, x = 16, arr.astype(np.float32) / 65535.0
     elif arr.dtype == np.uint8:
         depth, x = 8, arr.astype(np.float32) / 255.0
+    elif arr.dtype.kind == "i":
+        raise InputError(f"{path} holds signed {arr.dtype} samples, whose negative values are no brightness an image "
+                         "has: save it as an unsigned 8/16-bit or 0-1 floating-point image")
     else:
         raise InputError(f"{path} holds {arr.dtype} samples: save it as an 8/16-bit or 0-1 floating-point image")
     if photometric == 0:  # WhiteIsZero: the stored value is the darkness
