@@ -144,7 +144,9 @@ class Upscaler:
         out = out[..., None] if out.ndim == 2 else out
         if bgr and out.shape[2] >= 3:
             out = out[..., [2, 1, 0, *range(3, out.shape[2])]]
-        return out[..., 0] if arr.ndim == 2 else out
+        # one pixel's samples side by side, as the caller's array had them (OpenCV draws only into such arrays; the
+        # reordered channels had come out plane by plane)
+        return np.ascontiguousarray(out[..., 0] if arr.ndim == 2 else out)
 
 
 def _count(name: str, value) -> int:

@@ -55,6 +55,9 @@ def test_bgr_arrays_and_float_arrays(small, upscaler):
     rgba = np.dstack([small, np.full(small.shape[:2], 255, np.uint8)])
     bgra = upscaler(rgba[..., [2, 1, 0, 3]], bgr=True)
     assert np.array_equal(bgra[..., [2, 1, 0, 3]], upscaler(rgba))
+    # laid out pixel by pixel, as OpenCV draws into (the reordered channels had come back plane by plane)
+    for out in (bgra, upscaler(small, bgr=True), upscaler(small), upscaler(small[..., 0]), upscaler(rgba)):
+        assert out.flags.c_contiguous, out.strides
     floats = upscaler(small.astype(np.float64) / 255.0)  # the same samples as floats: the same image, unrounded
     assert floats.dtype == np.float32 and floats.shape == rgb.shape
     assert np.abs(floats * 255.0 - rgb).max() <= 0.5 + 1e-3
