@@ -856,14 +856,17 @@ def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
 
 def up_to_date(src: Path, dest: Path, scale: float) -> bool:
     """Whether ``dest`` already holds ``src``'s output: a file at least as new as ``src`` with exactly ``scale`` x its
-    size. Outputs are written atomically, so a file of that name is complete; one older than its input (the input was
-    edited since) or of another size (another model's scale) is not taken."""
+    size, whole. Outputs are written atomically, but a copy or sync of the folder stopped part-way leaves a file cut
+    short with its header whole; one older than its input (the input was edited since) or of another size (another
+    model's scale) is not taken either."""
+    from lway_rt.io.images import reaches_its_end
+
     try:
         if not dest.is_file() or dest.stat().st_mtime < src.stat().st_mtime:
             return False
     except OSError:
         return False
-    return output_sized(src, dest, scale)
+    return output_sized(src, dest, scale) and reaches_its_end(dest)
 
 
 def _ours_of_another_size(src: Path, dest: Path, scale: float) -> bool:

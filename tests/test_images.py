@@ -1116,3 +1116,20 @@ def test_files_of_formats_not_read_beside_images_are_named_in_a_note(tmp_path):
     collect_inputs([tmp_path], notes=notes)
     list_images([tmp_path], said)
     assert notes == [] and said == []  # a .txt or .xmp beside the images is nothing to say
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_a_file_cut_short_does_not_reach_its_end(tmp_path, fmt):
+    """What --skip-existing checks of an output before it keeps it: its header alone (all image_size reads) may be
+    whole in a file cut short."""
+    from lway_rt.io.images import image_size, reaches_its_end
+
+    path = tmp_path / f"img.{fmt.lower()}"
+    exif = Image.Exif()
+    exif[0x010F] = "camera"  # (Pillow reads no PNG's size without decoding it where no EXIF comes before its pixels)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(path, fmt, exif=exif)
+    assert reaches_its_end(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    assert image_size(path) == (None if fmt == "WEBP" else (80, 64))  # (Pillow opens a WebP by decoding it)
+    assert reaches_its_end(path) == (fmt == "TIFF")  # (a TIFF's end is not checked)

@@ -426,6 +426,22 @@ def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(t
     assert (out / "photo_x4.png").read_bytes() == mine
 
 
+def test_skip_existing_redoes_an_output_cut_short(tmp_path, inputs):
+    """An output cut short after it was written (a copy or sync of the folder stopped part-way) has its header, and
+    with it its size, whole: --skip-existing counted it as done and left a file no viewer opens."""
+    out, src = tmp_path / "out", tmp_path / "shot.png"
+    exif = Image.Exif()
+    exif[0x010F] = "camera"  # carried into the output before its pixels, where Pillow finds its size without them
+    with Image.open(inputs / "photo.png") as im:
+        im.save(src, exif=exif)
+    assert run("upscale", src, "-o", out, "--model", MODEL).exit_code == 0
+    whole = (out / "shot_x4.png").read_bytes()
+    (out / "shot_x4.png").write_bytes(whole[:3000])
+    again = run("upscale", src, "-o", out, "--model", MODEL, "--skip-existing")
+    assert again.exit_code == 0 and "1 image(s) written" in again.output, again.output
+    assert (out / "shot_x4.png").read_bytes() == whole
+
+
 def test_a_batch_into_a_log_says_how_far_it_is(tmp_path, inputs, monkeypatch):
     """The bar is drawn only on a terminal: a batch of frames into a log file or under nohup printed nothing until it
     ended. There it prints a line every so often (here every image) with the images done and the time left; -q not."""

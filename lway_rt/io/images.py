@@ -414,6 +414,27 @@ def image_size(path: str | Path) -> tuple[int, int] | None:
     return (h, w) if turned else (w, h)
 
 
+def reaches_its_end(path: str | Path) -> bool:
+    """Whether an image file holds its own end: a PNG its IEND chunk, a JPEG its end marker, a WebP the length its
+    RIFF header gives (other formats are not checked: True). Reads the file's first and last bytes only: a file
+    cut short (a copy or sync stopped part-way) has a whole header, which is all ``image_size`` reads."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            size = f.seek(0, 2)
+            f.seek(max(0, size - 12))
+            tail = f.read()
+    except OSError:
+        return False
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return tail.endswith(b"IEND\xaeB`\x82")
+    if head.startswith(b"\xff\xd8"):
+        return tail.endswith(b"\xff\xd9")
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return struct.unpack("<I", head[4:8])[0] + 8 <= size
+    return True
+
+
 def _uncarried_metadata(im) -> tuple[str, ...]:
     """The metadata blocks of the open file ``im`` that outputs do not carry: its XMP packet (which can hold the old
     orientation and size) and its IPTC record (captions, keywords, rights), so that their loss can be said."""
