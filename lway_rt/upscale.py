@@ -664,6 +664,7 @@ def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False, out_di
             if files and notes is not None and (unread := unread_files_note(p, every)):
                 notes.append(unread)  # (a folder of them alone is refused, with the same advice)
             nested = [d for d in image_subfolders(p) if d.resolve() != skip] if files and not recursive else []
+            nested = [d for d in nested if not _outputs_only(d)]  # (--recursive would leave those out too)
             if nested and notes is not None:
                 shown = listing(nested, 3)
                 notes.append(f"the images in sub-folders of {p} ({shown}) are not read: add --recursive to upscale "
@@ -781,6 +782,16 @@ def written_by_upscale(path: Path) -> bool:
     from lway_rt.io.images import file_text
 
     return file_text(path, RUN_KEY) is not None
+
+
+def _outputs_only(folder: Path) -> bool:
+    """Whether every image in ``folder`` (not its sub-folders) records a run of this command: an earlier run's -o
+    folder, which a walk with --recursive leaves out, so no note advises it."""
+    try:
+        images = [q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith(".")]
+    except OSError:
+        return False
+    return bool(images) and all(written_by_upscale(q) for q in images)
 
 
 def _may_be_ours(path: Path) -> bool:

@@ -316,6 +316,10 @@ def test_sub_folders_left_out_without_recursive_are_named(tmp_path, small):
         assert result.exit_code == 0 and "1 image(s) written" in result.output, result.output
         assert f"note: the images in sub-folders of {d} ({d / 'a'}) are not read: add --recursive" in result.output
         assert str(d / "out") + ")" not in result.output and str(d / "out") + "," not in result.output
+    # an earlier run's -o folder (only this command's outputs) is not advised either: --recursive leaves it out too
+    result = run("upscale", d, "-o", d, "--model", MODEL)
+    assert result.exit_code == 0 and f"({d / 'a'}) are not read" in result.output and "/out" not in result.output, \
+        result.output
 
 
 def test_second_run_into_the_input_folder_rewrites_its_outputs_and_keeps_a_look_alike(tmp_path, small):
