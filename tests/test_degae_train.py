@@ -652,7 +652,20 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     (work / "trunk.safetensors").rename(work / "moved.safetensors")  # said as the checkpoint's trunk, not any model
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(work / "s1.safetensors")])
     assert res.exit_code == 1 and f"reads its encoder trunk from {recorded}, which does not exist" in res.output, res.output
-    (work / "moved.safetensors").rename(work / "trunk.safetensors")
+    assert f"put the file back there or beside the checkpoint ({work / 'trunk.safetensors'})" in res.output
+    # moved with it (a copied project), the file beside the checkpoint is read: it holds the same trunk
+    (tmp_path / "kept").mkdir()
+    shutil.copy(work / "s1.safetensors", tmp_path / "kept" / "s1.safetensors")
+    shutil.copy(work / "moved.safetensors", tmp_path / "kept" / "trunk.safetensors")
+    assert load_stage1(tmp_path / "kept" / "s1.safetensors").meta["trunk_model"] == str(tmp_path / "kept" / "trunk.safetensors")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "kept" / "s1.safetensors"), "--data",
+                                    str(photo_dir), "--draws", "2", "--crops-per-image", "1"])
+    assert res.exit_code == 0, res.output
+    # train-degae --resume --trunk names where it is now (it had been refused: 'train stage 1 again'), and records it
+    res = CliRunner().invoke(main, [*base, "--out", str(work / "s1.safetensors"), "--resume", "--iters", "2", "--trunk",
+                                    str(work / "moved.safetensors")])
+    assert res.exit_code == 0, res.output
+    assert load_stage1(work / "s1.safetensors").meta["trunk_model"] == str(work / "moved.safetensors")
 
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.safetensors"), "--resume", "--overwrite"])
     assert res.exit_code == 2 and "pass one of them" in res.output, res.output

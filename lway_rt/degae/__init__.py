@@ -132,10 +132,13 @@ def save_stage1(dest: Path, stage1: Stage1, extra_meta: Mapping | None = None) -
 
 
 def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_dim: int | None = None,
-                trainable: bool = False) -> Stage1:
+                trainable: bool = False, trunk_file: str | Path | None = None) -> Stage1:
     """Load a stage-1 checkpoint (None: the shipped default). Eval mode and frozen unless ``trainable``.
 
-    ``embed_dim``, when given, is checked against the checkpoint's embedding width.
+    ``embed_dim``, when given, is checked against the checkpoint's embedding width. A checkpoint trained on a trunk
+    from a file (``train-degae --trunk FILE``) reads it there; where it has moved, ``trunk_file`` (train-degae
+    --resume --trunk NEWPATH), else a file of that name beside the checkpoint, is read instead, and must hold the
+    same trunk (its recorded hash).
     """
     from lway_rt.io.weights import load_state_file
 
@@ -178,8 +181,13 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
                          f"or --embed-dim {ed}")
     file = Path(trunk.model).expanduser()
     if (file.suffix or len(file.parts) > 1) and not file.exists():  # a trunk trained from a file, not a store name
-        raise ModelError(f"{path} reads its encoder trunk from {file}, which does not exist (moved or deleted): put the "
-                         "file back there, or train stage 1 again with --trunk naming where it is now")
+        moved = [Path(trunk_file).expanduser()] if trunk_file else []
+        found = next((q for q in [*moved, path.parent / file.name] if q.is_file()), None)
+        if found is None:
+            raise ModelError(f"{path} reads its encoder trunk from {file}, which does not exist (moved or deleted): put "
+                             f"the file back there or beside the checkpoint ({path.parent / file.name})")
+        trunk = TrunkSpec(str(found.absolute()), trunk.layers)  # (checked against trunk_sha256 as it is built)
+        meta = {**meta, "trunk_model": trunk.model}  # what a checkpoint written from this one records
     trunk_net, channels, _ = build_trunk(trunk, expect_sha256=meta.get("trunk_sha256"), device=device)
     enc = DegradationEncoder(trunk_net, channels, ed, head_widths)
     rec = Reconstructor(ed, width, blocks, bool(meta.get("skip", False)))

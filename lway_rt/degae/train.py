@@ -588,7 +588,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             raise TrainingError(f"{out} has no resume state ({_resume_path(out).name}); it is a finished or foreign "
                                 "checkpoint: start a new run with another --out")
         try:
-            s1 = load_stage1(out, cfg.device, trainable=True)
+            s1 = load_stage1(out, cfg.device, trainable=True, trunk_file=cfg.trunk_model)  # (its trunk moved there)
         except DamagedFileError:
             raise TrainingError(f"the checkpoint {out} cannot be read (cut or damaged): its resume state "
                                 f"{_resume_path(out).name} cannot go on without it; pass --overwrite to start the run "
@@ -596,8 +596,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         prev = s1.meta.get("recipe", {})
         for k in TrainConfig.ARCH_FIELDS:
             mine = list(getattr(cfg, k)) if k == "head_widths" else getattr(cfg, k)
-            if k == "trunk_model" and prev.get(k) != mine and _same_file(prev.get(k), mine):
-                continue  # a trunk file recorded relative (before paths were made absolute) given absolute now
+            if k == "trunk_model" and prev.get(k) != mine and (_same_file(prev.get(k), mine)
+                                                                or _same_file(s1.meta.get(k), mine)):
+                continue  # a trunk file recorded relative (before paths were made absolute), or moved, given now
             if prev.get(k) != mine:
                 raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "
                                  "use the same options or a new --out")
