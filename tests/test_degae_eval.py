@@ -361,3 +361,33 @@ def test_held_out_photos_are_held_as_uint8_and_give_the_float_crops_to_the_bit(t
     crops, owner = _crops(compact, 48, 3)
     want, want_owner = _crops(full, 48, 3)
     assert crops.dtype == torch.float32 and torch.equal(crops, want) and torch.equal(owner, want_owner)
+
+
+def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, astronaut):
+    """eval-degae on the checkpoint's own training photos reported its numbers as held-out, with no word; the folder
+    it recorded, or another holding the same images, is now named, and the report says so."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    photos, other = tmp_path / "train", tmp_path / "other"
+    photos.mkdir()
+    other.mkdir()
+    Image.fromarray(astronaut[:128, :128]).save(photos / "a.png")
+    Image.fromarray(astronaut[300:420, 250:400]).save(photos / "b.png")
+    Image.fromarray(np.ascontiguousarray(astronaut[200:328, 300:428])).save(other / "c.png")
+    Image.fromarray(np.ascontiguousarray(astronaut[100:228, 50:178])).save(other / "d.png")
+    out = tmp_path / "s1.safetensors"
+    train(TrainConfig(out=str(out), data=str(photos), iters=1, threads=1, crop=32, batch=2, embed_dim=16, width=8,
+                      blocks=2, head_widths=(16, 16, 16)))
+    shutil.copytree(photos, tmp_path / "copy")
+    for folder, seen in ((photos, True), (tmp_path / "copy", True), (other, False)):
+        dest = tmp_path / f"{folder.name}.json"
+        res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), "--data", str(folder), "--crop", "32",
+                                        "--crops-per-image", "1", "--draws", "2", "--json", str(dest)])
+        assert res.exit_code == 0, res.output
+        said = f"note: {out} was trained on the photos in {folder}: its numbers there are not held-out" in res.output
+        assert said == seen, (folder, res.output)
+        settings = json.loads(dest.read_text())["settings"]
+        assert settings["trained_on_data"] is seen and settings["data"] == str(folder.absolute())

@@ -20,7 +20,7 @@ def _num(x: float, fmt: str) -> str:
               help="Stage-1 checkpoint (default: the shipped one).")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of held-out clean photos, those directly inside it (default: bundled chelsea and coffee, "
-                   "never trained on).")
+                   "never trained on); a folder the checkpoint was trained on is said so.")
 @click.option("--json", "json_path", type=PathParam(names_a_file=True), default=None,
               help="Write the full report here ('-': to standard output, the summary lines going to standard error).")
 @click.option("--crop", type=int, default=96, show_default=True)
@@ -33,7 +33,7 @@ def _num(x: float, fmt: str) -> str:
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
     from lway_rt.degae import load_stage1, unfinished_note
-    from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1
+    from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1, trained_on
     from lway_rt.errors import InputError, OutputError
 
     # the report for a pipe (| jq), the lines going to stderr; the string as typed, so ./- still names a file '-'
@@ -63,7 +63,8 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
                 raise InputError(f"--json {target} exists and is not an eval-degae report (it would be replaced): name "
                                  "another file") from None
     try:
-        cfg = EvalConfig(data=str(data) if data else None, crop=crop, crops_per_image=crops_per_image, draws=draws, seed=seed)
+        cfg = EvalConfig(data=str(data.absolute()) if data else None, crop=crop, crops_per_image=crops_per_image,
+                         draws=draws, seed=seed)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     from lway_rt.runtime.device import check_torch_device
@@ -71,7 +72,12 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     s1 = load_stage1(checkpoint, check_torch_device(device))
     if note := unfinished_note(s1, str(checkpoint)):
         click.echo(note, err=True)
+    seen = data is not None and data.is_dir() and trained_on(s1, data)
+    if seen:  # said before the evaluation, which takes a while
+        click.echo(f"note: {checkpoint} was trained on the photos in {data}: its numbers there are not held-out (give "
+                   "--data photos it never saw to measure how it generalises)", err=True)
     report = evaluate_stage1(s1, cfg, note=lambda m: click.echo(m, err=True))
+    report["settings"]["trained_on_data"] = seen
     report["checkpoint"] = str(checkpoint) if checkpoint else "shipped default"
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,6 +57,22 @@ class EvalConfig:
             raise ValueError(f"--draws {self.draws}: use at least 2 (the separation ratio compares draws)")
         if self.crops_per_image < 1:
             raise ValueError(f"--crops-per-image {self.crops_per_image}: use at least 1")
+
+
+def trained_on(s1: Stage1, folder: str | Path) -> bool:
+    """Whether ``s1`` was trained on ``folder``: a folder its run recorded (each resumed part records its --data), or
+    one holding the same images (the ``data_sha256`` each part records), so its numbers there are not held-out."""
+    from lway_rt.degae.data import folder_digest
+
+    parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
+    for recorded in {s.get("data") for s in parts} - {None}:
+        try:
+            if Path(recorded).exists() and Path(recorded).samefile(folder):
+                return True
+        except (OSError, TypeError):
+            pass
+    digests = {s.get("data_sha256") for s in parts} - {None}
+    return bool(digests) and folder_digest(Path(folder)) in digests
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
