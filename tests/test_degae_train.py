@@ -613,6 +613,13 @@ def test_an_sr_model_or_a_photo_is_never_replaced_or_appended_to(tmp_path, photo
                                         "--iters", "1", "--crop", "32", "--width", "8", "--embed-dim", "16"])
         assert res.exit_code == 1 and message in res.output and "Traceback" not in res.output, res.output
     assert photo.read_bytes() == before
+    # a log in the folder --out makes is taken (the run makes that folder): it had been 'does not exist; make it first'
+    run_dir = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(photo_dir), "--out", str(run_dir / "s1.safetensors"),
+                                    "--log", str(run_dir / "log.txt"), "--iters", "1", "--crop", "32", "--batch", "2",
+                                    "--width", "8", "--embed-dim", "16", "--blocks", "2", "--threads", "1", "--skip"])
+    assert res.exit_code == 0 and (run_dir / "s1.safetensors").is_file(), res.output
+    assert "wrote " in (run_dir / "log.txt").read_text()
     for flag in ("--threads", "--seed"):
         res = CliRunner().invoke(main, ["train-degae", "--data", str(photo_dir), "--out", out, flag, "-1", "--iters", "1"])
         assert res.exit_code == 2 and "Invalid value" in res.output and flag in res.output, res.output

@@ -112,7 +112,7 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         if not 0.0 <= value <= 1.0:
             raise InputError(f"{flag} must be a fraction in [0, 1], got {value}")
     if log_path is not None:  # checked before any work: the file is appended to at every logged step
-        _check_log_file(Path(log_path))
+        _check_log_file(Path(log_path), Path(out).expanduser())
     if resume and overwrite:  # as lwayrt adapt: neither may silently win
         raise click.UsageError("--resume continues the run in --out, --overwrite starts it again: pass one of them")
     if lpips_weights and perceptual != "lpips":
@@ -141,6 +141,7 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
 
     def to_log(line: str) -> None:
         if log_path:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)  # (--out's folder: the run makes it too)
             with open(log_path, "a") as f:
                 f.write(line + "\n")
 
@@ -167,8 +168,9 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
     click.echo(line)
 
 
-def _check_log_file(path: Path) -> None:
-    """--log appends text: refuse a folder, a missing folder, and an existing file that is not text (a photo, weights)."""
+def _check_log_file(path: Path, out: Path) -> None:
+    """--log appends text: refuse a folder, a missing folder (but --out's, which the run makes), and an existing file
+    that is not text (a photo, weights)."""
     from lway_rt.errors import InputError
 
     from lway_rt.io.weights import check_file_destination
@@ -176,7 +178,7 @@ def _check_log_file(path: Path) -> None:
     check_file_destination(path, "--log")
     if path.is_dir():
         raise InputError(f"--log {path} is a folder: name a text file to append progress to")
-    if not path.parent.is_dir():
+    if not path.parent.is_dir() and path.parent.absolute() != out.parent.absolute():
         raise InputError(f"--log {path}: its folder {path.parent} does not exist; make it first")
     if path.is_file():
         with open(path, "rb") as f:
