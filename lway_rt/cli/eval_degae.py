@@ -106,7 +106,9 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     undefined += [f"the {name} separation" for name, g in report["geometries"].items()  # the other geometries' too
                   if name != report["geometry"] and not one_image and not math.isfinite(g["separation_ratio"])]
     if undefined:
-        click.echo(f"note: {', '.join(undefined)} undefined (too few of the draws degrade the image): use more --draws",
+        click.echo(f"note: {', '.join(undefined)} undefined (it compares distinct degradations, and too few draws "
+                   "add one: a draw of no degradation of its own, whatever its round trip, counts as none): use more "
+                   "--draws",
                    err=True)
     if one_image:
         click.echo("note: separation_ratio and the cross-image ablation undefined (they compare one draw on different "
