@@ -970,3 +970,19 @@ def test_a_resume_says_when_its_photos_moved_or_changed(photo_dir, tmp_path):
     res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "8", "--threads", "1",
                                     "--data", str(tmp_path / "moved")])
     assert res.exit_code == 0 and load_stage1(out).meta["iterations"] == 8, res.output
+
+
+def test_photos_left_out_in_sub_folders_and_a_lone_photo_are_said(tmp_path, astronaut):
+    """train-degae read the photos directly inside --data and left a sub-folder's out with no word (adapt and upscale
+    name them); one photo under --pairing cross gave the encoder another crop of itself, unsaid."""
+    data = tmp_path / "mix"
+    (data / "more").mkdir(parents=True)
+    Image.fromarray(astronaut[:128, :128]).save(data / "a.png")
+    Image.fromarray(astronaut[300:420, 250:400]).save(data / "more" / "b.png")
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(data), "--out", str(tmp_path / "s1.safetensors"),
+                                    "--iters", "1", "--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8",
+                                    "--blocks", "2", "--threads", "1", "--skip", "-q"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"note: the photos in sub-folders of {data} ({data / 'more'}) are not read" in text, res.output
+    assert "note: --data holds one photo, so --pairing cross reads each degradation from another crop of it" in text

@@ -43,9 +43,10 @@ from lway_rt.bench.machine import cpu_model
 from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random_crops
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
+from lway_rt.io.images import image_subfolders
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, file_id, refuse_if_busy
 from lway_rt.errors import (STOPS, DamagedFileError, InputError, Interrupted, ModelError, OutputError,
-                            TrainingError, finishing_steps)
+                            TrainingError, finishing_steps, listing)
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "batch_loss", "train_step", "train", "TrainResult"]
 
@@ -636,6 +637,12 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         segments = []
     # read once --out is accepted: a refusal of --out (resume or overwrite it?) came after minutes of decoding photos
     images = list(load_images(cfg.data, cfg.crop).values())
+    if cfg.data and (nested := image_subfolders(Path(cfg.data))):  # (as adapt and upscale name them)
+        log(f"note: the photos in sub-folders of {cfg.data} ({listing(nested, 3)}) are not read: train-degae reads "
+            "those directly inside --data")
+    if len(images) == 1 and cfg.pairing == "cross":
+        log("note: --data holds one photo, so --pairing cross reads each degradation from another crop of it, not "
+            "from another photo as it is meant to: add photos")
     data_sha = folder_digest(Path(cfg.data)) if cfg.data else None  # recorded per segment: a resume sees a change
     seen = segments[-1] if segments else {}
     if data_sha and seen.get("data_sha256") and seen["data_sha256"] != data_sha and _same_data(seen.get("data"), cfg.data, [seen]):
