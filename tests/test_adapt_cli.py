@@ -2451,6 +2451,21 @@ def test_a_weights_file_without_its_run_is_never_written_over(files, tmp_path):
     assert (done / "report.json").is_file()
 
 
+def test_a_refused_resume_says_where_the_runs_settings_are(files, tmp_path):
+    """A --resume that left out the run's --patch-size was told only that the images are smaller than the default
+    patch (the user guessed sizes), and one with other settings was not told that the run's config.json holds them."""
+    out = tmp_path / "stopped"
+    args, proc, text = _long_run_stopped_after_a_checkpoint(files, out, signal.SIGINT)
+    assert (out / CHECKPOINT).is_file(), text
+    at = args.index("--patch-size")
+    code, text = _run([*args[:at], *args[at + 2:], "--resume"])
+    assert code == 1 and "smaller than the 48-px patch" in text and f"(the run in {out} was made with --patch-size 16: " \
+        f"--config {out / 'config.json'} gives its settings with --resume)" in " ".join(text.split()), text
+    code, text = _run([*args, "--resume", "--lr", "1e-3"])
+    assert code == 1 and "made with other settings: --lr " in text and \
+        f"rerun with the same ones (--config {out / 'config.json'} gives its settings)" in " ".join(text.split()), text
+
+
 def test_a_refused_resume_names_the_input_that_changed(files, tmp_path):
     """The refusal to resume said only "other inputs (their pixels or alpha), ... or another model, stage 1 or
     perceptual weights": checkpoints and reports now record each input's hash, so it names the one that changed,

@@ -61,7 +61,7 @@ from lway_rt.adapt.wavelet import detail_energy
 from lway_rt.archs.registry import our_names
 from lway_rt.bench.machine import cpu_model
 from lway_rt.errors import (STOPS, InputError, Interrupted, ModelError, OutputError, TrainingError, duration,
-                            finishing_steps, listing)
+                            finishing_steps, listing, shell_word)
 from lway_rt.io.weights import atomic_write_bytes, atomic_write_json, ensure_writable_dir, exclusive_run, file_id
 
 __all__ = ["adapt", "adapt_images", "select_trainable", "super_resolve", "interpolate_weights", "RunResult", "CHECKPOINT",
@@ -877,8 +877,8 @@ def _accept_run(out_dir: Path, finished: dict | None, fingerprinter: _Fingerprin
     if resume and ckpt_path.exists():
         ck = _load_checkpoint(ckpt_path)
         refuse_other(f"the checkpoint in {out_dir}", ck, _recipe_of(ck),
-                     "rerun with the same ones, pass --overwrite instead of --resume to start again there, or drop "
-                     "--resume and choose another --out folder")
+                     f"rerun with the same ones ({_same_settings(out_dir)}), pass --overwrite instead of --resume to "
+                     "start again there, or drop --resume and choose another --out folder")
         return ck, False
     if finished is not None and resume and not overwrite:
         if not finished:
@@ -1732,6 +1732,11 @@ def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None =
                                           for k in diffs) + (f"; and {changed}" if changed else "")
 
 
+def _same_settings(out_dir: Path) -> str:
+    """How to give a run's own settings again: its config.json as --config (the settings a refused resume left out)."""
+    return f"--config {shell_word(str(out_dir / 'config.json'))} gives its settings"
+
+
 def _recipe_of(ck: dict) -> dict | None:
     """The recipe a checkpoint records (None: one written before checkpoints recorded it)."""
     try:
@@ -1769,7 +1774,14 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
              f"for the frames of a clip, --sample 32 adapts on a spread of them in a fraction of the time, and 'lwayrt "
              "upscale' with the adapted weights writes the rest")
     # the usual one-line error for an image smaller than the patch, before anything is loaded or made
-    check_patch_fits([(i.name, tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
+    try:
+        check_patch_fits([(i.name, tuple(i.rgb.shape[:2])) for i in images], config.patch_size)
+    except InputError as exc:  # a --resume that left out the run's own --patch-size is told it
+        ran = (_read_json_dict(out_dir / "config.json") or {}).get("patch_size") if resume else None
+        if isinstance(ran, int) and ran != config.patch_size:
+            raise InputError(f"{exc} (the run in {out_dir} was made with --patch-size {ran}: {_same_settings(out_dir)} "
+                             "with --resume)") from None
+        raise
     desc = load_model(model, device=config.device)
     config.check_scale(desc.scale)
     desc.require_rgb(str(model), "adapt fine-tunes")  # stage 1, the loss and the inputs (grey ones made RGB) are RGB
