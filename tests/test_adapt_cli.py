@@ -2466,6 +2466,22 @@ def test_a_refused_resume_says_where_the_runs_settings_are(files, tmp_path):
         f"rerun with the same ones (--config {out / 'config.json'} gives its settings)" in " ".join(text.split()), text
 
 
+def test_inputs_sharing_a_name_given_in_another_order_are_said_so(files, tmp_path, hr_crop):
+    """d1/x.png and d2/x.png are named x_png and x_png_2 by their order: the same two given the other way round were
+    refused as 'other pixels or alpha in x.png, x.png'."""
+    for folder, crop in (("d1", hr_crop[:128:4, :128:4]), ("d2", hr_crop[128::4, 128::4])):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.ascontiguousarray(crop)).save(tmp_path / folder / "x.png")
+    out = tmp_path / "run"
+    rest = ["-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1", str(files / "stage1.safetensors"),
+            "--iterations", "1", "--patch-size", "16", "-q"]
+    assert _run(["adapt", str(tmp_path / "d1" / "x.png"), str(tmp_path / "d2" / "x.png"), *rest])[0] == 0
+    code, text = _run(["adapt", str(tmp_path / "d2" / "x.png"), str(tmp_path / "d1" / "x.png"), *rest, "--resume"])
+    assert code == 1 and "made with its inputs in another order (those that share a file name are told apart by " \
+        "their order: give them in the order the run had)" in " ".join(text.split()), text
+    assert "other pixels" not in text
+
+
 def test_a_refused_resume_names_the_input_that_changed(files, tmp_path):
     """The refusal to resume said only "other inputs (their pixels or alpha), ... or another model, stage 1 or
     perceptual weights": checkpoints and reports now record each input's hash, so it names the one that changed,

@@ -340,7 +340,12 @@ def _changed_parts(then: dict | None, now: dict, sample: int | None = None) -> s
         if sample is not None and (added or gone):  # (on the clause it explains, before any about changed pixels)
             said[-1] += (f" (--sample {sample} spreads its choice over the inputs as they are now: frames added to or "
                          "removed from a folder since change which it takes)")
-        if changed := [n for n in new if n in old and old[n] != new[n]]:
+        changed = [n for n in new if n in old and old[n] != new[n]]
+        if changed and not added and not gone and sorted(map(str, old.values())) == sorted(map(str, new.values())):
+            # the same pixels under other names: inputs sharing a file name are named by their order (x_png, x_png_2)
+            said.append("its inputs in another order (those that share a file name are told apart by their order: "
+                        "give them in the order the run had)")
+        elif changed:
             said.append(f"other pixels or alpha in {listed(changed)}")
         if not added and not gone and not changed and list(old) != list(new):
             said.append("its inputs in another order")
