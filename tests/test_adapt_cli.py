@@ -2567,6 +2567,28 @@ def test_resume_of_a_finished_run_with_ground_truth_or_a_cap_it_lacked_is_refuse
     assert code == 1 and "made with other settings: --eval-every 1 (this command: 2): rerun" in text, text
 
 
+def test_ground_truth_named_like_inputs_that_differ_only_in_ending_is_taken(files, tmp_path, hr_crop):
+    """dup.png and dup.jpg with ground truths dup.png and dup.jpg (named like their inputs, as --help says) were
+    refused: 'name their ground truths dup_jpg, dup_png', the names the run gives them."""
+    lr, gt = tmp_path / "lr", tmp_path / "gt"
+    lr.mkdir()
+    gt.mkdir()
+    for ending, crop in ((".png", hr_crop[:128, :128]), (".jpg", hr_crop[128:, 128:])):
+        hr = Image.fromarray(np.ascontiguousarray(crop))
+        hr.resize((32, 32), Image.BICUBIC).save(lr / f"dup{ending}", quality=95)
+        hr.save(gt / f"dup{ending}", quality=95)
+    out = tmp_path / "run"
+    code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                       str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16", "--gt", str(gt),
+                       "-q"])
+    assert code == 0, text
+    (gt / "dup.jpg").unlink()  # one missing: still named by the run's names
+    code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "again"),
+                       "--stage1", str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16",
+                       "--gt", str(gt), "-q"])
+    assert code == 1 and f"name their ground truths in {gt} dup_jpg" in text, text
+
+
 def test_resume_with_an_unreadable_report_says_so(files, tmp_path):
     out = tmp_path / "run"
     assert _run(_tiny_adapt(files, out))[0] == 0

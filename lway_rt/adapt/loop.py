@@ -211,19 +211,26 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
         if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
             by_stem.setdefault(f.stem, []).append(f)
     stems = Counter(img.path.stem if img.path is not None else img.name for img in images)
+    names = Counter(img.path.name for img in images if img.path is not None)
+    by_name = {f.name: f for found in by_stem.values() for f in found}
     out, missing, shared = {}, [], []
     for img in images:
         stem = img.path.stem if img.path is not None else img.name
         # the name this run gives the input (its outputs' name) first; the file's own stem only if no other input
-        # has it, or one ground truth would be scored against two inputs
+        # has it, or one ground truth would be scored against two inputs; inputs that share a stem but not their
+        # file name (dup.png, dup.jpg) take the ground truth of their whole file name
         shares = stems[stem] > 1
         key = img.name if shares or img.name in by_stem else stem
-        if key not in by_stem:
+        whole = img.path.name if shares and img.path is not None and names[img.path.name] == 1 else None
+        if key not in by_stem and whole in by_name:
+            p = by_name[whole]
+        elif key not in by_stem:
             (shared if shares else missing).append(key)
             continue
-        if len(by_stem[key]) > 1:
+        elif len(by_stem[key]) > 1:
             raise InputError(f"--gt {gt_dir} holds {' and '.join(f.name for f in by_stem[key])} for one input: keep one")
-        p = by_stem[key][0]
+        else:
+            p = by_stem[key][0]
         gt = read_image(p).rgb
         h, w = img.size
         if not (h * scale <= gt.shape[0] < (h + 1) * scale and w * scale <= gt.shape[1] < (w + 1) * scale):
@@ -236,7 +243,7 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
     if shared:
         raise InputError(f"inputs that share a file name are told apart by the names this run gives them: name their "
                          f"ground truths in {gt_dir} {', '.join(shared[:3])}{' …' if len(shared) > 3 else ''} (any "
-                         "image ending)")
+                         "image ending; where only their endings differ, their own file names do too)")
     return out
 
 
