@@ -2589,6 +2589,37 @@ def test_ground_truth_named_like_inputs_that_differ_only_in_ending_is_taken(file
     assert code == 1 and f"name their ground truths in {gt} dup_jpg" in text, text
 
 
+def test_with_ground_truth_the_tiling_of_its_evaluations_is_part_of_the_run(files, tmp_path, monkeypatch):
+    """With --gt, the Y-PSNR that picks the weights kept is measured with --tile (seams move it): a resume with another
+    --tile was accepted, comparing scores of two tilings. And sr/ images a resume writes again are made with the
+    run's own --tile, as the rest of sr/ was, not this command's."""
+    from lway_rt.adapt import loop
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for p in (files / "lr").iterdir():
+        im = Image.open(p)
+        im.resize((im.width * 4, im.height * 4), Image.BICUBIC).save(gt / p.name)
+    out = tmp_path / "judged"
+    assert _run(_tiny_adapt(files, out, "--gt", str(gt), "--tile", "80"))[0] == 0
+    code, text = _run(_tiny_adapt(files, out, "--resume", "--gt", str(gt), "--tile", "0"))
+    assert code == 1 and "made with other settings: --tile 80 (this command: 0)" in text, text
+    code, text = _run([a for a in _tiny_adapt(files, out, "--resume", "--gt", str(gt), "--tile", "80") if a != "-q"])
+    assert code == 0 and "kept as it is" in text, text
+    (out / "sr" / "rgb.png").unlink()
+    tiles = []
+    real = loop._write_sr_images
+    monkeypatch.setattr(loop, "_write_sr_images", lambda *a, **k: tiles.append(a[5].tile) or real(*a, **k))
+    code, text = _run(_tiny_adapt(files, out, "--resume", "--gt", str(gt), "--tile", "80"))
+    assert code == 0 and tiles == [80] and (out / "sr" / "rgb.png").is_file(), (tiles, text)
+    plain = tmp_path / "plain"  # without --gt the tile is no part of the run: a resume may change it
+    assert _run(_tiny_adapt(files, plain, "--tile", "80"))[0] == 0
+    (plain / "sr" / "rgb.png").unlink()
+    tiles.clear()
+    code, text = _run(_tiny_adapt(files, plain, "--resume"))
+    assert code == 0 and tiles == [80], (tiles, text)
+
+
 def test_resume_with_an_unreadable_report_says_so(files, tmp_path):
     out = tmp_path / "run"
     assert _run(_tiny_adapt(files, out))[0] == 0

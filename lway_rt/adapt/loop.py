@@ -302,6 +302,8 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
         own(img.name, "images", chunks)
     if gt is not None:  # with ground truth the best evaluated weights are kept: a resume without it, or with another
         h.update(f"gt,eval_every={config.eval_every}".encode())  # (or its evaluations' spacing), makes other weights
+        if config.tile is not None:  # so does the tiling of its evaluations (seams move the Y-PSNR that picks them;
+            h.update(f"tile={config.tile}".encode())  # unset, the default, adds nothing: earlier runs' prints hold)
         for img in images:
             if img.name in gt:
                 truth = np.ascontiguousarray(gt[img.name]).tobytes()
@@ -585,6 +587,9 @@ def _rewrite_missing_images(out_dir: Path, report: dict, desc, images: Sequence[
     if run_damage(out_dir, report, [img.name for img in images], [f"sr/{img.name}.png" for img in missing]) is not None:
         return None  # weights changed, or a listed picture gone too
     state = our_names(load_state_file(out_dir / WEIGHTS)[0])  # (written with the base model's file's names)
+    tile = (report.get("config") or {}).get("tile", config.tile)
+    if tile != config.tile and (tile is None or isinstance(tile, int)):  # as the run wrote its other images
+        config = dc_replace(config, tile=tile)
     model = copy.deepcopy(desc.model)
     model.load_state_dict(state)
     parts = report.get("fingerprint_parts")
@@ -1725,8 +1730,10 @@ def _made_with(config: AdaptConfig, *records: dict | None, changed: str | None =
     if held is not None:  # the cap is not in the recipe (the record of a checkpoint)
         then, now["detail_cap"] = {**then, "detail_cap": held["detail_cap"]}, config.detail_cap
     spaced = next((r for r in records if isinstance(r, dict) and "eval_every" in r), None)
-    if gt and spaced is not None:  # neither is it in the recipe (the evaluations keep the best weights)
+    if gt and spaced is not None:  # neither are they in the recipe (the evaluations keep the best weights)
         then, now["eval_every"] = {**then, "eval_every": spaced["eval_every"]}, config.eval_every
+        if "tile" in spaced:
+            then, now["tile"] = {**then, "tile": spaced["tile"]}, config.tile
 
     diffs = [k for k in now if then[k] != now[k] and not _same_files(k, then[k], now[k])]
     if not diffs and changed:
