@@ -228,6 +228,24 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, inputs, stage1):
     assert [h["loss"] for h in full.report["history"]] == [h["loss"] for h in resumed.report["history"]]
 
 
+def test_a_resume_with_another_snapshot_crop_keeps_the_sheets_window(tmp_path, inputs, stage1):
+    """--snapshot-crop is no part of the run, so a resume may give another: the snapshots taken before it showed one
+    window and those after it another, side by side under one row. The run's window is kept, and said."""
+    from PIL import Image
+
+    cfg = AdaptConfig(iterations=16, patch_size=16, batch_size=2, lr=1e-3, checkpoint_every=5, snapshot_every=4,
+                      snapshot_crop=32)
+    full = adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "full", stage1=stage1)
+    _interrupt_at(10, inputs, 3, cfg, tmp_path / "part", stage1)
+    said = []
+    resumed = adapt_images(inputs, _desc(_tiny(3)), cfg.replace(snapshot_crop=24), tmp_path / "part", stage1=stage1,
+                           resume=True, log=said.append)
+    assert "note: the contact sheet keeps the run's --snapshot-crop 32, the window of the snapshots it took before " \
+        "this resume" in said, said
+    sheets = [np.asarray(Image.open(r.out_dir / "contact_sheet.png")) for r in (full, resumed)]
+    assert sheets[0].shape == sheets[1].shape and np.array_equal(*sheets)
+
+
 @pytest.mark.parametrize("in_step, signals, at, kept", [(7, 1, 7, 7), (7, 2, 6, 5), (6, 1, 5, 5)])
 def test_a_stop_signal_saves_the_step_in_hand_and_a_second_stops_at_once(tmp_path, inputs, stage1, monkeypatch,
                                                                          in_step, signals, at, kept):

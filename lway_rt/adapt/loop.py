@@ -1083,7 +1083,7 @@ class _Training:
             "it": 0, "lr": config.lr, "history": [], "val": [], "evals": [], "events": [],
             "best_val": None, "good_model": None, "good_opt": None, "good_it": 0, "rollbacks": 0, "bad_streak": 0,
             "best_psnr": None, "best_model": None, "best_it": 0, "no_improve": 0, "snapshots": {},
-            "snapshot_names": None, "train_s": 0.0,
+            "snapshot_names": None, "snapshot_crop": None, "train_s": 0.0,
             "stopped": None, "resumed_from": [], "rolled_at": None,  # the iteration of the last rollback
             # --ema: the moving average of the trainable weights, from the base ones (and its copy at the last good
             # check)
@@ -1138,14 +1138,22 @@ class _Training:
     def choose_snapshots(self) -> list[AdaptImage]:
         """The images the contact sheet shows, and their crops (``snap_in``)."""
         st, data = self.st, self.data
+        # the window of the snapshots taken so far (a resume with another --snapshot-crop had put two windows side by
+        # side under one row); a checkpoint of an earlier version that recorded none: this command's
+        if st["snapshot_crop"] is None or not st["snapshots"]:
+            st["snapshot_crop"] = self.config.snapshot_crop
+        elif st["snapshot_crop"] != self.config.snapshot_crop:
+            self.log(f"note: the contact sheet keeps the run's --snapshot-crop {st['snapshot_crop']}, the window of the "
+                     "snapshots it took before this resume")
+        crop = st["snapshot_crop"]
         if st["snapshot_names"] is None:  # images spread over the inputs (frames over the clip); a checkpoint of an
             # earlier version that recorded no names showed the first ones
             st["snapshot_names"] = [d.name for d in (data[:SNAPSHOT_LIMIT] if st["snapshots"] else
-                                                     _sheet_rows(data, self.config.snapshot_crop, self.multiple))]
+                                                     _sheet_rows(data, crop, self.multiple))]
         by_name = {d.name: d for d in data}
         shown = [by_name[n] for n in st["snapshot_names"]]
         for d in shown:
-            t, l, c = d.centre_window(self.config.snapshot_crop, self.multiple)
+            t, l, c = d.centre_window(crop, self.multiple)
             self.snap_in.append(d.lr[..., t:t + c, l:l + c])
         return shown
 
