@@ -107,6 +107,22 @@ def test_transient_nan_is_skipped_and_lowers_lr(tmp_path, inputs, stage1):
     assert meta["base_sha256"] == rep["model"]["base_sha256"]
 
 
+def test_a_run_whose_last_steps_are_skipped_still_judges_the_weights_it_writes(tmp_path, inputs, stage1):
+    """Skipped last steps (a streak under --max-bad-steps) ended the loop before its final checks: the weights written,
+    those before the streak, were never judged by the drift guard nor, with --gt, scored (an earlier evaluation won
+    even where these were better), and the contact sheet had no snapshot of them."""
+    gt = {img.name: np.kron(img.rgb, np.ones((4, 4, 1), np.float32)) for img in inputs}
+    cfg = AdaptConfig(iterations=12, patch_size=16, batch_size=2, lr=1e-3, guard_every=4, eval_every=4,
+                      snapshot_every=4)
+    res = adapt_images(inputs, _desc(_tiny(cls=FaultySRVGG, bad_calls={11, 12})), cfg, tmp_path / "out",
+                       stage1=stage1, gt=gt)
+    rep = res.report
+    assert [h["it"] for h in rep["history"] if h["skipped"]] == [11, 12] and rep["stopped"] == "completed", rep["events"]
+    assert [v["it"] for v in rep["fixed_patch_loss"]] == [0, 4, 8, 10], rep["fixed_patch_loss"]
+    assert [e["it"] for e in rep["evals"]] == [0, 4, 8, 10], rep["evals"]
+    assert rep["final_iteration"] in [e["it"] for e in rep["evals"]]  # the weights written are ones scored
+
+
 def test_skip_message_gives_the_rate_the_next_step_uses_under_cosine(tmp_path, inputs, stage1):
     desc = _desc(_tiny(cls=FaultySRVGG, bad_calls={3}))
     cfg = AdaptConfig(iterations=8, patch_size=16, batch_size=2, lr=1e-3, guard_every=4, lr_schedule="cosine")

@@ -1200,9 +1200,25 @@ class _Training:
         if st["ema"] is not None:
             st["good_ema"] = [t.clone() for t in st["ema"]]
 
-    def gt_check(self) -> None:
+    def _checks_after_skips(self) -> None:
+        """The checks a run's last step makes (drift guard, ground truth, snapshot), where its last steps were skipped:
+        on the weights before the streak, which no check had judged."""
+        st = self.st
+        last = st["it"] - st["bad_streak"]
+        if last != st["good_it"]:
+            self.guard_check(at=last)
+        held = st["good_it"] if st["rolled_at"] == last else last  # rolled back: S holds good_it's weights
+        if self.gt is not None:
+            self.gt_check(at=held)
+        if held not in st["snapshots"]:
+            st["snapshots"][held] = self.snapshot()
+
+    def gt_check(self, at: int | None = None) -> None:
+        """Y-PSNR/SSIM of S's weights now, those of iteration ``at`` (default: the current one, or the one a rollback
+        just went back to); the best are kept."""
         st, config = self.st, self.config
-        at = st["good_it"] if st["rolled_at"] == st["it"] else st["it"]  # just rolled back: S holds good_it's weights
+        if at is None:  # just rolled back: S holds good_it's weights
+            at = st["good_it"] if st["rolled_at"] == st["it"] else st["it"]
         if at != st["it"] and any(e["it"] == at for e in st["evals"]):
             return  # those weights were evaluated at their own iteration
         with self.averaged():
@@ -1298,6 +1314,8 @@ class _Training:
                     if m["skipped"]:
                         if self._skipped(m["reason"]):
                             break
+                        if st["it"] == config.iterations:  # the last step skipped: the run's final checks, on the
+                            self._checks_after_skips()  # weights the streak left (they had not been judged)
                         continue
                     st["bad_streak"] = 0
                     if st["ema"] is not None:
