@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -901,10 +902,13 @@ def output_sized(src: Path, dest: Path, scale: float) -> bool:
 
 
 def _file_key(p: Path, fold_case: bool) -> str:
-    """The file ``p`` names, as a string to compare: resolved, and case-folded on a file system that does not tell
-    case apart (``fold_case``)."""
+    """The file ``p`` names, as a string to compare: resolved, and on a file system that does not tell case apart
+    (``fold_case``: macOS's, Windows') lower-cased and in one Unicode form. macOS's also takes a name's composed and
+    decomposed accents (``café`` typed and ``café`` pasted) for one name; Windows' tells them apart, and is folded so
+    too (two such names are refused as one output, rather than one written over the other). Lower-cased, not
+    case-folded: neither takes ``Straße`` for ``Strasse``."""
     s = str(Path(p).resolve())
-    return s.casefold() if fold_case else s
+    return unicodedata.normalize("NFD", s).lower() if fold_case else s
 
 
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
