@@ -346,6 +346,11 @@ def test_write_replaces_atomically_and_keeps_old_file_on_failure(tmp_path, photo
     write_image(path, 1 - photo.astype(np.float32) / 255)
     assert path.read_bytes() != before and not list(tmp_path.glob(".*.tmp"))
     assert (path.stat().st_mode & 0o777) != 0o600  # not the temp file's private mode
+    # a file made private (or otherwise) keeps its mode when it is replaced: it came back 0644, readable by all
+    for mode in (0o600, 0o640):
+        path.chmod(mode)
+        write_image(path, photo.astype(np.float32) / 255)
+        assert path.stat().st_mode & 0o777 == mode
 
 
 def test_a_killed_writes_temporary_file_is_swept_once_stale(tmp_path):

@@ -6,11 +6,13 @@ diverged run can never leave a broken file where a good one was.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 import warnings
@@ -196,8 +198,6 @@ def atomic_path(dest: Path):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays); one that is a device,
     pipe or socket is refused."""
-    import contextlib
-
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
@@ -238,8 +238,24 @@ def atomic_path(dest: Path):
             Path(tmp).unlink(missing_ok=True)
             raise
         try:
-            # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-            os.chmod(tmp, 0o666 & ~_umask())
+            # mkstemp makes the file private (0600): give it the permissions of the file it replaces (a private 0600
+            # output stays private; its group too, where this user may), else those a plain open() would
+            try:
+                old = os.stat(dest_p)
+            except OSError:
+                old = None
+            if old is not None and stat.S_ISREG(old.st_mode):
+                os.chmod(tmp, stat.S_IMODE(old.st_mode))
+                with contextlib.suppress(OSError):
+                    os.chown(tmp, -1, old.st_gid)
+            else:
+                os.chmod(tmp, 0o666 & ~_umask())
+            # on the disk before its name is: a power cut after the rename leaves the new file whole, not empty
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, dest_p)
         except OSError as exc:  # the target cannot be replaced (a folder there, an immutable file): the old one stays
             Path(tmp).unlink(missing_ok=True)
