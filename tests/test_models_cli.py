@@ -503,6 +503,24 @@ def test_import_of_a_file_name_offers_the_model_and_a_name_twice_is_converted_on
     assert res.exit_code == 0 and res.output.count("realesr-animevideov3: ") == 1, res.output
 
 
+def test_a_pth_with_step_counters_is_listed_as_it_loads(model_store, tmp_path):
+    """A training framework's num_batches_tracked counters (int64, no weight) are dropped as -m loads the file; models
+    add had copied them into the store, and models list then called the model 'int64 weights', which -m loads."""
+    import json
+
+    state = dict(store.load_model("realesr-animevideov3").model.state_dict())
+    state["body.3.num_batches_tracked"] = torch.tensor(5)
+    torch.save(state, tmp_path / "counted.pth")
+    res = run("models", "add", str(tmp_path / "counted.pth"))
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}
+    assert rows["counted"]["status"] == "imported" and rows["counted"]["arch"] == "SRVGGNetCompact", rows["counted"]
+    from safetensors import safe_open
+
+    with safe_open(str(store.store_path("counted")), framework="pt") as f:
+        assert not any(k.endswith("num_batches_tracked") for k in f.keys())
+
+
 def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, tmp_path, to_esrgan):
     """A community x4 ESRGAN .pth (its first code's names, fp16, under params_ema; here Real-ESRGAN x4plus-anime's real
     weights in that form) is put in the store as safetensors: -m NAME then finds it from any folder and upscales as

@@ -348,15 +348,19 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+def without_step_counters(state: StateDict) -> StateDict:
+    """``state`` without a training framework's batch-norm step counters (``num_batches_tracked``, int64): they
+    carry no weight, and neither architecture has batch norm."""
+    return {k: v for k, v in state.items() if not (isinstance(k, str) and k.endswith("num_batches_tracked"))}
+
+
 def from_state_dict(state: StateDict, *, name: str | None = None, source: str | None = None,
                     metadata: dict[str, str] | None = None) -> ModelDescriptor:
     """Detect, build and load; refuse NaN/inf weights, non-float tensors and any key mismatch (``check_state_dict``),
     before the network is built."""
     where = f"{source}: " if source else ""
-    # a training framework's batch-norm step counter carries no weight; neither architecture has batch norm
     try:
-        state = {k: v for k, v in unwrap_state_dict(state).items()
-                 if not (isinstance(k, str) and k.endswith("num_batches_tracked"))}
+        state = without_step_counters(unwrap_state_dict(state))
         spec = check_state_dict(state)
         names = esrgan_names(state)
         state = our_names(state)

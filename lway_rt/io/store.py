@@ -148,7 +148,7 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     tensors under their own names and in their own dtype and its metadata kept, with where it came from. (The file is
     read twice: once by ``load_model``, whose network holds float32 tensors under our names, once for its own.)
     Returns the stored path and the loaded model's descriptor."""
-    from lway_rt.archs.registry import unwrap_state_dict
+    from lway_rt.archs.registry import unwrap_state_dict, without_step_counters
     from lway_rt.export.cache import file_sha256
     from lway_rt.io.weights import ensure_writable_dir, load_state_file, save_safetensors
 
@@ -174,7 +174,8 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
                          "--name OTHER")
     desc = load_model(str(path.resolve()))  # every check -m makes (one-line refusals), before anything is written
     state, meta = load_state_file(path)
-    state = {k: v.contiguous() for k, v in unwrap_state_dict(state).items()}  # (a .pth's own names, as it holds them)
+    state = {k: v.contiguous() for k, v in without_step_counters(unwrap_state_dict(state)).items()}  # (a .pth's own
+    # names, as it holds them; not its step counters, which 'models list' would take for int64 weights)
     meta = {k: v for k, v in meta.items() if k not in ("source_package", "source_version", "name")}
     meta.update({"format": meta.get("format", "lway_rt.sr/1"), "name": name, "arch": desc.arch,
                  "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams)})
@@ -212,8 +213,9 @@ def _checked(state: dict) -> tuple[dict[str, str], str | None]:
     """arch and scale of a stored file's tensors ({} where no supported architecture is detected) and why loading
     them fails (the short reason ``lwayrt models list`` shows; None when they load): the checks ``-m`` makes, with
     no network built."""
-    from lway_rt.archs.registry import check_state_dict, detect
+    from lway_rt.archs.registry import check_state_dict, detect, without_step_counters
 
+    state = without_step_counters(state)  # (as -m loads them: a file added before they were dropped)
     try:
         spec = detect(state)
     except ModelError as exc:
