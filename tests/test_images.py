@@ -361,15 +361,18 @@ def test_a_killed_writes_temporary_file_is_swept_once_stale(tmp_path):
 
     from lway_rt.io.weights import atomic_write_bytes
 
-    stale, fresh, other = (tmp_path / ".w.bin.abc.tmp", tmp_path / ".w.bin.def.tmp", tmp_path / ".x.bin.ghi.tmp")
-    for f in (stale, fresh, other):
+    elsewhere = "lw00000000p1"  # as temp_prefix names a writer of another machine (not known to be gone)
+    stale, fresh, other = (tmp_path / f".w.bin.{elsewhere}.abc.tmp", tmp_path / f".w.bin.{elsewhere}.def.tmp",
+                           tmp_path / f".x.bin.{elsewhere}.ghi.tmp")
+    mine = tmp_path / ".w.bin.my-notes.tmp"  # a hidden file of the user's that merely ends in .tmp: never removed
+    for f in (stale, fresh, other, mine):
         f.write_bytes(b"partial")
     old = time.time() - 25 * 3600
-    os.utime(stale, (old, old))
-    os.utime(other, (old, old))
+    for f in (stale, other, mine):
+        os.utime(f, (old, old))
     atomic_write_bytes(tmp_path / "w.bin", b"whole")
     assert (tmp_path / "w.bin").read_bytes() == b"whole"
-    assert not stale.exists() and fresh.exists() and other.exists()
+    assert not stale.exists() and fresh.exists() and other.exists() and mine.exists()
 
 
 def test_a_temporary_file_whose_writer_was_killed_is_swept_at_once(tmp_path):

@@ -123,7 +123,8 @@ def sweep_stale_temps(folder: Path, prefix: str, suffix: str) -> None:
         try:
             for f in key.iterdir():
                 try:
-                    if f.name.startswith(".") and f.name.endswith(".tmp") and f.is_file() \
+                    # only the names temp_prefix gives (a hidden .tmp file of the user's is theirs, however old)
+                    if _TEMP_NAME.fullmatch(f.name) and f.is_file() \
                             and (f.stat().st_mtime < cutoff or _writer_gone(f.name)):
                         found.append(f)
                 except OSError:
