@@ -337,3 +337,21 @@ def test_esrgan_weights_under_its_own_names_load_as_the_same_network(tmp_path, t
         x1.update({"model.2.weight": old["model.8.weight"], "model.4.weight": old["model.10.weight"]})
         with pytest.raises(WeightsRefused, match=r"of an x1 network .*: use an x4 model$") as refused:
             from_state_dict(x1)
+
+
+def test_an_srvgg_with_relu_loads_as_relu_where_its_file_records_it(tmp_path):
+    """ReLU and LeakyReLU hold no weights, so the tensors cannot tell them apart: a ReLU SRVGGNetCompact was always
+    built with LeakyReLU(0.1) (outputs off by up to 0.008 on random weights); the hparams lwayrt records decide it."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4, act_type="relu").eval()
+    hp = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "relu"}
+    save_safetensors(tmp_path / "relu.safetensors", net.state_dict(), {"hparams": json.dumps(hp)})
+    save_safetensors(tmp_path / "plain.safetensors", net.state_dict(), {})
+    x = torch.rand(1, 3, 12, 12) - 0.5  # negative samples: where the two activations differ
+    with torch.no_grad():
+        want = net(x)
+        recorded = load_model(str(tmp_path / "relu.safetensors"))
+        assert recorded.spec.hparams["act_type"] == "relu" and torch.allclose(recorded.model(x), want, atol=1e-6)
+        assert load_model(str(tmp_path / "plain.safetensors")).spec.hparams["act_type"] == "lrelu"  # (none recorded)

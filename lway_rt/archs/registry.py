@@ -6,6 +6,8 @@ Each entry says which keys identify it and how to read its hyper-parameters from
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -348,6 +350,20 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
     return spec
 
 
+def _recorded_activation(spec: ArchSpec, metadata: dict[str, str] | None) -> ArchSpec:
+    """An SRVGGNetCompact's activation as its file records it (``hparams``, as lwayrt writes them): the tensors tell
+    PReLU (it has weights) from the others, not ReLU from LeakyReLU, taken for LeakyReLU unless recorded."""
+    if spec.arch != "SRVGGNetCompact" or spec.hparams.get("act_type") != "lrelu" or not metadata:
+        return spec
+    try:
+        recorded = json.loads(metadata.get("hparams", "{}")).get("act_type")
+    except (ValueError, AttributeError):
+        return spec
+    if recorded != "relu":
+        return spec
+    return dataclasses.replace(spec, hparams={**spec.hparams, "act_type": "relu"})
+
+
 def without_step_counters(state: StateDict) -> StateDict:
     """``state`` without a training framework's batch-norm step counters (``num_batches_tracked``, int64): they
     carry no weight, and neither architecture has batch norm."""
@@ -369,6 +385,7 @@ def from_state_dict(state: StateDict, *, name: str | None = None, source: str | 
                              exc.advice) from None
     except ModelError as exc:
         raise ModelError(f"{where}{exc}") from None
+    spec = _recorded_activation(spec, metadata)
     with torch.device("meta"):
         model = build(spec)
     # every parameter is in the checked state dict: allocate without the random init, then load
