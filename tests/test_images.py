@@ -590,6 +590,7 @@ def _camera_jpeg(path, h=40, w=60, orientation=6):
     """A JPEG as a phone writes it: stored sideways with an orientation tag, camera model, date, Exif pixel size."""
     tags = Image.Exif()
     tags[0x0110], tags[0x0112], tags[0x0132] = "Phone 12", orientation, "2024:05:01 10:00:00"
+    tags[0x0100], tags[0x0101] = w, h  # ImageWidth / ImageLength in the main block, as some phones write them
     sub = tags.get_ifd(0x8769)
     sub[0xA002], sub[0xA003], sub[0x9003] = w, h, "2024:05:01 10:00:00"
     stored = np.zeros((h, w, 3), np.uint8)
@@ -610,6 +611,7 @@ def test_exif_is_carried_upright_with_the_new_size(tmp_path, suffix, depth):
         assert tags.get(0x0110) == "Phone 12" and tags.get(0x0132) == "2024:05:01 10:00:00"
         assert 0x0112 not in tags  # kept, a viewer would turn the upright pixels again
         assert (tags.get_ifd(0x8769).get(0xA002), tags.get_ifd(0x8769).get(0xA003)) == (80, 120)
+        assert (tags.get(0x0100), tags.get(0x0101)) == (80, 120)  # (they had kept the input's stored 60 x 40)
     again = read_image(out)
     assert again.rgb.shape == (120, 80, 3)
     np.testing.assert_allclose(again.rgb[:, -10:, 0].mean(), 1.0, atol=0.05)  # the band stays on the right

@@ -1138,6 +1138,8 @@ def _exif_for(exif: bytes, width: int, height: int, fmt: str) -> bytes | None:
         sub = tags.get_ifd(0x8769) if 0x8769 in tags else {}  # the Exif sub-IFD (asking for it makes an empty one)
         if 0xA002 in sub or 0xA003 in sub:
             sub[0xA002], sub[0xA003] = width, height
+        if 0x0100 in tags or 0x0101 in tags:  # ImageWidth / ImageLength, which some phones write in the main block
+            tags[0x0100], tags[0x0101] = width, height
         data = tags.tobytes()
     except Exception:  # noqa: BLE001 - a malformed block from some camera or editor: leave it out
         return None
