@@ -22,10 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, finishing_steps, listing, shell_word
+from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, OutputError, finishing_steps, listing, shell_word
 from lway_rt.io.images import VIDEO_SUFFIXES, LoadedImage, _quantise
 from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
-                              damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float)
+                              damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float, video_packets)
 from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
@@ -296,7 +296,16 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
     try:
         with atomic_path(dest) as tmp:
-            report.notes += mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
+            try:
+                notes = mux([parts / s["file"] for s in segments], src, info, dest, tmp, cut)
+            except OutputError:  # (a first segment it cannot read stops the join: said as the segment's)
+                _drop_damaged(dest, parts, segments, print_of)
+                raise
+            if (got := video_packets(tmp)) != written:
+                _drop_damaged(dest, parts, segments, print_of)
+                raise OutputError(f"the joined {dest.name} holds {got or 0} of the {written} frames its segments in "
+                                  f"{parts} hold: nothing was written; run the same command again")
+            report.notes += notes
     except KeyboardInterrupt as exc:
         raise Interrupted(f"interrupted while {dest.name} was made: its {written} frame(s) are kept in {parts}; run the "
                           "same command again to make it") from exc
@@ -306,6 +315,23 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{other} holds the frames of an unfinished upscale of {src.name} (another --container, "
                             f"--suffix or --outscale): remove it if that run will not be finished (rm -r "
                             f"{shell_word(str(other))})")
+
+
+def _drop_damaged(dest: Path, parts: Path, segments: list[dict], print_of: dict) -> None:
+    """Where a kept segment no longer holds the frames it records (emptied or damaged on the disk since), raise naming
+    it, with it and the segments after it dropped from the record, so that the same command upscales their frames
+    again. ffmpeg's join stops at such a segment and exits 0: the file had come out short, said written, and the
+    frames kept were removed with the parts (a first segment it cannot read failed every rerun)."""
+    bad = next((n for n, seg in enumerate(segments) if video_packets(parts / seg["file"]) != seg["frames"]), None)
+    if bad is None:
+        return
+    for seg in segments[bad:]:
+        (parts / seg["file"]).unlink(missing_ok=True)
+    atomic_write_json(parts / _RECORD, {**print_of, "segments": segments[:bad]})
+    start = sum(seg["frames"] for seg in segments[:bad])
+    raise OutputError(f"{parts / segments[bad]['file']} (frames {start} to {start + segments[bad]['frames'] - 1}) is "
+                      f"damaged, so {dest.name} was not written; it and the segments after it are dropped: run the same "
+                      f"command again to upscale from frame {start} on")
 
 
 def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promised: int | None,

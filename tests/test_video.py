@@ -232,6 +232,37 @@ def test_a_stop_finishes_its_frame_and_the_same_command_goes_on_from_there(tmp_p
     assert not parts.exists()
 
 
+def test_a_damaged_kept_segment_is_found_and_upscaled_again_not_joined_short(tmp_path, model, small_segments):
+    """A kept segment emptied or damaged on the disk since (a power cut before it was on the disk, a bad sector): the
+    join stopped at it with status 0, so the output came out with the frames before it only, said written, and the
+    frames kept were removed with the parts (a first segment emptied failed every rerun). Now nothing is written, the
+    damaged segment and those after it are dropped, and the same command upscales their frames again."""
+    src = make_clip(tmp_path / "clip.mp4", seconds=0.4)  # 12 frames
+    config, video = UpscaleConfig(model=MODEL), VideoConfig(crf=8)
+    # the second segment cut short (the join stopped there), the first emptied (the join failed)
+    for n, first, last in ((1, 3, 4), (0, 0, 2)):
+        out, count = tmp_path / f"out{n}", []
+
+        def stop_after_five() -> None:
+            count.append(1)
+            if len(count) == 5:
+                errors.STOPS.append(signal.SIGTERM)
+
+        with pytest.raises(Interrupted):  # five frames kept: segments of 3 and 2
+            upscale_videos([src], out, config, video, progress=stop_after_five)
+        errors.STOPS.clear()
+        segment = parts_folder(out / "clip_x4.mp4") / f"segment_{n:05d}.mp4"
+        segment.write_bytes(segment.read_bytes()[:len(segment.read_bytes()) // 3] if n else b"")
+        report = upscale_videos([src], out, config, video)
+        assert not report.written and not (out / "clip_x4.mp4").exists()
+        (_, why), = report.failures
+        assert f"{segment} (frames {first} to {last}) is damaged, so clip_x4.mp4 was not written; it and the " \
+            f"segments after it are dropped: run the same command again to upscale from frame {first} on" in why, why
+        report = upscale_videos([src], out, config, video)
+        assert report.written and report.frames == 12 - first, report.failures
+        check_frames(out / "clip_x4.mp4", model_frames(model, src))
+
+
 def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segments):
     src = make_clip(tmp_path / "clip.mp4", audio=False)
     out = tmp_path / "out"

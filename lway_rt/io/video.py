@@ -373,9 +373,9 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
             proc.wait()
 
 
-def _count(src: Path, info: VideoInfo, how: list[str]) -> tuple[int | None, subprocess.CompletedProcess]:
-    """The frames ffmpeg counts of the video stream sent ``how`` into its null output (None: it says none)."""
-    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{info.stream}", *how,
+def _count(src: Path, stream: int, how: list[str]) -> tuple[int | None, subprocess.CompletedProcess]:
+    """The frames ffmpeg counts of video stream ``stream`` sent ``how`` into its null output (None: it says none)."""
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{stream}", *how,
                  "-f", "null", "-"], "reading video")
     counts = re.findall(rb"frame=\s*(\d+)", done.stderr)
     return (int(counts[-1]) if counts and not done.returncode else None), done
@@ -384,13 +384,19 @@ def _count(src: Path, info: VideoInfo, how: list[str]) -> tuple[int | None, subp
 def count_packets(src: Path, info: VideoInfo) -> int | None:
     """The video stream's packets (its frames, for the codecs footage comes in), read without decoding: seconds for
     hours of video. The progress bar's total; None where ffmpeg says none."""
-    return _count(src, info, ["-c", "copy"])[0] or None
+    return _count(src, info.stream, ["-c", "copy"])[0] or None
+
+
+def video_packets(path: Path) -> int | None:
+    """The packets of the first video stream of ``path`` (a segment, or an output this tool made: one per frame),
+    read without decoding; None where ffmpeg cannot read the file."""
+    return _count(path, 0, ["-c", "copy"])[0]
 
 
 def count_frames(src: Path, info: VideoInfo) -> int:
     """How many frames ``read_frames`` gives of ``src``, by decoding it (no conversion): for a file that records no
     duration."""
-    count, done = _count(src, info, ["-vf", f"fps={info.rate}"])
+    count, done = _count(src, info.stream, ["-vf", f"fps={info.rate}"])
     if count is None:
         raise InputError(f"{src}: ffmpeg could not decode it ({_last_line(done.stderr)}); re-encode or re-copy it")
     return count
@@ -471,6 +477,11 @@ class SegmentWriter:
                 raise OutputError(f"cannot write {self.dest}: ffmpeg's encoder failed ({message}); make room or "
                                   "choose another -o folder" if _disk_full(message) else
                                   f"cannot write {self.dest}: ffmpeg's encoder failed ({message})")
+            fd = os.open(self.tmp, os.O_RDONLY)  # on the disk before parts.json lists it (a power cut after the
+            try:  # record is written must not leave it listed and empty)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(self.tmp, self.dest)
         finally:
             self.err.close()
