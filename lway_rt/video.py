@@ -210,6 +210,9 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         report.notes.append(f"{src} starts mid-stream: its first {lost} frame(s) ({gap:.2f} s) "
                             "cannot be decoded (no key frame before them), so the picture starts after them, in sync "
                             "with its sound")
+    if info.alpha:  # (decoded as RGB: H.264 holds no alpha)
+        report.notes.append(f"{src} carries transparency (an alpha channel), which {dest.name} cannot hold (H.264): it "
+                            "is left out, and its clear areas show the colour stored under them")
     if info.video_streams > 1:
         report.notes.append(f"{src} holds {info.video_streams} video streams (another angle, a cover picture): only "
                             f"its default one is upscaled into {dest.name}, the others are left out")

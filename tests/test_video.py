@@ -142,6 +142,36 @@ def test_names_ffmpeg_could_misread_are_files(tmp_path, monkeypatch):
     assert probe(Path("up:1") / "take2:final_x4.mp4").audio == 1
 
 
+def test_fonts_attached_for_styled_subtitles_are_kept_and_transparency_is_said(tmp_path):
+    """A Matroska file's attachments (the fonts its ASS subtitles name: anime releases carry both) were dropped with no
+    word, so the subtitles showed in a fallback font; an alpha channel was dropped unsaid. An .mkv keeps the fonts,
+    an .mp4 says it cannot; transparency is said. A source name with a new line in it is joined as any other."""
+    ass = tmp_path / "styled.ass"
+    ass.write_text("[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\n"
+                   "Style: Default,Mine,20\n\n[Events]\nFormat: Layer, Start, End, Style, Text\n"
+                   "Dialogue: 0,0:00:00.00,0:00:00.30,Default,hello\n")
+    (tmp_path / "mine.ttf").write_bytes(b"\x00\x01\x00\x00" + bytes(60))
+    src = tmp_path / "anime\nep1.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(make_clip(tmp_path / "plain.mp4")), "-i",
+                    str(ass), "-attach", str(tmp_path / "mine.ttf"), "-metadata:s:t", "mimetype=font/ttf", "-map", "0",
+                    "-map", "1", "-c", "copy", str(src)], check=True)
+    assert probe(src).attachments == 1
+    kept = run("upscale-video", src, "-o", tmp_path / "mkv", "-m", MODEL, "--frames", "3")
+    assert kept.exit_code == 0 and "attachment" not in kept.output, kept.output
+    out = probe(tmp_path / "mkv" / "anime\nep1_x4.mkv")
+    assert (out.attachments, out.subtitles, out.audio) == (1, 1, 1)
+    movie = run("upscale-video", src, "-o", tmp_path / "mp4", "-m", MODEL, "--frames", "3", "--container", "mp4")
+    assert movie.exit_code == 0 and "1 attachment(s) (the fonts of styled subtitles) are not carried: a .mp4 file " \
+        "cannot hold them (--container mkv keeps them)" in " ".join(movie.output.split()), movie.output
+    clear = tmp_path / "clear.mov"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.3",
+                    "-vf", "format=rgba", "-c:v", "png", str(clear)], check=True)
+    assert probe(clear).alpha and not probe(src).alpha
+    said = run("upscale-video", clear, "-o", tmp_path / "clear", "-m", MODEL)
+    assert said.exit_code == 0 and "carries transparency (an alpha channel), which clear_x4.mov cannot hold" in \
+        " ".join(said.output.split()), said.output
+
+
 def test_a_rotated_phone_clip_comes_out_upright(tmp_path):
     plain = make_clip(tmp_path / "plain.mp4", audio=False)
     turned = tmp_path / "turned.mp4"

@@ -82,6 +82,8 @@ class VideoInfo:
     tags: tuple[tuple[str, str], ...] = ()  # that stream's language and title, carried to the output's video
     video_streams: int = 1  # the file's video streams, cover pictures included (one is upscaled)
     video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
+    attachments: int = 0  # Matroska attachments: the fonts its styled (ASS) subtitles name
+    alpha: bool = False  # the video's pixels carry transparency (ProRes 4444, PNG or QuickTime RLE in MOV, VP9 ...)
 
     @property
     def raw_format(self) -> str:
@@ -238,7 +240,9 @@ def probe(src: Path) -> VideoInfo:
                      len(re.findall(r"Stream #0:\d+[^:]*: Subtitle:", text)),
                      interlaced=bool(re.search(r"\b(top|bottom)( coded)? first\b", props)),
                      video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text, line),
-                     stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos))
+                     stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos),
+                     attachments=len(re.findall(r"Stream #0:\d+[^:]*: Attachment:", text)),
+                     alpha=bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt)))
 
 
 def _stream_block(text: str, line: str) -> str:
@@ -507,7 +511,8 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
     ``duration``: the seconds of video written, where fewer than the source's (the rest of the audio is cut)."""
     exe = ffmpeg_exe()
     listing = segments[0].with_name("segments.txt")  # in the parts folder, which goes with the run's end
-    listing.write_text("".join(f"file '{_concat_quote(p.resolve())}'\n" for p in segments))
+    # the segments by their own names, beside the list (a path of the user's, with a new line in it, broke the list)
+    listing.write_text("".join(f"file '{_concat_quote(p.name)}'\n" for p in segments), encoding="utf-8")
     # the video placed where it began in the source, after its audio's start: what the mux keeps in sync
     delay = ["-itsoffset", f"{info.video_delay:.6f}"] if info.video_delay >= 0.0005 else []
     base = [exe, "-hide_banner", "-nostdin", "-v", "error", "-y", *delay, "-f", "concat", "-safe", "0", "-i", _url(listing),
@@ -529,11 +534,13 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
                                                        "cannot hold them (--container mkv keeps them)")]
                                                 if info.subtitles else []):
             extra = (["-map", "1:a?", "-c:a", audio] + (["-b:a", "192k"] if audio == "aac" else []) if audio else []) + \
-                (["-map", "1:s?", "-c:s", subs] if subs else [])
+                (["-map", "1:s?", "-c:s", subs] if subs else []) + \
+                (["-map", "1:t?", "-c:t", "copy"] if info.attachments and not movie else [])
             tries.append((extra, "; ".join(n for n in (said_audio, said_subs) if n) or None))
     if info.audio:
         tries.append(([], f"{src}'s audio is not carried: ffmpeg could not write it into {dest.name}"))
-    notes: list[str] = []
+    notes = [f"{src}'s {info.attachments} attachment(s) (the fonts of styled subtitles) are not carried: a "
+             f"{dest.suffix} file cannot hold them (--container mkv keeps them)"] if info.attachments and movie else []
     try:
         for extra, note in tries:
             done = _run(base + extra + tail, "writing video")
@@ -562,7 +569,7 @@ def _even_timestamps(info: VideoInfo) -> str:
             "duration=1000")
 
 
-def _concat_quote(path: Path) -> str:
+def _concat_quote(path: str | Path) -> str:
     """A path inside single quotes in ffmpeg's concat list: a quote is closed, escaped and reopened."""
     return str(path).replace("'", "'\\''")
 
