@@ -507,7 +507,7 @@ def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, ca
     """A raw H.264 stream (a dashcam's, CCTV's) says "25 fps, 50 tbr" and no duration: read at 50, each picture went
     through the model twice; and a log showed no progress without a total."""
     from lway_rt.cli.upscale import _ProgressLines
-    from lway_rt.io.video import _frame_rate
+    from lway_rt.io.video import _frame_rate, _rate
 
     clip = make_clip(tmp_path / "clip.mp4", rate="25", seconds=0.4, audio=False)
     raw = tmp_path / "cam.h264"
@@ -520,6 +520,12 @@ def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, ca
     out = probe(tmp_path / "out" / "cam_x4.mkv")
     assert out.rate == 25 and len(list(read_frames(tmp_path / "out" / "cam_x4.mkv", out))) == 10
     assert _frame_rate(Fraction(2983, 100), Fraction(30)) == 30  # a phone's variable rate: its nominal one
+    # every NTSC rate N * 1000/1001 ffmpeg prints rounded is read exact (14.99 was 1499/100: frames repeated)
+    assert [_rate(t) for t in ("14.99", "29.97", "23.98", "59.94", "11.99", "25", "12.5", "1k", "30")] == [
+        Fraction(15000, 1001), Fraction(30000, 1001), Fraction(24000, 1001), Fraction(60000, 1001),
+        Fraction(12000, 1001), 25, Fraction(25, 2), 1000, 30]
+    fifteen = make_clip(tmp_path / "fifteen.mp4", rate="15000/1001", seconds=0.5, audio=False)
+    assert probe(fifteen).rate == Fraction(15000, 1001)
     lines = _ProgressLines("frame(s)")
     lines.PERIOD = 0.0
     lines.begin(0)  # no total known

@@ -162,17 +162,18 @@ def _last_line(stderr: bytes) -> str:
 
 def _rate(text: str) -> Fraction | None:
     """ffmpeg's printed rate ("25", "29.97", "59.94", "1k") as an exact fraction: the NTSC rates it rounds are
-    N * 1000/1001."""
+    N * 1000/1001, for any whole N (14.99 is 15000/1001, as 29.97 is 30000/1001: it had been read as 1499/100, and
+    a 10-minute clip as three frames more than it holds)."""
     try:
         value = float(text[:-1]) * 1000 if text.endswith("k") else float(text)
     except ValueError:
         return None
     if value <= 0:
         return None
-    for base in (24, 30, 48, 60, 120, 240):
-        ntsc = Fraction(base * 1000, 1001)
-        if abs(value - float(ntsc)) < 0.006:
-            return ntsc
+    base = round(value * 1.001)
+    ntsc = Fraction(base * 1000, 1001)
+    if base and value != base and abs(value - float(ntsc)) < 0.006:
+        return ntsc
     return Fraction(text if "." in text or text.isdigit() else str(value)).limit_denominator(1001)
 
 
