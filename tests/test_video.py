@@ -786,3 +786,27 @@ def test_a_recording_that_starts_mid_stream_stays_in_sync_with_its_sound(tmp_pat
     assert "ffmpeg reported" not in result.output  # (its errors are those frames': no second note of damage)
     assert lead(src) > 0.2 and lead(tmp_path / "out" / "capture_x1.mkv") == pytest.approx(lead(src), abs=0.045)
 
+
+
+def test_an_ffmpeg_too_old_on_the_path_is_named_not_blamed_on_the_video(tmp_path, monkeypatch):
+    """Without the video extra the PATH's ffmpeg is used; a distribution's 4.4 refuses -fps_mode, which was said as
+    the video's damage ('re-encode or re-copy the video')."""
+    import sys
+
+    from lway_rt.errors import MissingDependencyError
+    from lway_rt.io import video as io_video
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # the extra not installed
+    for version, ok in (("4.4.2-0ubuntu0.22.04.1", False), ("n6.1.1", True), ("N-112233-gabcdef", True)):
+        folder = tmp_path / version
+        folder.mkdir()
+        fake = folder / "ffmpeg"
+        fake.write_text(f"#!/bin/sh\necho 'ffmpeg version {version} Copyright (c) 2000-2024'\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", str(folder))
+        io_video._check_version.cache_clear()
+        if ok:
+            assert io_video.ffmpeg_exe() == str(fake)
+        else:
+            with pytest.raises(MissingDependencyError, match=rf"put ffmpeg 5.1 or newer on the PATH \({fake} is 4.4\)"):
+                io_video.ffmpeg_exe()

@@ -16,6 +16,7 @@ segments, which let a stopped run go on, are this project's. ffmpeg comes from t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -51,9 +52,27 @@ def ffmpeg_exe() -> str:
     except (ImportError, RuntimeError):
         found = shutil.which("ffmpeg")
         if found:
+            _check_version(found)
             return found
     raise MissingDependencyError("imageio-ffmpeg", "video", "upscaling video",
                                  "put an ffmpeg program on the PATH")
+
+
+FFMPEG_LEAST = (5, 1)  # -fps_mode, which the frames are read with
+
+
+@functools.lru_cache(maxsize=None)
+def _check_version(exe: str) -> None:
+    """Refuse an ffmpeg older than ``FFMPEG_LEAST`` (a distribution's 4.4 on the PATH): it refuses an option the frames
+    are read with, which had been said as the video's damage ("re-encode or re-copy the video"). A build that names
+    no release (a git snapshot) is taken."""
+    done = _run([exe, "-hide_banner", "-version"], "checking ffmpeg")
+    found = re.search(rb"ffmpeg version n?(\d+)\.(\d+)", done.stdout)
+    if found and (int(found[1]), int(found[2])) < FFMPEG_LEAST:
+        least = ".".join(map(str, FFMPEG_LEAST))
+        raise MissingDependencyError("imageio-ffmpeg", "video", "upscaling video",
+                                     f"put ffmpeg {least} or newer on the PATH ({exe} is {int(found[1])}."
+                                     f"{int(found[2])})")
 
 
 @dataclass(frozen=True)
