@@ -2482,6 +2482,18 @@ def test_inputs_sharing_a_name_given_in_another_order_are_said_so(files, tmp_pat
     assert "other pixels" not in text
 
 
+def test_restore_of_one_run_of_a_per_image_folder_is_sent_to_the_folder(files, tmp_path, held_elsewhere):
+    """--restore OUT/a, one run folder of a per-image adaptation, was not refused even while a command held OUT (it
+    locks OUT, not a run folder between that run's making): it put a's old run back under the command, whose summary
+    then described the new one. The folder's own --restore puts back every run."""
+    out = tmp_path / "each"
+    assert _run(_tiny_adapt(files, out, "--mode", "per-image"))[0] == 0
+    with held_elsewhere(out):  # a per-image command running there
+        code, text = _run(["adapt", "--restore", str(out / "rgb")])
+    assert code == 1 and f"{out / 'rgb'} is one run of the per-image adaptation in {out}: lwayrt adapt --restore " \
+        f"{out} puts back every run" in " ".join(text.split()), text
+
+
 def test_a_refused_resume_names_the_input_that_changed(files, tmp_path):
     """The refusal to resume said only "other inputs (their pixels or alpha), ... or another model, stage 1 or
     perceptual weights": checkpoints and reports now record each input's hash, so it names the one that changed,

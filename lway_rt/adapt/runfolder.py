@@ -616,6 +616,25 @@ def _put_back(folder: Path, stopped: Sequence[Path]) -> int:
     return len(kept)
 
 
+def _owning_folder(folder: Path) -> Path | None:
+    """The per-image or per-group folder ``folder`` is a run of (its summary, kept or not, or its --overwrite's mark
+    lists it), else None."""
+    folder = folder.resolve()
+    parent = folder.parent
+    if parent == folder:
+        return None
+    names: set[str] = set()
+    for report in (parent / "report.json", parent / ASIDE / "report.json"):
+        summary = _read_json_dict(report) or {}
+        if summary.get("format") == _SUMMARY_FORMAT and isinstance(summary.get("runs"), list):
+            names |= {str(e.get("name")) for e in summary["runs"] if isinstance(e, dict)}
+    mark = _aside_mark(parent / ASIDE) if _is_aside(parent / ASIDE) else {}
+    for key in ("runs", "planned"):
+        if isinstance(mark.get(key), list):
+            names |= set(map(str, mark[key]))
+    return parent if folder.name in names else None
+
+
 def restore_replaced(out_dir: Path) -> str:
     """``lwayrt adapt --restore OUT``: put back the finished run(s) an ``--overwrite`` into ``out_dir`` replaced and
     kept aside, where that overwrite was stopped before it finished: the stopped run's files go (its checkpoint, so
@@ -625,6 +644,11 @@ def restore_replaced(out_dir: Path) -> str:
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise InputError(f"{out_dir} is not a folder: give the --out folder of the stopped --overwrite")
+    if (owner := _owning_folder(out_dir)) is not None:  # (its command locks the folder above, not this run's)
+        raise InputError(f"{out_dir} is one run of the {run_mode(owner) or 'per-image'} adaptation in {owner}: "
+                         f"{restore_words(owner)} puts back every run its --overwrite kept aside (one run put back "
+                         "alone would be put back under a command still writing there, or leave its summary "
+                         "describing another run)")
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(exclusive_run(out_dir, "--out folder"))
