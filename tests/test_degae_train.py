@@ -669,10 +669,16 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
                                     str(photo_dir), "--draws", "2", "--crops-per-image", "1"])
     assert res.exit_code == 0, res.output
     # train-degae --resume --trunk names where it is now (it had been refused: 'train stage 1 again'), and records it
-    res = CliRunner().invoke(main, [*base, "--out", str(work / "s1.safetensors"), "--resume", "--iters", "2", "--trunk",
-                                    str(work / "moved.safetensors")])
-    assert res.exit_code == 0, res.output
-    assert load_stage1(work / "s1.safetensors").meta["trunk_model"] == str(work / "moved.safetensors")
+    # with nothing else typed, the run's own settings go on (its --data, widths ...): reading them had built the
+    # trunk from its old place, failed, and let the defaults stand in (the bundled photos, --embed-dim 512 refused)
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(work / "s1.safetensors"), "--resume", "--iters", "2",
+                                    "--trunk", str(work / "moved.safetensors"), "--threads", "1"])
+    changed = [line for line in res.output.splitlines() if "resuming with other settings" in line]
+    assert res.exit_code == 0 and len(changed) == 1 and changed[0].count(" -> ") == 1 and "trunk_model" in changed[0], \
+        res.output  # the trunk's new place alone
+    resumed = load_stage1(work / "s1.safetensors").meta
+    assert resumed["trunk_model"] == str(work / "moved.safetensors")
+    assert resumed["segments"][-1]["data"] == str(photo_dir)
 
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.safetensors"), "--resume", "--overwrite"])
     assert res.exit_code == 2 and "pass one of them" in res.output, res.output

@@ -23,11 +23,13 @@ def _with_recorded_settings(cfg, out: Path, ctx):
     to name."""
     import dataclasses
 
-    try:
-        from lway_rt.degae import load_stage1
+    try:  # (its header alone: loading it would build the trunk, which may have moved: --trunk NEWPATH says where)
+        from lway_rt.degae import FORMAT, stage1_metadata
 
-        meta = load_stage1(out).meta
+        meta = stage1_metadata(out)
     except Exception:  # noqa: BLE001 - train() says what is wrong with it, in one line
+        return cfg
+    if meta.get("format") != FORMAT:
         return cfg
     prev = meta.get("recipe") or {}
     changes = {k: prev[k] for k in _RECORDED if k in prev and not typed(ctx, k)}

@@ -103,6 +103,16 @@ def _meta_from_str(raw: Mapping[str, str]) -> dict:
     return out
 
 
+def stage1_metadata(path: str | Path) -> dict:
+    """A stage-1 checkpoint's metadata (its recipe, segments ...), from the file's header alone: no weights read and
+    no trunk built (a run whose --trunk file moved still tells its settings). Raises where the file has no readable
+    header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return _meta_from_str(f.metadata() or {})
+
+
 def unfinished_note(stage1: Stage1, shown: str) -> str | None:
     """A one-line note when ``stage1`` was written part-way through its training (a run stopped, or still going):
     it works, but its embeddings are not what the finished run gives."""
