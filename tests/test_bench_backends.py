@@ -117,6 +117,27 @@ def test_a_backend_without_a_given_onnx_file_exports_its_own_and_leaves_no_tempo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_torch_runs_on_the_threads_its_spec_names(anime, photo_batch):
+    """torch+threads=1 ran on the process's thread count (every core), while its label and options said one; the
+    count is set as each call runs (another backend may have changed it), and put back when the backend closes."""
+    before = torch.get_num_threads()
+    seen = []
+    one = load_backend(parse_backend("torch+threads=1"), anime, ShapeProfile.covering([photo_batch.shape]))
+    other = load_backend(parse_backend("torch", threads=2), anime, ShapeProfile.covering([photo_batch.shape]))
+    hooks = [b.net.register_forward_hook(lambda *a: seen.append(torch.get_num_threads())) for b in (one, other)]
+    try:
+        one.run(photo_batch)
+        other.run(photo_batch)
+        one.run(photo_batch)
+        assert seen == [1, 2, 1]
+    finally:
+        for h in hooks:
+            h.remove()
+        other.close()
+        one.close()
+    assert torch.get_num_threads() == before
+
+
 def test_torch_bf16_autocast_is_close_but_not_exact(anime, photo_batch, reference):
     from lway_rt.metrics import psnr
 

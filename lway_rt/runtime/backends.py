@@ -369,6 +369,7 @@ class TorchBackend(Backend):
         self.profile = profile
         start = time.perf_counter()
         self.device = torch.device(spec.device)
+        self._threads_before = torch.get_num_threads()  # (put back by close(): the count is the process's)
         # A private copy: channels-last and compile change the module, the caller's must stay as it was.
         net = copy.deepcopy(model).eval().to(self.device)
         self.memory_format = torch.channels_last if spec.channels_last else torch.contiguous_format
@@ -380,6 +381,7 @@ class TorchBackend(Backend):
         self.net = net
         if spec.compile:
             # Compilation happens on the first call: do it now so it counts as build time, not latency.
+            self._own_threads()
             self._forward_device(torch.rand(profile.opt, device=self.device))
             self.details["compiled_for"] = list(profile.opt)
         if self.device.type == "cuda":
@@ -396,8 +398,16 @@ class TorchBackend(Backend):
                     return self.net(xt)
             return self.net(xt)
 
+    def _own_threads(self) -> None:
+        """On the CPU, torch's intra-op threads as the spec asks (``torch+threads=N``; the run's count otherwise, filled
+        in by ``with_threads``): the count is the process's, which the backend timed before may have changed; a
+        ``threads=1`` row had run on every thread while its label and options said one."""
+        if self.device.type == "cpu" and self.spec.threads is not None and torch.get_num_threads() != self.spec.threads:
+            torch.set_num_threads(self.spec.threads)
+
     def run(self, x: np.ndarray) -> np.ndarray:
         x = _as_batch(x)
+        self._own_threads()
         if self.spec.compile:
             check_shape(x.shape, self.profile.min, self.profile.max, what=f"the compiled profile {self.profile.text()}",
                         fix="benchmark this size in the same run so it is compiled for, or drop +compile")
@@ -418,6 +428,8 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self.net = None
+        if torch.get_num_threads() != self._threads_before:
+            torch.set_num_threads(self._threads_before)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
