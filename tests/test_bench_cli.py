@@ -38,6 +38,12 @@ def test_json_dash_prints_the_report_on_stdout(tmp_path, monkeypatch):
     report = json.loads(res.stdout)
     assert validate(report) == [] and report["summary"]["ok"] == 1 and not (tmp_path / "-").exists()
     assert "torch" in res.stderr
+    # no row verified, with --chart: its 'not written' line went to stdout after the JSON (| jq broke)
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "ort-cpu",
+                                    "--no-peak", "--min-psnr", "199", "--json", "-", "--chart", str(tmp_path / "c.png"),
+                                    *TINY])
+    assert res.exit_code == 1 and json.loads(res.stdout)["summary"]["ok"] == 0, res.output
+    assert "chart: not written" in res.stderr
 
 
 def test_threads_default_to_omp_num_threads(tmp_path, monkeypatch):

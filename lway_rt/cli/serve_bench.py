@@ -150,7 +150,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     if charted:
         click.echo(f"chart: {charted}", err=to_stdout)
     elif chart_path:
-        click.echo("chart: not written (no configuration passed verification)")
+        click.echo("chart: not written (no configuration passed verification)", err=to_stdout)  # (--json -: JSON only)
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
     if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
         raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons in "
