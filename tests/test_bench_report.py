@@ -115,6 +115,29 @@ def test_schema_checker_catches_broken_reports(report):
             jsonschema.validate(bad, SCHEMA)
 
 
+def test_schema_checker_catches_what_the_doc_rules_out(report):
+    """The checker let through reports the doc rules out: settings of any type, NaN and negative numbers, a p90 of six
+    requests, an ok row with no timing, a failed row with no reason, a summary that miscounts."""
+    ok = next(i for i, r in enumerate(report["results"]) if r["status"] == "ok")
+    other = next(i for i, r in enumerate(report["results"]) if r["status"] != "ok")
+    cases = {
+        "settings.sizes": lambda r: r["settings"].update(sizes="x"),
+        "settings.concurrency": lambda r: r["settings"].update(concurrency=None),
+        "settings.timing": lambda r: r["settings"].update(timing={}),
+        "not a finite number": lambda r: r["results"][ok]["latency_ms"].update(mean=float("nan")),
+        "below the minimum": lambda r: r["results"][ok]["latency_ms"].update(p50=-1.0),
+        "p90: must be null": lambda r: r["results"][ok]["latency_ms"].update(count=6, p90=1.0, p99=None),
+        "an ok row must be verified and timed": lambda r: r["results"][ok].update(latency_ms=None),
+        "must give its reason": lambda r: r["results"][other].update(reason=None),
+        "does not count the results' statuses": lambda r: r["summary"].update(ok=r["summary"]["ok"] + 1),
+    }
+    assert validate(report) == []
+    for needle, spoil in cases.items():
+        bad = copy.deepcopy(report)
+        spoil(bad)
+        assert any(needle in e for e in validate(bad)), (needle, validate(bad))
+
+
 def test_json_chart_and_table(report, tmp_path):
     from rich.console import Console
 

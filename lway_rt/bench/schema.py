@@ -11,6 +11,7 @@ meaning or disappears; adding an optional field is a minor bump.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lway_rt.bench.runner import SCHEMA_VERSION
@@ -31,8 +32,10 @@ def _obj(props: dict[str, Any], required: list[str] | None = None, extra: bool =
 
 
 # p90 is null below 10 samples, p99 below 100 (they would be the maximum), std and cv with one sample
-_STATS = _obj({k: _NUM for k in ("mean", "min", "p50", "max", "wall_s", "requests_per_s")}
-              | {k: _NNUM for k in ("std", "p90", "p99", "cv")} | {"count": {"type": "integer", "minimum": 1}})
+_STATS = _obj({k: {"type": "number", "minimum": 0} for k in ("mean", "min", "p50", "max", "wall_s", "requests_per_s")}
+              | {k: {"type": ["number", "null"], "minimum": 0} for k in ("std", "p90", "p99", "cv")}
+              | {"count": {"type": "integer", "minimum": 1}})
+_COUNTS = {"type": "array", "items": {"type": "integer", "minimum": 1}}
 
 _PEAK = {"type": "object", "required": ["best"], "properties": {"best": _NUM},
          "additionalProperties": {"type": ["number", "null"]}}
@@ -76,7 +79,15 @@ SCHEMA: dict[str, Any] = {
                                     "detail_cap": _STR, "base_model": _NSTR, "input_source": _STR, "seed": _INT,
                                     "flops_counted": _STR, "reference_device": {"enum": ["cpu", "cuda"]},
                                     "backends": {"type": "array", "items": _STR},
-                                    "timing": {"type": "object"}}},
+                                    "sizes": {"type": "array", "items": {"type": "array", "items": {
+                                        "type": "integer", "minimum": 1}}},
+                                    "batches": _COUNTS, "concurrency": _COUNTS,
+                                    "tiles": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                    "tile_overlap": {"type": "integer", "minimum": 0},
+                                    "device": {"enum": ["cpu", "cuda"]},
+                                    "timing": _obj({k: {"type": "number", "minimum": 0} for k in (
+                                        "warmup_s", "warmup_iters", "min_iters", "min_time_s", "max_iters",
+                                        "max_time_s", "rounds")})}},
         "peak_gflops": {"type": "object", "additionalProperties": _obj(
             {"start": _PEAK, "end": {"anyOf": [_PEAK, {"type": "null"}]}, "best": _NUM, "samples": {"type": "integer", "minimum": 1},
              "threads": {"type": ["integer", "null"]}})},
@@ -154,6 +165,8 @@ def _errors(value: Any, schema: dict[str, Any], path: str, root: dict[str, Any])
         if not any(_is_type(value, t) for t in types):
             return [f"{path}: expected {' or '.join(types)}, got {type(value).__name__}"]
     errs: list[str] = []
+    if isinstance(value, float) and not math.isfinite(value):  # (json.dumps(allow_nan=False) would fail on it later)
+        return [f"{path}: {value} is not a finite number"]
     if "minimum" in schema and _is_type(value, "number") and value < schema["minimum"]:
         errs.append(f"{path}: {value} is below the minimum {schema['minimum']}")
     if isinstance(value, dict):
@@ -177,9 +190,34 @@ def _errors(value: Any, schema: dict[str, Any], path: str, root: dict[str, Any])
 
 
 def validate(instance: Any, schema: dict[str, Any] | None = None) -> list[str]:
-    """All schema violations of ``instance`` as readable strings (empty: valid)."""
-    schema = SCHEMA if schema is None else schema
-    return _errors(instance, schema, "$", schema)
+    """All schema violations of ``instance`` as readable strings (empty: valid); for a report (``SCHEMA``), also the
+    rules that tie fields together, which docs/serve-bench-schema.md states."""
+    errs = _errors(instance, SCHEMA if schema is None else schema, "$", SCHEMA if schema is None else schema)
+    if schema is None and not errs and isinstance(instance, dict):
+        errs = _rules(instance)
+    return errs
+
+
+def _rules(report: dict[str, Any]) -> list[str]:
+    """The report's rules across fields: an ok row is verified and timed, any other says why; p90 / p99 are null
+    below 10 / 100 requests, std and cv with one; the summary counts the rows by status."""
+    errs: list[str] = []
+    counts = {k: 0 for k in ("ok", "failed", "skipped", "error")}
+    for i, row in enumerate(report.get("results", [])):
+        where, status = f"$.results[{i}]", row.get("status")
+        counts[status] = counts.get(status, 0) + 1
+        if status == "ok" and (not row.get("verified") or row.get("latency_ms") is None):
+            errs.append(f"{where}: an ok row must be verified and timed (latency_ms)")
+        if status != "ok" and not row.get("reason"):
+            errs.append(f"{where}: a {status} row must give its reason")
+        stats = row.get("latency_ms") or {}
+        n = stats.get("count")
+        for key, least in (("p90", 10), ("p99", 100), ("std", 2), ("cv", 2)):
+            if isinstance(n, int) and n < least and stats.get(key) is not None:
+                errs.append(f"{where}.latency_ms.{key}: must be null with {n} request(s) (fewer than {least})")
+    if isinstance(report.get("summary"), dict) and report["summary"] != counts:
+        errs.append(f"$.summary: {report['summary']} does not count the results' statuses {counts}")
+    return errs
 
 
 def validate_report(report: dict[str, Any]) -> None:
