@@ -156,9 +156,14 @@ def test_json_chart_and_table(report, tmp_path):
     assert ("(peak GFLOP/s: cpu_fp32 " in text) == bool(report["peak_gflops"]), text
     unmeasured = copy.deepcopy(report)
     unmeasured["peak_gflops"] = {}  # --no-peak: it said "GFLOP/s: not measured", as if that column were not
+    unmeasured["settings"]["measure_peak"] = False
     console = Console(record=True, width=220)
     console.print(render_table(unmeasured))
     assert "(no peak measured: --no-peak)" in console.export_text() and "not measured" not in console.export_text()
+    unmeasured["settings"]["measure_peak"] = True  # asked for, but no backend was built to probe for (it said --no-peak)
+    console = Console(record=True, width=220)
+    console.print(render_table(unmeasured))
+    assert "(no peak measured: no backend was built)" in console.export_text()
     crowded = copy.deepcopy(report)
     crowded["machine"]["usable_cores"] = 1
     for row in crowded["results"]:

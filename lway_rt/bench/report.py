@@ -89,8 +89,9 @@ def render_table(report: dict[str, Any]):
     peaks = ", ".join(f"{key} {value['best']:.0f}" for key, value in report["peak_gflops"].items())
     notes = ["verified = PSNR vs torch fp32 on photo crops; load s = build (+ONNX export); RSS = process peak "
              "(+ what this configuration added above its start); "
-             "% peak = share of the measured dense-kernel peak " + (f"(peak GFLOP/s: {peaks})" if peaks
-                                                                      else "(no peak measured: --no-peak)")]
+             "% peak = share of the measured dense-kernel peak " + (
+                 f"(peak GFLOP/s: {peaks})" if peaks else "(no peak measured: --no-peak)"
+                 if not report["settings"]["measure_peak"] else "(no peak measured: no backend was built)")]
     for row in report["results"]:
         if row["input"] is None:
             notes.append(f"{row['status']}: {row['backend']}: {row['reason']}")
