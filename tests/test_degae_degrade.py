@@ -149,3 +149,14 @@ def test_sharpening_comes_before_any_jpeg_and_the_default_draws_are_unchanged():
     first = sample_degradation(np.random.default_rng(11)).to_dict()
     assert first == {"ops": [{"name": "blur_aniso", "size": 9, "sx": 4.655412910209773, "sy": 0.5380187655401448,
                               "theta": -2.326198881469457}], "seed": 287335974, "roundtrip": 1}
+
+
+@pytest.mark.parametrize("side", [96, 100, 104])
+def test_the_box_downscale_keeps_the_picture_in_place_at_any_side(side):
+    """Pooled with its remainder and resized back to the side, a crop not a multiple of 3 was stretched by up to 2/3
+    px (3.4 levels off a ramp at 100 px); it is padded, taken down and up by exactly 3 and cut back now."""
+    ramp = torch.linspace(0, 1, side)[None, None, :].expand(3, 48, side).contiguous()
+    out = apply_degradation(ramp, Degradation((Op("box_resample", {"factor": 3}),), seed=0))
+    assert out.shape == ramp.shape
+    inner = slice(3, side - 6)  # (the edges: the bilinear way back clamps there)
+    assert (out[..., inner] - ramp[..., inner]).abs().max() * 255 < 0.51  # (rounded to 8 bits at the end)

@@ -236,11 +236,12 @@ def _apply_op(img: torch.Tensor, op: Op, gen: torch.Generator) -> torch.Tensor:
     # evaluation-only operations
     if n == "motion_blur":
         return _filter(img, _motion_kernel(int(p["length"]), float(p["angle"])))
-    if n == "box_resample":
-        f = int(p["factor"])
+    if n == "box_resample":  # down by exactly ``factor`` and back: a side not a multiple of it is padded (edge
+        f = int(p["factor"])  # pixels) and cut back, where a pooled remainder had stretched the image by up to 2/3 px
         h, w = img.shape[-2:]
-        small = F.avg_pool2d(img[None], f, ceil_mode=True)
-        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+        ph, pw = (-h) % f, (-w) % f
+        small = F.avg_pool2d(F.pad(img[None], (0, pw, 0, ph), mode="replicate") if ph or pw else img[None], f)
+        return F.interpolate(small, size=(h + ph, w + pw), mode="bilinear", align_corners=False)[0, :, :h, :w]
     if n == "sharpen":
         blurred = _filter(img, _gauss_kernel(7, 1.2, 1.2, 0.0))
         return img + float(p["amount"]) * (img - blurred)
@@ -291,7 +292,9 @@ def apply_batch(imgs: torch.Tensor, draws: list[Degradation]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# evaluation presets: operations the training sampler never draws
+# evaluation presets: each holds an operation the training sampler never draws (motion blur, a box downscale,
+# sharpening, a sensor's resize and noise); the colour noise after the motion blur and the JPEG after the sharpening
+# are ones it draws (Pillow's JPEG is 4:2:0 by default, as jpeg_subsampled's, and quality 45 is in its range)
 
 EVAL_PRESETS: dict[str, tuple[Op, ...]] = {
     "motion-blur": (Op("motion_blur", {"length": 11, "angle": 0.6}), Op("noise_gauss", {"sigma": 4.0, "mode": "colour"})),
@@ -302,7 +305,7 @@ EVAL_PRESETS: dict[str, tuple[Op, ...]] = {
 
 
 def eval_preset(name: str, seed: int = 0, roundtrip: int = 1) -> Degradation:
-    """A named evaluation degradation (never drawn in training)."""
+    """A named evaluation degradation (an operation of it never drawn in training)."""
     if name not in EVAL_PRESETS:
         raise KeyError(f"unknown preset {name!r}; presets: {', '.join(EVAL_PRESETS)}")
     return Degradation(EVAL_PRESETS[name], seed, roundtrip)

@@ -12,8 +12,8 @@ Reported per geometry (same size, and the x4 round trip stage 2 relies on):
   mean distance between different draws on one crop (lower is better).
   Both compare images: with one image (all crops from one photo) they are undefined (NaN; null in
   the JSON), not a crop of the same photo passed off as another image;
-- the same reconstruction numbers per degradation type and on the named evaluation presets, whose
-  operations the training sampler never draws. The presets' noise follows ``seed`` too (the default
+- the same reconstruction numbers per degradation type and on the named evaluation presets, each with an
+  operation the training sampler never draws (their colour noise and JPEG are ones it draws). The presets' noise follows ``seed`` too (the default
   seed renders them as they always were).
 """
 
