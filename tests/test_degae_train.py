@@ -992,3 +992,12 @@ def test_photos_left_out_in_sub_folders_and_a_lone_photo_are_said(tmp_path, astr
     text = " ".join(res.output.split())
     assert f"note: the photos in sub-folders of {data} ({data / 'more'}) are not read" in text, res.output
     assert "note: --data holds one photo, so --pairing cross reads each degradation from another crop of it" in text
+    # a photo with transparent pixels: the colour stored under them was read as photo content, unsaid
+    rgba = np.dstack([astronaut[:128, :128], np.full((128, 128), 255, np.uint8)])
+    rgba[:, :64, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(data / "cut.png")
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(data), "--out", str(tmp_path / "s2.safetensors"),
+                                    "--iters", "1", "--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8",
+                                    "--blocks", "2", "--threads", "1", "--skip", "-q"])
+    assert res.exit_code == 0 and f"note: 1 image(s) in --data {data} have transparent pixels (cut.png)" in \
+        " ".join(res.output.split()), res.output

@@ -79,9 +79,11 @@ def folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def load_folder(folder: Path, option: str = "--data", compact: bool = False) -> dict[str, torch.Tensor]:
+def load_folder(folder: Path, option: str = "--data", compact: bool = False,
+                notes: list[str] | None = None) -> dict[str, torch.Tensor]:
     """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright), as (3, H, W)
-    float tensors; with ``compact`` 8-bit images are uint8 (see ``as_float``).
+    float tensors; with ``compact`` 8-bit images are uint8 (see ``as_float``). Images with transparent pixels are
+    named in ``notes``: the colour stored under them, which no one sees, is read as photo content.
 
     ``option`` is the command-line option that named the folder, for the error messages.
     """
@@ -103,16 +105,29 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False) -> 
                          f"leave {option} out to use the bundled ones")
     # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,
     # alpha dropped; unreadable files raise its one-line InputError naming the file
-    return {p.name: _held(read_image(p), compact) for p in files}
+    images, clear = {}, []
+    for p in files:
+        img = read_image(p)
+        if img.alpha is not None and float(img.alpha.min()) < 1.0:
+            clear.append(p.name)
+        images[p.name] = _held(img, compact)
+    if clear and notes is not None:
+        from lway_rt.errors import listing
+
+        notes.append(f"note: {len(clear)} image(s) in {option} {folder} have transparent pixels ({listing(clear, 3)}): "
+                     "the colour stored under them, which no viewer shows, is read as photo content; flatten them "
+                     "onto a background, or leave them out")
+    return images
 
 
 MIN_CROP = 24  # the smallest training crop (TrainConfig: the encoder needs 22 px, crops are multiples of 4)
 
 
-def load_images(data: str | Path | None, crop: int) -> dict[str, torch.Tensor]:
+def load_images(data: str | Path | None, crop: int, notes: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Training images (folder, or bundled training photos when ``data`` is None), checked against ``crop``;
     8-bit ones held as uint8 (``as_float`` makes their crops float)."""
-    images = load_bundled(BUNDLED_TRAIN, compact=True) if data is None else load_folder(Path(data), compact=True)
+    images = load_bundled(BUNDLED_TRAIN, compact=True) if data is None else \
+        load_folder(Path(data), compact=True, notes=notes)
     small = [f"{n} ({t.shape[2]}x{t.shape[1]})" for n, t in images.items() if min(t.shape[1:]) < crop]
     if small:
         least = min(min(t.shape[1:]) for t in images.values())

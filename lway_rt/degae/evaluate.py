@@ -184,11 +184,15 @@ def _summary(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, flo
 @torch.no_grad()
 def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=None) -> dict:
     """Run the whole evaluation; returns the JSON-ready report. ``log`` gets the per-geometry summaries, ``note``
-    (a line) the images left out for being smaller than the crop."""
+    (a line) the images left out for being smaller than the crop, and those with transparent pixels."""
     log = log or (lambda s: None)
     dev = next(s1.reconstructor.parameters()).device
     # held as uint8 where a photo is 8-bit (3 bytes a pixel, not 12): only the crops become float
-    images = load_bundled(BUNDLED_HELDOUT, compact=True) if cfg.data is None else load_folder(cfg.data, compact=True)
+    notes: list[str] = []
+    images = load_bundled(BUNDLED_HELDOUT, compact=True) if cfg.data is None else \
+        load_folder(cfg.data, compact=True, notes=notes)
+    for line in notes if note is not None else ():  # (images with transparent pixels)
+        note(line)
     clean, owner = _crops(images, cfg.crop, cfg.crops_per_image, math.lcm(*cfg.geometries))
     clean = clean.to(dev)
     skipped = _too_small(images, cfg.crop)

@@ -636,7 +636,10 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         state = None
         segments = []
     # read once --out is accepted: a refusal of --out (resume or overwrite it?) came after minutes of decoding photos
-    images = list(load_images(cfg.data, cfg.crop).values())
+    notes: list[str] = []
+    images = list(load_images(cfg.data, cfg.crop, notes).values())
+    for line in notes:
+        log(line)
     if cfg.data and (nested := image_subfolders(Path(cfg.data))):  # (as adapt and upscale name them)
         log(f"note: the photos in sub-folders of {cfg.data} ({listing(nested, 3)}) are not read: train-degae reads "
             "those directly inside --data")
