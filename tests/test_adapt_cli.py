@@ -2492,6 +2492,14 @@ def test_restore_of_one_run_of_a_per_image_folder_is_sent_to_the_folder(files, t
         code, text = _run(["adapt", "--restore", str(out / "rgb")])
     assert code == 1 and f"{out / 'rgb'} is one run of the per-image adaptation in {out}: lwayrt adapt --restore " \
         f"{out} puts back every run" in " ".join(text.split()), text
+    # what a kill mid-write of the folder's own summary or routing left goes when a command holds it (they stayed)
+    from lway_rt.io.weights import temp_prefix
+
+    killed = [out / f"{temp_prefix('report.json')}k1ll3d.tmp", out / f"{temp_prefix('groups.json')}k1ll3d.tmp"]
+    for f in killed:
+        f.write_bytes(b"{")
+    assert _run(_tiny_adapt(files, out, "--mode", "per-image", "--resume"))[0] == 0
+    assert not any(f.exists() for f in killed)
 
 
 def test_a_refused_resume_names_the_input_that_changed(files, tmp_path):

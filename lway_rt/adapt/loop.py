@@ -1804,6 +1804,7 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
         note(line)
     if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal of
         _finish_replacing(out_dir)  # what it replaced: done first (under adapt()'s lock), before the runs are checked
+    _remove_killed_writes(out_dir)  # (a per-image or per-group folder's own: its summary and groups.json, too)
     images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
     for line in notes:  # files of several frames: the first is read
         note(line)
