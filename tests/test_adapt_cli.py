@@ -2502,6 +2502,19 @@ def test_restore_of_one_run_of_a_per_image_folder_is_sent_to_the_folder(files, t
     assert not any(f.exists() for f in killed)
 
 
+def test_a_per_image_input_named_like_the_folders_own_files_is_refused_in_any_case(files, tmp_path):
+    """Report.json.png would get the run folder Report.json, which macOS's and Windows' file systems take for the
+    folder's report.json: only the exact name was refused."""
+    for n, name in enumerate(("report.json", "Report.json")):
+        lr = tmp_path / f"in{n}"
+        lr.mkdir()
+        shutil.copy(files / "lr" / "rgb.png", lr / f"{name}.png")
+        code, text = _run(["adapt", str(lr), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / f"o{n}"),
+                           "--mode", "per-image", "--iterations", "1", "--patch-size", "16", "--stage1",
+                           str(files / "stage1.safetensors"), "-q"])
+        assert code == 1 and f"an input named {name} would get the run folder" in text, text
+
+
 def test_a_refused_resume_names_the_input_that_changed(files, tmp_path):
     """The refusal to resume said only "other inputs (their pixels or alpha), ... or another model, stage 1 or
     perceptual weights": checkpoints and reports now record each input's hash, so it names the one that changed,

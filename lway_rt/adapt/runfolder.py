@@ -807,7 +807,8 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
                              f"the {NAME_MAX} a file name may have: rename it shorter")
     names = {img.name for img in images} if config.mode == "per-image" else set()
     own = _RUN_NAMES[config.mode]
-    clash = sorted(n for n in names if n in own or n == ASIDE)
+    taken = {o.casefold() for o in (*own, ASIDE)}  # (macOS's and Windows' file systems take Report.json for it)
+    clash = sorted(n for n in names if n.casefold() in taken)
     if clash:
         raise InputError(f"an input named {clash[0]} would get the run folder {out_dir / clash[0]}, a name the "
                          "adaptation's own files use: rename that image")
