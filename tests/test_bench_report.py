@@ -288,3 +288,19 @@ def test_benchmark_records_are_strict_json_and_replaced_whole(tmp_path):
     assert os.stat(dest).st_ino != before and sorted(p.name for p in tmp_path.iterdir()) == ["rec.json"]
     write_benchmark_record(tmp_path / "new" / "r.json", "x/1", [])  # the folder is made as before
     assert json.loads((tmp_path / "new" / "r.json").read_text())["format"] == "x/1"
+
+
+def test_the_report_names_the_commit_that_ran():
+    """packages.lway_rt gave the version number, the same for every commit (and an editable install's, not a clone's
+    on PYTHONPATH): a report could not tell which code made it. lway_rt_commit names it."""
+    import subprocess
+
+    import lway_rt
+    from lway_rt.bench.machine import package_versions
+
+    root = Path(lway_rt.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        assert package_versions()["lway_rt_commit"] is None  # (an installed wheel)
+        return
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert head[:12] in package_versions()["lway_rt_commit"]

@@ -111,14 +111,34 @@ def machine_info() -> dict:
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
-    """Installed versions of the distributions ``names`` (None where absent), via importlib.metadata."""
+    """Installed versions of the distributions ``names`` (None where absent), via importlib.metadata; with lway_rt,
+    also ``lway_rt_commit``, the code that ran (``source_commit``)."""
     out: dict[str, str | None] = {}
     for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
+    if "lway_rt" in names:
+        out["lway_rt_commit"] = source_commit()
     return out
+
+
+def source_commit() -> str | None:
+    """The commit of the lway_rt source that is running (``git describe --always --dirty``: ``-dirty`` with changes
+    not committed), where it runs from a git checkout; None otherwise (an installed wheel). The version number alone
+    is the same for every commit, and an editable install reports the installed tree's, not a clone's on PYTHONPATH."""
+    import lway_rt
+
+    root = Path(lway_rt.__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                              capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode or not (root / ".git").exists():  # (a wheel unpacked inside someone's repository is not it)
+        return None
+    return done.stdout.strip() or None
 
 
 def _status_kb(field: str) -> int | None:
