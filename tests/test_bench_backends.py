@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, ModelError
 from lway_rt.runtime.backends import (
     BackendSpec, ShapeProfile, check_shape, load_backend, parse_backend, skip_reason,
 )
@@ -210,13 +210,16 @@ def test_tensorrt_engine_rejects_a_shape_outside_its_profile(anime, photo_batch,
 @pytest.mark.trt
 def test_tensorrt_calls_at_once_each_get_their_own_output(anime, photo_batch):
     """serve-bench --concurrency calls one engine from several threads: each call takes its own execution context (one
-    shared context let a call read another's input and return a buffer nothing wrote)."""
+    shared context let a call read another's input and return a buffer nothing wrote), each on its own profile; a
+    fifth call at once is refused by an engine built for four."""
     inputs = [np.ascontiguousarray(np.roll(photo_batch, 5 * k, axis=3)) for k in range(4)]
     with torch.inference_mode():
         expected = [anime.model(torch.from_numpy(x)).numpy() for x in inputs]
-    backend = load_backend(parse_backend("tensorrt"), anime, ShapeProfile.covering([photo_batch.shape]))
-    backend.prepare(4)
+    backend = load_backend(parse_backend("tensorrt"), anime, ShapeProfile.covering([photo_batch.shape]), lanes=4)
+    backend.prepare(4)  # (one optimisation profile a context: TensorRT's rule for contexts run at once)
     with ThreadPoolExecutor(4) as pool:
         for _ in range(25):
             for got, want in zip(pool.map(backend.run, inputs), expected):
                 assert np.abs(got - want).max() < 1e-3
+    with pytest.raises(ModelError, match="built for 4 call"):
+        backend.prepare(5)

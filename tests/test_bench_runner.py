@@ -222,6 +222,59 @@ def test_each_concurrency_level_is_prepared_before_it_is_timed(real_timing):
     assert rows[-1]["reason"] == "RuntimeError: out of GPU memory"
 
 
+def test_calls_at_once_must_give_what_one_call_gives(real_timing):
+    """The verification runs one call at a time: a backend unsafe for threads (one TensorRT execution context shared
+    by every worker) returned another call's output at --concurrency 2 while its row said ok. Each level above one
+    worker now checks calls at once against one call first; one that differs gets error rows, the others are timed."""
+    import threading
+
+    import numpy as np
+
+    from lway_rt.bench import runner
+
+    config = BenchConfig(model="m", backends=("torch", "torch+cl"), sizes=((8, 8),), concurrency=(1, 2),
+                         measure_peak=False, timing=FAST)
+    case = runner._Case(8, 8, 1, 0)
+    inside = threading.Semaphore(1)
+
+    def shared_buffer(x):  # a second call in flight writes over the first's result
+        if inside.acquire(blocking=False):
+            try:
+                threading.Event().wait(0.05)
+                return x
+            finally:
+                inside.release()
+        return x + 1
+
+    ready = [_fake_item(runner, "torch", lambda x: x, case), _fake_item(runner, "torch+cl", shared_buffer, case)]
+    rows = runner._time_interleaved(ready, case, np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+    assert [(r["backend"], r["concurrency"], r["status"]) for r in rows] == [
+        ("torch", 1, "ok"), ("torch+cl", 1, "ok"), ("torch", 2, "ok"), ("torch+cl", 2, "error")]
+    assert "2 calls at once gave outputs 1 off what one call gives" in rows[-1]["reason"], rows[-1]["reason"]
+
+
+def test_a_rows_own_thread_count_does_not_carry_into_the_next_rows_rounds(real_timing):
+    """A torch row sets the process's thread count to its own; the ONNX Runtime row timed after it then cut and
+    blended its tiles (with torch) on that row's threads. The runner puts the count back after each round."""
+    import numpy as np
+
+    from lway_rt.bench import runner
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    try:
+        config = BenchConfig(model="m", backends=("torch", "ort-cpu"), sizes=((8, 8),), measure_peak=False,
+                             timing=FAST.__class__(**{**FAST.__dict__, "rounds": 2}))
+        case = runner._Case(8, 8, 1, 0)
+        ready = [_fake_item(runner, "torch", lambda x: torch.set_num_threads(1) or x, case),
+                 _fake_item(runner, "ort-cpu", lambda x: seen.append(torch.get_num_threads()) or x, case)]
+        runner._time_interleaved(ready, case, np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, lambda m: None)
+        assert seen and set(seen) == {2}, seen
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_single_timed_request_has_no_spread_and_says_so(real_timing):
     """--min-iters 1 gave cv 0 (a perfectly steady look) and no note; p90/p99 of a few samples were the maximum."""
     import numpy as np

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, ModelError
 from lway_rt.export.parity import PSNR_CAP  # bit-identical outputs, as export's gate records them (JSON has no inf)
 from lway_rt.runtime.ort import check_onnx_file, env_threads
 
@@ -456,13 +456,16 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                 if spec.kind != "torch":  # the shared export is timed apart (export_s): not part of this build's memory
                     onnx_for(spec.precision)
                 rss_before = machine.rss_mb()
-                backend = load_backend(with_threads(spec, threads), desc, profile, onnx=onnx_for)
+                backend = load_backend(with_threads(spec, threads), desc, profile, onnx=onnx_for,
+                                       lanes=max(config.concurrency))
             except Exception as exc:  # noqa: BLE001 - one backend's failure is reported, the others still run
                 row = _row_base(spec, None, scale, config.tile_overlap)
                 row.update(status="error", reason=_error_text(exc))
                 rows.append(row)
                 say(f"{spec.label}: error ({row['reason']})")
                 continue
+            finally:  # (a torch backend compiled at build sets its own thread count: the next build gets the run's)
+                torch.set_num_threads(threads)
             backends[spec.label] = backend
             rss_after = machine.rss_mb()
             load_info[spec.label] = {
@@ -660,6 +663,8 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
             item.rss_above = item.verify_rss_above if workers == config.concurrency[0] else None
             try:  # (a TensorRT engine's execution context per worker: made here, not inside the timed calls)
                 item.backend.prepare(workers)
+                if workers > 1:
+                    _check_at_once(item, x, workers)
             except Exception as exc:  # noqa: BLE001 - its error rows, as a failure in its rounds
                 fail(item, level, exc)
         inputs = [x.copy() for _ in range(workers)]
@@ -679,9 +684,38 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
     return [rows[key] for key in sorted(rows)]
 
 
+AT_ONCE_TOLERANCE = 1e-3  # largest difference between a call's output made alone and made among others at once
+
+
+def _check_at_once(item: _Timed, x: np.ndarray, workers: int) -> None:
+    """``workers`` calls at once give what one call gives: the verification runs one call at a time, and a backend
+    unsafe for threads (one TensorRT execution context shared by all) returned another call's output, or a buffer
+    nothing wrote, while its row said ok. Checked once a concurrency level, before it is timed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = item.run(x)
+    with ThreadPoolExecutor(workers) as pool:
+        outs = list(pool.map(lambda _: item.run(x), range(workers)))
+    worst = max(float(np.abs(np.asarray(out) - alone).max()) for out in outs)
+    if not worst <= AT_ONCE_TOLERANCE:  # (NaN included)
+        raise ModelError(f"{workers} calls at once gave outputs {worst:.3g} off what one call gives: the backend is not "
+                         "safe to call from several threads")
+
+
 def _time_round(item: _Timed, x: np.ndarray, inputs: list[np.ndarray], policy: TimingPolicy, per_round: TimingPolicy,
                 workers: int, warm: bool) -> None:
-    """One timing round of one backend (after its warm-up, on its first round), gathered into ``item``."""
+    """One timing round of one backend (after its warm-up, on its first round), gathered into ``item``. torch's thread
+    count, the process's, is put back after it: a torch row sets its own, and an ONNX Runtime row's tiles are cut and
+    blended with torch (on the run's threads, not on those of the torch row timed before it)."""
+    threads = torch.get_num_threads()
+    try:
+        _time_round_on(item, x, inputs, policy, per_round, workers, warm)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_round_on(item: _Timed, x: np.ndarray, inputs: list[np.ndarray], policy: TimingPolicy,
+                   per_round: TimingPolicy, workers: int, warm: bool) -> None:
     from lway_rt.bench import machine
 
     if warm:

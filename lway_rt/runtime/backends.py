@@ -540,10 +540,12 @@ class TensorRTBackend(Backend):
     An execution context holds its call's shapes and buffer addresses, and is not thread-safe: calls at once
     (``serve-bench --concurrency``) each take a context and stream of their own from a pool (``prepare`` fills it
     before timing), as a server would; one shared context let a call read another's input and return an unwritten
-    buffer.
+    buffer. Contexts that run at once on an engine of dynamic shapes must each have an optimisation profile of their
+    own (TensorRT's rule), so the engine holds ``lanes`` copies of the one profile, one a context.
     """
 
-    def __init__(self, spec: BackendSpec, onnx_path: Path, profile: ShapeProfile, *, optimization_level: int = 3):
+    def __init__(self, spec: BackendSpec, onnx_path: Path, profile: ShapeProfile, *, optimization_level: int = 3,
+                 lanes: int = 1):
         super().__init__(spec)
         import tensorrt as trt
 
@@ -552,7 +554,9 @@ class TensorRTBackend(Backend):
 
         self.profile = profile
         start = time.perf_counter()
-        plan = EngineFromNetwork(NetworkFromOnnxPath(onnx_path), profiles=[{INPUT_NAME: (profile.min, profile.opt, profile.max)}],
+        self.lanes = max(1, lanes)
+        plan = EngineFromNetwork(NetworkFromOnnxPath(onnx_path),
+                                 profiles=[{INPUT_NAME: (profile.min, profile.opt, profile.max)}] * self.lanes,
                                  workspace_mib=spec.workspace_mb, optimization_level=optimization_level,
                                  fp32=spec.precision == "fp32")()
         handle = load_engine(plan)
@@ -574,11 +578,19 @@ class TensorRTBackend(Backend):
         self.compute_method = "cuda_events"
 
     def _new_lane(self) -> tuple:
-        context = self.engine.create_execution_context()
-        if context is None:
-            raise ModelError("TensorRT could not make an execution context (out of GPU memory?)")
-        lane = (context, torch.cuda.Stream())
         with self._making:
+            index = len(self._made)
+            if index >= self.lanes:
+                raise ModelError(f"the TensorRT engine was built for {self.lanes} call(s) at once (one optimisation "
+                                 "profile each), and more came: build it for the most workers it serves")
+            context = self.engine.create_execution_context()
+            if context is None:
+                raise ModelError("TensorRT could not make an execution context (out of GPU memory?)")
+            stream = torch.cuda.Stream()
+            if index and not context.set_optimization_profile_async(index, stream.cuda_stream):
+                raise ModelError(f"TensorRT refused optimisation profile {index} for an execution context")
+            stream.synchronize()
+            lane = (context, stream)
             self._made.append(lane)
         return lane
 
@@ -638,12 +650,14 @@ class TensorRTBackend(Backend):
         torch.cuda.empty_cache()
 
 
-def load_backend(spec: BackendSpec, model, profile: ShapeProfile, *, onnx: Callable[[str], Path] | None = None) -> Backend:
+def load_backend(spec: BackendSpec, model, profile: ShapeProfile, *, onnx: Callable[[str], Path] | None = None,
+                 lanes: int = 1) -> Backend:
     """Build ``spec`` for ``model`` (a ``ModelDescriptor`` or image module) and the shapes in ``profile``.
 
     ``load_s`` of the result holds the build time. ``onnx(precision)`` returns an exported ONNX file
     for the ONNX-based kinds (callers cache one export across backends); by default a temporary
-    export is made.
+    export is made. ``lanes``: the most calls it takes at once (a native TensorRT engine is built with one
+    optimisation profile for each).
     """
     if spec.kind == "torch":
         return TorchBackend(spec, getattr(model, "model", model), profile)
@@ -653,13 +667,13 @@ def load_backend(spec: BackendSpec, model, profile: ShapeProfile, *, onnx: Calla
         sweep_stale_temp_dirs()  # what runs killed with kill -9 left
         with tempfile.TemporaryDirectory(prefix="lwayrt-backend-") as workdir:
             path = export_onnx_for(model, Path(workdir) / f"model_{spec.precision}.onnx", precision=spec.precision)
-            return load_backend(spec, model, profile, onnx=lambda precision: path)
+            return load_backend(spec, model, profile, onnx=lambda precision: path, lanes=lanes)
     path = onnx(spec.precision)
     if spec.is_ort:
         return OrtBackend(spec, path, profile)
     if not torch.cuda.is_available():
         raise InputError("native TensorRT needs a CUDA GPU visible to PyTorch (a CUDA build of torch); use ort-cpu here")
-    return TensorRTBackend(spec, path, profile)
+    return TensorRTBackend(spec, path, profile, lanes=lanes)
 
 
 def with_threads(spec: BackendSpec, threads: int | None) -> BackendSpec:
