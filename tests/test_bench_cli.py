@@ -189,9 +189,11 @@ def test_a_fixed_shape_export_is_timed_at_its_shape(tmp_path):
         res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), *extra, "--no-peak", *TINY])
         assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
         assert "was exported for fixed 1x3x32x32 inputs (batch, channels, height, width)" in res.output, res.output
-        assert "--size 32x32 (width x height) --batch 1, or --tile 32 --tile-overlap 8 on larger images" in res.output
-    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "64", "--tile", "32", "--tile-overlap", "8",
-                                    "-b", "ort-cpu", "--no-peak", *TINY])  # the suggestion is one serve-bench takes
+        assert "--size 32x32 (width x height) --batch 1, or --size 33x33 --tile 32 --tile-overlap 8" in res.output
+    # the suggestion is one serve-bench takes: a size whose windows, as upscale lays them, are the file's (windows are
+    # as small as still overlap well, so 'any larger image' was not)
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "33", "--tile", "32", "--tile-overlap", "8",
+                                    "-b", "ort-cpu", "--no-peak", *TINY])
     assert res.exit_code == 0, res.output
 
 

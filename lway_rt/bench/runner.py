@@ -307,8 +307,16 @@ def _check_static_cases(exported: _ExportedFile, cases: list[_Case]) -> None:
     if wrong:
         c = wrong[0]
         asked = f"--tile {c.tile} on {c.width}x{c.height}" if c.tile else f"{c.width}x{c.height} at batch {c.batch}"
-        # tiles must be more than twice the overlap; a quarter of the tile keeps the seams within the tiled gate
-        tiled = f", or --tile {h} --tile-overlap {h // 4} on larger images" if h == w and b == 1 else ""
+        # tiles must be more than twice the overlap; a quarter of the tile keeps the seams within the tiled gate; the
+        # windows are as small as still overlap well (upscale's layout): a size whose windows are h x h is named
+        tiled = ""
+        if h == w and b == 1:
+            from lway_rt.runtime.tiling import TileConfig, tile_layout
+
+            k = cases[0].multiple  # (the sizes are multiples of the model's)
+            side = next((n for n in range(h + k, 8 * h, k) if tile_layout(n, n, TileConfig(h, h // 4), k)[:2] == (h, h)),
+                        None)
+            tiled = f", or --size {side}x{side} --tile {h} --tile-overlap {h // 4}" if side else ""
         raise InputError(f"{exported.path.name} was exported for fixed {b}x3x{h}x{w} inputs (batch, channels, height, "
                          f"width), so it cannot time {asked}: time it with --size {w}x{h} (width x height) --batch {b}"
                          f"{tiled} (or export one without --static)")
