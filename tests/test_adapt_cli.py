@@ -2640,11 +2640,25 @@ def test_with_ground_truth_the_tiling_of_its_evaluations_is_part_of_the_run(file
     code, text = _run([a for a in _tiny_adapt(files, out, "--resume", "--gt", str(gt), "--tile", "80") if a != "-q"])
     assert code == 0 and "kept as it is" in text, text
     (out / "sr" / "rgb.png").unlink()
-    tiles = []
+    tiles, real_print = [], loop._fingerprint
     real = loop._write_sr_images
     monkeypatch.setattr(loop, "_write_sr_images", lambda *a, **k: tiles.append(a[5].tile) or real(*a, **k))
     code, text = _run(_tiny_adapt(files, out, "--resume", "--gt", str(gt), "--tile", "80"))
     assert code == 0 and tiles == [80] and (out / "sr" / "rgb.png").is_file(), (tiles, text)
+    # --tile 512 is the default's tiling: the same run
+    code, text = _run([a for a in _tiny_adapt(files, tmp_path / "dflt", "--gt", str(gt))])
+    code, text = _run([a for a in _tiny_adapt(files, tmp_path / "dflt", "--resume", "--gt", str(gt), "--tile", "512")
+                       if a != "-q"])
+    assert code == 0 and "kept as it is" in text, text
+    code, text = _run(_tiny_adapt(files, tmp_path / "dflt", "--resume", "--gt", str(gt), "--tile", "80"))
+    assert code == 1 and "--tile unset (this command: 80)" in text, text
+    # a --gt --tile 80 run made before the tile counted (its print without it) resumes with --tile 80 as it did
+    monkeypatch.setattr(loop, "_fingerprint", lambda *a, **k: real_print(*a, **{**k, "tile": False}))
+    assert _run(_tiny_adapt(files, tmp_path / "older", "--gt", str(gt), "--tile", "80"))[0] == 0
+    monkeypatch.setattr(loop, "_fingerprint", real_print)
+    code, text = _run([a for a in _tiny_adapt(files, tmp_path / "older", "--resume", "--gt", str(gt), "--tile", "80")
+                       if a != "-q"])
+    assert code == 0 and "kept as it is" in text, text
     plain = tmp_path / "plain"  # without --gt the tile is no part of the run: a resume may change it
     assert _run(_tiny_adapt(files, plain, "--tile", "80"))[0] == 0
     (plain / "sr" / "rgb.png").unlink()

@@ -273,7 +273,7 @@ def _image_bytes(img: InputImage) -> list[bytes]:
 
 def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, images: Sequence[InputImage],
                  perceptual_sha: str = "", gt: dict[str, np.ndarray] | None = None, sup_sha: str = "",
-                 each: dict[str, dict[str, str]] | None = None) -> str:
+                 each: dict[str, dict[str, str]] | None = None, tile: bool = True) -> str:
     """What a run's weights and images come from. Parts added since the first version enter only where they are
     used (a cap, ground truth, an alpha channel, a grey or 16-bit input), so other runs' fingerprints hold. ``each``:
     filled with every input's and ground truth's own digest (``{"images": {...}, "gt": {...}}``) from the same bytes,
@@ -302,8 +302,9 @@ def _fingerprint(config: AdaptConfig, base_sha: str, stage1_sha: str | None, ima
         own(img.name, "images", chunks)
     if gt is not None:  # with ground truth the best evaluated weights are kept: a resume without it, or with another
         h.update(f"gt,eval_every={config.eval_every}".encode())  # (or its evaluations' spacing), makes other weights
-        if config.tile is not None:  # so does the tiling of its evaluations (seams move the Y-PSNR that picks them;
-            h.update(f"tile={config.tile}".encode())  # unset, the default, adds nothing: earlier runs' prints hold)
+        used = whole_image_tiles(config.tile).tile  # so does the tiling of its evaluations (seams move the Y-PSNR
+        if tile and used != whole_image_tiles().tile:  # that picks them); the default, unset or given, adds nothing
+            h.update(f"tile={used}".encode())  # (``tile`` False: as runs made before it counted, ``same_run``)
         for img in images:
             if img.name in gt:
                 truth = np.ascontiguousarray(gt[img.name]).tobytes()
@@ -404,6 +405,10 @@ class _Fingerprinter:
         contents are in the fingerprint already), the fingerprint is made again with the recorded spelling."""
         if recorded == fingerprint:
             return True
+        if recorded and gt is not None and isinstance(recorded_config, dict) and "tile" in recorded_config \
+                and recorded_config["tile"] == self.config.tile and recorded == _fingerprint(
+                self.config, self.base_sha, self.stage1_sha, images, self.perceptual_sha, gt, self.sup_sha, tile=False):
+            return True  # a --gt run made before its --tile counted, with this --tile (its report's configuration)
         if not recorded or not isinstance(recorded_config, dict):
             return False
         changes: dict = {}
