@@ -306,8 +306,9 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                 raise
             if (got := video_packets(tmp)) != written:
                 _drop_damaged(dest, parts, segments, print_of)
-                raise OutputError(f"the joined {dest.name} holds {got or 0} of the {written} frames its segments in "
-                                  f"{parts} hold: nothing was written; run the same command again")
+                raise OutputError(f"ffmpeg joined {got or 0} of the {written} frames the segments in {parts} hold, "
+                                  "which are whole: nothing was written, and the frames stay kept there (a rerun "
+                                  "joins them the same way: try --container mkv)")
             report.notes += notes
     except KeyboardInterrupt as exc:
         raise Interrupted(f"interrupted while {dest.name} was made: its {written} frame(s) are kept in {parts}; run the "

@@ -665,6 +665,15 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     shutil.copy(work / "s1.safetensors", tmp_path / "kept" / "s1.safetensors")
     shutil.copy(work / "moved.safetensors", tmp_path / "kept" / "trunk.safetensors")
     assert load_stage1(tmp_path / "kept" / "s1.safetensors").meta["trunk_model"] == str(tmp_path / "kept" / "trunk.safetensors")
+    from lway_rt.io.weights import load_state_file, save_safetensors
+
+    state, raw = load_state_file(tmp_path / "kept" / "s1.safetensors")  # one that records no trunk hash: not taken
+    (tmp_path / "unhashed").mkdir()
+    save_safetensors(tmp_path / "unhashed" / "s1.safetensors", state, {k: v for k, v in raw.items()
+                                                                       if k != "trunk_sha256"})
+    shutil.copy(work / "moved.safetensors", tmp_path / "unhashed" / "trunk.safetensors")
+    with pytest.raises(ModelError, match="reads its encoder trunk from .* which does not exist"):
+        load_stage1(tmp_path / "unhashed" / "s1.safetensors")
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "kept" / "s1.safetensors"), "--data",
                                     str(photo_dir), "--draws", "2", "--crops-per-image", "1"])
     assert res.exit_code == 0, res.output

@@ -167,6 +167,10 @@ def test_fonts_attached_for_styled_subtitles_are_kept_and_transparency_is_said(t
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.3",
                     "-vf", "format=rgba", "-c:v", "png", str(clear)], check=True)
     assert probe(clear).alpha and not probe(src).alpha
+    vp9 = tmp_path / "clear.webm"  # VP9 keeps its alpha in a side stream: yuv420p with the tag alpha_mode 1
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.3",
+                    "-vf", "format=yuva420p", "-c:v", "libvpx-vp9", str(vp9)], check=True)
+    assert probe(vp9).alpha
     said = run("upscale-video", clear, "-o", tmp_path / "clear", "-m", MODEL)
     assert said.exit_code == 0 and "carries transparency (an alpha channel), which clear_x4.mov cannot hold" in \
         " ".join(said.output.split()), said.output
@@ -291,6 +295,20 @@ def test_a_damaged_kept_segment_is_found_and_upscaled_again_not_joined_short(tmp
         report = upscale_videos([src], out, config, video)
         assert report.written and report.frames == 12 - first, report.failures
         check_frames(out / "clip_x4.mp4", model_frames(model, src))
+    # a join short of frames with every segment whole: said as the join's, not advised to run again (it would repeat)
+    import lway_rt.video as video_module
+
+    out, count = tmp_path / "short", []
+    with pytest.raises(Interrupted):
+        upscale_videos([src], out, config, video, progress=lambda: count.append(1) or (
+            len(count) == 5 and errors.STOPS.append(signal.SIGTERM)))
+    errors.STOPS.clear()
+    real = video_module.video_packets
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(video_module, "video_packets", lambda p: real(p) - (0 if "segment_" in p.name else 1))
+        report = upscale_videos([src], out, config, video)
+    (_, why), = report.failures
+    assert "ffmpeg joined 11 of the 12 frames the segments in" in why and "which are whole: nothing was written" in why
 
 
 def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segments):

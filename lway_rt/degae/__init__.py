@@ -193,7 +193,7 @@ def load_stage1(path: str | Path | None = None, device: str = "cpu", *, embed_di
     if (file.suffix or len(file.parts) > 1) and not file.exists():  # a trunk trained from a file, not a store name
         moved = [Path(trunk_file).expanduser()] if trunk_file else []
         found = next((q for q in [*moved, path.parent / file.name] if q.is_file()), None)
-        if found is None:
+        if found is None or not meta.get("trunk_sha256"):  # (another file is taken only where the hash can check it)
             raise ModelError(f"{path} reads its encoder trunk from {file}, which does not exist (moved or deleted): put "
                              f"the file back there or beside the checkpoint ({path.parent / file.name})")
         trunk = TrunkSpec(str(found.absolute()), trunk.layers)  # (checked against trunk_sha256 as it is built)

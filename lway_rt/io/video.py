@@ -262,7 +262,8 @@ def probe(src: Path) -> VideoInfo:
                      video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text, line),
                      stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos),
                      attachments=len(re.findall(r"Stream #0:\d+[^:]*: Attachment:", text)),
-                     alpha=bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt)))
+                     alpha=bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt))  # (VP9 in WebM: a tag)
+                     or bool(re.search(r"^\s+alpha_mode\s*: 1\s*$", _stream_block(text, line), re.M)))
 
 
 def _stream_block(text: str, line: str) -> str:

@@ -245,18 +245,20 @@ def atomic_path(dest: Path):
                 old = os.stat(dest_p)
             except OSError:
                 old = None
-            if old is not None and stat.S_ISREG(old.st_mode):
-                os.chmod(tmp, stat.S_IMODE(old.st_mode))
-                with contextlib.suppress(OSError):
+            replacing = old is not None and stat.S_ISREG(old.st_mode)
+            if replacing:
+                with contextlib.suppress(OSError):  # (before the mode: a chown clears set-group-ID bits)
                     os.chown(tmp, -1, old.st_gid)
+                os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)
+                # on the disk before its name is: a power cut after the rename leaves the new file whole, not an
+                # empty one where a whole one was (a new name replaces nothing: no wait for the disk then)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             else:
                 os.chmod(tmp, 0o666 & ~_umask())
-            # on the disk before its name is: a power cut after the rename leaves the new file whole, not empty
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
             os.replace(tmp, dest_p)
         except OSError as exc:  # the target cannot be replaced (a folder there, an immutable file): the old one stays
             Path(tmp).unlink(missing_ok=True)
