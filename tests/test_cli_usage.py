@@ -5,6 +5,7 @@ prints the help. Run through the real entry point in a child process, as a shell
 from __future__ import annotations
 
 import re
+import os
 import subprocess
 import sys
 
@@ -133,6 +134,25 @@ def test_a_trailing_slash_names_a_folder(tmp_path):
     assert not (tmp_path / "r dir").exists() and not (tmp_path / "o").exists()
     proc = _lwayrt("upscale", str(tmp_path) + "/", "-o", str(tmp_path / "o") + "/", "-m", "realesr-animevideov3", "-q")
     assert proc.returncode == 0 and (tmp_path / "o" / "a_x4.png").is_file(), proc.stderr
+
+
+def test_output_on_a_full_disk_is_a_line_not_a_traceback(tmp_path):
+    """'lwayrt models list --json > /dev/full' (standard output on a full disk) ended in a traceback."""
+    with open("/dev/full", "w") as full:  # (Linux's device whose writes fail for want of room)
+        proc = subprocess.run([sys.executable, "-c", _ENTRY, "models", "list", "--json"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == "error: cannot write the output (No space left on device): make " \
+        "room where it goes, or send it elsewhere\n", proc.stderr
+
+
+def test_a_table_into_a_closed_pipe_is_said_as_any_output_is(tmp_path):
+    """rich handles a closed pipe itself, ending the run with status 1 and no word ('lwayrt models list | head -0');
+    the tables now stop as any output does: a line and status 141."""
+    proc = subprocess.Popen([sys.executable, "-c", _ENTRY, "models", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "100"})
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err.startswith("stopped: the program reading lwayrt's output ended"), err
 
 
 def test_a_closed_pipe_stops_the_run_with_a_line_and_status_141(tmp_path):

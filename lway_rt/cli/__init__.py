@@ -143,6 +143,12 @@ class LazyGroup(click.Group):
             if _reader_gone(exc):
                 _say_the_reader_is_gone()
                 ctx.exit(141)  # 128 + SIGPIPE, as a shell reports a program stopped by a closed pipe
+            if _output_failed(exc):  # standard output on a full disk (> /dev/full) or a failing device: a line
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the final flush fails no more)
+                click.secho(f"error: cannot write the output ({exc.strerror}): make room where it goes, or send it "
+                            "elsewhere", fg="red", err=True)
+                ctx.exit(1)
             if path := _unusable_path(exc):
                 click.secho(f"error: {path}", fg="red", err=True)
                 ctx.exit(1)
@@ -183,6 +189,15 @@ def _reader_gone(exc: BaseException) -> bool:
     import errno
 
     return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+def _output_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed write to standard output (no file named: a file's failure names it) for want of
+    room, or of a working device."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.filename is None and exc.errno in (
+        errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def _say_the_reader_is_gone() -> None:

@@ -34,7 +34,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     """Upscale x4-downscaled crops of bundled photos with real pretrained models, then adapt one of them
     (LWay) to crops with a degradation stage 1 never saw; print PSNR/SSIM before and after; then export the
     adapted network to ONNX, run it with ONNX Runtime and time it against PyTorch."""
-    from rich.console import Console
+    from lway_rt.cli._console import PipeConsole as Console
     from rich.table import Table
 
     from lway_rt.demo import DemoConfig, run_demo

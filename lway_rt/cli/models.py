@@ -23,7 +23,7 @@ def command() -> None:
                    "and scale null where not known) for scripts, not a table.")
 def list_cmd(as_json: bool) -> None:
     """Show imported and importable models."""
-    from rich.console import Console
+    from lway_rt.cli._console import PipeConsole as Console
     from rich.table import Table
 
     if note := store.misplaced_home_note():

@@ -86,7 +86,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
                          f"{'' if '--max-time-s' in given else ' (the default)'}, which stops the timing first: lower --min-time-s or "
                          "raise --max-time-s")
     import torch
-    from rich.console import Console
+    from lway_rt.cli._console import PipeConsole as Console
 
     from pathlib import Path
 

@@ -97,7 +97,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     kept. A failing image does not stop the others; the command then exits with status 1 and
     lists the failures.
     """
-    from rich.console import Console
+    from lway_rt.cli._console import PipeConsole as Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lway_rt.upscale import UpscaleConfig, upscale_files

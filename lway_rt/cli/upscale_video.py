@@ -37,7 +37,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
     subtitles, chapters and metadata. A stopped run (Ctrl-C, kill) goes on where it stopped when
     the same command is run again. Needs ffmpeg: the 'video' extra installs one.
     """
-    from rich.console import Console
+    from lway_rt.cli._console import PipeConsole as Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
