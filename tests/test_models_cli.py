@@ -91,6 +91,13 @@ def test_user_weights_without_metadata_under_a_packaged_name(tmp_path, monkeypat
     result = run("models", "import", "realsr-df2k-x4")  # was "imported" over the user's network, exit 0
     assert result.exit_code == 1 and "holds weights of your own (no import record)" in result.output, result.output
     assert (tmp_path / "models" / "realsr-df2k-x4.safetensors").read_bytes() == mine
+    # 'models import' of them all: that one refused, the others imported (one refusal had stopped them all)
+    monkeypatch.setattr(store, "SOURCES", {k: store.SOURCES[k] for k in ("realsr-df2k-x4", "realesr-animevideov3")})
+    result = run("models", "import")
+    assert result.exit_code == 1 and "realesr-animevideov3: " in result.output and \
+        "error: realsr-df2k-x4 not imported (said above)" in result.output, result.output
+    assert (tmp_path / "models" / "realesr-animevideov3.safetensors").is_file()
+    assert (tmp_path / "models" / "realsr-df2k-x4.safetensors").read_bytes() == mine
     # used by that name, with a note that it is not the packaged model (upscale's output had said nothing)
     from PIL import Image
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from lway_rt.cli._params import NameParam, PathParam, on_a_terminal
-from lway_rt.errors import shell_word
+from lway_rt.errors import ModelError, listing, shell_word
 from lway_rt.io import store
 
 
@@ -60,9 +60,19 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Convert again even if already in the store.")
 def import_cmd(names: tuple[str, ...], force: bool) -> None:
     """Convert packaged models into the store (all of them when no NAMES are given)."""
+    failed = []
     for name in dict.fromkeys(names or tuple(store.SOURCES)):  # a name given twice is converted once
-        path = store.import_model(name, force=force)
+        try:
+            path = store.import_model(name, force=force)
+        except ModelError as exc:  # one model refused (a file of the user's under its name): the others still come
+            if names:
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            failed.append(name)
+            continue
         click.echo(f"{name}: {path}")
+    if failed:
+        raise ModelError(f"{listing(failed, 4)} not imported (said above); the other packaged models are in the store")
 
 
 @command.command("add")

@@ -105,8 +105,8 @@ def import_model(name: str, *, force: bool = False) -> Path:
         given = Path(name).expanduser()
         if given.exists():
             raise ModelError(f"'models import' converts the packaged models ({', '.join(SOURCES)}); a weights file of "
-                             f"your own needs no import: pass it as -m {name}, or put it in the store under a name "
-                             f"with 'lwayrt models add {name}'")
+                             f"your own needs no import: pass it as -m {shell_word(name)}, or put it in the store under "
+                             f"a name with 'lwayrt models add {shell_word(name)}'")
         if given.suffix.lower() in WEIGHT_SUFFIXES:
             raise ModelError(f"{name} does not exist{_did_you_mean(given.stem, SOURCES)}; 'models import' converts the packaged models "
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
