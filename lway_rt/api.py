@@ -85,7 +85,8 @@ class Upscaler:
 
     With a per-group folder, ``last_route`` is where the last array went (``lway_rt.upscale.Route``: its ``group``,
     ``similarity``, ``inside``), and an array unlike every group's images gives a ``UserWarning``, as the command notes
-    it; otherwise ``last_route`` is None."""
+    it; otherwise, and after a call that raised, ``last_route`` is None. It is the instance's: threads that share an
+    Upscaler (calls at once are safe) read each other's; give each thread its own to read it."""
 
     def __init__(self, model: str | Path = "realesr-animevideov3", *, tile: int | None = None, tile_overlap: int = 32,
                  device: str = "cpu", fp16: bool = False, detail_cap: str | float = "auto", base_model: str | None = None,
@@ -123,6 +124,7 @@ class Upscaler:
         from lway_rt.io.images import LoadedImage, _luminance, image_samples
         from lway_rt.upscale import route_and_upscale
 
+        self.last_route = None  # (a call that raises leaves no earlier array's route to be read as its own)
         with _in_keywords():
             config = self._config if outscale is None else dataclasses.replace(self._config, outscale=_outscale(outscale))
         arr = np.asarray(image)

@@ -15,7 +15,7 @@ from PIL import Image
 from lway_rt.adapt.config import AdaptConfig
 from lway_rt.adapt.groups import AUTO_MIN_SILHOUETTE, _silhouette, group_centres, group_embeddings, nearest_group
 from lway_rt.cli import main
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, LwayError
 
 
 def _clusters(sizes, dim=16, spread=0.05, seed=0):
@@ -320,6 +320,9 @@ def test_the_python_api_routes_arrays_to_their_groups_models(files, tmp_path):
                                          r"not suit it"):
         up(np.random.default_rng(0).integers(0, 256, (36, 36, 3), dtype=np.uint8))  # (no group's own image)
     assert not up.last_route.inside
+    with pytest.raises(LwayError):  # a call that raises leaves no earlier array's route to be read as its own
+        up(np.zeros((36, 36, 5), np.uint8))
+    assert up.last_route is None
 
 
 def test_per_group_with_ground_truth_scores_each_group_on_its_own_images(files, tmp_path, hr_crop):
