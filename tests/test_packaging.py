@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,3 +266,13 @@ def test_make_setup_reinstalls_when_extras_or_torch_change(tmp_path):
         return subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=10).stdout.split()
     assert removed(gpu) == ["uninstall", "-y", "-q", "onnxruntime"]
     assert removed(plain) == ["uninstall", "-y", "-q", "onnxruntime-gpu"]
+
+
+def test_the_tensorrt_extra_installs_what_an_engine_is_built_from():
+    """An engine is built from the ONNX export, which needs onnx and onnxscript: the trt extra lacked both, and the
+    onnx extra that has them brings CPU onnxruntime, which conflicts with the gpu extra's."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=;\[ ]", req, maxsplit=1)[0] for req in extras["trt"]}
+    assert {"tensorrt", "onnx", "onnxscript"} <= names and "onnxruntime" not in names, extras["trt"]
