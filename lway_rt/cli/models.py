@@ -34,7 +34,7 @@ def list_cmd(as_json: bool) -> None:
 
         def typed(row: dict) -> dict:  # (the table's cells are text: a script compares scale == 4)
             scale, arch = row["scale"], row["arch"]
-            return {"name": row["name"], "arch": arch if arch not in ("", "?") else None,
+            return {"name": row["name"], "arch": arch if arch not in ("", "?", "unreadable") else None,  # (status says)
                     "scale": int(scale) if str(scale).isdigit() else None, "status": row["status"],
                     "source": row["source"]}
 
