@@ -569,9 +569,13 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     stored = dest.read_bytes()
     for args, said in ((["--name", "4x-Community"], "already holds a model named 4x-Community"),
                        (["--name", "realsr-df2k-x4"], "is a packaged model's name"),
-                       (["--name", "a/b"], "cannot be a model name")):
+                       (["--name", "a/b"], "cannot be a model name"),
+                       (["--name", "new\nline"], "'new\\nline' cannot be a model name"),  # (it was taken)
+                       (["--name", "x" * 300], "longer than a file name may be: pass a shorter --name")):
         res = run("models", "add", str(tmp_path / "4x-Community.pth"), *args)
         assert res.exit_code == 1 and said in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    res = run("models", "add", str(tmp_path / "gone.pth"))  # (it said "is not a file")
+    assert res.exit_code == 1 and f"{tmp_path / 'gone.pth'} does not exist" in res.output, res.output
     (tmp_path / "notes.pth").write_text("not weights")
     res = run("models", "add", str(tmp_path / "notes.pth"))
     assert res.exit_code == 1 and res.output.startswith("error: ") and not store.store_path("notes").exists()

@@ -180,13 +180,22 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     given = path
     if path.is_dir():  # an adapt run's folder: the weights it holds (or the one-line reason it holds none)
         path = resolve_model_path(str(path.resolve()))
+    if not path.exists():
+        raise ModelError(f"{path} does not exist: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors) "
+                         "or an adapt run's folder")
     if not path.is_file():
         raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors) "
                          "or an adapt run's folder")
     name = (given.resolve().name if given.is_dir() else path.stem) if name is None else name
-    if not name or name.startswith(".") or any(c in name for c in '/\\:*?"<>|') or name != name.strip():
-        raise ModelError(f"'{name}' cannot be a model name (no path separators, no leading dot, no spaces at its "
-                         "ends): pass --name NAME")
+    if not name or name.startswith(".") or any(c in name for c in '/\\:*?"<>|') or name != name.strip() \
+            or not name.isprintable():  # (a new line or a tab in a name the store lists and -m is typed with)
+        raise ModelError(f"{name!r} cannot be a model name (no path separators, no leading dot, no spaces at its "
+                         "ends, no control characters): pass --name NAME")
+    from lway_rt.io.weights import NAME_MAX
+
+    if len(os.fsencode(f"{name}.safetensors")) > NAME_MAX:
+        raise ModelError(f"a model name of {len(os.fsencode(name))} bytes is longer than a file name may be: pass a "
+                         "shorter --name")
     if name in SOURCES:
         raise ModelError(f"{name} is a packaged model's name ('lwayrt models import {name}' puts that one in the "
                          "store): pass --name OTHER")
