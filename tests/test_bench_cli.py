@@ -408,3 +408,17 @@ def test_the_cpu_script_can_replace_the_committed_results():
         paths = [root / "benchmarks" / "results" / name for name in (json_name, chart_name)]
         assert all(p.is_file() for p in paths), paths  # committed, as the README's numbers cite them
         check_output_paths(*paths, keep=())
+
+
+def test_a_tile_that_covers_a_size_is_said_not_dropped(tmp_path):
+    """A --tile as large as a size gives that size one window, the whole image: the tiled case was dropped, with no
+    row and no word."""
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-s", "48", "--tile", "0",
+                                    "--tile", "32", "--tile-overlap", "8", "-b", "torch", "--no-peak", "--json",
+                                    str(tmp_path / "r.json"),
+                                    *TINY[:-1]])
+    assert res.exit_code == 0, res.output
+    assert "note: --tile 32 covers all of 24x24 (one window): that size is timed as whole images" in \
+        " ".join(res.output.split()), res.output
+    tiles = {(r["input"]["height"], r["tile"]) for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert tiles == {(24, 0), (48, 0), (48, 32)}, tiles

@@ -417,6 +417,10 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         say(f"note: {', '.join(crowded)} asks for more threads than the {_usable_cores()} usable core(s): the threads "
             "will contend, and the times show it")
     cases = _cases(config, desc.size_multiple, desc.min_size, desc.scale)
+    for h, w in config.sizes:  # (such a case is the whole-image one: not timed twice, and said, not dropped unsaid)
+        if covering := [t for t in config.tiles if t and t >= h and t >= w]:
+            say(f"note: --tile {', '.join(map(str, covering))} covers all of {w}x{h} (one window): that size is "
+                "timed as whole images" + ("" if 0 in config.tiles else " only if --tile 0 is asked for too"))
     if exported is not None and exported.static:
         _check_static_cases(exported, cases)
     profile = ShapeProfile.covering([c.call_shape for c in cases])
