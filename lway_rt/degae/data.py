@@ -62,6 +62,14 @@ def folder_images(folder: Path) -> list[Path]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
+def same_file(a, b) -> bool:
+    """Whether the paths ``a`` and ``b`` (as a run records them: strings) name one existing file or folder."""
+    try:
+        return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).samefile(b)
+    except OSError:
+        return False
+
+
 def folder_digest(folder: Path) -> str:
     """sha256 over the names and bytes of the images ``load_folder`` reads from ``folder``: what a run trained on it
     saw, whatever path named the folder (an existing folder; an unreadable file is hashed as its name only)."""

@@ -62,15 +62,11 @@ class EvalConfig:
 def trained_on(s1: Stage1, folder: str | Path) -> bool:
     """Whether ``s1`` was trained on ``folder``: a folder its run recorded (each resumed part records its --data), or
     one holding the same images (the ``data_sha256`` each part records), so its numbers there are not held-out."""
-    from lway_rt.degae.data import folder_digest
+    from lway_rt.degae.data import folder_digest, same_file
 
     parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
-    for recorded in {s.get("data") for s in parts} - {None}:
-        try:
-            if Path(recorded).exists() and Path(recorded).samefile(folder):
-                return True
-        except (OSError, TypeError):
-            pass
+    if any(same_file(s.get("data"), str(folder)) for s in parts):
+        return True
     digests = {s.get("data_sha256") for s in parts} - {None}
     return bool(digests) and folder_digest(Path(folder)) in digests
 

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from lway_rt.degae import Stage1, load_stage1
 from lway_rt.bench.machine import cpu_model
-from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random_crops
+from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random_crops, same_file
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.images import image_subfolders
@@ -430,18 +430,11 @@ def _is_stage1_file(path: Path) -> bool:
     return FORMAT.encode() in head
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).samefile(b)
-    except OSError:
-        return False
-
-
 def _same_data(recorded, data, segments) -> bool:
     """Whether a run's recorded --data folder (as typed before folders were recorded absolute, so perhaps relative to
     another working folder) is the folder ``data``: itself, or the absolute folder its last checkpoint read."""
     last = segments[-1].get("data") if isinstance(segments, list) and segments and isinstance(segments[-1], dict) else None
-    return _same_file(recorded, data) or (recorded is not None and _same_file(last, data))
+    return same_file(recorded, data) or (recorded is not None and same_file(last, data))
 
 
 def _resume_path(out: Path) -> Path:
@@ -597,8 +590,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         prev = s1.meta.get("recipe", {})
         for k in TrainConfig.ARCH_FIELDS:
             mine = list(getattr(cfg, k)) if k == "head_widths" else getattr(cfg, k)
-            if k == "trunk_model" and prev.get(k) != mine and (_same_file(prev.get(k), mine)
-                                                                or _same_file(s1.meta.get(k), mine)):
+            if k == "trunk_model" and prev.get(k) != mine and (same_file(prev.get(k), mine)
+                                                                or same_file(s1.meta.get(k), mine)):
                 continue  # a trunk file recorded relative (before paths were made absolute), or moved, given now
             if prev.get(k) != mine:
                 raise ModelError(f"cannot resume {out}: it was trained with {k}={prev.get(k)}, this run asks for {mine}; "

@@ -101,8 +101,8 @@ def _check_installed_bytes(src: Source, folder: Path) -> None:
     changed inside still parses, and most such files converted into weights that upscale wrongly with no word. An
     install that records no hash (an editable one) is not checked."""
     import base64
-    import hashlib
 
+    from lway_rt.export.cache import file_sha256
     from lway_rt.io.ncnn import packaged_damage
 
     try:
@@ -113,8 +113,7 @@ def _check_installed_bytes(src: Source, folder: Path) -> None:
         recorded, path = records.get(name), folder / name
         if recorded is None or recorded.mode != "sha256" or not path.is_file():
             continue  # (a missing file is said by the conversion)
-        with open(path, "rb") as f:
-            got = base64.urlsafe_b64encode(hashlib.file_digest(f, "sha256").digest()).rstrip(b"=").decode()
+        got = base64.urlsafe_b64encode(bytes.fromhex(file_sha256(path))).rstrip(b"=").decode()  # (pip's RECORD form)
         if got != recorded.value:
             raise packaged_damage(path, "its bytes differ from those pip installed (sha256)", src.dist)
 

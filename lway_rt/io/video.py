@@ -502,12 +502,10 @@ class SegmentWriter:
                 raise OutputError(f"cannot write {self.dest}: ffmpeg's encoder failed ({message}); make room or "
                                   "choose another -o folder" if _disk_full(message) else
                                   f"cannot write {self.dest}: ffmpeg's encoder failed ({message})")
-            fd = os.open(self.tmp, os.O_RDONLY)  # on the disk before parts.json lists it (a power cut after the
-            try:  # record is written must not leave it listed and empty)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(self.tmp, self.dest)
+            from lway_rt.io.weights import sync_file
+
+            sync_file(self.tmp)  # on the disk before parts.json lists it (a power cut after the record is written must
+            os.replace(self.tmp, self.dest)  # not leave it listed and empty)
         finally:
             self.err.close()
 

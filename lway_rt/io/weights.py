@@ -195,6 +195,15 @@ def file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def sync_file(path: str | Path) -> None:
+    """Wait until ``path``'s bytes are on the disk (before a rename names it: a power cut then leaves it whole)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_path(dest: Path):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays); one that is a device,
@@ -252,11 +261,7 @@ def atomic_path(dest: Path):
                 os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)
                 # on the disk before its name is: a power cut after the rename leaves the new file whole, not an
                 # empty one where a whole one was (a new name replaces nothing: no wait for the disk then)
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                sync_file(tmp)
             else:
                 os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, dest_p)
