@@ -109,3 +109,25 @@ def test_atomic_write_through_a_link_and_dotdot_goes_where_the_os_takes_the_path
     atomic_write_json(os.path.join(tmp_path / "link", "..", "out", "x.json"), {"a": 1})
     assert json.loads((tmp_path / "far" / "out" / "x.json").read_text()) == {"a": 1}
     assert not (tmp_path / "out").exists() and os.listdir(tmp_path / "far" / "out") == ["x.json"]
+
+
+def test_a_replacing_write_reaches_the_disk_before_and_after_its_rename(tmp_path, monkeypatch):
+    """The new file's bytes are synced before the rename, and its folder after it (review 47K K6: a power cut
+    after the rename could bring the old file back); a new name replaces nothing and waits for neither."""
+    import os
+    import stat
+
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        st = os.fstat(fd)
+        synced.append("folder" if stat.S_ISDIR(st.st_mode) else "file")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"a": 1})
+    assert synced == []
+    atomic_write_json(path, {"a": 2})
+    assert synced == ["file", "folder"] and _strict(path.read_text()) == {"a": 2}

@@ -502,10 +502,11 @@ class SegmentWriter:
                 raise OutputError(f"cannot write {self.dest}: ffmpeg's encoder failed ({message}); make room or "
                                   "choose another -o folder" if _disk_full(message) else
                                   f"cannot write {self.dest}: ffmpeg's encoder failed ({message})")
-            from lway_rt.io.weights import sync_file
+            from lway_rt.io.weights import sync_file, sync_folder
 
             sync_file(self.tmp)  # on the disk before parts.json lists it (a power cut after the record is written must
-            os.replace(self.tmp, self.dest)  # not leave it listed and empty)
+            os.replace(self.tmp, self.dest)  # not leave it listed and empty, nor lose the name it was given)
+            sync_folder(self.dest.parent)
         finally:
             self.err.close()
 

@@ -204,6 +204,21 @@ def sync_file(path: str | Path) -> None:
         os.close(fd)
 
 
+def sync_folder(folder: str | Path) -> None:
+    """Wait until ``folder``'s list of names is on the disk (after a rename in it: a power cut then cannot bring the
+    replaced file back). A file system that cannot sync a folder (some network and FUSE mounts) is let be."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_path(dest: Path):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays); one that is a device,
@@ -265,6 +280,8 @@ def atomic_path(dest: Path):
             else:
                 os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, dest_p)
+            if replacing:  # the rename itself on the disk too (the old file must not come back after a power cut)
+                sync_folder(dest_p.parent)
         except OSError as exc:  # the target cannot be replaced (a folder there, an immutable file): the old one stays
             Path(tmp).unlink(missing_ok=True)
             raise OutputError(f"cannot replace {dest_p}: {exc.strerror or exc}; choose another output folder") from exc
