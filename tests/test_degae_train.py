@@ -688,6 +688,18 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     resumed = load_stage1(work / "s1.safetensors").meta
     assert resumed["trunk_model"] == str(work / "moved.safetensors")
     assert resumed["segments"][-1]["data"] == str(photo_dir)
+    assert resumed["recipe"]["trunk_model"] == resumed["trunk_model"]
+    # a run copied with its trunk beside it goes on with nothing typed, and its recipe names the trunk where it is
+    # now, as its metadata does (review 47K K8: the recipe kept the old place, where no file is)
+    (tmp_path / "copied").mkdir()
+    for name in ("s1.safetensors", "s1.safetensors.resume.pt", "moved.safetensors"):
+        shutil.copy(work / name, tmp_path / "copied" / name)
+    (work / "moved.safetensors").unlink()
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(tmp_path / "copied" / "s1.safetensors"), "--resume",
+                                    "--iters", "3", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    copied = load_stage1(tmp_path / "copied" / "s1.safetensors").meta
+    assert copied["trunk_model"] == copied["recipe"]["trunk_model"] == str(tmp_path / "copied" / "moved.safetensors")
 
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.safetensors"), "--resume", "--overwrite"])
     assert res.exit_code == 2 and "pass one of them" in res.output, res.output

@@ -587,6 +587,11 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             raise TrainingError(f"the checkpoint {out} cannot be read (cut or damaged): its resume state "
                                 f"{_resume_path(out).name} cannot go on without it; pass --overwrite to start the run "
                                 "again, or choose another --out") from None
+        gone = Path(cfg.trunk_model).expanduser()
+        if (gone.suffix or len(gone.parts) > 1) and not gone.exists() and s1.meta.get("trunk_model") != cfg.trunk_model:
+            # its trunk file moved and was found beside the checkpoint: the recipe this run writes records that place,
+            # as its metadata does (it kept the old one, from which nothing could be built again)
+            cfg = replace(cfg, trunk_model=str(s1.meta["trunk_model"]))
         prev = s1.meta.get("recipe", {})
         for k in TrainConfig.ARCH_FIELDS:
             mine = list(getattr(cfg, k)) if k == "head_widths" else getattr(cfg, k)
