@@ -394,3 +394,18 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
         assert said == seen, (folder, res.output)
         settings = json.loads(dest.read_text())["settings"]
         assert settings["trained_on_data"] is seen and settings["data"] == str(folder.absolute())
+
+
+def test_a_draw_that_changes_nothing_on_a_crop_leaves_that_crop_out_of_every_mean():
+    """An infinite identity PSNR (a draw rounding to no change on one crop) had been left out of the identity mean
+    alone, so the gain compared a mean over three crops with one over four (review 47H H6)."""
+    from lway_rt.degae.evaluate import _summary
+
+    rows = {"recon": torch.tensor([[30.0, 31.0, 32.0, 40.0]]), "identity": torch.tensor([[29.0, 30.0, 31.0, math.inf]]),
+            "shuffled": torch.tensor([[29.5, 30.5, 31.5, 39.0]])}
+    out = _summary(rows, torch.ones(1, 4, dtype=torch.bool))
+    assert out["n"] == 3 and out["n_unchanged"] == 1
+    assert out["recon"] == 31.0 and out["identity"] == 30.0 and out["gain_db"] == 1.0
+    assert out["ablation_gap_db"] == 0.5
+    whole = _summary({k: v[:, :3] for k, v in rows.items()}, torch.ones(1, 3, dtype=torch.bool))
+    assert whole["n"] == 3 and "n_unchanged" not in whole and whole["gain_db"] == 1.0

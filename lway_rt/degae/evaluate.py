@@ -168,9 +168,17 @@ def _recon_block(s1: Stage1, clean: torch.Tensor, deg: torch.Tensor, emb: torch.
 
 
 def _summary(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, float]:
-    out = {"n": int(mask.sum())}
+    """Means over the (draw, crop) pairs of ``mask`` where every row is finite: a draw that rounds to no change on a
+    crop (an infinite identity PSNR) leaves that pair out of all of them, so each mean and the gain between two are
+    over the same crops (the identity mean had been over fewer than the reconstruction's)."""
+    keep = mask.clone()
+    for v in rows.values():
+        keep &= torch.isfinite(v)
+    out = {"n": int(keep.sum())}
+    if int(mask.sum()) > out["n"]:
+        out["n_unchanged"] = int(mask.sum()) - out["n"]  # (left out: a degradation that changed nothing there)
     for k, v in rows.items():
-        out[k] = _mean(v[mask])
+        out[k] = _mean(v[keep])
     if "identity" in out:
         out["gain_db"] = round(out["recon"] - out["identity"], 3)
     out["ablation_gap_db"] = round(out["recon"] - out["shuffled"], 3)
