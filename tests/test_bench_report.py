@@ -304,3 +304,38 @@ def test_the_report_names_the_commit_that_ran():
         return
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert head[:12] in package_versions()["lway_rt_commit"]
+
+
+def test_the_chart_counts_the_rows_it_leaves_out_and_names_a_gpu_only_where_a_row_ran_on_it(report, tmp_path,
+                                                                                              monkeypatch):
+    """The picture travels without the table: it left out failed and skipped rows unsaid, and named the machine's GPU
+    in its title when every row shown ran on the CPU (review 47I I9)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from lway_rt.bench.report import write_chart
+
+    matplotlib.use("Agg")
+    seen = []
+    real = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen.append([fig._suptitle.get_text()] + [t.get_text() for t in fig.texts if t is not fig._suptitle])
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    gpu = copy.deepcopy(report)
+    gpu["machine"]["gpus"] = [{"name": "Some GPU 9000"}]
+    for row in gpu["results"]:
+        row["device"] = "cpu" if row["status"] == "ok" else row["device"]  # (a skipped TensorRT row names cuda)
+    write_chart(gpu, tmp_path / "cpu.png")
+    title, *notes = seen[-1]
+    assert "Some GPU 9000" not in title
+    statuses = [r["status"] for r in report["results"] if r["status"] != "ok"]
+    assert statuses and len(notes) == 1 and f"{statuses.count('skipped')} skipped" in notes[0], notes
+    for row in gpu["results"]:
+        row["device"] = "cuda" if row["status"] == "ok" else row["device"]
+    gpu["results"] = [r for r in gpu["results"] if r["status"] == "ok"]
+    write_chart(gpu, tmp_path / "gpu.png")
+    title, *notes = seen[-1]
+    assert "Some GPU 9000" in title and notes == []

@@ -8,6 +8,7 @@ when a chart is asked for.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -257,10 +258,16 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
         if r["peak_fraction"] is not None:
             ax2.text(ips[i], i, f" {100 * r['peak_fraction']:.0f}% peak", va="center", fontsize=7)
     m = report["machine"]
+    # the GPU is named where a row shown ran on it (a CPU-only run on a machine with a GPU had its title name it)
+    gpu = ", " + m["gpus"][0]["name"] if m["gpus"] and any(r["device"] == "cuda" for r in rows) else ""
     fig.suptitle(f"{report['model']['spec']} x{report['model']['scale']} on {m['cpu_model']} "
-                 f"({_threads(report)}{', ' + m['gpus'][0]['name'] if m['gpus'] else ''}), "
+                 f"({_threads(report)}{gpu}), "
                  f"load avg {m['load_average_start'][0] if m['load_average_start'] else '?'}", fontsize=10)
-    fig.tight_layout()
+    left_out = Counter(r["status"] for r in report["results"] if r["status"] != "ok")
+    if left_out:  # said on the picture, which travels without the table: it had left them out unsaid
+        fig.text(0.01, 0.005, "not shown: " + ", ".join(f"{n} {status}" for status, n in sorted(left_out.items()))
+                 + " configuration(s) (reasons in the report's table and JSON)", fontsize=8, color="firebrick")
+    fig.tight_layout(rect=(0, 0.03 if left_out else 0, 1, 1))
     try:
         fig.savefig(target, format="png", dpi=110, metadata={"Software": CHART_SOFTWARE})
     finally:
