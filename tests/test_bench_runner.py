@@ -182,6 +182,12 @@ def test_a_backend_that_raises_while_timed_gets_error_rows_and_the_others_carry_
     assert rows[1]["reason"] == "RuntimeError: provider lost" and rows[1]["latency_ms"] is None
     assert rows[3]["reason"] == "not timed: it raised at 1 worker(s): RuntimeError: provider lost"
     assert len(ready) == 2  # the caller's list is left alone
+    said = []  # every backend failed: no round lines for rounds and levels nothing runs in (review 47I I9)
+    calls[0] = 2  # the warm-up passes, the first timed round fails
+    rows = runner._time_interleaved([_fake_item(runner, "torch+cl", flaky, case)], case,
+                                    np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, said.append)
+    assert [r["status"] for r in rows] == ["error", "error"]
+    assert [m for m in said if "round" in m] == ["1x8x8 x1 workers: round 1/2"], said
 
     def interrupted(x):
         raise KeyboardInterrupt
