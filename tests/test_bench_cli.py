@@ -245,7 +245,7 @@ def test_cli_user_mistakes_are_one_line_errors():
     res = runner.invoke(main, ["serve-bench", "--device", "cpu", *TINY])  # every kind of model it takes is named
     assert res.exit_code == 2 and "(a store name, a weights file, or an .onnx file from 'lwayrt export')" in res.output
     res = runner.invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "100000", "--no-peak", *TINY])
-    assert res.exit_code == 1 and "needs 3.69e+03 GB for its input and outputs alone" in res.output, res.output
+    assert res.exit_code == 1 and "needs 3.69e+03 GiB for its input and outputs alone" in res.output, res.output
     res = runner.invoke(main, ["serve-bench", "-m", "no-such-model", *TINY])
     assert res.exit_code == 1 and "unknown model 'no-such-model'" in res.output
 

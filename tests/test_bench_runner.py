@@ -386,3 +386,20 @@ def test_a_long_thin_workload_is_cut_from_the_photos_without_enlarging_them_to_i
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) < 400, done.stdout  # MB at peak (8.7 GB before; 0.7 GB enlarging it whole)
+
+
+def test_memory_is_the_control_groups_limit_where_lower(tmp_path):
+    """A container limited to 2 GiB on a 24 GiB host was said to have 24 (review 47I I9): serve-bench's size check
+    and its report's machine.memory_gb read the limit too; 'max' (cgroup v2) and v1's huge number mean none."""
+    from lway_rt.bench.machine import memory_gb
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       25165824 kB\nMemFree:        1000 kB\n")
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert memory_gb(meminfo, (v2, v1)) == 24.0  # no control group files
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")
+    assert memory_gb(meminfo, (v2, v1)) == 24.0
+    v2.write_text(f"{2 * 2**30}\n")
+    assert memory_gb(meminfo, (v2, v1)) == 2.0
+    assert memory_gb(tmp_path / "none", (v2,)) is None

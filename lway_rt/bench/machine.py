@@ -65,15 +65,30 @@ def load_average() -> list[float]:
         return []
 
 
-def memory_gb() -> float | None:
-    """The machine's memory (MemTotal), GB; None where /proc/meminfo is not there."""
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_gb(meminfo: Path = Path("/proc/meminfo"), limits=CGROUP_LIMITS) -> float | None:
+    """The memory this process may use, GiB: the machine's (MemTotal), or its control group's limit where lower (a
+    container given 8 GiB of a 64 GiB host has 8: the host's size said more than a run here could have); None where
+    /proc/meminfo is not there."""
+    total = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in meminfo.read_text().splitlines():
             if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
+                total = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
         pass
-    return None
+    if total is None:
+        return None
+    for path in limits:  # cgroup v2's file, then v1's ("max", or a huge number, where there is no limit)
+        try:
+            limit = int(path.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        total = min(total, limit)
+    return round(total / 2**30, 1)
 
 
 def _gpus() -> list[dict]:

@@ -177,8 +177,8 @@ def _cases(config: BenchConfig, size_multiple: int, min_size: int, scale: int = 
         for b in config.batches:
             need = b * 3 * h * w * 4 * (1 + 2 * scale * scale) / 2**30  # input, reference and one backend's output
             if total is not None and need > total:
-                raise InputError(f"size {w}x{h} at batch {b} needs {need:.3g} GB for its input and outputs alone, more "
-                                 f"than this machine's {total:g} GB: use a smaller --size or --batch")
+                raise InputError(f"size {w}x{h} at batch {b} needs {need:.3g} GiB for its input and outputs alone, more "
+                                 f"than the {total:g} GiB this process may use: use a smaller --size or --batch")
             for t in config.tiles:
                 if t and t >= h and t >= w:
                     continue  # one window covers the image: the same as the whole-image case
