@@ -131,3 +131,24 @@ def test_a_replacing_write_reaches_the_disk_before_and_after_its_rename(tmp_path
     assert synced == []
     atomic_write_json(path, {"a": 2})
     assert synced == ["file", "folder"] and _strict(path.read_text()) == {"a": 2}
+
+
+def test_a_temporary_file_of_another_process_id_namespace_is_not_swept_as_its_writers(tmp_path, monkeypatch):
+    """Two containers sharing a host name and a folder: a process ID gone in this one may be a live writer in the
+    other, whose temporary file was swept (review 47F F8). Only this namespace's dead writers' files go at once."""
+    import os
+
+    from lway_rt.io import weights
+
+    dead = 4_000_000  # above any pid_max: no process here has it
+    here = os.readlink("/proc/self/ns/pid")
+    for folder, space in (("same", here), ("other", "pid:[1]")):
+        (tmp_path / folder).mkdir()
+        with monkeypatch.context() as m:
+            m.setattr(os, "getpid", lambda: dead)
+            m.setattr(os, "readlink", lambda path: space)
+            name = f"{weights.temp_prefix('out.png')}x.tmp"
+        (tmp_path / folder / name).write_bytes(b"half")
+        weights.sweep_stale_temps(tmp_path / folder, ".out.png.", ".tmp")
+    assert not any((tmp_path / "same").iterdir())  # its writer is gone: swept
+    assert [p.name for p in (tmp_path / "other").iterdir()] == [name]  # another namespace's: left to the day-old rule

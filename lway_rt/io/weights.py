@@ -85,10 +85,17 @@ def is_temp_name(name: str, of: str) -> bool:
 
 
 def _host_tag() -> str:
+    """This machine's, and this process ID namespace's, tag in temporary files' names: two containers may share a
+    host name and a folder, and a process ID alive in one is no process in the other (a live temporary file of one
+    had been swept by the other as its writer's, gone)."""
     import hashlib
     import socket
 
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    try:
+        space = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:  # (no /proc: the host name alone)
+        space = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{space}".encode()).hexdigest()[:8]
 
 
 def _writer_gone(name: str) -> bool:
