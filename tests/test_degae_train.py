@@ -1022,3 +1022,15 @@ def test_photos_left_out_in_sub_folders_and_a_lone_photo_are_said(tmp_path, astr
                                     "--blocks", "2", "--threads", "1", "--skip", "-q"])
     assert res.exit_code == 0 and f"note: 1 image(s) in --data {data} have transparent pixels (cut.png)" in \
         " ".join(res.output.split()), res.output
+    assert "same pixels" not in res.output
+    # a copy under another name counted as one more photo, and cross pairing could read a draw from "another image"
+    # that was the same picture, unsaid (review 47B B5)
+    import shutil
+
+    shutil.copy(data / "a.png", data / "a copy.png")
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(data), "--out", str(tmp_path / "s3.safetensors"),
+                                    "--iters", "1", "--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8",
+                                    "--blocks", "2", "--threads", "1", "--skip", "-q"])
+    assert res.exit_code == 0 and f"note: 1 image(s) in --data {data} hold the same pixels as another there " \
+        "(a.png = a copy.png): each copy is read as one more photo; remove the copies" in " ".join(res.output.split()), \
+        res.output

@@ -113,18 +113,31 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False,
                          f"leave {option} out to use the bundled ones")
     # the project's reader: EXIF orientation applied, 16-bit kept at full precision, grey replicated,
     # alpha dropped; unreadable files raise its one-line InputError naming the file
-    images, clear = {}, []
+    import hashlib
+
+    images, clear, seen, twins = {}, [], {}, []
     for p in files:
         img = read_image(p)
         if img.alpha is not None and float(img.alpha.min()) < 1.0:
             clear.append(p.name)
-        images[p.name] = _held(img, compact)
+        images[p.name] = held = _held(img, compact)
+        key = hashlib.sha256(str(tuple(held.shape)).encode() + held.numpy().tobytes() + (
+            b"" if img.alpha is None else b"alpha" + np.asarray(img.alpha).tobytes())).digest()
+        if key in seen:
+            twins.append(f"{p.name} = {seen[key]}")
+        else:
+            seen[key] = p.name
     if clear and notes is not None:
         from lway_rt.errors import listing
 
         notes.append(f"note: {len(clear)} image(s) in {option} {folder} have transparent pixels ({listing(clear, 3)}): "
                      "the colour stored under them, which no viewer shows, is read as photo content; flatten them "
                      "onto a background, or leave them out")
+    if twins and notes is not None:  # (a copy under another name: its crops count twice, and a pairing or evaluation
+        from lway_rt.errors import listing  # that takes "another image" may take the same picture)
+
+        notes.append(f"note: {len(twins)} image(s) in {option} {folder} hold the same pixels as another there "
+                     f"({listing(twins, 3)}): each copy is read as one more photo; remove the copies")
     return images
 
 
