@@ -19,6 +19,8 @@ def _as_255(img: np.ndarray) -> np.ndarray:
         return img.astype(np.float64)
     if img.dtype == np.uint16:
         return img.astype(np.float64) / 257.0
+    if img.dtype.kind not in "f":  # an int32/int64 or bool array had been scaled as a float one in [0, 1]
+        raise TypeError(f"images must be uint8, uint16 or float in [0, 1], not {img.dtype}: convert it first")
     return img.astype(np.float64) * 255.0
 
 
@@ -74,9 +76,19 @@ def ssim(a: np.ndarray, b: np.ndarray, crop_border: int = 0, data_range: float =
     return float(m.mean())
 
 
+def _same_kind(sr: np.ndarray, hr: np.ndarray) -> None:
+    """A 2-D image is luminance already (BasicSR's convention) and an RGB one is mapped to 16..235: a pair of one of
+    each compared two scales of one picture (a mid-grey image scored 41.8 dB against itself)."""
+    if np.ndim(sr) != np.ndim(hr):
+        raise ValueError(f"one image is 2-D (luminance) and the other has channels ({np.shape(sr)} vs "
+                         f"{np.shape(hr)}): give both as RGB, or both as 2-D")
+
+
 def psnr_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+    _same_kind(sr, hr)
     return psnr(to_y(sr), to_y(hr), crop_border)
 
 
 def ssim_y(sr: np.ndarray, hr: np.ndarray, crop_border: int = 0) -> float:
+    _same_kind(sr, hr)
     return ssim(to_y(sr), to_y(hr), crop_border)

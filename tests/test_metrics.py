@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -74,3 +76,20 @@ def test_uint8_and_float_inputs_agree(pair):
     hr, sr = pair
     assert psnr_y(sr.astype(np.float64) / 255.0, hr.astype(np.float64) / 255.0, 4) == pytest.approx(psnr_y(sr, hr, 4), abs=1e-6)
     assert ssim_y(sr.astype(np.float32) / 255.0, hr, 4) == pytest.approx(ssim_y(sr, hr, 4), abs=1e-5)
+
+
+def test_integer_arrays_and_a_grey_against_rgb_pair_are_refused():
+    """An int64 array was scaled as a float in [0, 1] (47.0 dB as uint8, -1.1 dB as int64), and a 2-D image (taken as
+    luminance) against an RGB one (mapped to 16..235) scored a mid-grey picture 41.8 dB against itself (review 48A
+    A2, A3)."""
+    grey = np.full((32, 32), 128, np.uint8)
+    rgb = np.repeat(grey[..., None], 3, 2)
+    assert psnr_y(rgb, rgb) == math.inf and psnr_y(grey, grey) == math.inf
+    with pytest.raises(ValueError, match="one image is 2-D"):
+        psnr_y(grey, rgb)
+    with pytest.raises(ValueError, match="one image is 2-D"):
+        ssim_y(rgb, grey)
+    with pytest.raises(TypeError, match="not int64"):
+        psnr_y(rgb.astype(np.int64), rgb)
+    with pytest.raises(TypeError, match="not bool"):
+        to_y(rgb > 0)
