@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,10 +66,10 @@ def test_killed_run_resumes_to_the_same_weights(photo_dir, tmp_path):
     res = subprocess.run(_cli_args(photo_dir, out, iters, ["--resume", "--log", str(log)]), env=env,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    # The resume point is the newest complete one: the weights file's, or one interval newer when the
-    # kill fell between writing the resume state and the weights.
+    # The resume point is the resume state's: the weights file's, or one interval older when the kill fell between
+    # the two renames (the checkpoint goes first).
     resumed = int(re.search(rf"resumed {re.escape(str(out))} at iteration (\d+)", log.read_text()).group(1))
-    assert resumed in (kept, kept + 4) and resumed >= logged - 4
+    assert resumed in (kept, kept - 4) and resumed >= logged - 8
     a, b = load_stage1(out), load_stage1(ref)
     assert a.meta["iterations"] == b.meta["iterations"] == iters
     assert [(g["from"], g["to"]) for g in a.meta["segments"]] == [(0, resumed), (resumed, iters)]
@@ -229,6 +231,41 @@ def test_a_stop_just_after_a_checkpoint_names_that_checkpoint(photo_dir, tmp_pat
     with pytest.raises(Interrupted, match=r"interrupted at iteration 4; the checkpoint of iteration 4 is kept"):
         train(cfg)
     assert load_stage1(out).meta["iterations"] == 4
+
+
+def test_a_kill_between_the_last_checkpoints_two_renames_leaves_the_finished_checkpoint(photo_dir, tmp_path,
+                                                                                         monkeypatch):
+    """The resume state was renamed before the checkpoint: a kill between the two renames of the last save left a
+    checkpoint one interval short, which --resume then kept as finished ('nothing to train'), its metadata one
+    interval behind (review 48B B2). The checkpoint goes first now: the file people use is the finished one, and
+    --resume trains the last interval again from the older resume state, to the same weights."""
+    import lway_rt.io.weights as weights_mod
+
+    class Killed(BaseException):
+        pass
+
+    cfg = TrainConfig(out=str(tmp_path / "ref.safetensors"), data=str(photo_dir), iters=6, ckpt_every=3, **TINY)
+    train(cfg)
+    out = tmp_path / "s1.safetensors"
+    renames, real = [], os.replace
+
+    def replace(src, dst):
+        real(src, dst)
+        if Path(dst).name.startswith(out.name):  # (the checkpoint and its resume state)
+            renames.append(Path(dst).name)
+            if len(renames) == 3:  # the last save's first rename: the process dies here
+                raise Killed
+
+    monkeypatch.setattr(weights_mod.os, "replace", replace)
+    with pytest.raises(Killed):
+        train(dataclasses.replace(cfg, out=str(out)))
+    monkeypatch.undo()
+    assert renames[-1] == out.name and load_stage1(out).meta["iterations"] == 6
+    assert torch.load(out.with_name(out.name + ".resume.pt"), weights_only=True)["iteration"] == 3
+    result = train(dataclasses.replace(cfg, out=str(out)), resume=True)
+    assert result.resumed_from == 3 and load_stage1(out).meta["iterations"] == 6
+    ref, got = load_stage1(tmp_path / "ref.safetensors").state_dict(), load_stage1(out).state_dict()
+    assert all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)
 
 
 @pytest.mark.parametrize("signals", [1, 2])

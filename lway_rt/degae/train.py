@@ -490,10 +490,11 @@ def _save(out: Path, s1: Stage1, opt, cfg: TrainConfig, it: int, elapsed: float,
     torch.save(resume_state, buf)
     try:
         # Both files are written to temporary files first and renamed only once both are complete, so a failed
-        # write (a full disk) leaves the older pair whole. The resume state is renamed first, and is complete (it
-        # carries the weights too): a kill between the two renames leaves a resume point whose weights, optimiser and
-        # RNG agree, while the safetensors beside it is one interval older.
-        with atomic_path(out) as tmp_out, atomic_path(_resume_path(out)) as tmp_resume:
+        # write (a full disk) leaves the older pair whole. The checkpoint is renamed first: a kill between the two
+        # renames leaves the file people use the newest, and a resume state one interval older, which is complete on
+        # its own (weights, optimiser and RNG agree): --resume goes on from it and trains that interval again. (The
+        # other order left, after the last save, a checkpoint an interval short that --resume then called finished.)
+        with atomic_path(_resume_path(out)) as tmp_resume, atomic_path(out) as tmp_out:
             tmp_resume.write_bytes(buf.getvalue())
             tmp_out.write_bytes(weights)
     except OSError as exc:
@@ -732,7 +733,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
             seg.update(data_sha256=data_sha, data_images=len(images))
         if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
             seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
-        saving = (it, file_id(_resume_path(out)))  # (the resume state is renamed into place first)
+        saving = (it, file_id(out))  # (the checkpoint is renamed into place first)
         try:
             _save(out, s1, opt, cfg, it, elapsed0 + time.time() - t0, last, perceptual_ran, segments + [seg],
                   {"ema": ema, "low": low})
@@ -785,8 +786,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                 if it % cfg.ckpt_every == 0 or it == end:
                     save()
     except KeyboardInterrupt:
-        if saving and saving[0] != last_saved and file_id(_resume_path(out)) not in (None, saving[1]):
-            last_saved = saving[0]  # the stop came after the new resume state took the old one's place
+        if saving and saving[0] != last_saved and file_id(out) not in (None, saving[1]):
+            last_saved = saving[0]  # the stop came after the new checkpoint took the old one's place
         kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command with --resume to "
                 "continue" if last_saved > 0 else f"no checkpoint had been written yet (one every {cfg.ckpt_every} "
                 "iterations): run the command again")
