@@ -1458,3 +1458,32 @@ def test_a_folder_of_frames_is_taken_in_frame_order(tmp_path):
         Image.new("RGB", (8, 8)).save(clip / f"frame_{n}.png")
     found, failures = collect_inputs([clip])
     assert not failures and [f.name for f, _ in found] == [f"frame_{n}.png" for n in (1, 2, 3, 10, 11)]
+
+
+def test_a_path_in_a_folder_this_user_cannot_enter_is_one_line(tmp_path, small):
+    """Python 3.11's Path.is_dir() raises PermissionError for a path in a folder this user may not enter: an input, a
+    model, an output folder there ended every command in a traceback (review 48C C2). It is one line, status 1."""
+    import shutil
+    from pathlib import Path
+
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    Image.fromarray(small).save(closed / "a.png")
+    Image.fromarray(small).save(tmp_path / "b.png")
+    closed.chmod(0)
+    exe = str(Path(sys.executable).with_name("lwayrt"))
+    prefix = []
+    if os.geteuid() == 0:  # root enters any folder: drop the capabilities that let it
+        if shutil.which("setpriv") is None:
+            pytest.fail("this test needs setpriv (util-linux) when run as root")
+        prefix = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                  "--bounding-set=-dac_override,-dac_read_search", "--"]
+    try:
+        for args, where in ((["upscale", str(closed / "a.png"), "-o", str(tmp_path / "o1"), "-m", MODEL], closed / "a.png"),
+                            (["upscale", str(tmp_path / "b.png"), "-o", str(closed / "out"), "-m", MODEL], closed / "out"),
+                            (["eval-degae", "--checkpoint", str(closed / "s1.safetensors")], closed / "s1.safetensors")):
+            res = subprocess.run([*prefix, exe, *args], capture_output=True, text=True)
+            assert res.returncode == 1 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+            assert f"error: cannot reach {where}: permission denied" in res.stderr, res.stderr
+    finally:
+        closed.chmod(0o755)

@@ -233,6 +233,10 @@ def _unusable_path(exc: BaseException) -> str | None:
         return f"{short(exc.filename)}: the name is too long for the file system: use a shorter path"
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return f"{short(exc.filename)} is a symbolic link that loops: mend or remove the link"
+    if isinstance(exc, PermissionError) and exc.filename is not None:  # (3.11's Path.is_dir() raises it for a path
+        # in a folder this user may not enter, where a command first looks at an input, a model or an output folder)
+        return f"cannot reach {exc.filename}: permission denied (the file, or a folder on its way, may not be " \
+            "read or entered by this user): check its permissions, or copy it somewhere this user can read"
     text = str(exc)
     if isinstance(exc, RuntimeError) and text.startswith("Symlink loop from "):
         return f"{short(text[len('Symlink loop from '):].strip(chr(39)))} is a symbolic link that loops: mend or remove " \
