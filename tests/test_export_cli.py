@@ -766,3 +766,23 @@ def test_an_onnx_session_takes_omp_num_threads_as_torch_does(tmp_path, monkeypat
     assert create_session(path, threads=2).get_session_options().intra_op_num_threads == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "many")
     assert create_session(path).get_session_options().intra_op_num_threads == 0  # ONNX Runtime's default
+
+
+def test_an_exported_file_gets_the_permissions_a_new_file_gets(tmp_path):
+    """Every .onnx file was private (0600) whatever the umask, its manifest 0644: the save over mkstemp's temporary
+    file kept its mode (review 48B B5). A new file gets 0666 less the umask; one written over keeps the old one's."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "e"))
+        assert res.exit_code == 0, res.output
+        onnx_file = _exported(res.stdout)["fp32"]
+        assert stat.S_IMODE(onnx_file.stat().st_mode) == 0o644
+        onnx_file.chmod(0o640)
+        res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "e"), "--force")
+        assert res.exit_code == 0, res.output
+        assert stat.S_IMODE(_exported(res.stdout)["fp32"].stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

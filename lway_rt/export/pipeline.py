@@ -38,7 +38,7 @@ from lway_rt.export.cache import (
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
 from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
 from lway_rt.export.profile import ExportProfile
-from lway_rt.io.weights import ensure_writable_dir, os_folder, sweep_stale_temps, temp_prefix, temp_stem
+from lway_rt.io.weights import ensure_writable_dir, file_mode_for, os_folder, sweep_stale_temps, temp_prefix, temp_stem
 
 __all__ = ["Exportable", "ExportResult", "sr_exportable", "encoder_exportable", "export_artifacts", "refit_engine",
            "DEFAULT_OUT_DIR"]
@@ -253,6 +253,8 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.stem), suffix=".onnx.tmp", dir=os_folder(out_dir))
     os.close(fd)
     tmp = Path(tmp_name)
+    # (mkstemp's file is private, and the save over it kept that: every exported file was 0600, whatever the umask)
+    os.chmod(tmp, file_mode_for(final))
     try:
         SaveOnnx(model, tmp)()
         inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=static_shape)

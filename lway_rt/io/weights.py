@@ -34,6 +34,18 @@ def _umask() -> int:
     return mask
 
 
+def file_mode_for(dest: Path) -> int:
+    """The permissions a new file written over ``dest`` gets: those of the regular file there, else those a plain
+    ``open()`` gives (0666 less the umask): a temporary file made by ``mkstemp`` is private (0600) until then."""
+    try:
+        st = os.stat(dest)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode) & 0o777
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
 STALE_TEMP_S = 24 * 3600.0  # a temporary file untouched this long belongs to a write that was killed
 _stale_by_folder: dict[Path, list[Path]] = {}  # hidden temporary files found stale, listed once per folder a process
 
