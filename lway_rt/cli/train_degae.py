@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -159,7 +160,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
     try:
         result = train(cfg, resume=resume, log=log, progress=not quiet, overwrite=overwrite)
     except LwayError as exc:  # the result, or how the run ended, goes to the log too (it ended at the last step there)
-        to_log(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")  # as the terminal shows it
+        with contextlib.suppress(OSError):  # (a log that cannot take the line must not hide the error itself)
+            to_log(str(exc) if isinstance(exc, Interrupted) else f"error: {exc}")  # as the terminal shows it
         raise
     if "loss" not in result.last:  # a resume of a run already at --iters: no step ran
         line = f"kept {result.out} ({result.iterations} iterations; nothing to train)"
@@ -192,3 +194,12 @@ def _check_log_file(path: Path, out: Path) -> None:
             text = b"\0" not in head and len(head) == 4096 and exc.start >= len(head) - 3
         if not text:
             raise InputError(f"--log {path} is not a text file (progress would be appended to it): name another file")
+    if path.parent.is_dir():  # opened to append now, not at the first line (or at the error line, which it hid)
+        existed = path.exists()
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as exc:
+            raise InputError(f"--log {path} cannot be written ({exc.strerror}): name another file") from None
+        if not existed:
+            path.unlink(missing_ok=True)
