@@ -184,6 +184,8 @@ def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoCon
 
 def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoConfig, desc, cap, key: str,
                     report: VideoReport, on_start, progress) -> None:
+    if dest.is_dir():  # (found at the end, after every frame, even with --overwrite, which cannot replace a folder)
+        raise InputError(f"output {dest} is a folder: move it, or choose another -o folder or --suffix")
     if dest.exists() and not video.overwrite:
         raise InputError(f"{dest} exists{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or "
                          "choose another -o folder or --suffix")

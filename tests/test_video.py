@@ -385,6 +385,14 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
     before = (out / "clip_x1.5.mp4").read_bytes()
     assert run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "1.5", "--overwrite").exit_code == 0
     assert (out / "clip_x1.5.mp4").read_bytes() != before  # one frame before, three now
+    # an output name that is a folder: said before any frame, with or without --overwrite (which cannot replace it:
+    # every frame was upscaled first, then the join failed 'Is a directory', its parts left behind; review 48C C4)
+    (out / "clip_x2.mp4").mkdir()
+    for extra in ([], ["--overwrite"]):
+        folder_out = run("upscale-video", src, "-o", out, "-m", MODEL, "-s", "2", *extra)
+        assert folder_out.exit_code == 1 and f"output {out / 'clip_x2.mp4'} is a folder: move it, or choose another " \
+            "-o folder or --suffix" in " ".join(folder_out.output.split()), folder_out.output
+    assert not any(p.name.startswith(".clip_x2") and "parts" in p.name for p in out.iterdir())
     ts = make_clip(tmp_path / "take.ts", audio=False, seconds=0.12)  # take.ts and take.mpg both make take_x4.mkv
     (tmp_path / "take.mpg").write_bytes(ts.read_bytes())
     first = run("upscale-video", ts, "-o", out, "-m", MODEL)
