@@ -199,8 +199,9 @@ def prepare_model(config: UpscaleConfig) -> ModelDescriptor:
     desc = load_model(config.model, device=config.device)
     label = desc.name or desc.source or desc.arch
     if config.scale is not None and config.scale != desc.scale:
+        hint = f" (-s {config.scale} resizes this model's output to x{config.scale})" if 0 < config.scale <= 64 else ""
         raise InputError(f"model {label} upscales x{desc.scale}, not x{config.scale}: pick a x{config.scale} model or drop "
-                         f"--scale (-s {config.scale} resizes this model's output to x{config.scale})")
+                         f"--scale{hint}")  # (-s takes up to 64: the hint is given where it works)
     refuse_channels(desc, f"model {label}")
     if config.fp16:
         if not desc.fp16_safe:

@@ -3487,3 +3487,15 @@ def test_adapt_writes_esrgan_weights_under_their_own_names(files, tmp_path, to_e
     (out / "sr" / "rgb.png").unlink()
     code, text = _run([*args, "--resume"])
     assert code == 0 and (out / "sr" / "rgb.png").read_bytes() == written, text
+
+
+def test_a_missing_gt_folder_says_what_to_pass(files, tmp_path):
+    """--gt naming nothing said only 'is not a folder' (review 48C C5): it says whether it is a file or missing, and
+    what to pass."""
+    gt = tmp_path / "missing"
+    code, text = _run(_tiny_adapt(files, tmp_path / "out", "--gt", str(gt)))
+    assert code == 1 and f"--gt {gt} does not exist: pass the folder of ground-truth images named like the inputs, " \
+        "or leave --gt out" in " ".join(text.split()), text
+    code, text = _run(_tiny_adapt(files, tmp_path / "out", "--gt", str(files / "tiny.safetensors")))
+    assert code == 2 and "tiny.safetensors is a file, and this option names a folder: name a folder" in \
+        " ".join(text.split()), text

@@ -80,7 +80,9 @@ def test_a_name_keeps_its_spaces_in_a_usage_error(tmp_path):
     """The one-line form joined every run of whitespace: a file named with two spaces was shown with one."""
     (tmp_path / "a  b.txt").write_text("mine")
     proc = _lwayrt("upscale", "x", "-o", str(tmp_path / "a  b.txt"))
-    assert proc.returncode == 2 and "a  b.txt' is a file" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.returncode == 2 and "a  b.txt is a file" in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    # and says what to do (click said "Directory '...' is a file." and no more: review 48C C12)
+    assert "is a file, and this option names a folder: name a folder (see" in proc.stderr
 
 
 def test_a_path_the_system_cannot_use_is_one_line(tmp_path):

@@ -405,6 +405,8 @@ def test_outscale_resizes_the_models_output(tmp_path, inputs, small):
         assert run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "-s", bad).exit_code == 2
     wrong = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "--scale", "2")
     assert "-s 2 resizes this model's output to x2" in error_line(wrong)
+    beyond = run("upscale", inputs / "photo.png", "-o", out, "--model", MODEL, "--scale", "1000")  # (-s takes up to 64:
+    assert "pick a x1000 model or drop --scale" in error_line(beyond) and "-s 1000" not in error_line(beyond)  # 48C C1)
 
 
 def test_skip_existing_keeps_finished_outputs_and_redoes_stale_or_missing_ones(tmp_path, inputs, small):

@@ -205,7 +205,9 @@ def _load_gt(gt_dir: Path, images: Sequence[InputImage], scale: int) -> dict[str
 
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
-        raise InputError(f"--gt {gt_dir} is not a folder")
+        why = "is a file" if gt_dir.exists() else "does not exist"
+        raise InputError(f"--gt {gt_dir} {why}: pass the folder of ground-truth images named like the inputs, or leave "
+                         "--gt out")
     by_stem: dict[str, list[Path]] = {}
     for f in sorted(gt_dir.iterdir()):
         if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):

@@ -29,6 +29,9 @@ class PathParam(click.Path):
                 self.fail(f"{value} ends in /, which names a folder: name a file", param, ctx)
             if os.path.exists(bare):  # "photo.png/": the system would say "Not a directory"
                 self.fail(f"{value} ends in /, but {bare} is a file, not a folder: drop the /", param, ctx)
+        if self.dir_okay and not self.file_okay and isinstance(value, str) and os.path.isfile(value):
+            # (click said "Directory 'a.png' is a file." and no more)
+            self.fail(f"{value} is a file, and this option names a folder: name a folder", param, ctx)
         return super().convert(value, param, ctx)
 
 
