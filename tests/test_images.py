@@ -1143,3 +1143,23 @@ def test_a_file_cut_short_does_not_reach_its_end(tmp_path, fmt):
     path.write_bytes(data[:len(data) // 2])
     assert image_size(path) == (None if fmt == "WEBP" else (80, 64))  # (Pillow opens a WebP by decoding it)
     assert reaches_its_end(path) == (fmt == "TIFF")  # (a TIFF's end is not checked)
+
+
+def test_a_jpeg_cut_in_its_header_says_to_copy_it_again(tmp_path):
+    """A JPEG cut short said 'the file is corrupt' and no more, where a cut PNG says what to do (review 48C C6)."""
+    import io
+
+    from PIL import Image
+
+    from lway_rt.errors import InputError
+    from lway_rt.io.images import read_image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(buf, "JPEG")
+    cut = tmp_path / "cut.jpg"
+    for n in range(20, len(buf.getvalue()), 7):  # cut where the reader meets the end (at opening or decoding)
+        cut.write_bytes(buf.getvalue()[:n])
+        try:
+            read_image(cut)
+        except InputError as exc:
+            assert "re-copy or re-export it" in str(exc), (n, str(exc))

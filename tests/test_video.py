@@ -367,6 +367,14 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
     text.write_text("not a video")
     bad = run("upscale-video", text, "-o", out, "-m", MODEL)
     assert bad.exit_code == 1 and f"{text} is not a video ffmpeg can read" in bad.output, bad.output
+    # empty, or an MP4 cut before its index: said so, with what to do, not ffmpeg's words (review 48C C6)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    whole = src.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(whole[:whole.find(b"moov") - 4])  # (the index, written last)
+    for name, said in (("empty.mp4", "is empty (0 bytes): re-copy or re-export the video"),
+                       ("cut.mp4", "is cut short (its MP4 index is missing): re-copy it, or let the recording finish")):
+        bad = run("upscale-video", tmp_path / name, "-o", out, "-m", MODEL)
+        assert bad.exit_code == 1 and f"{tmp_path / name} {said}" in " ".join(bad.output.split()), bad.output
     photo = tmp_path / "photo.jpg"
     from PIL import Image
 

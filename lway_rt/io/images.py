@@ -124,12 +124,31 @@ def _open(path: Path):
             raise InputError(_video_advice(path)) from None
         if (size := _header_size(path)) is not None and 0 in size:
             raise InputError(_no_pixels(path, *size)) from None
+        if kind := _signature(path):  # its first bytes are an image's, the rest is not: cut short or damaged
+            raise InputError(f"{path} starts as a {kind} file but cannot be read (cut short or damaged); re-copy or "
+                             "re-export it") from None
         raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)"
                          + _convert_hint([Path(path)])) from None
     except Image.DecompressionBombError as exc:
         raise InputError(_too_many_pixels(path, exc)) from None
     except OSError as exc:
-        raise InputError(f"{path} cannot be opened ({exc}): the file is corrupt") from None
+        raise InputError(f"{path} cannot be opened ({exc}): the file is corrupt; re-copy or re-export it") from None
+
+
+_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"II*\0", "TIFF"),
+               (b"MM\0*", "TIFF"))
+
+
+def _signature(path: Path) -> str | None:
+    """The image format whose signature ``path`` starts with (WebP's RIFF....WEBP too), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
 
 
 def _too_many_pixels(path: Path, exc: Exception) -> str:

@@ -214,12 +214,17 @@ def probe(src: Path) -> VideoInfo:
     exe = ffmpeg_exe()
     if not src.is_file():
         raise InputError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
+    if src.stat().st_size == 0:  # (ffmpeg: "Invalid data found when processing input")
+        raise InputError(f"{src} is empty (0 bytes): re-copy or re-export the video")
     text = _run([exe, "-hide_banner", "-nostdin", "-i", _url(src)], "reading video").stderr.decode("utf-8", "replace")
     videos = re.findall(r"Stream #0:\d+[^:]*: Video: (.*)", text)
     moving = [k for k, v in enumerate(videos) if "(attached pic)" not in v]  # not a cover picture
     if not moving:
         if "Invalid data found" in text or "Stream #" not in text:
-            raise InputError(f"{src} is not a video ffmpeg can read ({_last_line(text.encode())})")
+            with open(src, "rb") as f:  # an MP4 / MOV (its 'ftyp' box first) whose index, written last, is missing
+                cut = "moov atom not found" in text and f.read(8)[4:] == b"ftyp"
+            raise InputError(f"{src} is cut short (its MP4 index is missing): re-copy it, or let the recording finish"
+                             if cut else f"{src} is not a video ffmpeg can read ({_last_line(text.encode())})")
         raise InputError(f"{src} holds no video stream (only audio, data or a cover picture): nothing to upscale")
     moving.sort(key=lambda k: "(default)" not in videos[k])  # the default one first, as a player picks it
     line = videos[moving[0]]
