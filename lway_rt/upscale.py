@@ -99,6 +99,9 @@ class UpscaleConfig:
             raise InputError(f"--outscale must be a number above 0 (64 at most), not {self.outscale:g}")
         if self.suffix is not None and ("/" in self.suffix or "\\" in self.suffix):
             raise InputError(f"--suffix must not contain a path separator: {self.suffix!r}")
+        if self.suffix is not None and any(ord(c) < 32 or ord(c) == 127 for c in self.suffix):
+            # (a new line in a file name breaks most scripts that list the folder)
+            raise InputError(f"--suffix must not contain a control character (a new line, a tab): {self.suffix!r}")
 
     def check_overlap(self) -> None:
         least = max(MIN_TILE, 2 * self.tile_overlap + 1)  # the smallest tile this overlap takes

@@ -879,6 +879,7 @@ def test_image_smaller_than_model_minimum(tmp_path):
     (["--scale", "2"], "upscales x4, not x2"),
     (["--base-model", "realesr-animevideov3"], "these weights record no detail cap"),
     (["--suffix", "a/b"], "path separator"),
+    (["--suffix", "a\nb"], "must not contain a control character (a new line, a tab): 'a\\nb'"),  # (48C C8)
 ])
 def test_bad_options_and_models_give_one_line_errors(tmp_path, small, args, message):
     torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 3)).state_dict(), tmp_path / "other.pth")
