@@ -242,6 +242,10 @@ def test_demo_models_may_be_comma_separated_as_photos_are(tmp_path):
     res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "coffee", "--crop", "64", "--no-adapt",
                                     "--no-deploy", "--model", f"realesr-animevideov3,{tiny}"])
     assert res.exit_code == 1 and "unknown model" in res.output  # split: "tiny" and " x4.safetensors" are no models
+    for option in ("--model", "--photo"):  # only commas: it ran the defaults, unsaid (review 48C C9)
+        res = CliRunner().invoke(main, ["demo", "--out", str(out), "--no-adapt", "--no-deploy", option, ",,"])
+        assert res.exit_code == 1 and f"{option} names nothing (only commas): name one or more, or leave {option} " \
+            "out" in res.output and not out.exists(), res.output
     res = CliRunner().invoke(main, ["demo", "--out", str(out), "--photo", "coffee", "--crop", "64", "--no-adapt",
                                     "--no-deploy", "--model", "realesr-animevideov3,realesr-animevideov3", "--model",
                                     str(tiny)])

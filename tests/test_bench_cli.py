@@ -232,6 +232,7 @@ def test_cli_user_mistakes_are_one_line_errors():
         (["--warmup-iters", "-1"], "--warmup-iters must be >= 0"),
         (["--rounds", "0"], "--rounds must be >= 1"),
         (["--max-time-s", "0"], "--max-time-s > 0"),
+        (["--max-time-s", "-1", "--min-time-s", "0.1"], "--max-time-s > 0, got 0.1 and -1"),  # not a clash (48C C11)
         (["--min-time-s", "5", "--max-time-s", "1"], "--min-time-s 5 is above --max-time-s 1, which stops the timing "
                                                      "first: lower --min-time-s or raise --max-time-s"),  # max won, unsaid
         (["--min-time-s", "90"], "--min-time-s 90 is above --max-time-s 60 (the default)"),

@@ -47,6 +47,9 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     photos = tuple(p.strip() for text in photos for p in text.split(",") if p.strip())  # --photo a,b as --photo a --photo b
     models = tuple(m.strip() for text in models  # so --model a,b (a file whose name holds a comma is taken whole)
                    for m in ([text] if Path(text).expanduser().exists() else text.split(",")) if m.strip())
+    for option, given, left in (("--photo", typed(ctx, "photos"), photos), ("--model", typed(ctx, "models"), models)):
+        if given and not left:  # "--model ,," named nothing: it had run the defaults, unsaid
+            raise InputError(f"{option} names nothing (only commas): name one or more, or leave {option} out")
     config = DemoConfig(out_dir=out_dir, photos=photos or DemoConfig.photos, models=models or DemoConfig.models, crop=crop)
     adapt_config = None
     if adapt:
