@@ -288,7 +288,7 @@ def _is_manifest_temp(rel: Path) -> bool:
     return len(rel.parts) == 1 and rel.name.startswith(f".{MANIFEST}.") and rel.name.endswith(".tmp")
 
 
-def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
+def claim_out_dir(out: Path, log: Callable[[str], None] = print, check_only: bool = False) -> None:
     """Make ``out`` the demo's folder, or refuse it (the caller holds the folder's lock: no other demo writes there).
 
     A new or empty folder is taken. A folder an earlier demo wrote (its manifest, or a results.json of the demo's
@@ -301,7 +301,8 @@ def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
     and, for the step it was in, the names (or the sub-folder) that step writes and when it began: a file there of
     that name written since is the demo's too; anything else (a file of the user's put in afterwards) is not. A
     folder without a manifest: the names that demo writes (``_legacy_demo_names``), nothing else. Folders the removal
-    empties go too; a folder that was empty already (the user's) stays.
+    empties go too; a folder that was empty already (the user's) stays. ``check_only``: the refusal alone, nothing
+    removed (said before the minutes of loading models, without the lock; the claim under the lock checks again).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -339,6 +340,8 @@ def claim_out_dir(out: Path, log: Callable[[str], None] = print) -> None:
         raise InputError(f"--out {out} holds {len(foreign)} file(s) that are not a demo's (e.g. "
                          f"{foreign[0].relative_to(out)}): the demo would write over same-named ones; choose a new "
                          "or empty folder, or move them out")
+    if check_only:
+        return
     removed, emptied = 0, set()
     for path in sorted(listed & present):
         path.unlink()
@@ -450,6 +453,8 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
     from lway_rt.io.weights import check_file_destination, exclusive_run
 
     config = config if config is not None else DemoConfig()
+    check_file_destination(Path(config.out_dir), "--out")  # a file on the way: refused before any work
+    claim_out_dir(Path(config.out_dir), log, check_only=True)  # a folder of the user's files: before the models load
     # every model loaded and checked (a file that does not load, an ONNX file, another scale) before the folder is
     # touched: an earlier demo's files are removed only for a run that can go ahead
     loaded = {name: _load_demo_model(name, config.scale, log) for name in config.models}
@@ -463,7 +468,6 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
 
         if note := unfinished_note(load_stage1(adapt_config.stage1), str(adapt_config.stage1)):  # as adapt says it
             log(note)
-    check_file_destination(Path(config.out_dir), "--out")  # a file on the way: refused before any work
     out = Path(config.out_dir).resolve()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -252,3 +252,20 @@ def test_demo_models_may_be_comma_separated_as_photos_are(tmp_path):
     assert res.exit_code == 0, res.output
     line = next(ln for ln in res.output.splitlines() if ln.startswith("coffee: "))
     assert line.count("realesr-animevideov3") == 1 and "tiny" in line, res.output
+
+
+def test_a_folder_of_the_users_files_is_refused_before_any_model_loads(tmp_path, monkeypatch):
+    """demo -o FOLDER holding the user's files imported and loaded its models (minutes on a first run) before it
+    refused the folder (review 48C C10)."""
+    import lway_rt.demo as demo_mod
+
+    def loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before --out was checked")
+
+    monkeypatch.setattr(demo_mod, "_load_demo_model", loading)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "photo.png").write_bytes(b"mine")
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--no-adapt", "--no-deploy"])
+    assert res.exit_code == 1 and "holds 1 file(s) that are not a demo's (e.g. photo.png)" in res.output, res.output
+    assert (out / "photo.png").read_bytes() == b"mine"
