@@ -175,3 +175,14 @@ def test_a_closed_pipe_stops_the_run_with_a_line_and_status_141(tmp_path):
     assert proc.wait(timeout=120) == 141 and "iteration" in err, err
     assert err.endswith("stopped: the program reading lwayrt's output ended (a pipe such as '| head'); send the output "
                         "to a file (> log.txt) to keep a long run going\n") and "Traceback" not in err, err
+
+
+def test_a_name_that_is_not_utf8_is_said_as_its_bytes(tmp_path):
+    """A failed input named bad\\xff.png was listed on standard error as bad\\udcff.png (stderr's backslashreplace),
+    a name matching no file (review 48C C7); it is written as the bytes it is, as standard output writes names."""
+    name = os.fsdecode(b"bad\xff.png")
+    (tmp_path / name).write_text("not an image")
+    proc = subprocess.run([sys.executable, "-c", _ENTRY, "upscale", str(tmp_path / name), "-o", str(tmp_path / "o")],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 1 and b"bad\xff.png is not a readable image" in proc.stderr, proc.stderr
+    assert b"udcff" not in proc.stderr

@@ -106,6 +106,7 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        _names_as_bytes()
         previous = _stop_on_signals()
         try:
             with warnings.catch_warnings():  # the library's notices as one-line notes, each once
@@ -162,6 +163,16 @@ class LazyGroup(click.Group):
                 if handler is not None:  # (None: a handler not set from Python, which cannot be put back)
                     signal.signal(signum, handler)
             STOPS.clear()  # (the library, called after the command in the same process, is not stopped by it)
+
+
+def _names_as_bytes() -> None:
+    """A file name that is not valid UTF-8 (held by Python as surrogate escapes) reaches standard error as the bytes
+    it is, as standard output writes it: stderr's 'backslashreplace' had printed bad\\udcff.png for bad\\xff.png, a
+    name no one can type back."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # (a replaced stream: a test's, a pipe wrapper)
+            if getattr(stream, "errors", None) in ("strict", "backslashreplace"):
+                stream.reconfigure(errors="surrogateescape")
 
 
 def _say(line: str) -> None:
