@@ -934,10 +934,15 @@ def _ctrl_c_in_a_terminal(proc: subprocess.Popen, sig: int = signal.SIGINT) -> s
     os.killpg(proc.pid, sig)
     try:
         output, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # each thread's stack, from Python's fault handler (PYTHONFAULTHANDLER=1), to
+        os.kill(proc.pid, signal.SIGABRT)  # tell a hang from a slow machine where this is met
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            output = ""
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
-        pytest.fail(f"the run hung after {signal.Signals(sig).name}")
+        pytest.fail(f"the run had not stopped 60 s after {signal.Signals(sig).name}; its stacks:\n{output[-6000:]}")
     assert proc.returncode == 128 + sig, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
     return output
@@ -957,7 +962,8 @@ def test_ctrl_c_with_worker_processes_stops_in_one_line(photo_dir, tmp_path, sig
         os.setsid()
 
     proc = subprocess.Popen(_cli_args(photo_dir, out, 2000, ["--workers", "2", "--log", str(log), "-q"]),
-                            preexec_fn=own_group, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            preexec_fn=own_group, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # (stacks if it hangs: see below)
     deadline = time.time() + 120
     while time.time() < deadline and not (log.exists() and re.search(r"^it (8|9|\d\d+) ", log.read_text(), re.M)):
         time.sleep(0.05)
