@@ -12,7 +12,8 @@ upscaled as ``lwayrt upscale`` upscales an image file of the same samples: the s
 and rounding, so a PNG that command writes and ``Upscaler(...)(array)`` hold the same samples.
 
 Arrays: HxW (grey), HxWx1, HxWx2 (grey and alpha), HxWx3 (RGB) or HxWx4 (RGBA); uint8, uint16 (either byte order) or
-float in [0, 1] (samples within 1e-6 of it are clipped). The output has the input's channels and dtype (native byte
+float in [0, 1] (samples within 1e-6 of it are clipped); or a Pillow image, taken by what it shows (a palette, CMYK
+or YCbCr image as its RGB, as a file of it is read). The output has the input's channels and dtype (native byte
 order; float inputs give float32). Errors are ``lway_rt.errors.LwayError``s of one line: ``InputError`` for a bad
 setting or array, ``ModelError`` for a model that does not load; where the command's message names one of its options,
 the message here names the keyword (``--tile 65``: ``tile=65``, ``--device cpu``: ``device="cpu"``, ``-m NAME``:
@@ -127,7 +128,7 @@ class Upscaler:
         self.last_route = None  # (a call that raises leaves no earlier array's route to be read as its own)
         with _in_keywords():
             config = self._config if outscale is None else dataclasses.replace(self._config, outscale=_outscale(outscale))
-        arr = np.asarray(image)
+        arr = _as_array(image)
         planes, depth = _planes(arr)
         if bgr and planes.shape[2] >= 3:
             planes = planes[..., [2, 1, 0, *range(3, planes.shape[2])]]
@@ -167,6 +168,29 @@ def _outscale(value) -> float | None:
     return float(value)
 
 
+_PIL_AS = {"P": None, "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
+           "HSV": "RGB", "RGBX": "RGB"}  # (P: RGBA where it has a transparent colour, else RGB)
+
+
+def _as_array(image) -> np.ndarray:
+    """The caller's image as an array of samples. A Pillow image is taken by what it shows, as ``lwayrt upscale`` reads
+    a file: a palette, CMYK, YCbCr ... image had its raw samples (palette indices, CMY with K as alpha) upscaled as if
+    they were grey or RGB, unsaid. A file name is refused with what to do."""
+    if isinstance(image, (str, Path)):
+        raise InputError(f"an Upscaler takes an image array, not a file name ({image}): read it first, e.g. "
+                         "np.asarray(PIL.Image.open(path)), or upscale files with 'lwayrt upscale'")
+    mode = getattr(image, "mode", None)
+    if isinstance(mode, str) and hasattr(image, "convert") and hasattr(image, "info"):  # a PIL.Image.Image
+        if mode in ("I", "F") or mode.startswith("I;") and mode not in ("I;16", "I;16L", "I;16B", "I;16N"):
+            raise InputError(f"a Pillow image of mode {mode} holds no 8- or 16-bit samples: convert it first (e.g. "
+                             "np.asarray(im) scaled to [0, 1] as float)")
+        if mode in ("RGB", "L") and "transparency" in image.info:  # a colour key: that colour is clear
+            image = image.convert("RGBA" if mode == "RGB" else "LA")
+        elif mode in _PIL_AS:
+            image = image.convert(_PIL_AS[mode] or ("RGBA" if "transparency" in image.info else "RGB"))
+    return np.asarray(image)
+
+
 def _planes(arr: np.ndarray) -> tuple[np.ndarray, int | None]:
     """HxWxC float32 samples in [0, 1] of an input array, and its bit depth (None for a float array)."""
     shape = tuple(np.shape(arr))
@@ -180,14 +204,14 @@ def _planes(arr: np.ndarray) -> tuple[np.ndarray, int | None]:
         return arr.astype(np.float32) / 255.0, 8
     if kind == "u" and size == 2:  # (either byte order)
         return arr.astype(np.float32) / 65535.0, 16
-    if kind == "f":
-        planes = arr.astype(np.float32)
-        if not np.isfinite(planes).all():
+    if kind == "f":  # (checked in its own type: float64's 1e39 had become inf as float32, and been called so)
+        if not np.isfinite(arr).all():
             raise InputError("the float image array holds NaN or inf samples: replace them, e.g. with np.nan_to_num")
-        low, high = float(planes.min()), float(planes.max())
+        low, high = float(arr.min()), float(arr.max())
         if low < -1e-6 or high > 1.0 + 1e-6:
             raise InputError(f"a float image array holds samples in [0, 1], and this one spans {low:g} to {high:g}: "
                              "divide 8-bit values by 255 (16-bit by 65535), or pass the integer array itself")
+        planes = arr.astype(np.float32)
         return np.clip(planes, 0.0, 1.0, out=planes), None
     advice = " (Pillow opens 16-bit PGM and PNG files as int32: .astype(np.uint16))" if kind in "iu" else ""
     raise InputError(f"an image array is uint8, uint16 or float in [0, 1], not {arr.dtype}: convert it first{advice}")

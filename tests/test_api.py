@@ -93,6 +93,8 @@ def test_outscale_per_call_byte_order_and_rounding_noise(small, upscaler):
     (np.full((8, 8, 3), 2.0), "this one spans 2 to 2: divide 8-bit values by 255"),
     (np.full((8, 8, 3), -0.5), "spans -0.5 to -0.5"),
     (np.full((8, 8, 3), np.nan, np.float32), "holds NaN or inf samples"),
+    (np.full((8, 8, 3), 1e39), "this one spans 1e+39 to 1e+39"),  # (float32's inf: it was called NaN or inf; 48E E3)
+    ("photo.png", "an Upscaler takes an image array, not a file name (photo.png): read it first"),  # (48E E2)
 ])
 def test_bad_arrays_are_one_line_errors(upscaler, array, said):
     with pytest.raises(InputError) as err:
@@ -143,3 +145,18 @@ def test_error_keywords_leave_other_commands_and_paths_as_they_are():
     # the model: its keyword, a shell-quoted name unquoted; inside a quoted command, -m stays
     assert _keywords("it is there already (-m 'my model')") == 'it is there already (model="my model")'
     assert _keywords("run it ('lwayrt upscale -m x'), or -m y.") == "run it ('lwayrt upscale -m x'), or model=\"y\"."
+
+
+def test_pillow_images_are_taken_by_what_they_show(small, upscaler):
+    """A palette, CMYK or YCbCr Pillow image went through np.asarray as its raw samples: palette indices upscaled as a
+    grey image, CMY as RGB with K as alpha (review 48E E1). Each is taken as the picture it shows, as a file is."""
+    im = Image.fromarray(small)
+    rgb = upscaler(small)
+    assert np.array_equal(upscaler(im), rgb)
+    for mode in ("CMYK", "YCbCr", "RGBX"):
+        out = upscaler(im.convert(mode))
+        assert out.shape == rgb.shape and np.abs(out.astype(int) - rgb).mean() < 2.0, mode  # (the conversion's rounding)
+    palette = im.convert("P")
+    assert np.array_equal(upscaler(palette), upscaler(np.asarray(palette.convert("RGB"))))
+    with pytest.raises(InputError, match="a Pillow image of mode F holds no 8- or 16-bit samples"):
+        upscaler(im.convert("F"))
