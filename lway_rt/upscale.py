@@ -32,7 +32,7 @@ import torch
 
 from lway_rt.adapt._imageio import natural_order
 from lway_rt.archs.descriptor import ModelDescriptor
-from lway_rt.errors import InputError, Interrupted, LwayError, listing, stop_if_asked
+from lway_rt.errors import InputError, Interrupted, LwayError, ModelError, listing, stop_if_asked
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, all_finite, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
     image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, unread_files_note,
@@ -218,7 +218,7 @@ def refuse_channels(desc: ModelDescriptor, label: str) -> None:
     """upscale runs RGB and grey networks (``ModelDescriptor.require_rgb`` is the check of the commands that need
     RGB)."""
     if desc.in_channels not in (1, 3):
-        raise InputError(f"{label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale "
+        raise ModelError(f"{label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale "
                          "images")
 
 

@@ -78,11 +78,13 @@ def test_create_session_runs_on_cpu_and_checks_providers(tiny_onnx):
 def test_create_session_errors_are_one_line(tmp_path, tiny_onnx):
     from lway_rt.runtime.ort import create_session, run_session
 
-    with pytest.raises(InputError, match="does not exist"):
+    from lway_rt.errors import ModelError
+
+    with pytest.raises(ModelError, match="does not exist"):  # (a model that does not load: ModelError, as weights')
         create_session(tmp_path / "nope.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx model")
-    with pytest.raises(InputError, match="cannot load"):
+    with pytest.raises(ModelError, match="cannot load"):
         create_session(bad)
     with pytest.raises(InputError, match="optimisation level"):
         create_session(tiny_onnx[1], opt_level="max")

@@ -192,7 +192,9 @@ def _quiet_pillow() -> Iterator[None]:
     megapixels) up to twice that, which is read (beyond that Pillow refuses it, and the reader says so in one line)."""
     from PIL import Image
 
-    with warnings.catch_warnings():
+    from lway_rt.io.weights import WARNING_FILTERS
+
+    with WARNING_FILTERS, warnings.catch_warnings():  # (one thread at a time: see WARNING_FILTERS)
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
         for message in _PILLOW_METADATA_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=UserWarning)

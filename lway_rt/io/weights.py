@@ -326,12 +326,17 @@ def ensure_writable_dir(folder: Path, option: str) -> None:
         raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}; choose another {option}") from None
 
 
+# warnings.catch_warnings saves and puts back the process's one list of filters: two threads inside such blocks at
+# once could put back each other's, leaving our "ignore" filters behind for good (Upscalers made in threads)
+WARNING_FILTERS = threading.RLock()
+
+
 def torch_load_tensors(path: Path | str):
     """``torch.load`` of a user's file with ``weights_only=True`` (tensors and plain containers, no code run), on
     the CPU. A TorchScript archive (a whole scripted module) is a one-line ``ModelError`` naming it, without torch's
     warning about it; other failures propagate for the caller to name."""
     try:
-        with warnings.catch_warnings():
+        with WARNING_FILTERS, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*looks like a TorchScript archive", category=UserWarning)
             warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
             return torch.load(str(path), map_location="cpu", weights_only=True)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lway_rt.archs.descriptor import ArchSpec, ModelDescriptor
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, ModelError
 
 __all__ = ["OnnxSR", "load_onnx_model", "spec_from_manifest", "ONNX_SUFFIX", "ENGINE_SUFFIXES"]
 
@@ -75,13 +75,13 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
     if artifact.get("sha256") != file_sha256(path):  # the bytes decide: a file renamed with its manifest is the same
         what = f"describes another file than {path.name}" if artifact.get("file") != path.name else \
             f"records another sha256 than {path.name}'s (the file changed since it was exported)"
-        raise InputError(f"{mpath} {what}: re-export with "
+        raise ModelError(f"{mpath} {what}: re-export with "
                          "'lwayrt export'" + (", or move the manifest away to run the file unchecked" if runs_unchecked
                                              else " (the file is verified against the weights its manifest names)"))
     if manifest.get("ready") is not True:
         why = "failed its parity gate when it was exported" if manifest.get("ready") is False else \
             "has no parity verdict in its manifest"
-        raise InputError(f"{path.name} {why} (see {mpath.name}): re-export it with 'lwayrt export'")
+        raise ModelError(f"{path.name} {why} (see {mpath.name}): re-export it with 'lwayrt export'")
     if onnx.get("dynamic") is not True and not static_ok:
         tile = onnx.get("tile")
         raise _fixed_shape(path, f"fixed {tile[0]}x{tile[1]} tiles" if isinstance(tile, list) and len(tile) == 2
@@ -92,7 +92,7 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
                         int(onnx.get("size_multiple", 1)), int(onnx.get("min_size", 1)), fp16_safe=False,
                         tiling_safe="detail_cap" not in source)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise InputError(f"{mpath} is incomplete ({type(exc).__name__}: {exc}): re-export with 'lwayrt export'") from None
+        raise ModelError(f"{mpath} is incomplete ({type(exc).__name__}: {exc}): re-export with 'lwayrt export'") from None
     meta = {"onnx_precision": str(onnx.get("precision")), "exported_from": str(source.get("model"))}
     if source.get("weights_sha256"):  # the exported weights' tensors: the same network as those weights in PyTorch
         meta["exported_sha256"] = str(source["weights_sha256"])
@@ -107,17 +107,17 @@ def _probe_spec(module: OnnxSR, path: Path) -> ArchSpec:
     shape = module.session.get_inputs()[0].shape
     channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else 3
     if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):  # a probe of that size would pass
-        raise InputError(f"{path.name} takes {shape[2]}x{shape[3]} inputs only (its height and width are fixed in the "
+        raise ModelError(f"{path.name} takes {shape[2]}x{shape[3]} inputs only (its height and width are fixed in the "
                          "graph): upscale takes image-to-image networks with any input size (export them with dynamic "
                          "height and width)")
     try:
         y = module(torch.rand(1, channels, 32, 32))
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own error classes
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{path.name} does not run on a 1x{channels}x32x32 image ({first}): upscale takes image-to-image "
+        raise ModelError(f"{path.name} does not run on a 1x{channels}x32x32 image ({first}): upscale takes image-to-image "
                          "networks with any input size (export them with dynamic height and width)") from None
     if y.ndim != 4 or y.shape[-1] % 32 or y.shape[-1] != y.shape[-2] or y.shape[-1] < 32:
-        raise InputError(f"{path.name} turns a 32x32 image into {tuple(y.shape)}: not an SR network upscale can use")
+        raise ModelError(f"{path.name} turns a 32x32 image into {tuple(y.shape)}: not an SR network upscale can use")
     multiple = 1
     try:
         module(torch.rand(1, channels, 33, 33))
@@ -133,7 +133,7 @@ def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | Non
 
     path = Path(path).expanduser()
     if path.suffix.lower() in ENGINE_SUFFIXES:
-        raise InputError(f"{path.name} is a TensorRT engine, which runs under TensorRT only: pass the .onnx file "
+        raise ModelError(f"{path.name} is a TensorRT engine, which runs under TensorRT only: pass the .onnx file "
                          "'lwayrt export' wrote beside it")
     check_onnx_file(path)
     manifest = find_manifest(path)
@@ -163,13 +163,13 @@ def _spec_without_manifest(module: OnnxSR, path: Path) -> tuple[ArchSpec, dict[s
     try:
         scale, multiple, least = int(info["scale"]), int(info["size_multiple"]), int(info["min_size"])
     except (KeyError, ValueError) as exc:
-        raise InputError(f"{path.name}'s lway_rt metadata is incomplete ({type(exc).__name__}: {exc}): export it again "
+        raise ModelError(f"{path.name}'s lway_rt metadata is incomplete ({type(exc).__name__}: {exc}): export it again "
                          "with 'lwayrt export'") from None
     if multiple < 1 or least < 1:  # edited by hand: 0 divided by zero in the tiler
-        raise InputError(f"{path.name}'s lway_rt metadata gives size_multiple {multiple} and min_size {least} (each must "
+        raise ModelError(f"{path.name}'s lway_rt metadata gives size_multiple {multiple} and min_size {least} (each must "
                          "be 1 or more): it was changed after 'lwayrt export' wrote it; export it again")
     if scale != spec.scale:
-        raise InputError(f"{path.name} says it upscales x{scale} but makes x{spec.scale} images: it was changed after "
+        raise ModelError(f"{path.name} says it upscales x{scale} but makes x{spec.scale} images: it was changed after "
                          "'lwayrt export' wrote it; export it again")
     spec = dataclasses.replace(spec, arch=f"onnx:{info.get('arch', 'unknown')}", size_multiple=multiple, min_size=least,
                                tiling_safe="detail_cap" not in info)

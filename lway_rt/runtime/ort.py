@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lway_rt.errors import InputError, LwayError, MissingDependencyError
+from lway_rt.errors import InputError, LwayError, MissingDependencyError, ModelError
 
 __all__ = ["create_session", "run_session", "available_providers", "ProviderFallbackError", "OPT_LEVELS"]
 
@@ -137,7 +137,7 @@ def create_session(
         session = ort.InferenceSession(str(path), sess_options=so, providers=resolved)
     except Exception as exc:  # onnxruntime raises its own exception classes (Fail, InvalidGraph, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"ONNX Runtime cannot load {path}: {first}; re-export it with 'lwayrt export'") from exc
+        raise ModelError(f"ONNX Runtime cannot load {path}: {first}; re-export it with 'lwayrt export'") from exc
 
     used = session.get_providers()
     dropped = [w for w in wanted if w != "CPUExecutionProvider" and w not in used]
@@ -158,10 +158,10 @@ def check_onnx_file(path: Path) -> None:
         return
     if path.is_dir():
         if advice := onnx_in_folder(path):
-            raise InputError(f"{path} is a folder ('lwayrt export --out' names the folder it writes into): pass the "
+            raise ModelError(f"{path} is a folder ('lwayrt export --out' names the folder it writes into): pass the "
                              f"ONNX file in it, {advice}")
-        raise InputError(f"{path} is a folder with no .onnx file in it: pass an ONNX file 'lwayrt export' wrote")
-    raise InputError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
+        raise ModelError(f"{path} is a folder with no .onnx file in it: pass an ONNX file 'lwayrt export' wrote")
+    raise ModelError(f"ONNX file {path} does not exist: export one with 'lwayrt export'")
 
 
 def onnx_in_folder(folder: Path) -> str | None:
