@@ -340,6 +340,13 @@ class GroupRouter:
         from lway_rt.adapt.groups import nearest_group
 
         x = embedding_input(to_tensor(rgb, device=self.device), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
+        from lway_rt.degae import MIN_ENCODER_SIDE
+
+        if min(x.shape[-2:]) < MIN_ENCODER_SIDE:  # said in the image's own size (it was the encoder input's, 4x it)
+            least = math.ceil(MIN_ENCODER_SIDE * rgb.shape[0] / x.shape[-2]) if x.shape[-2] < MIN_ENCODER_SIDE else \
+                math.ceil(MIN_ENCODER_SIDE * rgb.shape[1] / x.shape[-1])
+            raise InputError(f"{path.name} is {rgb.shape[1]}x{rgb.shape[0]} px, below the {least} px a side that a "
+                             "per-group folder's routing (stage 1's encoder) reads: upscale it with one group's weights")
         emb = compute_embeddings([x], self.stage1)
         best, sim = nearest_group(emb, self.centres)
         g = int(best[0])

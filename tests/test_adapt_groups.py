@@ -323,6 +323,10 @@ def test_the_python_api_routes_arrays_to_their_groups_models(files, tmp_path):
     with pytest.raises(LwayError):  # a call that raises leaves no earlier array's route to be read as its own
         up(np.zeros((36, 36, 5), np.uint8))
     assert up.last_route is None
+    # an array too small for stage 1 to read is said in its own size and what it takes (it was "an encoder input of
+    # 36x20 px", a size no one gave; review 48E E6)
+    with pytest.raises(InputError, match=r"is 9x5 px, below the 6 px a side that a per-group folder's routing"):
+        up(np.zeros((5, 9, 3), np.uint8))
 
 
 def test_per_group_with_ground_truth_scores_each_group_on_its_own_images(files, tmp_path, hr_crop):
