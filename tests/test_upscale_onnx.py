@@ -88,6 +88,15 @@ def test_onnx_file_without_its_manifest_is_probed(exported, photos, tmp_path):
     res = _upscale(bare, photos, tmp_path / "b", "--tile", "0", "--scale", "4")
     assert res.exit_code == 0, res.output
     assert _levels(tmp_path / "a" / "photo_x4.png", tmp_path / "b" / "photo_x4.png") == 0
+    # said which of the two it is: moved from its manifest, or not lwayrt's at all (review 48F F4)
+    assert "note: model.onnx runs without its manifest" in " ".join(res.output.split()), res.output
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    foreign = tmp_path / "foreign.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(foreign), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "H", 3: "W"}}, dynamo=False)
+    res = _upscale(foreign, photos, tmp_path / "d", "--tile", "0")
+    assert res.exit_code == 0 and "note: foreign.onnx has neither a manifest nor lway_rt's metadata" in \
+        " ".join(res.output.split()), res.output
     # one exported elsewhere for fixed 32x32 inputs passed the 32x32 probe, then stopped on the first image with
     # ONNX Runtime's traceback: refused in one line
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
