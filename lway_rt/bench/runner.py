@@ -454,8 +454,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             reason = skip_reason(spec, fp16_safe=desc.fp16_safe)
             if not reason and exported is not None and spec.kind != "torch" and spec.precision != exported.precision:
                 reason = (f"{exported.path.name} is an {exported.precision} file, which {spec.label} does not time"
-                          + (" (fp16 on the CPU is emulated): time it on a GPU with ort-cuda+fp16, or here, slowly, "
-                             "with -b ort-cuda+fp16+fallback" if exported.precision == "fp16" and spec.device == "cpu"
+                          + (": time it on a GPU with ort-cuda+fp16, or here with -b ort-cuda+fp16+fallback (ONNX "
+                             "Runtime's CPU kernels, not what a GPU would time)" if exported.precision == "fp16" and spec.device == "cpu"
                              else f": export an {spec.precision} one to time {spec.precision}"))
             if reason:
                 row = _row_base(spec, None, scale, config.tile_overlap)
