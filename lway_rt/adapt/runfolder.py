@@ -835,6 +835,9 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
         raise InputError(f"{out_dir} holds a --mode {previous} adaptation, not --mode {config.mode}: rerun with --mode "
                          f"{previous} to continue or replace it, or choose another --out folder")
     if previous is not None and config.mode != "folder" and not (resume or overwrite):
+        if _aside_state(out_dir / ASIDE) in ("kept", "cut short"):  # (--resume is that overwrite's alone: it was named
+            raise InputError(f"{out_dir} holds runs a stopped --overwrite was replacing: run that --overwrite again to "
+                             f"finish it, or {restore_words(out_dir)} to have the earlier runs back")  # and refused)
         raise InputError(f"{out_dir} holds the runs of an earlier --mode {config.mode} adaptation: pass --resume to keep "
                          "those made with these inputs and settings and finish the rest, --overwrite to replace them, "
                          "or choose another --out folder")
