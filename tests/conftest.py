@@ -194,3 +194,20 @@ def to_esrgan():
         return out
 
     return rename
+
+
+@pytest.fixture
+def unprivileged():
+    """``unprivileged(cmd)``: ``cmd`` run as this user without root's power to read, write and enter anything, so a
+    file's or folder's permissions apply (root: through setpriv, dropping the capabilities that bypass them)."""
+    import shutil
+
+    def wrap(cmd: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return cmd
+        if shutil.which("setpriv") is None:
+            pytest.fail("this test needs setpriv (util-linux) when run as root")
+        return ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search",
+                "--", *cmd]
+
+    return wrap

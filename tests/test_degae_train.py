@@ -1079,22 +1079,15 @@ def test_photos_left_out_in_sub_folders_and_a_lone_photo_are_said(tmp_path, astr
         res.output
 
 
-def test_a_log_this_user_cannot_write_is_refused_before_the_run(tmp_path, photo_dir):
+def test_a_log_this_user_cannot_write_is_refused_before_the_run(tmp_path, photo_dir, unprivileged):
     """--log naming a read-only file was opened at the first line logged: a traceback, and at a refused run the
     PermissionError of its error line hid the run's own error (review 48C C3)."""
-    import shutil
-
     log = tmp_path / "ro.log"
     log.write_text("earlier\n")
     log.chmod(0o444)
     cmd = [str(Path(sys.executable).with_name("lwayrt")), "train-degae", "--data", str(photo_dir), "--out",
            str(tmp_path / "s1.safetensors"), "--log", str(log), "--iters", "1", "--crop", "32"]
-    if os.geteuid() == 0:  # root writes any file: drop the capabilities that let it
-        if shutil.which("setpriv") is None:
-            pytest.fail("this test needs setpriv (util-linux) when run as root")
-        cmd = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-               "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(unprivileged(cmd), capture_output=True, text=True)  # (root writes any file)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert f"--log {log} cannot be written (Permission denied): name another file" in res.stderr, res.stderr
     assert log.read_text() == "earlier\n" and not (tmp_path / "s1.safetensors").exists()

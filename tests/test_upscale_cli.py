@@ -1203,10 +1203,9 @@ def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, sma
     assert again.exit_code == 0 and "1 image(s) written" in again.output, again.output
 
 
-def test_an_input_this_user_cannot_read_is_one_listed_failure(tmp_path, small):
+def test_an_input_this_user_cannot_read_is_one_listed_failure(tmp_path, small, unprivileged):
     """A file without read permission ended the batch in a PermissionError traceback (the TIFF check opened it a
     second time), the other images not done; it is a listed failure that says so, not 'the file is corrupt'."""
-    import shutil
     from pathlib import Path
 
     d = tmp_path / "in"
@@ -1215,12 +1214,7 @@ def test_an_input_this_user_cannot_read_is_one_listed_failure(tmp_path, small):
     Image.fromarray(small).save(d / "b.png")
     (d / "a.png").chmod(0)
     cmd = [str(Path(sys.executable).with_name("lwayrt")), "upscale", str(d), "-o", str(tmp_path / "out"), "-m", MODEL]
-    if os.geteuid() == 0:  # root reads any file: drop the capabilities that let it
-        if shutil.which("setpriv") is None:
-            pytest.fail("this test needs setpriv (util-linux) when run as root")
-        cmd = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-               "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    res = subprocess.run(unprivileged(cmd), capture_output=True, text=True)  # (root reads any file)
     out = res.stdout + res.stderr
     assert res.returncode == 1 and "Traceback" not in out, out
     assert f"{d / 'a.png'} cannot be read (Permission denied): check its permissions" in out, out
@@ -1463,10 +1457,9 @@ def test_a_folder_of_frames_is_taken_in_frame_order(tmp_path):
     assert not failures and [f.name for f, _ in found] == [f"frame_{n}.png" for n in (1, 2, 3, 10, 11)]
 
 
-def test_a_path_in_a_folder_this_user_cannot_enter_is_one_line(tmp_path, small):
+def test_a_path_in_a_folder_this_user_cannot_enter_is_one_line(tmp_path, small, unprivileged):
     """Python 3.11's Path.is_dir() raises PermissionError for a path in a folder this user may not enter: an input, a
     model, an output folder there ended every command in a traceback (review 48C C2). It is one line, status 1."""
-    import shutil
     from pathlib import Path
 
     closed = tmp_path / "closed"
@@ -1475,17 +1468,11 @@ def test_a_path_in_a_folder_this_user_cannot_enter_is_one_line(tmp_path, small):
     Image.fromarray(small).save(tmp_path / "b.png")
     closed.chmod(0)
     exe = str(Path(sys.executable).with_name("lwayrt"))
-    prefix = []
-    if os.geteuid() == 0:  # root enters any folder: drop the capabilities that let it
-        if shutil.which("setpriv") is None:
-            pytest.fail("this test needs setpriv (util-linux) when run as root")
-        prefix = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                  "--bounding-set=-dac_override,-dac_read_search", "--"]
     try:
         for args, where in ((["upscale", str(closed / "a.png"), "-o", str(tmp_path / "o1"), "-m", MODEL], closed / "a.png"),
                             (["upscale", str(tmp_path / "b.png"), "-o", str(closed / "out"), "-m", MODEL], closed / "out"),
                             (["eval-degae", "--checkpoint", str(closed / "s1.safetensors")], closed / "s1.safetensors")):
-            res = subprocess.run([*prefix, exe, *args], capture_output=True, text=True)
+            res = subprocess.run(unprivileged([exe, *args]), capture_output=True, text=True)
             assert res.returncode == 1 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
             assert f"error: cannot reach {where}: permission denied" in res.stderr, res.stderr
     finally:
