@@ -186,3 +186,12 @@ def test_a_name_that_is_not_utf8_is_said_as_its_bytes(tmp_path):
                           capture_output=True, timeout=120)
     assert proc.returncode == 1 and b"bad\xff.png is not a readable image" in proc.stderr, proc.stderr
     assert b"udcff" not in proc.stderr
+
+
+def test_a_stream_that_is_not_utf8_keeps_its_own_error_handler(tmp_path):
+    """Standard error on another encoding (cp1252, as a redirected one on Windows) was switched to surrogateescape too:
+    a name with a character it cannot hold lost the error line in a traceback (review 48G G1, of the C7 change)."""
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    proc = subprocess.run([sys.executable, "-c", _ENTRY, "upscale", str(tmp_path / "x\u2192y.png"), "-o",
+                           str(tmp_path / "o")], capture_output=True, timeout=120, env=env)
+    assert proc.returncode == 1 and b"Traceback" not in proc.stderr and b"does not exist" in proc.stderr, proc.stderr

@@ -737,6 +737,10 @@ def test_lpips_weights_need_lpips_and_a_trunk_file_is_recorded_absolute(photo_di
     assert res.exit_code == 0, res.output
     copied = load_stage1(tmp_path / "copied" / "s1.safetensors").meta
     assert copied["trunk_model"] == copied["recipe"]["trunk_model"] == str(tmp_path / "copied" / "moved.safetensors")
+    # a --trunk typed wrong (no such file) is refused as another trunk, not taken for the recorded one (48G G5)
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(tmp_path / "copied" / "s1.safetensors"), "--resume",
+                                    "--iters", "4", "--threads", "1", "--trunk", str(tmp_path / "typo.safetensors")])
+    assert res.exit_code == 1 and "cannot resume" in res.output and "typo.safetensors" in res.output, res.output
 
     res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "x.safetensors"), "--resume", "--overwrite"])
     assert res.exit_code == 2 and "pass one of them" in res.output, res.output
@@ -1091,3 +1095,11 @@ def test_a_log_this_user_cannot_write_is_refused_before_the_run(tmp_path, photo_
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert f"--log {log} cannot be written (Permission denied): name another file" in res.stderr, res.stderr
     assert log.read_text() == "earlier\n" and not (tmp_path / "s1.safetensors").exists()
+    # a link to a log not made yet stays a link, its file not left made by the check (review 48G G2)
+    from lway_rt.cli.train_degae import _check_log_file
+
+    (tmp_path / "logs").mkdir()
+    link = tmp_path / "run.log"
+    link.symlink_to(tmp_path / "logs" / "real.log")
+    _check_log_file(link, tmp_path / "s1.safetensors")
+    assert link.is_symlink() and not (tmp_path / "logs" / "real.log").exists()

@@ -768,7 +768,7 @@ def test_an_onnx_session_takes_omp_num_threads_as_torch_does(tmp_path, monkeypat
     assert create_session(path).get_session_options().intra_op_num_threads == 0  # ONNX Runtime's default
 
 
-def test_an_exported_file_gets_the_permissions_a_new_file_gets(tmp_path):
+def test_an_exported_file_gets_the_permissions_a_new_file_gets(tmp_path, unprivileged):
     """Every .onnx file was private (0600) whatever the umask, its manifest 0644: the save over mkstemp's temporary
     file kept its mode (review 48B B5). A new file gets 0666 less the umask; one written over keeps the old one's."""
     import os
@@ -784,5 +784,16 @@ def test_an_exported_file_gets_the_permissions_a_new_file_gets(tmp_path):
         res = _run("--model", "realesr-animevideov3", "--out", str(tmp_path / "e"), "--force")
         assert res.exit_code == 0, res.output
         assert stat.S_IMODE(_exported(res.stdout)["fp32"].stat().st_mode) == 0o640
+        # a read-only file is replaced and stays read-only (its mode set on the temporary file before the save had
+        # refused the save: review 48G G3)
+        onnx_file.chmod(0o444)
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-c", "import sys; from lway_rt.cli import main; sys.exit(main())", "export", "--model",
+               "realesr-animevideov3", "--out", str(tmp_path / "e"), "--force"]
+        done = subprocess.run(unprivileged(cmd), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert stat.S_IMODE(onnx_file.stat().st_mode) == 0o444
     finally:
         os.umask(old)

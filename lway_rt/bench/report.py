@@ -107,12 +107,12 @@ def render_table(report: dict[str, Any]):
         notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15; p50 marked *): the machine "
                      "was busy")
     m = report.get("machine") or {}
-    loads = [v[0] for v in (m.get("load_average_start"), m.get("load_average_end")) if v]
-    if usable and loads and max(loads) > usable:  # steady but shared: every time is longer than on an idle machine, and
-        # by more for backends that use every core (review 48F F6: torch rows 10-50x slower, no note)
-        notes.append(f"the load average reached {max(loads):g} on {usable} usable core(s): other processes shared the "
-                     "CPU, so these times are longer than on an idle machine; compare rows by their ratios, or run again "
-                     "when it is idle")
+    start = (m.get("load_average_start") or [None])[0]  # (as it began: the end's counts this run's own threads)
+    if usable and start is not None and start > usable:  # steady but shared: every time is longer than on an idle
+        # machine, and by more for backends that use every core (review 48F F6: torch rows 10-50x slower, no note)
+        notes.append(f"the load average was {start:g} on {usable} usable core(s) as the run began: other processes "
+                     "shared the CPU, so these times are longer than on an idle machine; compare rows by their ratios, "
+                     "or run again when it is idle")
     single = sum(1 for r in rows if "one timed request" in (r["note"] or ""))
     if single:
         notes.append(f"{single} configuration(s) timed one request: no spread to judge steadiness by (raise --min-iters)")

@@ -169,9 +169,13 @@ def _names_as_bytes() -> None:
     """A file name that is not valid UTF-8 (held by Python as surrogate escapes) reaches standard error as the bytes
     it is, as standard output writes it: stderr's 'backslashreplace' had printed bad\\udcff.png for bad\\xff.png, a
     name no one can type back."""
+    import codecs
+
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError, OSError):  # (a replaced stream: a test's, a pipe wrapper)
-            if getattr(stream, "errors", None) in ("strict", "backslashreplace"):
+        with contextlib.suppress(AttributeError, ValueError, OSError, LookupError):  # (a replaced stream: a test's)
+            # UTF-8 streams only: on another encoding (cp1252, latin-1) a character it cannot hold would fail
+            if getattr(stream, "errors", None) in ("strict", "backslashreplace") and \
+                    codecs.lookup(stream.encoding).name == "utf-8":
                 stream.reconfigure(errors="surrogateescape")
 
 

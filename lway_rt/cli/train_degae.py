@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import click
@@ -194,12 +195,13 @@ def _check_log_file(path: Path, out: Path) -> None:
             text = b"\0" not in head and len(head) == 4096 and exc.start >= len(head) - 3
         if not text:
             raise InputError(f"--log {path} is not a text file (progress would be appended to it): name another file")
-    if path.parent.is_dir():  # opened to append now, not at the first line (or at the error line, which it hid)
-        existed = path.exists()
+    target = Path(os.path.realpath(path))  # (a link is written through, and stays: its file is what is made here)
+    if target.parent.is_dir():  # opened to append now, not at the first line (or at the error line, which it hid)
+        existed = target.exists()
         try:
-            with open(path, "a"):
+            with open(target, "a"):
                 pass
         except OSError as exc:
             raise InputError(f"--log {path} cannot be written ({exc.strerror}): name another file") from None
         if not existed:
-            path.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)

@@ -589,7 +589,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                                 f"{_resume_path(out).name} cannot go on without it; pass --overwrite to start the run "
                                 "again, or choose another --out") from None
         gone = Path(cfg.trunk_model).expanduser()
-        if (gone.suffix or len(gone.parts) > 1) and not gone.exists() and s1.meta.get("trunk_model") != cfg.trunk_model:
+        if (gone.suffix or len(gone.parts) > 1) and not gone.exists() and s1.meta.get("trunk_model") != cfg.trunk_model \
+                and cfg.trunk_model == (s1.meta.get("recipe") or {}).get("trunk_model"):  # (not typed: a --trunk typo
+            # naming no file is still refused below as another trunk)
             # its trunk file moved and was found beside the checkpoint: the recipe this run writes records that place,
             # as its metadata does (it kept the old one, from which nothing could be built again)
             cfg = replace(cfg, trunk_model=str(s1.meta["trunk_model"]))

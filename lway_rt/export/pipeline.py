@@ -253,8 +253,6 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.stem), suffix=".onnx.tmp", dir=os_folder(out_dir))
     os.close(fd)
     tmp = Path(tmp_name)
-    # (mkstemp's file is private, and the save over it kept that: every exported file was 0600, whatever the umask)
-    os.chmod(tmp, file_mode_for(final))
     try:
         SaveOnnx(model, tmp)()
         inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=static_shape)
@@ -296,6 +294,9 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
             write_manifest(manifest_path(final), manifest)
             final.unlink(missing_ok=True)  # a stale file of the same name must not look ready either
             raise ParityError(f"{report.summary()}; nothing was marked ready (details in {manifest_path(final)})")
+        # mkstemp's file is private, and the save over it kept that (every export was 0600, whatever the umask): the
+        # mode a new file gets, or the replaced one's, set once written (a read-only mode first would refuse the save)
+        os.chmod(tmp, file_mode_for(final))
         os.replace(tmp, final)
         write_manifest(manifest_path(final), manifest)
         # a stricter gate's failed numbers were about the file this one replaces
