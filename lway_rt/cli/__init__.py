@@ -251,7 +251,7 @@ def _unusable_path(exc: BaseException) -> str | None:
     if isinstance(exc, PermissionError) and exc.filename is not None:  # (3.11's Path.is_dir() raises it for a path
         # in a folder this user may not enter, where a command first looks at an input, a model or an output folder)
         return f"cannot reach {exc.filename}: permission denied (the file, or a folder on its way, may not be " \
-            "read or entered by this user): check its permissions, or copy it somewhere this user can read"
+            "read or entered by this user): check its permissions, or name a path this user can use"
     text = str(exc)
     if isinstance(exc, RuntimeError) and text.startswith("Symlink loop from "):
         return f"{short(text[len('Symlink loop from '):].strip(chr(39)))} is a symbolic link that loops: mend or remove " \
