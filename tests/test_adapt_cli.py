@@ -897,8 +897,8 @@ def test_a_resume_after_a_stopped_per_image_overwrite_takes_it_up_or_is_refused(
     # the first command rerun plainly: it named --resume (which is that overwrite's alone, refused when tried), not the
     # stopped overwrite and --restore (review 48D D1)
     code, text = _run(["adapt", str(files / "lr"), "-o", str(out), *_replace_args(files), "--mode", "per-image"])
-    assert code == 1 and "holds runs a stopped --overwrite was replacing: run that --overwrite again to finish it, or" \
-        in " ".join(text.split()) and "--restore" in text and "pass --resume" not in text, text
+    assert code == 1 and "holds runs a stopped --overwrite was replacing: run that command with --resume in place of " \
+        "--overwrite to finish it where it stopped, or" in " ".join(text.split()) and "--restore" in text, text
     fewer, more = tmp_path / "fewer", tmp_path / "more"
     fewer.mkdir()
     shutil.copy(files / "lr" / "rgb.png", fewer / "rgb.png")

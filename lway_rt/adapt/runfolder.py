@@ -836,8 +836,9 @@ def _check_out_folder(out_dir: Path, config: AdaptConfig, images, paths, resume:
                          f"{previous} to continue or replace it, or choose another --out folder")
     if previous is not None and config.mode != "folder" and not (resume or overwrite):
         if _aside_state(out_dir / ASIDE) in ("kept", "cut short"):  # (--resume is that overwrite's alone: it was named
-            raise InputError(f"{out_dir} holds runs a stopped --overwrite was replacing: run that --overwrite again to "
-                             f"finish it, or {restore_words(out_dir)} to have the earlier runs back")  # and refused)
+            raise InputError(f"{out_dir} holds runs a stopped --overwrite was replacing: run that command with --resume "
+                             f"in place of --overwrite to finish it where it stopped, or {restore_words(out_dir)} to "
+                             "have the earlier runs back")  # (and refused: review 48D D1, 48H H1)
         raise InputError(f"{out_dir} holds the runs of an earlier --mode {config.mode} adaptation: pass --resume to keep "
                          "those made with these inputs and settings and finish the rest, --overwrite to replace them, "
                          "or choose another --out folder")
