@@ -346,10 +346,9 @@ class GroupRouter:
     def route(self, path: Path, rgb: np.ndarray) -> Route:
         from lway_rt.adapt.embed import compute_embeddings, embedding_input
         from lway_rt.adapt.groups import nearest_group
-
-        x = embedding_input(to_tensor(rgb, device=self.device), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
         from lway_rt.degae import MIN_ENCODER_SIDE
 
+        x = embedding_input(to_tensor(rgb, device=self.device), self.scale, "lr-recon" if self.embedding_input == "lr" else "sr")
         if min(x.shape[-2:]) < MIN_ENCODER_SIDE:  # said in the image's own size (it was the encoder input's, 4x it)
             least = math.ceil(MIN_ENCODER_SIDE * rgb.shape[0] / x.shape[-2]) if x.shape[-2] < MIN_ENCODER_SIDE else \
                 math.ceil(MIN_ENCODER_SIDE * rgb.shape[1] / x.shape[-1])
