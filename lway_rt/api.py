@@ -94,8 +94,10 @@ class Upscaler:
                  outscale: float | None = None, alpha: str = "model", stage1: str | None = None):
         from lway_rt.upscale import Route, UpscaleConfig, prepare_run
 
-        if isinstance(detail_cap, bool) or not isinstance(detail_cap, (str, int, float)):
+        if isinstance(detail_cap, bool) or not isinstance(detail_cap, (str, int, float, np.integer, np.floating)):
             raise InputError(f"detail_cap is \"auto\", \"off\" or a number >= 1, not {detail_cap!r}")
+        if not isinstance(detail_cap, str) and not float(detail_cap) >= 1:  # said as the number given (it was said
+            raise InputError(f"detail_cap must be auto, off or a number >= 1, not {float(detail_cap):g}")  # as '0.5')
         with _in_keywords():
             config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
                                    tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,

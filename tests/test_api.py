@@ -105,8 +105,10 @@ def test_bad_arrays_are_one_line_errors(upscaler, array, said):
 def test_bad_settings_and_models_are_refused_when_made(tmp_path):
     with pytest.raises(InputError, match="^tile and tile_overlap must be >= 0"):  # in keywords, not the command's options
         Upscaler(MODEL, tile=-1)
-    with pytest.raises(InputError, match="^detail_cap must be auto, off or a number >= 1"):
-        Upscaler(MODEL, detail_cap=0.5)
+    with pytest.raises(InputError, match="^detail_cap must be auto, off or a number >= 1, not 0.5$"):
+        Upscaler(MODEL, detail_cap=0.5)  # (the number given, not the string '0.5': review 48E E7)
+    with pytest.raises(InputError, match="^detail_cap must be auto, off or a number >= 1, not 0$"):
+        Upscaler(MODEL, detail_cap=np.int64(0))  # a numpy number is a number, as tile= takes one (it was 'not np.int64')
     with pytest.raises(InputError) as err:
         Upscaler(MODEL, tile=10)
     assert "use tile=65 or more (more than twice tile_overlap=32)" in str(err.value) and "--" not in str(err.value)
