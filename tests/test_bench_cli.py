@@ -163,6 +163,8 @@ def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
     shutil.copy(files["plain"], bare)
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(bare), *TINY])
     assert res.exit_code == 1 and "has no manifest" in res.output and "Traceback" not in res.output
+    # which weights, and the other ways on (review 48F F3: "pass those weights instead" and no more)
+    assert "-m the store name or weights file it was exported from" in " ".join(res.output.split()), res.output
 
 
 def test_a_fixed_shape_export_is_timed_at_its_shape(tmp_path):

@@ -338,7 +338,9 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     manifest = find_manifest(path)
     if manifest is None:
         raise InputError(f"{path.name} has no manifest ({path.with_suffix('.json').name}) naming the weights it was exported "
-                         "from, which serve-bench verifies it against: pass those weights instead")
+                         "from, which serve-bench verifies it against: put the manifest back beside it, or pass those "
+                         "weights instead (-m the store name or weights file it was exported from; `lwayrt upscale` runs "
+                         "the file as it is)")
     # the file the manifest describes, gate passed, SR; a fixed-shape file is timed at its shape (_check_static_cases)
     spec_from_manifest(path, manifest, runs_unchecked=False, static_ok=True)
     if config.detail_cap not in ("auto", "off") or config.base_model:
