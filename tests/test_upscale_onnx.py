@@ -5,6 +5,7 @@ line. Real exports of realesr-animevideov3, real ONNX Runtime sessions."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lway_rt.cli import main
+from lway_rt.errors import ModelError
+from lway_rt.runtime.onnx_model import load_onnx_model
 
 MODEL = "realesr-animevideov3"
 
@@ -252,6 +255,8 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
         res = _upscale(model, photos, tmp_path / "out")
         errors = [line for line in res.output.splitlines() if line.startswith("error: ")]
         assert res.exit_code == 1 and len(errors) == 1 and needle in errors[0], (model, res.output)
+        with pytest.raises(ModelError, match=re.escape(needle)):  # a model that does not load, as the API's docs say
+            load_onnx_model(model)  # (the not-SR and fixed-shape refusals had stayed InputErrors: 48E E4's rest)
 
 
 def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path):

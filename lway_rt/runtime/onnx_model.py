@@ -51,12 +51,12 @@ def _providers(device: str) -> tuple[str, ...]:
     raise InputError(f"--device must be 'cpu' or 'cuda[:N]', not {device!r}")
 
 
-def _not_sr(path: Path, held: str) -> InputError:
-    return InputError(f"{path.name} holds {held}, not an SR network: pass an SR export")
+def _not_sr(path: Path, held: str) -> ModelError:
+    return ModelError(f"{path.name} holds {held}, not an SR network: pass an SR export")
 
 
-def _fixed_shape(path: Path, fixed: str) -> InputError:
-    return InputError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
+def _fixed_shape(path: Path, fixed: str) -> ModelError:
+    return ModelError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
 
 
 def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: bool = True, static_ok: bool = False
