@@ -672,8 +672,6 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
         ready.remove(item)
 
     for level, workers in enumerate(config.concurrency):
-        if not ready:  # every backend failed on this case: its later levels are error rows already, nothing to time
-            break
         for item in list(ready):
             item.latencies, item.wall_s, item.rss_peak, item.rss_scope, item.cuda_peak = [], 0.0, 0.0, "configuration", None
             item.rss_above = item.verify_rss_above if workers == config.concurrency[0] else None
@@ -685,8 +683,8 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
                 fail(item, level, exc)
         inputs = [x.copy() for _ in range(workers)]
         for r in range(rounds):
-            if not ready:  # (no "round k/N" line for rounds nothing runs in)
-                break
+            if not ready:  # every backend failed on this case (its later levels are error rows already): no "round
+                break  # k/N" line for rounds nothing runs in
             say(f"{tag} x{workers} workers: round {r + 1}/{rounds}")
             shift = r % max(1, len(ready))
             for item in ready[shift:] + ready[:shift]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lway_rt.errors import InputError
+from lway_rt.errors import InputError, listing
 from lway_rt.io.images import IMAGE_SUFFIXES, bundled_photo, read_image, to_tensor
 
 __all__ = ["BUNDLED_TRAIN", "BUNDLED_HELDOUT", "load_bundled", "load_folder", "load_images", "random_crops", "as_float", "IMAGE_SUFFIXES"]
@@ -102,7 +102,6 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False,
                          "to use the bundled ones")
     files = folder_images(folder)
     if not files:
-        from lway_rt.errors import listing
         from lway_rt.io.images import image_subfolders
 
         if subs := image_subfolders(folder):  # only the files directly inside are read
@@ -128,14 +127,10 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False,
         else:
             seen[key] = p.name
     if clear and notes is not None:
-        from lway_rt.errors import listing
-
         notes.append(f"note: {len(clear)} image(s) in {option} {folder} have transparent pixels ({listing(clear, 3)}): "
                      "the colour stored under them, which no viewer shows, is read as photo content; flatten them "
                      "onto a background, or leave them out")
-    if twins and notes is not None:  # (a copy under another name: its crops count twice, and a pairing or evaluation
-        from lway_rt.errors import listing  # that takes "another image" may take the same picture)
-
+    if twins and notes is not None:  # (a copy's crops count twice; a pairing that takes "another image" may take it)
         notes.append(f"note: {len(twins)} image(s) in {option} {folder} hold the same pixels as another there "
                      f"({listing(twins, 3)}): each copy is read as one more photo; remove the copies")
     return images

@@ -38,12 +38,15 @@ def file_mode_for(dest: Path) -> int:
     """The permissions a new file written over ``dest`` gets: those of the regular file there, else those a plain
     ``open()`` gives (0666 less the umask): a temporary file made by ``mkstemp`` is private (0600) until then."""
     try:
-        st = os.stat(dest)
-        if stat.S_ISREG(st.st_mode):
-            return stat.S_IMODE(st.st_mode) & 0o777
+        old = os.stat(dest)
     except OSError:
-        pass
-    return 0o666 & ~_umask()
+        old = None
+    return _mode_replacing(old)
+
+
+def _mode_replacing(old: os.stat_result | None) -> int:
+    """``file_mode_for`` of a destination whose ``os.stat`` is ``old`` (None: nothing there)."""
+    return stat.S_IMODE(old.st_mode) & 0o777 if old is not None and stat.S_ISREG(old.st_mode) else 0o666 & ~_umask()
 
 
 STALE_TEMP_S = 24 * 3600.0  # a temporary file untouched this long belongs to a write that was killed
@@ -292,12 +295,9 @@ def atomic_path(dest: Path):
             if replacing:
                 with contextlib.suppress(OSError):  # (before the mode: a chown clears set-group-ID bits)
                     os.chown(tmp, -1, old.st_gid)
-                os.chmod(tmp, stat.S_IMODE(old.st_mode) & 0o777)
-                # on the disk before its name is: a power cut after the rename leaves the new file whole, not an
-                # empty one where a whole one was (a new name replaces nothing: no wait for the disk then)
-                sync_file(tmp)
-            else:
-                os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, _mode_replacing(old))
+            if replacing:  # on the disk before its name is: a power cut after the rename leaves the new file whole,
+                sync_file(tmp)  # not an empty one where a whole one was (a new name replaces nothing: no wait then)
             os.replace(tmp, dest_p)
             if replacing:  # the rename itself on the disk too (the old file must not come back after a power cut)
                 sync_folder(dest_p.parent)
