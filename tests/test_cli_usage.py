@@ -40,8 +40,15 @@ def _lwayrt(*args: str) -> subprocess.CompletedProcess:
      "--help')"),
     (["serve-bench", "my model.pth", "b"], "error: Got unexpected extra arguments (my model.pth b) (see 'lwayrt "
      "serve-bench --help')"),
+    # a file whose name begins with '-': click reads its first letter as an option; said how to name it
+    (["upscale", "-dash.png", "-o", "y"], "error: No such option '-d': to name the file -dash.png, write ./-dash.png "
+     "(see 'lwayrt upscale --help')"),
+    (["upscale", "x", "--old.jpg"], "error: No such option '--old.jpg': to name the file --old.jpg, write ./--old.jpg "
+     "(see 'lwayrt upscale --help')"),
+    (["upscale", "x", "-o", "y", "-q", "-z"], "error: No such option '-z'. (see 'lwayrt upscale --help')"),
 ], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown", "no-value", "no-value-2",
-        "model-argument", "model-argument-2", "extra-argument", "model-given", "two-extras"])
+        "model-argument", "model-argument-2", "extra-argument", "model-given", "two-extras", "dash-name",
+        "dash-name-long", "dash-not-a-name"])
 def test_a_usage_error_is_one_line_with_status_2(args, message):
     proc = _lwayrt(*args)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == message + "\n", proc.stderr

@@ -47,7 +47,8 @@ def _one_line(exc: click.UsageError, where: str = "lwayrt") -> click.UsageError:
     def show(file=None) -> None:
         command = exc.ctx.command_path if exc.ctx is not None else where
         message = re.sub(r"\s*\n\s*", " ", exc.format_message()).strip()  # its line breaks only: names keep their spaces
-        message += _model_flag_hint(exc)
+        hint = _model_flag_hint(exc) or _dash_name_hint(exc)
+        message = (message.removesuffix(".") if hint else message) + hint
         click.secho(f"error: {message} (see '{command} --help')", fg="red", err=True, file=file)
 
     exc.show = show  # type: ignore[method-assign]
@@ -73,6 +74,23 @@ def _model_flag_hint(exc: click.UsageError) -> str:
     if ctx.get_parameter_source(model.name) not in (None, ParameterSource.DEFAULT):  # -m given: the extra is not it
         return ""
     return f": the model goes after -m ({ctx.command_path} -m {shell_word(found[1])} ...)"
+
+
+def _dash_name_hint(exc: click.UsageError) -> str:
+    """For an unknown option that is the start of an argument naming a file (``lwayrt upscale -dash.png``: click
+    reads ``-d``, then ``ash.png`` as its value): how to name that file. Empty for any other usage error. The
+    argument is found in the command line as typed (``sys.argv``); a file there, or a name ending in a file
+    suffix (``.png``, ``.safetensors``), counts as one."""
+    if not isinstance(exc, click.NoSuchOption) or not exc.option_name:
+        return ""
+    flag = exc.option_name
+    for word in sys.argv[1:]:
+        if word == "--":
+            break
+        named = word == flag if flag.startswith("--") else word.startswith(flag) and len(word) > len(flag)
+        if named and (os.path.lexists(word) or re.search(r"\.[A-Za-z][A-Za-z0-9]{1,11}$", word)):
+            return f": to name the file {word}, write ./{word}"
+    return ""
 
 
 class LazyGroup(click.Group):
