@@ -99,6 +99,8 @@ def test_a_clip_is_upscaled_frame_by_frame_with_its_rate_and_audio(tmp_path, mod
     assert result.exit_code == 0 and f"wrote {dest}" in result.output and "note:" not in result.output, result.output
     info = probe(dest)
     assert (info.width, info.height, info.rate, info.audio) == (256, 192, Fraction(30000, 1001), 1)
+    # an encoder's clock for 29.97 fps (1/30000 s): one of 1000 ticks a frame (30 MHz) needs 64-bit MP4 headers past 143 s
+    assert " 30k tbn" in _stream_line(dest), _stream_line(dest)
     check_frames(dest, model_frames(model, src))
     assert not parts_folder(dest).exists() and [p.name for p in dest.parent.iterdir()] == ["clip_x4.mp4"]
 

@@ -586,12 +586,17 @@ def _even_timestamps(info: VideoInfo) -> str:
     less than the one before it (a segment of one or two frames has no B-frames, x264's others delay two), the
     segments' decoding times overlapped at the joint, and ffmpeg's repairs left uneven frame durations (12 frames
     at 29.97 fps read as 25.69 fps on average). The presentation times, right already, stay; decoding times run
-    three frames behind frame by frame (x264 reorders by two at most), on a clock of 1000 ticks a frame, from where
-    the video begins."""
-    tick = 1 / (info.rate * 1000)
-    start = round(info.video_delay * float(info.rate) * 1000)
-    return (f"setts=prescale=1:time_base={tick.numerator}/{tick.denominator}:pts=PTS:dts=(N-3)*1000+{start}:"
-            "duration=1000")
+    three frames behind frame by frame (x264 reorders by two at most), from where the video begins.
+
+    The clock is the one an encoder gives such a rate, 1/30000 s at 30000/1001 (1001 ticks a frame), and 1000 ticks
+    a frame at a whole rate (1/25000 s at 25 fps): fine enough to place the video's start. A clock of 1000 ticks a
+    frame at 29.97 fps (1/29970029.97 s, a 30 MHz MP4 time scale) needed 64-bit MP4 header fields past 143 s (71 s
+    at 59.94 fps), which some players do not read."""
+    per = info.rate.denominator * -(-1000 // info.rate.denominator)  # ticks a frame: a multiple of the denominator
+    tick = 1 / (info.rate * per)  # 1 / (numerator * whole number): a whole-number time scale
+    start = round(info.video_delay * float(info.rate) * per)
+    return (f"setts=prescale=1:time_base={tick.numerator}/{tick.denominator}:pts=PTS:dts=(N-3)*{per}+{start}:"
+            f"duration={per}")
 
 
 def _concat_quote(path: str | Path) -> str:
