@@ -713,7 +713,7 @@ def test_a_killed_exports_temporary_file_of_a_long_name_is_swept(tmp_path):
     res = CliRunner().invoke(main, ["export", "-m", str(model), "--out", str(out), "--precision", "fp32"])
     assert res.exit_code == 0, res.output
     (final,) = _exported(res.output).values()
-    assert len(final.name.encode()) > 220
+    assert len(final.name.encode()) + w._TEMP_EXTRA > w.NAME_MAX  # (its temporary file's name is shortened)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     left = out / f".{w.temp_stem(final.stem)}.lw{w._host_tag()}p{dead.pid}.abcdefgh.onnx.tmp"  # as a killed run left it
@@ -722,6 +722,32 @@ def test_a_killed_exports_temporary_file_of_a_long_name_is_swept(tmp_path):
     res = CliRunner().invoke(main, ["export", "-m", str(model), "--out", str(out), "--precision", "fp32", "--force"])
     assert res.exit_code == 0, res.output
     assert not left.exists()
+
+
+def test_a_model_of_the_longest_name_a_file_takes_exports_and_hits_its_cache(tmp_path, monkeypatch):
+    """A store name of 230-243 bytes (``models add`` takes it: its .safetensors is a legal file name) made every
+    export of it fail: its files' names (the label, ".sr.fp32.", the key, ".onnx") passed 255 bytes, and the error
+    blamed the output path (review 49D M2). The label is cut in the names; a second export is a cache hit, and the
+    same weights under a shorter name hit it too."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io import weights as w
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    plain = tmp_path / "m.safetensors"
+    w.save_safetensors(plain, SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).state_dict(), {})
+    name = "ä" * 100 + "b" * 43  # 243 bytes, 143 characters
+    assert CliRunner().invoke(main, ["models", "add", str(plain), "--name", name]).exit_code == 0
+    out = tmp_path / "onnx"
+    for _ in range(2):
+        res = CliRunner().invoke(main, ["export", "-m", name, "--out", str(out), "--precision", "fp32"])
+        assert res.exit_code == 0, res.output
+        (final,) = _exported(res.output).values()
+        assert final.name.startswith("ä" * 95 + ".sr.fp32.") and len(final.name.encode()) <= w.NAME_MAX
+    assert "cache hit" in res.output, res.output
+    res = CliRunner().invoke(main, ["export", "-m", str(plain), "--out", str(out), "--precision", "fp32"])
+    assert res.exit_code == 0 and "cache hit" in res.output and _exported(res.output) == {"fp32": final}, \
+        res.output
 
 
 def test_a_cache_hit_removes_what_a_killed_export_of_the_file_left(tmp_path):

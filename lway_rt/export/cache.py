@@ -30,7 +30,7 @@ from lway_rt.bench.machine import package_versions as installed_versions
 
 __all__ = [
     "KEY_VERSION", "make_key", "file_sha256", "package_versions", "onnx_key_fields", "engine_key_fields",
-    "artifact_stem", "safe_label",
+    "artifact_label", "artifact_stem", "safe_label",
 ]
 
 KEY_VERSION = 1  # bump when the meaning of a field changes
@@ -87,6 +87,11 @@ def engine_key_fields(*, onnx_sha256: str, shapes: Mapping[str, Any], precision:
     }
 
 
+# bytes of a label in an export's file names: the rest of the longest name, an engine's
+# (".encoder.fp16.4096x4096.<key 12>.<key 12>.engine", 56 bytes), fits in a file name's 255 beside it
+LABEL_MAX = 191
+
+
 def safe_label(text: str) -> str:
     """A file-name-safe label: letters and digits (any script: 'ünï' stays, it is not cut to 'n'), '-', '_' and '.'
     only."""
@@ -94,8 +99,19 @@ def safe_label(text: str) -> str:
     return label or "model"
 
 
+def artifact_label(label: str) -> str:
+    """The model's label as it begins its export's file names: ``safe_label``'s, cut to ``LABEL_MAX`` bytes (the key
+    keeps names apart), so the longest file (an engine's) stays a legal file name: a store name of 230-243 bytes,
+    which a file name takes, had made every export of it fail."""
+    from lway_rt.io.weights import _cut_utf8
+
+    return _cut_utf8(safe_label(label).encode(), LABEL_MAX)
+
+
 def artifact_stem(label: str, what: str, precision: str, key: str, tile: tuple[int, int] | None = None) -> str:
-    parts = [safe_label(label), what, precision]
+    """The name an export's files share: the model's label (``artifact_label``), what it holds, its precision, its
+    tile and its key."""
+    parts = [artifact_label(label), what, precision]
     if tile:
         parts.append(f"{tile[0]}x{tile[1]}")
     parts.append(key[:12])

@@ -33,7 +33,7 @@ from torch import nn
 
 from lway_rt.errors import InputError, ModelError, OutputError, ParityError
 from lway_rt.export.cache import (
-    artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions, safe_label,
+    artifact_label, artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
 )
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
 from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
@@ -221,7 +221,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     final = out_dir / f"{stem}.onnx"
     if not force:
         # the same weights and settings exported under another label (a run's folder, then its weights file) hit too
-        tail = stem[len(safe_label(ex.label)):]
+        tail = stem[len(artifact_label(ex.label)):]
         others = sorted(p for p in out_dir.glob(f"*{tail}.onnx") if p != final) if out_dir.is_dir() else []
         for cand in (final, *others):
             hit = ready_artifact(cand, key)
