@@ -279,6 +279,10 @@ def test_a_pickle_with_more_than_tensors_is_not_called_corrupt(tmp_path):
             store.load_model(str(tmp_path / name))
     torch.save(net.state_dict(), tmp_path / "resaved.pth")  # the advice works
     assert store.load_model(str(tmp_path / "resaved.pth")).arch == "SRVGGNetCompact"
+    # one tensor saved alone (a layer's weights) is said as such, not as "no tensors" (review 49D M3)
+    torch.save(net.state_dict()["body.0.weight"], tmp_path / "tensor.pth")
+    with pytest.raises(ModelError, match=r"checkpoint holds one tensor \(of shape \(8, 3, 3, 3\)\), not a network's"):
+        store.load_model(str(tmp_path / "tensor.pth"))
 
 
 def test_a_store_that_cannot_be_made_names_lwayrt_home(tmp_path, monkeypatch):

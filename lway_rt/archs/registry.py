@@ -274,6 +274,9 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:  # a key that is no string is refused by detect, by name
             return {k.removeprefix("module.") if isinstance(k, str) else k: v for k, v in tensors.items()}
+    if isinstance(obj, torch.Tensor):  # (torch.save of one tensor: a layer's weights, an image)
+        raise ModelError(f"checkpoint holds one tensor (of shape {tuple(obj.shape)}), not a network's: expected a state "
+                         "dict (optionally under 'params_ema' or 'params')")
     raise ModelError("checkpoint holds no tensors: expected a state dict (optionally under 'params_ema' or 'params')")
 
 
