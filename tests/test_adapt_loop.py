@@ -708,3 +708,25 @@ def test_the_detail_change_takes_the_unadapted_detail_from_the_weighing(tmp_path
     adapt_images(inputs, _desc(_tiny(3)), cfg, tmp_path / "run", stage1=stage1)
     (given, changes, fresh), = seen
     assert given is not None and len(given) == len(inputs) and changes == fresh
+
+
+
+def test_a_fixed_patch_loss_that_is_not_finite_is_said_so(tmp_path, inputs, stage1, monkeypatch):
+    """The drift guard rolled back on a NaN fixed-patch loss saying it had "jumped above 2x the best" (review 49C C1;
+    seen with --lr 0.9, whose huge step left weights that overflow on the fixed patches): a NaN jumps above nothing,
+    so the event says the loss is not finite. (Fault injection: the fixed-patch loss of the second check is NaN.)"""
+    from lway_rt.adapt import loop
+
+    measured = loop._Training.fixed_loss
+    calls = []
+
+    def nan_at_the_second_check(self):
+        calls.append(measured(self))
+        return float("nan") if len(calls) == 2 else calls[-1]
+
+    monkeypatch.setattr(loop._Training, "fixed_loss", nan_at_the_second_check)
+    cfg = AdaptConfig(iterations=4, patch_size=16, batch_size=2, guard_every=2)
+    rep = adapt_images(inputs, _desc(_tiny()), cfg, tmp_path / "a", stage1=stage1, write_outputs=False).report
+    assert rep["events"][0].startswith("iteration 2: fixed-patch loss is not finite (nan); rolled back to iteration 0"), \
+        rep["events"]
+    assert rep["rollbacks"] == 1 and not any("jumped" in e for e in rep["events"]), rep["events"]

@@ -1193,8 +1193,10 @@ class _Training:
             _set_lr(self.opt, st["lr"])
             st["rollbacks"] += 1
             st["rolled_at"] = at
-            msg = (f"iteration {at}: fixed-patch loss {val:.4g} jumped above {config.guard_factor:g}x the best "
-                   f"{best:.4g}; rolled back to iteration {st['good_it']}" + ("" if last else f", {self.lr_now()}"))
+            how = f"is not finite ({val})" if not math.isfinite(val) else \
+                f"{val:.4g} jumped above {config.guard_factor:g}x the best {best:.4g}"
+            msg = (f"iteration {at}: fixed-patch loss {how}; rolled back to iteration {st['good_it']}"
+                   + ("" if last else f", {self.lr_now()}"))
             st["events"].append(msg)
             self.log(msg)
             if st["rollbacks"] > config.max_bad_steps:
