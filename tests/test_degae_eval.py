@@ -394,6 +394,16 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
         assert said == seen, (folder, res.output)
         settings = json.loads(dest.read_text())["settings"]
         assert settings["trained_on_data"] is seen and settings["data"] == str(folder.absolute())
+        assert settings["trained_on_photos"] == (2 if seen else 0)
+    # a folder holding some of its photos, renamed, beside others: counted and said (review 47H H5: it was not)
+    shutil.copy(photos / "b.png", other / "renamed.png")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), "--data", str(other), "--crop", "32",
+                                    "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "mixed.json")])
+    assert res.exit_code == 0, res.output
+    assert f"note: {out} was trained on 1 of the 3 photos in {other} (the same files, under any name): its numbers " \
+           "there are not wholly held-out" in res.output, res.output
+    settings = json.loads((tmp_path / "mixed.json").read_text())["settings"]
+    assert settings["trained_on_data"] is False and settings["trained_on_photos"] == 1
 
 
 def test_a_draw_that_changes_nothing_on_a_crop_leaves_that_crop_out_of_every_mean():

@@ -33,7 +33,7 @@ def _num(x: float, fmt: str) -> str:
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
     from lway_rt.degae import load_stage1, unfinished_note
-    from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1, trained_on
+    from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1, photos_trained_on, trained_on
     from lway_rt.errors import InputError, OutputError
 
     # the report for a pipe (| jq), the lines going to stderr; the string as typed, so ./- still names a file '-'
@@ -76,8 +76,14 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     if seen:  # said before the evaluation, which takes a while
         click.echo(f"note: {checkpoint} was trained on the photos in {data}: its numbers there are not held-out (give "
                    "--data photos it never saw to measure how it generalises)", err=True)
+    some, photos = photos_trained_on(s1, data) if data is not None and data.is_dir() else (0, 0)
+    if some and not seen:
+        click.echo(f"note: {checkpoint} was trained on {some} of the {photos} photos in {data} (the same files, under "
+                   "any name): its numbers there are not wholly held-out (leave those out to measure how it "
+                   "generalises)", err=True)
     report = evaluate_stage1(s1, cfg, note=lambda m: click.echo(m, err=True))
     report["settings"]["trained_on_data"] = seen
+    report["settings"]["trained_on_photos"] = some  # (of its images, by their bytes; 0 where the checkpoint says none)
     report["checkpoint"] = str(checkpoint) if checkpoint else "shipped default"
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}

@@ -73,18 +73,32 @@ def same_file(a, b) -> bool:
 def folder_digest(folder: Path) -> str:
     """sha256 over the names and bytes of the images ``load_folder`` reads from ``folder``: what a run trained on it
     saw, whatever path named the folder (an existing folder; an unreadable file is hashed as its name only)."""
+    return folder_digests(folder)[0]
+
+
+def photo_digests(folder: Path) -> list[str]:
+    """Each image's in ``folder`` (``load_folder``'s), by its bytes alone: the first 16 hex digits of its sha256,
+    sorted (one an image: two files of the same bytes give it twice). A photo copied or renamed into another folder
+    keeps its digest (what ``eval-degae`` counts as seen)."""
+    return folder_digests(folder)[1]
+
+
+def folder_digests(folder: Path) -> tuple[str, list[str]]:
+    """``folder_digest`` and ``photo_digests`` from one read of each file."""
     import hashlib
 
     from lway_rt.export.cache import file_sha256
 
-    h = hashlib.sha256()
+    h, each = hashlib.sha256(), []
     for p in folder_images(folder):
         h.update(os.fsencode(p.name) + b"\0")
         try:
-            h.update(file_sha256(p).encode())
+            one = file_sha256(p)
         except OSError:
-            pass
-    return h.hexdigest()
+            continue
+        h.update(one.encode())
+        each.append(one[:16])
+    return h.hexdigest(), sorted(each)
 
 
 def load_folder(folder: Path, option: str = "--data", compact: bool = False,

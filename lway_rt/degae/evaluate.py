@@ -71,6 +71,17 @@ def trained_on(s1: Stage1, folder: str | Path) -> bool:
     return bool(digests) and folder_digest(Path(folder)) in digests
 
 
+def photos_trained_on(s1: Stage1, folder: str | Path) -> tuple[int, int]:
+    """How many of ``folder``'s images ``s1`` was trained on, wherever they lay then (the same bytes: the
+    ``data_photos`` each part of its run records; none for a checkpoint that records none), and how many it holds."""
+    from lway_rt.degae.data import photo_digests
+
+    seen = {d for s in (s1.meta.get("segments") or []) if isinstance(s, dict)
+            for d in (s.get("data_photos") or []) if isinstance(d, str)}
+    here = photo_digests(Path(folder))
+    return sum(d in seen for d in here), len(here)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image RGB PSNR (dB) of (N, 3, H, W) tensors in [0, 1]; inf where identical."""
     mse = (a.clamp(0, 1) - b.clamp(0, 1)).pow(2).flatten(1).mean(1)

@@ -40,7 +40,7 @@ from torch.nn import functional as F
 
 from lway_rt.degae import Stage1, load_stage1
 from lway_rt.bench.machine import cpu_model
-from lway_rt.degae.data import BUNDLED_TRAIN, folder_digest, load_images, random_crops, same_file
+from lway_rt.degae.data import BUNDLED_TRAIN, folder_digests, load_images, random_crops, same_file
 from lway_rt.degae.degrade import SynthConfig, apply_degradation, sample_degradation
 from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.images import image_subfolders
@@ -647,7 +647,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     if len(images) == 1 and cfg.pairing == "cross":
         log("note: --data holds one photo, so --pairing cross reads each degradation from another crop of it, not "
             "from another photo as it is meant to: add photos")
-    data_sha = folder_digest(Path(cfg.data)) if cfg.data else None  # recorded per segment: a resume sees a change
+    # recorded per segment: a resume sees a change; eval-degae, photos of it in another folder
+    data_sha, data_photos = folder_digests(Path(cfg.data)) if cfg.data else (None, [])
     seen = segments[-1] if segments else {}
     if data_sha and seen.get("data_sha256") and seen["data_sha256"] != data_sha and _same_data(seen.get("data"), cfg.data, [seen]):
         log(f"note: the photos in {cfg.data} changed since the run's last checkpoint (it read {seen.get('data_images', '?')} "
@@ -732,7 +733,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         seg = {"from": start, "to": it, "iters": cfg.iters, "lr": cfg.lr, "batch": cfg.batch, "crop": cfg.crop,
                "data": str(Path(cfg.data).absolute()) if cfg.data else None}
         if data_sha:
-            seg.update(data_sha256=data_sha, data_images=len(images))
+            seg.update(data_sha256=data_sha, data_images=len(images), data_photos=data_photos)
         if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
             seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
         saving = (it, file_id(out))  # (the checkpoint is renamed into place first)
