@@ -177,7 +177,8 @@ _PIL_AS = {"P": None, "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "1": "L", "CMYK"
 def _as_array(image) -> np.ndarray:
     """The caller's image as an array of samples. A Pillow image is taken by what it shows, as ``lwayrt upscale`` reads
     a file: a palette, CMYK, YCbCr ... image had its raw samples (palette indices, CMY with K as alpha) upscaled as if
-    they were grey or RGB, unsaid. A file name is refused with what to do."""
+    they were grey or RGB, unsaid; one with an EXIF orientation (a camera's JPEG held sideways) is turned upright, as
+    the command turns it (``PIL.ImageOps.exif_transpose``). A file name is refused with what to do."""
     if isinstance(image, (str, Path)):
         raise InputError(f"an Upscaler takes an image array, not a file name ({image}): read it first, e.g. "
                          "np.asarray(PIL.Image.open(path)), or upscale files with 'lwayrt upscale'")
@@ -186,11 +187,23 @@ def _as_array(image) -> np.ndarray:
         if mode in ("I", "F") or mode.startswith("I;") and mode not in ("I;16", "I;16L", "I;16B", "I;16N"):
             raise InputError(f"a Pillow image of mode {mode} holds no 8- or 16-bit samples: convert it first (e.g. "
                              "np.asarray(im) scaled to [0, 1] as float)")
+        if _turned(image):
+            from PIL import ImageOps
+
+            image = ImageOps.exif_transpose(image)
         if mode in ("RGB", "L") and "transparency" in image.info:  # a colour key: that colour is clear
             image = image.convert("RGBA" if mode == "RGB" else "LA")
         elif mode in _PIL_AS:
             image = image.convert(_PIL_AS[mode] or ("RGBA" if "transparency" in image.info else "RGB"))
     return np.asarray(image)
+
+
+def _turned(image) -> bool:
+    """Whether a Pillow image carries an EXIF orientation other than upright (1)."""
+    try:
+        return image.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # noqa: BLE001 - EXIF that cannot be read: taken as it is stored, as Pillow shows it
+        return False
 
 
 def _planes(arr: np.ndarray) -> tuple[np.ndarray, int | None]:

@@ -164,6 +164,21 @@ def test_pillow_images_are_taken_by_what_they_show(small, upscaler):
         upscaler(im.convert("F"))
 
 
+
+def test_a_pillow_image_with_an_exif_orientation_comes_upright_as_the_command_writes_it(tmp_path, small, upscaler):
+    """A camera's JPEG held sideways (EXIF orientation 6), opened with Pillow, came back sideways from the API where
+    `lwayrt upscale` writes it upright (review 49H H1)."""
+    wide = np.ascontiguousarray(np.concatenate([small, small[:16]], axis=0))  # 48x32: its turn shows in its shape
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(wide).save(tmp_path / "turned.jpg", quality=95, exif=exif)
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "turned.jpg"), "-o", str(tmp_path / "out"), "-m", MODEL])
+    assert res.exit_code == 0, res.output
+    written = np.asarray(Image.open(tmp_path / "out" / "turned_x4.png"))
+    out = upscaler(Image.open(tmp_path / "turned.jpg"))
+    assert out.shape == written.shape == (128, 192, 3) and np.array_equal(out, written)
+
+
 def test_an_onnx_file_that_does_not_load_is_a_model_error(tmp_path):
     """The documented ModelError 'for a model that does not load' was an InputError for an .onnx file (missing,
     damaged, not an SR network), so `except ModelError` missed it (review 48E E4)."""
