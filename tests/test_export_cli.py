@@ -506,6 +506,21 @@ def test_encoder_export_matches_torch_embeddings(stage1_file, tmp_path):
         assert out.shape == (2, 64) and rel <= (1e-4 if precision == "fp32" else 1e-2), (precision, rel)
     again = _run("--what", "encoder", "--stage1", str(stage1_file), "--out", str(tmp_path), "--precision", "both")
     assert again.stdout.count("cache hit") == 2
+    assert "note:" not in res.output + again.output
+
+
+def test_an_unfinished_stage1_checkpoint_is_said_as_its_encoder_is_exported(tmp_path):
+    """adapt, eval-degae and demo say a stage-1 checkpoint was written part-way through its training; export said
+    nothing and marked its encoder ready (review 49K K2)."""
+    from lway_rt.degae import Stage1, save_stage1
+
+    path = tmp_path / "stopped.safetensors"
+    save_stage1(path, Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16)).freeze(),
+                {"iterations": 24, "recipe": {"iters": 40}})
+    res = _run("--what", "encoder", "--stage1", str(path), "--out", str(tmp_path / "e"), "--precision", "fp32")
+    assert res.exit_code == 0, res.output
+    assert f"note: the stage-1 checkpoint {path} was written at iteration 24 of 40: a run that had not finished" \
+        in res.stderr, res.output
 
 
 def test_encoder_backends_agree(stage1_file, tmp_path, monkeypatch):

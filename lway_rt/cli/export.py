@@ -149,9 +149,11 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
             sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, *keep))))
         exportables.append((sr, sr_profile))
     if what in ("encoder", "both"):
-        from lway_rt.degae import load_stage1
+        from lway_rt.degae import load_stage1, unfinished_note
 
         s1 = load_stage1(stage1_path)
+        if note := unfinished_note(s1, str(stage1_path)):  # (as adapt, eval-degae and demo say it)
+            click.echo(note, err=True)
         label = stage1_path.stem if stage1_path else "stage1-default"
         exportables.append((encoder_exportable(s1, label=label, path=str(stage1_path) if stage1_path else None), profile))
 
