@@ -910,6 +910,27 @@ def test_cli_resume_takes_the_runs_recorded_settings(photo_dir, tmp_path):
         assert torch.equal(x, y), k
 
 
+def test_a_resume_with_other_settings_records_them_in_its_part(photo_dir, tmp_path):
+    """A --resume with --motion / --sharpen / --pixel-loss / --seed changed rewrote the checkpoint's recipe as if the
+    whole run had used them, and nothing in the file said iterations 0-2 had not (review 49K K1): the resumed part's
+    segment records each change, [before, now]; an unchanged resume records none."""
+    small = ["--data", str(photo_dir), "--crop", "32", "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks",
+             "1", "--skip", "--ckpt-every", "2", "--threads", "1", "-q"]
+    out = str(tmp_path / "a.safetensors")
+    assert CliRunner().invoke(main, ["train-degae", "--out", out, "--iters", "2", *small]).exit_code == 0
+    res = CliRunner().invoke(main, ["train-degae", "--out", out, "--resume", "--iters", "4", "--motion", "0.5",
+                                    "--pixel-loss", "mse", "--seed", "5", *small])
+    assert res.exit_code == 0 and "resuming with other settings" in res.output, res.output
+    assert CliRunner().invoke(main, ["train-degae", "--out", out, "--resume", "--iters", "6", "--motion", "0.5",
+                                     "--pixel-loss", "mse", "--seed", "5", *small]).exit_code == 0
+    meta = load_stage1(out).meta
+    first, second, third = meta["segments"]
+    assert "changed" not in first and "changed" not in third, meta["segments"]
+    assert second["changed"] == {"seed": [0, 5], "pixel_loss": ["charbonnier", "mse"],
+                                 "synth": [first_synth := second["changed"]["synth"][0], {**first_synth, "p_motion": 0.5}]}
+    assert first_synth["p_motion"] == 0.0 and meta["recipe"]["synth"]["p_motion"] == 0.5 and meta["recipe"]["seed"] == 5
+
+
 def test_data_folder_is_recorded_absolute_and_found_on_a_resume_from_elsewhere(photo_dir, tmp_path, monkeypatch):
     """`--data photos` was recorded as typed, so `--out X --resume` from another folder looked for ./photos there.
     The CLI records it absolute; a run recorded relative resumes with the folder its last checkpoint read."""

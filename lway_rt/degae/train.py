@@ -608,11 +608,12 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         def plain(v):  # as the checkpoint's JSON holds it: a tuple read back is a list, and is the same setting
             return json.loads(json.dumps(v))
 
-        changed = [f"{k} {prev[k]!r} -> {plain(v)!r}" for k, v in cfg.recipe().items()
+        changes = {k: [prev[k], plain(v)] for k, v in cfg.recipe().items()
                    if k in prev and k not in ("iters", "lr", "out") and prev[k] != plain(v)
-                   and not (k == "data" and _same_data(prev[k], v, s1.meta.get("segments")))]
-        if changed:
-            log("note: resuming with other settings than the run had: " + "; ".join(changed))
+                   and not (k == "data" and _same_data(prev[k], v, s1.meta.get("segments")))}
+        if changes:  # (recorded in this part's segment: the recipe holds the last part's settings)
+            log("note: resuming with other settings than the run had: "
+                + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
         try:
             state = torch.load(_resume_path(out), map_location="cpu", weights_only=True)
             s1.load_state_dict(state["weights"])
@@ -635,7 +636,7 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         s1 = Stage1.fresh(cfg.embed_dim, cfg.width, cfg.blocks, skip=cfg.skip, trunk=TrunkSpec(cfg.trunk_model, cfg.trunk_layers),
                           head_widths=cfg.head_widths, seed=cfg.seed, device=cfg.device)
         state = None
-        segments = []
+        segments, changes = [], {}
     # read once --out is accepted: a refusal of --out (resume or overwrite it?) came after minutes of decoding photos
     notes: list[str] = []
     images = list(load_images(cfg.data, cfg.crop, notes).values())
@@ -734,6 +735,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                "data": str(Path(cfg.data).absolute()) if cfg.data else None}
         if data_sha:
             seg.update(data_sha256=data_sha, data_images=len(images), data_photos=data_photos)
+        if changes:  # what this part ran with that the parts before it did not: [before, now] by recipe key
+            seg.update(changed=changes)
         if cfg.time_limit_s is not None:  # what a resume of the same command goes on with
             seg.update(time_limit_s=cfg.time_limit_s, asked_iters=asked, plan_fixed=plan_fixed)
         saving = (it, file_id(out))  # (the checkpoint is renamed into place first)
