@@ -1166,6 +1166,9 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
         if str(src) not in msg:
             msg = f"{src}: {msg}"
         report.failures.append(Failure(src, msg))
+    except BaseException:  # a stop (Ctrl-C) or a bug: the image is not done, so the progress does not count it
+        progress = None
+        raise
     finally:
         if progress:
             progress(src)

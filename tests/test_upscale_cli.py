@@ -469,6 +469,21 @@ def test_a_batch_into_a_log_says_how_far_it_is(tmp_path, inputs, monkeypatch):
     assert [int(n) for n, _ in said] == [1, 2, 3, 4, 5] and said[0][1] == "cutout.png", result.output
     quiet = run("upscale", inputs, "-o", tmp_path / "out2", "--model", MODEL, "-q")
     assert "upscaled" not in quiet.output
+    # a stop while the third image is made: that image is not counted as upscaled (review 49J J1)
+    from lway_rt import upscale as library
+
+    read, calls = library.read_image, []
+
+    def ctrl_c_at_the_third(path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return read(path)
+
+    monkeypatch.setattr(library, "read_image", ctrl_c_at_the_third)
+    stopped = run("upscale", inputs, "-o", tmp_path / "out3", "--model", MODEL)
+    said = re.findall(r"upscaled (\d) of 6 image\(s\)", stopped.output)
+    assert stopped.exit_code == 130 and said == ["1", "2"], stopped.output
 
 
 def test_skip_existing_names_kept_outputs_that_record_no_model(tmp_path, inputs):
