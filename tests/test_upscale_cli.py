@@ -1314,6 +1314,24 @@ def test_tile_overlap_0_is_run_with_a_note_on_seams(tmp_path, small):
     assert result.exit_code == 0 and "--tile-overlap" not in result.output, result.output
 
 
+@pytest.mark.parametrize("height", [1, 2, 5])
+def test_opaque_and_clear_areas_of_a_thin_strip_stay_exactly_so(tmp_path, height):
+    """On a strip 1-6 px tall the network's alpha drifted 1-4 levels inside a fully opaque area (22 % of it at 251-254
+    on a 1x64 strip), past the settling's 1.5 levels, though the README says clear and opaque areas stay exactly so
+    (review 49H H2)."""
+    rng = np.random.default_rng(3)
+    rgba = np.concatenate([rng.integers(0, 256, (height, 64, 3)), np.full((height, 64, 1), 255)], axis=2).astype(np.uint8)
+    rgba[:, 40:, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "strip.png")
+    result = run("upscale", tmp_path / "strip.png", "-o", tmp_path / "out", "--model", MODEL, "--tile", "0")
+    assert result.exit_code == 0, result.output
+    alpha = np.asarray(Image.open(tmp_path / "out" / "strip_x4.png"))[..., 3]
+    assert alpha.shape == (4 * height, 256)
+    assert (alpha[:, :4 * 39] == 255).all() and (alpha[:, 4 * 41:] == 0).all()  # (the edge's own pixels: between)
+    edge = alpha[:, 4 * 39:4 * 41]
+    assert ((edge > 0) & (edge < 255)).mean() > 0.5  # (soft, as the network made it)
+
+
 @pytest.mark.parametrize("side", [1, 2, 16])
 def test_a_fully_clear_image_stays_fully_clear(tmp_path, side):
     """A fully transparent 1x1 / 2x2 image came out with alpha 3-4 of 255 (the network's border effects on a tiny
