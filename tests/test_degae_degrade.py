@@ -38,6 +38,34 @@ def test_draws_are_reproducible_and_reapplicable(img):
         assert other.shape == img.shape
 
 
+def test_realisations_of_one_draw_share_its_correlated_noise_mix():
+    """Stage 1's pairs (and eval-degae's "same draw, another crop") degrade with one draw's parameters and another
+    noise realisation (seed + k); correlated noise drew its channel mix from the realisation's generator, so a pair's
+    noise was correlated otherwise (review 49G G1: red-blue correlation 0.23 against 0.70). Given one ``shared``
+    dict, the realisations mix alike; the first is the image it was without it (recorded draws, the supervised
+    pairs of adapt, which are single realisations, stay bit for bit)."""
+    flat = torch.full((3, 96, 96), 0.5)
+    cfg = SynthConfig(p_clean=0, p_blur=0, p_gauss=1, p_jpeg=0, p_roundtrip=0)  # (Poisson and speckle noise drawn too)
+    rng, pairs, unlike = np.random.default_rng(3), 0, 0
+
+    def correlation(x):
+        return np.corrcoef((x - 0.5).reshape(3, -1).numpy())
+
+    while pairs < 16:
+        d = sample_degradation(rng, cfg)
+        if not any(op.name == "noise_gauss" and op.params["mode"] == "correlated" for op in d.ops):
+            continue
+        pairs += 1
+        shared: dict = {}
+        a = apply_degradation(flat, d, shared)
+        assert torch.equal(a, apply_degradation(flat, d))
+        b = apply_degradation(flat, d.with_seed(d.seed + 7919), shared)
+        assert not torch.equal(a, b)  # another realisation...
+        assert np.abs(correlation(a) - correlation(b)).max() < 0.15  # ...of the same channel mix
+        unlike += np.abs(correlation(a) - correlation(apply_degradation(flat, d.with_seed(d.seed + 7919)))).max() > 0.15
+    assert unlike >= 6, unlike  # (as each realisation drew its own)
+
+
 def test_mix_follows_the_degae_probabilities():
     rng = np.random.default_rng(1)
     draws = [sample_degradation(rng) for _ in range(3000)]

@@ -203,7 +203,8 @@ def _jpeg(img: torch.Tensor, quality: int, subsampling: int = -1) -> torch.Tenso
     return torch.from_numpy(out.copy()).permute(2, 0, 1).float() / 255
 
 
-def _apply_op(img: torch.Tensor, op: Op, gen: torch.Generator) -> torch.Tensor:
+def _apply_op(img: torch.Tensor, op: Op, gen: torch.Generator, shared: dict | None = None, index: int = 0) -> torch.Tensor:
+    """``op`` (the ``index``-th of its draw) on ``img``; ``shared``: see ``apply_degradation``."""
     p = op.params
     n = op.name
     if n == "blur_aniso":
@@ -218,7 +219,10 @@ def _apply_op(img: torch.Tensor, op: Op, gen: torch.Generator) -> torch.Tensor:
         if p["mode"] == "grey":
             z = torch.randn(1, h, w, generator=gen).expand(3, h, w)
         elif p["mode"] == "correlated":
-            mix = torch.eye(3) * 0.6 + 0.4 * torch.rand(3, 3, generator=gen)
+            drawn = torch.rand(3, 3, generator=gen)  # (drawn either way: the noise after it stays the realisation's)
+            if shared is not None:  # the first realisation's channel mix, for every realisation of the draw
+                drawn = shared.setdefault(index, drawn)
+            mix = torch.eye(3) * 0.6 + 0.4 * drawn
             mix = mix / mix.norm(dim=1, keepdim=True)
             z = torch.einsum("ij,jhw->ihw", mix, torch.randn(3, h, w, generator=gen))
         else:
@@ -270,8 +274,13 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0, 1) * 255).round() / 255
 
 
-def apply_degradation(img: torch.Tensor, d: Degradation) -> torch.Tensor:
-    """Apply draw ``d`` to ``img`` (3, H, W) float in [0, 1]; same size, 8-bit levels, deterministic."""
+def apply_degradation(img: torch.Tensor, d: Degradation, shared: dict | None = None) -> torch.Tensor:
+    """Apply draw ``d`` to ``img`` (3, H, W) float in [0, 1]; same size, 8-bit levels, deterministic.
+
+    ``shared``: a dict given to every realisation of one draw (its seed changed, ``d.with_seed``; another image),
+    which then shares what the draw sets up as it is applied, the channel mix of its correlated noise (drawn from
+    the realisation's generator, it differed between realisations; DESIGN 2.3's pairs are degraded with identical
+    parameters): the first realisation fills it, as without it, the others use it. Only the noise samples differ."""
     if img.dim() != 3 or img.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) image, got {tuple(img.shape)}")
     gen = torch.Generator().manual_seed(int(d.seed))
@@ -282,8 +291,8 @@ def apply_degradation(img: torch.Tensor, d: Degradation) -> torch.Tensor:
         if h % s or w % s:
             raise ValueError(f"round-trip degradation by x{s} needs image sides divisible by {s}, got {h}x{w}")
         x = quantise(F.interpolate(x[None], size=(h // s, w // s), mode="bicubic", antialias=True, align_corners=False)[0])
-    for op in d.ops:
-        x = _apply_op(x, op, gen).clamp(0, 1)
+    for index, op in enumerate(d.ops):
+        x = _apply_op(x, op, gen, shared, index).clamp(0, 1)
     x = quantise(x)
     if s > 1:
         x = quantise(F.interpolate(x[None], size=(h, w), mode="bicubic", align_corners=False)[0])

@@ -82,6 +82,14 @@ def photos_trained_on(s1: Stage1, folder: str | Path) -> tuple[int, int]:
     return sum(d in seen for d in here), len(here)
 
 
+def _realisations(clean: torch.Tensor, d) -> torch.Tensor:
+    """Draw ``d`` on each crop of ``clean`` (N, 3, H, W), a noise realisation each (seed + 7919 i), its parameters
+    (the correlated noise's channel mix too) shared."""
+    shared: dict = {}
+    return torch.stack([apply_degradation(clean[i].cpu(), d.with_seed(d.seed + 7919 * i), shared)
+                        for i in range(clean.shape[0])])
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image RGB PSNR (dB) of (N, 3, H, W) tensors in [0, 1]; inf where identical."""
     mse = (a.clamp(0, 1) - b.clamp(0, 1)).pow(2).flatten(1).mean(1)
@@ -223,9 +231,8 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
     for g in cfg.geometries:
         rng = np.random.default_rng(cfg.seed + g)
         draws = [sample_degradation(rng, SynthConfig()).with_roundtrip(g) for _ in range(cfg.draws)]
-        # deg[j, i]: draw j on crop i, noise realisation per (j, i)
-        deg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), d.with_seed(d.seed + 7919 * i))
-                                        for i in range(n_img)]) for d in draws]).to(dev)
+        # deg[j, i]: draw j on crop i, noise realisation per (j, i), the draw's parameters shared by its crops
+        deg = torch.stack([_realisations(clean, d) for d in draws]).to(dev)
         nd = len(draws)
         emb = _batched(enc, deg.flatten(0, 1), batch=cfg.batch)
         _nonfinite("the embeddings", emb)

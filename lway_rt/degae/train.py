@@ -162,11 +162,12 @@ def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainC
     """One training batch; each pair shares a degradation draw (noise realisations differ)."""
     clean_a, picks = random_crops(rng, images, cfg.batch, cfg.crop, tries=cfg.crop_tries)
     draws = [sample_degradation(rng, cfg.synth) for _ in range(cfg.batch)]
-    deg_a = torch.stack([apply_degradation(c, d) for c, d in zip(clean_a, draws)])
+    shared = [{} for _ in draws]  # each pair's draw as a whole, its correlated noise's channel mix included
+    deg_a = torch.stack([apply_degradation(c, d, s) for c, d, s in zip(clean_a, draws, shared)])
     if cfg.pairing == "same":
         return Batch(clean_a, deg_a, deg_a)
     clean_b, _ = random_crops(rng, images, cfg.batch, cfg.crop, avoid=picks, tries=cfg.crop_tries)
-    deg_b = torch.stack([apply_degradation(c, d.with_seed(d.seed + 1)) for c, d in zip(clean_b, draws)])
+    deg_b = torch.stack([apply_degradation(c, d.with_seed(d.seed + 1), s) for c, d, s in zip(clean_b, draws, shared)])
     return Batch(clean_a, deg_a, deg_b)
 
 
