@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         urllib.request.urlopen(URL, timeout=4).close()
     except Exception as exc:
         print(f"warning: the PyTorch CPU index ({URL}) is unreachable ({exc.__class__.__name__}: "
-              f"{getattr(exc, 'reason', exc)}); pip installs the default torch build instead, which on Linux "
-              "from PyPI is the multi-GB CUDA build", file=sys.stderr)
+              f"{getattr(exc, 'reason', exc)}); pip installs the torch build it finds first instead: a CPU build "
+              "where this machine keeps one, else PyPI's, which on Linux is the multi-GB CUDA build", file=sys.stderr)
         return 0
     print(f"--index-url {URL.rsplit('/torch/', 1)[0]}")
     return 0
