@@ -469,6 +469,12 @@ def test_a_batch_into_a_log_says_how_far_it_is(tmp_path, inputs, monkeypatch):
     assert [int(n) for n, _ in said] == [1, 2, 3, 4, 5] and said[0][1] == "cutout.png", result.output
     quiet = run("upscale", inputs, "-o", tmp_path / "out2", "--model", MODEL, "-q")
     assert "upscaled" not in quiet.output
+    # within one large image, its tiles (a 2000x1500 photo took 4.5 minutes on this CPU with no line: review 49J J2)
+    Image.open(inputs / "photo.png").convert("RGB").resize((200, 150)).save(tmp_path / "large.png")
+    large = run("upscale", tmp_path / "large.png", "-o", tmp_path / "out4", "--model", MODEL, "--tile", "66")
+    tiled = re.findall(r"image 1 of 1: (\d+) of (\d+) tiles made, \d+ s so far", large.output)
+    assert large.exit_code == 0 and len(tiled) >= 3, large.output
+    assert [int(d) for d, _ in tiled[:3]] == [1, 2, 3] and all(int(d) < int(n) for d, n in tiled), tiled
     # a stop while the third image is made: that image is not counted as upscaled (review 49J J1)
     from lway_rt import upscale as library
 

@@ -133,7 +133,15 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             if lines:
                 lines.step(p)
 
-        report = upscale_files(inputs, out_dir, config, on_start=on_start, progress=progress)
+        def tiles(done: int, total: int) -> None:  # within one large image
+            bar.update(task, description=f"tile {done + 1} of {total}")
+            if lines:
+                lines.tile(done, total)
+
+        from lway_rt.runtime.tiling import tile_progress
+
+        with tile_progress(tiles):
+            report = upscale_files(inputs, out_dir, config, on_start=on_start, progress=progress)
     said = ([f"{len(report.kept)} already there, left as they were"] if report.kept else []) + \
         ([f"{len(report.remade)} of those written replace outputs there of another model or settings"]
          if report.remade else [])
@@ -173,6 +181,19 @@ class _ProgressLines:
         """Timed from here: the model is loaded, and its loading is no image's time."""
         self.start = self.last = self.clock()
         self.total, self.done = total, 0
+
+    def tile(self, done: int, total: int) -> None:
+        """``done`` of the ``total`` tiles of the image in hand are made: said at most every ``PERIOD`` seconds, as
+        images are (one large image on a CPU takes minutes)."""
+        from lway_rt.errors import duration
+
+        now = self.clock()
+        if now - self.last < self.PERIOD:
+            return
+        self.last = now
+        of = f" of {self.total}" if self.total else ""
+        click.echo(f"image {self.done + 1}{of}: {done} of {total} tiles made, {duration(now - self.start)} so far",
+                   err=True)
 
     def step(self, path: Path) -> None:
         from lway_rt.errors import duration

@@ -24,14 +24,31 @@ Real-ESRGAN's ``tile``/``tile_pad`` options; the layout and blending here are ou
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
-__all__ = ["TileConfig", "axis_tile", "tile_starts", "tile_layout", "blend_weights", "pad_to_multiple", "upscale_tensor"]
+__all__ = ["TileConfig", "axis_tile", "tile_starts", "tile_layout", "blend_weights", "pad_to_multiple", "upscale_tensor",
+           "tile_progress"]
+
+# what ``upscale_tensor`` calls after each tile, (tiles done, tiles of the image), where a caller set it
+_TILE_HOOK: ContextVar[Callable[[int, int], None] | None] = ContextVar("lway_rt_tile_hook", default=None)
+
+
+@contextlib.contextmanager
+def tile_progress(hook: Callable[[int, int], None]) -> Iterator[None]:
+    """Within the block, ``hook(done, total)`` is called after each tile of a tiled image (a large image on a CPU
+    takes minutes, and its progress was said only once it was written)."""
+    token = _TILE_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _TILE_HOOK.reset(token)
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -171,8 +188,12 @@ def upscale_tensor(fn: ModelFn, x: torch.Tensor, scale: int, config: TileConfig 
     wy = blend_weights(ys, th, hp, scale, overlap, config.blend)
     wx = blend_weights(xs, tw, wp, scale, overlap, config.blend)
     out = None
+    hook, done = _TILE_HOOK.get(), 0
     for y0, wgt_y in zip(ys, wy):
         for x0, wgt_x in zip(xs, wx):
+            if hook is not None and done:  # (after a tile, once the next is about to begin: the last is the image's)
+                hook(done, len(ys) * len(xs))
+            done += 1
             patch = xp[..., y0:y0 + th, x0:x0 + tw]
             y = fn(patch).to(out_device, torch.float32)
             _check_out(y, patch, scale)
