@@ -177,8 +177,9 @@ _PIL_AS = {"P": None, "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "1": "L", "CMYK"
 def _as_array(image) -> np.ndarray:
     """The caller's image as an array of samples. A Pillow image is taken by what it shows, as ``lwayrt upscale`` reads
     a file: a palette, CMYK, YCbCr ... image had its raw samples (palette indices, CMY with K as alpha) upscaled as if
-    they were grey or RGB, unsaid; one with an EXIF orientation (a camera's JPEG held sideways) is turned upright, as
-    the command turns it (``PIL.ImageOps.exif_transpose``). A file name is refused with what to do."""
+    they were grey or RGB, unsaid; a file's image as ``Image.open`` gives it, with an EXIF orientation (a camera's JPEG
+    held sideways), is turned upright, as the command turns the file (``PIL.ImageOps.exif_transpose``), and an image
+    the caller made or turned is taken as it is. A file name is refused with what to do."""
     if isinstance(image, (str, Path)):
         raise InputError(f"an Upscaler takes an image array, not a file name ({image}): read it first, e.g. "
                          "np.asarray(PIL.Image.open(path)), or upscale files with 'lwayrt upscale'")
@@ -199,7 +200,11 @@ def _as_array(image) -> np.ndarray:
 
 
 def _turned(image) -> bool:
-    """Whether a Pillow image carries an EXIF orientation other than upright (1)."""
+    """Whether a Pillow image is a file's as opened (``format`` set: a transposed, rotated, converted or copied image
+    has none, and keeps its EXIF orientation, which it no longer shows) with an EXIF orientation other than upright
+    (1): a camera's JPEG held sideways, as ``lwayrt upscale`` would read the file."""
+    if getattr(image, "format", None) is None:  # (the caller's own image: taken as it is)
+        return False
     try:
         return image.getexif().get(0x0112, 1) not in (1, None)
     except Exception:  # noqa: BLE001 - EXIF that cannot be read: taken as it is stored, as Pillow shows it

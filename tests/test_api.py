@@ -177,6 +177,9 @@ def test_a_pillow_image_with_an_exif_orientation_comes_upright_as_the_command_wr
     written = np.asarray(Image.open(tmp_path / "out" / "turned_x4.png"))
     out = upscaler(Image.open(tmp_path / "turned.jpg"))
     assert out.shape == written.shape == (128, 192, 3) and np.array_equal(out, written)
+    # turned upright by the caller (Pillow's transpose keeps the EXIF tag): taken as it is, not turned twice (49L L5)
+    upright = Image.open(tmp_path / "turned.jpg").transpose(Image.Transpose.ROTATE_270)
+    assert upright.getexif().get(0x0112) == 6 and np.array_equal(upscaler(upright), written)
 
 
 def test_an_onnx_file_that_does_not_load_is_a_model_error(tmp_path):
