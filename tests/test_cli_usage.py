@@ -45,13 +45,34 @@ def _lwayrt(*args: str) -> subprocess.CompletedProcess:
      "(see 'lwayrt upscale --help')"),
     (["upscale", "x", "--old.jpg"], "error: No such option '--old.jpg': to name the file --old.jpg, write ./--old.jpg "
      "(see 'lwayrt upscale --help')"),
+    (["upscale", "x", "--my old.jpg"], "error: No such option '--my old.jpg': to name the file --my old.jpg, write "
+     "'./--my old.jpg' (see 'lwayrt upscale --help')"),
     (["upscale", "x", "-o", "y", "-q", "-z"], "error: No such option '-z'. (see 'lwayrt upscale --help')"),
 ], ids=["option", "argument", "range", "group-option", "command", "underscore", "unknown", "no-value", "no-value-2",
         "model-argument", "model-argument-2", "extra-argument", "model-given", "two-extras", "dash-name",
-        "dash-name-long", "dash-not-a-name"])
+        "dash-name-long", "dash-name-space", "dash-not-a-name"])
 def test_a_usage_error_is_one_line_with_status_2(args, message):
     proc = _lwayrt(*args)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == message + "\n", proc.stderr
+
+
+def test_a_file_whose_name_reads_as_an_option_and_its_value_is_named(tmp_path):
+    """`lwayrt upscale a.png -out.png -o x` took -out.png as `-o ut.png` (then -o x), and dropped the file without a
+    word; `-mine.png` read as `-m ine.png` (review 49L L3). A word that names a file there and reads as a short option
+    is refused in one line with the way to name it, quoted where it holds a space (L4)."""
+    for name in ("-out.png", "-x photo.png"):
+        (tmp_path / name).write_bytes(b"")
+    cases = [(["upscale", "a.png", "-out.png", "-o", "x"], "error: -out.png names a file, and reads as the option -o "
+              "with the value ut.png: to name the file, write ./-out.png (see 'lwayrt upscale --help')"),
+             (["upscale", "-x photo.png", "-o", "x"], "error: -x photo.png names a file, and reads as the option -x "
+              "with the value  photo.png: to name the file, write './-x photo.png' (see 'lwayrt upscale --help')")]
+    for args, message in cases:
+        proc = subprocess.run([sys.executable, "-c", _ENTRY, *args], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr == message + "\n", proc.stderr
+    proc = subprocess.run([sys.executable, "-c", _ENTRY, "upscale", "-o", str(tmp_path / "o"), "--", "-out.png"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "names a file" not in proc.stderr and "-out.png" in proc.stderr, proc.stderr  # (read as the file: empty)
 
 
 def test_bare_lwayrt_still_shows_the_help():

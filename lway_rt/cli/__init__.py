@@ -89,8 +89,28 @@ def _dash_name_hint(exc: click.UsageError) -> str:
             break
         named = word == flag if flag.startswith("--") else word.startswith(flag) and len(word) > len(flag)
         if named and (os.path.lexists(word) or re.search(r"\.[A-Za-z][A-Za-z0-9]{1,11}$", word)):
-            return f": to name the file {word}, write ./{word}"
+            return f": to name the file {word}, write {_dotted(word)}"
     return ""
+
+
+def _dotted(word: str) -> str:
+    """``./word`` as a shell takes it back (quoted where it holds a space or a quote)."""
+    from lway_rt.errors import shell_word
+
+    return shell_word(f"./{word}")
+
+
+def _a_file_read_as_an_option(args: list[str]) -> str | None:
+    """An argument that names an existing file and reads as a short option with its value (``lwayrt upscale a.png
+    -out.png -o x``: click takes ``-o ut.png``, then ``-o x``, and the file is dropped without a word): the one-line
+    refusal, else None. Up to ``--``, after which every word is an argument."""
+    for word in args:
+        if word == "--":
+            break
+        if len(word) > 2 and word[0] == "-" and word[1] != "-" and os.path.lexists(word):
+            return (f"{word} names a file, and reads as the option {word[:2]} with the value {word[2:]}: to name the "
+                    f"file, write {_dotted(word)}")
+    return None
 
 
 class LazyGroup(click.Group):
@@ -106,6 +126,9 @@ class LazyGroup(click.Group):
         return super().resolve_command(ctx, args)
 
     def make_context(self, info_name, args, parent=None, **extra):
+        if said := _a_file_read_as_an_option(list(args)):
+            sub = next((a for a in args if a in COMMANDS), None)
+            raise _one_line(click.UsageError(said), f"lwayrt {sub}" if sub else "lwayrt")
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:  # ``lwayrt --bogus``
