@@ -405,6 +405,27 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
            "there are not wholly held-out" in res.output, res.output
     settings = json.loads((tmp_path / "mixed.json").read_text())["settings"]
     assert settings["trained_on_data"] is False and settings["trained_on_photos"] == 1
+    # all of its photos under other names: not held-out, as the folder itself (review 49L L2)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for p in photos.iterdir():
+        shutil.copy(p, renamed / f"copy of {p.name}")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), "--data", str(renamed), "--crop", "32",
+                                    "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "renamed.json")])
+    assert res.exit_code == 0 and f"note: {out} was trained on the photos in {renamed}: its numbers there are not " \
+        "held-out" in res.output and "of the" not in res.output, res.output
+    settings = json.loads((tmp_path / "renamed.json").read_text())["settings"]
+    assert settings["trained_on_data"] is True and settings["trained_on_photos"] == 2
+    # a checkpoint that records no photos (written before they were): not known, not 0
+    from lway_rt.degae import Stage1, save_stage1
+
+    old = tmp_path / "old.safetensors"
+    save_stage1(old, Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16)).freeze(),
+                {"iterations": 1, "recipe": {"iters": 1}, "segments": [{"from": 0, "to": 1, "data": str(photos)}]})
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(old), "--data", str(other), "--crop", "32",
+                                    "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "old.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "old.json").read_text())["settings"]["trained_on_photos"] is None
 
 
 def test_a_draw_that_changes_nothing_on_a_crop_leaves_that_crop_out_of_every_mean():

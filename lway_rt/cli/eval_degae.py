@@ -72,18 +72,19 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     s1 = load_stage1(checkpoint, check_torch_device(device))
     if note := unfinished_note(s1, str(checkpoint)):
         click.echo(note, err=True)
-    seen = data is not None and data.is_dir() and trained_on(s1, data)
+    some, photos = photos_trained_on(s1, data) if data is not None and data.is_dir() else (0, 0)
+    # a folder it trained on, or one holding those images (the same files under other names too)
+    seen = data is not None and data.is_dir() and (trained_on(s1, data) or bool(photos and some == photos))
     if seen:  # said before the evaluation, which takes a while
         click.echo(f"note: {checkpoint} was trained on the photos in {data}: its numbers there are not held-out (give "
                    "--data photos it never saw to measure how it generalises)", err=True)
-    some, photos = photos_trained_on(s1, data) if data is not None and data.is_dir() else (0, 0)
-    if some and not seen:
+    elif some:
         click.echo(f"note: {checkpoint} was trained on {some} of the {photos} photos in {data} (the same files, under "
                    "any name): its numbers there are not wholly held-out (leave those out to measure how it "
                    "generalises)", err=True)
     report = evaluate_stage1(s1, cfg, note=lambda m: click.echo(m, err=True))
     report["settings"]["trained_on_data"] = seen
-    report["settings"]["trained_on_photos"] = some  # (of its images, by their bytes; 0 where the checkpoint says none)
+    report["settings"]["trained_on_photos"] = some  # (of its images, by their bytes; null: the checkpoint records none)
     report["checkpoint"] = str(checkpoint) if checkpoint else "shipped default"
     report["checkpoint_meta"] = {k: s1.meta.get(k) for k in ("embed_dim", "width", "blocks", "skip", "trunk_model",
                                                               "trunk_layers", "iterations", "train_seconds")}

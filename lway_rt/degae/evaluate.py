@@ -71,14 +71,17 @@ def trained_on(s1: Stage1, folder: str | Path) -> bool:
     return bool(digests) and folder_digest(Path(folder)) in digests
 
 
-def photos_trained_on(s1: Stage1, folder: str | Path) -> tuple[int, int]:
+def photos_trained_on(s1: Stage1, folder: str | Path) -> tuple[int | None, int]:
     """How many of ``folder``'s images ``s1`` was trained on, wherever they lay then (the same bytes: the
-    ``data_photos`` each part of its run records; none for a checkpoint that records none), and how many it holds."""
+    ``data_photos`` each part of its run records; None for a checkpoint that records none: not known), and how many
+    it holds."""
     from lway_rt.degae.data import photo_digests
 
-    seen = {d for s in (s1.meta.get("segments") or []) if isinstance(s, dict)
-            for d in (s.get("data_photos") or []) if isinstance(d, str)}
+    parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
     here = photo_digests(Path(folder))
+    if not any("data_photos" in s for s in parts):
+        return None, len(here)
+    seen = {d for s in parts for d in (s.get("data_photos") or []) if isinstance(d, str)}
     return sum(d in seen for d in here), len(here)
 
 
