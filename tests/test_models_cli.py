@@ -283,6 +283,9 @@ def test_a_pickle_with_more_than_tensors_is_not_called_corrupt(tmp_path):
     torch.save(net.state_dict()["body.0.weight"], tmp_path / "tensor.pth")
     with pytest.raises(ModelError, match=r"checkpoint holds one tensor \(of shape \(8, 3, 3, 3\)\), not a network's"):
         store.load_model(str(tmp_path / "tensor.pth"))
+    torch.save(list(net.state_dict().values()), tmp_path / "tensors.pth")  # (review 49L L6)
+    with pytest.raises(ModelError, match=r"checkpoint holds a list of \d+ tensors without names, not a state dict"):
+        store.load_model(str(tmp_path / "tensors.pth"))
 
 
 def test_a_store_that_cannot_be_made_names_lwayrt_home(tmp_path, monkeypatch):

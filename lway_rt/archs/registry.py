@@ -277,6 +277,9 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     if isinstance(obj, torch.Tensor):  # (torch.save of one tensor: a layer's weights, an image)
         raise ModelError(f"checkpoint holds one tensor (of shape {tuple(obj.shape)}), not a network's: expected a state "
                          "dict (optionally under 'params_ema' or 'params')")
+    if isinstance(obj, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in obj):  # (tensors without names)
+        raise ModelError(f"checkpoint holds a {type(obj).__name__} of {len(obj)} tensors without names, not a state "
+                         "dict: expected one (optionally under 'params_ema' or 'params'), e.g. torch.save(model.state_dict())")
     raise ModelError("checkpoint holds no tensors: expected a state dict (optionally under 'params_ema' or 'params')")
 
 
