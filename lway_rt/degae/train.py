@@ -609,9 +609,14 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         def plain(v):  # as the checkpoint's JSON holds it: a tuple read back is a list, and is the same setting
             return json.loads(json.dumps(v))
 
-        changes = {k: [prev[k], plain(v)] for k, v in cfg.recipe().items()
-                   if k in prev and k not in ("iters", "lr", "out") and prev[k] != plain(v)
-                   and not (k == "data" and _same_data(prev[k], v, s1.meta.get("segments")))}
+        def flat(recipe: dict) -> dict:  # the synthesis settings one by one (synth.p_motion), not as one dict
+            return {f"{k}.{kk}" if isinstance(v, dict) else k: vv for k, v in recipe.items()
+                    for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+        was = flat(prev)
+        changes = {k: [was[k], v] for k, v in flat(plain(cfg.recipe())).items()
+                   if k in was and k not in ("iters", "lr", "out") and was[k] != v
+                   and not (k == "data" and _same_data(was[k], v, s1.meta.get("segments")))}
         if changes:  # (recorded in this part's segment: the recipe holds the last part's settings)
             log("note: resuming with other settings than the run had: "
                 + "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items()))
