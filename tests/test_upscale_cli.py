@@ -1318,6 +1318,11 @@ def test_tile_overlap_0_is_run_with_a_note_on_seams(tmp_path, small):
     result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out2", "--model", MODEL, "--tile", "48",
                  "--tile-overlap", "16")
     assert result.exit_code == 0 and "--tile-overlap" not in result.output, result.output
+    # a tile the run refuses gets the refusal alone, not the note first (review 49L L8)
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out5", "--model", MODEL, "--tile", "16",
+                 "--tile-overlap", "4")
+    assert result.exit_code == 1 and "note:" not in result.output and "--tile 16 is too small" in result.output, \
+        result.output
 
 
 @pytest.mark.parametrize("height", [1, 2, 5])

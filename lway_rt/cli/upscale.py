@@ -70,11 +70,15 @@ def check_tiles(tile: int, tile_overlap: int) -> None:
         # script that passes the default with both: nothing is ignored)
         raise InputError("--tile-overlap is the overlap between tiles, and --tile 0 runs each image whole, in no tiles: "
                          "drop --tile-overlap, or give --tile N")
-    if tile > 0 and tile_overlap == 0:  # accepted (a model without context, or a test), but seams show on most networks
+    from lway_rt.upscale import MIN_TILE
+
+    if tile < max(MIN_TILE, 2 * tile_overlap + 1):  # refused as the run's settings are checked, a note no help there
+        return
+    if tile_overlap == 0:  # accepted (a model without context, or a test), but seams show on most networks
         click.echo("note: --tile-overlap 0 joins the tiles edge to edge, so their borders can show as seams in images "
                    "larger than one tile (each tile's edge pixels are made without their neighbours); the default overlap is "
                    "32", err=True)
-    elif tile > 0 and tile_overlap < NARROW_OVERLAP:  # (--tile 32 --tile-overlap 8: seams of 44 levels, review 49H H3)
+    elif tile_overlap < NARROW_OVERLAP:  # (--tile 32 --tile-overlap 8: seams of 44 levels, review 49H H3)
         click.echo(f"note: --tile-overlap {tile_overlap} gives each tile only {tile_overlap} px of its neighbours, so "
                    "their borders can show as seams in images larger than one tile (a 16-px overlap leaves up to 4-18 "
                    "levels, a narrower one more); the default overlap is 32", err=True)
