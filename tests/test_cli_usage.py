@@ -73,6 +73,10 @@ def test_a_file_whose_name_reads_as_an_option_and_its_value_is_named(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _ENTRY, "upscale", "-o", str(tmp_path / "o"), "--", "-out.png"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert "names a file" not in proc.stderr and "-out.png" in proc.stderr, proc.stderr  # (read as the file: empty)
+    # the value of an option that takes one (an output folder named -out.png): taken as it is
+    proc = subprocess.run([sys.executable, "-c", _ENTRY, "upscale", "a.png", "-o", "-out.png"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert "names a file" not in proc.stderr and proc.returncode != 0, proc.stderr  # (a.png is missing)
 
 
 def test_bare_lwayrt_still_shows_the_help():

@@ -100,13 +100,16 @@ def _dotted(word: str) -> str:
     return shell_word(f"./{word}")
 
 
-def _a_file_read_as_an_option(args: list[str]) -> str | None:
+def _a_file_read_as_an_option(args: list[str], valued: set[str]) -> str | None:
     """An argument that names an existing file and reads as a short option with its value (``lwayrt upscale a.png
     -out.png -o x``: click takes ``-o ut.png``, then ``-o x``, and the file is dropped without a word): the one-line
-    refusal, else None. Up to ``--``, after which every word is an argument."""
-    for word in args:
+    refusal, else None. Up to ``--``, after which every word is an argument; a word after an option of ``valued``
+    (those that take a value: ``-o -outdir``) is that value."""
+    for before, word in zip([None, *args], args):
         if word == "--":
             break
+        if before in valued:
+            continue
         if len(word) > 2 and word[0] == "-" and word[1] != "-" and os.path.lexists(word):
             return (f"{word} names a file, and reads as the option {word[:2]} with the value {word[2:]}: to name the "
                     f"file, write {_dotted(word)}")
@@ -126,8 +129,11 @@ class LazyGroup(click.Group):
         return super().resolve_command(ctx, args)
 
     def make_context(self, info_name, args, parent=None, **extra):
-        if said := _a_file_read_as_an_option(list(args)):
-            sub = next((a for a in args if a in COMMANDS), None)
+        sub = next((a for a in args if a in COMMANDS), None)
+        command = self.get_command(None, sub) if sub else None
+        valued = {name for p in (command.params if command else []) if isinstance(p, click.Option) and not p.is_flag
+                  and not p.count for name in (*p.opts, *p.secondary_opts)}
+        if said := _a_file_read_as_an_option(list(args), valued):
             raise _one_line(click.UsageError(said), f"lwayrt {sub}" if sub else "lwayrt")
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
