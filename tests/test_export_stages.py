@@ -438,6 +438,12 @@ def test_artifact_names_keep_letters_of_any_script():
     assert safe_label("my model/v2 (final)") == "my-model-v2-final"
     assert safe_label("../..") == "model"
     assert artifact_stem("超解像", "sr", "fp32", "abc123").startswith("超解像.sr.fp32.")
+    # cut to 191 bytes where longer, never inside a character, and a whole name's last character kept
+    from lway_rt.export.cache import LABEL_MAX, artifact_label
+
+    assert artifact_label("é" * 95 + "x") == "é" * 95 + "x" and artifact_label("ab" + "é" * 94) == "ab" + "é" * 94
+    assert artifact_label("ab" + "é" * 95) == "ab" + "é" * 94  # 192 bytes: the cut at 191 falls inside the last
+    assert artifact_label("a" + "é" * 100) == "a" + "é" * 95 and len(("a" + "é" * 95).encode()) == LABEL_MAX
 
 
 def test_tensorrt_older_than_10_is_refused_in_one_line(monkeypatch):

@@ -68,12 +68,16 @@ def temp_stem(name: str) -> str:
 
 
 def _cut_utf8(raw: bytes, n: int) -> str:
-    """The first ``n`` bytes of a file name, not cutting a UTF-8 character in two."""
+    """The first ``n`` bytes of a file name, not cutting a UTF-8 character in two (a name of ``n`` bytes or fewer is
+    whole: its last character, ending in a continuation byte, had been dropped as if cut)."""
+    if len(raw) <= n:
+        return os.fsdecode(raw)
     cut = raw[:n]
-    while cut and (cut[-1] & 0xC0) == 0x80:  # a continuation byte: drop the partial character
-        cut = cut[:-1]
-    if cut and cut[-1] >= 0xC0:  # a lead byte without its continuation
-        cut = cut[:-1]
+    if raw[n] & 0xC0 == 0x80:  # the cut falls inside a character: drop the part of it before the cut
+        while cut and (cut[-1] & 0xC0) == 0x80:
+            cut = cut[:-1]
+        if cut and cut[-1] >= 0xC0:  # its lead byte
+            cut = cut[:-1]
     return os.fsdecode(cut)
 
 
