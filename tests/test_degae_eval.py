@@ -367,7 +367,7 @@ def test_held_out_photos_are_held_as_uint8_and_give_the_float_crops_to_the_bit(t
     assert crops.dtype == torch.float32 and torch.equal(crops, want) and torch.equal(owner, want_owner)
 
 
-def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, astronaut):
+def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, astronaut, monkeypatch):
     """eval-degae on the checkpoint's own training photos reported its numbers as held-out, with no word; the folder
     it recorded, or another holding the same images, is now named, and the report says so."""
     import shutil
@@ -398,6 +398,10 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
         assert settings["trained_on_photos"] == (2 if seen else 0)
     # a folder holding some of its photos, renamed, beside others: counted and said (review 47H H5: it was not)
     shutil.copy(photos / "b.png", other / "renamed.png")
+    import lway_rt.export.cache as cache
+
+    hashed, real_sha = [], cache.file_sha256
+    monkeypatch.setattr(cache, "file_sha256", lambda p, *a, **k: hashed.append(Path(p).name) or real_sha(p, *a, **k))
     res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), "--data", str(other), "--crop", "32",
                                     "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "mixed.json")])
     assert res.exit_code == 0, res.output
@@ -405,6 +409,8 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
            "there are not wholly held-out" in res.output, res.output
     settings = json.loads((tmp_path / "mixed.json").read_text())["settings"]
     assert settings["trained_on_data"] is False and settings["trained_on_photos"] == 1
+    assert sorted(hashed) == ["c.png", "d.png", "renamed.png"], hashed  # each photo read once (it was read twice)
+    monkeypatch.undo()
     # all of its photos under other names: not held-out, as the folder itself (review 49L L2)
     renamed = tmp_path / "renamed"
     renamed.mkdir()

@@ -33,7 +33,7 @@ def _num(x: float, fmt: str) -> str:
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
     from lway_rt.degae import load_stage1, unfinished_note
-    from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1, photos_trained_on, trained_on
+    from lway_rt.degae.evaluate import EvalConfig, evaluate_stage1, trained_on
     from lway_rt.errors import InputError, OutputError
 
     # the report for a pipe (| jq), the lines going to stderr; the string as typed, so ./- still names a file '-'
@@ -72,9 +72,8 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     s1 = load_stage1(checkpoint, check_torch_device(device))
     if note := unfinished_note(s1, str(checkpoint)):
         click.echo(note, err=True)
-    some, photos = photos_trained_on(s1, data) if data is not None and data.is_dir() else (0, 0)
     # a folder it trained on, or one holding those images (the same files under other names too)
-    seen = data is not None and data.is_dir() and (trained_on(s1, data) or bool(photos and some == photos))
+    seen, some, photos = trained_on(s1, data) if data is not None and data.is_dir() else (False, 0, 0)
     if seen:  # said before the evaluation, which takes a while
         click.echo(f"note: {checkpoint} was trained on the photos in {data}: its numbers there are not held-out (give "
                    "--data photos it never saw to measure how it generalises)", err=True)

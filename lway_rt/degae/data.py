@@ -76,15 +76,10 @@ def folder_digest(folder: Path) -> str:
     return folder_digests(folder)[0]
 
 
-def photo_digests(folder: Path) -> list[str]:
-    """Each image's in ``folder`` (``load_folder``'s), by its bytes alone: the first 16 hex digits of its sha256,
-    sorted (one an image: two files of the same bytes give it twice). A photo copied or renamed into another folder
-    keeps its digest (what ``eval-degae`` counts as seen)."""
-    return folder_digests(folder)[1]
-
-
 def folder_digests(folder: Path) -> tuple[str, list[str]]:
-    """``folder_digest`` and ``photo_digests`` from one read of each file."""
+    """``folder_digest``, and each image's digest by its bytes alone (the first 16 hex digits of its sha256, sorted;
+    two files of the same bytes give it twice), from one read of each file. A photo copied or renamed into another
+    folder keeps its digest (what ``eval-degae`` counts as seen)."""
     import hashlib
 
     from lway_rt.export.cache import file_sha256

@@ -59,30 +59,24 @@ class EvalConfig:
             raise ValueError(f"--crops-per-image {self.crops_per_image}: use at least 1")
 
 
-def trained_on(s1: Stage1, folder: str | Path) -> bool:
-    """Whether ``s1`` was trained on ``folder``: a folder its run recorded (each resumed part records its --data), or
-    one holding the same images (the ``data_sha256`` each part records), so its numbers there are not held-out."""
-    from lway_rt.degae.data import folder_digest, same_file
+def trained_on(s1: Stage1, folder: str | Path) -> tuple[bool, int | None, int]:
+    """What ``s1`` saw of ``folder``, from one read of its images: whether it was trained on the folder (one its run
+    recorded: each resumed part records its --data; or one holding the same images: the ``data_sha256`` each part
+    records; or one whose every image it trained on under any name), so its numbers there are not held-out; how many
+    of the folder's images it was trained on, wherever they lay then (the same bytes: the ``data_photos`` each part
+    records; None for a checkpoint that records none: not known); and how many images the folder holds."""
+    from lway_rt.degae.data import folder_digests, same_file
 
     parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
-    if any(same_file(s.get("data"), str(folder)) for s in parts):
-        return True
-    digests = {s.get("data_sha256") for s in parts} - {None}
-    return bool(digests) and folder_digest(Path(folder)) in digests
-
-
-def photos_trained_on(s1: Stage1, folder: str | Path) -> tuple[int | None, int]:
-    """How many of ``folder``'s images ``s1`` was trained on, wherever they lay then (the same bytes: the
-    ``data_photos`` each part of its run records; None for a checkpoint that records none: not known), and how many
-    it holds."""
-    from lway_rt.degae.data import photo_digests
-
-    parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
-    here = photo_digests(Path(folder))
-    if not any("data_photos" in s for s in parts):
-        return None, len(here)
-    seen = {d for s in parts for d in (s.get("data_photos") or []) if isinstance(d, str)}
-    return sum(d in seen for d in here), len(here)
+    sha, here = folder_digests(Path(folder))
+    some = None
+    if any("data_photos" in s for s in parts):
+        seen = {d for s in parts for d in (s.get("data_photos") or []) if isinstance(d, str)}
+        some = sum(d in seen for d in here)
+    whole = (any(same_file(s.get("data"), str(folder)) for s in parts)
+             or sha in {s.get("data_sha256") for s in parts} - {None}
+             or bool(here and some == len(here)))
+    return whole, some, len(here)
 
 
 def _realisations(clean: torch.Tensor, d) -> torch.Tensor:
