@@ -84,13 +84,21 @@ def _dash_name_hint(exc: click.UsageError) -> str:
     if not isinstance(exc, click.NoSuchOption) or not exc.option_name:
         return ""
     flag = exc.option_name
-    for word in sys.argv[1:]:
-        if word == "--":
-            break
+    for word in _dash_words(sys.argv[1:]):
         named = word == flag if flag.startswith("--") else word.startswith(flag) and len(word) > len(flag)
         if named and (os.path.lexists(word) or re.search(r"\.[A-Za-z][A-Za-z0-9]{1,11}$", word)):
             return f": to name the file {word}, write {_dotted(word)}"
     return ""
+
+
+def _dash_words(args: list[str], valued: set[str] = frozenset()):
+    """The words of ``args`` that start with a dash, up to ``--`` (after which every word is an argument), leaving out
+    the value of an option of ``valued`` (one that takes a value: ``-o -outdir``)."""
+    for before, word in zip([None, *args], args):
+        if word == "--":
+            return
+        if before not in valued and word.startswith("-"):
+            yield word
 
 
 def _dotted(word: str) -> str:
@@ -105,12 +113,8 @@ def _a_file_read_as_an_option(args: list[str], valued: set[str]) -> str | None:
     -out.png -o x``: click takes ``-o ut.png``, then ``-o x``, and the file is dropped without a word): the one-line
     refusal, else None. Up to ``--``, after which every word is an argument; a word after an option of ``valued``
     (those that take a value: ``-o -outdir``) is that value."""
-    for before, word in zip([None, *args], args):
-        if word == "--":
-            break
-        if before in valued:
-            continue
-        if len(word) > 2 and word[0] == "-" and word[1] != "-" and os.path.lexists(word):
+    for word in _dash_words(args, valued):
+        if len(word) > 2 and word[1] != "-" and os.path.lexists(word):
             return (f"{word} names a file, and reads as the option {word[:2]} with the value {word[2:]}: to name the "
                     f"file, write {_dotted(word)}")
     return None
