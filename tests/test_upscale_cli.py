@@ -1484,13 +1484,22 @@ def test_xmp_and_iptc_that_outputs_do_not_carry_are_said(tmp_path, small):
     assert plain.exit_code == 0 and "metadata" not in plain.output, plain.output
 
 
-def test_force_color_does_not_put_a_progress_bar_in_a_log(tmp_path, inputs):
+def test_force_color_does_not_put_a_progress_bar_in_a_log(tmp_path, inputs, monkeypatch):
     """FORCE_COLOR=1, set in many CI configurations, made rich call a log file a terminal: an animated bar's redraws
     (carriage returns and escape codes, 18 KB for a dozen images) went into it instead of the plain progress lines."""
-    result = CliRunner().invoke(main, ["upscale", str(inputs / "photo.png"), "-o", str(tmp_path / "out"), "--model",
-                                       MODEL], env={"FORCE_COLOR": "1"})
+    import shutil
+
+    from lway_rt.cli import upscale as cli_upscale
+
+    monkeypatch.setattr(cli_upscale._ProgressLines, "PERIOD", 0.0)  # a line after every image
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(inputs / "photo.png", src / name)
+    result = CliRunner().invoke(main, ["upscale", str(src), "-o", str(tmp_path / "out"), "--model", MODEL],
+                                env={"FORCE_COLOR": "1"})
     assert result.exit_code == 0 and "\r" not in result.output and "\x1b[" not in result.output, repr(result.output)
-    assert "upscaling 1 image(s)" in result.output or "written" in result.output, result.output
+    assert re.search(r"upscaled 1 of 2 image\(s\) \(a\.png\), \d+ s so far", result.output), result.output
 
 
 def test_a_folder_of_frames_is_taken_in_frame_order(tmp_path):
