@@ -13,7 +13,8 @@ and rounding, so a PNG that command writes and ``Upscaler(...)(array)`` hold the
 
 Arrays: HxW (grey), HxWx1, HxWx2 (grey and alpha), HxWx3 (RGB) or HxWx4 (RGBA); uint8, uint16 (either byte order) or
 float in [0, 1] (samples within 1e-6 of it are clipped); or a Pillow image, taken by what it shows (a palette, CMYK
-or YCbCr image as its RGB, as a file of it is read). The output has the input's channels and dtype (native byte
+or YCbCr image as its RGB, a 16-bit grey one as uint16, as a file of it is read; Pillow reads 16-bit colour files as
+8 bits, said with a ``UserWarning``). The output has the input's channels and dtype (native byte
 order; float inputs give float32). Errors are ``lway_rt.errors.LwayError``s of one line: ``InputError`` for a bad
 setting or array, ``ModelError`` for a model that does not load; where the command's message names one of its options,
 the message here names the keyword (``--tile 65``: ``tile=65``, ``--device cpu``: ``device="cpu"``, ``-m NAME``:
@@ -183,19 +184,53 @@ def _as_array(image) -> np.ndarray:
     if isinstance(image, (str, Path)):
         raise InputError(f"an Upscaler takes an image array, not a file name ({image}): read it first, e.g. "
                          "np.asarray(PIL.Image.open(path)), or upscale files with 'lwayrt upscale'")
+    if image is None:  # (what cv2.imread gives for a file it cannot read)
+        raise InputError("an Upscaler takes an image array, not None (cv2.imread returns None for a file it cannot "
+                         "read: check its path)")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        raise InputError("an Upscaler takes an image array, not a file's bytes: decode them first, e.g. "
+                         "np.asarray(PIL.Image.open(io.BytesIO(data)))")
     mode = getattr(image, "mode", None)
-    if isinstance(mode, str) and hasattr(image, "convert") and hasattr(image, "info"):  # a PIL.Image.Image
-        if mode in ("I", "F") or mode.startswith("I;") and mode not in ("I;16", "I;16L", "I;16B", "I;16N"):
-            raise InputError(f"a Pillow image of mode {mode} holds no 8- or 16-bit samples: convert it first (e.g. "
-                             "np.asarray(im) scaled to [0, 1] as float)")
-        if _turned(image):
-            from PIL import ImageOps
+    if isinstance(image, (list, tuple)):
+        raise InputError(f"an Upscaler takes an image array, not a {type(image).__name__}: make one first, e.g. "
+                         "np.asarray(rows, dtype=np.uint8)")
+    if not (isinstance(mode, str) and hasattr(image, "convert") and hasattr(image, "info")):  # not a PIL.Image.Image
+        return np.asarray(image)
+    try:  # (Pillow decodes a file's image here: a cut or closed one fails here)
+        return _pil_samples(image, mode)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the Pillow image cannot be read ({exc}): re-open the file, or re-copy it if it is "
+                         "damaged") from None
 
-            image = ImageOps.exif_transpose(image)
-        if mode in ("RGB", "L") and "transparency" in image.info:  # a colour key: that colour is clear
-            image = image.convert("RGBA" if mode == "RGB" else "LA")
-        elif mode in _PIL_AS:
-            image = image.convert(_PIL_AS[mode] or ("RGBA" if "transparency" in image.info else "RGB"))
+
+def _pil_samples(image, mode: str) -> np.ndarray:
+    """A Pillow image's samples as ``lwayrt upscale`` reads its file (``io.images._from_pil``): 16-bit grey (``I;16``,
+    and ``I``, which Pillow opens a 16-bit PGM or PNG as) as uint16, with a PNG's transparent grey level as alpha;
+    floats (``F``) as float32."""
+    import warnings
+
+    from lway_rt.io.images import sixteen_bit_rawmode
+
+    if sixteen_bit_rawmode(image) is not None:
+        warnings.warn(f"this Pillow image was opened from a 16-bit {getattr(image, 'format', None) or 'colour'} file, "
+                      "which Pillow reads as 8 bits: the array returned is 8-bit; for the file's 16-bit samples, pass "
+                      "them as a uint16 array (e.g. read with imageio or tifffile), or upscale the file with 'lwayrt "
+                      "upscale'", UserWarning, stacklevel=4)
+    if _turned(image):
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        raw = np.asarray(image)
+        grey = np.clip(raw, 0, 65535).astype(np.uint16) if mode == "I" else raw
+        key = image.info.get("transparency")  # a 16-bit grey PNG's tRNS key: that grey level is clear
+        if isinstance(key, int):
+            return np.dstack([grey, np.where(raw == key, 0, 65535).astype(np.uint16)])
+        return grey
+    if mode in ("RGB", "L") and "transparency" in image.info:  # a colour key: that colour is clear
+        image = image.convert("RGBA" if mode == "RGB" else "LA")
+    elif mode in _PIL_AS:
+        image = image.convert(_PIL_AS[mode] or ("RGBA" if "transparency" in image.info else "RGB"))
     return np.asarray(image)
 
 
@@ -233,5 +268,5 @@ def _planes(arr: np.ndarray) -> tuple[np.ndarray, int | None]:
                              "divide 8-bit values by 255 (16-bit by 65535), or pass the integer array itself")
         planes = arr.astype(np.float32)
         return np.clip(planes, 0.0, 1.0, out=planes), None
-    advice = " (Pillow opens 16-bit PGM and PNG files as int32: .astype(np.uint16))" if kind in "iu" else ""
+    advice = " (Pillow opens 16-bit PGM and PNG files as int32: .astype(np.uint16))" if arr.dtype == np.int32 else ""
     raise InputError(f"an image array is uint8, uint16 or float in [0, 1], not {arr.dtype}: convert it first{advice}")

@@ -250,21 +250,26 @@ def no_images_message(folder: Path, hint: str = "") -> str:
     return f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint or _convert_hint(files, folder=True)}"
 
 
+def sixteen_bit_rawmode(im) -> str | None:
+    """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file, whose samples
+    Pillow truncates to 8 bits as it loads them; None for any other (or one already loaded)."""
+    modes = {t.args if isinstance(t.args, str) else t.args[0] for t in (getattr(im, "tile", None) or [])}
+    if len(modes) != 1:
+        return None
+    raw = modes.pop()
+    base, _, kind = raw.partition(";")
+    return raw if kind in ("16B", "16L", "16N") and base in ("RGB", "RGBA", "LA") else None
+
+
 def _sixteen_bit_colour(path: Path, im) -> tuple[np.ndarray, int] | None:
     """Full 16-bit samples of a 16-bit RGB/RGBA/LA file that Pillow would truncate to 8 bits, and the EXIF orientation
     still to be applied to them (Pillow 13 turns a TIFF upright as it loads it, and drops its orientation tag: 1)."""
     from PIL import Image
 
-    def rawmode(tile):
-        return tile.args if isinstance(tile.args, str) else tile.args[0]
-
-    modes = {rawmode(t) for t in im.tile}
-    if len(modes) != 1:
+    raw = sixteen_bit_rawmode(im)
+    if raw is None:
         return None
-    raw = modes.pop()
     base, _, kind = raw.partition(";")
-    if kind not in ("16B", "16L", "16N") or base not in ("RGB", "RGBA", "LA"):
-        return None
     if kind == "16N":  # libtiff hands over samples in the machine's byte order
         kind = "16L" if sys.byteorder == "little" else "16B"
     swapped = f"{base};{'16L' if kind == '16B' else '16B'}"
