@@ -273,6 +273,10 @@ class TrtRunner:
         self.handle = handle
         engine = handle.engine
         self.context = engine.create_execution_context()
+        if self.context is None:
+            raise ModelError("TensorRT could not make an execution context (out of GPU memory?)")
+        # a stream of its own: on the legacy default stream TensorRT warns on every call and synchronises more
+        self.stream = torch.cuda.Stream()
         trt = require_tensorrt("running TensorRT engines")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -284,17 +288,19 @@ class TrtRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).cuda()
-        if not self.context.set_input_shape(self.input_name, tuple(xt.shape)):
-            raise ModelError(f"input shape {tuple(xt.shape)} is outside the engine's optimisation profile")
-        out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device="cuda")
-        self.context.set_tensor_address(self.input_name, xt.data_ptr())
-        self.context.set_tensor_address(self.output_name, out.data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise ModelError("TensorRT execution failed")
-        stream.synchronize()
-        return out.cpu().numpy()
+        with torch.cuda.stream(self.stream):  # (the copies, buffers and the engine's run, in order on one stream)
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).cuda()
+            if not self.context.set_input_shape(self.input_name, tuple(xt.shape)):
+                raise ModelError(f"input shape {tuple(xt.shape)} is outside the engine's optimisation profile")
+            out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32,
+                              device="cuda")
+            self.context.set_tensor_address(self.input_name, xt.data_ptr())
+            self.context.set_tensor_address(self.output_name, out.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise ModelError("TensorRT execution failed")
+            result = out.cpu()
+        self.stream.synchronize()
+        return result.numpy()
 
 
 def check_float32_io(trt, engine, names) -> None:
