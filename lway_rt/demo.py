@@ -150,18 +150,41 @@ def _load_demo_model(name: str, scale: int, log: Callable[[str], None], desc=Non
     return desc
 
 
+def _label_lines(draw, label: str, width: int) -> list[str]:
+    """``label`` in lines that fit ``width`` pixels: broken at spaces, and a word wider than a line cut with '..'."""
+    def fits(text: str) -> bool:
+        return draw.textlength(text) <= width
+
+    lines: list[str] = []
+    for word in label.split():
+        if lines and fits(f"{lines[-1]} {word}"):
+            lines[-1] += f" {word}"
+            continue
+        if not fits(word):
+            while len(word) > 1 and not fits(word + ".."):
+                word = word[:-1]
+            word += ".."
+        lines.append(word)
+    return lines or [""]
+
+
 def _labelled_strip(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
-    """Side-by-side images of equal size with a caption band above each."""
+    """Side-by-side images of equal size with a caption band above each (a caption wider than its image on as many
+    lines as it needs)."""
     from PIL import Image, ImageDraw
 
     h, w = images[0].shape[:2]
-    band, gap = 22, 4
+    gap, line = 4, 12
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [_label_lines(measure, label, w - 8) for label in labels]
+    band = 10 + line * max(len(lines) for lines in wrapped)
     canvas = Image.new("RGB", (len(images) * w + (len(images) - 1) * gap, h + band), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    for i, (img, label) in enumerate(zip(images, labels)):
+    for i, (img, lines) in enumerate(zip(images, wrapped)):
         x = i * (w + gap)
         canvas.paste(Image.fromarray(img), (x, band))
-        draw.text((x + 4, 4), label, fill=(0, 0, 0))
+        for k, text in enumerate(lines):
+            draw.text((x + 4, 4 + line * k), text, fill=(0, 0, 0))
     return np.asarray(canvas)
 
 

@@ -303,3 +303,24 @@ def test_demo_takes_photos_comma_separated_and_o_for_out(tmp_path):
                                     "--no-adapt", "-o", str(tmp_path / "d")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "d" / "chelsea_hr.png").is_file() and (tmp_path / "d" / "coffee_hr.png").is_file()
+
+
+def test_compare_strip_captions_stay_over_their_own_picture():
+    """With --crop 64 the captions of the compare strip ran into each other, unreadable (review 50A A1): a caption
+    wider than its picture takes more lines, and a word wider than it is cut; none reaches into a gap or a neighbour."""
+    import numpy as np
+
+    from lway_rt.demo import _labelled_strip
+
+    w, gap = 64, 4
+    labels = ["LR x4 (nearest)", "bicubic 22.10 dB", "realesr-animevideov3 23.45 dB", "HR (ground truth)"]
+    strip = _labelled_strip([np.full((w, w, 3), 255, np.uint8)] * 4, labels)
+    band = strip.shape[0] - w
+    assert band > 22  # (two lines)
+    ink = (strip[:band] < 128).any(axis=(0, 2))
+    for i in range(1, 4):
+        start = i * (w + gap)
+        assert not ink[start - gap - 2:start].any(), f"a caption runs into the gap before picture {i}"
+    assert all(ink[i * (w + gap):i * (w + gap) + w].any() for i in range(4))
+    wide = _labelled_strip([np.full((256, 256, 3), 255, np.uint8)] * 4, labels)
+    assert wide.shape[0] - 256 == 22  # one line where they fit, as before
