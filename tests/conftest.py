@@ -89,6 +89,33 @@ def capped_weights(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def anime_onnx(tmp_path_factory):
+    """``lwayrt export -m realesr-animevideov3 --precision both`` made once for the tests that take its files as they
+    are (exporting is the slow part): ``anime_onnx(dest, "fp32")`` copies that precision's ``.onnx`` and its manifest
+    into ``dest`` (made if missing) and returns the copy's path. Tests of export itself run it themselves."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    made = tmp_path_factory.mktemp("anime_onnx")
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--precision", "both", "--out", str(made)])
+    assert res.exit_code == 0, res.output
+
+    def copy(dest, precision: str = "fp32"):
+        from pathlib import Path
+
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        (onnx,) = made.glob(f"*.sr.{precision}.*.onnx")
+        shutil.copy2(onnx.with_suffix(".json"), dest)
+        return Path(shutil.copy2(onnx, dest))
+
+    return copy
+
+
 @pytest.fixture
 def unwritable(monkeypatch):
     """``unwritable(folder)`` makes ``folder`` refuse new files the way this machine allows: mode 0555 for a normal

@@ -199,20 +199,15 @@ def test_a_fixed_shape_export_is_timed_at_its_shape(tmp_path):
     assert res.exit_code == 0, res.output
 
 
-def test_an_exported_file_timed_with_torch_alone_names_an_onnx_backend(tmp_path):
+def test_an_exported_file_timed_with_torch_alone_names_an_onnx_backend(tmp_path, anime_onnx):
     """-b torch with -m FILE.onnx said "reasons in the table", and the table had none: torch times the weights."""
-    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(tmp_path / "exp")])
-    assert res.exit_code == 0, res.output
-    (path,) = (tmp_path / "exp").glob("*.onnx")
+    path = anime_onnx(tmp_path / "exp")
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "24", "-b", "torch", "--no-peak", *TINY])
     assert res.exit_code == 1 and "only torch was asked for" in res.output and "-b ort-cpu" in res.output, res.output
 
 
-def test_an_fp16_file_nothing_here_can_time_is_not_a_success(tmp_path):
-    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--precision", "fp16", "--out",
-                                    str(tmp_path / "exp")])
-    assert res.exit_code == 0, res.output
-    fp16 = next((tmp_path / "exp").glob("*.fp16.*.onnx"))
+def test_an_fp16_file_nothing_here_can_time_is_not_a_success(tmp_path, anime_onnx):
+    fp16 = anime_onnx(tmp_path / "exp", "fp16")
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(fp16), "-s", "24", "--no-peak", *TINY])
     assert res.exit_code == 1 and f"{fp16.name} itself was not timed" in res.output, res.output
     assert "ort-cuda+fp16+fallback" in res.output

@@ -30,8 +30,8 @@ def _export(model: str, out: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    return _export(MODEL, tmp_path_factory.mktemp("exp"))
+def exported(tmp_path_factory, anime_onnx) -> Path:
+    return anime_onnx(tmp_path_factory.mktemp("exp"))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_onnx_file_without_its_manifest_is_probed(exported, photos, tmp_path):
     assert "error: fixed.onnx takes 32x32 inputs only (its height and width are fixed in the graph)" in res.output
 
 
-def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photos, tmp_path):
+def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photos, tmp_path, anime_onnx):
     renamed = tmp_path / "anime.onnx"  # renamed with its manifest: the same bytes, run (it was refused by name)
     shutil.copy(exported, renamed)
     shutil.copy(exported.with_suffix(".json"), renamed.with_suffix(".json"))
@@ -134,7 +134,7 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         edited[name].with_suffix(".json").write_text(json.dumps(m))
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"\0" * 16)
-    half = _export(MODEL, tmp_path / "half", "--precision", "fp16")
+    half = anime_onnx(tmp_path / "half", "fp16")
     folder = tmp_path / "x.onnx"  # what 'export --out x.onnx' makes: the files it holds are named, not "does not exist"
     folder.mkdir()
     for f in (exported, exported.with_suffix(".json")):
