@@ -1985,6 +1985,25 @@ def test_detail_cap_holds_written_images_and_upscale_repeats_it(files, tmp_path)
                        "-o", str(tmp_path / "off"), "--detail-cap", "off"])
     plain_img = np.asarray(Image.open(tmp_path / "plain" / "sr" / "rgb.png"))
     assert code == 0 and np.array_equal(np.asarray(Image.open(next((tmp_path / "off").iterdir()))), plain_img)
+    # with --gt, "after" is of the image written (capped), the network's own beside it: it gave the uncapped
+    # network's numbers for an image it did not write (review 50G G2)
+    from lway_rt.metrics import psnr_y
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    hr = plain_img  # (the adapted network's own image: its weights are the best the evaluations find)
+    Image.fromarray(hr).save(gt / "rgb.png")
+    code, text = _run(["adapt", str(files / "lr" / "rgb.png"), "-o", str(tmp_path / "judged"), *common, "--detail-cap",
+                       "1", "--gt", str(gt), "--eval-every", "4"])
+    assert code == 0, text
+    report = json.loads((tmp_path / "judged" / "report.json").read_text())
+    (entry,) = report["images"]
+    judged = np.asarray(Image.open(tmp_path / "judged" / "sr" / "rgb.png")).astype(np.float32) / 255.0
+    own = psnr_y(judged, hr.astype(np.float32) / 255.0, 4)
+    assert entry["detail_cap_s"] < 1 and abs(entry["after"]["psnr"] - own) < 0.02, (entry, own)
+    assert abs(entry["after_uncapped"]["psnr"] - own) > 0.05, (entry, own)  # (what it had said)
+    assert report["mean"]["psnr_after"] == entry["after"]["psnr"]
+    assert report["mean"]["psnr_after_uncapped"] == entry["after_uncapped"]["psnr"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -259,6 +259,23 @@ def _evaluate(model, tensors, gt, scale, multiple, tile=None) -> tuple[float, fl
     return (float(np.mean([v["psnr"] for v in per.values()])), float(np.mean([v["ssim"] for v in per.values()])), per)
 
 
+def _evaluate_capped(desc, model: nn.Module, base: nn.Module, images: Sequence[InputImage], gt, scale: int,
+                     config: AdaptConfig) -> dict[str, dict[str, float]]:
+    """Y-PSNR / SSIM against ``gt`` of the images a run with ``--detail-cap`` writes: each made as
+    ``_write_sr_images`` makes it (upscale's code, tiling and cap against ``base``'s image), before rounding."""
+    from lway_rt.metrics import psnr_y, ssim_y
+    from lway_rt.upscale import DetailCap, inference_copy, upscale_colour
+
+    tiles = whole_image_tiles(config.tile)
+    writer = inference_copy(desc, model, config.device)
+    cap = DetailCap(config.detail_cap, inference_copy(desc, base, config.device))
+    per = {}
+    for img in images:
+        sr, _ = upscale_colour(writer, img.image.rgb, tiles, cap)
+        per[img.name] = {"psnr": psnr_y(sr, gt[img.name], scale), "ssim": ssim_y(sr, gt[img.name], scale)}
+    return per
+
+
 # ------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -851,14 +868,24 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
                  base_energy=known if known and all(isinstance(e, float) for e in known) else None)
     if gt is not None:
         _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
+        # with --detail-cap, "after" is of the images the run writes (each blended towards the unadapted one), and
+        # the network's own numbers are kept beside it: they differ on every image the cap holds
+        uncapped = after if config.detail_cap is None else None
+        if uncapped is None:
+            uncapped, after = after, _evaluate_capped(desc, model, base, images, gt, scale, config)
         for entry in report["images"]:
             entry["before"] = gt_metrics_before[entry["name"]]
             entry["after"] = after[entry["name"]]
+            if after is not uncapped:
+                entry["after_uncapped"] = uncapped[entry["name"]]
         report["mean"] = {
             "psnr_before": float(np.mean([v["psnr"] for v in gt_metrics_before.values()])),
             "psnr_after": float(np.mean([v["psnr"] for v in after.values()])),
             "ssim_before": float(np.mean([v["ssim"] for v in gt_metrics_before.values()])),
             "ssim_after": float(np.mean([v["ssim"] for v in after.values()])),
+            **({"psnr_after_uncapped": float(np.mean([v["psnr"] for v in uncapped.values()])),
+                "ssim_after_uncapped": float(np.mean([v["ssim"] for v in uncapped.values()]))}
+               if after is not uncapped else {}),
         }
     if not write_outputs:
         report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)

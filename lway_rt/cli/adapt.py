@@ -301,6 +301,8 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         if rep.get("mean"):
             m = rep["mean"]
             line += f"; Y-PSNR {m['psnr_before']:.3f} -> {m['psnr_after']:.3f} dB"
+            if "psnr_after_uncapped" in m:  # (the written images, capped; the network alone beside them)
+                line += f" with the detail cap ({m['psnr_after_uncapped']:.3f} dB without)"
         click.echo(line)
     if video is not None:
         click.echo(f"the whole clip with the adapted weights: lwayrt upscale-video {shell_word(str(video))} -m "
