@@ -420,3 +420,19 @@ def test_a_tile_that_covers_a_size_is_said_not_dropped(tmp_path):
         " ".join(res.output.split()), res.output
     tiles = {(r["input"]["height"], r["tile"]) for r in json.loads((tmp_path / "r.json").read_text())["results"]}
     assert tiles == {(24, 0), (48, 0), (48, 32)}, tiles
+
+
+def test_a_min_psnr_given_is_applied_to_tiled_rows_too(tmp_path):
+    """--min-psnr 100 with --tile passed a tiled row at 68 dB, exit 0: tiled rows took at most 40 dB whatever was
+    given, while the report said 100 was applied (review 50F F1). A threshold given is the one every row meets."""
+    args = ["serve-bench", "-m", "realesr-animevideov3", "-s", "64x32", "--tile", "40", "--tile-overlap", "8", "-b",
+            "ort-cpu", "--no-peak", *TINY]
+    res = CliRunner().invoke(main, [*args, "--min-psnr", "100", "--json", str(tmp_path / "strict.json")])
+    report = json.loads((tmp_path / "strict.json").read_text())
+    (row,) = report["results"]
+    assert row["tile"] == 40 and row["verification"]["min_psnr_db"] == 100
+    assert row["verification"]["psnr_db"] < 100 and row["status"] != "ok" and res.exit_code == 1, res.output
+    assert report["settings"]["tiled_min_psnr_db"] == 100
+    res = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "default.json")])  # the default caps it at 40
+    (row,) = json.loads((tmp_path / "default.json").read_text())["results"]
+    assert res.exit_code == 0 and row["status"] == "ok" and row["verification"]["min_psnr_db"] == 40, res.output

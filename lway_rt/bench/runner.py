@@ -571,7 +571,8 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         "settings": {**config.as_dict(), "threads": threads, "input_source": input_source, "reference_device": ref_device,
                      "min_psnr_db": dict(DEFAULT_MIN_PSNR) if config.min_psnr is None
                      else dict.fromkeys(DEFAULT_MIN_PSNR, config.min_psnr),
-                     "tiled_min_psnr_db": TILED_MIN_PSNR, "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},
+                     "tiled_min_psnr_db": TILED_MIN_PSNR if config.min_psnr is None else config.min_psnr,
+                     "flops_counted": "2 x MACs of Conv2d/ConvTranspose2d/Linear"},
         "peak_gflops": {k: {**v, "threads": threads if k.startswith("cpu") else None} for k, v in peaks.items()},
         "results": rows,
         "summary": summary,
@@ -612,7 +613,7 @@ def _verify(spec, run, case: _Case, x: np.ndarray, ref: np.ndarray, config: Benc
         base["note"] = f"ONNX Runtime fell back to {', '.join(load['providers'] or [])} (allowed by +fallback)"
         base["device"] = "cpu"
     threshold = config.min_psnr if config.min_psnr is not None else DEFAULT_MIN_PSNR[spec.precision]
-    if case.tile:
+    if case.tile and config.min_psnr is None:  # (a --min-psnr given is the one applied, tiled rows too)
         threshold = min(threshold, TILED_MIN_PSNR)
     # Backends stay loaded side by side, so the process's RSS holds all of them: what belongs to one
     # configuration is its peak above the RSS it started from. First-call allocations (ONNX

@@ -58,7 +58,8 @@ class BenchFailed(LwayError):
 @click.option("--base-model", "base_model", metavar="M", type=NAME,
               help="The unadapted model a detail cap compares with [the one the weights name].")
 @click.option("--min-psnr", type=FINITE, default=None,
-              help="Verification threshold in dB vs torch fp32 (default: 50 fp32, 35 fp16, 30 bf16; tiled at most 40).")
+              help="Verification threshold in dB vs torch fp32, tiled rows too (default: 50 fp32, 35 fp16, 30 bf16; "
+                   "tiled at most 40).")
 @click.option("--no-peak", is_flag=True, help="Skip measuring the machine's matmul/conv peak.")
 @click.option("--json", "json_path", type=PathParam(dir_okay=False), default=None,
               help="Write the JSON report here; - prints it on standard output (the table goes to standard error).")
