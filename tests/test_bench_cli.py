@@ -436,3 +436,16 @@ def test_a_min_psnr_given_is_applied_to_tiled_rows_too(tmp_path):
     res = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "default.json")])  # the default caps it at 40
     (row,) = json.loads((tmp_path / "default.json").read_text())["results"]
     assert res.exit_code == 0 and row["status"] == "ok" and row["verification"]["min_psnr_db"] == 40, res.output
+
+
+def test_a_report_with_no_chart_takes_the_earlier_runs_chart_away(tmp_path):
+    """A run where nothing passed replaced the --json report and left the earlier run's --chart beside it: a report
+    and a chart of two runs (review 50F F2). The earlier chart goes, and the line says so."""
+    report, chart = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["serve-bench", "-m", "realesr-animevideov3", "-s", "16", "--no-peak", "--json", str(report), "--chart",
+            str(chart), *TINY]
+    res = CliRunner().invoke(main, [*args, "-b", "torch"])
+    assert res.exit_code == 0 and chart.is_file(), res.output
+    res = CliRunner().invoke(main, [*args[:-1], "-b", "ort-cpu", "--min-psnr", "200"])  # nothing passes (200: exact)
+    assert res.exit_code == 1 and json.loads(report.read_text())["summary"]["ok"] == 0, res.output
+    assert not chart.exists() and f"the earlier run's chart {chart} is removed" in " ".join(res.output.split()), res.output

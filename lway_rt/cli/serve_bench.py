@@ -145,6 +145,10 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     out.print(render_table(report))
     charted = chart_path if report["summary"]["ok"] else None
     write_report(report, json_file, charted)  # renamed back to back: a kill leaves one run's pair
+    # a report with no chart: an earlier run's chart (checked as one, as --chart is) would be read as this report's
+    stale = json_file is not None and chart_path and not charted and Path(chart_path).is_file()
+    if stale:
+        Path(chart_path).unlink()
     if to_stdout:
         from lway_rt.bench.schema import validate_report
 
@@ -155,7 +159,9 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     if charted:
         click.echo(f"chart: {charted}", err=to_stdout)
     elif chart_path:
-        click.echo("chart: not written (no configuration passed verification)", err=to_stdout)  # (--json -: JSON only)
+        click.echo("chart: not written (no configuration passed verification)"
+                   + (f"; the earlier run's chart {chart_path} is removed, as its report was replaced" if stale else ""),
+                   err=to_stdout)  # (--json -: JSON only)
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
     if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
         raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons in "
