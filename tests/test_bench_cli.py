@@ -449,3 +449,13 @@ def test_a_report_with_no_chart_takes_the_earlier_runs_chart_away(tmp_path):
     res = CliRunner().invoke(main, [*args[:-1], "-b", "ort-cpu", "--min-psnr", "200"])  # nothing passes (200: exact)
     assert res.exit_code == 1 and json.loads(report.read_text())["summary"]["ok"] == 0, res.output
     assert not chart.exists() and f"the earlier run's chart {chart} is removed" in " ".join(res.output.split()), res.output
+
+
+def test_progress_lines_give_sizes_as_the_table_does():
+    """-s 48x32 (width x height) was said back as 'reference 1x3x32x48' and '1x32x48 x1 workers' before the table's
+    '48x32 b1': the other order, the very mix-up the README warns of (review 50F F4)."""
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "48x32", "-b", "torch",
+                                    "--no-peak", *TINY[:-1]])
+    assert res.exit_code == 0, res.output
+    assert "reference 48x32 b1" in res.output and "48x32 b1 x1 workers" in res.output, res.output
+    assert "32x48" not in res.output, res.output

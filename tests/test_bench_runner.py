@@ -187,7 +187,7 @@ def test_a_backend_that_raises_while_timed_gets_error_rows_and_the_others_carry_
     rows = runner._time_interleaved([_fake_item(runner, "torch+cl", flaky, case)], case,
                                     np.zeros((1, 3, 8, 8), np.float32), 1, config, 1, said.append)
     assert [r["status"] for r in rows] == ["error", "error"]
-    assert [m for m in said if "round" in m] == ["1x8x8 x1 workers: round 1/2"], said
+    assert [m for m in said if "round" in m] == ["8x8 b1 x1 workers: round 1/2"], said
 
     def interrupted(x):
         raise KeyboardInterrupt
