@@ -696,3 +696,33 @@ def test_a_copy_converted_from_another_release_of_its_package_is_converted_again
     finally:
         if dest.read_bytes() != good:
             store.import_model(name, force=True)
+
+
+def test_two_models_add_of_one_name_at_once_refuse_the_second(model_store, tmp_path, monkeypatch):
+    """Two `models add X --name mine` at once both said "added mine" and the store kept one of them, without --force
+    (review 50E E1): the name was checked seconds before the file was written. The write now takes the name only if
+    it is still free: another command's file that appears meanwhile is kept, and this one is refused in one line."""
+    from lway_rt.io.weights import save_safetensors
+
+    real = store.load_model("realesr-animevideov3")
+    mine = tmp_path / "mine.safetensors"
+    save_safetensors(mine, real.model.state_dict(), {"format": "lway_rt.sr/1", "arch": real.arch, "scale": "4"})
+    dest = store.store_path("mine")
+    loader = store.load_model
+
+    def the_other_command_adds_it_meanwhile(spec, *args, **kwargs):  # (between the name check and the write)
+        loaded = loader(spec, *args, **kwargs)
+        dest.write_bytes(b"the other command's weights")
+        return loaded
+
+    monkeypatch.setattr(store, "load_model", the_other_command_adds_it_meanwhile)
+    try:
+        with pytest.raises(ModelError, match="already holds a model named mine .*added meanwhile by another command"):
+            store.add_model(mine)
+        assert dest.read_bytes() == b"the other command's weights"
+        assert not [p for p in dest.parent.iterdir() if p.name.endswith(".tmp")]  # its temporary file gone
+        monkeypatch.undo()
+        store.add_model(mine, force=True)  # --force replaces, as before
+        assert store.load_model("mine").arch == real.arch
+    finally:
+        dest.unlink(missing_ok=True)

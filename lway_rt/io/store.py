@@ -235,7 +235,11 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     if "added_from" not in meta:  # a store file added again under another name keeps the origin it records
         meta.update({"added_from": str(path.resolve()), "added_sha256": file_sha256(path)})
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
-    save_safetensors(dest, state, meta)
+    try:  # without --force, only as a new name: of two 'models add --name N' at once, the second is refused
+        save_safetensors(dest, state, meta, exclusive=not force)
+    except FileExistsError:
+        raise ModelError(f"the store already holds a model named {name} ({dest}), added meanwhile by another command: "
+                         "pass --force to replace it, or --name OTHER") from None
     return dest, desc
 
 

@@ -245,10 +245,12 @@ def sync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_path(dest: Path):
+def atomic_path(dest: Path, exclusive: bool = False):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays); one that is a device,
-    pipe or socket is refused."""
+    pipe or socket is refused. ``exclusive``: ``dest`` is made only if no file has that name by the moment it would
+    take it (a hard link, which fails where one exists: ``FileExistsError``, the temporary file removed); the check
+    and the write are one step, so of two commands writing one new name at once, one is refused."""
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
@@ -302,14 +304,36 @@ def atomic_path(dest: Path):
             os.chmod(tmp, _mode_replacing(old))
             if replacing:  # on the disk before its name is: a power cut after the rename leaves the new file whole,
                 sync_file(tmp)  # not an empty one where a whole one was (a new name replaces nothing: no wait then)
-            os.replace(tmp, dest_p)
+            if exclusive:
+                _link_new(Path(tmp), dest_p)
+            else:
+                os.replace(tmp, dest_p)
             if replacing:  # the rename itself on the disk too (the old file must not come back after a power cut)
                 sync_folder(dest_p.parent)
+        except FileExistsError:  # (exclusive: made meanwhile)
+            Path(tmp).unlink(missing_ok=True)
+            raise
         except OSError as exc:  # the target cannot be replaced (a folder there, an immutable file): the old one stays
             Path(tmp).unlink(missing_ok=True)
             raise OutputError(f"cannot replace {dest_p}: {exc.strerror or exc}; choose another output folder") from exc
 
     return _cm()
+
+
+def _link_new(tmp: Path, dest: Path) -> None:
+    """``tmp`` given the new name ``dest``, or ``FileExistsError`` where ``dest`` exists: a hard link (then ``tmp``
+    goes); where the file system has none, ``dest`` is claimed by an exclusive create and ``tmp`` renamed over it."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # (FileExistsError where it exists)
+        os.replace(tmp, dest)
+        return
+    tmp.unlink(missing_ok=True)
 
 
 def ensure_writable_dir(folder: Path, option: str) -> None:
@@ -582,10 +606,12 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, 
     return _sorted_metadata(save(tensors, metadata=meta))
 
 
-def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None) -> None:
-    """Write weights atomically as safetensors (``safetensors_bytes``)."""
+def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None,
+                     exclusive: bool = False) -> None:
+    """Write weights atomically as safetensors (``safetensors_bytes``); ``exclusive``: only as a new file
+    (``atomic_path``: ``FileExistsError`` where one has that name by then)."""
     blob = safetensors_bytes(state, metadata)
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, exclusive) as tmp:
         tmp.write_bytes(blob)
 
 
