@@ -111,8 +111,9 @@ def render_table(report: dict[str, Any]):
     if usable and start is not None and start > usable:  # steady but shared: every time is longer than on an idle
         # machine, and by more for backends that use every core (review 48F F6: torch rows 10-50x slower, no note)
         notes.append(f"the load average was {start:g} on {usable} usable core(s) as the run began: other processes "
-                     "shared the CPU, so these times are longer than on an idle machine; compare rows by their ratios, "
-                     "or run again when it is idle")
+                     "shared the CPU, so these times are longer than on an idle machine, and by more for some rows than "
+                     "others (PyTorch's threads, timed alone or beside other workers, most of all: 6-30x apart on a "
+                     "2-core machine at load 4-7), so not even their ratios hold: run again when it is idle")
     single = sum(1 for r in rows if "one timed request" in (r["note"] or ""))
     if single:
         notes.append(f"{single} configuration(s) timed one request: no spread to judge steadiness by (raise --min-iters)")
