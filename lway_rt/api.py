@@ -187,7 +187,7 @@ def _as_array(image) -> np.ndarray:
     if image is None:  # (what cv2.imread gives for a file it cannot read)
         raise InputError("an Upscaler takes an image array, not None (cv2.imread returns None for a file it cannot "
                          "read: check its path)")
-    if isinstance(image, (bytes, bytearray, memoryview)):
+    if isinstance(image, (bytes, bytearray)):  # (a memoryview of an array is that array's samples)
         raise InputError("an Upscaler takes an image array, not a file's bytes: decode them first, e.g. "
                          "np.asarray(PIL.Image.open(io.BytesIO(data)))")
     mode = getattr(image, "mode", None)

@@ -280,6 +280,7 @@ def test_pillow_images_that_cannot_be_read_and_non_arrays_are_one_line_errors(tm
         upscaler(np.zeros((8, 8, 3), np.int64))
     assert "PGM" not in str(err.value)  # (the int32 advice is for int32)
     assert np.array_equal(upscaler(Image.open(io.BytesIO(data))), upscaler(small))
+    assert np.array_equal(upscaler(memoryview(small)), upscaler(small))  # an array's buffer is its samples (50L L1)
     # a 16-bit RGB PNG: Pillow gives its 8-bit samples, said
     import struct
     import zlib
