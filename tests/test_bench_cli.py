@@ -427,11 +427,13 @@ def test_a_min_psnr_given_is_applied_to_tiled_rows_too(tmp_path):
     given, while the report said 100 was applied (review 50F F1). A threshold given is the one every row meets."""
     args = ["serve-bench", "-m", "realesr-animevideov3", "-s", "64x32", "--tile", "40", "--tile-overlap", "8", "-b",
             "ort-cpu", "--no-peak", *TINY]
-    res = CliRunner().invoke(main, [*args, "--min-psnr", "100", "--json", str(tmp_path / "strict.json")])
+    res = CliRunner().invoke(main, [*args[:-1], "--min-psnr", "100", "--json", str(tmp_path / "strict.json")])
     report = json.loads((tmp_path / "strict.json").read_text())
     (row,) = report["results"]
     assert row["tile"] == 40 and row["verification"]["min_psnr_db"] == 100
     assert row["verification"]["psnr_db"] < 100 and row["status"] != "ok" and res.exit_code == 1, res.output
+    # the line names the tiled row, not the whole-image one (review 50L L2)
+    assert "ort-cpu 64x32 b1 tile40: FAILED verification" in res.output and "reference 64x32 b1 tile40" in res.output
     assert report["settings"]["tiled_min_psnr_db"] == 100
     res = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "default.json")])  # the default caps it at 40
     (row,) = json.loads((tmp_path / "default.json").read_text())["results"]

@@ -375,6 +375,11 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
                          exported_static_shape(manifest))
 
 
+def _case_tag(case) -> str:
+    """A case as -s and the table name it: ``48x32 b1`` (width x height), `` tile40`` after a tiled one's."""
+    return f"{case.width}x{case.height} b{case.batch}" + (f" tile{case.tile}" if case.tile else "")
+
+
 def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | None = None, command: str | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the matrix of ``config``; returns the report (a JSON-ready dict, see ``lway_rt.bench.schema``).
@@ -506,7 +511,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
             if config.measure_peak and n_case:
                 peak_samples.append(_measure_peaks(built, threads))
             x, input_source = sample_batch(case.batch, case.height, case.width, seed=config.seed)
-            say(f"reference {case.width}x{case.height} b{case.batch}")  # (as -s and the table: width x height)
+            say(f"reference {_case_tag(case)}")
             ref = _reference(ref_model, x, ref_device)
             if (case.height, case.width) not in flops_cache:
                 flops_cache[(case.height, case.width)] = 2 * count_macs(ref_model, (1, 3, case.height, case.width))["total"]
@@ -636,7 +641,7 @@ def _verify(spec, run, case: _Case, x: np.ndarray, ref: np.ndarray, config: Benc
                                                  "min_psnr_db": threshold, "finite": finite})
     if not verified:
         reason = "output has NaN/inf" if not finite else f"PSNR {psnr:.1f} dB vs torch fp32 is below {threshold:.0f} dB"
-        say(f"{spec.label} {case.width}x{case.height} b{case.batch}: FAILED verification ({reason})")
+        say(f"{spec.label} {_case_tag(case)}: FAILED verification ({reason})")
         return [{**base, "concurrency": c, "status": "failed", "reason": reason} for c in config.concurrency]
     return base, rss_above
 
@@ -657,7 +662,7 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
     per_round = TimingPolicy(warmup_s=0, warmup_iters=0, min_iters=round_iters, min_time_s=policy.min_time_s / rounds,
                              max_iters=max(round_iters, policy.max_iters // rounds), max_time_s=policy.max_time_s / rounds)
     out_mp = case.batch * case.height * scale * case.width * scale / 1e6
-    tag = f"{case.width}x{case.height} b{case.batch}" + (f" tile{case.tile}" if case.tile else "")  # (as the table)
+    tag = _case_tag(case)
     order = {id(item): n for n, item in enumerate(ready)}
     ready = list(ready)  # a backend that raises while timed leaves it (the caller's list is left as it is)
 
