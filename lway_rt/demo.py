@@ -16,6 +16,7 @@ adapted network exported to ONNX, run from that file with ONNX Runtime and timed
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -151,20 +152,27 @@ def _load_demo_model(name: str, scale: int, log: Callable[[str], None], desc=Non
 
 
 def _label_lines(draw, label: str, width: int) -> list[str]:
-    """``label`` in lines that fit ``width`` pixels: broken at spaces, and a word wider than a line cut with '..'."""
+    """``label`` in lines that fit ``width`` pixels: broken at spaces, a word wider than a line after its hyphens
+    and then where it must (every letter kept: two models' names cut short could read alike)."""
     def fits(text: str) -> bool:
         return draw.textlength(text) <= width
 
-    lines: list[str] = []
+    pieces: list[tuple[str, bool]] = []  # (text, whether a space goes before it)
     for word in label.split():
-        if lines and fits(f"{lines[-1]} {word}"):
-            lines[-1] += f" {word}"
-            continue
-        if not fits(word):
-            while len(word) > 1 and not fits(word + ".."):
-                word = word[:-1]
-            word += ".."
-        lines.append(word)
+        parts = [p for p in re.split(r"(?<=-)", word) if p] if not fits(word) else [word]
+        for k, part in enumerate(parts):
+            while not fits(part) and len(part) > 1:  # the longest head that fits, then the rest
+                cut = max(n for n in range(1, len(part)) if fits(part[:n]) or n == 1)
+                pieces.append((part[:cut], k == 0))
+                part, k = part[cut:], 1
+            pieces.append((part, k == 0))
+    lines: list[str] = []
+    for text, spaced in pieces:
+        joined = f"{lines[-1]}{' ' if spaced else ''}{text}" if lines else text
+        if lines and fits(joined):
+            lines[-1] = joined
+        else:
+            lines.append(text)
     return lines or [""]
 
 

@@ -324,3 +324,13 @@ def test_compare_strip_captions_stay_over_their_own_picture():
     assert all(ink[i * (w + gap):i * (w + gap) + w].any() for i in range(4))
     wide = _labelled_strip([np.full((256, 256, 3), 255, np.uint8)] * 4, labels)
     assert wide.shape[0] - 256 == 22  # one line where they fit, as before
+    # every letter kept: names cut short had made realesrgan-x4plus and realesrgan-x4plus-anime alike (50L L4)
+    from PIL import Image, ImageDraw
+
+    from lway_rt.demo import _label_lines
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    for label in (*labels, "realesrgan-x4plus 22.10 dB", "realesrgan-x4plus-anime 21.00 dB", "x" * 40):
+        lines = _label_lines(draw, label, w - 8)
+        assert "".join(lines).replace(" ", "") == label.replace(" ", ""), lines
+        assert all(draw.textlength(line) <= w - 8 for line in lines), lines
