@@ -726,3 +726,36 @@ def test_two_models_add_of_one_name_at_once_refuse_the_second(model_store, tmp_p
         assert store.load_model("mine").arch == real.arch
     finally:
         dest.unlink(missing_ok=True)
+
+
+def test_a_new_name_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    """Where os.link is refused (a file system with no hard links), a new name is claimed by an exclusive create and
+    the file renamed over it; a name taken meanwhile is refused, and a rename that fails leaves no empty file behind
+    to block the name (review 50L L5)."""
+    import errno
+    import os
+
+    from lway_rt.io.weights import atomic_path
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    dest = tmp_path / "m.safetensors"
+    with atomic_path(dest, exclusive=True) as tmp:
+        tmp.write_bytes(b"weights")
+    assert dest.read_bytes() == b"weights" and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    with pytest.raises(FileExistsError), atomic_path(dest, exclusive=True) as tmp:
+        tmp.write_bytes(b"other weights")
+    assert dest.read_bytes() == b"weights" and sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    other = tmp_path / "n.safetensors"
+
+    def no_rename(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    from lway_rt.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot replace"), atomic_path(other, exclusive=True) as tmp:
+        tmp.write_bytes(b"weights")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no empty n.safetensors, no temporary

@@ -331,7 +331,11 @@ def _link_new(tmp: Path, dest: Path) -> None:
         if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
             raise
         os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # (FileExistsError where it exists)
-        os.replace(tmp, dest)
+        try:  # (an empty file has the name for this moment)
+            os.replace(tmp, dest)
+        except BaseException:
+            dest.unlink(missing_ok=True)  # the name claimed goes with the write: no empty file left to block it
+            raise
         return
     tmp.unlink(missing_ok=True)
 
