@@ -294,3 +294,6 @@ def test_pillow_images_that_cannot_be_read_and_non_arrays_are_one_line_errors(tm
                                          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
     with pytest.warns(UserWarning, match="opened from a 16-bit PNG file, which Pillow reads as 8 bits"):
         assert upscaler(Image.open(tmp_path / "rgb16.png")).dtype == np.uint8
+    (tmp_path / "rgb16.ppm").write_bytes(b"P6\n32 32\n65535\n" + rgb16.tobytes())  # (50H H1)
+    with pytest.warns(UserWarning, match="opened from a 16-bit PPM file, which Pillow reads as 8 bits"):
+        assert upscaler(Image.open(tmp_path / "rgb16.ppm")).dtype == np.uint8

@@ -1163,3 +1163,32 @@ def test_a_jpeg_cut_in_its_header_says_to_copy_it_again(tmp_path):
             read_image(cut)
         except InputError as exc:
             assert "re-copy or re-export it" in str(exc), (n, str(exc))
+
+
+def test_ppm_and_pgm_files_are_read_in_folders_and_16_bit_colour_keeps_its_bits(tmp_path):
+    """A folder's .ppm/.pgm files were left out without a note (read when named), and a 16-bit colour PPM (P6, maxval
+    above 255) was read as 8 bits, unsaid (review 50H H1): both are read, the PPM's samples scaled from its maxval."""
+    import numpy as np
+
+    from lway_rt.io.images import read_image
+    from lway_rt.upscale import collect_inputs
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 65536, (6, 5, 3)).astype(">u2")
+    (tmp_path / "a.ppm").write_bytes(b"P6\n5 6\n65535\n" + rgb.tobytes())
+    (tmp_path / "b.pgm").write_bytes(b"P5\n5 6\n65535\n" + rgb[..., 0].tobytes())
+    small = rng.integers(0, 1001, (6, 5, 3)).astype(">u2")
+    (tmp_path / "c.pnm").write_bytes(b"P6\n5 6\n1000\n" + small.tobytes())
+    (tmp_path / "d.ppm").write_bytes(b"P6\n5 6\n255\n" + rgb.astype(np.uint8).tobytes())
+    found, failed = collect_inputs([tmp_path])
+    assert [p.name for p, _ in found] == ["a.ppm", "b.pgm", "c.pnm", "d.ppm"] and not failed
+    a = read_image(tmp_path / "a.ppm")
+    assert a.bit_depth == 16 and np.array_equal(np.round(a.rgb * 65535).astype(np.uint16), rgb.astype(np.uint16))
+    assert read_image(tmp_path / "b.pgm").bit_depth == 16
+    c = read_image(tmp_path / "c.pnm")
+    assert c.bit_depth == 16 and np.abs(c.rgb - small / 1000.0).max() < 1e-5
+    d = read_image(tmp_path / "d.ppm")
+    assert d.bit_depth == 8 and np.array_equal(np.round(d.rgb * 255).astype(np.uint8), rgb.astype(np.uint8))
+    (tmp_path / "cut.ppm").write_bytes(b"P6\n5 6\n65535\n" + rgb.tobytes()[:50])
+    with pytest.raises(InputError, match="cut.ppm is truncated or corrupt"):
+        read_image(tmp_path / "cut.ppm")

@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 #: file endings ``lwayrt`` reads when it walks a folder
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", ".ico")  # read
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", ".ico",
+                  ".ppm", ".pgm", ".pnm", ".pbm")  # read
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
                      ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF or ICO input's output is a PNG)
@@ -250,9 +251,40 @@ def no_images_message(folder: Path, hint: str = "") -> str:
     return f"folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}){hint or _convert_hint(files, folder=True)}"
 
 
+def _ppm_maxval(im) -> int | None:
+    """The largest sample value of a Pillow image just opened from a binary colour PPM (P6) whose samples are 16-bit
+    (a maxval above 255), which Pillow reads as 8 bits; None for any other."""
+    tiles = getattr(im, "tile", None) or []
+    if getattr(im, "format", None) != "PPM" or len(tiles) != 1 or tiles[0].codec_name != "ppm":
+        return None
+    args = tiles[0].args
+    maxval = args[1] if isinstance(args, tuple) and len(args) == 2 and args[0] == "RGB" else None
+    return maxval if isinstance(maxval, int) and maxval > 255 else None
+
+
+def _sixteen_bit_ppm(path: Path, im) -> tuple[np.ndarray, int] | None:
+    """A 16-bit colour PPM's samples (``_ppm_maxval``), read from the file as big-endian 16-bit values and scaled from
+    its maxval to 0-65535, as ``_sixteen_bit_colour`` gives a PNG's; None for any other image."""
+    maxval = _ppm_maxval(im)
+    if maxval is None:
+        return None
+    (tile,) = im.tile
+    width, height = im.size
+    with open(path, "rb") as f:
+        f.seek(tile.offset)
+        data = f.read(width * height * 6)
+    if len(data) < width * height * 6:
+        raise OSError(f"{len(data)} of its {width * height * 6} sample bytes")
+    samples = np.frombuffer(data, ">u2").reshape(height, width, 3).astype(np.float64)
+    return np.round(np.clip(samples, 0, maxval) * (65535.0 / maxval)).astype(np.uint16), 1
+
+
 def sixteen_bit_rawmode(im) -> str | None:
-    """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file, whose samples
-    Pillow truncates to 8 bits as it loads them; None for any other (or one already loaded)."""
+    """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file (a 16-bit colour
+    PPM's too), whose samples Pillow truncates to 8 bits as it loads them; None for any other (or one already
+    loaded)."""
+    if _ppm_maxval(im) is not None:
+        return "RGB;16B"
     modes = {t.args if isinstance(t.args, str) else t.args[0] for t in (getattr(im, "tile", None) or [])}
     if len(modes) != 1:
         return None
@@ -498,7 +530,7 @@ def _read_image(path: Path) -> LoadedImage:
                 return _read_tiff_samples(path)
             turned_tiff = fmt == "TIFF" and im.tag_v2.get(0x0112, 1) in (5, 6, 7, 8)  # Pillow turns it as it loads
             try:
-                full = _sixteen_bit_colour(path, im) if fmt in _SIXTEEN_BIT_FORMATS else None
+                full = _sixteen_bit_colour(path, im) if fmt in _SIXTEEN_BIT_FORMATS else _sixteen_bit_ppm(path, im)
                 if full is None:
                     im.load()
             except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as exc:
