@@ -157,6 +157,12 @@ def test_profile_overrides_and_paths(tmp_path):
     ('description = 5', r"description must be a string \(in quotes\), got 5"),  # was accepted into every manifest
     ('name = ["cpu"]', "name must be a string"),
     ('precision = ', "not valid TOML"),
+    # (review 50P: P1 split a string into letters, P2 named no key, P3 took true for level 1)
+    ('[tensorrt]\nflags = "refit"', r'\[tensorrt\] flags must be a list, e.g. flags = \["refit"\], not \'refit\''),
+    ('[tensorrt]\nflags = 5', r"\[tensorrt\] flags must be a list"),
+    ('[shapes]\nmode = "static"\ntiles = "256x256"', r"\[shapes\] tiles must be a list, e.g. tiles = \[\"256x256\"\]"),
+    ('[shapes]\nmode = "static"\ntiles = 256', r"\[shapes\] tiles must be a list"),
+    ('[tensorrt]\noptimization_level = true', "optimization_level must be 0..5, got True"),
 ])
 def test_profile_validation_errors(tmp_path, text, match):
     from lway_rt.export.profile import load_profile
@@ -167,11 +173,19 @@ def test_profile_validation_errors(tmp_path, text, match):
         load_profile(f)
 
 
-def test_unknown_profile_name_lists_known_ones():
+def test_unknown_profile_name_lists_known_ones(tmp_path, monkeypatch):
     from lway_rt.export.profile import load_profile
 
     with pytest.raises(InputError, match="cpu"):
         load_profile("no-such-target")
+    # a shipped profile named with its ending, from a folder without that file: its name is said (review 50P P9)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="the shipped profile of that name is given without its ending: --profile "
+                                         "desktop-fp16"):
+        load_profile("desktop-fp16.toml")
+    # a profile saved with a byte-order mark (as Notepad writes UTF-8) reads as without one (P8)
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + b'precision = "fp16"\n')
+    assert load_profile(str(tmp_path / "bom.toml")).precision == "fp16"
 
 
 def test_profile_shapes_checked_against_model():

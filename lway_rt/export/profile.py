@@ -151,7 +151,8 @@ class TensorRTSettings:
     def __post_init__(self):
         if not isinstance(self.workspace_mib, int) or self.workspace_mib < 16:
             raise InputError(f"tensorrt.workspace_mib must be an integer >= 16, got {self.workspace_mib!r}")
-        if not isinstance(self.optimization_level, int) or not 0 <= self.optimization_level <= 5:
+        if not isinstance(self.optimization_level, int) or isinstance(self.optimization_level, bool) \
+                or not 0 <= self.optimization_level <= 5:  # (true had been taken as level 1)
             raise InputError(f"tensorrt.optimization_level must be 0..5, got {self.optimization_level!r}")
         if not isinstance(self.timing_cache, bool):  # "no" read as true, and the cache was used
             raise InputError(f"tensorrt.timing_cache must be true or false (TOML booleans, unquoted), got "
@@ -274,6 +275,9 @@ def profile_from_dict(data: dict[str, Any], *, source: str | None = None) -> Exp
             raise InputError(f"[{section}] must be a table in the profile")
         _check_keys(section, table, allowed)
     kwargs: dict[str, Any] = {k: data[k] for k in ("name", "description", "opset", "precision", "engine") if k in data}
+    for section, table, key, example in (("shapes", shapes, "tiles", '["256x256"]'), ("tensorrt", trt, "flags", '["refit"]')):
+        if key in table and not isinstance(table[key], list):  # (a string was split into letters, a number failed)
+            raise InputError(f"[{section}] {key} must be a list, e.g. {key} = {example}, not {table[key]!r}")
     try:
         kwargs["shapes"] = ShapeProfile(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in shapes.items()})
         kwargs["tensorrt"] = TensorRTSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in trt.items()})
@@ -303,6 +307,9 @@ def load_profile(name_or_path: str | Path | None) -> ExportProfile:
             known = ", ".join(list_profiles()) or "none found"
             raise InputError(f"unknown export profile '{text}' (profiles in {profiles_dir()}: {known}); "
                              "give a name from that list or a path to a .toml file")
+    if not path.exists() and path.suffix == ".toml" and "/" not in text and (profiles_dir() / path.name).is_file():
+        raise InputError(f"export profile {path} does not exist here; the shipped profile of that name is given "
+                         f"without its ending: --profile {path.stem}")
     data = read_toml(path, "export profile")
     data.setdefault("name", path.stem)
     try:

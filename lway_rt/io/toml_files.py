@@ -21,7 +21,7 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     if p.is_dir():
         raise InputError(f"{what} {p} is a folder: give a .toml file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # (a byte-order mark, as Notepad writes, is not TOML's)
     except FileNotFoundError:
         raise InputError(f"{what} {p} does not exist") from None
     except UnicodeDecodeError:
