@@ -102,3 +102,23 @@ def test_a_capped_export_names_a_base_that_loads_again(tmp_path):
     assert torch.equal(load_model(recorded).model.body[0].weight, net.body[0].weight)
     store_model = load_model("realesr-animevideov3")
     assert capped_sr_exportable(store_model, store_model, 1.2).source["detail_cap"]["base_model"] == "realesr-animevideov3"
+
+
+def test_module_paths_survive_an_opset_17_export(tmp_path):
+    """At opset 17 (the Jetson profile's) the exporter's conversion dropped every node's torch module path, so no
+    keep_fp32_nodes pattern matched ("matched no node") and a capped graph's blend, kept in fp32 by such a pattern,
+    ran in fp16 (review 50P P5). The paths are kept through the conversion, and the patterns match as at opset 18."""
+    from lway_rt.export.capped import fp32_nodes
+    from lway_rt.export.fp16 import matched_patterns
+    from lway_rt.export.onnx_export import OnnxFromTorch
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Upsample(scale_factor=2))
+    capped = CappedSR(base, _Sharper(base), 1.05, 2).eval()
+    keep = fp32_nodes(capped)
+    assert keep
+    for opset in (18, 17):
+        model = OnnxFromTorch(capped, opset=opset)()
+        assert model.opset_import[0].version == opset
+        matched, _ = matched_patterns(model, keep)
+        assert matched == set(keep), (opset, keep, matched)

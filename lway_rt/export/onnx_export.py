@@ -144,7 +144,8 @@ class OnnxFromTorch:
         x = torch.rand(self.example_shape())
         arg_name = next(iter(_forward_params(module)), "x")
         kwargs: dict[str, Any] = dict(
-            dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=self.opset,
+            # the exporter's own opset: one below it is converted here, keeping what the converter drops (below)
+            dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=max(self.opset, 18),
             optimize=True, verify=False, external_data=False, verbose=False,
         )
         if self.dynamic:
@@ -158,8 +159,25 @@ class OnnxFromTorch:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"torch could not export {type(module).__name__} to ONNX: {msg}") from exc
         model = program.model_proto
+        if self.opset < 18:
+            model = _down_convert(model, self.opset)
         onnx.checker.check_model(model, full_check=True)
         return model
+
+
+def _down_convert(model, opset: int):
+    """``model`` (opset 18, the exporter's own) converted to ``opset`` by ONNX's version converter, as
+    ``torch.onnx.export`` converts it, each node keeping its metadata: the converter drops the torch module paths
+    (``pkg.torch.onnx.name_scopes``) that ``keep_fp32_nodes`` patterns and a capped export's fp32 blend are matched
+    by, so at opset 17 (the Jetson profile's) no pattern matched and the blend ran in fp16."""
+    from onnx import version_converter
+
+    props = {n.name: list(n.metadata_props) for n in model.graph.node if n.name and n.metadata_props}
+    converted = version_converter.convert_version(model, opset)
+    for node in converted.graph.node:  # (node names survive the conversion; a node it adds has none to take)
+        if node.name in props and not node.metadata_props:
+            node.metadata_props.extend(props[node.name])
+    return converted
 
 
 def _forward_params(module: nn.Module) -> list[str]:
