@@ -163,6 +163,8 @@ def test_profile_overrides_and_paths(tmp_path):
     ('[shapes]\nmode = "static"\ntiles = "256x256"', r"\[shapes\] tiles must be a list, e.g. tiles = \[\"256x256\"\]"),
     ('[shapes]\nmode = "static"\ntiles = 256', r"\[shapes\] tiles must be a list"),
     ('[tensorrt]\noptimization_level = true', "optimization_level must be 0..5, got True"),
+    ('[fp16]\nkeep_fp32_ops = ["resize"]', r"keep_fp32_ops: 'resize' is not an ONNX operator \(did you mean 'Resize'\?\)"),
+    ('[fp16]\nkeep_fp32_ops = ["Rezise"]', r"'Rezise' is not an ONNX operator \(they are named as ONNX names them"),
 ])
 def test_profile_validation_errors(tmp_path, text, match):
     from lway_rt.export.profile import load_profile

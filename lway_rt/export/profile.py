@@ -288,8 +288,25 @@ def profile_from_dict(data: dict[str, Any], *, source: str | None = None) -> Exp
             value = fp16[key]
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise InputError(f"[fp16] {key} must be a list of names, e.g. [\"Resize\"], not {value!r}")
+            if key == "keep_fp32_ops" and (unknown := _unknown_ops(value)):  # (a misspelt one was ignored, unsaid)
+                name, like = unknown[0]
+                raise InputError(f"[fp16] keep_fp32_ops: {name!r} is not an ONNX operator"
+                                 + (f" (did you mean {like!r}?)" if like else " (they are named as ONNX names them, "
+                                                                              "e.g. \"Resize\")"))
             kwargs[key] = tuple(value)
     return ExportProfile(source=source, **kwargs)
+
+
+def _unknown_ops(names) -> list[tuple[str, str | None]]:
+    """The names among ``names`` that are no ONNX operator type, each with the one it differs from only in case (or
+    None); none where onnx is not installed (the export then says what to install)."""
+    try:
+        from onnx import defs
+    except ImportError:
+        return []
+    known = {s.name for s in defs.get_all_schemas()}
+    by_case = {n.lower(): n for n in known}
+    return [(n, by_case.get(n.lower())) for n in names if n not in known]
 
 
 def load_profile(name_or_path: str | Path | None) -> ExportProfile:
