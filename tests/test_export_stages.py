@@ -131,6 +131,8 @@ def test_profile_overrides_and_paths(tmp_path):
         assert load_profile("cpu").source.endswith("cpu.toml")
         (tmp_path / "plain").write_text('precision = "fp16"\n')  # a profile file without the ending: still a path
         assert load_profile("plain").precision == "fp16"
+        # a path as typed, relative, is recorded whole: a manifest read from another folder names the file (50P P10)
+        assert load_profile("plain").source == str(tmp_path / "plain")
     finally:
         os.chdir(here)
 

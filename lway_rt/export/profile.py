@@ -330,6 +330,6 @@ def load_profile(name_or_path: str | Path | None) -> ExportProfile:
     data = read_toml(path, "export profile")
     data.setdefault("name", path.stem)
     try:
-        return profile_from_dict(data, source=str(path))
+        return profile_from_dict(data, source=str(path.absolute()))  # (a manifest read from another folder names it)
     except InputError as exc:
         raise InputError(f"export profile {path}: {exc}") from exc
