@@ -133,6 +133,9 @@ def test_profile_overrides_and_paths(tmp_path):
         assert load_profile("plain").precision == "fp16"
         # a path as typed, relative, is recorded whole: a manifest read from another folder names the file (50P P10)
         assert load_profile("plain").source == str(tmp_path / "plain")
+        # a static profile's batch is opt[0], as export/README.md says: no max needed to raise it (50P P7)
+        (tmp_path / "b2.toml").write_text('[shapes]\nmode = "static"\ntiles = ["256x256"]\nopt = [2, 256, 256]\n')
+        assert load_profile(str(tmp_path / "b2.toml")).shapes.opt[0] == 2
     finally:
         os.chdir(here)
 

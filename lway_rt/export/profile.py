@@ -87,7 +87,8 @@ class ShapeProfile:
             raise InputError(f"shapes.mode must be 'dynamic' or 'static', got {self.mode!r}")
         for name in ("min", "opt", "max"):
             object.__setattr__(self, name, _triple(name, getattr(self, name)))
-        if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
+        # (static: each tile at batch opt[0], min and max unused: a batch of 2 needed a max written for nothing)
+        if self.mode == "dynamic" and not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
             raise InputError(f"shapes must satisfy min <= opt <= max in every dimension, got min={list(self.min)} "
                              f"opt={list(self.opt)} max={list(self.max)}")
         def tile(t) -> tuple[int, ...]:
