@@ -200,12 +200,26 @@ def test_profile_shapes_checked_against_model():
 
     s = ShapeProfile(min=(1, 16, 16), opt=(1, 64, 64), max=(1, 256, 256))
     s.check_model(4, 4)
-    with pytest.raises(InputError, match="multiple of 4"):
+    # the key, and the sizes to write (review 50P P4: "tile 30x30 size 30x30 ..." named neither)
+    with pytest.raises(InputError, match=r"shapes.min \[1, 18, 18\]: 18 is not a multiple of 4, which this model "
+                                         "needs; write 16 or 20"):
         ShapeProfile(min=(1, 18, 18), opt=(1, 64, 64), max=(1, 256, 256)).check_model(4, 4)
+    with pytest.raises(InputError, match='shapes.tiles "30x32": 30 is not a multiple of 4, which this model needs; '
+                                         "write 28 or 32"):
+        ShapeProfile(mode="static", tiles=("30x32",)).check_model(4, 4)
     fitted = s.fit_model(1, 22)  # the encoder's minimum side
     assert fitted.min == (1, 22, 22) and fitted.opt == (1, 64, 64)
-    with pytest.raises(InputError, match="minimum side"):
+    with pytest.raises(InputError, match='shapes.tiles "16x16": a side of 16 is below this model\'s minimum of 22 px'):
         ShapeProfile(mode="static", tiles=("16x16",)).fit_model(1, 22).check_model(1, 22)
+    # and the profile file it came from, where it came from one
+    from types import SimpleNamespace
+
+    from lway_rt.export.pipeline import _fit
+    from lway_rt.export.profile import ExportProfile
+
+    mine = ExportProfile(source="/home/me/mine.toml").replace(mode="static", tiles=("30x32",))
+    with pytest.raises(InputError, match='^export profile /home/me/mine.toml: shapes.tiles "30x32": 30 is not'):
+        _fit(SimpleNamespace(size_multiple=4, min_size=4), mine)
 
 
 # ---------------------------------------------------------------- ONNX export + fp16 + parity, every architecture

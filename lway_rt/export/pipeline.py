@@ -121,7 +121,10 @@ def _io_shape(value_info) -> list[int | str]:
 def _fit(ex: Exportable, profile: ExportProfile) -> ExportProfile:
     """The profile with its shapes fitted to and checked against the network's size rules."""
     shapes = profile.shapes.fit_model(ex.size_multiple, ex.min_size)
-    shapes.check_model(ex.size_multiple, ex.min_size)
+    try:
+        shapes.check_model(ex.size_multiple, ex.min_size)
+    except InputError as exc:  # (the file to edit, where the sizes came from one)
+        raise InputError(f"export profile {profile.source}: {exc}" if profile.source else str(exc)) from None
     return dataclasses.replace(profile, shapes=shapes)
 
 

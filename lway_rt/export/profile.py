@@ -126,14 +126,20 @@ class ShapeProfile:
 
     def check_model(self, size_multiple: int, min_size: int) -> None:
         """Refuse shapes the model cannot take (not a multiple of its size step, or too small)."""
-        sizes = [("min", self.min[1:]), ("opt", self.opt[1:]), ("max", self.max[1:])] if self.mode == "dynamic" \
-            else [(f"tile {h}x{w}", (h, w)) for h, w in self.tiles]
+        sizes = [(f"shapes.{k} {list(v)}", v[1:]) for k, v in (("min", self.min), ("opt", self.opt), ("max", self.max))] \
+            if self.mode == "dynamic" else [(f"shapes.tiles \"{h}x{w}\"", (h, w)) for h, w in self.tiles]
+
+        def near(n: int) -> str:  # the multiples either side, as the user would write them
+            lo = n - n % size_multiple
+            return " or ".join(str(m) for m in (lo, lo + size_multiple) if m >= max(min_size, 1))
+
         for label, (h, w) in sizes:
-            if h % size_multiple or w % size_multiple:
-                raise InputError(f"{label} size {h}x{w} is not a multiple of {size_multiple}, which this model needs; "
-                                 f"round it to a multiple of {size_multiple}")
+            for side in dict.fromkeys((h, w)):
+                if side % size_multiple:
+                    raise InputError(f"{label}: {side} is not a multiple of {size_multiple}, which this model needs; "
+                                     f"write {near(side)}")
             if min(h, w) < min_size:
-                raise InputError(f"{label} size {h}x{w} is below this model's minimum side of {min_size} px")
+                raise InputError(f"{label}: a side of {min(h, w)} is below this model's minimum of {min_size} px")
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "min": list(self.min), "opt": list(self.opt), "max": list(self.max),
