@@ -209,9 +209,9 @@ def _pil_samples(image, mode: str) -> np.ndarray:
     floats (``F``) as float32."""
     import warnings
 
-    from lway_rt.io.images import sixteen_bit_rawmode
+    from lway_rt.io.images import read_as_8_bits
 
-    if sixteen_bit_rawmode(image) is not None:
+    if read_as_8_bits(image):
         warnings.warn(f"this Pillow image was opened from a 16-bit {getattr(image, 'format', None) or 'colour'} file, "
                       "which Pillow reads as 8 bits: the array returned is 8-bit; for the file's 16-bit samples, pass "
                       "them as a uint16 array (e.g. read with imageio or tifffile), or upscale the file with 'lwayrt "

@@ -161,11 +161,12 @@ def _label_lines(draw, label: str, width: int) -> list[str]:
     for word in label.split():
         parts = [p for p in re.split(r"(?<=-)", word) if p] if not fits(word) else [word]
         for k, part in enumerate(parts):
+            spaced = k == 0
             while not fits(part) and len(part) > 1:  # the longest head that fits, then the rest
-                cut = max(n for n in range(1, len(part)) if fits(part[:n]) or n == 1)
-                pieces.append((part[:cut], k == 0))
-                part, k = part[cut:], 1
-            pieces.append((part, k == 0))
+                cut = max((n for n in range(1, len(part)) if fits(part[:n])), default=1)
+                pieces.append((part[:cut], spaced))
+                part, spaced = part[cut:], False
+            pieces.append((part, spaced))
     lines: list[str] = []
     for text, spaced in pieces:
         joined = f"{lines[-1]}{' ' if spaced else ''}{text}" if lines else text

@@ -867,26 +867,16 @@ def _adapt_images(images: Sequence[InputImage], desc, config: AdaptConfig, out_d
     _flag_detail(report, model, base, data, flat, scale, multiple, log, note,  # version's weighing has none)
                  base_energy=known if known and all(isinstance(e, float) for e in known) else None)
     if gt is not None:
-        _, _, after = _evaluate(model, tensors, gt, scale, multiple, config.tile)
+        _, _, network = _evaluate(model, tensors, gt, scale, multiple, config.tile)
         # with --detail-cap, "after" is of the images the run writes (each blended towards the unadapted one), and
-        # the network's own numbers are kept beside it: they differ on every image the cap holds
-        uncapped = after if config.detail_cap is None else None
-        if uncapped is None:
-            uncapped, after = after, _evaluate_capped(desc, model, base, images, gt, scale, config)
+        # the network's own numbers are kept beside it as "after_uncapped": they differ on every image the cap holds
+        per = {"before": gt_metrics_before, "after": network}
+        if config.detail_cap is not None:
+            per.update(after=_evaluate_capped(desc, model, base, images, gt, scale, config), after_uncapped=network)
         for entry in report["images"]:
-            entry["before"] = gt_metrics_before[entry["name"]]
-            entry["after"] = after[entry["name"]]
-            if after is not uncapped:
-                entry["after_uncapped"] = uncapped[entry["name"]]
-        report["mean"] = {
-            "psnr_before": float(np.mean([v["psnr"] for v in gt_metrics_before.values()])),
-            "psnr_after": float(np.mean([v["psnr"] for v in after.values()])),
-            "ssim_before": float(np.mean([v["ssim"] for v in gt_metrics_before.values()])),
-            "ssim_after": float(np.mean([v["ssim"] for v in after.values()])),
-            **({"psnr_after_uncapped": float(np.mean([v["psnr"] for v in uncapped.values()])),
-                "ssim_after_uncapped": float(np.mean([v["ssim"] for v in uncapped.values()]))}
-               if after is not uncapped else {}),
-        }
+            entry.update({when: metrics[entry["name"]] for when, metrics in per.items()})
+        report["mean"] = {f"{m}_{when}": float(np.mean([v[m] for v in metrics.values()]))
+                          for when, metrics in per.items() for m in ("psnr", "ssim")}
     if not write_outputs:
         report["timings"]["total_s_this_process"] = round(time.perf_counter() - t_start, 3)
         (out_dir / CHECKPOINT).unlink(missing_ok=True)

@@ -145,7 +145,8 @@ class OnnxFromTorch:
         arg_name = next(iter(_forward_params(module)), "x")
         kwargs: dict[str, Any] = dict(
             # the exporter's own opset: one below it is converted here, keeping what the converter drops (below)
-            dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=max(self.opset, 18),
+            dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=max(self.opset, _EXPORTER_OPSET),
             optimize=True, verify=False, external_data=False, verbose=False,
         )
         if self.dynamic:
@@ -159,14 +160,18 @@ class OnnxFromTorch:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"torch could not export {type(module).__name__} to ONNX: {msg}") from exc
         model = program.model_proto
-        if self.opset < 18:
+        if self.opset < _EXPORTER_OPSET:
             model = _down_convert(model, self.opset)
         onnx.checker.check_model(model, full_check=True)
         return model
 
 
+#: the lowest opset torch's dynamo exporter writes itself; a lower one it converts with ONNX's version converter
+_EXPORTER_OPSET = 18
+
+
 def _down_convert(model, opset: int):
-    """``model`` (opset 18, the exporter's own) converted to ``opset`` by ONNX's version converter, as
+    """``model`` (at ``_EXPORTER_OPSET``, the exporter's own) converted to ``opset`` by ONNX's version converter, as
     ``torch.onnx.export`` converts it, each node keeping its metadata: the converter drops the torch module paths
     (``pkg.torch.onnx.name_scopes``) that ``keep_fp32_nodes`` patterns and a capped export's fp32 blend are matched
     by, so at opset 17 (the Jetson profile's) no pattern matched and the blend ran in fp16."""

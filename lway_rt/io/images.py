@@ -279,12 +279,15 @@ def _sixteen_bit_ppm(path: Path, im) -> tuple[np.ndarray, int] | None:
     return np.round(np.clip(samples, 0, maxval) * (65535.0 / maxval)).astype(np.uint16), 1
 
 
+def read_as_8_bits(im) -> bool:
+    """Whether Pillow truncates the 16-bit colour samples of this just-opened image to 8 bits as it loads them (a
+    16-bit RGB/RGBA/LA PNG or TIFF, a 16-bit colour PPM), which ``read_image`` reads whole."""
+    return sixteen_bit_rawmode(im) is not None or _ppm_maxval(im) is not None
+
+
 def sixteen_bit_rawmode(im) -> str | None:
-    """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file (a 16-bit colour
-    PPM's too), whose samples Pillow truncates to 8 bits as it loads them; None for any other (or one already
-    loaded)."""
-    if _ppm_maxval(im) is not None:
-        return "RGB;16B"
+    """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file, whose samples
+    Pillow truncates to 8 bits as it loads them; None for any other (or one already loaded)."""
     modes = {t.args if isinstance(t.args, str) else t.args[0] for t in (getattr(im, "tile", None) or [])}
     if len(modes) != 1:
         return None
