@@ -69,8 +69,9 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def choose(summary: dict[str, dict], default: str = "default") -> str:
-    floor = 0.8 * summary[default]["mean_gain_db"]
-    ok = [k for k, v in summary.items() if v["mean_gain_db"] >= floor]
+    mean = summary[default]["mean_gain_db"]
+    floor = mean - 0.2 * abs(mean)  # 80 % of a gain; of a loss (a smoke run's), 1.2x: the default always qualifies
+    ok = [k for k, v in summary.items() if v["mean_gain_db"] >= floor or k == default]
     best = max(ok, key=lambda k: summary[k]["mean_worst_db"])
     return best if summary[best]["mean_worst_db"] > summary[default]["mean_worst_db"] else default
 

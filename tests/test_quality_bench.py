@@ -269,6 +269,15 @@ def test_adapt_variance_rule_and_split():
     assert av.choose(s) == "b"
     s["b"]["mean_worst_db"] = -0.3
     assert av.choose(s) == "default"
+    # a default that loses on average (a smoke run's) still qualifies: max() over no variant had crashed after every
+    # run had finished, writing nothing (review 51A A1); a variant losing less than 1.2x as much may beat it
+    loss = {k: av.summarise(v) for k, v in {"default": runs((-0.05, -0.1), (-0.05, -0.1)),
+                                            "a": runs((-0.07, 0.0), (-0.05, 0.0)),  # mean -0.06 >= 1.2 x -0.05
+                                            "b": runs((-0.2, 0.1), (-0.2, 0.1))}.items()}  # loses 4x as much
+    assert av.choose({"default": loss["default"]}) == "default"
+    assert av.choose(loss) == "a"
+    loss["a"]["mean_gain_db"] = -0.07
+    assert av.choose(loss) == "default"
     with pytest.raises(SystemExit):
         av.main(["--seeds", "1", "2"])
 
