@@ -1095,11 +1095,16 @@ def _deflate_tiff(raw: bytes) -> bytes | None:
     new_offsets, new_counts = [], []
     for off, cnt in zip(offsets, counts):
         strip = np.frombuffer(raw, dtype, cnt // dtype.itemsize, off).reshape(-1, width, spp)
-        strip = np.concatenate([strip[:, :1], np.diff(strip, axis=1)], axis=1)  # unsigned: wraps, as the spec says
-        data = zlib.compress(strip.astype(dtype, copy=False).tobytes(), 6)
         new_offsets.append(len(out))
-        new_counts.append(len(data))
-        out += data
+        coder = zlib.compressobj(6)
+        for top in range(0, len(strip), 64):  # a few MB at a time: a whole strip may be the whole image
+            rows = strip[top:top + 64]
+            moved = np.empty_like(rows)
+            moved[:, 0] = rows[:, 0]
+            np.subtract(rows[:, 1:], rows[:, :-1], out=moved[:, 1:])  # unsigned: wraps, as the spec says
+            out += coder.compress(moved.tobytes())
+        out += coder.flush()
+        new_counts.append(len(out) - new_offsets[-1])
 
     def put(tag: int, numbers: list[int]) -> None:
         typ, count, at = entries[tag]
