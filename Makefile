@@ -1,11 +1,13 @@
 # Two commands do all the set-up: `make demo` and `make test`. Both create .venv if missing.
-# Settings: PYTHON (the interpreter that creates .venv), TORCH (the torch requirement), EXTRAS (lway_rt's extras).
+# Settings: PYTHON (the interpreter that creates .venv), TORCH (the torch requirement), EXTRAS (lway_rt's extras),
+# TEST_JOBS (pytest-xdist workers for `make test`; 1 runs the suite in one process).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 EXTRAS ?= models,samples,onnx,plot,video,dev
+TEST_JOBS ?= 2
 # The stamp's name carries a checksum of TORCH and EXTRAS, so `make setup EXTRAS=...,gpu` after a plain set-up
 # installs again (its stamp does not exist yet); each install removes the stamps of other settings.
 SETTINGS := TORCH=$(TORCH) EXTRAS=$(EXTRAS)
@@ -39,7 +41,7 @@ $(STAMP): pyproject.toml Makefile
 	@printf '%s\n' '$(SETTINGS)' > $(STAMP)
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 demo: setup
 	$(VENV)/bin/lwayrt demo
