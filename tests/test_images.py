@@ -1248,3 +1248,28 @@ def test_a_tiff_not_laid_out_as_expected_is_written_uncompressed(tmp_path, monke
         with tifffile.TiffFile(out) as tf:
             assert int(tf.pages[0].compression) == 1 and int(tf.pages[0].predictor) == 1
             np.testing.assert_array_equal(tf.pages[0].asarray(), a)
+
+
+def test_a_tiff_output_keeps_its_own_layout_whatever_the_carried_exif_says(tmp_path):
+    """A JPEG's EXIF may hold TIFF layout tags (photometric, fill order) and an Interoperability pointer, an offset
+    into that JPEG: carried into a TIFF output they overrode its own layout (YCbCr: colours off by 235 levels; fill
+    order 2: a file nobody could decode) and left a pointer to nowhere (review 51D D1, D2). Only metadata goes."""
+    import warnings
+
+    from lway_rt.io.images import write_samples
+
+    y, x = np.mgrid[0:40, 0:48]
+    arr = np.stack([x * 5, y * 6, (x + y) * 2], 2).astype(np.uint8)
+    tags = Image.Exif()
+    tags[0x010F] = "Maker"
+    tags[0x0106], tags[0x010A] = 6, 2  # PhotometricInterpretation YCbCr, FillOrder reversed
+    tags.get_ifd(0x8769).update({0x9003: "2024:05:01 10:00:00", 0xA005: 670})  # DateTimeOriginal, Interop pointer
+    out = write_samples(tmp_path / "out.tif", arr, exif=tags.tobytes())
+    np.testing.assert_array_equal(np.round(read_image(out).rgb * 255), arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow warns of corrupt EXIF at a pointer to nowhere
+        with Image.open(out) as im:
+            np.testing.assert_array_equal(np.asarray(im), arr)
+            carried = im.getexif()
+            assert carried[0x010F] == "Maker" and carried.get_ifd(0x8769) == {0x9003: "2024:05:01 10:00:00"}
+    np.testing.assert_array_equal(tifffile.imread(out), arr)

@@ -688,7 +688,9 @@ def _layout_description(text) -> bool:
 
 def _tiff_exif(tags) -> bytes | None:
     """An EXIF block of a TIFF's metadata (``_TIFF_METADATA_TAGS`` and the Exif and GPS directories), or None where
-    it has none or they cannot be read."""
+    it has none or they cannot be read: of a TIFF input, and of any input for a TIFF output, whose layout tags
+    (photometric, fill order …) are the writer's own. The Exif directory's Interoperability pointer is left out: it is
+    an offset into the file it came from, which Pillow's TIFF writer would carry as it is, pointing nowhere."""
     from PIL import Image
 
     try:
@@ -698,7 +700,7 @@ def _tiff_exif(tags) -> bytes | None:
                 out[tag] = tags[tag]
         for tag in _TIFF_METADATA_IFDS:
             if tag in tags and (sub := tags.get_ifd(tag)):
-                out.get_ifd(tag).update(sub)
+                out.get_ifd(tag).update({k: v for k, v in sub.items() if k != 0xA005})
         return out.tobytes() if len(out) or any(out.get_ifd(t) for t in _TIFF_METADATA_IFDS) else None
     except Exception:  # noqa: BLE001 - a malformed directory: the picture is read without its metadata
         return None
@@ -1295,7 +1297,7 @@ def _exif_for(exif: bytes, width: int, height: int, fmt: str) -> bytes | None:
             sub[0xA002], sub[0xA003] = width, height
         if 0x0100 in tags or 0x0101 in tags:  # ImageWidth / ImageLength, which some phones write in the main block
             tags[0x0100], tags[0x0101] = width, height
-        data = tags.tobytes()
+        data = _tiff_exif(tags) if fmt == "TIFF" else tags.tobytes()
     except Exception:  # noqa: BLE001 - a malformed block from some camera or editor: leave it out
         return None
     return None if fmt == "JPEG" and len(data) > 65000 else data
