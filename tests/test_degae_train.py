@@ -537,7 +537,9 @@ def test_time_limit_fixes_the_iteration_count_and_records_it(photo_dir, tmp_path
                 log=logs.append)
     took = time.time() - t0
     assert 40 <= res.iterations < 100_000
-    assert took < 4.0 + 6.0  # set-up and the final checkpoint on top of the limit
+    # set-up and the final checkpoint on top of the limit: about 2 s on an idle machine, 5 s beside a busy second test
+    # process (review 51E E1: 8.2-9.1 s in all, against the 10 s this allowed); unlimited, 100,000 steps take an hour
+    assert took < 4.0 + 12.0
     assert any("--time-limit" in m and f"{res.iterations} iterations" in m for m in logs)
     meta = load_stage1(out).meta
     assert meta["iterations"] == res.iterations and meta["recipe"]["iters"] == res.iterations
