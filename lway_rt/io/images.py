@@ -1100,10 +1100,10 @@ def _deflate_tiff(raw: bytes) -> bytes | None:
         new_offsets.append(len(out))
         coder = zlib.compressobj(6)
         for top in range(0, len(strip), 64):  # a few MB at a time: a whole strip may be the whole image
-            rows = strip[top:top + 64]
-            moved = np.empty_like(rows)
-            moved[:, 0] = rows[:, 0]
-            np.subtract(rows[:, 1:], rows[:, :-1], out=moved[:, 1:])  # unsigned: wraps, as the spec says
+            block = strip[top:top + 64]
+            moved = np.empty_like(block)
+            moved[:, 0] = block[:, 0]
+            np.subtract(block[:, 1:], block[:, :-1], out=moved[:, 1:])  # unsigned: wraps, as the spec says
             out += coder.compress(moved.tobytes())
         out += coder.flush()
         new_counts.append(len(out) - new_offsets[-1])
@@ -1206,8 +1206,11 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
     try:
         with atomic_path(path) as tmp:
             if depth == 16 and (arr.ndim == 3):
-                tmp.write_bytes(_png16(arr, icc_profile, exif, dpi, png_chunks) if fmt == "PNG" else
-                                _deflate_tiff(_tiff16(arr, icc_profile, dpi)) or _tiff16(arr, icc_profile, dpi, predictor=False))
+                if fmt == "PNG":
+                    tmp.write_bytes(_png16(arr, icc_profile, exif, dpi, png_chunks))
+                else:
+                    tmp.write_bytes(_deflate_tiff(_tiff16(arr, icc_profile, dpi))
+                                    or _tiff16(arr, icc_profile, dpi, predictor=False))
             else:
                 if arr.ndim == 2:
                     im = Image.fromarray(arr)  # L or I;16
