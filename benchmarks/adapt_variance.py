@@ -7,7 +7,8 @@ apart. This script runs each recipe variant over several adaptation seeds on the
 folder mean gain and worst crop, their spread, and the rule's pick (fixed before it ran):
 
     the variant with the highest mean (over the runs) of the run's worst-crop gain, among those
-    whose mean folder gain is at least 80 % of the default's; the default if none beats it.
+    whose mean folder gain is at least 80 % of the default's (when the default's mean is a loss, as in a
+    smoke run: at most 1.2x that loss); the default if none beats it.
 
     .venv/bin/python benchmarks/adapt_variance.py --presets sharpen-jpeg420 --offsets 0 1 2 --force   # ~22 min, 2 cores
 
@@ -30,7 +31,8 @@ from _args import add_out, command_line, nonnegative_int, positive_int, resolve_
 from quality_sweep import _DEFAULT, run_quality  # noqa: E402  the shipped recipe's explicit flags; one quality.py run
 
 RULE = ("the variant with the highest mean over runs of the run's worst-crop gain, among those whose mean folder gain "
-        "is >= 80% of the default's; the default if none beats it")
+        "is >= 80% of the default's (when the default's mean is a loss: at most 1.2x that loss); the default if none "
+        "beats it")
 VARIANTS = {
     "default": _DEFAULT,
     "sup16": [*_DEFAULT, "--sup-batch", "16"],  # 4x the synthetic pairs a step: a less noisy supervised gradient
