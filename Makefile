@@ -1,6 +1,6 @@
 # Two commands do all the set-up: `make demo` and `make test`. Both create .venv if missing.
 # Settings: PYTHON (the interpreter that creates .venv), TORCH (the torch requirement), EXTRAS (lway_rt's extras),
-# TEST_JOBS (pytest-xdist workers for `make test`; 1 runs the suite in one process).
+# TEST_JOBS (pytest-xdist workers for `make test`; 0 runs the suite in pytest's own process).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
