@@ -1046,14 +1046,14 @@ def _tiff16(arr: np.ndarray, icc: bytes | None = None, dpi: tuple[float, float] 
     return b"II*\x00" + struct.pack("<I", header) + ifd + extra + data
 
 
-def _deflate_tiff(raw: bytes) -> bytes | None:
+def _deflate_tiff(raw: bytes | memoryview) -> bytearray | None:
     """A one-page chunky TIFF written uncompressed with Predictor 2 declared (``_tiff16``; Pillow given tag 317),
     its strips differenced along each row and Deflate-coded, as an editor's "ZIP with prediction": 24-54 % of the
     uncompressed bytes on photos. Done to the finished file so that Pillow's own writer keeps carrying EXIF, which
     its libtiff writer, the one that compresses, refuses. The strips must be the file's last bytes, one after
     another (as both writers lay them out) and every tag as expected: otherwise None, and the caller writes the
     file without compression."""
-    order = {b"II": "<", b"MM": ">"}.get(raw[:2])
+    order = {b"II": "<", b"MM": ">"}.get(bytes(raw[:2]))
     if order is None or raw[2:4] != (b"*\0" if order == "<" else b"\0*"):
         return None
     (ifd,) = struct.unpack_from(order + "I", raw, 4)
@@ -1117,7 +1117,7 @@ def _deflate_tiff(raw: bytes) -> bytes | None:
     put(273, new_offsets)
     put(279, new_counts)
     struct.pack_into(order + "H", out, entries[259][2], 8)  # Adobe Deflate
-    return bytes(out)
+    return out
 
 
 def _write_format(path: Path) -> str:
@@ -1246,7 +1246,7 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
                 if fmt == "TIFF":
                     buf = io.BytesIO()
                     im.save(buf, format=fmt, **opts)
-                    if (packed := _deflate_tiff(buf.getvalue())) is None:
+                    if (packed := _deflate_tiff(buf.getbuffer())) is None:  # (no copy of Pillow's file)
                         del opts["exif"][317]
                         im.save(tmp, format=fmt, **opts)
                     else:
