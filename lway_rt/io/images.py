@@ -1120,6 +1120,25 @@ def _deflate_tiff(raw: bytes | memoryview) -> bytearray | None:
     return out
 
 
+def _save_tiff(im, dest: Path, opts: dict) -> None:
+    """``im`` saved by Pillow as a TIFF at ``dest`` with ``opts`` (its EXIF among them), Deflate-coded: Pillow's raw
+    writer, which keeps EXIF, is told of Predictor 2, and ``_deflate_tiff`` applies it and codes the strips; where the
+    rewrite declines, the file is saved again without it, uncompressed."""
+    from PIL import Image
+
+    tags = Image.Exif()
+    if opts.get("exif"):
+        tags.load(opts["exif"])
+    tags[317] = 2
+    buf = io.BytesIO()
+    im.save(buf, format="TIFF", **{**opts, "exif": tags})
+    if (packed := _deflate_tiff(buf.getbuffer())) is not None:  # (a view: no copy of Pillow's file)
+        dest.write_bytes(packed)
+        return
+    del tags[317]
+    im.save(dest, format="TIFF", **{**opts, "exif": tags})
+
+
 def _write_format(path: Path) -> str:
     """The format ``write_image`` writes to ``path``, from its suffix; an unknown one is refused."""
     fmt = _FORMAT_BY_SUFFIX.get(path.suffix.lower())
@@ -1221,12 +1240,6 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
                     opts["icc_profile"] = icc_profile
                 if exif:
                     opts["exif"] = exif
-                if fmt == "TIFF":  # compressed after Pillow's writer, which keeps EXIF (_deflate_tiff)
-                    tags = Image.Exif()
-                    if exif:
-                        tags.load(exif)
-                    tags[317] = 2
-                    opts["exif"] = tags
                 if dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
                     opts["dpi"] = dpi
                 if png_chunks and fmt == "PNG":
@@ -1244,13 +1257,7 @@ def write_samples(path: str | Path, arr: np.ndarray, *, icc_profile: bytes | Non
                 elif fmt == "WEBP":
                     opts.update(lossless=True, quality=100, method=4) if lossless else opts.update(quality=quality)
                 if fmt == "TIFF":
-                    buf = io.BytesIO()
-                    im.save(buf, format=fmt, **opts)
-                    if (packed := _deflate_tiff(buf.getbuffer())) is None:  # (no copy of Pillow's file)
-                        del opts["exif"][317]
-                        im.save(tmp, format=fmt, **opts)
-                    else:
-                        tmp.write_bytes(packed)
+                    _save_tiff(im, tmp, opts)
                 else:
                     im.save(tmp, format=fmt, **opts)
             if before_replace is not None:  # (either branch: the file is whole here)
