@@ -102,7 +102,7 @@ class Upscaler:
         with _in_keywords():
             config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
                                    tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
-                                   device=str(device), fp16=bool(fp16),
+                                   device=str(device), fp16=_flag("fp16", fp16),
                                    detail_cap=detail_cap if isinstance(detail_cap, str) else repr(float(detail_cap)),
                                    base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
             self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
@@ -133,6 +133,7 @@ class Upscaler:
             config = self._config if outscale is None else dataclasses.replace(self._config, outscale=_outscale(outscale))
         arr = _as_array(image)
         planes, depth = _planes(arr)
+        bgr = _flag("bgr", bgr)
         if bgr and planes.shape[2] >= 3:
             planes = planes[..., [2, 1, 0, *range(3, planes.shape[2])]]
         img = LoadedImage.from_planes(planes, 16 if depth == 16 else 8)
@@ -161,6 +162,13 @@ def _count(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputError(f"{name} is a whole number of pixels, not {value!r}")
     return int(value)
+
+
+def _flag(name: str, value) -> bool:
+    """``True`` or ``False`` given as ``name``, refused in one line otherwise (``fp16="False"`` was taken as true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputError(f"{name} is True or False, not {value!r}")
+    return bool(value)
 
 
 def _outscale(value) -> float | None:

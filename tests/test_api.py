@@ -129,10 +129,14 @@ def test_bad_settings_and_models_are_refused_when_made(tmp_path):
                          ({"tile_overlap": "8"}, "tile_overlap is a whole number of pixels, not '8'"),
                          ({"outscale": "2"}, "outscale is a number"),
                          ({"detail_cap": None}, "detail_cap is \"auto\", \"off\" or a number >= 1, not None"),
-                         ({"detail_cap": True}, "not True")):
+                         ({"detail_cap": True}, "not True"),
+                         ({"fp16": "False"}, "fp16 is True or False, not 'False'")):  # (taken as fp16=True)
         with pytest.raises(InputError) as err:  # (they failed deep inside, or were taken as 33 and 1)
             Upscaler(MODEL, **kwargs)
         assert said in str(err.value), (kwargs, str(err.value))
+    with pytest.raises(InputError, match=r"^bgr is True or False, not 'no'"):  # (taken as bgr=True: channels swapped)
+        Upscaler(MODEL)(np.zeros((8, 8, 3), np.uint8), bgr="no")
+    assert Upscaler(MODEL, fp16=np.bool_(False))(np.zeros((8, 8, 3), np.uint8), bgr=np.bool_(True)).shape == (32, 32, 3)
 
 def test_error_keywords_leave_other_commands_and_paths_as_they_are():
     from lway_rt.api import _keywords
