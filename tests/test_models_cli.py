@@ -539,6 +539,22 @@ def test_a_pth_with_step_counters_is_listed_as_it_loads(model_store, tmp_path):
         assert not any(k.endswith("num_batches_tracked") for k in f.keys())
 
 
+def test_a_pth_with_tied_tensors_is_added_as_it_loads(model_store, tmp_path):
+    """Two names for one tensor (tied weights: torch.save keeps them sharing storage) loaded with -m, and models add
+    ended in safetensors' RuntimeError traceback (review 52B B2): each name is stored with its own copy."""
+    from safetensors import safe_open
+
+    state = dict(store.load_model("realesr-animevideov3").model.state_dict())
+    state["body.4.weight"] = state["body.2.weight"]
+    torch.save(state, tmp_path / "tied.pth")
+    res = run("models", "add", str(tmp_path / "tied.pth"))
+    assert res.exit_code == 0, res.output
+    with safe_open(str(store.store_path("tied")), framework="pt") as f:
+        assert torch.equal(f.get_tensor("body.4.weight"), state["body.2.weight"])
+        assert torch.equal(f.get_tensor("body.2.weight"), state["body.2.weight"])
+    assert torch.equal(store.load_model("tied").model.state_dict()["body.4.weight"], state["body.2.weight"])
+
+
 def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, tmp_path, to_esrgan):
     """A community x4 ESRGAN .pth (its first code's names, fp16, under params_ema; here Real-ESRGAN x4plus-anime's real
     weights in that form) is put in the store as safetensors: -m NAME then finds it from any folder and upscales as

@@ -606,7 +606,11 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, 
     if bad:
         raise ModelError(f"refusing to save weights with NaN/inf values ({listing(bad, 1)})")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tensors, seen = {}, set()
+    for k, v in state.items():  # a tensor sharing its storage with one before it (tied weights, as torch.save keeps
+        v = v.detach().cpu().contiguous()  # them) is copied: safetensors refuses shared storage with a RuntimeError
+        tensors[k] = v.clone() if v.numel() and v.untyped_storage().data_ptr() in seen else v
+        seen.add(v.untyped_storage().data_ptr())
     return _sorted_metadata(save(tensors, metadata=meta))
 
 
