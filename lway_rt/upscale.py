@@ -494,6 +494,19 @@ def _model_fn(desc: ModelDescriptor) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
+_LUMA = (0.299, 0.587, 0.114)  # BT.601, as a grey model's luma is made and a grey image is read
+
+
+def _with_colour(luma: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
+    """RGB from a grey network's upscaled luma (1x1xHxW, on the CPU or its device) and the input's colour differences
+    R - Y and B - Y (1x2xhxw), enlarged bicubic to its size; G is what keeps the luma the network made."""
+    diff = torch.nn.functional.interpolate(diff.to(luma.device, luma.dtype), size=luma.shape[-2:], mode="bicubic",
+                                           align_corners=False)
+    r, b = luma + diff[:, :1], luma + diff[:, 1:]
+    g = (luma - _LUMA[0] * r - _LUMA[2] * b) / _LUMA[1]
+    return torch.cat([r, g, b], 1).clamp_(0.0, 1.0)
+
+
 def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = TileConfig()) -> np.ndarray:
     """HxWx3 float in [0, 1] -> (H*s)x(W*s)x3 float32 in [0, 1]."""
     h, w = rgb.shape[:2]
@@ -502,8 +515,13 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
     device, _ = _placement(desc)
     x = to_tensor(rgb, device=device)
     grey_model = desc.in_channels == 1
-    if grey_model:
-        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    colour = None
+    if grey_model:  # the network sharpens the luma (BT.601) and the colour differences are enlarged bicubic, as an SR
+        # network trained on Y is used on colour photos: colour inputs came out grey
+        luma = (x * torch.tensor(_LUMA, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if not torch.equal(x[:, :1].expand_as(x), x):
+            colour = (x[:, 0::2] - luma).cpu()  # R - Y, B - Y
+        x = luma
     if not tiles.tile and device.type != "cpu":
         out_device = device
     else:
@@ -519,7 +537,9 @@ def upscale_rgb(desc: ModelDescriptor, rgb: np.ndarray, tiles: TileConfig = Tile
             raise
         raise InputError(f"out of memory for a {w}x{h} image: use a smaller --tile") from None
     y = y.clamp_(0.0, 1.0)
-    if grey_model:  # clamped first: an expanded view cannot be written in place
+    if colour is not None:
+        y = _with_colour(y, colour)
+    elif grey_model:  # clamped first: an expanded view cannot be written in place
         y = y.expand(-1, 3, -1, -1)
     out = to_numpy(y)
     if not all_finite(out):

@@ -555,6 +555,19 @@ def test_a_pth_with_tied_tensors_is_added_as_it_loads(model_store, tmp_path):
     assert torch.equal(store.load_model("tied").model.state_dict()["body.4.weight"], state["body.2.weight"])
 
 
+def test_models_add_says_a_model_is_grey(model_store, tmp_path):
+    """A 1-channel model was added as any other, nothing saying it works on luminance (review 52B B4)."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.save(SRVGGNetCompact(num_in_ch=1, num_out_ch=1, num_feat=8, num_conv=2).state_dict(), tmp_path / "y.pth")
+    res = run("models", "add", str(tmp_path / "y.pth"))
+    assert res.exit_code == 0 and "added y: SRVGGNetCompact x4, 2 convs, grey (1-channel" in res.output, res.output
+    res = run("models", "add", str(tmp_path / "y.pth"), "--name", "rgb", "--force")
+    assert "grey" in res.output
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), tmp_path / "c.pth")
+    assert "grey" not in run("models", "add", str(tmp_path / "c.pth")).output
+
+
 def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, tmp_path, to_esrgan):
     """A community x4 ESRGAN .pth (its first code's names, fp16, under params_ema; here Real-ESRGAN x4plus-anime's real
     weights in that form) is put in the store as safetensors: -m NAME then finds it from any folder and upscales as

@@ -85,7 +85,9 @@ def add_cmd(file: Path, name: str | None, force: bool) -> None:
     dest, desc = store.add_model(file, name, force=force)
     hp = desc.spec.hparams
     size = f", {hp['num_block']} blocks" if "num_block" in hp else f", {hp['num_conv']} convs" if "num_conv" in hp else ""
-    click.echo(f"added {dest.stem}: {desc.arch} x{desc.scale}{size}, from {file} ({dest}); use -m {shell_word(dest.stem)}")
+    grey = ", grey (1-channel: it sharpens a colour image's luminance)" if desc.in_channels == 1 else ""
+    click.echo(f"added {dest.stem}: {desc.arch} x{desc.scale}{size}{grey}, from {file} ({dest}); "
+               f"use -m {shell_word(dest.stem)}")
 
 
 @command.command("path")
