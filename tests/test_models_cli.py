@@ -41,6 +41,15 @@ def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, mon
                                           f"models/ folder inside it ({copy / 'models'}): set "
                                           f"LWAYRT_HOME={copy.parent} if {copy} is the store you meant"
                                           ) in " ".join(result.output.split()), result.output
+    # a model of the user's asked for by name says why it is not found; once a command has made the store inside
+    # (a packaged model's first use), the note stays, where it had vanished for good (review 52B B1)
+    (copy / "mine.safetensors").write_bytes((copy / "realesr-animevideov3.safetensors").read_bytes())
+    result = CliRunner().invoke(main, ["export", "-m", "mine", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and (f"LWAYRT_HOME ({copy}) holds mine.safetensors, but the store is the models/ "
+                                      "folder inside it") in " ".join(result.output.split()), result.output
+    (copy / "models").mkdir()
+    (copy / "models" / "realesr-animevideov3.safetensors").write_bytes(b"")
+    assert "note: LWAYRT_HOME" in " ".join(run("models", "list").output.split())
     monkeypatch.setenv("LWAYRT_HOME", str(copy.parent))  # as the note says: no note, the models are there
     result = run("models", "list")
     assert "note:" not in result.output and "realesr-animevideov3" in result.output

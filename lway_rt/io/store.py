@@ -72,8 +72,8 @@ def misplaced_home_note() -> str | None:
     say): the store is the ``models/`` folder inside ``LWAYRT_HOME``, which then looks empty."""
     if not os.environ.get("LWAYRT_HOME"):
         return None
-    home = store_dir().parent
-    if store_dir().is_dir() or not any(home.glob("*.safetensors")):
+    home = store_dir().parent  # (files the store holds too are not missed: once a command has made the store inside
+    if not any(not (store_dir() / q.name).exists() for q in home.glob("*.safetensors")):  # it, the note stays)
         return None
     return (f"note: LWAYRT_HOME ({home}) holds model files itself, but the store is the models/ folder inside it "
             f"({store_dir()}): set LWAYRT_HOME={home.parent} if {home} is the store you meant")
@@ -436,6 +436,11 @@ def resolve_model_path(spec: str) -> Path:
                              f"'lwayrt models add {path}' converts it so that -m {shell_word(spec)} finds it, or pass its path "
                              f"(-m {path})")
     names = list(SOURCES) + ([q.stem for q in store_dir().glob("*.safetensors")] if bare and store_dir().is_dir() else [])
+    if bare and os.environ.get("LWAYRT_HOME") and (store_dir().parent / f"{spec}.safetensors").is_file():
+        home = store_dir().parent  # (the folder 'models path' prints, given as LWAYRT_HOME)
+        raise ModelError(f"unknown model '{spec}': LWAYRT_HOME ({home}) holds {spec}.safetensors, but the store is the "
+                         f"models/ folder inside it: set LWAYRT_HOME={shell_word(str(home.parent))} if {home} is the "
+                         "store you meant")
     raise ModelError(f"unknown model '{spec}'{_did_you_mean(spec, names)}: use one of {', '.join(SOURCES)}, a name "
                      "from 'lwayrt models list', or a path to a .pth/.safetensors file")
 
