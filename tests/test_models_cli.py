@@ -604,6 +604,12 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}
     assert rows["4x-Community"]["status"] == "imported" and rows["4x-Community"]["source"] == "user: 4x-Community.pth"
     assert rows["copied.pth"]["status"] == "not found by -m: 'models add' it"  # (it was left out of the list unsaid)
+    res = CliRunner().invoke(main, ["export", "-m", "copied.pth", "-o", str(tmp_path / "e")])  # the name listed
+    assert res.exit_code == 1 and "the store holds copied.pth, which -m reaches by its path" in " ".join(
+        res.output.split()), res.output  # (it said only "does not exist": review 52B B3)
+    assert run("models", "add", str(store.store_dir() / "copied.pth")).exit_code == 0
+    rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}
+    assert rows["copied.pth"]["status"] == "added as -m copied", rows["copied.pth"]  # (it still said to add it)
     (store.store_dir() / "copied.pth").unlink()
     Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
     for model, out in (("4x-Community", "by_name"), (str(tmp_path / "4x-Community.pth"), "by_file")):

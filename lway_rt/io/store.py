@@ -351,7 +351,10 @@ def list_models() -> list[dict[str, str]]:
         seen.add(path.stem)
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".pth", ".pt", ".ckpt")) \
             if folder.is_dir() else []:  # (-m NAME finds .safetensors files only: said, not left out unsaid)
-        rows.append({"name": path.name, "arch": "", "scale": "", "status": "not found by -m: 'models add' it",
+        added = path.stem in seen and _stored_metadata(folder / f"{path.stem}.safetensors").get("added_from") \
+            == str(path.resolve())  # (models add of it: the pickle stays, 'models add' it again was the advice)
+        rows.append({"name": path.name, "arch": "", "scale": "",
+                     "status": f"added as -m {path.stem}" if added else "not found by -m: 'models add' it",
                      "source": "user", "path": str(path)})
     for name, src in SOURCES.items():
         if name not in seen:
@@ -390,6 +393,12 @@ def resolve_model_path(spec: str) -> Path:
     if p.suffix.lower() in WEIGHT_SUFFIXES or p.exists():
         if not p.exists():
             stored = p.stem if bare and is_store_name(p.stem) else None
+            dropped = store_dir() / p.name if bare and not stored else None
+            if dropped is not None and dropped.is_file():  # a .pth 'models list' names, put in the store by hand
+                path = shell_word(str(dropped))
+                raise ModelError(f"model file {p} does not exist here; the store holds {p.name}, which -m reaches by "
+                                 f"its path (-m {path}), or 'lwayrt models add {path}' converts it so that "
+                                 f"-m {shell_word(p.stem)} finds it")
             raise ModelError(f"model file {p} does not exist" + (f"; the store's model of that name is -m {stored}"
                                                                    if stored else ""))
         if p.is_dir():
