@@ -22,10 +22,22 @@ def test_cli_writes_a_valid_report_and_chart(tmp_path):
     report = json.loads(out.read_text())
     assert validate(report) == [] and report["summary"]["ok"] == 2 and report["peak_gflops"] == {}
     assert chart.read_bytes()[:4] == b"\x89PNG"
-    assert "ort-cpu" in res.output and "yes" in res.output and "report:" in res.output
+    assert "ort-cpu" in res.output and "yes" in res.output and "report:" in res.output and "replaced" not in res.output
     again = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "--no-peak",
                                       "--json", str(out), "--chart", str(chart), *TINY])
-    assert again.exit_code == 0 and json.loads(out.read_text())["summary"]["ok"] == 1  # a rerun replaces its own
+    assert again.exit_code == 0 and json.loads(out.read_text())["summary"]["ok"] == 1  # a rerun replaces its own,
+    assert f"report: {out} (the earlier report there replaced)" in again.output  # saying so (review 52C C1)
+    assert f"chart: {chart} (the earlier chart there replaced)" in again.output
+
+
+def test_progress_lines_are_whole_in_a_log(tmp_path):
+    """Rich cut serve-bench's progress at 80 columns where it was not on a terminal: a skipped backend's advice came
+    on lines of its own in a log, away from "skipped" (review 52C C2)."""
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "16", "-b", "ort-cuda", "-b",
+                                    "ort-cpu", "--no-peak", *TINY[:-1]])
+    assert res.exit_code == 0, res.output
+    skipped = [line for line in res.output.splitlines() if line.startswith("ort-cuda: skipped")]
+    assert len(skipped) == 1 and len(skipped[0]) > 80 and skipped[0].rstrip().endswith(")"), res.output
 
 
 def test_json_dash_prints_the_report_on_stdout(tmp_path, monkeypatch):

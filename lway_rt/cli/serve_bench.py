@@ -131,7 +131,8 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         measure_peak=not no_peak, detail_cap=detail_cap, base_model=base_model,
     )
     console = Console(stderr=True)
-    progress = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    progress = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]", soft_wrap=True))  # (one line each in a
+    # log: rich cut them at 80 columns, a skip's advice on another line than "skipped")
     try:
         report = run_bench(config, command=shlex.join(["lwayrt", *sys.argv[1:]]), progress=progress)
     except KeyboardInterrupt:  # the generic line speaks of finished files and "the rest": a benchmark has neither
@@ -144,6 +145,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         out = Console(width=200, stderr=to_stdout)
     out.print(render_table(report))
     charted = chart_path if report["summary"]["ok"] else None
+    replaced = [p for p in (json_file, charted) if p is not None and Path(p).is_file()]  # (earlier runs': checked)
     write_report(report, json_file, charted)  # renamed back to back: a kill leaves one run's pair
     # a report with no chart: an earlier run's chart (checked as one, as --chart is) would be read as this report's
     stale = json_file is not None and chart_path and not charted and Path(chart_path).is_file()
@@ -155,9 +157,10 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         validate_report(report)
         click.echo(json.dumps(report, indent=1, allow_nan=False))
     elif json_path:
-        click.echo(f"report: {json_path}")
+        click.echo(f"report: {json_path}" + (" (the earlier report there replaced)" if json_file in replaced else ""))
     if charted:
-        click.echo(f"chart: {charted}", err=to_stdout)
+        click.echo(f"chart: {charted}" + (" (the earlier chart there replaced)" if charted in replaced else ""),
+                   err=to_stdout)
     elif chart_path:
         click.echo("chart: not written (no configuration passed verification)"
                    + (f"; the earlier run's chart {chart_path} is removed, as its report was replaced" if stale else ""),
