@@ -471,8 +471,12 @@ def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
         images = report.get("images")
         made_on = sorted(str(i.get("name")) for i in images if isinstance(i, dict)) if isinstance(images, list) else None
         if made_on is not None and made_on != sorted(map(str, members)):
-            raise InputError(f"{folder}: {name}'s model was adapted on other images than its group in groups.json "
-                             f"lists (a per-group --overwrite stopped part-way?): {way_on}")
+            if state == "kept":  # (an --overwrite's kept runs are there: it stopped after writing the new grouping)
+                raise InputError(f"{folder}: {name}'s model was adapted on other images than its group in groups.json "
+                                 f"lists (a per-group --overwrite stopped part-way?): {way_on}")
+            raise InputError(f"{folder}: {name}'s model was adapted on other images than groups.json lists for it "
+                             f"(edited since?): put back the members {folder / str(name) / 'report.json'} names, or "
+                             "adapt again (--overwrite)")  # (--resume and --restore were advised: both refuse)
 
 
 def _placement(desc: ModelDescriptor) -> tuple[torch.device, torch.dtype]:

@@ -288,10 +288,20 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
                                         "--groups", "2", "--resume", "--patch-size", "16"])
     finally:
         (files / "im2.png").rename(files / "lr" / "im2.png")
-    assert res.exit_code != 0 and "group differently from the interrupted run" in res.output
+    assert res.exit_code != 0 and f"group differently from the run in {out} (im2 of its inputs is not given): give " \
+        "the inputs it was adapted on" in " ".join(res.output.split()), res.output  # (it guessed, "interrupted run")
+    (files / "lr" / "im9.png").write_bytes((files / "lr" / "im2.png").read_bytes())  # one more (review 52D D2)
+    try:
+        res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
+                                        str(out), "--stage1", str(files / "stage1.safetensors"), "--mode", "per-group",
+                                        "--groups", "2", "--resume", "--patch-size", "16"])
+    finally:
+        (files / "lr" / "im9.png").unlink()
+    assert res.exit_code != 0 and f"from the run in {out} (im9 is new to it)" in " ".join(res.output.split()), \
+        res.output
     # another --groups is named as the cause (it was "images added, removed or changed?" of unchanged inputs)
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "3", "--resume")
-    assert code == 1 and f"the interrupted run in {out} was made with --groups 2 (this command: --groups 3): rerun " \
+    assert code == 1 and f"the run in {out} was made with --groups 2 (this command: --groups 3): rerun " \
         "with --groups 2 to continue it" in " ".join(text.split()), text
     # an unreadable record of the grouping is a one-line error, not a traceback
     (out / "groups.json").write_text("{")
@@ -528,7 +538,10 @@ def test_upscale_refuses_a_folder_a_stopped_per_group_overwrite_left_half_replac
     record["members"]["group-1"], record["members"]["group-2"] = record["members"]["group-2"], record["members"]["group-1"]
     (copy / "groups.json").write_text(json.dumps(record))
     res = CliRunner().invoke(main, [*up[:3], str(copy), *up[4:]])
-    assert res.exit_code == 1 and "group-1's model was adapted on other images than its group" in res.output, res.output
+    said = " ".join(res.output.split())  # nothing kept aside: no --resume or --restore, which both refuse (52D D1)
+    assert res.exit_code == 1 and "group-1's model was adapted on other images than groups.json lists for it (edited " \
+        f"since?): put back the members {copy / 'group-1' / 'report.json'} names, or adapt again" in said, said
+    assert "--restore" not in said and "--resume" not in said
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
     assert code == 0, text
     res = CliRunner().invoke(main, up)

@@ -1745,12 +1745,21 @@ def _check_grouping(out_dir: Path, record: dict) -> None:
         raise InputError(f"{groups_path} cannot be read, so the interrupted run cannot be checked against these "
                          "inputs: pass --overwrite to run it again, or choose another --out folder")
     if old.get("members") != record["members"] and old.get("groups") != record["groups"]:
-        raise InputError(f"the interrupted run in {out_dir} was made with --groups {old.get('groups')} (this "
+        raise InputError(f"the run in {out_dir} was made with --groups {old.get('groups')} (this "
                          f"command: --groups {record['groups']}): rerun with --groups {old.get('groups')} to "
                          "continue it, or choose another --out folder" + other_ways)
     if old.get("members") != record["members"]:
-        raise InputError(f"the inputs group differently from the interrupted run in {out_dir} (images added, "
-                         "removed or changed?): adapt them into a new --out folder" + other_ways)
+        def names(members) -> set[str]:
+            return {str(n) for m in members.values() if isinstance(m, list) for n in m} \
+                if isinstance(members, dict) else set()
+
+        then, now = names(old.get("members")), names(record["members"])
+        added, gone = sorted(now - then), sorted(then - now)
+        why = "; ".join([*([f"{listing(added, 3)} {'is' if len(added) == 1 else 'are'} new to it"] if added else []),
+                         *([f"{listing(gone, 3)} of its inputs {'is' if len(gone) == 1 else 'are'} not given"]
+                           if gone else [])]) or "an image's pixels changed?"  # (the same names grouped otherwise)
+        raise InputError(f"the inputs group differently from the run in {out_dir} ({why}): give the inputs it was "
+                         "adapted on, or adapt these into a new --out folder" + other_ways)
 
 
 def _absolute_paths(config: AdaptConfig) -> AdaptConfig:
