@@ -115,6 +115,11 @@ def test_a_read_only_out_folder_serves_its_cache_hits(compact_export, unwritable
         assert res.exit_code == 1 and "exporting" not in res.output, res.output
         assert re.fullmatch(r"error: realesr-animevideov3\S*\.onnx is not in the --out folder's cache and must be made, "
                             r"but cannot write to \S+: .+; choose another --out folder\n", res.output), res.output
+        res = _run("--model", "realesr-animevideov3", "--out", str(out), "--force")  # (in the cache: it said not,
+        assert res.exit_code == 1 and "exporting" not in res.output, res.output  # review 52C C3)
+        assert re.fullmatch(r"error: --force makes realesr-animevideov3\S*\.onnx again, but cannot write to \S+: .+; "
+                            r"choose another --out folder; or drop --force to use the folder's cache\n", res.output), \
+            res.output
     finally:
         undo()
 

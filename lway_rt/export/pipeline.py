@@ -182,7 +182,9 @@ def _unwritable(out_dir: Path) -> OutputError | None:
     return None
 
 
-def _must_write(unwritable: OutputError | None, what: str) -> None:
+def _must_write(unwritable: OutputError | None, what: str, force: bool = False) -> None:
+    if unwritable is not None and force:  # (it may well be in the cache: --force is why it is made)
+        raise OutputError(f"--force makes {what} again, but {unwritable}; or drop --force to use the folder's cache")
     if unwritable is not None:
         raise OutputError(f"{what} is not in the --out folder's cache and must be made, but {unwritable}")
 
@@ -243,7 +245,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
                 log(f"cache hit: {cand} (key {key[:12]}, parity passed when it was made{named})")
                 return ExportResult(ex.what, profile.precision, cand, key, True, hit.get("parity"), tile)
 
-    _must_write(unwritable, final.name)
+    _must_write(unwritable, final.name, force)
     where = f"{tile[0]}x{tile[1]} static" if tile else "dynamic H/W"
     log(f"exporting {ex.label} {ex.what} to ONNX ({profile.precision}, opset {profile.opset}, {where})")
     stage: Callable[[], Any] = fp32_stage
@@ -406,7 +408,7 @@ def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfil
             return final, True
         log(f"cached engine {final.name} no longer loads (TensorRT or driver changed): rebuilding")
 
-    _must_write(unwritable, final.name)
+    _must_write(unwritable, final.name, force)
     log(f"building TensorRT {info.trt_version} engine on {info.gpu_name} (sm {info.compute_capability}); "
         f"timing cache {timing_cache_path(out_dir, info).name}")
     plan = EngineFromNetwork(
