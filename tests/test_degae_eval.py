@@ -115,6 +115,8 @@ def test_eval_json_to_stdout_and_through_links_and_never_into_a_device(tiny_ckpt
     res = CliRunner().invoke(main, [*args, "--json", str(link)])
     assert res.exit_code == 0, res.output
     assert link.is_symlink() and json.loads(real.read_text())["checkpoint"] == str(tiny_ckpt)  # written through
+    assert f"wrote {link} (the earlier report there replaced)" in res.output  # (it said only "wrote")
+    assert "replaced" not in named.output  # (a new file)
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     res = CliRunner().invoke(main, [*args, "--json", str(fifo)])

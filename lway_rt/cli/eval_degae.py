@@ -126,10 +126,11 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     elif json_path:
         from lway_rt.io.weights import atomic_write_json
 
+        replaced = Path(json_path).is_file()  # (an earlier report only: another file was refused before the work)
         try:  # strict JSON: an undefined number is null, not NaN
             Path(json_path).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(Path(json_path), report, indent=1)
         except OSError as exc:
             raise OutputError(f"cannot write {json_path}: {exc.strerror}; choose another --json path") from exc
-        click.echo(f"wrote {json_path}")
+        click.echo(f"wrote {json_path}" + (" (the earlier report there replaced)" if replaced else ""))
 
