@@ -436,6 +436,52 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
     assert json.loads((tmp_path / "old.json").read_text())["settings"]["trained_on_photos"] is None
 
 
+def test_the_bundled_photos_a_checkpoint_saw_are_counted(tmp_path):
+    """Review 52E E1: the default evaluation photos were reported never seen (0) without a look, though a checkpoint
+    trained on copies of them records their bytes; and a checkpoint trained on the bundled photos (which records no
+    digests) was said to know nothing of a folder holding a copy of one of them. Both are counted and said now."""
+    import shutil
+
+    import skimage.data
+
+    from lway_rt.degae import Stage1, save_stage1
+
+    files = Path(skimage.data.__file__).parent
+    photos = tmp_path / "mine"
+    photos.mkdir()
+    for name in ("chelsea.png", "coffee.png", "astronaut.png"):
+        shutil.copy(files / name, photos / f"my {name}")
+    out = tmp_path / "s1.safetensors"
+    train(TrainConfig(out=str(out), data=str(photos), iters=1, threads=1, crop=32, batch=2, embed_dim=16, width=8,
+                      blocks=1, head_widths=(16, 16, 16)))
+    args = ["--crop", "32", "--crops-per-image", "1", "--draws", "2"]
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), *args, "--json", str(tmp_path / "d.json")])
+    assert res.exit_code == 0 and f"note: {out} was trained on the bundled evaluation photos (chelsea, coffee): its " \
+        "numbers there are not held-out" in " ".join(res.output.split()), res.output
+    settings = json.loads((tmp_path / "d.json").read_text())["settings"]
+    assert settings["trained_on_data"] is True and settings["trained_on_photos"] == 2
+    # trained on the bundled photos: a part's data None (or, before parts recorded it, the recipe's), no digests
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(files / "astronaut.png", mixed / "a.png")
+    shutil.copy(files / "coffee.png", mixed / "b.png")
+    net = Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16)).freeze()
+    for i, meta in enumerate(({"segments": [{"from": 0, "to": 1, "data": None}]},
+                              {"segments": [{"from": 0, "to": 1}], "recipe": {"iters": 1, "data": None}})):
+        bundled = tmp_path / f"bundled{i}.safetensors"
+        save_stage1(bundled, net, {"iterations": 1, "recipe": {"iters": 1}, **meta,
+                                   "data": "bundled scikit-image photos: astronaut,rocket"})
+        dest = tmp_path / f"b{i}.json"
+        res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(bundled), "--data", str(mixed), *args,
+                                        "--json", str(dest)])
+        assert res.exit_code == 0 and f"was trained on 1 of the 2 photos in {mixed}" in " ".join(res.output.split()), \
+            res.output
+        assert json.loads(dest.read_text())["settings"]["trained_on_photos"] == 1
+        res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(bundled), *args, "--json", str(dest)])
+        assert res.exit_code == 0 and "was trained on" not in res.output, res.output  # (known: none of them)
+        assert json.loads(dest.read_text())["settings"]["trained_on_photos"] == 0
+
+
 def test_a_draw_that_changes_nothing_on_a_crop_leaves_that_crop_out_of_every_mean():
     """An infinite identity PSNR (a draw rounding to no change on one crop) had been left out of the identity mean
     alone, so the gain compared a mean over three crops with one over four (review 47H H6)."""

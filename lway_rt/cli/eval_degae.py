@@ -20,7 +20,7 @@ def _num(x: float, fmt: str) -> str:
               help="Stage-1 checkpoint (default: the shipped one).")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of held-out clean photos, those directly inside it (default: bundled chelsea and coffee, "
-                   "never trained on); a folder the checkpoint was trained on is said so.")
+                   "which the bundled training photos leave out); photos the checkpoint was trained on are said so.")
 @click.option("--json", "json_path", type=PathParam(names_a_file=True), default=None,
               help="Write the full report here ('-': to standard output, the summary lines going to standard error).")
 @click.option("--crop", type=int, default=96, show_default=True)
@@ -73,12 +73,14 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     if note := unfinished_note(s1, str(checkpoint)):
         click.echo(note, err=True)
     # a folder it trained on, or one holding those images (the same files under other names too)
-    seen, some, photos = trained_on(s1, data) if data is not None and data.is_dir() else (False, 0, 0)
+    seen, some, photos = trained_on(s1, data) if data is None or data.is_dir() else (False, 0, 0)
+    where = f"photos in {data}" if data is not None else "bundled evaluation photos (chelsea, coffee)"
+    named = checkpoint or "the shipped stage 1"
     if seen:  # said before the evaluation, which takes a while
-        click.echo(f"note: {checkpoint} was trained on the photos in {data}: its numbers there are not held-out (give "
+        click.echo(f"note: {named} was trained on the {where}: its numbers there are not held-out (give "
                    "--data photos it never saw to measure how it generalises)", err=True)
     elif some:
-        click.echo(f"note: {checkpoint} was trained on {some} of the {photos} photos in {data} (the same files, under "
+        click.echo(f"note: {named} was trained on {some} of the {photos} {where} (the same files, under "
                    "any name): its numbers there are not wholly held-out (leave those out to measure how it "
                    "generalises)", err=True)
     report = evaluate_stage1(s1, cfg, note=lambda m: click.echo(m, err=True))

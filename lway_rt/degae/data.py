@@ -96,6 +96,27 @@ def folder_digests(folder: Path) -> tuple[str, list[str]]:
     return h.hexdigest(), sorted(each)
 
 
+_BUNDLED_FILES = {"immunohistochemistry": "ihc"}  # scikit-image's file stems where they differ from the photo's name
+
+
+def bundled_digests(names) -> list[str] | None:
+    """The digests (as ``folder_digests``') of scikit-image's files of the bundled photos ``names``, sorted; None where
+    scikit-image or one of the files is missing (what was seen then cannot be told)."""
+    from lway_rt.export.cache import file_sha256
+
+    try:
+        import skimage.data
+    except ImportError:
+        return None
+    where, each = Path(skimage.data.__file__).parent, []
+    for name in names:
+        found = sorted(where.glob(f"{_BUNDLED_FILES.get(name, name)}.*"))
+        if len(found) != 1:
+            return None
+        each.append(file_sha256(found[0])[:16])
+    return sorted(each)
+
+
 def load_folder(folder: Path, option: str = "--data", compact: bool = False,
                 notes: list[str] | None = None) -> dict[str, torch.Tensor]:
     """All images directly inside ``folder`` (RGB, alpha dropped, grey replicated, EXIF-upright), as (3, H, W)

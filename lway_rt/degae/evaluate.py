@@ -59,24 +59,46 @@ class EvalConfig:
             raise ValueError(f"--crops-per-image {self.crops_per_image}: use at least 1")
 
 
-def trained_on(s1: Stage1, folder: str | Path) -> tuple[bool, int | None, int]:
+def trained_on(s1: Stage1, folder: str | Path | None) -> tuple[bool, int | None, int]:
     """What ``s1`` saw of ``folder``, from one read of its images: whether it was trained on the folder (one its run
     recorded: each resumed part records its --data; or one holding the same images: the ``data_sha256`` each part
     records; or one whose every image it trained on under any name), so its numbers there are not held-out; how many
     of the folder's images it was trained on, wherever they lay then (the same bytes: the ``data_photos`` each part
-    records; None for a checkpoint that records none: not known); and how many images the folder holds."""
-    from lway_rt.degae.data import folder_digests, same_file
+    records, or for a part trained on the bundled photos, their files'; None for a checkpoint that records neither:
+    not known); and how many images the folder holds. ``folder`` None: the bundled held-out photos, by their files."""
+    from lway_rt.degae.data import BUNDLED_HELDOUT, bundled_digests, folder_digests, same_file
 
     parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
-    sha, here = folder_digests(Path(folder))
-    some = None
-    if any("data_photos" in s for s in parts):
-        seen = {d for s in parts for d in (s.get("data_photos") or []) if isinstance(d, str)}
-        some = sum(d in seen for d in here)
-    whole = (any(same_file(s.get("data"), str(folder)) for s in parts)
+    if folder is None:
+        sha, here = None, bundled_digests(BUNDLED_HELDOUT) or []
+    else:
+        sha, here = folder_digests(Path(folder))
+    seen = _photos_seen(s1, parts)
+    some = None if seen is None else sum(d in seen for d in here)
+    whole = (folder is not None and any(same_file(s.get("data"), str(folder)) for s in parts)
              or sha in {s.get("data_sha256") for s in parts} - {None}
              or bool(here and some == len(here)))
     return whole, some, len(here)
+
+
+def _photos_seen(s1: Stage1, parts: list[dict]) -> set[str] | None:
+    """The digests of the photos ``s1`` was trained on, as far as it records them (None: it records none). A part
+    trained on the bundled photos (its ``data`` None; before parts recorded it, the recipe's) records no digests:
+    their scikit-image files give them (a folder holding copies of them was counted as never seen)."""
+    from lway_rt.degae.data import BUNDLED_TRAIN, bundled_digests
+
+    seen = {d for s in parts for d in (s.get("data_photos") or []) if isinstance(d, str)}
+    known = any("data_photos" in s for s in parts)
+    recipe = s1.meta.get("recipe") if isinstance(s1.meta.get("recipe"), dict) else {}
+    said = s1.meta.get("data")
+    if any(s.get("data", recipe.get("data", "")) is None for s in parts) or (not parts and recipe.get("data", "") is None):
+        names = said.split(":", 1)[1].split(",") if isinstance(said, str) and said.startswith("bundled ") \
+            and ":" in said else BUNDLED_TRAIN
+        bundled = bundled_digests([n.strip() for n in names])
+        if bundled is not None:
+            seen |= set(bundled)
+            known = True
+    return seen if known else None
 
 
 def _realisations(clean: torch.Tensor, d) -> torch.Tensor:
