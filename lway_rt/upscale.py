@@ -411,6 +411,12 @@ def _load_stage1_for(routing: dict, folder: Path, config: UpscaleConfig):
             raise InputError(f"--stage1 {spec} is not the stage-1 checkpoint the groups in {folder} were made with "
                              f"(sha256 {want[:12]}...): pass that one")
     where = config.stage1 or (recorded if recorded not in (None, "shipped") else "the shipped checkpoint")
+    if recorded not in (None, "shipped") and Path(recorded).is_file():  # (a train-degae --resume or --overwrite
+        # there replaced it: "not at" a file that is there could not be followed)
+        raise InputError(f"the groups in {folder} were made with the stage-1 checkpoint {recorded} as it was then "
+                         f"(sha256 {want[:12]}...), and that file holds another one now (trained further or again "
+                         "since?): pass a copy of the one they were made with with --stage1 FILE, pass one of the "
+                         "folder's models, or adapt again")
     raise InputError(f"the groups in {folder} were made with a stage-1 checkpoint (sha256 {want[:12]}...) that is not "
                      f"at {where}: pass it with --stage1 FILE, or pass one of the folder's models")
 

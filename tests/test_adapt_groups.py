@@ -309,6 +309,23 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     assert code == 1 and "groups.json cannot be read" in text and "--overwrite" in text, text
 
 
+def test_a_stage1_file_trained_further_since_the_groups_is_said_so(files, tmp_path):
+    """The groups' stage-1 file replaced in place (a train-degae --resume of it): upscale said the checkpoint was "not
+    at" that path, where a file is, and to pass it there (review 52E E2); it says the file holds another one now."""
+    from lway_rt.degae import Stage1, save_stage1
+
+    s1 = tmp_path / "s1.safetensors"
+    shutil.copy(files / "stage1.safetensors", s1)
+    out = tmp_path / "g"
+    code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--stage1", str(s1))
+    assert code == 0, text
+    save_stage1(s1, Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16), seed=9).freeze())
+    res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up")])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and f"were made with the stage-1 checkpoint {s1} as it was then" in said and \
+        "that file holds another one now" in said and "not at" not in said, said
+
+
 def test_the_python_api_routes_arrays_to_their_groups_models(files, tmp_path):
     """lway_rt.api.Upscaler given a per-group folder sends each array to its group's model, as upscale sends files:
     the adapted images come back."""
