@@ -26,7 +26,8 @@ def _log(msg: str) -> None:
 @click.option("--what", type=click.Choice(["sr", "encoder", "both"]), default="sr", show_default=True,
               help="The SR network, the stage-1 degradation encoder, or both.")
 @click.option("--profile", "profile_name", metavar="NAME|PATH", type=PROFILE,
-              help="Target profile: a name from the export/ folder (cpu, desktop-fp16, jetson-orin-trt10) or a .toml path "
+              help="Target profile: a name of the profiles shipped in the package (cpu, desktop-fp16, jetson-orin-trt10; "
+                   "LWAYRT_PROFILES names another folder of them) or a .toml path "
                    "[the built-in default: fp32 ONNX, no engine, opset 18, dynamic 16-1024 px, batch 1].")
 @click.option("--static", "static_tiles", multiple=True, metavar="HxW",
               help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
