@@ -120,6 +120,8 @@ def test_a_read_only_out_folder_serves_its_cache_hits(compact_export, unwritable
         assert re.fullmatch(r"error: --force makes realesr-animevideov3\S*\.onnx again, but cannot write to \S+: .+; "
                             r"choose another --out folder; or drop --force to use the folder's cache\n", res.output), \
             res.output
+        res = _run("--model", "realesr-animevideov3", "--out", str(out), "--force", "--opset", "17")  # not cached:
+        assert "is not in the --out folder's cache and must be made" in res.output, res.output  # no cache to use
     finally:
         undo()
 

@@ -53,6 +53,11 @@ def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, mon
     monkeypatch.setenv("LWAYRT_HOME", str(copy.parent))  # as the note says: no note, the models are there
     result = run("models", "list")
     assert "note:" not in result.output and "realesr-animevideov3" in result.output
+    from lway_rt.degae import Stage1, save_stage1  # other weights kept there are no store of models (52H H3)
+
+    save_stage1(copy.parent / "stage1.safetensors", Stage1.fresh(embed_dim=16, width=8, blocks=1,
+                                                                  head_widths=(16, 16, 16)).freeze())
+    assert "note:" not in run("models", "list").output
 
 
 def test_import_then_list(model_store):
@@ -610,7 +615,14 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
     assert run("models", "add", str(store.store_dir() / "copied.pth")).exit_code == 0
     rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}
     assert rows["copied.pth"]["status"] == "added as -m copied", rows["copied.pth"]  # (it still said to add it)
-    (store.store_dir() / "copied.pth").unlink()
+    (store.store_dir() / "copied.pth").write_bytes((tmp_path / "4x-Community.pth").read_bytes() + b"\0")
+    rows = {r["name"]: r for r in json.loads(run("models", "list", "--json").output)}  # replaced since: not added
+    assert rows["copied.pth"]["status"] == "not found by -m: 'models add' it", rows["copied.pth"]  # (review 52H H2)
+    (store.store_dir() / "copied.pth").rename(store.store_dir() / "a:b.pth")  # a name models add refuses (52H H1)
+    res = CliRunner().invoke(main, ["export", "-m", "a:b.pth", "-o", str(tmp_path / "e")])
+    assert res.exit_code == 1 and "a:b.pth --name NAME' converts it so that -m NAME finds it" in " ".join(
+        res.output.split()), res.output
+    (store.store_dir() / "a:b.pth").unlink()
     Image.fromarray((np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
     for model, out in (("4x-Community", "by_name"), (str(tmp_path / "4x-Community.pth"), "by_file")):
         assert run("upscale", str(tmp_path / "in.png"), "-m", model, "-o", str(tmp_path / out), "-q").exit_code == 0

@@ -182,8 +182,10 @@ def _unwritable(out_dir: Path) -> OutputError | None:
     return None
 
 
-def _must_write(unwritable: OutputError | None, what: str, force: bool = False) -> None:
-    if unwritable is not None and force:  # (it may well be in the cache: --force is why it is made)
+def _must_write(unwritable: OutputError | None, what: str, forced: Callable[[], bool] = lambda: False) -> None:
+    """Refuse the export of ``what`` into an --out folder that cannot be written; ``forced``: whether the folder's
+    cache holds it (asked only then), so that --force, not a cache miss, is why it must be made."""
+    if unwritable is not None and forced():
         raise OutputError(f"--force makes {what} again, but {unwritable}; or drop --force to use the folder's cache")
     if unwritable is not None:
         raise OutputError(f"{what} is not in the --out folder's cache and must be made, but {unwritable}")
@@ -245,7 +247,7 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
                 log(f"cache hit: {cand} (key {key[:12]}, parity passed when it was made{named})")
                 return ExportResult(ex.what, profile.precision, cand, key, True, hit.get("parity"), tile)
 
-    _must_write(unwritable, final.name, force)
+    _must_write(unwritable, final.name, lambda: force and ready_artifact(final, key) is not None)
     where = f"{tile[0]}x{tile[1]} static" if tile else "dynamic H/W"
     log(f"exporting {ex.label} {ex.what} to ONNX ({profile.precision}, opset {profile.opset}, {where})")
     stage: Callable[[], Any] = fp32_stage
@@ -408,7 +410,7 @@ def build_engine_cached(ex: Exportable, res: ExportResult, profile: ExportProfil
             return final, True
         log(f"cached engine {final.name} no longer loads (TensorRT or driver changed): rebuilding")
 
-    _must_write(unwritable, final.name, force)
+    _must_write(unwritable, final.name, lambda: force and ready_artifact(final, key) is not None)
     log(f"building TensorRT {info.trt_version} engine on {info.gpu_name} (sm {info.compute_capability}); "
         f"timing cache {timing_cache_path(out_dir, info).name}")
     plan = EngineFromNetwork(

@@ -72,9 +72,10 @@ def misplaced_home_note() -> str | None:
     say): the store is the ``models/`` folder inside ``LWAYRT_HOME``, which then looks empty."""
     if not os.environ.get("LWAYRT_HOME"):
         return None
-    home = store_dir().parent  # (files the store holds too are not missed: once a command has made the store inside
-    if not any(not (store_dir() / q.name).exists() for q in home.glob("*.safetensors")):  # it, the note stays)
-        return None
+    home = store_dir().parent  # store files (the metadata import and models add write) the store lacks: once a
+    if not any(not (store_dir() / q.name).exists() and str(_stored_metadata(q).get("format", "")).startswith(
+            "lway_rt.sr") for q in home.glob("*.safetensors")):  # command has made the store inside, the note stays
+        return None  # (a stage-1 checkpoint or other weights kept there are not a store)
     return (f"note: LWAYRT_HOME ({home}) holds model files itself, but the store is the models/ folder inside it "
             f"({store_dir()}): set LWAYRT_HOME={home.parent} if {home} is the store you meant")
 
@@ -207,8 +208,7 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
         raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors) "
                          "or an adapt run's folder")
     name = (given.resolve().name if given.is_dir() else path.stem) if name is None else name
-    if not name or name.startswith(".") or any(c in name for c in '/\\:*?"<>|') or name != name.strip() \
-            or not name.isprintable():  # (a new line or a tab in a name the store lists and -m is typed with)
+    if not _can_be_a_name(name):
         raise ModelError(f"{name!r} cannot be a model name (no path separators, no leading dot, no spaces at its "
                          "ends, no control characters): pass --name NAME")
     from lway_rt.io.weights import NAME_MAX
@@ -277,6 +277,13 @@ def _superseded(meta: dict[str, str], src: Source) -> str | None:
     return installed if installed != recorded else None
 
 
+def _can_be_a_name(name: str) -> bool:
+    """Whether ``models add`` takes ``name`` (no path separators, no leading dot, no spaces at its ends, no control
+    characters: a new line or a tab in a name the store lists and -m is typed with)."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in '/\\:*?"<>|') \
+        and name == name.strip() and name.isprintable()
+
+
 def _stored_metadata(path: Path) -> dict[str, str]:
     """A stored safetensors file's metadata alone (its header: no tensor is read); {} where it cannot be read."""
     from safetensors import safe_open
@@ -316,6 +323,8 @@ def list_models() -> list[dict[str, str]]:
     file ``-m NAME`` loads, else why not ("unreadable", "unsupported", "NaN weights", "missing keys", ...)."""
     from safetensors import safe_open
 
+    from lway_rt.export.cache import file_sha256
+
     rows = []
     seen = set()
     folder = store_dir()
@@ -351,8 +360,9 @@ def list_models() -> list[dict[str, str]]:
         seen.add(path.stem)
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".pth", ".pt", ".ckpt")) \
             if folder.is_dir() else []:  # (-m NAME finds .safetensors files only: said, not left out unsaid)
-        added = path.stem in seen and _stored_metadata(folder / f"{path.stem}.safetensors").get("added_from") \
-            == str(path.resolve())  # (models add of it: the pickle stays, 'models add' it again was the advice)
+        made = _stored_metadata(folder / f"{path.stem}.safetensors") if path.stem in seen else {}
+        added = made.get("added_from") == str(path.resolve()) and made.get("added_sha256") == file_sha256(path)
+        # (models add of it, the pickle unchanged since: 'models add' it again was the advice)
         rows.append({"name": path.name, "arch": "", "scale": "",
                      "status": f"added as -m {path.stem}" if added else "not found by -m: 'models add' it",
                      "source": "user", "path": str(path)})
@@ -396,9 +406,10 @@ def resolve_model_path(spec: str) -> Path:
             dropped = store_dir() / p.name if bare and not stored else None
             if dropped is not None and dropped.is_file():  # a .pth 'models list' names, put in the store by hand
                 path = shell_word(str(dropped))
+                named = "" if _can_be_a_name(p.stem) else " --name NAME"  # (its own stem refused as a name)
                 raise ModelError(f"model file {p} does not exist here; the store holds {p.name}, which -m reaches by "
-                                 f"its path (-m {path}), or 'lwayrt models add {path}' converts it so that "
-                                 f"-m {shell_word(p.stem)} finds it")
+                                 f"its path (-m {path}), or 'lwayrt models add {path}{named}' converts it so that "
+                                 f"-m {shell_word(p.stem) if not named else 'NAME'} finds it")
             raise ModelError(f"model file {p} does not exist" + (f"; the store's model of that name is -m {stored}"
                                                                    if stored else ""))
         if p.is_dir():
