@@ -213,6 +213,25 @@ def test_png_colour_key_transparency_becomes_alpha(tmp_path, kind):
         assert im.mode in ("RGBA", "LA") or (wide and read_image(out).alpha is not None)
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_a_low_bit_grey_png_colour_key_is_alpha(tmp_path, bits):
+    """A 1/2/4-bit grey PNG's tRNS key is a stored value: Pillow scales the pixels to 8 bits and not the key, so no
+    pixel matched it (2, 4 bits) or it was not read at all (1 bit), and the clear areas came out opaque, unsaid
+    (review 52I I1)."""
+    top = (1 << bits) - 1
+    stored = np.arange(12 * 10).reshape(12, 10) % (top + 1)
+    key = 1 if bits > 1 else 0
+    path = tmp_path / "k.png"
+    if bits == 1:
+        Image.fromarray((stored * 255).astype(np.uint8)).convert("1").save(path, transparency=key)
+    else:  # (Pillow writes the stored values' top bits and the key as given)
+        Image.fromarray((stored * 255 // top).astype(np.uint8)).save(path, bits=bits, transparency=key)
+    img = read_image(path)
+    assert img.grey and img.alpha is not None, bits
+    np.testing.assert_array_equal(img.alpha, np.where(stored == key, 0.0, 1.0).astype(np.float32))
+    np.testing.assert_allclose(img.rgb[..., 0], stored / top, atol=1e-6)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 def test_16bit_round_trip(tmp_path, suffix, channels):

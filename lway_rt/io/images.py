@@ -533,6 +533,7 @@ def _read_image(path: Path) -> LoadedImage:
             if fmt == "TIFF" and _pillow_misreads_tiff(im):
                 return _read_tiff_samples(path)
             turned_tiff = fmt == "TIFF" and im.tag_v2.get(0x0112, 1) in (5, 6, 7, 8)  # Pillow turns it as it loads
+            bits = _low_grey_bits(im) if fmt == "PNG" else 8  # (read before loading, which empties the tiles)
             try:
                 full = _sixteen_bit_colour(path, im) if fmt in _SIXTEEN_BIT_FORMATS else _sixteen_bit_ppm(path, im)
                 if full is None:
@@ -543,7 +544,7 @@ def _read_image(path: Path) -> LoadedImage:
             orientation = tags.get(0x0112, 1)
             if full is not None:  # the samples decoded from a copy of the file, which Pillow may have turned already
                 full, left = full
-            img = _decode(im, full, left if full is not None else orientation, orig_mode, fmt, icc)
+            img = _decode(im, full, left if full is not None else orientation, orig_mode, fmt, icc, bits)
             if turned_tiff and full is None:
                 # Pillow (13) turns a TIFF of orientation 5-8 upright while loading it, and scrambles the pixels of
                 # grey, 16-bit grey and RGBA ones: the samples as tifffile reads them, turned here
@@ -833,8 +834,10 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
     return replace(img, frames=frames) if frames > 1 else img
 
 
-def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedImage:
-    """The loaded picture, upright: ``full`` holds 16-bit colour samples when Pillow could not."""
+def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: str | None, icc: bytes | None,
+            grey_bits: int = 8) -> LoadedImage:
+    """The loaded picture, upright: ``full`` holds 16-bit colour samples when Pillow could not; ``grey_bits``: the
+    bits per sample of a grey PNG (``_low_grey_bits``, read before it was loaded)."""
     from PIL import ImageOps
 
     if full is not None:
@@ -847,7 +850,19 @@ def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: 
             return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
         alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
         return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
+    key = im.info.get("transparency")
+    if isinstance(key, int) and im.mode in ("1", "L") and grey_bits < 8:  # a 1/2/4-bit grey PNG's tRNS key is a
+        # stored value, which Pillow scales to 8 bits in the pixels and not in the key: no pixel matched it, or (1 bit)
+        # it was not read at all: the clear areas came out opaque
+        im.info["transparency"] = key * 255 // ((1 << grey_bits) - 1)
     return _from_pil(ImageOps.exif_transpose(im), orig_mode, fmt, icc)
+
+
+def _low_grey_bits(im) -> int:
+    """The bits per sample a grey PNG stores (1, 2, 4 or 8), from the raw mode Pillow decodes it with."""
+    raw = im.tile[0].args if getattr(im, "tile", None) else None
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    return {"1": 1, "L;1": 1, "L;2": 2, "L;4": 4}.get(raw, 1 if im.mode == "1" else 8)
 
 
 def _tiff_from_memory(path: Path, orig_mode: str, icc: bytes | None) -> LoadedImage:
@@ -914,8 +929,13 @@ def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedI
         im = im.convert("LA")
         mode = "LA"
     elif mode == "1":
+        key = im.info.get("transparency")  # (scaled to 0 / 255 by _decode)
         im = im.convert("L")
         mode = "L"
+        if isinstance(key, int):
+            grey = np.asarray(im)
+            return LoadedImage(np.repeat((grey.astype(np.float32) / 255.0)[..., None], 3, axis=2),
+                               (grey != key).astype(np.float32), 8, True, orig_mode, fmt, icc)
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
         im = im.convert("RGB")
         mode = "RGB"
