@@ -198,11 +198,13 @@ def test_colours_come_back_as_the_source_showed_them(tmp_path, model):
                                                         "-color_trc", "bt709"]), ("plain.mp4", "bt601", [])):
         src = tmp_path / name
         subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48",
-                        "-framerate", "25", "-i", "pipe:0", "-vf", f"scale=out_color_matrix={matrix}:out_range=tv" if tags
-                        else "null",  # (ffmpeg's own conversion: BT.601, recorded nowhere)
+                        "-framerate", "25", "-i", "pipe:0", "-vf", f"scale=out_color_matrix={matrix}:out_range=tv,"
+                        "setparams=color_primaries=bt709:color_trc=bt709" if tags  # (ffmpeg 9 takes the frames' tags
+                        else "null",  # over -color_*) (ffmpeg's own conversion: BT.601, recorded nowhere)
                         "-c:v", "libx264", "-pix_fmt", "yuv420p", *tags, str(src)],
                        input=np.tile(blue, (3, 48, 64, 1)).tobytes(), check=True)
         assert probe(src).matrix == matrix and probe(src).tagged == bool(tags)
+        assert (probe(src).primaries, probe(src).transfer) == (("bt709", "bt709") if tags else (None, None))
         first = next(read_frames(src, probe(src)))
         before = first[8:-8, 8:-8].reshape(-1, 3).mean(0)
         assert np.abs(before - blue).max() < 2, (name, before)
@@ -211,6 +213,22 @@ def test_colours_come_back_as_the_source_showed_them(tmp_path, model):
         dest = tmp_path / "out" / name.replace(".mp4", "_x4.mp4")
         after = next(read_frames(dest, probe(dest)))[32:-32, 32:-32].reshape(-1, 3).mean(0)
         assert np.abs(after - made).max() < 1.5, (name, made, after)  # (the model lifts this blue by 1-2 levels)
+        if tags:  # its primaries and transfer recorded too (the matrix alone was: review 52G G1)
+            assert (probe(dest).primaries, probe(dest).transfer) == ("bt709", "bt709"), probe(dest)
+
+
+def test_an_hdr_clip_keeps_its_colour_tags(tmp_path):
+    """HDR10 and HLG clips came out tagged BT.2020 matrix with unknown primaries and transfer (the scale filter marks
+    the frames unspecified, and they win over the encoder's options): a player showed them as SDR (review 52G G1)."""
+    for name, trc in (("pq.mp4", "smpte2084"), ("hlg.mp4", "arib-std-b67")):
+        src = tmp_path / name
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.2",
+                        "-vf", f"setparams=color_primaries=bt2020:color_trc={trc}:colorspace=bt2020nc", "-c:v",
+                        "libx264", "-pix_fmt", "yuv420p10le", str(src)], check=True)
+        assert (probe(src).primaries, probe(src).transfer) == ("bt2020", trc)
+        assert run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
+        out = probe(tmp_path / "out" / name.replace(".mp4", "_x4.mp4"))
+        assert (out.matrix, out.primaries, out.transfer, out.depth) == ("bt2020", "bt2020", trc, 16), out
 
 
 def test_an_hd_clip_without_colour_tags_is_read_as_bt709(tmp_path):

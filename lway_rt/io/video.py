@@ -472,8 +472,12 @@ class SegmentWriter:
         self.tmp = dest.with_name(f".{dest.name}.p{os.getpid()}.tmp")
         pix_in = info.raw_format
         pix_out = "yuv420p10le" if info.depth == 16 else "yuv420p"
+        tags = [f"{key}={value}" for key, value in (("color_primaries", info.primaries), ("color_trc", info.transfer))
+                if info.tagged and value]  # (on the frames too: the scale filter marks them unspecified, and a
+        # frame's own tags win over the encoder's options, so HDR came out tagged as SDR)
         chain = (f"scale=out_color_matrix={info.matrix}:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int,"
-                 f"format={pix_out}" + (f",setsar={info.sar[0]}/{info.sar[1]}" if info.sar != (1, 1) else ""))
+                 f"format={pix_out}" + (f",setsar={info.sar[0]}/{info.sar[1]}" if info.sar != (1, 1) else "")
+                 + (f",setparams={':'.join(tags)}" if tags else ""))
         args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_in,
                 "-s", f"{size[0]}x{size[1]}", "-framerate", str(info.rate), "-i", "pipe:0", "-vf", chain,
                 "-c:v", "libx264", "-crf", str(crf), "-preset", preset, *colour_args(info), "-f", "mp4",
