@@ -485,6 +485,24 @@ def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
                              "adapt again (--overwrite)")  # (--resume and --restore were advised: both refuse)
 
 
+def uncarried_note(uncarried: Sequence[tuple[Path, Path, Sequence[str]]], outputs: str = "the outputs") -> str:
+    """The note for inputs whose XMP / IPTC blocks (``LoadedImage.uncarried``) their outputs do not carry: (input,
+    output, blocks) each, the first named in an exiftool command that copies them over."""
+    from lway_rt.errors import shell_word as q
+
+    src, dest, _ = uncarried[0]
+    kinds = " and ".join(sorted({b for *_, bs in uncarried for b in bs}, reverse=True))
+    return (f"{len(uncarried)} input(s) hold {kinds} metadata (captions, keywords, rights …; as {src}) that {outputs} "
+            f"do not carry (EXIF, ICC profile and DPI are carried): copy it over with exiftool, e.g. exiftool "
+            f"-tagsFromFile {q(str(src))} -xmp:all -iptc:all '-XMP-tiff:Orientation=' -overwrite_original "
+            f"{q(str(dest))} (the output is upright: its XMP must not turn it again)")
+
+
+def cmyk_note(src: Path, dest: str) -> str:
+    """The network works in RGB: a print shop's CMYK file comes back as RGB, so it is said."""
+    return f"{src} is CMYK: {dest} is RGB (convert it back in an editor if it goes to print)"
+
+
 def _placement(desc: ModelDescriptor) -> tuple[torch.device, torch.dtype]:
     """Where the network takes its input and in which dtype (an ONNX Runtime network: host float32)."""
     param = next(desc.model.parameters(), None)
@@ -1131,15 +1149,7 @@ def upscale_files(inputs: Sequence[str | Path], out_dir: str | Path, config: Ups
                           "--skip-existing to upscale only the rest") from exc
     _drop_if_empty(out_dir, made, report)  # every image failed
     if report.uncarried:  # an archive's captions, keywords and rights: lost without a word, had they been
-        from lway_rt.errors import shell_word as q
-
-        src, dest, blocks = report.uncarried[0]
-        kinds = " and ".join(sorted({b for *_, bs in report.uncarried for b in bs}, reverse=True))
-        report.notes.append(f"{len(report.uncarried)} input(s) hold {kinds} metadata (captions, keywords, rights …; as "
-                            f"{src}) that the outputs do not carry (EXIF, ICC profile and DPI are carried): copy it over "
-                            f"with exiftool, e.g. exiftool -tagsFromFile {q(str(src))} -xmp:all -iptc:all "
-                            f"'-XMP-tiff:Orientation=' -overwrite_original {q(str(dest))} (the output is upright: its XMP "
-                            "must not turn it again)")
+        report.notes.append(uncarried_note(report.uncarried))
     unrecorded = [p for p in report.kept if not written_by_upscale(p)]  # kept on their name, size and date alone
     if unrecorded:  # (a PNG or JPEG output records the run that made it)
         kinds = "/".join(sorted({p.suffix.lstrip(".").upper() for p in unrecorded}))
@@ -1204,8 +1214,8 @@ def _upscale_one(src: Path, dest: Path | None, reason: str | None, config: Upsca
             report.notes.append(loss)
         if img.uncarried:
             report.uncarried.append((src, dest, img.uncarried))
-        if img.mode == "CMYK":  # the network works in RGB; a print shop's CMYK file comes back as RGB, so say so
-            report.notes.append(f"{src} is CMYK: {dest.name} is RGB (convert it back in an editor if it goes to print)")
+        if img.mode == "CMYK":
+            report.notes.append(cmyk_note(src, dest.name))
     except LwayError as exc:
         msg = str(exc)
         if str(src) not in msg:

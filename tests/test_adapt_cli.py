@@ -1583,6 +1583,25 @@ def test_a_file_of_several_frames_is_adapted_on_its_first_with_a_note(files, tmp
     assert f"note: {src / 'pages.tif'} holds 2 frames or pages: only the first was adapted on and written" in text, text
 
 
+def test_a_cmyk_input_and_one_with_xmp_are_said_as_upscale_says_them(files, tmp_path):
+    """upscale says a CMYK input's output is RGB and that XMP / IPTC is not carried; adapt wrote its sr/ images the
+    same way without a word (review 52J J1)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = Image.open(files / "lr" / "rgb.png").convert("RGB")
+    rgb.convert("CMYK").save(src / "print.jpg", quality=95)
+    rgb.save(src / "tagged.jpg", quality=95, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/">Jane</x:xmpmeta>')
+    out = tmp_path / "out"
+    args = [a for a in _tiny_adapt(files, out) if a != "-q"]
+    code, text = _run(args[:1] + [str(src)] + args[2:])
+    said = " ".join(text.split())
+    assert code == 0, text
+    assert said.count(f"note: {src / 'print.jpg'} is CMYK: its SR image (sr/print.png) is RGB") == 1, text
+    assert said.count(f"1 input(s) hold XMP metadata (captions, keywords, rights …; as {src / 'tagged.jpg'}) that the "
+                      "SR images (sr/ in the --out folder) do not carry") == 1, text
+    assert "sr/tagged.png (the output is upright" in said, text
+
+
 def test_a_file_cut_in_a_later_frame_is_adapted_on_its_first_and_the_note_says_where(files, tmp_path):
     """The note said the file holds N frames (and how to extract them) when frame N was where it breaks."""
     import io

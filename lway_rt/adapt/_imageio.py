@@ -119,11 +119,14 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
     they still clash. Stems and names are compared without regard to case: ``a/Photo.png`` and ``b/photo.png`` would
     write one file on macOS or Windows (and the run's folder must copy there whole). Colour under fully transparent pixels is filled from the visible pixels around it
     (``fill_hidden_colour``): it must neither teach the network nor bleed into the written images."""
+    from lway_rt.upscale import cmyk_note, uncarried_note
+
     paths = list_images(inputs)
     stems = Counter(p.stem.casefold() for p in paths)
     out: list[InputImage] = []
     seen: set[str] = set()
     unreadable: list[tuple[Path, InputError]] = []
+    uncarried: list[tuple[Path, Path, tuple[str, ...]]] = []
     for p in paths:
         base = p.stem if stems[p.stem.casefold()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
         name, k = base, 1
@@ -138,9 +141,15 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
             continue
         if img.frames > 1 and notes is not None:
             notes.append("note: " + frames_note(p, img.frames, "adapted on and written", damaged=img.frames_damaged))
+        if img.mode == "CMYK" and notes is not None:  # (said as upscale says it: the SR image is written as it does)
+            notes.append("note: " + cmyk_note(p, f"its SR image (sr/{name}.png)"))
+        if img.uncarried:
+            uncarried.append((p, Path("sr") / f"{name}.png", img.uncarried))
         if img.alpha is not None:
             img = replace(img, rgb=fill_hidden_colour(img.rgb, img.alpha))
         out.append(InputImage(name, img, p))
+    if uncarried and notes is not None:
+        notes.append("note: " + uncarried_note(uncarried, "the SR images (sr/ in the --out folder)"))
     if len(unreadable) == 1:
         raise unreadable[0][1]
     if unreadable:
