@@ -49,6 +49,22 @@ def test_arrays_come_back_as_the_files_upscale_writes(tmp_path, small, upscaler)
         assert np.array_equal(out, written[name]), name
 
 
+def test_a_low_bit_grey_pillow_image_keeps_its_transparency_as_the_command_does(tmp_path, upscaler):
+    """A 1/2/4-bit grey PNG with a tRNS key, opened with Pillow and given to the Upscaler, came back opaque where the
+    command, reading the file, keeps its clear areas (review 52N N2)."""
+    stored = np.arange(32 * 32).reshape(32, 32) // 4 % 4
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray((stored * 85).astype(np.uint8)).save(src / "two.png", bits=2, transparency=1)
+    Image.fromarray((stored % 2 * 255).astype(np.uint8)).convert("1").save(src / "one.png", transparency=1)
+    res = CliRunner().invoke(main, ["upscale", str(src), "-o", str(tmp_path / "out"), "-m", MODEL])
+    assert res.exit_code == 0, res.output
+    for name in ("two", "one"):
+        written = np.asarray(Image.open(tmp_path / "out" / f"{name}_x4.png"))
+        assert written.shape == (128, 128, 2) and written[..., 1].min() == 0, name  # grey + alpha, clear areas
+        assert np.array_equal(upscaler(Image.open(src / f"{name}.png")), written), name
+
+
 def test_bgr_arrays_and_float_arrays(small, upscaler):
     rgb = upscaler(small)
     assert np.array_equal(upscaler(np.ascontiguousarray(small[..., ::-1]), bgr=True), rgb[..., ::-1])

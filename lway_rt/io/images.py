@@ -850,16 +850,24 @@ def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: 
             return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
         alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
         return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
-    key = im.info.get("transparency")
-    if isinstance(key, int) and im.mode in ("1", "L") and grey_bits < 8:  # a 1/2/4-bit grey PNG's tRNS key is a
-        # stored value, which Pillow scales to 8 bits in the pixels and not in the key: no pixel matched it, or (1 bit)
-        # it was not read at all: the clear areas came out opaque
-        im.info["transparency"] = key * 255 // ((1 << grey_bits) - 1)
+    if isinstance(im.info.get("transparency"), int) and im.mode in ("1", "L"):
+        im.info["transparency"] = grey_key(im, grey_bits)
     return _from_pil(ImageOps.exif_transpose(im), orig_mode, fmt, icc)
 
 
+def grey_key(im, bits: int) -> int:
+    """A grey ("1" or "L") Pillow image's tRNS key as the 8-bit level its pixels show, for a PNG of ``bits`` bits per
+    sample (``_low_grey_bits``). Pillow scales a 2/4-bit PNG's pixels to 8 bits and not its key (no pixel matched
+    it), and gives a 1-bit one's as 0 or 255 (read as 0 or 1 by older releases): the clear areas came out opaque."""
+    key = im.info["transparency"]
+    if im.mode == "1":
+        return 255 if key else 0
+    return key * 255 // ((1 << bits) - 1) if bits < 8 else key
+
+
 def _low_grey_bits(im) -> int:
-    """The bits per sample a grey PNG stores (1, 2, 4 or 8), from the raw mode Pillow decodes it with."""
+    """The bits per sample a grey PNG stores (1, 2, 4 or 8), from the raw mode Pillow decodes it with (before the
+    image is loaded: loading empties its tiles)."""
     raw = im.tile[0].args if getattr(im, "tile", None) else None
     raw = raw[0] if isinstance(raw, tuple) else raw
     return {"1": 1, "L;1": 1, "L;2": 2, "L;4": 4}.get(raw, 1 if im.mode == "1" else 8)
@@ -929,7 +937,7 @@ def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedI
         im = im.convert("LA")
         mode = "LA"
     elif mode == "1":
-        key = im.info.get("transparency")  # (scaled to 0 / 255 by _decode)
+        key = im.info.get("transparency")  # (0 or 255: grey_key)
         im = im.convert("L")
         mode = "L"
         if isinstance(key, int):
