@@ -485,7 +485,7 @@ def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
                              "adapt again (--overwrite)")  # (--resume and --restore were advised: both refuse)
 
 
-def uncarried_note(uncarried: Sequence[tuple[Path, Path, Sequence[str]]], outputs: str = "the outputs") -> str:
+def uncarried_note(uncarried: Sequence[tuple[Path, Path | str, Sequence[str]]], outputs: str = "the outputs") -> str:
     """The note for inputs whose XMP / IPTC blocks (``LoadedImage.uncarried``) their outputs do not carry: (input,
     output, blocks) each, the first named in an exiftool command that copies them over."""
     from lway_rt.errors import shell_word as q

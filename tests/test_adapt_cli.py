@@ -1596,10 +1596,18 @@ def test_a_cmyk_input_and_one_with_xmp_are_said_as_upscale_says_them(files, tmp_
     code, text = _run(args[:1] + [str(src)] + args[2:])
     said = " ".join(text.split())
     assert code == 0, text
-    assert said.count(f"note: {src / 'print.jpg'} is CMYK: its SR image (sr/print.png) is RGB") == 1, text
-    assert said.count(f"1 input(s) hold XMP metadata (captions, keywords, rights …; as {src / 'tagged.jpg'}) that the "
-                      "SR images (sr/ in the --out folder) do not carry") == 1, text
-    assert "sr/tagged.png (the output is upright" in said, text
+    assert said.count(f"note: {src / 'print.jpg'} is CMYK: its SR image ({out / 'sr' / 'print.png'}) is RGB") == 1, \
+        text
+    assert said.count(f"1 input(s) hold XMP metadata (captions, keywords, rights …; as {src / 'tagged.jpg'}) that "
+                      "their SR images do not carry") == 1, text
+    assert f"{out / 'sr' / 'tagged.png'} (the output is upright" in said and (out / "sr" / "tagged.png").is_file(), text
+    each = tmp_path / "each"  # each run's own folder (review 52N N4: the notes named OUT/sr/ in every mode)
+    code, text = _run(args[:1] + [str(src)] + [a if a != str(out) else str(each) for a in args[2:]] +
+                      ["--mode", "per-image"])
+    said = " ".join(text.split())
+    assert code == 0 and f"its SR image ({each / 'print' / 'sr' / 'print.png'}) is RGB" in said, text
+    assert f"{each / 'tagged' / 'sr' / 'tagged.png'} (the output is upright" in said, text
+    assert (each / "print" / "sr" / "print.png").is_file()
 
 
 def test_a_file_cut_in_a_later_frame_is_adapted_on_its_first_and_the_note_says_where(files, tmp_path):

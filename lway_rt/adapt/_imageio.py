@@ -113,12 +113,13 @@ def spread(items: list, n: int | None) -> list:
     return [items[i] for i in sorted(picked)]
 
 
-def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
+def read_inputs(inputs, notes: list[str] | None = None, sr_image=None) -> list[InputImage]:
     """Read every input; names are file stems, with the ending added where two inputs share a stem (``photo.jpg`` and
     ``photo.png`` give ``photo_jpg`` and ``photo_png``, so neither output takes the other's name), then a number where
     they still clash. Stems and names are compared without regard to case: ``a/Photo.png`` and ``b/photo.png`` would
     write one file on macOS or Windows (and the run's folder must copy there whole). Colour under fully transparent pixels is filled from the visible pixels around it
-    (``fill_hidden_colour``): it must neither teach the network nor bleed into the written images."""
+    (``fill_hidden_colour``): it must neither teach the network nor bleed into the written images. ``sr_image``: where
+    the run writes an input's SR image, by its name (for the notes; default ``sr/NAME.png``)."""
     from lway_rt.upscale import cmyk_note, uncarried_note
 
     paths = list_images(inputs)
@@ -126,7 +127,7 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
     out: list[InputImage] = []
     seen: set[str] = set()
     unreadable: list[tuple[Path, InputError]] = []
-    uncarried: list[tuple[Path, Path, tuple[str, ...]]] = []
+    uncarried: list[tuple[Path, str, tuple[str, ...]]] = []
     for p in paths:
         base = p.stem if stems[p.stem.casefold()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
         name, k = base, 1
@@ -141,15 +142,16 @@ def read_inputs(inputs, notes: list[str] | None = None) -> list[InputImage]:
             continue
         if img.frames > 1 and notes is not None:
             notes.append("note: " + frames_note(p, img.frames, "adapted on and written", damaged=img.frames_damaged))
+        where = sr_image(name) if sr_image is not None else f"sr/{name}.png"
         if img.mode == "CMYK" and notes is not None:  # (said as upscale says it: the SR image is written as it does)
-            notes.append("note: " + cmyk_note(p, f"its SR image (sr/{name}.png)"))
+            notes.append("note: " + cmyk_note(p, f"its SR image ({where})"))
         if img.uncarried:
-            uncarried.append((p, Path("sr") / f"{name}.png", img.uncarried))
+            uncarried.append((p, where, img.uncarried))
         if img.alpha is not None:
             img = replace(img, rgb=fill_hidden_colour(img.rgb, img.alpha))
         out.append(InputImage(name, img, p))
     if uncarried and notes is not None:
-        notes.append("note: " + uncarried_note(uncarried, "the SR images (sr/ in the --out folder)"))
+        notes.append("note: " + uncarried_note(uncarried, "their SR images"))
     if len(unreadable) == 1:
         raise unreadable[0][1]
     if unreadable:

@@ -1840,7 +1840,12 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     if _aside_state(out_dir / ASIDE) == "discarding":  # an overwrite here finished, and a stop cut short the removal of
         _finish_replacing(out_dir)  # what it replaced: done first (under adapt()'s lock), before the runs are checked
     _remove_killed_writes(out_dir)  # (a per-image or per-group folder's own: its summary and groups.json, too)
-    images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [])
+    def sr_image(name: str) -> str:  # (for the notes on inputs: a per-group run's group, N, is not known yet)
+        run = {"per-image": name, "per-group": "group-N"}.get(config.mode)
+        return str(out_dir / run / "sr" / f"{name}.png" if run else out_dir / "sr" / f"{name}.png")
+
+    images = spread(given, config.sample) if loaded else read_inputs(spread(given, config.sample), notes := [],
+                                                                      sr_image)
     for line in notes:  # files of several frames: the first is read
         note(line)
     refuse_while_restoring(out_dir)  # first: the folder's other refusals judge a half-restored folder
