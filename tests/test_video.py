@@ -229,6 +229,13 @@ def test_an_hdr_clip_keeps_its_colour_tags(tmp_path):
         assert run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
         out = probe(tmp_path / "out" / name.replace(".mp4", "_x4.mp4"))
         assert (out.matrix, out.primaries, out.transfer, out.depth) == ("bt2020", "bt2020", trc, 16), out
+    src = tmp_path / "log.mp4"  # a transfer ffmpeg 9's scaler refuses to convert: it failed at frame 0 (52N N3)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.2",
+                    "-vf", "setparams=color_primaries=bt709:color_trc=log100:colorspace=bt709", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(src)], check=True)
+    said = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2")
+    assert said.exit_code == 0, said.output
+    assert probe(tmp_path / "out" / "log_x4.mp4").transfer == "log100"
 
 
 def test_an_hd_clip_without_colour_tags_is_read_as_bt709(tmp_path):

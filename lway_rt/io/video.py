@@ -345,7 +345,10 @@ def _decode_args(exe: str, src: Path, info: VideoInfo, start: int, count: int | 
     chain = ("bwdif=mode=send_frame:deint=all," if deinterlace else "") + f"fps={info.rate}"
     chain += f",select=gte(n\\,{start})" if start else ""
     chain += ",select=" + "+".join(f"eq(n\\,{i})" for i in pick) if pick else ""
-    chain += (f",scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd+full_chroma_int,format={pix}")
+    # the frames' transfer is not the reader's (it carries the samples as they are, and the output takes the tags from
+    # the probe): ffmpeg 9's scaler refuses some (log100, log316), and a clip so tagged failed at its first frame
+    chain += (f",setparams=color_trc=unknown,scale=in_color_matrix={info.matrix}:flags=bicubic+accurate_rnd"
+              f"+full_chroma_int,format={pix}")
     log = ["-loglevel", "level+verbose", "-nostats"] if levels else ["-v", "error"]
     args = [exe, "-hide_banner", "-nostdin", *log, "-i", _url(src), "-map", f"0:v:{info.stream}", "-an", "-sn", "-dn",
             "-vf", chain, "-fps_mode", "passthrough"]
