@@ -98,13 +98,17 @@ def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, vi
     return {"source": str(src.resolve()), "source_bytes": st.st_size, "source_mtime_ns": st.st_mtime_ns,
             "rate": str(info.rate), "depth": info.depth, "matrix": info.matrix, "size": list(size), "run_key": key,
             "crf": video.crf, "preset": video.preset, "frames": video.frames, "outscale": config.outscale,
-            "deinterlace": video.deinterlace}
+            "deinterlace": video.deinterlace,
+            # a tagged source's segments record its primaries and transfer (those a release before 2026-12-07 made
+            # do not, and joined with later ones they made a file of mixed tags): only then, so others' go on
+            **({"tags": [info.primaries, info.transfer]} if info.primaries or info.transfer else {})}
 
 
 _SETTING = {"source": "source file", "source_bytes": "source file (it changed since)",  # a fingerprint's keys, as said
             "source_mtime_ns": "source file (it changed since)", "rate": "frame rate", "depth": "bit depth",
             "matrix": "colour matrix", "size": "output size", "run_key": "model (or --detail-cap)", "crf": "--crf",
-            "preset": "--preset", "frames": "--frames", "outscale": "--outscale", "deinterlace": "--deinterlace"}
+            "preset": "--preset", "frames": "--frames", "outscale": "--outscale", "deinterlace": "--deinterlace",
+            "tags": "colour tagging (segments made without the source's primaries and transfer)"}
 
 
 _SHOWN = ("crf", "preset", "frames", "outscale", "deinterlace", "size")  # settings a refusal says both values of

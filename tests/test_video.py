@@ -229,6 +229,22 @@ def test_an_hdr_clip_keeps_its_colour_tags(tmp_path):
         assert run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
         out = probe(tmp_path / "out" / name.replace(".mp4", "_x4.mp4"))
         assert (out.matrix, out.primaries, out.transfer, out.depth) == ("bt2020", "bt2020", trc, 16), out
+    src = tmp_path / "bare.mp4"  # primaries and transfer without a matrix tag: they were dropped (review 52M M1)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.2",
+                    "-vf", "setparams=color_primaries=bt2020:color_trc=smpte2084", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p10le", str(src)], check=True)
+    assert (probe(src).tagged, probe(src).primaries, probe(src).transfer) == (False, "bt2020", "smpte2084")
+    assert run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL, "--frames", "2").exit_code == 0
+    out = probe(tmp_path / "out" / "bare_x4.mp4")
+    assert (out.primaries, out.transfer) == ("bt2020", "smpte2084"), out
+    # a tagged source's unfinished parts record its tags: those of a release that did not tag its segments are not
+    # joined with tagged ones into a file of mixed tags (52M M2); an untagged source's record is as it was
+    from lway_rt.upscale import UpscaleConfig
+    from lway_rt.video import VideoConfig, _fingerprint
+
+    prints = [_fingerprint(s, probe(s), (256, 192), "k", VideoConfig(), UpscaleConfig(model=MODEL))
+              for s in (src, make_clip(tmp_path / "plain.mp4", audio=False))]
+    assert prints[0]["tags"] == ["bt2020", "smpte2084"] and "tags" not in prints[1]
     src = tmp_path / "log.mp4"  # a transfer ffmpeg 9's scaler refuses to convert: it failed at frame 0 (52N N3)
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.2",
                     "-vf", "setparams=color_primaries=bt709:color_trc=log100:colorspace=bt709", "-c:v", "libx264",

@@ -459,9 +459,9 @@ def _read_exactly(stream, size: int) -> bytes:
 def colour_args(info: VideoInfo) -> list[str]:
     """The output's colour tags: the source's where it records them; else the matrix its frames were read with."""
     args = ["-colorspace", _TAG[info.matrix], "-color_range", "tv"]
-    if info.tagged and info.primaries:
+    if info.primaries:  # (whether or not the matrix is tagged: an RGB source's, or one tagged without it)
         args += ["-color_primaries", info.primaries]
-    if info.tagged and info.transfer:
+    if info.transfer:
         args += ["-color_trc", info.transfer]
     return args
 
@@ -476,7 +476,7 @@ class SegmentWriter:
         pix_in = info.raw_format
         pix_out = "yuv420p10le" if info.depth == 16 else "yuv420p"
         tags = [f"{key}={value}" for key, value in (("color_primaries", info.primaries), ("color_trc", info.transfer))
-                if info.tagged and value]  # (on the frames too: the scale filter marks them unspecified, and a
+                if value]  # (on the frames too: the scale filter marks them unspecified, and a
         # frame's own tags win over the encoder's options, so HDR came out tagged as SDR)
         chain = (f"scale=out_color_matrix={info.matrix}:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int,"
                  f"format={pix_out}" + (f",setsar={info.sar[0]}/{info.sar[1]}" if info.sar != (1, 1) else "")
