@@ -245,6 +245,12 @@ def test_an_hdr_clip_keeps_its_colour_tags(tmp_path):
     prints = [_fingerprint(s, probe(s), (256, 192), "k", VideoConfig(), UpscaleConfig(model=MODEL))
               for s in (src, make_clip(tmp_path / "plain.mp4", audio=False))]
     assert prints[0]["tags"] == ["bt2020", "smpte2084"] and "tags" not in prints[1]
+    src = tmp_path / "ycgco.mp4"  # a matrix this ffmpeg cannot convert: said so, not "re-encode or re-copy" (52M M4)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.2",
+                    "-vf", "setparams=colorspace=ycgco", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src)], check=True)
+    said = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL)
+    assert said.exit_code == 1 and "this ffmpeg cannot convert its colours (colour space ycgco) to RGB" in " ".join(
+        said.output.split()) and "re-copy" not in said.output, said.output
     src = tmp_path / "log.mp4"  # a transfer ffmpeg 9's scaler refuses to convert: it failed at frame 0 (52N N3)
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.2",
                     "-vf", "setparams=color_primaries=bt709:color_trc=log100:colorspace=bt709", "-c:v", "libx264",

@@ -333,6 +333,18 @@ def _url(path: Path) -> str:
     return f"file:{os.fspath(path)}"
 
 
+def _unconvertible(lines: list[str]) -> str | None:
+    """The colours ffmpeg's last lines say it cannot convert to RGB (its scaler's "Unsupported input", or a filter
+    link with no colour space in common: a YCgCo or a constant-luminance BT.2020 source), in its words; else None."""
+    text = "\n".join(lines)
+    if m := re.search(r"Unsupported input .*?fmt:\S+ (csp:\S+ prim:\S+ trc:\S+)", text):
+        return m.group(1)
+    if "Impossible to convert between the formats" in text:
+        m = re.search(r"Color spaces:\s*src: (\S+)", text)
+        return f"colour space {m.group(1)}" if m else "colour space"
+    return None
+
+
 def _known(name: str | None) -> str | None:
     return None if name in (None, "", "unknown", "reserved") else name
 
@@ -392,6 +404,11 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                         if truncated:
                             raise InputError(f"{src} is cut short (truncated): ffmpeg stopped decoding at frame {n} "
                                              f"({first}); re-copy the source")
+                        refused = _unconvertible(said)
+                        if refused:  # (a YCgCo or constant-luminance BT.2020 matrix: no fault of the file's)
+                            raise InputError(f"{src}: this ffmpeg cannot convert its colours ({refused}) to RGB: "
+                                             "convert the video to BT.709 or BT.2020 (non-constant luminance) with a "
+                                             "tool that can, then upscale that")
                         raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} "
                                          f"({_last_line(chr(10).join(said).encode())}); re-encode or re-copy the video")
                     if decoding is not None:
