@@ -217,7 +217,7 @@ def _pil_samples(image, mode: str) -> np.ndarray:
     floats (``F``) as float32."""
     import warnings
 
-    from lway_rt.io.images import _low_grey_bits, grey_key, read_as_8_bits
+    from lway_rt.io.images import _low_grey_bits, keyed_grey, read_as_8_bits
 
     if read_as_8_bits(image):
         warnings.warn(f"this Pillow image was opened from a 16-bit {getattr(image, 'format', None) or 'colour'} file, "
@@ -229,9 +229,8 @@ def _pil_samples(image, mode: str) -> np.ndarray:
         from PIL import ImageOps
 
         image = ImageOps.exif_transpose(image)
-    if mode in ("1", "L") and isinstance(image.info.get("transparency"), int):  # a grey PNG's tRNS key, as the 8-bit
-        grey = np.asarray(image.convert("L"))  # level it shows (a 1/2/4-bit file's was missed: grey_key)
-        return np.dstack([grey, np.where(grey == grey_key(image, bits), 0, 255).astype(np.uint8)])
+    image = keyed_grey(image, bits)  # a 1/2/4-bit grey PNG's tRNS key as the level its pixels show (it was missed)
+    mode = image.mode
     if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
         raw = np.asarray(image)
         grey = np.clip(raw, 0, 65535).astype(np.uint16) if mode == "I" else raw

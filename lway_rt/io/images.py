@@ -850,19 +850,22 @@ def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: 
             return LoadedImage(np.repeat(arr[..., :1], 3, axis=2), arr[..., 1].copy(), 16, True, "LA;16", fmt, icc)
         alpha = arr[..., 3].copy() if arr.shape[2] == 4 else None
         return LoadedImage(np.ascontiguousarray(arr[..., :3]), alpha, 16, False, orig_mode + ";16", fmt, icc)
-    if isinstance(im.info.get("transparency"), int) and im.mode in ("1", "L"):
-        im.info["transparency"] = grey_key(im, grey_bits)
-    return _from_pil(ImageOps.exif_transpose(im), orig_mode, fmt, icc)
+    return _from_pil(ImageOps.exif_transpose(keyed_grey(im, grey_bits)), orig_mode, fmt, icc)
 
 
-def grey_key(im, bits: int) -> int:
-    """A grey ("1" or "L") Pillow image's tRNS key as the 8-bit level its pixels show, for a PNG of ``bits`` bits per
+def keyed_grey(im, bits: int):
+    """``im`` as it is, or, for a grey ("1" or "L") Pillow image with a tRNS key, a copy in mode "L" whose key is the
+    8-bit level its pixels show (then read as any 8-bit grey key: converted to "LA"), for a PNG of ``bits`` bits per
     sample (``_low_grey_bits``). Pillow scales a 2/4-bit PNG's pixels to 8 bits and not its key (no pixel matched
-    it), and gives a 1-bit one's as 0 or 255 (read as 0 or 1 by older releases): the clear areas came out opaque."""
-    key = im.info["transparency"]
-    if im.mode == "1":
-        return 255 if key else 0
-    return key * 255 // ((1 << bits) - 1) if bits < 8 else key
+    it), and gives a 1-bit one's as 0 or 255 (read as 0 or 1 by older releases) and drops it converting to "L": the
+    clear areas came out opaque."""
+    key = im.info.get("transparency")
+    if im.mode not in ("1", "L") or not isinstance(key, int):
+        return im
+    grey = im.convert("L")  # (a copy: the caller's image keeps its info)
+    grey.info["transparency"] = (255 if key else 0) if im.mode == "1" else \
+        key * 255 // ((1 << bits) - 1) if bits < 8 else key
+    return grey
 
 
 def _low_grey_bits(im) -> int:
@@ -936,14 +939,9 @@ def _from_pil(im, orig_mode: str, fmt: str | None, icc: bytes | None) -> LoadedI
     elif mode == "La":
         im = im.convert("LA")
         mode = "LA"
-    elif mode == "1":
-        key = im.info.get("transparency")  # (0 or 255: grey_key)
+    elif mode == "1":  # (with a tRNS key, made "L" with it by keyed_grey)
         im = im.convert("L")
         mode = "L"
-        if isinstance(key, int):
-            grey = np.asarray(im)
-            return LoadedImage(np.repeat((grey.astype(np.float32) / 255.0)[..., None], 3, axis=2),
-                               (grey != key).astype(np.float32), 8, True, orig_mode, fmt, icc)
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
         im = im.convert("RGB")
         mode = "RGB"
