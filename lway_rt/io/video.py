@@ -474,13 +474,19 @@ def _read_exactly(stream, size: int) -> bytes:
 
 
 def colour_args(info: VideoInfo) -> list[str]:
-    """The output's colour tags: the source's where it records them; else the matrix its frames were read with."""
-    args = ["-colorspace", _TAG[info.matrix], "-color_range", "tv"]
-    if info.primaries:  # (whether or not the matrix is tagged: an RGB source's, or one tagged without it)
-        args += ["-color_primaries", info.primaries]
-    if info.transfer:
-        args += ["-color_trc", info.transfer]
-    return args
+    """The output's matrix and range tags: the matrix the source records, else the one its frames were read with.
+    Its primaries and transfer go on the frames (``_frame_tags``)."""
+    return ["-colorspace", _TAG[info.matrix], "-color_range", "tv"]
+
+
+def _frame_tags(info: VideoInfo) -> str:
+    """The source's primaries and transfer, where it records them (whether or not its matrix is tagged: an RGB
+    source's, or one tagged without it), as a ``setparams`` filter put last in the encoder's chain, or "". They go on
+    the frames: the scale filter marks them unspecified, and a frame's own tags win over the encoder's
+    ``-color_primaries`` / ``-color_trc``, so HDR came out tagged as SDR."""
+    tags = [f"{key}={value}" for key, value in (("color_primaries", info.primaries), ("color_trc", info.transfer))
+            if value]
+    return f",setparams={':'.join(tags)}" if tags else ""
 
 
 class SegmentWriter:
@@ -492,12 +498,9 @@ class SegmentWriter:
         self.tmp = dest.with_name(f".{dest.name}.p{os.getpid()}.tmp")
         pix_in = info.raw_format
         pix_out = "yuv420p10le" if info.depth == 16 else "yuv420p"
-        tags = [f"{key}={value}" for key, value in (("color_primaries", info.primaries), ("color_trc", info.transfer))
-                if value]  # (on the frames too: the scale filter marks them unspecified, and a
-        # frame's own tags win over the encoder's options, so HDR came out tagged as SDR)
         chain = (f"scale=out_color_matrix={info.matrix}:out_range=tv:flags=bicubic+accurate_rnd+full_chroma_int,"
                  f"format={pix_out}" + (f",setsar={info.sar[0]}/{info.sar[1]}" if info.sar != (1, 1) else "")
-                 + (f",setparams={':'.join(tags)}" if tags else ""))
+                 + _frame_tags(info))
         args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_in,
                 "-s", f"{size[0]}x{size[1]}", "-framerate", str(info.rate), "-i", "pipe:0", "-vf", chain,
                 "-c:v", "libx264", "-crf", str(crf), "-preset", preset, *colour_args(info), "-f", "mp4",
