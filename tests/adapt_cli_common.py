@@ -49,7 +49,8 @@ def _run(args):
     return res.exit_code, res.output
 
 
-LONG_RUN = 1200  # steps: 400 once finished (a CI-like idle machine) before the test's signal reached it
+LONG_RUN = 40  # steps of a run stopped at its first checkpoint (every 5 steps) by the signal it sends itself (below)
+RACE_RUN = 1200  # steps of one stopped from outside: 400 once finished (a CI-like idle machine) before the signal came
 
 
 def _signals_as_a_terminal_sends_them() -> None:
@@ -59,23 +60,46 @@ def _signals_as_a_terminal_sends_them() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
-def _long_run_stopped_after_a_checkpoint(files, out, sig, extra=()) -> tuple[list[str], subprocess.Popen, str]:
-    """Start a ``LONG_RUN``-step ``lwayrt adapt`` into ``out`` in a subprocess, send it ``sig`` once its first
-    checkpoint is on disk; returns its arguments, the process (ended) and what it printed."""
+# ``lwayrt`` whose first checkpoint, once on disk, is followed by the signal given first: a stop at a known point, so a
+# test's --resume has few steps left to run
+_STOPPED_AT_ITS_FIRST_CHECKPOINT = """
+import os, sys
+import lway_rt.adapt.loop as loop
+sig, real = int(sys.argv.pop(1)), loop._save_checkpoint
+def save(*args, **kwargs):
+    real(*args, **kwargs)
+    loop._save_checkpoint = real
+    os.kill(os.getpid(), sig)
+loop._save_checkpoint = save
+from lway_rt.cli import main
+main()
+"""
+
+
+def _long_run_stopped_after_a_checkpoint(files, out, sig, extra=(), *, from_outside=False
+                                         ) -> tuple[list[str], subprocess.Popen, str]:
+    """Start a ``lwayrt adapt`` into ``out`` in a subprocess, stopped by ``sig`` once its first checkpoint is on disk:
+    the run sends it itself at once (``LONG_RUN`` steps), or, ``from_outside``, the test does when it sees the file
+    (``RACE_RUN`` steps, the signal landing wherever the run is by then); returns its arguments, the process (ended)
+    and what it printed."""
+    steps = RACE_RUN if from_outside else LONG_RUN
     args = ["adapt", str(files / "lr" / "rgb.png"), "-m", str(files / "tiny.safetensors"), "-o", str(out),
-            "--stage1", str(files / "stage1.safetensors"), "--iterations", str(LONG_RUN), "--patch-size", "16",
+            "--stage1", str(files / "stage1.safetensors"), "--iterations", str(steps), "--patch-size", "16",
             "--batch-size", "2", "--checkpoint-every", "5", "--snapshot-every", "100", "-q", *extra]
-    proc = subprocess.Popen([sys.executable, "-c", "from lway_rt.cli import main; main()", *args],
+    code = ["-c", "from lway_rt.cli import main; main()"] if from_outside else \
+        ["-c", _STOPPED_AT_ITS_FIRST_CHECKPOINT, str(int(sig))]
+    proc = subprocess.Popen([sys.executable, *code, *args],
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             preexec_fn=_signals_as_a_terminal_sends_them)
     try:
         deadline = time.monotonic() + 120
-        while not (out / CHECKPOINT).exists():
+        while from_outside and not (out / CHECKPOINT).exists():
             assert proc.poll() is None, proc.stdout.read().decode()
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.02)
-        os.kill(proc.pid, sig)
-        text = proc.communicate(timeout=60)[0].decode()
+        if from_outside:
+            os.kill(proc.pid, sig)
+        text = proc.communicate(timeout=120)[0].decode()
     finally:
         proc.kill()
         proc.wait(timeout=30)

@@ -520,7 +520,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_continue(files, tmp_path, sig):
     (kill, timeout, a batch scheduler) and SIGHUP (the terminal closed) the same line, not a silent exit, with the
     shell's status for each (143, 129)."""
     out = tmp_path / "stopped"
-    _, proc, text = _long_run_stopped_after_a_checkpoint(files, out, sig)
+    _, proc, text = _long_run_stopped_after_a_checkpoint(files, out, sig, from_outside=True)
     assert proc.returncode == 128 + sig, text
     line = text.strip().splitlines()[-1]
     assert re.fullmatch(r"adaptation interrupted at iteration \d+; the checkpoint of iteration \d+ is kept in .*checkpoint\.pt: "

@@ -191,7 +191,7 @@ def _down_convert(model, opset: int):
 def _inplace(module: nn.Module) -> list[nn.Module]:
     """The submodules of ``module`` set to work in place (``nn.LeakyReLU(inplace=True)`` ...). The exporter rewrites
     each in-place op into its out-of-place form plus a copy through torch's reference implementation, with symbolic
-    shape checks on every element-wise step: for RRDBNet's 279 activations at dynamic H/W most of a two-minute export on
+    shape checks on every element-wise step: for RRDBNet's 279 activations at dynamic H/W about half of a two-minute export on
     a CPU. Run out of place they export as the same ONNX operator (LeakyRelu) at once, and compute the same values."""
     return [m for m in module.modules() if getattr(m, "inplace", False) is True]
 
