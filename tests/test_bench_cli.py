@@ -38,6 +38,11 @@ def test_progress_lines_are_whole_in_a_log(tmp_path):
     assert res.exit_code == 0, res.output
     skipped = [line for line in res.output.splitlines() if line.startswith("ort-cuda: skipped")]
     assert len(skipped) == 1 and len(skipped[0]) > 80 and skipped[0].rstrip().endswith(")"), res.output
+    # and the notes under the table, which wrapped at the table's width as its caption (the first cut after "above its")
+    legend = [line for line in res.output.splitlines() if line.startswith("verified = PSNR vs torch fp32")]
+    assert len(legend) == 1 and "above its start)" in legend[0], res.output
+    assert any(line.startswith("skipped: ort-cuda: ") and "to run it on the CPU, marked" in line
+               for line in res.output.splitlines()), res.output
 
 
 def test_json_dash_prints_the_report_on_stdout(tmp_path, monkeypatch):

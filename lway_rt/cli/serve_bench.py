@@ -140,10 +140,13 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
 
         raise Interrupted("serve-bench interrupted: nothing was written (--json and --chart are written once every "
                           "configuration is measured); run it again to measure") from None
-    out = Console(stderr=to_stdout)
-    if not on_a_terminal(out):  # logs and files: wide enough that no column is cut
-        out = Console(width=200, stderr=to_stdout)
-    out.print(render_table(report))
+    out, table, notes = Console(stderr=to_stdout), render_table(report), ""
+    if not on_a_terminal(out):  # logs and files: wide enough that no column is cut, and the notes under the table one
+        out = Console(width=200, stderr=to_stdout)  # line each (a caption wraps at the table's width, a note cut in two
+        notes, table.caption = table.caption or "", None  # where a grep for its words finds neither half)
+    out.print(table)
+    for note in notes.splitlines():
+        out.print(note, soft_wrap=True, markup=False, highlight=False)
     charted = chart_path if report["summary"]["ok"] else None
     replaced = [p for p in (json_file, charted) if p is not None and Path(p).is_file()]  # (earlier runs': checked)
     write_report(report, json_file, charted)  # renamed back to back: a kill leaves one run's pair
