@@ -290,6 +290,40 @@ def test_in_place_activations_are_exported_out_of_place_on_a_copy(monkeypatch):
     assert np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - want).max() < 1e-5
 
 
+def test_a_model_that_counts_on_an_activation_in_place_is_exported_as_it_computes():
+    """Set out of place, a forward that reads an activation's input again after it computed something else: the
+    export was 1.1 off torch's output (review 53A A1); and an ``inplace`` that cannot be set (a read-only property) was
+    an AttributeError (A2). Such models are exported in place, as they compute."""
+    import onnxruntime as ort
+
+    from lway_rt.export.onnx_export import OnnxFromTorch
+
+    class ReadOnly(torch.nn.Module):
+        inplace = property(lambda self: True)  # (no setter)
+
+        def forward(self, x):
+            return x.relu_()
+
+    class CountsOnIt(torch.nn.Module):
+        def __init__(self, act):
+            super().__init__()
+            self.conv, self.act = torch.nn.Conv2d(3, 3, 3, padding=1), act
+
+        def forward(self, x):
+            y = self.conv(x) - 0.3
+            return self.act(y) + y  # y is the activation's output by now, in place
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 20, 28)
+    for act in (torch.nn.ReLU(inplace=True), ReadOnly()):
+        net = CountsOnIt(act).eval()
+        with torch.no_grad():
+            want = net(x.clone()).numpy()
+        session = ort.InferenceSession(OnnxFromTorch(net)().SerializeToString(), providers=["CPUExecutionProvider"])
+        assert np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - want).max() < 1e-5
+        assert act.inplace is True
+
+
 def test_fp16_graph_structure():
     """fp32 I/O, fp16 weights, Resize kept in fp32, named layers kept in fp32 on request."""
     from lway_rt.export.fp16 import convert_to_fp16

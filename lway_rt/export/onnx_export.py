@@ -142,9 +142,8 @@ class OnnxFromTorch:
                 t.device.type != "cpu" or t.is_floating_point() and t.dtype != torch.float32 for t in tensors):
             # exported as fp32 on the CPU, activations out of place: a copy, the caller's is left as is
             module = copy.deepcopy(module).eval().float().cpu()
-            for m in _inplace(module):
-                m.inplace = False
         x = torch.rand(self.example_shape())
+        _out_of_place(module, x)
         arg_name = next(iter(_forward_params(module)), "x")
         kwargs: dict[str, Any] = dict(
             # the exporter's own opset: one below it is converted here, keeping what the converter drops (below)
@@ -189,11 +188,42 @@ def _down_convert(model, opset: int):
 
 
 def _inplace(module: nn.Module) -> list[nn.Module]:
-    """The submodules of ``module`` set to work in place (``nn.LeakyReLU(inplace=True)`` ...). The exporter rewrites
-    each in-place op into its out-of-place form plus a copy through torch's reference implementation, with symbolic
-    shape checks on every element-wise step: for RRDBNet's 279 activations at dynamic H/W about half of a two-minute export on
-    a CPU. Run out of place they export as the same ONNX operator (LeakyRelu) at once, and compute the same values."""
+    """The submodules of ``module`` set to work in place (``nn.LeakyReLU(inplace=True)`` ...)."""
     return [m for m in module.modules() if getattr(m, "inplace", False) is True]
+
+
+def _out_of_place(module: nn.Module, x: torch.Tensor) -> None:
+    """Set ``module``'s in-place submodules (a copy's) out of place where that leaves its output on ``x`` as it was.
+    The exporter rewrites each in-place op into its out-of-place form plus a copy through torch's reference
+    implementation, with symbolic shape checks on every element-wise step: for RRDBNet's 279 activations at dynamic H/W
+    about half of a two-minute export on a CPU; out of place they export as the same operators (LeakyRelu) at once.
+    A forward that reads an activation's input again after it (counting on the change in place) would compute
+    something else: such a module keeps them in place (review 53A A1), as does one whose ``inplace`` cannot be set."""
+    flipped = []
+    for m in _inplace(module):
+        try:
+            m.inplace = False
+        except (AttributeError, TypeError):  # a read-only property: left as it is
+            continue
+        flipped.append(m)
+    if not flipped:
+        return
+    with torch.no_grad():
+        out_of_place = module(x.clone())
+        for m in flipped:
+            m.inplace = True
+        same = _same_outputs(out_of_place, module(x.clone()))
+    if same:
+        for m in flipped:
+            m.inplace = False
+
+
+def _same_outputs(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and bool(torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):
+        return all(_same_outputs(p, q) for p, q in zip(a, b))
+    return False
 
 
 def _forward_params(module: nn.Module) -> list[str]:
