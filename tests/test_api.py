@@ -65,6 +65,20 @@ def test_a_low_bit_grey_pillow_image_keeps_its_transparency_as_the_command_does(
         assert np.array_equal(upscaler(Image.open(src / f"{name}.png")), written), name
 
 
+def test_a_gif_just_opened_with_pillow_gives_the_commands_samples(tmp_path, small, upscaler):
+    """Any GIF opened with Pillow and handed over unloaded ended in AttributeError ('int' object has no attribute
+    'partition'): its codec's arguments were taken for a raw mode (review 53B B2)."""
+    first = Image.fromarray(small).quantize(64)
+    first.save(tmp_path / "plain.gif")
+    first.save(tmp_path / "clear.gif", transparency=0)
+    res = CliRunner().invoke(main, ["upscale", str(tmp_path / "plain.gif"), str(tmp_path / "clear.gif"), "-o",
+                                    str(tmp_path / "out"), "-m", MODEL])
+    assert res.exit_code == 0, res.output
+    for name in ("plain", "clear"):
+        got = upscaler(Image.open(tmp_path / f"{name}.gif"))
+        assert np.array_equal(got, np.asarray(Image.open(tmp_path / "out" / f"{name}_x4.png"))), name
+
+
 def test_bgr_arrays_and_float_arrays(small, upscaler):
     rgb = upscaler(small)
     assert np.array_equal(upscaler(np.ascontiguousarray(small[..., ::-1]), bgr=True), rgb[..., ::-1])

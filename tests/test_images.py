@@ -794,6 +794,28 @@ def test_a_tiffs_camera_metadata_is_carried_and_its_layout_is_not(tmp_path, dept
     assert read_image(tmp_path / "bare.tif").exif is None
 
 
+@pytest.mark.parametrize("layout", ["premultiplied", "planar", "float"])
+def test_a_tiff_read_through_tifffile_keeps_its_metadata_and_resolution(tmp_path, layout):
+    """A 16-bit TIFF Pillow misreads (premultiplied alpha, planar samples) or a floating-point one it cannot open is
+    read through tifffile, which returned the pixels only: its resolution, artist and copyright were dropped with no
+    word, where the same file with unassociated alpha kept them (review 53B B3)."""
+    a = np.full((6, 10, 4), 30000, np.uint16)
+    a[..., 3] = 65535
+    kw = dict(photometric="rgb", resolution=(300, 150), resolutionunit="INCH",
+              extratags=[(315, "s", 0, "Me", True), (33432, "s", 0, "(c) Me", True)])
+    if layout == "premultiplied":
+        tifffile.imwrite(tmp_path / "t.tif", a, extrasamples=[1], **kw)
+    elif layout == "planar":
+        tifffile.imwrite(tmp_path / "t.tif", np.moveaxis(a[..., :3], 2, 0), planarconfig="separate", **kw)
+    else:
+        tifffile.imwrite(tmp_path / "t.tif", a[..., :3].astype(np.float32) / 65535, **kw)
+    img = read_image(tmp_path / "t.tif")
+    assert img.bit_depth == 16 and img.dpi is not None and np.allclose(img.dpi, (300, 150), atol=0.01), img.dpi
+    out = write_image(tmp_path / "out.png", img.rgb, exif=img.exif, dpi=img.dpi)
+    with Image.open(out) as im:
+        assert [im.getexif().get(k) for k in (0x013B, 0x8298)] == ["Me", "(c) Me"]
+
+
 def _png_with(tmp_path, name, chunks, depth=8):
     """A PNG with extra chunks (type, data) inserted after its header, as an editor or a generator writes them."""
     import struct

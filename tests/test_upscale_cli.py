@@ -855,10 +855,15 @@ def test_a_folder_of_gifs_is_walked_and_each_written_as_png(tmp_path, small):
     first, second = Image.fromarray(small).quantize(64), Image.fromarray(small[::-1].copy()).quantize(64)
     first.save(d / "anim.gif", save_all=True, append_images=[second], duration=100, transparency=0)
     first.save(d / "still.GIF")
+    rgba = np.dstack([small, np.full(small.shape[:2], 255, np.uint8)])
+    rgba[:4, :4, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(d / "texture.tga")  # (a TGA in a folder was left out unsaid: review 53B B1)
     result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL, "--format", "same")
-    assert result.exit_code == 0 and "2 image(s) written" in result.output, result.output
+    assert result.exit_code == 0 and "3 image(s) written" in result.output, result.output
     assert "anim.gif holds 2 frames or pages: only the first was upscaled" in result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim_x4.png", "still_x4.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim_x4.png", "still_x4.png", "texture_x4.png"]
+    tga = read_image(tmp_path / "out" / "texture_x4.png")
+    assert tga.alpha is not None and (tga.alpha[:12, :12] == 0).all() and (tga.alpha[20:, 20:] == 1).all()
     anim, still = read_image(tmp_path / "out" / "anim_x4.png"), read_image(tmp_path / "out" / "still_x4.png")
     assert anim.alpha is not None and (anim.alpha < 0.5).any() and still.alpha is None
     assert still.rgb.shape == (4 * small.shape[0], 4 * small.shape[1], 3)

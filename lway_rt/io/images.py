@@ -42,7 +42,7 @@ __all__ = [
 
 #: file endings ``lwayrt`` reads when it walks a folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", ".ico",
-                  ".ppm", ".pgm", ".pnm", ".pbm")  # read
+                  ".ppm", ".pgm", ".pnm", ".pbm", ".tga")  # read
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
                      ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF or ICO input's output is a PNG)
@@ -293,6 +293,8 @@ def sixteen_bit_rawmode(im) -> str | None:
     if len(modes) != 1:
         return None
     raw = modes.pop()
+    if not isinstance(raw, str):  # a codec's other arguments (a GIF's bits, interlace, ...): no raw mode (53B B2)
+        return None
     base, _, kind = raw.partition(";")
     return raw if kind in ("16B", "16L", "16N") and base in ("RGB", "RGBA", "LA") else None
 
@@ -530,8 +532,9 @@ def _read_image(path: Path) -> LoadedImage:
             fmt = im.format
             icc = im.info.get("icc_profile")
             orig_mode = im.mode
-            if fmt == "TIFF" and _pillow_misreads_tiff(im):
-                return _read_tiff_samples(path)
+            if fmt == "TIFF" and _pillow_misreads_tiff(im):  # its metadata as Pillow reads it all the same (53B B3)
+                return _with_metadata(_read_tiff_samples(path), im, fmt, im.getexif(),
+                                      im.tag_v2.get(0x0112, 1) in (5, 6, 7, 8))
             turned_tiff = fmt == "TIFF" and im.tag_v2.get(0x0112, 1) in (5, 6, 7, 8)  # Pillow turns it as it loads
             bits = _low_grey_bits(im) if fmt == "PNG" else 8  # (read before loading, which empties the tiles)
             try:
@@ -558,19 +561,10 @@ def _read_image(path: Path) -> LoadedImage:
                     img = _tiff_from_memory(path, orig_mode, icc)
             if fmt == "WEBP" and _webp_is_lossless(path):
                 img = replace(img, lossless=True)
-            if fmt in _EXIF_FORMATS and len(tags):
-                img = replace(img, exif=tags.tobytes())
-            elif fmt == "TIFF" and (exif := _tiff_exif(tags)):  # its metadata only: most tags describe its layout
-                img = replace(img, exif=exif)
             if fmt == "PNG":
                 img = replace(img, png_chunks=_png_chunks(path))
-            dpi = _dpi(_exif_dpi(tags) if fmt in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2)
-                       else im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
-            if dpi is not None:
-                turned = turned_tiff or orientation in (5, 6, 7, 8)  # (Pillow dropped a TIFF's tag as it turned it)
-                img = replace(img, dpi=dpi[::-1] if turned else dpi)  # turned upright with the pixels
-            if uncarried := _uncarried_metadata(im):
-                img = replace(img, uncarried=uncarried)
+            # (Pillow dropped a TIFF's orientation tag as it turned it)
+            img = _with_metadata(img, im, fmt, tags, turned_tiff or orientation in (5, 6, 7, 8))
             frames, damaged = _frames(path, im)  # last: counting moves ``im`` to other frames
             return replace(img, frames=frames, frames_damaged=damaged) if frames > 1 else img
     except InputError as exc:
@@ -581,6 +575,23 @@ def _read_image(path: Path) -> LoadedImage:
         raise InputError(_too_many_pixels(path, exc)) from None
     except OSError as exc:  # late decoding failures (e.g. a truncated JPEG) surface here
         raise InputError(f"{path} is truncated or corrupt ({exc}); re-copy or re-export it") from None
+
+
+def _with_metadata(img: LoadedImage, im, fmt: str, tags, turned: bool) -> LoadedImage:
+    """``img`` with the metadata of the file Pillow opened as ``im`` (its EXIF ``tags``): the EXIF block (of a TIFF its
+    metadata tags only: most describe its layout), the resolution, turned with the pixels where they were ``turned``
+    upright, and what is not carried (XMP, IPTC)."""
+    if fmt in _EXIF_FORMATS and len(tags):
+        img = replace(img, exif=tags.tobytes())
+    elif fmt == "TIFF" and (exif := _tiff_exif(tags)):
+        img = replace(img, exif=exif)
+    dpi = _dpi(_exif_dpi(tags) if fmt in ("JPEG", "MPO") and im.info.get("jfif_unit") not in (1, 2)
+               else im.info.get("dpi")) if _records_dpi(im, fmt, tags) else None
+    if dpi is not None:
+        img = replace(img, dpi=dpi[::-1] if turned else dpi)
+    if uncarried := _uncarried_metadata(im):
+        img = replace(img, uncarried=uncarried)
+    return img
 
 
 #: PNG chunks carried from a PNG input to PNG outputs: how its samples are to be shown (gamma, primaries, sRGB
@@ -798,6 +809,7 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
             orientation = int(tag.value) if tag is not None else 1
             tag = page.tags.get(34675)  # InterColorProfile
             icc = bytes(tag.value) if tag is not None else None
+            meta = {code: tag.value for code in (*_TIFF_METADATA_TAGS, 282, 283, 296) if (tag := page.tags.get(code))}
     except Exception as exc:  # noqa: BLE001 - an unsupported compression, a cut file: one line either way
         raise InputError(f"{path}: this TIFF layout cannot be read ({exc}); save it as PNG or as an 8/16-bit TIFF") from None
     if photometric not in (0, 1, 2):  # WhiteIsZero or BlackIsZero grey, or RGB; not CMYK, Lab, YCbCr
@@ -830,8 +842,32 @@ def _read_tiff_samples(path: Path) -> LoadedImage:
         a = x[..., c - 1:]
         x[..., :c - 1] = np.where(a > 0, np.clip(x[..., :c - 1] / np.maximum(a, 1e-12), 0.0, 1.0), 0.0)
     img = LoadedImage.from_planes(x, depth, mode=f"{'L' if c <= 2 else 'RGB'}{'A' if c in (2, 4) else ''};{arr.dtype}",
-                                  format="TIFF", icc_profile=icc)
+                                  format="TIFF", icc_profile=icc, **_tifffile_metadata(meta, orientation in (5, 6, 7, 8)))
     return replace(img, frames=frames) if frames > 1 else img
+
+
+def _tifffile_metadata(meta: dict, turned: bool) -> dict:
+    """``exif`` and ``dpi`` of a TIFF Pillow cannot open (floating-point colour), from the tag values tifffile read
+    (``meta``: the metadata tags' text, the resolution tags): its description, make, model, software, date, artist
+    and copyright, and its resolution, turned with the pixels where they were ``turned`` upright (53B B3). A TIFF
+    Pillow opens gets them, and its Exif and GPS directories, from Pillow (``_with_metadata``)."""
+    from PIL import Image
+
+    out, got = Image.Exif(), {}
+    for code in _TIFF_METADATA_TAGS:
+        if isinstance(text := meta.get(code), str) and not (code == 0x010E and _layout_description(text)):
+            out[code] = text
+    if len(out):
+        got["exif"] = out.tobytes()
+    per_inch = {1: None, 2: 1.0, 3: 2.54}.get(meta.get(296, 2), None)  # (no unit: a ratio of sides, no resolution)
+    try:
+        x, y = (float(v[0]) / float(v[1]) if isinstance(v, tuple) else float(v) for v in (meta[282], meta.get(283, meta[282])))
+        dpi = _dpi((x * per_inch, y * per_inch)) if per_inch else None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        dpi = None
+    if dpi is not None:
+        got["dpi"] = dpi[::-1] if turned else dpi
+    return got
 
 
 def _decode(im, full: np.ndarray | None, orientation: int, orig_mode: str, fmt: str | None, icc: bytes | None,
