@@ -586,6 +586,27 @@ def test_a_video_that_starts_after_its_audio_stays_in_sync(tmp_path):
                                                                                              abs=0.03)
 
 
+def test_a_clip_joined_from_pieces_of_two_rates_is_read_at_the_higher_not_at_ffmpegs_guess(tmp_path):
+    """A clip joined from 24 and 30 fps pieces says "26.78 fps, 120 tbr": read at 120, each of its 54 pictures went
+    through the model four or five times (240 frames) and the output was a 120 fps file of repeated frames (review
+    53C C1). It is read at the rate its closest frames reach, 30: 60 frames, none of the 30 fps piece dropped."""
+    pieces = [make_clip(tmp_path / f"p{r}.mp4", size="32x24", rate=r, seconds=1, audio=False,
+                        extra=["-video_track_timescale", "600"]) for r in ("24", "30")]
+    (tmp_path / "list.txt").write_text("".join(f"file '{p}'\n" for p in pieces))
+    joined = tmp_path / "joined.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(tmp_path / "list.txt"),
+                    "-c", "copy", str(joined)], check=True)
+    assert " 120 tbr" in _stream_line(joined)  # (ffmpeg's guess)
+    info = probe(joined)
+    assert info.rate == 30 and 26 < float(info.average) < 28
+    frames = list(read_frames(joined, info))
+    assert len(frames) == 60
+    # the 30 fps piece's 30 pictures are all there, each once: its frames differ from one another
+    tail = [np.asarray(f, np.float32) for f in frames[-30:]]
+    assert all(np.abs(a - b).mean() > 0.3 for a, b in zip(tail, tail[1:]))  # (a repeated frame: 0)
+    assert probe(pieces[0]).rate == 24 and probe(pieces[1]).rate == 30  # (one rate each: read as before)
+
+
 def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, capsys):
     """A raw H.264 stream (a dashcam's, CCTV's) says "25 fps, 50 tbr" and no duration: read at 50, each picture went
     through the model twice; and a log showed no progress without a total."""

@@ -196,15 +196,50 @@ def _rate(text: str) -> Fraction | None:
     return Fraction(text if "." in text or text.isdigit() else str(value)).limit_denominator(1001)
 
 
-def _frame_rate(average: Fraction | None, nominal: Fraction | None) -> Fraction | None:
+def _frame_rate(average: Fraction | None, nominal: Fraction | None, densest=None) -> Fraction | None:
     """The rate frames are read at: the stream's nominal rate (ffmpeg's ``tbr``), as a phone's variable-rate clip
     (29.83 fps, 30 tbr) is meant at 30 and a file whose last frame lasts long (25.69 fps, 29.97 tbr) at 29.97; but
     the average (``fps``) where the nominal rate is a multiple of it: a raw H.264 stream or field-coded broadcast,
-    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice."""
+    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice. A nominal rate
+    of 1.5 times the average or more, and no multiple of it, is ffmpeg's guess from the timestamps' units: a clip
+    joined from 24 and 30 fps pieces says "26.78 fps, 120 tbr", and read at 120 each picture went through the model
+    four or five times (review 53C C1); ``densest()`` then gives the rate its closest frames reach (30 there), which
+    repeats the fewest frames and drops none."""
     if average is None or nominal is None:
         return average or nominal
     k = round(float(nominal) / float(average))
-    return average if k >= 2 and abs(float(nominal) - k * float(average)) <= 0.01 * float(nominal) else nominal
+    if k >= 2 and abs(float(nominal) - k * float(average)) <= 0.01 * float(nominal):
+        return average
+    if densest is not None and float(nominal) >= 1.5 * float(average):
+        rate = densest()
+        if rate is not None and 0.99 * float(average) <= float(rate) < float(nominal):
+            return rate
+    return nominal
+
+
+#: frame rates footage is made at: a rate measured from timestamps near one (within 1%) is taken as it
+_COMMON_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48),
+                 Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(100), Fraction(120000, 1001), Fraction(120))
+
+
+def _densest_rate(src: Path, stream: int) -> Fraction | None:
+    """The rate of video stream ``stream``'s closest-spaced frames, from its packets' timestamps (copied, not decoded):
+    the 95th percentile of the rates over runs of 12 frames, as the common rate it is near (timestamps in whole
+    milliseconds space 29.97 fps frames 33 and 34 ms apart). None where ffmpeg gives too few timestamps."""
+    done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", f"0:v:{stream}",
+                 "-c", "copy", "-f", "framecrc", "-"], "reading video")
+    text = done.stdout.decode("ascii", "replace")
+    tb = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
+    pts = sorted({int(f[2]) for line in text.splitlines() if not line.startswith("#")
+                  and len(f := [v.strip() for v in line.split(",")]) >= 4 and re.fullmatch(r"-?\d+", f[2])})
+    n = 12
+    if done.returncode or tb is None or len(pts) <= n:
+        return None
+    spans = sorted(b - a for a, b in zip(pts, pts[n:]))
+    span = spans[len(spans) // 20]  # (the 95th percentile of the rates: a stray timestamp does not set it)
+    rate = Fraction(n * int(tb.group(2)), span * int(tb.group(1)))
+    near = min(_COMMON_RATES, key=lambda r: abs(float(rate) / float(r) - 1))
+    return near if abs(float(rate) / float(near) - 1) <= 0.01 else rate.limit_denominator(1001)
 
 
 def probe(src: Path) -> VideoInfo:
@@ -239,7 +274,7 @@ def probe(src: Path) -> VideoInfo:
         raise InputError(f"{src}: ffmpeg gives no frame size for its video stream; re-encode it")
     rates = {unit: _rate(m.group(1)) if (m := re.search(rf"([\d.]+k?) {unit}", line)) else None
              for unit in ("fps", "tbr")}
-    rate = _frame_rate(rates["fps"], rates["tbr"])
+    rate = _frame_rate(rates["fps"], rates["tbr"], lambda: _densest_rate(src, moving[0]))
     if rate is None:
         raise InputError(f"{src}: ffmpeg gives no frame rate for its video stream; re-encode it with one (-r 25)")
     dur = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
