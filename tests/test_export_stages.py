@@ -267,19 +267,19 @@ def test_export_leaves_the_callers_model_as_it_was():
 def test_in_place_activations_are_exported_out_of_place_on_a_copy(monkeypatch):
     """torch's exporter rewrote each in-place activation (Real-ESRGAN's nn.LeakyReLU(inplace=True)) through its
     reference implementation with symbolic shape checks at every step: RRDBNet's 279 of them took half of a two-minute
-    export of realsr-df2k-x4 on a CPU. The exporter is given a copy with them out of place (the same LeakyRelu
-    operators and values); the caller's model keeps them in place."""
+    export of realsr-df2k-x4 on a CPU. The exporter is given them out of place (the same LeakyRelu operators and
+    values); the caller's model has them in place again after."""
     from lway_rt.export.onnx_export import OnnxFromTorch
 
     desc = _small("RRDBNet", SMALL["RRDBNet"][0])
     net = desc.model.eval()
     assert any(getattr(m, "inplace", False) for m in net.modules())  # Real-ESRGAN's layout: in place
     real, given = torch.onnx.export, []
-    monkeypatch.setattr(torch.onnx, "export", lambda module, *a, **k: given.append(module) or real(module, *a, **k))
+    monkeypatch.setattr(torch.onnx, "export", lambda module, *a, **k: given.append(
+        any(getattr(m, "inplace", False) for m in module.modules())) or real(module, *a, **k))
     proto = OnnxFromTorch(net, size_multiple=desc.size_multiple, min_size=desc.min_size)()
-    (exported,) = given
-    assert exported is not net and not any(getattr(m, "inplace", False) for m in exported.modules())
-    assert any(getattr(m, "inplace", False) for m in net.modules())
+    assert given == [False]  # none in place while the exporter traced it
+    assert any(getattr(m, "inplace", False) for m in net.modules())  # and in place again after
     assert {n.op_type for n in proto.graph.node} >= {"Conv", "LeakyRelu"}
     x = torch.rand(1, 3, 6 * desc.size_multiple, 5 * desc.size_multiple)
     with torch.no_grad():
@@ -322,6 +322,16 @@ def test_a_model_that_counts_on_an_activation_in_place_is_exported_as_it_compute
         session = ort.InferenceSession(OnnxFromTorch(net)().SerializeToString(), providers=["CPUExecutionProvider"])
         assert np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - want).max() < 1e-5
         assert act.inplace is True
+    # weight norm (WDSR's layers) just after a training step: no copy of it can be made (its weights are computed
+    # tensors, not leaves), and one was made of every model with an activation in place (A3)
+    wdsr = torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Conv2d(3, 3, 3, padding=1)), torch.nn.ReLU(True))
+    wdsr(x).sum().backward()
+    proto = OnnxFromTorch(wdsr.eval())()  # (before any forward without gradients makes its weights leaves again)
+    with torch.no_grad():
+        want = wdsr(x.clone()).numpy()
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0] - want).max() < 1e-5
+    assert wdsr[1].inplace is True
 
 
 def test_fp16_graph_structure():

@@ -138,12 +138,10 @@ class OnnxFromTorch:
         onnx = _onnx()
         module = self.module
         tensors = [*module.parameters(), *module.buffers()]
-        if module.training or _inplace(module) or any(
-                t.device.type != "cpu" or t.is_floating_point() and t.dtype != torch.float32 for t in tensors):
-            # exported as fp32 on the CPU, activations out of place: a copy, the caller's is left as is
+        if module.training or any(t.device.type != "cpu" or t.is_floating_point() and t.dtype != torch.float32
+                                  for t in tensors):  # exported as fp32 on the CPU: a copy, the caller's is left as is
             module = copy.deepcopy(module).eval().float().cpu()
         x = torch.rand(self.example_shape())
-        _out_of_place(module, x)
         arg_name = next(iter(_forward_params(module)), "x")
         kwargs: dict[str, Any] = dict(
             # the exporter's own opset: one below it is converted here, keeping what the converter drops (below)
@@ -154,7 +152,7 @@ class OnnxFromTorch:
         if self.dynamic:
             kwargs["dynamic_shapes"] = {arg_name: self._dynamic_shapes()}
         try:
-            with torch.no_grad(), _quiet_exporter():
+            with torch.no_grad(), _quiet_exporter(), _out_of_place(module, x):
                 program = torch.onnx.export(module, (x,), None, **kwargs)
         except Exception as exc:  # torch.export raises many unrelated types for untraceable code
             if _interrupted(exc):  # the exporter wraps a Ctrl-C in its own error: it is still a Ctrl-C
@@ -192,8 +190,11 @@ def _inplace(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if getattr(m, "inplace", False) is True]
 
 
-def _out_of_place(module: nn.Module, x: torch.Tensor) -> None:
-    """Set ``module``'s in-place submodules (a copy's) out of place where that leaves its output on ``x`` as it was.
+@contextlib.contextmanager
+def _out_of_place(module: nn.Module, x: torch.Tensor):
+    """``module``'s in-place submodules set out of place while the block runs, where that leaves its output on ``x``
+    as it was; set back in place after it (without a copy: one of a model with weight norm taken just after a training
+    step cannot be made, review 53A A3).
     The exporter rewrites each in-place op into its out-of-place form plus a copy through torch's reference
     implementation, with symbolic shape checks on every element-wise step: for RRDBNet's 279 activations at dynamic H/W
     about half of a two-minute export on a CPU; out of place they export as the same operators (LeakyRelu) at once.
@@ -206,16 +207,19 @@ def _out_of_place(module: nn.Module, x: torch.Tensor) -> None:
         except (AttributeError, TypeError):  # a read-only property: left as it is
             continue
         flipped.append(m)
-    if not flipped:
-        return
-    with torch.no_grad():
-        out_of_place = module(x.clone())
+    try:
+        if flipped:
+            with torch.no_grad():
+                out_of_place = module(x.clone())
+                for m in flipped:
+                    m.inplace = True
+                if _same_outputs(out_of_place, module(x.clone())):
+                    for m in flipped:
+                        m.inplace = False
+        yield
+    finally:
         for m in flipped:
             m.inplace = True
-        same = _same_outputs(out_of_place, module(x.clone()))
-    if same:
-        for m in flipped:
-            m.inplace = False
 
 
 def _same_outputs(a, b) -> bool:
