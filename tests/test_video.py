@@ -130,6 +130,27 @@ def test_other_containers_keep_their_audio_in_mkv_and_ten_bits_stay_ten(tmp_path
     kept = run("upscale-video", mixed, "-o", tmp_path / "mkv", "-m", MODEL, "--frames", "3")  # .mkv holds them
     assert kept.exit_code == 0 and "note:" not in kept.output, kept.output
     assert probe(tmp_path / "mkv" / "mixed_x4.mkv").subtitles == 1
+    # PCM audio into an .mp4: ffmpeg 9 copies it as 'ipcm', which few players play; encoded to AAC, and said (53C C3)
+    pcm = run("upscale-video", avi, "-o", tmp_path / "pcm", "-m", MODEL, "--container", "mp4", "--frames", "3")
+    assert pcm.exit_code == 0 and "uncompressed (PCM) audio is encoded to AAC" in pcm.output, pcm.output
+    assert re.search(r"Audio: aac", subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "pcm" / "old_x4.mp4")],
+                                                   capture_output=True, text=True).stderr)
+
+
+def test_a_start_timecode_not_carried_is_said_with_the_command_that_gives_it_back(tmp_path):
+    """A camera's or an editor's start timecode (an .mp4's tmcd track), by which an edit relinks the upscaled file,
+    was dropped unsaid (review 53C C2). The note's command puts it back."""
+    import shlex
+
+    src = make_clip(tmp_path / "tc.mp4", rate="25", seconds=0.2, audio=False, extra=["-timecode", "01:00:00:00"])
+    assert probe(src).timecode == "01:00:00:00" and probe(make_clip(tmp_path / "no.mp4", audio=False)).timecode is None
+    res = run("upscale-video", src, "-o", tmp_path / "out", "-m", MODEL)
+    assert res.exit_code == 0, res.output
+    note = next(line for line in res.output.splitlines() if line.startswith("note:") and "start timecode" in line)
+    assert note.startswith(f"note: {src}'s start timecode 01:00:00:00 is not carried: give it back with ffmpeg "), note
+    cmd = shlex.split(note.split("give it back with ", 1)[1])
+    subprocess.run([ffmpeg_exe(), "-v", "error", *cmd[1:]], check=True)
+    assert probe(Path(cmd[-1])).timecode == "01:00:00:00"
 
 
 def test_names_ffmpeg_could_misread_are_files(tmp_path, monkeypatch):

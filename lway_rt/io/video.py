@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lway_rt.errors import InputError, MissingDependencyError, OutputError
+from lway_rt.errors import InputError, MissingDependencyError, OutputError, shell_word
 
 __all__ = ["VideoInfo", "ffmpeg_exe", "probe", "read_frames", "SegmentWriter", "mux", "OUT_SUFFIXES", "PRESETS",
            "CONTAINERS", "to_float"]
@@ -103,6 +103,8 @@ class VideoInfo:
     video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
     attachments: int = 0  # Matroska attachments: the fonts its styled (ASS) subtitles name
     alpha: bool = False  # the video's pixels carry transparency (ProRes 4444, PNG or QuickTime RLE in MOV, VP9 ...)
+    pcm_audio: bool = False  # an audio stream is uncompressed PCM (an AVI's, a camera's MOV)
+    timecode: str | None = None  # the start timecode a camera or editor recorded ("01:00:00:00"), not carried
 
     @property
     def raw_format(self) -> str:
@@ -302,6 +304,9 @@ def probe(src: Path) -> VideoInfo:
                      video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text, line),
                      stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos),
                      attachments=len(re.findall(r"Stream #0:\d+[^:]*: Attachment:", text)),
+                     pcm_audio=bool(re.search(r"Stream #0:\d+[^:]*: Audio: pcm_", text)),
+                     timecode=(tc.group(1) if (tc := re.search(r"^\s+timecode\s*: (\d\d:\d\d:\d\d[:;.]\d\d)\s*$", text,
+                                                              re.M)) else None),
                      alpha=bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt))  # (VP9 in WebM: a tag)
                      or bool(re.search(r"^\s+alpha_mode\s*: 1\s*$", _stream_block(text, line), re.M)))
 
@@ -609,9 +614,12 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
         (["-movflags", "+faststart"] if dest.suffix.lower() != ".mkv" else []) + \
         ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
     movie = dest.suffix.lower() != ".mkv"
-    audio_ways = [("copy", None)] + [(
+    # PCM in an .mp4: ffmpeg 9 writes it (ISO 23003-5 'ipcm'), which few players, browsers and editors play (53C C3)
+    pcm_in_mp4 = info.pcm_audio and dest.suffix.lower() in (".mp4", ".m4v")
+    audio_ways = [("copy", None)] * (not pcm_in_mp4) + [(
         "aac", f"{src}'s audio is re-encoded to AAC: a {dest.suffix} file cannot hold it as it is (--container mkv "
-               "keeps it)")] if info.audio else [(None, None)]
+               "keeps it)" if not pcm_in_mp4 else f"{src}'s uncompressed (PCM) audio is encoded to AAC: few players "
+               f"play PCM in a {dest.suffix} file (--container mkv or mov keeps it)")] if info.audio else [(None, None)]
     subtitle_ways = [("copy", None)] + ([("mov_text", f"{src}'s subtitles are converted to mov_text, the text "
                                                       f"subtitles a {dest.suffix} file holds")] if movie else []) \
         if info.subtitles else [(None, None)]
@@ -628,6 +636,9 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
         tries.append(([], f"{src}'s audio is not carried: ffmpeg could not write it into {dest.name}"))
     notes = [f"{src}'s {info.attachments} attachment(s) (the fonts of styled subtitles) are not carried: a "
              f"{dest.suffix} file cannot hold them (--container mkv keeps them)"] if info.attachments and movie else []
+    if info.timecode:  # (53C C2: dropped unsaid; an edit relinks the upscaled file by it)
+        notes.append(f"{src}'s start timecode {info.timecode} is not carried: give it back with ffmpeg -i {shell_word(str(dest))} "
+                     f"-map 0 -c copy -timecode {info.timecode} {shell_word(str(dest.with_stem(dest.stem + '_tc')))}")
     try:
         for extra, note in tries:
             done = _run(base + extra + tail, "writing video")
