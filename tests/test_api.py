@@ -77,6 +77,13 @@ def test_a_gif_just_opened_with_pillow_gives_the_commands_samples(tmp_path, smal
     for name in ("plain", "clear"):
         got = upscaler(Image.open(tmp_path / f"{name}.gif"))
         assert np.array_equal(got, np.asarray(Image.open(tmp_path / "out" / f"{name}_x4.png"))), name
+    # QOI and XBM tiles carry no codec arguments at all: TypeError (review 53D D6)
+    Image.fromarray(small).save(tmp_path / "x.qoi")
+    Image.fromarray(small).convert("1").save(tmp_path / "x.xbm")
+    for name in ("x.qoi", "x.xbm"):
+        with Image.open(tmp_path / name) as im:
+            loaded = im.copy()
+        assert np.array_equal(upscaler(Image.open(tmp_path / name)), upscaler(loaded)), name
 
 
 def test_bgr_arrays_and_float_arrays(small, upscaler):

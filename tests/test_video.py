@@ -133,6 +133,21 @@ def test_other_containers_keep_their_audio_in_mkv_and_ten_bits_stay_ten(tmp_path
     # PCM audio into an .mp4: ffmpeg 9 copies it as 'ipcm', which few players play; encoded to AAC, and said (53C C3)
     pcm = run("upscale-video", avi, "-o", tmp_path / "pcm", "-m", MODEL, "--container", "mp4", "--frames", "3")
     assert pcm.exit_code == 0 and "uncompressed (PCM) audio is encoded to AAC" in pcm.output, pcm.output
+    # only the PCM track: an AAC one beside it is copied, not encoded again (review 53D D8)
+    two = tmp_path / "two.mov"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), "-i", str(avi), "-map", "0:v", "-map", "0:a",
+                    "-map", "1:a", "-c:v", "copy", "-c:a:0", "copy", "-c:a:1", "pcm_s16le", "-shortest", str(two)], check=True)
+    both = run("upscale-video", two, "-o", tmp_path / "pcm", "-m", MODEL, "--container", "mp4", "--frames", "3")
+    assert both.exit_code == 0 and "uncompressed (PCM) audio is encoded to AAC" in both.output, both.output
+
+    def first_packets(path, k):
+        return subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", f"0:a:{k}", "-c", "copy", "-frames:a",
+                               "3", "-f", "framecrc", "-"], capture_output=True, text=True).stdout.splitlines()[-3:]
+
+    out = tmp_path / "pcm" / "two_x4.mp4"
+    assert [line.split(",")[-1] for line in first_packets(out, 0)] == [line.split(",")[-1] for line in first_packets(two, 0)]
+    assert "Audio: aac" in subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True,
+                                           text=True).stderr.split("Stream #0:2")[-1]
     assert re.search(r"Audio: aac", subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "pcm" / "old_x4.mp4")],
                                                    capture_output=True, text=True).stderr)
 
@@ -151,6 +166,10 @@ def test_a_start_timecode_not_carried_is_said_with_the_command_that_gives_it_bac
     cmd = shlex.split(note.split("give it back with ", 1)[1])
     subprocess.run([ffmpeg_exe(), "-v", "error", *cmd[1:]], check=True)
     assert probe(Path(cmd[-1])).timecode == "01:00:00:00"
+    # a drop-frame timecode (29.97 fps footage) is quoted: its ';' had ended the command in a shell (review 53D D5)
+    drop = make_clip(tmp_path / "drop.mp4", seconds=0.2, audio=False, extra=["-timecode", "01:00:00;00"])
+    res = run("upscale-video", drop, "-o", tmp_path / "out", "-m", MODEL)
+    assert res.exit_code == 0 and "-timecode '01:00:00;00' " in res.output, res.output
 
 
 def test_names_ffmpeg_could_misread_are_files(tmp_path, monkeypatch):
@@ -626,6 +645,24 @@ def test_a_clip_joined_from_pieces_of_two_rates_is_read_at_the_higher_not_at_ffm
     tail = [np.asarray(f, np.float32) for f in frames[-30:]]
     assert all(np.abs(a - b).mean() > 0.3 for a, b in zip(tail, tail[1:]))  # (a repeated frame: 0)
     assert probe(pieces[0]).rate == 24 and probe(pieces[1]).rate == 30  # (one rate each: read as before)
+    # the same clip in an .mkv says "27 fps, 27 tbr" (1 ms timestamps), one ffmpeg joins itself into an .mkv says
+    # "120 tbr" and no average, and a join longer than ffmpeg's first look "27 fps, 24 tbr" (review 53D D1-D3); a
+    # 29.97 fps piece in whole milliseconds is 29.97, not 30 (D4)
+    ff = [ffmpeg_exe(), "-nostdin", "-v", "error"]
+    subprocess.run([*ff, "-i", str(joined), "-c", "copy", str(tmp_path / "joined.mkv")], check=True)
+    subprocess.run([*ff, "-f", "lavfi", "-i", "testsrc=s=32x24:r=24:d=1", "-f", "lavfi", "-i",
+                    "testsrc=s=32x24:r=30000/1001:d=1", "-filter_complex", "[0][1]concat=n=2", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "vfr.mkv")], check=True)
+    long = []
+    for r in ("24", "30"):
+        long.append(tmp_path / f"l{r}.mp4")
+        subprocess.run([*ff, "-f", "lavfi", "-i", f"testsrc=s=32x24:r={r}:d=30", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                        "-video_track_timescale", "600", str(long[-1])], check=True)
+    (tmp_path / "long.txt").write_text("".join(f"file '{p}'\n" for p in long))
+    subprocess.run([*ff, "-f", "concat", "-safe", "0", "-i", str(tmp_path / "long.txt"), "-c", "copy",
+                    str(tmp_path / "long.mp4")], check=True)
+    assert " 24 tbr" in _stream_line(tmp_path / "long.mp4")
+    assert [probe(tmp_path / n).rate for n in ("joined.mkv", "vfr.mkv", "long.mp4")] == [30, Fraction(30000, 1001), 30]
 
 
 def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, capsys):

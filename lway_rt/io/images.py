@@ -289,11 +289,12 @@ def read_as_8_bits(im) -> bool:
 def sixteen_bit_rawmode(im) -> str | None:
     """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file, whose samples
     Pillow truncates to 8 bits as it loads them; None for any other (or one already loaded)."""
-    modes = {t.args if isinstance(t.args, str) else t.args[0] for t in (getattr(im, "tile", None) or [])}
+    modes = {t.args if isinstance(t.args, str) else t.args[0] if isinstance(t.args, tuple) and t.args else None
+             for t in (getattr(im, "tile", None) or [])}
     if len(modes) != 1:
         return None
     raw = modes.pop()
-    if not isinstance(raw, str):  # a codec's other arguments (a GIF's bits, interlace, ...): no raw mode (53B B2)
+    if not isinstance(raw, str):  # a codec's other arguments (a GIF's bits, 53B B2) or none (QOI, XBM: 53D D6)
         return None
     base, _, kind = raw.partition(";")
     return raw if kind in ("16B", "16L", "16N") and base in ("RGB", "RGBA", "LA") else None

@@ -103,7 +103,7 @@ class VideoInfo:
     video_duration: float | None = None  # the video stream's own length, where the file records it (Matroska)
     attachments: int = 0  # Matroska attachments: the fonts its styled (ASS) subtitles name
     alpha: bool = False  # the video's pixels carry transparency (ProRes 4444, PNG or QuickTime RLE in MOV, VP9 ...)
-    pcm_audio: bool = False  # an audio stream is uncompressed PCM (an AVI's, a camera's MOV)
+    pcm_audio: tuple[int, ...] = ()  # which audio streams (``a:N``) are uncompressed PCM (an AVI's, a camera's MOV)
     timecode: str | None = None  # the start timecode a camera or editor recorded ("01:00:00:00"), not carried
 
     @property
@@ -202,32 +202,36 @@ def _frame_rate(average: Fraction | None, nominal: Fraction | None, densest=None
     """The rate frames are read at: the stream's nominal rate (ffmpeg's ``tbr``), as a phone's variable-rate clip
     (29.83 fps, 30 tbr) is meant at 30 and a file whose last frame lasts long (25.69 fps, 29.97 tbr) at 29.97; but
     the average (``fps``) where the nominal rate is a multiple of it: a raw H.264 stream or field-coded broadcast,
-    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice. A nominal rate
-    of 1.5 times the average or more, and no multiple of it, is ffmpeg's guess from the timestamps' units: a clip
-    joined from 24 and 30 fps pieces says "26.78 fps, 120 tbr", and read at 120 each picture went through the model
-    four or five times (review 53C C1); ``densest()`` then gives the rate its closest frames reach (30 there), which
-    repeats the fewest frames and drops none."""
-    if average is None or nominal is None:
-        return average or nominal
-    k = round(float(nominal) / float(average))
-    if k >= 2 and abs(float(nominal) - k * float(average)) <= 0.01 * float(nominal):
-        return average
-    if densest is not None and float(nominal) >= 1.5 * float(average):
+    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice. Where the two
+    disagree otherwise, one is missing, or the nominal rate is none footage is made at, it can be ffmpeg's guess: a
+    clip joined from 24 and 30 fps pieces says "26.78 fps, 120 tbr" in an .mp4, "27 fps, 27 tbr" in an .mkv, or
+    "27 fps, 24 tbr" once it is longer than ffmpeg's first look (review 53C C1, 53D D1-D3); ``densest()`` then gives
+    the rate its closest frames reach (30 there), which repeats the fewest frames and drops none, and is taken where it
+    is not below the average and differs from the nominal rate."""
+    if average is not None and nominal is not None:
+        k = round(float(nominal) / float(average))
+        if k >= 2 and abs(float(nominal) - k * float(average)) <= 0.01 * float(nominal):
+            return average
+    known = nominal if nominal is not None else average
+    if densest is not None and (average is None or nominal is None or abs(float(nominal) / float(average) - 1) > 0.01
+                                or not any(abs(float(known) / float(r) - 1) <= 0.01 for r in _COMMON_RATES)):
         rate = densest()
-        if rate is not None and 0.99 * float(average) <= float(rate) < float(nominal):
+        if rate is not None and (average is None or float(rate) >= 0.99 * float(average)) and \
+                (known is None or abs(float(rate) / float(known) - 1) > 0.01):
             return rate
-    return nominal
+    return known
 
 
 #: frame rates footage is made at: a rate measured from timestamps near one (within 1%) is taken as it
-_COMMON_RATES = (Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48),
-                 Fraction(50), Fraction(60000, 1001), Fraction(60), Fraction(100), Fraction(120000, 1001), Fraction(120))
+_COMMON_RATES = (Fraction(12), Fraction(25, 2), Fraction(15000, 1001), Fraction(15), Fraction(24000, 1001), Fraction(24),
+                 Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48), Fraction(50), Fraction(60000, 1001),
+                 Fraction(60), Fraction(100), Fraction(120000, 1001), Fraction(120))
 
 
 def _densest_rate(src: Path, stream: int) -> Fraction | None:
     """The rate of video stream ``stream``'s closest-spaced frames, from its packets' timestamps (copied, not decoded):
-    the 95th percentile of the rates over runs of 12 frames, as the common rate it is near (timestamps in whole
-    milliseconds space 29.97 fps frames 33 and 34 ms apart). None where ffmpeg gives too few timestamps."""
+    over runs of 12 frames, those about as short as the shortest (its 95th percentile rate), as the common rate it is
+    near. None where ffmpeg gives too few timestamps (a raw H.264 stream has none)."""
     done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", f"0:v:{stream}",
                  "-c", "copy", "-f", "framecrc", "-"], "reading video")
     text = done.stdout.decode("ascii", "replace")
@@ -238,8 +242,9 @@ def _densest_rate(src: Path, stream: int) -> Fraction | None:
     if done.returncode or tb is None or len(pts) <= n:
         return None
     spans = sorted(b - a for a, b in zip(pts, pts[n:]))
-    span = spans[len(spans) // 20]  # (the 95th percentile of the rates: a stray timestamp does not set it)
-    rate = Fraction(n * int(tb.group(2)), span * int(tb.group(1)))
+    least = spans[len(spans) // 20]  # (the 95th percentile of the rates: a stray timestamp does not set it)
+    dense = [v for v in spans if v <= 1.02 * least]  # runs at that rate, their spans averaged: 29.97 fps in whole
+    rate = Fraction(n * len(dense) * int(tb.group(2)), sum(dense) * int(tb.group(1)))  # ms spans 400 and 401 (53D D4)
     near = min(_COMMON_RATES, key=lambda r: abs(float(rate) / float(r) - 1))
     return near if abs(float(rate) / float(near) - 1) <= 0.01 else rate.limit_denominator(1001)
 
@@ -304,7 +309,8 @@ def probe(src: Path) -> VideoInfo:
                      video_delay=_delay(text, line), average=rates["fps"], video_duration=_stream_duration(text, line),
                      stream=moving[0], tags=_video_tags(text, line), video_streams=len(videos),
                      attachments=len(re.findall(r"Stream #0:\d+[^:]*: Attachment:", text)),
-                     pcm_audio=bool(re.search(r"Stream #0:\d+[^:]*: Audio: pcm_", text)),
+                     pcm_audio=tuple(k for k, codec in enumerate(re.findall(r"Stream #0:\d+[^:]*: Audio: (\w+)", text))
+                                     if codec.startswith("pcm_")),
                      timecode=(tc.group(1) if (tc := re.search(r"^\s+timecode\s*: (\d\d:\d\d:\d\d[:;.]\d\d)\s*$", text,
                                                               re.M)) else None),
                      alpha=bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt))  # (VP9 in WebM: a tag)
@@ -615,11 +621,12 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
         ["-f", _MUXERS[dest.suffix.lower()], _url(into)]
     movie = dest.suffix.lower() != ".mkv"
     # PCM in an .mp4: ffmpeg 9 writes it (ISO 23003-5 'ipcm'), which few players, browsers and editors play (53C C3)
-    pcm_in_mp4 = info.pcm_audio and dest.suffix.lower() in (".mp4", ".m4v")
-    audio_ways = [("copy", None)] * (not pcm_in_mp4) + [(
+    pcm = info.pcm_audio if dest.suffix.lower() in (".mp4", ".m4v") else ()
+    audio_ways = ([("copy", None)] if not pcm else [("pcm", f"{src}'s uncompressed (PCM) audio is encoded to AAC: few "
+                                                           f"players play PCM in a {dest.suffix} file (--container mkv "
+                                                           "or mov keeps it)")]) + [(
         "aac", f"{src}'s audio is re-encoded to AAC: a {dest.suffix} file cannot hold it as it is (--container mkv "
-               "keeps it)" if not pcm_in_mp4 else f"{src}'s uncompressed (PCM) audio is encoded to AAC: few players "
-               f"play PCM in a {dest.suffix} file (--container mkv or mov keeps it)")] if info.audio else [(None, None)]
+               "keeps it)")] if info.audio else [(None, None)]
     subtitle_ways = [("copy", None)] + ([("mov_text", f"{src}'s subtitles are converted to mov_text, the text "
                                                       f"subtitles a {dest.suffix} file holds")] if movie else []) \
         if info.subtitles else [(None, None)]
@@ -628,7 +635,9 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
         for subs, said_subs in subtitle_ways + ([(None, f"{src}'s subtitles are not carried: a {dest.suffix} file "
                                                        "cannot hold them (--container mkv keeps them)")]
                                                 if info.subtitles else []):
-            extra = (["-map", "1:a?", "-c:a", audio] + (["-b:a", "192k"] if audio == "aac" else []) if audio else []) + \
+            extra = (["-map", "1:a?", "-c:a", "copy" if audio == "pcm" else audio] + (["-b:a", "192k"] if audio == "aac" else [])
+                     + [a for k in pcm for a in (f"-c:a:{k}", "aac", f"-b:a:{k}", "192k")] * (audio == "pcm")
+                     if audio else []) + \
                 (["-map", "1:s?", "-c:s", subs] if subs else []) + \
                 (["-map", "1:t?", "-c:t", "copy"] if info.attachments and not movie else [])
             tries.append((extra, "; ".join(n for n in (said_audio, said_subs) if n) or None))
@@ -638,7 +647,7 @@ def mux(segments: list[Path], src: Path, info: VideoInfo, dest: Path, into: Path
              f"{dest.suffix} file cannot hold them (--container mkv keeps them)"] if info.attachments and movie else []
     if info.timecode:  # (53C C2: dropped unsaid; an edit relinks the upscaled file by it)
         notes.append(f"{src}'s start timecode {info.timecode} is not carried: give it back with ffmpeg -i {shell_word(str(dest))} "
-                     f"-map 0 -c copy -timecode {info.timecode} {shell_word(str(dest.with_stem(dest.stem + '_tc')))}")
+                     f"-map 0 -c copy -timecode {shell_word(info.timecode)} {shell_word(str(dest.with_stem(dest.stem + '_tc')))}")
     try:
         for extra, note in tries:
             done = _run(base + extra + tail, "writing video")
