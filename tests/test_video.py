@@ -663,6 +663,14 @@ def test_a_clip_joined_from_pieces_of_two_rates_is_read_at_the_higher_not_at_ffm
                     str(tmp_path / "long.mp4")], check=True)
     assert " 24 tbr" in _stream_line(tmp_path / "long.mp4")
     assert [probe(tmp_path / n).rate for n in ("joined.mkv", "vfr.mkv", "long.mp4")] == [30, Fraction(30000, 1001), 30]
+    # and clips of one rate with frames missing (a phone's, with jitter; a screen recording's bursts) stay at it: the
+    # first measure, over runs of frames, was lowered by the gaps, and pictures were dropped (review 53E E1, E2)
+    for vf, rate in (("select='gt(random(0),0.3)',setpts='PTS+0.003*random(1)/TB'", 30), ("select='gt(random(0),0.5)'", 60),
+                     ("select='lt(mod(t,1.5),0.26)'", 30)):
+        clip = tmp_path / "gaps.mp4"
+        subprocess.run([*ff, "-y", "-f", "lavfi", "-i", f"testsrc=s=32x24:r={rate}:d=6", "-vf", vf, "-fps_mode", "vfr",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-video_track_timescale", "90000", str(clip)], check=True)
+        assert probe(clip).rate == rate, vf
 
 
 def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, capsys):

@@ -202,23 +202,22 @@ def _frame_rate(average: Fraction | None, nominal: Fraction | None, densest=None
     """The rate frames are read at: the stream's nominal rate (ffmpeg's ``tbr``), as a phone's variable-rate clip
     (29.83 fps, 30 tbr) is meant at 30 and a file whose last frame lasts long (25.69 fps, 29.97 tbr) at 29.97; but
     the average (``fps``) where the nominal rate is a multiple of it: a raw H.264 stream or field-coded broadcast,
-    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice. Where the two
-    disagree otherwise, one is missing, or the nominal rate is none footage is made at, it can be ffmpeg's guess: a
-    clip joined from 24 and 30 fps pieces says "26.78 fps, 120 tbr" in an .mp4, "27 fps, 27 tbr" in an .mkv, or
-    "27 fps, 24 tbr" once it is longer than ffmpeg's first look (review 53C C1, 53D D1-D3); ``densest()`` then gives
-    the rate its closest frames reach (30 there), which repeats the fewest frames and drops none, and is taken where it
-    is not below the average and differs from the nominal rate."""
+    "25 fps, 50 tbr", holds 25 pictures a second, and read at 50 each went through the model twice. ``densest()``
+    (the rate of the clip's closely spaced frames, from its packets' times) overrides the nominal rate where frames
+    come closer than it allows, or where it is no rate the frames use (1.5 times theirs or more, or none): ffmpeg
+    guesses it from the first packets or the timestamps' units, and a clip joined from 24 and 30 fps pieces says
+    "26.78 fps, 120 tbr" in an .mp4 (each picture read four or five times), "27 fps, 27 tbr" in an .mkv or "27 fps,
+    24 tbr" once longer than ffmpeg's first look (pictures dropped): read at 30 (reviews 53C C1, 53D D1-D3, 53E)."""
     if average is not None and nominal is not None:
         k = round(float(nominal) / float(average))
         if k >= 2 and abs(float(nominal) - k * float(average)) <= 0.01 * float(nominal):
             return average
     known = nominal if nominal is not None else average
-    if densest is not None and (average is None or nominal is None or abs(float(nominal) / float(average) - 1) > 0.01
-                                or not any(abs(float(known) / float(r) - 1) <= 0.01 for r in _COMMON_RATES)):
-        rate = densest()
-        if rate is not None and (average is None or float(rate) >= 0.99 * float(average)) and \
-                (known is None or abs(float(rate) / float(known) - 1) > 0.01):
-            return rate
+    rate = densest() if densest is not None else None
+    if rate is None or (average is not None and float(rate) < 0.99 * float(average)):
+        return known
+    if known is None or float(rate) > 1.03 * float(known) or nominal is None or float(nominal) >= 1.5 * float(rate):
+        return rate
     return known
 
 
@@ -229,24 +228,27 @@ _COMMON_RATES = (Fraction(12), Fraction(25, 2), Fraction(15000, 1001), Fraction(
 
 
 def _densest_rate(src: Path, stream: int) -> Fraction | None:
-    """The rate of video stream ``stream``'s closest-spaced frames, from its packets' timestamps (copied, not decoded):
-    over runs of 12 frames, those about as short as the shortest (its 95th percentile rate), as the common rate it is
-    near. None where ffmpeg gives too few timestamps (a raw H.264 stream has none)."""
+    """The rate of video stream ``stream``'s closely spaced frames, from its packets' timestamps (copied, not decoded):
+    of the gaps between frames that follow one another (not across a missing frame: under 1.5 times the 5th
+    percentile gap), the mean of those about as short as their lower quartile (a phone's jitter, 29.97 fps in whole
+    milliseconds: gaps of 33 and 34 ms), as the common rate it is near. None where ffmpeg gives too few timestamps (a
+    raw H.264 stream has none)."""
     done = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", f"0:v:{stream}",
                  "-c", "copy", "-f", "framecrc", "-"], "reading video")
     text = done.stdout.decode("ascii", "replace")
     tb = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
     pts = sorted({int(f[2]) for line in text.splitlines() if not line.startswith("#")
-                  and len(f := [v.strip() for v in line.split(",")]) >= 4 and re.fullmatch(r"-?\d+", f[2])})
-    n = 12
-    if done.returncode or tb is None or len(pts) <= n:
+                  and len(f := [v.strip() for v in line.split(",")]) >= 4 and re.fullmatch(r"-?\d+", f[2])
+                  and int(f[2]) > -2 ** 62})  # (ffmpeg's "no timestamp" is the lowest 64-bit number)
+    gaps = sorted(b - a for a, b in zip(pts, pts[1:]))
+    if done.returncode or tb is None or len(gaps) < 4:
         return None
-    spans = sorted(b - a for a, b in zip(pts, pts[n:]))
-    least = spans[len(spans) // 20]  # (the 95th percentile of the rates: a stray timestamp does not set it)
-    dense = [v for v in spans if v <= 1.02 * least]  # runs at that rate, their spans averaged: 29.97 fps in whole
-    rate = Fraction(n * len(dense) * int(tb.group(2)), sum(dense) * int(tb.group(1)))  # ms spans 400 and 401 (53D D4)
-    near = min(_COMMON_RATES, key=lambda r: abs(float(rate) / float(r) - 1))
-    return near if abs(float(rate) / float(near) - 1) <= 0.01 else rate.limit_denominator(1001)
+    steps = [g for g in gaps if g < 1.5 * gaps[len(gaps) // 20]]
+    low = steps[len(steps) // 4]
+    near = [g for g in steps if g <= max(1.05 * low, low + 1)]  # (a tick more: 60 fps in ms, gaps of 16 and 17)
+    rate = Fraction(len(near) * int(tb.group(2)), sum(near) * int(tb.group(1)))
+    common = min(_COMMON_RATES, key=lambda r: abs(float(rate) / float(r) - 1))
+    return common if abs(float(rate) / float(common) - 1) <= 0.03 else rate.limit_denominator(1001)
 
 
 def probe(src: Path) -> VideoInfo:
