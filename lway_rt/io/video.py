@@ -221,7 +221,7 @@ def _frame_rate(average: Fraction | None, nominal: Fraction | None, densest=None
     return known
 
 
-#: frame rates footage is made at: a rate measured from timestamps near one (within 1%) is taken as it
+#: frame rates footage is made at: a rate measured from timestamps near one (within 3%) is taken as it
 _COMMON_RATES = (Fraction(12), Fraction(25, 2), Fraction(15000, 1001), Fraction(15), Fraction(24000, 1001), Fraction(24),
                  Fraction(25), Fraction(30000, 1001), Fraction(30), Fraction(48), Fraction(50), Fraction(60000, 1001),
                  Fraction(60), Fraction(100), Fraction(120000, 1001), Fraction(120))
