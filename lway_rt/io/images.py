@@ -289,12 +289,11 @@ def read_as_8_bits(im) -> bool:
 def sixteen_bit_rawmode(im) -> str | None:
     """The raw mode (``RGB;16B`` ...) of a Pillow image just opened from a 16-bit RGB/RGBA/LA file, whose samples
     Pillow truncates to 8 bits as it loads them; None for any other (or one already loaded)."""
-    modes = {t.args if isinstance(t.args, str) else t.args[0] if isinstance(t.args, tuple) and t.args else None
-             for t in (getattr(im, "tile", None) or [])}
+    modes = {_tile_raw_mode(t) for t in (getattr(im, "tile", None) or [])}
     if len(modes) != 1:
         return None
     raw = modes.pop()
-    if not isinstance(raw, str):  # a codec's other arguments (a GIF's bits, 53B B2) or none (QOI, XBM: 53D D6)
+    if raw is None:
         return None
     base, _, kind = raw.partition(";")
     return raw if kind in ("16B", "16L", "16N") and base in ("RGB", "RGBA", "LA") else None
@@ -905,11 +904,17 @@ def keyed_grey(im, bits: int):
     return grey
 
 
+def _tile_raw_mode(tile) -> str | None:
+    """The raw mode a Pillow tile is decoded with (``RGB;16B``, ``L;2`` ...), or None where its codec takes other
+    arguments (a GIF's bit count: review 53B B2) or none (QOI, XBM: 53D D6)."""
+    args = tile.args[0] if isinstance(tile.args, tuple) and tile.args else tile.args
+    return args if isinstance(args, str) else None
+
+
 def _low_grey_bits(im) -> int:
     """The bits per sample a grey PNG stores (1, 2, 4 or 8), from the raw mode Pillow decodes it with (before the
     image is loaded: loading empties its tiles)."""
-    raw = im.tile[0].args if getattr(im, "tile", None) else None
-    raw = raw[0] if isinstance(raw, tuple) else raw
+    raw = _tile_raw_mode(im.tile[0]) if getattr(im, "tile", None) else None
     return {"1": 1, "L;1": 1, "L;2": 2, "L;4": 4}.get(raw, 1 if im.mode == "1" else 8)
 
 
