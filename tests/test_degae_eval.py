@@ -148,6 +148,14 @@ def test_eval_of_one_image_says_what_is_undefined_and_writes_strict_json(tmp_pat
     assert "written at iteration 40 of 300: a run that had not finished" in res.output  # scored, and said so
     data = json.loads(dest.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert data["separation_ratio"] is None
+    # seed 18 draws two same-size draws that degrade nothing: the ablation's numbers are undefined too, and said so
+    # (they printed as "own nan ... gap +nan dB"; review 54C C3)
+    Image.fromarray(astronaut[128:256, :128]).save(tmp_path / "one" / "b.png")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(tmp_path / "s1.safetensors"), "--data",
+                                    str(tmp_path / "one"), "--crop", "48", "--crops-per-image", "1", "--draws", "2",
+                                    "--seed", "18"])
+    assert res.exit_code == 0, res.output
+    assert "ablation: own undefined" in res.output and "nan" not in res.output, res.output
 
 
 def _fresh_ckpt(path, scale=None):
@@ -398,6 +406,15 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
         settings = json.loads(dest.read_text())["settings"]
         assert settings["trained_on_data"] is seen and settings["data"] == str(folder.absolute())
         assert settings["trained_on_photos"] == (2 if seen else 0)
+    # its photos beside one smaller than the crop, which the evaluation leaves out: every photo evaluated is one it
+    # trained on, so not held-out (the small one was counted: "1 of the 3 ... not wholly"; review 54C C2)
+    Image.new("RGB", (20, 20)).save(tmp_path / "copy" / "small.png")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), "--data", str(tmp_path / "copy"), "--crop",
+                                    "32", "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0 and "small.png (20x20)" in res.output, res.output
+    assert f"was trained on the photos in {tmp_path / 'copy'}: its numbers there are not held-out" in res.output
+    settings = json.loads((tmp_path / "s.json").read_text())["settings"]
+    assert settings["trained_on_data"] is True and settings["trained_on_photos"] == 2, settings
     # a folder holding some of its photos, renamed, beside others: counted and said (review 47H H5: it was not)
     shutil.copy(photos / "b.png", other / "renamed.png")
     import lway_rt.export.cache as cache

@@ -912,6 +912,18 @@ def test_cli_resume_takes_the_runs_recorded_settings(photo_dir, tmp_path):
         assert torch.equal(x, y), k
 
 
+def test_a_bare_resume_with_no_checkpoint_is_refused_not_run_at_the_defaults(tmp_path):
+    """A run stopped before its first checkpoint leaves no file; `train-degae --out X --resume` (the README's short
+    form) then started a new run at the defaults, on the bundled photos, and wrote it under the user's name (review
+    54C C1). With none of a run's settings typed it is refused; with them, a new run starts as before."""
+    out = tmp_path / "k1.safetensors"
+    for extra in ([], ["--iters", "40"], ["--threads", "1", "-q"]):
+        res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", *extra])
+        assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+        assert "there is no run to resume" in res.output and "run the first command again" in res.output, res.output
+        assert not out.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 def test_a_resume_with_other_settings_records_them_in_its_part(photo_dir, tmp_path):
     """A --resume with --motion / --sharpen / --pixel-loss / --seed changed rewrote the checkpoint's recipe as if the
     whole run had used them, and nothing in the file said iterations 0-2 had not (review 49K K1): the resumed part's
@@ -1069,6 +1081,31 @@ def test_a_resume_says_when_its_photos_moved_or_changed(photo_dir, tmp_path):
     res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "8", "--threads", "1",
                                     "--data", str(tmp_path / "moved")])
     assert res.exit_code == 0 and load_stage1(out).meta["iterations"] == 8, res.output
+
+
+def test_a_photo_behind_a_broken_link_is_named_by_training_and_evaluation(photo_dir, tmp_path):
+    """A link among the --data photos whose target is gone (a disk not mounted) was left out of training unsaid, where
+    an unreadable photo stops the run (review 54C C4); adapt names it, and so do train-degae and eval-degae now."""
+    data = tmp_path / "links"
+    data.mkdir()
+    for p in photo_dir.iterdir():
+        (data / p.name).symlink_to(p)
+    (data / "gone.png").symlink_to(tmp_path / "unmounted" / "gone.png")
+    out = tmp_path / "s1.safetensors"
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(data), "--out", str(out), "--iters", "1", "--crop",
+                                    "32", "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks", "1",
+                                    "--threads", "1", "--skip", "-q"])
+    assert res.exit_code == 1 and not out.exists(), res.output
+    assert f"{data / 'gone.png'} is a link to {tmp_path / 'unmounted' / 'gone.png'}, which does not exist: mend or " \
+        "remove the link" in " ".join(res.output.split()), res.output
+    res = CliRunner().invoke(main, ["eval-degae", "--data", str(data), "--crop", "32", "--draws", "2",
+                                    "--crops-per-image", "1"])
+    assert res.exit_code == 1 and "gone.png is a link to" in res.output, res.output
+    (data / "gone.png").unlink()
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(data), "--out", str(out), "--iters", "1", "--crop",
+                                    "32", "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks", "1",
+                                    "--threads", "1", "--skip", "-q"])
+    assert res.exit_code == 0 and out.exists(), res.output
 
 
 def test_photos_left_out_in_sub_folders_and_a_lone_photo_are_said(tmp_path, astronaut):

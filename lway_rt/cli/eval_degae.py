@@ -73,7 +73,7 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     if note := unfinished_note(s1, str(checkpoint)):
         click.echo(note, err=True)
     # a folder it trained on, or one holding those images (the same files under other names too)
-    seen, some, photos = trained_on(s1, data) if data is None or data.is_dir() else (False, 0, 0)
+    seen, some, photos = trained_on(s1, data, crop) if data is None or data.is_dir() else (False, 0, 0)
     where = f"photos in {data}" if data is not None else "bundled evaluation photos (chelsea, coffee)"
     named = checkpoint or "the shipped stage 1"
     if seen:  # said before the evaluation, which takes a while
@@ -93,19 +93,20 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
         say(f"[{name}] recon {_num(g['recon'], '.2f')} dB | identity {_num(g['identity'], '.2f')} dB | gain "
             f"{_num(g['gain_db'], '+.2f')} dB | "
             f"separation {_num(g['separation_ratio'], '.3f')}")
-        say(f"  ablation: own {g['recon']:.2f}  shuffled {g['shuffled']:.2f}  zero {g['zero']:.2f}  "
-            f"cross-image {_num(g['cross_image'], '.2f')}  gap {g['ablation_gap_db']:+.2f} dB")
+        say(f"  ablation: own {_num(g['recon'], '.2f')}  shuffled {_num(g['shuffled'], '.2f')}  zero "
+            f"{_num(g['zero'], '.2f')}  cross-image {_num(g['cross_image'], '.2f')}  gap {_num(g['ablation_gap_db'], '+.2f')} dB")
         nd = g["no_degradation_draws"]
         if nd.get("n"):
-            say(f"  no-degradation draws (n={nd['n']}, left out of the mean): recon {nd['recon']:.2f} dB")
+            say(f"  no-degradation draws (n={nd['n']}, left out of the mean): recon {_num(nd['recon'], '.2f')} dB")
         for kind, k in g["per_kind"].items():
-            ident = f"{k['identity']:.2f}" if "identity" in k else "inf"
-            say(f"  {kind:18s} n={k['n']:3d} recon {k['recon']:6.2f} identity {ident:>6s} shuffled {k['shuffled']:6.2f}")
+            ident = _num(k["identity"], ".2f") if "identity" in k else "inf"
+            say(f"  {kind:18s} n={k['n']:3d} recon {_num(k['recon'], '6.2f')} identity {ident:>6s} shuffled "
+                f"{_num(k['shuffled'], '6.2f')}")
         for p, k in report["presets"][name].items():
-            say(f"  preset {p:18s} recon {k['recon']:6.2f} identity {k['identity']:6.2f} shuffled {k['shuffled']:6.2f} "
-                f"zero {k['zero']:6.2f}")
+            say(f"  preset {p:18s} recon {_num(k['recon'], '6.2f')} identity {_num(k['identity'], '6.2f')} shuffled "
+                f"{_num(k['shuffled'], '6.2f')} zero {_num(k['zero'], '6.2f')}")
     say(f"recon_psnr {_num(report['recon_psnr'], '.2f')} dB, identity_psnr {_num(report['identity_psnr'], '.2f')} dB, "
-        f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {report['ablation']['gap_db']:+.2f} dB "
+        f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {_num(report['ablation']['gap_db'], '+.2f')} dB "
         f"({report['geometry']})")
     # (a checkpoint whose outputs are NaN/inf is refused by evaluate_stage1: an undefined number here is the data's)
     one_image = len(report["settings"]["images"]) < 2

@@ -76,10 +76,11 @@ def folder_digest(folder: Path) -> str:
     return folder_digests(folder)[0]
 
 
-def folder_digests(folder: Path) -> tuple[str, list[str]]:
+def folder_digests(folder: Path, least_side: int = 0) -> tuple[str, list[str]]:
     """``folder_digest``, and each image's digest by its bytes alone (the first 16 hex digits of its sha256, sorted;
     two files of the same bytes give it twice), from one read of each file. A photo copied or renamed into another
-    folder keeps its digest (what ``eval-degae`` counts as seen)."""
+    folder keeps its digest (what ``eval-degae`` counts as seen). ``least_side``: the images whose header gives a side
+    under it are left out of the list (not of the folder's digest): those ``eval-degae`` leaves out for its crop."""
     import hashlib
 
     from lway_rt.export.cache import file_sha256
@@ -92,8 +93,20 @@ def folder_digests(folder: Path) -> tuple[str, list[str]]:
         except OSError:
             continue
         h.update(one.encode())
-        each.append(one[:16])
+        if not (least_side and _side_under(p, least_side)):
+            each.append(one[:16])
     return h.hexdigest(), sorted(each)
+
+
+def _side_under(path: Path, least: int) -> bool:
+    """Whether the image's header gives a side under ``least`` px (False where Pillow cannot read its header)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return min(im.size) < least
+    except Exception:  # noqa: BLE001 - not told by its header: counted, as the evaluation's reader decides
+        return False
 
 
 _BUNDLED_FILES = {"immunohistochemistry": "ihc"}  # scikit-image's file stems where they differ from the photo's name
@@ -130,6 +143,12 @@ def load_folder(folder: Path, option: str = "--data", compact: bool = False,
         why = "" if folder.exists() else " (it does not exist)"
         raise InputError(f"{option} {folder} is not a folder{why}: pass a folder of clean photos, or leave {option} out "
                          "to use the bundled ones")
+    from lway_rt.io.images import broken_link_message
+
+    for p in sorted(folder.iterdir()):  # a photo behind a link whose target is gone is named, as adapt names it (it
+        # was left out unsaid, where an unreadable photo stops the run)
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_symlink() and not p.exists():
+            raise InputError(broken_link_message(p))
     files = folder_images(folder)
     if not files:
         from lway_rt.io.images import image_subfolders

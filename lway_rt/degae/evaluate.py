@@ -59,20 +59,22 @@ class EvalConfig:
             raise ValueError(f"--crops-per-image {self.crops_per_image}: use at least 1")
 
 
-def trained_on(s1: Stage1, folder: str | Path | None) -> tuple[bool, int | None, int]:
+def trained_on(s1: Stage1, folder: str | Path | None, crop: int = 0) -> tuple[bool, int | None, int]:
     """What ``s1`` saw of ``folder``, from one read of its images: whether it was trained on the folder (one its run
     recorded: each resumed part records its --data; or one holding the same images: the ``data_sha256`` each part
     records; or one whose every image it trained on under any name), so its numbers there are not held-out; how many
     of the folder's images it was trained on, wherever they lay then (the same bytes: the ``data_photos`` each part
     records, or for a part trained on the bundled photos, their files'; None for a checkpoint that records neither:
-    not known); and how many images the folder holds. ``folder`` None: the bundled held-out photos, by their files."""
+    not known); and how many images the folder holds. ``folder`` None: the bundled held-out photos, by their files.
+    ``crop``: images with a side under it, which the evaluation leaves out, are not counted (the folder is still the
+    one it was trained on or not as a whole)."""
     from lway_rt.degae.data import BUNDLED_HELDOUT, bundled_digests, folder_digests, same_file
 
     parts = [s for s in (s1.meta.get("segments") or []) if isinstance(s, dict)]
     if folder is None:
         sha, here = None, bundled_digests(BUNDLED_HELDOUT) or []
     else:
-        sha, here = folder_digests(Path(folder))
+        sha, here = folder_digests(Path(folder), crop)
     seen = _photos_seen(s1, parts)
     some = None if seen is None else sum(d in seen for d in here)
     whole = (folder is not None and any(same_file(s.get("data"), str(folder)) for s in parts)
