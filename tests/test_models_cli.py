@@ -528,6 +528,32 @@ def test_a_mistyped_model_name_gets_the_closest_one(model_store, tmp_path):
         mine.unlink()
 
 
+def test_a_name_with_an_accent_is_found_however_it_is_spelled_in_unicode(model_store, tmp_path):
+    """A file whose name came from a macOS archive spells 'é' as 'e' and a combining accent: 'models add' stored it so,
+    and -m with the name as a keyboard types it was unknown ("did you mean 'café'?", the same-looking word; review 54B
+    B3). Names are stored composed, and an entry of either spelling is found by the other."""
+    import shutil
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    nfd, nfc = "cafe\u0301", "caf\u00e9"
+    torch.save(SRVGGNetCompact(num_feat=4, num_conv=1).state_dict(), tmp_path / f"{nfd}.pth")
+    composed, decomposed = store.store_dir() / f"{nfc}.safetensors", store.store_dir() / f"{nfd}.safetensors"
+    try:  # (the store is the session's)
+        res = run("models", "add", str(tmp_path / f"{nfd}.pth"))
+        assert res.exit_code == 0 and f"added {nfc}:" in res.output, res.output
+        assert composed.is_file() and not decomposed.exists()
+        for spelled in (nfc, nfd):
+            assert store.resolve_model_path(spelled) == composed
+        shutil.move(composed, decomposed)  # an entry added before names were composed
+        assert store.load_model(nfc).spec.hparams["num_feat"] == 4
+        res = run("models", "add", str(tmp_path / f"{nfd}.pth"), "--name", nfc)  # the same model, not a second one
+        assert res.exit_code == 1 and "already holds a model named" in res.output, res.output
+    finally:
+        composed.unlink(missing_ok=True)
+        decomposed.unlink(missing_ok=True)
+
+
 def test_import_of_a_file_name_offers_the_model_and_a_name_twice_is_converted_once(model_store):
     res = run("models", "import", "realesr-animevideov3.safetensors")
     assert res.exit_code == 1 and "does not exist (did you mean 'realesr-animevideov3'?)" in res.output, res.output
@@ -580,6 +606,42 @@ def test_models_add_says_a_model_is_grey(model_store, tmp_path):
     assert "grey" in res.output
     torch.save(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), tmp_path / "c.pth")
     assert "grey" not in run("models", "add", str(tmp_path / "c.pth")).output
+
+
+def test_a_store_entry_that_is_a_link_is_replaced_never_the_users_file_it_names(model_store, tmp_path):
+    """A model put in the store as a link to the user's own file: 'models add --force' wrote the new weights into that
+    file (its only copy, outside the store) and left the link; a link whose file is gone made a file outside the
+    store (review 54B B1, HIGH). The link itself is replaced now; the user's file is untouched."""
+    import hashlib
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), tmp_path / "new.pth")
+    (tmp_path / "mylib").mkdir()
+    mine = tmp_path / "mylib" / "mine.safetensors"
+    from lway_rt.io.weights import save_safetensors
+
+    save_safetensors(mine, SRVGGNetCompact(num_feat=4, num_conv=1).state_dict())
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    store.store_dir().mkdir(parents=True, exist_ok=True)
+    entry, gone = store.store_path("linked"), store.store_path("gone")
+    entry.symlink_to(mine)  # "registered" without a copy
+    try:
+        assert store.load_model("linked").spec.hparams["num_feat"] == 4
+        res = run("models", "add", str(tmp_path / "new.pth"), "--name", "linked")
+        assert res.exit_code == 1 and "already holds a model named linked" in res.output, res.output
+        res = run("models", "add", str(tmp_path / "new.pth"), "--name", "linked", "--force")
+        assert res.exit_code == 0, res.output
+        assert hashlib.sha256(mine.read_bytes()).hexdigest() == digest, "the user's file was written over"
+        assert not entry.is_symlink() and entry.is_file() and store.load_model("linked").spec.hparams["num_feat"] == 8
+        gone.symlink_to(tmp_path / "mylib" / "gone.safetensors")  # a link whose file is gone: an entry, and no file
+        res = run("models", "add", str(tmp_path / "new.pth"), "--name", "gone")  # is made where it points
+        assert res.exit_code == 1 and "already holds a model named gone" in res.output, res.output
+        assert run("models", "add", str(tmp_path / "new.pth"), "--name", "gone", "--force").exit_code == 0
+        assert sorted(p.name for p in (tmp_path / "mylib").iterdir()) == ["mine.safetensors"] and not gone.is_symlink()
+    finally:  # (the store is the session's)
+        entry.unlink(missing_ok=True)
+        gone.unlink(missing_ok=True)
 
 
 def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, tmp_path, to_esrgan):

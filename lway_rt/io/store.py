@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,18 @@ def misplaced_home_note() -> str | None:
 
 
 def store_path(name: str) -> Path:
-    return store_dir() / f"{name}.safetensors"
+    """The store's file of the model ``name``: ``NAME.safetensors``, or the entry whose name is ``name`` in another
+    Unicode form (an accent as one character or as a letter and a combining mark, as macOS's archives keep file names;
+    names are stored composed, NFC, but an older entry may not be), where only that one exists."""
+    path = store_dir() / f"{name}.safetensors"
+    if name.isascii() or path.exists() or path.is_symlink():
+        return path
+    want = unicodedata.normalize("NFC", name)
+    try:
+        entries = [p for p in store_dir().iterdir() if p.suffix == ".safetensors"]
+    except OSError:
+        return path
+    return next((p for p in entries if unicodedata.normalize("NFC", p.stem) == want), path)
 
 
 def _package_models_dir(src: Source) -> Path:
@@ -180,7 +192,7 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
         "source_sha256": digest,
         "description": src.note,
     }
-    save_safetensors(dest, state, meta)
+    save_safetensors(dest, state, meta, through_links=False)  # (a link in the store is replaced, its file left alone)
     if again is not None:
         warnings.warn(again, Notice, stacklevel=2)
     return dest
@@ -207,7 +219,8 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     if not path.is_file():
         raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors) "
                          "or an adapt run's folder")
-    name = (given.resolve().name if given.is_dir() else path.stem) if name is None else name
+    name = unicodedata.normalize("NFC", (given.resolve().name if given.is_dir() else path.stem) if name is None
+                                 else name)  # (as a keyboard types it: a file name from a macOS archive is decomposed)
     if not _can_be_a_name(name):
         raise ModelError(f"{name!r} cannot be a model name (no path separators, no leading dot, no spaces at its "
                          "ends, no control characters): pass --name NAME")
@@ -222,7 +235,7 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     dest = store_path(name)
     if dest.exists() and dest.resolve() == path.resolve():  # (its record of where it came from would become itself)
         raise ModelError(f"{path} is the store's model {name} itself: it is there already (-m {shell_word(name)})")
-    if dest.exists() and not force:
+    if (dest.exists() or dest.is_symlink()) and not force:  # (a link whose file is gone is an entry too)
         raise ModelError(f"the store already holds a model named {name} ({dest}): pass --force to replace it, or "
                          "--name OTHER")
     desc = load_model(str(path.resolve()))  # every check -m makes (one-line refusals), before anything is written
@@ -236,7 +249,8 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
         meta.update({"added_from": str(path.resolve()), "added_sha256": file_sha256(path)})
     ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
     try:  # without --force, only as a new name: of two 'models add --name N' at once, the second is refused
-        save_safetensors(dest, state, meta, exclusive=not force)
+        save_safetensors(dest, state, meta, exclusive=not force, through_links=False)  # a link in the store is
+        # replaced: the file it names is the user's (--force wrote the new weights into it)
     except FileExistsError:
         raise ModelError(f"the store already holds a model named {name} ({dest}), added meanwhile by another command: "
                          "pass --force to replace it, or --name OTHER") from None

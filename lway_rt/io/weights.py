@@ -245,12 +245,14 @@ def sync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_path(dest: Path, exclusive: bool = False):
+def atomic_path(dest: Path, exclusive: bool = False, through_links: bool = True):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
-    is a symbolic link is written through (the file it names is replaced; the link stays); one that is a device,
-    pipe or socket is refused. ``exclusive``: ``dest`` is made only if no file has that name by the moment it would
-    take it (a hard link, which fails where one exists: ``FileExistsError``, the temporary file removed); the check
-    and the write are one step, so of two commands writing one new name at once, one is refused."""
+    is a symbolic link is written through (the file it names is replaced; the link stays), or with ``through_links``
+    False replaced by the new file (the model store's entries: the file a link there names is the user's, not the
+    store's); one that is a device, pipe or socket is refused. ``exclusive``: ``dest`` is made only if no file has
+    that name by the moment it would take it (a hard link, which fails where one exists: ``FileExistsError``, the
+    temporary file removed); the check and the write are one step, so of two commands writing one new name at once,
+    one is refused."""
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
@@ -262,7 +264,8 @@ def atomic_path(dest: Path, exclusive: bool = False):
             if dest_p.exists() and not dest_p.is_file() and not dest_p.is_dir():  # a folder: os.replace says so below
                 raise OutputError(f"cannot write {dest_p}: it is not a regular file (a device, pipe or socket, such "
                                   "as /dev/stdout); name a file")
-            if dest_p.is_symlink():  # written through, as open() writes: the link stays and its file gets the content
+            if through_links and dest_p.is_symlink():  # written through, as open() writes: the link stays and its
+                # file gets the content
                 try:
                     dest_p = Path(os.path.realpath(dest_p, strict=True))
                 except FileNotFoundError:  # a link to a file not made yet: open() would make it (not its folders)
@@ -294,7 +297,7 @@ def atomic_path(dest: Path, exclusive: bool = False):
             # mkstemp makes the file private (0600): give it the permissions of the file it replaces (a private 0600
             # output stays private; its group too, where this user may), else those a plain open() would
             try:
-                old = os.stat(dest_p)
+                old = os.stat(dest_p, follow_symlinks=through_links)  # (a link replaced: a new file's permissions)
             except OSError:
                 old = None
             replacing = old is not None and stat.S_ISREG(old.st_mode)
@@ -615,11 +618,11 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, 
 
 
 def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None,
-                     exclusive: bool = False) -> None:
+                     exclusive: bool = False, through_links: bool = True) -> None:
     """Write weights atomically as safetensors (``safetensors_bytes``); ``exclusive``: only as a new file
-    (``atomic_path``: ``FileExistsError`` where one has that name by then)."""
+    (``atomic_path``: ``FileExistsError`` where one has that name by then); ``through_links`` as ``atomic_path``'s."""
     blob = safetensors_bytes(state, metadata)
-    with atomic_path(dest, exclusive) as tmp:
+    with atomic_path(dest, exclusive, through_links) as tmp:
         tmp.write_bytes(blob)
 
 
