@@ -91,7 +91,7 @@ def test_backward_gives_finite_grads_everywhere(name, i):
     assert any(p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-@pytest.mark.parametrize("wrapper", ["safetensors", "plain", "params_ema", "params", "module-prefixed"])
+@pytest.mark.parametrize("wrapper", ["safetensors", "plain", "params_ema", "params", "module-prefixed", "compiled"])
 @pytest.mark.parametrize("name,i", CASES, ids=IDS)
 def test_state_dict_round_trip(tmp_path, name, i, wrapper):
     model, hp = _make(name, i)
@@ -106,6 +106,7 @@ def test_state_dict_round_trip(tmp_path, name, i, wrapper):
             "params_ema": {"params_ema": state, "params": {k: torch.zeros_like(v) for k, v in state.items()}},
             "params": {"params": state, "iter": 5},
             "module-prefixed": {f"module.{k}": v for k, v in state.items()},
+            "compiled": {f"_orig_mod.{k}": v for k, v in state.items()},  # torch.compile's module (54B B2)
         }[wrapper]
         torch.save(obj, path)
     desc = load_model(str(path))
@@ -154,6 +155,27 @@ def test_rrdbnet_with_impossible_channel_ratio_is_rejected():
     state["conv_first.weight"] = torch.zeros(8, 5, 3, 3)
     with pytest.raises(ModelError, match="no known scale"):
         detect(state)
+
+
+def test_a_network_under_another_key_or_prefix_is_said_where_it_is(tmp_path):
+    """A GAN checkpoint ({'g': generator, 'd': discriminator}) was said to hold no tensors, and a Lightning module's
+    state dict (every name under 'model.') to be an unsupported architecture, with no word of where the network was
+    (review 54B B2)."""
+    state = _small_state("RRDBNet")
+    torch.save({"g": state, "d": {"conv.weight": torch.zeros(1, 3, 3, 3)}, "epoch": 3}, tmp_path / "gan.pth")
+    with pytest.raises(ModelError) as err:
+        load_model(str(tmp_path / "gan.pth"))
+    assert f"state dicts under 'g' ({len(state)} tensors), 'd' (1 tensor): save the network's own, e.g. " \
+        "torch.save(torch.load(FILE)['g'], 'weights.pth')" in str(err.value), err.value
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp_path / "lightning.ckpt")
+    with pytest.raises(ModelError) as err:
+        load_model(str(tmp_path / "lightning.ckpt"))
+    assert "unsupported architecture" in str(err.value) and "Every name starts with 'model.', and the names after it " \
+        "are a supported network's" in str(err.value), err.value
+    torch.save({f"model.{k}": v for k, v in nn.Conv2d(3, 3, 3).state_dict().items()}, tmp_path / "other.pth")
+    with pytest.raises(ModelError) as err:  # one prefix, but no network of ours after it: no such advice
+        load_model(str(tmp_path / "other.pth"))
+    assert "Every name starts" not in str(err.value)
 
 
 def test_empty_checkpoint_is_rejected(tmp_path):

@@ -264,6 +264,16 @@ def our_names(state: Mapping) -> dict:
     return {**{ours: state[k] for ours, k in names.items()}, **{k: v for k, v in state.items() if k not in theirs}}
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel's, torch.compile's: the network's names after them
+
+
+def _unprefixed(key: str) -> str:
+    """``key`` without the prefixes a wrapper around the network adds to its state dict's names (either, both)."""
+    while key.startswith(_WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
 def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     """Accept BasicSR/Real-ESRGAN checkpoint wrappers: ``params_ema`` first, then ``params``."""
     if isinstance(obj, Mapping):
@@ -273,7 +283,15 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
                 return unwrap_state_dict(inner)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:  # a key that is no string is refused by detect, by name
-            return {k.removeprefix("module.") if isinstance(k, str) else k: v for k, v in tensors.items()}
+            return {_unprefixed(k) if isinstance(k, str) else k: v for k, v in tensors.items()}
+        held = {k: sum(isinstance(v, torch.Tensor) for v in inner.values()) for k, inner in obj.items()
+                if isinstance(inner, Mapping)}
+        if any(held.values()):  # (a GAN's checkpoint: {'g': ..., 'd': ...}) which of them is the network is not known
+            best = max(held, key=held.get)
+            under = ", ".join(f"{k!r} ({n} tensor{'s' * (n != 1)})" for k, n in held.items() if n)
+            raise ModelError(f"checkpoint holds no tensors at its top level, but state dicts under {under}: save the "
+                             f"network's own, e.g. torch.save(torch.load(FILE)[{best!r}], 'weights.pth'), and pass "
+                             "that file")
     if isinstance(obj, torch.Tensor):  # (torch.save of one tensor: a layer's weights, an image)
         raise ModelError(f"checkpoint holds one tensor (of shape {tuple(obj.shape)}), not a network's: expected a state "
                          "dict (optionally under 'params_ema' or 'params')")
@@ -309,6 +327,15 @@ def _detect(state: StateDict) -> ArchSpec:
             missing = [k for k in entry.required_keys if k not in state]
             near.append(f"{entry.name} (has {len(hit)}/{len(entry.required_keys)} keys, missing {', '.join(missing[:3])})")
     detail = "; closest: " + "; ".join(near) if near else ""
+    first = {k.split(".", 1)[0] for k in keys if isinstance(k, str)}
+    if len(first) == 1 and all(isinstance(k, str) and "." in k for k in keys):  # one prefix on every name (a
+        # Lightning module's self.model): said where the names without it are a network's
+        (prefix,) = first
+        inner = our_names({k.split(".", 1)[1]: v for k, v in state.items()})
+        if any(all(k in inner for k in e.required_keys) for e in ARCHS):
+            detail += (f". Every name starts with '{prefix}.', and the names after it are a supported network's: save "
+                       f"those, e.g. torch.save({{k.removeprefix('{prefix}.'): v for k, v in sd.items()}}, "
+                       "'weights.pth')")
     raise WeightsRefused(
         f"unsupported architecture: {len(keys)} tensors ({sample}) match none of "
         f"{', '.join(e.name for e in ARCHS)}{detail}. Supported are Real-ESRGAN/BasicSR RRDBNet (also under ESRGAN's own names, x4) and SRVGGNetCompact weights.",
