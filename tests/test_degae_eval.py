@@ -277,6 +277,30 @@ def test_shipped_checkpoint_meets_the_stage1_targets():
         assert geo["zero"] < geo["recon"] - 1.0, geo
 
 
+def test_the_evaluation_runs_channels_last_on_the_cpu_and_puts_the_weights_back(tiny_ckpt, load_benchmark):
+    """On the CPU, E and R run channels-last for the evaluation (faster there: benchmarks/stage1_eval_layout.py);
+    the report is the default layout's to float rounding, and the checkpoint keeps the very weight tensors it had
+    (a later training step is not moved into another layout)."""
+    s1 = load_stage1(tiny_ckpt)
+    nets = (s1.encoder, s1.reconstructor)
+    kept = [(p, p.data_ptr(), p.stride()) for m in nets for p in m.parameters()]
+    seen = []
+    for m in (s1.reconstructor.conv_last, s1.encoder.trunk):
+        m.register_forward_hook(lambda m, i, o: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    cfg = EvalConfig(crop=48, crops_per_image=1, draws=2)
+    nhwc = evaluate_stage1(s1, cfg)
+    assert seen and all(seen), "the default evaluation on the CPU ran in NCHW"
+    assert all((p.data_ptr(), p.stride()) == (ptr, st) for p, ptr, st in kept), "the weights were not put back"
+    seen.clear()
+    plain = evaluate_stage1(s1, cfg, channels_last=False)
+    assert seen and not any(seen)
+    compare = load_benchmark("stage1_eval_layout").report_difference  # the benchmark's comparison of the two
+    worst, where, _ = compare(nhwc, plain)
+    assert worst <= 2e-3, (worst, where)  # the reports round to 3-4 decimals: float rounding moves a last digit
+    plain["geometries"]["same_size"]["per_kind"]["blur"]["recon"] += 0.01
+    assert compare(nhwc, plain)[:2] == (pytest.approx(0.01, abs=2e-3), ".geometries.same_size.per_kind.blur.recon")
+
+
 def test_eval_says_which_images_are_too_small_and_leaves_them_out_of_the_report(tmp_path, astronaut):
     """Images smaller than --crop were skipped without a word and still listed as evaluated."""
     from PIL import Image

@@ -19,6 +19,7 @@ Reported per geometry (same size, and the x4 round trip stage 2 relies on):
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -179,9 +180,26 @@ def _nonfinite(what: str, t: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _batched(fn, *tensors, batch: int) -> torch.Tensor:
+def _batched(fn, *tensors, batch: int, layout: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     n = tensors[0].shape[0]
-    return torch.cat([fn(*(t[i:i + batch] for t in tensors)) for i in range(0, n, batch)])
+    return torch.cat([fn(*(t[i:i + batch].contiguous(memory_format=layout) if t.dim() == 4 else t[i:i + batch]
+                           for t in tensors)) for i in range(0, n, batch)])
+
+
+@contextlib.contextmanager
+def _held_channels_last(*modules: torch.nn.Module):
+    """The modules' 4-D weights held channels-last (NHWC) while the block runs, the very tensors they had put back
+    after: on the CPU oneDNN's convolutions then skip a layout reorder around every layer, as ``lwayrt upscale``'s
+    networks do (``upscale._cpu_layout``): the evaluation in 0.69x the time on the 2-core VM, the same report. For
+    inference only: a training step took 1.10x (``benchmarks/stage1_eval_layout.py``, ``stage1_eval_layout.json``)."""
+    held = [(p, p.data) for m in modules for p in m.parameters() if p.dim() == 4]
+    try:
+        for p, data in held:
+            p.data = data.contiguous(memory_format=torch.channels_last)
+        yield
+    finally:
+        for p, data in held:
+            p.data = data
 
 
 def _shown(x: float, fmt: str) -> str:
@@ -194,14 +212,14 @@ def _mean(x) -> float:
 
 
 def _recon_block(s1: Stage1, clean: torch.Tensor, deg: torch.Tensor, emb: torch.Tensor, shuffled: torch.Tensor,
-                 cross: torch.Tensor | None, batch: int) -> dict[str, torch.Tensor]:
+                 cross: torch.Tensor | None, batch: int, layout: torch.memory_format) -> dict[str, torch.Tensor]:
     rec = s1.reconstructor
     outs = {"recon": emb, "shuffled": shuffled, "zero": torch.zeros_like(emb)}
     if cross is not None:
         outs["cross_image"] = cross
     res = {"identity": psnr(clean, deg)}
     for name, e in outs.items():
-        x = _batched(rec, clean, e, batch=batch)
+        x = _batched(rec, clean, e, batch=batch, layout=layout)
         _nonfinite(f"the reconstructions ({name} embedding)", x)
         res[name] = psnr(x, deg)
     return {k: res[k] for k in ("recon", "identity", "shuffled", "zero", "cross_image") if k in res}
@@ -226,9 +244,21 @@ def _summary(rows: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, flo
 
 
 @torch.no_grad()
-def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=None) -> dict:
+def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=None, *,
+                    channels_last: bool | None = None) -> dict:
     """Run the whole evaluation; returns the JSON-ready report. ``log`` gets the per-geometry summaries, ``note``
-    (a line) the images left out for being smaller than the crop, and those with transparent pixels."""
+    (a line) the images left out for being smaller than the crop, and those with transparent pixels.
+
+    ``channels_last`` (default: where the checkpoint is on the CPU) runs E and R in channels-last memory layout, their
+    weights put back as they were after; the numbers agree with the default layout's to float rounding."""
+    dev = next(s1.reconstructor.parameters()).device
+    if not (dev.type == "cpu" if channels_last is None else channels_last):
+        return _evaluate(s1, cfg, log, note, torch.contiguous_format)
+    with _held_channels_last(s1.encoder, s1.reconstructor):
+        return _evaluate(s1, cfg, log, note, torch.channels_last)
+
+
+def _evaluate(s1: Stage1, cfg: EvalConfig, log, note, layout: torch.memory_format) -> dict:
     log = log or (lambda s: None)
     dev = next(s1.reconstructor.parameters()).device
     # held as uint8 where a photo is 8-bit (3 bytes a pixel, not 12): only the crops become float
@@ -255,14 +285,14 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
         # deg[j, i]: draw j on crop i, noise realisation per (j, i), the draw's parameters shared by its crops
         deg = torch.stack([_realisations(clean, d) for d in draws]).to(dev)
         nd = len(draws)
-        emb = _batched(enc, deg.flatten(0, 1), batch=cfg.batch)
+        emb = _batched(enc, deg.flatten(0, 1), batch=cfg.batch, layout=layout)
         _nonfinite("the embeddings", emb)
         emb = emb.view(nd, n_img, -1)
         shift_d = torch.roll(torch.arange(nd), 1)  # another draw, same crop
         partner = other_image(owner)  # same draw, a crop of another image (None: one image only)
         rows = _recon_block(s1, clean.repeat(nd, 1, 1, 1), deg.flatten(0, 1), emb.flatten(0, 1),
                             emb[shift_d].flatten(0, 1), None if partner is None else emb[:, partner].flatten(0, 1),
-                            cfg.batch)
+                            cfg.batch, layout)
         rows = {k: v.view(nd, n_img).cpu() for k, v in rows.items()}
         identity_draw = torch.tensor([d.is_identity for d in draws])[:, None].expand(nd, n_img)
         geo = {"draws": [d.describe() for d in draws]}
@@ -305,11 +335,11 @@ def evaluate_stage1(s1: Stage1, cfg: EvalConfig = EvalConfig(), log=None, note=N
         names = list(EVAL_PRESETS)
         pdeg = torch.stack([torch.stack([apply_degradation(clean[i].cpu(), eval_preset(p, seed=preset_seed + i, roundtrip=g))
                                          for i in range(n_img)]) for p in names]).to(dev)
-        pemb = _batched(enc, pdeg.flatten(0, 1), batch=cfg.batch)
+        pemb = _batched(enc, pdeg.flatten(0, 1), batch=cfg.batch, layout=layout)
         _nonfinite("the embeddings of the presets", pemb)
         pemb = pemb.view(len(names), n_img, -1)
         prow = _recon_block(s1, clean.repeat(len(names), 1, 1, 1), pdeg.flatten(0, 1), pemb.flatten(0, 1),
-                            torch.roll(pemb, 1, 0).flatten(0, 1), None, cfg.batch)
+                            torch.roll(pemb, 1, 0).flatten(0, 1), None, cfg.batch, layout)
         prow = {k: v.view(len(names), n_img).cpu() for k, v in prow.items()}
         report["presets"][name] = {}
         for pi, p in enumerate(names):
