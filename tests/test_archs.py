@@ -157,7 +157,7 @@ def test_rrdbnet_with_impossible_channel_ratio_is_rejected():
         detect(state)
 
 
-def test_a_network_under_another_key_or_prefix_is_said_where_it_is(tmp_path):
+def test_a_network_under_another_key_or_prefix_is_said_where_it_is(tmp_path, monkeypatch):
     """A GAN checkpoint ({'g': generator, 'd': discriminator}) was said to hold no tensors, and a Lightning module's
     state dict (every name under 'model.') to be an unsupported architecture, with no word of where the network was
     (review 54B B2)."""
@@ -167,11 +167,20 @@ def test_a_network_under_another_key_or_prefix_is_said_where_it_is(tmp_path):
         load_model(str(tmp_path / "gan.pth"))
     assert f"state dicts under 'g' ({len(state)} tensors), 'd' (1 tensor): save the network's own, e.g. " \
         "torch.save(torch.load(FILE)['g'], 'weights.pth')" in str(err.value), err.value
+    # the generator named, not the larger discriminator (54D D4)
+    torch.save({"netD": {f"c{i}.weight": torch.zeros(1) for i in range(len(state) + 5)}, "netG": state,
+                "optG": {"state": {}, "param_groups": []}}, tmp_path / "gan2.pth")
+    with pytest.raises(ModelError, match=r"e\.g\. torch\.save\(torch\.load\(FILE\)\['netG'\]"):
+        load_model(str(tmp_path / "gan2.pth"))
     torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp_path / "lightning.ckpt")
     with pytest.raises(ModelError) as err:
         load_model(str(tmp_path / "lightning.ckpt"))
     assert "unsupported architecture" in str(err.value) and "Every name starts with 'model.', and the names after it " \
         "are a supported network's" in str(err.value), err.value
+    advice = str(err.value).split("e.g. ", 1)[1].rsplit(". Supported are", 1)[0]  # pasted as it is says, it works (D5)
+    monkeypatch.chdir(tmp_path)
+    exec(advice.replace("FILE", repr(str(tmp_path / "lightning.ckpt"))), {"torch": torch})
+    assert load_model("weights.pth").spec.arch == "RRDBNet"
     torch.save({f"model.{k}": v for k, v in nn.Conv2d(3, 3, 3).state_dict().items()}, tmp_path / "other.pth")
     with pytest.raises(ModelError) as err:  # one prefix, but no network of ours after it: no such advice
         load_model(str(tmp_path / "other.pth"))

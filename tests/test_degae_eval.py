@@ -439,6 +439,14 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
     assert f"was trained on the photos in {tmp_path / 'copy'}: its numbers there are not held-out" in res.output
     settings = json.loads((tmp_path / "s.json").read_text())["settings"]
     assert settings["trained_on_data"] is True and settings["trained_on_photos"] == 2, settings
+    import tifffile  # the small one a float TIFF, which Pillow cannot open and the reader reads (54D D3)
+
+    (tmp_path / "copy" / "small.png").unlink()
+    tifffile.imwrite(tmp_path / "copy" / "small.tif", np.full((20, 20, 3), 0.5, np.float32), photometric="rgb")
+    res = CliRunner().invoke(main, ["eval-degae", "--checkpoint", str(out), "--data", str(tmp_path / "copy"), "--crop",
+                                    "32", "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "s.json")])
+    assert res.exit_code == 0 and "small.tif (20x20)" in res.output, res.output
+    assert json.loads((tmp_path / "s.json").read_text())["settings"]["trained_on_data"] is True, res.output
     # a folder holding some of its photos, renamed, beside others: counted and said (review 47H H5: it was not)
     shutil.copy(photos / "b.png", other / "renamed.png")
     import lway_rt.export.cache as cache
@@ -475,6 +483,25 @@ def test_a_folder_the_checkpoint_was_trained_on_is_said_not_held_out(tmp_path, a
                                     "--crops-per-image", "1", "--draws", "2", "--json", str(tmp_path / "old.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "old.json").read_text())["settings"]["trained_on_photos"] is None
+
+
+def test_the_held_out_count_reads_sizes_as_the_reader_does_without_pillows_warnings(tmp_path, monkeypatch):
+    """The count's size check opened each photo with Pillow outside the reader's warning filter: a photo over Pillow's
+    pixel limit printed a raw DecompressionBombWarning (54D D2)."""
+    import warnings
+
+    from PIL import Image
+
+    from lway_rt.degae.data import folder_digests
+
+    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")
+    Image.new("RGB", (20, 40)).save(tmp_path / "narrow.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40x40 is then a "bomb" (up to twice the limit: read)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        _, kept = folder_digests(tmp_path, 32)
+    assert not said, [str(w.message) for w in said]
+    assert len(kept) == 1  # the 20-px-wide one left out, as the evaluation leaves it out
 
 
 def test_the_bundled_photos_a_checkpoint_saw_are_counted(tmp_path):

@@ -917,11 +917,19 @@ def test_a_bare_resume_with_no_checkpoint_is_refused_not_run_at_the_defaults(tmp
     form) then started a new run at the defaults, on the bundled photos, and wrote it under the user's name (review
     54C C1). With none of a run's settings typed it is refused; with them, a new run starts as before."""
     out = tmp_path / "k1.safetensors"
-    for extra in ([], ["--iters", "40"], ["--threads", "1", "-q"]):
+    for extra in ([], ["-q"], ["--log", str(tmp_path / "run.log")]):
         res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", *extra])
         assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
         assert "there is no run to resume" in res.output and "run the first command again" in res.output, res.output
-        assert not out.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+        assert not out.exists() and {p.name for p in tmp_path.iterdir()} <= {"run.log"}, list(tmp_path.iterdir())
+    # a command that types a setting (a script's first run, always with --resume) starts its run, saying on what
+    # (54D D1: --iters or --time-limit alone were refused)
+    res = CliRunner().invoke(main, ["train-degae", "--out", str(out), "--resume", "--iters", "1", "--crop", "32",
+                                    "--batch", "2", "--embed-dim", "16", "--width", "8", "--blocks", "1", "--skip",
+                                    "--threads", "1", "-q"])
+    assert res.exit_code == 0 and out.exists(), res.output
+    assert "there is no run to resume: starting a new one with this command's settings, on the bundled photos" in \
+        " ".join(res.output.split()), res.output
 
 
 def test_a_resume_with_other_settings_records_them_in_its_part(photo_dir, tmp_path):

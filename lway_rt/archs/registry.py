@@ -274,6 +274,15 @@ def _unprefixed(key: str) -> str:
     return key
 
 
+def _is_a_network(inner: Mapping) -> bool:
+    """Whether the tensors of ``inner`` (a state dict under a key of a checkpoint) are a supported network's."""
+    try:
+        detect({_unprefixed(k): v for k, v in inner.items() if isinstance(k, str) and isinstance(v, torch.Tensor)})
+    except Exception:  # noqa: BLE001 - any refusal: not one
+        return False
+    return True
+
+
 def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
     """Accept BasicSR/Real-ESRGAN checkpoint wrappers: ``params_ema`` first, then ``params``."""
     if isinstance(obj, Mapping):
@@ -286,8 +295,8 @@ def unwrap_state_dict(obj: object) -> dict[str, torch.Tensor]:
             return {_unprefixed(k) if isinstance(k, str) else k: v for k, v in tensors.items()}
         held = {k: sum(isinstance(v, torch.Tensor) for v in inner.values()) for k, inner in obj.items()
                 if isinstance(inner, Mapping)}
-        if any(held.values()):  # (a GAN's checkpoint: {'g': ..., 'd': ...}) which of them is the network is not known
-            best = max(held, key=held.get)
+        if any(held.values()):  # (a GAN's checkpoint: {'g': ..., 'd': ...}) the one that is a supported network
+            best = next((k for k in held if held[k] and _is_a_network(obj[k])), max(held, key=held.get))
             under = ", ".join(f"{k!r} ({n} tensor{'s' * (n != 1)})" for k, n in held.items() if n)
             raise ModelError(f"checkpoint holds no tensors at its top level, but state dicts under {under}: save the "
                              f"network's own, e.g. torch.save(torch.load(FILE)[{best!r}], 'weights.pth'), and pass "
@@ -334,8 +343,8 @@ def _detect(state: StateDict) -> ArchSpec:
         inner = our_names({k.split(".", 1)[1]: v for k, v in state.items()})
         if any(all(k in inner for k in e.required_keys) for e in ARCHS):
             detail += (f". Every name starts with '{prefix}.', and the names after it are a supported network's: save "
-                       f"those, e.g. torch.save({{k.removeprefix('{prefix}.'): v for k, v in sd.items()}}, "
-                       "'weights.pth')")
+                       f"those, e.g. sd = torch.load(FILE); sd = sd.get('state_dict', sd); "
+                       f"torch.save({{k.removeprefix('{prefix}.'): v for k, v in sd.items()}}, 'weights.pth')")
     raise WeightsRefused(
         f"unsupported architecture: {len(keys)} tensors ({sample}) match none of "
         f"{', '.join(e.name for e in ARCHS)}{detail}. Supported are Real-ESRGAN/BasicSR RRDBNet (also under ESRGAN's own names, x4) and SRVGGNetCompact weights.",

@@ -137,10 +137,11 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
                       workers=workers, time_limit_s=time_limit_s)
     if resume and Path(out).is_file():
         cfg = _with_recorded_settings(cfg, Path(out), click.get_current_context())
-    elif resume and not Path(out).exists() and not any(typed(click.get_current_context(), k)
-                                                        for k in (*_RECORDED, *_RECORDED_SYNTH) if k != "iters"):
+    elif resume and not Path(out).exists() and not typed(ctx := click.get_current_context(), *(
+            p.name for p in ctx.command.params if p.name not in ("out", "resume", "overwrite", "log_path", "quiet"))):
         # (a run stopped before its first checkpoint leaves nothing: the defaults would stand in for its settings, a
-        # run on the bundled photos at the default sizes written under its name)
+        # run on the bundled photos at the default sizes written under its name; a command that types any setting,
+        # a script's first run with --resume, starts its run)
         raise InputError(f"{out} does not exist, so there is no run to resume (a run stopped before its first "
                          f"checkpoint, one every --ckpt-every iterations, leaves none) and this command gives none of "
                          "a run's settings: run the first command again")

@@ -99,14 +99,11 @@ def folder_digests(folder: Path, least_side: int = 0) -> tuple[str, list[str]]:
 
 
 def _side_under(path: Path, least: int) -> bool:
-    """Whether the image's header gives a side under ``least`` px (False where Pillow cannot read its header)."""
-    from PIL import Image
+    """Whether the image's header gives a side under ``least`` px (False where its header cannot be read)."""
+    from lway_rt.io.images import image_size
 
-    try:
-        with Image.open(path) as im:
-            return min(im.size) < least
-    except Exception:  # noqa: BLE001 - not told by its header: counted, as the evaluation's reader decides
-        return False
+    size = image_size(path)  # (a float TIFF through tifffile, Pillow's warnings quiet, as the reader reads it)
+    return size is not None and min(size) < least
 
 
 _BUNDLED_FILES = {"immunohistochemistry": "ihc"}  # scikit-image's file stems where they differ from the photo's name

@@ -578,7 +578,8 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         log(f"note: {_resume_path(out)} is left from a run whose checkpoint {out.name} is gone; this run starts "
             "afresh and its first checkpoint replaces it")
     elif resume and not out.exists():
-        log(f"note: {out} does not exist, so there is no run to resume: starting a new one")
+        log(f"note: {out} does not exist, so there is no run to resume: starting a new one with this command's "
+            f"settings, on {'the bundled photos' if cfg.data is None else f'the photos in {cfg.data}'}")
     if resume and out.exists():
         if not _resume_path(out).exists():
             raise TrainingError(f"{out} has no resume state ({_resume_path(out).name}); it is a finished or foreign "
