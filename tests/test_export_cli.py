@@ -152,6 +152,30 @@ def test_second_export_is_a_cache_hit(compact_export):
     assert {p: p.stat().st_mtime_ns for p in files.values()} == before
 
 
+def test_links_in_out_are_replaced_never_the_files_they_name(compact_export, tmp_path):
+    """An --out holding links of an export's names (to an earlier export kept elsewhere, or to a user's files): the
+    ONNX file replaced its link, but the manifest was written through, changing a file outside --out (review 54E E1).
+    Both replace their links now."""
+    import hashlib
+    import shutil
+
+    _, files = compact_export
+    onnx = files["fp32"]
+    kept, out = tmp_path / "kept", tmp_path / "out"
+    kept.mkdir()
+    out.mkdir()
+    for p in (onnx, onnx.with_suffix(".json")):
+        shutil.copy(p, kept / p.name)
+        (out / p.name).symlink_to(kept / p.name)
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in kept.iterdir()}
+    res = _run("--model", "realesr-animevideov3", "--out", str(out), "--force")
+    assert res.exit_code == 0, res.output
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in kept.iterdir()} == digests
+    written = out / onnx.name
+    assert not written.is_symlink() and not written.with_suffix(".json").is_symlink()
+    assert _manifest(written)["ready"] is True
+
+
 @pytest.fixture(scope="module")
 def adapted_dir(tmp_path_factory):
     """What ``lwayrt adapt`` writes: the base model's weights, changed, in a folder with one .safetensors."""
@@ -792,10 +816,13 @@ def test_a_cache_hit_removes_what_a_killed_export_of_the_file_left(tmp_path):
     mine.write_text("mine")
     from lway_rt.io import weights
 
+    other = out / ".realesr-animevideov3.sr.fp32.0123456789ab.lwdeadbeefp999999999.xyz.onnx.tmp"  # another key's
+    other.write_bytes(b"cut short")  # (an export killed, then run with other settings: it stayed; review 54E E2)
+    os.utime(other, (old, old))
     weights._stale_by_folder.clear()  # a new process lists the folder afresh
     res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
     assert res.exit_code == 0 and "cache hit" in res.output, res.output
-    assert not left.exists() and mine.read_text() == "mine"
+    assert not left.exists() and not other.exists() and mine.read_text() == "mine"
 
 
 def test_an_onnx_session_takes_omp_num_threads_as_torch_does(tmp_path, monkeypatch):

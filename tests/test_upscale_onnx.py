@@ -125,7 +125,9 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
     manifest["artifact"]["file"], manifest["ready"] = failed.name, False
     failed.with_suffix(".json").write_text(json.dumps(manifest))
     edited = {}  # manifests edited by hand: each a refusal in one line, never a traceback
-    for name, change in (("noverdict", lambda m: m.pop("ready")), ("static", lambda m: m["onnx"].update(dynamic=False, tile=[32, 32]))):
+    for name, change in (("noverdict", lambda m: m.pop("ready")), ("static", lambda m: m["onnx"].update(dynamic=False, tile=[32, 32])),
+                         ("jetson", lambda m: (m["onnx"].update(dynamic=False, tile=[256, 256]),
+                                               m["profile"].update(name="jetson-orin-trt10")))):
         edited[name] = tmp_path / f"{name}.onnx"
         shutil.copy(exported, edited[name])
         m = json.loads(exported.with_suffix(".json").read_text())
@@ -147,6 +149,9 @@ def test_manifest_mismatches_and_what_onnx_cannot_do_are_refused(exported, photo
         (failed, (), "failed its parity gate when it was exported"),
         (edited["noverdict"], (), "has no parity verdict in its manifest"),
         (edited["static"], (), "was exported for fixed 32x32 tiles: export it without --static"),
+        # its profile fixed the tiles: no --static to drop (review 54E E3)
+        (edited["jetson"], (), "was exported for fixed 256x256 tiles: export it under a profile of dynamic sizes, such "
+                               "as the default (its profile, jetson-orin-trt10, fixes them) to run it here"),
         (engine, (), "is a TensorRT engine, which runs under TensorRT only"),
         (tmp_path / "missing.onnx", (), "does not exist: export one with 'lwayrt export'"),
         (folder, (), f"x.onnx is a folder ('lwayrt export --out' names the folder it writes into): pass the ONNX file "

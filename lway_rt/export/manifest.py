@@ -40,13 +40,14 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_manifest(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as a manifest: strict JSON, a number that is not finite written as null."""
+    """Write ``data`` as a manifest: strict JSON, a number that is not finite written as null. A link of its name is
+    replaced, as the exported file beside it replaces its own (written through, it changed a file outside ``-o``)."""
     from lway_rt.io.weights import atomic_write_bytes
 
     body = _json_safe({"format": FORMAT, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        **data})
     text = json.dumps(body, indent=2, sort_keys=False, default=str, allow_nan=False)
-    atomic_write_bytes(Path(path), (text + "\n").encode())
+    atomic_write_bytes(Path(path), (text + "\n").encode(), through_links=False)
     return Path(path)
 
 

@@ -38,7 +38,7 @@ from lway_rt.export.cache import (
 from lway_rt.export.manifest import manifest_path, read_manifest, ready_artifact, write_manifest
 from lway_rt.export.parity import ParityGate, check_against_torch, check_onnx_against_torch, standard_inputs
 from lway_rt.export.profile import ExportProfile
-from lway_rt.io.weights import ensure_writable_dir, file_mode_for, os_folder, sweep_stale_temps, temp_prefix, temp_stem
+from lway_rt.io.weights import ensure_writable_dir, file_mode_for, os_folder, sweep_stale_temps, temp_prefix
 
 __all__ = ["Exportable", "ExportResult", "sr_exportable", "encoder_exportable", "export_artifacts", "refit_engine",
            "DEFAULT_OUT_DIR"]
@@ -240,9 +240,9 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
                     log(f"{final.name} was accepted under a looser parity gate than this one: rebuilding")
                 hit = None
             if hit is not None:
-                # what an export of this file killed midway left (its hidden .onnx.tmp): a hit never reached the sweep
+                # what an export killed midway left (its hidden .onnx.tmp): a hit never reached the sweep
                 with contextlib.suppress(OSError):
-                    sweep_stale_temps(out_dir, f".{temp_stem(final.stem)}.", ".onnx.tmp")
+                    sweep_stale_temps(out_dir, ".", ".onnx.tmp")
                 named = "" if cand == final else f", exported as {hit.get('label', '?')}: the same weights and settings"
                 log(f"cache hit: {cand} (key {key[:12]}, parity passed when it was made{named})")
                 return ExportResult(ex.what, profile.precision, cand, key, True, hit.get("parity"), tile)
@@ -256,7 +256,8 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     model = DescribeOnnx(stage, onnx_metadata(ex, profile.precision, tile))()
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    sweep_stale_temps(out_dir, f".{temp_stem(final.stem)}.", ".onnx.tmp")
+    sweep_stale_temps(out_dir, ".", ".onnx.tmp")  # every export's killed one, not only this file's (it stayed, the
+    # size of a model, when the next export had other settings)
     fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(final.stem), suffix=".onnx.tmp", dir=os_folder(out_dir))
     os.close(fd)
     tmp = Path(tmp_name)

@@ -570,8 +570,9 @@ def atomic_write_json(dest: Path, obj, indent: int = 2) -> None:
     atomic_write_bytes(Path(dest), (json.dumps(finite(data), indent=indent, allow_nan=False) + "\n").encode())
 
 
-def atomic_write_bytes(dest: Path, data: bytes) -> None:
-    with atomic_path(dest) as tmp:
+def atomic_write_bytes(dest: Path, data: bytes, through_links: bool = True) -> None:
+    """``data`` written atomically to ``dest`` (``atomic_path``, ``through_links`` as its)."""
+    with atomic_path(dest, through_links=through_links) as tmp:
         tmp.write_bytes(data)
 
 

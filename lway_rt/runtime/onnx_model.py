@@ -55,8 +55,20 @@ def _not_sr(path: Path, held: str) -> ModelError:
     return ModelError(f"{path.name} holds {held}, not an SR network: pass an SR export")
 
 
-def _fixed_shape(path: Path, fixed: str) -> ModelError:
-    return ModelError(f"{path.name} was exported for {fixed}: export it without --static (any size) to run it here")
+def _fixed_shape(path: Path, fixed: str, profile: object = None) -> ModelError:
+    """The refusal of a file exported at fixed sizes; ``profile``, its manifest's profile name: where that profile
+    fixes them itself (jetson-orin-trt10's tiles), it is named, since dropping --static would change nothing."""
+    fix = "export it without --static (any size)"
+    if isinstance(profile, str) and profile:
+        try:
+            from lway_rt.export.profile import load_profile
+
+            if load_profile(profile).shapes.mode == "static":
+                fix = (f"export it under a profile of dynamic sizes, such as the default (its profile, {profile}, "
+                       "fixes them)")
+        except Exception:  # noqa: BLE001 - a profile file gone or changed since: the general advice
+            pass
+    return ModelError(f"{path.name} was exported for {fixed}: {fix} to run it here")
 
 
 def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: bool = True, static_ok: bool = False
@@ -85,7 +97,8 @@ def spec_from_manifest(path: Path, manifest: dict[str, Any], *, runs_unchecked: 
     if onnx.get("dynamic") is not True and not static_ok:
         tile = onnx.get("tile")
         raise _fixed_shape(path, f"fixed {tile[0]}x{tile[1]} tiles" if isinstance(tile, list) and len(tile) == 2
-                           else "fixed sizes")
+                           else "fixed sizes", manifest["profile"].get("name") if isinstance(manifest.get("profile"), dict)
+                           else None)
     try:
         scale, channels = int(source["scale"]), int(onnx["input"]["shape"][1])
         spec = ArchSpec(f"onnx:{source.get('arch', 'unknown')}", dict(source.get("hparams") or {}), scale, channels, channels,
