@@ -509,6 +509,35 @@ def test_cli_suggests_skip_on_a_cpu_only_when_the_default_is_left(photo_dir, tmp
     assert "stage-1 training:" in (tmp_path / "e.log").read_text()
 
 
+def test_a_worker_that_outlives_its_sigterm_is_killed_and_the_run_ends(monkeypatch, tmp_path):
+    """A pool worker its SIGTERM did not end (the suite once hung 16 minutes there: the worker waiting on a lock, its
+    handler never run) kept Pool.terminate() joining it for ever, after the run's last checkpoint. After a grace period
+    the workers left are killed."""
+    import signal
+    import threading
+
+    import lway_rt.degae.train as train_module
+
+    monkeypatch.setattr(train_module, "WORKER_GRACE_S", 1.0, raising=False)
+    cfg = TrainConfig(out="unused.safetensors", workers=1, **TINY)
+    source = train_module.BatchSource([torch.zeros(3, 40, 40, dtype=torch.uint8)], cfg, 0, 1)
+    # the worker ignores SIGTERM and stays busy, as a worker stuck where its handler cannot run does
+    ready = tmp_path / "ready"
+    source.pool.apply_async(exec, (f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                   f"open({str(ready)!r}, 'w').close(); time.sleep(600)",))
+    worker = source.pool._pool[0]
+    waited = time.monotonic()
+    while not ready.exists() and time.monotonic() - waited < 30:
+        time.sleep(0.05)
+    assert ready.exists()
+    done = threading.Thread(target=source.close, daemon=True)
+    started = time.monotonic()
+    done.start()
+    done.join(60)
+    assert not done.is_alive(), "closing the pool hung on a worker that outlived its SIGTERM"
+    assert time.monotonic() - started < 30 and worker.exitcode == -signal.SIGKILL
+
+
 def test_worker_processes_give_the_same_run(photo_dir, tmp_path, monkeypatch):
     """--workers only moves batch synthesis into other processes: the batches, so the weights, are the same, with the
     photos in shared memory and, where that is too small for them (a container's 64 MB /dev/shm), sent to each."""

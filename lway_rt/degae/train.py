@@ -172,6 +172,7 @@ def make_batch(rng: np.random.Generator, images: list[torch.Tensor], cfg: TrainC
 
 
 _WORKER_STATE: dict = {}
+WORKER_GRACE_S = 10.0  # how long closing the pool waits for its workers to end on SIGTERM before it kills them
 
 
 def _worker_init(shared: list, cfg: TrainConfig, closing) -> None:
@@ -279,9 +280,26 @@ class BatchSource:
 
     def close(self) -> None:
         if self.pool is not None:
+            import threading
+
             self.closing.set()  # the workers' SIGTERM handler ends them now (Pool.terminate() sends it)
-            self.pool.terminate()
-            self.pool.join()
+            # a worker its SIGTERM did not end (seen once: in a lock wait, its handler never ran) kept Pool.terminate()
+            # joining it for ever, the run hung after its last checkpoint: killed after a grace period
+            workers = list(getattr(self.pool, "_pool", ()))  # (Pool's own list of its processes)
+
+            def kill_the_rest() -> None:
+                for p in workers:  # (kill: SIGKILL to one not yet reaped; no wait, so no race with Pool's own joins)
+                    with contextlib.suppress(Exception):
+                        p.kill()
+
+            stuck = threading.Timer(WORKER_GRACE_S, kill_the_rest)
+            stuck.daemon = True
+            stuck.start()
+            try:
+                self.pool.terminate()
+                self.pool.join()
+            finally:
+                stuck.cancel()
             self.pool = None
         for block in self.blocks:  # the workers are gone: free the photos' shared memory
             block.close()
