@@ -137,14 +137,16 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
                       workers=workers, time_limit_s=time_limit_s)
     if resume and Path(out).is_file():
         cfg = _with_recorded_settings(cfg, Path(out), click.get_current_context())
-    elif resume and not Path(out).exists() and not typed(ctx := click.get_current_context(), *(
-            p.name for p in ctx.command.params if p.name not in ("out", "resume", "overwrite", "log_path", "quiet"))):
+    elif resume and not Path(out).exists() and not typed(click.get_current_context(), *(
+            k for k in (*_RECORDED, *_RECORDED_SYNTH) if k != "iters")):
         # (a run stopped before its first checkpoint leaves nothing: the defaults would stand in for its settings, a
-        # run on the bundled photos at the default sizes written under its name; a command that types any setting,
-        # a script's first run with --resume, starts its run)
+        # run on the bundled photos at the default sizes written under its name. What says which run this is counts:
+        # --data, the sizes, the recipe; not --iters, --time-limit, --device, --workers or --threads, which a GPU user
+        # types on every command, 54F F5)
         raise InputError(f"{out} does not exist, so there is no run to resume (a run stopped before its first "
                          f"checkpoint, one every --ckpt-every iterations, leaves none) and this command gives none of "
-                         "a run's settings: run the first command again")
+                         "a run's settings (--data, sizes, recipe): run the first command again, or for a new run at "
+                         "the defaults drop --resume")
 
     # R without the skip (the default) learns slowly on a CPU: say so once training has started
     note = ["note: R without an input skip (the shipped recipe) learns slowly on a CPU; --skip trains far faster there"] \

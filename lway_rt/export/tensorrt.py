@@ -237,8 +237,8 @@ class SaveEngine:
         from lway_rt.io.weights import atomic_write_bytes
 
         data = self.engine() if callable(self.engine) else self.engine
-        atomic_write_bytes(self.path, data)
-        return self.path
+        atomic_write_bytes(self.path, data, through_links=False)  # a link of its name in --out is replaced, as the
+        return self.path  # ONNX file and the manifest beside it replace theirs (54F F3)
 
 
 @dataclass
