@@ -248,11 +248,11 @@ def sync_folder(folder: str | Path) -> None:
 def atomic_path(dest: Path, exclusive: bool = False, through_links: bool = True):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays), or with ``through_links``
-    False replaced by the new file (the model store's entries: the file a link there names is the user's, not the
-    store's); one that is a device, pipe or socket is refused. ``exclusive``: ``dest`` is made only if no file has
-    that name by the moment it would take it (a hard link, which fails where one exists: ``FileExistsError``, the
-    temporary file removed); the check and the write are one step, so of two commands writing one new name at once,
-    one is refused."""
+    False replaced by the new file (files the project keeps in a folder of its own, whose links name files that are
+    not its own: the model store's entries, an export's manifest and engine); one that is a device, pipe or socket is
+    refused. ``exclusive``: ``dest`` is made only if no file has that name by the moment it would take it (a hard
+    link, which fails where one exists: ``FileExistsError``, the temporary file removed); the check and the write are
+    one step, so of two commands writing one new name at once, one is refused."""
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
