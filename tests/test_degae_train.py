@@ -541,6 +541,56 @@ def test_a_worker_that_outlives_its_sigterm_is_killed_and_the_run_ends(monkeypat
         worker.kill()
 
 
+def test_a_ctrl_c_while_closing_waits_for_a_stuck_worker_kills_it(monkeypatch, tmp_path):
+    """A Ctrl-C (or SIGTERM) during the grace the pool's close gives a worker its SIGTERM did not end had cancelled the
+    kill: the worker outlived the run and Python's exit then joined it for ever (54F F1). Now the workers left are
+    killed at once, and the photos' shared memory is freed."""
+    import signal
+    import threading
+
+    import lway_rt.degae.train as train_module
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    assert threading.current_thread() is threading.main_thread()  # (signal handlers run there only)
+    monkeypatch.setattr(train_module, "WORKER_GRACE_S", 60.0, raising=False)
+    cfg = TrainConfig(out="unused.safetensors", workers=1, **TINY)
+    source = train_module.BatchSource([torch.zeros(3, 40, 40, dtype=torch.uint8)], cfg, 0, 1)
+    assert source.blocks  # (the photos went into shared memory)
+    block = source.blocks[0].name
+    ready = tmp_path / "ready"
+    source.pool.apply_async(exec, (f"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                   f"open({str(ready)!r}, 'w').close(); time.sleep(600)",))
+    worker = source.pool._pool[0]
+    before = signal.signal(signal.SIGUSR1, interrupt)
+    ctrl_c = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1))
+    try:
+        waited = time.monotonic()
+        while not ready.exists() and time.monotonic() - waited < 30:
+            time.sleep(0.05)
+        assert ready.exists()
+        started = time.monotonic()
+        ctrl_c.start()
+        with pytest.raises(Interrupted):
+            source.close()
+        assert time.monotonic() - started < 30
+        worker.join(10)
+        assert worker.exitcode == -signal.SIGKILL, "the stuck worker outlived an interrupted close"
+        assert source.pool is None and source.blocks == []
+        from multiprocessing import shared_memory
+
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=block)
+    finally:
+        ctrl_c.cancel()
+        signal.signal(signal.SIGUSR1, before)
+        worker.kill()
+
+
 def test_worker_processes_give_the_same_run(photo_dir, tmp_path, monkeypatch):
     """--workers only moves batch synthesis into other processes: the batches, so the weights, are the same, with the
     photos in shared memory and, where that is too small for them (a container's 64 MB /dev/shm), sent to each."""

@@ -279,12 +279,23 @@ class BatchSource:
         return Batch(*(torch.from_numpy(a) for a in arrays))
 
     def close(self) -> None:
+        try:
+            self._end_workers()
+        finally:  # the workers are gone: free the photos' shared memory
+            for block in self.blocks:
+                block.close()
+                block.unlink()
+            self.blocks = []
+
+    def _end_workers(self) -> None:
         if self.pool is not None:
             import threading
 
             self.closing.set()  # the workers' SIGTERM handler ends them now (Pool.terminate() sends it)
             # a worker its SIGTERM did not end (seen once: in a lock wait, its handler never ran) kept Pool.terminate()
-            # joining it for ever, the run hung after its last checkpoint: killed after a grace period
+            # joining it for ever, the run hung after its last checkpoint: killed after a grace period. (A worker has other
+            # threads, numpy's OpenBLAS: the kernel may hand a process's SIGTERM to one, and Python runs the handler
+            # only when the main thread, blocked in the lock wait, next runs Python code.)
             workers = list(getattr(self.pool, "_pool", ()))  # (Pool's own list of its processes)
 
             def kill_the_rest() -> None:
@@ -298,13 +309,12 @@ class BatchSource:
             try:
                 self.pool.terminate()
                 self.pool.join()
+            except BaseException:  # a Ctrl-C (or SIGTERM) in the wait: no worker is left to keep the exit waiting
+                kill_the_rest()
+                raise
             finally:
                 stuck.cancel()
-            self.pool = None
-        for block in self.blocks:  # the workers are gone: free the photos' shared memory
-            block.close()
-            block.unlink()
-        self.blocks = []
+                self.pool = None
 
 
 @contextlib.contextmanager
