@@ -541,6 +541,26 @@ def test_a_worker_that_outlives_its_sigterm_is_killed_and_the_run_ends(monkeypat
         worker.kill()
 
 
+def test_a_pool_worker_runs_in_one_thread_so_its_sigterm_reaches_its_handler():
+    """A process's SIGTERM may be taken by any of its threads, and Python runs the handler only in the main one: a
+    worker's numpy OpenBLAS thread could take the SIGTERM that ends it while the main thread waited on a lock (the
+    likely cause of the hang the grace period mends). The workers start with OpenBLAS single-threaded, and the
+    run's own setting is left as it was."""
+    import lway_rt.degae.train as train_module
+
+    before = os.environ.get("OPENBLAS_NUM_THREADS")
+    cfg = TrainConfig(out="unused.safetensors", workers=1, **TINY)
+    source = train_module.BatchSource([torch.zeros(3, 40, 40, dtype=torch.uint8)], cfg, 0, 3)
+    try:
+        for _ in range(3):
+            source.next()  # (a worker's batches: numpy and torch at work)
+        threads = source.pool.apply_async(os.listdir, ("/proc/self/task",)).get(30)
+        assert len(threads) == 1, f"a pool worker runs {len(threads)} threads"
+    finally:
+        source.close()
+    assert os.environ.get("OPENBLAS_NUM_THREADS") == before
+
+
 def test_a_ctrl_c_while_closing_waits_for_a_stuck_worker_kills_it(monkeypatch, tmp_path):
     """A Ctrl-C (or SIGTERM) during the grace the pool's close gives a worker its SIGTERM did not end had cancelled the
     kill: the worker outlived the run and Python's exit then joined it for ever (54F F1). Now the workers left are

@@ -255,7 +255,9 @@ class BatchSource:
                 shared.append((block.name, a.shape, a.dtype.str))
         else:  # (a container's /dev/shm is often 64 MB: writing past it kills the process with SIGBUS) the photos go
             shared = arrays  # down each worker's pipe as before: Pool() takes seconds, SIGINT left to Python then
-        with _ignoring([signal.SIGINT, *hangup] if quick and main else []):  # (the workers inherit them as they start)
+        # (the workers inherit the signals' handling as they start, and OPENBLAS_NUM_THREADS: numpy's OpenBLAS thread
+        # in a worker could take the SIGTERM that ends it, while the main thread, whose handler it is, waited on a lock)
+        with _ignoring([signal.SIGINT, *hangup] if quick and main else []), _environment(OPENBLAS_NUM_THREADS="1"):
             # spawn: a forked child of a process that has started CUDA or OpenMP threads can hang
             context = mp.get_context("spawn")
             self.closing = context.Event()
@@ -315,6 +317,21 @@ class BatchSource:
             finally:
                 stuck.cancel()
                 self.pool = None
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """``os.environ`` holding ``values`` within (so processes started within have them), then as before."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
