@@ -282,14 +282,44 @@ def test_nothing_measured_is_a_failure(tmp_path, monkeypatch):
     exit status says that no number came out, so a script cannot take an empty report for a result."""
     import torch
 
+    import lway_rt.bench.machine as machine
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(machine, "load_average", lambda: [64.0, 64.0, 64.0])  # a busy machine: nothing was timed,
     res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch+cuda",
                                     "--device", "cuda", "--no-peak", "--json", str(tmp_path / "r.json"), *TINY])
     assert res.exit_code == 1 and "Traceback" not in res.output, res.output
     assert "nothing was measured" in res.output and "no CUDA GPU visible to PyTorch" in res.output
+    # so neither a table of no rows nor "run again when it is idle" (which would time nothing either: review 55I I2)
+    assert "p50 ms" not in res.output and "when it is idle" not in res.output, res.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert validate(report) == [] and report["summary"] == {"ok": 0, "failed": 0, "skipped": 1, "error": 0}
     assert report["settings"]["device"] == "cuda" and report["settings"]["reference_device"] == "cpu"
+
+
+def test_a_file_made_at_the_report_path_while_it_measured_is_not_replaced(tmp_path, monkeypatch):
+    """--json and --chart are checked before the measuring (minutes), and again as they are written: a file of the
+    user's saved there meanwhile was replaced, and called "the earlier report" (review 55I I1)."""
+    import lway_rt.bench.runner as runner
+
+    measure = runner.run_bench
+    for option, name, made in (("--json", "r.json", b'{"mine": 1}'), ("--chart", "c.png", b"my own picture")):
+        dest = tmp_path / option.strip("-") / name
+        dest.parent.mkdir()
+
+        def measure_while_a_file_is_saved(*args, dest=dest, made=made, **kwargs):
+            report = measure(*args, **kwargs)
+            dest.write_bytes(made)  # (saved by the user while the backends were timed)
+            return report
+
+        monkeypatch.setattr(runner, "run_bench", measure_while_a_file_is_saved)
+        res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "16", "-b", "torch",
+                                        "--no-peak", option, str(dest), *TINY])
+        assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+        assert dest.read_bytes() == made, option
+        assert f"{dest} exists and is not a serve-bench" in res.output and "nothing was written" in res.output
+        assert "replaced" not in res.output, res.output
+        assert [p.name for p in dest.parent.iterdir()] == [name]  # (no temporary file left either)
 
 
 def test_cli_prints_schema_and_help():

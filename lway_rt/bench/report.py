@@ -108,7 +108,8 @@ def render_table(report: dict[str, Any]):
                      "was busy")
     m = report.get("machine") or {}
     start = (m.get("load_average_start") or [None])[0]  # (as it began: the end's counts this run's own threads)
-    if usable and start is not None and start > usable:  # steady but shared: every time is longer than on an idle
+    timed = any(r["status"] == "ok" for r in rows)  # (with none, "these times" are none: a rerun when idle times none)
+    if timed and usable and start is not None and start > usable:  # steady but shared: every time is longer than on an idle
         # machine, and by more for backends that use every core (review 48F F6: torch rows 10-50x slower, no note)
         notes.append(f"the load average was {start:g} on {usable} usable core(s) as the run began: other processes "
                      "shared the CPU, so these times are longer than on an idle machine, and by more for some rows than "

@@ -9,7 +9,7 @@ import sys
 import click
 
 from lway_rt.cli._params import FINITE, NAME, PathParam, on_a_terminal, typed
-from lway_rt.errors import LwayError
+from lway_rt.errors import LwayError, OutputError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
                  "cuda, cl (channels-last), compile, fp16, bf16, threads=N, opt=disable|basic|extended|all, noarena, "
@@ -141,13 +141,20 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         raise Interrupted("serve-bench interrupted: nothing was written (--json and --chart are written once every "
                           "configuration is measured); run it again to measure") from None
     out, table, notes = Console(stderr=to_stdout), render_table(report), ""
-    if not on_a_terminal(out):  # logs and files: wide enough that no column is cut, and the notes under the table one
-        out = Console(width=200, stderr=to_stdout)  # line each (a caption wraps at the table's width, a note cut in two
-        notes, table.caption = table.caption or "", None  # where a grep for its words finds neither half)
-    out.print(table)
+    measured = any(r["input"] is not None for r in report["results"])  # (none: a table of no rows, its notes only)
+    if not on_a_terminal(out) or not measured:  # logs and files: wide enough that no column is cut, and the notes
+        out = Console(width=200, stderr=to_stdout)  # under the table one line each (a caption wraps at the table's
+        notes, table.caption = table.caption or "", None  # width, a note cut in two where a grep finds neither half)
+    if measured:
+        out.print(table)
     for note in notes.splitlines():
         out.print(note, soft_wrap=True, markup=False, highlight=False)
     charted = chart_path if report["summary"]["ok"] else None
+    try:  # again: a file made at either path while it measured (minutes) is not the earlier run's to replace
+        check_output_paths(json_file, chart_path, [given, manifest_path(given)] if exported else [given])
+    except OutputError as exc:
+        raise OutputError(f"{exc} — found as the report was to be written: nothing was written, this run's numbers "
+                          "are in the table above") from None
     replaced = [p for p in (json_file, charted) if p is not None and Path(p).is_file()]  # (earlier runs': checked)
     write_report(report, json_file, charted)  # renamed back to back: a kill leaves one run's pair
     # a report with no chart: an earlier run's chart (checked as one, as --chart is) would be read as this report's
