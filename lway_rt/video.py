@@ -26,7 +26,7 @@ from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, OutputErro
 from lway_rt.io.images import VIDEO_SUFFIXES, LoadedImage, _quantise
 from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
                               damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float, video_packets)
-from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run
+from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run, temp_stem
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
 # Each segment starts with a key frame, which x264 would otherwise place every 250 frames (its keyint): segments of
@@ -40,7 +40,8 @@ _RECORD = "parts.json"
 @dataclass(frozen=True)
 class VideoConfig:
     """How frames become a file: x264's ``crf`` and ``preset``, the output's ``container`` ("same": the source's
-    where it is one of ``OUT_SUFFIXES``, else mkv), ``frames`` (the first N only: a quick look), ``overwrite``."""
+    where it is one of ``OUT_SUFFIXES``, else mkv), ``frames`` (the first N only: a quick look), ``overwrite``,
+    ``skip_existing`` (an output already there, newer than its source and of the output's size, is left alone)."""
 
     crf: int = 18
     preset: str = "medium"
@@ -48,6 +49,7 @@ class VideoConfig:
     frames: int | None = None
     overwrite: bool = False
     deinterlace: bool = False
+    skip_existing: bool = False
 
     def __post_init__(self):
         if not 0 <= self.crf <= 51:
@@ -58,11 +60,14 @@ class VideoConfig:
             raise InputError(f"--container must be one of {', '.join(CONTAINERS)}, not {self.container!r}")
         if self.frames is not None and self.frames < 1:
             raise InputError(f"--frames must be 1 or more, not {self.frames}")
+        if self.overwrite and self.skip_existing:
+            raise InputError("--overwrite replaces the outputs already there and --skip-existing leaves them: give one")
 
 
 @dataclass
 class VideoReport:
     written: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)  # outputs already there, left alone (skip_existing)
     failures: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     frames: int = 0  # frames upscaled by this run (not those of earlier runs' segments)
@@ -87,7 +92,9 @@ def _namesakes(src: Path, dest: Path, container: str) -> str:
 
 
 def parts_folder(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.lwayrt-parts")
+    """The hidden folder of ``dest``'s kept frames (a long name shortened as a temporary file's: an output name that
+    fits had been refused for the 15 characters this adds)."""
+    return dest.with_name(f".{temp_stem(dest.name)}.lwayrt-parts")
 
 
 def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, video: VideoConfig,
@@ -139,6 +146,13 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     suffix = f"_x{config.outscale if config.outscale is not None else desc.scale:g}" if config.suffix is None \
         else config.suffix
     plan = [(src, output_path(src, out_dir, suffix, video.container)) for src in srcs]
+    made_of = {dest.resolve(): src for src, dest in plan}
+    report = VideoReport()
+    for src, dest in list(plan):  # (a glob run again with -o its folder: the earlier output, upscaled again, had
+        if (of := made_of.get(src.resolve())) is not None and of != src:  # been a 16x video)
+            plan.remove((src, dest))
+            report.notes.append(f"{src} is left out: it is where this command writes {of.name}'s output (an earlier "
+                                "run's)")
     seen: dict[Path, Path] = {}
     for src, dest in plan:
         if dest.resolve() == src.resolve():
@@ -148,14 +162,16 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     made = not out_dir.exists()
     ensure_writable_dir(out_dir, "-o folder")
     key = run_key(config, desc, cap, None, alpha=False)
-    report = VideoReport()
     for src, dest in plan:
         try:
             _upscale_video(src, dest, config, video, desc, cap, key, report, on_start, progress)
-        except Interrupted:
+        except Interrupted as exc:
             if made and not report.written:  # nothing kept (a kept frame's parts folder keeps -o from going)
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
+            if report.written and not video.skip_existing:  # the same command again would refuse them: "exists"
+                raise Interrupted(f"{exc}, adding --skip-existing to leave the video(s) finished before the stop as "
+                                  f"they are ({listing([d.name for d in report.written], 3)})") from exc
             raise
         except LwayError as exc:
             msg = str(exc)
@@ -182,7 +198,7 @@ def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoCon
                    report: VideoReport, on_start, progress) -> None:
     """One video, while no other run writes the same output (a second one is refused in one line: both would add
     segments to one parts folder)."""
-    with exclusive_run(dest.with_name(f".{dest.name}.lock"), "-o folder or --suffix"):
+    with exclusive_run(dest.with_name(f".{temp_stem(dest.name)}.lock"), "-o folder or --suffix"):
         _upscale_locked(src, dest, config, video, desc, cap, key, report, on_start, progress)
 
 
@@ -190,12 +206,20 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
                     report: VideoReport, on_start, progress) -> None:
     if dest.is_dir():  # (found at the end, after every frame, even with --overwrite, which cannot replace a folder)
         raise InputError(f"output {dest} is a folder: move it, or choose another -o folder or --suffix")
-    if dest.exists() and not video.overwrite:
-        raise InputError(f"{dest} exists{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or "
-                         "choose another -o folder or --suffix")
+    if dest.exists() and not video.overwrite and not video.skip_existing:
+        raise InputError(f"{dest} exists{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, "
+                         "--skip-existing to leave it (a finished output of this command), or choose another -o folder "
+                         "or --suffix")
     info = probe(src)
     factor = config.outscale if config.outscale is not None else desc.scale
     size = scaled_size((info.width, info.height), factor)
+    if dest.exists() and not video.overwrite:  # --skip-existing
+        if _finished(src, dest, size):
+            report.kept.append(dest)
+            return
+        raise InputError(f"{dest} exists, and is not an output of {src.name} at {size[0]}x{size[1]} made since it last "
+                         f"changed{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or choose "
+                         "another -o folder or --suffix")
     if size[0] % 2 or size[1] % 2:
         near = min((f for f in (round(factor * 100 + d) / 100 for d in range(-50, 51)) if f > 0 and
                     not any(v % 2 for v in scaled_size((info.width, info.height), f))),
@@ -366,6 +390,18 @@ def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promis
         return None
     return (f"{said}: any frame it decoded with errors was upscaled as decoded (damaged blocks concealed by the "
             f"decoder); check {dest.name}, or re-copy the source")
+
+
+def _finished(src: Path, dest: Path, size: tuple[int, int]) -> bool:
+    """Whether ``dest`` can be ``src``'s finished output of ``size`` (--skip-existing): a video of that size, made since
+    ``src`` last changed (outputs are written whole, renamed into place once joined)."""
+    try:
+        if dest.stat().st_mtime < src.stat().st_mtime:
+            return False
+        info = probe(dest)
+    except (OSError, LwayError):
+        return False
+    return (info.width, info.height) == tuple(size)
 
 
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:

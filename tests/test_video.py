@@ -980,3 +980,83 @@ def test_an_ffmpeg_too_old_on_the_path_is_named_not_blamed_on_the_video(tmp_path
         else:
             with pytest.raises(MissingDependencyError, match=rf"put ffmpeg 5.1 or newer on the PATH \({fake} is 4.4\)"):
                 io_video.ffmpeg_exe()
+
+
+def test_a_stopped_run_of_several_videos_goes_on_with_skip_existing_leaving_the_finished_ones(tmp_path, small_segments):
+    """A batch stopped in its second video: the same command again had refused the first, finished, as "exists" (exit
+    1), and --overwrite upscaled it again. The stop names the finished videos and --skip-existing; with it a rerun
+    leaves them (same bytes) and finishes the rest; an output older than its video, or of another size, is not
+    taken for finished (review 55G G2)."""
+    first = make_clip(tmp_path / "a.mp4", audio=False, seconds=0.12)
+    second = make_clip(tmp_path / "b.mp4", audio=False, seconds=0.3)
+    out = tmp_path / "out"
+    count = []
+
+    def stop_in_the_second() -> None:
+        count.append(1)
+        if len(count) == len(read_frames_of(first)) + 4:
+            errors.STOPS.append(signal.SIGINT)
+
+    with pytest.raises(Interrupted, match=r"of b.mp4 are kept in .*run the same command again to go on from there, "
+                                          r"adding --skip-existing to leave the video\(s\) finished before the stop as "
+                                          r"they are \(a_x4.mp4\)"):
+        upscale_videos([first, second], out, UpscaleConfig(model=MODEL), VideoConfig(), progress=stop_in_the_second)
+    errors.STOPS.clear()
+    done = (out / "a_x4.mp4").read_bytes()
+    again = run("upscale-video", first, "-o", out, "-m", MODEL, "-q")  # (the first alone: the second is for below)
+    assert again.exit_code == 1 and "--skip-existing to leave it" in again.output, again.output
+    both = run("upscale-video", first, "-o", out, "-m", MODEL, "--skip-existing", "--overwrite")
+    assert both.exit_code == 1 and "give one" in both.output, both.output
+    res = run("upscale-video", first, second, "-o", out, "-m", MODEL, "--skip-existing")
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out / 'b_x4.mp4'}" in res.output and "1 already there, left as they were: " in res.output
+    assert (out / "a_x4.mp4").read_bytes() == done and len(read_frames_of(out / "b_x4.mp4")) == 9
+    # an output older than its video (the video edited since) is not finished
+    os.utime(out / "a_x4.mp4", (time.time() - 3600,) * 2)
+    res = run("upscale-video", first, "-o", out, "-m", MODEL, "--skip-existing")
+    assert res.exit_code == 1 and "is not an output of a.mp4 at 256x192 made since it last changed" in res.output
+    assert (out / "a_x4.mp4").read_bytes() == done
+    # nor one of another size (another --outscale under the same --suffix)
+    res = run("upscale-video", second, "-o", out, "-m", MODEL, "--skip-existing", "--outscale", "2", "--suffix", "_x4")
+    assert res.exit_code == 1 and "is not an output of b.mp4 at 128x96" in res.output, res.output
+
+
+def read_frames_of(path: Path) -> list:
+    return list(read_frames(path, probe(path)))
+
+
+def test_the_same_glob_again_with_o_its_folder_leaves_the_earlier_output_out(tmp_path):
+    """`upscale-video clips/*.mp4 -o clips` run again: the earlier output clip_x4.mp4 is among the inputs, and it was
+    upscaled again into clip_x4_x4.mp4 (a 16x video); it is left out with a note, as upscale leaves its outputs out
+    (review 55G G3)."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    src = make_clip(folder / "clip.mp4", audio=False, seconds=0.12)
+    assert run("upscale-video", src, "-o", folder, "-m", MODEL, "-q").exit_code == 0
+    res = run("upscale-video", *sorted(folder.glob("*.mp4")), "-o", folder, "-m", MODEL, "--skip-existing")
+    assert res.exit_code == 0, res.output
+    assert f"{folder / 'clip_x4.mp4'} is left out: it is where this command writes clip.mp4's output" in res.output
+    assert sorted(p.name for p in folder.iterdir()) == ["clip.mp4", "clip_x4.mp4"]
+
+
+def test_a_video_whose_output_name_is_long_but_legal_is_upscaled_and_resumed(tmp_path, small_segments):
+    """An output name of 247 bytes fits the file system's 255, but its hidden parts folder (15 more) did not: such a
+    video was refused as "too long ... use a shorter path" (review 55G G1). The parts folder's name is shortened as a
+    temporary file's, and a stopped run still goes on from there."""
+    src = make_clip(tmp_path / f"{'a' * 240}.mp4", audio=False, seconds=0.2)
+    out = tmp_path / "out"
+    dest = out / f"{'a' * 240}_x4.mp4"
+    count = []
+
+    def stop_after_three() -> None:
+        count.append(1)
+        if len(count) == 3:
+            errors.STOPS.append(signal.SIGTERM)
+
+    with pytest.raises(Interrupted, match=r"3 frame\(s\) of a+\.mp4 are kept"):
+        upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig(), progress=stop_after_three)
+    errors.STOPS.clear()
+    parts = parts_folder(dest)
+    assert parts.is_dir() and len(parts.name) <= 255
+    report = upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
+    assert report.written == [dest] and report.frames == len(read_frames_of(src)) - 3 and not parts.exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from lway_rt.cli._params import PathParam, on_a_terminal, typed
+from lway_rt.errors import listing
 from lway_rt.cli.upscale import _ProgressLines, check_tiles, model_options, note_small_outscale
 from lway_rt.io.video import CONTAINERS, PRESETS
 
@@ -29,8 +30,11 @@ from lway_rt.io.video import CONTAINERS, PRESETS
 @click.option("--overwrite", is_flag=True,
               help="Replace an output file already there, and the kept frames of a stopped run of it made with other "
                    "settings.")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave an output already in the -o folder alone when newer than its video and of the output's "
+                   "size: continues a stopped run of several videos.")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, scale, outscale, detail_cap, base_model,
-            quiet, crf, preset, container, frames, deinterlace, overwrite):
+            quiet, crf, preset, container, frames, deinterlace, overwrite, skip_existing):
     """Upscale VIDEO files into the -o folder with an SR model, frame by frame.
 
     Each video becomes <stem><suffix> in the -o folder, H.264 with the source's frame rate, audio,
@@ -50,7 +54,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
                            tile_overlap=tile_overlap, device=device, fp16=fp16, suffix=suffix, scale=scale,
                            detail_cap=detail_cap, base_model=base_model, outscale=outscale)
     video = VideoConfig(crf=crf, preset=preset, container=container, frames=frames, overwrite=overwrite,
-                        deinterlace=deinterlace)
+                        deinterlace=deinterlace, skip_existing=skip_existing)
     err = Console(stderr=True)
     lines = _ProgressLines("frame(s)") if not quiet and not on_a_terminal(err) else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -78,7 +82,9 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
     if not quiet:
         for dest in report.written:
             click.echo(f"wrote {dest}")
-        if not report.written:
+        if report.kept:
+            click.echo(f"{len(report.kept)} already there, left as they were: {listing(report.kept, 3)}")
+        elif not report.written:
             click.echo("no video was written")
     for note in report.notes:
         click.secho(f"note: {note}", fg="yellow", err=True)
