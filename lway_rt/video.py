@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import glob
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, OutputErro
 from lway_rt.io.images import VIDEO_SUFFIXES, LoadedImage, _quantise
 from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
                               damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float, video_packets)
-from lway_rt.io.weights import atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run, temp_stem
+from lway_rt.io.weights import NAME_MAX, atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run, temp_stem
 from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
 
 # Each segment starts with a key frame, which x264 would otherwise place every 250 frames (its keyint): segments of
@@ -92,9 +93,15 @@ def _namesakes(src: Path, dest: Path, container: str) -> str:
 
 
 def parts_folder(dest: Path) -> Path:
-    """The hidden folder of ``dest``'s kept frames (a long name shortened as a temporary file's: an output name that
-    fits had been refused for the 15 characters this adds)."""
-    return dest.with_name(f".{temp_stem(dest.name)}.lwayrt-parts")
+    """The hidden folder of ``dest``'s kept frames."""
+    return _hidden_beside(dest, ".lwayrt-parts")
+
+
+def _hidden_beside(dest: Path, ending: str) -> Path:
+    """``.NAME<ending>`` beside ``dest``, or where that is longer than a file name may be (an output name that fits,
+    241-255 bytes, had been refused for it) with NAME shortened as a temporary file's is."""
+    name = f".{dest.name}{ending}"
+    return dest.with_name(name if len(os.fsencode(name)) <= NAME_MAX else f".{temp_stem(dest.name)}{ending}")
 
 
 def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, video: VideoConfig,
@@ -198,7 +205,7 @@ def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoCon
                    report: VideoReport, on_start, progress) -> None:
     """One video, while no other run writes the same output (a second one is refused in one line: both would add
     segments to one parts folder)."""
-    with exclusive_run(dest.with_name(f".{temp_stem(dest.name)}.lock"), "-o folder or --suffix"):
+    with exclusive_run(_hidden_beside(dest, ".lock"), "-o folder or --suffix"):
         _upscale_locked(src, dest, config, video, desc, cap, key, report, on_start, progress)
 
 

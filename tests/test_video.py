@@ -1058,5 +1058,7 @@ def test_a_video_whose_output_name_is_long_but_legal_is_upscaled_and_resumed(tmp
     errors.STOPS.clear()
     parts = parts_folder(dest)
     assert parts.is_dir() and len(parts.name) <= 255
+    fits = f"{'b' * 230}_x4.mp4"  # (a name whose parts folder fits keeps it as earlier versions named it: resumable)
+    assert parts_folder(out / fits).name == f".{fits}.lwayrt-parts"
     report = upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
     assert report.written == [dest] and report.frames == len(read_frames_of(src)) - 3 and not parts.exists()
