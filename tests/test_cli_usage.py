@@ -128,8 +128,12 @@ def test_a_path_the_system_cannot_use_is_one_line(tmp_path):
     for args in (["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / long)], ["eval-degae", "--data", long]):
         proc = _lwayrt(*args)
         assert proc.returncode == 1 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-        assert re.search(r"\.\.\.x+ \(\d+ characters\): the name is too long for the file system: use a shorter "
-                         "path", proc.stderr), proc.stderr
+        assert re.search(r"\.\.\.x+ \(\d+ characters\): a name in it is 300 bytes, more than the 255 a file name "
+                         "may have: use a shorter name", proc.stderr), proc.stderr  # (not "a shorter path": 55G G1)
+    deep = "/".join(["y" * 250] * 20)  # names that fit, a path that does not (4096 bytes)
+    proc = _lwayrt("upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / deep))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "the name is too long for the file system: use a shorter path" in proc.stderr, proc.stderr
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a_x4.png").symlink_to("loop")
     (tmp_path / "out" / "loop").symlink_to("a_x4.png")

@@ -296,6 +296,13 @@ def _unusable_path(exc: BaseException) -> str | None:
         return name if len(name) <= 80 else f"{name[:40]}...{name[-30:]} ({len(name)} characters)"
 
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        from lway_rt.io.weights import NAME_MAX
+
+        named = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else ""
+        longest = max(len(os.fsencode(part)) for part in os.fsdecode(named).split(os.sep))
+        if longest > NAME_MAX:  # one name past the limit: a shorter folder for it (the advice had been) cannot help
+            return (f"{short(exc.filename)}: a name in it is {longest} bytes, more than the {NAME_MAX} a file name "
+                    "may have: use a shorter name")
         return f"{short(exc.filename)}: the name is too long for the file system: use a shorter path"
     if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
         return f"{short(exc.filename)} is a symbolic link that loops: mend or remove the link"
