@@ -877,3 +877,44 @@ def test_a_new_name_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
     with pytest.raises(OutputError, match="cannot replace"), atomic_path(other, exclusive=True) as tmp:
         tmp.write_bytes(b"weights")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # no empty n.safetensors, no temporary
+
+
+def test_models_remove_takes_models_out_of_the_store_and_nothing_else(tmp_path, monkeypatch):
+    """`models remove NAME...`: the store's file goes; an entry that is a link goes, not the user's file it names; a
+    packaged model says how to bring it back, a user's where it came from; a name with a folder in it, an unknown
+    name and a packaged model not imported are one-line refusals that remove nothing."""
+    import hashlib
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
+    assert run("models", "import", "realesr-animevideov3").exit_code == 0
+    torch.save(SRVGGNetCompact(num_feat=4, num_conv=1).state_dict(), tmp_path / "mine.pth")
+    assert run("models", "add", str(tmp_path / "mine.pth"), "--name", "mine").exit_code == 0
+    (tmp_path / "lib").mkdir()
+    kept = tmp_path / "lib" / "kept.safetensors"
+    save_safetensors(kept, SRVGGNetCompact(num_feat=4, num_conv=1).state_dict())
+    digest = hashlib.sha256(kept.read_bytes()).hexdigest()
+    store.store_path("linked").symlink_to(kept)
+    (store.store_dir() / "old.pth").write_bytes((tmp_path / "mine.pth").read_bytes())  # (listed as 'old.pth')
+    beside = tmp_path / "home" / "x.safetensors"
+    beside.write_bytes(b"not the store's")
+    before = sorted(p.name for p in store.store_dir().iterdir())
+    for name, said in (("../x", "'../x' is not a model name"), ("mien", "'mien' is not in the store (did you mean "
+                                                                       "'mine'?)"),
+                       ("realesrgan-x4plus", "'realesrgan-x4plus' is a packaged model that is not imported")):
+        res = run("models", "remove", name)
+        assert res.exit_code == 1 and res.output.count("\n") == 1 and said in res.output, res.output
+    assert sorted(p.name for p in store.store_dir().iterdir()) == before and beside.exists()
+    res = run("models", "remove", "realesr-animevideov3", "mine", "linked", "old.pth", "mine")
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert len(lines) == 4 and lines[0].endswith("; 'lwayrt models import realesr-animevideov3' converts it again")
+    assert lines[1].endswith(f"; added from {tmp_path / 'mine.pth'}")
+    assert lines[2].endswith(f"; it was a link: the file it named, {kept}, is left as it is")
+    assert lines[3] == f"removed old.pth ({store.store_dir() / 'old.pth'})"
+    assert list(store.store_dir().iterdir()) == [] and hashlib.sha256(kept.read_bytes()).hexdigest() == digest
+    rows = {r["name"]: r["status"] for r in store.list_models()}
+    assert rows["realesr-animevideov3"] == "not imported" and "mine" not in rows
+    assert run("models", "import", "realesr-animevideov3").exit_code == 0  # (back as it said)

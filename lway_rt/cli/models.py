@@ -90,6 +90,16 @@ def add_cmd(file: Path, name: str | None, force: bool) -> None:
                f"use -m {shell_word(dest.stem)}")
 
 
+@command.command("remove")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+def remove_cmd(names: tuple[str, ...]) -> None:
+    """Take models out of the store (a link there is removed, not the file it names; a packaged model can be
+    imported again)."""
+    for name in dict.fromkeys(names):  # a name given twice is removed once
+        path, said = store.remove_model(name)
+        click.echo(f"removed {name} ({path})" + (f"; {said}" if said else ""))
+
+
 @command.command("path")
 def path_cmd() -> None:
     """Print the store folder: LWAYRT_HOME/models (set LWAYRT_HOME to move it)."""

@@ -386,6 +386,42 @@ def list_models() -> list[dict[str, str]]:
     return rows
 
 
+def remove_model(name: str) -> tuple[Path, str]:
+    """Take the model ``name`` out of the store: its file, or where the entry is a symbolic link the link alone (the
+    file it names is the user's, left as it is). Returns the entry's path and what the user should know about it (a
+    packaged model converts again; where the weights came from)."""
+    if not name or name != Path(name).name or name.startswith(".") or "\\" in name:  # (never a file outside it)
+        raise ModelError(f"{name!r} is not a model name (a name in 'lwayrt models list', with no folder in it): to "
+                         "delete a file elsewhere, delete it yourself")
+    path = store_path(name)
+    if not path.is_symlink() and not path.is_file():
+        other = store_dir() / name  # (``models list`` shows a .pth of the user's in the store by its file name)
+        if Path(name).suffix.lower() in (".pth", ".pt", ".ckpt") and other.is_file() and other.parent == store_dir():
+            path = other
+        elif path.is_dir():
+            raise ModelError(f"{path} is a folder, not a model of the store: remove it yourself if it is not needed")
+        else:
+            names = [p.stem for p in store_dir().glob("*.safetensors")] if store_dir().is_dir() else []
+            where = "is not in the store" if name not in SOURCES else "is a packaged model that is not imported"
+            raise ModelError(f"{name!r} {where}{_did_you_mean(name, names) if name not in SOURCES else ''}: "
+                             "'lwayrt models list' shows the models there")
+    link = os.readlink(path) if path.is_symlink() else None
+    meta = {} if link is not None else _stored_metadata(path)
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise ModelError(f"cannot remove {path}: {exc.strerror or exc}") from None
+    if link is not None:
+        said = f"it was a link: the file it named, {link}, is left as it is"
+    elif path.stem in SOURCES and path.suffix == ".safetensors" and "source_package" in meta:
+        said = f"'lwayrt models import {shell_word(path.stem)}' converts it again"
+    elif meta.get("added_from"):
+        said = f"added from {meta['added_from']}" + ("" if Path(meta["added_from"]).exists() else ", which is gone")
+    else:
+        said = ""
+    return path, said
+
+
 def _started_adapt_config(path: Path) -> bool:
     """``path`` is the config.json an lwayrt adapt run writes as it starts."""
     try:
