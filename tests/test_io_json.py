@@ -141,14 +141,19 @@ def test_a_temporary_file_of_another_process_id_namespace_is_not_swept_as_its_wr
     from lway_rt.io import weights
 
     dead = 4_000_000  # above any pid_max: no process here has it
-    here = os.readlink("/proc/self/ns/pid")
-    for folder, space in (("same", here), ("other", "pid:[1]")):
+    here, boot = os.readlink("/proc/self/ns/pid"), weights._boot_id()
+    assert boot  # (Linux)
+    names = {}
+    # another namespace; another machine of the same host name, whose first namespace has this one's number (54F F4)
+    for folder, space, booted in (("same", here, boot), ("other", "pid:[1]", boot), ("machine", here, "another boot")):
         (tmp_path / folder).mkdir()
         with monkeypatch.context() as m:
             m.setattr(os, "getpid", lambda: dead)
             m.setattr(os, "readlink", lambda path: space)
-            name = f"{weights.temp_prefix('out.png')}x.tmp"
+            m.setattr(weights, "_boot_id", lambda: booted)
+            names[folder] = name = f"{weights.temp_prefix('out.png')}x.tmp"
         (tmp_path / folder / name).write_bytes(b"half")
         weights.sweep_stale_temps(tmp_path / folder, ".out.png.", ".tmp")
     assert not any((tmp_path / "same").iterdir())  # its writer is gone: swept
-    assert [p.name for p in (tmp_path / "other").iterdir()] == [name]  # another namespace's: left to the day-old rule
+    for folder in ("other", "machine"):  # another namespace's or machine's: left to the day-old rule
+        assert [p.name for p in (tmp_path / folder).iterdir()] == [names[folder]], folder

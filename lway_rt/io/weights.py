@@ -106,7 +106,8 @@ def is_temp_name(name: str, of: str) -> bool:
 def _host_tag() -> str:
     """This machine's, and this process ID namespace's, tag in temporary files' names: two containers may share a
     host name and a folder, and a process ID alive in one is no process in the other (a live temporary file of one
-    had been swept by the other as its writer's, gone)."""
+    had been swept by the other as its writer's, gone). The kernel's boot ID tells machines apart that share a host
+    name (cluster nodes with a folder of their own, each with the same first namespace's number)."""
     import hashlib
     import socket
 
@@ -114,7 +115,15 @@ def _host_tag() -> str:
         space = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
     except OSError:  # (no /proc: the host name alone)
         space = ""
-    return hashlib.sha256(f"{socket.gethostname()}\0{space}".encode()).hexdigest()[:8]
+    return hashlib.sha256(f"{socket.gethostname()}\0{space}\0{_boot_id()}".encode()).hexdigest()[:8]
+
+
+def _boot_id() -> str:
+    """The running kernel's boot ID (Linux: new at each boot, one per machine); '' where there is none."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _writer_gone(name: str) -> bool:
