@@ -153,17 +153,21 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     suffix = f"_x{config.outscale if config.outscale is not None else desc.scale:g}" if config.suffix is None \
         else config.suffix
     plan = [(src, output_path(src, out_dir, suffix, video.container)) for src in srcs]
+    for src, dest in plan:
+        if dest.resolve() == src.resolve():
+            raise InputError(f"{dest} is the input itself: choose another -o folder or --suffix")
     made_of = {dest.resolve(): src for src, dest in plan}
     report = VideoReport()
     for src, dest in list(plan):  # (a glob run again with -o its folder: the earlier output, upscaled again, had
-        if (of := made_of.get(src.resolve())) is not None and of != src:  # been a 16x video)
+        if (of := made_of.get(src.resolve())) is not None:  # been a 16x video)
+            if video.overwrite:  # (it may be a video of the user's that merely bears that name)
+                raise InputError(f"{src} is an input, and where this command writes {of}'s output, which "
+                                 "--overwrite would put in its place: choose another -o folder or --suffix")
             plan.remove((src, dest))
             report.notes.append(f"{src} is left out: it is where this command writes {of.name}'s output (an earlier "
                                 "run's)")
     seen: dict[Path, Path] = {}
     for src, dest in plan:
-        if dest.resolve() == src.resolve():
-            raise InputError(f"{dest} is the input itself: choose another -o folder or --suffix")
         if (other := seen.setdefault(dest, src)) != src:
             raise InputError(f"{other} and {src} would both be written to {dest}: upscale them into separate -o folders")
     made = not out_dir.exists()
@@ -177,8 +181,9 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
             if report.written and not video.skip_existing:  # the same command again would refuse them: "exists"
-                raise Interrupted(f"{exc}, adding --skip-existing to leave the video(s) finished before the stop as "
-                                  f"they are ({listing([d.name for d in report.written], 3)})") from exc
+                how = "with --skip-existing in place of --overwrite" if video.overwrite else "adding --skip-existing"
+                raise Interrupted(f"{exc}, {how} to leave the video(s) finished before the stop as they are "
+                                  f"({listing([d.name for d in report.written], 3)})") from exc
             raise
         except LwayError as exc:
             msg = str(exc)
@@ -205,7 +210,7 @@ def _upscale_video(src: Path, dest: Path, config: UpscaleConfig, video: VideoCon
                    report: VideoReport, on_start, progress) -> None:
     """One video, while no other run writes the same output (a second one is refused in one line: both would add
     segments to one parts folder)."""
-    with exclusive_run(_hidden_beside(dest, ".lock"), "-o folder or --suffix"):
+    with exclusive_run(_hidden_beside(dest, ".lock"), "-o folder or --suffix", shown=dest):
         _upscale_locked(src, dest, config, video, desc, cap, key, report, on_start, progress)
 
 
@@ -220,13 +225,7 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     info = probe(src)
     factor = config.outscale if config.outscale is not None else desc.scale
     size = scaled_size((info.width, info.height), factor)
-    if dest.exists() and not video.overwrite:  # --skip-existing
-        if _finished(src, dest, size):
-            report.kept.append(dest)
-            return
-        raise InputError(f"{dest} exists, and is not an output of {src.name} at {size[0]}x{size[1]} made since it last "
-                         f"changed{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or choose "
-                         "another -o folder or --suffix")
+    noted = len(report.notes)  # (the notes about the source below are not said of an output left as it is)
     if size[0] % 2 or size[1] % 2:
         near = min((f for f in (round(factor * 100 + d) / 100 for d in range(-50, 51)) if f > 0 and
                     not any(v % 2 for v in scaled_size((info.width, info.height), f))),
@@ -253,10 +252,6 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     if info.video_streams > 1:
         report.notes.append(f"{src} holds {info.video_streams} video streams (another angle, a cover picture): only "
                             f"its default one is upscaled into {dest.name}, the others are left out")
-    parts = parts_folder(dest)
-    print_of = _fingerprint(src, info, size, key, video, config)
-    segments, complete, decoding = _resume(parts, print_of, src, dest, discard=video.overwrite)
-    done = sum(s["frames"] for s in segments)
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
     steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
@@ -265,6 +260,19 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
     count = count or info.frames_estimate
     total = count if video.frames is None else min(video.frames, count or video.frames)
+    if dest.exists() and not video.overwrite:  # --skip-existing
+        if _finished(src, dest, size, total):
+            report.kept.append(dest)
+            del report.notes[noted:]
+            return
+        frames = "" if total is None else f" of {total} frame(s)"
+        raise InputError(f"{dest} exists, and is not an output of {src.name} at {size[0]}x{size[1]}{frames} made since "
+                         f"it last changed{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or "
+                         "choose another -o folder or --suffix")
+    parts = parts_folder(dest)
+    print_of = _fingerprint(src, info, size, key, video, config)
+    segments, complete, decoding = _resume(parts, print_of, src, dest, discard=video.overwrite)
+    done = sum(s["frames"] for s in segments)
     if on_start:
         on_start(src, total, done)
     if done:
@@ -399,16 +407,19 @@ def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promis
             f"decoder); check {dest.name}, or re-copy the source")
 
 
-def _finished(src: Path, dest: Path, size: tuple[int, int]) -> bool:
-    """Whether ``dest`` can be ``src``'s finished output of ``size`` (--skip-existing): a video of that size, made since
-    ``src`` last changed (outputs are written whole, renamed into place once joined)."""
+def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) -> bool:
+    """Whether ``dest`` can be ``src``'s finished output of ``size`` and ``frames`` (--skip-existing; the count a
+    variable-rate clip's estimate, within 1 %): a video of that size and length, made since ``src`` last changed
+    (outputs are written whole, renamed into place once joined; a --frames quick look is shorter)."""
     try:
         if dest.stat().st_mtime < src.stat().st_mtime:
             return False
         info = probe(dest)
     except (OSError, LwayError):
         return False
-    return (info.width, info.height) == tuple(size)
+    if (info.width, info.height) != tuple(size):
+        return False
+    return frames is None or abs((video_packets(dest) or 0) - frames) <= max(0, frames // 100)
 
 
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:

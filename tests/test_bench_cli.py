@@ -292,6 +292,7 @@ def test_nothing_measured_is_a_failure(tmp_path, monkeypatch):
     assert "nothing was measured" in res.output and "no CUDA GPU visible to PyTorch" in res.output
     # so neither a table of no rows nor "run again when it is idle" (which would time nothing either: review 55I I2)
     assert "p50 ms" not in res.output and "when it is idle" not in res.output, res.output
+    assert "verified = PSNR" not in res.output and "(reasons above)" in res.output, res.output  # (55J J4)
     report = json.loads((tmp_path / "r.json").read_text())
     assert validate(report) == [] and report["summary"] == {"ok": 0, "failed": 0, "skipped": 1, "error": 0}
     assert report["settings"]["device"] == "cuda" and report["settings"]["reference_device"] == "cpu"

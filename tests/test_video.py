@@ -607,6 +607,16 @@ def test_a_second_run_into_the_same_output_is_refused_while_one_runs(tmp_path, h
     assert result.exit_code == 1 and f"another run is writing to {out / 'clip_x4.mp4'} right now" in result.output, \
         result.output
     assert not (out / "clip_x4.mp4").exists() and not parts_folder(out / "clip_x4.mp4").exists()
+    # a long name's shortened lock file: the refusal names the output, not the lock's shortened name (review 55J J3)
+    long = make_clip(tmp_path / f"{'c' * 246}.mp4", audio=False, seconds=0.12)
+    from lway_rt.video import _hidden_beside
+
+    dest = out / f"{'c' * 246}_x4.mp4"
+    lock = _hidden_beside(dest, ".lock")
+    assert "~" in lock.name  # (shortened: the name itself would not fit)
+    with held_elsewhere(lock):
+        result = run("upscale-video", long, "-o", out, "-m", MODEL)
+    assert result.exit_code == 1 and f"another run is writing to {dest} right now" in result.output, result.output
 
 
 def test_a_video_that_starts_after_its_audio_stays_in_sync(tmp_path):
@@ -1014,7 +1024,7 @@ def test_a_stopped_run_of_several_videos_goes_on_with_skip_existing_leaving_the_
     # an output older than its video (the video edited since) is not finished
     os.utime(out / "a_x4.mp4", (time.time() - 3600,) * 2)
     res = run("upscale-video", first, "-o", out, "-m", MODEL, "--skip-existing")
-    assert res.exit_code == 1 and "is not an output of a.mp4 at 256x192 made since it last changed" in res.output
+    assert res.exit_code == 1 and "is not an output of a.mp4 at 256x192 of 4 frame(s) made since it last changed" in res.output
     assert (out / "a_x4.mp4").read_bytes() == done
     # nor one of another size (another --outscale under the same --suffix)
     res = run("upscale-video", second, "-o", out, "-m", MODEL, "--skip-existing", "--outscale", "2", "--suffix", "_x4")
@@ -1062,3 +1072,41 @@ def test_a_video_whose_output_name_is_long_but_legal_is_upscaled_and_resumed(tmp
     assert parts_folder(out / fits).name == f".{fits}.lwayrt-parts"
     report = upscale_videos([src], out, UpscaleConfig(model=MODEL), VideoConfig())
     assert report.written == [dest] and report.frames == len(read_frames_of(src)) - 3 and not parts.exists()
+
+
+def test_skip_existing_takes_no_quick_look_for_the_video_and_overwrite_never_replaces_an_input(tmp_path, small_segments):
+    """Review 55J: a --frames quick look has the output's name and size, and --skip-existing kept it as the finished
+    video (J1); an input that is where another input's output goes is never written over with --overwrite (J2: the
+    rule that leaves earlier outputs out had skipped the "input itself" check, and a user's a.mp4 was replaced); a
+    stopped --overwrite run says to put --skip-existing in its place, not beside it (J5)."""
+    src = make_clip(tmp_path / "a.mp4", audio=False, seconds=0.3)
+    out = tmp_path / "out"
+    assert run("upscale-video", src, "-o", out, "-m", MODEL, "--frames", "3", "-q").exit_code == 0
+    look = (out / "a_x4.mp4").read_bytes()
+    res = run("upscale-video", src, "-o", out, "-m", MODEL, "--skip-existing")
+    assert res.exit_code == 1 and "is not an output of a.mp4 at 256x192 of 9 frame(s)" in res.output, res.output
+    assert (out / "a_x4.mp4").read_bytes() == look
+    res = run("upscale-video", src, "-o", out, "-m", MODEL, "--skip-existing", "--frames", "3")  # (what it is)
+    assert res.exit_code == 0 and "1 already there, left as they were" in res.output, res.output
+    # J2: a.mkv's output, with no suffix and an .mp4 container, is a.mp4, which is also an input
+    other = make_clip(tmp_path / "a.mkv", audio=False, seconds=0.12)
+    mine = src.read_bytes()
+    res = run("upscale-video", src, other, "-o", tmp_path, "--suffix", "", "--container", "mp4", "--overwrite")
+    assert res.exit_code == 1 and f"{src} is the input itself" in res.output, res.output
+    twin = tmp_path / "a_x4.mp4"  # a video of the user's that bears the name a.mp4's output would have
+    twin.write_bytes(mine)
+    res = run("upscale-video", src, twin, "-o", tmp_path, "-m", MODEL, "--overwrite")
+    assert res.exit_code == 1 and f"{twin} is an input, and where this command writes {src}'s output" in res.output
+    assert src.read_bytes() == twin.read_bytes() == mine
+    # J5
+    count = []
+
+    def stop_in_the_second() -> None:
+        count.append(1)
+        if len(count) == 9 + 2:
+            errors.STOPS.append(signal.SIGINT)
+
+    with pytest.raises(Interrupted, match=r"with --skip-existing in place of --overwrite to leave the video\(s\) "
+                                          r"finished before the stop as they are \(a_x4.mp4\)"):
+        upscale_videos([src, make_clip(tmp_path / "b.mp4", audio=False, seconds=0.3)], out, UpscaleConfig(model=MODEL),
+                       VideoConfig(overwrite=True), progress=stop_in_the_second)

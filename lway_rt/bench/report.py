@@ -92,7 +92,8 @@ def render_table(report: dict[str, Any]):
              "(+ what this configuration added above its start); "
              "% peak = share of the measured dense-kernel peak " + (
                  f"(peak GFLOP/s: {peaks})" if peaks else "(no peak measured: --no-peak)"
-                 if not report["settings"].get("measure_peak") else "(no peak measured: no backend was built)")]
+                 if not report["settings"].get("measure_peak") else "(no peak measured: no backend was built)")
+             ] if rows else []  # (the columns' legend: none without a row)
     for row in report["results"]:
         if row["input"] is None:
             notes.append(f"{row['status']}: {row['backend']}: {row['reason']}")

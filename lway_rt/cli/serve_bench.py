@@ -153,8 +153,8 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     try:  # again: a file made at either path while it measured (minutes) is not the earlier run's to replace
         check_output_paths(json_file, chart_path, [given, manifest_path(given)] if exported else [given])
     except OutputError as exc:
-        raise OutputError(f"{exc} — found as the report was to be written: nothing was written, this run's numbers "
-                          "are in the table above") from None
+        raise OutputError(f"{exc} — found as the report was to be written: nothing was written" + (
+            ", this run's numbers are in the table above" if measured else "")) from None
     replaced = [p for p in (json_file, charted) if p is not None and Path(p).is_file()]  # (earlier runs': checked)
     write_report(report, json_file, charted)  # renamed back to back: a kill leaves one run's pair
     # a report with no chart: an earlier run's chart (checked as one, as --chart is) would be read as this report's
@@ -177,12 +177,12 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
                    err=to_stdout)  # (--json -: JSON only)
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
     if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
-        raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons in "
-                          "the table); choose backends this machine can run")
+        raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons "
+                          "above); choose backends this machine can run")
     if exported and not bad and not any(r["status"] == "ok" and r["kind"] != "torch" for r in report["results"]):
         asked_onnx = any(r["kind"] != "torch" for r in report["results"])
-        raise BenchFailed(f"{given.name} itself was not timed: " + ("no backend asked for runs it here (reasons in the "
-                          "table)" if asked_onnx else "only torch was asked for, which times the weights it was "
+        raise BenchFailed(f"{given.name} itself was not timed: " + ("no backend asked for runs it here (reasons "
+                          "above)" if asked_onnx else "only torch was asked for, which times the weights it was "
                           "exported from; add an ONNX backend, e.g. -b ort-cpu"))
     if bad:
         raise BenchFailed(f"{len(bad)} configuration(s) failed verification or could not run "

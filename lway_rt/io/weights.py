@@ -472,7 +472,7 @@ def check_file_destination(path: Path, option: str) -> None:
 _HELD: dict[tuple[str, int], int] = {}  # (target, thread) holding an exclusive_run lock in this process: its fd
 
 
-def exclusive_run(target: Path, option: str):
+def exclusive_run(target: Path, option: str, shown: Path | None = None):
     """Context manager: an exclusive lock on ``target`` (a folder, or a lock file made if missing and removed on
     release) for as long as it is open, so that two runs never write into one output at once (each would report
     success over a mix of both). A second run gets a one-line ``OutputError``; the lock goes with the process, so a
@@ -481,7 +481,8 @@ def exclusive_run(target: Path, option: str):
     it loads anything) calls code that takes it again; another thread of the same process is refused like another
     process. It yields a function that raises ``OutputError`` when ``target`` is no longer the file locked (the
     folder was deleted, and perhaps made again by another run that locked the new one): a run calls it before it
-    writes what it must not write beside another run's."""
+    writes what it must not write beside another run's. ``shown``: the output a lock file stands for, as the refusal
+    names it (by default the lock file's name without its dot and ``.lock``)."""
     import contextlib
 
     @contextlib.contextmanager
@@ -515,8 +516,8 @@ def exclusive_run(target: Path, option: str):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                shown = path if folder else path.with_name(path.name.removeprefix(".").removesuffix(".lock"))
-                raise OutputError(f"another run is writing to {shown} right now: wait for it to finish, or choose "
+                named = shown or (path if folder else path.with_name(path.name.removeprefix(".").removesuffix(".lock")))
+                raise OutputError(f"another run is writing to {named} right now: wait for it to finish, or choose "
                                   f"another {option}") from None
             if folder or _same_file(fd, path):
                 break
