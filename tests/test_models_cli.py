@@ -907,13 +907,25 @@ def test_models_remove_takes_models_out_of_the_store_and_nothing_else(tmp_path, 
         res = run("models", "remove", name)
         assert res.exit_code == 1 and res.output.count("\n") == 1 and said in res.output, res.output
     assert sorted(p.name for p in store.store_dir().iterdir()) == before and beside.exists()
-    res = run("models", "remove", "realesr-animevideov3", "mine", "linked", "old.pth", "mine")
+    # one refused name among others removes none of them (review 55L L1: those before it had gone)
+    res = run("models", "remove", "mine", "mien", "linked")
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "'mien' is not in the store" in res.output
+    assert sorted(p.name for p in store.store_dir().iterdir()) == before
+    # entries models list shows: a .pth link whose file was moved, a hidden name (L2)
+    (store.store_dir() / "moved.pth").symlink_to(tmp_path / "lib" / "gone.pth")
+    (store.store_dir() / ".hid.safetensors").write_bytes(kept.read_bytes())
+    (store.store_dir() / "dir.pth").mkdir()
+    res = run("models", "remove", "dir.pth")
+    assert res.exit_code == 1 and f"{store.store_dir() / 'dir.pth'} is a folder" in res.output, res.output
+    (store.store_dir() / "dir.pth").rmdir()
+    res = run("models", "remove", "realesr-animevideov3", "mine", "linked", "old.pth", "mine", "moved.pth", ".hid")
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert len(lines) == 4 and lines[0].endswith("; 'lwayrt models import realesr-animevideov3' converts it again")
+    assert len(lines) == 6 and lines[0].endswith("; 'lwayrt models import realesr-animevideov3' converts it again")
     assert lines[1].endswith(f"; added from {tmp_path / 'mine.pth'}")
     assert lines[2].endswith(f"; it was a link: the file it named, {kept}, is left as it is")
     assert lines[3] == f"removed old.pth ({store.store_dir() / 'old.pth'})"
+    assert lines[4].startswith("removed moved.pth") and lines[5].startswith("removed .hid")
     assert list(store.store_dir().iterdir()) == [] and hashlib.sha256(kept.read_bytes()).hexdigest() == digest
     rows = {r["name"]: r["status"] for r in store.list_models()}
     assert rows["realesr-animevideov3"] == "not imported" and "mine" not in rows

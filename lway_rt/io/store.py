@@ -386,25 +386,31 @@ def list_models() -> list[dict[str, str]]:
     return rows
 
 
-def remove_model(name: str) -> tuple[Path, str]:
-    """Take the model ``name`` out of the store: its file, or where the entry is a symbolic link the link alone (the
-    file it names is the user's, left as it is). Returns the entry's path and what the user should know about it (a
-    packaged model converts again; where the weights came from)."""
-    if not name or name != Path(name).name or name.startswith(".") or "\\" in name:  # (never a file outside it)
+def store_entry(name: str) -> Path:
+    """The store's entry ``models remove NAME`` takes out (a name ``models list`` shows), or a one-line refusal."""
+    if name in ("", ".", "..") or name != Path(name).name or "\\" in name:  # (never a file outside the store)
         raise ModelError(f"{name!r} is not a model name (a name in 'lwayrt models list', with no folder in it): to "
                          "delete a file elsewhere, delete it yourself")
     path = store_path(name)
     if not path.is_symlink() and not path.is_file():
         other = store_dir() / name  # (``models list`` shows a .pth of the user's in the store by its file name)
-        if Path(name).suffix.lower() in (".pth", ".pt", ".ckpt") and other.is_file() and other.parent == store_dir():
+        if Path(name).suffix.lower() in (".pth", ".pt", ".ckpt") and (other.is_symlink() or other.is_file()):
             path = other
-        elif path.is_dir():
-            raise ModelError(f"{path} is a folder, not a model of the store: remove it yourself if it is not needed")
+        elif (folder := next((p for p in (path, other) if p.is_dir()), None)) is not None:
+            raise ModelError(f"{folder} is a folder, not a model of the store: remove it yourself if it is not needed")
         else:
             names = [p.stem for p in store_dir().glob("*.safetensors")] if store_dir().is_dir() else []
             where = "is not in the store" if name not in SOURCES else "is a packaged model that is not imported"
             raise ModelError(f"{name!r} {where}{_did_you_mean(name, names) if name not in SOURCES else ''}: "
                              "'lwayrt models list' shows the models there")
+    return path
+
+
+def remove_model(name: str) -> tuple[Path, str]:
+    """Take the model ``name`` out of the store: its file, or where the entry is a symbolic link the link alone (the
+    file it names is the user's, left as it is). Returns the entry's path and what the user should know about it (a
+    packaged model converts again; where the weights came from)."""
+    path = store_entry(name)
     link = os.readlink(path) if path.is_symlink() else None
     meta = {} if link is not None else _stored_metadata(path)
     try:
