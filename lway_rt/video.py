@@ -180,10 +180,14 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
             if made and not report.written:  # nothing kept (a kept frame's parts folder keeps -o from going)
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
-            if report.written and not video.skip_existing:  # the same command again would refuse them: "exists"
-                how = "with --skip-existing in place of --overwrite" if video.overwrite else "adding --skip-existing"
-                raise Interrupted(f"{exc}, {how} to leave the video(s) finished before the stop as they are "
-                                  f"({listing([d.name for d in report.written], 3)})") from exc
+            done = [(s, d) for s, d in plan if d in report.written]
+            if done and video.overwrite:  # (--skip-existing would also keep the outputs it had not replaced yet)
+                raise Interrupted(f"{exc}; it makes {listing([d.name for _, d in done], 3)} again: leave "
+                                  f"{listing([s.name for s, _ in done], 3)} out of it to keep what this run made of "
+                                  f"{'it' if len(done) == 1 else 'them'}") from exc
+            if done and not video.skip_existing:  # the same command again would refuse them: "exists"
+                raise Interrupted(f"{exc}, adding --skip-existing to leave the video(s) finished before the stop as "
+                                  f"they are ({listing([d.name for _, d in done], 3)})") from exc
             raise
         except LwayError as exc:
             msg = str(exc)
@@ -255,17 +259,21 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
     steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
-    count = count_packets(src, info) if steady else None
+    count = packets = count_packets(src, info) if steady else None
     if count and info.video_duration is not None and abs(count - info.frames_estimate) > max(1, count // 100):
         count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
     count = count or info.frames_estimate
     total = count if video.frames is None else min(video.frames, count or video.frames)
     if dest.exists() and not video.overwrite:  # --skip-existing
-        if _finished(src, dest, size, total):
+        # its length as the source's packets, its duration or --frames give it, the least of them (a truncated
+        # source decodes fewer frames than its packets, a variable-rate one more than its packets or fewer than its
+        # duration gives)
+        least = min((n for n in (count, packets, info.frames_estimate, video.frames) if n), default=None)
+        if _finished(src, dest, size, least):
             report.kept.append(dest)
             del report.notes[noted:]
             return
-        frames = "" if total is None else f" of {total} frame(s)"
+        frames = "" if least is None else f" of {least} frame(s)"
         raise InputError(f"{dest} exists, and is not an output of {src.name} at {size[0]}x{size[1]}{frames} made since "
                          f"it last changed{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or "
                          "choose another -o folder or --suffix")
@@ -408,9 +416,9 @@ def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promis
 
 
 def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) -> bool:
-    """Whether ``dest`` can be ``src``'s finished output of ``size`` and ``frames`` (--skip-existing; the count a
-    variable-rate clip's estimate, within 1 %): a video of that size and length, made since ``src`` last changed
-    (outputs are written whole, renamed into place once joined; a --frames quick look is shorter)."""
+    """Whether ``dest`` can be ``src``'s finished output of ``size`` and about ``frames`` frames or more (at least 90 %
+    of them, less one: a --frames quick look is shorter), made since ``src`` last changed (outputs are written whole,
+    renamed into place once joined). Which settings made it cannot be told (a video records no run)."""
     try:
         if dest.stat().st_mtime < src.stat().st_mtime:
             return False
@@ -419,7 +427,7 @@ def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) 
         return False
     if (info.width, info.height) != tuple(size):
         return False
-    return frames is None or abs((video_packets(dest) or 0) - frames) <= max(0, frames // 100)
+    return frames is None or (video_packets(dest) or 0) >= 0.9 * frames - 1
 
 
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:

@@ -911,6 +911,16 @@ def test_models_remove_takes_models_out_of_the_store_and_nothing_else(tmp_path, 
     res = run("models", "remove", "mine", "mien", "linked")
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "'mien' is not in the store" in res.output
     assert sorted(p.name for p in store.store_dir().iterdir()) == before
+    # one entry typed in two Unicode forms, among others: removed once, and the others too (review 55M M4)
+    import unicodedata
+
+    for form in ("NFC", "NFD"):
+        (store.store_dir() / f"{unicodedata.normalize(form, 'cafe' + chr(0x301))}.safetensors").unlink(missing_ok=True)
+    (store.store_dir() / "caf\u00e9.safetensors").write_bytes(kept.read_bytes())
+    (store.store_dir() / "other.safetensors").write_bytes(kept.read_bytes())
+    res = run("models", "remove", "other", "caf\u00e9", "cafe\u0301")
+    assert res.exit_code == 0 and res.output.count("removed ") == 2, res.output
+    assert sorted(p.name for p in store.store_dir().iterdir()) == before
     # entries models list shows: a .pth link whose file was moved, a hidden name (L2)
     (store.store_dir() / "moved.pth").symlink_to(tmp_path / "lib" / "gone.pth")
     (store.store_dir() / ".hid.safetensors").write_bytes(kept.read_bytes())

@@ -95,9 +95,10 @@ def add_cmd(file: Path, name: str | None, force: bool) -> None:
 def remove_cmd(names: tuple[str, ...]) -> None:
     """Take models out of the store (a link there is removed, not the file it names; a packaged model can be
     imported again)."""
-    for name in names:  # every name checked first: one refused removes none (not the ones before it)
-        store.store_entry(name)
-    for name in dict.fromkeys(names):  # a name given twice is removed once
+    entries: dict = {}
+    for name in names:  # every name checked first: one refused removes none
+        entries.setdefault(store.store_entry(name), name)  # (an entry named twice, in two Unicode forms too: once)
+    for name in entries.values():
         path, said = store.remove_model(name)
         click.echo(f"removed {name} ({path})" + (f"; {said}" if said else ""))
 

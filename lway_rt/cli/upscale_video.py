@@ -31,8 +31,8 @@ from lway_rt.io.video import CONTAINERS, PRESETS
               help="Replace an output file already there, and the kept frames of a stopped run of it made with other "
                    "settings.")
 @click.option("--skip-existing", is_flag=True,
-              help="Leave an output already in the -o folder alone when newer than its video and of the output's "
-                   "size: continues a stopped run of several videos.")
+              help="Leave an output already in the -o folder alone when newer than its video, of the output's size and "
+                   "about the video's length (whatever settings made it): continues a stopped run of several videos.")
 def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, scale, outscale, detail_cap, base_model,
             quiet, crf, preset, container, frames, deinterlace, overwrite, skip_existing):
     """Upscale VIDEO files into the -o folder with an SR model, frame by frame.
