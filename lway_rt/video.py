@@ -134,10 +134,11 @@ def _shown(value) -> str:
 
 def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig, video: VideoConfig, *,
                    on_start: Callable[[Path, int | None, int], None] | None = None,
-                   progress: Callable[[], None] | None = None) -> VideoReport:
+                   progress: Callable[[], None] | None = None,
+                   on_written: Callable[[Path], None] | None = None) -> VideoReport:
     """Upscale each video of ``inputs`` into ``out_dir``; a failing video does not stop the others (its failure is
     in the report). ``on_start(src, frames_estimate, frames_already_done)`` opens a video, ``progress()`` counts a
-    frame."""
+    frame, ``on_written(dest)`` tells of a finished output as it is made (a later stop does not hide it)."""
     out_dir = Path(out_dir).expanduser()
     srcs = _once(inputs)
     for src in srcs:
@@ -158,14 +159,17 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
             raise InputError(f"{dest} is the input itself: choose another -o folder or --suffix")
     made_of = {dest.resolve(): src for src, dest in plan}
     report = VideoReport()
+    factor = config.outscale if config.outscale is not None else desc.scale
     for src, dest in list(plan):  # (a glob run again with -o its folder: the earlier output, upscaled again, had
-        if (of := made_of.get(src.resolve())) is not None:  # been a 16x video)
-            if video.overwrite:  # (it may be a video of the user's that merely bears that name)
-                raise InputError(f"{src} is an input, and where this command writes {of}'s output, which "
-                                 "--overwrite would put in its place: choose another -o folder or --suffix")
+        if (of := made_of.get(src.resolve())) is None:  # been a 16x video)
+            continue
+        if _output_of(src, of, factor):
             plan.remove((src, dest))
             report.notes.append(f"{src} is left out: it is where this command writes {of.name}'s output (an earlier "
-                                "run's)")
+                                "run's, by its size and time)")
+        elif video.overwrite:  # (a video of the user's that merely bears that name)
+            raise InputError(f"{src} is an input, and where this command writes {of}'s output, which --overwrite "
+                             "would put in its place: choose another -o folder or --suffix")
     seen: dict[Path, Path] = {}
     for src, dest in plan:
         if (other := seen.setdefault(dest, src)) != src:
@@ -176,18 +180,22 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     for src, dest in plan:
         try:
             _upscale_video(src, dest, config, video, desc, cap, key, report, on_start, progress)
-        except Interrupted as exc:
+            if on_written and dest in report.written:
+                on_written(dest)
+        except (Interrupted, KeyboardInterrupt) as exc:  # (a stop between two videos, or as one opens, too)
+            stop = exc if isinstance(exc, Interrupted) else Interrupted(
+                f"interrupted before a frame of {src.name} was kept: run the same command again")
             if made and not report.written:  # nothing kept (a kept frame's parts folder keeps -o from going)
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()
-            done = [(s, d) for s, d in plan if d in report.written]
+            done = [d.name for d in report.written]
             if done and video.overwrite:  # (--skip-existing would also keep the outputs it had not replaced yet)
-                raise Interrupted(f"{exc}; it makes {listing([d.name for _, d in done], 3)} again: leave "
-                                  f"{listing([s.name for s, _ in done], 3)} out of it to keep what this run made of "
-                                  f"{'it' if len(done) == 1 else 'them'}") from exc
+                raise Interrupted(f"{stop}; it makes {listing(done, 3)} again, finished before the stop") from exc
             if done and not video.skip_existing:  # the same command again would refuse them: "exists"
-                raise Interrupted(f"{exc}, adding --skip-existing to leave the video(s) finished before the stop as "
-                                  f"they are ({listing([d.name for _, d in done], 3)})") from exc
+                raise Interrupted(f"{stop}, adding --skip-existing to leave the video(s) finished before the stop as "
+                                  f"they are ({listing(done, 3)})") from exc
+            if stop is not exc:
+                raise stop from exc
             raise
         except LwayError as exc:
             msg = str(exc)
@@ -415,9 +423,21 @@ def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promis
             f"decoder); check {dest.name}, or re-copy the source")
 
 
+def _output_of(video_file: Path, source: Path, factor: float) -> bool:
+    """Whether ``video_file`` looks like ``source``'s output at ``factor``: made since ``source`` last changed, with
+    its size scaled (an input that bears that name and is not such a video is the user's)."""
+    try:
+        if video_file.stat().st_mtime < source.stat().st_mtime:
+            return False
+        a, b = probe(video_file), probe(source)
+    except (OSError, LwayError):
+        return False
+    return (a.width, a.height) == tuple(scaled_size((b.width, b.height), factor))
+
+
 def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) -> bool:
     """Whether ``dest`` can be ``src``'s finished output of ``size`` and about ``frames`` frames or more (at least 90 %
-    of them, less one: a --frames quick look is shorter), made since ``src`` last changed (outputs are written whole,
+    of them: a --frames quick look is shorter), made since ``src`` last changed (outputs are written whole,
     renamed into place once joined). Which settings made it cannot be told (a video records no run)."""
     try:
         if dest.stat().st_mtime < src.stat().st_mtime:
@@ -427,7 +447,7 @@ def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) 
         return False
     if (info.width, info.height) != tuple(size):
         return False
-    return frames is None or (video_packets(dest) or 0) >= 0.9 * frames - 1
+    return frames is None or (video_packets(dest) or 0) >= 0.9 * frames
 
 
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:

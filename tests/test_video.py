@@ -1112,7 +1112,35 @@ def test_skip_existing_takes_no_quick_look_for_the_video_and_overwrite_never_rep
             errors.STOPS.append(signal.SIGINT)
 
     # (--skip-existing there would also keep the outputs the --overwrite run had not replaced yet: review 55M M3)
-    with pytest.raises(Interrupted, match=r"run the same command again to go on from there; it makes a_x4.mp4 again: "
-                                          r"leave a.mp4 out of it to keep what this run made of it"):
+    with pytest.raises(Interrupted, match=r"run the same command again to go on from there; it makes a_x4.mp4 again, "
+                                          r"finished before the stop$"):
         upscale_videos([src, make_clip(tmp_path / "b.mp4", audio=False, seconds=0.3)], out, UpscaleConfig(model=MODEL),
                        VideoConfig(overwrite=True), progress=stop_in_the_second)
+
+
+def test_a_stop_between_two_videos_names_the_finished_ones_and_an_overwrite_goes_on_in_their_folder(tmp_path):
+    """Review 55O: a stop as the second video opened (before its frame loop) had the generic "run the same command
+    again for the rest", without --skip-existing, and a rerun then failed on the first as "exists" (O3); a finished
+    video is told as it is made, so a stop cannot hide it; --overwrite run again over the clips' own folder, whose
+    earlier outputs are among the inputs, leaves them out (they are the sources' outputs by size and time) rather than
+    refusing the command (O2)."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    first = make_clip(folder / "a.mp4", audio=False, seconds=0.12)
+    second = make_clip(folder / "b.mp4", audio=False, seconds=0.12)
+    told, opened = [], []
+
+    def stop_as_the_second_opens(src, total, done) -> None:
+        opened.append(src)
+        if src == second:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match=r"interrupted before a frame of b.mp4 was kept: run the same command again, "
+                                          r"adding --skip-existing .* \(a_x4.mp4\)"):
+        upscale_videos([first, second], folder, UpscaleConfig(model=MODEL), VideoConfig(),
+                       on_start=stop_as_the_second_opens, on_written=told.append)
+    assert told == [folder / "a_x4.mp4"]
+    res = run("upscale-video", *sorted(folder.glob("*.mp4")), "-o", folder, "-m", MODEL, "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert f"{folder / 'a_x4.mp4'} is left out: it is where this command writes a.mp4's output" in res.output
+    assert sorted(p.name for p in folder.iterdir()) == ["a.mp4", "a_x4.mp4", "b.mp4", "b_x4.mp4"]

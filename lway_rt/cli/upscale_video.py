@@ -78,10 +78,13 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
             if lines:
                 lines.step(current[0])
 
-        report = upscale_videos(inputs, out_dir, config, video, on_start=on_start, progress=progress)
+        def on_written(dest: Path) -> None:  # (as each is made: a later stop does not hide which are finished; on a
+            if not quiet:  # terminal, rich's bar shows the line above itself)
+                click.echo(f"wrote {dest}")
+
+        report = upscale_videos(inputs, out_dir, config, video, on_start=on_start, progress=progress,
+                                on_written=on_written)
     if not quiet:
-        for dest in report.written:
-            click.echo(f"wrote {dest}")
         if report.kept:
             click.echo(f"{len(report.kept)} already there, left as they were: {listing(report.kept, 3)}")
         elif not report.written:
