@@ -166,7 +166,7 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
         if _output_of(src, of, factor):
             plan.remove((src, dest))
             report.notes.append(f"{src} is left out: it is where this command writes {of.name}'s output (an earlier "
-                                "run's, by its size and time)")
+                                "run's, by its size, time and length)")
         elif video.overwrite:  # (a video of the user's that merely bears that name)
             raise InputError(f"{src} is an input, and where this command writes {of}'s output, which --overwrite "
                              "would put in its place: choose another -o folder or --suffix")
@@ -277,7 +277,9 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         # source decodes fewer frames than its packets, a variable-rate one more than its packets or fewer than its
         # duration gives)
         least = min((n for n in (count, packets, info.frames_estimate, video.frames) if n), default=None)
-        if _finished(src, dest, size, least):
+        most = max((n for n in (count, packets, info.frames_estimate) if n), default=None)
+        most = video.frames if most is None or video.frames is not None and video.frames < most else most
+        if _finished(src, dest, size, least, most):
             report.kept.append(dest)
             del report.notes[noted:]
             return
@@ -424,21 +426,30 @@ def _damage_note(src: Path, dest: Path, decoding: Decoding, written: int, promis
 
 
 def _output_of(video_file: Path, source: Path, factor: float) -> bool:
-    """Whether ``video_file`` looks like ``source``'s output at ``factor``: made since ``source`` last changed, with
-    its size scaled (an input that bears that name and is not such a video is the user's)."""
+    """Whether ``video_file`` looks like ``source``'s output at ``factor`` (whole, or a --frames quick look): made since
+    ``source`` last changed, its size scaled, and no longer (an input that bears that name and is not such a video is
+    the user's: a longer video of that size, another upscaler's, too)."""
     try:
         if video_file.stat().st_mtime < source.stat().st_mtime:
             return False
         a, b = probe(video_file), probe(source)
     except (OSError, LwayError):
         return False
-    return (a.width, a.height) == tuple(scaled_size((b.width, b.height), factor))
+    most = max(b.frames_estimate or 0, video_packets(source) or 0)
+    return (a.width, a.height) == tuple(scaled_size((b.width, b.height), factor)) and \
+        0 < (video_packets(video_file) or 0) <= _LONGER * most + 1
 
 
-def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) -> bool:
-    """Whether ``dest`` can be ``src``'s finished output of ``size`` and about ``frames`` frames or more (at least 90 %
-    of them: a --frames quick look is shorter), made since ``src`` last changed (outputs are written whole,
-    renamed into place once joined). Which settings made it cannot be told (a video records no run)."""
+#: how much longer than the source's packets or duration say an output of it may be (a variable-rate clip is read at
+#: its nominal rate, gaps filled), and how much shorter a finished one (a truncated source's last frames do not decode)
+_LONGER, _SHORTER = 1.1, 0.9
+
+
+def _finished(src: Path, dest: Path, size: tuple[int, int], least: int | None, most: int | None) -> bool:
+    """Whether ``dest`` can be ``src``'s finished output of ``size`` and about ``least`` to ``most`` frames (90 % of
+    the one to 110 % of the other, and one: a --frames quick look is shorter, a longer video not this one's), made
+    since ``src`` last changed (outputs are written whole, renamed into place once joined). Which settings made it
+    cannot be told (a video records no run)."""
     try:
         if dest.stat().st_mtime < src.stat().st_mtime:
             return False
@@ -447,7 +458,8 @@ def _finished(src: Path, dest: Path, size: tuple[int, int], frames: int | None) 
         return False
     if (info.width, info.height) != tuple(size):
         return False
-    return frames is None or (video_packets(dest) or 0) >= 0.9 * frames
+    got = video_packets(dest) or 0
+    return (least is None or got >= _SHORTER * least) and (most is None or got <= _LONGER * most + 1)
 
 
 def _unfinished_of(src: Path, folder: Path) -> list[Path]:

@@ -1144,3 +1144,19 @@ def test_a_stop_between_two_videos_names_the_finished_ones_and_an_overwrite_goes
     assert res.exit_code == 0, res.output
     assert f"{folder / 'a_x4.mp4'} is left out: it is where this command writes a.mp4's output" in res.output
     assert sorted(p.name for p in folder.iterdir()) == ["a.mp4", "a_x4.mp4", "b.mp4", "b_x4.mp4"]
+
+
+def test_a_longer_video_of_the_users_bearing_an_outputs_name_is_never_taken_for_that_output(tmp_path):
+    """Review 55P: a video of the user's at 4x the source's size, copied in after it as a_x4.mp4, was taken for a.mp4's
+    output by size and time alone: --overwrite replaced it (P1, HIGH), and --skip-existing left both out as done (P2).
+    Its length (30 frames against the source's 4) says it is not, so it is refused with --overwrite and never kept."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    src = make_clip(folder / "a.mp4", audio=False, seconds=0.12)
+    mine = make_clip(folder / "a_x4.mp4", size="256x192", seconds=1.0, audio=False)
+    kept = mine.read_bytes()
+    res = run("upscale-video", src, mine, "-o", folder, "-m", MODEL, "--overwrite")
+    assert res.exit_code == 1 and f"{mine} is an input, and where this command writes {src}'s output" in res.output
+    res = run("upscale-video", src, "-o", folder, "-m", MODEL, "--skip-existing")
+    assert res.exit_code == 1 and "already there" not in res.output and "is not an output of a.mp4" in res.output
+    assert mine.read_bytes() == kept and sorted(p.name for p in folder.iterdir()) == ["a.mp4", "a_x4.mp4"]
