@@ -267,18 +267,13 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     # the video's own packets where frames are read at their average rate (the container's duration can be its
     # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
     steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
-    count = packets = count_packets(src, info) if steady else None
+    count = count_packets(src, info) if steady else None
     if count and info.video_duration is not None and abs(count - info.frames_estimate) > max(1, count // 100):
         count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
     count = count or info.frames_estimate
     total = count if video.frames is None else min(video.frames, count or video.frames)
     if dest.exists() and not video.overwrite:  # --skip-existing
-        # its length as the source's packets, its duration or --frames give it, the least of them (a truncated
-        # source decodes fewer frames than its packets, a variable-rate one more than its packets or fewer than its
-        # duration gives)
-        least = min((n for n in (count, packets, info.frames_estimate, video.frames) if n), default=None)
-        most = max((n for n in (count, packets, info.frames_estimate) if n), default=None)
-        most = video.frames if most is None or video.frames is not None and video.frames < most else most
+        least, most = _length_bounds(src, info, video.frames)
         if _finished(src, dest, size, least, most):
             report.kept.append(dest)
             del report.notes[noted:]
@@ -435,9 +430,23 @@ def _output_of(video_file: Path, source: Path, factor: float) -> bool:
         a, b = probe(video_file), probe(source)
     except (OSError, LwayError):
         return False
-    most = max(b.frames_estimate or 0, video_packets(source) or 0)
+    most = _length_bounds(source, b, None)[1]
     return (a.width, a.height) == tuple(scaled_size((b.width, b.height), factor)) and \
-        0 < (video_packets(video_file) or 0) <= _LONGER * most + 1
+        0 < (video_packets(video_file) or 0) <= (float("inf") if most is None else _LONGER * most + 1)
+
+
+def _length_bounds(src: Path, info: VideoInfo, frames: int | None) -> tuple[int | None, int | None]:
+    """The least and the most frames an output of ``src`` (with ``--frames`` ``frames``) may hold, as its packets, its
+    duration and ``frames`` say: a truncated source decodes fewer frames than its packets, and its duration may be its
+    sound's, longer than its picture; a variable-rate one is read at its nominal rate with gaps filled, more frames
+    than packets, so without a duration (a Matroska file written to a pipe, whose average rate is its nominal one) it
+    has no most."""
+    known = [n for n in (video_packets(src), info.frames_estimate) if n]
+    least = min(known + ([frames] if frames else []), default=None)
+    most = max(known) if info.frames_estimate else None
+    if frames is not None:
+        most = frames if most is None else min(most, frames)
+    return least, most
 
 
 #: how much longer than the source's packets or duration say an output of it may be (a variable-rate clip is read at

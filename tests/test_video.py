@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from lway_rt import errors
 from lway_rt.cli import main
 from lway_rt.errors import Interrupted
-from lway_rt.io.video import ffmpeg_exe, probe, read_frames
+from lway_rt.io.video import ffmpeg_exe, probe, read_frames, video_packets
 from lway_rt.upscale import UpscaleConfig, prepare_model, upscale_rgb
 from lway_rt.video import VideoConfig, parts_folder, upscale_videos
 
@@ -1160,3 +1160,24 @@ def test_a_longer_video_of_the_users_bearing_an_outputs_name_is_never_taken_for_
     res = run("upscale-video", src, "-o", folder, "-m", MODEL, "--skip-existing")
     assert res.exit_code == 1 and "already there" not in res.output and "is not an output of a.mp4" in res.output
     assert mine.read_bytes() == kept and sorted(p.name for p in folder.iterdir()) == ["a.mp4", "a_x4.mp4"]
+
+
+def test_a_variable_rate_clip_without_a_duration_has_its_output_kept_and_left_out(tmp_path):
+    """A variable-rate Matroska file written to a pipe records no duration: its output, read at the nominal rate with
+    the gaps filled, holds more frames than it has packets, and the length bound of 38cd32c refused it as not its
+    output and upscaled it again when among the inputs (review 55Q Q2)."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    src = make_clip(tmp_path / "clip.mp4", rate="25", seconds=0.8, audio=False)
+    piped = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-map", "0:v", "-c", "copy",
+                            "-bsf:v", "setts=ts=if(gte(N\\,10)\\,PTS*2-10*40\\,PTS)", "-f", "matroska", "pipe:1"],
+                           capture_output=True, check=True).stdout
+    vfr = folder / "s.mkv"
+    vfr.write_bytes(piped)
+    assert probe(vfr).frames_estimate is None  # (no duration)
+    assert run("upscale-video", vfr, "-o", folder, "-m", MODEL, "-q").exit_code == 0
+    assert (video_packets(folder / "s_x4.mkv") or 0) > 20  # (more frames than the 20 packets)
+    res = run("upscale-video", *sorted(folder.glob("*.mkv")), "-o", folder, "-m", MODEL, "--skip-existing")
+    assert res.exit_code == 0 and "1 already there, left as they were" in res.output, res.output
+    assert f"{folder / 's_x4.mkv'} is left out" in res.output and sorted(p.name for p in folder.iterdir()) == [
+        "s.mkv", "s_x4.mkv"]
