@@ -151,15 +151,14 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     if router is not None:
         raise InputError(f"{config.model} is a per-group adaptation: each image goes to its group's model, and a "
                          "video's frames would flip between models; give one group's folder as -m (its sub-folders)")
-    suffix = f"_x{config.outscale if config.outscale is not None else desc.scale:g}" if config.suffix is None \
-        else config.suffix
+    factor = config.outscale if config.outscale is not None else desc.scale
+    suffix = f"_x{factor:g}" if config.suffix is None else config.suffix
     plan = [(src, output_path(src, out_dir, suffix, video.container)) for src in srcs]
     for src, dest in plan:
         if dest.resolve() == src.resolve():
             raise InputError(f"{dest} is the input itself: choose another -o folder or --suffix")
     made_of = {dest.resolve(): src for src, dest in plan}
     report = VideoReport()
-    factor = config.outscale if config.outscale is not None else desc.scale
     for src, dest in list(plan):  # (a glob run again with -o its folder: the earlier output, upscaled again, had
         if (of := made_of.get(src.resolve())) is None:  # been a 16x video)
             continue
@@ -264,14 +263,6 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     if info.video_streams > 1:
         report.notes.append(f"{src} holds {info.video_streams} video streams (another angle, a cover picture): only "
                             f"its default one is upscaled into {dest.name}, the others are left out")
-    # the video's own packets where frames are read at their average rate (the container's duration can be its
-    # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
-    steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
-    count = count_packets(src, info) if steady else None
-    if count and info.video_duration is not None and abs(count - info.frames_estimate) > max(1, count // 100):
-        count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
-    count = count or info.frames_estimate
-    total = count if video.frames is None else min(video.frames, count or video.frames)
     if dest.exists() and not video.overwrite:  # --skip-existing
         least, most = _length_bounds(src, info, video.frames)
         if _finished(src, dest, size, least, most):
@@ -282,6 +273,14 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
         raise InputError(f"{dest} exists, and is not an output of {src.name} at {size[0]}x{size[1]}{frames} made since "
                          f"it last changed{_namesakes(src, dest, video.container)}: pass --overwrite to replace it, or "
                          "choose another -o folder or --suffix")
+    # the video's own packets where frames are read at their average rate (the container's duration can be its
+    # audio's); a variable-rate clip, read at its nominal rate with frames repeated, by its duration
+    steady = info.average is not None and abs(float(info.average) - float(info.rate)) <= 0.005 * float(info.rate)
+    count = count_packets(src, info) if steady else None
+    if count and info.video_duration is not None and abs(count - info.frames_estimate) > max(1, count // 100):
+        count = None  # (a Matroska stream's average is its nominal rate: gaps show only against its own length)
+    count = count or info.frames_estimate
+    total = count if video.frames is None else min(video.frames, count or video.frames)
     parts = parts_folder(dest)
     print_of = _fingerprint(src, info, size, key, video, config)
     segments, complete, decoding = _resume(parts, print_of, src, dest, discard=video.overwrite)
@@ -425,14 +424,11 @@ def _output_of(video_file: Path, source: Path, factor: float) -> bool:
     ``source`` last changed, its size scaled, and no longer (an input that bears that name and is not such a video is
     the user's: a longer video of that size, another upscaler's, too)."""
     try:
-        if video_file.stat().st_mtime < source.stat().st_mtime:
-            return False
-        a, b = probe(video_file), probe(source)
-    except (OSError, LwayError):
+        info = probe(source)
+    except LwayError:
         return False
-    most = _length_bounds(source, b, None)[1]
-    return (a.width, a.height) == tuple(scaled_size((b.width, b.height), factor)) and \
-        0 < (video_packets(video_file) or 0) <= (float("inf") if most is None else _LONGER * most + 1)
+    size = scaled_size((info.width, info.height), factor)  # (a frame at least, however short a quick look)
+    return _finished(source, video_file, size, 1, _length_bounds(source, info, None)[1])
 
 
 def _length_bounds(src: Path, info: VideoInfo, frames: int | None) -> tuple[int | None, int | None]:
