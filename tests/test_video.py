@@ -699,6 +699,16 @@ def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, ca
     assert twice.exit_code == 0 and twice.output.count("wrote ") == 1, twice.output  # one file named twice: one job
     out = probe(tmp_path / "out" / "cam_x4.mkv")
     assert out.rate == 25 and len(list(read_frames(tmp_path / "out" / "cam_x4.mkv", out))) == 10
+    # made at another rate, such a stream still says "25 fps" ("25 fps, 48 tbr" at 24; "25 fps, 25 tbr" at 12.5): read
+    # at its tick rate, each picture went through twice; its parameter set records the rate (53D D7)
+    for rate, made in (("24", 24), ("25/2", Fraction(25, 2)), ("30000/1001", Fraction(30000, 1001))):
+        other = make_clip(tmp_path / f"at{float(made):.2f}.mp4", rate=rate, seconds=0.8, audio=False)
+        stream = other.with_suffix(".h264")
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(other), "-c", "copy", "-bsf:v",
+                        "h264_mp4toannexb", str(stream)], check=True)
+        info = probe(stream)
+        frames = len(list(read_frames(other, probe(other))))
+        assert info.rate == made and len(list(read_frames(stream, info))) == frames == round(0.8 * made), (rate, info)
     assert _frame_rate(Fraction(2983, 100), Fraction(30)) == 30  # a phone's variable rate: its nominal one
     # every NTSC rate N * 1000/1001 ffmpeg prints rounded is read exact (14.99 was 1499/100: frames repeated)
     assert [_rate(t) for t in ("14.99", "29.97", "23.98", "59.94", "11.99", "25", "12.5", "1k", "30")] == [

@@ -251,6 +251,29 @@ def _densest_rate(src: Path, stream: int) -> Fraction | None:
     return common if abs(float(rate) / float(common) - 1) <= 0.03 else rate.limit_denominator(1001)
 
 
+def _h264_timing_rate(src: Path, stream: int) -> Fraction | None:
+    """A raw H.264 stream's frame rate as its sequence parameter set records it: time_scale / (2 num_units_in_tick),
+    as the standard defines it for a stream of frames (read with ffmpeg's ``trace_headers``, no decoding). ffmpeg's
+    reader of such a stream (a dashcam's, a CCTV recorder's, an encoder's ``-f h264``) says "25 fps" whatever it was
+    made at and gives the tick rate, twice the frame rate, as its tbr: one made at 24 fps ("25 fps, 48 tbr") was read
+    at 48, each picture twice, and one at 12.5 ("25 fps, 25 tbr") at 25 (review 53D D7). None where the stream
+    records no timing (ffmpeg's 25 is then all there is). The first of its parameter sets within 60 packets is read (a
+    recording cut mid-stream may not start with one)."""
+    text = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{stream}", "-c", "copy",
+                 "-bsf:v", "trace_headers", "-frames:v", "60", "-f", "null", "-"], "reading video"
+                ).stderr.decode("ascii", "replace")
+
+    def field(name: str) -> int | None:
+        m = re.search(rf"\s{name}\s.*=\s*(\d+)\s*$", text, re.M)
+        return int(m.group(1)) if m else None
+
+    ticks, scale = field("num_units_in_tick"), field("time_scale")
+    if field("timing_info_present_flag") != 1 or not ticks or not scale:
+        return None
+    rate = Fraction(scale, 2 * ticks)
+    return rate if 1 <= rate <= 1000 else None  # (a value no camera makes: not taken)
+
+
 def probe(src: Path) -> VideoInfo:
     """Read ``src``'s streams as ``ffmpeg -i`` describes them; a file that is no video (an image, audio only, not a
     format ffmpeg reads) is a one-line ``InputError``. A file that fails later in its decoding fails in
@@ -283,7 +306,11 @@ def probe(src: Path) -> VideoInfo:
         raise InputError(f"{src}: ffmpeg gives no frame size for its video stream; re-encode it")
     rates = {unit: _rate(m.group(1)) if (m := re.search(rf"([\d.]+k?) {unit}", line)) else None
              for unit in ("fps", "tbr")}
-    rate = _frame_rate(rates["fps"], rates["tbr"], lambda: _densest_rate(src, moving[0]))
+    raw_h264 = demuxer is not None and demuxer.group(1) == "h264" and codec == "h264"
+    if raw_h264 and (recorded := _h264_timing_rate(src, moving[0])) is not None:
+        rate = rates["fps"] = recorded  # (its "25 fps" is ffmpeg's reader's default, not the stream's)
+    else:
+        rate = _frame_rate(rates["fps"], rates["tbr"], lambda: _densest_rate(src, moving[0]))
     if rate is None:
         raise InputError(f"{src}: ffmpeg gives no frame rate for its video stream; re-encode it with one (-r 25)")
     dur = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
