@@ -344,10 +344,48 @@ def test_the_chart_counts_the_rows_it_leaves_out_and_names_a_gpu_only_where_a_ro
     title, *notes = seen[-1]
     assert "Some GPU 9000" not in title
     statuses = [r["status"] for r in report["results"] if r["status"] != "ok"]
+    notes = [n for n in notes if not n.startswith("* hatched")]  # (the fixture's short run may have unsteady rows)
     assert statuses and len(notes) == 1 and f"{statuses.count('skipped')} skipped" in notes[0], notes
     for row in gpu["results"]:
         row["device"] = "cuda" if row["status"] == "ok" else row["device"]
     gpu["results"] = [r for r in gpu["results"] if r["status"] == "ok"]
     write_chart(gpu, tmp_path / "gpu.png")
     title, *notes = seen[-1]
-    assert "Some GPU 9000" in title and notes == []
+    assert "Some GPU 9000" in title and [n for n in notes if not n.startswith("* hatched")] == []
+
+
+def test_the_chart_marks_unsteady_timings_as_the_table_does(report, tmp_path, monkeypatch):
+    """The table marks an unsteady row's p50 with '*' and says why; the chart drew it as an ordinary bar, a busy run's
+    684 ms bar beside 30 ms ones with nothing on the picture to say so (review 56A-2)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    from lway_rt.bench.report import write_chart
+
+    matplotlib.use("Agg")
+    seen = []
+    real = Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        ax1 = fig.axes[0]
+        seen.append(([t.get_text() for t in ax1.get_yticklabels()], [p.get_hatch() for p in ax1.patches],
+                     [t.get_text() for t in fig.texts if t is not fig._suptitle]))
+        return real(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    steady = copy.deepcopy(report)
+    ok = [r for r in steady["results"] if r["status"] == "ok"]
+    assert len(ok) >= 2
+    for r in ok:  # (the fixture's short run may itself be unsteady)
+        r["note"] = None
+    shaky = copy.deepcopy(steady)
+    ok = [r for r in shaky["results"] if r["status"] == "ok"]
+    ok[1]["note"] = "unsteady timing (std/mean = 0.57): the machine was busy or the run too short"
+    write_chart(shaky, tmp_path / "shaky.png")
+    labels, hatches, notes = seen[-1]
+    assert [" *" in label.split("\n")[0] for label in labels] == [r is ok[1] for r in ok], labels
+    assert [bool(h) for h in hatches] == [r is ok[1] for r in ok], hatches
+    assert any(n.startswith("* hatched: unsteady timing (1 configuration(s)") for n in notes), notes
+    write_chart(steady, tmp_path / "steady.png")
+    labels, hatches, notes = seen[-1]
+    assert not any(" *" in label for label in labels) and not any(hatches) and not any("unsteady" in n for n in notes)

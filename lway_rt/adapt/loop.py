@@ -1507,7 +1507,8 @@ def _write_run(out_dir: Path, report: dict, training: _Training, final_state: di
 
     if can_plot():
         save_curves(out_dir / "curves.png", st["history"], st["val"], st["evals"],
-                    title=f"{desc.name or desc.arch}: {config.loss} loss, {len(data)} image(s)")
+                    title=f"{desc.name or desc.arch}: {config.loss} loss, {len(data)} image(s)",
+                    kept=final_it if final_it != st["it"] else None)
         report["curves"] = "curves.png"
     else:
         report["curves"] = None
@@ -1543,7 +1544,10 @@ def _contact_sheet(path: Path, training: _Training, shown: Sequence[AdaptImage],
                       for f, u, d in zip(final_snap, st["snapshots"][0], shown)]
     rows = [[_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
             for k, x in enumerate(training.snap_in)]
-    final_label = f"final (it {final_it})" if config.strength == 1.0 else f"final (it {final_it}, x{config.strength:g})"
+    # the weights written: where not the last iteration's (the best with ground truth, the last good one after bad
+    # steps), this column comes after later snapshots and says so (review 56A-3)
+    final = "final" if final_it == st["it"] else "written"
+    final_label = f"{final} (it {final_it})" if config.strength == 1.0 else f"{final} (it {final_it}, x{config.strength:g})"
     if config.detail_cap is not None:
         final_label = f"{final_label[:-1]}, cap {config.detail_cap:g})"
     labels = ["bicubic"] + [("unadapted" if i == 0 else f"it {i}") for i in its] + [final_label]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["contact_sheet", "save_contact_sheet", "save_curves", "can_plot"]
+__all__ = ["contact_sheet", "save_contact_sheet", "curves_figure", "save_curves", "can_plot"]
 
 
 def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], row_labels: Sequence[str] = (),
@@ -61,14 +61,17 @@ def can_plot() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals: Sequence[dict], title: str = "") -> Path:
-    """Loss (per step, smoothed), fixed-patch loss and (if any) Y-PSNR against iterations, as PNG."""
+def curves_figure(history: Sequence[dict], val: Sequence[dict], evals: Sequence[dict], title: str = "",
+                  kept: int | None = None):
+    """The matplotlib figure ``save_curves`` writes. ``kept``: the iteration whose weights were written where that is
+    not the last one (with ground truth, the best; after bad steps, the last good one), drawn as a dashed line on
+    each panel: the picture alone had read as if the last iteration's weights were the ones written (review 56A-3)."""
     from lway_rt.errors import require
-    from lway_rt.io.weights import atomic_path
 
     matplotlib = require("matplotlib", "plot", "the loss/PSNR curve picture")
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     ncols = 2 if evals else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.8), squeeze=False)
@@ -76,7 +79,9 @@ def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals:
     its = [h["it"] for h in history if not h.get("skipped")]
     losses = [h["loss"] for h in history if not h.get("skipped")]
     if losses:
-        ax.plot(its, losses, lw=0.6, alpha=0.4, label="step loss (every term)")
+        few = len(losses) <= 10  # (a line of one point draws nothing, of three hardly anything: 56A-4)
+        ax.plot(its, losses, lw=0.6, alpha=0.9 if few else 0.4, marker="o" if few else None, ms=3,
+                label="step loss (every term)")
         k = max(1, len(losses) // 20)
         if k > 1:
             smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
@@ -91,10 +96,16 @@ def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals:
         right.tick_params(axis="y", colors="tab:red")
         handles += right.get_lines()
         labels.append("fixed-patch loss (right axis)")
+    panels = [ax] + ([axes[0][1]] if evals else [])
+    if kept is not None:
+        for panel in panels:
+            line = panel.axvline(kept, ls="--", lw=1.0, color="0.25")
+        handles.append(line)
+        labels.append(f"weights written: iteration {kept}")
     ax.set_xlabel("iteration")
     ax.set_ylabel("step loss")
-    if handles:
-        ax.legend(handles, labels, fontsize=8)
+    if handles:  # below the panel: a legend inside lay over the right axis' curve, which "best" cannot see (56A-5)
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     if evals:
         ax2 = axes[0][1]
@@ -102,10 +113,23 @@ def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals:
         ax2.set_xlabel("iteration")
         ax2.set_ylabel("mean Y-PSNR (dB) vs ground truth")
         ax2.grid(alpha=0.3)
+    for panel in panels:  # iterations are whole numbers (ticks at 2.5 or 0.2 were drawn)
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def save_curves(path: Path, history: Sequence[dict], val: Sequence[dict], evals: Sequence[dict], title: str = "",
+                kept: int | None = None) -> Path:
+    """Loss (per step, smoothed), fixed-patch loss and (if any) Y-PSNR against iterations, as PNG (``curves_figure``)."""
+    import matplotlib.pyplot as plt
+
+    from lway_rt.io.weights import atomic_path
+
+    fig = curves_figure(history, val, evals, title, kept)
     with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")  # (the legend below the panel included)
     plt.close(fig)
     return Path(path)

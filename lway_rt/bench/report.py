@@ -74,7 +74,7 @@ def render_table(report: dict[str, Any]):
             verified = f"[{style}]{status.upper()}: {row['reason']}[/]"
         lat = row["latency_ms"] or {}
         mem = row["memory"] or {}
-        shaky = "*" if "unsteady timing" in (row["note"] or "") else ""  # the caption says what the mark means
+        shaky = "*" if _unsteady(row) else ""  # the caption says what the mark means
         name = row["backend"] + (" [yellow](fallback)[/]" if row["fell_back"] else "")
         load_s = "-" if row["load_s"] is None else (
             f"{row['load_s']:.2f}" if row["export_s"] is None else f"{row['load_s']:.2f}+{row['export_s']:.1f}")
@@ -103,7 +103,7 @@ def render_table(report: dict[str, Any]):
     if crowded:  # also said while it ran, but not under --quiet
         notes.append(f"{', '.join(crowded)} ran more threads than the {usable} usable core(s): the threads contended, "
                      "and the times show it")
-    unsteady = sum(1 for r in rows if "unsteady timing" in (r["note"] or ""))  # may follow a fallback note
+    unsteady = sum(1 for r in rows if _unsteady(r))
     if unsteady:
         notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15; p50 marked *): the machine "
                      "was busy")
@@ -233,6 +233,11 @@ def write_chart(report: dict[str, Any], path: str | Path) -> Path:
     return write_report(report, None, path)[0]
 
 
+def _unsteady(row: dict[str, Any]) -> bool:
+    """The row's timings were unsteady (the runner's note says so; it may follow a fallback note)."""
+    return "unsteady timing" in (row.get("note") or "")
+
+
 def _draw_chart(report: dict[str, Any], target: Path) -> None:
     """``write_chart``'s picture, saved as PNG at ``target``."""
     try:
@@ -246,7 +251,9 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
     rows = [r for r in report["results"] if r["status"] == "ok"]
     if not rows:
         raise OutputError("no configuration passed verification and timing: nothing to chart")
-    labels = [f"{r['backend']}\n{config_name(r)}" + (f" x{r['concurrency']}" if r["concurrency"] > 1 else "") for r in rows]
+    shaky = [_unsteady(r) for r in rows]  # marked as the table marks them: hatched, '*' (review 56A-2)
+    labels = [f"{r['backend']}{' *' if s else ''}\n{config_name(r)}" + (f" x{r['concurrency']}" if r["concurrency"] > 1
+                                                                         else "") for r, s in zip(rows, shaky)]
     p50 = [r["latency_ms"]["p50"] for r in rows]
     # p99 is null below 100 requests (it would be the maximum): the whisker then reaches the slowest request
     p99 = [r["latency_ms"]["p99"] if r["latency_ms"]["p99"] is not None else r["latency_ms"]["max"] for r in rows]
@@ -257,12 +264,14 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.0), sharey=True)
     y = range(len(rows))
-    ax1.barh(y, p50, color=colour, xerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=3)
+    hatch = ["//" if s else None for s in shaky]
+    ax1.barh(y, p50, color=colour, xerr=[[0] * len(rows), [b - a for a, b in zip(p50, p99)]], capsize=3, hatch=hatch,
+             edgecolor="white")
     ax1.set_xlabel("latency per request, ms (bar p50, whisker to p99" +
                    (", or the slowest request below 100)" if any(r["latency_ms"]["p99"] is None for r in rows) else ")"))
     ax1.set_yticks(list(y), labels, fontsize=8)
     ax1.invert_yaxis()
-    ax2.barh(y, ips, color=colour)
+    ax2.barh(y, ips, color=colour, hatch=hatch, edgecolor="white")
     ax2.set_xlabel("images / s")
     for i, r in enumerate(rows):
         if r["peak_fraction"] is not None:
@@ -274,10 +283,17 @@ def _draw_chart(report: dict[str, Any], target: Path) -> None:
                  f"({_threads(report)}{gpu}), "
                  f"load avg {m['load_average_start'][0] if m['load_average_start'] else '?'}", fontsize=10)
     left_out = Counter(r["status"] for r in report["results"] if r["status"] != "ok")
-    if left_out:  # said on the picture, which travels without the table: it had left them out unsaid
-        fig.text(0.01, 0.005, "not shown: " + ", ".join(f"{n} {status}" for status, n in sorted(left_out.items()))
-                 + " configuration(s) (reasons in the report's table and JSON)", fontsize=8, color="firebrick")
-    fig.tight_layout(rect=(0, 0.03 if left_out else 0, 1, 1))
+    footnotes = []  # said on the picture, which travels without the table: it had left these out unsaid
+    if any(shaky):
+        footnotes.append(f"* hatched: unsteady timing ({sum(shaky)} configuration(s), std/mean > 0.15): the machine "
+                         "was busy or the run too short; measure again before comparing them")
+    if left_out:
+        footnotes.append("not shown: " + ", ".join(f"{n} {status}" for status, n in sorted(left_out.items()))
+                         + " configuration(s) (reasons in the report's table and JSON)")
+    height = fig.get_size_inches()[1]
+    for k, line in enumerate(reversed(footnotes)):
+        fig.text(0.01, (0.05 + 0.2 * k) / height, line, fontsize=8, color="firebrick")
+    fig.tight_layout(rect=(0, (0.1 + 0.2 * len(footnotes)) / height if footnotes else 0, 1, 1))
     try:
         fig.savefig(target, format="png", dpi=110, metadata={"Software": CHART_SOFTWARE})
     finally:

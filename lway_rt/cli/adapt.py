@@ -276,6 +276,11 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
     if deinterlace and video is None:
         raise InputError("--deinterlace is for a video given as the input (its frames are made whole pictures before "
                          "adapting on them): drop it")
+    from lway_rt.adapt.visual import can_plot
+
+    if not can_plot():  # said before the work, not only in report.json's events after it (review 56A-1)
+        _note("matplotlib is not installed: this run writes no curves.png (its loss curves are in report.json); "
+              "pip install 'lway_rt[plot]' draws it in later runs")
     if video is not None:  # frames spread over the clip, read as upscale-video reads them, adapted on in memory
         inputs, config = _video_frames(video, config, deinterlace, note=_note, log=log)
     try:
