@@ -95,6 +95,13 @@ def test_bare_lwayrt_still_shows_the_help():
     ("adapt", ["x", "-m", "m", "-o", "a", "--batch-size", "3"], ["x", "-m", "m", "-o", "a", "--batch", "3"], "batch_size"),
     ("adapt", ["x", "-m", "m", "-o", "a", "--checkpoint-every", "9"], ["x", "-m", "m", "-o", "a", "--ckpt-every", "9"], "checkpoint_every"),
     ("demo", ["--iterations", "7"], ["--iters", "7"], "iterations"),
+    # review 56C-6: the stage-1 checkpoint is --stage1 everywhere, the output folder --output too, the model -m
+    ("eval-degae", ["--checkpoint", "s.safetensors"], ["--stage1", "s.safetensors"], "checkpoint"),
+    ("adapt", ["x", "-m", "m", "-o", "a"], ["x", "-m", "m", "--output", "a"], "out_dir"),
+    ("export", ["-o", "e"], ["--output", "e"], "out_dir"),
+    ("train-degae", ["-o", "a.safetensors"], ["--output", "a.safetensors"], "out"),
+    ("demo", ["-o", "d"], ["--output", "d"], "out_dir"),
+    ("demo", ["--model", "realsr-df2k-x4"], ["-m", "realsr-df2k-x4"], "models"),
 ])
 def test_one_option_has_one_name_across_commands(command, first, second, param):
     """The output option is -o/--out on every command that writes files (export and train-degae had no -o, upscale
@@ -233,3 +240,17 @@ def test_a_stream_that_is_not_utf8_keeps_its_own_error_handler(tmp_path):
     proc = subprocess.run([sys.executable, "-c", _ENTRY, "upscale", str(tmp_path / "x\u2192y.png"), "-o",
                            str(tmp_path / "o")], capture_output=True, timeout=120, env=env)
     assert proc.returncode == 1 and b"Traceback" not in proc.stderr and b"does not exist" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", [["upscale", "x", "-o", "y"], ["upscale-video", "x.mp4", "-o", "y"],
+                                     ["adapt", "x", "-m", "m", "-o", "a"], ["train-degae"], ["eval-degae"]])
+def test_a_misspelt_device_is_a_usage_error_in_every_command(command):
+    """`--device gpu` was a refusal with status 1 in four commands and a usage error (2) in serve-bench (56C-3)."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    res = CliRunner().invoke(main, [*command, "--device", "gpu"])
+    assert res.exit_code == 2 and "must be 'cpu' or 'cuda[:N]', not 'gpu'" in res.output, res.output
+    name = main.get_command(None, command[0])
+    assert name.make_context(command[0], [*command[1:], "--device", "cuda:1"]).params["device"] == "cuda:1"

@@ -317,7 +317,6 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         (["--model", "no-such-model"], "unknown model"),
         (["--model", "realesr-animevideov3", "--profile", "no-such-profile"], "unknown export profile"),
         (["--model", "realesr-animevideov3", "--static", "64by64"], "not HxW"),
-        (["--precision", "fp32"], "--model is required"),
         (["--model", "realesr-animevideov3", "--refit", str(tmp_path / "none.engine")], "does not exist; build a refittable one with 'lwayrt export --engine tensorrt --refittable'"),
         (["--model", "realesr-animevideov3", "--keep-fp32", "conv_last"], "in an fp16 export: add --precision fp16"),
         # with no --profile the built-in shapes are not export/cpu.toml's, so they are not named after it
@@ -329,6 +328,11 @@ def test_bad_cli_input_gives_one_line_errors(tmp_path):
         assert res.exit_code == 1, (args, res.output)
         assert res.output.startswith("error: ") and match in res.output, (args, res.output)
         assert "Traceback" not in res.output
+    for args in (["--precision", "fp32"], ["--what", "both"], ["-o", str(tmp_path / "x.onnx")]):
+        # a command line without its model: a usage error (2), as in serve-bench and adapt, not a failed export (56C-2)
+        res = CliRunner().invoke(main, ["export", *args])
+        assert res.exit_code == 2 and res.output.startswith("error: Missing option '--model' / '-m'"), (args, res.output)
+        assert len(res.output.strip().splitlines()) == 1, res.output  # (not the --out note first)
 
 
 def test_options_the_chosen_export_does_not_use_are_refused(tmp_path):
@@ -624,7 +628,7 @@ def test_capped_adaptation_exports_with_its_cap(capped_weights, tmp_path):
         assert np.abs(y - want.numpy()).max() <= tol, precision
         assert np.abs(y - adapted.numpy()).max() > 0.1
     assert "cap" in _manifest(files["fp16"])["profile"]["keep_fp32_nodes"]
-    off = _run("--model", str(capped_weights), "--out", str(tmp_path / "capped"), "--detail-cap", "off")
+    off = _run("--model", str(capped_weights), "--out", str(tmp_path / "capped"), "--detail-cap", " Off")  # (56C-4)
     assert off.exit_code == 0, off.output
     assert "adapted with --detail-cap 1; with --detail-cap off the exported network is the uncapped model" in off.output
     (plain,) = _exported(off.stdout).values()

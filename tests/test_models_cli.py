@@ -696,6 +696,11 @@ def test_models_add_puts_a_community_pth_in_the_store_under_a_name(model_store, 
                        (["--name", "realsr-df2k-x4"], "is a packaged model's name"),
                        (["--name", "a/b"], "cannot be a model name"),
                        (["--name", "new\nline"], "'new\\nline' cannot be a model name"),  # (it was taken)
+                       # -m x.safetensors then ran the store's model, not the file x.safetensors here; -m y.onnx, the
+                       # advice printed, was taken for an ONNX file; 'models remove -dash' an option (review 56C-1)
+                       (["--name", "x.safetensors"], "'x.safetensors' cannot be a model name"),
+                       (["--name", "y.ONNX"], "no file ending such as .pth or .onnx, which -m reads as a file's"),
+                       (["--name", "-dash"], "'-dash' cannot be a model name"),
                        (["--name", "x" * 300], "longer than a file name may be: pass a shorter --name")):
         res = run("models", "add", str(tmp_path / "4x-Community.pth"), *args)
         assert res.exit_code == 1 and said in res.output and len(res.output.strip().splitlines()) == 1, res.output

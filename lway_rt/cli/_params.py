@@ -54,6 +54,24 @@ NAME = NameParam()
 PROFILE = NameParam("a profile or its file")
 
 
+class DeviceParam(click.ParamType):
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``, checked as the command line is read, so a misspelt one is a usage
+    error (status 2) in every command, as serve-bench's choice of devices is (it was 1 in four commands: 56C-3).
+    Whether the device is there is asked later, by the command."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        import re
+
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(value)):
+            self.fail(f"must be 'cpu' or 'cuda[:N]', not {value!r}", param, ctx)
+        return value
+
+
+DEVICE = DeviceParam()
+
+
 class FiniteFloat(click.ParamType):
     """A float option that refuses nan and inf: every comparison with nan is false, so a threshold of nan would pass
     (or fail) every check, and a weight of nan would reach the optimiser."""
@@ -86,6 +104,13 @@ class FiniteOrOff(FiniteFloat):
 
 
 FINITE_OR_OFF = FiniteOrOff()
+
+
+def cap_word(ctx, param, value):
+    """``--detail-cap``'s ``auto`` / ``off`` in any case, as adapt's ``--detail-cap OFF`` is taken (review 56C-4); a
+    number is left for the command's own check."""
+    word = value.strip().lower() if isinstance(value, str) else value
+    return word if word in ("auto", "off") else value
 
 
 class FiniteRange(click.FloatRange):

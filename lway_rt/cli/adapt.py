@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, FINITE_OR_OFF, NAME, PathParam
+from lway_rt.cli._params import DEVICE, FINITE, FINITE_OR_OFF, NAME, PathParam
 from lway_rt.errors import shell_word
 
 # flag name -> AdaptConfig field; flags left unset fall back to --config TOML, then the defaults.
@@ -130,7 +130,7 @@ def _restore(ctx, param, value) -> None:
 @click.command("adapt")
 @click.argument("inputs", nargs=-1, required=True, type=PathParam())
 @click.option("-m", "--model", required=True, type=NAME, help="Store name (see 'lwayrt models list') or a .pth/.safetensors file.")
-@click.option("-o", "--out", "out_dir", required=True, type=PathParam(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", "--output", "out_dir", required=True, type=PathParam(file_okay=False), help="Output folder.")
 @click.option("--stage1", type=PathParam(dir_okay=False), default=None,
               help="Stage-1 checkpoint (default: the shipped one); used by --loss lway and --mode per-group only.")
 @click.option("--config", "config_file", type=PathParam(dir_okay=False), default=None,
@@ -216,7 +216,7 @@ def _restore(ctx, param, value) -> None:
 @click.option("--patience", type=int, default=None, help="Evaluations without gain before stopping [3].")
 @click.option("--snapshot-every", type=int, default=None, help="Steps between contact-sheet snapshots [20].")
 @click.option("--checkpoint-every", "--ckpt-every", "checkpoint_every", type=int, default=None, help="Steps between resumable checkpoints [20].")
-@click.option("--device", default=None, help="torch device, e.g. cpu or cuda [cpu].")
+@click.option("--device", type=DEVICE, default=None, help="torch device: cpu, cuda or cuda:N [cpu].")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Random seed [0].")
 @click.option("--encoder-backend", type=click.Choice(["torch", "onnxruntime", "tensorrt"]), default=None,
               help="Backend computing E's embeddings: eager torch, or E exported to ONNX Runtime / TensorRT [torch].")

@@ -12,11 +12,11 @@ _PRESETS = ("motion-blur", "box-downscale", "sharpen-jpeg420", "resize-sensor-no
 
 
 @click.command("demo")
-@click.option("-o", "--out", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
+@click.option("-o", "--out", "--output", "out_dir", default="demo_out", show_default=True, type=PathParam(path_type=Path, file_okay=False),
               help="Folder for the images, comparisons and results.json: new, empty, or an earlier demo's (its files are replaced).")
 @click.option("--photo", "photos", multiple=True,
               help="Bundled photo to use, repeatable or comma-separated [default: astronaut, chelsea, coffee, rocket].")
-@click.option("--model", "models", multiple=True, type=NAME,
+@click.option("-m", "--model", "models", multiple=True, type=NAME,
               help="Model(s) to compare, repeatable or comma-separated [default: realsr-df2k-x4, realesr-animevideov3].")
 @click.option("--crop", default=256, show_default=True, type=int,
               help="Side of the ground-truth crop (HR), pixels (a multiple of 4, at least 64).")

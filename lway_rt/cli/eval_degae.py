@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import PathParam
+from lway_rt.cli._params import DEVICE, PathParam
 
 
 def _num(x: float, fmt: str) -> str:
@@ -16,20 +16,22 @@ def _num(x: float, fmt: str) -> str:
 
 
 @click.command("eval-degae")
-@click.option("--checkpoint", type=PathParam(path_type=Path, names_a_file=True), default=None,
+@click.option("--checkpoint", "--stage1", "checkpoint", type=PathParam(path_type=Path, names_a_file=True), default=None,
               help="Stage-1 checkpoint (default: the shipped one).")
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of held-out clean photos, those directly inside it (default: bundled chelsea and coffee, "
                    "which the bundled training photos leave out); photos the checkpoint was trained on are said so.")
 @click.option("--json", "json_path", type=PathParam(names_a_file=True), default=None,
               help="Write the full report here ('-': to standard output, the summary lines going to standard error).")
-@click.option("--crop", type=int, default=96, show_default=True)
-@click.option("--crops-per-image", type=int, default=4, show_default=True)
+@click.option("--crop", type=int, default=96, show_default=True, help="Side in px of the clean crops degraded and "
+              "reconstructed.")
+@click.option("--crops-per-image", type=int, default=4, show_default=True, help="Crops taken from each held-out "
+              "photo.")
 @click.option("--draws", type=int, default=24, show_default=True, help="Random degradation draws per geometry.")
 @click.option("--seed", type=click.IntRange(min=0), default=20240302, show_default=True,
               help="Seed of the random degradation draws and of every noise realisation, the presets' included (the "
                    "photos and crops are fixed).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="torch device: cpu, cuda or cuda:N.")
 def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, device) -> None:
     """Reconstruction PSNR vs identity, embedding ablation and separation ratio."""
     from lway_rt.degae import load_stage1, unfinished_note

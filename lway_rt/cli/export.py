@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PROFILE, PathParam, and_list, typed
+from lway_rt.cli._params import FINITE, NAME, PROFILE, PathParam, and_list, cap_word, typed
 from lway_rt.errors import shell_word
 
 
@@ -16,8 +16,9 @@ def _log(msg: str) -> None:
 
 @click.command("export")
 @click.option("--model", "-m", "model_spec", metavar="M", type=NAME,
-              help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder.")
-@click.option("-o", "--out", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
+              help="Store name (e.g. realesr-animevideov3), a .pth/.safetensors file, or an adapt output folder. "
+                   "Required but with --what encoder.")
+@click.option("-o", "--out", "--output", "out_dir", type=PathParam(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Folder for the ONNX files, engines and manifests (with --refit: for the refitted "
                                       "engine, by default the original engine's folder).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "both"]),
@@ -41,7 +42,7 @@ def _log(msg: str) -> None:
 @click.option("--refit", "refit_engine_path", type=PathParam(dir_okay=False, path_type=Path), metavar="ENGINE",
               help="Swap --model's weights into this refittable engine instead of building a new one.")
 @click.option("--force", is_flag=True, help="Rebuild even when a ready artifact with the same cache key exists.")
-@click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",
+@click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C", callback=cap_word,
               help="auto: weights adapted with --detail-cap export with that cap in the graph (the unadapted model runs "
                    "beside the adapted one and each output is blended as upscale does); off: the adapted network alone; "
                    "C: this cap.")
@@ -90,6 +91,9 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         raise InputError("--stage1 is for --what encoder or both, and this export is of the SR network alone: add "
                          "--what both (or encoder), or drop --stage1")
 
+    if not model_spec and (what != "encoder" or refit_engine_path is not None):  # (a usage error, as elsewhere: 56C-2)
+        raise click.UsageError("Missing option '--model' / '-m': a store name, a .pth/.safetensors file or an adapt "
+                               "output folder" + ("" if refit_engine_path else " (or --what encoder for stage 1's encoder)"))
     if ctx.get_parameter_source("out_dir") is click.core.ParameterSource.COMMANDLINE and \
             out_dir.suffix.lower() in (".onnx", ".engine", ".plan") and not out_dir.is_dir():
         _log(f"note: --out names a folder, and {out_dir} will be one: the files go into it under their own names "

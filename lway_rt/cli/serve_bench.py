@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam, on_a_terminal, typed
+from lway_rt.cli._params import FINITE, NAME, PathParam, cap_word, on_a_terminal, typed
 from lway_rt.errors import LwayError, OutputError
 
 _BACKEND_HELP = ("Backend to compare (repeatable): torch, ort-cpu, ort-cuda, ort-trt, tensorrt, plus options after '+': "
@@ -52,7 +52,7 @@ class BenchFailed(LwayError):
 @click.option("--max-time-s", default=60.0, type=FINITE, show_default=True, help="Stop timing a configuration after this long.")
 @click.option("--rounds", default=3, show_default=True,
               help="Split timing into rounds that alternate between backends (fair on a machine with changing load).")
-@click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C",
+@click.option("--detail-cap", "detail_cap", default="auto", show_default=True, metavar="auto|off|C", callback=cap_word,
               help="auto: weights adapted with --detail-cap are timed with that cap, as lwayrt export ships them (the "
                    "unadapted model runs beside the adapted one); off: the adapted network alone; C: this cap.")
 @click.option("--base-model", "base_model", metavar="M", type=NAME,

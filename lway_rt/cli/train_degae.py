@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import FINITE, NAME, PathParam, typed
+from lway_rt.cli._params import DEVICE, FINITE, NAME, PathParam, typed
 
 
 #: the options a --resume takes from the run's checkpoint where they are not typed (device, threads, workers and the
@@ -57,16 +57,18 @@ def _with_recorded_settings(cfg, out: Path, ctx):
 @click.option("--data", type=PathParam(path_type=Path), default=None,
               help="Folder of clean photos, those directly inside it (hidden files skipped; default: the bundled "
                    "scikit-image training photos).")
-@click.option("-o", "--out", "out", type=PathParam(path_type=Path, names_a_file=True), default=Path("stage1.safetensors"), show_default=True,
+@click.option("-o", "--out", "--output", "out", type=PathParam(path_type=Path, names_a_file=True), default=Path("stage1.safetensors"), show_default=True,
               help="Checkpoint to write (.safetensors); a .resume.pt with the optimiser state lands beside it.")
 @click.option("--crop", type=int, default=64, show_default=True, help="Training crop side in px.")
 @click.option("--crop-tries", type=int, default=2, show_default=True,
               help="Keep the most textured of this many random crop positions.")
-@click.option("--batch", "--batch-size", "batch", type=int, default=8, show_default=True)
-@click.option("--iters", "--iterations", "iters", type=int, default=2500, show_default=True)
+@click.option("--batch", "--batch-size", "batch", type=int, default=8, show_default=True, help="Pairs per step.")
+@click.option("--iters", "--iterations", "iters", type=int, default=2500, show_default=True,
+              help="Training steps (--time-limit fixes them from the first steps' rate instead).")
 @click.option("--lr", type=FINITE, default=1e-3, show_default=True, help="Adam learning rate (cosine decay to 10%).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the networks' start and of the crops and degradations drawn.")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True, help="torch device: cpu, cuda or cuda:N.")
 @click.option("--embed-dim", type=int, default=512, show_default=True, help="Embedding width (the paper uses 512 or 2048).")
 @click.option("--width", type=int, default=32, show_default=True, help="Reconstructor width (DegAE: 64; 32 is 4x cheaper in stage 2).")
 @click.option("--blocks", type=int, default=4, show_default=True, help="Modulated blocks in the reconstructor.")
@@ -74,7 +76,9 @@ def _with_recorded_settings(cfg, out: Path, ctx):
               help="Add the clean input to R's output: trains faster; the shipped checkpoint and DegAE have no skip.")
 @click.option("--trunk", "trunk_model", default="realesr-animevideov3", show_default=True, type=NAME,
               help="Store model or weights file whose first layers form the frozen encoder trunk.")
-@click.option("--trunk-layers", type=int, default=2, show_default=True)
+@click.option("--trunk-layers", type=int, default=2, show_default=True,
+              help="How much of --trunk forms the trunk: its first N conv + activation pairs (SRVGGNetCompact), or "
+                   "conv_first and its first N RRDB blocks (RRDBNet).")
 @click.option("--pairing", type=click.Choice(["cross", "same"]), default="cross", show_default=True,
               help="cross: E reads another image with the same degradation (DegAE); same: E reads the target itself.")
 @click.option("--roundtrip", "p_roundtrip", type=FINITE, default=0.5, show_default=True,
@@ -90,7 +94,8 @@ def _with_recorded_settings(cfg, out: Path, ctx):
               help="LPIPS-AlexNet weights (.pth/.safetensors; backbone and linear layers, one or two files).")
 @click.option("--pixel-loss", type=click.Choice(["l1", "charbonnier", "mse"]), default="charbonnier", show_default=True,
               help="Pixel term: charbonnier (smooth L1, eps 0.01) learns small residuals that plain L1 ignores.")
-@click.option("--w-perceptual", type=FINITE, default=0.02, show_default=True)
+@click.option("--w-perceptual", type=FINITE, default=0.02, show_default=True,
+              help="Weight of the perceptual term beside the pixel term (0: off).")
 @click.option("--ckpt-every", "--checkpoint-every", "ckpt_every", type=int, default=100, show_default=True, help="Checkpoint interval in iterations.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [torch's default].")
 @click.option("--workers", type=int, default=0, show_default=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lway_rt.cli._params import NAME, FiniteRange, PathParam, on_a_terminal, typed
+from lway_rt.cli._params import DEVICE, NAME, FiniteRange, PathParam, cap_word, on_a_terminal, typed
 
 
 def model_options(unit: str = "image"):
@@ -24,7 +24,7 @@ def model_options(unit: str = "image"):
                           f"{unit} in one pass."),
         click.option("--tile-overlap", default=32, show_default=True, type=click.IntRange(min=0),
                      help="Overlap between neighbouring tiles, input pixels."),
-        click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:N]."),
+        click.option("--device", type=DEVICE, default="cpu", show_default=True, help="cpu or cuda[:N]."),
         click.option("--fp16", is_flag=True, help="Half precision (CUDA only, models marked fp16-safe)."),
         click.option("--suffix", default=None,
                      help="Added to output file names [default: _x<scale>, or _x<outscale>]."),
@@ -32,7 +32,7 @@ def model_options(unit: str = "image"):
         click.option("-s", "--outscale", type=FiniteRange(min=0, min_open=True, max=64), default=None,
                      help="Final scale: resize the model's output (Lanczos) to this many times the input, e.g. 2 with "
                           "a x4 model [the model's scale]."),
-        click.option("--detail-cap", default="auto", show_default=True,
+        click.option("--detail-cap", default="auto", show_default=True, callback=cap_word,
                      help=f"Hold the fine detail an adapted model adds at this many times its base model's, per {unit} "
                           "(auto: the cap 'lwayrt adapt --detail-cap' recorded in the weights; off: none)."),
         click.option("--base-model", default=None, type=NAME,

@@ -48,6 +48,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
     from lway_rt.upscale import UpscaleConfig
     from lway_rt.video import VideoConfig, upscale_videos
 
+    if overwrite and skip_existing:  # (two flags that exclude each other: a usage error, as adapt's --resume --overwrite)
+        raise click.UsageError("--overwrite replaces the outputs already there and --skip-existing leaves them: give one")
     check_tiles(tile, tile_overlap)
     note_small_outscale(outscale, "videos")
     config = UpscaleConfig(model=model, tile=tile, tile_chosen=bool(typed(click.get_current_context(), "tile")),

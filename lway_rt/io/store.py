@@ -222,8 +222,9 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     name = unicodedata.normalize("NFC", (given.resolve().name if given.is_dir() else path.stem) if name is None
                                  else name)  # (as a keyboard types it: a file name from a macOS archive is decomposed)
     if not _can_be_a_name(name):
-        raise ModelError(f"{name!r} cannot be a model name (no path separators, no leading dot, no spaces at its "
-                         "ends, no control characters): pass --name NAME")
+        raise ModelError(f"{name!r} cannot be a model name (no path separators, no leading dot or dash, no file "
+                         f"ending such as .pth or .onnx, which -m reads as a file's, no spaces at its ends, no control "
+                         "characters): pass --name NAME")
     from lway_rt.io.weights import NAME_MAX
 
     if len(os.fsencode(f"{name}.safetensors")) > NAME_MAX:
@@ -291,11 +292,17 @@ def _superseded(meta: dict[str, str], src: Source) -> str | None:
     return installed if installed != recorded else None
 
 
+#: endings a store name may not have: ``-m x.safetensors`` (a file of that name in the current folder, to a reader)
+#: ran the store's model so named instead, and ``-m y.onnx`` is taken for an ONNX file, never a name (review 56C-1)
+_FILE_ENDINGS = (*WEIGHT_SUFFIXES, ".onnx", ".engine", ".plan", ".trt")
+
+
 def _can_be_a_name(name: str) -> bool:
-    """Whether ``models add`` takes ``name`` (no path separators, no leading dot, no spaces at its ends, no control
-    characters: a new line or a tab in a name the store lists and -m is typed with)."""
-    return bool(name) and not name.startswith(".") and not any(c in name for c in '/\\:*?"<>|') \
-        and name == name.strip() and name.isprintable()
+    """Whether ``models add`` takes ``name`` (no path separators, no leading dot or dash, no spaces at its ends, no
+    control characters: a new line or a tab in a name the store lists and -m is typed with; no file ending: a name
+    ``-m`` would read as a file's)."""
+    return bool(name) and not name.startswith((".", "-")) and not any(c in name for c in '/\\:*?"<>|') \
+        and name == name.strip() and name.isprintable() and not name.lower().endswith(_FILE_ENDINGS)
 
 
 def _stored_metadata(path: Path) -> dict[str, str]:
