@@ -495,6 +495,8 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
 
         name = adapt_config.model
         check_adapt_model(name, loaded[name] if name in loaded else _load_logged(name, log))
+    if deploy and adapt_config is not None:  # the deploy step's packages, before minutes of the other steps (56B6)
+        _check_deploy_packages()
     if adapt_config is not None and adapt_config.stage1:  # and a --stage1 that will not load, before the comparisons
         from lway_rt.degae import load_stage1, unfinished_note
 
@@ -511,6 +513,20 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
         except (KeyboardInterrupt, Interrupted):  # the steps' own advice (adapt's --resume) is not the demo's
             raise Interrupted(f"demo interrupted: run it again with the same --out; it starts over and replaces what "
                               f"this one left in {config.out_dir}") from None
+
+
+def _check_deploy_packages() -> None:
+    """The packages the deploy step runs (the ONNX export, its parity gate and ONNX Runtime): a one-line refusal naming
+    the missing one and --no-deploy, where the demo had run its upscale and adaptation steps first and then advised
+    export's own alternative ("keep using the torch backend"), no option of the demo's."""
+    import importlib.util
+
+    from lway_rt.errors import MissingDependencyError
+
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(module, "onnx", "the demo's deploy step (ONNX export, ONNX Runtime)",
+                                         "pass --no-deploy")
 
 
 def _run_demo_locked(config, adapt_config, log, deploy, loaded=None):

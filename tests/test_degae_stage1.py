@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -98,3 +99,20 @@ def test_default_checkpoint_loads_or_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setattr(degae, "_CHECKPOINT_DIR", tmp_path)
     with pytest.raises(ModelError, match=f"no shipped stage-1 checkpoint yet at {tmp_path}.*'lwayrt train-degae'"):
         load_stage1()
+
+
+def test_the_trunk_says_why_it_needs_a_packaged_model_that_is_not_installed(tmp_path, monkeypatch):
+    """Without the models extra, adapt with its default loss (given a weights file of the user's), eval-degae and
+    train-degae said "model 'realesr-animevideov3' comes from ..." with nothing saying why that model (56B4)."""
+    from lway_rt.degae.trunk import TrunkSpec, build_trunk
+    from lway_rt.errors import ModelError
+    from lway_rt.io.store import SOURCES
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))  # an empty store: the package would be read
+    monkeypatch.setitem(sys.modules, SOURCES["realesr-animevideov3"].package, None)  # as without the models extra
+    with pytest.raises(ModelError) as err:
+        build_trunk(TrunkSpec())
+    said = str(err.value)
+    assert said.startswith("stage 1's degradation encoder starts with the first layers of realesr-animevideov3, read "
+                           "from the model store: model 'realesr-animevideov3' comes from the PyPI package "), said
+    assert "pip install 'lway_rt[models]'" in said

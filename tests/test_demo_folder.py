@@ -334,3 +334,49 @@ def test_compare_strip_captions_stay_over_their_own_picture():
         lines = _label_lines(draw, label, w - 8)
         assert "".join(lines).replace(" ", "") == label.replace(" ", ""), lines
         assert all(draw.textlength(line) <= w - 8 for line in lines), lines
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_a_missing_deploy_package_is_said_before_the_demos_steps(tmp_path, monkeypatch, missing):
+    """With the models and samples extras but not onnx, the demo ran its upscale and adaptation steps (minutes) and
+    then failed at the deploy step advising export's own way out, "keep using the torch backend" (review 56B6)."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    monkeypatch.setitem(sys.modules, missing, None)  # as an install without the onnx extra has it
+    out = tmp_path / "d"
+    res = CliRunner().invoke(main, ["demo", "--photo", "chelsea", "--model", "realesr-animevideov3", "--crop", "64",
+                                    "--out", str(out)])
+    last = res.output.strip().splitlines()[-1]  # (after the model's first import into the store, if said)
+    assert res.exit_code == 1 and last.startswith(f"error: the demo's deploy step (ONNX export, ONNX Runtime) needs the "
+                                                  f"'{missing}' package"), res.output
+    assert "pass --no-deploy" in res.output and "torch backend" not in res.output and not out.exists(), res.output
+
+
+def test_the_deploy_step_keeps_its_numbers_without_matplotlib(tmp_path, monkeypatch):
+    """Without the plot extra the deploy step timed both backends and then failed on the chart, its serve_bench.json
+    and results.json never written (review 56B7): the numbers are kept, the picture said to be left out."""
+    from lway_rt.deploy_demo import DeployDemoConfig, run_deploy_demo
+    from lway_rt.io.images import write_image
+    from lway_rt.io.store import load_model
+    from lway_rt.upscale import upscale_rgb
+    from lway_rt.runtime.tiling import TileConfig
+    import numpy as np
+
+    weights = _tiny_model(tmp_path / "tiny.pth")
+    desc = load_model(str(weights))
+    lr, sr = tmp_path / "lr", tmp_path / "sr"
+    lr.mkdir()
+    sr.mkdir()
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    write_image(lr / "a.png", img)
+    with torch.inference_mode():
+        write_image(sr / "a.png", np.clip(upscale_rgb(desc, img, TileConfig(0)), 0, 1))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    said = []
+    result = run_deploy_demo(DeployDemoConfig(weights=weights, lr_dir=lr, sr_dir=sr, out_dir=tmp_path / "deploy",
+                                              bench_size=16, bench_seconds=0.05), log=said.append)
+    assert (tmp_path / "deploy" / "serve_bench.json").is_file() and (tmp_path / "deploy" / "results.json").is_file()
+    assert not (tmp_path / "deploy" / "serve_bench.png").exists() and result.bench
+    assert any("no serve_bench.png: matplotlib is not installed" in line for line in said), said

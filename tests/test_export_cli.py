@@ -876,3 +876,14 @@ def test_an_exported_file_gets_the_permissions_a_new_file_gets(tmp_path, unprivi
         assert stat.S_IMODE(onnx_file.stat().st_mode) == 0o444
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript"])
+def test_a_missing_onnx_package_is_named_and_leaves_no_folder(tmp_path, monkeypatch, missing):
+    """With onnx installed and onnxscript not, export said it needed 'onnx' (a user who had just installed it got the
+    same line again: 56B8); and either way it left an empty --out folder behind (56B2)."""
+    monkeypatch.setitem(sys.modules, missing, None)  # as an install without it has it
+    out = tmp_path / "engines"
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
+    assert res.exit_code == 1 and f"needs the '{missing}' package: install the 'onnx' extra" in res.output, res.output
+    assert not out.exists()

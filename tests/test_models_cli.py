@@ -945,3 +945,18 @@ def test_models_remove_takes_models_out_of_the_store_and_nothing_else(tmp_path, 
     rows = {r["name"]: r["status"] for r in store.list_models()}
     assert rows["realesr-animevideov3"] == "not imported" and "mine" not in rows
     assert run("models", "import", "realesr-animevideov3").exit_code == 0  # (back as it said)
+
+
+def test_import_without_the_model_packages_says_none_is_in_the_store(tmp_path, monkeypatch):
+    """Without the models extra every packaged model failed and the last line said "the other packaged models are in
+    the store", where none was (56B1)."""
+    import sys
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
+    for package in {src.package for src in store.SOURCES.values()}:
+        monkeypatch.setitem(sys.modules, package, None)  # as an install without the models extra has it
+    result = run("models", "import")
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and last.endswith("not imported (said above): none of the packaged models is in the "
+                                                   "store"), result.output
+    assert result.output.count("install the 'models' extra") == len(store.SOURCES)

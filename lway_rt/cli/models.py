@@ -72,7 +72,10 @@ def import_cmd(names: tuple[str, ...], force: bool) -> None:
             continue
         click.echo(f"{name}: {path}")
     if failed:
-        raise ModelError(f"{listing(failed, 4)} not imported (said above); the other packaged models are in the store")
+        others = len(dict.fromkeys(names or tuple(store.SOURCES))) - len(failed)
+        raise ModelError(f"{listing(failed, 4)} not imported (said above)" + (
+            "; the other packaged models are in the store" if others else ": none of the packaged models is in the "
+            "store"))  # (it said "the others are" where there were none: 56B1)
 
 
 @command.command("add")

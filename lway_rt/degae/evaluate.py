@@ -263,8 +263,8 @@ def _evaluate(s1: Stage1, cfg: EvalConfig, log, note, layout: torch.memory_forma
     dev = next(s1.reconstructor.parameters()).device
     # held as uint8 where a photo is 8-bit (3 bytes a pixel, not 12): only the crops become float
     notes: list[str] = []
-    images = load_bundled(BUNDLED_HELDOUT, compact=True) if cfg.data is None else \
-        load_folder(cfg.data, compact=True, notes=notes)
+    images = load_folder(cfg.data, compact=True, notes=notes) if cfg.data is not None else \
+        load_bundled(BUNDLED_HELDOUT, feature="the evaluation on the bundled held-out photos", compact=True)
     for line in notes if note is not None else ():  # (images with transparent pixels)
         note(line)
     clean, owner = _crops(images, cfg.crop, cfg.crops_per_image, math.lcm(*cfg.geometries))

@@ -42,7 +42,13 @@ def build_trunk(spec: TrunkSpec, expect_sha256: str | None = None, device: str =
     from lway_rt.io.store import load_model
     from lway_rt.io.weights import state_dict_sha256
 
-    desc = load_model(spec.model)
+    try:
+        desc = load_model(spec.model)
+    except ModelError as exc:  # say why this model is needed: the user may have given a weights file of their own
+        if "which is not installed" not in str(exc):  # (and adapt's default loss, eval-degae, train-degae seemed to
+            raise  # ask for a model they were not given: 56B4)
+        raise ModelError(f"stage 1's degradation encoder starts with the first layers of {spec.model}, read from the "
+                         f"model store: {exc}") from None
     desc.require_rgb(spec.model, "stage 1's encoder trunk is cut from", ModelError)  # it reads RGB photos
     net = desc.model
     if desc.spec.arch == "SRVGGNetCompact":

@@ -43,11 +43,13 @@ MAX_BATCH = 256
 
 
 def _onnx(feature: str = "ONNX export"):
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-    except ImportError as exc:
-        raise MissingDependencyError("onnx", "onnx", feature, "keep using the torch backend") from exc
+    for module in ("onnx", "onnxscript"):  # (onnxscript: the dynamo exporter's; the missing one is named, 56B8)
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise MissingDependencyError(module, "onnx", feature, "keep using the torch backend") from exc
+    import onnx
+
     return onnx
 
 

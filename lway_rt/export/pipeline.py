@@ -140,15 +140,27 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
     ``precisions`` (default: the profile's) may name both ``fp32`` and ``fp16``: the torch export
     and the torch reference outputs are then computed once and shared.
     """
-    from lway_rt.export.onnx_export import Memo, OnnxFromTorch
-
     out_dir = Path(out_dir)
     if profile.engine == "tensorrt":  # fail before a long ONNX export if engines cannot be built here
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
+    made = not out_dir.exists()
     unwritable = _unwritable(out_dir)  # said before a long export; a read-only folder still serves its cache hits
-    profile = _fit(ex, profile)
+    try:
+        return _export_each(ex, _fit(ex, profile), precisions, out_dir, gate, force, log, unwritable)
+    except BaseException:  # a refused or stopped export leaves no empty folder it made (a missing package: 56B2)
+        if made:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # (only while empty)
+        raise
+
+
+def _export_each(ex: Exportable, profile: ExportProfile, precisions, out_dir: Path, gate: ParityGate, force: bool,
+                 log: Log, unwritable: OutputError | None) -> list[ExportResult]:
+    """``export_artifacts``' exports, each target tile and precision."""
+    from lway_rt.export.onnx_export import Memo, OnnxFromTorch
+
     results = []
     for tile in _targets(profile):
         static_shape = _static_shape(profile, tile)

@@ -54,7 +54,7 @@ def ffmpeg_exe() -> str:
         if found:
             _check_version(found)
             return found
-    raise MissingDependencyError("imageio-ffmpeg", "video", "upscaling video",
+    raise MissingDependencyError("imageio-ffmpeg", "video", "reading and writing video (ffmpeg)",
                                  "put an ffmpeg program on the PATH")
 
 
@@ -70,7 +70,7 @@ def _check_version(exe: str) -> None:
     found = re.search(rb"ffmpeg version n?(\d+)\.(\d+)", done.stdout)
     if found and (int(found[1]), int(found[2])) < FFMPEG_LEAST:
         least = ".".join(map(str, FFMPEG_LEAST))
-        raise MissingDependencyError("imageio-ffmpeg", "video", "upscaling video",
+        raise MissingDependencyError("imageio-ffmpeg", "video", "reading and writing video (ffmpeg)",
                                      f"put ffmpeg {least} or newer on the PATH ({exe} is {int(found[1])}."
                                      f"{int(found[2])})")
 
