@@ -42,7 +42,8 @@ class BenchFailed(LwayError):
 @click.option("--concurrency", "-c", "concurrency", multiple=True, type=int,
               help="Closed-loop worker threads (repeatable). Default 1.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Device of the torch backends and the reference.")
+              help="Device of the torch backends and the reference (cuda: the first GPU; CUDA_VISIBLE_DEVICES=N "
+                   "before the command picks another).")
 @click.option("--threads", type=int, default=None,
               help="CPU threads per backend (default: OMP_NUM_THREADS where set, else all usable cores).")
 @click.option("--warmup-s", default=1.0, type=FINITE, show_default=True, help="Minimum warm-up time per configuration.")
