@@ -380,3 +380,16 @@ def test_the_deploy_step_keeps_its_numbers_without_matplotlib(tmp_path, monkeypa
     assert (tmp_path / "deploy" / "serve_bench.json").is_file() and (tmp_path / "deploy" / "results.json").is_file()
     assert not (tmp_path / "deploy" / "serve_bench.png").exists() and result.bench
     assert any("no serve_bench.png: matplotlib is not installed" in line for line in said), said
+
+
+def test_the_demos_lines_keep_square_brackets(tmp_path):
+    """The demo's lines went through rich's markup: a step's advice (pip install 'lway_rt[plot]') and a folder named
+    out[plot] lost their brackets (review 56E4)."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+
+    out = tmp_path / "out[plot]"
+    res = CliRunner().invoke(main, ["demo", "--photo", "chelsea", "--model", "realesr-animevideov3", "--crop", "64",
+                                    "--no-adapt", "--out", str(out)])
+    assert res.exit_code == 0 and f"results.json are in {out.resolve()}" in " ".join(res.output.split()), res.output

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from lway_rt import errors
 from lway_rt.cli import main
-from lway_rt.errors import Interrupted
+from lway_rt.errors import InputError, Interrupted
 from lway_rt.io.video import ffmpeg_exe, probe, read_frames, video_packets
 from lway_rt.upscale import UpscaleConfig, prepare_model, upscale_rgb
 from lway_rt.video import VideoConfig, parts_folder, upscale_videos
@@ -709,6 +709,30 @@ def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, ca
         info = probe(stream)
         frames = len(list(read_frames(other, probe(other))))
         assert info.rate == made and len(list(read_frames(stream, info))) == frames == round(0.8 * made), (rate, info)
+    # a time-lapse's half a frame a second is taken as recorded (56E1); a rate no camera makes is refused, with the
+    # command that rewrites it, which then reads (56E2: it was read at 25 and gave no frames)
+    lapse = tmp_path / "lapse.h264"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=1/2:duration=6",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "h264", str(lapse)], check=True)
+    info = probe(lapse)
+    assert info.rate == Fraction(1, 2) and len(list(read_frames(lapse, info))) == 3
+    odd = tmp_path / "odd.h264"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(stream), "-c", "copy", "-bsf:v",
+                    "h264_metadata=tick_rate=90000/1", str(odd)], check=True)
+    with pytest.raises(InputError) as err:
+        probe(odd)
+    said = str(err.value)
+    assert "records 45000 frames a second, a rate no camera makes" in said, said
+    advice = said.split("e.g. 25: ")[1].split(", and upscale that")[0].split()
+    assert advice[0] == "ffmpeg"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", *advice[1:]], check=True)
+    fixed = tmp_path / "odd_25fps.h264"
+    assert probe(fixed).rate == 25 and len(list(read_frames(fixed, probe(fixed)))) == frames
+    # adapt takes such a stream as the video it is (it was "not a readable image": 56E3)
+    adapted = run("adapt", raw, "-m", MODEL, "-o", tmp_path / "run", "--iterations", "1", "--sample", "2",
+                  "--patch-size", "32")
+    assert adapted.exit_code == 0, adapted.output
+    assert sorted(p.name for p in (tmp_path / "run" / "sr").iterdir()) == ["cam_f000000.png", "cam_f000009.png"]
     assert _frame_rate(Fraction(2983, 100), Fraction(30)) == 30  # a phone's variable rate: its nominal one
     # every NTSC rate N * 1000/1001 ffmpeg prints rounded is read exact (14.99 was 1499/100: frames repeated)
     assert [_rate(t) for t in ("14.99", "29.97", "23.98", "59.94", "11.99", "25", "12.5", "1k", "30")] == [

@@ -64,8 +64,9 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     if deploy and not adapt and typed(ctx, "deploy"):  # deploy exports the adapted network: nothing to do
         click.echo("note: --deploy exports the adapted network, so with --no-adapt it does not run: drop --no-adapt "
                    "to run it", err=True)
-    result, adapted, deployed = run_demo(config, adapt_config, log=lambda msg: console.print(msg, highlight=False),
-                                         deploy=deploy)
+    # (markup off: a step's advice, pip install 'lway_rt[plot]', and a folder named out[1] lost their brackets: 56E4)
+    result, adapted, deployed = run_demo(config, adapt_config, deploy=deploy,
+                                         log=lambda msg: console.print(msg, highlight=False, markup=False))
 
     table = Table(title=f"x{config.scale} super-resolution, Y-PSNR (dB) / SSIM, {config.scale}-px border cropped")
     table.add_column("photo")
@@ -87,9 +88,11 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
         console.print(t2)
         console.print("identity control = the same adaptation with R replaced by the identity (it pulls the model "
                       "towards bicubic); LWay's value is what it adds over that control.", highlight=False)
-        console.print(f"contact sheet of the adaptation: {adapted.files['contact_sheet']}", highlight=False)
+        console.print(f"contact sheet of the adaptation: {adapted.files['contact_sheet']}", highlight=False, markup=False)
     if deployed is not None:
-        console.print(f"ONNX files, serve_bench.json / .png of the deployment step: {Path(deployed.config.out_dir).resolve()}",
-                      highlight=False)
+        where = Path(deployed.config.out_dir).resolve()
+        chart = " / .png" if (where / "serve_bench.png").is_file() else ""  # (none without matplotlib: 56E5)
+        console.print(f"ONNX files, serve_bench.json{chart} of the deployment step: {where}", highlight=False,
+                      markup=False)
     console.print(f"images, side-by-side comparisons (*_compare.png) and results.json are in {out_dir.resolve()}",
-                  highlight=False)
+                  highlight=False, markup=False)

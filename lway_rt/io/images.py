@@ -50,7 +50,9 @@ _SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
 #: video containers: lwayrt reads frames as images, and says how to get them from one of these
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".mts", ".m2ts", ".wmv", ".flv",
                   ".y4m", ".ts", ".3gp", ".3g2", ".vob", ".mxf", ".ogv", ".dv", ".divx", ".asf", ".f4v", ".mod",
-                  ".tod")
+                  ".tod",
+                  # raw streams (a dashcam's, a CCTV recorder's, an encoder's -f h264): adapt took them for images
+                  ".h264", ".264", ".avc", ".h26l", ".hevc", ".h265", ".265", ".m2v", ".mpv", ".m1v", ".ivf", ".obu")
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "AVIF")  # formats whose EXIF block is metadata beside the picture
 
 

@@ -257,7 +257,8 @@ def _h264_timing_rate(src: Path, stream: int) -> Fraction | None:
     reader of such a stream (a dashcam's, a CCTV recorder's, an encoder's ``-f h264``) says "25 fps" whatever it was
     made at and gives the tick rate, twice the frame rate, as its tbr: one made at 24 fps ("25 fps, 48 tbr") was read
     at 48, each picture twice, and one at 12.5 ("25 fps, 25 tbr") at 25 (review 53D D7). None where the stream
-    records no timing (ffmpeg's 25 is then all there is). The first of its parameter sets within 60 packets is read (a
+    records no timing (ffmpeg's 25 is then all there is); a rate outside one frame an hour to 1000 a second is refused
+    with the command that rewrites it (ffmpeg's decoder times the frames by it whatever rate they are read at). The first of its parameter sets within 60 packets is read (a
     recording cut mid-stream may not start with one)."""
     text = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{stream}", "-c", "copy",
                  "-bsf:v", "trace_headers", "-frames:v", "60", "-f", "null", "-"], "reading video"
@@ -271,7 +272,12 @@ def _h264_timing_rate(src: Path, stream: int) -> Fraction | None:
     if field("timing_info_present_flag") != 1 or not ticks or not scale:
         return None
     rate = Fraction(scale, 2 * ticks)
-    return rate if 1 <= rate <= 1000 else None  # (a value no camera makes: not taken)
+    if not Fraction(1, 3600) <= rate <= 1000:  # (ffmpeg times its frames by it all the same: 25 read none of them)
+        fixed = src.with_name(f"{src.stem}_25fps{src.suffix}")  # (its parameter set's rate rewritten: tick_rate 2 x)
+        raise InputError(f"{src}: its stream records {float(rate):g} frames a second, a rate no camera makes: give it "
+                         f"its real rate first, e.g. 25: ffmpeg -i {shell_word(str(src))} -c copy -bsf:v "
+                         f"h264_metadata=tick_rate=50 {shell_word(str(fixed))}, and upscale that")
+    return rate  # (a time-lapse's or a CCTV recorder's 0.5 fps too: 56E1)
 
 
 def probe(src: Path) -> VideoInfo:
