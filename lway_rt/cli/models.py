@@ -24,6 +24,7 @@ def command() -> None:
 def list_cmd(as_json: bool) -> None:
     """Show imported and importable models."""
     from lway_rt.cli._console import PipeConsole as Console
+    from rich.markup import escape
     from rich.table import Table
 
     if note := store.misplaced_home_note():
@@ -48,7 +49,8 @@ def list_cmd(as_json: bool) -> None:
         table.add_column(col)
     table.add_column("source", overflow="fold")
     for row in rows:
-        table.add_row(row["name"], row["arch"], row["scale"], row["status"], row["source"])
+        table.add_row(*(escape(str(row[k])) for k in ("name", "arch", "scale", "status", "source")))  # (a name's
+        # brackets as typed: rich's markup took 'x[red]' for a style and listed the name as 'x')
     console = Console()
     if not on_a_terminal(console) and "COLUMNS" not in os.environ:
         console = Console(width=200)  # piped into a script: whole rows, one line each

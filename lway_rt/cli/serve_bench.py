@@ -93,6 +93,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
                          "raise --max-time-s")
     import torch
     from lway_rt.cli._console import PipeConsole as Console
+    from rich.markup import escape
 
     from pathlib import Path
 
@@ -132,7 +133,7 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         measure_peak=not no_peak, detail_cap=detail_cap, base_model=base_model,
     )
     console = Console(stderr=True)
-    progress = None if quiet else (lambda msg: console.print(f"[dim]{msg}[/]", soft_wrap=True))  # (one line each in a
+    progress = None if quiet else (lambda msg: console.print(f"[dim]{escape(msg)}[/]", soft_wrap=True))  # (one line each in a
     # log: rich cut them at 80 columns, a skip's advice on another line than "skipped")
     try:
         report = run_bench(config, command=shlex.join(["lwayrt", *sys.argv[1:]]), progress=progress)

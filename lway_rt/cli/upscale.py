@@ -110,6 +110,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     lists the failures.
     """
     from lway_rt.cli._console import PipeConsole as Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from lway_rt.upscale import UpscaleConfig, upscale_files
@@ -133,7 +134,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
                 lines.begin(n)
 
         def progress(p: Path) -> None:
-            bar.update(task, advance=1, description=p.name)
+            bar.update(task, advance=1, description=escape(p.name))
             if lines:
                 lines.step(p)
 

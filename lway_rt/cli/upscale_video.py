@@ -42,6 +42,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
     the same command is run again. Needs ffmpeg: the 'video' extra installs one.
     """
     from lway_rt.cli._console import PipeConsole as Console
+    from rich.markup import escape
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -67,7 +68,7 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, sc
 
         def on_start(src: Path, total: int | None, done: int) -> None:
             current[:] = [src, total, done]
-            bar.reset(task, total=total, completed=done, description=src.name)
+            bar.reset(task, total=total, completed=done, description=escape(src.name))
             if lines:
                 lines.begin((total or 0) - done)
 
