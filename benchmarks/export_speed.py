@@ -46,12 +46,19 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     add_threads(ap)
     args = parse_run_args(ap, argv)
+    from lway_rt.errors import LwayError
+
+    descs = {}
+    for name in args.models:  # every model loaded before any timing; one that does not load is a usage error (56F6)
+        try:
+            descs[name] = load_model(name)
+        except LwayError as exc:
+            ap.error(f"--models {name}: {exc}")
     load_start = load_average()
     real = onnx_export._out_of_place
     ways = {"in_place": lambda module, x: contextlib.nullcontext(), "out_of_place": real}
     rows = []
-    for name in args.models:
-        desc = load_model(name)
+    for name, desc in descs.items():
         net = desc.model.eval()
         times: dict[str, list[float]] = {k: [] for k in ways}
         protos = {}

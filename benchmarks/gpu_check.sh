@@ -48,6 +48,7 @@ pick_python() {
   return 1
 }
 PY=$(pick_python) || { echo "error: no Python with torch found; install torch (CUDA build) or set PYTHON=" >&2; exit 2; }
+case $PY in */*) [[ $PY == /* ]] || PY="$PWD/$PY";; esac  # (a relative .venv/bin/python, used from / below)
 if [[ $mode == auto ]]; then
   if "$PY" -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then mode=gpu
   else mode=cpu; echo "no CUDA GPU visible to $PY: running the CPU smoke version" >&2; fi
@@ -56,7 +57,8 @@ DEVICE=$([[ $mode == gpu ]] && echo cuda || echo cpu)
 echo "gpu_check: mode $mode, python $PY, results in $OUT" >&2
 
 # --- set-up: this package (editable, no dependency resolution) and missing light dependencies
-"$PY" -c "import lway_rt" 2>/dev/null || "$PY" -m pip install -q --no-deps -e . \
+# (asked outside the repository: python -c finds ./lway_rt from its root, and the install never ran: 56F1)
+(cd / && "$PY" -c "import lway_rt") 2>/dev/null || "$PY" -m pip install -q --no-deps -e . \
   || { echo "error: 'pip install -e . --no-deps' failed" >&2; exit 2; }
 missing=$("$PY" - <<'EOF'
 import importlib.util

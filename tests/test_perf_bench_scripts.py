@@ -175,3 +175,25 @@ def test_gpu_backbone_merges_a_one_seed_run_and_exits_non_zero_on_failed_units(t
                          env={**env, "EXTRA": "--bogus"}, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "failed or skipped units: all_o0_s3" in (tmp_path / "bad" / "summary.txt").read_text()
+
+
+def test_export_speed_times_both_ways_and_compares_their_outputs(load_benchmark, tmp_path):
+    """benchmarks/export_speed.py (its JSON backs the export-speed claim) on a tiny RRDBNet, whose LeakyReLUs are
+    in place: both ways timed, outputs compared under ONNX Runtime; a model that does not load is a usage error, not
+    a traceback after the timing (56F6)."""
+    import json
+
+    from lway_rt.archs.rrdbnet import RRDBNet
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pth"
+    torch.save(RRDBNet(num_feat=8, num_block=1, num_grow_ch=4).state_dict(), weights)
+    script = load_benchmark("export_speed")
+    out = tmp_path / "speed.json"
+    assert script.main(["--models", str(weights), "--rounds", "1", "--threads", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["in_place_modules"] > 0 and row["max_abs_output_diff"] <= 1e-6, row
+    assert set(row["median_s"]) == {"in_place", "out_of_place"} and all(v >= 0 for v in row["median_s"].values())
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--models", "nosuchmodel", "--out", str(tmp_path / "none.json")])
+    assert stop.value.code == 2 and not (tmp_path / "none.json").exists()
