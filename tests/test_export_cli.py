@@ -883,7 +883,10 @@ def test_a_missing_onnx_package_is_named_and_leaves_no_folder(tmp_path, monkeypa
     """With onnx installed and onnxscript not, export said it needed 'onnx' (a user who had just installed it got the
     same line again: 56B8); and either way it left an empty --out folder behind (56B2)."""
     monkeypatch.setitem(sys.modules, missing, None)  # as an install without it has it
-    out = tmp_path / "engines"
+    out = tmp_path / "deploy" / "engines"  # (its parent made too: both gone, 56D-4)
     res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
     assert res.exit_code == 1 and f"needs the '{missing}' package: install the 'onnx' extra" in res.output, res.output
-    assert not out.exists()
+    assert not (tmp_path / "deploy").exists()
+    (tmp_path / "mine").mkdir()  # a folder of the user's stays, however empty
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(tmp_path / "mine")])
+    assert res.exit_code == 1 and (tmp_path / "mine").is_dir()

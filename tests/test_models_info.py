@@ -97,3 +97,61 @@ def test_what_cannot_be_described_is_a_one_line_refusal(files, tmp_path):
     (tmp_path / "cut.safetensors").write_bytes((files / "tiny.safetensors").read_bytes()[:200])
     code, text = run("models", "info", str(tmp_path / "cut.safetensors"))
     assert code == 1 and "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+def test_exports_upscale_does_not_run_and_files_made_elsewhere_are_described_as_what_they_are(anime_onnx, tmp_path):
+    """A fixed-tile export and an engine were refused with advice about running them (56D-3); a file exported
+    elsewhere had its probed size rule shown as fact, and every export an internal 'onnx:' prefix (56D-5)."""
+    import shutil
+
+    import onnx
+
+    sha = state_dict_sha256(load_model("realesr-animevideov3").model.state_dict())
+    code, text = run("export", "-m", "realesr-animevideov3", "--static", "64x64", "-o", str(tmp_path / "static"), "-q")
+    assert code == 0, text
+    (static,) = (tmp_path / "static").glob("*.onnx")
+    code, text = run("models", "info", str(static))
+    assert code == 0 and "fixed-size tiles, 64x64 (upscale runs dynamic exports only)" in text, text
+    assert f"sha256 {sha}" in text
+    engine = static.with_name("plan.engine")  # an engine is described from the manifest beside it, never loaded
+    engine.write_bytes(b"not read")
+    shutil.copy(static.with_suffix(".json"), engine.with_suffix(".json"))
+    code, text = run("models", "info", str(engine), "--json")
+    assert code == 0 and json.loads(text)["kind"] == "engine" and json.loads(text)["weights_sha256"] == sha, text
+    code, text = run("models", "info", str(tmp_path / "none.engine"))
+    assert code == 1 and "none.engine does not exist" in text, text
+
+    elsewhere = tmp_path / "foreign.onnx"  # no manifest, no lway_rt metadata: its size rule comes from a probe
+    model = onnx.load(str(anime_onnx(tmp_path / "copy", "fp32")))
+    del model.metadata_props[:]
+    onnx.save(model, str(elsewhere))
+    code, text = run("models", "info", str(elsewhere))
+    assert code == 0 and "(found by a probe run: the file records no size rule)" in text, text
+    assert "onnx:" not in text and "an ONNX file with no lway_rt record of the weights it holds" in text, text
+
+
+def test_a_store_entry_named_like_an_onnx_file_is_not_what_upscale_runs(tmp_path, monkeypatch):
+    """A store made before such names were refused may hold 'old.onnx': upscale -m old.onnx takes an ONNX file, and
+    models info described the store's weights instead (56D-1)."""
+    import shutil
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
+    store_path("old.onnx").parent.mkdir(parents=True)
+    shutil.copy(load_model("realesr-animevideov3").source, store_path("old.onnx"))
+    code, text = run("models", "info", "old.onnx")
+    assert code == 1 and "old.onnx does not exist: export one with 'lwayrt export'" in text, text
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    up = CliRunner().invoke(main, ["upscale", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "-m", "old.onnx"])
+    assert up.exit_code == 1 and "old.onnx does not exist" in up.output, up.output  # (what info now agrees with)
+
+
+def test_a_misspelt_device_in_an_adapt_config_file_is_said_as_the_files(files, tmp_path):
+    """It said "--device must be ...", an option the command did not type (56D-6)."""
+    config = tmp_path / "run.toml"
+    config.write_text('device = "gpu"\n')
+    code, text = run("adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "o"),
+                     "--config", str(config))
+    assert code == 1 and f"device in --config {config} must be 'cpu' or 'cuda[:N]', not 'gpu'" in text, text
+    assert not (tmp_path / "o").exists()

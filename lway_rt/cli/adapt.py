@@ -262,6 +262,10 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
         config = AdaptConfig.from_dict(values)
     except InputError as exc:
         raise InputError(_name_the_flags(str(exc), given)) from None
+    if "device" in from_file and "device" not in given:  # (the file's word, said as the file's: 56D-6)
+        from lway_rt.runtime.device import check_device_spelling
+
+        check_device_spelling(config.device, flag=f"device in --config {config_file}")
     unused = _unused_flags(config, given, from_file, gt=gt_dir is not None, hf_off_flag=no_hf_weight)
     if unused:
         raise InputError(unused)

@@ -114,8 +114,8 @@ def remove_cmd(names: tuple[str, ...]) -> None:
                                                       "for scripts.")
 def info_cmd(model: str, as_json: bool) -> None:
     """What a model is: its network, scale and the sizes it takes, where its weights came from (a packaged conversion,
-    a file you added, an adapt run and its base) and their sha256, as export manifests and serve-bench reports record
-    it. MODEL is anything -m takes: a store name, a weights file, an adapt run's folder, an exported .onnx."""
+    a file you added, an adapt run and its base) and their sha256, as export manifests and exported ONNX files record
+    it. MODEL is anything -m takes: a store name, a weights file, an adapt run's folder, an exported .onnx or engine."""
     from lway_rt.io.model_info import describe, format_info
 
     info = describe(model)

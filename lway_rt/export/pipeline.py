@@ -145,14 +145,16 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
-    made = not out_dir.exists()
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # (the folders it makes, deepest first)
     unwritable = _unwritable(out_dir)  # said before a long export; a read-only folder still serves its cache hits
     try:
         return _export_each(ex, _fit(ex, profile), precisions, out_dir, gate, force, log, unwritable)
-    except BaseException:  # a refused or stopped export leaves no empty folder it made (a missing package: 56B2)
-        if made:
-            with contextlib.suppress(OSError):
-                out_dir.rmdir()  # (only while empty)
+    except BaseException:  # a refused or stopped export leaves no empty folder it made (a missing package: 56B2), nor
+        for folder in made:  # their parents (56D-4)
+            try:
+                folder.rmdir()  # (only while empty)
+            except OSError:
+                break
         raise
 
 

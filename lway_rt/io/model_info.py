@@ -1,7 +1,7 @@
 """``lwayrt models info``: what a model is, read from its file: the network and its scale, the sizes it takes, where
 its weights came from (a packaged conversion, a file the user added, an ``lwayrt adapt`` run and its base), and the
-weights hash that export manifests, engine caches and ``serve-bench`` reports record, so a user can tell which
-weights an exported file holds before running anything.
+weights hash that export manifests and exported ONNX files record (and the engine cache keys), so a user can tell
+which weights an exported file holds before running anything.
 
 It takes whatever ``-m`` takes: a store name, a weights file, an adapt run's folder, a per-group adaptation folder
 (each group's model), an exported ``.onnx``. The model is loaded as ``-m`` loads it (every check that makes), so a
@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from lway_rt.runtime.onnx_model import ENGINE_SUFFIXES, ONNX_SUFFIX
 
 __all__ = ["describe", "format_info"]
 
@@ -97,10 +99,56 @@ def _weights_info(spec_given: str, desc) -> dict[str, Any]:
     }
 
 
+def _exported_info(spec_given: str, path: Path, manifest: dict) -> dict[str, Any]:
+    """An export ``lwayrt upscale`` does not run (fixed-size tiles, a TensorRT engine), from its manifest alone."""
+    source = manifest.get("source") or {}
+    sha = source.get("weights_sha256")
+    what = manifest.get("what", "sr")
+    shapes = manifest.get("shapes") or {}
+    engine = path.suffix.lower() in ENGINE_SUFFIXES
+    cap = (source.get("detail_cap") or {}).get("cap") if isinstance(source.get("detail_cap"), dict) else None
+    origin = (f"exported by lwayrt export from {source.get('model') or 'weights'} (weights sha256 {sha})" if sha else
+              "exported by lwayrt export (its manifest records no weights hash)")
+    if cap is not None:
+        origin += f"; detail cap {float(cap):g} inside the graph"
+    static = shapes.get("mode") == "static"
+    tiles = ", ".join(map(str, shapes.get("tiles") or ())) or "?"
+    kind = "a TensorRT engine (runs under TensorRT only; upscale runs the .onnx beside it)" if engine else \
+        f"fixed-size tiles, {tiles} (upscale runs dynamic exports only)" if static else "an export upscale does not run"
+    sizes = f"fixed tiles {tiles} px (H x W)" if static else \
+        f"{shapes['min'][1]} to {shapes['max'][1]} px a side" if shapes.get("min") and shapes.get("max") else \
+        "as its manifest records"
+    return {
+        "model": spec_given, "kind": "engine" if engine else "onnx", "name": None, "file": str(path.absolute()),
+        "file_bytes": path.stat().st_size, "arch": source.get("arch"), "scale": source.get("scale"), "hparams":
+        source.get("hparams"), "in_channels": None, "size_multiple": None, "min_size": None, "parameters": None,
+        "weights_sha256": sha, "precision": (manifest.get("profile") or {}).get("precision"), "origin": origin,
+        "network": f"{source.get('arch') or what} x{source.get('scale', '?')}: {kind}",
+        "sizes": sizes, "metadata": {"manifest": manifest},
+    }
+
+
 def _onnx_info(spec_given: str, path: Path) -> dict[str, Any]:
+    from lway_rt.errors import ModelError
+    from lway_rt.export.manifest import find_manifest
     from lway_rt.runtime.onnx_model import load_onnx_model
 
-    desc = load_onnx_model(path)
+    if not path.exists():
+        raise ModelError(f"{path} does not exist" + (": export one with 'lwayrt export'" if path.suffix.lower() ==
+                                                     ONNX_SUFFIX else ""))
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        manifest = find_manifest(path)
+        if manifest is None:
+            raise ModelError(f"{path.name} is a TensorRT engine with no manifest beside it ({path.stem}.json): models "
+                             "info reads what lwayrt export recorded of it")
+        return _exported_info(spec_given, path, manifest)
+    try:
+        desc = load_onnx_model(path)
+    except ModelError:
+        manifest = find_manifest(path)  # (an export upscale refuses, fixed-size tiles: its manifest still says what)
+        if manifest is None:
+            raise
+        return _exported_info(spec_given, path, manifest)
     meta = dict(desc.metadata or {})
     sha = meta.get("exported_sha256")
     cap = meta.get("exported_detail_cap")
@@ -108,13 +156,17 @@ def _onnx_info(spec_given: str, path: Path) -> dict[str, Any]:
               "an ONNX file with no lway_rt record of the weights it holds")
     if cap:
         origin += f"; detail cap {float(cap):g} inside the graph"
+    arch = desc.arch.removeprefix("onnx:")
+    probed = meta.get("onnx_precision") == "unknown (no manifest)"  # (a file exported elsewhere: probed, 56D-5)
+    channels = {1: "grey", 3: "RGB"}.get(desc.spec.in_channels, f"{desc.spec.in_channels} channels")
     return {
         "model": spec_given, "kind": "onnx", "name": None, "file": str(path.absolute()),
-        "file_bytes": path.stat().st_size, "arch": desc.arch, "scale": desc.scale, "hparams": None,
+        "file_bytes": path.stat().st_size, "arch": arch, "scale": desc.scale, "hparams": None,
         "in_channels": desc.spec.in_channels, "size_multiple": desc.size_multiple, "min_size": desc.min_size,
         "parameters": None, "weights_sha256": sha, "precision": meta.get("onnx_precision"),
-        "origin": origin, "network": f"{desc.arch} x{desc.scale} (ONNX Runtime; {meta.get('onnx_precision', '?')})",
-        "sizes": _sizes(desc.spec), "metadata": meta,
+        "origin": origin, "network": f"{arch} x{desc.scale}, exported ONNX ({meta.get('onnx_precision', '?')}); {channels}",
+        "sizes": _sizes(desc.spec) + (" (found by a probe run: the file records no size rule)" if probed else ""),
+        "metadata": meta,
     }
 
 
@@ -123,8 +175,7 @@ def describe(spec: str) -> dict[str, Any]:
     ``kind: "per-group"`` and one such dict per group under ``groups``."""
     from lway_rt.adapt.loop import WEIGHTS
     from lway_rt.errors import ModelError
-    from lway_rt.io.store import is_store_name, load_model
-    from lway_rt.runtime.onnx_model import ENGINE_SUFFIXES, ONNX_SUFFIX
+    from lway_rt.io.store import load_model
     from lway_rt.upscale import _groups_record
 
     found = _groups_record(spec)
@@ -143,8 +194,8 @@ def describe(spec: str) -> dict[str, Any]:
         return {"model": spec, "kind": "per-group", "folder": str(folder.absolute()), "stage1": stage1,
                 "groups": groups}
     path = Path(spec).expanduser()
-    if not is_store_name(spec) and path.suffix.lower() in (ONNX_SUFFIX, *ENGINE_SUFFIXES):
-        return _onnx_info(spec, path)
+    if path.suffix.lower() in (ONNX_SUFFIX, *ENGINE_SUFFIXES):  # a file, as upscale takes -m X.onnx (a store entry so
+        return _onnx_info(spec, path)  # named, from before such names were refused, is not what upscale runs: 56D-1)
     return _weights_info(spec, load_model(spec))
 
 
