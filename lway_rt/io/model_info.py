@@ -27,9 +27,11 @@ def _network(spec) -> str:
         parts.append(f"{hp['num_block']} blocks, {hp.get('num_feat')} features, growth {hp.get('num_grow_ch')}")
     elif "num_conv" in hp:
         parts.append(f"{hp['num_conv']} convs, {hp.get('num_feat')} features, {hp.get('act_type')}")
-    channels = {1: "grey (1 channel: it sharpens a colour image's luminance)", 3: "RGB"}.get(spec.in_channels,
-                                                                                            f"{spec.in_channels} channels")
-    return ", ".join(parts) + f"; {channels}"
+    return ", ".join(parts) + f"; {_channels(spec.in_channels)}"
+
+
+def _channels(n: int) -> str:
+    return {1: "grey (1 channel: it sharpens a colour image's luminance)", 3: "RGB"}.get(n, f"{n} channels")
 
 
 def _sizes(spec) -> str:
@@ -158,13 +160,13 @@ def _onnx_info(spec_given: str, path: Path) -> dict[str, Any]:
         origin += f"; detail cap {float(cap):g} inside the graph"
     arch = desc.arch.removeprefix("onnx:")
     probed = meta.get("onnx_precision") == "unknown (no manifest)"  # (a file exported elsewhere: probed, 56D-5)
-    channels = {1: "grey", 3: "RGB"}.get(desc.spec.in_channels, f"{desc.spec.in_channels} channels")
     return {
         "model": spec_given, "kind": "onnx", "name": None, "file": str(path.absolute()),
         "file_bytes": path.stat().st_size, "arch": arch, "scale": desc.scale, "hparams": None,
         "in_channels": desc.spec.in_channels, "size_multiple": desc.size_multiple, "min_size": desc.min_size,
         "parameters": None, "weights_sha256": sha, "precision": meta.get("onnx_precision"),
-        "origin": origin, "network": f"{arch} x{desc.scale}, exported ONNX ({meta.get('onnx_precision', '?')}); {channels}",
+        "origin": origin, "network": f"{arch} x{desc.scale}, exported ONNX ({meta.get('onnx_precision', '?')}); "
+                   f"{_channels(desc.spec.in_channels)}",
         "sizes": _sizes(desc.spec) + (" (found by a probe run: the file records no size rule)" if probed else ""),
         "metadata": meta,
     }
