@@ -887,6 +887,7 @@ def test_a_missing_onnx_package_is_named_and_leaves_no_folder(tmp_path, monkeypa
     res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(out)])
     assert res.exit_code == 1 and f"needs the '{missing}' package: install the 'onnx' extra" in res.output, res.output
     assert not (tmp_path / "deploy").exists()
-    (tmp_path / "mine").mkdir()  # a folder of the user's stays, however empty
-    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(tmp_path / "mine")])
-    assert res.exit_code == 1 and (tmp_path / "mine").is_dir()
+    (tmp_path / "mine").mkdir()  # a folder of the user's stays, however empty, and named through a missing one (56G3)
+    for given in (tmp_path / "mine", tmp_path / "nx" / ".." / "mine"):
+        res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(given)])
+        assert res.exit_code == 1 and (tmp_path / "mine").is_dir()

@@ -113,11 +113,20 @@ def test_exports_upscale_does_not_run_and_files_made_elsewhere_are_described_as_
     code, text = run("models", "info", str(static))
     assert code == 0 and "fixed-size tiles, 64x64 (upscale runs dynamic exports only)" in text, text
     assert f"sha256 {sha}" in text
-    engine = static.with_name("plan.engine")  # an engine is described from the manifest beside it, never loaded
-    engine.write_bytes(b"not read")
+    # an engine is described from the manifest beside it, once the file is the one it describes (a copy of it, here:
+    # no TensorRT builds one on this machine); a cut or changed export is refused, as upscale refuses it (56G1)
+    engine = static.with_name("plan.engine")
+    engine.write_bytes(b"not the engine")
     shutil.copy(static.with_suffix(".json"), engine.with_suffix(".json"))
-    code, text = run("models", "info", str(engine), "--json")
-    assert code == 0 and json.loads(text)["kind"] == "engine" and json.loads(text)["weights_sha256"] == sha, text
+    code, text = run("models", "info", str(engine))
+    assert code == 1 and "plan.engine is not the file its manifest plan.json describes" in text, text
+    static.write_bytes(static.read_bytes()[:1000])
+    code, text = run("models", "info", str(static))
+    assert code == 1 and "is not the file its manifest" in text, text
+    dynamic = anime_onnx(tmp_path / "cut", "fp32")
+    dynamic.write_bytes(dynamic.read_bytes()[:1000])
+    code, text = run("models", "info", str(dynamic))
+    assert code == 1 and len(text.strip().splitlines()) == 1 and "sha256" in text, text
     code, text = run("models", "info", str(tmp_path / "none.engine"))
     assert code == 1 and "none.engine does not exist" in text, text
 

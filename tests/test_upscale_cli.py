@@ -1135,12 +1135,25 @@ def test_a_video_is_told_how_to_get_its_frames(tmp_path):
     assert result.exit_code == 1 and f"{d / 'clip.MP4'} is a video: lwayrt reads images; extract its frames first" \
         in result.output and "ffmpeg -i" in result.output, result.output
     command = result.output.split("extract its frames first (", 1)[1].rsplit(") and give it", 1)[0]
-    assert shlex.split(command)[4:] == ["-i", str(d / "clip.MP4"), f"{d}/clip_frames/%06d.png"], command  # quoted
+    assert shlex.split(command)[4:] == ["-i", str(d / "clip.MP4"), "-fps_mode", "passthrough",
+                                        f"{d}/clip_frames/%06d.png"], command  # quoted
     result = run("upscale", d, "-o", tmp_path / "out", "--model", MODEL)
     assert result.exit_code == 1 and f"folder {d} holds no images, only video (clip.MP4)" in result.output
     result = run("adapt", d, "-o", tmp_path / "adapted", "--model", MODEL)
     assert result.exit_code == 1 and f"folder {d} holds no images, only video (clip.MP4)" in result.output
     assert not (tmp_path / "adapted").exists()
+    # the command as advised writes each picture once, a raw 12.5 fps .h264 stream's too (they were written twice: 56G4)
+    import subprocess
+
+    from lway_rt.io.video import ffmpeg_exe
+
+    raw = tmp_path / "cam.h264"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25/2:duration=2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "h264", str(raw)], check=True)
+    result = run("upscale", raw, "-o", tmp_path / "out", "--model", MODEL)
+    command = result.output.split("extract its frames first (", 1)[1].rsplit(") and give it", 1)[0]
+    subprocess.run(command.replace("ffmpeg", shlex.quote(ffmpeg_exe()), 1) + " -v error", shell=True, check=True)
+    assert len(list((tmp_path / "cam_frames").glob("*.png"))) == 25
 
 
 def test_a_link_to_an_image_already_among_the_inputs_is_named(tmp_path, small):

@@ -716,9 +716,9 @@ def test_a_raw_h264_stream_is_read_at_its_picture_rate_once_a_frame(tmp_path, ca
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "h264", str(lapse)], check=True)
     info = probe(lapse)
     assert info.rate == Fraction(1, 2) and len(list(read_frames(lapse, info))) == 3
-    odd = tmp_path / "odd.h264"
+    odd = tmp_path / "odd.avc"  # (an ending ffmpeg writes by no format: the advice names its own, 56G2)
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(stream), "-c", "copy", "-bsf:v",
-                    "h264_metadata=tick_rate=90000/1", str(odd)], check=True)
+                    "h264_metadata=tick_rate=90000/1", "-f", "h264", str(odd)], check=True)
     with pytest.raises(InputError) as err:
         probe(odd)
     said = str(err.value)

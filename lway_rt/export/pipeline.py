@@ -145,7 +145,8 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
-    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # (the folders it makes, deepest first)
+    where = Path(os.path.abspath(out_dir))  # (nx/../mine: mine, the user's, not a folder made: 56G3)
+    made = [p for p in (where, *where.parents) if not p.exists()]  # (the folders it makes, deepest first)
     unwritable = _unwritable(out_dir)  # said before a long export; a read-only folder still serves its cache hits
     try:
         return _export_each(ex, _fit(ex, profile), precisions, out_dir, gate, force, log, unwritable)

@@ -209,8 +209,9 @@ def _video_advice(video: Path, folder: Path | None = None) -> str:
     frames = video.parent / f"{video.stem}_frames"
     where = f"folder {folder} holds no images, only video ({video.name})" if folder else f"{video} is a video"
     q = shell_word
+    # (-fps_mode passthrough: each picture once; a raw 12.5 fps .h264 stream's were written twice: 56G4)
     return (f"{where}: lwayrt reads images; extract its frames first (mkdir {q(str(frames))} && ffmpeg -i {q(str(video))} "
-            f"{q(f'{frames}/%06d.png')}) and give it that folder, or give the video file itself to 'lwayrt "
+            f"-fps_mode passthrough {q(f'{frames}/%06d.png')}) and give it that folder, or give the video file itself to 'lwayrt "
             "upscale-video' (all of it, with its audio) or 'lwayrt adapt' (frames spread over it)")
 
 

@@ -102,7 +102,15 @@ def _weights_info(spec_given: str, desc) -> dict[str, Any]:
 
 
 def _exported_info(spec_given: str, path: Path, manifest: dict) -> dict[str, Any]:
-    """An export ``lwayrt upscale`` does not run (fixed-size tiles, a TensorRT engine), from its manifest alone."""
+    """An export ``lwayrt upscale`` does not run (fixed-size tiles, a TensorRT engine), from its manifest, once the file
+    is checked to be the one the manifest describes (a cut or changed file was described as sound: 56G1)."""
+    from lway_rt.errors import ModelError
+    from lway_rt.export.cache import file_sha256
+
+    recorded = (manifest.get("artifact") or {}).get("sha256")
+    if not recorded or recorded != file_sha256(path):
+        raise ModelError(f"{path.name} is not the file its manifest {path.stem}.json describes (its sha256 differs: "
+                         "changed or damaged since it was exported): export it again")
     source = manifest.get("source") or {}
     sha = source.get("weights_sha256")
     what = manifest.get("what", "sr")
@@ -144,13 +152,10 @@ def _onnx_info(spec_given: str, path: Path) -> dict[str, Any]:
             raise ModelError(f"{path.name} is a TensorRT engine with no manifest beside it ({path.stem}.json): models "
                              "info reads what lwayrt export recorded of it")
         return _exported_info(spec_given, path, manifest)
-    try:
-        desc = load_onnx_model(path)
-    except ModelError:
-        manifest = find_manifest(path)  # (an export upscale refuses, fixed-size tiles: its manifest still says what)
-        if manifest is None:
-            raise
-        return _exported_info(spec_given, path, manifest)
+    manifest = find_manifest(path)
+    if manifest is not None and (manifest.get("shapes") or {}).get("mode") == "static":  # (upscale refuses it: its
+        return _exported_info(spec_given, path, manifest)  # manifest still says what it holds)
+    desc = load_onnx_model(path)
     meta = dict(desc.metadata or {})
     sha = meta.get("exported_sha256")
     cap = meta.get("exported_detail_cap")

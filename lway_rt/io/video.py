@@ -273,10 +273,11 @@ def _h264_timing_rate(src: Path, stream: int) -> Fraction | None:
         return None
     rate = Fraction(scale, 2 * ticks)
     if not Fraction(1, 3600) <= rate <= 1000:  # (ffmpeg times its frames by it all the same: 25 read none of them)
-        fixed = src.with_name(f"{src.stem}_25fps{src.suffix}")  # (its parameter set's rate rewritten: tick_rate 2 x)
+        fixed = src.with_name(f"{src.stem}_25fps.h264")  # (its parameter set's rate rewritten: tick_rate 2 x; named
+        # .h264 whatever the source's ending, .avc or a misnamed .mp4, which ffmpeg could not write by: 56G2)
         raise InputError(f"{src}: its stream records {float(rate):g} frames a second, a rate no camera makes: give it "
                          f"its real rate first, e.g. 25: ffmpeg -i {shell_word(str(src))} -c copy -bsf:v "
-                         f"h264_metadata=tick_rate=50 {shell_word(str(fixed))}, and upscale that")
+                         f"h264_metadata=tick_rate=50 -f h264 {shell_word(str(fixed))}, and upscale that")
     return rate  # (a time-lapse's or a CCTV recorder's 0.5 fps too: 56E1)
 
 
