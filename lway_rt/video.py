@@ -113,6 +113,7 @@ def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, vi
             "rate": str(info.rate), "depth": info.depth, "matrix": info.matrix, "size": list(size), "run_key": key,
             "crf": video.crf, "preset": video.preset, "frames": video.frames, "outscale": config.outscale,
             "deinterlace": video.deinterlace,
+            "model": str(config.model),  # (said, not compared: the run key is the model's identity; 56H-2)
             # a tagged source's segments record its primaries and transfer (those a release before 2026-12-07 made
             # do not, and joined with later ones they made a file of mixed tags): only then, so others' go on
             **({"tags": [info.primaries, info.transfer]} if info.primaries or info.transfer else {})}
@@ -126,6 +127,15 @@ _SETTING = {"source": "source file", "source_bytes": "source file (it changed si
 
 
 _SHOWN = ("crf", "preset", "frames", "outscale", "deinterlace", "size")  # settings a refusal says both values of
+_SAID_ONLY = ("model",)  # the -m a run was given, said where its run key differs (a record before it has none)
+
+
+def _model_words(record: dict, print_of: dict) -> str:
+    """Both runs' -m where the models' run keys differ and the record names its -m (it said only "another model", and
+    the command that finishes the stopped run could not be told)."""
+    there, now = record.get("model"), print_of["model"]
+    return f" ({there} there, {now} now)" if there and there != now else \
+        " (the same -m: its weights or --detail-cap changed since)" if there else ""
 
 
 def _shown(value) -> str:
@@ -494,12 +504,14 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
         record = {**print_of, "segments": []}
     except (OSError, ValueError) as exc:
         raise InputError(f"{record_path} cannot be read ({exc}): remove {parts} to start {dest.name} again") from None
-    if discard and any(record.get(k) != v for k, v in print_of.items()):  # --overwrite: that run is replaced too
+    compared = {k: v for k, v in print_of.items() if k not in _SAID_ONLY}
+    if discard and any(record.get(k) != v for k, v in compared.items()):  # --overwrite: that run is replaced too
         shutil.rmtree(parts)
         parts.mkdir(parents=True)
         return [], False, Decoding()
     differs = list(dict.fromkeys(_SETTING[k] + (f" ({_shown(record.get(k))} there, {_shown(v)} now)" if k in _SHOWN
-                                                else "") for k, v in print_of.items() if record.get(k) != v))
+                                                else _model_words(record, print_of) if k == "run_key" else "")
+                                 for k, v in compared.items() if record.get(k) != v))
     if differs:
         raise InputError(f"{parts} holds an unfinished upscale of {record.get('source', '?')} made with another "
                          f"{', '.join(differs)}: run that command again to finish it, or pass --overwrite to start "

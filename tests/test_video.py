@@ -412,6 +412,15 @@ def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segmen
     assert result.exit_code == 1 and "made with another --crf (18 there, 23 now): run that command again to finish " \
         "it, or pass --overwrite to start clip_x4.mp4 again" in result.output, result.output
     assert (parts / "segment_00000.mp4").is_file()
+    # another model: both named, so the command that finishes the stopped run can be told (it said "another model")
+    import torch
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2).state_dict(), tmp_path / "tiny.pth")
+    result = run("upscale-video", src, "-o", out, "-m", tmp_path / "tiny.pth")
+    assert result.exit_code == 1 and f"made with another model (or --detail-cap) ({MODEL} there, {tmp_path / 'tiny.pth'} " \
+        "now): run that command again" in result.output, result.output
     # under another name (another container) it starts anew, and says what is left of the stopped run
     other = run("upscale-video", src, "-o", out, "-m", MODEL, "--container", "mkv")
     assert other.exit_code == 0 and f"{parts} holds the frames of an unfinished upscale of clip.mp4" in other.output, \

@@ -215,7 +215,8 @@ def _size(n: int | None) -> str:
 def format_info(info: dict[str, Any]) -> str:
     """The lines ``lwayrt models info`` prints for ``describe``'s dict."""
     if info["kind"] == "per-group":
-        lines = [f"{info['model']}: a per-group adaptation ({len(info['groups'])} groups; upscale -m sends each image "
+        n = len(info["groups"])
+        lines = [f"{info['model']}: a per-group adaptation ({n} group{'s' if n != 1 else ''}; upscale -m sends each image "
                  f"to its group's model; stage 1: {info['stage1']})"]
         for g in info["groups"]:
             body = format_info(g).splitlines()
