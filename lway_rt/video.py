@@ -113,7 +113,7 @@ def _fingerprint(src: Path, info: VideoInfo, size: tuple[int, int], key: str, vi
             "rate": str(info.rate), "depth": info.depth, "matrix": info.matrix, "size": list(size), "run_key": key,
             "crf": video.crf, "preset": video.preset, "frames": video.frames, "outscale": config.outscale,
             "deinterlace": video.deinterlace,
-            "model": str(config.model),  # (said, not compared: the run key is the model's identity; 56H-2)
+            "model": _model_said(config.model),  # (said, not compared: the run key is the model's identity; 56H-2)
             # a tagged source's segments record its primaries and transfer (those a release before 2026-12-07 made
             # do not, and joined with later ones they made a file of mixed tags): only then, so others' go on
             **({"tags": [info.primaries, info.transfer]} if info.primaries or info.transfer else {})}
@@ -128,6 +128,15 @@ _SETTING = {"source": "source file", "source_bytes": "source file (it changed si
 
 _SHOWN = ("crf", "preset", "frames", "outscale", "deinterlace", "size")  # settings a refusal says both values of
 _SAID_ONLY = ("model",)  # the -m a run was given, said where its run key differs (a record before it has none)
+
+
+def _model_said(spec) -> str:
+    """``-m`` as a parts record keeps it: a store name as typed, a file or folder by its absolute path (a relative one
+    could not be followed from another folder, and two spellings of one file read as two models: 56I-1)."""
+    from lway_rt.io.store import is_store_name
+
+    path = Path(str(spec)).expanduser()
+    return str(spec) if is_store_name(spec) or not path.exists() else str(path.resolve())
 
 
 def _model_words(record: dict, print_of: dict) -> str:

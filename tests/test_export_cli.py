@@ -891,3 +891,7 @@ def test_a_missing_onnx_package_is_named_and_leaves_no_folder(tmp_path, monkeypa
     for given in (tmp_path / "mine", tmp_path / "nx" / ".." / "mine"):
         res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(given)])
         assert res.exit_code == 1 and (tmp_path / "mine").is_dir()
+    (tmp_path / "a" / "b").mkdir(parents=True)  # through a link: the folder made beside its target goes too (56I-5)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(tmp_path / "link" / ".." / "new")])
+    assert res.exit_code == 1 and not (tmp_path / "a" / "new").exists() and (tmp_path / "a" / "b").is_dir()

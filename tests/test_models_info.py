@@ -120,9 +120,24 @@ def test_exports_upscale_does_not_run_and_files_made_elsewhere_are_described_as_
     shutil.copy(static.with_suffix(".json"), engine.with_suffix(".json"))
     code, text = run("models", "info", str(engine))
     assert code == 1 and "plan.engine is not the file its manifest plan.json describes" in text, text
+    unrecorded = static.with_name("unrecorded.onnx")  # a manifest with no sha256: nothing compared, not "differs"
+    shutil.copy(static, unrecorded)
+    manifest = json.loads(static.with_suffix(".json").read_text())
+    del manifest["artifact"]["sha256"]
+    unrecorded.with_suffix(".json").write_text(json.dumps(manifest))
+    code, text = run("models", "info", str(unrecorded))
+    assert code == 1 and "unrecorded.json records no sha256 of unrecorded.onnx" in text, text
     static.write_bytes(static.read_bytes()[:1000])
     code, text = run("models", "info", str(static))
     assert code == 1 and "is not the file its manifest" in text, text
+    # stage 1's encoder, exported: described, not refused as "not an SR network" (56I-2), and with no scale (56I-3)
+    code, text = run("export", "--what", "encoder", "-o", str(tmp_path / "enc"), "-q")
+    assert code == 0, text
+    (encoder,) = (tmp_path / "enc").glob("*.onnx")
+    code, text = run("models", "info", str(encoder))
+    assert code == 0 and "DegradationEncoder: stage 1's degradation encoder" in text and " x?" not in text, text
+    recorded = json.loads(encoder.with_suffix(".json").read_text())["source"]["weights_sha256"]
+    assert f"from the shipped stage-1 checkpoint (weights sha256 {recorded})" in text, text
     dynamic = anime_onnx(tmp_path / "cut", "fp32")
     dynamic.write_bytes(dynamic.read_bytes()[:1000])
     code, text = run("models", "info", str(dynamic))

@@ -400,7 +400,7 @@ def test_a_damaged_kept_segment_is_found_and_upscaled_again_not_joined_short(tmp
     assert "ffmpeg joined 11 of the 12 frames the segments in" in why and "which are whole: nothing was written" in why
 
 
-def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segments):
+def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segments, monkeypatch):
     src = make_clip(tmp_path / "clip.mp4", audio=False)
     out = tmp_path / "out"
     errors.STOPS.append(signal.SIGINT)  # a stop as the first frame is done
@@ -421,6 +421,13 @@ def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segmen
     result = run("upscale-video", src, "-o", out, "-m", tmp_path / "tiny.pth")
     assert result.exit_code == 1 and f"made with another model (or --detail-cap) ({MODEL} there, {tmp_path / 'tiny.pth'} " \
         "now): run that command again" in result.output, result.output
+    # a file's -m is kept by its absolute path: two spellings of one file are one model, and the named command can be
+    # followed from another folder (56I-1)
+    from lway_rt.video import _model_said
+
+    monkeypatch.chdir(tmp_path)
+    assert _model_said("tiny.pth") == str(tmp_path / "tiny.pth") == _model_said(str(tmp_path / "tiny.pth"))
+    assert _model_said(MODEL) == MODEL
     # under another name (another container) it starts anew, and says what is left of the stopped run
     other = run("upscale-video", src, "-o", out, "-m", MODEL, "--container", "mkv")
     assert other.exit_code == 0 and f"{parts} holds the frames of an unfinished upscale of clip.mp4" in other.output, \

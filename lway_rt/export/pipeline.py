@@ -145,7 +145,8 @@ def export_artifacts(ex: Exportable, profile: ExportProfile, *, precisions: tupl
         from lway_rt.export.tensorrt import require_tensorrt
 
         require_tensorrt()
-    where = Path(os.path.abspath(out_dir))  # (nx/../mine: mine, the user's, not a folder made: 56G3)
+    where = Path(os.path.realpath(out_dir))  # (nx/../mine: mine, the user's, not a folder made, 56G3; link/../new:
+    # new beside the link's target, where the folder is made, 56I-5)
     made = [p for p in (where, *where.parents) if not p.exists()]  # (the folders it makes, deepest first)
     unwritable = _unwritable(out_dir)  # said before a long export; a read-only folder still serves its cache hits
     try:

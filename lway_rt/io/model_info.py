@@ -108,7 +108,10 @@ def _exported_info(spec_given: str, path: Path, manifest: dict) -> dict[str, Any
     from lway_rt.export.cache import file_sha256
 
     recorded = (manifest.get("artifact") or {}).get("sha256")
-    if not recorded or recorded != file_sha256(path):
+    if not recorded:  # (nothing compared: not said to differ, 56I-4)
+        raise ModelError(f"{path.stem}.json records no sha256 of {path.name}, so nothing says the file is the one it "
+                         "describes: export it again")
+    if recorded != file_sha256(path):
         raise ModelError(f"{path.name} is not the file its manifest {path.stem}.json describes (its sha256 differs: "
                          "changed or damaged since it was exported): export it again")
     source = manifest.get("source") or {}
@@ -117,7 +120,9 @@ def _exported_info(spec_given: str, path: Path, manifest: dict) -> dict[str, Any
     shapes = manifest.get("shapes") or {}
     engine = path.suffix.lower() in ENGINE_SUFFIXES
     cap = (source.get("detail_cap") or {}).get("cap") if isinstance(source.get("detail_cap"), dict) else None
-    origin = (f"exported by lwayrt export from {source.get('model') or 'weights'} (weights sha256 {sha})" if sha else
+    named = source.get("model") or (f"the stage-1 checkpoint {source['stage1']}" if source.get("stage1") else
+                                    "the shipped stage-1 checkpoint" if what == "encoder" else "weights")
+    origin = (f"exported by lwayrt export from {named} (weights sha256 {sha})" if sha else
               "exported by lwayrt export (its manifest records no weights hash)")
     if cap is not None:
         origin += f"; detail cap {float(cap):g} inside the graph"
@@ -125,6 +130,9 @@ def _exported_info(spec_given: str, path: Path, manifest: dict) -> dict[str, Any
     tiles = ", ".join(map(str, shapes.get("tiles") or ())) or "?"
     kind = "a TensorRT engine (runs under TensorRT only; upscale runs the .onnx beside it)" if engine else \
         f"fixed-size tiles, {tiles} (upscale runs dynamic exports only)" if static else "an export upscale does not run"
+    if what == "encoder":  # stage 1's E: no scale, and no -m takes it (56I-2, 56I-3)
+        kind = "stage 1's degradation encoder (an image in, its embedding out): no SR network, no -m takes it" + (
+            f"; fixed-size tiles, {tiles}" if static else "")
     sizes = f"fixed tiles {tiles} px (H x W)" if static else \
         f"{shapes['min'][1]} to {shapes['max'][1]} px a side" if shapes.get("min") and shapes.get("max") else \
         "as its manifest records"
@@ -133,7 +141,7 @@ def _exported_info(spec_given: str, path: Path, manifest: dict) -> dict[str, Any
         "file_bytes": path.stat().st_size, "arch": source.get("arch"), "scale": source.get("scale"), "hparams":
         source.get("hparams"), "in_channels": None, "size_multiple": None, "min_size": None, "parameters": None,
         "weights_sha256": sha, "precision": (manifest.get("profile") or {}).get("precision"), "origin": origin,
-        "network": f"{source.get('arch') or what} x{source.get('scale', '?')}: {kind}",
+        "network": f"{source.get('arch') or what}" + (f" x{source['scale']}" if source.get("scale") else "") + f": {kind}",
         "sizes": sizes, "metadata": {"manifest": manifest},
     }
 
@@ -153,8 +161,9 @@ def _onnx_info(spec_given: str, path: Path) -> dict[str, Any]:
                              "info reads what lwayrt export recorded of it")
         return _exported_info(spec_given, path, manifest)
     manifest = find_manifest(path)
-    if manifest is not None and (manifest.get("shapes") or {}).get("mode") == "static":  # (upscale refuses it: its
-        return _exported_info(spec_given, path, manifest)  # manifest still says what it holds)
+    if manifest is not None and ((manifest.get("shapes") or {}).get("mode") == "static" or
+                                 manifest.get("what", "sr") != "sr"):  # (upscale refuses a fixed-tile export and an
+        return _exported_info(spec_given, path, manifest)  # encoder: their manifests still say what they hold)
     desc = load_onnx_model(path)
     meta = dict(desc.metadata or {})
     sha = meta.get("exported_sha256")
