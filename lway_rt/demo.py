@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError, Interrupted, OutputError
+from lway_rt.errors import InputError, Interrupted, ModelError, OutputError
 
 __all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "model_labels",
            "run_upscale_demo", "run_demo"]
@@ -497,10 +497,16 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
         check_adapt_model(name, loaded[name] if name in loaded else _load_logged(name, log))
     if deploy and adapt_config is not None:  # the deploy step's packages, before minutes of the other steps (56B6)
         _check_deploy_packages()
-    if adapt_config is not None and adapt_config.stage1:  # and a --stage1 that will not load, before the comparisons
-        from lway_rt.degae import load_stage1, unfinished_note
-
-        if note := unfinished_note(load_stage1(adapt_config.stage1), str(adapt_config.stage1)):  # as adapt says it
+    if adapt_config is not None:  # and a stage 1 that will not load (a --stage1, or the shipped one's trunk without
+        from lway_rt.degae import default_checkpoint_path, load_stage1, unfinished_note  # the models extra: 56K1),
+        # before the comparisons
+        try:
+            stage1 = load_stage1(adapt_config.stage1 or default_checkpoint_path())
+        except ModelError as exc:
+            if "which is not installed" not in str(exc):
+                raise
+            raise ModelError(f"the adaptation step: {exc}, or pass --no-adapt") from None
+        if adapt_config.stage1 and (note := unfinished_note(stage1, str(adapt_config.stage1))):  # as adapt says it
             log(note)
     out = Path(config.out_dir).resolve()
     try:

@@ -143,6 +143,8 @@ def _model_words(record: dict, print_of: dict) -> str:
     """Both runs' -m where the models' run keys differ and the record names its -m (it said only "another model", and
     the command that finishes the stopped run could not be told)."""
     there, now = record.get("model"), print_of["model"]
+    if there and Path(there).is_absolute() and not Path(there).exists():  # (moved: its command cannot be run: 56J2)
+        there = f"{there}, which is gone,"
     return f" ({there} there, {now} now)" if there and there != now else \
         " (the same -m: its weights or --detail-cap changed since)" if there else ""
 

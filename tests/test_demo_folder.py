@@ -393,3 +393,26 @@ def test_the_demos_lines_keep_square_brackets(tmp_path):
     res = CliRunner().invoke(main, ["demo", "--photo", "chelsea", "--model", "realesr-animevideov3", "--crop", "64",
                                     "--no-adapt", "--out", str(out)])
     assert res.exit_code == 0 and f"results.json are in {out.resolve()}" in " ".join(res.output.split()), res.output
+    # progress on standard error, results on standard output, as every command prints them (56K3)
+    assert "chelsea: bicubic" in res.stderr and "chelsea: bicubic" not in res.stdout, (res.stdout, res.stderr)
+    assert "x4 super-resolution, Y-PSNR" in res.stdout
+
+
+def test_a_demo_that_cannot_adapt_says_so_before_its_steps(tmp_path, monkeypatch):
+    """Without the models extra and with models of the user's, the demo wrote its whole upscale step and then failed
+    at the adaptation step: stage 1's trunk comes from a packaged model (56K1)."""
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+    from lway_rt.io.store import SOURCES
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))  # an empty store: the package would be read
+    for package in {src.package for src in SOURCES.values()}:
+        monkeypatch.setitem(sys.modules, package, None)  # as an install without the models extra has it
+    mine = _tiny_model(tmp_path / "mine.pth")
+    out = tmp_path / "d"
+    res = CliRunner().invoke(main, ["demo", "--photo", "chelsea", "-m", str(mine), "--adapt-model", str(mine),
+                                    "--crop", "64", "--no-deploy", "--out", str(out)])
+    assert res.exit_code == 1 and "error: the adaptation step: stage 1's degradation encoder starts with the first " \
+        "layers of realesr-animevideov3" in res.output and res.output.rstrip().endswith("or pass --no-adapt"), res.output
+    assert not out.exists()

@@ -563,3 +563,31 @@ def test_tensorrt_older_than_10_is_refused_in_one_line(monkeypatch):
     with pytest.raises(LwayError, match=r"^building TensorRT engines needs TensorRT 10 or later, and 8.6.1 is installed: "
                                         r"pip install 'tensorrt>=10.3'"):
         require_tensorrt()
+
+
+def test_a_stop_the_exporter_wraps_without_its_cause_is_still_a_stop(monkeypatch):
+    """A SIGHUP during torch's export came out as "torch could not export SRVGGNetCompact to ONNX: Failed to decompose
+    the FX graph ..." (exit 1, the model blamed): torch's exporter had wrapped the stop without keeping it among the
+    error's causes. The stop the command's handler recorded (``errors.STOPS``) is a stop all the same (56J1). torch's
+    export stands in here only as the place the signal lands: when it lands is the race a real run cannot pin."""
+    import signal
+
+    from lway_rt import errors
+    from lway_rt.errors import ModelError
+    from lway_rt.export.onnx_export import OnnxFromTorch
+
+    net = _small("SRVGGNetCompact", SMALL["SRVGGNetCompact"][0]).model
+
+    def export_stopped_midway(*args, **kwargs):
+        errors.STOPS.append(signal.SIGHUP)  # as the command's handler records the signal when it comes
+        raise RuntimeError("Failed to decompose the FX graph for ONNX compatibility")
+
+    monkeypatch.setattr(torch.onnx, "export", export_stopped_midway)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            OnnxFromTorch(net)()
+    finally:
+        errors.STOPS.clear()
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("untraceable")))
+    with pytest.raises(ModelError, match="torch could not export SRVGGNetCompact to ONNX: untraceable"):
+        OnnxFromTorch(net)()  # with no stop recorded, the export's own failure

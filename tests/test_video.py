@@ -428,6 +428,10 @@ def test_parts_of_other_settings_are_refused_not_mixed_in(tmp_path, small_segmen
     monkeypatch.chdir(tmp_path)
     assert _model_said("tiny.pth") == str(tmp_path / "tiny.pth") == _model_said(str(tmp_path / "tiny.pth"))
     assert _model_said(MODEL) == MODEL
+    from lway_rt.video import _model_words  # a file moved since: said gone, its command cannot be run (56J2)
+
+    gone = str(tmp_path / "gone.pth")
+    assert _model_words({"model": gone}, {"model": MODEL}) == f" ({gone}, which is gone, there, {MODEL} now)"
     # under another name (another container) it starts anew, and says what is left of the stopped run
     other = run("upscale-video", src, "-o", out, "-m", MODEL, "--container", "mkv")
     assert other.exit_code == 0 and f"{parts} holds the frames of an unfinished upscale of clip.mp4" in other.output, \

@@ -35,6 +35,7 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     (LWay) to crops with a degradation stage 1 never saw; print PSNR/SSIM before and after; then export the
     adapted network to ONNX, run it with ONNX Runtime and time it against PyTorch."""
     from lway_rt.cli._console import PipeConsole as Console
+    from rich.markup import escape
     from rich.table import Table
 
     from lway_rt.demo import DemoConfig, run_demo
@@ -61,27 +62,30 @@ def command(out_dir: Path, photos: tuple[str, ...], models: tuple[str, ...], cro
     console = Console()
     if not on_a_terminal(console):  # a log or a pipe: lines and tables whole, not wrapped at 80 columns
         console = Console(width=200)
+    err = Console(stderr=True)  # progress and notes, as every command prints them (they went to stdout: 56K3)
+    if not on_a_terminal(err):
+        err = Console(stderr=True, width=200)
     if deploy and not adapt and typed(ctx, "deploy"):  # deploy exports the adapted network: nothing to do
         click.echo("note: --deploy exports the adapted network, so with --no-adapt it does not run: drop --no-adapt "
                    "to run it", err=True)
     # (markup off: a step's advice, pip install 'lway_rt[plot]', and a folder named out[1] lost their brackets: 56E4)
     result, adapted, deployed = run_demo(config, adapt_config, deploy=deploy,
-                                         log=lambda msg: console.print(msg, highlight=False, markup=False))
+                                         log=lambda msg: err.print(msg, highlight=False, markup=False))
 
     table = Table(title=f"x{config.scale} super-resolution, Y-PSNR (dB) / SSIM, {config.scale}-px border cropped")
     table.add_column("photo")
     for m in result.methods:
-        table.add_column(m, justify="right")
+        table.add_column(escape(m), justify="right")
     for r in result.photos:
         table.add_row(r.photo, *(f"{r.psnr[m]:.2f} / {r.ssim[m]:.4f}" for m in result.methods))
     table.add_row("[b]mean[/b]", *(f"[b]{result.mean('psnr', m):.2f} / {result.mean('ssim', m):.4f}[/b]" for m in result.methods))
     console.print(table)
     if adapted is not None:
-        t2 = Table(title=f"adaptation of {adapted.config.model} to '{adapted.config.preset}' LR crops, "
+        t2 = Table(title=f"adaptation of {escape(str(adapted.config.model))} to '{adapted.config.preset}' LR crops, "
                          f"{adapted.config.iterations} iterations, no ground truth used: Y-PSNR (dB) / SSIM")
         t2.add_column("photo")
         for m in adapted.methods:
-            t2.add_column(m, justify="right")
+            t2.add_column(escape(m), justify="right")
         for photo in adapted.psnr:
             t2.add_row(photo, *(f"{adapted.psnr[photo][m]:.2f} / {adapted.ssim[photo][m]:.4f}" for m in adapted.methods))
         t2.add_row("[b]mean[/b]", *(f"[b]{adapted.mean(m):.2f} / {adapted.mean(m, 'ssim'):.4f}[/b]" for m in adapted.methods))

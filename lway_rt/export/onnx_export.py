@@ -157,7 +157,11 @@ class OnnxFromTorch:
             with torch.no_grad(), _quiet_exporter(), _out_of_place(module, x):
                 program = torch.onnx.export(module, (x,), None, **kwargs)
         except Exception as exc:  # torch.export raises many unrelated types for untraceable code
-            if _interrupted(exc):  # the exporter wraps a Ctrl-C in its own error: it is still a Ctrl-C
+            from lway_rt.errors import STOPS
+
+            # the exporter wraps a Ctrl-C in its own error, at times without keeping it among the causes (a SIGHUP
+            # came out as "Failed to decompose the FX graph": 56J1): a stop the command recorded is still a stop
+            if _interrupted(exc) or STOPS:
                 raise KeyboardInterrupt from exc
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"torch could not export {type(module).__name__} to ONNX: {msg}") from exc
