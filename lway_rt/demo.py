@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lway_rt.errors import InputError, Interrupted, ModelError, OutputError
+from lway_rt.errors import InputError, Interrupted, OutputError
 
 __all__ = ["PHOTOS", "DemoConfig", "PhotoResult", "DemoResult", "sample_photo", "make_lr", "model_labels",
            "run_upscale_demo", "run_demo"]
@@ -499,13 +499,12 @@ def run_demo(config: DemoConfig | None = None, adapt_config=None, log: Callable[
         _check_deploy_packages()
     if adapt_config is not None:  # and a stage 1 that will not load (a --stage1, or the shipped one's trunk without
         from lway_rt.degae import default_checkpoint_path, load_stage1, unfinished_note  # the models extra: 56K1),
-        # before the comparisons
+        from lway_rt.io.store import PackageNotInstalled  # before the comparisons
+
         try:
             stage1 = load_stage1(adapt_config.stage1 or default_checkpoint_path())
-        except ModelError as exc:
-            if "which is not installed" not in str(exc):
-                raise
-            raise ModelError(f"the adaptation step: {exc}, or pass --no-adapt") from None
+        except PackageNotInstalled as exc:
+            raise PackageNotInstalled(f"the adaptation step: {exc}, or pass --no-adapt") from None
         if adapt_config.stage1 and (note := unfinished_note(stage1, str(adapt_config.stage1))):  # as adapt says it
             log(note)
     out = Path(config.out_dir).resolve()

@@ -62,11 +62,13 @@ class DeviceParam(click.ParamType):
     name = "device"
 
     def convert(self, value, param, ctx):
-        import re
+        from lway_rt.errors import InputError
+        from lway_rt.runtime.device import check_device_spelling
 
-        if not re.fullmatch(r"cpu|cuda(:\d+)?", str(value)):
-            self.fail(f"must be 'cpu' or 'cuda[:N]', not {value!r}", param, ctx)
-        return value
+        try:
+            return check_device_spelling(value)
+        except InputError as exc:  # (its words, less the flag click names itself)
+            self.fail(str(exc).removeprefix("--device "), param, ctx)
 
 
 DEVICE = DeviceParam()

@@ -39,16 +39,15 @@ DEFAULT_TRUNK = TrunkSpec()
 
 def build_trunk(spec: TrunkSpec, expect_sha256: str | None = None, device: str = "cpu") -> tuple[nn.Module, int, str]:
     """Return (frozen trunk in eval mode, output channels, sha256 of its tensors)."""
-    from lway_rt.io.store import load_model
+    from lway_rt.io.store import PackageNotInstalled, load_model
     from lway_rt.io.weights import state_dict_sha256
 
     try:
         desc = load_model(spec.model)
-    except ModelError as exc:  # say why this model is needed: the user may have given a weights file of their own
-        if "which is not installed" not in str(exc):  # (and adapt's default loss, eval-degae, train-degae seemed to
-            raise  # ask for a model they were not given: 56B4)
-        raise ModelError(f"stage 1's degradation encoder starts with the first layers of {spec.model}, read from the "
-                         f"model store: {exc}") from None
+    except PackageNotInstalled as exc:  # say why this model is needed: the user may have given a weights file of
+        # their own (adapt's default loss, eval-degae, train-degae seemed to ask for a model they were not given: 56B4)
+        raise PackageNotInstalled(f"stage 1's degradation encoder starts with the first layers of {spec.model}, read "
+                                  f"from the model store: {exc}") from None
     desc.require_rgb(spec.model, "stage 1's encoder trunk is cut from", ModelError)  # it reads RGB photos
     net = desc.model
     if desc.spec.arch == "SRVGGNetCompact":

@@ -211,8 +211,8 @@ def _video_advice(video: Path, folder: Path | None = None) -> str:
     q = shell_word
     # (-fps_mode passthrough: each picture once; a raw 12.5 fps .h264 stream's were written twice: 56G4)
     return (f"{where}: lwayrt reads images; extract its frames first (mkdir {q(str(frames))} && ffmpeg -i {q(str(video))} "
-            f"-fps_mode passthrough {q(f'{frames}/%06d.png')}) and give it that folder, or give the video file itself to 'lwayrt "
-            "upscale-video' (all of it, with its audio) or 'lwayrt adapt' (frames spread over it)")
+            f"-fps_mode passthrough {q(f'{frames}/%06d.png')}) and give it that folder, or give the video file itself "
+            "to 'lwayrt upscale-video' (all of it, with its audio) or 'lwayrt adapt' (frames spread over it)")
 
 
 def image_subfolders(folder: Path) -> list[Path]:

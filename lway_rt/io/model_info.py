@@ -64,8 +64,8 @@ def _origin(meta: dict[str, str]) -> str:
             said.append(f"detail cap {float(meta['detail_cap']):g} (upscale applies it)")
         return ", ".join(said)
     if meta.get("source_package"):
-        return f"converted from the package {meta['source_package']} {meta.get('source_version', '')} " \
-               "('lwayrt models import')".replace("  ", " ")
+        version = f" {meta['source_version']}" if meta.get("source_version") else ""
+        return f"converted from the package {meta['source_package']}{version} ('lwayrt models import')"
     if meta.get("added_from"):
         gone = "" if Path(meta["added_from"]).exists() else ", which is gone"
         return f"added from {meta['added_from']}{gone} ('lwayrt models add')"
@@ -154,16 +154,13 @@ def _onnx_info(spec_given: str, path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ModelError(f"{path} does not exist" + (": export one with 'lwayrt export'" if path.suffix.lower() ==
                                                      ONNX_SUFFIX else ""))
-    if path.suffix.lower() in ENGINE_SUFFIXES:
-        manifest = find_manifest(path)
-        if manifest is None:
-            raise ModelError(f"{path.name} is a TensorRT engine with no manifest beside it ({path.stem}.json): models "
-                             "info reads what lwayrt export recorded of it")
-        return _exported_info(spec_given, path, manifest)
     manifest = find_manifest(path)
-    if manifest is not None and ((manifest.get("shapes") or {}).get("mode") == "static" or
-                                 manifest.get("what", "sr") != "sr"):  # (upscale refuses a fixed-tile export and an
-        return _exported_info(spec_given, path, manifest)  # encoder: their manifests still say what they hold)
+    if path.suffix.lower() in ENGINE_SUFFIXES and manifest is None:
+        raise ModelError(f"{path.name} is a TensorRT engine with no manifest beside it ({path.stem}.json): models "
+                         "info reads what lwayrt export recorded of it")
+    if manifest is not None and (path.suffix.lower() in ENGINE_SUFFIXES or (manifest.get("shapes") or {}).get("mode")
+                                 == "static" or manifest.get("what", "sr") != "sr"):  # (upscale runs none of these
+        return _exported_info(spec_given, path, manifest)  # exports: their manifests still say what they hold)
     desc = load_onnx_model(path)
     meta = dict(desc.metadata or {})
     sha = meta.get("exported_sha256")

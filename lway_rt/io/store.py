@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lway_rt.errors import ModelError, Notice, OutputError, shell_word
 
-__all__ = ["SOURCES", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model", "loadable_spec",
+__all__ = ["SOURCES", "PackageNotInstalled", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model", "loadable_spec",
            "resolve_model_path"]
 
 
@@ -96,10 +96,15 @@ def store_path(name: str) -> Path:
     return next((p for p in entries if unicodedata.normalize("NFC", p.stem) == want), path)
 
 
+class PackageNotInstalled(ModelError):
+    """A packaged model whose PyPI package (the ``models`` extra) is not installed: callers that need the model for a
+    reason of their own (stage 1's trunk, the demo's adaptation step) say that reason before it."""
+
+
 def _package_models_dir(src: Source) -> Path:
     spec = importlib.util.find_spec(src.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
+        raise PackageNotInstalled(
             f"model '{src.name}' comes from the PyPI package {src.dist}, which is not installed: "
             f"install the 'models' extra (pip install 'lway_rt[models]')"
         )

@@ -258,8 +258,8 @@ def _h264_timing_rate(src: Path, stream: int) -> Fraction | None:
     made at and gives the tick rate, twice the frame rate, as its tbr: one made at 24 fps ("25 fps, 48 tbr") was read
     at 48, each picture twice, and one at 12.5 ("25 fps, 25 tbr") at 25 (review 53D D7). None where the stream
     records no timing (ffmpeg's 25 is then all there is); a rate outside one frame an hour to 1000 a second is refused
-    with the command that rewrites it (ffmpeg's decoder times the frames by it whatever rate they are read at). The first of its parameter sets within 60 packets is read (a
-    recording cut mid-stream may not start with one)."""
+    with the command that rewrites it (ffmpeg's decoder times the frames by it whatever rate they are read at). The
+    first of its parameter sets within 60 packets is read (a recording cut mid-stream may not start with one)."""
     text = _run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", _url(src), "-map", f"0:v:{stream}", "-c", "copy",
                  "-bsf:v", "trace_headers", "-frames:v", "60", "-f", "null", "-"], "reading video"
                 ).stderr.decode("ascii", "replace")
