@@ -220,15 +220,25 @@ def test_a_fixed_shape_export_is_timed_at_its_shape(tmp_path):
 def test_an_exported_file_timed_with_torch_alone_names_an_onnx_backend(tmp_path, anime_onnx):
     """-b torch with -m FILE.onnx said "reasons in the table", and the table had none: torch times the weights."""
     path = anime_onnx(tmp_path / "exp")
-    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "24", "-b", "torch", "--no-peak", *TINY])
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(path), "-s", "24", "-b", "torch", "--no-peak",
+                                    "--json", str(out), *TINY])
     assert res.exit_code == 1 and "only torch was asked for" in res.output and "-b ort-cpu" in res.output, res.output
+    # and said before torch's rounds, which time nothing of the file (56B3)
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["status"] == "skipped" and row["reason"].startswith("not timed: torch times the weights"), row
 
 
 def test_an_fp16_file_nothing_here_can_time_is_not_a_success(tmp_path, anime_onnx):
     fp16 = anime_onnx(tmp_path / "exp", "fp16")
-    res = CliRunner().invoke(main, ["serve-bench", "-m", str(fp16), "-s", "24", "--no-peak", *TINY])
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(fp16), "-s", "24", "--no-peak", "--json", str(out), *TINY])
     assert res.exit_code == 1 and f"{fp16.name} itself was not timed" in res.output, res.output
     assert "ort-cuda+fp16+fallback" in res.output
+    # the default torch row is not timed either: it would time the weights the file came from, and nothing of it (56B3)
+    report = json.loads(out.read_text())
+    assert report["summary"]["ok"] == 0 and {r["status"] for r in report["results"]} == {"skipped"}, report["results"]
+    assert "reference 24x24" not in res.output, res.output
 
 
 def test_cli_user_mistakes_are_one_line_errors():

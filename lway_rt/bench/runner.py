@@ -494,6 +494,15 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                 "fell_back": bool(backend.details.get("fell_back", False)),
                 "load_rss_delta_mb": None if rss_before is None or rss_after is None else rss_after - rss_before,
             }
+        if exported is not None and all(s.kind == "torch" for s in specs if s.label in backends):
+            # the file itself runs on none of them: torch alone would time the weights it was exported from, minutes
+            # of rounds before the command says the file was not timed (56B3)
+            for spec in [s for s in specs if s.label in backends]:
+                backends.pop(spec.label).close()
+                row = _row_base(spec, None, scale, config.tile_overlap)
+                row.update(status="skipped", reason=f"not timed: torch times the weights {exported.path.name} was "
+                                                    "exported from, and the file itself runs on no backend asked for here")
+                rows.append(row)
         # Peak probes at the start, before each shape and at the end: on a shared machine the load
         # moves, and the best probe is the closest to what the hardware can do. Only for what was built.
         built = [s for s in specs if s.label in backends]

@@ -178,14 +178,14 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
                    + (f"; the earlier run's chart {chart_path} is removed, as its report was replaced" if stale else ""),
                    err=to_stdout)  # (--json -: JSON only)
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
-    if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
-        raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons "
-                          "above); choose backends this machine can run")
     if exported and not bad and not any(r["status"] == "ok" and r["kind"] != "torch" for r in report["results"]):
         asked_onnx = any(r["kind"] != "torch" for r in report["results"])
         raise BenchFailed(f"{given.name} itself was not timed: " + ("no backend asked for runs it here (reasons "
                           "above)" if asked_onnx else "only torch was asked for, which times the weights it was "
                           "exported from; add an ONNX backend, e.g. -b ort-cpu"))
+    if not report["summary"]["ok"] and not bad:  # every backend skipped: a script must not read this as a result
+        raise BenchFailed("nothing was measured: every backend asked for was skipped on this machine (reasons "
+                          "above); choose backends this machine can run")
     if bad:
         raise BenchFailed(f"{len(bad)} configuration(s) failed verification or could not run "
                           f"({', '.join(sorted({r['backend'] for r in bad}))}): see the table")
