@@ -361,7 +361,7 @@ class GroupRouter:
                      bool(self.borrowed is not None and self.borrowed[g]))
 
 
-def _groups_record(spec: str) -> tuple[Path, dict] | None:
+def per_group_record(spec: str) -> tuple[Path, dict] | None:
     """``(folder, groups.json)`` when ``spec`` is a per-group adaptation folder, else None. A store name means the
     store, as everywhere a model is asked for, even when the current folder holds such a folder of that name."""
     import json
@@ -426,7 +426,7 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
 
     from lway_rt.adapt.loop import WEIGHTS
 
-    found = _groups_record(config.model)
+    found = per_group_record(config.model)
     if found is None:
         return None
     folder, record = found
@@ -466,7 +466,7 @@ def _refuse_a_half_replaced_grouping(folder: Path, record: dict) -> None:
     centres (a group's model adapted on other images). Each run's report names the images it was adapted on."""
     from lway_rt.adapt.runfolder import ASIDE, _aside_state, _read_json_dict, _written_summary, restore_words
 
-    state = _aside_state(folder / ASIDE)  # (an unfinished --restore was refused with the folder: _groups_record)
+    state = _aside_state(folder / ASIDE)  # (an unfinished --restore was refused with the folder: per_group_record)
     way_on = (f"finish it with the same 'lwayrt adapt' command with --resume in place of --overwrite, or "
               f"{restore_words(folder)} to have the earlier runs back")
     if state == "cut short" or (state == "kept" and _written_summary(folder) is None):

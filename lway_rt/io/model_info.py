@@ -189,9 +189,9 @@ def describe(spec: str) -> dict[str, Any]:
     from lway_rt.adapt.loop import WEIGHTS
     from lway_rt.errors import ModelError
     from lway_rt.io.store import load_model
-    from lway_rt.upscale import _groups_record
+    from lway_rt.upscale import per_group_record
 
-    found = _groups_record(spec)
+    found = per_group_record(spec)
     if found is not None:
         folder, record = found
         groups = []
