@@ -39,7 +39,7 @@ from lway_rt.io.images import (
     image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, unread_files_note,
     write_samples,
 )
-from lway_rt.io.weights import case_insensitive, ensure_writable_dir
+from lway_rt.io.weights import NAME_MAX, case_insensitive, ensure_writable_dir
 from lway_rt.runtime.tiling import TileConfig, upscale_tensor
 from lway_rt.runtime.device import check_device_spelling
 
@@ -992,6 +992,15 @@ def _file_key(p: Path, fold_case: bool) -> str:
     return unicodedata.normalize("NFD", s).lower() if fold_case else s
 
 
+def output_name_too_long(dest: Path) -> str | None:
+    """Why ``dest``'s name cannot be a file's (more bytes than a file name may have), or None: said per input, where
+    the system's own error had stopped the whole batch."""
+    if (size := len(os.fsencode(dest.name))) <= NAME_MAX:
+        return None
+    return (f"its output name ({dest.name[:24]}...{dest.name[-16:]}) would be {size} bytes, more than the {NAME_MAX} "
+            "a file name may have: rename the input shorter, or give a shorter --suffix")
+
+
 def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str, fmt: str,
                  protected: Iterable[Path] = (), fold_case: bool = False,
                  collisions: dict[Path, tuple[Path, Path, Path]] | None = None) -> list[tuple[Path, Path | None, str | None]]:
@@ -1008,6 +1017,9 @@ def plan_outputs(items: Iterable[tuple[Path, Path]], out_dir: Path, suffix: str,
     plan = []
     for src, rel in items:
         dest = _output_path(src, rel, out_dir, suffix, fmt)
+        if too_long := output_name_too_long(dest):  # (the system refuses the name: checking for an earlier output
+            plan.append((src, None, too_long))   # under it raised, and stopped the batch)
+            continue
         key = where(dest)
         if key in inputs:
             plan.append((src, None, f"output {dest} would overwrite an input: choose another -o folder or --suffix"))

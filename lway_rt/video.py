@@ -28,7 +28,7 @@ from lway_rt.io.images import VIDEO_SUFFIXES, LoadedImage, _quantise
 from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
                               damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float, video_packets)
 from lway_rt.io.weights import NAME_MAX, atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run, temp_stem
-from lway_rt.upscale import UpscaleConfig, prepare_run, run_key, scaled_size, upscale_image
+from lway_rt.upscale import UpscaleConfig, output_name_too_long, prepare_run, run_key, scaled_size, upscale_image
 
 # Each segment starts with a key frame, which x264 would otherwise place every 250 frames (its keyint): segments of
 # that length cost nothing in size, shorter ones do, up to 1.6x the bytes at 100 frames and 2.6x at 50 on clean
@@ -199,6 +199,8 @@ def upscale_videos(inputs: Sequence[Path], out_dir: Path, config: UpscaleConfig,
     key = run_key(config, desc, cap, None, alpha=False)
     for src, dest in plan:
         try:
+            if too_long := output_name_too_long(dest):
+                raise InputError(too_long)
             _upscale_video(src, dest, config, video, desc, cap, key, report, on_start, progress)
             if on_written and dest in report.written:
                 on_written(dest)

@@ -909,6 +909,39 @@ for name, write in (("w.safetensors", lambda p: save_safetensors(p, {"w": torch.
     assert not list(tmp_path.iterdir())  # neither the files nor their temporary files
 
 
+def test_a_full_disk_names_the_file_asked_for_and_the_folder_to_change(tmp_path):
+    """export's line named its hidden temporary file (.NAME.lw…onnx.tmp) and models import advised 'another output
+    folder', which it has none of (57A-2, 57A-3): the write is cut short by a file-size limit, as a full disk cuts it."""
+    import os
+    import subprocess
+    import sys
+
+    from lway_rt.io.store import import_model
+
+    import_model("realesr-animevideov3")  # (in the session's store, before the limit: export reads it)
+    code = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+from lway_rt.cli import main
+sys.argv = ["lwayrt", *sys.argv[1:]]
+main()
+"""
+    out = tmp_path / "ex"
+    res = subprocess.run([sys.executable, "-c", code, "export", "-m", "realesr-animevideov3", "--out", str(out), "-q"],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert line.startswith(f"error: cannot write {out}/realesr-animevideov3.sr.fp32.") and ".onnx: " in line, line
+    assert ".tmp" not in line and not out.exists(), line
+    home = tmp_path / "home"
+    res = subprocess.run([sys.executable, "-c", code, "models", "import", "realesr-animevideov3"], capture_output=True,
+                         text=True, env={**os.environ, "LWAYRT_HOME": str(home)})
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == f"error: cannot write {home}/models/realesr-animevideov3.safetensors: File too large; " \
+        "make room, or choose another LWAYRT_HOME (the model store's folder)", res.stderr
+    assert not list((home / "models").iterdir())
+
+
 @pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "LA", "P", "CMYK"])
 def test_a_turned_tiff_is_read_upright_in_every_mode(tmp_path, mode):
     """Pillow 13 turns a TIFF of EXIF orientation 5-8 upright as it loads it, and scrambles the pixels of

@@ -26,6 +26,21 @@ def test_path_follows_lwayrt_home(model_store):
     assert result.output.strip() == str(model_store / "models")
 
 
+def test_lwayrt_home_that_is_a_file_is_refused_by_path_and_list(tmp_path, monkeypatch):
+    """`models path` and `models list` exited 0 showing a store under a file, which no command could make (57A-4)."""
+    afile = tmp_path / "one.png"
+    afile.write_bytes(b"x")
+    for home in (afile, afile / "deeper"):
+        monkeypatch.setenv("LWAYRT_HOME", str(home))
+        for command in (("models", "path"), ("models", "list"), ("models", "list", "--json")):
+            result = run(*command)
+            assert result.exit_code == 1 and result.output.strip() == (
+                f"error: LWAYRT_HOME ({home}) cannot hold the model store: {afile} is a file; set LWAYRT_HOME to a "
+                "folder"), result.output
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "new" / "home"))  # a store not made yet is a store
+    assert run("models", "path").output.strip() == str(tmp_path / "new" / "home" / "models")
+
+
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):
     """`models path` prints LWAYRT_HOME/models; set LWAYRT_HOME to that folder (or a copy of the store) and the store
     was its empty models/ folder inside, without a word: every model 'not imported'."""

@@ -190,6 +190,22 @@ def test_batch_keeps_going_and_lists_failures(tmp_path, small):
     assert (tmp_path / "q" / "good_x4.png").is_file()
 
 
+def test_an_input_whose_output_name_is_too_long_is_one_failure_not_the_batch_s(tmp_path, small):
+    """A 250-character name's output (+ _x4) is more than a file name may have: looking for an earlier output under it
+    raised, and the batch stopped with nothing written where that input came first (57A-1)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(small).save(d / f"{'a' * 250}.png")
+    Image.fromarray(small).save(d / "b.png")
+    out = tmp_path / "out"
+    result = run("upscale", d, "-o", out, "--model", MODEL)
+    assert result.exit_code == 1, result.output
+    assert "1 image(s) written" in result.output and "1 image(s) failed" in result.output, result.output
+    assert "would be 257 bytes, more than the 255 a file name may have: rename the input shorter" in \
+        " ".join(result.output.split()), result.output
+    assert [p.name for p in out.iterdir()] == ["b_x4.png"]
+
+
 def test_never_overwrites_an_input(tmp_path, small):
     d = tmp_path / "in"
     d.mkdir()

@@ -521,6 +521,14 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
     assert same.exit_code == 1 and "is the input itself" in same.output, same.output
     folder = run("upscale-video", tmp_path, "-o", out, "-m", MODEL)
     assert folder.exit_code == 2 and "is a directory" in folder.output, folder.output
+    # an output name longer than a file name may be: that video's failure, said before any frame (57A-1: the system's
+    # error had stopped the command, the videos after it left undone)
+    long = tmp_path / f"{'v' * 249}.mp4"
+    long.write_bytes(src.read_bytes())
+    too_long = run("upscale-video", long, src, "-o", tmp_path / "long", "-m", MODEL, "--frames", "1")
+    assert too_long.exit_code == 1 and "1 video(s) failed" in too_long.output, too_long.output
+    assert "would be 256 bytes, more than the 255 a file name may have" in " ".join(too_long.output.split())
+    assert [p.name for p in (tmp_path / "long").iterdir()] == ["clip_x4.mp4"]
     # no ffmpeg anywhere: the extra to install is named
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))

@@ -27,6 +27,7 @@ def list_cmd(as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    store.refuse_a_store_past_a_file()
     if note := store.misplaced_home_note():
         click.echo(note, err=True)
     rows = store.list_models()
@@ -130,6 +131,7 @@ def info_cmd(model: str, as_json: bool) -> None:
 @command.command("path")
 def path_cmd() -> None:
     """Print the store folder: LWAYRT_HOME/models (set LWAYRT_HOME to move it)."""
+    store.refuse_a_store_past_a_file()
     if note := store.misplaced_home_note():
         click.echo(note, err=True)
     click.echo(store.store_dir())

@@ -278,7 +278,10 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        SaveOnnx(model, tmp)()
+        try:
+            SaveOnnx(model, tmp)()
+        except OutputError as exc:  # (a full disk: said of the file asked for, not of its hidden temporary name)
+            raise OutputError(str(exc).replace(str(tmp), str(final))) from None
         inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=static_shape)
         log("parity gate: ONNX Runtime vs torch on " + " and ".join(name for name, _ in inputs))
         report = check_onnx_against_torch(tmp, ex.module, inputs, precision=profile.precision, kind=ex.kind, gate=gate,

@@ -60,12 +60,27 @@ def _start_folder() -> Path | None:
 _START_FOLDER = _start_folder()
 
 
+#: what a failure to write in the store advises choosing another of: no command takes it as an output folder
+STORE_FOLDER = "LWAYRT_HOME (the model store's folder)"
+
+
 def store_dir() -> Path:
     root = os.environ.get("LWAYRT_HOME")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "lway_rt"
     if not base.is_absolute() and _START_FOLDER is not None:
         base = _START_FOLDER / base
     return base / "models"
+
+
+def refuse_a_store_past_a_file() -> None:
+    """A one-line error where the store cannot be a folder, ``LWAYRT_HOME`` (or a folder on its way) being a file:
+    ``models path`` and ``models list`` had shown a store no command could make (57A-4)."""
+    folder = store_dir()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"LWAYRT_HOME ({store_dir().parent}) cannot hold the model store: {folder} is a file; set "
+                         "LWAYRT_HOME to a folder")
 
 
 def misplaced_home_note() -> str | None:
@@ -171,7 +186,7 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
             again = (f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the store's "
                      f"copy was converted from {meta.get('source_version')})")  # (said once it is)
     try:  # (probed once, before the conversion)
-        ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")  # not "another output folder"
+        ensure_writable_dir(store_dir(), STORE_FOLDER)  # not "another output folder"
     except OutputError:
         if again is None or not (loads and stale_ok):
             raise
@@ -197,7 +212,8 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
         "source_sha256": digest,
         "description": src.note,
     }
-    save_safetensors(dest, state, meta, through_links=False)  # (a link in the store is replaced, its file left alone)
+    save_safetensors(dest, state, meta, through_links=False, folder=STORE_FOLDER)  # (a link in the store is replaced,
+    # its file left alone)
     if again is not None:
         warnings.warn(again, Notice, stacklevel=2)
     return dest
@@ -253,10 +269,10 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
                  "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams)})
     if "added_from" not in meta:  # a store file added again under another name keeps the origin it records
         meta.update({"added_from": str(path.resolve()), "added_sha256": file_sha256(path)})
-    ensure_writable_dir(store_dir(), "LWAYRT_HOME (the model store's folder)")
+    ensure_writable_dir(store_dir(), STORE_FOLDER)
     try:  # without --force, only as a new name: of two 'models add --name N' at once, the second is refused
-        save_safetensors(dest, state, meta, exclusive=not force, through_links=False)  # a link in the store is
-        # replaced: the file it names is the user's (--force wrote the new weights into it)
+        # a link in the store is replaced: the file it names is the user's (--force wrote the new weights into it)
+        save_safetensors(dest, state, meta, exclusive=not force, through_links=False, folder=STORE_FOLDER)
     except FileExistsError:
         raise ModelError(f"the store already holds a model named {name} ({dest}), added meanwhile by another command: "
                          "pass --force to replace it, or --name OTHER") from None

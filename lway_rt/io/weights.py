@@ -254,14 +254,15 @@ def sync_folder(folder: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_path(dest: Path, exclusive: bool = False, through_links: bool = True):
+def atomic_path(dest: Path, exclusive: bool = False, through_links: bool = True, folder: str = "output folder"):
     """Context manager: yields a temporary path beside ``dest``; renames it over ``dest`` on success. A ``dest`` that
     is a symbolic link is written through (the file it names is replaced; the link stays), or with ``through_links``
     False replaced by the new file (files the project keeps in a folder of its own, whose links name files that are
     not its own: the model store's entries, an export's manifest and engine); one that is a device, pipe or socket is
     refused. ``exclusive``: ``dest`` is made only if no file has that name by the moment it would take it (a hard
     link, which fails where one exists: ``FileExistsError``, the temporary file removed); the check and the write are
-    one step, so of two commands writing one new name at once, one is refused."""
+    one step, so of two commands writing one new name at once, one is refused. ``folder``: what a failure advises
+    choosing another of (the model store's entries: LWAYRT_HOME, which no command takes as an output folder)."""
     @contextlib.contextmanager
     def _cm():
         dest_p = Path(dest)
@@ -290,14 +291,14 @@ def atomic_path(dest: Path, exclusive: bool = False, through_links: bool = True)
             fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dest_p.name), suffix=".tmp", dir=os_folder(dest_p.parent))
             os.close(fd)
         except OSError as exc:
-            raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another output folder") from exc
+            raise OutputError(f"cannot write to {dest_p.parent}: {exc.strerror}; choose another {folder}") from exc
         try:
             yield Path(tmp)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             if exc.errno in _WRITE_FAILURES:  # a full disk, a quota or a file-size limit: a line, not a traceback
-                raise OutputError(f"cannot write {dest_p}: {exc.strerror}; make room, or choose another output "
-                                  "folder") from None
+                raise OutputError(f"cannot write {dest_p}: {exc.strerror}; make room, or choose another {folder}") \
+                    from None
             raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -629,11 +630,12 @@ def safetensors_bytes(state: Mapping[str, torch.Tensor], metadata: Mapping[str, 
 
 
 def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None,
-                     exclusive: bool = False, through_links: bool = True) -> None:
+                     exclusive: bool = False, through_links: bool = True, folder: str = "output folder") -> None:
     """Write weights atomically as safetensors (``safetensors_bytes``); ``exclusive``: only as a new file
-    (``atomic_path``: ``FileExistsError`` where one has that name by then); ``through_links`` as ``atomic_path``'s."""
+    (``atomic_path``: ``FileExistsError`` where one has that name by then); ``through_links`` and ``folder`` as
+    ``atomic_path``'s."""
     blob = safetensors_bytes(state, metadata)
-    with atomic_path(dest, exclusive, through_links) as tmp:
+    with atomic_path(dest, exclusive, through_links, folder) as tmp:
         tmp.write_bytes(blob)
 
 
