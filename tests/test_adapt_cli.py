@@ -200,7 +200,7 @@ def test_bad_input_is_one_line_error(files, tmp_path, args, message):
                                                      "term, which --loss supervised leaves out"),
     # the config check's field names, named as the flags typed wherever they stand in its message
     (["--loss", "supervised", "--sup-weight", "0"], "needs --sup-weight > 0"),
-    (["--trainable", ","], "error: --trainable prefixes must be non-empty strings"),
+    (["--trainable", ","], "error: --trainable names must be non-empty strings"),
 ])
 def test_a_flag_for_a_part_its_settings_turn_off_is_refused(files, tmp_path, monkeypatch, args, message):
     """It was ignored without a word, while --stage1, --groups and the perceptual flags were refused alike."""

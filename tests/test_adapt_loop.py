@@ -156,7 +156,9 @@ def test_persistent_nan_after_a_blow_up_keeps_weights_the_drift_guard_passes(tmp
     assert rep["final_iteration"] == 0 and rep["rollbacks"] == 1
     assert rep["fixed_patch_loss"][-1]["it"] == 2  # the weights judged are iteration 2's, not the streak's end
     judged = rep["events"][-1]
-    assert judged.startswith("iteration 2: fixed-patch loss") and "lr now" not in judged  # no step follows it
+    # no step follows it, and it is said as judged at the stop, not as a step after the skipped ones (57C2)
+    assert judged.startswith("the weights of iteration 2, judged as the run stops: fixed-patch loss") and \
+        "lr now" not in judged, judged
     state, _ = load_state_file(res.weights)
     for k, v in base.state_dict().items():
         assert torch.equal(state[k], v), k  # the unadapted weights, not the blown-up ones
@@ -730,3 +732,27 @@ def test_a_fixed_patch_loss_that_is_not_finite_is_said_so(tmp_path, inputs, stag
     assert rep["events"][0].startswith("iteration 2: fixed-patch loss is not finite (nan); rolled back to iteration 0"), \
         rep["events"]
     assert rep["rollbacks"] == 1 and not any("jumped" in e for e in rep["events"]), rep["events"]
+
+
+def test_a_stop_on_weights_with_a_non_finite_loss_is_not_put_on_the_drift_guard(tmp_path, inputs, stage1, monkeypatch):
+    """With --guard-factor 0 (the drift guard off), a streak of NaN steps whose weights before it give a NaN fixed-patch
+    loss stopped saying those weights 'failed the drift guard' (57C2): a non-finite loss is judged with the guard off
+    too, and said as such. (Fault injection: the training forwards from the third are NaN, and so is the fixed-patch
+    loss of the weights judged at the stop.)"""
+    from lway_rt.adapt import loop
+
+    measured = loop._Training.fixed_loss
+    calls = []
+
+    def nan_at_the_stop(self):
+        calls.append(measured(self))
+        return float("nan") if len(calls) == 2 else calls[-1]
+
+    monkeypatch.setattr(loop._Training, "fixed_loss", nan_at_the_stop)
+    cfg = AdaptConfig(iterations=30, patch_size=16, batch_size=2, max_bad_steps=3, guard_factor=0)
+    rep = adapt_images(inputs, _desc(_tiny(cls=FaultySRVGG, bad_calls={3, -1})), cfg, tmp_path / "a", stage1=stage1,
+                       write_outputs=False).report
+    assert rep["stopped"] == ("non-finite loss or gradient for 3 steps in a row, and the weights of iteration 2 give a "
+                              "non-finite loss on the fixed patches: rolled back to iteration 0 and stopped there"), rep
+    assert rep["events"][-1].startswith("the weights of iteration 2, judged as the run stops: fixed-patch loss is not "
+                                        "finite (nan); rolled back to iteration 0"), rep["events"]

@@ -149,6 +149,19 @@ def test_trainable_subset_freezes_the_rest(stage1, images):
         select_trainable(_tiny_s(), "SRVGGNetCompact", ("nonexistent.",))
 
 
+def test_trainable_names_take_what_lies_under_them_not_longer_numbers():
+    """--trainable body.0,body.1 trained body.10 ... body.19 too: the names were matched as text prefixes (57C1)."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    s = SRVGGNetCompact(num_conv=8)  # body.0 ... body.19: the first conv, its PReLU, 8 convs and PReLUs, the last
+    chosen = select_trainable(s, "SRVGGNetCompact", ("body.0", "body.1"))
+    assert chosen == ["body.0.weight", "body.0.bias", "body.1.weight"], chosen
+    assert select_trainable(s, "SRVGGNetCompact", ("body.1.",)) == ["body.1.weight"]  # a trailing dot as given
+    assert select_trainable(s, "SRVGGNetCompact", ("body.0.bias",)) == ["body.0.bias"]  # a parameter by its name
+    with pytest.raises(InputError, match="--trainable 'body.0.b' matches no module or parameter"):  # (not part of a name)
+        select_trainable(s, "SRVGGNetCompact", ("body.1", "body.0.b"))
+
+
 def test_nan_loss_or_gradient_never_reaches_the_weights(stage1, images):
     s = _tiny_s(4)
     recon, _ = prepare_stage1(stage1, [im.up for im in images])

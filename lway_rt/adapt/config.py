@@ -52,7 +52,8 @@ class AdaptConfig:
       is this target with R replaced by the identity. R then runs on LR-size patches (16x fewer
       pixels at x4).
     trainable: ``all``, ``body`` (everything but the first and the last/upsampling layers) or a
-      tuple of parameter-name prefixes.
+      tuple of module or parameter names, each taking what lies under it (``body.1`` is ``body.1.*``,
+      not ``body.10``).
     hf_source: ``pred`` takes the wavelet weight of the prediction (x̂, as LWay's figure draws it;
       the weight then moves as S learns), ``target`` of the LR-derived target (a fixed objective).
     hf_norm: ``patch`` min-max normalises each patch's wavelet weight on its own (LWay); ``batch``
@@ -330,7 +331,7 @@ class AdaptConfig:
             if self.trainable not in TRAINABLE_PRESETS:
                 bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
         elif not self.trainable or not all(isinstance(p, str) and p for p in self.trainable):
-            bad("trainable prefixes must be non-empty strings")
+            bad("trainable names must be non-empty strings")
         if self.tile is not None and (self.tile < 0 or 0 < self.tile <= 64):
             bad(f"tile must be 0 (one pass), above 64 (twice upscale's 32-px tile overlap) or unset (512), got {self.tile!r}")
         if not weight_ok(self.anchor_trust):

@@ -118,10 +118,14 @@ def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]
             raise InputError(f"'body' is not defined for {arch}; name parameter prefixes with --trainable instead")
     else:
         prefixes = tuple(trainable)
-        chosen = [n for n in names if n.startswith(prefixes)]
-        idle = [q for q in prefixes if not any(n.startswith(q) for n in names)]
+
+        def under(n: str, q: str) -> bool:  # a module's name or a parameter's, whole: body.1 is not body.10 (57C1)
+            return n == q or n.startswith(q.rstrip(".") + ".")
+
+        chosen = [n for n in names if any(under(n, q) for q in prefixes)]
+        idle = [q for q in prefixes if not any(under(n, q) for n in names)]
         if chosen and idle:  # a typo among good prefixes would otherwise train less than asked, silently
-            raise InputError(f"--trainable prefix {idle[0]!r} matches no parameter of this {arch}; names look like "
+            raise InputError(f"--trainable {idle[0]!r} matches no module or parameter of this {arch}; names look like "
                              f"{', '.join(names[:4])}, …")
     if not chosen:
         sample = ", ".join(names[:4])
@@ -1212,7 +1216,8 @@ class _Training:
             st["rolled_at"] = at
             how = f"is not finite ({val})" if not math.isfinite(val) else \
                 f"{val:.4g} jumped above {config.guard_factor:g}x the best {best:.4g}"
-            msg = (f"iteration {at}: fixed-patch loss {how}; rolled back to iteration {st['good_it']}"
+            when = f"the weights of iteration {at}, judged as the run stops" if stopping else f"iteration {at}"
+            msg = (f"{when}: fixed-patch loss {how}; rolled back to iteration {st['good_it']}"
                    + ("" if last else f", {self.lr_now()}"))
             st["events"].append(msg)
             self.log(msg)
@@ -1392,9 +1397,11 @@ class _Training:
         if last != st["good_it"]:  # the weights before the streak: judged by the drift guard first
             self.guard_check(at=last)  # (a huge step can leave them finite but useless, the next loss at 1e33)
         what = f"non-finite loss or gradient for {st['bad_streak']} steps in a row"
-        if st["rollbacks"] > rollbacks:
-            st["stopped"] = (f"{what}, and the weights of iteration {last} failed the drift guard: rolled "
-                             f"back to iteration {st['good_it']} and stopped there")
+        if st["rollbacks"] > rollbacks:  # (a non-finite loss is judged with the guard off too: 57C2)
+            failed = "failed the drift guard" if math.isfinite(st["val"][-1]["loss"]) else \
+                "give a non-finite loss on the fixed patches"
+            st["stopped"] = (f"{what}, and the weights of iteration {last} {failed}: rolled back to iteration "
+                             f"{st['good_it']} and stopped there")
         else:
             st["stopped"] = f"{what}; stopped with the last good weights (iteration {last})"
         return True

@@ -145,7 +145,8 @@ def _restore(ctx, param, value) -> None:
               help="dihedral: S sees each patch flipped/turned (one of 8, drawn per patch) and its output turned back "
                    "before the loss [none].")
 @click.option("--batch-size", "--batch", "batch_size", type=int, default=None, help="Patches per step [4].")
-@click.option("--trainable", default=None, help="all | body | comma-separated parameter-name prefixes [all].")
+@click.option("--trainable", default=None, help="all | body | comma-separated module or parameter names, each with what lies under it (body.1: "
+                   "body.1.*, not body.10) [all].")
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Adapt on N of the inputs spread evenly in frame order (frames of a long clip); only those are "
                    "written to sr/: 'lwayrt upscale' the rest with the adapted weights [all]. Of a video: N frames "
