@@ -426,6 +426,8 @@ def test_refit_checks_weight_names_before_needing_tensorrt(compact_export, adapt
     # Same architecture, adapted weights: names and shapes match, then TensorRT is needed.
     res = CliRunner().invoke(main, ["export", "--refit", str(engine), "--model", str(adapted_dir)])
     assert res.exit_code == 1 and "weights match the engine" in res.output and "'trt' extra" in res.output
+    # said of a refit, not of a build, whose way out (--engine none) --refit refuses (57B-1)
+    assert "refitting TensorRT engines needs" in res.output and "--engine none" not in res.output, res.output
 
     # Another width: refused with the offending weights named, before any TensorRT call.
     torch.manual_seed(0)
@@ -895,3 +897,26 @@ def test_a_missing_onnx_package_is_named_and_leaves_no_folder(tmp_path, monkeypa
     (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
     res = CliRunner().invoke(main, ["export", "-m", "realesr-animevideov3", "--out", str(tmp_path / "link" / ".." / "new")])
     assert res.exit_code == 1 and not (tmp_path / "a" / "new").exists() and (tmp_path / "a" / "b").is_dir()
+
+
+def test_a_fixed_size_export_of_capped_weights_says_it_caps_each_call(tmp_path):
+    """export --static of weights adapted with a detail cap wrote a fixed-size file, made for tiles, whose graph caps
+    each call on its own, without a word, where upscale and serve-bench refuse to tile a capped file (57B-7)."""
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+    from lway_rt.io.weights import save_safetensors
+
+    torch.manual_seed(0)
+    save_safetensors(tmp_path / "base.safetensors", SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict(),
+                     {"name": "tiny", "arch": "SRVGGNetCompact", "scale": "4"})
+    save_safetensors(tmp_path / "adapted.safetensors", SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict(),
+                     {"name": "tiny-lway", "arch": "SRVGGNetCompact", "scale": "4",
+                      "base_model": str(tmp_path / "base.safetensors"), "detail_cap": "1.2"})
+    args = ["export", "-m", str(tmp_path / "adapted.safetensors"), "-q"]
+    res = CliRunner().invoke(main, [*args, "--static", "32x32", "--out", str(tmp_path / "fixed")])
+    assert res.exit_code == 0, res.output
+    assert "note: a capped graph caps each call on its own, so a fixed-size (32x32) file gives lwayrt upscale's " \
+        "images only for whole images of that size" in " ".join(res.output.split()), res.output
+    dynamic = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "dyn")])
+    assert dynamic.exit_code == 0 and "caps each call" not in dynamic.output, dynamic.output
+    plain = CliRunner().invoke(main, [*args, "--static", "32x32", "--detail-cap", "off", "--out", str(tmp_path / "off")])
+    assert plain.exit_code == 0 and "caps each call" not in plain.output, plain.output

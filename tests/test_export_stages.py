@@ -591,3 +591,41 @@ def test_a_stop_the_exporter_wraps_without_its_cause_is_still_a_stop(monkeypatch
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("untraceable")))
     with pytest.raises(ModelError, match="torch could not export SRVGGNetCompact to ONNX: untraceable"):
         OnnxFromTorch(net)()  # with no stop recorded, the export's own failure
+
+
+def test_a_file_of_a_newer_opset_claims_the_ir_version_it_needs(tmp_path):
+    """--opset 23 wrote IR version 10, below the 11 that opset 23 needs: readers that check the pair refuse such a file
+    (57B-6). ONNX Runtime still runs it."""
+    import onnx
+    import onnxruntime as ort
+
+    from lway_rt.export.onnx_export import OnnxFromTorch, SaveOnnx
+
+    net = torch.nn.Conv2d(3, 3, 3, padding=1).eval()
+    for opset in (18, 23):
+        path = SaveOnnx(OnnxFromTorch(net, opset=opset)(), tmp_path / f"o{opset}.onnx")()
+        model = onnx.load(str(path))
+        assert model.opset_import[0].version == opset
+        assert model.ir_version >= onnx.helper.find_min_ir_version_for(list(model.opset_import)), (opset, model.ir_version)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        x = torch.rand(1, 3, 8, 8)
+        (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            assert float((torch.from_numpy(got) - net(x)).abs().max()) < 1e-5
+
+
+def test_the_weights_hash_recipe_engines_readme_gives_is_the_one_recorded():
+    """A deployment checks which weights a file holds by the hash its manifest and metadata record: engines/README.md
+    gives the recipe (it was the code's alone, 57B-4); run as written, it gives state_dict_sha256's hash."""
+    import hashlib
+    from pathlib import Path
+
+    from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
+
+    text = (Path(__file__).parents[1] / "engines" / "README.md").read_text()
+    recipe = re.search(r"```python\n(h = hashlib\.sha256\(\).*?)```", text, re.S).group(1)
+    state = load_model("realesr-animevideov3").model.state_dict()
+    scope = {"hashlib": hashlib, "state": state}
+    exec(recipe, scope)
+    assert scope["h"].hexdigest() == state_dict_sha256(state)

@@ -233,9 +233,12 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
 
     meta = {p.key: p.value for p in onnx.load(str(exported), load_external_data=False).metadata_props}
     manifest = json.loads(exported.with_suffix(".json").read_text())
-    assert manifest["cache_key_fields"]["metadata"] == 1  # files from before the metadata are not cache hits
+    assert manifest["cache_key_fields"]["metadata"] == 2  # files from before the metadata (or its last change) are not hits
     assert meta["lway_rt.what"] == "sr" and meta["lway_rt.scale"] == "4" and meta["lway_rt.shape"] == "dynamic"
     assert meta["lway_rt.weights_sha256"] == manifest["source"]["weights_sha256"] and meta["lway_rt.precision"] == "fp32"
+    # the output is what the network gives, not clipped: said so, where '[0, 1]' let a caller quantise it unclipped (57B-2)
+    assert meta["lway_rt.output"] == "float32 NCHW, RGB, x4: about [0, 1] and not clipped (clip to [0, 1] before " \
+        "quantising)", meta
     capped = _export(str(capped_weights), tmp_path / "exp")
     moved = tmp_path / "moved" / "capped.onnx"
     moved.parent.mkdir()
@@ -249,6 +252,9 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
     res = CliRunner().invoke(main, ["export", "--what", "encoder", "--out", str(tmp_path / "enc")])
     assert res.exit_code == 0, res.output
     (encoder,) = (tmp_path / "enc").glob("*.encoder.fp32.*.onnx")
+    # the encoder reads the LR upsampled to the SR network's size, as lway_rt feeds it, not the LR (57B-9)
+    said = {p.key: p.value for p in onnx.load(str(encoder), load_external_data=False).metadata_props}["lway_rt.input"]
+    assert said.startswith("float32 NCHW, RGB in [0, 1]: the LR image upsampled by the SR network's scale (bicubic"), said
     for model, needle in (
         (shutil.copy(encoder, tmp_path / "moved" / "enc.onnx"), "holds stage 1's encoder, not an SR network"),
         (_edited_metadata(exported, tmp_path / "moved" / "x2.onnx", scale="2"), "says it upscales x2 but makes x4"),

@@ -29,7 +29,8 @@ def _log(msg: str) -> None:
 @click.option("--profile", "profile_name", metavar="NAME|PATH", type=PROFILE,
               help="Target profile: a name of the profiles shipped in the package (cpu, desktop-fp16, jetson-orin-trt10; "
                    "LWAYRT_PROFILES names another folder of them) or a .toml path "
-                   "[the built-in default: fp32 ONNX, no engine, opset 18, dynamic 16-1024 px, batch 1].")
+                   "[the built-in default: fp32 ONNX, no engine, opset 18, dynamic H/W; an engine's profile 16-1024 px, "
+                   "batch 1].")
 @click.option("--static", "static_tiles", multiple=True, metavar="HxW",
               help="Export at fixed tile sizes instead of dynamic H/W (repeatable).")
 @click.option("--opset", type=int, help="ONNX opset (overrides the profile).")
@@ -152,6 +153,12 @@ def command(model_spec, out_dir, precision, engine, what, profile_name, static_t
         keep = fp32_nodes(sr.module)  # a capped graph's blend outgrows fp16's range: it stays fp32 in an fp16 graph
         if keep:
             sr_profile = profile.replace(keep_fp32_nodes=tuple(dict.fromkeys((*profile.keep_fp32_nodes, *keep))))
+        if "detail_cap" in sr.hparams and profile.shapes.mode == "static":  # (upscale and serve-bench refuse to tile
+            # a capped file; a fixed-size one is made for tiles: 57B-7)
+            sizes = ", ".join(f"{h}x{w}" for h, w in profile.shapes.tiles)
+            _log(f"note: a capped graph caps each call on its own, so a fixed-size ({sizes}) file gives lwayrt "
+                 "upscale's images only for whole images of that size: tiles of a larger image would each be capped "
+                 "apart (--detail-cap off exports the adapted network alone, which tiles as any)")
         exportables.append((sr, sr_profile))
     if what in ("encoder", "both"):
         from lway_rt.degae import load_stage1, unfinished_note

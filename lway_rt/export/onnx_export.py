@@ -341,6 +341,10 @@ class SaveOnnx:
 
         onnx = _onnx()
         model = _resolve(self.model)
+        # the exporter writes its own IR version whatever the opset: opset 23 needs IR 11, and a file claiming 10 is
+        # one stricter readers refuse (57B-6)
+        least = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+        model.ir_version = max(model.ir_version, least)
         onnx.checker.check_model(model)
         atomic_write_bytes(self.path, model.SerializeToString())
         return self.path

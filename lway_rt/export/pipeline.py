@@ -210,13 +210,21 @@ def _must_write(unwritable: OutputError | None, what: str, forced: Callable[[], 
 def onnx_metadata(ex: Exportable, precision: str, tile: tuple[int, int] | None) -> dict[str, Any]:
     """What an exported ONNX file says of itself (``DescribeOnnx``): enough for ``upscale`` and other tools to run a
     file moved away from its manifest (scale, size rules, whether tiles may be cut), and which weights it holds."""
+    from lway_rt.adapt.embed import EMBED_MAX_SIDE
+
     cap = ex.source.get("detail_cap") if isinstance(ex.source.get("detail_cap"), dict) else None
     return {
         "what": ex.what, "arch": ex.arch, "scale": ex.source.get("scale"),
         "weights_sha256": ex.source.get("weights_sha256", ex.weights_sha256),  # as the manifest's source names them
-        "precision": precision, "input": "float32 NCHW, RGB in [0, 1]",
-        "output": (f"float32 NCHW, RGB in [0, 1], x{ex.source.get('scale')}" if ex.kind == "image"
-                   else "float32 (batch, dim) degradation embedding"),
+        "precision": precision,
+        # what a deployment must feed and expect, as lway_rt does (57B-2, 57B-9): an SR network's output is not
+        # clipped, and the encoder reads the LR image upsampled to the SR network's size, not the LR itself
+        "input": "float32 NCHW, RGB in [0, 1]" if ex.kind == "image" else (
+            "float32 NCHW, RGB in [0, 1]: the LR image upsampled by the SR network's scale (bicubic as PyTorch's "
+            "interpolate with align_corners=False, clipped to [0, 1]); lway_rt embeds its centred crop of at most "
+            f"{EMBED_MAX_SIDE} px a side"),
+        "output": (f"float32 NCHW, RGB, x{ex.source.get('scale')}: about [0, 1] and not clipped (clip to [0, 1] "
+                   "before quantising)" if ex.kind == "image" else "float32 (batch, dim) degradation embedding"),
         "size_multiple": ex.size_multiple, "min_size": ex.min_size,
         "shape": f"static {tile[0]}x{tile[1]}" if tile else "dynamic",
         "detail_cap": cap["cap"] if cap else None, "detail_cap_base_sha256": cap.get("base_sha256") if cap else None,
@@ -524,8 +532,13 @@ def refit_engine(engine_path: str | Path, ex: Exportable, *, out_dir: str | Path
                          "export it with a full build instead")
     log(f"weights match the engine: {match.describe()}")
 
-    from lway_rt.export.tensorrt import device_info, load_engine, refit_engine_bytes, refittable_weight_names
+    from lway_rt.export.tensorrt import (
+        device_info, load_engine, refit_engine_bytes, refittable_weight_names, require_tensorrt,
+    )
 
+    # (after the match, which needs no TensorRT; a build's advice, --engine none, is an option --refit refuses: 57B-1)
+    require_tensorrt("refitting TensorRT engines", "run the refit on a GPU machine with TensorRT (the weights match "
+                     "the engine, as checked here)")
     info = device_info()
     from lway_rt.io.weights import sweep_stale_temp_dirs
 
