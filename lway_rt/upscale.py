@@ -220,7 +220,7 @@ def refuse_channels(desc: ModelDescriptor, label: str) -> None:
     RGB)."""
     if desc.in_channels not in (1, 3):
         raise ModelError(f"{label} takes {desc.in_channels}-channel input; only RGB (3) and grey (1) models can upscale "
-                         "images")
+                         "images: 'lwayrt export' makes an ONNX file of it for a runtime of your own")
 
 
 def cap_off_refused(name: str, verb: str) -> InputError:

@@ -273,6 +273,36 @@ def test_weights_that_are_not_float16_to_float64_are_refused_naming_key_and_dtyp
         assert from_state_dict({k: v.to(ok) for k, v in state.items()}).arch == "SRVGGNetCompact"
 
 
+def test_files_as_training_scripts_save_them_are_said_so_or_loaded(tmp_path):
+    """Review 57D: a training counter among the weights was called quantised weights (57D-1); a torch checkpoint
+    named .pth.tar, an 'unknown weight format' (57D-2: it is read by its first bytes, and models add names it without
+    both endings); one tensor missing, 'a variant lway_rt does not build' with nothing to do (57D-4)."""
+    from lway_rt.io.store import add_model
+
+    state = _small_state("SRVGGNetCompact")
+    with pytest.raises(ModelError) as err:
+        from_state_dict({**state, "iter": torch.tensor(1000)})
+    assert str(err.value) == ("iter is one int64 number (1000), not a weight (a training counter saved with the "
+                              "weights?): save the network's weights alone, torch.save(model.state_dict(), "
+                              "'weights.pth')"), err.value
+    torch.save({"params_ema": state}, tmp_path / "net_g.pth.tar")
+    assert load_model(str(tmp_path / "net_g.pth.tar")).arch == "SRVGGNetCompact"
+    (tmp_path / "notes.tar").write_text("not weights")
+    with pytest.raises(ModelError, match="unknown weight format '.tar'"):
+        load_model(str(tmp_path / "notes.tar"))
+    dest, _ = add_model(tmp_path / "net_g.pth.tar")
+    try:
+        assert dest.name == "net_g.safetensors"
+    finally:
+        dest.unlink()
+    last = next(k for k in sorted(state) if k.endswith(".bias") and not k.startswith("body.0."))  # (not one that
+    # detection reads)
+    with pytest.raises(ModelError) as err:
+        from_state_dict({k: v for k, v in state.items() if k != last})
+    assert str(err.value).endswith(f"(missing {last}): the file is incomplete (or a variant of the architecture "
+                                   "lway_rt does not build); re-export or re-download it"), err.value
+
+
 def test_a_stray_or_missing_layer_number_is_refused_before_anything_is_built(monkeypatch):
     """The block count came from the highest number + 1: one stray body.400 key in a 1-block RRDBNet built 401 blocks
     (1.4 GB at 64 features) before the missing keys showed. The numbers must be exactly 0..n-1 (SRVGGNetCompact: its

@@ -445,6 +445,21 @@ def test_a_model_that_is_not_rgb_is_a_one_line_error_where_rgb_is_needed(tmp_pat
             res = runner.invoke(main, args)
             assert res.exit_code == 1 and "Traceback" not in res.output and message in res.output, (args, res.output)
             assert res.output.startswith("error: "), res.output
+    # a 4-channel network: models add, models info and upscale say what can run it (57D-3: add said 'use -m', upscale
+    # then refused it with nothing to do)
+    model = str(tmp_path / "c4.pth")
+    res = runner.invoke(main, ["models", "add", model, "--name", "four-channel-57d"])
+    try:
+        assert res.exit_code == 0 and "4-channel (lwayrt upscale runs only RGB and grey networks: 'lwayrt export -m " \
+            "four-channel-57d' makes an ONNX file of it" in res.output, res.output
+    finally:
+        runner.invoke(main, ["models", "remove", "four-channel-57d"])
+    res = runner.invoke(main, ["models", "info", model])
+    assert res.exit_code == 0 and "4 channels (lwayrt upscale runs only RGB and grey networks: export it" in res.output
+    res = runner.invoke(main, ["upscale", str(tmp_path / "lr" / "a.png"), "-m", model, "-o", str(tmp_path / "up")])
+    assert res.exit_code == 1 and res.output.strip().endswith("only RGB (3) and grey (1) models can upscale images: "
+                                                              "'lwayrt export' makes an ONNX file of it for a runtime "
+                                                              "of your own"), res.output
 
 
 def test_a_relative_lwayrt_home_is_taken_from_the_start_folder_once(monkeypatch, tmp_path):

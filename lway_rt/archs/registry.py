@@ -61,6 +61,10 @@ def _check_tensors(state: StateDict) -> None:
         if v.layout != torch.strided:
             raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')})", "sparse tensors",
                                  "re-save the weights dense (tensor.to_dense())")
+        if v.dtype not in FLOAT_DTYPES and v.dim() == 0 and not v.is_complex():  # one number: no weight (57D-1)
+            raise WeightsRefused(f"{k} is one {_dtype_name(v.dtype)} number ({v.item()}), not a weight (a training "
+                                 "counter saved with the weights?)", "bad keys", "save the network's weights alone, "
+                                 "torch.save(model.state_dict(), 'weights.pth')")
         if v.dtype not in FLOAT_DTYPES:  # int8 or fp8 would run without their scales, complex loses half, bool...
             quantised = v.dtype != torch.bool and not v.is_complex()
             why, fix = (("quantised weights need their scales and a runtime of their own",
@@ -386,9 +390,9 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
     if missing or unexpected:
         parts = ([f"missing {listing(missing, 3)}"] if missing else []) + \
             ([f"unexpected {listing(unexpected, 3)}"] if unexpected else [])
+        why = VARIANT if unexpected else f"the file is incomplete (or {VARIANT}); {REDOWNLOAD}"  # (a next step: 57D-4)
         raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)}): "
-                             f"{VARIANT}",
-                             "missing keys" if missing else "extra keys")
+                             f"{why}", "missing keys" if missing else "extra keys")
     return spec
 
 

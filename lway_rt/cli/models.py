@@ -91,7 +91,9 @@ def add_cmd(file: Path, name: str | None, force: bool) -> None:
     dest, desc = store.add_model(file, name, force=force)
     hp = desc.spec.hparams
     size = f", {hp['num_block']} blocks" if "num_block" in hp else f", {hp['num_conv']} convs" if "num_conv" in hp else ""
-    grey = ", grey (1-channel: it sharpens a colour image's luminance)" if desc.in_channels == 1 else ""
+    grey = ", grey (1-channel: it sharpens a colour image's luminance)" if desc.in_channels == 1 else \
+        "" if desc.in_channels == 3 else f", {desc.in_channels}-channel (lwayrt upscale runs only RGB and grey " \
+        f"networks: 'lwayrt export -m {shell_word(dest.stem)}' makes an ONNX file of it for a runtime of your own)"
     click.echo(f"added {dest.stem}: {desc.arch} x{desc.scale}{size}{grey}, from {file} ({dest}); "
                f"use -m {shell_word(dest.stem)}")
 

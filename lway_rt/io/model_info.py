@@ -31,7 +31,8 @@ def _network(spec) -> str:
 
 
 def _channels(n: int) -> str:
-    return {1: "grey (1 channel: it sharpens a colour image's luminance)", 3: "RGB"}.get(n, f"{n} channels")
+    return {1: "grey (1 channel: it sharpens a colour image's luminance)", 3: "RGB"}.get(
+        n, f"{n} channels (lwayrt upscale runs only RGB and grey networks: export it for a runtime of your own)")
 
 
 def _sizes(spec) -> str:

@@ -240,8 +240,11 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     if not path.is_file():
         raise ModelError(f"{path} is not a file: 'models add' takes a weights file (.pth, .pt, .ckpt or .safetensors) "
                          "or an adapt run's folder")
-    name = unicodedata.normalize("NFC", (given.resolve().name if given.is_dir() else path.stem) if name is None
-                                 else name)  # (as a keyboard types it: a file name from a macOS archive is decomposed)
+    if name is None:
+        name = given.resolve().name if given.is_dir() else path.stem
+        while name.lower().endswith(_FILE_ENDINGS) and "." in name[1:]:  # x.pth.tar: x (57D-2)
+            name = name[:name.rindex(".")]
+    name = unicodedata.normalize("NFC", name)  # (as a keyboard types it: a file name from a macOS archive is decomposed)
     if not _can_be_a_name(name):
         raise ModelError(f"{name!r} cannot be a model name (no path separators, no leading dot or dash, no file "
                          f"ending such as .pth or .onnx, which -m reads as a file's, no spaces at its ends, no control "

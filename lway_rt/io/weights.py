@@ -681,6 +681,9 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if path.stat().st_size == 0:
         raise DamagedFileError(f"model file {path} is empty (0 bytes): re-download or re-export it")
     suffix = path.suffix.lower()
+    if suffix not in (".safetensors", ".pth", ".pt", ".ckpt", ".bin", ".onnx"):  # named otherwise (x.pth.tar, a
+        # checkpoint as many training scripts name theirs): read by what its first bytes say it is (57D-2)
+        suffix = {"torch": ".pth", "safetensors": ".safetensors"}.get(_sniff(path) or "", suffix)
     if suffix == ".safetensors":
         from safetensors import safe_open
 
