@@ -390,9 +390,11 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
     if missing or unexpected:
         parts = ([f"missing {listing(missing, 3)}"] if missing else []) + \
             ([f"unexpected {listing(unexpected, 3)}"] if unexpected else [])
-        why = VARIANT if unexpected else f"the file is incomplete (or {VARIANT}); {REDOWNLOAD}"  # (a next step: 57D-4)
-        raise WeightsRefused(f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)}): "
-                             f"{why}", "missing keys" if missing else "extra keys")
+        said = f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)})"
+        if unexpected:
+            raise WeightsRefused(f"{said}: {VARIANT}", "missing keys" if missing else "extra keys")
+        raise WeightsRefused(said, "missing keys", f"the file is incomplete (or {VARIANT}); {REDOWNLOAD}")  # (with
+        # something to do: 57D-4)
     return spec
 
 

@@ -619,9 +619,10 @@ def load_model(spec: str, device: str = "cpu"):
         if name in SOURCES and "source_package" in meta:
             # the store's own conversion of a network lway_rt builds: whatever the refusal, the copy is damaged and
             # the repair is to convert it again (not a download, nor "a variant lway_rt does not build")
-            reason = str(exc).removesuffix(f"; {REDOWNLOAD}").removesuffix(f": {VARIANT}").split(". Supported are ")[0]
+            reason = str(exc)
             if getattr(exc, "advice", None):  # advice for a file of the user's (re-save it ...): the store has its own
                 reason = reason.removesuffix(f": {exc.advice}")
+            reason = reason.removesuffix(f"; {REDOWNLOAD}").removesuffix(f": {VARIANT}").split(". Supported are ")[0]
             raise ModelError(reason + ("" if str(exc).endswith(f"; {REDOWNLOAD}") else
                                        f": the store's copy of {name} is damaged") +
                              f"; convert the store's copy again with 'lwayrt models import --force {name}'") from exc
