@@ -103,6 +103,10 @@ class UpscaleConfig:
         if self.suffix is not None and any(ord(c) < 32 or ord(c) == 127 for c in self.suffix):
             # (a new line in a file name breaks most scripts that list the folder)
             raise InputError(f"--suffix must not contain a control character (a new line, a tab): {self.suffix!r}")
+        if self.suffix is not None and (size := len(os.fsencode(self.suffix))) + len("a.png") > NAME_MAX:  # (one line,
+            # not a failure per input: 57F-7)
+            raise InputError(f"--suffix is {size} bytes: with any name and ending, an output's name would be more than "
+                             f"the {NAME_MAX} bytes a file name may have; shorten it")
 
     def check_overlap(self) -> None:
         least = max(MIN_TILE, 2 * self.tile_overlap + 1)  # the smallest tile this overlap takes

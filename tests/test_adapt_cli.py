@@ -151,7 +151,7 @@ def test_naive_per_image_needs_no_stage1(files, tmp_path):
     (["--loss", "naive", "--sup-degradation", "stage1"], "error: --sup-degradation 'stage1' degrades the synthetic pairs"),
     (["--stage1", "missing.safetensors"], "stage-1 checkpoint missing.safetensors does not exist"),
     (["--loss", "naive"], "--stage1 is used by the lway loss and by --mode per-group only"),  # not ignored unread
-    (["--trainable", "body.1,nosuch"], "prefix 'nosuch' matches no parameter"),
+    (["--trainable", "body.1,nosuch"], "--trainable 'nosuch' matches no module or parameter"),
     (["--anchor-weight", "-1"], "error: --anchor-weight must be >= 0 (0: off), got -1.0"),
     (["--guard-factor", "-1"], "error: --guard-factor must be >= 0 (0: off), got -1.0"),  # it shared one message
     (["--anchor-pool", "100"], "--anchor-pool 100 (HR pixels) is larger than an output patch, --patch-size 16 x the "

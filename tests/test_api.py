@@ -139,6 +139,19 @@ def test_bad_arrays_are_one_line_errors(upscaler, array, said):
     assert said in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
+def test_a_device_an_onnx_file_cannot_run_on_here_is_a_bad_setting(tmp_path, anime_onnx):
+    """device="cuda" with an exported file where ONNX Runtime has no CUDA provider raised ProviderFallbackError,
+    which 'except InputError' (a bad setting, as with a torch model) missed, advising 'the CPU provider' (57E-1)."""
+    import onnxruntime
+
+    path = anime_onnx(tmp_path / "exp")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():  # (onnxruntime-gpu on a GPU runs it)
+        with pytest.raises(InputError) as err:
+            Upscaler(path, device="cuda")
+        assert str(err.value).startswith('device="cuda" asked for, but ONNX Runtime') and \
+            str(err.value).endswith('or use device="cpu"'), err.value
+
+
 def test_bad_settings_and_models_are_refused_when_made(tmp_path):
     with pytest.raises(InputError, match="^tile and tile_overlap must be >= 0"):  # in keywords, not the command's options
         Upscaler(MODEL, tile=-1)

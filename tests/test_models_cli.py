@@ -39,6 +39,26 @@ def test_lwayrt_home_that_is_a_file_is_refused_by_path_and_list(tmp_path, monkey
                 "folder"), result.output
     monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "new" / "home"))  # a store not made yet is a store
     assert run("models", "path").output.strip() == str(tmp_path / "new" / "home" / "models")
+    # a link to nothing: refused too, by the commands that make the store as well ("File exists" before: 57F-3)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "dangling"))
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=1, upscale=4).state_dict(), tmp_path / "mine.pth")
+    for command in (("models", "path"), ("models", "import", "realesr-animevideov3"),
+                    ("models", "add", str(tmp_path / "mine.pth"))):
+        result = run(*command)
+        assert result.exit_code == 1 and result.output.strip() == (
+            f"error: LWAYRT_HOME ({tmp_path / 'dangling'}) cannot hold the model store: {tmp_path / 'dangling'} is a "
+            f"link to {tmp_path / 'nowhere'}, which does not exist; make that folder, or set LWAYRT_HOME to a folder"
+        ), (command, result.output)
+    # not set: the folder is named as HOME's, not as a LWAYRT_HOME the user never set (57F-4)
+    monkeypatch.delenv("LWAYRT_HOME")
+    monkeypatch.setenv("HOME", str(afile))
+    result = run("models", "path")
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"error: the model store's folder ({afile / '.cache' / 'lway_rt'}: LWAYRT_HOME is not set) cannot hold the "
+        f"model store: {afile} is a file; set LWAYRT_HOME to a folder"), result.output
 
 
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):
@@ -322,8 +342,8 @@ def test_a_store_that_cannot_be_made_names_lwayrt_home(tmp_path, monkeypatch):
     afile.write_bytes(b"x")
     monkeypatch.setenv("LWAYRT_HOME", str(afile))  # a slip: the variable set to a file
     result = run("models", "import", "realesr-animevideov3")
-    assert result.exit_code == 1 and "choose another LWAYRT_HOME" in result.output, result.output
-    assert "output folder" not in result.output.split(";")[1]
+    assert result.exit_code == 1 and "set LWAYRT_HOME to a folder" in result.output, result.output
+    assert "output folder" not in result.output
 
 
 def test_user_files_in_the_store_are_listed_as_their_tensors_say(tmp_path, monkeypatch):

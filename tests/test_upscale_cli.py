@@ -204,6 +204,11 @@ def test_an_input_whose_output_name_is_too_long_is_one_failure_not_the_batch_s(t
     assert "would be 257 bytes, more than the 255 a file name may have: rename the input shorter" in \
         " ".join(result.output.split()), result.output
     assert [p.name for p in out.iterdir()] == ["b_x4.png"]
+    # a --suffix no name fits beside: one line before any work, not a failure per input (57F-7)
+    result = run("upscale", d, "-o", tmp_path / "s", "--model", MODEL, "--suffix", "_" * 251)
+    assert result.exit_code == 1 and result.output.strip() == "error: --suffix is 251 bytes: with any name and ending, " \
+        "an output's name would be more than the 255 bytes a file name may have; shorten it", result.output
+    assert not (tmp_path / "s").exists()
 
 
 def test_never_overwrites_an_input(tmp_path, small):

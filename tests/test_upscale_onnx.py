@@ -234,6 +234,8 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
     meta = {p.key: p.value for p in onnx.load(str(exported), load_external_data=False).metadata_props}
     manifest = json.loads(exported.with_suffix(".json").read_text())
     assert manifest["cache_key_fields"]["metadata"] == 2  # files from before the metadata (or its last change) are not hits
+    # lway_rt's release is in the key, its commit not: an edit of any file, or a pull, made every export again (57F-1)
+    assert set(manifest["cache_key_fields"]["versions"]) == {"lway_rt", "torch", "onnx", "onnxscript"}
     assert meta["lway_rt.what"] == "sr" and meta["lway_rt.scale"] == "4" and meta["lway_rt.shape"] == "dynamic"
     assert meta["lway_rt.weights_sha256"] == manifest["source"]["weights_sha256"] and meta["lway_rt.precision"] == "fp32"
     # the output is what the network gives, not clipped: said so, where '[0, 1]' let a caller quantise it unclipped (57B-2)

@@ -283,7 +283,7 @@ class AdaptConfig:
                 wanted = " or ".join(kinds[t][1] for t in allowed if t != "None") + (" or unset" if "None" in allowed else "")
                 bad(f"{f.name} must be {wanted}, got {value!r}")
         if not isinstance(self.trainable, (str, tuple)):
-            bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
+            bad(f"trainable must be all, body or a list of module or parameter names, got {self.trainable!r}")
         if not isinstance(self.adam_betas, tuple) or len(self.adam_betas) != 2 or \
                 not all(is_number(b) and 0 <= b < 1 for b in self.adam_betas):
             bad(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas!r}")
@@ -329,7 +329,7 @@ class AdaptConfig:
             bad(f"encoder backend {self.encoder_backend!r} is not available; use {', '.join(ENCODER_BACKENDS)}")
         if isinstance(self.trainable, str):
             if self.trainable not in TRAINABLE_PRESETS:
-                bad(f"trainable must be all, body or a list of parameter-name prefixes, got {self.trainable!r}")
+                bad(f"trainable must be all, body or a list of module or parameter names, got {self.trainable!r}")
         elif not self.trainable or not all(isinstance(p, str) and p for p in self.trainable):
             bad("trainable names must be non-empty strings")
         if self.tile is not None and (self.tile < 0 or 0 < self.tile <= 64):

@@ -115,7 +115,7 @@ def select_trainable(model: nn.Module, arch: str, trainable: str | Sequence[str]
             first, last = idx[0], idx[-1]
             chosen = [n for n in names if n.startswith("body.") and first + 1 < int(n.split(".")[1]) < last]
         else:
-            raise InputError(f"'body' is not defined for {arch}; name parameter prefixes with --trainable instead")
+            raise InputError(f"'body' is not defined for {arch}; name modules or parameters with --trainable instead")
     else:
         prefixes = tuple(trainable)
 

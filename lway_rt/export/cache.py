@@ -66,9 +66,11 @@ def onnx_key_fields(*, what: str, arch: str, hparams: Mapping[str, Any], weights
         "artifact": "onnx", "what": what, "arch": arch, "hparams": dict(hparams), "weights_sha256": weights_sha256,
         "precision": precision, "io_dtype": "float32", "opset": opset, "shape_mode": shape_mode,
         "tile": list(tile) if tile else None, "batch": batch,
-        # lway_rt's own: what it writes into the graph (its metadata, the fp16 pass, the cap's blend) may change with
-        # a release, and a file of the release before is then no cache hit (57B-3)
-        "versions": installed_versions(("lway_rt", "torch", "onnx", "onnxscript")),
+        # lway_rt's release (not its commit, which an edit of any file or a pull changes): what it writes into the
+        # graph (its metadata, the fp16 pass, the cap's blend) may change with a release, and a file of the release
+        # before is then no cache hit (57B-3, 57F-1)
+        "versions": {k: v for k, v in installed_versions(("lway_rt", "torch", "onnx", "onnxscript")).items()
+                     if k != "lway_rt_commit"},
         # the file describes itself (lway_rt.* metadata_props, export.pipeline.onnx_metadata): files exported before
         # it did are not cache hits, so a capped one moved away from its manifest is never tiled; 2: the output said
         # unclipped, the encoder's input said the upsampled LR (57B-2, 57B-9)

@@ -73,14 +73,28 @@ def store_dir() -> Path:
 
 
 def refuse_a_store_past_a_file() -> None:
-    """A one-line error where the store cannot be a folder, ``LWAYRT_HOME`` (or a folder on its way) being a file:
-    ``models path`` and ``models list`` had shown a store no command could make (57A-4)."""
+    """A one-line error where the store cannot be a folder, ``LWAYRT_HOME`` (or a folder on its way) being a file or
+    a link to nothing: ``models path`` and ``models list`` had shown a store no command could make (57A-4), and the
+    commands that make it said "File exists" (57F-3)."""
+    home = store_dir().parent
+    whose = f"LWAYRT_HOME ({home})" if os.environ.get("LWAYRT_HOME") else \
+        f"the model store's folder ({home}: LWAYRT_HOME is not set)"  # (not a setting the user made: 57F-4)
     folder = store_dir()
-    while not folder.exists() and folder.parent != folder:
+    while not folder.exists() and not folder.is_symlink() and folder.parent != folder:
         folder = folder.parent
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"{whose} cannot hold the model store: {folder} is a link to {os.readlink(folder)}, which "
+                          "does not exist; make that folder, or set LWAYRT_HOME to a folder")
     if folder.exists() and not folder.is_dir():
-        raise OutputError(f"LWAYRT_HOME ({store_dir().parent}) cannot hold the model store: {folder} is a file; set "
-                         "LWAYRT_HOME to a folder")
+        raise OutputError(f"{whose} cannot hold the model store: {folder} is a file; set LWAYRT_HOME to a folder")
+
+
+def _writable_store() -> None:
+    """The store exists (made if missing) and takes a new file, or a one-line error that says what to change."""
+    from lway_rt.io.weights import ensure_writable_dir
+
+    refuse_a_store_past_a_file()
+    ensure_writable_dir(store_dir(), STORE_FOLDER)
 
 
 def misplaced_home_note() -> str | None:
@@ -157,7 +171,7 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
     release of the package is converted again; with ``stale_ok`` (a model asked for by -m, not an import), one in a
     store this user cannot write is used as it is, with a note."""
     from lway_rt.io.ncnn import read_ncnn
-    from lway_rt.io.weights import ensure_writable_dir, save_safetensors
+    from lway_rt.io.weights import save_safetensors
 
     if name not in SOURCES:
         given = Path(name).expanduser()
@@ -186,7 +200,7 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
             again = (f"{name}: converted again from {SOURCES[name].dist} {newer}, the release installed now (the store's "
                      f"copy was converted from {meta.get('source_version')})")  # (said once it is)
     try:  # (probed once, before the conversion)
-        ensure_writable_dir(store_dir(), STORE_FOLDER)  # not "another output folder"
+        _writable_store()  # not "another output folder"
     except OutputError:
         if again is None or not (loads and stale_ok):
             raise
@@ -228,7 +242,7 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
     Returns the stored path and the loaded model's descriptor."""
     from lway_rt.archs.registry import unwrap_state_dict, without_step_counters
     from lway_rt.export.cache import file_sha256
-    from lway_rt.io.weights import ensure_writable_dir, load_state_file, save_safetensors
+    from lway_rt.io.weights import load_state_file, save_safetensors
 
     path = Path(path).expanduser()
     given = path
@@ -272,7 +286,7 @@ def add_model(path, name: str | None = None, *, force: bool = False) -> tuple[Pa
                  "scale": str(desc.scale), "hparams": json.dumps(desc.spec.hparams)})
     if "added_from" not in meta:  # a store file added again under another name keeps the origin it records
         meta.update({"added_from": str(path.resolve()), "added_sha256": file_sha256(path)})
-    ensure_writable_dir(store_dir(), STORE_FOLDER)
+    _writable_store()
     try:  # without --force, only as a new name: of two 'models add --name N' at once, the second is refused
         # a link in the store is replaced: the file it names is the user's (--force wrote the new weights into it)
         save_safetensors(dest, state, meta, exclusive=not force, through_links=False, folder=STORE_FOLDER)

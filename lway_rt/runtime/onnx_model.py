@@ -142,7 +142,7 @@ def _probe_spec(module: OnnxSR, path: Path) -> ArchSpec:
 def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | None = None) -> ModelDescriptor:
     """``path`` (an ONNX file) as a ``ModelDescriptor`` whose network runs in ONNX Runtime on ``device``."""
     from lway_rt.export.manifest import find_manifest
-    from lway_rt.runtime.ort import check_onnx_file, create_session
+    from lway_rt.runtime.ort import ProviderFallbackError, check_onnx_file, create_session
 
     path = Path(path).expanduser()
     if path.suffix.lower() in ENGINE_SUFFIXES:
@@ -151,7 +151,12 @@ def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | Non
     check_onnx_file(path)
     manifest = find_manifest(path)
     spec, meta = spec_from_manifest(path, manifest) if manifest is not None else (None, {})
-    session = create_session(path, providers=_providers(device), threads=threads)
+    try:
+        session = create_session(path, providers=_providers(device), threads=threads)
+    except ProviderFallbackError as exc:  # a setting this machine cannot honour, said as the torch models' is, naming
+        # the option (57E-1: the API's callers catch InputError for a bad setting)
+        raise InputError(f"--device {device} asked for, but {str(exc).replace('or run on the CPU provider', '')}"
+                         .rstrip(", ") + " or use --device cpu") from None
     module = OnnxSR(session, path).eval()
     if spec is None:
         spec, meta = _spec_without_manifest(module, path)
