@@ -41,7 +41,7 @@ _ARRAY = Path("<array>")  # the name an array goes by where a file's path would 
 #: ``lwayrt upscale``'s options that are keywords here, and an option's value in a message: a number, a word the
 #: options take or a placeholder (NAME_OR_FILE, C); a path, which may hold spaces, is left as it stands
 _OPTION = re.compile(r"--(tile-overlap|tile|device|fp16|detail-cap|base-model|outscale|alpha|stage1)\b"
-                     r"(?: (-?\d+(?:\.\d+)?(?![\w/]|\.\w)|(?:cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic)\b(?![/.])"
+                     r"(?: (-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w/]|\.\w)|(?:cpu|cuda(?::\d+)?|mps|auto|off|model|bicubic)\b(?![/.])"
                      r"|[A-Z][A-Z_]*(?![\w:/.\\])))?")
 _QUOTED_COMMAND = re.compile(r"('lwayrt [^']*')")  # another command's options, quoted: left as that command takes them
 _MODEL = re.compile(r"(?<![\w-])-m (?:'([^']*)'|([^\s'(),;]+?))(?=[.]?(?:[\s),;]|$))")  # -m NAME: the model keyword
@@ -53,7 +53,7 @@ def _keyword(match: re.Match) -> str:
         return "fp16=True" if value is None else f"fp16=True {value}"
     if value is None:
         return name
-    if re.fullmatch(r"-?\d+(?:\.\d+)?|[A-Z][A-Z_]*", value):
+    if re.fullmatch(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?|[A-Z][A-Z_]*", value):
         return f"{name}={value}"
     return f'{name}="{value}"'
 
@@ -97,15 +97,26 @@ class Upscaler:
 
         if isinstance(detail_cap, bool) or not isinstance(detail_cap, (str, int, float, np.integer, np.floating)):
             raise InputError(f"detail_cap is \"auto\", \"off\" or a number >= 1, not {detail_cap!r}")
-        if not isinstance(detail_cap, str) and not float(detail_cap) >= 1:  # said as the number given (it was said
-            raise InputError(f"detail_cap must be auto, off or a number >= 1, not {float(detail_cap):g}")  # as '0.5')
+        if not isinstance(detail_cap, str) and not 1 <= float(detail_cap) < float("inf"):  # said as the number given
+            raise InputError(f"detail_cap must be auto, off or a number >= 1, not {float(detail_cap):g}")  # (it was
+            # '0.5'; inf was 'inf' in quotes, as a string: 57E-2)
+        if not isinstance(device, str):  # (None was said as the string 'None': 57E-2)
+            raise InputError(f"device is a string such as \"cpu\" or \"cuda\", not {device!r}")
+        import warnings
+
+        from lway_rt.io.weights import WARNING_FILTERS
+
         with _in_keywords():
             config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
                                    tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
                                    device=str(device), fp16=_flag("fp16", fp16),
                                    detail_cap=detail_cap if isinstance(detail_cap, str) else repr(float(detail_cap)),
                                    base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
-            self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
+            with WARNING_FILTERS, warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
+        for w in said:  # the loading's notes (a file without its manifest ...) at the caller's line, not at one inside
+            warnings.warn(_keywords(str(w.message)), w.category, stacklevel=2)  # lway_rt (57E-3)
         self.last_route: Route | None = None
 
     @property

@@ -152,6 +152,25 @@ def test_a_device_an_onnx_file_cannot_run_on_here_is_a_bad_setting(tmp_path, ani
             str(err.value).endswith('or use device="cpu"'), err.value
 
 
+def test_a_note_on_loading_points_at_the_callers_line(tmp_path, anime_onnx):
+    """A file moved without its manifest gives a Notice as it loads; it pointed at a line inside lway_rt, so a filter
+    by module or a look at the location misled (57E-3). It points at the line that made the Upscaler."""
+    import shutil
+    import warnings
+
+    from lway_rt.errors import Notice
+
+    alone = tmp_path / "alone" / "moved.onnx"
+    alone.parent.mkdir()
+    shutil.copy(anime_onnx(tmp_path / "exp"), alone)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        Upscaler(alone)
+    (note,) = [w for w in said if issubclass(w.category, Notice)]
+    assert "moved.onnx runs without its manifest" in str(note.message) and note.filename == __file__, \
+        (note.filename, note.message)
+
+
 def test_bad_settings_and_models_are_refused_when_made(tmp_path):
     with pytest.raises(InputError, match="^tile and tile_overlap must be >= 0"):  # in keywords, not the command's options
         Upscaler(MODEL, tile=-1)
@@ -167,6 +186,14 @@ def test_bad_settings_and_models_are_refused_when_made(tmp_path):
             Upscaler(MODEL, device="cuda")
     with pytest.raises(InputError, match=r"^outscale must be a number above 0"):  # a call's own, too
         Upscaler(MODEL)(np.zeros((8, 8, 3), np.uint8), outscale=-2)
+    # values written with an exponent, infinity and None are said as the keyword values they are (57E-2: 'outscale
+    # 1e-300' without its '=', 'inf' in quotes as if a string, and None as the string 'None')
+    with pytest.raises(InputError, match=r"^outscale=1e-300 makes this 8x8 image 0x0 px"):
+        Upscaler(MODEL)(np.zeros((8, 8, 3), np.uint8), outscale=1e-300)
+    with pytest.raises(InputError, match=r"^detail_cap must be auto, off or a number >= 1, not inf$"):
+        Upscaler(MODEL, detail_cap=float("inf"))
+    with pytest.raises(InputError, match=r'^device is a string such as "cpu" or "cuda", not None$'):
+        Upscaler(MODEL, device=None)
 
     with pytest.raises(LwayError) as err:
         Upscaler(tmp_path / "missing.safetensors")
