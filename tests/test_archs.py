@@ -282,9 +282,12 @@ def test_files_as_training_scripts_save_them_are_said_so_or_loaded(tmp_path):
     state = _small_state("SRVGGNetCompact")
     with pytest.raises(ModelError) as err:
         from_state_dict({**state, "iter": torch.tensor(1000)})
-    assert str(err.value) == ("iter is one int64 number (1000), not a weight (a training counter saved with the "
-                              "weights?): save the network's weights alone, torch.save(model.state_dict(), "
+    assert str(err.value) == ("iter is one int64 value (1000), not a weight (a training counter or flag saved with "
+                              "the weights?): save the network's weights alone, torch.save(model.state_dict(), "
                               "'weights.pth')"), err.value
+    for one, said in ((torch.tensor([5]), "int64 value (5)"), (torch.tensor(True), "bool value (True)")):  # (57G-1)
+        with pytest.raises(ModelError, match=rf"^step is one {re.escape(said)}, not a weight"):
+            from_state_dict({**state, "step": one})
     torch.save({"params_ema": state}, tmp_path / "net_g.pth.tar")
     assert load_model(str(tmp_path / "net_g.pth.tar")).arch == "SRVGGNetCompact"
     (tmp_path / "notes.tar").write_text("not weights")

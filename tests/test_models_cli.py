@@ -52,6 +52,19 @@ def test_lwayrt_home_that_is_a_file_is_refused_by_path_and_list(tmp_path, monkey
             f"error: LWAYRT_HOME ({tmp_path / 'dangling'}) cannot hold the model store: {tmp_path / 'dangling'} is a "
             f"link to {tmp_path / 'nowhere'}, which does not exist; make that folder, or set LWAYRT_HOME to a folder"
         ), (command, result.output)
+    # a link that loops: said so, not 'a link to X, which does not exist' (57G-2); models remove refuses such a
+    # store too, where it said 'not imported' and sent the user to models list, which refuses it (57G-3)
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "loop_a"))
+    for command in (("models", "path"), ("models", "remove", "realesr-animevideov3")):
+        result = run(*command)
+        assert result.exit_code == 1 and result.output.strip() == (
+            f"error: LWAYRT_HOME ({tmp_path / 'loop_a'}) cannot hold the model store: {tmp_path / 'loop_a'} is a "
+            "symbolic link that loops; mend or remove the link, or set LWAYRT_HOME to a folder"), result.output
+    monkeypatch.setenv("LWAYRT_HOME", str(afile))
+    result = run("models", "remove", "realesr-animevideov3")
+    assert result.exit_code == 1 and "is a file; set LWAYRT_HOME to a folder" in result.output, result.output
     # not set: the folder is named as HOME's, not as a LWAYRT_HOME the user never set (57F-4)
     monkeypatch.delenv("LWAYRT_HOME")
     monkeypatch.setenv("HOME", str(afile))
@@ -59,6 +72,33 @@ def test_lwayrt_home_that_is_a_file_is_refused_by_path_and_list(tmp_path, monkey
     assert result.exit_code == 1 and result.output.strip() == (
         f"error: the model store's folder ({afile / '.cache' / 'lway_rt'}: LWAYRT_HOME is not set) cannot hold the "
         f"model store: {afile} is a file; set LWAYRT_HOME to a folder"), result.output
+
+
+def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_it(tmp_path, monkeypatch):
+    """A tensor gone from a copy 'models add' made was to be 're-exported or re-downloaded', naming the store's file;
+    the repair is the add again, or a removal where the file it came from is gone (57G-6)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from lway_rt.archs.srvgg import SRVGGNetCompact
+
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    torch.save(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict(), tmp_path / "mine.pth")
+    assert run("models", "add", str(tmp_path / "mine.pth")).exit_code == 0
+    copy = tmp_path / "home" / "models" / "mine.safetensors"
+    with safe_open(str(copy), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(copy))
+    del state["body.2.bias"]
+    save_file(state, str(copy), metadata=meta)
+    with pytest.raises(ModelError) as err:
+        store.load_model("mine")
+    assert str(err.value) == (f"{copy}: the weights do not fit SRVGGNetCompact x4 as detected (missing body.2.bias); "
+                              f"add it again with 'lwayrt models add --force {tmp_path / 'mine.pth'} --name mine'"), err.value
+    (tmp_path / "mine.pth").unlink()
+    with pytest.raises(ModelError, match=r"; remove it \('lwayrt models remove mine'\) and add its weights again$"):
+        store.load_model("mine")
 
 
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):

@@ -61,10 +61,11 @@ def _check_tensors(state: StateDict) -> None:
         if v.layout != torch.strided:
             raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')})", "sparse tensors",
                                  "re-save the weights dense (tensor.to_dense())")
-        if v.dtype not in FLOAT_DTYPES and v.dim() == 0 and not v.is_complex():  # one number: no weight (57D-1)
-            raise WeightsRefused(f"{k} is one {_dtype_name(v.dtype)} number ({v.item()}), not a weight (a training "
-                                 "counter saved with the weights?)", "bad keys", "save the network's weights alone, "
-                                 "torch.save(model.state_dict(), 'weights.pth')")
+        if v.dtype not in FLOAT_DTYPES and v.numel() == 1 and not v.is_complex():  # one value: no weight (57D-1,
+            # 57G-1: a counter saved as tensor([5]) too)
+            raise WeightsRefused(f"{k} is one {_dtype_name(v.dtype)} value ({v.item()}), not a weight (a training "
+                                 "counter or flag saved with the weights?)", "bad keys", "save the network's weights "
+                                 "alone, torch.save(model.state_dict(), 'weights.pth')")
         if v.dtype not in FLOAT_DTYPES:  # int8 or fp8 would run without their scales, complex loses half, bool...
             quantised = v.dtype != torch.bool and not v.is_complex()
             why, fix = (("quantised weights need their scales and a runtime of their own",

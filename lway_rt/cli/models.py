@@ -103,6 +103,7 @@ def add_cmd(file: Path, name: str | None, force: bool) -> None:
 def remove_cmd(names: tuple[str, ...]) -> None:
     """Take models out of the store (a link there is removed, not the file it names; a packaged model can be
     imported again)."""
+    store.refuse_a_store_past_a_file()  # (not "not imported": models list, which that advises, refuses it: 57G-3)
     entries: dict = {}
     for name in names:  # every name checked first: one refused removes none
         entries.setdefault(store.store_entry(name), name)  # (an entry named twice, in two Unicode forms too: once)

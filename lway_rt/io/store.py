@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import importlib.util
+import errno
 import json
 import os
 import re
@@ -83,6 +84,12 @@ def refuse_a_store_past_a_file() -> None:
     while not folder.exists() and not folder.is_symlink() and folder.parent != folder:
         folder = folder.parent
     if folder.is_symlink() and not folder.exists():
+        try:
+            folder.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # (not "which does not exist": 57G-2)
+                raise OutputError(f"{whose} cannot hold the model store: {folder} is a symbolic link that loops; mend "
+                                  "or remove the link, or set LWAYRT_HOME to a folder") from None
         raise OutputError(f"{whose} cannot hold the model store: {folder} is a link to {os.readlink(folder)}, which "
                           "does not exist; make that folder, or set LWAYRT_HOME to a folder")
     if folder.exists() and not folder.is_dir():
@@ -630,17 +637,25 @@ def load_model(spec: str, device: str = "cpu"):
     try:
         desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     except ModelError as exc:
-        if name in SOURCES and "source_package" in meta:
-            # the store's own conversion of a network lway_rt builds: whatever the refusal, the copy is damaged and
-            # the repair is to convert it again (not a download, nor "a variant lway_rt does not build")
-            reason = str(exc)
-            if getattr(exc, "advice", None):  # advice for a file of the user's (re-save it ...): the store has its own
-                reason = reason.removesuffix(f": {exc.advice}")
-            reason = reason.removesuffix(f"; {REDOWNLOAD}").removesuffix(f": {VARIANT}").split(". Supported are ")[0]
-            raise ModelError(reason + ("" if str(exc).endswith(f"; {REDOWNLOAD}") else
-                                       f": the store's copy of {name} is damaged") +
-                             f"; convert the store's copy again with 'lwayrt models import --force {name}'") from exc
-        raise
+        packaged = name in SOURCES and "source_package" in meta
+        if not packaged and not (name is not None and meta.get("added_from")):
+            raise
+        # the store's own copy of a network lway_rt builds (converted, or checked as 'models add' put it there):
+        # whatever the refusal, the copy is damaged and the repair is the store's (not a download, nor "a variant
+        # lway_rt does not build")
+        reason = str(exc)
+        if getattr(exc, "advice", None):  # advice for a file of the user's (re-save it ...): the store has its own
+            reason = reason.removesuffix(f": {exc.advice}")
+        reason = reason.removesuffix(f"; {REDOWNLOAD}").removesuffix(f": {VARIANT}").split(". Supported are ")[0]
+        reason += "" if str(exc).endswith(f"; {REDOWNLOAD}") else f": the store's copy of {name} is damaged"
+        if packaged:
+            raise ModelError(f"{reason}; convert the store's copy again with 'lwayrt models import --force {name}'") \
+                from exc
+        source = meta["added_from"]  # (57G-6: it was told to re-export or re-download the store's file)
+        again = f"add it again with 'lwayrt models add --force {shell_word(source)} --name {shell_word(name)}'" \
+            if Path(source).is_file() else f"remove it ('lwayrt models remove {shell_word(name)}') and add its weights " \
+            "again"
+        raise ModelError(f"{reason}; {again}") from exc
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
         desc = dataclasses.replace(desc, name=meta["name"])
