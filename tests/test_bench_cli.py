@@ -133,7 +133,7 @@ def test_capped_weights_are_timed_as_export_ships_them(capped_weights, tmp_path)
     for a, b in zip(capped["results"], plain["results"]):  # the capped graph does about twice the work
         assert a["flops_per_image"] == 2 * b["flops_per_image"] > 0
         assert a["verification"]["psnr_db"] >= 50
-    res = CliRunner().invoke(main, ["serve-bench", "-m", str(capped_weights), "--tile", "16", "--tile-overlap", "4", *TINY])
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(capped_weights), "--tile", "32", "--tile-overlap", "4", *TINY])
     assert res.exit_code == 1 and res.output.startswith("error: ") and "time whole images (--tile 0)" in res.output
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(capped_weights), "--base-model", "realsr-df2k-x4", *TINY])
     assert res.exit_code == 1 and "is not the model these weights were adapted from" in res.output
@@ -163,10 +163,13 @@ def test_an_exported_file_is_timed_as_it_is(capped_weights, tmp_path):
         assert (report["model"]["detail_cap"] is not None) == (kind == "capped")
         ort = next(r for r in report["results"] if r["kind"] == "ort-cpu")
         assert ort["verification"]["psnr_db"] >= 50 and ort["export_s"] is None  # the file itself, not a new export
+        source = json.loads(path.with_suffix(".json").read_text())["source"]  # which weights: the file's own (57H-4)
+        assert report["model"]["weights_sha256"] == (source["detail_cap"]["adapted_sha256"] if kind == "capped"
+                                                     else source["weights_sha256"])
     res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["plain"]), "--json",
                                     str(files["plain"].with_suffix(".json")), *TINY])
     assert res.exit_code == 1 and "is the model being measured (or its manifest)" in res.output
-    res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["capped"]), "--tile", "16", "--tile-overlap", "4",
+    res = CliRunner().invoke(main, ["serve-bench", "-m", str(files["capped"]), "--tile", "32", "--tile-overlap", "4",
                                     *TINY])
     assert res.exit_code == 1 and "time whole images (--tile 0)" in res.output, res.output
     # (any case: 56C-4)
@@ -246,9 +249,14 @@ def test_cli_user_mistakes_are_one_line_errors():
     for args, needle in (
         (["-b", "onnx"], "unknown backend 'onnx'"),
         (["-s", "0"], "must be positive"),
-        (["--tile", "8", "--tile-overlap", "8"], "larger than twice the overlap (16); --tile 8 is not: raise --tile or lower "
-                                                 "--tile-overlap"),
-        (["--tile", "8", "--tile", "96", "--tile", "40"], "(64); --tile 8, 40 are not"),  # which ones, not a Python tuple
+        (["--tile", "40", "--tile-overlap", "20"], "larger than twice the overlap (40); --tile 40 is not: raise --tile or "
+                                                   "lower --tile-overlap"),
+        (["--tile", "48", "--tile", "96", "--tile", "40"], "(64); --tile 48, 40 are not"),  # which ones, not a Python tuple
+        # upscale's own rule, so the tiled rows time what it runs (57H-1: --tile 12 was timed, and failed verification
+        # with the backend blamed for the layout's loss)
+        (["--tile", "8", "--tile", "16", "--tile-overlap", "4"], "--tile 8, 16 are too small: tiles under 32 px change "
+                                                                 "the picture at their seams, and 'lwayrt upscale' refuses "
+                                                                 "them: use --tile 32 or more, or 0 for whole images"),
         (["--batch", "0", "--batch", "2"], "--batch must be at least 1, got 0\n"),
         (["--tile", "64"], "larger than twice the overlap (64)"),  # the default overlap is upscale's 32 px
         (["-b", "torch+fp16"], "fp16 on the CPU"),
@@ -520,3 +528,57 @@ def test_progress_lines_give_sizes_as_the_table_does():
     assert res.exit_code == 0, res.output
     assert "reference 48x32 b1" in res.output and "48x32 b1 x1 workers" in res.output, res.output
     assert "32x48" not in res.output, res.output
+
+
+def test_counts_max_time_cut_short_are_said_with_the_limit_to_raise(tmp_path):
+    """--max-time-s stopped the warm-up and the timing before --warmup-iters and --min-iters without a word, and a row
+    of one request advised raising --min-iters, which was 100 (57H-2); the table's note on unsteady rows named a busy
+    machine alone, where each row's says 'or the run too short' (57H-5)."""
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "--no-peak",
+                                    "--json", str(out), *TINY, "--warmup-iters", "3", "--min-iters", "100",
+                                    "--rounds", "1", "--max-time-s", "0.001"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["latency_ms"]["count"] < 100 and row["warmup"]["iterations"] < 3, row
+    assert f"stopped by --max-time-s 0.001 s after {row['latency_ms']['count']} of the 100 requests --min-iters asks " \
+        f"for and a warm-up of {row['warmup']['iterations']} of the 3 calls --warmup-iters asks for: raise " \
+        "--max-time-s" in row["note"], row["note"]
+    assert "raise --min-iters" not in row["note"], row["note"]
+    from rich.console import Console
+
+    from lway_rt.bench.report import render_table
+
+    console = Console(record=True, width=300)
+    report = json.loads(out.read_text())
+    row["note"] = "unsteady timing (std/mean = 0.50): the machine was busy or the run too short"
+    row["latency_ms"]["count"], row["warmup"]["iterations"] = 100, 3
+    report["results"] = [row, {**row, "note": f"{row['note']}; stopped by --max-time-s 0.001 s after 1 of the 100 "
+                                              "requests --min-iters asks for: raise --max-time-s"}]
+    console.print(render_table(report))
+    text = " ".join(console.export_text().split())
+    assert "2 configuration(s) had unsteady timings (std/mean > 0.15; p50 marked *): the machine was busy or the run " \
+        "too short" in text, text
+    assert "1 configuration(s) stopped by --max-time-s before the --min-iters requests or --warmup-iters calls asked " \
+        "for (see each row's note): raise --max-time-s" in text, text
+
+
+def test_a_report_names_the_weights_timed_and_times_a_value_given_twice_once(tmp_path, monkeypatch):
+    """A .pth timed had no hash of its weights in the report, and its path as typed, against a folder the report does
+    not record (57H-4); -s 24 -s 24x24 -c 1 -c 1 timed each twice, rows of the same keys (57H-3)."""
+    import torch
+
+    from lway_rt.io.store import load_model, resolve_model_path
+    from lway_rt.io.weights import load_state_file, state_dict_sha256
+
+    state, _ = load_state_file(resolve_model_path("realesr-animevideov3"))
+    torch.save(state, tmp_path / "mine.pth")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["serve-bench", "-m", "mine.pth", "-s", "24", "-s", "24x24", "-c", "1", "-c", "1",
+                                    "--batch", "1", "--batch", "1", "-b", "torch", "--no-peak", "--json", str(out), *TINY])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert validate(report) == [] and len(report["results"]) == 1, report["results"]
+    assert report["model"]["source"] == str(tmp_path / "mine.pth")
+    assert report["model"]["weights_sha256"] == state_dict_sha256(load_model("mine.pth").model.state_dict())

@@ -30,7 +30,7 @@ def anime():
 @pytest.fixture(scope="module")
 def report(anime):
     config = BenchConfig(model="realesr-animevideov3", backends=("torch", "ort-cpu", "tensorrt", "ort-cuda"),
-                         sizes=((24, 32),), tiles=(0, 20), tile_overlap=4, concurrency=(1, 2), threads=1, timing=FAST)
+                         sizes=((24, 40),), tiles=(0, 32), tile_overlap=4, concurrency=(1, 2), threads=1, timing=FAST)
     return run_bench(config, model=anime, command="pytest")
 
 
@@ -56,8 +56,8 @@ def test_every_timed_row_was_verified_first_and_is_consistent(report):
         assert lat["count"] >= FAST.min_iters and lat["min"] <= lat["p50"] <= lat["max"]
         assert (lat["p90"] is None) == (lat["count"] < 10) and (lat["p99"] is None) == (lat["count"] < 100)
         assert r["images_per_s"] == pytest.approx(lat["requests_per_s"] * r["input"]["batch"])
-        assert r["output_mp_per_s"] == pytest.approx(r["images_per_s"] * 96 * 128 / 1e6)
-        assert r["flops_per_image"] == 2 * 24 * 32 * PER_PIXEL_MACS
+        assert r["output_mp_per_s"] == pytest.approx(r["images_per_s"] * 96 * 160 / 1e6)
+        assert r["flops_per_image"] == 2 * 24 * 40 * PER_PIXEL_MACS
         assert r["achieved_gflops"] == pytest.approx(r["flops_per_image"] * r["images_per_s"] / 1e9)
         mem = r["memory"]
         assert 0 < r["peak_fraction"] < 3 and mem["rss_peak_mb"] > 100 and mem["rss_mb"] > 100
@@ -150,7 +150,7 @@ def test_json_chart_and_table(report, tmp_path):
     console = Console(record=True, width=220)
     console.print(render_table(report))
     text = console.export_text()
-    assert "ort-cpu" in text and "32x24 b1 tile20" in text and "yes, identical" in text and "skipped: tensorrt" in text
+    assert "ort-cpu" in text and "40x24 b1 tile32" in text and "yes, identical" in text and "skipped: tensorrt" in text
     assert "more threads than" not in text  # threads=1
     assert ", 1 thread, " in text and "1 threads" not in text, text  # (it said "1 threads")
     assert ("(peak GFLOP/s: cpu_fp32 " in text) == bool(report["peak_gflops"]), text
@@ -203,7 +203,7 @@ def test_config_and_sizes_are_validated(anime):
     with pytest.raises(InputError, match="bad size"):
         parse_size("big")
     with pytest.raises(InputError, match="larger than twice the overlap"):
-        BenchConfig(model="m", tiles=(16,), tile_overlap=8)
+        BenchConfig(model="m", tiles=(40,), tile_overlap=20)
     with pytest.raises(InputError, match="concurrency"):
         BenchConfig(model="m", concurrency=(0,))
     with pytest.raises(InputError, match="nothing tiled"):

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lway_rt.bench.timing import CUT_SHORT
 from lway_rt.export.parity import PSNR_CAP
 from lway_rt.errors import MissingDependencyError, OutputError
 from lway_rt.io.weights import atomic_path
@@ -107,7 +108,7 @@ def render_table(report: dict[str, Any]):
     unsteady = sum(1 for r in rows if _unsteady(r))
     if unsteady:
         notes.append(f"{unsteady} configuration(s) had unsteady timings (std/mean > 0.15; p50 marked *): the machine "
-                     "was busy")
+                     "was busy or the run too short")  # (as each row's note says: 57H-5)
     m = report.get("machine") or {}
     start = (m.get("load_average_start") or [None])[0]  # (as it began: the end's counts this run's own threads)
     timed = any(r["status"] == "ok" for r in rows)  # (with none, "these times" are none: a rerun when idle times none)
@@ -117,7 +118,11 @@ def render_table(report: dict[str, Any]):
                      "shared the CPU, so these times are longer than on an idle machine, and by more for some rows than "
                      "others (PyTorch's threads, timed alone or beside other workers, most of all: 6-30x apart on a "
                      "2-core machine at load 4-7), so not even their ratios hold: run again when it is idle")
-    single = sum(1 for r in rows if "one timed request" in (r["note"] or ""))
+    cut = sum(1 for r in rows if CUT_SHORT in (r["note"] or ""))
+    if cut:
+        notes.append(f"{cut} configuration(s) {CUT_SHORT} before the --min-iters requests or --warmup-iters calls asked "
+                     "for (see each row's note): raise --max-time-s")
+    single = sum(1 for r in rows if "one timed request" in (r["note"] or "") and CUT_SHORT not in (r["note"] or ""))
     if single:
         notes.append(f"{single} configuration(s) timed one request: no spread to judge steadiness by (raise --min-iters)")
     unpeaked = sorted({r["backend"] for r in rows if "no bf16 peak" in (r["note"] or "")})

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lway_rt.bench.timing import TimingPolicy, summarise, time_closed_loop, warm_up
+from lway_rt.bench.timing import CUT_SHORT, TimingPolicy, summarise, time_closed_loop, warm_up
 from lway_rt.errors import InputError, ModelError
 from lway_rt.export.parity import PSNR_CAP  # bit-identical outputs, as export's gate records them (JSON has no inf)
 from lway_rt.runtime.ort import check_onnx_file, env_threads
@@ -96,6 +96,14 @@ class BenchConfig:
             raise InputError(f"--tile must be 0 (whole image) or positive, got {values(bad)}")
         if self.tile_overlap < 0:
             raise InputError("--tile-overlap must be >= 0")
+        from lway_rt.upscale import MIN_TILE
+
+        if bad := [t for t in self.tiles if 0 < t < MIN_TILE]:  # upscale's own rule: tiled rows time what it runs, and
+            # smaller tiles failed verification, the backend blamed for the layout's loss (57H-1)
+            least = max(MIN_TILE, 2 * self.tile_overlap + 1)
+            raise InputError(f"--tile {values(bad)} {'is' if len(set(bad)) == 1 else 'are'} too small: tiles under "
+                             f"{MIN_TILE} px change the picture at their seams, and 'lwayrt upscale' refuses them: use "
+                             f"--tile {least} or more, or 0 for whole images")
         if bad := [t for t in self.tiles if t and t <= 2 * self.tile_overlap]:
             raise InputError(f"every tile must be larger than twice the overlap ({2 * self.tile_overlap}); --tile "
                              f"{values(bad)} {'is' if len(set(bad)) == 1 else 'are'} not: raise --tile or lower --tile-overlap")
@@ -284,6 +292,7 @@ class _ExportedFile:
     sha256: str
     reference: Any  # ModelDescriptor: the weights it was exported from (with their cap, if it holds one)
     cap: dict[str, Any] | None
+    weights_sha256: str  # of the weights it was exported from (the adapted ones, where it holds a cap)
     static: tuple[int, int, int] | None = None  # (batch, height, width) of a file exported with --static
 
 
@@ -361,8 +370,8 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     cap = source.get("detail_cap")
     if cap and config.detail_cap == "off":  # the cap is in the graph: 'off' cannot be honoured, so it is not ignored
         raise cap_off_refused(path.name, "time")
-    adapted = weights(source.get("model"), source.get("path"), cap["adapted_sha256"] if cap else source["weights_sha256"],
-                      "the weights")
+    weights_sha256 = cap["adapted_sha256"] if cap else source["weights_sha256"]
+    adapted = weights(source.get("model"), source.get("path"), weights_sha256, "the weights")
     if cap:
         _refuse_capped_tiles(float(cap["cap"]), config, "or time a file exported with --detail-cap off")
         base = weights(cap.get("base_model"), None, cap["base_sha256"], "the unadapted model")
@@ -372,7 +381,7 @@ def _exported_file(config: BenchConfig, say: Callable[[str], None]) -> _Exported
     else:
         reference = adapted
     return _ExportedFile(path, str(manifest["onnx"]["precision"]), str(manifest["artifact"]["sha256"]), reference, cap,
-                         exported_static_shape(manifest))
+                         weights_sha256, exported_static_shape(manifest))
 
 
 def _case_tag(case) -> str:
@@ -395,6 +404,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     from lway_rt.bench.flops import count_macs
     from lway_rt.bench.workload import sample_batch, tiled_run
     from lway_rt.io.store import load_model
+    from lway_rt.io.weights import state_dict_sha256
     from lway_rt.runtime.backends import (
         ShapeProfile, export_onnx_for, load_backend, parse_backend, skip_reason, with_threads,
     )
@@ -405,9 +415,10 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
     exported = None  # an exported ONNX file timed as it is (ONNX-based backends of its precision only)
     if model is None and str(config.model).lower().endswith(".onnx"):
         exported = _exported_file(config, say)
-        desc, cap = exported.reference, exported.cap
+        desc, cap, weights_sha256 = exported.reference, exported.cap, exported.weights_sha256
     else:
         desc = model if model is not None else load_model(config.model, device="cpu")
+        weights_sha256 = state_dict_sha256(desc.model.state_dict())  # (the adapted weights', before a cap joins them)
         desc, cap = _with_detail_cap(desc, config, say)
     desc.require_rgb(str(config.model), "serve-bench times")  # the timed inputs are RGB photos
     ref_model = reference if reference is not None else desc.model
@@ -577,9 +588,13 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
         "command": command,
         "machine": {**machine.machine_info(), "load_average_start": load_start, "load_average_end": machine.load_average()},
         "packages": machine.package_versions(),
+        # which weights were timed, whatever file they came from, and where (57H-4: a .pth or an adapt run had no hash,
+        # and a relative path, against a folder the report does not record)
         "model": {"spec": config.model, "name": desc.name, "arch": desc.arch, "scale": scale, "params": n_params,
-                  "hparams": dict(desc.spec.hparams), "source": desc.source,
-                  "source_sha256": desc.metadata.get("source_sha256"), "detail_cap": cap,
+                  "hparams": dict(desc.spec.hparams),
+                  "source": str(Path(desc.source).absolute()) if desc.source and Path(desc.source).exists() else desc.source,
+                  "source_sha256": desc.metadata.get("source_sha256"),
+                  "weights_sha256": weights_sha256, "detail_cap": cap,
                   "onnx": None if exported is None else {"file": str(exported.path), "sha256": exported.sha256,
                                                          "precision": exported.precision}},
         "settings": {**config.as_dict(), "threads": threads, "input_source": input_source, "reference_device": ref_device,
@@ -709,7 +724,7 @@ def _time_interleaved(ready: list[_Timed], case: _Case, x: np.ndarray, flops: in
                     fail(item, level, exc)
         for item in list(ready):
             try:
-                rows[(level, order[id(item)])] = _timed_row(item, case, x, flops, workers, out_mp)
+                rows[(level, order[id(item)])] = _timed_row(item, case, x, flops, workers, out_mp, policy)
             except Exception as exc:  # noqa: BLE001 - e.g. the device-time samples of compute_ms
                 fail(item, level, exc)
     return [rows[key] for key in sorted(rows)]
@@ -773,7 +788,8 @@ def _time_round_on(item: _Timed, x: np.ndarray, inputs: list[np.ndarray], policy
         item.rss_scope = "process"
 
 
-def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: int, out_mp: float) -> dict[str, Any]:
+def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: int, out_mp: float,
+               policy: TimingPolicy) -> dict[str, Any]:
     stats = summarise(item.latencies, item.wall_s)
     compute = None
     if item.backend.compute_method is not None and not case.tile:
@@ -791,11 +807,20 @@ def _timed_row(item: _Timed, case: _Case, x: np.ndarray, flops: int, workers: in
            "latency_ms": stats.as_dict(), "compute_ms": compute, "images_per_s": images_per_s,
            "output_mp_per_s": stats.requests_per_s * out_mp, "flops_per_image": flops,
            "achieved_gflops": flops * images_per_s / 1e9, "memory": memory}
+    # --max-time-s stops the warm-up and the timing before the counts asked for: said, where it had been silent, and the
+    # limit to raise named (57H-2: --min-iters 100 timed one request, and the note advised raising --min-iters)
+    cut = []
+    if stats.count < policy.min_iters:
+        cut.append(f"{stats.count} of the {policy.min_iters} requests --min-iters asks for")
+    if item.warmup[0] < policy.warmup_iters:
+        cut.append(f"a warm-up of {item.warmup[0]} of the {policy.warmup_iters} calls --warmup-iters asks for")
+    stopped = f"{CUT_SHORT} {policy.max_time_s:g} s after {' and '.join(cut)}: raise --max-time-s" if cut else None
     if stats.cv is None:  # one request: no spread to judge, which must not read as a perfectly steady run
-        unsteady = "one timed request: no spread (std/mean) to tell steady timing from a busy machine; raise --min-iters"
+        unsteady = "one timed request: no spread (std/mean) to tell steady timing from a busy machine" + \
+            ("" if cut else "; raise --min-iters")
     elif not math.isfinite(stats.cv) or stats.cv > 0.15:
         unsteady = f"unsteady timing (std/mean = {stats.cv:.2f}): the machine was busy or the run too short"
     else:
         unsteady = None
-    row["note"] = "; ".join(n for n in (row["note"], unsteady) if n) or None  # beside a fallback note, not in its place
+    row["note"] = "; ".join(n for n in (row["note"], unsteady, stopped) if n) or None  # beside a fallback note
     return row

@@ -62,7 +62,7 @@ SCHEMA: dict[str, Any] = {
         }),
         "packages": {"type": "object", "additionalProperties": _NSTR, "required": ["lway_rt", "torch"]},
         "model": _obj({"spec": _STR, "name": _NSTR, "arch": _STR, "scale": _INT, "params": _INT,
-                       "hparams": {"type": "object"}, "source": _NSTR, "source_sha256": _NSTR,
+                       "hparams": {"type": "object"}, "source": _NSTR, "source_sha256": _NSTR, "weights_sha256": _STR,
                        "detail_cap": _obj({"cap": _NUM, "base_model": _NSTR, "base_sha256": _STR}, nullable=True),
                        "onnx": _obj({"file": _STR, "sha256": _STR, "precision": {"enum": ["fp32", "fp16"]}}, nullable=True)},
                       required=["spec", "name", "arch", "scale", "params", "hparams", "source", "source_sha256"]),

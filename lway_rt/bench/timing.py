@@ -95,6 +95,10 @@ def summarise(latencies_ms: list[float] | np.ndarray, wall_s: float) -> LatencyS
                         requests_per_s=float(a.size / wall_s))
 
 
+#: how a row's note starts where --max-time-s stopped its warm-up or its timing before the counts asked for
+CUT_SHORT = "stopped by --max-time-s"
+
+
 def warm_up(fn: Callable[[], object], policy: TimingPolicy) -> tuple[int, float]:
     """Call ``fn`` until ``warmup_iters`` calls *and* ``warmup_s`` seconds are done (capped at
     ``max_time_s``). Returns (calls, seconds)."""

@@ -125,9 +125,11 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         if static:
             default_sizes, default_batches = (f"{static[2]}x{static[1]}",), (static[0],)
     config = BenchConfig(
-        model=model, backends=tuple(expanded), sizes=tuple(parse_size(s) for s in (sizes or default_sizes)),
-        batches=tuple(batches or default_batches), tiles=tuple(tiles or (0,)), tile_overlap=tile_overlap,
-        concurrency=tuple(concurrency or (1,)), device=device, threads=threads, min_psnr=min_psnr,
+        # a value given twice (-s 24 -s 24x24, -c 1 -c 1) is timed once, as a backend given twice is (57H-3)
+        model=model, backends=tuple(expanded), sizes=tuple(dict.fromkeys(parse_size(s) for s in (sizes or default_sizes))),
+        batches=tuple(dict.fromkeys(batches or default_batches)), tiles=tuple(dict.fromkeys(tiles or (0,))),
+        tile_overlap=tile_overlap, concurrency=tuple(dict.fromkeys(concurrency or (1,))), device=device, threads=threads,
+        min_psnr=min_psnr,
         timing=TimingPolicy(warmup_s=warmup_s, warmup_iters=warmup_iters, min_iters=min_iters, min_time_s=min_time_s,
                             max_time_s=max_time_s, rounds=rounds),
         measure_peak=not no_peak, detail_cap=detail_cap, base_model=base_model,
