@@ -284,7 +284,10 @@ def main(argv=None) -> int:
         if len(sys.argv) < 4:
             raise SystemExit("usage: quality.py --merge OUT PART [PART ...]")
         return merge(sys.argv[2], sys.argv[3:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=(
+        "Two other forms, each alone and first on the line: quality.py --merge OUT PART "
+        "[PART ...] merges runs split by seed or preset into OUT; quality.py --markdown RESULT.json prints a result's "
+        "table."))
     ap.add_argument("--model", default="realesr-animevideov3")
     ap.add_argument("--stage1", default=None, help="stage-1 checkpoint (default: the shipped one)")
     ap.add_argument("--presets", nargs="+", default=list(EVAL_PRESETS), choices=[*EVAL_PRESETS, *ABLATION_PRESETS],

@@ -102,21 +102,14 @@ class Upscaler:
             # '0.5'; inf was 'inf' in quotes, as a string: 57E-2)
         if not isinstance(device, str):  # (None was said as the string 'None': 57E-2)
             raise InputError(f"device is a string such as \"cpu\" or \"cuda\", not {device!r}")
-        import warnings
-
-        from lway_rt.io.weights import WARNING_FILTERS
-
         with _in_keywords():
             config = UpscaleConfig(model=str(model), tile=512 if tile is None else _count("tile", tile),
                                    tile_overlap=_count("tile_overlap", tile_overlap), tile_chosen=tile is not None,
                                    device=str(device), fp16=_flag("fp16", fp16),
                                    detail_cap=detail_cap if isinstance(detail_cap, str) else repr(float(detail_cap)),
                                    base_model=base_model, outscale=_outscale(outscale), alpha=alpha, stage1=stage1)
-            with WARNING_FILTERS, warnings.catch_warnings(record=True) as said:
-                warnings.simplefilter("always")
-                self._config, self._desc, self._router, self._cap, _ = prepare_run(config)
-        for w in said:  # the loading's notes (a file without its manifest ...) at the caller's line, not at one inside
-            warnings.warn(_keywords(str(w.message)), w.category, stacklevel=2)  # lway_rt (57E-3)
+            self._config, self._desc, self._router, self._cap, _ = prepare_run(config)  # (its notes point at the
+            # caller's line: errors.note)
         self.last_route: Route | None = None
 
     @property

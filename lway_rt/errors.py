@@ -154,6 +154,22 @@ class Notice(UserWarning):
     model's name, say): raised with ``warnings.warn``; the CLI prints it once as a one-line note."""
 
 
+def note(message: str) -> None:
+    """Warn with a ``Notice`` attributed to the first caller outside lway_rt (the line of a script that made an
+    ``Upscaler``, say), however deep in the package it is raised: a fixed ``stacklevel`` pointed at a line inside
+    lway_rt where the API called it (57E-3). Python's own rules then apply as to any warning of that line (once per
+    line by default, the caller's filters)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)  # (level 1 is this function: its caller is 2)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(Notice(message), stacklevel=level)
+
+
 def require(module: str, extra: str, feature: str, alternative: str | None = None):
     """Import an optional package, or raise an error that names the extra to install."""
     import importlib

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import unicodedata
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 
 from lway_rt.adapt._imageio import natural_order
 from lway_rt.archs.descriptor import ModelDescriptor
-from lway_rt.errors import InputError, Interrupted, LwayError, ModelError, Notice, listing, stop_if_asked
+from lway_rt.errors import InputError, Interrupted, LwayError, ModelError, listing, note, stop_if_asked
 from lway_rt.io.images import (
     IMAGE_SUFFIXES, WRITE_SUFFIXES, LoadedImage, all_finite, broken_link_message, fill_hidden_colour, format_loss_note, frames_note,
     image_samples, missing_input_message, no_images_message, read_image, settle_alpha, to_numpy, to_tensor, unread_files_note,
@@ -268,11 +267,11 @@ def _prepare_onnx(config: UpscaleConfig, desc: ModelDescriptor) -> ModelDescript
         config.check_overlap()
     meta = desc.metadata or {}
     if meta.get("onnx_precision") == "unknown (no manifest)":  # (the docs tell these apart: say which this is)
-        warnings.warn(Notice(f"{label} has neither a manifest nor lway_rt's metadata (exported elsewhere): its scale "
-                             "was probed, and nothing checked its images against a PyTorch model"), stacklevel=2)
+        note(f"{label} has neither a manifest nor lway_rt's metadata (exported elsewhere): its scale was probed, and "
+             "nothing checked its images against a PyTorch model")
     elif meta.get("described_by"):
-        warnings.warn(Notice(f"{label} runs without its manifest (the .json 'lwayrt export' wrote beside it): the "
-                             "parity check it passed then cannot be confirmed here"), stacklevel=2)
+        note(f"{label} runs without its manifest (the .json 'lwayrt export' wrote beside it): the parity check it "
+             "passed then cannot be confirmed here")
     return desc
 
 

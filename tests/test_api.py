@@ -169,6 +169,13 @@ def test_a_note_on_loading_points_at_the_callers_line(tmp_path, anime_onnx):
     (note,) = [w for w in said if issubclass(w.category, Notice)]
     assert "moved.onnx runs without its manifest" in str(note.message) and note.filename == __file__, \
         (note.filename, note.message)
+    # Python's own rules hold, as for any warning of that line: once per line by default (57I-3: a first mend that
+    # recorded the notes and warned again gave one per Upscaler made in a loop)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")
+        for _ in range(3):
+            Upscaler(alone)
+    assert len([w for w in said if issubclass(w.category, Notice)]) == 1, [str(w.message) for w in said]
 
 
 def test_bad_settings_and_models_are_refused_when_made(tmp_path):

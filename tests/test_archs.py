@@ -285,7 +285,8 @@ def test_files_as_training_scripts_save_them_are_said_so_or_loaded(tmp_path):
     assert str(err.value) == ("iter is one int64 value (1000), not a weight (a training counter or flag saved with "
                               "the weights?): save the network's weights alone, torch.save(model.state_dict(), "
                               "'weights.pth')"), err.value
-    for one, said in ((torch.tensor([5]), "int64 value (5)"), (torch.tensor(True), "bool value (True)")):  # (57G-1)
+    for one, said in ((torch.tensor([5]), "int64 value (5)"), (torch.tensor(True), "bool value (True)"),  # (57G-1)
+                      (torch.tensor(0.5), "float32 value (0.5)")):  # (57I-9: a float one was 'a variant')
         with pytest.raises(ModelError, match=rf"^step is one {re.escape(said)}, not a weight"):
             from_state_dict({**state, "step": one})
     torch.save({"params_ema": state}, tmp_path / "net_g.pth.tar")

@@ -269,6 +269,8 @@ def test_cli_user_mistakes_are_one_line_errors():
         (["--min-time-s", "5", "--max-time-s", "1"], "--min-time-s 5 is above --max-time-s 1, which stops the timing "
                                                      "first: lower --min-time-s or raise --max-time-s"),  # max won, unsaid
         (["--min-time-s", "90"], "--min-time-s 90 is above --max-time-s 60 (the default)"),
+        (["--warmup-s", "4", "--max-time-s", "1"], "--warmup-s 4 is above --max-time-s 1, which stops the warm-up first: "
+                                                   "lower --warmup-s or raise --max-time-s"),  # (it was cut, unsaid: 57I-10)
         (["--threads", "0"], "--threads must be >= 1"),
         (["--min-psnr", "500"], "--min-psnr must be above 0 and at most 200 dB"),  # the reference failed against itself
         (["--min-psnr", "0"], "--min-psnr must be above 0"),
@@ -582,3 +584,24 @@ def test_a_report_names_the_weights_timed_and_times_a_value_given_twice_once(tmp
     assert validate(report) == [] and len(report["results"]) == 1, report["results"]
     assert report["model"]["source"] == str(tmp_path / "mine.pth")
     assert report["model"]["weights_sha256"] == state_dict_sha256(load_model("mine.pth").model.state_dict())
+
+
+def test_a_small_fixed_size_file_is_not_told_to_time_tiles_serve_bench_refuses():
+    """A 24x24 fixed-size export was told '--size 25x25 --tile 24 --tile-overlap 6', a tile under the 32 px serve-bench
+    and upscale refuse (57I-1); a 32x32 one keeps its tiled way. Values given twice from Python are timed once too
+    (57I-11: only the command's were)."""
+    from pathlib import Path
+
+    import pytest
+
+    from lway_rt.bench.runner import BenchConfig, _cases, _check_static_cases, _ExportedFile
+    from lway_rt.errors import InputError
+
+    config = BenchConfig(model="m", sizes=((48, 48), (48, 48)), batches=(1, 1), concurrency=(1, 1), tiles=(0, 0))
+    assert (config.sizes, config.batches, config.concurrency, config.tiles) == (((48, 48),), (1,), (1,), (0,))
+    cases = _cases(config, 1, 1, 4)
+    for side, tiled in ((24, False), (32, True)):
+        exported = _ExportedFile(Path("x.onnx"), "fp32", "", None, None, "", (1, side, side))
+        with pytest.raises(InputError) as err:
+            _check_static_cases(exported, cases)
+        assert (f"--tile {side} --tile-overlap" in str(err.value)) == tiled, err.value

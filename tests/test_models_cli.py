@@ -52,6 +52,13 @@ def test_lwayrt_home_that_is_a_file_is_refused_by_path_and_list(tmp_path, monkey
             f"error: LWAYRT_HOME ({tmp_path / 'dangling'}) cannot hold the model store: {tmp_path / 'dangling'} is a "
             f"link to {tmp_path / 'nowhere'}, which does not exist; make that folder, or set LWAYRT_HOME to a folder"
         ), (command, result.output)
+    # a chain of links to nothing, relative ones: the folder to make is the chain's end, from here (57I-8)
+    (tmp_path / "chain_a").symlink_to("chain_b")
+    (tmp_path / "chain_b").symlink_to("gone")
+    monkeypatch.setenv("LWAYRT_HOME", str(tmp_path / "chain_a"))
+    result = run("models", "path")
+    assert result.exit_code == 1 and f"is a link to {tmp_path / 'gone'}, which does not exist; make that folder" in \
+        result.output, result.output
     # a link that loops: said so, not 'a link to X, which does not exist' (57G-2); models remove refuses such a
     # store too, where it said 'not imported' and sent the user to models list, which refuses it (57G-3)
     (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
@@ -99,6 +106,25 @@ def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_i
     (tmp_path / "mine.pth").unlink()
     with pytest.raises(ModelError, match=r"; remove it \('lwayrt models remove mine'\) and add its weights again$"):
         store.load_model("mine")
+    # weights adapt wrote (they record their hash): the store's copy changed is repaired by the add too, not by an
+    # adapt --resume, which cannot mend the store (57I-6)
+    from lway_rt.io.weights import save_safetensors, state_dict_sha256
+
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
+    save_safetensors(tmp_path / "adapted.safetensors", net.state_dict(),
+                     {"adapted_sha256": state_dict_sha256(net.state_dict())})
+    assert run("models", "add", str(tmp_path / "adapted.safetensors"), "--name", "ran").exit_code == 0
+    copy = tmp_path / "home" / "models" / "ran.safetensors"
+    with safe_open(str(copy), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(copy))
+    state["body.2.bias"] = state["body.2.bias"] + 1
+    save_file(state, str(copy), metadata=meta)
+    with pytest.raises(ModelError) as err:
+        store.load_model("ran")
+    assert str(err.value).endswith("(their hash differs from the adapted_sha256 it records: damaged or changed since); "
+                                   f"add it again with 'lwayrt models add --force {tmp_path / 'adapted.safetensors'} "
+                                   "--name ran'"), err.value
 
 
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):

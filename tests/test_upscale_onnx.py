@@ -242,6 +242,8 @@ def test_an_onnx_file_moved_from_its_manifest_says_what_it_is(capped_weights, ex
     assert meta["lway_rt.output"] == "float32 NCHW, RGB, x4: about [0, 1] and not clipped (clip to [0, 1] before " \
         "quantising)", meta
     capped = _export(str(capped_weights), tmp_path / "exp")
+    said = {p.key: p.value for p in onnx.load(str(capped), load_external_data=False).metadata_props}["lway_rt.output"]
+    assert said == "float32 NCHW, RGB in [0, 1] (clipped, as the cap's blend is), x4", said  # (a capped graph clips: 57J-3)
     moved = tmp_path / "moved" / "capped.onnx"
     moved.parent.mkdir()
     shutil.copy(capped, moved)

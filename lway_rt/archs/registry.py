@@ -392,6 +392,12 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
         parts = ([f"missing {listing(missing, 3)}"] if missing else []) + \
             ([f"unexpected {listing(unexpected, 3)}"] if unexpected else [])
         said = f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)})"
+        counters = [k for k in unexpected if "." not in k and state[k].numel() == 1]  # (a float one too: 57I-9)
+        if counters and not missing:
+            k = counters[0]
+            raise WeightsRefused(f"{k} is one {_dtype_name(state[k].dtype)} value ({state[k].item():g}), not a weight (a "
+                                 "training counter or flag saved with the weights?)", "extra keys", "save the network's "
+                                 "weights alone, torch.save(model.state_dict(), 'weights.pth')")
         if unexpected:
             raise WeightsRefused(f"{said}: {VARIANT}", "missing keys" if missing else "extra keys")
         raise WeightsRefused(said, "missing keys", f"the file is incomplete (or {VARIANT}); {REDOWNLOAD}")  # (with

@@ -37,7 +37,7 @@ from lway_rt.runtime.ort import check_onnx_file, env_threads
 
 __all__ = ["SCHEMA_VERSION", "BenchConfig", "parse_size", "run_bench", "DEFAULT_MIN_PSNR"]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 #: Verification thresholds (dB, RGB in [0, 1]) by precision; tiled runs also accept seams down to TILED_MIN_PSNR.
 DEFAULT_MIN_PSNR = {"fp32": 50.0, "fp16": 35.0, "bf16": 30.0}
@@ -85,6 +85,8 @@ class BenchConfig:
         for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
             if not getattr(self, name):
                 raise InputError(f"serve-bench needs at least one value for {name}")
+            # a value given twice (-s 24 -s 24x24, -c 1 -c 1) is timed once, in the order given (57H-3, 57I-11)
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         def values(bad):  # the offending values as typed on the command line, not a Python tuple
             return ", ".join(str(v) for v in dict.fromkeys(bad))
 
@@ -319,7 +321,9 @@ def _check_static_cases(exported: _ExportedFile, cases: list[_Case]) -> None:
         # tiles must be more than twice the overlap; a quarter of the tile keeps the seams within the tiled gate; the
         # windows are as small as still overlap well (upscale's layout): a size whose windows are h x h is named
         tiled = ""
-        if h == w and b == 1:
+        from lway_rt.upscale import MIN_TILE
+
+        if h == w and b == 1 and h >= MIN_TILE:  # (a smaller tile is one upscale and serve-bench refuse: 57I-1)
             from lway_rt.runtime.tiling import TileConfig, tile_layout
 
             k = cases[0].multiple  # (the sizes are multiples of the model's)
@@ -595,7 +599,7 @@ def run_bench(config: BenchConfig, *, model=None, reference: torch.nn.Module | N
                   "source": str(Path(desc.source).absolute()) if desc.source and Path(desc.source).exists() else desc.source,
                   "source_sha256": desc.metadata.get("source_sha256"),
                   "weights_sha256": weights_sha256, "detail_cap": cap,
-                  "onnx": None if exported is None else {"file": str(exported.path), "sha256": exported.sha256,
+                  "onnx": None if exported is None else {"file": str(exported.path.absolute()), "sha256": exported.sha256,
                                                          "precision": exported.precision}},
         "settings": {**config.as_dict(), "threads": threads, "input_source": input_source, "reference_device": ref_device,
                      "min_psnr_db": dict(DEFAULT_MIN_PSNR) if config.min_psnr is None

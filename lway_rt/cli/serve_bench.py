@@ -85,12 +85,14 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         raise InputError(f"--min-time-s must be >= 0 and --max-time-s > 0, got {min_time_s:g} and {max_time_s:g}")
     if min_time_s > max_time_s and "--min-time-s" not in given:  # a cap below the default minimum: the cap is the time
         min_time_s = max_time_s
-    if min_time_s > max_time_s:  # the stop rule would win, and the minimum asked for would not be met, unsaid
-        from lway_rt.errors import InputError
+    for option, value in (("--min-time-s", min_time_s), ("--warmup-s", warmup_s)):  # (the warm-up's too: 57I-10)
+        if value > max_time_s:  # the stop rule would win, and the minimum asked for would not be met, unsaid
+            from lway_rt.errors import InputError
 
-        raise InputError(f"--min-time-s {min_time_s:g} is above --max-time-s {max_time_s:g}"
-                         f"{'' if '--max-time-s' in given else ' (the default)'}, which stops the timing first: lower --min-time-s or "
-                         "raise --max-time-s")
+            raise InputError(f"{option} {value:g} is above --max-time-s {max_time_s:g}"
+                             f"{'' if '--max-time-s' in given else ' (the default)'}, which stops "
+                             f"{'the timing' if option == '--min-time-s' else 'the warm-up'} first: lower {option} or "
+                             "raise --max-time-s")
     import torch
     from lway_rt.cli._console import PipeConsole as Console
     from rich.markup import escape
@@ -125,11 +127,9 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
         if static:
             default_sizes, default_batches = (f"{static[2]}x{static[1]}",), (static[0],)
     config = BenchConfig(
-        # a value given twice (-s 24 -s 24x24, -c 1 -c 1) is timed once, as a backend given twice is (57H-3)
-        model=model, backends=tuple(expanded), sizes=tuple(dict.fromkeys(parse_size(s) for s in (sizes or default_sizes))),
-        batches=tuple(dict.fromkeys(batches or default_batches)), tiles=tuple(dict.fromkeys(tiles or (0,))),
-        tile_overlap=tile_overlap, concurrency=tuple(dict.fromkeys(concurrency or (1,))), device=device, threads=threads,
-        min_psnr=min_psnr,
+        model=model, backends=tuple(expanded), sizes=tuple(parse_size(s) for s in (sizes or default_sizes)),
+        batches=tuple(batches or default_batches), tiles=tuple(tiles or (0,)), tile_overlap=tile_overlap,
+        concurrency=tuple(concurrency or (1,)), device=device, threads=threads, min_psnr=min_psnr,
         timing=TimingPolicy(warmup_s=warmup_s, warmup_iters=warmup_iters, min_iters=min_iters, min_time_s=min_time_s,
                             max_time_s=max_time_s, rounds=rounds),
         measure_peak=not no_peak, detail_cap=detail_cap, base_model=base_model,

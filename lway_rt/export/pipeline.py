@@ -223,8 +223,10 @@ def onnx_metadata(ex: Exportable, precision: str, tile: tuple[int, int] | None) 
             "float32 NCHW, RGB in [0, 1]: the LR image upsampled by the SR network's scale (bicubic as PyTorch's "
             "interpolate with align_corners=False, clipped to [0, 1]); lway_rt embeds its centred crop of at most "
             f"{EMBED_MAX_SIDE} px a side"),
-        "output": (f"float32 NCHW, RGB, x{ex.source.get('scale')}: about [0, 1] and not clipped (clip to [0, 1] "
-                   "before quantising)" if ex.kind == "image" else "float32 (batch, dim) degradation embedding"),
+        "output": ("float32 (batch, dim) degradation embedding" if ex.kind != "image" else
+                   f"float32 NCHW, RGB in [0, 1] (clipped, as the cap's blend is), x{ex.source.get('scale')}" if cap else
+                   f"float32 NCHW, RGB, x{ex.source.get('scale')}: about [0, 1] and not clipped (clip to [0, 1] before "
+                   "quantising)"),  # (a capped graph clips: 57J-3)
         "size_multiple": ex.size_multiple, "min_size": ex.min_size,
         "shape": f"static {tile[0]}x{tile[1]}" if tile else "dynamic",
         "detail_cap": cap["cap"] if cap else None, "detail_cap_base_sha256": cap.get("base_sha256") if cap else None,

