@@ -277,7 +277,9 @@ def groups_arg(value: str):
 def main(argv=None) -> int:
     from lway_rt.degae.degrade import EVAL_PRESETS
 
-    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--markdown":
+    if argv is None and len(sys.argv) >= 2 and sys.argv[1] == "--markdown":
+        if len(sys.argv) != 3:
+            raise SystemExit("usage: quality.py --markdown RESULT.json")
         print(markdown(json.loads(Path(sys.argv[2]).read_text())))
         return 0
     if argv is None and len(sys.argv) >= 2 and sys.argv[1] == "--merge":

@@ -286,7 +286,8 @@ def test_files_as_training_scripts_save_them_are_said_so_or_loaded(tmp_path):
                               "the weights?): save the network's weights alone, torch.save(model.state_dict(), "
                               "'weights.pth')"), err.value
     for one, said in ((torch.tensor([5]), "int64 value (5)"), (torch.tensor(True), "bool value (True)"),  # (57G-1)
-                      (torch.tensor(0.5), "float32 value (0.5)")):  # (57I-9: a float one was 'a variant')
+                      (torch.tensor(0.5), "float32 value (0.5)"),  # (57I-9: a float one was 'a variant')
+                      (torch.tensor(float("-inf")), "float32 value (-inf)")):  # (57K-4: 'corrupt weights')
         with pytest.raises(ModelError, match=rf"^step is one {re.escape(said)}, not a weight"):
             from_state_dict({**state, "step": one})
     torch.save({"params_ema": state}, tmp_path / "net_g.pth.tar")
@@ -301,6 +302,9 @@ def test_files_as_training_scripts_save_them_are_said_so_or_loaded(tmp_path):
         dest.unlink()
     last = next(k for k in sorted(state) if k.endswith(".bias") and not k.startswith("body.0."))  # (not one that
     # detection reads)
+    with pytest.raises(ModelError, match=rf"^step is one float32 value \(3\), not a weight \(.*\), and {re.escape(last)} "
+                                         r"is missing: save"):  # (both said: 57K-5)
+        from_state_dict({**{k: v for k, v in state.items() if k != last}, "step": torch.tensor(3.0)})
     with pytest.raises(ModelError) as err:
         from_state_dict({k: v for k, v in state.items() if k != last})
     assert str(err.value).endswith(f"(missing {last}): the file is incomplete (or a variant of the architecture "

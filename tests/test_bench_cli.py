@@ -599,9 +599,21 @@ def test_a_small_fixed_size_file_is_not_told_to_time_tiles_serve_bench_refuses()
 
     config = BenchConfig(model="m", sizes=((48, 48), (48, 48)), batches=(1, 1), concurrency=(1, 1), tiles=(0, 0))
     assert (config.sizes, config.batches, config.concurrency, config.tiles) == (((48, 48),), (1,), (1,), (0,))
+    assert BenchConfig(model="m", sizes=[[48, 48], [48, 48]]).sizes == ((48, 48),)  # as a report holds them (57K-6)
     cases = _cases(config, 1, 1, 4)
     for side, tiled in ((24, False), (32, True)):
         exported = _ExportedFile(Path("x.onnx"), "fp32", "", None, None, "", (1, side, side))
         with pytest.raises(InputError) as err:
             _check_static_cases(exported, cases)
         assert (f"--tile {side} --tile-overlap" in str(err.value)) == tiled, err.value
+
+
+def test_a_time_cap_under_the_default_warm_up_lowers_it_as_it_lowers_the_default_minimum(tmp_path):
+    """--max-time-s 0.5 was refused for the default --warmup-s 1, which the user never typed (57K-3, a regression of
+    the refusal 76bed06 added for --warmup-s above --max-time-s); a typed --warmup-s above it is still refused."""
+    args = ["serve-bench", "-m", "realesr-animevideov3", "-s", "24", "-b", "torch", "--no-peak", "--threads", "1",
+            "--min-iters", "2", "--rounds", "1", "-q", "--max-time-s", "0.5"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, [*args, "--warmup-s", "1"])
+    assert res.exit_code == 1 and "--warmup-s 1 is above --max-time-s 0.5, which stops the warm-up first" in res.output

@@ -125,6 +125,17 @@ def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_i
     assert str(err.value).endswith("(their hash differs from the adapted_sha256 it records: damaged or changed since); "
                                    f"add it again with 'lwayrt models add --force {tmp_path / 'adapted.safetensors'} "
                                    "--name ran'"), err.value
+    with pytest.raises(ModelError, match="; add it again with 'lwayrt models add --force"):  # by its path (57K-2)
+        store.load_model(str(copy))
+    # the file it came from now holds other weights: the add would replace the model, so the removal is advised first,
+    # and that file named as other weights (57K-1)
+    save_safetensors(tmp_path / "adapted.safetensors", SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4).state_dict())
+    with pytest.raises(ModelError) as err:
+        store.load_model("ran")
+    assert str(err.value).endswith(f"; remove it ('lwayrt models remove ran'); {tmp_path / 'adapted.safetensors'}, "
+                                   "which it was added from, now holds other weights than it did then ('lwayrt models "
+                                   f"add --force {tmp_path / 'adapted.safetensors'} --name ran' puts those in its place)"), \
+        err.value
 
 
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):

@@ -806,3 +806,20 @@ def test_results_are_written_whole_or_not_at_all(tmp_path):
     with pytest.raises(TypeError):
         bench_args.write_json(out, {"x": object()})
     assert json.loads(out.read_text())["y"] == [None, 1.5] and [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_the_merge_and_markdown_forms_say_their_usage():
+    """quality.py --help names --merge and --markdown (57J-5); --markdown without its file said 'unrecognized
+    arguments: --markdown' (57K-7)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+    out = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True)
+    text = " ".join(out.stdout.split())  # (argparse wraps the epilog)
+    assert out.returncode == 0 and "--merge OUT PART" in text and "--markdown RESULT.json" in text, text
+    for args, usage in ((["--markdown"], "usage: quality.py --markdown RESULT.json"),
+                        (["--merge", "x.json"], "usage: quality.py --merge OUT PART [PART ...]")):
+        res = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+        assert res.returncode == 1 and res.stderr.strip() == usage, (args, res.stderr)

@@ -374,13 +374,24 @@ def check_state_dict(state: StateDict) -> ArchSpec:
 
 
 def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
+    with torch.device("meta"):
+        own = build(spec).state_dict()
+    # a counter or flag saved beside the weights (a top-level name, one value: iter, step, best_psnr = -inf), said as
+    # such before the values are judged (57I-9; 57K-4: an infinite one was called corrupt weights)
+    counters = [k for k in state if k not in own and "." not in k and state[k].numel() == 1]
+    if counters:
+        k = counters[0]
+        gone = [k for k in own if k not in state]
+        raise WeightsRefused(f"{k} is one {_dtype_name(state[k].dtype)} value ({state[k].item():g}), not a weight (a "
+                             "training counter or flag saved with the weights?)"
+                             + (f", and {listing(gone, 3)} {'is' if len(gone) == 1 else 'are'} missing" if gone else ""),
+                             "extra keys", "save the network's weights alone, torch.save(model.state_dict(), "
+                             "'weights.pth')")  # (the missing ones said too: 57K-5)
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) > 1)} "
                              f"({listing(bad, 3)}): the file "
                              f"is corrupt (or the training diverged); {REDOWNLOAD}", "NaN weights")
-    with torch.device("meta"):
-        own = build(spec).state_dict()
     for k, v in state.items():
         if k in own and tuple(v.shape) != tuple(own[k].shape):
             raise WeightsRefused(f"{k} has shape {list(v.shape)} where {spec.arch} x{spec.scale} has "
@@ -392,12 +403,6 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
         parts = ([f"missing {listing(missing, 3)}"] if missing else []) + \
             ([f"unexpected {listing(unexpected, 3)}"] if unexpected else [])
         said = f"the weights do not fit {spec.arch} x{spec.scale} as detected ({'; '.join(parts)})"
-        counters = [k for k in unexpected if "." not in k and state[k].numel() == 1]  # (a float one too: 57I-9)
-        if counters and not missing:
-            k = counters[0]
-            raise WeightsRefused(f"{k} is one {_dtype_name(state[k].dtype)} value ({state[k].item():g}), not a weight (a "
-                                 "training counter or flag saved with the weights?)", "extra keys", "save the network's "
-                                 "weights alone, torch.save(model.state_dict(), 'weights.pth')")
         if unexpected:
             raise WeightsRefused(f"{said}: {VARIANT}", "missing keys" if missing else "extra keys")
         raise WeightsRefused(said, "missing keys", f"the file is incomplete (or {VARIANT}); {REDOWNLOAD}")  # (with

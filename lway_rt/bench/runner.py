@@ -86,7 +86,8 @@ class BenchConfig:
             if not getattr(self, name):
                 raise InputError(f"serve-bench needs at least one value for {name}")
             # a value given twice (-s 24 -s 24x24, -c 1 -c 1) is timed once, in the order given (57H-3, 57I-11)
-            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
+            object.__setattr__(self, name, tuple(dict.fromkeys(  # (a size as a list, as a report's settings hold it:
+                tuple(v) if isinstance(v, list) else v for v in getattr(self, name))))  # 57K-6)
         def values(bad):  # the offending values as typed on the command line, not a Python tuple
             return ", ".join(str(v) for v in dict.fromkeys(bad))
 

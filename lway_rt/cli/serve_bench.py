@@ -78,13 +78,15 @@ def command(model, backends, sizes, batches, tiles, tile_overlap, concurrency, d
     if not model:
         raise click.UsageError("Missing option '--model' / '-m' (a store name, a weights file, or an .onnx file from "
                                "'lwayrt export').")
-    given = typed(click.get_current_context(), "min_time_s", "max_time_s")
+    given = typed(click.get_current_context(), "min_time_s", "max_time_s", "warmup_s")
     if max_time_s <= 0 or min_time_s < 0:  # (said as such, not as a clash of the two whose advice could not help)
         from lway_rt.errors import InputError
 
         raise InputError(f"--min-time-s must be >= 0 and --max-time-s > 0, got {min_time_s:g} and {max_time_s:g}")
     if min_time_s > max_time_s and "--min-time-s" not in given:  # a cap below the default minimum: the cap is the time
         min_time_s = max_time_s
+    if warmup_s > max_time_s and "--warmup-s" not in given:  # and the warm-up's (57K-3: a cap under 1 s was refused
+        warmup_s = max_time_s  # for the default --warmup-s 1 the user never typed)
     for option, value in (("--min-time-s", min_time_s), ("--warmup-s", warmup_s)):  # (the warm-up's too: 57I-10)
         if value > max_time_s:  # the stop rule would win, and the minimum asked for would not be met, unsaid
             from lway_rt.errors import InputError

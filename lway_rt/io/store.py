@@ -489,11 +489,21 @@ def _started_adapt_config(path: Path) -> bool:
     return isinstance(config, dict) and {"mode", "iterations", "patch_size"} <= config.keys()
 
 
-def _add_again(source: str, name: str) -> str:
-    """The repair of a damaged store copy that 'models add' made from ``source``."""
-    if Path(source).exists():
-        return f"add it again with 'lwayrt models add --force {shell_word(source)} --name {shell_word(name)}'"
-    return f"remove it ('lwayrt models remove {shell_word(name)}') and add its weights again"
+def _add_again(meta: dict[str, str], name: str) -> str:
+    """The repair of a damaged store copy that 'models add' made (``meta``: the copy's metadata, which names the file
+    it came from and that file's sha256 then)."""
+    from lway_rt.export.cache import file_sha256
+
+    source = meta["added_from"]
+    add = f"'lwayrt models add --force {shell_word(source)} --name {shell_word(name)}'"
+    remove = f"'lwayrt models remove {shell_word(name)}'"
+    if not Path(source).is_file():
+        return f"remove it ({remove}) and add its weights again"
+    if meta.get("added_sha256") and file_sha256(Path(source)) != meta["added_sha256"]:  # (57K-1: the advice replaced
+        # the model with other weights, unsaid)
+        return (f"remove it ({remove}); {source}, which it was added from, now holds other weights than it did then "
+                f"({add} puts those in its place)")
+    return f"add it again with {add}"
 
 
 def is_store_name(spec) -> bool:
@@ -635,8 +645,8 @@ def load_model(spec: str, device: str = "cpu"):
         if state_dict_sha256(our_names(state)) != recorded:  # (hashed by the network's names, as adapt hashes them)
             said = f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the " \
                 "adapted_sha256 it records: damaged or changed since)"
-            if path.parent == store_dir() and meta.get("added_from"):  # the store's copy: its repair (57I-6)
-                raise ModelError(f"{said}; {_add_again(meta['added_from'], path.stem)}")
+            if path.resolve().parent == store_dir().resolve() and meta.get("added_from"):  # the store's copy, however
+                raise ModelError(f"{said}; {_add_again(meta, path.stem)}")  # named: its repair (57I-6, 57K-2)
             raise ModelError(f"{said}: run the same lwayrt adapt command again with --resume (it finds the damage and "
                              "runs again) or with --overwrite")
     name = spec if path == store_path(spec) else None
@@ -660,7 +670,7 @@ def load_model(spec: str, device: str = "cpu"):
         if packaged:
             raise ModelError(f"{reason}; convert the store's copy again with 'lwayrt models import --force {name}'") \
                 from exc
-        raise ModelError(f"{reason}; {_add_again(meta['added_from'], name)}") from exc  # (57G-6: it was told to
+        raise ModelError(f"{reason}; {_add_again(meta, name)}") from exc  # (57G-6: it was told to
         # re-export or re-download the store's file)
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
