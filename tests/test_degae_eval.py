@@ -87,6 +87,23 @@ def test_eval_cli_writes_json(tiny_ckpt, tmp_path):
     assert "separation" in res.output and "ablation" in res.output
 
 
+def test_eval_says_which_way_is_better_and_when_the_encoder_is_untrained(tiny_ckpt, tmp_path):
+    """An untrained stage 1 met the separation target, reconstructing worse than the identity baseline, and nothing
+    said which way the numbers are good (57L-2)."""
+    from lway_rt.degae import Stage1, save_stage1
+
+    save_stage1(tmp_path / "fresh.safetensors", Stage1.fresh(embed_dim=16, width=8, blocks=1, head_widths=(16, 16, 16),
+                                                               seed=0).freeze())
+    args = ["eval-degae", "--crop", "48", "--crops-per-image", "1", "--draws", "4"]
+    res = CliRunner().invoke(main, [*args, "--checkpoint", str(tmp_path / "fresh.safetensors")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "(higher is better for recon, gain and the ablation gap; lower for separation" in text
+    assert "dB worse than the identity baseline (the degraded image itself): this stage 1 has not learnt to re-degrade " \
+        "these images; train it longer" in text, text
+    trained = CliRunner().invoke(main, [*args, "--checkpoint", str(tiny_ckpt)])  # (it beats identity: no such note)
+    assert trained.exit_code == 0 and "worse than the identity baseline" not in trained.output, trained.output
+
+
 def test_eval_json_to_stdout_and_through_links_and_never_into_a_device(tiny_ckpt, tmp_path, monkeypatch):
     """`--json /dev/stdout` replaced the link with a regular file (as root) and printed nothing; `--json -` wrote a file
     named '-'; a --json that is a link was replaced by a plain file. Now '-' prints the report alone on standard

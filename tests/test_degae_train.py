@@ -211,6 +211,10 @@ def test_ctrl_c_names_the_checkpoint_kept(photo_dir, tmp_path):
                                           rf"{re.escape(str(out))}: run the same command with --resume to continue"):
         train(cfg, log=interrupt_at(4))  # the log line comes before iteration 4's checkpoint
     assert load_stage1(out).meta["iterations"] == 2
+    # a run started with --overwrite: the same command with --resume would be refused (both given), so the advice
+    # names the swap (57L-1)
+    with pytest.raises(Interrupted, match=r"run the same command with --resume in place of --overwrite to continue"):
+        train(cfg, log=interrupt_at(4), overwrite=True)
 
 
 def test_a_stop_just_after_a_checkpoint_names_that_checkpoint(photo_dir, tmp_path, monkeypatch):
@@ -374,8 +378,11 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, photo_dir, monkeypatc
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", full)
     state_before = (tmp_path / "s1.safetensors.resume.pt").read_bytes()
-    with pytest.raises(OutputError, match="No space left"):
+    with pytest.raises(OutputError, match="No space left") as err:
         train(cfg, resume=True)
+    # said as the stop it is: the pair before stands, and --resume goes on from it, not 'another output folder' (57L-3)
+    assert str(err.value).endswith(f"; the checkpoint of iteration 2 and its resume state are kept at {out}: make room, "
+                                   "then run the same command with --resume"), err.value
     assert out.read_bytes() == before
     # the resume state was replaced before the weights failed: the pair is written together or not at all
     assert (tmp_path / "s1.safetensors.resume.pt").read_bytes() == state_before

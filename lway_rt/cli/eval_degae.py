@@ -110,6 +110,16 @@ def command(checkpoint, data, json_path, crop, crops_per_image, draws, seed, dev
     say(f"recon_psnr {_num(report['recon_psnr'], '.2f')} dB, identity_psnr {_num(report['identity_psnr'], '.2f')} dB, "
         f"separation_ratio {_num(report['separation_ratio'], '.3f')}, ablation gap {_num(report['ablation']['gap_db'], '+.2f')} dB "
         f"({report['geometry']})")
+    say("(higher is better for recon, gain and the ablation gap; lower for separation, the spread of one degradation's "
+        "embeddings over the spread between degradations: read it with the others, as an untrained encoder's embeddings "
+        "can lie apart and mean nothing to R)")
+    gain, gap = report["recon_psnr"] - report["identity_psnr"], report["ablation"]["gap_db"]
+    if math.isfinite(gain) and gain <= 0:  # (57L-2: a 1-iteration checkpoint met the separation target, unsaid)
+        click.echo(f"note: R reconstructs {-gain:.2f} dB worse than the identity baseline (the degraded image itself): "
+                   "this stage 1 has not learnt to re-degrade these images; train it longer", err=True)
+    if math.isfinite(gap) and gap < 0.1:
+        click.echo(f"note: an image's own embedding helps R by {gap:+.2f} dB over a shuffled one: R barely uses the "
+                   "embedding, so its separation says nothing of use for adaptation", err=True)
     # (a checkpoint whose outputs are NaN/inf is refused by evaluate_stage1: an undefined number here is the data's)
     one_image = len(report["settings"]["images"]) < 2
     undefined = [k for k in ("recon_psnr", "identity_psnr", "separation_ratio")

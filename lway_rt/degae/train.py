@@ -798,6 +798,12 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         except ModelError as exc:  # NaN/inf found as it was to be written: nothing was
             raise TrainingError(f"weights became NaN/inf at iteration {it} ({exc}); training stopped before "
                                 f"that checkpoint was written; {kept()}") from None
+        except OutputError as exc:  # a full disk: the pair before it stands, and --resume goes on from it (57L-3: the
+            # line advised another output folder, as if the run were lost)
+            again = "with --resume in place of --overwrite" if overwrite else "with --resume"
+            raise OutputError(f"{str(exc).split('; make room')[0]}; the checkpoint of iteration {last_saved} and its "
+                              f"resume state are kept at {out}: make room, then run the same command {again}"
+                              if last_saved > 0 else f"{exc} (no checkpoint had been written yet)") from None
         last_saved = it
 
     batch = None
@@ -846,7 +852,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     except KeyboardInterrupt:
         if saving and saving[0] != last_saved and file_id(out) not in (None, saving[1]):
             last_saved = saving[0]  # the stop came after the new checkpoint took the old one's place
-        kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command with --resume to "
+        again = "with --resume in place of --overwrite" if overwrite else "with --resume"  # (--resume and --overwrite
+        # together are refused: 57L-1)
+        kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command {again} to "
                 "continue" if last_saved > 0 else f"no checkpoint had been written yet (one every {cfg.ckpt_every} "
                 "iterations): run the command again")
         raise Interrupted(f"stage-1 training interrupted at iteration {it}; {kept}") from None
