@@ -103,6 +103,8 @@ def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_i
         store.load_model("mine")
     assert str(err.value) == (f"{copy}: the weights do not fit SRVGGNetCompact x4 as detected (missing body.2.bias); "
                               f"add it again with 'lwayrt models add --force {tmp_path / 'mine.pth'} --name mine'"), err.value
+    with pytest.raises(ModelError, match="; add it again with 'lwayrt models add --force"):  # by its path (57M-2)
+        store.load_model(str(copy))
     (tmp_path / "mine.pth").unlink()
     with pytest.raises(ModelError, match=r"; remove it \('lwayrt models remove mine'\) and add its weights again$"):
         store.load_model("mine")

@@ -657,7 +657,8 @@ def load_model(spec: str, device: str = "cpu"):
         desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     except ModelError as exc:
         packaged = name in SOURCES and "source_package" in meta
-        if not packaged and not (name is not None and meta.get("added_from")):
+        added = meta.get("added_from") and path.resolve().parent == store_dir().resolve()  # however named (57M-2)
+        if not packaged and not added:
             raise
         # the store's own copy of a network lway_rt builds (converted, or checked as 'models add' put it there):
         # whatever the refusal, the copy is damaged and the repair is the store's (not a download, nor "a variant
@@ -666,11 +667,11 @@ def load_model(spec: str, device: str = "cpu"):
         if getattr(exc, "advice", None):  # advice for a file of the user's (re-save it ...): the store has its own
             reason = reason.removesuffix(f": {exc.advice}")
         reason = reason.removesuffix(f"; {REDOWNLOAD}").removesuffix(f": {VARIANT}").split(". Supported are ")[0]
-        reason += "" if str(exc).endswith(f"; {REDOWNLOAD}") else f": the store's copy of {name} is damaged"
+        reason += "" if str(exc).endswith(f"; {REDOWNLOAD}") else f": the store's copy of {name or path.stem} is damaged"
         if packaged:
             raise ModelError(f"{reason}; convert the store's copy again with 'lwayrt models import --force {name}'") \
                 from exc
-        raise ModelError(f"{reason}; {_add_again(meta, name)}") from exc  # (57G-6: it was told to
+        raise ModelError(f"{reason}; {_add_again(meta, path.stem)}") from exc  # (57G-6: it was told to
         # re-export or re-download the store's file)
     if name is None and meta.get("name") and (meta.get("arch"), meta.get("scale")) == (desc.arch, str(desc.scale)):
         # the name its metadata gives (adapted weights: "<base>-lway"), when the rest of it describes these tensors
