@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +48,16 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _counter_refused(key: str, value: torch.Tensor, status: str, missing: Sequence[str] = ()) -> WeightsRefused:
+    """The refusal of a one-value tensor saved beside the weights (a training counter or flag: ``iter``, ``step``,
+    ``best_psnr``), naming the tensors ``missing`` beside it."""
+    shown = f"{value.item():g}" if value.is_floating_point() else value.item()
+    gone = f", and {listing(missing, 3)} {'is' if len(missing) == 1 else 'are'} missing" if missing else ""
+    return WeightsRefused(f"{key} is one {_dtype_name(value.dtype)} value ({shown}), not a weight (a training counter "
+                          f"or flag saved with the weights?){gone}", status, "save the network's weights alone, "
+                          "torch.save(model.state_dict(), 'weights.pth')")
+
+
 def _check_tensors(state: StateDict) -> None:
     """Names that are strings, dense float tensors: what ``detect`` and loading can read at all."""
     for k, v in state.items():
@@ -62,10 +72,7 @@ def _check_tensors(state: StateDict) -> None:
             raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')})", "sparse tensors",
                                  "re-save the weights dense (tensor.to_dense())")
         if v.dtype not in FLOAT_DTYPES and v.numel() == 1 and not v.is_complex():  # one value: no weight (57D-1,
-            # 57G-1: a counter saved as tensor([5]) too)
-            raise WeightsRefused(f"{k} is one {_dtype_name(v.dtype)} value ({v.item()}), not a weight (a training "
-                                 "counter or flag saved with the weights?)", "bad keys", "save the network's weights "
-                                 "alone, torch.save(model.state_dict(), 'weights.pth')")
+            raise _counter_refused(k, v, "bad keys")  # 57G-1: a counter saved as tensor([5]) too)
         if v.dtype not in FLOAT_DTYPES:  # int8 or fp8 would run without their scales, complex loses half, bool...
             quantised = v.dtype != torch.bool and not v.is_complex()
             why, fix = (("quantised weights need their scales and a runtime of their own",
@@ -379,14 +386,8 @@ def _check_state_dict(state: StateDict, spec: ArchSpec) -> ArchSpec:
     # a counter or flag saved beside the weights (a top-level name, one value: iter, step, best_psnr = -inf), said as
     # such before the values are judged (57I-9; 57K-4: an infinite one was called corrupt weights)
     counters = [k for k in state if k not in own and "." not in k and state[k].numel() == 1]
-    if counters:
-        k = counters[0]
-        gone = [k for k in own if k not in state]
-        raise WeightsRefused(f"{k} is one {_dtype_name(state[k].dtype)} value ({state[k].item():g}), not a weight (a "
-                             "training counter or flag saved with the weights?)"
-                             + (f", and {listing(gone, 3)} {'is' if len(gone) == 1 else 'are'} missing" if gone else ""),
-                             "extra keys", "save the network's weights alone, torch.save(model.state_dict(), "
-                             "'weights.pth')")  # (the missing ones said too: 57K-5)
+    if counters:  # (the missing ones said too: 57K-5)
+        raise _counter_refused(counters[0], state[counters[0]], "extra keys", [k for k in own if k not in state])
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise WeightsRefused(f"the weights hold NaN or infinite values in {len(bad)} tensor{'s' * (len(bad) > 1)} "

