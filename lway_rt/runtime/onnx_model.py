@@ -152,11 +152,10 @@ def load_onnx_model(path: str | Path, *, device: str = "cpu", threads: int | Non
     manifest = find_manifest(path)
     spec, meta = spec_from_manifest(path, manifest) if manifest is not None else (None, {})
     try:
-        session = create_session(path, providers=_providers(device), threads=threads)
+        session = create_session(path, providers=_providers(device), threads=threads, cpu_advice="use --device cpu")
     except ProviderFallbackError as exc:  # a setting this machine cannot honour, said as the torch models' is, naming
         # the option (57E-1: the API's callers catch InputError for a bad setting)
-        raise InputError(f"--device {device} asked for, but {str(exc).replace('or run on the CPU provider', '')}"
-                         .rstrip(", ") + " or use --device cpu") from None
+        raise InputError(f"--device {device} asked for, but {exc}") from None
     module = OnnxSR(session, path).eval()
     if spec is None:
         spec, meta = _spec_without_manifest(module, path)

@@ -82,6 +82,7 @@ def create_session(
     opt_level: str = "all",
     mem_arena: bool = True,
     execution_mode: str = "sequential",
+    cpu_advice: str | None = None,
 ):
     """Open ``onnx_path`` in an ``onnxruntime.InferenceSession`` and check it runs where asked.
 
@@ -91,7 +92,8 @@ def create_session(
     thread count (None: ``OMP_NUM_THREADS`` where it is set, as torch takes it, else ONNX Runtime's default, every
     core: jobs run side by side, each told one thread, had each taken every core with an exported model). ``opt_level``: disable, basic, extended or all.
     ``mem_arena``: ONNX Runtime's CPU memory arena. ``execution_mode``: sequential or parallel
-    (parallel also uses ``threads`` inter-op threads).
+    (parallel also uses ``threads`` inter-op threads). ``cpu_advice``: how the caller's user asks for the CPU, which a
+    missing or dropped provider's error advises (a command's option, an API keyword; None: the CPU provider).
     """
     ort = _ort()
     path = Path(onnx_path)
@@ -116,7 +118,7 @@ def create_session(
     if missing and not allow_fallback:
         raise ProviderFallbackError(
             f"ONNX Runtime {ort.__version__} has no {', '.join(missing)} (it offers {', '.join(sorted(offered))}): "
-            "install onnxruntime-gpu (the 'gpu' extra) in place of onnxruntime, or run on the CPU provider"
+            f"install onnxruntime-gpu (the 'gpu' extra) in place of onnxruntime, or {cpu_advice or 'run on the CPU provider'}"
         )
     if missing:
         resolved = [p for p in resolved if _provider_name(p) in offered] or ["CPUExecutionProvider"]
@@ -145,7 +147,7 @@ def create_session(
         raise ProviderFallbackError(
             f"ONNX Runtime silently fell back from {', '.join(dropped)} to {', '.join(used)} for {path.name} "
             "(no usable GPU, or the CUDA/cuDNN/TensorRT libraries are missing): fix the GPU set-up, "
-            "or ask for the CPU provider explicitly"
+            f"or {cpu_advice or 'ask for the CPU provider explicitly'}"
         )
     return session
 
