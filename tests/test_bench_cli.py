@@ -600,6 +600,11 @@ def test_a_small_fixed_size_file_is_not_told_to_time_tiles_serve_bench_refuses()
     config = BenchConfig(model="m", sizes=((48, 48), (48, 48)), batches=(1, 1), concurrency=(1, 1), tiles=(0, 0))
     assert (config.sizes, config.batches, config.concurrency, config.tiles) == (((48, 48),), (1,), (1,), (0,))
     assert BenchConfig(model="m", sizes=[[48, 48], [48, 48]]).sizes == ((48, 48),)  # as a report holds them (57K-6)
+    # from Python a size is checked as -s checks it: one integer is a square, a string reads as -s (57M-4)
+    assert BenchConfig(model="m", sizes=[48, "320x180", (24, 32)]).sizes == ((48, 48), (180, 320), (24, 32))
+    for bad in ((48, 0), (48,), (1.5, 2), "tiny", (True, 4)):
+        with pytest.raises(InputError, match="size"):
+            BenchConfig(model="m", sizes=[bad])
     cases = _cases(config, 1, 1, 4)
     for side, tiled in ((24, False), (32, True)):
         exported = _ExportedFile(Path("x.onnx"), "fp32", "", None, None, "", (1, side, side))

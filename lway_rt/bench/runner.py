@@ -61,6 +61,20 @@ def parse_size(text: str) -> tuple[int, int]:
     return (h, w)
 
 
+def _size_pair(size) -> tuple[int, int]:
+    """One of ``BenchConfig.sizes`` as (height, width): a pair of positive integers, or what ``-s`` takes (a string,
+    or one integer for a square)."""
+    if isinstance(size, str):
+        return parse_size(size)
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    if (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+        return (size[0], size[1])
+    raise InputError(f"bad size {size!r}: give (height, width) pairs of positive integers, e.g. (180, 320), or what "
+                     f"-s takes, e.g. '320x180'")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     """What to measure. Sizes are (height, width) of the low-resolution input."""
@@ -82,12 +96,13 @@ class BenchConfig:
     base_model: str | None = None  # the unadapted model a cap compares with [the weights' metadata]
 
     def __post_init__(self):
+        # a size from Python is checked as -s is, and may be a list, as a report's settings hold it (57M-4, 57K-6)
+        object.__setattr__(self, "sizes", [_size_pair(s) for s in self.sizes])
         for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
             if not getattr(self, name):
                 raise InputError(f"serve-bench needs at least one value for {name}")
             # a value given twice (-s 24 -s 24x24, -c 1 -c 1) is timed once, in the order given (57H-3, 57I-11)
-            object.__setattr__(self, name, tuple(dict.fromkeys(  # (a size as a list, as a report's settings hold it:
-                tuple(v) if isinstance(v, list) else v for v in getattr(self, name))))  # 57K-6)
+            object.__setattr__(self, name, tuple(dict.fromkeys(getattr(self, name))))
         def values(bad):  # the offending values as typed on the command line, not a Python tuple
             return ", ".join(str(v) for v in dict.fromkeys(bad))
 
