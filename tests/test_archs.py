@@ -302,9 +302,13 @@ def test_files_as_training_scripts_save_them_are_said_so_or_loaded(tmp_path):
         dest.unlink()
     last = next(k for k in sorted(state) if k.endswith(".bias") and not k.startswith("body.0."))  # (not one that
     # detection reads)
-    with pytest.raises(ModelError, match=rf"^step is one float32 value \(3\), not a weight \(.*\), and {re.escape(last)} "
-                                         r"is missing: save"):  # (both said: 57K-5)
-        from_state_dict({**{k: v for k, v in state.items() if k != last}, "step": torch.tensor(3.0)})
+    for one, said in ((torch.tensor(3.0), "float32 value (3)"), (torch.tensor(3), "int64 value (3)"),
+                      (torch.tensor(False), "bool value (False)")):  # (both said: 57K-5; an integer or flag too: 57M-1)
+        with pytest.raises(ModelError, match=rf"^step is one {re.escape(said)}, not a weight \(.*\), and "
+                                             rf"{re.escape(last)} is missing: save"):
+            from_state_dict({**{k: v for k, v in state.items() if k != last}, "step": one})
+    with pytest.raises(ModelError, match=r"^body\.0\.count is one int64 value \(3\), not a weight"):  # (under a layer's
+        from_state_dict({**state, "body.0.count": torch.tensor(3)})  # name: refused before detection, as before)
     with pytest.raises(ModelError) as err:
         from_state_dict({k: v for k, v in state.items() if k != last})
     assert str(err.value).endswith(f"(missing {last}): the file is incomplete (or a variant of the architecture "

@@ -72,7 +72,9 @@ def _check_tensors(state: StateDict) -> None:
             raise WeightsRefused(f"{k} is a sparse tensor ({str(v.layout).removeprefix('torch.')})", "sparse tensors",
                                  "re-save the weights dense (tensor.to_dense())")
         if v.dtype not in FLOAT_DTYPES and v.numel() == 1 and not v.is_complex():  # one value: no weight (57D-1,
-            raise _counter_refused(k, v, "bad keys")  # 57G-1: a counter saved as tensor([5]) too)
+            if "." not in k:  # 57G-1: a counter saved as tensor([5]) too); a top-level one is refused by
+                continue  # _check_state_dict, as a float one is, with the tensors missing beside it (57K-5, 57M-1)
+            raise _counter_refused(k, v, "bad keys")
         if v.dtype not in FLOAT_DTYPES:  # int8 or fp8 would run without their scales, complex loses half, bool...
             quantised = v.dtype != torch.bool and not v.is_complex()
             why, fix = (("quantised weights need their scales and a runtime of their own",
