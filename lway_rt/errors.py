@@ -74,6 +74,19 @@ class OutputError(LwayError):
     """An output path cannot be written."""
 
 
+class WriteFailed(OutputError):
+    """Writing ``path`` failed part-way (a full disk, a quota, a file-size limit). The system's words (``reason``) and
+    the advice's ``folder`` are kept apart from the message, so a caller can say it of the file the user asked for
+    (not a temporary one) or add what was kept."""
+
+    def __init__(self, path, reason: str, folder: str = "output folder"):
+        super().__init__(f"cannot write {path}: {reason}; make room, or choose another {folder}")
+        self.path, self.reason, self.folder = path, reason, folder
+
+    def __reduce__(self):  # (pickled as it was made: across processes, as any error)
+        return type(self), (self.path, self.reason, self.folder)
+
+
 class TrainingError(LwayError):
     """Training or adaptation cannot go on (diverged, NaN, interrupted beyond recovery)."""
 

@@ -942,6 +942,26 @@ main()
     assert not list((home / "models").iterdir())
 
 
+def test_a_cut_write_carries_its_file_and_reason_apart(tmp_path):
+    """export and train-degae say a full disk of another file (the one asked for) or with what was kept: they read the
+    file and the system's words from the error, where they cut and replaced the text of its message; it pickles."""
+    import errno
+    import pickle
+
+    from lway_rt.errors import OutputError, WriteFailed
+    from lway_rt.io import weights
+
+    with pytest.raises(WriteFailed) as err, weights.atomic_path(tmp_path / "m.onnx", folder="LWAYRT_HOME") as tmp:
+        tmp.write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")  # (as the disk fills)
+    assert (err.value.path, err.value.reason, err.value.folder) == (tmp_path / "m.onnx", "No space left on device",
+                                                                    "LWAYRT_HOME")
+    again = pickle.loads(pickle.dumps(err.value))
+    assert isinstance(again, OutputError) and str(again) == str(err.value) == (
+        f"cannot write {tmp_path / 'm.onnx'}: No space left on device; make room, or choose another LWAYRT_HOME")
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("mode", ["L", "I;16", "RGB", "RGBA", "LA", "P", "CMYK"])
 def test_a_turned_tiff_is_read_upright_in_every_mode(tmp_path, mode):
     """Pillow 13 turns a TIFF of EXIF orientation 5-8 upright as it loads it, and scrambles the pixels of

@@ -46,7 +46,7 @@ from lway_rt.degae.trunk import TrunkSpec
 from lway_rt.io.images import image_subfolders
 from lway_rt.io.weights import ensure_writable_dir, exclusive_run, file_id, refuse_if_busy
 from lway_rt.errors import (STOPS, DamagedFileError, InputError, Interrupted, ModelError, OutputError,
-                            TrainingError, finishing_steps, listing)
+                            TrainingError, WriteFailed, finishing_steps, listing)
 
 __all__ = ["TrainConfig", "Batch", "batch_rng", "make_batch", "BatchSource", "batch_loss", "train_step", "train", "TrainResult"]
 
@@ -801,9 +801,9 @@ def _train(cfg: TrainConfig, held: contextlib.ExitStack, *, resume: bool, log: C
         except ModelError as exc:  # NaN/inf found as it was to be written: nothing was
             raise TrainingError(f"weights became NaN/inf at iteration {it} ({exc}); training stopped before "
                                 f"that checkpoint was written; {kept()}") from None
-        except OutputError as exc:  # a full disk: the pair before it stands, and --resume goes on from it (57L-3: the
+        except WriteFailed as exc:  # a full disk: the pair before it stands, and --resume goes on from it (57L-3: the
             # line advised another output folder, as if the run were lost)
-            raise OutputError(f"{str(exc).split('; make room')[0]}; the checkpoint of iteration {last_saved} and its "
+            raise OutputError(f"cannot write {exc.path}: {exc.reason}; the checkpoint of iteration {last_saved} and its "
                               f"resume state are kept at {out}: make room, then run the same command {again}"
                               if last_saved > 0 else f"{exc} (no checkpoint had been written yet)") from None
         last_saved = it

@@ -31,7 +31,7 @@ from typing import Any
 
 from torch import nn
 
-from lway_rt.errors import InputError, ModelError, OutputError, ParityError
+from lway_rt.errors import InputError, ModelError, OutputError, ParityError, WriteFailed
 from lway_rt.export.cache import (
     artifact_label, artifact_stem, engine_key_fields, file_sha256, make_key, onnx_key_fields, package_versions,
 )
@@ -290,8 +290,8 @@ def _export_onnx_artifact(ex: Exportable, profile: ExportProfile, tile, fp32_sta
     try:
         try:
             SaveOnnx(model, tmp)()
-        except OutputError as exc:  # (a full disk: said of the file asked for, not of its hidden temporary name)
-            raise OutputError(str(exc).replace(str(tmp), str(final))) from None
+        except WriteFailed as exc:  # (a full disk: said of the file asked for, not of its hidden temporary name)
+            raise WriteFailed(final, exc.reason, exc.folder) from None
         inputs = standard_inputs(ex.in_channels, ex.size_multiple, ex.min_size, static_shape=static_shape)
         log("parity gate: ONNX Runtime vs torch on " + " and ".join(name for name, _ in inputs))
         report = check_onnx_against_torch(tmp, ex.module, inputs, precision=profile.precision, kind=ex.kind, gate=gate,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from lway_rt.errors import DamagedFileError, ModelError, OutputError, listing
+from lway_rt.errors import DamagedFileError, ModelError, OutputError, WriteFailed, listing
 
 __all__ = ["load_state_file", "save_safetensors", "atomic_write_bytes", "atomic_path", "state_dict_sha256",
            "ensure_writable_dir", "write_probe", "safetensors_bytes", "case_insensitive", "exclusive_run", "refuse_if_busy", "sweep_stale_temps",
@@ -297,8 +297,7 @@ def atomic_path(dest: Path, exclusive: bool = False, through_links: bool = True,
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             if exc.errno in _WRITE_FAILURES:  # a full disk, a quota or a file-size limit: a line, not a traceback
-                raise OutputError(f"cannot write {dest_p}: {exc.strerror}; make room, or choose another {folder}") \
-                    from None
+                raise WriteFailed(dest_p, exc.strerror, folder) from None
             raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
