@@ -138,6 +138,16 @@ def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_i
                                    "which it was added from, now holds other weights than it did then ('lwayrt models "
                                    f"add --force {tmp_path / 'adapted.safetensors'} --name ran' puts those in its place)"), \
         err.value
+    # the copy cut short or emptied: its metadata, which names the source, is unreadable too; the store's repair is
+    # still named, not a download or an export (57I-7)
+    for cut in (copy.read_bytes()[:100], b""):
+        copy.write_bytes(cut)
+        for spec in ("ran", str(copy)):
+            with pytest.raises(ModelError) as err:
+                store.load_model(spec)
+            assert str(err.value) == (f"the store's copy of ran is unreadable ({copy}): remove it ('lwayrt models "
+                                      "remove ran') and add its weights again ('lwayrt models add FILE --name ran')"), \
+                err.value
 
 
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):

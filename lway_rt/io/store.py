@@ -633,6 +633,11 @@ def load_model(spec: str, device: str = "cpu"):
         if path.parent == store_dir() and path.stem in SOURCES:
             raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): convert it again with "
                              f"'lwayrt models import --force {path.stem}'") from exc
+        if path.resolve().parent == store_dir().resolve():  # one 'models add' made (its metadata, which names its
+            # source, is unreadable too) or put there by hand: no download or export mends the store's file (57I-7)
+            name = shell_word(path.stem)
+            raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): remove it ('lwayrt models remove "
+                             f"{name}') and add its weights again ('lwayrt models add FILE --name {name}')") from exc
         raise
     if meta.get("format", "").startswith("lway_rt.degae/"):  # E and R, not an SR network
         raise ModelError(f"{path} is a stage-1 (degradation encoder) checkpoint, not an SR model: pass it as --stage1 "
