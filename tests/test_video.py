@@ -213,6 +213,19 @@ def test_fonts_attached_for_styled_subtitles_are_kept_and_transparency_is_said(t
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:d=0.3",
                     "-vf", "format=yuva420p", "-c:v", "libvpx-vp9", str(vp9)], check=True)
     assert probe(vp9).alpha
+    # ffmpeg reads every GIF with an alpha channel: an opaque one (Pillow's; ffmpeg's own, which marks unchanged pixels
+    # clear) was said to carry transparency (58B-1); one with clear pixels still is
+    from PIL import Image
+
+    frames = [Image.new("RGBA", (48, 32), (40 * i, 100, 200, 255)) for i in range(3)]
+    frames[0].convert("RGB").save(tmp_path / "opaque.gif", save_all=True, append_images=[f.convert("RGB") for f in
+                                                                                          frames[1:]], duration=100)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=48x32:rate=10:d=0.5",
+                    str(tmp_path / "ffmpeg.gif")], check=True)
+    for frame in frames:
+        frame.paste((0, 0, 0, 0), (0, 0, 8, 8))  # (a corner clear)
+    frames[0].save(tmp_path / "clear.gif", save_all=True, append_images=frames[1:], duration=100, disposal=2)
+    assert [probe(tmp_path / f"{n}.gif").alpha for n in ("opaque", "ffmpeg", "clear")] == [False, False, True]
     said = run("upscale-video", clear, "-o", tmp_path / "clear", "-m", MODEL)
     assert said.exit_code == 0 and "carries transparency (an alpha channel), which clear_x4.mov cannot hold" in \
         " ".join(said.output.split()), said.output
@@ -815,6 +828,22 @@ def test_a_turned_anamorphic_clip_keeps_its_pixel_shape(tmp_path):
     assert run("upscale-video", turned, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
     out = probe(tmp_path / "out" / "turned_x4.mp4")
     assert (out.width, out.height, out.sar) == (192, 256, (1, 2))
+
+
+def test_a_display_aspect_the_container_sets_is_kept(tmp_path):
+    """Matroska's display size (mkvmerge --aspect-ratio; ffmpeg -aspect with a stream copy) is what players show, and
+    ffmpeg prints it after the codec's own ("[SAR 1:1 DAR 3:2], SAR 32:27 DAR 16:9"): it was dropped, so the
+    anamorphic clip came out stretched (58B-2). A square-pixel GIF's 64:64 stays square."""
+    plain = make_clip(tmp_path / "plain.mp4", audio=False, seconds=0.12)
+    wide = tmp_path / "wide.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), "-c", "copy", "-aspect", "16:9",
+                    str(wide)], check=True)
+    assert probe(plain).sar == (1, 1) and probe(wide).sar == (4, 3)  # (64x48 shown 16:9)
+    assert run("upscale-video", wide, "-o", tmp_path / "out", "-m", MODEL).exit_code == 0
+    assert probe(tmp_path / "out" / "wide_x4.mkv").sar == (4, 3)
+    gif = tmp_path / "clip.gif"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), str(gif)], check=True)
+    assert probe(gif).sar == (1, 1)
 
 
 def test_adapt_on_an_interlaced_or_unusual_video(tmp_path):

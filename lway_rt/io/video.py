@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import re
 import shutil
@@ -322,8 +323,11 @@ def probe(src: Path) -> VideoInfo:
         raise InputError(f"{src}: ffmpeg gives no frame rate for its video stream; re-encode it with one (-r 25)")
     dur = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
     duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else None
-    sar = re.search(r"\[SAR (\d+):(\d+)", line)
+    # the container's pixel shape (Matroska's display size: ", SAR a:b DAR c:d" after the codec's brackets, or alone)
+    # is the one players show, over the codec's (58B-2: an anamorphic MKV came out stretched)
+    sar = re.search(r"(?<!\[)SAR (\d+):(\d+)", line) or re.search(r"\[SAR (\d+):(\d+)", line)
     sar = (int(sar.group(1)), int(sar.group(2))) if sar and int(sar.group(1)) and int(sar.group(2)) else (1, 1)
+    sar = (sar[0] // math.gcd(*sar), sar[1] // math.gcd(*sar))  # (a GIF's 64:64 is square)
     colour = [p.strip() for p in props.split(",") if "/" in p or p.strip() in _MATRIX]
     space, primaries, transfer = ((colour[0].split("/") + [None, None])[:3] if colour else (None, None, None))
     if colour and "/" not in colour[0]:
@@ -349,8 +353,25 @@ def probe(src: Path) -> VideoInfo:
                                      if codec.startswith("pcm_")),
                      timecode=(tc.group(1) if (tc := re.search(r"^\s+timecode\s*: (\d\d:\d\d:\d\d[:;.]\d\d)\s*$", text,
                                                               re.M)) else None),
-                     alpha=bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt))  # (VP9 in WebM: a tag)
-                     or bool(re.search(r"^\s+alpha_mode\s*: 1\s*$", _stream_block(text, line), re.M)))
+                     alpha=(bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt))  # (VP9 in WebM: a tag)
+                            or bool(re.search(r"^\s+alpha_mode\s*: 1\s*$", _stream_block(text, line), re.M)))
+                     and (codec != "gif" or _gif_shows_clear_pixels(src)))  # (ffmpeg reads every GIF as bgra: 58B-1)
+
+
+def _gif_shows_clear_pixels(src: Path) -> bool:
+    """Whether a frame of the GIF ``src``, as shown (each on the ones before it), has a pixel that is not opaque: ffmpeg
+    decodes every GIF with an alpha channel, opaque ones too (and ffmpeg's own GIFs mark unchanged pixels clear)."""
+    from PIL import Image, ImageSequence
+
+    try:
+        with Image.open(src) as im:
+            for frame in ImageSequence.Iterator(im):
+                if (frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info) and \
+                        frame.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+                    return True
+    except Exception:  # noqa: BLE001 - a GIF Pillow cannot read: what ffmpeg says stands
+        return True
+    return False
 
 
 def _stream_block(text: str, line: str) -> str:
