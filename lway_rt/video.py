@@ -353,7 +353,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
             close_segment()
             if segments and not complete:  # a stop in the mux does not decode the whole source again to find its end
                 atomic_write_json(parts / _RECORD, {**print_of, "segments": segments, "complete": True,  # (said
-                                                    "damage": decoding.errors, "repeated": decoding.repeated})  # again)
+                                                    "damage": decoding.errors, "repeated": decoding.repeated,  # again)
+                                                    "sizes": decoding.sizes})
     except KeyboardInterrupt as exc:
         if writer is not None and STOPS and len(STOPS) == 1:  # a first stop: the frame in hand was finished
             close_segment()
@@ -375,6 +376,12 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
     if decoding.errors and (note := _damage_note(src, dest, decoding, written, info.frames_estimate, gap_noted)):
         report.notes.append(note)  # (ffmpeg leaves out what it cannot decode: a cut file ends early with status 0)
+    first = f"{info.width}x{info.height}"
+    if other := [size for size in decoding.sizes if size not in (first, f"{info.height}x{info.width}")]:  # (a turned
+        # video's decoder gives its frames unturned)
+        report.notes.append(f"{src} changes its frame size part-way (to {listing(other, 3)} from {first}): those "
+                            f"frames were scaled to {first} first, changing their shape in {dest.name}; cut the video "
+                            "where its size changes and upscale each part")  # (58B-4)
     if video.frames is not None and written < video.frames:  # the clip is shorter: all of it, its sound too
         report.notes.append(f"{src} has {written} frame(s), fewer than --frames {video.frames}: all of them upscaled")
     try:
@@ -538,7 +545,8 @@ def _resume(parts: Path, print_of: dict, src: Path, dest: Path,
         if stray.name not in listed:
             stray.unlink(missing_ok=True)
     complete = bool(record.get("complete")) and bool(segments)
-    kept = Decoding([str(line) for line in record.get("damage", [])], int(record.get("repeated", 0)))
+    kept = Decoding([str(line) for line in record.get("damage", [])], int(record.get("repeated", 0)),
+                    [str(size) for size in record.get("sizes", [])])
     return segments, complete, kept if complete else Decoding()
 
 

@@ -493,8 +493,13 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, monkeypatch):
     (tmp_path / "empty.mp4").write_bytes(b"")
     whole = src.read_bytes()
     (tmp_path / "cut.mp4").write_bytes(whole[:whole.find(b"moov") - 4])  # (the index, written last)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(src), "-frames:v", "0", "-c:v", "libx264",
+                    str(tmp_path / "header.mp4")], check=True)  # (a header, no stream: 'At least one output file must
+    # be specified', ffmpeg's usage complaint, was quoted as its reason: 58B-3)
     for name, said in (("empty.mp4", "is empty (0 bytes): re-copy or re-export the video"),
-                       ("cut.mp4", "is cut short (its MP4 index is missing): re-copy it, or let the recording finish")):
+                       ("cut.mp4", "is cut short (its MP4 index is missing): re-copy it, or let the recording finish"),
+                       ("header.mp4", "holds no streams at all (a header without frames: the recording or export wrote "
+                                      "none): nothing to upscale")):
         bad = run("upscale-video", tmp_path / name, "-o", out, "-m", MODEL)
         assert bad.exit_code == 1 and f"{tmp_path / name} {said}" in " ".join(bad.output.split()), bad.output
     photo = tmp_path / "photo.jpg"
@@ -844,6 +849,25 @@ def test_a_display_aspect_the_container_sets_is_kept(tmp_path):
     gif = tmp_path / "clip.gif"
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(plain), str(gif)], check=True)
     assert probe(gif).sar == (1, 1)
+
+
+def test_a_stream_that_changes_size_part_way_is_said(tmp_path):
+    """Two H.264 streams of 48x32 and 64x32 spliced (a broadcast recording switching formats): the 64x32 frames were
+    scaled into 48x32, squeezed, without a word (58B-4). One size throughout says nothing."""
+    parts = []
+    for size in ("48x32", "64x32"):
+        parts.append(tmp_path / f"{size}.h264")
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:"
+                        "d=0.16", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-f", "h264", str(parts[-1])], check=True)
+    spliced = tmp_path / "spliced.h264"
+    spliced.write_bytes(b"".join(p.read_bytes() for p in parts))
+    said = run("upscale-video", spliced, parts[0], "-o", tmp_path / "out", "-m", MODEL)
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.output.split())
+    assert f"{spliced} changes its frame size part-way (to 64x32 from 48x32): those frames were scaled to 48x32 " \
+        "first, changing their shape in spliced_x4.mkv; cut the video where its size changes and upscale each part" \
+        in text, text
+    assert text.count("changes its frame size") == 1, text
 
 
 def test_adapt_on_an_interlaced_or_unusual_video(tmp_path):

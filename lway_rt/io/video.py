@@ -147,16 +147,21 @@ def damage_summary(lines: list[str]) -> tuple[int, str, bool]:
 class Decoding:
     """What ``read_frames`` met decoding a video to its end: ffmpeg's errors (a truncated file: "partial file",
     "Invalid NAL unit size"), one line each, and how many frames its rate filter repeated where the stream had none
-    (a stretch it could not decode, or the gaps of a variable-rate clip)."""
+    (a stretch it could not decode, or the gaps of a variable-rate clip), and the frame sizes ("64x32") the stream
+    changed to part-way (each such frame is scaled to the first size)."""
 
     errors: list[str] = field(default_factory=list)
     repeated: int = 0
+    sizes: list[str] = field(default_factory=list)
 
 
-def _decoding(lines: list[str]) -> tuple[list[str], int]:
+def _decoding(lines: list[str]) -> tuple[list[str], int, list[str]]:
     """ffmpeg's stderr at ``level+verbose``: its error lines (the level tag dropped, each "Last message repeated"
-    line after one kept) and the frames its ``fps`` filter duplicated (its closing count)."""
+    line after one kept), the frames its ``fps`` filter duplicated (its closing count) and the frame sizes its
+    filters were set up again for (a stream that changes size part-way: 58B-4)."""
     errors, keep, repeated = [], False, 0
+    sizes = list(dict.fromkeys(m.group(1) for line in lines if (m := re.search(
+        r"Reconfiguring filter graph because video parameters changed to .*?, (\d+x\d+)", line))))
     for line in lines:
         level = re.search(r"(?:^|(?<=\] ))\[(error|fatal|warning|info|verbose|debug|trace|quiet|panic)\] ", line)
         if level is None:
@@ -168,7 +173,7 @@ def _decoding(lines: list[str]) -> tuple[list[str], int]:
             errors.append(line[:level.start()] + line[level.end():])
         elif stats := re.search(r"\d+ frames in, \d+ frames out; \d+ frames dropped, (\d+) frames duplicated", line):
             repeated = int(stats.group(1))  # (the last graph's: an earlier one is ffmpeg's probe of the chain)
-    return errors, repeated
+    return errors, repeated, sizes
 
 
 def damage_words(src: Path, lines: list[str]) -> tuple[str, bool]:
@@ -295,6 +300,9 @@ def probe(src: Path) -> VideoInfo:
     videos = re.findall(r"Stream #0:\d+[^:]*: Video: (.*)", text)
     moving = [k for k, v in enumerate(videos) if "(attached pic)" not in v]  # not a cover picture
     if not moving:
+        if "Stream #" not in text and re.search(r"^Input #0, ", text, re.M) and "Invalid data found" not in text:
+            raise InputError(f"{src} holds no streams at all (a header without frames: the recording or export wrote "
+                             "none): nothing to upscale")  # (ffmpeg's words were its usage complaint: 58B-3)
         if "Invalid data found" in text or "Stream #" not in text:
             with open(src, "rb") as f:  # an MP4 / MOV (its 'ftyp' box first) whose index, written last, is missing
                 cut = "moov atom not found" in text and f.read(8)[4:] == b"ftyp"
@@ -497,9 +505,9 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                     err.seek(0)
                     lines = [line for line in (s.strip() for s in err.read().decode("utf-8", "replace").splitlines())
                              if line]
-                    repeated = 0
+                    repeated, sizes = 0, []
                     if decoding is not None:
-                        lines, repeated = _decoding(lines)
+                        lines, repeated, sizes = _decoding(lines)
                     if rc or buf:
                         # (not ffmpeg's word on its own output, "Nothing was written into output file")
                         said = [line for line in lines if not line.startswith("[out#")] or lines
@@ -515,7 +523,7 @@ def read_frames(src: Path, info: VideoInfo, start: int = 0, count: int | None = 
                         raise InputError(f"{src}: ffmpeg stopped decoding at frame {n} "
                                          f"({_last_line(chr(10).join(said).encode())}); re-encode or re-copy the video")
                     if decoding is not None:
-                        decoding.errors, decoding.repeated = lines, repeated
+                        decoding.errors, decoding.repeated, decoding.sizes = lines, repeated, sizes
                     return
                 yield np.frombuffer(buf, dtype).reshape(info.height, info.width, 3)
                 n += 1
