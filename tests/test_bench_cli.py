@@ -600,11 +600,21 @@ def test_a_small_fixed_size_file_is_not_told_to_time_tiles_serve_bench_refuses()
     config = BenchConfig(model="m", sizes=((48, 48), (48, 48)), batches=(1, 1), concurrency=(1, 1), tiles=(0, 0))
     assert (config.sizes, config.batches, config.concurrency, config.tiles) == (((48, 48),), (1,), (1,), (0,))
     assert BenchConfig(model="m", sizes=[[48, 48], [48, 48]]).sizes == ((48, 48),)  # as a report holds them (57K-6)
-    # from Python a size is checked as -s checks it: one integer is a square, a string reads as -s (57M-4)
-    assert BenchConfig(model="m", sizes=[48, "320x180", (24, 32)]).sizes == ((48, 48), (180, 320), (24, 32))
-    for bad in ((48, 0), (48,), (1.5, 2), "tiny", (True, 4)):
-        with pytest.raises(InputError, match="size"):
+    # from Python a size is checked as -s checks it: a pair of integers (numpy's too), or a string as -s reads it
+    # (57M-4, 58D-2); one size given as the list of sizes is said so, not timed as two squares (58D-1)
+    import numpy as np
+
+    assert BenchConfig(model="m", sizes=["48", "320x180", (24, 32), [np.int64(16), np.int32(8)]]).sizes == \
+        ((48, 48), (180, 320), (24, 32), (16, 8))
+    for bad in ((48, 0), (48,), (1.5, 2), "tiny", (True, 4), 48, None):
+        with pytest.raises(InputError, match=r"^bad size"):
             BenchConfig(model="m", sizes=[bad])
+    for bad in ((180, 320), "32x48", [np.int64(48), 64]):
+        with pytest.raises(InputError, match=r"^sizes is a list of sizes"):
+            BenchConfig(model="m", sizes=bad)
+    for none in (None, (), []):
+        with pytest.raises(InputError, match="needs at least one value for sizes"):
+            BenchConfig(model="m", sizes=none)
     cases = _cases(config, 1, 1, 4)
     for side, tiled in ((24, False), (32, True)):
         exported = _ExportedFile(Path("x.onnx"), "fp32", "", None, None, "", (1, side, side))

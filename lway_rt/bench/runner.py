@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import operator
 import os
 import re
 from collections.abc import Callable
@@ -62,15 +63,18 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _size_pair(size) -> tuple[int, int]:
-    """One of ``BenchConfig.sizes`` as (height, width): a pair of positive integers, or what ``-s`` takes (a string,
-    or one integer for a square)."""
+    """One of ``BenchConfig.sizes`` as (height, width): a pair of positive integers (numpy's too), or a string as
+    ``-s`` takes it."""
     if isinstance(size, str):
         return parse_size(size)
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    if (isinstance(size, (tuple, list)) and len(size) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
-        return (size[0], size[1])
+    if isinstance(size, (tuple, list)) and len(size) == 2 and not any(isinstance(v, bool) for v in size):
+        try:
+            pair = (operator.index(size[0]), operator.index(size[1]))
+        except TypeError:
+            pass
+        else:
+            if min(pair) >= 1:
+                return pair
     raise InputError(f"bad size {size!r}: give (height, width) pairs of positive integers, e.g. (180, 320), or what "
                      f"-s takes, e.g. '320x180'")
 
@@ -96,8 +100,13 @@ class BenchConfig:
     base_model: str | None = None  # the unadapted model a cap compares with [the weights' metadata]
 
     def __post_init__(self):
-        # a size from Python is checked as -s is, and may be a list, as a report's settings hold it (57M-4, 57K-6)
-        object.__setattr__(self, "sizes", [_size_pair(s) for s in self.sizes])
+        # a size from Python is checked as -s is, and may be a list, as a report's settings hold it (57M-4, 57K-6);
+        # sizes is a list of them: one pair (180, 320), or '320x180', given as sizes is said so (58D-1)
+        if isinstance(self.sizes, str) or (isinstance(self.sizes, (tuple, list)) and len(self.sizes) == 2 and all(
+                hasattr(type(v), "__index__") for v in self.sizes)):
+            raise InputError(f"sizes is a list of sizes, got {self.sizes!r}: give e.g. sizes=[(180, 320)] or "
+                             "sizes=['320x180']")
+        object.__setattr__(self, "sizes", [_size_pair(s) for s in self.sizes or ()])
         for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
             if not getattr(self, name):
                 raise InputError(f"serve-bench needs at least one value for {name}")
