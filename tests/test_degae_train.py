@@ -961,6 +961,38 @@ def test_log_file_gets_every_line_and_the_terminal_what_it_gets_without_it(photo
     assert "holds a run that can go on" in (tmp_path / "b.log").read_text().splitlines()[-1]
 
 
+def test_a_log_the_disk_has_no_room_for_is_said_once_and_the_training_goes_on(photo_dir, tmp_path, monkeypatch):
+    """A full disk as progress was appended to --log stopped the run with "cannot write the output", naming no file
+    (58D-3): the log is left, said once with its name, and the training finishes."""
+    import builtins
+    import errno
+
+    log = tmp_path / "a.log"
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(builtins, "open", lambda file, mode="r", *a, **k: Full(real_open(file, mode, *a, **k))
+                        if str(file) == str(log) and mode == "a" else real_open(file, mode, *a, **k))
+    res = CliRunner().invoke(main, ["train-degae", "--data", str(photo_dir), "--iters", "2", "--crop", "48", "--batch",
+                                    "2", "--embed-dim", "16", "--width", "8", "--blocks", "1", "--threads", "1", "--skip",
+                                    "--out", str(tmp_path / "a.safetensors"), "--log", str(log), "-q"])
+    assert res.exit_code == 0 and (tmp_path / "a.safetensors").is_file(), res.output
+    assert res.output.count(f"warning: cannot append to --log {log} (No space left on device): training goes on "
+                            "without writing it") == 1, res.output
+
+
 class _Runs:
     """Pickled into a resume state below: unpickling it would call ``touch`` on the path it holds."""
 

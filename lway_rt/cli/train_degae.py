@@ -158,11 +158,19 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
         if (not skip and not resume and str(device).startswith("cpu")
             and not typed(click.get_current_context(), "skip")) else []
 
+    log_failed: list[str] = []
+
     def to_log(line: str) -> None:
-        if log_path:
-            Path(log_path).parent.mkdir(parents=True, exist_ok=True)  # (--out's folder: the run makes it too)
-            with open(log_path, "a") as f:
-                f.write(line + "\n")
+        if log_path and not log_failed:
+            try:
+                Path(log_path).parent.mkdir(parents=True, exist_ok=True)  # (--out's folder: the run makes it too)
+                with open(log_path, "a") as f:
+                    f.write(line + "\n")
+            except OSError as exc:  # a full disk: the training goes on (its checkpoints say for themselves), the log
+                # stops, said once naming the file (58D-3: "cannot write the output", no file named, the run stopped)
+                log_failed.append(exc.strerror or str(exc))
+                click.echo(f"warning: cannot append to --log {log_path} ({log_failed[0]}): training goes on without "
+                           "writing it", err=True)
 
     def log(msg: str) -> None:
         while note:
