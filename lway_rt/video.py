@@ -26,7 +26,8 @@ import numpy as np
 from lway_rt.errors import STOPS, InputError, Interrupted, LwayError, OutputError, finishing_steps, listing, shell_word
 from lway_rt.io.images import VIDEO_SUFFIXES, LoadedImage, _quantise
 from lway_rt.io.video import (CONTAINERS, OUT_SUFFIXES, PRESETS, Decoding, SegmentWriter, VideoInfo, count_packets,
-                              damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, to_float, video_packets)
+                              damage_words, ffmpeg_exe, leading_gap, mux, probe, read_frames, size_changes, to_float,
+                              video_packets)
 from lway_rt.io.weights import NAME_MAX, atomic_path, atomic_write_json, ensure_writable_dir, exclusive_run, temp_stem
 from lway_rt.upscale import UpscaleConfig, output_name_too_long, prepare_run, run_key, scaled_size, upscale_image
 
@@ -376,9 +377,8 @@ def _upscale_locked(src: Path, dest: Path, config: UpscaleConfig, video: VideoCo
     cut = written / float(info.rate) if video.frames is not None and written >= video.frames else None
     if decoding.errors and (note := _damage_note(src, dest, decoding, written, info.frames_estimate, gap_noted)):
         report.notes.append(note)  # (ffmpeg leaves out what it cannot decode: a cut file ends early with status 0)
-    first = f"{info.width}x{info.height}"
-    if other := [size for size in decoding.sizes if size not in (first, f"{info.height}x{info.width}")]:  # (a turned
-        # video's decoder gives its frames unturned)
+    if other := size_changes(info, decoding):
+        first = f"{info.width}x{info.height}"
         report.notes.append(f"{src} changes its frame size part-way (to {listing(other, 3)} from {first}): those "
                             f"frames were scaled to {first} first, changing their shape in {dest.name}; cut the video "
                             "where its size changes and upscale each part")  # (58B-4)

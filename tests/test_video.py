@@ -225,7 +225,15 @@ def test_fonts_attached_for_styled_subtitles_are_kept_and_transparency_is_said(t
     for frame in frames:
         frame.paste((0, 0, 0, 0), (0, 0, 8, 8))  # (a corner clear)
     frames[0].save(tmp_path / "clear.gif", save_all=True, append_images=frames[1:], duration=100, disposal=2)
-    assert [probe(tmp_path / f"{n}.gif").alpha for n in ("opaque", "ffmpeg", "clear")] == [False, False, True]
+    for k, frame in enumerate(frames):  # the first frame opaque, the later ones clear in a corner: Pillow loads those
+        # without alpha, so the note was lost (58D-6)
+        frame.paste((0, 0, 0, 255 * (k == 0)), (0, 0, 8, 8))
+        frame.save(tmp_path / f"later{k}.png")
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-framerate", "5", "-i", str(tmp_path / "later%d.png"),
+                    "-vf", "split[a][b];[a]palettegen=reserve_transparent=1[p];[b][p]paletteuse=alpha_threshold=128",
+                    "-gifflags", "-offsetting-transdiff", str(tmp_path / "later.gif")], check=True)
+    assert [probe(tmp_path / f"{n}.gif").alpha for n in ("opaque", "ffmpeg", "clear", "later")] == \
+        [False, False, True, True]
     said = run("upscale-video", clear, "-o", tmp_path / "clear", "-m", MODEL)
     assert said.exit_code == 0 and "carries transparency (an alpha channel), which clear_x4.mov cannot hold" in \
         " ".join(said.output.split()), said.output
@@ -868,6 +876,27 @@ def test_a_stream_that_changes_size_part_way_is_said(tmp_path):
         "first, changing their shape in spliced_x4.mkv; cut the video where its size changes and upscale each part" \
         in text, text
     assert text.count("changes its frame size") == 1, text
+    # landscape to portrait (it was taken for a turned video's frames: 58D-7), and a turned video's sizes as shown
+    # (58D-10); adapt on such a video is told too (58D-8)
+    for size in ("32x48",):
+        parts.append(tmp_path / f"{size}.h264")
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:"
+                        "d=0.16", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-f", "h264", str(parts[-1])], check=True)
+    upright = tmp_path / "upright.h264"
+    upright.write_bytes(parts[0].read_bytes() + parts[2].read_bytes())
+    turned = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-display_rotation", "90", "-fflags", "+genpts", "-i",
+                    str(spliced), "-c", "copy", str(turned)], check=True)
+    assert probe(turned).turned and (probe(turned).width, probe(turned).height) == (32, 48)
+    said = run("upscale-video", upright, turned, "-o", tmp_path / "out2", "-m", MODEL)
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.output.split())
+    assert f"{upright} changes its frame size part-way (to 32x48 from 48x32)" in text, text
+    assert f"{turned} changes its frame size part-way (to 32x64 from 32x48)" in text, text
+    said = run("adapt", spliced, "-m", MODEL, "-o", tmp_path / "adapted", "--iterations", "1", "--patch-size", "16",
+               "--sample", "4")
+    assert said.exit_code == 0 and f"{spliced} changes its frame size part-way (to 64x32 from 48x32): those frames " \
+        "were scaled to 48x32 first, and adapted on so" in " ".join(said.output.split()), said.output
 
 
 def test_adapt_on_an_interlaced_or_unusual_video(tmp_path):

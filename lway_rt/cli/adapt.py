@@ -325,8 +325,8 @@ def command(inputs, model, out_dir, stage1, config_file, trainable, no_hf_weight
 def _video_frames(video: Path, config, deinterlace: bool, *, note, log):
     """The frames ``adapt VIDEO`` adapts on, and the config that records how many (config.json repeats the run, a
     resume checks it): ``--sample`` of them (32) spread over the clip, read as upscale-video reads them."""
-    from lway_rt.errors import InputError
-    from lway_rt.io.video import Decoding, damage_words, probe
+    from lway_rt.errors import InputError, listing
+    from lway_rt.io.video import Decoding, damage_words, probe, size_changes
     from lway_rt.video import ADAPT_FRAMES, sample_frames
 
     if config.mode != "folder":
@@ -342,6 +342,10 @@ def _video_frames(video: Path, config, deinterlace: bool, *, note, log):
         said, truncated = damage_words(video, decoding.errors)
         note(said + (": the file is cut short (truncated)" if truncated else "") + "; the frames adapted on are those "
              "it decoded, and 'lwayrt upscale-video' will say the same of it")
+    if other := size_changes(info, decoding):  # (58D-8: squeezed frames adapted on, unsaid)
+        note(f"{video} changes its frame size part-way (to {listing(other, 3)} from {info.width}x{info.height}): those "
+             f"frames were scaled to {info.width}x{info.height} first, and adapted on so; 'lwayrt upscale-video' will "
+             "say the same of it; cut the video where its size changes and adapt on each part")
     if info.interlaced and not deinterlace:
         note(f"{video} is interlaced: its frames were adapted on as they are, combs and all; --deinterlace adapts on "
              "whole pictures (then give 'lwayrt upscale-video' --deinterlace too)")

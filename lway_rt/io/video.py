@@ -106,6 +106,7 @@ class VideoInfo:
     alpha: bool = False  # the video's pixels carry transparency (ProRes 4444, PNG or QuickTime RLE in MOV, VP9 ...)
     pcm_audio: tuple[int, ...] = ()  # which audio streams (``a:N``) are uncompressed PCM (an AVI's, a camera's MOV)
     timecode: str | None = None  # the start timecode a camera or editor recorded ("01:00:00:00"), not carried
+    turned: bool = False  # recorded turned a quarter (a phone's portrait clip): the decoder's frames are height x width
 
     @property
     def raw_format(self) -> str:
@@ -153,6 +154,16 @@ class Decoding:
     errors: list[str] = field(default_factory=list)
     repeated: int = 0
     sizes: list[str] = field(default_factory=list)
+
+
+def size_changes(info: VideoInfo, decoding: Decoding) -> list[str]:
+    """The frame sizes, as shown ("32x48"), other than the first that ``decoding`` met part-way through the video
+    ``info`` describes (the decoder's are unturned where the video is turned: 58D-7, 58D-10)."""
+    def shown(size: str) -> str:
+        w, h = size.split("x")
+        return f"{h}x{w}" if info.turned else size
+
+    return [shown(size) for size in decoding.sizes if shown(size) != f"{info.width}x{info.height}"]
 
 
 def _decoding(lines: list[str]) -> tuple[list[str], int, list[str]]:
@@ -342,7 +353,8 @@ def probe(src: Path) -> VideoInfo:
         primaries = transfer = space  # ffmpeg prints one name where the three agree
     matrix = _MATRIX.get(space or "")
     width, height = int(size.group(1)), int(size.group(2))
-    if re.search(r"rotation of -?(90|270)\.0+ degrees", text):
+    turned = bool(re.search(r"rotation of -?(90|270)\.0+ degrees", text))
+    if turned:
         width, height = height, width
         sar = (sar[1], sar[0])  # a pixel's shape turns with the picture
     tagged = matrix is not None
@@ -359,7 +371,7 @@ def probe(src: Path) -> VideoInfo:
                      attachments=len(re.findall(r"Stream #0:\d+[^:]*: Attachment:", text)),
                      pcm_audio=tuple(k for k, codec in enumerate(re.findall(r"Stream #0:\d+[^:]*: Audio: (\w+)", text))
                                      if codec.startswith("pcm_")),
-                     timecode=(tc.group(1) if (tc := re.search(r"^\s+timecode\s*: (\d\d:\d\d:\d\d[:;.]\d\d)\s*$", text,
+                     turned=turned, timecode=(tc.group(1) if (tc := re.search(r"^\s+timecode\s*: (\d\d:\d\d:\d\d[:;.]\d\d)\s*$", text,
                                                               re.M)) else None),
                      alpha=(bool(re.match(r"(yuva|rgba|bgra|argb|abgr|gbrap|ya\d)", pix_fmt))  # (VP9 in WebM: a tag)
                             or bool(re.search(r"^\s+alpha_mode\s*: 1\s*$", _stream_block(text, line), re.M)))
@@ -367,19 +379,23 @@ def probe(src: Path) -> VideoInfo:
 
 
 def _gif_shows_clear_pixels(src: Path) -> bool:
-    """Whether a frame of the GIF ``src``, as shown (each on the ones before it), has a pixel that is not opaque: ffmpeg
-    decodes every GIF with an alpha channel, opaque ones too (and ffmpeg's own GIFs mark unchanged pixels clear)."""
-    from PIL import Image, ImageSequence
-
+    """Whether a frame of the GIF ``src``, as ffmpeg decodes it, has a pixel that is not opaque: ffmpeg decodes every
+    GIF with an alpha channel, opaque ones too (58B-1). Read from ffmpeg's own frames, not Pillow's, which load the
+    frames after an opaque first one without alpha (58D-6); the decoding stops at the first clear pixel."""
+    proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", "0:v:0",
+                             "-vf", "format=rgba,alphaextract", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            process_group=0)
     try:
-        with Image.open(src) as im:
-            for frame in ImageSequence.Iterator(im):
-                if (frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info) and \
-                        frame.convert("RGBA").getchannel("A").getextrema()[0] < 255:
-                    return True
-    except Exception:  # noqa: BLE001 - a GIF Pillow cannot read: what ffmpeg says stands
-        return True
-    return False
+        while chunk := proc.stdout.read(1 << 20):
+            if np.frombuffer(chunk, np.uint8).min() < 255:
+                return True
+        return proc.wait() != 0  # (a GIF ffmpeg cannot decode to the end: what its pixel format says stands)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.wait()
 
 
 def _stream_block(text: str, line: str) -> str:
