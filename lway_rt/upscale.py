@@ -144,7 +144,7 @@ class Route:
     group: str
     similarity: float  # cosine of the image's embedding to the group's centre
     floor: float  # the lowest cosine of the group's own images to its centre (``route_floors``: NaN, none measured)
-    borrowed: bool = False  # a group of one image: ``floor`` is the widest other group's
+    borrowed: bool = False  # a group of one image (or copies of one): ``floor`` is the widest other group's
 
     @property
     def inside(self) -> bool:
@@ -158,18 +158,20 @@ class Route:
         """What to tell of an image outside every group's reach (``inside`` false), else None."""
         if self.inside:
             return None
-        spread = (f"a group of one image, judged by the widest group's spread, {1 - self.floor:.2g}" if self.borrowed
+        spread = (f"a group of one image or copies of one, judged by the widest group's spread, {1 - self.floor:.2g}"
+                  if self.borrowed
                   else f"whose own images lie within {1 - self.floor:.2g}")
         return (f"{self.path} is unlike the images every group was adapted on ({1 - self.similarity:.2g} from the "
                 f"nearest centre, {self.group}'s, {spread}); its model may not suit it")
 
 
 def route_floors(floors: Sequence[float], sizes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(floors to judge routes by, which are borrowed). A group of one image lies at its centre (floor 1), so every
-    other image was flagged as unlike it: such a group takes the widest spread (lowest floor) of the groups of two
-    or more images, or NaN (not judged) when there is none."""
+    """(floors to judge routes by, which are borrowed). A group of one image (or of copies of one) lies at its centre
+    (floor 1), so every other image was flagged as unlike it: such a group takes the widest spread (lowest floor) of
+    the groups of two or more different images, or NaN (not judged) when there is none."""
     floors = np.asarray(floors, dtype=np.float64).copy()
-    single = np.asarray(sizes) < 2
+    single = (np.asarray(sizes) < 2) | (floors >= 1 - 1e-9)  # (copies of one image lie at their centre too: every
+    # image was flagged, their spread printed as -4.4e-16: 58C-3)
     measured = floors[~single]
     floors[single] = measured.min() if measured.size else np.nan
     return floors, single
@@ -449,6 +451,8 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
         embed_from, scale = str(routing["embedding_input"]), int(routing["scale"])
         if "stage1_sha256" not in routing or centres.ndim != 2:
             raise ValueError("no stage-1 hash or centres")
+        if not np.isfinite(centres).all():  # (every image went to a NaN centre, said as "nan from it": 58C-4)
+            raise ValueError("a centre is not a number")
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{folder / 'groups.json'} is incomplete ({type(exc).__name__}: {exc}): adapt again, or pass "
                          "one of the folder's models") from None
@@ -458,6 +462,9 @@ def prepare_router(config: UpscaleConfig) -> GroupRouter | None:
         models[n] = prepare_model(cfg)
         caps[n] = prepare_detail_cap(cfg, models[n])
     stage1 = _load_stage1_for(routing, folder, config)
+    if centres.shape[1] != stage1.embed_dim:  # (a traceback from the matrix product: 58C-4)
+        raise InputError(f"{folder / 'groups.json'} is incomplete (its centres have {centres.shape[1]} numbers, stage "
+                         f"1 embeds in {stage1.embed_dim}): adapt again, or pass one of the folder's models")
     floors, borrowed = route_floors(floors, [len(record["members"][n]) for n in names])
     return GroupRouter(folder, names, models, caps, centres, floors, stage1, embed_from, scale, config.device, borrowed)
 
@@ -941,6 +948,8 @@ def _refuse_a_file_not_ours(src: Path, dest: Path, scale: float) -> None:
             raise InputError(f"{dest} exists and was not written by lwayrt upscale (its PNG records no run): move it, "
                              "or choose another -o folder or --suffix")
         return
+    if written_by_upscale(dest):  # a JPEG output records its run too: replaced as a PNG is, whatever its size (58A-1:
+        return  # another --outscale was refused as "not an output of" the input its comment names)
     size = image_size(src)
     if size is None:  # reading the input will say what is wrong with it
         return

@@ -288,6 +288,22 @@ def test_missing_empty_folder_and_non_image(tmp_path):
     (tmp_path / "text.png").write_text("this is not a picture\n")
     with pytest.raises(InputError, match="not a readable image"):
         read_image(tmp_path / "text.png")
+    # the formats the refusal and upscale's help name are every one a folder gives (PPM … and TGA were left out of
+    # both, in the run that read them: 58A-2)
+    from click.testing import CliRunner
+
+    from lway_rt.cli import main
+    from lway_rt.io.images import IMAGE_SUFFIXES
+
+    (tmp_path / "bad.tga").write_bytes(b"x")
+    with pytest.raises(InputError) as err:
+        read_image(tmp_path / "bad.tga")
+    said = str(err.value).split("(supported: ", 1)[1].split(")", 1)[0].upper()
+    helped = " ".join(CliRunner().invoke(main, ["upscale", "--help"]).output.split()).upper()
+    names = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".tif": "TIFF"}
+    for suffix in IMAGE_SUFFIXES:
+        name = names.get(suffix, suffix[1:].upper())
+        assert name in said and name in helped, (suffix, said)
 
 
 @pytest.mark.parametrize("suffix,keep", [(".png", 0.5), (".jpg", 0.5), (".webp", 0.5), (".tif", 0.5), (".png", 0.02)])
@@ -1078,6 +1094,16 @@ def test_a_multi_frame_file_cut_in_a_later_frame_gives_its_first_and_says_so(tmp
     note = frames_note(cut, img.frames, "upscaled", img.frames_damaged)
     assert note == f"{cut} is cut short or damaged at frame or page {img.frames}: only the first was upscaled " \
                    "(re-copy or re-export it for the others)"
+    # cut in a later frame's pixels with its header whole: the count was found, and the note said the file holds 3
+    # good frames to extract (58A-3)
+    data = (tmp_path / f"whole{suffix}").read_bytes()
+    for keep in (0.8, 0.9, 0.97):
+        cut.write_bytes(data[:int(len(data) * keep)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            img = read_image(cut)
+        np.testing.assert_array_equal(img.rgb, whole.rgb)
+        assert img.frames_damaged and img.frames in (2, 3), (keep, img.frames)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])

@@ -1271,6 +1271,9 @@ def test_a_users_own_file_with_an_outputs_name_is_not_written_over(tmp_path, sma
     assert run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same").exit_code == 0
     again = run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same")
     assert again.exit_code == 0 and "1 image(s) written" in again.output, again.output
+    # a JPEG output records its run: another --outscale replaces it as it replaces a PNG (58A-1: "not an output of")
+    again = run("upscale", d / "c.jpg", "-o", out, "--model", MODEL, "--format", "same", "-s", "2", "--suffix", "_x4")
+    assert again.exit_code == 0 and Image.open(out / "c_x4.jpg").size == (64, 64), again.output
 
 
 def test_an_input_this_user_cannot_read_is_one_listed_failure(tmp_path, small, unprivileged):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import click
 
 from lway_rt.cli._params import DEVICE, NAME, FiniteRange, PathParam, cap_word, on_a_terminal, typed
+from lway_rt.errors import listing
 
 
 def model_options(unit: str = "image"):
@@ -104,7 +104,8 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
             outscale, detail_cap, base_model, stage1, quiet):
     """Upscale INPUT images and folders into the -o folder with an SR model.
 
-    Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP/GIF/ICO files (sub-folders with --recursive).
+    Folders contribute their PNG/JPEG/WebP/AVIF/TIFF/BMP/GIF/ICO/PPM/PGM/PBM/PNM/TGA files (sub-folders with
+    --recursive).
     Outputs are PNG named <stem><suffix>.png unless --format same; grey, 16-bit and alpha are
     kept. A failing image does not stop the others; the command then exits with status 1 and
     lists the failures.
@@ -155,8 +156,11 @@ def command(inputs, out_dir, model, tile, tile_overlap, device, fp16, suffix, fm
     elif not quiet:
         click.echo(f"{len(report.written)} image(s) written to {out_dir}" + (f" ({'; '.join(said)})" if said else ""))
     if report.routes and not quiet:
-        counts = Counter(r.group for r in report.routes)
-        click.echo("sent by stage 1's embedding to: " + ", ".join(f"{g} {n} image(s)" for g, n in sorted(counts.items())))
+        sent: dict[str, list[str]] = {}  # each group's images named, the first few (58C-1: only counted)
+        for r in report.routes:
+            sent.setdefault(r.group, []).append(r.path.name)
+        click.echo("sent by stage 1's embedding to: " + "; ".join(f"{g} {len(names)} image(s) ({listing(names, 3)})"
+                                                                  for g, names in sorted(sent.items())))
     for r in report.routes:  # warnings: also with -q
         if said_unlike := r.unlike_note():
             click.secho(f"note: {said_unlike}", fg="yellow", err=True)

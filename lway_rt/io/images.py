@@ -43,6 +43,7 @@ __all__ = [
 #: file endings ``lwayrt`` reads when it walks a folder
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", ".ico",
                   ".ppm", ".pgm", ".pnm", ".pbm", ".tga")  # read
+READ_FORMATS = "PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO, PPM/PGM/PBM/PNM, TGA"  # (as a person names them: 58A-2)
 _FORMAT_BY_SUFFIX = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".webp": "WEBP",
                      ".avif": "AVIF", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
 WRITE_SUFFIXES = tuple(_FORMAT_BY_SUFFIX)  # written (a GIF or ICO input's output is a PNG)
@@ -131,7 +132,7 @@ def _open(path: Path):
         if kind := _signature(path):  # its first bytes are an image's, the rest is not: cut short or damaged
             raise InputError(f"{path} starts as a {kind} file but cannot be read (cut short or damaged); re-copy or "
                              "re-export it") from None
-        raise InputError(f"{path} is not a readable image (supported: PNG, JPEG, WebP, AVIF, TIFF, BMP, GIF, ICO)"
+        raise InputError(f"{path} is not a readable image (supported: {READ_FORMATS})"
                          + _convert_hint([Path(path)])) from None
     except Image.DecompressionBombError as exc:
         raise InputError(_too_many_pixels(path, exc)) from None
@@ -357,9 +358,12 @@ def _frames(path: Path, im) -> tuple[int, bool]:
         except Exception:  # noqa: BLE001 - an index Pillow could not parse: count the frames it finds
             pass
     try:
-        return int(getattr(im, "n_frames", 1) or 1), False
+        n = int(getattr(im, "n_frames", 1) or 1)
     except Exception:  # noqa: BLE001 - IndexError (GIF), TypeError (TIFF), struct.error …: the first frame was read
         pass
+    else:
+        bad = _first_cut_frame(path, n) if n > 1 else None
+        return (n, False) if bad is None else (bad + 1, True)
     n = 1
     try:
         with Image.open(path) as again:  # ``im`` is left mid-way: step through a fresh copy to find where it breaks
@@ -370,6 +374,28 @@ def _frames(path: Path, im) -> tuple[int, bool]:
         return n, False
     except Exception:  # noqa: BLE001 - as above
         return n + 1, True
+
+
+def _first_cut_frame(path: Path, n: int) -> int | None:
+    """The first of the ``n`` frames of ``path`` whose pixels cannot be read (its header whole, its data cut short:
+    58A-3), or None. A file is cut at its end, so the last frame is read first, and the others only when it fails."""
+    from PIL import Image
+
+    with Image.open(path) as again:
+        try:
+            again.seek(n - 1)
+            again.load()
+            return None
+        except Exception:  # noqa: BLE001 - "image file is truncated", a decoder's error …
+            pass
+    with Image.open(path) as again:
+        for k in range(1, n):
+            try:
+                again.seek(k)
+                again.load()
+            except Exception:  # noqa: BLE001 - as above
+                return k
+    return n - 1
 
 
 # formats footage and photos come in that Pillow does not read: named, with how to convert them
