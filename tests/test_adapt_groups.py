@@ -215,6 +215,14 @@ def test_upscale_sends_new_images_to_their_sources_model(files, tmp_path):
     (out / "groups.json").write_text(json.dumps(broken))
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up3")])
     assert res.exit_code != 0 and "groups.json is incomplete (KeyError" in res.output
+    # centres cut short (a traceback from the matrix product) or not numbers (every image went there): refused (58C-4)
+    for centres, said in (({g: c[:10] for g, c in record["routing"]["centres"].items()}, "its centres have 10 "
+                           f"numbers, stage 1 embeds in {len(next(iter(record['routing']['centres'].values())))}"),
+                          ({g: [float("nan")] * len(c) for g, c in record["routing"]["centres"].items()},
+                           "ValueError: a centre is not a number")):
+        (out / "groups.json").write_text(json.dumps({**record, "routing": {**record["routing"], "centres": centres}}))
+        res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up3")])
+        assert res.exit_code == 1 and f"groups.json is incomplete ({said})" in " ".join(res.output.split()), res.output
     (out / "groups.json").write_text(json.dumps(record))
     (out / "group-2" / "adapted.safetensors").rename(out / "group-2" / "held.safetensors")
     res = CliRunner().invoke(main, ["upscale", str(tmp_path / "new"), "-m", str(out), "-o", str(tmp_path / "up4")])
@@ -269,7 +277,7 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     # given whole to upscale, the folder sends each image to its group's model: the adapted images come back
     res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out), "-o", str(tmp_path / "up")])
     assert res.exit_code == 0, res.output
-    counts = ", ".join(f"{g} {len(m)} image(s)" for g, m in sorted(members.items()))
+    counts = "; ".join(f"{g} {len(m)} image(s) ({', '.join(f'{n}.png' for n in m)})" for g, m in sorted(members.items()))
     assert f"sent by stage 1's embedding to: {counts}" in res.output and "unlike" not in res.output
     for group, names in members.items():
         for name in names:
@@ -278,9 +286,22 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     # export and other commands that take one model still say which models the folder holds
     res = CliRunner().invoke(main, ["export", "--model", str(out), "--out", str(tmp_path / "exp")])
     assert res.exit_code != 0 and f"holds 2 adapted models ({out / 'group-1' / 'adapted.safetensors'}, {out / 'group-2'}" in res.output
+    # ... as a per-group adaptation, whose routing only upscale and the API apply; its groups.json is no model (58C-7)
+    assert "a per-group adaptation, whose routing of each image to its group's model only 'lwayrt upscale -m' and " \
+        "lway_rt.api.Upscaler apply; here pass one group's model" in " ".join(res.output.split()), res.output
+    res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out / "groups.json"), "-o", str(tmp_path / "g")])
+    assert res.exit_code != 0 and f"is the grouping of a per-group adaptation: pass its folder ({out})" in \
+        " ".join(res.output.split()), res.output
     # a finished grouping resumes as skipped; other inputs than the interrupted run's are refused
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
     assert code == 0 and text.count("already adapted with these inputs and settings, skipped") == 2, text
+    # the same images named one by one in another order: the same run (58C-6: refused, "an image's pixels changed?")
+    res = CliRunner().invoke(main, ["adapt", *(str(files / "lr" / f"im{k}.png") for k in (2, 0, 1)), "-m",
+                                    str(files / "tiny.safetensors"), "-o", str(out), "--stage1",
+                                    str(files / "stage1.safetensors"), "--iterations", "2", "--patch-size", "16",
+                                    "--batch-size", "2", "--mode", "per-group", "--groups", "2", "--resume"])
+    assert res.exit_code == 0 and res.output.count("already adapted with these inputs and settings, skipped") == 2, \
+        res.output
     (files / "lr" / "im2.png").rename(files / "im2.png")
     try:
         res = CliRunner().invoke(main, ["adapt", str(files / "lr"), "-m", str(files / "tiny.safetensors"), "-o",
@@ -427,6 +448,13 @@ def test_a_group_of_one_image_is_judged_by_the_widest_groups_spread(files, tmp_p
     assert floors.tolist() == [0.99, 0.95, 0.95] and borrowed.tolist() == [False, True, False]
     floors, borrowed = route_floors([1.0, 1.0], [1, 1])
     assert np.isnan(floors).all() and borrowed.all()
+    # copies of one image lie at their centre too: each other image was flagged, the spread "-4.4e-16" (58C-3)
+    floors, borrowed = route_floors([1.0000000000000004, 0.9], [2, 3])
+    assert floors.tolist() == [0.9, 0.9] and borrowed.tolist() == [True, False]
+    from lway_rt.adapt.groups import group_centres
+
+    twin = np.random.default_rng(0).normal(size=(1, 512))
+    assert group_centres(np.concatenate([twin, twin, twin]), [0, 0, 0])[1].tolist() == [1.0]
     assert Route(tmp_path, "group-1", 0.5, float("nan"), True).inside
     assert not Route(tmp_path, "group-1", 0.5, 0.99).inside and Route(tmp_path, "group-1", 0.995, 0.99).inside
     out = tmp_path / "grouped"
@@ -465,6 +493,19 @@ def test_auto_grouping_into_one_says_why(files, tmp_path):
     assert code == 0, text
     assert "grouped 3 image(s) into 1 by stage 1's embedding: no split into groups of at least 4 images each; " \
            "--groups N splits them into N" in text, text
+
+
+def test_fewer_groups_than_asked_says_why(files, tmp_path):
+    """Copies of one image with --groups 2 made one group, said as "into 1" only, as if --groups were ignored (58C-2)."""
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for name in ("a.png", "b.png"):
+        (twins / name).write_bytes((files / "lr" / "im0.png").read_bytes())
+    res = CliRunner().invoke(main, ["adapt", str(twins), "-m", str(files / "tiny.safetensors"), "-o", str(tmp_path / "o"),
+                                    "--stage1", str(files / "stage1.safetensors"), "--iterations", "1", "--patch-size",
+                                    "16", "--mode", "per-group", "--groups", "2"])
+    assert res.exit_code == 0 and "grouped 2 image(s) into 1 by stage 1's embedding, not the 2 asked for: stage 1's " \
+        "embedding tells only 1 kind(s) apart among them" in " ".join(res.output.split()), res.output
 
 
 def test_a_resume_of_a_stopped_per_group_overwrite_finishes_it_and_no_other_does(files, tmp_path, monkeypatch):

@@ -138,9 +138,18 @@ def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_i
                                    "which it was added from, now holds other weights than it did then ('lwayrt models "
                                    f"add --force {tmp_path / 'adapted.safetensors'} --name ran' puts those in its place)"), \
         err.value
-    # the copy cut short or emptied: its metadata, which names the source, is unreadable too; the store's repair is
-    # still named, not a download or an export (57I-7)
-    for cut in (copy.read_bytes()[:100], b""):
+    # the copy cut short at its end: its header, at its start, still names the source, and the repair says it (58D-4)
+    whole = copy.read_bytes()
+    copy.write_bytes(whole[:-100])
+    with pytest.raises(ModelError) as err:
+        store.load_model("ran")
+    assert str(err.value) == (f"the store's copy of ran is unreadable ({copy}); remove it ('lwayrt models remove ran'); "
+                              f"{tmp_path / 'adapted.safetensors'}, which it was added from, now holds other weights "
+                              f"than it did then ('lwayrt models add --force {tmp_path / 'adapted.safetensors'} --name "
+                              "ran' puts those in its place)"), err.value
+    # cut within its header, or emptied: the source cannot be read; the store's repair is still named, not a download
+    # or an export (57I-7)
+    for cut in (whole[:100], b""):
         copy.write_bytes(cut)
         for spec in ("ran", str(copy)):
             with pytest.raises(ModelError) as err:
@@ -148,6 +157,14 @@ def test_a_damaged_copy_models_add_put_in_the_store_names_the_add_that_repairs_i
             assert str(err.value) == (f"the store's copy of ran is unreadable ({copy}): remove it ('lwayrt models "
                                       "remove ran') and add its weights again ('lwayrt models add FILE --name ran')"), \
                 err.value
+    # a name the shell must be given in quotes: the command is not put in quotes around them (58D-5)
+    assert run("models", "add", str(tmp_path / "adapted.safetensors"), "--name", "we ird").exit_code == 0
+    odd = tmp_path / "home" / "models" / "we ird.safetensors"
+    odd.write_bytes(b"")
+    with pytest.raises(ModelError) as err:
+        store.load_model("we ird")
+    assert str(err.value).endswith(": remove it (lwayrt models remove 'we ird') and add its weights again (lwayrt "
+                                   "models add FILE --name 'we ird')"), err.value
 
 
 def test_lwayrt_home_naming_the_store_itself_is_noted(model_store, tmp_path, monkeypatch):

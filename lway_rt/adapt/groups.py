@@ -130,7 +130,8 @@ def group_centres(emb, labels) -> tuple[np.ndarray, np.ndarray]:
     x, labels = _unit(emb), np.asarray(labels)
     centres = np.stack([x[labels == g].mean(0) for g in range(int(labels.max()) + 1)])
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-    floors = np.array([float((x[labels == g] @ centres[g]).min()) for g in range(len(centres))])
+    floors = np.array([min(1.0, float((x[labels == g] @ centres[g]).min())) for g in range(len(centres))])  # (a
+    # cosine, never above 1: copies of one image gave 1.0000000000000004)
     return centres, floors
 
 

@@ -1599,6 +1599,9 @@ def group_inputs(images: Sequence[InputImage], desc, config: AdaptConfig, stage1
             why = (f": no split into groups of at least {MIN_GROUP_SIZE} images each" if not tried else
                    f": no split clear enough (silhouette under {AUTO_MIN_SILHOUETTE:g})")
             why += "; --groups N splits them into N"
+        elif isinstance(config.groups, int) and grouping.count < config.groups:  # (58C-2: unsaid, as if ignored)
+            why = (f", not the {config.groups} asked for: stage 1's embedding tells only {grouping.count} kind(s) "
+                   "apart among them (copies of one image, or images degraded alike)")
         log(f"grouped {len(images)} image(s) into {grouping.count} by stage 1's embedding"
             + (f" (silhouette {tried})" if tried else "") + why)
     return grouping
@@ -1903,8 +1906,12 @@ def _adapt(inputs, model: str, out_dir: Path, config: AdaptConfig, *, stage1, gt
     if config.mode == "per-image":
         runs = [(img.name, [img]) for img in images]
     else:
-        grouping = group_inputs(images, desc, config, stage1, log)
-        runs = [(f"group-{k + 1}", [images[i] for i in members]) for k, members in enumerate(grouping.members())]
+        # grouped in the order of their names, not of the command line: the same images named in another order group,
+        # are numbered and run alike, so a --resume so given takes the run up (58C-6: it was refused as "an image's
+        # pixels changed?"); a folder's images come in that order anyway
+        ordered = sorted(images, key=lambda img: img.name)
+        grouping = group_inputs(ordered, desc, config, stage1, log)
+        runs = [(f"group-{k + 1}", [ordered[i] for i in members]) for k, members in enumerate(grouping.members())]
         group_emb = {f"group-{k + 1}": grouping.embeddings[members] for k, members in enumerate(grouping.members())}
         record = {"format": "lway_rt.adapt-groups/1", "groups": config.groups, "silhouettes": grouping.silhouettes,
                   "members": {name: [img.name for img in group] for name, group in runs},

@@ -489,14 +489,19 @@ def _started_adapt_config(path: Path) -> bool:
     return isinstance(config, dict) and {"mode", "iterations", "patch_size"} <= config.keys()
 
 
+def _quoted(command: str) -> str:
+    """A command named in a message, in quotes unless it quotes a word itself (a name with a space: 58D-5)."""
+    return command if "'" in command else f"'{command}'"
+
+
 def _add_again(meta: dict[str, str], name: str) -> str:
     """The repair of a damaged store copy that 'models add' made (``meta``: the copy's metadata, which names the file
     it came from and that file's sha256 then)."""
     from lway_rt.export.cache import file_sha256
 
     source = meta["added_from"]
-    add = f"'lwayrt models add --force {shell_word(source)} --name {shell_word(name)}'"
-    remove = f"'lwayrt models remove {shell_word(name)}'"
+    add = _quoted(f"lwayrt models add --force {shell_word(source)} --name {shell_word(name)}")
+    remove = _quoted(f"lwayrt models remove {shell_word(name)}")
     if not Path(source).is_file():
         return f"remove it ({remove}) and add its weights again"
     if meta.get("added_sha256") and file_sha256(Path(source)) != meta["added_sha256"]:  # (57K-1: the advice replaced
@@ -550,7 +555,10 @@ def resolve_model_path(spec: str) -> Path:
                                      and not any(d.glob("*.safetensors")))
                     more = (f"; {unfinished} more run(s) there did not finish: the same adapt command with --resume "
                             "finishes them") if unfinished else ""
-                    raise ModelError(f"{p} holds {many} ({shown}): pass one of them{more}")
+                    grouped = (": a per-group adaptation, whose routing of each image to its group's model only "
+                               "'lwayrt upscale -m' and lway_rt.api.Upscaler apply; here pass one group's model"
+                               if (p / "groups.json").is_file() else ": pass one of them")  # (58C-7)
+                    raise ModelError(f"{p} holds {many} ({shown}){grouped}{more}")
                 if not candidates and _adapt_running(p):  # its advice ("run it again") would be refused as busy
                     raise ModelError(f"{p} holds an lwayrt adapt run that is still running (another process is writing "
                                      "there): wait for it to finish, then pass the folder again")
@@ -633,11 +641,24 @@ def load_model(spec: str, device: str = "cpu"):
         if path.parent == store_dir() and path.stem in SOURCES:
             raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): convert it again with "
                              f"'lwayrt models import --force {path.stem}'") from exc
-        if path.resolve().parent == store_dir().resolve():  # one 'models add' made (its metadata, which names its
-            # source, is unreadable too) or put there by hand: no download or export mends the store's file (57I-7)
+        if path.resolve().parent == store_dir().resolve():  # one 'models add' made or put there by hand: no download
+            # or export mends the store's file (57I-7); a copy cut at its end still names its source (58D-4)
+            from lway_rt.io.weights import header_metadata
+
+            said = f"the store's copy of {path.stem} is unreadable ({path})"
+            if header_metadata(path).get("added_from"):
+                raise ModelError(f"{said}; {_add_again(header_metadata(path), path.stem)}") from exc
             name = shell_word(path.stem)
-            raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): remove it ('lwayrt models remove "
-                             f"{name}') and add its weights again ('lwayrt models add FILE --name {name}')") from exc
+            raise ModelError(f"{said}: remove it ({_quoted(f'lwayrt models remove {name}')}) and add its weights again "
+                             f"({_quoted(f'lwayrt models add FILE --name {name}')})") from exc
+        from lway_rt.adapt.runfolder import WEIGHTS
+        from lway_rt.io.weights import header_metadata
+
+        if header_metadata(path).get("adapted_sha256") or (path.name == WEIGHTS and (path.parent / "config.json").is_file()):
+            raise ModelError(f"{path} cannot be read (cut short or damaged since lwayrt adapt wrote it): run the same "
+                             "lwayrt adapt command again with --resume (it finds the damage and runs again) or with "
+                             "--overwrite") from exc  # (58C-5: it was told to
+            # re-download or re-export weights adapt made)
         raise
     if meta.get("format", "").startswith("lway_rt.degae/"):  # E and R, not an SR network
         raise ModelError(f"{path} is a stage-1 (degradation encoder) checkpoint, not an SR model: pass it as --stage1 "

@@ -638,6 +638,18 @@ def save_safetensors(dest: Path, state: Mapping[str, torch.Tensor], metadata: Ma
         tmp.write_bytes(blob)
 
 
+def header_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file read from its header alone, at its start: what a file cut short
+    at its end still says of itself ({} where the header cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(n)).get("__metadata__", {}) if 0 < n <= 100_000_000 else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
+
+
 def _sniff(path: Path) -> str | None:
     """What a weights file's first bytes say it is, whatever its name: "safetensors" (an 8-byte header length,
     then the JSON header), "torch" (torch.save's zip, or a legacy pickle), or None."""
@@ -735,5 +747,7 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
     if suffix == ".onnx":  # an export: upscale runs it, the other commands need the weights it came from
         raise ModelError(f"{path} is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run: "
                          "here pass the weights it was exported from (.safetensors or .pth)")
+    if path.name == "groups.json":  # (58C-7: the grouping of a per-group adaptation, given for its folder)
+        raise ModelError(f"{path} is the grouping of a per-group adaptation: pass its folder ({path.parent})")
     raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors (upscale and serve-bench "
                      "also run an exported .onnx)")
