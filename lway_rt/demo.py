@@ -184,11 +184,15 @@ def _labelled_strip(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
 
     h, w = images[0].shape[:2]
     gap, line = 4, 12
+    from lway_rt.adapt.visual import label_font
+
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    measure.font = label_font()  # (a model file's name in any script: 58G-3)
     wrapped = [_label_lines(measure, label, w - 8) for label in labels]
     band = 10 + line * max(len(lines) for lines in wrapped)
     canvas = Image.new("RGB", (len(images) * w + (len(images) - 1) * gap, h + band), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
+    draw.font = measure.font
     for i, (img, lines) in enumerate(zip(images, wrapped)):
         x = i * (w + gap)
         canvas.paste(Image.fromarray(img), (x, band))

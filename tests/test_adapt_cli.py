@@ -52,6 +52,15 @@ def test_adapt_end_to_end_and_reload(files, tmp_path):
     assert json.loads((out / "config.json").read_text())["iterations"] == 6
     sheet = np.asarray(Image.open(out / "contact_sheet.png"))
     assert sheet.shape[0] > 3 * 64  # three rows of 4x crops
+    # the grey input's row is grey, as its written image is (58G-1: the network's colour fringes showed); the rows,
+    # under a 14-px caption strip, are the runs of lines not all background
+    drawn = (sheet[14:] != 24).any(-1).any(1)
+    starts = [y for y in range(len(drawn)) if drawn[y] and (y == 0 or not drawn[y - 1])]
+    ends = [y for y in range(len(drawn)) if drawn[y] and (y == len(drawn) - 1 or not drawn[y + 1])]
+    assert len(starts) == 3, (starts, ends)
+    bands = {name: sheet[14 + a:15 + b].astype(int) for name, a, b in zip(report["contact_sheet_rows"], starts, ends)}
+    assert (bands["grey"][..., 0] == bands["grey"][..., 1]).all() and (bands["grey"][..., 1] == bands["grey"][..., 2]).all()
+    assert (bands["rgb"][..., 0] != bands["rgb"][..., 2]).any()
     # grey stays grey, alpha stays, every output is x4
     modes = {p.stem: Image.open(p) for p in (out / "sr").iterdir()}
     assert modes["grey"].mode == "L" and modes["alpha"].mode == "RGBA" and modes["rgb"].mode == "RGB"

@@ -76,3 +76,19 @@ def test_adapt_without_matplotlib_says_it_writes_no_curves(files, tmp_path, monk
     assert "pip install 'lway_rt[plot]'" in said
     assert not (out / "curves.png").exists() and (out / "contact_sheet.png").is_file()
     assert json.loads((out / "report.json").read_text())["curves"] is None
+
+
+def test_labels_are_drawn_in_a_font_with_accented_letters_and_sized_to_their_text():
+    """Pillow's own font drew 'café' as 'caf□' on the contact sheet (58G-3): with matplotlib there, captions are drawn
+    in DejaVu Sans; the row-label margin is as wide as the widest label draws, not 8 px a letter."""
+    import numpy as np
+
+    from lway_rt.adapt.visual import contact_sheet, label_font
+
+    font = label_font()
+    absent = list(font.getmask("\U000F0000"))  # (a private-use letter no font draws: the missing-glyph box)
+    for letter in "éñøßЖ":
+        assert list(font.getmask(letter)) != absent, letter
+    tile = np.zeros((16, 16, 3), np.uint8)
+    sheet = contact_sheet([[tile]], ["x"], ["café" * 5])
+    assert sheet.shape[1] == 4 + 16 + 4 * 2 + int(np.ceil(font.getlength("café" * 5))) < 8 * 20

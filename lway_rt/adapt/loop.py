@@ -1507,7 +1507,8 @@ def _write_run(out_dir: Path, report: dict, training: _Training, final_state: di
         log(f"detail cap {config.detail_cap:g}: {len(capped)} of {len(cap_s)} image(s) blended towards the unadapted one"
             + (f" ({', '.join(capped[:5])}{' ...' if len(capped) > 5 else ''})" if capped else ""))
 
-    _contact_sheet(out_dir / "contact_sheet.png", training, shown, final_it, cap_s)
+    _contact_sheet(out_dir / "contact_sheet.png", training, shown, final_it, cap_s,
+                   grey={img.name for img in images if img.image.grey})
     report["contact_sheet"] = "contact_sheet.png"
     report["contact_sheet_rows"] = list(st["snapshot_names"])  # the images its rows show, top to bottom
     from lway_rt.adapt.visual import can_plot, save_curves
@@ -1534,8 +1535,9 @@ def _write_run(out_dir: Path, report: dict, training: _Training, final_state: di
 
 
 def _contact_sheet(path: Path, training: _Training, shown: Sequence[AdaptImage], final_it: int,
-                   cap_s: dict[str, float]) -> None:
-    """The contact sheet: each shown image's crop as bicubic | unadapted | snapshots ... | final (as written)."""
+                   cap_s: dict[str, float], grey: set[str] = frozenset()) -> None:
+    """The contact sheet: each shown image's crop as bicubic | unadapted | snapshots ... | final (as written); the
+    crops of a ``grey`` input in grey, as its images are written (58G-1: the network's colour fringes showed)."""
     from lway_rt.adapt.visual import save_contact_sheet
 
     config, st, scale = training.config, training.st, training.scale
@@ -1551,6 +1553,10 @@ def _contact_sheet(path: Path, training: _Training, shown: Sequence[AdaptImage],
                       for f, u, d in zip(final_snap, st["snapshots"][0], shown)]
     rows = [[_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
             for k, x in enumerate(training.snap_in)]
+    for row, d in zip(rows, shown):
+        if d.name in grey:
+            row[:] = [np.repeat(np.round(np.asarray(t, np.float64) @ (0.299, 0.587, 0.114)).astype(np.uint8)[..., None],
+                                3, axis=-1) for t in row]
     # the weights written: where not the last iteration's (the best with ground truth, the last good one after bad
     # steps), this column comes after later snapshots and says so (review 56A-3)
     final = "final" if final_it == st["it"] else "written"

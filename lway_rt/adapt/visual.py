@@ -16,6 +16,22 @@ import numpy as np
 __all__ = ["contact_sheet", "save_contact_sheet", "curves_figure", "save_curves", "can_plot"]
 
 
+def label_font():
+    """The font captions are drawn in: DejaVu Sans where matplotlib (the plot extra) ships it, which draws accented
+    and most non-Latin-script names (Pillow's own font drew 'café' as 'caf□': 58G-3), else Pillow's."""
+    import os
+
+    from PIL import ImageFont
+
+    if can_plot():
+        import matplotlib
+
+        path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.isfile(path):
+            return ImageFont.truetype(path, 10)
+    return ImageFont.load_default()
+
+
 def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], row_labels: Sequence[str] = (),
                   gap: int = 4) -> np.ndarray:
     """Grid of uint8 HxWx3 tiles with a caption strip on top of each column; returns HxWx3 uint8."""
@@ -23,25 +39,26 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str], r
 
     if not rows or not rows[0]:
         raise ValueError("contact sheet needs at least one row and one column")
+    font = label_font()
     ncol = len(rows[0])
     col_w = [max(r[c].shape[1] for r in rows) for c in range(ncol)]
     row_h = [max(t.shape[0] for t in r) for r in rows]
     cap = 14
     left = 0
-    if row_labels:
-        left = 8 * max(len(s) for s in row_labels) + gap
+    if row_labels:  # (as wide as the widest label draws: 8 px a letter was a third too wide)
+        left = max(int(np.ceil(font.getlength(str(s)))) for s in row_labels) + gap
     width = left + sum(col_w) + gap * (ncol + 1)
     height = cap + sum(row_h) + gap * (len(rows) + 1)
     sheet = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     x = left + gap
     for c, text in enumerate(labels):
-        draw.text((x, 1), str(text), fill=(230, 230, 230))
+        draw.text((x, 1), str(text), fill=(230, 230, 230), font=font)
         x += col_w[c] + gap
     y = cap + gap
     for r, tiles in enumerate(rows):
         if row_labels:
-            draw.text((2, y + row_h[r] // 2 - 5), str(row_labels[r]), fill=(230, 230, 230))
+            draw.text((2, y + row_h[r] // 2 - 5), str(row_labels[r]), fill=(230, 230, 230), font=font)
         x = left + gap
         for c, tile in enumerate(tiles):
             sheet.paste(Image.fromarray(np.ascontiguousarray(tile)), (x, y))
