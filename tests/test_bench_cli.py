@@ -609,7 +609,8 @@ def test_a_small_fixed_size_file_is_not_told_to_time_tiles_serve_bench_refuses()
     for bad in ((48, 0), (48,), (1.5, 2), "tiny", (True, 4), 48, None):
         with pytest.raises(InputError, match=r"^bad size"):
             BenchConfig(model="m", sizes=[bad])
-    for bad in ((180, 320), "32x48", [np.int64(48), 64]):
+    assert BenchConfig(model="m", sizes=np.array([[8, 8], [16, 24]])).sizes == ((8, 8), (16, 24))  # (58E-1)
+    for bad in ((180, 320), "32x48", [np.int64(48), 64], np.array([180, 320])):
         with pytest.raises(InputError, match=r"^sizes is a list of sizes"):
             BenchConfig(model="m", sizes=bad)
     for none in (None, (), []):

@@ -102,11 +102,13 @@ class BenchConfig:
     def __post_init__(self):
         # a size from Python is checked as -s is, and may be a list, as a report's settings hold it (57M-4, 57K-6);
         # sizes is a list of them: one pair (180, 320), or '320x180', given as sizes is said so (58D-1)
+        if isinstance(self.sizes, np.ndarray):  # (an (N, 2) array of sizes: 58E-1)
+            object.__setattr__(self, "sizes", self.sizes.tolist())
         if isinstance(self.sizes, str) or (isinstance(self.sizes, (tuple, list)) and len(self.sizes) == 2 and all(
                 hasattr(type(v), "__index__") for v in self.sizes)):
             raise InputError(f"sizes is a list of sizes, got {self.sizes!r}: give e.g. sizes=[(180, 320)] or "
                              "sizes=['320x180']")
-        object.__setattr__(self, "sizes", [_size_pair(s) for s in self.sizes or ()])
+        object.__setattr__(self, "sizes", [_size_pair(s) for s in (() if self.sizes is None else self.sizes)])
         for name in ("backends", "sizes", "batches", "tiles", "concurrency"):
             if not getattr(self, name):
                 raise InputError(f"serve-bench needs at least one value for {name}")

@@ -169,8 +169,8 @@ def command(data, out, crop, crop_tries, batch, iters, lr, seed, device, embed_d
             except OSError as exc:  # a full disk: the training goes on (its checkpoints say for themselves), the log
                 # stops, said once naming the file (58D-3: "cannot write the output", no file named, the run stopped)
                 log_failed.append(exc.strerror or str(exc))
-                click.echo(f"warning: cannot append to --log {log_path} ({log_failed[0]}): training goes on without "
-                           "writing it", err=True)
+                click.echo(f"warning: cannot append to --log {log_path} ({log_failed[0]}): nothing more is written "
+                           "to it", err=True)  # (not "training goes on": the line may be the run's last, 58E-2)
 
     def log(msg: str) -> None:
         while note:
