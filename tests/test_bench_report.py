@@ -154,6 +154,13 @@ def test_json_chart_and_table(report, tmp_path):
     assert "more threads than" not in text  # threads=1
     assert ", 1 thread, " in text and "1 threads" not in text, text  # (it said "1 threads")
     assert ("(peak GFLOP/s: cpu_fp32 " in text) == bool(report["peak_gflops"]), text
+    assert "on photo crops;" in " ".join(text.split()) and report["settings"]["input_source"].startswith("skimage")
+    synthetic = copy.deepcopy(report)  # without the samples extra the crops are synthetic: said so (58F-1)
+    synthetic["settings"]["input_source"] = "synthetic"
+    console = Console(record=True, width=220)
+    console.print(render_table(synthetic))
+    assert "verified = PSNR vs torch fp32 on synthetic crops (the 'samples' extra gives photo crops" in \
+        " ".join(console.export_text().split())
     unmeasured = copy.deepcopy(report)
     unmeasured["peak_gflops"] = {}  # --no-peak: it said "GFLOP/s: not measured", as if that column were not
     unmeasured["settings"]["measure_peak"] = False

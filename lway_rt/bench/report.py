@@ -90,7 +90,10 @@ def render_table(report: dict[str, Any]):
                   load_s, _rss(mem)]
         table.add_row(*cells)
     peaks = ", ".join(f"{key} {value['best']:.0f}" for key, value in report["peak_gflops"].items())
-    notes = ["verified = PSNR vs torch fp32 on photo crops; load s = build (+ONNX export); RSS = process peak "
+    source = report["settings"].get("input_source", "")
+    crops = "synthetic crops (the 'samples' extra gives photo crops: pip install 'lway_rt[samples]')" \
+        if source == "synthetic" else "photo crops"  # (58F-1: said of synthetic ones too)
+    notes = [f"verified = PSNR vs torch fp32 on {crops}; load s = build (+ONNX export); RSS = process peak "
              "(+ what this configuration added above its start); "
              "% peak = share of the measured dense-kernel peak " + (
                  f"(peak GFLOP/s: {peaks})" if peaks else "(no peak measured: --no-peak)"

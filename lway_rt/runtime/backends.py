@@ -287,7 +287,7 @@ def skip_reason(spec: BackendSpec, *, fp16_safe: bool = True) -> str | None:
                 return "torch.compile on the CPU needs a C compiler (gcc or clang) on PATH"
         return None
     if not _has("onnx") or not _has("onnxscript"):
-        return "ONNX export needs onnx and onnxscript: install the 'onnx' extra"
+        return "ONNX export needs onnx and onnxscript: install the 'onnx' extra (pip install 'lway_rt[onnx]')"
     if spec.is_ort:
         if not _has("onnxruntime"):
             return "onnxruntime is not installed: install the 'onnx' extra (or 'gpu' for CUDA/TensorRT providers)"
