@@ -187,7 +187,7 @@ def _labelled_strip(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
     from lway_rt.adapt.visual import label_font
 
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    measure.font = label_font()  # (a model file's name in any script: 58G-3)
+    measure.font = label_font()  # (the contact sheet's font: 58G-3; model labels are ASCII, as they name files)
     wrapped = [_label_lines(measure, label, w - 8) for label in labels]
     band = 10 + line * max(len(lines) for lines in wrapped)
     canvas = Image.new("RGB", (len(images) * w + (len(images) - 1) * gap, h + band), (255, 255, 255))

@@ -290,8 +290,9 @@ def test_per_group_end_to_end_and_resume(files, tmp_path):
     assert "a per-group adaptation, whose routing of each image to its group's model only 'lwayrt upscale -m' and " \
         "lway_rt.api.Upscaler apply; here pass one group's model" in " ".join(res.output.split()), res.output
     res = CliRunner().invoke(main, ["upscale", str(files / "lr"), "-m", str(out / "groups.json"), "-o", str(tmp_path / "g")])
-    assert res.exit_code != 0 and f"is the grouping of a per-group adaptation: pass its folder ({out})" in \
-        " ".join(res.output.split()), res.output
+    assert res.exit_code != 0 and f"is the grouping of a per-group adaptation, not a model: 'lwayrt upscale -m' and " \
+        f"lway_rt.api.Upscaler take its folder ({out}); elsewhere pass one group's model" in " ".join(res.output.split()), \
+        res.output
     # a finished grouping resumes as skipped; other inputs than the interrupted run's are refused
     code, text = _adapt(files, out, "--mode", "per-group", "--groups", "2", "--resume")
     assert code == 0 and text.count("already adapted with these inputs and settings, skipped") == 2, text

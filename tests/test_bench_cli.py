@@ -610,7 +610,9 @@ def test_a_small_fixed_size_file_is_not_told_to_time_tiles_serve_bench_refuses()
         with pytest.raises(InputError, match=r"^bad size"):
             BenchConfig(model="m", sizes=[bad])
     assert BenchConfig(model="m", sizes=np.array([[8, 8], [16, 24]])).sizes == ((8, 8), (16, 24))  # (58E-1)
-    for bad in ((180, 320), "32x48", [np.int64(48), 64], np.array([180, 320])):
+    assert BenchConfig(model="m", sizes=list(np.array([[8, 8]]))).sizes == ((8, 8),)  # (its rows: 58H-3)
+    for bad in ((180, 320), "32x48", [np.int64(48), 64], np.array([180, 320]), 32, np.array(32),
+                np.array([32.0, 48.0])):
         with pytest.raises(InputError, match=r"^sizes is a list of sizes"):
             BenchConfig(model="m", sizes=bad)
     for none in (None, (), []):

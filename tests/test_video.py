@@ -234,6 +234,10 @@ def test_fonts_attached_for_styled_subtitles_are_kept_and_transparency_is_said(t
                     "-gifflags", "-offsetting-transdiff", str(tmp_path / "later.gif")], check=True)
     assert [probe(tmp_path / f"{n}.gif").alpha for n in ("opaque", "ffmpeg", "clear", "later")] == \
         [False, False, True, True]
+    from lway_rt.io.video import _gif_decoded_clear  # decoded once for a file as it is (58H-5: each probe did)
+
+    hits = _gif_decoded_clear.cache_info().hits
+    assert probe(tmp_path / "later.gif").alpha and _gif_decoded_clear.cache_info().hits == hits + 1
     said = run("upscale-video", clear, "-o", tmp_path / "clear", "-m", MODEL)
     assert said.exit_code == 0 and "carries transparency (an alpha channel), which clear_x4.mov cannot hold" in \
         " ".join(said.output.split()), said.output

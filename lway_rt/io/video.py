@@ -379,11 +379,18 @@ def probe(src: Path) -> VideoInfo:
 
 
 def _gif_shows_clear_pixels(src: Path) -> bool:
+    """``_gif_decoded_clear``, once for a file as it is now: upscale-video probes its source several times (58H-5)."""
+    st = src.stat()
+    return _gif_decoded_clear(str(src), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _gif_decoded_clear(src: str, mtime_ns: int, size: int) -> bool:
     """Whether a frame of the GIF ``src``, as ffmpeg decodes it, has a pixel that is not opaque: ffmpeg decodes every
     GIF with an alpha channel, opaque ones too (58B-1). Read from ffmpeg's own frames, not Pillow's, which load the
     frames after an opaque first one without alpha (58D-6); the decoding stops at the first clear pixel."""
-    proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _url(src), "-map", "0:v:0",
-                             "-vf", "format=rgba,alphaextract", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+    proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", _url(Path(src)), "-map",
+                             "0:v:0", "-vf", "format=rgba,alphaextract", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             process_group=0)
     try:

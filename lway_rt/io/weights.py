@@ -748,6 +748,8 @@ def load_state_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
         raise ModelError(f"{path} is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run: "
                          "here pass the weights it was exported from (.safetensors or .pth)")
     if path.name == "groups.json":  # (58C-7: the grouping of a per-group adaptation, given for its folder)
-        raise ModelError(f"{path} is the grouping of a per-group adaptation: pass its folder ({path.parent})")
+        raise ModelError(f"{path} is the grouping of a per-group adaptation, not a model: 'lwayrt upscale -m' and "
+                         f"lway_rt.api.Upscaler take its folder ({path.parent}); elsewhere pass one group's model, "
+                         f"e.g. {path.parent / 'group-1' / 'adapted.safetensors'}")  # (58H-6)
     raise ModelError(f"{path}: unknown weight format {suffix!r}; use .pth or .safetensors (upscale and serve-bench "
                      "also run an exported .onnx)")
