@@ -1553,10 +1553,12 @@ def _contact_sheet(path: Path, training: _Training, shown: Sequence[AdaptImage],
                       for f, u, d in zip(final_snap, st["snapshots"][0], shown)]
     rows = [[_to_uint8(bicubic_up(x, scale))] + [st["snapshots"][i][k].numpy() for i in its] + [final_snap[k]]
             for k, x in enumerate(training.snap_in)]
+    from lway_rt.io.images import _luminance  # (the weights a grey image is written with)
+
     for row, d in zip(rows, shown):
         if d.name in grey:
-            row[:] = [np.repeat(np.round(np.asarray(t, np.float64) @ (0.299, 0.587, 0.114)).astype(np.uint8)[..., None],
-                                3, axis=-1) for t in row]
+            row[:] = [np.repeat(np.round(_luminance(np.asarray(t, np.float64))).astype(np.uint8)[..., None], 3, axis=-1)
+                      for t in row]
     # the weights written: where not the last iteration's (the best with ground truth, the last good one after bad
     # steps), this column comes after later snapshots and says so (review 56A-3)
     final = "final" if final_it == st["it"] else "written"

@@ -641,20 +641,19 @@ def load_model(spec: str, device: str = "cpu"):
         if path.parent == store_dir() and path.stem in SOURCES:
             raise ModelError(f"the store's copy of {path.stem} is unreadable ({path}): convert it again with "
                              f"'lwayrt models import --force {path.stem}'") from exc
-        if path.resolve().parent == store_dir().resolve():  # one 'models add' made or put there by hand: no download
-            # or export mends the store's file (57I-7); a copy cut at its end still names its source (58D-4)
-            from lway_rt.io.weights import header_metadata
-
-            said = f"the store's copy of {path.stem} is unreadable ({path})"
-            if header_metadata(path).get("added_from"):
-                raise ModelError(f"{said}; {_add_again(header_metadata(path), path.stem)}") from exc
-            name = shell_word(path.stem)
-            raise ModelError(f"{said}: remove it ({_quoted(f'lwayrt models remove {name}')}) and add its weights again "
-                             f"({_quoted(f'lwayrt models add FILE --name {name}')})") from exc
         from lway_rt.adapt.runfolder import WEIGHTS
         from lway_rt.io.weights import header_metadata
 
-        if header_metadata(path).get("adapted_sha256") or (path.name == WEIGHTS and (path.parent / "config.json").is_file()):
+        head = header_metadata(path)  # (a file cut at its end still says what it is: 58D-4)
+        if path.resolve().parent == store_dir().resolve():  # one 'models add' made or put there by hand: no download
+            # or export mends the store's file (57I-7)
+            said = f"the store's copy of {path.stem} is unreadable ({path})"
+            if head.get("added_from"):
+                raise ModelError(f"{said}; {_add_again(head, path.stem)}") from exc
+            name = shell_word(path.stem)
+            raise ModelError(f"{said}: remove it ({_quoted(f'lwayrt models remove {name}')}) and add its weights again "
+                             f"({_quoted(f'lwayrt models add FILE --name {name}')})") from exc
+        if head.get("adapted_sha256") or (path.name == WEIGHTS and (path.parent / "config.json").is_file()):
             raise ModelError(f"{path} cannot be read (cut short or damaged since lwayrt adapt wrote it): run the same "
                              "lwayrt adapt command again with --resume (it finds the damage and runs again) or with "
                              "--overwrite") from exc  # (58C-5: it was told to
