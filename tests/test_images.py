@@ -1104,6 +1104,14 @@ def test_a_multi_frame_file_cut_in_a_later_frame_gives_its_first_and_says_so(tmp
             img = read_image(cut)
         np.testing.assert_array_equal(img.rgb, whole.rgb)
         assert img.frames_damaged and img.frames in (2, 3), (keep, img.frames)
+    if suffix == ".gif":  # a whole GIF (its trailer there) is not decoded to its last frame to check (58H-5)
+        from PIL import Image as PILImage
+
+        from lway_rt.io import images
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(PILImage, "open", lambda *a, **k: pytest.fail("a whole GIF was decoded"))
+            assert images._first_cut_frame(tmp_path / "whole.gif", 3) is None
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])

@@ -378,9 +378,15 @@ def _frames(path: Path, im) -> tuple[int, bool]:
 
 def _first_cut_frame(path: Path, n: int) -> int | None:
     """The first of the ``n`` frames of ``path`` whose pixels cannot be read (its header whole, its data cut short:
-    58A-3), or None. A file is cut at its end, so the last frame is read first, and the others only when it fails."""
+    58A-3), or None. A file is cut at its end, so the last frame is read first, and the others only when it fails; a
+    GIF that holds its trailer is not decoded at all (reaching its last frame decodes every frame: 0.7 s for 150 frames
+    of 640x480, 58H-5)."""
     from PIL import Image
 
+    with open(path, "rb") as f:
+        gif = f.read(4) == b"GIF8"
+    if gif and reaches_its_end(path):
+        return None
     with Image.open(path) as again:
         try:
             again.seek(n - 1)
@@ -525,6 +531,8 @@ def reaches_its_end(path: str | Path) -> bool:
         return tail.endswith(b"\xff\xd9")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return struct.unpack("<I", head[4:8])[0] + 8 <= size
+    if head[:4] == b"GIF8":  # (its trailer byte)
+        return tail.endswith(b"\x3b")
     return True
 
 
