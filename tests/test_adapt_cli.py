@@ -1265,6 +1265,13 @@ def test_resume_runs_a_damaged_finished_run_again(files, tmp_path, damage):
                 "wrote it): run the same lwayrt adapt command again with --resume") in " ".join(text.split()), text  # (not
         # "re-download or re-export it": 58C-5)
         assert damage != "changed" or "again with --resume" in text, text  # the gentle repair, tested below
+        if damage in ("truncated", "changed"):  # a copy elsewhere is copied again: a --resume of its whole run would
+            # not mend it (58I-4)
+            copy = tmp_path / "mine.safetensors"
+            copy.write_bytes(weights.read_bytes())
+            code, text = _run(["upscale", str(files / "lr" / "rgb.png"), "-m", str(copy), "-o", str(tmp_path / "up")])
+            assert code == 1 and "it is a copy of weights lwayrt adapt wrote: copy the adapted.safetensors of its " \
+                "run folder again" in " ".join(text.split()), text
         if damage == "truncated":  # cut within its header too: known by its name in a run folder
             half = weights.read_bytes()
             weights.write_bytes(good[:20])

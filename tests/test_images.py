@@ -1104,6 +1104,11 @@ def test_a_multi_frame_file_cut_in_a_later_frame_gives_its_first_and_says_so(tmp
             img = read_image(cut)
         np.testing.assert_array_equal(img.rgb, whole.rgb)
         assert img.frames_damaged and img.frames in (2, 3), (keep, img.frames)
+    if suffix == ".gif":  # a cut GIF whose last byte is the trailer's by chance is still found (58I-2)
+        data = (tmp_path / "whole.gif").read_bytes()
+        at = next(k for k in range(len(data) * 7 // 10, len(data) - 2) if data[k - 1] == 0x3B and data[k - 2] != 0)
+        cut.write_bytes(data[:at])
+        assert read_image(cut).frames_damaged
     if suffix == ".gif":  # a whole GIF (its trailer there) is not decoded to its last frame to check (58H-5)
         from PIL import Image as PILImage
 

@@ -531,8 +531,8 @@ def reaches_its_end(path: str | Path) -> bool:
         return tail.endswith(b"\xff\xd9")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return struct.unpack("<I", head[4:8])[0] + 8 <= size
-    if head[:4] == b"GIF8":  # (its trailer byte)
-        return tail.endswith(b"\x3b")
+    if head[:4] == b"GIF8":  # its last block's terminator, then its trailer (a cut file ends in 0x3b by chance: 58I-2)
+        return tail.endswith(b"\x00\x3b")
     return True
 
 

@@ -489,6 +489,18 @@ def _started_adapt_config(path: Path) -> bool:
     return isinstance(config, dict) and {"mode", "iterations", "patch_size"} <= config.keys()
 
 
+def _adapt_repair(path: Path) -> str:
+    """The repair of damaged weights lwayrt adapt wrote: its run again where ``path`` is in its run folder; a copy
+    elsewhere is copied again (a --resume of its run, whole, would not mend it: 58I-4)."""
+    from lway_rt.adapt.runfolder import WEIGHTS
+
+    if path.name == WEIGHTS and (path.parent / "config.json").is_file():
+        return "run the same lwayrt adapt command again with --resume (it finds the damage and runs again) or with " \
+            "--overwrite"
+    return (f"it is a copy of weights lwayrt adapt wrote: copy the {WEIGHTS} of its run folder again (or, if that is "
+            "damaged too, run its adapt command again with --resume)")
+
+
 def _quoted(command: str) -> str:
     """A command named in a message, in quotes unless it quotes a word itself (a name with a space: 58D-5)."""
     return command if "'" in command else f"'{command}'"
@@ -654,10 +666,8 @@ def load_model(spec: str, device: str = "cpu"):
             raise ModelError(f"{said}: remove it ({_quoted(f'lwayrt models remove {name}')}) and add its weights again "
                              f"({_quoted(f'lwayrt models add FILE --name {name}')})") from exc
         if head.get("adapted_sha256") or (path.name == WEIGHTS and (path.parent / "config.json").is_file()):
-            raise ModelError(f"{path} cannot be read (cut short or damaged since lwayrt adapt wrote it): run the same "
-                             "lwayrt adapt command again with --resume (it finds the damage and runs again) or with "
-                             "--overwrite") from exc  # (58C-5: it was told to
-            # re-download or re-export weights adapt made)
+            raise ModelError(f"{path} cannot be read (cut short or damaged since lwayrt adapt wrote it): "
+                             f"{_adapt_repair(path)}") from exc  # (58C-5: it was told to re-download or re-export)
         raise
     if meta.get("format", "").startswith("lway_rt.degae/"):  # E and R, not an SR network
         raise ModelError(f"{path} is a stage-1 (degradation encoder) checkpoint, not an SR model: pass it as --stage1 "
@@ -674,8 +684,7 @@ def load_model(spec: str, device: str = "cpu"):
                 "adapted_sha256 it records: damaged or changed since)"
             if added:
                 raise ModelError(f"{said}; {_add_again(meta, path.stem)}")
-            raise ModelError(f"{said}: run the same lwayrt adapt command again with --resume (it finds the damage and "
-                             "runs again) or with --overwrite")
+            raise ModelError(f"{said}: {_adapt_repair(path)}")
     name = spec if path == store_path(spec) else None
     if name in SOURCES and "source_package" not in meta:
         note(f"the store's {name} ({path}) is a file of your own (no import record), not the packaged model: it is "
