@@ -279,3 +279,15 @@ def test_other_commands_name_upscale_for_an_onnx_file(exported, photos, tmp_path
                  ["adapt", str(photos), "-m", str(exported), "-o", str(tmp_path / "a")]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1 and "is an exported ONNX file, which 'lwayrt upscale -m' and 'lwayrt serve-bench -m' run" in res.output, res.output
+
+
+def test_an_onnx_file_without_onnx_runtime_names_the_extra_only(exported, photos, tmp_path, monkeypatch):
+    """Without ONNX Runtime the line advised "use the torch backend", which upscale of an .onnx file (and export's
+    parity gate) has none of (58F-2)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    res = _upscale(exported, photos, tmp_path / "a", "--tile", "0")
+    text = " ".join(res.output.split())
+    assert res.exit_code != 0 and "needs the 'onnxruntime' package: install the 'onnx' extra (pip install " \
+        "'lway_rt[onnx]')" in text and "torch backend" not in text, text

@@ -48,7 +48,8 @@ def _ort(feature: str = "running ONNX models"):
     try:
         import onnxruntime
     except ImportError as exc:
-        raise MissingDependencyError("onnxruntime", "onnx", feature, "use the torch backend") from exc
+        raise MissingDependencyError("onnxruntime", "onnx", feature) from exc  # (no "use the torch backend": export's
+        # parity gate and upscale of an .onnx file have none to choose, 58F-2)
     return onnxruntime
 
 
