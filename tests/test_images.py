@@ -1116,7 +1116,7 @@ def test_a_multi_frame_file_cut_in_a_later_frame_gives_its_first_and_says_so(tmp
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(PILImage, "open", lambda *a, **k: pytest.fail("a whole GIF was decoded"))
-            assert images._first_cut_frame(tmp_path / "whole.gif", 3) is None
+            assert images._first_cut_frame(tmp_path / "whole.gif", 3, gif=True) is None
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])

@@ -106,11 +106,10 @@ class BenchConfig:
             object.__setattr__(self, "sizes", self.sizes.tolist())
         elif isinstance(self.sizes, (tuple, list)):  # (rows of an array, each a 1-D array: 58H-3)
             object.__setattr__(self, "sizes", [s.tolist() if isinstance(s, np.ndarray) else s for s in self.sizes])
-        if self.sizes is not None and not isinstance(self.sizes, str) and not hasattr(self.sizes, "__iter__"):
-            raise InputError(f"sizes is a list of sizes, got {self.sizes!r}: give e.g. sizes=[(180, 320)] or "
-                             "sizes=['320x180']")  # (one number: a TypeError, 58H-3)
-        if isinstance(self.sizes, str) or (isinstance(self.sizes, (tuple, list)) and len(self.sizes) == 2 and all(
-                isinstance(v, (int, float)) or hasattr(type(v), "__index__") for v in self.sizes)):
+        one_number = self.sizes is not None and not hasattr(self.sizes, "__iter__")  # (a TypeError: 58H-3)
+        if one_number or isinstance(self.sizes, str) or (isinstance(self.sizes, (tuple, list)) and len(self.sizes) == 2
+                                                         and all(isinstance(v, (int, float)) or
+                                                                 hasattr(type(v), "__index__") for v in self.sizes)):
             raise InputError(f"sizes is a list of sizes, got {self.sizes!r}: give e.g. sizes=[(180, 320)] or "
                              "sizes=['320x180']")
         object.__setattr__(self, "sizes", [_size_pair(s) for s in (() if self.sizes is None else self.sizes)])

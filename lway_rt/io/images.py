@@ -362,7 +362,7 @@ def _frames(path: Path, im) -> tuple[int, bool]:
     except Exception:  # noqa: BLE001 - IndexError (GIF), TypeError (TIFF), struct.error …: the first frame was read
         pass
     else:
-        bad = _first_cut_frame(path, n) if n > 1 else None
+        bad = _first_cut_frame(path, n, gif=getattr(im, "format", None) == "GIF") if n > 1 else None
         return (n, False) if bad is None else (bad + 1, True)
     n = 1
     try:
@@ -376,15 +376,13 @@ def _frames(path: Path, im) -> tuple[int, bool]:
         return n + 1, True
 
 
-def _first_cut_frame(path: Path, n: int) -> int | None:
+def _first_cut_frame(path: Path, n: int, gif: bool = False) -> int | None:
     """The first of the ``n`` frames of ``path`` whose pixels cannot be read (its header whole, its data cut short:
     58A-3), or None. A file is cut at its end, so the last frame is read first, and the others only when it fails; a
-    GIF that holds its trailer is not decoded at all (reaching its last frame decodes every frame: 0.7 s for 150 frames
+    GIF (``gif``: Pillow read it as one) that holds its trailer is not decoded at all (reaching its last frame decodes every frame: 0.7 s for 150 frames
     of 640x480, 58H-5)."""
     from PIL import Image
 
-    with open(path, "rb") as f:
-        gif = f.read(4) == b"GIF8"
     if gif and reaches_its_end(path):
         return None
     with Image.open(path) as again:
