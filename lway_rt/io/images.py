@@ -379,8 +379,8 @@ def _frames(path: Path, im) -> tuple[int, bool]:
 def _first_cut_frame(path: Path, n: int, gif: bool = False) -> int | None:
     """The first of the ``n`` frames of ``path`` whose pixels cannot be read (its header whole, its data cut short:
     58A-3), or None. A file is cut at its end, so the last frame is read first, and the others only when it fails; a
-    GIF (``gif``: Pillow read it as one) that holds its trailer is not decoded at all (reaching its last frame decodes every frame: 0.7 s for 150 frames
-    of 640x480, 58H-5)."""
+    GIF (``gif``: Pillow read it as one) that holds its trailer is not decoded at all (reaching its last frame decodes
+    every frame: 0.7 s for 150 frames of 640x480, 58H-5)."""
     from PIL import Image
 
     if gif and reaches_its_end(path):
